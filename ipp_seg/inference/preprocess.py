@@ -1,0 +1,50 @@
+"""Input normalisation and resizing, shared by training and inference.
+
+The normalisation is described by a small dict stored in every model's metadata, so that
+inference applies exactly what training applied.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Per-frame percentile normalisation: robust to another machine's gain and depth settings.
+#: The bright end is not clipped hard: bone (the symphysis) is among the brightest pixels.
+DEFAULT_NORMALISATION = {"kind": "percentile", "low_percentile": 1.0, "high_percentile": 99.0,
+                         "clip_low": -0.5, "clip_high": 2.0, "offset": 0.5}
+
+
+def normalise_frame(pixels: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
+    """Greyscale frame (any numeric dtype, H x W) -> float32 network input.
+
+    ``percentile``: map the frame's low/high percentiles to 0/1, clip to [clip_low, clip_high],
+    subtract ``offset``. Unitless.
+    """
+    norm = normalisation or DEFAULT_NORMALISATION
+    if norm.get("kind") != "percentile":
+        raise ValueError(f"unknown normalisation kind {norm.get('kind')!r}")
+    x = np.asarray(pixels, dtype=np.float32)
+    lo, hi = np.percentile(x, [norm["low_percentile"], norm["high_percentile"]])
+    scale = 1.0 / max(float(hi - lo), 1e-3)
+    x = (x - np.float32(lo)) * np.float32(scale)
+    np.clip(x, norm["clip_low"], norm["clip_high"], out=x)
+    x -= np.float32(norm["offset"])
+    return x
+
+
+def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an image to (height, width) with area averaging when shrinking, linear otherwise."""
+    h, w = size
+    if pixels.shape[:2] == (h, w):
+        return pixels
+    shrinking = pixels.shape[0] > h or pixels.shape[1] > w
+    return cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a label mask to (height, width) by nearest neighbour (labels are not averaged)."""
+    h, w = size
+    if labels.shape[:2] == (h, w):
+        return labels
+    return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)

@@ -1,0 +1,244 @@
+"""Sparse routing attention: DSSA (Dual Sparse Selection Attention) and STAR-DSSA.
+
+Both take and return [B, C, H, W]. The map is split into S x S regions; each query region
+routes to its top-k1 key regions (region-level sparsity), and inside the gathered tokens each
+query keeps only its top-k2 scores (token-level sparsity, k2 = max(1, K // 8) of the K
+gathered candidates) before the softmax.
+
+The token-level top-k is computed as a threshold: the k2-th largest score of each query is
+found, every smaller score is masked to -inf, and one dense softmax + matmul follows. Memory
+is then proportional to the K candidates per query region, not to a per-query copy of the
+selected values as a literal gather would need.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    """Zero-pad H and W (bottom/right) up to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    pad_h = (multiple - h % multiple) % multiple
+    pad_w = (multiple - w % multiple) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x, pad_h, pad_w
+
+
+def to_regions(x: torch.Tensor, regions_per_side: int) -> torch.Tensor:
+    """[B, C, H, W] (H, W multiples of S) -> [B, S*S, tokens_per_region, C]."""
+    b, c, h, w = x.shape
+    s = regions_per_side
+    rh, rw = h // s, w // s
+    x = x.reshape(b, c, s, rh, s, rw).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, s * s, rh * rw, c)
+
+
+def from_regions(x: torch.Tensor, regions_per_side: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`to_regions`: [B, S*S, t, C] -> [B, C, H, W]."""
+    b, _, _, c = x.shape
+    s = regions_per_side
+    rh, rw = h // s, w // s
+    x = x.reshape(b, s, s, rh, rw, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, c, h, w)
+
+
+def gather_regions(tokens: torch.Tensor, region_index: torch.Tensor) -> torch.Tensor:
+    """Gather the routed regions' tokens.
+
+    tokens: [B, R, t, C]; region_index: [B, R, k1] -> [B, R, k1 * t, C].
+    """
+    b, r, t, c = tokens.shape
+    k1 = region_index.shape[-1]
+    # Each query region reads k1 whole regions: index the region axis of a broadcast view.
+    idx = region_index.reshape(b, r * k1, 1, 1).expand(b, r * k1, t, c)
+    gathered = torch.gather(tokens, 1, idx)
+    return gathered.reshape(b, r, k1 * t, c)
+
+
+def token_topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int,
+                         score_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention where each query keeps only its ``keep`` largest scores.
+
+    q: [..., t, d]; k, v: [..., K, d]; score_bias broadcastable to [..., t, K] (added before
+    the selection). Returns [..., t, d]. Scores are scaled by 1/sqrt(d).
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if score_bias is not None:
+        scores = scores + score_bias
+    if keep < scores.shape[-1]:
+        # The keep-th largest score per query is the threshold; no gradient flows through it.
+        threshold = torch.topk(scores.detach(), keep, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < threshold, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+class _RoutedAttentionBase(nn.Module):
+    """What DSSA and STAR-DSSA share: q/k/v projection, heads, regions, output projection."""
+
+    def __init__(self, dim: int, region_topk: int, regions_per_side: int = 8, head_dim: int = 32,
+                 token_keep_fraction: float = 1 / 8) -> None:
+        super().__init__()
+        if dim % head_dim:
+            raise ValueError(f"dim {dim} is not a multiple of head_dim {head_dim}")
+        self.dim = dim
+        self.num_heads = dim // head_dim
+        self.head_dim = head_dim
+        self.region_topk = region_topk
+        self.regions_per_side = regions_per_side
+        self.token_keep_fraction = token_keep_fraction
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.local_context = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, R, n, C] -> [B, heads, R, n, head_dim]."""
+        b, r, n, _ = x.shape
+        return x.reshape(b, r, n, self.num_heads, self.head_dim).permute(0, 3, 1, 2, 4)
+
+    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, r, n, d = x.shape
+        return x.permute(0, 2, 3, 1, 4).reshape(b, r, n, h * d)
+
+    def tokens_kept(self, candidates: int) -> int:
+        """k2: the number of scores each query keeps among ``candidates`` gathered tokens."""
+        return max(1, int(candidates * self.token_keep_fraction))
+
+    def _route(self, x, q, k) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return region indices [B, R, k1] and an optional differentiable region log-weight
+        [B, R, k1] added to the token scores."""
+        raise NotImplementedError
+
+    def _local_term(self, v: torch.Tensor) -> torch.Tensor:
+        return self.local_context(v)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, c, h, w = x.shape
+        s = self.regions_per_side
+        qkv = self.qkv(x)
+        local = self._local_term(qkv[:, 2 * c:])
+        qkv, _, _ = _pad_to_multiple(qkv, s)
+        hp, wp = qkv.shape[-2:]
+        # One region re-layout and one gather for q, k and v together (copies dominate here).
+        qkv_r = to_regions(qkv, s)  # [B, R, t, 3C]
+        q_r, kv_r = qkv_r[..., :c], qkv_r[..., c:]
+        region_index, region_log_weight = self._route(x, q_r, kv_r[..., :c])
+        k1 = region_index.shape[-1]
+        tokens_per_region = q_r.shape[2]
+        kv_g = gather_regions(kv_r, region_index)  # [B, R, K, 2C]
+        bias = None
+        if region_log_weight is not None:
+            # Every token of a routed region carries its region's log-weight.
+            bias = region_log_weight.unsqueeze(-1).expand(-1, -1, -1, tokens_per_region).flatten(-2)
+            bias = bias[:, None, :, None, :]  # [B, 1 (heads), R, 1 (queries), K]
+        out = token_topk_attention(self._split_heads(q_r), self._split_heads(kv_g[..., :c]),
+                                   self._split_heads(kv_g[..., c:]), self.tokens_kept(k1 * tokens_per_region), bias)
+        out = from_regions(self._merge_heads(out), s, hp, wp)[:, :, :h, :w]
+        return self.proj(out + local)
+
+
+class DualSparseSelectionAttention(_RoutedAttentionBase):
+    """DSSA: region routing by mean-pooled query/key affinity (no gradient through routing)."""
+
+    def _route(self, x, q_r, k_r):
+        with torch.no_grad():
+            region_q = q_r.mean(dim=2)
+            region_k = k_r.mean(dim=2)
+            affinity = region_q @ region_k.transpose(-2, -1)  # [B, R, R]
+            k1 = min(self.region_topk, affinity.shape[-1])
+            region_index = torch.topk(affinity, k1, dim=-1).indices
+        return region_index, None
+
+
+def chebyshev_distance(regions_per_side: int) -> torch.Tensor:
+    """[R, R] Chebyshev distance between region grid cells (R = S*S)."""
+    s = regions_per_side
+    rows = torch.arange(s).repeat_interleave(s)
+    cols = torch.arange(s).repeat(s)
+    return torch.maximum((rows[:, None] - rows[None, :]).abs(), (cols[:, None] - cols[None, :]).abs()).float()
+
+
+class StarDSSA(_RoutedAttentionBase):
+    """STAR-DSSA: saliency-weighted region pooling, topology-aware routing, gated local context.
+
+    Routing scores = (1 - lambda) * cosine(region q, region k) + lambda * exp(-d_cheb / tau),
+    lambda = sigmoid(mix_logit) learnable. Top-k selection has no gradient, so the softmax of
+    the kept routing scores enters the token scores as a log-weight per gathered region: the
+    saliency branch, lambda and the routing temperature all learn through the attention.
+    """
+
+    def __init__(self, dim: int, region_topk: int, regions_per_side: int = 8, head_dim: int = 32,
+                 token_keep_fraction: float = 1 / 8, topology_decay: float = 1.0, se_reduction: int = 4) -> None:
+        super().__init__(dim, region_topk, regions_per_side, head_dim, token_keep_fraction)
+        self.saliency = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Conv2d(dim, 1, 1))
+        self.mix_logit = nn.Parameter(torch.zeros(()))  # lambda = 0.5 at start
+        self.routing_logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.register_buffer("topology_prior",
+                             torch.exp(-chebyshev_distance(regions_per_side) / topology_decay), persistent=False)
+        hidden = max(8, dim // se_reduction)
+        self.context_gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, hidden, 1), nn.ReLU(inplace=True),
+                                          nn.Conv2d(hidden, dim, 1), nn.Sigmoid())
+
+    @property
+    def topology_weight(self) -> torch.Tensor:
+        return torch.sigmoid(self.mix_logit)
+
+    def _local_term(self, v):
+        local = self.local_context(v)
+        return local * self.context_gate(local)
+
+    def _route(self, x, q_r, k_r):
+        s = self.regions_per_side
+        saliency, _, _ = _pad_to_multiple(self.saliency(x), s)
+        # Padding tokens must not draw weight: they hold no image.
+        if saliency.shape[-2:] != x.shape[-2:]:
+            valid = torch.zeros_like(saliency, dtype=torch.bool)
+            valid[..., : x.shape[-2], : x.shape[-1]] = True
+            saliency = saliency.masked_fill(~valid, -1e4)
+        saliency = to_regions(saliency, s)  # [B, R, t, 1]
+        weights = torch.softmax(saliency, dim=2)
+        region_q = F.normalize((weights * q_r).sum(dim=2), dim=-1)
+        region_k = F.normalize((weights * k_r).sum(dim=2), dim=-1)
+        semantic = region_q @ region_k.transpose(-2, -1)  # cosine, [B, R, R]
+        lam = self.topology_weight
+        mixed = (1 - lam) * semantic + lam * self.topology_prior
+        k1 = min(self.region_topk, mixed.shape[-1])
+        kept, region_index = torch.topk(mixed, k1, dim=-1)
+        region_log_weight = torch.log_softmax(kept * self.routing_logit_scale.exp(), dim=-1)
+        return region_index, region_log_weight
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Plain multi-head self-attention over all tokens, for stages whose k1 is "all"."""
+
+    def __init__(self, dim: int, head_dim: int = 32) -> None:
+        super().__init__()
+        self.num_heads = dim // head_dim
+        self.head_dim = head_dim
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(x).reshape(b, 3, self.num_heads, self.head_dim, h * w)
+        q, k, v = qkv.unbind(1)  # [B, heads, d, N]
+        attn = torch.softmax((q.transpose(-2, -1) * self.head_dim ** -0.5) @ k, dim=-1)  # [B, heads, N, N]
+        out = (attn @ v.transpose(-2, -1)).transpose(-2, -1).reshape(b, c, h, w)
+        return self.proj(out)
+
+
+class ConvMixer(nn.Module):
+    """Control for the ablation: the attention slot filled by a depthwise-separable conv."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.pointwise = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))

@@ -1,0 +1,190 @@
+"""DSSAU-Net: a U-shaped encoder-decoder of sparse-attention blocks with a pyramid pooling
+module on the deepest features. 3 classes: 0 background, 1 pubic symphysis, 2 fetal head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import ConvMixer, DualSparseSelectionAttention, MultiHeadSelfAttention, StarDSSA
+from .configs import NetworkConfig, get_config
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a [B, C, H, W] map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample during training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+def make_attention(kind: str, dim: int, region_topk: int | None, config: NetworkConfig) -> nn.Module:
+    if kind == "conv":
+        return ConvMixer(dim)
+    if region_topk is None:
+        return MultiHeadSelfAttention(dim, config.head_dim)
+    cls = StarDSSA if kind == "star-dssa" else DualSparseSelectionAttention
+    return cls(dim, region_topk, config.regions_per_side, config.head_dim, config.token_keep_fraction)
+
+
+class AttentionBlock(nn.Module):
+    """x + dwconv3x3(x); x + attn(LN(x)); x + MLP(LN(x)), with stochastic depth."""
+
+    def __init__(self, dim: int, attention: nn.Module, mlp_ratio: int = 3, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.position = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = LayerNorm2d(dim)
+        self.attention = attention
+        self.norm2 = LayerNorm2d(dim)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, mlp_ratio * dim, 1), nn.GELU(), nn.Conv2d(mlp_ratio * dim, dim, 1))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.position(x)
+        x = x + self.drop_path(self.attention(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def region_max_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Adaptive max pooling to bins x bins, written out explicitly so that it exports to ONNX
+    for any map size (bin i covers [floor(i*H/b), ceil((i+1)*H/b)), as adaptive pooling does)."""
+    h, w = x.shape[-2:]
+    rows = []
+    for i in range(bins):
+        y0, y1 = (i * h) // bins, -((-(i + 1) * h) // bins)
+        cols = []
+        for j in range(bins):
+            x0, x1 = (j * w) // bins, -((-(j + 1) * w) // bins)
+            cols.append(x[:, :, y0:y1, x0:x1].amax(dim=(2, 3), keepdim=True))
+        rows.append(torch.cat(cols, dim=3))
+    return torch.cat(rows, dim=2)
+
+
+class PyramidPooling(nn.Module):
+    """PPM: max-pooled bins 1, 2, 3, 6, each 1x1 conv to ``width``, upsampled, concatenated
+    with the input, then 1x1 conv + BN + ReLU."""
+
+    def __init__(self, cin: int, width: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        self.bins = bins
+        self.branches = nn.ModuleList(nn.Conv2d(cin, width, 1) for _ in bins)
+        self.fuse = conv_bn_relu(cin + width * len(bins), width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [F.interpolate(branch(region_max_pool(x, b)), size=size, mode="bilinear", align_corners=False)
+                  for b, branch in zip(self.bins, self.branches)]
+        return self.fuse(torch.cat([x, *pooled], dim=1))
+
+
+class DSSAUNet(nn.Module):
+    """Encoder: stem (two stride-2 3x3 convs), 4 stages of attention blocks with stride-2 conv
+    downsampling and a LayerNorm on each stage output. PPM on the deepest features. Decoder at
+    one width: upsample x2 + projected skip, attention blocks, 1x1 conv; the four decoder levels
+    are fused at 1/4 resolution, upsampled x4, and a 3x3 conv gives the class logits."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        dims, depths = config.dims, config.depths
+        d0 = dims[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(config.in_channels, d0 // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(d0 // 2),
+            nn.GELU(),
+            nn.Conv2d(d0 // 2, d0, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(d0),
+        )
+        total = sum(depths) + sum(config.decoder_depths)
+        rates = iter(torch.linspace(0, config.drop_path, total).tolist())
+
+        def stage(dim: int, depth: int, k1: int | None) -> nn.Sequential:
+            return nn.Sequential(*(AttentionBlock(dim, make_attention(config.attention, dim, k1, config),
+                                                  config.mlp_ratio, next(rates)) for _ in range(depth)))
+
+        self.downsample = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1, bias=False),
+                          nn.BatchNorm2d(dims[i + 1]))
+            for i in range(len(dims) - 1))
+        self.encoder = nn.ModuleList(stage(dims[i], depths[i], config.region_topk[i]) for i in range(len(dims)))
+        self.encoder_norms = nn.ModuleList(LayerNorm2d(d) for d in dims)
+
+        width = config.decoder_width
+        self.ppm = PyramidPooling(dims[-1], width)
+        self.skips = nn.ModuleList(conv_bn_relu(d, width) for d in dims[:-1])
+        self.decoder = nn.ModuleList(stage(width, config.decoder_depths[i], config.region_topk[i])
+                                     for i in range(len(dims)))
+        self.decoder_out = nn.ModuleList(conv_bn_relu(width, width) for _ in dims)
+        self.fuse = conv_bn_relu(width * len(dims), width)
+        self.head = nn.Conv2d(width, config.num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        x = self.stem(x)
+        features = []
+        for i, (blocks, norm) in enumerate(zip(self.encoder, self.encoder_norms)):
+            if i > 0:
+                x = self.downsample[i - 1](x)
+            x = norm(blocks(x))
+            features.append(x)
+
+        levels = []
+        y = self.ppm(features[-1])
+        for i in reversed(range(len(features))):
+            if i < len(features) - 1:
+                skip = features[i]
+                y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False) + self.skips[i](skip)
+            y = self.decoder_out[i](self.decoder[i](y))
+            levels.append(y)
+
+        quarter = levels[-1].shape[-2:]
+        fused = self.fuse(torch.cat(
+            [F.interpolate(lv, size=quarter, mode="bilinear", align_corners=False) if lv.shape[-2:] != quarter else lv
+             for lv in levels], dim=1))
+        fused = F.interpolate(fused, size=size, mode="bilinear", align_corners=False)
+        return self.head(fused)
+
+
+def build_network(config: NetworkConfig | str) -> DSSAUNet:
+    """Build a DSSAU-Net from a config or a registered config name."""
+    if isinstance(config, str):
+        config = get_config(config)
+    return DSSAUNet(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, height: int = 256, width: int = 256) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (convs, matmuls), via torch's
+    FLOP counter (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, model.config.in_channels, height, width)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() // 2

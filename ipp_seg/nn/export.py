@@ -1,0 +1,67 @@
+"""Export a trained network to ONNX with the metadata inference needs.
+
+The ONNX file carries, as metadata properties: the config name, the input size, the input
+normalisation, the class names and the ipp-seg version, so that inference never relies on
+constants of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .dssau_net import DSSAUNet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+
+
+def onnx_metadata(model: DSSAUNet, input_size: tuple[int, int], normalisation: dict,
+                  extra: dict | None = None) -> dict[str, str]:
+    """The metadata written into the ONNX file (all values are strings; dicts as JSON)."""
+    meta = {
+        "ipp_seg_version": __version__,
+        "config_name": model.config.name,
+        "config": json.dumps(model.config.to_dict()),
+        "input_size": json.dumps(list(input_size)),  # [height, width]
+        "input_channels": str(model.config.in_channels),
+        "normalisation": json.dumps(normalisation),
+        "class_names": json.dumps(list(model.config.class_names)),
+    }
+    for key, value in (extra or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    return meta
+
+
+def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] = (256, 256),
+                normalisation: dict | None = None, opset: int = DEFAULT_OPSET,
+                extra_metadata: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` as ONNX: input ``image`` [N, C, H, W] float32 (N dynamic,
+    H and W fixed to ``input_size``), output ``logits`` [N, classes, H, W]."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().float()
+    dummy = torch.zeros(2, model.config.in_channels, *input_size)
+    torch.onnx.export(
+        model, (dummy,), str(path), opset_version=opset, input_names=["image"], output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+    )
+    proto = onnx.load(str(path))
+    meta = onnx_metadata(model, input_size, normalisation or {}, extra_metadata)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "ipp-seg"
+    proto.producer_version = __version__
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    log.info("exported %s to %s", model.config.name, path)
+    return path

@@ -1,0 +1,186 @@
+"""Training data: PSFHS-layout folders and PNG image/mask pairs, split by contiguous case IDs,
+and ultrasound-specific augmentation that keeps images and masks geometrically consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    image: np.ndarray  # (H, W) uint8 greyscale
+    labels: np.ndarray  # (H, W) uint8, 0 background, 1 PS, 2 FH
+
+
+@dataclass(frozen=True)
+class Split:
+    train_ids: tuple[str, ...]
+    validation_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"train": list(self.train_ids), "validation": list(self.validation_ids)}
+
+    def describe(self) -> str:
+        def span(ids):
+            return f"{ids[0]}-{ids[-1]} ({len(ids)})" if ids else "none"
+        return f"train {span(self.train_ids)}, validation {span(self.validation_ids)}"
+
+
+def _case_id(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _read_greyscale(path: Path) -> np.ndarray:
+    """Read one training image or mask as a 2-D uint8 array (PSFHS volumes: first plane)."""
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ValueError(f"cannot read {path}")
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr[..., :3], cv2.COLOR_BGR2GRAY)
+    else:
+        import SimpleITK as sitk
+
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        if arr.ndim == 3:  # PSFHS: three identical planes of one frame
+            arr = arr[0]
+    return np.ascontiguousarray(arr.astype(np.uint8))
+
+
+def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
+    """(case_id, image, mask) pairs of a folder in PSFHS layout (``image_mha/``, ``label_mha/``)
+    or as PNG pairs (``images/`` + ``masks/``, or ``*.png`` beside ``*_mask.png``), sorted by ID."""
+    folder = Path(folder)
+    layouts = [("image_mha", "label_mha"), ("images", "masks"), ("images", "labels")]
+    for image_dir, mask_dir in layouts:
+        if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
+            masks = {_case_id(p): p for p in (folder / mask_dir).iterdir() if p.is_file()}
+            pairs = [(_case_id(p), p, masks[_case_id(p)]) for p in sorted((folder / image_dir).iterdir())
+                     if p.is_file() and _case_id(p) in masks]
+            break
+    else:
+        pairs = []
+        for p in sorted(folder.glob("*_mask.png")):
+            image = p.with_name(p.name[: -len("_mask.png")] + ".png")
+            if image.exists():
+                pairs.append((_case_id(image), image, p))
+    if not pairs:
+        raise FileNotFoundError(f"no image/mask pairs in {folder} (expected image_mha/+label_mha/, "
+                                "images/+masks/, or NAME.png beside NAME_mask.png)")
+    return sorted(pairs, key=lambda t: _sort_key(t[0]))
+
+
+def _sort_key(case_id: str):
+    digits = re.findall(r"\d+", case_id)
+    return (int(digits[-1]) if digits else math.inf, case_id)
+
+
+def load_cases(folder: str | Path, ids: set[str] | None = None) -> list[Case]:
+    """Load every pair (or those whose ID is in ``ids``) into memory."""
+    cases = []
+    for case_id, image_path, mask_path in find_pairs(folder):
+        if ids is not None and case_id not in ids:
+            continue
+        image, labels = _read_greyscale(image_path), _read_greyscale(mask_path)
+        if image.shape != labels.shape:
+            raise ValueError(f"{case_id}: image {image.shape} and mask {labels.shape} differ in size")
+        cases.append(Case(case_id, image, labels))
+    return cases
+
+
+def contiguous_split(case_ids: list[str], validation_count: int = 200,
+                     extra_validation: tuple[str, str] | None = None) -> Split:
+    """Validation = the last ``validation_count`` IDs (in ID order), plus optionally a
+    contiguous block ``(first, last)`` of IDs; the rest is training. Never random: consecutive
+    IDs can come from one examination."""
+    ordered = sorted(case_ids, key=_sort_key)
+    validation = set(ordered[-validation_count:]) if validation_count else set()
+    if extra_validation:
+        lo, hi = (_sort_key(i) for i in extra_validation)
+        validation |= {c for c in ordered if lo <= _sort_key(c) <= hi}
+    return Split(tuple(c for c in ordered if c not in validation), tuple(c for c in ordered if c in validation))
+
+
+# --- augmentation -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AugmentationSettings:
+    rotation_deg: float = 20.0
+    scale_range: tuple[float, float] = (0.65, 1.3)
+    translate_fraction: float = 0.1
+    flip_probability: float = 0.5
+    gain_range: tuple[float, float] = (0.6, 1.5)
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    depth_gain_probability: float = 0.3
+    speckle_probability: float = 0.4
+    speckle_sigma: float = 0.25
+    blur_probability: float = 0.3
+    sector_probability: float = 0.25
+
+
+def _sector_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random fan-shaped field of view (apex above the top edge), as a narrow or deep sector
+    probe shows it; 1 inside, 0 outside."""
+    h, w = shape
+    apex = (w * rng.uniform(0.35, 0.65), -h * rng.uniform(0.05, 0.4))
+    half_angle = math.radians(rng.uniform(25, 45))
+    depth = h * rng.uniform(0.9, 1.5) - apex[1]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx, dy = xs - apex[0], ys - apex[1]
+    radius = np.hypot(dx, dy)
+    angle = np.abs(np.arctan2(dx, dy))
+    return ((angle <= half_angle) & (radius <= depth)).astype(np.float32)
+
+
+def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+            settings: AugmentationSettings = AugmentationSettings()) -> tuple[np.ndarray, np.ndarray]:
+    """Random geometric and acquisition-like changes. Returns (float32 image in 0-255 range,
+    uint8 labels); the same geometric transform is applied to both."""
+    h, w = image.shape
+    s = settings
+    angle = rng.uniform(-s.rotation_deg, s.rotation_deg)
+    scale = math.exp(rng.uniform(math.log(s.scale_range[0]), math.log(s.scale_range[1])))
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix[:, 2] += rng.uniform(-s.translate_fraction, s.translate_fraction, 2) * (w, h)
+    img = cv2.warpAffine(image.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    lab = cv2.warpAffine(labels, matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+    if rng.random() < s.flip_probability:
+        img, lab = img[:, ::-1], lab[:, ::-1]
+
+    img = img / 255.0
+    img = np.power(np.clip(img, 0, None), rng.uniform(*s.gamma_range)) * rng.uniform(*s.gain_range)
+    if rng.random() < s.depth_gain_probability:  # time-gain-compensation-like ramp with depth
+        ramp = np.linspace(rng.uniform(0.6, 1.2), rng.uniform(0.6, 1.4), h, dtype=np.float32)
+        img = img * ramp[:, None]
+    if rng.random() < s.speckle_probability:  # multiplicative, spatially correlated noise
+        noise = rng.standard_normal((h, w)).astype(np.float32)
+        noise = cv2.GaussianBlur(noise, (0, 0), rng.uniform(0.5, 1.5))
+        noise /= max(float(noise.std()), 1e-6)
+        img = img * np.clip(1 + rng.uniform(0, s.speckle_sigma) * noise, 0, None)
+    if rng.random() < s.blur_probability:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < s.sector_probability:
+        fan = _sector_mask((h, w), rng)
+        img = img * fan
+        lab = lab * fan.astype(np.uint8)
+    img = np.clip(img * 255.0, 0, 255).astype(np.float32)
+    return np.ascontiguousarray(img), np.ascontiguousarray(lab)
