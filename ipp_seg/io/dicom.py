@@ -1,0 +1,545 @@
+"""DICOM ultrasound reading with pydicom 3: header checks, calibration, lazy frame decoding.
+
+The header (everything before Pixel Data) is parsed once; frames are then decoded one at a
+time with :func:`pydicom.pixels.iter_pixels` straight from the open file, so a long cine is
+never decoded, nor read, whole.
+
+Calibration, in order of preference:
+
+1. Sequence of Ultrasound Regions: each 2-D region (Region Spatial Format 1) of tissue data
+   (Region Data Type 1; colour-flow regions only when no tissue region exists) with physical
+   units code 3 (cm) in x and y gives a pixel box and (x, y) = 10 * |Physical Delta X/Y| mm.
+2. Pixel Spacing (row, column order in the file, so it is swapped to (x, y)), then the
+   Pixel Measures of the shared functional groups, then Imager Pixel Spacing.
+3. Otherwise unknown. No spacing is ever guessed.
+
+Nothing read from patient, study or operator attributes goes into logs or messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
+from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import UID
+
+from .errors import ScanReadError
+from .frames import ImagingRegion, Spacing, same_spacing
+from .greyscale import invert, luminance_rgb, to_output
+
+logger = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
+ENHANCED_US_VOLUME_STORAGE = "1.2.840.10008.5.1.4.1.1.6.2"
+
+# Region Spatial Format (0018,6012) and Region Data Type (0018,6014) codes (PS3.3 C.8.5.5.1).
+_SPATIAL_2D = 1
+_SPATIAL_NAMES = {2: "M-mode", 3: "spectral Doppler", 4: "waveform"}
+_DATA_TISSUE = 1
+_DATA_COLOUR_FLOW = 2
+_UNITS_CM = 3
+
+# US Image Type value 4 is a hex bit mask of the modes in the image (PS3.3 C.8.5.6.1.1).
+_MODE_2D = 0x0001
+_MODE_NON_2D = {0x0002: "M-mode", 0x0004: "CW Doppler", 0x0008: "PW Doppler", 0x0020: "colour M-mode"}
+_MODE_3D_RENDERING = 0x0040
+
+_PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+
+_PHOTOMETRIC_GREY = {"MONOCHROME1", "MONOCHROME2"}
+_PHOTOMETRIC_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"}
+_PHOTOMETRIC_PALETTE = "PALETTE COLOR"
+
+# pip packages that add a decoder for each compressed syntax, permissive licences first.
+_GDCM = "python-gdcm"
+_OPENJPEG = "pylibjpeg pylibjpeg-openjpeg"
+_PLUGIN_HINTS = {
+    "1.2.840.10008.1.2.4.50": _GDCM,  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": _GDCM,  # JPEG extended
+    "1.2.840.10008.1.2.4.57": _GDCM,  # JPEG lossless
+    "1.2.840.10008.1.2.4.70": _GDCM,  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": f"pyjpegls (or {_GDCM})",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": f"pyjpegls (or {_GDCM})",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": f"{_OPENJPEG} (or {_GDCM})",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": f"{_OPENJPEG} (or {_GDCM})",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": _OPENJPEG,  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": _OPENJPEG,  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": _OPENJPEG,  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",  # RLE (pydicom also has its own)
+}
+
+
+@dataclass(frozen=True)
+class DicomInfo:
+    """What the header says about a DICOM file's pixels and calibration."""
+
+    path: str
+    n_frames: int
+    rows: int
+    columns: int
+    photometric: str
+    bits_stored: int
+    signed: bool
+    transfer_syntax: UID
+    regions: tuple[ImagingRegion, ...]
+    spacing_mm: Spacing | None
+    spacing_source: str
+    sop_instance_uid: str | None
+    palette: Dataset | None  # the colour lookup tables of a PALETTE COLOR image
+    pixel_offset: int | None  # file offset of the pixel data value (None: deflated file)
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """Whether the file carries the DICOM Part 10 'DICM' marker at byte 128."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
+    """Parse and check a DICOM file's header without reading its pixel data.
+
+    Raises :class:`ScanReadError` for anything that would stop frames being decoded.
+    """
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except InvalidDicomError:
+                raise ScanReadError(path, "not a DICOM file (no 'DICM' marker at byte 128)") from None
+            except Exception as exc:  # pydicom raises many types on damaged headers
+                # Only the type: a parser message could quote element values (patient data).
+                raise ScanReadError(path, f"the DICOM header is damaged or truncated ({type(exc).__name__})") from None
+            tsyntax = _transfer_syntax(path, ds)
+            if tsyntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+                # A deflated body cannot be walked in place: inflate it (such files are small).
+                pixel_check = _check_deflated(path)
+                has_pixels = pixel_check is not None
+            else:
+                pixel_check = _check_pixel_element(path, f, tsyntax)
+                has_pixels = pixel_check is not None
+    except FileNotFoundError:
+        raise ScanReadError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ScanReadError(path, "is a directory, not a file") from None
+    except PermissionError:
+        raise ScanReadError(path, "permission denied") from None
+
+    if not has_pixels:
+        kind = ds.get("Modality", "")
+        what = f"a DICOM object without an image{', modality ' + kind if kind else ''}"
+        raise ScanReadError(path, f"no pixel data ({what})")
+
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise ScanReadError(path, f"the Image Pixel module lacks {keyword}")
+
+    _reject_non_2d(path, ds)
+
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    if photometric not in _PHOTOMETRIC_GREY | _PHOTOMETRIC_COLOUR | {_PHOTOMETRIC_PALETTE}:
+        raise ScanReadError(path, f"unsupported photometric interpretation {photometric}")
+    if photometric == _PHOTOMETRIC_PALETTE and "RedPaletteColorLookupTableDescriptor" not in ds:
+        raise ScanReadError(path, "PALETTE COLOR image without its colour lookup tables")
+
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if rows <= 0 or columns <= 0:
+        raise ScanReadError(path, f"empty image ({rows} x {columns} pixels)")
+    n_frames = _number_of_frames(ds)
+
+    if pixel_check is not None and not tsyntax.is_compressed:
+        _check_native_length(path, ds, pixel_check)
+    _check_decoder(path, tsyntax)
+
+    regions = _ultrasound_regions(path, ds, rows, columns)
+    spacing, source = _frame_spacing(path, ds, regions)
+    bits_allocated = int(ds.BitsAllocated)
+    bits_stored = int(ds.get("BitsStored") or bits_allocated)
+    info = DicomInfo(
+        path=path,
+        n_frames=n_frames,
+        rows=rows,
+        columns=columns,
+        photometric=photometric,
+        bits_stored=bits_stored,
+        signed=int(ds.get("PixelRepresentation", 0) or 0) == 1,
+        transfer_syntax=tsyntax,
+        regions=regions,
+        spacing_mm=spacing,
+        spacing_source=source,
+        sop_instance_uid=str(ds.SOPInstanceUID) if ds.get("SOPInstanceUID") else None,
+        palette=_palette_tables(ds, tsyntax) if photometric == _PHOTOMETRIC_PALETTE else None,
+        pixel_offset=pixel_check.value_offset if pixel_check is not None and pixel_check.value_offset else None,
+    )
+    logger.debug(
+        "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",
+        path, n_frames, columns, rows, photometric, tsyntax.name, spacing, source, len(regions),
+    )
+    return info
+
+
+def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (0-based index, greyscale frame) for ``indices`` (``None``: every frame), one at a time."""
+    wanted = list(range(info.n_frames)) if indices is None else list(indices)
+    if not wanted:
+        return
+    # Sequential access is cheapest for encapsulated data without an offset table, so ask for
+    # "all" when that is what is wanted; explicit indices otherwise.
+    all_in_order = wanted == list(range(info.n_frames))
+    if _is_native_ybr422(info):
+        yield from _iter_native_ybr422_luma(info, wanted)
+        return
+    position = 0
+    try:
+        if info.transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            source = pydicom.dcmread(info.path)
+            frames = iter_pixels(source, indices=None if all_in_order else wanted)
+            for arr in frames:
+                yield wanted[position], _to_grey(info, arr)
+                position += 1
+            return
+        with open(info.path, "rb") as f:
+            frames = iter_pixels(f, indices=None if all_in_order else wanted)
+            try:
+                for arr in frames:
+                    if position >= len(wanted):
+                        break  # more fragments than Number of Frames: keep to the header
+                    yield wanted[position], _to_grey(info, arr)
+                    position += 1
+            finally:
+                frames.close()
+    except ScanReadError:
+        raise
+    except Exception as exc:  # decoder failures come in many types
+        frame = wanted[position] if position < len(wanted) else position
+        raise ScanReadError(
+            info.path, f"decoding frame {frame} ({info.transfer_syntax.name}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _is_native_ybr422(info: DicomInfo) -> bool:
+    return (
+        info.photometric == "YBR_FULL_422"
+        and not info.transfer_syntax.is_compressed
+        and info.pixel_offset is not None
+        and info.bits_stored <= 8
+        and info.columns % 2 == 0
+    )
+
+
+def _iter_native_ybr422_luma(info: DicomInfo, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Luma straight from native YBR_FULL_422 frames (each pixel pair stored as Y1 Y2 Cb Cr).
+
+    pydicom 3.0.2 computes wrong frame offsets for this layout when decoding frame by frame,
+    and the luminance wanted here is the stored Y itself, so the frames are sliced directly.
+    """
+    frame_bytes = info.rows * info.columns * 2
+    with open(info.path, "rb") as f:
+        for index in wanted:
+            f.seek(info.pixel_offset + index * frame_bytes)
+            data = f.read(frame_bytes)
+            if len(data) < frame_bytes:
+                raise ScanReadError(info.path, f"truncated pixel data in frame {index}")
+            pairs = np.frombuffer(data, dtype=np.uint8).reshape(info.rows, info.columns // 2, 4)
+            yield index, np.ascontiguousarray(pairs[:, :, :2]).reshape(info.rows, info.columns)
+
+
+def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray:
+    """One decoded frame (as pydicom returns it) to the readers' greyscale convention."""
+    if info.photometric == _PHOTOMETRIC_PALETTE:
+        rgb = apply_color_lut(arr, info.palette)
+        return to_output(luminance_rgb(rgb))
+    if arr.ndim == 3:
+        # pydicom has already turned YBR_* into RGB (raw=False); decoders do so for ICT/RCT.
+        return to_output(luminance_rgb(arr), bits_stored=info.bits_stored)
+    if arr.ndim != 2:
+        raise ScanReadError(info.path, f"unexpected decoded frame shape {arr.shape}")
+    grey = to_output(arr, bits_stored=info.bits_stored, signed=info.signed)
+    return invert(grey) if info.photometric == "MONOCHROME1" else grey
+
+
+_PALETTE_KEYWORDS = [
+    f"{segmented}{colour}PaletteColorLookupTable{part}"
+    for colour in ("Red", "Green", "Blue", "Alpha")
+    for segmented, part in (("", "Descriptor"), ("", "Data"), ("Segmented", "Data"))
+]
+
+
+def _palette_tables(ds: Dataset, tsyntax: UID) -> Dataset:
+    """The palette elements alone, with OW table data in little-endian word order.
+
+    pydicom 3.0's apply_color_lut reads plain table bytes as little endian whatever the
+    transfer syntax, so tables from an Explicit VR Big Endian file are byte-swapped here first.
+    """
+    palette = Dataset()
+    # Segmented tables are read with the byte order named here: little endian after the swap.
+    palette.file_meta = FileMetaDataset()
+    palette.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    for keyword in _PALETTE_KEYWORDS:
+        if keyword not in ds:
+            continue
+        value = ds[keyword].value
+        if keyword.endswith("Data") and not tsyntax.is_little_endian and isinstance(value, bytes):
+            value = np.frombuffer(value, dtype=">u2").astype("<u2").tobytes()
+        setattr(palette, keyword, value)
+    return palette
+
+
+def _transfer_syntax(path: str, ds: Dataset) -> UID:
+    file_meta = getattr(ds, "file_meta", None)
+    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if not tsyntax:
+        raise ScanReadError(path, "the DICOM header is damaged or truncated (no Transfer Syntax UID in the file meta)")
+    return UID(str(tsyntax))
+
+
+@dataclass(frozen=True)
+class _PixelElement:
+    value_offset: int
+    length: int
+    file_size: int
+
+
+def _check_pixel_element(path: str, f, tsyntax: UID) -> _PixelElement | None:
+    """Read the pixel data element header at the file position pydicom stopped at.
+
+    Returns ``None`` when the file has no pixel data; checks encapsulated fragments end inside
+    the file (by walking item headers only, never reading fragment data).
+    """
+    file_size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+        return None
+    endian = "<" if tsyntax.is_little_endian else ">"
+    group, element = struct.unpack(f"{endian}HH", head[:4])
+    if (group << 16 | element) not in _PIXEL_TAGS:
+        return None
+    if tsyntax.is_implicit_VR:
+        (length,) = struct.unpack(f"{endian}L", head[4:8])
+    else:
+        extra = f.read(4)  # OB/OW/OF/OD: 2 reserved bytes, then a 32-bit length
+        if len(extra) < 4:
+            raise ScanReadError(path, "truncated pixel data (the file ends inside the Pixel Data header)")
+        (length,) = struct.unpack(f"{endian}L", extra)
+    value_offset = f.tell()
+    if length == _UNDEFINED_LENGTH:
+        if not tsyntax.is_compressed:
+            raise ScanReadError(path, "native pixel data with an undefined length")
+        _walk_fragments(path, f, file_size)
+    elif tsyntax.is_compressed:
+        raise ScanReadError(path, f"{tsyntax.name} pixel data is not encapsulated (defined length)")
+    return _PixelElement(value_offset, length, file_size)
+
+
+def _check_deflated(path: str) -> _PixelElement | None:
+    try:
+        full = pydicom.dcmread(path)
+    except Exception as exc:
+        raise ScanReadError(path, f"the deflated DICOM data set is damaged ({type(exc).__name__})") from None
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in full:
+            length = len(full[keyword].value or b"")
+            return _PixelElement(0, length, length)
+    return None
+
+
+def _walk_fragments(path: str, f, file_size: int) -> None:
+    fragments = 0
+    while True:
+        item = f.read(8)
+        if len(item) < 8:
+            raise ScanReadError(
+                path, f"truncated pixel data (the file ends after {max(fragments - 1, 0)} compressed fragment(s))"
+            )
+        group, element, length = struct.unpack("<HHL", item)  # encapsulation is always little endian
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER:
+            break
+        if tag != _ITEM:
+            raise ScanReadError(path, f"corrupt encapsulated pixel data (unexpected tag {tag:08X})")
+        if f.tell() + length > file_size:
+            raise ScanReadError(
+                path, f"truncated pixel data (compressed fragment {fragments} runs past the end of the file)"
+            )
+        f.seek(length, os.SEEK_CUR)
+        fragments += 1
+    if fragments < 2:  # the first item is the basic offset table
+        raise ScanReadError(path, "encapsulated pixel data holds no compressed frames")
+
+
+def _check_native_length(path: str, ds: Dataset, element: _PixelElement) -> None:
+    try:
+        expected = get_expected_length(ds, "bytes")
+    except Exception as exc:
+        raise ScanReadError(path, f"inconsistent Image Pixel attributes ({type(exc).__name__})") from None
+    available = min(element.length, element.file_size - element.value_offset)
+    if available < expected:
+        raise ScanReadError(
+            path, f"truncated pixel data ({available} of {expected} bytes for {_number_of_frames(ds)} frame(s))"
+        )
+
+
+def _check_decoder(path: str, tsyntax: UID) -> None:
+    if not tsyntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        known = "" if tsyntax.is_transfer_syntax else " (not a standard transfer syntax)"
+        raise ScanReadError(
+            path,
+            f"unsupported transfer syntax {tsyntax.name}{known}: pydicom has no decoder for it; "
+            "export the images uncompressed or as JPEG/JPEG 2000 from the scanner or PACS",
+        ) from None
+    if not decoder.is_available:
+        package = _PLUGIN_HINTS.get(str(tsyntax), "a pydicom decoding plugin")
+        raise ScanReadError(
+            path, f"no decoder installed for transfer syntax {tsyntax.name}: pip install {package}"
+        )
+
+
+def _number_of_frames(ds: Dataset) -> int:
+    value = ds.get("NumberOfFrames")
+    try:
+        n = int(value) if value not in (None, "") else 1
+    except (TypeError, ValueError):
+        n = 1
+    return max(n, 1)
+
+
+def _reject_non_2d(path: str, ds: Dataset) -> None:
+    """Refuse 3-D volumes/renderings and spectral/M-mode-only images: nothing 2-D to segment."""
+    if str(ds.get("SOPClassUID", "")) == ENHANCED_US_VOLUME_STORAGE:
+        raise ScanReadError(path, "3-D ultrasound volume (Enhanced US Volume Storage); a 2-D frame is needed")
+    image_type = ds.get("ImageType")
+    if image_type is not None and not isinstance(image_type, str) and len(image_type) >= 4:
+        try:
+            modes = int(str(image_type[3]).strip(), 16)
+        except ValueError:
+            modes = None
+        if modes and not modes & _MODE_2D:
+            if modes & _MODE_3D_RENDERING:
+                raise ScanReadError(path, "3-D rendering (US Image Type 0040), not a 2-D ultrasound plane")
+            names = [name for bit, name in _MODE_NON_2D.items() if modes & bit]
+            if names:
+                raise ScanReadError(path, f"{'/'.join(names)} only, no 2-D image (US Image Type {image_type[3]})")
+    items = ds.get("SequenceOfUltrasoundRegions") or []
+    formats = [_int_or_none(item.get("RegionSpatialFormat")) for item in items]
+    if items and _SPATIAL_2D not in formats:
+        names = sorted({_SPATIAL_NAMES[f] for f in formats if f in _SPATIAL_NAMES})
+        if names:
+            raise ScanReadError(path, f"only {' and '.join(names)} region(s), no 2-D imaging region")
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tuple[ImagingRegion, ...]:
+    """The 2-D tissue regions of the Sequence of Ultrasound Regions, clipped to the image."""
+    candidates: list[tuple[int | None, ImagingRegion]] = []
+    for number, item in enumerate(ds.get("SequenceOfUltrasoundRegions") or []):
+        if _int_or_none(item.get("RegionSpatialFormat")) != _SPATIAL_2D:
+            continue
+        data_type = _int_or_none(item.get("RegionDataType"))
+        corners = [_int_or_none(item.get(k)) for k in
+                   ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")]
+        if any(c is None for c in corners):
+            logger.warning("%s: ultrasound region %d has no complete location; ignored", path, number)
+            continue
+        min_x, min_y, max_x, max_y = corners
+        # Max X1/Y1 are inclusive pixel coordinates; some scanners put them one past the edge.
+        x0, y0 = max(0, min_x), max(0, min_y)
+        x1, y1 = min(columns, max_x + 1), min(rows, max_y + 1)
+        if x1 <= x0 or y1 <= y0:
+            logger.warning("%s: ultrasound region %d lies outside the image; ignored", path, number)
+            continue
+        spacing = _region_spacing(item)
+        if spacing is None:
+            logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
+        candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))
+    tissue = [region for data_type, region in candidates if data_type == _DATA_TISSUE]
+    if tissue:
+        return tuple(tissue)
+    # No region says "tissue": keep colour-flow or untyped 2-D regions, which still show anatomy.
+    return tuple(region for data_type, region in candidates if data_type in (None, _DATA_COLOUR_FLOW))
+
+
+def _region_spacing(item: Dataset) -> Spacing | None:
+    if _int_or_none(item.get("PhysicalUnitsXDirection")) != _UNITS_CM:
+        return None
+    if _int_or_none(item.get("PhysicalUnitsYDirection")) != _UNITS_CM:
+        return None
+    dx, dy = _float_or_none(item.get("PhysicalDeltaX")), _float_or_none(item.get("PhysicalDeltaY"))
+    if not dx or not dy:
+        return None
+    # The sign only says which way the axis runs; the pixel size is its magnitude. cm -> mm.
+    return (abs(dx) * 10.0, abs(dy) * 10.0)
+
+
+def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -> tuple[Spacing | None, str]:
+    """(x, y) mm per pixel for the whole frame and where it came from."""
+    calibrated = [r.spacing_mm for r in regions if r.spacing_mm is not None]
+    if calibrated:
+        first = calibrated[0]
+        if all(same_spacing(first, other) for other in calibrated[1:]):
+            return first, "ultrasound regions"
+        logger.info("%s: ultrasound regions carry different calibrations; use spacing_at()", path)
+        return None, "ultrasound regions (several calibrations)"
+    for keyword, spacing in (
+        ("PixelSpacing", ds.get("PixelSpacing")),
+        ("SharedFunctionalGroups PixelSpacing", _shared_pixel_spacing(ds)),
+        ("ImagerPixelSpacing", ds.get("ImagerPixelSpacing")),
+    ):
+        pair = _row_column_spacing(spacing)
+        if pair is not None:
+            return pair, keyword
+    return None, "none"
+
+
+def _shared_pixel_spacing(ds: Dataset):
+    try:
+        return ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    except (AttributeError, IndexError, KeyError):
+        return None
+
+
+def _row_column_spacing(value) -> Spacing | None:
+    """DICOM spacing pairs are (row spacing, column spacing) = (y, x); return (x, y) in mm."""
+    if value is None or isinstance(value, str):
+        return None
+    try:
+        row_mm, column_mm = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(row_mm) and math.isfinite(column_mm) and row_mm > 0 and column_mm > 0):
+        return None
+    return (column_mm, row_mm)

@@ -1,0 +1,22 @@
+"""The one exception type the readers raise for an input they cannot turn into frames."""
+
+from __future__ import annotations
+
+import os
+
+
+class ScanReadError(Exception):
+    """A scan could not be read.
+
+    ``str(error)`` is ``"cannot read {path}: {reason}"``. The reason names the cause (not a
+    DICOM file, no pixel data, truncated pixel data, a missing decoder and the pip package
+    that provides it, a 3-D or spectral-only acquisition, ...) and never holds patient data.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read {self.path}: {reason}")
+
+    def __reduce__(self):  # keep pickling (multiprocessing) working with two arguments
+        return (type(self), (self.path, self.reason))

@@ -1,0 +1,194 @@
+"""Plain data the readers hand out: frames, their calibrated regions, provenance and frame choices.
+
+Coordinates are frame pixel coordinates: x is the column, y the row, (0, 0) the top-left pixel.
+Spacings are (x, y) in millimetres per pixel; ``None`` means the physical size is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+Spacing = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ImagingRegion:
+    """One 2-D tissue region of a frame: the pixel box [x0, x1) x [y0, y1).
+
+    ``spacing_mm`` is the region's own calibration, (x, y) mm per pixel, or ``None`` when the
+    source gives none for it.
+    """
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    spacing_mm: Spacing | None = None
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return self.y1 - self.y0
+
+    @property
+    def area(self) -> int:
+        """Area in pixels."""
+        return max(0, self.width) * max(0, self.height)
+
+    def contains(self, x: float, y: float) -> bool:
+        """Whether the point (x, y), in pixels, lies inside the box (upper edges excluded)."""
+        return self.x0 <= x < self.x1 and self.y0 <= y < self.y1
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a frame came from.
+
+    ``source_format`` is ``"dicom"``, ``"image"`` (OpenCV formats) or ``"itk"`` (SimpleITK
+    formats). ``frame_number`` is the 1-based DICOM frame number (``None`` for other formats).
+    """
+
+    path: str
+    source_format: str
+    sop_instance_uid: str | None = None
+    frame_number: int | None = None
+
+
+@dataclass(frozen=True)
+class UltrasoundFrame:
+    """One greyscale ultrasound frame with its physical calibration.
+
+    ``pixels`` is (H, W), either uint8 (0-255) or float32. float32 comes from sources deeper
+    than 8 bits, rescaled from their integer range onto the same 0-255 scale as uint8, or from
+    floating-point sources, passed through unchanged. Never colour.
+
+    ``spacing_mm`` is the (x, y) mm-per-pixel calibration of the whole frame when a single
+    calibration applies to it; ``None`` when it is unknown or when several regions carry
+    different calibrations (then use :meth:`spacing_at`). ``regions`` are the 2-D tissue regions
+    (empty when the source says nothing about them). ``frame_index`` is 0-based, ``n_frames`` the
+    number of frames in the source.
+    """
+
+    pixels: np.ndarray
+    spacing_mm: Spacing | None
+    regions: tuple[ImagingRegion, ...]
+    frame_index: int
+    n_frames: int
+    provenance: Provenance
+
+    def spacing_at(self, x: float, y: float) -> Spacing | None:
+        """(x, y) mm per pixel at pixel (x, y).
+
+        The calibration of the region that contains the point when that region has one,
+        otherwise the frame's calibration (possibly ``None``).
+        """
+        for region in self.regions:
+            if region.contains(x, y) and region.spacing_mm is not None:
+                return region.spacing_mm
+        return self.spacing_mm
+
+    @property
+    def imaging_region(self) -> ImagingRegion | None:
+        """The largest 2-D tissue region (the first of equal ones), or ``None`` when none is known."""
+        if not self.regions:
+            return None
+        return max(self.regions, key=lambda r: r.area)
+
+    @property
+    def height(self) -> int:
+        """Frame height in pixels."""
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Frame width in pixels."""
+        return int(self.pixels.shape[1])
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """A contiguous choice of 0-based frames: ``start`` up to ``stop`` (exclusive).
+
+    ``stop=None`` means "to the last frame"; ``FrameSelection()`` is every frame.
+    """
+
+    start: int = 0
+    stop: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start < 0:
+            raise ValueError(f"frame selection start must be >= 0, got {self.start}")
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError(f"frame selection is empty: start {self.start}, stop {self.stop}")
+
+    @property
+    def is_all(self) -> bool:
+        """Whether this selects every frame."""
+        return self.start == 0 and self.stop is None
+
+    def indices(self, n_frames: int) -> range:
+        """The selected 0-based indices in a source of ``n_frames`` frames.
+
+        Raises ``IndexError`` when the selection reaches past the last frame.
+        """
+        stop = n_frames if self.stop is None else self.stop
+        if self.start >= n_frames or stop > n_frames:
+            last = f"0-{n_frames - 1}" if n_frames > 1 else "0"
+            raise IndexError(f"frames {self} requested, the source has {n_frames} ({last})")
+        return range(self.start, stop)
+
+    def __str__(self) -> str:
+        if self.is_all:
+            return "all"
+        if self.stop is None:
+            return f"{self.start}-end"
+        if self.stop == self.start + 1:
+            return str(self.start)
+        return f"{self.start}-{self.stop - 1}"
+
+
+_SELECTION = re.compile(r"^\s*(?:(?P<all>all)|(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)\s*$", re.IGNORECASE)
+
+
+def parse_frame_selection(text: str) -> FrameSelection:
+    """Parse a frame choice: ``"all"``, ``"N"`` or ``"A-B"`` (0-based, inclusive of B).
+
+    Raises ``ValueError`` for anything else (negative numbers, B < A, empty text).
+    """
+    match = _SELECTION.match(text or "")
+    if match is None:
+        raise ValueError(f"frame selection must be 'all', 'N' or 'A-B' (0-based), got {text!r}")
+    if match.group("all"):
+        return FrameSelection()
+    first = int(match.group("a"))
+    last = int(match.group("b")) if match.group("b") is not None else first
+    if last < first:
+        raise ValueError(f"frame range {text!r} ends before it starts")
+    return FrameSelection(first, last + 1)
+
+
+def check_spacing(spacing_mm: object) -> Spacing | None:
+    """Validate a user-given (x, y) spacing in mm per pixel; ``None`` passes through."""
+    if spacing_mm is None:
+        return None
+    try:
+        sx, sy = (float(v) for v in spacing_mm)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing_mm must be two numbers (x, y) in mm per pixel, got {spacing_mm!r}") from None
+    if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
+        raise ValueError(f"spacing_mm must be positive and finite, got {(sx, sy)}")
+    return (sx, sy)
+
+
+def same_spacing(a: Spacing, b: Spacing, rel_tol: float = 1e-6) -> bool:
+    """Whether two spacings agree to ``rel_tol`` (float noise from DS strings is ignored)."""
+    return math.isclose(a[0], b[0], rel_tol=rel_tol) and math.isclose(a[1], b[1], rel_tol=rel_tol)

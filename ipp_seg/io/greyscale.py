@@ -1,0 +1,77 @@
+"""Turning decoded pixels of any depth and colour model into one greyscale frame.
+
+Output convention (shared by every reader): uint8 for 8-bit sources, values as stored;
+float32 on the same 0-255 scale for deeper integer sources; float sources pass through.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# ITU-R BT.601 luma weights, the ones DICOM's YBR_FULL is defined with and OpenCV uses.
+_LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def luminance_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Luma of an (H, W, 3) RGB array, keeping the dtype for uint8/uint16, float32 otherwise."""
+    if rgb.dtype in (np.uint8, np.uint16):
+        return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    return (rgb.astype(np.float32) @ _LUMA_RGB).astype(np.float32)
+
+
+def to_output(grey: np.ndarray, *, bits_stored: int | None = None, signed: bool | None = None) -> np.ndarray:
+    """Map a 2-D greyscale array onto the readers' output convention.
+
+    ``bits_stored`` is the number of significant bits of an integer source (DICOM Bits Stored);
+    without it the dtype's own range is used. ``signed`` overrides the dtype's signedness.
+    """
+    if grey.ndim != 2:
+        raise ValueError(f"expected a 2-D greyscale array, got shape {grey.shape}")
+    if grey.dtype == np.bool_:
+        return grey.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(grey.dtype, np.floating):
+        return grey.astype(np.float32, copy=False)
+    if not np.issubdtype(grey.dtype, np.integer):
+        raise ValueError(f"unsupported pixel dtype {grey.dtype}")
+    is_signed = np.issubdtype(grey.dtype, np.signedinteger) if signed is None else signed
+    bits = bits_stored if bits_stored else grey.dtype.itemsize * 8
+    if grey.dtype == np.uint8 and bits == 8 and not is_signed:
+        return grey
+    if is_signed:
+        low, high = -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1.0
+    else:
+        low, high = 0.0, 2.0**bits - 1.0
+    if not is_signed and bits <= 8:
+        # 8 bits allocated but fewer stored: still a uint8 source, put it on 0-255.
+        scaled = np.rint(grey.astype(np.float32) * np.float32(255.0 / high))
+        return np.clip(scaled, 0, 255).astype(np.uint8)
+    out = (grey.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.clip(out, 0.0, 255.0, out=out)
+
+
+def invert(grey: np.ndarray) -> np.ndarray:
+    """Invert an output-convention frame (MONOCHROME1: low values are bright)."""
+    if grey.dtype == np.uint8:
+        return np.uint8(255) - grey
+    return np.float32(255.0) - grey
+
+
+def drop_alpha_to_grey(arr: np.ndarray, *, order: str) -> np.ndarray:
+    """Greyscale of an (H, W), (H, W, 1|2|3|4) array; ``order`` is "rgb" or "bgr" for colour.
+
+    Alpha is dropped (a 2-channel array is grey + alpha).
+    """
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim != 3:
+        raise ValueError(f"expected an image array, got shape {arr.shape}")
+    channels = arr.shape[2]
+    if channels in (1, 2):
+        return arr[:, :, 0]
+    if channels in (3, 4):
+        colour = arr[:, :, :3]
+        if order == "bgr":
+            colour = colour[:, :, ::-1]
+        return luminance_rgb(colour)
+    raise ValueError(f"unsupported number of channels: {channels}")

@@ -1,0 +1,169 @@
+"""MetaImage, NRRD and NIfTI frames through SimpleITK.
+
+A 2-D image is one frame. A 3-D image whose planes are all identical is one frame too: the
+PSFHS layout stores each greyscale frame three times as a 256 x 256 x 3 volume. Any other 3-D
+image is taken as a stack of frames along its third axis (a cine). Pixels are taken in index
+order (the direction cosines are not applied).
+
+ITK spacing is in mm; a spacing of exactly 1 x 1 is what ITK writes when nothing is known
+(PSFHS frames were resized and carry none), so it counts as unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import ScanReadError
+from .frames import Spacing
+from .greyscale import drop_alpha_to_grey, to_output
+
+logger = logging.getLogger(__name__)
+
+ITK_SUFFIXES = frozenset({".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz"})
+# Volumes up to this size are read once; bigger ones a plane at a time.
+_WHOLE_READ_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class ItkInfo:
+    """What an ITK header (and, for 3-D images, a plane comparison) says about the frames."""
+
+    path: str
+    n_frames: int
+    dimension: int
+    width: int
+    height: int
+    depth: int  # 1 for 2-D images
+    identical_planes: bool  # a 3-D image whose planes are one repeated frame (PSFHS layout)
+    spacing_mm: Spacing | None
+    volume_bytes: int
+
+
+def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
+    """Read the header; for 3-D images also compare planes to tell a repeated frame from a cine."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise ScanReadError(path, "no such file")
+    if os.path.isdir(path):
+        raise ScanReadError(path, "is a directory, not a file")
+    reader = _reader(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ScanReadError(path, f"SimpleITK cannot read the header ({_first_line(exc)})") from None
+    dimension = reader.GetDimension()
+    size = reader.GetSize()
+    components = reader.GetNumberOfComponents()
+    if dimension not in (2, 3):
+        raise ScanReadError(path, f"{dimension}-D image; 2-D frames or a 3-D stack of frames are supported")
+    if components not in (1, 2, 3, 4):
+        raise ScanReadError(path, f"vector image with {components} components; grey or RGB(A) is supported")
+    width, height = int(size[0]), int(size[1])
+    depth = int(size[2]) if dimension == 3 else 1
+    if width == 0 or height == 0 or depth == 0:
+        raise ScanReadError(path, f"empty image (size {tuple(size)})")
+    pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    volume_bytes = width * height * depth * components * _bytes_per_component(reader)
+    identical = depth > 1 and _planes_identical(path, width, height, depth, volume_bytes)
+    spacing = _spacing(reader.GetSpacing())
+    n_frames = 1 if depth == 1 or identical else depth
+    logger.debug(
+        "%s: %dx%dx%d %s, %d frame(s)%s, spacing %s",
+        path, width, height, depth, pixel_type, n_frames, " (repeated planes)" if identical else "", spacing,
+    )
+    return ItkInfo(path, n_frames, dimension, width, height, depth, identical, spacing, volume_bytes)
+
+
+def iter_itk_frames(info: ItkInfo, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (0-based index, greyscale frame) for each index."""
+    if not indices:
+        return
+    if info.depth == 1 or info.identical_planes:
+        plane = _plane(info.path, info, 0)
+        for index in indices:
+            yield index, plane.copy()
+        return
+    if info.volume_bytes <= _WHOLE_READ_BYTES:
+        volume = _read_array(info.path)
+        for index in indices:
+            yield index, _grey(info.path, volume[index])
+        return
+    for index in indices:
+        yield index, _plane(info.path, info, index)
+
+
+def _reader(path: str) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    return reader
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
+    # The pixel type's name gives the component size; only used to choose how to read.
+    name = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    for token, size in (("64", 8), ("32", 4), ("16", 2), ("8", 1)):
+        if token in name:
+            return size
+    return 8
+
+
+def _read_array(path: str) -> np.ndarray:
+    try:
+        return sitk.GetArrayFromImage(sitk.ReadImage(path))
+    except RuntimeError as exc:
+        raise ScanReadError(path, f"SimpleITK cannot read the pixels ({_first_line(exc)})") from None
+
+
+def _read_plane_array(path: str, width: int, height: int, index: int) -> np.ndarray:
+    reader = _reader(path)
+    reader.SetExtractIndex([0, 0, index])
+    reader.SetExtractSize([width, height, 0])  # size 0 collapses the third axis
+    try:
+        return sitk.GetArrayFromImage(reader.Execute())
+    except RuntimeError as exc:
+        raise ScanReadError(path, f"SimpleITK cannot read plane {index} ({_first_line(exc)})") from None
+
+
+def _plane(path: str, info: ItkInfo, index: int) -> np.ndarray:
+    if info.depth > 1:
+        return _grey(path, _read_plane_array(path, info.width, info.height, index))
+    arr = _read_array(path)
+    if info.dimension == 3:
+        arr = arr[0]  # a 3-D image of depth 1 comes back as (1, H, W[, C])
+    return _grey(path, arr)
+
+
+def _grey(path: str, arr: np.ndarray) -> np.ndarray:
+    try:
+        return to_output(drop_alpha_to_grey(arr, order="rgb"))
+    except ValueError as exc:
+        raise ScanReadError(path, str(exc)) from None
+
+
+def _planes_identical(path: str, width: int, height: int, depth: int, volume_bytes: int) -> bool:
+    if volume_bytes <= _WHOLE_READ_BYTES:
+        volume = _read_array(path)
+        return all(np.array_equal(volume[0], volume[k]) for k in range(1, depth))
+    first = _read_plane_array(path, width, height, 0)
+    # Stops at the first differing plane, which for a real cine is plane 1.
+    return all(np.array_equal(first, _read_plane_array(path, width, height, k)) for k in range(1, depth))
+
+
+def _spacing(spacing: Sequence[float]) -> Spacing | None:
+    sx, sy = float(spacing[0]), float(spacing[1])
+    if not (sx > 0 and sy > 0 and np.isfinite(sx) and np.isfinite(sy)):
+        return None
+    if sx == 1.0 and sy == 1.0:
+        return None  # ITK's default, not a calibration
+    return (sx, sy)

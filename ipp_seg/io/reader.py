@@ -1,0 +1,188 @@
+"""One entry point from a path to greyscale :class:`UltrasoundFrame` objects.
+
+The format is chosen by suffix (``SUPPORTED_SUFFIXES``); a file with another or no suffix is
+read as DICOM when it carries the 'DICM' marker.
+
+Spacing given by the caller (``spacing_mm``) only fills in an unknown calibration. A
+calibration in the file (DICOM ultrasound regions or pixel spacing, an ITK spacing other than
+1 x 1) always wins: the file describes the pixels it holds, a command-line value may describe
+another scanner setting. When a given value disagrees with the file's, a warning is logged and
+the file's calibration is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Union
+
+from .dicom import DICOM_SUFFIXES, inspect_dicom, is_dicom_file, iter_dicom_frames
+from .errors import ScanReadError
+from .frames import (
+    FrameSelection,
+    ImagingRegion,
+    Provenance,
+    Spacing,
+    UltrasoundFrame,
+    check_spacing,
+    parse_frame_selection,
+    same_spacing,
+)
+from .images import IMAGE_SUFFIXES, read_image_pixels
+from .itk import ITK_SUFFIXES, inspect_itk, iter_itk_frames
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(DICOM_SUFFIXES | IMAGE_SUFFIXES | ITK_SUFFIXES)
+
+Frames = Union[str, int, range, FrameSelection]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def source_format(path: PathLike) -> str:
+    """``"dicom"``, ``"image"`` or ``"itk"`` for a path; :class:`ScanReadError` if none fits."""
+    name = os.fspath(path)
+    lower = name.lower()
+    if lower.endswith(".nii.gz"):
+        return "itk"
+    suffix = os.path.splitext(lower)[1]
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in ITK_SUFFIXES:
+        return "itk"
+    if not os.path.exists(name):
+        raise ScanReadError(name, "no such file")
+    if os.path.isdir(name):
+        raise ScanReadError(name, "is a directory, not a file")
+    if is_dicom_file(name):
+        return "dicom"  # DICOM files often have no suffix (IM000001) or a vendor one
+    supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+    raise ScanReadError(
+        name, f"unsupported file type {suffix or '(no suffix)'} and no DICOM marker; supported: {supported}"
+    )
+
+
+def count_frames(path: PathLike) -> int:
+    """Number of frames in the file, from its header (DICOM Number of Frames; 1 for images).
+
+    For a 3-D ITK image the planes are compared, which reads its pixels (such files are small).
+    """
+    kind = source_format(path)
+    if kind == "dicom":
+        return inspect_dicom(path).n_frames
+    if kind == "itk":
+        return inspect_itk(path).n_frames
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise ScanReadError(name, "no such file")
+    return 1
+
+
+def read_frames(
+    path: PathLike,
+    frames: Frames = "all",
+    spacing_mm: Spacing | None = None,
+) -> Iterator[UltrasoundFrame]:
+    """Frames of a scan, decoded one at a time as the iterator is consumed.
+
+    ``frames``: ``"all"``, a 0-based index, a ``range``, a :class:`FrameSelection` or text
+    ``"all" | "N" | "A-B"``. ``spacing_mm``: (x, y) mm per pixel for files without a
+    calibration (see the module docstring for how it combines with the file's).
+
+    The header is checked before this returns, so a file that cannot be read raises
+    :class:`ScanReadError` here; a frame that fails to decode raises it during iteration.
+    """
+    name = os.fspath(path)
+    user_spacing = check_spacing(spacing_mm)
+    kind = source_format(name)
+    if kind == "dicom":
+        info = inspect_dicom(name)
+        indices = _indices(name, frames, info.n_frames)
+        spacing = _combine_spacing(name, info.spacing_mm, info.regions, user_spacing)
+        pixel_source = iter_dicom_frames(info, None if indices == range(info.n_frames) else indices)
+        return _frames(
+            pixel_source, spacing, info.regions, info.n_frames,
+            lambda i: Provenance(name, "dicom", info.sop_instance_uid, i + 1),
+        )
+    if kind == "itk":
+        itk_info = inspect_itk(name)
+        indices = _indices(name, frames, itk_info.n_frames)
+        spacing = _combine_spacing(name, itk_info.spacing_mm, (), user_spacing)
+        return _frames(
+            iter_itk_frames(itk_info, indices), spacing, (), itk_info.n_frames,
+            lambda i: Provenance(name, "itk", None, None),
+        )
+    pixels = read_image_pixels(name)
+    indices = _indices(name, frames, 1)
+    return _frames(
+        ((i, pixels) for i in indices), user_spacing, (), 1,
+        lambda i: Provenance(name, "image", None, None),
+    )
+
+
+def read_frame(path: PathLike, index: int = 0, spacing_mm: Spacing | None = None) -> UltrasoundFrame:
+    """One frame (0-based ``index``) of a scan; see :func:`read_frames`."""
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"index must be an int, got {type(index).__name__}")
+    return next(iter(read_frames(path, index, spacing_mm)))
+
+
+def _frames(pixel_source, spacing, regions, n_frames, provenance) -> Iterator[UltrasoundFrame]:
+    try:
+        for index, pixels in pixel_source:
+            yield UltrasoundFrame(
+                pixels=pixels,
+                spacing_mm=spacing,
+                regions=tuple(regions),
+                frame_index=index,
+                n_frames=n_frames,
+                provenance=provenance(index),
+            )
+    finally:
+        # A caller that stops early closes this generator; close the file-holding one too.
+        close = getattr(pixel_source, "close", None)
+        if close is not None:
+            close()
+
+
+def _indices(path: str, frames: Frames, n_frames: int) -> Sequence[int]:
+    if isinstance(frames, str):
+        frames = parse_frame_selection(frames)
+    if isinstance(frames, FrameSelection):
+        try:
+            return frames.indices(n_frames)
+        except IndexError as exc:
+            raise ScanReadError(path, str(exc)) from None
+    if isinstance(frames, bool) or not isinstance(frames, (int, range)):
+        raise TypeError(f"frames must be 'all', an int, a range or a FrameSelection, got {type(frames).__name__}")
+    if isinstance(frames, int):
+        if frames < 0:
+            raise ValueError(f"frame index must be >= 0, got {frames}")
+        frames = range(frames, frames + 1)
+    if len(frames) and (min(frames) < 0 or max(frames) >= n_frames):
+        last = f"0-{n_frames - 1}" if n_frames > 1 else "0"
+        wanted = str(frames.start) if len(frames) == 1 else f"{min(frames)}-{max(frames)}"
+        raise ScanReadError(path, f"frame(s) {wanted} requested, the source has {n_frames} ({last})")
+    return frames
+
+
+def _combine_spacing(
+    path: str,
+    file_spacing: Spacing | None,
+    regions: Sequence[ImagingRegion],
+    user_spacing: Spacing | None,
+) -> Spacing | None:
+    if user_spacing is None:
+        return file_spacing
+    calibrated = file_spacing is not None or any(r.spacing_mm is not None for r in regions)
+    if not calibrated:
+        return user_spacing
+    if file_spacing is None or not same_spacing(file_spacing, user_spacing):
+        logger.warning(
+            "%s: the file's own calibration %s is kept; the given spacing %s mm is ignored",
+            path, file_spacing if file_spacing is not None else "(per region)", user_spacing,
+        )
+    return file_spacing

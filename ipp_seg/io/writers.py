@@ -1,0 +1,78 @@
+"""Writers for the outputs: label masks (PNG, MetaImage) and RGB overlays (PNG).
+
+Label values: 0 background, 1 pubic symphysis (PS), 2 fetal head (FH). Masks are written at
+the size they are given, which should be the input frame's own size. Parent folders are
+created as needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import SimpleITK as sitk
+
+from .frames import Spacing, check_spacing
+
+LABEL_VALUES = (0, 1, 2)
+
+
+def write_label_png(path: str | os.PathLike[str], label_mask: np.ndarray) -> None:
+    """Write an (H, W) label mask with values 0/1/2 as an 8-bit greyscale PNG."""
+    mask = _checked_mask(label_mask)
+    _write_encoded(path, ".png", mask)
+
+
+def write_label_mha(
+    path: str | os.PathLike[str], label_mask: np.ndarray, spacing_mm: Spacing | None = None
+) -> None:
+    """Write an (H, W) label mask (0/1/2) as compressed MetaImage.
+
+    ``spacing_mm`` is (x, y) mm per pixel; without it ITK's 1 x 1 is written, which the
+    readers take as "unknown".
+    """
+    mask = _checked_mask(label_mask)
+    spacing = check_spacing(spacing_mm)
+    image = sitk.GetImageFromArray(mask)
+    if spacing is not None:
+        image.SetSpacing(spacing)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(target), useCompression=True)
+
+
+def write_overlay_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB image (e.g. a frame with contours drawn on it) as PNG."""
+    image = np.asarray(rgb)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"overlay must be (H, W, 3) RGB, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"overlay must be uint8, got {image.dtype}")
+    _write_encoded(path, ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(label_mask)
+    if mask.ndim != 2:
+        raise ValueError(f"label mask must be 2-D (H, W), got shape {mask.shape}")
+    if mask.size == 0:
+        raise ValueError("label mask is empty")
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
+        raise ValueError(f"label mask must hold integers, got {mask.dtype}")
+    values = np.unique(mask)
+    unexpected = [int(v) for v in values if int(v) not in LABEL_VALUES]
+    if unexpected:
+        raise ValueError(f"label mask values must be 0, 1 or 2; found {unexpected[:5]}")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(extension, image)
+    if not ok:
+        raise OSError(f"OpenCV could not encode {os.fspath(path)} as {extension}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Bytes through Python, not cv2.imwrite, so that any path the OS accepts works.
+    target.write_bytes(encoded.tobytes())

@@ -1,0 +1,755 @@
+"""DICOM reading: transfer syntaxes, photometric interpretations, calibration, bad input, memory."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import convert_color_space
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    JPEG2000,
+    MPEG4HP41,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
+
+from ipp_seg.io import ScanReadError, count_frames, read_frame, read_frames
+
+PATIENT_NAME = "Doe^Jane"  # must never reach a message or a log line
+PATIENT_ID = "PID-31415"
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def region_item(
+    x0: int, y0: int, x1: int, y1: int, delta_cm: tuple[float, float] | None = (0.02, 0.02), *,
+    spatial_format: int = 1, data_type: int = 1, units: int = 3,
+) -> Dataset:
+    """One Sequence of Ultrasound Regions item; x1/y1 inclusive as in DICOM."""
+    item = Dataset()
+    item.RegionSpatialFormat = spatial_format
+    item.RegionDataType = data_type
+    item.RegionFlags = 0
+    item.RegionLocationMinX0 = x0
+    item.RegionLocationMinY0 = y0
+    item.RegionLocationMaxX1 = x1
+    item.RegionLocationMaxY1 = y1
+    if delta_cm is not None:
+        item.PhysicalUnitsXDirection = units
+        item.PhysicalUnitsYDirection = units
+        item.PhysicalDeltaX = delta_cm[0]
+        item.PhysicalDeltaY = delta_cm[1]
+    return item
+
+
+def base_dataset(multi_frame: bool) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.SOPClassUID = UltrasoundMultiFrameImageStorage if multi_frame else UltrasoundImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = PATIENT_ID
+    ds.PatientBirthDate = "19900101"
+    ds.Modality = "US"
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    return ds
+
+
+def _ybr422_bytes(rgb_frames: np.ndarray) -> bytes:
+    """Native YBR_FULL_422: per pair of pixels Y1 Y2 Cb Cr, chroma averaged over the pair."""
+    ybr = convert_color_space(rgb_frames, "RGB", "YBR_FULL").astype(np.uint16)
+    y = ybr[..., 0]
+    cb = (ybr[..., 0::2, 1] + ybr[..., 1::2, 1] + 1) // 2
+    cr = (ybr[..., 0::2, 2] + ybr[..., 1::2, 2] + 1) // 2
+    out = np.stack([y[..., 0::2], y[..., 1::2], cb, cr], axis=-1)
+    return out.astype(np.uint8).tobytes()
+
+
+def _gdcm_transcode(source: Path, target: Path, syntax: UID) -> None:
+    gdcm = pytest.importorskip("gdcm")
+    codes = {
+        JPEGBaseline8Bit: gdcm.TransferSyntax.JPEGBaselineProcess1,
+        JPEGLossless: gdcm.TransferSyntax.JPEGLosslessProcess14,
+        JPEGLosslessSV1: gdcm.TransferSyntax.JPEGLosslessProcess14_1,
+    }
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(codes[syntax]))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(target))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    syntax: UID = ExplicitVRLittleEndian,
+    bits_stored: int | None = None,
+    regions: list[Dataset] | None = None,
+    planar_configuration: int = 0,
+    palette: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    multi_frame: bool | None = None,
+    extra: dict | None = None,
+    **compress_kwargs,
+) -> Path:
+    """Write ``pixels`` ((H, W), (N, H, W) or with a trailing RGB axis) as a DICOM file.
+
+    Colour input is RGB; for YBR_FULL / YBR_FULL_422 it is converted here.
+    """
+    colour = photometric in ("RGB", "YBR_FULL", "YBR_FULL_422")
+    n_frames = pixels.shape[0] if pixels.ndim == (4 if colour else 3) else 1
+    ds = base_dataset(n_frames > 1 if multi_frame is None else multi_frame)
+    bits = bits_stored or pixels.dtype.itemsize * 8
+    if photometric == "YBR_FULL_422":
+        ds.set_pixel_data(pixels, "RGB", bits)
+        ds.PixelData = _ybr422_bytes(pixels)
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+    elif photometric == "YBR_FULL":
+        ds.set_pixel_data(convert_color_space(pixels, "RGB", "YBR_FULL"), "YBR_FULL", bits)
+    else:
+        ds.set_pixel_data(pixels, photometric, bits)
+    if colour and planar_configuration == 1:
+        frames = pixels.reshape((-1,) + pixels.shape[-3:])
+        ds.PixelData = np.ascontiguousarray(frames.transpose(0, 3, 1, 2)).tobytes()
+        ds.PlanarConfiguration = 1
+    if palette is not None:
+        entry_bits = palette[0].dtype.itemsize * 8
+        for name, lut in zip(("Red", "Green", "Blue"), palette, strict=True):
+            setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [len(lut), 0, entry_bits])
+            # OW data is written with the file's byte order below.
+            setattr(ds, f"{name}PaletteColorLookupTableData", lut.astype("<u2").tobytes())
+    if regions is not None:
+        ds.SequenceOfUltrasoundRegions = Sequence(regions)
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID  # set_pixel_data may renew it
+
+    if syntax in (JPEGBaseline8Bit, JPEGLossless, JPEGLosslessSV1):
+        native = path.with_suffix(".native.dcm")
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.save_as(native, enforce_file_format=True)
+        _gdcm_transcode(native, path, syntax)
+        native.unlink()
+        return path
+    if UID(syntax).is_compressed:
+        ds.compress(syntax, generate_instance_uid=False, **compress_kwargs)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+        if syntax == ExplicitVRBigEndian:
+            # pydicom writes OB/OW bytes as given: give them in big-endian word order.
+            if ds.BitsAllocated == 16:
+                ds.PixelData = np.frombuffer(ds.PixelData, "<u2").astype(">u2").tobytes()
+            for keyword in list(ds.dir("PaletteColorLookupTableData")):
+                ds[keyword].value = np.frombuffer(ds[keyword].value, "<u2").astype(">u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def grey_of(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def ramp_frames(n: int, h: int = 48, w: int = 64, dtype=np.uint8, high: int = 255) -> np.ndarray:
+    """Distinct, structured frames (so that lossless codecs have something to compress)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = [((xx * 3 + yy * 5 + 17 * k) % (high + 1)) for k in range(n)]
+    return np.stack(frames).astype(dtype)
+
+
+def rgb_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    base = ramp_frames(n, h, w)
+    return np.stack([base, np.flip(base, axis=2), (base // 2 + 60).astype(np.uint8)], axis=-1)
+
+
+def _no_phi(text: str) -> None:
+    assert "Doe" not in text and "Jane" not in text and PATIENT_ID not in text and "19900101" not in text
+
+
+# --------------------------------------------------------------------------- round trips
+
+LOSSLESS_SYNTAXES = [
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+    RLELossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEGLossless,
+    JPEGLosslessSV1,
+]
+
+
+@pytest.mark.parametrize("syntax", LOSSLESS_SYNTAXES, ids=lambda u: UID(u).keyword)
+def test_round_trip_8bit_multiframe(tmp_path, syntax):
+    frames = ramp_frames(3)
+    regions = [region_item(0, 0, 63, 47, (0.03, 0.04))]
+    path = write_dicom(tmp_path / "cine.dcm", frames, syntax=syntax, regions=regions)
+    assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+    assert count_frames(path) == 3
+    out = list(read_frames(path))
+    assert [f.frame_index for f in out] == [0, 1, 2]
+    for k, frame in enumerate(out):
+        assert frame.pixels.dtype == np.uint8
+        np.testing.assert_array_equal(frame.pixels, frames[k])
+        assert frame.n_frames == 3
+        assert frame.spacing_mm == pytest.approx((0.3, 0.4))
+        assert frame.provenance.source_format == "dicom"
+        assert frame.provenance.frame_number == k + 1
+        assert frame.provenance.sop_instance_uid == pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1],
+    ids=lambda u: UID(u).keyword,
+)
+def test_round_trip_12bit_in_16(tmp_path, syntax):
+    frames = ramp_frames(2, dtype=np.uint16, high=4095)
+    path = write_dicom(tmp_path / "deep.dcm", frames, syntax=syntax, bits_stored=12)
+    out = list(read_frames(path))
+    assert len(out) == 2
+    for k, frame in enumerate(out):
+        assert frame.pixels.dtype == np.float32
+        np.testing.assert_allclose(frame.pixels, frames[k] * (255.0 / 4095.0), rtol=1e-6, atol=1e-4)
+        assert frame.spacing_mm is None  # no calibration at all in this file
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [ExplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1],
+    ids=lambda u: UID(u).keyword,
+)
+def test_round_trip_rgb(tmp_path, syntax):
+    rgb = rgb_frames(2)
+    path = write_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB", syntax=syntax)
+    out = list(read_frames(path))
+    for k, frame in enumerate(out):
+        assert frame.pixels.shape == rgb.shape[1:3]
+        np.testing.assert_array_equal(frame.pixels, grey_of(rgb[k]))
+
+
+def test_jpeg_baseline_is_close(tmp_path):
+    frames = ramp_frames(2)
+    path = write_dicom(tmp_path / "jpeg.dcm", frames, syntax=JPEGBaseline8Bit)
+    out = list(read_frames(path))
+    assert len(out) == 2
+    for k, frame in enumerate(out):
+        assert frame.pixels.dtype == np.uint8
+        assert np.abs(frame.pixels.astype(int) - frames[k]).mean() < 6
+
+
+def test_jpeg_ls_near_lossless_within_error_bound(tmp_path):
+    frames = ramp_frames(1)[0]
+    path = write_dicom(tmp_path / "jls.dcm", frames, syntax=JPEGLSNearLossless, jls_error=2)
+    frame = read_frame(path)
+    assert np.abs(frame.pixels.astype(int) - frames).max() <= 2
+
+
+def test_jpeg2000_lossy_is_close(tmp_path):
+    frames = ramp_frames(1, h=64, w=64)[0]
+    path = write_dicom(tmp_path / "j2k.dcm", frames, syntax=JPEG2000, j2k_cr=[5])
+    frame = read_frame(path)
+    assert np.abs(frame.pixels.astype(int) - frames).mean() < 8
+
+
+# --------------------------------------------------------------------------- photometric
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    frames = ramp_frames(1)[0]
+    frame = read_frame(write_dicom(tmp_path / "m1.dcm", frames, photometric="MONOCHROME1"))
+    np.testing.assert_array_equal(frame.pixels, 255 - frames)
+
+
+def test_monochrome1_16bit_is_inverted_on_the_0_255_scale(tmp_path):
+    frames = ramp_frames(1, dtype=np.uint16, high=1023)[0]
+    frame = read_frame(write_dicom(tmp_path / "m1.dcm", frames, photometric="MONOCHROME1", bits_stored=10))
+    np.testing.assert_allclose(frame.pixels, 255.0 - frames * (255.0 / 1023.0), atol=1e-3)
+
+
+def test_rgb_planar_configurations_agree(tmp_path):
+    rgb = rgb_frames(2)
+    a = [f.pixels for f in read_frames(write_dicom(tmp_path / "p0.dcm", rgb, photometric="RGB"))]
+    p1 = write_dicom(tmp_path / "p1.dcm", rgb, photometric="RGB", planar_configuration=1)
+    b = [f.pixels for f in read_frames(p1)]
+    assert pydicom.dcmread(tmp_path / "p1.dcm").PlanarConfiguration == 1
+    for k in range(2):
+        np.testing.assert_array_equal(a[k], grey_of(rgb[k]))
+        np.testing.assert_array_equal(b[k], grey_of(rgb[k]))
+
+
+@pytest.mark.parametrize("photometric", ["YBR_FULL", "YBR_FULL_422"])
+def test_ybr_gives_luminance(tmp_path, photometric):
+    rgb = rgb_frames(2)
+    out = list(read_frames(write_dicom(tmp_path / "ybr.dcm", rgb, photometric=photometric)))
+    for k, frame in enumerate(out):
+        # Luma is Y itself; YBR<->RGB rounding and 4:2:2 chroma averaging cost a level or two.
+        assert np.abs(frame.pixels.astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
+
+
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless], ids=lambda u: UID(u).keyword
+)
+def test_palette_colour_to_luminance(tmp_path, syntax):
+    indices = ramp_frames(2)
+    levels = np.arange(256, dtype=np.uint16)
+    red, green, blue = levels * 257, (255 - levels) * 257, np.full(256, 128 * 257, dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "pal.dcm", indices, photometric="PALETTE COLOR", syntax=syntax, palette=(red, green, blue)
+    )
+    out = list(read_frames(path))
+    assert len(out) == 2
+    for k, frame in enumerate(out):
+        rgb16 = np.stack([red[indices[k]], green[indices[k]], blue[indices[k]]], axis=-1)
+        expected = cv2.cvtColor(rgb16, cv2.COLOR_RGB2GRAY) * (255.0 / 65535.0)
+        np.testing.assert_allclose(frame.pixels, expected, atol=0.01)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_region_spacing_and_box(tmp_path):
+    frames = ramp_frames(1, h=60, w=80)[0]
+    regions = [
+        region_item(10, 5, 69, 54, (0.025, 0.025)),  # 2-D tissue
+        region_item(0, 55, 79, 59, (0.01, 0.0), spatial_format=4, data_type=10),  # ECG trace strip
+    ]
+    frame = read_frame(write_dicom(tmp_path / "r.dcm", frames, regions=regions))
+    assert frame.spacing_mm == pytest.approx((0.25, 0.25))
+    assert len(frame.regions) == 1
+    region = frame.imaging_region
+    assert (region.x0, region.y0, region.x1, region.y1) == (10, 5, 70, 55)  # max corner is inclusive in DICOM
+    assert frame.spacing_at(20, 20) == pytest.approx((0.25, 0.25))
+
+
+def test_region_beyond_image_is_clipped(tmp_path):
+    frames = ramp_frames(1, h=60, w=80)[0]
+    frame = read_frame(write_dicom(tmp_path / "r.dcm", frames, regions=[region_item(5, 5, 80, 60)]))
+    region = frame.imaging_region
+    assert (region.x1, region.y1) == (80, 60)
+
+
+def test_two_regions_same_calibration_give_frame_spacing(tmp_path):
+    frames = ramp_frames(1, h=60, w=80)[0]
+    regions = [region_item(0, 0, 39, 59, (0.03, 0.03)), region_item(40, 0, 79, 59, (0.03, 0.03))]
+    frame = read_frame(write_dicom(tmp_path / "dual.dcm", frames, regions=regions))
+    assert frame.spacing_mm == pytest.approx((0.3, 0.3))
+    assert len(frame.regions) == 2
+
+
+def test_two_regions_different_calibration(tmp_path):
+    frames = ramp_frames(1, h=60, w=80)[0]
+    regions = [region_item(0, 0, 29, 59, (0.02, 0.02)), region_item(30, 0, 79, 59, (0.05, 0.05))]
+    frame = read_frame(write_dicom(tmp_path / "dual.dcm", frames, regions=regions))
+    assert frame.spacing_mm is None
+    assert frame.spacing_at(10, 10) == pytest.approx((0.2, 0.2))
+    assert frame.spacing_at(50, 10) == pytest.approx((0.5, 0.5))
+    assert frame.imaging_region.x0 == 30  # the larger one
+    assert frame.spacing_at(200, 200) is None  # outside every region: the frame's (unknown)
+
+
+def test_tissue_region_preferred_over_colour_flow(tmp_path):
+    frames = ramp_frames(1, h=60, w=80)[0]
+    regions = [region_item(0, 0, 79, 59, (0.03, 0.03)), region_item(20, 10, 40, 30, (0.03, 0.03), data_type=2)]
+    frame = read_frame(write_dicom(tmp_path / "cf.dcm", frames, regions=regions))
+    assert len(frame.regions) == 1 and frame.imaging_region.x1 == 80
+
+
+def test_region_without_cm_units_falls_back_to_pixel_spacing(tmp_path):
+    frames = ramp_frames(1)[0]
+    path = write_dicom(
+        tmp_path / "ps.dcm", frames, regions=[region_item(0, 0, 63, 47, (0.02, 0.02), units=0)],
+        extra={"PixelSpacing": [0.5, 0.25]},
+    )
+    frame = read_frame(path)
+    assert frame.imaging_region is not None and frame.imaging_region.spacing_mm is None
+    # Pixel Spacing is (row, column) = (y, x) in the file.
+    assert frame.spacing_mm == pytest.approx((0.25, 0.5))
+    assert frame.spacing_at(5, 5) == pytest.approx((0.25, 0.5))
+
+
+def test_imager_pixel_spacing_is_the_last_fallback(tmp_path):
+    frames = ramp_frames(1)[0]
+    frame = read_frame(write_dicom(tmp_path / "ips.dcm", frames, extra={"ImagerPixelSpacing": [0.2, 0.1]}))
+    assert frame.spacing_mm == pytest.approx((0.1, 0.2))
+
+
+def test_no_calibration_is_unknown(tmp_path):
+    frame = read_frame(write_dicom(tmp_path / "none.dcm", ramp_frames(1)[0]))
+    assert frame.spacing_mm is None and frame.regions == () and frame.imaging_region is None
+    assert frame.spacing_at(1, 1) is None
+
+
+def test_user_spacing_fills_unknown_only(tmp_path, caplog):
+    plain = write_dicom(tmp_path / "none.dcm", ramp_frames(1)[0])
+    assert read_frame(plain, spacing_mm=(0.3, 0.3)).spacing_mm == (0.3, 0.3)
+    calibrated = write_dicom(tmp_path / "cal.dcm", ramp_frames(1)[0], regions=[region_item(0, 0, 63, 47, (0.02, 0.02))])
+    with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
+        frame = read_frame(calibrated, spacing_mm=(0.3, 0.3))
+    assert frame.spacing_mm == pytest.approx((0.2, 0.2))
+    assert any("kept" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
+        read_frame(calibrated, spacing_mm=(0.2, 0.2))  # agrees: nothing to warn about
+    assert not caplog.records
+
+
+def test_file_without_suffix_is_sniffed(tmp_path):
+    path = write_dicom(tmp_path / "IM000001", ramp_frames(1)[0])
+    assert read_frame(path).provenance.source_format == "dicom"
+
+
+# --------------------------------------------------------------------------- frame choice
+
+
+def test_frame_choices(tmp_path):
+    frames = ramp_frames(5)
+    path = write_dicom(tmp_path / "cine.dcm", frames, syntax=RLELossless)
+    assert [f.frame_index for f in read_frames(path, "1-3")] == [1, 2, 3]
+    assert [f.frame_index for f in read_frames(path, range(0, 5, 2))] == [0, 2, 4]
+    assert [f.provenance.frame_number for f in read_frames(path, 4)] == [5]
+    np.testing.assert_array_equal(read_frame(path, 3).pixels, frames[3])
+    with pytest.raises(ScanReadError, match="source has 5"):
+        read_frames(path, "3-7")
+    with pytest.raises(ScanReadError):
+        read_frame(path, 5)
+    with pytest.raises(ValueError):
+        read_frames(path, "two")
+
+
+def test_iteration_can_stop_early(tmp_path):
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(6))
+    iterator = read_frames(path)
+    first = next(iterator)
+    iterator.close()
+    assert first.frame_index == 0
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _error(path, frames="all") -> ScanReadError:
+    with pytest.raises(ScanReadError) as info:
+        list(read_frames(path, frames))
+    error = info.value
+    assert error.path == str(path)
+    assert str(error) == f"cannot read {path}: {error.reason}"
+    _no_phi(str(error))
+    return error
+
+
+def test_not_a_dicom(tmp_path):
+    path = tmp_path / "notes.dcm"
+    path.write_text("this is not an image\n" * 20)
+    assert "not a DICOM" in _error(path).reason
+
+
+def test_missing_file_and_directory(tmp_path):
+    assert "no such file" in _error(tmp_path / "absent.dcm").reason
+    assert "no such file" in _error(tmp_path / "absent").reason
+    assert "directory" in _error(tmp_path).reason
+
+
+def test_no_pixel_data(tmp_path):
+    ds = base_dataset(False)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR: no image
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    path = tmp_path / "report.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert "no pixel data" in _error(path).reason
+
+
+def test_truncated_native_pixel_data(tmp_path):
+    path = write_dicom(tmp_path / "cut.dcm", ramp_frames(4))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5000])
+    reason = _error(path).reason
+    assert "truncated pixel data" in reason
+
+
+def test_truncated_encapsulated_pixel_data(tmp_path):
+    path = write_dicom(tmp_path / "cut.dcm", ramp_frames(4), syntax=RLELossless)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 300])
+    assert "truncated pixel data" in _error(path).reason
+
+
+@pytest.mark.parametrize("keep", [200, 400])  # inside the file meta, inside the data set
+def test_truncated_header(tmp_path, keep):
+    path = write_dicom(tmp_path / "cut.dcm", ramp_frames(1), regions=[region_item(0, 0, 10, 10)])
+    path.write_bytes(path.read_bytes()[:keep])
+    reason = _error(path).reason
+    assert "damaged or truncated" in reason or "no pixel data" in reason
+
+
+def test_corrupt_compressed_frame_fails_during_iteration(tmp_path):
+    frames = ramp_frames(3)
+    path = write_dicom(tmp_path / "bad.dcm", frames, syntax=JPEGLSLossless)
+    ds = pydicom.dcmread(path)
+    from pydicom.encaps import encapsulate, generate_frames
+
+    fragments = list(generate_frames(ds.PixelData, number_of_frames=3))
+    fragments[1] = b"\xff\xd8" + b"\x00" * 200 + b"\xff\xd9"  # not a JPEG-LS code stream
+    ds.PixelData = encapsulate(fragments)
+    ds.save_as(path, enforce_file_format=True)
+    iterator = read_frames(path)
+    np.testing.assert_array_equal(next(iterator).pixels, frames[0])
+    with pytest.raises(ScanReadError) as info:
+        next(iterator)
+    assert "decoding frame 1" in info.value.reason
+
+
+def test_syntax_without_any_decoder(tmp_path):
+    path = write_dicom(tmp_path / "video.dcm", ramp_frames(1)[0])
+    ds = pydicom.dcmread(path)
+    from pydicom.encaps import encapsulate
+
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = MPEG4HP41
+    ds.save_as(path, enforce_file_format=True)
+    reason = _error(path).reason
+    assert "unsupported transfer syntax" in reason and "MPEG-4" in reason
+
+
+def test_missing_plugin_names_the_pip_package(tmp_path, monkeypatch):
+    path = write_dicom(tmp_path / "jpeg.dcm", ramp_frames(1)[0], syntax=JPEGBaseline8Bit)
+    from pydicom.pixels.decoders.base import Decoder
+
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
+    reason = _error(path).reason
+    assert "pip install python-gdcm" in reason and "JPEG Baseline" in reason
+
+
+def test_missing_plugin_j2k_hint(tmp_path, monkeypatch):
+    path = write_dicom(tmp_path / "j2k.dcm", ramp_frames(1)[0], syntax=JPEG2000Lossless)
+    from pydicom.pixels.decoders.base import Decoder
+
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
+    assert "pip install pylibjpeg pylibjpeg-openjpeg" in _error(path).reason
+
+
+def test_spectral_only_regions(tmp_path):
+    regions = [region_item(0, 0, 63, 47, None, spatial_format=3, data_type=3)]
+    reason = _error(write_dicom(tmp_path / "doppler.dcm", ramp_frames(1)[0], regions=regions)).reason
+    assert "spectral Doppler" in reason and "no 2-D" in reason
+
+
+def test_spectral_only_image_type(tmp_path):
+    path = write_dicom(tmp_path / "pw.dcm", ramp_frames(1)[0], extra={"ImageType": ["ORIGINAL", "PRIMARY", "", "0008"]})
+    assert "PW Doppler only" in _error(path).reason
+
+
+def test_3d_rendering_image_type(tmp_path):
+    extra = {"ImageType": ["DERIVED", "PRIMARY", "", "0040"]}  # 3-D rendering only
+    path = write_dicom(tmp_path / "render.dcm", ramp_frames(1)[0], extra=extra)
+    assert "3-D rendering" in _error(path).reason
+
+
+def test_2d_plus_doppler_is_accepted(tmp_path):
+    extra = {"ImageType": ["ORIGINAL", "PRIMARY", "", "0009"]}  # 2-D imaging + PW Doppler
+    assert read_frame(write_dicom(tmp_path / "duplex.dcm", ramp_frames(1)[0], extra=extra)).pixels.shape == (48, 64)
+
+
+def test_3d_volume_sop_class(tmp_path):
+    path = write_dicom(tmp_path / "vol.dcm", ramp_frames(3), multi_frame=True)
+    ds = pydicom.dcmread(path)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.2"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.save_as(path, enforce_file_format=True)
+    assert "3-D ultrasound volume" in _error(path).reason
+
+
+def test_frame_out_of_range_error(tmp_path):
+    path = write_dicom(tmp_path / "one.dcm", ramp_frames(1)[0])
+    assert "source has 1" in _error(path, 3).reason
+
+
+def test_no_phi_in_logs(tmp_path, caplog):
+    regions = [region_item(0, 0, 30, 47, (0.02, 0.02)), region_item(31, 0, 63, 47, (0.04, 0.04)),
+               region_item(200, 200, 300, 300)]
+    path = write_dicom(tmp_path / "phi.dcm", ramp_frames(2), regions=regions)
+    with caplog.at_level(logging.DEBUG, logger="ipp_seg"):
+        list(read_frames(path, spacing_mm=(1.0, 1.0)))
+    assert caplog.records
+    for record in caplog.records:
+        _no_phi(record.getMessage())
+
+
+def test_error_pickles():
+    error = ScanReadError("/x/y.dcm", "no pixel data")
+    clone = pickle.loads(pickle.dumps(error))
+    assert (clone.path, clone.reason, str(clone)) == (error.path, error.reason, str(error))
+
+
+# --------------------------------------------------------------------------- vendor files
+
+VENDOR_FILES = [
+    "US1_J2KR.dcm",  # GE, JPEG 2000 lossless, YBR_RCT, no regions
+    "OBXXXX1A.dcm",  # Philips, explicit LE, PALETTE COLOR, one 2-D region + a waveform region
+    "OBXXXX1A_rle_2frame.dcm",  # the same, RLE, two frames
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",  # Philips, JPEG lossless SV1
+    "color3d_jpeg_baseline.dcm",  # SonoSite, JPEG baseline YBR_FULL_422, 120 frames
+    "gdcm-US-ALOKA-16.dcm",  # Aloka, implicit LE, 16-bit PALETTE COLOR, dual view
+]
+
+
+def _vendor(name: str) -> str:
+    from pydicom.data import get_testdata_file
+
+    # No download: the files come from the pydicom-data dev dependency (module data_store).
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} not found: install the dev dependency pydicom-data")
+    return path
+
+
+def _region_spacings_from_file(path: str) -> list[tuple[float, float]]:
+    """Independent reading of the region sequence: 2-D tissue regions in cm -> mm."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return [
+        (float(r.PhysicalDeltaX) * 10, float(r.PhysicalDeltaY) * 10)
+        for r in ds.get("SequenceOfUltrasoundRegions", [])
+        if r.RegionSpatialFormat == 1 and r.RegionDataType == 1 and r.PhysicalUnitsXDirection == 3
+    ]
+
+
+def _reference_grey(path: str, index: int) -> np.ndarray:
+    """pydicom's own decoding of one frame, reduced to luma."""
+    from pydicom.pixels import apply_color_lut, pixel_array
+
+    ds = pydicom.dcmread(path)
+    arr = pixel_array(path, index=index)
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) * (255.0 / np.iinfo(rgb.dtype).max)
+    if arr.ndim == 3:
+        return grey_of(arr).astype(np.float64)
+    return arr.astype(np.float64)
+
+
+@pytest.mark.parametrize("name", VENDOR_FILES)
+def test_vendor_file_decodes_with_region_spacing(name):
+    path = _vendor(name)
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    n_frames = int(header.get("NumberOfFrames") or 1)
+    assert count_frames(path) == n_frames
+    frames = list(read_frames(path))
+    assert len(frames) == n_frames
+    for index in {0, n_frames - 1}:
+        frame = frames[index]
+        assert frame.pixels.shape == (header.Rows, header.Columns)
+        assert frame.pixels.dtype in (np.uint8, np.float32)
+        assert frame.pixels.std() > 1  # real image content, not a blank
+        np.testing.assert_allclose(frame.pixels, _reference_grey(path, index), atol=0.01)
+    expected = _region_spacings_from_file(path)
+    frame = frames[0]
+    if expected:
+        assert frame.spacing_mm == pytest.approx(expected[0], rel=1e-9)
+        assert [r.spacing_mm for r in frame.regions] == [pytest.approx(s, rel=1e-9) for s in expected]
+    else:
+        assert frame.spacing_mm is None  # GE US1: no regions, no pixel spacing
+    assert frame.provenance.sop_instance_uid == header.SOPInstanceUID
+
+
+def test_vendor_spacing_values():
+    # The values in the files' region sequences, in cm, times 10.
+    assert read_frame(_vendor("OBXXXX1A.dcm")).spacing_mm == pytest.approx((0.2622878766196998, 0.2622878766196998))
+    assert read_frame(_vendor("JPGLosslessP14SV1_1s_1f_8b.dcm")).spacing_mm == pytest.approx((0.25476696592378157,) * 2)
+    assert read_frame(_vendor("color3d_jpeg_baseline.dcm")).spacing_mm == pytest.approx((0.5104970559477806,) * 2)
+    aloka = read_frame(_vendor("gdcm-US-ALOKA-16.dcm"))
+    assert aloka.spacing_mm == pytest.approx((0.3826530650258064,) * 2)
+    assert [(r.x0, r.x1) for r in aloka.regions] == [(32, 336), (336, 640)]  # dual view
+
+
+def test_vendor_big_endian_palette_matches_little_endian():
+    little = read_frame(_vendor("OBXXXX1A.dcm")).pixels
+    big = read_frame(_vendor("OBXXXX1A_expb.dcm")).pixels
+    np.testing.assert_array_equal(little, big)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _large_native_cine(path: Path, n: int, h: int, w: int) -> None:
+    ds = base_dataset(True)
+    # One frame pattern, shifted by the frame number, so that order can be checked.
+    base = ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 200).astype(np.uint8)
+    ds.set_pixel_data(np.zeros((2, h, w), np.uint8), "MONOCHROME2", 8)
+    ds.NumberOfFrames = n
+    ds.PixelData = b"".join((base + k % 50).tobytes() for k in range(n))
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_large_cine_is_read_frame_by_frame(tmp_path):
+    n, h, w = 300, 512, 512
+    path = tmp_path / "cine.dcm"
+    _large_native_cine(path, n, h, w)
+    total = n * h * w
+    assert path.stat().st_size > total
+
+    tracemalloc.start()
+    try:
+        count = 0
+        for frame in read_frames(path):
+            assert frame.pixels[0, 0] == frame.frame_index % 50
+            count += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == n
+    # A handful of frames at most (each 256 KiB), never the 75 MiB clip.
+    assert peak < total / 20, f"peak {peak / 2**20:.1f} MiB while iterating a {total / 2**20:.0f} MiB cine"
+
+
+def test_large_compressed_cine_is_read_frame_by_frame(tmp_path):
+    n, h, w = 120, 256, 256
+    frames = np.stack([((np.arange(h)[:, None] * (k % 7 + 1) + np.arange(w)[None, :]) % 256) for k in range(n)])
+    path = write_dicom(tmp_path / "rle.dcm", frames.astype(np.uint8), syntax=RLELossless)
+    del frames
+    total = n * h * w
+    tracemalloc.start()
+    try:
+        indices = [frame.frame_index for frame in read_frames(path)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert indices == list(range(n))
+    assert peak < total / 10, f"peak {peak / 2**20:.1f} MiB for a {total / 2**20:.1f} MiB clip"

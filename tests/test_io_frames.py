@@ -1,0 +1,114 @@
+"""Frame data types, frame selections and format dispatch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipp_seg.io import (
+    SUPPORTED_SUFFIXES,
+    FrameSelection,
+    ImagingRegion,
+    Provenance,
+    ScanReadError,
+    UltrasoundFrame,
+    parse_frame_selection,
+    source_format,
+)
+
+
+def make_frame(regions=(), spacing=None) -> UltrasoundFrame:
+    return UltrasoundFrame(
+        pixels=np.zeros((100, 200), np.uint8),
+        spacing_mm=spacing,
+        regions=tuple(regions),
+        frame_index=0,
+        n_frames=1,
+        provenance=Provenance("x.dcm", "dicom", "1.2.3", 1),
+    )
+
+
+def test_spacing_at_uses_the_containing_region():
+    left = ImagingRegion(0, 0, 100, 100, (0.2, 0.2))
+    right = ImagingRegion(100, 0, 200, 100, (0.5, 0.4))
+    frame = make_frame([left, right])
+    assert frame.spacing_at(10, 10) == (0.2, 0.2)
+    assert frame.spacing_at(99.9, 50) == (0.2, 0.2)
+    assert frame.spacing_at(100, 50) == (0.5, 0.4)  # x1 is exclusive
+    assert frame.spacing_at(250, 50) is None
+
+
+def test_uncalibrated_region_falls_back_to_frame_spacing():
+    frame = make_frame([ImagingRegion(0, 0, 50, 50, None)], spacing=(0.3, 0.3))
+    assert frame.spacing_at(10, 10) == (0.3, 0.3)
+
+
+def test_imaging_region_is_the_largest():
+    small = ImagingRegion(0, 0, 10, 10)
+    big = ImagingRegion(20, 0, 120, 90)
+    assert make_frame([small, big]).imaging_region is big
+    assert make_frame().imaging_region is None
+    assert big.area == 9000 and big.width == 100 and big.height == 90
+
+
+def test_types_are_frozen():
+    frame = make_frame()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frame.frame_index = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ImagingRegion(0, 0, 1, 1).x0 = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("all", FrameSelection()), (" ALL ", FrameSelection()), ("7", FrameSelection(7, 8)),
+     ("2-5", FrameSelection(2, 6)), ("3 - 3", FrameSelection(3, 4))],
+)
+def test_parse_frame_selection(text, expected):
+    assert parse_frame_selection(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-1", "5-2", "1-", "a", "1,2", "1.5", "all-3"])
+def test_parse_frame_selection_rejects(text):
+    with pytest.raises(ValueError):
+        parse_frame_selection(text)
+
+
+@given(st.integers(0, 500), st.integers(0, 500), st.integers(1, 1000))
+def test_selection_indices(a, length, n_frames):
+    b = a + length
+    selection = parse_frame_selection(f"{a}-{b}")
+    assert parse_frame_selection(str(selection)) == selection
+    if b < n_frames:
+        assert list(selection.indices(n_frames)) == list(range(a, b + 1))
+    else:
+        with pytest.raises(IndexError):
+            selection.indices(n_frames)
+
+
+def test_all_selection_indices():
+    assert FrameSelection().indices(4) == range(4)
+    assert FrameSelection().is_all and str(FrameSelection()) == "all"
+    with pytest.raises(ValueError):
+        FrameSelection(3, 3)
+
+
+def test_scan_read_error_text():
+    error = ScanReadError("/data/a.dcm", "no pixel data")
+    assert str(error) == "cannot read /data/a.dcm: no pixel data"
+    assert error.path == "/data/a.dcm" and error.reason == "no pixel data"
+
+
+def test_supported_suffixes_and_dispatch(tmp_path):
+    expected = {".dcm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".mha", ".mhd", ".nrrd", ".nii", ".nii.gz"}
+    assert expected <= SUPPORTED_SUFFIXES
+    assert source_format("a/b/scan.DCM") == "dicom"
+    assert source_format("x.PNG") == "image"
+    assert source_format("vol.nii.gz") == "itk"
+    (tmp_path / "blob").write_bytes(b"\x00" * 300)
+    with pytest.raises(ScanReadError, match="unsupported file type"):
+        source_format(tmp_path / "blob")

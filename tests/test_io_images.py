@@ -1,0 +1,342 @@
+"""PNG/JPEG/BMP/TIFF (OpenCV), MetaImage/NRRD/NIfTI (SimpleITK) and the writers."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ipp_seg.io import (
+    ScanReadError,
+    count_frames,
+    read_frame,
+    read_frames,
+    write_label_mha,
+    write_label_png,
+    write_overlay_png,
+)
+
+PSFHS = Path(__file__).resolve().parents[1].parent / "shared/data/psfhs"
+
+
+def scene(h: int = 40, w: int = 56) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return ((xx * 4 + yy * 3) % 256).astype(np.uint8)
+
+
+def colour_scene(h: int = 40, w: int = 56) -> np.ndarray:
+    """BGR, as OpenCV stores it."""
+    grey = scene(h, w)
+    return np.dstack([grey, 255 - grey, (grey // 3 + 40).astype(np.uint8)])
+
+
+def save(path: Path, image: np.ndarray, params: list[int] | None = None) -> Path:
+    ok, encoded = cv2.imencode(path.suffix, image, params or [])
+    assert ok
+    path.write_bytes(encoded.tobytes())
+    return path
+
+
+# --------------------------------------------------------------------------- OpenCV formats
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".tiff"])
+def test_lossless_grey_8bit(tmp_path, suffix):
+    grey = scene()
+    frame = read_frame(save(tmp_path / f"g{suffix}", grey))
+    assert frame.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(frame.pixels, grey)
+    assert frame.spacing_mm is None and frame.regions == () and frame.imaging_region is None
+    assert (frame.frame_index, frame.n_frames) == (0, 1)
+    assert frame.provenance.source_format == "image"
+    assert frame.provenance.sop_instance_uid is None and frame.provenance.frame_number is None
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tiff"])
+def test_colour_becomes_luminance(tmp_path, suffix):
+    bgr = colour_scene()
+    frame = read_frame(save(tmp_path / f"c{suffix}", bgr))
+    np.testing.assert_array_equal(frame.pixels, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tiff"])
+def test_alpha_is_dropped(tmp_path, suffix):
+    bgr = colour_scene()
+    alpha = np.where(scene() > 128, 255, 0).astype(np.uint8)
+    frame = read_frame(save(tmp_path / f"a{suffix}", np.dstack([bgr, alpha])))
+    np.testing.assert_array_equal(frame.pixels, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tiff"])
+def test_16bit_grey_is_float_on_0_255(tmp_path, suffix):
+    deep = (scene().astype(np.uint16) * 257 + 3).astype(np.uint16)
+    frame = read_frame(save(tmp_path / f"d{suffix}", deep))
+    assert frame.pixels.dtype == np.float32
+    np.testing.assert_allclose(frame.pixels, deep * (255.0 / 65535.0), rtol=1e-6)
+
+
+def test_16bit_colour(tmp_path):
+    bgr16 = colour_scene().astype(np.uint16) * 256
+    frame = read_frame(save(tmp_path / "c16.png", bgr16))
+    assert frame.pixels.dtype == np.float32
+    expected = cv2.cvtColor(bgr16, cv2.COLOR_BGR2GRAY) * (255.0 / 65535.0)
+    np.testing.assert_allclose(frame.pixels, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg"])
+def test_jpeg_grey_and_colour(tmp_path, suffix):
+    grey = scene()
+    frame = read_frame(save(tmp_path / f"g{suffix}", grey, [cv2.IMWRITE_JPEG_QUALITY, 95]))
+    assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == grey.shape
+    assert np.abs(frame.pixels.astype(int) - grey).mean() < 4
+    bgr = colour_scene()
+    frame = read_frame(save(tmp_path / f"c{suffix}", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95]))
+    assert frame.pixels.ndim == 2
+    assert np.abs(frame.pixels.astype(int) - cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)).mean() < 5
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    image = np.zeros((20, 40), np.uint8)
+    image[:, :10] = 255  # a bright band on the left
+    ok, encoded = cv2.imencode(".jpg", image)
+    assert ok
+    # An APP1 Exif segment with Orientation = 6 (display rotated 90 degrees clockwise).
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    data = encoded.tobytes()
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(data)
+    frame = read_frame(path)
+    assert frame.pixels.shape == (40, 20)
+    assert frame.pixels[:8].min() > 200 and frame.pixels[14:].max() < 60  # the band is now on top
+
+
+def test_multipage_tiff_reads_first_page_with_warning(tmp_path, caplog):
+    pages = [scene(), 255 - scene()]
+    ok, encoded = cv2.imencodemulti(".tiff", pages)
+    assert ok
+    path = tmp_path / "pages.tiff"
+    path.write_bytes(encoded.tobytes())
+    with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
+        frame = read_frame(path)
+    np.testing.assert_array_equal(frame.pixels, pages[0])
+    assert any("2 pages" in r.getMessage() for r in caplog.records)
+
+
+def test_user_spacing_for_images(tmp_path):
+    path = save(tmp_path / "g.png", scene())
+    frame = read_frame(path, spacing_mm=(0.2, 0.25))
+    assert frame.spacing_mm == (0.2, 0.25)
+    assert frame.spacing_at(3, 3) == (0.2, 0.25)
+    for bad in [(0, 0.2), (-1, 1), (float("nan"), 1), (0.2,), "0.2"]:
+        with pytest.raises(ValueError):
+            read_frame(path, spacing_mm=bad)
+
+
+def test_image_frame_choice(tmp_path):
+    path = save(tmp_path / "g.png", scene())
+    assert count_frames(path) == 1
+    assert [f.frame_index for f in read_frames(path, "0")] == [0]
+    assert [f.frame_index for f in read_frames(path, "all")] == [0]
+    with pytest.raises(ScanReadError, match="source has 1"):
+        read_frames(path, 1)
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cannot decode"),
+        ("empty.jpg", b"", "empty"),
+        ("text.bmp", b"hello", "cannot decode"),
+        ("scan.xyz", b"hello", "unsupported file type"),
+    ],
+)
+def test_bad_images(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ScanReadError) as info:
+        read_frame(path)
+    assert expected in info.value.reason
+    assert info.value.path == str(path)
+
+
+def test_missing_image(tmp_path):
+    with pytest.raises(ScanReadError, match="no such file"):
+        read_frame(tmp_path / "gone.png")
+    with pytest.raises(ScanReadError, match="no such file"):
+        count_frames(tmp_path / "gone.png")
+
+
+# --------------------------------------------------------------------------- ITK formats
+
+
+def write_itk(path: Path, array: np.ndarray, spacing=None, vector: bool = False) -> Path:
+    image = sitk.GetImageFromArray(array, isVector=vector)
+    if spacing is not None:
+        image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd", ".nii.gz", ".nii"])
+def test_itk_2d_with_spacing(tmp_path, suffix):
+    grey = scene(30, 50)
+    frame = read_frame(write_itk(tmp_path / f"img{suffix}", grey, spacing=(0.3, 0.45)))
+    np.testing.assert_array_equal(frame.pixels, grey)
+    assert frame.spacing_mm == pytest.approx((0.3, 0.45))  # ITK spacing is already (x, y)
+    assert frame.provenance.source_format == "itk"
+
+
+def test_itk_unit_spacing_is_unknown(tmp_path):
+    frame = read_frame(write_itk(tmp_path / "img.mha", scene()))
+    assert frame.spacing_mm is None
+    frame = read_frame(tmp_path / "img.mha", spacing_mm=(0.4, 0.4))
+    assert frame.spacing_mm == (0.4, 0.4)
+
+
+def test_itk_calibration_beats_user_spacing(tmp_path, caplog):
+    path = write_itk(tmp_path / "img.mha", scene(), spacing=(0.3, 0.3))
+    with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
+        assert read_frame(path, spacing_mm=(0.5, 0.5)).spacing_mm == pytest.approx((0.3, 0.3))
+    assert caplog.records
+
+
+def test_psfhs_layout_is_one_frame(tmp_path):
+    grey = scene(64, 64)
+    path = write_itk(tmp_path / "case.mha", np.stack([grey, grey, grey]))
+    assert sitk.ReadImage(str(path)).GetSize() == (64, 64, 3)
+    assert count_frames(path) == 1
+    frames = list(read_frames(path))
+    assert len(frames) == 1
+    np.testing.assert_array_equal(frames[0].pixels, grey)
+    assert frames[0].spacing_mm is None and frames[0].n_frames == 1
+
+
+def test_itk_stack_of_different_planes_is_a_cine(tmp_path):
+    planes = np.stack([scene(32, 48) + k for k in range(4)]).astype(np.uint8)
+    path = write_itk(tmp_path / "cine.mha", planes, spacing=(0.2, 0.2, 1.0))
+    assert count_frames(path) == 4
+    out = list(read_frames(path, "1-2"))
+    assert [f.frame_index for f in out] == [1, 2]
+    np.testing.assert_array_equal(out[1].pixels, planes[2])
+    assert out[0].spacing_mm == pytest.approx((0.2, 0.2))
+
+
+@pytest.mark.parametrize("repeated", [False, True])
+def test_itk_large_volumes_are_read_a_plane_at_a_time(tmp_path, monkeypatch, repeated):
+    import ipp_seg.io.itk as itk_module
+
+    monkeypatch.setattr(itk_module, "_WHOLE_READ_BYTES", 0)  # treat every volume as large
+    planes = np.stack([scene(32, 48) + (0 if repeated else k) for k in range(3)]).astype(np.uint8)
+    path = write_itk(tmp_path / "big.mha", planes)
+    frames = list(read_frames(path))
+    assert len(frames) == (1 if repeated else 3)
+    for frame in frames:
+        np.testing.assert_array_equal(frame.pixels, planes[frame.frame_index])
+
+
+def test_itk_rgb_and_16bit(tmp_path):
+    rgb = colour_scene()[:, :, ::-1].copy()  # ITK stores RGB
+    frame = read_frame(write_itk(tmp_path / "rgb.mha", rgb, vector=True))
+    np.testing.assert_array_equal(frame.pixels, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    deep = scene().astype(np.uint16) * 100
+    frame = read_frame(write_itk(tmp_path / "deep.mha", deep))
+    np.testing.assert_allclose(frame.pixels, deep * (255.0 / 65535.0), rtol=1e-6)
+
+
+def test_itk_float_passes_through(tmp_path):
+    values = scene().astype(np.float32) / 7.0
+    frame = read_frame(write_itk(tmp_path / "f.mha", values))
+    assert frame.pixels.dtype == np.float32
+    np.testing.assert_array_equal(frame.pixels, values)
+
+
+def test_bad_itk(tmp_path):
+    path = tmp_path / "broken.mha"
+    path.write_text("ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n")
+    with pytest.raises(ScanReadError) as info:
+        list(read_frames(path))
+    assert info.value.path == str(path)
+    volume = tmp_path / "4d.nii.gz"
+    sitk.WriteImage(sitk.Image([4, 4, 2, 2], sitk.sitkUInt8), str(volume))
+    with pytest.raises(ScanReadError, match="4-D"):
+        read_frame(volume)
+
+
+def test_real_psfhs_frame():
+    path = PSFHS / "image_mha" / "04700.mha"
+    if not path.exists():
+        pytest.skip(f"PSFHS data not found at {PSFHS}")
+    frame = read_frame(path)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert expected.shape == (3, 256, 256)
+    assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == (256, 256)
+    np.testing.assert_array_equal(frame.pixels, expected[0])
+    assert frame.spacing_mm is None  # ElementSpacing 1 1 1: resized, no calibration
+    assert frame.n_frames == 1 and count_frames(path) == 1
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def label_mask(h: int = 30, w: int = 44) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[5:12, 30:40] = 1
+    mask[14:28, 4:26] = 2
+    return mask
+
+
+def test_label_png_round_trip(tmp_path):
+    mask = label_mask()
+    path = tmp_path / "out" / "sub" / "labels.png"  # parents are created
+    write_label_png(path, mask.astype(np.int64))
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint8 and back.shape == mask.shape
+    np.testing.assert_array_equal(back, mask)
+    np.testing.assert_array_equal(read_frame(path).pixels, mask)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.full((4, 4), 3, np.uint8), np.zeros((2, 4, 4), np.uint8), np.zeros((4, 4), np.float32),
+     np.full((4, 4), -1, np.int16), np.zeros((0, 4), np.uint8)],
+)
+def test_label_writers_reject_bad_masks(tmp_path, bad):
+    with pytest.raises(ValueError):
+        write_label_png(tmp_path / "x.png", bad)
+    with pytest.raises(ValueError):
+        write_label_mha(tmp_path / "x.mha", bad)
+
+
+def test_label_mha_round_trip(tmp_path):
+    mask = label_mask()
+    path = tmp_path / "labels.mha"
+    write_label_mha(path, mask, spacing_mm=(0.3, 0.35))
+    image = sitk.ReadImage(str(path))
+    assert image.GetSize() == (mask.shape[1], mask.shape[0])
+    assert image.GetSpacing() == pytest.approx((0.3, 0.35))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), mask)
+    frame = read_frame(path)
+    np.testing.assert_array_equal(frame.pixels, mask)
+    assert frame.spacing_mm == pytest.approx((0.3, 0.35))
+    write_label_mha(tmp_path / "plain.mha", mask)
+    assert read_frame(tmp_path / "plain.mha").spacing_mm is None
+
+
+def test_overlay_png_is_rgb(tmp_path):
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    path = tmp_path / "overlay.png"
+    write_overlay_png(path, rgb)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert tuple(bgr[0, 0]) == (0, 0, 200)
+    with pytest.raises(ValueError):
+        write_overlay_png(path, np.zeros((10, 12), np.uint8))
+    with pytest.raises(ValueError):
+        write_overlay_png(path, np.zeros((10, 12, 3), np.float32))
