@@ -1,0 +1,18 @@
+"""Labour-progress measurements from PS/FH label masks: angle of progression and head-symphysis distance.
+
+Pure numpy/OpenCV. See :func:`measure_progress` and the module docstring of
+:mod:`ipp_seg.measure.progress` for the conventions and the three methods.
+"""
+
+from .progress import measure_progress
+from .result import METHODS, ORIENTATIONS, REASONS, STATUSES, Landmarks, Measurement
+
+__all__ = [
+    "METHODS",
+    "ORIENTATIONS",
+    "REASONS",
+    "STATUSES",
+    "Landmarks",
+    "Measurement",
+    "measure_progress",
+]

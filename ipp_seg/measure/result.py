@@ -1,0 +1,118 @@
+"""Result types of the labour-progress measurements and their machine-readable reason codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "METHODS",
+    "ORIENTATIONS",
+    "STATUSES",
+    "REASONS",
+    "Landmarks",
+    "Measurement",
+]
+
+METHODS: tuple[str, ...] = ("ellipse", "challenge", "contour")
+ORIENTATIONS: tuple[str, ...] = ("standard", "mirrored")
+STATUSES: tuple[str, ...] = ("ok", "warning", "failed")
+
+# Reason code -> (severity, meaning). A "failed" reason empties every value; a "warning"
+# reason keeps the values it does not concern.
+REASONS: dict[str, tuple[str, str]] = {
+    "ps_missing": ("failed", "no pubic symphysis pixels with the PS label"),
+    "fh_missing": ("failed", "no fetal head pixels with the FH label"),
+    "ps_too_small": ("failed", "the kept PS component is too small to fit or measure"),
+    "fh_too_small": ("failed", "the kept FH component is too small to fit or measure"),
+    "ps_fit_failed": ("failed", "no ellipse could be fitted to the PS contour"),
+    "fh_fit_failed": ("failed", "no ellipse could be fitted to the FH contour"),
+    "tangent_undefined": ("failed", "the PS inferior end lies inside the FH contour or ellipse"),
+    "ps_fragmented": ("warning", "another PS component exceeds 10 % of the kept one's area"),
+    "fh_fragmented": ("warning", "another FH component exceeds 10 % of the kept one's area"),
+    "fh_ellipse_poor_fit": ("warning", "the FH mask and its fitted ellipse overlap with IoU < 0.85"),
+    "ps_axis_near_vertical": ("warning", "PS axis within 10 deg of vertical: the inferior end is ill-posed"),
+    "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
+    "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side"),
+    "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
+}
+
+_POINT_FIELDS = (
+    ("ps_inferior_end", "ps_inferior"),
+    ("ps_superior_end", "ps_superior"),
+    ("fh_tangent_point", "fh_tangent"),
+    ("hsd_point", "hsd_point"),
+    ("shortest_point", "shortest_point"),
+)
+_ELLIPSE_FIELDS = (("ps_ellipse", "ps_ellipse"), ("fh_ellipse", "fh_ellipse"))
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """Points used by a measurement, (x, y) in pixel coordinates of the input mask (floats).
+
+    Ellipses are OpenCV-style ((cx, cy), (w, h), angle_deg) in pixel coordinates, or None when
+    the method used none.
+    """
+
+    ps_inferior_end: tuple[float, float] | None = None
+    ps_superior_end: tuple[float, float] | None = None
+    fh_tangent_point: tuple[float, float] | None = None
+    hsd_point: tuple[float, float] | None = None  # where the infrapubic line meets the FH contour
+    shortest_point: tuple[float, float] | None = None  # FH contour point nearest the inferior end
+    ps_ellipse: tuple | None = None
+    fh_ellipse: tuple | None = None
+
+    def to_dict(self) -> dict:
+        """Flat dict: ``<name>_x``/``<name>_y`` per point and ``<ellipse>_cx, _cy, _w, _h, _angle``."""
+        out: dict = {}
+        for attr, key in _POINT_FIELDS:
+            pt = getattr(self, attr)
+            out[f"{key}_x"] = None if pt is None else float(pt[0])
+            out[f"{key}_y"] = None if pt is None else float(pt[1])
+        for attr, key in _ELLIPSE_FIELDS:
+            e = getattr(self, attr)
+            vals = (None,) * 5 if e is None else (e[0][0], e[0][1], e[1][0], e[1][1], e[2])
+            for suffix, v in zip(("cx", "cy", "w", "h", "angle"), vals, strict=True):
+                out[f"{key}_{suffix}"] = None if v is None else float(v)
+        return out
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Angle of progression and head-symphysis distance from one label mask.
+
+    Units: ``aop_deg`` degrees; ``*_mm`` millimetres (None when the spacing is unknown);
+    ``*_px`` the same segment's length in pixels of the input mask. ``status`` is "ok",
+    "warning" or "failed"; a failed measurement has every value None. ``reasons`` holds codes
+    from :data:`REASONS`. ``spacing_mm`` is the (x, y) mm per pixel used, None if unknown.
+    """
+
+    aop_deg: float | None
+    hsd_mm: float | None
+    hsd_px: float | None
+    psfh_shortest_px: float | None
+    psfh_shortest_mm: float | None
+    status: str
+    reasons: tuple[str, ...]
+    method: str
+    orientation: str
+    spacing_mm: tuple[float, float] | None
+    landmarks: Landmarks
+
+    def to_dict(self) -> dict:
+        """Flat JSON-able dict (reasons joined with ";", landmark coordinates flattened)."""
+        out = {
+            "aop_deg": self.aop_deg,
+            "hsd_mm": self.hsd_mm,
+            "hsd_px": self.hsd_px,
+            "psfh_shortest_px": self.psfh_shortest_px,
+            "psfh_shortest_mm": self.psfh_shortest_mm,
+            "status": self.status,
+            "reasons": ";".join(self.reasons),
+            "method": self.method,
+            "orientation": self.orientation,
+            "spacing_x_mm": None if self.spacing_mm is None else float(self.spacing_mm[0]),
+            "spacing_y_mm": None if self.spacing_mm is None else float(self.spacing_mm[1]),
+        }
+        out.update(self.landmarks.to_dict())
+        return out

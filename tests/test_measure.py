@@ -1,0 +1,692 @@
+"""Tests of ipp_seg.measure on synthetic masks: closed-form cases, invariances, status codes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from ipp_seg.measure import (
+    METHODS,
+    ORIENTATIONS,
+    REASONS,
+    Landmarks,
+    Measurement,
+    measure_progress,
+)
+from ipp_seg.measure import geometry as geo
+from ipp_seg.measure import progress as progress_mod
+
+# ----------------------------------------------------------------------------- scene helpers
+
+
+def ellipse_region(shape, spacing, center, a, b, angle_deg):
+    """Pixels whose centre (physical coords x*sx, y*sy) lies inside the ellipse (mm)."""
+    h, w = shape
+    sx, sy = spacing
+    x = (np.arange(w) * sx)[None, :] - center[0]
+    y = (np.arange(h) * sy)[:, None] - center[1]
+    t = math.radians(angle_deg)
+    u = (x * math.cos(t) + y * math.sin(t)) / a
+    v = (-x * math.sin(t) + y * math.cos(t)) / b
+    return u * u + v * v <= 1.0
+
+
+def paint(shape, ps_region, fh_region, ps_label=1, fh_label=2):
+    assert not (ps_region & fh_region).any(), "scene must not overlap"
+    m = np.zeros(shape, dtype=np.uint8)
+    m[fh_region] = fh_label
+    m[ps_region] = ps_label
+    return m
+
+
+@dataclasses.dataclass
+class Scene:
+    """A PS ellipse and a circular head with AoP / HSD / shortest distance in closed form (mm, deg)."""
+
+    mask: np.ndarray
+    spacing: tuple[float, float]
+    inferior: np.ndarray  # mm
+    aop: float
+    hsd: float
+    shortest: float
+
+
+def closed_form_scene(spacing, ps_center, ps_a, ps_b, ps_angle, gap, offset, head_r, fov=(60.0, 60.0),
+                      orientation="standard"):
+    """PS ellipse (semi-axes ps_a, ps_b mm) and a circle of radius head_r (mm).
+
+    The head centre lies ``gap + head_r`` beyond the inferior end along the infrapubic line,
+    shifted by ``offset`` mm towards the superior end, so the infrapubic line meets the head.
+    """
+    sx, sy = spacing
+    shape = (int(math.ceil(fov[1] / sy)), int(math.ceil(fov[0] / sx)))
+    t = math.radians(ps_angle)
+    e1 = np.array([math.cos(t), math.sin(t)])
+    c = np.asarray(ps_center, dtype=float)
+    ends = [c + ps_a * e1, c - ps_a * e1]
+    ends.sort(key=lambda p: p[0], reverse=(orientation == "standard"))
+    inferior, superior = ends
+    u = (superior - inferior) / np.linalg.norm(superior - inferior)
+    n = np.array([-u[1], u[0]])
+    if n[1] < 0:  # the head lies below the symphysis on the display
+        n = -n
+    head_c = inferior + n * (gap + head_r) + u * offset
+    ps = ellipse_region(shape, spacing, c, ps_a, ps_b, ps_angle)
+    fh = ellipse_region(shape, spacing, head_c, head_r, head_r, 0.0)
+    mask = paint(shape, ps, fh)
+    # AoP: turn from u towards the head (sweep -1 in image coordinates when standard).
+    sweep = -1 if orientation == "standard" else 1
+    dc = head_c - inferior
+    dist = float(np.linalg.norm(dc))
+    theta_c = math.degrees(math.atan2(sweep * (u[0] * dc[1] - u[1] * dc[0]), u @ dc)) % 360.0
+    aop = theta_c + math.degrees(math.asin(head_r / dist))
+    p = float(n @ dc)
+    hsd = p - math.sqrt(head_r**2 - (dist**2 - p**2))
+    return Scene(mask, spacing, inferior, aop, hsd, dist - head_r)
+
+
+CLOSED_FORM_CASES = [
+    # spacing, ps_center, ps_a, ps_b, ps_angle, gap, offset, head_r
+    ((0.05, 0.05), (20.0, 15.0), 8.0, 2.5, -20.0, 4.0, 0.0, 13.0),
+    ((0.05, 0.05), (20.0, 14.0), 7.5, 2.2, 10.0, 2.5, 5.0, 14.0),
+    ((0.05, 0.05), (22.0, 16.0), 8.5, 2.8, -35.0, 6.0, -4.0, 12.0),
+    ((0.05, 0.065), (20.0, 15.0), 8.0, 2.5, -15.0, 3.0, 2.0, 13.5),
+    ((0.065, 0.05), (20.0, 15.0), 8.0, 2.5, -25.0, 5.0, -2.0, 12.5),
+]
+
+
+def rotate_nn(mask, deg, pad=64):
+    """Rotate about the centre of a padded canvas, nearest-neighbour, so nothing is cut off."""
+    p = np.pad(mask, pad)
+    h, w = p.shape
+    rot = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), deg, 1.0)
+    return cv2.warpAffine(p, rot, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+
+
+def typical_scene(shape=(256, 256), spacing=(1.0, 1.0), ps_center=(90.0, 55.0), ps_a=35.0, ps_b=11.0,
+                  ps_angle=-15.0, head_center=(150.0, 165.0), head_axes=(70.0, 60.0), head_angle=70.0):
+    """A PSFHS-like frame in pixel units (1 mm = 1 px unless spacing says otherwise)."""
+    ps = ellipse_region(shape, spacing, ps_center, ps_a, ps_b, ps_angle)
+    fh = ellipse_region(shape, spacing, head_center, head_axes[0], head_axes[1], head_angle)
+    return paint(shape, ps, fh)
+
+
+@st.composite
+def synthetic_masks(draw):
+    """Random 256x256 PSFHS-like masks: PS ellipse above-left of an elliptic head, not touching."""
+    ps_a = draw(st.floats(25, 45))
+    ps_b = draw(st.floats(8, 14))
+    ps_angle = draw(st.floats(-40, 25))
+    ps_c = (draw(st.floats(70, 110)), draw(st.floats(45, 70)))
+    ha = draw(st.floats(55, 80))
+    hb = ha * draw(st.floats(0.75, 1.0))
+    hang = draw(st.floats(0, 180))
+    hc = (ps_c[0] + draw(st.floats(20, 90)), ps_c[1] + draw(st.floats(70, 130)))
+    shape = (256, 256)
+    ps = ellipse_region(shape, (1.0, 1.0), ps_c, ps_a, ps_b, ps_angle)
+    fh = ellipse_region(shape, (1.0, 1.0), hc, ha, hb, hang)
+    near = cv2.dilate(fh.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    assume(not (ps & near).any())
+    return paint(shape, ps, fh)
+
+
+# ----------------------------------------------------------------------------- API and validation
+
+
+def test_public_constants():
+    assert METHODS == ("ellipse", "challenge", "contour")
+    assert ORIENTATIONS == ("standard", "mirrored")
+    assert {sev for sev, _ in REASONS.values()} == {"failed", "warning"}
+
+
+def test_measurement_is_frozen_and_to_dict_is_flat_json():
+    m = measure_progress(typical_scene(), (0.2, 0.2))
+    assert isinstance(m, Measurement) and isinstance(m.landmarks, Landmarks)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.aop_deg = 1.0  # type: ignore[misc]
+    d = m.to_dict()
+    json.dumps(d)
+    for key in ("aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm", "status", "reasons",
+                "method", "orientation", "spacing_x_mm", "spacing_y_mm", "ps_inferior_x", "ps_inferior_y",
+                "ps_superior_x", "ps_superior_y", "fh_tangent_x", "fh_tangent_y", "hsd_point_x", "hsd_point_y",
+                "shortest_point_x", "shortest_point_y", "ps_ellipse_cx", "fh_ellipse_angle"):
+        assert key in d, key
+    assert all(not isinstance(v, (dict, list, tuple, np.generic)) for v in d.values())
+    assert d["aop_deg"] == m.aop_deg and d["ps_inferior_x"] == m.landmarks.ps_inferior_end[0]
+    assert d["spacing_x_mm"] == 0.2 and d["reasons"] == ""
+
+
+def test_to_dict_joins_reasons():
+    d = measure_progress(typical_scene()).to_dict()
+    assert d["reasons"] == "spacing_unknown" and d["spacing_x_mm"] is None
+    m = typical_scene()
+    m[m == 1] = 0
+    assert measure_progress(m).to_dict()["reasons"] == "spacing_unknown;ps_missing"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"method": "ellipses"}, "method must be one of"),
+        ({"method": None}, "method must be one of"),
+        ({"orientation": "left"}, "orientation must be one of"),
+        ({"ps_label": 2, "fh_label": 2}, "must differ"),
+        ({"ps_label": 0}, "positive label"),
+        ({"fh_label": -1}, "positive label"),
+        ({"ps_label": 1.0}, "integer label"),
+        ({"fh_label": True}, "integer label"),
+        ({"spacing_mm": (0.1, -0.1)}, "finite positive"),
+        ({"spacing_mm": (0.1, float("nan"))}, "finite positive"),
+        ({"spacing_mm": (0.1,)}, r"\(x_mm, y_mm\)"),
+        ({"spacing_mm": "ab"}, r"\(x_mm, y_mm\)"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        measure_progress(typical_scene(), **kwargs)
+
+
+def test_invalid_masks_raise():
+    with pytest.raises(ValueError, match="2-D"):
+        measure_progress(np.zeros((3, 16, 16), np.uint8))
+    with pytest.raises(ValueError, match="integer labels"):
+        measure_progress(np.zeros((16, 16), np.float32))
+
+
+def test_numpy_integer_labels_and_other_dtypes_accepted():
+    m = typical_scene().astype(np.int64)
+    a = measure_progress(m, ps_label=np.int64(1), fh_label=np.uint8(2))
+    b = measure_progress(m.astype(np.uint8))
+    assert a.aop_deg == pytest.approx(b.aop_deg, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- closed-form cases
+
+
+@pytest.mark.parametrize("case", CLOSED_FORM_CASES)
+@pytest.mark.parametrize("method", ["ellipse", "challenge"])
+def test_closed_form_aop_and_hsd(case, method):
+    scene = closed_form_scene(*case)
+    m = measure_progress(scene.mask, scene.spacing, method=method)
+    assert m.status == "ok", m.reasons
+    assert m.aop_deg == pytest.approx(scene.aop, abs=0.1)
+    assert m.hsd_mm == pytest.approx(scene.hsd, abs=0.1)
+    assert m.psfh_shortest_mm == pytest.approx(scene.shortest, abs=0.1)
+    # landmarks are in pixels of the input mask
+    sx, sy = scene.spacing
+    px = np.array(m.landmarks.ps_inferior_end) * [sx, sy]
+    assert np.hypot(*(px - scene.inferior)) < 0.1
+    assert m.hsd_px == pytest.approx(np.hypot(*((np.array(m.landmarks.hsd_point) - m.landmarks.ps_inferior_end))))
+
+
+@pytest.mark.parametrize("case", CLOSED_FORM_CASES[:3])
+def test_closed_form_mirrored(case):
+    scene = closed_form_scene(*case, orientation="mirrored")
+    m = measure_progress(scene.mask, scene.spacing, orientation="mirrored")
+    assert m.status == "ok", m.reasons
+    assert m.aop_deg == pytest.approx(scene.aop, abs=0.1)
+    assert m.hsd_mm == pytest.approx(scene.hsd, abs=0.1)
+
+
+def diamond_region(shape, spacing, center, half_len, half_width, angle_deg):
+    """A rhombus: its farthest pair of points is unambiguous (its two tips)."""
+    sx, sy = spacing
+    h, w = shape
+    x = (np.arange(w) * sx)[None, :] - center[0]
+    y = (np.arange(h) * sy)[:, None] - center[1]
+    t = math.radians(angle_deg)
+    u = x * math.cos(t) + y * math.sin(t)
+    v = -x * math.sin(t) + y * math.cos(t)
+    return np.abs(u) / half_len + np.abs(v) / half_width <= 1.0
+
+
+@pytest.mark.parametrize("spacing, inf_px, sup_px", [((0.05, 0.05), (560, 250), (250, 360)),
+                                                    ((0.05, 0.065), (560, 240), (240, 180))])
+def test_closed_form_contour_method(spacing, inf_px, sup_px):
+    # The contour method takes the farthest pair of PS boundary points, so use a PS whose
+    # farthest pair is known: a rhombus with its sharp tips on pixel centres.
+    sx, sy = spacing
+    shape = (int(60 / sy), int(60 / sx))
+    inferior = np.multiply(inf_px, spacing).astype(float)
+    superior = np.multiply(sup_px, spacing).astype(float)
+    c = (inferior + superior) / 2
+    half_len = float(np.linalg.norm(inferior - superior)) / 2
+    angle = math.degrees(math.atan2(*(inferior - superior)[::-1]))
+    u = (superior - inferior) / (2 * half_len)
+    n = np.array([-u[1], u[0]])
+    n = n if n[1] > 0 else -n
+    r = 13.0
+    hc = inferior + n * (4.0 + r)
+    ps = diamond_region(shape, spacing, c, half_len, 5.0, angle)
+    ps[inf_px[1], inf_px[0]] = ps[sup_px[1], sup_px[0]] = True  # the tips, whatever the rounding
+    mask = paint(shape, ps, ellipse_region(shape, spacing, hc, r, r, 0.0))
+    dc = hc - inferior
+    aop = math.degrees(math.atan2(-(u[0] * dc[1] - u[1] * dc[0]), u @ dc)) % 360 + math.degrees(
+        math.asin(r / np.linalg.norm(dc)))
+    m = measure_progress(mask, spacing, method="contour")
+    assert m.status == "ok", m.reasons
+    assert m.landmarks.ps_ellipse is None and m.landmarks.fh_ellipse is None
+    # the boundary samples sit half a pixel beyond the tip pixels' centres
+    assert np.hypot(*(np.multiply(m.landmarks.ps_inferior_end, spacing) - inferior)) < 0.6 * max(spacing)
+    # Half a pixel at each tip moves the axis by ~0.06 deg and the tangent by ~0.07 deg here.
+    assert m.aop_deg == pytest.approx(aop, abs=0.25)
+    assert m.hsd_mm == pytest.approx(4.0, abs=0.1)
+    assert m.psfh_shortest_mm == pytest.approx(4.0, abs=0.1)
+
+
+def test_subpixel_boundary_beats_pixel_centres():
+    # Ellipse fits to the sub-pixel boundary are unbiased; fits to boundary-pixel centres
+    # (what findContours returns) shrink by about half a pixel.
+    rng = np.random.default_rng(3)
+    bias_mid, bias_centre = [], []
+    for _ in range(20):
+        a, b, ang = rng.uniform(25, 45), rng.uniform(8, 14), rng.uniform(0, 180)
+        c = rng.uniform(100, 101, size=2)
+        region = ellipse_region((220, 220), (1.0, 1.0), c, a, b, ang)
+        e_mid = geo.fit_ellipse(geo.boundary_points(region))
+        contour = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0][0]
+        e_centre = geo.fit_ellipse(contour.reshape(-1, 2))
+        bias_mid.append([e_mid.semi_major - a, e_mid.semi_minor - b])
+        bias_centre.append([e_centre.semi_major - a, e_centre.semi_minor - b])
+    assert np.abs(np.mean(bias_mid, axis=0)).max() < 0.1
+    assert np.mean(bias_centre, axis=0).max() < -0.3
+
+
+# ----------------------------------------------------------------------------- spacing
+
+
+def test_anisotropic_spacing_gives_same_physical_values():
+    # One physical scene rasterised on square and on non-square pixels measures the same.
+    args = ((20.0, 15.0), 8.0, 2.5, -20.0, 4.0, 1.0, 13.0)
+    results = [measure_progress(closed_form_scene(sp, *args).mask, sp) for sp in
+               [(0.05, 0.05), (0.05, 0.075), (0.075, 0.05)]]
+    aops = [r.aop_deg for r in results]
+    hsds = [r.hsd_mm for r in results]
+    assert max(aops) - min(aops) < 0.1
+    assert max(hsds) - min(hsds) < 0.1
+
+
+def test_anisotropic_spacing_is_not_ignored():
+    # The same pixels read with stretched x spacing describe a different geometry.
+    scene = closed_form_scene(*CLOSED_FORM_CASES[0])
+    square = measure_progress(scene.mask, (0.05, 0.05))
+    stretched = measure_progress(scene.mask, (0.08, 0.05))
+    assert abs(square.aop_deg - stretched.aop_deg) > 2.0
+    # hsd_px is the same segment's length in pixels, whatever the spacing
+    seg = np.subtract(stretched.landmarks.hsd_point, stretched.landmarks.ps_inferior_end)
+    assert stretched.hsd_px == pytest.approx(np.hypot(*seg))
+    assert stretched.hsd_mm == pytest.approx(np.hypot(*(seg * [0.08, 0.05])))
+
+
+def test_isotropic_spacing_scales_distances_only():
+    mask = typical_scene()
+    px = measure_progress(mask)
+    mm = measure_progress(mask, (0.15, 0.15))
+    assert mm.aop_deg == pytest.approx(px.aop_deg, abs=1e-4)  # OpenCV fits in float32
+    assert mm.hsd_px == pytest.approx(px.hsd_px, rel=1e-6)
+    assert mm.hsd_mm == pytest.approx(0.15 * px.hsd_px, rel=1e-6)
+    assert mm.psfh_shortest_mm == pytest.approx(0.15 * px.psfh_shortest_px, rel=1e-6)
+    assert mm.landmarks.ps_inferior_end == pytest.approx(px.landmarks.ps_inferior_end, abs=1e-4)
+    for a, b in zip(mm.landmarks.fh_ellipse, px.landmarks.fh_ellipse, strict=True):
+        assert np.asarray(a) == pytest.approx(np.asarray(b), abs=1e-3)
+
+
+def test_anisotropic_ellipse_landmark_is_in_pixels():
+    sp = (0.05, 0.075)
+    scene = closed_form_scene(sp, *CLOSED_FORM_CASES[0][1:])
+    m = measure_progress(scene.mask, sp)
+    (cx, cy), (w, h), ang = m.landmarks.fh_ellipse
+    # the head is a circle of radius 13 mm: in pixels an axis-aligned ellipse 260 x 173.3 px
+    assert sorted([w / 2, h / 2]) == pytest.approx(sorted([13 / 0.05, 13 / 0.075]), rel=2e-3)
+    assert min(ang % 90, 90 - ang % 90) < 1.0
+
+
+def test_uniform_rescale_keeps_values():
+    coarse = closed_form_scene((0.1, 0.1), *CLOSED_FORM_CASES[0][1:])
+    fine = closed_form_scene((0.05, 0.05), *CLOSED_FORM_CASES[0][1:])
+    a = measure_progress(coarse.mask, coarse.spacing)
+    b = measure_progress(fine.mask, fine.spacing)
+    assert a.aop_deg == pytest.approx(b.aop_deg, abs=0.3)
+    assert a.hsd_mm == pytest.approx(b.hsd_mm, abs=0.1)
+
+
+def test_spacing_unknown_reports_pixels_only():
+    m = measure_progress(typical_scene())
+    assert m.status == "warning" and m.reasons == ("spacing_unknown",)
+    assert m.hsd_mm is None and m.psfh_shortest_mm is None
+    assert m.hsd_px > 0 and m.psfh_shortest_px > 0 and m.spacing_mm is None
+
+
+# ----------------------------------------------------------------------------- orientation
+
+
+def test_orientation_picks_right_or_left_end():
+    mask = typical_scene()
+    std = measure_progress(mask, (0.2, 0.2))
+    mir = measure_progress(mask, (0.2, 0.2), orientation="mirrored")
+    assert std.landmarks.ps_inferior_end[0] > std.landmarks.ps_superior_end[0]
+    assert mir.landmarks.ps_inferior_end[0] < mir.landmarks.ps_superior_end[0]
+    assert std.landmarks.ps_inferior_end == pytest.approx(mir.landmarks.ps_superior_end)
+    assert std.orientation == "standard" and mir.orientation == "mirrored"
+    assert std.aop_deg != pytest.approx(mir.aop_deg, abs=5.0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mirrored_frame_with_mirrored_orientation_matches(method):
+    mask = typical_scene()
+    a = measure_progress(mask, (0.2, 0.2), method=method)
+    b = measure_progress(np.ascontiguousarray(mask[:, ::-1]), (0.2, 0.2), method=method, orientation="mirrored")
+    w = mask.shape[1] - 1
+    if method == "challenge":
+        # approxPolyDP is not mirror-symmetric: only roughly equal (documented instability)
+        assert b.aop_deg == pytest.approx(a.aop_deg, abs=3.0)
+        return
+    assert b.aop_deg == pytest.approx(a.aop_deg, abs=0.01)
+    assert b.hsd_mm == pytest.approx(a.hsd_mm, abs=1e-6)
+    assert b.psfh_shortest_mm == pytest.approx(a.psfh_shortest_mm, abs=1e-6)
+    assert (w - b.landmarks.ps_inferior_end[0], b.landmarks.ps_inferior_end[1]) == pytest.approx(
+        a.landmarks.ps_inferior_end, abs=1e-4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(mask=synthetic_masks())
+def test_property_ellipse_mirror_invariant(mask):
+    a = measure_progress(mask)
+    b = measure_progress(np.ascontiguousarray(mask[:, ::-1]), orientation="mirrored")
+    assert a.status != "failed"
+    assert b.aop_deg == pytest.approx(a.aop_deg, abs=0.01)
+    if a.hsd_px is not None:
+        assert b.hsd_px == pytest.approx(a.hsd_px, abs=1e-4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(mask=synthetic_masks(), deg=st.sampled_from([-20.0, -15.0, 15.0, 20.0]))
+def test_property_ellipse_rotation_stable(mask, deg):
+    a = measure_progress(mask)
+    b = measure_progress(rotate_nn(mask, deg))
+    assert b.aop_deg == pytest.approx(a.aop_deg, abs=1.0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(mask=synthetic_masks(), factor=st.sampled_from([2, 3]))
+def test_property_ellipse_uniform_scale(mask, factor):
+    big = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+    a = measure_progress(mask, (0.3, 0.3))
+    b = measure_progress(big, (0.3 / factor, 0.3 / factor))
+    assert b.aop_deg == pytest.approx(a.aop_deg, abs=1.0)
+    assert b.psfh_shortest_mm == pytest.approx(a.psfh_shortest_mm, abs=0.3)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(mask=synthetic_masks())
+def test_property_contour_mirror_invariant(mask):
+    a = measure_progress(mask, method="contour")
+    b = measure_progress(np.ascontiguousarray(mask[:, ::-1]), method="contour", orientation="mirrored")
+    assert b.aop_deg == pytest.approx(a.aop_deg, abs=0.01)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def test_custom_label_values_and_other_labels_ignored():
+    mask = typical_scene()
+    ref = measure_progress(mask, (0.2, 0.2))
+    remapped = np.zeros_like(mask)
+    remapped[mask == 1] = 7
+    remapped[mask == 2] = 8
+    remapped[:5, :5] = 3  # an unrelated label
+    got = measure_progress(remapped, (0.2, 0.2), ps_label=7, fh_label=8)
+    assert got.aop_deg == pytest.approx(ref.aop_deg, abs=1e-9)
+    assert got.hsd_mm == pytest.approx(ref.hsd_mm, abs=1e-9)
+    # with the default labels nothing is found
+    miss = measure_progress(remapped, (0.2, 0.2))
+    assert miss.status == "failed" and {"ps_missing", "fh_missing"} <= set(miss.reasons)
+
+
+# ----------------------------------------------------------------------------- status codes
+
+def _check(m: Measurement, code: str, status: str):
+    assert code in m.reasons, m.reasons
+    assert m.status == status
+    if status == "failed":
+        assert m.aop_deg is None and m.hsd_mm is None and m.hsd_px is None
+        assert m.psfh_shortest_px is None and m.psfh_shortest_mm is None
+
+
+def _without(label):
+    mask = typical_scene()
+    return np.where(mask == label, 0, mask).astype(np.uint8)
+
+
+def _tiny(label, rows, cols):
+    mask = _without(label)
+    mask[rows, cols] = label
+    return mask
+
+
+def _head_with_ps_in_hole():
+    # The symphysis sits in a hole of the head mask (overlapping prediction): no tangent.
+    shape = (256, 256)
+    m = np.zeros(shape, np.uint8)
+    m[ellipse_region(shape, (1, 1), (130, 130), 90, 80, 0)] = 2
+    m[ellipse_region(shape, (1, 1), (120, 110), 30, 10, -10)] = 1
+    return m
+
+
+def _crescent_head():
+    # The fitted FH ellipse covers the inferior end although the head's pixels do not.
+    shape = (256, 256)
+    fh = ellipse_region(shape, (1, 1), (140, 150), 80, 80, 0) & ~ellipse_region(shape, (1, 1), (125, 115), 70, 70, 0)
+    ps = ellipse_region(shape, (1, 1), (100, 80), 28, 9, -10) & ~fh
+    return paint(shape, ps, fh)
+
+
+def _fragmented(label):
+    mask = typical_scene()
+    side = int(math.ceil(math.sqrt(0.12 * np.count_nonzero(mask == label))))
+    mask[256 - side:, 0:side] = label
+    return mask
+
+
+def _cross_head():
+    m = _without(2)
+    m[120:250, 130:160] = 2
+    m[170:200, 80:250] = 2
+    return m
+
+
+def _fit_failing(monkeypatch, which):
+    calls = {"n": 0}
+    real = geo.fit_ellipse
+
+    def fit(points):
+        calls["n"] += 1
+        return None if calls["n"] == which else real(points)
+
+    # cv2.fitEllipse practically always returns for >= 30 px regions; force the failure path.
+    monkeypatch.setattr(progress_mod.geo, "fit_ellipse", fit)
+    return measure_progress(typical_scene(), (0.2, 0.2))
+
+
+NEAR_VERTICAL = dict(ps_center=(60, 70), ps_a=35, ps_b=10, ps_angle=85, head_center=(165, 160))
+LOW_AOP = dict(ps_center=(170, 60), ps_angle=0, head_center=(60, 160), head_axes=(50, 45))
+HIGH_AOP = dict(ps_center=(60, 120), ps_a=30, ps_b=9, ps_angle=0, head_center=(190, 80), head_axes=(60, 55))
+HSD_MISS = dict(ps_center=(110, 40), ps_angle=-15, head_center=(70, 170), head_axes=(60, 50))
+
+REASON_CASES = {
+    "ps_missing": lambda mp: measure_progress(_without(1), (0.2, 0.2)),
+    "fh_missing": lambda mp: measure_progress(_without(2), (0.2, 0.2)),
+    "ps_too_small": lambda mp: measure_progress(_tiny(1, slice(40, 44), slice(60, 65)), (0.2, 0.2)),
+    "fh_too_small": lambda mp: measure_progress(_tiny(2, slice(200, 205), slice(200, 204)), (0.2, 0.2)),
+    "ps_fit_failed": lambda mp: _fit_failing(mp, 1),
+    "fh_fit_failed": lambda mp: _fit_failing(mp, 2),
+    "tangent_undefined": lambda mp: measure_progress(_head_with_ps_in_hole(), (0.2, 0.2)),
+    "ps_fragmented": lambda mp: measure_progress(_fragmented(1), (0.2, 0.2)),
+    "fh_fragmented": lambda mp: measure_progress(_fragmented(2), (0.2, 0.2)),
+    "fh_ellipse_poor_fit": lambda mp: measure_progress(_cross_head(), (0.2, 0.2)),
+    "ps_axis_near_vertical": lambda mp: measure_progress(typical_scene(**NEAR_VERTICAL), (0.2, 0.2)),
+    "aop_out_of_range": lambda mp: measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2)),
+    "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
+    "spacing_unknown": lambda mp: measure_progress(typical_scene()),
+}
+
+
+@pytest.mark.parametrize("code", sorted(REASONS))
+def test_every_reason_code_reachable(code, monkeypatch):
+    m = REASON_CASES[code](monkeypatch)  # a KeyError here means a new code lacks a test case
+    _check(m, code, REASONS[code][0])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_status_ok(method):
+    m = measure_progress(typical_scene(), (0.2, 0.2), method=method)
+    assert m.status == "ok" and m.reasons == ()
+    assert 60 < m.aop_deg < 200 and m.hsd_mm > 0 and m.psfh_shortest_mm > 0
+    assert m.method == method and m.spacing_mm == (0.2, 0.2)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_status_failures_with_every_method(method):
+    _check(measure_progress(_without(1), (0.2, 0.2), method=method), "ps_missing", "failed")
+    _check(measure_progress(_without(2), (0.2, 0.2), method=method), "fh_missing", "failed")
+    _check(measure_progress(_tiny(1, slice(40, 44), slice(60, 65)), (0.2, 0.2), method=method),
+           "ps_too_small", "failed")
+    _check(measure_progress(_tiny(2, slice(200, 205), slice(200, 204)), (0.2, 0.2), method=method),
+           "fh_too_small", "failed")
+    res = measure_progress(_head_with_ps_in_hole(), (0.2, 0.2), method=method)
+    _check(res, "tangent_undefined", "failed")
+    assert res.landmarks.ps_inferior_end is not None  # still drawable
+    both = measure_progress(np.zeros((64, 64), np.uint8), method=method)
+    assert both.status == "failed" and both.reasons == ("spacing_unknown", "ps_missing", "fh_missing")
+    assert both.landmarks == Landmarks()
+
+
+def test_status_tangent_undefined_inside_fh_ellipse_only():
+    m = _crescent_head()
+    _check(measure_progress(m, (0.2, 0.2), method="ellipse"), "tangent_undefined", "failed")
+    # the contour method has no ellipse: the head's pixels alone decide
+    assert measure_progress(m, (0.2, 0.2), method="contour").status != "failed"
+
+
+@pytest.mark.parametrize("prefix, label", [("ps", 1), ("fh", 2)])
+def test_status_fragmented_only_above_ten_percent(prefix, label):
+    mask = typical_scene()
+    small = mask.copy()
+    small[0:3, 0:3] = label  # 9 px: below 10 % of the kept piece, not reported
+    res = measure_progress(small, (0.2, 0.2))
+    assert f"{prefix}_fragmented" not in res.reasons and res.status == "ok"
+    res = measure_progress(_fragmented(label), (0.2, 0.2))
+    _check(res, f"{prefix}_fragmented", "warning")
+    # the extra piece is ignored: values equal the clean mask's
+    assert res.aop_deg == pytest.approx(measure_progress(mask, (0.2, 0.2)).aop_deg, abs=1e-9)
+
+
+def test_status_fh_ellipse_poor_fit():
+    m = _cross_head()
+    for method in ("ellipse", "challenge"):
+        res = measure_progress(m, (0.2, 0.2), method=method)
+        _check(res, "fh_ellipse_poor_fit", "warning")
+        assert res.aop_deg is not None
+    assert "fh_ellipse_poor_fit" not in measure_progress(m, (0.2, 0.2), method="contour").reasons
+    assert "fh_ellipse_poor_fit" not in measure_progress(typical_scene(), (0.2, 0.2)).reasons
+
+
+def test_status_ps_axis_near_vertical():
+    res = measure_progress(typical_scene(**NEAR_VERTICAL), (0.2, 0.2))
+    _check(res, "ps_axis_near_vertical", "warning")
+    assert res.aop_deg is not None
+    tilted = typical_scene(**{**NEAR_VERTICAL, "ps_angle": 75})
+    assert "ps_axis_near_vertical" not in measure_progress(tilted, (0.2, 0.2)).reasons
+    # decided in physical space: with narrow pixels along x the same axis is near vertical
+    assert "ps_axis_near_vertical" in measure_progress(tilted, (0.05, 0.2)).reasons
+
+
+def test_status_aop_out_of_range_low_and_high():
+    res = measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2))
+    _check(res, "aop_out_of_range", "warning")
+    assert res.aop_deg < 60
+    # A head far past the symphysis: the tangent passes beyond the axis' extension (> 200 deg).
+    high = typical_scene(**HIGH_AOP)
+    res = measure_progress(high, (0.2, 0.2))
+    _check(res, "aop_out_of_range", "warning")
+    assert res.aop_deg > 200
+    # the challenge method keeps the evaluator's law-of-cosines angle, which stops at 180
+    assert measure_progress(high, (0.2, 0.2), method="challenge").aop_deg <= 180.0
+
+
+def test_status_hsd_undefined():
+    res = measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2))
+    _check(res, "hsd_undefined", "warning")
+    assert res.hsd_mm is None and res.hsd_px is None and res.landmarks.hsd_point is None
+    assert res.aop_deg is not None and res.psfh_shortest_mm is not None
+
+
+# ----------------------------------------------------------------------------- geometry units
+
+
+def test_ellipse_tangent_points_circle():
+    e = geo.Ellipse((0.0, 0.0), 1.0, 1.0, (1.0, 0.0))
+    t = geo.ellipse_tangent_points(e, np.array([2.0, 0.0]))
+    t = t[np.argsort(t[:, 1])]
+    assert t == pytest.approx(np.array([[0.5, -math.sqrt(3) / 2], [0.5, math.sqrt(3) / 2]]))
+    assert geo.ellipse_tangent_points(e, np.array([0.5, 0.0])) is None
+
+
+def test_ellipse_tangent_points_are_tangent():
+    e = geo.Ellipse((3.0, -1.0), 5.0, 2.0, (math.cos(0.4), math.sin(0.4)))
+    p = np.array([10.0, 6.0])
+    for t in geo.ellipse_tangent_points(e, p):
+        # on the ellipse, and the line p-t touches it: points just beyond t along the line are outside
+        assert geo.ellipse_contains(e, t[None] * (1 - 1e-9) + np.asarray(e.center) * 1e-9)[0]
+        d = (t - p) / np.linalg.norm(t - p)
+        assert not geo.ellipse_contains(e, np.stack([t + 1e-3 * d, t - 1e-3 * d])).any()
+
+
+def test_marching_squares_polygon_closed_and_consistent():
+    region = ellipse_region((60, 70), (1, 1), (30, 25), 20, 12, 30)
+    region[25:28, 28:31] = False  # a hole: adds an inner loop
+    segs = geo.boundary_segments(region)
+    pts = geo.boundary_points(region)
+    ends = np.round(segs.reshape(-1, 2) * 2).astype(int)
+    uniq, counts = np.unique(ends, axis=0, return_counts=True)
+    assert (counts == 2).all()  # every vertex joins exactly two segments: closed loops
+    assert len(uniq) == len(pts)
+    inside = [geo.point_in_segments_polygon(np.array([x, y], float), segs) for y, x in np.argwhere(region)[::7]]
+    assert all(inside)
+    assert not geo.point_in_segments_polygon(np.array([29.0, 26.0]), segs)  # in the hole
+    assert not geo.point_in_segments_polygon(np.array([0.0, 0.0]), segs)
+
+
+def test_ray_and_closest_point():
+    segs = np.array([[[2.0, -1.0], [2.0, 1.0]], [[4.0, -1.0], [4.0, 1.0]]])
+    t, pt = geo.ray_segments_hit(np.array([0.0, 0.0]), np.array([1.0, 0.0]), segs)
+    assert t == pytest.approx(2.0) and pt == pytest.approx([2.0, 0.0])
+    assert geo.ray_segments_hit(np.array([0.0, 0.0]), np.array([-1.0, 0.0]), segs) is None
+    d, q = geo.closest_point_on_segments(np.array([0.0, 3.0]), segs)
+    assert d == pytest.approx(math.hypot(2, 2)) and q == pytest.approx([2.0, 1.0])
+
+
+def test_farthest_pair_and_hull_tangents():
+    sq = np.array([[0, 0], [4, 0], [4, 1], [0, 1], [2, 0.5]], float)
+    a, b = geo.farthest_pair(sq)
+    # two tied diagonals are averaged into the symmetric answer
+    assert sorted([tuple(a), tuple(b)]) == pytest.approx([(0.0, 0.5), (4.0, 0.5)])
+    circle = np.stack([np.cos(np.linspace(0, 2 * np.pi, 721)), np.sin(np.linspace(0, 2 * np.pi, 721))], 1)
+    t = geo.hull_tangent_points(circle, np.array([2.0, 0.0]))
+    assert sorted(t[:, 1]) == pytest.approx([-math.sqrt(3) / 2, math.sqrt(3) / 2], abs=1e-2)
+    assert geo.hull_tangent_points(circle, np.array([0.2, 0.0])) is None
+
+
+def test_oriented_and_unsigned_angles():
+    u = np.array([-1.0, 0.0])
+    down = np.array([0.0, 1.0])
+    assert geo.oriented_angle_deg(u, down, -1) == pytest.approx(90.0)
+    assert geo.oriented_angle_deg(u, -down, -1) == pytest.approx(270.0)
+    assert geo.unsigned_angle_deg(u, -down) == pytest.approx(90.0)
