@@ -69,14 +69,15 @@ def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 def region_max_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
     """Adaptive max pooling to bins x bins, written out explicitly so that it exports to ONNX
-    for any map size (bin i covers [floor(i*H/b), ceil((i+1)*H/b)), as adaptive pooling does)."""
+    for any map size (bin i covers [floor(i*H/b), ceil((i+1)*H/b)), as adaptive pooling does).
+    Only non-negative integer division is used: ONNX integer Div truncates, it does not floor."""
     h, w = x.shape[-2:]
     rows = []
     for i in range(bins):
-        y0, y1 = (i * h) // bins, -((-(i + 1) * h) // bins)
+        y0, y1 = (i * h) // bins, ((i + 1) * h + bins - 1) // bins
         cols = []
         for j in range(bins):
-            x0, x1 = (j * w) // bins, -((-(j + 1) * w) // bins)
+            x0, x1 = (j * w) // bins, ((j + 1) * w + bins - 1) // bins
             cols.append(x[:, :, y0:y1, x0:x1].amax(dim=(2, 3), keepdim=True))
         rows.append(torch.cat(cols, dim=3))
     return torch.cat(rows, dim=2)

@@ -1,0 +1,187 @@
+"""The networks: DSSA and STAR-DSSA attention, DSSAU-Net configs, and ONNX export."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the network tests need torch (pip install -e '.[dev]')")
+
+from ipp_seg.nn.attention import (  # noqa: E402
+    DualSparseSelectionAttention, StarDSSA, chebyshev_distance, from_regions, to_regions, token_topk_attention)
+from ipp_seg.nn.configs import get_config, list_configs  # noqa: E402
+from ipp_seg.nn.dssau_net import (  # noqa: E402
+    PyramidPooling, build_network, count_macs, count_parameters, region_max_pool)
+
+
+def literal_topk_attention(q, k, v, keep):
+    """Reference: for every query, gather its top-``keep`` keys' values (a per-query copy of
+    the selected values), softmax over the kept scores, weighted sum."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # [..., t, K]
+    top_scores, top_index = torch.topk(scores, keep, dim=-1)  # [..., t, keep]
+    d = v.shape[-1]
+    expanded_v = v.unsqueeze(-3).expand(*v.shape[:-2], q.shape[-2], v.shape[-2], d)  # [..., t, K, d]
+    selected = torch.gather(expanded_v, -2, top_index.unsqueeze(-1).expand(*top_index.shape, d))  # [..., t, keep, d]
+    weights = torch.softmax(top_scores, dim=-1).unsqueeze(-1)
+    return (weights * selected).sum(dim=-2)
+
+
+@pytest.mark.parametrize("keep", [1, 8, 37])
+def test_threshold_topk_equals_literal_gather(keep):
+    torch.manual_seed(keep)
+    q = torch.randn(2, 3, 5, 16, 32, dtype=torch.float64)
+    k = torch.randn(2, 3, 5, 64, 32, dtype=torch.float64)
+    v = torch.randn(2, 3, 5, 64, 32, dtype=torch.float64)
+    fast = token_topk_attention(q, k, v, keep)
+    reference = literal_topk_attention(q, k, v, keep)
+    torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-10)
+
+
+def test_topk_keeps_only_k_scores():
+    # One query, values = identity: the output weights show which keys were kept.
+    q = torch.tensor([[[1.0, 0.0]]])
+    k = torch.tensor([[[3.0, 0.0], [1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]]])
+    v = torch.eye(4)[None]
+    out = token_topk_attention(q, k, v, keep=2)[0, 0]
+    assert out[1] == 0 and out[3] == 0
+    assert out[0] > out[2] > 0
+    assert math.isclose(float(out.sum()), 1.0, rel_tol=1e-6)
+
+
+def test_region_layout_round_trip():
+    x = torch.randn(2, 6, 16, 24)
+    r = to_regions(x, 4)
+    assert r.shape == (2, 16, 4 * 6, 6)
+    torch.testing.assert_close(from_regions(r, 4, 16, 24), x)
+    # A region holds one contiguous window of the map.
+    torch.testing.assert_close(r[0, 1, :, 0], x[0, 0, 0:4, 6:12].reshape(-1))
+
+
+@pytest.mark.parametrize("cls", [DualSparseSelectionAttention, StarDSSA])
+@pytest.mark.parametrize("size", [(32, 32), (19, 27)])
+def test_attention_shape_in_equals_shape_out(cls, size):
+    attn = cls(64, region_topk=4, regions_per_side=8)
+    x = torch.randn(2, 64, *size)
+    y = attn(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+def test_dssa_routing_has_no_gradient_but_attention_does():
+    attn = DualSparseSelectionAttention(32, region_topk=2, regions_per_side=4)
+    x = torch.randn(1, 32, 16, 16, requires_grad=True)
+    attn(x).square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in attn.parameters())
+
+
+def test_star_dssa_every_parameter_learns():
+    torch.manual_seed(0)
+    attn = StarDSSA(64, region_topk=4, regions_per_side=4)
+    x = torch.randn(2, 64, 16, 16)
+    target = torch.randn(2, 64, 16, 16)
+    loss = torch.nn.functional.mse_loss(attn(x), target)
+    loss.backward()
+    names = dict(attn.named_parameters())
+    assert {"mix_logit", "routing_logit_scale"} <= set(names)
+    assert any(n.startswith("saliency.") for n in names)
+    for name, p in names.items():
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, f"{name} has a zero gradient"
+    assert 0 < float(attn.topology_weight) < 1
+
+
+def test_chebyshev_distance():
+    d = chebyshev_distance(3)
+    assert d.shape == (9, 9)
+    assert d[0, 0] == 0 and d[0, 4] == 1 and d[0, 8] == 2 and d[2, 6] == 2 and d[1, 7] == 2
+
+
+@pytest.mark.parametrize("size", [(6, 6), (10, 10), (7, 11)])
+def test_region_max_pool_equals_adaptive_pooling(size):
+    x = torch.randn(2, 3, *size)
+    for bins in (1, 2, 3, 6):
+        torch.testing.assert_close(region_max_pool(x, bins), torch.nn.functional.adaptive_max_pool2d(x, bins))
+
+
+def test_pyramid_pooling_shape():
+    ppm = PyramidPooling(16, 8)
+    assert ppm(torch.randn(2, 16, 10, 10)).shape == (2, 8, 10, 10)
+
+
+def test_configs_registry():
+    names = {c.name for c in list_configs()}
+    assert {"dssau-net-paper", "star-dssau-net-paper", "dssau-net-s", "star-dssau-net-s"} <= names
+    with pytest.raises(KeyError, match="known"):
+        get_config("no-such-net")
+    paper = get_config("dssau-net-paper")
+    assert paper.dims == (96, 192, 384, 768) and paper.depths == (2, 2, 8, 2)
+    assert paper.region_topk == (1, 4, 16, None) and paper.decoder_width == 64
+
+
+@pytest.mark.parametrize("name", [c.name for c in list_configs()])
+def test_config_figures_match_the_modules(name):
+    """The parameter and MAC counts listed by `ipp-seg models` (stored as data) are the real ones."""
+    config = get_config(name)
+    model = build_network(config)
+    assert count_parameters(model) == config.params
+    if config.params < 5_000_000:  # the paper configs' MAC count is checked in the slow test below
+        assert count_macs(model) == config.macs_256
+
+
+@pytest.mark.slow
+def test_paper_config_close_to_published_figures():
+    model = build_network("dssau-net-paper")
+    params, macs = count_parameters(model), count_macs(model)
+    assert abs(params / 29.25e6 - 1) < 0.02
+    assert abs(macs / 7.14e9 - 1) < 0.02
+    assert macs == get_config("dssau-net-paper").macs_256
+
+
+@pytest.mark.parametrize("name", ["dssau-net-s", "star-dssau-net-s"])
+def test_small_networks_forward(name):
+    model = build_network(name).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 1, 96, 128))
+    assert y.shape == (2, 3, 96, 128)
+
+
+@pytest.mark.parametrize("name", ["dssau-net-s", "star-dssau-net-s"])
+def test_onnx_export_agrees_with_torch(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from ipp_seg.nn.export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_network(name).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", (128, 128), {"kind": "percentile"})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["config_name"] == name
+    assert json.loads(meta["input_size"]) == [128, 128]
+    assert json.loads(meta["class_names"]) == ["background", "pubic_symphysis", "fetal_head"]
+    assert "ipp_seg_version" in meta and json.loads(meta["normalisation"]) == {"kind": "percentile"}
+    for batch in (1, 4):
+        x = torch.randn(batch, 1, 128, 128)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"image": x.numpy()})[0]
+        assert got.shape == expected.shape
+        agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+        assert agreement >= 0.995, agreement
+
+
+def test_export_at_size_whose_deepest_map_is_not_divisible_by_the_bins(tmp_path):
+    """320x320 gives a 10x10 deepest map: bins 3 and 6 do not divide it."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from ipp_seg.nn.export import export_onnx
+
+    model = build_network("dssau-net-s").eval()
+    path = export_onnx(model, tmp_path / "m.onnx", (320, 320), {})
+    x = np.random.default_rng(0).standard_normal((1, 1, 320, 320)).astype(np.float32)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert out.shape == (1, 3, 320, 320)
