@@ -1,0 +1,407 @@
+"""DICOM results of one measured frame: a Segmentation (SEG) and a Comprehensive SR (TID 1500).
+
+Both reference the source ultrasound image (and its frame, for multi-frame sources) and copy
+the patient and study attributes from it, as the IODs require; those are never logged.
+highdicom is an optional dependency (``pip install 'ipp-seg[dicom]'``); it is imported only
+when a writer is called.
+
+Codes. The PS segment uses SNOMED CT 82561000 "Symphysis pubis" (category SCT 91723000
+"Anatomical Structure"). No standard code for the fetal head as a segmented structure, nor for
+the angle of progression or the head-symphysis distance, was found, so those use the private
+coding scheme ``99IPPSEG`` (declared in each file's Coding Scheme Identification Sequence):
+
+=============  =========================================================
+``FH``         Fetal head (segmented property type)
+``AOP``        Angle of progression (UCUM ``deg``)
+``HSD``        Head-symphysis distance (UCUM ``mm``)
+``STATUS``     Measurement status; values ``ok``, ``warning``, ``failed``
+``REASON``     Measurement reason; values the codes of
+               :data:`ipp_seg.measure.REASONS`
+``METHOD``     (as measurement method) values ``ellipse``, ``challenge``,
+               ``contour``
+=============  =========================================================
+
+Image coordinates in the SR are DICOM SCOORD (column, row) with 0.0\\0.0 at the top-left
+corner of the top-left pixel, i.e. the measurement's landmark (x, y) plus 0.5.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..measure.result import REASONS, Measurement
+
+if TYPE_CHECKING:
+    import pydicom
+
+__all__ = [
+    "PRIVATE_SCHEME",
+    "SEG_SERIES_NUMBER",
+    "SR_SERIES_NUMBER",
+    "write_dicom_seg",
+    "write_dicom_sr",
+]
+
+logger = logging.getLogger(__name__)
+
+PRIVATE_SCHEME = "99IPPSEG"
+SEG_SERIES_NUMBER = 9001  # high numbers keep derived series after the acquired ones
+SR_SERIES_NUMBER = 9002
+_MANUFACTURER = "ipp-seg"
+_MISSING = "DICOM results need highdicom: pip install 'ipp-seg[dicom]'"
+_MAX_LO = 64
+
+
+def _highdicom():
+    try:
+        import highdicom
+    except ImportError as exc:
+        raise ImportError(_MISSING) from exc
+    return highdicom
+
+
+def write_dicom_seg(
+    source: pydicom.Dataset,
+    label_mask: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    frame_number: int | None = None,
+    model_name: str,
+    software_version: str,
+) -> Path:
+    """Write a binary DICOM Segmentation of the PS (segment 1) and FH (segment 2).
+
+    Args:
+        source: the ultrasound image the mask was predicted on (its pixel data is not needed).
+        label_mask: (Rows, Columns) labels 0 background, 1 PS, 2 FH, on the source's pixel grid.
+        path: output file; parent folders are created.
+        frame_number: 1-based frame of a multi-frame source the mask belongs to; required when
+            the source has several frames, None (or 1) for a single-frame one.
+        model_name: name of the segmentation model (algorithm name, manufacturer model name).
+        software_version: ipp-seg version (algorithm version, software versions).
+
+    Returns:
+        The path written. Both segments are always stored, an empty one as an empty frame.
+
+    Raises:
+        ImportError: highdicom is not installed.
+        ValueError: the mask does not fit the source, or the frame number is invalid.
+        TypeError: a frame number that is not an integer.
+    """
+    hd = _highdicom()
+    from pydicom.sr.codedict import codes
+
+    frame = _check_frame(source, frame_number)
+    mask = _check_mask(label_mask, source)
+    family = codes.cid7162.ArtificialIntelligence
+    algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version)
+    category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
+    structures = (
+        (1, "pubic symphysis", hd.sr.CodedConcept("82561000", "SCT", "Symphysis pubis")),
+        (2, "fetal head", hd.sr.CodedConcept("FH", PRIVATE_SCHEME, "Fetal head")),
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=category,
+            segmented_property_type=prop,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=hd.UID(),
+            tracking_id=label,
+        )
+        for number, label, prop in structures
+    ]
+    reference = _single_frame_view(source) if frame is not None else source
+    seg = hd.seg.Segmentation(
+        source_images=[reference],
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        manufacturer_model_name=_lo(model_name),
+        software_versions=_lo(software_version),
+        device_serial_number="none",
+        content_label="IPP_SEG",
+        content_description=_lo(f"PS and FH segmentation by {model_name}"),
+        omit_empty_frames=False,
+    )
+    if frame is not None:
+        _restore_source_reference(seg, source, frame)
+    # Type 2C in General Image for images without Image Plane attributes; highdicom leaves
+    # it out for sources without a frame of reference.
+    if "PatientOrientation" not in seg:
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    _declare_private_scheme(seg)
+    return _save(seg, path)
+
+
+def write_dicom_sr(
+    source: pydicom.Dataset,
+    measurement: Measurement,
+    path: str | os.PathLike[str],
+    *,
+    frame_number: int | None = None,
+    model_name: str,
+    software_version: str,
+) -> Path:
+    """Write a Comprehensive SR (TID 1500 Measurement Report) of one frame's measurement.
+
+    The report holds one measurement group (TID 1501) referencing the source image with:
+    AoP in degrees with its three points (PS superior end, inferior end, FH tangent point) as a
+    POLYLINE; HSD in millimetres with its two points (inferior end, point on the FH contour) as
+    a POLYLINE, only when a millimetre value was measured (never from an unknown spacing); the
+    measurement status and each reason code as qualitative evaluations. A failed measurement
+    gives a report with its status and reasons and no values.
+
+    Args:
+        source: the ultrasound image the measurement was made on.
+        measurement: result of :func:`ipp_seg.measure.measure_progress`, landmarks in pixel
+            coordinates of ``source``'s frame.
+        path: output file; parent folders are created.
+        frame_number: 1-based frame of a multi-frame source; required when it has several.
+        model_name: name of the segmentation model (observer device and algorithm name).
+        software_version: ipp-seg version.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImportError: highdicom is not installed.
+        ValueError: invalid frame number, or a landmark outside the image.
+        TypeError: a frame number that is not an integer.
+    """
+    hd = _highdicom()
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    frame = _check_frame(source, frame_number)
+    sr = hd.sr
+    frames = [frame] if frame is not None else None
+
+    def source_for_region():
+        return sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
+
+    algorithm = sr.AlgorithmIdentification(name=_lo(model_name), version=_lo(software_version))
+    method = sr.CodedConcept(measurement.method, PRIVATE_SCHEME, _lo(f"{measurement.method} method of ipp-seg"))
+    lm = measurement.landmarks
+    measurements = []
+    if measurement.aop_deg is not None:
+        points = (lm.ps_superior_end, lm.ps_inferior_end, lm.fh_tangent_point)
+        measurements.append(
+            sr.Measurement(
+                name=sr.CodedConcept("AOP", PRIVATE_SCHEME, "Angle of progression"),
+                value=float(measurement.aop_deg),
+                unit=codes.UCUM.Degree,
+                algorithm_id=algorithm,
+                method=method,
+                referenced_coordinates=_coordinates(sr, points, source, source_for_region),
+            )
+        )
+    if measurement.hsd_mm is not None:
+        points = (lm.ps_inferior_end, lm.hsd_point)
+        measurements.append(
+            sr.Measurement(
+                name=sr.CodedConcept("HSD", PRIVATE_SCHEME, "Head-symphysis distance"),
+                value=float(measurement.hsd_mm),
+                unit=codes.UCUM.Millimeter,
+                algorithm_id=algorithm,
+                method=method,
+                referenced_coordinates=_coordinates(sr, points, source, source_for_region),
+            )
+        )
+    evaluations = [
+        sr.QualitativeEvaluation(
+            name=sr.CodedConcept("STATUS", PRIVATE_SCHEME, "Measurement status"),
+            value=sr.CodedConcept(measurement.status, PRIVATE_SCHEME, f"measurement {measurement.status}"),
+        )
+    ]
+    for reason in measurement.reasons:
+        meaning = REASONS.get(reason, ("", reason))[1]
+        evaluations.append(
+            sr.QualitativeEvaluation(
+                name=sr.CodedConcept("REASON", PRIVATE_SCHEME, "Measurement reason"),
+                value=sr.CodedConcept(reason, PRIVATE_SCHEME, meaning if len(meaning) <= _MAX_LO else reason),
+            )
+        )
+    group = sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=sr.TrackingIdentifier(uid=hd.UID(), identifier="labour progress"),
+        algorithm_id=algorithm,
+        measurements=measurements or None,
+        qualitative_evaluations=evaluations,
+        source_images=[
+            sr.SourceImageForMeasurementGroup(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
+        ],
+    )
+    # The device UID is derived from the model and version so that reports from the same
+    # model share an observer identity.
+    device = sr.DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=[_MANUFACTURER, model_name, software_version]),
+        name=_lo(model_name),
+        manufacturer_name=_MANUFACTURER,
+        model_name=_lo(model_name),
+    )
+    context = sr.ObservationContext(
+        observer_device_context=sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
+    )
+    report = sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=codes.SCT.UltrasoundScanObstetric,
+        imaging_measurements=[group],
+    )
+    document = sr.ComprehensiveSR(
+        evidence=[source],
+        content=report,
+        series_instance_uid=hd.UID(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+    )
+    document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
+    _declare_private_scheme(document)
+    return _save(document, path)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _n_frames(source) -> int:
+    try:
+        return int(source.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _is_multiframe_iod(source) -> bool:
+    from pydicom.uid import UltrasoundMultiFrameImageStorage
+
+    return "NumberOfFrames" in source or source.SOPClassUID == UltrasoundMultiFrameImageStorage
+
+
+def _check_frame(source, frame_number: int | None) -> int | None:
+    """Validated 1-based frame to reference, or None for a single-frame source."""
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "StudyInstanceUID", "SeriesInstanceUID"):
+        if keyword not in source:
+            raise ValueError(f"source dataset lacks {keyword}")
+    n = _n_frames(source)
+    if not _is_multiframe_iod(source):
+        if frame_number not in (None, 1):
+            raise ValueError(f"frame_number {frame_number} given for a single-frame source")
+        return None
+    if frame_number is None:
+        if n > 1:
+            raise ValueError(f"the source has {n} frames: frame_number (1-based) is required")
+        return 1
+    if not isinstance(frame_number, (int, np.integer)) or isinstance(frame_number, bool):
+        raise TypeError(f"frame_number must be an integer, got {frame_number!r}")
+    if not 1 <= int(frame_number) <= n:
+        raise ValueError(f"frame_number {frame_number} outside 1..{n}")
+    return int(frame_number)
+
+
+def _check_mask(label_mask, source) -> np.ndarray:
+    mask = np.asarray(label_mask)
+    if mask.ndim != 2:
+        raise ValueError(f"label mask must be 2-D (Rows, Columns), got shape {mask.shape}")
+    if mask.shape != (int(source.Rows), int(source.Columns)):
+        raise ValueError(f"label mask shape {mask.shape} differs from the source's {(source.Rows, source.Columns)}")
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
+        raise ValueError(f"label mask must hold integers, got {mask.dtype}")
+    unexpected = sorted(set(np.unique(mask).tolist()) - {0, 1, 2})
+    if unexpected:
+        raise ValueError(f"label mask values must be 0, 1 or 2; found {unexpected[:5]}")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def _single_frame_view(source):
+    """A shallow copy of a multi-frame source that highdicom accepts as a single frame.
+
+    highdicom 0.28 takes every source of a multi-frame IOD (e.g. Ultrasound Multi-frame Image)
+    for an enhanced one with functional groups, and refuses several frames without a frame
+    of reference. The SEG is built against this stand-in and its references are then pointed
+    back at the real instance and frame by :func:`_restore_source_reference`.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.uid import UltrasoundImageStorage
+
+    # A new dataset holding the same elements: copy.copy would share the element dict, and
+    # assigning to a shared element would change the caller's dataset.
+    view = Dataset()
+    for element in source:
+        if element.keyword not in ("NumberOfFrames", "FrameIncrementPointer", "PixelData", "SOPClassUID"):
+            view.add(element)
+    view.SOPClassUID = UltrasoundImageStorage
+    return view
+
+
+def _restore_source_reference(ds, source, frame: int) -> None:
+    """Point every reference to the stand-in at the real SOP class and, in derivation, frame."""
+
+    def walk(item, in_source_image_seq: bool) -> None:
+        if item.get("ReferencedSOPInstanceUID") == source.SOPInstanceUID:
+            item.ReferencedSOPClassUID = source.SOPClassUID
+            if in_source_image_seq:
+                item.ReferencedFrameNumber = frame
+        for element in item:
+            if element.VR != "SQ":
+                continue
+            is_source_seq = element.keyword == "SourceImageSequence"
+            if is_source_seq:
+                # highdicom may share one item between this and the Referenced Instance
+                # Sequence, whose SOP Instance Reference macro has no frame number.
+                element.value = [copy.deepcopy(child) for child in element.value]
+            for child in element.value:
+                walk(child, is_source_seq)
+
+    walk(ds, False)
+
+
+def _coordinates(sr, points, source, source_for_region):
+    """SCOORD POLYLINE through the given landmarks, or None when one of them is missing."""
+    if any(p is None for p in points):
+        return None
+    data = np.array([[float(p[0]) + 0.5, float(p[1]) + 0.5] for p in points], dtype=np.float64)
+    cols, rows = float(source.Columns), float(source.Rows)
+    if np.any(data < 0) or np.any(data[:, 0] > cols) or np.any(data[:, 1] > rows):
+        raise ValueError("a landmark lies outside the source image")
+    return [sr.CoordinatesForMeasurement(graphic_type="POLYLINE", graphic_data=data, source_image=source_for_region())]
+
+
+def _declare_private_scheme(ds) -> None:
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "ipp-seg private codes"
+    item.CodingSchemeResponsibleOrganization = "ipp-seg project"
+    existing = [i for i in ds.get("CodingSchemeIdentificationSequence", []) if i.CodingSchemeDesignator != PRIVATE_SCHEME]
+    ds.CodingSchemeIdentificationSequence = [*existing, item]
+
+
+def _lo(text: str) -> str:
+    """Trimmed to the 64 characters a LO value holds."""
+    text = str(text)
+    return text if len(text) <= _MAX_LO else text[: _MAX_LO - 3] + "..."
+
+
+def _save(ds, path) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(target, enforce_file_format=True)
+    logger.debug("wrote %s", target)
+    return target

@@ -1,0 +1,354 @@
+"""Overlay picture of one measured frame, for a clinician to check a result at a glance.
+
+:func:`render_overlay` draws, on the greyscale frame, the pubic symphysis (PS) and fetal head
+(FH) masks in translucent colour, the PS axis with its inferior end marked, the tangent from
+the inferior end to the head, the angle of progression (AoP) arc with its value, the
+head-symphysis distance (HSD) segment with its value, and, in a text panel under the frame,
+the values and the measurement's status and reason codes. Drawing is OpenCV only. Write the
+result with :func:`ipp_seg.io.write_overlay_png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import cv2
+import numpy as np
+
+from ..measure.result import Measurement
+
+__all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "overlay_scale", "render_overlay"]
+
+logger = logging.getLogger(__name__)
+
+# Frames whose longer side is below this are enlarged by an integer factor so that the
+# Hershey text stays legible.
+MIN_RENDER_SIDE_PX = 512
+
+# RGB. Orange and blue stay distinct for the common red-green colour-vision deficiencies.
+PS_COLOUR = (255, 140, 0)
+FH_COLOUR = (40, 150, 255)
+_AXIS_COLOUR = (255, 235, 0)  # PS axis, tangent and AoP arc: one colour, one construction
+_HSD_COLOUR = (0, 230, 120)
+_TEXT_COLOUR = (255, 255, 255)
+_STATUS_COLOURS = {"ok": (90, 220, 90), "warning": (255, 190, 0), "failed": (255, 70, 70)}
+_PANEL_COLOUR = (24, 24, 24)
+_MASK_ALPHA = 0.35
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_SHIFT = 4  # cv2 fixed-point bits: landmarks are drawn at sub-pixel positions
+_ONE = 1 << _SHIFT
+
+
+def overlay_scale(shape: tuple[int, ...]) -> int:
+    """Integer enlargement :func:`render_overlay` applies to a frame of this (H, W) shape."""
+    longest = max(int(shape[0]), int(shape[1]))
+    return max(1, math.ceil(MIN_RENDER_SIDE_PX / max(longest, 1)))
+
+
+def render_overlay(
+    pixels: np.ndarray,
+    label_mask: np.ndarray,
+    measurement: Measurement,
+    *,
+    title: str | None = None,
+) -> np.ndarray:
+    """Draw a measurement on its frame; returns an RGB uint8 image.
+
+    Args:
+        pixels: (H, W) greyscale frame, uint8 or float on the 0-255 scale (values outside are
+            clipped), or (H, W, 3) RGB uint8.
+        label_mask: (H, W) labels, 1 = PS and 2 = FH (other values are not drawn), on the same
+            pixel grid as ``pixels``.
+        measurement: the result of :func:`ipp_seg.measure.measure_progress` on ``label_mask``;
+            its landmarks are (x, y) pixel coordinates of that grid. Whatever landmarks and
+            values it holds are drawn, so a failed measurement still shows its masks and status.
+        title: optional first line of the text panel (e.g. the file name and frame).
+
+    Returns:
+        (H * s + P, W * s, 3) uint8 RGB: the frame enlarged by the integer factor
+        ``s = overlay_scale((H, W))`` (1 unless the longer side is under
+        :data:`MIN_RENDER_SIDE_PX` pixels; pixel (x, y) of the frame is centred on
+        ``((x + 0.5) * s - 0.5, (y + 0.5) * s - 0.5)``), with a text panel of P rows appended
+        below it, so the returned image is larger than the frame.
+
+    Raises:
+        ValueError: when the arrays have unusable shapes or do not match.
+    """
+    frame = _as_rgb(pixels)
+    mask = np.asarray(label_mask)
+    if mask.ndim != 2 or mask.shape != frame.shape[:2]:
+        raise ValueError(f"label mask shape {mask.shape} does not match the frame {frame.shape[:2]}")
+    s = overlay_scale(mask.shape)
+    if s > 1:
+        frame = cv2.resize(frame, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+        mask = cv2.resize(mask.astype(np.uint8), None, fx=s, fy=s, interpolation=cv2.INTER_NEAREST)
+    canvas = frame.copy()
+    style = _Style(canvas.shape[1])
+
+    for label, colour in ((1, PS_COLOUR), (2, FH_COLOUR)):
+        _tint(canvas, mask == label, colour, style)
+    _draw_geometry(canvas, measurement, s, style)
+    if measurement.status != "ok":
+        # A frame in the status colour flags a result that needs a second look.
+        colour = _STATUS_COLOURS.get(measurement.status, _STATUS_COLOURS["failed"])
+        h, w = canvas.shape[:2]
+        cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), colour, style.line)
+    panel = _text_panel(canvas.shape[1], measurement, title, style)
+    return np.ascontiguousarray(np.vstack([canvas, panel]))
+
+
+class _Style:
+    """Line widths and font sizes proportional to the rendered width (pixels)."""
+
+    def __init__(self, width: int) -> None:
+        self.font_scale = float(np.clip(width / 900.0, 0.45, 2.0))
+        self.text_thickness = max(1, round(self.font_scale * 1.6))
+        self.line = max(1, round(width / 300.0))
+        self.thin = max(1, self.line // 2)
+        self.marker = max(3, round(width / 110.0))
+
+
+def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+    image = np.asarray(pixels)
+    if image.ndim == 3 and image.shape[2] == 3:
+        rgb = image
+    elif image.ndim == 2:
+        rgb = None
+    else:
+        raise ValueError(f"pixels must be (H, W) greyscale or (H, W, 3) RGB, got shape {image.shape}")
+    if image.size == 0:
+        raise ValueError("pixels are empty")
+    if image.dtype != np.uint8:
+        # Frames deeper than 8 bits arrive on the 0-255 scale as float (see UltrasoundFrame).
+        image = np.clip(np.nan_to_num(image.astype(np.float64)), 0.0, 255.0).round().astype(np.uint8)
+    if rgb is None:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(image)
+
+
+def _tint(canvas: np.ndarray, region: np.ndarray, colour: tuple[int, int, int], style: _Style) -> None:
+    if not region.any():
+        return
+    blended = canvas[region].astype(np.float32) * (1.0 - _MASK_ALPHA) + np.float32(colour) * _MASK_ALPHA
+    canvas[region] = blended.round().astype(np.uint8)
+    # A crisp outline so the mask boundary can be judged against the echoes underneath.
+    contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(canvas, contours, -1, colour, style.thin, cv2.LINE_AA)
+
+
+def _to_canvas(point, s: int) -> np.ndarray | None:
+    """Frame pixel (x, y) -> float position on the enlarged canvas."""
+    if point is None:
+        return None
+    p = np.asarray(point, dtype=np.float64)
+    if p.shape != (2,) or not np.all(np.isfinite(p)):
+        return None
+    return (p + 0.5) * s - 0.5
+
+
+def _fixed(p: np.ndarray) -> tuple[int, int]:
+    return round(float(p[0]) * _ONE), round(float(p[1]) * _ONE)
+
+
+def _line(canvas, a, b, colour, thickness) -> None:
+    cv2.line(canvas, _fixed(a), _fixed(b), colour, thickness, cv2.LINE_AA, _SHIFT)
+
+
+def _dot(canvas, p, radius, colour, filled=True, thickness=1) -> None:
+    cv2.circle(canvas, _fixed(p), int(radius * _ONE), colour, -1 if filled else thickness, cv2.LINE_AA, _SHIFT)
+
+
+def _draw_geometry(canvas: np.ndarray, m: Measurement, s: int, style: _Style) -> None:
+    lm = m.landmarks
+    inferior = _to_canvas(lm.ps_inferior_end, s)
+    superior = _to_canvas(lm.ps_superior_end, s)
+    tangent = _to_canvas(lm.fh_tangent_point, s)
+    hsd_point = _to_canvas(lm.hsd_point, s)
+
+    if inferior is not None and superior is not None:
+        _line(canvas, inferior, superior, _AXIS_COLOUR, style.line)
+        _dot(canvas, superior, style.marker * 0.6, _AXIS_COLOUR)
+    if inferior is not None and tangent is not None:
+        # Run the tangent on past the touching point so the line, not just a chord, is seen.
+        _line(canvas, inferior, tangent + 0.35 * (tangent - inferior), _AXIS_COLOUR, style.line)
+        _dot(canvas, tangent, style.marker * 0.6, _AXIS_COLOUR)
+    if inferior is not None and hsd_point is not None:
+        _draw_hsd(canvas, m, inferior, hsd_point, style)
+    if inferior is not None and superior is not None and tangent is not None and m.aop_deg is not None:
+        _draw_aop(canvas, m, inferior, superior, tangent, s, style)
+    if inferior is not None:
+        # Inferior end last, on top: it is the vertex of both measurements. Its ring marker
+        # is explained in the panel's legend rather than by a label that would crowd the vertex.
+        _inferior_marker(canvas, inferior, style)
+
+
+def _inferior_marker(canvas, p, style: _Style) -> None:
+    _dot(canvas, p, style.marker * 1.25, (0, 0, 0), filled=False, thickness=style.line + 2)
+    _dot(canvas, p, style.marker * 1.25, _TEXT_COLOUR, filled=False, thickness=style.line)
+    _dot(canvas, p, style.marker * 0.5, _AXIS_COLOUR)
+
+
+def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, s: int, style: _Style) -> None:
+    aop = float(m.aop_deg)
+    # The angle was measured in physical space; build the arc there too, so it ends on the
+    # tangent even when the pixels are not square, and map it back to the canvas.
+    scale = np.array(m.spacing_mm if m.spacing_mm is not None else (1.0, 1.0), dtype=np.float64)
+    u = (superior - inferior) * scale
+    t = (tangent - inferior) * scale
+    if not np.any(u) or not np.any(t):
+        return
+    turn = math.degrees(math.atan2(u[0] * t[1] - u[1] * t[0], u @ t)) % 360.0
+    # Of the two ways round from the axis to the tangent, take the one the measured angle
+    # describes (AoP can exceed 180 deg, i.e. the long way round).
+    sign = 1.0 if abs(turn - aop) <= abs((360.0 - turn) - aop) else -1.0
+    u_dir = u / np.linalg.norm(u)
+    radius_canvas = 0.45 * min(np.linalg.norm(superior - inferior), np.linalg.norm(tangent - inferior))
+    radius_canvas = max(radius_canvas, 6.0 * style.marker)
+    radius = radius_canvas / float(np.linalg.norm(u_dir / scale))  # canvas length along the axis -> physical
+    steps = max(8, int(aop / 2))
+    angles = np.radians(sign * np.linspace(0.0, aop, steps + 1))
+    c, sn = np.cos(angles), np.sin(angles)
+    dirs = np.stack([u_dir[0] * c - u_dir[1] * sn, u_dir[0] * sn + u_dir[1] * c], axis=1)
+    arc = inferior + radius * dirs / scale
+    pts = np.round(arc * _ONE).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(canvas, [pts], False, _AXIS_COLOUR, style.line, cv2.LINE_AA, _SHIFT)
+
+    # The value goes on the far side of the vertex from the arc's middle: inside the angle
+    # lie the HSD segment and the head, outside it (towards the skin) there is room.
+    mid = dirs[len(dirs) // 2] / scale
+    mid = mid / np.linalg.norm(mid)
+    text = f"AoP {aop:.1f}\u00b0"
+    tw, th, _ = _text_size(text, style, 1.0)
+    reach = 3.0 * style.marker + 0.5 * abs(mid[0]) * tw + 0.5 * abs(mid[1]) * th
+    _label(canvas, text, inferior - mid * reach, _AXIS_COLOUR, style, 1.0, centre=True)
+
+
+def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> None:
+    _line(canvas, inferior, hsd_point, _HSD_COLOUR, style.line)
+    d = hsd_point - inferior
+    length = float(np.hypot(*d))
+    if length > 0:
+        n = np.array([-d[1], d[0]]) / length
+        tick = n * style.marker * 0.9
+        _line(canvas, hsd_point - tick, hsd_point + tick, _HSD_COLOUR, style.line)
+    if m.hsd_mm is not None:
+        text = f"HSD {m.hsd_mm:.1f} mm"
+    elif m.hsd_px is not None:
+        text = f"HSD {m.hsd_px:.1f} px"
+    else:
+        return
+    # Past the segment's end, inside the head, clear of the angle's vertex.
+    tw, th, _ = _text_size(text, style, 1.0)
+    direction = d / length if length > 0 else np.array([0.0, 1.0])
+    reach = 2.0 * style.marker + 0.5 * abs(direction[0]) * tw + 0.5 * abs(direction[1]) * th
+    _label(canvas, text, hsd_point + direction * reach, _HSD_COLOUR, style, 1.0, centre=True)
+
+
+def _text_size(text: str, style: _Style, rel: float) -> tuple[int, int, int]:
+    (tw, th), base = cv2.getTextSize(text.replace("\u00b0", " "), _FONT, style.font_scale * rel, style.text_thickness)
+    return tw, th, base
+
+
+def _label(canvas, text: str, anchor, colour, style: _Style, rel: float, centre: bool = False) -> None:
+    """Outlined text at ``anchor`` (its lower-left, or its centre), kept inside the canvas."""
+    tw, th, base = _text_size(text, style, rel)
+    h, w = canvas.shape[:2]
+    x, y = float(anchor[0]), float(anchor[1])
+    if centre:
+        x, y = x - tw / 2.0, y + th / 2.0
+    x = int(np.clip(x, 2, max(2, w - tw - 2)))
+    y = int(np.clip(y, th + 2, max(th + 2, h - base - 2)))
+    _put_text(canvas, text, (x, y), colour, style, rel)
+
+
+def _put_text(canvas, text: str, origin: tuple[int, int], colour, style: _Style, rel: float) -> None:
+    """Hershey text with a dark outline; a degree sign is drawn as a small raised circle.
+
+    The glyphs are rendered once into a coverage mask and the outline is that mask dilated,
+    because thicker putText strokes also shift the glyphs and would leave a ghost.
+    """
+    fs = style.font_scale * rel
+    ink = np.zeros(canvas.shape[:2], dtype=np.uint8)
+    x, y = origin
+    parts = text.split("\u00b0")
+    for i, part in enumerate(parts):
+        if part:
+            cv2.putText(ink, part, (x, y), _FONT, fs, 255, style.text_thickness, cv2.LINE_AA)
+            x += cv2.getTextSize(part, _FONT, fs, style.text_thickness)[0][0]
+        if i < len(parts) - 1:
+            (sw, _), _ = cv2.getTextSize(" ", _FONT, fs, style.text_thickness)
+            (_, ch), _ = cv2.getTextSize("0", _FONT, fs, style.text_thickness)
+            r = max(2, round(ch * 0.2))
+            cv2.circle(ink, (x + r + 1, y - ch + r), r, 255, max(1, style.text_thickness - 1), cv2.LINE_AA)
+            x += sw
+    k = 2 * max(1, style.text_thickness) + 1
+    halo = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    for coverage, c in ((halo, (0, 0, 0)), (ink, colour)):
+        a = coverage.astype(np.float32)[..., None] / 255.0
+        touched = coverage > 0
+        mixed = canvas[touched].astype(np.float32) * (1.0 - a[touched]) + np.float32(c) * a[touched]
+        canvas[touched] = mixed.round().astype(np.uint8)
+
+
+def _wrap(words: list[str], width: int, style: _Style, rel: float) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        trial = word if not current else f"{current} {word}"
+        if current and _text_size(trial, style, rel)[0] > width:
+            lines.append(current)
+            current = word
+        else:
+            current = trial
+    if current:
+        lines.append(current)
+    return lines
+
+
+def _text_panel(width: int, m: Measurement, title: str | None, style: _Style) -> np.ndarray:
+    """Rows of text under the frame: title, values and legend, status and reasons."""
+    rel = 0.9
+    margin = max(6, style.marker * 2)
+    _, th, base = _text_size("Ag", style, rel)
+    step = th + base + max(4, style.marker)
+    usable = width - 2 * margin
+
+    rows: list[tuple[str, tuple[int, int, int]]] = []
+    if title:
+        rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
+    values = [f"AoP {m.aop_deg:.1f}\u00b0" if m.aop_deg is not None else "AoP n/a"]
+    if m.hsd_mm is not None:
+        values.append(f"HSD {m.hsd_mm:.1f} mm")
+    elif m.hsd_px is not None:
+        values.append(f"HSD {m.hsd_px:.1f} px")
+    else:
+        values.append("HSD n/a")
+    values.append(f"({m.method})")
+    rows.append(("   ".join(values), _TEXT_COLOUR))
+    status_colour = _STATUS_COLOURS.get(m.status, _STATUS_COLOURS["failed"])
+    status_words = [f"{m.status.upper()}" + (":" if m.reasons else "")] + [
+        r + ("," if i < len(m.reasons) - 1 else "") for i, r in enumerate(m.reasons)
+    ]
+    rows.extend((line, status_colour) for line in _wrap(status_words, usable, style, rel))
+
+    height = margin + step * (len(rows) + 1) + margin // 2
+    panel = np.empty((height, width, 3), dtype=np.uint8)
+    panel[:] = _PANEL_COLOUR
+    y = margin + th
+    for text, colour in rows:
+        _put_text(panel, text, (margin, y), colour, style, rel)
+        y += step
+
+    # Legend on its own last row: a swatch per mask colour and the vertex marker.
+    x = margin
+    for name, colour in (("PS", PS_COLOUR), ("FH", FH_COLOUR), ("PS inferior end", None)):
+        if colour is None:
+            _inferior_marker(panel, np.array([x + th / 2.0, y - th / 2.0]), style)
+        else:
+            cv2.rectangle(panel, (x, y - th), (x + th, y), colour, -1)
+        x += th + max(4, style.marker)
+        _put_text(panel, name, (x, y), _TEXT_COLOUR, style, rel)
+        x += _text_size(name, style, rel)[0] + 2 * margin
+    return panel

@@ -1,0 +1,283 @@
+"""ipp_seg.io.dicom_results: DICOM SEG and Comprehensive SR (TID 1500) of a measured frame."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
+
+from ipp_seg.io.dicom_results import PRIVATE_SCHEME, write_dicom_seg, write_dicom_sr
+from ipp_seg.measure import measure_progress
+
+hd = pytest.importorskip("highdicom", reason="highdicom (the 'dicom' extra) is not installed")
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "psfhs_04700_us.dcm"
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
+KW = {"model_name": "test-model", "software_version": "0.0-test"}
+
+
+def synthetic_mask(h: int = 256, w: int = 256) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    cv2.ellipse(mask, (w * 35 // 100, h * 23 // 100), (w // 6, h // 20), 20, 0, 360, 1, -1)
+    cv2.circle(mask, (w * 6 // 10, h * 6 // 10), min(h, w) // 4, 2, -1)
+    return mask
+
+
+@pytest.fixture
+def source() -> Dataset:
+    if not SAMPLE.is_file():
+        pytest.skip(f"sample DICOM missing: {SAMPLE}")
+    return pydicom.dcmread(SAMPLE)
+
+
+def multiframe_source(n: int = 3, h: int = 64, w: int = 80) -> Dataset:
+    """A minimal Ultrasound Multi-frame Image with made-up identity."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "TEST^SYNTHETIC", "SYN0001", "", "F"
+    ds.StudyDate, ds.StudyTime, ds.StudyID = "20000101", "000000", "1"
+    ds.AccessionNumber, ds.ReferringPhysicianName, ds.Manufacturer = "", "", ""
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "US", 1, 1
+    ds.Rows, ds.Columns, ds.NumberOfFrames = h, w, n
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.FrameIncrementPointer, ds.FrameTime = 0x00181063, 33.3
+    ds.PixelData = np.zeros((n, h, w), np.uint8).tobytes()
+    return ds
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.skip("dciodvfy (dicom3tools) not installed: apt-get install dicom3tools")
+    run = subprocess.run([tool, str(path)], check=False, capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def walk(items):
+    for item in items:
+        yield item
+        yield from walk(item.get("ContentSequence", []))
+
+
+def concept(item) -> str:
+    code = item.ConceptNameCodeSequence[0]
+    return code.get("CodeValue") or code.get("LongCodeValue")
+
+
+# --- SEG -----------------------------------------------------------------------------------
+
+
+def test_seg_round_trip(source, tmp_path):
+    mask = synthetic_mask()
+    out = write_dicom_seg(source, mask, tmp_path / "a" / "seg.dcm", **KW)
+    assert out == tmp_path / "a" / "seg.dcm" and out.is_file()
+
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == SEG_CLASS and ds.Modality == "SEG"
+    assert ds.SegmentationType == "BINARY"
+    assert ds.StudyInstanceUID == source.StudyInstanceUID
+    assert ds.PatientID == source.PatientID and ds.PatientName == source.PatientName
+    assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+    refs = [i.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence]
+    assert refs == [source.SOPInstanceUID]
+    schemes = [i.CodingSchemeDesignator for i in ds.CodingSchemeIdentificationSequence]
+    assert PRIVATE_SCHEME in schemes
+
+    seg = hd.seg.segread(out)
+    assert seg.number_of_segments == 2
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["pubic symphysis", "fetal head"]
+    ps_type = seg.get_segment_description(1).segmented_property_type
+    fh_type = seg.get_segment_description(2).segmented_property_type
+    assert (ps_type.value, ps_type.scheme_designator) == ("82561000", "SCT")
+    assert (fh_type.value, fh_type.scheme_designator) == ("FH", PRIVATE_SCHEME)
+    labels = seg.get_pixels_by_source_instance([source.SOPInstanceUID], combine_segments=True)
+    assert labels.shape == (1, *mask.shape)
+    np.testing.assert_array_equal(labels[0], mask)
+
+
+def test_seg_with_one_structure_keeps_both_segments(source, tmp_path):
+    mask = synthetic_mask()
+    mask[mask == 2] = 0
+    seg = hd.seg.segread(write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW))
+    assert seg.number_of_segments == 2
+    per_segment = seg.get_pixels_by_source_instance([source.SOPInstanceUID])
+    assert per_segment.shape == (1, *mask.shape, 2)
+    np.testing.assert_array_equal(per_segment[0, ..., 0], mask == 1)
+    assert not per_segment[0, ..., 1].any()
+
+
+def test_seg_rejects_bad_masks(source, tmp_path):
+    with pytest.raises(ValueError, match="shape"):
+        write_dicom_seg(source, np.zeros((10, 10), np.uint8), tmp_path / "x.dcm", **KW)
+    bad = synthetic_mask()
+    bad[0, 0] = 3
+    with pytest.raises(ValueError, match="0, 1 or 2"):
+        write_dicom_seg(source, bad, tmp_path / "x.dcm", **KW)
+    with pytest.raises(ValueError, match="single-frame"):
+        write_dicom_seg(source, synthetic_mask(), tmp_path / "x.dcm", frame_number=2, **KW)
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_seg_multiframe_source_references_the_frame(tmp_path):
+    src = multiframe_source()
+    before = Dataset(src).to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=lambda e: "bulk")
+    mask = synthetic_mask(64, 80)
+    out = write_dicom_seg(src, mask, tmp_path / "seg.dcm", frame_number=2, **KW)
+    after = src.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=lambda e: "bulk")
+    assert after == before  # the caller's dataset is left alone
+    ds = pydicom.dcmread(out)
+    derivations = [
+        s for f in ds.PerFrameFunctionalGroupsSequence for d in f.DerivationImageSequence for s in d.SourceImageSequence
+    ]
+    assert len(derivations) == 2
+    for item in derivations:
+        assert item.ReferencedSOPInstanceUID == src.SOPInstanceUID
+        assert item.ReferencedSOPClassUID == UltrasoundMultiFrameImageStorage
+        assert item.ReferencedFrameNumber == 2
+    refs = [i for s in ds.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence]
+    assert [i.ReferencedSOPClassUID for i in refs] == [UltrasoundMultiFrameImageStorage]
+    assert "ReferencedFrameNumber" not in refs[0]  # the SOP Instance Reference macro has none
+    frames = ds.pixel_array  # one binary frame per segment, in segment order
+    assert frames.shape == (2, *mask.shape)
+    np.testing.assert_array_equal(frames[0] + 2 * frames[1], mask)
+    by_frame = hd.seg.segread(out).get_pixels_by_source_frame(src.SOPInstanceUID, [2], combine_segments=True)
+    np.testing.assert_array_equal(by_frame[0], mask)
+    with pytest.raises(ValueError, match="frame_number"):
+        write_dicom_seg(src, mask, tmp_path / "y.dcm", **KW)
+    with pytest.raises(ValueError, match="outside"):
+        write_dicom_seg(src, mask, tmp_path / "y.dcm", frame_number=4, **KW)
+
+
+# --- SR ------------------------------------------------------------------------------------
+
+
+def test_sr_round_trip(source, tmp_path):
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.35, 0.35))
+    assert m.aop_deg is not None and m.hsd_mm is not None
+    out = write_dicom_sr(source, m, tmp_path / "sr.dcm", **KW)
+
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == COMPREHENSIVE_SR_CLASS and ds.Modality == "SR"
+    assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert ds.PatientID == source.PatientID and ds.StudyInstanceUID == source.StudyInstanceUID
+    evidence = [
+        i.ReferencedSOPInstanceUID
+        for s in ds.CurrentRequestedProcedureEvidenceSequence
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    ]
+    assert evidence == [source.SOPInstanceUID]
+
+    report = hd.sr.srread(out).content
+    (group,) = report.get_image_measurement_groups()
+    by_code = {meas.name.value: meas for meas in group.get_measurements()}
+    assert set(by_code) == {"AOP", "HSD"}
+    aop, hsd = by_code["AOP"], by_code["HSD"]
+    assert aop.name.scheme_designator == PRIVATE_SCHEME
+    assert aop.value == pytest.approx(m.aop_deg, abs=1e-9)
+    assert (aop.unit.value, aop.unit.scheme_designator) == ("deg", "UCUM")
+    assert hsd.value == pytest.approx(m.hsd_mm, abs=1e-9)
+    assert (hsd.unit.value, hsd.unit.scheme_designator) == ("mm", "UCUM")
+    assert [s.referenced_sop_instance_uid for s in group.source_images] == [source.SOPInstanceUID]
+
+    lm = m.landmarks
+    expected = {
+        "AOP": [lm.ps_superior_end, lm.ps_inferior_end, lm.fh_tangent_point],
+        "HSD": [lm.ps_inferior_end, lm.hsd_point],
+    }
+    for code, meas in by_code.items():
+        (coords,) = meas.referenced_coordinates
+        assert coords.GraphicType == "POLYLINE"
+        np.testing.assert_allclose(coords.value, np.asarray(expected[code]) + 0.5, atol=1e-4)
+        image = coords.ContentSequence[0].ReferencedSOPSequence[0]
+        assert image.ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+    evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()}
+    assert ("STATUS", m.status) in evaluations
+
+
+def test_sr_omits_hsd_without_spacing(source, tmp_path):
+    m = measure_progress(synthetic_mask())  # no spacing: HSD only in pixels
+    assert m.hsd_mm is None and m.hsd_px is not None and m.aop_deg is not None
+    out = write_dicom_sr(source, m, tmp_path / "sr.dcm", **KW)
+    ds = pydicom.dcmread(out)
+    nums = [i for i in walk(ds.ContentSequence) if i.ValueType == "NUM"]
+    assert [concept(i) for i in nums] == ["AOP"]
+    units = {i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue for i in nums}
+    assert units == {"deg"}
+    (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
+    evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()}
+    assert ("STATUS", "warning") in evaluations and ("REASON", "spacing_unknown") in evaluations
+
+
+def test_sr_failed_measurement_has_status_and_no_values(source, tmp_path):
+    mask = synthetic_mask()
+    mask[mask == 2] = 0
+    m = measure_progress(mask, (0.35, 0.35))
+    assert m.status == "failed"
+    out = write_dicom_sr(source, m, tmp_path / "sr.dcm", **KW)
+    ds = pydicom.dcmread(out)
+    assert not [i for i in walk(ds.ContentSequence) if i.ValueType == "NUM"]
+    (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
+    evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()}
+    assert ("STATUS", "failed") in evaluations and ("REASON", "fh_missing") in evaluations
+
+
+def test_sr_multiframe_source_references_the_frame(tmp_path):
+    src = multiframe_source()
+    m = measure_progress(synthetic_mask(64, 80), (0.35, 0.35))
+    out = write_dicom_sr(src, m, tmp_path / "sr.dcm", frame_number=3, **KW)
+    ds = pydicom.dcmread(out)
+    images = [i.ReferencedSOPSequence[0] for i in walk(ds.ContentSequence) if i.ValueType == "IMAGE"]
+    assert images and all(
+        i.ReferencedSOPInstanceUID == src.SOPInstanceUID and i.ReferencedFrameNumber == 3 for i in images
+    )
+    with pytest.raises(ValueError, match="frame_number"):
+        write_dicom_sr(src, m, tmp_path / "y.dcm", **KW)
+
+
+# --- validation and the optional dependency ------------------------------------------------
+
+
+def test_dciodvfy_reports_no_errors(source, tmp_path):
+    mask = synthetic_mask()
+    files = [
+        write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW),
+        write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW),
+        write_dicom_sr(source, measure_progress(mask), tmp_path / "sr_px.dcm", **KW),
+    ]
+    src = multiframe_source()
+    mf_mask = synthetic_mask(64, 80)
+    files.append(write_dicom_seg(src, mf_mask, tmp_path / "seg_mf.dcm", frame_number=2, **KW))
+    files.append(write_dicom_sr(src, measure_progress(mf_mask, (0.3, 0.3)), tmp_path / "sr_mf.dcm", frame_number=2, **KW))
+    for path in files:
+        assert dciodvfy_errors(path) == [], path.name
+
+
+def test_missing_highdicom_gives_install_hint(source, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "highdicom", None)
+    with pytest.raises(ImportError, match=r"pip install 'ipp-seg\[dicom\]'"):
+        write_dicom_seg(source, synthetic_mask(), tmp_path / "seg.dcm", **KW)
+    with pytest.raises(ImportError, match="need highdicom"):
+        write_dicom_sr(source, measure_progress(synthetic_mask()), tmp_path / "sr.dcm", **KW)

@@ -1,0 +1,169 @@
+"""ipp_seg.io.overlay: the measurement picture drawn on a frame."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ipp_seg.io import write_overlay_png
+from ipp_seg.io.overlay import FH_COLOUR, PS_COLOUR, overlay_scale, render_overlay
+from ipp_seg.measure import Landmarks, Measurement, measure_progress
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared/data/psfhs"
+
+
+def synthetic_mask(head_centre=(150, 150)) -> np.ndarray:
+    """256 x 256: a tilted PS ellipse near the top, a round head below-right of it."""
+    mask = np.zeros((256, 256), np.uint8)
+    cv2.ellipse(mask, (90, 60), (40, 12), 20, 0, 360, 1, -1)
+    cv2.circle(mask, head_centre, 60, 2, -1)
+    return mask
+
+
+def frame() -> np.ndarray:
+    return np.full((256, 256), 60, np.uint8)
+
+
+def image_part(rendered: np.ndarray, shape=(256, 256)) -> np.ndarray:
+    s = overlay_scale(shape)
+    return rendered[: shape[0] * s, : shape[1] * s]
+
+
+def hue_fraction(pixels: np.ndarray, colour) -> float:
+    """Fraction of pixels whose colour direction matches ``colour`` (translucent tint on grey)."""
+    grey = 60.0
+    diff = pixels.astype(np.float64) - grey
+    target = np.asarray(colour, np.float64) - grey
+    cos = (diff @ target) / (np.linalg.norm(diff, axis=-1) * np.linalg.norm(target) + 1e-9)
+    return float(np.mean(cos > 0.98))
+
+
+def test_shape_dtype_and_upscale():
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3))
+    out = render_overlay(frame(), mask, m)
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    s = overlay_scale(mask.shape)
+    assert s == 2  # a 256-pixel frame is drawn at 512
+    assert out.shape[1] == 256 * s
+    assert out.shape[0] > 256 * s  # the text panel is appended below
+
+
+def test_large_frame_is_not_enlarged():
+    assert overlay_scale((600, 800)) == 1
+    mask = np.zeros((600, 800), np.uint8)
+    out = render_overlay(np.zeros((600, 800), np.float32), mask, measure_progress(mask))
+    assert out.shape[1] == 800 and out.shape[0] > 600
+
+
+def test_mask_colours_where_the_masks_are():
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3))
+    img = image_part(render_overlay(frame(), mask, m))
+    big = cv2.resize(mask, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    # Erode so outlines and the drawn geometry near the boundary do not count.
+    inner = {
+        lab: cv2.erode((big == lab).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) for lab in (1, 2)
+    }
+    assert hue_fraction(img[inner[2]], FH_COLOUR) > 0.9
+    assert hue_fraction(img[inner[1]], PS_COLOUR) > 0.5  # the PS carries the axis line
+    assert hue_fraction(img[inner[2]], PS_COLOUR) < 0.05
+    # Without the geometry, everything off the masks stays the frame's grey.
+    plain = image_part(render_overlay(frame(), mask, replace(m, landmarks=Landmarks())))
+    background = cv2.dilate((big > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0
+    background[:8, :] = background[-8:, :] = False
+    background[:, :8] = background[:, -8:] = False  # the status frame
+    assert np.all(plain[background] == 60)
+
+
+def test_geometry_drawn_at_landmarks():
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3))
+    assert m.aop_deg is not None and m.hsd_mm is not None
+    plain = render_overlay(frame(), mask, replace(m, landmarks=Landmarks()))
+    full = render_overlay(frame(), mask, m)
+    changed = np.any(full != plain, axis=-1)
+    lm = m.landmarks
+    for point in (lm.ps_inferior_end, lm.ps_superior_end, lm.fh_tangent_point, lm.hsd_point):
+        x, y = (round(float(c)) for c in (np.asarray(point) + 0.5) * 2 - 0.5)
+        assert changed[y - 2 : y + 3, x - 2 : x + 3].any()
+
+
+def test_aop_over_180_arc_goes_the_long_way():
+    mask = np.zeros((256, 256), np.uint8)
+    cv2.ellipse(mask, (90, 90), (40, 12), -15, 0, 360, 1, -1)
+    cv2.circle(mask, (200, 95), 45, 2, -1)
+    m = measure_progress(mask, (0.3, 0.3))
+    assert m.aop_deg is not None and m.aop_deg > 180
+    plain = render_overlay(frame(), mask, replace(m, aop_deg=None))
+    full = render_overlay(frame(), mask, m)
+    arc = np.any(image_part(full) != image_part(plain), axis=-1)
+    inf = (np.asarray(m.landmarks.ps_inferior_end) + 0.5) * 2 - 0.5
+    ys, xs = np.nonzero(arc)
+    # An arc over 180 deg turning from the axis (left) through below reaches the far side:
+    # its pixels lie both left of, right of and below the vertex.
+    below = ys > inf[1] + 20
+    assert np.any(below & (xs < inf[0] - 20)) and np.any(below & (xs > inf[0] + 20))
+
+
+def test_failed_measurement_still_renders_status():
+    mask = synthetic_mask()
+    mask[mask == 2] = 0
+    m = measure_progress(mask)
+    assert m.status == "failed"
+    out = render_overlay(frame(), mask, m, title="case x")
+    img = image_part(out)
+    panel = out[img.shape[0] :]
+    assert panel.shape[0] > 0
+    # Red status text in the panel and a red frame around the image.
+    red = (panel[..., 0] > 200) & (panel[..., 1] < 120) & (panel[..., 2] < 120)
+    assert red.sum() > 50
+    assert np.all(img[0, :, 0] > 200) and np.all(img[0, :, 1] < 120)
+    ok = replace(m, status="ok", reasons=())
+    assert not np.array_equal(render_overlay(frame(), mask, ok), out)
+
+
+def test_ok_measurement_has_no_status_frame():
+    mask = synthetic_mask()
+    m = replace(measure_progress(mask, (0.3, 0.3)), status="ok", reasons=())
+    img = image_part(render_overlay(frame(), mask, m))
+    assert np.all(img[0, :] == 60)
+
+
+def test_rejects_mismatched_shapes():
+    mask = synthetic_mask()
+    m = measure_progress(mask)
+    with pytest.raises(ValueError):
+        render_overlay(np.zeros((100, 100), np.uint8), mask, m)
+    with pytest.raises(ValueError):
+        render_overlay(np.zeros((256, 256, 4), np.uint8), mask, m)
+
+
+def test_no_landmarks_no_values_renders(tmp_path):
+    mask = np.zeros((64, 80), np.uint8)
+    m = Measurement(
+        None, None, None, None, None, "failed", ("ps_missing", "fh_missing"), "ellipse", "standard", None, Landmarks()
+    )
+    out = render_overlay(np.random.default_rng(0).integers(0, 255, (64, 80)).astype(np.uint8), mask, m)
+    assert out.shape[1] == 80 * overlay_scale((64, 80))
+    write_overlay_png(tmp_path / "o.png", out)
+    back = cv2.cvtColor(cv2.imread(str(tmp_path / "o.png")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(back, out)
+
+
+@pytest.mark.data
+def test_real_case_renders():
+    labels, images = DATA / "label_mha" / "04700.mha", DATA / "image_mha" / "04700.mha"
+    if not labels.is_file() or not images.is_file():
+        pytest.skip(f"shared PSFHS data not found at {DATA}")
+    sitk = pytest.importorskip("SimpleITK")
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(labels)))
+    pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(images)))[0]
+    m = measure_progress(mask)
+    out = render_overlay(pixels, mask, m, title="04700")
+    assert out.shape[1] == 512 and out.dtype == np.uint8
+    assert not np.array_equal(image_part(out), cv2.cvtColor(cv2.resize(pixels, None, fx=2, fy=2), cv2.COLOR_GRAY2RGB))
