@@ -1,0 +1,69 @@
+"""Evaluation of PS/FH segmentations: Dice, Hausdorff and surface distances, ΔAoP and ΔHSD,
+the FH-PS-AOP 2023 score, per case, overall and per acquisition style.
+
+Numpy/OpenCV/SimpleITK only (no torch). Entry points: :func:`evaluate_folders` (folders of
+masks, for ``ipp-seg evaluate``), :func:`evaluate_arrays` (in-memory, for validation during
+training), :func:`evaluate_case`; :func:`write_case_csv` and :func:`write_summary_json` write
+the results. :func:`acquisition_style` tells a frame's acquisition style ("wide"/"narrow").
+"""
+
+from .acquisition import STYLES, SectorShape, acquisition_style, sector_shape
+from .metrics import (
+    EMPTY_STRUCTURE_DISTANCE_PX,
+    STRUCTURES,
+    average_surface_distance,
+    boundary,
+    challenge_score,
+    dice,
+    hausdorff_distance,
+    structure_masks,
+    surface_distances,
+)
+from .report import (
+    FAILED_AOP_PENALTY_DEG,
+    MASK_SUFFIXES,
+    SEGMENTATION_METRICS,
+    BlockSummary,
+    CaseResult,
+    EvaluationReport,
+    MetricSummary,
+    case_id_of,
+    evaluate_arrays,
+    evaluate_case,
+    evaluate_folders,
+    read_label_mask,
+    summarise_block,
+    write_case_csv,
+    write_summary_json,
+)
+
+__all__ = [
+    "EMPTY_STRUCTURE_DISTANCE_PX",
+    "FAILED_AOP_PENALTY_DEG",
+    "MASK_SUFFIXES",
+    "SEGMENTATION_METRICS",
+    "STRUCTURES",
+    "STYLES",
+    "BlockSummary",
+    "CaseResult",
+    "EvaluationReport",
+    "MetricSummary",
+    "SectorShape",
+    "acquisition_style",
+    "average_surface_distance",
+    "boundary",
+    "case_id_of",
+    "challenge_score",
+    "dice",
+    "evaluate_arrays",
+    "evaluate_case",
+    "evaluate_folders",
+    "hausdorff_distance",
+    "read_label_mask",
+    "sector_shape",
+    "structure_masks",
+    "summarise_block",
+    "surface_distances",
+    "write_case_csv",
+    "write_summary_json",
+]

@@ -1,0 +1,728 @@
+"""Evaluation of PS/FH segmentations against ground truth: per case, per block, FH-PS-AOP score.
+
+Per case (:class:`CaseResult`): Dice, Hausdorff distance (HD) and average surface distance
+(ASD) for the pubic symphysis (PS), the fetal head (FH) and both as one foreground ("all");
+the angle of progression (AoP) and head-symphysis distance (HSD) measured on the predicted
+and on the ground-truth mask with the same method, and their absolute differences; the
+measurement statuses; the acquisition style of the frame when the image is given.
+
+Per block (:class:`BlockSummary`, "overall" and one per acquisition style seen): mean and
+median of every metric, mean and median |ΔAoP| and |ΔHSD|, failed-measurement counts and the
+FH-PS-AOP 2023 score, computed as the challenge does: mDice, mHD and mASD averaged over PS, FH
+and "all" and over cases; mΔAoP over the cases whose ground truth measures, where a failed
+measurement on the prediction counts :data:`FAILED_AOP_PENALTY_DEG` (the score's AoP term is
+then 0 for that case) rather than being left out.
+
+Masks on disk (:func:`read_label_mask`): PNG/BMP/TIFF (8 or 16 bit, grey) and
+MetaImage/NRRD/NIfTI label images, paired by case ID = file name without its suffix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+import SimpleITK as sitk
+
+from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
+from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
+from .acquisition import STYLES, acquisition_style
+from .metrics import (
+    EMPTY_STRUCTURE_DISTANCE_PX,
+    STRUCTURES,
+    challenge_score,
+    dice,
+    structure_masks,
+    surface_distances,
+)
+
+__all__ = [
+    "FAILED_AOP_PENALTY_DEG",
+    "MASK_SUFFIXES",
+    "SEGMENTATION_METRICS",
+    "BlockSummary",
+    "CaseResult",
+    "EvaluationReport",
+    "MetricSummary",
+    "case_id_of",
+    "evaluate_arrays",
+    "evaluate_case",
+    "evaluate_folders",
+    "read_label_mask",
+    "summarise_block",
+    "write_case_csv",
+    "write_summary_json",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# |ΔAoP| (deg) charged in the score when the prediction's AoP cannot be measured but the
+# ground truth's can: the largest possible error, so a failure never scores better than a
+# poor measurement.
+FAILED_AOP_PENALTY_DEG = 180.0
+
+SEGMENTATION_METRICS: tuple[str, ...] = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
+# Summary statistics reported per block, in this order.
+_SUMMARY_METRICS: tuple[str, ...] = SEGMENTATION_METRICS + ("delta_aop", "delta_hsd_px", "delta_hsd_mm")
+
+# Lossless formats only: JPEG would blur label values.
+MASK_SUFFIXES: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff", ".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz")
+_ITK_MASK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz")
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Evaluation of one case. Units: Dice unitless (0-1); HD, ASD in pixels; AoP in degrees;
+    HSD in pixels (``*_px``) and millimetres (``*_mm``, None when the spacing is unknown).
+
+    ``delta_aop`` = |aop_pred − aop_gt| (deg), None when either AoP could not be measured;
+    ``delta_hsd_*`` likewise. ``status_*`` and ``reasons_*`` come from
+    :func:`ipp_seg.measure.measure_progress` on the predicted and ground-truth masks.
+    ``style`` is "wide", "narrow" or "unknown" (see :mod:`ipp_seg.evaluate.acquisition`),
+    None when no image was given.
+    """
+
+    case_id: str
+    dice_ps: float
+    dice_fh: float
+    dice_all: float
+    hd_ps: float
+    hd_fh: float
+    hd_all: float
+    asd_ps: float
+    asd_fh: float
+    asd_all: float
+    aop_pred: float | None
+    aop_gt: float | None
+    delta_aop: float | None
+    hsd_pred_px: float | None
+    hsd_pred_mm: float | None
+    hsd_gt_px: float | None
+    hsd_gt_mm: float | None
+    delta_hsd_px: float | None
+    delta_hsd_mm: float | None
+    status_pred: str
+    status_gt: str
+    reasons_pred: tuple[str, ...]
+    reasons_gt: tuple[str, ...]
+    method: str
+    style: str | None
+    spacing_mm: tuple[float, float] | None
+
+    @property
+    def mean_dice(self) -> float:
+        """Dice averaged over PS, FH and "all" (the challenge's per-case mDice)."""
+        return (self.dice_ps + self.dice_fh + self.dice_all) / 3.0
+
+    @property
+    def mean_hd(self) -> float:
+        """HD (px) averaged over PS, FH and "all"."""
+        return (self.hd_ps + self.hd_fh + self.hd_all) / 3.0
+
+    @property
+    def mean_asd(self) -> float:
+        """ASD (px) averaged over PS, FH and "all"."""
+        return (self.asd_ps + self.asd_fh + self.asd_all) / 3.0
+
+    def to_dict(self) -> dict:
+        """Flat JSON/CSV-ready dict (reasons joined with ";", spacing split into x and y)."""
+        out = {
+            "case_id": self.case_id,
+            "style": self.style,
+            **{name: getattr(self, name) for name in SEGMENTATION_METRICS},
+            "aop_pred": self.aop_pred,
+            "aop_gt": self.aop_gt,
+            "delta_aop": self.delta_aop,
+            "hsd_pred_px": self.hsd_pred_px,
+            "hsd_gt_px": self.hsd_gt_px,
+            "delta_hsd_px": self.delta_hsd_px,
+            "hsd_pred_mm": self.hsd_pred_mm,
+            "hsd_gt_mm": self.hsd_gt_mm,
+            "delta_hsd_mm": self.delta_hsd_mm,
+            "status_pred": self.status_pred,
+            "reasons_pred": ";".join(self.reasons_pred),
+            "status_gt": self.status_gt,
+            "reasons_gt": ";".join(self.reasons_gt),
+            "method": self.method,
+            "spacing_x_mm": None if self.spacing_mm is None else self.spacing_mm[0],
+            "spacing_y_mm": None if self.spacing_mm is None else self.spacing_mm[1],
+        }
+        return out
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """Mean and median of one metric over the ``n`` cases where it is defined (None if n = 0)."""
+
+    mean: float | None
+    median: float | None
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "median": self.median, "n": self.n}
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """Aggregate of a block of cases.
+
+    ``metrics`` maps each of :data:`SEGMENTATION_METRICS` and ``delta_aop`` (deg),
+    ``delta_hsd_px``, ``delta_hsd_mm`` to a :class:`MetricSummary`. ``mean_dice``,
+    ``mean_hd``, ``mean_asd`` are averaged over PS, FH, "all" and the cases (px for HD/ASD).
+    ``score_delta_aop`` is the mean |ΔAoP| (deg) the score uses: over the
+    ``n_gt_measured`` cases whose ground truth measures, a failed prediction counting
+    :data:`FAILED_AOP_PENALTY_DEG`. ``score`` is None (with ``score_reason``) when no case
+    has a measurable ground truth.
+    """
+
+    name: str
+    n_cases: int
+    metrics: Mapping[str, MetricSummary]
+    mean_dice: float | None
+    mean_hd: float | None
+    mean_asd: float | None
+    n_gt_measured: int
+    n_failed_pred: int
+    n_failed_gt: int
+    n_failed_pred_gt_ok: int
+    score_delta_aop: float | None
+    score: float | None
+    score_reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "n_cases": self.n_cases,
+            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+            "mean_dice": self.mean_dice,
+            "mean_hd": self.mean_hd,
+            "mean_asd": self.mean_asd,
+            "n_gt_measured": self.n_gt_measured,
+            "n_failed_pred": self.n_failed_pred,
+            "n_failed_gt": self.n_failed_gt,
+            "n_failed_pred_gt_ok": self.n_failed_pred_gt_ok,
+            "score_delta_aop": self.score_delta_aop,
+            "score": self.score,
+            "score_reason": self.score_reason,
+        }
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Per-case results and per-block summaries ("overall" first, then one per style seen).
+
+    ``missing_predictions``: case IDs with ground truth but no prediction;
+    ``missing_ground_truth``: predictions without ground truth; ``missing_images``: evaluated
+    cases without an image (style unknown) when an image folder was given; ``unreadable``:
+    (case ID, reason) of cases that could not be read or evaluated. None of these is in the
+    metrics unless ``missing_as_empty`` scored missing predictions as empty masks.
+    """
+
+    method: str
+    orientation: str
+    labels: tuple[int, int]
+    cases: tuple[CaseResult, ...]
+    blocks: tuple[BlockSummary, ...]
+    missing_predictions: tuple[str, ...] = ()
+    missing_ground_truth: tuple[str, ...] = ()
+    missing_images: tuple[str, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
+    missing_as_empty: bool = False
+
+    @property
+    def overall(self) -> BlockSummary:
+        """The block over every evaluated case."""
+        return self.blocks[0]
+
+    def block(self, name: str) -> BlockSummary:
+        """The block called ``name`` ("overall", "wide", "narrow", "unknown"); KeyError if absent."""
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(f"no block {name!r}; blocks: {', '.join(b.name for b in self.blocks)}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no per-case rows: those go to the CSV)."""
+        return {
+            "method": self.method,
+            "orientation": self.orientation,
+            "labels": {"ps": self.labels[0], "fh": self.labels[1]},
+            "n_cases": len(self.cases),
+            "blocks": {b.name: b.to_dict() for b in self.blocks},
+            "missing_predictions": list(self.missing_predictions),
+            "missing_ground_truth": list(self.missing_ground_truth),
+            "missing_images": list(self.missing_images),
+            "unreadable": [{"case_id": c, "reason": r} for c, r in self.unreadable],
+            "missing_as_empty": self.missing_as_empty,
+            "conventions": {
+                "distances": "pixels of the mask; boundary = pixels with a background 8-neighbour",
+                "empty_structure_distance_px": EMPTY_STRUCTURE_DISTANCE_PX,
+                "failed_aop_penalty_deg": FAILED_AOP_PENALTY_DEG,
+                "score": "0.25*mDice + 0.125*(1-mHD/100) + 0.125*(1-mASD/100) + 0.5*(1-mdAoP/180); "
+                "Dice/HD/ASD averaged over ps, fh, all",
+            },
+        }
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def evaluate_case(
+    pred_labels: np.ndarray,
+    gt_labels: np.ndarray,
+    image: np.ndarray | None = None,
+    method: str = "ellipse",
+    spacing_mm: tuple[float, float] | None = None,
+    *,
+    case_id: str = "",
+    labels: tuple[int, int] = (1, 2),
+    orientation: str = "standard",
+    style: str | None = None,
+) -> CaseResult:
+    """Evaluate one predicted label mask against its ground truth.
+
+    Args:
+        pred_labels, gt_labels: (rows, columns) integer label masks of the same shape.
+        image: the greyscale frame (0-255 scale), used only to tell its acquisition style.
+        method: AoP/HSD method of :func:`ipp_seg.measure.measure_progress`, applied to both masks.
+        spacing_mm: (x, y) mm per pixel for HSD in mm; None = unknown (HSD in pixels only).
+        case_id: identifier copied into the result.
+        labels: (PS label, FH label) values in both masks.
+        orientation: "standard" or "mirrored" (which PS end is inferior; see ipp_seg.measure).
+        style: acquisition style if already known (then ``image`` is not analysed).
+
+    Raises:
+        ValueError: masks not 2-D integer arrays of one shape, or invalid method/labels/spacing.
+    """
+    pred = _check_labels_mask(pred_labels, "pred_labels")
+    gt = _check_labels_mask(gt_labels, "gt_labels")
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction and ground truth differ in shape: {pred.shape} vs {gt.shape}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    ps_label, fh_label = _check_label_pair(labels)
+
+    seg: dict[str, float] = {}
+    pred_masks = structure_masks(pred, ps_label, fh_label)
+    gt_masks = structure_masks(gt, ps_label, fh_label)
+    for s in STRUCTURES:
+        p, t = pred_masks[s], gt_masks[s]
+        seg[f"dice_{s}"] = dice(p, t)
+        seg[f"hd_{s}"], seg[f"asd_{s}"] = surface_distances(p, t)
+
+    kwargs = {"method": method, "orientation": orientation, "ps_label": ps_label, "fh_label": fh_label}
+    m_pred = measure_progress(pred, spacing_mm, **kwargs)
+    m_gt = measure_progress(gt, spacing_mm, **kwargs)
+
+    if style is None and image is not None:
+        style = acquisition_style(image)
+    elif style is not None and style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)} or None; got {style!r}")
+
+    return CaseResult(
+        case_id=str(case_id),
+        **seg,
+        aop_pred=m_pred.aop_deg,
+        aop_gt=m_gt.aop_deg,
+        delta_aop=_abs_diff(m_pred.aop_deg, m_gt.aop_deg),
+        hsd_pred_px=m_pred.hsd_px,
+        hsd_pred_mm=m_pred.hsd_mm,
+        hsd_gt_px=m_gt.hsd_px,
+        hsd_gt_mm=m_gt.hsd_mm,
+        delta_hsd_px=_abs_diff(m_pred.hsd_px, m_gt.hsd_px),
+        delta_hsd_mm=_abs_diff(m_pred.hsd_mm, m_gt.hsd_mm),
+        status_pred=m_pred.status,
+        status_gt=m_gt.status,
+        reasons_pred=m_pred.reasons,
+        reasons_gt=m_gt.reasons,
+        method=method,
+        style=style,
+        spacing_mm=_spacing_of(m_gt),
+    )
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def summarise_block(name: str, cases: Sequence[CaseResult]) -> BlockSummary:
+    """Aggregate ``cases`` into a :class:`BlockSummary` called ``name`` (see its docstring)."""
+    cases = list(cases)
+    metrics = {m: _summary([getattr(c, m) for c in cases]) for m in _SUMMARY_METRICS}
+    n = len(cases)
+    mean_dice = _mean([c.mean_dice for c in cases])
+    mean_hd = _mean([c.mean_hd for c in cases])
+    mean_asd = _mean([c.mean_asd for c in cases])
+
+    gt_ok = [c for c in cases if c.aop_gt is not None]
+    score_errors = [c.delta_aop if c.aop_pred is not None else FAILED_AOP_PENALTY_DEG for c in gt_ok]
+    score_delta_aop = _mean(score_errors)
+    if n == 0:
+        score, reason = None, "no cases"
+    elif score_delta_aop is None:
+        score, reason = None, "no case has a ground truth whose AoP measures"
+    else:
+        score, reason = challenge_score(mean_dice, mean_hd, mean_asd, score_delta_aop), None
+
+    return BlockSummary(
+        name=name,
+        n_cases=n,
+        metrics=metrics,
+        mean_dice=mean_dice,
+        mean_hd=mean_hd,
+        mean_asd=mean_asd,
+        n_gt_measured=len(gt_ok),
+        n_failed_pred=sum(c.status_pred == "failed" for c in cases),
+        n_failed_gt=sum(c.status_gt == "failed" for c in cases),
+        n_failed_pred_gt_ok=sum(c.aop_pred is None for c in gt_ok),
+        score_delta_aop=score_delta_aop,
+        score=score,
+        score_reason=reason,
+    )
+
+
+def _build_report(
+    results: list[CaseResult],
+    *,
+    method: str,
+    orientation: str,
+    labels: tuple[int, int],
+    **extra,
+) -> EvaluationReport:
+    results = sorted(results, key=lambda c: c.case_id)
+    blocks = [summarise_block("overall", results)]
+    for style in STYLES:
+        members = [c for c in results if c.style == style]
+        if members:
+            blocks.append(summarise_block(style, members))
+    return EvaluationReport(
+        method=method, orientation=orientation, labels=labels, cases=tuple(results), blocks=tuple(blocks), **extra
+    )
+
+
+# ----------------------------------------------------------------------------- in memory
+
+
+def evaluate_arrays(
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+    *,
+    method: str = "ellipse",
+    labels: tuple[int, int] = (1, 2),
+    orientation: str = "standard",
+    spacing_mm: tuple[float, float] | None = None,
+) -> EvaluationReport:
+    """Evaluate in-memory cases ``(case_id, pred_labels, gt_labels, image or None)``.
+
+    For training/validation code. Raises ValueError on a malformed case (the case ID is in
+    the message); case IDs must be unique.
+    """
+    _check_choice(method, METHODS, "method")
+    _check_choice(orientation, ORIENTATIONS, "orientation")
+    labels = _check_label_pair(labels)
+    results: list[CaseResult] = []
+    seen: set[str] = set()
+    for item in cases:
+        if len(item) != 4:
+            raise ValueError("each case must be (case_id, pred_labels, gt_labels, image or None)")
+        case_id, pred, gt, image = item
+        case_id = str(case_id)
+        if case_id in seen:
+            raise ValueError(f"case ID {case_id!r} given twice")
+        seen.add(case_id)
+        try:
+            results.append(
+                evaluate_case(
+                    pred, gt, image, method, spacing_mm, case_id=case_id, labels=labels, orientation=orientation
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"case {case_id}: {exc}") from None
+    return _build_report(results, method=method, orientation=orientation, labels=labels)
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def evaluate_folders(
+    pred_dir: PathLike,
+    gt_dir: PathLike,
+    images_dir: PathLike | None = None,
+    method: str = "ellipse",
+    labels: tuple[int, int] = (1, 2),
+    *,
+    orientation: str = "standard",
+    spacing_mm: tuple[float, float] | None = None,
+    missing_as_empty: bool = False,
+) -> EvaluationReport:
+    """Evaluate a folder of predicted masks against a folder of ground-truth masks.
+
+    Masks (:data:`MASK_SUFFIXES`) are paired by case ID (:func:`case_id_of`). ``images_dir``
+    (optional; any format :func:`ipp_seg.io.read_frame` reads, e.g. a PSFHS ``image_mha``
+    folder) gives each case's frame for its acquisition style and its calibration. Spacing
+    for HSD in mm: the image's calibration, else the ground-truth mask's (ITK spacing other
+    than 1 x 1), else ``spacing_mm``.
+
+    Cases on one side only are listed in the report, not evaluated; with
+    ``missing_as_empty`` a ground truth without prediction is scored against an empty
+    prediction instead (and still listed). Files that cannot be read are listed with the
+    reason.
+
+    Raises:
+        NotADirectoryError: a folder does not exist.
+        ValueError: two files of one folder share a case ID, or invalid method/labels.
+    """
+    _check_choice(method, METHODS, "method")
+    _check_choice(orientation, ORIENTATIONS, "orientation")
+    labels = _check_label_pair(labels)
+    preds = _index_folder(pred_dir, MASK_SUFFIXES)
+    gts = _index_folder(gt_dir, MASK_SUFFIXES)
+    images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES)) if images_dir is not None else None
+
+    missing_pred = sorted(set(gts) - set(preds))
+    missing_gt = sorted(set(preds) - set(gts))
+    if missing_pred:
+        logger.warning("%d ground-truth case(s) have no prediction: %s", len(missing_pred), _preview(missing_pred))
+    if missing_gt:
+        logger.warning("%d prediction(s) have no ground truth: %s", len(missing_gt), _preview(missing_gt))
+
+    to_evaluate = sorted(set(gts) & set(preds)) + (missing_pred if missing_as_empty else [])
+    results: list[CaseResult] = []
+    unreadable: list[tuple[str, str]] = []
+    missing_images: list[str] = []
+    for case_id in sorted(to_evaluate):
+        try:
+            gt, gt_spacing = read_label_mask(gts[case_id])
+            if case_id in preds:
+                pred, _ = read_label_mask(preds[case_id])
+            else:
+                pred = np.zeros_like(gt)
+        except (ScanReadError, ValueError) as exc:
+            unreadable.append((case_id, str(exc)))
+            logger.warning("case %s not evaluated: %s", case_id, exc)
+            continue
+
+        image, image_spacing = None, None
+        if images is not None:
+            if case_id in images:
+                try:
+                    frame = read_frame(images[case_id])
+                    image, image_spacing = frame.pixels, frame.spacing_mm
+                except (ScanReadError, ValueError) as exc:
+                    logger.warning("case %s: image not read (%s); style unknown", case_id, exc)
+                    missing_images.append(case_id)
+            else:
+                missing_images.append(case_id)
+        spacing = image_spacing or gt_spacing or spacing_mm
+        try:
+            results.append(
+                evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels, orientation=orientation)
+            )
+        except ValueError as exc:
+            unreadable.append((case_id, str(exc)))
+            logger.warning("case %s not evaluated: %s", case_id, exc)
+    if missing_images:
+        logger.warning("%d case(s) without a readable image: %s", len(missing_images), _preview(missing_images))
+
+    return _build_report(
+        results,
+        method=method,
+        orientation=orientation,
+        labels=labels,
+        missing_predictions=tuple(missing_pred),
+        missing_ground_truth=tuple(missing_gt),
+        missing_images=tuple(missing_images),
+        unreadable=tuple(unreadable),
+        missing_as_empty=missing_as_empty,
+    )
+
+
+def case_id_of(path: PathLike) -> str:
+    """Case ID of a file: its name without the suffix (".nii.gz" counts as one suffix)."""
+    name = Path(path).name
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")]
+    return os.path.splitext(name)[0]
+
+
+def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Read a label mask: ``(labels, spacing_mm)``.
+
+    ``labels`` is a 2-D integer array with the values as stored (no rescaling, unlike the
+    greyscale readers of :mod:`ipp_seg.io`). A 3-D ITK image is accepted when it has one
+    plane or identical planes. ``spacing_mm`` is the ITK (x, y) spacing in mm, None for
+    image formats and for the 1 x 1 spacing ITK writes when nothing is known.
+
+    Raises:
+        ScanReadError: the file cannot be read or does not hold a grey integer label mask.
+    """
+    name = os.fspath(path)
+    lower = name.lower()
+    if not os.path.isfile(name):
+        raise ScanReadError(name, "no such file")
+    if lower.endswith(_ITK_MASK_SUFFIXES):
+        labels, spacing = _read_itk_mask(name)
+    elif lower.endswith(MASK_SUFFIXES):
+        labels, spacing = _read_image_mask(name), None
+    else:
+        raise ScanReadError(name, f"not a label mask format; supported: {', '.join(MASK_SUFFIXES)}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise ScanReadError(name, f"label masks hold integers, this file holds {labels.dtype}")
+    if labels.dtype == np.bool_:
+        labels = labels.astype(np.uint8)
+    return np.ascontiguousarray(labels), spacing
+
+
+def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+    try:
+        img = sitk.ReadImage(name)
+    except RuntimeError as exc:
+        raise ScanReadError(name, f"SimpleITK cannot read it ({str(exc).strip().splitlines()[0]})") from None
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise ScanReadError(name, "a label mask has one value per pixel; this file has several")
+    arr = sitk.GetArrayFromImage(img)  # (z, y, x) or (y, x)
+    if arr.ndim == 3:
+        if arr.shape[0] == 1 or all(np.array_equal(arr[0], plane) for plane in arr[1:]):
+            arr = arr[0]
+        else:
+            raise ScanReadError(name, f"a 3-D label volume with {arr.shape[0]} different planes is not a 2-D mask")
+    elif arr.ndim != 2:
+        raise ScanReadError(name, f"a label mask is 2-D, this image has {arr.ndim} dimensions")
+    sx, sy = img.GetSpacing()[:2]
+    # ITK writes 1 x 1 when nothing is known (as ipp_seg.io does, it counts as unknown).
+    spacing = None if (sx == 1.0 and sy == 1.0) or sx <= 0 or sy <= 0 else (float(sx), float(sy))
+    return arr, spacing
+
+
+def _read_image_mask(name: str) -> np.ndarray:
+    data = np.fromfile(name, dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if arr is None:
+        raise ScanReadError(name, "OpenCV cannot decode it as an image")
+    if arr.ndim == 3:
+        colour = arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1]
+        if not all(np.array_equal(colour[..., 0], colour[..., k]) for k in range(1, colour.shape[2])):
+            raise ScanReadError(name, "a colour image is not a label mask (its channels differ)")
+        arr = colour[..., 0]
+    return arr
+
+
+def _index_folder(folder: PathLike, suffixes: Iterable[str]) -> dict[str, Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    suffixes = tuple(s.lower() for s in suffixes)
+    found: dict[str, Path] = {}
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if not path.name.lower().endswith(suffixes):
+            logger.debug("%s: skipped (not one of %s)", path, ", ".join(suffixes))
+            continue
+        case_id = case_id_of(path)
+        if case_id in found:
+            raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].name} and {path.name}")
+        found[case_id] = path
+    return found
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
+    """Write one row per evaluated case (columns of :meth:`CaseResult.to_dict`); empty cells
+    for values that could not be measured. Returns the path."""
+    out = Path(path)
+    columns = list(_CASE_COLUMNS)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for case in report.cases:
+            writer.writerow({k: ("" if v is None else v) for k, v in case.to_dict().items()})
+    return out
+
+
+def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
+    """Write :meth:`EvaluationReport.to_dict` as indented JSON. Returns the path."""
+    out = Path(path)
+    with out.open("w", encoding="utf-8") as fh:
+        json.dump(report.to_dict(), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    return out
+
+
+_CASE_COLUMNS: tuple[str, ...] = (
+    ("case_id", "style")
+    + SEGMENTATION_METRICS
+    + ("aop_pred", "aop_gt", "delta_aop", "hsd_pred_px", "hsd_gt_px", "delta_hsd_px", "hsd_pred_mm", "hsd_gt_mm")
+    + ("delta_hsd_mm", "status_pred", "reasons_pred", "status_gt", "reasons_gt", "method", "spacing_x_mm")
+    + ("spacing_y_mm",)
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_labels_mask(mask, name: str) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (rows, columns) label mask, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must hold integer labels, got dtype {arr.dtype}")
+    return arr
+
+
+def _check_label_pair(labels) -> tuple[int, int]:
+    try:
+        ps, fh = labels
+    except (TypeError, ValueError):
+        raise ValueError(f"labels must be (PS label, FH label), got {labels!r}") from None
+    for v in (ps, fh):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or int(v) <= 0:
+            raise ValueError(f"labels must be two positive integers, got {labels!r}")
+    if int(ps) == int(fh):
+        raise ValueError(f"the PS and FH labels must differ, got {labels!r}")
+    return int(ps), int(fh)
+
+
+def _check_choice(value, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _abs_diff(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return abs(float(a) - float(b))
+
+
+def _spacing_of(m: Measurement) -> tuple[float, float] | None:
+    return None if m.spacing_mm is None else (float(m.spacing_mm[0]), float(m.spacing_mm[1]))
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _summary(values: Sequence[float | None]) -> MetricSummary:
+    defined = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not defined:
+        return MetricSummary(None, None, 0)
+    arr = np.asarray(defined, dtype=np.float64)
+    return MetricSummary(float(arr.mean()), float(np.median(arr)), int(arr.size))
+
+
+def _preview(ids: Sequence[str], n: int = 10) -> str:
+    return ", ".join(ids[:n]) + (f" ... ({len(ids)} in all)" if len(ids) > n else "")

@@ -1,0 +1,328 @@
+"""ipp_seg.evaluate.report: per-case results, block summaries and score, folders of masks
+(pairing, missing cases, formats), in-memory evaluation, CSV and JSON output."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ipp_seg.evaluate import (
+    FAILED_AOP_PENALTY_DEG,
+    SEGMENTATION_METRICS,
+    CaseResult,
+    case_id_of,
+    challenge_score,
+    evaluate_arrays,
+    evaluate_case,
+    evaluate_folders,
+    read_label_mask,
+    summarise_block,
+    write_case_csv,
+    write_summary_json,
+)
+from ipp_seg.evaluate.report import _CASE_COLUMNS
+from ipp_seg.measure import measure_progress
+
+SHAPE = (128, 128)
+
+
+def scene(dx=0, dy=0, head_r=34, ps_label=1, fh_label=2):
+    """PSFHS-like layout: PS near the top, roughly horizontal; the head below it."""
+    m = np.zeros(SHAPE, dtype=np.uint8)
+    cv2.circle(m, (44 + dx, 78 + dy), head_r, fh_label, thickness=-1)
+    cv2.ellipse(m, (52 + dx, 18 + dy), (15, 5), 8, 0, 360, ps_label, thickness=-1)
+    return m
+
+
+def sector_image(narrow: bool) -> np.ndarray:
+    """A speckled sector: deep and still widening at the bottom (narrow) or ending above it (wide)."""
+    img = np.zeros((256, 256), dtype=np.uint8)
+    if narrow:
+        centre, r_in, r_out, half = (128, -60), 75, 340, 28
+    else:
+        centre, r_in, r_out, half = (128, -20), 30, 245, 60
+    cv2.ellipse(img, centre, (r_out, r_out), 0, 90 - half, 90 + half, 1, thickness=-1)
+    cv2.ellipse(img, centre, (r_in, r_in), 0, 90 - half, 90 + half, 0, thickness=-1)
+    speckle = np.random.default_rng(3).integers(25, 90, size=img.shape, dtype=np.uint8)
+    return np.where(img > 0, speckle, 0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def test_scene_measures():
+    assert measure_progress(scene()).status != "failed"
+
+
+def test_perfect_prediction():
+    gt = scene()
+    r = evaluate_case(gt.copy(), gt, case_id="p")
+    for s in ("ps", "fh", "all"):
+        assert getattr(r, f"dice_{s}") == 1.0
+        assert getattr(r, f"hd_{s}") == 0.0
+        assert getattr(r, f"asd_{s}") == 0.0
+    assert r.delta_aop == 0.0
+    assert r.delta_hsd_px == 0.0
+    assert r.aop_pred == r.aop_gt == pytest.approx(measure_progress(gt).aop_deg)
+    assert r.hsd_pred_mm is None and r.delta_hsd_mm is None  # no spacing: mm unknown
+    assert r.style is None
+    assert r.case_id == "p"
+
+
+def test_shifted_prediction_matches_direct_metrics():
+    gt = scene()
+    pred = scene(dx=3)
+    r = evaluate_case(pred, gt)
+    # A pure translation keeps the angle; Dice drops; HD of a 3 px shift is 3 px.
+    assert r.delta_aop == pytest.approx(0.0, abs=1e-6)
+    assert 0.5 < r.dice_ps < 1.0 and 0.9 < r.dice_fh < 1.0
+    assert r.hd_fh == pytest.approx(3.0, abs=1e-4)
+    assert r.mean_dice == pytest.approx((r.dice_ps + r.dice_fh + r.dice_all) / 3)
+
+
+def test_spacing_gives_hsd_in_mm():
+    gt = scene()
+    r = evaluate_case(gt, gt, spacing_mm=(0.2, 0.2))
+    assert r.hsd_gt_mm == pytest.approx(r.hsd_gt_px * 0.2, rel=1e-6)
+    assert r.delta_hsd_mm == 0.0
+    assert r.spacing_mm == (0.2, 0.2)
+
+
+def test_empty_prediction_case():
+    gt = scene()
+    r = evaluate_case(np.zeros_like(gt), gt)
+    assert (r.dice_ps, r.dice_fh, r.dice_all) == (0.0, 0.0, 0.0)
+    assert (r.hd_ps, r.hd_fh, r.hd_all) == (100.0, 100.0, 100.0)
+    assert (r.asd_ps, r.asd_fh, r.asd_all) == (100.0, 100.0, 100.0)
+    assert r.status_pred == "failed" and "ps_missing" in r.reasons_pred
+    assert r.aop_pred is None and r.delta_aop is None
+    assert r.aop_gt is not None
+
+
+def test_missing_structure_only_hits_that_structure():
+    gt = scene()
+    pred = gt.copy()
+    pred[pred == 1] = 0  # PS not found
+    r = evaluate_case(pred, gt)
+    assert r.dice_ps == 0.0 and r.hd_ps == 100.0 and r.asd_ps == 100.0
+    assert r.dice_fh == 1.0 and r.hd_fh == 0.0
+    assert 0.9 < r.dice_all < 1.0
+
+
+def test_other_label_values():
+    gt = scene(ps_label=7, fh_label=8)
+    r = evaluate_case(gt, gt, labels=(7, 8))
+    assert r.dice_ps == 1.0 and r.delta_aop == 0.0
+
+
+def test_style_from_image():
+    gt = scene()
+    assert evaluate_case(gt, gt, image=sector_image(narrow=True)).style == "narrow"
+    assert evaluate_case(gt, gt, image=sector_image(narrow=False)).style == "wide"
+
+
+def test_invalid_inputs():
+    gt = scene()
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_case(gt[:64], gt)
+    with pytest.raises(ValueError, match="integer"):
+        evaluate_case(gt.astype(np.float32), gt)
+    with pytest.raises(ValueError, match="method"):
+        evaluate_case(gt, gt, method="nope")
+    with pytest.raises(ValueError, match="labels"):
+        evaluate_case(gt, gt, labels=(1, 1))
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def test_block_summary_and_score():
+    gt = scene()
+    perfect = evaluate_case(gt, gt, case_id="a")
+    shifted = evaluate_case(scene(dx=3), gt, case_id="b")
+    block = summarise_block("x", [perfect, shifted])
+    assert block.n_cases == 2
+    assert block.metrics["dice_fh"].mean == pytest.approx((1.0 + shifted.dice_fh) / 2)
+    assert block.metrics["hd_fh"].median == pytest.approx((0.0 + shifted.hd_fh) / 2)
+    assert block.metrics["delta_aop"].n == 2
+    assert block.mean_dice == pytest.approx((perfect.mean_dice + shifted.mean_dice) / 2)
+    expected = challenge_score(block.mean_dice, block.mean_hd, block.mean_asd, block.score_delta_aop)
+    assert block.score == pytest.approx(expected)
+    assert block.n_failed_pred == 0 and block.n_failed_pred_gt_ok == 0
+
+
+def test_failed_prediction_is_penalised_in_the_score_not_dropped():
+    gt = scene()
+    ok = evaluate_case(gt, gt, case_id="ok")
+    failed = evaluate_case(np.zeros_like(gt), gt, case_id="failed")
+    block = summarise_block("x", [ok, failed])
+    assert block.metrics["delta_aop"].n == 1  # |ΔAoP| itself only where both measure
+    assert block.metrics["delta_aop"].mean == 0.0
+    assert block.n_failed_pred == 1 and block.n_failed_pred_gt_ok == 1
+    assert block.score_delta_aop == pytest.approx(FAILED_AOP_PENALTY_DEG / 2)
+    assert block.score < summarise_block("y", [ok]).score
+
+
+def test_empty_block_has_no_score():
+    block = summarise_block("none", [])
+    assert block.n_cases == 0 and block.score is None and block.score_reason
+    assert block.metrics["dice_ps"].mean is None
+
+
+def test_evaluate_arrays_blocks_per_style():
+    gt = scene()
+    cases = [
+        ("n1", gt, gt, sector_image(narrow=True)),
+        ("w1", scene(dx=2), gt, sector_image(narrow=False)),
+        ("w2", gt, gt, sector_image(narrow=False)),
+        ("x", gt, gt, None),
+    ]
+    report = evaluate_arrays(cases)
+    assert [b.name for b in report.blocks] == ["overall", "wide", "narrow"]
+    assert report.overall.n_cases == 4
+    assert report.block("wide").n_cases == 2 and report.block("narrow").n_cases == 1
+    assert report.block("narrow").metrics["dice_all"].mean == 1.0
+    assert [c.case_id for c in report.cases] == ["n1", "w1", "w2", "x"]
+    with pytest.raises(KeyError):
+        report.block("unknown")
+    with pytest.raises(ValueError, match="twice"):
+        evaluate_arrays([("a", gt, gt, None), ("a", gt, gt, None)])
+    with pytest.raises(ValueError, match="case b"):
+        evaluate_arrays([("b", gt[:10], gt, None)])
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def _write_png(path, labels):
+    assert cv2.imwrite(str(path), labels)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    pred, gt, img = tmp_path / "pred", tmp_path / "gt", tmp_path / "img"
+    for d in (pred, gt, img):
+        d.mkdir()
+    truth = scene()
+    _write_png(gt / "00001.png", truth)
+    _write_png(gt / "00002.png", truth)
+    sitk.WriteImage(sitk.GetImageFromArray(truth), str(gt / "00003.mha"))  # PSFHS-style 2-D label MHA
+    _write_png(gt / "00004.png", truth)  # no prediction
+    (gt / "notes.txt").write_text("not a mask")
+    _write_png(pred / "00001.png", truth)  # perfect
+    _write_png(pred / "00002.png", scene(dx=3))
+    _write_png(pred / "00003.png", truth)
+    _write_png(pred / "00009.png", truth)  # no ground truth
+    _write_png(img / "00001.png", sector_image(narrow=True))
+    _write_png(img / "00002.png", sector_image(narrow=False))
+    _write_png(img / "00003.png", sector_image(narrow=False))
+    return pred, gt, img
+
+
+def test_evaluate_folders_pairs_and_reports_missing(folders):
+    pred, gt, img = folders
+    report = evaluate_folders(pred, gt, img)
+    assert [c.case_id for c in report.cases] == ["00001", "00002", "00003"]
+    assert report.missing_predictions == ("00004",)
+    assert report.missing_ground_truth == ("00009",)
+    assert report.missing_images == ()
+    perfect = report.cases[0]
+    assert perfect.dice_all == 1.0 and perfect.delta_aop == 0.0 and perfect.style == "narrow"
+    assert report.cases[2].dice_all == 1.0  # MHA ground truth vs PNG prediction
+    assert report.block("wide").n_cases == 2 and report.block("narrow").n_cases == 1
+    assert report.overall.score is not None and report.overall.score < 1.0
+    # Without images: no style, no style blocks.
+    plain = evaluate_folders(pred, gt)
+    assert [b.name for b in plain.blocks] == ["overall"]
+    assert all(c.style is None for c in plain.cases)
+
+
+def test_missing_as_empty_scores_the_missing_prediction(folders):
+    pred, gt, _ = folders
+    report = evaluate_folders(pred, gt, missing_as_empty=True)
+    assert report.missing_predictions == ("00004",)  # still listed
+    missing = {c.case_id: c for c in report.cases}["00004"]
+    assert missing.dice_all == 0.0 and missing.hd_all == 100.0 and missing.status_pred == "failed"
+    assert report.overall.n_failed_pred_gt_ok == 1
+
+
+def test_unreadable_and_unmatched_images_are_reported(folders):
+    pred, gt, img = folders
+    (pred / "00004.png").write_bytes(b"not a png")
+    (img / "00002.png").unlink()
+    report = evaluate_folders(pred, gt, img)
+    assert [c for c, _ in report.unreadable] == ["00004"]
+    assert report.missing_predictions == ()
+    assert report.missing_images == ("00002",)
+    assert {c.case_id: c.style for c in report.cases}["00002"] is None
+
+
+def test_duplicate_case_ids_are_refused(folders):
+    pred, gt, _ = folders
+    _write_png(gt / "00001.bmp", scene())
+    with pytest.raises(ValueError, match="00001"):
+        evaluate_folders(pred, gt)
+    with pytest.raises(NotADirectoryError):
+        evaluate_folders(pred / "nope", gt)
+
+
+def test_read_label_mask_formats(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    truth = scene()
+    img = sitk.GetImageFromArray(truth)
+    img.SetSpacing((0.25, 0.3))
+    sitk.WriteImage(img, str(tmp_path / "a.nii.gz"))
+    labels, spacing = read_label_mask(tmp_path / "a.nii.gz")
+    assert np.array_equal(labels, truth) and spacing == pytest.approx((0.25, 0.3))
+    assert case_id_of(tmp_path / "a.nii.gz") == "a"
+    # 16-bit PNG keeps its values (no rescaling to 0-255).
+    wide = truth.astype(np.uint16) * 1000
+    _write_png(tmp_path / "b.png", wide)
+    labels, spacing = read_label_mask(tmp_path / "b.png")
+    assert labels.dtype == np.uint16 and labels.max() == 2000 and spacing is None
+    # A colour image with differing channels is not a mask.
+    colour = np.dstack([truth, truth, np.zeros_like(truth)])
+    _write_png(tmp_path / "c.png", colour)
+    from ipp_seg.io import ScanReadError
+
+    with pytest.raises(ScanReadError, match="colour"):
+        read_label_mask(tmp_path / "c.png")
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def test_csv_and_json(folders, tmp_path):
+    pred, gt, img = folders
+    report = evaluate_folders(pred, gt, img)
+    csv_path = write_case_csv(report, tmp_path / "cases.csv")
+    json_path = write_summary_json(report, tmp_path / "summary.json")
+
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["case_id"] for r in rows] == ["00001", "00002", "00003"]
+    assert tuple(rows[0]) == _CASE_COLUMNS
+    assert float(rows[0]["dice_all"]) == 1.0 and float(rows[0]["delta_aop"]) == 0.0
+    assert rows[0]["hsd_pred_mm"] == ""  # unknown, not a made-up number
+    assert set(SEGMENTATION_METRICS) <= set(rows[0])
+
+    summary = json.loads(json_path.read_text())
+    assert summary["missing_predictions"] == ["00004"]
+    assert summary["missing_ground_truth"] == ["00009"]
+    assert set(summary["blocks"]) == {"overall", "wide", "narrow"}
+    overall = summary["blocks"]["overall"]
+    assert overall["n_cases"] == 3
+    assert overall["score"] == pytest.approx(report.overall.score)
+    assert overall["metrics"]["dice_all"]["mean"] == pytest.approx(report.overall.metrics["dice_all"].mean)
+
+
+def test_case_columns_match_case_dict():
+    gt = scene()
+    r = evaluate_case(gt, gt)
+    assert isinstance(r, CaseResult)
+    assert tuple(r.to_dict()) == _CASE_COLUMNS
