@@ -107,6 +107,266 @@ def train(
     err.print(f"best epoch {result.best_epoch}: score {result.best_score:.4f}; checkpoints in {result.run_dir}")
 
 
+# --- inference --------------------------------------------------------------------------------
+
+MODEL_OPT = typer.Option(None, "--model", help="Shipped model name (see `ipp-seg models`) or a .onnx/.pt file.")
+BACKEND_OPT = typer.Option("onnx", "--backend", help="onnx (default, no torch needed) or torch.")
+DEVICE_OPT = typer.Option("cpu", "--device", help="cpu or cuda (falls back to cpu with a warning).")
+METHOD_OPT = typer.Option("ellipse", "--method", help="AoP method: ellipse (default), challenge or contour.")
+ORIENTATION_OPT = typer.Option("standard", "--orientation",
+                               help="standard: the PS's inferior end is its right-hand end as displayed; "
+                                    "mirrored: the left-hand end.")
+FRAMES_OPT = typer.Option("all", "--frames", help="Frames of multi-frame scans: all, N or A-B (0-based).")
+SPACING_OPT = typer.Option(None, "--spacing-mm",
+                           help="mm per pixel X[,Y] for images without calibration (a DICOM calibration wins).")
+TTA_OPT = typer.Option(False, "--tta", help="Test-time mirror augmentation: slower, sometimes more accurate.")
+
+
+def _parse_spacing(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"--spacing-mm must be X or X,Y in mm per pixel, got {text!r}")
+    if len(values) not in (1, 2) or any(v <= 0 for v in values):
+        fail(f"--spacing-mm must be one or two positive numbers, got {text!r}")
+    return (values[0], values[-1])
+
+
+def _check_choices(method: str, orientation: str, frames: str, backend: str, device: str) -> None:
+    from .io import parse_frame_selection
+    from .measure import METHODS, ORIENTATIONS
+
+    if method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if orientation not in ORIENTATIONS:
+        fail(f"--orientation must be one of {', '.join(ORIENTATIONS)}, got {orientation!r}")
+    if backend not in ("onnx", "torch"):
+        fail(f"--backend must be onnx or torch, got {backend!r}")
+    if device not in ("cpu", "cuda"):
+        fail(f"--device must be cpu or cuda, got {device!r}")
+    try:
+        parse_frame_selection(frames)
+    except ValueError as exc:
+        fail(f"--frames: {exc}")
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "-" if value is None or value == "" else f"{float(value):.{digits}f}"
+
+
+def _status_text(status: str, reasons: str) -> str:
+    colour = {"ok": "green", "warning": "yellow", "failed": "red"}.get(status, "white")
+    return f"[{colour}]{status}[/]" + (f" ({reasons})" if reasons else "")
+
+
+def _results_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col, justify in (("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
+                         ("HSD (px)", "right"), ("status", "left"), ("model", "left"), ("time (ms)", "right")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
+        table.add_row(str(r["file"]), str(r["frame"]), _fmt(r["aop_deg"]), _fmt(r["hsd_mm"]), _fmt(r["hsd_px"]),
+                      status, str(r.get("model", "")), _fmt(r.get("time_ms"), 0))
+    return table
+
+
+def _load_processor(options):
+    from .inference.backends import BackendError
+    from .inference.batch import FileProcessor
+    from .inference.registry import ModelNotFoundError
+
+    try:
+        return FileProcessor(options)
+    except (ModelNotFoundError, BackendError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def predict(
+    scans: list[Path] = typer.Argument(..., help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout (all else on stderr)."),
+    dicom_seg: bool = typer.Option(False, "--dicom-seg", help="With --out: a DICOM Segmentation per DICOM frame."),
+    dicom_sr: bool = typer.Option(False, "--dicom-sr", help="With --out: a DICOM Comprehensive SR per DICOM frame."),
+    model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
+    method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
+    spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
+) -> None:
+    """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
+    measurement failed; 2: unusable input or options."""
+    import json
+    import time
+
+    from .inference.batch import BatchOptions, FrameFailure, InferenceOptions, measurement_row
+    from .inference.report import frame_report, write_frame_outputs
+
+    _check_choices(method, orientation, frames, backend, device)
+    if (dicom_seg or dicom_sr) and out is None:
+        fail("--dicom-seg and --dicom-sr need --out DIR")
+    inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
+    processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
+    err.print(f"model {processor.model_name} on {processor.segmenter.provider}", highlight=False)
+    rows, reports = [], []
+    unusable = measurement_failed = False
+    for scan in scans:
+        started = time.perf_counter()
+        for result in processor.results(scan):
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if isinstance(result, FrameFailure):
+                unusable = True
+                row = measurement_row(str(scan), "" if result.frame_index is None else result.frame_index, None,
+                                      processor.model_name, None, result.reason, method, orientation)
+                err.print(f"[bold red]ipp-seg:[/] cannot read {scan}: {result.reason}", highlight=False)
+                reports.append({"file": str(scan), "frame": row["frame"], "status": "failed",
+                                "reasons": ["unreadable"], "error": result.reason})
+            else:
+                row = measurement_row(str(scan), result.frame.frame_index, result.measurement, processor.model_name,
+                                      result.frame.provenance.sop_instance_uid, "", method, orientation)
+                report = frame_report(result, processor.segmenter.provider, elapsed_ms)
+                reports.append(report)
+                measurement_failed |= result.measurement.status == "failed"
+                if out is not None:
+                    try:
+                        write_frame_outputs(result, out, report, dicom_seg=dicom_seg, dicom_sr=dicom_sr)
+                    except ImportError as exc:
+                        fail(str(exc))
+            row["time_ms"] = elapsed_ms
+            rows.append(row)
+            started = time.perf_counter()
+    if json_output:
+        typer.echo(json.dumps(reports, indent=2))
+    else:
+        Console().print(_results_table(rows, "ipp-seg predict"))
+    if unusable:
+        raise typer.Exit(2)
+    if measurement_failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def batch(
+    in_dir: Path = typer.Argument(..., help="Folder of scans (walked recursively)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/."),
+    glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
+    save_masks: bool = typer.Option(False, "--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
+    overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs under overlays/."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes (each loads the model once)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip what measurements.csv already holds."),
+    model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
+    method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
+    spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
+) -> None:
+    """Measure every scan in a folder into OUT/measurements.csv, one row per frame."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from .inference.backends import BackendError
+    from .inference.batch import BatchOptions, InferenceOptions, run_batch
+    from .inference.registry import ModelNotFoundError
+
+    _check_choices(method, orientation, frames, backend, device)
+    if not in_dir.is_dir():
+        fail(f"{in_dir} is not a folder")
+    inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
+    options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume)
+    counts = {"frames": 0, "failed": 0}
+    with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=0)
+
+        def on_start(total: int) -> None:
+            progress.update(task, total=total)
+
+        def on_progress(outcome) -> None:
+            counts["frames"] += len(outcome.rows)
+            counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
+                            failed=counts["failed"])
+
+        try:
+            summary = run_batch(options, on_progress=on_progress, on_start=on_start)
+        except (ModelNotFoundError, BackendError, NotADirectoryError) as exc:
+            fail(str(exc))
+    err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
+              f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
+              f"-> {summary.csv_path}", highlight=False)
+
+
+@app.command()
+def measure(
+    masks: list[Path] = typer.Argument(..., help="Label masks (PNG/MHA/NIfTI)."),
+    labels: str = typer.Option("ps=1,fh=2", "--labels", help="Label values of the structures, e.g. ps=7,fh=8."),
+    spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
+    json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout (all else on stderr)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
+) -> None:
+    """AoP and HSD from label masks you already have (manual annotations, another tool's output)."""
+    import csv
+    import json
+
+    from .inference.batch import CSV_COLUMNS, measurement_row
+    from .io import ScanReadError, read_frame
+    from .measure import measure_progress
+
+    _check_choices(method, orientation, "all", "onnx", "cpu")
+    try:
+        label_map = dict(part.split("=") for part in labels.split(","))
+        ps_label, fh_label = int(label_map["ps"]), int(label_map["fh"])
+    except (ValueError, KeyError):
+        fail(f"--labels must look like ps=1,fh=2, got {labels!r}")
+    spacing = _parse_spacing(spacing_mm)
+    rows, unusable, failed = [], False, False
+    for path in masks:
+        try:
+            frame = read_frame(path, 0, spacing)
+            result = measure_progress(frame.pixels.astype("int32"), frame.spacing_mm, method=method,
+                                      orientation=orientation, ps_label=ps_label, fh_label=fh_label)
+            row = measurement_row(str(path), 0, result, "", frame.provenance.sop_instance_uid, "", method, orientation)
+            failed |= result.status == "failed"
+        except ScanReadError as exc:
+            unusable = True
+            row = measurement_row(str(path), "", None, "", None, exc.reason, method, orientation)
+            err.print(f"[bold red]ipp-seg:[/] {exc}", highlight=False)
+        except ValueError as exc:
+            fail(f"{path}: {exc}")
+        rows.append(row)
+    if csv_path:
+        with open(csv_path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        Console().print(_results_table(rows, "ipp-seg measure"))
+    raise typer.Exit(2 if unusable else 1 if failed else 0)
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ipp-seg train` (.pt)."),
+    onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
+    opset: int = typer.Option(17, "--opset", min=17),
+) -> None:
+    """Export a training checkpoint to ONNX with the metadata inference needs."""
+    try:
+        from .nn.export import export_onnx
+        from .train.loop import load_checkpoint_model
+    except ImportError as exc:
+        fail(f"export needs torch and onnx: pip install 'ipp-seg[train]' ({exc})")
+    if not checkpoint.is_file():
+        fail(f"checkpoint {checkpoint} does not exist")
+    model, ckpt = load_checkpoint_model(checkpoint)
+    settings = ckpt.get("settings", {})
+    export_onnx(model, onnx, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"), opset)
+    err.print(f"wrote {onnx}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,115 @@
+"""Model backends: onnxruntime (the default, no torch needed) and PyTorch (optional).
+
+Both expose the same small interface: ``input_size`` (H, W), ``in_channels``,
+``normalisation`` (dict), ``name``, ``provider`` (what actually ran) and
+``logits(batch) -> np.ndarray`` for a float32 batch [N, C, H, W].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .preprocess import DEFAULT_NORMALISATION
+from .registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    config_name: str
+    input_size: tuple[int, int]
+    in_channels: int
+    normalisation: dict
+    class_names: tuple[str, ...]
+
+
+class OnnxSegmenter:
+    """onnxruntime session of an exported model; its metadata gives size and normalisation."""
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        if spec.onnx_path is None:
+            raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" in available:
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                log.warning("CUDA requested but onnxruntime has no CUDA provider here: running on CPU")
+        try:
+            self.session = ort.InferenceSession(str(spec.onnx_path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BackendError(f"cannot load model {spec.onnx_path}: {exc}") from exc
+        self.provider = self.session.get_providers()[0]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.info = ModelInfo(
+                name=spec.name, config_name=meta["config_name"],
+                input_size=tuple(json.loads(meta["input_size"])), in_channels=int(meta["input_channels"]),
+                normalisation=json.loads(meta["normalisation"]) or dict(DEFAULT_NORMALISATION),
+                class_names=tuple(json.loads(meta["class_names"])))
+        except KeyError as exc:
+            raise BackendError(f"{spec.onnx_path} lacks ipp-seg metadata ({exc}); export it with `ipp-seg export`")
+        self._input = self.session.get_inputs()[0].name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+class TorchSegmenter:
+    """A training checkpoint run by PyTorch (needs the [train] extra)."""
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu", threads: int | None = None) -> None:
+        try:
+            import torch
+
+            from ..train.loop import load_checkpoint_model
+        except ImportError as exc:
+            raise BackendError(f"the torch backend needs torch: pip install 'ipp-seg[train]' ({exc})") from exc
+        if spec.torch_path is None:
+            raise BackendError(f"model {spec.name} has no PyTorch weights; use --backend onnx")
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            log.warning("CUDA requested but torch sees no GPU: running on CPU")
+            device = "cpu"
+        self._torch = torch
+        self.device = torch.device(device)
+        self.provider = f"torch-{self.device.type}"
+        model, checkpoint = load_checkpoint_model(spec.torch_path)
+        self.model = model.to(self.device)
+        settings = checkpoint.get("settings", {})
+        self.info = ModelInfo(
+            name=spec.name, config_name=model.config.name,
+            input_size=tuple(settings.get("input_size", (256, 256))), in_channels=model.config.in_channels,
+            normalisation=settings.get("normalisation") or dict(DEFAULT_NORMALISATION),
+            class_names=model.config.class_names)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.no_grad():
+            x = self._torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+
+def load_segmenter(spec: ModelSpec, backend: str = "onnx", device: str = "cpu", threads: int | None = None):
+    if backend == "onnx":
+        return OnnxSegmenter(spec, device, threads)
+    if backend == "torch":
+        return TorchSegmenter(spec, device, threads)
+    raise BackendError(f"unknown backend {backend!r} (onnx or torch)")

@@ -1,0 +1,325 @@
+"""Batch processing of a folder of scans into ``measurements.csv``.
+
+Every file gets at least one row: a frame that was measured (status ok/warning/failed from the
+measurement), or a file/frame that could not be read (status failed, reason ``unreadable`` and
+the cause in ``error``). Rows are flushed as they are made, so an interrupted run loses
+nothing; ``resume`` skips the (file, frame) pairs that the CSV already holds. With several
+workers, files are processed in parallel processes that each load the model once; rows are
+written in file order, so the CSV does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
+from ..io.overlay import render_overlay
+from ..measure import Measurement
+from .backends import load_segmenter
+from .pipeline import FrameResult, measure_frame, segment_frames
+from .registry import resolve_model
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = (
+    "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
+    "spacing_x_mm", "spacing_y_mm", "method", "orientation", "model", "sop_instance_uid", "error",
+)
+CSV_NAME = "measurements.csv"
+FRAMES_PER_BATCH = 8
+STAGES = ("read_s", "preprocess_s", "model_s", "measure_s", "write_s")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    model: str | None = None
+    backend: str = "onnx"
+    device: str = "cpu"
+    method: str = "ellipse"
+    orientation: str = "standard"
+    frames: str = "all"
+    spacing_mm: tuple[float, float] | None = None
+    tta: bool = False
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    in_dir: Path
+    out_dir: Path
+    inference: InferenceOptions = InferenceOptions()
+    glob: str = "**/*"
+    save_masks: bool = False
+    overlays: bool = False
+    workers: int = 1
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class FrameFailure:
+    """A file (frame_index None) or one of its frames that could not be read."""
+
+    frame_index: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What one file produced: its CSV rows and time spent (s) by stage."""
+
+    file: str
+    rows: tuple[dict, ...]
+    timings: dict
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    files: int
+    rows: int
+    skipped_files: int
+    failed_rows: int
+    csv_path: Path
+    seconds: float
+    timings: dict
+
+
+def measurement_row(file: str, frame: int | str, measurement: Measurement | None, model: str,
+                    sop_instance_uid: str | None, error: str = "",
+                    method: str = "", orientation: str = "") -> dict:
+    """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists)."""
+    row = dict.fromkeys(CSV_COLUMNS, "")
+    row.update(file=file, frame=frame, model=model, sop_instance_uid=sop_instance_uid or "", error=error,
+               method=method, orientation=orientation)
+    if measurement is None:
+        row.update(status="failed", reasons="unreadable")
+    else:
+        for key, value in measurement.to_dict().items():
+            if key in row:
+                row[key] = "" if value is None else value
+    return row
+
+
+def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None) -> list[Path]:
+    """Every regular, non-hidden file under ``in_dir`` matching ``pattern``, sorted; any file is
+    listed (an unreadable one gets a failed row rather than vanishing from the results)."""
+    exclude = exclude.resolve() if exclude else None
+    found = []
+    for path in in_dir.glob(pattern):
+        rel = path.relative_to(in_dir)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if exclude and (exclude == path.resolve().parent or exclude in path.resolve().parents):
+            continue
+        found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
+
+
+def output_stem(rel: str, frame_index: int, n_frames: int) -> str:
+    """``a/b/scan`` or ``a/b/scan_f0003`` (multi-frame) for a file's relative path."""
+    stem = Path(rel)
+    for suffix in (".nii.gz",):
+        if rel.lower().endswith(suffix):
+            stem = Path(rel[: -len(suffix)])
+            break
+    else:
+        stem = stem.with_suffix("")
+    return f"{stem.as_posix()}_f{frame_index:04d}" if n_frames > 1 else stem.as_posix()
+
+
+class FileProcessor:
+    """Segments and measures the frames of one file at a time; holds the loaded model."""
+
+    def __init__(self, options: BatchOptions) -> None:
+        self.options = options
+        inf = options.inference
+        self.spec = resolve_model(inf.model)
+        self.segmenter = load_segmenter(self.spec, inf.backend, inf.device, inf.threads)
+
+    @property
+    def model_name(self) -> str:
+        return self.segmenter.info.name
+
+    def results(self, path: Path, done_frames: frozenset = frozenset(),
+                timings: dict | None = None) -> Iterator[FrameResult | FrameFailure]:
+        """Segment and measure the selected frames of one file, a few frames per model call.
+
+        Yields a :class:`FrameResult` per frame, or a :class:`FrameFailure` for a file or
+        frame that cannot be read (after which the file is abandoned).
+        """
+        inf = self.options.inference
+        timings = timings if timings is not None else {}
+        for key in STAGES:
+            timings.setdefault(key, 0.0)
+        try:
+            frames = read_frames(path, inf.frames, inf.spacing_mm)
+        except ScanReadError as exc:
+            yield FrameFailure(None, exc.reason)
+            return
+        pending: list = []
+        iterator = iter(frames)
+        index = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                frame = next(iterator)
+            except StopIteration:
+                break
+            except ScanReadError as exc:
+                yield from self._process(pending, timings)
+                # A frame that fails to decode ends the file: later frames cannot be trusted.
+                yield FrameFailure(index, exc.reason)
+                return
+            finally:
+                timings["read_s"] += time.perf_counter() - started
+            index = frame.frame_index + 1
+            if frame.frame_index in done_frames:
+                continue
+            pending.append(frame)
+            if len(pending) == FRAMES_PER_BATCH:
+                yield from self._process(pending, timings)
+                pending = []
+        yield from self._process(pending, timings)
+
+    def _process(self, frames: list, timings: dict) -> Iterator[FrameResult]:
+        if not frames:
+            return
+        inf = self.options.inference
+        masks, prep_s, model_s = segment_frames(frames, self.segmenter, inf.tta)
+        timings["preprocess_s"] += prep_s
+        timings["model_s"] += model_s
+        for frame, labels in zip(frames, masks):
+            started = time.perf_counter()
+            measurement = measure_frame(labels, frame, method=inf.method, orientation=inf.orientation)
+            timings["measure_s"] += time.perf_counter() - started
+            yield FrameResult(frame, labels, measurement, self.model_name)
+
+    def __call__(self, path: Path, done_frames: frozenset = frozenset()) -> FileOutcome:
+        """The CSV rows of one file, writing masks/overlays as the options ask."""
+        opts, inf = self.options, self.options.inference
+        rel = path.relative_to(opts.in_dir).as_posix()
+        timings: dict = {}
+        rows = []
+        for result in self.results(path, done_frames, timings):
+            if isinstance(result, FrameFailure):
+                rows.append(measurement_row(rel, "" if result.frame_index is None else result.frame_index, None,
+                                            self.model_name, None, result.reason, inf.method, inf.orientation))
+                continue
+            started = time.perf_counter()
+            frame = result.frame
+            stem = output_stem(rel, frame.frame_index, frame.n_frames)
+            if opts.save_masks:
+                write_label_png(opts.out_dir / "masks" / f"{stem}.png", result.labels)
+            if opts.overlays:
+                write_overlay_png(opts.out_dir / "overlays" / f"{stem}.png",
+                                  render_overlay(frame.pixels, result.labels, result.measurement, title=rel))
+            timings["write_s"] += time.perf_counter() - started
+            rows.append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
+                                        frame.provenance.sop_instance_uid, "", inf.method, inf.orientation))
+        return FileOutcome(rel, tuple(rows), timings)
+
+
+def read_done(csv_path: Path) -> dict[str, set]:
+    """(file -> set of frame indices, or {""} for a file-level failure) already in the CSV."""
+    done: dict[str, set] = {}
+    if not csv_path.exists():
+        return done
+    with open(csv_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            frame = row.get("frame", "")
+            done.setdefault(row["file"], set()).add(int(frame) if frame.isdigit() else "")
+    return done
+
+
+# Worker processes keep one FileProcessor each (the model is loaded once per process).
+_WORKER: FileProcessor | None = None
+
+
+def _worker_init(options: BatchOptions) -> None:
+    global _WORKER
+    _WORKER = FileProcessor(options)
+
+
+def _worker_run(args: tuple[Path, frozenset]) -> FileOutcome:
+    return _WORKER(*args)
+
+
+def run_batch(options: BatchOptions,
+              on_progress: Callable[[FileOutcome], None] | None = None,
+              on_start: Callable[[int], None] | None = None) -> BatchSummary:
+    """Process every scan under ``options.in_dir``; write ``out_dir/measurements.csv``."""
+    started = time.perf_counter()
+    if not options.in_dir.is_dir():
+        raise NotADirectoryError(f"{options.in_dir} is not a folder")
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = options.out_dir / CSV_NAME
+    done = read_done(csv_path) if options.resume else {}
+    if csv_path.exists() and not options.resume:
+        csv_path.unlink()
+    files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
+    todo: list[tuple[Path, frozenset]] = []
+    skipped = 0
+    for path in files:
+        rel = path.relative_to(options.in_dir).as_posix()
+        seen = done.get(rel)
+        if seen is not None and ("" in seen or _all_frames_done(path, seen, options.inference.frames)):
+            skipped += 1
+            continue
+        todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
+    if on_start:
+        on_start(len(todo))
+
+    workers = max(1, min(options.workers, len(todo) or 1))
+    cores = os.cpu_count() or 1
+    if options.inference.threads is None:
+        # Threads split between workers: oversubscribing 2 cores costs more than it gives.
+        options = replace(options, inference=replace(options.inference, threads=max(1, cores // workers)))
+    totals = dict.fromkeys(STAGES, 0.0)
+    n_rows = n_failed = 0
+    new_file = not csv_path.exists()
+    with open(csv_path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        if new_file:
+            writer.writeheader()
+            fh.flush()
+        for outcome in _outcomes(options, todo, workers):
+            for row in outcome.rows:
+                writer.writerow(row)
+                n_rows += 1
+                n_failed += row["status"] == "failed"
+            fh.flush()
+            for key, value in outcome.timings.items():
+                totals[key] += value
+            if on_progress:
+                on_progress(outcome)
+    return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals)
+
+
+def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
+    try:
+        wanted = parse_frame_selection(frames).indices(count_frames(path))
+    except (ScanReadError, ValueError):
+        return False
+    return all(i in seen for i in wanted)
+
+
+def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
+    if workers == 1:
+        processor = FileProcessor(options)
+        for item in todo:
+            yield processor(*item)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_worker_init, initargs=(options,)) as pool:
+        # imap keeps file order: the CSV is the same whatever the number of workers.
+        yield from pool.imap(_worker_run, todo, chunksize=1)
+
+
+__all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure", "InferenceOptions",
+           "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]

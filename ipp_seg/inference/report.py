@@ -1,0 +1,69 @@
+"""Per-frame outputs of ``predict``: a JSON-able report, and the files written with ``--out``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import __version__
+from ..io import write_label_png, write_overlay_png
+from .batch import output_stem
+from .pipeline import FrameResult
+
+
+def frame_report(result: FrameResult, provider: str, elapsed_ms: float) -> dict:
+    """Everything known about one frame's measurement, as plain JSON-able values."""
+    m = result.measurement
+    frame = result.frame
+    return {
+        "file": frame.provenance.path,
+        "frame": frame.frame_index,
+        "n_frames": frame.n_frames,
+        "sop_instance_uid": frame.provenance.sop_instance_uid,
+        "status": m.status,
+        "reasons": list(m.reasons),
+        "aop_deg": m.aop_deg,
+        "hsd_mm": m.hsd_mm,
+        "hsd_px": m.hsd_px,
+        "psfh_shortest_mm": m.psfh_shortest_mm,
+        "psfh_shortest_px": m.psfh_shortest_px,
+        "method": m.method,
+        "orientation": m.orientation,
+        "spacing_mm": None if m.spacing_mm is None else list(m.spacing_mm),
+        "landmarks": m.landmarks.to_dict(),
+        "model": result.model,
+        "provider": provider,
+        "ipp_seg_version": __version__,
+        "time_ms": round(elapsed_ms, 1),
+    }
+
+
+def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, dicom_seg: bool = False,
+                        dicom_sr: bool = False) -> list[Path]:
+    """Write ``<stem>_mask.png``, ``<stem>_overlay.png``, ``<stem>.json`` (and DICOM SEG/SR for
+    DICOM sources when asked) into ``out_dir``; return the paths written."""
+    from ..io.overlay import render_overlay
+
+    frame = result.frame
+    stem = output_stem(Path(frame.provenance.path).name, frame.frame_index, frame.n_frames)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png", out_dir / f"{stem}.json"]
+    write_label_png(written[0], result.labels)
+    write_overlay_png(written[1], render_overlay(frame.pixels, result.labels, result.measurement,
+                                                 title=Path(frame.provenance.path).name))
+    written[2].write_text(json.dumps(report, indent=2))
+    if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
+        import pydicom
+
+        from ..io.dicom_results import write_dicom_seg, write_dicom_sr
+
+        source = pydicom.dcmread(frame.provenance.path)
+        number = frame.provenance.frame_number
+        if dicom_seg:
+            written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm", frame_number=number,
+                                           model_name=result.model, software_version=__version__))
+        if dicom_sr:
+            written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
+                                          frame_number=number, model_name=result.model,
+                                          software_version=__version__))
+    return written
