@@ -21,6 +21,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 err = Console(stderr=True)
 
 
+def _table(title: str, columns, justify: str = "left") -> Table:
+    """A table whose cells fold rather than truncate: names and numbers stay whole."""
+    table = Table(title=title)
+    for col in columns:
+        name, just = col if isinstance(col, tuple) else (col, justify)
+        table.add_column(name, justify=just, overflow="fold")
+    return table
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print an actionable error (never a traceback) and exit."""
     err.print(f"[bold red]ipp-seg:[/] {message}", highlight=False)
@@ -43,12 +52,22 @@ def main_options(
 
 @app.command()
 def models() -> None:
-    """List the network configs (parameters, MACs at 256x256)."""
+    """List the shipped models (with their model cards' validation metrics) and the network
+    configs (parameters, MACs at 256x256)."""
+    from .inference.registry import DEFAULT_MODEL, shipped_models
     from .nn.configs import list_configs
 
-    table = Table(title="Network configs")
-    for col in ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"):
-        table.add_column(col)
+    shipped = _table("Shipped models", ("model", "config", "Dice PS", "Dice FH", "median |ΔAoP| (°)", "score",
+                                        "files"))
+    for spec in shipped_models():
+        metrics = (spec.card or {}).get("validation", {}).get("overall", {})
+        files = ", ".join(p.name for p in (spec.onnx_path, spec.torch_path) if p is not None)
+        name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
+        shipped.add_row(name, spec.card.get("config", ""), _fmt(metrics.get("dice_ps"), 3),
+                        _fmt(metrics.get("dice_fh"), 3), _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
+                        _fmt(metrics.get("score"), 3), files)
+    Console().print(shipped if shipped.row_count else "No shipped models found (models/ folder).")
+    table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
         table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}", c.notes)
     Console().print(table)
@@ -162,10 +181,8 @@ def _status_text(status: str, reasons: str) -> str:
 
 
 def _results_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title)
-    for col, justify in (("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
-                         ("HSD (px)", "right"), ("status", "left"), ("model", "left"), ("time (ms)", "right")):
-        table.add_column(col, justify=justify)
+    table = _table(title, (("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
+                           ("HSD (px)", "right"), ("status", "left"), ("model", "left"), ("time (ms)", "right")))
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
         table.add_row(str(r["file"]), str(r["frame"]), _fmt(r["aop_deg"]), _fmt(r["hsd_mm"]), _fmt(r["hsd_px"]),
@@ -365,6 +382,48 @@ def export(
     settings = ckpt.get("settings", {})
     export_onnx(model, onnx, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"), opset)
     err.print(f"wrote {onnx}")
+
+
+@app.command()
+def evaluate(
+    pred_dir: Path = typer.Argument(..., help="Predicted label masks (PNG/MHA/NIfTI), named by case ID."),
+    gt_dir: Path = typer.Argument(..., help="Ground-truth label masks, same names."),
+    images: Optional[Path] = typer.Option(None, "--images", help="The frames (tells the acquisition style apart)."),
+    method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here."),
+) -> None:
+    """Dice, Hausdorff and surface distances, ΔAoP, ΔHSD and the FH-PS-AOP 2023 score, per
+    case, overall and per acquisition style."""
+    from .evaluate import evaluate_folders, write_case_csv, write_summary_json
+
+    _check_choices(method, orientation, "all", "onnx", "cpu")
+    for folder in (pred_dir, gt_dir, images):
+        if folder is not None and not folder.is_dir():
+            fail(f"{folder} is not a folder")
+    report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation)
+    table = _table(f"ipp-seg evaluate ({method})", ("block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)",
+                                                     "ASD all (px)", "mean |ΔAoP| (°)", "median |ΔAoP| (°)",
+                                                     "failed", "score"), justify="right")
+    for block in report.blocks:
+        m = block.metrics
+        table.add_row(block.name, str(block.n_cases), _fmt(m["dice_ps"].mean, 4), _fmt(m["dice_fh"].mean, 4),
+                      _fmt(m["dice_all"].mean, 4), _fmt(m["hd_all"].mean, 2), _fmt(m["asd_all"].mean, 2),
+                      _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), str(block.n_failed_pred),
+                      _fmt(block.score, 4))
+    Console().print(table)
+    for label, ids in (("missing predictions", report.missing_predictions),
+                       ("predictions without ground truth", report.missing_ground_truth)):
+        if ids:
+            err.print(f"[yellow]{len(ids)} {label}:[/] {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
+    for case_id, reason in report.unreadable:
+        err.print(f"[red]cannot evaluate {case_id}:[/] {reason}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_case_csv(report, out / "cases.csv")
+        write_summary_json(report, out / "summary.json")
+        err.print(f"wrote {out / 'cases.csv'} and {out / 'summary.json'}")
+    if not report.cases:
+        fail("no case could be evaluated (are the masks named by the same case IDs?)")
 
 
 def main() -> None:

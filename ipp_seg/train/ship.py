@@ -1,0 +1,158 @@
+"""Turn a finished training run into a shipped model: ONNX export, slim PyTorch weights, and a
+model card (JSON + Markdown) with the validation metrics measured through the same inference
+path users run (onnxruntime, pre/post-processing, measurement).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..evaluate import evaluate_arrays, summarise_block
+from ..inference.backends import OnnxSegmenter
+from ..inference.pipeline import segment_frames
+from ..inference.registry import ModelSpec, sha256_of
+from ..io import read_frame
+from ..nn.export import export_onnx
+from .data import find_pairs, load_cases
+from .loop import BEST, load_checkpoint_model
+
+log = logging.getLogger(__name__)
+
+PSFHS_CITATION = ("Chen G, Bai J, Ou Z, Lu Y, Wang H. PSFHS: Intrapartum ultrasound image dataset for AI-based "
+                  "segmentation of pubic symphysis and fetal head. Scientific Data 11:436 (2024), "
+                  "doi:10.1038/s41597-024-03266-4. Data: Zenodo 10969427, CC BY 4.0.")
+
+
+def _block_metrics(block) -> dict:
+    m = block.metrics
+    return {
+        "cases": block.n_cases,
+        "dice_ps": m["dice_ps"].mean, "dice_fh": m["dice_fh"].mean, "dice_all": m["dice_all"].mean,
+        "hd_all_px": m["hd_all"].mean, "asd_all_px": m["asd_all"].mean,
+        "mean_abs_delta_aop_deg": m["delta_aop"].mean, "median_abs_delta_aop_deg": m["delta_aop"].median,
+        "failed_measurements": block.n_failed_pred, "failed_with_gt_ok": block.n_failed_pred_gt_ok,
+        "score": block.score,
+    }
+
+
+def validate_onnx(onnx_path: Path, data: str | Path, validation_ids: list[str],
+                  blocks: dict[str, tuple[str, str]], tta: bool = False) -> dict:
+    """Segment the validation frames with the ONNX model as users would and evaluate them, per
+    named block of IDs (``{"name": (first_id, last_id)}``) and overall, with the default
+    (ellipse) and the challenge AoP method."""
+    segmenter = OnnxSegmenter(ModelSpec(onnx_path.stem, onnx_path, None, None), threads=None)
+    pairs = {cid: (img, lab) for cid, img, lab in find_pairs(data)}
+    wanted = set(validation_ids)
+    truth = {c.case_id: c for c in load_cases(data, wanted)}
+    predictions = {}
+    started = time.perf_counter()
+    ids = sorted(wanted)
+    for start in range(0, len(ids), 8):
+        chunk = ids[start:start + 8]
+        frames = [read_frame(pairs[cid][0]) for cid in chunk]
+        masks, _, _ = segment_frames(frames, segmenter, tta)
+        predictions.update(zip(chunk, masks))
+    seconds = time.perf_counter() - started
+    results = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta}
+    for method in ("ellipse", "challenge"):
+        report = evaluate_arrays([(cid, predictions[cid], truth[cid].labels, truth[cid].image) for cid in ids],
+                                 method=method)
+        per_method = {"overall": _block_metrics(report.overall)}
+        for name, (first, last) in blocks.items():
+            cases = [c for c in report.cases if first <= c.case_id <= last]
+            per_method[name] = _block_metrics(summarise_block(name, cases))
+        for block in report.blocks[1:]:  # styles told apart from the frames themselves
+            per_method[f"style:{block.name}"] = _block_metrics(block)
+        results[method] = per_method
+    return results
+
+
+def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
+               blocks: dict[str, tuple[str, str]], data: str | Path) -> dict:
+    """Export ``run_dir/best.pt`` as ``models/<name>.{onnx,pt,json,md}``; return the card."""
+    run_dir, models_dir = Path(run_dir), Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    model, checkpoint = load_checkpoint_model(run_dir / BEST)
+    settings = checkpoint["settings"]
+    onnx_path = export_onnx(model, models_dir / f"{name}.onnx", tuple(settings["input_size"]),
+                            settings["normalisation"], extra_metadata={"model_name": name})
+    torch_path = models_dir / f"{name}.pt"
+    slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
+                                       "best_score", "epoch", "machine")}
+    torch.save(slim, torch_path)
+    validation = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks)
+    history = checkpoint["history"]
+    card = {
+        "name": name,
+        "config": checkpoint["config"]["name"],
+        "ipp_seg_version": __version__,
+        "classes": list(model.config.class_names),
+        "input_size": settings["input_size"],
+        "normalisation": settings["normalisation"],
+        "training": {
+            "data": "PSFHS (shared copy, 1,058 frames); " + PSFHS_CITATION,
+            "licence_of_data": "CC BY 4.0",
+            "train_ids": f"{checkpoint['split']['train'][0]}-{checkpoint['split']['train'][-1]} "
+                         f"({len(checkpoint['split']['train'])} frames, validation blocks excluded)",
+            "validation_blocks": {k: list(v) for k, v in blocks.items()},
+            "command": command,
+            "seed": settings["seed"],
+            "epochs_run": checkpoint["epoch"],
+            "epochs_planned": settings["epochs"],
+            "best_epoch": checkpoint["best_epoch"],
+            "hours": round(sum(h["seconds"] for h in history) / 3600, 2),
+            "machine": checkpoint.get("machine", {}),
+            "recipe": {k: settings[k] for k in ("batch_size", "learning_rate", "weight_decay", "warmup_epochs",
+                                                "dice_weight", "ce_class_weights", "dice_class_weights",
+                                                "augmentation")},
+        },
+        "validation": validation["ellipse"],
+        "validation_challenge_method": validation["challenge"],
+        "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
+                            "AoP differences are predicted mask vs ground-truth mask, same method.",
+        "files": {
+            "onnx": {"name": onnx_path.name, "sha256": sha256_of(onnx_path), "bytes": onnx_path.stat().st_size},
+            "torch": {"name": torch_path.name, "sha256": sha256_of(torch_path), "bytes": torch_path.stat().st_size},
+        },
+        "exported_on": platform.platform(),
+    }
+    (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
+    (models_dir / f"{name}.md").write_text(model_card_markdown(card))
+    return card
+
+
+def model_card_markdown(card: dict) -> str:
+    t = card["training"]
+    lines = [f"# {card['name']}", "",
+             f"Config `{card['config']}`; classes {', '.join(card['classes'])}; input {card['input_size']} "
+             f"(per-frame percentile normalisation, see the JSON card).", "",
+             "## Training", "",
+             f"- Data: {t['data']}", f"- Training IDs: {t['train_ids']}",
+             f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
+             f"best epoch {t['best_epoch']}; {t['hours']} h on {t['machine'].get('processor') or 'CPU'} "
+             f"({t['machine'].get('platform', '')}).", "",
+             "## Validation (never trained on)", "",
+             "| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
+             "failed | score |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for method_key, method in (("validation", "ellipse"), ("validation_challenge_method", "challenge")):
+        for block, m in card[method_key].items():
+            lines.append(f"| {block} | {method} | {m['cases']} | {_f(m['dice_ps'])} | {_f(m['dice_fh'])} | "
+                         f"{_f(m['dice_all'])} | {_f(m['hd_all_px'], 2)} | {_f(m['mean_abs_delta_aop_deg'], 2)} / "
+                         f"{_f(m['median_abs_delta_aop_deg'], 2)} | {m['failed_measurements']} | {_f(m['score'])} |")
+    lines += ["", "## Files", ""]
+    lines += [f"- `{f['name']}`: sha256 `{f['sha256']}` ({f['bytes']:,} bytes)" for f in card["files"].values()]
+    lines += ["", "## Known limits", "",
+              "- Trained on one data source (PSFHS, two acquisition styles); other machines may differ.",
+              "- Validation overestimates accuracy on unseen frames; the AoP depends strongly on the small PS.", ""]
+    return "\n".join(lines)
+
+
+def _f(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,34 @@
+"""Ship a finished training run as models/<name>.{onnx,pt,json,md}.
+
+    python scripts/ship_model.py runs/dssau-net-s --name dssau-net-s \
+        --command "ipp-seg train ../shared/data/psfhs --config dssau-net-s ..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ipp_seg.train.ship import ship_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--command", required=True, help="The exact command that trained the run.")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/psfhs")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    blocks = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
+    card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data)
+    print(json.dumps(card["validation"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`ipp-seg batch`: every frame gets a row, failures say why, resume adds nothing, workers
+do not change the CSV."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ipp_seg.cli import app
+from ipp_seg.inference.batch import CSV_COLUMNS, output_stem, read_done
+from ipp_seg.io import read_frame
+
+
+def _multiframe_dicom(source, path, n_frames=3):
+    """A multi-frame ultrasound DICOM made from the single-frame sample (frames shifted)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(source)
+    frame = ds.pixel_array
+    frames = np.stack([np.roll(frame, 3 * i, axis=1) for i in range(n_frames)])
+    ds.NumberOfFrames = n_frames
+    ds.FrameIncrementPointer = pydicom.tag.Tag(0x0018, 0x1063)
+    ds.FrameTime = 40
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path, sample_png, sample_dicom):
+    root = tmp_path / "scans"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(sample_png, root / "a.png")
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), root / "sub" / "b.png")
+    _multiframe_dicom(sample_dicom, root / "sub" / "cine.dcm")
+    data = sample_dicom.read_bytes()
+    (root / "corrupt.dcm").write_bytes(data[: len(data) // 2])  # truncated pixel data
+    (root / "readme.txt").write_text("not a scan")
+    (root / ".hidden.png").write_bytes(b"ignored")
+    return root
+
+
+def _run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_batch_mixed_folder(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out, "--save-masks", "--overlays")
+    assert result.exit_code == 0, result.output
+    rows = _rows(out / "measurements.csv")
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    by_file = {}
+    for r in rows:
+        by_file.setdefault(r["file"], []).append(r)
+    assert set(by_file) == {"a.png", "sub/b.png", "sub/cine.dcm", "corrupt.dcm", "readme.txt"}
+    assert [r["frame"] for r in by_file["sub/cine.dcm"]] == ["0", "1", "2"]
+    assert all(r["sop_instance_uid"] for r in by_file["sub/cine.dcm"])
+    assert all(float(r["spacing_x_mm"]) == pytest.approx(0.35) for r in by_file["sub/cine.dcm"])
+    for bad in ("corrupt.dcm", "readme.txt"):
+        (row,) = by_file[bad]
+        assert row["status"] == "failed" and row["reasons"] == "unreadable" and row["error"]
+        assert row["aop_deg"] == "" and row["hsd_mm"] == ""
+    good = by_file["a.png"][0]
+    assert good["status"] in ("ok", "warning") and 60 <= float(good["aop_deg"]) <= 200
+    assert "spacing_unknown" in good["reasons"] and good["hsd_mm"] == "" and float(good["hsd_px"]) > 0
+    mask = read_frame(out / "masks" / "sub" / "cine_f0001.png").pixels
+    assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 1, 2}
+    assert (out / "masks" / "a.png").exists() and (out / "overlays" / "sub" / "b.png").exists()
+
+    # --resume on a finished run adds nothing.
+    again = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert again.exit_code == 0, again.output
+    assert _rows(out / "measurements.csv") == rows
+
+
+def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    full = _rows(out / "measurements.csv")
+    # Simulate an interruption after the first rows (flushed as they were made).
+    with open(out / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(full[:3])
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    resumed = _rows(out / "measurements.csv")
+    key = lambda r: (r["file"], r["frame"])  # noqa: E731
+    assert sorted(resumed, key=key) == sorted(full, key=key)
+
+
+def test_two_workers_give_the_same_csv(mixed_folder, tmp_path):
+    assert _run("batch", mixed_folder, "--out", tmp_path / "one").exit_code == 0
+    result = _run("batch", mixed_folder, "--out", tmp_path / "two", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "one" / "measurements.csv").read_text() == (tmp_path / "two" / "measurements.csv").read_text()
+
+
+def test_glob_and_frames_filter(mixed_folder, tmp_path):
+    result = _run("batch", mixed_folder, "--out", tmp_path / "o", "--glob", "**/*.dcm", "--frames", "1-2")
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "o" / "measurements.csv")
+    assert {(r["file"], r["frame"]) for r in rows} == {("sub/cine.dcm", "1"), ("sub/cine.dcm", "2"),
+                                                      ("corrupt.dcm", "")}
+
+
+def test_batch_missing_folder_exits_2(tmp_path):
+    result = _run("batch", tmp_path / "nope", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "not a folder" in result.output
+
+
+def test_output_stem_and_read_done(tmp_path):
+    assert output_stem("a/b/scan.dcm", 3, 10) == "a/b/scan_f0003"
+    assert output_stem("a/scan.nii.gz", 0, 1) == "a/scan"
+    path = tmp_path / "m.csv"
+    path.write_text("file,frame\nx.png,0\ny.dcm,\n")
+    assert read_done(path) == {"x.png": {0}, "y.dcm": {""}}

@@ -1,0 +1,174 @@
+"""The command line, through Typer's CliRunner: each command and its exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ipp_seg import __version__
+from ipp_seg.cli import app
+from ipp_seg.io import read_frame
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    # A wide terminal, so table cells are not folded mid-word.
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_models_lists_configs_and_shipped_models():
+    result = invoke("models")
+    assert result.exit_code == 0, result.output
+    for name in ("dssau-net-paper", "star-dssau-net-paper", "dssau-net-s", "star-dssau-net-s", "29.21"):
+        assert name in result.stdout
+    assert "(default)" in result.stdout  # a shipped default model exists
+
+
+def test_cli_import_and_help_do_not_import_torch():
+    code = ("import sys; from typer.testing import CliRunner; from ipp_seg.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_predict_png_prints_table_and_writes_nothing(sample_png, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("predict", sample_png)
+    assert result.exit_code == 0, result.output
+    assert "AoP" in result.stdout and "spacing_unknown" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_json_and_out_dir(sample_dicom, tmp_path):
+    result = invoke("predict", sample_dicom, "--json", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.stdout)  # stdout is JSON only
+    assert len(reports) == 1
+    report = reports[0]
+    assert report["status"] in ("ok", "warning")
+    assert report["spacing_mm"] == pytest.approx([0.35, 0.35])
+    assert 60 <= report["aop_deg"] <= 200
+    assert report["hsd_mm"] == pytest.approx(report["hsd_px"] * 0.35, rel=1e-6) if report["hsd_mm"] else True
+    mask = read_frame(tmp_path / "out" / "psfhs_04700_us_mask.png").pixels
+    assert mask.shape == (256, 256) and set(np.unique(mask)) == {0, 1, 2}
+    assert (tmp_path / "out" / "psfhs_04700_us_overlay.png").exists()
+    assert json.loads((tmp_path / "out" / "psfhs_04700_us.json").read_text())["aop_deg"] == report["aop_deg"]
+
+
+def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
+    pytest.importorskip("highdicom")
+    result = invoke("predict", sample_dicom, "--out", tmp_path, "--dicom-seg", "--dicom-sr")
+    assert result.exit_code == 0, result.output
+    import pydicom
+
+    seg = pydicom.dcmread(tmp_path / "psfhs_04700_us_seg.dcm")
+    sr = pydicom.dcmread(tmp_path / "psfhs_04700_us_sr.dcm")
+    source_uid = pydicom.dcmread(sample_dicom).SOPInstanceUID
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0] \
+        .ReferencedSOPInstanceUID == source_uid
+    assert sr.Modality == "SR"
+
+
+def test_predict_unreadable_input_exits_2(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a scan")
+    result = invoke("predict", bad)
+    assert result.exit_code == 2
+    assert "cannot read" in result.output and "Traceback" not in result.output
+
+
+def test_predict_failed_measurement_exits_1(tmp_path):
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.zeros((256, 256), np.uint8))
+    result = invoke("predict", blank, "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)[0]
+    assert report["status"] == "failed" and report["aop_deg"] is None
+
+
+@pytest.mark.parametrize("args", [["--method", "guess"], ["--orientation", "up"], ["--frames", "x-y"],
+                                  ["--spacing-mm", "-1"], ["--model", "no-such-model"], ["--backend", "tf"]])
+def test_predict_bad_options_exit_2(sample_png, args):
+    result = invoke("predict", sample_png, *args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_predict_mirrored_orientation_is_recorded(sample_png):
+    result = invoke("predict", sample_png, "--json", "--orientation", "mirrored", "--method", "contour")
+    assert result.exit_code in (0, 1)
+    report = json.loads(result.stdout)[0]
+    assert report["orientation"] == "mirrored" and report["method"] == "contour"
+
+
+def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
+    import cv2
+
+    labels = read_frame(psfhs_dir / "label_mha" / "04700.mha").pixels.astype(np.uint8)
+    relabelled = np.select([labels == 1, labels == 2], [7, 8], 0).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "m.png"), relabelled)
+    out_csv = tmp_path / "m.csv"
+    result = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--spacing-mm", "0.2",
+                    "--json", "--csv", out_csv, "--method", "challenge")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    reference = {r["case"]: float(r["aop_deg"]) for r in csv.DictReader(open(psfhs_dir / "aop_reference.csv"))}
+    assert float(row["aop_deg"]) == pytest.approx(reference["04700"], abs=0.01)
+    assert float(row["spacing_x_mm"]) == 0.2
+    rows = list(csv.DictReader(open(out_csv)))
+    assert len(rows) == 1 and rows[0]["status"] in ("ok", "warning")
+
+
+def test_measure_wrong_labels_option_exits_2(tmp_path):
+    result = invoke("measure", tmp_path / "x.png", "--labels", "ps7")
+    assert result.exit_code == 2
+
+
+def test_evaluate_command(tmp_path, psfhs_dir):
+    import cv2
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    for case in ("04700", "04750"):
+        gt = read_frame(psfhs_dir / "label_mha" / f"{case}.mha").pixels.astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "gt" / f"{case}.png"), gt)
+        cv2.imwrite(str(tmp_path / "pred" / f"{case}.png"), gt)
+    result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["blocks"]["overall"]["metrics"]["dice_all"]["mean"] == 1.0
+    assert summary["blocks"]["overall"]["score"] == pytest.approx(1.0)
+    assert len(list(csv.DictReader(open(tmp_path / "ev" / "cases.csv")))) == 2
+
+
+def test_export_command(tmp_path):
+    torch = pytest.importorskip("torch")
+    from ipp_seg.nn.dssau_net import build_network
+
+    model = build_network("dssau-net-s")
+    torch.save({"model": model.state_dict(), "config": model.config.to_dict(),
+                "settings": {"input_size": [96, 96], "normalisation": {"kind": "percentile", "low_percentile": 1.0,
+                                                                      "high_percentile": 99.0, "clip_low": -0.5,
+                                                                      "clip_high": 2.0, "offset": 0.5}}},
+               tmp_path / "ck.pt")
+    result = invoke("export", tmp_path / "ck.pt", "--onnx", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(tmp_path / "m.onnx")).get_modelmeta().custom_metadata_map
+    assert json.loads(meta["input_size"]) == [96, 96] and meta["config_name"] == "dssau-net-s"
+    assert invoke("export", tmp_path / "missing.pt", "--onnx", tmp_path / "x.onnx").exit_code == 2

@@ -1,0 +1,115 @@
+"""The training loop, its losses, resume, and the data split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training tests need torch (pip install -e '.[dev]')")
+
+from ipp_seg.train.data import AugmentationSettings, augment, contiguous_split, find_pairs  # noqa: E402
+from ipp_seg.train.loop import TrainSettings, lr_at, train  # noqa: E402
+from ipp_seg.train.losses import segmentation_loss, soft_dice_loss  # noqa: E402
+
+
+def _synthetic_folder(tmp_path, n=6, size=64):
+    """PNG image/mask pairs: a bright bar (PS) and a disc (FH)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir(parents=True)
+    (tmp_path / "masks").mkdir()
+    for i in range(n):
+        labels = np.zeros((size, size), np.uint8)
+        cv2.ellipse(labels, (20 + i, 18), (10, 3), 20, 0, 360, 1, -1)
+        cv2.circle(labels, (40, 42 - i), 14, 2, -1)
+        image = (labels * 90 + rng.integers(0, 40, labels.shape)).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "images" / f"case{i:03d}.png"), image)
+        cv2.imwrite(str(tmp_path / "masks" / f"case{i:03d}.png"), labels)
+    return tmp_path
+
+
+def test_soft_dice_has_gradient():
+    logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 16, 16))
+    loss = soft_dice_loss(logits, labels)
+    loss.backward()
+    assert 0 < float(loss) < 1
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_soft_dice_is_zero_for_a_perfect_prediction():
+    labels = torch.randint(0, 3, (1, 8, 8))
+    logits = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float() * 50
+    assert float(soft_dice_loss(logits, labels, eps=1e-6)) < 1e-4
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 100, 10, 1e-3, 0.01) for s in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] == pytest.approx(1e-3)
+    assert lrs[50] < lrs[10] and lrs[-1] == pytest.approx(1e-5, rel=0.05)
+
+
+def test_contiguous_split_never_random():
+    ids = [f"{i:05d}" for i in range(100, 160)]
+    split = contiguous_split(ids, validation_count=10, extra_validation=("00120", "00124"))
+    assert split.validation_ids == tuple(f"{i:05d}" for i in [*range(120, 125), *range(150, 160)])
+    assert not set(split.train_ids) & set(split.validation_ids)
+    assert len(split.train_ids) + len(split.validation_ids) == 60
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+    rng = np.random.default_rng(1)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[20:40, 10:30] = 2
+    image = np.where(labels == 2, 200, 10).astype(np.uint8)
+    no_noise = AugmentationSettings(gain_range=(1, 1), gamma_range=(1, 1), depth_gain_probability=0,
+                                    speckle_probability=0, blur_probability=0, sector_probability=0)
+    for _ in range(5):
+        img, lab = augment(image, labels, rng, no_noise)
+        assert img.shape == lab.shape == (64, 64)
+        inside = img[lab == 2]
+        if inside.size:  # the bright square moved with its label
+            assert np.median(inside) > 150
+
+
+def test_training_two_steps_loss_falls_and_resume_restores_optimiser(tmp_path):
+    data = _synthetic_folder(tmp_path / "data")
+    assert len(find_pairs(data)) == 6
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=2,
+                             batch_size=4, validation_count=2, learning_rate=2e-3, warmup_epochs=0.0,
+                             input_size=(64, 64), threads=1, bf16=False,
+                             augmentation=AugmentationSettings(rotation_deg=0, scale_range=(1, 1),
+                                                               translate_fraction=0, flip_probability=0,
+                                                               sector_probability=0))
+    losses = []
+    result = train(settings, on_step=lambda e, s, n, loss: losses.append(loss))
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert (tmp_path / "run" / "last.pt").exists() and (tmp_path / "run" / "best.pt").exists()
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["validation"] == ["case004", "case005"]
+    assert result.history[-1].epoch == 2
+
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    more = TrainSettings(**{**settings.__dict__, "epochs": 3})
+    resumed_epochs = []
+    train(more, resume=True, on_epoch=lambda r: resumed_epochs.append(r.epoch))
+    assert resumed_epochs == [3]  # continued, not restarted
+    after = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    # The optimiser state was restored and advanced by one more step, not re-initialised.
+    assert saved["optimiser"]["state"][0]["step"] == 2
+    assert after["optimiser"]["state"][0]["step"] == 3
+    assert len(after["history"]) == 3
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(TrainSettings(config="dssau-net-s", data=str(tmp_path), out=str(tmp_path / "run")), resume=True)
+
+
+def test_segmentation_loss_is_finite():
+    loss = segmentation_loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8)),
+                             ce_class_weights=(1.0, 2.0, 1.0), dice_class_weights=(1.5, 1.0))
+    assert torch.isfinite(loss)
