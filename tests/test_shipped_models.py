@@ -1,0 +1,63 @@
+"""The shipped models: files present, checksums as their cards say, and they segment a sample."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ipp_seg.inference.backends import OnnxSegmenter
+from ipp_seg.inference.pipeline import predict_frame
+from ipp_seg.inference.registry import DEFAULT_MODEL, models_dir, resolve_model, sha256_of, shipped_models
+from ipp_seg.io import read_frame
+
+SHIPPED = ("dssau-net-s", "star-dssau-net-s")
+
+
+def test_both_small_models_are_shipped_with_cards():
+    names = {s.name for s in shipped_models()}
+    assert set(SHIPPED) <= names
+    assert DEFAULT_MODEL in names
+    for name in SHIPPED:
+        assert (models_dir() / f"{name}.md").exists()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_files_match_card_checksums_and_size_limit(name):
+    spec = resolve_model(name)
+    for key, path in (("onnx", spec.onnx_path), ("torch", spec.torch_path)):
+        entry = spec.card["files"][key]
+        assert path.name == entry["name"]
+        assert path.stat().st_size == entry["bytes"] < 25 * 1024 * 1024
+        assert sha256_of(path) == entry["sha256"], f"{path.name} differs from its model card"
+    card = spec.card
+    assert card["config"] in ("dssau-net-s", "star-dssau-net-s")
+    assert card["training"]["command"].startswith("ipp-seg train")
+    assert "10.1038/s41597-024-03266-4" in card["training"]["data"]
+    assert card["validation"]["overall"]["cases"] == 230
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_model_segments_a_sample_frame_with_both_structures(name, sample_png):
+    spec = resolve_model(name)
+    segmenter = OnnxSegmenter(spec, threads=1)
+    meta_name = segmenter.session.get_modelmeta().custom_metadata_map["config_name"]
+    assert meta_name == spec.card["config"]
+    result = predict_frame(read_frame(sample_png), segmenter)
+    counts = np.bincount(result.labels.ravel(), minlength=3)
+    assert counts[1] > 50 and counts[2] > 1000, counts  # PS and FH both found
+    assert result.measurement.status in ("ok", "warning")
+    assert 60 <= result.measurement.aop_deg <= 200
+
+
+def test_unknown_model_name_lists_the_shipped_ones():
+    from ipp_seg.inference.registry import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="dssau-net-s"):
+        resolve_model("nonexistent-model")
+
+
+def test_cards_are_valid_json():
+    for card_path in models_dir().glob("*.json"):
+        json.loads(card_path.read_text())
