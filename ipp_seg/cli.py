@@ -326,8 +326,9 @@ def measure(
     import csv
     import json
 
+    from .evaluate import read_label_mask
     from .inference.batch import CSV_COLUMNS, measurement_row
-    from .io import ScanReadError, read_frame
+    from .io import ScanReadError
     from .measure import measure_progress
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
@@ -340,10 +341,11 @@ def measure(
     rows, unusable, failed = [], False, False
     for path in masks:
         try:
-            frame = read_frame(path, 0, spacing)
-            result = measure_progress(frame.pixels.astype("int32"), frame.spacing_mm, method=method,
+            # Label values as stored (16-bit masks are not rescaled); a file's own spacing wins.
+            label_mask, file_spacing = read_label_mask(path)
+            result = measure_progress(label_mask, file_spacing or spacing, method=method,
                                       orientation=orientation, ps_label=ps_label, fh_label=fh_label)
-            row = measurement_row(str(path), 0, result, "", frame.provenance.sop_instance_uid, "", method, orientation)
+            row = measurement_row(str(path), 0, result, "", None, "", method, orientation)
             failed |= result.status == "failed"
         except ScanReadError as exc:
             unusable = True

@@ -172,3 +172,17 @@ def test_export_command(tmp_path):
     meta = ort.InferenceSession(str(tmp_path / "m.onnx")).get_modelmeta().custom_metadata_map
     assert json.loads(meta["input_size"]) == [96, 96] and meta["config_name"] == "dssau-net-s"
     assert invoke("export", tmp_path / "missing.pt", "--onnx", tmp_path / "x.onnx").exit_code == 2
+
+
+def test_measure_keeps_16_bit_label_values(tmp_path):
+    import cv2
+
+    mask = np.zeros((256, 256), np.uint16)
+    cv2.ellipse(mask, (90, 100), (30, 8), -20, 0, 360, 300, -1)  # PS labelled 300
+    cv2.circle(mask, (150, 170), 50, 400, -1)  # FH labelled 400
+    cv2.imwrite(str(tmp_path / "m16.png"), mask)
+    result = invoke("measure", tmp_path / "m16.png", "--labels", "ps=300,fh=400", "--json")
+    assert result.exit_code in (0, 1), result.output
+    row = json.loads(result.stdout)[0]
+    assert "ps_missing" not in row["reasons"] and "fh_missing" not in row["reasons"]
+    assert row["hsd_px"] != "" or row["aop_deg"] != ""
