@@ -33,7 +33,8 @@ def test_files_match_card_checksums_and_size_limit(name):
         assert sha256_of(path) == entry["sha256"], f"{path.name} differs from its model card"
     card = spec.card
     assert card["config"] in ("dssau-net-s", "star-dssau-net-s")
-    assert card["training"]["command"].startswith("ipp-seg train")
+    command = card["training"]["command"]
+    assert command.startswith("ipp-seg ") and " train " in command and f"--config {card['config']}" in command
     assert "10.1038/s41597-024-03266-4" in card["training"]["data"]
     assert card["validation"]["overall"]["cases"] == 230
 
