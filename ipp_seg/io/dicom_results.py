@@ -196,31 +196,25 @@ def write_dicom_sr(
     algorithm = sr.AlgorithmIdentification(name=_lo(model_name), version=_lo(software_version))
     method = sr.CodedConcept(measurement.method, PRIVATE_SCHEME, _lo(f"{measurement.method} method of ipp-seg"))
     lm = measurement.landmarks
+
+    def coded_measurement(code: str, meaning: str, value: float, unit, points):
+        return sr.Measurement(
+            name=sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
+            value=float(value),
+            unit=unit,
+            algorithm_id=algorithm,
+            method=method,
+            referenced_coordinates=_coordinates(sr, points, source, source_for_region),
+        )
+
     measurements = []
     if measurement.aop_deg is not None:
-        points = (lm.ps_superior_end, lm.ps_inferior_end, lm.fh_tangent_point)
-        measurements.append(
-            sr.Measurement(
-                name=sr.CodedConcept("AOP", PRIVATE_SCHEME, "Angle of progression"),
-                value=float(measurement.aop_deg),
-                unit=codes.UCUM.Degree,
-                algorithm_id=algorithm,
-                method=method,
-                referenced_coordinates=_coordinates(sr, points, source, source_for_region),
-            )
-        )
+        measurements.append(coded_measurement("AOP", "Angle of progression", measurement.aop_deg, codes.UCUM.Degree,
+                                              (lm.ps_superior_end, lm.ps_inferior_end, lm.fh_tangent_point)))
     if measurement.hsd_mm is not None:
-        points = (lm.ps_inferior_end, lm.hsd_point)
-        measurements.append(
-            sr.Measurement(
-                name=sr.CodedConcept("HSD", PRIVATE_SCHEME, "Head-symphysis distance"),
-                value=float(measurement.hsd_mm),
-                unit=codes.UCUM.Millimeter,
-                algorithm_id=algorithm,
-                method=method,
-                referenced_coordinates=_coordinates(sr, points, source, source_for_region),
-            )
-        )
+        measurements.append(coded_measurement("HSD", "Head-symphysis distance", measurement.hsd_mm,
+                                              codes.UCUM.Millimeter, (lm.ps_inferior_end, lm.hsd_point)))
+
     evaluations = [
         sr.QualitativeEvaluation(
             name=sr.CodedConcept("STATUS", PRIVATE_SCHEME, "Measurement status"),
