@@ -73,6 +73,16 @@ def models() -> None:
     Console().print(table)
 
 
+def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count or any(v < 0 for v in values):
+        fail(f"{option} takes {count} non-negative numbers separated by commas, got {text!r}")
+    return values
+
+
 @app.command()
 def train(
     data: Path = typer.Argument(..., help="Folder in PSFHS layout (image_mha/, label_mha/) or of PNG image/mask pairs."),
@@ -89,6 +99,11 @@ def train(
     threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast on CPU (default: when native)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from",
+                                             help="Start from this checkpoint's weights (new optimiser and schedule)."),
+    warmup_epochs: float = typer.Option(2.0, "--warmup-epochs"),
+    ce_weights: str = typer.Option("1,2,1", "--ce-weights", help="Cross-entropy weights: background,PS,FH."),
+    dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
@@ -101,9 +116,15 @@ def train(
         if len(parts) != 2:
             fail(f"--extra-validation must be FIRST-LAST, got {extra_validation!r}")
         extra = (parts[0], parts[1])
+    ce = _float_list(ce_weights, 3, "--ce-weights")
+    dice_w = _float_list(dice_weights, 2, "--dice-weights")
+    if init_from is not None and not init_from.is_file():
+        fail(f"--init-from: no such checkpoint: {init_from}")
     settings = TrainSettings(config=config, data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
                              learning_rate=learning_rate, seed=seed, validation_count=validation_count,
-                             extra_validation=extra, device=device, threads=threads, bf16=bf16)
+                             extra_validation=extra, device=device, threads=threads, bf16=bf16,
+                             warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
+                             init_from=str(init_from) if init_from else None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -275,6 +296,10 @@ def batch(
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
+    engine: str = typer.Option("local", "--engine", help="local (processes here) or ray (a Ray cluster; [ray] extra)."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="Ray cluster address (e.g. auto or ray://host:10001); "
+                                               "default: a local Ray instance."),
 ) -> None:
     """Measure every scan in a folder into OUT/measurements.csv, one row per frame."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -287,8 +312,12 @@ def batch(
     _check_choices(method, orientation, frames, backend, device)
     if not in_dir.is_dir():
         fail(f"{in_dir} is not a folder")
+    if engine not in ("local", "ray"):
+        fail(f"--engine must be local or ray, got {engine!r}")
+    if address and engine != "ray":
+        fail("--address only applies with --engine ray")
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
-    options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume)
+    options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, engine, address)
     counts = {"frames": 0, "failed": 0}
     with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
@@ -307,7 +336,7 @@ def batch(
 
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
-        except (ModelNotFoundError, BackendError, NotADirectoryError) as exc:
+        except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError) as exc:
             fail(str(exc))
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "

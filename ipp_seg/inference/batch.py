@@ -60,6 +60,8 @@ class BatchOptions:
     overlays: bool = False
     workers: int = 1
     resume: bool = False
+    engine: str = "local"  # "local" (processes on this machine) or "ray" (a Ray cluster, the [ray] extra)
+    address: str | None = None  # Ray cluster address; None starts a local Ray instance
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,8 @@ def run_batch(options: BatchOptions,
 
     workers = max(1, min(options.workers, len(todo) or 1))
     cores = os.cpu_count() or 1
-    if options.inference.threads is None:
+    if options.inference.threads is None and options.engine == "local":
+        # (Ray sizes its actors from the cluster's CPUs, not this machine's.)
         # Threads split between workers: oversubscribing 2 cores costs more than it gives.
         options = replace(options, inference=replace(options.inference, threads=max(1, cores // workers)))
     totals = dict.fromkeys(STAGES, 0.0)
@@ -288,7 +291,7 @@ def run_batch(options: BatchOptions,
         if new_file:
             writer.writeheader()
             fh.flush()
-        for outcome in _outcomes(options, todo, workers):
+        for outcome in _engine_outcomes(options, todo, workers):
             for row in outcome.rows:
                 writer.writerow(row)
                 n_rows += 1
@@ -307,6 +310,16 @@ def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
     except (ScanReadError, ValueError):
         return False
     return all(i in seen for i in wanted)
+
+
+def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
+    if options.engine == "ray":
+        from .ray_engine import ray_outcomes
+
+        return ray_outcomes(options, todo, workers, options.address)
+    if options.engine != "local":
+        raise ValueError(f"unknown engine {options.engine!r}: use local or ray")
+    return _outcomes(options, todo, workers)
 
 
 def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:

@@ -34,12 +34,12 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
 from .errors import ScanReadError
+from .formats import DICOM_SUFFIXES, is_dicom_file  # noqa: F401  (re-exported)
 from .frames import ImagingRegion, Spacing, same_spacing
 from .greyscale import invert, luminance_rgb, to_output
 
 logger = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 ENHANCED_US_VOLUME_STORAGE = "1.2.840.10008.5.1.4.1.1.6.2"
 
 # Region Spatial Format (0018,6012) and Region Data Type (0018,6014) codes (PS3.3 C.8.5.5.1).
@@ -100,16 +100,6 @@ class DicomInfo:
     sop_instance_uid: str | None
     palette: Dataset | None  # the colour lookup tables of a PALETTE COLOR image
     pixel_offset: int | None  # file offset of the pixel data value (None: deflated file)
-
-
-def is_dicom_file(path: str | os.PathLike[str]) -> bool:
-    """Whether the file carries the DICOM Part 10 'DICM' marker at byte 128."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:

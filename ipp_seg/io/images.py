@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 
 from .errors import ScanReadError
+from .formats import IMAGE_SUFFIXES  # noqa: F401  (re-exported)
 from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 _JPEG_SUFFIXES = {".jpg", ".jpeg"}
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 

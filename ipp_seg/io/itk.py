@@ -20,12 +20,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import ScanReadError
+from .formats import ITK_SUFFIXES  # noqa: F401  (re-exported)
 from .frames import Spacing
 from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
 
-ITK_SUFFIXES = frozenset({".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz"})
 # Volumes up to this size are read once; bigger ones a plane at a time.
 _WHOLE_READ_BYTES = 64 * 2**20
 

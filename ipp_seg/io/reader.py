@@ -17,8 +17,8 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Union
 
-from .dicom import DICOM_SUFFIXES, inspect_dicom, is_dicom_file, iter_dicom_frames
 from .errors import ScanReadError
+from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file
 from .frames import (
     FrameSelection,
     ImagingRegion,
@@ -29,8 +29,7 @@ from .frames import (
     parse_frame_selection,
     same_spacing,
 )
-from .images import IMAGE_SUFFIXES, read_image_pixels
-from .itk import ITK_SUFFIXES, inspect_itk, iter_itk_frames
+from .images import read_image_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +70,14 @@ def count_frames(path: PathLike) -> int:
     For a 3-D ITK image the planes are compared, which reads its pixels (such files are small).
     """
     kind = source_format(path)
+    # Readers are imported when a file needs them (pydicom and SimpleITK are slow to import).
     if kind == "dicom":
+        from .dicom import inspect_dicom
+
         return inspect_dicom(path).n_frames
     if kind == "itk":
+        from .itk import inspect_itk
+
         return inspect_itk(path).n_frames
     name = os.fspath(path)
     if not os.path.isfile(name):
@@ -99,6 +103,8 @@ def read_frames(
     user_spacing = check_spacing(spacing_mm)
     kind = source_format(name)
     if kind == "dicom":
+        from .dicom import inspect_dicom, iter_dicom_frames
+
         info = inspect_dicom(name)
         indices = _indices(name, frames, info.n_frames)
         spacing = _combine_spacing(name, info.spacing_mm, info.regions, user_spacing)
@@ -108,6 +114,8 @@ def read_frames(
             lambda i: Provenance(name, "dicom", info.sop_instance_uid, i + 1),
         )
     if kind == "itk":
+        from .itk import inspect_itk, iter_itk_frames
+
         itk_info = inspect_itk(name)
         indices = _indices(name, frames, itk_info.n_frames)
         spacing = _combine_spacing(name, itk_info.spacing_mm, (), user_spacing)

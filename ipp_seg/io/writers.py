@@ -12,7 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import SimpleITK as sitk
 
 from .frames import Spacing, check_spacing
 
@@ -35,6 +34,8 @@ def write_label_mha(
     """
     mask = _checked_mask(label_mask)
     spacing = check_spacing(spacing_mm)
+    import SimpleITK as sitk  # imported here: only MetaImage output needs it
+
     image = sitk.GetImageFromArray(mask)
     if spacing is not None:
         image.SetSpacing(spacing)

@@ -53,6 +53,7 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
         model, (dummy,), str(path), opset_version=opset, input_names=["image"], output_names=["logits"],
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
     )
+    _fold_constants(path)
     proto = onnx.load(str(path))
     meta = onnx_metadata(model, input_size, normalisation or {}, extra_metadata)
     del proto.metadata_props[:]
@@ -65,3 +66,31 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
     onnx.save(proto, str(path))
     log.info("exported %s to %s", model.config.name, path)
     return path
+
+
+def _fold_constants(path: Path) -> None:
+    """Rewrite the exported graph with onnxruntime's basic (hardware-independent) optimisations.
+
+    The tracer records every ``x.shape`` as Shape/Gather/Unsqueeze nodes; folding them once here
+    (5,100 nodes down to about 2,100 for dssau-net-s) takes several hundred ms off every
+    session start, which is most of a one-frame ``ipp-seg predict``. Only standard ONNX
+    operators remain; the opset imports onnxruntime adds for its own domains are dropped.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    folded = path.with_suffix(".folded.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        proto = onnx.load(str(folded))
+    finally:
+        folded.unlink(missing_ok=True)
+    used = {node.domain for node in proto.graph.node}
+    kept = [entry for entry in proto.opset_import if entry.domain in used or entry.domain in ("", "ai.onnx")]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    onnx.save(proto, str(path))
+

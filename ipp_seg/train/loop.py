@@ -53,6 +53,9 @@ class TrainSettings:
     dice_class_weights: tuple[float, float] = (1.5, 1.0)
     input_size: tuple[int, int] = (256, 256)
     max_train_cases: int | None = None  # for smoke tests
+    # Warm start: model weights from this checkpoint, with a fresh optimiser and schedule
+    # (fine-tuning a finished run under a new recipe, which --resume cannot do).
+    init_from: str | None = None
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
 
@@ -212,6 +215,13 @@ def train(settings: TrainSettings, resume: bool = False,
         best_score, best_epoch = checkpoint["best_score"], checkpoint["best_epoch"]
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
         log.info("resuming %s at epoch %d", settings.config, start_epoch + 1)
+    elif settings.init_from:
+        init = torch.load(settings.init_from, map_location="cpu", weights_only=False)
+        if init.get("config", {}).get("name") != config.name:
+            raise ValueError(f"--init-from {settings.init_from} holds a {init.get('config', {}).get('name')!r} "
+                             f"network, not {config.name!r}")
+        model.load_state_dict(init["model"])
+        log.info("initialised %s from %s", config.name, settings.init_from)
 
     use_bf16 = _use_bf16(settings, device)
     log.info("bf16 autocast: %s", use_bf16)

@@ -1,0 +1,188 @@
+"""The Ray engine of ``ipp-seg batch``: the same per-file work as the local engine, on a Ray cluster.
+
+The driver lists the files (as :func:`~ipp_seg.inference.batch.run_batch` does for every
+engine); Ray Data hands them, one file per batch, to a fixed pool of actors that each load the
+model once and run :class:`~ipp_seg.inference.batch.FileProcessor`; the outcomes come back to
+the driver, which writes the rows in file order, so ``measurements.csv`` is the same as the
+local engine's.
+
+Every node reads the scans and writes masks/overlays itself, so the input and output folders
+must be at the same path on every node and on the driver (a shared filesystem), and ipp-seg
+with its models must be installed on every node. Ray Data cannot run through Ray Client, so
+with a ``ray://`` address the pipeline runs in an actor on the cluster and the driver fetches
+the outcomes from it. Needs the ``[ray]`` extra (``pip install 'ipp-seg[ray]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .batch import BatchOptions, FileOutcome, FileProcessor
+from .registry import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def _plain(value):
+    """JSON fallback for numpy scalars; a float keeps the digits ``str`` gives it, so the CSV
+    cell is the one the local engine writes."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(str(value))
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} in a batch row")
+
+
+def encode_outcome(outcome: FileOutcome) -> str:
+    """One JSON string per outcome: rows hold mixed str/int/float/"" cells, which Arrow columns
+    cannot type, so they cross the cluster as text."""
+    return json.dumps({"file": outcome.file, "rows": list(outcome.rows), "timings": outcome.timings},
+                      default=_plain)
+
+
+def decode_outcome(text: str) -> FileOutcome:
+    data = json.loads(text)
+    return FileOutcome(data["file"], tuple(data["rows"]), data["timings"])
+
+
+class _RayFileWorker:
+    """A Ray Data actor: builds one FileProcessor (loads the model once) and processes the
+    files of each batch it is given."""
+
+    def __init__(self, options: BatchOptions) -> None:
+        self.processor = FileProcessor(options)
+
+    def __call__(self, batch: dict) -> dict:
+        outcomes = []
+        for path, done in zip(batch["path"], batch["done"]):
+            done_frames = frozenset(json.loads(str(done)))
+            outcomes.append(encode_outcome(self.processor(Path(str(path)), done_frames)))
+        return {"index": np.asarray(batch["index"], dtype=np.int64), "outcome": np.array(outcomes, dtype=object)}
+
+
+def ray_outcomes(options: BatchOptions, todo: list[tuple[Path, frozenset]], workers: int,
+                 address: str | None = None) -> Iterator[FileOutcome]:
+    """Process ``todo`` (file path, frame indices already done) with ``workers`` Ray actors;
+    yield each file's :class:`FileOutcome` in the order of ``todo``.
+
+    ``address`` is a Ray cluster address (``auto``, ``host:6379`` or a Ray Client address
+    ``ray://host:10001``); None connects to the cluster named by ``RAY_ADDRESS`` or one
+    started on this machine, or else starts a local Ray instance. Ray is shut down (or
+    disconnected) at the end only if this function initialised it. Each actor runs the model
+    with ``options.inference.threads`` threads (None: the cluster's CPUs shared between the
+    workers) and reserves that many CPUs, at most the CPUs of the largest node.
+    """
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise ImportError("the ray engine needs Ray Data: pip install 'ipp-seg[ray]'") from exc
+    # An unknown model fails here, not as a stream of actor start-up errors.
+    resolve_model(options.inference.model)
+    return _stream(ray, options, list(todo), workers, address)
+
+
+def _stream(ray, options: BatchOptions, todo: list, workers: int, address: str | None) -> Iterator[FileOutcome]:
+    if not todo:
+        return
+    started_here = not ray.is_initialized()
+    if started_here:
+        init_args: dict = {"address": address, "log_to_driver": False}
+        if address is None:
+            init_args["include_dashboard"] = False
+        ray.init(**init_args)
+    try:
+        yield from _run(ray, options, todo, workers)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
+    node_cpus = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")]
+    largest = int(max(node_cpus, default=0.0))
+    total = int(sum(node_cpus))
+    threads = options.inference.threads or max(1, total // max(workers, 1))
+    if largest >= 1 and threads > largest:
+        # An actor asking for more CPUs than any node has would never be scheduled.
+        log.info("%d threads per worker exceed the largest node's %d CPUs; using %d", threads, largest, largest)
+        threads = largest
+    if total and workers * threads > total:
+        log.warning("%d workers x %d CPUs exceed the cluster's %d CPUs; workers wait for room", workers, threads, total)
+    options = replace(options, inference=replace(options.inference, threads=threads))
+    items = [{"index": i, "path": str(path), "done": json.dumps(sorted(done))} for i, (path, done) in enumerate(todo)]
+    log.info("ray engine: %d files, %d workers x %d threads", len(todo), workers, threads)
+
+    if ray.util.client.ray.is_connected():
+        # Ray Data cannot execute through Ray Client (ray://): a driver actor on the cluster runs
+        # the dataset and this process fetches its outcomes as they come.
+        driver = ray.remote(num_cpus=0)(_ClusterDriver).remote(options, items, workers)
+        encoded = _fetch(ray, driver, max(1, workers))
+    else:
+        encoded = _ClusterDriver(options, items, workers).stream()
+
+    # Outcomes arrive as actors finish; hold early ones until every file before them is out.
+    waiting: dict[int, FileOutcome] = {}
+    next_index = 0
+    for index, text in encoded:
+        waiting[index] = decode_outcome(text)
+        while next_index in waiting:
+            yield waiting.pop(next_index)
+            next_index += 1
+    if next_index != len(todo):
+        raise RuntimeError(f"the ray engine returned no outcome for {len(todo) - next_index} of {len(todo)} files")
+
+
+def _fetch(ray, driver, count: int) -> Iterator[tuple[int, str]]:
+    while True:
+        chunk = ray.get(driver.take.remote(count))
+        if not chunk:
+            return
+        yield from chunk
+
+
+class _ClusterDriver:
+    """Runs the Ray Data pipeline: one file per batch through a fixed pool of actors. Used in
+    the driver process, or as an actor on the cluster when the driver is a Ray Client."""
+
+    def __init__(self, options: BatchOptions, items: list[dict], workers: int) -> None:
+        import ray.data
+
+        # One block per file, so the files spread over the actors rather than queue behind one.
+        self.dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _RayFileWorker,
+            fn_constructor_args=(options,),
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=options.inference.threads,
+        )
+        # Set on this dataset's own context, not Ray's process-wide one.
+        self.dataset.context.enable_progress_bars = False
+        self.rows: Iterator[tuple[int, str]] | None = None
+
+    def stream(self) -> Iterator[tuple[int, str]]:
+        """(todo index, encoded outcome) of each file, in the order they finish."""
+        for row in self.dataset.iter_rows():
+            yield int(row["index"]), str(row["outcome"])
+
+    def take(self, count: int) -> list[tuple[int, str]]:
+        """The next ``count`` outcomes (fewer at the end; waits for them); empty once all are out."""
+        if self.rows is None:
+            self.rows = self.stream()
+        out = []
+        for item in self.rows:
+            out.append(item)
+            if len(out) == count:
+                break
+        return out
+
+
+__all__ = ["decode_outcome", "encode_outcome", "ray_outcomes"]
