@@ -43,6 +43,23 @@ def test_cli_import_and_help_do_not_import_torch():
     assert out.strip() == "False"
 
 
+def test_predicting_a_png_imports_no_dicom_itk_or_torch_stack(sample_png):
+    """Start-up cost of a one-frame predict: readers load only what the file needs."""
+    code = ("import sys; from typer.testing import CliRunner; from ipp_seg.cli import app; "
+            f"r = CliRunner().invoke(app, ['predict', {str(sample_png)!r}, '--json']); "
+            "assert r.exit_code in (0, 1), r.output; "
+            "print(sorted(m for m in ('pydicom', 'SimpleITK', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("args,message", [(["--engine", "spark"], "--engine must be local or ray"),
+                                          (["--address", "auto"], "--address only applies")])
+def test_batch_engine_options_are_checked(tmp_path, args, message):
+    result = invoke("batch", tmp_path, "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2 and message in result.output
+
+
 def test_predict_png_prints_table_and_writes_nothing(sample_png, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke("predict", sample_png)

@@ -11,22 +11,11 @@ import pytest
 torch = pytest.importorskip("torch", reason="the network tests need torch (pip install -e '.[dev]')")
 
 from ipp_seg.nn.attention import (  # noqa: E402
-    DualSparseSelectionAttention, StarDSSA, chebyshev_distance, from_regions, to_regions, token_topk_attention)
+    DualSparseSelectionAttention, StarDSSA, chebyshev_distance, from_regions, literal_topk_attention, to_regions,
+    token_topk_attention)
 from ipp_seg.nn.configs import get_config, list_configs  # noqa: E402
 from ipp_seg.nn.dssau_net import (  # noqa: E402
     PyramidPooling, build_network, count_macs, count_parameters, region_max_pool)
-
-
-def literal_topk_attention(q, k, v, keep):
-    """Reference: for every query, gather its top-``keep`` keys' values (a per-query copy of
-    the selected values), softmax over the kept scores, weighted sum."""
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # [..., t, K]
-    top_scores, top_index = torch.topk(scores, keep, dim=-1)  # [..., t, keep]
-    d = v.shape[-1]
-    expanded_v = v.unsqueeze(-3).expand(*v.shape[:-2], q.shape[-2], v.shape[-2], d)  # [..., t, K, d]
-    selected = torch.gather(expanded_v, -2, top_index.unsqueeze(-1).expand(*top_index.shape, d))  # [..., t, keep, d]
-    weights = torch.softmax(top_scores, dim=-1).unsqueeze(-1)
-    return (weights * selected).sum(dim=-2)
 
 
 @pytest.mark.parametrize("keep", [1, 8, 37])

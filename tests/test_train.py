@@ -104,6 +104,27 @@ def test_training_two_steps_loss_falls_and_resume_restores_optimiser(tmp_path):
     assert len(after["history"]) == 3
 
 
+def test_init_from_starts_from_the_checkpoint_weights_with_a_fresh_optimiser(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "first"), epochs=1,
+                         batch_size=2, validation_count=1, input_size=(64, 64), threads=1, bf16=False)
+    train(base)
+    first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)
+    # A learning rate of 0 leaves the weights where they started: exactly the first run's.
+    tuned = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "second"), "learning_rate": 0.0,
+                             "init_from": str(tmp_path / "first" / "last.pt")})
+    train(tuned)
+    second = torch.load(tmp_path / "second" / "last.pt", weights_only=False)
+    for name, tensor in first["model"].items():
+        if tensor.is_floating_point() and "running" not in name:
+            assert torch.equal(tensor, second["model"][name]), name
+    assert second["optimiser"]["state"][0]["step"] == 1  # a new optimiser, not the first run's
+    assert second["settings"]["init_from"].endswith("last.pt")
+
+    with pytest.raises(ValueError, match="not 'conv-unet-s'"):
+        train(TrainSettings(**{**tuned.__dict__, "config": "conv-unet-s", "out": str(tmp_path / "third")}))
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(TrainSettings(config="dssau-net-s", data=str(tmp_path), out=str(tmp_path / "run")), resume=True)

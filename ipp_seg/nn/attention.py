@@ -78,6 +78,18 @@ def token_topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep
     return torch.softmax(scores, dim=-1) @ v
 
 
+def literal_topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int) -> torch.Tensor:
+    """Reference for :func:`token_topk_attention` (tests and benchmarks only): every query
+    gathers a private copy of its top-``keep`` values, [..., t, keep, d], as a literal reading
+    of the paper does. Same result, but memory grows with queries x kept tokens."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    top_scores, top_index = torch.topk(scores, keep, dim=-1)
+    d = v.shape[-1]
+    per_query_v = v.unsqueeze(-3).expand(*v.shape[:-2], q.shape[-2], v.shape[-2], d)
+    selected = torch.gather(per_query_v, -2, top_index.unsqueeze(-1).expand(*top_index.shape, d))
+    return (torch.softmax(top_scores, dim=-1).unsqueeze(-1) * selected).sum(dim=-2)
+
+
 class _RoutedAttentionBase(nn.Module):
     """What DSSA and STAR-DSSA share: q/k/v projection, heads, regions, output projection."""
 
