@@ -11,11 +11,38 @@ import pytest
 torch = pytest.importorskip("torch", reason="the network tests need torch (pip install -e '.[dev]')")
 
 from ipp_seg.nn.attention import (  # noqa: E402
-    DualSparseSelectionAttention, StarDSSA, chebyshev_distance, from_regions, literal_topk_attention, to_regions,
-    token_topk_attention)
+    DualSparseSelectionAttention, StarDSSA, chebyshev_distance, from_regions, gather_regions, literal_topk_attention,
+    to_regions, token_topk_attention)
 from ipp_seg.nn.configs import get_config, list_configs  # noqa: E402
 from ipp_seg.nn.dssau_net import (  # noqa: E402
     PyramidPooling, build_network, count_macs, count_parameters, region_max_pool)
+
+
+def test_channel_layer_norm_equals_layer_norm_over_permuted_channels():
+    from ipp_seg.nn.dssau_net import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(24)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 24, 7, 9) * 3 + 1
+    expected = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (24,), norm.weight, norm.bias,
+                                              norm.eps).permute(0, 3, 1, 2)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gather_regions_copies_each_routed_region_per_head():
+    torch.manual_seed(0)
+    b, nh, r, t, d, k1 = 2, 3, 16, 4, 5, 3
+    tokens = torch.randn(b, nh, r, t, d)
+    region_index = torch.randint(0, r, (b, r, k1))
+    gathered = gather_regions(tokens, region_index)
+    assert gathered.shape == (b, nh, r, k1 * t, d)
+    for bi in range(b):
+        for query_region in range(r):
+            expected = torch.cat([tokens[bi, :, int(region_index[bi, query_region, j])] for j in range(k1)], dim=1)
+            torch.testing.assert_close(gathered[bi, :, query_region], expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("keep", [1, 8, 37])

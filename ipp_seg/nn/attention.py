@@ -49,16 +49,18 @@ def from_regions(x: torch.Tensor, regions_per_side: int, h: int, w: int) -> torc
 
 
 def gather_regions(tokens: torch.Tensor, region_index: torch.Tensor) -> torch.Tensor:
-    """Gather the routed regions' tokens.
+    """Gather the routed regions' tokens, per head.
 
-    tokens: [B, R, t, C]; region_index: [B, R, k1] -> [B, R, k1 * t, C].
+    tokens: [B, heads, R, t, d]; region_index: [B, R, k1] -> [B, heads, R, k1 * t, d].
     """
-    b, r, t, c = tokens.shape
+    b, nh, r, t, d = tokens.shape
     k1 = region_index.shape[-1]
-    # Each query region reads k1 whole regions: index the region axis of a broadcast view.
-    idx = region_index.reshape(b, r * k1, 1, 1).expand(b, r * k1, t, c)
-    gathered = torch.gather(tokens, 1, idx)
-    return gathered.reshape(b, r, k1 * t, c)
+    # One flat row index per (batch, head, query region, routed region): index_select (ONNX
+    # Gather) copies whole regions and needs no index broadcast to the tokens' full size.
+    offsets = (torch.arange(b * nh, device=tokens.device) * r).reshape(b, nh, 1, 1)
+    rows = (region_index.unsqueeze(1) + offsets).reshape(-1)
+    gathered = tokens.reshape(b * nh * r, t, d).index_select(0, rows)
+    return gathered.reshape(b, nh, r, k1 * t, d)
 
 
 def token_topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int,
@@ -108,21 +110,13 @@ class _RoutedAttentionBase(nn.Module):
         self.local_context = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
         self.proj = nn.Conv2d(dim, dim, 1)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, R, n, C] -> [B, heads, R, n, head_dim]."""
-        b, r, n, _ = x.shape
-        return x.reshape(b, r, n, self.num_heads, self.head_dim).permute(0, 3, 1, 2, 4)
-
-    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, r, n, d = x.shape
-        return x.permute(0, 2, 3, 1, 4).reshape(b, r, n, h * d)
-
     def tokens_kept(self, candidates: int) -> int:
         """k2: the number of scores each query keeps among ``candidates`` gathered tokens."""
         return max(1, int(candidates * self.token_keep_fraction))
 
     def _route(self, x, q, k) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return region indices [B, R, k1] and an optional differentiable region log-weight
+        """From the input map x [B, C, H, W] and the queries and keys q, k [B, heads, R, t, d],
+        return region indices [B, R, k1] and an optional differentiable region log-weight
         [B, R, k1] added to the token scores."""
         raise NotImplementedError
 
@@ -130,28 +124,37 @@ class _RoutedAttentionBase(nn.Module):
         return self.local_context(v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, c, h, w = x.shape
-        s = self.regions_per_side
+        b, c, h, w = x.shape
+        s, nh, hd = self.regions_per_side, self.num_heads, self.head_dim
         qkv = self.qkv(x)
         local = self._local_term(qkv[:, 2 * c:])
         qkv, _, _ = _pad_to_multiple(qkv, s)
         hp, wp = qkv.shape[-2:]
-        # One region re-layout and one gather for q, k and v together (copies dominate here).
-        qkv_r = to_regions(qkv, s)  # [B, R, t, 3C]
-        q_r, kv_r = qkv_r[..., :c], qkv_r[..., c:]
-        region_index, region_log_weight = self._route(x, q_r, kv_r[..., :c])
+        rh, rw = hp // s, wp // s
+        # One re-layout for q, k and v together, straight into heads x regions x tokens
+        # (data movement, not arithmetic, dominates this block on a CPU).
+        qkv = qkv.reshape(b, 3, nh, hd, s, rh, s, rw).permute(1, 0, 2, 4, 6, 5, 7, 3)
+        q, k, v = qkv.reshape(3, b, nh, s * s, rh * rw, hd).unbind(0)  # each [B, heads, R, t, d]
+        region_index, region_log_weight = self._route(x, q, k)
         k1 = region_index.shape[-1]
-        tokens_per_region = q_r.shape[2]
-        kv_g = gather_regions(kv_r, region_index)  # [B, R, K, 2C]
+        tokens_per_region = rh * rw
+        k, v = gather_regions(k, region_index), gather_regions(v, region_index)  # [B, heads, R, K, d]
         bias = None
         if region_log_weight is not None:
             # Every token of a routed region carries its region's log-weight.
             bias = region_log_weight.unsqueeze(-1).expand(-1, -1, -1, tokens_per_region).flatten(-2)
             bias = bias[:, None, :, None, :]  # [B, 1 (heads), R, 1 (queries), K]
-        out = token_topk_attention(self._split_heads(q_r), self._split_heads(kv_g[..., :c]),
-                                   self._split_heads(kv_g[..., c:]), self.tokens_kept(k1 * tokens_per_region), bias)
-        out = from_regions(self._merge_heads(out), s, hp, wp)[:, :, :h, :w]
-        return self.proj(out + local)
+        out = token_topk_attention(q, k, v, self.tokens_kept(k1 * tokens_per_region), bias)
+        out = out.reshape(b, nh, s, s, rh, rw, hd).permute(0, 1, 6, 2, 4, 3, 5).reshape(b, c, hp, wp)
+        return self.proj(out[:, :, :h, :w] + local)
+
+
+def region_pooled(tokens: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, heads, R, t, d] -> [B, R, heads * d]: each region's tokens averaged (or summed with
+    ``weights`` [B, 1, R, t, 1]), heads merged back into channels."""
+    pooled = tokens.mean(dim=3) if weights is None else (weights * tokens).sum(dim=3)
+    b, nh, r, d = pooled.shape
+    return pooled.permute(0, 2, 1, 3).reshape(b, r, nh * d)
 
 
 class DualSparseSelectionAttention(_RoutedAttentionBase):
@@ -159,8 +162,8 @@ class DualSparseSelectionAttention(_RoutedAttentionBase):
 
     def _route(self, x, q_r, k_r):
         with torch.no_grad():
-            region_q = q_r.mean(dim=2)
-            region_k = k_r.mean(dim=2)
+            region_q = region_pooled(q_r)
+            region_k = region_pooled(k_r)
             affinity = region_q @ region_k.transpose(-2, -1)  # [B, R, R]
             k1 = min(self.region_topk, affinity.shape[-1])
             region_index = torch.topk(affinity, k1, dim=-1).indices
@@ -212,10 +215,9 @@ class StarDSSA(_RoutedAttentionBase):
             valid = torch.zeros_like(saliency, dtype=torch.bool)
             valid[..., : x.shape[-2], : x.shape[-1]] = True
             saliency = saliency.masked_fill(~valid, -1e4)
-        saliency = to_regions(saliency, s)  # [B, R, t, 1]
-        weights = torch.softmax(saliency, dim=2)
-        region_q = F.normalize((weights * q_r).sum(dim=2), dim=-1)
-        region_k = F.normalize((weights * k_r).sum(dim=2), dim=-1)
+        weights = torch.softmax(to_regions(saliency, s), dim=2).unsqueeze(1)  # [B, 1, R, t, 1]
+        region_q = F.normalize(region_pooled(q_r, weights), dim=-1)
+        region_k = F.normalize(region_pooled(k_r, weights), dim=-1)
         semantic = region_q @ region_k.transpose(-2, -1)  # cosine, [B, R, R]
         lam = self.topology_weight
         mixed = (1 - lam) * semantic + lam * self.topology_prior

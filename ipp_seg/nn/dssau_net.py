@@ -16,9 +16,13 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a [B, C, H, W] map."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        # Normalised along the channel axis in place of the usual permute / layer_norm /
+        # permute: the same numbers, without two full-map transposes per norm.
+        mean = x.mean(dim=1, keepdim=True)
+        centred = x - mean
+        variance = (centred * centred).mean(dim=1, keepdim=True)
+        x = centred * torch.rsqrt(variance + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class DropPath(nn.Module):

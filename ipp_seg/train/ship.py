@@ -88,7 +88,18 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                                        "best_score", "epoch", "machine")}
     torch.save(slim, torch_path)
     validation = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks)
+    validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks, tta=True)
     history = checkpoint["history"]
+    hours = sum(h["seconds"] for h in history) / 3600
+    initialised_from = None
+    if settings.get("init_from"):
+        # A fine-tuned run: its weights started from another run's checkpoint, whose time counts too.
+        parent = torch.load(settings["init_from"], map_location="cpu", weights_only=False)
+        parent_hours = sum(h["seconds"] for h in parent["history"]) / 3600
+        hours += parent_hours
+        initialised_from = {"checkpoint": settings["init_from"], "config": parent["config"]["name"],
+                            "epochs": parent["epoch"], "hours": round(parent_hours, 2),
+                            "settings": parent["settings"]}
     card = {
         "name": name,
         "config": checkpoint["config"]["name"],
@@ -107,7 +118,8 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             "epochs_run": checkpoint["epoch"],
             "epochs_planned": settings["epochs"],
             "best_epoch": checkpoint["best_epoch"],
-            "hours": round(sum(h["seconds"] for h in history) / 3600, 2),
+            "hours": round(hours, 2),
+            "initialised_from": initialised_from,
             "machine": checkpoint.get("machine", {}),
             "recipe": {k: settings[k] for k in ("batch_size", "learning_rate", "weight_decay", "warmup_epochs",
                                                 "dice_weight", "ce_class_weights", "dice_class_weights",
@@ -115,6 +127,9 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         },
         "validation": validation["ellipse"],
         "validation_challenge_method": validation["challenge"],
+        "validation_tta": validation_tta["ellipse"],
+        "inference_seconds": {"plain": validation["inference_seconds"], "tta": validation_tta["inference_seconds"],
+                              "frames": validation["frames"]},
         "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
                             "AoP differences are predicted mask vs ground-truth mask, same method.",
         "files": {
@@ -137,12 +152,18 @@ def model_card_markdown(card: dict) -> str:
              f"- Data: {t['data']}", f"- Training IDs: {t['train_ids']}",
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
              f"best epoch {t['best_epoch']}; {t['hours']} h on {t['machine'].get('processor') or 'CPU'} "
-             f"({t['machine'].get('platform', '')}).", "",
-             "## Validation (never trained on)", "",
-             "| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
-             "failed | score |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for method_key, method in (("validation", "ellipse"), ("validation_challenge_method", "challenge")):
-        for block, m in card[method_key].items():
+             f"({t['machine'].get('platform', '')}).", ""]
+    if t.get("initialised_from"):
+        parent = t["initialised_from"]
+        lines[-1:] = [f"- Fine-tuned: started from `{parent['checkpoint']}` ({parent['config']}, {parent['epochs']} "
+                      f"epochs, {parent['hours']} h; its settings are in the JSON card). The hours above include "
+                      "both runs.", ""]
+    lines += ["## Validation (never trained on)", "",
+              "| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
+              "failed | score |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for method_key, method in (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
+                               ("validation_tta", "ellipse, --tta")):
+        for block, m in card.get(method_key, {}).items():
             lines.append(f"| {block} | {method} | {m['cases']} | {_f(m['dice_ps'])} | {_f(m['dice_fh'])} | "
                          f"{_f(m['dice_all'])} | {_f(m['hd_all_px'], 2)} | {_f(m['mean_abs_delta_aop_deg'], 2)} / "
                          f"{_f(m['median_abs_delta_aop_deg'], 2)} | {m['failed_measurements']} | {_f(m['score'])} |")
