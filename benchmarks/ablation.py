@@ -1,0 +1,73 @@
+"""Ablation table: training runs compared on the validation blocks, through the ONNX inference
+path users run (the same evaluation as the model cards).
+
+    python benchmarks/ablation.py runs/dssau-net-s runs/conv-unet-s [--tta] [--data ../shared/data/psfhs]
+
+For each run: its best checkpoint exported to a temporary ONNX file, segmented and measured on
+its validation IDs, per block (ellipse AoP method), plus the validation Dice of every epoch from
+the run's history, so that runs stopped at different epochs still compare at equal epochs.
+Needs the dev extras (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from ipp_seg.nn.configs import get_config
+from ipp_seg.nn.export import export_onnx
+from ipp_seg.train.loop import BEST, load_checkpoint_model
+from ipp_seg.train.ship import validate_onnx
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCKS = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
+
+
+def history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
+    parser.add_argument("--tta", action="store_true", help="also evaluate with test-time mirroring")
+    args = parser.parse_args()
+
+    print("| run | config | params (M) | GMACs @256 | epochs | train h | TTA | block | Dice PS | Dice FH | Dice all | "
+          "HD all px | mean / median abs dAoP (deg) | failed | score | s per 230 frames |")
+    print("|" + "---|" * 16)
+    curves = {}
+    for run in args.runs:
+        model, checkpoint = load_checkpoint_model(run / BEST)
+        config = get_config(checkpoint["config"]["name"])
+        runs_history = history(run)
+        curves[run.name] = {h["epoch"]: (h["dice_ps"], h["dice_fh"]) for h in runs_history}
+        hours = sum(h["seconds"] for h in runs_history) / 3600
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(model, Path(tmp) / f"{run.name}.onnx",
+                                    tuple(checkpoint["settings"]["input_size"]), checkpoint["settings"]["normalisation"])
+            for tta in ((False, True) if args.tta else (False,)):
+                result = validate_onnx(onnx_path, args.data, checkpoint["split"]["validation"], BLOCKS, tta=tta)
+                for block, m in result["ellipse"].items():
+                    if block.startswith("style:"):
+                        continue
+                    print(f"| {run.name} | {config.name} | {config.params / 1e6:.2f} | {config.macs_256 / 1e9:.2f} | "
+                          f"{checkpoint['epoch']}/{checkpoint['settings']['epochs']} | {hours:.2f} | "
+                          f"{'yes' if tta else 'no'} | {block} | {m['dice_ps']:.3f} | {m['dice_fh']:.3f} | "
+                          f"{m['dice_all']:.3f} | {m['hd_all_px']:.1f} | {m['mean_abs_delta_aop_deg']:.1f} / "
+                          f"{m['median_abs_delta_aop_deg']:.1f} | {m['failed_measurements']} | "
+                          f"{m['score']:.3f} | {result['inference_seconds']:.0f} |")
+    epochs = sorted({e for c in curves.values() for e in c})
+    print("\nValidation Dice PS / FH by epoch (from each run's history):\n")
+    print("| epoch | " + " | ".join(curves) + " |")
+    print("|---|" + "---|" * len(curves))
+    for epoch in epochs:
+        cells = [f"{c[epoch][0]:.3f} / {c[epoch][1]:.3f}" if epoch in c else "" for c in curves.values()]
+        print(f"| {epoch} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
