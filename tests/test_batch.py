@@ -128,3 +128,25 @@ def test_output_stem_and_read_done(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("file,frame\nx.png,0\ny.dcm,\n")
     assert read_done(path) == {"x.png": {0}, "y.dcm": {""}}
+
+
+def test_single_frame_files_share_model_calls(mixed_folder, tmp_path):
+    """Files are processed in groups: their frames go to the model together, yet every file
+    keeps its own rows, in order, and an unreadable file in the middle only fails itself."""
+    from ipp_seg.inference.batch import BatchOptions, FileProcessor
+
+    processor = FileProcessor(BatchOptions(mixed_folder, tmp_path / "out"))
+    batch_sizes = []
+    logits = processor.segmenter.logits
+    processor.segmenter.logits = lambda batch: (batch_sizes.append(len(batch)), logits(batch))[1]
+    items = [(mixed_folder / "a.png", frozenset()), (mixed_folder / "readme.txt", frozenset()),
+             (mixed_folder / "sub" / "b.png", frozenset()), (mixed_folder / "sub" / "cine.dcm", frozenset({1}))]
+    outcomes = processor.process_files(items)
+    assert batch_sizes == [4]  # 1 + 1 + 2 (frame 1 of the cine already done) frames, one call
+    assert [o.file for o in outcomes] == ["a.png", "readme.txt", "sub/b.png", "sub/cine.dcm"]
+    assert [len(o.rows) for o in outcomes] == [1, 1, 1, 2]
+    assert outcomes[1].rows[0]["status"] == "failed" and outcomes[1].rows[0]["error"]
+    assert [r["frame"] for r in outcomes[3].rows] == [0, 2]
+    alone = FileProcessor(BatchOptions(mixed_folder, tmp_path / "out2"))(mixed_folder / "a.png")
+    assert alone.rows[0]["status"] == outcomes[0].rows[0]["status"]
+    assert alone.rows[0]["aop_deg"] == pytest.approx(outcomes[0].rows[0]["aop_deg"], abs=0.1)

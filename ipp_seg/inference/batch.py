@@ -34,6 +34,7 @@ CSV_COLUMNS = (
 )
 CSV_NAME = "measurements.csv"
 FRAMES_PER_BATCH = 8
+FILES_PER_GROUP = 8  # files a worker takes at once (their frames share model calls)
 STAGES = ("read_s", "preprocess_s", "model_s", "measure_s", "write_s")
 
 
@@ -155,63 +156,86 @@ class FileProcessor:
         Yields a :class:`FrameResult` per frame, or a :class:`FrameFailure` for a file or
         frame that cannot be read (after which the file is abandoned).
         """
-        inf = self.options.inference
+        for _, result in self.results_of_files([(path, done_frames)], timings):
+            yield result
+
+    def results_of_files(self, items: list[tuple[Path, frozenset]],
+                         timings: dict | None = None) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
+        """Like :meth:`results` for several files, as (index in ``items``, result) pairs.
+
+        Frames of consecutive files share model calls of up to ``FRAMES_PER_BATCH`` frames:
+        most scans hold a single frame, and one call on 8 frames costs far less per frame than
+        8 calls on one. Each file's results still come in frame order.
+        """
         timings = timings if timings is not None else {}
         for key in STAGES:
             timings.setdefault(key, 0.0)
-        try:
-            frames = read_frames(path, inf.frames, inf.spacing_mm)
-        except ScanReadError as exc:
-            yield FrameFailure(None, exc.reason)
-            return
-        pending: list = []
-        iterator = iter(frames)
-        index = 0
-        while True:
+        inf = self.options.inference
+        pending: list[tuple[int, object]] = []  # (item index, frame) awaiting the model
+        for item, (path, done_frames) in enumerate(items):
             started = time.perf_counter()
             try:
-                frame = next(iterator)
-            except StopIteration:
-                break
+                frames = read_frames(path, inf.frames, inf.spacing_mm)
             except ScanReadError as exc:
-                yield from self._process(pending, timings)
-                # A frame that fails to decode ends the file: later frames cannot be trusted.
-                yield FrameFailure(index, exc.reason)
-                return
-            finally:
                 timings["read_s"] += time.perf_counter() - started
-            index = frame.frame_index + 1
-            if frame.frame_index in done_frames:
+                yield item, FrameFailure(None, exc.reason)
                 continue
-            pending.append(frame)
-            if len(pending) == FRAMES_PER_BATCH:
-                yield from self._process(pending, timings)
-                pending = []
+            timings["read_s"] += time.perf_counter() - started
+            iterator = iter(frames)
+            index = 0
+            while True:
+                started = time.perf_counter()
+                try:
+                    frame = next(iterator)
+                except StopIteration:
+                    break
+                except ScanReadError as exc:
+                    # Rows of the frames before it come first; later frames cannot be trusted.
+                    yield from self._process(pending, timings)
+                    pending = []
+                    yield item, FrameFailure(index, exc.reason)
+                    break
+                finally:
+                    timings["read_s"] += time.perf_counter() - started
+                index = frame.frame_index + 1
+                if frame.frame_index in done_frames:
+                    continue
+                pending.append((item, frame))
+                if len(pending) == FRAMES_PER_BATCH:
+                    yield from self._process(pending, timings)
+                    pending = []
         yield from self._process(pending, timings)
 
-    def _process(self, frames: list, timings: dict) -> Iterator[FrameResult]:
-        if not frames:
+    def _process(self, pending: list, timings: dict) -> Iterator[tuple[int, FrameResult]]:
+        if not pending:
             return
         inf = self.options.inference
-        masks, prep_s, model_s = segment_frames(frames, self.segmenter, inf.tta)
+        masks, prep_s, model_s = segment_frames([frame for _, frame in pending], self.segmenter, inf.tta)
         timings["preprocess_s"] += prep_s
         timings["model_s"] += model_s
-        for frame, labels in zip(frames, masks):
+        for (item, frame), labels in zip(pending, masks):
             started = time.perf_counter()
             measurement = measure_frame(labels, frame, method=inf.method, orientation=inf.orientation)
             timings["measure_s"] += time.perf_counter() - started
-            yield FrameResult(frame, labels, measurement, self.model_name)
+            yield item, FrameResult(frame, labels, measurement, self.model_name)
 
     def __call__(self, path: Path, done_frames: frozenset = frozenset()) -> FileOutcome:
         """The CSV rows of one file, writing masks/overlays as the options ask."""
+        return self.process_files([(path, done_frames)])[0]
+
+    def process_files(self, items: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
+        """One :class:`FileOutcome` per item, in order; frames share model calls across files.
+        Stage times of a shared call are split between files by their number of frames."""
         opts, inf = self.options, self.options.inference
-        rel = path.relative_to(opts.in_dir).as_posix()
+        rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]
+        rows: list[list[dict]] = [[] for _ in items]
         timings: dict = {}
-        rows = []
-        for result in self.results(path, done_frames, timings):
+        for item, result in self.results_of_files(items, timings):
+            rel = rels[item]
             if isinstance(result, FrameFailure):
-                rows.append(measurement_row(rel, "" if result.frame_index is None else result.frame_index, None,
-                                            self.model_name, None, result.reason, inf.method, inf.orientation))
+                rows[item].append(measurement_row(rel, "" if result.frame_index is None else result.frame_index,
+                                                  None, self.model_name, None, result.reason, inf.method,
+                                                  inf.orientation))
                 continue
             started = time.perf_counter()
             frame = result.frame
@@ -222,9 +246,11 @@ class FileProcessor:
                 write_overlay_png(opts.out_dir / "overlays" / f"{stem}.png",
                                   render_overlay(frame.pixels, result.labels, result.measurement, title=rel))
             timings["write_s"] += time.perf_counter() - started
-            rows.append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
-                                        frame.provenance.sop_instance_uid, "", inf.method, inf.orientation))
-        return FileOutcome(rel, tuple(rows), timings)
+            rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
+                                              frame.provenance.sop_instance_uid, "", inf.method, inf.orientation))
+        total_rows = max(1, sum(len(r) for r in rows))
+        return [FileOutcome(rel, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
+                for rel, file_rows in zip(rels, rows)]
 
 
 def read_done(csv_path: Path) -> dict[str, set]:
@@ -248,8 +274,8 @@ def _worker_init(options: BatchOptions) -> None:
     _WORKER = FileProcessor(options)
 
 
-def _worker_run(args: tuple[Path, frozenset]) -> FileOutcome:
-    return _WORKER(*args)
+def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
+    return _WORKER.process_files(group)
 
 
 def run_batch(options: BatchOptions,
@@ -323,15 +349,18 @@ def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterato
 
 
 def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
+    # Files go to the model in groups so that single-frame scans still share model calls.
+    groups = [todo[i:i + FILES_PER_GROUP] for i in range(0, len(todo), FILES_PER_GROUP)]
     if workers == 1:
         processor = FileProcessor(options)
-        for item in todo:
-            yield processor(*item)
+        for group in groups:
+            yield from processor.process_files(group)
         return
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_worker_init, initargs=(options,)) as pool:
         # imap keeps file order: the CSV is the same whatever the number of workers.
-        yield from pool.imap(_worker_run, todo, chunksize=1)
+        for outcomes in pool.imap(_worker_run, groups, chunksize=1):
+            yield from outcomes
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure", "InferenceOptions",

@@ -1,7 +1,7 @@
 """The Ray engine of ``ipp-seg batch``: the same per-file work as the local engine, on a Ray cluster.
 
 The driver lists the files (as :func:`~ipp_seg.inference.batch.run_batch` does for every
-engine); Ray Data hands them, one file per batch, to a fixed pool of actors that each load the
+engine); Ray Data hands them, a group of files per batch, to a fixed pool of actors that each load the
 model once and run :class:`~ipp_seg.inference.batch.FileProcessor`; the outcomes come back to
 the driver, which writes the rows in file order, so ``measurements.csv`` is the same as the
 local engine's.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BatchOptions, FileOutcome, FileProcessor
+from .batch import FILES_PER_GROUP, BatchOptions, FileOutcome, FileProcessor
 from .registry import resolve_model
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,18 @@ def decode_outcome(text: str) -> FileOutcome:
 
 
 class _RayFileWorker:
-    """A Ray Data actor: builds one FileProcessor (loads the model once) and processes the
-    files of each batch it is given."""
+    """A Ray Data actor: builds one FileProcessor (loads the model once) and processes each
+    group of files it is given (the local engine's groups, so frames share model calls the same
+    way and the numbers are the same)."""
 
     def __init__(self, options: BatchOptions) -> None:
         self.processor = FileProcessor(options)
 
     def __call__(self, batch: dict) -> dict:
         outcomes = []
-        for path, done in zip(batch["path"], batch["done"]):
-            done_frames = frozenset(json.loads(str(done)))
-            outcomes.append(encode_outcome(self.processor(Path(str(path)), done_frames)))
+        for group in batch["group"]:
+            items = [(Path(path), frozenset(done)) for path, done in json.loads(str(group))]
+            outcomes.append(json.dumps([encode_outcome(o) for o in self.processor.process_files(items)]))
         return {"index": np.asarray(batch["index"], dtype=np.int64), "outcome": np.array(outcomes, dtype=object)}
 
 
@@ -118,7 +119,9 @@ def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     if total and workers * threads > total:
         log.warning("%d workers x %d CPUs exceed the cluster's %d CPUs; workers wait for room", workers, threads, total)
     options = replace(options, inference=replace(options.inference, threads=threads))
-    items = [{"index": i, "path": str(path), "done": json.dumps(sorted(done))} for i, (path, done) in enumerate(todo)]
+    groups = [todo[i:i + FILES_PER_GROUP] for i in range(0, len(todo), FILES_PER_GROUP)]
+    items = [{"index": i, "group": json.dumps([(str(path), sorted(done)) for path, done in group])}
+             for i, group in enumerate(groups)]
     log.info("ray engine: %d files, %d workers x %d threads", len(todo), workers, threads)
 
     if ray.util.client.ray.is_connected():
@@ -129,16 +132,18 @@ def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     else:
         encoded = _ClusterDriver(options, items, workers).stream()
 
-    # Outcomes arrive as actors finish; hold early ones until every file before them is out.
-    waiting: dict[int, FileOutcome] = {}
-    next_index = 0
+    # Outcomes arrive as actors finish; hold early groups until every file before them is out.
+    waiting: dict[int, list[FileOutcome]] = {}
+    next_index = files_out = 0
     for index, text in encoded:
-        waiting[index] = decode_outcome(text)
+        waiting[index] = [decode_outcome(t) for t in json.loads(text)]
         while next_index in waiting:
-            yield waiting.pop(next_index)
+            for outcome in waiting.pop(next_index):
+                files_out += 1
+                yield outcome
             next_index += 1
-    if next_index != len(todo):
-        raise RuntimeError(f"the ray engine returned no outcome for {len(todo) - next_index} of {len(todo)} files")
+    if files_out != len(todo):
+        raise RuntimeError(f"the ray engine returned no outcome for {len(todo) - files_out} of {len(todo)} files")
 
 
 def _fetch(ray, driver, count: int) -> Iterator[tuple[int, str]]:
@@ -150,13 +155,13 @@ def _fetch(ray, driver, count: int) -> Iterator[tuple[int, str]]:
 
 
 class _ClusterDriver:
-    """Runs the Ray Data pipeline: one file per batch through a fixed pool of actors. Used in
+    """Runs the Ray Data pipeline: one group of files per batch through a fixed pool of actors. Used in
     the driver process, or as an actor on the cluster when the driver is a Ray Client."""
 
     def __init__(self, options: BatchOptions, items: list[dict], workers: int) -> None:
         import ray.data
 
-        # One block per file, so the files spread over the actors rather than queue behind one.
+        # One block per group, so the groups spread over the actors rather than queue behind one.
         self.dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _RayFileWorker,
             fn_constructor_args=(options,),
@@ -169,7 +174,7 @@ class _ClusterDriver:
         self.rows: Iterator[tuple[int, str]] | None = None
 
     def stream(self) -> Iterator[tuple[int, str]]:
-        """(todo index, encoded outcome) of each file, in the order they finish."""
+        """(group index, encoded outcomes of its files) of each group, in the order they finish."""
         for row in self.dataset.iter_rows():
             yield int(row["index"]), str(row["outcome"])
 
