@@ -102,6 +102,32 @@ def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
     assert sorted(resumed, key=key) == sorted(full, key=key)
 
 
+def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, monkeypatch):
+    import builtins
+
+    from ipp_seg.inference.batch import BatchOptions, run_batch
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    before = (out / "measurements.csv").read_text()
+    result = _run("batch", mixed_folder, "--out", out, "--model", "no-such-model")
+    assert result.exit_code == 2
+    # The Ray engine without Ray installed: refused before anything is written.
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ImportError, match=r"ipp-seg\[ray\]"):
+        run_batch(BatchOptions(mixed_folder, out, engine="ray"))
+    with pytest.raises(ValueError, match="unknown engine"):
+        run_batch(BatchOptions(mixed_folder, out, engine="spark"))
+    assert (out / "measurements.csv").read_text() == before
+
+
 def test_two_workers_give_the_same_csv(mixed_folder, tmp_path):
     assert _run("batch", mixed_folder, "--out", tmp_path / "one").exit_code == 0
     result = _run("batch", mixed_folder, "--out", tmp_path / "two", "--workers", "2")

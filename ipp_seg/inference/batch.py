@@ -36,6 +36,7 @@ CSV_NAME = "measurements.csv"
 FRAMES_PER_BATCH = 8
 FILES_PER_GROUP = 8  # files a worker takes at once (their frames share model calls)
 STAGES = ("read_s", "preprocess_s", "model_s", "measure_s", "write_s")
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -285,11 +286,13 @@ def run_batch(options: BatchOptions,
     started = time.perf_counter()
     if not options.in_dir.is_dir():
         raise NotADirectoryError(f"{options.in_dir} is not a folder")
+    if options.engine not in ENGINES:
+        raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
+    # An unknown model fails before a previous measurements.csv is replaced.
+    resolve_model(options.inference.model)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = options.out_dir / CSV_NAME
     done = read_done(csv_path) if options.resume else {}
-    if csv_path.exists() and not options.resume:
-        csv_path.unlink()
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     todo: list[tuple[Path, frozenset]] = []
     skipped = 0
@@ -309,6 +312,10 @@ def run_batch(options: BatchOptions,
         # (Ray sizes its actors from the cluster's CPUs, not this machine's.)
         # Threads split between workers: oversubscribing 2 cores costs more than it gives.
         options = replace(options, inference=replace(options.inference, threads=max(1, cores // workers)))
+    # Set up the engine (the Ray one needs its package) before a previous CSV is replaced.
+    outcomes = _engine_outcomes(options, todo, workers)
+    if csv_path.exists() and not options.resume:
+        csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = 0
     new_file = not csv_path.exists()
@@ -317,7 +324,7 @@ def run_batch(options: BatchOptions,
         if new_file:
             writer.writeheader()
             fh.flush()
-        for outcome in _engine_outcomes(options, todo, workers):
+        for outcome in outcomes:
             for row in outcome.rows:
                 writer.writerow(row)
                 n_rows += 1
@@ -343,14 +350,18 @@ def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterato
         from .ray_engine import ray_outcomes
 
         return ray_outcomes(options, todo, workers, options.address)
-    if options.engine != "local":
-        raise ValueError(f"unknown engine {options.engine!r}: use local or ray")
     return _outcomes(options, todo, workers)
+
+
+def file_groups(todo: list[tuple[Path, frozenset]]) -> list[list[tuple[Path, frozenset]]]:
+    """``todo`` in consecutive groups of ``FILES_PER_GROUP``, the unit a worker takes: every
+    engine uses the same groups, so frames share model calls the same way everywhere."""
+    return [todo[i:i + FILES_PER_GROUP] for i in range(0, len(todo), FILES_PER_GROUP)]
 
 
 def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
     # Files go to the model in groups so that single-frame scans still share model calls.
-    groups = [todo[i:i + FILES_PER_GROUP] for i in range(0, len(todo), FILES_PER_GROUP)]
+    groups = file_groups(todo)
     if workers == 1:
         processor = FileProcessor(options)
         for group in groups:
@@ -364,4 +375,4 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure", "InferenceOptions",
-           "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]
+           "file_groups", "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]

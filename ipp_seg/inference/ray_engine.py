@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import FILES_PER_GROUP, BatchOptions, FileOutcome, FileProcessor
-from .registry import resolve_model
+from .batch import BatchOptions, FileOutcome, FileProcessor, file_groups
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +85,6 @@ def ray_outcomes(options: BatchOptions, todo: list[tuple[Path, frozenset]], work
         import ray.data
     except ImportError as exc:
         raise ImportError("the ray engine needs Ray Data: pip install 'ipp-seg[ray]'") from exc
-    # An unknown model fails here, not as a stream of actor start-up errors.
-    resolve_model(options.inference.model)
     return _stream(ray, options, list(todo), workers, address)
 
 
@@ -119,7 +116,7 @@ def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     if total and workers * threads > total:
         log.warning("%d workers x %d CPUs exceed the cluster's %d CPUs; workers wait for room", workers, threads, total)
     options = replace(options, inference=replace(options.inference, threads=threads))
-    groups = [todo[i:i + FILES_PER_GROUP] for i in range(0, len(todo), FILES_PER_GROUP)]
+    groups = file_groups(todo)
     items = [{"index": i, "group": json.dumps([(str(path), sorted(done)) for path, done in group])}
              for i, group in enumerate(groups)]
     log.info("ray engine: %d files, %d workers x %d threads", len(todo), workers, threads)
