@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +20,11 @@ import torch
 from ipp_seg.nn.configs import list_configs
 from ipp_seg.nn.dssau_net import build_network
 from ipp_seg.nn.export import export_onnx
+from speed import median_of  # benchmarks/speed.py, beside this script
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return 1000 * median_of(fn, repeats)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the network tests need torch (pip install -e '.[dev]')")
 
 from ipp_seg.nn.attention import (  # noqa: E402
-    DualSparseSelectionAttention, StarDSSA, chebyshev_distance, from_regions, gather_regions, literal_topk_attention,
+    DualSparseSelectionAttention, StarDSSA, chebyshev_distance, gather_regions, literal_topk_attention,
     to_regions, token_topk_attention)
 from ipp_seg.nn.configs import get_config, list_configs  # noqa: E402
 from ipp_seg.nn.dssau_net import (  # noqa: E402
@@ -67,13 +67,15 @@ def test_topk_keeps_only_k_scores():
     assert math.isclose(float(out.sum()), 1.0, rel_tol=1e-6)
 
 
-def test_region_layout_round_trip():
+def test_region_layout_holds_contiguous_windows():
     x = torch.randn(2, 6, 16, 24)
     r = to_regions(x, 4)
     assert r.shape == (2, 16, 4 * 6, 6)
-    torch.testing.assert_close(from_regions(r, 4, 16, 24), x)
-    # A region holds one contiguous window of the map.
-    torch.testing.assert_close(r[0, 1, :, 0], x[0, 0, 0:4, 6:12].reshape(-1))
+    # Region (row i, column j) holds the 4x6 window of the map at (4i, 6j), channels last.
+    for i in range(4):
+        for j in range(4):
+            window = x[:, :, 4 * i:4 * i + 4, 6 * j:6 * j + 6].reshape(2, 6, -1).transpose(1, 2)
+            torch.testing.assert_close(r[:, 4 * i + j], window, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("cls", [DualSparseSelectionAttention, StarDSSA])

@@ -34,7 +34,6 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
 from .errors import ScanReadError
-from .formats import DICOM_SUFFIXES, is_dicom_file  # noqa: F401  (re-exported)
 from .frames import ImagingRegion, Spacing, same_spacing
 from .greyscale import invert, luminance_rgb, to_output
 

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from .errors import ScanReadError
-from .formats import IMAGE_SUFFIXES  # noqa: F401  (re-exported)
 from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import ScanReadError
-from .formats import ITK_SUFFIXES  # noqa: F401  (re-exported)
 from .frames import Spacing
 from .greyscale import drop_alpha_to_grey, to_output
 

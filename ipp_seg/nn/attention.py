@@ -39,15 +39,6 @@ def to_regions(x: torch.Tensor, regions_per_side: int) -> torch.Tensor:
     return x.reshape(b, s * s, rh * rw, c)
 
 
-def from_regions(x: torch.Tensor, regions_per_side: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`to_regions`: [B, S*S, t, C] -> [B, C, H, W]."""
-    b, _, _, c = x.shape
-    s = regions_per_side
-    rh, rw = h // s, w // s
-    x = x.reshape(b, s, s, rh, rw, c).permute(0, 5, 1, 3, 2, 4)
-    return x.reshape(b, c, h, w)
-
-
 def gather_regions(tokens: torch.Tensor, region_index: torch.Tensor) -> torch.Tensor:
     """Gather the routed regions' tokens, per head.
 
