@@ -49,8 +49,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = export_onnx(model, Path(tmp) / f"{run.name}.onnx",
                                     tuple(checkpoint["settings"]["input_size"]), checkpoint["settings"]["normalisation"])
-            for tta in ((False, True) if args.tta else (False,)):
-                result = validate_onnx(onnx_path, args.data, checkpoint["split"]["validation"], BLOCKS, tta=tta)
+            results = validate_onnx(onnx_path, args.data, checkpoint["split"]["validation"], BLOCKS,
+                                    tta_modes=(False, True) if args.tta else (False,))
+            for result in results:
+                tta = result["tta"]
                 for block, m in result["ellipse"].items():
                     if block.startswith("style:"):
                         continue

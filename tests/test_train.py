@@ -125,6 +125,38 @@ def test_init_from_starts_from_the_checkpoint_weights_with_a_fresh_optimiser(tmp
         train(TrainSettings(**{**tuned.__dict__, "config": "conv-unet-s", "out": str(tmp_path / "third")}))
 
 
+def test_fine_tuning_chain_records_every_earlier_run(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "a"), epochs=1,
+                         batch_size=2, validation_count=1, input_size=(64, 64), threads=1, bf16=False)
+    train(base)
+    train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "b"), "init_from": str(tmp_path / "a" / "last.pt")}))
+    # The parent is then overwritten in place, as when a shipped model is fine-tuned into its successor:
+    # the lineage was read when the run started, so the chain survives.
+    b_path = tmp_path / "b" / "last.pt"
+    train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "c"), "init_from": str(b_path)}))
+    b_path.write_bytes(b"overwritten")
+    c = torch.load(tmp_path / "c" / "last.pt", weights_only=False)
+    assert [step["checkpoint"] for step in c["lineage"]] == [str(tmp_path / "a" / "last.pt"), str(b_path)]
+    assert all(step["epochs"] == 1 and step["config"] == "dssau-net-s" for step in c["lineage"])
+    assert c["lineage"][1]["settings"]["init_from"] == str(tmp_path / "a" / "last.pt")
+
+
+def test_lineage_of_older_weights_falls_back_to_their_model_card(tmp_path):
+    from ipp_seg.train.lineage import lineage_hours, lineage_of
+
+    grandparent = {"checkpoint": "runs/base/best.pt", "config": "dssau-net-s", "epochs": 18, "hours": 1.84}
+    (tmp_path / "old.json").write_text(json.dumps({"training": {"initialised_from": grandparent}}))
+    parent = {"config": {"name": "dssau-net-s"}, "epoch": 12, "settings": {"init_from": "runs/base/best.pt"},
+              "history": [{"seconds": 1800.0}, {"seconds": 1800.0}]}  # no "lineage": written before it existed
+    chain = lineage_of(tmp_path / "old.pt", parent)
+    assert [step["epochs"] for step in chain] == [18, 12]
+    assert chain[1]["hours"] == 1.0
+    assert lineage_hours(chain) == pytest.approx(2.84)
+    # Without a card the chain starts at the parent (and says so in the log), never invents a history.
+    assert [step["epochs"] for step in lineage_of(tmp_path / "other.pt", parent)] == [12]
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(TrainSettings(config="dssau-net-s", data=str(tmp_path), out=str(tmp_path / "run")), resume=True)

@@ -23,6 +23,7 @@ from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame
 from ..nn.configs import get_config
 from ..nn.dssau_net import build_network
 from .data import AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases
+from .lineage import lineage_of
 from .losses import segmentation_loss
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ def train(settings: TrainSettings, resume: bool = False,
     rng = np.random.default_rng(settings.seed)
     history: list[EpochResult] = []
     best_score, best_epoch, start_epoch, step = -1.0, 0, 0, 0
+    lineage: list[dict] = []
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimiser.load_state_dict(checkpoint["optimiser"])
@@ -214,6 +216,7 @@ def train(settings: TrainSettings, resume: bool = False,
         history = [EpochResult(**h) for h in checkpoint["history"]]
         best_score, best_epoch = checkpoint["best_score"], checkpoint["best_epoch"]
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+        lineage = checkpoint.get("lineage", [])
         log.info("resuming %s at epoch %d", settings.config, start_epoch + 1)
     elif settings.init_from:
         init = torch.load(settings.init_from, map_location="cpu", weights_only=False)
@@ -221,6 +224,8 @@ def train(settings: TrainSettings, resume: bool = False,
             raise ValueError(f"--init-from {settings.init_from} holds a {init.get('config', {}).get('name')!r} "
                              f"network, not {config.name!r}")
         model.load_state_dict(init["model"])
+        # Read now: the parent file may be overwritten later (a shipped model fine-tuned in place).
+        lineage = lineage_of(settings.init_from, init)
         log.info("initialised %s from %s", config.name, settings.init_from)
 
     use_bf16 = _use_bf16(settings, device)
@@ -263,6 +268,7 @@ def train(settings: TrainSettings, resume: bool = False,
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "history": [asdict(h) for h in history], "best_score": best_score, "best_epoch": best_epoch,
             "settings": settings.to_dict(), "config": config.to_dict(), "split": split.to_dict(),
+            "lineage": lineage,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "torch": torch.__version__, "device": settings.device},
         }

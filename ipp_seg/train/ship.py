@@ -21,6 +21,7 @@ from ..inference.registry import ModelSpec, sha256_of
 from ..io import read_frame
 from ..nn.export import export_onnx
 from .data import find_pairs, load_cases
+from .lineage import lineage_hours, lineage_of
 from .loop import BEST, load_checkpoint_model
 
 log = logging.getLogger(__name__)
@@ -42,36 +43,47 @@ def _block_metrics(block) -> dict:
     }
 
 
-def validate_onnx(onnx_path: Path, data: str | Path, validation_ids: list[str],
-                  blocks: dict[str, tuple[str, str]], tta: bool = False) -> dict:
-    """Segment the validation frames with the ONNX model as users would and evaluate them, per
-    named block of IDs (``{"name": (first_id, last_id)}``) and overall, with the default
-    (ellipse) and the challenge AoP method."""
-    segmenter = OnnxSegmenter(ModelSpec(onnx_path.stem, onnx_path, None, None), threads=None)
+def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
+                       blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,)) -> list[dict]:
+    """Segment the validation frames with ``segmenter`` as users would (ipp-seg's own reading,
+    pre-processing and post-processing) and evaluate them, per named block of IDs
+    (``{"name": (first_id, last_id)}``), per acquisition style and overall, with the default
+    (ellipse) and the challenge AoP method. One result per entry of ``tta_modes``; the frames
+    are read once for all of them."""
     pairs = {cid: (img, lab) for cid, img, lab in find_pairs(data)}
     wanted = set(validation_ids)
     truth = {c.case_id: c for c in load_cases(data, wanted)}
-    predictions = {}
-    started = time.perf_counter()
     ids = sorted(wanted)
-    for start in range(0, len(ids), 8):
-        chunk = ids[start:start + 8]
-        frames = [read_frame(pairs[cid][0]) for cid in chunk]
-        masks, _, _ = segment_frames(frames, segmenter, tta)
-        predictions.update(zip(chunk, masks))
-    seconds = time.perf_counter() - started
-    results = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta}
-    for method in ("ellipse", "challenge"):
-        report = evaluate_arrays([(cid, predictions[cid], truth[cid].labels, truth[cid].image) for cid in ids],
-                                 method=method)
-        per_method = {"overall": _block_metrics(report.overall)}
-        for name, (first, last) in blocks.items():
-            cases = [c for c in report.cases if first <= c.case_id <= last]
-            per_method[name] = _block_metrics(summarise_block(name, cases))
-        for block in report.blocks[1:]:  # styles told apart from the frames themselves
-            per_method[f"style:{block.name}"] = _block_metrics(block)
-        results[method] = per_method
+    frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
+    results = []
+    for tta in tta_modes:
+        predictions = {}
+        started = time.perf_counter()
+        for start in range(0, len(ids), 8):
+            chunk = ids[start:start + 8]
+            masks, _, _ = segment_frames([frames[cid] for cid in chunk], segmenter, tta)
+            predictions.update(zip(chunk, masks))
+        seconds = time.perf_counter() - started
+        result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta}
+        for method in ("ellipse", "challenge"):
+            report = evaluate_arrays([(cid, predictions[cid], truth[cid].labels, truth[cid].image) for cid in ids],
+                                     method=method)
+            per_method = {"overall": _block_metrics(report.overall)}
+            for name, (first, last) in blocks.items():
+                cases = [c for c in report.cases if first <= c.case_id <= last]
+                per_method[name] = _block_metrics(summarise_block(name, cases))
+            for block in report.blocks[1:]:  # styles told apart from the frames themselves
+                per_method[f"style:{block.name}"] = _block_metrics(block)
+            result[method] = per_method
+        results.append(result)
     return results
+
+
+def validate_onnx(onnx_path: Path, data: str | Path, validation_ids: list[str],
+                  blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,)) -> list[dict]:
+    """:func:`validate_segmenter` for an exported ONNX file, run by onnxruntime."""
+    segmenter = OnnxSegmenter(ModelSpec(onnx_path.stem, onnx_path, None, None), threads=None)
+    return validate_segmenter(segmenter, data, validation_ids, blocks, tta_modes)
 
 
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
@@ -81,25 +93,26 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     models_dir.mkdir(parents=True, exist_ok=True)
     model, checkpoint = load_checkpoint_model(run_dir / BEST)
     settings = checkpoint["settings"]
+    # The runs behind a fine-tuned one, read before anything is written: the parent may be the
+    # very file this call replaces.
+    lineage = checkpoint.get("lineage")
+    if lineage is None:  # runs from before lineage was recorded at training time
+        lineage = (lineage_of(settings["init_from"], torch.load(settings["init_from"], map_location="cpu",
+                                                                weights_only=False))
+                   if settings.get("init_from") else [])
     onnx_path = export_onnx(model, models_dir / f"{name}.onnx", tuple(settings["input_size"]),
                             settings["normalisation"], extra_metadata={"model_name": name})
     torch_path = models_dir / f"{name}.pt"
     slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
                                        "best_score", "epoch", "machine")}
+    slim["lineage"] = lineage
     torch.save(slim, torch_path)
-    validation = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks)
-    validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks, tta=True)
+    validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
+                                               tta_modes=(False, True))
     history = checkpoint["history"]
-    hours = sum(h["seconds"] for h in history) / 3600
-    initialised_from = None
-    if settings.get("init_from"):
-        # A fine-tuned run: its weights started from another run's checkpoint, whose time counts too.
-        parent = torch.load(settings["init_from"], map_location="cpu", weights_only=False)
-        parent_hours = sum(h["seconds"] for h in parent["history"]) / 3600
-        hours += parent_hours
-        initialised_from = {"checkpoint": settings["init_from"], "config": parent["config"]["name"],
-                            "epochs": parent["epoch"], "hours": round(parent_hours, 2),
-                            "settings": parent["settings"]}
+    # A fine-tuned run's cost includes every run its weights started from.
+    hours = sum(h["seconds"] for h in history) / 3600 + lineage_hours(lineage)
+    initialised_from = lineage[-1] if lineage else None
     card = {
         "name": name,
         "config": checkpoint["config"]["name"],
@@ -120,6 +133,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             "best_epoch": checkpoint["best_epoch"],
             "hours": round(hours, 2),
             "initialised_from": initialised_from,
+            "lineage": lineage,
             "machine": checkpoint.get("machine", {}),
             "recipe": {k: settings[k] for k in ("batch_size", "learning_rate", "weight_decay", "warmup_epochs",
                                                 "dice_weight", "ce_class_weights", "dice_class_weights",
@@ -153,11 +167,12 @@ def model_card_markdown(card: dict) -> str:
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
              f"best epoch {t['best_epoch']}; {t['hours']} h on {t['machine'].get('processor') or 'CPU'} "
              f"({t['machine'].get('platform', '')}).", ""]
-    if t.get("initialised_from"):
-        parent = t["initialised_from"]
-        lines[-1:] = [f"- Fine-tuned: started from `{parent['checkpoint']}` ({parent['config']}, {parent['epochs']} "
-                      f"epochs, {parent['hours']} h; its settings are in the JSON card). The hours above include "
-                      "both runs.", ""]
+    lineage = t.get("lineage") or ([t["initialised_from"]] if t.get("initialised_from") else [])
+    if lineage:
+        steps = "; then ".join(f"`{p['checkpoint']}` ({p['config']}, {p['epochs']} epochs, {p['hours']} h)"
+                               for p in lineage)
+        lines[-1:] = [f"- Fine-tuned: the weights started from {steps} (their settings are in the JSON card). "
+                      "The hours above include every run.", ""]
     lines += ["## Validation (never trained on)", "",
               "| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
               "failed | score |", "|---|---|---|---|---|---|---|---|---|---|"]
