@@ -176,3 +176,34 @@ def test_single_frame_files_share_model_calls(mixed_folder, tmp_path):
     alone = FileProcessor(BatchOptions(mixed_folder, tmp_path / "out2"))(mixed_folder / "a.png")
     assert alone.rows[0]["status"] == outcomes[0].rows[0]["status"]
     assert alone.rows[0]["aop_deg"] == pytest.approx(outcomes[0].rows[0]["aop_deg"], abs=0.1)
+
+
+def test_long_batches_use_a_fixed_batch_session(tmp_path, sample_png, monkeypatch):
+    """With at least a group of files, the model session is specialised to full calls of 8
+    frames; the rows match what each file gives on its own."""
+    import ipp_seg.inference.batch as batch_module
+    from ipp_seg.inference.batch import FRAMES_PER_BATCH, BatchOptions, FileProcessor, run_batch
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    sources = [sample_png, sample_png.with_name("psfhs_04750.png")]
+    for i in range(9):
+        shutil.copy(sources[i % 2], scans / f"scan{i}.png")
+    seen = []
+    real = batch_module.load_segmenter
+    monkeypatch.setattr(batch_module, "load_segmenter", lambda *a: (seen.append(a[-1]), real(*a))[1])
+    summary = run_batch(BatchOptions(scans, tmp_path / "out"))
+    assert seen == [FRAMES_PER_BATCH] and summary.rows == 9
+    rows = _rows(summary.csv_path)
+    alone = FileProcessor(BatchOptions(scans, tmp_path / "out2"))
+    for i in (0, 1, 8):  # a full call and the padded last one
+        want = alone(scans / f"scan{i}.png").rows[0]
+        assert rows[i]["status"] == want["status"]
+        assert float(rows[i]["aop_deg"]) == pytest.approx(want["aop_deg"], abs=0.1)
+    # Fewer files than a group: calls stay dynamic (no padding of a lone frame to 8).
+    seen.clear()
+    small = tmp_path / "small"
+    small.mkdir()
+    shutil.copy(sample_png, small / "one.png")
+    run_batch(BatchOptions(small, tmp_path / "out3"))
+    assert seen == [None]

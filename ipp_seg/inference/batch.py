@@ -50,6 +50,9 @@ class InferenceOptions:
     spacing_mm: tuple[float, float] | None = None
     tta: bool = False
     threads: int | None = None
+    # Model calls of exactly this many frames (ONNX session specialised to it; see
+    # OnnxSegmenter). run_batch sets it for runs long enough that nearly every call is full.
+    fixed_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class FileProcessor:
         self.options = options
         inf = options.inference
         self.spec = resolve_model(inf.model)
-        self.segmenter = load_segmenter(self.spec, inf.backend, inf.device, inf.threads)
+        self.segmenter = load_segmenter(self.spec, inf.backend, inf.device, inf.threads, inf.fixed_batch)
 
     @property
     def model_name(self) -> str:
@@ -306,6 +309,10 @@ def run_batch(options: BatchOptions,
     if on_start:
         on_start(len(todo))
 
+    if options.inference.fixed_batch is None and len(todo) >= FILES_PER_GROUP:
+        # Decided by the number of files alone, so that every engine and number of workers
+        # makes the same model calls (and so the same CSV).
+        options = replace(options, inference=replace(options.inference, fixed_batch=FRAMES_PER_BATCH))
     workers = max(1, min(options.workers, len(todo) or 1))
     cores = os.cpu_count() or 1
     if options.inference.threads is None and options.engine == "local":
