@@ -166,3 +166,34 @@ def test_segmentation_loss_is_finite():
     loss = segmentation_loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8)),
                              ce_class_weights=(1.0, 2.0, 1.0), dice_class_weights=(1.5, 1.0))
     assert torch.isfinite(loss)
+
+
+def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
+    """Shipping writes ONNX, weights and a card whose checksums, lineage and hours are right,
+    even when the run was fine-tuned from the very model file it replaces."""
+    import shutil
+
+    from ipp_seg.inference.registry import sha256_of
+    from ipp_seg.train.ship import ship_model
+
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "base"), epochs=1,
+                         batch_size=2, validation_count=2, input_size=(64, 64), threads=1, bf16=False)
+    train(base)
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tmp_path / "base" / "best.pt", models / "tiny.pt")  # the "shipped" parent
+    train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "tuned"), "init_from": str(models / "tiny.pt")}))
+    card = ship_model(tmp_path / "tuned", models, "tiny", "ipp-seg train ... --config dssau-net-s",
+                      {"last two": ("case003", "case004")}, data)
+    assert [step["checkpoint"] for step in card["training"]["lineage"]] == [str(models / "tiny.pt")]
+    assert card["training"]["initialised_from"]["epochs"] == 1
+    own = sum(json.loads(line)["seconds"] for line in (tmp_path / "tuned" / "history.jsonl").read_text().splitlines())
+    parent = sum(json.loads(line)["seconds"] for line in (tmp_path / "base" / "history.jsonl").read_text().splitlines())
+    assert card["training"]["hours"] == pytest.approx((own + parent) / 3600, abs=0.006)
+    for entry in card["files"].values():
+        assert sha256_of(models / entry["name"]) == entry["sha256"]
+    assert card["validation"]["overall"]["cases"] == 2 and card["validation_tta"]["last two"]["cases"] == 2
+    shipped = torch.load(models / "tiny.pt", weights_only=False)
+    assert shipped["lineage"] == card["training"]["lineage"]  # the new weights carry their history
+    assert "Fine-tuned" in (models / "tiny.md").read_text()
