@@ -104,6 +104,8 @@ def train(
     warmup_epochs: float = typer.Option(2.0, "--warmup-epochs"),
     ce_weights: str = typer.Option("1,2,1", "--ce-weights", help="Cross-entropy weights: background,PS,FH."),
     dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
+    shape_weight: float = typer.Option(0.0, "--shape-weight", min=0.0,
+                                       help="Weight of the PS centroid/second-moment loss (aimed at the AoP)."),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
@@ -124,7 +126,7 @@ def train(
                              learning_rate=learning_rate, seed=seed, validation_count=validation_count,
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
-                             init_from=str(init_from) if init_from else None)
+                             shape_weight=shape_weight, init_from=str(init_from) if init_from else None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

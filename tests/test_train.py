@@ -197,3 +197,40 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     shipped = torch.load(models / "tiny.pt", weights_only=False)
     assert shipped["lineage"] == card["training"]["lineage"]  # the new weights carry their history
     assert "Fine-tuned" in (models / "tiny.md").read_text()
+
+
+def _ellipse_mask(angle_deg, size=64, centre=(32, 30)):
+    import cv2
+
+    labels = np.zeros((1, size, size), np.uint8)
+    cv2.ellipse(labels[0], centre, (14, 4), angle_deg, 0, 360, 1, -1)
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def _confident_logits(labels, margin=8.0):
+    return torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float() * margin
+
+
+def test_shape_moment_loss_sees_the_ps_axis_that_dice_barely_weighs():
+    from ipp_seg.train.losses import shape_moment_loss
+
+    truth = _ellipse_mask(20)
+    assert float(shape_moment_loss(_confident_logits(truth), truth)) < 0.01  # right shape: ~0
+    turned = float(shape_moment_loss(_confident_logits(_ellipse_mask(35)), truth))
+    shifted = float(shape_moment_loss(_confident_logits(_ellipse_mask(20, centre=(36, 30))), truth))
+    much_turned = float(shape_moment_loss(_confident_logits(_ellipse_mask(60)), truth))
+    assert 0.1 < turned < much_turned and shifted > 0.1
+    # Differentiable in the logits, and an absent structure (cropped out) contributes nothing.
+    logits = _confident_logits(_ellipse_mask(35)).requires_grad_(True)
+    shape_moment_loss(logits, truth).backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+    empty = torch.zeros_like(truth)
+    assert float(shape_moment_loss(_confident_logits(truth), empty)) == 0.0
+
+
+def test_segmentation_loss_adds_the_shape_term_only_when_weighted():
+    truth = _ellipse_mask(20)
+    logits = _confident_logits(_ellipse_mask(40))
+    plain = float(segmentation_loss(logits, truth))
+    assert float(segmentation_loss(logits, truth, shape_weight=0.0)) == plain
+    assert float(segmentation_loss(logits, truth, shape_weight=1.0)) > plain + 0.1

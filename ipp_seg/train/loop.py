@@ -52,6 +52,7 @@ class TrainSettings:
     dice_weight: float = 1.0
     ce_class_weights: tuple[float, float, float] = (1.0, 2.0, 1.0)
     dice_class_weights: tuple[float, float] = (1.5, 1.0)
+    shape_weight: float = 0.0  # PS centroid/second-moment term (losses.shape_moment_loss), aimed at the AoP
     input_size: tuple[int, int] = (256, 256)
     max_train_cases: int | None = None  # for smoke tests
     # Warm start: model weights from this checkpoint, with a fresh optimiser and schedule
@@ -245,7 +246,7 @@ def train(settings: TrainSettings, resume: bool = False,
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(x)
             loss = segmentation_loss(logits, y, settings.dice_weight, settings.ce_class_weights,
-                                     settings.dice_class_weights)
+                                     settings.dice_class_weights, settings.shape_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -1,4 +1,5 @@
-"""Segmentation losses: cross-entropy plus a soft (differentiable) Dice over PS and FH."""
+"""Segmentation losses: cross-entropy plus a soft (differentiable) Dice over PS and FH, and an
+optional shape term on the pubic symphysis aimed at the angle of progression."""
 
 from __future__ import annotations
 
@@ -26,12 +27,62 @@ def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[in
     return (stacked * w).sum(dim=1).mean() / w.sum()
 
 
+def shape_moment_loss(logits: torch.Tensor, labels: torch.Tensor, label: int = 1, floor: float = 0.05,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """How far the predicted structure's centroid and second moments are from the truth's.
+
+    The AoP hangs on the PS's long axis and its inferior end, i.e. on the centroid and the
+    covariance of the PS region (an ellipse's axes and ends follow from them), and a few
+    boundary pixels, which Dice barely weighs, swing them. From the softmax probability of
+    ``label`` (a soft region) and the true mask, both in coordinates scaled to [0, 1]:
+    ``|mu_p - mu_t|^2 / s + ||Sigma_p - Sigma_t||_F / s`` with ``s = trace(Sigma_t)``, the
+    true structure's size, so the term is unitless and scale-free. Probabilities below
+    ``floor`` count as 0: the faint probability a network leaves on every background pixel
+    would otherwise add up, over the whole frame, to a spread that swamps the moments of a
+    small structure. Averaged over the images whose mask holds the structure (augmentation
+    can crop it out); 0 when none does.
+    """
+    probs = torch.softmax(logits.float(), dim=1)[:, label]
+    probs = torch.where(probs > floor, probs, torch.zeros_like(probs))
+    truth = (labels == label).float()
+    b, h, w = truth.shape
+    ys = (torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5) / w
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+
+    def moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mass = weights.sum(dim=(1, 2)) + eps
+        mx = (weights * grid_x).sum(dim=(1, 2)) / mass
+        my = (weights * grid_y).sum(dim=(1, 2)) / mass
+        dx, dy = grid_x - mx[:, None, None], grid_y - my[:, None, None]
+        cxx = (weights * dx * dx).sum(dim=(1, 2)) / mass
+        cyy = (weights * dy * dy).sum(dim=(1, 2)) / mass
+        cxy = (weights * dx * dy).sum(dim=(1, 2)) / mass
+        return torch.stack([mx, my], 1), torch.stack([cxx, cyy, cxy], 1)
+
+    mu_p, cov_p = moments(probs)
+    mu_t, cov_t = moments(truth)
+    present = truth.sum(dim=(1, 2)) > 0
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    size = cov_t[:, 0] + cov_t[:, 1] + eps
+    centroid = ((mu_p - mu_t) ** 2).sum(1) / size
+    d = cov_p - cov_t
+    covariance = torch.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + 2 * d[:, 2] ** 2 + 1e-12) / size  # Frobenius norm
+    return (centroid + covariance)[present].mean()
+
+
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: float = 1.0,
                       ce_class_weights: tuple[float, ...] | None = None,
-                      dice_class_weights: tuple[float, ...] | None = None) -> torch.Tensor:
-    """Cross-entropy + ``dice_weight`` x soft Dice over PS (1) and FH (2)."""
+                      dice_class_weights: tuple[float, ...] | None = None,
+                      shape_weight: float = 0.0) -> torch.Tensor:
+    """Cross-entropy + ``dice_weight`` x soft Dice over PS (1) and FH (2) + ``shape_weight``
+    x :func:`shape_moment_loss` of the PS."""
     weight = None
     if ce_class_weights is not None:
         weight = torch.tensor(ce_class_weights, dtype=torch.float32, device=logits.device)
     ce = F.cross_entropy(logits.float(), labels.long(), weight=weight)
-    return ce + dice_weight * soft_dice_loss(logits, labels, class_weights=dice_class_weights)
+    loss = ce + dice_weight * soft_dice_loss(logits, labels, class_weights=dice_class_weights)
+    if shape_weight:
+        loss = loss + shape_weight * shape_moment_loss(logits, labels, label=1)
+    return loss
