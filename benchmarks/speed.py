@@ -108,23 +108,30 @@ def psfhs_folder(psfhs: Path, n: int, into: Path) -> Path:
 
 
 def batch_throughput(folders: dict[str, Path], workers_list: tuple[int, ...], repeats: int) -> str:
-    from ipp_seg.inference.batch import BatchOptions, run_batch
+    """Median runs of ``run_batch``; for folders of at least a group of files, also with the
+    fixed-batch session switched off (``fixed_batch=0``), the two interleaved run by run."""
+    from ipp_seg.inference.batch import FILES_PER_GROUP, BatchOptions, InferenceOptions, run_batch
 
     rows = []
     for name, folder in folders.items():
+        n_files = sum(1 for p in folder.iterdir())
+        sessions = {"fixed 8": None, "dynamic": 0} if n_files >= FILES_PER_GROUP else {"dynamic": None}
         for workers in workers_list:
-            results = []
+            results: dict[str, list] = {label: [] for label in sessions}
             for _ in range(repeats):
-                with tempfile.TemporaryDirectory() as out:
-                    summary = run_batch(BatchOptions(folder, Path(out), workers=workers))
-                results.append(summary)
-            best = sorted(results, key=lambda s: s.seconds)[len(results) // 2]
-            per_frame = {k: 1000 * v / max(1, best.rows) for k, v in best.timings.items()}
-            rows.append((name, workers, best.rows, f"{best.rows / best.seconds:.1f}",
-                         *(f"{per_frame[k]:.1f}" for k in ("read_s", "preprocess_s", "model_s", "measure_s",
-                                                           "write_s"))))
-    return table(("frames", "workers", "rows", "frames/s (median run)", "read ms", "pre/post ms", "model ms",
-                  "measure ms", "write ms"), rows)
+                for label, fixed in sessions.items():
+                    with tempfile.TemporaryDirectory() as out:
+                        options = BatchOptions(folder, Path(out), workers=workers,
+                                               inference=InferenceOptions(fixed_batch=fixed))
+                        results[label].append(run_batch(options))
+            for label, runs in results.items():
+                best = sorted(runs, key=lambda s: s.seconds)[len(runs) // 2]
+                per_frame = {k: 1000 * v / max(1, best.rows) for k, v in best.timings.items()}
+                rows.append((name, workers, label, best.rows, f"{best.rows / best.seconds:.1f}",
+                             *(f"{per_frame[k]:.1f}" for k in ("read_s", "preprocess_s", "model_s", "measure_s",
+                                                               "write_s"))))
+    return table(("frames", "workers", "model session", "rows", "frames/s (median run)", "read ms", "pre/post ms",
+                  "model ms", "measure ms", "write ms"), rows)
 
 
 # --- 3. model latency ---------------------------------------------------------------------------
@@ -135,18 +142,21 @@ def model_latency(repeats: int, threads: int) -> str:
 
     rows = []
     for spec in shipped_models():
-        for backend in ("onnx", "torch"):
+        # (label, backend, fixed batch, batch sizes): the fixed-batch session is what long
+        # `ipp-seg batch` runs use.
+        for label, backend, fixed, batches in (("onnx", "onnx", None, (1, 8)), ("onnx, fixed batch 8", "onnx", 8, (8,)),
+                                               ("torch", "torch", None, (1, 8))):
             try:
-                segmenter = load_segmenter(spec, backend, "cpu", threads)
+                segmenter = load_segmenter(spec, backend, "cpu", threads, fixed)
             except Exception as exc:  # a missing backend is a row, not a crash
-                rows.append((spec.name, backend, "-", f"unavailable: {exc}"))
+                rows.append((spec.name, label, "-", f"unavailable: {exc}"))
                 continue
             info = segmenter.info
-            for batch in (1, 8):
+            for batch in batches:
                 x = np.random.default_rng(0).standard_normal(
                     (batch, info.in_channels, *info.input_size)).astype(np.float32)
                 seconds = median_of(lambda: segmenter.logits(x), repeats)
-                rows.append((spec.name, backend, batch, f"{1000 * seconds:.1f}", f"{1000 * seconds / batch:.1f}"))
+                rows.append((spec.name, label, batch, f"{1000 * seconds:.1f}", f"{1000 * seconds / batch:.1f}"))
     return table(("model", "backend", "batch", "ms per call", "ms per frame"), rows)
 
 

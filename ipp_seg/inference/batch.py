@@ -51,7 +51,8 @@ class InferenceOptions:
     tta: bool = False
     threads: int | None = None
     # Model calls of exactly this many frames (ONNX session specialised to it; see
-    # OnnxSegmenter). run_batch sets it for runs long enough that nearly every call is full.
+    # OnnxSegmenter). None: run_batch decides (on for runs of at least a group of files);
+    # 0: off.
     fixed_batch: int | None = None
 
 
