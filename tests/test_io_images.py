@@ -218,6 +218,21 @@ def test_psfhs_layout_is_one_frame(tmp_path):
     assert frames[0].spacing_mm is None and frames[0].n_frames == 1
 
 
+@pytest.mark.parametrize("repeated", [True, False])
+def test_small_itk_volumes_are_read_from_disk_once(tmp_path, monkeypatch, repeated):
+    """The plane comparison already reads a small volume; its frames come from that read."""
+    planes = np.stack([scene(32, 48) + (0 if repeated else k) for k in range(3)]).astype(np.uint8)
+    path = write_itk(tmp_path / "case.mha", planes)
+    reads = []  # pixel reads (sitk.ReadImage goes through ImageFileReader.Execute too)
+    real_execute = sitk.ImageFileReader.Execute
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: (reads.append(1), real_execute(self))[1])
+    frames = list(read_frames(path))
+    assert len(reads) == 1
+    assert len(frames) == (1 if repeated else 3)
+    for frame in frames:
+        np.testing.assert_array_equal(frame.pixels, planes[frame.frame_index])
+
+
 def test_itk_stack_of_different_planes_is_a_cine(tmp_path):
     planes = np.stack([scene(32, 48) + k for k in range(4)]).astype(np.uint8)
     path = write_itk(tmp_path / "cine.mha", planes, spacing=(0.2, 0.2, 1.0))
