@@ -226,6 +226,13 @@ def test_shape_moment_loss_sees_the_ps_axis_that_dice_barely_weighs():
     assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
     empty = torch.zeros_like(truth)
     assert float(shape_moment_loss(_confident_logits(truth), empty)) == 0.0
+    # A sliver of PS left by a crop does not count; a gross error is capped.
+    sliver = torch.zeros_like(truth)
+    sliver[0, 10, 10:14] = 1
+    assert float(shape_moment_loss(_confident_logits(truth), sliver)) == 0.0
+    far = torch.zeros_like(truth)
+    far[0, 50:58, 2:8] = 1
+    assert float(shape_moment_loss(_confident_logits(truth), far)) == pytest.approx(2.0)
 
 
 def test_segmentation_loss_adds_the_shape_term_only_when_weighted():

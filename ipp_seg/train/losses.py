@@ -28,7 +28,7 @@ def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[in
 
 
 def shape_moment_loss(logits: torch.Tensor, labels: torch.Tensor, label: int = 1, floor: float = 0.05,
-                      eps: float = 1e-6) -> torch.Tensor:
+                      min_area_px: int = 30, cap: float = 2.0, eps: float = 1e-6) -> torch.Tensor:
     """How far the predicted structure's centroid and second moments are from the truth's.
 
     The AoP hangs on the PS's long axis and its inferior end, i.e. on the centroid and the
@@ -39,8 +39,10 @@ def shape_moment_loss(logits: torch.Tensor, labels: torch.Tensor, label: int = 1
     true structure's size, so the term is unitless and scale-free. Probabilities below
     ``floor`` count as 0: the faint probability a network leaves on every background pixel
     would otherwise add up, over the whole frame, to a spread that swamps the moments of a
-    small structure. Averaged over the images whose mask holds the structure (augmentation
-    can crop it out); 0 when none does.
+    small structure. Only images whose true structure has at least ``min_area_px`` pixels
+    count (augmentation can crop the PS to a sliver, whose tiny size would blow the scaled
+    term up), and each image's term is capped at ``cap`` so that one gross error cannot drown
+    a batch (cross-entropy and Dice still act on it). 0 when no image counts.
     """
     probs = torch.softmax(logits.float(), dim=1)[:, label]
     probs = torch.where(probs > floor, probs, torch.zeros_like(probs))
@@ -62,14 +64,14 @@ def shape_moment_loss(logits: torch.Tensor, labels: torch.Tensor, label: int = 1
 
     mu_p, cov_p = moments(probs)
     mu_t, cov_t = moments(truth)
-    present = truth.sum(dim=(1, 2)) > 0
+    present = truth.sum(dim=(1, 2)) >= min_area_px
     if not bool(present.any()):
         return logits.sum() * 0.0
     size = cov_t[:, 0] + cov_t[:, 1] + eps
     centroid = ((mu_p - mu_t) ** 2).sum(1) / size
     d = cov_p - cov_t
     covariance = torch.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + 2 * d[:, 2] ** 2 + 1e-12) / size  # Frobenius norm
-    return (centroid + covariance)[present].mean()
+    return torch.clamp(centroid + covariance, max=cap)[present].mean()
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: float = 1.0,
