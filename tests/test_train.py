@@ -155,6 +155,10 @@ def test_lineage_of_older_weights_falls_back_to_their_model_card(tmp_path):
     assert lineage_hours(chain) == pytest.approx(2.84)
     # Without a card the chain starts at the parent (and says so in the log), never invents a history.
     assert [step["epochs"] for step in lineage_of(tmp_path / "other.pt", parent)] == [12]
+    # A parent without lineage whose own parent file still exists is traced through that file.
+    torch.save({**parent, "epoch": 3, "settings": {}}, tmp_path / "base.pt")
+    child = {**parent, "epoch": 5, "settings": {"init_from": str(tmp_path / "base.pt")}}
+    assert [step["epochs"] for step in lineage_of(tmp_path / "child.pt", child)] == [3, 5]
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path):

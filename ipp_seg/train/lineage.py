@@ -41,16 +41,24 @@ def _lineage_from_card(checkpoint_path: Path) -> list[dict] | None:
 
 def lineage_of(init_from: str | Path, parent: dict) -> list[dict]:
     """The runs behind a run initialised from ``init_from`` (whose loaded checkpoint is
-    ``parent``), oldest first, the parent last."""
+    ``parent``), oldest first, the parent last.
+
+    A parent written before lineage was recorded is traced through its own ``init_from``
+    checkpoint while that file exists, else through the model card beside it."""
     path = Path(init_from)
     earlier = parent.get("lineage")
     if earlier is None:
         earlier = []
-        if parent.get("settings", {}).get("init_from"):
+        grandparent = parent.get("settings", {}).get("init_from")
+        if grandparent and Path(grandparent).is_file():
+            import torch
+
+            earlier = lineage_of(grandparent, torch.load(grandparent, map_location="cpu", weights_only=False))
+        elif grandparent:
             from_card = _lineage_from_card(path)
             if from_card is None:
                 log.warning("%s was fine-tuned from %s, whose history is not recorded: the lineage starts at %s",
-                            path, parent["settings"]["init_from"], path)
+                            path, grandparent, path)
             earlier = from_card or []
     return [*earlier, run_summary(parent, str(init_from))]
 
