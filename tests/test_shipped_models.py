@@ -82,5 +82,5 @@ def test_fixed_batch_session_pads_and_splits_to_the_same_labels(sample_png):
         assert got.shape == want.shape == (n, 3, *info.input_size)
         # Same model, different kernel fusion: rounding can flip a near-tied token in the
         # attention's top-k, which moves a few logits a little; labels agree all but exactly.
-        assert np.abs(got - want).mean() < 1e-3
+        assert np.abs(got - want).mean() < 0.02  # logits are of order 5; a mixed-up frame differs by ~1
         assert (got.argmax(1) != want.argmax(1)).mean() < 1e-4
