@@ -202,10 +202,14 @@ def lean_vs_literal(repeats: int, threads: int) -> str:
 
 # --- 5. peak memory of a long batch -------------------------------------------------------------
 
-def tree_rss_bytes(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants (Linux /proc)."""
+def tree_memory_bytes(root_pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process and all its descendants (Linux /proc). Summed RSS counts the
+    pages the processes share (onnxruntime's and numpy's libraries, ~120 MiB a worker) once
+    per process; PSS splits each shared page between its users, so it sums to what the tree
+    really holds."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
+    pss: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -214,15 +218,21 @@ def tree_rss_bytes(root_pid: int) -> int:
             stat = (entry / "stat").read_text()
             parent = int(stat.rsplit(")", 1)[1].split()[1])
             rss[int(entry.name)] = int((entry / "statm").read_text().split()[1]) * page
+            for line in (entry / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss[int(entry.name)] = int(line.split()[1]) * 1024
+                    break
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(parent, []).append(int(entry.name))
-    total, todo = 0, [root_pid]
+    total_rss = total_pss = 0
+    todo = [root_pid]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        total_rss += rss.get(pid, 0)
+        total_pss += pss.get(pid, 0)
         todo.extend(children.get(pid, ()))
-    return total
+    return total_rss, total_pss
 
 
 def long_batch_memory(source: Path, rows: int, workers: int) -> str:
@@ -237,7 +247,7 @@ def long_batch_memory(source: Path, rows: int, workers: int) -> str:
         process = subprocess.Popen(ipp_seg_command() + ["batch", str(folder), "--out", str(out), "--workers",
                                                         str(workers)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        samples: list[tuple[int, int]] = []  # (rows written so far, tree RSS)
+        samples: list[tuple[int, int, int]] = []  # (rows written so far, tree RSS, tree PSS)
         csv_path = out / "measurements.csv"
 
         def sample() -> None:
@@ -246,7 +256,7 @@ def long_batch_memory(source: Path, rows: int, workers: int) -> str:
                 if csv_path.exists():
                     with open(csv_path, "rb") as fh:
                         done = max(0, sum(1 for _ in fh) - 1)
-                samples.append((done, tree_rss_bytes(process.pid)))
+                samples.append((done, *tree_memory_bytes(process.pid)))
                 time.sleep(0.5)
 
         watcher = threading.Thread(target=sample)
@@ -257,11 +267,14 @@ def long_batch_memory(source: Path, rows: int, workers: int) -> str:
         seconds = time.perf_counter() - started
         with open(csv_path, "rb") as fh:
             written = sum(1 for _ in fh) - 1
-    tenth = [r for n, r in samples if n <= rows // 10]
-    peak = max(r for _, r in samples)
-    return table(("rows", "workers", "wall (s)", "frames/s", "peak RSS by 10 % of rows (MiB)", "peak RSS (MiB)"),
-                 [(written, workers, f"{seconds:.0f}", f"{written / seconds:.1f}",
-                   f"{max(tenth) / 2 ** 20:.0f}" if tenth else "-", f"{peak / 2 ** 20:.0f}")])
+    def mib(values) -> str:
+        return f"{max(values) / 2 ** 20:.0f}" if values else "-"
+
+    tenth = [(r, p) for n, r, p in samples if n <= rows // 10]
+    return table(("rows", "workers", "wall (s)", "frames/s", "peak RSS by 10 % of rows (MiB)", "peak RSS (MiB)",
+                  "peak PSS by 10 % of rows (MiB)", "peak PSS (MiB)"),
+                 [(written, workers, f"{seconds:.0f}", f"{written / seconds:.1f}", mib([r for r, _ in tenth]),
+                   mib([r for _, r, _ in samples]), mib([p for _, p in tenth]), mib([p for _, _, p in samples]))])
 
 
 def main() -> None:

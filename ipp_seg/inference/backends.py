@@ -60,6 +60,9 @@ class OnnxSegmenter:
             options.inter_op_num_threads = 1
         if fixed_batch:
             options.add_free_dimension_override_by_name(BATCH_DIMENSION, fixed_batch)
+        # The memory pattern pre-plans one block for a fixed-shape run's tensors: measured no
+        # faster here and ~230 MiB more per worker at batch 8 (572 vs 342 MiB resident).
+        options.enable_mem_pattern = False
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
