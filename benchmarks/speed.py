@@ -110,11 +110,12 @@ def psfhs_folder(psfhs: Path, n: int, into: Path) -> Path:
 def batch_throughput(folders: dict[str, Path], workers_list: tuple[int, ...], repeats: int) -> str:
     """Median runs of ``run_batch``; for folders of at least a group of files, also with the
     fixed-batch session switched off (``fixed_batch=0``), the two interleaved run by run."""
-    from ipp_seg.inference.batch import FILES_PER_GROUP, BatchOptions, InferenceOptions, run_batch
+    from ipp_seg.inference.batch import FILES_PER_GROUP, BatchOptions, InferenceOptions, list_scans, run_batch
 
     rows = []
     for name, folder in folders.items():
-        n_files = sum(1 for p in folder.iterdir())
+        # The files run_batch will list, so the label says what it decides.
+        n_files = len(list_scans(folder))
         sessions = {"fixed 8": None, "dynamic": 0} if n_files >= FILES_PER_GROUP else {"dynamic": None}
         for workers in workers_list:
             results: dict[str, list] = {label: [] for label in sessions}

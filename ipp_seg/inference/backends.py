@@ -42,8 +42,8 @@ class OnnxSegmenter:
 
     With ``fixed_batch``, the session is specialised to that many frames per call: onnxruntime
     then folds the graph's shape computations once (the exported graph keeps the batch size
-    dynamic, which costs about a thousand small Shape/Gather/Concat nodes on every call;
-    measured ~5 % of the model time at batch 8). Calls with fewer frames are padded with zero
+    dynamic, which costs ~1,400 small Shape/Gather/Unsqueeze/Concat nodes on every call;
+    measured 4-5 % of the model time at batch 8). Calls with fewer frames are padded with zero
     frames, calls with more are split; each frame's logits do not depend on the others. Meant
     for batch runs, where nearly every call is full; a one-frame ``predict`` keeps it off.
     """
@@ -84,9 +84,10 @@ class OnnxSegmenter:
                 class_names=tuple(json.loads(meta["class_names"])))
         except KeyError as exc:
             raise BackendError(f"{spec.onnx_path} lacks ipp-seg metadata ({exc}); export it with `ipp-seg export`")
-        self._input = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        self._input = model_input.name
         # A file exported with another name for its batch axis simply stays dynamic.
-        self.fixed_batch = fixed_batch if self.session.get_inputs()[0].shape[0] == fixed_batch else None
+        self.fixed_batch = fixed_batch if model_input.shape[0] == fixed_batch else None
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -93,10 +93,9 @@ def iter_itk_frames(info: ItkInfo, indices: Sequence[int]) -> Iterator[tuple[int
         for index in indices:
             yield index, plane.copy()
         return
-    if info.volume is not None or info.volume_bytes <= _WHOLE_READ_BYTES:
-        volume = info.volume if info.volume is not None else _read_array(info.path)
+    if info.volume is not None:  # inspect_itk keeps every small 3-D volume it read
         for index in indices:
-            yield index, _grey(info.path, volume[index])
+            yield index, _grey(info.path, info.volume[index])
         return
     for index in indices:
         yield index, _plane(info.path, info, index)

@@ -47,7 +47,7 @@ def shape_moment_loss(logits: torch.Tensor, labels: torch.Tensor, label: int = 1
     probs = torch.softmax(logits.float(), dim=1)[:, label]
     probs = torch.where(probs > floor, probs, torch.zeros_like(probs))
     truth = (labels == label).float()
-    b, h, w = truth.shape
+    h, w = truth.shape[-2:]
     ys = (torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5) / w
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
