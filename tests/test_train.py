@@ -125,6 +125,44 @@ def test_init_from_starts_from_the_checkpoint_weights_with_a_fresh_optimiser(tmp
         train(TrainSettings(**{**tuned.__dict__, "config": "conv-unet-s", "out": str(tmp_path / "third")}))
 
 
+def test_init_from_a_parent_with_the_same_backbone_loads_all_but_the_new_head():
+    from ipp_seg.nn.configs import get_config
+    from ipp_seg.nn.dssau_net import build_network
+    from ipp_seg.train.loop import load_initial_weights
+
+    torch.manual_seed(0)
+    parent = build_network("dssau-net-s")
+    init = {"model": parent.state_dict(), "config": get_config("dssau-net-s").to_dict()}
+    child = build_network("dssau-net-s-hr")
+    fresh_before = {k: v.clone() for k, v in child.state_dict().items()}
+    fresh = load_initial_weights(child, init, "parent.pt")
+    # Only the detail branch, the refinement conv and the reshaped 1x1 head start fresh.
+    assert fresh and all(k.split(".")[0] in ("detail", "refine", "head") for k in fresh)
+    assert "head.weight" in fresh and "head.bias" not in fresh  # same shape: the class bias carries over
+    for name, tensor in child.state_dict().items():
+        if name in fresh:
+            assert torch.equal(tensor, fresh_before[name]), name
+        else:
+            assert torch.equal(tensor, parent.state_dict()[name]), name
+    # Another attention is another backbone: refused, not half-loaded.
+    with pytest.raises(ValueError, match="same backbone"):
+        load_initial_weights(build_network("star-dssau-net-s"), init, "parent.pt")
+
+
+def test_detail_head_keeps_the_output_shape_and_feeds_the_logits():
+    from ipp_seg.nn.dssau_net import build_network
+
+    torch.manual_seed(0)
+    model = build_network("dssau-net-s-hr").eval()
+    x = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        out = model(x)
+        model.detail[0].weight.mul_(2.0)  # the image-detail branch is on the path to every logit
+        changed = model(x)
+    assert out.shape == (1, 3, 64, 96)
+    assert (changed - out).abs().mean() > 1e-3
+
+
 def test_fine_tuning_chain_records_every_earlier_run(tmp_path):
     data = _synthetic_folder(tmp_path / "data", n=4)
     base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "a"), epochs=1,

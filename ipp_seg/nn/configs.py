@@ -21,6 +21,10 @@ class NetworkConfig:
     (a control without attention: the attention is replaced by a depthwise-separable conv).
     """
 
+    # Fields that may differ between a parent checkpoint and the network it initialises
+    # (a new head on the same backbone): see :meth:`same_backbone`.
+    HEAD_FIELDS = ("name", "detail_channels", "params", "macs_256", "notes")
+
     name: str
     in_channels: int
     dims: tuple[int, ...]
@@ -35,6 +39,10 @@ class NetworkConfig:
     token_keep_fraction: float = 1 / 8
     drop_path: float = 0.1
     num_classes: int = 3
+    # 0: logits from the 1/4-resolution fused features, upsampled x4 (as published). N > 0: a
+    # detail branch of N channels from the input at 1/2 resolution refines them first, so that
+    # small structures (the PS) get boundaries from image detail, not from interpolation.
+    detail_channels: int = 0
     # Reference figures, 256x256 input, batch 1; checked against the modules by a test.
     params: int = 0
     macs_256: int = 0
@@ -53,6 +61,13 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def same_backbone(self, other: dict) -> bool:
+        """Whether ``other`` (a config as saved in a checkpoint) has this config's encoder and
+        decoder, so that its weights can initialise this network except for the head."""
+        mine = {k: v for k, v in asdict(self).items() if k not in self.HEAD_FIELDS}
+        theirs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in other.items() if k in mine}
+        return all(theirs.get(k, v if k == "class_names" else object()) == v for k, v in mine.items())
 
 
 _PAPER = dict(
@@ -97,6 +112,10 @@ register(NetworkConfig(name="dssau-net-s", attention="dssa", params=2_627_347, m
 register(NetworkConfig(name="star-dssau-net-s", attention="star-dssa", params=2_677_511,
                        macs_256=772_514_816, notes="Small STAR-DSSA U-Net for CPU training and fast inference.",
                        **_SMALL))
+register(NetworkConfig(name="dssau-net-s-hr", attention="dssa", detail_channels=16, params=2_635_987,
+                       macs_256=862_947_328,
+                       notes="dssau-net-s with a 1/2-resolution detail branch before the head (sharper PS "
+                             "boundaries for the angle).", **_SMALL))
 register(NetworkConfig(name="conv-unet-s", attention="conv", params=2_034_483, macs_256=542_674_944,
                        notes="Control: the small U-Net with every attention replaced by a conv.", **_SMALL))
 

@@ -141,10 +141,21 @@ class DSSAUNet(nn.Module):
                                      for i in range(len(dims)))
         self.decoder_out = nn.ModuleList(conv_bn_relu(width, width) for _ in dims)
         self.fuse = conv_bn_relu(width * len(dims), width)
-        self.head = nn.Conv2d(width, config.num_classes, 3, padding=1)
+        dc = config.detail_channels
+        if dc:
+            self.detail = nn.Sequential(
+                nn.Conv2d(config.in_channels, dc, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(dc), nn.GELU(),
+                nn.Conv2d(dc, dc, 3, padding=1, bias=False), nn.BatchNorm2d(dc), nn.GELU(),
+            )
+            self.refine = nn.Sequential(nn.Conv2d(width + dc, dc, 3, padding=1, bias=False), nn.BatchNorm2d(dc),
+                                        nn.GELU())
+            self.head = nn.Conv2d(dc, config.num_classes, 1)
+        else:
+            self.head = nn.Conv2d(width, config.num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
+        image = x
         x = self.stem(x)
         features = []
         for i, (blocks, norm) in enumerate(zip(self.encoder, self.encoder_norms)):
@@ -166,6 +177,11 @@ class DSSAUNet(nn.Module):
         fused = self.fuse(torch.cat(
             [F.interpolate(lv, size=quarter, mode="bilinear", align_corners=False) if lv.shape[-2:] != quarter else lv
              for lv in levels], dim=1))
+        if self.config.detail_channels:
+            detail = self.detail(image)
+            fused = F.interpolate(fused, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+            logits = self.head(self.refine(torch.cat([fused, detail], dim=1)))
+            return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         fused = F.interpolate(fused, size=size, mode="bilinear", align_corners=False)
         return self.head(fused)
 

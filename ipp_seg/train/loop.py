@@ -221,10 +221,7 @@ def train(settings: TrainSettings, resume: bool = False,
         log.info("resuming %s at epoch %d", settings.config, start_epoch + 1)
     elif settings.init_from:
         init = torch.load(settings.init_from, map_location="cpu", weights_only=False)
-        if init.get("config", {}).get("name") != config.name:
-            raise ValueError(f"--init-from {settings.init_from} holds a {init.get('config', {}).get('name')!r} "
-                             f"network, not {config.name!r}")
-        model.load_state_dict(init["model"])
+        load_initial_weights(model, init, settings.init_from)
         # Read now: the parent file may be overwritten later (a shipped model fine-tuned in place).
         lineage = lineage_of(settings.init_from, init)
         log.info("initialised %s from %s", config.name, settings.init_from)
@@ -283,6 +280,28 @@ def train(settings: TrainSettings, resume: bool = False,
         if on_epoch:
             on_epoch(result)
     return TrainResult(run_dir, best_epoch, best_score, tuple(history), split)
+
+
+def load_initial_weights(model: torch.nn.Module, init: dict, source: str | Path) -> list[str]:
+    """Load ``init["model"]`` into ``model``. The same config loads whole; a config with the
+    same backbone and another head (``NetworkConfig.same_backbone``) loads every tensor whose
+    name and shape match, and the head's new tensors keep their fresh initialisation.
+    Returns the names of the tensors not loaded; raises ValueError for any other network."""
+    config = model.config
+    parent = init.get("config", {})
+    if parent.get("name") == config.name:
+        model.load_state_dict(init["model"])
+        return []
+    if not config.same_backbone(parent):
+        raise ValueError(f"--init-from {source} holds a {parent.get('name')!r} network, not {config.name!r} "
+                         "or one with the same backbone")
+    own = model.state_dict()
+    matched = {k: v for k, v in init["model"].items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    fresh = sorted(set(own) - set(matched))
+    log.info("initialised the backbone from %s (%s); new head tensors: %s", source, parent.get("name"),
+             ", ".join(fresh))
+    return fresh
 
 
 def load_checkpoint_model(path: str | Path):
