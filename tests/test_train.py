@@ -136,14 +136,24 @@ def test_init_from_a_parent_with_the_same_backbone_loads_all_but_the_new_head():
     child = build_network("dssau-net-s-hr")
     fresh_before = {k: v.clone() for k, v in child.state_dict().items()}
     fresh = load_initial_weights(child, init, "parent.pt")
-    # Only the detail branch, the refinement conv and the reshaped 1x1 head start fresh.
-    assert fresh and all(k.split(".")[0] in ("detail", "refine", "head") for k in fresh)
-    assert "head.weight" in fresh and "head.bias" not in fresh  # same shape: the class bias carries over
+    # Only the detail branch, the refinement conv and the (zero) correction start fresh.
+    assert fresh and all(k.split(".")[0] in ("detail", "refine", "correction") for k in fresh)
     for name, tensor in child.state_dict().items():
         if name in fresh:
             assert torch.equal(tensor, fresh_before[name]), name
+        elif name.startswith("coarse_head."):  # the parent's 3x3 head, summed to 1x1
+            parent_head = parent.state_dict()[name.replace("coarse_head", "head")]
+            expected = parent_head.sum(dim=(2, 3), keepdim=True) if name.endswith("weight") else parent_head
+            assert torch.allclose(tensor, expected), name
         else:
             assert torch.equal(tensor, parent.state_dict()[name]), name
+    # So the child starts from (nearly) the parent's segmentation, not from noise.
+    parent.eval()
+    child.eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        agree = (parent(x).argmax(1) == child(x).argmax(1)).float().mean()
+    assert agree > 0.97
     # Another attention is another backbone: refused, not half-loaded.
     with pytest.raises(ValueError, match="same backbone"):
         load_initial_weights(build_network("star-dssau-net-s"), init, "parent.pt")
@@ -157,10 +167,16 @@ def test_detail_head_keeps_the_output_shape_and_feeds_the_logits():
     x = torch.rand(1, 1, 64, 96)
     with torch.no_grad():
         out = model(x)
-        model.detail[0].weight.mul_(2.0)  # the image-detail branch is on the path to every logit
+        model.detail[0].weight.mul_(2.0)
+        zero_start = model(x)  # the correction starts at zero: the detail branch has no say yet
+        torch.nn.init.normal_(model.correction.weight, std=0.1)  # as training moves it off zero
         changed = model(x)
+        model.detail[0].weight.mul_(2.0)  # now the image-detail branch reaches the logits
+        changed_detail = model(x)
     assert out.shape == (1, 3, 64, 96)
+    assert torch.equal(zero_start, out)
     assert (changed - out).abs().mean() > 1e-3
+    assert (changed_detail - changed).abs().mean() > 1e-4
 
 
 def test_fine_tuning_chain_records_every_earlier_run(tmp_path):

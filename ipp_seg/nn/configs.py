@@ -112,8 +112,8 @@ register(NetworkConfig(name="dssau-net-s", attention="dssa", params=2_627_347, m
 register(NetworkConfig(name="star-dssau-net-s", attention="star-dssa", params=2_677_511,
                        macs_256=772_514_816, notes="Small STAR-DSSA U-Net for CPU training and fast inference.",
                        **_SMALL))
-register(NetworkConfig(name="dssau-net-s-hr", attention="dssa", detail_channels=16, params=2_635_987,
-                       macs_256=862_947_328,
+register(NetworkConfig(name="dssau-net-s-hr", attention="dssa", detail_channels=16, params=2_636_086,
+                       macs_256=864_520_192,
                        notes="dssau-net-s with a 1/2-resolution detail branch before the head (sharper PS "
                              "boundaries for the angle).", **_SMALL))
 register(NetworkConfig(name="conv-unet-s", attention="conv", params=2_034_483, macs_256=542_674_944,

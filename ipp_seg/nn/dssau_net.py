@@ -108,7 +108,10 @@ class DSSAUNet(nn.Module):
     """Encoder: stem (two stride-2 3x3 convs), 4 stages of attention blocks with stride-2 conv
     downsampling and a LayerNorm on each stage output. PPM on the deepest features. Decoder at
     one width: upsample x2 + projected skip, attention blocks, 1x1 conv; the four decoder levels
-    are fused at 1/4 resolution, upsampled x4, and a 3x3 conv gives the class logits."""
+    are fused at 1/4 resolution, upsampled x4, and a 3x3 conv gives the class logits. With
+    ``config.detail_channels``, a 1x1 conv gives coarse logits at 1/4 resolution instead, and a
+    correction from the fused features and a conv branch on the input, both at 1/2 resolution,
+    is added before the final x2 upsampling."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -149,7 +152,13 @@ class DSSAUNet(nn.Module):
             )
             self.refine = nn.Sequential(nn.Conv2d(width + dc, dc, 3, padding=1, bias=False), nn.BatchNorm2d(dc),
                                         nn.GELU())
-            self.head = nn.Conv2d(dc, config.num_classes, 1)
+            # Logits = the coarse ones (1/4 res, upsampled) + a correction from image detail. The
+            # correction starts at zero so that a network initialised from a parent without the
+            # branch starts from the parent's output (see `adapt_parent_state`), not from noise.
+            self.coarse_head = nn.Conv2d(width, config.num_classes, 1)
+            self.correction = nn.Conv2d(dc, config.num_classes, 1)
+            nn.init.zeros_(self.correction.weight)
+            nn.init.zeros_(self.correction.bias)
         else:
             self.head = nn.Conv2d(width, config.num_classes, 3, padding=1)
 
@@ -180,10 +189,25 @@ class DSSAUNet(nn.Module):
         if self.config.detail_channels:
             detail = self.detail(image)
             fused = F.interpolate(fused, size=detail.shape[-2:], mode="bilinear", align_corners=False)
-            logits = self.head(self.refine(torch.cat([fused, detail], dim=1)))
+            logits = self.coarse_head(fused) + self.correction(self.refine(torch.cat([fused, detail], dim=1)))
             return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         fused = F.interpolate(fused, size=size, mode="bilinear", align_corners=False)
         return self.head(fused)
+
+
+def adapt_parent_state(state: dict, config: NetworkConfig) -> dict:
+    """A parent's weights (a network without the detail branch) renamed for ``config``'s.
+
+    The parent's 3x3 head ran on features upsampled x4, where neighbouring pixels are nearly
+    equal, so its kernel summed over space is the 1x1 kernel that gives nearly the same logits
+    on the 1/4-resolution features; a 1x1 conv commutes with the bilinear upsampling, so the
+    child starts where the parent was. Other tensors pass unchanged."""
+    if not config.detail_channels or "head.weight" not in state:
+        return dict(state)
+    out = {k: v for k, v in state.items() if not k.startswith("head.")}
+    out["coarse_head.weight"] = state["head.weight"].sum(dim=(2, 3), keepdim=True)
+    out["coarse_head.bias"] = state["head.bias"]
+    return out
 
 
 def build_network(config: NetworkConfig | str) -> DSSAUNet:

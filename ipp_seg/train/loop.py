@@ -21,7 +21,7 @@ import torch
 from ..evaluate.metrics import dice
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame
 from ..nn.configs import get_config
-from ..nn.dssau_net import build_network
+from ..nn.dssau_net import adapt_parent_state, build_network
 from .data import AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases
 from .lineage import lineage_of
 from .losses import segmentation_loss
@@ -296,10 +296,11 @@ def load_initial_weights(model: torch.nn.Module, init: dict, source: str | Path)
         raise ValueError(f"--init-from {source} holds a {parent.get('name')!r} network, not {config.name!r} "
                          "or one with the same backbone")
     own = model.state_dict()
-    matched = {k: v for k, v in init["model"].items() if k in own and own[k].shape == v.shape}
+    matched = {k: v for k, v in adapt_parent_state(init["model"], config).items()
+               if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
     fresh = sorted(set(own) - set(matched))
-    log.info("initialised the backbone from %s (%s); new head tensors: %s", source, parent.get("name"),
+    log.info("initialised from %s (%s); tensors new to this head: %s", source, parent.get("name"),
              ", ".join(fresh))
     return fresh
 
