@@ -106,6 +106,9 @@ def train(
     dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
     shape_weight: float = typer.Option(0.0, "--shape-weight", min=0.0,
                                        help="Weight of the PS centroid/second-moment loss (aimed at the AoP)."),
+    ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.99999,
+                                    help="Keep, validate and ship an exponential moving average of the weights "
+                                         "with this decay per step (0: off; 0.998 averages ~5 epochs)."),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
@@ -126,7 +129,8 @@ def train(
                              learning_rate=learning_rate, seed=seed, validation_count=validation_count,
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
-                             shape_weight=shape_weight, init_from=str(init_from) if init_from else None)
+                             shape_weight=shape_weight, ema_decay=ema_decay,
+                             init_from=str(init_from) if init_from else None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

@@ -125,6 +125,36 @@ def test_init_from_starts_from_the_checkpoint_weights_with_a_fresh_optimiser(tmp
         train(TrainSettings(**{**tuned.__dict__, "config": "conv-unet-s", "out": str(tmp_path / "third")}))
 
 
+def test_weight_average_is_what_is_kept_and_resume_continues_it(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    # 4 training frames in one batch: one step per epoch; no warm-up, so step 1 runs at the
+    # full learning rate whatever the run's length.
+    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "one"), epochs=1,
+                         batch_size=4, validation_count=1, input_size=(64, 64), threads=1, bf16=False,
+                         learning_rate=1e-2, warmup_epochs=0.0)
+    train(base)
+    after_step_1 = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["model"]
+    # A decay this close to 1 keeps the average at its first value, the weights after step 1,
+    # while the training weights move on for two more steps.
+    slow = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "ema"), "epochs": 3, "ema_decay": 0.99999})
+    train(slow)
+    ema = torch.load(tmp_path / "ema" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "ema" / "best.pt", weights_only=False)
+    assert ema["ema_updates"] == 3 and "raw_model" not in best
+    for name in ("head.weight", "stem.0.weight"):
+        assert torch.allclose(ema["model"][name], after_step_1[name], atol=1e-6), name
+        assert not torch.allclose(ema["raw_model"][name], after_step_1[name]), name
+
+    # Resume restores the average and its count, not a fresh copy of the raw weights.
+    part = TrainSettings(**{**slow.__dict__, "out": str(tmp_path / "resumed"), "epochs": 1})
+    train(part)
+    train(TrainSettings(**{**part.__dict__, "epochs": 3}), resume=True)
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    assert resumed["ema_updates"] == 3
+    for key, value in ema["model"].items():
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-6), key
+
+
 def test_init_from_a_parent_with_the_same_backbone_loads_all_but_the_new_head():
     from ipp_seg.nn.configs import get_config
     from ipp_seg.nn.dssau_net import build_network

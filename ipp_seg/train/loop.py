@@ -58,6 +58,9 @@ class TrainSettings:
     # Warm start: model weights from this checkpoint, with a fresh optimiser and schedule
     # (fine-tuning a finished run under a new recipe, which --resume cannot do).
     init_from: str | None = None
+    # Exponential moving average of the weights, updated every step (0: off). The averaged
+    # weights are validated, kept as the best checkpoint and shipped; the raw ones resume.
+    ema_decay: float = 0.0
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
 
@@ -210,7 +213,7 @@ def train(settings: TrainSettings, resume: bool = False,
     best_score, best_epoch, start_epoch, step = -1.0, 0, 0, 0
     lineage: list[dict] = []
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.get("raw_model", checkpoint["model"]))
         optimiser.load_state_dict(checkpoint["optimiser"])
         rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -226,6 +229,13 @@ def train(settings: TrainSettings, resume: bool = False,
         lineage = lineage_of(settings.init_from, init)
         log.info("initialised %s from %s", config.name, settings.init_from)
 
+    ema = None
+    if settings.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
+        if checkpoint is not None and "raw_model" in checkpoint:
+            ema.module.load_state_dict(checkpoint["model"])
+            ema.n_averaged.fill_(checkpoint["ema_updates"])
     use_bf16 = _use_bf16(settings, device)
     log.info("bf16 autocast: %s", use_bf16)
     model.train()
@@ -248,12 +258,15 @@ def train(settings: TrainSettings, resume: bool = False,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimiser.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             losses.append(float(loss.detach()))
             if on_step:
                 on_step(epoch + 1, i + 1, steps_per_epoch, losses[-1])
 
-        dice_ps, dice_fh = validate(model, val_cases, settings, device) if val_cases else (math.nan, math.nan)
+        kept = model if ema is None else ema.module  # the weights a checkpoint ships
+        dice_ps, dice_fh = validate(kept, val_cases, settings, device) if val_cases else (math.nan, math.nan)
         score = (dice_ps + dice_fh) / 2
         is_best = bool(score > best_score) or not val_cases
         if is_best:
@@ -262,7 +275,7 @@ def train(settings: TrainSettings, resume: bool = False,
                              lr, time.perf_counter() - started, is_best)
         history.append(result)
         payload = {
-            "model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1, "step": step,
+            "model": kept.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1, "step": step,
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "history": [asdict(h) for h in history], "best_score": best_score, "best_epoch": best_epoch,
             "settings": settings.to_dict(), "config": config.to_dict(), "split": split.to_dict(),
@@ -270,9 +283,12 @@ def train(settings: TrainSettings, resume: bool = False,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "torch": torch.__version__, "device": settings.device},
         }
+        if ema is not None:
+            payload["raw_model"] = model.state_dict()
+            payload["ema_updates"] = int(ema.n_averaged)
         _save(last_path, payload)
         if is_best:
-            _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser",)})
+            _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser", "raw_model")})
         with open(run_dir / "history.jsonl", "a") as fh:
             fh.write(json.dumps(asdict(result)) + "\n")
         log.info("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
