@@ -135,9 +135,11 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             "initialised_from": initialised_from,
             "lineage": lineage,
             "machine": checkpoint.get("machine", {}),
-            "recipe": {k: settings[k] for k in ("batch_size", "learning_rate", "weight_decay", "warmup_epochs",
-                                                "dice_weight", "ce_class_weights", "dice_class_weights",
-                                                "augmentation")},
+            "recipe": {**{k: settings[k] for k in ("batch_size", "learning_rate", "weight_decay", "warmup_epochs",
+                                                   "dice_weight", "ce_class_weights", "dice_class_weights",
+                                                   "augmentation")},
+                       # added later: runs from before them had them off
+                       "shape_weight": settings.get("shape_weight", 0.0), "ema_decay": settings.get("ema_decay", 0.0)},
         },
         "validation": validation["ellipse"],
         "validation_challenge_method": validation["challenge"],
@@ -186,7 +188,12 @@ def model_card_markdown(card: dict) -> str:
     lines += [f"- `{f['name']}`: sha256 `{f['sha256']}` ({f['bytes']:,} bytes)" for f in card["files"].values()]
     lines += ["", "## Known limits", "",
               "- Trained on one data source (PSFHS, two acquisition styles); other machines may differ.",
-              "- Validation overestimates accuracy on unseen frames; the AoP depends strongly on the small PS.", ""]
+              "- Validation overestimates accuracy on unseen frames; the AoP depends strongly on the small PS.",
+              "- Where the PS is drawn as a roundish blob rather than an elongated one, its long axis, and so the "
+              "AoP, is ill-defined: the largest validation angle errors (20-50 deg) are such frames, a few "
+              "acquisitions' worth of neighbouring IDs.",
+              "- The narrow-sector block is 30 frames: its figures carry about twice the wide block's sampling "
+              "error.", ""]
     return "\n".join(lines)
 
 
