@@ -88,7 +88,9 @@ def train(
     data: Path = typer.Argument(..., help="Folder in PSFHS layout (image_mha/, label_mha/) or of PNG image/mask pairs."),
     config: str = typer.Option("dssau-net-s", "--config", help="Network config (see `ipp-seg models`)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history."),
-    epochs: int = typer.Option(80, "--epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+                                         help="Epochs in all (default 80; with --resume, the run's own "
+                                              "unless more are given)."),
     batch_size: int = typer.Option(8, "--batch-size"),
     learning_rate: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
@@ -125,6 +127,8 @@ def train(
     dice_w = _float_list(dice_weights, 2, "--dice-weights")
     if init_from is not None and not init_from.is_file():
         fail(f"--init-from: no such checkpoint: {init_from}")
+    if epochs is None:
+        epochs = 0 if resume else 80  # 0: a resumed run keeps the length it was planned with
     settings = TrainSettings(config=config, data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
                              learning_rate=learning_rate, seed=seed, validation_count=validation_count,
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,

@@ -245,6 +245,26 @@ def test_lineage_of_older_weights_falls_back_to_their_model_card(tmp_path):
     assert [step["epochs"] for step in lineage_of(tmp_path / "child.pt", child)] == [3, 5]
 
 
+def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path):
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    common = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--batch-size", "2",
+              "--validation-count", "1", "--threads", "1", "--no-bf16"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*common, "--epochs", "1"]).exit_code == 0
+    # A bare --resume of a finished 1-epoch run must not turn it into an 80-epoch one.
+    assert runner.invoke(app, [*common, "--resume"]).exit_code == 0
+    saved = torch.load(run / "last.pt", weights_only=False)
+    assert saved["settings"]["epochs"] == 1 and len(saved["history"]) == 1
+    assert runner.invoke(app, [*common, "--resume", "--epochs", "2"]).exit_code == 0
+    saved = torch.load(run / "last.pt", weights_only=False)
+    assert saved["settings"]["epochs"] == 2 and len(saved["history"]) == 2
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(TrainSettings(config="dssau-net-s", data=str(tmp_path), out=str(tmp_path / "run")), resume=True)

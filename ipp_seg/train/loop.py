@@ -170,7 +170,8 @@ def train(settings: TrainSettings, resume: bool = False,
     """Train ``settings.config`` on ``settings.data``; write checkpoints to ``settings.out``.
 
     With ``resume``, continue from ``out/last.pt`` (model, optimiser, step, RNG states and
-    history restored); the settings saved with the run are used.
+    history restored); the settings saved with the run are used, except for paths, device,
+    threads and ``epochs`` when it is larger than the run's (0 keeps the run's).
     """
     run_dir = Path(settings.out)
     run_dir.mkdir(parents=True, exist_ok=True)
