@@ -67,6 +67,8 @@ class NetworkConfig:
         decoder, so that its weights can initialise this network except for the head."""
         mine = {k: v for k, v in asdict(self).items() if k not in self.HEAD_FIELDS}
         theirs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in other.items() if k in mine}
+        # A field the parent's config lacks is a mismatch (object() equals nothing), except the
+        # class names, which older checkpoints did not record and which never change the weights.
         return all(theirs.get(k, v if k == "class_names" else object()) == v for k, v in mine.items())
 
 
@@ -115,7 +117,7 @@ register(NetworkConfig(name="star-dssau-net-s", attention="star-dssa", params=2_
 register(NetworkConfig(name="dssau-net-s-hr", attention="dssa", detail_channels=16, params=2_636_086,
                        macs_256=864_520_192,
                        notes="dssau-net-s with a 1/2-resolution detail branch before the head (sharper PS "
-                             "boundaries for the angle).", **_SMALL))
+                             "boundaries; measured, not shipped).", **_SMALL))
 register(NetworkConfig(name="conv-unet-s", attention="conv", params=2_034_483, macs_256=542_674_944,
                        notes="Control: the small U-Net with every attention replaced by a conv.", **_SMALL))
 
