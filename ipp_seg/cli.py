@@ -111,6 +111,9 @@ def train(
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.99999,
                                     help="Keep, validate and ship an exponential moving average of the weights "
                                          "with this decay per step (0: off; 0.998 averages ~5 epochs)."),
+    endpoint_weight: float = typer.Option(0.0, "--endpoint-weight", min=0.0,
+                                          help="Weight of a training-only heatmap head for the PS's long-axis "
+                                               "ends (aimed at the AoP; the shipped network is unchanged)."),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
@@ -133,7 +136,7 @@ def train(
                              learning_rate=learning_rate, seed=seed, validation_count=validation_count,
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
-                             shape_weight=shape_weight, ema_decay=ema_decay,
+                             shape_weight=shape_weight, ema_decay=ema_decay, endpoint_weight=endpoint_weight,
                              init_from=str(init_from) if init_from else None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -349,3 +349,66 @@ def test_segmentation_loss_adds_the_shape_term_only_when_weighted():
     plain = float(segmentation_loss(logits, truth))
     assert float(segmentation_loss(logits, truth, shape_weight=0.0)) == plain
     assert float(segmentation_loss(logits, truth, shape_weight=1.0)) > plain + 0.1
+
+
+def test_ps_axis_ends_are_the_long_axis_ends_of_the_ps():
+    from ipp_seg.train.losses import ps_axis_ends
+
+    labels = _ellipse_mask(20)[0].numpy().astype(np.uint8)
+    ends = ps_axis_ends(labels)
+    axis = ends[1] - ends[0]
+    assert np.linalg.norm(ends.mean(axis=0) - (32, 30)) < 0.5  # centred on the PS
+    assert np.linalg.norm(axis) == pytest.approx(2 * 14, abs=1.5)  # the 14 px semi-axis, both ways
+    assert np.degrees(np.arctan2(axis[1], axis[0])) % 180 == pytest.approx(20, abs=1.0)
+    assert ps_axis_ends(np.zeros((64, 64), np.uint8)) is None
+    sliver = np.zeros((64, 64), np.uint8)
+    sliver[10, 10:14] = 1
+    assert ps_axis_ends(sliver) is None
+
+
+def test_endpoint_heatmap_loss_is_lowest_at_the_true_ends_and_has_a_gradient():
+    from ipp_seg.train.losses import endpoint_heatmap_loss
+
+    ends = np.array([[12.0, 20.0], [44.0, 36.0]])
+
+    def peaked(points, h=16, w=16, stride=4, sigma=4.0):
+        # Log of two Gaussian bumps at ``points`` (input pixels), sampled at the map's cell centres.
+        ys, xs = np.mgrid[0:h, 0:w] * stride + (stride - 1) / 2
+        bumps = sum(np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)) for x, y in points)
+        return torch.from_numpy(np.log(bumps + 1e-6)).float()[None, None]
+
+    right = float(endpoint_heatmap_loss(peaked(ends), [ends], (64, 64)))
+    wrong = float(endpoint_heatmap_loss(peaked(ends + (16, -8)), [ends], (64, 64)))
+    flat = float(endpoint_heatmap_loss(torch.zeros(1, 1, 16, 16), [ends], (64, 64)))
+    assert right < 0.05 < flat < wrong  # ~0 at the truth (the same Gaussians)
+    logits = torch.zeros(2, 1, 16, 16, requires_grad=True)
+    # The second image has no PS (None): it adds nothing, and its map gets no gradient.
+    endpoint_heatmap_loss(logits, [ends, None], (64, 64)).backward()
+    assert float(logits.grad[0].abs().sum()) > 0 and float(logits.grad[1].abs().sum()) == 0
+    none = endpoint_heatmap_loss(torch.zeros(1, 1, 16, 16, requires_grad=True), [None], (64, 64))
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+def test_endpoint_head_trains_resumes_and_never_ships(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "plain"), epochs=1,
+                         batch_size=4, validation_count=1, input_size=(64, 64), threads=1, bf16=False,
+                         learning_rate=1e-2, warmup_epochs=0.0, seed=3)
+    train(base)
+    aux = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "aux"), "endpoint_weight": 1.0})
+    train(aux)
+    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)
+    with_head = torch.load(tmp_path / "aux" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "aux" / "best.pt", weights_only=False)
+    # The network is the plain config (same tensors), and the term changed how it learned.
+    assert with_head["model"].keys() == plain["model"].keys() and "endpoint_head" not in best
+    assert not torch.allclose(with_head["model"]["fuse.0.weight"], plain["model"]["fuse.0.weight"])
+    # Resume restores the head's weights, not a fresh head.
+    train(TrainSettings(**{**aux.__dict__, "epochs": 2}), resume=True)
+    resumed = torch.load(tmp_path / "aux" / "last.pt", weights_only=False)
+    final = with_head["endpoint_head"]["1.weight"]
+    assert resumed["optimiser"]["state"][0]["step"] == 2
+    # One more step at a learning rate of 1e-2 from the saved head moves it a little, not to a
+    # new random draw (which would differ by about the weights' own size).
+    moved = (resumed["endpoint_head"]["1.weight"] - final).abs().max()
+    assert float(moved) < 0.5 * float(final.abs().max())

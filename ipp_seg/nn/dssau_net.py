@@ -163,6 +163,12 @@ class DSSAUNet(nn.Module):
             self.head = nn.Conv2d(width, config.num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_features(x)[0]
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits at input resolution and the fused decoder features at 1/4 resolution
+        (``decoder_width`` channels) that the head reads; training's auxiliary heads read them
+        too."""
         size = x.shape[-2:]
         image = x
         x = self.stem(x)
@@ -188,11 +194,20 @@ class DSSAUNet(nn.Module):
              for lv in levels], dim=1))
         if self.config.detail_channels:
             detail = self.detail(image)
-            fused = F.interpolate(fused, size=detail.shape[-2:], mode="bilinear", align_corners=False)
-            logits = self.coarse_head(fused) + self.correction(self.refine(torch.cat([fused, detail], dim=1)))
-            return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        fused = F.interpolate(fused, size=size, mode="bilinear", align_corners=False)
-        return self.head(fused)
+            half = F.interpolate(fused, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+            logits = self.coarse_head(half) + self.correction(self.refine(torch.cat([half, detail], dim=1)))
+            return F.interpolate(logits, size=size, mode="bilinear", align_corners=False), fused
+        return self.head(F.interpolate(fused, size=size, mode="bilinear", align_corners=False)), fused
+
+
+class EndpointHead(nn.Sequential):
+    """Training-only auxiliary head: a heatmap (one channel, logits) of the PS's long-axis ends
+    from the fused 1/4-resolution decoder features (:meth:`DSSAUNet.logits_and_features`). It
+    makes the decoder encode the points the angle of progression is measured from; it is not
+    part of the network a model ships (the ONNX graph and the shipped weights lack it)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(conv_bn_relu(width, width), nn.Conv2d(width, 1, 1))
 
 
 def adapt_parent_state(state: dict, config: NetworkConfig) -> dict:

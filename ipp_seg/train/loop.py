@@ -21,10 +21,10 @@ import torch
 from ..evaluate.metrics import dice
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame
 from ..nn.configs import get_config
-from ..nn.dssau_net import adapt_parent_state, build_network
+from ..nn.dssau_net import EndpointHead, adapt_parent_state, build_network
 from .data import AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases
 from .lineage import lineage_of
-from .losses import segmentation_loss
+from .losses import endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class TrainSettings:
     # Exponential moving average of the weights, updated every step (0: off). The averaged
     # weights are validated, kept as the best checkpoint and shipped; the raw ones resume.
     ema_decay: float = 0.0
+    # Auxiliary heatmap of the PS's long-axis ends from the decoder features (0: off); the head
+    # is training-only, so the shipped network and its ONNX graph are unchanged.
+    endpoint_weight: float = 0.0
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
 
@@ -205,7 +208,12 @@ def train(settings: TrainSettings, resume: bool = False,
 
     config = get_config(settings.config)
     model = build_network(config).to(device).to(memory_format=torch.channels_last)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    endpoint_head = None
+    parameters = list(model.parameters())
+    if settings.endpoint_weight:
+        endpoint_head = EndpointHead(config.decoder_width).to(device).to(memory_format=torch.channels_last)
+        parameters += list(endpoint_head.parameters())
+    optimiser = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = max(1, len(train_cases) // settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     warmup_steps = int(settings.warmup_epochs * steps_per_epoch)
@@ -215,6 +223,8 @@ def train(settings: TrainSettings, resume: bool = False,
     lineage: list[dict] = []
     if checkpoint is not None:
         model.load_state_dict(checkpoint.get("raw_model", checkpoint["model"]))
+        if endpoint_head is not None:
+            endpoint_head.load_state_dict(checkpoint["endpoint_head"])
         optimiser.load_state_dict(checkpoint["optimiser"])
         rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -252,9 +262,16 @@ def train(settings: TrainSettings, resume: bool = False,
             for group in optimiser.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
+                if endpoint_head is None:
+                    logits = model(x)
+                else:
+                    logits, features = model.logits_and_features(x)
+                    heatmap = endpoint_head(features)
             loss = segmentation_loss(logits, y, settings.dice_weight, settings.ce_class_weights,
                                      settings.dice_class_weights, settings.shape_weight)
+            if endpoint_head is not None:
+                ends = [ps_axis_ends(lab) for lab in y.cpu().numpy()]
+                loss = loss + settings.endpoint_weight * endpoint_heatmap_loss(heatmap, ends, tuple(y.shape[-2:]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -284,12 +301,14 @@ def train(settings: TrainSettings, resume: bool = False,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "torch": torch.__version__, "device": settings.device},
         }
+        if endpoint_head is not None:
+            payload["endpoint_head"] = endpoint_head.state_dict()
         if ema is not None:
             payload["raw_model"] = model.state_dict()
             payload["ema_updates"] = int(ema.n_averaged)
         _save(last_path, payload)
         if is_best:
-            _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser", "raw_model")})
+            _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser", "raw_model", "endpoint_head")})
         with open(run_dir / "history.jsonl", "a") as fh:
             fh.write(json.dumps(asdict(result)) + "\n")
         log.info("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,

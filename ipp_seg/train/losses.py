@@ -1,10 +1,15 @@
 """Segmentation losses: cross-entropy plus a soft (differentiable) Dice over PS and FH, and an
-optional shape term on the pubic symphysis aimed at the angle of progression."""
+optional shape term on the pubic symphysis and an auxiliary PS end-point heatmap term, both
+aimed at the angle of progression."""
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ipp_seg.measure import geometry as geo
 
 
 def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[int, ...] = (1, 2),
@@ -72,6 +77,55 @@ def shape_moment_loss(logits: torch.Tensor, labels: torch.Tensor, label: int = 1
     d = cov_p - cov_t
     covariance = torch.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + 2 * d[:, 2] ** 2 + 1e-12) / size  # Frobenius norm
     return torch.clamp(centroid + covariance, max=cap)[present].mean()
+
+
+def ps_axis_ends(labels: np.ndarray, label: int = 1, min_area_px: int = 30) -> np.ndarray | None:
+    """The two ends of the PS's long axis, (2, 2) pixel (x, y), unordered, or None.
+
+    The same ellipse the default AoP method fits (``cv2.fitEllipse`` on the sub-pixel boundary
+    of the largest component), so an auxiliary head learns the points the angle is measured
+    from. None when the structure is missing or smaller than ``min_area_px`` (augmentation can
+    crop it to a sliver whose axis means nothing)."""
+    binary = (np.asarray(labels) == label).astype(np.uint8)
+    n, components, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[largest, cv2.CC_STAT_AREA] < min_area_px:
+        return None
+    ellipse = geo.fit_ellipse(geo.boundary_points(components == largest))
+    if ellipse is None:
+        return None
+    return np.stack(ellipse.major_axis_ends())
+
+
+def endpoint_heatmap_loss(heatmap_logits: torch.Tensor, ends: list[np.ndarray | None], image_size: tuple[int, int],
+                          sigma_px: float = 4.0) -> torch.Tensor:
+    """KL divergence from the predicted spatial distribution to the true one of the PS's axis ends.
+
+    ``heatmap_logits`` [B, 1, h, w] (any resolution) is read as one distribution over pixels
+    (a softmax over the whole map); the truth is two equal Gaussians of ``sigma_px`` (input
+    pixels) at the ends from :func:`ps_axis_ends`, in input pixel coordinates of an image of
+    ``image_size`` (H, W). Unordered ends need no rule for which one is inferior, so mirrored
+    training frames are consistent. A distribution, not per-pixel targets, keeps the term
+    scale-free (0 for a perfect map, ~log(h*w) for a flat one) whatever the resolution. Images
+    without ends do not count; 0 when none has them."""
+    b, _, h, w = heatmap_logits.shape
+    keep = [i for i, e in enumerate(ends) if e is not None]
+    if not keep:
+        return heatmap_logits.sum() * 0.0
+    sy, sx = image_size[0] / h, image_size[1] / w
+    # Map-cell centres in input pixel coordinates.
+    ys = (torch.arange(h, dtype=torch.float32, device=heatmap_logits.device) + 0.5) * sy - 0.5
+    xs = (torch.arange(w, dtype=torch.float32, device=heatmap_logits.device) + 0.5) * sx - 0.5
+    pts = torch.as_tensor(np.stack([ends[i] for i in keep]), dtype=torch.float32, device=heatmap_logits.device)
+    dx = xs[None, None, None, :] - pts[:, :, 0, None, None]  # [K, 2, 1, w]
+    dy = ys[None, None, :, None] - pts[:, :, 1, None, None]  # [K, 2, h, 1]
+    target = torch.exp(-(dx ** 2 + dy ** 2) / (2 * sigma_px ** 2)).sum(dim=1).flatten(1)  # [K, h*w]
+    target = target / target.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    log_pred = torch.log_softmax(heatmap_logits[keep].float().flatten(1), dim=1)
+    kl = (target * (torch.log(target.clamp_min(1e-12)) - log_pred)).sum(dim=1)
+    return kl.mean()
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: float = 1.0,

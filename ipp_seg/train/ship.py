@@ -139,7 +139,8 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                                                    "dice_weight", "ce_class_weights", "dice_class_weights",
                                                    "augmentation")},
                        # added later: runs from before them had them off
-                       "shape_weight": settings.get("shape_weight", 0.0), "ema_decay": settings.get("ema_decay", 0.0)},
+                       "shape_weight": settings.get("shape_weight", 0.0), "ema_decay": settings.get("ema_decay", 0.0),
+                       "endpoint_weight": settings.get("endpoint_weight", 0.0)},
         },
         "validation": validation["ellipse"],
         "validation_challenge_method": validation["challenge"],
