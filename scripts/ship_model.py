@@ -2,6 +2,10 @@
 
     python scripts/ship_model.py runs/dssau-net-s --name dssau-net-s \
         --command "ipp-seg train ../shared/data/psfhs --config dssau-net-s ..."
+
+A final model trained on every frame (``--validation-count 0``) has no validation of its own:
+``--validated-by runs/<same recipe, held-out split>/last.pt`` puts that run's figures on its card,
+labelled as such.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="The exact command that trained the run.")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/psfhs")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--validated-by", type=Path, default=None,
+                        help="For a run trained on every frame: the checkpoint (same recipe and epoch, trained "
+                             "without the validation blocks) whose validation goes on the card.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     blocks = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
-    card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data)
+    card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data,
+                      validated_by=args.validated_by)
     print(json.dumps(card["validation"], indent=2))
 
 

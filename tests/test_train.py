@@ -412,3 +412,44 @@ def test_endpoint_head_trains_resumes_and_never_ships(tmp_path):
     # new random draw (which would differ by about the weights' own size).
     moved = (resumed["endpoint_head"]["1.weight"] - final).abs().max()
     assert float(moved) < 0.5 * float(final.abs().max())
+
+
+def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation(tmp_path):
+    from ipp_seg.train.ship import ship_model
+
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    held_out = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "held-out"), epochs=1,
+                             batch_size=2, validation_count=2, input_size=(64, 64), threads=1, bf16=False)
+    train(held_out)
+    everything = TrainSettings(**{**held_out.__dict__, "out": str(tmp_path / "all"), "validation_count": 0,
+                                  "seed": 7})
+    result = train(everything)
+    assert len(result.split.train_ids) == 5 and not result.split.validation_ids
+    models = tmp_path / "models"
+    blocks = {"last two": ("case003", "case004")}
+    command = "ipp-seg train ... --config dssau-net-s --validation-count 0"
+    with pytest.raises(ValueError, match="validated_by"):
+        ship_model(tmp_path / "all", models, "tiny", command, blocks, data)
+    # A reference of another recipe, or at another epoch, is refused before anything is written.
+    other = TrainSettings(**{**held_out.__dict__, "out": str(tmp_path / "other"), "learning_rate": 5e-4})
+    train(other)
+    with pytest.raises(ValueError, match="learning_rate"):
+        ship_model(tmp_path / "all", models, "tiny", command, blocks, data, validated_by=tmp_path / "other/last.pt")
+    longer = TrainSettings(**{**held_out.__dict__, "out": str(tmp_path / "longer"), "epochs": 2})
+    train(longer)
+    with pytest.raises(ValueError, match="epoch"):
+        ship_model(tmp_path / "all", models, "tiny", command, blocks, data, validated_by=tmp_path / "longer/last.pt")
+    assert not (models / "tiny.onnx").exists()
+
+    card = ship_model(tmp_path / "all", models, "tiny", command, blocks, data,
+                      validated_by=tmp_path / "held-out" / "last.pt")
+    assert "every frame" in card["training"]["train_ids"] and card["training"]["seed"] == 7
+    assert card["validation_source"]["checkpoint"].endswith("held-out/last.pt")
+    assert card["validation_source"]["train_frames"] == 3
+    # The figures are the reference run's, measured on its two held-out frames.
+    reference = ship_model(tmp_path / "held-out", tmp_path / "ref-models", "ref", command, blocks, data)
+    assert card["validation"] == reference["validation"]
+    assert card["validation"]["overall"]["cases"] == 2
+    assert "Validation of the same recipe without these frames" in (models / "tiny.md").read_text()
+    with pytest.raises(ValueError, match="own validation"):
+        ship_model(tmp_path / "held-out", models, "x", command, blocks, data, validated_by=tmp_path / "all/last.pt")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,13 +87,64 @@ def validate_onnx(onnx_path: Path, data: str | Path, validation_ids: list[str],
     return validate_segmenter(segmenter, data, validation_ids, blocks, tta_modes)
 
 
+# Settings that may differ between a model trained on every frame and the run that validates
+# its recipe: where things are, how many cores ran it, its seed, and the split itself.
+NOT_RECIPE = frozenset({"data", "out", "device", "threads", "seed", "validation_count", "extra_validation"})
+
+
+def recipe_differences(settings: dict, reference: dict) -> list[str]:
+    """The training settings (other than :data:`NOT_RECIPE`) in which two runs differ."""
+    keys = (set(settings) | set(reference)) - NOT_RECIPE
+    return sorted(k for k in keys if settings.get(k) != reference.get(k))
+
+
+def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) -> tuple[dict, dict, dict]:
+    """Validation of a model trained on every frame, measured on ``validated_by``: a checkpoint
+    of the same recipe, trained without the validation blocks, at the same epoch (the final
+    model keeps its last epoch, so the reference must not be a best-epoch pick)."""
+    ref_model, ref = load_checkpoint_model(validated_by)
+    differences = recipe_differences(checkpoint["settings"], ref["settings"])
+    if differences:
+        raise ValueError(f"{validated_by} is not the same recipe: it differs in {', '.join(differences)}")
+    if ref["epoch"] != checkpoint["epoch"]:
+        raise ValueError(f"{validated_by} is epoch {ref['epoch']}, the model to ship epoch {checkpoint['epoch']}: "
+                         "validate with the reference run's checkpoint at the same epoch (its last.pt)")
+    if not ref["split"]["validation"]:
+        raise ValueError(f"{validated_by} has no validation frames either")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(ref_model, Path(tmp) / "reference.onnx", tuple(ref["settings"]["input_size"]),
+                                ref["settings"]["normalisation"])
+        validation, validation_tta = validate_onnx(onnx_path, data, ref["split"]["validation"], blocks,
+                                                   tta_modes=(False, True))
+    source = {"checkpoint": str(validated_by), "epoch": ref["epoch"], "seed": ref["settings"]["seed"],
+              "train_frames": len(ref["split"]["train"]),
+              "note": "These validation figures are the reference run's: the same recipe and epoch, trained "
+                      "without the validation blocks. This model was trained on every frame, those blocks "
+                      "included, so it has no validation of its own."}
+    return validation, validation_tta, source
+
+
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
-               blocks: dict[str, tuple[str, str]], data: str | Path) -> dict:
-    """Export ``run_dir/best.pt`` as ``models/<name>.{onnx,pt,json,md}``; return the card."""
+               blocks: dict[str, tuple[str, str]], data: str | Path,
+               validated_by: str | Path | None = None) -> dict:
+    """Export ``run_dir/best.pt`` as ``models/<name>.{onnx,pt,json,md}``; return the card.
+
+    A run trained on every frame (no validation split) needs ``validated_by``, the checkpoint
+    of a run of the same recipe that held the validation blocks out (see
+    :func:`_reference_validation`); its figures go on the card, said to be its."""
     run_dir, models_dir = Path(run_dir), Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     model, checkpoint = load_checkpoint_model(run_dir / BEST)
     settings = checkpoint["settings"]
+    trained_on_all = not checkpoint["split"]["validation"]
+    if trained_on_all and validated_by is None:
+        raise ValueError(f"{run_dir} was trained on every frame: name the run that validates its recipe "
+                         "(validated_by)")
+    if not trained_on_all and validated_by is not None:
+        raise ValueError(f"{run_dir} has its own validation frames; validated_by is only for a run trained on all")
+    if trained_on_all:  # before anything is written, so that a wrong reference leaves models/ as it was
+        validation, validation_tta, validation_source = _reference_validation(Path(validated_by), checkpoint,
+                                                                              data, blocks)
     # The runs behind a fine-tuned one, read before anything is written: the parent may be the
     # very file this call replaces.
     lineage = checkpoint.get("lineage")
@@ -107,8 +159,11 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                                        "best_score", "epoch", "machine")}
     slim["lineage"] = lineage
     torch.save(slim, torch_path)
-    validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
-                                               tta_modes=(False, True))
+    if not trained_on_all:
+        validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
+                                                   tta_modes=(False, True))
+        validation_source = None
+    train_ids = checkpoint["split"]["train"]
     history = checkpoint["history"]
     # A fine-tuned run's cost includes every run its weights started from.
     hours = sum(h["seconds"] for h in history) / 3600 + lineage_hours(lineage)
@@ -123,8 +178,9 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         "training": {
             "data": "PSFHS (shared copy, 1,058 frames); " + PSFHS_CITATION,
             "licence_of_data": "CC BY 4.0",
-            "train_ids": f"{checkpoint['split']['train'][0]}-{checkpoint['split']['train'][-1]} "
-                         f"({len(checkpoint['split']['train'])} frames, validation blocks excluded)",
+            "train_ids": f"{train_ids[0]}-{train_ids[-1]} ({len(train_ids)} frames, "
+                         + ("every frame, the validation blocks included)" if trained_on_all
+                            else "validation blocks excluded)"),
             "validation_blocks": {k: list(v) for k, v in blocks.items()},
             "command": command,
             "seed": settings["seed"],
@@ -147,8 +203,10 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         "validation_tta": validation_tta["ellipse"],
         "inference_seconds": {"plain": validation["inference_seconds"], "tta": validation_tta["inference_seconds"],
                               "frames": validation["frames"]},
+        "validation_source": validation_source,
         "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
-                            "AoP differences are predicted mask vs ground-truth mask, same method.",
+                            "AoP differences are predicted mask vs ground-truth mask, same method."
+                            + (" " + validation_source["note"] if validation_source else ""),
         "files": {
             "onnx": {"name": onnx_path.name, "sha256": sha256_of(onnx_path), "bytes": onnx_path.stat().st_size},
             "torch": {"name": torch_path.name, "sha256": sha256_of(torch_path), "bytes": torch_path.stat().st_size},
@@ -176,8 +234,13 @@ def model_card_markdown(card: dict) -> str:
                                for p in lineage)
         lines[-1:] = [f"- Fine-tuned: the weights started from {steps} (their settings are in the JSON card). "
                       "The hours above include every run.", ""]
-    lines += ["## Validation (never trained on)", "",
-              "| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
+    source = card.get("validation_source")
+    if source:
+        lines += [f"## Validation of the same recipe without these frames (`{source['checkpoint']}`, epoch "
+                  f"{source['epoch']}, {source['train_frames']} training frames)", "", source["note"], ""]
+    else:
+        lines += ["## Validation (never trained on)", ""]
+    lines += ["| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
               "failed | score |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method_key, method in (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
                                ("validation_tta", "ellipse, --tta")):
