@@ -6,6 +6,7 @@ Nothing here imports torch at module level: ``--help``, ``models`` and inference
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -148,16 +149,22 @@ def train(
             progress.update(task, total=steps, completed=step, epoch=f"{epoch}/{settings.epochs}", loss=loss)
 
         def on_epoch(r) -> None:
-            progress.console.print(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.4f}  "
-                                   f"val Dice PS {r.dice_ps:.4f} FH {r.dice_fh:.4f}  {r.seconds:.0f} s"
-                                   + ("  [green]best[/]" if r.is_best else ""))
+            if math.isnan(r.score):  # --validation-count 0: every frame trains, the last epoch is kept
+                scores = "no validation frames"
+            else:
+                scores = f"val Dice PS {r.dice_ps:.4f} FH {r.dice_fh:.4f}" + ("  [green]best[/]" if r.is_best else "")
+            progress.console.print(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.4f}  {scores}  {r.seconds:.0f} s")
 
         try:
             result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step)
         except (FileNotFoundError, ValueError, KeyError) as exc:
             fail(str(exc))
     err.print(f"split: {result.split.describe()}")
-    err.print(f"best epoch {result.best_epoch}: score {result.best_score:.4f}; checkpoints in {result.run_dir}")
+    if math.isnan(result.best_score):
+        err.print(f"no validation frames: best.pt is the last epoch ({result.best_epoch}); "
+                  f"checkpoints in {result.run_dir}")
+    else:
+        err.print(f"best epoch {result.best_epoch}: score {result.best_score:.4f}; checkpoints in {result.run_dir}")
 
 
 # --- inference --------------------------------------------------------------------------------

@@ -453,3 +453,20 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     assert "Validation of the same recipe without these frames" in (models / "tiny.md").read_text()
     with pytest.raises(ValueError, match="own validation"):
         ship_model(tmp_path / "held-out", models, "x", command, blocks, data, validated_by=tmp_path / "all/last.pt")
+
+
+def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(data), "--config", "dssau-net-s", "--out", str(run),
+                                      "--batch-size", "2", "--validation-count", "0", "--threads", "1",
+                                      "--no-bf16", "--epochs", "1", "--endpoint-weight", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "no validation frames" in result.output and "nan" not in result.output
+    saved = torch.load(run / "last.pt", weights_only=False)
+    assert saved["settings"]["endpoint_weight"] == 0.5 and "endpoint_head" in saved
+    assert len(saved["split"]["train"]) == 4 and saved["split"]["validation"] == []
