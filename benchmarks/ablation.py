@@ -2,10 +2,14 @@
 path users run (the same evaluation as the model cards).
 
     python benchmarks/ablation.py runs/dssau-net-s runs/conv-unet-s [--tta] [--data ../shared/data/psfhs]
+        [--checkpoint last] [--seen 04402-04601]
 
 For each run: its best checkpoint exported to a temporary ONNX file, segmented and measured on
 its validation IDs, per block (ellipse AoP method), plus the validation Dice of every epoch from
 the run's history, so that runs stopped at different epochs still compare at equal epochs.
+``--checkpoint last`` evaluates each run's last epoch instead of its best one. ``--seen FIRST-LAST``
+adds a block of frames the run trained on: the gap between it and the validation blocks is how
+much of the error is generalisation rather than fit.
 Needs the dev extras (torch).
 """
 
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from ipp_seg.nn.configs import get_config
 from ipp_seg.nn.export import export_onnx
-from ipp_seg.train.loop import BEST, load_checkpoint_model
+from ipp_seg.train.loop import BEST, LAST, load_checkpoint_model
 from ipp_seg.train.ship import validate_onnx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,14 +38,18 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
     parser.add_argument("--tta", action="store_true", help="also evaluate with test-time mirroring")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--seen", default=None, metavar="FIRST-LAST",
+                        help="also evaluate the run's training frames with IDs in this range")
     args = parser.parse_args()
+    seen = tuple(args.seen.split("-")) if args.seen else None
 
     print("| run | config | params (M) | GMACs @256 | epochs | train h | TTA | block | Dice PS | Dice FH | Dice all | "
           "HD all px | mean / median abs dAoP (deg) | failed | score | s per 230 frames |")
     print("|" + "---|" * 16)
     curves = {}
     for run in args.runs:
-        model, checkpoint = load_checkpoint_model(run / BEST)
+        model, checkpoint = load_checkpoint_model(run / (BEST if args.checkpoint == "best" else LAST))
         config = get_config(checkpoint["config"]["name"])
         runs_history = history(run)
         curves[run.name] = {h["epoch"]: (h["dice_ps"], h["dice_fh"]) for h in runs_history}
@@ -49,8 +57,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = export_onnx(model, Path(tmp) / f"{run.name}.onnx",
                                     tuple(checkpoint["settings"]["input_size"]), checkpoint["settings"]["normalisation"])
-            results = validate_onnx(onnx_path, args.data, checkpoint["split"]["validation"], BLOCKS,
-                                    tta_modes=(False, True) if args.tta else (False,))
+            tta_modes = (False, True) if args.tta else (False,)
+            results = list(validate_onnx(onnx_path, args.data, checkpoint["split"]["validation"], BLOCKS,
+                                         tta_modes=tta_modes)) if checkpoint["split"]["validation"] else []
+            if seen:
+                trained = [c for c in checkpoint["split"]["train"] if seen[0] <= c <= seen[1]]
+                seen_block = {f"seen in training ({seen[0]}-{seen[1]})": seen}
+                for result in validate_onnx(onnx_path, args.data, trained, seen_block, tta_modes=tta_modes):
+                    result["ellipse"].pop("overall", None)  # the same frames as the block
+                    results.append(result)
             for result in results:
                 tta = result["tta"]
                 for block, m in result["ellipse"].items():
