@@ -470,3 +470,15 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     saved = torch.load(run / "last.pt", weights_only=False)
     assert saved["settings"]["endpoint_weight"] == 0.5 and "endpoint_head" in saved
     assert len(saved["split"]["train"]) == 4 and saved["split"]["validation"] == []
+
+
+def test_recipe_differences_ignore_paths_seed_and_split_and_treat_unrecorded_settings_as_off():
+    from ipp_seg.train.ship import recipe_differences
+
+    new = TrainSettings(config="dssau-net-s", data="a", out="b", shape_weight=1.0).to_dict()
+    old = {k: v for k, v in new.items() if k not in ("endpoint_weight", "ema_decay")}  # before they existed
+    old.update(data="elsewhere", out="c", seed=9, threads=1, validation_count=0)
+    assert recipe_differences(new, old) == []
+    assert recipe_differences({**new, "endpoint_weight": 0.1}, old) == ["endpoint_weight"]
+    assert recipe_differences(new, {**old, "shape_weight": 0.0, "learning_rate": 1.0}) == ["learning_rate",
+                                                                                           "shape_weight"]

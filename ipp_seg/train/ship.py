@@ -23,7 +23,7 @@ from ..io import read_frame
 from ..nn.export import export_onnx
 from .data import find_pairs, load_cases
 from .lineage import lineage_hours, lineage_of
-from .loop import BEST, load_checkpoint_model
+from .loop import BEST, TrainSettings, load_checkpoint_model
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,10 @@ NOT_RECIPE = frozenset({"data", "out", "device", "threads", "seed", "validation_
 
 
 def recipe_differences(settings: dict, reference: dict) -> list[str]:
-    """The training settings (other than :data:`NOT_RECIPE`) in which two runs differ."""
-    keys = (set(settings) | set(reference)) - NOT_RECIPE
-    return sorted(k for k in keys if settings.get(k) != reference.get(k))
+    """The training settings (other than :data:`NOT_RECIPE`) in which two runs differ; a setting
+    that an older run did not record counts as its default (it did not exist, so it was off)."""
+    a, b = TrainSettings.from_dict(settings).to_dict(), TrainSettings.from_dict(reference).to_dict()
+    return sorted(k for k in set(a) - NOT_RECIPE if a[k] != b[k])
 
 
 def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) -> tuple[dict, dict, dict]:
