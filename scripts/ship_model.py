@@ -30,11 +30,13 @@ def main() -> None:
     parser.add_argument("--validated-by", type=Path, default=None,
                         help="For a run trained on every frame: the checkpoint (same recipe and epoch, trained "
                              "without the validation blocks) whose validation goes on the card.")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="Ship the run's best epoch by validation (default) or its last.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     blocks = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
     card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data,
-                      validated_by=args.validated_by)
+                      validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt")
     print(json.dumps(card["validation"], indent=2))
 
 

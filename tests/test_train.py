@@ -451,6 +451,12 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     assert card["validation"] == reference["validation"]
     assert card["validation"]["overall"]["cases"] == 2
     assert "Validation of the same recipe without these frames" in (models / "tiny.md").read_text()
+    assert card["training"]["best_epoch"] is None and card["training"]["shipped_epoch"] == 1
+    # The last epoch of a longer run ships when asked; the card counts every epoch the run cost.
+    last = ship_model(tmp_path / "longer", tmp_path / "last-models", "last", command, blocks, data,
+                      checkpoint_name="last.pt")
+    assert last["training"]["shipped_epoch"] == 2 and last["training"]["epochs_run"] == 2
+    assert torch.load(tmp_path / "last-models" / "last.pt", weights_only=False)["epoch"] == 2
     with pytest.raises(ValueError, match="own validation"):
         ship_model(tmp_path / "held-out", models, "x", command, blocks, data, validated_by=tmp_path / "all/last.pt")
 

@@ -127,15 +127,16 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) ->
 
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
                blocks: dict[str, tuple[str, str]], data: str | Path,
-               validated_by: str | Path | None = None) -> dict:
-    """Export ``run_dir/best.pt`` as ``models/<name>.{onnx,pt,json,md}``; return the card.
+               validated_by: str | Path | None = None, checkpoint_name: str = BEST) -> dict:
+    """Export ``run_dir/<checkpoint_name>`` (best.pt: the best epoch by validation; last.pt: the
+    last) as ``models/<name>.{onnx,pt,json,md}``; return the card.
 
     A run trained on every frame (no validation split) needs ``validated_by``, the checkpoint
     of a run of the same recipe that held the validation blocks out (see
     :func:`_reference_validation`); its figures go on the card, said to be its."""
     run_dir, models_dir = Path(run_dir), Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    model, checkpoint = load_checkpoint_model(run_dir / BEST)
+    model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
     trained_on_all = not checkpoint["split"]["validation"]
     if trained_on_all and validated_by is None:
@@ -158,6 +159,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     torch_path = models_dir / f"{name}.pt"
     slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
                                        "best_score", "epoch", "machine")}
+    # What the weights are: the card's "best_epoch" is the run's, "epoch" the one shipped.
     slim["lineage"] = lineage
     torch.save(slim, torch_path)
     if not trained_on_all:
@@ -166,6 +168,10 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         validation_source = None
     train_ids = checkpoint["split"]["train"]
     history = checkpoint["history"]
+    # best.pt holds the history up to its own epoch; the run's log has every epoch it cost.
+    run_log = run_dir / "history.jsonl"
+    if run_log.exists():
+        history = [json.loads(line) for line in run_log.read_text().splitlines() if line.strip()] or history
     # A fine-tuned run's cost includes every run its weights started from.
     hours = sum(h["seconds"] for h in history) / 3600 + lineage_hours(lineage)
     initialised_from = lineage[-1] if lineage else None
@@ -185,9 +191,10 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             "validation_blocks": {k: list(v) for k, v in blocks.items()},
             "command": command,
             "seed": settings["seed"],
-            "epochs_run": checkpoint["epoch"],
+            "epochs_run": max(len(history), checkpoint["epoch"]),
+            "shipped_epoch": checkpoint["epoch"],
             "epochs_planned": settings["epochs"],
-            "best_epoch": checkpoint["best_epoch"],
+            "best_epoch": None if trained_on_all else checkpoint["best_epoch"],
             "hours": round(hours, 2),
             "initialised_from": initialised_from,
             "lineage": lineage,
@@ -227,7 +234,9 @@ def model_card_markdown(card: dict) -> str:
              "## Training", "",
              f"- Data: {t['data']}", f"- Training IDs: {t['train_ids']}",
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
-             f"best epoch {t['best_epoch']}; {t['hours']} h on {t['machine'].get('processor') or 'CPU'} "
+             f"shipped epoch {t.get('shipped_epoch', t['best_epoch'])} (best by validation: "
+             f"{'none, no validation frames' if t['best_epoch'] is None else t['best_epoch']}); "
+             f"{t['hours']} h on {t['machine'].get('processor') or 'CPU'} "
              f"({t['machine'].get('platform', '')}).", ""]
     lineage = t.get("lineage") or ([t["initialised_from"]] if t.get("initialised_from") else [])
     if lineage:
