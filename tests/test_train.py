@@ -243,6 +243,12 @@ def test_lineage_of_older_weights_falls_back_to_their_model_card(tmp_path):
     torch.save({**parent, "epoch": 3, "settings": {}}, tmp_path / "base.pt")
     child = {**parent, "epoch": 5, "settings": {"init_from": str(tmp_path / "base.pt")}}
     assert [step["epochs"] for step in lineage_of(tmp_path / "child.pt", child)] == [3, 5]
+    # ...unless that file has since been replaced by a descendant of the parent (a shipped model
+    # overwritten by its own successor): its history is the parent's future, not its past.
+    ft2 = {**parent, "epoch": 23, "settings": {"init_from": str(tmp_path / "shipped.pt")}}
+    torch.save({**parent, "epoch": 7, "lineage": [{"checkpoint": "runs/ft2/best.pt", "epochs": 23, "hours": 1.0}]},
+               tmp_path / "shipped.pt")
+    assert [step["epochs"] for step in lineage_of("runs/ft2/best.pt", ft2)] == [23]
 
 
 def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path):
@@ -488,3 +494,15 @@ def test_recipe_differences_ignore_paths_seed_and_split_and_treat_unrecorded_set
     assert recipe_differences({**new, "endpoint_weight": 0.1}, old) == ["endpoint_weight"]
     assert recipe_differences(new, {**old, "shape_weight": 0.0, "learning_rate": 1.0}) == ["learning_rate",
                                                                                            "shape_weight"]
+
+
+def test_lineage_counts_the_whole_runs_hours_when_its_log_is_beside_the_checkpoint(tmp_path):
+    from ipp_seg.train.lineage import run_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    best = {"config": {"name": "dssau-net-s"}, "epoch": 1, "settings": {}, "history": [{"seconds": 360.0}]}
+    assert run_summary(best, str(run / "best.pt"))["hours"] == 0.1  # no log: the checkpoint's own history
+    (run / "history.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": 360.0}) + "\n" for e in (1, 2, 3)))
+    summary = run_summary(best, str(run / "best.pt"))
+    assert summary["epochs"] == 1 and summary["epochs_run"] == 3 and summary["hours"] == 0.3

@@ -16,9 +16,20 @@ log = logging.getLogger(__name__)
 
 
 def run_summary(checkpoint: dict, path: str) -> dict:
-    """One ancestor: the checkpoint's path, config, epochs, hours of training and settings."""
-    hours = sum(h["seconds"] for h in checkpoint.get("history", [])) / 3600
+    """One ancestor: the checkpoint's path, config, epochs (those its weights went through),
+    hours of training and settings. The hours are the whole run's when its log
+    (``history.jsonl`` beside the checkpoint) is there: a best.pt's own history stops at its
+    epoch, but the epochs after it were run too."""
+    history = checkpoint.get("history", [])
+    run_log = Path(path).parent / "history.jsonl"
+    if run_log.is_file():
+        try:
+            history = [json.loads(line) for line in run_log.read_text().splitlines() if line.strip()] or history
+        except (OSError, ValueError):
+            pass
+    hours = sum(h["seconds"] for h in history) / 3600
     return {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
+            "epochs_run": max(len(history), checkpoint.get("epoch") or 0),
             "hours": round(hours, 2), "settings": checkpoint.get("settings", {})}
 
 
@@ -54,6 +65,13 @@ def lineage_of(init_from: str | Path, parent: dict) -> list[dict]:
             import torch
 
             earlier = lineage_of(grandparent, torch.load(grandparent, map_location="cpu", weights_only=False))
+            if any(step.get("checkpoint") == str(path) for step in earlier):
+                # The file at the grandparent's path descends from this very parent: it was
+                # overwritten by a later model (a shipped model replaced in place), so its
+                # history is not this parent's past.
+                log.warning("%s was fine-tuned from %s, which has since been replaced by a model trained from %s: "
+                            "the lineage starts at %s", path, grandparent, path, path)
+                earlier = []
         elif grandparent:
             from_card = _lineage_from_card(path)
             if from_card is None:

@@ -240,8 +240,11 @@ def model_card_markdown(card: dict) -> str:
              f"({t['machine'].get('platform', '')}).", ""]
     lineage = t.get("lineage") or ([t["initialised_from"]] if t.get("initialised_from") else [])
     if lineage:
-        steps = "; then ".join(f"`{p['checkpoint']}` ({p['config']}, {p['epochs']} epochs, {p['hours']} h)"
-                               for p in lineage)
+        def kept(p: dict) -> str:  # a best epoch before the run's end: "23 of 40 epochs"
+            run = p.get("epochs_run") or p["epochs"]
+            return f"{p['epochs']} of {run} epochs" if run and p["epochs"] and run > p["epochs"] else f"{p['epochs']} epochs"
+
+        steps = "; then ".join(f"`{p['checkpoint']}` ({p['config']}, {kept(p)}, {p['hours']} h)" for p in lineage)
         lines[-1:] = [f"- Fine-tuned: the weights started from {steps} (their settings are in the JSON card). "
                       "The hours above include every run.", ""]
     source = card.get("validation_source")
