@@ -58,13 +58,17 @@ def models() -> None:
     from .inference.registry import DEFAULT_MODEL, shipped_models
     from .nn.configs import list_configs
 
-    shipped = _table("Shipped models", ("model", "config", "Dice PS", "Dice FH", "median |ΔAoP| (°)", "score",
-                                        "files"))
+    shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
+                                        "score", "files"))
     for spec in shipped_models():
-        metrics = (spec.card or {}).get("validation", {}).get("overall", {})
+        card = spec.card or {}
+        metrics = card.get("validation", {}).get("overall", {})
+        source = card.get("validation_source")
+        # A model trained on every frame shows its held-out twin's figures, and says so.
+        validated = f"of {Path(source['checkpoint']).stem} (this model saw every frame)" if source else "held-out blocks"
         files = ", ".join(p.name for p in (spec.onnx_path, spec.torch_path) if p is not None)
         name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
-        shipped.add_row(name, spec.card.get("config", ""), _fmt(metrics.get("dice_ps"), 3),
+        shipped.add_row(name, card.get("config", ""), validated if metrics else "", _fmt(metrics.get("dice_ps"), 3),
                         _fmt(metrics.get("dice_fh"), 3), _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), files)
     Console().print(shipped if shipped.row_count else "No shipped models found (models/ folder).")

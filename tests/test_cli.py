@@ -36,6 +36,20 @@ def test_models_lists_configs_and_shipped_models():
     assert "(default)" in result.stdout  # a shipped default model exists
 
 
+def test_models_says_whose_validation_a_model_trained_on_every_frame_shows(tmp_path):
+    held_out = {"name": "m-heldout", "config": "dssau-net-s", "files": {},
+                "validation": {"overall": {"dice_ps": 0.5, "dice_fh": 0.6, "median_abs_delta_aop_deg": 7.0,
+                                           "score": 0.9}}}
+    final = {**held_out, "name": "m", "validation_source": {"checkpoint": "models/m-heldout.pt", "epoch": 12}}
+    for card in (held_out, final):
+        (tmp_path / f"{card['name']}.json").write_text(json.dumps(card))
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "250", "IPP_SEG_MODELS": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ m")}
+    assert "of m-heldout (this model saw every frame)" in rows["m"]
+    assert "held-out blocks" in rows["m-heldout"] and "saw every frame" not in rows["m-heldout"]
+
+
 def test_cli_import_and_help_do_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from ipp_seg.cli import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)")
