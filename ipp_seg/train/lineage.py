@@ -15,18 +15,25 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def run_summary(checkpoint: dict, path: str) -> dict:
-    """One ancestor: the checkpoint's path, config, epochs (those its weights went through),
-    hours of training and settings. The hours are the whole run's when its log
-    (``history.jsonl`` beside the checkpoint) is there: a best.pt's own history stops at its
-    epoch, but the epochs after it were run too."""
-    history = checkpoint.get("history", [])
+def run_history(checkpoint: dict, path: str | Path) -> list[dict]:
+    """Every epoch the run behind the checkpoint at ``path`` cost: its log (``history.jsonl``
+    beside the checkpoint) when it is there, else the checkpoint's own history, which for a
+    best.pt stops at its epoch although the epochs after it were run too."""
     run_log = Path(path).parent / "history.jsonl"
     if run_log.is_file():
         try:
-            history = [json.loads(line) for line in run_log.read_text().splitlines() if line.strip()] or history
+            logged = [json.loads(line) for line in run_log.read_text().splitlines() if line.strip()]
         except (OSError, ValueError):
-            pass
+            logged = []
+        if logged:
+            return logged
+    return list(checkpoint.get("history", []))
+
+
+def run_summary(checkpoint: dict, path: str) -> dict:
+    """One ancestor: the checkpoint's path, config, epochs (those its weights went through),
+    hours of training (the whole run's, :func:`run_history`) and settings."""
+    history = run_history(checkpoint, path)
     hours = sum(h["seconds"] for h in history) / 3600
     return {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
             "epochs_run": max(len(history), checkpoint.get("epoch") or 0),

@@ -110,7 +110,7 @@ def endpoint_heatmap_loss(heatmap_logits: torch.Tensor, ends: list[np.ndarray | 
     training frames are consistent. A distribution, not per-pixel targets, keeps the term
     scale-free (0 for a perfect map, ~log(h*w) for a flat one) whatever the resolution. Images
     without ends do not count; 0 when none has them."""
-    b, _, h, w = heatmap_logits.shape
+    h, w = heatmap_logits.shape[-2:]
     keep = [i for i, e in enumerate(ends) if e is not None]
     if not keep:
         return heatmap_logits.sum() * 0.0

@@ -22,7 +22,7 @@ from ..inference.registry import ModelSpec, sha256_of
 from ..io import read_frame
 from ..nn.export import export_onnx
 from .data import find_pairs, load_cases
-from .lineage import lineage_hours, lineage_of
+from .lineage import lineage_hours, lineage_of, run_history
 from .loop import BEST, TrainSettings, load_checkpoint_model
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,6 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     torch_path = models_dir / f"{name}.pt"
     slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
                                        "best_score", "epoch", "machine")}
-    # What the weights are: the card's "best_epoch" is the run's, "epoch" the one shipped.
     slim["lineage"] = lineage
     torch.save(slim, torch_path)
     if not trained_on_all:
@@ -167,11 +166,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                                                    tta_modes=(False, True))
         validation_source = None
     train_ids = checkpoint["split"]["train"]
-    history = checkpoint["history"]
-    # best.pt holds the history up to its own epoch; the run's log has every epoch it cost.
-    run_log = run_dir / "history.jsonl"
-    if run_log.exists():
-        history = [json.loads(line) for line in run_log.read_text().splitlines() if line.strip()] or history
+    history = run_history(checkpoint, run_dir / checkpoint_name)
     # A fine-tuned run's cost includes every run its weights started from.
     hours = sum(h["seconds"] for h in history) / 3600 + lineage_hours(lineage)
     initialised_from = lineage[-1] if lineage else None
