@@ -452,9 +452,14 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     assert "every frame" in card["training"]["train_ids"] and card["training"]["seed"] == 7
     assert card["validation_source"]["checkpoint"].endswith("held-out/last.pt")
     assert card["validation_source"]["train_frames"] == 3
-    # The figures are the reference run's, measured on its two held-out frames.
+    # The figures are the reference run's, measured on its two held-out frames. Two evaluations
+    # of the same weights agree to float32 rounding, not always bit for bit (the surface
+    # distances were seen to differ in the 8th digit), hence approx for the floats.
     reference = ship_model(tmp_path / "held-out", tmp_path / "ref-models", "ref", command, blocks, data)
-    assert card["validation"] == reference["validation"]
+    assert card["validation"].keys() == reference["validation"].keys()
+    for block, figures in reference["validation"].items():
+        assert card["validation"][block] == {k: (pytest.approx(v, rel=1e-6) if isinstance(v, float) else v)
+                                             for k, v in figures.items()}, block
     assert card["validation"]["overall"]["cases"] == 2
     assert "Validation of the same recipe without these frames" in (models / "tiny.md").read_text()
     assert card["training"]["best_epoch"] is None and card["training"]["shipped_epoch"] == 1
