@@ -119,9 +119,14 @@ def train(
     endpoint_weight: float = typer.Option(0.0, "--endpoint-weight", min=0.0,
                                           help="Weight of a training-only heatmap head for the PS's long-axis "
                                                "ends (aimed at the AoP; the shipped network is unchanged)."),
+    elastic: float = typer.Option(0.0, "--elastic", min=0.0, max=1.0,
+                                  help="Probability of a smooth elastic deformation per training frame."),
+    shadow: float = typer.Option(0.0, "--shadow", min=0.0, max=1.0,
+                                 help="Probability of a simulated acoustic shadow per training frame."),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
+        from .train.data import AugmentationSettings
         from .train.loop import TrainSettings, train as run_training
     except ImportError as exc:
         fail(f"training needs torch: pip install 'ipp-seg[train]' ({exc})")
@@ -142,7 +147,9 @@ def train(
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
                              shape_weight=shape_weight, ema_decay=ema_decay, endpoint_weight=endpoint_weight,
-                             init_from=str(init_from) if init_from else None)
+                             init_from=str(init_from) if init_from else None,
+                             augmentation=AugmentationSettings(elastic_probability=elastic,
+                                                               shadow_probability=shadow))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -73,6 +74,55 @@ def test_augmentation_keeps_image_and_mask_aligned():
         inside = img[lab == 2]
         if inside.size:  # the bright square moved with its label
             assert np.median(inside) > 150
+
+
+def test_elastic_deformation_moves_image_and_mask_together():
+    labels = np.zeros((96, 96), np.uint8)
+    labels[30:60, 20:50] = 1
+    image = np.where(labels == 1, 200, 10).astype(np.uint8)
+    only_elastic = AugmentationSettings(rotation_deg=0, scale_range=(1, 1), translate_fraction=0, flip_probability=0,
+                                        gain_range=(1, 1), gamma_range=(1, 1), depth_gain_probability=0,
+                                        speckle_probability=0, blur_probability=0, sector_probability=0,
+                                        elastic_probability=1.0, elastic_alpha_px=6.0, elastic_sigma_px=8.0)
+    rng = np.random.default_rng(3)
+    changed = 0
+    for _ in range(4):
+        img, lab = augment(image, labels, rng, only_elastic)
+        assert set(np.unique(lab)) <= {0, 1}
+        changed += int((lab != labels).sum())
+        # Interpolated intensities can blur the edge; the interior of the label stays bright.
+        inner = cv2.erode((lab == 1).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        assert np.median(img[inner]) > 150 and np.median(img[lab == 0]) < 50
+        assert abs(int((lab == 1).sum()) - 900) < 300  # deformed, not destroyed
+    assert changed > 0
+
+
+def test_shadow_darkens_a_band_and_keeps_the_labels():
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:50, 10:50] = 2
+    image = np.full((64, 64), 120, np.uint8)
+    only_shadow = AugmentationSettings(rotation_deg=0, scale_range=(1, 1), translate_fraction=0, flip_probability=0,
+                                       gain_range=(1, 1), gamma_range=(1, 1), depth_gain_probability=0,
+                                       speckle_probability=0, blur_probability=0, sector_probability=0,
+                                       shadow_probability=1.0)
+    img, lab = augment(image, labels, np.random.default_rng(0), only_shadow)
+    assert np.array_equal(lab, labels)
+    assert img.min() < 0.6 * 120 and np.isclose(img.max(), 120, atol=1)
+    dark_rows = np.nonzero((img < 100).any(axis=1))[0]
+    assert dark_rows.min() > 0 and dark_rows.max() == 63  # from some depth down to the bottom
+
+
+def test_new_augmentations_off_by_default_leave_earlier_recipes_unchanged():
+    # An earlier run's settings (no elastic or shadow fields) must draw the same frames.
+    labels = np.zeros((48, 48), np.uint8)
+    labels[10:30, 10:30] = 1
+    image = (np.arange(48 * 48).reshape(48, 48) % 251).astype(np.uint8)
+    old = {k: v for k, v in AugmentationSettings().__dict__.items() if not k.startswith(("elastic", "shadow"))}
+    a = augment(image, labels, np.random.default_rng(7), AugmentationSettings(**old))
+    b = augment(image, labels, np.random.default_rng(7), AugmentationSettings())
+    c = augment(image, labels, np.random.default_rng(7), AugmentationSettings(elastic_probability=1.0))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
 
 
 def test_training_two_steps_loss_falls_and_resume_restores_optimiser(tmp_path):
@@ -481,11 +531,14 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", str(data), "--config", "dssau-net-s", "--out", str(run),
                                       "--batch-size", "2", "--validation-count", "0", "--threads", "1",
-                                      "--no-bf16", "--epochs", "1", "--endpoint-weight", "0.5"])
+                                      "--no-bf16", "--epochs", "1", "--endpoint-weight", "0.5",
+                                      "--elastic", "0.5", "--shadow", "0.25"])
     assert result.exit_code == 0, result.output
     assert "no validation frames" in result.output and "nan" not in result.output
     saved = torch.load(run / "last.pt", weights_only=False)
     assert saved["settings"]["endpoint_weight"] == 0.5 and "endpoint_head" in saved
+    assert saved["settings"]["augmentation"]["elastic_probability"] == 0.5
+    assert saved["settings"]["augmentation"]["shadow_probability"] == 0.25
     assert len(saved["split"]["train"]) == 4 and saved["split"]["validation"] == []
 
 
@@ -499,6 +552,11 @@ def test_recipe_differences_ignore_paths_seed_and_split_and_treat_unrecorded_set
     assert recipe_differences({**new, "endpoint_weight": 0.1}, old) == ["endpoint_weight"]
     assert recipe_differences(new, {**old, "shape_weight": 0.0, "learning_rate": 1.0}) == ["learning_rate",
                                                                                            "shape_weight"]
+    # An augmentation field an older run did not record is off; turning it on changes the recipe.
+    old["augmentation"] = {k: v for k, v in new["augmentation"].items() if not k.startswith(("elastic", "shadow"))}
+    assert recipe_differences(new, old) == []
+    elastic = {**new, "augmentation": {**new["augmentation"], "elastic_probability": 0.5}}
+    assert recipe_differences(elastic, old) == ["augmentation"]
 
 
 def test_lineage_counts_the_whole_runs_hours_when_its_log_is_beside_the_checkpoint(tmp_path):

@@ -133,6 +133,14 @@ class AugmentationSettings:
     speckle_sigma: float = 0.25
     blur_probability: float = 0.3
     sector_probability: float = 0.25
+    # Off by default so that earlier recipes draw the same random stream. Elastic: a smooth
+    # random displacement field (tissue and probe-pressure deformation), amplitude in pixels,
+    # smoothness as the Gaussian's sigma in pixels. Shadow: a dark band along the beam below a
+    # random depth, as bone or gas casts; the labels keep the structures under it.
+    elastic_probability: float = 0.0
+    elastic_alpha_px: float = 6.0
+    elastic_sigma_px: float = 16.0
+    shadow_probability: float = 0.0
 
 
 def _sector_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -149,6 +157,31 @@ def _sector_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray
     return ((angle <= half_angle) & (radius <= depth)).astype(np.float32)
 
 
+def _elastic_maps(shape: tuple[int, int], alpha_px: float, sigma_px: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps for a smooth random displacement whose largest component is ``alpha_px``."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    maps = []
+    for grid in (xs, ys):
+        field = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma_px)
+        field *= alpha_px / max(float(np.abs(field).max()), 1e-6)
+        maps.append(grid + field)
+    return maps[0], maps[1]
+
+
+def _shadow(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative gain of an acoustic shadow: a soft-edged vertical band, 5-20 % of the
+    width, from a random depth to the bottom, attenuated to 10-50 %."""
+    h, w = shape
+    width = rng.uniform(0.05, 0.2) * w
+    x0 = rng.uniform(0, w - width)
+    y0 = int(rng.uniform(0.15, 0.8) * h)
+    gain = np.ones((h, w), np.float32)
+    gain[y0:, int(x0):int(x0 + width) + 1] = rng.uniform(0.1, 0.5)
+    return cv2.GaussianBlur(gain, (0, 0), min(3.0, width / 4))  # soft edges, not a filled-in band
+
+
 def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
             settings: AugmentationSettings = AugmentationSettings()) -> tuple[np.ndarray, np.ndarray]:
     """Random geometric and acquisition-like changes. Returns (float32 image in 0-255 range,
@@ -163,6 +196,10 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     lab = cv2.warpAffine(labels, matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=0)
+    if s.elastic_probability and rng.random() < s.elastic_probability:
+        map_x, map_y = _elastic_maps((h, w), s.elastic_alpha_px, s.elastic_sigma_px, rng)
+        img = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        lab = cv2.remap(lab, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if rng.random() < s.flip_probability:
         img, lab = img[:, ::-1], lab[:, ::-1]
 
@@ -178,6 +215,8 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         img = img * np.clip(1 + rng.uniform(0, s.speckle_sigma) * noise, 0, None)
     if rng.random() < s.blur_probability:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+    if s.shadow_probability and rng.random() < s.shadow_probability:
+        img = img * _shadow((h, w), rng)
     if rng.random() < s.sector_probability:
         fan = _sector_mask((h, w), rng)
         img = img * fan
