@@ -274,7 +274,7 @@ def train(settings: TrainSettings, resume: bool = False,
                 loss = loss + settings.endpoint_weight * endpoint_heatmap_loss(heatmap, ends, tuple(y.shape[-2:]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 5.0)  # the end-point head too, when trained
             optimiser.step()
             if ema is not None:
                 ema.update_parameters(model)
