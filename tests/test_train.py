@@ -542,6 +542,21 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     assert len(saved["split"]["train"]) == 4 and saved["split"]["validation"] == []
 
 
+def test_lineage_takes_a_shipped_parents_whole_run_from_its_card(tmp_path):
+    from ipp_seg.train.lineage import run_summary
+
+    # A shipped best-epoch model: its history stops at epoch 2 of the 5 its run went through.
+    best = {"config": {"name": "dssau-net-s"}, "epoch": 2, "settings": {},
+            "history": [{"seconds": 360.0}, {"seconds": 360.0}]}
+    (tmp_path / "model.json").write_text(json.dumps({"training": {"epochs_run": 5, "hours": 1.5,
+                                                                  "lineage": [{"hours": 1.0}]}}))
+    summary = run_summary(best, str(tmp_path / "model.pt"))
+    assert summary["epochs"] == 2 and summary["epochs_run"] == 5 and summary["hours"] == 0.5
+    (tmp_path / "other.json").write_text("{}")  # a card without the figures: the checkpoint's own
+    summary = run_summary(best, str(tmp_path / "other.pt"))
+    assert summary["epochs_run"] == 2 and summary["hours"] == 0.2
+
+
 def test_recipe_differences_ignore_paths_seed_and_split_and_treat_unrecorded_settings_as_off():
     from ipp_seg.train.ship import recipe_differences
 

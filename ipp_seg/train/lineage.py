@@ -30,14 +30,35 @@ def run_history(checkpoint: dict, path: str | Path) -> list[dict]:
     return list(checkpoint.get("history", []))
 
 
+def _own_run_from_card(path: Path) -> tuple[int, float] | None:
+    """(epochs run, hours) of the last run behind a shipped model, from its card: a model in
+    ``models/`` has no run log beside it, and its best-epoch checkpoint's history stops at
+    the shipped epoch. The card's hours include its lineage's; those are taken off."""
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        return None
+    try:
+        training = json.loads(card_path.read_text()).get("training", {})
+    except (OSError, ValueError):
+        return None
+    if training.get("epochs_run") is None or training.get("hours") is None:
+        return None
+    return int(training["epochs_run"]), float(training["hours"]) - lineage_hours(training.get("lineage", []))
+
+
 def run_summary(checkpoint: dict, path: str) -> dict:
     """One ancestor: the checkpoint's path, config, epochs (those its weights went through),
-    hours of training (the whole run's, :func:`run_history`) and settings."""
+    epochs run and hours of training (the whole run's: its log, else its model card, else the
+    checkpoint's own history) and settings."""
+    epochs = checkpoint.get("epoch") or 0
     history = run_history(checkpoint, path)
-    hours = sum(h["seconds"] for h in history) / 3600
+    epochs_run, hours = len(history), sum(h["seconds"] for h in history) / 3600
+    if not (Path(path).parent / "history.jsonl").is_file():
+        from_card = _own_run_from_card(Path(path))
+        if from_card is not None and from_card[0] >= epochs_run:
+            epochs_run, hours = from_card
     return {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
-            "epochs_run": max(len(history), checkpoint.get("epoch") or 0),
-            "hours": round(hours, 2), "settings": checkpoint.get("settings", {})}
+            "epochs_run": max(epochs_run, epochs), "hours": round(hours, 2), "settings": checkpoint.get("settings", {})}
 
 
 def _lineage_from_card(checkpoint_path: Path) -> list[dict] | None:
