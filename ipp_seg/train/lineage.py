@@ -30,18 +30,24 @@ def run_history(checkpoint: dict, path: str | Path) -> list[dict]:
     return list(checkpoint.get("history", []))
 
 
+def _card_training(checkpoint_path: Path) -> dict | None:
+    """The "training" section of the model card beside shipped weights (``NAME.json`` beside
+    ``NAME.pt``), or None when there is no readable card."""
+    card_path = checkpoint_path.with_suffix(".json")
+    if not card_path.is_file():
+        return None
+    try:
+        return json.loads(card_path.read_text()).get("training", {})
+    except (OSError, ValueError):
+        return None
+
+
 def _own_run_from_card(path: Path) -> tuple[int, float] | None:
     """(epochs run, hours) of the last run behind a shipped model, from its card: a model in
     ``models/`` has no run log beside it, and its best-epoch checkpoint's history stops at
     the shipped epoch. The card's hours include its lineage's; those are taken off."""
-    card_path = path.with_suffix(".json")
-    if not card_path.is_file():
-        return None
-    try:
-        training = json.loads(card_path.read_text()).get("training", {})
-    except (OSError, ValueError):
-        return None
-    if training.get("epochs_run") is None or training.get("hours") is None:
+    training = _card_training(path)
+    if training is None or training.get("epochs_run") is None or training.get("hours") is None:
         return None
     return int(training["epochs_run"]), float(training["hours"]) - lineage_hours(training.get("lineage", []))
 
@@ -62,16 +68,11 @@ def run_summary(checkpoint: dict, path: str) -> dict:
 
 
 def _lineage_from_card(checkpoint_path: Path) -> list[dict] | None:
-    """Older shipped weights carry no lineage; their model card (``NAME.json`` beside
-    ``NAME.pt``) states the parent run, which is what they were fine-tuned from."""
-    card_path = checkpoint_path.with_suffix(".json")
-    if not card_path.is_file():
+    """Older shipped weights carry no lineage; their model card states the parent run, which
+    is what they were fine-tuned from."""
+    training = _card_training(checkpoint_path)
+    if training is None:
         return None
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError):
-        return None
-    training = card.get("training", {})
     if "lineage" in training:
         return list(training["lineage"])
     parent = training.get("initialised_from")
