@@ -574,6 +574,47 @@ def test_recipe_differences_ignore_paths_seed_and_split_and_treat_unrecorded_set
     assert recipe_differences(elastic, old) == ["augmentation"]
 
 
+def test_a_final_stage_on_every_frame_is_the_same_recipe_as_its_twin_only_run_for_run():
+    from ipp_seg.train.ship import lineage_differences
+
+    base = TrainSettings(config="dssau-net-s", data="d", out="base").to_dict()
+    shared = {"checkpoint": "runs/base/best.pt", "config": "dssau-net-s", "epochs": 18, "hours": 1.0,
+              "settings": base}
+    stage = {**base, "learning_rate": 2e-4, "init_from": "runs/base/best.pt"}
+
+    def run(out, settings, lineage):
+        return {"settings": {**settings, "out": out}, "lineage": lineage}
+
+    def step(checkpoint, settings, epochs=12):
+        return {"checkpoint": checkpoint, "config": "dssau-net-s", "epochs": epochs, "hours": 0.4,
+                "settings": settings}
+
+    held_out_parent = step("runs/held-out/last.pt", {**stage, "out": "runs/held-out"})
+    all_parent = step("runs/all/last.pt", {**stage, "out": "runs/all", "validation_count": 0, "seed": 5})
+    final = {**base, "learning_rate": 1e-4}
+    twin = run("runs/twin", {**final, "init_from": "runs/held-out/last.pt"}, [shared, held_out_parent])
+    model = run("runs/all2", {**final, "init_from": "runs/all/last.pt", "validation_count": 0},
+                [shared, all_parent])
+    # Different parents (one held out, one on every frame) of one recipe: the same recipe.
+    assert lineage_differences(model, twin) == []
+    # A parent that kept another epoch, or ran another recipe, is not.
+    early = run("runs/all2", model["settings"], [shared, {**all_parent, "epochs": 7}])
+    assert lineage_differences(early, twin) == [
+        "earlier run 2 (runs/all/last.pt / runs/held-out/last.pt): epoch kept 7 against 12"]
+    hotter = run("runs/all2", model["settings"],
+                 [shared, step("runs/all/last.pt", {**all_parent["settings"], "learning_rate": 5e-4})])
+    assert lineage_differences(hotter, twin) == [
+        "earlier run 2 (runs/all/last.pt / runs/held-out/last.pt): learning_rate"]
+    # One stage fewer, or an own setting changed, is named too.
+    assert lineage_differences(run("x", model["settings"], [shared]), twin) == ["lineage (1 earlier runs against 2)"]
+    assert lineage_differences(run("x", {**model["settings"], "shape_weight": 1.0}, model["lineage"]),
+                               twin) == ["shape_weight"]
+    # A run recorded without its settings cannot vouch for the recipe.
+    bare = run("x", model["settings"], [shared, {k: v for k, v in all_parent.items() if k != "settings"}])
+    assert lineage_differences(bare, twin) == [
+        "earlier run 2 (runs/all/last.pt / runs/held-out/last.pt): settings not recorded"]
+
+
 def test_lineage_counts_the_whole_runs_hours_when_its_log_is_beside_the_checkpoint(tmp_path):
     from ipp_seg.train.lineage import run_summary
 

@@ -88,8 +88,11 @@ def validate_onnx(onnx_path: Path, data: str | Path, validation_ids: list[str],
 
 
 # Settings that may differ between a model trained on every frame and the run that validates
-# its recipe: where things are, how many cores ran it, its seed, and the split itself.
-NOT_RECIPE = frozenset({"data", "out", "device", "threads", "seed", "validation_count", "extra_validation"})
+# its recipe: where things are, how many cores ran it, its seed, and the split itself. Where a
+# run started (init_from) is compared by the lineage instead, run by run: the final model's
+# parent may itself be an every-frame run, whose held-out twin is the reference's parent.
+NOT_RECIPE = frozenset({"data", "out", "device", "threads", "seed", "validation_count", "extra_validation",
+                        "init_from"})
 
 
 def recipe_differences(settings: dict, reference: dict) -> list[str]:
@@ -99,12 +102,35 @@ def recipe_differences(settings: dict, reference: dict) -> list[str]:
     return sorted(k for k in set(a) - NOT_RECIPE if a[k] != b[k])
 
 
+def lineage_differences(checkpoint: dict, reference: dict) -> list[str]:
+    """How two checkpoints' whole recipes differ: their own settings (:func:`recipe_differences`)
+    and, run by run, the runs they were fine-tuned through (config, the epoch each kept and
+    its settings). Empty when one recipe, run for run, made both."""
+    differences = recipe_differences(checkpoint["settings"], reference["settings"])
+    ours, theirs = checkpoint.get("lineage") or [], reference.get("lineage") or []
+    if len(ours) != len(theirs):
+        return [*differences, f"lineage ({len(ours)} earlier runs against {len(theirs)})"]
+    for number, (a, b) in enumerate(zip(ours, theirs), start=1):
+        if a == b:
+            continue  # the same run, shared
+        run = f"earlier run {number} ({a.get('checkpoint')} / {b.get('checkpoint')})"
+        if not (a.get("settings", {}).get("augmentation") and b.get("settings", {}).get("augmentation")):
+            differences.append(f"{run}: settings not recorded")
+            continue
+        if a.get("config") != b.get("config"):
+            differences.append(f"{run}: config")
+        if a.get("epochs") != b.get("epochs"):
+            differences.append(f"{run}: epoch kept {a.get('epochs')} against {b.get('epochs')}")
+        differences += [f"{run}: {k}" for k in recipe_differences(a.get("settings", {}), b.get("settings", {}))]
+    return differences
+
+
 def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) -> tuple[dict, dict, dict]:
     """Validation of a model trained on every frame, measured on ``validated_by``: a checkpoint
     of the same recipe, trained without the validation blocks, at the same epoch (the final
     model keeps its last epoch, so the reference must not be a best-epoch pick)."""
     ref_model, ref = load_checkpoint_model(validated_by)
-    differences = recipe_differences(checkpoint["settings"], ref["settings"])
+    differences = lineage_differences(checkpoint, ref)
     if differences:
         raise ValueError(f"{validated_by} is not the same recipe: it differs in {', '.join(differences)}")
     if ref["epoch"] != checkpoint["epoch"]:
