@@ -522,6 +522,60 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
         ship_model(tmp_path / "held-out", models, "x", command, blocks, data, validated_by=tmp_path / "all/last.pt")
 
 
+def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_path):
+    from ipp_seg.train.ship import ship_model
+    from ipp_seg.train.weight_average import average_checkpoints
+
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out="", epochs=1, batch_size=2, validation_count=2,
+                         input_size=(64, 64), threads=1, bf16=False)
+
+    def run(name, **changes):
+        train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / name), **changes}))
+        return tmp_path / name / "last.pt"
+
+    held_out = [run("a", seed=1), run("b", seed=2)]
+    every_frame = [run("all-a", seed=1, validation_count=0), run("all-b", seed=2, validation_count=0)]
+    soup_path = average_checkpoints(held_out, tmp_path / "soup")
+    soup = torch.load(soup_path, weights_only=False)
+    members = [torch.load(p, weights_only=False) for p in held_out]
+    key = "fuse.0.weight"
+    assert not torch.equal(members[0]["model"][key], members[1]["model"][key])
+    assert torch.allclose(soup["model"][key], (members[0]["model"][key] + members[1]["model"][key]) / 2)
+    assert [m["seed"] for m in soup["weight_average"]] == [1, 2] and "optimiser" not in soup
+    # Another recipe, epoch or split does not average (the first two: the second run, relabelled).
+    for name, change, message in (("hot", {"settings": {**members[1]["settings"], "learning_rate": 5e-3}},
+                                   "learning_rate"), ("later", {"epoch": 2}, "epoch 2")):
+        torch.save({**members[1], **change}, tmp_path / f"{name}.pt")
+        with pytest.raises(ValueError, match=message):
+            average_checkpoints([held_out[0], tmp_path / f"{name}.pt"], tmp_path / "x")
+    with pytest.raises(ValueError, match="other frames"):
+        average_checkpoints([held_out[0], every_frame[0]], tmp_path / "x")
+    # An average cannot be resumed (it has no optimiser state); it says what to do instead.
+    with pytest.raises(ValueError, match="--init-from"):
+        train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "soup")}), resume=True)
+
+    models, blocks, command = tmp_path / "models", {"last two": ("case003", "case004")}, "ipp-seg train ..."
+    card = ship_model(tmp_path / "soup", models, "soup", command, blocks, data, checkpoint_name="last.pt")
+    assert [m["seed"] for m in card["training"]["weight_average"]] == [1, 2]
+    assert card["training"]["hours"] == pytest.approx(sum(m["hours"] for m in soup["weight_average"]))
+    assert card["training"]["epochs_run"] == 1 and card["training"]["best_epoch"] is None
+    markdown = (models / "soup.md").read_text()
+    assert "Weight average of 2 runs" in markdown and "the runs' last epochs averaged" in markdown
+    # The every-frame model is validated by the held-out average, not by one held-out run.
+    average_checkpoints(every_frame, tmp_path / "all-soup")
+    with pytest.raises(ValueError, match="weight average"):
+        ship_model(tmp_path / "all-soup", models, "all", command, blocks, data, validated_by=held_out[0],
+                   checkpoint_name="last.pt")
+    with pytest.raises(ValueError, match="weight average"):
+        ship_model(tmp_path / "all-a", models, "all", command, blocks, data, validated_by=soup_path,
+                   checkpoint_name="last.pt")
+    final = ship_model(tmp_path / "all-soup", models, "all", command, blocks, data, validated_by=soup_path,
+                       checkpoint_name="last.pt")
+    assert final["validation"]["overall"]["dice_fh"] == pytest.approx(card["validation"]["overall"]["dice_fh"])
+    assert len(torch.load(models / "all.pt", weights_only=False)["weight_average"]) == 2
+
+
 def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     from typer.testing import CliRunner
 

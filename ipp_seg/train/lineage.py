@@ -59,12 +59,19 @@ def run_summary(checkpoint: dict, path: str) -> dict:
     epochs = checkpoint.get("epoch") or 0
     history = run_history(checkpoint, path)
     epochs_run, hours = len(history), sum(h["seconds"] for h in history) / 3600
-    if not (Path(path).parent / "history.jsonl").is_file():
+    members = checkpoint.get("weight_average")
+    if members:  # an average of runs cost every member's run
+        epochs_run, hours = max(m["epochs_run"] for m in members), sum(m["hours"] for m in members)
+    elif not (Path(path).parent / "history.jsonl").is_file():
         from_card = _own_run_from_card(Path(path))
         if from_card is not None and from_card[0] >= epochs_run:
             epochs_run, hours = from_card
-    return {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
-            "epochs_run": max(epochs_run, epochs), "hours": round(hours, 2), "settings": checkpoint.get("settings", {})}
+    summary = {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
+               "epochs_run": max(epochs_run, epochs), "hours": round(hours, 2),
+               "settings": checkpoint.get("settings", {})}
+    if members:
+        summary["weight_average"] = members
+    return summary
 
 
 def _lineage_from_card(checkpoint_path: Path) -> list[dict] | None:

@@ -184,6 +184,9 @@ def train(settings: TrainSettings, resume: bool = False,
         if not last_path.exists():
             raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
         checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
+        if "optimiser" not in checkpoint:
+            raise ValueError(f"{last_path} has no optimiser state (an average of runs, or shipped weights): it "
+                             "cannot be resumed; start a new run from it with --init-from")
         saved = TrainSettings.from_dict(checkpoint["settings"])
         # Paths and device may move between machines; the recipe may not.
         settings = replace(saved, data=settings.data, out=settings.out, device=settings.device,

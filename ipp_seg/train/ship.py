@@ -107,6 +107,9 @@ def lineage_differences(checkpoint: dict, reference: dict) -> list[str]:
     and, run by run, the runs they were fine-tuned through (config, the epoch each kept and
     its settings). Empty when one recipe, run for run, made both."""
     differences = recipe_differences(checkpoint["settings"], reference["settings"])
+    averaged, averaged_ref = len(checkpoint.get("weight_average") or []), len(reference.get("weight_average") or [])
+    if averaged != averaged_ref:
+        differences.append(f"weight average ({averaged or 'no'} runs averaged against {averaged_ref or 'none'})")
     ours, theirs = checkpoint.get("lineage") or [], reference.get("lineage") or []
     if len(ours) != len(theirs):
         return [*differences, f"lineage ({len(ours)} earlier runs against {len(theirs)})"]
@@ -119,6 +122,8 @@ def lineage_differences(checkpoint: dict, reference: dict) -> list[str]:
             continue
         if a.get("config") != b.get("config"):
             differences.append(f"{run}: config")
+        if len(a.get("weight_average") or []) != len(b.get("weight_average") or []):
+            differences.append(f"{run}: weight average")
         if a.get("epochs") != b.get("epochs"):
             differences.append(f"{run}: epoch kept {a.get('epochs')} against {b.get('epochs')}")
         differences += [f"{run}: {k}" for k in recipe_differences(a.get("settings", {}), b.get("settings", {}))]
@@ -186,6 +191,9 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
                                        "best_score", "epoch", "machine")}
     slim["lineage"] = lineage
+    members = checkpoint.get("weight_average")
+    if members:
+        slim["weight_average"] = members
     torch.save(slim, torch_path)
     if not trained_on_all:
         validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
@@ -193,8 +201,11 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         validation_source = None
     train_ids = checkpoint["split"]["train"]
     history = run_history(checkpoint, run_dir / checkpoint_name)
-    # A fine-tuned run's cost includes every run its weights started from.
-    hours = sum(h["seconds"] for h in history) / 3600 + lineage_hours(lineage)
+    # A fine-tuned run's cost includes every run its weights started from; an average's, every
+    # member's run.
+    own_hours = sum(m["hours"] for m in members) if members else sum(h["seconds"] for h in history) / 3600
+    hours = own_hours + lineage_hours(lineage)
+    epochs_run = max(m["epochs_run"] for m in members) if members else max(len(history), checkpoint["epoch"])
     initialised_from = lineage[-1] if lineage else None
     card = {
         "name": name,
@@ -212,13 +223,14 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             "validation_blocks": {k: list(v) for k, v in blocks.items()},
             "command": command,
             "seed": settings["seed"],
-            "epochs_run": max(len(history), checkpoint["epoch"]),
+            "epochs_run": epochs_run,
             "shipped_epoch": checkpoint["epoch"],
             "epochs_planned": settings["epochs"],
             "best_epoch": None if trained_on_all else checkpoint["best_epoch"],
             "hours": round(hours, 2),
             "initialised_from": initialised_from,
             "lineage": lineage,
+            "weight_average": members or None,
             "machine": checkpoint.get("machine", {}),
             "recipe": {**{k: settings[k] for k in ("batch_size", "learning_rate", "weight_decay", "warmup_epochs",
                                                    "dice_weight", "ce_class_weights", "dice_class_weights",
@@ -256,7 +268,7 @@ def model_card_markdown(card: dict) -> str:
              f"- Data: {t['data']}", f"- Training IDs: {t['train_ids']}",
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
              f"shipped epoch {t.get('shipped_epoch', t['best_epoch'])} (best by validation: "
-             f"{'none, no validation frames' if t['best_epoch'] is None else t['best_epoch']}); "
+             f"{_best_epoch_text(t)}); "
              f"{t['hours']} h on {t['machine'].get('processor') or 'CPU'} "
              f"({t['machine'].get('platform', '')}).", ""]
     lineage = t.get("lineage") or ([t["initialised_from"]] if t.get("initialised_from") else [])
@@ -268,6 +280,12 @@ def model_card_markdown(card: dict) -> str:
         steps = "; then ".join(f"`{p['checkpoint']}` ({p['config']}, {kept(p)}, {p['hours']} h)" for p in lineage)
         lines[-1:] = [f"- Fine-tuned: the weights started from {steps} (their settings are in the JSON card). "
                       "The hours above include every run.", ""]
+    members = t.get("weight_average")
+    if members:
+        runs = ", ".join(f"`{m['checkpoint']}` (seed {m['seed']}, {m['hours']} h)" for m in members)
+        lines[-1:] = [f"- Weight average of {len(members)} runs of this recipe at epoch {members[0]['epoch']}, "
+                      f"seeds differing: {runs}. The seed above is the first run's; the hours include every "
+                      "run.", ""]
     source = card.get("validation_source")
     if source:
         lines += [f"## Validation of the same recipe without these frames (`{source['checkpoint']}`, epoch "
@@ -293,6 +311,14 @@ def model_card_markdown(card: dict) -> str:
               "- The narrow-sector block is 30 frames: its figures carry about twice the wide block's sampling "
               "error.", ""]
     return "\n".join(lines)
+
+
+def _best_epoch_text(training: dict) -> str:
+    if training["best_epoch"] is not None:
+        return str(training["best_epoch"])
+    if "every frame" in training["train_ids"]:
+        return "none, no validation frames"
+    return "none, the runs' last epochs averaged"
 
 
 def _f(value, digits: int = 4) -> str:

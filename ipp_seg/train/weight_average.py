@@ -1,0 +1,80 @@
+"""Averaging the weights of runs of one recipe (a "model soup").
+
+Runs fine-tuned from the same parent with different seeds stay in one basin of the loss, so the
+mean of their weights is a model of its own, usually a little better than either, at no cost at
+inference. The average is written as a checkpoint that records its members, so that a model
+card states it (and the hours of every member), and so that a model trained on every frame can
+only be validated by an average of as many held-out runs of the same recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .lineage import run_summary
+from .loop import LAST
+from .ship import lineage_differences
+
+log = logging.getLogger(__name__)
+
+
+def _check_members(checkpoints: list[dict], paths: list[Path]) -> None:
+    first, first_path = checkpoints[0], paths[0]
+    for checkpoint, path in zip(checkpoints[1:], paths[1:]):
+        if checkpoint["config"]["name"] != first["config"]["name"]:
+            raise ValueError(f"{path} is config {checkpoint['config']['name']}, {first_path} "
+                             f"{first['config']['name']}: only runs of one config average")
+        differences = lineage_differences(checkpoint, first)
+        if differences:
+            raise ValueError(f"{path} is not the same recipe as {first_path}: it differs in {', '.join(differences)}")
+        if checkpoint["epoch"] != first["epoch"]:
+            raise ValueError(f"{path} is epoch {checkpoint['epoch']}, {first_path} epoch {first['epoch']}")
+        if checkpoint["split"] != first["split"]:
+            raise ValueError(f"{path} was trained and validated on other frames than {first_path}")
+        if checkpoint.get("weight_average") or first.get("weight_average"):
+            raise ValueError("an average of averages is not supported: average the runs themselves")
+        if checkpoint["model"].keys() != first["model"].keys():
+            raise ValueError(f"{path} holds other tensors than {first_path}")
+
+
+def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
+    """Average the network weights of the checkpoints at ``paths`` (two or more runs of one
+    recipe, config, epoch and split, seeds differing) into ``out_dir/last.pt``; return its path.
+
+    Floating-point tensors (weights and normalisation statistics) are averaged; integer ones
+    (batch counters) must agree and are kept. The result has no optimiser state, so it can be
+    shipped or fine-tuned (``--init-from``) but not resumed."""
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ValueError("averaging needs at least two checkpoints")
+    checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    _check_members(checkpoints, paths)
+    averaged = {}
+    for key, first in checkpoints[0]["model"].items():
+        tensors = [c["model"][key] for c in checkpoints]
+        if first.is_floating_point():
+            averaged[key] = (sum(t.double() for t in tensors) / len(tensors)).to(first.dtype)
+        else:
+            if any(not torch.equal(t, first) for t in tensors[1:]):
+                log.info("%s differs between members; the first member's is kept", key)
+            averaged[key] = first.clone()
+    members = []
+    for checkpoint, path in zip(checkpoints, paths):
+        summary = run_summary(checkpoint, str(path))
+        members.append({"checkpoint": str(path), "seed": checkpoint["settings"]["seed"],
+                        "epoch": checkpoint["epoch"], "epochs_run": summary["epochs_run"],
+                        "hours": summary["hours"]})
+    first = checkpoints[0]
+    result = {k: first[k] for k in ("config", "settings", "split", "history", "epoch", "lineage", "machine")
+              if k in first}
+    result.update(model=averaged, best_epoch=None, best_score=None, weight_average=members)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / LAST
+    torch.save(result, out_path)
+    log.info("averaged %d runs (seeds %s) at epoch %d into %s", len(members),
+             ", ".join(str(m["seed"]) for m in members), first["epoch"], out_path)
+    return out_path
