@@ -574,6 +574,12 @@ def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_p
                        checkpoint_name="last.pt")
     assert final["validation"]["overall"]["dice_fh"] == pytest.approx(card["validation"]["overall"]["dice_fh"])
     assert len(torch.load(models / "all.pt", weights_only=False)["weight_average"]) == 2
+    # A run fine-tuned from an average lists it, with both members' hours, among its lineage.
+    run("child", init_from=str(soup_path))
+    child = ship_model(tmp_path / "child", models, "child", command, blocks, data, checkpoint_name="last.pt")
+    parent = child["training"]["lineage"][-1]
+    assert len(parent["weight_average"]) == 2 and parent["hours"] == pytest.approx(card["training"]["hours"], abs=0.01)
+    assert "the average of 2 runs" in (models / "child.md").read_text()
 
 
 def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):

@@ -277,7 +277,12 @@ def model_card_markdown(card: dict) -> str:
             run = p.get("epochs_run") or p["epochs"]
             return f"{p['epochs']} of {run} epochs" if run and p["epochs"] and run > p["epochs"] else f"{p['epochs']} epochs"
 
-        steps = "; then ".join(f"`{p['checkpoint']}` ({p['config']}, {kept(p)}, {p['hours']} h)" for p in lineage)
+        def averaged(p: dict) -> str:
+            members = p.get("weight_average") or []
+            return f", the average of {len(members)} runs" if members else ""
+
+        steps = "; then ".join(f"`{p['checkpoint']}` ({p['config']}, {kept(p)}{averaged(p)}, {p['hours']} h)"
+                               for p in lineage)
         lines[-1:] = [f"- Fine-tuned: the weights started from {steps} (their settings are in the JSON card). "
                       "The hours above include every run.", ""]
     members = t.get("weight_average")
