@@ -52,25 +52,31 @@ def _own_run_from_card(path: Path) -> tuple[int, float] | None:
     return int(training["epochs_run"]), float(training["hours"]) - lineage_hours(training.get("lineage", []))
 
 
-def run_summary(checkpoint: dict, path: str) -> dict:
-    """One ancestor: the checkpoint's path, config, epochs (those its weights went through),
-    epochs run and hours of training (the whole run's: its log, else its model card, else the
-    checkpoint's own history) and settings."""
-    epochs = checkpoint.get("epoch") or 0
+def run_cost(checkpoint: dict, path: str | Path) -> tuple[int, float]:
+    """(epochs run, hours) of the run behind the checkpoint at ``path``, its lineage not
+    included: an average of runs cost every member's run; a run, its log, else its model
+    card, else the checkpoint's own history."""
+    members = checkpoint.get("weight_average")
+    if members:
+        return max(m["epochs_run"] for m in members), sum(m["hours"] for m in members)
     history = run_history(checkpoint, path)
     epochs_run, hours = len(history), sum(h["seconds"] for h in history) / 3600
-    members = checkpoint.get("weight_average")
-    if members:  # an average of runs cost every member's run
-        epochs_run, hours = max(m["epochs_run"] for m in members), sum(m["hours"] for m in members)
-    elif not (Path(path).parent / "history.jsonl").is_file():
+    if not (Path(path).parent / "history.jsonl").is_file():
         from_card = _own_run_from_card(Path(path))
         if from_card is not None and from_card[0] >= epochs_run:
             epochs_run, hours = from_card
+    return max(epochs_run, checkpoint.get("epoch") or 0), hours
+
+
+def run_summary(checkpoint: dict, path: str) -> dict:
+    """One ancestor: the checkpoint's path, config, epochs (those its weights went through),
+    epochs run and hours of training (:func:`run_cost`), settings, and the runs it averages
+    if it is an average."""
+    epochs_run, hours = run_cost(checkpoint, path)
     summary = {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
-               "epochs_run": max(epochs_run, epochs), "hours": round(hours, 2),
-               "settings": checkpoint.get("settings", {})}
-    if members:
-        summary["weight_average"] = members
+               "epochs_run": epochs_run, "hours": round(hours, 2), "settings": checkpoint.get("settings", {})}
+    if checkpoint.get("weight_average"):
+        summary["weight_average"] = checkpoint["weight_average"]
     return summary
 
 

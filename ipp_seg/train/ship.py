@@ -22,7 +22,7 @@ from ..inference.registry import ModelSpec, sha256_of
 from ..io import read_frame
 from ..nn.export import export_onnx
 from .data import find_pairs, load_cases
-from .lineage import lineage_hours, lineage_of, run_history
+from .lineage import lineage_hours, lineage_of, run_cost
 from .loop import BEST, TrainSettings, load_checkpoint_model
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,6 @@ def lineage_differences(checkpoint: dict, reference: dict) -> list[str]:
         if not (a.get("settings", {}).get("augmentation") and b.get("settings", {}).get("augmentation")):
             differences.append(f"{run}: settings not recorded")
             continue
-        if a.get("config") != b.get("config"):
-            differences.append(f"{run}: config")
         if len(a.get("weight_average") or []) != len(b.get("weight_average") or []):
             differences.append(f"{run}: weight average")
         if a.get("epochs") != b.get("epochs"):
@@ -200,12 +198,9 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                                                    tta_modes=(False, True))
         validation_source = None
     train_ids = checkpoint["split"]["train"]
-    history = run_history(checkpoint, run_dir / checkpoint_name)
-    # A fine-tuned run's cost includes every run its weights started from; an average's, every
-    # member's run.
-    own_hours = sum(m["hours"] for m in members) if members else sum(h["seconds"] for h in history) / 3600
+    # A fine-tuned run's cost includes every run its weights started from.
+    epochs_run, own_hours = run_cost(checkpoint, run_dir / checkpoint_name)
     hours = own_hours + lineage_hours(lineage)
-    epochs_run = max(m["epochs_run"] for m in members) if members else max(len(history), checkpoint["epoch"])
     initialised_from = lineage[-1] if lineage else None
     card = {
         "name": name,
