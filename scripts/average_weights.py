@@ -4,7 +4,9 @@
 
 Writes OUT/last.pt, which records its members; ship it with
 ``python scripts/ship_model.py OUT --checkpoint last ...``. Runs of another recipe, config, epoch
-or split are refused.
+or split are refused, and so is a run given twice. An earlier average (a shipped model, say)
+may be a member: it counts as the runs it averaged, so adding a seed to it gives the mean of
+all the runs, each weighed once.
 """
 
 from __future__ import annotations

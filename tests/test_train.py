@@ -582,6 +582,37 @@ def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_p
     assert "the average of 2 runs" in (models / "child.md").read_text()
 
 
+def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
+    from ipp_seg.train.weight_average import average_checkpoints
+
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out="", epochs=1, batch_size=2, validation_count=2,
+                         input_size=(64, 64), threads=1, bf16=False)
+    runs = []
+    for seed in (1, 2, 3):
+        train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / f"s{seed}"), "seed": seed}))
+        runs.append(tmp_path / f"s{seed}" / "last.pt")
+    pair = average_checkpoints(runs[:2], tmp_path / "pair")
+    # The pair's runs need not be kept: the pair stands for them.
+    three = torch.load(average_checkpoints([pair, runs[2]], tmp_path / "three"), weights_only=False)
+    flat = torch.load(average_checkpoints(runs, tmp_path / "flat"), weights_only=False)
+    weights = [torch.load(p, weights_only=False)["model"] for p in runs]
+    for key in ("fuse.0.weight", "head.weight"):
+        assert torch.allclose(three["model"][key], sum(w[key] for w in weights) / 3, atol=1e-6)
+        assert torch.allclose(three["model"][key], flat["model"][key], atol=1e-6)
+        # A plain mean of the pair and the third run would weigh the third as two.
+        assert not torch.allclose(three["model"][key], (torch.load(pair, weights_only=False)["model"][key]
+                                                        + weights[2][key]) / 2, atol=1e-6)
+    assert [m["seed"] for m in three["weight_average"]] == [1, 2, 3]
+    assert [m["checkpoint"] for m in three["weight_average"]] == [str(p) for p in runs]
+    # No run counts twice, whether as itself or again through an average.
+    with pytest.raises(ValueError, match="more than once"):
+        average_checkpoints([pair, runs[0]], tmp_path / "x")
+    torch.save(torch.load(runs[0], weights_only=False), tmp_path / "copy.pt")
+    with pytest.raises(ValueError, match="seed 1 is among the members more than once"):
+        average_checkpoints([tmp_path / "copy.pt", pair], tmp_path / "x")
+
+
 def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     from typer.testing import CliRunner
 

@@ -5,6 +5,10 @@ mean of their weights is a model of its own, usually a little better than either
 inference. The average is written as a checkpoint that records its members, so that a model
 card states it (and the hours of every member), and so that a model trained on every frame can
 only be validated by an average of as many held-out runs of the same recipe.
+
+An earlier average may be given as a member: it stands for its runs, each weighted as one, so
+that adding a seed to a shipped average gives the plain mean of all the runs (whose own
+checkpoints need not be kept).
 """
 
 from __future__ import annotations
@@ -21,9 +25,15 @@ from .ship import lineage_differences
 log = logging.getLogger(__name__)
 
 
+def _recipe_view(checkpoint: dict) -> dict:
+    """The checkpoint as the recipe comparison should see it: an average stands for its runs,
+    so that it is compared with a single run as one of them."""
+    return {k: v for k, v in checkpoint.items() if k != "weight_average"}
+
+
 def _check_members(checkpoints: list[dict], paths: list[Path]) -> None:
-    first, first_path = checkpoints[0], paths[0]
-    for checkpoint, path in zip(checkpoints[1:], paths[1:]):
+    first, first_path = _recipe_view(checkpoints[0]), paths[0]
+    for checkpoint, path in zip((_recipe_view(c) for c in checkpoints[1:]), paths[1:]):
         if checkpoint["config"]["name"] != first["config"]["name"]:
             raise ValueError(f"{path} is config {checkpoint['config']['name']}, {first_path} "
                              f"{first['config']['name']}: only runs of one config average")
@@ -34,15 +44,34 @@ def _check_members(checkpoints: list[dict], paths: list[Path]) -> None:
             raise ValueError(f"{path} is epoch {checkpoint['epoch']}, {first_path} epoch {first['epoch']}")
         if checkpoint["split"] != first["split"]:
             raise ValueError(f"{path} was trained and validated on other frames than {first_path}")
-        if checkpoint.get("weight_average") or first.get("weight_average"):
-            raise ValueError("an average of averages is not supported: average the runs themselves")
         if checkpoint["model"].keys() != first["model"].keys():
             raise ValueError(f"{path} holds other tensors than {first_path}")
+
+
+def _runs_of(checkpoint: dict, path: Path) -> list[dict]:
+    """The runs a member stands for: an average's recorded members, or the run itself."""
+    if checkpoint.get("weight_average"):
+        return [dict(m) for m in checkpoint["weight_average"]]
+    summary = run_summary(checkpoint, str(path))
+    return [{"checkpoint": str(path), "seed": checkpoint["settings"]["seed"], "epoch": checkpoint["epoch"],
+             "epochs_run": summary["epochs_run"], "hours": summary["hours"]}]
+
+
+def _check_distinct(members: list[dict]) -> None:
+    """One run counted twice would outweigh the others; a repeated seed from one parent and
+    recipe is the same run again."""
+    for key, what in (("checkpoint", "run"), ("seed", "seed")):
+        seen = [m[key] for m in members]
+        repeated = sorted({str(v) for v in seen if seen.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{what} {', '.join(repeated)} is among the members more than once")
 
 
 def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
     """Average the network weights of the checkpoints at ``paths`` (two or more runs of one
     recipe, config, epoch and split, seeds differing) into ``out_dir/last.pt``; return its path.
+    A member that is itself an average counts as the runs it averaged (its weights weighted by
+    their number), so every run has the same weight in the result.
 
     Floating-point tensors (weights and normalisation statistics) are averaged; integer ones
     (batch counters) must agree and are kept. The result has no optimiser state, so it can be
@@ -52,21 +81,20 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
         raise ValueError("averaging needs at least two checkpoints")
     checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
     _check_members(checkpoints, paths)
+    runs = [_runs_of(c, p) for c, p in zip(checkpoints, paths)]
+    members = [m for group in runs for m in group]
+    _check_distinct(members)
+    weights = [len(group) for group in runs]
     averaged = {}
     for key, first in checkpoints[0]["model"].items():
         tensors = [c["model"][key] for c in checkpoints]
         if first.is_floating_point():
-            averaged[key] = (sum(t.double() for t in tensors) / len(tensors)).to(first.dtype)
+            total = sum(w * t.double() for w, t in zip(weights, tensors))
+            averaged[key] = (total / sum(weights)).to(first.dtype)
         else:
             if any(not torch.equal(t, first) for t in tensors[1:]):
                 log.info("%s differs between members; the first member's is kept", key)
             averaged[key] = first.clone()
-    members = []
-    for checkpoint, path in zip(checkpoints, paths):
-        summary = run_summary(checkpoint, str(path))
-        members.append({"checkpoint": str(path), "seed": checkpoint["settings"]["seed"],
-                        "epoch": checkpoint["epoch"], "epochs_run": summary["epochs_run"],
-                        "hours": summary["hours"]})
     first = checkpoints[0]
     result = {k: first[k] for k in ("config", "settings", "split", "history", "epoch", "lineage", "machine")
               if k in first}
