@@ -4,7 +4,8 @@ path users run (the same evaluation as the model cards).
     python benchmarks/ablation.py runs/dssau-net-s runs/conv-unet-s [--tta] [--data ../shared/data/psfhs]
         [--checkpoint last] [--seen 04402-04601]
 
-For each run: its best checkpoint exported to a temporary ONNX file, segmented and measured on
+For each run (a run folder, or a checkpoint file such as a weight average or a shipped ``.pt``):
+its best checkpoint exported to a temporary ONNX file, segmented and measured on
 its validation IDs, per block (ellipse AoP method), plus the validation Dice of every epoch from
 the run's history, so that runs stopped at different epochs still compare at equal epochs.
 ``--checkpoint last`` evaluates each run's last epoch instead of its best one. ``--seen FIRST-LAST``
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from ipp_seg.nn.configs import get_config
 from ipp_seg.nn.export import export_onnx
+from ipp_seg.train.lineage import run_cost
 from ipp_seg.train.loop import BEST, LAST, load_checkpoint_model
 from ipp_seg.train.ship import validate_onnx
 
@@ -30,7 +32,9 @@ BLOCKS = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04
 
 
 def history(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+    """The run's validation history; none for a bare checkpoint file (an average has no curve)."""
+    log = run / "history.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
 
 
 def main() -> None:
@@ -49,13 +53,15 @@ def main() -> None:
     print("|" + "---|" * 16)
     curves = {}
     for run in args.runs:
-        model, checkpoint = load_checkpoint_model(run / (BEST if args.checkpoint == "best" else LAST))
+        path = run if run.is_file() else run / (BEST if args.checkpoint == "best" else LAST)
+        name = run.parent.name if path.name in (BEST, LAST) and run.is_file() else (run.stem if run.is_file() else run.name)
+        model, checkpoint = load_checkpoint_model(path)
         config = get_config(checkpoint["config"]["name"])
-        runs_history = history(run)
-        curves[run.name] = {h["epoch"]: (h["dice_ps"], h["dice_fh"]) for h in runs_history}
-        hours = sum(h["seconds"] for h in runs_history) / 3600
+        if run.is_dir() and not checkpoint.get("weight_average"):
+            curves[name] = {h["epoch"]: (h["dice_ps"], h["dice_fh"]) for h in history(run)}
+        hours = run_cost(checkpoint, path)[1]
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = export_onnx(model, Path(tmp) / f"{run.name}.onnx",
+            onnx_path = export_onnx(model, Path(tmp) / f"{name}.onnx",
                                     tuple(checkpoint["settings"]["input_size"]), checkpoint["settings"]["normalisation"])
             tta_modes = (False, True) if args.tta else (False,)
             results = list(validate_onnx(onnx_path, args.data, checkpoint["split"]["validation"], BLOCKS,
@@ -71,13 +77,15 @@ def main() -> None:
                 for block, m in result["ellipse"].items():
                     if block.startswith("style:"):
                         continue
-                    print(f"| {run.name} | {config.name} | {config.params / 1e6:.2f} | {config.macs_256 / 1e9:.2f} | "
+                    print(f"| {name} | {config.name} | {config.params / 1e6:.2f} | {config.macs_256 / 1e9:.2f} | "
                           f"{checkpoint['epoch']}/{checkpoint['settings']['epochs']} | {hours:.2f} | "
                           f"{'yes' if tta else 'no'} | {block} | {m['dice_ps']:.3f} | {m['dice_fh']:.3f} | "
                           f"{m['dice_all']:.3f} | {m['hd_all_px']:.1f} | {m['mean_abs_delta_aop_deg']:.1f} / "
                           f"{m['median_abs_delta_aop_deg']:.1f} | {m['failed_measurements']} | "
                           f"{m['score']:.3f} | {result['inference_seconds']:.0f} |")
     epochs = sorted({e for c in curves.values() for e in c})
+    if not epochs:
+        return
     print("\nValidation Dice PS / FH by epoch (from each run's history):\n")
     print("| epoch | " + " | ".join(curves) + " |")
     print("|---|" + "---|" * len(curves))
