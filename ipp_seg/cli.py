@@ -123,6 +123,9 @@ def train(
                                   help="Probability of a smooth elastic deformation per training frame."),
     shadow: float = typer.Option(0.0, "--shadow", min=0.0, max=1.0,
                                  help="Probability of a simulated acoustic shadow per training frame."),
+    drop_path: Optional[float] = typer.Option(None, "--drop-path", min=0.0, max=0.5,
+                                              help="Stochastic depth of the deepest block in training (default: "
+                                                   "the config's; the shipped network is unchanged)."),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
@@ -147,7 +150,7 @@ def train(
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
                              shape_weight=shape_weight, ema_decay=ema_decay, endpoint_weight=endpoint_weight,
-                             init_from=str(init_from) if init_from else None,
+                             init_from=str(init_from) if init_from else None, drop_path=drop_path,
                              augmentation=AugmentationSettings(elastic_probability=elastic,
                                                                shadow_probability=shadow))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -633,6 +633,33 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     assert len(saved["split"]["train"]) == 4 and saved["split"]["validation"] == []
 
 
+def test_drop_path_regularises_training_only_and_is_part_of_the_recipe(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import ipp_seg.train.loop as loop
+    from ipp_seg.cli import app
+    from ipp_seg.nn.configs import get_config
+    from ipp_seg.nn.dssau_net import DropPath
+    from ipp_seg.train.ship import recipe_differences
+
+    built, build = [], loop.build_network
+    monkeypatch.setattr(loop, "build_network", lambda config: built.append(build(config)) or built[-1])
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    result = CliRunner().invoke(app, ["train", str(data), "--config", "dssau-net-s", "--out", str(tmp_path / "run"),
+                                      "--batch-size", "2", "--validation-count", "0", "--threads", "1",
+                                      "--no-bf16", "--epochs", "1", "--drop-path", "0.3"])
+    assert result.exit_code == 0, result.output
+    rates = [m.p for m in built[0].modules() if isinstance(m, DropPath)]
+    assert max(rates) == pytest.approx(0.3) and min(rates) == 0.0  # the config's linear ramp, to 0.3
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    # What ships is the config's network (inference never drops); the recipe records the rate.
+    assert saved["config"]["drop_path"] == get_config("dssau-net-s").drop_path != 0.3
+    assert saved["settings"]["drop_path"] == 0.3
+    assert recipe_differences(saved["settings"], {**saved["settings"], "drop_path": None}) == ["drop_path"]
+    bad = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "x"), "--drop-path", "0.9"])
+    assert bad.exit_code != 0
+
+
 def test_lineage_takes_a_shipped_parents_whole_run_from_its_card(tmp_path):
     from ipp_seg.train.lineage import run_summary
 

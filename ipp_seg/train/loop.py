@@ -64,6 +64,9 @@ class TrainSettings:
     # Auxiliary heatmap of the PS's long-axis ends from the decoder features (0: off); the head
     # is training-only, so the shipped network and its ONNX graph are unchanged.
     endpoint_weight: float = 0.0
+    # Stochastic depth of the deepest block while training (None: the config's own rate). A
+    # regulariser only: inference never drops a branch, so the shipped network is the config's.
+    drop_path: float | None = None
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
 
@@ -210,7 +213,8 @@ def train(settings: TrainSettings, resume: bool = False,
         raise ValueError("no training cases")
 
     config = get_config(settings.config)
-    model = build_network(config).to(device).to(memory_format=torch.channels_last)
+    trained_as = config if settings.drop_path is None else replace(config, drop_path=settings.drop_path)
+    model = build_network(trained_as).to(device).to(memory_format=torch.channels_last)
     endpoint_head = None
     parameters = list(model.parameters())
     if settings.endpoint_weight:
