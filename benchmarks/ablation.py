@@ -53,8 +53,10 @@ def main() -> None:
     print("|" + "---|" * 16)
     curves = {}
     for run in args.runs:
-        path = run if run.is_file() else run / (BEST if args.checkpoint == "best" else LAST)
-        name = run.parent.name if path.name in (BEST, LAST) and run.is_file() else (run.stem if run.is_file() else run.name)
+        if run.is_file():  # a run's own checkpoint is named by its run, any other file by itself
+            path, name = run, run.parent.name if run.name in (BEST, LAST) else run.stem
+        else:
+            path, name = run / (BEST if args.checkpoint == "best" else LAST), run.name
         model, checkpoint = load_checkpoint_model(path)
         config = get_config(checkpoint["config"]["name"])
         if run.is_dir() and not checkpoint.get("weight_average"):
