@@ -32,9 +32,7 @@ BLOCKS = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04
 
 
 def history(run: Path) -> list[dict]:
-    """The run's validation history; none for a bare checkpoint file (an average has no curve)."""
-    log = run / "history.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
 
 
 def main() -> None:
@@ -59,7 +57,7 @@ def main() -> None:
             path, name = run / (BEST if args.checkpoint == "best" else LAST), run.name
         model, checkpoint = load_checkpoint_model(path)
         config = get_config(checkpoint["config"]["name"])
-        if run.is_dir() and not checkpoint.get("weight_average"):
+        if run.is_dir() and not checkpoint.get("weight_average"):  # an average has no curve of its own
             curves[name] = {h["epoch"]: (h["dice_ps"], h["dice_fh"]) for h in history(run)}
         hours = run_cost(checkpoint, path)[1]
         with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .lineage import run_summary
+from .lineage import run_cost
 from .loop import LAST
 from .ship import lineage_differences
 
@@ -52,9 +52,9 @@ def _runs_of(checkpoint: dict, path: Path) -> list[dict]:
     """The runs a member stands for: an average's recorded members, or the run itself."""
     if checkpoint.get("weight_average"):
         return [dict(m) for m in checkpoint["weight_average"]]
-    summary = run_summary(checkpoint, str(path))
+    epochs_run, hours = run_cost(checkpoint, path)
     return [{"checkpoint": str(path), "seed": checkpoint["settings"]["seed"], "epoch": checkpoint["epoch"],
-             "epochs_run": summary["epochs_run"], "hours": summary["hours"]}]
+             "epochs_run": epochs_run, "hours": round(hours, 2)}]
 
 
 def _check_distinct(members: list[dict]) -> None:
