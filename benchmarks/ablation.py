@@ -35,6 +35,12 @@ def history(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
 
 
+def _pair(metrics: dict, name: str) -> str:
+    """"mean / median" of ``mean_<name>`` and ``median_<name>``, "-" where not measured."""
+    mean, median = metrics.get(f"mean_{name}"), metrics.get(f"median_{name}")
+    return "-" if mean is None else f"{mean:.1f} / {median:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -47,8 +53,8 @@ def main() -> None:
     seen = tuple(args.seen.split("-")) if args.seen else None
 
     print("| run | config | params (M) | GMACs @256 | epochs | train h | TTA | block | Dice PS | Dice FH | Dice all | "
-          "HD all px | mean / median abs dAoP (deg) | failed | score | s per 230 frames |")
-    print("|" + "---|" * 16)
+          "HD all px | mean / median abs dAoP (deg) | vs aop_reference.csv (deg) | failed | score | s per 230 frames |")
+    print("|" + "---|" * 17)
     curves = {}
     for run in args.runs:
         if run.is_file():  # a run's own checkpoint is named by its run, any other file by itself
@@ -81,7 +87,8 @@ def main() -> None:
                           f"{checkpoint['epoch']}/{checkpoint['settings']['epochs']} | {hours:.2f} | "
                           f"{'yes' if tta else 'no'} | {block} | {m['dice_ps']:.3f} | {m['dice_fh']:.3f} | "
                           f"{m['dice_all']:.3f} | {m['hd_all_px']:.1f} | {m['mean_abs_delta_aop_deg']:.1f} / "
-                          f"{m['median_abs_delta_aop_deg']:.1f} | {m['failed_measurements']} | "
+                          f"{m['median_abs_delta_aop_deg']:.1f} | {_pair(m, 'abs_delta_aop_reference_deg')} | "
+                          f"{m['failed_measurements']} | "
                           f"{m['score']:.3f} | {result['inference_seconds']:.0f} |")
     epochs = sorted({e for c in curves.values() for e in c})
     if not epochs:

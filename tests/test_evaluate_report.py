@@ -326,3 +326,55 @@ def test_case_columns_match_case_dict():
     r = evaluate_case(gt, gt)
     assert isinstance(r, CaseResult)
     assert tuple(r.to_dict()) == _CASE_COLUMNS
+
+
+# ----------------------------------------------------------------------------- reference AoP
+
+
+def test_reference_aop_is_compared_with_the_prediction(tmp_path):
+    gt = scene()
+    measured = measure_progress(gt).aop_deg
+    r = evaluate_case(gt.copy(), gt, reference_aop_deg=measured + 2.5)
+    assert r.delta_aop == 0.0  # against its own ground truth the prediction is exact ...
+    assert r.aop_reference == pytest.approx(measured + 2.5)
+    assert r.delta_aop_reference == pytest.approx(2.5)  # ... against the published value it is not
+    assert evaluate_case(gt, gt).delta_aop_reference is None  # no reference: nothing made up
+    failed = evaluate_case(np.zeros_like(gt), gt, reference_aop_deg=120.0)
+    assert failed.aop_reference == 120.0 and failed.delta_aop_reference is None
+
+
+def test_reference_aop_in_block_summary_and_csv(folders, tmp_path):
+    pred, gt, img = folders
+    truth_aop = measure_progress(scene()).aop_deg
+    (tmp_path / "ref.csv").write_text(f"case,aop_deg\n00001,{truth_aop + 1}\n00002,{truth_aop - 3}\n")
+    from ipp_seg.evaluate import read_reference_aop
+
+    reference = read_reference_aop(tmp_path / "ref.csv")
+    report = evaluate_folders(pred, gt, img, reference_aop=reference)
+    by_id = {c.case_id: c for c in report.cases}
+    assert by_id["00001"].delta_aop_reference == pytest.approx(1.0, abs=1e-6)
+    assert by_id["00002"].delta_aop_reference == pytest.approx(3.0, abs=1e-3)  # a shift keeps the angle
+    assert by_id["00003"].delta_aop_reference is None  # not in the CSV
+    summary = report.overall.metrics["delta_aop_reference"]
+    assert summary.n == 2 and summary.mean == pytest.approx(2.0, abs=1e-3)
+    rows = list(csv.DictReader(write_case_csv(report, tmp_path / "cases.csv").open(newline="")))
+    assert rows[0]["delta_aop_reference"] != "" and rows[2]["aop_reference"] == ""
+
+
+def test_read_reference_aop_formats_and_errors(tmp_path):
+    from ipp_seg.evaluate import read_reference_aop
+
+    (tmp_path / "a.csv").write_text("\ufeffCase_ID, AoP\n03744, 147.7\n03745,\n")
+    assert read_reference_aop(tmp_path / "a.csv") == {"03744": 147.7}  # BOM, spaces, case; empty left out
+    (tmp_path / "b.csv").write_text("name,angle\nx,1\n")
+    with pytest.raises(ValueError, match="case column"):
+        read_reference_aop(tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("case,aop_deg\n1,abc\n")
+    with pytest.raises(ValueError, match="line 2.*not a number"):
+        read_reference_aop(tmp_path / "c.csv")
+    (tmp_path / "d.csv").write_text("case,aop_deg\n1,100\n1,101\n")
+    with pytest.raises(ValueError, match="twice"):
+        read_reference_aop(tmp_path / "d.csv")
+    (tmp_path / "e.csv").write_text("case,aop_deg\n1,nan\n")
+    with pytest.raises(ValueError, match="finite"):
+        read_reference_aop(tmp_path / "e.csv")

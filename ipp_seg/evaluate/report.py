@@ -58,6 +58,7 @@ __all__ = [
     "evaluate_case",
     "evaluate_folders",
     "read_label_mask",
+    "read_reference_aop",
     "summarise_block",
     "write_case_csv",
     "write_summary_json",
@@ -74,7 +75,8 @@ FAILED_AOP_PENALTY_DEG = 180.0
 
 SEGMENTATION_METRICS: tuple[str, ...] = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
 # Summary statistics reported per block, in this order.
-_SUMMARY_METRICS: tuple[str, ...] = SEGMENTATION_METRICS + ("delta_aop", "delta_hsd_px", "delta_hsd_mm")
+_SUMMARY_METRICS: tuple[str, ...] = SEGMENTATION_METRICS + ("delta_aop", "delta_aop_reference", "delta_hsd_px",
+                                                             "delta_hsd_mm")
 
 # Lossless formats only: JPEG would blur label values.
 MASK_SUFFIXES: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff", ".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz")
@@ -90,7 +92,11 @@ class CaseResult:
     HSD in pixels (``*_px``) and millimetres (``*_mm``, None when the spacing is unknown).
 
     ``delta_aop`` = |aop_pred − aop_gt| (deg), None when either AoP could not be measured;
-    ``delta_hsd_*`` likewise. ``status_*`` and ``reasons_*`` come from
+    ``delta_hsd_*`` likewise. ``aop_reference`` is a published AoP for the case (e.g. PSFHS's
+    ``aop_reference.csv``, deg) when one was given, and ``delta_aop_reference`` =
+    |aop_pred − aop_reference|: the prediction against the reference rather than against the
+    ground-truth mask measured by ``method`` (the two differ by the method's own disagreement
+    with the reference's procedure). ``status_*`` and ``reasons_*`` come from
     :func:`ipp_seg.measure.measure_progress` on the predicted and ground-truth masks.
     ``style`` is "wide", "narrow" or "unknown" (see :mod:`ipp_seg.evaluate.acquisition`),
     None when no image was given.
@@ -122,6 +128,8 @@ class CaseResult:
     method: str
     style: str | None
     spacing_mm: tuple[float, float] | None
+    aop_reference: float | None = None
+    delta_aop_reference: float | None = None
 
     @property
     def mean_dice(self) -> float:
@@ -147,6 +155,8 @@ class CaseResult:
             "aop_pred": self.aop_pred,
             "aop_gt": self.aop_gt,
             "delta_aop": self.delta_aop,
+            "aop_reference": self.aop_reference,
+            "delta_aop_reference": self.delta_aop_reference,
             "hsd_pred_px": self.hsd_pred_px,
             "hsd_gt_px": self.hsd_gt_px,
             "delta_hsd_px": self.delta_hsd_px,
@@ -292,6 +302,7 @@ def evaluate_case(
     labels: tuple[int, int] = (1, 2),
     orientation: str = "standard",
     style: str | None = None,
+    reference_aop_deg: float | None = None,
 ) -> CaseResult:
     """Evaluate one predicted label mask against its ground truth.
 
@@ -304,6 +315,7 @@ def evaluate_case(
         labels: (PS label, FH label) values in both masks.
         orientation: "standard" or "mirrored" (which PS end is inferior; see ipp_seg.measure).
         style: acquisition style if already known (then ``image`` is not analysed).
+        reference_aop_deg: a published AoP for this case (deg), compared with the prediction's.
 
     Raises:
         ValueError: masks not 2-D integer arrays of one shape, or invalid method/labels/spacing.
@@ -352,6 +364,8 @@ def evaluate_case(
         method=method,
         style=style,
         spacing_mm=_spacing_of(m_gt),
+        aop_reference=reference_aop_deg,
+        delta_aop_reference=_abs_diff(m_pred.aop_deg, reference_aop_deg),
     )
 
 
@@ -423,10 +437,12 @@ def evaluate_arrays(
     labels: tuple[int, int] = (1, 2),
     orientation: str = "standard",
     spacing_mm: tuple[float, float] | None = None,
+    reference_aop: Mapping[str, float] | None = None,
 ) -> EvaluationReport:
     """Evaluate in-memory cases ``(case_id, pred_labels, gt_labels, image or None)``.
 
-    For training/validation code. Raises ValueError on a malformed case (the case ID is in
+    ``reference_aop`` maps case IDs to a published AoP (deg; :func:`read_reference_aop`);
+    cases it lacks get no ``delta_aop_reference``. For training/validation code. Raises ValueError on a malformed case (the case ID is in
     the message); case IDs must be unique.
     """
     _check_choice(method, METHODS, "method")
@@ -445,7 +461,8 @@ def evaluate_arrays(
         try:
             results.append(
                 evaluate_case(
-                    pred, gt, image, method, spacing_mm, case_id=case_id, labels=labels, orientation=orientation
+                    pred, gt, image, method, spacing_mm, case_id=case_id, labels=labels, orientation=orientation,
+                    reference_aop_deg=(reference_aop or {}).get(case_id),
                 )
             )
         except ValueError as exc:
@@ -466,6 +483,7 @@ def evaluate_folders(
     orientation: str = "standard",
     spacing_mm: tuple[float, float] | None = None,
     missing_as_empty: bool = False,
+    reference_aop: Mapping[str, float] | None = None,
 ) -> EvaluationReport:
     """Evaluate a folder of predicted masks against a folder of ground-truth masks.
 
@@ -478,7 +496,8 @@ def evaluate_folders(
     Cases on one side only are listed in the report, not evaluated; with
     ``missing_as_empty`` a ground truth without prediction is scored against an empty
     prediction instead (and still listed). Files that cannot be read are listed with the
-    reason.
+    reason. ``reference_aop``: as in :func:`evaluate_arrays`; evaluated cases it lacks are
+    logged.
 
     Raises:
         NotADirectoryError: a folder does not exist.
@@ -528,13 +547,18 @@ def evaluate_folders(
         spacing = image_spacing or gt_spacing or spacing_mm
         try:
             results.append(
-                evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels, orientation=orientation)
+                evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels, orientation=orientation,
+                              reference_aop_deg=(reference_aop or {}).get(case_id))
             )
         except ValueError as exc:
             unreadable.append((case_id, str(exc)))
             logger.warning("case %s not evaluated: %s", case_id, exc)
     if missing_images:
         logger.warning("%d case(s) without a readable image: %s", len(missing_images), _preview(missing_images))
+    if reference_aop is not None:
+        no_reference = [c.case_id for c in results if c.case_id not in reference_aop]
+        if no_reference:
+            logger.warning("%d case(s) have no reference AoP: %s", len(no_reference), _preview(no_reference))
 
     return _build_report(
         results,
@@ -547,6 +571,46 @@ def evaluate_folders(
         unreadable=tuple(unreadable),
         missing_as_empty=missing_as_empty,
     )
+
+
+# Column names read_reference_aop accepts, first match wins (PSFHS: "case", "aop_deg").
+_REFERENCE_ID_COLUMNS = ("case", "case_id", "id")
+_REFERENCE_AOP_COLUMNS = ("aop_deg", "aop")
+
+
+def read_reference_aop(path: PathLike) -> dict[str, float]:
+    """Published AoP per case (deg) from a CSV with a case-ID column (``case``, ``case_id`` or
+    ``id``) and an AoP column (``aop_deg`` or ``aop``), such as PSFHS's ``aop_reference.csv``.
+    Rows with an empty AoP are left out.
+
+    Raises:
+        ValueError: the columns are missing, an AoP is not a finite number, or a case is given twice.
+        OSError: the file cannot be read.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip().lower() for c in reader.fieldnames or ()]
+        id_col = next((c for c in _REFERENCE_ID_COLUMNS if c in columns), None)
+        aop_col = next((c for c in _REFERENCE_AOP_COLUMNS if c in columns), None)
+        if id_col is None or aop_col is None:
+            raise ValueError(f"{path}: needs a case column ({', '.join(_REFERENCE_ID_COLUMNS)}) and an AoP column "
+                             f"({', '.join(_REFERENCE_AOP_COLUMNS)}); found {', '.join(columns) or 'none'}")
+        reference: dict[str, float] = {}
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+            case_id, text = row.get(id_col, ""), row.get(aop_col, "")
+            if not case_id or not text:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"{path}, line {line}: AoP {text!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{path}, line {line}: AoP {text!r} is not finite")
+            if case_id in reference:
+                raise ValueError(f"{path}, line {line}: case {case_id} given twice")
+            reference[case_id] = value
+    return reference
 
 
 def case_id_of(path: PathLike) -> str:
@@ -666,7 +730,7 @@ def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
 _CASE_COLUMNS: tuple[str, ...] = (
     ("case_id", "style")
     + SEGMENTATION_METRICS
-    + ("aop_pred", "aop_gt", "delta_aop", "hsd_pred_px", "hsd_gt_px", "delta_hsd_px", "hsd_pred_mm", "hsd_gt_mm")
+    + ("aop_pred", "aop_gt", "delta_aop", "aop_reference", "delta_aop_reference", "hsd_pred_px", "hsd_gt_px", "delta_hsd_px", "hsd_pred_mm", "hsd_gt_mm")
     + ("delta_hsd_mm", "status_pred", "reasons_pred", "status_gt", "reasons_gt", "method", "spacing_x_mm")
     + ("spacing_y_mm",)
 )

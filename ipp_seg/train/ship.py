@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..evaluate import evaluate_arrays, summarise_block
+from ..evaluate import evaluate_arrays, read_reference_aop, summarise_block
 from ..inference.backends import OnnxSegmenter
 from ..inference.pipeline import segment_frames
 from ..inference.registry import ModelSpec, sha256_of
@@ -32,6 +32,10 @@ PSFHS_CITATION = ("Chen G, Bai J, Ou Z, Lu Y, Wang H. PSFHS: Intrapartum ultraso
                   "doi:10.1038/s41597-024-03266-4. Data: Zenodo 10969427, CC BY 4.0.")
 
 
+# PSFHS's published AoP per case (the FH-PS-AOP evaluator on the expert masks), beside the frames.
+REFERENCE_AOP_FILE = "aop_reference.csv"
+
+
 def _block_metrics(block) -> dict:
     m = block.metrics
     return {
@@ -39,6 +43,9 @@ def _block_metrics(block) -> dict:
         "dice_ps": m["dice_ps"].mean, "dice_fh": m["dice_fh"].mean, "dice_all": m["dice_all"].mean,
         "hd_all_px": m["hd_all"].mean, "asd_all_px": m["asd_all"].mean,
         "mean_abs_delta_aop_deg": m["delta_aop"].mean, "median_abs_delta_aop_deg": m["delta_aop"].median,
+        # Against the folder's published AoP (PSFHS aop_reference.csv), where it has one.
+        "mean_abs_delta_aop_reference_deg": m["delta_aop_reference"].mean,
+        "median_abs_delta_aop_reference_deg": m["delta_aop_reference"].median,
         "failed_measurements": block.n_failed_pred, "failed_with_gt_ok": block.n_failed_pred_gt_ok,
         "score": block.score,
     }
@@ -49,9 +56,11 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     """Segment the validation frames with ``segmenter`` as users would (ipp-seg's own reading,
     pre-processing and post-processing) and evaluate them, per named block of IDs
     (``{"name": (first_id, last_id)}``), per acquisition style and overall, with the default
-    (ellipse) and the challenge AoP method. One result per entry of ``tta_modes``; the frames
-    are read once for all of them."""
+    (ellipse) and the challenge AoP method, and against the folder's ``aop_reference.csv`` where
+    it has one. One result per entry of ``tta_modes``; the frames are read once for all of them."""
     pairs = {cid: (img, lab) for cid, img, lab in find_pairs(data)}
+    reference_csv = Path(data) / REFERENCE_AOP_FILE
+    reference = read_reference_aop(reference_csv) if reference_csv.is_file() else None
     wanted = set(validation_ids)
     truth = {c.case_id: c for c in load_cases(data, wanted)}
     ids = sorted(wanted)
@@ -68,7 +77,7 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
         result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta}
         for method in ("ellipse", "challenge"):
             report = evaluate_arrays([(cid, predictions[cid], truth[cid].labels, truth[cid].image) for cid in ids],
-                                     method=method)
+                                     method=method, reference_aop=reference)
             per_method = {"overall": _block_metrics(report.overall)}
             for name, (first, last) in blocks.items():
                 cases = [c for c in report.cases if first <= c.case_id <= last]
@@ -293,13 +302,16 @@ def model_card_markdown(card: dict) -> str:
     else:
         lines += ["## Validation (never trained on)", ""]
     lines += ["| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
-              "failed | score |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "mean / median abs dAoP vs aop_reference.csv deg | failed | score |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for method_key, method in (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
                                ("validation_tta", "ellipse, --tta")):
         for block, m in card.get(method_key, {}).items():
             lines.append(f"| {block} | {method} | {m['cases']} | {_f(m['dice_ps'])} | {_f(m['dice_fh'])} | "
                          f"{_f(m['dice_all'])} | {_f(m['hd_all_px'], 2)} | {_f(m['mean_abs_delta_aop_deg'], 2)} / "
-                         f"{_f(m['median_abs_delta_aop_deg'], 2)} | {m['failed_measurements']} | {_f(m['score'])} |")
+                         f"{_f(m['median_abs_delta_aop_deg'], 2)} | {_f(m.get('mean_abs_delta_aop_reference_deg'), 2)} / "
+                         f"{_f(m.get('median_abs_delta_aop_reference_deg'), 2)} | {m['failed_measurements']} | "
+                         f"{_f(m['score'])} |")
     lines += ["", "## Files", ""]
     lines += [f"- `{f['name']}`: sha256 `{f['sha256']}` ({f['bytes']:,} bytes)" for f in card["files"].values()]
     lines += ["", "## Known limits", "",
