@@ -126,6 +126,9 @@ def train(
     drop_path: Optional[float] = typer.Option(None, "--drop-path", min=0.0, max=0.5,
                                               help="Stochastic depth of the deepest block in training (default: "
                                                    "the config's; the shipped network is unchanged)."),
+    input_size: int = typer.Option(256, "--input-size", min=64, max=1024,
+                                   help="Side of the square network input, px: frames are resized to it as "
+                                        "inference resizes them, and the loss is taken on the labels' own grid."),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
@@ -151,6 +154,7 @@ def train(
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
                              shape_weight=shape_weight, ema_decay=ema_decay, endpoint_weight=endpoint_weight,
                              init_from=str(init_from) if init_from else None, drop_path=drop_path,
+                             input_size=(input_size, input_size),
                              augmentation=AugmentationSettings(elastic_probability=elastic,
                                                                shadow_probability=shadow))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -456,25 +460,39 @@ def evaluate(
     images: Optional[Path] = typer.Option(None, "--images", help="The frames (tells the acquisition style apart)."),
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here."),
+    reference_aop: Optional[Path] = typer.Option(
+        None, "--reference-aop", help="CSV of published AoP per case (columns case,aop_deg, as PSFHS's "
+                                      "aop_reference.csv): also report the predictions' |ΔAoP| against it."),
 ) -> None:
     """Dice, Hausdorff and surface distances, ΔAoP, ΔHSD and the FH-PS-AOP 2023 score, per
     case, overall and per acquisition style."""
-    from .evaluate import evaluate_folders, write_case_csv, write_summary_json
+    from .evaluate import evaluate_folders, read_reference_aop, write_case_csv, write_summary_json
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     for folder in (pred_dir, gt_dir, images):
         if folder is not None and not folder.is_dir():
             fail(f"{folder} is not a folder")
-    report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation)
-    table = _table(f"ipp-seg evaluate ({method})", ("block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)",
-                                                     "ASD all (px)", "mean |ΔAoP| (°)", "median |ΔAoP| (°)",
-                                                     "failed", "score"), justify="right")
+    reference = None
+    if reference_aop is not None:
+        try:
+            reference = read_reference_aop(reference_aop)
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read the reference AoP {reference_aop}: {exc}")
+    report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
+                              reference_aop=reference)
+    columns = ["block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)", "ASD all (px)", "mean |ΔAoP| (°)",
+               "median |ΔAoP| (°)"]
+    if reference is not None:
+        columns += ["mean |ΔAoP| vs reference (°)", "median |ΔAoP| vs reference (°)"]
+    table = _table(f"ipp-seg evaluate ({method})", (*columns, "failed", "score"), justify="right")
     for block in report.blocks:
         m = block.metrics
+        vs_reference = ([_fmt(m["delta_aop_reference"].mean, 2), _fmt(m["delta_aop_reference"].median, 2)]
+                        if reference is not None else [])
         table.add_row(block.name, str(block.n_cases), _fmt(m["dice_ps"].mean, 4), _fmt(m["dice_fh"].mean, 4),
                       _fmt(m["dice_all"].mean, 4), _fmt(m["hd_all"].mean, 2), _fmt(m["asd_all"].mean, 2),
-                      _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), str(block.n_failed_pred),
-                      _fmt(block.score, 4))
+                      _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), *vs_reference,
+                      str(block.n_failed_pred), _fmt(block.score, 4))
     Console().print(table)
     for label, ids in (("missing predictions", report.missing_predictions),
                        ("predictions without ground truth", report.missing_ground_truth)):

@@ -309,7 +309,7 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
     data = _synthetic_folder(tmp_path / "data", n=4)
     run = tmp_path / "run"
     common = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--batch-size", "2",
-              "--validation-count", "1", "--threads", "1", "--no-bf16"]
+              "--validation-count", "1", "--threads", "1", "--no-bf16", "--input-size", "64"]
     runner = CliRunner()
     assert runner.invoke(app, [*common, "--epochs", "1"]).exit_code == 0
     # A bare --resume of a finished 1-epoch run must not turn it into an 80-epoch one.
@@ -623,7 +623,7 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     result = CliRunner().invoke(app, ["train", str(data), "--config", "dssau-net-s", "--out", str(run),
                                       "--batch-size", "2", "--validation-count", "0", "--threads", "1",
                                       "--no-bf16", "--epochs", "1", "--endpoint-weight", "0.5",
-                                      "--elastic", "0.5", "--shadow", "0.25"])
+                                      "--elastic", "0.5", "--shadow", "0.25", "--input-size", "64"])
     assert result.exit_code == 0, result.output
     assert "no validation frames" in result.output and "nan" not in result.output
     saved = torch.load(run / "last.pt", weights_only=False)
@@ -647,7 +647,7 @@ def test_drop_path_regularises_training_only_and_is_part_of_the_recipe(tmp_path,
     data = _synthetic_folder(tmp_path / "data", n=4)
     result = CliRunner().invoke(app, ["train", str(data), "--config", "dssau-net-s", "--out", str(tmp_path / "run"),
                                       "--batch-size", "2", "--validation-count", "0", "--threads", "1",
-                                      "--no-bf16", "--epochs", "1", "--drop-path", "0.3"])
+                                      "--no-bf16", "--epochs", "1", "--drop-path", "0.3", "--input-size", "80"])
     assert result.exit_code == 0, result.output
     rates = [m.p for m in built[0].modules() if isinstance(m, DropPath)]
     assert max(rates) == pytest.approx(0.3) and min(rates) == 0.0  # the config's linear ramp, to 0.3
@@ -655,6 +655,7 @@ def test_drop_path_regularises_training_only_and_is_part_of_the_recipe(tmp_path,
     # What ships is the config's network (inference never drops); the recipe records the rate.
     assert saved["config"]["drop_path"] == get_config("dssau-net-s").drop_path != 0.3
     assert saved["settings"]["drop_path"] == 0.3
+    assert tuple(saved["settings"]["input_size"]) == (80, 80)  # --input-size reaches the recipe
     assert recipe_differences(saved["settings"], {**saved["settings"], "drop_path": None}) == ["drop_path"]
     bad = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "x"), "--drop-path", "0.9"])
     assert bad.exit_code != 0
@@ -743,3 +744,48 @@ def test_lineage_counts_the_whole_runs_hours_when_its_log_is_beside_the_checkpoi
     (run / "history.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": 360.0}) + "\n" for e in (1, 2, 3)))
     summary = run_summary(best, str(run / "best.pt"))
     assert summary["epochs"] == 1 and summary["epochs_run"] == 3 and summary["hours"] == 0.3
+
+
+def test_training_at_another_input_size_feeds_the_network_as_inference_does(tmp_path):
+    from ipp_seg.inference.pipeline import prepare_input
+    from ipp_seg.inference.preprocess import DEFAULT_NORMALISATION, normalise_frame
+    from ipp_seg.io import read_frame
+    from ipp_seg.train.loop import logits_on_grid, network_input_image
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    frame = read_frame(data / "images" / "case000.png")
+    # The training input of a frame is, to the float, the one inference builds for it.
+    trained = normalise_frame(network_input_image(frame.pixels.astype(np.float32), (96, 96)), DEFAULT_NORMALISATION)
+    inferred, _ = prepare_input(frame, (96, 96), 1, DEFAULT_NORMALISATION)
+    assert trained.shape == (96, 96) and np.allclose(trained, inferred[0], atol=1e-6)
+    # Logits come back to the labels' grid the way inference resizes them (half-pixel centres).
+    logits = torch.randn(1, 3, 96, 96)
+    back = logits_on_grid(logits, (64, 64))[0].numpy().transpose(1, 2, 0)
+    expected = cv2.resize(np.ascontiguousarray(logits[0].numpy().transpose(1, 2, 0)), (64, 64),
+                          interpolation=cv2.INTER_LINEAR)
+    assert back.shape == (64, 64, 3) and np.allclose(back, expected, atol=1e-5)
+    assert logits_on_grid(logits, (96, 96)).shape == logits.shape
+
+    seen = []
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=2,
+                             batch_size=2, validation_count=1, learning_rate=2e-3, warmup_epochs=0.0,
+                             input_size=(96, 96), threads=1, bf16=False,
+                             augmentation=AugmentationSettings(rotation_deg=0, scale_range=(1, 1),
+                                                               translate_fraction=0, flip_probability=0,
+                                                               sector_probability=0))
+    from ipp_seg.nn.dssau_net import DSSAUNet
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[0].shape[-2:])) if isinstance(module, DSSAUNet) else None)
+    try:
+        losses = []
+        result = train(settings, on_step=lambda e, s, n, loss: losses.append(loss))
+    finally:
+        hook.remove()
+    assert set(seen) == {(96, 96)}  # training steps and validation alike
+    assert losses[-1] < losses[0] and 0.0 <= result.history[-1].dice_fh <= 1.0
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert tuple(saved["settings"]["input_size"]) == (96, 96)
+
+    with pytest.raises(ValueError, match="end-point head"):
+        train(TrainSettings(**{**settings.__dict__, "out": str(tmp_path / "ep"), "endpoint_weight": 0.1}))

@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..evaluate.metrics import dice
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame
@@ -130,17 +132,39 @@ def _batch_tensors(cases: list[Case], rng: np.random.Generator | None, settings:
     for case in cases:
         img, lab = (augment(case.image, case.labels, rng, settings.augmentation) if rng is not None
                     else (case.image, case.labels))
-        images.append(normalise_frame(img, settings.normalisation))
-        labels.append(lab)
+        images.append(normalise_frame(network_input_image(img, settings.input_size), settings.normalisation))
+        labels.append(lab)  # the loss is taken on the labels' own grid (logits_on_grid)
     x = torch.from_numpy(np.stack(images))[:, None]
     if in_channels > 1:
         x = x.expand(-1, in_channels, -1, -1)
     return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(np.stack(labels).astype(np.int64))
 
 
-def predict_labels(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+def network_input_image(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """A frame resized to the network's input size (H, W) the way inference resizes it
+    (``inference.pipeline.prepare_input``: linear up, area down), before normalisation."""
+    if image.shape == tuple(input_size):
+        return image
+    interp = cv2.INTER_AREA if max(image.shape) > max(input_size) else cv2.INTER_LINEAR
+    return cv2.resize(image.astype(np.float32), (input_size[1], input_size[0]), interpolation=interp)
+
+
+def logits_on_grid(logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Float logits resized (bilinear, half-pixel centres, as inference's ``cv2.resize``) to the
+    label grid ``shape``, so that a network run at another input size is trained and validated
+    on the masks as users get them."""
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) == tuple(shape):
+        return logits
+    return F.interpolate(logits, size=tuple(shape), mode="bilinear", align_corners=False)
+
+
+def predict_labels(model: torch.nn.Module, x: torch.Tensor, bf16: bool,
+                   shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """Argmax labels, on the grid ``shape`` (default: the input's)."""
     with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return model(x).float().argmax(1)
+        logits = model(x)
+    return logits_on_grid(logits, shape or tuple(x.shape[-2:])).argmax(1)
 
 
 def validate(model, cases: list[Case], settings: TrainSettings, device: torch.device) -> tuple[float, float]:
@@ -150,7 +174,7 @@ def validate(model, cases: list[Case], settings: TrainSettings, device: torch.de
     for start in range(0, len(cases), 16):
         chunk = cases[start:start + 16]
         x, y = _batch_tensors(chunk, None, settings, model.config.in_channels)
-        pred = predict_labels(model, x.to(device), _use_bf16(settings, device)).cpu().numpy()
+        pred = predict_labels(model, x.to(device), _use_bf16(settings, device), tuple(y.shape[-2:])).cpu().numpy()
         for p, t in zip(pred, y.numpy()):
             dice_ps.append(dice(p == 1, t == 1))
             dice_fh.append(dice(p == 2, t == 2))
@@ -212,6 +236,8 @@ def train(settings: TrainSettings, resume: bool = False,
     if not train_cases:
         raise ValueError("no training cases")
 
+    if settings.endpoint_weight and tuple(settings.input_size) != train_cases[0].labels.shape:
+        raise ValueError("the end-point head is trained at the labels' size: use it with the frames' own input size")
     config = get_config(settings.config)
     trained_as = config if settings.drop_path is None else replace(config, drop_path=settings.drop_path)
     model = build_network(trained_as).to(device).to(memory_format=torch.channels_last)
@@ -274,8 +300,8 @@ def train(settings: TrainSettings, resume: bool = False,
                 else:
                     logits, features = model.logits_and_features(x)
                     heatmap = endpoint_head(features)
-            loss = segmentation_loss(logits, y, settings.dice_weight, settings.ce_class_weights,
-                                     settings.dice_class_weights, settings.shape_weight)
+            loss = segmentation_loss(logits_on_grid(logits, tuple(y.shape[-2:])), y, settings.dice_weight,
+                                     settings.ce_class_weights, settings.dice_class_weights, settings.shape_weight)
             if endpoint_head is not None:
                 ends = [ps_axis_ends(lab) for lab in y.cpu().numpy()]
                 loss = loss + settings.endpoint_weight * endpoint_heatmap_loss(heatmap, ends, tuple(y.shape[-2:]))
