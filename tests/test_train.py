@@ -348,6 +348,9 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     models.mkdir()
     shutil.copy(tmp_path / "base" / "best.pt", models / "tiny.pt")  # the "shipped" parent
     train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "tuned"), "init_from": str(models / "tiny.pt")}))
+    # A published AoP beside the frames (as PSFHS's aop_reference.csv) is compared in the card,
+    # for the cases it lists only.
+    (data / "aop_reference.csv").write_text("case,aop_deg\ncase003,120.0\n")
     card = ship_model(tmp_path / "tuned", models, "tiny", "ipp-seg train ... --config dssau-net-s",
                       {"last two": ("case003", "case004")}, data)
     assert [step["checkpoint"] for step in card["training"]["lineage"]] == [str(models / "tiny.pt")]
@@ -358,6 +361,10 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     for entry in card["files"].values():
         assert sha256_of(models / entry["name"]) == entry["sha256"]
     assert card["validation"]["overall"]["cases"] == 2 and card["validation_tta"]["last two"]["cases"] == 2
+    overall = card["validation"]["overall"]
+    if overall["mean_abs_delta_aop_deg"] is not None:  # the tiny model's masks measured
+        assert overall["mean_abs_delta_aop_reference_deg"] is not None
+    assert "vs aop_reference.csv" in (models / "tiny.md").read_text()
     shipped = torch.load(models / "tiny.pt", weights_only=False)
     assert shipped["lineage"] == card["training"]["lineage"]  # the new weights carry their history
     assert "Fine-tuned" in (models / "tiny.md").read_text()
