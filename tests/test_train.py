@@ -125,15 +125,17 @@ def test_new_augmentations_off_by_default_leave_earlier_recipes_unchanged():
     assert not np.array_equal(a[0], c[0])
 
 
+# Photometric augmentation only: frames keep their geometry, so tiny runs are reproducible.
+NO_GEOMETRY = AugmentationSettings(rotation_deg=0, scale_range=(1, 1), translate_fraction=0, flip_probability=0,
+                                   sector_probability=0)
+
+
 def test_training_two_steps_loss_falls_and_resume_restores_optimiser(tmp_path):
     data = _synthetic_folder(tmp_path / "data")
     assert len(find_pairs(data)) == 6
     settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=2,
                              batch_size=4, validation_count=2, learning_rate=2e-3, warmup_epochs=0.0,
-                             input_size=(64, 64), threads=1, bf16=False,
-                             augmentation=AugmentationSettings(rotation_deg=0, scale_range=(1, 1),
-                                                               translate_fraction=0, flip_probability=0,
-                                                               sector_probability=0))
+                             input_size=(64, 64), threads=1, bf16=False, augmentation=NO_GEOMETRY)
     losses = []
     result = train(settings, on_step=lambda e, s, n, loss: losses.append(loss))
     assert len(losses) == 2 and losses[1] < losses[0]
@@ -757,12 +759,13 @@ def test_training_at_another_input_size_feeds_the_network_as_inference_does(tmp_
     from ipp_seg.inference.pipeline import prepare_input
     from ipp_seg.inference.preprocess import DEFAULT_NORMALISATION, normalise_frame
     from ipp_seg.io import read_frame
-    from ipp_seg.train.loop import logits_on_grid, network_input_image
+    from ipp_seg.inference.preprocess import resize_image
+    from ipp_seg.train.loop import logits_on_grid
 
     data = _synthetic_folder(tmp_path / "data", n=4)
     frame = read_frame(data / "images" / "case000.png")
     # The training input of a frame is, to the float, the one inference builds for it.
-    trained = normalise_frame(network_input_image(frame.pixels.astype(np.float32), (96, 96)), DEFAULT_NORMALISATION)
+    trained = normalise_frame(resize_image(frame.pixels.astype(np.float32), (96, 96)), DEFAULT_NORMALISATION)
     inferred, _ = prepare_input(frame, (96, 96), 1, DEFAULT_NORMALISATION)
     assert trained.shape == (96, 96) and np.allclose(trained, inferred[0], atol=1e-6)
     # Logits come back to the labels' grid the way inference resizes them (half-pixel centres).
@@ -776,10 +779,7 @@ def test_training_at_another_input_size_feeds_the_network_as_inference_does(tmp_
     seen = []
     settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=2,
                              batch_size=2, validation_count=1, learning_rate=2e-3, warmup_epochs=0.0,
-                             input_size=(96, 96), threads=1, bf16=False,
-                             augmentation=AugmentationSettings(rotation_deg=0, scale_range=(1, 1),
-                                                               translate_fraction=0, flip_probability=0,
-                                                               sector_probability=0))
+                             input_size=(96, 96), threads=1, bf16=False, augmentation=NO_GEOMETRY)
     from ipp_seg.nn.dssau_net import DSSAUNet
 
     hook = torch.nn.modules.module.register_module_forward_pre_hook(

@@ -442,8 +442,8 @@ def evaluate_arrays(
     """Evaluate in-memory cases ``(case_id, pred_labels, gt_labels, image or None)``.
 
     ``reference_aop`` maps case IDs to a published AoP (deg; :func:`read_reference_aop`);
-    cases it lacks get no ``delta_aop_reference``. For training/validation code. Raises ValueError on a malformed case (the case ID is in
-    the message); case IDs must be unique.
+    cases it lacks get no ``delta_aop_reference``. For training/validation code. Raises
+    ValueError on a malformed case (the case ID is in the message); case IDs must be unique.
     """
     _check_choice(method, METHODS, "method")
     _check_choice(orientation, ORIENTATIONS, "orientation")
@@ -730,7 +730,8 @@ def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
 _CASE_COLUMNS: tuple[str, ...] = (
     ("case_id", "style")
     + SEGMENTATION_METRICS
-    + ("aop_pred", "aop_gt", "delta_aop", "aop_reference", "delta_aop_reference", "hsd_pred_px", "hsd_gt_px", "delta_hsd_px", "hsd_pred_mm", "hsd_gt_mm")
+    + ("aop_pred", "aop_gt", "delta_aop", "aop_reference", "delta_aop_reference")
+    + ("hsd_pred_px", "hsd_gt_px", "delta_hsd_px", "hsd_pred_mm", "hsd_gt_mm")
     + ("delta_hsd_mm", "status_pred", "reasons_pred", "status_gt", "reasons_gt", "method", "spacing_x_mm")
     + ("spacing_y_mm",)
 )

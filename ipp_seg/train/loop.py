@@ -15,13 +15,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..evaluate.metrics import dice
-from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame
+from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config
 from ..nn.dssau_net import EndpointHead, adapt_parent_state, build_network
 from .data import AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases
@@ -132,21 +131,14 @@ def _batch_tensors(cases: list[Case], rng: np.random.Generator | None, settings:
     for case in cases:
         img, lab = (augment(case.image, case.labels, rng, settings.augmentation) if rng is not None
                     else (case.image, case.labels))
-        images.append(normalise_frame(network_input_image(img, settings.input_size), settings.normalisation))
+        # Resized in float as inference resizes it (normalise_frame takes any dtype to float32 anyway).
+        images.append(normalise_frame(resize_image(np.asarray(img, np.float32), settings.input_size),
+                                      settings.normalisation))
         labels.append(lab)  # the loss is taken on the labels' own grid (logits_on_grid)
     x = torch.from_numpy(np.stack(images))[:, None]
     if in_channels > 1:
         x = x.expand(-1, in_channels, -1, -1)
     return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(np.stack(labels).astype(np.int64))
-
-
-def network_input_image(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """A frame resized to the network's input size (H, W) the way inference resizes it
-    (``inference.pipeline.prepare_input``: linear up, area down), before normalisation."""
-    if image.shape == tuple(input_size):
-        return image
-    interp = cv2.INTER_AREA if max(image.shape) > max(input_size) else cv2.INTER_LINEAR
-    return cv2.resize(image.astype(np.float32), (input_size[1], input_size[0]), interpolation=interp)
 
 
 def logits_on_grid(logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
