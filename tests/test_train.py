@@ -796,3 +796,48 @@ def test_training_at_another_input_size_feeds_the_network_as_inference_does(tmp_
 
     with pytest.raises(ValueError, match="end-point head"):
         train(TrainSettings(**{**settings.__dict__, "out": str(tmp_path / "ep"), "endpoint_weight": 0.1}))
+
+
+def test_a_non_square_frame_is_trained_with_the_padding_inference_gives_it(tmp_path):
+    from ipp_seg.inference.pipeline import prepare_input
+    from ipp_seg.inference.preprocess import DEFAULT_NORMALISATION, pad_to_square
+    from ipp_seg.io import read_frame
+    from ipp_seg.train.data import load_cases, on_inference_grid
+    from ipp_seg.train.loop import _batch_tensors
+
+    tall = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    square = pad_to_square(tall)
+    assert square.shape == (4, 4) and (square[:, :3] == tall).all() and (square[:, 3] == 0).all()
+    assert pad_to_square(np.ones((2, 5, 3), np.uint8)).shape == (5, 5, 3)
+
+    # A folder of mixed frames: two wide 48 x 80 pairs (as a scanner's PNG export might be) and
+    # square 64 x 64 ones. Before, the wide frames were stretched to a square in training while
+    # inference pads them; and the mixed sizes could not be batched at all.
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    rng = np.random.default_rng(1)
+    for i in (4, 5):
+        labels = np.zeros((48, 80), np.uint8)
+        cv2.ellipse(labels, (22, 14), (10, 3), 20, 0, 360, 1, -1)
+        cv2.circle(labels, (40, 32), 12, 2, -1)
+        cv2.imwrite(str(data / "images" / f"case{i:03d}.png"),
+                    (labels * 90 + rng.integers(0, 40, labels.shape)).astype(np.uint8))
+        cv2.imwrite(str(data / "masks" / f"case{i:03d}.png"), labels)
+    cases = on_inference_grid(load_cases(data), (32, 32))
+    assert {c.image.shape for c in cases} == {(32, 32)} and {c.labels.shape for c in cases} == {(32, 32)}
+    wide = next(c for c in cases if c.case_id == "case004")
+    assert (wide.labels[20:] == 0).all() and (wide.labels == 2).any()  # padded below, then resized
+    # Frames of one square size keep their own grid (the PSFHS recipes are unchanged).
+    square_cases = load_cases(data, {"case000", "case001"})
+    assert all(a is b for a, b in zip(on_inference_grid(square_cases, (32, 32)), square_cases))
+
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1,
+                             batch_size=2, validation_count=1, learning_rate=2e-3, warmup_epochs=0.0,
+                             input_size=(64, 64), threads=1, bf16=False, augmentation=NO_GEOMETRY)
+    only_wide = on_inference_grid(load_cases(data, {"case004"}), (64, 64))
+    x, y = _batch_tensors(only_wide, None, settings, 1)
+    inferred, _ = prepare_input(read_frame(data / "images" / "case004.png"), (64, 64), 1, DEFAULT_NORMALISATION)
+    assert tuple(y.shape) == (1, 80, 80)  # one size: the loss stays on the padded labels' own grid
+    assert np.allclose(x[0, 0].numpy(), inferred[0], atol=1e-6)
+
+    result = train(settings)
+    assert len(result.history) == 1 and 0.0 <= result.history[0].dice_fh <= 1.0

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..io import UltrasoundFrame
 from ..measure import Measurement, measure_progress
-from .preprocess import normalise_frame
+from .preprocess import normalise_frame, pad_to_square, resize_image
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,11 @@ def prepare_input(frame: UltrasoundFrame, input_size: tuple[int, int], in_channe
     """Network input [C, H, W] float32 for one frame, and how to map the output back."""
     x0, y0, x1, y1 = _crop_box(frame)
     crop = np.asarray(frame.pixels[y0:y1, x0:x1], dtype=np.float32)
-    side = max(crop.shape)
-    square = np.zeros((side, side), dtype=np.float32)
-    square[: crop.shape[0], : crop.shape[1]] = crop
+    square = pad_to_square(crop)
+    side = square.shape[0]
     size_h, size_w = input_size
-    interp = cv2.INTER_AREA if side > max(input_size) else cv2.INTER_LINEAR
-    resized = cv2.resize(square, (size_w, size_h), interpolation=interp)
-    x = normalise_frame(resized, normalisation)
+    # The same padding and resizing as training (train.data.on_inference_grid, resize_image).
+    x = normalise_frame(resize_image(square, (size_h, size_w)), normalisation)
     x = np.broadcast_to(x, (in_channels, size_h, size_w))
     return x, _Placement(x0, y0, x1 - x0, y1 - y0, side)
 

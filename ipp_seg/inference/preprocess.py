@@ -33,6 +33,16 @@ def normalise_frame(pixels: np.ndarray, normalisation: dict | None = None) -> np
     return x
 
 
+def pad_to_square(pixels: np.ndarray) -> np.ndarray:
+    """Pad a 2-D array with zeros (background) at the bottom or right to a square of its longer
+    side, so that resizing it to a square network input keeps the frame's aspect ratio."""
+    h, w = pixels.shape[:2]
+    if h == w:
+        return pixels
+    side = max(h, w)
+    return np.pad(pixels, ((0, side - h), (0, side - w)) + ((0, 0),) * (pixels.ndim - 2))
+
+
 def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an image to (height, width) with area averaging when shrinking, linear otherwise."""
     h, w = size

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..inference.preprocess import pad_to_square, resize_image, resize_labels
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -21,7 +23,7 @@ IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".png", ".jpg", ".
 @dataclass(frozen=True)
 class Case:
     case_id: str
-    image: np.ndarray  # (H, W) uint8 greyscale
+    image: np.ndarray  # (H, W) greyscale, uint8 as read (float32 once resized: on_inference_grid)
     labels: np.ndarray  # (H, W) uint8, 0 background, 1 PS, 2 FH
 
 
@@ -103,6 +105,24 @@ def load_cases(folder: str | Path, ids: set[str] | None = None) -> list[Case]:
             raise ValueError(f"{case_id}: image {image.shape} and mask {labels.shape} differ in size")
         cases.append(Case(case_id, image, labels))
     return cases
+
+
+def on_inference_grid(cases: list[Case], input_size: tuple[int, int]) -> list[Case]:
+    """The cases as inference lays a frame out: each padded with background at the bottom or
+    right to a square (``pad_to_square``), so that a non-square frame keeps the aspect ratio
+    the trained network will see in use. When the squares differ in size (a folder of mixed
+    frames), each case is also resized to the network input (labels by nearest neighbour), so
+    that every batch shares one label grid. Square frames of one size are returned unchanged.
+    """
+    squared = [c if c.image.shape[0] == c.image.shape[1] else
+               Case(c.case_id, pad_to_square(c.image), pad_to_square(c.labels)) for c in cases]
+    if len({c.image.shape for c in squared}) <= 1:
+        return squared
+    log.info("frames of %d sizes: each resized to the network input %s for training",
+             len({c.image.shape for c in squared}), tuple(input_size))
+    # In float, as inference resizes a frame: no rounding back to uint8.
+    return [Case(c.case_id, resize_image(c.image.astype(np.float32), input_size),
+                 resize_labels(c.labels, input_size)) for c in squared]
 
 
 def contiguous_split(case_ids: list[str], validation_count: int = 200,

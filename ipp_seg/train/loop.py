@@ -23,7 +23,8 @@ from ..evaluate.metrics import dice
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config
 from ..nn.dssau_net import EndpointHead, adapt_parent_state, build_network
-from .data import AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases
+from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases,
+                   on_inference_grid)
 from .lineage import lineage_of
 from .losses import endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
@@ -222,7 +223,9 @@ def train(settings: TrainSettings, resume: bool = False,
     log.info("split: %s", split.describe())
     (run_dir / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
     (run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
-    all_cases = {c.case_id: c for c in load_cases(settings.data, set(train_ids) | set(split.validation_ids))}
+    loaded = on_inference_grid(load_cases(settings.data, set(train_ids) | set(split.validation_ids)),
+                               settings.input_size)
+    all_cases = {c.case_id: c for c in loaded}
     train_cases = [all_cases[i] for i in train_ids]
     val_cases = [all_cases[i] for i in split.validation_ids]
     if not train_cases:
