@@ -37,6 +37,9 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+LABELS_HELP = "Label values of the structures in the masks, e.g. ps=128,fh=255 (background is 0)."
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"ipp-seg {__version__}")
@@ -129,6 +132,7 @@ def train(
     input_size: int = typer.Option(256, "--input-size", min=64, max=1024,
                                    help="Side of the square network input, px: frames are resized to it as "
                                         "inference resizes them, and the loss is taken on the labels' own grid."),
+    labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
@@ -154,7 +158,7 @@ def train(
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
                              shape_weight=shape_weight, ema_decay=ema_decay, endpoint_weight=endpoint_weight,
                              init_from=str(init_from) if init_from else None, drop_path=drop_path,
-                             input_size=(input_size, input_size),
+                             input_size=(input_size, input_size), mask_labels=_parse_labels(labels),
                              augmentation=AugmentationSettings(elastic_probability=elastic,
                                                                shadow_probability=shadow))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -198,6 +202,18 @@ FRAMES_OPT = typer.Option("all", "--frames", help="Frames of multi-frame scans: 
 SPACING_OPT = typer.Option(None, "--spacing-mm",
                            help="mm per pixel X[,Y] for images without calibration (a DICOM calibration wins).")
 TTA_OPT = typer.Option(False, "--tta", help="Test-time mirror augmentation: slower, sometimes more accurate.")
+
+
+def _parse_labels(text: str) -> tuple[int, int]:
+    """``ps=P,fh=F`` -> (P, F): two different positive label values."""
+    try:
+        label_map = dict(part.split("=") for part in text.split(","))
+        ps_label, fh_label = int(label_map["ps"]), int(label_map["fh"])
+    except (ValueError, KeyError):
+        fail(f"--labels must look like ps=1,fh=2, got {text!r}")
+    if ps_label <= 0 or fh_label <= 0 or ps_label == fh_label:
+        fail(f"--labels needs two different positive values (0 is background), got {text!r}")
+    return ps_label, fh_label
 
 
 def _parse_spacing(text: str | None) -> tuple[float, float] | None:
@@ -384,7 +400,7 @@ def batch(
 @app.command()
 def measure(
     masks: list[Path] = typer.Argument(..., help="Label masks (PNG/MHA/NIfTI)."),
-    labels: str = typer.Option("ps=1,fh=2", "--labels", help="Label values of the structures, e.g. ps=7,fh=8."),
+    labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
     spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout (all else on stderr)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
@@ -399,11 +415,7 @@ def measure(
     from .measure import measure_progress
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
-    try:
-        label_map = dict(part.split("=") for part in labels.split(","))
-        ps_label, fh_label = int(label_map["ps"]), int(label_map["fh"])
-    except (ValueError, KeyError):
-        fail(f"--labels must look like ps=1,fh=2, got {labels!r}")
+    ps_label, fh_label = _parse_labels(labels)
     spacing = _parse_spacing(spacing_mm)
     rows, unusable, failed = [], False, False
     for path in masks:

@@ -841,3 +841,36 @@ def test_a_non_square_frame_is_trained_with_the_padding_inference_gives_it(tmp_p
 
     result = train(settings)
     assert len(result.history) == 1 and 0.0 <= result.history[0].dice_fh <= 1.0
+
+
+def test_masks_with_other_label_values_are_refused_with_a_way_out_or_mapped_when_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+    from ipp_seg.io import read_frame
+    from ipp_seg.train.data import load_cases
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    originals = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (data / "masks").glob("*.png")}
+    for name, labels in originals.items():  # a common export: PS 128, FH 255
+        cv2.imwrite(str(data / "masks" / name), np.choose(labels, [0, 128, 255]).astype(np.uint8))
+    with pytest.raises(ValueError, match=r"case000\.png: label values 128, 255 besides background 0, PS 1 and FH 2"):
+        load_cases(data)
+    mapped = {c.case_id: c.labels for c in load_cases(data, labels=(128, 255))}
+    assert all((mapped[n[:-4]] == originals[n]).all() for n in originals)
+
+    run = tmp_path / "run"
+    common = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--batch-size", "2", "--epochs", "1",
+              "--validation-count", "1", "--threads", "1", "--no-bf16", "--input-size", "64"]
+    refused = CliRunner().invoke(app, common)
+    said = " ".join(refused.output.split())  # rich wraps long lines
+    assert refused.exit_code == 2 and "--labels ps=128,fh=255" in said and "Traceback" not in said
+    assert CliRunner().invoke(app, [*common, "--labels", "ps=1,fh=1"]).exit_code == 2
+    assert CliRunner().invoke(app, [*common, "--labels", "ps=128,fh=255"]).exit_code == 0
+    assert tuple(torch.load(run / "last.pt", weights_only=False)["settings"]["mask_labels"]) == (128, 255)
+
+    # A 16-bit frame is trained on as inference reads it (scaled to 0-255), not wrapped round.
+    deep = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    cv2.imwrite(str(data / "images" / "case000.png"), deep)
+    image = load_cases(data, {"case000"}, labels=(128, 255))[0].image
+    assert np.array_equal(image, read_frame(data / "images" / "case000.png").pixels) and image.max() > 250

@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".png", ".jpg", ".
 @dataclass(frozen=True)
 class Case:
     case_id: str
-    image: np.ndarray  # (H, W) greyscale, uint8 as read (float32 once resized: on_inference_grid)
+    image: np.ndarray  # (H, W) greyscale as ipp_seg.io reads it: uint8, or float32 on a 0-255 scale
     labels: np.ndarray  # (H, W) uint8, 0 background, 1 PS, 2 FH
 
 
@@ -49,21 +49,29 @@ def _case_id(path: Path) -> str:
     return path.stem
 
 
-def _read_greyscale(path: Path) -> np.ndarray:
-    """Read one training image or mask as a 2-D uint8 array (PSFHS volumes: first plane)."""
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise ValueError(f"cannot read {path}")
-        if arr.ndim == 3:
-            arr = cv2.cvtColor(arr[..., :3], cv2.COLOR_BGR2GRAY)
-    else:
-        import SimpleITK as sitk
+def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[int, int]) -> Case:
+    """One image/mask pair. The image is read by the readers inference uses (same greyscale of a
+    colour file, same scale of a 16-bit one); the mask keeps its stored values, which must be
+    background 0 and the PS and FH values ``labels``, mapped to 1 and 2."""
+    from ..evaluate.report import read_label_mask  # values as stored: no 8-bit rescaling
+    from ..io import read_frame
 
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-        if arr.ndim == 3:  # PSFHS: three identical planes of one frame
-            arr = arr[0]
-    return np.ascontiguousarray(arr.astype(np.uint8))
+    image = read_frame(image_path).pixels
+    stored, _ = read_label_mask(mask_path)
+    if image.shape != stored.shape:
+        raise ValueError(f"{case_id}: image {image.shape} and mask {stored.shape} differ in size")
+    ps, fh = labels
+    values = np.unique(stored)
+    unknown = sorted(set(values.tolist()) - {0, ps, fh})
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise ValueError(f"{mask_path}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
+                         f"give the structures' values (e.g. --labels ps=128,fh=255), or a lossless mask "
+                         f"if these are blurred edges")
+    mapped = np.zeros(stored.shape, np.uint8)
+    mapped[stored == ps] = 1
+    mapped[stored == fh] = 2
+    return Case(case_id, image, mapped)
 
 
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
@@ -94,16 +102,24 @@ def _sort_key(case_id: str):
     return (int(digits[-1]) if digits else math.inf, case_id)
 
 
-def load_cases(folder: str | Path, ids: set[str] | None = None) -> list[Case]:
-    """Load every pair (or those whose ID is in ``ids``) into memory."""
+def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[int, int] = (1, 2)) -> list[Case]:
+    """Load every pair (or those whose ID is in ``ids``) into memory, the masks' PS and FH
+    values ``labels`` mapped to 1 and 2.
+
+    Raises:
+        ValueError: a file cannot be read, an image and its mask differ in size, or a mask
+        holds values other than 0 and ``labels``.
+    """
+    from ..io import ScanReadError
+
     cases = []
     for case_id, image_path, mask_path in find_pairs(folder):
         if ids is not None and case_id not in ids:
             continue
-        image, labels = _read_greyscale(image_path), _read_greyscale(mask_path)
-        if image.shape != labels.shape:
-            raise ValueError(f"{case_id}: image {image.shape} and mask {labels.shape} differ in size")
-        cases.append(Case(case_id, image, labels))
+        try:
+            cases.append(_read_case(case_id, image_path, mask_path, labels))
+        except ScanReadError as exc:  # already "cannot read PATH: why"
+            raise ValueError(str(exc)) from None
     return cases
 
 

@@ -56,6 +56,7 @@ class TrainSettings:
     dice_class_weights: tuple[float, float] = (1.5, 1.0)
     shape_weight: float = 0.0  # PS centroid/second-moment term (losses.shape_moment_loss), aimed at the AoP
     input_size: tuple[int, int] = (256, 256)
+    mask_labels: tuple[int, int] = (1, 2)  # the PS and FH values in the folder's masks (trained as 1 and 2)
     max_train_cases: int | None = None  # for smoke tests
     # Warm start: model weights from this checkpoint, with a fresh optimiser and schedule
     # (fine-tuning a finished run under a new recipe, which --resume cannot do).
@@ -80,7 +81,7 @@ class TrainSettings:
         d = dict(d)
         d["augmentation"] = AugmentationSettings(**{k: tuple(v) if isinstance(v, list) else v
                                                    for k, v in d["augmentation"].items()})
-        for key in ("extra_validation", "ce_class_weights", "dice_class_weights", "input_size"):
+        for key in ("extra_validation", "ce_class_weights", "dice_class_weights", "input_size", "mask_labels"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -223,8 +224,8 @@ def train(settings: TrainSettings, resume: bool = False,
     log.info("split: %s", split.describe())
     (run_dir / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
     (run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
-    loaded = on_inference_grid(load_cases(settings.data, set(train_ids) | set(split.validation_ids)),
-                               settings.input_size)
+    loaded = on_inference_grid(load_cases(settings.data, set(train_ids) | set(split.validation_ids),
+                                          settings.mask_labels), settings.input_size)
     all_cases = {c.case_id: c for c in loaded}
     train_cases = [all_cases[i] for i in train_ids]
     val_cases = [all_cases[i] for i in split.validation_ids]

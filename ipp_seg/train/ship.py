@@ -52,17 +52,19 @@ def _block_metrics(block) -> dict:
 
 
 def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
-                       blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,)) -> list[dict]:
+                       blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,),
+                       labels: tuple[int, int] = (1, 2)) -> list[dict]:
     """Segment the validation frames with ``segmenter`` as users would (ipp-seg's own reading,
     pre-processing and post-processing) and evaluate them, per named block of IDs
     (``{"name": (first_id, last_id)}``), per acquisition style and overall, with the default
     (ellipse) and the challenge AoP method, and against the folder's ``aop_reference.csv`` where
-    it has one. One result per entry of ``tta_modes``; the frames are read once for all of them."""
+    it has one. One result per entry of ``tta_modes``; the frames are read once for all of them.
+    ``labels``: the PS and FH values of the folder's masks (as the model was trained with)."""
     pairs = {cid: (img, lab) for cid, img, lab in find_pairs(data)}
     reference_csv = Path(data) / REFERENCE_AOP_FILE
     reference = read_reference_aop(reference_csv) if reference_csv.is_file() else None
     wanted = set(validation_ids)
-    truth = {c.case_id: c for c in load_cases(data, wanted)}
+    truth = {c.case_id: c for c in load_cases(data, wanted, labels)}
     ids = sorted(wanted)
     frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
     results = []
@@ -90,10 +92,11 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
 
 
 def validate_onnx(onnx_path: Path, data: str | Path, validation_ids: list[str],
-                  blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,)) -> list[dict]:
+                  blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,),
+                  labels: tuple[int, int] = (1, 2)) -> list[dict]:
     """:func:`validate_segmenter` for an exported ONNX file, run by onnxruntime."""
     segmenter = OnnxSegmenter(ModelSpec(onnx_path.stem, onnx_path, None, None), threads=None)
-    return validate_segmenter(segmenter, data, validation_ids, blocks, tta_modes)
+    return validate_segmenter(segmenter, data, validation_ids, blocks, tta_modes, labels)
 
 
 # Settings that may differ between a model trained on every frame and the run that validates
@@ -154,7 +157,8 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) ->
         onnx_path = export_onnx(ref_model, Path(tmp) / "reference.onnx", tuple(ref["settings"]["input_size"]),
                                 ref["settings"]["normalisation"])
         validation, validation_tta = validate_onnx(onnx_path, data, ref["split"]["validation"], blocks,
-                                                   tta_modes=(False, True))
+                                                   tta_modes=(False, True),
+                                                   labels=TrainSettings.from_dict(ref["settings"]).mask_labels)
     source = {"checkpoint": str(validated_by), "epoch": ref["epoch"], "seed": ref["settings"]["seed"],
               "train_frames": len(ref["split"]["train"]),
               "note": "These validation figures are the reference run's: the same recipe and epoch, trained "
@@ -204,7 +208,8 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     torch.save(slim, torch_path)
     if not trained_on_all:
         validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
-                                                   tta_modes=(False, True))
+                                                   tta_modes=(False, True),
+                                                   labels=TrainSettings.from_dict(settings).mask_labels)
         validation_source = None
     train_ids = checkpoint["split"]["train"]
     # A fine-tuned run's cost includes every run its weights started from.
