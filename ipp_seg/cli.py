@@ -204,15 +204,15 @@ SPACING_OPT = typer.Option(None, "--spacing-mm",
 TTA_OPT = typer.Option(False, "--tta", help="Test-time mirror augmentation: slower, sometimes more accurate.")
 
 
-def _parse_labels(text: str) -> tuple[int, int]:
+def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
     """``ps=P,fh=F`` -> (P, F): two different positive label values."""
     try:
         label_map = dict(part.split("=") for part in text.split(","))
         ps_label, fh_label = int(label_map["ps"]), int(label_map["fh"])
     except (ValueError, KeyError):
-        fail(f"--labels must look like ps=1,fh=2, got {text!r}")
+        fail(f"{option} must look like ps=1,fh=2, got {text!r}")
     if ps_label <= 0 or fh_label <= 0 or ps_label == fh_label:
-        fail(f"--labels needs two different positive values (0 is background), got {text!r}")
+        fail(f"{option} needs two different positive values (0 is background), got {text!r}")
     return ps_label, fh_label
 
 
@@ -475,6 +475,9 @@ def evaluate(
     reference_aop: Optional[Path] = typer.Option(
         None, "--reference-aop", help="CSV of published AoP per case (columns case,aop_deg, as PSFHS's "
                                       "aop_reference.csv): also report the predictions' |ΔAoP| against it."),
+    gt_labels: str = typer.Option("ps=1,fh=2", "--gt-labels",
+                                  help="Label values of the structures in the ground-truth masks, e.g. "
+                                       "ps=128,fh=255 (the predictions hold ipp-seg's 1 and 2)."),
 ) -> None:
     """Dice, Hausdorff and surface distances, ΔAoP, ΔHSD and the FH-PS-AOP 2023 score, per
     case, overall and per acquisition style."""
@@ -491,7 +494,7 @@ def evaluate(
         except (OSError, ValueError) as exc:
             fail(f"cannot read the reference AoP {reference_aop}: {exc}")
     report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
-                              reference_aop=reference)
+                              reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"))
     columns = ["block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)", "ASD all (px)", "mean |ΔAoP| (°)",
                "median |ΔAoP| (°)"]
     if reference is not None:

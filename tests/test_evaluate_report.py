@@ -378,3 +378,37 @@ def test_read_reference_aop_formats_and_errors(tmp_path):
     (tmp_path / "e.csv").write_text("case,aop_deg\n1,nan\n")
     with pytest.raises(ValueError, match="finite"):
         read_reference_aop(tmp_path / "e.csv")
+
+
+def test_ground_truth_of_another_tool_is_refused_by_value_or_mapped_when_named(folders, tmp_path):
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+
+    pred, gt, _ = folders
+    own = evaluate_folders(pred, gt)
+    exported = tmp_path / "exported"  # the same truth as another tool writes it: PS 128, FH 255
+    exported.mkdir()
+    for case in ("00001", "00002", "00004"):
+        labels = cv2.imread(str(gt / f"{case}.png"), cv2.IMREAD_UNCHANGED)
+        _write_png(exported / f"{case}.png", np.choose(labels, [0, 128, 255]).astype(np.uint8))
+    unmapped = evaluate_folders(pred, exported)
+    assert unmapped.cases == () and [c for c, _ in unmapped.unreadable] == ["00001", "00002"]
+    assert "label values 128, 255 besides background 0, PS 1 and FH 2" in unmapped.unreadable[0][1]
+    assert "--gt-labels ps=128,fh=255" in unmapped.unreadable[0][1]
+    mapped = evaluate_folders(pred, exported, gt_labels=(128, 255))
+    assert [c.to_dict() for c in mapped.cases] == [c.to_dict() for c in own.cases if c.case_id != "00003"]
+
+    # A prediction with a stray value is not scored as if the value were background.
+    stray = cv2.imread(str(pred / "00002.png"), cv2.IMREAD_UNCHANGED)
+    stray[0, 0] = 3
+    _write_png(pred / "00002.png", stray)
+    assert [c for c, _ in evaluate_folders(pred, gt).unreadable] == ["00002"]
+
+    refused = CliRunner().invoke(app, ["evaluate", str(pred), str(exported)])
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "cannot evaluate 00001" in said and "--gt-labels ps=128,fh=255" in said
+    ok = CliRunner().invoke(app, ["evaluate", str(pred), str(exported), "--gt-labels", "ps=128,fh=255"])
+    assert ok.exit_code == 0 and "cannot evaluate 00001" not in ok.output and "cannot evaluate 00002" in ok.output
+    bad = CliRunner().invoke(app, ["evaluate", str(pred), str(exported), "--gt-labels", "ps=128"])
+    assert bad.exit_code == 2 and "--gt-labels must look like" in " ".join(bad.output.split())

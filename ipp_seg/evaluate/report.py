@@ -58,6 +58,7 @@ __all__ = [
     "evaluate_case",
     "evaluate_folders",
     "read_label_mask",
+    "relabel_mask",
     "read_reference_aop",
     "summarise_block",
     "write_case_csv",
@@ -484,6 +485,7 @@ def evaluate_folders(
     spacing_mm: tuple[float, float] | None = None,
     missing_as_empty: bool = False,
     reference_aop: Mapping[str, float] | None = None,
+    gt_labels: tuple[int, int] | None = None,
 ) -> EvaluationReport:
     """Evaluate a folder of predicted masks against a folder of ground-truth masks.
 
@@ -497,7 +499,9 @@ def evaluate_folders(
     ``missing_as_empty`` a ground truth without prediction is scored against an empty
     prediction instead (and still listed). Files that cannot be read are listed with the
     reason. ``reference_aop``: as in :func:`evaluate_arrays`; evaluated cases it lacks are
-    logged.
+    logged. ``labels`` are the PS and FH values of the predicted masks; ``gt_labels`` those of
+    the ground truth where they differ (another tool's export), None for the same. A mask with
+    any other value is not evaluated: it is listed as unreadable with the values it holds.
 
     Raises:
         NotADirectoryError: a folder does not exist.
@@ -506,6 +510,7 @@ def evaluate_folders(
     _check_choice(method, METHODS, "method")
     _check_choice(orientation, ORIENTATIONS, "orientation")
     labels = _check_label_pair(labels)
+    gt_labels = labels if gt_labels is None else _check_label_pair(gt_labels)
     preds = _index_folder(pred_dir, MASK_SUFFIXES)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES)) if images_dir is not None else None
@@ -523,9 +528,11 @@ def evaluate_folders(
     missing_images: list[str] = []
     for case_id in sorted(to_evaluate):
         try:
-            gt, gt_spacing = read_label_mask(gts[case_id])
+            stored, gt_spacing = read_label_mask(gts[case_id])
+            gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}", "--gt-labels")
             if case_id in preds:
-                pred, _ = read_label_mask(preds[case_id])
+                pred = relabel_mask(read_label_mask(preds[case_id])[0], labels, labels,
+                                    f"prediction {preds[case_id].name}")
             else:
                 pred = np.zeros_like(gt)
         except (ScanReadError, ValueError) as exc:
@@ -647,6 +654,28 @@ def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | N
     if labels.dtype == np.bool_:
         labels = labels.astype(np.uint8)
     return np.ascontiguousarray(labels), spacing
+
+
+def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int] = (1, 2),
+                 source: str = "mask", option: str = "--labels") -> np.ndarray:
+    """Map a mask's PS and FH values ``labels`` to ``to`` (uint8; background stays 0).
+
+    Raises:
+        ValueError: the mask holds a value other than 0 and ``labels``: another structure, an
+        8-bit export of other values, or a lossy file's blurred edges. The message names
+        ``source``, the values, and ``option`` (the command-line option that names them).
+    """
+    ps, fh = _check_label_pair(labels)
+    unknown = sorted(set(np.unique(stored).tolist()) - {0, ps, fh})
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise ValueError(f"{source}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
+                         f"give the structures' values (e.g. {option} ps=128,fh=255), or a lossless mask "
+                         f"if these are blurred edges")
+    mapped = np.zeros(stored.shape, np.uint8)
+    mapped[stored == ps] = to[0]
+    mapped[stored == fh] = to[1]
+    return mapped
 
 
 def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:

@@ -53,24 +53,14 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
     """One image/mask pair. The image is read by the readers inference uses (same greyscale of a
     colour file, same scale of a 16-bit one); the mask keeps its stored values, which must be
     background 0 and the PS and FH values ``labels``, mapped to 1 and 2."""
-    from ..evaluate.report import read_label_mask  # values as stored: no 8-bit rescaling
+    from ..evaluate.report import read_label_mask, relabel_mask  # values as stored: no 8-bit rescaling
     from ..io import read_frame
 
     image = read_frame(image_path).pixels
     stored, _ = read_label_mask(mask_path)
     if image.shape != stored.shape:
         raise ValueError(f"{case_id}: image {image.shape} and mask {stored.shape} differ in size")
-    ps, fh = labels
-    values = np.unique(stored)
-    unknown = sorted(set(values.tolist()) - {0, ps, fh})
-    if unknown:
-        shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-        raise ValueError(f"{mask_path}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
-                         f"give the structures' values (e.g. --labels ps=128,fh=255), or a lossless mask "
-                         f"if these are blurred edges")
-    mapped = np.zeros(stored.shape, np.uint8)
-    mapped[stored == ps] = 1
-    mapped[stored == fh] = 2
+    mapped = relabel_mask(stored, labels, (1, 2), str(mask_path))
     return Case(case_id, image, mapped)
 
 
