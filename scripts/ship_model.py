@@ -6,6 +6,12 @@
 A final model trained on every frame (``--validation-count 0``) has no validation of its own:
 ``--validated-by runs/<same recipe, held-out split>/last.pt`` puts that run's figures on its card,
 labelled as such.
+
+    python scripts/ship_model.py --revalidate dssau-net-s-heldout
+    python scripts/ship_model.py --revalidate dssau-net-s --validated-by models/dssau-net-s-heldout.pt
+
+measures a shipped model's validation again with this ipp-seg and rewrites its card, its weights
+and training record untouched (for figures added since it was shipped).
 """
 
 from __future__ import annotations
@@ -15,16 +21,17 @@ import json
 import logging
 from pathlib import Path
 
-from ipp_seg.train.ship import ship_model
+from ipp_seg.train.ship import revalidate_card, ship_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--command", required=True, help="The exact command that trained the run.")
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("--name")
+    parser.add_argument("--command", help="The exact command that trained the run.")
+    parser.add_argument("--revalidate", metavar="NAME", help="Measure shipped model NAME's validation again.")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/psfhs")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument("--validated-by", type=Path, default=None,
@@ -35,6 +42,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     blocks = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
+    if args.revalidate:
+        card = revalidate_card(args.models_dir, args.revalidate, blocks, args.data, validated_by=args.validated_by)
+        print(json.dumps(card["validation"], indent=2))
+        return
+    if args.run_dir is None or not args.name or not args.command:
+        parser.error("shipping a run needs RUN_DIR, --name and --command")
     card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data,
                       validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt")
     print(json.dumps(card["validation"], indent=2))

@@ -530,6 +530,36 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     with pytest.raises(ValueError, match="own validation"):
         ship_model(tmp_path / "held-out", models, "x", command, blocks, data, validated_by=tmp_path / "all/last.pt")
 
+    # A card written before a figure existed is measured again in place: weights, files and
+    # training record untouched, validation as shipping would write it now.
+    from ipp_seg.train.ship import revalidate_card
+
+    def figures(c):
+        return {b: {k: (pytest.approx(v, rel=1e-6) if isinstance(v, float) else v) for k, v in m.items()}
+                for b, m in c["validation"].items()}
+
+    for folder, name, validated_by in ((tmp_path / "ref-models", "ref", None),
+                                       (models, "tiny", tmp_path / "held-out" / "last.pt")):
+        card_path = folder / f"{name}.json"
+        shipped, pt_bytes = json.loads(card_path.read_text()), (folder / f"{name}.pt").read_bytes()
+        tta_blocks = shipped["validation_tta"].keys()
+        card_path.write_text(json.dumps({**shipped, "validation": {}, "validation_tta": {}}))
+        (folder / f"{name}.md").write_text("stale")
+        if validated_by is not None:
+            with pytest.raises(ValueError, match="every frame"):
+                revalidate_card(folder, name, blocks, data)
+        again = revalidate_card(folder, name, blocks, data, validated_by=validated_by)
+        assert again["validation"] == figures(shipped) and again["validation_tta"].keys() == tta_blocks
+        assert again["training"] == shipped["training"] and again["files"] == shipped["files"]
+        assert (folder / f"{name}.pt").read_bytes() == pt_bytes and json.loads(card_path.read_text()) == again
+        assert "| last two | ellipse |" in (folder / f"{name}.md").read_text()
+    with pytest.raises(ValueError, match="own validation"):
+        revalidate_card(tmp_path / "ref-models", "ref", blocks, data, validated_by=tmp_path / "all/last.pt")
+    onnx = tmp_path / "ref-models" / "ref.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="checksum"):
+        revalidate_card(tmp_path / "ref-models", "ref", blocks, data)
+
 
 def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_path):
     from ipp_seg.train.ship import ship_model

@@ -248,15 +248,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                        "shape_weight": settings.get("shape_weight", 0.0), "ema_decay": settings.get("ema_decay", 0.0),
                        "endpoint_weight": settings.get("endpoint_weight", 0.0)},
         },
-        "validation": validation["ellipse"],
-        "validation_challenge_method": validation["challenge"],
-        "validation_tta": validation_tta["ellipse"],
-        "inference_seconds": {"plain": validation["inference_seconds"], "tta": validation_tta["inference_seconds"],
-                              "frames": validation["frames"]},
-        "validation_source": validation_source,
-        "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
-                            "AoP differences are predicted mask vs ground-truth mask, same method."
-                            + (" " + validation_source["note"] if validation_source else ""),
+        **_card_validation(validation, validation_tta, validation_source),
         "files": {
             "onnx": {"name": onnx_path.name, "sha256": sha256_of(onnx_path), "bytes": onnx_path.stat().st_size},
             "torch": {"name": torch_path.name, "sha256": sha256_of(torch_path), "bytes": torch_path.stat().st_size},
@@ -264,6 +256,56 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         "exported_on": platform.platform(),
     }
     (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
+    (models_dir / f"{name}.md").write_text(model_card_markdown(card))
+    return card
+
+
+def _card_validation(validation: dict, validation_tta: dict, validation_source: dict | None) -> dict:
+    """The validation fields of a model card, from :func:`validate_onnx`'s plain and TTA results."""
+    return {
+        "validation": validation["ellipse"],
+        "validation_challenge_method": validation["challenge"],
+        "validation_tta": validation_tta["ellipse"],
+        "inference_seconds": {"plain": validation["inference_seconds"], "tta": validation_tta["inference_seconds"],
+                              "frames": validation["frames"]},
+        "validation_source": validation_source,
+        "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
+                            "AoP differences are predicted mask vs ground-truth mask, same method, and (where "
+                            "the data has aop_reference.csv) predicted mask vs the published reference AoP."
+                            + (" " + validation_source["note"] if validation_source else ""),
+    }
+
+
+def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[str, str]], data: str | Path,
+                    validated_by: str | Path | None = None) -> dict:
+    """Measure a shipped model's validation again with this ipp-seg (its weights, files and
+    training record untouched) and rewrite ``models/<name>.{json,md}``; return the card.
+
+    For a card written before a figure existed (such as the comparison with the published
+    reference AoP). The ONNX file must still match its card's checksum. A model trained on every
+    frame needs ``validated_by``, as :func:`ship_model` does, and the same checks apply.
+    """
+    models_dir = Path(models_dir)
+    card_path = models_dir / f"{name}.json"
+    card = json.loads(card_path.read_text())
+    onnx_path = models_dir / card["files"]["onnx"]["name"]
+    if sha256_of(onnx_path) != card["files"]["onnx"]["sha256"]:
+        raise ValueError(f"{onnx_path} does not match its card's checksum: ship it again instead")
+    checkpoint = torch.load(models_dir / card["files"]["torch"]["name"], map_location="cpu", weights_only=False)
+    if not checkpoint["split"]["validation"]:
+        if validated_by is None:
+            raise ValueError(f"{name} was trained on every frame: name the checkpoint that validates its recipe")
+        validation, validation_tta, source = _reference_validation(Path(validated_by), checkpoint, data, blocks)
+    else:
+        if validated_by is not None:
+            raise ValueError(f"{name} has its own validation frames; validated_by is only for a model trained on all")
+        validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
+                                                   tta_modes=(False, True),
+                                                   labels=TrainSettings.from_dict(checkpoint["settings"]).mask_labels)
+        source = None
+    card.update(_card_validation(validation, validation_tta, source))
+    card["validated_with_ipp_seg"] = __version__
+    card_path.write_text(json.dumps(card, indent=2))
     (models_dir / f"{name}.md").write_text(model_card_markdown(card))
     return card
 
