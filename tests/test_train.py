@@ -904,3 +904,18 @@ def test_masks_with_other_label_values_are_refused_with_a_way_out_or_mapped_when
     cv2.imwrite(str(data / "images" / "case000.png"), deep)
     image = load_cases(data, {"case000"}, labels=(128, 255))[0].image
     assert np.array_equal(image, read_frame(data / "images" / "case000.png").pixels) and image.max() > 250
+
+
+def test_unpaired_images_and_masks_are_left_out_and_named(tmp_path, caplog):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    (data / "masks" / "case001.png").unlink()
+    (data / "masks" / "case009.png").write_bytes((data / "masks" / "case002.png").read_bytes())
+    (data / "images" / ".DS_Store").write_bytes(b"\0")
+    (data / "images" / "notes.txt").write_text("scanner settings")
+    with caplog.at_level("WARNING", logger="ipp_seg.train.data"):
+        pairs = find_pairs(data)
+    assert [cid for cid, _, _ in pairs] == ["case000", "case002", "case003"]
+    said = caplog.text
+    assert "1 images without a mask, left out: case001" in said
+    assert "1 masks without an image, left out: case009" in said
+    assert "DS_Store" not in said and "notes" not in said

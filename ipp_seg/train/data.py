@@ -64,6 +64,10 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
     return Case(case_id, image, mapped)
 
 
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     """(case_id, image, mask) pairs of a folder in PSFHS layout (``image_mha/``, ``label_mha/``)
     or as PNG pairs (``images/`` + ``masks/``, or ``*.png`` beside ``*_mask.png``), sorted by ID."""
@@ -71,9 +75,16 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     layouts = [("image_mha", "label_mha"), ("images", "masks"), ("images", "labels")]
     for image_dir, mask_dir in layouts:
         if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
-            masks = {_case_id(p): p for p in (folder / mask_dir).iterdir() if p.is_file()}
-            pairs = [(_case_id(p), p, masks[_case_id(p)]) for p in sorted((folder / image_dir).iterdir())
-                     if p.is_file() and _case_id(p) in masks]
+            masks = {_case_id(p): p for p in (folder / mask_dir).iterdir() if _is_image_file(p)}
+            images = {_case_id(p): p for p in (folder / image_dir).iterdir() if _is_image_file(p)}
+            pairs = [(cid, images[cid], masks[cid]) for cid in sorted(images) if cid in masks]
+            # Not an error (a folder may be annotated in part), but never silent: a user must
+            # know which frames a model was not trained or validated on.
+            for what, ids in (("images without a mask", sorted(set(images) - set(masks), key=_sort_key)),
+                              ("masks without an image", sorted(set(masks) - set(images), key=_sort_key))):
+                if ids:
+                    log.warning("%s: %d %s, left out: %s%s", folder, len(ids), what, ", ".join(ids[:10]),
+                                " ..." if len(ids) > 10 else "")
             break
     else:
         pairs = []
