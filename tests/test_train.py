@@ -919,3 +919,12 @@ def test_unpaired_images_and_masks_are_left_out_and_named(tmp_path, caplog):
     assert "1 images without a mask, left out: case001" in said
     assert "1 masks without an image, left out: case009" in said
     assert "DS_Store" not in said and "notes" not in said
+
+
+def test_a_validation_split_that_leaves_nothing_to_train_on_says_what_to_change(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1)
+    with pytest.raises(ValueError, match=r"has 4 image/mask pairs and the validation takes them all \(the last 200 "
+                                         r"IDs\): lower --validation-count, or 0"):
+        train(settings)
+    assert not (tmp_path / "run" / "split.json").exists()

@@ -222,6 +222,12 @@ def train(settings: TrainSettings, resume: bool = False,
     split = contiguous_split(ids, settings.validation_count, settings.extra_validation)
     train_ids = split.train_ids[: settings.max_train_cases] if settings.max_train_cases else split.train_ids
     log.info("split: %s", split.describe())
+    if not train_ids:  # before minutes of loading, and before the run folder gets a split
+        raise ValueError(f"{settings.data} has {len(ids)} image/mask pairs and the validation takes them all "
+                         f"(the last {settings.validation_count} IDs"
+                         + (f", and {settings.extra_validation[0]}-{settings.extra_validation[1]}"
+                            if settings.extra_validation else "")
+                         + "): lower --validation-count, or 0 to train on every frame")
     (run_dir / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
     (run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     loaded = on_inference_grid(load_cases(settings.data, set(train_ids) | set(split.validation_ids),
@@ -229,8 +235,6 @@ def train(settings: TrainSettings, resume: bool = False,
     all_cases = {c.case_id: c for c in loaded}
     train_cases = [all_cases[i] for i in train_ids]
     val_cases = [all_cases[i] for i in split.validation_ids]
-    if not train_cases:
-        raise ValueError("no training cases")
 
     if settings.endpoint_weight and tuple(settings.input_size) != train_cases[0].labels.shape:
         raise ValueError("the end-point head is trained at the labels' size: use it with the frames' own input size")
