@@ -403,7 +403,9 @@ def test_ground_truth_of_another_tool_is_refused_by_value_or_mapped_when_named(f
     stray = cv2.imread(str(pred / "00002.png"), cv2.IMREAD_UNCHANGED)
     stray[0, 0] = 3
     _write_png(pred / "00002.png", stray)
-    assert [c for c, _ in evaluate_folders(pred, gt).unreadable] == ["00002"]
+    stray_report = evaluate_folders(pred, gt)
+    assert [c for c, _ in stray_report.unreadable] == ["00002"]
+    assert "label values 3 besides" in stray_report.unreadable[0][1] and "0, 1 and 2" in stray_report.unreadable[0][1]
 
     refused = CliRunner().invoke(app, ["evaluate", str(pred), str(exported)])
     said = " ".join(refused.output.split())

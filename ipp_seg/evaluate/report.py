@@ -529,10 +529,12 @@ def evaluate_folders(
     for case_id in sorted(to_evaluate):
         try:
             stored, gt_spacing = read_label_mask(gts[case_id])
-            gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}", "--gt-labels")
+            gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}",
+                              "name the ground truth's values, e.g. --gt-labels ps=128,fh=255")
             if case_id in preds:
                 pred = relabel_mask(read_label_mask(preds[case_id])[0], labels, labels,
-                                    f"prediction {preds[case_id].name}")
+                                    f"prediction {preds[case_id].name}",
+                                    "predictions hold the labels given (ipp-seg writes 0, 1 and 2)")
             else:
                 pred = np.zeros_like(gt)
         except (ScanReadError, ValueError) as exc:
@@ -657,21 +659,21 @@ def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | N
 
 
 def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int] = (1, 2),
-                 source: str = "mask", option: str = "--labels") -> np.ndarray:
+                 source: str = "mask", advice: str = "name the structures' values, e.g. --labels ps=128,fh=255"
+                 ) -> np.ndarray:
     """Map a mask's PS and FH values ``labels`` to ``to`` (uint8; background stays 0).
 
     Raises:
         ValueError: the mask holds a value other than 0 and ``labels``: another structure, an
         8-bit export of other values, or a lossy file's blurred edges. The message names
-        ``source``, the values, and ``option`` (the command-line option that names them).
+        ``source``, the values, and ``advice`` (how to name them, e.g. the command-line option).
     """
     ps, fh = _check_label_pair(labels)
     unknown = sorted(set(np.unique(stored).tolist()) - {0, ps, fh})
     if unknown:
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         raise ValueError(f"{source}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
-                         f"give the structures' values (e.g. {option} ps=128,fh=255), or a lossless mask "
-                         f"if these are blurred edges")
+                         f"{advice}; or a lossless mask if these are blurred edges")
     mapped = np.zeros(stored.shape, np.uint8)
     mapped[stored == ps] = to[0]
     mapped[stored == fh] = to[1]
