@@ -133,10 +133,10 @@ def on_inference_grid(cases: list[Case], input_size: tuple[int, int]) -> list[Ca
     """
     squared = [c if c.image.shape[0] == c.image.shape[1] else
                Case(c.case_id, pad_to_square(c.image), pad_to_square(c.labels)) for c in cases]
-    if len({c.image.shape for c in squared}) <= 1:
+    sizes = {c.image.shape for c in squared}
+    if len(sizes) <= 1:
         return squared
-    log.info("frames of %d sizes: each resized to the network input %s for training",
-             len({c.image.shape for c in squared}), tuple(input_size))
+    log.info("frames of %d sizes: each resized to the network input %s for training", len(sizes), tuple(input_size))
     # In float, as inference resizes a frame: no rounding back to uint8.
     return [Case(c.case_id, resize_image(c.image.astype(np.float32), input_size),
                  resize_labels(c.labels, input_size)) for c in squared]

@@ -140,6 +140,22 @@ def lineage_differences(checkpoint: dict, reference: dict) -> list[str]:
     return differences
 
 
+def _check_validated_by(what, trained_on_all: bool, validated_by) -> None:
+    """A model trained on every frame needs a reference run for its validation; one with
+    validation frames of its own must not be given one."""
+    if trained_on_all and validated_by is None:
+        raise ValueError(f"{what} was trained on every frame: name the run that validates its recipe (validated_by)")
+    if not trained_on_all and validated_by is not None:
+        raise ValueError(f"{what} has its own validation frames; validated_by is only for a run trained on all")
+
+
+def _own_validation(onnx_path: Path, checkpoint: dict, data, blocks) -> list[dict]:
+    """``onnx_path`` (the export of ``checkpoint``) validated on the checkpoint's own validation
+    frames, plain and with TTA, reading the masks with the label values it was trained with."""
+    return validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks, tta_modes=(False, True),
+                         labels=TrainSettings.from_dict(checkpoint["settings"]).mask_labels)
+
+
 def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) -> tuple[dict, dict, dict]:
     """Validation of a model trained on every frame, measured on ``validated_by``: a checkpoint
     of the same recipe, trained without the validation blocks, at the same epoch (the final
@@ -156,9 +172,7 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) ->
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(ref_model, Path(tmp) / "reference.onnx", tuple(ref["settings"]["input_size"]),
                                 ref["settings"]["normalisation"])
-        validation, validation_tta = validate_onnx(onnx_path, data, ref["split"]["validation"], blocks,
-                                                   tta_modes=(False, True),
-                                                   labels=TrainSettings.from_dict(ref["settings"]).mask_labels)
+        validation, validation_tta = _own_validation(onnx_path, ref, data, blocks)
     source = {"checkpoint": str(validated_by), "epoch": ref["epoch"], "seed": ref["settings"]["seed"],
               "train_frames": len(ref["split"]["train"]),
               "note": "These validation figures are the reference run's: the same recipe and epoch, trained "
@@ -181,11 +195,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
     trained_on_all = not checkpoint["split"]["validation"]
-    if trained_on_all and validated_by is None:
-        raise ValueError(f"{run_dir} was trained on every frame: name the run that validates its recipe "
-                         "(validated_by)")
-    if not trained_on_all and validated_by is not None:
-        raise ValueError(f"{run_dir} has its own validation frames; validated_by is only for a run trained on all")
+    _check_validated_by(run_dir, trained_on_all, validated_by)
     if trained_on_all:  # before anything is written, so that a wrong reference leaves models/ as it was
         validation, validation_tta, validation_source = _reference_validation(Path(validated_by), checkpoint,
                                                                               data, blocks)
@@ -207,9 +217,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         slim["weight_average"] = members
     torch.save(slim, torch_path)
     if not trained_on_all:
-        validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
-                                                   tta_modes=(False, True),
-                                                   labels=TrainSettings.from_dict(settings).mask_labels)
+        validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks)
         validation_source = None
     train_ids = checkpoint["split"]["train"]
     # A fine-tuned run's cost includes every run its weights started from.
@@ -292,16 +300,12 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     if sha256_of(onnx_path) != card["files"]["onnx"]["sha256"]:
         raise ValueError(f"{onnx_path} does not match its card's checksum: ship it again instead")
     checkpoint = torch.load(models_dir / card["files"]["torch"]["name"], map_location="cpu", weights_only=False)
-    if not checkpoint["split"]["validation"]:
-        if validated_by is None:
-            raise ValueError(f"{name} was trained on every frame: name the checkpoint that validates its recipe")
+    trained_on_all = not checkpoint["split"]["validation"]
+    _check_validated_by(name, trained_on_all, validated_by)
+    if trained_on_all:
         validation, validation_tta, source = _reference_validation(Path(validated_by), checkpoint, data, blocks)
     else:
-        if validated_by is not None:
-            raise ValueError(f"{name} has its own validation frames; validated_by is only for a model trained on all")
-        validation, validation_tta = validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks,
-                                                   tta_modes=(False, True),
-                                                   labels=TrainSettings.from_dict(checkpoint["settings"]).mask_labels)
+        validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks)
         source = None
     card.update(_card_validation(validation, validation_tta, source))
     card["validated_with_ipp_seg"] = __version__
