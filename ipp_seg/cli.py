@@ -122,6 +122,9 @@ def train(
     endpoint_weight: float = typer.Option(0.0, "--endpoint-weight", min=0.0,
                                           help="Weight of a training-only heatmap head for the PS's long-axis "
                                                "ends (aimed at the AoP; the shipped network is unchanged)."),
+    deep_supervision: float = typer.Option(0.0, "--deep-supervision", min=0.0,
+                                           help="Weight of a loss on each coarse decoder level's own class "
+                                                "logits (training-only heads; the shipped network is unchanged)."),
     elastic: float = typer.Option(0.0, "--elastic", min=0.0, max=1.0,
                                   help="Probability of a smooth elastic deformation per training frame."),
     shadow: float = typer.Option(0.0, "--shadow", min=0.0, max=1.0,
@@ -157,6 +160,7 @@ def train(
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
                              shape_weight=shape_weight, ema_decay=ema_decay, endpoint_weight=endpoint_weight,
+                             deep_supervision=deep_supervision,
                              init_from=str(init_from) if init_from else None, drop_path=drop_path,
                              input_size=(input_size, input_size), mask_labels=_parse_labels(labels),
                              augmentation=AugmentationSettings(elastic_probability=elastic,

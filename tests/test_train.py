@@ -479,6 +479,63 @@ def test_endpoint_head_trains_resumes_and_never_ships(tmp_path):
     assert float(moved) < 0.5 * float(final.abs().max())
 
 
+def test_deep_supervision_loss_weighs_finer_levels_more_and_reaches_every_level():
+    from ipp_seg.train.losses import deep_supervision_loss
+
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[:, 4:12, 6:26] = 1
+    labels[:, 16:30, 8:28] = 2
+
+    def level(size, right):
+        """Logits at size x size: the truth resized (right) or its mirror image (wrong)."""
+        truth = labels if right else labels.flip(-1)
+        onehot = torch.nn.functional.one_hot(truth, 3).permute(0, 3, 1, 2).float()
+        return (torch.nn.functional.interpolate(onehot, size=(size, size), mode="area") * 8).requires_grad_()
+
+    coarse_wrong = deep_supervision_loss([level(4, False), level(8, True)], labels)
+    fine_wrong = deep_supervision_loss([level(4, True), level(8, False)], labels)
+    all_right = deep_supervision_loss([level(4, True), level(8, True)], labels)
+    # A wrong finer level (weight 2/3) costs more than a wrong coarser one (1/3).
+    assert float(all_right.detach()) < float(coarse_wrong.detach()) < float(fine_wrong.detach())
+    levels = [level(4, False), level(8, False), level(16, False)]
+    deep_supervision_loss(levels, labels).backward()
+    assert all(float(lv.grad.abs().sum()) > 0 for lv in levels)
+    with pytest.raises(ValueError):
+        deep_supervision_loss([], labels)
+
+
+def test_deep_supervision_heads_train_resume_and_never_ship(tmp_path):
+    from ipp_seg.nn.dssau_net import DeepSupervisionHeads, build_network
+
+    # One head per decoder level coarser than 1/4 resolution, giving class logits there.
+    net = build_network("dssau-net-s")
+    outputs = net.decode(torch.zeros(1, 1, 64, 64))
+    heads = DeepSupervisionHeads(net.config.decoder_width, net.config.num_classes, len(net.config.dims) - 1)
+    shapes = [tuple(lg.shape[-2:]) for lg in heads(outputs.levels)]
+    assert shapes == [(2, 2), (4, 4), (8, 8)] and tuple(outputs.fused.shape[-2:]) == (16, 16)
+
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "plain"), epochs=1,
+                         batch_size=4, validation_count=1, input_size=(64, 64), threads=1, bf16=False,
+                         learning_rate=1e-2, warmup_epochs=0.0, seed=3)
+    train(base)
+    supervised = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "ds"), "deep_supervision": 0.5})
+    train(supervised)
+    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)
+    with_heads = torch.load(tmp_path / "ds" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "ds" / "best.pt", weights_only=False)
+    # The network is the plain config (same tensors); the term reached the deep decoder levels.
+    assert with_heads["model"].keys() == plain["model"].keys() and "deep_supervision_heads" not in best
+    assert not torch.allclose(with_heads["model"]["decoder_out.0.0.weight"], plain["model"]["decoder_out.0.0.weight"])
+    assert with_heads["settings"]["deep_supervision"] == 0.5
+    # Resume restores the heads' weights, not fresh ones.
+    train(TrainSettings(**{**supervised.__dict__, "epochs": 2}), resume=True)
+    resumed = torch.load(tmp_path / "ds" / "last.pt", weights_only=False)
+    final = with_heads["deep_supervision_heads"]["0.weight"]
+    moved = (resumed["deep_supervision_heads"]["0.weight"] - final).abs().max()
+    assert float(moved) < 0.5 * float(final.abs().max())
+
+
 def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation(tmp_path):
     from ipp_seg.train.ship import ship_model
 
@@ -719,10 +776,12 @@ def test_recipe_differences_ignore_paths_seed_and_split_and_treat_unrecorded_set
     from ipp_seg.train.ship import recipe_differences
 
     new = TrainSettings(config="dssau-net-s", data="a", out="b", shape_weight=1.0).to_dict()
-    old = {k: v for k, v in new.items() if k not in ("endpoint_weight", "ema_decay")}  # before they existed
+    old = {k: v for k, v in new.items()
+           if k not in ("endpoint_weight", "ema_decay", "deep_supervision")}  # before they existed
     old.update(data="elsewhere", out="c", seed=9, threads=1, validation_count=0)
     assert recipe_differences(new, old) == []
     assert recipe_differences({**new, "endpoint_weight": 0.1}, old) == ["endpoint_weight"]
+    assert recipe_differences({**new, "deep_supervision": 0.5}, old) == ["deep_supervision"]
     assert recipe_differences(new, {**old, "shape_weight": 0.0, "learning_rate": 1.0}) == ["learning_rate",
                                                                                            "shape_weight"]
     # An augmentation field an older run did not record is off; turning it on changes the recipe.

@@ -4,6 +4,8 @@ module on the deepest features. 3 classes: 0 background, 1 pubic symphysis, 2 fe
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,6 +106,14 @@ class PyramidPooling(nn.Module):
         return self.fuse(torch.cat([x, *pooled], dim=1))
 
 
+class DecoderOutputs(NamedTuple):
+    """What one forward pass computes, for training's auxiliary heads."""
+
+    logits: torch.Tensor  # [B, classes, H, W], the network's output
+    fused: torch.Tensor  # [B, decoder_width, H/4, W/4], the fused features the head reads
+    levels: tuple[torch.Tensor, ...]  # each decoder level's output, coarsest (1/32) first, 1/4 last
+
+
 class DSSAUNet(nn.Module):
     """Encoder: stem (two stride-2 3x3 convs), 4 stages of attention blocks with stride-2 conv
     downsampling and a LayerNorm on each stage output. PPM on the deepest features. Decoder at
@@ -163,12 +173,12 @@ class DSSAUNet(nn.Module):
             self.head = nn.Conv2d(width, config.num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_and_features(x)[0]
+        return self.decode(x).logits
 
-    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits at input resolution and the fused decoder features at 1/4 resolution
-        (``decoder_width`` channels) that the head reads; training's auxiliary heads read them
-        too."""
+    def decode(self, x: torch.Tensor) -> DecoderOutputs:
+        """Class logits at input resolution, the fused decoder features at 1/4 resolution that
+        the head reads, and the output of every decoder level (``decoder_width`` channels
+        each): training's auxiliary heads read the last two."""
         size = x.shape[-2:]
         image = x
         x = self.stem(x)
@@ -196,18 +206,34 @@ class DSSAUNet(nn.Module):
             detail = self.detail(image)
             half = F.interpolate(fused, size=detail.shape[-2:], mode="bilinear", align_corners=False)
             logits = self.coarse_head(half) + self.correction(self.refine(torch.cat([half, detail], dim=1)))
-            return F.interpolate(logits, size=size, mode="bilinear", align_corners=False), fused
-        return self.head(F.interpolate(fused, size=size, mode="bilinear", align_corners=False)), fused
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        else:
+            logits = self.head(F.interpolate(fused, size=size, mode="bilinear", align_corners=False))
+        return DecoderOutputs(logits, fused, tuple(levels))
 
 
 class EndpointHead(nn.Sequential):
     """Training-only auxiliary head: a heatmap (one channel, logits) of the PS's long-axis ends
-    from the fused 1/4-resolution decoder features (:meth:`DSSAUNet.logits_and_features`). It
+    from the fused 1/4-resolution decoder features (:meth:`DSSAUNet.decode`). It
     makes the decoder encode the points the angle of progression is measured from; it is not
     part of the network a model ships (the ONNX graph and the shipped weights lack it)."""
 
     def __init__(self, width: int) -> None:
         super().__init__(conv_bn_relu(width, width), nn.Conv2d(width, 1, 1))
+
+
+class DeepSupervisionHeads(nn.ModuleList):
+    """Training-only auxiliary heads (deep supervision): class logits from each decoder level
+    coarser than 1/4 resolution (:meth:`DSSAUNet.decode`), so that the deep levels are taught
+    the segmentation directly rather than only through the fused head. Not part of the network
+    a model ships (the ONNX graph and the shipped weights lack them)."""
+
+    def __init__(self, width: int, num_classes: int, levels: int) -> None:
+        super().__init__(nn.Conv2d(width, num_classes, 1) for _ in range(levels))
+
+    def forward(self, levels: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """Logits per coarse level, coarsest first (the last, 1/4-resolution level is skipped)."""
+        return [head(level) for head, level in zip(self, levels[:-1])]
 
 
 def adapt_parent_state(state: dict, config: NetworkConfig) -> dict:

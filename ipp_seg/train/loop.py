@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from ..evaluate.metrics import dice
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config
-from ..nn.dssau_net import EndpointHead, adapt_parent_state, build_network
+from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
 from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases,
                    on_inference_grid)
 from .lineage import lineage_of
-from .losses import endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
+from .losses import deep_supervision_loss, endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ class TrainSettings:
     # Auxiliary heatmap of the PS's long-axis ends from the decoder features (0: off); the head
     # is training-only, so the shipped network and its ONNX graph are unchanged.
     endpoint_weight: float = 0.0
+    # Deep supervision (0: off): the weight of a loss on class logits from each decoder level
+    # coarser than 1/4 resolution, through training-only heads (the shipped network is unchanged).
+    deep_supervision: float = 0.0
     # Stochastic depth of the deepest block while training (None: the config's own rate). A
     # regulariser only: inference never drops a branch, so the shipped network is the config's.
     drop_path: float | None = None
@@ -246,6 +249,11 @@ def train(settings: TrainSettings, resume: bool = False,
     if settings.endpoint_weight:
         endpoint_head = EndpointHead(config.decoder_width).to(device).to(memory_format=torch.channels_last)
         parameters += list(endpoint_head.parameters())
+    level_heads = None
+    if settings.deep_supervision:
+        level_heads = DeepSupervisionHeads(config.decoder_width, config.num_classes, len(config.dims) - 1)
+        level_heads = level_heads.to(device).to(memory_format=torch.channels_last)
+        parameters += list(level_heads.parameters())
     optimiser = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = max(1, len(train_cases) // settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
@@ -258,6 +266,8 @@ def train(settings: TrainSettings, resume: bool = False,
         model.load_state_dict(checkpoint.get("raw_model", checkpoint["model"]))
         if endpoint_head is not None:
             endpoint_head.load_state_dict(checkpoint["endpoint_head"])
+        if level_heads is not None:
+            level_heads.load_state_dict(checkpoint["deep_supervision_heads"])
         optimiser.load_state_dict(checkpoint["optimiser"])
         rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -295,19 +305,20 @@ def train(settings: TrainSettings, resume: bool = False,
             for group in optimiser.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                if endpoint_head is None:
-                    logits = model(x)
-                else:
-                    logits, features = model.logits_and_features(x)
-                    heatmap = endpoint_head(features)
-            loss = segmentation_loss(logits_on_grid(logits, tuple(y.shape[-2:])), y, settings.dice_weight,
+                outputs = model.decode(x)
+                heatmap = endpoint_head(outputs.fused) if endpoint_head is not None else None
+                level_logits = level_heads(outputs.levels) if level_heads is not None else None
+            loss = segmentation_loss(logits_on_grid(outputs.logits, tuple(y.shape[-2:])), y, settings.dice_weight,
                                      settings.ce_class_weights, settings.dice_class_weights, settings.shape_weight)
-            if endpoint_head is not None:
+            if heatmap is not None:
                 ends = [ps_axis_ends(lab) for lab in y.cpu().numpy()]
                 loss = loss + settings.endpoint_weight * endpoint_heatmap_loss(heatmap, ends, tuple(y.shape[-2:]))
+            if level_logits is not None:
+                loss = loss + settings.deep_supervision * deep_supervision_loss(
+                    level_logits, y, settings.dice_weight, settings.ce_class_weights, settings.dice_class_weights)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 5.0)  # the end-point head too, when trained
+            torch.nn.utils.clip_grad_norm_(parameters, 5.0)  # the auxiliary heads' too, when trained
             optimiser.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -336,12 +347,15 @@ def train(settings: TrainSettings, resume: bool = False,
         }
         if endpoint_head is not None:
             payload["endpoint_head"] = endpoint_head.state_dict()
+        if level_heads is not None:
+            payload["deep_supervision_heads"] = level_heads.state_dict()
         if ema is not None:
             payload["raw_model"] = model.state_dict()
             payload["ema_updates"] = int(ema.n_averaged)
         _save(last_path, payload)
         if is_best:
-            _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser", "raw_model", "endpoint_head")})
+            _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser", "raw_model", "endpoint_head",
+                                                                       "deep_supervision_heads")})
         with open(run_dir / "history.jsonl", "a") as fh:
             fh.write(json.dumps(asdict(result)) + "\n")
         log.info("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,

@@ -1,6 +1,6 @@
-"""Segmentation losses: cross-entropy plus a soft (differentiable) Dice over PS and FH, and an
+"""Segmentation losses: cross-entropy plus a soft (differentiable) Dice over PS and FH; an
 optional shape term on the pubic symphysis and an auxiliary PS end-point heatmap term, both
-aimed at the angle of progression."""
+aimed at the angle of progression; and deep supervision of the coarse decoder levels."""
 
 from __future__ import annotations
 
@@ -141,4 +141,24 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: f
     loss = ce + dice_weight * soft_dice_loss(logits, labels, class_weights=dice_class_weights)
     if shape_weight:
         loss = loss + shape_weight * shape_moment_loss(logits, labels, label=1)
+    return loss
+
+
+def deep_supervision_loss(level_logits: list[torch.Tensor], labels: torch.Tensor, dice_weight: float = 1.0,
+                          ce_class_weights: tuple[float, ...] | None = None,
+                          dice_class_weights: tuple[float, ...] | None = None) -> torch.Tensor:
+    """Cross-entropy + soft Dice (:func:`segmentation_loss` without the shape term) of each
+    coarse level's logits, coarsest first, resized (bilinear) to the labels' grid, weighted
+    1, 2, 4, ... from the coarsest level to the finest and normalised to sum to 1, as
+    nnU-Net weighs its deep supervision: the finer a level, the more its map should already
+    look like the answer."""
+    if not level_logits:
+        raise ValueError("deep supervision needs at least one decoder level")
+    weights = [2.0 ** i for i in range(len(level_logits))]
+    total = sum(weights)
+    loss = level_logits[0].new_zeros((), dtype=torch.float32)
+    for w, logits in zip(weights, level_logits):
+        resized = F.interpolate(logits.float(), size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=False)
+        loss = loss + (w / total) * segmentation_loss(resized, labels, dice_weight, ce_class_weights,
+                                                      dice_class_weights)
     return loss
