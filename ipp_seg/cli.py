@@ -513,6 +513,7 @@ def evaluate(
                       _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), *vs_reference,
                       str(block.n_failed_pred), _fmt(block.score, 4))
     Console().print(table)
+    Console().print(_agreement_table(report.blocks, reference is not None))
     for label, ids in (("missing predictions", report.missing_predictions),
                        ("predictions without ground truth", report.missing_ground_truth)):
         if ids:
@@ -526,6 +527,26 @@ def evaluate(
         err.print(f"wrote {out / 'cases.csv'} and {out / 'summary.json'}")
     if not report.cases:
         fail("no case could be evaluated (are the masks named by the same case IDs?)")
+
+
+def _agreement_table(blocks, with_reference: bool) -> Table:
+    """Bland-Altman rows per block: AoP against the ground truth (and the reference), and HSD
+    in mm where the masks have a spacing, in pixels otherwise."""
+    table = _table("Agreement, prediction − ground truth (Bland–Altman)",
+                   ("block", "measure", "cases", "bias", "95% limits of agreement", "proportional bias (slope)"),
+                   justify="right")
+    for block in blocks:
+        hsd = ("hsd_mm", "HSD (mm)") if block.agreement.get("hsd_mm") else ("hsd_px", "HSD (px)")
+        rows = [("aop", "AoP (°)"), *([("aop_reference", "AoP − reference (°)")] if with_reference else []), hsd]
+        for key, name in rows:
+            a = block.agreement.get(key)
+            if a is None:
+                table.add_row(block.name, name, "0", "-", "-", "-")
+                continue
+            limits = "-" if a.lower is None else f"{a.lower:+.2f} to {a.upper:+.2f}"
+            slope = "-" if a.proportional_slope is None else f"{a.proportional_slope:+.3f}"
+            table.add_row(block.name, name, str(a.n), f"{a.bias:+.2f}", limits, slope)
+    return table
 
 
 def main() -> None:

@@ -195,6 +195,12 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     for row in rows:
         assert float(row["aop_reference"]) == reference[row["case_id"]]
         assert float(row["delta_aop_reference"]) == pytest.approx(abs(float(row["aop_pred"]) - reference[row["case_id"]]))
+    # The signed agreement too: exact masks agree with themselves (bias 0), not with the reference.
+    assert "Bland" in result.output and "AoP − reference" in result.output
+    agreement = json.loads((tmp_path / "ev2" / "summary.json").read_text())["blocks"]["overall"]["agreement"]
+    assert agreement["aop"]["bias"] == 0.0 and agreement["aop"]["n"] == 2
+    assert agreement["aop_reference"]["bias"] == pytest.approx(
+        np.mean([float(r["aop_pred"]) - reference[r["case_id"]] for r in rows]))
     (tmp_path / "bad.csv").write_text("x,y\n")
     result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", tmp_path / "bad.csv")
     assert result.exit_code != 0 and "cannot read the reference AoP" in result.output

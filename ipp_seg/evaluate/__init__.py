@@ -1,5 +1,6 @@
 """Evaluation of PS/FH segmentations: Dice, Hausdorff and surface distances, ΔAoP and ΔHSD,
-the FH-PS-AOP 2023 score, per case, overall and per acquisition style.
+the FH-PS-AOP 2023 score, per case, overall and per acquisition style; the Bland-Altman
+agreement of the measurements (:func:`bland_altman`).
 
 Numpy/OpenCV/SimpleITK only (no torch). Entry points: :func:`evaluate_folders` (folders of
 masks, for ``ipp-seg evaluate``), :func:`evaluate_arrays` (in-memory, for validation during
@@ -8,6 +9,7 @@ the results. :func:`acquisition_style` tells a frame's acquisition style ("wide"
 """
 
 from .acquisition import STYLES, SectorShape, acquisition_style, sector_shape
+from .agreement import Agreement, bland_altman
 from .metrics import (
     EMPTY_STRUCTURE_DISTANCE_PX,
     STRUCTURES,
@@ -46,6 +48,7 @@ __all__ = [
     "SEGMENTATION_METRICS",
     "STRUCTURES",
     "STYLES",
+    "Agreement",
     "BlockSummary",
     "CaseResult",
     "EvaluationReport",
@@ -53,6 +56,7 @@ __all__ = [
     "SectorShape",
     "acquisition_style",
     "average_surface_distance",
+    "bland_altman",
     "boundary",
     "case_id_of",
     "challenge_score",

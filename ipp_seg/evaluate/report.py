@@ -7,7 +7,9 @@ and on the ground-truth mask with the same method, and their absolute difference
 measurement statuses; the acquisition style of the frame when the image is given.
 
 Per block (:class:`BlockSummary`, "overall" and one per acquisition style seen): mean and
-median of every metric, mean and median |ΔAoP| and |ΔHSD|, failed-measurement counts and the
+median of every metric, mean and median |ΔAoP| and |ΔHSD|, the Bland-Altman agreement of the
+predicted AoP and HSD with the ground truth's (signed bias, 95 % limits of agreement,
+proportional bias; :mod:`.agreement`), failed-measurement counts and the
 FH-PS-AOP 2023 score, computed as the challenge does: mDice, mHD and mASD averaged over PS, FH
 and "all" and over cases; mΔAoP over the cases whose ground truth measures, where a failed
 measurement on the prediction counts :data:`FAILED_AOP_PENALTY_DEG` (the score's AoP term is
@@ -25,7 +27,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -36,6 +38,7 @@ import SimpleITK as sitk
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from .acquisition import STYLES, acquisition_style
+from .agreement import Agreement, bland_altman
 from .metrics import (
     EMPTY_STRUCTURE_DISTANCE_PX,
     STRUCTURES,
@@ -197,7 +200,9 @@ class BlockSummary:
     ``score_delta_aop`` is the mean |ΔAoP| (deg) the score uses: over the
     ``n_gt_measured`` cases whose ground truth measures, a failed prediction counting
     :data:`FAILED_AOP_PENALTY_DEG`. ``score`` is None (with ``score_reason``) when no case
-    has a measurable ground truth.
+    has a measurable ground truth. ``agreement`` maps "aop" (prediction vs ground-truth mask,
+    deg), "aop_reference" (prediction vs the published AoP, deg), "hsd_px" and "hsd_mm" to the
+    :class:`~.agreement.Agreement` of the cases where both values exist, or None where none do.
     """
 
     name: str
@@ -213,6 +218,7 @@ class BlockSummary:
     score_delta_aop: float | None
     score: float | None
     score_reason: str | None = None
+    agreement: Mapping[str, Agreement | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -229,6 +235,7 @@ class BlockSummary:
             "score_delta_aop": self.score_delta_aop,
             "score": self.score,
             "score_reason": self.score_reason,
+            "agreement": {k: None if v is None else v.to_dict() for k, v in self.agreement.items()},
         }
 
 
@@ -285,6 +292,8 @@ class EvaluationReport:
                 "failed_aop_penalty_deg": FAILED_AOP_PENALTY_DEG,
                 "score": "0.25*mDice + 0.125*(1-mHD/100) + 0.125*(1-mASD/100) + 0.5*(1-mdAoP/180); "
                 "Dice/HD/ASD averaged over ps, fh, all",
+                "agreement": "Bland-Altman of prediction - ground truth (or - reference): bias = mean difference, "
+                "lower/upper = bias -/+ 1.96 SD, proportional_slope = slope of the difference on the pair's mean",
             },
         }
 
@@ -406,6 +415,12 @@ def summarise_block(name: str, cases: Sequence[CaseResult]) -> BlockSummary:
         score_delta_aop=score_delta_aop,
         score=score,
         score_reason=reason,
+        agreement={
+            "aop": bland_altman([c.aop_pred for c in cases], [c.aop_gt for c in cases]),
+            "aop_reference": bland_altman([c.aop_pred for c in cases], [c.aop_reference for c in cases]),
+            "hsd_px": bland_altman([c.hsd_pred_px for c in cases], [c.hsd_gt_px for c in cases]),
+            "hsd_mm": bland_altman([c.hsd_pred_mm for c in cases], [c.hsd_gt_mm for c in cases]),
+        },
     )
 
 
