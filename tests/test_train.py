@@ -367,6 +367,9 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     if overall["mean_abs_delta_aop_deg"] is not None:  # the tiny model's masks measured
         assert overall["mean_abs_delta_aop_reference_deg"] is not None
     assert "vs aop_reference.csv" in (models / "tiny.md").read_text()
+    assert set(overall) >= {"aop_agreement", "aop_reference_agreement"}
+    if overall["aop_reference_agreement"] is not None:  # signed: the same frames' |dAoP| is its size
+        assert abs(overall["aop_reference_agreement"]["bias"]) <= overall["mean_abs_delta_aop_reference_deg"] + 1e-9
     shipped = torch.load(models / "tiny.pt", weights_only=False)
     assert shipped["lineage"] == card["training"]["lineage"]  # the new weights carry their history
     assert "Fine-tuned" in (models / "tiny.md").read_text()
@@ -573,9 +576,13 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     # distances were seen to differ in the 8th digit), hence approx for the floats.
     reference = ship_model(tmp_path / "held-out", tmp_path / "ref-models", "ref", command, blocks, data)
     assert card["validation"].keys() == reference["validation"].keys()
+    def close(v):
+        if isinstance(v, dict):
+            return {k: close(x) for k, x in v.items()}
+        return pytest.approx(v, rel=1e-6) if isinstance(v, float) else v
+
     for block, figures in reference["validation"].items():
-        assert card["validation"][block] == {k: (pytest.approx(v, rel=1e-6) if isinstance(v, float) else v)
-                                             for k, v in figures.items()}, block
+        assert card["validation"][block] == close(figures), block
     assert card["validation"]["overall"]["cases"] == 2
     assert "Validation of the same recipe without these frames" in (models / "tiny.md").read_text()
     assert card["training"]["best_epoch"] is None and card["training"]["shipped_epoch"] == 1
@@ -987,3 +994,25 @@ def test_a_validation_split_that_leaves_nothing_to_train_on_says_what_to_change(
                                          r"IDs\): lower --validation-count, or 0"):
         train(settings)
     assert not (tmp_path / "run" / "split.json").exists()
+
+
+def test_model_card_states_the_signed_aop_agreement_and_a_bias_as_a_known_limit():
+    from ipp_seg.train.ship import _agreement_markdown, _bias_limit
+
+    low = {"n": 200, "bias": -4.13, "sd": 9.0, "lower": -21.77, "upper": 13.51, "proportional_slope": -0.163}
+    validation = {"overall": {"aop_agreement": {**low, "bias": -3.0}, "aop_reference_agreement": low},
+                  "style:wide": {"aop_agreement": low, "aop_reference_agreement": low}}
+    table = "\n".join(_agreement_markdown(validation))
+    assert "| overall | aop_reference.csv | 200 | -4.13 | -21.77 to +13.51 | -0.163 |" in table
+    assert "| overall | ground-truth mask, same method | 200 | -3.00 |" in table
+    assert "style:wide" not in table  # the styles repeat the blocks
+    # The limit is stated from the figures, against the reference where the card has one.
+    (limit,) = _bias_limit(validation)
+    assert "reads low by 4.1 deg" in limit and "aop_reference.csv" in limit and "-21.8 to +13.5" in limit
+    assert "large angles, a descended head, read lower" in limit
+    flat = {"overall": {"aop_agreement": {**low, "bias": 0.4, "proportional_slope": 0.01},
+                        "aop_reference_agreement": None}}
+    (limit,) = _bias_limit(flat)
+    assert "reads high by 0.4 deg" in limit and "ground-truth mask" in limit and "grows" not in limit
+    # A card measured before the agreement existed has neither.
+    assert _agreement_markdown({"overall": {"cases": 3}}) == [] and _bias_limit({"overall": {}}) == []

@@ -48,7 +48,14 @@ def _block_metrics(block) -> dict:
         "median_abs_delta_aop_reference_deg": m["delta_aop_reference"].median,
         "failed_measurements": block.n_failed_pred, "failed_with_gt_ok": block.n_failed_pred_gt_ok,
         "score": block.score,
+        # Signed: which way the AoP errs, and whether more so for larger angles (Bland-Altman).
+        "aop_agreement": _agreement(block.agreement.get("aop")),
+        "aop_reference_agreement": _agreement(block.agreement.get("aop_reference")),
     }
+
+
+def _agreement(agreement) -> dict | None:
+    return None if agreement is None else agreement.to_dict()
 
 
 def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
@@ -364,6 +371,7 @@ def model_card_markdown(card: dict) -> str:
                          f"{_f(m['median_abs_delta_aop_deg'], 2)} | {_f(m.get('mean_abs_delta_aop_reference_deg'), 2)} / "
                          f"{_f(m.get('median_abs_delta_aop_reference_deg'), 2)} | {m['failed_measurements']} | "
                          f"{_f(m['score'])} |")
+    lines += _agreement_markdown(card.get("validation", {}))
     lines += ["", "## Files", ""]
     lines += [f"- `{f['name']}`: sha256 `{f['sha256']}` ({f['bytes']:,} bytes)" for f in card["files"].values()]
     lines += ["", "## Known limits", "",
@@ -373,8 +381,44 @@ def model_card_markdown(card: dict) -> str:
               "AoP, is ill-defined: the largest validation angle errors (20-50 deg) are such frames, a few "
               "acquisitions' worth of neighbouring IDs.",
               "- The narrow-sector block is 30 frames: its figures carry about twice the wide block's sampling "
-              "error.", ""]
+              "error.", *_bias_limit(card.get("validation", {})), ""]
     return "\n".join(lines)
+
+
+_AGAINST = (("aop_agreement", "ground-truth mask, same method"), ("aop_reference_agreement", "aop_reference.csv"))
+
+
+def _agreement_markdown(validation: dict) -> list[str]:
+    """The signed AoP agreement per block (Bland-Altman), where the card has it."""
+    rows = [(block, against, m[key]) for block, m in validation.items() if not block.startswith("style:")
+            for key, against in _AGAINST if m.get(key)]
+    if not rows:
+        return []
+    lines = ["", "AoP agreement, prediction minus the truth (Bland-Altman; ellipse method, no --tta):", "",
+             "| block | against | frames | bias deg | 95 % limits of agreement deg | proportional bias (slope) |",
+             "|---|---|---|---|---|---|"]
+    for block, against, a in rows:
+        limits = "-" if a["lower"] is None else f"{a['lower']:+.2f} to {a['upper']:+.2f}"
+        slope = "-" if a["proportional_slope"] is None else f"{a['proportional_slope']:+.3f}"
+        lines.append(f"| {block} | {against} | {a['n']} | {a['bias']:+.2f} | {limits} | {slope} |")
+    return lines
+
+
+def _bias_limit(validation: dict) -> list[str]:
+    """A known limit stated from the card's own figures: the AoP's overall signed bias."""
+    overall = validation.get("overall", {})
+    key, against = next(((k, w) for k, w in reversed(_AGAINST) if overall.get(k)), (None, None))
+    if key is None:
+        return []
+    a = overall[key]
+    text = (f"- On validation the AoP reads {'low' if a['bias'] < 0 else 'high'} by {abs(a['bias']):.1f} deg on "
+            f"average against {against} (95 % of frames within {a['lower']:+.1f} to {a['upper']:+.1f} deg)"
+            if a["lower"] is not None else f"- On validation the AoP's mean signed error is {a['bias']:+.1f} deg")
+    slope = a["proportional_slope"]
+    if slope is not None and abs(slope) >= 0.05:
+        text += (f", and the error grows with the angle ({slope:+.2f} deg per deg): large angles, a descended "
+                 f"head, read {'lower' if slope < 0 else 'higher'} still")
+    return [text + "."]
 
 
 def _best_epoch_text(training: dict) -> str:
