@@ -457,29 +457,39 @@ def test_endpoint_heatmap_loss_is_lowest_at_the_true_ends_and_has_a_gradient():
     assert float(none.detach()) == 0.0 and none.requires_grad
 
 
-def test_endpoint_head_trains_resumes_and_never_ships(tmp_path):
+def _train_with_and_without(tmp_path, **aux) -> dict:
+    """One epoch on a tiny synthetic folder without and with a training-only setting, then the
+    run with it resumed for a second epoch: the checkpoints, by name."""
     data = _synthetic_folder(tmp_path / "data", n=5)
     base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "plain"), epochs=1,
                          batch_size=4, validation_count=1, input_size=(64, 64), threads=1, bf16=False,
                          learning_rate=1e-2, warmup_epochs=0.0, seed=3)
     train(base)
-    aux = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "aux"), "endpoint_weight": 1.0})
-    train(aux)
-    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)
-    with_head = torch.load(tmp_path / "aux" / "last.pt", weights_only=False)
-    best = torch.load(tmp_path / "aux" / "best.pt", weights_only=False)
+    with_aux = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "aux"), **aux})
+    train(with_aux)
+    runs = {"plain": torch.load(tmp_path / "plain" / "last.pt", weights_only=False),
+            "aux": torch.load(tmp_path / "aux" / "last.pt", weights_only=False),
+            "aux_best": torch.load(tmp_path / "aux" / "best.pt", weights_only=False)}
+    train(TrainSettings(**{**with_aux.__dict__, "epochs": 2}), resume=True)
+    runs["resumed"] = torch.load(tmp_path / "aux" / "last.pt", weights_only=False)
+    return runs
+
+
+def _resumed_not_redrawn(saved: torch.Tensor, resumed: torch.Tensor) -> bool:
+    """One more step at a learning rate of 1e-2 from saved weights moves them a little, not to a
+    new random draw (which would differ by about the weights' own size)."""
+    return float((resumed - saved).abs().max()) < 0.5 * float(saved.abs().max())
+
+
+def test_endpoint_head_trains_resumes_and_never_ships(tmp_path):
+    runs = _train_with_and_without(tmp_path, endpoint_weight=1.0)
+    plain, with_head = runs["plain"], runs["aux"]
     # The network is the plain config (same tensors), and the term changed how it learned.
-    assert with_head["model"].keys() == plain["model"].keys() and "endpoint_head" not in best
+    assert with_head["model"].keys() == plain["model"].keys() and "endpoint_head" not in runs["aux_best"]
     assert not torch.allclose(with_head["model"]["fuse.0.weight"], plain["model"]["fuse.0.weight"])
     # Resume restores the head's weights, not a fresh head.
-    train(TrainSettings(**{**aux.__dict__, "epochs": 2}), resume=True)
-    resumed = torch.load(tmp_path / "aux" / "last.pt", weights_only=False)
-    final = with_head["endpoint_head"]["1.weight"]
-    assert resumed["optimiser"]["state"][0]["step"] == 2
-    # One more step at a learning rate of 1e-2 from the saved head moves it a little, not to a
-    # new random draw (which would differ by about the weights' own size).
-    moved = (resumed["endpoint_head"]["1.weight"] - final).abs().max()
-    assert float(moved) < 0.5 * float(final.abs().max())
+    assert runs["resumed"]["optimiser"]["state"][0]["step"] == 2
+    assert _resumed_not_redrawn(with_head["endpoint_head"]["1.weight"], runs["resumed"]["endpoint_head"]["1.weight"])
 
 
 def test_deep_supervision_loss_weighs_finer_levels_more_and_reaches_every_level():
@@ -517,26 +527,15 @@ def test_deep_supervision_heads_train_resume_and_never_ship(tmp_path):
     shapes = [tuple(lg.shape[-2:]) for lg in heads(outputs.levels)]
     assert shapes == [(2, 2), (4, 4), (8, 8)] and tuple(outputs.fused.shape[-2:]) == (16, 16)
 
-    data = _synthetic_folder(tmp_path / "data", n=5)
-    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "plain"), epochs=1,
-                         batch_size=4, validation_count=1, input_size=(64, 64), threads=1, bf16=False,
-                         learning_rate=1e-2, warmup_epochs=0.0, seed=3)
-    train(base)
-    supervised = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "ds"), "deep_supervision": 0.5})
-    train(supervised)
-    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)
-    with_heads = torch.load(tmp_path / "ds" / "last.pt", weights_only=False)
-    best = torch.load(tmp_path / "ds" / "best.pt", weights_only=False)
+    runs = _train_with_and_without(tmp_path, deep_supervision=0.5)
+    plain, with_heads = runs["plain"], runs["aux"]
     # The network is the plain config (same tensors); the term reached the deep decoder levels.
-    assert with_heads["model"].keys() == plain["model"].keys() and "deep_supervision_heads" not in best
+    assert with_heads["model"].keys() == plain["model"].keys() and "deep_supervision_heads" not in runs["aux_best"]
     assert not torch.allclose(with_heads["model"]["decoder_out.0.0.weight"], plain["model"]["decoder_out.0.0.weight"])
     assert with_heads["settings"]["deep_supervision"] == 0.5
     # Resume restores the heads' weights, not fresh ones.
-    train(TrainSettings(**{**supervised.__dict__, "epochs": 2}), resume=True)
-    resumed = torch.load(tmp_path / "ds" / "last.pt", weights_only=False)
-    final = with_heads["deep_supervision_heads"]["0.weight"]
-    moved = (resumed["deep_supervision_heads"]["0.weight"] - final).abs().max()
-    assert float(moved) < 0.5 * float(final.abs().max())
+    assert _resumed_not_redrawn(with_heads["deep_supervision_heads"]["0.weight"],
+                                runs["resumed"]["deep_supervision_heads"]["0.weight"])
 
 
 def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation(tmp_path):
