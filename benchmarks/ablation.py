@@ -41,6 +41,15 @@ def _pair(metrics: dict, name: str) -> str:
     return "-" if mean is None else f"{mean:.1f} / {median:.1f}"
 
 
+def _bias(agreement: dict | None) -> str:
+    """Bland-Altman "bias (lower to upper), slope" of an agreement dict, "-" where not measured."""
+    if not agreement or agreement.get("lower") is None:
+        return "-"
+    slope = agreement.get("proportional_slope")
+    return (f"{agreement['bias']:+.1f} ({agreement['lower']:+.1f} to {agreement['upper']:+.1f})"
+            + ("" if slope is None else f", {slope:+.2f}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -53,8 +62,9 @@ def main() -> None:
     seen = tuple(args.seen.split("-")) if args.seen else None
 
     print("| run | config | params (M) | GMACs @256 | epochs | train h | TTA | block | Dice PS | Dice FH | Dice all | "
-          "HD all px | mean / median abs dAoP (deg) | vs aop_reference.csv (deg) | failed | score | s per 230 frames |")
-    print("|" + "---|" * 17)
+          "HD all px | mean / median abs dAoP (deg) | vs aop_reference.csv (deg) | bias vs aop_reference.csv, "
+          "95 % limits, slope (deg) | failed | score | s per 230 frames |")
+    print("|" + "---|" * 18)
     curves = {}
     for run in args.runs:
         if run.is_file():  # a run's own checkpoint is named by its run, any other file by itself
@@ -88,7 +98,7 @@ def main() -> None:
                           f"{'yes' if tta else 'no'} | {block} | {m['dice_ps']:.3f} | {m['dice_fh']:.3f} | "
                           f"{m['dice_all']:.3f} | {m['hd_all_px']:.1f} | {m['mean_abs_delta_aop_deg']:.1f} / "
                           f"{m['median_abs_delta_aop_deg']:.1f} | {_pair(m, 'abs_delta_aop_reference_deg')} | "
-                          f"{m['failed_measurements']} | "
+                          f"{_bias(m.get('aop_reference_agreement'))} | {m['failed_measurements']} | "
                           f"{m['score']:.3f} | {result['inference_seconds']:.0f} |")
     epochs = sorted({e for c in curves.values() for e in c})
     if not epochs:
