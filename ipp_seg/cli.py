@@ -116,6 +116,9 @@ def train(
     dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
     shape_weight: float = typer.Option(0.0, "--shape-weight", min=0.0,
                                        help="Weight of the PS centroid/second-moment loss (aimed at the AoP)."),
+    boundary_weight: float = typer.Option(0.0, "--boundary-weight", min=0.0,
+                                          help="Weight of the PS boundary-distance loss: predicted PS probability "
+                                               "charged by its distance (px) from the true PS (aimed at the AoP)."),
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.99999,
                                     help="Keep, validate and ship an exponential moving average of the weights "
                                          "with this decay per step (0: off; 0.998 averages ~5 epochs)."),
@@ -160,7 +163,7 @@ def train(
                              extra_validation=extra, device=device, threads=threads, bf16=bf16,
                              warmup_epochs=warmup_epochs, ce_class_weights=ce, dice_class_weights=dice_w,
                              shape_weight=shape_weight, ema_decay=ema_decay, endpoint_weight=endpoint_weight,
-                             deep_supervision=deep_supervision,
+                             deep_supervision=deep_supervision, boundary_weight=boundary_weight,
                              init_from=str(init_from) if init_from else None, drop_path=drop_path,
                              input_size=(input_size, input_size), mask_labels=_parse_labels(labels),
                              augmentation=AugmentationSettings(elastic_probability=elastic,

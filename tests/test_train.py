@@ -419,6 +419,61 @@ def test_segmentation_loss_adds_the_shape_term_only_when_weighted():
     assert float(segmentation_loss(logits, truth, shape_weight=1.0)) > plain + 0.1
 
 
+def test_signed_distance_is_negative_inside_positive_outside_in_pixels():
+    from ipp_seg.train.losses import signed_distance_px
+
+    truth = np.zeros((20, 30), np.uint8)
+    truth[5:15, 10:20] = 1
+    d = signed_distance_px(truth)
+    assert d[10, 25] == pytest.approx(6.0, abs=0.01)  # 6 px right of the square's last column
+    assert d[10, 14] <= -4.0 and d[5, 15] == pytest.approx(-1.0) and d[4, 15] == pytest.approx(1.0)
+
+
+def test_boundary_distance_loss_charges_misplaced_probability_by_its_distance():
+    from ipp_seg.train.losses import boundary_distance_loss
+
+    def labels_with_ps(x0):
+        lab = torch.zeros(1, 64, 64, dtype=torch.long)
+        lab[0, 40:60, 5:60] = 2
+        lab[0, 10:20, x0:x0 + 16] = 1
+        return lab
+
+    truth = labels_with_ps(10)
+
+    def confident(lab):
+        return (torch.nn.functional.one_hot(lab, 3).permute(0, 3, 1, 2).float() * 30).requires_grad_()
+
+    exact = float(boundary_distance_loss(confident(truth), truth).detach())
+    near = float(boundary_distance_loss(confident(labels_with_ps(14)), truth).detach())
+    far = float(boundary_distance_loss(confident(labels_with_ps(30)), truth).detach())
+    # 0 for the truth. A PS moved 20 px, clear of the true one, costs at least the mean distance
+    # of its pixels from it (5 to 20 px, mean 12.5) plus the depth of the true pixels it left;
+    # one moved 4 px, still overlapping, costs about a pixel.
+    assert exact == pytest.approx(0.0, abs=1e-6)
+    assert 0.5 < near < 2 and 12.5 < far < 20
+    logits = confident(labels_with_ps(30))
+    boundary_distance_loss(logits, truth).backward()
+    assert float(logits.grad.abs().sum()) > 0
+    # An image whose PS was cropped away counts for nothing.
+    no_ps = torch.zeros(1, 64, 64, dtype=torch.long)
+    loss = boundary_distance_loss(torch.zeros(1, 3, 64, 64, requires_grad=True), no_ps)
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
+    assert float(segmentation_loss(logits, truth, boundary_weight=1.0).detach()) > \
+        float(segmentation_loss(logits, truth).detach())
+
+
+def test_boundary_weight_reaches_the_training_loss_and_the_recipe(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    common = dict(config="dssau-net-s", data=str(data), epochs=1, batch_size=4, validation_count=1,
+                  input_size=(64, 64), threads=1, bf16=False, seed=3)
+    plain = train(TrainSettings(out=str(tmp_path / "plain"), **common))
+    weighted = train(TrainSettings(out=str(tmp_path / "boundary"), boundary_weight=0.5, **common))
+    # The same data, seed and weights at the start: only the added term makes the loss larger.
+    assert weighted.history[0].train_loss > plain.history[0].train_loss
+    saved = torch.load(tmp_path / "boundary" / "last.pt", weights_only=False)
+    assert saved["settings"]["boundary_weight"] == 0.5
+
+
 def test_ps_axis_ends_are_the_long_axis_ends_of_the_ps():
     from ipp_seg.train.losses import ps_axis_ends
 
@@ -783,11 +838,12 @@ def test_recipe_differences_ignore_paths_seed_and_split_and_treat_unrecorded_set
 
     new = TrainSettings(config="dssau-net-s", data="a", out="b", shape_weight=1.0).to_dict()
     old = {k: v for k, v in new.items()
-           if k not in ("endpoint_weight", "ema_decay", "deep_supervision")}  # before they existed
+           if k not in ("endpoint_weight", "ema_decay", "deep_supervision", "boundary_weight")}  # before they existed
     old.update(data="elsewhere", out="c", seed=9, threads=1, validation_count=0)
     assert recipe_differences(new, old) == []
     assert recipe_differences({**new, "endpoint_weight": 0.1}, old) == ["endpoint_weight"]
     assert recipe_differences({**new, "deep_supervision": 0.5}, old) == ["deep_supervision"]
+    assert recipe_differences({**new, "boundary_weight": 0.05}, old) == ["boundary_weight"]
     assert recipe_differences(new, {**old, "shape_weight": 0.0, "learning_rate": 1.0}) == ["learning_rate",
                                                                                            "shape_weight"]
     # An augmentation field an older run did not record is off; turning it on changes the recipe.

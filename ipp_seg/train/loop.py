@@ -55,6 +55,7 @@ class TrainSettings:
     ce_class_weights: tuple[float, float, float] = (1.0, 2.0, 1.0)
     dice_class_weights: tuple[float, float] = (1.5, 1.0)
     shape_weight: float = 0.0  # PS centroid/second-moment term (losses.shape_moment_loss), aimed at the AoP
+    boundary_weight: float = 0.0  # PS boundary-distance term (losses.boundary_distance_loss), aimed at the AoP
     input_size: tuple[int, int] = (256, 256)
     mask_labels: tuple[int, int] = (1, 2)  # the PS and FH values in the folder's masks (trained as 1 and 2)
     max_train_cases: int | None = None  # for smoke tests
@@ -309,7 +310,8 @@ def train(settings: TrainSettings, resume: bool = False,
                 heatmap = endpoint_head(outputs.fused) if endpoint_head is not None else None
                 level_logits = level_heads(outputs.levels) if level_heads is not None else None
             loss = segmentation_loss(logits_on_grid(outputs.logits, tuple(y.shape[-2:])), y, settings.dice_weight,
-                                     settings.ce_class_weights, settings.dice_class_weights, settings.shape_weight)
+                                     settings.ce_class_weights, settings.dice_class_weights, settings.shape_weight,
+                                     settings.boundary_weight)
             if heatmap is not None:
                 ends = [ps_axis_ends(lab) for lab in y.cpu().numpy()]
                 loss = loss + settings.endpoint_weight * endpoint_heatmap_loss(heatmap, ends, tuple(y.shape[-2:]))

@@ -262,7 +262,8 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                        # added later: runs from before them had them off
                        "shape_weight": settings.get("shape_weight", 0.0), "ema_decay": settings.get("ema_decay", 0.0),
                        "endpoint_weight": settings.get("endpoint_weight", 0.0),
-                       "deep_supervision": settings.get("deep_supervision", 0.0)},
+                       "deep_supervision": settings.get("deep_supervision", 0.0),
+                       "boundary_weight": settings.get("boundary_weight", 0.0)},
         },
         **_card_validation(validation, validation_tta, validation_source),
         "files": {
