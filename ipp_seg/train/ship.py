@@ -58,6 +58,18 @@ def _agreement(agreement) -> dict | None:
     return None if agreement is None else agreement.to_dict()
 
 
+def segment_by_id(segmenter, frames: dict, tta: bool = False) -> dict:
+    """Label masks of ``{case_id: frame}``, by case ID, in model calls of 8 frames as users'
+    batches run."""
+    ids = list(frames)
+    predictions = {}
+    for start in range(0, len(ids), 8):
+        chunk = ids[start:start + 8]
+        masks, _, _ = segment_frames([frames[cid] for cid in chunk], segmenter, tta)
+        predictions.update(zip(chunk, masks))
+    return predictions
+
+
 def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
                        blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,),
                        labels: tuple[int, int] = (1, 2)) -> list[dict]:
@@ -76,12 +88,8 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
     results = []
     for tta in tta_modes:
-        predictions = {}
         started = time.perf_counter()
-        for start in range(0, len(ids), 8):
-            chunk = ids[start:start + 8]
-            masks, _, _ = segment_frames([frames[cid] for cid in chunk], segmenter, tta)
-            predictions.update(zip(chunk, masks))
+        predictions = segment_by_id(segmenter, frames, tta)
         seconds = time.perf_counter() - started
         result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta}
         for method in ("ellipse", "challenge"):
