@@ -25,10 +25,9 @@ from ipp_seg.nn.configs import get_config
 from ipp_seg.nn.export import export_onnx
 from ipp_seg.train.lineage import run_cost
 from ipp_seg.train.loop import BEST, LAST, load_checkpoint_model
-from ipp_seg.train.ship import validate_onnx
+from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS as BLOCKS, validate_onnx
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCKS = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
 
 
 def history(run: Path) -> list[dict]:

@@ -22,10 +22,9 @@ from ipp_seg.inference.backends import OnnxSegmenter
 from ipp_seg.inference.registry import ModelSpec
 from ipp_seg.io import read_frame
 from ipp_seg.train.data import find_pairs, load_cases
-from ipp_seg.train.ship import REFERENCE_AOP_FILE, segment_by_id
+from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS as BLOCKS, REFERENCE_AOP_FILE, segment_by_id
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCKS = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
 BANDS_DEG = ((0, 100), (100, 110), (110, 120), (120, 140), (140, 360))
 
 
@@ -47,7 +46,8 @@ def main() -> None:
     print("| block | reference AoP (deg) | frames | mean signed error (deg) | median abs error (deg) |")
     print("|---|---|---|---|---|")
     for name, (first, last) in BLOCKS.items():
-        cases = [c for c in report.cases if first <= c.case_id <= last and c.aop_pred is not None]
+        cases = [c for c in report.cases if first <= c.case_id <= last
+                 and c.aop_pred is not None and c.aop_reference is not None]
         for low, high in BANDS_DEG:
             errors = np.array([c.aop_pred - c.aop_reference for c in cases if low <= c.aop_reference < high])
             if errors.size:

@@ -21,7 +21,7 @@ import json
 import logging
 from pathlib import Path
 
-from ipp_seg.train.ship import revalidate_card, ship_model
+from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS, revalidate_card, ship_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def main() -> None:
                         help="Ship the run's best epoch by validation (default) or its last.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    blocks = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
+    blocks = PSFHS_VALIDATION_BLOCKS
     if args.revalidate:
         card = revalidate_card(args.models_dir, args.revalidate, blocks, args.data, validated_by=args.validated_by)
         print(json.dumps(card["validation"], indent=2))

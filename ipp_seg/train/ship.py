@@ -34,6 +34,9 @@ PSFHS_CITATION = ("Chen G, Bai J, Ou Z, Lu Y, Wang H. PSFHS: Intrapartum ultraso
 
 # PSFHS's published AoP per case (the FH-PS-AOP evaluator on the expert masks), beside the frames.
 REFERENCE_AOP_FILE = "aop_reference.csv"
+# The shared PSFHS data's validation blocks, never trained on: the last 200 IDs (wide sector)
+# and the last 30 of the narrow-sector IDs. Model cards and benchmarks report per block.
+PSFHS_VALIDATION_BLOCKS = {"wide (04602-04801)": ("04602", "04801"), "narrow (04372-04401)": ("04372", "04401")}
 
 
 def _block_metrics(block) -> dict:
