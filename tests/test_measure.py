@@ -518,6 +518,7 @@ def _fit_failing(monkeypatch, which):
 NEAR_VERTICAL = dict(ps_center=(60, 70), ps_a=35, ps_b=10, ps_angle=85, head_center=(165, 160))
 LOW_AOP = dict(ps_center=(170, 60), ps_angle=0, head_center=(60, 160), head_axes=(50, 45))
 HIGH_AOP = dict(ps_center=(60, 120), ps_a=30, ps_b=9, ps_angle=0, head_center=(190, 80), head_axes=(60, 55))
+ROUND_PS = dict(ps_a=18, ps_b=15)  # short/long axis 0.83: rounder than any expert PS outline
 HSD_MISS = dict(ps_center=(110, 40), ps_angle=-15, head_center=(70, 170), head_axes=(60, 50))
 
 REASON_CASES = {
@@ -532,6 +533,7 @@ REASON_CASES = {
     "fh_fragmented": lambda mp: measure_progress(_fragmented(2), (0.2, 0.2)),
     "fh_ellipse_poor_fit": lambda mp: measure_progress(_cross_head(), (0.2, 0.2)),
     "ps_axis_near_vertical": lambda mp: measure_progress(typical_scene(**NEAR_VERTICAL), (0.2, 0.2)),
+    "ps_nearly_round": lambda mp: measure_progress(typical_scene(**ROUND_PS), (0.2, 0.2)),
     "aop_out_of_range": lambda mp: measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2)),
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
@@ -608,6 +610,24 @@ def test_status_ps_axis_near_vertical():
     assert "ps_axis_near_vertical" in measure_progress(tilted, (0.05, 0.2)).reasons
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_status_ps_nearly_round(method):
+    res = measure_progress(typical_scene(**ROUND_PS), (0.2, 0.2), method=method)
+    _check(res, "ps_nearly_round", "warning")
+    assert res.aop_deg is not None and res.hsd_mm is not None  # a warning keeps the values
+    # an expert-like PS (axis ratio 0.6, below the 0.70 limit) is not flagged
+    assert "ps_nearly_round" not in measure_progress(typical_scene(ps_a=25, ps_b=15), (0.2, 0.2),
+                                                     method=method).reasons
+
+
+def test_status_ps_nearly_round_decided_in_physical_space():
+    # 30 x 12 px, long axis along x: elongated on an isotropic grid, round when the pixels are
+    # 2.5 times narrower along x (2.4 mm x 2.4 mm)
+    scene = typical_scene(ps_a=30, ps_b=12, ps_angle=0)
+    assert "ps_nearly_round" not in measure_progress(scene, (0.2, 0.2)).reasons
+    assert "ps_nearly_round" in measure_progress(scene, (0.08, 0.2)).reasons
+
+
 def test_status_aop_out_of_range_low_and_high():
     res = measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2))
     _check(res, "aop_out_of_range", "warning")
@@ -682,6 +702,25 @@ def test_farthest_pair_and_hull_tangents():
     t = geo.hull_tangent_points(circle, np.array([2.0, 0.0]))
     assert sorted(t[:, 1]) == pytest.approx([-math.sqrt(3) / 2, math.sqrt(3) / 2], abs=1e-2)
     assert geo.hull_tangent_points(circle, np.array([0.2, 0.0])) is None
+
+
+def test_region_axis_ratio():
+    shape = (200, 200)
+    disc = ellipse_region(shape, (1.0, 1.0), (100, 100), 40, 40, 0)
+    assert geo.region_axis_ratio(disc) == pytest.approx(1.0, abs=0.01)
+    for angle in (0, 30, 75):  # b/a of a filled ellipse, whatever its orientation
+        ell = ellipse_region(shape, (1.0, 1.0), (100, 100), 60, 15, angle)
+        assert geo.region_axis_ratio(ell) == pytest.approx(0.25, abs=0.01)
+    # physical units: the same pixels, x pixels four times wider, are a disc
+    ell = ellipse_region(shape, (1.0, 1.0), (100, 100), 60, 15, 0)
+    assert geo.region_axis_ratio(ell, (0.25, 1.0)) == pytest.approx(1.0, abs=0.02)
+    line = np.zeros(shape, bool)
+    line[50, 20:180] = True
+    assert geo.region_axis_ratio(line) == pytest.approx(0.0, abs=1e-9)
+    dot = np.zeros(shape, bool)
+    dot[5, 5] = True
+    assert geo.region_axis_ratio(dot) == 1.0
+    assert math.isnan(geo.region_axis_ratio(np.zeros(shape, bool)))
 
 
 def test_oriented_and_unsigned_angles():

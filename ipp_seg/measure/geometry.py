@@ -24,6 +24,7 @@ __all__ = [
     "ellipse_tangent_points",
     "hull_tangent_points",
     "farthest_pair",
+    "region_axis_ratio",
     "boundary_points",
     "boundary_segments",
     "ray_segments_hit",
@@ -197,6 +198,26 @@ for _codes, _col in (((8, 7, 5), 0), ((4, 11, 10), 1), ((2, 13, 5), 2), ((1, 14,
 _MS_LUT.setflags(write=False)
 # Side midpoints relative to the cell's top-left pixel centre.
 _MS_SIDE_OFFSET = np.array([[0.5, 0.0], [1.0, 0.5], [0.5, 1.0], [0.0, 0.5]])
+
+
+def region_axis_ratio(region: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> float:
+    """Short-to-long axis ratio of a binary region from its second moments (dimensionless).
+
+    The square root of the ratio of the eigenvalues of the covariance of the region's pixel
+    coordinates, each scaled by ``scale`` (x, y units per pixel, e.g. mm) first, so that it
+    describes the physical shape: 1 for a disc, b/a for a filled ellipse with semi-axes
+    a >= b, 0 for a straight line of pixels. NaN for an empty region.
+    """
+    mom = cv2.moments(np.ascontiguousarray(region, dtype=np.uint8), binaryImage=True)
+    if mom["m00"] == 0:
+        return math.nan
+    sx, sy = float(scale[0]), float(scale[1])
+    cov = np.array([[mom["mu20"] * sx * sx, mom["mu11"] * sx * sy],
+                    [mom["mu11"] * sx * sy, mom["mu02"] * sy * sy]])
+    low, high = np.linalg.eigvalsh(cov)
+    if high <= 0.0:  # a single pixel: no extent along any direction
+        return 1.0
+    return float(math.sqrt(max(low, 0.0) / high))
 
 
 def _pad(region: np.ndarray) -> np.ndarray:

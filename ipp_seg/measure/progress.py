@@ -60,7 +60,8 @@ import numpy as np
 from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, Landmarks, Measurement
 
-__all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG"]
+__all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
+           "MAX_PS_AXIS_RATIO"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ FRAGMENT_FRACTION = 0.10  # another component above this fraction of the kept on
 MIN_FH_ELLIPSE_IOU = 0.85
 AOP_RANGE_DEG = (60.0, 200.0)
 NEAR_VERTICAL_DEG = 10.0
+# A PS rounder than this (short/long axis ratio from second moments, physical units) has no
+# well-defined long axis: a few boundary pixels turn it, and the AoP with it. 0.70 is the
+# 99.5th percentile of the expert PS outlines of the 828 PSFHS training frames (median 0.56,
+# max 0.75; 7 of all 1,058 expert masks exceed it); on the held-out blocks the shipped models' PS exceeds it in 5-6 of 230 frames,
+# 4-5 of them with an AoP error above 10 deg (benchmarks/RESULTS.md).
+MAX_PS_AXIS_RATIO = 0.70
 # The FH-PS-AOP 2023 evaluator converts degrees to radians with this truncated factor; the
 # published reference values depend on it (to ~0.01 deg), so the challenge method keeps it.
 _CHALLENGE_DEG2RAD = 0.01745
@@ -313,6 +320,8 @@ def measure_progress(
     fh = _extract(fh_bin, "fh", reasons)
     if ps is None or fh is None:
         return result()
+    if geo.region_axis_ratio(ps.filled, scale) > MAX_PS_AXIS_RATIO:
+        reasons.append("ps_nearly_round")
 
     # --- PS axis ends and FH model -------------------------------------------------------
     fh_ell: geo.Ellipse | None = None

@@ -30,6 +30,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_fragmented": ("warning", "another PS component exceeds 10 % of the kept one's area"),
     "fh_fragmented": ("warning", "another FH component exceeds 10 % of the kept one's area"),
     "fh_ellipse_poor_fit": ("warning", "the FH mask and its fitted ellipse overlap with IoU < 0.85"),
+    "ps_nearly_round": ("warning", "PS short/long axis ratio above 0.70, rounder than 99.5 % of expert outlines: "
+                        "its long axis, and so the AoP, is ill-defined"),
     "ps_axis_near_vertical": ("warning", "PS axis within 10 deg of vertical: the inferior end is ill-posed"),
     "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side"),
