@@ -517,6 +517,8 @@ def evaluate(
                       str(block.n_failed_pred), _fmt(block.score, 4))
     Console().print(table)
     Console().print(_agreement_table(report.blocks, reference is not None))
+    if any(block.reasons_pred for block in report.blocks):
+        Console().print(_reasons_table(report.blocks))
     for label, ids in (("missing predictions", report.missing_predictions),
                        ("predictions without ground truth", report.missing_ground_truth)):
         if ids:
@@ -549,6 +551,21 @@ def _agreement_table(blocks, with_reference: bool) -> Table:
             limits = "-" if a.lower is None else f"{a.lower:+.2f} to {a.upper:+.2f}"
             slope = "-" if a.proportional_slope is None else f"{a.proportional_slope:+.3f}"
             table.add_row(block.name, name, str(a.n), f"{a.bias:+.2f}", limits, slope)
+    return table
+
+
+def _reasons_table(blocks) -> Table:
+    """Per block, how many predicted measurements carry each reason code and how far their AoP
+    is from the ground truth's: whether a warning marks the frames to check."""
+    from .measure import REASONS
+
+    table = _table("Reasons on the predicted measurements", ("block", "reason", "severity", "cases",
+                                                              "mean |ΔAoP| (°)", "median |ΔAoP| (°)"),
+                   justify="right")
+    for block in blocks:
+        for code, summary in block.reasons_pred.items():
+            table.add_row(block.name, code, REASONS.get(code, ("?",))[0], str(summary.cases),
+                          _fmt(summary.delta_aop.mean, 2), _fmt(summary.delta_aop.median, 2))
     return table
 
 

@@ -197,6 +197,8 @@ def test_evaluate_command(tmp_path, psfhs_dir):
         assert float(row["delta_aop_reference"]) == pytest.approx(abs(float(row["aop_pred"]) - reference[row["case_id"]]))
     # The signed agreement too: exact masks agree with themselves (bias 0), not with the reference.
     assert "Bland" in result.output and "AoP − reference" in result.output
+    # PNG masks carry no spacing: every prediction's measurement says so, and the table counts it
+    assert "Reasons on the predicted measurements" in result.output and "spacing_unknown" in result.output
     agreement = json.loads((tmp_path / "ev2" / "summary.json").read_text())["blocks"]["overall"]["agreement"]
     assert agreement["aop"]["bias"] == 0.0 and agreement["aop"]["n"] == 2
     assert agreement["aop_reference"]["bias"] == pytest.approx(

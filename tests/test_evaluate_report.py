@@ -167,6 +167,26 @@ def test_failed_prediction_is_penalised_in_the_score_not_dropped():
     assert block.score < summarise_block("y", [ok]).score
 
 
+def test_block_counts_reasons_of_the_predictions_with_their_angle_error():
+    gt = scene()
+    clean = evaluate_case(gt, gt, case_id="clean")
+    round_ps = gt.copy()
+    round_ps[round_ps == 1] = 0
+    cv2.circle(round_ps, (52, 18), 8, 1, thickness=-1)  # a disc: no long axis
+    flagged = evaluate_case(round_ps, gt, case_id="round")
+    failed = evaluate_case(np.zeros_like(gt), gt, case_id="failed")
+    assert "ps_nearly_round" in flagged.reasons_pred and flagged.delta_aop > 0
+    block = summarise_block("x", [clean, flagged, failed])
+    assert list(block.reasons_pred) == sorted(block.reasons_pred)
+    assert set(block.reasons_pred) == {"spacing_unknown", "ps_nearly_round", "ps_missing", "fh_missing"}
+    nearly_round = block.reasons_pred["ps_nearly_round"]
+    assert nearly_round.cases == 1 and nearly_round.delta_aop.mean == pytest.approx(flagged.delta_aop)
+    # a failed prediction is counted under its reasons, with no angle to summarise
+    assert block.reasons_pred["ps_missing"].cases == 1 and block.reasons_pred["ps_missing"].delta_aop.n == 0
+    assert block.reasons_pred["spacing_unknown"].cases == 3
+    assert block.to_dict()["reasons_pred"]["ps_nearly_round"]["delta_aop"]["n"] == 1
+
+
 def test_empty_block_has_no_score():
     block = summarise_block("none", [])
     assert block.n_cases == 0 and block.score is None and block.score_reason

@@ -56,6 +56,7 @@ __all__ = [
     "CaseResult",
     "EvaluationReport",
     "MetricSummary",
+    "ReasonSummary",
     "case_id_of",
     "evaluate_arrays",
     "evaluate_case",
@@ -191,6 +192,18 @@ class MetricSummary:
 
 
 @dataclass(frozen=True)
+class ReasonSummary:
+    """The cases whose predicted measurement carries one reason code, and their |ΔAoP| (deg)
+    against the ground-truth mask: whether a warning marks the frames to check."""
+
+    cases: int
+    delta_aop: MetricSummary
+
+    def to_dict(self) -> dict:
+        return {"cases": self.cases, "delta_aop": self.delta_aop.to_dict()}
+
+
+@dataclass(frozen=True)
 class BlockSummary:
     """Aggregate of a block of cases.
 
@@ -203,6 +216,8 @@ class BlockSummary:
     has a measurable ground truth. ``agreement`` maps "aop" (prediction vs ground-truth mask,
     deg), "aop_reference" (prediction vs the published AoP, deg), "hsd_px" and "hsd_mm" to the
     :class:`~.agreement.Agreement` of the cases where both values exist, or None where none do.
+    ``reasons_pred`` maps each reason code found on the predicted measurements to a
+    :class:`ReasonSummary` (codes sorted).
     """
 
     name: str
@@ -219,6 +234,7 @@ class BlockSummary:
     score: float | None
     score_reason: str | None = None
     agreement: Mapping[str, Agreement | None] = field(default_factory=dict)
+    reasons_pred: Mapping[str, ReasonSummary] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -236,6 +252,7 @@ class BlockSummary:
             "score": self.score,
             "score_reason": self.score_reason,
             "agreement": {k: None if v is None else v.to_dict() for k, v in self.agreement.items()},
+            "reasons_pred": {k: v.to_dict() for k, v in self.reasons_pred.items()},
         }
 
 
@@ -421,7 +438,17 @@ def summarise_block(name: str, cases: Sequence[CaseResult]) -> BlockSummary:
             "hsd_px": bland_altman([c.hsd_pred_px for c in cases], [c.hsd_gt_px for c in cases]),
             "hsd_mm": bland_altman([c.hsd_pred_mm for c in cases], [c.hsd_gt_mm for c in cases]),
         },
+        reasons_pred=_reason_summaries(cases),
     )
+
+
+def _reason_summaries(cases: Sequence[CaseResult]) -> dict[str, ReasonSummary]:
+    codes = sorted({code for c in cases for code in c.reasons_pred})
+    out = {}
+    for code in codes:
+        flagged = [c for c in cases if code in c.reasons_pred]
+        out[code] = ReasonSummary(len(flagged), _summary([c.delta_aop for c in flagged]))
+    return out
 
 
 def _build_report(
