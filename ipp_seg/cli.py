@@ -138,10 +138,14 @@ def train(
     input_size: int = typer.Option(256, "--input-size", min=64, max=1024,
                                    help="Side of the square network input, px: frames are resized to it as "
                                         "inference resizes them, and the loss is taken on the labels' own grid."),
+    local_contrast: float = typer.Option(0.0, "--local-contrast", min=0.0,
+                                         help="CLAHE clip limit applied in the input normalisation (0: off); "
+                                              "stored in the model, so inference applies it too."),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
 ) -> None:
     """Train a network on labelled frames (needs the [train] extra: torch)."""
     try:
+        from .inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
         from .train.data import AugmentationSettings
         from .train.loop import TrainSettings, train as run_training
     except ImportError as exc:
@@ -167,7 +171,9 @@ def train(
                              init_from=str(init_from) if init_from else None, drop_path=drop_path,
                              input_size=(input_size, input_size), mask_labels=_parse_labels(labels),
                              augmentation=AugmentationSettings(elastic_probability=elastic,
-                                                               shadow_probability=shadow))
+                                                               shadow_probability=shadow),
+                             normalisation=(with_local_contrast(DEFAULT_NORMALISATION, local_contrast)
+                                            if local_contrast > 0 else dict(DEFAULT_NORMALISATION)))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

@@ -780,7 +780,8 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     result = CliRunner().invoke(app, ["train", str(data), "--config", "dssau-net-s", "--out", str(run),
                                       "--batch-size", "2", "--validation-count", "0", "--threads", "1",
                                       "--no-bf16", "--epochs", "1", "--endpoint-weight", "0.5",
-                                      "--elastic", "0.5", "--shadow", "0.25", "--input-size", "64"])
+                                      "--elastic", "0.5", "--shadow", "0.25", "--input-size", "64",
+                                      "--local-contrast", "2"])
     assert result.exit_code == 0, result.output
     assert "no validation frames" in result.output and "nan" not in result.output
     saved = torch.load(run / "last.pt", weights_only=False)
@@ -788,6 +789,24 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
     assert saved["settings"]["augmentation"]["elastic_probability"] == 0.5
     assert saved["settings"]["augmentation"]["shadow_probability"] == 0.25
     assert len(saved["split"]["train"]) == 4 and saved["split"]["validation"] == []
+    # The local contrast equalisation is part of the model's normalisation: exported with it,
+    # so that inference feeds the network what training fed it.
+    assert saved["settings"]["normalisation"]["local_contrast"] == {"clip_limit": 2.0, "tile_grid": 8}
+    onnx_path = tmp_path / "model.onnx"
+    result = CliRunner().invoke(app, ["export", str(run / "last.pt"), "--onnx", str(onnx_path)])
+    assert result.exit_code == 0, result.output
+    from ipp_seg.inference.backends import OnnxSegmenter
+    from ipp_seg.inference.pipeline import prepare_input
+    from ipp_seg.inference.preprocess import normalise_frame, resize_image
+    from ipp_seg.inference.registry import ModelSpec
+    from ipp_seg.io import read_frame
+
+    info = OnnxSegmenter(ModelSpec("m", onnx_path, None, None), threads=1).info
+    assert info.normalisation == saved["settings"]["normalisation"]
+    frame = read_frame(data / "images" / "case000.png")
+    inferred, _ = prepare_input(frame, info.input_size, 1, info.normalisation)
+    trained = normalise_frame(resize_image(frame.pixels.astype(np.float32), (64, 64)), saved["settings"]["normalisation"])
+    assert np.allclose(inferred[0], trained, atol=1e-6)
 
 
 def test_drop_path_regularises_training_only_and_is_part_of_the_recipe(tmp_path, monkeypatch):

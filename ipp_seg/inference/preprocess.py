@@ -15,11 +15,22 @@ DEFAULT_NORMALISATION = {"kind": "percentile", "low_percentile": 1.0, "high_perc
                          "clip_low": -0.5, "clip_high": 2.0, "offset": 0.5}
 
 
+def with_local_contrast(normalisation: dict, clip_limit: float, tile_grid: int = 8) -> dict:
+    """``normalisation`` plus local contrast equalisation (CLAHE, OpenCV's clip limit and a
+    ``tile_grid`` x ``tile_grid`` grid of tiles), which :func:`normalise_frame` then applies."""
+    if not clip_limit > 0 or int(tile_grid) < 1:
+        raise ValueError(f"local contrast needs clip_limit > 0 and tile_grid >= 1, got {clip_limit}, {tile_grid}")
+    return {**normalisation, "local_contrast": {"clip_limit": float(clip_limit), "tile_grid": int(tile_grid)}}
+
+
 def normalise_frame(pixels: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
     """Greyscale frame (any numeric dtype, H x W) -> float32 network input.
 
     ``percentile``: map the frame's low/high percentiles to 0/1, clip to [clip_low, clip_high],
-    subtract ``offset``. Unitless.
+    subtract ``offset``. Unitless. With ``local_contrast`` ({"clip_limit", "tile_grid"}), the
+    change CLAHE makes to the frame's 0-1 range is added before the clip, so that a region's
+    brightness counts relative to its neighbourhood (another machine's depth gain or a brighter
+    examination) while the bright tail above the high percentile (bone) is kept.
     """
     norm = normalisation or DEFAULT_NORMALISATION
     if norm.get("kind") != "percentile":
@@ -28,6 +39,13 @@ def normalise_frame(pixels: np.ndarray, normalisation: dict | None = None) -> np
     lo, hi = np.percentile(x, [norm["low_percentile"], norm["high_percentile"]])
     scale = 1.0 / max(float(hi - lo), 1e-3)
     x = (x - np.float32(lo)) * np.float32(scale)
+    local = norm.get("local_contrast")
+    if local:
+        unit = np.clip(x, 0.0, 1.0)
+        grid = int(local["tile_grid"])
+        clahe = cv2.createCLAHE(clipLimit=float(local["clip_limit"]), tileGridSize=(grid, grid))
+        equalised = clahe.apply(np.round(unit * 255.0).astype(np.uint8)).astype(np.float32) / np.float32(255.0)
+        x += equalised - unit
     np.clip(x, norm["clip_low"], norm["clip_high"], out=x)
     x -= np.float32(norm["offset"])
     return x
