@@ -1090,3 +1090,16 @@ def test_model_card_states_the_signed_aop_agreement_and_a_bias_as_a_known_limit(
     assert "reads high by 0.4 deg" in limit and "ground-truth mask" in limit and "grows" not in limit
     # A card measured before the agreement existed has neither.
     assert _agreement_markdown({"overall": {"cases": 3}}) == [] and _bias_limit({"overall": {}}) == []
+
+
+def test_model_card_names_the_local_contrast_equalisation_when_the_model_uses_it():
+    from pathlib import Path
+
+    from ipp_seg.inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
+    from ipp_seg.train.ship import model_card_markdown
+
+    card = json.loads((Path(__file__).resolve().parents[1] / "models" / "dssau-net-s-heldout.json").read_text())
+    plain = model_card_markdown(card)
+    assert "per-frame percentile normalisation, see" in plain and "CLAHE" not in plain
+    card["normalisation"] = with_local_contrast(DEFAULT_NORMALISATION, 2.0)
+    assert "local contrast equalisation, CLAHE clip limit 2 on 8x8 tiles" in model_card_markdown(card)

@@ -334,11 +334,18 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     return card
 
 
+def _local_contrast_words(card: dict) -> str:
+    local = (card.get("normalisation") or {}).get("local_contrast")
+    if not local:
+        return ""
+    return f" with local contrast equalisation, CLAHE clip limit {local['clip_limit']:g} on {local['tile_grid']}x{local['tile_grid']} tiles"
+
+
 def model_card_markdown(card: dict) -> str:
     t = card["training"]
     lines = [f"# {card['name']}", "",
              f"Config `{card['config']}`; classes {', '.join(card['classes'])}; input {card['input_size']} "
-             f"(per-frame percentile normalisation, see the JSON card).", "",
+             f"(per-frame percentile normalisation{_local_contrast_words(card)}, see the JSON card).", "",
              "## Training", "",
              f"- Data: {t['data']}", f"- Training IDs: {t['train_ids']}",
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
