@@ -73,8 +73,9 @@ NEAR_VERTICAL_DEG = 10.0
 # A PS rounder than this (short/long axis ratio from second moments, physical units) has no
 # well-defined long axis: a few boundary pixels turn it, and the AoP with it. 0.70 is the
 # 99.5th percentile of the expert PS outlines of the 828 PSFHS training frames (median 0.56,
-# max 0.75; 7 of all 1,058 expert masks exceed it); on the held-out blocks the shipped models' PS exceeds it in 5-6 of 230 frames,
-# 4-5 of them with an AoP error above 10 deg (benchmarks/RESULTS.md).
+# max 0.75; 7 of all 1,058 expert masks exceed it). On the held-out blocks the held-out models'
+# PS exceeds it in 4-6 of 230 frames, 4-5 of them with an AoP error above 10 deg
+# (benchmarks/RESULTS.md).
 MAX_PS_AXIS_RATIO = 0.70
 # The FH-PS-AOP 2023 evaluator converts degrees to radians with this truncated factor; the
 # published reference values depend on it (to ~0.01 deg), so the challenge method keeps it.
