@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -31,9 +32,15 @@ def _table(title: str, columns, justify: str = "left") -> Table:
     return table
 
 
+def error(message: str) -> None:
+    """Print an actionable error line. The message is escaped: file names and readers' reasons
+    may hold brackets that rich would otherwise take for markup (and drop, or fail on)."""
+    err.print(f"[bold red]ipp-seg:[/] {escape(message)}", highlight=False)
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print an actionable error (never a traceback) and exit."""
-    err.print(f"[bold red]ipp-seg:[/] {message}", highlight=False)
+    error(message)
     raise typer.Exit(code)
 
 
@@ -71,9 +78,9 @@ def models() -> None:
         validated = f"of {Path(source['checkpoint']).stem} (this model saw every frame)" if source else "held-out blocks"
         files = ", ".join(p.name for p in (spec.onnx_path, spec.torch_path) if p is not None)
         name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
-        shipped.add_row(name, card.get("config", ""), validated if metrics else "", _fmt(metrics.get("dice_ps"), 3),
+        shipped.add_row(escape(name), escape(str(card.get("config", ""))), validated if metrics else "", _fmt(metrics.get("dice_ps"), 3),
                         _fmt(metrics.get("dice_fh"), 3), _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
-                        _fmt(metrics.get("score"), 3), files)
+                        _fmt(metrics.get("score"), 3), escape(files))
     Console().print(shipped if shipped.row_count else "No shipped models found (models/ folder).")
     table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
@@ -143,7 +150,7 @@ def train(
                                               "stored in the model, so inference applies it too."),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
 ) -> None:
-    """Train a network on labelled frames (needs the [train] extra: torch)."""
+    """Train a network on labelled frames (needs the \\[train] extra: torch)."""
     try:
         from .inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
         from .train.data import AugmentationSettings
@@ -194,12 +201,13 @@ def train(
             result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step)
         except (FileNotFoundError, ValueError, KeyError) as exc:
             fail(str(exc))
-    err.print(f"split: {result.split.describe()}")
+    err.print(f"split: {escape(result.split.describe())}", highlight=False)
     if math.isnan(result.best_score):
         err.print(f"no validation frames: best.pt is the last epoch ({result.best_epoch}); "
-                  f"checkpoints in {result.run_dir}")
+                  f"checkpoints in {escape(str(result.run_dir))}", highlight=False)
     else:
-        err.print(f"best epoch {result.best_epoch}: score {result.best_score:.4f}; checkpoints in {result.run_dir}")
+        err.print(f"best epoch {result.best_epoch}: score {result.best_score:.4f}; "
+                  f"checkpoints in {escape(str(result.run_dir))}", highlight=False)
 
 
 # --- inference --------------------------------------------------------------------------------
@@ -265,7 +273,7 @@ def _fmt(value, digits: int = 1) -> str:
 
 def _status_text(status: str, reasons: str) -> str:
     colour = {"ok": "green", "warning": "yellow", "failed": "red"}.get(status, "white")
-    return f"[{colour}]{status}[/]" + (f" ({reasons})" if reasons else "")
+    return f"[{colour}]{status}[/]" + (f" ({escape(reasons)})" if reasons else "")
 
 
 def _results_table(rows: list[dict], title: str) -> Table:
@@ -273,8 +281,8 @@ def _results_table(rows: list[dict], title: str) -> Table:
                            ("HSD (px)", "right"), ("status", "left"), ("model", "left"), ("time (ms)", "right")))
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
-        table.add_row(str(r["file"]), str(r["frame"]), _fmt(r["aop_deg"]), _fmt(r["hsd_mm"]), _fmt(r["hsd_px"]),
-                      status, str(r.get("model", "")), _fmt(r.get("time_ms"), 0))
+        table.add_row(escape(str(r["file"])), str(r["frame"]), _fmt(r["aop_deg"]), _fmt(r["hsd_mm"]), _fmt(r["hsd_px"]),
+                      status, escape(str(r.get("model", ""))), _fmt(r.get("time_ms"), 0))
     return table
 
 
@@ -313,7 +321,7 @@ def predict(
         fail("--dicom-seg and --dicom-sr need --out DIR")
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
     processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
-    err.print(f"model {processor.model_name} on {processor.segmenter.provider}", highlight=False)
+    err.print(f"model {escape(processor.model_name)} on {processor.segmenter.provider}", highlight=False)
     rows, reports = [], []
     unusable = measurement_failed = False
     for scan in scans:
@@ -324,7 +332,7 @@ def predict(
                 unusable = True
                 row = measurement_row(str(scan), "" if result.frame_index is None else result.frame_index, None,
                                       processor.model_name, None, result.reason, method, orientation)
-                err.print(f"[bold red]ipp-seg:[/] cannot read {scan}: {result.reason}", highlight=False)
+                error(f"cannot read {scan}: {result.reason}")
                 reports.append({"file": str(scan), "frame": row["frame"], "status": "failed",
                                 "reasons": ["unreadable"], "error": result.reason})
             else:
@@ -363,7 +371,7 @@ def batch(
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
-    engine: str = typer.Option("local", "--engine", help="local (processes here) or ray (a Ray cluster; [ray] extra)."),
+    engine: str = typer.Option("local", "--engine", help="local (processes here) or ray (a Ray cluster; \\[ray] extra)."),
     address: Optional[str] = typer.Option(None, "--address",
                                           help="Ray cluster address (e.g. auto or ray://host:10001); "
                                                "default: a local Ray instance."),
@@ -407,7 +415,7 @@ def batch(
             fail(str(exc))
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
-              f"-> {summary.csv_path}", highlight=False)
+              f"-> {escape(str(summary.csv_path))}", highlight=False)
 
 
 @app.command()
@@ -442,7 +450,7 @@ def measure(
         except ScanReadError as exc:
             unusable = True
             row = measurement_row(str(path), "", None, "", None, exc.reason, method, orientation)
-            err.print(f"[bold red]ipp-seg:[/] {exc}", highlight=False)
+            error(str(exc))
         except ValueError as exc:
             fail(f"{path}: {exc}")
         rows.append(row)
@@ -475,7 +483,7 @@ def export(
     model, ckpt = load_checkpoint_model(checkpoint)
     settings = ckpt.get("settings", {})
     export_onnx(model, onnx, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"), opset)
-    err.print(f"wrote {onnx}")
+    err.print(f"wrote {escape(str(onnx))}", highlight=False)
 
 
 @app.command()
@@ -528,14 +536,15 @@ def evaluate(
     for label, ids in (("missing predictions", report.missing_predictions),
                        ("predictions without ground truth", report.missing_ground_truth)):
         if ids:
-            err.print(f"[yellow]{len(ids)} {label}:[/] {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
+            err.print(f"[yellow]{len(ids)} {label}:[/] {escape(', '.join(ids[:10]))}{' ...' if len(ids) > 10 else ''}",
+                      highlight=False)
     for case_id, reason in report.unreadable:
-        err.print(f"[red]cannot evaluate {case_id}:[/] {reason}")
+        err.print(f"[red]cannot evaluate {escape(case_id)}:[/] {escape(reason)}", highlight=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_case_csv(report, out / "cases.csv")
         write_summary_json(report, out / "summary.json")
-        err.print(f"wrote {out / 'cases.csv'} and {out / 'summary.json'}")
+        err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
     if not report.cases:
         fail("no case could be evaluated (are the masks named by the same case IDs?)")
 

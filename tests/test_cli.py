@@ -120,6 +120,28 @@ def test_predict_unreadable_input_exits_2(tmp_path):
     assert "cannot read" in result.output and "Traceback" not in result.output
 
 
+def test_file_names_with_brackets_are_shown_as_they_are(sample_png, tmp_path):
+    # rich reads "[...]" as markup: a name like "scan[left].png" must not lose its brackets,
+    # and one like "[/]x.png" must not crash the table or the error line.
+    import shutil
+
+    scan = tmp_path / "scan[left].png"
+    shutil.copy(sample_png, scan)
+    (tmp_path / "a[").mkdir()
+    broken = tmp_path / "a[" / "]broken[bold].png"  # the path holds "[/]", a closing tag to rich
+    broken.write_bytes(b"not an image")
+    result = invoke("predict", scan, broken)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "scan[left].png" in result.stdout and "a[/]broken[bold].png" in result.stdout
+    assert "cannot read" in result.output and "a[/]broken[bold].png" in result.output
+
+
+def test_help_names_the_extras_to_install():
+    assert "[train] extra" in invoke("train", "--help").stdout
+    assert "[ray] extra" in invoke("batch", "--help").stdout
+
+
 def test_predict_failed_measurement_exits_1(tmp_path):
     blank = tmp_path / "blank.png"
     import cv2
