@@ -381,7 +381,7 @@ def batch(
                                TimeRemainingColumn)
 
     from .inference.backends import BackendError
-    from .inference.batch import BatchOptions, InferenceOptions, run_batch
+    from .inference.batch import BatchOptions, InferenceOptions, ResumeError, run_batch
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -411,7 +411,7 @@ def batch(
 
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
-        except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError) as exc:
+        except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError) as exc:
             fail(str(exc))
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "

@@ -102,6 +102,37 @@ def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
     assert sorted(resumed, key=key) == sorted(full, key=key)
 
 
+def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):
+    # A run killed while writing a row leaves half of it, without its newline. Read as a
+    # complete row it would mark its file done and the next row would be glued onto it.
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    csv_path = out / "measurements.csv"
+    full = _rows(csv_path)
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(lines[:3]) + lines[3][:25])  # header, two rows, half of the third
+    resumed = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    rows = _rows(csv_path)
+    key = lambda r: (r["file"], r["frame"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(full, key=key)  # each frame once, every row whole
+
+
+def test_resume_refuses_a_csv_made_with_other_options(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    before = (out / "measurements.csv").read_text()
+    for options, named in ((["--method", "contour"], "method"), (["--orientation", "mirrored"], "orientation"),
+                           (["--model", "star-dssau-net-s"], "model")):
+        result = _run("batch", mixed_folder, "--out", out, "--resume", *options)
+        assert result.exit_code == 2 and named in result.output and "Traceback" not in result.output
+        assert (out / "measurements.csv").read_text() == before
+    # A CSV of other columns (another tool's, or an older version's) is not appended to either.
+    (out / "measurements.csv").write_text("file,aop\na.png,120\n")
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 2 and "other columns" in result.output
+
+
 def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, monkeypatch):
     import builtins
 
@@ -152,7 +183,11 @@ def test_output_stem_and_read_done(tmp_path):
     assert output_stem("a/b/scan.dcm", 3, 10) == "a/b/scan_f0003"
     assert output_stem("a/scan.nii.gz", 0, 1) == "a/scan"
     path = tmp_path / "m.csv"
-    path.write_text("file,frame\nx.png,0\ny.dcm,\n")
+    blank = dict.fromkeys(CSV_COLUMNS, "")
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows([{**blank, "file": "x.png", "frame": "0"}, {**blank, "file": "y.dcm"}])
     assert read_done(path) == {"x.png": {0}, "y.dcm": {""}}
 
 

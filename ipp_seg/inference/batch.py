@@ -11,6 +11,7 @@ written in file order, so the CSV does not depend on the number of workers.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import multiprocessing
 import os
@@ -258,15 +259,52 @@ class FileProcessor:
                 for rel, file_rows in zip(rels, rows)]
 
 
-def read_done(csv_path: Path) -> dict[str, set]:
-    """(file -> set of frame indices, or {""} for a file-level failure) already in the CSV."""
+class ResumeError(ValueError):
+    """A measurements.csv that a run cannot append to without mixing results."""
+
+
+def drop_partial_row(csv_path: Path) -> bool:
+    """Cut a last row that a killed run left half-written (the file does not end in a newline):
+    read as complete it would mark its file done, and the next row would be glued onto it.
+    Returns whether anything was cut."""
+    if not csv_path.exists():
+        return False
+    data = csv_path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data.rfind(b"\n") + 1  # 0 when not even the header was complete
+    with open(csv_path, "r+b") as fh:
+        fh.truncate(keep)
+    log.warning("%s ended in a half-written row (%d bytes); it was dropped and its file is measured again",
+                csv_path, len(data) - keep)
+    return True
+
+
+def read_done(csv_path: Path, expect: dict[str, str] | None = None) -> dict[str, set]:
+    """(file -> set of frame indices, or {""} for a file-level failure) already in the CSV.
+
+    ``expect`` (column -> value, e.g. the model and method of this run) refuses a CSV whose
+    rows were made otherwise, and a header that is not this version's columns: appending to
+    either would mix results that a reader of the CSV could not tell apart."""
     done: dict[str, set] = {}
     if not csv_path.exists():
         return done
     with open(csv_path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            frame = row.get("frame", "")
-            done.setdefault(row["file"], set()).add(int(frame) if frame.isdigit() else "")
+        text = fh.read()
+    complete = text[:text.rfind("\n") + 1]  # a half-written last row is not done (drop_partial_row)
+    if not complete:
+        return done
+    reader = csv.DictReader(io.StringIO(complete, newline=""))
+    if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        raise ResumeError(f"{csv_path} has other columns than this version of ipp-seg writes; "
+                          "resume into a new --out folder")
+    for row in reader:
+        for column, value in (expect or {}).items():
+            if row[column] != value:
+                raise ResumeError(f"{csv_path} holds rows made with {column} {row[column]!r}, this run uses "
+                                  f"{value!r}: resume with the same options, or write to a new --out folder")
+        frame = row.get("frame", "")
+        done.setdefault(row["file"], set()).add(int(frame) if frame.isdigit() else "")
     return done
 
 
@@ -293,10 +331,14 @@ def run_batch(options: BatchOptions,
     if options.engine not in ENGINES:
         raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
     # An unknown model fails before a previous measurements.csv is replaced.
-    resolve_model(options.inference.model)
+    spec = resolve_model(options.inference.model)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = options.out_dir / CSV_NAME
-    done = read_done(csv_path) if options.resume else {}
+    done: dict[str, set] = {}
+    if options.resume:
+        inf = options.inference
+        done = read_done(csv_path, expect={"model": spec.name, "method": inf.method, "orientation": inf.orientation})
+        drop_partial_row(csv_path)
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     todo: list[tuple[Path, frozenset]] = []
     skipped = 0
@@ -326,7 +368,7 @@ def run_batch(options: BatchOptions,
         csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = 0
-    new_file = not csv_path.exists()
+    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     with open(csv_path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         if new_file:
@@ -383,4 +425,4 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure", "InferenceOptions",
-           "file_groups", "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]
+           "ResumeError", "drop_partial_row", "file_groups", "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]
