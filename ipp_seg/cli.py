@@ -314,7 +314,7 @@ def predict(
     import time
 
     from .inference.batch import BatchOptions, FrameFailure, InferenceOptions, measurement_row
-    from .inference.report import frame_report, write_frame_outputs
+    from .inference.report import frame_report, output_names, write_frame_outputs
 
     _check_choices(method, orientation, frames, backend, device)
     if (dicom_seg or dicom_sr) and out is None:
@@ -324,6 +324,7 @@ def predict(
     err.print(f"model {escape(processor.model_name)} on {processor.segmenter.provider}", highlight=False)
     rows, reports = [], []
     unusable = measurement_failed = False
+    names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
     for scan in scans:
         started = time.perf_counter()
         for result in processor.results(scan):
@@ -343,7 +344,8 @@ def predict(
                 measurement_failed |= result.measurement.status == "failed"
                 if out is not None:
                     try:
-                        write_frame_outputs(result, out, report, dicom_seg=dicom_seg, dicom_sr=dicom_sr)
+                        write_frame_outputs(result, out, report, name=names[Path(scan).resolve()],
+                                            dicom_seg=dicom_seg, dicom_sr=dicom_sr)
                     except ImportError as exc:
                         fail(str(exc))
             row["time_ms"] = elapsed_ms

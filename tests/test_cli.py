@@ -98,6 +98,30 @@ def test_predict_json_and_out_dir(sample_dicom, tmp_path):
     assert json.loads((tmp_path / "out" / "psfhs_04700_us.json").read_text())["aop_deg"] == report["aop_deg"]
 
 
+def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample_dicom, tmp_path):
+    # Exports are often named alike (IM_0001 in every study folder): one scan's outputs must
+    # not overwrite another's.
+    import shutil
+
+    from ipp_seg.inference.report import output_names
+
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copy(sample_png, tmp_path / "in" / folder / "scan.png")
+    shutil.copy(sample_dicom, tmp_path / "in" / "a" / "scan.dcm")
+    scans = [tmp_path / "in" / "a" / "scan.png", tmp_path / "in" / "b" / "scan.png", tmp_path / "in" / "a" / "scan.dcm",
+             sample_png]
+    result = invoke("predict", *scans, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    reports = [out / "a" / "scan_png.json", out / "b" / "scan.json", out / "a" / "scan_dcm.json",
+               out / f"{sample_png.stem}.json"]
+    for scan, report in zip(scans, reports):
+        assert json.loads(report.read_text())["file"] == str(scan)
+        assert report.with_name(report.stem + "_mask.png").exists()
+    assert output_names(scans[:1] * 2) == {scans[0].resolve(): "scan.png"}  # the same scan twice: one name
+
+
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     pytest.importorskip("highdicom")
     result = invoke("predict", sample_dicom, "--out", tmp_path, "--dicom-seg", "--dicom-sr")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
 from pathlib import Path
 
 from .. import __version__
@@ -38,16 +40,41 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float) -> dict:
     }
 
 
-def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, dicom_seg: bool = False,
-                        dicom_sr: bool = False) -> list[Path]:
+def output_names(scans: list[Path]) -> dict[Path, str]:
+    """A name for each scan's outputs (keyed by its resolved path; for :func:`output_stem`),
+    unique among ``scans`` so that no scan's outputs overwrite another's: the file name where
+    its stem is unique; else its path below the common folder of the scans that share its
+    stem (``a/scan.dcm`` and ``b/scan.dcm``, written into sub-folders as ``batch`` does); and,
+    for files that differ only in their suffix (``scan.dcm``, ``scan.png``), the suffix joined
+    to the stem."""
+    resolved = list(dict.fromkeys(Path(s).resolve() for s in scans))
+    by_stem: dict[str, list[Path]] = {}
+    for p in resolved:
+        by_stem.setdefault(output_stem(p.name, 0, 1), []).append(p)
+    names = {}
+    for group in by_stem.values():
+        common = Path(os.path.commonpath([p.parent for p in group]))
+        names.update({p: p.relative_to(common).as_posix() for p in group})
+    taken = Counter(output_stem(n, 0, 1) for n in names.values())
+    for p, name in names.items():
+        stem = output_stem(name, 0, 1)
+        if taken[stem] > 1:
+            suffix = name[len(stem):]
+            names[p] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
+    return names
+
+
+def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, name: str | None = None,
+                        dicom_seg: bool = False, dicom_sr: bool = False) -> list[Path]:
     """Write ``<stem>_mask.png``, ``<stem>_overlay.png``, ``<stem>.json`` (and DICOM SEG/SR for
-    DICOM sources when asked) into ``out_dir``; return the paths written."""
+    DICOM sources when asked) into ``out_dir``; return the paths written. ``name`` (from
+    :func:`output_names`) replaces the source's file name where several scans share one."""
     from ..io.overlay import render_overlay
 
     frame = result.frame
-    stem = output_stem(Path(frame.provenance.path).name, frame.frame_index, frame.n_frames)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = output_stem(name or Path(frame.provenance.path).name, frame.frame_index, frame.n_frames)
     written = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png", out_dir / f"{stem}.json"]
+    written[0].parent.mkdir(parents=True, exist_ok=True)
     write_label_png(written[0], result.labels)
     write_overlay_png(written[1], render_overlay(frame.pixels, result.labels, result.measurement,
                                                  title=Path(frame.provenance.path).name))
