@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipp_seg.cli import app
-from ipp_seg.inference.batch import CSV_COLUMNS, output_stem, read_done
+from ipp_seg.inference.batch import CSV_COLUMNS, output_stem, read_done, suffix_disambiguated
 from ipp_seg.io import read_frame
 
 
@@ -85,6 +85,30 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     again = _run("batch", mixed_folder, "--out", out, "--resume")
     assert again.exit_code == 0, again.output
     assert _rows(out / "measurements.csv") == rows
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_masks_of_scans_differing_only_in_suffix_do_not_overwrite_each_other(tmp_path, sample_png, workers):
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_png, root / "scan.png")
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), root / "scan.bmp.png")  # a name with two dots
+    import cv2
+
+    cv2.imwrite(str(root / "scan.bmp"), cv2.imread(str(sample_png.with_name("psfhs_04380.png"))))
+    out = tmp_path / "out"
+    result = _run("batch", root, "--out", out, "--save-masks", "--workers", workers)
+    assert result.exit_code == 0, result.output
+    masks = sorted(p.name for p in (out / "masks").iterdir())
+    assert masks == ["scan.bmp.png", "scan_bmp.png", "scan_png.png"]
+    labels = [read_frame(out / "masks" / m).pixels for m in masks]
+    assert not np.array_equal(labels[1], labels[2])  # two frames, two masks
+
+
+def test_suffix_disambiguated():
+    assert suffix_disambiguated(["a/scan.dcm", "a/scan.png", "b/scan.dcm", "c.nii.gz", "c.mha", "d.png"]) == {
+        "a/scan.dcm": "a/scan_dcm.dcm", "a/scan.png": "a/scan_png.png", "c.nii.gz": "c_nii_gz.nii.gz",
+        "c.mha": "c_mha.mha"}
 
 
 def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):

@@ -16,9 +16,10 @@ import logging
 import multiprocessing
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
 from ..io.overlay import render_overlay
@@ -69,6 +70,9 @@ class BatchOptions:
     resume: bool = False
     engine: str = "local"  # "local" (processes on this machine) or "ray" (a Ray cluster, the [ray] extra)
     address: str | None = None  # Ray cluster address; None starts a local Ray instance
+    # (relative path, output name) for scans whose masks and overlays would otherwise share a
+    # name; run_batch fills it from the whole folder (see suffix_disambiguated).
+    output_renames: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,21 @@ def output_stem(rel: str, frame_index: int, n_frames: int) -> str:
     return f"{stem.as_posix()}_f{frame_index:04d}" if n_frames > 1 else stem.as_posix()
 
 
+def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
+    """Names (relative paths) whose output stems collide because they differ only in their
+    suffix (``a/scan.dcm``, ``a/scan.png``), each mapped to one with the suffix joined to the
+    stem (``a/scan_dcm.dcm``, ``a/scan_png.png``); names that do not collide are left out."""
+    names = list(dict.fromkeys(names))
+    stems = Counter(output_stem(n, 0, 1) for n in names)
+    renames = {}
+    for name in names:
+        stem = output_stem(name, 0, 1)
+        if stems[stem] > 1:
+            suffix = name[len(stem):]
+            renames[name] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
+    return renames
+
+
 class FileProcessor:
     """Segments and measures the frames of one file at a time; holds the loaded model."""
 
@@ -149,6 +168,7 @@ class FileProcessor:
         self.options = options
         inf = options.inference
         self.spec = resolve_model(inf.model)
+        self._output_names = dict(options.output_renames)
         self.segmenter = load_segmenter(self.spec, inf.backend, inf.device, inf.threads, inf.fixed_batch)
 
     @property
@@ -245,7 +265,7 @@ class FileProcessor:
                 continue
             started = time.perf_counter()
             frame = result.frame
-            stem = output_stem(rel, frame.frame_index, frame.n_frames)
+            stem = output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames)
             if opts.save_masks:
                 write_label_png(opts.out_dir / "masks" / f"{stem}.png", result.labels)
             if opts.overlays:
@@ -340,6 +360,10 @@ def run_batch(options: BatchOptions,
         done = read_done(csv_path, expect={"model": spec.name, "method": inf.method, "orientation": inf.orientation})
         drop_partial_row(csv_path)
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
+    if options.save_masks or options.overlays:
+        # From the whole folder (done files too), so that a resumed run names files alike.
+        renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
+        options = replace(options, output_renames=tuple(sorted(renames.items())))
     todo: list[tuple[Path, frozenset]] = []
     skipped = 0
     for path in files:
@@ -425,4 +449,4 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure", "InferenceOptions",
-           "ResumeError", "drop_partial_row", "file_groups", "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]
+           "ResumeError", "drop_partial_row", "file_groups", "suffix_disambiguated", "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 
 from .. import __version__
 from ..io import write_label_png, write_overlay_png
-from .batch import output_stem
+from .batch import output_stem, suffix_disambiguated
 from .pipeline import FrameResult
 
 
@@ -55,13 +54,8 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
     for group in by_stem.values():
         common = Path(os.path.commonpath([p.parent for p in group]))
         names.update({p: p.relative_to(common).as_posix() for p in group})
-    taken = Counter(output_stem(n, 0, 1) for n in names.values())
-    for p, name in names.items():
-        stem = output_stem(name, 0, 1)
-        if taken[stem] > 1:
-            suffix = name[len(stem):]
-            names[p] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
-    return names
+    renames = suffix_disambiguated(names.values())
+    return {p: renames.get(name, name) for p, name in names.items()}
 
 
 def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, name: str | None = None,
