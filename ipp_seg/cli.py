@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Segment the pubic symphysis and fetal head in intrapartum transperineal ultrasound "
                        "and measure the angle of progression (AoP) and head-symphysis distance (HSD).")
 err = Console(stderr=True)
+
+
+def _stdout() -> Console:
+    """The console for tables on stdout. Piped into a file or a log, rich would assume 80
+    columns and fold every cell; such output gets room for whole rows instead (COLUMNS, when
+    set, still wins)."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=240)
+    return console
 
 
 def _table(title: str, columns, justify: str = "left") -> Table:
@@ -81,11 +92,11 @@ def models() -> None:
         shipped.add_row(escape(name), escape(str(card.get("config", ""))), validated if metrics else "", _fmt(metrics.get("dice_ps"), 3),
                         _fmt(metrics.get("dice_fh"), 3), _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))
-    Console().print(shipped if shipped.row_count else "No shipped models found (models/ folder).")
+    _stdout().print(shipped if shipped.row_count else "No shipped models found (models/ folder).")
     table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
         table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}", c.notes)
-    Console().print(table)
+    _stdout().print(table)
 
 
 def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
@@ -354,7 +365,7 @@ def predict(
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
     else:
-        Console().print(_results_table(rows, "ipp-seg predict"))
+        _stdout().print(_results_table(rows, "ipp-seg predict"))
     if unusable:
         raise typer.Exit(2)
     if measurement_failed:
@@ -464,7 +475,7 @@ def measure(
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        Console().print(_results_table(rows, "ipp-seg measure"))
+        _stdout().print(_results_table(rows, "ipp-seg measure"))
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 
 
@@ -531,10 +542,10 @@ def evaluate(
                       _fmt(m["dice_all"].mean, 4), _fmt(m["hd_all"].mean, 2), _fmt(m["asd_all"].mean, 2),
                       _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), *vs_reference,
                       str(block.n_failed_pred), _fmt(block.score, 4))
-    Console().print(table)
-    Console().print(_agreement_table(report.blocks, reference is not None))
+    _stdout().print(table)
+    _stdout().print(_agreement_table(report.blocks, reference is not None))
     if any(block.reasons_pred for block in report.blocks):
-        Console().print(_reasons_table(report.blocks))
+        _stdout().print(_reasons_table(report.blocks))
     for label, ids in (("missing predictions", report.missing_predictions),
                        ("predictions without ground truth", report.missing_ground_truth)):
         if ids:

@@ -82,6 +82,17 @@ def test_predict_png_prints_table_and_writes_nothing(sample_png, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_table_piped_into_a_file_keeps_each_row_on_one_line(sample_png):
+    # Without a terminal rich assumes 80 columns and folds every cell of the 8-column table.
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "ipp_seg.cli", "predict", str(sample_png)], capture_output=True,
+                         text=True, env=env).stdout
+    (row,) = [line for line in out.splitlines() if sample_png.name in line]
+    assert str(sample_png) in row and "warning (spacing_unknown)" in row and "dssau-net-s" in row
+
+
 def test_predict_json_and_out_dir(sample_dicom, tmp_path):
     result = invoke("predict", sample_dicom, "--json", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
