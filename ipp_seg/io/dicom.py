@@ -24,6 +24,7 @@ import os
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pydicom
@@ -490,8 +491,13 @@ def _region_spacing(item: Dataset) -> Spacing | None:
     dx, dy = _float_or_none(item.get("PhysicalDeltaX")), _float_or_none(item.get("PhysicalDeltaY"))
     if not dx or not dy:
         return None
-    # The sign only says which way the axis runs; the pixel size is its magnitude. cm -> mm.
-    return (abs(dx) * 10.0, abs(dy) * 10.0)
+    # The sign only says which way the axis runs; the pixel size is its magnitude. cm -> mm as
+    # a decimal shift, so that 0.035 cm reads 0.35 mm, not 0.35000000000000003, in reports.
+    return (_cm_to_mm(abs(dx)), _cm_to_mm(abs(dy)))
+
+
+def _cm_to_mm(cm: float) -> float:
+    return float(Decimal(repr(cm)).scaleb(1))
 
 
 def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -> tuple[Spacing | None, str]:
