@@ -325,6 +325,8 @@ def predict(
     import time
 
     from .inference.batch import BatchOptions, FrameFailure, InferenceOptions, measurement_row
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from .inference.report import frame_report, output_names, write_frame_outputs
 
     _check_choices(method, orientation, frames, backend, device)
@@ -336,32 +338,39 @@ def predict(
     rows, reports = [], []
     unusable = measurement_failed = False
     names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
-    for scan in scans:
-        started = time.perf_counter()
-        for result in processor.results(scan):
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            if isinstance(result, FrameFailure):
-                unusable = True
-                row = measurement_row(str(scan), "" if result.frame_index is None else result.frame_index, None,
-                                      processor.model_name, None, result.reason, method, orientation)
-                error(f"cannot read {scan}: {result.reason}")
-                reports.append({"file": str(scan), "frame": row["frame"], "status": "failed",
-                                "reasons": ["unreadable"], "error": result.reason})
-            else:
-                row = measurement_row(str(scan), result.frame.frame_index, result.measurement, processor.model_name,
-                                      result.frame.provenance.sop_instance_uid, "", method, orientation)
-                report = frame_report(result, processor.segmenter.provider, elapsed_ms)
-                reports.append(report)
-                measurement_failed |= result.measurement.status == "failed"
-                if out is not None:
-                    try:
-                        write_frame_outputs(result, out, report, name=names[Path(scan).resolve()],
-                                            dicom_seg=dicom_seg, dicom_sr=dicom_sr)
-                    except ImportError as exc:
-                        fail(str(exc))
-            row["time_ms"] = elapsed_ms
-            rows.append(row)
+    # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("", total=None)
+        for scan in scans:
             started = time.perf_counter()
+            for result in processor.results(scan):
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                if isinstance(result, FrameFailure):
+                    unusable = True
+                    frame = "" if result.frame_index is None else result.frame_index
+                    row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, method,
+                                          orientation)
+                    error(f"cannot read {scan}: {result.reason}")
+                    reports.append({"file": str(scan), "frame": row["frame"], "status": "failed",
+                                    "reasons": ["unreadable"], "error": result.reason})
+                else:
+                    row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
+                                          processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
+                                          orientation)
+                    report = frame_report(result, processor.segmenter.provider, elapsed_ms)
+                    reports.append(report)
+                    measurement_failed |= result.measurement.status == "failed"
+                    if out is not None:
+                        try:
+                            write_frame_outputs(result, out, report, name=names[Path(scan).resolve()],
+                                                dicom_seg=dicom_seg, dicom_sr=dicom_sr)
+                        except ImportError as exc:
+                            fail(str(exc))
+                row["time_ms"] = elapsed_ms
+                rows.append(row)
+                progress.update(task, description=f"{len(rows)} frames measured, now {escape(Path(scan).name)}")
+                started = time.perf_counter()
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
     else:

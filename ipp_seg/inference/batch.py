@@ -448,5 +448,6 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
             yield from outcomes
 
 
-__all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure", "InferenceOptions",
-           "ResumeError", "drop_partial_row", "file_groups", "suffix_disambiguated", "list_scans", "measurement_row", "output_stem", "read_done", "run_batch"]
+__all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure",
+           "InferenceOptions", "ResumeError", "drop_partial_row", "file_groups", "list_scans", "measurement_row",
+           "output_stem", "read_done", "run_batch", "suffix_disambiguated"]
