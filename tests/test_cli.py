@@ -214,10 +214,11 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
                     "--json", "--csv", out_csv, "--method", "challenge")
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)[0]
-    reference = {r["case"]: float(r["aop_deg"]) for r in csv.DictReader(open(psfhs_dir / "aop_reference.csv"))}
+    reference_rows = csv.DictReader((psfhs_dir / "aop_reference.csv").read_text().splitlines())
+    reference = {r["case"]: float(r["aop_deg"]) for r in reference_rows}
     assert float(row["aop_deg"]) == pytest.approx(reference["04700"], abs=0.01)
     assert float(row["spacing_x_mm"]) == 0.2
-    rows = list(csv.DictReader(open(out_csv)))
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert len(rows) == 1 and rows[0]["status"] in ("ok", "warning")
 
 
@@ -240,15 +241,16 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["blocks"]["overall"]["metrics"]["dice_all"]["mean"] == 1.0
     assert summary["blocks"]["overall"]["score"] == pytest.approx(1.0)
-    assert len(list(csv.DictReader(open(tmp_path / "ev" / "cases.csv")))) == 2
+    assert len(list(csv.DictReader((tmp_path / "ev" / "cases.csv").read_text().splitlines()))) == 2
     # Against the dataset's published AoP: the exact masks by the ellipse method differ from the
     # challenge procedure's values by a little, and that is reported, not hidden.
     result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", tmp_path / "ev2",
                     "--reference-aop", psfhs_dir / "aop_reference.csv")
     assert result.exit_code == 0, result.output
     assert "vs reference" in result.output
-    rows = list(csv.DictReader(open(tmp_path / "ev2" / "cases.csv")))
-    reference = {r["case"]: float(r["aop_deg"]) for r in csv.DictReader(open(psfhs_dir / "aop_reference.csv"))}
+    rows = list(csv.DictReader((tmp_path / "ev2" / "cases.csv").read_text().splitlines()))
+    reference_rows = csv.DictReader((psfhs_dir / "aop_reference.csv").read_text().splitlines())
+    reference = {r["case"]: float(r["aop_deg"]) for r in reference_rows}
     for row in rows:
         assert float(row["aop_reference"]) == reference[row["case_id"]]
         assert float(row["delta_aop_reference"]) == pytest.approx(abs(float(row["aop_pred"]) - reference[row["case_id"]]))

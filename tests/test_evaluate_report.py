@@ -377,7 +377,7 @@ def test_reference_aop_in_block_summary_and_csv(folders, tmp_path):
     assert by_id["00003"].delta_aop_reference is None  # not in the CSV
     summary = report.overall.metrics["delta_aop_reference"]
     assert summary.n == 2 and summary.mean == pytest.approx(2.0, abs=1e-3)
-    rows = list(csv.DictReader(write_case_csv(report, tmp_path / "cases.csv").open(newline="")))
+    rows = list(csv.DictReader(write_case_csv(report, tmp_path / "cases.csv").read_text().splitlines()))
     assert rows[0]["delta_aop_reference"] != "" and rows[2]["aop_reference"] == ""
 
 
