@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -21,17 +22,28 @@ from . import __version__
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Segment the pubic symphysis and fetal head in intrapartum transperineal ultrasound "
                        "and measure the angle of progression (AoP) and head-symphysis distance (HSD).")
-err = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    """Piped into a file or a log, rich would assume 80 columns, fold every table cell and
+    break error lines in two (so that grep finds half a message); such output gets room for
+    whole rows and lines instead. COLUMNS, when set, still wins."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=240)
+    return console
+
+
+err = _console(stderr=True)
 
 
 def _stdout() -> Console:
-    """The console for tables on stdout. Piped into a file or a log, rich would assume 80
-    columns and fold every cell; such output gets room for whole rows instead (COLUMNS, when
-    set, still wins)."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=240)
-    return console
+    """The console for tables on stdout."""
+    return _console()
+
+
+def _output_folder(out: Path | None, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be one, before any work is done."""
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"{option} {out} is a file, not a folder")
 
 
 def _table(title: str, columns, justify: str = "left") -> Table:
@@ -70,6 +82,10 @@ def main_options(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # pydicom warns about header values that break the standard by quoting them, which may be
+    # the patient's name; ipp-seg's readers report what matters for a measurement themselves.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
 @app.command()
@@ -320,7 +336,7 @@ def predict(
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
 ) -> None:
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
-    measurement failed; 2: unusable input or options."""
+    measurement failed; 2: unusable input or options, or an output that could not be written."""
     import json
     import time
 
@@ -328,15 +344,17 @@ def predict(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .inference.report import frame_report, output_names, write_frame_outputs
+    from .io.dicom_results import DicomResultError
 
     _check_choices(method, orientation, frames, backend, device)
     if (dicom_seg or dicom_sr) and out is None:
         fail("--dicom-seg and --dicom-sr need --out DIR")
+    _output_folder(out)
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
     processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
     err.print(f"model {escape(processor.model_name)} on {processor.segmenter.provider}", highlight=False)
     rows, reports = [], []
-    unusable = measurement_failed = False
+    unusable = measurement_failed = unwritten = False
     names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
@@ -367,6 +385,12 @@ def predict(
                                                 dicom_seg=dicom_seg, dicom_sr=dicom_sr)
                         except ImportError as exc:
                             fail(str(exc))
+                        except DicomResultError as exc:  # this scan's header; the others may be fine
+                            unwritten = True
+                            error(f"no DICOM SEG/SR for {scan}: {exc}")
+                        except OSError as exc:
+                            fail(f"cannot write into {out}: {exc.strerror or exc}"
+                                 + (f" ({exc.filename})" if exc.filename else ""))
                 row["time_ms"] = elapsed_ms
                 rows.append(row)
                 progress.update(task, description=f"{len(rows)} frames measured, now {escape(Path(scan).name)}")
@@ -375,7 +399,7 @@ def predict(
         typer.echo(json.dumps(reports, indent=2))
     else:
         _stdout().print(_results_table(rows, "ipp-seg predict"))
-    if unusable:
+    if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
         raise typer.Exit(1)
@@ -398,12 +422,14 @@ def batch(
                                           help="Ray cluster address (e.g. auto or ray://host:10001); "
                                                "default: a local Ray instance."),
 ) -> None:
-    """Measure every scan in a folder into OUT/measurements.csv, one row per frame."""
+    """Measure every scan in a folder into OUT/measurements.csv, one row per frame. Exit 0 when
+    the run finished (rows may have failed: see the status column); 1 when no frame of it could
+    be measured; 2 for unusable options or no matching files."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     from .inference.backends import BackendError
-    from .inference.batch import BatchOptions, InferenceOptions, ResumeError, run_batch
+    from .inference.batch import BatchOptions, InferenceOptions, NoScansError, ResumeError, run_batch
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -413,6 +439,9 @@ def batch(
         fail(f"--engine must be local or ray, got {engine!r}")
     if address and engine != "ray":
         fail("--address only applies with --engine ray")
+    if not glob or Path(glob).is_absolute():
+        fail(f"--glob takes a pattern relative to {in_dir}, such as '**/*.dcm', got {glob!r}")
+    _output_folder(out)
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, engine, address)
     counts = {"frames": 0, "failed": 0}
@@ -433,11 +462,15 @@ def batch(
 
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
-        except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError) as exc:
+        except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError) as exc:
             fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot write into {out}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
+    if summary.rows and summary.failed_rows == summary.rows:
+        fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
 
 
 @app.command()
@@ -477,10 +510,13 @@ def measure(
             fail(f"{path}: {exc}")
         rows.append(row)
     if csv_path:
-        with open(csv_path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        try:
+            with open(csv_path, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as exc:
+            fail(f"cannot write --csv {csv_path}: {exc.strerror or exc}")
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -530,6 +566,7 @@ def evaluate(
     for folder in (pred_dir, gt_dir, images):
         if folder is not None and not folder.is_dir():
             fail(f"{folder} is not a folder")
+    _output_folder(out)
     reference = None
     if reference_aop is not None:
         try:
@@ -563,9 +600,12 @@ def evaluate(
     for case_id, reason in report.unreadable:
         err.print(f"[red]cannot evaluate {escape(case_id)}:[/] {escape(reason)}", highlight=False)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_case_csv(report, out / "cases.csv")
-        write_summary_json(report, out / "summary.json")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_case_csv(report, out / "cases.csv")
+            write_summary_json(report, out / "summary.json")
+        except OSError as exc:
+            fail(f"cannot write into {out}: {exc.strerror or exc}")
         err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
     if not report.cases:
         fail("no case could be evaluated (are the masks named by the same case IDs?)")

@@ -158,6 +158,32 @@ def test_resume_refuses_a_csv_made_with_other_options(mixed_folder, tmp_path):
     assert result.exit_code == 2 and "other columns" in result.output
 
 
+def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0  # some rows failed: the run still did its job
+    before = (out / "measurements.csv").read_text()
+    nothing = _run("batch", mixed_folder, "--out", out, "--glob", "**/*.nrrd")
+    assert nothing.exit_code == 2 and "no files under" in nothing.output
+    assert (out / "measurements.csv").read_text() == before  # a run with nothing to do replaces nothing
+    for pattern in ("", "/abs/*.dcm"):
+        refused = _run("batch", mixed_folder, "--out", out, "--glob", pattern)
+        assert refused.exit_code == 2 and "--glob takes a pattern" in refused.output
+    all_failed = _run("batch", mixed_folder, "--out", tmp_path / "out2", "--glob", "*.txt")
+    assert all_failed.exit_code == 1 and "no frame of this run could be measured" in all_failed.output
+    assert "Traceback" not in nothing.output + refused.output + all_failed.output
+
+
+def test_a_broken_link_gets_a_row_that_says_so(tmp_path, sample_png):
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_png, root / "a.png")
+    (root / "gone.dcm").symlink_to(tmp_path / "moved-away.dcm")
+    result = _run("batch", root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    rows = {r["file"]: r for r in _rows(tmp_path / "out" / "measurements.csv")}
+    assert rows["gone.dcm"]["status"] == "failed" and "broken link" in rows["gone.dcm"]["error"]
+
+
 def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, monkeypatch):
     import builtins
 

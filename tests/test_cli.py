@@ -91,6 +91,11 @@ def test_a_table_piped_into_a_file_keeps_each_row_on_one_line(sample_png):
                          text=True, env=env).stdout
     (row,) = [line for line in out.splitlines() if sample_png.name in line]
     assert str(sample_png) in row and "warning (spacing_unknown)" in row and "dssau-net-s" in row
+    # So does an error line on stderr (grep '^ipp-seg:' in a log finds all of it).
+    missing = "/no/such/folder/" + "a_rather_long_name_" * 4 + ".png"
+    errors = subprocess.run([sys.executable, "-m", "ipp_seg.cli", "predict", missing], capture_output=True,
+                            text=True, env=env).stderr
+    assert f"ipp-seg: cannot read {missing}: no such file" in errors.splitlines()
 
 
 def test_predict_json_and_out_dir(sample_dicom, tmp_path):
@@ -145,6 +150,34 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0] \
         .ReferencedSOPInstanceUID == source_uid
     assert sr.Modality == "SR"
+
+
+def test_predict_goes_on_past_a_scan_whose_dicom_results_cannot_be_made(sample_dicom, tmp_path):
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    broken = pydicom.dcmread(sample_dicom)
+    del broken.SeriesInstanceUID  # nothing for a SEG or SR to reference
+    broken.save_as(tmp_path / "no_series.dcm", enforce_file_format=True)
+    odd = pydicom.dcmread(sample_dicom)
+    odd.PatientSex = "U"  # not M, F or O: left empty in the SEG and SR
+    odd.save_as(tmp_path / "odd.dcm", enforce_file_format=True)
+    result = invoke("predict", tmp_path / "no_series.dcm", tmp_path / "odd.dcm", "--out", tmp_path / "out",
+                    "--dicom-seg", "--dicom-sr")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "no DICOM SEG/SR for" in result.output
+    assert "SeriesInstanceUID" in result.output
+    assert (tmp_path / "out" / "no_series.json").exists()  # its measurement is still written
+    assert (tmp_path / "out" / "odd_seg.dcm").exists() and (tmp_path / "out" / "odd_sr.dcm").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "batch", "evaluate"])
+def test_an_output_folder_that_is_a_file_is_refused_up_front(command, sample_png, tmp_path):
+    (tmp_path / "taken").write_text("")
+    args = {"predict": [sample_png], "batch": [sample_png.parent], "evaluate": [tmp_path, tmp_path]}[command]
+    result = invoke(command, *args, "--out", tmp_path / "taken")
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_predict_unreadable_input_exits_2(tmp_path):

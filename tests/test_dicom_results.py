@@ -281,3 +281,53 @@ def test_missing_highdicom_gives_install_hint(source, tmp_path, monkeypatch):
         write_dicom_seg(source, synthetic_mask(), tmp_path / "seg.dcm", **KW)
     with pytest.raises(ImportError, match="need highdicom"):
         write_dicom_sr(source, measure_progress(synthetic_mask()), tmp_path / "sr.dcm", **KW)
+
+
+# --- sources whose headers break the standard ----------------------------------------------
+
+SECRET_BIRTH_DATE = "1980-02-14"  # the dashes make it an invalid DA
+
+
+@pytest.mark.parametrize("damage", [
+    {"PatientBirthDate": SECRET_BIRTH_DATE}, {"PatientSex": "U"}, {"StudyTime": "25:61"},
+    {"StudyDate": "2024-01-01"}, {"delete": ("PatientName", "PatientID", "PatientSex", "PatientBirthDate")},
+], ids=["birth-date", "sex", "time", "study-date", "no-patient"])
+def test_seg_and_sr_from_a_header_that_breaks_the_standard(source, tmp_path, damage, caplog):
+    # Scanners and anonymisers write such headers; highdicom refused them with a traceback that
+    # quoted the value. The invalid or missing values are left empty (type 2 allows it).
+    for keyword in damage.pop("delete", ()):
+        delattr(source, keyword)
+    for keyword, value in damage.items():
+        setattr(source, keyword, value)
+    caplog.clear()  # pydicom's own warning on setting the value above quotes it; the CLI silences pydicom
+    mask = synthetic_mask()
+    seg = write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW)
+    sr = write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)
+    for path in (seg, sr):
+        written = pydicom.dcmread(path)
+        for keyword in damage:
+            assert written[keyword].value in ("", None)
+        assert written.StudyInstanceUID == source.StudyInstanceUID
+    assert SECRET_BIRTH_DATE not in caplog.text
+    assert all(keyword in caplog.text for keyword in damage)  # the attribute is named, not its value
+
+
+def test_a_source_that_cannot_be_referenced_is_refused_without_quoting_it(source, tmp_path):
+    from ipp_seg.io.dicom_results import DicomResultError
+
+    del source.SeriesInstanceUID
+    with pytest.raises(DicomResultError, match="SeriesInstanceUID"):
+        write_dicom_seg(source, synthetic_mask(), tmp_path / "seg.dcm", **KW)
+
+
+def test_highdicom_refusals_name_the_error_class_only(source, tmp_path, monkeypatch):
+    from ipp_seg.io.dicom_results import DicomResultError
+
+    def refuse(*args, **kwargs):
+        raise ValueError(f"Unable to convert {SECRET_BIRTH_DATE!r}")
+
+    monkeypatch.setattr(hd.sr, "ComprehensiveSR", refuse)
+    with pytest.raises(DicomResultError) as caught:
+        write_dicom_sr(source, measure_progress(synthetic_mask(), (0.35, 0.35)), tmp_path / "sr.dcm", **KW)
+    assert SECRET_BIRTH_DATE not in str(caught.value) and "ValueError" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

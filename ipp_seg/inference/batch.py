@@ -126,7 +126,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     found = []
     for path in in_dir.glob(pattern):
         rel = path.relative_to(in_dir)
-        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+        broken_link = path.is_symlink() and not path.exists()  # listed: its row says it cannot be read
+        if not (path.is_file() or broken_link) or any(part.startswith(".") for part in rel.parts):
             continue
         if exclude and (exclude == path.resolve().parent or exclude in path.resolve().parents):
             continue
@@ -279,6 +280,10 @@ class FileProcessor:
                 for rel, file_rows in zip(rels, rows)]
 
 
+class NoScansError(ValueError):
+    """The folder holds no file that the pattern takes."""
+
+
 class ResumeError(ValueError):
     """A measurements.csv that a run cannot append to without mixing results."""
 
@@ -360,6 +365,8 @@ def run_batch(options: BatchOptions,
         done = read_done(csv_path, expect={"model": spec.name, "method": inf.method, "orientation": inf.orientation})
         drop_partial_row(csv_path)
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
+    if not files:  # before a previous CSV is touched
+        raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")
     if options.save_masks or options.overlays:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
@@ -449,5 +456,5 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure",
-           "InferenceOptions", "ResumeError", "drop_partial_row", "file_groups", "list_scans", "measurement_row",
+           "InferenceOptions", "NoScansError", "ResumeError", "drop_partial_row", "file_groups", "list_scans", "measurement_row",
            "output_stem", "read_done", "run_batch", "suffix_disambiguated"]

@@ -34,7 +34,7 @@ from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
-from .errors import ScanReadError
+from .errors import ScanReadError, missing_file_reason
 from .frames import ImagingRegion, Spacing, same_spacing
 from .greyscale import invert, luminance_rgb, to_output
 
@@ -126,7 +126,7 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
                 pixel_check = _check_pixel_element(path, f, tsyntax)
                 has_pixels = pixel_check is not None
     except FileNotFoundError:
-        raise ScanReadError(path, "no such file") from None
+        raise ScanReadError(path, missing_file_reason(path)) from None
     except IsADirectoryError:
         raise ScanReadError(path, "is a directory, not a file") from None
     except PermissionError:

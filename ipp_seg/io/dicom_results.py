@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     import pydicom
 
 __all__ = [
+    "DicomResultError",
     "PRIVATE_SCHEME",
     "SEG_SERIES_NUMBER",
     "SR_SERIES_NUMBER",
@@ -56,6 +58,23 @@ SR_SERIES_NUMBER = 9002
 _MANUFACTURER = "ipp-seg"
 _MISSING = "DICOM results need highdicom: pip install 'ipp-seg[dicom]'"
 _MAX_LO = 64
+
+
+class DicomResultError(ValueError):
+    """A SEG or SR that cannot be made from this source. The message never quotes the source's
+    values (they may identify the patient)."""
+
+
+@contextmanager
+def _refusals(kind: str):
+    """highdicom's errors quote the values it refuses; pass on only what kind of error it was."""
+    try:
+        yield
+    except (DicomResultError, ImportError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any refusal of the source, named by its class only
+        raise DicomResultError(f"highdicom could not make the {kind} from this source's header "
+                               f"({type(exc).__name__})") from None
 
 
 def _highdicom():
@@ -99,52 +118,54 @@ def write_dicom_seg(
 
     frame = _check_frame(source, frame_number)
     mask = _check_mask(label_mask, source)
-    family = codes.cid7162.ArtificialIntelligence
-    algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version)
-    category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
-    structures = (
-        (1, "pubic symphysis", hd.sr.CodedConcept("82561000", "SCT", "Symphysis pubis")),
-        (2, "fetal head", hd.sr.CodedConcept("FH", PRIVATE_SCHEME, "Fetal head")),
-    )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=category,
-            segmented_property_type=prop,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            tracking_uid=hd.UID(),
-            tracking_id=label,
+    source = _conforming_source(source)
+    with _refusals("Segmentation"):
+        family = codes.cid7162.ArtificialIntelligence
+        algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version)
+        category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
+        structures = (
+            (1, "pubic symphysis", hd.sr.CodedConcept("82561000", "SCT", "Symphysis pubis")),
+            (2, "fetal head", hd.sr.CodedConcept("FH", PRIVATE_SCHEME, "Fetal head")),
         )
-        for number, label, prop in structures
-    ]
-    reference = _single_frame_view(source) if frame is not None else source
-    seg = hd.seg.Segmentation(
-        source_images=[reference],
-        pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=_MANUFACTURER,
-        manufacturer_model_name=_lo(model_name),
-        software_versions=_lo(software_version),
-        device_serial_number="none",
-        content_label="IPP_SEG",
-        content_description=_lo(f"PS and FH segmentation by {model_name}"),
-        omit_empty_frames=False,
-    )
-    if frame is not None:
-        _restore_source_reference(seg, source, frame)
-    # Type 2C in General Image for images without Image Plane attributes; highdicom leaves
-    # it out for sources without a frame of reference.
-    if "PatientOrientation" not in seg:
-        seg.PatientOrientation = source.get("PatientOrientation", "")
-    _declare_private_scheme(seg)
-    return _save(seg, path)
+        descriptions = [
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=label,
+                segmented_property_category=category,
+                segmented_property_type=prop,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                tracking_uid=hd.UID(),
+                tracking_id=label,
+            )
+            for number, label, prop in structures
+        ]
+        reference = _single_frame_view(source) if frame is not None else source
+        seg = hd.seg.Segmentation(
+            source_images=[reference],
+            pixel_array=mask,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(),
+            series_number=SEG_SERIES_NUMBER,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer=_MANUFACTURER,
+            manufacturer_model_name=_lo(model_name),
+            software_versions=_lo(software_version),
+            device_serial_number="none",
+            content_label="IPP_SEG",
+            content_description=_lo(f"PS and FH segmentation by {model_name}"),
+            omit_empty_frames=False,
+        )
+        if frame is not None:
+            _restore_source_reference(seg, source, frame)
+        # Type 2C in General Image for images without Image Plane attributes; highdicom leaves
+        # it out for sources without a frame of reference.
+        if "PatientOrientation" not in seg:
+            seg.PatientOrientation = source.get("PatientOrientation", "")
+        _declare_private_scheme(seg)
+        return _save(seg, path)
 
 
 def write_dicom_sr(
@@ -187,91 +208,132 @@ def write_dicom_sr(
     from pydicom.uid import generate_uid
 
     frame = _check_frame(source, frame_number)
-    sr = hd.sr
-    frames = [frame] if frame is not None else None
+    source = _conforming_source(source)
+    with _refusals("SR"):
+        sr = hd.sr
+        frames = [frame] if frame is not None else None
 
-    def source_for_region():
-        return sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
+        def source_for_region():
+            return sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
 
-    algorithm = sr.AlgorithmIdentification(name=_lo(model_name), version=_lo(software_version))
-    method = sr.CodedConcept(measurement.method, PRIVATE_SCHEME, _lo(f"{measurement.method} method of ipp-seg"))
-    lm = measurement.landmarks
+        algorithm = sr.AlgorithmIdentification(name=_lo(model_name), version=_lo(software_version))
+        method = sr.CodedConcept(measurement.method, PRIVATE_SCHEME, _lo(f"{measurement.method} method of ipp-seg"))
+        lm = measurement.landmarks
 
-    def coded_measurement(code: str, meaning: str, value: float, unit, points):
-        return sr.Measurement(
-            name=sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
-            value=float(value),
-            unit=unit,
-            algorithm_id=algorithm,
-            method=method,
-            referenced_coordinates=_coordinates(sr, points, source, source_for_region),
-        )
-
-    measurements = []
-    if measurement.aop_deg is not None:
-        measurements.append(coded_measurement("AOP", "Angle of progression", measurement.aop_deg, codes.UCUM.Degree,
-                                              (lm.ps_superior_end, lm.ps_inferior_end, lm.fh_tangent_point)))
-    if measurement.hsd_mm is not None:
-        measurements.append(coded_measurement("HSD", "Head-symphysis distance", measurement.hsd_mm,
-                                              codes.UCUM.Millimeter, (lm.ps_inferior_end, lm.hsd_point)))
-
-    evaluations = [
-        sr.QualitativeEvaluation(
-            name=sr.CodedConcept("STATUS", PRIVATE_SCHEME, "Measurement status"),
-            value=sr.CodedConcept(measurement.status, PRIVATE_SCHEME, f"measurement {measurement.status}"),
-        )
-    ]
-    for reason in measurement.reasons:
-        meaning = REASONS.get(reason, ("", reason))[1]
-        evaluations.append(
-            sr.QualitativeEvaluation(
-                name=sr.CodedConcept("REASON", PRIVATE_SCHEME, "Measurement reason"),
-                value=sr.CodedConcept(reason, PRIVATE_SCHEME, meaning if len(meaning) <= _MAX_LO else reason),
+        def coded_measurement(code: str, meaning: str, value: float, unit, points):
+            return sr.Measurement(
+                name=sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
+                value=float(value),
+                unit=unit,
+                algorithm_id=algorithm,
+                method=method,
+                referenced_coordinates=_coordinates(sr, points, source, source_for_region),
             )
+
+        measurements = []
+        if measurement.aop_deg is not None:
+            measurements.append(coded_measurement("AOP", "Angle of progression", measurement.aop_deg, codes.UCUM.Degree,
+                                                  (lm.ps_superior_end, lm.ps_inferior_end, lm.fh_tangent_point)))
+        if measurement.hsd_mm is not None:
+            measurements.append(coded_measurement("HSD", "Head-symphysis distance", measurement.hsd_mm,
+                                                  codes.UCUM.Millimeter, (lm.ps_inferior_end, lm.hsd_point)))
+
+        evaluations = [
+            sr.QualitativeEvaluation(
+                name=sr.CodedConcept("STATUS", PRIVATE_SCHEME, "Measurement status"),
+                value=sr.CodedConcept(measurement.status, PRIVATE_SCHEME, f"measurement {measurement.status}"),
+            )
+        ]
+        for reason in measurement.reasons:
+            meaning = REASONS.get(reason, ("", reason))[1]
+            evaluations.append(
+                sr.QualitativeEvaluation(
+                    name=sr.CodedConcept("REASON", PRIVATE_SCHEME, "Measurement reason"),
+                    value=sr.CodedConcept(reason, PRIVATE_SCHEME, meaning if len(meaning) <= _MAX_LO else reason),
+                )
+            )
+        group = sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=sr.TrackingIdentifier(uid=hd.UID(), identifier="labour progress"),
+            algorithm_id=algorithm,
+            measurements=measurements or None,
+            qualitative_evaluations=evaluations,
+            source_images=[
+                sr.SourceImageForMeasurementGroup(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
+            ],
         )
-    group = sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=sr.TrackingIdentifier(uid=hd.UID(), identifier="labour progress"),
-        algorithm_id=algorithm,
-        measurements=measurements or None,
-        qualitative_evaluations=evaluations,
-        source_images=[
-            sr.SourceImageForMeasurementGroup(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
-        ],
-    )
-    # The device UID is derived from the model and version so that reports from the same
-    # model share an observer identity.
-    device = sr.DeviceObserverIdentifyingAttributes(
-        uid=generate_uid(entropy_srcs=[_MANUFACTURER, model_name, software_version]),
-        name=_lo(model_name),
-        manufacturer_name=_MANUFACTURER,
-        model_name=_lo(model_name),
-    )
-    context = sr.ObservationContext(
-        observer_device_context=sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
-    )
-    report = sr.MeasurementReport(
-        observation_context=context,
-        procedure_reported=codes.SCT.UltrasoundScanObstetric,
-        imaging_measurements=[group],
-    )
-    document = sr.ComprehensiveSR(
-        evidence=[source],
-        content=report,
-        series_instance_uid=hd.UID(),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=_MANUFACTURER,
-        is_complete=True,
-        is_final=False,
-        is_verified=False,
-    )
-    document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
-    _declare_private_scheme(document)
-    return _save(document, path)
+        # The device UID is derived from the model and version so that reports from the same
+        # model share an observer identity.
+        device = sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[_MANUFACTURER, model_name, software_version]),
+            name=_lo(model_name),
+            manufacturer_name=_MANUFACTURER,
+            model_name=_lo(model_name),
+        )
+        context = sr.ObservationContext(
+            observer_device_context=sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
+        )
+        report = sr.MeasurementReport(
+            observation_context=context,
+            procedure_reported=codes.SCT.UltrasoundScanObstetric,
+            imaging_measurements=[group],
+        )
+        document = sr.ComprehensiveSR(
+            evidence=[source],
+            content=report,
+            series_instance_uid=hd.UID(),
+            series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer=_MANUFACTURER,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+        )
+        document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
+        _declare_private_scheme(document)
+        return _save(document, path)
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+# Type 2 attributes of the Patient and General Study modules that the SEG and SR copy from the
+# source: they must be present, but may be empty.
+_COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                  "StudyID", "AccessionNumber", "ReferringPhysicianName")
+_PATIENT_SEX = ("M", "F", "O")
+
+
+def _conforming_source(source):
+    """A shallow copy of ``source`` whose copied patient and study attributes meet the standard.
+
+    Scanners and anonymisers write birth dates as 1980-02-14, sex as U, times as 25:61, or
+    leave type 2 attributes out; highdicom refuses such a source, and its error would quote the
+    value (a patient's birth date, say). Here an invalid or missing value becomes an empty one,
+    as type 2 allows, and only the attribute's name is logged."""
+    from pydicom.valuerep import DA, DT, TM
+
+    fixed = copy.copy(source)
+    blanked = []
+    for element in list(fixed):
+        parse = {"DA": DA, "TM": TM, "DT": DT}.get(element.VR)
+        if parse is None or element.VM != 1 or element.value in (None, ""):
+            continue
+        try:
+            parse(element.value)
+        except (TypeError, ValueError):
+            fixed[element.tag].value = ""
+            blanked.append(element.keyword)
+    if str(fixed.get("PatientSex", "") or "") not in ("", *_PATIENT_SEX):
+        fixed.PatientSex = ""
+        blanked.append("PatientSex")
+    for keyword in _COPIED_TYPE_2:
+        if keyword not in fixed:
+            setattr(fixed, keyword, "")
+    if blanked:
+        logger.warning("the source's %s %s not valid DICOM; left empty in the derived object",
+                       ", ".join(blanked), "is" if len(blanked) == 1 else "are")
+    return fixed
+
 
 
 def _n_frames(source) -> int:
@@ -291,34 +353,34 @@ def _check_frame(source, frame_number: int | None) -> int | None:
     """Validated 1-based frame to reference, or None for a single-frame source."""
     for keyword in ("SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "StudyInstanceUID", "SeriesInstanceUID"):
         if keyword not in source:
-            raise ValueError(f"source dataset lacks {keyword}")
+            raise DicomResultError(f"source dataset lacks {keyword}")
     n = _n_frames(source)
     if not _is_multiframe_iod(source):
         if frame_number not in (None, 1):
-            raise ValueError(f"frame_number {frame_number} given for a single-frame source")
+            raise DicomResultError(f"frame_number {frame_number} given for a single-frame source")
         return None
     if frame_number is None:
         if n > 1:
-            raise ValueError(f"the source has {n} frames: frame_number (1-based) is required")
+            raise DicomResultError(f"the source has {n} frames: frame_number (1-based) is required")
         return 1
     if not isinstance(frame_number, (int, np.integer)) or isinstance(frame_number, bool):
         raise TypeError(f"frame_number must be an integer, got {frame_number!r}")
     if not 1 <= int(frame_number) <= n:
-        raise ValueError(f"frame_number {frame_number} outside 1..{n}")
+        raise DicomResultError(f"frame_number {frame_number} outside 1..{n}")
     return int(frame_number)
 
 
 def _check_mask(label_mask, source) -> np.ndarray:
     mask = np.asarray(label_mask)
     if mask.ndim != 2:
-        raise ValueError(f"label mask must be 2-D (Rows, Columns), got shape {mask.shape}")
+        raise DicomResultError(f"label mask must be 2-D (Rows, Columns), got shape {mask.shape}")
     if mask.shape != (int(source.Rows), int(source.Columns)):
-        raise ValueError(f"label mask shape {mask.shape} differs from the source's {(source.Rows, source.Columns)}")
+        raise DicomResultError(f"label mask shape {mask.shape} differs from the source's {(source.Rows, source.Columns)}")
     if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
-        raise ValueError(f"label mask must hold integers, got {mask.dtype}")
+        raise DicomResultError(f"label mask must hold integers, got {mask.dtype}")
     unexpected = sorted(set(np.unique(mask).tolist()) - {0, 1, 2})
     if unexpected:
-        raise ValueError(f"label mask values must be 0, 1 or 2; found {unexpected[:5]}")
+        raise DicomResultError(f"label mask values must be 0, 1 or 2; found {unexpected[:5]}")
     return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
@@ -372,7 +434,7 @@ def _coordinates(sr, points, source, source_for_region):
     data = np.array([[float(p[0]) + 0.5, float(p[1]) + 0.5] for p in points], dtype=np.float64)
     cols, rows = float(source.Columns), float(source.Rows)
     if np.any(data < 0) or np.any(data[:, 0] > cols) or np.any(data[:, 1] > rows):
-        raise ValueError("a landmark lies outside the source image")
+        raise DicomResultError("a landmark lies outside the source image")
     return [sr.CoordinatesForMeasurement(graphic_type="POLYLINE", graphic_data=data, source_image=source_for_region())]
 
 

@@ -20,3 +20,8 @@ class ScanReadError(Exception):
 
     def __reduce__(self):  # keep pickling (multiprocessing) working with two arguments
         return (type(self), (self.path, self.reason))
+
+
+def missing_file_reason(path: str | os.PathLike[str]) -> str:
+    """Why a path that does not exist cannot be read: a link to nowhere says so."""
+    return "a broken link (its target does not exist)" if os.path.islink(path) else "no such file"

@@ -12,7 +12,7 @@ import os
 import cv2
 import numpy as np
 
-from .errors import ScanReadError
+from .errors import ScanReadError, missing_file_reason
 from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
         # Decoding from bytes, not cv2.imread, so that any path the OS accepts works.
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
-        raise ScanReadError(path, "no such file") from None
+        raise ScanReadError(path, missing_file_reason(path)) from None
     except IsADirectoryError:
         raise ScanReadError(path, "is a directory, not a file") from None
     except OSError as exc:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import ScanReadError
+from .errors import ScanReadError, missing_file_reason
 from .frames import Spacing
 from .greyscale import drop_alpha_to_grey, to_output
 
@@ -52,7 +52,7 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     """Read the header; for 3-D images also compare planes to tell a repeated frame from a cine."""
     path = str(path)
     if not os.path.exists(path):
-        raise ScanReadError(path, "no such file")
+        raise ScanReadError(path, missing_file_reason(path))
     if os.path.isdir(path):
         raise ScanReadError(path, "is a directory, not a file")
     reader = _reader(path)

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Union
 
-from .errors import ScanReadError
+from .errors import ScanReadError, missing_file_reason
 from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file
 from .frames import (
     FrameSelection,
@@ -53,7 +53,7 @@ def source_format(path: PathLike) -> str:
     if suffix in ITK_SUFFIXES:
         return "itk"
     if not os.path.exists(name):
-        raise ScanReadError(name, "no such file")
+        raise ScanReadError(name, missing_file_reason(name))
     if os.path.isdir(name):
         raise ScanReadError(name, "is a directory, not a file")
     if is_dicom_file(name):
@@ -81,7 +81,7 @@ def count_frames(path: PathLike) -> int:
         return inspect_itk(path).n_frames
     name = os.fspath(path)
     if not os.path.isfile(name):
-        raise ScanReadError(name, "no such file")
+        raise ScanReadError(name, missing_file_reason(name))
     return 1
 
 
