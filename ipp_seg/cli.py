@@ -256,9 +256,11 @@ def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
     """``ps=P,fh=F`` -> (P, F): two different positive label values."""
     try:
         label_map = dict(part.split("=") for part in text.split(","))
-        ps_label, fh_label = int(label_map["ps"]), int(label_map["fh"])
+        ps_label, fh_label = int(label_map.pop("ps")), int(label_map.pop("fh"))
     except (ValueError, KeyError):
         fail(f"{option} must look like ps=1,fh=2, got {text!r}")
+    if label_map:
+        fail(f"{option} names the PS and FH only (background is 0), got {', '.join(label_map)} too")
     if ps_label <= 0 or fh_label <= 0 or ps_label == fh_label:
         fail(f"{option} needs two different positive values (0 is background), got {text!r}")
     return ps_label, fh_label
@@ -343,7 +345,7 @@ def predict(
     from .inference.batch import BatchOptions, FrameFailure, InferenceOptions, measurement_row
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .inference.report import frame_report, output_names, write_frame_outputs
+    from .inference.report import frame_report, output_names, unreadable_report, write_frame_outputs
     from .io.dicom_results import DicomResultError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -370,8 +372,9 @@ def predict(
                     row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, method,
                                           orientation)
                     error(f"cannot read {scan}: {result.reason}")
-                    reports.append({"file": str(scan), "frame": row["frame"], "status": "failed",
-                                    "reasons": ["unreadable"], "error": result.reason})
+                    reports.append(unreadable_report(str(scan), result.frame_index, result.reason,
+                                                     processor.model_name, processor.segmenter.provider, method,
+                                                     orientation))
                 else:
                     row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
                                           processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
@@ -485,7 +488,8 @@ def measure(
     import csv
     import json
 
-    from .evaluate import read_label_mask
+    from .evaluate import read_label_mask, relabel_mask
+    from .inference.report import measurement_report, unreadable_measurement_report
     from .inference.batch import CSV_COLUMNS, measurement_row
     from .io import ScanReadError
     from .measure import measure_progress
@@ -493,21 +497,25 @@ def measure(
     _check_choices(method, orientation, "all", "onnx", "cpu")
     ps_label, fh_label = _parse_labels(labels)
     spacing = _parse_spacing(spacing_mm)
-    rows, unusable, failed = [], False, False
+    rows, reports, unusable, failed = [], [], False, False
     for path in masks:
         try:
             # Label values as stored (16-bit masks are not rescaled); a file's own spacing wins.
-            label_mask, file_spacing = read_label_mask(path)
-            result = measure_progress(label_mask, file_spacing or spacing, method=method,
-                                      orientation=orientation, ps_label=ps_label, fh_label=fh_label)
+            stored, file_spacing = read_label_mask(path)
+            # A value besides 0 and the two named ones is another tool's labelling or a lossy
+            # file: measuring as if it were background would report the PS or FH "missing".
+            label_mask = relabel_mask(stored, (ps_label, fh_label), source="the mask",
+                                      advice="name the structures' values with --labels ps=...,fh=...")
+            result = measure_progress(label_mask, file_spacing or spacing, method=method, orientation=orientation)
             row = measurement_row(str(path), 0, result, "", None, "", method, orientation)
+            reports.append(measurement_report(str(path), 0, result))
             failed |= result.status == "failed"
-        except ScanReadError as exc:
+        except (ScanReadError, ValueError) as exc:
             unusable = True
-            row = measurement_row(str(path), "", None, "", None, exc.reason, method, orientation)
-            error(str(exc))
-        except ValueError as exc:
-            fail(f"{path}: {exc}")
+            reason = exc.reason if isinstance(exc, ScanReadError) else str(exc)
+            row = measurement_row(str(path), "", None, "", None, reason, method, orientation)
+            reports.append(unreadable_measurement_report(str(path), None, reason, method, orientation))
+            error(f"cannot measure {path}: {reason}")
         rows.append(row)
     if csv_path:
         try:
@@ -518,7 +526,7 @@ def measure(
         except OSError as exc:
             fail(f"cannot write --csv {csv_path}: {exc.strerror or exc}")
     if json_output:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(reports, indent=2))
     else:
         _stdout().print(_results_table(rows, "ipp-seg measure"))
     raise typer.Exit(2 if unusable else 1 if failed else 0)

@@ -250,14 +250,39 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     reference_rows = csv.DictReader((psfhs_dir / "aop_reference.csv").read_text().splitlines())
     reference = {r["case"]: float(r["aop_deg"]) for r in reference_rows}
     assert float(row["aop_deg"]) == pytest.approx(reference["04700"], abs=0.01)
-    assert float(row["spacing_x_mm"]) == 0.2
+    assert row["spacing_mm"] == [0.2, 0.2] and row["landmarks"]["ps_inferior_x"] is not None
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
-    assert len(rows) == 1 and rows[0]["status"] in ("ok", "warning")
+    assert len(rows) == 1 and rows[0]["status"] in ("ok", "warning") and float(rows[0]["spacing_x_mm"]) == 0.2
+
+    # The same mask measured as if its values were ipp-seg's 1 and 2: refused, naming the values,
+    # rather than reported as a mask without PS and FH.
+    result = invoke("measure", tmp_path / "m.png", "--json")
+    assert result.exit_code == 2 and "label values 7, 8" in result.output and "--labels" in result.output
+    (report,) = json.loads(result.stdout)
+    assert report["status"] == "failed" and report["reasons"] == ["unreadable"] and report["aop_deg"] is None
 
 
-def test_measure_wrong_labels_option_exits_2(tmp_path):
-    result = invoke("measure", tmp_path / "x.png", "--labels", "ps7")
-    assert result.exit_code == 2
+def test_json_reports_share_one_schema(sample_png, tmp_path):
+    # predict and measure, measured or not: the same keys and null (never "") for no value.
+    import cv2
+
+    predicted = json.loads(invoke("predict", sample_png, tmp_path / "missing.png", "--json", "--out",
+                                  tmp_path / "out").stdout)
+    mask = tmp_path / "out" / f"{sample_png.stem}_mask.png"
+    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((64, 64), np.uint8))
+    measured = json.loads(invoke("measure", mask, tmp_path / "blank.png", tmp_path / "missing.png", "--json").stdout)
+    measurement_keys = set(measured[0])
+    assert set(measured[1]) == measurement_keys and set(measured[2]) == measurement_keys | {"error"}
+    assert set(predicted[0]) > measurement_keys and set(predicted[1]) == set(predicted[0]) | {"error"}
+    assert measured[1]["aop_deg"] is None and measured[1]["reasons"][-2:] == ["ps_missing", "fh_missing"]
+    assert predicted[1]["frame"] is None and predicted[1]["aop_deg"] is None and predicted[1]["model"]
+    assert measured[0]["aop_deg"] == pytest.approx(predicted[0]["aop_deg"], abs=1e-6)
+
+
+@pytest.mark.parametrize("labels", ["ps7", "ps=1,fh=2,bg=0", "ps=1,fh=1", "ps=0,fh=2"])
+def test_measure_wrong_labels_option_exits_2(tmp_path, labels):
+    result = invoke("measure", tmp_path / "x.png", "--labels", labels)
+    assert result.exit_code == 2 and "--labels" in result.output and "Traceback" not in result.output
 
 
 def test_evaluate_command(tmp_path, psfhs_dir):

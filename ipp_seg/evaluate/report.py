@@ -36,6 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
+from ..io.errors import missing_file_reason
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from .acquisition import STYLES, acquisition_style
 from .agreement import Agreement, bland_altman
@@ -685,8 +686,10 @@ def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | N
     """
     name = os.fspath(path)
     lower = name.lower()
+    if os.path.isdir(name):
+        raise ScanReadError(name, "is a folder, not a mask file")
     if not os.path.isfile(name):
-        raise ScanReadError(name, "no such file")
+        raise ScanReadError(name, missing_file_reason(name))
     if lower.endswith(_ITK_MASK_SUFFIXES):
         labels, spacing = _read_itk_mask(name)
     elif lower.endswith(MASK_SUFFIXES):

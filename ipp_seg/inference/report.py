@@ -9,18 +9,15 @@ from pathlib import Path
 from .. import __version__
 from ..io import write_label_png, write_overlay_png
 from .batch import output_stem, suffix_disambiguated
+from ..measure import Measurement
 from .pipeline import FrameResult
 
 
-def frame_report(result: FrameResult, provider: str, elapsed_ms: float) -> dict:
-    """Everything known about one frame's measurement, as plain JSON-able values."""
-    m = result.measurement
-    frame = result.frame
+def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
+    """One measurement as plain JSON-able values (what ``measure --json`` prints per mask)."""
     return {
-        "file": frame.provenance.path,
-        "frame": frame.frame_index,
-        "n_frames": frame.n_frames,
-        "sop_instance_uid": frame.provenance.sop_instance_uid,
+        "file": file,
+        "frame": frame_index,
         "status": m.status,
         "reasons": list(m.reasons),
         "aop_deg": m.aop_deg,
@@ -32,10 +29,41 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float) -> dict:
         "orientation": m.orientation,
         "spacing_mm": None if m.spacing_mm is None else list(m.spacing_mm),
         "landmarks": m.landmarks.to_dict(),
+    }
+
+
+def frame_report(result: FrameResult, provider: str, elapsed_ms: float) -> dict:
+    """Everything known about one frame's measurement, as plain JSON-able values."""
+    frame = result.frame
+    return {
+        **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
+        "n_frames": frame.n_frames,
+        "sop_instance_uid": frame.provenance.sop_instance_uid,
         "model": result.model,
         "provider": provider,
         "ipp_seg_version": __version__,
         "time_ms": round(elapsed_ms, 1),
+    }
+
+
+def unreadable_measurement_report(file: str, frame_index: int | None, reason: str, method: str,
+                                  orientation: str) -> dict:
+    """:func:`measurement_report`'s keys for a file or frame that could not be read, null where
+    nothing was measured, with the cause in ``error``: JSON readers meet one schema."""
+    return {
+        "file": file, "frame": frame_index, "status": "failed", "reasons": ["unreadable"], "error": reason,
+        "aop_deg": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
+        "method": method, "orientation": orientation, "spacing_mm": None, "landmarks": None,
+    }
+
+
+def unreadable_report(file: str, frame_index: int | None, reason: str, model: str, provider: str, method: str,
+                      orientation: str) -> dict:
+    """:func:`frame_report`'s keys for a file or frame that could not be read."""
+    return {
+        **unreadable_measurement_report(file, frame_index, reason, method, orientation),
+        "n_frames": None, "sop_instance_uid": None, "model": model, "provider": provider,
+        "ipp_seg_version": __version__, "time_ms": None,
     }
 
 
