@@ -521,6 +521,16 @@ HIGH_AOP = dict(ps_center=(60, 120), ps_a=30, ps_b=9, ps_angle=0, head_center=(1
 ROUND_PS = dict(ps_a=18, ps_b=15)  # short/long axis 0.83: rounder than any expert PS outline
 HSD_MISS = dict(ps_center=(110, 40), ps_angle=-15, head_center=(70, 170), head_axes=(60, 50))
 
+def _cut_at_frame_edge(label: int) -> np.ndarray:
+    """The typical scene with the frame's edge cutting through one structure: the PS at the
+    top (its superior part lost), the FH at the bottom (its lower half lost)."""
+    scene = typical_scene()
+    rows = np.flatnonzero((scene == label).any(axis=1))
+    if label == 1:
+        return np.ascontiguousarray(scene[rows[0] + 3:])
+    return np.ascontiguousarray(scene[: (rows[0] + rows[-1]) // 2])
+
+
 REASON_CASES = {
     "ps_missing": lambda mp: measure_progress(_without(1), (0.2, 0.2)),
     "fh_missing": lambda mp: measure_progress(_without(2), (0.2, 0.2)),
@@ -537,6 +547,8 @@ REASON_CASES = {
     "aop_out_of_range": lambda mp: measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2)),
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
+    "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
+    "fh_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(2), (0.2, 0.2)),
 }
 
 

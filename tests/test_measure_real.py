@@ -72,6 +72,11 @@ def test_nearly_round_ps_is_rare_in_expert_outlines(ellipse_results):
     assert 0 < flagged <= 0.01 * len(ellipse_results)
 
 
+def test_no_expert_structure_reaches_the_frame_edge(ellipse_results):
+    # What the frame-edge warnings rest on: an expert PS or FH never touches the frame's edge.
+    assert not any(code.endswith("_at_frame_edge") for r in ellipse_results for code in r.reasons)
+
+
 def test_ellipse_close_to_reference_where_angles_agree_in_sense(ground_truth, ellipse_results):
     # The reference is the challenge method's number; the whole-contour fit differs from it by
     # about a degree (median). Beyond 180 deg the reference folds the angle back (law of

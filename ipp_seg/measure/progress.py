@@ -158,6 +158,8 @@ def _extract(binary: np.ndarray, prefix: str, reasons: list[str]) -> _Structure 
     comp = (labels == keep).view(np.uint8)
     contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     x0, y0, w, h = cv2.boundingRect(contours[0])
+    if x0 == 0 or y0 == 0 or x0 + w == binary.shape[1] or y0 + h == binary.shape[0]:
+        reasons.append(f"{prefix}_at_frame_edge")
     crop = np.zeros((h, w), dtype=np.uint8)
     # Filling the outer contour closes holes, so the boundary is the outline only.
     cv2.drawContours(crop, contours, -1, 1, thickness=cv2.FILLED, offset=(-x0, -y0))

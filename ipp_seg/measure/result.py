@@ -32,6 +32,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "fh_ellipse_poor_fit": ("warning", "the FH mask and its fitted ellipse overlap with IoU < 0.85"),
     "ps_nearly_round": ("warning", "PS short/long axis ratio above 0.70, rounder than 99.5 % of expert outlines: "
                         "its long axis, and so the AoP, is ill-defined"),
+    "ps_at_frame_edge": ("warning", "the PS touches the edge of the frame: it may be cut off, and its axis and "
+                         "inferior end with it (no expert PS in the 1,058 PSFHS frames does)"),
+    "fh_at_frame_edge": ("warning", "the FH touches the edge of the frame: the frame's edge then forms part of its "
+                         "contour and of the ellipse fitted to it (no expert FH in the PSFHS frames does)"),
     "ps_axis_near_vertical": ("warning", "PS axis within 10 deg of vertical: the inferior end is ill-posed"),
     "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side"),
