@@ -416,7 +416,7 @@ def batch(
     save_masks: bool = typer.Option(False, "--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs under overlays/."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes (each loads the model once)."),
-    resume: bool = typer.Option(False, "--resume", help="Skip what measurements.csv already holds."),
+    resume: bool = typer.Option(False, "--resume", help="Skip what measurements.csv already holds (unreadable files are tried again)."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
@@ -472,7 +472,7 @@ def batch(
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
-    if summary.rows and summary.failed_rows == summary.rows:
+    if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
         fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
 
 

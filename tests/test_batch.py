@@ -82,10 +82,12 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 1, 2}
     assert (out / "masks" / "a.png").exists() and (out / "overlays" / "sub" / "b.png").exists()
 
-    # --resume on a finished run adds nothing.
+    # --resume on a finished run adds nothing (it tries the unreadable files again, which fail
+    # the same way: their rows move to the end).
     again = _run("batch", mixed_folder, "--out", out, "--resume")
     assert again.exit_code == 0, again.output
-    assert _rows(out / "measurements.csv") == rows
+    key = lambda r: (r["file"], r["frame"])  # noqa: E731
+    assert sorted(_rows(out / "measurements.csv"), key=key) == sorted(rows, key=key)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -141,6 +143,24 @@ def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_
     rows = _rows(csv_path)
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(rows, key=key) == sorted(full, key=key)  # each frame once, every row whole
+
+
+def test_resume_tries_unreadable_files_again(mixed_folder, tmp_path, sample_dicom):
+    # A file still being copied, or one whose decoder was missing, is measured on --resume once
+    # it can be read; its old failed row goes, so every file keeps one set of rows.
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    first = _rows(out / "measurements.csv")
+    assert [r["status"] for r in first if r["file"] == "corrupt.dcm"] == ["failed"]
+    shutil.copy(sample_dicom, mixed_folder / "corrupt.dcm")  # the copy has now completed
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    rows = _rows(out / "measurements.csv")
+    (fixed,) = [r for r in rows if r["file"] == "corrupt.dcm"]
+    assert fixed["status"] in ("ok", "warning") and fixed["aop_deg"] and fixed["error"] == ""
+    unchanged = [r for r in first if r["reasons"] != "unreadable"]
+    assert [r for r in rows if r["file"] != "corrupt.dcm" and r["reasons"] != "unreadable"] == unchanged
+    assert sorted(r["file"] for r in rows) == sorted(r["file"] for r in first)
 
 
 def test_resume_refuses_a_csv_made_with_other_options(mixed_folder, tmp_path):

@@ -288,49 +288,63 @@ class ResumeError(ValueError):
     """A measurements.csv that a run cannot append to without mixing results."""
 
 
-def drop_partial_row(csv_path: Path) -> bool:
-    """Cut a last row that a killed run left half-written (the file does not end in a newline):
-    read as complete it would mark its file done, and the next row would be glued onto it.
-    Returns whether anything was cut."""
-    if not csv_path.exists():
-        return False
-    data = csv_path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return False
-    keep = data.rfind(b"\n") + 1  # 0 when not even the header was complete
-    with open(csv_path, "r+b") as fh:
-        fh.truncate(keep)
-    log.warning("%s ended in a half-written row (%d bytes); it was dropped and its file is measured again",
-                csv_path, len(data) - keep)
-    return True
-
-
-def read_done(csv_path: Path, expect: dict[str, str] | None = None) -> dict[str, set]:
-    """(file -> set of frame indices, or {""} for a file-level failure) already in the CSV.
+def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool]:
+    """The CSV's complete rows, and whether a last row was left half-written by a killed run
+    (no newline at its end: read as complete it would mark its file done).
 
     ``expect`` (column -> value, e.g. the model and method of this run) refuses a CSV whose
     rows were made otherwise, and a header that is not this version's columns: appending to
     either would mix results that a reader of the CSV could not tell apart."""
-    done: dict[str, set] = {}
     if not csv_path.exists():
-        return done
+        return [], False
     with open(csv_path, newline="") as fh:
         text = fh.read()
-    complete = text[:text.rfind("\n") + 1]  # a half-written last row is not done (drop_partial_row)
+    complete = text[:text.rfind("\n") + 1]
     if not complete:
-        return done
+        return [], bool(text)
     reader = csv.DictReader(io.StringIO(complete, newline=""))
     if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
         raise ResumeError(f"{csv_path} has other columns than this version of ipp-seg writes; "
                           "resume into a new --out folder")
-    for row in reader:
+    rows = list(reader)
+    for row in rows:
         for column, value in (expect or {}).items():
             if row[column] != value:
                 raise ResumeError(f"{csv_path} holds rows made with {column} {row[column]!r}, this run uses "
                                   f"{value!r}: resume with the same options, or write to a new --out folder")
+    return rows, complete != text
+
+
+def _done_of(rows: list[dict]) -> dict[str, set]:
+    done: dict[str, set] = {}
+    for row in rows:
         frame = row.get("frame", "")
         done.setdefault(row["file"], set()).add(int(frame) if frame.isdigit() else "")
     return done
+
+
+def read_done(csv_path: Path) -> dict[str, set]:
+    """(file -> set of frame indices, or {""} for a file-level failure) already in the CSV."""
+    return _done_of(_complete_rows(csv_path)[0])
+
+
+def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None) -> dict[str, set]:
+    """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written
+    and the rows of files or frames that could not be read (a decoder may have been installed
+    since, a file copied in full), which are taken out of the CSV so that their new rows do not
+    join them. The file is rewritten (atomically) only when something is taken out."""
+    rows, partial = _complete_rows(csv_path, expect)
+    kept = [row for row in rows if row["reasons"] != "unreadable"]
+    if partial or len(kept) < len(rows):
+        staging = csv_path.with_name(csv_path.name + ".resume")
+        with open(staging, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(staging, csv_path)
+        log.warning("%s: %d unreadable row(s)%s taken out; those files are tried again", csv_path,
+                    len(rows) - len(kept), " and a half-written last row" if partial else "")
+    return _done_of(kept)
 
 
 # Worker processes keep one FileProcessor each (the model is loaded once per process).
@@ -362,8 +376,8 @@ def run_batch(options: BatchOptions,
     done: dict[str, set] = {}
     if options.resume:
         inf = options.inference
-        done = read_done(csv_path, expect={"model": spec.name, "method": inf.method, "orientation": inf.orientation})
-        drop_partial_row(csv_path)
+        done = prepare_resume(csv_path, expect={"model": spec.name, "method": inf.method,
+                                                "orientation": inf.orientation})
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     if not files:  # before a previous CSV is touched
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")
@@ -456,5 +470,5 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure",
-           "InferenceOptions", "NoScansError", "ResumeError", "drop_partial_row", "file_groups", "list_scans", "measurement_row",
-           "output_stem", "read_done", "run_batch", "suffix_disambiguated"]
+           "InferenceOptions", "NoScansError", "ResumeError", "file_groups", "list_scans", "measurement_row",
+           "output_stem", "prepare_resume", "read_done", "run_batch", "suffix_disambiguated"]
