@@ -562,6 +562,10 @@ def evaluate(
     reference_aop: Optional[Path] = typer.Option(
         None, "--reference-aop", help="CSV of published AoP per case (columns case,aop_deg, as PSFHS's "
                                       "aop_reference.csv): also report the predictions' |ΔAoP| against it."),
+    missing_as_empty: bool = typer.Option(False, "--missing-as-empty",
+                                          help="Score a ground truth without prediction as an empty prediction "
+                                               "(Dice 0, HD = ASD = 100 px, AoP failed), as a challenge does; "
+                                               "by default such cases are listed, not scored."),
     gt_labels: str = typer.Option("ps=1,fh=2", "--gt-labels",
                                   help="Label values of the structures in the ground-truth masks, e.g. "
                                        "ps=128,fh=255 (the predictions hold ipp-seg's 1 and 2)."),
@@ -582,7 +586,8 @@ def evaluate(
         except (OSError, ValueError) as exc:
             fail(f"cannot read the reference AoP {reference_aop}: {exc}")
     report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
-                              reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"))
+                              reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"),
+                              missing_as_empty=missing_as_empty)
     columns = ["block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)", "ASD all (px)", "mean |ΔAoP| (°)",
                "median |ΔAoP| (°)"]
     if reference is not None:
@@ -600,7 +605,8 @@ def evaluate(
     _stdout().print(_agreement_table(report.blocks, reference is not None))
     if any(block.reasons_pred for block in report.blocks):
         _stdout().print(_reasons_table(report.blocks))
-    for label, ids in (("missing predictions", report.missing_predictions),
+    scored = "scored as empty predictions" if missing_as_empty else "not scored (--missing-as-empty scores them)"
+    for label, ids in ((f"ground truths without prediction, {scored}", report.missing_predictions),
                        ("predictions without ground truth", report.missing_ground_truth)):
         if ids:
             err.print(f"[yellow]{len(ids)} {label}:[/] {escape(', '.join(ids[:10]))}{' ...' if len(ids) > 10 else ''}",

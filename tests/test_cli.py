@@ -324,6 +324,17 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", tmp_path / "bad.csv")
     assert result.exit_code != 0 and "cannot read the reference AoP" in result.output
 
+    # A ground truth without prediction: listed and not scored, or scored as an empty prediction.
+    (tmp_path / "pred" / "04750.png").unlink()
+    listed = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", tmp_path / "ev3")
+    assert "without prediction, not scored" in listed.output and "04750" in listed.output
+    assert json.loads((tmp_path / "ev3" / "summary.json").read_text())["blocks"]["overall"]["score"] == 1.0
+    scored = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--missing-as-empty", "--out", tmp_path / "ev4")
+    assert scored.exit_code == 0, scored.output
+    assert "scored as empty predictions" in scored.output
+    overall = json.loads((tmp_path / "ev4" / "summary.json").read_text())["blocks"]["overall"]
+    assert overall["metrics"]["dice_all"]["mean"] == pytest.approx(0.5) and overall["score"] < 0.8
+
 
 def test_export_command(tmp_path):
     torch = pytest.importorskip("torch")
