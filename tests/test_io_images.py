@@ -193,6 +193,22 @@ def test_itk_2d_with_spacing(tmp_path, suffix):
     assert frame.provenance.source_format == "itk"
 
 
+@pytest.mark.parametrize("suffix", [".mha", ".nii.gz"])
+def test_itk_direction_that_flips_the_frame_is_named(tmp_path, suffix, caplog):
+    # Pixels are measured as stored; a file whose direction cosines flip them is named, since the
+    # PS's inferior end (the right-hand end as displayed) may then be on the other side.
+    grey = scene(30, 50)
+    image = sitk.GetImageFromArray(grey)
+    image.SetDirection((-1.0, 0.0, 0.0, 1.0))
+    flipped = tmp_path / f"flipped{suffix}"
+    sitk.WriteImage(image, str(flipped))
+    with caplog.at_level("WARNING", logger="ipp_seg.io.itk"):
+        np.testing.assert_array_equal(read_frame(flipped).pixels, grey)
+        read_frame(write_itk(tmp_path / f"plain{suffix}", grey))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(flipped)]
+    assert "direction cosines" in caplog.text
+
+
 def test_itk_unit_spacing_is_unknown(tmp_path):
     frame = read_frame(write_itk(tmp_path / "img.mha", scene()))
     assert frame.spacing_mm is None

@@ -3,7 +3,8 @@
 A 2-D image is one frame. A 3-D image whose planes are all identical is one frame too: the
 PSFHS layout stores each greyscale frame three times as a 256 x 256 x 3 volume. Any other 3-D
 image is taken as a stack of frames along its third axis (a cine). Pixels are taken in index
-order (the direction cosines are not applied).
+order: the direction cosines are not applied, and a file whose cosines flip or turn the frame
+is named in a warning.
 
 ITK spacing is in mm; a spacing of exactly 1 x 1 is what ITK writes when nothing is known
 (PSFHS frames were resized and carry none), so it counts as unknown.
@@ -77,6 +78,14 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     identical = depth > 1 and _planes_identical(path, width, height, depth, volume)
     spacing = _spacing(reader.GetSpacing())
     n_frames = 1 if depth == 1 or identical else depth
+    direction = reader.GetDirection()
+    in_plane = (direction[0], direction[1], direction[dimension], direction[dimension + 1])
+    if not np.allclose(in_plane, (1.0, 0.0, 0.0, 1.0), atol=1e-6):
+        # Viewers disagree on these (a NIfTI written with an identity affine reads as flipped
+        # in ITK's LPS convention), so the stored layout is measured, and the user is told.
+        logger.warning("%s: its direction cosines flip or turn the frame (in-plane %s); ipp-seg measures the "
+                       "pixels as stored, so check that the PS's inferior end is on the side --orientation "
+                       "assumes", path, tuple(round(v, 3) for v in in_plane))
     logger.debug(
         "%s: %dx%dx%d %s, %d frame(s)%s, spacing %s",
         path, width, height, depth, pixel_type, n_frames, " (repeated planes)" if identical else "", spacing,
