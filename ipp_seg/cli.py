@@ -266,6 +266,9 @@ def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
     return ps_label, fh_label
 
 
+PLAUSIBLE_SPACING_MM = (0.01, 2.0)  # transperineal frames: ~0.1-0.5 mm per pixel
+
+
 def _parse_spacing(text: str | None) -> tuple[float, float] | None:
     if not text:
         return None
@@ -273,8 +276,12 @@ def _parse_spacing(text: str | None) -> tuple[float, float] | None:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         fail(f"--spacing-mm must be X or X,Y in mm per pixel, got {text!r}")
-    if len(values) not in (1, 2) or any(v <= 0 for v in values):
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
         fail(f"--spacing-mm must be one or two positive numbers, got {text!r}")
+    if not all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in values):
+        # A calibration in another unit (cm, or pixels per mm) would give HSDs off by 10x or more.
+        fail(f"--spacing-mm {text}: an ultrasound pixel is {PLAUSIBLE_SPACING_MM[0]}-{PLAUSIBLE_SPACING_MM[1]} mm; "
+             "give millimetres per pixel (a calibration in cm per pixel times 10)")
     return (values[0], values[-1])
 
 

@@ -222,7 +222,8 @@ def test_predict_failed_measurement_exits_1(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--method", "guess"], ["--orientation", "up"], ["--frames", "x-y"],
-                                  ["--spacing-mm", "-1"], ["--model", "no-such-model"], ["--backend", "tf"]])
+                                  ["--spacing-mm", "-1"], ["--spacing-mm", "1000"], ["--spacing-mm", "0.3,nan"],
+                                  ["--model", "no-such-model"], ["--backend", "tf"]])
 def test_predict_bad_options_exit_2(sample_png, args):
     result = invoke("predict", sample_png, *args)
     assert result.exit_code == 2
