@@ -548,6 +548,7 @@ REASON_CASES = {
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
     "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
+    "ps_below_head": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1]), (0.2, 0.2)),
     "fh_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(2), (0.2, 0.2)),
 }
 

@@ -75,6 +75,8 @@ def test_nearly_round_ps_is_rare_in_expert_outlines(ellipse_results):
 def test_no_expert_structure_reaches_the_frame_edge(ellipse_results):
     # What the frame-edge warnings rest on: an expert PS or FH never touches the frame's edge.
     assert not any(code.endswith("_at_frame_edge") for r in ellipse_results for code in r.reasons)
+    # Nor does it lie below the head (the ps_below_head warning's premise).
+    assert not any("ps_below_head" in r.reasons for r in ellipse_results)
 
 
 def test_ellipse_close_to_reference_where_angles_agree_in_sense(ground_truth, ellipse_results):

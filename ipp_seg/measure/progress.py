@@ -325,6 +325,11 @@ def measure_progress(
         return result()
     if geo.region_axis_ratio(ps.filled, scale) > MAX_PS_AXIS_RATIO:
         reasons.append("ps_nearly_round")
+    if ps.centroid_px[1] >= fh.centroid_px[1]:
+        # In every PSFHS frame the PS's centre lies above the head's (by 61 px or more at
+        # 256 x 256): a frame upside down or in another display convention puts the inferior
+        # end somewhere the orientation option does not expect.
+        reasons.append("ps_below_head")
 
     # --- PS axis ends and FH model -------------------------------------------------------
     fh_ell: geo.Ellipse | None = None

@@ -36,6 +36,8 @@ REASONS: dict[str, tuple[str, str]] = {
                          "inferior end with it (no expert PS in the 1,058 PSFHS frames does)"),
     "fh_at_frame_edge": ("warning", "the FH touches the edge of the frame: the frame's edge then forms part of its "
                          "contour and of the ellipse fitted to it (no expert FH in the PSFHS frames does)"),
+    "ps_below_head": ("warning", "the PS's centre is not above the head's, as it is in every PSFHS frame: the frame "
+                      "may be upside down or in another display convention, and the AoP taken at the wrong end"),
     "ps_axis_near_vertical": ("warning", "PS axis within 10 deg of vertical: the inferior end is ill-posed"),
     "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side"),
