@@ -146,11 +146,7 @@ def write_dicom_seg(
             pixel_array=mask,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(),
-            series_number=SEG_SERIES_NUMBER,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=_MANUFACTURER,
+            **_new_instance(hd, SEG_SERIES_NUMBER),
             manufacturer_model_name=_lo(model_name),
             software_versions=_lo(software_version),
             device_serial_number="none",
@@ -280,11 +276,7 @@ def write_dicom_sr(
         document = sr.ComprehensiveSR(
             evidence=[source],
             content=report,
-            series_instance_uid=hd.UID(),
-            series_number=SR_SERIES_NUMBER,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=_MANUFACTURER,
+            **_new_instance(hd, SR_SERIES_NUMBER),
             is_complete=True,
             is_final=False,
             is_verified=False,
@@ -301,6 +293,12 @@ def write_dicom_sr(
 _COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                   "StudyID", "AccessionNumber", "ReferringPhysicianName")
 _PATIENT_SEX = ("M", "F", "O")
+
+
+def _new_instance(hd, series_number: int) -> dict:
+    """The identity of a new derived object: its own series and instance, made by ipp-seg."""
+    return {"series_instance_uid": hd.UID(), "series_number": series_number, "sop_instance_uid": hd.UID(),
+            "instance_number": 1, "manufacturer": _MANUFACTURER}
 
 
 def _conforming_source(source):
