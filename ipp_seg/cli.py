@@ -125,22 +125,54 @@ def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
     return values
 
 
+# What --resume may change: where the data and run are, and the machine; the recipe stays the run's.
+RESUME_MAY_CHANGE = frozenset({"data", "out", "resume", "epochs", "device", "threads", "bf16"})
+# train's options whose TrainSettings field has another name.
+_SETTING_OF_OPTION = {"ce_weights": "ce_class_weights", "dice_weights": "dice_class_weights", "labels": "mask_labels",
+                      "elastic": "augmentation", "shadow": "augmentation", "local_contrast": "normalisation"}
+
+
+def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
+    """--resume continues a run as planned: an option given that differs from the run's own
+    would be ignored without a word, so it is refused. Repeating the run's command with --resume
+    added is fine."""
+    import json
+
+    saved_path = out / "settings.json"
+    if not saved_path.is_file():
+        return  # train() says there is nothing to resume
+    saved, wanted = json.loads(saved_path.read_text()), settings.to_dict()
+    changed = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.name in RESUME_MAY_CHANGE or getattr(source, "name", "") != "COMMANDLINE":
+            continue
+        key = _SETTING_OF_OPTION.get(param.name, param.name)
+        if json.loads(json.dumps(wanted.get(key))) != saved.get(key):
+            changed.append(param.opts[0])
+    if changed:
+        fail(f"--resume continues {out} as it was planned, and {', '.join(changed)} differ from its recipe: leave "
+             "them out, or start a new run from it with --init-from RUN/last.pt")
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Path = typer.Argument(..., help="Folder in PSFHS layout (image_mha/, label_mha/) or of PNG image/mask pairs."),
     config: str = typer.Option("dssau-net-s", "--config", help="Network config (see `ipp-seg models`)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
                                          help="Epochs in all (default 80; with --resume, the run's own "
                                               "unless more are given)."),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
     learning_rate: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
-    validation_count: int = typer.Option(200, "--validation-count", help="The last N case IDs are validation."),
+    validation_count: int = typer.Option(200, "--validation-count", min=0,
+                                         help="The last N case IDs are validation."),
     extra_validation: Optional[str] = typer.Option(None, "--extra-validation",
                                                    help="Another contiguous validation block, FIRST-LAST (IDs)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast on CPU (default: when native)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
@@ -178,6 +210,8 @@ def train(
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
 ) -> None:
     """Train a network on labelled frames (needs the \\[train] extra: torch)."""
+    if device not in ("cpu", "cuda"):
+        fail(f"--device must be cpu or cuda, got {device!r}")
     try:
         from .inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
         from .train.data import AugmentationSettings
@@ -208,6 +242,8 @@ def train(
                                                                shadow_probability=shadow),
                              normalisation=(with_local_contrast(DEFAULT_NORMALISATION, local_contrast)
                                             if local_contrast > 0 else dict(DEFAULT_NORMALISATION)))
+    if resume:
+        _refuse_recipe_changes(ctx, settings, out)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -227,7 +263,9 @@ def train(
         try:
             result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step)
         except (FileNotFoundError, ValueError, KeyError) as exc:
-            fail(str(exc))
+            fail(str(exc).strip('"'))
+        except KeyboardInterrupt:
+            fail(f"interrupted: {out}/last.pt holds the last finished epoch; --resume continues from it", code=130)
     err.print(f"split: {escape(result.split.describe())}", highlight=False)
     if math.isnan(result.best_score):
         err.print(f"no validation frames: best.pt is the last epoch ({result.best_epoch}); "
@@ -553,9 +591,17 @@ def export(
         fail(f"export needs torch and onnx: pip install 'ipp-seg[train]' ({exc})")
     if not checkpoint.is_file():
         fail(f"checkpoint {checkpoint} does not exist")
-    model, ckpt = load_checkpoint_model(checkpoint)
+    if onnx.is_dir():
+        fail(f"--onnx {onnx} is a folder; give the file to write, e.g. {onnx / 'model.onnx'}")
+    try:
+        model, ckpt = load_checkpoint_model(checkpoint)
+    except ValueError as exc:
+        fail(str(exc))
     settings = ckpt.get("settings", {})
-    export_onnx(model, onnx, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"), opset)
+    try:
+        export_onnx(model, onnx, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"), opset)
+    except OSError as exc:
+        fail(f"cannot write --onnx {onnx}: {exc.strerror or exc}")
     err.print(f"wrote {escape(str(onnx))}", highlight=False)
 
 

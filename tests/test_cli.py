@@ -180,6 +180,22 @@ def test_an_output_folder_that_is_a_file_is_refused_up_front(command, sample_png
     assert "Traceback" not in result.output
 
 
+def test_models_that_cannot_serve_are_refused_in_one_line(sample_png, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from ipp_seg.inference.registry import resolve_model
+
+    model = onnx.load(str(resolve_model("dssau-net-s").onnx_path))
+    for prop in model.metadata_props:
+        if prop.key == "input_size":
+            prop.value = "[128, 128]"  # the network itself takes 256 x 256
+    onnx.save(model, str(tmp_path / "wrong_size.onnx"))
+    result = invoke("predict", sample_png, "--model", tmp_path / "wrong_size.onnx")
+    assert result.exit_code == 2 and "export it again" in result.output and "Traceback" not in result.output
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    result = invoke("predict", sample_png, "--model", tmp_path / "notes.pt", "--backend", "torch")
+    assert result.exit_code == 2 and "not a checkpoint written by ipp-seg train" in result.output
+
+
 def test_predict_unreadable_input_exits_2(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not a scan")

@@ -209,6 +209,18 @@ def test_itk_direction_that_flips_the_frame_is_named(tmp_path, suffix, caplog):
     assert "direction cosines" in caplog.text
 
 
+def test_itk_float_frame_with_nan_outside_the_field_of_view(tmp_path):
+    # Resampled volumes mark pixels outside the field of view as NaN; one NaN made the whole
+    # normalised frame NaN (read as "no PS, no FH").
+    grey = scene(30, 50).astype(np.float32)
+    grey[:3] = np.nan
+    frame = read_frame(write_itk(tmp_path / "nan.mha", grey))
+    assert np.isfinite(frame.pixels).all() and (frame.pixels[:3] == np.nanmin(grey)).all()
+    np.testing.assert_array_equal(frame.pixels[3:], grey[3:])
+    with pytest.raises(ScanReadError, match="finite"):
+        read_frame(write_itk(tmp_path / "all_nan.mha", np.full((30, 50), np.nan, np.float32)))
+
+
 def test_itk_unit_spacing_is_unknown(tmp_path):
     frame = read_frame(write_itk(tmp_path / "img.mha", scene()))
     assert frame.spacing_mm is None

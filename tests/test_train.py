@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -59,6 +60,26 @@ def test_contiguous_split_never_random():
     assert split.validation_ids == tuple(f"{i:05d}" for i in [*range(120, 125), *range(150, 160)])
     assert not set(split.train_ids) & set(split.validation_ids)
     assert len(split.train_ids) + len(split.validation_ids) == 60
+
+
+def test_split_keeps_each_examinations_frames_together():
+    # Names like patient01_frame004 sort as a whole (natural order), not by their last number,
+    # which interleaved patients and put validation frames beside training ones.
+    ids = [f"patient{p:02d}_frame{f:03d}" for p in (1, 2, 3) for f in (1, 2, 3, 4, 10)]
+    split = contiguous_split(ids, validation_count=5)
+    assert split.validation_ids == tuple(f"patient03_frame{f:03d}" for f in (1, 2, 3, 4, 10))
+    block = contiguous_split(ids, 0, extra_validation=("patient02_frame001", "patient02_frame010"))
+    assert block.validation_ids == tuple(f"patient02_frame{f:03d}" for f in (1, 2, 3, 4, 10))
+    assert block.describe() == ("train patient01_frame001-patient01_frame010, patient03_frame001-patient03_frame010 "
+                                "(10), validation patient02_frame001-patient02_frame010 (5)")
+
+
+@pytest.mark.parametrize("count, extra, message", [(-3, None, "0 or more"), (2, ("00130", "00120"), "comes after"),
+                                                   (2, ("00500", "00600"), "matches no case ID"),
+                                                   (2, ("x", "y"), "matches no case ID")])
+def test_split_refuses_what_would_mislead(count, extra, message):
+    with pytest.raises(ValueError, match=message):
+        contiguous_split([f"{i:05d}" for i in range(100, 160)], count, extra)
 
 
 def test_augmentation_keeps_image_and_mask_aligned():
@@ -321,6 +342,64 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
     assert runner.invoke(app, [*common, "--resume", "--epochs", "2"]).exit_code == 0
     saved = torch.load(run / "last.pt", weights_only=False)
     assert saved["settings"]["epochs"] == 2 and len(saved["history"]) == 2
+
+
+def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+
+    data = _synthetic_folder(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    common = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--batch-size", "2",
+              "--validation-count", "2", "--threads", "1", "--no-bf16", "--input-size", "64"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*common, "--epochs", "1"]).exit_code == 0
+    first_split = json.loads((run / "split.json").read_text())
+    assert first_split["validation"] == ["case004", "case005"]
+    # Training into a folder that holds a run would replace its checkpoints and mix its history.
+    again = runner.invoke(app, [*common, "--epochs", "1"])
+    assert again.exit_code == 2 and "already holds a run" in again.output
+    # An option that differs from the run's recipe is refused, not silently ignored.
+    changed = runner.invoke(app, [*common, "--resume", "--lr", "0.5", "--seed", "3"])
+    assert changed.exit_code == 2 and "--lr, --seed" in changed.output
+    # Two more cases in the folder: computed again, the split would move case004-005 into training.
+    _synthetic_folder(tmp_path / "more", n=8)
+    for name in ("case006.png", "case007.png"):
+        for sub in ("images", "masks"):
+            shutil.copy(tmp_path / "more" / sub / name, data / sub / name)
+    with caplog.at_level("WARNING"):
+        resumed = runner.invoke(app, [*common, "--resume", "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "split.json").read_text()) == first_split
+    assert "2 case(s)" in caplog.text and "left out" in caplog.text
+    # A case of the run's split gone from the folder: refused.
+    for sub in ("images", "masks"):
+        (data / sub / "case005.png").unlink()
+    gone = runner.invoke(app, [*common, "--resume", "--epochs", "3"])
+    assert gone.exit_code == 2 and "lacks 1 case(s) of the run's split" in gone.output
+
+
+def test_files_that_are_not_checkpoints_get_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    torch.save({"a": 1}, tmp_path / "dict.pt")
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    runner = CliRunner()
+    for bad in ("notes.pt", "dict.pt"):
+        path = str(tmp_path / bad)
+        for args in (["export", path, "--onnx", str(tmp_path / "x.onnx")],
+                     ["train", str(data), "--out", str(tmp_path / f"run-{bad}"), "--init-from", path,
+                      "--validation-count", "1"]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 2, (args, result.output)
+            assert "not a checkpoint written by ipp-seg train" in result.output and "Traceback" not in result.output
+    unknown = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r"), "--config", "nope"])
+    assert unknown.exit_code == 2 and "unknown network config 'nope'" in unknown.output
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path):

@@ -86,6 +86,11 @@ class OnnxSegmenter:
             raise BackendError(f"{spec.onnx_path} lacks ipp-seg metadata ({exc}); export it with `ipp-seg export`")
         model_input = self.session.get_inputs()[0]
         self._input = model_input.name
+        fixed_size = tuple(model_input.shape[-2:])
+        if all(isinstance(d, int) for d in fixed_size) and fixed_size != self.info.input_size:
+            # Frames would be resized to the metadata's size and refused by the network.
+            raise BackendError(f"{spec.onnx_path}: its metadata says input {self.info.input_size}, the network "
+                               f"takes {fixed_size}; export it again with `ipp-seg export`")
         # A file exported with another name for its batch axis simply stays dynamic.
         self.fixed_batch = fixed_batch if model_input.shape[0] == fixed_batch else None
 
@@ -123,7 +128,10 @@ class TorchSegmenter:
         self._torch = torch
         self.device = torch.device(device)
         self.provider = f"torch-{self.device.type}"
-        model, checkpoint = load_checkpoint_model(spec.torch_path)
+        try:
+            model, checkpoint = load_checkpoint_model(spec.torch_path)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
         self.model = model.to(self.device)
         settings = checkpoint.get("settings", {})
         self.info = ModelInfo(

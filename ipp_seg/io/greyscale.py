@@ -31,7 +31,15 @@ def to_output(grey: np.ndarray, *, bits_stored: int | None = None, signed: bool 
     if grey.dtype == np.bool_:
         return grey.astype(np.uint8) * np.uint8(255)
     if np.issubdtype(grey.dtype, np.floating):
-        return grey.astype(np.float32, copy=False)
+        grey = grey.astype(np.float32, copy=False)
+        finite = np.isfinite(grey)
+        if not finite.all():
+            # Resampled volumes mark pixels outside the field of view as NaN: they are
+            # background. One NaN would otherwise make the normalised frame all NaN.
+            if not finite.any():
+                raise ValueError("no pixel holds a finite value (all NaN or infinite)")
+            grey = np.where(finite, grey, grey[finite].min())
+        return grey
     if not np.issubdtype(grey.dtype, np.integer):
         raise ValueError(f"unsupported pixel dtype {grey.dtype}")
     is_signed = np.issubdtype(grey.dtype, np.signedinteger) if signed is None else signed

@@ -36,9 +36,22 @@ class Split:
         return {"train": list(self.train_ids), "validation": list(self.validation_ids)}
 
     def describe(self) -> str:
-        def span(ids):
-            return f"{ids[0]}-{ids[-1]} ({len(ids)})" if ids else "none"
-        return f"train {span(self.train_ids)}, validation {span(self.validation_ids)}"
+        """Each side as its runs of consecutive IDs, e.g. ``validation 04372-04401, 04602-04801 (230)``."""
+        ordered = sorted((*self.train_ids, *self.validation_ids), key=_sort_key)
+
+        def runs(ids):
+            members = set(ids)
+            blocks, start, previous = [], None, None
+            for case_id in (*ordered, None):
+                if case_id in members:
+                    start = start or case_id
+                    previous = case_id
+                elif start is not None:
+                    blocks.append(start if start == previous else f"{start}-{previous}")
+                    start = None
+            shown = ", ".join(blocks[:4]) + (f" and {len(blocks) - 4} more blocks" if len(blocks) > 4 else "")
+            return f"{shown} ({len(ids)})" if ids else "none"
+        return f"train {runs(self.train_ids)}, validation {runs(self.validation_ids)}"
 
 
 def _case_id(path: Path) -> str:
@@ -99,8 +112,11 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
 
 
 def _sort_key(case_id: str):
-    digits = re.findall(r"\d+", case_id)
-    return (int(digits[-1]) if digits else math.inf, case_id)
+    """Natural order of the whole name: numbers compare as numbers (04380 < 04381; case_9 <
+    case_10), and patient01_frame004 stays with patient01's frames, before patient02_frame001,
+    so that a contiguous block of names is a block of examinations."""
+    parts = re.split(r"(\d+)", case_id)
+    return ([(0, int(p)) if p.isdigit() else (1, p) for p in parts if p], case_id)
 
 
 def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[int, int] = (1, 2)) -> list[Case]:
@@ -147,11 +163,20 @@ def contiguous_split(case_ids: list[str], validation_count: int = 200,
     """Validation = the last ``validation_count`` IDs (in ID order), plus optionally a
     contiguous block ``(first, last)`` of IDs; the rest is training. Never random: consecutive
     IDs can come from one examination."""
+    if validation_count < 0:
+        raise ValueError(f"the validation count must be 0 or more, got {validation_count}")
     ordered = sorted(case_ids, key=_sort_key)
     validation = set(ordered[-validation_count:]) if validation_count else set()
     if extra_validation:
-        lo, hi = (_sort_key(i) for i in extra_validation)
-        validation |= {c for c in ordered if lo <= _sort_key(c) <= hi}
+        first, last = extra_validation
+        lo, hi = _sort_key(first)[0], _sort_key(last)[0]
+        if lo > hi:
+            raise ValueError(f"--extra-validation {first}-{last}: the first ID comes after the last")
+        block = {c for c in ordered if lo <= _sort_key(c)[0] <= hi}
+        if not block:
+            raise ValueError(f"--extra-validation {first}-{last} matches no case ID (they run "
+                             f"{ordered[0]}-{ordered[-1]})" if ordered else f"--extra-validation {first}-{last}: no cases")
+        validation |= block
     return Split(tuple(c for c in ordered if c not in validation), tuple(c for c in ordered if c in validation))
 
 

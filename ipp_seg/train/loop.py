@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from ..evaluate.metrics import dice
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
-from ..nn.configs import get_config
+from ..nn.configs import get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
 from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases,
                    on_inference_grid)
@@ -202,13 +203,17 @@ def train(settings: TrainSettings, resume: bool = False,
     threads and ``epochs`` when it is larger than the run's (0 keeps the run's).
     """
     run_dir = Path(settings.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / LAST
     checkpoint = None
+    saved_split = None
+    if not resume and last_path.exists():
+        # Its checkpoints would be replaced and its history mixed with this run's.
+        raise ValueError(f"{run_dir} already holds a run ({LAST}): --resume continues it; to start another, "
+                         "give a new --out")
     if resume:
         if not last_path.exists():
             raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(last_path)
         if "optimiser" not in checkpoint:
             raise ValueError(f"{last_path} has no optimiser state (an average of runs, or shipped weights): it "
                              "cannot be resumed; start a new run from it with --init-from")
@@ -216,6 +221,14 @@ def train(settings: TrainSettings, resume: bool = False,
         # Paths and device may move between machines; the recipe may not.
         settings = replace(saved, data=settings.data, out=settings.out, device=settings.device,
                            threads=settings.threads, epochs=max(saved.epochs, settings.epochs))
+        if (run_dir / "split.json").exists():
+            saved_split = json.loads((run_dir / "split.json").read_text())
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no GPU on this machine (or this torch build has no CUDA)")
+    if settings.config not in {c.name for c in list_configs()}:  # before any file is written
+        raise ValueError(f"unknown network config {settings.config!r}; known: "
+                         + ", ".join(c.name for c in list_configs()))
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(settings.seed)
     if settings.device == "cpu":
@@ -223,7 +236,10 @@ def train(settings: TrainSettings, resume: bool = False,
     device = torch.device(settings.device)
 
     ids = [c for c, _, _ in find_pairs(settings.data)]
-    split = contiguous_split(ids, settings.validation_count, settings.extra_validation)
+    if saved_split is not None:
+        split = _resumed_split(saved_split, ids, settings.data)
+    else:
+        split = contiguous_split(ids, settings.validation_count, settings.extra_validation)
     train_ids = split.train_ids[: settings.max_train_cases] if settings.max_train_cases else split.train_ids
     log.info("split: %s", split.describe())
     if not train_ids:  # before minutes of loading, and before the run folder gets a split
@@ -277,8 +293,10 @@ def train(settings: TrainSettings, resume: bool = False,
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
         lineage = checkpoint.get("lineage", [])
         log.info("resuming %s at epoch %d", settings.config, start_epoch + 1)
+        if start_epoch >= settings.epochs:
+            log.warning("%s has finished its %d epochs; --epochs N (more) extends it", run_dir, settings.epochs)
     elif settings.init_from:
-        init = torch.load(settings.init_from, map_location="cpu", weights_only=False)
+        init = read_checkpoint(settings.init_from)
         load_initial_weights(model, init, settings.init_from)
         # Read now: the parent file may be overwritten later (a shipped model fine-tuned in place).
         lineage = lineage_of(settings.init_from, init)
@@ -390,9 +408,39 @@ def load_initial_weights(model: torch.nn.Module, init: dict, source: str | Path)
     return fresh
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by :func:`train` (or shipped weights, or an average of runs).
+
+    Raises:
+        ValueError: the file is not one (another format, truncated, or not ipp-seg's).
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError) as exc:
+        raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (torch cannot load it: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "name" not in checkpoint.get("config", {}):
+        raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (no model weights and config in it)")
+    return checkpoint
+
+
+def _resumed_split(saved: dict, ids: list[str], data: str) -> Split:
+    """The split a run was started with: computed again from a folder that has changed since,
+    it would move frames from validation into training without a word."""
+    missing = sorted((set(saved["train"]) | set(saved["validation"])) - set(ids))
+    if missing:
+        raise ValueError(f"{data} lacks {len(missing)} case(s) of the run's split (e.g. {', '.join(missing[:5])}): "
+                         "resume with the data the run started with")
+    added = set(ids) - set(saved["train"]) - set(saved["validation"])
+    if added:
+        log.warning("%d case(s) in %s are not in the run's split and are left out (the split is the run's own)",
+                    len(added), data)
+    return Split(tuple(saved["train"]), tuple(saved["validation"]))
+
+
 def load_checkpoint_model(path: str | Path):
     """(model in eval mode, checkpoint dict) from a checkpoint written by :func:`train`."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     config = get_config(checkpoint["config"]["name"])
     model = build_network(config)
     model.load_state_dict(checkpoint["model"])
