@@ -353,6 +353,19 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     assert overall["metrics"]["dice_all"]["mean"] == pytest.approx(0.5) and overall["score"] < 0.8
 
 
+def test_evaluate_reads_what_predict_out_writes(tmp_path, psfhs_dir):
+    # predict --out names a frame's mask <case>_mask.png beside <case>_overlay.png (a picture).
+    import shutil
+
+    (tmp_path / "gt").mkdir()
+    shutil.copy(psfhs_dir / "label_mha" / "04700.mha", tmp_path / "gt" / "04700.mha")
+    assert invoke("predict", psfhs_dir / "image_mha" / "04700.mha", "--out", tmp_path / "pred").exit_code == 0
+    result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.output
+    (case,) = csv.DictReader((tmp_path / "ev" / "cases.csv").read_text().splitlines())
+    assert case["case_id"] == "04700" and float(case["dice_fh"]) > 0.9
+
+
 def test_export_command(tmp_path):
     torch = pytest.importorskip("torch")
     from ipp_seg.nn.dssau_net import build_network

@@ -37,6 +37,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason
+from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from .acquisition import STYLES, acquisition_style
 from .agreement import Agreement, bland_altman
@@ -554,7 +555,7 @@ def evaluate_folders(
     _check_choice(orientation, ORIENTATIONS, "orientation")
     labels = _check_label_pair(labels)
     gt_labels = labels if gt_labels is None else _check_label_pair(gt_labels)
-    preds = _index_folder(pred_dir, MASK_SUFFIXES)
+    preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES)) if images_dir is not None else None
 
@@ -759,7 +760,10 @@ def _read_image_mask(name: str) -> np.ndarray:
     return arr
 
 
-def _index_folder(folder: PathLike, suffixes: Iterable[str]) -> dict[str, Path]:
+def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False) -> dict[str, Path]:
+    """Case ID -> file. In a folder of ``predictions``, what ``ipp-seg predict --out`` writes
+    is understood: ``<case>_mask.png`` is case ``<case>``, and ``<case>_overlay.png`` (a
+    picture, not a mask) is left out."""
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
@@ -772,6 +776,11 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str]) -> dict[str, Path]:
             logger.debug("%s: skipped (not one of %s)", path, ", ".join(suffixes))
             continue
         case_id = case_id_of(path)
+        if predictions and case_id.endswith(OVERLAY_NAME_SUFFIX):
+            logger.debug("%s: skipped (an overlay picture)", path)
+            continue
+        if predictions and case_id.endswith(MASK_NAME_SUFFIX):
+            case_id = case_id[: -len(MASK_NAME_SUFFIX)]
         if case_id in found:
             raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].name} and {path.name}")
         found[case_id] = path

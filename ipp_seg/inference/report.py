@@ -8,8 +8,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..io import write_label_png, write_overlay_png
-from .batch import output_stem, suffix_disambiguated
+from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
+from .batch import output_stem, suffix_disambiguated
 from .pipeline import FrameResult
 
 
@@ -95,7 +96,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
 
     frame = result.frame
     stem = output_stem(name or Path(frame.provenance.path).name, frame.frame_index, frame.n_frames)
-    written = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png", out_dir / f"{stem}.json"]
+    written = [out_dir / f"{stem}{MASK_NAME_SUFFIX}.png", out_dir / f"{stem}{OVERLAY_NAME_SUFFIX}.png",
+               out_dir / f"{stem}.json"]
     written[0].parent.mkdir(parents=True, exist_ok=True)
     write_label_png(written[0], result.labels)
     write_overlay_png(written[1], render_overlay(frame.pixels, result.labels, result.measurement,

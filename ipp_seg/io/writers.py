@@ -18,6 +18,12 @@ from .frames import Spacing, check_spacing
 LABEL_VALUES = (0, 1, 2)
 
 
+# What `predict --out` appends to a frame's name for its mask and its overlay (<name>_mask.png,
+# <name>_overlay.png); `evaluate` reads a folder of them back by the same names.
+MASK_NAME_SUFFIX = "_mask"
+OVERLAY_NAME_SUFFIX = "_overlay"
+
+
 def write_label_png(path: str | os.PathLike[str], label_mask: np.ndarray) -> None:
     """Write an (H, W) label mask with values 0/1/2 as an 8-bit greyscale PNG."""
     mask = _checked_mask(label_mask)
