@@ -415,16 +415,16 @@ def predict(
                     unusable = True
                     frame = "" if result.frame_index is None else result.frame_index
                     row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, method,
-                                          orientation)
+                                          orientation, tta)
                     error(f"cannot read {scan}: {result.reason}")
                     reports.append(unreadable_report(str(scan), result.frame_index, result.reason,
                                                      processor.model_name, processor.segmenter.provider, method,
-                                                     orientation))
+                                                     orientation, tta))
                 else:
                     row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
                                           processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
-                                          orientation)
-                    report = frame_report(result, processor.segmenter.provider, elapsed_ms)
+                                          orientation, tta)
+                    report = frame_report(result, processor.segmenter.provider, elapsed_ms, tta)
                     reports.append(report)
                     measurement_failed |= result.measurement.status == "failed"
                     if out is not None:

@@ -63,6 +63,7 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     assert result.exit_code == 0, result.output
     rows = _rows(out / "measurements.csv")
     assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert {r["tta"] for r in rows} == {"false"}  # what the model's output was: recorded in every row
     by_file = {}
     for r in rows:
         by_file.setdefault(r["file"], []).append(r)
@@ -168,7 +169,7 @@ def test_resume_refuses_a_csv_made_with_other_options(mixed_folder, tmp_path):
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0
     before = (out / "measurements.csv").read_text()
     for options, named in ((["--method", "contour"], "method"), (["--orientation", "mirrored"], "orientation"),
-                           (["--model", "star-dssau-net-s"], "model")):
+                           (["--model", "star-dssau-net-s"], "model"), (["--tta"], "tta")):
         result = _run("batch", mixed_folder, "--out", out, "--resume", *options)
         assert result.exit_code == 2 and named in result.output and "Traceback" not in result.output
         assert (out / "measurements.csv").read_text() == before

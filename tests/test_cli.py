@@ -293,6 +293,7 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert set(predicted[0]) > measurement_keys and set(predicted[1]) == set(predicted[0]) | {"error"}
     assert measured[1]["aop_deg"] is None and measured[1]["reasons"][-2:] == ["ps_missing", "fh_missing"]
     assert predicted[1]["frame"] is None and predicted[1]["aop_deg"] is None and predicted[1]["model"]
+    assert predicted[0]["tta"] is False and predicted[1]["tta"] is False
     assert measured[0]["aop_deg"] == pytest.approx(predicted[0]["aop_deg"], abs=1e-6)
 
 

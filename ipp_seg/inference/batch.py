@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
-    "spacing_x_mm", "spacing_y_mm", "method", "orientation", "model", "sop_instance_uid", "error",
+    "spacing_x_mm", "spacing_y_mm", "method", "orientation", "model", "tta", "sop_instance_uid", "error",
 )
 CSV_NAME = "measurements.csv"
 FRAMES_PER_BATCH = 8
@@ -105,11 +105,12 @@ class BatchSummary:
 
 def measurement_row(file: str, frame: int | str, measurement: Measurement | None, model: str,
                     sop_instance_uid: str | None, error: str = "",
-                    method: str = "", orientation: str = "") -> dict:
-    """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists)."""
+                    method: str = "", orientation: str = "", tta: bool | None = None) -> dict:
+    """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
+    whether the model's output was averaged with the mirrored frame's (None: no model ran)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(file=file, frame=frame, model=model, sop_instance_uid=sop_instance_uid or "", error=error,
-               method=method, orientation=orientation)
+               method=method, orientation=orientation, tta=_tta_cell(tta))
     if measurement is None:
         row.update(status="failed", reasons="unreadable")
     else:
@@ -117,6 +118,10 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
             if key in row:
                 row[key] = "" if value is None else value
     return row
+
+
+def _tta_cell(tta: bool | None) -> str:
+    return "" if tta is None else str(bool(tta)).lower()
 
 
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None) -> list[Path]:
@@ -262,7 +267,7 @@ class FileProcessor:
             if isinstance(result, FrameFailure):
                 rows[item].append(measurement_row(rel, "" if result.frame_index is None else result.frame_index,
                                                   None, self.model_name, None, result.reason, inf.method,
-                                                  inf.orientation))
+                                                  inf.orientation, inf.tta))
                 continue
             started = time.perf_counter()
             frame = result.frame
@@ -274,7 +279,8 @@ class FileProcessor:
                                   render_overlay(frame.pixels, result.labels, result.measurement, title=rel))
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
-                                              frame.provenance.sop_instance_uid, "", inf.method, inf.orientation))
+                                              frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,
+                                              inf.tta))
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(rel, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
                 for rel, file_rows in zip(rels, rows)]
@@ -377,7 +383,7 @@ def run_batch(options: BatchOptions,
     if options.resume:
         inf = options.inference
         done = prepare_resume(csv_path, expect={"model": spec.name, "method": inf.method,
-                                                "orientation": inf.orientation})
+                                                "orientation": inf.orientation, "tta": _tta_cell(inf.tta)})
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     if not files:  # before a previous CSV is touched
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")

@@ -33,14 +33,16 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
     }
 
 
-def frame_report(result: FrameResult, provider: str, elapsed_ms: float) -> dict:
-    """Everything known about one frame's measurement, as plain JSON-able values."""
+def frame_report(result: FrameResult, provider: str, elapsed_ms: float, tta: bool = False) -> dict:
+    """Everything known about one frame's measurement, as plain JSON-able values (``tta``:
+    whether the model's output was averaged with the mirrored frame's)."""
     frame = result.frame
     return {
         **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
         "n_frames": frame.n_frames,
         "sop_instance_uid": frame.provenance.sop_instance_uid,
         "model": result.model,
+        "tta": tta,
         "provider": provider,
         "ipp_seg_version": __version__,
         "time_ms": round(elapsed_ms, 1),
@@ -59,11 +61,11 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
 
 
 def unreadable_report(file: str, frame_index: int | None, reason: str, model: str, provider: str, method: str,
-                      orientation: str) -> dict:
+                      orientation: str, tta: bool = False) -> dict:
     """:func:`frame_report`'s keys for a file or frame that could not be read."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation),
-        "n_frames": None, "sop_instance_uid": None, "model": model, "provider": provider,
+        "n_frames": None, "sop_instance_uid": None, "model": model, "tta": tta, "provider": provider,
         "ipp_seg_version": __version__, "time_ms": None,
     }
 
