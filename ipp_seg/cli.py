@@ -646,6 +646,8 @@ def evaluate(
     if reference is not None:
         columns += ["mean |ΔAoP| vs reference (°)", "median |ΔAoP| vs reference (°)"]
     table = _table(f"ipp-seg evaluate ({method})", (*columns, "failed", "score"), justify="right")
+    table.caption = ("|ΔAoP|: over the cases measured from both masks; failed: predicted masks whose AoP could "
+                     "not be measured, charged 180° each in the score")
     for block in report.blocks:
         m = block.metrics
         vs_reference = ([_fmt(m["delta_aop_reference"].mean, 2), _fmt(m["delta_aop_reference"].median, 2)]

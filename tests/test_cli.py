@@ -196,6 +196,17 @@ def test_models_that_cannot_serve_are_refused_in_one_line(sample_png, tmp_path):
     assert result.exit_code == 2 and "not a checkpoint written by ipp-seg train" in result.output
 
 
+def test_a_runs_best_model_is_named_by_its_run(sample_png, tmp_path):
+    import shutil
+
+    from ipp_seg.inference.registry import resolve_model
+
+    (tmp_path / "run7").mkdir()
+    shutil.copy(resolve_model("dssau-net-s").onnx_path, tmp_path / "run7" / "best.onnx")
+    (report,) = json.loads(invoke("predict", sample_png, "--json", "--model", tmp_path / "run7" / "best.onnx").stdout)
+    assert report["model"] == "run7/best"  # not "best", which every run has
+
+
 def test_predict_unreadable_input_exits_2(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not a scan")

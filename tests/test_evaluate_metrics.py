@@ -188,3 +188,8 @@ def test_agrees_with_the_challenge_simpleitk_procedures():
         hd, asd = surface_distances(pred, truth)
         assert asd == pytest.approx(_sitk_asd(pred, truth, sitk), rel=1e-5)
         assert hd == pytest.approx(_sitk_hd(pred, truth, sitk), rel=1e-5)
+
+
+def test_challenge_score_refuses_a_dice_in_percent():
+    with pytest.raises(ValueError, match="percentage"):
+        challenge_score(93.0, 10.0, 3.0, 5.0)

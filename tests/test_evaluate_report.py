@@ -434,3 +434,12 @@ def test_ground_truth_of_another_tool_is_refused_by_value_or_mapped_when_named(f
     assert ok.exit_code == 0 and "cannot evaluate 00001" not in ok.output and "cannot evaluate 00002" in ok.output
     bad = CliRunner().invoke(app, ["evaluate", str(pred), str(exported), "--gt-labels", "ps=128"])
     assert bad.exit_code == 2 and "--gt-labels must look like" in " ".join(bad.output.split())
+
+
+def test_evaluate_case_refuses_values_it_would_score_as_background():
+    gt = np.zeros((64, 64), np.uint8)
+    gt[10:20, 10:40] = 1
+    gt[30:60, 20:50] = 2
+    exported = np.where(gt == 2, 255, gt).astype(np.uint8)  # another tool's FH value
+    with pytest.raises(ValueError, match=r"pred_labels holds values \[255\]"):
+        evaluate_case(exported, gt)

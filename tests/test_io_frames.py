@@ -112,3 +112,8 @@ def test_supported_suffixes_and_dispatch(tmp_path):
     (tmp_path / "blob").write_bytes(b"\x00" * 300)
     with pytest.raises(ScanReadError, match="unsupported file type"):
         source_format(tmp_path / "blob")
+
+
+def test_a_colour_frame_is_refused_with_a_way_out():
+    with pytest.raises(ValueError, match="luminance_rgb"):
+        UltrasoundFrame(np.zeros((4, 5, 3), np.uint8), None, (), 0, 1, Provenance("x.png", "image", None, None))

@@ -123,6 +123,8 @@ def challenge_score(mean_dice: float, mean_hd: float, mean_asd: float, mean_abs_
             raise TypeError(f"{name} must be a number, got {value!r}")
         if not math.isfinite(float(value)):
             raise ValueError(f"{name} must be finite, got {value!r}")
+    if not 0.0 <= float(mean_dice) <= 1.0:
+        raise ValueError(f"mean_dice is a fraction in 0-1, got {mean_dice!r} (a percentage?)")
     return (
         0.25 * float(mean_dice)
         + 0.125 * (1.0 - float(mean_hd) / 100.0)

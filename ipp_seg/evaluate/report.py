@@ -347,7 +347,8 @@ def evaluate_case(
         reference_aop_deg: a published AoP for this case (deg), compared with the prediction's.
 
     Raises:
-        ValueError: masks not 2-D integer arrays of one shape, or invalid method/labels/spacing.
+        ValueError: masks not 2-D integer arrays of one shape, a mask value besides 0 and
+            ``labels``, or invalid method/labels/spacing.
     """
     pred = _check_labels_mask(pred_labels, "pred_labels")
     gt = _check_labels_mask(gt_labels, "gt_labels")
@@ -356,6 +357,12 @@ def evaluate_case(
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     ps_label, fh_label = _check_label_pair(labels)
+    for mask, name in ((pred, "pred_labels"), (gt, "gt_labels")):
+        # Another value would count as background: an FH stored as 255 would score Dice 0.
+        unknown = sorted(set(np.unique(mask).tolist()) - {0, ps_label, fh_label})
+        if unknown:
+            raise ValueError(f"{name} holds values {unknown[:8]} besides 0, PS {ps_label} and FH {fh_label}: "
+                             "map them first (relabel_mask)")
 
     seg: dict[str, float] = {}
     pred_masks = structure_masks(pred, ps_label, fh_label)

@@ -65,7 +65,9 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     if path.suffix in (".onnx", ".pt", ".pth"):
         if not path.is_file():
             raise ModelNotFoundError(f"model file {path} does not exist")
-        return ModelSpec(path.stem, path if path.suffix == ".onnx" else None,
+        # A run's best.pt / last.pt are named by their run folder too: every run has one.
+        name = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
+        return ModelSpec(name, path if path.suffix == ".onnx" else None,
                          path if path.suffix != ".onnx" else None, None)
     for spec in shipped_models():
         if spec.name == name_or_path:

@@ -85,6 +85,11 @@ class UltrasoundFrame:
     n_frames: int
     provenance: Provenance
 
+    def __post_init__(self) -> None:
+        if self.pixels.ndim != 2:
+            raise ValueError(f"an UltrasoundFrame holds (H, W) greyscale pixels, got shape {self.pixels.shape} "
+                             "(colour frames: ipp_seg.io.greyscale.luminance_rgb first)")
+
     def spacing_at(self, x: float, y: float) -> Spacing | None:
         """(x, y) mm per pixel at pixel (x, y).
 
