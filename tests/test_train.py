@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need torch (pip install -e '.[dev]')")
 
+from ipp_seg.cli import app  # noqa: E402
 from ipp_seg.train.data import AugmentationSettings, augment, contiguous_split, find_pairs  # noqa: E402
 from ipp_seg.train.loop import TrainSettings, lr_at, train  # noqa: E402
 from ipp_seg.train.losses import segmentation_loss, soft_dice_loss  # noqa: E402
@@ -324,17 +325,21 @@ def test_lineage_of_older_weights_falls_back_to_their_model_card(tmp_path):
     assert [step["epochs"] for step in lineage_of("runs/ft2/best.pt", ft2)] == [23]
 
 
-def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path):
+def _tiny_cli_run(tmp_path, n_cases: int, validation_count: int):
+    """(CliRunner, the train command's common arguments, run folder) after a 1-epoch run."""
     from typer.testing import CliRunner
 
-    from ipp_seg.cli import app
-
-    data = _synthetic_folder(tmp_path / "data", n=4)
+    data = _synthetic_folder(tmp_path / "data", n=n_cases)
     run = tmp_path / "run"
     common = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--batch-size", "2",
-              "--validation-count", "1", "--threads", "1", "--no-bf16", "--input-size", "64"]
+              "--validation-count", str(validation_count), "--threads", "1", "--no-bf16", "--input-size", "64"]
     runner = CliRunner()
     assert runner.invoke(app, [*common, "--epochs", "1"]).exit_code == 0
+    return runner, common, run
+
+
+def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path):
+    runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
     # A bare --resume of a finished 1-epoch run must not turn it into an 80-epoch one.
     assert runner.invoke(app, [*common, "--resume"]).exit_code == 0
     saved = torch.load(run / "last.pt", weights_only=False)
@@ -345,16 +350,8 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
 
 
 def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
-    from typer.testing import CliRunner
-
-    from ipp_seg.cli import app
-
-    data = _synthetic_folder(tmp_path / "data", n=6)
-    run = tmp_path / "run"
-    common = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--batch-size", "2",
-              "--validation-count", "2", "--threads", "1", "--no-bf16", "--input-size", "64"]
-    runner = CliRunner()
-    assert runner.invoke(app, [*common, "--epochs", "1"]).exit_code == 0
+    runner, common, run = _tiny_cli_run(tmp_path, n_cases=6, validation_count=2)
+    data = tmp_path / "data"
     first_split = json.loads((run / "split.json").read_text())
     assert first_split["validation"] == ["case004", "case005"]
     # Training into a folder that holds a run would replace its checkpoints and mix its history.
@@ -382,8 +379,6 @@ def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
 
 def test_files_that_are_not_checkpoints_get_a_clear_error(tmp_path):
     from typer.testing import CliRunner
-
-    from ipp_seg.cli import app
 
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     torch.save({"a": 1}, tmp_path / "dict.pt")
