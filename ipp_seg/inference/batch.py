@@ -379,14 +379,14 @@ def run_batch(options: BatchOptions,
     spec = resolve_model(options.inference.model)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = options.out_dir / CSV_NAME
+    files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
+    if not files:  # before a previous CSV is touched
+        raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")
     done: dict[str, set] = {}
     if options.resume:
         inf = options.inference
         done = prepare_resume(csv_path, expect={"model": spec.name, "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta)})
-    files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
-    if not files:  # before a previous CSV is touched
-        raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")
     if options.save_masks or options.overlays:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
