@@ -92,7 +92,7 @@ def main_options(
 def models() -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
-    from .inference.registry import DEFAULT_MODEL, shipped_models
+    from .inference.registry import DEFAULT_MODEL, models_dir, shipped_models
     from .nn.configs import list_configs
 
     shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
@@ -108,7 +108,8 @@ def models() -> None:
         shipped.add_row(escape(name), escape(str(card.get("config", ""))), validated if metrics else "", _fmt(metrics.get("dice_ps"), 3),
                         _fmt(metrics.get("dice_fh"), 3), _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))
-    _stdout().print(shipped if shipped.row_count else "No shipped models found (models/ folder).")
+    _stdout().print(shipped if shipped.row_count else
+                    escape(f"No shipped models found in {models_dir()} (a model needs its JSON card beside it)."))
     table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
         table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}", c.notes)
@@ -467,8 +468,9 @@ def batch(
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
     engine: str = typer.Option("local", "--engine", help="local (processes here) or ray (a Ray cluster; \\[ray] extra)."),
     address: Optional[str] = typer.Option(None, "--address",
-                                          help="Ray cluster address (e.g. auto or ray://host:10001); "
-                                               "default: a local Ray instance."),
+                                          help="Ray cluster address (e.g. auto or ray://host:10001); default: "
+                                               "the cluster in RAY_ADDRESS or one running here, else a local "
+                                               "Ray instance."),
 ) -> None:
     """Measure every scan in a folder into OUT/measurements.csv, one row per frame. Exit 0 when
     the run finished (rows may have failed: see the status column); 1 when no frame of it could
@@ -529,7 +531,8 @@ def measure(
     json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout (all else on stderr)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
 ) -> None:
-    """AoP and HSD from label masks you already have (manual annotations, another tool's output)."""
+    """AoP and HSD from label masks you already have (manual annotations, another tool's output).
+    Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options."""
     import csv
     import json
 
