@@ -218,7 +218,8 @@ def train(
         from .train.data import AugmentationSettings
         from .train.loop import TrainSettings, train as run_training
     except ImportError as exc:
-        fail(f"training needs torch: pip install 'ipp-seg[train]' ({exc})")
+        fail(f"training needs torch: pip install 'ipp-seg[train]' (from a clone: pip install -e '.[train]') "
+             f"({exc})")
     extra = None
     if extra_validation:
         parts = extra_validation.split("-")
@@ -591,7 +592,8 @@ def export(
         from .nn.export import export_onnx
         from .train.loop import load_checkpoint_model
     except ImportError as exc:
-        fail(f"export needs torch and onnx: pip install 'ipp-seg[train]' ({exc})")
+        fail(f"export needs torch and onnx: pip install 'ipp-seg[train]' (from a clone: pip install -e "
+             f"'.[train]') ({exc})")
     if not checkpoint.is_file():
         fail(f"checkpoint {checkpoint} does not exist")
     if onnx.is_dir():

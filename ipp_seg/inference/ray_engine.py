@@ -84,7 +84,8 @@ def ray_outcomes(options: BatchOptions, todo: list[tuple[Path, frozenset]], work
         import ray
         import ray.data
     except ImportError as exc:
-        raise ImportError("the ray engine needs Ray Data: pip install 'ipp-seg[ray]'") from exc
+        raise ImportError("the ray engine needs Ray Data: pip install 'ipp-seg[ray]' "
+                          "(from a clone: pip install -e '.[ray]')") from exc
     return _stream(ray, options, list(todo), workers, address)
 
 

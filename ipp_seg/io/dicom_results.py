@@ -56,7 +56,7 @@ PRIVATE_SCHEME = "99IPPSEG"
 SEG_SERIES_NUMBER = 9001  # high numbers keep derived series after the acquired ones
 SR_SERIES_NUMBER = 9002
 _MANUFACTURER = "ipp-seg"
-_MISSING = "DICOM results need highdicom: pip install 'ipp-seg[dicom]'"
+_MISSING = "DICOM results need highdicom: pip install 'ipp-seg[dicom]' (from a clone: pip install -e '.[dicom]')"
 _MAX_LO = 64
 
 
