@@ -517,6 +517,9 @@ def batch(
             fail(str(exc))
         except OSError as exc:
             fail(f"cannot write into {out}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
+        except KeyboardInterrupt:
+            fail(f"interrupted: the rows measured so far are in {out / 'measurements.csv'}; the same command with "
+                 "--resume goes on from there", code=130)
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)

@@ -194,6 +194,17 @@ def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
     assert "Traceback" not in nothing.output + refused.output + all_failed.output
 
 
+def test_an_interrupted_batch_says_how_to_go_on(mixed_folder, tmp_path, monkeypatch):
+    import ipp_seg.inference.batch as batch_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "run_batch", interrupted)
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out")
+    assert result.exit_code == 130 and "--resume goes on" in result.output and "Traceback" not in result.output
+
+
 def test_a_broken_link_gets_a_row_that_says_so(tmp_path, sample_png):
     root = tmp_path / "scans"
     root.mkdir()
