@@ -218,6 +218,9 @@ def train(settings: TrainSettings, resume: bool = False,
             raise ValueError(f"{last_path} has no optimiser state (an average of runs, or shipped weights): it "
                              "cannot be resumed; start a new run from it with --init-from")
         saved = TrainSettings.from_dict(checkpoint["settings"])
+        if 0 < settings.epochs < saved.epochs:
+            log.warning("--epochs %d is fewer than the run's %d: the run keeps its %d (its schedule is planned on them)",
+                        settings.epochs, saved.epochs, saved.epochs)
         # Paths and device may move between machines; the recipe may not.
         settings = replace(saved, data=settings.data, out=settings.out, device=settings.device,
                            threads=settings.threads, epochs=max(saved.epochs, settings.epochs))
