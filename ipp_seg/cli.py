@@ -405,6 +405,7 @@ def predict(
     rows, reports = [], []
     unusable = measurement_failed = unwritten = False
     names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
+    not_dicom: set[Path] = set()
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as progress:
@@ -441,6 +442,11 @@ def predict(
                         except OSError as exc:
                             fail(f"cannot write into {out}: {exc.strerror or exc}"
                                  + (f" ({exc.filename})" if exc.filename else ""))
+                        if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
+                                and scan not in not_dicom:
+                            not_dicom.add(scan)  # a SEG or SR references a DICOM image: nothing to write
+                            err.print(f"[yellow]no DICOM SEG/SR for {escape(str(scan))}:[/] it is not a DICOM file",
+                                      highlight=False)
                 row["time_ms"] = elapsed_ms
                 rows.append(row)
                 progress.update(task, description=f"{len(rows)} frames measured, now {escape(Path(scan).name)}")

@@ -152,6 +152,14 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     assert sr.Modality == "SR"
 
 
+def test_dicom_results_asked_for_a_png_say_why_there_are_none(sample_png, tmp_path):
+    pytest.importorskip("highdicom")
+    result = invoke("predict", sample_png, "--out", tmp_path, "--dicom-sr")
+    assert result.exit_code == 0, result.output
+    assert "no DICOM SEG/SR for" in result.output and "not a DICOM file" in result.output
+    assert not list(tmp_path.glob("*.dcm"))
+
+
 def test_predict_goes_on_past_a_scan_whose_dicom_results_cannot_be_made(sample_dicom, tmp_path):
     pytest.importorskip("highdicom")
     import pydicom

@@ -722,11 +722,15 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
         ``source``, the values, and ``advice`` (how to name them, e.g. the command-line option).
     """
     ps, fh = _check_label_pair(labels)
-    unknown = sorted(set(np.unique(stored).tolist()) - {0, ps, fh})
+    present = sorted(set(np.unique(stored).tolist()) - {0})
+    unknown = sorted(set(present) - {ps, fh})
     if unknown:
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        # Two structures under other values: say which, so the fix can be typed as read.
+        held = (f" (it holds {present[0]} and {present[1]}: ps={present[0]},fh={present[1]} if the PS is "
+                f"{present[0]})" if len(present) == 2 else "")
         raise ValueError(f"{source}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
-                         f"{advice}; or a lossless mask if these are blurred edges")
+                         f"{advice}{held}; or a lossless mask if these are blurred edges")
     mapped = np.zeros(stored.shape, np.uint8)
     mapped[stored == ps] = to[0]
     mapped[stored == fh] = to[1]
