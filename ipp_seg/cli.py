@@ -22,6 +22,8 @@ from . import __version__
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Segment the pubic symphysis and fetal head in intrapartum transperineal ultrasound "
                        "and measure the angle of progression (AoP) and head-symphysis distance (HSD).")
+
+
 def _console(stderr: bool = False) -> Console:
     """Piped into a file or a log, rich would assume 80 columns, fold every table cell and
     break error lines in two (so that grep finds half a message); such output gets room for
@@ -67,6 +69,12 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _fail_writing(target: str, exc: OSError) -> None:
+    """An output that cannot be written: what, the system's reason, and the file it met."""
+    met = f" ({exc.filename})" if exc.filename and not target.endswith(str(exc.filename)) else ""
+    fail(f"cannot write {target}: {exc.strerror or exc}{met}")
+
+
 LABELS_HELP = "Label values of the structures in the masks, e.g. ps=128,fh=255 (background is 0)."
 
 
@@ -105,8 +113,9 @@ def models() -> None:
         validated = f"of {Path(source['checkpoint']).stem} (this model saw every frame)" if source else "held-out blocks"
         files = ", ".join(p.name for p in (spec.onnx_path, spec.torch_path) if p is not None)
         name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
-        shipped.add_row(escape(name), escape(str(card.get("config", ""))), validated if metrics else "", _fmt(metrics.get("dice_ps"), 3),
-                        _fmt(metrics.get("dice_fh"), 3), _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
+        shipped.add_row(escape(name), escape(str(card.get("config", ""))), validated if metrics else "",
+                        _fmt(metrics.get("dice_ps"), 3), _fmt(metrics.get("dice_fh"), 3),
+                        _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))
     _stdout().print(shipped if shipped.row_count else
                     escape(f"No shipped models found in {models_dir()} (a model needs its JSON card beside it)."))
@@ -440,8 +449,7 @@ def predict(
                             unwritten = True
                             error(f"no DICOM SEG/SR for {scan}: {exc}")
                         except OSError as exc:
-                            fail(f"cannot write into {out}: {exc.strerror or exc}"
-                                 + (f" ({exc.filename})" if exc.filename else ""))
+                            _fail_writing(f"into {out}", exc)
                         if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
                                 and scan not in not_dicom:
                             not_dicom.add(scan)  # a SEG or SR references a DICOM image: nothing to write
@@ -469,11 +477,13 @@ def batch(
     save_masks: bool = typer.Option(False, "--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs under overlays/."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes (each loads the model once)."),
-    resume: bool = typer.Option(False, "--resume", help="Skip what measurements.csv already holds (unreadable files are tried again)."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Skip what measurements.csv already holds (unreadable files are tried again)."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
-    engine: str = typer.Option("local", "--engine", help="local (processes here) or ray (a Ray cluster; \\[ray] extra)."),
+    engine: str = typer.Option("local", "--engine",
+                               help="local (processes here) or ray (a Ray cluster; \\[ray] extra)."),
     address: Optional[str] = typer.Option(None, "--address",
                                           help="Ray cluster address (e.g. auto or ray://host:10001); default: "
                                                "the cluster in RAY_ADDRESS or one running here, else a local "
@@ -522,7 +532,7 @@ def batch(
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError) as exc:
             fail(str(exc))
         except OSError as exc:
-            fail(f"cannot write into {out}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
+            _fail_writing(f"into {out}", exc)
         except KeyboardInterrupt:
             fail(f"interrupted: the rows measured so far are in {out / 'measurements.csv'}; the same command with "
                  "--resume goes on from there", code=130)
@@ -582,7 +592,7 @@ def measure(
                 writer.writeheader()
                 writer.writerows(rows)
         except OSError as exc:
-            fail(f"cannot write --csv {csv_path}: {exc.strerror or exc}")
+            _fail_writing(f"--csv {csv_path}", exc)
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
     else:
@@ -615,7 +625,7 @@ def export(
     try:
         export_onnx(model, onnx, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"), opset)
     except OSError as exc:
-        fail(f"cannot write --onnx {onnx}: {exc.strerror or exc}")
+        _fail_writing(f"--onnx {onnx}", exc)
     err.print(f"wrote {escape(str(onnx))}", highlight=False)
 
 
@@ -688,7 +698,7 @@ def evaluate(
             write_case_csv(report, out / "cases.csv")
             write_summary_json(report, out / "summary.json")
         except OSError as exc:
-            fail(f"cannot write into {out}: {exc.strerror or exc}")
+            _fail_writing(f"into {out}", exc)
         err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
     if not report.cases:
         fail("no case could be evaluated (are the masks named by the same case IDs?)")

@@ -359,7 +359,7 @@ def evaluate_case(
     ps_label, fh_label = _check_label_pair(labels)
     for mask, name in ((pred, "pred_labels"), (gt, "gt_labels")):
         # Another value would count as background: an FH stored as 255 would score Dice 0.
-        unknown = sorted(set(np.unique(mask).tolist()) - {0, ps_label, fh_label})
+        unknown = _unknown_label_values(mask, (ps_label, fh_label))
         if unknown:
             raise ValueError(f"{name} holds values {unknown[:8]} besides 0, PS {ps_label} and FH {fh_label}: "
                              "map them first (relabel_mask)")
@@ -711,6 +711,11 @@ def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | N
     return np.ascontiguousarray(labels), spacing
 
 
+def _unknown_label_values(mask: np.ndarray, labels: tuple[int, int]) -> list:
+    """The values of ``mask`` besides background 0 and the PS and FH ``labels``, sorted."""
+    return sorted(set(np.unique(mask).tolist()) - {0, *labels})
+
+
 def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int] = (1, 2),
                  source: str = "mask", advice: str = "name the structures' values, e.g. --labels ps=128,fh=255"
                  ) -> np.ndarray:
@@ -722,9 +727,9 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
         ``source``, the values, and ``advice`` (how to name them, e.g. the command-line option).
     """
     ps, fh = _check_label_pair(labels)
-    present = sorted(set(np.unique(stored).tolist()) - {0})
-    unknown = sorted(set(present) - {ps, fh})
+    unknown = _unknown_label_values(stored, (ps, fh))
     if unknown:
+        present = sorted(set(np.unique(stored).tolist()) - {0})
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         # Two structures under other values: say which, so the fix can be typed as read.
         held = (f" (it holds {present[0]} and {present[1]}: ps={present[0]},fh={present[1]} if the PS is "
