@@ -135,8 +135,6 @@ def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
     return values
 
 
-# What --resume may change: where the data and run are, and the machine; the recipe stays the run's.
-RESUME_MAY_CHANGE = frozenset({"data", "out", "resume", "epochs", "device", "threads", "bf16"})
 # train's options whose TrainSettings field has another name.
 _SETTING_OF_OPTION = {"ce_weights": "ce_class_weights", "dice_weights": "dice_class_weights", "labels": "mask_labels",
                       "elastic": "augmentation", "shadow": "augmentation", "local_contrast": "normalisation"}
@@ -148,6 +146,8 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
     added is fine."""
     import json
 
+    from .train.loop import RESUME_MAY_CHANGE
+
     saved_path = out / "settings.json"
     if not saved_path.is_file():
         return  # train() says there is nothing to resume
@@ -155,7 +155,7 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
     changed = []
     for param in ctx.command.params:
         source = ctx.get_parameter_source(param.name)
-        if param.name in RESUME_MAY_CHANGE or getattr(source, "name", "") != "COMMANDLINE":
+        if param.name in (*RESUME_MAY_CHANGE, "epochs", "resume") or getattr(source, "name", "") != "COMMANDLINE":
             continue
         key = _SETTING_OF_OPTION.get(param.name, param.name)
         if json.loads(json.dumps(wanted.get(key))) != saved.get(key):

@@ -360,6 +360,9 @@ def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
     # An option that differs from the run's recipe is refused, not silently ignored.
     changed = runner.invoke(app, [*common, "--resume", "--lr", "0.5", "--seed", "3"])
     assert changed.exit_code == 2 and "--lr, --seed" in changed.output
+    # bf16 is part of the recipe the run keeps (the library never took it from a resuming call).
+    bf16 = runner.invoke(app, [*common, "--resume", "--bf16"])
+    assert bf16.exit_code == 2 and "--bf16" in bf16.output
     # Two more cases in the folder: computed again, the split would move case004-005 into training.
     _synthetic_folder(tmp_path / "more", n=8)
     for name in ("case006.png", "case007.png"):

@@ -92,6 +92,11 @@ class TrainSettings:
         return cls(**d)
 
 
+# What a resumed run takes from the new call (and `epochs` when it is more); the rest of the
+# settings, the recipe, stay the run's own.
+RESUME_MAY_CHANGE = ("data", "out", "device", "threads")
+
+
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based
@@ -222,8 +227,8 @@ def train(settings: TrainSettings, resume: bool = False,
             log.warning("--epochs %d is fewer than the run's %d: the run keeps its %d (its schedule is planned on them)",
                         settings.epochs, saved.epochs, saved.epochs)
         # Paths and device may move between machines; the recipe may not.
-        settings = replace(saved, data=settings.data, out=settings.out, device=settings.device,
-                           threads=settings.threads, epochs=max(saved.epochs, settings.epochs))
+        settings = replace(saved, **{key: getattr(settings, key) for key in RESUME_MAY_CHANGE},
+                           epochs=max(saved.epochs, settings.epochs))
         if (run_dir / "split.json").exists():
             saved_split = json.loads((run_dir / "split.json").read_text())
     if settings.device == "cuda" and not torch.cuda.is_available():
