@@ -382,6 +382,76 @@ def test_two_regions_different_calibration(tmp_path):
     assert frame.spacing_at(200, 200) is None  # outside every region: the frame's (unknown)
 
 
+def test_a_calibrated_thumbnail_does_not_calibrate_an_uncalibrated_view(tmp_path, caplog):
+    # A small calibrated region (a thumbnail) beside the large view of the anatomy, which says
+    # nothing of its pixel size: the view's distances are unknown, not the thumbnail's.
+    frames = ramp_frames(1, h=60, w=80)[0]
+    regions = [region_item(0, 0, 19, 19, (0.1, 0.1)), region_item(20, 0, 79, 59, (0.02, 0.02), units=0)]
+    path = write_dicom(tmp_path / "thumb.dcm", frames, regions=regions)
+    frame = read_frame(path)
+    assert frame.spacing_mm is None and frame.imaging_region.x0 == 20
+    assert frame.spacing_at(50, 30) is None and frame.spacing_at(5, 5) == pytest.approx((1.0, 1.0))
+    with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
+        given = read_frame(path, spacing_mm=(0.25, 0.25))  # fills in where the file says nothing
+    assert given.spacing_at(50, 30) == (0.25, 0.25) and given.spacing_at(5, 5) == pytest.approx((1.0, 1.0))
+    assert any("applies only outside them" in r.getMessage() for r in caplog.records)
+
+
+def test_region_data_type_none_counts_as_an_untyped_view(tmp_path):
+    frames = ramp_frames(1, h=60, w=80)[0]
+    frame = read_frame(write_dicom(tmp_path / "dt0.dcm", frames,
+                                   regions=[region_item(10, 0, 79, 59, (0.03, 0.03), data_type=0)]))
+    assert frame.imaging_region.x0 == 10 and frame.spacing_mm == pytest.approx((0.3, 0.3))
+
+
+@pytest.mark.parametrize("modality, words", [("CT", "an image of modality CT, not ultrasound"),
+                                             ("SEG", "a DICOM Segmentation (modality SEG), a result")])
+def test_images_of_other_modalities_are_refused(tmp_path, modality, words):
+    path = write_dicom(tmp_path / "other.dcm", ramp_frames(1)[0], extra={"Modality": modality})
+    assert words in _error(path).reason
+    for accepted in ("US", "OT", ""):  # secondary captures of a scanner's screen are OT
+        ok = write_dicom(tmp_path / f"ok{accepted}.dcm", ramp_frames(1)[0], extra={"Modality": accepted})
+        assert read_frame(ok).pixels.shape == (48, 64)
+
+
+@pytest.mark.parametrize("with_meta", [True, False])
+def test_a_data_set_without_preamble_is_read(tmp_path, with_meta):
+    path = write_dicom(tmp_path / "full.dcm", ramp_frames(1)[0], regions=[region_item(0, 0, 63, 47, (0.02, 0.02))])
+    ds = pydicom.dcmread(path)
+    bare = tmp_path / "bare.dcm"
+    if with_meta:  # the file meta written from byte 0, no preamble nor 'DICM'
+        data = path.read_bytes()
+        bare.write_bytes(data[132:])
+    else:  # a legacy export: the data set alone, implicit VR little endian
+        from pydicom.filewriter import write_dataset
+
+        with open(bare, "wb") as fh:
+            out = pydicom.filebase.DicomFileLike(fh)
+            out.is_implicit_VR, out.is_little_endian = True, True
+            write_dataset(out, pydicom.Dataset(ds))
+    frame = read_frame(bare)
+    np.testing.assert_array_equal(frame.pixels, ramp_frames(1)[0])
+    assert frame.spacing_mm == pytest.approx((0.2, 0.2))
+    (tmp_path / "IM0001").write_bytes(bare.read_bytes())  # no suffix: still recognised as DICOM
+    np.testing.assert_array_equal(read_frame(tmp_path / "IM0001").pixels, frame.pixels)
+
+
+def test_a_cine_with_fewer_compressed_frames_than_declared_gives_the_ones_present(tmp_path):
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(5), syntax=RLELossless)
+    ds = pydicom.dcmread(path)
+    from pydicom.encaps import encapsulate, generate_frames
+
+    fragments = list(generate_frames(ds.PixelData, number_of_frames=5))[:3]
+    ds.PixelData = encapsulate(fragments)
+    ds.save_as(path, enforce_file_format=True)
+    frames = read_frames(path)
+    got = [next(frames).frame_index for _ in range(3)]
+    assert got == [0, 1, 2]
+    with pytest.raises(ScanReadError) as info:
+        next(frames)
+    assert "frame 3" in info.value.reason
+
+
 def test_tissue_region_preferred_over_colour_flow(tmp_path):
     frames = ramp_frames(1, h=60, w=80)[0]
     regions = [region_item(0, 0, 79, 59, (0.03, 0.03)), region_item(20, 10, 40, 30, (0.03, 0.03), data_type=2)]
@@ -489,9 +559,21 @@ def test_no_pixel_data(tmp_path):
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR: no image
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.Modality = "SR"
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit",
+                    "PixelRepresentation", "PhotometricInterpretation"):
+        if keyword in ds:
+            delattr(ds, keyword)
     path = tmp_path / "report.dcm"
     ds.save_as(path, enforce_file_format=True)
     assert "no pixel data" in _error(path).reason
+
+
+def test_image_header_cut_off_before_its_pixels_is_called_truncated(tmp_path):
+    path = write_dicom(tmp_path / "cut.dcm", ramp_frames(1))
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b"\xe0\x7f\x10\x00")])  # up to the Pixel Data tag
+    assert _error(path).reason == "truncated: the file ends before its pixel data"
 
 
 def test_truncated_native_pixel_data(tmp_path):
@@ -514,7 +596,7 @@ def test_truncated_header(tmp_path, keep):
     path = write_dicom(tmp_path / "cut.dcm", ramp_frames(1), regions=[region_item(0, 0, 10, 10)])
     path.write_bytes(path.read_bytes()[:keep])
     reason = _error(path).reason
-    assert "damaged or truncated" in reason or "no pixel data" in reason
+    assert "damaged or truncated" in reason or "truncated: the file ends before its pixel data" in reason
 
 
 def test_corrupt_compressed_frame_fails_during_iteration(tmp_path):
@@ -532,6 +614,8 @@ def test_corrupt_compressed_frame_fails_during_iteration(tmp_path):
     with pytest.raises(ScanReadError) as info:
         next(iterator)
     assert "decoding frame 1" in info.value.reason
+    # One line a user can read: not each decoder plugin's message on its own line, no object reprs.
+    assert "\n" not in info.value.reason and " at 0x" not in info.value.reason
 
 
 def test_syntax_without_any_decoder(tmp_path):

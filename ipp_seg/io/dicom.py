@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
 from .errors import ScanReadError, missing_file_reason
+from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing
 from .greyscale import invert, luminance_rgb, to_output
 
@@ -42,9 +44,17 @@ logger = logging.getLogger(__name__)
 
 ENHANCED_US_VOLUME_STORAGE = "1.2.840.10008.5.1.4.1.1.6.2"
 
+# Modalities whose images may be ultrasound frames: US itself, and "other" (OT), which
+# secondary captures of scanner screens carry; SC is not a defined term but some exports
+# write it. Any other modality (CT, MR, a SEG result, ...) is not segmented.
+_ULTRASOUND_MODALITIES = {"US", "OT", "SC"}
+_RESULT_MODALITIES = {"SEG": "a DICOM Segmentation", "SR": "a DICOM Structured Report",
+                      "PR": "a presentation state", "KO": "a key object selection", "RTSTRUCT": "an RT structure set"}
+
 # Region Spatial Format (0018,6012) and Region Data Type (0018,6014) codes (PS3.3 C.8.5.5.1).
 _SPATIAL_2D = 1
 _SPATIAL_NAMES = {2: "M-mode", 3: "spectral Doppler", 4: "waveform"}
+_DATA_NONE = 0  # "none or not applicable": written by scanners that do not type their regions
 _DATA_TISSUE = 1
 _DATA_COLOUR_FLOW = 2
 _UNITS_CM = 3
@@ -100,6 +110,7 @@ class DicomInfo:
     sop_instance_uid: str | None
     palette: Dataset | None  # the colour lookup tables of a PALETTE COLOR image
     pixel_offset: int | None  # file offset of the pixel data value (None: deflated file)
+    has_file_meta: bool = True  # False: a bare data set, whose syntax the decoder must be told
 
 
 def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
@@ -111,20 +122,30 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
     try:
         with open(path, "rb") as f:
             try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                try:
+                    ds = pydicom.dcmread(f, stop_before_pixels=True)
+                except InvalidDicomError:
+                    f.seek(0)
+                    if not starts_like_raw_dicom(f.read(8)):
+                        raise
+                    # No preamble (and perhaps no file meta): legacy exports; read from byte 0.
+                    f.seek(0)
+                    ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
             except InvalidDicomError:
                 raise ScanReadError(path, "not a DICOM file (no 'DICM' marker at byte 128)") from None
             except Exception as exc:  # pydicom raises many types on damaged headers
                 # Only the type: a parser message could quote element values (patient data).
                 raise ScanReadError(path, f"the DICOM header is damaged or truncated ({type(exc).__name__})") from None
+            has_file_meta = _meta_transfer_syntax(ds) is not None
             tsyntax = _transfer_syntax(path, ds)
+            ended = False
             if tsyntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
                 # A deflated body cannot be walked in place: inflate it (such files are small).
                 pixel_check = _check_deflated(path)
-                has_pixels = pixel_check is not None
             else:
                 pixel_check = _check_pixel_element(path, f, tsyntax)
-                has_pixels = pixel_check is not None
+                ended = pixel_check is None and f.tell() >= os.fstat(f.fileno()).st_size
+            has_pixels = pixel_check is not None
     except FileNotFoundError:
         raise ScanReadError(path, missing_file_reason(path)) from None
     except IsADirectoryError:
@@ -133,10 +154,16 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
         raise ScanReadError(path, "permission denied") from None
 
     if not has_pixels:
+        if ended and ("Rows" in ds or str(ds.get("Modality", "") or "").strip().upper() in ("", "US")):
+            # A header that stops short of its pixels (an image's, an ultrasound object's, or
+            # one cut off before its Modality, which every object has): a copy cut off, not an
+            # object without an image.
+            raise ScanReadError(path, "truncated: the file ends before its pixel data")
         kind = ds.get("Modality", "")
         what = f"a DICOM object without an image{', modality ' + kind if kind else ''}"
         raise ScanReadError(path, f"no pixel data ({what})")
 
+    _reject_other_modality(path, ds)
     for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation"):
         if ds.get(keyword) in (None, ""):
             raise ScanReadError(path, f"the Image Pixel module lacks {keyword}")
@@ -177,6 +204,7 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
         sop_instance_uid=str(ds.SOPInstanceUID) if ds.get("SOPInstanceUID") else None,
         palette=_palette_tables(ds, tsyntax) if photometric == _PHOTOMETRIC_PALETTE else None,
         pixel_offset=pixel_check.value_offset if pixel_check is not None and pixel_check.value_offset else None,
+        has_file_meta=has_file_meta,
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",
@@ -206,22 +234,51 @@ def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterato
                 position += 1
             return
         with open(info.path, "rb") as f:
-            frames = iter_pixels(f, indices=None if all_in_order else wanted)
-            try:
-                for arr in frames:
-                    if position >= len(wanted):
-                        break  # more fragments than Number of Frames: keep to the header
-                    yield wanted[position], _to_grey(info, arr)
-                    position += 1
-            finally:
-                frames.close()
+            syntax = {} if info.has_file_meta else {"transfer_syntax_uid": info.transfer_syntax}
+            whole = all_in_order
+            while True:
+                frames = iter_pixels(f, indices=None if whole else wanted, **syntax)
+                try:
+                    for arr in frames:
+                        if position >= len(wanted):
+                            break  # more fragments than Number of Frames: keep to the header
+                        yield wanted[position], _to_grey(info, arr)
+                        position += 1
+                    break
+                except Exception:
+                    if not (whole and position == 0 and len(wanted) > 1 and info.transfer_syntax.is_compressed):
+                        raise
+                    # Fragments that do not match Number of Frames stop a sequential read before
+                    # its first frame: ask frame by frame, so that the frames present are read.
+                    whole = False
+                    f.seek(0)
+                finally:
+                    frames.close()
+            if position < len(wanted):
+                raise ScanReadError(info.path, f"frame {wanted[position]} is missing: the pixel data ends after "
+                                               f"{position} of the {info.n_frames} frames the header declares")
     except ScanReadError:
         raise
     except Exception as exc:  # decoder failures come in many types
         frame = wanted[position] if position < len(wanted) else position
+        hint = ""
+        if str(info.transfer_syntax) == "1.2.840.10008.1.2.4.51" and info.bits_stored > 8:
+            hint = ("; 12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3, not installed by ipp-seg: "
+                    "pip install pylibjpeg-libjpeg), or export the images uncompressed")
         raise ScanReadError(
-            info.path, f"decoding frame {frame} ({info.transfer_syntax.name}) failed: {type(exc).__name__}: {exc}"
+            info.path, f"decoding frame {frame} ({info.transfer_syntax.name}) failed: {_one_line(exc)}{hint}"
         ) from exc
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """A decoder's exception as one short line: pydicom lists each plugin's failure on its own
+    line, and some quote Python object reprs that mean nothing to a user."""
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the frame's data", str(exc))
+    text = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    text = text.replace("Unable to decode as exceptions were raised by all available plugins:;",
+                        "no installed decoder could decode it:")
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_native_ybr422(info: DicomInfo) -> bool:
@@ -292,12 +349,24 @@ def _palette_tables(ds: Dataset, tsyntax: UID) -> Dataset:
     return palette
 
 
-def _transfer_syntax(path: str, ds: Dataset) -> UID:
+def _meta_transfer_syntax(ds: Dataset) -> UID | None:
     file_meta = getattr(ds, "file_meta", None)
     tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    if not tsyntax:
+    return UID(str(tsyntax)) if tsyntax else None
+
+
+def _transfer_syntax(path: str, ds: Dataset) -> UID:
+    tsyntax = _meta_transfer_syntax(ds)
+    if tsyntax is not None:
+        return tsyntax
+    # A data set without file meta: the encoding pydicom found while parsing it (such files
+    # predate compressed syntaxes).
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or little is None:
         raise ScanReadError(path, "the DICOM header is damaged or truncated (no Transfer Syntax UID in the file meta)")
-    return UID(str(tsyntax))
+    if implicit:
+        return pydicom.uid.ImplicitVRLittleEndian if little else UID("1.2.840.10008.1.2.2")
+    return pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
 
 
 @dataclass(frozen=True)
@@ -414,6 +483,20 @@ def _number_of_frames(ds: Dataset) -> int:
     return max(n, 1)
 
 
+def _reject_other_modality(path: str, ds: Dataset) -> None:
+    """Refuse images of another modality (a CT in a mixed PACS export) and analysis results
+    (such as the SEG ipp-seg writes, in a folder that is processed again): segmenting them
+    would give numbers that mean nothing. A missing or empty Modality is let through."""
+    modality = str(ds.get("Modality") or "").strip().upper()
+    if not modality or modality in _ULTRASOUND_MODALITIES:
+        return
+    if modality in _RESULT_MODALITIES:
+        raise ScanReadError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
+                                  "an ultrasound image to segment")
+    raise ScanReadError(path, f"an image of modality {modality}, not ultrasound (US): ipp-seg segments "
+                              "transperineal ultrasound frames")
+
+
 def _reject_non_2d(path: str, ds: Dataset) -> None:
     """Refuse 3-D volumes/renderings and spectral/M-mode-only images: nothing 2-D to segment."""
     if str(ds.get("SOPClassUID", "")) == ENHANCED_US_VOLUME_STORAGE:
@@ -480,7 +563,7 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
     if tissue:
         return tuple(tissue)
     # No region says "tissue": keep colour-flow or untyped 2-D regions, which still show anatomy.
-    return tuple(region for data_type, region in candidates if data_type in (None, _DATA_COLOUR_FLOW))
+    return tuple(region for data_type, region in candidates if data_type in (None, _DATA_NONE, _DATA_COLOUR_FLOW))
 
 
 def _region_spacing(item: Dataset) -> Spacing | None:
@@ -503,12 +586,16 @@ def _cm_to_mm(cm: float) -> float:
 def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -> tuple[Spacing | None, str]:
     """(x, y) mm per pixel for the whole frame and where it came from."""
     calibrated = [r.spacing_mm for r in regions if r.spacing_mm is not None]
-    if calibrated:
+    if calibrated and len(calibrated) == len(regions):
         first = calibrated[0]
         if all(same_spacing(first, other) for other in calibrated[1:]):
             return first, "ultrasound regions"
         logger.info("%s: ultrasound regions carry different calibrations; use spacing_at()", path)
         return None, "ultrasound regions (several calibrations)"
+    if calibrated:
+        # A calibrated thumbnail or second view says nothing about an uncalibrated region beside
+        # it: its spacing must not become the frame's (spacing_at() gives each region its own).
+        logger.info("%s: some ultrasound regions carry no calibration; use spacing_at()", path)
     for keyword, spacing in (
         ("PixelSpacing", ds.get("PixelSpacing")),
         ("SharedFunctionalGroups PixelSpacing", _shared_pixel_spacing(ds)),

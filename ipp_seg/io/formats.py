@@ -7,17 +7,30 @@ reading one PNG should not pay for the DICOM stack at start-up.
 from __future__ import annotations
 
 import os
+import struct
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 ITK_SUFFIXES = frozenset({".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz"})
 
 
+def starts_like_raw_dicom(head: bytes) -> bool:
+    """Whether the first bytes of a file look like a DICOM data set written without the Part 10
+    preamble and 'DICM' marker: a first tag (little endian) in the file meta group (0002) or
+    the identifying group (0008), as legacy PACS exports and some scanners write."""
+    if len(head) < 8:
+        return False
+    group, element = struct.unpack("<HH", head[:4])
+    return group in (0x0002, 0x0008) and element < 0x0100
+
+
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
-    """Whether the file carries the DICOM Part 10 'DICM' marker at byte 128."""
+    """Whether the file carries the DICOM Part 10 'DICM' marker at byte 128, or starts like a
+    data set written without it (:func:`starts_like_raw_dicom`)."""
     try:
         with open(path, "rb") as f:
+            head = f.read(8)
             f.seek(128)
-            return f.read(4) == b"DICM"
+            return f.read(4) == b"DICM" or starts_like_raw_dicom(head)
     except OSError:
         return False

@@ -110,9 +110,22 @@ def iter_itk_frames(info: ItkInfo, indices: Sequence[int]) -> Iterator[tuple[int
         yield index, _plane(info.path, info, index)
 
 
+_IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
+              ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO"}
+
+
+def itk_image_io(path: str) -> str:
+    """The SimpleITK ImageIO for a file by its suffix, in any letter case ("" lets ITK choose):
+    ITK picks readers by lower-case suffix only, so a Windows export's SCAN.MHA would not open."""
+    lower = path.lower()
+    suffix = ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
+    return _IMAGE_IO.get(suffix, "")
+
+
 def _reader(path: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
+    reader.SetImageIO(itk_image_io(path))
     return reader
 
 
@@ -132,7 +145,7 @@ def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
 
 def _read_array(path: str) -> np.ndarray:
     try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(path))
+        return sitk.GetArrayFromImage(sitk.ReadImage(path, imageIO=itk_image_io(path)))
     except RuntimeError as exc:
         raise ScanReadError(path, f"SimpleITK cannot read the pixels ({_first_line(exc)})") from None
 

@@ -185,12 +185,13 @@ def _combine_spacing(
 ) -> Spacing | None:
     if user_spacing is None:
         return file_spacing
-    calibrated = file_spacing is not None or any(r.spacing_mm is not None for r in regions)
-    if not calibrated:
+    if file_spacing is None:
+        if any(r.spacing_mm is not None for r in regions):
+            # The frame-wide value only serves where no calibrated region holds the anatomy.
+            logger.warning("%s: the file's region calibrations are kept; the given spacing %s mm applies only "
+                           "outside them", path, user_spacing)
         return user_spacing
-    if file_spacing is None or not same_spacing(file_spacing, user_spacing):
-        logger.warning(
-            "%s: the file's own calibration %s is kept; the given spacing %s mm is ignored",
-            path, file_spacing if file_spacing is not None else "(per region)", user_spacing,
-        )
+    if not same_spacing(file_spacing, user_spacing):
+        logger.warning("%s: the file's own calibration %s is kept; the given spacing %s mm is ignored",
+                       path, file_spacing, user_spacing)
     return file_spacing
