@@ -547,6 +547,7 @@ REASON_CASES = {
     "aop_out_of_range": lambda mp: measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2)),
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
+    "spacing_implausible": lambda mp: measure_progress(typical_scene(), (2.0, 2.5)),
     "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
     "ps_below_head": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1]), (0.2, 0.2)),
     "fh_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(2), (0.2, 0.2)),
@@ -557,6 +558,17 @@ REASON_CASES = {
 def test_every_reason_code_reachable(code, monkeypatch):
     m = REASON_CASES[code](monkeypatch)  # a KeyError here means a new code lacks a test case
     _check(m, code, REASONS[code][0])
+
+
+@pytest.mark.parametrize("spacing", [(3.5, 3.5), (0.005, 0.005), (1.5, 2.2)])
+def test_implausible_spacing_keeps_the_angle_and_withholds_millimetres(spacing):
+    sx, sy = spacing
+    m = measure_progress(typical_scene(), spacing)
+    assert m.status == "warning" and m.reasons == ("spacing_implausible",)
+    assert m.hsd_mm is None and m.psfh_shortest_mm is None and m.hsd_px > 0 and m.spacing_mm == spacing
+    # The geometry still uses the pixels' aspect ratio: a uniform unit slip leaves the angle as it was.
+    plausible = measure_progress(typical_scene(), (sx / sy * 0.2, 0.2))
+    assert m.aop_deg == pytest.approx(plausible.aop_deg, abs=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -4,12 +4,13 @@ Pure numpy/OpenCV. See :func:`measure_progress` and the module docstring of
 :mod:`ipp_seg.measure.progress` for the conventions and the three methods.
 """
 
-from .progress import measure_progress
+from .progress import PLAUSIBLE_SPACING_MM, measure_progress
 from .result import METHODS, ORIENTATIONS, REASONS, STATUSES, Landmarks, Measurement
 
 __all__ = [
     "METHODS",
     "ORIENTATIONS",
+    "PLAUSIBLE_SPACING_MM",
     "REASONS",
     "STATUSES",
     "Landmarks",

@@ -61,7 +61,7 @@ from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, Landmarks, Measurement
 
 __all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
-           "MAX_PS_AXIS_RATIO"]
+           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ NEAR_VERTICAL_DEG = 10.0
 # PS exceeds it in 4-6 of 230 frames, 4-5 of them with an AoP error above 10 deg
 # (benchmarks/RESULTS.md).
 MAX_PS_AXIS_RATIO = 0.70
+# mm per pixel of a transperineal frame: about 0.1-0.5 in practice. A calibration outside this
+# range is a unit slip (mm written where cm belong, a thumbnail's region) or a damaged header:
+# distances from it are withheld, not reported.
+PLAUSIBLE_SPACING_MM = (0.01, 2.0)
 # The FH-PS-AOP 2023 evaluator converts degrees to radians with this truncated factor; the
 # published reference values depend on it (to ~0.01 deg), so the challenge method keeps it.
 _CHALLENGE_DEG2RAD = 0.01745
@@ -272,7 +276,9 @@ def measure_progress(
         label_mask: (rows, columns) integer array; ``ps_label`` marks the pubic symphysis,
             ``fh_label`` the fetal head, anything else is ignored.
         spacing_mm: (x, y) millimetres per pixel, or None when unknown (then distances are
-            reported in pixels only and the status carries ``spacing_unknown``).
+            reported in pixels only and the status carries ``spacing_unknown``). A spacing
+            outside :data:`PLAUSIBLE_SPACING_MM` still sets the pixels' aspect ratio for the
+            geometry, but its distances in mm are withheld (``spacing_implausible``).
         method: "ellipse" (default, stable), "challenge" (FH-PS-AOP 2023 evaluator) or
             "contour" (no ellipse fit).
         orientation: "standard" (inferior PS end = right-hand end of the displayed frame) or
@@ -296,6 +302,9 @@ def measure_progress(
     reasons: list[str] = []
     if spacing is None:
         reasons.append("spacing_unknown")
+    elif not all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing):
+        reasons.append("spacing_implausible")
+    in_mm = spacing is not None and "spacing_implausible" not in reasons
     marks: dict = {}
 
     def result(values: dict | None = None) -> Measurement:
@@ -414,7 +423,7 @@ def measure_progress(
     short_d, short_pt = geo.closest_point_on_segments(inferior, fh_segs)
     marks["shortest_point"] = _to_px(short_pt, scale)
     values["psfh_shortest_px"] = float(np.hypot(*((short_pt - inferior) / scale)))
-    values["psfh_shortest_mm"] = short_d if spacing is not None else None
+    values["psfh_shortest_mm"] = short_d if in_mm else None
 
     normal = np.array([-axis[1], axis[0]]) / axis_len
     if normal @ (fh.centroid_px * scale - inferior) < 0:  # the infrapubic line runs towards the head
@@ -426,5 +435,5 @@ def measure_progress(
         t, hsd_pt = hit
         marks["hsd_point"] = _to_px(hsd_pt, scale)
         values["hsd_px"] = float(np.hypot(*((hsd_pt - inferior) / scale)))
-        values["hsd_mm"] = float(t) if spacing is not None else None
+        values["hsd_mm"] = float(t) if in_mm else None
     return result(values)
