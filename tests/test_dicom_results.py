@@ -291,7 +291,8 @@ SECRET_BIRTH_DATE = "1980-02-14"  # the dashes make it an invalid DA
 @pytest.mark.parametrize("damage", [
     {"PatientBirthDate": SECRET_BIRTH_DATE}, {"PatientSex": "U"}, {"StudyTime": "25:61"},
     {"StudyDate": "2024-01-01"}, {"delete": ("PatientName", "PatientID", "PatientSex", "PatientBirthDate")},
-], ids=["birth-date", "sex", "time", "study-date", "no-patient"])
+    {"PatientAge": "SECRET AGE"}, {"AccessionNumber": "SECRET-ACCESSION-20"}, {"PatientName": "SECRET" * 12},
+], ids=["birth-date", "sex", "time", "study-date", "no-patient", "age", "long-accession", "long-name"])
 def test_seg_and_sr_from_a_header_that_breaks_the_standard(source, tmp_path, damage, caplog):
     # Scanners and anonymisers write such headers; highdicom refused them with a traceback that
     # quoted the value. The invalid or missing values are left empty (type 2 allows it).
@@ -308,8 +309,21 @@ def test_seg_and_sr_from_a_header_that_breaks_the_standard(source, tmp_path, dam
         for keyword in damage:
             assert written[keyword].value in ("", None)
         assert written.StudyInstanceUID == source.StudyInstanceUID
-    assert SECRET_BIRTH_DATE not in caplog.text
+    assert SECRET_BIRTH_DATE not in caplog.text and "SECRET" not in caplog.text
     assert all(keyword in caplog.text for keyword in damage)  # the attribute is named, not its value
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(seg) == [] and dciodvfy_errors(sr) == []
+
+
+def test_seg_and_sr_from_a_source_in_japanese_character_sets(source, tmp_path):
+    # An empty first value of Specific Character Set means ISO 2022 IR 6 (valid DICOM, written
+    # by Japanese systems); highdicom refused it until it is named.
+    source.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    mask = synthetic_mask()
+    seg = write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW)
+    sr = write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)
+    for path in (seg, sr):
+        assert list(pydicom.dcmread(path).SpecificCharacterSet)[1:] == ["ISO 2022 IR 87"]
 
 
 def test_a_source_that_cannot_be_referenced_is_refused_without_quoting_it(source, tmp_path):

@@ -50,24 +50,32 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float, tta: boo
 
 
 def unreadable_measurement_report(file: str, frame_index: int | None, reason: str, method: str,
-                                  orientation: str) -> dict:
-    """:func:`measurement_report`'s keys for a file or frame that could not be read, null where
-    nothing was measured, with the cause in ``error``: JSON readers meet one schema."""
+                                  orientation: str, code: str = "unreadable") -> dict:
+    """:func:`measurement_report`'s keys for a file or frame that could not be read (or, with
+    ``code`` ``processing_error``, processed), null where nothing was measured, with the cause in
+    ``error``: JSON readers meet one schema."""
     return {
-        "file": file, "frame": frame_index, "status": "failed", "reasons": ["unreadable"], "error": reason,
+        "file": file, "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
         "aop_deg": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
         "method": method, "orientation": orientation, "spacing_mm": None, "landmarks": None,
     }
 
 
 def unreadable_report(file: str, frame_index: int | None, reason: str, model: str, provider: str, method: str,
-                      orientation: str, tta: bool = False) -> dict:
-    """:func:`frame_report`'s keys for a file or frame that could not be read."""
+                      orientation: str, tta: bool = False, code: str = "unreadable") -> dict:
+    """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
-        **unreadable_measurement_report(file, frame_index, reason, method, orientation),
+        **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
         "n_frames": None, "sop_instance_uid": None, "model": model, "tta": tta, "provider": provider,
         "ipp_seg_version": __version__, "time_ms": None,
     }
+
+
+def _int_or(value, default: int) -> int:
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return default
 
 
 def output_names(scans: list[Path]) -> dict[Path, str]:
@@ -90,10 +98,12 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
 
 
 def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, name: str | None = None,
-                        dicom_seg: bool = False, dicom_sr: bool = False) -> list[Path]:
+                        dicom_seg: bool = False, dicom_sr: bool = False, run_uid: str | None = None) -> list[Path]:
     """Write ``<stem>_mask.png``, ``<stem>_overlay.png``, ``<stem>.json`` (and DICOM SEG/SR for
     DICOM sources when asked) into ``out_dir``; return the paths written. ``name`` (from
-    :func:`output_names`) replaces the source's file name where several scans share one."""
+    :func:`output_names`) replaces the source's file name where several scans share one.
+    ``run_uid`` (one per run) puts the SEGs, and the SRs, made from one source series in one
+    derived series each, numbered by frame (or by the source's instance number)."""
     from ..io.overlay import render_overlay
 
     frame = result.frame
@@ -108,15 +118,23 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
         import pydicom
 
-        from ..io.dicom_results import write_dicom_seg, write_dicom_sr
+        from ..io.dicom_results import derived_series_uid, write_dicom_seg, write_dicom_sr
 
-        source = pydicom.dcmread(frame.provenance.path)
+        # The header only; force: a data set written without the preamble was read as well.
+        source = pydicom.dcmread(frame.provenance.path, stop_before_pixels=True, force=True)
         number = frame.provenance.frame_number
+        place = {}
+        if run_uid is not None:
+            instance = number if frame.n_frames > 1 else _int_or(source.get("InstanceNumber"), 1)
+            place = {"instance_number": instance}
         if dicom_seg:
+            series = {"series_instance_uid": derived_series_uid(run_uid, source, "SEG")} if run_uid else {}
             written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm", frame_number=number,
-                                           model_name=result.model, software_version=__version__))
+                                           model_name=result.model, software_version=__version__, **place,
+                                           **series))
         if dicom_sr:
+            series = {"series_instance_uid": derived_series_uid(run_uid, source, "SR")} if run_uid else {}
             written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
                                           frame_number=number, model_name=result.model,
-                                          software_version=__version__))
+                                          software_version=__version__, **place, **series))
     return written

@@ -46,6 +46,7 @@ __all__ = [
     "PRIVATE_SCHEME",
     "SEG_SERIES_NUMBER",
     "SR_SERIES_NUMBER",
+    "derived_series_uid",
     "write_dicom_seg",
     "write_dicom_sr",
 ]
@@ -93,6 +94,8 @@ def write_dicom_seg(
     frame_number: int | None = None,
     model_name: str,
     software_version: str,
+    series_instance_uid: str | None = None,
+    instance_number: int = 1,
 ) -> Path:
     """Write a binary DICOM Segmentation of the PS (segment 1) and FH (segment 2).
 
@@ -104,6 +107,8 @@ def write_dicom_seg(
             the source has several frames, None (or 1) for a single-frame one.
         model_name: name of the segmentation model (algorithm name, manufacturer model name).
         software_version: ipp-seg version (algorithm version, software versions).
+        series_instance_uid, instance_number: the derived series this object joins and its
+            number in it (see :func:`derived_series_uid`); None starts a series of its own.
 
     Returns:
         The path written. Both segments are always stored, an empty one as an empty frame.
@@ -146,7 +151,7 @@ def write_dicom_seg(
             pixel_array=mask,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            **_new_instance(hd, SEG_SERIES_NUMBER),
+            **_new_instance(hd, SEG_SERIES_NUMBER, series_instance_uid, instance_number),
             manufacturer_model_name=_lo(model_name),
             software_versions=_lo(software_version),
             device_serial_number="none",
@@ -172,6 +177,8 @@ def write_dicom_sr(
     frame_number: int | None = None,
     model_name: str,
     software_version: str,
+    series_instance_uid: str | None = None,
+    instance_number: int = 1,
 ) -> Path:
     """Write a Comprehensive SR (TID 1500 Measurement Report) of one frame's measurement.
 
@@ -190,6 +197,7 @@ def write_dicom_sr(
         frame_number: 1-based frame of a multi-frame source; required when it has several.
         model_name: name of the segmentation model (observer device and algorithm name).
         software_version: ipp-seg version.
+        series_instance_uid, instance_number: as for :func:`write_dicom_seg`.
 
     Returns:
         The path written.
@@ -276,7 +284,7 @@ def write_dicom_sr(
         document = sr.ComprehensiveSR(
             evidence=[source],
             content=report,
-            **_new_instance(hd, SR_SERIES_NUMBER),
+            **_new_instance(hd, SR_SERIES_NUMBER, series_instance_uid, instance_number),
             is_complete=True,
             is_final=False,
             is_verified=False,
@@ -295,35 +303,61 @@ _COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", 
 _PATIENT_SEX = ("M", "F", "O")
 
 
-def _new_instance(hd, series_number: int) -> dict:
-    """The identity of a new derived object: its own series and instance, made by ipp-seg."""
-    return {"series_instance_uid": hd.UID(), "series_number": series_number, "sop_instance_uid": hd.UID(),
-            "instance_number": 1, "manufacturer": _MANUFACTURER}
+def _new_instance(hd, series_number: int, series_instance_uid: str | None, instance_number: int) -> dict:
+    """The identity of a new derived object made by ipp-seg: a new instance, in the series
+    given (or a series of its own)."""
+    return {"series_instance_uid": series_instance_uid or hd.UID(), "series_number": series_number,
+            "sop_instance_uid": hd.UID(), "instance_number": int(instance_number), "manufacturer": _MANUFACTURER}
+
+
+def derived_series_uid(run_uid: str, source, kind: str) -> str:
+    """The Series Instance UID that every ``kind`` ("SEG" or "SR") object made from ``source``'s
+    series in one run shares: a 120-frame cine gives one SEG series and one SR series, not 240
+    series of one object each. Derived from the run's UID, the source series and the kind."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[str(run_uid), str(source.get("SeriesInstanceUID", "")), kind])
+
+
+# Study attributes the derived objects copy (besides the whole Patient group, 0010).
+_COPIED_STUDY = ("StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID",
+                 "StudyDescription")
+# Value representations whose values pydicom can check against the standard.
+_CHECKED_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT")
 
 
 def _conforming_source(source):
     """A shallow copy of ``source`` whose copied patient and study attributes meet the standard.
 
-    Scanners and anonymisers write birth dates as 1980-02-14, sex as U, times as 25:61, or
-    leave type 2 attributes out; highdicom refuses such a source, and its error would quote the
-    value (a patient's birth date, say). Here an invalid or missing value becomes an empty one,
-    as type 2 allows, and only the attribute's name is logged."""
-    from pydicom.valuerep import DA, DT, TM
+    Scanners, RIS and anonymisers write birth dates as 1980-02-14, sex as U, ages as free text,
+    accession numbers longer than 16 characters, or leave type 2 attributes out; highdicom
+    refuses such a source (its error would quote the value), or copies it into an object a
+    PACS may reject. Here an invalid or missing value becomes an empty one, as type 2 allows,
+    and only the attribute's name is logged. Dates and times are checked wherever they are."""
+    from pydicom import config
+    from pydicom.valuerep import validate_value
 
     fixed = copy.copy(source)
     blanked = []
     for element in list(fixed):
-        parse = {"DA": DA, "TM": TM, "DT": DT}.get(element.VR)
-        if parse is None or element.VM != 1 or element.value in (None, ""):
+        copied = element.tag.group == 0x0010 or element.keyword in _COPIED_STUDY or element.VR in ("DA", "TM", "DT")
+        if not copied or element.VR not in _CHECKED_VRS or element.value in (None, ""):
             continue
+        values = element.value if element.VM > 1 else [element.value]
         try:
-            parse(element.value)
+            for value in values:
+                # As text: pydicom checks a PersonName object's lengths only when it is made.
+                validate_value(element.VR, value if isinstance(value, (int, float)) else str(value), config.RAISE)
         except (TypeError, ValueError):
             fixed[element.tag].value = ""
-            blanked.append(element.keyword)
+            blanked.append(element.keyword or str(element.tag))
     if str(fixed.get("PatientSex", "") or "") not in ("", *_PATIENT_SEX):
         fixed.PatientSex = ""
         blanked.append("PatientSex")
+    charsets = fixed.get("SpecificCharacterSet")
+    if charsets is not None and not isinstance(charsets, str) and len(charsets) > 1 and not charsets[0]:
+        # An empty first value means ISO 2022 IR 6 (with code extensions); highdicom needs it named.
+        fixed.SpecificCharacterSet = ["ISO 2022 IR 6", *list(charsets)[1:]]
     for keyword in _COPIED_TYPE_2:
         if keyword not in fixed:
             setattr(fixed, keyword, "")
@@ -331,7 +365,6 @@ def _conforming_source(source):
         logger.warning("the source's %s %s not valid DICOM; left empty in the derived object",
                        ", ".join(blanked), "is" if len(blanked) == 1 else "are")
     return fixed
-
 
 
 def _n_frames(source) -> int:
@@ -347,11 +380,21 @@ def _is_multiframe_iod(source) -> bool:
     return "NumberOfFrames" in source or source.SOPClassUID == UltrasoundMultiFrameImageStorage
 
 
+# Retired ultrasound storage classes (PS3.6 A.1): older archives hold them; highdicom cannot
+# reference them.
+_RETIRED_ULTRASOUND = {"1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+                       "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)"}
+
+
 def _check_frame(source, frame_number: int | None) -> int | None:
     """Validated 1-based frame to reference, or None for a single-frame source."""
     for keyword in ("SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "StudyInstanceUID", "SeriesInstanceUID"):
         if keyword not in source:
             raise DicomResultError(f"source dataset lacks {keyword}")
+    retired = _RETIRED_ULTRASOUND.get(str(source.SOPClassUID))
+    if retired:
+        raise DicomResultError(f"the source is stored with the retired SOP class {retired}, which a SEG or SR "
+                               "cannot reference; have the archive convert it to the current ultrasound class")
     n = _n_frames(source)
     if not _is_multiframe_iod(source):
         if frame_number not in (None, 1):
