@@ -271,6 +271,37 @@ def test_missing_as_empty_scores_the_missing_prediction(folders):
     assert report.overall.n_failed_pred_gt_ok == 1
 
 
+def test_missing_as_empty_scores_an_unusable_prediction_as_empty_too(folders):
+    pred, gt, _ = folders
+    (pred / "00003.png").unlink()
+    (pred / "00003.png").write_bytes(b"not a png")  # unreadable
+    _write_png(pred / "00002.png", scene()[:-10])  # another size
+    _write_png(pred / "00004.png", scene() * 100)  # values 100 and 200: not the labels given
+    plain = evaluate_folders(pred, gt)
+    assert [c.case_id for c in plain.cases] == ["00001"]
+    assert [c for c, _ in plain.unreadable] == ["00002", "00003", "00004"]
+    scored = evaluate_folders(pred, gt, missing_as_empty=True)
+    cases = {c.case_id: c for c in scored.cases}
+    assert sorted(cases) == ["00001", "00002", "00003", "00004"]  # as a challenge counts them
+    assert all(cases[c].dice_all == 0.0 and cases[c].hd_all == 100.0 for c in ("00002", "00003", "00004"))
+    assert "00002.png is 128 x 118 pixels, the ground truth 128 x 128" in dict(scored.unreadable)["00002"]
+
+
+def test_masks_in_sub_folders_are_found_and_overlays_left_out(folders, tmp_path):
+    pred, gt, _ = folders
+    nested = tmp_path / "batch_out"
+    (nested / "masks" / "a" / "b").mkdir(parents=True)
+    (nested / "overlays" / "a").mkdir(parents=True)
+    for name in ("00001", "00002"):
+        (pred / f"{name}.png").rename(nested / "masks" / "a" / "b" / f"{name}.png")
+        _write_png(nested / "overlays" / "a" / f"{name}.png", scene())  # pictures named like masks
+    report = evaluate_folders(nested, gt)
+    assert [c.case_id for c in report.cases] == ["00001", "00002"]
+    _write_png(nested / "masks" / "a" / "00001.png", scene())
+    with pytest.raises(ValueError, match="case ID '00001' has two files: masks/a/00001.png and masks/a/b/00001.png"):
+        evaluate_folders(nested, gt)
+
+
 def test_unreadable_and_unmatched_images_are_reported(folders):
     pred, gt, img = folders
     (pred / "00004.png").write_bytes(b"not a png")

@@ -383,3 +383,16 @@ def test_overlay_png_is_rgb(tmp_path):
         write_overlay_png(path, np.zeros((10, 12), np.uint8))
     with pytest.raises(ValueError):
         write_overlay_png(path, np.zeros((10, 12, 3), np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".MHA", ".Nrrd", ".NII.GZ"])
+def test_itk_files_with_capital_suffixes_are_read(tmp_path, suffix):
+    # ITK chooses its reader by the lower-case suffix; a Windows export's SCAN.MHA must open too.
+    import SimpleITK as sitk
+
+    pixels = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) % 251).astype(np.uint8)
+    lower = tmp_path / f"scan{suffix.lower()}"
+    sitk.WriteImage(sitk.GetImageFromArray(pixels), str(lower))
+    upper = tmp_path / f"SCAN{suffix}"
+    lower.rename(upper)
+    np.testing.assert_array_equal(read_frame(upper).pixels, pixels)

@@ -37,6 +37,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason
+from ..io.itk import itk_image_io
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from .acquisition import STYLES, acquisition_style
@@ -547,9 +548,12 @@ def evaluate_folders(
     than 1 x 1), else ``spacing_mm``.
 
     Cases on one side only are listed in the report, not evaluated; with
-    ``missing_as_empty`` a ground truth without prediction is scored against an empty
+    ``missing_as_empty`` a ground truth without prediction, or with a prediction that cannot be
+    used (unreadable, another size, other label values), is scored against an empty
     prediction instead (and still listed). Files that cannot be read are listed with the
-    reason. ``reference_aop``: as in :func:`evaluate_arrays`; evaluated cases it lacks are
+    reason. Both folders are searched with their sub-folders (``batch --save-masks`` writes
+    masks at each scan's relative path); a predictions folder's ``overlays`` sub-folders
+    (pictures, not masks) are left out. ``reference_aop``: as in :func:`evaluate_arrays`; evaluated cases it lacks are
     logged. ``labels`` are the PS and FH values of the predicted masks; ``gt_labels`` those of
     the ground truth where they differ (another tool's export), None for the same. A mask with
     any other value is not evaluated: it is listed as unreadable with the values it holds.
@@ -568,10 +572,11 @@ def evaluate_folders(
 
     missing_pred = sorted(set(gts) - set(preds))
     missing_gt = sorted(set(preds) - set(gts))
+    # Listed in the report (which the CLI prints); logged at info level only, not twice.
     if missing_pred:
-        logger.warning("%d ground-truth case(s) have no prediction: %s", len(missing_pred), _preview(missing_pred))
+        logger.info("%d ground-truth case(s) have no prediction: %s", len(missing_pred), _preview(missing_pred))
     if missing_gt:
-        logger.warning("%d prediction(s) have no ground truth: %s", len(missing_gt), _preview(missing_gt))
+        logger.info("%d prediction(s) have no ground truth: %s", len(missing_gt), _preview(missing_gt))
 
     to_evaluate = sorted(set(gts) & set(preds)) + (missing_pred if missing_as_empty else [])
     results: list[CaseResult] = []
@@ -582,16 +587,27 @@ def evaluate_folders(
             stored, gt_spacing = read_label_mask(gts[case_id])
             gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}",
                               "name the ground truth's values, e.g. --gt-labels ps=128,fh=255")
-            if case_id in preds:
-                pred = relabel_mask(read_label_mask(preds[case_id])[0], labels, labels,
-                                    f"prediction {preds[case_id].name}",
-                                    "predictions hold the labels given (ipp-seg writes 0, 1 and 2)")
-            else:
-                pred = np.zeros_like(gt)
         except (ScanReadError, ValueError) as exc:
             unreadable.append((case_id, str(exc)))
             logger.warning("case %s not evaluated: %s", case_id, exc)
             continue
+        pred = np.zeros_like(gt)
+        if case_id in preds:
+            try:
+                pred = relabel_mask(read_label_mask(preds[case_id])[0], labels, labels,
+                                    f"prediction {preds[case_id].name}",
+                                    "predictions hold the labels given (ipp-seg writes 0, 1 and 2)")
+                if pred.shape != gt.shape:
+                    raise ValueError(f"prediction {preds[case_id].name} is {pred.shape[1]} x {pred.shape[0]} pixels, "
+                                     f"the ground truth {gt.shape[1]} x {gt.shape[0]}")
+            except (ScanReadError, ValueError) as exc:
+                unreadable.append((case_id, str(exc)))
+                if not missing_as_empty:
+                    logger.warning("case %s not evaluated: %s", case_id, exc)
+                    continue
+                # As a challenge scores it: an unusable prediction is no better than none.
+                logger.warning("case %s: %s; scored as an empty prediction", case_id, exc)
+                pred = np.zeros_like(gt)
 
         image, image_spacing = None, None
         if images is not None:
@@ -744,7 +760,7 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
 
 def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     try:
-        img = sitk.ReadImage(name)
+        img = sitk.ReadImage(name, imageIO=itk_image_io(name))
     except RuntimeError as exc:
         raise ScanReadError(name, f"SimpleITK cannot read it ({str(exc).strip().splitlines()[0]})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:
@@ -785,7 +801,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         raise NotADirectoryError(f"{root}: not a folder")
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Path] = {}
-    for path in sorted(root.iterdir()):
+    for path in _files_below(root, skip_folders=("overlays",) if predictions else ()):
         if path.name.startswith(".") or not path.is_file():
             continue
         if not path.name.lower().endswith(suffixes):
@@ -798,9 +814,26 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         if predictions and case_id.endswith(MASK_NAME_SUFFIX):
             case_id = case_id[: -len(MASK_NAME_SUFFIX)]
         if case_id in found:
-            raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].name} and {path.name}")
+            raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].relative_to(root)} and "
+                             f"{path.relative_to(root)}")
         found[case_id] = path
     return found
+
+
+def _files_below(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
+    """Files in ``root`` and its non-hidden sub-folders (links followed, each real folder once),
+    sorted by relative path; folders named in ``skip_folders`` are left out."""
+    files: list[Path] = []
+    visited: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in skip_folders]
+        files.extend(Path(folder) / name for name in names)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 # ----------------------------------------------------------------------------- writers
