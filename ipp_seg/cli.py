@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -91,8 +94,12 @@ def main_options(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # pydicom warns about header values that break the standard by quoting them, which may be
-    # the patient's name; ipp-seg's readers report what matters for a measurement themselves.
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    # the patient's name, and logs each decoder plugin's failure with a traceback; ipp-seg's
+    # readers report what matters for a measurement themselves, on one line. (Not by level:
+    # importing pydicom resets its logger's level to WARNING.)
+    pydicom_logger = logging.getLogger("pydicom")
+    pydicom_logger.addHandler(logging.NullHandler())
+    pydicom_logger.propagate = False
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
@@ -315,12 +322,10 @@ def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
     return ps_label, fh_label
 
 
-PLAUSIBLE_SPACING_MM = (0.01, 2.0)  # transperineal frames: ~0.1-0.5 mm per pixel
-
-
 def _parse_spacing(text: str | None) -> tuple[float, float] | None:
     if not text:
         return None
+    from .measure.progress import PLAUSIBLE_SPACING_MM
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
@@ -396,9 +401,9 @@ def predict(
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
     measurement failed; 2: unusable input or options, or an output that could not be written."""
     import json
-    import time
 
-    from .inference.batch import BatchOptions, FrameFailure, InferenceOptions, measurement_row
+    from .inference.batch import (NOT_ULTRASOUND, UNREADABLE, BatchOptions, FrameFailure, InferenceOptions,
+                                  measurement_row)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .inference.report import frame_report, output_names, unreadable_report, write_frame_outputs
@@ -414,6 +419,7 @@ def predict(
     rows, reports = [], []
     unusable = measurement_failed = unwritten = False
     names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
+    run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
     not_dicom: set[Path] = set()
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
@@ -427,11 +433,12 @@ def predict(
                     unusable = True
                     frame = "" if result.frame_index is None else result.frame_index
                     row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, method,
-                                          orientation, tta)
-                    error(f"cannot read {scan}: {result.reason}")
+                                          orientation, tta, result.code)
+                    verb = {UNREADABLE: "read", NOT_ULTRASOUND: "segment"}.get(result.code, "process")
+                    error(f"cannot {verb} {scan}: {result.reason}")
                     reports.append(unreadable_report(str(scan), result.frame_index, result.reason,
                                                      processor.model_name, processor.segmenter.provider, method,
-                                                     orientation, tta))
+                                                     orientation, tta, result.code))
                 else:
                     row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
                                           processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
@@ -442,7 +449,7 @@ def predict(
                     if out is not None:
                         try:
                             write_frame_outputs(result, out, report, name=names[Path(scan).resolve()],
-                                                dicom_seg=dicom_seg, dicom_sr=dicom_sr)
+                                                dicom_seg=dicom_seg, dicom_sr=dicom_sr, run_uid=run_uid)
                         except ImportError as exc:
                             fail(str(exc))
                         except DicomResultError as exc:  # this scan's header; the others may be fine
@@ -478,7 +485,11 @@ def batch(
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs under overlays/."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes (each loads the model once)."),
     resume: bool = typer.Option(False, "--resume",
-                                help="Skip what measurements.csv already holds (unreadable files are tried again)."),
+                                help="Go on with the run in OUT: skip what measurements.csv already holds (files "
+                                     "that could not be read, and files changed since, are measured again)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a measurements.csv that already holds rows (without --resume or "
+                                        "this, such a folder is refused)."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
@@ -491,12 +502,14 @@ def batch(
 ) -> None:
     """Measure every scan in a folder into OUT/measurements.csv, one row per frame. Exit 0 when
     the run finished (rows may have failed: see the status column); 1 when no frame of it could
-    be measured; 2 for unusable options or no matching files."""
+    be measured; 2 for unusable options, no matching files, or an output folder that holds an
+    earlier run's rows (--resume or --overwrite) or that another run is writing into."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     from .inference.backends import BackendError
-    from .inference.batch import BatchOptions, InferenceOptions, NoScansError, ResumeError, run_batch
+    from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, NoScansError,
+                                  OutputLockedError, ResumeError, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -510,26 +523,39 @@ def batch(
         fail(f"--glob takes a pattern relative to {in_dir}, such as '**/*.dcm', got {glob!r}")
     _output_folder(out)
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
-    options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, engine, address)
-    counts = {"frames": 0, "failed": 0}
+    if resume and overwrite:
+        fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
+    options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
+                           address)
+    counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "started": time.monotonic(), "said": 0.0}
+    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop) ends the run like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err) as progress:
         task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=0)
 
         def on_start(total: int) -> None:
+            counts["total"] = total
             progress.update(task, total=total)
 
         def on_progress(outcome) -> None:
+            counts["files"] += 1
             counts["frames"] += len(outcome.rows)
             counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
                             failed=counts["failed"])
+            now = time.monotonic()
+            if not err.is_terminal and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
+                # A log file (nohup, cron, a cluster job) gets a line now and then instead of a bar.
+                counts["said"] = now
+                err.print(_plain_progress(counts, now - counts["started"]), highlight=False)
 
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
-        except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError) as exc:
+        except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
+                ExistingResultsError, OutputLockedError) as exc:
             fail(str(exc))
         except OSError as exc:
             _fail_writing(f"into {out}", exc)
@@ -541,6 +567,24 @@ def batch(
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
         fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
+
+
+PLAIN_PROGRESS_EVERY_S = 30.0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _plain_progress(counts: dict, elapsed_s: float) -> str:
+    """One line of batch progress for a log file: files done of all, frames, rate, time left."""
+    done, total = counts["files"], counts["total"]
+    rate = counts["frames"] / elapsed_s if elapsed_s > 0 else 0.0
+    line = f"batch: {done} of {total} files" if total else f"batch: {done} files"
+    line += f", {counts['frames']} frames ({rate:.1f}/s), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
+    if total and done:
+        line += f", about {(total - done) * elapsed_s / done / 60:.1f} min left"
+    return line
 
 
 @app.command()
@@ -656,15 +700,25 @@ def evaluate(
         if folder is not None and not folder.is_dir():
             fail(f"{folder} is not a folder")
     _output_folder(out)
+    if out is not None:  # before the work, not after it
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail_writing(f"into {out}", exc)
+        if not os.access(out, os.W_OK):
+            fail(f"cannot write into {out}: permission denied")
     reference = None
     if reference_aop is not None:
         try:
             reference = read_reference_aop(reference_aop)
         except (OSError, ValueError) as exc:
             fail(f"cannot read the reference AoP {reference_aop}: {exc}")
-    report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
-                              reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"),
-                              missing_as_empty=missing_as_empty)
+    try:
+        report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
+                                  reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"),
+                                  missing_as_empty=missing_as_empty)
+    except ValueError as exc:  # two files of one folder with the same case ID
+        fail(str(exc))
     columns = ["block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)", "ASD all (px)", "mean |ΔAoP| (°)",
                "median |ΔAoP| (°)"]
     if reference is not None:
@@ -690,8 +744,12 @@ def evaluate(
         if ids:
             err.print(f"[yellow]{len(ids)} {label}:[/] {escape(', '.join(ids[:10]))}{' ...' if len(ids) > 10 else ''}",
                       highlight=False)
+    evaluated = {case.case_id for case in report.cases}
     for case_id, reason in report.unreadable:
-        err.print(f"[red]cannot evaluate {escape(case_id)}:[/] {escape(reason)}", highlight=False)
+        if case_id in evaluated:  # --missing-as-empty: its unusable prediction counted as empty
+            err.print(f"[yellow]{escape(case_id)} scored as an empty prediction:[/] {escape(reason)}", highlight=False)
+        else:
+            err.print(f"[red]cannot evaluate {escape(case_id)}:[/] {escape(reason)}", highlight=False)
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -183,7 +183,7 @@ def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0  # some rows failed: the run still did its job
     before = (out / "measurements.csv").read_text()
-    nothing = _run("batch", mixed_folder, "--out", out, "--glob", "**/*.nrrd")
+    nothing = _run("batch", mixed_folder, "--out", out, "--glob", "**/*.nrrd", "--overwrite")
     assert nothing.exit_code == 2 and "no files under" in nothing.output
     assert (out / "measurements.csv").read_text() == before  # a run with nothing to do replaces nothing
     for pattern in ("", "/abs/*.dcm"):
@@ -224,7 +224,7 @@ def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, 
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0
     before = (out / "measurements.csv").read_text()
-    result = _run("batch", mixed_folder, "--out", out, "--model", "no-such-model")
+    result = _run("batch", mixed_folder, "--out", out, "--model", "no-such-model", "--overwrite")
     assert result.exit_code == 2
     # The Ray engine without Ray installed: refused before anything is written.
     real_import = builtins.__import__
@@ -236,9 +236,9 @@ def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, 
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match=r"ipp-seg\[ray\]"):
-        run_batch(BatchOptions(mixed_folder, out, engine="ray"))
+        run_batch(BatchOptions(mixed_folder, out, engine="ray", overwrite=True))
     with pytest.raises(ValueError, match="unknown engine"):
-        run_batch(BatchOptions(mixed_folder, out, engine="spark"))
+        run_batch(BatchOptions(mixed_folder, out, engine="spark", overwrite=True))
     assert (out / "measurements.csv").read_text() == before
 
 
@@ -327,3 +327,166 @@ def test_long_batches_use_a_fixed_batch_session(tmp_path, sample_png, monkeypatc
     shutil.copy(sample_png, small / "one.png")
     run_batch(BatchOptions(small, tmp_path / "out3"))
     assert seen == [None]
+
+
+# --- what a group running thousands of scans over days relies on ----------------------------
+
+
+def test_a_second_plain_run_does_not_wipe_the_first_ones_rows(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    before = (out / "measurements.csv").read_text()
+    again = _run("batch", mixed_folder, "--out", out)
+    assert again.exit_code == 2 and "already holds 7 rows" in again.output and "--resume" in again.output
+    assert (out / "measurements.csv").read_text() == before
+    both = _run("batch", mixed_folder, "--out", out, "--resume", "--overwrite")
+    assert both.exit_code == 2 and "give one of them" in both.output
+    replaced = _run("batch", mixed_folder, "--out", out, "--overwrite", "--glob", "*.png")
+    assert replaced.exit_code == 0, replaced.output
+    assert [r["file"] for r in _rows(out / "measurements.csv")] == ["a.png"]
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(mixed_folder, tmp_path):
+    from ipp_seg.inference.batch import BatchOptions, OutputLockedError, output_lock, run_batch
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out):  # as a run in another process holds it
+        with pytest.raises(OutputLockedError, match="another ipp-seg batch run is writing into"):
+            run_batch(BatchOptions(mixed_folder, out))
+        result = _run("batch", mixed_folder, "--out", out)
+        assert result.exit_code == 2 and "another ipp-seg batch run" in result.output
+    assert not (out / "measurements.csv").exists()
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0  # released with its holder
+
+
+def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, sample_png):
+    from ipp_seg.inference.batch import glob_matcher, list_scans
+
+    root = tmp_path / "scans"
+    (root / "a").mkdir(parents=True)
+    shutil.copy(sample_png, root / "a" / "low.png")
+    shutil.copy(sample_png, root / "a" / "UP.PNG")
+    shutil.copy(sample_png, root / "top.Png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(sample_png, elsewhere / "linked.png")
+    (root / "link").symlink_to(elsewhere, target_is_directory=True)
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # a link loop ends
+    names = [p.relative_to(root).as_posix() for p in list_scans(root, "**/*.png")]
+    assert names == ["a/UP.PNG", "a/low.png", "link/linked.png", "top.Png"]
+    assert [p.name for p in list_scans(root, "*.png")] == ["top.Png"]  # one level, as a glob means
+    matcher = glob_matcher("scan_[0-9]?.dcm")
+    assert matcher("SCAN_12.DCM") and not matcher("scan_a2.dcm") and not matcher("sub/scan_12.dcm")
+    assert glob_matcher("[!x]*")("a") and not glob_matcher("[!x]*")("x")
+
+
+def test_an_earlier_runs_output_inside_the_folder_is_not_measured_again(mixed_folder, tmp_path, caplog):
+    first = mixed_folder / "results"
+    assert _run("batch", mixed_folder, "--out", first, "--save-masks", "--overlays").exit_code == 0
+    assert any((first / "masks").rglob("*.png"))
+    second = _run("batch", mixed_folder, "--out", tmp_path / "again")
+    assert second.exit_code == 0, second.output
+    files = {r["file"] for r in _rows(tmp_path / "again" / "measurements.csv")}
+    assert files == {r["file"] for r in _rows(first / "measurements.csv")}
+    assert not any(f.startswith("results/") for f in files)
+    assert "left out 1 folder(s) holding an earlier run's measurements.csv" in caplog.text
+
+
+def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixed_folder, tmp_path, sample_png,
+                                                                            caplog):
+    import os
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+    assert rows["a.png"]["file_bytes"] == str((mixed_folder / "a.png").stat().st_size)
+    assert rows["a.png"]["file_modified"].endswith("Z")
+    # a.png is replaced by another frame under the same name; b.png is removed.
+    shutil.copy(sample_png.with_name("psfhs_04380.png"), mixed_folder / "a.png")
+    os.utime(mixed_folder / "a.png", (1e9, 1e9))
+    (mixed_folder / "sub" / "b.png").unlink()
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "1 file(s) changed since they were measured" in caplog.text
+    assert "no longer in the folder (kept): sub/b.png" in caplog.text
+    after = _rows(out / "measurements.csv")
+    assert [r["file"] for r in after].count("a.png") == 1
+    new_a = next(r for r in after if r["file"] == "a.png")
+    assert new_a["file_modified"].startswith("2001-09-09") and new_a["aop_deg"] != rows["a.png"]["aop_deg"]
+    assert any(r["file"] == "sub/b.png" for r in after)
+
+
+def test_resume_refuses_another_spacing_for_uncalibrated_files(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out, "--glob", "*.png").exit_code == 0
+    assert {r["spacing_given_mm"] for r in _rows(out / "measurements.csv")} == {""}
+    result = _run("batch", mixed_folder, "--out", out, "--resume", "--spacing-mm", "0.2")
+    assert result.exit_code == 2 and "spacing_given_mm" in result.output
+    given = _run("batch", mixed_folder, "--out", tmp_path / "given", "--glob", "*.png", "--spacing-mm", "0.2,0.25")
+    assert given.exit_code == 0
+    row = _rows(tmp_path / "given" / "measurements.csv")[0]
+    assert row["spacing_given_mm"] == "0.2,0.25" and row["spacing_x_mm"] == "0.2" and row["hsd_mm"]
+
+
+def test_an_unexpected_error_on_one_frame_costs_that_frame_only(mixed_folder, tmp_path, monkeypatch):
+    import ipp_seg.inference.batch as batch_module
+
+    real = batch_module.measure_frame
+
+    def fails_on_b(labels, frame, **kwargs):
+        if frame.provenance.path.endswith("b.png"):
+            raise ValueError("something\nunforeseen")
+        return real(labels, frame, **kwargs)
+
+    monkeypatch.setattr(batch_module, "measure_frame", fails_on_b)
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = {(r["file"], r["frame"]): r for r in _rows(out / "measurements.csv")}
+    broken = rows[("sub/b.png", "0")]
+    assert broken["status"] == "failed" and broken["reasons"] == "processing_error" and not broken["aop_deg"]
+    assert broken["error"].startswith("unexpected error while measuring (ValueError: something unforeseen)")
+    assert rows[("a.png", "0")]["aop_deg"] and rows[("sub/cine.dcm", "2")]["aop_deg"]
+    monkeypatch.setattr(batch_module, "measure_frame", real)
+    resumed = _run("batch", mixed_folder, "--out", out, "--resume")  # such rows are tried again
+    assert resumed.exit_code == 0
+    again = [r for r in _rows(out / "measurements.csv") if r["file"] == "sub/b.png"]
+    assert len(again) == 1 and again[0]["aop_deg"]
+
+
+def test_a_model_that_cannot_run_still_stops_the_run(mixed_folder, tmp_path, monkeypatch):
+    import ipp_seg.inference.batch as batch_module
+    from ipp_seg.inference.backends import BackendError
+
+    def broken(*args, **kwargs):
+        raise BackendError("onnxruntime failed")
+
+    monkeypatch.setattr(batch_module, "segment_frames", broken)
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "onnxruntime failed" in result.output
+
+
+def test_sigterm_ends_a_batch_like_ctrl_c(mixed_folder, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import ipp_seg.inference.batch as batch_module
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as kill, SLURM or docker stop would
+        raise AssertionError("SIGTERM did not interrupt the run")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(batch_module, "run_batch", terminated)
+    try:
+        result = _run("batch", mixed_folder, "--out", tmp_path / "out")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 130 and "--resume goes on" in result.output
+
+
+def test_progress_lines_go_to_a_log_when_stderr_is_not_a_terminal(mixed_folder, tmp_path):
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out")
+    assert result.exit_code == 0
+    assert "batch: 1 of 5 files, " in result.output and "min left" in result.output

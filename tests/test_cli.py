@@ -152,6 +152,43 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     assert sr.Modality == "SR"
 
 
+def test_a_cines_dicom_results_form_one_series_per_kind_and_run(sample_dicom, tmp_path):
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    cine = pydicom.dcmread(sample_dicom)
+    frame = cine.pixel_array
+    cine.NumberOfFrames = 3
+    cine.FrameIncrementPointer, cine.FrameTime = pydicom.tag.Tag(0x0018, 0x1063), 40
+    cine.SOPClassUID = cine.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    cine.PixelData = np.stack([np.roll(frame, 2 * i, axis=1) for i in range(3)]).tobytes()
+    cine.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
+    series = {}
+    for run in ("one", "two"):
+        result = invoke("predict", tmp_path / "cine.dcm", "--out", tmp_path / run, "--dicom-seg", "--dicom-sr")
+        assert result.exit_code == 0, result.output
+        for kind in ("seg", "sr"):
+            written = [pydicom.dcmread(tmp_path / run / f"cine_f{i:04d}_{kind}.dcm") for i in range(3)]
+            assert len({ds.SeriesInstanceUID for ds in written}) == 1  # one series, not one per frame
+            assert [ds.InstanceNumber for ds in written] == [1, 2, 3]
+            assert len({ds.SOPInstanceUID for ds in written}) == 3
+            series[run, kind] = written[0].SeriesInstanceUID
+    assert series["one", "seg"] != series["one", "sr"]
+    assert series["one", "seg"] != series["two", "seg"]  # another run, another series
+
+
+def test_dicom_results_of_a_retired_ultrasound_class_are_refused_in_one_line(sample_dicom, tmp_path):
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    old = pydicom.dcmread(sample_dicom)
+    old.SOPClassUID = old.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6"
+    old.save_as(tmp_path / "old.dcm", enforce_file_format=True)
+    result = invoke("predict", tmp_path / "old.dcm", "--out", tmp_path / "out", "--dicom-seg")
+    assert result.exit_code == 2 and "retired SOP class Ultrasound Image Storage (Retired)" in result.output
+    assert "Traceback" not in result.output and (tmp_path / "out" / "old.json").exists()
+
+
 def test_dicom_results_asked_for_a_png_say_why_there_are_none(sample_png, tmp_path):
     pytest.importorskip("highdicom")
     result = invoke("predict", sample_png, "--out", tmp_path, "--dicom-sr")
@@ -246,14 +283,33 @@ def test_help_names_the_extras_to_install():
 
 
 def test_predict_failed_measurement_exits_1(tmp_path):
-    blank = tmp_path / "blank.png"
+    # A regular pattern of four grey values: the shipped model finds no fetal head in it.
+    pattern = tmp_path / "pattern.png"
     import cv2
 
-    cv2.imwrite(str(blank), np.zeros((256, 256), np.uint8))
-    result = invoke("predict", blank, "--json")
+    cv2.imwrite(str(pattern), (np.indices((256, 256)).sum(0) % 4 * 40).astype(np.uint8))
+    result = invoke("predict", pattern, "--json")
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)[0]
-    assert report["status"] == "failed" and report["aop_deg"] is None
+    assert report["status"] == "failed" and report["aop_deg"] is None and "fh_missing" in report["reasons"]
+
+
+@pytest.mark.parametrize("pixels, words", [
+    (np.zeros((256, 256), np.uint8), "every pixel holds 0: a blank image"),
+    (np.indices((256, 256)).sum(0).astype(np.uint8) % 3, "only the grey values 0, 1, 2: a label mask"),
+    (np.arange(300, dtype=np.uint8).reshape(300, 1), "1 x 300 pixels, too small"),
+])
+def test_predict_refuses_frames_that_are_not_ultrasound(tmp_path, pixels, words):
+    import cv2
+
+    path = tmp_path / "not_a_scan.png"
+    cv2.imwrite(str(path), pixels)
+    result = invoke("predict", path, "--json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)[0]
+    assert report["status"] == "failed" and report["reasons"] == ["not_ultrasound_frame"]
+    assert words in report["error"] and report["aop_deg"] is None
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("args", [["--method", "guess"], ["--orientation", "up"], ["--frames", "x-y"],
@@ -371,6 +427,19 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     assert "scored as empty predictions" in scored.output
     overall = json.loads((tmp_path / "ev4" / "summary.json").read_text())["blocks"]["overall"]
     assert overall["metrics"]["dice_all"]["mean"] == pytest.approx(0.5) and overall["score"] < 0.8
+
+    # Two predictions for one case: one line, exit 2, no traceback.
+    import shutil
+
+    shutil.copy(tmp_path / "pred" / "04700.png", tmp_path / "pred" / "04700_mask.png")
+    twice = invoke("evaluate", tmp_path / "pred", tmp_path / "gt")
+    assert twice.exit_code == 2 and "has two files" in twice.output and "Traceback" not in twice.output
+    (tmp_path / "pred" / "04700_mask.png").unlink()
+    # An --out that cannot be written is refused before the work, not after it.
+    (tmp_path / "a_file").write_text("")
+    refused = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", tmp_path / "a_file" / "ev")
+    assert refused.exit_code == 2 and "cannot write into" in refused.output
+    assert "Dice" not in refused.output  # no table: nothing was evaluated first
 
 
 def test_evaluate_reads_what_predict_out_writes(tmp_path, psfhs_dir):

@@ -86,3 +86,28 @@ def test_fixed_batch_session_pads_and_splits_to_the_same_labels(sample_png):
         # attention's top-k, which moves a few logits a little; labels agree all but exactly.
         assert np.abs(got - want).mean() < 0.02  # logits are of order 5; a mixed-up frame differs by ~1
         assert (got.argmax(1) != want.argmax(1)).mean() < 1e-4
+
+
+def test_pixels_that_are_not_square_reach_the_network_as_square_ones(sample_png):
+    """A scanner whose pixels are twice as wide in mm as tall: the frame stored 2x narrower with
+    that calibration must read the angle of the square-pixel frame, not of a squeezed one."""
+    import cv2
+
+    from ipp_seg.inference.pipeline import square_pixel_size
+    from ipp_seg.io import ImagingRegion, UltrasoundFrame
+
+    assert square_pixel_size(100, 80, (0.2, 0.1)) == (200, 80)
+    assert square_pixel_size(100, 80, (0.1, 0.1015)) == (100, 80)  # within 2 %: square
+    assert square_pixel_size(100, 80, (0.1, 0.5)) == (100, 80)  # beyond 4:1 the header is not trusted
+    assert square_pixel_size(100, 80, None) == (100, 80)
+    segmenter = OnnxSegmenter(resolve_model(None), threads=1)
+    square = read_frame(sample_png, spacing_mm=(0.2, 0.2))
+    h, w = square.pixels.shape
+    squeezed = cv2.resize(square.pixels, (w // 2, h), interpolation=cv2.INTER_AREA)
+    region = ImagingRegion(0, 0, w // 2, h, (0.4, 0.2))
+    narrow = UltrasoundFrame(squeezed, None, (region,), 0, 1, square.provenance)
+    reference = predict_frame(square, segmenter).measurement
+    measured = predict_frame(narrow, segmenter)
+    assert measured.labels.shape == (h, w // 2)
+    assert measured.measurement.aop_deg == pytest.approx(reference.aop_deg, abs=2.0)
+    assert measured.measurement.hsd_mm == pytest.approx(reference.hsd_mm, abs=1.0)

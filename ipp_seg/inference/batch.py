@@ -2,7 +2,8 @@
 
 Every file gets at least one row: a frame that was measured (status ok/warning/failed from the
 measurement), or a file/frame that could not be read (status failed, reason ``unreadable`` and
-the cause in ``error``). Rows are flushed as they are made, so an interrupted run loses
+the cause in ``error``) or that met an unexpected error in segmentation or measurement (reason
+``processing_error``: one bad frame does not end a run of thousands). Rows are flushed as they are made, so an interrupted run loses
 nothing; ``resume`` skips the (file, frame) pairs that the CSV already holds. With several
 workers, files are processed in parallel processes that each load the model once; rows are
 written in file order, so the CSV does not depend on the number of workers.
@@ -15,17 +16,20 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
 from ..io.overlay import render_overlay
 from ..measure import Measurement
-from .backends import load_segmenter
-from .pipeline import FrameResult, measure_frame, segment_frames
+from .backends import BackendError, load_segmenter
+from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
 from .registry import resolve_model
 
 log = logging.getLogger(__name__)
@@ -33,8 +37,10 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "method", "orientation", "model", "tta", "sop_instance_uid", "error",
+    "spacing_given_mm", "file_bytes", "file_modified",
 )
 CSV_NAME = "measurements.csv"
+LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
 FRAMES_PER_BATCH = 8
 FILES_PER_GROUP = 8  # files a worker takes at once (their frames share model calls)
 STAGES = ("read_s", "preprocess_s", "model_s", "measure_s", "write_s")
@@ -68,6 +74,7 @@ class BatchOptions:
     overlays: bool = False
     workers: int = 1
     resume: bool = False
+    overwrite: bool = False  # replace a measurements.csv that holds rows (without it, refused)
     engine: str = "local"  # "local" (processes on this machine) or "ray" (a Ray cluster, the [ray] extra)
     address: str | None = None  # Ray cluster address; None starts a local Ray instance
     # (relative path, output name) for scans whose masks and overlays would otherwise share a
@@ -75,12 +82,21 @@ class BatchOptions:
     output_renames: tuple[tuple[str, str], ...] = ()
 
 
+#: Reason codes of rows without a measurement; a resumed run tries their frames again.
+UNREADABLE = "unreadable"
+PROCESSING_ERROR = "processing_error"
+NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, or a label mask: not retried
+
+
 @dataclass(frozen=True)
 class FrameFailure:
-    """A file (frame_index None) or one of its frames that could not be read."""
+    """A file (frame_index None) or one of its frames that could not be read (``code``
+    ``unreadable``), a frame that is no ultrasound image (``not_ultrasound_frame``), or one that
+    could not be segmented or measured (``processing_error``)."""
 
     frame_index: int | None
     reason: str
+    code: str = UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -105,14 +121,21 @@ class BatchSummary:
 
 def measurement_row(file: str, frame: int | str, measurement: Measurement | None, model: str,
                     sop_instance_uid: str | None, error: str = "",
-                    method: str = "", orientation: str = "", tta: bool | None = None) -> dict:
+                    method: str = "", orientation: str = "", tta: bool | None = None,
+                    failure_code: str = UNREADABLE, spacing_given: tuple[float, float] | None = None,
+                    file_stamp: tuple[str, str] = ("", "")) -> dict:
     """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
-    whether the model's output was averaged with the mirrored frame's (None: no model ran)."""
+    whether the model's output was averaged with the mirrored frame's (None: no model ran).
+    Without a measurement the row is failed with reason ``failure_code``. ``spacing_given``:
+    the spacing the run was given for uncalibrated files; ``file_stamp``: the scan's size and
+    modification time as :func:`file_stamp` gives them (a resumed run measures a changed file
+    again)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(file=file, frame=frame, model=model, sop_instance_uid=sop_instance_uid or "", error=error,
-               method=method, orientation=orientation, tta=_tta_cell(tta))
+               method=method, orientation=orientation, tta=_tta_cell(tta), spacing_given_mm=_spacing_cell(spacing_given),
+               file_bytes=file_stamp[0], file_modified=file_stamp[1])
     if measurement is None:
-        row.update(status="failed", reasons="unreadable")
+        row.update(status="failed", reasons=failure_code)
     else:
         for key, value in measurement.to_dict().items():
             if key in row:
@@ -124,20 +147,97 @@ def _tta_cell(tta: bool | None) -> str:
     return "" if tta is None else str(bool(tta)).lower()
 
 
+def _spacing_cell(spacing: tuple[float, float] | None) -> str:
+    return "" if spacing is None else f"{spacing[0]:g},{spacing[1]:g}"
+
+
+def file_stamp(path: Path) -> tuple[str, str]:
+    """(size in bytes, modification time as UTC ISO 8601 to the microsecond) of a file, as the
+    CSV records them; empty strings when it cannot be examined (a broken link)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "", ""
+    modified = datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, tz=timezone.utc)
+    return str(st.st_size), modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None) -> list[Path]:
-    """Every regular, non-hidden file under ``in_dir`` matching ``pattern``, sorted; any file is
-    listed (an unreadable one gets a failed row rather than vanishing from the results)."""
+    """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
+    sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
+    the results).
+
+    The pattern is a glob (``**`` spans folders) matched without regard to letter case, since
+    Windows exports write ``.DCM`` and ``.dcm`` alike. Folder links are followed (each real
+    folder once, so a link loop ends). ``exclude`` (this run's output folder) and folders that
+    hold an earlier run's ``measurements.csv`` are left out: their masks and overlays are not
+    scans."""
+    matcher = glob_matcher(pattern)
     exclude = exclude.resolve() if exclude else None
-    found = []
-    for path in in_dir.glob(pattern):
-        rel = path.relative_to(in_dir)
-        broken_link = path.is_symlink() and not path.exists()  # listed: its row says it cannot be read
-        if not (path.is_file() or broken_link) or any(part.startswith(".") for part in rel.parts):
+    found: list[Path] = []
+    earlier_outputs: list[str] = []
+    visited: set[Path] = set()
+    for folder, dirs, names in os.walk(in_dir, followlinks=True):
+        here, real = Path(folder), Path(os.path.realpath(folder))
+        skip = real in visited or (exclude is not None and (real == exclude or exclude in real.parents))
+        if not skip and here != in_dir and _is_earlier_output(here):
+            earlier_outputs.append(here.relative_to(in_dir).as_posix())
+            skip = True
+        if skip:
+            dirs[:] = []
             continue
-        if exclude and (exclude == path.resolve().parent or exclude in path.resolve().parents):
-            continue
-        found.append(path)
+        visited.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            rel = path.relative_to(in_dir).as_posix()
+            broken_link = path.is_symlink() and not path.exists()  # listed: its row says it cannot be read
+            if (path.is_file() or broken_link) and matcher(rel):
+                found.append(path)
+    if earlier_outputs:
+        log.warning("left out %d folder(s) holding an earlier run's measurements.csv (their masks and overlays "
+                    "are not scans): %s", len(earlier_outputs), ", ".join(earlier_outputs[:5]))
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
+
+
+def _is_earlier_output(folder: Path) -> bool:
+    try:
+        with open(folder / CSV_NAME, newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh), None) == list(CSV_COLUMNS)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def glob_matcher(pattern: str) -> Callable[[str], bool]:
+    """A case-insensitive test of a relative POSIX path against a glob: ``**`` matches any
+    number of folders, ``*`` and ``?`` stay within one name, ``[...]`` is a character class."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + re.escape(body[1:]) if body.startswith("!") else re.escape(body)).replace(
+                "\\-", "-") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    regex = re.compile("".join(out), re.IGNORECASE)
+    return lambda rel: regex.fullmatch(rel) is not None
 
 
 def output_stem(rel: str, frame_index: int, n_frames: int) -> str:
@@ -232,23 +332,45 @@ class FileProcessor:
                 index = frame.frame_index + 1
                 if frame.frame_index in done_frames:
                     continue
+                refusal = not_segmentable_reason(frame.pixels)
+                if refusal:
+                    yield from self._process(pending, timings)  # keep frame order
+                    pending = []
+                    yield item, FrameFailure(frame.frame_index, refusal, NOT_ULTRASOUND)
+                    continue
                 pending.append((item, frame))
                 if len(pending) == FRAMES_PER_BATCH:
                     yield from self._process(pending, timings)
                     pending = []
         yield from self._process(pending, timings)
 
-    def _process(self, pending: list, timings: dict) -> Iterator[tuple[int, FrameResult]]:
+    def _process(self, pending: list, timings: dict) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
         if not pending:
             return
         inf = self.options.inference
-        masks, prep_s, model_s = segment_frames([frame for _, frame in pending], self.segmenter, inf.tta)
+        try:
+            masks, prep_s, model_s = segment_frames([frame for _, frame in pending], self.segmenter, inf.tta)
+        except (BackendError, MemoryError):
+            raise  # the model itself cannot run: every frame would fail the same way
+        except Exception as exc:  # noqa: BLE001 - one odd frame must not end a run of thousands
+            if len(pending) > 1:  # find the frame at fault; the others are measured
+                for one in pending:
+                    yield from self._process([one], timings)
+                return
+            item, frame = pending[0]
+            yield item, _processing_failure(frame, "segmenting", exc)
+            return
         timings["preprocess_s"] += prep_s
         timings["model_s"] += model_s
         for (item, frame), labels in zip(pending, masks):
             started = time.perf_counter()
-            measurement = measure_frame(labels, frame, method=inf.method, orientation=inf.orientation)
-            timings["measure_s"] += time.perf_counter() - started
+            try:
+                measurement = measure_frame(labels, frame, method=inf.method, orientation=inf.orientation)
+            except Exception as exc:  # noqa: BLE001 - as above
+                yield item, _processing_failure(frame, "measuring", exc)
+                continue
+            finally:
+                timings["measure_s"] += time.perf_counter() - started
             yield item, FrameResult(frame, labels, measurement, self.model_name)
 
     def __call__(self, path: Path, done_frames: frozenset = frozenset()) -> FileOutcome:
@@ -260,6 +382,7 @@ class FileProcessor:
         Stage times of a shared call are split between files by their number of frames."""
         opts, inf = self.options, self.options.inference
         rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]
+        stamps = [file_stamp(path) for path, _ in items]  # before reading: a later change is not hidden
         rows: list[list[dict]] = [[] for _ in items]
         timings: dict = {}
         for item, result in self.results_of_files(items, timings):
@@ -267,7 +390,8 @@ class FileProcessor:
             if isinstance(result, FrameFailure):
                 rows[item].append(measurement_row(rel, "" if result.frame_index is None else result.frame_index,
                                                   None, self.model_name, None, result.reason, inf.method,
-                                                  inf.orientation, inf.tta))
+                                                  inf.orientation, inf.tta, result.code, inf.spacing_mm,
+                                                  stamps[item]))
                 continue
             started = time.perf_counter()
             frame = result.frame
@@ -280,10 +404,21 @@ class FileProcessor:
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,
-                                              inf.tta))
+                                              inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item]))
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(rel, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
                 for rel, file_rows in zip(rels, rows)]
+
+
+def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
+    """A frame that met an unexpected error, kept as a failed row (the traceback is logged at
+    debug level, for a bug report)."""
+    log.debug("%s frame %d: unexpected error while %s", frame.provenance.path, frame.frame_index, stage,
+              exc_info=True)
+    detail = " ".join(str(exc).split())[:200]
+    return FrameFailure(frame.frame_index,
+                        f"unexpected error while {stage} ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                        "please report it to the ipp-seg developers", PROCESSING_ERROR)
 
 
 class NoScansError(ValueError):
@@ -292,6 +427,36 @@ class NoScansError(ValueError):
 
 class ResumeError(ValueError):
     """A measurements.csv that a run cannot append to without mixing results."""
+
+
+class ExistingResultsError(ValueError):
+    """A measurements.csv with rows, which a run without ``resume`` or ``overwrite`` would lose."""
+
+
+class OutputLockedError(ValueError):
+    """Another batch run is writing into the same output folder."""
+
+
+@contextmanager
+def output_lock(out_dir: Path):
+    """Hold ``out_dir``'s batch lock for the run: two runs appending to one measurements.csv
+    would duplicate or lose rows. An advisory lock (fcntl), released by the system when the
+    process ends however it ends; where fcntl is missing (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(out_dir / LOCK_NAME, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputLockedError(f"another ipp-seg batch run is writing into {out_dir}: wait for it to end, "
+                                    "or give this one another --out folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool]:
@@ -303,7 +468,8 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     either would mix results that a reader of the CSV could not tell apart."""
     if not csv_path.exists():
         return [], False
-    with open(csv_path, newline="") as fh:
+    # utf-8-sig: a CSV saved again by a spreadsheet may have gained a byte-order mark.
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         text = fh.read()
     complete = text[:text.rfind("\n") + 1]
     if not complete:
@@ -334,21 +500,36 @@ def read_done(csv_path: Path) -> dict[str, set]:
     return _done_of(_complete_rows(csv_path)[0])
 
 
-def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None) -> dict[str, set]:
-    """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written
-    and the rows of files or frames that could not be read (a decoder may have been installed
-    since, a file copied in full), which are taken out of the CSV so that their new rows do not
-    join them. The file is rewritten (atomically) only when something is taken out."""
+def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
+                   stamps: dict[str, tuple[str, str]] | None = None) -> dict[str, set]:
+    """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
+    the rows of files or frames that could not be read or processed (a decoder may have been
+    installed since, a file copied in full), and, given ``stamps`` (relative path -> the
+    :func:`file_stamp` of each file now in the folder), the rows of files changed since they
+    were measured. Those rows are taken out of the CSV so that their new rows do not join them;
+    the file is rewritten (atomically) only when something is taken out. Rows of files that are
+    no longer in the folder are kept, and counted in a warning."""
     rows, partial = _complete_rows(csv_path, expect)
-    kept = [row for row in rows if row["reasons"] != "unreadable"]
+    kept = [row for row in rows if row["reasons"] not in (UNREADABLE, PROCESSING_ERROR)]
+    if stamps is not None:
+        changed = {row["file"] for row in kept if row["file"] in stamps
+                   and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]}
+        if changed:
+            log.warning("%s: %d file(s) changed since they were measured; measured again", csv_path, len(changed))
+            kept = [row for row in kept if row["file"] not in changed]
+        gone = {row["file"] for row in kept} - set(stamps)
+        if gone:
+            log.warning("%s holds rows of %d file(s) no longer in the folder (kept): %s", csv_path, len(gone),
+                        ", ".join(sorted(gone)[:3]) + (", ..." if len(gone) > 3 else ""))
     if partial or len(kept) < len(rows):
         staging = csv_path.with_name(csv_path.name + ".resume")
-        with open(staging, "w", newline="") as fh:
+        with open(staging, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(kept)
         os.replace(staging, csv_path)
-        log.warning("%s: %d unreadable row(s)%s taken out; those files are tried again", csv_path,
+        log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "
+                    "measured again", csv_path,
                     len(rows) - len(kept), " and a half-written last row" if partial else "")
     return _done_of(kept)
 
@@ -378,15 +559,28 @@ def run_batch(options: BatchOptions,
     # An unknown model fails before a previous measurements.csv is replaced.
     spec = resolve_model(options.inference.model)
     options.out_dir.mkdir(parents=True, exist_ok=True)
+    with output_lock(options.out_dir):
+        return _run_locked(options, spec, started, on_progress, on_start)
+
+
+def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
+    if not (options.resume or options.overwrite):
+        held = _complete_rows(csv_path)[0] if csv_path.exists() else []
+        if held:
+            raise ExistingResultsError(f"{csv_path} already holds {len(held)} rows: add --resume to go on with "
+                                       "that run, --overwrite to replace it, or give another --out folder")
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     if not files:  # before a previous CSV is touched
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")
     done: dict[str, set] = {}
     if options.resume:
         inf = options.inference
+        stamps = {p.relative_to(options.in_dir).as_posix(): file_stamp(p) for p in files}
         done = prepare_resume(csv_path, expect={"model": spec.name, "method": inf.method,
-                                                "orientation": inf.orientation, "tta": _tta_cell(inf.tta)})
+                                                "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
+                                                "spacing_given_mm": _spacing_cell(inf.spacing_mm)},
+                              stamps=stamps)
     if options.save_masks or options.overlays:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
@@ -420,7 +614,7 @@ def run_batch(options: BatchOptions,
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = 0
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
-    with open(csv_path, "a", newline="") as fh:
+    with open(csv_path, "a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         if new_file:
             writer.writeheader()
@@ -475,6 +669,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
             yield from outcomes
 
 
-__all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "FileOutcome", "FileProcessor", "FrameFailure",
-           "InferenceOptions", "NoScansError", "ResumeError", "file_groups", "list_scans", "measurement_row",
-           "output_stem", "prepare_resume", "read_done", "run_batch", "suffix_disambiguated"]
+__all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
+           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "file_groups",
+           "file_stamp", "glob_matcher", "list_scans", "measurement_row", "output_lock", "output_stem",
+           "prepare_resume", "read_done", "run_batch", "suffix_disambiguated"]

@@ -1,8 +1,9 @@
 """Frame -> label mask -> measurement.
 
-Pre-processing: crop to the ultrasound imaging region when the scan gives one, pad to a square
-(the anatomy keeps its aspect ratio; training frames are square), resize to the network input,
-normalise as the model's metadata says. Post-processing: the logits are resized back to the
+Pre-processing: crop to the ultrasound imaging region when the scan gives one, resample to
+square pixels when the calibration says they are not (the network learnt anatomy on square
+pixels), pad to a square (the anatomy keeps its aspect ratio; training frames are square),
+resize to the network input, normalise as the model's metadata says. Post-processing: the logits are resized back to the
 crop before the argmax, and the labels are placed on the frame's own pixel grid, where the
 measurement is made with the frame's physical spacing.
 """
@@ -31,15 +32,52 @@ class FrameResult:
     timings: dict = field(default_factory=dict)
 
 
+#: The smallest frame side, in pixels, that is segmented: below it a file holds a thumbnail, an
+#: icon or a damaged header, not an ultrasound frame (the network sees 256 x 256).
+MIN_FRAME_SIDE = 32
+#: Fewer distinct grey values than this and a frame is a label mask (0/1/2, 0/128/255), a
+#: blank or a binary image: nothing the network can read anatomy from.
+MIN_GREY_LEVELS = 4
+
+
+def not_segmentable_reason(pixels: np.ndarray) -> str | None:
+    """Why a frame is not an ultrasound image the network can segment (too small, blank, a
+    label mask such as an earlier run's), or ``None`` when it can be segmented."""
+    rows, columns = pixels.shape[:2]
+    if min(rows, columns) < MIN_FRAME_SIDE:
+        return (f"the image is {columns} x {rows} pixels, too small to be an ultrasound frame "
+                f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE} are needed)")
+    if pixels.dtype == np.uint8:
+        levels = np.flatnonzero(np.bincount(pixels.ravel(), minlength=256))
+    else:
+        levels = np.unique(pixels)
+    if levels.size >= MIN_GREY_LEVELS:
+        return None
+    shown = ", ".join(f"{v:g}" for v in levels.astype(float))
+    if levels.size == 1:
+        return f"every pixel holds {shown}: a blank image, not an ultrasound frame"
+    return (f"it holds only the grey values {shown}: a label mask or a binary image, not an ultrasound frame "
+            "(to measure a mask, use ipp-seg measure)")
+
+
+# Pixel aspect ratios within this of 1 are taken as square; beyond MAX_PIXEL_ASPECT the
+# calibration is not trusted to reshape the frame (a damaged header would blow it up).
+_SQUARE_TOLERANCE = 0.02
+MAX_PIXEL_ASPECT = 4.0
+
+
 @dataclass(frozen=True)
 class _Placement:
-    """Where the network input came from: crop box in the frame and the square side."""
+    """Where the network input came from: crop box in the frame, its size once resampled to
+    square pixels, and the side of the padded square."""
 
     x0: int
     y0: int
     width: int
     height: int
     side: int
+    square_width: int
+    square_height: int
 
 
 def _crop_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
@@ -54,18 +92,42 @@ def _crop_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
+def square_pixel_size(width: int, height: int, spacing_mm: tuple[float, float] | None) -> tuple[int, int]:
+    """(width, height) in pixels of a ``width`` x ``height`` image resampled to square pixels,
+    the finer of the two spacings (mm per pixel, x and y) kept; unchanged when the spacing is
+    unknown, square within 2 %, or more than :data:`MAX_PIXEL_ASPECT` to 1."""
+    if spacing_mm is None:
+        return width, height
+    sx, sy = spacing_mm
+    aspect = max(sx, sy) / min(sx, sy)
+    if aspect - 1.0 < _SQUARE_TOLERANCE or aspect > MAX_PIXEL_ASPECT:
+        return width, height
+    fine = min(sx, sy)
+    return max(1, round(width * sx / fine)), max(1, round(height * sy / fine))
+
+
+def _crop_spacing(frame: UltrasoundFrame) -> tuple[float, float] | None:
+    region = frame.imaging_region
+    if region is not None and region.spacing_mm is not None:
+        return region.spacing_mm
+    return frame.spacing_mm
+
+
 def prepare_input(frame: UltrasoundFrame, input_size: tuple[int, int], in_channels: int,
                   normalisation: dict) -> tuple[np.ndarray, _Placement]:
     """Network input [C, H, W] float32 for one frame, and how to map the output back."""
     x0, y0, x1, y1 = _crop_box(frame)
     crop = np.asarray(frame.pixels[y0:y1, x0:x1], dtype=np.float32)
+    square_w, square_h = square_pixel_size(x1 - x0, y1 - y0, _crop_spacing(frame))
+    if (square_w, square_h) != (x1 - x0, y1 - y0):
+        crop = cv2.resize(crop, (square_w, square_h), interpolation=cv2.INTER_LINEAR)
     square = pad_to_square(crop)
     side = square.shape[0]
     size_h, size_w = input_size
     # The same padding and resizing as training (train.data.on_inference_grid, resize_image).
     x = normalise_frame(resize_image(square, (size_h, size_w)), normalisation)
     x = np.broadcast_to(x, (in_channels, size_h, size_w))
-    return x, _Placement(x0, y0, x1 - x0, y1 - y0, side)
+    return x, _Placement(x0, y0, x1 - x0, y1 - y0, side, square_w, square_h)
 
 
 def labels_from_logits(logits: np.ndarray, placement: _Placement, frame_shape: tuple[int, int]) -> np.ndarray:
@@ -73,7 +135,11 @@ def labels_from_logits(logits: np.ndarray, placement: _Placement, frame_shape: t
     k = logits.shape[0]
     side = placement.side
     up = cv2.resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), (side, side), interpolation=cv2.INTER_LINEAR)
-    up = up.reshape(side, side, k)[: placement.height, : placement.width]
+    up = up.reshape(side, side, k)[: placement.square_height, : placement.square_width]
+    if (placement.square_height, placement.square_width) != (placement.height, placement.width):
+        # Back from square pixels to the frame's own.
+        up = cv2.resize(np.ascontiguousarray(up), (placement.width, placement.height), interpolation=cv2.INTER_LINEAR)
+        up = up.reshape(placement.height, placement.width, k)
     labels = np.zeros(frame_shape, dtype=np.uint8)
     labels[placement.y0:placement.y0 + placement.height, placement.x0:placement.x0 + placement.width] = \
         up.argmax(axis=-1).astype(np.uint8)
