@@ -442,7 +442,7 @@ def predict(
                 else:
                     row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
                                           processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
-                                          orientation, tta)
+                                          orientation, tta, head_confidence=result.head_confidence)
                     report = frame_report(result, processor.segmenter.provider, elapsed_ms, tta)
                     reports.append(report)
                     measurement_failed |= result.measurement.status == "failed"

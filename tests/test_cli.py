@@ -294,6 +294,18 @@ def test_predict_failed_measurement_exits_1(tmp_path):
     assert report["status"] == "failed" and report["aop_deg"] is None and "fh_missing" in report["reasons"]
 
 
+def test_a_frame_the_network_does_not_know_is_flagged_low_confidence(tmp_path, sample_png):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), cv2.GaussianBlur(rng.integers(0, 256, (256, 256)).astype(np.uint8), (0, 0), 4))
+    result = invoke("predict", sample_png, noise, "--json")
+    real, odd = json.loads(result.stdout)
+    assert real["head_confidence"] >= 0.92 and "low_confidence" not in real["reasons"]
+    assert odd["head_confidence"] < 0.92 and "low_confidence" in odd["reasons"] and odd["status"] != "ok"
+
+
 @pytest.mark.parametrize("pixels, words", [
     (np.zeros((256, 256), np.uint8), "every pixel holds 0: a blank image"),
     (np.indices((256, 256)).sum(0).astype(np.uint8) % 3, "only the grey values 0, 1, 2: a label mask"),

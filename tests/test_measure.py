@@ -531,6 +531,26 @@ def _cut_at_frame_edge(label: int) -> np.ndarray:
     return np.ascontiguousarray(scene[: (rows[0] + rows[-1]) // 2])
 
 
+def _measured_with_head_confidence(confidence: float):
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    scene = typical_scene()
+    frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
+    return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=confidence)
+
+
+def test_low_confidence_is_a_warning_that_keeps_the_values():
+    confident = _measured_with_head_confidence(0.95)
+    unsure = _measured_with_head_confidence(0.5)
+    assert confident.status == "ok" and unsure.status == "warning" and unsure.reasons == ("low_confidence",)
+    assert unsure.aop_deg == confident.aop_deg and unsure.hsd_mm == confident.hsd_mm
+    failed = measure_progress(_without(1), (0.2, 0.2))
+    assert failed.with_warning("low_confidence").status == "failed"
+    with pytest.raises(ValueError, match="not a warning"):
+        confident.with_warning("ps_missing")
+
+
 REASON_CASES = {
     "ps_missing": lambda mp: measure_progress(_without(1), (0.2, 0.2)),
     "fh_missing": lambda mp: measure_progress(_without(2), (0.2, 0.2)),
@@ -548,6 +568,7 @@ REASON_CASES = {
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
     "spacing_implausible": lambda mp: measure_progress(typical_scene(), (2.0, 2.5)),
+    "low_confidence": lambda mp: _measured_with_head_confidence(0.5),
     "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
     "ps_below_head": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1]), (0.2, 0.2)),
     "fh_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(2), (0.2, 0.2)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -30,6 +31,34 @@ class FrameResult:
     measurement: Measurement
     model: str
     timings: dict = field(default_factory=dict)
+    head_confidence: float | None = None  # see head_confidence()
+
+
+class Segmented(NamedTuple):
+    """A batch's label masks, the seconds spent pre-processing and in the model, and each
+    frame's :func:`head_confidence`."""
+
+    masks: list
+    preprocess_s: float
+    model_s: float
+    head_confidence: list
+
+
+#: Below this mean probability over the head it drew, the network is taken not to know the
+#: frame: on the shipped models' validation frames it is 0.94 or more (the default's twin:
+#: 0.943 at least, also under gain, zoom, sector and speckle shifts), while noise, CT and MR
+#: images and non-obstetric ultrasound give 0.62-0.91 (benchmarks/RESULTS.md).
+MIN_HEAD_CONFIDENCE = 0.92
+
+
+def head_confidence(logits: np.ndarray, fh_class: int = 2) -> float:
+    """Mean softmax probability of the fetal head over the pixels the network labels head, on
+    its own grid ([K, h, w] logits); 0.0 when it labels none."""
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    probability = np.exp(shifted)
+    probability /= probability.sum(axis=0, keepdims=True)
+    head = probability.argmax(axis=0) == fh_class
+    return float(probability[fh_class][head].mean()) if head.any() else 0.0
 
 
 #: The smallest frame side, in pixels, that is segmented: below it a file holds a thumbnail, an
@@ -146,8 +175,8 @@ def labels_from_logits(logits: np.ndarray, placement: _Placement, frame_shape: t
     return labels
 
 
-def segment_frames(frames: list[UltrasoundFrame], segmenter, tta: bool = False) -> tuple[list[np.ndarray], float, float]:
-    """Label masks for a batch of frames. Returns (masks, pre-processing s, model s).
+def segment_frames(frames: list[UltrasoundFrame], segmenter, tta: bool = False) -> Segmented:
+    """Label masks for a batch of frames, with timings and each frame's head confidence.
 
     With ``tta``, the logits of the frame and of its mirror image are averaged.
     """
@@ -163,27 +192,33 @@ def segment_frames(frames: list[UltrasoundFrame], segmenter, tta: bool = False) 
     model_s = time.perf_counter() - started
     started = time.perf_counter()
     masks = [labels_from_logits(lg, p[1], f.pixels.shape) for lg, p, f in zip(logits, prepared, frames)]
+    confidence = [head_confidence(lg) for lg in logits]
     # Resizing the logits back and the argmax count as pre/post-processing, not model time.
     prep_s += time.perf_counter() - started
-    return masks, prep_s, model_s
+    return Segmented(masks, prep_s, model_s, confidence)
 
 
 def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse", orientation: str = "standard",
                   tta: bool = False) -> FrameResult:
     """Segment and measure one frame."""
-    (labels,), prep_s, model_s = segment_frames([frame], segmenter, tta)
+    (labels,), prep_s, model_s, (confidence,) = segment_frames([frame], segmenter, tta)
     started = time.perf_counter()
-    measurement = measure_frame(labels, frame, method=method, orientation=orientation)
+    measurement = measure_frame(labels, frame, method=method, orientation=orientation, head_confidence=confidence)
     return FrameResult(frame, labels, measurement, segmenter.info.name,
-                       {"preprocess_s": prep_s, "model_s": model_s, "measure_s": time.perf_counter() - started})
+                       {"preprocess_s": prep_s, "model_s": model_s, "measure_s": time.perf_counter() - started},
+                       confidence)
 
 
 def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, orientation: str,
-                  ps_label: int = 1, fh_label: int = 2) -> Measurement:
-    """Measure with the spacing of the imaging region that holds the anatomy (the PS)."""
+                  ps_label: int = 1, fh_label: int = 2, head_confidence: float | None = None) -> Measurement:
+    """Measure with the spacing of the imaging region that holds the anatomy (the PS); a
+    ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``."""
     spacing = frame.spacing_mm
     ys, xs = np.nonzero(labels == ps_label)
     if len(xs):
         spacing = frame.spacing_at(float(xs.mean()), float(ys.mean())) or spacing
-    return measure_progress(labels, spacing, method=method, orientation=orientation,
-                            ps_label=ps_label, fh_label=fh_label)
+    measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
+                                   ps_label=ps_label, fh_label=fh_label)
+    if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE and measurement.status != "failed":
+        measurement = measurement.with_warning("low_confidence")
+    return measurement

@@ -43,6 +43,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float, tta: boo
         "sop_instance_uid": frame.provenance.sop_instance_uid,
         "model": result.model,
         "tta": tta,
+        "head_confidence": None if result.head_confidence is None else round(float(result.head_confidence), 4),
         "provider": provider,
         "ipp_seg_version": __version__,
         "time_ms": round(elapsed_ms, 1),
@@ -66,7 +67,8 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, "sop_instance_uid": None, "model": model, "tta": tta, "provider": provider,
+        "n_frames": None, "sop_instance_uid": None, "model": model, "tta": tta, "head_confidence": None,
+        "provider": provider,
         "ipp_seg_version": __version__, "time_ms": None,
     }
 

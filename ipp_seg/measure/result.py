@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "METHODS",
@@ -41,6 +41,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_axis_near_vertical": ("warning", "PS axis within 10 deg of vertical: the inferior end is ill-posed"),
     "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side"),
+    "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.92, where "
+                       "every validation frame is above 0.94): the frame may not be a transperineal view it knows, "
+                       "such as another modality, another view or noise"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel (a unit slip or a "
                             "damaged calibration): distances in pixels only"),
@@ -108,6 +111,14 @@ class Measurement:
     orientation: str
     spacing_mm: tuple[float, float] | None
     landmarks: Landmarks
+
+    def with_warning(self, code: str) -> "Measurement":
+        """This measurement with the warning ``code`` added (its values kept; a failed
+        measurement stays failed)."""
+        if REASONS.get(code, ("",))[0] != "warning":
+            raise ValueError(f"{code!r} is not a warning reason code")
+        status = self.status if self.status == "failed" else "warning"
+        return replace(self, reasons=(*self.reasons, code), status=status)
 
     def to_dict(self) -> dict:
         """Flat JSON-able dict (reasons joined with ";", landmark coordinates flattened)."""

@@ -68,7 +68,7 @@ def segment_by_id(segmenter, frames: dict, tta: bool = False) -> dict:
     predictions = {}
     for start in range(0, len(ids), 8):
         chunk = ids[start:start + 8]
-        masks, _, _ = segment_frames([frames[cid] for cid in chunk], segmenter, tta)
+        masks = segment_frames([frames[cid] for cid in chunk], segmenter, tta).masks
         predictions.update(zip(chunk, masks))
     return predictions
 
