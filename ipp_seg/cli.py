@@ -33,7 +33,8 @@ def _console(stderr: bool = False) -> Console:
     whole rows and lines instead. COLUMNS, when set, still wins."""
     console = Console(stderr=stderr)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(stderr=stderr, width=240)
+        # Tables get 240 columns; message lines are not broken at all (soft wrap).
+        console = Console(stderr=stderr, width=240, soft_wrap=stderr)
     return console
 
 
@@ -420,7 +421,7 @@ def predict(
     unusable = measurement_failed = unwritten = False
     names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
     run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
-    not_dicom: set[Path] = set()
+    said_no_dicom: set[Path] = set()
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as progress:
@@ -454,12 +455,14 @@ def predict(
                             fail(str(exc))
                         except DicomResultError as exc:  # this scan's header; the others may be fine
                             unwritten = True
-                            error(f"no DICOM SEG/SR for {scan}: {exc}")
+                            if scan not in said_no_dicom:  # once per scan, not once per frame of a cine
+                                said_no_dicom.add(scan)
+                                error(f"no DICOM SEG/SR for {scan}: {exc}")
                         except OSError as exc:
                             _fail_writing(f"into {out}", exc)
                         if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
-                                and scan not in not_dicom:
-                            not_dicom.add(scan)  # a SEG or SR references a DICOM image: nothing to write
+                                and scan not in said_no_dicom:
+                            said_no_dicom.add(scan)  # a SEG or SR references a DICOM image: nothing to write
                             err.print(f"[yellow]no DICOM SEG/SR for {escape(str(scan))}:[/] it is not a DICOM file",
                                       highlight=False)
                 row["time_ms"] = elapsed_ms
@@ -509,7 +512,7 @@ def batch(
 
     from .inference.backends import BackendError
     from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, NoScansError,
-                                  OutputLockedError, ResumeError, run_batch)
+                                  OutputLockedError, ResumeError, WorkerDiedError, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -530,9 +533,10 @@ def batch(
     counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "started": time.monotonic(), "said": 0.0}
     # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop) ends the run like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Transient: a refused run leaves no empty bar behind; the summary line says what was done.
     with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err) as progress:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as progress:
         task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=0)
 
         def on_start(total: int) -> None:
@@ -555,7 +559,7 @@ def batch(
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
-                ExistingResultsError, OutputLockedError) as exc:
+                ExistingResultsError, OutputLockedError, WorkerDiedError) as exc:
             fail(str(exc))
         except OSError as exc:
             _fail_writing(f"into {out}", exc)

@@ -490,3 +490,61 @@ def test_progress_lines_go_to_a_log_when_stderr_is_not_a_terminal(mixed_folder, 
     result = _run("batch", mixed_folder, "--out", tmp_path / "out")
     assert result.exit_code == 0
     assert "batch: 1 of 5 files, " in result.output and "min left" in result.output
+
+
+def test_an_output_folder_above_the_scans_leaves_only_its_own_outputs_out(mixed_folder, tmp_path):
+    project = mixed_folder.parent  # proj/scans with --out proj, and --out the scans folder itself
+    for out in (project, mixed_folder):
+        result = _run("batch", mixed_folder, "--out", out, "--save-masks", "--overwrite")
+        assert result.exit_code == 0, result.output
+        files = {r["file"] for r in _rows(out / "measurements.csv")}
+        assert {"a.png", "sub/b.png", "sub/cine.dcm"} <= files
+        assert not any(f.startswith(("masks/", "overlays/")) or f == "measurements.csv" for f in files)
+    # Run again into the scans folder: its own masks and CSV are still not scans.
+    again = _run("batch", mixed_folder, "--out", mixed_folder, "--overwrite")
+    assert not any(r["file"].startswith("masks/") for r in _rows(mixed_folder / "measurements.csv"))
+    assert again.exit_code == 0
+
+
+def test_a_worker_killed_by_the_system_ends_the_run_with_a_message(mixed_folder, tmp_path, monkeypatch):
+    import ipp_seg.inference.batch as batch_module
+
+    (tmp_path / "dying_worker.py").write_text("import os\n\ndef run(group):\n    os._exit(9)  # as the OOM killer\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import dying_worker
+
+    monkeypatch.setattr(batch_module, "_worker_run", dying_worker.run)
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out", "--workers", "2")
+    assert result.exit_code == 2 and "a worker process died" in result.output and "--resume" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    rows = _rows(out / "measurements.csv")
+    old_columns = CSV_COLUMNS[:17]  # the first release's CSV
+    with open(out / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["file"] != "sub/b.png")  # b.png not yet measured
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    after = _rows(out / "measurements.csv")
+    assert list(after[0]) == list(CSV_COLUMNS)
+    old = {(r["file"], r["frame"]): r for r in rows}
+    assert all(r["aop_deg"] == old[r["file"], r["frame"]]["aop_deg"] for r in after)
+    assert [r["file"] for r in after].count("sub/b.png") == 1 and after[-1]["file"] == "sub/b.png"
+    assert after[0]["file_bytes"] == ""  # an earlier version's row is kept as it was, not re-measured
+
+
+def test_resume_with_a_narrower_glob_keeps_the_other_files_rows(mixed_folder, tmp_path, caplog):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    before = _rows(out / "measurements.csv")
+    assert any(r["file"] == "readme.txt" and r["reasons"] == "unreadable" for r in before)
+    result = _run("batch", mixed_folder, "--out", out, "--resume", "--glob", "**/*.png")
+    assert result.exit_code == 0, result.output
+    after = _rows(out / "measurements.csv")
+    assert sorted((r["file"], r["frame"]) for r in after) == sorted((r["file"], r["frame"]) for r in before)
+    assert "no longer in the folder" not in caplog.text

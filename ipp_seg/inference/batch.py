@@ -17,7 +17,10 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -172,15 +175,23 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     Windows exports write ``.DCM`` and ``.dcm`` alike. Folder links are followed (each real
     folder once, so a link loop ends). ``exclude`` (this run's output folder) and folders that
     hold an earlier run's ``measurements.csv`` are left out: their masks and overlays are not
-    scans."""
+    scans. When ``exclude`` is ``in_dir`` itself or a folder above it (``--out`` the project
+    folder that holds the scans), only its ``masks``/``overlays`` folders and CSV are."""
     matcher = glob_matcher(pattern)
     exclude = exclude.resolve() if exclude else None
+    skipped_files: set[Path] = set()
+    top = in_dir.resolve()
+    if exclude is not None and (exclude == top or exclude in top.parents):
+        skipped_files = {exclude / CSV_NAME}
+        exclude_folders = {exclude / "masks", exclude / "overlays"}
+    else:
+        exclude_folders = {exclude} if exclude is not None else set()
     found: list[Path] = []
     earlier_outputs: list[str] = []
     visited: set[Path] = set()
     for folder, dirs, names in os.walk(in_dir, followlinks=True):
         here, real = Path(folder), Path(os.path.realpath(folder))
-        skip = real in visited or (exclude is not None and (real == exclude or exclude in real.parents))
+        skip = real in visited or any(real == x or x in real.parents for x in exclude_folders)
         if not skip and here != in_dir and _is_earlier_output(here):
             earlier_outputs.append(here.relative_to(in_dir).as_posix())
             skip = True
@@ -195,7 +206,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
             path = Path(folder) / name
             rel = path.relative_to(in_dir).as_posix()
             broken_link = path.is_symlink() and not path.exists()  # listed: its row says it cannot be read
-            if (path.is_file() or broken_link) and matcher(rel):
+            if (path.is_file() or broken_link) and matcher(rel) and real / name not in skipped_files:
                 found.append(path)
     if earlier_outputs:
         log.warning("left out %d folder(s) holding an earlier run's measurements.csv (their masks and overlays "
@@ -441,6 +452,10 @@ class OutputLockedError(ValueError):
     """Another batch run is writing into the same output folder."""
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process ended without its results (killed by the system)."""
+
+
 @contextmanager
 def output_lock(out_dir: Path):
     """Hold ``out_dir``'s batch lock for the run: two runs appending to one measurements.csv
@@ -479,16 +494,23 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     if not complete:
         return [], bool(text)
     reader = csv.DictReader(io.StringIO(complete, newline=""))
-    if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-        raise ResumeError(f"{csv_path} has other columns than this version of ipp-seg writes; "
-                          "resume into a new --out folder")
-    rows = list(reader)
+    header = tuple(reader.fieldnames or ())
+    if not (set(_FIRST_COLUMNS) <= set(header) <= set(CSV_COLUMNS)):
+        raise ResumeError(f"{csv_path} is not a measurements.csv of ipp-seg (other columns): give another --out "
+                          "folder, or --overwrite to replace it")
+    # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
+    rows = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
     for row in rows:
         for column, value in (expect or {}).items():
-            if row[column] != value:
+            if column in header and row[column] != value:
                 raise ResumeError(f"{csv_path} holds rows made with {column} {row[column]!r}, this run uses "
                                   f"{value!r}: resume with the same options, or write to a new --out folder")
     return rows, complete != text
+
+
+# Columns every version's CSV has: a CSV of an earlier version (fewer columns, all of them
+# among this version's) can still be resumed.
+_FIRST_COLUMNS = ("file", "frame", "status", "reasons")
 
 
 def _done_of(rows: list[dict]) -> dict[str, set]:
@@ -505,27 +527,41 @@ def read_done(csv_path: Path) -> dict[str, set]:
 
 
 def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
-                   stamps: dict[str, tuple[str, str]] | None = None) -> dict[str, set]:
+                   stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
     :func:`file_stamp` of each file now in the folder), the rows of files changed since they
     were measured. Those rows are taken out of the CSV so that their new rows do not join them;
-    the file is rewritten (atomically) only when something is taken out. Rows of files that are
-    no longer in the folder are kept, and counted in a warning."""
+    the file is rewritten (atomically) only when something is taken out, or to bring an earlier
+    version's CSV to this version's columns. Rows of files that this run does not take (another
+    ``--glob``) are kept as they are; rows of files no longer in ``in_dir`` are kept, and
+    counted in a warning."""
     rows, partial = _complete_rows(csv_path, expect)
-    kept = [row for row in rows if row["reasons"] not in (UNREADABLE, PROCESSING_ERROR)]
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        upgraded = next(csv.reader(fh), []) != list(CSV_COLUMNS)
+
+    def retried(row: dict) -> bool:
+        taken = stamps is None or row["file"] in stamps  # a file this run measures
+        return taken and row["reasons"] in (UNREADABLE, PROCESSING_ERROR)
+
+    kept = [row for row in rows if not retried(row)]
     if stamps is not None:
-        changed = {row["file"] for row in kept if row["file"] in stamps
+        # Rows of an earlier version have no stamp: nothing to compare, nothing re-measured.
+        changed = {row["file"] for row in kept if row["file"] in stamps and row["file_bytes"]
                    and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]}
         if changed:
             log.warning("%s: %d file(s) changed since they were measured; measured again", csv_path, len(changed))
             kept = [row for row in kept if row["file"] not in changed]
-        gone = {row["file"] for row in kept} - set(stamps)
+    if in_dir is not None:
+        gone = {row["file"] for row in kept if not os.path.lexists(in_dir / row["file"])}
         if gone:
             log.warning("%s holds rows of %d file(s) no longer in the folder (kept): %s", csv_path, len(gone),
                         ", ".join(sorted(gone)[:3]) + (", ..." if len(gone) > 3 else ""))
-    if partial or len(kept) < len(rows):
+    if upgraded and rows:
+        log.warning("%s: written by an earlier version of ipp-seg; its rows are kept under this version's columns "
+                    "(the new ones empty)", csv_path)
+    if partial or len(kept) < len(rows) or upgraded:
         staging = csv_path.with_name(csv_path.name + ".resume")
         with open(staging, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
@@ -543,6 +579,9 @@ _WORKER: FileProcessor | None = None
 
 
 def _worker_init(options: BatchOptions) -> None:
+    # Ctrl-C in a terminal reaches every process of the group: the main process ends the run;
+    # a worker's traceback would only bury its message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _WORKER
     _WORKER = FileProcessor(options)
 
@@ -570,7 +609,10 @@ def run_batch(options: BatchOptions,
 def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
     if not (options.resume or options.overwrite):
-        held = _complete_rows(csv_path)[0] if csv_path.exists() else []
+        try:
+            held = _complete_rows(csv_path)[0] if csv_path.exists() else []
+        except ResumeError as exc:
+            raise ExistingResultsError(str(exc)) from None
         if held:
             raise ExistingResultsError(f"{csv_path} already holds {len(held)} rows: add --resume to go on with "
                                        "that run, --overwrite to replace it, or give another --out folder")
@@ -584,7 +626,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
         done = prepare_resume(csv_path, expect={"model": spec.name, "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": _spacing_cell(inf.spacing_mm)},
-                              stamps=stamps)
+                              stamps=stamps, in_dir=options.in_dir)
     if options.save_masks or options.overlays:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
@@ -666,14 +708,23 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         for group in groups:
             yield from processor.process_files(group)
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_worker_init, initargs=(options,)) as pool:
-        # imap keeps file order: the CSV is the same whatever the number of workers.
-        for outcomes in pool.imap(_worker_run, groups, chunksize=1):
+    # An executor, not a Pool: a worker killed by the system (out of memory) breaks it with an
+    # error, where a Pool waits for that worker's results for ever.
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(options,))
+    try:
+        # map keeps file order: the CSV is the same whatever the number of workers.
+        for outcomes in executor.map(_worker_run, groups):
             yield from outcomes
+    except BrokenProcessPool:
+        raise WorkerDiedError("a worker process died (killed by the system, perhaps for want of memory): the rows "
+                              "measured so far are in the CSV; --resume goes on, with fewer --workers if memory "
+                              "is short") from None
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
-           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "file_groups",
+           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError", "file_groups",
            "file_stamp", "glob_matcher", "list_scans", "measurement_row", "output_lock", "output_stem",
            "prepare_resume", "read_done", "run_batch", "suffix_disambiguated"]
