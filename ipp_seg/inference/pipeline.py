@@ -45,10 +45,11 @@ class Segmented(NamedTuple):
 
 
 #: Below this mean probability over the head it drew, the network is taken not to know the
-#: frame: on the shipped models' validation frames it is 0.94 or more (the default's twin:
-#: 0.943 at least, also under gain, zoom, sector and speckle shifts), while noise, CT and MR
-#: images and non-obstetric ultrasound give 0.62-0.91 (benchmarks/RESULTS.md).
-MIN_HEAD_CONFIDENCE = 0.92
+#: frame. The default's twin gives 0.943 or more on every validation frame, also under gain,
+#: zoom, sector and speckle shifts; noise, gradients and an MR image give 0.58-0.90 with every
+#: shipped model, a non-obstetric ultrasound image 0.88-0.91 (benchmarks/RESULTS.md). 0.90 rather than higher:
+#: the shipped models trained on every frame dip to 0.91 on speckled real frames.
+MIN_HEAD_CONFIDENCE = 0.90
 
 
 def head_confidence(logits: np.ndarray, fh_class: int = 2) -> float:
