@@ -303,9 +303,11 @@ METHOD_OPT = typer.Option("ellipse", "--method", help="AoP method: ellipse (defa
 ORIENTATION_OPT = typer.Option("standard", "--orientation",
                                help="standard: the PS's inferior end is its right-hand end as displayed; "
                                     "mirrored: the left-hand end.")
-FRAMES_OPT = typer.Option("all", "--frames", help="Frames of multi-frame scans: all, N or A-B (0-based).")
+FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: all, N or A-B (0-based); a scan "
+                                                   "without the frames asked for gets a failed row.")
 SPACING_OPT = typer.Option(None, "--spacing-mm",
-                           help="mm per pixel X[,Y] for images without calibration (a DICOM calibration wins).")
+                           help="mm per pixel X[,Y] for files without a calibration (a file's own calibration, "
+                                "DICOM or MHA/NIfTI spacing, wins).")
 TTA_OPT = typer.Option(False, "--tta", help="Test-time mirror augmentation: slower, sometimes more accurate.")
 
 
@@ -606,7 +608,7 @@ def measure(
 
     from .evaluate import read_label_mask, relabel_mask
     from .inference.report import measurement_report, unreadable_measurement_report
-    from .inference.batch import CSV_COLUMNS, measurement_row
+    from .inference.batch import CSV_COLUMNS, file_stamp, measurement_row
     from .io import ScanReadError
     from .measure import measure_progress
 
@@ -623,7 +625,8 @@ def measure(
             label_mask = relabel_mask(stored, (ps_label, fh_label), source="the mask",
                                       advice="name the structures' values with --labels ps=...,fh=...")
             result = measure_progress(label_mask, file_spacing or spacing, method=method, orientation=orientation)
-            row = measurement_row(str(path), 0, result, "", None, "", method, orientation)
+            row = measurement_row(str(path), 0, result, "", None, "", method, orientation,
+                                  spacing_given=spacing, file_stamp=file_stamp(path))
             reports.append(measurement_report(str(path), 0, result))
             failed |= result.status == "failed"
         except (ScanReadError, ValueError) as exc:
@@ -742,13 +745,15 @@ def evaluate(
     _stdout().print(_agreement_table(report.blocks, reference is not None))
     if any(block.reasons_pred for block in report.blocks):
         _stdout().print(_reasons_table(report.blocks))
+    evaluated = {case.case_id for case in report.cases}
     scored = "scored as empty predictions" if missing_as_empty else "not scored (--missing-as-empty scores them)"
-    for label, ids in ((f"ground truths without prediction, {scored}", report.missing_predictions),
+    # A ground truth that cannot be read is not scored either way: it is listed below instead.
+    without = [c for c in report.missing_predictions if c in evaluated or not missing_as_empty]
+    for label, ids in ((f"ground truths without prediction, {scored}", without),
                        ("predictions without ground truth", report.missing_ground_truth)):
         if ids:
             err.print(f"[yellow]{len(ids)} {label}:[/] {escape(', '.join(ids[:10]))}{' ...' if len(ids) > 10 else ''}",
                       highlight=False)
-    evaluated = {case.case_id for case in report.cases}
     for case_id, reason in report.unreadable:
         if case_id in evaluated:  # --missing-as-empty: its unusable prediction counted as empty
             err.print(f"[yellow]{escape(case_id)} scored as an empty prediction:[/] {escape(reason)}", highlight=False)

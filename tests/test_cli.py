@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from ipp_seg import __version__
 from ipp_seg.cli import app
+from ipp_seg.inference.batch import CSV_COLUMNS
 from ipp_seg.io import read_frame
 
 runner = CliRunner()
@@ -357,6 +358,9 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     assert row["spacing_mm"] == [0.2, 0.2] and row["landmarks"]["ps_inferior_x"] is not None
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert len(rows) == 1 and rows[0]["status"] in ("ok", "warning") and float(rows[0]["spacing_x_mm"]) == 0.2
+    # The batch columns, filled where measure knows the value: the spacing it was given, the file's stamp.
+    assert list(rows[0]) == list(CSV_COLUMNS) and rows[0]["spacing_given_mm"] == "0.2,0.2"
+    assert rows[0]["file_bytes"] == str((tmp_path / "m.png").stat().st_size) and rows[0]["file_modified"]
 
     # The same mask measured as if its values were ipp-seg's 1 and 2: refused, naming the values,
     # rather than reported as a mask without PS and FH.
@@ -439,6 +443,14 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     assert "scored as empty predictions" in scored.output
     overall = json.loads((tmp_path / "ev4" / "summary.json").read_text())["blocks"]["overall"]
     assert overall["metrics"]["dice_all"]["mean"] == pytest.approx(0.5) and overall["score"] < 0.8
+
+    # A ground truth that cannot be read, without prediction: not "scored as empty", but named as not evaluated.
+    (tmp_path / "gt" / "04999.png").write_bytes(b"not a png")
+    unreadable = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--missing-as-empty")
+    scored_line = next(line for line in unreadable.output.splitlines() if "scored as empty predictions" in line)
+    assert "04999" not in scored_line and "04750" in scored_line
+    assert "cannot evaluate 04999" in unreadable.output
+    (tmp_path / "gt" / "04999.png").unlink()
 
     # Two predictions for one case: one line, exit 2, no traceback.
     import shutil

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -343,6 +344,22 @@ def test_read_label_mask_formats(tmp_path):
 
     with pytest.raises(ScanReadError, match="colour"):
         read_label_mask(tmp_path / "c.png")
+
+
+def test_a_mask_whose_direction_cosines_flip_it_is_named(tmp_path, caplog):
+    # Masks exported by other tools are where this happens; the pixels are measured as stored.
+    sitk = pytest.importorskip("SimpleITK")
+    img = sitk.GetImageFromArray(scene())
+    img.SetDirection((-1.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(img, str(tmp_path / "flipped.mha"))
+    with caplog.at_level(logging.WARNING):
+        labels, _ = read_label_mask(tmp_path / "flipped.mha")
+    assert np.array_equal(labels, scene()) and "direction cosines flip or turn the frame" in caplog.text
+    caplog.clear()
+    sitk.WriteImage(sitk.GetImageFromArray(scene()), str(tmp_path / "plain.mha"))
+    with caplog.at_level(logging.WARNING):
+        read_label_mask(tmp_path / "plain.mha")
+    assert "direction cosines" not in caplog.text
 
 
 # ----------------------------------------------------------------------------- writers

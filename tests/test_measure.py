@@ -547,6 +547,13 @@ def test_low_confidence_is_a_warning_that_keeps_the_values():
     assert unsure.aop_deg == confident.aop_deg and unsure.hsd_mm == confident.hsd_mm
     failed = measure_progress(_without(1), (0.2, 0.2))
     assert failed.with_warning("low_confidence").status == "failed"
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    empty = np.zeros((64, 64), np.uint8)
+    frame = UltrasoundFrame(empty, None, (), 0, 1, Provenance("blank", "image"))
+    unsure_and_failed = measure_frame(empty, frame, method="ellipse", orientation="standard", head_confidence=0.7)
+    assert unsure_and_failed.status == "failed" and "low_confidence" in unsure_and_failed.reasons
     with pytest.raises(ValueError, match="not a warning"):
         confident.with_warning("ps_missing")
 

@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason
-from ..io.itk import itk_image_io
+from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from .acquisition import STYLES, acquisition_style
@@ -589,7 +589,7 @@ def evaluate_folders(
                               "name the ground truth's values, e.g. --gt-labels ps=128,fh=255")
         except (ScanReadError, ValueError) as exc:
             unreadable.append((case_id, str(exc)))
-            logger.warning("case %s not evaluated: %s", case_id, exc)
+            logger.info("case %s not evaluated: %s", case_id, exc)
             continue
         pred = np.zeros_like(gt)
         if case_id in preds:
@@ -603,10 +603,10 @@ def evaluate_folders(
             except (ScanReadError, ValueError) as exc:
                 unreadable.append((case_id, str(exc)))
                 if not missing_as_empty:
-                    logger.warning("case %s not evaluated: %s", case_id, exc)
+                    logger.info("case %s not evaluated: %s", case_id, exc)
                     continue
                 # As a challenge scores it: an unusable prediction is no better than none.
-                logger.warning("case %s: %s; scored as an empty prediction", case_id, exc)
+                logger.info("case %s: %s; scored as an empty prediction", case_id, exc)
                 pred = np.zeros_like(gt)
 
         image, image_spacing = None, None
@@ -765,6 +765,7 @@ def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
         raise ScanReadError(name, f"SimpleITK cannot read it ({str(exc).strip().splitlines()[0]})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise ScanReadError(name, "a label mask has one value per pixel; this file has several")
+    warn_if_turned(name, img.GetDirection(), img.GetDimension())
     arr = sitk.GetArrayFromImage(img)  # (z, y, x) or (y, x)
     if arr.ndim == 3:
         if arr.shape[0] == 1 or all(np.array_equal(arr[0], plane) for plane in arr[1:]):

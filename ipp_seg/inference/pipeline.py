@@ -220,6 +220,6 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         spacing = frame.spacing_at(float(xs.mean()), float(ys.mean())) or spacing
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
                                    ps_label=ps_label, fh_label=fh_label)
-    if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE and measurement.status != "failed":
-        measurement = measurement.with_warning("low_confidence")
+    if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE:
+        measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     return measurement

@@ -78,14 +78,7 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     identical = depth > 1 and _planes_identical(path, width, height, depth, volume)
     spacing = _spacing(reader.GetSpacing())
     n_frames = 1 if depth == 1 or identical else depth
-    direction = reader.GetDirection()
-    in_plane = (direction[0], direction[1], direction[dimension], direction[dimension + 1])
-    if not np.allclose(in_plane, (1.0, 0.0, 0.0, 1.0), atol=1e-6):
-        # Viewers disagree on these (a NIfTI written with an identity affine reads as flipped
-        # in ITK's LPS convention), so the stored layout is measured, and the user is told.
-        logger.warning("%s: its direction cosines flip or turn the frame (in-plane %s); ipp-seg measures the "
-                       "pixels as stored, so check that the PS's inferior end is on the side --orientation "
-                       "assumes", path, tuple(round(v, 3) for v in in_plane))
+    warn_if_turned(path, reader.GetDirection(), dimension)
     logger.debug(
         "%s: %dx%dx%d %s, %d frame(s)%s, spacing %s",
         path, width, height, depth, pixel_type, n_frames, " (repeated planes)" if identical else "", spacing,
@@ -112,6 +105,18 @@ def iter_itk_frames(info: ItkInfo, indices: Sequence[int]) -> Iterator[tuple[int
 
 _IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
               ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO"}
+
+
+def warn_if_turned(path: str, direction: Sequence[float], dimension: int) -> None:
+    """Log a warning naming ``path`` when its direction cosines flip or turn the frame in plane.
+
+    Viewers disagree on these (a NIfTI written with an identity affine reads as flipped in
+    ITK's LPS convention), so ipp-seg measures the stored layout, and the user is told."""
+    in_plane = (direction[0], direction[1], direction[dimension], direction[dimension + 1])
+    if not np.allclose(in_plane, (1.0, 0.0, 0.0, 1.0), atol=1e-6):
+        logger.warning("%s: its direction cosines flip or turn the frame (in-plane %s); ipp-seg measures the "
+                       "pixels as stored, so check that the PS's inferior end is on the side --orientation "
+                       "assumes", path, tuple(round(v, 3) for v in in_plane))
 
 
 def itk_image_io(path: str) -> str:
