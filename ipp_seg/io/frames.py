@@ -72,8 +72,10 @@ class UltrasoundFrame:
     floating-point sources, passed through unchanged. Never colour.
 
     ``spacing_mm`` is the (x, y) mm-per-pixel calibration of the whole frame when a single
-    calibration applies to it; ``None`` when it is unknown or when several regions carry
-    different calibrations (then use :meth:`spacing_at`). ``regions`` are the 2-D tissue regions
+    calibration applies to it, or the caller's spacing for what no calibrated region covers;
+    ``None`` when it is unknown, or when the regions carry different calibrations, or some
+    carry none (then use :meth:`spacing_at`: a region's calibration never stands in for
+    another's). ``regions`` are the 2-D tissue regions
     (empty when the source says nothing about them). ``frame_index`` is 0-based, ``n_frames`` the
     number of frames in the source.
     """
