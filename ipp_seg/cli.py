@@ -32,9 +32,10 @@ def _console(stderr: bool = False) -> Console:
     break error lines in two (so that grep finds half a message); such output gets room for
     whole rows and lines instead. COLUMNS, when set, still wins."""
     console = Console(stderr=stderr)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Tables get 240 columns; message lines are not broken at all (soft wrap).
-        console = Console(stderr=stderr, width=240, soft_wrap=stderr)
+    if not console.is_terminal:
+        # Tables get 240 columns (or COLUMNS); message lines are not broken at all (soft wrap).
+        width = None if "COLUMNS" in os.environ else 240
+        console = Console(stderr=stderr, width=width, soft_wrap=stderr)
     return console
 
 

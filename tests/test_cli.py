@@ -99,6 +99,28 @@ def test_a_table_piped_into_a_file_keeps_each_row_on_one_line(sample_png):
     assert f"ipp-seg: cannot read {missing}: no such file" in errors.splitlines()
 
 
+def test_a_frame_no_decoder_can_read_gives_one_line_on_stderr(sample_dicom, tmp_path):
+    # pydicom logs each decoder plugin's failure with a traceback; importing pydicom resets its
+    # logger's level, so the CLI cuts the logger off instead. Run as a user would, in a process.
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.compress(RLELossless)
+    ds.PixelData = encapsulate([b"\x00" * 64])  # an RLE header that points nowhere
+    ds.save_as(tmp_path / "broken.dcm", enforce_file_format=True)
+    import os
+
+    narrow = {**os.environ, "COLUMNS": "60"}  # a narrow log: the message still stays on one line
+    run = subprocess.run([sys.executable, "-m", "ipp_seg.cli", "predict", str(tmp_path / "broken.dcm")],
+                         capture_output=True, text=True, env=narrow)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr and "ERROR pydicom" not in run.stderr
+    (line,) = [line for line in run.stderr.splitlines() if line.startswith("ipp-seg: cannot read")]
+    assert "decoding frame 0" in line and str(tmp_path / "broken.dcm") in line
+
+
 def test_predict_json_and_out_dir(sample_dicom, tmp_path):
     result = invoke("predict", sample_dicom, "--json", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
