@@ -37,6 +37,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason
+from ..io.folders import walk_folders
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -803,7 +804,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Path] = {}
     for path in _files_below(root, skip_folders=("overlays",) if predictions else ()):
-        if path.name.startswith(".") or not path.is_file():
+        if not path.is_file():  # (hidden files are not walked)
             continue
         if not path.name.lower().endswith(suffixes):
             logger.debug("%s: skipped (not one of %s)", path, ", ".join(suffixes))
@@ -822,18 +823,12 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
 
 
 def _files_below(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
-    """Files in ``root`` and its non-hidden sub-folders (links followed, each real folder once),
-    sorted by relative path; folders named in ``skip_folders`` are left out."""
-    files: list[Path] = []
-    visited: set[str] = set()
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in visited:
-            dirs[:] = []
-            continue
-        visited.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in skip_folders]
-        files.extend(Path(folder) / name for name in names)
+    """Non-hidden files in ``root`` and its sub-folders (:func:`walk_folders`), sorted by
+    relative path; sub-folders named in ``skip_folders`` are left out."""
+    def skip(here: Path, real: Path) -> bool:
+        return here != root and here.name in skip_folders
+
+    files = [here / name for here, _, names in walk_folders(root, skip) for name in names]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
+from ..io.folders import walk_folders
 from ..io.overlay import render_overlay
 from ..measure import Measurement
 from .backends import BackendError, load_segmenter
@@ -188,22 +189,18 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
         exclude_folders = {exclude} if exclude is not None else set()
     found: list[Path] = []
     earlier_outputs: list[str] = []
-    visited: set[Path] = set()
-    for folder, dirs, names in os.walk(in_dir, followlinks=True):
-        here, real = Path(folder), Path(os.path.realpath(folder))
-        skip = real in visited or any(real == x or x in real.parents for x in exclude_folders)
-        if not skip and here != in_dir and _is_earlier_output(here):
+
+    def skip(here: Path, real: Path) -> bool:
+        if any(real == x or x in real.parents for x in exclude_folders):
+            return True
+        if here != in_dir and _is_earlier_output(here):
             earlier_outputs.append(here.relative_to(in_dir).as_posix())
-            skip = True
-        if skip:
-            dirs[:] = []
-            continue
-        visited.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            return True
+        return False
+
+    for here, real, names in walk_folders(in_dir, skip):
         for name in names:
-            if name.startswith("."):
-                continue
-            path = Path(folder) / name
+            path = here / name
             rel = path.relative_to(in_dir).as_posix()
             broken_link = path.is_symlink() and not path.exists()  # listed: its row says it cannot be read
             if (path.is_file() or broken_link) and matcher(rel) and real / name not in skipped_files:
