@@ -548,3 +548,15 @@ def test_resume_with_a_narrower_glob_keeps_the_other_files_rows(mixed_folder, tm
     after = _rows(out / "measurements.csv")
     assert sorted((r["file"], r["frame"]) for r in after) == sorted((r["file"], r["frame"]) for r in before)
     assert "no longer in the folder" not in caplog.text
+
+
+def test_an_earlier_versions_output_inside_the_folder_is_left_out_too(mixed_folder, tmp_path, caplog):
+    old = mixed_folder / "old_results"
+    (old / "masks").mkdir(parents=True)
+    shutil.copy(mixed_folder / "a.png", old / "masks" / "a.png")
+    with open(old / "measurements.csv", "w", newline="") as fh:  # the first release's 17 columns
+        csv.writer(fh).writerow(CSV_COLUMNS[:17])
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert not any(r["file"].startswith("old_results/") for r in _rows(tmp_path / "out" / "measurements.csv"))
+    assert "left out 1 folder(s)" in caplog.text

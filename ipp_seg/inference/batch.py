@@ -214,9 +214,19 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
 def _is_earlier_output(folder: Path) -> bool:
     try:
         with open(folder / CSV_NAME, newline="", encoding="utf-8-sig") as fh:
-            return next(csv.reader(fh), None) == list(CSV_COLUMNS)
+            return _is_measurements_header(next(csv.reader(fh), []))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
+
+
+# Columns every version's CSV has: a CSV of an earlier version (fewer columns, all of them
+# among this version's) is still ipp-seg's, and can still be resumed.
+_FIRST_COLUMNS = ("file", "frame", "status", "reasons")
+
+
+def _is_measurements_header(header) -> bool:
+    """Whether a CSV header is one that some version of ipp-seg's batch writes."""
+    return set(_FIRST_COLUMNS) <= set(header) <= set(CSV_COLUMNS)
 
 
 def glob_matcher(pattern: str) -> Callable[[str], bool]:
@@ -475,24 +485,24 @@ def output_lock(out_dir: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool]:
-    """The CSV's complete rows, and whether a last row was left half-written by a killed run
-    (no newline at its end: read as complete it would mark its file done).
+def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool, tuple]:
+    """The CSV's complete rows, whether a last row was left half-written by a killed run (no
+    newline at its end: read as complete it would mark its file done), and its header.
 
     ``expect`` (column -> value, e.g. the model and method of this run) refuses a CSV whose
     rows were made otherwise, and a header that is not this version's columns: appending to
     either would mix results that a reader of the CSV could not tell apart."""
     if not csv_path.exists():
-        return [], False
+        return [], False, ()
     # utf-8-sig: a CSV saved again by a spreadsheet may have gained a byte-order mark.
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         text = fh.read()
     complete = text[:text.rfind("\n") + 1]
     if not complete:
-        return [], bool(text)
+        return [], bool(text), ()
     reader = csv.DictReader(io.StringIO(complete, newline=""))
     header = tuple(reader.fieldnames or ())
-    if not (set(_FIRST_COLUMNS) <= set(header) <= set(CSV_COLUMNS)):
+    if not _is_measurements_header(header):
         raise ResumeError(f"{csv_path} is not a measurements.csv of ipp-seg (other columns): give another --out "
                           "folder, or --overwrite to replace it")
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
@@ -502,12 +512,7 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
             if column in header and row[column] != value:
                 raise ResumeError(f"{csv_path} holds rows made with {column} {row[column]!r}, this run uses "
                                   f"{value!r}: resume with the same options, or write to a new --out folder")
-    return rows, complete != text
-
-
-# Columns every version's CSV has: a CSV of an earlier version (fewer columns, all of them
-# among this version's) can still be resumed.
-_FIRST_COLUMNS = ("file", "frame", "status", "reasons")
+    return rows, complete != text, header
 
 
 def _done_of(rows: list[dict]) -> dict[str, set]:
@@ -534,9 +539,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     version's CSV to this version's columns. Rows of files that this run does not take (another
     ``--glob``) are kept as they are; rows of files no longer in ``in_dir`` are kept, and
     counted in a warning."""
-    rows, partial = _complete_rows(csv_path, expect)
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        upgraded = next(csv.reader(fh), []) != list(CSV_COLUMNS)
+    rows, partial, header = _complete_rows(csv_path, expect)
+    upgraded = bool(header) and header != CSV_COLUMNS
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
