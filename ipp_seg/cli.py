@@ -760,9 +760,8 @@ def evaluate(
             err.print(f"[yellow]{escape(case_id)} scored as an empty prediction:[/] {escape(reason)}", highlight=False)
         else:
             err.print(f"[red]cannot evaluate {escape(case_id)}:[/] {escape(reason)}", highlight=False)
-    if out is not None:
+    if out is not None:  # (made and checked before the work)
         try:
-            out.mkdir(parents=True, exist_ok=True)
             write_case_csv(report, out / "cases.csv")
             write_summary_json(report, out / "summary.json")
         except OSError as exc:

@@ -2,8 +2,9 @@
 
 Every file gets at least one row: a frame that was measured (status ok/warning/failed from the
 measurement), or a file/frame that could not be read (status failed, reason ``unreadable`` and
-the cause in ``error``) or that met an unexpected error in segmentation or measurement (reason
-``processing_error``: one bad frame does not end a run of thousands). Rows are flushed as they are made, so an interrupted run loses
+the cause in ``error``), that is no ultrasound frame (``not_ultrasound_frame``), or that met an
+unexpected error in segmentation or measurement (``processing_error``: one bad frame does not
+end a run of thousands). Rows are flushed as they are made, so an interrupted run loses
 nothing; ``resume`` skips the (file, frame) pairs that the CSV already holds. With several
 workers, files are processed in parallel processes that each load the model once; rows are
 written in file order, so the CSV does not depend on the number of workers.
@@ -19,9 +20,9 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -136,8 +137,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     again); ``head_confidence``: the network's (see :func:`ipp_seg.inference.pipeline.head_confidence`)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(file=file, frame=frame, model=model, sop_instance_uid=sop_instance_uid or "", error=error,
-               method=method, orientation=orientation, tta=_tta_cell(tta), spacing_given_mm=_spacing_cell(spacing_given),
-               file_bytes=file_stamp[0], file_modified=file_stamp[1],
+               method=method, orientation=orientation, tta=_tta_cell(tta),
+               spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                head_confidence="" if head_confidence is None else round(float(head_confidence), 4))
     if measurement is None:
         row.update(status="failed", reasons=failure_code)
@@ -726,6 +727,6 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
-           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError", "file_groups",
-           "file_stamp", "glob_matcher", "list_scans", "measurement_row", "output_lock", "output_stem",
+           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError",
+           "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "output_lock", "output_stem",
            "prepare_resume", "read_done", "run_batch", "suffix_disambiguated"]

@@ -3,9 +3,10 @@
 Pre-processing: crop to the ultrasound imaging region when the scan gives one, resample to
 square pixels when the calibration says they are not (the network learnt anatomy on square
 pixels), pad to a square (the anatomy keeps its aspect ratio; training frames are square),
-resize to the network input, normalise as the model's metadata says. Post-processing: the logits are resized back to the
-crop before the argmax, and the labels are placed on the frame's own pixel grid, where the
-measurement is made with the frame's physical spacing.
+resize to the network input, normalise as the model's metadata says. Post-processing: the
+logits are resized back to the crop (and its own pixel grid) before the argmax, and the labels
+are placed on the frame's pixel grid, where the measurement is made with the frame's physical
+spacing.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class Segmented(NamedTuple):
 #: Below this mean probability over the head it drew, the network is taken not to know the
 #: frame. The default's twin gives 0.943 or more on every validation frame, also under gain,
 #: zoom, sector and speckle shifts; noise, gradients and an MR image give 0.58-0.90 with every
-#: shipped model, a non-obstetric ultrasound image 0.88-0.91 (benchmarks/RESULTS.md). 0.90 rather than higher:
-#: the shipped models trained on every frame dip to 0.91 on speckled real frames.
+#: shipped model, a non-obstetric ultrasound image 0.88-0.91 (benchmarks/RESULTS.md). 0.90
+#: rather than higher: the shipped models trained on every frame dip to 0.91 on speckled real
+#: frames.
 MIN_HEAD_CONFIDENCE = 0.90
 
 

@@ -73,11 +73,12 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     }
 
 
-def _int_or(value, default: int) -> int:
+def _instance_number(value) -> int:
+    """The source's Instance Number when it is a positive integer, else 1."""
     try:
         return max(1, int(value))
     except (TypeError, ValueError):
-        return default
+        return 1
 
 
 def output_names(scans: list[Path]) -> dict[Path, str]:
@@ -125,18 +126,19 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         # The header only; force: a data set written without the preamble was read as well.
         source = pydicom.dcmread(frame.provenance.path, stop_before_pixels=True, force=True)
         number = frame.provenance.frame_number
-        place = {}
+        instance = 1
         if run_uid is not None:
-            instance = number if frame.n_frames > 1 else _int_or(source.get("InstanceNumber"), 1)
-            place = {"instance_number": instance}
+            instance = number if frame.n_frames > 1 else _instance_number(source.get("InstanceNumber"))
+
+        def series(kind: str) -> str | None:
+            return derived_series_uid(run_uid, source, kind) if run_uid is not None else None
+
         if dicom_seg:
-            series = {"series_instance_uid": derived_series_uid(run_uid, source, "SEG")} if run_uid else {}
             written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm", frame_number=number,
-                                           model_name=result.model, software_version=__version__, **place,
-                                           **series))
+                                           model_name=result.model, software_version=__version__,
+                                           series_instance_uid=series("SEG"), instance_number=instance))
         if dicom_sr:
-            series = {"series_instance_uid": derived_series_uid(run_uid, source, "SR")} if run_uid else {}
             written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
-                                          frame_number=number, model_name=result.model,
-                                          software_version=__version__, **place, **series))
+                                          frame_number=number, model_name=result.model, software_version=__version__,
+                                          series_instance_uid=series("SR"), instance_number=instance))
     return written

@@ -136,8 +136,9 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
             except Exception as exc:  # pydicom raises many types on damaged headers
                 # Only the type: a parser message could quote element values (patient data).
                 raise ScanReadError(path, f"the DICOM header is damaged or truncated ({type(exc).__name__})") from None
-            has_file_meta = _meta_transfer_syntax(ds) is not None
-            tsyntax = _transfer_syntax(path, ds)
+            meta_syntax = _meta_transfer_syntax(ds)
+            has_file_meta = meta_syntax is not None
+            tsyntax = meta_syntax or _bare_transfer_syntax(path, ds)
             ended = False
             if tsyntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
                 # A deflated body cannot be walked in place: inflate it (such files are small).
@@ -262,7 +263,7 @@ def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterato
     except Exception as exc:  # decoder failures come in many types
         frame = wanted[position] if position < len(wanted) else position
         hint = ""
-        if str(info.transfer_syntax) == "1.2.840.10008.1.2.4.51" and info.bits_stored > 8:
+        if info.transfer_syntax == pydicom.uid.JPEGExtended12Bit and info.bits_stored > 8:
             hint = ("; 12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3, not installed by ipp-seg: "
                     "pip install pylibjpeg-libjpeg), or export the images uncompressed")
         raise ScanReadError(
@@ -355,12 +356,9 @@ def _meta_transfer_syntax(ds: Dataset) -> UID | None:
     return UID(str(tsyntax)) if tsyntax else None
 
 
-def _transfer_syntax(path: str, ds: Dataset) -> UID:
-    tsyntax = _meta_transfer_syntax(ds)
-    if tsyntax is not None:
-        return tsyntax
-    # A data set without file meta: the encoding pydicom found while parsing it (such files
-    # predate compressed syntaxes).
+def _bare_transfer_syntax(path: str, ds: Dataset) -> UID:
+    """A data set without file meta: the encoding pydicom found while parsing it (such files
+    predate compressed syntaxes)."""
     implicit, little = getattr(ds, "original_encoding", (None, None))
     if implicit is None or little is None:
         raise ScanReadError(path, "the DICOM header is damaged or truncated (no Transfer Syntax UID in the file meta)")

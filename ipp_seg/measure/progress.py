@@ -300,11 +300,11 @@ def measure_progress(
     scale = np.array(spacing if spacing is not None else (1.0, 1.0), dtype=np.float64)
 
     reasons: list[str] = []
+    in_mm = spacing is not None and all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing)
     if spacing is None:
         reasons.append("spacing_unknown")
-    elif not all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing):
+    elif not in_mm:
         reasons.append("spacing_implausible")
-    in_mm = spacing is not None and "spacing_implausible" not in reasons
     marks: dict = {}
 
     def result(values: dict | None = None) -> Measurement:

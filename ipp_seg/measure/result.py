@@ -42,8 +42,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side"),
     "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, where "
-                       "the validation frames of the default's twin are above 0.94): the frame may not be a transperineal view it knows, "
-                       "such as another modality, another view or noise"),
+                       "the validation frames of the default's twin are above 0.94): the frame may not be a "
+                       "transperineal view it knows, such as another modality, another view or noise"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel (a unit slip or a "
                             "damaged calibration): distances in pixels only"),

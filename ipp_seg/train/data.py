@@ -174,8 +174,10 @@ def contiguous_split(case_ids: list[str], validation_count: int = 200,
             raise ValueError(f"--extra-validation {first}-{last}: the first ID comes after the last")
         block = {c for c in ordered if lo <= _sort_key(c)[0] <= hi}
         if not block:
+            if not ordered:
+                raise ValueError(f"--extra-validation {first}-{last}: no cases")
             raise ValueError(f"--extra-validation {first}-{last} matches no case ID (they run "
-                             f"{ordered[0]}-{ordered[-1]})" if ordered else f"--extra-validation {first}-{last}: no cases")
+                             f"{ordered[0]}-{ordered[-1]})")
         validation |= block
     return Split(tuple(c for c in ordered if c not in validation), tuple(c for c in ordered if c in validation))
 

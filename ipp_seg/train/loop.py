@@ -224,8 +224,8 @@ def train(settings: TrainSettings, resume: bool = False,
                              "cannot be resumed; start a new run from it with --init-from")
         saved = TrainSettings.from_dict(checkpoint["settings"])
         if 0 < settings.epochs < saved.epochs:
-            log.warning("--epochs %d is fewer than the run's %d: the run keeps its %d (its schedule is planned on them)",
-                        settings.epochs, saved.epochs, saved.epochs)
+            log.warning("--epochs %d is fewer than the run's %d: the run keeps its %d (its schedule is planned "
+                        "on them)", settings.epochs, saved.epochs, saved.epochs)
         # Paths and device may move between machines; the recipe may not.
         settings = replace(saved, **{key: getattr(settings, key) for key in RESUME_MAY_CHANGE},
                            epochs=max(saved.epochs, settings.epochs))
