@@ -476,6 +476,7 @@ def predict(
         typer.echo(json.dumps(reports, indent=2))
     else:
         _stdout().print(_results_table(rows, "ipp-seg predict"))
+    _advise_on_orientation(rows, orientation)
     if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
@@ -572,8 +573,29 @@ def batch(
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
+    if summary.orientation_looks_reversed:
+        _say_orientation_looks_reversed(summary.doubtful_orientation_rows, summary.rows - summary.failed_rows,
+                                        orientation, again="--overwrite")
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
         fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
+
+
+def _advise_on_orientation(rows: list[dict], orientation: str) -> None:
+    """After a table of rows: say so when the run as a whole looks displayed the other way round."""
+    from .inference.batch import orientation_looks_reversed, row_orientation_doubtful
+
+    measured = sum(row["status"] != "failed" for row in rows)
+    doubtful = sum(row_orientation_doubtful(row) for row in rows)
+    if orientation_looks_reversed(measured, doubtful):
+        _say_orientation_looks_reversed(doubtful, measured, orientation)
+
+
+def _say_orientation_looks_reversed(doubtful: int, measured: int, orientation: str, again: str = "") -> None:
+    other = "mirrored" if orientation == "standard" else "standard"
+    err.print(f"[yellow]warning:[/] {doubtful} of {measured} measured frames look displayed the other way round "
+              f"(left-right) from --orientation {orientation} (reason orientation_doubtful). If this machine "
+              f"displays them so, their AoP was taken at the wrong end of the symphysis: measure again with "
+              f"--orientation {other}{' ' + again if again else ''}.", highlight=False)
 
 
 PLAIN_PROGRESS_EVERY_S = 30.0
@@ -649,6 +671,7 @@ def measure(
         typer.echo(json.dumps(reports, indent=2))
     else:
         _stdout().print(_results_table(rows, "ipp-seg measure"))
+    _advise_on_orientation(rows, orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 
 

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ipp_seg.cli import app
-from ipp_seg.inference.batch import CSV_COLUMNS, output_stem, read_done, suffix_disambiguated
+from ipp_seg.inference.batch import (CSV_COLUMNS, orientation_looks_reversed, output_stem, read_done,
+                                    suffix_disambiguated)
 from ipp_seg.io import read_frame
 
 
@@ -560,3 +561,28 @@ def test_an_earlier_versions_output_inside_the_folder_is_left_out_too(mixed_fold
     assert result.exit_code == 0, result.output
     assert not any(r["file"].startswith("old_results/") for r in _rows(tmp_path / "out" / "measurements.csv"))
     assert "left out 1 folder(s)" in caplog.text
+
+
+def test_a_run_whose_frames_look_mirrored_says_so(tmp_path, sample_png):
+    import cv2
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k, name in enumerate(("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png", "psfhs_04700.png")):
+        pixels = cv2.imread(str(sample_png.with_name(name)), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(root / f"{k}.png"), pixels[:, ::-1])
+    result = _run("batch", root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "out" / "measurements.csv")
+    assert len(rows) == 4 and all("orientation_doubtful" in r["reasons"].split(";") and r["aop_deg"] for r in rows)
+    assert "4 of 4 measured frames look displayed the other way round" in result.output
+    assert "--orientation mirrored --overwrite" in result.output
+
+
+@pytest.mark.parametrize("measured, doubtful, reversed_", [
+    (3, 3, False),  # too few frames to say anything of the run
+    (4, 1, False),  # one flagged frame of four: a standard display gives that in 1 run of 25
+    (4, 2, True), (100, 25, True), (100, 24, False), (0, 0, False),
+])
+def test_when_a_run_looks_displayed_the_other_way_round(measured, doubtful, reversed_):
+    assert orientation_looks_reversed(measured, doubtful) is reversed_

@@ -329,6 +329,35 @@ def test_a_frame_the_network_does_not_know_is_flagged_low_confidence(tmp_path, s
     assert odd["head_confidence"] < 0.90 and "low_confidence" in odd["reasons"] and odd["status"] != "ok"
 
 
+def _mirrored_samples(tmp_path, sample_png):
+    """Four PSFHS frames as a machine that displays them mirrored (left-right) would show them."""
+    import cv2
+
+    paths = []
+    for k, name in enumerate(("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png", "psfhs_04700.png")):
+        path = tmp_path / f"mirrored_{k}.png"
+        cv2.imwrite(str(path), cv2.imread(str(sample_png.with_name(name)), cv2.IMREAD_UNCHANGED)[:, ::-1])
+        paths.append(path)
+    return paths
+
+
+def test_predict_says_when_frames_look_displayed_the_other_way_round(tmp_path, sample_png):
+    scans = _mirrored_samples(tmp_path, sample_png)
+    wrong = invoke("predict", *scans, "--json")
+    assert wrong.exit_code == 0, wrong.output
+    assert all("orientation_doubtful" in r["reasons"] and r["aop_deg"] is not None for r in json.loads(wrong.stdout))
+    assert "4 of 4 measured frames look displayed the other way round" in wrong.stderr
+    assert "measure again with --orientation mirrored" in wrong.stderr
+    right = invoke("predict", *scans, "--json", "--orientation", "mirrored")
+    assert right.exit_code == 0, right.output
+    assert not any("orientation_doubtful" in r["reasons"] for r in json.loads(right.stdout))
+    assert "other way round" not in right.stderr
+    # A frame or two flagged among many is the 1 % of standard frames that lean the other way: no advice.
+    few = invoke("predict", sample_png, sample_png.with_name("psfhs_04750.png"), sample_png.with_name("psfhs_04380.png"),
+                 sample_png, scans[0])
+    assert "orientation_doubtful" in few.stdout and "other way round" not in few.stderr
+
+
 @pytest.mark.parametrize("pixels, words", [
     (np.zeros((256, 256), np.uint8), "every pixel holds 0: a blank image"),
     (np.indices((256, 256)).sum(0).astype(np.uint8) % 3, "only the grey values 0, 1, 2: a label mask"),
@@ -408,6 +437,25 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert predicted[1]["frame"] is None and predicted[1]["aop_deg"] is None and predicted[1]["model"]
     assert predicted[0]["tta"] is False and predicted[1]["tta"] is False
     assert measured[0]["aop_deg"] == pytest.approx(predicted[0]["aop_deg"], abs=1e-6)
+
+
+def test_measure_says_when_masks_look_displayed_the_other_way_round(tmp_path):
+    import cv2
+
+    # Four masks of a standard display (the PS rising towards its right-hand, inferior end, the
+    # head below and to its right), stored mirrored.
+    paths = []
+    for k, lift in enumerate((0, 6, 12, 18)):
+        mask = np.zeros((256, 256), np.uint8)
+        cv2.ellipse(mask, (150, 170), (70, 60), 70, 0, 360, 2, -1)
+        cv2.ellipse(mask, (90, 55 - lift // 3), (35, 11), -15 - lift, 0, 360, 1, -1)
+        paths.append(tmp_path / f"m{k}.png")
+        cv2.imwrite(str(paths[-1]), np.ascontiguousarray(mask[:, ::-1]))
+    wrong = invoke("measure", *paths)
+    assert wrong.exit_code == 0 and wrong.stdout.count("orientation_doubtful") == 4
+    assert "4 of 4 measured frames look displayed the other way round" in wrong.stderr
+    right = invoke("measure", *paths, "--orientation", "mirrored")
+    assert right.exit_code == 0 and "orientation_doubtful" not in right.stdout and "other way round" not in right.stderr
 
 
 @pytest.mark.parametrize("labels", ["ps7", "ps=1,fh=2,bg=0", "ps=1,fh=1", "ps=0,fh=2"])

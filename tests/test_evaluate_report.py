@@ -32,10 +32,10 @@ SHAPE = (128, 128)
 
 
 def scene(dx=0, dy=0, head_r=34, ps_label=1, fh_label=2):
-    """PSFHS-like layout: PS near the top, roughly horizontal; the head below it."""
+    """PSFHS-like layout: PS near the top, rising slightly to its right-hand (inferior) end; the head below it."""
     m = np.zeros(SHAPE, dtype=np.uint8)
     cv2.circle(m, (44 + dx, 78 + dy), head_r, fh_label, thickness=-1)
-    cv2.ellipse(m, (52 + dx, 18 + dy), (15, 5), 8, 0, 360, ps_label, thickness=-1)
+    cv2.ellipse(m, (52 + dx, 18 + dy), (15, 5), -8, 0, 360, ps_label, thickness=-1)
     return m
 
 

@@ -113,8 +113,22 @@ class FileOutcome:
     timings: dict
 
 
+# A run in which this share of the measured frames or more look displayed the other way round
+# (reason orientation_doubtful) most likely comes from a machine that displays frames so: about
+# 1 % of PSFHS frames as recorded carry the warning, about 3 in 4 of them mirrored
+# (benchmarks/orientation_check.py). A handful of frames says too little either way, and one
+# flagged frame is what a standard display gives in 1 run of 25 of 4 frames.
+REVERSED_RUN_SHARE = 0.25
+MIN_FRAMES_FOR_RUN_ORIENTATION = 4
+MIN_DOUBTFUL_FRAMES_FOR_RUN = 2
+
+
 @dataclass(frozen=True)
 class BatchSummary:
+    """What one run did: ``rows`` written by this run (not those a resumed CSV already held), of
+    them ``failed_rows`` failed and ``doubtful_orientation_rows`` measured with the warning
+    ``orientation_doubtful``; ``timings``: seconds by stage, summed over workers."""
+
     files: int
     rows: int
     skipped_files: int
@@ -122,6 +136,24 @@ class BatchSummary:
     csv_path: Path
     seconds: float
     timings: dict
+    doubtful_orientation_rows: int = 0
+
+    @property
+    def orientation_looks_reversed(self) -> bool:
+        """See :func:`orientation_looks_reversed`, for this run's rows."""
+        return orientation_looks_reversed(self.rows - self.failed_rows, self.doubtful_orientation_rows)
+
+
+def orientation_looks_reversed(measured_frames: int, doubtful_frames: int) -> bool:
+    """Whether so many of a run's measured frames look displayed the other way round from the
+    orientation assumed (``doubtful_frames`` of them) that the whole run probably is."""
+    return (measured_frames >= MIN_FRAMES_FOR_RUN_ORIENTATION and doubtful_frames >= MIN_DOUBTFUL_FRAMES_FOR_RUN
+            and doubtful_frames >= REVERSED_RUN_SHARE * measured_frames)
+
+
+def row_orientation_doubtful(row: dict) -> bool:
+    """Whether a CSV row (see :func:`measurement_row`) was measured with ``orientation_doubtful``."""
+    return row["status"] != "failed" and "orientation_doubtful" in str(row["reasons"]).split(";")
 
 
 def measurement_row(file: str, frame: int | str, measurement: Measurement | None, model: str,
@@ -660,7 +692,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     if csv_path.exists() and not options.resume:
         csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
-    n_rows = n_failed = 0
+    n_rows = n_failed = n_doubtful = 0
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     with open(csv_path, "a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
@@ -672,12 +704,14 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
                 writer.writerow(row)
                 n_rows += 1
                 n_failed += row["status"] == "failed"
+                n_doubtful += row_orientation_doubtful(row)
             fh.flush()
             for key, value in outcome.timings.items():
                 totals[key] += value
             if on_progress:
                 on_progress(outcome)
-    return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals)
+    return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
+                        n_doubtful)
 
 
 def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
@@ -728,5 +762,6 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError",
-           "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "output_lock", "output_stem",
-           "prepare_resume", "read_done", "run_batch", "suffix_disambiguated"]
+           "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "orientation_looks_reversed",
+           "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "run_batch",
+           "suffix_disambiguated"]

@@ -61,7 +61,7 @@ from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, Landmarks, Measurement
 
 __all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
-           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM"]
+           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "MIN_ORIENTATION_SCORE", "orientation_score", "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,15 @@ MAX_PS_AXIS_RATIO = 0.70
 # range is a unit slip (mm written where cm belong, a thumbnail's region) or a damaged header:
 # distances from it are withheld, not reported.
 PLAUSIBLE_SPACING_MM = (0.01, 2.0)
+# Which end is inferior is a display convention the mask does not state, but the anatomy leans
+# one way on the display: with the standard convention the PS's inferior end lies higher than
+# its superior end, and the head's centre lies on the inferior end's side of the PS's centre.
+# A frame shown mirrored reverses both. The score (see _orientation_score) is below
+# MIN_ORIENTATION_SCORE for 1 % of the expert outlines of the 828 PSFHS training frames, and
+# for about 3 in 4 of the same outlines mirrored (benchmarks/orientation_check.py): a warning
+# worth heeding, not a test a single frame can pass or fail with certainty.
+ORIENTATION_HEAD_SIDE_WEIGHT = 0.25
+MIN_ORIENTATION_SCORE = -0.18
 # The FH-PS-AOP 2023 evaluator converts degrees to radians with this truncated factor; the
 # published reference values depend on it (to ~0.01 deg), so the challenge method keeps it.
 _CHALLENGE_DEG2RAD = 0.01745
@@ -237,6 +246,48 @@ def _ellipse_iou(e: geo.Ellipse, st: _Structure, shape: tuple[int, int], scale: 
 # ----------------------------------------------------------------------------- main entry
 
 
+def orientation_score(inferior: np.ndarray, superior: np.ndarray, ps_centroid: np.ndarray,
+                      fh_centroid: np.ndarray, fh_area: float, orientation: str) -> float:
+    """How much a measurement's geometry looks like the display convention it assumed.
+
+    All inputs in physical units (x right, y down): the PS's inferior and superior ends as the
+    orientation chose them, the centroids of the kept PS and FH, and the FH's area. The score is
+    the rise of the inferior end above the superior end per unit of axis length, plus
+    :data:`ORIENTATION_HEAD_SIDE_WEIGHT` times how far the head's centre lies towards the
+    inferior end's side of the display (horizontally, from the PS's centre, in head radii).
+    Mirroring a mask and flipping ``orientation`` leaves it unchanged; mirroring the mask alone
+    negates it. Typical standard frames score about +0.3; below :data:`MIN_ORIENTATION_SCORE`
+    the frame looks as if it were displayed the other way round.
+    """
+    axis = inferior - superior
+    rise = float(-axis[1] / np.hypot(*axis))
+    toward_inferior = 1.0 if orientation == "standard" else -1.0
+    head_radius = math.sqrt(fh_area / math.pi)
+    head_side = toward_inferior * float(fh_centroid[0] - ps_centroid[0]) / head_radius
+    return rise + ORIENTATION_HEAD_SIDE_WEIGHT * head_side
+
+
+def mask_orientation_score(label_mask: np.ndarray, measurement: Measurement, *, ps_label: int = 1,
+                           fh_label: int = 2) -> float | None:
+    """:func:`orientation_score` of a measurement made on ``label_mask`` (None without PS ends).
+
+    For studying the check (benchmarks/orientation_check.py): it recomputes the kept components
+    that :func:`measure_progress` used, with the measurement's own spacing and orientation.
+    """
+    marks = measurement.landmarks
+    if marks.ps_inferior_end is None or marks.ps_superior_end is None:
+        return None
+    mask = _check_mask(label_mask)
+    scale = np.array(measurement.spacing_mm or (1.0, 1.0), dtype=np.float64)
+    ps = _extract(mask == ps_label, "ps", [])
+    fh = _extract(mask == fh_label, "fh", [])
+    if ps is None or fh is None:
+        return None
+    fh_area = float(fh.filled.sum()) * float(scale[0] * scale[1])
+    return orientation_score(np.array(marks.ps_inferior_end) * scale, np.array(marks.ps_superior_end) * scale,
+                             ps.centroid_px * scale, fh.centroid_px * scale, fh_area, measurement.orientation)
+
+
 def _status(reasons: list[str]) -> str:
     sev = {REASONS[r][0] for r in reasons}
     if "failed" in sev:
@@ -391,6 +442,10 @@ def measure_progress(
         return result()
     if math.degrees(math.atan2(abs(axis[0]), abs(axis[1]))) < NEAR_VERTICAL_DEG:
         reasons.append("ps_axis_near_vertical")
+    fh_area = float(fh.filled.sum()) * float(scale[0] * scale[1])
+    if orientation_score(inferior, superior, ps.centroid_px * scale, fh.centroid_px * scale, fh_area,
+                         orientation) < MIN_ORIENTATION_SCORE:
+        reasons.append("orientation_doubtful")
 
     # --- tangent and AoP -----------------------------------------------------------------
     fh_segs = fh.segments_px * scale
