@@ -109,9 +109,12 @@ def main_options(
 def models() -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
-    from .inference.registry import DEFAULT_MODEL, models_dir, shipped_models
+    from .inference.registry import DEFAULT_MODEL, describe_models_dir, models_dir, shipped_models
     from .nn.configs import list_configs
 
+    folder = models_dir()
+    if not folder.is_dir():
+        fail(f"the models folder {describe_models_dir(folder)} does not exist")
     shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
                                         "score", "files"))
     for spec in shipped_models():
@@ -120,14 +123,17 @@ def models() -> None:
         source = card.get("validation_source")
         # A model trained on every frame shows its held-out twin's figures, and says so.
         validated = f"of {Path(source['checkpoint']).stem} (this model saw every frame)" if source else "held-out blocks"
-        files = ", ".join(p.name for p in (spec.onnx_path, spec.torch_path) if p is not None)
+        files = ", ".join(p.name + ("" if p.is_file() else " (missing)")
+                          for p in (spec.onnx_path, spec.torch_path) if p is not None)
         name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
         shipped.add_row(escape(name), escape(str(card.get("config", ""))), validated if metrics else "",
                         _fmt(metrics.get("dice_ps"), 3), _fmt(metrics.get("dice_fh"), 3),
                         _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))
     _stdout().print(shipped if shipped.row_count else
-                    escape(f"No shipped models found in {models_dir()} (a model needs its JSON card beside it)."))
+                    escape(f"No models found in {folder}: a model needs its JSON card beside it, as "
+                           "scripts/ship_model.py writes it (any ONNX file from ipp-seg export also runs with "
+                           "--model PATH)."))
     table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
         table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}", c.notes)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .preprocess import DEFAULT_NORMALISATION
-from .registry import ModelSpec
+from .registry import ModelSpec, check_model_file
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class OnnxSegmenter:
 
         if spec.onnx_path is None:
             raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch")
+        check_model_file(spec, spec.onnx_path, "onnx")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -121,6 +122,7 @@ class TorchSegmenter:
                                f"pip install -e '.[train]') ({exc})") from exc
         if spec.torch_path is None:
             raise BackendError(f"model {spec.name} has no PyTorch weights; use --backend onnx")
+        check_model_file(spec, spec.torch_path, "torch")
         if threads:
             torch.set_num_threads(threads)
         if device == "cuda" and not torch.cuda.is_available():

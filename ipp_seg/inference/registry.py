@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MODEL = "dssau-net-s"
+log = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(LookupError):
@@ -25,14 +27,20 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
 
 
+def describe_models_dir(folder: Path) -> str:
+    """The models folder as a user set it: named by $IPP_SEG_MODELS when that chose it."""
+    return f"{folder} ($IPP_SEG_MODELS)" if os.environ.get("IPP_SEG_MODELS") else str(folder)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model file to load and, for shipped models, its card (a dict)."""
+    """A model file to load and, for shipped models, its card (a dict) and the card's path."""
 
     name: str
     onnx_path: Path | None
     torch_path: Path | None
     card: dict | None
+    card_path: Path | None = None
 
 
 def sha256_of(path: str | Path) -> str:
@@ -43,18 +51,69 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+_FILE_KINDS = (("onnx", ".onnx"), ("torch", ".pt"))
+
+
+def _read_card(card_path: Path) -> dict | None:
+    """A model card, or None (with a warning naming the file) when it is not one."""
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        log.warning("%s is left out of the models: it cannot be read as a model card (%s)", card_path, exc)
+        return None
+    files = card.get("files", {}) if isinstance(card, dict) else None
+    if not isinstance(files, dict) or "config" not in card or not all(
+            isinstance(files.get(kind, {}), dict) and isinstance(files.get(kind, {}).get("name", ""), str)
+            for kind, _ in _FILE_KINDS):
+        log.warning("%s is left out of the models: it is not a model card (it needs 'config' and 'files' as "
+                    "scripts/ship_model.py writes them)", card_path)
+        return None
+    return card
+
+
+def _model_file(folder: Path, name: str, card: dict, kind: str, suffix: str) -> Path | None:
+    """The card's file of one kind: NAME.onnx / NAME.pt beside the card (a card renamed with its
+    files keeps working), else the file the card names; None when the card lists none."""
+    listed = card.get("files", {}).get(kind)
+    if listed is None:
+        return None
+    beside = folder / f"{name}{suffix}"
+    return beside if beside.is_file() or not listed.get("name") else folder / listed["name"]
+
+
 def shipped_models() -> list[ModelSpec]:
-    """Every model whose card is in the models folder, in name order."""
+    """Every model whose card is in the models folder, in name order; a model is named by its
+    card's file name (``NAME.json``). Files that are no model card are left out with a warning."""
     folder = models_dir()
     specs = []
     for card_path in sorted(folder.glob("*.json")):
-        card = json.loads(card_path.read_text())
-        if "config" not in card:
+        card = _read_card(card_path)
+        if card is None:
             continue
-        onnx_path = folder / card["files"]["onnx"]["name"] if "onnx" in card.get("files", {}) else None
-        torch_path = folder / card["files"]["torch"]["name"] if "torch" in card.get("files", {}) else None
-        specs.append(ModelSpec(card["name"], onnx_path, torch_path, card))
+        name = card_path.stem
+        specs.append(ModelSpec(name, _model_file(folder, name, card, "onnx", ".onnx"),
+                               _model_file(folder, name, card, "torch", ".pt"), card, card_path))
     return specs
+
+
+def check_model_file(spec: ModelSpec, path: Path | None, kind: str) -> None:
+    """Refuse a shipped model's ``kind`` ("onnx"/"torch") file that is missing or is not the
+    file its card describes (the card's figures would then describe other weights).
+
+    Raises:
+        ModelNotFoundError: with what to do about it.
+    """
+    if spec.card is None or path is None:
+        return
+    if not path.is_file():
+        raise ModelNotFoundError(f"model {spec.name}: its card {spec.card_path} lists {path.name}, which is not in "
+                                 f"{path.parent}")
+    expected = spec.card.get("files", {}).get(kind, {}).get("sha256")
+    if expected and sha256_of(path) != expected:
+        raise ModelNotFoundError(
+            f"model {spec.name}: {path} is not the file its card {spec.card_path.name if spec.card_path else ''} "
+            f"describes (its sha256 differs), so the card's validation figures are not this model's: ship it again "
+            f"with scripts/ship_model.py, or run the file itself with --model {path}")
 
 
 def resolve_model(name_or_path: str | None) -> ModelSpec:
@@ -69,8 +128,13 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         name = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
                          path if path.suffix != ".onnx" else None, None)
-    for spec in shipped_models():
+    folder = models_dir()
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"unknown model {name_or_path!r}: the models folder {describe_models_dir(folder)} "
+                                 "does not exist (or give a .onnx/.pt path)")
+    specs = shipped_models()
+    for spec in specs:
         if spec.name == name_or_path:
             return spec
-    known = ", ".join(s.name for s in shipped_models()) or "none shipped"
+    known = ", ".join(s.name for s in specs) or f"none in {describe_models_dir(folder)}"
     raise ModelNotFoundError(f"unknown model {name_or_path!r} (shipped: {known}; or give a .onnx/.pt path)")

@@ -1,0 +1,83 @@
+"""The models folder: cards, names, files and checksums (ipp_seg.inference.registry)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from ipp_seg.cli import app
+from ipp_seg.inference.backends import load_segmenter
+from ipp_seg.inference.registry import ModelNotFoundError, models_dir, resolve_model, shipped_models
+
+SHIPPED = models_dir()
+
+
+@pytest.fixture()
+def folder(tmp_path, monkeypatch):
+    """A models folder holding a copy of the default model's card and ONNX file."""
+    for suffix in (".json", ".onnx"):
+        shutil.copy(SHIPPED / f"dssau-net-s{suffix}", tmp_path / f"dssau-net-s{suffix}")
+    monkeypatch.setenv("IPP_SEG_MODELS", str(tmp_path))
+    return tmp_path
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
+
+
+def test_a_broken_card_is_left_out_with_a_warning_and_the_others_still_work(folder, caplog):
+    (folder / "broken.json").write_text("{bad")
+    (folder / "notes.json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        assert [s.name for s in shipped_models()] == ["dssau-net-s"]
+    assert "broken.json is left out" in caplog.text and "cannot be read as a model card" in caplog.text
+    assert "notes.json is left out" in caplog.text and "not a model card" in caplog.text
+    result = invoke("models")
+    assert result.exit_code == 0 and "dssau-net-s" in result.stdout and "Traceback" not in result.output
+    assert resolve_model(None).onnx_path == folder / "dssau-net-s.onnx"
+
+
+def test_a_model_is_named_by_its_card_file_and_renamed_files_follow(folder):
+    (folder / "dssau-net-s.json").rename(folder / "hospital-ft.json")
+    (folder / "dssau-net-s.onnx").rename(folder / "hospital-ft.onnx")
+    spec = resolve_model("hospital-ft")
+    assert spec.name == "hospital-ft" and spec.onnx_path == folder / "hospital-ft.onnx"
+    load_segmenter(spec, threads=1)  # the card's checksum still describes the renamed file
+    with pytest.raises(ModelNotFoundError, match="shipped: hospital-ft"):
+        resolve_model("dssau-net-s")
+
+
+def test_a_card_whose_file_is_missing_says_so(folder):
+    (folder / "dssau-net-s.onnx").unlink()
+    assert "dssau-net-s.onnx (missing)" in invoke("models").stdout
+    with pytest.raises(ModelNotFoundError, match=r"lists dssau-net-s\.onnx, which is not in"):
+        load_segmenter(resolve_model("dssau-net-s"))
+    result = invoke("predict", SHIPPED.parent / "sample_data" / "psfhs_04700.png")
+    assert result.exit_code == 2 and "which is not in" in result.output and "Traceback" not in result.output
+
+
+def test_a_model_file_that_is_not_the_cards_is_refused(folder):
+    # Another model's weights under this card's name: its validation figures would be wrong.
+    shutil.copy(SHIPPED / "star-dssau-net-s.onnx", folder / "dssau-net-s.onnx")
+    with pytest.raises(ModelNotFoundError, match="is not the file its card dssau-net-s.json describes"):
+        load_segmenter(resolve_model("dssau-net-s"))
+    # The file itself still runs when named by its path (no card, no claim).
+    assert load_segmenter(resolve_model(str(folder / "dssau-net-s.onnx")), threads=1).info.input_size
+
+
+def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPP_SEG_MODELS", str(tmp_path / "nowhere"))
+    with pytest.raises(ModelNotFoundError, match=r"nowhere \(\$IPP_SEG_MODELS\) does not exist"):
+        resolve_model(None)
+    result = invoke("models")
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_the_shipped_cards_name_their_own_files():
+    for spec in shipped_models():
+        assert spec.card["name"] == spec.name and spec.onnx_path.name == spec.card["files"]["onnx"]["name"]
+        assert json.loads(spec.card_path.read_text())["name"] == spec.name
