@@ -329,6 +329,32 @@ def test_a_frame_the_network_does_not_know_is_flagged_low_confidence(tmp_path, s
     assert odd["head_confidence"] < 0.90 and "low_confidence" in odd["reasons"] and odd["status"] != "ok"
 
 
+def test_a_frame_whose_anatomy_is_small_in_it_is_flagged(tmp_path, sample_png):
+    # The sample frame at half size inside a black margin, with a line of screen text: a
+    # screen capture around the image. The same frame at its own size is not flagged.
+    import cv2
+
+    frame = cv2.imread(str(sample_png), cv2.IMREAD_GRAYSCALE)
+    capture = np.zeros((512, 512), np.uint8)
+    capture[128:384, 128:384] = frame
+    cv2.putText(capture, "MI 0.9  TIs 0.3  12 cm", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
+    cv2.imwrite(str(tmp_path / "capture.png"), capture)
+    result = invoke("predict", sample_png, tmp_path / "capture.png", "--json")
+    full, small = json.loads(result.stdout)
+    assert "head_small_in_frame" not in full["reasons"]
+    assert "head_small_in_frame" in small["reasons"] and small["status"] == "warning"
+
+
+def test_head_extent_is_the_heads_disc_diameter_over_the_input_side():
+    from ipp_seg.inference.pipeline import head_extent
+
+    logits = np.zeros((3, 100, 100), np.float32)
+    yy, xx = np.mgrid[:100, :100]
+    logits[2][(yy - 50) ** 2 + (xx - 50) ** 2 <= 20 ** 2] = 5.0  # a head of radius 20 px
+    assert head_extent(logits) == pytest.approx(0.40, abs=0.01)
+    assert head_extent(np.zeros((3, 8, 8), np.float32)) == 0.0  # class 0 wins ties: no head
+
+
 def _mirrored_samples(tmp_path, sample_png):
     """Four PSFHS frames as a machine that displays them mirrored (left-right) would show them."""
     import cv2

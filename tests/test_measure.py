@@ -572,13 +572,23 @@ def _cut_at_frame_edge(label: int) -> np.ndarray:
     return np.ascontiguousarray(scene[: (rows[0] + rows[-1]) // 2])
 
 
-def _measured_with_head_confidence(confidence: float):
+def _measured_with_head_confidence(confidence: float, extent: float | None = None):
     from ipp_seg.inference.pipeline import measure_frame
     from ipp_seg.io import Provenance, UltrasoundFrame
 
     scene = typical_scene()
     frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
-    return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=confidence)
+    return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=confidence,
+                         head_extent=extent)
+
+
+def test_a_head_small_in_the_frame_is_a_warning_that_keeps_the_values():
+    usual = _measured_with_head_confidence(0.95, 0.5)
+    small = _measured_with_head_confidence(0.95, 0.25)
+    assert usual.status == "ok" and small.reasons == ("head_small_in_frame",) and small.status == "warning"
+    assert small.aop_deg == usual.aop_deg and small.hsd_mm == usual.hsd_mm
+    # No head at all is fh_missing's to say, not this warning's.
+    assert _measured_with_head_confidence(0.95, 0.0).reasons == ()
 
 
 def test_low_confidence_is_a_warning_that_keeps_the_values():
@@ -617,6 +627,7 @@ REASON_CASES = {
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
     "spacing_implausible": lambda mp: measure_progress(typical_scene(), (2.0, 2.5)),
     "low_confidence": lambda mp: _measured_with_head_confidence(0.5),
+    "head_small_in_frame": lambda mp: _measured_with_head_confidence(0.95, 0.2),
     "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
     "ps_below_head": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1]), (0.2, 0.2)),
     "orientation_doubtful": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[:, ::-1]), (0.2, 0.2)),

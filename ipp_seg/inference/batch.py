@@ -401,8 +401,8 @@ class FileProcessor:
             return
         inf = self.options.inference
         try:
-            masks, prep_s, model_s, confidence = segment_frames([frame for _, frame in pending], self.segmenter,
-                                                                inf.tta)
+            masks, prep_s, model_s, confidence, extent = segment_frames([frame for _, frame in pending],
+                                                                        self.segmenter, inf.tta)
         except (BackendError, MemoryError):
             raise  # the model itself cannot run: every frame would fail the same way
         except Exception as exc:  # noqa: BLE001 - one odd frame must not end a run of thousands
@@ -415,11 +415,11 @@ class FileProcessor:
             return
         timings["preprocess_s"] += prep_s
         timings["model_s"] += model_s
-        for (item, frame), labels, head in zip(pending, masks, confidence):
+        for (item, frame), labels, head, head_size in zip(pending, masks, confidence, extent):
             started = time.perf_counter()
             try:
                 measurement = measure_frame(labels, frame, method=inf.method, orientation=inf.orientation,
-                                            head_confidence=head)
+                                            head_confidence=head, head_extent=head_size)
             except Exception as exc:  # noqa: BLE001 - as above
                 yield item, _processing_failure(frame, "measuring", exc)
                 continue

@@ -48,6 +48,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, where "
                        "the validation frames of the default's twin are above 0.94): the frame may not be a "
                        "transperineal view it knows, such as another modality, another view or noise"),
+    "head_small_in_frame": ("warning", "the head spans less than 0.30 of the network's view of the frame (as a disc "
+                            "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "
+                            "the anatomy is smaller than the models were validated on, as in a screen capture with "
+                            "a margin or text around the image; crop the frame to the ultrasound image"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel (a unit slip or a "
                             "damaged calibration): distances in pixels only"),
