@@ -14,9 +14,7 @@ applies is ``MIN_HEAD_CONFIDENCE`` in ``ipp_seg/inference/pipeline.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,10 +24,8 @@ from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE, prepare_input
 from ipp_seg.inference.registry import resolve_model
 from ipp_seg.io import Provenance, UltrasoundFrame, read_frame
 from ipp_seg.measure import measure_progress
-from ipp_seg.train.data import find_pairs
-from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS as BLOCKS
+from psfhs_frames import REPO, case_pairs, is_validation, model_arguments
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 MODELS = ("dssau-net-s-heldout", "star-dssau-net-s-heldout", "dssau-net-s", "star-dssau-net-s")
 
@@ -82,14 +78,11 @@ def other_inputs(sample: np.ndarray) -> dict[str, list[UltrasoundFrame]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", default=list(MODELS))
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
-    args = parser.parse_args()
+    args = model_arguments(__doc__, MODELS)
     from test_robustness import SHIFTS  # the robustness test's shifts, one definition
 
-    pairs = {cid: (img, lab) for cid, img, lab in find_pairs(args.data)}
-    ids = sorted(c for c in pairs if any(first <= c <= last for first, last in BLOCKS.values()))
+    pairs = case_pairs(args.data)
+    ids = sorted(filter(is_validation, pairs))
     frames = [read_frame(pairs[c][0]) for c in ids]
     truths = [read_frame(pairs[c][1]).pixels.astype(np.uint8) for c in ids]
     sample = frames[ids.index("04700")].pixels if "04700" in ids else frames[0].pixels

@@ -14,9 +14,6 @@ expert mask at full size) with the number of failed measurements.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
 from ipp_seg.inference.backends import OnnxSegmenter
@@ -24,10 +21,8 @@ from ipp_seg.inference.pipeline import MIN_HEAD_EXTENT, segment_frames
 from ipp_seg.inference.registry import resolve_model
 from ipp_seg.io import Provenance, UltrasoundFrame, read_frame
 from ipp_seg.measure import measure_progress
-from ipp_seg.train.data import find_pairs
-from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS as BLOCKS
+from psfhs_frames import case_pairs, is_validation, model_arguments
 
-REPO = Path(__file__).resolve().parents[1]
 SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 
 
@@ -41,12 +36,8 @@ def in_margin(pixels: np.ndarray, scale: float) -> UltrasoundFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", default=["dssau-net-s-heldout"])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
-    args = parser.parse_args()
-
-    pairs = {cid: (img, lab) for cid, img, lab in find_pairs(args.data)}
+    args = model_arguments(__doc__, ["dssau-net-s-heldout"])
+    pairs = case_pairs(args.data)
     extents = []
     for img, lab in pairs.values():
         mask = read_frame(lab).pixels
@@ -57,7 +48,7 @@ def main() -> None:
     print(f"expert masks, {len(extents)} frames: head extent p{pct} = {np.percentile(extents, pct).round(3).tolist()}, "
           f"{np.sum(extents < MIN_HEAD_EXTENT)} below the limit")
 
-    ids = sorted(c for c in pairs if any(first <= c <= last for first, last in BLOCKS.values()))
+    ids = sorted(filter(is_validation, pairs))
     frames = [read_frame(pairs[c][0]).pixels for c in ids]
     truth = [measure_progress(read_frame(pairs[c][1]).pixels.astype(np.uint8)).aop_deg for c in ids]
     for name in args.models:

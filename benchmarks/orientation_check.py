@@ -14,10 +14,6 @@ frames it flags as recorded against the rest.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from ipp_seg.inference.backends import OnnxSegmenter
@@ -25,11 +21,8 @@ from ipp_seg.inference.registry import resolve_model
 from ipp_seg.io import read_frame
 from ipp_seg.measure import measure_progress
 from ipp_seg.measure.progress import MIN_ORIENTATION_SCORE, mask_orientation_score
-from ipp_seg.train.data import find_pairs
-from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS as BLOCKS
+from psfhs_frames import case_pairs, is_validation, model_arguments
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 MODELS = ("dssau-net-s-heldout", "star-dssau-net-s-heldout")
 VIEWS = {
     "as recorded": lambda p: p,
@@ -52,17 +45,13 @@ def flagged(values: np.ndarray) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", default=list(MODELS))
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
-    args = parser.parse_args()
+    args = model_arguments(__doc__, MODELS)
     from head_confidence import confidences, plain  # the same model calls, one definition
 
-    pairs = {cid: (img, lab) for cid, img, lab in find_pairs(args.data)}
-    held_out = {c for c in pairs if any(first <= c <= last for first, last in BLOCKS.values())}
+    pairs = case_pairs(args.data)
     truth = {c: read_frame(pairs[c][1]).pixels.astype(np.uint8) for c in sorted(pairs)}
-    train_ids = [c for c in sorted(pairs) if c not in held_out]
-    val_ids = sorted(held_out)
+    train_ids = [c for c in sorted(pairs) if not is_validation(c)]
+    val_ids = sorted(filter(is_validation, pairs))
     print(f"cut-off MIN_ORIENTATION_SCORE = {MIN_ORIENTATION_SCORE}")
     train_scores, _ = scores([truth[c] for c in train_ids])
     pct = (0.5, 1, 2, 5, 50)
