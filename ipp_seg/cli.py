@@ -145,8 +145,10 @@ def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != count or any(v < 0 for v in values):
+    if len(values) != count or not all(math.isfinite(v) and v >= 0 for v in values):
         fail(f"{option} takes {count} non-negative numbers separated by commas, got {text!r}")
+    if not any(values):  # every class weighed 0: the loss is 0/0, and the run would train to NaN
+        fail(f"{option} {text}: at least one weight must be above 0")
     return values
 
 
@@ -176,8 +178,9 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
         if json.loads(json.dumps(wanted.get(key))) != saved.get(key):
             changed.append(param.opts[0])
     if changed:
-        fail(f"--resume continues {out} as it was planned, and {', '.join(changed)} differ from its recipe: leave "
-             "them out, or start a new run from it with --init-from RUN/last.pt")
+        differ, them = ("differ", "them") if len(changed) > 1 else ("differs", "it")
+        fail(f"--resume continues {out} as it was planned, and {', '.join(changed)} {differ} from its recipe: leave "
+             f"{them} out, or start a new run from it with --init-from RUN/last.pt")
 
 
 @app.command()
@@ -190,7 +193,7 @@ def train(
                                          help="Epochs in all (default 80; with --resume, the run's own "
                                               "unless more are given)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    learning_rate: float = typer.Option(1e-3, "--lr"),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Peak learning rate (above 0)."),
     seed: int = typer.Option(0, "--seed"),
     validation_count: int = typer.Option(200, "--validation-count", min=0,
                                          help="The last N case IDs are validation."),
@@ -202,7 +205,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Start from this checkpoint's weights (new optimiser and schedule)."),
-    warmup_epochs: float = typer.Option(2.0, "--warmup-epochs"),
+    warmup_epochs: float = typer.Option(2.0, "--warmup-epochs", help="Epochs of linear warm-up (0 or more)."),
     ce_weights: str = typer.Option("1,2,1", "--ce-weights", help="Cross-entropy weights: background,PS,FH."),
     dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
     shape_weight: float = typer.Option(0.0, "--shape-weight", min=0.0,
@@ -240,7 +243,7 @@ def train(
     try:
         from .inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
         from .train.data import AugmentationSettings
-        from .train.loop import TrainSettings, train as run_training
+        from .train.loop import TrainingDiverged, TrainSettings, check_checkpoint_path, train as run_training
     except ImportError as exc:
         fail(f"training needs torch: pip install 'ipp-seg[train]' (from a clone: pip install -e '.[train]') "
              f"({exc})")
@@ -250,10 +253,17 @@ def train(
         if len(parts) != 2:
             fail(f"--extra-validation must be FIRST-LAST, got {extra_validation!r}")
         extra = (parts[0], parts[1])
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        fail(f"--lr must be above 0, got {learning_rate:g}")
+    if not (math.isfinite(warmup_epochs) and warmup_epochs >= 0):
+        fail(f"--warmup-epochs must be 0 or more, got {warmup_epochs:g}")
     ce = _float_list(ce_weights, 3, "--ce-weights")
     dice_w = _float_list(dice_weights, 2, "--dice-weights")
-    if init_from is not None and not init_from.is_file():
-        fail(f"--init-from: no such checkpoint: {init_from}")
+    if init_from is not None:
+        try:
+            check_checkpoint_path(init_from)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(f"--init-from: {exc}")
     if epochs is None:
         epochs = 0 if resume else 80  # 0: a resumed run keeps the length it was planned with
     settings = TrainSettings(config=config, data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
@@ -272,26 +282,44 @@ def train(
         _refuse_recipe_changes(ctx, settings, out)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err) as progress:
-        task = progress.add_task("train", total=None, epoch="-", loss=float("nan"))
+    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err)
+    task = progress.add_task("train", total=None, epoch="-", loss=float("nan"))
 
-        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
-            progress.update(task, total=steps, completed=step, epoch=f"{epoch}/{settings.epochs}", loss=loss)
+    def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+        # Shown from the first step: a run refused while its data are checked leaves no empty bar.
+        progress.start()
+        progress.update(task, total=steps, completed=step, epoch=f"{epoch}/{settings.epochs}", loss=loss)
 
-        def on_epoch(r) -> None:
-            if math.isnan(r.score):  # --validation-count 0: every frame trains, the last epoch is kept
-                scores = "no validation frames"
-            else:
-                scores = f"val Dice PS {r.dice_ps:.4f} FH {r.dice_fh:.4f}" + ("  [green]best[/]" if r.is_best else "")
-            progress.console.print(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.4f}  {scores}  {r.seconds:.0f} s")
+    def on_epoch(r) -> None:
+        if math.isnan(r.score):  # --validation-count 0: every frame trains, the last epoch is kept
+            scores = "no validation frames"
+        else:
+            scores = f"val Dice PS {r.dice_ps:.4f} FH {r.dice_fh:.4f}" + ("  [green]best[/]" if r.is_best else "")
+        progress.console.print(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.4f}  {scores}  {r.seconds:.0f} s")
 
-        try:
-            result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step)
-        except (FileNotFoundError, ValueError, KeyError) as exc:
-            fail(str(exc).strip('"'))
-        except KeyboardInterrupt:
-            fail(f"interrupted: {out}/last.pt holds the last finished epoch; --resume continues from it", code=130)
+    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop) ends the run like Ctrl-C does.
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    failure = None
+    try:
+        result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step)
+    except TrainingDiverged as exc:  # the recipe ran, and its loss stopped being a number
+        failure = (str(exc), 1)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        failure = (str(exc).strip('"'), 2)
+    except KeyboardInterrupt:
+        if (out / "last.pt").is_file():
+            failure = (f"interrupted: {out / 'last.pt'} holds the last finished epoch; --resume continues from it",
+                       130)
+        else:
+            failure = ("interrupted before any epoch finished: there is nothing to resume; the same command, "
+                       "without --resume, starts the run again", 130)
+    finally:
+        if progress.live.is_started:  # (a bar never shown is not stopped: rich would print an empty line)
+            progress.stop()  # before the error line, not after it
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    if failure is not None:
+        fail(*failure)
     err.print(f"split: {escape(result.split.describe())}", highlight=False)
     if math.isnan(result.best_score):
         err.print(f"no validation frames: best.pt is the last epoch ({result.best_epoch}); "
@@ -685,22 +713,27 @@ def measure(
 def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ipp-seg train` (.pt)."),
     onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
-    opset: int = typer.Option(17, "--opset", min=17),
+    opset: int = typer.Option(17, "--opset",
+                              help="ONNX opset, from 17 up to the highest that the installed torch's exporter "
+                                   "writes (20 in torch 2.13); any other is refused, naming the bounds."),
 ) -> None:
     """Export a training checkpoint to ONNX with the metadata inference needs."""
     try:
-        from .nn.export import export_onnx
-        from .train.loop import load_checkpoint_model
+        from .nn.export import check_opset, export_onnx
+        from .train.loop import check_checkpoint_path, load_checkpoint_model
     except ImportError as exc:
         fail(f"export needs torch and onnx: pip install 'ipp-seg[train]' (from a clone: pip install -e "
              f"'.[train]') ({exc})")
-    if not checkpoint.is_file():
-        fail(f"checkpoint {checkpoint} does not exist")
+    try:
+        check_opset(opset)
+        check_checkpoint_path(checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
     if onnx.is_dir():
         fail(f"--onnx {onnx} is a folder; give the file to write, e.g. {onnx / 'model.onnx'}")
     try:
         model, ckpt = load_checkpoint_model(checkpoint)
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     settings = ckpt.get("settings", {})
     try:

@@ -1133,8 +1133,8 @@ def test_unpaired_images_and_masks_are_left_out_and_named(tmp_path, caplog):
         pairs = find_pairs(data)
     assert [cid for cid, _, _ in pairs] == ["case000", "case002", "case003"]
     said = caplog.text
-    assert "1 images without a mask, left out: case001" in said
-    assert "1 masks without an image, left out: case009" in said
+    assert "1 image without a mask, left out: case001" in said
+    assert "1 mask without an image, left out: case009" in said
     assert "DS_Store" not in said and "notes" not in said
 
 
@@ -1180,3 +1180,297 @@ def test_model_card_names_the_local_contrast_equalisation_when_the_model_uses_it
     assert "per-frame percentile normalisation, see" in plain and "CLAHE" not in plain
     card["normalisation"] = with_local_contrast(DEFAULT_NORMALISATION, 2.0)
     assert "local contrast equalisation, CLAHE clip limit 2 on 8x8 tiles" in model_card_markdown(card)
+
+
+# --- refusals, interruptions and messages of `train` and `export` ---------------------------------
+
+_TINY = ["--config", "dssau-net-s", "--batch-size", "2", "--epochs", "1", "--threads", "1", "--no-bf16",
+         "--input-size", "64"]
+
+
+def _said(result) -> str:
+    """The output on one line (rich may fold a long message)."""
+    return " ".join(result.output.split())
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ipp-seg: "), result.output
+    assert "Traceback" not in result.output and "Errno" not in result.output
+    return lines[0]
+
+
+def test_a_run_folder_that_cannot_be_made_is_refused_naming_it(tmp_path):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    (tmp_path / "mk.py").write_text("print()")
+    outs = [(tmp_path / "mk.py", "is a file, not a folder"),
+            (tmp_path / "mk.py" / "run", f"cannot be made: {tmp_path / 'mk.py'} is a file")]
+    if Path("/proc/self").is_dir():  # a folder nobody can make a folder in, even root
+        outs.append((Path("/proc/ipp-seg-test-run"), "cannot be made"))
+    for out, why in outs:
+        result = CliRunner().invoke(app, ["train", str(data), "--out", str(out), "--validation-count", "1", *_TINY])
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result)
+        assert str(out) in line and why in line, line
+    assert (tmp_path / "mk.py").read_text() == "print()"
+
+
+def test_loss_weights_that_are_all_zero_are_refused_before_anything_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    for option, value in (("--ce-weights", "0,0,0"), ("--dice-weights", "0,0"), ("--ce-weights", "nan,1,1")):
+        result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--validation-count",
+                                          "1", option, value, *_TINY])
+        assert result.exit_code == 2 and option in _one_error_line(result), result.output
+        assert not (tmp_path / "run").exists()
+    # The library refuses them too: the loss would be 0/0.
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1,
+                             validation_count=1, ce_class_weights=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="not all 0"):
+        train(settings)
+    with pytest.raises(ValueError, match="not all 0"):
+        train(TrainSettings(**{**settings.__dict__, "ce_class_weights": (1.0, 2.0, 1.0),
+                               "dice_class_weights": (0.0, 0.0)}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_learning_rate_of_zero_or_a_negative_warm_up_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    for option, value in (("--lr", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--warmup-epochs", "-1")):
+        result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--validation-count",
+                                          "1", option, value, *_TINY])
+        assert result.exit_code == 2 and option in _one_error_line(result), (option, value, result.output)
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="--warmup-epochs"):
+        train(TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), warmup_epochs=-1.0))
+
+
+def _nan_from_step(monkeypatch, first_bad_step: int) -> None:
+    """The training loss turns NaN from the given step (1-based) on, as a diverging run's does."""
+    from ipp_seg.train import loop
+
+    real, calls = loop.segmentation_loss, []
+
+    def loss(*args, **kwargs):
+        calls.append(1)
+        value = real(*args, **kwargs)
+        return value * float("nan") if len(calls) >= first_bad_step else value
+    monkeypatch.setattr(loop, "segmentation_loss", loss)
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_and_is_never_saved_as_best(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ipp_seg.train.loop import TrainingDiverged
+
+    data = _synthetic_folder(tmp_path / "data", n=6)  # 4 training frames: 2 steps an epoch
+    run = tmp_path / "run"
+    _nan_from_step(monkeypatch, 3)  # epoch 2's first step
+    args = ["train", str(data), "--out", str(run), "--validation-count", "2", *_TINY, "--epochs", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    line = lines[-1]  # after the finished epoch's line and bar: the error, last, on one line
+    assert line.startswith("ipp-seg: ") and sum("ipp-seg:" in x for x in lines) == 1, result.output
+    assert "Traceback" not in result.output
+    assert "epoch 2, step 1 of 2: the training loss is nan" in line and f"{run / 'last.pt'} holds epoch 1" in line
+    for name in ("last.pt", "best.pt"):  # the weights and the best are epoch 1's, not NaN
+        saved = torch.load(run / name, weights_only=False)
+        assert saved["epoch"] == 1 and all(torch.isfinite(t).all() for t in saved["model"].values()
+                                           if t.is_floating_point())
+    assert len((run / "history.jsonl").read_text().splitlines()) == 1
+
+    _nan_from_step(monkeypatch, 1)  # the very first step: nothing is saved
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "first"), epochs=1,
+                             batch_size=2, validation_count=2, input_size=(64, 64), threads=1, bf16=False)
+    with pytest.raises(TrainingDiverged, match="no epoch was saved"):
+        train(settings)
+    assert not any((tmp_path / "first" / name).exists() for name in ("last.pt", "best.pt", "history.jsonl"))
+
+
+def test_history_jsonl_stays_strict_json_without_validation_frames(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1,
+                             batch_size=2, validation_count=0, input_size=(64, 64), threads=1, bf16=False)
+    train(settings)
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in history.jsonl")
+    (record,) = [json.loads(line, parse_constant=refuse)
+                 for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert record["dice_ps"] is None and record["score"] is None and record["train_loss"] > 0
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("epoch_saved", [False, True])
+def test_sigterm_stops_train_like_ctrl_c_and_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch,
+                                                                                     how, epoch_saved):
+    import os
+    import signal
+    import time
+
+    from typer.testing import CliRunner
+
+    from ipp_seg.train import loop
+
+    def stopped(*args, **kwargs):
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler interrupts this at once
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "train", stopped)
+
+    def not_train_s(signum, frame):  # the test's own: were train not to take SIGTERM, this would say so
+        raise RuntimeError("SIGTERM reached the test's handler, not train's")
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    if epoch_saved:
+        run.mkdir()
+        (run / "last.pt").write_bytes(b"")
+    original = signal.signal(signal.SIGTERM, not_train_s)
+    try:
+        result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--validation-count", "1", *_TINY])
+        assert signal.getsignal(signal.SIGTERM) is not_train_s  # put back as it was
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert result.exit_code == 130, result.output
+    line = _one_error_line(result)
+    if epoch_saved:
+        assert f"{run / 'last.pt'} holds the last finished epoch; --resume continues from it" in line
+    else:
+        assert "before any epoch finished" in line and "without --resume" in line and "last.pt" not in line
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_a_checkpoint_save_that_is_interrupted_leaves_no_temporary_file(tmp_path, monkeypatch, stop):
+    from ipp_seg.train import loop
+
+    target = tmp_path / "last.pt"
+    torch.save({"epoch": 1}, target)
+
+    def half_written(payload, path):
+        with open(path, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a checkpoint")
+        raise stop()
+    monkeypatch.setattr(loop.torch, "save", half_written)
+    with pytest.raises(stop):
+        loop._save(target, {"epoch": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert torch.load(target, weights_only=False) == {"epoch": 1}  # the previous epoch's, whole
+
+
+def _refused_data(tmp_path, problem: str):
+    """(data folder, arguments, what the error must say) for a run refused for its data."""
+    data = tmp_path / "data"
+    if problem == "missing folder":
+        return data, [], [f"the data folder {data} does not exist"]
+    _synthetic_folder(data, n=4)
+    if problem == "validation takes all":
+        return data, ["--validation-count", "9"], ["the validation takes them all"]
+    if problem == "label values":
+        cv2.imwrite(str(data / "masks" / "case001.png"), np.full((64, 64), 7, np.uint8))
+        return data, [], ["case001.png", "label values 7"]
+    if problem == "size mismatch":
+        cv2.imwrite(str(data / "masks" / "case002.png"), np.zeros((48, 64), np.uint8))
+        return data, [], [str(data / "images" / "case002.png"), str(data / "masks" / "case002.png"), "64 x 64 px",
+                          "64 x 48 px", "differ in size"]
+    (data / "images" / "case003.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # a corrupt image
+    return data, [], ["case003.png"]
+
+
+@pytest.mark.parametrize("problem", ["missing folder", "validation takes all", "label values", "size mismatch",
+                                     "corrupt image"])
+def test_a_run_refused_for_its_data_leaves_no_folder_and_no_progress_bar(tmp_path, problem):
+    from typer.testing import CliRunner
+
+    data, extra, expected = _refused_data(tmp_path, problem)
+    run = tmp_path / "run"
+    args = ["train", str(data), "--out", str(run), "--validation-count", "1", *_TINY, *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = " ".join(_one_error_line(result).split())  # no empty bar after it
+    assert all(part in line for part in expected), line
+    assert not run.exists()
+
+
+def test_unpaired_files_are_named_once_per_run(tmp_path, caplog):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    (data / "images" / "case009.png").write_bytes((data / "images" / "case000.png").read_bytes())
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1,
+                             batch_size=2, validation_count=1, input_size=(64, 64), threads=1, bf16=False)
+    with caplog.at_level("WARNING", logger="ipp_seg.train.data"):
+        train(settings)
+    said = [r.getMessage() for r in caplog.records if "without a mask" in r.getMessage()]
+    assert len(said) == 1 and "1 image without a mask, left out: case009" in said[0], said
+
+
+def test_a_run_folder_given_for_a_checkpoint_points_to_the_checkpoint_in_it(tmp_path):
+    from typer.testing import CliRunner
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run = tmp_path / "run_ft"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in (["export", str(run), "--onnx", str(tmp_path / "x.onnx")],
+                 ["train", str(data), "--out", str(tmp_path / "new"), "--init-from", str(run),
+                  "--validation-count", "1", *_TINY]):
+        result = CliRunner().invoke(app, args)
+        line = _one_error_line(result)
+        assert result.exit_code == 2 and f"{run} is a folder, not a checkpoint" in line, line
+        assert str(run / "best.pt") in line and "does not exist" not in line and "no such" not in line
+    result = CliRunner().invoke(app, ["export", str(empty), "--onnx", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "holds neither" in _one_error_line(result)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "gone.pt"), "--onnx", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "checkpoint" in _one_error_line(result) and "does not exist" in result.output
+    assert not (tmp_path / "new").exists() and not (tmp_path / "x.onnx").exists()
+
+
+def test_resume_names_one_changed_option_in_the_singular(tmp_path):
+    runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
+    one = runner.invoke(app, [*common, "--resume", "--lr", "0.5"])
+    assert one.exit_code == 2 and "and --lr differs from its recipe: leave it out" in _said(one)
+    two = runner.invoke(app, [*common, "--resume", "--lr", "0.5", "--seed", "3"])
+    assert two.exit_code == 2 and "and --lr, --seed differ from its recipe: leave them out" in _said(two)
+
+
+def test_export_refuses_an_opset_the_installed_torch_cannot_write_naming_the_bounds(tmp_path):
+    from typer.testing import CliRunner
+
+    from torch.onnx import _constants
+
+    # What the installed torch's TorchScript exporter (dynamo=False, as export uses) writes at most.
+    highest = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 17)
+    (tmp_path / "ck.pt").write_bytes(b"")  # refused before the checkpoint is even read
+    for opset in (99, 16, highest + 1):
+        result = CliRunner().invoke(app, ["export", str(tmp_path / "ck.pt"), "--onnx", str(tmp_path / "x.onnx"),
+                                          "--opset", str(opset)])
+        assert result.exit_code == 2, result.output
+        assert f"--opset must be 17 to {highest}" in _one_error_line(result) and f"got {opset}" in result.output
+    assert not (tmp_path / "x.onnx").exists()
+    helped = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "200"})
+    assert "from 17 up to the highest" in _said(helped)
+
+
+def test_export_keeps_the_tracers_warnings_to_itself(tmp_path):
+    import warnings
+
+    from ipp_seg.nn.dssau_net import build_network
+    from ipp_seg.nn.export import export_onnx
+
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(build_network("conv-unet-s"), tmp_path / "m.onnx", (64, 64), {})
+        warnings.warn("after the export", torch.jit.TracerWarning)  # still shown: the filter was the export's
+    tracer = [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    assert tracer == ["after the export"], tracer[:3]
+    assert warnings.filters == filters and (tmp_path / "m.onnx").is_file()

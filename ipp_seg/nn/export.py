@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,6 +20,24 @@ from .dssau_net import DSSAUNet
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+MIN_OPSET = 17  # the lowest ipp-seg exports and tests (the README promises opset >= 17)
+
+
+def max_opset() -> int:
+    """The highest opset the installed torch's TorchScript exporter (the one used here,
+    ``dynamo=False``) writes: 20 in torch 2.13. Above it torch warns and writes a
+    graph it has not checked, or fails with a dump of its IR."""
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", DEFAULT_OPSET))
+
+
+def check_opset(opset: int) -> None:
+    """Raises ValueError, naming the bounds, for an opset this export cannot write."""
+    highest = max_opset()
+    if not MIN_OPSET <= opset <= highest:
+        raise ValueError(f"--opset must be {MIN_OPSET} to {highest} (the highest the installed torch "
+                         f"{torch.__version__} exports), got {opset}")
 
 
 def onnx_metadata(model: DSSAUNet, input_size: tuple[int, int], normalisation: dict,
@@ -42,17 +61,28 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
                 normalisation: dict | None = None, opset: int = DEFAULT_OPSET,
                 extra_metadata: dict | None = None) -> Path:
     """Write ``model`` to ``path`` as ONNX: input ``image`` [N, C, H, W] float32 (N dynamic,
-    H and W fixed to ``input_size``), output ``logits`` [N, classes, H, W]."""
+    H and W fixed to ``input_size``), output ``logits`` [N, classes, H, W].
+
+    Raises:
+        ValueError: ``opset`` is outside what the installed torch exports (:func:`check_opset`).
+    """
     import onnx
 
+    check_opset(opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
     dummy = torch.zeros(2, model.config.in_channels, *input_size)
-    torch.onnx.export(
-        model, (dummy,), str(path), opset_version=opset, input_names=["image"], output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The tracer warns at every Python-level use of a shape (padding to the window, the
+        # number of tokens kept, the decoder's resizing). The input size is fixed in the graph,
+        # so those values are constants by design: the warnings say nothing to act on. Only
+        # here, and only these: any other warning of the export still shows.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            model, (dummy,), str(path), opset_version=opset, input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+        )
     _fold_constants(path)
     proto = onnx.load(str(path))
     meta = onnx_metadata(model, input_size, normalisation or {}, extra_metadata)

@@ -72,9 +72,19 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
     image = read_frame(image_path).pixels
     stored, _ = read_label_mask(mask_path)
     if image.shape != stored.shape:
-        raise ValueError(f"{case_id}: image {image.shape} and mask {stored.shape} differ in size")
+        raise ValueError(f"{case_id}: the image {image_path} ({_size_text(image.shape)}) and its mask {mask_path} "
+                         f"({_size_text(stored.shape)}) differ in size")
     mapped = relabel_mask(stored, labels, (1, 2), str(mask_path))
     return Case(case_id, image, mapped)
+
+
+def _size_text(shape: tuple[int, ...]) -> str:
+    """``(H, W)`` as ``W x H px``, as image sizes are usually written."""
+    return f"{shape[1]} x {shape[0]} px" if len(shape) >= 2 else str(shape)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _is_image_file(path: Path) -> bool:
@@ -85,6 +95,10 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     """(case_id, image, mask) pairs of a folder in PSFHS layout (``image_mha/``, ``label_mha/``)
     or as PNG pairs (``images/`` + ``masks/``, or ``*.png`` beside ``*_mask.png``), sorted by ID."""
     folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"the data folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"the data folder {folder} is a file, not a folder")
     layouts = [("image_mha", "label_mha"), ("images", "masks"), ("images", "labels")]
     for image_dir, mask_dir in layouts:
         if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
@@ -93,11 +107,11 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
             pairs = [(cid, images[cid], masks[cid]) for cid in sorted(images) if cid in masks]
             # Not an error (a folder may be annotated in part), but never silent: a user must
             # know which frames a model was not trained or validated on.
-            for what, ids in (("images without a mask", sorted(set(images) - set(masks), key=_sort_key)),
-                              ("masks without an image", sorted(set(masks) - set(images), key=_sort_key))):
+            for noun, without, ids in (("image", "without a mask", sorted(set(images) - set(masks), key=_sort_key)),
+                                       ("mask", "without an image", sorted(set(masks) - set(images), key=_sort_key))):
                 if ids:
-                    log.warning("%s: %d %s, left out: %s%s", folder, len(ids), what, ", ".join(ids[:10]),
-                                " ..." if len(ids) > 10 else "")
+                    log.warning("%s: %s %s, left out: %s%s", folder, _count(len(ids), noun), without,
+                                ", ".join(ids[:10]), " ..." if len(ids) > 10 else "")
             break
     else:
         pairs = []
@@ -119,9 +133,12 @@ def _sort_key(case_id: str):
     return ([(0, int(p)) if p.isdigit() else (1, p) for p in parts if p], case_id)
 
 
-def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[int, int] = (1, 2)) -> list[Case]:
+def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[int, int] = (1, 2),
+               pairs: list[tuple[str, Path, Path]] | None = None) -> list[Case]:
     """Load every pair (or those whose ID is in ``ids``) into memory, the masks' PS and FH
-    values ``labels`` mapped to 1 and 2.
+    values ``labels`` mapped to 1 and 2. ``pairs``: the folder's :func:`find_pairs`, when the
+    caller has them already (the folder is then not scanned, nor its unpaired files named,
+    a second time).
 
     Raises:
         ValueError: a file cannot be read, an image and its mask differ in size, or a mask
@@ -130,7 +147,7 @@ def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[in
     from ..io import ScanReadError
 
     cases = []
-    for case_id, image_path, mask_path in find_pairs(folder):
+    for case_id, image_path, mask_path in (find_pairs(folder) if pairs is None else pairs):
         if ids is not None and case_id not in ids:
             continue
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pickle
 import platform
 import time
@@ -95,6 +96,12 @@ class TrainSettings:
 # What a resumed run takes from the new call (and `epochs` when it is more); the rest of the
 # settings, the recipe, stay the run's own.
 RESUME_MAY_CHANGE = ("data", "out", "device", "threads")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss, or its gradient, is no longer a finite number: the run stops before
+    the step would spoil the weights, and the epoch is not saved (its checkpoints keep the last
+    finished epoch)."""
 
 
 @dataclass(frozen=True)
@@ -194,8 +201,71 @@ def _use_bf16(settings: TrainSettings, device: torch.device) -> bool:
 
 def _save(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
+    finally:
+        # Interrupted (Ctrl-C, SIGTERM) or failed (disk full) mid-write: no unloadable half file.
+        tmp.unlink(missing_ok=True)
+
+
+def _json_line(record: dict) -> str:
+    """One line of history.jsonl: strict JSON, so a missing figure (no validation frames) is
+    null, never the bare NaN that JSON readers other than Python's refuse."""
+    return json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()},
+                      allow_nan=False)
+
+
+def _check_settings(settings: TrainSettings) -> None:
+    """Refuse a recipe that cannot train: the loss would be 0/0 (NaN) or the schedule meaningless."""
+    for name, weights in (("cross-entropy class weights (--ce-weights)", settings.ce_class_weights),
+                          ("soft-Dice class weights (--dice-weights)", settings.dice_class_weights)):
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(w > 0 for w in weights):
+            raise ValueError(f"the {name} must be finite, 0 or more, and not all 0, got "
+                             f"{','.join(f'{w:g}' for w in weights)}")
+    if not (math.isfinite(settings.learning_rate) and settings.learning_rate >= 0):
+        raise ValueError(f"the learning rate (--lr) must be a finite number, 0 or more, got {settings.learning_rate:g}")
+    if not (math.isfinite(settings.warmup_epochs) and settings.warmup_epochs >= 0):
+        raise ValueError(f"--warmup-epochs must be 0 or more, got {settings.warmup_epochs:g}")
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """Refuse a run folder that cannot be made, before any work: the folder, or a folder above
+    it, is a file, or the nearest existing folder above it cannot be written."""
+    for path in (run_dir, *run_dir.parents):
+        if not path.exists():
+            continue
+        if not path.is_dir():
+            raise ValueError(f"the run folder {run_dir} is a file, not a folder" if path == run_dir else
+                             f"the run folder {run_dir} cannot be made: {path} is a file, not a folder")
+        if path != run_dir and not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"the run folder {run_dir} cannot be made: {path} is not writable")
+        return
+
+
+def _make_run_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"the run folder {run_dir} cannot be made: {exc.strerror or exc}") from None
+
+
+def check_checkpoint_path(path: str | Path) -> None:
+    """Refuse what cannot be a checkpoint file before reading it: a missing path, or a folder
+    (most often a run folder, whose checkpoints are inside it).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = [path / name for name in (BEST, LAST) if (path / name).is_file()]
+        advice = (f"give a checkpoint in it, such as {inside[0]}" if inside else
+                  f"a run folder holds its checkpoints as {path / BEST} and {path / LAST}, and this one holds neither")
+        raise ValueError(f"{path} is a folder, not a checkpoint: {advice}")
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
 
 
 def train(settings: TrainSettings, resume: bool = False,
@@ -231,19 +301,22 @@ def train(settings: TrainSettings, resume: bool = False,
                            epochs=max(saved.epochs, settings.epochs))
         if (run_dir / "split.json").exists():
             saved_split = json.loads((run_dir / "split.json").read_text())
+    _check_settings(settings)
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: torch sees no GPU on this machine (or this torch build has no CUDA)")
     if settings.config not in {c.name for c in list_configs()}:  # before any file is written
         raise ValueError(f"unknown network config {settings.config!r}; known: "
                          + ", ".join(c.name for c in list_configs()))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_folder(run_dir)
 
     torch.manual_seed(settings.seed)
     if settings.device == "cpu":
         torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
 
-    ids = [c for c, _, _ in find_pairs(settings.data)]
+    # Scanned once: the pairs are loaded from this list, and unpaired files are named once.
+    pairs = find_pairs(settings.data)
+    ids = [c for c, _, _ in pairs]
     if saved_split is not None:
         split = _resumed_split(saved_split, ids, settings.data)
     else:
@@ -256,10 +329,8 @@ def train(settings: TrainSettings, resume: bool = False,
                          + (f", and {settings.extra_validation[0]}-{settings.extra_validation[1]}"
                             if settings.extra_validation else "")
                          + "): lower --validation-count, or 0 to train on every frame")
-    (run_dir / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
-    (run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     loaded = on_inference_grid(load_cases(settings.data, set(train_ids) | set(split.validation_ids),
-                                          settings.mask_labels), settings.input_size)
+                                          settings.mask_labels, pairs=pairs), settings.input_size)
     all_cases = {c.case_id: c for c in loaded}
     train_cases = [all_cases[i] for i in train_ids]
     val_cases = [all_cases[i] for i in split.validation_ids]
@@ -317,6 +388,10 @@ def train(settings: TrainSettings, resume: bool = False,
         if checkpoint is not None and "raw_model" in checkpoint:
             ema.module.load_state_dict(checkpoint["model"])
             ema.n_averaged.fill_(checkpoint["ema_updates"])
+    # Only now, with the data read and the weights in place: a refused run leaves no folder behind.
+    _make_run_folder(run_dir)
+    (run_dir / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
+    (run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     use_bf16 = _use_bf16(settings, device)
     log.info("bf16 autocast: %s", use_bf16)
     model.train()
@@ -344,9 +419,16 @@ def train(settings: TrainSettings, resume: bool = False,
             if level_logits is not None:
                 loss = loss + settings.deep_supervision * deep_supervision_loss(
                     level_logits, y, settings.dice_weight, settings.ce_class_weights, settings.dice_class_weights)
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDiverged(_diverged(run_dir, epoch, i, steps_per_epoch, f"the training loss is "
+                                                 f"{float(loss.detach())}"))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 5.0)  # the auxiliary heads' too, when trained
+            # The auxiliary heads' too, when trained. A non-finite norm would write NaN into every weight.
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, 5.0)
+            if not torch.isfinite(grad_norm):
+                raise TrainingDiverged(_diverged(run_dir, epoch, i, steps_per_epoch,
+                                                 f"the gradient of the training loss is {float(grad_norm)}"))
             optimiser.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -385,12 +467,20 @@ def train(settings: TrainSettings, resume: bool = False,
             _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser", "raw_model", "endpoint_head",
                                                                        "deep_supervision_heads")})
         with open(run_dir / "history.jsonl", "a") as fh:
-            fh.write(json.dumps(asdict(result)) + "\n")
+            fh.write(_json_line(asdict(result)) + "\n")
         log.info("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
                  result.train_loss, dice_ps, dice_fh, result.seconds, " best" if is_best else "")
         if on_epoch:
             on_epoch(result)
     return TrainResult(run_dir, best_epoch, best_score, tuple(history), split)
+
+
+def _diverged(run_dir: Path, epoch: int, step: int, steps: int, what: str) -> str:
+    """What stopped the run, where, and what its checkpoints hold (``epoch``: 0-based)."""
+    kept = (f"this epoch was not saved ({run_dir / LAST} holds epoch {epoch}; --init-from it starts again from "
+            "there)" if epoch else "no epoch was saved")
+    return (f"epoch {epoch + 1}, step {step + 1} of {steps}: {what}; training stopped before the weights took it, "
+            f"and {kept}. A lower --lr, or other --ce-weights / --dice-weights, may train")
 
 
 def load_initial_weights(model: torch.nn.Module, init: dict, source: str | Path) -> list[str]:
@@ -420,8 +510,11 @@ def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint written by :func:`train` (or shipped weights, or an average of runs).
 
     Raises:
-        ValueError: the file is not one (another format, truncated, or not ipp-seg's).
+        FileNotFoundError: there is no such file.
+        ValueError: the file is not one (another format, truncated, or not ipp-seg's), or the
+        path is a folder.
     """
+    check_checkpoint_path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError) as exc:

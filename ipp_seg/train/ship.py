@@ -82,11 +82,12 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     (ellipse) and the challenge AoP method, and against the folder's ``aop_reference.csv`` where
     it has one. One result per entry of ``tta_modes``; the frames are read once for all of them.
     ``labels``: the PS and FH values of the folder's masks (as the model was trained with)."""
-    pairs = {cid: (img, lab) for cid, img, lab in find_pairs(data)}
+    found = find_pairs(data)  # scanned once: its unpaired files are named once
+    pairs = {cid: (img, lab) for cid, img, lab in found}
     reference_csv = Path(data) / REFERENCE_AOP_FILE
     reference = read_reference_aop(reference_csv) if reference_csv.is_file() else None
     wanted = set(validation_ids)
-    truth = {c.case_id: c for c in load_cases(data, wanted, labels)}
+    truth = {c.case_id: c for c in load_cases(data, wanted, labels, pairs=found)}
     ids = sorted(wanted)
     frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
     results = []
