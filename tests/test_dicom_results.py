@@ -19,7 +19,8 @@ from pydicom.uid import (
 )
 
 from ipp_seg.io.dicom_results import PRIVATE_SCHEME, write_dicom_seg, write_dicom_sr
-from ipp_seg.measure import measure_progress
+from ipp_seg.measure import REASONS, measure_progress
+from ipp_seg.measure.result import REASON_TITLES
 
 hd = pytest.importorskip("highdicom", reason="highdicom (the 'dicom' extra) is not installed")
 
@@ -215,6 +216,33 @@ def test_sr_round_trip(source, tmp_path):
 
     evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()}
     assert ("STATUS", m.status) in evaluations
+
+
+@pytest.mark.parametrize("orientation, tta", [("standard", True), ("mirrored", False), ("standard", None)])
+def test_sr_says_how_its_values_were_made(source, tmp_path, orientation, tta):
+    mask = synthetic_mask()
+    m = measure_progress(mask if orientation == "standard" else np.ascontiguousarray(mask[:, ::-1]), (0.35, 0.35),
+                         orientation=orientation)
+    out = write_dicom_sr(source, m, tmp_path / "sr.dcm", tta=tta, **KW)
+    (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
+    evaluations = {e.name.value: e.value for e in group.get_qualitative_evaluations() if e.name.value != "REASON"}
+    assert evaluations["ORIENT"].value == orientation
+    side = "right" if orientation == "standard" else "left"
+    assert evaluations["ORIENT"].meaning == f"{orientation}: symphysis inferior end on the {side}"
+    if tta is None:
+        assert "TTA" not in evaluations
+    else:
+        assert evaluations["TTA"].value == ("mirror-average" if tta else "none")
+
+
+def test_every_reason_has_a_title_that_fits_a_code_meaning(source, tmp_path):
+    assert set(REASON_TITLES) == set(REASONS)
+    assert all(0 < len(title) <= 64 for title in REASON_TITLES.values())
+    m = measure_progress(synthetic_mask())  # spacing_unknown
+    (group,) = hd.sr.srread(write_dicom_sr(source, m, tmp_path / "sr.dcm", **KW)).content \
+        .get_image_measurement_groups()
+    meanings = {e.value.value: e.value.meaning for e in group.get_qualitative_evaluations() if e.name.value == "REASON"}
+    assert meanings == {"spacing_unknown": REASON_TITLES["spacing_unknown"]}
 
 
 def test_sr_omits_hsd_without_spacing(source, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ipp_seg.io import write_overlay_png
-from ipp_seg.io.overlay import FH_COLOUR, PS_COLOUR, overlay_scale, render_overlay
+from ipp_seg.io.overlay import FH_COLOUR, PS_COLOUR, drawn_size, overlay_scale, overlay_title, render_overlay
 from ipp_seg.measure import Landmarks, Measurement, measure_progress
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/psfhs"
@@ -167,3 +167,38 @@ def test_real_case_renders():
     out = render_overlay(pixels, mask, m, title="04700")
     assert out.shape[1] == 512 and out.dtype == np.uint8
     assert not np.array_equal(image_part(out), cv2.cvtColor(cv2.resize(pixels, None, fx=2, fy=2), cv2.COLOR_GRAY2RGB))
+
+
+def test_pixels_that_are_not_square_are_drawn_square_so_right_angles_look_right():
+    # Pixels 0.3 mm wide and 0.4 mm tall: drawn on the stored grid, the infrapubic line would
+    # not look perpendicular to the PS axis, nor the angle like its label.
+    mask = synthetic_mask(head_centre=(120, 170))
+    m = measure_progress(mask, (0.3, 0.4))
+    assert m.landmarks.hsd_point is not None
+    out = render_overlay(frame(), mask, m)
+    s = overlay_scale(mask.shape)
+    width, height = 256 * s, round(256 * s * 0.4 / 0.3)
+    assert out.shape[1] == width and out.shape[0] > height
+    plain = render_overlay(frame(), mask, replace(m, landmarks=Landmarks()))
+    changed = np.any(out[:height] != plain[:height], axis=-1)
+    k = np.array([width / 256, height / 256])
+    canvas = {name: (np.asarray(getattr(m.landmarks, name)) + 0.5) * k - 0.5
+              for name in ("ps_inferior_end", "ps_superior_end", "hsd_point")}
+    for p in canvas.values():
+        x, y = (round(float(c)) for c in p)
+        assert changed[y - 2: y + 3, x - 2: x + 3].any()
+    axis = canvas["ps_superior_end"] - canvas["ps_inferior_end"]
+    hsd = canvas["hsd_point"] - canvas["ps_inferior_end"]
+    assert abs(np.degrees(np.arccos(axis @ hsd / np.linalg.norm(axis) / np.linalg.norm(hsd))) - 90) < 0.5
+    # Square pixels, and a damaged calibration beyond 4:1, keep the stored grid's proportions.
+    assert drawn_size((256, 256), (0.3, 0.3)) == (256 * s, 256 * s)
+    assert drawn_size((256, 256), (0.1, 2.0)) == (256 * s, 256 * s)
+
+
+def test_the_panel_says_method_orientation_tta_and_the_frame_of_a_cine():
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3), orientation="mirrored")
+    plain, with_tta = render_overlay(frame(), mask, m), render_overlay(frame(), mask, m, tta=True)
+    assert plain.shape == with_tta.shape and np.any(plain != with_tta)  # the TTA note is drawn
+    assert overlay_title("cine.dcm", 3, 12) == "cine.dcm  frame 3 of 12"
+    assert overlay_title("still.png", 0, 1) == "still.png"

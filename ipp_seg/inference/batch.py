@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
 from ..io.folders import walk_folders
-from ..io.overlay import render_overlay
+from ..io.overlay import overlay_title, render_overlay
 from ..measure import Measurement
 from .backends import BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
@@ -454,7 +454,9 @@ class FileProcessor:
                 write_label_png(opts.out_dir / "masks" / f"{stem}.png", result.labels)
             if opts.overlays:
                 write_overlay_png(opts.out_dir / "overlays" / f"{stem}.png",
-                                  render_overlay(frame.pixels, result.labels, result.measurement, title=rel))
+                                  render_overlay(frame.pixels, result.labels, result.measurement,
+                                                 title=overlay_title(rel, frame.frame_index, frame.n_frames),
+                                                 tta=inf.tta))
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,

@@ -107,7 +107,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     :func:`output_names`) replaces the source's file name where several scans share one.
     ``run_uid`` (one per run) puts the SEGs, and the SRs, made from one source series in one
     derived series each, numbered by frame (or by the source's instance number)."""
-    from ..io.overlay import render_overlay
+    from ..io.overlay import overlay_title, render_overlay
 
     frame = result.frame
     stem = output_stem(name or Path(frame.provenance.path).name, frame.frame_index, frame.n_frames)
@@ -116,7 +116,9 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     written[0].parent.mkdir(parents=True, exist_ok=True)
     write_label_png(written[0], result.labels)
     write_overlay_png(written[1], render_overlay(frame.pixels, result.labels, result.measurement,
-                                                 title=Path(frame.provenance.path).name))
+                                                 title=overlay_title(Path(frame.provenance.path).name,
+                                                                     frame.frame_index, frame.n_frames),
+                                                 tta=bool(report.get("tta"))))
     written[2].write_text(json.dumps(report, indent=2))
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
         import pydicom
@@ -140,5 +142,6 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         if dicom_sr:
             written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
                                           frame_number=number, model_name=result.model, software_version=__version__,
-                                          series_instance_uid=series("SR"), instance_number=instance))
+                                          series_instance_uid=series("SR"), instance_number=instance,
+                                          tta=bool(report.get("tta"))))
     return written

@@ -19,6 +19,10 @@ coding scheme ``99IPPSEG`` (declared in each file's Coding Scheme Identification
                :data:`ipp_seg.measure.REASONS`
 ``METHOD``     (as measurement method) values ``ellipse``, ``challenge``,
                ``contour``
+``ORIENT``     Display orientation assumed (which end of the PS is
+               inferior); values ``standard``, ``mirrored``
+``TTA``        Test-time augmentation; values ``mirror-average``,
+               ``none``
 =============  =========================================================
 
 Image coordinates in the SR are DICOM SCOORD (column, row) with 0.0\\0.0 at the top-left
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..measure.result import REASONS, Measurement
+from ..measure.result import REASON_TITLES, Measurement
 
 if TYPE_CHECKING:
     import pydicom
@@ -179,6 +183,7 @@ def write_dicom_sr(
     software_version: str,
     series_instance_uid: str | None = None,
     instance_number: int = 1,
+    tta: bool | None = None,
 ) -> Path:
     """Write a Comprehensive SR (TID 1500 Measurement Report) of one frame's measurement.
 
@@ -186,8 +191,10 @@ def write_dicom_sr(
     AoP in degrees with its three points (PS superior end, inferior end, FH tangent point) as a
     POLYLINE; HSD in millimetres with its two points (inferior end, point on the FH contour) as
     a POLYLINE, only when a millimetre value was measured (never from an unknown spacing); the
-    measurement status and each reason code as qualitative evaluations. A failed measurement
-    gives a report with its status and reasons and no values.
+    measurement status, each reason code, the display orientation assumed and (when ``tta`` is
+    given) the test-time augmentation as qualitative evaluations, so that the report says how
+    its values were made. A failed measurement gives a report with its status and reasons and
+    no values.
 
     Args:
         source: the ultrasound image the measurement was made on.
@@ -198,6 +205,7 @@ def write_dicom_sr(
         model_name: name of the segmentation model (observer device and algorithm name).
         software_version: ipp-seg version.
         series_instance_uid, instance_number: as for :func:`write_dicom_seg`.
+        tta: whether the masks came from the frame averaged with its mirror image.
 
     Returns:
         The path written.
@@ -249,13 +257,25 @@ def write_dicom_sr(
             )
         ]
         for reason in measurement.reasons:
-            meaning = REASONS.get(reason, ("", reason))[1]
             evaluations.append(
                 sr.QualitativeEvaluation(
                     name=sr.CodedConcept("REASON", PRIVATE_SCHEME, "Measurement reason"),
-                    value=sr.CodedConcept(reason, PRIVATE_SCHEME, meaning if len(meaning) <= _MAX_LO else reason),
+                    value=sr.CodedConcept(reason, PRIVATE_SCHEME, _lo(REASON_TITLES.get(reason, reason))),
                 )
             )
+        # How the values were made: the same frame reads another angle at the other end.
+        inferior_side = "right" if measurement.orientation == "standard" else "left"
+        evaluations.append(sr.QualitativeEvaluation(
+            name=sr.CodedConcept("ORIENT", PRIVATE_SCHEME, "Display orientation assumed"),
+            value=sr.CodedConcept(measurement.orientation, PRIVATE_SCHEME,
+                                  f"{measurement.orientation}: symphysis inferior end on the {inferior_side}"),
+        ))
+        if tta is not None:
+            evaluations.append(sr.QualitativeEvaluation(
+                name=sr.CodedConcept("TTA", PRIVATE_SCHEME, "Test-time augmentation"),
+                value=sr.CodedConcept("mirror-average", PRIVATE_SCHEME, "output averaged with the mirrored frame's")
+                if tta else sr.CodedConcept("none", PRIVATE_SCHEME, "single pass of the network"),
+            ))
         group = sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=sr.TrackingIdentifier(uid=hd.UID(), identifier="labour progress"),
             algorithm_id=algorithm,

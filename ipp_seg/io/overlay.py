@@ -18,7 +18,8 @@ import numpy as np
 
 from ..measure.result import Measurement
 
-__all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "overlay_scale", "render_overlay"]
+__all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
+           "render_overlay"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,35 @@ _SHIFT = 4  # cv2 fixed-point bits: landmarks are drawn at sub-pixel positions
 _ONE = 1 << _SHIFT
 
 
+# Pixels taller or wider than this (as the spacing says) are drawn on the stored grid: such a
+# calibration is a damaged one, and inference does not resample beyond it either.
+MAX_DRAWN_PIXEL_ASPECT = 4.0
+
+
 def overlay_scale(shape: tuple[int, ...]) -> int:
     """Integer enlargement :func:`render_overlay` applies to a frame of this (H, W) shape."""
     longest = max(int(shape[0]), int(shape[1]))
     return max(1, math.ceil(MIN_RENDER_SIDE_PX / max(longest, 1)))
+
+
+def drawn_size(shape: tuple[int, ...], spacing_mm: tuple[float, float] | None) -> tuple[int, int]:
+    """(width, height) in pixels of the frame as :func:`render_overlay` draws it: enlarged by
+    :func:`overlay_scale`, and stretched along one axis to square physical pixels when the
+    spacing (x, y mm per pixel) says they are not, so that angles and right angles look as
+    they were measured."""
+    height, width = int(shape[0]), int(shape[1])
+    kx = ky = float(overlay_scale(shape))
+    if spacing_mm is not None:
+        sx, sy = (float(v) for v in spacing_mm)
+        aspect = max(sx, sy) / min(sx, sy)
+        if not math.isclose(sx, sy, rel_tol=0.01) and aspect <= MAX_DRAWN_PIXEL_ASPECT:
+            kx, ky = kx * sx / min(sx, sy), ky * sy / min(sx, sy)
+    return max(1, round(width * kx)), max(1, round(height * ky))
+
+
+def overlay_title(name: str, frame_index: int, n_frames: int) -> str:
+    """The first line of an overlay's text panel: the scan's name, and its frame in a cine."""
+    return f"{name}  frame {frame_index} of {n_frames}" if n_frames > 1 else name
 
 
 def render_overlay(
@@ -53,6 +79,7 @@ def render_overlay(
     measurement: Measurement,
     *,
     title: str | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
     """Draw a measurement on its frame; returns an RGB uint8 image.
 
@@ -64,14 +91,17 @@ def render_overlay(
         measurement: the result of :func:`ipp_seg.measure.measure_progress` on ``label_mask``;
             its landmarks are (x, y) pixel coordinates of that grid. Whatever landmarks and
             values it holds are drawn, so a failed measurement still shows its masks and status.
-        title: optional first line of the text panel (e.g. the file name and frame).
+        title: optional first line of the text panel (e.g. :func:`overlay_title`).
+        tta: whether the masks came from the frame averaged with its mirror image (said in the
+            panel, with the method and orientation the measurement records).
 
     Returns:
-        (H * s + P, W * s, 3) uint8 RGB: the frame enlarged by the integer factor
-        ``s = overlay_scale((H, W))`` (1 unless the longer side is under
-        :data:`MIN_RENDER_SIDE_PX` pixels; pixel (x, y) of the frame is centred on
-        ``((x + 0.5) * s - 0.5, (y + 0.5) * s - 0.5)``), with a text panel of P rows appended
-        below it, so the returned image is larger than the frame.
+        (h + P, w, 3) uint8 RGB, ``(w, h) = drawn_size((H, W), measurement.spacing_mm)``: the
+        frame enlarged by the integer factor ``s = overlay_scale((H, W))`` (1 unless the longer
+        side is under :data:`MIN_RENDER_SIDE_PX` pixels) and, for pixels that are not square,
+        stretched to square ones; pixel (x, y) of the frame is centred on
+        ``((x + 0.5) * w / W - 0.5, (y + 0.5) * h / H - 0.5)``. A text panel of P rows is
+        appended below, so the returned image is larger than the frame.
 
     Raises:
         ValueError: when the arrays have unusable shapes or do not match.
@@ -80,22 +110,24 @@ def render_overlay(
     mask = np.asarray(label_mask)
     if mask.ndim != 2 or mask.shape != frame.shape[:2]:
         raise ValueError(f"label mask shape {mask.shape} does not match the frame {frame.shape[:2]}")
-    s = overlay_scale(mask.shape)
-    if s > 1:
-        frame = cv2.resize(frame, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
-        mask = cv2.resize(mask.astype(np.uint8), None, fx=s, fy=s, interpolation=cv2.INTER_NEAREST)
+    width, height = drawn_size(mask.shape, measurement.spacing_mm)
+    # Canvas pixels per frame pixel, along x and y.
+    k = np.array([width / mask.shape[1], height / mask.shape[0]], dtype=np.float64)
+    if (height, width) != mask.shape:
+        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC)
+        mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
     canvas = frame.copy()
     style = _Style(canvas.shape[1])
 
     for label, colour in ((1, PS_COLOUR), (2, FH_COLOUR)):
         _tint(canvas, mask == label, colour, style)
-    _draw_geometry(canvas, measurement, s, style)
+    _draw_geometry(canvas, measurement, k, style)
     if measurement.status != "ok":
         # A frame in the status colour flags a result that needs a second look.
         colour = _STATUS_COLOURS.get(measurement.status, _STATUS_COLOURS["failed"])
         h, w = canvas.shape[:2]
         cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), colour, style.line)
-    panel = _text_panel(canvas.shape[1], measurement, title, style)
+    panel = _text_panel(canvas.shape[1], measurement, title, style, tta)
     return np.ascontiguousarray(np.vstack([canvas, panel]))
 
 
@@ -138,14 +170,14 @@ def _tint(canvas: np.ndarray, region: np.ndarray, colour: tuple[int, int, int], 
     cv2.drawContours(canvas, contours, -1, colour, style.thin, cv2.LINE_AA)
 
 
-def _to_canvas(point, s: int) -> np.ndarray | None:
-    """Frame pixel (x, y) -> float position on the enlarged canvas."""
+def _to_canvas(point, k: np.ndarray) -> np.ndarray | None:
+    """Frame pixel (x, y) -> float position on the canvas (``k``: canvas pixels per frame pixel, x and y)."""
     if point is None:
         return None
     p = np.asarray(point, dtype=np.float64)
     if p.shape != (2,) or not np.all(np.isfinite(p)):
         return None
-    return (p + 0.5) * s - 0.5
+    return (p + 0.5) * k - 0.5
 
 
 def _fixed(p: np.ndarray) -> tuple[int, int]:
@@ -160,12 +192,12 @@ def _dot(canvas, p, radius, colour, filled=True, thickness=1) -> None:
     cv2.circle(canvas, _fixed(p), int(radius * _ONE), colour, -1 if filled else thickness, cv2.LINE_AA, _SHIFT)
 
 
-def _draw_geometry(canvas: np.ndarray, m: Measurement, s: int, style: _Style) -> None:
+def _draw_geometry(canvas: np.ndarray, m: Measurement, k: np.ndarray, style: _Style) -> None:
     lm = m.landmarks
-    inferior = _to_canvas(lm.ps_inferior_end, s)
-    superior = _to_canvas(lm.ps_superior_end, s)
-    tangent = _to_canvas(lm.fh_tangent_point, s)
-    hsd_point = _to_canvas(lm.hsd_point, s)
+    inferior = _to_canvas(lm.ps_inferior_end, k)
+    superior = _to_canvas(lm.ps_superior_end, k)
+    tangent = _to_canvas(lm.fh_tangent_point, k)
+    hsd_point = _to_canvas(lm.hsd_point, k)
 
     if inferior is not None and superior is not None:
         _line(canvas, inferior, superior, _AXIS_COLOUR, style.line)
@@ -177,7 +209,7 @@ def _draw_geometry(canvas: np.ndarray, m: Measurement, s: int, style: _Style) ->
     if inferior is not None and hsd_point is not None:
         _draw_hsd(canvas, m, inferior, hsd_point, style)
     if inferior is not None and superior is not None and tangent is not None and m.aop_deg is not None:
-        _draw_aop(canvas, m, inferior, superior, tangent, s, style)
+        _draw_aop(canvas, m, inferior, superior, tangent, k, style)
     if inferior is not None:
         # Inferior end last, on top: it is the vertex of both measurements. Its ring marker
         # is explained in the panel's legend rather than by a label that would crowd the vertex.
@@ -190,11 +222,12 @@ def _inferior_marker(canvas, p, style: _Style) -> None:
     _dot(canvas, p, style.marker * 0.5, _AXIS_COLOUR)
 
 
-def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, s: int, style: _Style) -> None:
+def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray, style: _Style) -> None:
     aop = float(m.aop_deg)
-    # The angle was measured in physical space; build the arc there too, so it ends on the
-    # tangent even when the pixels are not square, and map it back to the canvas.
-    scale = np.array(m.spacing_mm if m.spacing_mm is not None else (1.0, 1.0), dtype=np.float64)
+    # The angle was measured in physical space; build the arc there too (physical size of a
+    # canvas pixel: the spacing over the enlargement), so it ends on the tangent whether or not
+    # the canvas pixels are square, and map it back to the canvas.
+    scale = np.array(m.spacing_mm if m.spacing_mm is not None else (1.0, 1.0), dtype=np.float64) / k
     u = (superior - inferior) * scale
     t = (tangent - inferior) * scale
     if not np.any(u) or not np.any(t):
@@ -307,7 +340,7 @@ def _wrap(words: list[str], width: int, style: _Style, rel: float) -> list[str]:
     return lines
 
 
-def _text_panel(width: int, m: Measurement, title: str | None, style: _Style) -> np.ndarray:
+def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tta: bool) -> np.ndarray:
     """Rows of text under the frame: title, values and legend, status and reasons."""
     rel = 0.9
     margin = max(6, style.marker * 2)
@@ -325,7 +358,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style) ->
         values.append(f"HSD {m.hsd_px:.1f} px")
     else:
         values.append("HSD n/a")
-    values.append(f"({m.method})")
+    values.append(f"({m.method}, orientation {m.orientation}{', mirror TTA' if tta else ''})")
     rows.append(("   ".join(values), _TEXT_COLOUR))
     status_colour = _STATUS_COLOURS.get(m.status, _STATUS_COLOURS["failed"])
     status_words = [f"{m.status.upper()}" + (":" if m.reasons else "")] + [

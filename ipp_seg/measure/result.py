@@ -9,6 +9,7 @@ __all__ = [
     "ORIENTATIONS",
     "STATUSES",
     "REASONS",
+    "REASON_TITLES",
     "Landmarks",
     "Measurement",
 ]
@@ -55,6 +56,33 @@ REASONS: dict[str, tuple[str, str]] = {
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel (a unit slip or a "
                             "damaged calibration): distances in pixels only"),
+}
+
+# Each reason in a few words, as a DICOM code meaning (a Long String: 64 characters at most)
+# gives it in an SR; REASONS holds the full meaning.
+REASON_TITLES: dict[str, str] = {
+    "ps_missing": "no pubic symphysis found",
+    "fh_missing": "no fetal head found",
+    "ps_too_small": "pubic symphysis too small to measure",
+    "fh_too_small": "fetal head too small to measure",
+    "ps_fit_failed": "no ellipse fits the pubic symphysis",
+    "fh_fit_failed": "no ellipse fits the fetal head",
+    "tangent_undefined": "symphysis inferior end inside the head: no tangent",
+    "ps_fragmented": "pubic symphysis in several large pieces",
+    "fh_fragmented": "fetal head in several large pieces",
+    "fh_ellipse_poor_fit": "fetal head poorly fitted by an ellipse",
+    "ps_nearly_round": "pubic symphysis nearly round: its axis is ill-defined",
+    "ps_at_frame_edge": "pubic symphysis touches the frame edge",
+    "fh_at_frame_edge": "fetal head touches the frame edge",
+    "ps_below_head": "pubic symphysis not above the head",
+    "orientation_doubtful": "frame may be displayed mirrored from the orientation assumed",
+    "ps_axis_near_vertical": "symphysis axis near vertical: inferior end ill-posed",
+    "aop_out_of_range": "angle of progression outside 60-200 degrees",
+    "hsd_undefined": "infrapubic line does not meet the head",
+    "low_confidence": "network unsure of the head it drew",
+    "head_small_in_frame": "head smaller in the frame than the models learnt",
+    "spacing_unknown": "pixel spacing unknown: distances in pixels only",
+    "spacing_implausible": "pixel spacing implausible: distances in pixels only",
 }
 
 _POINT_FIELDS = (
