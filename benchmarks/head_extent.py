@@ -65,7 +65,8 @@ def main() -> None:
                 aop = measure_progress(mask).aop_deg
                 errors.append(np.nan if aop is None or t is None else abs(aop - t))
             errors, extent = np.array(errors), np.array(extent)
-            print(f"  scale {scale:.1f}: head extent p(1, 5, 50) = {np.percentile(extent, (1, 5, 50)).round(3).tolist()}, "
+            spread = np.percentile(extent, (1, 5, 50)).round(3).tolist()
+            print(f"  scale {scale:.1f}: head extent p(1, 5, 50) = {spread}, "
                   f"{np.sum(extent < MIN_HEAD_EXTENT)} below the limit; median |dAoP| {np.nanmedian(errors):.1f} deg, "
                   f"{int(np.isnan(errors).sum())} failed")
 

@@ -41,7 +41,8 @@ def scores(masks: list[np.ndarray]) -> tuple[np.ndarray, list]:
 
 def flagged(values: np.ndarray) -> str:
     n = int(np.sum(values < MIN_ORIENTATION_SCORE))
-    return f"{n} of {len(values)} ({100 * n / len(values):.1f} %) flagged, {int(np.isnan(values).sum())} without PS ends"
+    without = int(np.isnan(values).sum())
+    return f"{n} of {len(values)} ({100 * n / len(values):.1f} %) flagged, {without} without PS ends"
 
 
 def main() -> None:

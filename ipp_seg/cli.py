@@ -109,12 +109,10 @@ def main_options(
 def models() -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
-    from .inference.registry import DEFAULT_MODEL, describe_models_dir, models_dir, shipped_models
+    from .inference.registry import DEFAULT_MODEL, missing_models_dir, models_dir, shipped_models
     from .nn.configs import list_configs
 
     folder = models_dir()
-    if not folder.is_dir():
-        fail(f"the models folder {describe_models_dir(folder)} does not exist")
     shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
                                         "score", "files"))
     for spec in shipped_models():
@@ -130,14 +128,17 @@ def models() -> None:
                         _fmt(metrics.get("dice_ps"), 3), _fmt(metrics.get("dice_fh"), 3),
                         _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))
-    _stdout().print(shipped if shipped.row_count else
-                    escape(f"No models found in {folder}: a model needs its JSON card beside it, as "
-                           "scripts/ship_model.py writes it (any ONNX file from ipp-seg export also runs with "
-                           "--model PATH)."))
+    if folder.is_dir():
+        _stdout().print(shipped if shipped.row_count else
+                        escape(f"No models found in {folder}: a model needs its JSON card beside it, as "
+                               "scripts/ship_model.py writes it (any ONNX file from ipp-seg export also runs with "
+                               "--model PATH)."))
     table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
         table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}", c.notes)
     _stdout().print(table)
+    if not folder.is_dir():  # after the configs, which need no files
+        fail(missing_models_dir(folder))
 
 
 def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
@@ -192,9 +193,10 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
                                          help="Epochs in all (default 80; with --resume, the run's own "
                                               "unless more are given)."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per training step."),
     learning_rate: float = typer.Option(1e-3, "--lr", help="Peak learning rate (above 0)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the augmentation and the batch order "
+                                                "(the split goes by case ID)."),
     validation_count: int = typer.Option(200, "--validation-count", min=0,
                                          help="The last N case IDs are validation."),
     extra_validation: Optional[str] = typer.Option(None, "--extra-validation",
@@ -331,7 +333,8 @@ def train(
 
 # --- inference --------------------------------------------------------------------------------
 
-MODEL_OPT = typer.Option(None, "--model", help="Shipped model name (see `ipp-seg models`) or a .onnx/.pt file.")
+MODEL_OPT = typer.Option(None, "--model", help="Shipped model name (see `ipp-seg models`; default dssau-net-s) or "
+                                                "a .onnx/.pt file.")
 BACKEND_OPT = typer.Option("onnx", "--backend", help="onnx (default, no torch needed) or torch.")
 DEVICE_OPT = typer.Option("cpu", "--device", help="cpu or cuda (falls back to cpu with a warning).")
 METHOD_OPT = typer.Option("ellipse", "--method", help="AoP method: ellipse (default), challenge or contour.")
@@ -450,6 +453,13 @@ def predict(
     _check_choices(method, orientation, frames, backend, device)
     if (dicom_seg or dicom_sr) and out is None:
         fail("--dicom-seg and --dicom-sr need --out DIR")
+    if dicom_seg or dicom_sr:
+        from .io.dicom_results import require_highdicom
+
+        try:
+            require_highdicom()  # before any scan is measured, not at the first DICOM one
+        except ImportError as exc:
+            fail(str(exc))
     _output_folder(out)
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
     processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
@@ -789,6 +799,10 @@ def evaluate(
                                   missing_as_empty=missing_as_empty)
     except ValueError as exc:  # two files of one folder with the same case ID
         fail(str(exc))
+    if report.cases and not report.cases_with_prediction:  # a table of zeros would look like a result
+        examples = ", ".join(f"{a!r}" for a in (*report.missing_ground_truth[:1], *report.missing_predictions[:1]))
+        fail(f"no prediction in {pred_dir} matches a ground-truth case ID in {gt_dir} ({examples}): name the masks "
+             "by the same case IDs; --missing-as-empty scores only the cases a prediction is missing for")
     columns = ["block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)", "ASD all (px)", "mean |ΔAoP| (°)",
                "median |ΔAoP| (°)"]
     if reference is not None:

@@ -606,3 +606,42 @@ def test_measure_keeps_16_bit_label_values(tmp_path):
     row = json.loads(result.stdout)[0]
     assert "ps_missing" not in row["reasons"] and "fh_missing" not in row["reasons"]
     assert row["hsd_px"] != "" or row["aop_deg"] != ""
+
+
+def test_evaluate_refuses_folders_whose_case_ids_do_not_match(tmp_path):
+    # Predictions named psfhs_<id>, ground truths <id>: with --missing-as-empty this scored every
+    # case as an empty prediction and printed a table of zeros with exit 0.
+    import cv2
+
+    for folder, prefix in (("gt", ""), ("pred", "psfhs_")):
+        (tmp_path / folder).mkdir()
+        for case in ("04700", "04750"):
+            mask = np.zeros((64, 64), np.uint8)
+            cv2.ellipse(mask, (20, 12), (10, 4), -10, 0, 360, 1, -1)
+            cv2.circle(mask, (36, 40), 16, 2, -1)
+            cv2.imwrite(str(tmp_path / folder / f"{prefix}{case}.png"), mask)
+    for extra in ([], ["--missing-as-empty"]):
+        result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", *extra)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "no prediction in" in result.output or "no case could be evaluated" in result.output
+    result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--missing-as-empty")
+    assert "matches a ground-truth case ID" in result.output and "'psfhs_04700'" in result.output
+    assert "ipp-seg evaluate" not in result.stdout  # no table of zeros
+
+
+def test_dicom_results_without_highdicom_are_refused_before_any_work(tmp_path, sample_png, sample_dicom, monkeypatch):
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # as if it were not installed
+    result = invoke("predict", sample_png, sample_dicom, "--out", tmp_path / "out", "--dicom-sr")
+    assert result.exit_code == 2 and "pip install" in result.output and "Traceback" not in result.output
+    assert not any((tmp_path / "out").glob("*"))  # not the PNG's outputs first, then a stop at the DICOM
+
+
+def test_measure_given_a_scan_instead_of_a_mask_says_so(sample_png):
+    result = invoke("measure", sample_png)
+    assert result.exit_code == 2 and "a greyscale image rather than a label mask" in result.output
+    assert "ipp-seg predict" in result.output and "Traceback" not in result.output
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    out = subprocess.run([sys.executable, "-m", "ipp_seg", "--version"], capture_output=True, text=True, check=True)
+    assert __version__ in out.stdout

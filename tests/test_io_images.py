@@ -144,7 +144,7 @@ def test_image_frame_choice(tmp_path):
     assert count_frames(path) == 1
     assert [f.frame_index for f in read_frames(path, "0")] == [0]
     assert [f.frame_index for f in read_frames(path, "all")] == [0]
-    with pytest.raises(ScanReadError, match="source has 1"):
+    with pytest.raises(ScanReadError, match=r"source has 1 frame \(frame 0\)"):
         read_frames(path, 1)
 
 

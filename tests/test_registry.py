@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from ipp_seg.cli import app
 from ipp_seg.inference.backends import load_segmenter
+from ipp_seg.inference import registry
 from ipp_seg.inference.registry import ModelNotFoundError, models_dir, resolve_model, shipped_models
 
 SHIPPED = models_dir()
@@ -75,6 +76,15 @@ def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):
         resolve_model(None)
     result = invoke("models")
     assert result.exit_code == 2 and "does not exist" in result.output
+    assert "dssau-net-paper" in result.stdout  # the network configs need no model files
+
+
+def test_an_install_without_the_clones_models_says_what_to_do(tmp_path, monkeypatch):
+    # pip install . (not -e) copies the package without the clone's models/ folder.
+    monkeypatch.delenv("IPP_SEG_MODELS", raising=False)
+    monkeypatch.setattr(registry, "__file__", str(tmp_path / "site-packages" / "ipp_seg" / "inference" / "registry.py"))
+    with pytest.raises(ModelNotFoundError, match=r"pip install -e \. from a clone, or set IPP_SEG_MODELS"):
+        resolve_model(None)
 
 
 def test_the_shipped_cards_name_their_own_files():

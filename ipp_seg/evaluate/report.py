@@ -287,6 +287,13 @@ class EvaluationReport:
         """The block over every evaluated case."""
         return self.blocks[0]
 
+    @property
+    def cases_with_prediction(self) -> int:
+        """Evaluated cases that had a prediction file (usable or not). None at all means the two
+        folders do not name their cases alike, whatever ``missing_as_empty`` then scored."""
+        missing = set(self.missing_predictions)
+        return sum(case.case_id not in missing for case in self.cases)
+
     def block(self, name: str) -> BlockSummary:
         """The block called ``name`` ("overall", "wide", "narrow", "unknown"); KeyError if absent."""
         for b in self.blocks:
@@ -733,6 +740,10 @@ def _unknown_label_values(mask: np.ndarray, labels: tuple[int, int]) -> list:
     return sorted(set(np.unique(mask).tolist()) - {0, *labels})
 
 
+# More distinct values than this and a "mask" is an image: a label mask holds a handful.
+MAX_MASK_VALUES = 32
+
+
 def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int] = (1, 2),
                  source: str = "mask", advice: str = "name the structures' values, e.g. --labels ps=128,fh=255"
                  ) -> np.ndarray:
@@ -747,6 +758,9 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
     unknown = _unknown_label_values(stored, (ps, fh))
     if unknown:
         present = sorted(set(np.unique(stored).tolist()) - {0})
+        if len(present) > MAX_MASK_VALUES:
+            raise ValueError(f"{source} holds {len(present) + 1} different values: a greyscale image rather than a "
+                             "label mask (ipp-seg predict segments a scan), or a mask saved lossy (such as JPEG)")
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         # Two structures under other values: say which, so the fix can be typed as read.
         held = (f" (it holds {present[0]} and {present[1]}: ps={present[0]},fh={present[1]} if the PS is "

@@ -32,6 +32,16 @@ def describe_models_dir(folder: Path) -> str:
     return f"{folder} ($IPP_SEG_MODELS)" if os.environ.get("IPP_SEG_MODELS") else str(folder)
 
 
+def missing_models_dir(folder: Path) -> str:
+    """What to say, and to do, when the models folder does not exist."""
+    if os.environ.get("IPP_SEG_MODELS"):
+        return f"the models folder {describe_models_dir(folder)} does not exist"
+    # A non-editable install: the package was copied into site-packages without the clone's models/.
+    return (f"the models folder {folder} does not exist: the shipped models are read from the models/ folder of "
+            "the clone ipp-seg was installed from, so install it with pip install -e . from a clone, or set "
+            "IPP_SEG_MODELS to a folder of models")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model file to load and, for shipped models, its card (a dict) and the card's path."""
@@ -130,8 +140,8 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
                          path if path.suffix != ".onnx" else None, None)
     folder = models_dir()
     if not folder.is_dir():
-        raise ModelNotFoundError(f"unknown model {name_or_path!r}: the models folder {describe_models_dir(folder)} "
-                                 "does not exist (or give a .onnx/.pt path)")
+        raise ModelNotFoundError(f"model {name_or_path!r}: {missing_models_dir(folder)} (or give a .onnx/.pt path "
+                                 "with --model)")
     specs = shipped_models()
     for spec in specs:
         if spec.name == name_or_path:

@@ -90,6 +90,11 @@ def _highdicom():
     return highdicom
 
 
+def require_highdicom() -> None:
+    """Raise the ImportError (saying what to install) that the writers would raise, before any work."""
+    _highdicom()
+
+
 def write_dicom_seg(
     source: pydicom.Dataset,
     label_mask: np.ndarray,

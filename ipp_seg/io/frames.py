@@ -121,6 +121,11 @@ class UltrasoundFrame:
         return int(self.pixels.shape[1])
 
 
+def frames_held(n_frames: int) -> str:
+    """How many frames a source holds and their indices, for messages: "1 frame (frame 0)"."""
+    return "1 frame (frame 0)" if n_frames == 1 else f"{n_frames} frames (0-{n_frames - 1})"
+
+
 @dataclass(frozen=True)
 class FrameSelection:
     """A contiguous choice of 0-based frames: ``start`` up to ``stop`` (exclusive).
@@ -149,8 +154,7 @@ class FrameSelection:
         """
         stop = n_frames if self.stop is None else self.stop
         if self.start >= n_frames or stop > n_frames:
-            last = f"0-{n_frames - 1}" if n_frames > 1 else "0"
-            raise IndexError(f"frames {self} requested, the source has {n_frames} ({last})")
+            raise IndexError(f"frames {self} requested, the source has {frames_held(n_frames)}")
         return range(self.start, stop)
 
     def __str__(self) -> str:

@@ -26,6 +26,7 @@ from .frames import (
     Spacing,
     UltrasoundFrame,
     check_spacing,
+    frames_held,
     parse_frame_selection,
     same_spacing,
 )
@@ -171,9 +172,8 @@ def _indices(path: str, frames: Frames, n_frames: int) -> Sequence[int]:
             raise ValueError(f"frame index must be >= 0, got {frames}")
         frames = range(frames, frames + 1)
     if len(frames) and (min(frames) < 0 or max(frames) >= n_frames):
-        last = f"0-{n_frames - 1}" if n_frames > 1 else "0"
         wanted = str(frames.start) if len(frames) == 1 else f"{min(frames)}-{max(frames)}"
-        raise ScanReadError(path, f"frame(s) {wanted} requested, the source has {n_frames} ({last})")
+        raise ScanReadError(path, f"frame(s) {wanted} requested, the source has {frames_held(n_frames)}")
     return frames
 
 
