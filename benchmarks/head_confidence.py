@@ -7,9 +7,11 @@ inputs that are no transperineal frame; and how its PS counterpart relates to th
 MODEL: shipped model names (default: the four shipped models). For each, prints percentiles of
 the head and PS confidence over the 230 validation frames (wide and narrow blocks), the lowest
 head confidence under the robustness test's shifts, the confidences of synthetic and
-other-modality inputs, and the median |dAoP| (ellipse method, prediction vs ground-truth mask)
-of validation frames below PS-confidence cut-offs against the rest. The cut-off that ipp-seg
-applies is ``MIN_HEAD_CONFIDENCE`` in ``ipp_seg/inference/pipeline.py``.
+other-modality inputs, the PS confidence of the validation frames with their symphysis blacked
+out (what ``ps_low_confidence`` is for), and the median |dAoP| (ellipse method, prediction vs
+ground-truth mask) of validation frames below PS-confidence cut-offs against the rest. The
+cut-offs that ipp-seg applies are ``MIN_HEAD_CONFIDENCE`` and ``MIN_PS_CONFIDENCE`` in
+``ipp_seg/inference/pipeline.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import cv2
 import numpy as np
 
 from ipp_seg.inference.backends import OnnxSegmenter
-from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE, prepare_input
+from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE, prepare_input
 from ipp_seg.inference.registry import resolve_model
 from ipp_seg.io import Provenance, UltrasoundFrame, read_frame
 from ipp_seg.measure import measure_progress
@@ -109,6 +111,17 @@ def main() -> None:
             a, b = measure_progress(mask).aop_deg, measure_progress(truth).aop_deg
             errors.append(abs(a - b) if a is not None and b is not None else np.nan)
         errors = np.array(errors)
+        # The symphysis blacked out (its expert outline widened by 7 px): whatever PS the network
+        # then draws is invented; how sure is it of it? (ps_low_confidence)
+        hidden = []
+        for f, t in zip(frames, truths):
+            pixels = f.pixels.astype(np.float32).copy()
+            pixels[cv2.dilate((t == 1).astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)] = 0
+            hidden.append(plain(pixels))
+        invented = [ps for ps, _, mask in confidences(segmenter, hidden) if measure_progress(mask).status != "failed"]
+        print(f"  validation frames with the symphysis blacked out: {len(invented)} of {len(hidden)} still measured, "
+              f"PS confidence p(0, 50, 100) {np.percentile(invented, (0, 50, 100)).round(3).tolist()}, "
+              f"{sum(v < MIN_PS_CONFIDENCE for v in invented)} below the cut-off {MIN_PS_CONFIDENCE}")
         for cut in (0.94, 0.945, 0.95):
             low = ps < cut
             if low.any():

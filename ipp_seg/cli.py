@@ -490,7 +490,8 @@ def predict(
                 else:
                     row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
                                           processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
-                                          orientation, tta, head_confidence=result.head_confidence)
+                                          orientation, tta, head_confidence=result.head_confidence,
+                                          ps_confidence=result.ps_confidence)
                     report = frame_report(result, processor.segmenter.provider, elapsed_ms, tta)
                     reports.append(report)
                     measurement_failed |= result.measurement.status == "failed"

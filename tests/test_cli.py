@@ -645,3 +645,17 @@ def test_measure_given_a_scan_instead_of_a_mask_says_so(sample_png):
 def test_python_dash_m_runs_the_same_command_line():
     out = subprocess.run([sys.executable, "-m", "ipp_seg", "--version"], capture_output=True, text=True, check=True)
     assert __version__ in out.stdout
+
+
+def test_a_symphysis_the_network_invents_is_flagged(tmp_path, sample_png):
+    # The sample frame with its top 75 rows (the symphysis) blacked out: the default model still
+    # draws a PS, on the head's edge, and is unsure of it. The whole frame is not flagged.
+    import cv2
+
+    frame = cv2.imread(str(sample_png), cv2.IMREAD_GRAYSCALE)
+    frame[:75] = 0
+    cv2.imwrite(str(tmp_path / "no_symphysis.png"), frame)
+    result = invoke("predict", sample_png, tmp_path / "no_symphysis.png", "--json")
+    full, cut = json.loads(result.stdout)
+    assert full["ps_confidence"] >= 0.90 and "ps_low_confidence" not in full["reasons"]
+    assert cut["ps_confidence"] < 0.90 and "ps_low_confidence" in cut["reasons"] and cut["status"] == "warning"

@@ -572,14 +572,14 @@ def _cut_at_frame_edge(label: int) -> np.ndarray:
     return np.ascontiguousarray(scene[: (rows[0] + rows[-1]) // 2])
 
 
-def _measured_with_head_confidence(confidence: float, extent: float | None = None):
+def _measured_with_head_confidence(confidence: float, extent: float | None = None, ps: float | None = None):
     from ipp_seg.inference.pipeline import measure_frame
     from ipp_seg.io import Provenance, UltrasoundFrame
 
     scene = typical_scene()
     frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
     return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=confidence,
-                         head_extent=extent)
+                         head_extent=extent, ps_confidence=ps)
 
 
 def test_a_head_small_in_the_frame_is_a_warning_that_keeps_the_values():
@@ -589,6 +589,13 @@ def test_a_head_small_in_the_frame_is_a_warning_that_keeps_the_values():
     assert small.aop_deg == usual.aop_deg and small.hsd_mm == usual.hsd_mm
     # No head at all is fh_missing's to say, not this warning's.
     assert _measured_with_head_confidence(0.95, 0.0).reasons == ()
+
+
+def test_an_unsure_symphysis_is_a_warning_that_keeps_the_values():
+    sure = _measured_with_head_confidence(0.95, 0.5, 0.95)
+    unsure = _measured_with_head_confidence(0.95, 0.5, 0.7)
+    assert sure.reasons == () and unsure.reasons == ("ps_low_confidence",) and unsure.aop_deg == sure.aop_deg
+    assert _measured_with_head_confidence(0.95, 0.5, 0.0).reasons == ()  # no PS at all: ps_missing's to say
 
 
 def test_low_confidence_is_a_warning_that_keeps_the_values():
@@ -628,6 +635,7 @@ REASON_CASES = {
     "spacing_implausible": lambda mp: measure_progress(typical_scene(), (2.0, 2.5)),
     "low_confidence": lambda mp: _measured_with_head_confidence(0.5),
     "head_small_in_frame": lambda mp: _measured_with_head_confidence(0.95, 0.2),
+    "ps_low_confidence": lambda mp: _measured_with_head_confidence(0.95, 0.5, 0.7),
     "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
     "ps_below_head": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1]), (0.2, 0.2)),
     "orientation_doubtful": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[:, ::-1]), (0.2, 0.2)),

@@ -20,7 +20,7 @@ import pytest
 from ipp_seg.evaluate import read_label_mask
 from ipp_seg.evaluate.metrics import dice
 from ipp_seg.inference.backends import load_segmenter
-from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE, segment_frames
+from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE, segment_frames
 from ipp_seg.inference.registry import resolve_model
 from ipp_seg.io import read_frame
 
@@ -96,14 +96,16 @@ def test_default_model_holds_under_acquisition_shifts(shift, held_out_frames, de
         image, truth = SHIFTS[shift](frame.pixels, labels, i)
         shifted.append(replace(frame, pixels=image))
         truths.append(truth)
-    masks, confidence = [], []
+    masks, confidence, symphysis = [], [], []
     for start in range(0, len(shifted), 8):
         segmented = segment_frames(shifted[start:start + 8], default_segmenter)
         masks += segmented.masks
         confidence += segmented.head_confidence
+        symphysis += segmented.ps_confidence
     # Frames of another machine's settings are still frames the network knows: none of them is
-    # flagged low_confidence (which noise and other modalities are: test_cli).
+    # flagged low_confidence (which noise and other modalities are: test_cli), nor is its PS.
     assert min(confidence) >= MIN_HEAD_CONFIDENCE, f"{shift}: head confidence {min(confidence):.3f}"
+    assert min(symphysis) >= MIN_PS_CONFIDENCE, f"{shift}: PS confidence {min(symphysis):.3f}"
     dice_ps = [dice(m == 1, t == 1) for m, t in zip(masks, truths) if (t == 1).any()]
     dice_fh = [dice(m == 2, t == 2) for m, t in zip(masks, truths) if (t == 2).any()]
     assert len(dice_ps) >= 0.9 * len(truths) and len(dice_fh) >= 0.9 * len(truths)

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "method", "orientation", "model", "tta", "sop_instance_uid", "error",
-    "spacing_given_mm", "head_confidence", "file_bytes", "file_modified",
+    "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified",
 )
 CSV_NAME = "measurements.csv"
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
@@ -160,18 +160,21 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
                     sop_instance_uid: str | None, error: str = "",
                     method: str = "", orientation: str = "", tta: bool | None = None,
                     failure_code: str = UNREADABLE, spacing_given: tuple[float, float] | None = None,
-                    file_stamp: tuple[str, str] = ("", ""), head_confidence: float | None = None) -> dict:
+                    file_stamp: tuple[str, str] = ("", ""), head_confidence: float | None = None,
+                    ps_confidence: float | None = None) -> dict:
     """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
     whether the model's output was averaged with the mirrored frame's (None: no model ran).
     Without a measurement the row is failed with reason ``failure_code``. ``spacing_given``:
     the spacing the run was given for uncalibrated files; ``file_stamp``: the scan's size and
     modification time as :func:`file_stamp` gives them (a resumed run measures a changed file
-    again); ``head_confidence``: the network's (see :func:`ipp_seg.inference.pipeline.head_confidence`)."""
+    again); ``head_confidence``, ``ps_confidence``: the network's (see
+    :func:`ipp_seg.inference.pipeline.head_confidence`)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(file=file, frame=frame, model=model, sop_instance_uid=sop_instance_uid or "", error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
-               head_confidence="" if head_confidence is None else round(float(head_confidence), 4))
+               head_confidence="" if head_confidence is None else round(float(head_confidence), 4),
+               ps_confidence="" if ps_confidence is None else round(float(ps_confidence), 4))
     if measurement is None:
         row.update(status="failed", reasons=failure_code)
     else:
@@ -401,8 +404,8 @@ class FileProcessor:
             return
         inf = self.options.inference
         try:
-            masks, prep_s, model_s, confidence, extent = segment_frames([frame for _, frame in pending],
-                                                                        self.segmenter, inf.tta)
+            masks, prep_s, model_s, confidence, extent, symphysis = segment_frames(
+                [frame for _, frame in pending], self.segmenter, inf.tta)
         except (BackendError, MemoryError):
             raise  # the model itself cannot run: every frame would fail the same way
         except Exception as exc:  # noqa: BLE001 - one odd frame must not end a run of thousands
@@ -415,17 +418,18 @@ class FileProcessor:
             return
         timings["preprocess_s"] += prep_s
         timings["model_s"] += model_s
-        for (item, frame), labels, head, head_size in zip(pending, masks, confidence, extent):
+        for (item, frame), labels, head, head_size, ps in zip(pending, masks, confidence, extent, symphysis):
             started = time.perf_counter()
             try:
                 measurement = measure_frame(labels, frame, method=inf.method, orientation=inf.orientation,
-                                            head_confidence=head, head_extent=head_size)
+                                            head_confidence=head, head_extent=head_size, ps_confidence=ps)
             except Exception as exc:  # noqa: BLE001 - as above
                 yield item, _processing_failure(frame, "measuring", exc)
                 continue
             finally:
                 timings["measure_s"] += time.perf_counter() - started
-            yield item, FrameResult(frame, labels, measurement, self.model_name, head_confidence=head)
+            yield item, FrameResult(frame, labels, measurement, self.model_name, head_confidence=head,
+                                    ps_confidence=ps)
 
     def __call__(self, path: Path, done_frames: frozenset = frozenset()) -> FileOutcome:
         """The CSV rows of one file, writing masks/overlays as the options ask."""
@@ -461,7 +465,8 @@ class FileProcessor:
             rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
-                                              head_confidence=result.head_confidence))
+                                              head_confidence=result.head_confidence,
+                                              ps_confidence=result.ps_confidence))
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(rel, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
                 for rel, file_rows in zip(rels, rows)]

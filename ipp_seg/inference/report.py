@@ -44,6 +44,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float, tta: boo
         "model": result.model,
         "tta": tta,
         "head_confidence": None if result.head_confidence is None else round(float(result.head_confidence), 4),
+        "ps_confidence": None if result.ps_confidence is None else round(float(result.ps_confidence), 4),
         "provider": provider,
         "ipp_seg_version": __version__,
         "time_ms": round(elapsed_ms, 1),
@@ -68,6 +69,7 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
         "n_frames": None, "sop_instance_uid": None, "model": model, "tta": tta, "head_confidence": None,
+        "ps_confidence": None,
         "provider": provider,
         "ipp_seg_version": __version__, "time_ms": None,
     }

@@ -49,6 +49,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, where "
                        "the validation frames of the default's twin are above 0.94): the frame may not be a "
                        "transperineal view it knows, such as another modality, another view or noise"),
+    "ps_low_confidence": ("warning", "the network is unsure of the pubic symphysis it drew (mean probability below "
+                          "0.90, where the validation frames of the default's twin are above 0.93): the symphysis "
+                          "may be out of the frame or hidden, and the one drawn invented; the AoP hangs on it"),
     "head_small_in_frame": ("warning", "the head spans less than 0.30 of the network's view of the frame (as a disc "
                             "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "
                             "the anatomy is smaller than the models were validated on, as in a screen capture with "
@@ -80,6 +83,7 @@ REASON_TITLES: dict[str, str] = {
     "aop_out_of_range": "angle of progression outside 60-200 degrees",
     "hsd_undefined": "infrapubic line does not meet the head",
     "low_confidence": "network unsure of the head it drew",
+    "ps_low_confidence": "network unsure of the symphysis it drew",
     "head_small_in_frame": "head smaller in the frame than the models learnt",
     "spacing_unknown": "pixel spacing unknown: distances in pixels only",
     "spacing_implausible": "pixel spacing implausible: distances in pixels only",
