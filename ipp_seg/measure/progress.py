@@ -85,7 +85,7 @@ PLAUSIBLE_SPACING_MM = (0.01, 2.0)
 # Which end is inferior is a display convention the mask does not state, but the anatomy leans
 # one way on the display: with the standard convention the PS's inferior end lies higher than
 # its superior end, and the head's centre lies on the inferior end's side of the PS's centre.
-# A frame shown mirrored reverses both. The score (see _orientation_score) is below
+# A frame shown mirrored reverses both. The score (see orientation_score) is below
 # MIN_ORIENTATION_SCORE for 1 % of the expert outlines of the 828 PSFHS training frames, and
 # for about 3 in 4 of the same outlines mirrored (benchmarks/orientation_check.py): a warning
 # worth heeding, not a test a single frame can pass or fail with certainty.
@@ -284,9 +284,16 @@ def mask_orientation_score(label_mask: np.ndarray, measurement: Measurement, *, 
     fh = _extract(mask == fh_label, "fh", [])
     if ps is None or fh is None:
         return None
+    return _structures_orientation_score(np.array(marks.ps_inferior_end) * scale,
+                                         np.array(marks.ps_superior_end) * scale, ps, fh, scale,
+                                         measurement.orientation)
+
+
+def _structures_orientation_score(inferior: np.ndarray, superior: np.ndarray, ps: _Structure, fh: _Structure,
+                                  scale: np.ndarray, orientation: str) -> float:
     fh_area = float(fh.filled.sum()) * float(scale[0] * scale[1])
-    return orientation_score(np.array(marks.ps_inferior_end) * scale, np.array(marks.ps_superior_end) * scale,
-                             ps.centroid_px * scale, fh.centroid_px * scale, fh_area, measurement.orientation)
+    return orientation_score(inferior, superior, ps.centroid_px * scale, fh.centroid_px * scale, fh_area,
+                             orientation)
 
 
 def _status(reasons: list[str]) -> str:
@@ -443,9 +450,7 @@ def measure_progress(
         return result()
     if math.degrees(math.atan2(abs(axis[0]), abs(axis[1]))) < NEAR_VERTICAL_DEG:
         reasons.append("ps_axis_near_vertical")
-    fh_area = float(fh.filled.sum()) * float(scale[0] * scale[1])
-    if orientation_score(inferior, superior, ps.centroid_px * scale, fh.centroid_px * scale, fh_area,
-                         orientation) < MIN_ORIENTATION_SCORE:
+    if _structures_orientation_score(inferior, superior, ps, fh, scale, orientation) < MIN_ORIENTATION_SCORE:
         reasons.append("orientation_doubtful")
 
     # --- tangent and AoP -----------------------------------------------------------------
