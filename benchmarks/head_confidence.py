@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from ipp_seg.inference.backends import OnnxSegmenter
-from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE, prepare_input
+from ipp_seg.inference.pipeline import (MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE, head_confidence, prepare_input,
+                                       ps_confidence)
 from ipp_seg.inference.registry import resolve_model
 from ipp_seg.io import Provenance, UltrasoundFrame, read_frame
 from ipp_seg.measure import measure_progress
@@ -40,14 +41,11 @@ def confidences(segmenter, frames):
         chunk = frames[start:start + 8]
         prepared = [prepare_input(f, info.input_size, info.in_channels, info.normalisation) for f in chunk]
         logits = segmenter.logits(np.stack([p[0] for p in prepared]))
-        probability = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probability /= probability.sum(axis=1, keepdims=True)
-        labels = probability.argmax(axis=1)
-        for k, frame in enumerate(chunk):
-            ps, fh = (float(probability[k, c][labels[k] == c].mean()) if (labels[k] == c).any() else 0.0
-                      for c in (1, 2))
-            mask = cv2.resize(labels[k].astype(np.uint8), frame.pixels.shape[::-1], interpolation=cv2.INTER_NEAREST)
-            out.append((ps, fh, mask))
+        for frame, lg in zip(chunk, logits):
+            # ipp-seg's own definitions of the two confidences (the ones its warnings use).
+            mask = cv2.resize(lg.argmax(axis=0).astype(np.uint8), frame.pixels.shape[::-1],
+                              interpolation=cv2.INTER_NEAREST)
+            out.append((ps_confidence(lg), head_confidence(lg), mask))
     return out
 
 

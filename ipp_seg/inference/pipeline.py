@@ -66,24 +66,34 @@ MIN_HEAD_CONFIDENCE = 0.90
 MIN_PS_CONFIDENCE = 0.90
 
 
-def _mean_confidence(logits: np.ndarray, structure: int) -> float:
+def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=0, keepdims=True)
     probability = np.exp(shifted)
     probability /= probability.sum(axis=0, keepdims=True)
-    drawn = probability.argmax(axis=0) == structure
+    return probability
+
+
+def _mean_over_drawn(probability: np.ndarray, labels: np.ndarray, structure: int) -> float:
+    drawn = labels == structure
     return float(probability[structure][drawn].mean()) if drawn.any() else 0.0
+
+
+def _disc_diameter_share(drawn: np.ndarray) -> float:
+    return math.sqrt(4.0 * float(np.mean(drawn)) / math.pi)
 
 
 def head_confidence(logits: np.ndarray, fh_class: int = 2) -> float:
     """Mean softmax probability of the fetal head over the pixels the network labels head, on
     its own grid ([K, h, w] logits); 0.0 when it labels none."""
-    return _mean_confidence(logits, fh_class)
+    probability = _softmax(logits)
+    return _mean_over_drawn(probability, probability.argmax(axis=0), fh_class)
 
 
 def ps_confidence(logits: np.ndarray, ps_class: int = 1) -> float:
     """Mean softmax probability of the pubic symphysis over the pixels the network labels PS,
     on its own grid ([K, h, w] logits); 0.0 when it labels none."""
-    return _mean_confidence(logits, ps_class)
+    probability = _softmax(logits)
+    return _mean_over_drawn(probability, probability.argmax(axis=0), ps_class)
 
 
 #: The head an expert drew spans at least this fraction of the network's view of the frame
@@ -99,8 +109,16 @@ MIN_HEAD_EXTENT = 0.30
 def head_extent(logits: np.ndarray, fh_class: int = 2) -> float:
     """Size of the fetal head the network labels, as the diameter of a disc of the same area
     divided by the side of the network's (square) input; 0.0 when it labels none."""
-    share = float(np.mean(logits.argmax(axis=0) == fh_class))
-    return math.sqrt(4.0 * share / math.pi)
+    return _disc_diameter_share(logits.argmax(axis=0) == fh_class)
+
+
+def _frame_signals(logits: np.ndarray) -> tuple[float, float, float]:
+    """:func:`head_confidence`, :func:`head_extent` and :func:`ps_confidence` of one frame's
+    [K, h, w] logits from a single softmax and argmax (they run on every frame)."""
+    probability = _softmax(logits)
+    labels = probability.argmax(axis=0)
+    return (_mean_over_drawn(probability, labels, 2), _disc_diameter_share(labels == 2),
+            _mean_over_drawn(probability, labels, 1))
 
 
 #: The smallest frame side, in pixels, that is segmented: below it a file holds a thumbnail, an
@@ -234,9 +252,8 @@ def segment_frames(frames: list[UltrasoundFrame], segmenter, tta: bool = False) 
     model_s = time.perf_counter() - started
     started = time.perf_counter()
     masks = [labels_from_logits(lg, p[1], f.pixels.shape) for lg, p, f in zip(logits, prepared, frames)]
-    confidence = [head_confidence(lg) for lg in logits]
-    extent = [head_extent(lg) for lg in logits]
-    symphysis = [ps_confidence(lg) for lg in logits]
+    signals = [_frame_signals(lg) for lg in logits]
+    confidence, extent, symphysis = ([frame_signals[k] for frame_signals in signals] for k in range(3))
     # Resizing the logits back and the argmax count as pre/post-processing, not model time.
     prep_s += time.perf_counter() - started
     return Segmented(masks, prep_s, model_s, confidence, extent, symphysis)
