@@ -148,9 +148,7 @@ def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
         values = ()
     if len(values) != count or not all(math.isfinite(v) and v >= 0 for v in values):
         fail(f"{option} takes {count} non-negative numbers separated by commas, got {text!r}")
-    if not any(values):  # every class weighed 0: the loss is 0/0, and the run would train to NaN
-        fail(f"{option} {text}: at least one weight must be above 0")
-    return values
+    return values  # all 0 (a loss of 0/0) is the training library's to refuse, with the option named
 
 
 # train's options whose TrainSettings field has another name.
@@ -255,10 +253,10 @@ def train(
         if len(parts) != 2:
             fail(f"--extra-validation must be FIRST-LAST, got {extra_validation!r}")
         extra = (parts[0], parts[1])
+    # The library takes a rate of 0 (weights carried over unchanged); from the command line it trains nothing.
+    # A negative warm-up, like all-zero class weights, the library refuses itself.
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         fail(f"--lr must be above 0, got {learning_rate:g}")
-    if not (math.isfinite(warmup_epochs) and warmup_epochs >= 0):
-        fail(f"--warmup-epochs must be 0 or more, got {warmup_epochs:g}")
     ce = _float_list(ce_weights, 3, "--ce-weights")
     dice_w = _float_list(dice_weights, 2, "--dice-weights")
     if init_from is not None:
