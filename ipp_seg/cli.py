@@ -676,6 +676,7 @@ def measure(
     from .inference.report import measurement_report, unreadable_measurement_report
     from .inference.batch import CSV_COLUMNS, file_stamp, measurement_row
     from .io import ScanReadError
+    from .io.reader import choose_spacing
     from .measure import measure_progress
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
@@ -690,7 +691,9 @@ def measure(
             # file: measuring as if it were background would report the PS or FH "missing".
             label_mask = relabel_mask(stored, (ps_label, fh_label), source="the mask",
                                       advice="name the structures' values with --labels ps=...,fh=...")
-            result = measure_progress(label_mask, file_spacing or spacing, method=method, orientation=orientation)
+            used, source = choose_spacing(str(path), file_spacing, "image_header", spacing)
+            result = measure_progress(label_mask, used, method=method, orientation=orientation,
+                                      spacing_source=source)
             row = measurement_row(str(path), 0, result, "", None, "", method, orientation,
                                   spacing_given=spacing, file_stamp=file_stamp(path))
             reports.append(measurement_report(str(path), 0, result))

@@ -73,6 +73,9 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     assert all(r["sop_instance_uid"] for r in by_file["sub/cine.dcm"])
     # 0.035 cm as the DICOM states it, in mm as a decimal shift: no binary noise in the CSV.
     assert all(r["spacing_x_mm"] == r["spacing_y_mm"] == "0.35" for r in by_file["sub/cine.dcm"])
+    # Every millimetre traces to its calibration: the DICOM region's; none for the bare PNG.
+    assert {r["spacing_source"] for r in by_file["sub/cine.dcm"]} == {"ultrasound_region"}
+    assert by_file["a.png"][0]["spacing_source"] == "" and by_file["a.png"][0]["spacing_x_mm"] == ""
     for bad in ("corrupt.dcm", "readme.txt"):
         (row,) = by_file[bad]
         assert row["status"] == "failed" and row["reasons"] == "unreadable" and row["error"]
@@ -428,6 +431,7 @@ def test_resume_refuses_another_spacing_for_uncalibrated_files(mixed_folder, tmp
     assert given.exit_code == 0
     row = _rows(tmp_path / "given" / "measurements.csv")[0]
     assert row["spacing_given_mm"] == "0.2,0.25" and row["spacing_x_mm"] == "0.2" and row["hsd_mm"]
+    assert row["spacing_source"] == "given"
 
 
 def test_an_unexpected_error_on_one_frame_costs_that_frame_only(mixed_folder, tmp_path, monkeypatch):

@@ -433,6 +433,7 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     reference = {r["case"]: float(r["aop_deg"]) for r in reference_rows}
     assert float(row["aop_deg"]) == pytest.approx(reference["04700"], abs=0.01)
     assert row["spacing_mm"] == [0.2, 0.2] and row["landmarks"]["ps_inferior_x"] is not None
+    assert row["spacing_source"] == "given"  # a PNG mask has no spacing of its own
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert len(rows) == 1 and rows[0]["status"] in ("ok", "warning") and float(rows[0]["spacing_x_mm"]) == 0.2
     # The batch columns, filled where measure knows the value: the spacing it was given, the file's stamp.

@@ -20,7 +20,7 @@ from pydicom.uid import (
 
 from ipp_seg.io.dicom_results import PRIVATE_SCHEME, write_dicom_seg, write_dicom_sr
 from ipp_seg.measure import REASONS, measure_progress
-from ipp_seg.measure.result import REASON_TITLES
+from ipp_seg.measure.result import REASON_TITLES, SPACING_SOURCES
 
 hd = pytest.importorskip("highdicom", reason="highdicom (the 'dicom' extra) is not installed")
 
@@ -233,6 +233,19 @@ def test_sr_says_how_its_values_were_made(source, tmp_path, orientation, tta):
         assert "TTA" not in evaluations
     else:
         assert evaluations["TTA"].value == ("mirror-average" if tta else "none")
+    assert "CALIB" not in evaluations  # the caller did not say where the spacing came from
+
+
+@pytest.mark.parametrize("spacing_source", sorted(SPACING_SOURCES))
+def test_sr_says_where_the_millimetres_came_from(source, tmp_path, spacing_source):
+    m = measure_progress(synthetic_mask(), (0.35, 0.35), spacing_source=spacing_source)
+    out = write_dicom_sr(source, m, tmp_path / "sr.dcm", **KW)
+    (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
+    evaluations = {e.name.value: e.value for e in group.get_qualitative_evaluations() if e.name.value != "REASON"}
+    assert evaluations["CALIB"].value == spacing_source
+    assert evaluations["CALIB"].meaning == SPACING_SOURCES[spacing_source]
+    assert 0 < len(SPACING_SOURCES[spacing_source]) <= 64
+    assert dciodvfy_errors(out) == []
 
 
 def test_every_reason_has_a_title_that_fits_a_code_meaning(source, tmp_path):

@@ -354,6 +354,7 @@ def test_region_spacing_and_box(tmp_path):
     region = frame.imaging_region
     assert (region.x0, region.y0, region.x1, region.y1) == (10, 5, 70, 55)  # max corner is inclusive in DICOM
     assert frame.spacing_at(20, 20) == pytest.approx((0.25, 0.25))
+    assert frame.spacing_source == "ultrasound_region"
 
 
 def test_region_beyond_image_is_clipped(tmp_path):
@@ -380,6 +381,9 @@ def test_two_regions_different_calibration(tmp_path):
     assert frame.spacing_at(50, 10) == pytest.approx((0.5, 0.5))
     assert frame.imaging_region.x0 == 30  # the larger one
     assert frame.spacing_at(200, 200) is None  # outside every region: the frame's (unknown)
+    assert frame.spacing_source is None
+    assert frame.calibration_at(50, 10) == (pytest.approx((0.5, 0.5)), "ultrasound_region")
+    assert frame.calibration_at(200, 200) == (None, None)
 
 
 def test_a_calibrated_thumbnail_does_not_calibrate_an_uncalibrated_view(tmp_path, caplog):
@@ -394,6 +398,8 @@ def test_a_calibrated_thumbnail_does_not_calibrate_an_uncalibrated_view(tmp_path
     with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
         given = read_frame(path, spacing_mm=(0.25, 0.25))  # fills in where the file says nothing
     assert given.spacing_at(50, 30) == (0.25, 0.25) and given.spacing_at(5, 5) == pytest.approx((1.0, 1.0))
+    assert given.calibration_at(50, 30) == ((0.25, 0.25), "given")
+    assert given.calibration_at(5, 5)[1] == "ultrasound_region"
     assert any("applies only outside them" in r.getMessage() for r in caplog.records)
 
 
@@ -470,27 +476,32 @@ def test_region_without_cm_units_falls_back_to_pixel_spacing(tmp_path):
     # Pixel Spacing is (row, column) = (y, x) in the file.
     assert frame.spacing_mm == pytest.approx((0.25, 0.5))
     assert frame.spacing_at(5, 5) == pytest.approx((0.25, 0.5))
+    assert frame.calibration_at(5, 5)[1] == frame.spacing_source == "pixel_spacing"
 
 
 def test_imager_pixel_spacing_is_the_last_fallback(tmp_path):
     frames = ramp_frames(1)[0]
     frame = read_frame(write_dicom(tmp_path / "ips.dcm", frames, extra={"ImagerPixelSpacing": [0.2, 0.1]}))
     assert frame.spacing_mm == pytest.approx((0.1, 0.2))
+    assert frame.spacing_source == "imager_pixel_spacing"
 
 
 def test_no_calibration_is_unknown(tmp_path):
     frame = read_frame(write_dicom(tmp_path / "none.dcm", ramp_frames(1)[0]))
     assert frame.spacing_mm is None and frame.regions == () and frame.imaging_region is None
     assert frame.spacing_at(1, 1) is None
+    assert frame.spacing_source is None
 
 
 def test_user_spacing_fills_unknown_only(tmp_path, caplog):
     plain = write_dicom(tmp_path / "none.dcm", ramp_frames(1)[0])
-    assert read_frame(plain, spacing_mm=(0.3, 0.3)).spacing_mm == (0.3, 0.3)
+    given = read_frame(plain, spacing_mm=(0.3, 0.3))
+    assert given.spacing_mm == (0.3, 0.3) and given.spacing_source == "given"
     calibrated = write_dicom(tmp_path / "cal.dcm", ramp_frames(1)[0], regions=[region_item(0, 0, 63, 47, (0.02, 0.02))])
     with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
         frame = read_frame(calibrated, spacing_mm=(0.3, 0.3))
     assert frame.spacing_mm == pytest.approx((0.2, 0.2))
+    assert frame.spacing_source == "ultrasound_region"  # the file's, not the ignored given one
     assert any("kept" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):

@@ -47,6 +47,20 @@ def test_uncalibrated_region_falls_back_to_frame_spacing():
     assert frame.spacing_at(10, 10) == (0.3, 0.3)
 
 
+def test_calibration_at_names_the_source_of_the_spacing_it_gives():
+    frame = dataclasses.replace(
+        make_frame([ImagingRegion(0, 0, 50, 50, (0.2, 0.2)), ImagingRegion(50, 0, 100, 50, None)], (0.3, 0.3)),
+        spacing_source="given")
+    assert frame.calibration_at(10, 10) == ((0.2, 0.2), "ultrasound_region")
+    assert frame.calibration_at(60, 10) == ((0.3, 0.3), "given")  # an uncalibrated region: the frame's
+    assert make_frame().calibration_at(10, 10) == (None, None)
+
+
+def test_an_unknown_spacing_source_is_refused():
+    with pytest.raises(ValueError, match="spacing_source must be one of"):
+        dataclasses.replace(make_frame(spacing=(0.3, 0.3)), spacing_source="guessed")
+
+
 def test_imaging_region_is_the_largest():
     small = ImagingRegion(0, 0, 10, 10)
     big = ImagingRegion(20, 0, 120, 90)

@@ -134,6 +134,8 @@ def test_user_spacing_for_images(tmp_path):
     frame = read_frame(path, spacing_mm=(0.2, 0.25))
     assert frame.spacing_mm == (0.2, 0.25)
     assert frame.spacing_at(3, 3) == (0.2, 0.25)
+    assert frame.spacing_source == "given"
+    assert read_frame(path).spacing_source is None
     for bad in [(0, 0.2), (-1, 1), (float("nan"), 1), (0.2,), "0.2"]:
         with pytest.raises(ValueError):
             read_frame(path, spacing_mm=bad)
@@ -190,6 +192,7 @@ def test_itk_2d_with_spacing(tmp_path, suffix):
     frame = read_frame(write_itk(tmp_path / f"img{suffix}", grey, spacing=(0.3, 0.45)))
     np.testing.assert_array_equal(frame.pixels, grey)
     assert frame.spacing_mm == pytest.approx((0.3, 0.45))  # ITK spacing is already (x, y)
+    assert frame.spacing_source == "image_header"
     assert frame.provenance.source_format == "itk"
 
 
@@ -223,15 +226,16 @@ def test_itk_float_frame_with_nan_outside_the_field_of_view(tmp_path):
 
 def test_itk_unit_spacing_is_unknown(tmp_path):
     frame = read_frame(write_itk(tmp_path / "img.mha", scene()))
-    assert frame.spacing_mm is None
+    assert frame.spacing_mm is None and frame.spacing_source is None
     frame = read_frame(tmp_path / "img.mha", spacing_mm=(0.4, 0.4))
-    assert frame.spacing_mm == (0.4, 0.4)
+    assert frame.spacing_mm == (0.4, 0.4) and frame.spacing_source == "given"
 
 
 def test_itk_calibration_beats_user_spacing(tmp_path, caplog):
     path = write_itk(tmp_path / "img.mha", scene(), spacing=(0.3, 0.3))
     with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
-        assert read_frame(path, spacing_mm=(0.5, 0.5)).spacing_mm == pytest.approx((0.3, 0.3))
+        frame = read_frame(path, spacing_mm=(0.5, 0.5))
+    assert frame.spacing_mm == pytest.approx((0.3, 0.3)) and frame.spacing_source == "image_header"
     assert caplog.records
 
 

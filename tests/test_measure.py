@@ -405,6 +405,16 @@ def test_spacing_unknown_reports_pixels_only():
     assert m.hsd_px > 0 and m.psfh_shortest_px > 0 and m.spacing_mm is None
 
 
+def test_spacing_source_is_recorded_with_a_known_spacing_only():
+    m = measure_progress(typical_scene(), (0.2, 0.2), spacing_source="pixel_spacing")
+    assert m.spacing_source == "pixel_spacing" and m.to_dict()["spacing_source"] == "pixel_spacing"
+    assert measure_progress(typical_scene(), (0.2, 0.2)).spacing_source is None  # not said: not invented
+    # No spacing: no source, whatever the caller claims.
+    assert measure_progress(typical_scene(), None, spacing_source="given").spacing_source is None
+    with pytest.raises(ValueError, match="spacing_source must be one of"):
+        measure_progress(typical_scene(), (0.2, 0.2), spacing_source="guessed")
+
+
 # ----------------------------------------------------------------------------- orientation
 
 

@@ -278,12 +278,13 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
     a (non-zero) ``ps_confidence`` below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``."""
-    spacing = frame.spacing_mm
     ys, xs = np.nonzero(labels == ps_label)
     if len(xs):
-        spacing = frame.spacing_at(float(xs.mean()), float(ys.mean())) or spacing
+        spacing, source = frame.calibration_at(float(xs.mean()), float(ys.mean()))
+    else:
+        spacing, source = frame.spacing_mm, frame.spacing_source
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
-                                   ps_label=ps_label, fh_label=fh_label)
+                                   ps_label=ps_label, fh_label=fh_label, spacing_source=source)
     if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE:
         measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     if head_extent and head_extent < MIN_HEAD_EXTENT:  # no head at all is fh_missing's to say

@@ -29,6 +29,7 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
         "method": m.method,
         "orientation": m.orientation,
         "spacing_mm": None if m.spacing_mm is None else list(m.spacing_mm),
+        "spacing_source": m.spacing_source,
         "landmarks": m.landmarks.to_dict(),
     }
 
@@ -59,7 +60,8 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
     return {
         "file": file, "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
         "aop_deg": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
-        "method": method, "orientation": orientation, "spacing_mm": None, "landmarks": None,
+        "method": method, "orientation": orientation, "spacing_mm": None, "spacing_source": None,
+        "landmarks": None,
     }
 
 

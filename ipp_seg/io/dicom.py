@@ -106,7 +106,7 @@ class DicomInfo:
     transfer_syntax: UID
     regions: tuple[ImagingRegion, ...]
     spacing_mm: Spacing | None
-    spacing_source: str
+    spacing_source: str | None  # a code of ipp_seg.measure.SPACING_SOURCES
     sop_instance_uid: str | None
     palette: Dataset | None  # the colour lookup tables of a PALETTE COLOR image
     pixel_offset: int | None  # file offset of the pixel data value (None: deflated file)
@@ -581,28 +581,29 @@ def _cm_to_mm(cm: float) -> float:
     return float(Decimal(repr(cm)).scaleb(1))
 
 
-def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -> tuple[Spacing | None, str]:
-    """(x, y) mm per pixel for the whole frame and where it came from."""
+def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -> tuple[Spacing | None, str | None]:
+    """(x, y) mm per pixel for the whole frame and where it came from (a code of
+    :data:`ipp_seg.measure.SPACING_SOURCES`; None with an unknown spacing)."""
     calibrated = [r.spacing_mm for r in regions if r.spacing_mm is not None]
     if calibrated and len(calibrated) == len(regions):
         first = calibrated[0]
         if all(same_spacing(first, other) for other in calibrated[1:]):
-            return first, "ultrasound regions"
+            return first, "ultrasound_region"
         logger.info("%s: ultrasound regions carry different calibrations; use spacing_at()", path)
-        return None, "ultrasound regions (several calibrations)"
+        return None, None
     if calibrated:
         # A calibrated thumbnail or second view says nothing about an uncalibrated region beside
         # it: its spacing must not become the frame's (spacing_at() gives each region its own).
         logger.info("%s: some ultrasound regions carry no calibration; use spacing_at()", path)
-    for keyword, spacing in (
-        ("PixelSpacing", ds.get("PixelSpacing")),
-        ("SharedFunctionalGroups PixelSpacing", _shared_pixel_spacing(ds)),
-        ("ImagerPixelSpacing", ds.get("ImagerPixelSpacing")),
+    for source, spacing in (
+        ("pixel_spacing", ds.get("PixelSpacing")),
+        ("pixel_spacing", _shared_pixel_spacing(ds)),
+        ("imager_pixel_spacing", ds.get("ImagerPixelSpacing")),
     ):
         pair = _row_column_spacing(spacing)
         if pair is not None:
-            return pair, keyword
-    return None, "none"
+            return pair, source
+    return None, None
 
 
 def _shared_pixel_spacing(ds: Dataset):

@@ -23,6 +23,9 @@ coding scheme ``99IPPSEG`` (declared in each file's Coding Scheme Identification
                inferior); values ``standard``, ``mirrored``
 ``TTA``        Test-time augmentation; values ``mirror-average``,
                ``none``
+``CALIB``      Pixel spacing source (where the HSD's millimetres came
+               from); values the codes of
+               :data:`ipp_seg.measure.SPACING_SOURCES`
 =============  =========================================================
 
 Image coordinates in the SR are DICOM SCOORD (column, row) with 0.0\\0.0 at the top-left
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..measure.result import REASON_TITLES, Measurement
+from ..measure.result import REASON_TITLES, SPACING_SOURCES, Measurement
 
 if TYPE_CHECKING:
     import pydicom
@@ -196,9 +199,9 @@ def write_dicom_sr(
     AoP in degrees with its three points (PS superior end, inferior end, FH tangent point) as a
     POLYLINE; HSD in millimetres with its two points (inferior end, point on the FH contour) as
     a POLYLINE, only when a millimetre value was measured (never from an unknown spacing); the
-    measurement status, each reason code, the display orientation assumed and (when ``tta`` is
-    given) the test-time augmentation as qualitative evaluations, so that the report says how
-    its values were made. A failed measurement gives a report with its status and reasons and
+    measurement status, each reason code, the display orientation assumed, where the pixel
+    spacing came from (when it is known) and (when ``tta`` is given) the test-time augmentation
+    as qualitative evaluations, so that the report says how its values were made. A failed measurement gives a report with its status and reasons and
     no values.
 
     Args:
@@ -275,6 +278,12 @@ def write_dicom_sr(
             value=sr.CodedConcept(measurement.orientation, PRIVATE_SCHEME,
                                   f"{measurement.orientation}: symphysis inferior end on the {inferior_side}"),
         ))
+        if measurement.spacing_source is not None:
+            evaluations.append(sr.QualitativeEvaluation(
+                name=sr.CodedConcept("CALIB", PRIVATE_SCHEME, "Pixel spacing source"),
+                value=sr.CodedConcept(measurement.spacing_source, PRIVATE_SCHEME,
+                                      SPACING_SOURCES[measurement.spacing_source]),
+            ))
         if tta is not None:
             evaluations.append(sr.QualitativeEvaluation(
                 name=sr.CodedConcept("TTA", PRIVATE_SCHEME, "Test-time augmentation"),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..measure.result import SPACING_SOURCES
+
 Spacing = tuple[float, float]
 
 
@@ -75,9 +77,10 @@ class UltrasoundFrame:
     calibration applies to it, or the caller's spacing for what no calibrated region covers;
     ``None`` when it is unknown, or when the regions carry different calibrations, or some
     carry none (then use :meth:`spacing_at`: a region's calibration never stands in for
-    another's). ``regions`` are the 2-D tissue regions
-    (empty when the source says nothing about them). ``frame_index`` is 0-based, ``n_frames`` the
-    number of frames in the source.
+    another's). ``spacing_source`` says where ``spacing_mm`` came from (one of
+    :data:`ipp_seg.measure.SPACING_SOURCES`; None when the spacing is unknown). ``regions``
+    are the 2-D tissue regions (empty when the source says nothing about them). ``frame_index``
+    is 0-based, ``n_frames`` the number of frames in the source.
     """
 
     pixels: np.ndarray
@@ -86,11 +89,15 @@ class UltrasoundFrame:
     frame_index: int
     n_frames: int
     provenance: Provenance
+    spacing_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 2:
             raise ValueError(f"an UltrasoundFrame holds (H, W) greyscale pixels, got shape {self.pixels.shape} "
                              "(colour frames: ipp_seg.io.greyscale.luminance_rgb first)")
+        if self.spacing_source is not None and self.spacing_source not in SPACING_SOURCES:
+            raise ValueError(f"spacing_source must be one of {', '.join(SPACING_SOURCES)} or None, "
+                             f"got {self.spacing_source!r}")
 
     def spacing_at(self, x: float, y: float) -> Spacing | None:
         """(x, y) mm per pixel at pixel (x, y).
@@ -98,10 +105,18 @@ class UltrasoundFrame:
         The calibration of the region that contains the point when that region has one,
         otherwise the frame's calibration (possibly ``None``).
         """
+        return self.calibration_at(x, y)[0]
+
+    def calibration_at(self, x: float, y: float) -> tuple[Spacing | None, str | None]:
+        """(spacing, source) at pixel (x, y): as :meth:`spacing_at`, with where that spacing
+        came from (``"ultrasound_region"`` for a region's own calibration; the frame's
+        ``spacing_source`` otherwise; None when the spacing is unknown)."""
         for region in self.regions:
             if region.contains(x, y) and region.spacing_mm is not None:
-                return region.spacing_mm
-        return self.spacing_mm
+                return region.spacing_mm, "ultrasound_region"
+        if self.spacing_mm is None:
+            return None, None
+        return self.spacing_mm, self.spacing_source
 
     @property
     def imaging_region(self) -> ImagingRegion | None:

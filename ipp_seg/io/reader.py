@@ -108,7 +108,7 @@ def read_frames(
 
         info = inspect_dicom(name)
         indices = _indices(name, frames, info.n_frames)
-        spacing = _combine_spacing(name, info.spacing_mm, info.regions, user_spacing)
+        spacing = choose_spacing(name, info.spacing_mm, info.spacing_source, user_spacing, info.regions)
         pixel_source = iter_dicom_frames(info, None if indices == range(info.n_frames) else indices)
         return _frames(
             pixel_source, spacing, info.regions, info.n_frames,
@@ -119,7 +119,7 @@ def read_frames(
 
         itk_info = inspect_itk(name)
         indices = _indices(name, frames, itk_info.n_frames)
-        spacing = _combine_spacing(name, itk_info.spacing_mm, (), user_spacing)
+        spacing = choose_spacing(name, itk_info.spacing_mm, "image_header", user_spacing)
         return _frames(
             iter_itk_frames(itk_info, indices), spacing, (), itk_info.n_frames,
             lambda i: Provenance(name, "itk", None, None),
@@ -127,7 +127,7 @@ def read_frames(
     pixels = read_image_pixels(name)
     indices = _indices(name, frames, 1)
     return _frames(
-        ((i, pixels) for i in indices), user_spacing, (), 1,
+        ((i, pixels) for i in indices), choose_spacing(name, None, None, user_spacing), (), 1,
         lambda i: Provenance(name, "image", None, None),
     )
 
@@ -144,11 +144,12 @@ def _frames(pixel_source, spacing, regions, n_frames, provenance) -> Iterator[Ul
         for index, pixels in pixel_source:
             yield UltrasoundFrame(
                 pixels=pixels,
-                spacing_mm=spacing,
+                spacing_mm=spacing[0],
                 regions=tuple(regions),
                 frame_index=index,
                 n_frames=n_frames,
                 provenance=provenance(index),
+                spacing_source=spacing[1],
             )
     finally:
         # A caller that stops early closes this generator; close the file-holding one too.
@@ -177,21 +178,26 @@ def _indices(path: str, frames: Frames, n_frames: int) -> Sequence[int]:
     return frames
 
 
-def _combine_spacing(
+def choose_spacing(
     path: str,
     file_spacing: Spacing | None,
-    regions: Sequence[ImagingRegion],
+    file_source: str | None,
     user_spacing: Spacing | None,
-) -> Spacing | None:
+    regions: Sequence[ImagingRegion] = (),
+) -> tuple[Spacing | None, str | None]:
+    """The frame-wide (spacing, source) of a file: its own calibration (``file_spacing``, read
+    from ``file_source``, a code of :data:`ipp_seg.measure.SPACING_SOURCES`) when it has one,
+    else the caller's ``user_spacing`` (source ``"given"``), else (None, None). A given spacing
+    that disagrees with the file's own is logged and ignored: the file knows its pixels."""
     if user_spacing is None:
-        return file_spacing
+        return (file_spacing, file_source) if file_spacing is not None else (None, None)
     if file_spacing is None:
         if any(r.spacing_mm is not None for r in regions):
             # The frame-wide value only serves where no calibrated region holds the anatomy.
             logger.warning("%s: the file's region calibrations are kept; the given spacing %s mm applies only "
                            "outside them", path, user_spacing)
-        return user_spacing
+        return user_spacing, "given"
     if not same_spacing(file_spacing, user_spacing):
         logger.warning("%s: the file's own calibration %s is kept; the given spacing %s mm is ignored",
                        path, file_spacing, user_spacing)
-    return file_spacing
+    return file_spacing, file_source

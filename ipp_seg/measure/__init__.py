@@ -5,13 +5,14 @@ Pure numpy/OpenCV. See :func:`measure_progress` and the module docstring of
 """
 
 from .progress import PLAUSIBLE_SPACING_MM, measure_progress
-from .result import METHODS, ORIENTATIONS, REASONS, STATUSES, Landmarks, Measurement
+from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, STATUSES, Landmarks, Measurement
 
 __all__ = [
     "METHODS",
     "ORIENTATIONS",
     "PLAUSIBLE_SPACING_MM",
     "REASONS",
+    "SPACING_SOURCES",
     "STATUSES",
     "Landmarks",
     "Measurement",

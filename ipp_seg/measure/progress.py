@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from . import geometry as geo
-from .result import METHODS, ORIENTATIONS, REASONS, Landmarks, Measurement
+from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
 __all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
            "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "MIN_ORIENTATION_SCORE", "orientation_score",
@@ -328,6 +328,7 @@ def measure_progress(
     orientation: str = "standard",
     ps_label: int = 1,
     fh_label: int = 2,
+    spacing_source: str | None = None,
 ) -> Measurement:
     """Measure AoP (deg) and HSD (mm and px) on a 2-D label mask.
 
@@ -344,6 +345,9 @@ def measure_progress(
             "mirrored" (left-hand end).
         ps_label, fh_label: label values of the two structures (1 and 2 in PSFHS, 7 and 8 in
             IUGC/JNU-IFM masks).
+        spacing_source: where ``spacing_mm`` came from, one of :data:`SPACING_SOURCES`
+            (recorded in the result for audit; ignored, and recorded as None, when the spacing
+            is unknown).
 
     Returns:
         A :class:`Measurement`; its landmarks are in pixel coordinates of ``label_mask``.
@@ -356,6 +360,10 @@ def measure_progress(
     orientation = _check_choice(orientation, ORIENTATIONS, "orientation")
     ps_label, fh_label = _check_labels(ps_label, fh_label)
     spacing = _check_spacing(spacing_mm)
+    if spacing_source is not None:
+        spacing_source = _check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
+    if spacing is None:
+        spacing_source = None
     scale = np.array(spacing if spacing is not None else (1.0, 1.0), dtype=np.float64)
 
     reasons: list[str] = []
@@ -383,6 +391,7 @@ def measure_progress(
             orientation=orientation,
             spacing_mm=spacing,
             landmarks=Landmarks(**marks),
+            spacing_source=spacing_source,
         )
 
     ps_bin = mask == ps_label

@@ -10,6 +10,7 @@ __all__ = [
     "STATUSES",
     "REASONS",
     "REASON_TITLES",
+    "SPACING_SOURCES",
     "Landmarks",
     "Measurement",
 ]
@@ -17,6 +18,15 @@ __all__ = [
 METHODS: tuple[str, ...] = ("ellipse", "challenge", "contour")
 ORIENTATIONS: tuple[str, ...] = ("standard", "mirrored")
 STATUSES: tuple[str, ...] = ("ok", "warning", "failed")
+# Where a measurement's pixel spacing came from, so that a millimetre value can be audited:
+# code -> meaning (64 characters or fewer, as a DICOM SR code meaning).
+SPACING_SOURCES: dict[str, str] = {
+    "ultrasound_region": "calibration of the DICOM ultrasound region that holds the PS",
+    "pixel_spacing": "DICOM Pixel Spacing",
+    "imager_pixel_spacing": "DICOM Imager Pixel Spacing",
+    "image_header": "spacing in the image file's header (MHA, NRRD, NIfTI)",
+    "given": "spacing given by the user for a file without one",
+}
 
 # Reason code -> (severity, meaning). A "failed" reason empties every value; a "warning"
 # reason keeps the values it does not concern.
@@ -137,7 +147,9 @@ class Measurement:
     Units: ``aop_deg`` degrees; ``*_mm`` millimetres (None when the spacing is unknown);
     ``*_px`` the same segment's length in pixels of the input mask. ``status`` is "ok",
     "warning" or "failed"; a failed measurement has every value None. ``reasons`` holds codes
-    from :data:`REASONS`. ``spacing_mm`` is the (x, y) mm per pixel used, None if unknown.
+    from :data:`REASONS`. ``spacing_mm`` is the (x, y) mm per pixel used, None if unknown;
+    ``spacing_source`` says where it came from (one of :data:`SPACING_SOURCES`, None when the
+    spacing is unknown or its source was not given).
     """
 
     aop_deg: float | None
@@ -151,6 +163,7 @@ class Measurement:
     orientation: str
     spacing_mm: tuple[float, float] | None
     landmarks: Landmarks
+    spacing_source: str | None = None
 
     def with_warning(self, code: str) -> "Measurement":
         """This measurement with the warning ``code`` added (its values kept; a failed
@@ -174,6 +187,7 @@ class Measurement:
             "orientation": self.orientation,
             "spacing_x_mm": None if self.spacing_mm is None else float(self.spacing_mm[0]),
             "spacing_y_mm": None if self.spacing_mm is None else float(self.spacing_mm[1]),
+            "spacing_source": self.spacing_source,
         }
         out.update(self.landmarks.to_dict())
         return out
