@@ -379,6 +379,7 @@ def _parse_spacing(text: str | None) -> tuple[float, float] | None:
 
 
 def _check_choices(method: str, orientation: str, frames: str, backend: str, device: str) -> None:
+    from .inference.backends import BACKENDS, DEVICES
     from .io import parse_frame_selection
     from .measure import METHODS, ORIENTATIONS
 
@@ -386,10 +387,10 @@ def _check_choices(method: str, orientation: str, frames: str, backend: str, dev
         fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if orientation not in ORIENTATIONS:
         fail(f"--orientation must be one of {', '.join(ORIENTATIONS)}, got {orientation!r}")
-    if backend not in ("onnx", "torch"):
-        fail(f"--backend must be onnx or torch, got {backend!r}")
-    if device not in ("cpu", "cuda"):
-        fail(f"--device must be cpu or cuda, got {device!r}")
+    if backend not in BACKENDS:
+        fail(f"--backend must be {' or '.join(BACKENDS)}, got {backend!r}")
+    if device not in DEVICES:
+        fail(f"--device must be {' or '.join(DEVICES)}, got {device!r}")
     try:
         parse_frame_selection(frames)
     except ValueError as exc:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: Name of the batch axis in the ONNX files ipp-seg exports.
 BATCH_DIMENSION = "batch"
+BACKENDS: tuple[str, ...] = ("onnx", "torch")
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
 
 class BackendError(RuntimeError):
@@ -157,4 +159,4 @@ def load_segmenter(spec: ModelSpec, backend: str = "onnx", device: str = "cpu", 
         return OnnxSegmenter(spec, device, threads, fixed_batch)
     if backend == "torch":
         return TorchSegmenter(spec, device, threads)
-    raise BackendError(f"unknown backend {backend!r} (onnx or torch)")
+    raise BackendError(f"unknown backend {backend!r} ({' or '.join(BACKENDS)})")

@@ -1,0 +1,140 @@
+"""Segment and measure scans from Python: the library behind ``ipp-seg predict``.
+
+A :class:`Predictor` loads a model once and measures files, frames already read, or plain
+pixel arrays, with the same pre-processing, checks and warnings as the command line::
+
+    from ipp_seg.inference import FrameFailure, Predictor
+
+    predictor = Predictor()                       # the default model, onnxruntime on the CPU
+    for result in predictor.predict("scan.dcm"):  # one result per frame
+        if isinstance(result, FrameFailure):      # a file or frame that could not be used
+            print(result.reason)
+        else:
+            m = result.measurement                # status, reasons, aop_deg, hsd_mm, landmarks
+            print(m.status, m.aop_deg, m.hsd_mm)
+
+Nothing here prints or touches global state; problems with the options raise ``ValueError``
+before the model is loaded, and an unusable model raises :class:`ModelNotFoundError` or
+:class:`BackendError`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..io import Provenance, UltrasoundFrame, parse_frame_selection
+from ..io.frames import check_spacing
+from ..io.greyscale import luminance_rgb, to_output
+from ..measure import METHODS, ORIENTATIONS
+from .backends import BACKENDS, DEVICES
+from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions
+from .pipeline import FrameResult, not_segmentable_reason, predict_frame
+
+__all__ = ["Predictor"]
+
+#: The provenance path of frames made from arrays by :meth:`Predictor.predict_pixels`.
+ARRAY_SOURCE = "<array>"
+
+
+class Predictor:
+    """A loaded model with the options of one run (see the module docstring).
+
+    Args:
+        model: a shipped model's name, a model card or ONNX file path, or None for the default.
+        backend: "onnx" (default; onnxruntime) or "torch" (needs the ``train`` extra).
+        device: "cpu" or "cuda" (falls back to the CPU, with a logged warning, when CUDA is
+            not available; :attr:`provider` says what runs).
+        method: AoP method, one of :data:`ipp_seg.measure.METHODS`.
+        orientation: display convention, one of :data:`ipp_seg.measure.ORIENTATIONS`.
+        frames: frames of each file: "all", "N" or "A-B" (0-based).
+        spacing_mm: (x, y) mm per pixel for files without a calibration of their own.
+        tta: average the network's output with that of the mirrored frame.
+        threads: CPU threads for the model (None: the runtime's choice).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, *, backend: str = "onnx", device: str = "cpu",
+                 method: str = "ellipse", orientation: str = "standard", frames: str = "all",
+                 spacing_mm: tuple[float, float] | None = None, tta: bool = False,
+                 threads: int | None = None) -> None:
+        for name, value, allowed in (("backend", backend, BACKENDS), ("device", device, DEVICES),
+                                     ("method", method, METHODS), ("orientation", orientation, ORIENTATIONS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        parse_frame_selection(frames)  # raises ValueError naming the accepted forms
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        options = InferenceOptions(None if model is None else os.fspath(model), backend, device, method,
+                                   orientation, frames, check_spacing(spacing_mm), bool(tta), threads)
+        self._processor = FileProcessor(BatchOptions(Path("."), Path("."), options))
+
+    @property
+    def options(self) -> InferenceOptions:
+        """The options every measurement of this predictor is made with."""
+        return self._processor.options.inference
+
+    @property
+    def model_name(self) -> str:
+        """The loaded model's name (as its card gives it)."""
+        return self._processor.model_name
+
+    @property
+    def provider(self) -> str:
+        """What runs the model, such as ``CPUExecutionProvider``."""
+        return self._processor.segmenter.provider
+
+    def predict(self, path: str | os.PathLike[str]) -> Iterator[FrameResult | FrameFailure]:
+        """Segment and measure the selected frames of one scan (DICOM, image or ITK file).
+
+        Yields a :class:`FrameResult` per frame, in frame order, or a :class:`FrameFailure`
+        for a file or frame that cannot be read, or is not an ultrasound image (after a read
+        failure the rest of the file is abandoned, as its frames cannot be trusted).
+        """
+        yield from self._processor.results(Path(path))
+
+    def predict_frame(self, frame: UltrasoundFrame) -> FrameResult:
+        """Segment and measure one frame already read (see :func:`ipp_seg.io.read_frames`).
+
+        Raises:
+            ValueError: the frame is no ultrasound image the network can segment (too small,
+                blank, or a label mask), with the reason.
+        """
+        reason = not_segmentable_reason(frame.pixels)
+        if reason:
+            raise ValueError(reason)
+        inf = self.options
+        return predict_frame(frame, self._processor.segmenter, method=inf.method, orientation=inf.orientation,
+                             tta=inf.tta)
+
+    def predict_pixels(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> FrameResult:
+        """Segment and measure a frame given as an array: (H, W) greyscale, or (H, W, 3) RGB
+        (taken as its luma), of any integer type (scaled from its range onto 0-255) or float
+        (taken to be on the 0-255 scale already). ``spacing_mm`` is its (x, y) mm per pixel, or
+        None when unknown (distances are then in pixels only); the predictor's own spacing
+        is used when this is None.
+
+        Raises:
+            ValueError: a malformed array, or one that is no ultrasound image (see
+                :meth:`predict_frame`).
+        """
+        arr = np.asarray(pixels)
+        if arr.ndim == 3 and arr.shape[-1] == 3:
+            arr = luminance_rgb(arr)
+        if arr.ndim != 2:
+            raise ValueError(f"pixels must be (H, W) greyscale or (H, W, 3) RGB, got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+            raise ValueError(f"pixels must hold real numbers, got dtype {arr.dtype}")
+        spacing = check_spacing(spacing_mm) or self.options.spacing_mm
+        frame = UltrasoundFrame(
+            pixels=to_output(np.ascontiguousarray(arr)),
+            spacing_mm=spacing,
+            regions=(),
+            frame_index=0,
+            n_frames=1,
+            provenance=Provenance(ARRAY_SOURCE, "array"),
+            spacing_source="given" if spacing is not None else None,
+        )
+        return self.predict_frame(frame)

@@ -1,0 +1,129 @@
+"""The Python API: a Predictor measures files, frames and arrays as ``ipp-seg predict`` does."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ipp_seg.cli import app
+from ipp_seg.inference import FrameFailure, FrameResult, ModelNotFoundError, Predictor
+from ipp_seg.io import read_frame
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor()
+
+
+def test_a_file_measures_as_the_command_line_does(predictor, sample_dicom):
+    (result,) = list(predictor.predict(sample_dicom))
+    assert isinstance(result, FrameResult)
+    cli = CliRunner().invoke(app, ["predict", str(sample_dicom), "--json"])
+    assert cli.exit_code == 0, cli.output
+    (report,) = json.loads(cli.stdout)
+    m = result.measurement
+    assert (m.status, list(m.reasons), m.spacing_source) == (report["status"], report["reasons"],
+                                                            report["spacing_source"])
+    assert m.aop_deg == pytest.approx(report["aop_deg"], abs=1e-9)
+    assert m.hsd_mm == pytest.approx(report["hsd_mm"], abs=1e-9)
+    assert result.labels.shape == result.frame.pixels.shape and set(np.unique(result.labels)) == {0, 1, 2}
+    assert predictor.model_name == report["model"] and predictor.provider == report["provider"]
+
+
+def test_an_unreadable_file_is_a_failure_not_an_exception(predictor, tmp_path):
+    bad = tmp_path / "scan.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    (result,) = list(predictor.predict(bad))
+    assert isinstance(result, FrameFailure) and result.frame_index is None and result.reason
+    (missing,) = list(predictor.predict(tmp_path / "absent.dcm"))
+    assert isinstance(missing, FrameFailure) and "no such file" in missing.reason.lower()
+
+
+def test_pixels_measure_as_the_file_they_came_from(predictor):
+    path = SAMPLES / "psfhs_04750.png"
+    from_file = next(iter(predictor.predict(path)))
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    from_array = predictor.predict_pixels(grey)
+    assert from_array.measurement.aop_deg == pytest.approx(from_file.measurement.aop_deg, abs=1e-9)
+    np.testing.assert_array_equal(from_array.labels, from_file.labels)
+    assert from_array.frame.provenance.source_format == "array"
+    # RGB arrays are taken as their luma; a grey image stored as RGB is the same image.
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    assert predictor.predict_pixels(rgb).measurement.aop_deg == pytest.approx(from_file.measurement.aop_deg)
+
+
+def test_a_spacing_given_with_pixels_gives_millimetres_and_says_so(predictor):
+    grey = read_frame(SAMPLES / "psfhs_04700.png").pixels
+    plain = predictor.predict_pixels(grey).measurement
+    assert plain.spacing_source is None and plain.psfh_shortest_mm is None and "spacing_unknown" in plain.reasons
+    given = predictor.predict_pixels(grey, spacing_mm=(0.2, 0.2)).measurement
+    assert given.spacing_source == "given" and given.spacing_mm == (0.2, 0.2)
+    assert given.psfh_shortest_mm == pytest.approx(0.2 * given.psfh_shortest_px)
+
+
+def test_arrays_that_are_no_ultrasound_frame_are_refused_with_the_reason(predictor):
+    with pytest.raises(ValueError, match="blank image"):
+        predictor.predict_pixels(np.zeros((256, 256), np.uint8))
+    with pytest.raises(ValueError, match="label mask"):
+        predictor.predict_pixels(np.repeat(np.arange(3, dtype=np.uint8), 256 * 86)[: 256 * 256].reshape(256, 256))
+    with pytest.raises(ValueError, match="shape"):
+        predictor.predict_pixels(np.zeros((2, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="real numbers"):
+        predictor.predict_pixels(np.full((64, 64), "a"))
+    with pytest.raises(ValueError, match="spacing_mm"):
+        predictor.predict_pixels(np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8),
+                                 spacing_mm=(0.0, 0.2))
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"method": "angle"}, "method must be one of"),
+    ({"orientation": "left"}, "orientation must be one of"),
+    ({"backend": "tflite"}, "backend must be one of"),
+    ({"device": "gpu"}, "device must be one of"),
+    ({"frames": "first"}, "frame selection"),
+    ({"threads": 0}, "threads"),
+    ({"spacing_mm": (0.2, -1)}, "spacing_mm"),
+])
+def test_bad_options_are_refused_before_a_model_is_loaded(monkeypatch, options, words):
+    import ipp_seg.inference.batch as batch
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(batch, "load_segmenter", no_model)
+    with pytest.raises(ValueError, match=words):
+        Predictor(**options)
+
+
+def test_an_unknown_model_names_itself():
+    with pytest.raises(ModelNotFoundError):
+        Predictor("no-such-model")
+
+
+def test_importing_the_api_loads_neither_torch_nor_a_runtime():
+    code = ("import sys; from ipp_seg.inference import Predictor; "
+            "print(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_readme_python_example_runs_as_written():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"### From Python.*?```python\n(.*?)```", readme, re.S)
+    assert match, "README has no Python example under 'From Python'"
+    run = subprocess.run([sys.executable, "-c", match.group(1)], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    first = run.stdout.splitlines()[0].split()
+    assert first[0] == "ok" and float(first[2]) == pytest.approx(146.3, abs=0.1)  # the quick start's AoP
