@@ -80,6 +80,12 @@ def _fail_writing(target: str, exc: OSError) -> None:
     fail(f"cannot write {target}: {exc.strerror or exc}{met}")
 
 
+def _flag(*names: str, **settings):
+    """An on/off option. The empty metavar keeps typer (0.29) from showing ``<bool>`` beside it
+    in the help, which reads as if the flag took a value."""
+    return typer.Option(False, *names, metavar="", **settings)
+
+
 LABELS_HELP = "Label values of the structures in the masks, e.g. ps=128,fh=255 (background is 0)."
 
 
@@ -91,8 +97,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+    version: bool = _flag("--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = _flag("--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # pydicom warns about header values that break the standard by quoting them, which may be
@@ -202,7 +208,7 @@ def train(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast on CPU (default: when native)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = _flag("--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Start from this checkpoint's weights (new optimiser and schedule)."),
     warmup_epochs: float = typer.Option(2.0, "--warmup-epochs", help="Epochs of linear warm-up (0 or more)."),
@@ -344,7 +350,7 @@ FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: al
 SPACING_OPT = typer.Option(None, "--spacing-mm",
                            help="mm per pixel X[,Y] for files without a calibration (a file's own calibration, "
                                 "DICOM or MHA/NIfTI spacing, wins).")
-TTA_OPT = typer.Option(False, "--tta", help="Test-time mirror augmentation: slower, sometimes more accurate.")
+TTA_OPT = _flag("--tta", help="Test-time mirror augmentation: slower, sometimes more accurate.")
 
 
 def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
@@ -431,9 +437,9 @@ def _load_processor(options):
 def predict(
     scans: list[Path] = typer.Argument(..., help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here."),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout (all else on stderr)."),
-    dicom_seg: bool = typer.Option(False, "--dicom-seg", help="With --out: a DICOM Segmentation per DICOM frame."),
-    dicom_sr: bool = typer.Option(False, "--dicom-sr", help="With --out: a DICOM Comprehensive SR per DICOM frame."),
+    json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
+    dicom_seg: bool = _flag("--dicom-seg", help="With --out: a DICOM Segmentation per DICOM frame."),
+    dicom_sr: bool = _flag("--dicom-sr", help="With --out: a DICOM Comprehensive SR per DICOM frame."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
@@ -532,13 +538,13 @@ def batch(
     in_dir: Path = typer.Argument(..., help="Folder of scans (walked recursively)."),
     out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/."),
     glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
-    save_masks: bool = typer.Option(False, "--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
-    overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs under overlays/."),
+    save_masks: bool = _flag("--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
+    overlays: bool = _flag("--overlays", help="Write overlay PNGs under overlays/."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes (each loads the model once)."),
-    resume: bool = typer.Option(False, "--resume",
+    resume: bool = _flag("--resume",
                                 help="Go on with the run in OUT: skip what measurements.csv already holds (files "
                                      "that could not be read, and files changed since, are measured again)."),
-    overwrite: bool = typer.Option(False, "--overwrite",
+    overwrite: bool = _flag("--overwrite",
                                    help="Replace a measurements.csv that already holds rows (without --resume or "
                                         "this, such a folder is refused)."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
@@ -665,7 +671,7 @@ def measure(
     masks: list[Path] = typer.Argument(..., help="Label masks (PNG/MHA/NIfTI)."),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
     spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
-    json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout (all else on stderr)."),
+    json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
@@ -766,7 +772,7 @@ def evaluate(
     reference_aop: Optional[Path] = typer.Option(
         None, "--reference-aop", help="CSV of published AoP per case (columns case,aop_deg, as PSFHS's "
                                       "aop_reference.csv): also report the predictions' |ΔAoP| against it."),
-    missing_as_empty: bool = typer.Option(False, "--missing-as-empty",
+    missing_as_empty: bool = _flag("--missing-as-empty",
                                           help="Score a ground truth without prediction as an empty prediction "
                                                "(Dice 0, HD = ASD = 100 px, AoP failed), as a challenge does; "
                                                "by default such cases are listed, not scored."),

@@ -305,6 +305,17 @@ def test_help_names_the_extras_to_install():
     assert "[ray] extra" in invoke("batch", "--help").stdout
 
 
+@pytest.mark.parametrize("command, flags", [("predict", ("--json", "--tta", "--dicom-sr")),
+                                            ("batch", ("--resume", "--overlays")),
+                                            ("evaluate", ("--missing-as-empty",))])
+def test_help_shows_flags_without_a_value_placeholder(command, flags):
+    # A flag shown as "--json <bool>" reads as if it took a value (typer 0.29 shows that).
+    lines = invoke(command, "--help").stdout.splitlines()
+    for flag in flags:
+        (line,) = [ln for ln in lines if ln.lstrip("│ ").startswith(f"{flag} ")]
+        assert "<bool>" not in line, line
+
+
 def test_predict_failed_measurement_exits_1(tmp_path):
     # A regular pattern of four grey values: the shipped model finds no fetal head in it.
     pattern = tmp_path / "pattern.png"
