@@ -190,6 +190,29 @@ def test_agrees_with_the_challenge_simpleitk_procedures():
         assert hd == pytest.approx(_sitk_hd(pred, truth, sitk), rel=1e-5)
 
 
+def test_hausdorff_is_the_challenge_filter_on_masks_with_slits_and_holes():
+    # A slit or hole in the prediction inside the truth moves the prediction's outline far
+    # from the truth's, but no predicted pixel is outside the truth: the challenge's
+    # (SimpleITK's) HD counts pixels as sets, so the slit costs only its own width.
+    sitk = pytest.importorskip("SimpleITK")
+    truth = square(20, 20, 60, shape=(100, 100))
+    slit = truth.copy()
+    slit[20:60, 49:52] = False  # 3 px wide, 40 px deep
+    holed = truth.copy()
+    holed[40:60, 40:60] = False
+    assert hausdorff_distance(slit, truth) == pytest.approx(2.0)  # 2 px from the slit's middle to its edge
+    assert hausdorff_distance(holed, truth) == pytest.approx(10.0)  # the hole's centre to its rim
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        pred, ref = (_ellipse((96, 96), *rng.uniform(30, 66, 2), rng.uniform(8, 30), rng.uniform(5, 20),
+                              rng.uniform(0, 180)) for _ in range(2))
+        pred[rng.integers(0, 96):, rng.integers(0, 96)] = False  # a slit through part of it
+        if pred.any():
+            assert hausdorff_distance(pred, ref) == pytest.approx(_sitk_hd(pred, ref, sitk), abs=1e-4)
+    for mask in (slit, holed):
+        assert hausdorff_distance(mask, truth) == pytest.approx(_sitk_hd(mask, truth, sitk), abs=1e-4)
+
+
 def test_challenge_score_refuses_a_dice_in_percent():
     with pytest.raises(ValueError, match="percentage"):
         challenge_score(93.0, 10.0, 3.0, 5.0)

@@ -8,7 +8,8 @@ Conventions:
   their 8 neighbours. Pixels beyond the frame edge do not count as background, so an object
   cut by the frame edge has no boundary along that edge. This is the zero set of ITK's signed
   Maurer distance map, which the FH-PS-AOP 2023 evaluator uses for its surface distance, so
-  :func:`average_surface_distance` reproduces that evaluator's ASD.
+  :func:`average_surface_distance` reproduces that evaluator's ASD. Its Hausdorff distance is
+  SimpleITK's, between the masks as pixel sets, which :func:`hausdorff_distance` reproduces.
 * An empty structure on exactly one side scores Dice 0 and HD = ASD =
   :data:`EMPTY_STRUCTURE_DISTANCE_PX` (the challenge's convention for an empty prediction,
   applied symmetrically). Two empty masks agree perfectly: Dice 1, HD = ASD = 0.
@@ -72,12 +73,13 @@ def boundary(mask: np.ndarray) -> np.ndarray:
 
 
 def hausdorff_distance(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Symmetric Hausdorff distance (pixels) between the boundaries of two 2-D masks.
+    """Symmetric Hausdorff distance (pixels) between two 2-D masks, as pixel sets.
 
-    The larger of the two directed distances (farthest boundary pixel of one mask from the
-    other's boundary). Equals SimpleITK's HausdorffDistanceImageFilter, used by the FH-PS-AOP
-    2023 evaluator, on overlapping masks; it can exceed it when one mask lies deep inside the
-    other. One empty mask: :data:`EMPTY_STRUCTURE_DISTANCE_PX`; both empty: 0.
+    The larger of the two directed distances: the farthest pixel of one mask from the nearest
+    pixel of the other (0 for a pixel inside it). This is SimpleITK's
+    HausdorffDistanceImageFilter, which the FH-PS-AOP 2023 evaluator uses: a slit or a hole in
+    one mask inside the other does not count, only pixels outside the other mask do. One
+    empty mask: :data:`EMPTY_STRUCTURE_DISTANCE_PX`; both empty: 0.
     """
     return surface_distances(pred, truth)[0]
 
@@ -95,12 +97,15 @@ def average_surface_distance(pred: np.ndarray, truth: np.ndarray) -> float:
 def surface_distances(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(Hausdorff distance, average surface distance) in pixels, sharing one pair of distance
     transforms; the same values as :func:`hausdorff_distance` and :func:`average_surface_distance`."""
-    distances = _boundary_distances(pred, truth)
+    distances = _distance_maps(pred, truth)
     if isinstance(distances, float):
         return distances, distances
-    to_truth, to_pred = distances
-    hd = float(max(to_truth.max(), to_pred.max()))
-    asd = float(to_truth.sum(dtype=np.float64) + to_pred.sum(dtype=np.float64)) / (to_truth.size + to_pred.size)
+    p, t, bp, bt, to_truth_boundary, to_pred_boundary = distances
+    # Outside a mask, the nearest of its pixels lies on its boundary: so the distance to the
+    # boundary, zeroed inside the mask, is the distance to the mask as a pixel set.
+    hd = float(max(to_truth_boundary[p & ~t].max(initial=0.0), to_pred_boundary[t & ~p].max(initial=0.0)))
+    on_p, on_t = to_truth_boundary[bp], to_pred_boundary[bt]
+    asd = float(on_p.sum(dtype=np.float64) + on_t.sum(dtype=np.float64)) / (on_p.size + on_t.size)
     return hd, asd
 
 
@@ -140,9 +145,9 @@ def _as_binary_2d(mask: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(m != 0)
 
 
-def _boundary_distances(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray] | float:
-    """Distances (px) of pred's boundary pixels to truth's boundary and vice versa, or the
-    empty-mask convention's value when a mask is empty."""
+def _distance_maps(pred: np.ndarray, truth: np.ndarray) -> tuple | float:
+    """(pred, truth, pred's boundary, truth's boundary, distance map to truth's boundary,
+    distance map to pred's boundary), or the empty-mask convention's value when a mask is empty."""
     p = _as_binary_2d(pred, "pred")
     t = _as_binary_2d(truth, "truth")
     if p.shape != t.shape:
@@ -162,4 +167,4 @@ def _boundary_distances(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray
     # Exact Euclidean distance of every pixel to the nearest boundary pixel (zeros of the input).
     dist_to_t = cv2.distanceTransform((~bt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     dist_to_p = cv2.distanceTransform((~bp).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return dist_to_t[bp], dist_to_p[bt]
+    return p, t, bp, bt, dist_to_t, dist_to_p

@@ -315,7 +315,9 @@ class EvaluationReport:
             "unreadable": [{"case_id": c, "reason": r} for c, r in self.unreadable],
             "missing_as_empty": self.missing_as_empty,
             "conventions": {
-                "distances": "pixels of the mask; boundary = pixels with a background 8-neighbour",
+                "distances": "pixels of the mask; HD between the masks as pixel sets (SimpleITK's "
+                "HausdorffDistanceImageFilter); ASD between their boundaries, boundary = pixels with a "
+                "background 8-neighbour",
                 "empty_structure_distance_px": EMPTY_STRUCTURE_DISTANCE_PX,
                 "failed_aop_penalty_deg": FAILED_AOP_PENALTY_DEG,
                 "score": "0.25*mDice + 0.125*(1-mHD/100) + 0.125*(1-mASD/100) + 0.5*(1-mdAoP/180); "
