@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import time
 import uuid
@@ -60,6 +61,81 @@ def _table(title: str, columns, justify: str = "left") -> Table:
         name, just = col if isinstance(col, tuple) else (col, justify)
         table.add_column(name, justify=just, overflow="fold")
     return table
+
+
+# A number is never broken across lines (a folded 0.9287 reads as 0.92 and 87); other words
+# (paths, codes, headers) may be, where they are longer than this.
+_FOLDED_WORD = 10
+_NUMBER = re.compile(r"^[(+\-−]?\d[\d.,:]*[%°)]?[,;]?$")
+
+
+def _print_table(table: Table, console: Console | None = None) -> None:
+    """Print ``table`` so that no number or code is broken across lines: as it is when its
+    columns fit the console's width with every word whole (headers may wrap), else turned (one
+    column per row: a few blocks of many metrics), else as one small table per row."""
+    console = console or _stdout()
+    for layout in (table, _turned(table)):
+        widths = _column_widths(layout, console)
+        if widths is not None:
+            for column, width in zip(layout.columns, widths):
+                column.width = width
+            console.print(layout)
+            return
+    for record in _records(table):
+        console.print(record)
+
+
+def _column_widths(table: Table, console: Console) -> list[int] | None:
+    """Widths for ``table``'s columns within the console that keep every number whole, and other
+    words up to :data:`_FOLDED_WORD` characters, the rest of the width shared out towards each
+    column's widest line; None when that does not fit."""
+    least, most = [], []
+    for column in table.columns:
+        words, lines = [1], [1]
+        for cell in (column.header, *column.cells):
+            plain = (console.render_str(cell) if isinstance(cell, str) else cell).plain
+            words += [len(word) if _NUMBER.match(word) else min(len(word), _FOLDED_WORD) for word in plain.split()]
+            lines += [len(line) for line in plain.splitlines()]
+        least.append(max(words))
+        most.append(max(max(lines), max(words)))
+    room = console.width - (3 * len(least) + 1)  # a border and two spaces of padding per column
+    if sum(least) > room:
+        return None
+    widths = list(least)
+    # The narrowest columns (numbers and their headers) first get all they want, on one line;
+    # what is left goes to the wide ones (paths, reasons) in turn.
+    for i in sorted(range(len(most)), key=lambda k: most[k]):
+        widths[i] += max(0, min(most[i] - widths[i], room - sum(widths)))
+    return widths
+
+
+def _turned(table: Table) -> Table:
+    """``table`` with rows and columns swapped: the first column's cells become the headers."""
+    first, *rest = table.columns
+    turned = Table(title=table.title, caption=table.caption)
+    turned.add_column(first.header, overflow="fold")
+    for cell in first.cells:
+        turned.add_column(cell, justify="right", overflow="fold")
+    for column in rest:
+        turned.add_row(column.header, *column.cells)
+    return turned
+
+
+def _records(table: Table) -> list[Table]:
+    """One two-column table (field, value) per row of ``table``."""
+    columns = table.columns
+    records = []
+    for i in range(table.row_count):
+        record = Table(title=f"{table.title} ({i + 1} of {table.row_count})" if table.title else None,
+                       show_header=False)
+        record.add_column(overflow="fold")
+        record.add_column(overflow="fold")
+        for column in columns:
+            record.add_row(column.header, list(column.cells)[i])
+        records.append(record)
+    if records and table.caption:
+        records[-1].caption = table.caption
+    return records
 
 
 def error(message: str) -> None:
@@ -135,14 +211,16 @@ def models() -> None:
                         _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))
     if folder.is_dir():
-        _stdout().print(shipped if shipped.row_count else
-                        escape(f"No models found in {folder}: a model needs its JSON card beside it, as "
-                               "scripts/ship_model.py writes it (any ONNX file from ipp-seg export also runs with "
-                               "--model PATH)."))
+        if shipped.row_count:
+            _print_table(shipped)
+        else:
+            _stdout().print(escape(f"No models found in {folder}: a model needs its JSON card beside it, as "
+                                   "scripts/ship_model.py writes it (any ONNX file from ipp-seg export also runs "
+                                   "with --model PATH)."))
     table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
         table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}", c.notes)
-    _stdout().print(table)
+    _print_table(table)
     if not folder.is_dir():  # after the configs, which need no files
         fail(missing_models_dir(folder))
 
@@ -409,7 +487,8 @@ def _fmt(value, digits: int = 1) -> str:
 
 def _status_text(status: str, reasons: str) -> str:
     colour = {"ok": "green", "warning": "yellow", "failed": "red"}.get(status, "white")
-    return f"[{colour}]{status}[/]" + (f" ({escape(reasons)})" if reasons else "")
+    # "; " between reasons: a narrow table wraps between them rather than inside one.
+    return f"[{colour}]{status}[/]" + (f" ({escape(reasons.replace(';', '; '))})" if reasons else "")
 
 
 def _results_table(rows: list[dict], title: str) -> Table:
@@ -525,7 +604,7 @@ def predict(
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
     else:
-        _stdout().print(_results_table(rows, "ipp-seg predict"))
+        _print_table(_results_table(rows, "ipp-seg predict"))
     _advise_on_orientation(rows, orientation)
     if unusable or unwritten:
         raise typer.Exit(2)
@@ -723,7 +802,7 @@ def measure(
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
     else:
-        _stdout().print(_results_table(rows, "ipp-seg measure"))
+        _print_table(_results_table(rows, "ipp-seg measure"))
     _advise_on_orientation(rows, orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 
@@ -778,11 +857,16 @@ def evaluate(
                                                "by default such cases are listed, not scored."),
     gt_labels: str = typer.Option("ps=1,fh=2", "--gt-labels",
                                   help="Label values of the structures in the ground-truth masks, e.g. "
-                                       "ps=128,fh=255 (the predictions hold ipp-seg's 1 and 2)."),
+                                       "ps=128,fh=255."),
+    pred_labels: str = typer.Option("ps=1,fh=2", "--pred-labels",
+                                    help="Label values of the structures in the predicted masks (ipp-seg writes "
+                                         "1 and 2; another tool's may differ)."),
 ) -> None:
     """Dice, Hausdorff and surface distances, ΔAoP, ΔHSD and the FH-PS-AOP 2023 score, per
-    case, overall and per acquisition style."""
-    from .evaluate import evaluate_folders, read_reference_aop, write_case_csv, write_summary_json
+    case, overall and per acquisition style. Exit 0: cases evaluated (cases that could not be
+    are listed, and are rows of cases.csv); 2: no case could be evaluated (files written by an
+    earlier run into --out are then left as they were), or unusable folders or options."""
+    from .evaluate import MASK_SUFFIXES, evaluate_folders, read_reference_aop, write_case_csv, write_summary_json
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     for folder in (pred_dir, gt_dir, images):
@@ -805,13 +889,22 @@ def evaluate(
     try:
         report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
                                   reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"),
+                                  pred_labels=_parse_labels(pred_labels, "--pred-labels"),
                                   missing_as_empty=missing_as_empty)
     except ValueError as exc:  # two files of one folder with the same case ID
         fail(str(exc))
-    if report.cases and not report.cases_with_prediction:  # a table of zeros would look like a result
+    _list_unevaluated(report, missing_as_empty)
+    for folder, found in ((pred_dir, report.missing_ground_truth), (gt_dir, report.missing_predictions)):
+        if not report.paired_cases and not found:  # this folder holds no mask at all
+            fail(f"no label masks ({', '.join(MASK_SUFFIXES)}) found in {folder} or its sub-folders")
+    if not report.paired_cases:
+        # A table of zeros (--missing-as-empty) would look like a result.
         examples = ", ".join(f"{a!r}" for a in (*report.missing_ground_truth[:1], *report.missing_predictions[:1]))
         fail(f"no prediction in {pred_dir} matches a ground-truth case ID in {gt_dir} ({examples}): name the masks "
              "by the same case IDs; --missing-as-empty scores only the cases a prediction is missing for")
+    if not report.cases:  # before writing: an earlier run's files in --out stay as they were
+        fail(f"none of the {report.paired_cases} case(s) in both folders could be evaluated (the reasons are "
+             "listed above)")
     columns = ["block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)", "ASD all (px)", "mean |ΔAoP| (°)",
                "median |ΔAoP| (°)"]
     if reference is not None:
@@ -827,10 +920,22 @@ def evaluate(
                       _fmt(m["dice_all"].mean, 4), _fmt(m["hd_all"].mean, 2), _fmt(m["asd_all"].mean, 2),
                       _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), *vs_reference,
                       str(block.n_failed_pred), _fmt(block.score, 4))
-    _stdout().print(table)
-    _stdout().print(_agreement_table(report.blocks, reference is not None))
+    _print_table(table)
+    _print_table(_agreement_table(report.blocks, reference is not None))
     if any(block.reasons_pred for block in report.blocks):
-        _stdout().print(_reasons_table(report.blocks))
+        _print_table(_reasons_table(report.blocks))
+    if out is not None:  # (made and checked before the work)
+        try:
+            write_case_csv(report, out / "cases.csv")
+            write_summary_json(report, out / "summary.json")
+        except OSError as exc:
+            _fail_writing(f"into {out}", exc)
+        err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
+
+
+def _list_unevaluated(report, missing_as_empty: bool) -> None:
+    """On stderr: the cases of either folder that were not evaluated, or were scored as empty
+    predictions, with the reason."""
     evaluated = {case.case_id for case in report.cases}
     scored = "scored as empty predictions" if missing_as_empty else "not scored (--missing-as-empty scores them)"
     # A ground truth that cannot be read is not scored either way: it is listed below instead.
@@ -845,15 +950,6 @@ def evaluate(
             err.print(f"[yellow]{escape(case_id)} scored as an empty prediction:[/] {escape(reason)}", highlight=False)
         else:
             err.print(f"[red]cannot evaluate {escape(case_id)}:[/] {escape(reason)}", highlight=False)
-    if out is not None:  # (made and checked before the work)
-        try:
-            write_case_csv(report, out / "cases.csv")
-            write_summary_json(report, out / "summary.json")
-        except OSError as exc:
-            _fail_writing(f"into {out}", exc)
-        err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
-    if not report.cases:
-        fail("no case could be evaluated (are the masks named by the same case IDs?)")
 
 
 def _agreement_table(blocks, with_reference: bool) -> Table:

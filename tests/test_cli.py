@@ -316,6 +316,29 @@ def test_help_shows_flags_without_a_value_placeholder(command, flags):
         assert "<bool>" not in line, line
 
 
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 160])
+def test_tables_never_break_a_number_across_lines(width):
+    # At 80 columns the evaluate table used to print 0.9287 as "0.92" over "87".
+    from rich.console import Console
+
+    from ipp_seg.cli import _print_table, _table
+
+    numbers = ["0.9287", "0.9534", "12.00", "-13.96", "+26.01", "146.3", "0.9615"]
+    table = _table("metrics", ("block", "cases", "Dice PS", "Dice FH", "HD all (px)", "95% limits of agreement",
+                               "mean |ΔAoP| (°)", "a long file path column", "score"), justify="right")
+    for block in ("overall", "wide", "narrow"):
+        table.add_row(block, "230", numbers[0], numbers[1], numbers[2], f"{numbers[3]} to {numbers[4]}", numbers[5],
+                      "sample_data/a/very/long/path/to/psfhs_04700_us.dcm", numbers[6])
+    console = Console(width=width, record=True, force_terminal=False)
+    _print_table(table, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    words = set(text.replace("│", " ").replace("┃", " ").split())
+    for number in numbers + ["230"]:
+        assert number in words, (number, width)
+    assert "overall" in text and "narrow" in text
+
+
 def test_predict_failed_measurement_exits_1(tmp_path):
     # A regular pattern of four grey values: the shipped model finds no fetal head in it.
     pattern = tmp_path / "pattern.png"
@@ -639,6 +662,36 @@ def test_evaluate_refuses_folders_whose_case_ids_do_not_match(tmp_path):
     result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--missing-as-empty")
     assert "matches a ground-truth case ID" in result.output and "'psfhs_04700'" in result.output
     assert "ipp-seg evaluate" not in result.stdout  # no table of zeros
+
+
+def test_evaluate_that_can_score_nothing_says_why_and_keeps_an_earlier_runs_files(tmp_path):
+    import cv2
+
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+    mask = np.zeros((64, 64), np.uint8)
+    cv2.ellipse(mask, (20, 12), (10, 4), -10, 0, 360, 1, -1)
+    cv2.circle(mask, (36, 40), 16, 2, -1)
+    for case in ("04700", "04750"):
+        cv2.imwrite(str(tmp_path / "gt" / f"{case}.png"), mask)
+        cv2.imwrite(str(tmp_path / "pred" / f"{case}.png"), mask * 100)  # another tool's 100 and 200
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cases.csv").write_text("an earlier run's results\n")
+    result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", out)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "none of the 2 case(s) in both folders could be evaluated" in result.output
+    assert "--pred-labels" in result.output  # the advice names an option that exists
+    assert (out / "cases.csv").read_text() == "an earlier run's results\n" and not (out / "summary.json").exists()
+    done = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", out, "--pred-labels", "ps=100,fh=200")
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader((out / "cases.csv").read_text().splitlines()))
+    assert [(r["case_id"], r["dice_all"], r["evaluated"]) for r in rows] == [("04700", "1.0", "true"),
+                                                                          ("04750", "1.0", "true")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("evaluate", empty, tmp_path / "gt")
+    assert result.exit_code == 2 and "no label masks" in result.output and "empty" in result.output
 
 
 def test_dicom_results_without_highdicom_are_refused_before_any_work(tmp_path, sample_png, sample_dicom, monkeypatch):

@@ -26,6 +26,7 @@ from ipp_seg.evaluate import (
     write_summary_json,
 )
 from ipp_seg.evaluate.report import _CASE_COLUMNS
+from ipp_seg.io import ScanReadError
 from ipp_seg.measure import measure_progress
 
 SHAPE = (128, 128)
@@ -288,6 +289,68 @@ def test_missing_as_empty_scores_an_unusable_prediction_as_empty_too(folders):
     assert "00002.png is 128 x 118 pixels, the ground truth 128 x 128" in dict(scored.unreadable)["00002"]
 
 
+def test_the_case_csv_says_why_a_prediction_was_scored_as_empty(folders, tmp_path):
+    pred, gt, _ = folders
+    _write_png(pred / "00002.png", scene()[:-10])  # another size
+    rows = {r["case_id"]: r for r in csv.DictReader(
+        write_case_csv(evaluate_folders(pred, gt, missing_as_empty=True), tmp_path / "c.csv").open(newline=""))}
+    assert rows["00002"]["evaluated"] == "true" and rows["00002"]["dice_all"] == "0.0"
+    assert "128 x 118 pixels" in rows["00002"]["problem"]
+    assert rows["00004"]["problem"] == "no prediction: scored as an empty prediction"
+    plain = {r["case_id"]: r for r in csv.DictReader(
+        write_case_csv(evaluate_folders(pred, gt), tmp_path / "p.csv").open(newline=""))}
+    assert plain["00002"]["evaluated"] == "false" and "128 x 118 pixels" in plain["00002"]["problem"]
+
+
+def test_predictions_with_another_tools_label_values(folders):
+    pred, gt, _ = folders
+    for case in ("00001", "00002", "00003"):
+        stored = read_label_mask(pred / f"{case}.png")[0]
+        _write_png(pred / f"{case}.png", np.select([stored == 1, stored == 2], [128, 255], 0).astype(np.uint8))
+    refused = evaluate_folders(pred, gt)
+    assert not refused.cases and "--pred-labels" in dict(refused.unreadable)["00001"]
+    report = evaluate_folders(pred, gt, pred_labels=(128, 255))
+    assert [c.case_id for c in report.cases] == ["00001", "00002", "00003"]
+    assert report.cases[0].dice_all == 1.0 and report.cases[0].delta_aop == 0.0
+
+
+def test_a_float_mask_of_whole_numbers_is_read_as_labels_and_a_probability_map_is_refused(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    sitk.WriteImage(sitk.GetImageFromArray(scene().astype(np.float32)), str(tmp_path / "whole.nii.gz"))
+    labels, _ = read_label_mask(tmp_path / "whole.nii.gz")
+    assert np.issubdtype(labels.dtype, np.integer) and np.array_equal(labels, scene())
+    sitk.WriteImage(sitk.GetImageFromArray(scene().astype(np.float32) * 0.4), str(tmp_path / "soft.mha"))
+    with pytest.raises(ScanReadError, match="probability map or an interpolated mask"):
+        read_label_mask(tmp_path / "soft.mha")
+    nan = scene().astype(np.float32)
+    nan[0, 0] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(nan), str(tmp_path / "nan.mha"))
+    with pytest.raises(ScanReadError, match="NaN"):
+        read_label_mask(tmp_path / "nan.mha")
+
+
+def test_a_predictions_own_spacing_serves_when_the_ground_truth_has_none(folders, caplog):
+    sitk = pytest.importorskip("SimpleITK")
+    pred, gt, _ = folders
+    (pred / "00001.png").unlink()
+    image = sitk.GetImageFromArray(scene())
+    image.SetSpacing((0.3, 0.3))
+    sitk.WriteImage(image, str(pred / "00001.mha"))
+    report = evaluate_folders(pred, gt)  # the ground truth 00001.png has no spacing
+    case = {c.case_id: c for c in report.cases}["00001"]
+    assert case.spacing_mm == (0.3, 0.3) and case.hsd_gt_mm == pytest.approx(0.3 * case.hsd_gt_px)
+    # Ground truth 00003.mha has none either; give it 0.2: the prediction's 0.3 disagrees and is named.
+    (pred / "00003.png").unlink()
+    sitk.WriteImage(image, str(pred / "00003.mha"))
+    truth = sitk.GetImageFromArray(scene())
+    truth.SetSpacing((0.2, 0.2))
+    sitk.WriteImage(truth, str(gt / "00003.mha"))
+    with caplog.at_level(logging.WARNING):
+        report = evaluate_folders(pred, gt)
+    assert {c.case_id: c for c in report.cases}["00003"].spacing_mm == (0.2, 0.2)
+    assert "case 00003: the prediction's spacing 0.3 x 0.3 mm is not the 0.2 x 0.2 mm" in caplog.text
+
+
 def test_masks_in_sub_folders_are_found_and_overlays_left_out(folders, tmp_path):
     pred, gt, _ = folders
     nested = tmp_path / "batch_out"
@@ -373,8 +436,12 @@ def test_csv_and_json(folders, tmp_path):
 
     with csv_path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["case_id"] for r in rows] == ["00001", "00002", "00003"]
-    assert tuple(rows[0]) == _CASE_COLUMNS
+    # Every case of either folder has a row: the evaluated ones, and those that could not be, with why.
+    assert [(r["case_id"], r["evaluated"]) for r in rows] == [
+        ("00001", "true"), ("00002", "true"), ("00003", "true"), ("00004", "false"), ("00009", "false")]
+    assert [r["problem"] for r in rows] == ["", "", "", "no prediction", "no ground truth"]
+    assert rows[3]["dice_all"] == rows[3]["aop_pred"] == ""
+    assert tuple(rows[0]) == (*_CASE_COLUMNS, "evaluated", "problem")
     assert float(rows[0]["dice_all"]) == 1.0 and float(rows[0]["delta_aop"]) == 0.0
     assert rows[0]["hsd_pred_mm"] == ""  # unknown, not a made-up number
     assert set(SEGMENTATION_METRICS) <= set(rows[0])
@@ -427,6 +494,20 @@ def test_reference_aop_in_block_summary_and_csv(folders, tmp_path):
     assert summary.n == 2 and summary.mean == pytest.approx(2.0, abs=1e-3)
     rows = list(csv.DictReader(write_case_csv(report, tmp_path / "cases.csv").read_text().splitlines()))
     assert rows[0]["delta_aop_reference"] != "" and rows[2]["aop_reference"] == ""
+
+
+def test_a_reference_whose_ids_lost_their_leading_zeros_is_matched_by_number(folders, tmp_path, caplog):
+    pred, gt, _ = folders
+    truth_aop = measure_progress(scene()).aop_deg
+    # As a spreadsheet saves the IDs; 00002 keeps its exact ID, which wins over the number.
+    reference = {"1": truth_aop + 1, "2": truth_aop + 50, "00002": truth_aop - 3}
+    with caplog.at_level(logging.WARNING):
+        report = evaluate_folders(pred, gt, reference_aop=reference)
+    by_id = {c.case_id: c for c in report.cases}
+    assert by_id["00001"].delta_aop_reference == pytest.approx(1.0, abs=1e-6)
+    assert by_id["00002"].delta_aop_reference == pytest.approx(3.0, abs=1e-3)
+    assert by_id["00003"].delta_aop_reference is None
+    assert "1 case(s) matched the reference AoP by number" in caplog.text and "(e.g. 1 for 00001)" in caplog.text
 
 
 def test_read_reference_aop_formats_and_errors(tmp_path):

@@ -38,6 +38,7 @@ import SimpleITK as sitk
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason
 from ..io.folders import walk_folders
+from ..io.frames import same_spacing
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -269,6 +270,7 @@ class EvaluationReport:
     cases without an image (style unknown) when an image folder was given; ``unreadable``:
     (case ID, reason) of cases that could not be read or evaluated. None of these is in the
     metrics unless ``missing_as_empty`` scored missing predictions as empty masks.
+    ``paired_cases``: the number of case IDs both folders hold.
     """
 
     method: str
@@ -281,6 +283,7 @@ class EvaluationReport:
     missing_images: tuple[str, ...] = ()
     unreadable: tuple[tuple[str, str], ...] = ()
     missing_as_empty: bool = False
+    paired_cases: int | None = None  # case IDs found in both folders (None: not from folders)
 
     @property
     def overall(self) -> BlockSummary:
@@ -548,6 +551,7 @@ def evaluate_folders(
     missing_as_empty: bool = False,
     reference_aop: Mapping[str, float] | None = None,
     gt_labels: tuple[int, int] | None = None,
+    pred_labels: tuple[int, int] | None = None,
 ) -> EvaluationReport:
     """Evaluate a folder of predicted masks against a folder of ground-truth masks.
 
@@ -555,7 +559,8 @@ def evaluate_folders(
     (optional; any format :func:`ipp_seg.io.read_frame` reads, e.g. a PSFHS ``image_mha``
     folder) gives each case's frame for its acquisition style and its calibration. Spacing
     for HSD in mm: the image's calibration, else the ground-truth mask's (ITK spacing other
-    than 1 x 1), else ``spacing_mm``.
+    than 1 x 1), else the prediction's, else ``spacing_mm``; a prediction whose own spacing
+    disagrees with the one used is logged (it was made on another pixel grid).
 
     Cases on one side only are listed in the report, not evaluated; with
     ``missing_as_empty`` a ground truth without prediction, or with a prediction that cannot be
@@ -564,9 +569,11 @@ def evaluate_folders(
     reason. Both folders are searched with their sub-folders (``batch --save-masks`` writes
     masks at each scan's relative path); a predictions folder's ``overlays`` sub-folders
     (pictures, not masks) are left out. ``reference_aop``: as in :func:`evaluate_arrays`; evaluated cases it lacks are
-    logged. ``labels`` are the PS and FH values of the predicted masks; ``gt_labels`` those of
-    the ground truth where they differ (another tool's export), None for the same. A mask with
-    any other value is not evaluated: it is listed as unreadable with the values it holds.
+    logged; a reference whose numeric IDs lost their leading zeros (``4601`` for ``04601``, as
+    a spreadsheet saves them) is matched by number, with a warning. ``labels`` are the PS and
+    FH values the results use; ``gt_labels`` and ``pred_labels`` those of the ground truth and
+    of the predictions where they differ (another tool's export), None for ``labels``. A mask
+    with any other value is not evaluated: it is listed as unreadable with the values it holds.
 
     Raises:
         NotADirectoryError: a folder does not exist.
@@ -576,6 +583,7 @@ def evaluate_folders(
     _check_choice(orientation, ORIENTATIONS, "orientation")
     labels = _check_label_pair(labels)
     gt_labels = labels if gt_labels is None else _check_label_pair(gt_labels)
+    pred_labels = labels if pred_labels is None else _check_label_pair(pred_labels)
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES)) if images_dir is not None else None
@@ -588,13 +596,17 @@ def evaluate_folders(
     if missing_gt:
         logger.info("%d prediction(s) have no ground truth: %s", len(missing_gt), _preview(missing_gt))
 
-    to_evaluate = sorted(set(gts) & set(preds)) + (missing_pred if missing_as_empty else [])
+    paired = set(gts) & set(preds)
+    to_evaluate = sorted(paired) + (missing_pred if missing_as_empty else [])
+    if reference_aop is not None:
+        reference_aop = _reference_by_case(reference_aop, to_evaluate)
     results: list[CaseResult] = []
     unreadable: list[tuple[str, str]] = []
     missing_images: list[str] = []
     for case_id in sorted(to_evaluate):
         try:
             stored, gt_spacing = read_label_mask(gts[case_id])
+            pred_spacing = None
             gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}",
                               "name the ground truth's values, e.g. --gt-labels ps=128,fh=255")
         except (ScanReadError, ValueError) as exc:
@@ -604,9 +616,10 @@ def evaluate_folders(
         pred = np.zeros_like(gt)
         if case_id in preds:
             try:
-                pred = relabel_mask(read_label_mask(preds[case_id])[0], labels, labels,
-                                    f"prediction {preds[case_id].name}",
-                                    "predictions hold the labels given (ipp-seg writes 0, 1 and 2)")
+                stored_pred, pred_spacing = read_label_mask(preds[case_id])
+                pred = relabel_mask(stored_pred, pred_labels, labels, f"prediction {preds[case_id].name}",
+                                    "name the predictions' values, e.g. --pred-labels ps=128,fh=255 "
+                                    "(ipp-seg writes 0, 1 and 2)")
                 if pred.shape != gt.shape:
                     raise ValueError(f"prediction {preds[case_id].name} is {pred.shape[1]} x {pred.shape[0]} pixels, "
                                      f"the ground truth {gt.shape[1]} x {gt.shape[0]}")
@@ -630,7 +643,11 @@ def evaluate_folders(
                     missing_images.append(case_id)
             else:
                 missing_images.append(case_id)
-        spacing = image_spacing or gt_spacing or spacing_mm
+        spacing = image_spacing or gt_spacing or pred_spacing or spacing_mm
+        if pred_spacing is not None and not same_spacing(pred_spacing, spacing):
+            logger.warning("case %s: the prediction's spacing %s mm is not the %s mm its ground truth is measured "
+                           "with (made on another pixel grid?); HSD in mm uses the latter", case_id,
+                           _spacing_text(pred_spacing), _spacing_text(spacing))
         try:
             results.append(
                 evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels, orientation=orientation,
@@ -656,7 +673,27 @@ def evaluate_folders(
         missing_images=tuple(missing_images),
         unreadable=tuple(unreadable),
         missing_as_empty=missing_as_empty,
+        paired_cases=len(paired),
     )
+
+
+def _reference_by_case(reference: Mapping[str, float], case_ids: Sequence[str]) -> Mapping[str, float]:
+    """``reference`` with, for case IDs it lacks, the value of the same number: a spreadsheet
+    saves ID 04601 as 4601. An exact ID always wins; matches by number are logged."""
+    by_number: dict[int, str] = {}
+    for key in reference:
+        if key.isdigit():
+            by_number.setdefault(int(key), key)
+    matched = {c: reference[by_number[int(c)]] for c in case_ids
+               if c not in reference and c.isdigit() and int(c) in by_number}
+    if matched:
+        logger.warning("%d case(s) matched the reference AoP by number, its IDs having lost their leading zeros "
+                       "(e.g. %s for %s)", len(matched), by_number[int(next(iter(matched)))], next(iter(matched)))
+    return {**reference, **matched}
+
+
+def _spacing_text(spacing: tuple[float, float]) -> str:
+    return f"{spacing[0]:g} x {spacing[1]:g}"
 
 
 # Column names read_reference_aop accepts, first match wins (PSFHS: "case", "aop_deg").
@@ -730,11 +767,29 @@ def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | N
         labels, spacing = _read_image_mask(name), None
     else:
         raise ScanReadError(name, f"not a label mask format; supported: {', '.join(MASK_SUFFIXES)}")
+    if np.issubdtype(labels.dtype, np.floating):
+        labels = _whole_labels(name, labels)
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
         raise ScanReadError(name, f"label masks hold integers, this file holds {labels.dtype}")
     if labels.dtype == np.bool_:
         labels = labels.astype(np.uint8)
     return np.ascontiguousarray(labels), spacing
+
+
+def _whole_labels(name: str, values: np.ndarray) -> np.ndarray:
+    """A float mask whose values are whole numbers (0.0, 1.0, 2.0: some tools store labels so)
+    as integers; anything else is no label mask."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ScanReadError(name, "label masks hold whole numbers, this file holds NaN or infinite values")
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        raise ScanReadError(name, f"label masks hold whole numbers, this file holds values such as "
+                                  f"{float(fractional.flat[0]):g}: a probability map or an interpolated mask? "
+                                  "(resample label masks with nearest-neighbour interpolation)")
+    if values.size and (values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max):
+        raise ScanReadError(name, "label values beyond the 32-bit integer range")
+    return values.astype(np.int32)
 
 
 def _unknown_label_values(mask: np.ndarray, labels: tuple[int, int]) -> list:
@@ -852,15 +907,27 @@ def _files_below(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
 
 
 def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
-    """Write one row per evaluated case (columns of :meth:`CaseResult.to_dict`); empty cells
-    for values that could not be measured. Returns the path."""
+    """Write one row per case of either folder (columns of :meth:`CaseResult.to_dict`, then
+    ``evaluated`` and ``problem``), sorted by case ID; empty cells for values that could not be
+    measured. A case that was not evaluated (no prediction, no ground truth, a file that could
+    not be used) has ``evaluated`` false and the reason in ``problem``; an unusable or missing
+    prediction scored as empty (``missing_as_empty``) has ``evaluated`` true and the reason
+    too. No case of either folder is left out. Returns the path."""
     out = Path(path)
-    columns = list(_CASE_COLUMNS)
+    rows = {case.case_id: {k: ("" if v is None else v) for k, v in case.to_dict().items()} | {"evaluated": "true"}
+            for case in report.cases}
+    problems = [(c, "no prediction" + (": scored as an empty prediction" if c in rows else ""))
+                for c in report.missing_predictions]
+    problems += [(c, "no ground truth") for c in report.missing_ground_truth]
+    problems += list(report.unreadable)
+    for case_id, problem in problems:
+        row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
+        row["problem"] = f"{row['problem']}; {problem}" if row.get("problem") else problem
     with out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
         writer.writeheader()
-        for case in report.cases:
-            writer.writerow({k: ("" if v is None else v) for k, v in case.to_dict().items()})
+        for case_id in sorted(rows):
+            writer.writerow(rows[case_id])
     return out
 
 
