@@ -177,6 +177,10 @@ def main_options(
     verbose: bool = _flag("--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # OpenCV's own lines about a damaged image ("[ WARN:0@0.4] global grfmt_png.cpp ...") come
+    # before ipp-seg's one-line reason for the same file; read when OpenCV loads (the user's
+    # own setting wins). Worker processes inherit it.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     # pydicom warns about header values that break the standard by quoting them, which may be
     # the patient's name, and logs each decoder plugin's failure with a traceback; ipp-seg's
     # readers report what matters for a measurement themselves, on one line. (Not by level:
@@ -448,17 +452,17 @@ def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
 def _parse_spacing(text: str | None) -> tuple[float, float] | None:
     if not text:
         return None
-    from .measure.progress import PLAUSIBLE_SPACING_MM
+    from .measure.progress import check_plausible_spacing
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         fail(f"--spacing-mm must be X or X,Y in mm per pixel, got {text!r}")
     if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
         fail(f"--spacing-mm must be one or two positive numbers, got {text!r}")
-    if not all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in values):
-        # A calibration in another unit (cm, or pixels per mm) would give HSDs off by 10x or more.
-        fail(f"--spacing-mm {text}: an ultrasound pixel is {PLAUSIBLE_SPACING_MM[0]}-{PLAUSIBLE_SPACING_MM[1]} mm; "
-             "give millimetres per pixel (a calibration in cm per pixel times 10)")
+    try:
+        check_plausible_spacing((values[0], values[-1]))
+    except ValueError as exc:
+        fail(f"--spacing-mm {text}: {exc}")
     return (values[0], values[-1])
 
 

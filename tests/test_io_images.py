@@ -136,7 +136,7 @@ def test_user_spacing_for_images(tmp_path):
     assert frame.spacing_at(3, 3) == (0.2, 0.25)
     assert frame.spacing_source == "given"
     assert read_frame(path).spacing_source is None
-    for bad in [(0, 0.2), (-1, 1), (float("nan"), 1), (0.2,), "0.2"]:
+    for bad in [(0, 0.2), (-1, 1), (float("nan"), 1), (0.2,), "0.2", "12", (True, True)]:
         with pytest.raises(ValueError):
             read_frame(path, spacing_mm=bad)
 

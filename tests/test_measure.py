@@ -608,6 +608,24 @@ def test_an_unsure_symphysis_is_a_warning_that_keeps_the_values():
     assert _measured_with_head_confidence(0.95, 0.5, 0.0).reasons == ()  # no PS at all: ps_missing's to say
 
 
+def test_a_frame_measures_with_the_calibration_of_the_region_that_holds_its_symphysis():
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import ImagingRegion, Provenance, UltrasoundFrame
+
+    scene = typical_scene()
+    h, w = scene.shape
+    # Two views side by side with their own calibrations: the PS lies in the left one.
+    regions = (ImagingRegion(0, 0, w // 2 + 40, h, (0.2, 0.2)), ImagingRegion(w // 2 + 40, 0, w, h, (0.5, 0.5)))
+    frame = UltrasoundFrame(scene.astype(np.uint8), None, regions, 0, 1, Provenance("dual", "dicom"))
+    m = measure_frame(scene, frame, method="ellipse", orientation="standard")
+    assert m.spacing_mm == (0.2, 0.2) and m.spacing_source == "ultrasound_region"
+    # No PS drawn: the calibrated region the network was shown (the larger one), not "spacing unknown".
+    no_ps = _without(1)
+    failed = measure_frame(no_ps, frame, method="ellipse", orientation="standard")
+    assert failed.status == "failed" and "spacing_unknown" not in failed.reasons
+    assert failed.spacing_source == "ultrasound_region"
+
+
 def test_low_confidence_is_a_warning_that_keeps_the_values():
     confident = _measured_with_head_confidence(0.95)
     unsure = _measured_with_head_confidence(0.5)

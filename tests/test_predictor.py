@@ -63,6 +63,33 @@ def test_pixels_measure_as_the_file_they_came_from(predictor):
     assert predictor.predict_pixels(rgb).measurement.aop_deg == pytest.approx(from_file.measurement.aop_deg)
 
 
+@pytest.mark.parametrize("convert", [
+    lambda g: g.astype(np.int64), lambda g: g.tolist(), lambda g: g.astype(np.int32), lambda g: g.astype(np.uint32),
+    lambda g: g[None], lambda g: g[..., None], lambda g: np.dstack([g, g, g, np.full_like(g, 255)]),
+    lambda g: g.astype(np.uint16) * 257,  # the same image in 16 bits
+], ids=["int64", "list", "int32", "uint32", "1xHxW", "HxWx1", "rgba", "uint16"])
+def test_an_8_bit_image_in_any_integer_type_or_layout_measures_as_uint8_does(predictor, convert):
+    # int64 (what a list becomes) was scaled from its type's range: every pixel read as 127.5,
+    # and the frame was refused as "blank".
+    grey = cv2.imread(str(SAMPLES / "psfhs_04750.png"), cv2.IMREAD_GRAYSCALE)
+    expected = predictor.predict_pixels(grey).measurement.aop_deg
+    assert predictor.predict_pixels(convert(grey)).measurement.aop_deg == pytest.approx(expected, abs=0.5)
+
+
+def test_integer_pixels_beyond_16_bits_are_refused(predictor):
+    with pytest.raises(ValueError, match="0-65535"):
+        predictor.predict_pixels(np.arange(256 * 256, dtype=np.int64).reshape(256, 256) - 5)
+
+
+def test_a_frame_with_nan_outside_the_field_of_view_measures(predictor):
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    grey = cv2.imread(str(SAMPLES / "psfhs_04750.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    holed = np.where(grey < 10, np.nan, grey).astype(np.float32)
+    result = predictor.predict_frame(UltrasoundFrame(holed, None, (), 0, 1, Provenance("x", "array")))
+    assert result.measurement.status != "failed"
+
+
 def test_a_spacing_given_with_pixels_gives_millimetres_and_says_so(predictor):
     grey = read_frame(SAMPLES / "psfhs_04700.png").pixels
     plain = predictor.predict_pixels(grey).measurement
@@ -94,6 +121,14 @@ def test_arrays_that_are_no_ultrasound_frame_are_refused_with_the_reason(predict
     ({"frames": "first"}, "frame selection"),
     ({"threads": 0}, "threads"),
     ({"spacing_mm": (0.2, -1)}, "spacing_mm"),
+    ({"spacing_mm": (3, 3)}, "an ultrasound pixel is 0.01-2.0 mm"),  # as the command line refuses it
+    ({"spacing_mm": "12"}, "two numbers"),  # not 1 x 2 mm
+    ({"spacing_mm": (True, True)}, "two numbers"),
+    ({"threads": 10**6}, "threads must be an integer from 1 to"),  # took 23 GB before failing
+    ({"tta": "no"}, "tta must be True or False"),
+    ({"model": ""}, "model must be"),
+    ({"model": 123}, "model must be"),
+    ({"frames": 1.5}, "frames must be"),
 ])
 def test_bad_options_are_refused_before_a_model_is_loaded(monkeypatch, options, words):
     import ipp_seg.inference.batch as batch
@@ -104,6 +139,21 @@ def test_bad_options_are_refused_before_a_model_is_loaded(monkeypatch, options, 
     monkeypatch.setattr(batch, "load_segmenter", no_model)
     with pytest.raises(ValueError, match=words):
         Predictor(**options)
+
+
+def test_a_frame_index_is_a_frame_selection():
+    assert Predictor(frames=2).options.frames == "2"
+
+
+def test_the_library_prints_nothing_when_logging_is_not_configured(tmp_path, sample_dicom):
+    # A calibrated file given another spacing: a logged warning, which Python's last-resort
+    # handler used to print to stderr in a program that set up no logging.
+    code = ("from ipp_seg.inference import Predictor; "
+            f"r = list(Predictor(spacing_mm=(0.5, 0.5)).predict({str(sample_dicom)!r})); "
+            "assert r[0].measurement.spacing_source == 'ultrasound_region'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "" and run.stderr == ""
 
 
 def test_an_unknown_model_names_itself():

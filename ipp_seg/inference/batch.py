@@ -619,10 +619,12 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
 _WORKER: FileProcessor | None = None
 
 
-def _worker_init(options: BatchOptions) -> None:
+def _worker_init(options: BatchOptions, log_level: int | None = None) -> None:
     # Ctrl-C in a terminal reaches every process of the group: the main process ends the run;
     # a worker's traceback would only bury its message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_level is not None:  # the run's own process logs (the command line does): so do its workers
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     global _WORKER
     _WORKER = FileProcessor(options)
 
@@ -753,8 +755,10 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         return
     # An executor, not a Pool: a worker killed by the system (out of memory) breaks it with an
     # error, where a Pool waits for that worker's results for ever.
+    root = logging.getLogger()
+    log_level = root.getEffectiveLevel() if root.handlers else None  # a spawned worker starts unconfigured
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(options,))
+                                   initializer=_worker_init, initargs=(options, log_level))
     try:
         # map keeps file order: the CSV is the same whatever the number of workers.
         for outcomes in executor.map(_worker_run, groups):

@@ -279,8 +279,11 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
     a (non-zero) ``ps_confidence`` below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``."""
     ys, xs = np.nonzero(labels == ps_label)
+    region = frame.imaging_region
     if len(xs):
         spacing, source = frame.calibration_at(float(xs.mean()), float(ys.mean()))
+    elif region is not None and region.spacing_mm is not None:  # no PS: the region the network was shown
+        spacing, source = region.spacing_mm, "ultrasound_region"
     else:
         spacing, source = frame.spacing_mm, frame.spacing_source
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,

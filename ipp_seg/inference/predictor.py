@@ -21,6 +21,7 @@ before the model is loaded, and an unusable model raises :class:`ModelNotFoundEr
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +31,7 @@ from ..io import Provenance, UltrasoundFrame, parse_frame_selection
 from ..io.frames import check_spacing
 from ..io.greyscale import luminance_rgb, to_output
 from ..measure import METHODS, ORIENTATIONS
+from ..measure.progress import check_plausible_spacing
 from .backends import BACKENDS, DEVICES
 from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions
 from .pipeline import FrameResult, not_segmentable_reason, predict_frame
@@ -57,18 +59,29 @@ class Predictor:
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *, backend: str = "onnx", device: str = "cpu",
-                 method: str = "ellipse", orientation: str = "standard", frames: str = "all",
+                 method: str = "ellipse", orientation: str = "standard", frames: str | int = "all",
                  spacing_mm: tuple[float, float] | None = None, tta: bool = False,
                  threads: int | None = None) -> None:
         for name, value, allowed in (("backend", backend, BACKENDS), ("device", device, DEVICES),
                                      ("method", method, METHODS), ("orientation", orientation, ORIENTATIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if model is not None and (not isinstance(model, (str, os.PathLike)) or not os.fspath(model)):
+            raise ValueError(f"model must be a shipped model's name or a file path (None: the default), got {model!r}")
+        if isinstance(frames, int) and not isinstance(frames, bool) and frames >= 0:
+            frames = str(frames)
+        if not isinstance(frames, str):
+            raise ValueError(f"frames must be 'all', 'N' or 'A-B' (0-based), or a frame index; got {frames!r}")
         parse_frame_selection(frames)  # raises ValueError naming the accepted forms
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        if not isinstance(tta, bool):
+            raise ValueError(f"tta must be True or False, got {tta!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, or None, got {threads!r}")
+        spacing = check_spacing(spacing_mm)
+        _plausible(spacing)
         options = InferenceOptions(None if model is None else os.fspath(model), backend, device, method,
-                                   orientation, frames, check_spacing(spacing_mm), bool(tta), threads)
+                                   orientation, frames, spacing, tta, threads)
         self._processor = FileProcessor(BatchOptions(Path("."), Path("."), options))
 
     @property
@@ -102,6 +115,10 @@ class Predictor:
             ValueError: the frame is no ultrasound image the network can segment (too small,
                 blank, or a label mask), with the reason.
         """
+        pixels = frame.pixels
+        if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
+            # As the readers do: NaN marks pixels outside the field of view (to_output).
+            frame = replace(frame, pixels=to_output(pixels))
         reason = not_segmentable_reason(frame.pixels)
         if reason:
             raise ValueError(reason)
@@ -110,24 +127,31 @@ class Predictor:
                              tta=inf.tta)
 
     def predict_pixels(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> FrameResult:
-        """Segment and measure a frame given as an array: (H, W) greyscale, or (H, W, 3) RGB
-        (taken as its luma), of any integer type (scaled from its range onto 0-255) or float
-        (taken to be on the 0-255 scale already). ``spacing_mm`` is its (x, y) mm per pixel, or
-        None when unknown (distances are then in pixels only); the predictor's own spacing
-        is used when this is None.
+        """Segment and measure a frame given as an array: (H, W) greyscale, (H, W, 1) or
+        (1, H, W), or (H, W, 3) RGB and (H, W, 4) RGBA (taken as their luma). Whole numbers
+        from 0 to 255 are grey levels, whatever the integer type (a list, or ``int64``, holds an
+        8-bit image as well as ``uint8`` does); other integer arrays are taken as 16-bit (0-65535)
+        images; floats as values on the 0-255 scale (NaN: outside the field of view).
+        ``spacing_mm`` is its (x, y) mm per pixel, or None when unknown (distances are then in
+        pixels only); the predictor's own spacing is used when this is None.
 
         Raises:
             ValueError: a malformed array, or one that is no ultrasound image (see
                 :meth:`predict_frame`).
         """
         arr = np.asarray(pixels)
-        if arr.ndim == 3 and arr.shape[-1] == 3:
-            arr = luminance_rgb(arr)
+        if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]) and arr.shape.count(1) == 1:
+            arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            arr = luminance_rgb(arr[..., :3])  # alpha carries no echo
         if arr.ndim != 2:
-            raise ValueError(f"pixels must be (H, W) greyscale or (H, W, 3) RGB, got shape {arr.shape}")
+            raise ValueError(f"pixels must be (H, W) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA, got shape {arr.shape}")
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
             raise ValueError(f"pixels must hold real numbers, got dtype {arr.dtype}")
-        spacing = check_spacing(spacing_mm) or self.options.spacing_mm
+        arr = _grey_levels(arr)
+        spacing = check_spacing(spacing_mm)
+        _plausible(spacing)
+        spacing = spacing or self.options.spacing_mm
         frame = UltrasoundFrame(
             pixels=to_output(np.ascontiguousarray(arr)),
             spacing_mm=spacing,
@@ -138,3 +162,28 @@ class Predictor:
             spacing_source="given" if spacing is not None else None,
         )
         return self.predict_frame(frame)
+
+
+#: More model threads than this is a slip (a million threads took 23 GB before failing).
+MAX_THREADS = 256
+
+
+def _grey_levels(arr: np.ndarray) -> np.ndarray:
+    """Integer pixels as uint8 (0-255) or uint16 (0-65535) grey levels, so that the readers'
+    scaling from the type's range does not squash an 8-bit image held in int64 to one grey."""
+    if not np.issubdtype(arr.dtype, np.integer) or arr.dtype in (np.uint8, np.uint16) or arr.size == 0:
+        return arr
+    low, high = int(arr.min()), int(arr.max())
+    if low >= 0 and high <= 255:
+        return arr.astype(np.uint8)
+    if low >= 0 and high <= 65535:
+        return arr.astype(np.uint16)
+    raise ValueError(f"integer pixels must lie in 0-65535, these run from {low} to {high}: give floats on a "
+                     "0-255 scale instead")
+
+
+def _plausible(spacing: tuple[float, float] | None) -> None:
+    try:
+        check_plausible_spacing(spacing)
+    except ValueError as exc:
+        raise ValueError(f"spacing_mm {spacing}: {exc}") from None

@@ -61,7 +61,7 @@ from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
 __all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
-           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "MIN_ORIENTATION_SCORE", "orientation_score",
+           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "MIN_ORIENTATION_SCORE", "orientation_score",
            "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,15 @@ MAX_PS_AXIS_RATIO = 0.70
 # range is a unit slip (mm written where cm belong, a thumbnail's region) or a damaged header:
 # distances from it are withheld, not reported.
 PLAUSIBLE_SPACING_MM = (0.01, 2.0)
+
+
+def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
+    """Refuse (ValueError) a caller's spacing that no ultrasound pixel has: a calibration in
+    another unit (cm, or pixels per mm) would give HSDs off by 10x or more. None passes."""
+    low, high = PLAUSIBLE_SPACING_MM
+    if spacing_mm is not None and not all(low <= v <= high for v in spacing_mm):
+        raise ValueError(f"an ultrasound pixel is {low}-{high} mm; give millimetres per pixel (a calibration in cm "
+                         "per pixel times 10)")
 # Which end is inferior is a display convention the mask does not state, but the anatomy leans
 # one way on the display: with the standard convention the PS's inferior end lies higher than
 # its superior end, and the head's centre lies on the inferior end's side of the PS's centre.
