@@ -609,7 +609,7 @@ def predict(
         typer.echo(json.dumps(reports, indent=2))
     else:
         _print_table(_results_table(rows, "ipp-seg predict"))
-    _advise_on_orientation(rows, orientation)
+    _advise_on_run(rows, orientation)
     if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
@@ -709,18 +709,33 @@ def batch(
     if summary.orientation_looks_reversed:
         _say_orientation_looks_reversed(summary.doubtful_orientation_rows, summary.rows - summary.failed_rows,
                                         orientation, again="--overwrite")
+    if summary.symphysis_mostly_unsure:
+        _say_symphysis_mostly_unsure(summary.unsure_symphysis_rows, summary.segmented_rows)
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
         fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
 
 
-def _advise_on_orientation(rows: list[dict], orientation: str) -> None:
-    """After a table of rows: say so when the run as a whole looks displayed the other way round."""
-    from .inference.batch import orientation_looks_reversed, row_orientation_doubtful
+def _advise_on_run(rows: list[dict], orientation: str, network: bool = True) -> None:
+    """After a table of rows: say so when the run as a whole looks displayed the other way round,
+    or (``network``: the masks came from the model) not as the models learnt transperineal views."""
+    from .inference.batch import (orientation_looks_reversed, row_orientation_doubtful, row_segmented,
+                                  row_symphysis_unsure, symphysis_mostly_unsure)
 
     measured = sum(row["status"] != "failed" for row in rows)
     doubtful = sum(row_orientation_doubtful(row) for row in rows)
     if orientation_looks_reversed(measured, doubtful):
         _say_orientation_looks_reversed(doubtful, measured, orientation)
+    segmented = sum(row_segmented(row) for row in rows)
+    unsure = sum(row_symphysis_unsure(row) for row in rows)
+    if network and symphysis_mostly_unsure(segmented, unsure):
+        _say_symphysis_mostly_unsure(unsure, segmented)
+
+
+def _say_symphysis_mostly_unsure(unsure: int, segmented: int) -> None:
+    err.print(f"[yellow]warning:[/] in {unsure} of {segmented} frames the network is unsure of the pubic symphysis "
+              "or finds none (reasons ps_low_confidence, ps_missing, ps_too_small). Check that these are "
+              "transperineal views displayed with the probe at the top of the image: a frame turned by 180° or "
+              "upside down gives this, and the models measure no other display.", highlight=False)
 
 
 def _say_orientation_looks_reversed(doubtful: int, measured: int, orientation: str, again: str = "") -> None:
@@ -807,7 +822,7 @@ def measure(
         typer.echo(json.dumps(reports, indent=2))
     else:
         _print_table(_results_table(rows, "ipp-seg measure"))
-    _advise_on_orientation(rows, orientation)
+    _advise_on_run(rows, orientation, network=False)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from ipp_seg.cli import app
 from ipp_seg.inference.batch import (CSV_COLUMNS, orientation_looks_reversed, output_stem, read_done,
-                                    suffix_disambiguated)
+                                    row_segmented, row_symphysis_unsure, suffix_disambiguated,
+                                    symphysis_mostly_unsure)
 from ipp_seg.io import read_frame
 
 
@@ -581,6 +582,47 @@ def test_a_run_whose_frames_look_mirrored_says_so(tmp_path, sample_png):
     assert len(rows) == 4 and all("orientation_doubtful" in r["reasons"].split(";") and r["aop_deg"] for r in rows)
     assert "4 of 4 measured frames look displayed the other way round" in result.output
     assert "--orientation mirrored --overwrite" in result.output
+
+
+def test_a_run_of_frames_turned_upside_down_says_so(tmp_path, sample_png):
+    # Turned by 180 degrees: the orientation check does not see it, but the network is unsure
+    # of the symphysis it draws, or finds none, in most frames.
+    import cv2
+
+    root, upright_root = tmp_path / "scans", tmp_path / "upright_scans"
+    root.mkdir()
+    upright_root.mkdir()
+    for k, name in enumerate(("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png", "psfhs_04700.png")):
+        pixels = cv2.imread(str(sample_png.with_name(name)), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(root / f"{k}.png"), pixels[::-1, ::-1])
+        cv2.imwrite(str(upright_root / f"{k}.png"), pixels)
+    (root / "notes.txt").write_text("not a scan")  # an unreadable row: not a frame the network saw
+    turned = _run("batch", root, "--out", tmp_path / "out")
+    rows = _rows(tmp_path / "out" / "measurements.csv")
+    assert sum(row_symphysis_unsure(r) for r in rows) >= 3 and sum(row_segmented(r) for r in rows) == 4
+    assert "frames the network is unsure of the pubic symphysis or finds none" in turned.output
+    assert "probe at the top" in turned.output
+    upright = _run("batch", upright_root, "--out", tmp_path / "upright")
+    assert upright.exit_code == 0 and "unsure of the pubic symphysis" not in upright.output
+    assert sum(row_segmented(r) for r in _rows(tmp_path / "upright" / "measurements.csv")) == 4
+
+
+@pytest.mark.parametrize("segmented, unsure, mostly", [
+    (3, 3, False),  # too few frames to say anything of the run
+    (4, 1, False), (4, 2, True), (100, 49, False), (100, 50, True), (0, 0, False),
+])
+def test_when_a_run_is_mostly_unsure_of_the_symphysis(segmented, unsure, mostly):
+    assert symphysis_mostly_unsure(segmented, unsure) is mostly
+
+
+def test_which_rows_count_as_unsure_of_the_symphysis():
+    row = dict.fromkeys(CSV_COLUMNS, "")
+    assert row_segmented({**row, "reasons": "spacing_unknown;ps_low_confidence"})
+    assert row_symphysis_unsure({**row, "reasons": "spacing_unknown;ps_low_confidence"})
+    assert row_symphysis_unsure({**row, "status": "failed", "reasons": "ps_missing"})
+    assert not row_symphysis_unsure({**row, "reasons": "spacing_unknown;low_confidence"})
+    assert not row_segmented({**row, "status": "failed", "reasons": "unreadable"})
+    assert not row_segmented({**row, "status": "failed", "reasons": "not_ultrasound_frame"})
 
 
 @pytest.mark.parametrize("measured, doubtful, reversed_", [

@@ -401,6 +401,18 @@ def _mirrored_samples(tmp_path, sample_png):
     return paths
 
 
+def test_predict_says_when_the_network_is_unsure_of_the_symphysis_in_most_frames(tmp_path, sample_png):
+    import cv2
+
+    turned = [tmp_path / f"turned_{p.name}" for p in _mirrored_samples(tmp_path, sample_png)]
+    for path, mirrored in zip(turned, _mirrored_samples(tmp_path, sample_png)):
+        cv2.imwrite(str(path), cv2.imread(str(mirrored), cv2.IMREAD_UNCHANGED)[::-1])  # mirrored + flipped = turned
+    result = invoke("predict", *turned, "--json")
+    assert "the network is unsure of the pubic symphysis or finds none" in result.stderr
+    assert "unsure of the pubic symphysis" not in invoke("predict", *_mirrored_samples(tmp_path, sample_png),
+                                                         "--json").stderr
+
+
 def test_predict_says_when_frames_look_displayed_the_other_way_round(tmp_path, sample_png):
     scans = _mirrored_samples(tmp_path, sample_png)
     wrong = invoke("predict", *scans, "--json")

@@ -122,12 +122,22 @@ REVERSED_RUN_SHARE = 0.25
 MIN_FRAMES_FOR_RUN_ORIENTATION = 4
 MIN_DOUBTFUL_FRAMES_FOR_RUN = 2
 
+# A run in which half the segmented frames or more have no symphysis the network is sure of
+# (ps_low_confidence, or none drawn at all) is not the transperineal view the models know, as
+# the probe displayed at the bottom gives: of the 230 validation frames, the default's twin is
+# unsure of, or misses, the PS in none as recorded, and in 197 turned by 180 degrees (STAR's twin:
+# 1 and 203; benchmarks/RESULTS.md).
+UNSURE_SYMPHYSIS_RUN_SHARE = 0.5
+_UNSURE_SYMPHYSIS = frozenset({"ps_low_confidence", "ps_missing", "ps_too_small"})
+
 
 @dataclass(frozen=True)
 class BatchSummary:
     """What one run did: ``rows`` written by this run (not those a resumed CSV already held), of
-    them ``failed_rows`` failed and ``doubtful_orientation_rows`` measured with the warning
-    ``orientation_doubtful``; ``timings``: seconds by stage, summed over workers."""
+    them ``failed_rows`` failed, ``doubtful_orientation_rows`` measured with the warning
+    ``orientation_doubtful``, and ``unsure_symphysis_rows`` of the ``segmented_rows`` (frames the
+    network saw) unsure of the symphysis or without one; ``timings``: seconds by stage, summed
+    over workers."""
 
     files: int
     rows: int
@@ -137,11 +147,37 @@ class BatchSummary:
     seconds: float
     timings: dict
     doubtful_orientation_rows: int = 0
+    segmented_rows: int = 0
+    unsure_symphysis_rows: int = 0
 
     @property
     def orientation_looks_reversed(self) -> bool:
         """See :func:`orientation_looks_reversed`, for this run's rows."""
         return orientation_looks_reversed(self.rows - self.failed_rows, self.doubtful_orientation_rows)
+
+    @property
+    def symphysis_mostly_unsure(self) -> bool:
+        """See :func:`symphysis_mostly_unsure`, for this run's rows."""
+        return symphysis_mostly_unsure(self.segmented_rows, self.unsure_symphysis_rows)
+
+
+def symphysis_mostly_unsure(segmented_frames: int, unsure_frames: int) -> bool:
+    """Whether so many of a run's segmented frames have no symphysis the network is sure of
+    (``unsure_frames``) that the run is probably not of transperineal views displayed as the
+    models learnt them (probe at the top)."""
+    return (segmented_frames >= MIN_FRAMES_FOR_RUN_ORIENTATION
+            and unsure_frames >= UNSURE_SYMPHYSIS_RUN_SHARE * segmented_frames)
+
+
+def row_segmented(row: dict) -> bool:
+    """Whether a CSV row's frame reached the network (it was read, and is an ultrasound image)."""
+    return not {UNREADABLE, NOT_ULTRASOUND, PROCESSING_ERROR} & set(str(row["reasons"]).split(";"))
+
+
+def row_symphysis_unsure(row: dict) -> bool:
+    """Whether a CSV row's network was unsure of the symphysis (``ps_low_confidence``) or drew
+    none it could measure (``ps_missing``, ``ps_too_small``)."""
+    return bool(_UNSURE_SYMPHYSIS & set(str(row["reasons"]).split(";")))
 
 
 def orientation_looks_reversed(measured_frames: int, doubtful_frames: int) -> bool:
@@ -701,7 +737,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     if csv_path.exists() and not options.resume:
         csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
-    n_rows = n_failed = n_doubtful = 0
+    n_rows = n_failed = n_doubtful = n_segmented = n_unsure = 0
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     with open(csv_path, "a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
@@ -714,13 +750,15 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
                 n_rows += 1
                 n_failed += row["status"] == "failed"
                 n_doubtful += row_orientation_doubtful(row)
+                n_segmented += row_segmented(row)
+                n_unsure += row_symphysis_unsure(row)
             fh.flush()
             for key, value in outcome.timings.items():
                 totals[key] += value
             if on_progress:
                 on_progress(outcome)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
-                        n_doubtful)
+                        n_doubtful, n_segmented, n_unsure)
 
 
 def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
@@ -774,5 +812,6 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError",
            "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "orientation_looks_reversed",
-           "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "run_batch",
+           "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
+           "row_symphysis_unsure", "run_batch", "symphysis_mostly_unsure",
            "suffix_disambiguated"]
