@@ -128,10 +128,10 @@ class Predictor:
 
     def predict_pixels(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> FrameResult:
         """Segment and measure a frame given as an array: (H, W) greyscale, (H, W, 1) or
-        (1, H, W), or (H, W, 3) RGB and (H, W, 4) RGBA (taken as their luma). Whole numbers
-        from 0 to 255 are grey levels, whatever the integer type (a list, or ``int64``, holds an
-        8-bit image as well as ``uint8`` does); other integer arrays are taken as 16-bit (0-65535)
-        images; floats as values on the 0-255 scale (NaN: outside the field of view).
+        (1, H, W), or (H, W, 3) RGB and (H, W, 4) RGBA (taken as their luma). Integers of any
+        type are grey levels at their values, 0-65535 (a list, or ``int64``, holds an 8-bit image
+        as well as ``uint8`` does); floats may be on any scale (NaN: outside the field of view).
+        Only the relative grey levels count: every frame is normalised by its own percentiles.
         ``spacing_mm`` is its (x, y) mm per pixel, or None when unknown (distances are then in
         pixels only); the predictor's own spacing is used when this is None.
 
@@ -169,8 +169,9 @@ MAX_THREADS = 256
 
 
 def _grey_levels(arr: np.ndarray) -> np.ndarray:
-    """Integer pixels as uint8 (0-255) or uint16 (0-65535) grey levels, so that the readers'
-    scaling from the type's range does not squash an 8-bit image held in int64 to one grey."""
+    """Integer pixels as uint8 (0-255) or uint16 (0-65535) at their values: scaled from the
+    range of a type such as int64, as the readers scale a file's stored bits, an 8-bit image
+    would collapse to one grey in float32."""
     if not np.issubdtype(arr.dtype, np.integer) or arr.dtype in (np.uint8, np.uint16) or arr.size == 0:
         return arr
     low, high = int(arr.min()), int(arr.max())
