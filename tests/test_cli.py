@@ -321,16 +321,16 @@ def test_tables_never_break_a_number_across_lines(width):
     # At 80 columns the evaluate table used to print 0.9287 as "0.92" over "87".
     from rich.console import Console
 
-    from ipp_seg.cli import _print_table, _table
+    from ipp_seg.tables import new_table, print_table
 
     numbers = ["0.9287", "0.9534", "12.00", "-13.96", "+26.01", "146.3", "0.9615"]
-    table = _table("metrics", ("block", "cases", "Dice PS", "Dice FH", "HD all (px)", "95% limits of agreement",
+    table = new_table("metrics", ("block", "cases", "Dice PS", "Dice FH", "HD all (px)", "95% limits of agreement",
                                "mean |ΔAoP| (°)", "a long file path column", "score"), justify="right")
     for block in ("overall", "wide", "narrow"):
         table.add_row(block, "230", numbers[0], numbers[1], numbers[2], f"{numbers[3]} to {numbers[4]}", numbers[5],
                       "sample_data/a/very/long/path/to/psfhs_04700_us.dcm", numbers[6])
     console = Console(width=width, record=True, force_terminal=False)
-    _print_table(table, console)
+    print_table(table, console)
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     words = set(text.replace("│", " ").replace("┃", " ").split())
