@@ -360,7 +360,7 @@ TTA_OPT = _flag("--tta", help="Test-time mirror augmentation: slower, sometimes 
 def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
     """``ps=P,fh=F`` -> (P, F): two different positive label values."""
     try:
-        label_map = dict(part.split("=") for part in text.split(","))
+        label_map = {k.strip(): v.strip() for k, v in (part.split("=") for part in text.split(","))}
         ps_label, fh_label = int(label_map.pop("ps")), int(label_map.pop("fh"))
     except (ValueError, KeyError):
         fail(f"{option} must look like ps=1,fh=2, got {text!r}")
@@ -886,6 +886,8 @@ def _list_unevaluated(report, missing_as_empty: bool) -> None:
         if ids:
             err.print(f"[yellow]{len(ids)} {label}:[/] {escape(', '.join(ids[:10]))}{' ...' if len(ids) > 10 else ''}",
                       highlight=False)
+    for case_id, problem in report.ground_truth_problems:
+        err.print(f"[yellow]{escape(case_id)} scored with {escape(problem)}:[/] check its expert mask", highlight=False)
     for case_id, reason in report.unreadable:
         if case_id in evaluated:  # --missing-as-empty: its unusable prediction counted as empty
             err.print(f"[yellow]{escape(case_id)} scored as an empty prediction:[/] {escape(reason)}", highlight=False)

@@ -695,7 +695,7 @@ def test_evaluate_that_can_score_nothing_says_why_and_keeps_an_earlier_runs_file
     assert "none of the 2 case(s) in both folders could be evaluated" in result.output
     assert "--pred-labels" in result.output  # the advice names an option that exists
     assert (out / "cases.csv").read_text() == "an earlier run's results\n" and not (out / "summary.json").exists()
-    done = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", out, "--pred-labels", "ps=100,fh=200")
+    done = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", out, "--pred-labels", "ps=100, fh=200")
     assert done.exit_code == 0, done.output
     rows = list(csv.DictReader((out / "cases.csv").read_text().splitlines()))
     assert [(r["case_id"], r["dice_all"], r["evaluated"]) for r in rows] == [("04700", "1.0", "true"),

@@ -302,6 +302,23 @@ def test_the_case_csv_says_why_a_prediction_was_scored_as_empty(folders, tmp_pat
     assert plain["00002"]["evaluated"] == "false" and "128 x 118 pixels" in plain["00002"]["problem"]
 
 
+def test_a_ground_truth_without_a_structure_is_scored_and_named(folders, tmp_path):
+    pred, gt, _ = folders
+    _write_png(gt / "00002.png", np.zeros(SHAPE, np.uint8))  # an empty expert mask
+    no_ps = scene()
+    no_ps[no_ps == 1] = 0
+    _write_png(gt / "00003.png", no_ps)
+    (gt / "00003.mha").unlink()
+    report = evaluate_folders(pred, gt)
+    assert dict(report.ground_truth_problems) == {"00002": "the ground truth has no PS and no FH",
+                                                  "00003": "the ground truth has no PS"}
+    rows = {r["case_id"]: r for r in csv.DictReader(write_case_csv(report, tmp_path / "c.csv").open(newline=""))}
+    assert rows["00002"]["evaluated"] == "true" and rows["00002"]["problem"] == "the ground truth has no PS and no FH"
+    assert rows["00001"]["problem"] == ""
+    assert report.to_dict()["ground_truth_problems"][0] == {"case_id": "00002",
+                                                           "problem": "the ground truth has no PS and no FH"}
+
+
 def test_predictions_with_another_tools_label_values(folders):
     pred, gt, _ = folders
     for case in ("00001", "00002", "00003"):
@@ -507,7 +524,16 @@ def test_a_reference_whose_ids_lost_their_leading_zeros_is_matched_by_number(fol
     assert by_id["00001"].delta_aop_reference == pytest.approx(1.0, abs=1e-6)
     assert by_id["00002"].delta_aop_reference == pytest.approx(3.0, abs=1e-3)
     assert by_id["00003"].delta_aop_reference is None
-    assert "1 case(s) matched the reference AoP by number" in caplog.text and "(e.g. 1 for 00001)" in caplog.text
+    assert "1 case(s) matched the reference AoP by number" in caplog.text
+    assert "(e.g. reference '1' for case '00001')" in caplog.text
+    # As pandas writes IDs (4601.0), and a number two rows give different values: matched by neither.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        report = evaluate_folders(pred, gt, reference_aop={"1.0": truth_aop + 2, "3": truth_aop, "003": truth_aop + 9})
+    by_id = {c.case_id: c for c in report.cases}
+    assert by_id["00001"].delta_aop_reference == pytest.approx(2.0, abs=1e-6)
+    assert by_id["00003"].delta_aop_reference is None
+    assert "rows of the same number give different values: 00003 (3 and 003)" in caplog.text
 
 
 def test_read_reference_aop_formats_and_errors(tmp_path):

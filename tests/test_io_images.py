@@ -400,3 +400,17 @@ def test_itk_files_with_capital_suffixes_are_read(tmp_path, suffix):
     upper = tmp_path / f"SCAN{suffix}"
     lower.rename(upper)
     np.testing.assert_array_equal(read_frame(upper).pixels, pixels)
+
+
+def test_a_damaged_png_is_named_before_libpng_prints_its_own_lines(tmp_path, capfd):
+    good = save(tmp_path / "good.png", scene(64, 64)).read_bytes()
+    (tmp_path / "half.png").write_bytes(good[: len(good) // 2])  # a copy cut short
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF  # a byte changed in storage: its chunk's CRC fails
+    (tmp_path / "crc.png").write_bytes(bytes(flipped))
+    (tmp_path / "no_end.png").write_bytes(good[:-12])  # every chunk whole, the end chunk missing
+    for name, words in (("half.png", "truncated"), ("crc.png", "fails its checksum"), ("no_end.png", "end chunk")):
+        with pytest.raises(ScanReadError, match=words):
+            read_frame(tmp_path / name)
+    assert "libpng" not in capfd.readouterr().err
+    assert read_frame(tmp_path / "good.png").pixels.shape == (64, 64)

@@ -39,6 +39,7 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason
 from ..io.folders import walk_folders
 from ..io.frames import same_spacing
+from ..io.images import PNG_SIGNATURE, png_structure_problem
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -270,7 +271,9 @@ class EvaluationReport:
     cases without an image (style unknown) when an image folder was given; ``unreadable``:
     (case ID, reason) of cases that could not be read or evaluated. None of these is in the
     metrics unless ``missing_as_empty`` scored missing predictions as empty masks.
-    ``paired_cases``: the number of case IDs both folders hold.
+    ``paired_cases``: the number of case IDs both folders hold. ``ground_truth_problems``:
+    (case ID, problem) of evaluated cases whose ground truth lacks a structure (scored as it is,
+    and worth a look: an empty or half-drawn expert mask).
     """
 
     method: str
@@ -284,6 +287,7 @@ class EvaluationReport:
     unreadable: tuple[tuple[str, str], ...] = ()
     missing_as_empty: bool = False
     paired_cases: int | None = None  # case IDs found in both folders (None: not from folders)
+    ground_truth_problems: tuple[tuple[str, str], ...] = ()
 
     @property
     def overall(self) -> BlockSummary:
@@ -316,6 +320,7 @@ class EvaluationReport:
             "missing_ground_truth": list(self.missing_ground_truth),
             "missing_images": list(self.missing_images),
             "unreadable": [{"case_id": c, "reason": r} for c, r in self.unreadable],
+            "ground_truth_problems": [{"case_id": c, "problem": p} for c, p in self.ground_truth_problems],
             "missing_as_empty": self.missing_as_empty,
             "conventions": {
                 "distances": "pixels of the mask; HD between the masks as pixel sets (SimpleITK's "
@@ -602,6 +607,7 @@ def evaluate_folders(
         reference_aop = _reference_by_case(reference_aop, to_evaluate)
     results: list[CaseResult] = []
     unreadable: list[tuple[str, str]] = []
+    gt_problems: list[tuple[str, str]] = []
     missing_images: list[str] = []
     for case_id in sorted(to_evaluate):
         try:
@@ -613,6 +619,7 @@ def evaluate_folders(
             unreadable.append((case_id, str(exc)))
             logger.info("case %s not evaluated: %s", case_id, exc)
             continue
+        lacking = [name for name, value in (("PS", labels[0]), ("FH", labels[1])) if not (gt == value).any()]
         pred = np.zeros_like(gt)
         if case_id in preds:
             try:
@@ -653,6 +660,8 @@ def evaluate_folders(
                 evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels, orientation=orientation,
                               reference_aop_deg=(reference_aop or {}).get(case_id))
             )
+            if lacking:
+                gt_problems.append((case_id, f"the ground truth has no {' and no '.join(lacking)}"))
         except ValueError as exc:
             unreadable.append((case_id, str(exc)))
             logger.warning("case %s not evaluated: %s", case_id, exc)
@@ -674,22 +683,44 @@ def evaluate_folders(
         unreadable=tuple(unreadable),
         missing_as_empty=missing_as_empty,
         paired_cases=len(paired),
+        ground_truth_problems=tuple(gt_problems),
     )
 
 
 def _reference_by_case(reference: Mapping[str, float], case_ids: Sequence[str]) -> Mapping[str, float]:
-    """``reference`` with, for case IDs it lacks, the value of the same number: a spreadsheet
-    saves ID 04601 as 4601. An exact ID always wins; matches by number are logged."""
-    by_number: dict[int, str] = {}
+    """``reference`` with, for case IDs it lacks, the value of an ID of the same number: a
+    spreadsheet saves case 04601 as 4601, or as 4601.0. An exact ID always wins; matches by
+    number are logged; a number two reference rows give different values is matched by neither."""
+    by_number: dict[int, list[str]] = {}
     for key in reference:
-        if key.isdigit():
-            by_number.setdefault(int(key), key)
-    matched = {c: reference[by_number[int(c)]] for c in case_ids
-               if c not in reference and c.isdigit() and int(c) in by_number}
+        number = _id_number(key)
+        if number is not None:
+            by_number.setdefault(number, []).append(key)
+    matched: dict[str, float] = {}
+    conflicting: list[str] = []
+    for case_id in case_ids:
+        number = _id_number(case_id)
+        if case_id in reference or number not in by_number:
+            continue
+        values = {reference[k] for k in by_number[number]}
+        if len(values) > 1:
+            conflicting.append(f"{case_id} ({' and '.join(by_number[number])})")
+            continue
+        matched[case_id] = reference[by_number[number][0]]
     if matched:
-        logger.warning("%d case(s) matched the reference AoP by number, its IDs having lost their leading zeros "
-                       "(e.g. %s for %s)", len(matched), by_number[int(next(iter(matched)))], next(iter(matched)))
+        example = next(iter(matched))
+        logger.warning("%d case(s) matched the reference AoP by number, the IDs being written differently "
+                       "(e.g. reference %r for case %r)", len(matched), by_number[_id_number(example)][0], example)
+    if conflicting:
+        logger.warning("%d case(s) left without a reference AoP: rows of the same number give different values: "
+                       "%s", len(conflicting), _preview(conflicting))
     return {**reference, **matched}
+
+
+def _id_number(case_id: str) -> int | None:
+    """The number a case ID writes (04601, 4601 and 4601.0 alike), None when it is not one."""
+    text = case_id[:-2] if case_id.endswith(".0") else case_id
+    return int(text) if text.isdigit() else None
 
 
 def _spacing_text(spacing: tuple[float, float]) -> str:
@@ -785,7 +816,7 @@ def _whole_labels(name: str, values: np.ndarray) -> np.ndarray:
     fractional = values[values != np.round(values)]
     if fractional.size:
         raise ScanReadError(name, f"label masks hold whole numbers, this file holds values such as "
-                                  f"{float(fractional.flat[0]):g}: a probability map or an interpolated mask? "
+                                  f"{np.format_float_positional(fractional.flat[0], trim='-')}: a probability map or an interpolated mask? "
                                   "(resample label masks with nearest-neighbour interpolation)")
     if values.size and (values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max):
         raise ScanReadError(name, "label values beyond the 32-bit integer range")
@@ -821,7 +852,7 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         # Two structures under other values: say which, so the fix can be typed as read.
         held = (f" (it holds {present[0]} and {present[1]}: ps={present[0]},fh={present[1]} if the PS is "
-                f"{present[0]})" if len(present) == 2 else "")
+                f"{present[0]})" if len(present) == 2 and min(present) > 0 else "")
         raise ValueError(f"{source}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
                          f"{advice}{held}; or a lossless mask if these are blurred edges")
     mapped = np.zeros(stored.shape, np.uint8)
@@ -854,6 +885,9 @@ def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
 
 def _read_image_mask(name: str) -> np.ndarray:
     data = np.fromfile(name, dtype=np.uint8)
+    problem = png_structure_problem(data.tobytes()) if data[:8].tobytes() == PNG_SIGNATURE else None
+    if problem:  # said in ipp-seg's words, before libpng prints its own
+        raise ScanReadError(name, problem)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:
         raise ScanReadError(name, "OpenCV cannot decode it as an image")
@@ -919,7 +953,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     problems = [(c, "no prediction" + (": scored as an empty prediction" if c in rows else ""))
                 for c in report.missing_predictions]
     problems += [(c, "no ground truth") for c in report.missing_ground_truth]
-    problems += list(report.unreadable)
+    problems += list(report.unreadable) + list(report.ground_truth_problems)
     for case_id, problem in problems:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
         row["problem"] = f"{row['problem']}; {problem}" if row.get("problem") else problem

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 
 import cv2
 import numpy as np
@@ -36,6 +37,12 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
         raise ScanReadError(path, f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
     if data.size == 0:
         raise ScanReadError(path, "the file is empty")
+    if data[:8].tobytes() == PNG_SIGNATURE:
+        # libpng prints its own lines about a damaged file to stderr, past any logging: a half
+        # copied PNG, the commonest damage, is told apart here, in ipp-seg's words, first.
+        problem = png_structure_problem(data.tobytes())
+        if problem:
+            raise ScanReadError(path, problem)
     # JPEG: let OpenCV apply the EXIF orientation and give libjpeg's luma directly. Others:
     # keep depth and channels as stored (alpha is removed below).
     flags = cv2.IMREAD_GRAYSCALE if suffix in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED
@@ -51,6 +58,29 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
         return to_output(drop_alpha_to_grey(arr, order="bgr"))
     except ValueError as exc:
         raise ScanReadError(path, str(exc)) from None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_structure_problem(data: bytes) -> str | None:
+    """Why PNG bytes are damaged (a chunk cut short, a checksum that fails, no end chunk), or
+    None when every chunk is whole and checks out. Decodes nothing: the image data itself is
+    libpng's to judge."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if length > 0x7FFFFFFF or end > len(data):
+            return "truncated: the PNG file ends inside its data (a copy cut short?)"
+        if zlib.crc32(data[pos + 4:pos + 8 + length]) != int.from_bytes(data[pos + 8 + length:end], "big"):
+            name = kind.decode("latin-1") if kind.isalpha() else "?"
+            return f"damaged PNG: chunk {name} fails its checksum (the file was changed in transfer or storage)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "truncated: the PNG file ends before its end chunk (a copy cut short?)"
 
 
 def _warn_if_multipage(path: str) -> None:
