@@ -417,13 +417,16 @@ def _status_text(status: str, reasons: str) -> str:
     return f"[{colour}]{status}[/]" + (f" ({escape(reasons.replace(';', '; '))})" if reasons else "")
 
 
-def _results_table(rows: list[dict], title: str) -> Table:
-    table = _table(title, (("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
-                           ("HSD (px)", "right"), ("status", "left"), ("model", "left"), ("time (ms)", "right")))
+def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
+    """One row per frame; ``network``: the masks came from a model, whose name and time are shown."""
+    columns = [("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"), ("HSD (px)", "right"),
+               ("status", "left")]
+    table = _table(title, (*columns, ("model", "left"), ("time (ms)", "right")) if network else columns)
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
-        table.add_row(escape(str(r["file"])), str(r["frame"]), _fmt(r["aop_deg"]), _fmt(r["hsd_mm"]), _fmt(r["hsd_px"]),
-                      status, escape(str(r.get("model", ""))), _fmt(r.get("time_ms"), 0))
+        cells = [escape(str(r["file"])), str(r["frame"]), _fmt(r["aop_deg"]), _fmt(r["hsd_mm"]), _fmt(r["hsd_px"]),
+                 status]
+        table.add_row(*cells, *((escape(str(r.get("model", ""))), _fmt(r.get("time_ms"), 0)) if network else ()))
     return table
 
 
@@ -743,7 +746,7 @@ def measure(
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
     else:
-        _print_table(_results_table(rows, "ipp-seg measure"))
+        _print_table(_results_table(rows, "ipp-seg measure", network=False))
     _advise_on_run(rows, orientation, network=False)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 

@@ -21,18 +21,26 @@ def new_table(title: str, columns, justify: str = "left") -> Table:
     return table
 
 
-# A number is never broken across lines (a folded 0.9287 reads as 0.92 and 87); other words
-# (paths, codes, headers) may be, where they are longer than this.
+# A number is never broken across lines (a folded 0.9287 reads as 0.92 and 87). Other words
+# (names, codes, paths) are kept whole up to _WHOLE_WORD characters where the width allows it,
+# and folded at _FOLDED_WORD only in a table of many rows, which would be too long as records.
+_WHOLE_WORD = 24
 _FOLDED_WORD = 10
+_MANY_ROWS = 10
 _NUMBER = re.compile(r"^[(+\-−]?\d[\d.,:]*[%°)]?[,;]?$")
 
 
 def print_table(table: Table, console: Console) -> None:
-    """Print ``table`` so that no number or code is broken across lines: as it is when its
-    columns fit the console's width with every word whole (headers may wrap), else turned (one
-    column per row: a few blocks of many metrics), else as one small table per row."""
-    for layout in (table, _turned(table)):
-        widths = _column_widths(layout, console)
+    """Print ``table`` so that no number is broken across lines, and no name or code where the
+    width allows: as it is when its columns fit the console with their words whole (headers
+    may wrap), else turned (one column per row: a few blocks of many metrics), else as one
+    small table per row; a table of many rows folds long words before it falls back to that."""
+    turned = _turned(table)
+    layouts = [(table, _WHOLE_WORD), (turned, _WHOLE_WORD)]
+    if table.row_count > _MANY_ROWS:
+        layouts += [(table, _FOLDED_WORD), (turned, _FOLDED_WORD)]
+    for layout, longest_whole in layouts:
+        widths = _column_widths(layout, console, longest_whole)
         if widths is not None:
             for column, width in zip(layout.columns, widths):
                 column.width = width
@@ -42,16 +50,20 @@ def print_table(table: Table, console: Console) -> None:
         console.print(record)
 
 
-def _column_widths(table: Table, console: Console) -> list[int] | None:
+def _is_number(text: str) -> bool:
+    return all(_NUMBER.match(word) for word in text.split()) if text.split() else False
+
+
+def _column_widths(table: Table, console: Console, longest_whole: int) -> list[int] | None:
     """Widths for ``table``'s columns within the console that keep every number whole, and other
-    words up to :data:`_FOLDED_WORD` characters, the rest of the width shared out towards each
+    words up to ``longest_whole`` characters, the rest of the width shared out towards each
     column's widest line; None when that does not fit."""
     least, most = [], []
     for column in table.columns:
         words, lines = [1], [1]
         for cell in (column.header, *column.cells):
-            plain = (console.render_str(cell) if isinstance(cell, str) else cell).plain
-            words += [len(word) if _NUMBER.match(word) else min(len(word), _FOLDED_WORD) for word in plain.split()]
+            plain = _plain(cell, console)
+            words += [len(word) if _NUMBER.match(word) else min(len(word), longest_whole) for word in plain.split()]
             lines += [len(line) for line in plain.splitlines()]
         least.append(max(words))
         most.append(max(max(lines), max(words)))
@@ -66,15 +78,22 @@ def _column_widths(table: Table, console: Console) -> list[int] | None:
     return widths
 
 
+def _plain(cell, console: Console) -> str:
+    return (console.render_str(cell) if isinstance(cell, str) else cell).plain
+
+
 def _turned(table: Table) -> Table:
-    """``table`` with rows and columns swapped: the first column's cells become the headers."""
+    """``table`` with rows and columns swapped: the first column's cells become the headers.
+    A column of numbers only is right-aligned, others left-aligned."""
     first, *rest = table.columns
     turned = Table(title=table.title, caption=table.caption)
     turned.add_column(first.header, overflow="fold")
-    for cell in first.cells:
-        turned.add_column(cell, justify="right", overflow="fold")
-    for column in rest:
-        turned.add_row(column.header, *column.cells)
+    rows = [[column.header, *column.cells] for column in rest]
+    for i, cell in enumerate(first.cells, start=1):
+        numeric = all(_is_number(str(row[i])) or str(row[i]) in ("", "-") for row in rows)
+        turned.add_column(cell, justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        turned.add_row(*row)
     return turned
 
 

@@ -339,6 +339,25 @@ def test_tables_never_break_a_number_across_lines(width):
     assert "overall" in text and "narrow" in text
 
 
+@pytest.mark.parametrize("width", [50, 80, 120])
+def test_tables_keep_names_and_codes_whole_where_they_can(width):
+    from rich.console import Console
+
+    from ipp_seg.tables import new_table, print_table
+
+    table = new_table("models", ("model", "config", "validation", "Dice PS", "median |ΔAoP| (°)", "files"))
+    for name in ("dssau-net-s-heldout", "star-dssau-net-s-heldout"):
+        table.add_row(name, "dssau-net-paper", "of dssau-net-s-heldout (this model saw every frame)", "0.877", "5.13",
+                      f"{name}.onnx, {name}.pt")
+    console = Console(width=width, record=True, force_terminal=False)
+    print_table(table, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    words = set(text.replace("│", " ").replace("┃", " ").split())
+    for whole in ("dssau-net-s-heldout", "star-dssau-net-s-heldout", "dssau-net-paper", "0.877", "5.13"):
+        assert whole in words, (whole, width)
+
+
 def test_predict_failed_measurement_exits_1(tmp_path):
     # A regular pattern of four grey values: the shipped model finds no fetal head in it.
     pattern = tmp_path / "pattern.png"
