@@ -113,7 +113,7 @@ def main_options(
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
-@app.command()
+@app.command(short_help="List the shipped models, with their validation, and the network configs.")
 def models() -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
@@ -192,7 +192,7 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
              f"{them} out, or start a new run from it with --init-from RUN/last.pt")
 
 
-@app.command()
+@app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
 def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., help="Folder in PSFHS layout (image_mha/, label_mha/) or of PNG image/mask pairs."),
@@ -441,7 +441,7 @@ def _load_processor(options):
         fail(str(exc))
 
 
-@app.command()
+@app.command(short_help="Segment and measure scans; a table, JSON, masks, overlays, DICOM SEG/SR.")
 def predict(
     scans: list[Path] = typer.Argument(..., help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here."),
@@ -541,7 +541,7 @@ def predict(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
 def batch(
     in_dir: Path = typer.Argument(..., help="Folder of scans (walked recursively)."),
     out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/."),
@@ -689,7 +689,7 @@ def _plain_progress(counts: dict, elapsed_s: float) -> str:
     return line
 
 
-@app.command()
+@app.command(short_help="AoP and HSD from label masks you already have.")
 def measure(
     masks: list[Path] = typer.Argument(..., help="Label masks (PNG/MHA/NIfTI)."),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
@@ -751,7 +751,7 @@ def measure(
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 
 
-@app.command()
+@app.command(short_help="Export a training checkpoint to ONNX.")
 def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ipp-seg train` (.pt)."),
     onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
@@ -785,7 +785,7 @@ def export(
     err.print(f"wrote {escape(str(onnx))}", highlight=False)
 
 
-@app.command()
+@app.command(short_help="Score predicted masks against ground truth, per case and per acquisition style.")
 def evaluate(
     pred_dir: Path = typer.Argument(..., help="Predicted label masks (PNG/MHA/NIfTI), named by case ID."),
     gt_dir: Path = typer.Argument(..., help="Ground-truth label masks, same names."),

@@ -305,6 +305,17 @@ def test_help_names_the_extras_to_install():
     assert "[ray] extra" in invoke("batch", "--help").stdout
 
 
+def test_the_command_list_gives_one_line_per_command():
+    # The full descriptions (with exit codes) wrapped mid-sentence in the list of commands.
+    listing = invoke("--help").stdout
+    commands = ("models", "train", "predict", "batch", "measure", "export", "evaluate")
+    lines = [line.strip("│ ").split()[0] for line in listing.splitlines() if line.startswith("│ ") and line.strip("│ ")]
+    listed = [word for word in lines if word in commands]
+    assert listed == list(commands)
+    block = listing[listing.index("Commands"):]
+    assert sum(1 for line in block.splitlines() if line.startswith("│ ")) == len(commands)
+
+
 @pytest.mark.parametrize("command, flags", [("predict", ("--json", "--tta", "--dicom-sr")),
                                             ("batch", ("--resume", "--overlays")),
                                             ("evaluate", ("--missing-as-empty",))])
