@@ -153,7 +153,7 @@ def test_image_frame_choice(tmp_path):
 @pytest.mark.parametrize(
     "name, content, expected",
     [
-        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cannot decode"),
+        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "damaged PNG"),  # a signature, then no valid chunk
         ("empty.jpg", b"", "empty"),
         ("text.bmp", b"hello", "cannot decode"),
         ("scan.xyz", b"hello", "unsupported file type"),
