@@ -419,8 +419,8 @@ def _status_text(status: str, reasons: str) -> str:
 
 def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     """One row per frame; ``network``: the masks came from a model, whose name and time are shown."""
-    columns = [("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"), ("HSD (px)", "right"),
-               ("status", "left")]
+    columns = [("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
+               ("HSD (px)", "right"), ("status", "left")]
     table = _table(title, (*columns, ("model", "left"), ("time (ms)", "right")) if network else columns)
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")

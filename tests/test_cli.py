@@ -309,7 +309,8 @@ def test_the_command_list_gives_one_line_per_command():
     # The full descriptions (with exit codes) wrapped mid-sentence in the list of commands.
     listing = invoke("--help").stdout
     commands = ("models", "train", "predict", "batch", "measure", "export", "evaluate")
-    lines = [line.strip("│ ").split()[0] for line in listing.splitlines() if line.startswith("│ ") and line.strip("│ ")]
+    lines = [line.strip("│ ").split()[0] for line in listing.splitlines()
+             if line.startswith("│ ") and line.strip("│ ")]
     listed = [word for word in lines if word in commands]
     assert listed == list(commands)
     block = listing[listing.index("Commands"):]

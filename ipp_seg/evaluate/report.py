@@ -815,9 +815,10 @@ def _whole_labels(name: str, values: np.ndarray) -> np.ndarray:
         raise ScanReadError(name, "label masks hold whole numbers, this file holds NaN or infinite values")
     fractional = values[values != np.round(values)]
     if fractional.size:
-        raise ScanReadError(name, f"label masks hold whole numbers, this file holds values such as "
-                                  f"{np.format_float_positional(fractional.flat[0], trim='-')}: a probability map or an interpolated mask? "
-                                  "(resample label masks with nearest-neighbour interpolation)")
+        shown = np.format_float_positional(fractional.flat[0], trim="-")  # as stored, not rounded
+        raise ScanReadError(name, f"label masks hold whole numbers, this file holds values such as {shown}: a "
+                                  "probability map or an interpolated mask? (resample label masks with "
+                                  "nearest-neighbour interpolation)")
     if values.size and (values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max):
         raise ScanReadError(name, "label values beyond the 32-bit integer range")
     return values.astype(np.int32)

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
-    "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid", "error",
+    "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
+    "error",
     "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified",
 )
 CSV_NAME = "measurements.csv"

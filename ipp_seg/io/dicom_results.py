@@ -201,8 +201,8 @@ def write_dicom_sr(
     a POLYLINE, only when a millimetre value was measured (never from an unknown spacing); the
     measurement status, each reason code, the display orientation assumed, where the pixel
     spacing came from (when it is known) and (when ``tta`` is given) the test-time augmentation
-    as qualitative evaluations, so that the report says how its values were made. A failed measurement gives a report with its status and reasons and
-    no values.
+    as qualitative evaluations, so that the report says how its values were made. A failed
+    measurement gives a report with its status and reasons and no values.
 
     Args:
         source: the ultrasound image the measurement was made on.

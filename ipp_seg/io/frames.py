@@ -56,7 +56,8 @@ class Provenance:
     """Where a frame came from.
 
     ``source_format`` is ``"dicom"``, ``"image"`` (OpenCV formats), ``"itk"`` (SimpleITK
-    formats) or ``"array"`` (pixels handed over in memory). ``frame_number`` is the 1-based DICOM frame number (``None`` for other formats).
+    formats) or ``"array"`` (pixels handed over in memory). ``frame_number`` is the 1-based
+    DICOM frame number (``None`` for other formats).
     """
 
     path: str

@@ -61,8 +61,8 @@ from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
 __all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
-           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "MIN_ORIENTATION_SCORE", "orientation_score",
-           "mask_orientation_score"]
+           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "MIN_ORIENTATION_SCORE",
+           "orientation_score", "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
 
