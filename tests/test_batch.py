@@ -632,3 +632,19 @@ def test_which_rows_count_as_unsure_of_the_symphysis():
 ])
 def test_when_a_run_looks_displayed_the_other_way_round(measured, doubtful, reversed_):
     assert orientation_looks_reversed(measured, doubtful) is reversed_
+
+
+def test_warnings_of_worker_processes_reach_the_terminal_once(tmp_path, sample_dicom, sample_png):
+    # Worker processes start with no logging set up; the run's own warnings must not be lost in
+    # them (nor printed twice).
+    import subprocess
+    import sys
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_dicom, root / "calibrated.dcm")
+    shutil.copy(sample_png, root / "plain.png")
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
+                          "--workers", "2", "--spacing-mm", "0.5"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("own calibration (0.35, 0.35) is kept") == 1, run.stderr

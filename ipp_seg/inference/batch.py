@@ -656,12 +656,24 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
 _WORKER: FileProcessor | None = None
 
 
+def run_log_level() -> int | None:
+    """The level this process logs at when it logs somewhere (the command line configures
+    logging), else None: a worker process it starts is unconfigured, and should log likewise."""
+    root = logging.getLogger()
+    return root.getEffectiveLevel() if root.handlers else None
+
+
+def configure_worker_logging(log_level: int | None) -> None:
+    """In a worker process: log as the run's own process does (see :func:`run_log_level`)."""
+    if log_level is not None:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+
+
 def _worker_init(options: BatchOptions, log_level: int | None = None) -> None:
     # Ctrl-C in a terminal reaches every process of the group: the main process ends the run;
     # a worker's traceback would only bury its message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if log_level is not None:  # the run's own process logs (the command line does): so do its workers
-        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_worker_logging(log_level)
     global _WORKER
     _WORKER = FileProcessor(options)
 
@@ -794,10 +806,8 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         return
     # An executor, not a Pool: a worker killed by the system (out of memory) breaks it with an
     # error, where a Pool waits for that worker's results for ever.
-    root = logging.getLogger()
-    log_level = root.getEffectiveLevel() if root.handlers else None  # a spawned worker starts unconfigured
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(options, log_level))
+                                   initializer=_worker_init, initargs=(options, run_log_level()))
     try:
         # map keeps file order: the CSV is the same whatever the number of workers.
         for outcomes in executor.map(_worker_run, groups):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BatchOptions, FileOutcome, FileProcessor, file_groups
+from .batch import BatchOptions, FileOutcome, FileProcessor, configure_worker_logging, file_groups, run_log_level
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class _RayFileWorker:
     group of files it is given (the local engine's groups, so frames share model calls the same
     way and the numbers are the same)."""
 
-    def __init__(self, options: BatchOptions) -> None:
+    def __init__(self, options: BatchOptions, log_level: int | None = None) -> None:
+        configure_worker_logging(log_level)  # its warnings reach the driver's log as the local workers' do
         self.processor = FileProcessor(options)
 
     def __call__(self, batch: dict) -> dict:
@@ -125,10 +126,10 @@ def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     if ray.util.client.ray.is_connected():
         # Ray Data cannot execute through Ray Client (ray://): a driver actor on the cluster runs
         # the dataset and this process fetches its outcomes as they come.
-        driver = ray.remote(num_cpus=0)(_ClusterDriver).remote(options, items, workers)
+        driver = ray.remote(num_cpus=0)(_ClusterDriver).remote(options, items, workers, run_log_level())
         encoded = _fetch(ray, driver, max(1, workers))
     else:
-        encoded = _ClusterDriver(options, items, workers).stream()
+        encoded = _ClusterDriver(options, items, workers, run_log_level()).stream()
 
     # Outcomes arrive as actors finish; hold early groups until every file before them is out.
     waiting: dict[int, list[FileOutcome]] = {}
@@ -156,13 +157,13 @@ class _ClusterDriver:
     """Runs the Ray Data pipeline: one group of files per batch through a fixed pool of actors. Used in
     the driver process, or as an actor on the cluster when the driver is a Ray Client."""
 
-    def __init__(self, options: BatchOptions, items: list[dict], workers: int) -> None:
+    def __init__(self, options: BatchOptions, items: list[dict], workers: int, log_level: int | None = None) -> None:
         import ray.data
 
         # One block per group, so the groups spread over the actors rather than queue behind one.
         self.dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _RayFileWorker,
-            fn_constructor_args=(options,),
+            fn_constructor_args=(options, log_level),
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=options.inference.threads,
