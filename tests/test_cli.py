@@ -173,6 +173,13 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0] \
         .ReferencedSOPInstanceUID == source_uid
     assert sr.Modality == "SR"
+    # The SR, the JSON beside it, say where the HSD's millimetres came from: the DICOM region.
+    import highdicom
+
+    (group,) = highdicom.sr.srread(tmp_path / "psfhs_04700_us_sr.dcm").content.get_image_measurement_groups()
+    calibration = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}["CALIB"]
+    assert calibration == json.loads((tmp_path / "psfhs_04700_us.json").read_text())["spacing_source"] \
+        == "ultrasound_region"
 
 
 def test_a_cines_dicom_results_form_one_series_per_kind_and_run(sample_dicom, tmp_path):
