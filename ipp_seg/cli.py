@@ -796,9 +796,10 @@ def evaluate(
         None, "--reference-aop", help="CSV of published AoP per case (columns case,aop_deg, as PSFHS's "
                                       "aop_reference.csv): also report the predictions' |ΔAoP| against it."),
     missing_as_empty: bool = _flag("--missing-as-empty",
-                                          help="Score a ground truth without prediction as an empty prediction "
-                                               "(Dice 0, HD = ASD = 100 px, AoP failed), as a challenge does; "
-                                               "by default such cases are listed, not scored."),
+                                          help="Score a ground truth without prediction, or with one that cannot "
+                                               "be used (unreadable, another size, other label values), as an "
+                                               "empty prediction (Dice 0, HD = ASD = 100 px, AoP failed), as a "
+                                               "challenge does; by default such cases are listed, not scored."),
     gt_labels: str = typer.Option("ps=1,fh=2", "--gt-labels",
                                   help="Label values of the structures in the ground-truth masks, e.g. "
                                        "ps=128,fh=255."),

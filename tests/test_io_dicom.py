@@ -577,7 +577,10 @@ def test_no_pixel_data(tmp_path):
             delattr(ds, keyword)
     path = tmp_path / "report.dcm"
     ds.save_as(path, enforce_file_format=True)
-    assert "no pixel data" in _error(path).reason
+    assert "a DICOM Structured Report (modality SR), a result" in _error(path).reason
+    ds.Modality = "KO"  # another object without an image: said in general terms
+    ds.save_as(path, enforce_file_format=True)
+    assert "no pixel data (a DICOM object without an image, modality KO)" in _error(path).reason
 
 
 def test_image_header_cut_off_before_its_pixels_is_called_truncated(tmp_path):

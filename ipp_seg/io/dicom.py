@@ -160,7 +160,9 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
             # one cut off before its Modality, which every object has): a copy cut off, not an
             # object without an image.
             raise ScanReadError(path, "truncated: the file ends before its pixel data")
-        kind = ds.get("Modality", "")
+        kind = str(ds.get("Modality", "") or "").strip()
+        if kind.upper() == "SR":  # such as the report ipp-seg writes: a result, not a scan to measure
+            raise ScanReadError(path, "a DICOM Structured Report (modality SR), a result: no image to measure")
         what = f"a DICOM object without an image{', modality ' + kind if kind else ''}"
         raise ScanReadError(path, f"no pixel data ({what})")
 
