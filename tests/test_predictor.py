@@ -41,6 +41,19 @@ def test_a_file_measures_as_the_command_line_does(predictor, sample_dicom):
     assert predictor.model_name == report["model"] and predictor.provider == report["provider"]
 
 
+def test_many_files_share_model_calls_and_keep_their_order(predictor, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a scan")
+    paths = [SAMPLES / "psfhs_04700.png", bad, SAMPLES / "psfhs_04750.png", SAMPLES / "psfhs_04700_us.dcm"]
+    results = list(predictor.predict_files(paths))
+    assert [path for path, _ in results] == paths
+    assert isinstance(results[1][1], FrameFailure)
+    for path, result in results[::2] + results[3:]:
+        (alone,) = list(predictor.predict(path))
+        assert result.measurement.aop_deg == pytest.approx(alone.measurement.aop_deg, abs=0.2)
+        assert result.frame.provenance.path == str(path)
+
+
 def test_an_unreadable_file_is_a_failure_not_an_exception(predictor, tmp_path):
     bad = tmp_path / "scan.dcm"
     bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -107,6 +107,27 @@ class Predictor:
         failure the rest of the file is abandoned, as its frames cannot be trusted).
         """
         yield from self._processor.results(Path(path))
+
+    def predict_files(self, paths: Iterable[str | os.PathLike[str]]
+                      ) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
+        """:meth:`predict` for many scans: (path, result) per frame, in the order of ``paths``
+        and of each file's frames. Frames of consecutive files share model calls (up to 8 at a
+        time, as ``ipp-seg batch`` does): several times faster than one :meth:`predict` per
+        file for a folder of single-frame scans, and the same to a tenth of a degree (the
+        model's arithmetic differs a little with the batch size)."""
+        items = [(Path(p), frozenset()) for p in paths]
+        # A file that cannot be read is reported at once, ahead of frames of earlier files still
+        # waiting for a shared model call: held back here until those have come, to keep order.
+        held: list[tuple[int, FrameFailure]] = []
+        for index, result in self._processor.results_of_files(items):
+            while held and held[0][0] < index:
+                yield items[held[0][0]][0], held.pop(0)[1]
+            if isinstance(result, FrameFailure) and result.frame_index is None:
+                held.append((index, result))
+            else:
+                yield items[index][0], result
+        for index, failure in held:
+            yield items[index][0], failure
 
     def predict_frame(self, frame: UltrasoundFrame) -> FrameResult:
         """Segment and measure one frame already read (see :func:`ipp_seg.io.read_frames`).
