@@ -693,6 +693,9 @@ def _plain_progress(counts: dict, elapsed_s: float) -> str:
 def measure(
     masks: list[Path] = typer.Argument(..., help="Label masks (PNG/MHA/NIfTI)."),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
+    scans: Optional[Path] = typer.Option(
+        None, "--scans", help="Folder of the scans the masks were drawn on, named by the same case IDs: each "
+                              "mask is measured with its scan's calibration (DICOM ultrasound regions)."),
     spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
@@ -702,28 +705,29 @@ def measure(
     import csv
     import json
 
-    from .evaluate import read_label_mask, relabel_mask
-    from .inference.report import measurement_report, unreadable_measurement_report
     from .inference.batch import CSV_COLUMNS, file_stamp, measurement_row
+    from .inference.masks import mask_case_id, measure_mask_file, scans_by_case_id
+    from .inference.report import measurement_report, unreadable_measurement_report
     from .io import ScanReadError
-    from .io.reader import choose_spacing
-    from .measure import measure_progress
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     ps_label, fh_label = _parse_labels(labels)
     spacing = _parse_spacing(spacing_mm)
+    scan_of: dict[str, Path] = {}
+    if scans is not None:
+        try:
+            scan_of = scans_by_case_id(scans)
+        except (NotADirectoryError, ValueError) as exc:
+            fail(f"--scans: {exc}")
     rows, reports, unusable, failed = [], [], False, False
     for path in masks:
+        scan = scan_of.get(mask_case_id(path))
+        if scans is not None and scan is None:
+            err.print(f"[yellow]no scan for {escape(str(path))} in {escape(str(scans))}[/] (case "
+                      f"{escape(mask_case_id(path))}): measured without its calibration", highlight=False)
         try:
-            # Label values as stored (16-bit masks are not rescaled); a file's own spacing wins.
-            stored, file_spacing = read_label_mask(path)
-            # A value besides 0 and the two named ones is another tool's labelling or a lossy
-            # file: measuring as if it were background would report the PS or FH "missing".
-            label_mask = relabel_mask(stored, (ps_label, fh_label), source="the mask",
-                                      advice="name the structures' values with --labels ps=...,fh=...")
-            used, source = choose_spacing(str(path), file_spacing, "image_header", spacing)
-            result = measure_progress(label_mask, used, method=method, orientation=orientation,
-                                      spacing_source=source)
+            result = measure_mask_file(path, (ps_label, fh_label), method=method, orientation=orientation,
+                                       spacing_mm=spacing, scan=scan)
             row = measurement_row(str(path), 0, result, "", None, "", method, orientation,
                                   spacing_given=spacing, file_stamp=file_stamp(path))
             reports.append(measurement_report(str(path), 0, result))
@@ -731,6 +735,8 @@ def measure(
         except (ScanReadError, ValueError) as exc:
             unusable = True
             reason = exc.reason if isinstance(exc, ScanReadError) else str(exc)
+            if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
+                reason = f"its scan {scan}: {reason}"
             row = measurement_row(str(path), "", None, "", None, reason, method, orientation)
             reports.append(unreadable_measurement_report(str(path), None, reason, method, orientation))
             error(f"cannot measure {path}: {reason}")

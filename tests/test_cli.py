@@ -751,6 +751,43 @@ def test_dicom_results_without_highdicom_are_refused_before_any_work(tmp_path, s
     assert not any((tmp_path / "out").glob("*"))  # not the PNG's outputs first, then a stop at the DICOM
 
 
+def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_path, sample_dicom, sample_png):
+    import shutil
+
+    import cv2
+
+    from ipp_seg.inference.masks import measure_mask_file
+
+    scans, masks = tmp_path / "scans", tmp_path / "masks"
+    scans.mkdir()
+    masks.mkdir()
+    shutil.copy(sample_dicom, scans / "04700.dcm")  # region-calibrated, 0.35 mm per pixel
+    frame = read_frame(sample_dicom)
+    mask = np.zeros(frame.pixels.shape, np.uint8)
+    cv2.ellipse(mask, (100, 60), (30, 10), -10, 0, 360, 1, -1)
+    cv2.circle(mask, (140, 160), 60, 2, -1)
+    cv2.imwrite(str(masks / "04700_mask.png"), mask)  # as predict --out names it
+    cv2.imwrite(str(masks / "09999.png"), mask)  # no scan of that case
+    cv2.imwrite(str(masks / "04701.png"), mask[:200])
+    shutil.copy(sample_dicom, scans / "04701.dcm")
+    result = invoke("measure", masks / "04700_mask.png", masks / "09999.png", "--scans", scans, "--json")
+    assert result.exit_code == 0, result.output
+    drawn, alone = json.loads(result.stdout)
+    assert drawn["spacing_source"] == "ultrasound_region" and drawn["spacing_mm"] == [0.35, 0.35]
+    assert drawn["hsd_mm"] == pytest.approx(0.35 * drawn["hsd_px"])
+    assert alone["spacing_source"] is None and alone["hsd_mm"] is None
+    assert alone["aop_deg"] == pytest.approx(drawn["aop_deg"], abs=1e-6)  # square pixels either way
+    assert "no scan for" in result.stderr and "09999" in result.stderr
+    resized = invoke("measure", masks / "04701.png", "--scans", scans)
+    assert resized.exit_code == 2 and "its scan 04701.dcm" in resized.output and "not drawn on it" in resized.output
+    assert invoke("measure", masks / "09999.png", "--scans", tmp_path / "nowhere").exit_code == 2
+    # A scan without a calibration leaves the mask's own spacing, then the given one.
+    plain_scan = tmp_path / "plain.png"
+    cv2.imwrite(str(plain_scan), frame.pixels)
+    given = measure_mask_file(masks / "09999.png", spacing_mm=(0.2, 0.2), scan=plain_scan)
+    assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
+
+
 def test_measure_given_a_scan_instead_of_a_mask_says_so(sample_png):
     result = invoke("measure", sample_png)
     assert result.exit_code == 2 and "a greyscale image rather than a label mask" in result.output
