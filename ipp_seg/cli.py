@@ -706,31 +706,35 @@ def measure(
     import json
 
     from .inference.batch import CSV_COLUMNS, file_stamp, measurement_row
-    from .inference.masks import mask_case_id, measure_mask_file, scans_by_case_id
+    from .inference.masks import index_scans, mask_case_id, measure_mask_file
     from .inference.report import measurement_report, unreadable_measurement_report
     from .io import ScanReadError
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     ps_label, fh_label = _parse_labels(labels)
     spacing = _parse_spacing(spacing_mm)
-    scan_of: dict[str, Path] = {}
+    index = None
     if scans is not None:
         try:
-            scan_of = scans_by_case_id(scans)
-        except (NotADirectoryError, ValueError) as exc:
+            index = index_scans(scans)
+        except NotADirectoryError as exc:
             fail(f"--scans: {exc}")
+        if not index.by_case:
+            err.print(f"[yellow]warning:[/] no scans in {escape(str(scans))}: every mask is measured without "
+                      "its scan's calibration", highlight=False)
     rows, reports, unusable, failed = [], [], False, False
     for path in masks:
-        scan = scan_of.get(mask_case_id(path))
-        if scans is not None and scan is None:
-            err.print(f"[yellow]no scan for {escape(str(path))} in {escape(str(scans))}[/] (case "
-                      f"{escape(mask_case_id(path))}): measured without its calibration", highlight=False)
+        scan = None
         try:
+            scan = index.scan_for(path) if index is not None else None
             result = measure_mask_file(path, (ps_label, fh_label), method=method, orientation=orientation,
                                        spacing_mm=spacing, scan=scan)
+            if index is not None and scan is None and index.by_case:
+                err.print(f"[yellow]no scan for {escape(str(path))} in {escape(str(scans))}[/] (case "
+                          f"{escape(mask_case_id(path))}): measured without its calibration", highlight=False)
             row = measurement_row(str(path), 0, result, "", None, "", method, orientation,
                                   spacing_given=spacing, file_stamp=file_stamp(path))
-            reports.append(measurement_report(str(path), 0, result))
+            reports.append(_with_scan(measurement_report(str(path), 0, result), index, scan))
             failed |= result.status == "failed"
         except (ScanReadError, ValueError) as exc:
             unusable = True
@@ -738,7 +742,8 @@ def measure(
             if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
                 reason = f"its scan {scan}: {reason}"
             row = measurement_row(str(path), "", None, "", None, reason, method, orientation)
-            reports.append(unreadable_measurement_report(str(path), None, reason, method, orientation))
+            reports.append(_with_scan(unreadable_measurement_report(str(path), None, reason, method, orientation),
+                                      index, scan))
             error(f"cannot measure {path}: {reason}")
         rows.append(row)
     if csv_path:
@@ -755,6 +760,11 @@ def measure(
         _print_table(_results_table(rows, "ipp-seg measure", network=False))
     _advise_on_run(rows, orientation, network=False)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
+
+
+def _with_scan(report: dict, index, scan: Path | None) -> dict:
+    """A measure report with, when --scans was given, the scan its calibration came from."""
+    return report if index is None else {**report, "scan": None if scan is None else str(scan)}
 
 
 @app.command(short_help="Export a training checkpoint to ONNX.")

@@ -773,19 +773,72 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     result = invoke("measure", masks / "04700_mask.png", masks / "09999.png", "--scans", scans, "--json")
     assert result.exit_code == 0, result.output
     drawn, alone = json.loads(result.stdout)
+    assert drawn["scan"] == str(scans / "04700.dcm") and alone["scan"] is None
     assert drawn["spacing_source"] == "ultrasound_region" and drawn["spacing_mm"] == [0.35, 0.35]
     assert drawn["hsd_mm"] == pytest.approx(0.35 * drawn["hsd_px"])
     assert alone["spacing_source"] is None and alone["hsd_mm"] is None
     assert alone["aop_deg"] == pytest.approx(drawn["aop_deg"], abs=1e-6)  # square pixels either way
     assert "no scan for" in result.stderr and "09999" in result.stderr
     resized = invoke("measure", masks / "04701.png", "--scans", scans)
-    assert resized.exit_code == 2 and "its scan 04701.dcm" in resized.output and "not drawn on it" in resized.output
+    assert resized.exit_code == 2 and "not drawn on it" in resized.output
+    assert "04701.dcm" in resized.output.replace("\n", "")
     assert invoke("measure", masks / "09999.png", "--scans", tmp_path / "nowhere").exit_code == 2
     # A scan without a calibration leaves the mask's own spacing, then the given one.
     plain_scan = tmp_path / "plain.png"
     cv2.imwrite(str(plain_scan), frame.pixels)
     given = measure_mask_file(masks / "09999.png", spacing_mm=(0.2, 0.2), scan=plain_scan)
     assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
+
+
+def test_scans_are_found_as_researchers_keep_them(tmp_path, sample_dicom, caplog):
+    import logging
+    import shutil
+
+    import cv2
+    import pydicom
+
+    from ipp_seg.inference.masks import index_scans, measure_mask_file
+
+    project = tmp_path / "project"
+    (project / "scans" / "cine").mkdir(parents=True)
+    (project / "masks").mkdir()
+    shutil.copy(sample_dicom, project / "scans" / "IM_0001")  # a PACS export: no suffix
+    shutil.copy(sample_dicom, project / "scans" / "cine" / "04704.dcm")
+    frame = read_frame(sample_dicom)
+    mask = np.zeros(frame.pixels.shape, np.uint8)
+    cv2.ellipse(mask, (100, 60), (30, 10), -10, 0, 360, 1, -1)
+    cv2.circle(mask, (140, 160), 60, 2, -1)
+    for name in ("IM_0001.png", "04704_f0002_mask.png", "04800.png"):  # the last: in the project root's masks only
+        cv2.imwrite(str(project / "masks" / name), mask)
+    index = index_scans(project)  # the project root, masks and all: a mask is not its own scan
+    assert index.scan_for(project / "masks" / "IM_0001.png") == project / "scans" / "IM_0001"
+    assert index.scan_for(project / "masks" / "04704_f0002_mask.png") == project / "scans" / "cine" / "04704.dcm"
+    assert index.scan_for(project / "masks" / "04800.png") is None
+    shutil.copy(sample_dicom, project / "scans" / "04704.dcm")  # a second file of one case: refused when asked for
+    with pytest.raises(ValueError, match="case '04704' has several scans"):
+        index_scans(project).scan_for(project / "masks" / "04704_f0002_mask.png")
+    with pytest.raises(NotADirectoryError, match="does not exist"):
+        index_scans(tmp_path / "nowhere")
+    # Two differently calibrated regions, the PS in neither: the given spacing serves there.
+    ds = pydicom.dcmread(sample_dicom)
+    regions = ds.SequenceOfUltrasoundRegions
+    lower = pydicom.Dataset()
+    lower.update(regions[0])
+    regions[0].RegionLocationMinY0, lower.RegionLocationMinY0 = 150, 200
+    lower.PhysicalDeltaX = lower.PhysicalDeltaY = 0.05
+    regions.append(lower)
+    two_regions = tmp_path / "two_regions.dcm"
+    ds.save_as(two_regions)
+    cv2.imwrite(str(tmp_path / "m.png"), mask)
+    given = measure_mask_file(tmp_path / "m.png", spacing_mm=(0.2, 0.2), scan=two_regions)
+    assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
+    with caplog.at_level(logging.WARNING):  # a calibrated scan: the given spacing is not used, and said so
+        used = measure_mask_file(tmp_path / "m.png", spacing_mm=(0.2, 0.2), scan=sample_dicom)
+    assert used.spacing_mm == (0.35, 0.35) and "the given spacing (0.2, 0.2) mm is not used" in caplog.text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("measure", tmp_path / "m.png", "--scans", empty)
+    assert result.exit_code == 0 and "no scans in" in result.output
 
 
 def test_measure_given_a_scan_instead_of_a_mask_says_so(sample_png):

@@ -70,7 +70,6 @@ __all__ = [
     "read_label_mask",
     "relabel_mask",
     "read_reference_aop",
-    "scans_by_case_id",
     "summarise_block",
     "write_case_csv",
     "write_summary_json",
@@ -592,7 +591,7 @@ def evaluate_folders(
     pred_labels = labels if pred_labels is None else _check_label_pair(pred_labels)
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
-    images = scans_by_case_id(images_dir) if images_dir is not None else None
+    images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES)) if images_dir is not None else None
 
     missing_pred = sorted(set(gts) - set(preds))
     missing_gt = sorted(set(preds) - set(gts))
@@ -766,17 +765,6 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
                 raise ValueError(f"{path}, line {line}: case {case_id} given twice")
             reference[case_id] = value
     return reference
-
-
-def scans_by_case_id(folder: PathLike) -> dict[str, Path]:
-    """Case ID -> scan file (any format :func:`ipp_seg.io.read_frame` reads) in ``folder`` and
-    its sub-folders.
-
-    Raises:
-        NotADirectoryError: ``folder`` is not a folder.
-        ValueError: two files share a case ID (both are named).
-    """
-    return _index_folder(folder, tuple(SUPPORTED_SUFFIXES))
 
 
 def case_id_of(path: PathLike) -> str:

@@ -9,20 +9,29 @@ calibration of the region that holds the symphysis, and the result names its sou
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import replace
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..evaluate.report import case_id_of, read_label_mask, relabel_mask, scans_by_case_id
-from ..io import read_frame
+from ..evaluate.report import case_id_of, read_label_mask, relabel_mask
+from ..io import SUPPORTED_SUFFIXES, read_frame
+from ..io.folders import walk_folders
+from ..io.frames import same_spacing
 from ..io.reader import choose_spacing
 from ..io.writers import MASK_NAME_SUFFIX
 from ..measure import Measurement, measure_progress
 from .pipeline import measure_frame
 
-__all__ = ["mask_case_id", "measure_mask_file", "scans_by_case_id"]
+__all__ = ["ScanIndex", "index_scans", "mask_case_id", "measure_mask_file"]
+
+logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+
+# What predict --out adds to the name of a cine's frame: scan_f0003_mask.png is frame 3 of scan.
+_CINE_FRAME = re.compile(r"_f\d{4}$")
 
 
 def mask_case_id(path: PathLike) -> str:
@@ -30,6 +39,53 @@ def mask_case_id(path: PathLike) -> str:
     that ``ipp-seg predict --out`` and ``batch --save-masks`` add (``04700_mask.png`` is 04700)."""
     case_id = case_id_of(path)
     return case_id[: -len(MASK_NAME_SUFFIX)] if case_id.endswith(MASK_NAME_SUFFIX) else case_id
+
+
+@dataclass(frozen=True)
+class ScanIndex:
+    """The scans of a folder by case ID (see :func:`index_scans`)."""
+
+    folder: Path
+    by_case: dict[str, tuple[Path, ...]]
+
+    def scan_for(self, mask: PathLike) -> Path | None:
+        """The scan a mask was drawn on: the file of its case ID (:func:`mask_case_id`), or for
+        a cine frame's mask (``scan_f0003_mask.png``) the cine's; None when there is none.
+
+        Raises:
+            ValueError: several files of the folder have that case ID (the mask itself aside).
+        """
+        mask_path = Path(mask).resolve()
+        case_id = mask_case_id(mask)
+        for case in (case_id, _CINE_FRAME.sub("", case_id)):
+            found = [p for p in self.by_case.get(case, ()) if p.resolve() != mask_path]
+            if len(found) > 1:
+                names = " and ".join(str(p.relative_to(self.folder)) for p in found[:2])
+                raise ValueError(f"case {case!r} has several scans in {self.folder}: {names}")
+            if found:
+                return found[0]
+        return None
+
+
+def index_scans(folder: PathLike) -> ScanIndex:
+    """Every file in ``folder`` and its sub-folders that may be a scan: a suffix
+    :func:`ipp_seg.io.read_frame` reads, or none at all (DICOM files from a PACS often have
+    none), by case ID (the name without its suffix). Hidden files and folders are left out; a
+    case ID held by several files is an error only when a mask asks for it.
+
+    Raises:
+        NotADirectoryError: ``folder`` does not exist or is a file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} {'is a file, not a folder' if root.exists() else 'does not exist'}")
+    suffixes = tuple(s.lower() for s in SUPPORTED_SUFFIXES)
+    by_case: dict[str, list[Path]] = {}
+    for here, _, names in walk_folders(root, lambda here, real: False):
+        for name in sorted(names):
+            if name.lower().endswith(suffixes) or "." not in name:
+                by_case.setdefault(case_id_of(name), []).append(here / name)
+    return ScanIndex(root, {case: tuple(paths) for case, paths in by_case.items()})
 
 
 def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, method: str = "ellipse",
@@ -51,15 +107,20 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
     # measuring as if it were background would report the PS or FH "missing".
     label_mask = relabel_mask(stored, labels, source="the mask",
                               advice="name the structures' values with --labels ps=...,fh=...")
+    fallback, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
     if scan is None:
-        used, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
-        return measure_progress(label_mask, used, method=method, orientation=orientation, spacing_source=source)
+        return measure_progress(label_mask, fallback, method=method, orientation=orientation, spacing_source=source)
     frame = read_frame(scan)
     if frame.pixels.shape != label_mask.shape:
         (h, w), (sh, sw) = label_mask.shape, frame.pixels.shape
-        raise ValueError(f"the mask is {w} x {h} pixels, its scan {Path(scan).name} {sw} x {sh}: not drawn on it "
+        raise ValueError(f"the mask is {w} x {h} pixels, its scan {os.fspath(scan)} {sw} x {sh}: not drawn on it "
                          "(or resized since)")
-    if frame.spacing_mm is None and not any(region.spacing_mm for region in frame.regions):
-        used, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
-        frame = replace(frame, spacing_mm=used, spacing_source=source)
-    return measure_frame(label_mask, frame, method=method, orientation=orientation)
+    if frame.spacing_mm is None:  # no frame-wide calibration: the fallback serves outside calibrated regions
+        frame = replace(frame, spacing_mm=fallback, spacing_source=source)
+    measurement = measure_frame(label_mask, frame, method=method, orientation=orientation)
+    if fallback is not None and measurement.spacing_mm is not None and not same_spacing(fallback,
+                                                                                          measurement.spacing_mm):
+        which = "the mask's own spacing" if source == "image_header" else "the given spacing"
+        logger.warning("%s: measured with its scan's calibration %s mm; %s %s mm is not used", path,
+                       measurement.spacing_mm, which, fallback)
+    return measurement
