@@ -454,7 +454,9 @@ def test_property_ellipse_mirror_invariant(mask):
     assert a.status != "failed"
     assert b.aop_deg == pytest.approx(a.aop_deg, abs=0.01)
     if a.hsd_px is not None:
-        assert b.hsd_px == pytest.approx(a.hsd_px, abs=1e-4)
+        # OpenCV fits the ellipse to the mirrored outline's points in another order: the same
+        # ellipse to float precision, and a 115 px HSD moved by 2e-4 px in one CI run.
+        assert b.hsd_px == pytest.approx(a.hsd_px, rel=1e-5, abs=1e-4)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
