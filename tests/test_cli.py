@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -845,6 +846,20 @@ def test_measure_given_a_scan_instead_of_a_mask_says_so(sample_png):
     result = invoke("measure", sample_png)
     assert result.exit_code == 2 and "a greyscale image rather than a label mask" in result.output
     assert "ipp-seg predict" in result.output and "Traceback" not in result.output
+
+
+def test_opencvs_own_lines_about_a_damaged_image_are_not_printed(tmp_path, sample_png):
+    # A TIFF cut short: OpenCV prints "[ERROR:0@...] global grfmt_tiff.cpp ..." lines of its own
+    # before ipp-seg says, in one line, that the file cannot be read.
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "scan.tif"), cv2.imread(str(sample_png), cv2.IMREAD_GRAYSCALE))
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "scan.tif").read_bytes()[:200])
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", str(tmp_path / "cut.tif")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 2 and "cannot read" in run.stderr
+    assert "[ERROR" not in run.stderr and "[ WARN" not in run.stderr, run.stderr
 
 
 def test_python_dash_m_runs_the_same_command_line():
