@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import signal
 import time
 import uuid
@@ -706,7 +705,8 @@ def measure(
     import json
 
     from .inference.batch import CSV_COLUMNS, file_stamp, measurement_row
-    from .inference.masks import index_scans, mask_case_id, measure_mask_file
+    from .evaluate.report import mask_case_id
+    from .inference.masks import index_scans, measure_mask_file
     from .inference.report import measurement_report, unreadable_measurement_report
     from .io import ScanReadError
 

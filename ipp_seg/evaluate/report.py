@@ -39,7 +39,7 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason
 from ..io.folders import walk_folders
 from ..io.frames import same_spacing
-from ..io.images import PNG_SIGNATURE, png_structure_problem
+from ..io.images import check_png_structure
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -64,6 +64,7 @@ __all__ = [
     "MetricSummary",
     "ReasonSummary",
     "case_id_of",
+    "mask_case_id",
     "evaluate_arrays",
     "evaluate_case",
     "evaluate_folders",
@@ -775,6 +776,13 @@ def case_id_of(path: PathLike) -> str:
     return os.path.splitext(name)[0]
 
 
+def mask_case_id(path: PathLike) -> str:
+    """The case a mask file belongs to: its name without the suffix, and without the ``_mask``
+    that ``ipp-seg predict --out`` and ``batch --save-masks`` add (``04700_mask.png`` is 04700)."""
+    case_id = case_id_of(path)
+    return case_id[: -len(MASK_NAME_SUFFIX)] if case_id.endswith(MASK_NAME_SUFFIX) else case_id
+
+
 def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | None]:
     """Read a label mask: ``(labels, spacing_mm)``.
 
@@ -886,9 +894,7 @@ def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
 
 def _read_image_mask(name: str) -> np.ndarray:
     data = np.fromfile(name, dtype=np.uint8)
-    problem = png_structure_problem(data.tobytes()) if data[:8].tobytes() == PNG_SIGNATURE else None
-    if problem:  # said in ipp-seg's words, before libpng prints its own
-        raise ScanReadError(name, problem)
+    check_png_structure(name, data)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:
         raise ScanReadError(name, "OpenCV cannot decode it as an image")
@@ -909,7 +915,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         raise NotADirectoryError(f"{root}: not a folder")
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Path] = {}
-    for path in _files_below(root, skip_folders=("overlays",) if predictions else ()):
+    for path in files_below(root, skip_folders=("overlays",) if predictions else ()):
         if not path.is_file():  # (hidden files are not walked)
             continue
         if not path.name.lower().endswith(suffixes):
@@ -919,8 +925,8 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         if predictions and case_id.endswith(OVERLAY_NAME_SUFFIX):
             logger.debug("%s: skipped (an overlay picture)", path)
             continue
-        if predictions and case_id.endswith(MASK_NAME_SUFFIX):
-            case_id = case_id[: -len(MASK_NAME_SUFFIX)]
+        if predictions:
+            case_id = mask_case_id(path)
         if case_id in found:
             raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].relative_to(root)} and "
                              f"{path.relative_to(root)}")
@@ -928,7 +934,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     return found
 
 
-def _files_below(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
+def files_below(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
     """Non-hidden files in ``root`` and its sub-folders (:func:`walk_folders`), sorted by
     relative path; sub-folders named in ``skip_folders`` are left out."""
     def skip(here: Path, real: Path) -> bool:

@@ -42,8 +42,7 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
-    "error",
-    "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified",
+    "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified",
 )
 CSV_NAME = "measurements.csv"
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
@@ -172,13 +171,18 @@ def symphysis_mostly_unsure(segmented_frames: int, unsure_frames: int) -> bool:
 
 def row_segmented(row: dict) -> bool:
     """Whether a CSV row's frame reached the network (it was read, and is an ultrasound image)."""
-    return not {UNREADABLE, NOT_ULTRASOUND, PROCESSING_ERROR} & set(str(row["reasons"]).split(";"))
+    return not {UNREADABLE, NOT_ULTRASOUND, PROCESSING_ERROR} & _row_reasons(row)
 
 
 def row_symphysis_unsure(row: dict) -> bool:
     """Whether a CSV row's network was unsure of the symphysis (``ps_low_confidence``) or drew
     none it could measure (``ps_missing``, ``ps_too_small``)."""
-    return bool(_UNSURE_SYMPHYSIS & set(str(row["reasons"]).split(";")))
+    return bool(_UNSURE_SYMPHYSIS & _row_reasons(row))
+
+
+def _row_reasons(row: dict) -> set[str]:
+    """The reason codes of a CSV row (see :func:`measurement_row`), joined there by ";"."""
+    return set(str(row["reasons"]).split(";"))
 
 
 def orientation_looks_reversed(measured_frames: int, doubtful_frames: int) -> bool:
@@ -190,7 +194,7 @@ def orientation_looks_reversed(measured_frames: int, doubtful_frames: int) -> bo
 
 def row_orientation_doubtful(row: dict) -> bool:
     """Whether a CSV row (see :func:`measurement_row`) was measured with ``orientation_doubtful``."""
-    return row["status"] != "failed" and "orientation_doubtful" in str(row["reasons"]).split(";")
+    return row["status"] != "failed" and "orientation_doubtful" in _row_reasons(row)
 
 
 def measurement_row(file: str, frame: int | str, measurement: Measurement | None, model: str,
@@ -824,5 +828,4 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError",
            "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
-           "row_symphysis_unsure", "run_batch", "symphysis_mostly_unsure",
-           "suffix_disambiguated"]
+           "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure"]

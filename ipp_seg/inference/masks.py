@@ -15,16 +15,14 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..evaluate.report import case_id_of, read_label_mask, relabel_mask
+from ..evaluate.report import case_id_of, files_below, mask_case_id, read_label_mask, relabel_mask
 from ..io import SUPPORTED_SUFFIXES, read_frame
-from ..io.folders import walk_folders
 from ..io.frames import same_spacing
 from ..io.reader import choose_spacing
-from ..io.writers import MASK_NAME_SUFFIX
 from ..measure import Measurement, measure_progress
 from .pipeline import measure_frame
 
-__all__ = ["ScanIndex", "index_scans", "mask_case_id", "measure_mask_file"]
+__all__ = ["ScanIndex", "index_scans", "measure_mask_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +30,6 @@ PathLike = str | os.PathLike[str]
 
 # What predict --out adds to the name of a cine's frame: scan_f0003_mask.png is frame 3 of scan.
 _CINE_FRAME = re.compile(r"_f\d{4}$")
-
-
-def mask_case_id(path: PathLike) -> str:
-    """The case a mask file belongs to: its name without the suffix, and without the ``_mask``
-    that ``ipp-seg predict --out`` and ``batch --save-masks`` add (``04700_mask.png`` is 04700)."""
-    case_id = case_id_of(path)
-    return case_id[: -len(MASK_NAME_SUFFIX)] if case_id.endswith(MASK_NAME_SUFFIX) else case_id
 
 
 @dataclass(frozen=True)
@@ -81,10 +72,9 @@ def index_scans(folder: PathLike) -> ScanIndex:
         raise NotADirectoryError(f"{root} {'is a file, not a folder' if root.exists() else 'does not exist'}")
     suffixes = tuple(s.lower() for s in SUPPORTED_SUFFIXES)
     by_case: dict[str, list[Path]] = {}
-    for here, _, names in walk_folders(root, lambda here, real: False):
-        for name in sorted(names):
-            if name.lower().endswith(suffixes) or "." not in name:
-                by_case.setdefault(case_id_of(name), []).append(here / name)
+    for path in files_below(root):
+        if path.name.lower().endswith(suffixes) or "." not in path.name:
+            by_case.setdefault(case_id_of(path), []).append(path)
     return ScanIndex(root, {case: tuple(paths) for case, paths in by_case.items()})
 
 

@@ -37,12 +37,7 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
         raise ScanReadError(path, f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
     if data.size == 0:
         raise ScanReadError(path, "the file is empty")
-    if data[:8].tobytes() == PNG_SIGNATURE:
-        # libpng prints its own lines about a damaged file to stderr, past any logging: a half
-        # copied PNG, the commonest damage, is told apart here, in ipp-seg's words, first.
-        problem = png_structure_problem(data.tobytes())
-        if problem:
-            raise ScanReadError(path, problem)
+    check_png_structure(path, data)
     # JPEG: let OpenCV apply the EXIF orientation and give libjpeg's luma directly. Others:
     # keep depth and channels as stored (alpha is removed below).
     flags = cv2.IMREAD_GRAYSCALE if suffix in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED
@@ -63,14 +58,24 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def png_structure_problem(data: bytes) -> str | None:
+def check_png_structure(path: str | os.PathLike[str], data: np.ndarray) -> None:
+    """Raise :class:`ScanReadError` for a file's bytes (uint8) that are a damaged PNG; other
+    formats pass. libpng prints its own lines about a damaged file to stderr, past any logging:
+    a half-copied PNG, the commonest damage, is told apart here, in ipp-seg's words, first."""
+    if data[:8].tobytes() == PNG_SIGNATURE:
+        problem = png_structure_problem(memoryview(data))
+        if problem:
+            raise ScanReadError(path, problem)
+
+
+def png_structure_problem(data: bytes | memoryview) -> str | None:
     """Why PNG bytes are damaged (a chunk cut short, a checksum that fails, no end chunk), or
     None when every chunk is whole and checks out. Decodes nothing: the image data itself is
     libpng's to judge."""
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
         length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
+        kind = bytes(data[pos + 4:pos + 8])
         end = pos + 12 + length
         if length > 0x7FFFFFFF or end > len(data):
             return "truncated: the PNG file ends inside its data (a copy cut short?)"

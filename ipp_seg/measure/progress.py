@@ -84,13 +84,19 @@ MAX_PS_AXIS_RATIO = 0.70
 PLAUSIBLE_SPACING_MM = (0.01, 2.0)
 
 
+def _plausible_spacing(spacing_mm: tuple[float, float]) -> bool:
+    return all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm)
+
+
 def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
     """Refuse (ValueError) a caller's spacing that no ultrasound pixel has: a calibration in
     another unit (cm, or pixels per mm) would give HSDs off by 10x or more. None passes."""
-    low, high = PLAUSIBLE_SPACING_MM
-    if spacing_mm is not None and not all(low <= v <= high for v in spacing_mm):
+    if spacing_mm is not None and not _plausible_spacing(spacing_mm):
+        low, high = PLAUSIBLE_SPACING_MM
         raise ValueError(f"an ultrasound pixel is {low}-{high} mm; give millimetres per pixel (a calibration in cm "
                          "per pixel times 10)")
+
+
 # Which end is inferior is a display convention the mask does not state, but the anatomy leans
 # one way on the display: with the standard convention the PS's inferior end lies higher than
 # its superior end, and the head's centre lies on the inferior end's side of the PS's centre.
@@ -376,7 +382,7 @@ def measure_progress(
     scale = np.array(spacing if spacing is not None else (1.0, 1.0), dtype=np.float64)
 
     reasons: list[str] = []
-    in_mm = spacing is not None and all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing)
+    in_mm = spacing is not None and _plausible_spacing(spacing)
     if spacing is None:
         reasons.append("spacing_unknown")
     elif not in_mm:
