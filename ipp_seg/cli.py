@@ -388,22 +388,12 @@ def _parse_spacing(text: str | None) -> tuple[float, float] | None:
 
 
 def _check_choices(method: str, orientation: str, frames: str, backend: str, device: str) -> None:
-    from .inference.backends import BACKENDS, DEVICES
-    from .io import parse_frame_selection
-    from .measure import METHODS, ORIENTATIONS
+    from .inference.batch import check_inference_choices
 
-    if method not in METHODS:
-        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if orientation not in ORIENTATIONS:
-        fail(f"--orientation must be one of {', '.join(ORIENTATIONS)}, got {orientation!r}")
-    if backend not in BACKENDS:
-        fail(f"--backend must be {' or '.join(BACKENDS)}, got {backend!r}")
-    if device not in DEVICES:
-        fail(f"--device must be {' or '.join(DEVICES)}, got {device!r}")
     try:
-        parse_frame_selection(frames)
+        check_inference_choices(method, orientation, frames, backend, device)
     except ValueError as exc:
-        fail(f"--frames: {exc}")
+        fail(f"--{exc}")
 
 
 def _fmt(value, digits: int = 1) -> str:

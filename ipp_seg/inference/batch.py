@@ -32,8 +32,8 @@ from typing import Callable, Iterable, Iterator
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
 from ..io.folders import walk_folders
 from ..io.overlay import overlay_title, render_overlay
-from ..measure import Measurement
-from .backends import BackendError, load_segmenter
+from ..measure import METHODS, ORIENTATIONS, Measurement
+from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
 from .registry import resolve_model
 
@@ -67,6 +67,20 @@ class InferenceOptions:
     # OnnxSegmenter). None: run_batch decides (on for runs of at least a group of files);
     # 0: off.
     fixed_batch: int | None = None
+
+
+def check_inference_choices(method: str, orientation: str, frames: str = "all", backend: str = "onnx",
+                            device: str = "cpu") -> None:
+    """Raise ValueError naming the first of these inference options that takes none of its
+    accepted values (the command line prefixes the option's dashes)."""
+    for name, value, allowed in (("method", method, METHODS), ("orientation", orientation, ORIENTATIONS),
+                                 ("backend", backend, BACKENDS), ("device", device, DEVICES)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    try:
+        parse_frame_selection(frames)
+    except ValueError as exc:
+        raise ValueError(f"frames: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -826,6 +840,6 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError",
-           "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "orientation_looks_reversed",
+           "check_inference_choices", "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
            "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure"]

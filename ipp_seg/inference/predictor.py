@@ -27,13 +27,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..io import Provenance, UltrasoundFrame, parse_frame_selection
+from ..io import Provenance, UltrasoundFrame
 from ..io.frames import check_spacing
 from ..io.greyscale import luminance_rgb, to_output
-from ..measure import METHODS, ORIENTATIONS
 from ..measure.progress import check_plausible_spacing
-from .backends import BACKENDS, DEVICES
-from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions
+from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions, check_inference_choices
 from .pipeline import FrameResult, not_segmentable_reason, predict_frame
 
 __all__ = ["Predictor"]
@@ -62,17 +60,13 @@ class Predictor:
                  method: str = "ellipse", orientation: str = "standard", frames: str | int = "all",
                  spacing_mm: tuple[float, float] | None = None, tta: bool = False,
                  threads: int | None = None) -> None:
-        for name, value, allowed in (("backend", backend, BACKENDS), ("device", device, DEVICES),
-                                     ("method", method, METHODS), ("orientation", orientation, ORIENTATIONS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if model is not None and (not isinstance(model, (str, os.PathLike)) or not os.fspath(model)):
             raise ValueError(f"model must be a shipped model's name or a file path (None: the default), got {model!r}")
         if isinstance(frames, int) and not isinstance(frames, bool) and frames >= 0:
             frames = str(frames)
         if not isinstance(frames, str):
             raise ValueError(f"frames must be 'all', 'N' or 'A-B' (0-based), or a frame index; got {frames!r}")
-        parse_frame_selection(frames)  # raises ValueError naming the accepted forms
+        check_inference_choices(method, orientation, frames, backend, device)
         if not isinstance(tta, bool):
             raise ValueError(f"tta must be True or False, got {tta!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
