@@ -43,6 +43,7 @@ from ..io.images import check_png_structure
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
+from ..measure.progress import check_choice
 from .acquisition import STYLES, acquisition_style
 from .agreement import Agreement, bland_altman
 from .metrics import (
@@ -374,8 +375,7 @@ def evaluate_case(
     gt = _check_labels_mask(gt_labels, "gt_labels")
     if pred.shape != gt.shape:
         raise ValueError(f"prediction and ground truth differ in shape: {pred.shape} vs {gt.shape}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    check_choice(method, METHODS, "method")
     ps_label, fh_label = _check_label_pair(labels)
     for mask, name in ((pred, "pred_labels"), (gt, "gt_labels")):
         # Another value would count as background: an FH stored as 255 would score Dice 0.
@@ -517,8 +517,8 @@ def evaluate_arrays(
     cases it lacks get no ``delta_aop_reference``. For training/validation code. Raises
     ValueError on a malformed case (the case ID is in the message); case IDs must be unique.
     """
-    _check_choice(method, METHODS, "method")
-    _check_choice(orientation, ORIENTATIONS, "orientation")
+    check_choice(method, METHODS, "method")
+    check_choice(orientation, ORIENTATIONS, "orientation")
     labels = _check_label_pair(labels)
     results: list[CaseResult] = []
     seen: set[str] = set()
@@ -585,8 +585,8 @@ def evaluate_folders(
         NotADirectoryError: a folder does not exist.
         ValueError: two files of one folder share a case ID, or invalid method/labels.
     """
-    _check_choice(method, METHODS, "method")
-    _check_choice(orientation, ORIENTATIONS, "orientation")
+    check_choice(method, METHODS, "method")
+    check_choice(orientation, ORIENTATIONS, "orientation")
     labels = _check_label_pair(labels)
     gt_labels = labels if gt_labels is None else _check_label_pair(gt_labels)
     pred_labels = labels if pred_labels is None else _check_label_pair(pred_labels)
@@ -1014,11 +1014,6 @@ def _check_label_pair(labels) -> tuple[int, int]:
     if int(ps) == int(fh):
         raise ValueError(f"the PS and FH labels must differ, got {labels!r}")
     return int(ps), int(fh)
-
-
-def _check_choice(value, allowed: tuple[str, ...], name: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _abs_diff(a: float | None, b: float | None) -> float | None:

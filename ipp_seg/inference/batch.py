@@ -33,6 +33,7 @@ from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames
 from ..io.folders import walk_folders
 from ..io.overlay import overlay_title, render_overlay
 from ..measure import METHODS, ORIENTATIONS, Measurement
+from ..measure.progress import check_choice
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
 from .registry import resolve_model
@@ -75,8 +76,7 @@ def check_inference_choices(method: str, orientation: str, frames: str = "all", 
     accepted values (the command line prefixes the option's dashes)."""
     for name, value, allowed in (("method", method, METHODS), ("orientation", orientation, ORIENTATIONS),
                                  ("backend", backend, BACKENDS), ("device", device, DEVICES)):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        check_choice(value, allowed, name)
     try:
         parse_frame_selection(frames)
     except ValueError as exc:

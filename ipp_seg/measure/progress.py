@@ -61,7 +61,7 @@ from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
 __all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
-           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "MIN_ORIENTATION_SCORE",
+           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE",
            "orientation_score", "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,8 @@ def _check_mask(label_mask) -> np.ndarray:
     return mask
 
 
-def _check_choice(value, allowed: tuple[str, ...], name: str) -> str:
+def check_choice(value, allowed: tuple[str, ...], name: str) -> str:
+    """``value`` if it is one of the strings ``allowed``; else ValueError naming ``name``."""
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
     return value
@@ -371,12 +372,12 @@ def measure_progress(
         ValueError: on a malformed mask, unknown method/orientation, or invalid labels/spacing.
     """
     mask = _check_mask(label_mask)
-    method = _check_choice(method, METHODS, "method")
-    orientation = _check_choice(orientation, ORIENTATIONS, "orientation")
+    method = check_choice(method, METHODS, "method")
+    orientation = check_choice(orientation, ORIENTATIONS, "orientation")
     ps_label, fh_label = _check_labels(ps_label, fh_label)
     spacing = _check_spacing(spacing_mm)
     if spacing_source is not None:
-        spacing_source = _check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
+        spacing_source = check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
     if spacing is None:
         spacing_source = None
     scale = np.array(spacing if spacing is not None else (1.0, 1.0), dtype=np.float64)
