@@ -483,17 +483,17 @@ def predict(
                     unusable = True
                     frame = "" if result.frame_index is None else result.frame_index
                     row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, method,
-                                          orientation, tta, result.code)
+                                          orientation, tta, result.code, model_sha256=processor.model_sha256)
                     verb = {UNREADABLE: "read", NOT_ULTRASOUND: "segment"}.get(result.code, "process")
                     error(f"cannot {verb} {scan}: {result.reason}")
                     reports.append(unreadable_report(str(scan), result.frame_index, result.reason,
                                                      processor.model_name, processor.segmenter.provider, method,
-                                                     orientation, tta, result.code))
+                                                     orientation, tta, result.code, processor.model_sha256))
                 else:
                     row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
                                           processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
                                           orientation, tta, head_confidence=result.head_confidence,
-                                          ps_confidence=result.ps_confidence)
+                                          ps_confidence=result.ps_confidence, model_sha256=processor.model_sha256)
                     report = frame_report(result, processor.segmenter.provider, elapsed_ms, tta)
                     reports.append(report)
                     measurement_failed |= result.measurement.status == "failed"

@@ -542,6 +542,35 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
     assert all(r["aop_deg"] == old[r["file"], r["frame"]]["aop_deg"] for r in after)
     assert [r["file"] for r in after].count("sub/b.png") == 1 and after[-1]["file"] == "sub/b.png"
     assert after[0]["file_bytes"] == ""  # an earlier version's row is kept as it was, not re-measured
+    # Its cells of the new columns stay empty (unknown), and a later resume still goes on with
+    # it rather than reading them as rows made with other weights or options.
+    assert after[0]["model_sha256"] == "" and after[-1]["model_sha256"] != ""
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    again = _rows(out / "measurements.csv")  # the unreadable file is tried again: its row moves last
+    key = lambda r: (r["file"], r["frame"], r["aop_deg"], r["model_sha256"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, after))
+
+
+def test_rows_name_the_weights_and_resume_refuses_rows_of_other_weights(mixed_folder, tmp_path):
+    # A shipped model keeps its name when it is retrained (a git pull mid-study): rows of the
+    # old weights and the new must not be mixed in one CSV under the same model name.
+    from ipp_seg.inference.registry import resolve_model, sha256_of
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    rows = _rows(out / "measurements.csv")
+    assert {r["model_sha256"] for r in rows} == {sha256_of(resolve_model("dssau-net-s").onnx_path)}
+    for row in rows:
+        row["model_sha256"] = "0" * 64
+    with open(out / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["file"] != "sub/b.png")
+    before = (out / "measurements.csv").read_text()
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 2 and "model_sha256" in result.output and "Traceback" not in result.output
+    assert (out / "measurements.csv").read_text() == before
 
 
 def test_resume_with_a_narrower_glob_keeps_the_other_files_rows(mixed_folder, tmp_path, caplog):

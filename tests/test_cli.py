@@ -181,6 +181,18 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     calibration = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}["CALIB"]
     assert calibration == json.loads((tmp_path / "psfhs_04700_us.json").read_text())["spacing_source"] \
         == "ultrasound_region"
+    # Both name the weights by the checksum the JSON gives.
+    digest = json.loads((tmp_path / "psfhs_04700_us.json").read_text())["model_sha256"]
+    assert len(digest) == 64
+    assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters \
+        == f"model_sha256={digest}"
+
+    def texts(items):
+        for item in items:
+            yield from ([item.TextValue] if "TextValue" in item else [])
+            yield from texts(item.get("ContentSequence", []))
+
+    assert f"model_sha256={digest}" in set(texts(sr.ContentSequence))
 
 
 def test_a_cines_dicom_results_form_one_series_per_kind_and_run(sample_dicom, tmp_path):
@@ -275,12 +287,26 @@ def test_models_that_cannot_serve_are_refused_in_one_line(sample_png, tmp_path):
 def test_a_runs_best_model_is_named_by_its_run(sample_png, tmp_path):
     import shutil
 
-    from ipp_seg.inference.registry import resolve_model
+    from ipp_seg.inference.registry import resolve_model, sha256_of
 
     (tmp_path / "run7").mkdir()
     shutil.copy(resolve_model("dssau-net-s").onnx_path, tmp_path / "run7" / "best.onnx")
     (report,) = json.loads(invoke("predict", sample_png, "--json", "--model", tmp_path / "run7" / "best.onnx").stdout)
     assert report["model"] == "run7/best"  # not "best", which every run has
+    assert report["model_sha256"] == sha256_of(tmp_path / "run7" / "best.onnx")
+
+
+def test_results_name_the_weights_by_checksum_as_well_as_by_name(sample_png, tmp_path):
+    # A model's name stays when it is retrained: the file's sha256 says which weights measured.
+    from ipp_seg.inference.registry import resolve_model, sha256_of
+
+    spec = resolve_model("dssau-net-s")
+    (report,) = json.loads(invoke("predict", sample_png, "--json").stdout)
+    assert report["model"] == "dssau-net-s"
+    assert report["model_sha256"] == sha256_of(spec.onnx_path) == spec.card["files"]["onnx"]["sha256"]
+    result = invoke("predict", tmp_path / "absent.png", "--json")
+    (failed,) = json.loads(result.stdout)
+    assert failed["status"] == "failed" and failed["model_sha256"] == report["model_sha256"]
 
 
 def test_predict_unreadable_input_exits_2(tmp_path):

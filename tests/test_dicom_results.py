@@ -301,6 +301,25 @@ def test_sr_multiframe_source_references_the_frame(tmp_path):
 # --- validation and the optional dependency ------------------------------------------------
 
 
+def test_seg_and_sr_name_the_weights_by_checksum(source, tmp_path):
+    # A model's name stays when it is retrained: the file's sha256 says which weights made it.
+    digest = "ab" * 32
+    mask = synthetic_mask()
+    seg = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "seg.dcm", model_sha256=digest, **KW))
+    for segment in seg.SegmentSequence:
+        (algorithm,) = segment.SegmentationAlgorithmIdentificationSequence
+        assert algorithm.AlgorithmParameters == f"model_sha256={digest}"
+    sr = pydicom.dcmread(write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm",
+                                        model_sha256=digest, **KW))
+    parameters = [item.TextValue for item in walk(sr.ContentSequence) if concept(item) == "111002"]
+    assert parameters and set(parameters) == {f"model_sha256={digest}"}
+    for path in (tmp_path / "seg.dcm", tmp_path / "sr.dcm"):
+        assert dciodvfy_errors(path) == [], path.name
+    # Without a checksum (a caller's own model), no parameter is invented.
+    bare = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "bare.dcm", **KW))
+    assert "AlgorithmParameters" not in bare.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+
+
 def test_dciodvfy_reports_no_errors(source, tmp_path):
     mask = synthetic_mask()
     files = [

@@ -41,6 +41,14 @@ def test_a_file_measures_as_the_command_line_does(predictor, sample_dicom):
     assert predictor.model_name == report["model"] and predictor.provider == report["provider"]
 
 
+def test_the_predictor_names_its_weights_by_checksum(predictor, sample_dicom):
+    from ipp_seg.inference.registry import resolve_model, sha256_of
+
+    assert predictor.model_sha256 == sha256_of(resolve_model("dssau-net-s").onnx_path)
+    (result,) = list(predictor.predict(sample_dicom))
+    assert result.model_sha256 == predictor.model_sha256
+
+
 def test_many_files_share_model_calls_and_keep_their_order(predictor, tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not a scan")

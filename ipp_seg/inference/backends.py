@@ -37,6 +37,7 @@ class ModelInfo:
     in_channels: int
     normalisation: dict
     class_names: tuple[str, ...]
+    model_sha256: str = ""  # of the file that serves it (see check_model_file)
 
 
 class OnnxSegmenter:
@@ -56,7 +57,7 @@ class OnnxSegmenter:
 
         if spec.onnx_path is None:
             raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch")
-        check_model_file(spec, spec.onnx_path, "onnx")
+        model_sha256 = check_model_file(spec, spec.onnx_path, "onnx")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -84,7 +85,7 @@ class OnnxSegmenter:
                 name=spec.name, config_name=meta["config_name"],
                 input_size=tuple(json.loads(meta["input_size"])), in_channels=int(meta["input_channels"]),
                 normalisation=json.loads(meta["normalisation"]) or dict(DEFAULT_NORMALISATION),
-                class_names=tuple(json.loads(meta["class_names"])))
+                class_names=tuple(json.loads(meta["class_names"])), model_sha256=model_sha256)
         except KeyError as exc:
             raise BackendError(f"{spec.onnx_path} lacks ipp-seg metadata ({exc}); export it with `ipp-seg export`")
         model_input = self.session.get_inputs()[0]
@@ -124,7 +125,7 @@ class TorchSegmenter:
                                f"pip install -e '.[train]') ({exc})") from exc
         if spec.torch_path is None:
             raise BackendError(f"model {spec.name} has no PyTorch weights; use --backend onnx")
-        check_model_file(spec, spec.torch_path, "torch")
+        model_sha256 = check_model_file(spec, spec.torch_path, "torch")
         if threads:
             torch.set_num_threads(threads)
         if device == "cuda" and not torch.cuda.is_available():
@@ -143,7 +144,7 @@ class TorchSegmenter:
             name=spec.name, config_name=model.config.name,
             input_size=tuple(settings.get("input_size", (256, 256))), in_channels=model.config.in_channels,
             normalisation=settings.get("normalisation") or dict(DEFAULT_NORMALISATION),
-            class_names=model.config.class_names)
+            class_names=model.config.class_names, model_sha256=model_sha256)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():

@@ -36,14 +36,14 @@ from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
-from .registry import resolve_model
+from .registry import model_sha256, resolve_model
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
-    "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified",
+    "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
 )
 CSV_NAME = "measurements.csv"
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
@@ -216,16 +216,17 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
                     method: str = "", orientation: str = "", tta: bool | None = None,
                     failure_code: str = UNREADABLE, spacing_given: tuple[float, float] | None = None,
                     file_stamp: tuple[str, str] = ("", ""), head_confidence: float | None = None,
-                    ps_confidence: float | None = None) -> dict:
+                    ps_confidence: float | None = None, model_sha256: str = "") -> dict:
     """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
     whether the model's output was averaged with the mirrored frame's (None: no model ran).
     Without a measurement the row is failed with reason ``failure_code``. ``spacing_given``:
     the spacing the run was given for uncalibrated files; ``file_stamp``: the scan's size and
     modification time as :func:`file_stamp` gives them (a resumed run measures a changed file
     again); ``head_confidence``, ``ps_confidence``: the network's (see
-    :func:`ipp_seg.inference.pipeline.head_confidence`)."""
+    :func:`ipp_seg.inference.pipeline.head_confidence`); ``model_sha256``: the model file's
+    (the same name may later stand for other weights)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
-    row.update(file=file, frame=frame, model=model, sop_instance_uid=sop_instance_uid or "", error=error,
+    row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, sop_instance_uid=sop_instance_uid or "", error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                head_confidence="" if head_confidence is None else round(float(head_confidence), 4),
@@ -391,6 +392,11 @@ class FileProcessor:
     def model_name(self) -> str:
         return self.segmenter.info.name
 
+    @property
+    def model_sha256(self) -> str:
+        """The sha256 of the model file that runs (hex)."""
+        return self.segmenter.info.model_sha256
+
     def results(self, path: Path, done_frames: frozenset = frozenset(),
                 timings: dict | None = None) -> Iterator[FrameResult | FrameFailure]:
         """Segment and measure the selected frames of one file, a few frames per model call.
@@ -484,7 +490,7 @@ class FileProcessor:
             finally:
                 timings["measure_s"] += time.perf_counter() - started
             yield item, FrameResult(frame, labels, measurement, self.model_name, head_confidence=head,
-                                    ps_confidence=ps)
+                                    ps_confidence=ps, model_sha256=self.model_sha256)
 
     def __call__(self, path: Path, done_frames: frozenset = frozenset()) -> FileOutcome:
         """The CSV rows of one file, writing masks/overlays as the options ask."""
@@ -504,7 +510,7 @@ class FileProcessor:
                 rows[item].append(measurement_row(rel, "" if result.frame_index is None else result.frame_index,
                                                   None, self.model_name, None, result.reason, inf.method,
                                                   inf.orientation, inf.tta, result.code, inf.spacing_mm,
-                                                  stamps[item]))
+                                                  stamps[item], model_sha256=self.model_sha256))
                 continue
             started = time.perf_counter()
             frame = result.frame
@@ -521,7 +527,7 @@ class FileProcessor:
                                               frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
                                               head_confidence=result.head_confidence,
-                                              ps_confidence=result.ps_confidence))
+                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256))
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(rel, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
                 for rel, file_rows in zip(rels, rows)]
@@ -604,10 +610,17 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     rows = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
     for row in rows:
         for column, value in (expect or {}).items():
-            if column in header and row[column] != value:
+            cell = row[column] if column in header else None
+            # An empty cell is a column that the version writing the row did not have yet (kept
+            # empty when a resume brought it to this version's columns): unknown, not compared,
+            # except where empty is itself a setting (no --spacing-mm).
+            if cell is not None and cell != value and (cell or column in _EMPTY_IS_A_SETTING):
                 raise ResumeError(f"{csv_path} holds rows made with {column} {row[column]!r}, this run uses "
                                   f"{value!r}: resume with the same options, or write to a new --out folder")
     return rows, complete != text, header
+
+
+_EMPTY_IS_A_SETTING = frozenset({"spacing_given_mm"})
 
 
 def _done_of(rows: list[dict]) -> dict[str, set]:
@@ -664,9 +677,10 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
             writer.writeheader()
             writer.writerows(kept)
         os.replace(staging, csv_path)
-        log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "
-                    "measured again", csv_path,
-                    len(rows) - len(kept), " and a half-written last row" if partial else "")
+        if partial or len(kept) < len(rows):
+            log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "
+                        "measured again", csv_path,
+                        len(rows) - len(kept), " and a half-written last row" if partial else "")
     return _done_of(kept)
 
 
@@ -733,7 +747,8 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     if options.resume:
         inf = options.inference
         stamps = {p.relative_to(options.in_dir).as_posix(): file_stamp(p) for p in files}
-        done = prepare_resume(csv_path, expect={"model": spec.name, "method": inf.method,
+        done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": model_sha256(spec, inf.backend),
+                                                "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": _spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir)

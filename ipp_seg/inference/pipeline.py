@@ -35,6 +35,7 @@ class FrameResult:
     timings: dict = field(default_factory=dict)
     head_confidence: float | None = None  # see head_confidence()
     ps_confidence: float | None = None  # see ps_confidence()
+    model_sha256: str = ""  # of the model file that ran
 
 
 class Segmented(NamedTuple):
@@ -268,7 +269,7 @@ def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse",
                                 head_extent=extent, ps_confidence=symphysis)
     return FrameResult(frame, labels, measurement, segmenter.info.name,
                        {"preprocess_s": prep_s, "model_s": model_s, "measure_s": time.perf_counter() - started},
-                       confidence, symphysis)
+                       confidence, symphysis, segmenter.info.model_sha256)
 
 
 def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, orientation: str,

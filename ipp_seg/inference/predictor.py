@@ -89,6 +89,12 @@ class Predictor:
         return self._processor.model_name
 
     @property
+    def model_sha256(self) -> str:
+        """The sha256 (hex) of the model file that runs: names the weights exactly, as the
+        model's name does not once a model is retrained."""
+        return self._processor.model_sha256
+
+    @property
     def provider(self) -> str:
         """What runs the model, such as ``CPUExecutionProvider``."""
         return self._processor.segmenter.provider

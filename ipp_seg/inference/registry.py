@@ -106,24 +106,33 @@ def shipped_models() -> list[ModelSpec]:
     return specs
 
 
-def check_model_file(spec: ModelSpec, path: Path | None, kind: str) -> None:
-    """Refuse a shipped model's ``kind`` ("onnx"/"torch") file that is missing or is not the
-    file its card describes (the card's figures would then describe other weights).
+def check_model_file(spec: ModelSpec, path: Path, kind: str) -> str:
+    """The sha256 (hex) of the ``kind`` ("onnx"/"torch") file that will serve ``spec``, which
+    results record so that rows of other weights under the same name are never mixed; a
+    shipped model's file that is missing or is not the file its card describes (the card's
+    figures would then describe other weights) is refused.
 
     Raises:
         ModelNotFoundError: with what to do about it.
     """
-    if spec.card is None or path is None:
-        return
-    if not path.is_file():
+    if spec.card is not None and not path.is_file():
         raise ModelNotFoundError(f"model {spec.name}: its card {spec.card_path} lists {path.name}, which is not in "
                                  f"{path.parent}")
-    expected = spec.card.get("files", {}).get(kind, {}).get("sha256")
-    if expected and sha256_of(path) != expected:
+    digest = sha256_of(path)
+    expected = (spec.card or {}).get("files", {}).get(kind, {}).get("sha256")
+    if expected and digest != expected:
         raise ModelNotFoundError(
             f"model {spec.name}: {path} is not the file its card {spec.card_path.name if spec.card_path else ''} "
             f"describes (its sha256 differs), so the card's validation figures are not this model's: ship it again "
             f"with scripts/ship_model.py, or run the file itself with --model {path}")
+    return digest
+
+
+def model_sha256(spec: ModelSpec, backend: str) -> str:
+    """The sha256 of the file that ``backend`` ("onnx"/"torch") would run for ``spec`` (see
+    :func:`check_model_file`), "" when it has none (loading it then says so)."""
+    path = spec.onnx_path if backend == "onnx" else spec.torch_path
+    return "" if path is None else check_model_file(spec, path, backend)
 
 
 def resolve_model(name_or_path: str | None) -> ModelSpec:

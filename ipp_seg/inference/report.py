@@ -43,6 +43,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float, tta: boo
         "n_frames": frame.n_frames,
         "sop_instance_uid": frame.provenance.sop_instance_uid,
         "model": result.model,
+        "model_sha256": result.model_sha256 or None,
         "tta": tta,
         "head_confidence": None if result.head_confidence is None else round(float(result.head_confidence), 4),
         "ps_confidence": None if result.ps_confidence is None else round(float(result.ps_confidence), 4),
@@ -66,11 +67,12 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
 
 
 def unreadable_report(file: str, frame_index: int | None, reason: str, model: str, provider: str, method: str,
-                      orientation: str, tta: bool = False, code: str = "unreadable") -> dict:
+                      orientation: str, tta: bool = False, code: str = "unreadable",
+                      model_sha256: str | None = None) -> dict:
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, "sop_instance_uid": None, "model": model, "tta": tta, "head_confidence": None,
+        "n_frames": None, "sop_instance_uid": None, "model": model, "model_sha256": model_sha256 or None, "tta": tta, "head_confidence": None,
         "ps_confidence": None,
         "provider": provider,
         "ipp_seg_version": __version__, "time_ms": None,
@@ -142,10 +144,11 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         if dicom_seg:
             written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm", frame_number=number,
                                            model_name=result.model, software_version=__version__,
-                                           series_instance_uid=series("SEG"), instance_number=instance))
+                                           series_instance_uid=series("SEG"), instance_number=instance,
+                                           model_sha256=result.model_sha256 or None))
         if dicom_sr:
             written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
                                           frame_number=number, model_name=result.model, software_version=__version__,
                                           series_instance_uid=series("SR"), instance_number=instance,
-                                          tta=bool(report.get("tta"))))
+                                          tta=bool(report.get("tta")), model_sha256=result.model_sha256 or None))
     return written

@@ -108,6 +108,7 @@ def write_dicom_seg(
     software_version: str,
     series_instance_uid: str | None = None,
     instance_number: int = 1,
+    model_sha256: str | None = None,
 ) -> Path:
     """Write a binary DICOM Segmentation of the PS (segment 1) and FH (segment 2).
 
@@ -121,6 +122,8 @@ def write_dicom_seg(
         software_version: ipp-seg version (algorithm version, software versions).
         series_instance_uid, instance_number: the derived series this object joins and its
             number in it (see :func:`derived_series_uid`); None starts a series of its own.
+        model_sha256: the model file's sha256, stored as the algorithm parameter
+            ``model_sha256`` (a model's name stays when it is retrained).
 
     Returns:
         The path written. Both segments are always stored, an empty one as an empty frame.
@@ -138,7 +141,8 @@ def write_dicom_seg(
     source = _conforming_source(source)
     with _refusals("Segmentation"):
         family = codes.cid7162.ArtificialIntelligence
-        algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version)
+        algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version,
+                                                       parameters=_algorithm_parameters(model_sha256) or None)
         category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
         structures = (
             (1, "pubic symphysis", hd.sr.CodedConcept("82561000", "SCT", "Symphysis pubis")),
@@ -192,6 +196,7 @@ def write_dicom_sr(
     series_instance_uid: str | None = None,
     instance_number: int = 1,
     tta: bool | None = None,
+    model_sha256: str | None = None,
 ) -> Path:
     """Write a Comprehensive SR (TID 1500 Measurement Report) of one frame's measurement.
 
@@ -214,6 +219,7 @@ def write_dicom_sr(
         software_version: ipp-seg version.
         series_instance_uid, instance_number: as for :func:`write_dicom_seg`.
         tta: whether the masks came from the frame averaged with its mirror image.
+        model_sha256: the model file's sha256, an algorithm parameter ``model_sha256=...``.
 
     Returns:
         The path written.
@@ -236,7 +242,9 @@ def write_dicom_sr(
         def source_for_region():
             return sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
 
-        algorithm = sr.AlgorithmIdentification(name=_lo(model_name), version=_lo(software_version))
+        parameters = _algorithm_parameters(model_sha256)
+        algorithm = sr.AlgorithmIdentification(name=_lo(model_name), version=_lo(software_version),
+                                               parameters=[f"{k}={v}" for k, v in parameters.items()] or None)
         method = sr.CodedConcept(measurement.method, PRIVATE_SCHEME, _lo(f"{measurement.method} method of ipp-seg"))
         lm = measurement.landmarks
 
@@ -522,6 +530,11 @@ def _declare_private_scheme(ds) -> None:
     item.CodingSchemeResponsibleOrganization = "ipp-seg project"
     existing = [i for i in ds.get("CodingSchemeIdentificationSequence", []) if i.CodingSchemeDesignator != PRIVATE_SCHEME]
     ds.CodingSchemeIdentificationSequence = [*existing, item]
+
+
+def _algorithm_parameters(model_sha256: str | None) -> dict[str, str]:
+    """The algorithm parameters a SEG or SR records: the model file's checksum, when known."""
+    return {"model_sha256": model_sha256} if model_sha256 else {}
 
 
 def _lo(text: str) -> str:
