@@ -171,12 +171,15 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
     added is fine."""
     import json
 
-    from .train.loop import RESUME_MAY_CHANGE
+    from .train.loop import RESUME_MAY_CHANGE, saved_run_settings
 
-    saved_path = out / "settings.json"
-    if not saved_path.is_file():
+    try:
+        saved = saved_run_settings(out)
+    except ValueError:
+        return  # train() says what is wrong with last.pt
+    if saved is None:
         return  # train() says there is nothing to resume
-    saved, wanted = json.loads(saved_path.read_text()), settings.to_dict()
+    saved, wanted = json.loads(json.dumps(saved)), settings.to_dict()
     changed = []
     for param in ctx.command.params:
         source = ctx.get_parameter_source(param.name)
@@ -188,7 +191,7 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
     if changed:
         differ, them = ("differ", "them") if len(changed) > 1 else ("differs", "it")
         fail(f"--resume continues {out} as it was planned, and {', '.join(changed)} {differ} from its recipe: leave "
-             f"{them} out, or start a new run from it with --init-from RUN/last.pt")
+             f"{them} out, or start a new run (another --out) from it with --init-from {out / 'last.pt'}")
 
 
 @app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
@@ -252,7 +255,8 @@ def train(
     try:
         from .inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
         from .train.data import AugmentationSettings
-        from .train.loop import TrainingDiverged, TrainSettings, check_checkpoint_path, train as run_training
+        from .train.loop import (RunWriteError, TrainingDiverged, TrainSettings, check_checkpoint_path,
+                                 train as run_training)
     except ImportError as exc:
         fail(f"training needs torch: pip install 'ipp-seg[train]' (from a clone: pip install -e '.[train]') "
              f"({exc})")
@@ -314,6 +318,10 @@ def train(
         result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step)
     except TrainingDiverged as exc:  # the recipe ran, and its loss stopped being a number
         failure = (str(exc), 1)
+    except RunWriteError as exc:  # the disk filled, or the folder became read-only, mid-run
+        held = (f"{out / 'last.pt'} holds the last epoch written in full; once the folder can be written, --resume "
+                "continues from it") if (out / "last.pt").is_file() else "no epoch was saved"
+        failure = (f"{exc}; {held}", 1)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         failure = (str(exc).strip('"'), 2)
     except KeyboardInterrupt:

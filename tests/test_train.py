@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch", reason="training tests need torch (pip install -e '.[dev]')")
 
@@ -1348,8 +1352,14 @@ def test_sigterm_stops_train_like_ctrl_c_and_says_whether_there_is_anything_to_r
         assert "before any epoch finished" in line and "without --resume" in line and "last.pt" not in line
 
 
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
-def test_a_checkpoint_save_that_is_interrupted_leaves_no_temporary_file(tmp_path, monkeypatch, stop):
+@pytest.mark.parametrize("stop, raised", [
+    (KeyboardInterrupt(), KeyboardInterrupt),
+    (OSError(28, "No space left on device"), "cannot write .*last.pt: No space left on device"),
+    # torch's own words for a full disk: an internal assertion, replaced by ipp-seg's
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 14168320 vs 14168212"),
+     "cannot write .*last.pt: (the disk is full or nearly so|.*unexpected pos)"),
+])
+def test_a_checkpoint_save_that_is_interrupted_leaves_no_temporary_file(tmp_path, monkeypatch, stop, raised):
     from ipp_seg.train import loop
 
     target = tmp_path / "last.pt"
@@ -1358,10 +1368,14 @@ def test_a_checkpoint_save_that_is_interrupted_leaves_no_temporary_file(tmp_path
     def half_written(payload, path):
         with open(path, "wb") as fh:
             fh.write(b"PK\x03\x04 half a checkpoint")
-        raise stop()
+        raise stop
     monkeypatch.setattr(loop.torch, "save", half_written)
-    with pytest.raises(stop):
-        loop._save(target, {"epoch": 2})
+    if isinstance(raised, str):
+        with pytest.raises(loop.RunWriteError, match=raised):
+            loop._save(target, {"epoch": 2})
+    else:
+        with pytest.raises(raised):
+            loop._save(target, {"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
     assert torch.load(target, weights_only=False) == {"epoch": 1}  # the previous epoch's, whole
 
@@ -1474,3 +1488,167 @@ def test_export_keeps_the_tracers_warnings_to_itself(tmp_path):
     tracer = [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     assert tracer == ["after the export"], tracer[:3]
     assert warnings.filters == filters and (tmp_path / "m.onnx").is_file()
+
+
+# --- a run interrupted, or its folder shared, on a shared server -------------------------------------
+
+
+def _tiny_settings(tmp_path, epochs=2, validation_count=0) -> TrainSettings:
+    data = tmp_path / "data"
+    if not data.exists():
+        _synthetic_folder(data, n=4)
+    return TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=epochs,
+                         batch_size=2, validation_count=validation_count, input_size=(64, 64), threads=1, bf16=False)
+
+
+def _history_epochs(run) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_a_run_stopped_between_an_epochs_writes_is_brought_level_on_resume(tmp_path, monkeypatch, caplog):
+    # Killed (SIGTERM, kill -9) after last.pt of epoch 2 was written but before best.pt and the
+    # history line: resume used to trust last.pt, and best.pt and history.jsonl stayed behind.
+    from ipp_seg.train import loop
+
+    settings = _tiny_settings(tmp_path)  # no validation frames: every epoch is the best
+    real_save = loop._save
+
+    def stopped_after_last(path, payload):
+        if path.name == "best.pt" and payload["epoch"] == 2:
+            raise KeyboardInterrupt
+        real_save(path, payload)
+    monkeypatch.setattr(loop, "_save", stopped_after_last)
+    with pytest.raises(KeyboardInterrupt):
+        train(settings)
+    monkeypatch.setattr(loop, "_save", real_save)
+    run = tmp_path / "run"
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(run / "best.pt", weights_only=False)["epoch"] == 1 and _history_epochs(run) == [1]
+    with caplog.at_level("WARNING"):
+        result = train(settings, resume=True)
+    assert result.best_epoch == 2
+    best, last = (torch.load(run / name, weights_only=False) for name in ("best.pt", "last.pt"))
+    assert best["epoch"] == 2 and "optimiser" not in best
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert _history_epochs(run) == [1, 2]
+    assert "best.pt did not hold the run's best epoch 2" in caplog.text
+    # Lines of two runs mixed in the log (or an epoch logged twice) are put right the same way.
+    with open(run / "history.jsonl", "a") as fh:
+        fh.write((run / "history.jsonl").read_text().splitlines()[0] + "\n")
+    train(replace(settings, epochs=3), resume=True)
+    assert _history_epochs(run) == [1, 2, 3]
+
+
+def test_a_folder_with_a_runs_best_but_no_last_is_never_overwritten(tmp_path):
+    settings = _tiny_settings(tmp_path, epochs=1)
+    train(settings)
+    run = tmp_path / "run"
+    (run / "last.pt").unlink()  # copied away, or deleted by hand
+    before = (run / "best.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"best.pt and history.jsonl without its last.pt.*--init-from .*best.pt"):
+        train(settings)
+    with pytest.raises(FileNotFoundError, match=r"nothing to resume.*can start from .*best.pt with --init-from"):
+        train(settings, resume=True)
+    assert (run / "best.pt").read_bytes() == before and _history_epochs(run) == [1]
+
+
+def test_two_runs_cannot_write_into_one_run_folder(tmp_path):
+    from ipp_seg.io.folders import folder_lock
+    from ipp_seg.train.loop import LOCK_NAME, RunFolderInUseError
+
+    settings = _tiny_settings(tmp_path, epochs=1)
+    train(settings)
+    run = tmp_path / "run"
+    before = (run / "history.jsonl").read_text()
+    # As another process's run holds it (flock locks are per open file, so this holds it here too).
+    with folder_lock(run, LOCK_NAME, RunFolderInUseError("held by the test")):
+        with pytest.raises(RunFolderInUseError, match="another ipp-seg train run is writing into"):
+            train(replace(settings, epochs=2), resume=True)
+    assert (run / "history.jsonl").read_text() == before
+    train(replace(settings, epochs=2), resume=True)  # once it is free
+    assert _history_epochs(run) == [1, 2]
+
+
+def test_resume_checks_the_recipe_against_last_pt_when_the_json_copies_are_gone_or_empty(tmp_path):
+    runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
+    (run / "settings.json").unlink()  # only last.pt copied to another machine
+    changed = runner.invoke(app, [*common, "--resume", "--lr", "0.5"])
+    assert changed.exit_code == 2 and "--lr differs from its recipe" in _said(changed)
+    assert f"--init-from {run / 'last.pt'}" in _said(changed)
+    (run / "settings.json").write_text("")  # a kill while it was written, before it was written atomically
+    (run / "split.json").write_text("")
+    resumed = runner.invoke(app, [*common, "--resume", "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "split.json").read_text())["validation"] == ["case003"]  # the run's own split
+    assert json.loads((run / "settings.json").read_text())["epochs"] == 2
+
+
+def test_a_damaged_last_pt_is_named_so_with_the_way_on(tmp_path):
+    runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])  # a copy cut short
+    result = runner.invoke(app, [*common, "--resume", "--epochs", "2"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    said = _said(result)
+    assert "is damaged or cut short" in said and "cannot be resumed" in said
+    assert f"can start from {run / 'best.pt'} with --init-from" in said
+    exported = runner.invoke(app, ["export", str(run / "last.pt"), "--onnx", str(tmp_path / "x.onnx")])
+    assert exported.exit_code == 2 and "damaged or cut short" in _said(exported)
+
+
+@pytest.mark.parametrize("failure, why", [
+    (OSError(30, "Read-only file system"), "Read-only file system"),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 14168320 vs 14168212"),
+     "(the disk is full or nearly so|torch could not write it)"),
+])
+def test_a_disk_that_fills_or_turns_read_only_mid_run_stops_it_in_words(tmp_path, monkeypatch, failure, why):
+    from ipp_seg.train import loop
+
+    real_save = loop.torch.save
+    saves = []
+
+    def fails_on_the_second_epoch(payload, path):
+        saves.append(path)
+        if payload.get("epoch") == 2:
+            with open(path, "wb") as fh:
+                fh.write(b"PK\x03\x04 part of it")
+            raise failure
+        real_save(payload, path)
+    monkeypatch.setattr(loop.torch, "save", fails_on_the_second_epoch)
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--validation-count", "1", *_TINY,
+                                      "--epochs", "3"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    said = _said(result)
+    assert f"cannot write {run / 'last.pt'}" in said and "--resume continues from it" in said
+    assert re.search(f"cannot write {re.escape(str(run / 'last.pt'))}: {why}", said)
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 1  # the last epoch written in full
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".tmp") == []
+
+
+def test_resume_into_a_folder_that_is_no_longer_writable_is_refused_before_any_work(tmp_path, monkeypatch):
+    from ipp_seg.train import loop
+
+    settings = _tiny_settings(tmp_path, epochs=1)
+    train(settings)
+    run = tmp_path / "run"
+    real_access = loop.os.access
+    # (chmod does not stop root, who runs CI; a read-only mount would)
+    monkeypatch.setattr(loop.os, "access", lambda path, mode: Path(path) != run and real_access(path, mode))
+    with pytest.raises(ValueError, match=f"the run folder {run} is not writable"):
+        train(replace(settings, epochs=2), resume=True)
+
+
+def test_a_flat_folder_names_its_images_without_masks(tmp_path, caplog):
+    _synthetic_folder(tmp_path / "src", n=4)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(4):
+        shutil.copy(tmp_path / "src" / "images" / f"case{i:03d}.png", flat / f"case{i:03d}.png")
+        if i != 2:
+            shutil.copy(tmp_path / "src" / "masks" / f"case{i:03d}.png", flat / f"case{i:03d}_mask.png")
+    with caplog.at_level("WARNING"):
+        pairs = find_pairs(flat)
+    assert [p[0] for p in pairs] == ["case000", "case001", "case003"]
+    assert "1 image without a mask, left out: case002" in caplog.text

@@ -23,14 +23,13 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
-from ..io.folders import walk_folders
+from ..io.folders import FolderInUseError, folder_lock, walk_folders
 from ..io.overlay import overlay_title, render_overlay
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
@@ -556,7 +555,7 @@ class ExistingResultsError(ValueError):
     """A measurements.csv with rows, which a run without ``resume`` or ``overwrite`` would lose."""
 
 
-class OutputLockedError(ValueError):
+class OutputLockedError(FolderInUseError):
     """Another batch run is writing into the same output folder."""
 
 
@@ -564,26 +563,12 @@ class WorkerDiedError(RuntimeError):
     """A worker process ended without its results (killed by the system)."""
 
 
-@contextmanager
 def output_lock(out_dir: Path):
-    """Hold ``out_dir``'s batch lock for the run: two runs appending to one measurements.csv
-    would duplicate or lose rows. An advisory lock (fcntl), released by the system when the
-    process ends however it ends; where fcntl is missing (Windows) there is no lock."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(out_dir / LOCK_NAME, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise OutputLockedError(f"another ipp-seg batch run is writing into {out_dir}: wait for it to end, "
-                                    "or give this one another --out folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """Hold ``out_dir``'s batch lock for the run (see :func:`~ipp_seg.io.folders.folder_lock`):
+    two runs appending to one measurements.csv would duplicate or lose rows."""
+    return folder_lock(out_dir, LOCK_NAME, OutputLockedError(
+        f"another ipp-seg batch run is writing into {out_dir}: wait for it to end, or give this one another "
+        "--out folder"))
 
 
 def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool, tuple]:

@@ -1,10 +1,38 @@
-"""Walking a folder tree the way ipp-seg's folder commands do (``batch``, ``evaluate``)."""
+"""Walking a folder tree the way ipp-seg's folder commands do (``batch``, ``evaluate``), and
+keeping a folder to one writer at a time (``batch``'s output folder, ``train``'s run folder)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+class FolderInUseError(ValueError):
+    """Another ipp-seg process holds the folder's lock (see :func:`folder_lock`)."""
+
+
+@contextmanager
+def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
+    """Hold the lock file ``folder/lock_name`` while the block runs, raising ``in_use`` when
+    another process holds it: two runs writing into one folder would mix their files. An
+    advisory lock (fcntl), released by the system when the process ends however it ends; where
+    fcntl is missing (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / lock_name, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise in_use from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def walk_folders(root: Path,

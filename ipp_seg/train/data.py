@@ -105,24 +105,28 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
             masks = {_case_id(p): p for p in (folder / mask_dir).iterdir() if _is_image_file(p)}
             images = {_case_id(p): p for p in (folder / image_dir).iterdir() if _is_image_file(p)}
             pairs = [(cid, images[cid], masks[cid]) for cid in sorted(images) if cid in masks]
-            # Not an error (a folder may be annotated in part), but never silent: a user must
-            # know which frames a model was not trained or validated on.
-            for noun, without, ids in (("image", "without a mask", sorted(set(images) - set(masks), key=_sort_key)),
-                                       ("mask", "without an image", sorted(set(masks) - set(images), key=_sort_key))):
-                if ids:
-                    log.warning("%s: %s %s, left out: %s%s", folder, _count(len(ids), noun), without,
-                                ", ".join(ids[:10]), " ..." if len(ids) > 10 else "")
+            _name_unpaired(folder, images, masks)
             break
     else:
-        pairs = []
-        for p in sorted(folder.glob("*_mask.png")):
-            image = p.with_name(p.name[: -len("_mask.png")] + ".png")
-            if image.exists():
-                pairs.append((_case_id(image), image, p))
+        masks = {p.name[: -len("_mask.png")]: p for p in folder.glob("*_mask.png") if _is_image_file(p)}
+        images = {p.stem: p for p in folder.glob("*.png") if _is_image_file(p) and not p.name.endswith("_mask.png")}
+        pairs = [(_case_id(images[name]), images[name], masks[name]) for name in sorted(images) if name in masks]
+        if masks:  # a folder with no mask at all is no training folder: said below
+            _name_unpaired(folder, images, masks)
     if not pairs:
         raise FileNotFoundError(f"no image/mask pairs in {folder} (expected image_mha/+label_mha/, "
                                 "images/+masks/, or NAME.png beside NAME_mask.png)")
     return sorted(pairs, key=lambda t: _sort_key(t[0]))
+
+
+def _name_unpaired(folder: Path, images: dict, masks: dict) -> None:
+    """Not an error (a folder may be annotated in part), but never silent: a user must know
+    which frames a model was not trained or validated on."""
+    for noun, without, ids in (("image", "without a mask", sorted(set(images) - set(masks), key=_sort_key)),
+                               ("mask", "without an image", sorted(set(masks) - set(images), key=_sort_key))):
+        if ids:
+            log.warning("%s: %s %s, left out: %s%s", folder, _count(len(ids), noun), without,
+                        ", ".join(ids[:10]), " ..." if len(ids) > 10 else "")
 
 
 def _sort_key(case_id: str):

@@ -12,7 +12,9 @@ import math
 import os
 import pickle
 import platform
+import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..evaluate.metrics import dice
+from ..io.folders import FolderInUseError, folder_lock
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
@@ -34,6 +37,10 @@ log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
+HISTORY = "history.jsonl"
+LOCK_NAME = ".ipp-seg-train.lock"  # hidden: held by the run writing into the folder
+# What best.pt leaves out of last.pt's payload: the state that only resuming needs.
+_RESUME_ONLY = ("optimiser", "raw_model", "endpoint_head", "deep_supervision_heads")
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,15 @@ class TrainSettings:
 # What a resumed run takes from the new call (and `epochs` when it is more); the rest of the
 # settings, the recipe, stay the run's own.
 RESUME_MAY_CHANGE = ("data", "out", "device", "threads")
+
+
+class RunFolderInUseError(FolderInUseError):
+    """Another training run is writing into the run folder."""
+
+
+class RunWriteError(RuntimeError):
+    """A file of the run folder could not be written (disk full, folder made read-only): the
+    run stops, and its checkpoints keep the last epoch written in full."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -204,9 +220,38 @@ def _save(path: Path, payload: dict) -> None:
     try:
         torch.save(payload, tmp)
         tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its own
+        raise RunWriteError(f"cannot write {path}: {_write_failure(path, exc)}") from None
     finally:
         # Interrupted (Ctrl-C, SIGTERM) or failed (disk full) mid-write: no unloadable half file.
         tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once: a run stopped mid-write leaves the old file, not
+    an empty one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise RunWriteError(f"cannot write {path}: {_write_failure(path, exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_failure(path: Path, exc: Exception) -> str:
+    """Why a write into the run folder failed, in words: torch's own message for a full disk
+    is an internal assertion."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 512 * 2**20:
+        return f"the disk is full or nearly so ({free / 2**20:.1f} MiB free; a checkpoint is written beside the old one)"
+    return f"torch could not write it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
 
 
 def _json_line(record: dict) -> str:
@@ -238,8 +283,9 @@ def _check_run_folder(run_dir: Path) -> None:
         if not path.is_dir():
             raise ValueError(f"the run folder {run_dir} is a file, not a folder" if path == run_dir else
                              f"the run folder {run_dir} cannot be made: {path} is a file, not a folder")
-        if path != run_dir and not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"the run folder {run_dir} cannot be made: {path} is not writable")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"the run folder {run_dir} is not writable" if path == run_dir else
+                             f"the run folder {run_dir} cannot be made: {path} is not writable")
         return
 
 
@@ -275,20 +321,55 @@ def train(settings: TrainSettings, resume: bool = False,
 
     With ``resume``, continue from ``out/last.pt`` (model, optimiser, step, RNG states and
     history restored); the settings saved with the run are used, except for paths, device,
-    threads and ``epochs`` when it is larger than the run's (0 keeps the run's).
+    threads and ``epochs`` when it is larger than the run's (0 keeps the run's). The run
+    folder is locked while the run writes into it.
+
+    Raises:
+        RunFolderInUseError: another run is writing into the folder.
+        RunWriteError: a file of the run folder could not be written.
+        TrainingDiverged: the loss or its gradient stopped being a finite number.
+        ValueError, FileNotFoundError: unusable settings, data or run folder.
     """
+    with ExitStack() as held:
+        return _train(settings, resume, on_epoch, on_step, held)
+
+
+def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
+    held.enter_context(folder_lock(run_dir, LOCK_NAME, RunFolderInUseError(
+        f"another ipp-seg train run is writing into {run_dir}: wait for it to end, or give this one another --out")))
+
+
+def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitStack) -> TrainResult:
     run_dir = Path(settings.out)
     last_path = run_dir / LAST
     checkpoint = None
     saved_split = None
+    locked = run_dir.is_dir()
+    if locked:  # before anything in it is read: another run may be writing it
+        _check_run_folder(run_dir)
+        _lock_run_folder(run_dir, held)
     if not resume and last_path.exists():
         # Its checkpoints would be replaced and its history mixed with this run's.
         raise ValueError(f"{run_dir} already holds a run ({LAST}): --resume continues it; to start another, "
                          "give a new --out")
+    best_path = run_dir / BEST
+    if not resume and (best_path.exists() or (run_dir / HISTORY).exists()):
+        found = " and ".join(n for n in (BEST, HISTORY) if (run_dir / n).exists())
+        raise ValueError(f"{run_dir} holds a run's {found} without its {LAST}: a new run there would replace or mix "
+                         "with them; give a new --out" + (f", starting from those weights with --init-from {best_path}"
+                                                          if best_path.exists() else ""))
     if resume:
         if not last_path.exists():
-            raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
-        checkpoint = read_checkpoint(last_path)
+            raise FileNotFoundError(
+                f"nothing to resume: {last_path} does not exist; " +
+                (f"a new run (another --out) can start from {best_path} with --init-from" if best_path.exists() else
+                 "the same command without --resume starts the run"))
+        try:
+            checkpoint = read_checkpoint(last_path)
+        except ValueError as exc:
+            advice = f"; a new run (another --out) can start from {best_path} with --init-from" \
+                if best_path.is_file() else ""
+            raise ValueError(f"{exc}: the run cannot be resumed from it{advice}") from None
         if "optimiser" not in checkpoint:
             raise ValueError(f"{last_path} has no optimiser state (an average of runs, or shipped weights): it "
                              "cannot be resumed; start a new run from it with --init-from")
@@ -299,8 +380,7 @@ def train(settings: TrainSettings, resume: bool = False,
         # Paths and device may move between machines; the recipe may not.
         settings = replace(saved, **{key: getattr(settings, key) for key in RESUME_MAY_CHANGE},
                            epochs=max(saved.epochs, settings.epochs))
-        if (run_dir / "split.json").exists():
-            saved_split = json.loads((run_dir / "split.json").read_text())
+        saved_split = checkpoint.get("split") or _read_split_file(run_dir / "split.json")
     _check_settings(settings)
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: torch sees no GPU on this machine (or this torch build has no CUDA)")
@@ -390,8 +470,12 @@ def train(settings: TrainSettings, resume: bool = False,
             ema.n_averaged.fill_(checkpoint["ema_updates"])
     # Only now, with the data read and the weights in place: a refused run leaves no folder behind.
     _make_run_folder(run_dir)
-    (run_dir / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
-    (run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
+    if not locked:
+        _lock_run_folder(run_dir, held)
+    _write_text(run_dir / "split.json", json.dumps(split.to_dict(), indent=1))
+    _write_text(run_dir / "settings.json", json.dumps(settings.to_dict(), indent=1))
+    if checkpoint is not None:
+        _bring_level_with_last(run_dir, checkpoint)
     use_bf16 = _use_bf16(settings, device)
     log.info("bf16 autocast: %s", use_bf16)
     model.train()
@@ -462,17 +546,56 @@ def train(settings: TrainSettings, resume: bool = False,
         if ema is not None:
             payload["raw_model"] = model.state_dict()
             payload["ema_updates"] = int(ema.n_averaged)
+        # last.pt first: a run stopped before the other two files are written leaves them one
+        # epoch behind it, which --resume rebuilds from it (_bring_level_with_last).
         _save(last_path, payload)
         if is_best:
-            _save(run_dir / BEST, {k: payload[k] for k in payload if k not in ("optimiser", "raw_model", "endpoint_head",
-                                                                       "deep_supervision_heads")})
-        with open(run_dir / "history.jsonl", "a") as fh:
-            fh.write(_json_line(asdict(result)) + "\n")
+            _save(best_path, _best_payload(payload))
+        try:
+            with open(run_dir / HISTORY, "a") as fh:
+                fh.write(_json_line(asdict(result)) + "\n")
+        except OSError as exc:
+            raise RunWriteError(f"cannot write {run_dir / HISTORY}: {_write_failure(run_dir / HISTORY, exc)}") from None
         log.info("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
                  result.train_loss, dice_ps, dice_fh, result.seconds, " best" if is_best else "")
         if on_epoch:
             on_epoch(result)
     return TrainResult(run_dir, best_epoch, best_score, tuple(history), split)
+
+
+def _best_payload(payload: dict) -> dict:
+    return {k: v for k, v in payload.items() if k not in _RESUME_ONLY}
+
+
+def _bring_level_with_last(run_dir: Path, checkpoint: dict) -> None:
+    """Rebuild best.pt and history.jsonl from last.pt where a run stopped between an epoch's
+    writes left them behind it (last.pt is written first), or two runs mixed their lines."""
+    history_path = run_dir / HISTORY
+    lines = "".join(_json_line(h) + "\n" for h in checkpoint.get("history", []))
+    try:
+        logged = history_path.read_text(encoding="utf-8") if history_path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        logged = ""
+    if logged != lines:
+        _write_text(history_path, lines)
+        if logged is not None:
+            log.warning("%s did not list the epochs %s holds (a run stopped between its writes): written again from it",
+                        history_path, LAST)
+    best_epoch, last_epoch = checkpoint.get("best_epoch"), checkpoint.get("epoch")
+    best_path = run_dir / BEST
+    try:
+        held_epoch = read_checkpoint(best_path).get("epoch") if best_path.is_file() else None
+    except ValueError:
+        held_epoch = None  # damaged: as if missing
+    if not best_epoch or held_epoch == best_epoch:
+        return
+    if best_epoch == last_epoch:
+        _save(best_path, _best_payload(checkpoint))
+        log.warning("%s did not hold the run's best epoch %d (a run stopped between its writes): written again from %s",
+                    best_path, best_epoch, LAST)
+    else:
+        log.warning("%s does not hold the run's best epoch %d, and %s holds epoch %d: that epoch's weights are lost",
+                    best_path, best_epoch, LAST, last_epoch)
 
 
 def _diverged(run_dir: Path, epoch: int, step: int, steps: int, what: str) -> str:
@@ -518,11 +641,37 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError) as exc:
-        raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (torch cannot load it: "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        with open(path, "rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format: a file cut short or damaged
+        if zipped:
+            raise ValueError(f"{path} is damaged or cut short (a copy or a save that did not finish; torch cannot "
+                             f"load it: {why})") from None
+        raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (torch cannot load it: {why})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "name" not in checkpoint.get("config", {}):
         raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (no model weights and config in it)")
     return checkpoint
+
+
+def _read_split_file(path: Path) -> dict | None:
+    """split.json of a run whose last.pt predates keeping the split in it (None: no file)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc}): the run's split is unknown") from None
+
+
+def saved_run_settings(run_dir: str | Path) -> dict | None:
+    """The settings of the run in ``run_dir`` as its last.pt records them (what ``--resume``
+    continues with); None when it has no last.pt.
+
+    Raises:
+        ValueError: last.pt is damaged or no checkpoint.
+    """
+    last = Path(run_dir) / LAST
+    return read_checkpoint(last)["settings"] if last.is_file() else None
 
 
 def _resumed_split(saved: dict, ids: list[str], data: str) -> Split:
