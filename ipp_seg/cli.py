@@ -71,10 +71,11 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _fail_writing(target: str, exc: OSError) -> None:
-    """An output that cannot be written: what, the system's reason, and the file it met."""
+def _fail_writing(target: str, exc: OSError, way_on: str = "") -> None:
+    """An output that cannot be written: what, the system's reason, the file it met, and
+    ``way_on`` (what is kept, and how to go on) when there is one."""
     met = f" ({exc.filename})" if exc.filename and not target.endswith(str(exc.filename)) else ""
-    fail(f"cannot write {target}: {exc.strerror or exc}{met}")
+    fail(f"cannot write {target}: {exc.strerror or exc}{met}" + (f"; {way_on}" if way_on else ""))
 
 
 def _flag(*names: str, **settings):
@@ -590,8 +591,9 @@ def batch(
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
                            address)
     counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "started": time.monotonic(), "said": 0.0}
-    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop) ends the run like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop) ends the run like Ctrl-C does,
+    # while it runs: one after it (as the process exits) would only print a traceback.
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     # Transient: a refused run leaves no empty bar behind; the summary line says what was done.
     with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
@@ -610,10 +612,11 @@ def batch(
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
                             failed=counts["failed"])
             now = time.monotonic()
+            counts.setdefault("first", (now, counts["files"]))
             if not err.is_terminal and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
                 # A log file (nohup, cron, a cluster job) gets a line now and then instead of a bar.
                 counts["said"] = now
-                err.print(_plain_progress(counts, now - counts["started"]), highlight=False)
+                err.print(_plain_progress(counts, now), highlight=False)
 
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
@@ -621,10 +624,15 @@ def batch(
                 ExistingResultsError, OutputLockedError, WorkerDiedError) as exc:
             fail(str(exc))
         except OSError as exc:
-            _fail_writing(f"into {out}", exc)
+            csv_path = out / "measurements.csv"
+            _fail_writing(f"into {out}", exc, (f"the rows measured so far are in {csv_path}; once the folder can be "
+                                               "written (room on the disk), the same command with --resume goes on")
+                          if csv_path.is_file() else "")
         except KeyboardInterrupt:
             fail(f"interrupted: the rows measured so far are in {out / 'measurements.csv'}; the same command with "
                  "--resume goes on from there", code=130)
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
@@ -675,14 +683,17 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _plain_progress(counts: dict, elapsed_s: float) -> str:
-    """One line of batch progress for a log file: files done of all, frames, rate, time left."""
-    done, total = counts["files"], counts["total"]
+def _plain_progress(counts: dict, now: float) -> str:
+    """One line of batch progress for a log file: files done of all, frames, rate, time left.
+    The time left is estimated from the files done since the first one: before it, the
+    workers were starting and loading the model (a 37 s run was once announced as 25 min)."""
+    done, total, elapsed_s = counts["files"], counts["total"], now - counts["started"]
     rate = counts["frames"] / elapsed_s if elapsed_s > 0 else 0.0
     line = f"batch: {done} of {total} files" if total else f"batch: {done} files"
     line += f", {counts['frames']} frames ({rate:.1f}/s), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
-    if total and done:
-        line += f", about {(total - done) * elapsed_s / done / 60:.1f} min left"
+    first_at, first_files = counts.get("first") or (now, done)
+    if total and done > first_files and now > first_at:
+        line += f", about {(total - done) * (now - first_at) / (done - first_files) / 60:.1f} min left"
     return line
 
 

@@ -495,7 +495,8 @@ def test_sigterm_ends_a_batch_like_ctrl_c(mixed_folder, tmp_path, monkeypatch):
 def test_progress_lines_go_to_a_log_when_stderr_is_not_a_terminal(mixed_folder, tmp_path):
     result = _run("batch", mixed_folder, "--out", tmp_path / "out")
     assert result.exit_code == 0
-    assert "batch: 1 of 5 files, " in result.output and "min left" in result.output
+    assert "batch: 1 of 5 files, " in result.output
+    assert "min left" not in result.output.splitlines()[0]  # nothing to estimate from after one file
 
 
 def test_an_output_folder_above_the_scans_leaves_only_its_own_outputs_out(mixed_folder, tmp_path):
@@ -677,3 +678,95 @@ def test_warnings_of_worker_processes_reach_the_terminal_once(tmp_path, sample_d
                           "--workers", "2", "--spacing-mm", "0.5"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("own calibration (0.35, 0.35) is kept") == 1, run.stderr
+
+
+def _children_of(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    from pathlib import Path
+
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads processes from /proc (Linux)")
+def test_workers_end_when_the_run_is_killed_outright(tmp_path, sample_png):
+    # kill -9 (or the out-of-memory killer) of the run left its workers asleep for ever,
+    # ~470 MiB each: they now end once their parent is gone.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for i in range(400):
+        (root / f"scan{i:03d}.png").symlink_to(sample_png)
+    run = subprocess.Popen([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
+                            "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while time.monotonic() < deadline and not (tmp_path / "out" / "measurements.csv").is_file():
+            time.sleep(0.2)  # the workers have started (and loaded the model) once rows arrive
+        workers = _children_of(run.pid)
+        assert workers and run.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        time.sleep(0.2)
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    for pid in alive:  # not left behind by the test either
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "worker processes outlived the run"
+
+
+def test_progress_for_a_log_estimates_time_left_from_the_files_done_after_start_up():
+    from ipp_seg.cli import _plain_progress
+
+    # The first file came after 60 s of start-up (the model loaded in each worker); 4 more took 20 s.
+    counts = {"files": 1, "total": 101, "frames": 1, "failed": 0, "started": 1000.0, "first": (1060.0, 1)}
+    assert "min left" not in _plain_progress(counts, 1060.0)  # nothing to estimate from yet
+    counts.update(files=5, frames=5)
+    line = _plain_progress(counts, 1080.0)
+    assert "batch: 5 of 101 files, 5 frames" in line and "1.3 min," in line
+    assert "about 8.0 min left" in line  # 96 files at 5 s each; from the start it would read 26.7
+
+
+def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_copy(mixed_folder, tmp_path,
+                                                                                  monkeypatch):
+    import ipp_seg.inference.batch as batch_module
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    before = (out / "measurements.csv").read_text()
+    real_replace = batch_module.os.replace
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device", str(dst))
+    monkeypatch.setattr(batch_module.os, "replace", disk_full)
+    result = _run("batch", mixed_folder, "--out", out, "--resume")  # the unreadable file's row is taken out
+    monkeypatch.setattr(batch_module.os, "replace", real_replace)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "No space left on device" in said and "Traceback" not in said
+    assert "the same command with --resume goes on" in said
+    assert (out / "measurements.csv").read_text() == before
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["measurements.csv"]
+
+
+def test_sigterm_is_taken_only_while_the_batch_runs(mixed_folder, tmp_path):
+    # A SIGTERM as the process exits, after the summary, printed a traceback from the handler.
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert _run("batch", mixed_folder, "--out", tmp_path / "out").exit_code == 0
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -851,3 +851,18 @@ def test_large_compressed_cine_is_read_frame_by_frame(tmp_path):
         tracemalloc.stop()
     assert indices == list(range(n))
     assert peak < total / 10, f"peak {peak / 2**20:.1f} MiB for a {total / 2**20:.1f} MiB clip"
+
+
+def test_an_empty_file_or_a_loop_of_links_is_named_as_such(tmp_path):
+    from ipp_seg.io import ScanReadError, read_frame
+
+    (tmp_path / "zero.dcm").write_bytes(b"")
+    with pytest.raises(ScanReadError, match="the file is empty"):
+        read_frame(tmp_path / "zero.dcm")
+    (tmp_path / "loop1.dcm").symlink_to(tmp_path / "loop2.dcm")
+    (tmp_path / "loop2.dcm").symlink_to(tmp_path / "loop1.dcm")
+    with pytest.raises(ScanReadError, match="a loop of links"):
+        read_frame(tmp_path / "loop1.dcm")
+    (tmp_path / "gone.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    with pytest.raises(ScanReadError, match="a broken link"):
+        read_frame(tmp_path / "gone.dcm")

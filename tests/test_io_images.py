@@ -414,3 +414,18 @@ def test_a_damaged_png_is_named_before_libpng_prints_its_own_lines(tmp_path, cap
             read_frame(tmp_path / name)
     assert "libpng" not in capfd.readouterr().err
     assert read_frame(tmp_path / "good.png").pixels.shape == (64, 64)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_meta_image_cut_short_is_named_so(tmp_path, compressed):
+    # ITK said "SimpleITK cannot read the pixels (Reason: Success)" and printed its own lines.
+    rng = np.random.default_rng(0)
+    path = tmp_path / "frame.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 255, (64, 80), dtype=np.uint8)), str(path),
+                    useCompression=compressed)
+    assert read_frame(path).pixels.shape == (64, 80)  # whole: read as before
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mha"
+    cut.write_bytes(data[: len(data) - 200])
+    with pytest.raises(ScanReadError, match=r"the file is cut short: \d+ of the \d+ bytes of image data"):
+        read_frame(cut)

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -657,11 +658,14 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     "(the new ones empty)", csv_path)
     if partial or len(kept) < len(rows) or upgraded:
         staging = csv_path.with_name(csv_path.name + ".resume")
-        with open(staging, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(staging, csv_path)
+        try:
+            with open(staging, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(staging, csv_path)
+        finally:  # a full disk: the CSV is left as it was, and no half copy beside it
+            staging.unlink(missing_ok=True)
         if partial or len(kept) < len(rows):
             log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "
                         "measured again", csv_path,
@@ -686,10 +690,21 @@ def configure_worker_logging(log_level: int | None) -> None:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _worker_init(options: BatchOptions, log_level: int | None = None) -> None:
+def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
+    """End this worker once the run that started it is gone: killed outright (kill -9, the
+    system's out-of-memory killer), the run cannot stop its workers, which would sleep on for
+    ever, each holding a model's memory (~470 MiB)."""
+    while os.getppid() == parent_pid:
+        time.sleep(every_s)
+    os._exit(1)
+
+
+def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: int | None = None) -> None:
     # Ctrl-C in a terminal reaches every process of the group: the main process ends the run;
     # a worker's traceback would only bury its message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if run_pid is not None:  # the run's, as it gave it: a run killed while this worker started is gone already
+        threading.Thread(target=_exit_with_parent, args=(run_pid,), name="ipp-seg-parent-watch", daemon=True).start()
     configure_worker_logging(log_level)
     global _WORKER
     _WORKER = FileProcessor(options)
@@ -825,7 +840,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     # An executor, not a Pool: a worker killed by the system (out of memory) breaks it with an
     # error, where a Pool waits for that worker's results for ever.
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(options, run_log_level()))
+                                   initializer=_worker_init, initargs=(options, run_log_level(), os.getpid()))
     try:
         # map keeps file order: the CSV is the same whatever the number of workers.
         for outcomes in executor.map(_worker_run, groups):

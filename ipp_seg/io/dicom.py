@@ -35,7 +35,7 @@ from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
-from .errors import ScanReadError, missing_file_reason
+from .errors import ScanReadError, missing_file_reason, open_failure_reason
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing
 from .greyscale import invert, luminance_rgb, to_output
@@ -121,6 +121,8 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
     path = str(path)
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise ScanReadError(path, "the file is empty")
             try:
                 try:
                     ds = pydicom.dcmread(f, stop_before_pixels=True)
@@ -153,6 +155,8 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
         raise ScanReadError(path, "is a directory, not a file") from None
     except PermissionError:
         raise ScanReadError(path, "permission denied") from None
+    except OSError as exc:
+        raise ScanReadError(path, open_failure_reason(path, exc)) from None
 
     if not has_pixels:
         if ended and ("Rows" in ds or str(ds.get("Modality", "") or "").strip().upper() in ("", "US")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -23,5 +24,20 @@ class ScanReadError(Exception):
 
 
 def missing_file_reason(path: str | os.PathLike[str]) -> str:
-    """Why a path that does not exist cannot be read: a link to nowhere says so."""
-    return "a broken link (its target does not exist)" if os.path.islink(path) else "no such file"
+    """Why a path that does not exist cannot be read: a link to nowhere, or links that lead
+    back to each other, say so."""
+    if not os.path.islink(path):
+        return "no such file"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of links (they lead back to each other, never to a file)"
+    return "a broken link (its target does not exist)"
+
+
+def open_failure_reason(path: str | os.PathLike[str], exc: OSError) -> str:
+    """Why an existing-looking path could not be opened, in words."""
+    if exc.errno == errno.ELOOP:
+        return missing_file_reason(path)
+    return f"cannot open the file ({exc.strerror or type(exc).__name__})"

@@ -13,7 +13,7 @@ import zlib
 import cv2
 import numpy as np
 
-from .errors import ScanReadError, missing_file_reason
+from .errors import ScanReadError, missing_file_reason, open_failure_reason
 from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
     except IsADirectoryError:
         raise ScanReadError(path, "is a directory, not a file") from None
     except OSError as exc:
-        raise ScanReadError(path, f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
+        raise ScanReadError(path, open_failure_reason(path, exc)) from None
     if data.size == 0:
         raise ScanReadError(path, "the file is empty")
     check_png_structure(path, data)

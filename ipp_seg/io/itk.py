@@ -74,6 +74,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         raise ScanReadError(path, f"empty image (size {tuple(size)})")
     pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     volume_bytes = width * height * depth * components * _bytes_per_component(reader)
+    if itk_image_io(path) == "MetaImageIO":
+        _check_meta_image_length(path, volume_bytes)
     volume = _read_array(path) if 1 < depth and volume_bytes <= _WHOLE_READ_BYTES else None
     identical = depth > 1 and _planes_identical(path, width, height, depth, volume)
     spacing = _spacing(reader.GetSpacing())
@@ -117,6 +119,35 @@ def warn_if_turned(path: str, direction: Sequence[float], dimension: int) -> Non
         logger.warning("%s: its direction cosines flip or turn the frame (in-plane %s); ipp-seg measures the "
                        "pixels as stored, so check that the PS's inferior end is on the side --orientation "
                        "assumes", path, tuple(round(v, 3) for v in in_plane))
+
+
+def _check_meta_image_length(path: str, volume_bytes: int) -> None:
+    """Refuse a MetaImage whose data, stored in the file itself, stop short of what its header
+    announces (a copy that did not finish): ITK would say only "Success" or a stale system
+    error, and print its own lines on stderr."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+        size = os.fstat(fh.fileno()).st_size
+    fields, offset = {}, 0
+    for line in head.splitlines(keepends=True):
+        offset += len(line)
+        key, _, value = line.decode("latin-1").partition("=")
+        fields[key.strip().lower()] = value.strip()
+        if key.strip().lower() == "elementdatafile":
+            break
+    else:
+        return  # a header longer than we read, or none: ITK's own checks apply
+    if fields.get("elementdatafile", "").upper() != "LOCAL":
+        return  # the data lie in another file (.mhd + .raw)
+    expected = volume_bytes
+    if fields.get("compresseddata", "").lower() == "true":
+        try:
+            expected = int(fields.get("compresseddatasize", ""))
+        except ValueError:
+            return  # unknown compressed size: ITK decides
+    if size - offset < expected:
+        raise ScanReadError(path, f"the file is cut short: {max(0, size - offset)} of the {expected} bytes of image "
+                                  "data its header announces (a copy or download that did not finish)")
 
 
 def itk_image_io(path: str) -> str:
