@@ -1652,3 +1652,14 @@ def test_a_flat_folder_names_its_images_without_masks(tmp_path, caplog):
         pairs = find_pairs(flat)
     assert [p[0] for p in pairs] == ["case000", "case001", "case003"]
     assert "1 image without a mask, left out: case002" in caplog.text
+
+
+def test_masks_without_either_structure_are_named(tmp_path, caplog):
+    from ipp_seg.train.data import load_cases
+
+    data = _synthetic_folder(tmp_path / "data", n=3)
+    cv2.imwrite(str(data / "masks" / "case001.png"), np.zeros((64, 64), np.uint8))  # exported empty
+    with caplog.at_level("WARNING"):
+        cases = load_cases(data)
+    assert len(cases) == 3
+    assert "1 mask with neither a PS nor a FH (trained as background only): case001" in caplog.text

@@ -158,6 +158,11 @@ def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[in
             cases.append(_read_case(case_id, image_path, mask_path, labels))
         except ScanReadError as exc:  # already "cannot read PATH: why"
             raise ValueError(str(exc)) from None
+    # Not refused (a frame may show neither), but said: most often a mask exported empty.
+    blank = [c.case_id for c in cases if not c.labels.any()]
+    if blank:
+        log.warning("%s: %s with neither a PS nor a FH (trained as background only): %s%s", folder,
+                    _count(len(blank), "mask"), ", ".join(blank[:10]), " ..." if len(blank) > 10 else "")
     return cases
 
 
