@@ -226,7 +226,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     :func:`ipp_seg.inference.pipeline.head_confidence`); ``model_sha256``: the model file's
     (the same name may later stand for other weights)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
-    row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, sop_instance_uid=sop_instance_uid or "", error=error,
+    row.update(file=file, frame=frame, model=model, model_sha256=model_sha256,
+               sop_instance_uid=sop_instance_uid or "", error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                head_confidence="" if head_confidence is None else round(float(head_confidence), 4),

@@ -72,7 +72,8 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, "sop_instance_uid": None, "model": model, "model_sha256": model_sha256 or None, "tta": tta, "head_confidence": None,
+        "n_frames": None, "sop_instance_uid": None, "model": model, "model_sha256": model_sha256 or None, "tta": tta,
+        "head_confidence": None,
         "ps_confidence": None,
         "provider": provider,
         "ipp_seg_version": __version__, "time_ms": None,

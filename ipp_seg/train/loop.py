@@ -579,8 +579,8 @@ def _bring_level_with_last(run_dir: Path, checkpoint: dict) -> None:
     if logged != lines:
         _write_text(history_path, lines)
         if logged is not None:
-            log.warning("%s did not list the epochs %s holds (a run stopped between its writes): written again from it",
-                        history_path, LAST)
+            log.warning("%s did not list the epochs %s holds (a run stopped between its writes, or another wrote "
+                        "into it): written again from it", history_path, LAST)
     best_epoch, last_epoch = checkpoint.get("best_epoch"), checkpoint.get("epoch")
     best_path = run_dir / BEST
     try:
