@@ -166,10 +166,10 @@ _SETTING_OF_OPTION = {"ce_weights": "ce_class_weights", "dice_weights": "dice_cl
                       "elastic": "augmentation", "shadow": "augmentation", "local_contrast": "normalisation"}
 
 
-def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
+def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> int:
     """--resume continues a run as planned: an option given that differs from the run's own
     would be ignored without a word, so it is refused. Repeating the run's command with --resume
-    added is fine."""
+    added is fine. Returns the number of epochs the resumed run will have."""
     import json
 
     from .train.loop import RESUME_MAY_CHANGE, saved_run_settings
@@ -177,9 +177,9 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
     try:
         saved = saved_run_settings(out)
     except ValueError:
-        return  # train() says what is wrong with last.pt
+        return settings.epochs  # train() says what is wrong with last.pt
     if saved is None:
-        return  # train() says there is nothing to resume
+        return settings.epochs  # train() says there is nothing to resume
     saved, wanted = json.loads(json.dumps(saved)), settings.to_dict()
     changed = []
     for param in ctx.command.params:
@@ -193,6 +193,7 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> None:
         differ, them = ("differ", "them") if len(changed) > 1 else ("differs", "it")
         fail(f"--resume continues {out} as it was planned, and {', '.join(changed)} {differ} from its recipe: leave "
              f"{them} out, or start a new run (another --out) from it with --init-from {out / 'last.pt'}")
+    return max(settings.epochs, int(saved.get("epochs") or 0))  # the resumed run's length, as train() takes it
 
 
 @app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
@@ -292,8 +293,7 @@ def train(
                                                                shadow_probability=shadow),
                              normalisation=(with_local_contrast(DEFAULT_NORMALISATION, local_contrast)
                                             if local_contrast > 0 else dict(DEFAULT_NORMALISATION)))
-    if resume:
-        _refuse_recipe_changes(ctx, settings, out)
+    total_epochs = _refuse_recipe_changes(ctx, settings, out) if resume else settings.epochs
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -303,7 +303,7 @@ def train(
     def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
         # Shown from the first step: a run refused while its data are checked leaves no empty bar.
         progress.start()
-        progress.update(task, total=steps, completed=step, epoch=f"{epoch}/{settings.epochs}", loss=loss)
+        progress.update(task, total=steps, completed=step, epoch=f"{epoch}/{total_epochs}", loss=loss)
 
     def on_epoch(r) -> None:
         if math.isnan(r.score):  # --validation-count 0: every frame trains, the last epoch is kept
@@ -458,7 +458,7 @@ def predict(
                                   measurement_row)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .inference.report import frame_report, output_names, unreadable_report, write_frame_outputs
+    from .inference.report import frame_report, output_names, scan_key, unreadable_report, write_frame_outputs
     from .io.dicom_results import DicomResultError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -508,7 +508,7 @@ def predict(
                     measurement_failed |= result.measurement.status == "failed"
                     if out is not None:
                         try:
-                            write_frame_outputs(result, out, report, name=names[Path(scan).resolve()],
+                            write_frame_outputs(result, out, report, name=names[scan_key(scan)],
                                                 dicom_seg=dicom_seg, dicom_sr=dicom_sr, run_uid=run_uid)
                         except ImportError as exc:
                             fail(str(exc))

@@ -570,7 +570,9 @@ def test_rows_name_the_weights_and_resume_refuses_rows_of_other_weights(mixed_fo
         writer.writerows(r for r in rows if r["file"] != "sub/b.png")
     before = (out / "measurements.csv").read_text()
     result = _run("batch", mixed_folder, "--out", out, "--resume")
-    assert result.exit_code == 2 and "model_sha256" in result.output and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in said
+    assert "rows made by another model file (sha256 000000000000..." in said and "retrained" in said
     assert (out / "measurements.csv").read_text() == before
 
 
@@ -770,3 +772,12 @@ def test_sigterm_is_taken_only_while_the_batch_runs(mixed_folder, tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     assert _run("batch", mixed_folder, "--out", tmp_path / "out").exit_code == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_resuming_with_the_other_backend_says_it_runs_the_models_other_file(mixed_folder, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    result = _run("batch", mixed_folder, "--out", out, "--resume", "--backend", "torch")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "--backend runs the model's other file" in said

@@ -905,3 +905,14 @@ def test_a_symphysis_the_network_invents_is_flagged(tmp_path, sample_png):
     full, cut = json.loads(result.stdout)
     assert full["ps_confidence"] >= 0.90 and "ps_low_confidence" not in full["reasons"]
     assert cut["ps_confidence"] < 0.90 and "ps_low_confidence" in cut["reasons"] and cut["status"] == "warning"
+
+
+def test_a_loop_of_links_among_the_scans_fails_alone(tmp_path, sample_png):
+    # Resolving the loop to name the outputs raised, and no scan of the run was measured.
+    (tmp_path / "loopa.dcm").symlink_to(tmp_path / "loopb")
+    (tmp_path / "loopb").symlink_to(tmp_path / "loopa.dcm")
+    result = invoke("predict", tmp_path / "loopa.dcm", sample_png, "--json", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    loop, png = json.loads(result.stdout)
+    assert loop["status"] == "failed" and "a loop of links" in loop["error"]
+    assert png["status"] != "failed"

@@ -866,3 +866,11 @@ def test_an_empty_file_or_a_loop_of_links_is_named_as_such(tmp_path):
     (tmp_path / "gone.dcm").symlink_to(tmp_path / "nowhere.dcm")
     with pytest.raises(ScanReadError, match="a broken link"):
         read_frame(tmp_path / "gone.dcm")
+
+
+def test_a_dicom_file_cut_within_its_preamble_says_it_is_too_short(tmp_path, sample_dicom):
+    from ipp_seg.io import ScanReadError, read_frame
+
+    (tmp_path / "cut.dcm").write_bytes(sample_dicom.read_bytes()[:100])
+    with pytest.raises(ScanReadError, match="only 100 bytes: too short for a DICOM file"):
+        read_frame(tmp_path / "cut.dcm")

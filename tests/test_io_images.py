@@ -429,3 +429,13 @@ def test_a_meta_image_cut_short_is_named_so(tmp_path, compressed):
     cut.write_bytes(data[: len(data) - 200])
     with pytest.raises(ScanReadError, match=r"the file is cut short: \d+ of the \d+ bytes of image data"):
         read_frame(cut)
+
+
+def test_a_meta_image_cut_within_its_header_does_not_quote_a_stale_system_error(tmp_path):
+    path = tmp_path / "frame.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((64, 80), np.uint8)), str(path))
+    cut = tmp_path / "cut.mha"
+    cut.write_bytes(path.read_bytes()[:150])
+    with pytest.raises(ScanReadError) as caught:
+        read_frame(cut)
+    assert "Reason:" not in str(caught.value) and "damaged or incomplete" in str(caught.value)

@@ -1663,3 +1663,11 @@ def test_masks_without_either_structure_are_named(tmp_path, caplog):
         cases = load_cases(data)
     assert len(cases) == 3
     assert "1 mask with neither a PS nor a FH (trained as background only): case001" in caplog.text
+
+
+def test_an_empty_checkpoint_is_named_empty(tmp_path):
+    from ipp_seg.train.loop import read_checkpoint
+
+    (tmp_path / "last.pt").write_bytes(b"")  # what a full disk leaves
+    with pytest.raises(ValueError, match="is empty"):
+        read_checkpoint(tmp_path / "last.pt")

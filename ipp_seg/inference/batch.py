@@ -602,6 +602,12 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
             # empty when a resume brought it to this version's columns): unknown, not compared,
             # except where empty is itself a setting (no --spacing-mm).
             if cell is not None and cell != value and (cell or column in _EMPTY_IS_A_SETTING):
+                if column == "model_sha256":  # the same options, other weights: say which ways that happens
+                    raise ResumeError(
+                        f"{csv_path} holds rows made by another model file (sha256 {cell[:12]}..., this run's "
+                        f"{value[:12]}...) of the same name {row['model']!r}: the model was retrained or shipped "
+                        "again since, another file was given to --model, or --backend runs the model's other file "
+                        "(.onnx or .pt); resume with the file that made the rows, or write to a new --out folder")
                 raise ResumeError(f"{csv_path} holds rows made with {column} {row[column]!r}, this run uses "
                                   f"{value!r}: resume with the same options, or write to a new --out folder")
     return rows, complete != text, header

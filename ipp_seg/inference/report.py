@@ -88,14 +88,23 @@ def _instance_number(value) -> int:
         return 1
 
 
+def scan_key(scan: Path | str) -> Path:
+    """A scan's resolved path, the key of :func:`output_names`; the absolute path of a link
+    that cannot be resolved (a loop of links), which then fails to read with its reason."""
+    try:
+        return Path(scan).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: pathlib's "Symlink loop" before Python 3.13
+        return Path(os.path.abspath(scan))
+
+
 def output_names(scans: list[Path]) -> dict[Path, str]:
-    """A name for each scan's outputs (keyed by its resolved path; for :func:`output_stem`),
+    """A name for each scan's outputs (keyed by :func:`scan_key`; for :func:`output_stem`),
     unique among ``scans`` so that no scan's outputs overwrite another's: the file name where
     its stem is unique; else its path below the common folder of the scans that share its
     stem (``a/scan.dcm`` and ``b/scan.dcm``, written into sub-folders as ``batch`` does); and,
     for files that differ only in their suffix (``scan.dcm``, ``scan.png``), the suffix joined
     to the stem."""
-    resolved = list(dict.fromkeys(Path(s).resolve() for s in scans))
+    resolved = list(dict.fromkeys(scan_key(s) for s in scans))
     by_stem: dict[str, list[Path]] = {}
     for p in resolved:
         by_stem.setdefault(output_stem(p.name, 0, 1), []).append(p)

@@ -134,6 +134,10 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
                     f.seek(0)
                     ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
             except InvalidDicomError:
+                size = os.fstat(f.fileno()).st_size
+                if size < 132:  # the preamble and marker alone take 132 bytes
+                    raise ScanReadError(path, f"only {size} bytes: too short for a DICOM file (a copy cut short, or "
+                                              "no DICOM file)") from None
                 raise ScanReadError(path, "not a DICOM file (no 'DICM' marker at byte 128)") from None
             except Exception as exc:  # pydicom raises many types on damaged headers
                 # Only the type: a parser message could quote element values (patient data).

@@ -167,6 +167,9 @@ def _reader(path: str) -> sitk.ImageFileReader:
 
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[-1].startswith("Reason:"):
+        # ITK's "Reason:" is the system's last error, stale after a short read ("Success").
+        return "the file is damaged or incomplete"
     return lines[-1] if lines else type(exc).__name__
 
 

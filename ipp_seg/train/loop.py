@@ -643,8 +643,10 @@ def read_checkpoint(path: str | Path) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         with open(path, "rb") as fh:
-            zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format: a file cut short or damaged
-        if zipped:
+            start = fh.read(4)
+        if not start:
+            raise ValueError(f"{path} is empty (a save or copy that did not finish, or a full disk)") from None
+        if start == b"PK\x03\x04":  # torch.save's format: a file cut short or damaged
             raise ValueError(f"{path} is damaged or cut short (a copy or a save that did not finish; torch cannot "
                              f"load it: {why})") from None
         raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (torch cannot load it: {why})") from None
