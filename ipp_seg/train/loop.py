@@ -221,7 +221,7 @@ def _save(path: Path, payload: dict) -> None:
         torch.save(payload, tmp)
         tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its own
-        raise RunWriteError(f"cannot write {path}: {_write_failure(path, exc)}") from None
+        raise _cannot_write(path, exc) from None
     finally:
         # Interrupted (Ctrl-C, SIGTERM) or failed (disk full) mid-write: no unloadable half file.
         tmp.unlink(missing_ok=True)
@@ -235,23 +235,27 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:
-        raise RunWriteError(f"cannot write {path}: {_write_failure(path, exc)}") from None
+        raise _cannot_write(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _write_failure(path: Path, exc: Exception) -> str:
-    """Why a write into the run folder failed, in words: torch's own message for a full disk
-    is an internal assertion."""
+def _cannot_write(path: Path, exc: Exception) -> RunWriteError:
+    """The error for a write into the run folder that failed, its cause in words: torch's own
+    message for a full disk is an internal assertion."""
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if free is not None and free < 512 * 2**20:
-        return f"the disk is full or nearly so ({free / 2**20:.1f} MiB free; a checkpoint is written beside the old one)"
-    return f"torch could not write it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        why = exc.strerror
+    else:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < 512 * 2**20:
+            why = (f"the disk is full or nearly so ({free / 2**20:.1f} MiB free; a checkpoint is written beside "
+                   "the old one)")
+        else:
+            why = f"torch could not write it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return RunWriteError(f"cannot write {path}: {why}")
 
 
 def _json_line(record: dict) -> str:
@@ -387,7 +391,8 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     if settings.config not in {c.name for c in list_configs()}:  # before any file is written
         raise ValueError(f"unknown network config {settings.config!r}; known: "
                          + ", ".join(c.name for c in list_configs()))
-    _check_run_folder(run_dir)
+    if not locked:  # (a folder that exists was checked before it was locked)
+        _check_run_folder(run_dir)
 
     torch.manual_seed(settings.seed)
     if settings.device == "cpu":
@@ -555,7 +560,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
             with open(run_dir / HISTORY, "a") as fh:
                 fh.write(_json_line(asdict(result)) + "\n")
         except OSError as exc:
-            raise RunWriteError(f"cannot write {run_dir / HISTORY}: {_write_failure(run_dir / HISTORY, exc)}") from None
+            raise _cannot_write(run_dir / HISTORY, exc) from None
         log.info("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
                  result.train_loss, dice_ps, dice_fh, result.seconds, " best" if is_best else "")
         if on_epoch:
