@@ -215,7 +215,7 @@ def train(
                                                    help="Another contiguous validation block, FIRST-LAST (IDs)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast on CPU (default: when native)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: where the CPU or GPU computes bf16 natively)."),
     resume: bool = _flag("--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Start from this checkpoint's weights (new optimiser and schedule)."),

@@ -1671,3 +1671,22 @@ def test_an_empty_checkpoint_is_named_empty(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"")  # what a full disk leaves
     with pytest.raises(ValueError, match="is empty"):
         read_checkpoint(tmp_path / "last.pt")
+
+
+def test_bf16_autocast_defaults_to_what_the_processor_computes_natively(monkeypatch):
+    """By default bf16 autocast follows the hardware: a GPU that computes bf16 (Ampere on) gets it,
+    as a CPU with AVX-512 BF16 or AMX does; an explicit --bf16 / --no-bf16 wins on either."""
+    from ipp_seg.train import loop
+
+    settings = TrainSettings(config="dssau-net-s", data="d", out="o")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
+    assert loop._use_bf16(settings, cuda) is True
+    assert loop._use_bf16(settings, cpu) is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)
+    assert loop._use_bf16(settings, cuda) is False
+    assert loop._use_bf16(settings, cpu) is True
+    assert loop._use_bf16(replace(settings, bf16=False), cpu) is False
+    assert loop._use_bf16(replace(settings, bf16=True), cuda) is True

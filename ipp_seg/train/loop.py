@@ -210,9 +210,13 @@ def validate(model, cases: list[Case], settings: TrainSettings, device: torch.de
 
 
 def _use_bf16(settings: TrainSettings, device: torch.device) -> bool:
-    if device.type != "cpu":
-        return False
-    return cpu_has_fast_bf16() if settings.bf16 is None else settings.bf16
+    """bf16 autocast as asked; by default where the processor computes bf16 natively (a GPU from
+    Ampere on, a CPU with AVX-512 BF16 or AMX)."""
+    if settings.bf16 is not None:
+        return settings.bf16
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_fast_bf16()
 
 
 def _save(path: Path, payload: dict) -> None:
