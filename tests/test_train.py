@@ -1596,6 +1596,54 @@ def test_a_damaged_last_pt_is_named_so_with_the_way_on(tmp_path):
     assert exported.exit_code == 2 and "damaged or cut short" in _said(exported)
 
 
+def _flip_a_byte_inside_a_tensor(path: Path) -> None:
+    """Change one byte of the largest tensor's data in a torch.save file (stored uncompressed),
+    leaving the zip's structure whole: what a disk or copy error does."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        entry = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_length = int.from_bytes(raw[entry.header_offset + 26: entry.header_offset + 28], "little")
+    extra_length = int.from_bytes(raw[entry.header_offset + 28: entry.header_offset + 30], "little")
+    at = entry.header_offset + 30 + name_length + extra_length + entry.file_size // 2
+    raw[at] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def test_a_checkpoint_damaged_inside_is_refused_by_its_digest(tmp_path):
+    from ipp_seg.train.loop import CONTENT_DIGEST, read_checkpoint, save_checkpoint
+
+    checkpoint = {"model": {"w": torch.linspace(-1, 1, 4096), "n": torch.tensor(3)}, "config": {"name": "x"},
+                  "epoch": 2, "history": [{"epoch": 1, "loss": 0.5}]}
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, checkpoint)
+    assert torch.equal(read_checkpoint(path)["model"]["w"], checkpoint["model"]["w"])
+    _flip_a_byte_inside_a_tensor(path)
+    assert not torch.equal(torch.load(path, weights_only=False)["model"]["w"], checkpoint["model"]["w"])  # loads
+    with pytest.raises(ValueError, match="is damaged: its contents differ from the checksum"):
+        read_checkpoint(path)
+    # A checkpoint from before the digest is read as it loads; a value changed outside the tensors is seen too.
+    torch.save(checkpoint, path)
+    assert CONTENT_DIGEST not in read_checkpoint(path)
+    save_checkpoint(path, checkpoint)
+    changed = torch.load(path, weights_only=False)
+    changed["epoch"] = 3
+    torch.save(changed, path)
+    with pytest.raises(ValueError, match="is damaged"):
+        read_checkpoint(path)
+
+
+def test_a_last_pt_damaged_inside_is_not_resumed(tmp_path):
+    runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
+    _flip_a_byte_inside_a_tensor(run / "last.pt")
+    result = runner.invoke(app, [*common, "--resume", "--epochs", "2"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    said = _said(result)
+    assert "is damaged: its contents differ" in said and "cannot be resumed" in said
+    assert f"can start from {run / 'best.pt'} with --init-from" in said
+
+
 @pytest.mark.parametrize("failure, why", [
     (OSError(30, "Read-only file system"), "Read-only file system"),
     (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 14168320 vs 14168212"),

@@ -6,6 +6,7 @@ Library code: it reports progress through callbacks and ``logging``; the CLI ren
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -219,10 +220,49 @@ def _use_bf16(settings: TrainSettings, device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_fast_bf16()
 
 
+CONTENT_DIGEST = "content_sha256"
+
+
+def checkpoint_digest(checkpoint: dict) -> str:
+    """sha256 over a checkpoint's contents (every tensor's dtype, shape and bytes, every other
+    value's repr, in key order), its own digest left out. torch.load checks no checksum: a byte
+    damaged inside a tensor loads as a wrong weight, which this digest, stored with the file,
+    reveals (:func:`read_checkpoint`)."""
+    digest = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=str):
+                if key != CONTENT_DIGEST:
+                    digest.update(repr(key).encode())
+                    feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(checkpoint)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
+    """torch.save ``checkpoint`` with its :func:`checkpoint_digest`."""
+    torch.save({**checkpoint, CONTENT_DIGEST: checkpoint_digest(checkpoint)}, path)
+
+
 def _save(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
     try:
-        torch.save(payload, tmp)
+        save_checkpoint(tmp, payload)
         tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its own
         raise _cannot_write(path, exc) from None
@@ -661,6 +701,10 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (torch cannot load it: {why})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "name" not in checkpoint.get("config", {}):
         raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (no model weights and config in it)")
+    # Checkpoints from before the digest carry none; those are taken as they load.
+    if CONTENT_DIGEST in checkpoint and checkpoint_digest(checkpoint) != checkpoint[CONTENT_DIGEST]:
+        raise ValueError(f"{path} is damaged: its contents differ from the checksum written with them (a disk or "
+                         "copy error changed bytes inside it)")
     return checkpoint
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .lineage import run_cost
-from .loop import LAST
+from .loop import LAST, save_checkpoint
 from .ship import lineage_differences
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / LAST
-    torch.save(result, out_path)
+    save_checkpoint(out_path, result)
     log.info("averaged %d runs (seeds %s) at epoch %d into %s", len(members),
              ", ".join(str(m["seed"]) for m in members), first["epoch"], out_path)
     return out_path
