@@ -1738,3 +1738,49 @@ def test_bf16_autocast_defaults_to_what_the_processor_computes_natively(monkeypa
     assert loop._use_bf16(settings, cpu) is True
     assert loop._use_bf16(replace(settings, bf16=False), cpu) is False
     assert loop._use_bf16(replace(settings, bf16=True), cuda) is True
+
+
+def test_unpack_device_run_joins_checked_pieces_and_names_the_held_out_frames(tmp_path):
+    """scripts/unpack_device_run.py: a run packed on a GPU machine (fp16 weights cut into pieces)
+    comes back as a checkpoint with fp32 weights, a fresh digest and the left-out frames as its
+    validation; a piece that differs from its checksum, or a held-out block it trained on, is refused."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from ipp_seg.train.loop import read_checkpoint
+
+    data = _synthetic_folder(tmp_path / "data", n=6)  # case000 ... case005
+    weights = torch.linspace(-2, 2, 50_000)
+    packed = {"model": {"w": weights.half(), "steps": torch.tensor(7)}, "config": {"name": "dssau-net-s"},
+              "epoch": 3, "settings": {"epochs": 3}, "split": {"train": ["case000", "case001", "case002"],
+                                                               "validation": []},
+              "content_sha256": "of the full file on the GPU machine"}
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    buffer = tmp_path / "weights.pt"
+    torch.save(packed, buffer)
+    raw = buffer.read_bytes()
+    for i in range(0, len(raw), 40_000):
+        (pack / f"part-{i // 40_000:02d}").write_bytes(raw[i:i + 40_000])
+    (pack / "parts.sha256").write_text("".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+                                               for p in sorted(pack.glob("part-*"))))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "unpack_device_run.py"
+
+    def unpack(*held_out):
+        return subprocess.run([sys.executable, str(script), str(pack), "--out", str(tmp_path / "u.pt"),
+                               "--data", str(data), *[a for h in held_out for a in ("--held-out", h)]],
+                              capture_output=True, text=True)
+
+    done = unpack("case004-case005")
+    assert done.returncode == 0, done.stderr
+    checkpoint = read_checkpoint(tmp_path / "u.pt")  # its digest checks out
+    assert checkpoint["model"]["w"].dtype == torch.float32
+    assert torch.equal(checkpoint["model"]["w"], weights.half().float())
+    assert checkpoint["split"] == {"train": ["case000", "case001", "case002"], "validation": ["case004", "case005"]}
+    trained_on = unpack("case002-case003")
+    assert trained_on.returncode == 1 and "the run trained on 1 of these frames" in trained_on.stderr
+    with open(pack / "part-01", "ab") as fh:
+        fh.write(b"x")
+    broken = unpack("case004-case005")
+    assert broken.returncode == 1 and "part-01: its sha256 differs from parts.sha256" in broken.stderr
