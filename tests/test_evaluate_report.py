@@ -572,6 +572,9 @@ def test_ground_truth_of_another_tool_is_refused_by_value_or_mapped_when_named(f
     assert "label values 128, 255 besides background 0, PS 1 and FH 2" in unmapped.unreadable[0][1]
     assert "--gt-labels ps=128,fh=255" in unmapped.unreadable[0][1]
     mapped = evaluate_folders(pred, exported, gt_labels=(128, 255))
+    # Values named that the masks do not hold: the hint gives the values they do hold, not the option back.
+    misnamed = evaluate_folders(pred, gt, gt_labels=(128, 255)).unreadable[0][1]
+    assert "it holds 1 and 2: --gt-labels ps=1,fh=2 if the PS is 1" in misnamed and "ps=128" not in misnamed
     assert [c.to_dict() for c in mapped.cases] == [c.to_dict() for c in own.cases if c.case_id != "00003"]
 
     # A prediction with a stray value is not scored as if the value were background.

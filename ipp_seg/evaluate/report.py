@@ -614,8 +614,7 @@ def evaluate_folders(
         try:
             stored, gt_spacing = read_label_mask(gts[case_id])
             pred_spacing = None
-            gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}",
-                              "name the ground truth's values, e.g. --gt-labels ps=128,fh=255")
+            gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}", "--gt-labels")
         except (ScanReadError, ValueError) as exc:
             unreadable.append((case_id, str(exc)))
             logger.info("case %s not evaluated: %s", case_id, exc)
@@ -626,8 +625,7 @@ def evaluate_folders(
             try:
                 stored_pred, pred_spacing = read_label_mask(preds[case_id])
                 pred = relabel_mask(stored_pred, pred_labels, labels, f"prediction {preds[case_id].name}",
-                                    "name the predictions' values, e.g. --pred-labels ps=128,fh=255 "
-                                    "(ipp-seg writes 0, 1 and 2)")
+                                    "--pred-labels", " (ipp-seg writes 0, 1 and 2)")
                 if pred.shape != gt.shape:
                     raise ValueError(f"prediction {preds[case_id].name} is {pred.shape[1]} x {pred.shape[0]} pixels, "
                                      f"the ground truth {gt.shape[1]} x {gt.shape[0]}")
@@ -842,14 +840,14 @@ MAX_MASK_VALUES = 32
 
 
 def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int] = (1, 2),
-                 source: str = "mask", advice: str = "name the structures' values, e.g. --labels ps=128,fh=255"
-                 ) -> np.ndarray:
+                 source: str = "mask", option: str = "--labels", note: str = "") -> np.ndarray:
     """Map a mask's PS and FH values ``labels`` to ``to`` (uint8; background stays 0).
 
     Raises:
         ValueError: the mask holds a value other than 0 and ``labels``: another structure, an
         8-bit export of other values, or a lossy file's blurred edges. The message names
-        ``source``, the values, and ``advice`` (how to name them, e.g. the command-line option).
+        ``source``, the values, and how to name them with ``option`` (the command-line option
+        that sets ``labels``), followed by ``note``.
     """
     ps, fh = _check_label_pair(labels)
     unknown = _unknown_label_values(stored, (ps, fh))
@@ -860,10 +858,13 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
                              "label mask (ipp-seg predict segments a scan), or a mask saved lossy (such as JPEG)")
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         # Two structures under other values: say which, so the fix can be typed as read.
-        held = (f" (it holds {present[0]} and {present[1]}: ps={present[0]},fh={present[1]} if the PS is "
-                f"{present[0]})" if len(present) == 2 and min(present) > 0 else "")
+        if len(present) == 2:
+            advice = (f"it holds {present[0]} and {present[1]}: {option} ps={present[0]},fh={present[1]} if the PS "
+                      f"is {present[0]}")
+        else:
+            advice = f"name the structures' values with {option} ps=VALUE,fh=VALUE"
         raise ValueError(f"{source}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
-                         f"{advice}{held}; or a lossless mask if these are blurred edges")
+                         f"{advice}{note}; or a lossless mask if these are blurred edges")
     mapped = np.zeros(stored.shape, np.uint8)
     mapped[stored == ps] = to[0]
     mapped[stored == fh] = to[1]
