@@ -200,5 +200,5 @@ def test_the_panel_says_method_orientation_tta_and_the_frame_of_a_cine():
     m = measure_progress(mask, (0.3, 0.3), orientation="mirrored")
     plain, with_tta = render_overlay(frame(), mask, m), render_overlay(frame(), mask, m, tta=True)
     assert plain.shape == with_tta.shape and np.any(plain != with_tta)  # the TTA note is drawn
-    assert overlay_title("cine.dcm", 3, 12) == "cine.dcm  frame 3 of 12"
+    assert overlay_title("cine.dcm", 3, 12) == "cine.dcm  frame 3 of 0-11"  # counted from 0, as the file names
     assert overlay_title("still.png", 0, 1) == "still.png"

@@ -69,8 +69,10 @@ def drawn_size(shape: tuple[int, ...], spacing_mm: tuple[float, float] | None) -
 
 
 def overlay_title(name: str, frame_index: int, n_frames: int) -> str:
-    """The first line of an overlay's text panel: the scan's name, and its frame in a cine."""
-    return f"{name}  frame {frame_index} of {n_frames}" if n_frames > 1 else name
+    """The first line of an overlay's text panel: the scan's name, and its frame in a cine,
+    counted from 0 as everywhere else (tables, CSV, ``_f0003`` file names): "frame 2 of 0-2",
+    never "frame 2 of 3", which reads as the second of three."""
+    return f"{name}  frame {frame_index} of 0-{n_frames - 1}" if n_frames > 1 else name
 
 
 def render_overlay(
