@@ -191,6 +191,14 @@ def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
     nothing = _run("batch", mixed_folder, "--out", out, "--glob", "**/*.nrrd", "--overwrite")
     assert nothing.exit_code == 2 and "no files under" in nothing.output
     assert (out / "measurements.csv").read_text() == before  # a run with nothing to do replaces nothing
+    # ...and leaves no empty output folders (nor their lock file) where it made them; a folder it
+    # did not make stays.
+    fresh = tmp_path / "new" / "deeper"
+    assert _run("batch", mixed_folder, "--out", fresh, "--glob", "**/*.nrrd").exit_code == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert _run("batch", mixed_folder, "--out", tmp_path / "kept", "--glob", "**/*.nrrd").exit_code == 2
+    assert (tmp_path / "kept").is_dir()
     for pattern in ("", "/abs/*.dcm"):
         refused = _run("batch", mixed_folder, "--out", out, "--glob", pattern)
         assert refused.exit_code == 2 and "--glob takes a pattern" in refused.output
@@ -240,7 +248,7 @@ def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    with pytest.raises(ImportError, match=r"ipp-seg\[ray\]"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[ray\]' in the ipp-seg clone"):
         run_batch(BatchOptions(mixed_folder, out, engine="ray", overwrite=True))
     with pytest.raises(ValueError, match="unknown engine"):
         run_batch(BatchOptions(mixed_folder, out, engine="spark", overwrite=True))
@@ -427,7 +435,8 @@ def test_resume_refuses_another_spacing_for_uncalibrated_files(mixed_folder, tmp
     assert _run("batch", mixed_folder, "--out", out, "--glob", "*.png").exit_code == 0
     assert {r["spacing_given_mm"] for r in _rows(out / "measurements.csv")} == {""}
     result = _run("batch", mixed_folder, "--out", out, "--resume", "--spacing-mm", "0.2")
-    assert result.exit_code == 2 and "spacing_given_mm" in result.output
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "spacing_given_mm none (not given), this run uses '0.2,0.2'" in said
     given = _run("batch", mixed_folder, "--out", tmp_path / "given", "--glob", "*.png", "--spacing-mm", "0.2,0.25")
     assert given.exit_code == 0
     row = _rows(tmp_path / "given" / "measurements.csv")[0]

@@ -608,12 +608,17 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
                         f"{value[:12]}...) of the same name {row['model']!r}: the model was retrained or shipped "
                         "again since, another file was given to --model, or --backend runs the model's other file "
                         "(.onnx or .pt); resume with the file that made the rows, or write to a new --out folder")
-                raise ResumeError(f"{csv_path} holds rows made with {column} {row[column]!r}, this run uses "
-                                  f"{value!r}: resume with the same options, or write to a new --out folder")
+                raise ResumeError(f"{csv_path} holds rows made with {column} {_shown(row[column])}, this run uses "
+                                  f"{_shown(value)}: resume with the same options, or write to a new --out folder")
     return rows, complete != text, header
 
 
 _EMPTY_IS_A_SETTING = frozenset({"spacing_given_mm"})
+
+
+def _shown(cell: str) -> str:
+    """A CSV cell as a resume refusal quotes it; an empty one is an option not given."""
+    return repr(cell) if cell else "none (not given)"
 
 
 def _done_of(rows: list[dict]) -> dict[str, set]:
@@ -732,9 +737,36 @@ def run_batch(options: BatchOptions,
         raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
     # An unknown model fails before a previous measurements.csv is replaced.
     spec = resolve_model(options.inference.model)
+    created = _folders_to_create(options.out_dir)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    with output_lock(options.out_dir):
-        return _run_locked(options, spec, started, on_progress, on_start)
+    try:
+        with output_lock(options.out_dir):
+            return _run_locked(options, spec, started, on_progress, on_start)
+    except BaseException:
+        _remove_if_unused(created)
+        raise
+
+
+def _folders_to_create(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_unused(created: list[Path]) -> None:
+    """Remove the folders this run created (deepest first) where it wrote nothing but its lock
+    file into them: a run refused before its first row (no scans matched, say) leaves no empty
+    output folder behind."""
+    for folder in created:
+        try:
+            if {p.name for p in folder.iterdir()} <= {LOCK_NAME}:
+                (folder / LOCK_NAME).unlink(missing_ok=True)
+            folder.rmdir()
+        except OSError:  # it holds outputs, or is gone: leave it, and its parents
+            return
 
 
 def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_start) -> BatchSummary:
