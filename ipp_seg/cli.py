@@ -260,8 +260,7 @@ def train(
         from .train.loop import (RunWriteError, TrainingDiverged, TrainSettings, check_checkpoint_path,
                                  train as run_training)
     except ImportError as exc:
-        fail(f"training needs torch: pip install 'ipp-seg[train]' (from a clone: pip install -e '.[train]') "
-             f"({exc})")
+        fail(f"training needs torch: pip install -e '.[train]' in the ipp-seg clone ({exc})")
     extra = None
     if extra_validation:
         parts = extra_validation.split("-")
@@ -789,8 +788,7 @@ def export(
         from .nn.export import check_opset, export_onnx
         from .train.loop import check_checkpoint_path, load_checkpoint_model
     except ImportError as exc:
-        fail(f"export needs torch and onnx: pip install 'ipp-seg[train]' (from a clone: pip install -e "
-             f"'.[train]') ({exc})")
+        fail(f"export needs torch and onnx: pip install -e '.[train]' in the ipp-seg clone ({exc})")
     try:
         check_opset(opset)
         check_checkpoint_path(checkpoint)
@@ -854,8 +852,14 @@ def evaluate(
     if reference_aop is not None:
         try:
             reference = read_reference_aop(reference_aop)
-        except (OSError, ValueError) as exc:
-            fail(f"cannot read the reference AoP {reference_aop}: {exc}")
+        except OSError as exc:
+            from .io.errors import missing_file_reason, open_failure_reason
+
+            why = missing_file_reason(reference_aop) if not reference_aop.exists() else \
+                "it is a folder; give the CSV file" if reference_aop.is_dir() else open_failure_reason(reference_aop, exc)
+            fail(f"cannot read the reference AoP file {reference_aop}: {why}")
+        except ValueError as exc:
+            fail(f"cannot read the reference AoP file {reference_aop}: {exc}")
     try:
         report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
                                   reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"),

@@ -640,6 +640,11 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     (tmp_path / "bad.csv").write_text("x,y\n")
     result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", tmp_path / "bad.csv")
     assert result.exit_code != 0 and "cannot read the reference AoP" in result.output
+    for path, why in ((tmp_path / "none.csv", "no such file"), (tmp_path, "it is a folder; give the CSV file")):
+        missing = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", path)
+        said = " ".join(missing.output.split())
+        assert missing.exit_code == 2 and f"cannot read the reference AoP file {path}: {why}" in said
+        assert "Errno" not in said
 
     # A ground truth without prediction: listed and not scored, or scored as an empty prediction.
     (tmp_path / "pred" / "04750.png").unlink()

@@ -337,7 +337,7 @@ def test_dciodvfy_reports_no_errors(source, tmp_path):
 
 def test_missing_highdicom_gives_install_hint(source, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)
-    with pytest.raises(ImportError, match=r"pip install 'ipp-seg\[dicom\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[dicom\]' in the ipp-seg clone"):
         write_dicom_seg(source, synthetic_mask(), tmp_path / "seg.dcm", **KW)
     with pytest.raises(ImportError, match="need highdicom"):
         write_dicom_sr(source, measure_progress(synthetic_mask()), tmp_path / "sr.dcm", **KW)

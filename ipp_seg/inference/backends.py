@@ -121,8 +121,8 @@ class TorchSegmenter:
 
             from ..train.loop import load_checkpoint_model
         except ImportError as exc:
-            raise BackendError(f"the torch backend needs torch: pip install 'ipp-seg[train]' (from a clone: "
-                               f"pip install -e '.[train]') ({exc})") from exc
+            raise BackendError(f"the torch backend needs torch: pip install -e '.[train]' in the ipp-seg clone "
+                               f"({exc})") from exc
         if spec.torch_path is None:
             raise BackendError(f"model {spec.name} has no PyTorch weights; use --backend onnx")
         model_sha256 = check_model_file(spec, spec.torch_path, "torch")

@@ -10,7 +10,7 @@ Every node reads the scans and writes masks/overlays itself, so the input and ou
 must be at the same path on every node and on the driver (a shared filesystem), and ipp-seg
 with its models must be installed on every node. Ray Data cannot run through Ray Client, so
 with a ``ray://`` address the pipeline runs in an actor on the cluster and the driver fetches
-the outcomes from it. Needs the ``[ray]`` extra (``pip install 'ipp-seg[ray]'``).
+the outcomes from it. Needs the ``[ray]`` extra (``pip install -e '.[ray]'`` in the clone).
 """
 
 from __future__ import annotations
@@ -85,8 +85,7 @@ def ray_outcomes(options: BatchOptions, todo: list[tuple[Path, frozenset]], work
         import ray
         import ray.data
     except ImportError as exc:
-        raise ImportError("the ray engine needs Ray Data: pip install 'ipp-seg[ray]' "
-                          "(from a clone: pip install -e '.[ray]')") from exc
+        raise ImportError("the ray engine needs Ray Data: pip install -e '.[ray]' in the ipp-seg clone") from exc
     return _stream(ray, options, list(todo), workers, address)
 
 

@@ -2,7 +2,7 @@
 
 Both reference the source ultrasound image (and its frame, for multi-frame sources) and copy
 the patient and study attributes from it, as the IODs require; those are never logged.
-highdicom is an optional dependency (``pip install 'ipp-seg[dicom]'``); it is imported only
+highdicom is an optional dependency (``pip install -e '.[dicom]'`` in the clone); it is imported only
 when a writer is called.
 
 Codes. The PS segment uses SNOMED CT 82561000 "Symphysis pubis" (category SCT 91723000
@@ -64,7 +64,7 @@ PRIVATE_SCHEME = "99IPPSEG"
 SEG_SERIES_NUMBER = 9001  # high numbers keep derived series after the acquired ones
 SR_SERIES_NUMBER = 9002
 _MANUFACTURER = "ipp-seg"
-_MISSING = "DICOM results need highdicom: pip install 'ipp-seg[dicom]' (from a clone: pip install -e '.[dicom]')"
+_MISSING = "DICOM results need highdicom: pip install -e '.[dicom]' in the ipp-seg clone"
 _MAX_LO = 64
 
 
