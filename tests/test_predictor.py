@@ -197,4 +197,6 @@ def test_the_readme_python_example_runs_as_written():
                          timeout=300)
     assert run.returncode == 0, run.stderr
     first = run.stdout.splitlines()[0].split()
-    assert first[0] == "ok" and float(first[2]) == pytest.approx(146.3, abs=0.1)  # the quick start's AoP
+    # The quick start's AoP: 146.28 on an AVX2 CPU, 146.18 on one with AMX (onnxruntime's kernels
+    # differ between CPU families in the last bits; README says so).
+    assert first[0] == "ok" and float(first[2]) == pytest.approx(146.23, abs=0.1)
