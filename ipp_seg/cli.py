@@ -478,7 +478,7 @@ def predict(
     unusable = measurement_failed = unwritten = False
     names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
     run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
-    said_no_dicom: set[Path] = set()
+    said_no_dicom: set[tuple[Path, str]] = set()
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as progress:
@@ -513,14 +513,17 @@ def predict(
                             fail(str(exc))
                         except DicomResultError as exc:  # this scan's header; the others may be fine
                             unwritten = True
-                            if scan not in said_no_dicom:  # once per scan, not once per frame of a cine
-                                said_no_dicom.add(scan)
-                                error(f"no DICOM SEG/SR for {scan}: {exc}")
+                            # Once per scan and cause, not once per frame of a cine; the first frame named.
+                            if (scan, str(exc)) not in said_no_dicom:
+                                said_no_dicom.add((scan, str(exc)))
+                                frame = result.frame
+                                where = f"{scan} frame {frame.frame_index}" if frame.n_frames > 1 else f"{scan}"
+                                error(f"{where}: {exc}")
                         except OSError as exc:
                             _fail_writing(f"into {out}", exc)
                         if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
-                                and scan not in said_no_dicom:
-                            said_no_dicom.add(scan)  # a SEG or SR references a DICOM image: nothing to write
+                                and (scan, "not DICOM") not in said_no_dicom:
+                            said_no_dicom.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image
                             err.print(f"[yellow]no DICOM SEG/SR for {escape(str(scan))}:[/] it is not a DICOM file",
                                       highlight=False)
                 row["time_ms"] = elapsed_ms

@@ -253,10 +253,26 @@ def test_predict_goes_on_past_a_scan_whose_dicom_results_cannot_be_made(sample_d
     result = invoke("predict", tmp_path / "no_series.dcm", tmp_path / "odd.dcm", "--out", tmp_path / "out",
                     "--dicom-seg", "--dicom-sr")
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and "no DICOM SEG/SR for" in result.output
-    assert "SeriesInstanceUID" in result.output
+    said = " ".join(result.output.split())
+    assert "Traceback" not in said and "no_series.dcm: no DICOM SEG or SR: source dataset lacks SeriesInstanceUID" \
+        in said
     assert (tmp_path / "out" / "no_series.json").exists()  # its measurement is still written
     assert (tmp_path / "out" / "odd_seg.dcm").exists() and (tmp_path / "out" / "odd_sr.dcm").exists()
+
+
+def test_a_seg_that_cannot_be_made_leaves_the_sr_written_and_says_which(sample_dicom, tmp_path, monkeypatch):
+    pytest.importorskip("highdicom")
+    from ipp_seg.io import dicom_results
+
+    def refused(*args, **kwargs):
+        raise dicom_results.DicomResultError("highdicom could not make the Segmentation (TypeError)")
+
+    monkeypatch.setattr(dicom_results, "write_dicom_seg", refused)
+    result = invoke("predict", sample_dicom, "--out", tmp_path, "--dicom-seg", "--dicom-sr")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "no DICOM SEG: highdicom could not make the Segmentation" in said
+    assert "no DICOM SR" not in said and "SEG/SR" not in said
+    assert list(tmp_path.glob("*_sr.dcm")) and not list(tmp_path.glob("*_seg.dcm"))
 
 
 @pytest.mark.parametrize("command", ["predict", "batch", "evaluate"])

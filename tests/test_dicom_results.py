@@ -405,3 +405,68 @@ def test_highdicom_refusals_name_the_error_class_only(source, tmp_path, monkeypa
         write_dicom_sr(source, measure_progress(synthetic_mask(), (0.35, 0.35)), tmp_path / "sr.dcm", **KW)
     assert SECRET_BIRTH_DATE not in str(caught.value) and "ValueError" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_valid_values_are_kept_and_other_defects_left_empty_or_made_readable(source, tmp_path, caplog):
+    """Patient's Weight and Size (DS) are valid as written; a name given two values or holding a
+    control character is not (left empty, the attribute named); text that is not ASCII where no
+    character set is declared, or under one DICOM does not define, is written as UTF-8 instead
+    of refusing the whole object; the caller's dataset is not changed."""
+    import warnings
+
+    from pydicom.dataelem import DataElement
+
+    mask = synthetic_mask()
+    measurement = measure_progress(mask, (0.35, 0.35))
+
+    def written(ds, name):
+        seg = write_dicom_seg(ds, mask, tmp_path / f"{name}_seg.dcm", **KW)
+        sr = write_dicom_sr(ds, measurement, tmp_path / f"{name}_sr.dcm", **KW)
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(seg) == [] and dciodvfy_errors(sr) == [], name
+        return pydicom.dcmread(seg), pydicom.dcmread(sr)
+
+    source.PatientWeight, source.PatientSize = "70.5", "1.65"
+    for ds in written(source, "sizes"):
+        assert float(ds.PatientWeight) == 70.5 and float(ds.PatientSize) == 1.65
+
+    two = pydicom.dcmread(SAMPLE)
+    two["PatientName"] = DataElement(0x00100010, "PN", "SECRET\\NAME")
+    bell = pydicom.dcmread(SAMPLE)
+    bell.PatientName = "SECRET^NAME\x07"
+    for name, ds in (("two", two), ("bell", bell)):
+        caplog.clear()
+        for out in written(ds, name):
+            assert str(out.PatientName) == "" and out.PatientID == ds.PatientID
+        assert "PatientName" in caplog.text and "SECRET" not in caplog.text
+    assert str(bell.PatientName) == "SECRET^NAME\x07"  # the caller's dataset as it was
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's own warnings about the character sets
+        latin = pydicom.dcmread(SAMPLE)
+        del latin.SpecificCharacterSet
+        latin.PatientName = "Müller^Zoë"
+        unknown = pydicom.dcmread(SAMPLE)
+        unknown.SpecificCharacterSet = "ISO_IR 999"
+        for name, ds in (("latin", latin), ("unknown", unknown)):
+            for out in written(ds, name):
+                assert out.SpecificCharacterSet == "ISO_IR 192"
+                assert str(out.PatientName) == str(ds.PatientName)
+        assert "SpecificCharacterSet" not in latin
+
+
+def test_sr_keeps_a_value_whose_landmark_lies_beyond_the_frame(source, tmp_path):
+    """A head reaching the frame's edge fits an ellipse whose tangent point can lie outside the
+    image: the AoP is still reported (with its reasons), drawn without its outline."""
+    from dataclasses import replace
+
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.35, 0.35))
+    outside = replace(m, landmarks=replace(m.landmarks, fh_tangent_point=(float(source.Columns) + 5.0, 100.0)))
+    out = write_dicom_sr(source, outside, tmp_path / "sr.dcm", **KW)
+    (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
+    by_code = {meas.name.value: meas for meas in group.get_measurements()}
+    assert by_code["AOP"].value == pytest.approx(m.aop_deg, abs=1e-9) and not by_code["AOP"].referenced_coordinates
+    assert by_code["HSD"].referenced_coordinates  # its own landmarks are inside
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(out) == []

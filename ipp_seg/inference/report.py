@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..io import write_label_png, write_overlay_png
+from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
 from .batch import output_stem, suffix_disambiguated
@@ -151,14 +152,26 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         def series(kind: str) -> str | None:
             return derived_series_uid(run_uid, source, kind) if run_uid is not None else None
 
+        # Each is tried on its own: a source the SEG cannot be made from may still give its SR.
+        refused = []
         if dicom_seg:
-            written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm", frame_number=number,
-                                           model_name=result.model, software_version=__version__,
-                                           series_instance_uid=series("SEG"), instance_number=instance,
-                                           model_sha256=result.model_sha256 or None))
+            try:
+                written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm",
+                                               frame_number=number, model_name=result.model,
+                                               software_version=__version__, series_instance_uid=series("SEG"),
+                                               instance_number=instance, model_sha256=result.model_sha256 or None))
+            except DicomResultError as exc:
+                refused.append(("SEG", exc))
         if dicom_sr:
-            written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
-                                          frame_number=number, model_name=result.model, software_version=__version__,
-                                          series_instance_uid=series("SR"), instance_number=instance,
-                                          tta=bool(report.get("tta")), model_sha256=result.model_sha256 or None))
+            try:
+                written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
+                                              frame_number=number, model_name=result.model,
+                                              software_version=__version__, series_instance_uid=series("SR"),
+                                              instance_number=instance, tta=bool(report.get("tta")),
+                                              model_sha256=result.model_sha256 or None))
+            except DicomResultError as exc:
+                refused.append(("SR", exc))
+        if refused:
+            raise DicomOutputsRefused(refused, written)
     return written
+

@@ -73,6 +73,23 @@ class DicomResultError(ValueError):
     values (they may identify the patient)."""
 
 
+class DicomOutputsRefused(DicomResultError):
+    """The DICOM SEG and/or SR of a frame could not be made; the other outputs were written.
+
+    Attributes:
+        refused: (kind, error) for each object not written, kind "SEG" or "SR".
+        written: the paths that were written.
+    """
+
+    def __init__(self, refused: list[tuple[str, Exception]], written: list):
+        self.refused, self.written = refused, written
+        if len(refused) == 2 and str(refused[0][1]) == str(refused[1][1]):
+            text = f"no DICOM SEG or SR: {refused[0][1]}"
+        else:
+            text = "; ".join(f"no DICOM {kind}: {exc}" for kind, exc in refused)
+        super().__init__(text)
+
+
 @contextmanager
 def _refusals(kind: str):
     """highdicom's errors quote the values it refuses; pass on only what kind of error it was."""
@@ -181,6 +198,7 @@ def write_dicom_seg(
         # it out for sources without a frame of reference.
         if "PatientOrientation" not in seg:
             seg.PatientOrientation = source.get("PatientOrientation", "")
+        seg.SeriesDescription = _lo(f"PS and FH segmentation ({model_name})")
         _declare_private_scheme(seg)
         return _save(seg, path)
 
@@ -369,7 +387,9 @@ _CHECKED_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH"
 
 
 def _conforming_source(source):
-    """A shallow copy of ``source`` whose copied patient and study attributes meet the standard.
+    """A copy of ``source`` whose copied patient and study attributes meet the standard; the
+    caller's dataset is left as it is (the copy holds its own element dictionary, and an
+    element it changes is replaced, never written into).
 
     Scanners, RIS and anonymisers write birth dates as 1980-02-14, sex as U, ages as free text,
     accession numbers longer than 16 characters, or leave type 2 attributes out; highdicom
@@ -377,36 +397,78 @@ def _conforming_source(source):
     PACS may reject. Here an invalid or missing value becomes an empty one, as type 2 allows,
     and only the attribute's name is logged. Dates and times are checked wherever they are."""
     from pydicom import config
+    from pydicom.charset import python_encoding
+    from pydicom.datadict import dictionary_VM
     from pydicom.valuerep import validate_value
 
-    fixed = copy.copy(source)
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
+
+    fixed = Dataset()
+    for element in source:
+        fixed.add(element)
+    if getattr(source, "file_meta", None) is not None:
+        fixed.file_meta = source.file_meta
+
+    def put(keyword: str, value) -> None:
+        tag = fixed[keyword].tag if keyword in fixed else None
+        if tag is None:
+            setattr(fixed, keyword, value)  # a new element of its own
+        else:
+            fixed[tag] = DataElement(tag, fixed[tag].VR, value)
+
     blanked = []
+    non_ascii = False
     for element in list(fixed):
         copied = element.tag.group == 0x0010 or element.keyword in _COPIED_STUDY or element.VR in ("DA", "TM", "DT")
         if not copied or element.VR not in _CHECKED_VRS or element.value in (None, ""):
             continue
         values = element.value if element.VM > 1 else [element.value]
         try:
+            if element.VM > 1 and not element.tag.is_private and dictionary_VM(element.tag) == "1":
+                raise ValueError("several values where the standard allows one")  # e.g. a name with a backslash
             for value in values:
-                # As text: pydicom checks a PersonName object's lengths only when it is made.
-                validate_value(element.VR, value if isinstance(value, (int, float)) else str(value), config.RAISE)
+                # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
+                text = str(value)
+                validate_value(element.VR, text, config.RAISE)
+                if _has_control_characters(element.VR, text):
+                    raise ValueError("a control character")
+                non_ascii |= not text.isascii()
         except (TypeError, ValueError):
-            fixed[element.tag].value = ""
+            fixed[element.tag] = DataElement(element.tag, element.VR, "")
             blanked.append(element.keyword or str(element.tag))
     if str(fixed.get("PatientSex", "") or "") not in ("", *_PATIENT_SEX):
-        fixed.PatientSex = ""
+        put("PatientSex", "")
         blanked.append("PatientSex")
     charsets = fixed.get("SpecificCharacterSet")
-    if charsets is not None and not isinstance(charsets, str) and len(charsets) > 1 and not charsets[0]:
+    terms = [] if charsets is None else [charsets] if isinstance(charsets, str) else list(charsets)
+    if any(term and term not in python_encoding for term in terms) or (non_ascii and not any(terms)):
+        # A character set DICOM does not define, or none declared for text that is not ASCII: the
+        # text as pydicom decoded it is written as UTF-8, which any reader decodes, rather than
+        # an object declaring what it does not hold (highdicom refuses the former outright).
+        put("SpecificCharacterSet", "ISO_IR 192")
+        logger.warning("the source's text is not in the character set it declares (%s); written as UTF-8 "
+                       "(ISO_IR 192) in the derived object", "none" if not any(terms) else "an unknown one")
+    elif len(terms) > 1 and not terms[0]:
         # An empty first value means ISO 2022 IR 6 (with code extensions); highdicom needs it named.
-        fixed.SpecificCharacterSet = ["ISO 2022 IR 6", *list(charsets)[1:]]
+        put("SpecificCharacterSet", ["ISO 2022 IR 6", *terms[1:]])
     for keyword in _COPIED_TYPE_2:
         if keyword not in fixed:
-            setattr(fixed, keyword, "")
+            put(keyword, "")
     if blanked:
         logger.warning("the source's %s %s not valid DICOM; left empty in the derived object",
                        ", ".join(blanked), "is" if len(blanked) == 1 else "are")
     return fixed
+
+
+# Text value representations that may hold line breaks (PS3.5 6.2); the others hold no control
+# character but ESC, which ISO 2022 code extensions use.
+_MULTILINE_VRS = ("LT", "ST", "UT")
+
+
+def _has_control_characters(vr: str, text: str) -> bool:
+    allowed = "\x1b\t\n\x0c\r" if vr in _MULTILINE_VRS else "\x1b"
+    return any((ord(c) < 0x20 or c == "\x7f") and c not in allowed for c in text)
 
 
 def _n_frames(source) -> int:
@@ -511,13 +573,17 @@ def _restore_source_reference(ds, source, frame: int) -> None:
 
 
 def _coordinates(sr, points, source, source_for_region):
-    """SCOORD POLYLINE through the given landmarks, or None when one of them is missing."""
+    """SCOORD POLYLINE through the given landmarks, or None when one of them is missing or lies
+    outside the image. A fitted ellipse's tangent point or axis end can fall beyond the frame
+    when the head or symphysis reaches its edge (flagged in the measurement's reasons); a
+    SCOORD holds image coordinates, so that value goes without its outline, not without the SR."""
     if any(p is None for p in points):
         return None
     data = np.array([[float(p[0]) + 0.5, float(p[1]) + 0.5] for p in points], dtype=np.float64)
     cols, rows = float(source.Columns), float(source.Rows)
     if np.any(data < 0) or np.any(data[:, 0] > cols) or np.any(data[:, 1] > rows):
-        raise DicomResultError("a landmark lies outside the source image")
+        logger.info("a landmark lies outside the source image: its measurement is stored without its outline")
+        return None
     return [sr.CoordinatesForMeasurement(graphic_type="POLYLINE", graphic_data=data, source_image=source_for_region())]
 
 
