@@ -470,3 +470,18 @@ def test_sr_keeps_a_value_whose_landmark_lies_beyond_the_frame(source, tmp_path)
     assert by_code["HSD"].referenced_coordinates  # its own landmarks are inside
     if shutil.which("dciodvfy"):
         assert dciodvfy_errors(out) == []
+
+
+def test_seg_of_a_source_in_a_frame_of_reference_without_slice_thickness_is_valid(source, tmp_path):
+    """A SEG in a frame of reference must give a slice thickness, which a 2-D ultrasound source
+    with Pixel Spacing and a Frame of Reference does not have: the SEG is made outside that frame
+    (as for a source without one) rather than invalid, and the caller's dataset keeps it."""
+    del source.SequenceOfUltrasoundRegions
+    source.PixelSpacing = ["0.35", "0.35"]
+    source.FrameOfReferenceUID, source.PositionReferenceIndicator = generate_uid(), ""
+    seg = write_dicom_seg(source, synthetic_mask(), tmp_path / "seg.dcm", **KW)
+    written = pydicom.dcmread(seg)
+    assert "FrameOfReferenceUID" not in written and "FrameOfReferenceUID" in source
+    assert [float(v) for v in written.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing] \
+        == [0.35, 0.35]
+    assert dciodvfy_errors(seg) == []

@@ -155,7 +155,7 @@ def write_dicom_seg(
 
     frame = _check_frame(source, frame_number)
     mask = _check_mask(label_mask, source)
-    source = _conforming_source(source)
+    source = _outside_an_incomplete_frame_of_reference(_conforming_source(source))
     with _refusals("Segmentation"):
         family = codes.cid7162.ArtificialIntelligence
         algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version,
@@ -469,6 +469,24 @@ _MULTILINE_VRS = ("LT", "ST", "UT")
 def _has_control_characters(vr: str, text: str) -> bool:
     allowed = "\x1b\t\n\x0c\r" if vr in _MULTILINE_VRS else "\x1b"
     return any((ord(c) < 0x20 or c == "\x7f") and c not in allowed for c in text)
+
+
+_FRAME_OF_REFERENCE = ("FrameOfReferenceUID", "PositionReferenceIndicator", "ImagePositionPatient",
+                       "ImageOrientationPatient")
+
+
+def _outside_an_incomplete_frame_of_reference(source):
+    """``source`` (a copy of its own, from :func:`_conforming_source`) without its Frame of
+    Reference when it has Pixel Spacing but no Slice Thickness: a SEG in a frame of reference
+    must state the thickness (PS3.3 Pixel Measures macro), which a 2-D ultrasound image does not
+    have and ipp-seg does not invent. The SEG is then made as for a source without a frame of
+    reference: on the same pixel grid, referencing the source image."""
+    if "FrameOfReferenceUID" in source and "PixelSpacing" in source and "SliceThickness" not in source:
+        for keyword in _FRAME_OF_REFERENCE:
+            if keyword in source:
+                delattr(source, keyword)
+        logger.info("the source has a frame of reference but no slice thickness: the SEG is made outside it")
+    return source
 
 
 def _n_frames(source) -> int:
