@@ -60,6 +60,13 @@ def test_many_files_share_model_calls_and_keep_their_order(predictor, tmp_path):
         (alone,) = list(predictor.predict(path))
         assert result.measurement.aop_deg == pytest.approx(alone.measurement.aop_deg, abs=0.2)
         assert result.frame.provenance.path == str(path)
+    # Several unreadable files among the readable ones keep their places too: a later failure
+    # must not release an earlier one ahead of frames still waiting for their model call.
+    mixed = [SAMPLES / "psfhs_04700.png", tmp_path / "missing1.png", SAMPLES / "psfhs_04750.png",
+             tmp_path / "missing2.png", bad, SAMPLES / "psfhs_04700_us.dcm", tmp_path / "missing3.png"]
+    assert [path for path, _ in predictor.predict_files(mixed)] == mixed
+    with pytest.raises(TypeError, match="takes a list of paths"):
+        list(predictor.predict_files(str(SAMPLES / "psfhs_04700.png")))
 
 
 def test_an_unreadable_file_is_a_failure_not_an_exception(predictor, tmp_path):

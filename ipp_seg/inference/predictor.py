@@ -115,17 +115,22 @@ class Predictor:
         time, as ``ipp-seg batch`` does): somewhat faster than one :meth:`predict` per file
         for a folder of single-frame scans (1.2x on 48 PSFHS files, 2 threads, AVX2 CPU), and
         the same to a tenth of a degree (the arithmetic differs a little with the batch size)."""
+        if isinstance(paths, (str, bytes, os.PathLike)):  # iterating it would give its characters
+            raise TypeError(f"predict_files takes a list of paths, got the single path {os.fsdecode(paths)!r}: "
+                            "predict(path) segments one scan")
         items = [(Path(p), frozenset()) for p in paths]
         # A file that cannot be read is reported at once, ahead of frames of earlier files still
-        # waiting for a shared model call: held back here until those have come, to keep order.
+        # waiting for a shared model call: held back until a frame of a later file comes (the
+        # frames come in file order, so every file before that one is then complete), to keep order.
         held: list[tuple[int, FrameFailure]] = []
         for index, result in self._processor.results_of_files(items):
-            while held and held[0][0] < index:
-                yield items[held[0][0]][0], held.pop(0)[1]
             if isinstance(result, FrameFailure) and result.frame_index is None:
                 held.append((index, result))
-            else:
-                yield items[index][0], result
+                held.sort(key=lambda item: item[0])
+                continue
+            while held and held[0][0] < index:
+                yield items[held[0][0]][0], held.pop(0)[1]
+            yield items[index][0], result
         for index, failure in held:
             yield items[index][0], failure
 
