@@ -706,6 +706,12 @@ def test_status_failures_with_every_method(method):
            "ps_too_small", "failed")
     _check(measure_progress(_tiny(2, slice(200, 205), slice(200, 204)), (0.2, 0.2), method=method),
            "fh_too_small", "failed")
+    if method == "challenge":
+        # A straight-sided PS large enough to measure: the evaluator's simplified outline keeps 4
+        # vertices, too few for its ellipse fit. A failed fit, not a small structure.
+        square = measure_progress(_tiny(1, slice(40, 64), slice(60, 84)), (0.2, 0.2), method=method)
+        _check(square, "ps_fit_failed", "failed")
+        assert "ps_too_small" not in square.reasons
     res = measure_progress(_head_with_ps_in_hole(), (0.2, 0.2), method=method)
     _check(res, "tangent_undefined", "failed")
     assert res.landmarks.ps_inferior_end is not None  # still drawable

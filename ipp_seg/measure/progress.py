@@ -432,10 +432,12 @@ def measure_progress(
         if method == "challenge":
             ps_box = _challenge_ellipse_box(ps_bin, scale)
             fh_box = _challenge_ellipse_box(fh_bin, scale)
+            # No box: the simplified outline kept 5 vertices or fewer (a straight-sided blob, or a
+            # line), or the fit was degenerate; the component itself passed the size check above.
             if ps_box is None:
-                reasons.append("ps_too_small")
+                reasons.append("ps_fit_failed")
             if fh_box is None:
-                reasons.append("fh_too_small")
+                reasons.append("fh_fit_failed")
             if ps_box is None or fh_box is None:
                 return result()
             ps_ell, fh_ell = geo.ellipse_from_cv2(ps_box), geo.ellipse_from_cv2(fh_box)
