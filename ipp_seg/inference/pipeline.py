@@ -24,9 +24,13 @@ from ..measure import Measurement, measure_progress
 from .preprocess import normalise_frame, pad_to_square, resize_image
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FrameResult:
-    """One frame's outcome: the label mask at the frame's size, its measurement, timings (s)."""
+    """One frame's outcome: the label mask at the frame's size, its measurement, and timings (s:
+    ``preprocess_s``, ``model_s``, ``measure_s``) for a frame segmented on its own
+    (:meth:`~ipp_seg.inference.Predictor.predict_pixels`, ``predict_frame``); empty where frames share
+    model calls (``predict``, ``predict_files``), whose time is the batch's, not one frame's.
+    Compared by identity (``==`` on two results is ``is``): the masks are arrays."""
 
     frame: UltrasoundFrame
     labels: np.ndarray

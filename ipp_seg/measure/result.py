@@ -146,7 +146,8 @@ class Measurement:
 
     Units: ``aop_deg`` degrees; ``*_mm`` millimetres (None when the spacing is unknown);
     ``*_px`` the same segment's length in pixels of the input mask. ``status`` is "ok",
-    "warning" or "failed"; a failed measurement has every value None. ``reasons`` holds codes
+    "warning" or "failed"; a failed measurement has every value None (its ``landmarks`` may keep
+    what was found before it failed, e.g. the PS's ends, for drawing). ``reasons`` holds codes
     from :data:`REASONS`. ``spacing_mm`` is the (x, y) mm per pixel used, None if unknown;
     ``spacing_source`` says where it came from (one of :data:`SPACING_SOURCES`, None when the
     spacing is unknown or its source was not given).
