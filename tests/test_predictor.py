@@ -39,6 +39,20 @@ def test_a_file_measures_as_the_command_line_does(predictor, sample_dicom):
     assert m.hsd_mm == pytest.approx(report["hsd_mm"], abs=1e-9)
     assert result.labels.shape == result.frame.pixels.shape and set(np.unique(result.labels)) == {0, 1, 2}
     assert predictor.model_name == report["model"] and predictor.provider == report["provider"]
+    # The library gives the same JSON object (all but the time, which the command line measures).
+    library = predictor.report(result)
+    assert library.keys() == report.keys() and library["time_ms"] is None
+    assert {k: v for k, v in library.items() if k != "time_ms"} == {k: v for k, v in report.items() if k != "time_ms"}
+
+
+def test_a_failure_reports_as_the_command_line_does(predictor, tmp_path):
+    missing = tmp_path / "absent.png"
+    (failure,) = list(predictor.predict(missing))
+    cli = CliRunner().invoke(app, ["predict", str(missing), "--json"])
+    (report,) = json.loads(cli.stdout)
+    assert predictor.report(failure, missing) == report
+    timed = predictor.predict_pixels(cv2.imread(str(SAMPLES / "psfhs_04750.png"), cv2.IMREAD_GRAYSCALE))
+    assert predictor.report(timed)["time_ms"] > 0  # a frame segmented on its own has its time
 
 
 def test_the_predictor_names_its_weights_by_checksum(predictor, sample_dicom):

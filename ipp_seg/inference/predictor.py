@@ -134,6 +134,22 @@ class Predictor:
         for index, failure in held:
             yield items[index][0], failure
 
+    def report(self, result: FrameResult | FrameFailure, path: str | os.PathLike[str] | None = None) -> dict:
+        """The JSON object ``ipp-seg predict --json`` prints for ``result``: reasons as a list,
+        landmarks nested, the model, its sha256 and the settings that made it (where
+        :meth:`~ipp_seg.measure.Measurement.to_dict` is the flat form of the measurement alone).
+        A :class:`FrameFailure` carries no file name: give it as ``path``. ``time_ms`` is the
+        frame's own time where it is known (see :class:`FrameResult`), else None."""
+        from .report import frame_report, unreadable_report
+
+        inf = self.options
+        if isinstance(result, FrameFailure):
+            return unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
+                                     self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
+                                     result.code, self.model_sha256)
+        elapsed_ms = 1000 * sum(result.timings.values()) if result.timings else None
+        return frame_report(result, self.provider, elapsed_ms, inf.tta)
+
     def predict_frame(self, frame: UltrasoundFrame) -> FrameResult:
         """Segment and measure one frame already read (see :func:`ipp_seg.io.read_frames`).
 

@@ -35,9 +35,10 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
     }
 
 
-def frame_report(result: FrameResult, provider: str, elapsed_ms: float, tta: bool = False) -> dict:
+def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, tta: bool = False) -> dict:
     """Everything known about one frame's measurement, as plain JSON-able values (``tta``:
-    whether the model's output was averaged with the mirrored frame's)."""
+    whether the model's output was averaged with the mirrored frame's; ``elapsed_ms`` None
+    where the frame's own time is not known)."""
     frame = result.frame
     return {
         **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
@@ -50,7 +51,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float, tta: boo
         "ps_confidence": None if result.ps_confidence is None else round(float(result.ps_confidence), 4),
         "provider": provider,
         "ipp_seg_version": __version__,
-        "time_ms": round(elapsed_ms, 1),
+        "time_ms": None if elapsed_ms is None else round(elapsed_ms, 1),
     }
 
 
