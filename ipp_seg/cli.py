@@ -215,7 +215,8 @@ def train(
                                                    help="Another contiguous validation block, FIRST-LAST (IDs)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: where the CPU or GPU computes bf16 natively)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16",
+                                        help="bf16 autocast (default: where the CPU or GPU computes bf16 natively)."),
     resume: bool = _flag("--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Start from this checkpoint's weights (new optimiser and schedule)."),
@@ -858,8 +859,12 @@ def evaluate(
         except OSError as exc:
             from .io.errors import missing_file_reason, open_failure_reason
 
-            why = missing_file_reason(reference_aop) if not reference_aop.exists() else \
-                "it is a folder; give the CSV file" if reference_aop.is_dir() else open_failure_reason(reference_aop, exc)
+            if not reference_aop.exists():
+                why = missing_file_reason(reference_aop)
+            elif reference_aop.is_dir():
+                why = "it is a folder; give the CSV file"
+            else:
+                why = open_failure_reason(reference_aop, exc)
             fail(f"cannot read the reference AoP file {reference_aop}: {why}")
         except ValueError as exc:
             fail(f"cannot read the reference AoP file {reference_aop}: {exc}")
