@@ -399,10 +399,9 @@ def _conforming_source(source):
     from pydicom import config
     from pydicom.charset import python_encoding
     from pydicom.datadict import dictionary_VM
-    from pydicom.valuerep import validate_value
-
     from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset
+    from pydicom.valuerep import validate_value
 
     fixed = Dataset()
     for element in source:
@@ -447,8 +446,9 @@ def _conforming_source(source):
         # text as pydicom decoded it is written as UTF-8, which any reader decodes, rather than
         # an object declaring what it does not hold (highdicom refuses the former outright).
         put("SpecificCharacterSet", "ISO_IR 192")
-        logger.warning("the source's text is not in the character set it declares (%s); written as UTF-8 "
-                       "(ISO_IR 192) in the derived object", "none" if not any(terms) else "an unknown one")
+        logger.warning("%s; its text is written as UTF-8 (ISO_IR 192) in the derived object",
+                       "the source holds text that is not ASCII but declares no character set" if not any(terms)
+                       else "the source declares a character set that DICOM does not define")
     elif len(terms) > 1 and not terms[0]:
         # An empty first value means ISO 2022 IR 6 (with code extensions); highdicom needs it named.
         put("SpecificCharacterSet", ["ISO 2022 IR 6", *terms[1:]])
