@@ -1623,6 +1623,10 @@ def test_a_checkpoint_damaged_inside_is_refused_by_its_digest(tmp_path):
     assert not torch.equal(torch.load(path, weights_only=False)["model"]["w"], checkpoint["model"]["w"])  # loads
     with pytest.raises(ValueError, match="is damaged: its contents differ from the checksum"):
         read_checkpoint(path)
+    # Numpy scalars count as the numbers they hold (their repr changed with numpy 2).
+    from ipp_seg.train.loop import checkpoint_digest
+
+    assert checkpoint_digest({**checkpoint, "epoch": np.int64(2)}) == checkpoint_digest(checkpoint)
     # A checkpoint from before the digest is read as it loads; a value changed outside the tensors is seen too.
     torch.save(checkpoint, path)
     assert CONTENT_DIGEST not in read_checkpoint(path)

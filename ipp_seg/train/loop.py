@@ -242,13 +242,17 @@ def checkpoint_digest(checkpoint: dict) -> str:
                     digest.update(repr(key).encode())
                     feed(value[key])
             digest.update(b"}")
+        elif isinstance(value, np.ndarray):
+            feed(torch.from_numpy(np.ascontiguousarray(value)))
         elif isinstance(value, (list, tuple)):
             digest.update(b"[")
             for item in value:
                 feed(item)
             digest.update(b"]")
         else:
-            digest.update(repr(value).encode())
+            # A numpy scalar as the Python number it holds: its repr changed with numpy 2, and a
+            # checkpoint may be read under another numpy than the one that wrote it.
+            digest.update(repr(value.item() if isinstance(value, np.generic) else value).encode())
 
     feed(checkpoint)
     return digest.hexdigest()
