@@ -716,7 +716,7 @@ def measure(
     import csv
     import json
 
-    from .inference.batch import CSV_COLUMNS, file_stamp, measurement_row
+    from .inference.batch import CSV_COLUMNS, MASK_REFUSED, UNREADABLE, file_stamp, measurement_row
     from .evaluate.report import mask_case_id
     from .inference.masks import index_scans, measure_mask_file
     from .inference.report import measurement_report, unreadable_measurement_report
@@ -753,9 +753,11 @@ def measure(
             reason = exc.reason if isinstance(exc, ScanReadError) else str(exc)
             if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
                 reason = f"its scan {scan}: {reason}"
-            row = measurement_row(str(path), "", None, "", None, reason, method, orientation)
-            reports.append(_with_scan(unreadable_measurement_report(str(path), None, reason, method, orientation),
-                                      index, scan))
+            # Read, but not a mask to measure as named: other label values, or not its scan's size.
+            code = UNREADABLE if isinstance(exc, ScanReadError) else MASK_REFUSED
+            row = measurement_row(str(path), "", None, "", None, reason, method, orientation, failure_code=code)
+            reports.append(_with_scan(unreadable_measurement_report(str(path), None, reason, method, orientation,
+                                                                    code), index, scan))
             error(f"cannot measure {path}: {reason}")
         rows.append(row)
     if csv_path:

@@ -572,7 +572,10 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     result = invoke("measure", tmp_path / "m.png", "--json")
     assert result.exit_code == 2 and "label values 7, 8" in result.output and "--labels" in result.output
     (report,) = json.loads(result.stdout)
-    assert report["status"] == "failed" and report["reasons"] == ["unreadable"] and report["aop_deg"] is None
+    assert report["status"] == "failed" and report["reasons"] == ["mask_refused"] and report["aop_deg"] is None
+    refused_csv = tmp_path / "refused.csv"
+    assert invoke("measure", tmp_path / "m.png", "--csv", refused_csv).exit_code == 2
+    assert list(csv.DictReader(refused_csv.read_text().splitlines()))[0]["reasons"] == "mask_refused"
 
 
 def test_json_reports_share_one_schema(sample_png, tmp_path):

@@ -105,6 +105,7 @@ class BatchOptions:
 UNREADABLE = "unreadable"
 PROCESSING_ERROR = "processing_error"
 NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, or a label mask: not retried
+MASK_REFUSED = "mask_refused"  # measure: a mask read, with other label values or not its scan's size
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def symphysis_mostly_unsure(segmented_frames: int, unsure_frames: int) -> bool:
 
 def row_segmented(row: dict) -> bool:
     """Whether a CSV row's frame reached the network (it was read, and is an ultrasound image)."""
-    return not {UNREADABLE, NOT_ULTRASOUND, PROCESSING_ERROR} & _row_reasons(row)
+    return not {UNREADABLE, NOT_ULTRASOUND, PROCESSING_ERROR, MASK_REFUSED} & _row_reasons(row)
 
 
 def row_symphysis_unsure(row: dict) -> bool:
