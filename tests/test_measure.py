@@ -879,3 +879,22 @@ def test_oriented_and_unsigned_angles():
     assert geo.oriented_angle_deg(u, down, -1) == pytest.approx(90.0)
     assert geo.oriented_angle_deg(u, -down, -1) == pytest.approx(270.0)
     assert geo.unsigned_angle_deg(u, -down) == pytest.approx(90.0)
+
+
+def test_a_calibration_with_pixels_far_from_square_is_implausible_and_not_stretched_by():
+    """Scan-converted pixels are square or nearly: one 5 times taller than wide is a damaged or
+    mistyped calibration. The angle is then taken on the stored grid (as inference does not
+    reshape the frame by it either), the mm withheld; a caller's such spacing is refused."""
+    from ipp_seg.measure.progress import MAX_PIXEL_ASPECT, check_plausible_spacing
+
+    scene = typical_scene()
+    on_grid = measure_progress(scene, None)
+    skewed = measure_progress(scene, (0.2, 0.2 * (MAX_PIXEL_ASPECT + 1)))
+    assert "spacing_implausible" in skewed.reasons and skewed.hsd_mm is None
+    assert skewed.aop_deg == pytest.approx(on_grid.aop_deg) and skewed.hsd_px == pytest.approx(on_grid.hsd_px)
+    within = measure_progress(scene, (0.3, 0.4))  # non-square but plausible: measured in mm as given
+    assert "spacing_implausible" not in within.reasons and within.hsd_mm is not None
+    assert within.aop_deg != pytest.approx(on_grid.aop_deg)
+    with pytest.raises(ValueError, match="more than 4 times taller than wide"):
+        check_plausible_spacing((0.2, 1.0))
+    check_plausible_spacing((0.3, 0.4))

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..io import UltrasoundFrame
 from ..measure import Measurement, measure_progress
+from ..measure.progress import MAX_PIXEL_ASPECT
 from .preprocess import normalise_frame, pad_to_square, resize_image
 
 
@@ -154,10 +155,10 @@ def not_segmentable_reason(pixels: np.ndarray) -> str | None:
             "(to measure a mask, use ipp-seg measure)")
 
 
-# Pixel aspect ratios within this of 1 are taken as square; beyond MAX_PIXEL_ASPECT the
-# calibration is not trusted to reshape the frame (a damaged header would blow it up).
+# Pixel aspect ratios within this of 1 are taken as square; beyond MAX_PIXEL_ASPECT (the
+# measurement's bound) the calibration is not trusted to reshape the frame (a damaged header
+# would blow it up).
 _SQUARE_TOLERANCE = 0.02
-MAX_PIXEL_ASPECT = 4.0
 
 
 @dataclass(frozen=True)

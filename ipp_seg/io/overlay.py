@@ -16,6 +16,7 @@ import math
 import cv2
 import numpy as np
 
+from ..measure.progress import MAX_PIXEL_ASPECT
 from ..measure.result import Measurement
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
@@ -43,8 +44,8 @@ _ONE = 1 << _SHIFT
 
 
 # Pixels taller or wider than this (as the spacing says) are drawn on the stored grid: such a
-# calibration is a damaged one, and inference does not resample beyond it either.
-MAX_DRAWN_PIXEL_ASPECT = 4.0
+# calibration is a damaged one, and neither inference nor the measurement reshapes by it.
+MAX_DRAWN_PIXEL_ASPECT = MAX_PIXEL_ASPECT
 
 
 def overlay_scale(shape: tuple[int, ...]) -> int:

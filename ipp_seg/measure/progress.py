@@ -60,7 +60,7 @@ import numpy as np
 from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
-__all__ = ["measure_progress", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
+__all__ = ["measure_progress", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
            "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE",
            "orientation_score", "mask_orientation_score"]
 
@@ -82,19 +82,35 @@ MAX_PS_AXIS_RATIO = 0.70
 # range is a unit slip (mm written where cm belong, a thumbnail's region) or a damaged header:
 # distances from it are withheld, not reported.
 PLAUSIBLE_SPACING_MM = (0.01, 2.0)
+# Scan-converted B-mode pixels are square or nearly so. A calibration whose pixels are more than
+# this many times taller than wide (or wider than tall) is a damaged one: inference does not
+# reshape the frame by it, and the measurement does not stretch the geometry by it either.
+MAX_PIXEL_ASPECT = 4.0
+
+
+def _pixel_aspect_plausible(spacing_mm: tuple[float, float]) -> bool:
+    return max(spacing_mm) <= MAX_PIXEL_ASPECT * min(spacing_mm)
 
 
 def _plausible_spacing(spacing_mm: tuple[float, float]) -> bool:
-    return all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm)
+    return (all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm)
+            and _pixel_aspect_plausible(spacing_mm))
 
 
 def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
     """Refuse (ValueError) a caller's spacing that no ultrasound pixel has: a calibration in
-    another unit (cm, or pixels per mm) would give HSDs off by 10x or more. None passes."""
-    if spacing_mm is not None and not _plausible_spacing(spacing_mm):
-        low, high = PLAUSIBLE_SPACING_MM
-        raise ValueError(f"an ultrasound pixel is {low}-{high} mm; give millimetres per pixel (a calibration in cm "
-                         "per pixel times 10)")
+    another unit (cm, or pixels per mm) would give HSDs off by 10x or more, and pixels more than
+    :data:`MAX_PIXEL_ASPECT` times taller than wide (or the reverse) a distorted geometry. None
+    passes."""
+    if spacing_mm is None or _plausible_spacing(spacing_mm):
+        return
+    low, high = PLAUSIBLE_SPACING_MM
+    if all(low <= v <= high for v in spacing_mm):
+        raise ValueError(f"pixels of {spacing_mm[0]:g} x {spacing_mm[1]:g} mm are more than {MAX_PIXEL_ASPECT:g} "
+                         "times taller than wide or wider than tall, which no ultrasound image has (a mistyped or "
+                         "damaged calibration): check the x and y mm per pixel")
+    raise ValueError(f"an ultrasound pixel is {low}-{high} mm; give millimetres per pixel (a calibration in cm "
+                     "per pixel times 10)")
 
 
 # Which end is inferior is a display convention the mask does not state, but the anatomy leans
@@ -354,7 +370,9 @@ def measure_progress(
         spacing_mm: (x, y) millimetres per pixel, or None when unknown (then distances are
             reported in pixels only and the status carries ``spacing_unknown``). A spacing
             outside :data:`PLAUSIBLE_SPACING_MM` still sets the pixels' aspect ratio for the
-            geometry, but its distances in mm are withheld (``spacing_implausible``).
+            geometry, but its distances in mm are withheld (``spacing_implausible``); one whose
+            pixels are more than :data:`MAX_PIXEL_ASPECT` to 1 is damaged, and the geometry is
+            then taken on the stored pixel grid (``spacing_implausible`` too).
         method: "ellipse" (default, stable), "challenge" (FH-PS-AOP 2023 evaluator) or
             "contour" (no ellipse fit).
         orientation: "standard" (inferior PS end = right-hand end of the displayed frame) or
@@ -380,7 +398,8 @@ def measure_progress(
         spacing_source = check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
     if spacing is None:
         spacing_source = None
-    scale = np.array(spacing if spacing is not None else (1.0, 1.0), dtype=np.float64)
+    stretch = spacing is not None and _pixel_aspect_plausible(spacing)
+    scale = np.array(spacing if stretch else (1.0, 1.0), dtype=np.float64)
 
     reasons: list[str] = []
     in_mm = spacing is not None and _plausible_spacing(spacing)

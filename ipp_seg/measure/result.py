@@ -67,8 +67,8 @@ REASONS: dict[str, tuple[str, str]] = {
                             "the anatomy is smaller than the models were validated on, as in a screen capture with "
                             "a margin or text around the image; crop the frame to the ultrasound image"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
-    "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel (a unit slip or a "
-                            "damaged calibration): distances in pixels only"),
+    "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, or its pixels are "
+                            "more than 4:1 (a unit slip or a damaged calibration): distances in pixels only"),
 }
 
 # Each reason in a few words, as a DICOM code meaning (a Long String: 64 characters at most)
