@@ -485,3 +485,29 @@ def test_seg_of_a_source_in_a_frame_of_reference_without_slice_thickness_is_vali
     assert [float(v) for v in written.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing] \
         == [0.35, 0.35]
     assert dciodvfy_errors(seg) == []
+
+
+def test_headers_the_checks_must_not_trip_on(source, tmp_path):
+    """An unknown public tag with several values (pydicom's dictionary lacks it), an empty Slice
+    Thickness beside a Frame of Reference, and a character set pydicom reads but highdicom does
+    not write (ISO_IR 6): each still gives a valid SEG and SR."""
+    from pydicom.dataelem import DataElement
+
+    mask = synthetic_mask()
+    measurement = measure_progress(mask, (0.35, 0.35))
+    unknown_tag = pydicom.dcmread(SAMPLE)
+    unknown_tag.add(DataElement(0x00109999, "LO", ["a", "b"]))
+    unknown_tag.add(DataElement(0x00181999, "DA", ["20200101", "20200102"]))
+    empty_thickness = pydicom.dcmread(SAMPLE)
+    del empty_thickness.SequenceOfUltrasoundRegions
+    empty_thickness.PixelSpacing, empty_thickness.SliceThickness = ["0.35", "0.35"], ""
+    empty_thickness.FrameOfReferenceUID, empty_thickness.PositionReferenceIndicator = generate_uid(), ""
+    ascii_six = pydicom.dcmread(SAMPLE)
+    ascii_six.SpecificCharacterSet = "ISO_IR 6"
+    for name, ds in (("tag", unknown_tag), ("thickness", empty_thickness), ("ir6", ascii_six)):
+        seg = write_dicom_seg(ds, mask, tmp_path / f"{name}_seg.dcm", **KW)
+        sr = write_dicom_sr(ds, measurement, tmp_path / f"{name}_sr.dcm", **KW)
+        assert str(pydicom.dcmread(sr).PatientName) == str(ds.PatientName)
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(seg) == [] and dciodvfy_errors(sr) == [], name
+    assert "FrameOfReferenceUID" not in pydicom.dcmread(tmp_path / "thickness_seg.dcm")

@@ -397,7 +397,6 @@ def _conforming_source(source):
     PACS may reject. Here an invalid or missing value becomes an empty one, as type 2 allows,
     and only the attribute's name is logged. Dates and times are checked wherever they are."""
     from pydicom import config
-    from pydicom.charset import python_encoding
     from pydicom.datadict import dictionary_VM
     from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset
@@ -424,7 +423,7 @@ def _conforming_source(source):
             continue
         values = element.value if element.VM > 1 else [element.value]
         try:
-            if element.VM > 1 and not element.tag.is_private and dictionary_VM(element.tag) == "1":
+            if element.VM > 1 and _single_valued(element.tag, dictionary_VM):
                 raise ValueError("several values where the standard allows one")  # e.g. a name with a backslash
             for value in values:
                 # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
@@ -441,14 +440,15 @@ def _conforming_source(source):
         blanked.append("PatientSex")
     charsets = fixed.get("SpecificCharacterSet")
     terms = [] if charsets is None else [charsets] if isinstance(charsets, str) else list(charsets)
-    if any(term and term not in python_encoding for term in terms) or (non_ascii and not any(terms)):
-        # A character set DICOM does not define, or none declared for text that is not ASCII: the
-        # text as pydicom decoded it is written as UTF-8, which any reader decodes, rather than
-        # an object declaring what it does not hold (highdicom refuses the former outright).
+    if any(term and term not in _character_sets_written() for term in terms) or (non_ascii and not any(terms)):
+        # A character set DICOM does not define (or highdicom does not write, such as ISO_IR 6 or
+        # Korean ISO 2022 IR 149), or none declared for text that is not ASCII: the text as
+        # pydicom decoded it is written as UTF-8, which any reader decodes, rather than an object
+        # declaring what it does not hold (highdicom refuses the former outright).
         put("SpecificCharacterSet", "ISO_IR 192")
         logger.warning("%s; its text is written as UTF-8 (ISO_IR 192) in the derived object",
                        "the source holds text that is not ASCII but declares no character set" if not any(terms)
-                       else "the source declares a character set that DICOM does not define")
+                       else "the source declares a character set that the derived object cannot")
     elif len(terms) > 1 and not terms[0]:
         # An empty first value means ISO 2022 IR 6 (with code extensions); highdicom needs it named.
         put("SpecificCharacterSet", ["ISO 2022 IR 6", *terms[1:]])
@@ -459,6 +459,28 @@ def _conforming_source(source):
         logger.warning("the source's %s %s not valid DICOM; left empty in the derived object",
                        ", ".join(blanked), "is" if len(blanked) == 1 else "are")
     return fixed
+
+
+def _character_sets_written() -> set[str]:
+    """The Specific Character Set terms highdicom writes (pydicom reads a few more)."""
+    from pydicom.charset import python_encoding
+
+    try:
+        from highdicom.enum import SpecificCharacterSetValues
+    except ImportError:
+        return set(python_encoding)
+    return {value.value for value in SpecificCharacterSetValues} & set(python_encoding)
+
+
+def _single_valued(tag, dictionary_vm) -> bool:
+    """Whether the standard allows ``tag`` one value only (False for a private tag, or a public
+    one this pydicom does not know)."""
+    if tag.is_private:
+        return False
+    try:
+        return dictionary_vm(tag) == "1"
+    except KeyError:
+        return False
 
 
 # Text value representations that may hold line breaks (PS3.5 6.2); the others hold no control
@@ -477,10 +499,15 @@ _FRAME_OF_REFERENCE = ("FrameOfReferenceUID", "PositionReferenceIndicator", "Ima
 
 def _outside_an_incomplete_frame_of_reference(source):
     """``source`` (a copy of its own, from :func:`_conforming_source`) without its Frame of
-    Reference when it has Pixel Spacing but no Slice Thickness: a SEG in a frame of reference
+    Reference when it has Pixel Spacing but no Slice Thickness (absent, or empty as type 2
+    allows): a SEG in a frame of reference
     must state the thickness (PS3.3 Pixel Measures macro), which a 2-D ultrasound image does not
     have and ipp-seg does not invent. The SEG is then made as for a source without a frame of
     reference: on the same pixel grid, referencing the source image."""
+    if "SliceThickness" in source and not source.get("SliceThickness"):
+        # Empty, as type 2 allows in an ultrasound image; highdicom would copy it into the Pixel
+        # Measures macro, where it may be absent but never empty.
+        del source.SliceThickness
     if "FrameOfReferenceUID" in source and "PixelSpacing" in source and "SliceThickness" not in source:
         for keyword in _FRAME_OF_REFERENCE:
             if keyword in source:
