@@ -784,7 +784,8 @@ def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_p
     # Another recipe, epoch or split does not average (the first two: the second run, relabelled).
     for name, change, message in (("hot", {"settings": {**members[1]["settings"], "learning_rate": 5e-3}},
                                    "learning_rate"), ("later", {"epoch": 2}, "epoch 2")):
-        torch.save({**members[1], **change}, tmp_path / f"{name}.pt")
+        forged = {k: v for k, v in members[1].items() if k != "content_sha256"}  # else it reads as damaged
+        torch.save({**forged, **change}, tmp_path / f"{name}.pt")
         with pytest.raises(ValueError, match=message):
             average_checkpoints([held_out[0], tmp_path / f"{name}.pt"], tmp_path / "x")
     with pytest.raises(ValueError, match="other frames"):
@@ -849,6 +850,11 @@ def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
     torch.save(torch.load(runs[0], weights_only=False), tmp_path / "copy.pt")
     with pytest.raises(ValueError, match="seed 1 is among the members more than once"):
         average_checkpoints([tmp_path / "copy.pt", pair], tmp_path / "x")
+    # A member damaged inside is refused, not averaged into new weights under a fresh checksum.
+    _flip_a_byte_inside_a_tensor(runs[2])
+    with pytest.raises(ValueError, match="is damaged"):
+        average_checkpoints(runs, tmp_path / "damaged")
+    assert not (tmp_path / "damaged" / "last.pt").exists()
 
 
 def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
@@ -1732,11 +1738,12 @@ def test_bf16_autocast_defaults_to_what_the_processor_computes_natively(monkeypa
 
     settings = TrainSettings(config="dssau-net-s", data="d", out="o")
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
     assert loop._use_bf16(settings, cuda) is True
     assert loop._use_bf16(settings, cpu) is False
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    # A GPU before Ampere only emulates bf16 (torch says "supported" counting emulation): fp32 there.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)
     assert loop._use_bf16(settings, cuda) is False
     assert loop._use_bf16(settings, cpu) is True

@@ -215,8 +215,8 @@ def _use_bf16(settings: TrainSettings, device: torch.device) -> bool:
     Ampere on, a CPU with AVX-512 BF16 or AMX)."""
     if settings.bf16 is not None:
         return settings.bf16
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # emulated bf16 (before Ampere) is slower than fp32: not by default
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and cpu_has_fast_bf16()
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .lineage import run_cost
-from .loop import LAST, save_checkpoint
+from .loop import LAST, read_checkpoint, save_checkpoint
 from .ship import lineage_differences
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ValueError("averaging needs at least two checkpoints")
-    checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    # Read as training reads them: a member damaged inside is refused, not averaged into new
+    # weights under a fresh checksum.
+    checkpoints = [read_checkpoint(p) for p in paths]
     _check_members(checkpoints, paths)
     runs = [_runs_of(c, p) for c, p in zip(checkpoints, paths)]
     members = [m for group in runs for m in group]
