@@ -736,9 +736,10 @@ def measure(
                       "its scan's calibration", highlight=False)
     rows, reports, unusable, failed = [], [], False, False
     for path in masks:
-        scan = None
+        scan, matched = None, False
         try:
             scan = index.scan_for(path) if index is not None else None
+            matched = True  # past the scan index: a ValueError now is about the mask itself
             result = measure_mask_file(path, (ps_label, fh_label), method=method, orientation=orientation,
                                        spacing_mm=spacing, scan=scan)
             if index is not None and scan is None and index.by_case:
@@ -754,7 +755,7 @@ def measure(
             if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
                 reason = f"its scan {scan}: {reason}"
             # Read, but not a mask to measure as named: other label values, or not its scan's size.
-            code = UNREADABLE if isinstance(exc, ScanReadError) else MASK_REFUSED
+            code = MASK_REFUSED if matched and not isinstance(exc, ScanReadError) else UNREADABLE
             row = measurement_row(str(path), "", None, "", None, reason, method, orientation, failure_code=code)
             reports.append(_with_scan(unreadable_measurement_report(str(path), None, reason, method, orientation,
                                                                     code), index, scan))

@@ -35,6 +35,8 @@ def joined_pieces(pack: Path) -> bytes:
         raise SystemExit(f"{pack}: no parts.sha256 there (not a folder packed by scripts/device_train_paper.sh)")
     listed = {}
     for line in (pack / "parts.sha256").read_text().splitlines():
+        if not line.strip():
+            continue
         digest, name = line.split()
         listed[name.lstrip("*")] = digest
     pieces = sorted(p for p in pack.glob("part-*"))
@@ -79,8 +81,10 @@ def main() -> None:
     trained = set(checkpoint["split"]["train"])
     validation = held_out_ids(args.data, args.held_out, trained)
     checkpoint["split"] = {"train": checkpoint["split"]["train"], "validation": validation}
-    checkpoint["validation_note"] = (f"validation frames ({', '.join(args.held_out)}) were left out of the training "
-                                     f"folder before the run and named afterwards by scripts/unpack_device_run.py")
+    if validation:
+        checkpoint["validation_note"] = (f"validation frames ({', '.join(args.held_out)}) were left out of the "
+                                         "training folder before the run and named afterwards by "
+                                         "scripts/unpack_device_run.py")
     checkpoint.pop(CONTENT_DIGEST, None)  # computed again over what is kept
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out, checkpoint)

@@ -868,6 +868,9 @@ def test_scans_are_found_as_researchers_keep_them(tmp_path, sample_dicom, caplog
     shutil.copy(sample_dicom, project / "scans" / "04704.dcm")  # a second file of one case: refused when asked for
     with pytest.raises(ValueError, match="case '04704' has several scans"):
         index_scans(project).scan_for(project / "masks" / "04704_f0002_mask.png")
+    # From the command line: a failure of the scan index, not a mask refused for its contents.
+    ambiguous = invoke("measure", project / "masks" / "04704_f0002_mask.png", "--scans", project, "--json")
+    assert ambiguous.exit_code == 2 and json.loads(ambiguous.stdout)[0]["reasons"] == ["unreadable"]
     with pytest.raises(NotADirectoryError, match="does not exist"):
         index_scans(tmp_path / "nowhere")
     # Two differently calibrated regions, the PS in neither: the given spacing serves there.

@@ -575,6 +575,11 @@ def test_ground_truth_of_another_tool_is_refused_by_value_or_mapped_when_named(f
     # Values named that the masks do not hold: the hint gives the values they do hold, not the option back.
     misnamed = evaluate_folders(pred, gt, gt_labels=(128, 255)).unreadable[0][1]
     assert "it holds 1 and 2: --gt-labels ps=1,fh=2 if the PS is 1" in misnamed and "ps=128" not in misnamed
+    from ipp_seg.evaluate.report import relabel_mask
+
+    with pytest.raises(ValueError, match=r"ps=VALUE,fh=VALUE") as negative:  # the option takes positive values only
+        relabel_mask(np.array([[0, -1], [2, 2]]), (1, 2), option="--labels")
+    assert "ps=-1" not in str(negative.value)
     assert [c.to_dict() for c in mapped.cases] == [c.to_dict() for c in own.cases if c.case_id != "00003"]
 
     # A prediction with a stray value is not scored as if the value were background.

@@ -80,7 +80,7 @@ def test_many_files_share_model_calls_and_keep_their_order(predictor, tmp_path):
              tmp_path / "missing2.png", bad, SAMPLES / "psfhs_04700_us.dcm", tmp_path / "missing3.png"]
     assert [path for path, _ in predictor.predict_files(mixed)] == mixed
     with pytest.raises(TypeError, match="takes a list of paths"):
-        list(predictor.predict_files(str(SAMPLES / "psfhs_04700.png")))
+        predictor.predict_files(str(SAMPLES / "psfhs_04700.png"))  # at the call, not at the first result
 
 
 def test_an_unreadable_file_is_a_failure_not_an_exception(predictor, tmp_path):

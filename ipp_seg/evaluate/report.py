@@ -858,7 +858,7 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
                              "label mask (ipp-seg predict segments a scan), or a mask saved lossy (such as JPEG)")
         shown = ", ".join(str(v) for v in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         # Two structures under other values: say which, so the fix can be typed as read.
-        if len(present) == 2:
+        if len(present) == 2 and min(present) > 0:  # the option takes positive values only
             advice = (f"it holds {present[0]} and {present[1]}: {option} ps={present[0]},fh={present[1]} if the PS "
                       f"is {present[0]}")
         else:

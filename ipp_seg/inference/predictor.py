@@ -118,7 +118,9 @@ class Predictor:
         if isinstance(paths, (str, bytes, os.PathLike)):  # iterating it would give its characters
             raise TypeError(f"predict_files takes a list of paths, got the single path {os.fsdecode(paths)!r}: "
                             "predict(path) segments one scan")
-        items = [(Path(p), frozenset()) for p in paths]
+        return self._results_in_order([(Path(p), frozenset()) for p in paths])
+
+    def _results_in_order(self, items: list) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
         # A file that cannot be read is reported at once, ahead of frames of earlier files still
         # waiting for a shared model call: held back until a frame of a later file comes (the
         # frames come in file order, so every file before that one is then complete), to keep order.
