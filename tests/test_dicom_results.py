@@ -511,3 +511,34 @@ def test_headers_the_checks_must_not_trip_on(source, tmp_path):
         if shutil.which("dciodvfy"):
             assert dciodvfy_errors(seg) == [] and dciodvfy_errors(sr) == [], name
     assert "FrameOfReferenceUID" not in pydicom.dcmread(tmp_path / "thickness_seg.dcm")
+
+
+def test_what_highdicom_copies_beyond_the_patient_group_is_checked_too(tmp_path):
+    """Physicians, visit and clinical-trial attributes and the items of copied sequences reach
+    the SEG and SR as well: an invalid value there is left empty, and text inside a sequence is
+    decoded and written in the object's character set, not passed on as the source's bytes."""
+    from pydicom.dataelem import DataElement
+
+    mask = synthetic_mask()
+    measurement = measure_progress(mask, (0.35, 0.35))
+    latin = pydicom.dcmread(SAMPLE)
+    del latin.SpecificCharacterSet
+    item = Dataset()
+    item.add(DataElement(0x00100020, "LO", b"L\xfc1 "))  # Latin-1 bytes, no character set declared
+    item.TypeOfPatientID = "TEXT"
+    latin.OtherPatientIDsSequence = [item]
+    latin.PhysiciansOfRecord = "Phys^\x02One"  # a control character
+    latin.AdmissionID = "A" * 90  # longer than LO allows
+    latin.PatientName = "a^b^c^d^e^f"  # six name parts
+    path = tmp_path / "saved.dcm"
+    latin.save_as(path, enforce_file_format=True)
+    source = pydicom.dcmread(path)  # as read from disk: the sequence's values not yet decoded
+    for out in (write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW),
+                write_dicom_sr(source, measurement, tmp_path / "sr.dcm", **KW)):
+        written = pydicom.dcmread(out)
+        assert written.SpecificCharacterSet == "ISO_IR 192"
+        assert written.OtherPatientIDsSequence[0].PatientID == "Lü1"
+        assert str(written.PhysiciansOfRecord) == "" and written.AdmissionID == "" and str(written.PatientName) == ""
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(out) == [], out.name
+    assert source.OtherPatientIDsSequence[0].PatientID == "Lü1"  # the caller's items as they were

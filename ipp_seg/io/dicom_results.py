@@ -417,24 +417,37 @@ def _conforming_source(source):
 
     blanked = []
     non_ascii = False
-    for element in list(fixed):
-        copied = element.tag.group == 0x0010 or element.keyword in _COPIED_STUDY or element.VR in ("DA", "TM", "DT")
-        if not copied or element.VR not in _CHECKED_VRS or element.value in (None, ""):
-            continue
-        values = element.value if element.VM > 1 else [element.value]
-        try:
-            if element.VM > 1 and _single_valued(element.tag, dictionary_VM):
-                raise ValueError("several values where the standard allows one")  # e.g. a name with a backslash
-            for value in values:
-                # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
-                text = str(value)
-                validate_value(element.VR, text, config.RAISE)
-                if _has_control_characters(element.VR, text):
-                    raise ValueError("a control character")
-                non_ascii |= not text.isascii()
-        except (TypeError, ValueError):
-            fixed[element.tag] = DataElement(element.tag, element.VR, "")
-            blanked.append(element.keyword or str(element.tag))
+
+    def conform(dataset, every_element: bool) -> None:
+        """Check the copied elements of ``dataset`` (every one, inside a copied sequence)."""
+        nonlocal non_ascii
+        for element in list(dataset):
+            if not (every_element or _is_copied(element)):
+                continue
+            if element.VR == "SQ":
+                if dataset is fixed:  # items of its own: the caller's sequence stays as it was
+                    element = fixed[element.tag] = copy.deepcopy(element)
+                for item in element.value:
+                    conform(item, True)  # reading each value also decodes it, for writing in another set
+                continue
+            if element.VR not in _CHECKED_VRS or element.value in (None, ""):
+                continue
+            values = element.value if element.VM > 1 else [element.value]
+            try:
+                if element.VM > 1 and _single_valued(element.tag, dictionary_VM):
+                    raise ValueError("several values where the standard allows one")  # e.g. a name with a backslash
+                for value in values:
+                    # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
+                    text = str(value)
+                    validate_value(element.VR, text, config.RAISE)
+                    if _has_control_characters(element.VR, text) or (element.VR == "PN" and _too_many_name_parts(text)):
+                        raise ValueError("a control character, or a name of more than five parts")
+                    non_ascii |= not text.isascii()
+            except (TypeError, ValueError):
+                dataset[element.tag] = DataElement(element.tag, element.VR, "")
+                blanked.append(element.keyword or str(element.tag))
+
+    conform(fixed, False)
     if str(fixed.get("PatientSex", "") or "") not in ("", *_PATIENT_SEX):
         put("PatientSex", "")
         blanked.append("PatientSex")
@@ -459,6 +472,24 @@ def _conforming_source(source):
         logger.warning("the source's %s %s not valid DICOM; left empty in the derived object",
                        ", ".join(blanked), "is" if len(blanked) == 1 else "are")
     return fixed
+
+
+# What highdicom copies from the source into a SEG or SR besides the Patient group (0010): the
+# clinical trial subject and study (0012), visit (0038) and these study attributes; every
+# date and time is checked wherever it is.
+_COPIED_GROUPS = (0x0010, 0x0012, 0x0038)
+_COPIED_KEYWORDS = frozenset({*_COPIED_STUDY, "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy",
+                              "ConsultingPhysicianName", "AdmittingDiagnosesDescription", "RequestingService"})
+
+
+def _is_copied(element) -> bool:
+    return (element.tag.group in _COPIED_GROUPS or element.keyword in _COPIED_KEYWORDS
+            or element.VR in ("DA", "TM", "DT"))
+
+
+def _too_many_name_parts(text: str) -> bool:
+    """A person name has at most five components (four ^) in each of its three groups (=)."""
+    return any(group.count("^") > 4 for group in text.split("="))
 
 
 def _character_sets_written() -> set[str]:
