@@ -110,6 +110,20 @@ def test_aop_over_180_arc_goes_the_long_way():
     assert np.any(below & (xs < inf[0] - 20)) and np.any(below & (xs > inf[0] + 20))
 
 
+def test_the_arc_of_a_measurement_on_the_stored_grid_is_drawn_there():
+    """Pixels more than 4:1 (a damaged calibration): the angle is measured on the stored grid,
+    and its arc is drawn there too, not stretched by the spacing the measurement set aside."""
+    mask = synthetic_mask()
+
+    def arc(m):
+        return np.any(image_part(render_overlay(frame(), mask, m)) !=
+                      image_part(render_overlay(frame(), mask, replace(m, aop_deg=None))), axis=-1)
+
+    on_grid, skewed = measure_progress(mask, None), measure_progress(mask, (0.3, 3.0))
+    assert "spacing_implausible" in skewed.reasons and skewed.aop_deg == pytest.approx(on_grid.aop_deg)
+    assert np.array_equal(arc(skewed), arc(on_grid))
+
+
 def test_failed_measurement_still_renders_status():
     mask = synthetic_mask()
     mask[mask == 2] = 0

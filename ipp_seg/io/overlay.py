@@ -16,7 +16,7 @@ import math
 import cv2
 import numpy as np
 
-from ..measure.progress import MAX_PIXEL_ASPECT
+from ..measure.progress import MAX_PIXEL_ASPECT, geometry_scale
 from ..measure.result import Measurement
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
@@ -230,7 +230,7 @@ def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray
     # The angle was measured in physical space; build the arc there too (physical size of a
     # canvas pixel: the spacing over the enlargement), so it ends on the tangent whether or not
     # the canvas pixels are square, and map it back to the canvas.
-    scale = np.array(m.spacing_mm if m.spacing_mm is not None else (1.0, 1.0), dtype=np.float64) / k
+    scale = np.array(geometry_scale(m.spacing_mm), dtype=np.float64) / k
     u = (superior - inferior) * scale
     t = (tangent - inferior) * scale
     if not np.any(u) or not np.any(t):

@@ -60,7 +60,7 @@ import numpy as np
 from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
-__all__ = ["measure_progress", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
+__all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
            "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE",
            "orientation_score", "mask_orientation_score"]
 
@@ -90,6 +90,15 @@ MAX_PIXEL_ASPECT = 4.0
 
 def _pixel_aspect_plausible(spacing_mm: tuple[float, float]) -> bool:
     return max(spacing_mm) <= MAX_PIXEL_ASPECT * min(spacing_mm)
+
+
+def geometry_scale(spacing_mm: tuple[float, float] | None) -> tuple[float, float]:
+    """The (x, y) mm per pixel the measurement's geometry is taken in: the spacing, or (1, 1)
+    (the stored pixel grid) when it is unknown or its pixels are more than
+    :data:`MAX_PIXEL_ASPECT` to 1. A drawing of the measurement uses the same."""
+    if spacing_mm is None or not _pixel_aspect_plausible(spacing_mm):
+        return (1.0, 1.0)
+    return (float(spacing_mm[0]), float(spacing_mm[1]))
 
 
 def _plausible_spacing(spacing_mm: tuple[float, float]) -> bool:
@@ -398,8 +407,7 @@ def measure_progress(
         spacing_source = check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
     if spacing is None:
         spacing_source = None
-    stretch = spacing is not None and _pixel_aspect_plausible(spacing)
-    scale = np.array(spacing if stretch else (1.0, 1.0), dtype=np.float64)
+    scale = np.array(geometry_scale(spacing), dtype=np.float64)
 
     reasons: list[str] = []
     in_mm = spacing is not None and _plausible_spacing(spacing)
