@@ -628,9 +628,13 @@ def batch(
             fail(str(exc))
         except OSError as exc:
             csv_path = out / "measurements.csv"
+            try:
+                held = csv_path.is_file()
+            except OSError:  # the path itself is unusable (a name too long, say)
+                held = False
             _fail_writing(f"into {out}", exc, (f"the rows measured so far are in {csv_path}; once the folder can be "
                                                "written (room on the disk), the same command with --resume goes on")
-                          if csv_path.is_file() else "")
+                          if held else "")
         except KeyboardInterrupt:
             fail(f"interrupted: the rows measured so far are in {out / 'measurements.csv'}; the same command with "
                  "--resume goes on from there", code=130)

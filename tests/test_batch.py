@@ -199,6 +199,14 @@ def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
     (tmp_path / "kept").mkdir()
     assert _run("batch", mixed_folder, "--out", tmp_path / "kept", "--glob", "**/*.nrrd").exit_code == 2
     assert (tmp_path / "kept").is_dir()
+    # An output folder that cannot be made: said in words, no traceback, no parent left behind.
+    too_long = _run("batch", mixed_folder, "--out", tmp_path / "made" / ("x" * 300))
+    assert too_long.exit_code == 2 and "cannot make the output folder" in too_long.output
+    assert "Traceback" not in too_long.output and not (tmp_path / "made").exists()
+    (tmp_path / "a_file").write_text("")
+    blocked = _run("batch", mixed_folder, "--out", tmp_path / "a_file" / "out")
+    said = " ".join(blocked.output.split())
+    assert blocked.exit_code == 2 and "Not a directory (a file, or a link to nowhere, is in the way)" in said
     for pattern in ("", "/abs/*.dcm"):
         refused = _run("batch", mixed_folder, "--out", out, "--glob", pattern)
         assert refused.exit_code == 2 and "--glob takes a pattern" in refused.output

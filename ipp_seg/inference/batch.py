@@ -739,8 +739,14 @@ def run_batch(options: BatchOptions,
     # An unknown model fails before a previous measurements.csv is replaced.
     spec = resolve_model(options.inference.model)
     created = _folders_to_create(options.out_dir)
-    options.out_dir.mkdir(parents=True, exist_ok=True)
     try:
+        try:
+            options.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file, or a link to nowhere, in the way; a name too long
+            in_the_way = " (a file, or a link to nowhere, is in the way)" if isinstance(
+                exc, (FileExistsError, NotADirectoryError)) else ""
+            raise NotADirectoryError(f"cannot make the output folder {options.out_dir}: "
+                                     f"{exc.strerror or exc}{in_the_way}") from None
         with output_lock(options.out_dir):
             return _run_locked(options, spec, started, on_progress, on_start)
     except BaseException:
@@ -762,6 +768,8 @@ def _remove_if_unused(created: list[Path]) -> None:
     file into them: a run refused before its first row (no scans matched, say) leaves no empty
     output folder behind."""
     for folder in created:
+        if not os.path.isdir(folder):  # never made (mkdir failed on it, a name too long, say)
+            continue
         try:
             if {p.name for p in folder.iterdir()} <= {LOCK_NAME}:
                 (folder / LOCK_NAME).unlink(missing_ok=True)
