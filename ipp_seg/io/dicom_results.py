@@ -458,10 +458,14 @@ def _conforming_source(source):
         # Korean ISO 2022 IR 149), or none declared for text that is not ASCII: the text as
         # pydicom decoded it is written as UTF-8, which any reader decodes, rather than an object
         # declaring what it does not hold (highdicom refuses the former outright).
-        put("SpecificCharacterSet", "ISO_IR 192")
-        logger.warning("%s; its text is written as UTF-8 (ISO_IR 192) in the derived object",
-                       "the source holds text that is not ASCII but declares no character set" if not any(terms)
-                       else "the source declares a character set that the derived object cannot")
+        if non_ascii:
+            put("SpecificCharacterSet", "ISO_IR 192")
+            logger.warning("%s; its text is written as UTF-8 (ISO_IR 192) in the derived object",
+                           "the source holds text that is not ASCII but declares no character set" if not any(terms)
+                           else "the source declares a character set that the derived object cannot")
+        else:  # ASCII text under, say, ISO_IR 6: the default repertoire holds it, nothing to declare
+            del fixed.SpecificCharacterSet
+            logger.info("the source declares a character set the derived object cannot; its text is ASCII")
     elif len(terms) > 1 and not terms[0]:
         # An empty first value means ISO 2022 IR 6 (with code extensions); highdicom needs it named.
         put("SpecificCharacterSet", ["ISO 2022 IR 6", *terms[1:]])
@@ -530,20 +534,30 @@ _FRAME_OF_REFERENCE = ("FrameOfReferenceUID", "PositionReferenceIndicator", "Ima
 
 def _outside_an_incomplete_frame_of_reference(source):
     """``source`` (a copy of its own, from :func:`_conforming_source`) without its Frame of
-    Reference when it has Pixel Spacing but no Slice Thickness (absent, or empty as type 2
-    allows): a SEG in a frame of reference
-    must state the thickness (PS3.3 Pixel Measures macro), which a 2-D ultrasound image does not
-    have and ipp-seg does not invent. The SEG is then made as for a source without a frame of
+    Reference where a SEG in it could not be valid: no Slice Thickness beside Pixel Spacing
+    (absent, or empty as type 2 allows; the Pixel Measures macro needs it, a 2-D ultrasound
+    image does not have one, and ipp-seg does not invent it), or a frame of reference that is
+    not whole (an empty UID, a position without an orientation or the reverse, a thickness that
+    is not one positive number). The SEG is then made as for a source without a frame of
     reference: on the same pixel grid, referencing the source image."""
     if "SliceThickness" in source and not source.get("SliceThickness"):
         # Empty, as type 2 allows in an ultrasound image; highdicom would copy it into the Pixel
         # Measures macro, where it may be absent but never empty.
         del source.SliceThickness
-    if "FrameOfReferenceUID" in source and "PixelSpacing" in source and "SliceThickness" not in source:
-        for keyword in _FRAME_OF_REFERENCE:
+    if "FrameOfReferenceUID" not in source:
+        return source
+    try:
+        thickness_ok = "SliceThickness" not in source or float(source.SliceThickness) > 0
+    except (TypeError, ValueError):  # several values, or not a number
+        thickness_ok = False
+    whole = (bool(source.get("FrameOfReferenceUID")) and thickness_ok
+             and ("ImagePositionPatient" in source) == ("ImageOrientationPatient" in source)
+             and not ("PixelSpacing" in source and "SliceThickness" not in source))
+    if not whole:
+        for keyword in (*_FRAME_OF_REFERENCE, "SliceThickness"):
             if keyword in source:
                 delattr(source, keyword)
-        logger.info("the source has a frame of reference but no slice thickness: the SEG is made outside it")
+        logger.info("the source's frame of reference is not whole enough for a SEG in it: the SEG is made outside it")
     return source
 
 
@@ -657,7 +671,7 @@ def _coordinates(sr, points, source, source_for_region):
         return None
     data = np.array([[float(p[0]) + 0.5, float(p[1]) + 0.5] for p in points], dtype=np.float64)
     cols, rows = float(source.Columns), float(source.Rows)
-    if np.any(data < 0) or np.any(data[:, 0] > cols) or np.any(data[:, 1] > rows):
+    if not np.isfinite(data).all() or np.any(data < 0) or np.any(data[:, 0] > cols) or np.any(data[:, 1] > rows):
         logger.info("a landmark lies outside the source image: its measurement is stored without its outline")
         return None
     return [sr.CoordinatesForMeasurement(graphic_type="POLYLINE", graphic_data=data, source_image=source_for_region())]

@@ -60,9 +60,10 @@ import numpy as np
 from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
-__all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION", "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG",
-           "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM", "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE",
-           "orientation_score", "mask_orientation_score"]
+__all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
+           "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM",
+           "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE", "orientation_score",
+           "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
         return
     low, high = PLAUSIBLE_SPACING_MM
     if all(low <= v <= high for v in spacing_mm):
-        raise ValueError(f"pixels of {spacing_mm[0]:g} x {spacing_mm[1]:g} mm are more than {MAX_PIXEL_ASPECT:g} "
+        raise ValueError(f"pixels of {float(spacing_mm[0])!r} x {float(spacing_mm[1])!r} mm are more than "
+                         f"{MAX_PIXEL_ASPECT:g} "
                          "times taller than wide or wider than tall, which no ultrasound image has (a mistyped or "
                          "damaged calibration): check the x and y mm per pixel")
     raise ValueError(f"an ultrasound pixel is {low}-{high} mm; give millimetres per pixel (a calibration in cm "
