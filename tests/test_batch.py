@@ -196,6 +196,9 @@ def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
     fresh = tmp_path / "new" / "deeper"
     assert _run("batch", mixed_folder, "--out", fresh, "--glob", "**/*.nrrd").exit_code == 2
     assert not (tmp_path / "new").exists()
+    around = tmp_path / "detour" / ".." / "other"  # the folder a ".." passes through is not made
+    assert _run("batch", mixed_folder, "--out", around, "--glob", "**/*.nrrd").exit_code == 2
+    assert not (tmp_path / "detour").exists() and not (tmp_path / "other").exists()
     (tmp_path / "kept").mkdir()
     assert _run("batch", mixed_folder, "--out", tmp_path / "kept", "--glob", "**/*.nrrd").exit_code == 2
     assert (tmp_path / "kept").is_dir()

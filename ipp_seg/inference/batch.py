@@ -738,10 +738,15 @@ def run_batch(options: BatchOptions,
         raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
     # An unknown model fails before a previous measurements.csv is replaced.
     spec = resolve_model(options.inference.model)
-    created = _folders_to_create(options.out_dir)
+    # Made as written without its "..": mkdir would make NEW of NEW/../X on the way. Unless a
+    # link comes before the "..", which the system follows first: then as the system reads it.
+    lexical = Path(os.path.normpath(os.path.abspath(options.out_dir)))
+    if os.path.realpath(options.out_dir) != os.path.realpath(lexical):
+        lexical = options.out_dir
+    created = _folders_to_create(lexical)
     try:
         try:
-            options.out_dir.mkdir(parents=True, exist_ok=True)
+            lexical.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file, or a link to nowhere, in the way; a name too long
             in_the_way = " (a file, or a link to nowhere, is in the way)" if isinstance(
                 exc, (FileExistsError, NotADirectoryError)) else ""
