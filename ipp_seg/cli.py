@@ -479,6 +479,7 @@ def predict(
     unusable = measurement_failed = unwritten = False
     names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
     run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
+    numbers_used: dict[str, set[int]] = {}  # ...with an Instance Number of their own each
     said_no_dicom: set[tuple[Path, str]] = set()
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
@@ -509,7 +510,8 @@ def predict(
                     if out is not None:
                         try:
                             write_frame_outputs(result, out, report, name=names[scan_key(scan)],
-                                                dicom_seg=dicom_seg, dicom_sr=dicom_sr, run_uid=run_uid)
+                                                dicom_seg=dicom_seg, dicom_sr=dicom_sr, run_uid=run_uid,
+                                                numbers_used=numbers_used)
                         except ImportError as exc:
                             fail(str(exc))
                         except DicomResultError as exc:  # this scan's header; the others may be fine

@@ -218,6 +218,16 @@ def test_a_cines_dicom_results_form_one_series_per_kind_and_run(sample_dicom, tm
             series[run, kind] = written[0].SeriesInstanceUID
     assert series["one", "seg"] != series["one", "sr"]
     assert series["one", "seg"] != series["two", "seg"]  # another run, another series
+    # Two cines of one series in one run: one derived series, its Instance Numbers unique (the
+    # second cine's frames continue after the first's instead of repeating 1, 2, 3).
+    second = pydicom.dcmread(tmp_path / "cine.dcm")
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    second.save_as(tmp_path / "cine2.dcm", enforce_file_format=True)
+    both = invoke("predict", tmp_path / "cine.dcm", tmp_path / "cine2.dcm", "--out", tmp_path / "both", "--dicom-seg")
+    assert both.exit_code == 0, both.output
+    written = [pydicom.dcmread(p) for p in sorted((tmp_path / "both").glob("*_seg.dcm"))]
+    assert len(written) == 6 and len({ds.SeriesInstanceUID for ds in written}) == 1
+    assert sorted(ds.InstanceNumber for ds in written) == [1, 2, 3, 4, 5, 6]
 
 
 def test_dicom_results_of_a_retired_ultrasound_class_are_refused_in_one_line(sample_dicom, tmp_path):

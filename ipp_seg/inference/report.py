@@ -119,12 +119,15 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
 
 
 def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, name: str | None = None,
-                        dicom_seg: bool = False, dicom_sr: bool = False, run_uid: str | None = None) -> list[Path]:
+                        dicom_seg: bool = False, dicom_sr: bool = False, run_uid: str | None = None,
+                        numbers_used: dict[str, set[int]] | None = None) -> list[Path]:
     """Write ``<stem>_mask.png``, ``<stem>_overlay.png``, ``<stem>.json`` (and DICOM SEG/SR for
     DICOM sources when asked) into ``out_dir``; return the paths written. ``name`` (from
     :func:`output_names`) replaces the source's file name where several scans share one.
     ``run_uid`` (one per run) puts the SEGs, and the SRs, made from one source series in one
-    derived series each, numbered by frame (or by the source's instance number)."""
+    derived series each, numbered by frame (or by the source's instance number). ``numbers_used``
+    (one dict per run) keeps those numbers unique in a series: where several multi-frame sources
+    of one series would repeat a frame's number, the later ones continue after the highest."""
     from ..io.overlay import overlay_title, render_overlay
 
     frame = result.frame
@@ -149,6 +152,11 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         instance = 1
         if run_uid is not None:
             instance = number if frame.n_frames > 1 else _instance_number(source.get("InstanceNumber"))
+            if numbers_used is not None:
+                used = numbers_used.setdefault(str(source.get("SeriesInstanceUID", "")), set())
+                if instance in used:
+                    instance = max(used) + 1
+                used.add(instance)
 
         def series(kind: str) -> str | None:
             return derived_series_uid(run_uid, source, kind) if run_uid is not None else None
