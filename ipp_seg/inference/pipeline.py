@@ -21,7 +21,7 @@ import numpy as np
 
 from ..io import UltrasoundFrame
 from ..measure import Measurement, measure_progress
-from ..measure.progress import MAX_PIXEL_ASPECT
+from ..measure.progress import geometry_scale
 from .preprocess import normalise_frame, pad_to_square, resize_image
 
 
@@ -155,9 +155,9 @@ def not_segmentable_reason(pixels: np.ndarray) -> str | None:
             "(to measure a mask, use ipp-seg measure)")
 
 
-# Pixel aspect ratios within this of 1 are taken as square; beyond MAX_PIXEL_ASPECT (the
-# measurement's bound) the calibration is not trusted to reshape the frame (a damaged header
-# would blow it up).
+# Pixel aspect ratios within this of 1 are taken as square. Beyond MAX_PIXEL_ASPECT the
+# calibration is not trusted to reshape the frame (a damaged header would blow it up): the
+# measurement's own rule, geometry_scale, decides that.
 _SQUARE_TOLERANCE = 0.02
 
 
@@ -191,11 +191,8 @@ def square_pixel_size(width: int, height: int, spacing_mm: tuple[float, float] |
     """(width, height) in pixels of a ``width`` x ``height`` image resampled to square pixels,
     the finer of the two spacings (mm per pixel, x and y) kept; unchanged when the spacing is
     unknown, square within 2 %, or more than :data:`MAX_PIXEL_ASPECT` to 1."""
-    if spacing_mm is None:
-        return width, height
-    sx, sy = spacing_mm
-    aspect = max(sx, sy) / min(sx, sy)
-    if aspect - 1.0 < _SQUARE_TOLERANCE or aspect > MAX_PIXEL_ASPECT:
+    sx, sy = geometry_scale(spacing_mm)  # (1, 1) when unknown or beyond MAX_PIXEL_ASPECT
+    if max(sx, sy) / min(sx, sy) - 1.0 < _SQUARE_TOLERANCE:
         return width, height
     fine = min(sx, sy)
     return max(1, round(width * sx / fine)), max(1, round(height * sy / fine))

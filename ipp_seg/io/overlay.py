@@ -16,7 +16,7 @@ import math
 import cv2
 import numpy as np
 
-from ..measure.progress import MAX_PIXEL_ASPECT, geometry_scale
+from ..measure.progress import geometry_scale
 from ..measure.result import Measurement
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
@@ -43,11 +43,6 @@ _SHIFT = 4  # cv2 fixed-point bits: landmarks are drawn at sub-pixel positions
 _ONE = 1 << _SHIFT
 
 
-# Pixels taller or wider than this (as the spacing says) are drawn on the stored grid: such a
-# calibration is a damaged one, and neither inference nor the measurement reshapes by it.
-MAX_DRAWN_PIXEL_ASPECT = MAX_PIXEL_ASPECT
-
-
 def overlay_scale(shape: tuple[int, ...]) -> int:
     """Integer enlargement :func:`render_overlay` applies to a frame of this (H, W) shape."""
     longest = max(int(shape[0]), int(shape[1]))
@@ -61,11 +56,11 @@ def drawn_size(shape: tuple[int, ...], spacing_mm: tuple[float, float] | None) -
     they were measured."""
     height, width = int(shape[0]), int(shape[1])
     kx = ky = float(overlay_scale(shape))
-    if spacing_mm is not None:
-        sx, sy = (float(v) for v in spacing_mm)
-        aspect = max(sx, sy) / min(sx, sy)
-        if not math.isclose(sx, sy, rel_tol=0.01) and aspect <= MAX_DRAWN_PIXEL_ASPECT:
-            kx, ky = kx * sx / min(sx, sy), ky * sy / min(sx, sy)
+    # The measurement's geometry: (1, 1), the stored grid, for a spacing unknown or more than
+    # MAX_PIXEL_ASPECT to 1 (a damaged calibration, by which nothing is reshaped).
+    sx, sy = geometry_scale(spacing_mm)
+    if not math.isclose(sx, sy, rel_tol=0.01):
+        kx, ky = kx * sx / min(sx, sy), ky * sy / min(sx, sy)
     return max(1, round(width * kx)), max(1, round(height * ky))
 
 
