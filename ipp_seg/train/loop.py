@@ -234,7 +234,8 @@ def checkpoint_digest(checkpoint: dict) -> str:
         if isinstance(value, torch.Tensor):
             flat = value.detach().cpu().contiguous().reshape(-1)
             digest.update(f"T{value.dtype}{tuple(value.shape)}".encode())
-            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+            if flat.numel():  # the tensor's own bytes, not a copy of them
+                digest.update(flat.view(torch.uint8).numpy())
         elif isinstance(value, dict):
             digest.update(b"{")
             for key in sorted(value, key=str):
