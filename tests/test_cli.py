@@ -737,6 +737,11 @@ def test_export_command(tmp_path):
 
     meta = ort.InferenceSession(str(tmp_path / "m.onnx")).get_modelmeta().custom_metadata_map
     assert json.loads(meta["input_size"]) == [96, 96] and meta["config_name"] == "dssau-net-s"
+    assert "weights_stored_as" not in meta
+    assert invoke("export", tmp_path / "ck.pt", "--onnx", tmp_path / "h.onnx", "--fp16-weights").exit_code == 0
+    meta = ort.InferenceSession(str(tmp_path / "h.onnx")).get_modelmeta().custom_metadata_map
+    assert meta["weights_stored_as"] == "float16"
+    assert (tmp_path / "h.onnx").stat().st_size < 0.6 * (tmp_path / "m.onnx").stat().st_size
     assert invoke("export", tmp_path / "missing.pt", "--onnx", tmp_path / "x.onnx").exit_code == 2
 
 

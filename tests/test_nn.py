@@ -199,6 +199,37 @@ def test_onnx_export_agrees_with_torch(name, tmp_path):
         assert agreement >= 0.995, agreement
 
 
+def test_fp16_weight_storage_halves_the_file_and_computes_the_same_labels(tmp_path):
+    """Weights stored as float16 and cast back in the graph: half the bytes, the same network,
+    small tensors (norm scales, epsilons) untouched, and the file says how it stores them."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from ipp_seg.nn.export import FP16_MIN_ELEMENTS, export_onnx
+
+    torch.manual_seed(0)
+    model = build_network("dssau-net-s").eval()
+    with torch.no_grad():  # weights float16 can hold exactly: only the export-time folding rounds
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    full = export_onnx(model, tmp_path / "full.onnx", (128, 128), {})
+    half = export_onnx(model, tmp_path / "half.onnx", (128, 128), {}, fp16_weights=True)
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.6
+    proto = onnx.load(str(half))
+    sizes = {i.name: (i.data_type, int(np.prod(i.dims))) for i in proto.graph.initializer}
+    assert all(kind == onnx.TensorProto.FLOAT16 for kind, n in sizes.values() if n >= FP16_MIN_ELEMENTS)
+    assert any(kind == onnx.TensorProto.FLOAT for kind, n in sizes.values() if n < FP16_MIN_ELEMENTS)
+    casts = [node for node in proto.graph.node if node.op_type == "Cast" and node.input[0] in sizes]
+    assert len(casts) == sum(kind == onnx.TensorProto.FLOAT16 for kind, _ in sizes.values())
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (full, half)]
+    assert sessions[1].get_modelmeta().custom_metadata_map["weights_stored_as"] == "float16"
+    assert "weights_stored_as" not in sessions[0].get_modelmeta().custom_metadata_map
+    assert sessions[1].get_inputs()[0].type == sessions[1].get_outputs()[0].type == "tensor(float)"
+    x = np.random.default_rng(1).standard_normal((2, 1, 128, 128)).astype(np.float32)
+    a, b = (s.run(None, {"image": x})[0] for s in sessions)
+    assert float((a.argmax(1) == b.argmax(1)).mean()) >= 0.995
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
 def test_export_at_size_whose_deepest_map_is_not_divisible_by_the_bins(tmp_path):
     """320x320 gives a 10x10 deepest map: bins 3 and 6 do not divide it."""
     ort = pytest.importorskip("onnxruntime")

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # the lowest ipp-seg exports and tests (the README promises opset >= 17)
+# Weight tensors at least this large are stored as float16 by ``fp16_weights=True``; smaller
+# ones (norm scales, biases, the graph's own constants such as epsilons, which float16 would
+# round to 0) stay float32. The bound is below the smallest weight matrix of any config.
+FP16_MIN_ELEMENTS = 1024
 
 
 def max_opset() -> int:
@@ -59,9 +63,13 @@ def onnx_metadata(model: DSSAUNet, input_size: tuple[int, int], normalisation: d
 
 def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] = (256, 256),
                 normalisation: dict | None = None, opset: int = DEFAULT_OPSET,
-                extra_metadata: dict | None = None) -> Path:
+                extra_metadata: dict | None = None, fp16_weights: bool = False) -> Path:
     """Write ``model`` to ``path`` as ONNX: input ``image`` [N, C, H, W] float32 (N dynamic,
     H and W fixed to ``input_size``), output ``logits`` [N, classes, H, W].
+
+    ``fp16_weights`` stores the weight tensors as float16 (:func:`store_weights_as_float16`):
+    the file is about half the size and the network still computes in float32. The weights are
+    rounded to float16 once; a model trained or packed in float16 loses nothing.
 
     Raises:
         ValueError: ``opset`` is outside what the installed torch exports (:func:`check_opset`).
@@ -86,6 +94,10 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
     _fold_constants(path)
     proto = onnx.load(str(path))
     meta = onnx_metadata(model, input_size, normalisation or {}, extra_metadata)
+    if fp16_weights:
+        stored = store_weights_as_float16(proto)
+        meta["weights_stored_as"] = "float16"
+        log.info("%d weight tensors stored as float16", stored)
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -96,6 +108,37 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
     onnx.save(proto, str(path))
     log.info("exported %s to %s", model.config.name, path)
     return path
+
+
+def store_weights_as_float16(proto, min_elements: int = FP16_MIN_ELEMENTS) -> int:
+    """Store each float32 initializer of at least ``min_elements`` values as float16, read back
+    to float32 by a Cast at the top of the graph, so that every operator still runs in float32
+    (onnxruntime's CPU kernels mostly lack float16) and onnxruntime folds the casts away when a
+    session loads. Changes ``proto`` in place; returns how many tensors were converted."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    taken = {init.name for init in proto.graph.initializer} | {n for node in proto.graph.node for n in node.output}
+    casts, converted = [], 0
+    for init in proto.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        values = numpy_helper.to_array(init)
+        if not np.all(np.isfinite(values)) or np.abs(values).max() > np.finfo(np.float16).max:
+            continue  # float16 cannot hold it: kept as it is
+        name, stored = init.name, f"{init.name}__fp16"
+        while stored in taken:
+            stored += "_"
+        taken.add(stored)
+        init.CopyFrom(numpy_helper.from_array(values.astype(np.float16), stored))
+        casts.append(onnx.helper.make_node("Cast", [stored], [name], to=onnx.TensorProto.FLOAT,
+                                           name=f"{stored}_to_float32"))
+        converted += 1
+    nodes = casts + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return converted
 
 
 def _fold_constants(path: Path) -> None:
