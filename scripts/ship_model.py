@@ -39,6 +39,8 @@ def main() -> None:
                              "without the validation blocks) whose validation goes on the card.")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="Ship the run's best epoch by validation (default) or its last.")
+    parser.add_argument("--fp16-weights", action="store_true",
+                        help="Store the weights as float16 in both files (for the paper configs: half the size).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     blocks = PSFHS_VALIDATION_BLOCKS
@@ -49,7 +51,8 @@ def main() -> None:
     if args.run_dir is None or not args.name or not args.command:
         parser.error("shipping a run needs RUN_DIR, --name and --command")
     card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data,
-                      validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt")
+                      validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt",
+                      fp16_weights=args.fp16_weights)
     print(json.dumps(card["validation"], indent=2))
 
 

@@ -456,6 +456,44 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     assert "Fine-tuned" in (models / "tiny.md").read_text()
 
 
+def test_ship_with_fp16_weights_stores_both_files_in_float16_and_they_still_serve(tmp_path):
+    """The paper configs ship with float16 weights: both files half-width, the card and its
+    Markdown say so, the card's validation is the shipped file's, and the torch backend loads
+    the float16 .pt into a float32 network."""
+    from ipp_seg.inference.backends import TorchSegmenter
+    from ipp_seg.inference.registry import ModelSpec
+    from ipp_seg.train.ship import ship_model
+
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    train(TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=2,
+                        validation_count=2, input_size=(64, 64), threads=1, bf16=False))
+    models = tmp_path / "models"
+    # As scripts/unpack_device_run.py leaves a GPU run: validation frames named after training.
+    from ipp_seg.train.loop import read_checkpoint, save_checkpoint
+
+    packed = read_checkpoint(tmp_path / "run" / "best.pt")
+    packed["validation_note"] = "validation frames (case003-case004) were left out of the training folder"
+    save_checkpoint(tmp_path / "run" / "best.pt", packed)
+    card = ship_model(tmp_path / "run", models, "tiny16", "ipp-seg train ... --config dssau-net-s",
+                      {"last two": ("case003", "case004")}, data, fp16_weights=True)
+    assert card["weights_stored_as"] == "float16" and card["validation"]["overall"]["cases"] == 2
+    markdown = (models / "tiny16.md").read_text()
+    assert "Weights stored as float16" in markdown
+    # No epoch of it was chosen by validation, and the card does not claim one was.
+    assert card["training"]["best_epoch"] is None and "not validated while it trained" in markdown
+    shipped = torch.load(models / "tiny16.pt", weights_only=False)
+    floats = [v for v in shipped["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    run = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert all(torch.equal(shipped["model"][k], v.half()) for k, v in run["model"].items() if v.is_floating_point())
+    segmenter = TorchSegmenter(ModelSpec("tiny16", None, models / "tiny16.pt", card, models / "tiny16.json"))
+    assert next(segmenter.model.parameters()).dtype == torch.float32
+    unrounded = ship_model(tmp_path / "run", tmp_path / "models32", "tiny32", "ipp-seg train ... --config dssau-net-s",
+                           {"last two": ("case003", "case004")}, data)
+    assert unrounded["weights_stored_as"] == "float32"
+    assert card["files"]["onnx"]["bytes"] < 0.6 * unrounded["files"]["onnx"]["bytes"]
+
+
 def _ellipse_mask(angle_deg, size=64, centre=(32, 30)):
     import cv2
 
@@ -1749,6 +1787,48 @@ def test_bf16_autocast_defaults_to_what_the_processor_computes_natively(monkeypa
     assert loop._use_bf16(settings, cpu) is True
     assert loop._use_bf16(replace(settings, bf16=False), cpu) is False
     assert loop._use_bf16(replace(settings, bf16=True), cuda) is True
+
+
+def test_psfhs_png_copy_holds_the_pixels_train_reads_without_the_left_out_blocks(tmp_path):
+    """scripts/psfhs_png_copy.py (the GPU machine's training data): a PSFHS-layout folder's
+    frames as PNG pairs, pixel for pixel what ``ipp-seg train`` reads from the MHA files, the
+    left-out blocks absent; an existing output folder is refused."""
+    import subprocess
+    import sys
+
+    import cv2
+    import SimpleITK as sitk
+
+    from ipp_seg.train.data import load_cases
+
+    data = tmp_path / "psfhs"
+    (data / "image_mha").mkdir(parents=True)
+    (data / "label_mha").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        labels = np.zeros((48, 64), np.uint8)
+        cv2.ellipse(labels, (20 + i, 14), (9, 3), 15, 0, 360, 1, -1)
+        cv2.circle(labels, (36, 30), 12, 2, -1)
+        grey = (labels * 80 + rng.integers(0, 50, labels.shape)).astype(np.uint8)
+        sitk.WriteImage(sitk.GetImageFromArray(np.stack([grey, grey, grey])), str(data / "image_mha" / f"0400{i}.mha"))
+        sitk.WriteImage(sitk.GetImageFromArray(labels), str(data / "label_mha" / f"0400{i}.mha"))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "psfhs_png_copy.py"
+    out = tmp_path / "png"
+
+    def copy():
+        return subprocess.run([sys.executable, str(script), str(data), str(out), "--leave-out", "04003-04004",
+                               "--leave-out", "04001"], capture_output=True, text=True)
+
+    done = copy()
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["04000.png", "04002.png"]
+    for case in load_cases(data, ids={"04000", "04002"}):
+        np.testing.assert_array_equal(cv2.imread(str(out / "images" / f"{case.case_id}.png"), cv2.IMREAD_UNCHANGED),
+                                      case.image)
+        np.testing.assert_array_equal(cv2.imread(str(out / "masks" / f"{case.case_id}.png"), cv2.IMREAD_UNCHANGED),
+                                      case.labels)
+    again = copy()
+    assert again.returncode == 2 and "exists: give a new folder" in again.stderr
 
 
 def test_unpack_device_run_joins_checked_pieces_and_names_the_held_out_frames(tmp_path):

@@ -202,9 +202,14 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) ->
 
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
                blocks: dict[str, tuple[str, str]], data: str | Path,
-               validated_by: str | Path | None = None, checkpoint_name: str = BEST) -> dict:
+               validated_by: str | Path | None = None, checkpoint_name: str = BEST,
+               fp16_weights: bool = False) -> dict:
     """Export ``run_dir/<checkpoint_name>`` (best.pt: the best epoch by validation; last.pt: the
     last) as ``models/<name>.{onnx,pt,json,md}``; return the card.
+
+    ``fp16_weights`` stores the weights of both files as float16 (half the size; a paper config
+    in float32 is over 100 MB). The validation on the card is measured on the shipped ONNX file,
+    so it is that of the rounded weights.
 
     A run trained on every frame (no validation split) needs ``validated_by``, the checkpoint
     of a run of the same recipe that held the validation blocks out (see
@@ -226,10 +231,14 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
                                                                 weights_only=False))
                    if settings.get("init_from") else [])
     onnx_path = export_onnx(model, models_dir / f"{name}.onnx", tuple(settings["input_size"]),
-                            settings["normalisation"], extra_metadata={"model_name": name})
+                            settings["normalisation"], extra_metadata={"model_name": name},
+                            fp16_weights=fp16_weights)
     torch_path = models_dir / f"{name}.pt"
     slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
                                        "best_score", "epoch", "machine")}
+    if fp16_weights:  # loading widens them again (load_state_dict copies into the float32 network)
+        slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in slim["model"].items()}
+        slim["weights_stored_as"] = "float16"
     slim["lineage"] = lineage
     members = checkpoint.get("weight_average")
     if members:
@@ -248,7 +257,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         "config": checkpoint["config"]["name"],
         "ipp_seg_version": __version__,
         "classes": list(model.config.class_names),
-        "input_size": settings["input_size"],
+        "input_size": list(settings["input_size"]),
         "normalisation": settings["normalisation"],
         "training": {
             "data": "PSFHS (shared copy, 1,058 frames); " + PSFHS_CITATION,
@@ -262,7 +271,9 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             "epochs_run": epochs_run,
             "shipped_epoch": checkpoint["epoch"],
             "epochs_planned": settings["epochs"],
-            "best_epoch": None if trained_on_all else checkpoint["best_epoch"],
+            # A run packed on a borrowed GPU saw no validation while it trained: its "best" epoch is its last.
+            "best_epoch": None if trained_on_all or checkpoint.get("validation_note") else checkpoint["best_epoch"],
+            "validation_note": checkpoint.get("validation_note"),
             "hours": round(hours, 2),
             "initialised_from": initialised_from,
             "lineage": lineage,
@@ -282,6 +293,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             "onnx": {"name": onnx_path.name, "sha256": sha256_of(onnx_path), "bytes": onnx_path.stat().st_size},
             "torch": {"name": torch_path.name, "sha256": sha256_of(torch_path), "bytes": torch_path.stat().st_size},
         },
+        "weights_stored_as": "float16" if fp16_weights else "float32",
         "exported_on": platform.platform(),
     }
     (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
@@ -335,6 +347,13 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     return card
 
 
+def _machine_words(machine: dict) -> str:
+    """Where a model trained, for its card: "CPU (platform)" or "a GPU (cuda; platform)"."""
+    where = "a GPU" if str(machine.get("device", "")).startswith("cuda") else machine.get("processor") or "CPU"
+    detail = "; ".join(v for v in (machine.get("device") if where == "a GPU" else "", machine.get("platform", "")) if v)
+    return f"{where} ({detail})" if detail else where
+
+
 def _local_contrast_words(card: dict) -> str:
     local = (card.get("normalisation") or {}).get("local_contrast")
     if not local:
@@ -352,8 +371,10 @@ def model_card_markdown(card: dict) -> str:
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
              f"shipped epoch {t.get('shipped_epoch', t['best_epoch'])} (best by validation: "
              f"{_best_epoch_text(t)}); "
-             f"{t['hours']} h on {t['machine'].get('processor') or 'CPU'} "
-             f"({t['machine'].get('platform', '')}).", ""]
+             f"{t['hours']} h on {_machine_words(t['machine'])}.", ""]
+    if card.get("weights_stored_as") == "float16":
+        lines[-1:-1] = ["- Weights stored as float16 in both files (half the size); the network computes in "
+                        "float32, and the validation below is that of the stored weights."]
     lineage = t.get("lineage") or ([t["initialised_from"]] if t.get("initialised_from") else [])
     if lineage:
         def kept(p: dict) -> str:  # a best epoch before the run's end: "23 of 40 epochs"
@@ -446,6 +467,8 @@ def _best_epoch_text(training: dict) -> str:
         return str(training["best_epoch"])
     if "every frame" in training["train_ids"]:
         return "none, no validation frames"
+    if training.get("validation_note"):
+        return "none, it was not validated while it trained: its " + training["validation_note"]
     return "none, the runs' last epochs averaged"
 
 
