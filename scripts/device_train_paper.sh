@@ -11,13 +11,17 @@
 # DATA: PNG pairs (images/, masks/); the validation frames are left out of DATA beforehand, so the
 # runs train with --validation-count 0 and are validated afterwards with ipp-seg evaluate.
 # Environment: DEVICE (default cuda), PYTHON (default python3), SAVE_S (seconds per epoch allowed
-# for writing the checkpoints; default 3).
+# for writing the checkpoints; default 3), EPOCHS (a fixed epoch count for every run: no trial, the
+# whole budget trains), EXTRA (arguments appended to the recipe, which override its own: a later
+# stage, e.g. EXTRA="--init-from W.pt --lr 3e-4 --warmup-epochs 1 --seed 2").
 set -u
 data=$1; runs=$2; budget=$3; shift 3
 configs=("$@"); [ ${#configs[@]} -gt 0 ] || configs=(dssau-net-paper star-dssau-net-paper)
 device=${DEVICE:-cuda}; py=${PYTHON:-python3}; save_s=${SAVE_S:-3}
 recipe=(--lr 5e-4 --warmup-epochs 2 --ce-weights 1,3,1 --dice-weights 2,1 --shape-weight 1
         --validation-count 0 --seed 0 --batch-size 16 --threads 4 --device "$device")
+# shellcheck disable=SC2206  # EXTRA is split into words on purpose
+[ -n "${EXTRA:-}" ] && recipe+=(${EXTRA})
 export PYTHONUNBUFFERED=1
 mkdir -p "$runs"
 # The GPU image has no SimpleITK (nothing can be installed there), which ipp_seg imports at load
@@ -39,26 +43,31 @@ for f in $(ls "$data/images" | head -$trial_count); do
     ln -sf "$(realpath "$data/images/$f")" "$trial/images/$f"; ln -sf "$(realpath "$data/masks/$f")" "$trial/masks/$f"
 done
 start=$(date +%s)
-for c in "${configs[@]}"; do
-    $py -m ipp_seg train "$trial" --config "$c" --out "$runs/trial-$c" --epochs 2 "${recipe[@]}" \
-        > "$runs/trial-$c.log" 2>&1 &
-done
-wait
-echo "trial took $(( $(date +%s) - start )) s"
-left=$(( budget - ($(date +%s) - start) ))
-
 declare -A epochs
-for c in "${configs[@]}"; do
-    epochs[$c]=$($py - "$runs/trial-$c/history.jsonl" "$total" "$left" "$save_s" "$trial_count" <<'EOF'
+if [ -n "${EPOCHS:-}" ]; then
+    for c in "${configs[@]}"; do epochs[$c]=$EPOCHS; done
+    left=$budget
+else
+    for c in "${configs[@]}"; do
+        $py -m ipp_seg train "$trial" --config "$c" --out "$runs/trial-$c" --epochs 2 "${recipe[@]}" \
+            > "$runs/trial-$c.log" 2>&1 &
+    done
+    wait
+    echo "trial took $(( $(date +%s) - start )) s"
+    left=$(( budget - ($(date +%s) - start) ))
+
+    for c in "${configs[@]}"; do
+        epochs[$c]=$($py - "$runs/trial-$c/history.jsonl" "$total" "$left" "$save_s" "$trial_count" <<'EOF'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 per_epoch = lines[-1]["seconds"] * int(sys.argv[2]) / int(sys.argv[5]) + float(sys.argv[4])
 # 20 s for start-up and reading the data; no run when not even one epoch fits.
 print(max(0, int((int(sys.argv[3]) - 20) / per_epoch)))
 EOF
-    ) || { echo "trial of $c failed:"; tail -20 "$runs/trial-$c.log"; epochs[$c]=0; }
-    echo "$c: ${epochs[$c]} epochs in ${left} s"
-done
+        ) || { echo "trial of $c failed:"; tail -20 "$runs/trial-$c.log"; epochs[$c]=0; }
+        echo "$c: ${epochs[$c]} epochs in ${left} s"
+    done
+fi
 
 for c in "${configs[@]}"; do
     [ "${epochs[$c]}" -gt 0 ] || continue
