@@ -20,8 +20,9 @@ configs=("$@"); [ ${#configs[@]} -gt 0 ] || configs=(dssau-net-paper star-dssau-
 device=${DEVICE:-cuda}; py=${PYTHON:-python3}; save_s=${SAVE_S:-3}
 recipe=(--lr 5e-4 --warmup-epochs 2 --ce-weights 1,3,1 --dice-weights 2,1 --shape-weight 1
         --validation-count 0 --seed 0 --batch-size 16 --threads 4 --device "$device")
-# shellcheck disable=SC2206  # EXTRA is split into words on purpose
-[ -n "${EXTRA:-}" ] && recipe+=(${EXTRA})
+# EXTRA is split into words (not expanded as a pattern)
+read -r -a extra <<< "${EXTRA:-}"
+recipe+=("${extra[@]}")
 export PYTHONUNBUFFERED=1
 mkdir -p "$runs"
 # The GPU image has no SimpleITK (nothing can be installed there), which ipp_seg imports at load
@@ -76,7 +77,7 @@ for c in "${configs[@]}"; do
         --epochs "${epochs[$c]}" "${recipe[@]}" > "$runs/$c.log" 2>&1 &
 done
 wait
-echo "training ended $(( $(date +%s) - start )) s after the trial began"
+echo "training ended $(( $(date +%s) - start )) s after the start (the trial's, where there was one)"
 
 for c in "${configs[@]}"; do
     [ -f "$runs/$c/last.pt" ] || { echo "$c: no last.pt"; tail -20 "$runs/$c.log"; continue; }

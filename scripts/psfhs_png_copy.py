@@ -42,7 +42,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists():
         parser.error(f"{args.out} exists: give a new folder")
-    kept = {case_id for case_id, _, _ in find_pairs(args.data) if not in_ranges(case_id, args.leave_out)}
+    try:
+        ids = [case_id for case_id, _, _ in find_pairs(args.data)]
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    if not ids:
+        parser.error(f"{args.data} holds no image/mask pairs")
+    for text in args.leave_out:  # a range that names nothing (IDs without their zeros, say) would copy them all
+        if not any(in_ranges(case_id, [text]) for case_id in ids):
+            parser.error(f"--leave-out {text}: no case ID of {args.data} lies in it (IDs run {ids[0]}-{ids[-1]})")
+    kept = {case_id for case_id in ids if not in_ranges(case_id, args.leave_out)}
     if not kept:
         parser.error(f"no case of {args.data} is left to copy")
     (args.out / "images").mkdir(parents=True)

@@ -230,6 +230,33 @@ def test_fp16_weight_storage_halves_the_file_and_computes_the_same_labels(tmp_pa
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
 
 
+def test_fp16_storage_leaves_an_initializer_that_is_also_a_graph_input_alone():
+    """Older IRs list initializers among the inputs (a default a caller may override with float32):
+    such a tensor is left as it is rather than renamed into a duplicate definition."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ipp_seg.nn.export import store_weights_as_float16
+
+    w = np.arange(32 * 32, dtype=np.float32).reshape(32, 32) / 1024
+    v = np.full((32, 32), 0.5, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y0"]), helper.make_node("MatMul", ["y0", "V"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32]),
+         helper.make_tensor_value_info("W", TensorProto.FLOAT, [32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(v, "V")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert store_weights_as_float16(proto) == 1  # V only
+    onnx.checker.check_model(proto)
+    kinds = {i.name: i.data_type for i in proto.graph.initializer}
+    assert kinds == {"W": TensorProto.FLOAT, "V__fp16": TensorProto.FLOAT16}
+    x = np.ones((1, 32), np.float32)
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ w @ v, rtol=1e-6)
+
+
 def test_export_at_size_whose_deepest_map_is_not_divisible_by_the_bins(tmp_path):
     """320x320 gives a 10x10 deepest map: bins 3 and 6 do not divide it."""
     ort = pytest.importorskip("onnxruntime")

@@ -456,6 +456,11 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     assert "Fine-tuned" in (models / "tiny.md").read_text()
 
 
+def shipped_note_and_best(path):
+    shipped = torch.load(path, weights_only=False)
+    return shipped.get("validation_note"), shipped["best_epoch"]
+
+
 def test_ship_with_fp16_weights_stores_both_files_in_float16_and_they_still_serve(tmp_path):
     """The paper configs ship with float16 weights: both files half-width, the card and its
     Markdown say so, the card's validation is the shipped file's, and the torch backend loads
@@ -479,8 +484,9 @@ def test_ship_with_fp16_weights_stores_both_files_in_float16_and_they_still_serv
     assert card["weights_stored_as"] == "float16" and card["validation"]["overall"]["cases"] == 2
     markdown = (models / "tiny16.md").read_text()
     assert "Weights stored as float16" in markdown
-    # No epoch of it was chosen by validation, and the card does not claim one was.
+    # No epoch of it was chosen by validation, and neither the card nor the weights claim one was.
     assert card["training"]["best_epoch"] is None and "not validated while it trained" in markdown
+    assert shipped_note_and_best(models / "tiny16.pt") == (packed["validation_note"], None)
     shipped = torch.load(models / "tiny16.pt", weights_only=False)
     floats = [v for v in shipped["model"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
@@ -888,6 +894,16 @@ def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
     torch.save(torch.load(runs[0], weights_only=False), tmp_path / "copy.pt")
     with pytest.raises(ValueError, match="seed 1 is among the members more than once"):
         average_checkpoints([tmp_path / "copy.pt", pair], tmp_path / "x")
+    # A member shipped with float16 weights (the paper configs) averages into a float32 network.
+    from ipp_seg.train.loop import read_checkpoint, save_checkpoint
+
+    half = read_checkpoint(runs[0])
+    half["model"] = {k: v.half() if v.is_floating_point() else v for k, v in half["model"].items()}
+    save_checkpoint(tmp_path / "half.pt", half)
+    mixed = torch.load(average_checkpoints([tmp_path / "half.pt", runs[1]], tmp_path / "mixed"), weights_only=False)
+    assert {v.dtype for v in mixed["model"].values() if v.is_floating_point()} == {torch.float32}
+    assert torch.allclose(mixed["model"]["head.weight"], (weights[0]["head.weight"].half().float()
+                                                          + weights[1]["head.weight"]) / 2, atol=1e-6)
     # A member damaged inside is refused, not averaged into new weights under a fresh checksum.
     _flip_a_byte_inside_a_tensor(runs[2])
     with pytest.raises(ValueError, match="is damaged"):
@@ -1829,6 +1845,11 @@ def test_psfhs_png_copy_holds_the_pixels_train_reads_without_the_left_out_blocks
                                       case.labels)
     again = copy()
     assert again.returncode == 2 and "exists: give a new folder" in again.stderr
+    # IDs written without their zeros name no frame: refused, not a copy with the validation frames in it
+    unpadded = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "png2"), "--leave-out",
+                               "4003-4004"], capture_output=True, text=True)
+    assert unpadded.returncode == 2 and "--leave-out 4003-4004: no case ID" in unpadded.stderr
+    assert not (tmp_path / "png2").exists()
 
 
 def test_unpack_device_run_joins_checked_pieces_and_names_the_held_out_frames(tmp_path):

@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # the lowest ipp-seg exports and tests (the README promises opset >= 17)
-# Weight tensors at least this large are stored as float16 by ``fp16_weights=True``; smaller
-# ones (norm scales, biases, the graph's own constants such as epsilons, which float16 would
-# round to 0) stay float32. The bound is below the smallest weight matrix of any config.
+# Weight tensors of at least this many values are stored as float16 by ``fp16_weights=True``;
+# smaller ones (norm scales, biases, depthwise kernels, the graph's own constants such as
+# epsilons, which float16 would round to 0) stay float32. They are a small share of the bytes.
 FP16_MIN_ELEMENTS = 1024
 
 
@@ -119,10 +119,15 @@ def store_weights_as_float16(proto, min_elements: int = FP16_MIN_ELEMENTS) -> in
     import onnx
     from onnx import numpy_helper
 
-    taken = {init.name for init in proto.graph.initializer} | {n for node in proto.graph.node for n in node.output}
+    graph = proto.graph
+    inputs = {value.name for value in graph.input}
+    taken = ({init.name for init in graph.initializer} | {n for node in graph.node for n in node.output}
+             | inputs | {value.name for value in graph.output})
     casts, converted = [], 0
-    for init in proto.graph.initializer:
+    for init in graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        if init.name in inputs:  # an overridable default (older IR): a caller may feed it as float32
             continue
         values = numpy_helper.to_array(init)
         if not np.all(np.isfinite(values)) or np.abs(values).max() > np.finfo(np.float16).max:
@@ -135,9 +140,9 @@ def store_weights_as_float16(proto, min_elements: int = FP16_MIN_ELEMENTS) -> in
         casts.append(onnx.helper.make_node("Cast", [stored], [name], to=onnx.TensorProto.FLOAT,
                                            name=f"{stored}_to_float32"))
         converted += 1
-    nodes = casts + list(proto.graph.node)
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
     return converted
 
 

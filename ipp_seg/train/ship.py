@@ -175,7 +175,8 @@ def _own_validation(onnx_path: Path, checkpoint: dict, data, blocks) -> list[dic
                          labels=TrainSettings.from_dict(checkpoint["settings"]).mask_labels)
 
 
-def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) -> tuple[dict, dict, dict]:
+def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
+                          fp16_weights: bool = False) -> tuple[dict, dict, dict]:
     """Validation of a model trained on every frame, measured on ``validated_by``: a checkpoint
     of the same recipe, trained without the validation blocks, at the same epoch (the final
     model keeps its last epoch, so the reference must not be a best-epoch pick)."""
@@ -189,8 +190,9 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks) ->
     if not ref["split"]["validation"]:
         raise ValueError(f"{validated_by} has no validation frames either")
     with tempfile.TemporaryDirectory() as tmp:
+        # Stored as the model to ship is, so that the figures are those of weights rounded alike.
         onnx_path = export_onnx(ref_model, Path(tmp) / "reference.onnx", tuple(ref["settings"]["input_size"]),
-                                ref["settings"]["normalisation"])
+                                ref["settings"]["normalisation"], fp16_weights=fp16_weights)
         validation, validation_tta = _own_validation(onnx_path, ref, data, blocks)
     source = {"checkpoint": str(validated_by), "epoch": ref["epoch"], "seed": ref["settings"]["seed"],
               "train_frames": len(ref["split"]["train"]),
@@ -222,7 +224,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     _check_validated_by(run_dir, trained_on_all, validated_by)
     if trained_on_all:  # before anything is written, so that a wrong reference leaves models/ as it was
         validation, validation_tta, validation_source = _reference_validation(Path(validated_by), checkpoint,
-                                                                              data, blocks)
+                                                                              data, blocks, fp16_weights)
     # The runs behind a fine-tuned one, read before anything is written: the parent may be the
     # very file this call replaces.
     lineage = checkpoint.get("lineage")
@@ -239,6 +241,8 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     if fp16_weights:  # loading widens them again (load_state_dict copies into the float32 network)
         slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in slim["model"].items()}
         slim["weights_stored_as"] = "float16"
+    if checkpoint.get("validation_note"):  # validated only afterwards: no epoch was picked by validation
+        slim.update(validation_note=checkpoint["validation_note"], best_epoch=None, best_score=None)
     slim["lineage"] = lineage
     members = checkpoint.get("weight_average")
     if members:
@@ -373,8 +377,11 @@ def model_card_markdown(card: dict) -> str:
              f"{_best_epoch_text(t)}); "
              f"{t['hours']} h on {_machine_words(t['machine'])}.", ""]
     if card.get("weights_stored_as") == "float16":
-        lines[-1:-1] = ["- Weights stored as float16 in both files (half the size); the network computes in "
-                        "float32, and the validation below is that of the stored weights."]
+        lines[-1:-1] = ["- Weights stored as float16 (the ONNX file: every tensor of 1,024 values or more; the "
+                        ".pt: every tensor), half the size; the network computes in float32. The validation "
+                        "below is that of the ONNX file. The torch backend runs the .pt, whose convolutions "
+                        "and batch norms the ONNX file holds folded together and then rounded: its masks and "
+                        "angles differ from the ONNX file's slightly."]
     lineage = t.get("lineage") or ([t["initialised_from"]] if t.get("initialised_from") else [])
     if lineage:
         def kept(p: dict) -> str:  # a best epoch before the run's end: "23 of 40 epochs"

@@ -92,7 +92,9 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
         tensors = [c["model"][key] for c in checkpoints]
         if first.is_floating_point():
             total = sum(w * t.double() for w, t in zip(weights, tensors))
-            averaged[key] = (total / sum(weights)).to(first.dtype)
+            # float32 at least: a shipped model stored in float16 averages into a float32 network
+            # (its card's weights_stored_as does not travel with it)
+            averaged[key] = (total / sum(weights)).to(torch.promote_types(first.dtype, torch.float32))
         else:
             if any(not torch.equal(t, first) for t in tensors[1:]):
                 log.info("%s differs between members; the first member's is kept", key)
