@@ -28,10 +28,15 @@ def test_both_small_models_are_shipped_with_cards():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_files_match_card_checksums_and_size_limit(name):
     spec = resolve_model(name)
+    # The training issue's bound for the small configs; the accuracy issue's for a paper config,
+    # which ships with float16 weights.
+    paper = spec.card["config"].endswith("-paper")
+    limit = 60 * 1000 * 1000 if paper else 25 * 1024 * 1024
+    assert spec.card.get("weights_stored_as", "float32") == ("float16" if paper else "float32")
     for key, path in (("onnx", spec.onnx_path), ("torch", spec.torch_path)):
         entry = spec.card["files"][key]
         assert path.name == entry["name"]
-        assert path.stat().st_size == entry["bytes"] < 25 * 1024 * 1024
+        assert path.stat().st_size == entry["bytes"] < limit
         assert sha256_of(path) == entry["sha256"], f"{path.name} differs from its model card"
     card = spec.card
     assert card["config"] in {c.name for c in list_configs()}
@@ -52,6 +57,23 @@ def test_model_segments_a_sample_frame_with_both_structures(name, sample_png):
     assert counts[1] > 50 and counts[2] > 1000, counts  # PS and FH both found
     assert result.measurement.status in ("ok", "warning")
     assert 60 <= result.measurement.aop_deg <= 200
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_torch_weights_segment_as_the_onnx_file_does(name, sample_png):
+    """The .pt is the same network as the ONNX file: the torch backend's masks and angle agree
+    with onnxruntime's (exactly for float32 weights; for float16 storage the ONNX file holds
+    convolutions folded with their batch norms and then rounded, a slight difference)."""
+    pytest.importorskip("torch")
+    from ipp_seg.inference.backends import TorchSegmenter
+
+    spec = resolve_model(name)
+    frame = read_frame(sample_png)
+    onnx_result = predict_frame(frame, OnnxSegmenter(spec, threads=1))
+    torch_result = predict_frame(frame, TorchSegmenter(spec, threads=1))
+    agreement = float((onnx_result.labels == torch_result.labels).mean())
+    assert agreement >= 0.998, agreement
+    assert abs(onnx_result.measurement.aop_deg - torch_result.measurement.aop_deg) < 0.5
 
 
 def test_unknown_model_name_lists_the_shipped_ones():
