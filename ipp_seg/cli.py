@@ -742,12 +742,12 @@ def measure(
                       "its scan's calibration", highlight=False)
     rows, reports, unusable, failed = [], [], False, False
     for path in masks:
-        scan, matched = None, False
+        scan, scan_frame, matched = None, 0, False
         try:
-            scan = index.scan_for(path) if index is not None else None
+            scan, scan_frame = index.scan_and_frame_for(path) if index is not None else (None, 0)
             matched = True  # past the scan index: a ValueError now is about the mask itself
             result = measure_mask_file(path, (ps_label, fh_label), method=method, orientation=orientation,
-                                       spacing_mm=spacing, scan=scan)
+                                       spacing_mm=spacing, scan=scan, scan_frame=scan_frame)
             if index is not None and scan is None and index.by_case:
                 err.print(f"[yellow]no scan for {escape(str(path))} in {escape(str(scans))}[/] (case "
                           f"{escape(mask_case_id(path))}): measured without its calibration", highlight=False)

@@ -856,6 +856,54 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
 
 
+def test_a_cine_frames_mask_is_measured_with_that_frame_of_its_scan(tmp_path, sample_dicom, monkeypatch):
+    """A mask named for a cine's frame (scan_f0002_mask.png, as predict --out names it) reads that
+    frame of the scan; a frame the scan does not have means the mask was not drawn on it: refused,
+    not measured with frame 0's calibration."""
+    import shutil
+    from pathlib import Path
+
+    import cv2
+    import pydicom
+
+    from ipp_seg.inference import masks as masks_module
+    from ipp_seg.inference.masks import index_scans
+
+    scans, masks = tmp_path / "scans", tmp_path / "masks"
+    scans.mkdir()
+    masks.mkdir()
+    cine = pydicom.dcmread(sample_dicom)
+    pixels = cine.pixel_array
+    cine.NumberOfFrames = 3
+    cine.FrameIncrementPointer, cine.FrameTime = pydicom.tag.Tag(0x0018, 0x1063), 40
+    cine.SOPClassUID = cine.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    cine.PixelData = np.stack([pixels] * 3).tobytes()
+    cine.save_as(scans / "04704.dcm", enforce_file_format=True)
+    shutil.copy(sample_dicom, scans / "04705.dcm")  # one frame
+    mask = np.zeros(pixels.shape[:2], np.uint8)
+    cv2.ellipse(mask, (100, 60), (30, 10), -10, 0, 360, 1, -1)
+    cv2.circle(mask, (140, 160), 60, 2, -1)
+    for name in ("04704_f0002_mask.png", "04704_f0003_mask.png", "04705_f0001_mask.png", "04705_mask.png"):
+        cv2.imwrite(str(masks / name), mask)
+    index = index_scans(scans)
+    assert index.scan_and_frame_for(masks / "04704_f0002_mask.png") == (scans / "04704.dcm", 2)
+    assert index.scan_and_frame_for(masks / "04705_mask.png") == (scans / "04705.dcm", 0)
+    read = []
+    real_read_frame = masks_module.read_frame
+    monkeypatch.setattr(masks_module, "read_frame", lambda path, index=0: (read.append(index),
+                                                                          real_read_frame(path, index))[1])
+    result = invoke("measure", *sorted(masks.iterdir()), "--scans", scans, "--json")
+    assert result.exit_code == 2, result.output
+    rows = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
+    assert rows["04704_f0002_mask.png"]["spacing_source"] == "ultrasound_region" and read[0] == 2
+    assert rows["04704_f0003_mask.png"]["reasons"] == ["mask_refused"]
+    assert rows["04705_f0001_mask.png"]["reasons"] == ["mask_refused"]
+    assert rows["04705_mask.png"]["spacing_mm"] == [0.35, 0.35]
+    text = result.stderr.replace("\n", "")
+    assert "frame 3 of a cine, but its scan" in text and "has 3 frames (0-2): not drawn on it" in text
+    assert "has 1 frame (frame 0): not drawn on it" in text
+
+
 def test_scans_are_found_as_researchers_keep_them(tmp_path, sample_dicom, caplog):
     import logging
     import shutil

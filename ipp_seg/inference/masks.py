@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..evaluate.report import case_id_of, files_below, mask_case_id, read_label_mask, relabel_mask
-from ..io import SUPPORTED_SUFFIXES, read_frame
+from ..io import SUPPORTED_SUFFIXES, count_frames, read_frame
 from ..io.frames import same_spacing
 from ..io.reader import choose_spacing
 from ..measure import Measurement, measure_progress
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 # What predict --out adds to the name of a cine's frame: scan_f0003_mask.png is frame 3 of scan.
-_CINE_FRAME = re.compile(r"_f\d{4}$")
+_CINE_FRAME = re.compile(r"_f(\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,23 @@ class ScanIndex:
         Raises:
             ValueError: several files of the folder have that case ID (the mask itself aside).
         """
+        return self.scan_and_frame_for(mask)[0]
+
+    def scan_and_frame_for(self, mask: PathLike) -> tuple[Path | None, int]:
+        """(:meth:`scan_for`, the 0-based frame of it the mask was drawn on): 3 for a cine
+        frame's mask ``scan_f0003_mask.png`` found by the cine's name, else 0."""
         mask_path = Path(mask).resolve()
         case_id = mask_case_id(mask)
-        for case in (case_id, _CINE_FRAME.sub("", case_id)):
+        cine = _CINE_FRAME.search(case_id)
+        candidates = [(case_id, 0)] + ([(case_id[:cine.start()], int(cine.group(1)))] if cine else [])
+        for case, frame_index in candidates:
             found = [p for p in self.by_case.get(case, ()) if p.resolve() != mask_path]
             if len(found) > 1:
                 names = " and ".join(str(p.relative_to(self.folder)) for p in found[:2])
                 raise ValueError(f"case {case!r} has several scans in {self.folder}: {names}")
             if found:
-                return found[0]
-        return None
+                return found[0], frame_index
+        return None, 0
 
 
 def index_scans(folder: PathLike) -> ScanIndex:
@@ -80,17 +87,19 @@ def index_scans(folder: PathLike) -> ScanIndex:
 
 def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, method: str = "ellipse",
                       orientation: str = "standard", spacing_mm: tuple[float, float] | None = None,
-                      scan: PathLike | None = None) -> Measurement:
+                      scan: PathLike | None = None, scan_frame: int = 0) -> Measurement:
     """AoP and HSD of a label-mask file (PNG, MHA, NIfTI ...; ``labels``: its PS and FH values).
 
     The pixel size, in this order: ``scan``'s calibration (the scan the mask was drawn on, of
-    the same size; the ultrasound region that holds the PS where the scan has several), the
+    the same size, its frame ``scan_frame`` (0-based) for a cine; the ultrasound region that
+    holds the PS where the scan has several), the
     mask file's own spacing (an MHA header), then ``spacing_mm``. The measurement's
     ``spacing_source`` says which.
 
     Raises:
         ScanReadError: the mask or the scan cannot be read, or the mask is no label mask.
-        ValueError: the mask holds values besides 0 and ``labels``, or its size is not the scan's.
+        ValueError: the mask holds values besides 0 and ``labels``, its size is not the scan's,
+        or the scan has no frame ``scan_frame``.
     """
     stored, mask_spacing = read_label_mask(path)
     # A value besides 0 and the two named ones is another tool's labelling or a lossy file:
@@ -99,7 +108,13 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
     fallback, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
     if scan is None:
         return measure_progress(label_mask, fallback, method=method, orientation=orientation, spacing_source=source)
-    frame = read_frame(scan)
+    if scan_frame:  # a cine frame's mask: a scan without that frame is not the one it was drawn on
+        frames = count_frames(scan)
+        if scan_frame >= frames:
+            which = "1 frame (frame 0)" if frames == 1 else f"{frames} frames (0-{frames - 1})"
+            raise ValueError(f"the mask is of frame {scan_frame} of a cine, but its scan {os.fspath(scan)} has "
+                             f"{which}: not drawn on it")
+    frame = read_frame(scan, scan_frame)
     if frame.pixels.shape != label_mask.shape:
         (h, w), (sh, sw) = label_mask.shape, frame.pixels.shape
         raise ValueError(f"the mask is {w} x {h} pixels, its scan {os.fspath(scan)} {sw} x {sh}: not drawn on it "
