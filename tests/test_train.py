@@ -377,10 +377,23 @@ def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run / "split.json").read_text()) == first_split
     assert "2 case(s)" in caplog.text and "left out" in caplog.text
+    # The same frames elsewhere (a copy, as on another machine) resume; the same IDs with other
+    # pixels (another export, a relabelled set) are refused before any epoch runs.
+    shutil.copytree(data, tmp_path / "copy")
+    moved = [common[0], str(tmp_path / "copy"), *common[2:]]
+    assert runner.invoke(app, [*moved, "--resume", "--epochs", "3"]).exit_code == 0
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 3
+    import cv2
+
+    image = cv2.imread(str(tmp_path / "copy" / "images" / "case001.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(tmp_path / "copy" / "images" / "case001.png"), 255 - image)
+    other = runner.invoke(app, [*moved, "--resume", "--epochs", "4"])
+    assert other.exit_code == 2 and "differ from those" in other.output and "--init-from" in other.output
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 3
     # A case of the run's split gone from the folder: refused.
     for sub in ("images", "masks"):
         (data / sub / "case005.png").unlink()
-    gone = runner.invoke(app, [*common, "--resume", "--epochs", "3"])
+    gone = runner.invoke(app, [*common, "--resume", "--epochs", "4"])
     assert gone.exit_code == 2 and "lacks 1 case(s) of the run's split" in gone.output
 
 

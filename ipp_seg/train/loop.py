@@ -29,8 +29,8 @@ from ..io.folders import FolderInUseError, folder_lock
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
-from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases,
-                   on_inference_grid)
+from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, data_fingerprint, find_pairs,
+                   load_cases, on_inference_grid)
 from .lineage import lineage_of
 from .losses import deep_supervision_loss, endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
@@ -463,8 +463,16 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
                          + (f", and {settings.extra_validation[0]}-{settings.extra_validation[1]}"
                             if settings.extra_validation else "")
                          + "): lower --validation-count, or 0 to train on every frame")
-    loaded = on_inference_grid(load_cases(settings.data, set(train_ids) | set(split.validation_ids),
-                                          settings.mask_labels, pairs=pairs), settings.input_size)
+    read = load_cases(settings.data, set(train_ids) | set(split.validation_ids), settings.mask_labels, pairs=pairs)
+    data_sha256 = data_fingerprint(read)
+    if checkpoint is not None and checkpoint.get("data_sha256", data_sha256) != data_sha256:
+        # The same case IDs, other pixels or labels (another export, a relabelled set): the
+        # optimiser state and the split would carry on over frames the run never saw.
+        raise ValueError(f"the frames in {settings.data} differ from those {run_dir} trained on (the same case "
+                         "IDs, other pixels or labels): --resume continues a run on its own data; to train on "
+                         f"these, start a new run (another --out) from its weights with --init-from "
+                         f"{run_dir / LAST}")
+    loaded = on_inference_grid(read, settings.input_size)
     all_cases = {c.case_id: c for c in loaded}
     train_cases = [all_cases[i] for i in train_ids]
     val_cases = [all_cases[i] for i in split.validation_ids]
@@ -589,7 +597,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "history": [asdict(h) for h in history], "best_score": best_score, "best_epoch": best_epoch,
             "settings": settings.to_dict(), "config": config.to_dict(), "split": split.to_dict(),
-            "lineage": lineage,
+            "lineage": lineage, "data_sha256": data_sha256,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "torch": torch.__version__, "device": settings.device},
         }
