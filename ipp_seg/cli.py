@@ -751,9 +751,10 @@ def measure(
             if index is not None and scan is None and index.by_case:
                 err.print(f"[yellow]no scan for {escape(str(path))} in {escape(str(scans))}[/] (case "
                           f"{escape(mask_case_id(path))}): measured without its calibration", highlight=False)
-            row = measurement_row(str(path), 0, result, "", None, "", method, orientation,
+            # The frame of the scan the mask was drawn on: a cine frame's mask found by the cine's name.
+            row = measurement_row(str(path), scan_frame, result, "", None, "", method, orientation,
                                   spacing_given=spacing, file_stamp=file_stamp(path))
-            reports.append(_with_scan(measurement_report(str(path), 0, result), index, scan))
+            reports.append(_with_scan(measurement_report(str(path), scan_frame, result), index, scan))
             failed |= result.status == "failed"
         except (ScanReadError, ValueError) as exc:
             unusable = True

@@ -856,6 +856,14 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
 
 
+def test_a_pt_file_on_the_onnx_backend_is_told_to_use_the_torch_backend(sample_png):
+    from ipp_seg.inference.registry import resolve_model
+
+    weights = resolve_model("dssau-net-s").torch_path
+    result = invoke("predict", sample_png, "--model", weights)
+    assert result.exit_code == 2 and "is PyTorch weights: run it with --backend torch" in result.output.replace("\n", "")
+
+
 def test_a_cine_frames_mask_is_measured_with_that_frame_of_its_scan(tmp_path, sample_dicom, monkeypatch):
     """A mask named for a cine's frame (scan_f0002_mask.png, as predict --out names it) reads that
     frame of the scan; a frame the scan does not have means the mask was not drawn on it: refused,
@@ -896,6 +904,7 @@ def test_a_cine_frames_mask_is_measured_with_that_frame_of_its_scan(tmp_path, sa
     assert result.exit_code == 2, result.output
     rows = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
     assert rows["04704_f0002_mask.png"]["spacing_source"] == "ultrasound_region" and read[0] == 2
+    assert rows["04704_f0002_mask.png"]["frame"] == 2 and rows["04705_mask.png"]["frame"] == 0  # the scan's frame
     assert rows["04704_f0003_mask.png"]["reasons"] == ["mask_refused"]
     assert rows["04705_f0001_mask.png"]["reasons"] == ["mask_refused"]
     assert rows["04705_mask.png"]["spacing_mm"] == [0.35, 0.35]
