@@ -214,5 +214,9 @@ def test_the_panel_says_method_orientation_tta_and_the_frame_of_a_cine():
     m = measure_progress(mask, (0.3, 0.3), orientation="mirrored")
     plain, with_tta = render_overlay(frame(), mask, m), render_overlay(frame(), mask, m, tta=True)
     assert plain.shape == with_tta.shape and np.any(plain != with_tta)  # the TTA note is drawn
+    # The model that drew the masks has a row of its own: a saved overlay says whose reading it is.
+    named = render_overlay(frame(), mask, m, model="dssau-net-paper")
+    assert named.shape[0] > plain.shape[0] and named.shape[1] == plain.shape[1]
+    assert np.any(named[plain.shape[0]:] != named[-1, -1])  # the extra row holds text, not blank panel
     assert overlay_title("cine.dcm", 3, 12) == "cine.dcm  frame 3 of 0-11"  # counted from 0, as the file names
     assert overlay_title("still.png", 0, 1) == "still.png"

@@ -523,7 +523,7 @@ class FileProcessor:
                 write_overlay_png(opts.out_dir / "overlays" / f"{stem}.png",
                                   render_overlay(frame.pixels, result.labels, result.measurement,
                                                  title=overlay_title(rel, frame.frame_index, frame.n_frames),
-                                                 tta=inf.tta))
+                                                 tta=inf.tta, model=self.model_name))
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,

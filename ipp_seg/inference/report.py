@@ -139,7 +139,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     write_overlay_png(written[1], render_overlay(frame.pixels, result.labels, result.measurement,
                                                  title=overlay_title(Path(frame.provenance.path).name,
                                                                      frame.frame_index, frame.n_frames),
-                                                 tta=bool(report.get("tta"))))
+                                                 tta=bool(report.get("tta")), model=report.get("model")))
     written[2].write_text(json.dumps(report, indent=2))
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
         import pydicom

@@ -78,6 +78,7 @@ def render_overlay(
     *,
     title: str | None = None,
     tta: bool = False,
+    model: str | None = None,
 ) -> np.ndarray:
     """Draw a measurement on its frame; returns an RGB uint8 image.
 
@@ -92,6 +93,8 @@ def render_overlay(
         title: optional first line of the text panel (e.g. :func:`overlay_title`).
         tta: whether the masks came from the frame averaged with its mirror image (said in the
             panel, with the method and orientation the measurement records).
+        model: the model that drew the masks, named in the panel (models read the same frame
+            differently: a saved overlay says whose reading it shows).
 
     Returns:
         (h + P, w, 3) uint8 RGB, ``(w, h) = drawn_size((H, W), measurement.spacing_mm)``: the
@@ -125,7 +128,7 @@ def render_overlay(
         colour = _STATUS_COLOURS.get(measurement.status, _STATUS_COLOURS["failed"])
         h, w = canvas.shape[:2]
         cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), colour, style.line)
-    panel = _text_panel(canvas.shape[1], measurement, title, style, tta)
+    panel = _text_panel(canvas.shape[1], measurement, title, style, tta, model)
     return np.ascontiguousarray(np.vstack([canvas, panel]))
 
 
@@ -338,7 +341,8 @@ def _wrap(words: list[str], width: int, style: _Style, rel: float) -> list[str]:
     return lines
 
 
-def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tta: bool) -> np.ndarray:
+def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tta: bool,
+                model: str | None = None) -> np.ndarray:
     """Rows of text under the frame: title, values and legend, status and reasons."""
     rel = 0.9
     margin = max(6, style.marker * 2)
@@ -358,6 +362,8 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         values.append("HSD n/a")
     values.append(f"({m.method}, orientation {m.orientation}{', mirror TTA' if tta else ''})")
     rows.append(("   ".join(values), _TEXT_COLOUR))
+    if model:
+        rows.extend((line, _TEXT_COLOUR) for line in _wrap(f"model {model}".split(), usable, style, rel))
     status_colour = _STATUS_COLOURS.get(m.status, _STATUS_COLOURS["failed"])
     status_words = [f"{m.status.upper()}" + (":" if m.reasons else "")] + [
         r + ("," if i < len(m.reasons) - 1 else "") for i, r in enumerate(m.reasons)
