@@ -56,6 +56,9 @@ class OnnxSegmenter:
         import onnxruntime as ort
 
         if spec.onnx_path is None:
+            if spec.torch_path is not None and spec.card is None:  # --model FILE.pt
+                raise BackendError(f"{spec.torch_path} is PyTorch weights: run it with --backend torch, or give "
+                                   "its ONNX export (ipp-seg export) to --model")
             raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch")
         model_sha256 = check_model_file(spec, spec.onnx_path, "onnx")
         options = ort.SessionOptions()

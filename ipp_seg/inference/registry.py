@@ -155,5 +155,6 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     for spec in specs:
         if spec.name == name_or_path:
             return spec
-    known = ", ".join(s.name for s in specs) or f"none in {describe_models_dir(folder)}"
-    raise ModelNotFoundError(f"unknown model {name_or_path!r} (shipped: {known}; or give a .onnx/.pt path)")
+    known = ", ".join(s.name for s in specs) or "none"
+    raise ModelNotFoundError(f"unknown model {name_or_path!r} (shipped in {describe_models_dir(folder)}: {known}; "
+                             "or give a .onnx/.pt path)")
