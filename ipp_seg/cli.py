@@ -724,7 +724,7 @@ def measure(
 
     from .inference.batch import CSV_COLUMNS, MASK_REFUSED, UNREADABLE, file_stamp, measurement_row
     from .evaluate.report import mask_case_id
-    from .inference.masks import index_scans, measure_mask_file
+    from .inference.masks import cine_frame_of, index_scans, measure_mask_file
     from .inference.report import measurement_report, unreadable_measurement_report
     from .io import ScanReadError
 
@@ -744,7 +744,7 @@ def measure(
     for path in masks:
         scan, scan_frame, matched = None, 0, False
         try:
-            scan, scan_frame = index.scan_and_frame_for(path) if index is not None else (None, 0)
+            scan, scan_frame = index.scan_and_frame_for(path) if index is not None else (None, cine_frame_of(path))
             matched = True  # past the scan index: a ValueError now is about the mask itself
             result = measure_mask_file(path, (ps_label, fh_label), method=method, orientation=orientation,
                                        spacing_mm=spacing, scan=scan, scan_frame=scan_frame)

@@ -861,7 +861,9 @@ def test_a_pt_file_on_the_onnx_backend_is_told_to_use_the_torch_backend(sample_p
 
     weights = resolve_model("dssau-net-s").torch_path
     result = invoke("predict", sample_png, "--model", weights)
-    assert result.exit_code == 2 and "is PyTorch weights: run it with --backend torch" in result.output.replace("\n", "")
+    said = result.output.replace("\n", "")
+    assert result.exit_code == 2 and "is PyTorch weights: run it with --backend torch" in said
+    assert f"--model {weights.with_suffix('.onnx')}" in said  # the export beside it
 
 
 def test_a_cine_frames_mask_is_measured_with_that_frame_of_its_scan(tmp_path, sample_dicom, monkeypatch):
@@ -911,6 +913,19 @@ def test_a_cine_frames_mask_is_measured_with_that_frame_of_its_scan(tmp_path, sa
     text = result.stderr.replace("\n", "")
     assert "frame 3 of a cine, but its scan" in text and "has 3 frames (0-2): not drawn on it" in text
     assert "has 1 frame (frame 0): not drawn on it" in text
+    # Without a scan, the row's frame is still the one the mask's name gives.
+    alone = invoke("measure", masks / "04704_f0002_mask.png", "--json")
+    assert json.loads(alone.stdout)[0]["frame"] == 2
+    # A batch run's outputs inside the scans folder are not scans: its overlay named like the
+    # cine's frame does not stand in for the cine.
+    (scans / "out" / "overlays").mkdir(parents=True)
+    cv2.imwrite(str(scans / "out" / "overlays" / "04704_f0002.png"), np.zeros((300, 256, 3), np.uint8))
+    (scans / "out" / "measurements.csv").write_text("file,frame,status,reasons\n")
+    assert index_scans(scans).scan_and_frame_for(masks / "04704_f0002_mask.png") == (scans / "04704.dcm", 2)
+    # A still named as the cine's frame beside the cine: which one the mask was drawn on is not known.
+    shutil.copy(sample_dicom, scans / "04704_f0002.dcm")
+    with pytest.raises(ValueError, match=r"may be the scan 04704_f0002\.dcm or frame 2 of 04704\.dcm"):
+        index_scans(scans).scan_and_frame_for(masks / "04704_f0002_mask.png")
 
 
 def test_scans_are_found_as_researchers_keep_them(tmp_path, sample_dicom, caplog):

@@ -57,8 +57,10 @@ class OnnxSegmenter:
 
         if spec.onnx_path is None:
             if spec.torch_path is not None and spec.card is None:  # --model FILE.pt
+                beside = spec.torch_path.with_suffix(".onnx")
+                export = f"--model {beside}" if beside.is_file() else "its ONNX export (ipp-seg export) to --model"
                 raise BackendError(f"{spec.torch_path} is PyTorch weights: run it with --backend torch, or give "
-                                   "its ONNX export (ipp-seg export) to --model")
+                                   f"{export}")
             raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch")
         model_sha256 = check_model_file(spec, spec.onnx_path, "onnx")
         options = ort.SessionOptions()

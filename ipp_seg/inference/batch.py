@@ -287,7 +287,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     def skip(here: Path, real: Path) -> bool:
         if any(real == x or x in real.parents for x in exclude_folders):
             return True
-        if here != in_dir and _is_earlier_output(here):
+        if here != in_dir and is_batch_output(here):
             earlier_outputs.append(here.relative_to(in_dir).as_posix())
             return True
         return False
@@ -305,7 +305,9 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
 
 
-def _is_earlier_output(folder: Path) -> bool:
+def is_batch_output(folder: Path) -> bool:
+    """Whether ``folder`` holds a batch run's ``measurements.csv``: its masks and overlays are
+    outputs, never scans."""
     try:
         with open(folder / CSV_NAME, newline="", encoding="utf-8-sig") as fh:
             return _is_measurements_header(next(csv.reader(fh), []))

@@ -15,21 +15,29 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..evaluate.report import case_id_of, files_below, mask_case_id, read_label_mask, relabel_mask
-from ..io import SUPPORTED_SUFFIXES, count_frames, read_frame
+from ..evaluate.report import case_id_of, mask_case_id, read_label_mask, relabel_mask
+from ..io import SUPPORTED_SUFFIXES, ScanReadError, count_frames, read_frame
+from ..io.folders import walk_folders
 from ..io.frames import same_spacing
 from ..io.reader import choose_spacing
 from ..measure import Measurement, measure_progress
+from .batch import is_batch_output
 from .pipeline import measure_frame
 
-__all__ = ["ScanIndex", "index_scans", "measure_mask_file"]
+__all__ = ["ScanIndex", "cine_frame_of", "index_scans", "measure_mask_file"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
 # What predict --out adds to the name of a cine's frame: scan_f0003_mask.png is frame 3 of scan.
-_CINE_FRAME = re.compile(r"_f(\d{4})$")
+_CINE_FRAME = re.compile(r"_f(\d{4,})$")
+
+
+def cine_frame_of(mask: PathLike) -> int:
+    """The cine frame (0-based) a mask's name gives: 3 for ``scan_f0003_mask.png``, else 0."""
+    found = _CINE_FRAME.search(mask_case_id(mask))
+    return int(found.group(1)) if found else 0
 
 
 @dataclass(frozen=True)
@@ -50,19 +58,32 @@ class ScanIndex:
 
     def scan_and_frame_for(self, mask: PathLike) -> tuple[Path | None, int]:
         """(:meth:`scan_for`, the 0-based frame of it the mask was drawn on): 3 for a cine
-        frame's mask ``scan_f0003_mask.png`` found by the cine's name, else 0."""
+        frame's mask ``scan_f0003_mask.png`` found by the cine's name, 0 for a scan of the
+        mask's own case ID; with no scan, the frame its name gives (:func:`cine_frame_of`).
+
+        Raises:
+            ValueError: several files of the folder have that case ID, or the folder holds both
+            a scan named ``scan_f0003`` and the cine ``scan`` (which one the mask was drawn on
+            is not known).
+        """
         mask_path = Path(mask).resolve()
         case_id = mask_case_id(mask)
         cine = _CINE_FRAME.search(case_id)
         candidates = [(case_id, 0)] + ([(case_id[:cine.start()], int(cine.group(1)))] if cine else [])
+        matches = []
         for case, frame_index in candidates:
             found = [p for p in self.by_case.get(case, ()) if p.resolve() != mask_path]
             if len(found) > 1:
                 names = " and ".join(str(p.relative_to(self.folder)) for p in found[:2])
                 raise ValueError(f"case {case!r} has several scans in {self.folder}: {names}")
             if found:
-                return found[0], frame_index
-        return None, 0
+                matches.append((found[0], frame_index))
+        if len(matches) == 2:
+            (still, _), (whole, frame_index) = matches
+            raise ValueError(f"case {case_id!r} may be the scan {still.relative_to(self.folder)} or frame "
+                             f"{frame_index} of {whole.relative_to(self.folder)} in {self.folder}: keep one of them "
+                             "there")
+        return matches[0] if matches else (None, cine_frame_of(mask))
 
 
 def index_scans(folder: PathLike) -> ScanIndex:
@@ -79,7 +100,12 @@ def index_scans(folder: PathLike) -> ScanIndex:
         raise NotADirectoryError(f"{root} {'is a file, not a folder' if root.exists() else 'does not exist'}")
     suffixes = tuple(s.lower() for s in SUPPORTED_SUFFIXES)
     by_case: dict[str, list[Path]] = {}
-    for path in files_below(root):
+
+    def outputs(here: Path, real: Path) -> bool:  # a batch run's masks and overlays are not scans
+        return here != root and is_batch_output(here)
+
+    for path in sorted((here / name for here, _, names in walk_folders(root, outputs) for name in names),
+                       key=lambda p: p.relative_to(root).as_posix()):
         if path.name.lower().endswith(suffixes) or "." not in path.name:
             by_case.setdefault(case_id_of(path), []).append(path)
     return ScanIndex(root, {case: tuple(paths) for case, paths in by_case.items()})
@@ -108,13 +134,16 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
     fallback, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
     if scan is None:
         return measure_progress(label_mask, fallback, method=method, orientation=orientation, spacing_source=source)
-    if scan_frame:  # a cine frame's mask: a scan without that frame is not the one it was drawn on
-        frames = count_frames(scan)
-        if scan_frame >= frames:
-            which = "1 frame (frame 0)" if frames == 1 else f"{frames} frames (0-{frames - 1})"
-            raise ValueError(f"the mask is of frame {scan_frame} of a cine, but its scan {os.fspath(scan)} has "
-                             f"{which}: not drawn on it")
-    frame = read_frame(scan, scan_frame)
+    try:
+        frame = read_frame(scan, scan_frame)
+    except ScanReadError:
+        if scan_frame:  # a cine frame's mask: a scan without that frame is not the one it was drawn on
+            frames = count_frames(scan)  # (read only when the frame could not be: ITK files read whole)
+            if scan_frame >= frames:
+                which = "1 frame (frame 0)" if frames == 1 else f"{frames} frames (0-{frames - 1})"
+                raise ValueError(f"the mask is of frame {scan_frame} of a cine, but its scan {os.fspath(scan)} "
+                                 f"has {which}: not drawn on it") from None
+        raise
     if frame.pixels.shape != label_mask.shape:
         (h, w), (sh, sw) = label_mask.shape, frame.pixels.shape
         raise ValueError(f"the mask is {w} x {h} pixels, its scan {os.fspath(scan)} {sw} x {sh}: not drawn on it "

@@ -469,9 +469,9 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         # The same case IDs, other pixels or labels (another export, a relabelled set): the
         # optimiser state and the split would carry on over frames the run never saw.
         raise ValueError(f"the frames in {settings.data} differ from those {run_dir} trained on (the same case "
-                         "IDs, other pixels or labels): --resume continues a run on its own data; to train on "
-                         f"these, start a new run (another --out) from its weights with --init-from "
-                         f"{run_dir / LAST}")
+                         "IDs, other pixels or labels, or files this version of ipp-seg reads differently): "
+                         "--resume continues a run on its own data; to train on these, start a new run (another "
+                         f"--out) from its weights with --init-from {run_dir / LAST}")
     loaded = on_inference_grid(read, settings.input_size)
     all_cases = {c.case_id: c for c in loaded}
     train_cases = [all_cases[i] for i in train_ids]
