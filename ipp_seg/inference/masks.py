@@ -118,9 +118,8 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
 
     The pixel size, in this order: ``scan``'s calibration (the scan the mask was drawn on, of
     the same size, its frame ``scan_frame`` (0-based) for a cine; the ultrasound region that
-    holds the PS where the scan has several), the
-    mask file's own spacing (an MHA header), then ``spacing_mm``. The measurement's
-    ``spacing_source`` says which.
+    holds the PS where the scan has several), the mask file's own spacing (an MHA header), then
+    ``spacing_mm``. The measurement's ``spacing_source`` says which.
 
     Raises:
         ScanReadError: the mask or the scan cannot be read, or the mask is no label mask.

@@ -69,7 +69,8 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
 
     ``fp16_weights`` stores the weight tensors as float16 (:func:`store_weights_as_float16`):
     the file is about half the size and the network still computes in float32. The weights are
-    rounded to float16 once; a model trained or packed in float16 loses nothing.
+    rounded to float16 once, after the export has folded what it folds (a convolution with its
+    batch norm): a model whose weights are already float16 values loses only that rounding.
 
     Raises:
         ValueError: ``opset`` is outside what the installed torch exports (:func:`check_opset`).
