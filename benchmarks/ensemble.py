@@ -65,8 +65,10 @@ def main() -> None:
         result = validate_segmenter(segmenter, args.data, validation, PSFHS_VALIDATION_BLOCKS)[0]
         for block in ("overall", *PSFHS_VALIDATION_BLOCKS):
             figures = result["ellipse"][block]
-            cells = [f"{figures[key]:.4g}" if isinstance(figures[key], float) else str(figures[key]) for key, _ in SHOWN]
-            print(f"| {name} | {block} | " + " | ".join(cells) + f" | {result['inference_seconds']} / {result['frames']} |")
+            cells = [f"{figures[key]:.4g}" if isinstance(figures[key], float) else str(figures[key])
+                     for key, _ in SHOWN]
+            timing = f"{result['inference_seconds']} / {result['frames']}"
+            print(f"| {name} | {block} | " + " | ".join(cells) + f" | {timing} |")
 
 
 if __name__ == "__main__":
