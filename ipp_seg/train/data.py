@@ -4,7 +4,6 @@ and ultrasound-specific augmentation that keeps images and masks geometrically c
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -26,19 +25,6 @@ class Case:
     case_id: str
     image: np.ndarray  # (H, W) greyscale as ipp_seg.io reads it: uint8, or float32 on a 0-255 scale
     labels: np.ndarray  # (H, W) uint8, 0 background, 1 PS, 2 FH
-
-
-def data_fingerprint(cases: list[Case]) -> str:
-    """sha256 (hex) of the frames and labels as training reads them, in case-ID order: the same
-    for a folder copied elsewhere or converted without loss (MHA to PNG), different when any
-    pixel or label differs. Resuming a run on other data under the same IDs is refused by it."""
-    digest = hashlib.sha256()
-    for case in sorted(cases, key=lambda c: c.case_id):
-        digest.update(case.case_id.encode() + b"\0")
-        for array in (case.image, case.labels):
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

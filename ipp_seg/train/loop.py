@@ -29,8 +29,8 @@ from ..io.folders import FolderInUseError, folder_lock
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
-from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, data_fingerprint, find_pairs,
-                   load_cases, on_inference_grid)
+from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, load_cases,
+                   on_inference_grid)
 from .lineage import lineage_of
 from .losses import deep_supervision_loss, endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
@@ -464,7 +464,9 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
                             if settings.extra_validation else "")
                          + "): lower --validation-count, or 0 to train on every frame")
     read = load_cases(settings.data, set(train_ids) | set(split.validation_ids), settings.mask_labels, pairs=pairs)
-    data_sha256 = data_fingerprint(read)
+    # The frames and labels as read, by case ID (the checkpoint digest's walk over them): the same
+    # for the folder copied elsewhere or converted without loss (MHA to PNG), other for any pixel.
+    data_sha256 = checkpoint_digest({case.case_id: (case.image, case.labels) for case in read})
     if checkpoint is not None and checkpoint.get("data_sha256", data_sha256) != data_sha256:
         # The same case IDs, other pixels or labels (another export, a relabelled set): the
         # optimiser state and the split would carry on over frames the run never saw.
