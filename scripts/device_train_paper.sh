@@ -37,18 +37,19 @@ fi
 total=$(ls "$data/images" | wc -l)
 trial_count=$(( total / 4 < 200 ? total / 4 : 200 ))
 
-# Trial: 200 frames (a quarter of a small folder), two epochs, every config at once (as they will run);
-# the second epoch's time is steady.
-trial="$runs/trial-data"; mkdir -p "$trial/images" "$trial/masks"
-for f in $(ls "$data/images" | head -$trial_count); do
-    ln -sf "$(realpath "$data/images/$f")" "$trial/images/$f"; ln -sf "$(realpath "$data/masks/$f")" "$trial/masks/$f"
-done
 start=$(date +%s)
 declare -A epochs
 if [ -n "${EPOCHS:-}" ]; then
     for c in "${configs[@]}"; do epochs[$c]=$EPOCHS; done
     left=$budget
 else
+    # Trial: 200 frames (a quarter of a small folder), two epochs, every config at once (as they
+    # will run); the second epoch's time is steady.
+    trial="$runs/trial-data"; mkdir -p "$trial/images" "$trial/masks"
+    for f in $(ls "$data/images" | head -$trial_count); do
+        ln -sf "$(realpath "$data/images/$f")" "$trial/images/$f"
+        ln -sf "$(realpath "$data/masks/$f")" "$trial/masks/$f"
+    done
     for c in "${configs[@]}"; do
         $py -m ipp_seg train "$trial" --config "$c" --out "$runs/trial-$c" --epochs 2 "${recipe[@]}" \
             > "$runs/trial-$c.log" 2>&1 &

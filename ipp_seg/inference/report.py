@@ -183,4 +183,3 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         if refused:
             raise DicomOutputsRefused(refused, written)
     return written
-

@@ -397,7 +397,6 @@ def _conforming_source(source):
     PACS may reject. Here an invalid or missing value becomes an empty one, as type 2 allows,
     and only the attribute's name is logged. Dates and times are checked wherever they are."""
     from pydicom import config
-    from pydicom.datadict import dictionary_VM
     from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset
     from pydicom.valuerep import validate_value
@@ -434,7 +433,7 @@ def _conforming_source(source):
                 continue
             values = element.value if element.VM > 1 else [element.value]
             try:
-                if element.VM > 1 and _single_valued(element.tag, dictionary_VM):
+                if element.VM > 1 and _single_valued(element.tag):
                     raise ValueError("several values where the standard allows one")  # e.g. a name with a backslash
                 for value in values:
                     # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
@@ -507,13 +506,15 @@ def _character_sets_written() -> set[str]:
     return {value.value for value in SpecificCharacterSetValues} & set(python_encoding)
 
 
-def _single_valued(tag, dictionary_vm) -> bool:
+def _single_valued(tag) -> bool:
     """Whether the standard allows ``tag`` one value only (False for a private tag, or a public
     one this pydicom does not know)."""
+    from pydicom.datadict import dictionary_VM
+
     if tag.is_private:
         return False
     try:
-        return dictionary_vm(tag) == "1"
+        return dictionary_VM(tag) == "1"
     except KeyError:
         return False
 

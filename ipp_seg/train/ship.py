@@ -353,9 +353,11 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
 
 def _machine_words(machine: dict) -> str:
     """Where a model trained, for its card: "CPU (platform)" or "a GPU (cuda; platform)"."""
-    where = "a GPU" if str(machine.get("device", "")).startswith("cuda") else machine.get("processor") or "CPU"
-    detail = "; ".join(v for v in (machine.get("device") if where == "a GPU" else "", machine.get("platform", "")) if v)
-    return f"{where} ({detail})" if detail else where
+    device, platform_name = str(machine.get("device", "")), machine.get("platform", "")
+    if device.startswith("cuda"):
+        return f"a GPU ({'; '.join(v for v in (device, platform_name) if v)})"
+    where = machine.get("processor") or "CPU"
+    return f"{where} ({platform_name})" if platform_name else where
 
 
 def _local_contrast_words(card: dict) -> str:
