@@ -852,7 +852,8 @@ def evaluate(
     case, overall and per acquisition style. Exit 0: cases evaluated (cases that could not be
     are listed, and are rows of cases.csv); 2: no case could be evaluated (files written by an
     earlier run into --out are then left as they were), or unusable folders or options."""
-    from .evaluate import MASK_SUFFIXES, evaluate_folders, read_reference_aop, write_case_csv, write_summary_json
+    from .evaluate import (MASK_SUFFIXES, ReferenceAopError, evaluate_folders, read_reference_aop,
+                           write_case_csv, write_summary_json)
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     for folder in (pred_dir, gt_dir, images):
@@ -870,18 +871,8 @@ def evaluate(
     if reference_aop is not None:
         try:
             reference = read_reference_aop(reference_aop)
-        except OSError as exc:
-            from .io.errors import missing_file_reason, open_failure_reason
-
-            if not reference_aop.exists():
-                why = missing_file_reason(reference_aop)
-            elif reference_aop.is_dir():
-                why = "it is a folder; give the CSV file"
-            else:
-                why = open_failure_reason(reference_aop, exc)
-            fail(f"cannot read the reference AoP file {reference_aop}: {why}")
-        except ValueError as exc:
-            fail(f"cannot read the reference AoP file {reference_aop}: {exc}")
+        except ReferenceAopError as exc:
+            fail(str(exc))
     try:
         report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
                                   reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"),

@@ -668,7 +668,9 @@ def test_evaluate_command(tmp_path, psfhs_dir):
         np.mean([float(r["aop_pred"]) - reference[r["case_id"]] for r in rows]))
     (tmp_path / "bad.csv").write_text("x,y\n")
     result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", tmp_path / "bad.csv")
-    assert result.exit_code != 0 and "cannot read the reference AoP" in result.output
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert f"cannot read the reference AoP file {tmp_path / 'bad.csv'}: it needs a case" in said
     for path, why in ((tmp_path / "none.csv", "no such file"), (tmp_path, "it is a folder; give the CSV file")):
         missing = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", path)
         said = " ".join(missing.output.split())

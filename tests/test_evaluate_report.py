@@ -555,6 +555,29 @@ def test_read_reference_aop_formats_and_errors(tmp_path):
         read_reference_aop(tmp_path / "e.csv")
 
 
+def test_read_reference_aop_says_which_file_and_why_once(tmp_path):
+    """Every refusal is a ReferenceAopError naming the file once, with a reason a user can act
+    on: the CLI prints it as it is (it used to add the path a second time, or a raw codec error)."""
+    from ipp_seg.evaluate import ReferenceAopError, read_reference_aop
+
+    (tmp_path / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
+    (tmp_path / "nul.csv").write_bytes(b"case,aop_deg\n1,1\x00\n")
+    (tmp_path / "columns.csv").write_text("name,angle\nx,1\n")
+    (tmp_path / "short.csv").write_text("case,aop_deg\n04001\n04002,120.5,extra\n")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "gone.csv")
+    expected = {"none.csv": "no such file", "link.csv": "a broken link", "binary.csv": "not a text CSV (UTF-8)",
+                "nul.csv": "line 2: AoP", "columns.csv": "it needs a case column", ".": "it is a folder"}
+    for name, why in expected.items():
+        path = tmp_path / name if name != "." else tmp_path
+        with pytest.raises(ReferenceAopError) as refused:
+            read_reference_aop(path)
+        message = str(refused.value)
+        assert message.startswith(f"cannot read the reference AoP file {path}: ") and why in message, message
+        assert message.count(str(path)) == 1 and "Errno" not in message and "codec" not in message
+    # A row short of the AoP column is left out, as an empty AoP is; extra cells are ignored.
+    assert read_reference_aop(tmp_path / "short.csv") == {"04002": 120.5}
+
+
 def test_ground_truth_of_another_tool_is_refused_by_value_or_mapped_when_named(folders, tmp_path):
     from typer.testing import CliRunner
 

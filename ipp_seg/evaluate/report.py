@@ -36,7 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
-from ..io.errors import missing_file_reason
+from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import walk_folders
 from ..io.frames import same_spacing
 from ..io.images import check_png_structure
@@ -64,6 +64,7 @@ __all__ = [
     "EvaluationReport",
     "MetricSummary",
     "ReasonSummary",
+    "ReferenceAopError",
     "case_id_of",
     "mask_case_id",
     "evaluate_arrays",
@@ -731,38 +732,58 @@ _REFERENCE_ID_COLUMNS = ("case", "case_id", "id")
 _REFERENCE_AOP_COLUMNS = ("aop_deg", "aop")
 
 
+class ReferenceAopError(ValueError):
+    """A reference AoP file that cannot be used; the message says which file and why."""
+
+
 def read_reference_aop(path: PathLike) -> dict[str, float]:
     """Published AoP per case (deg) from a CSV with a case-ID column (``case``, ``case_id`` or
     ``id``) and an AoP column (``aop_deg`` or ``aop``), such as PSFHS's ``aop_reference.csv``.
     Rows with an empty AoP are left out.
 
     Raises:
-        ValueError: the columns are missing, an AoP is not a finite number, or a case is given twice.
-        OSError: the file cannot be read.
+        ReferenceAopError: the file cannot be read (missing, a folder, not UTF-8 text), its
+            columns are missing, an AoP is not a finite number, or a case is given twice. Its
+            message names the file and says why, in words a user can act on.
     """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip().lower() for c in reader.fieldnames or ()]
-        id_col = next((c for c in _REFERENCE_ID_COLUMNS if c in columns), None)
-        aop_col = next((c for c in _REFERENCE_AOP_COLUMNS if c in columns), None)
-        if id_col is None or aop_col is None:
-            raise ValueError(f"{path}: needs a case column ({', '.join(_REFERENCE_ID_COLUMNS)}) and an AoP column "
-                             f"({', '.join(_REFERENCE_AOP_COLUMNS)}); found {', '.join(columns) or 'none'}")
-        reference: dict[str, float] = {}
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-            case_id, text = row.get(id_col, ""), row.get(aop_col, "")
-            if not case_id or not text:
-                continue
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"{path}, line {line}: AoP {text!r} is not a number") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{path}, line {line}: AoP {text!r} is not finite")
-            if case_id in reference:
-                raise ValueError(f"{path}, line {line}: case {case_id} given twice")
-            reference[case_id] = value
+    def refuse(why: str) -> ReferenceAopError:
+        return ReferenceAopError(f"cannot read the reference AoP file {path}: {why}")
+
+    if not os.path.exists(path):
+        raise refuse(missing_file_reason(path))
+    if os.path.isdir(path):
+        raise refuse("it is a folder; give the CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as exc:
+        raise refuse(open_failure_reason(path, exc)) from None
+    except UnicodeDecodeError:
+        raise refuse("it is not a text CSV (UTF-8)") from None
+    except csv.Error as exc:  # a NUL byte, say: a binary file
+        raise refuse(f"it is not a CSV ({exc})") from None
+    columns = [c.strip().lower() for c in (rows[0] if rows else ())]
+    id_col = next((c for c in _REFERENCE_ID_COLUMNS if c in columns), None)
+    aop_col = next((c for c in _REFERENCE_AOP_COLUMNS if c in columns), None)
+    if id_col is None or aop_col is None:
+        raise refuse(f"it needs a case column ({', '.join(_REFERENCE_ID_COLUMNS)}) and an AoP column "
+                     f"({', '.join(_REFERENCE_AOP_COLUMNS)}); found {', '.join(columns) or 'none'}")
+    id_index, aop_index = columns.index(id_col), columns.index(aop_col)
+    reference: dict[str, float] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        case_id = row[id_index].strip() if id_index < len(row) else ""
+        text = row[aop_index].strip() if aop_index < len(row) else ""
+        if not case_id or not text:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise refuse(f"line {line}: AoP {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise refuse(f"line {line}: AoP {text!r} is not finite")
+        if case_id in reference:
+            raise refuse(f"line {line}: case {case_id} given twice")
+        reference[case_id] = value
     return reference
 
 
