@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -373,6 +374,30 @@ def test_seg_and_sr_from_a_header_that_breaks_the_standard(source, tmp_path, dam
     assert all(keyword in caplog.text for keyword in damage)  # the attribute is named, not its value
     if shutil.which("dciodvfy"):
         assert dciodvfy_errors(seg) == [] and dciodvfy_errors(sr) == []
+
+
+def test_a_source_read_from_a_file_is_not_quoted_while_its_attributes_are_copied(source, tmp_path, caplog):
+    """A source read from a file decodes its values when they are first used, here while the
+    SEG and SR copy them. Nothing of an invalid one may reach the log or the warnings of a
+    program that calls the library (the CLI silences pydicom; a program does not): the
+    attribute is named, its value never."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source.PatientBirthDate, source.PatientSex = SECRET_BIRTH_DATE, "SECRET SEX"
+        source.save_as(tmp_path / "source.dcm")
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # (pydicom logged the values as they were set above)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read = pydicom.dcmread(tmp_path / "source.dcm")  # the values stay undecoded until used
+        mask = synthetic_mask()
+        write_dicom_seg(read, mask, tmp_path / "seg.dcm", **KW)
+        write_dicom_sr(read, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)
+    said = caplog.text + " ".join(str(w.message) for w in caught)
+    assert SECRET_BIRTH_DATE not in said and "SECRET" not in said
+    assert "PatientBirthDate" in caplog.text  # named, as blanked
 
 
 def test_seg_and_sr_from_a_source_in_japanese_character_sets(source, tmp_path):

@@ -198,6 +198,37 @@ def _no_phi(text: str) -> None:
     assert "Doe" not in text and "Jane" not in text and PATIENT_ID not in text and "19900101" not in text
 
 
+def test_header_values_that_break_the_standard_are_not_quoted_to_a_library_caller(tmp_path, caplog):
+    """pydicom warns about, and logs, an invalid value by quoting it (a birth date, a name) when
+    a value is set. The CLI silences pydicom for the whole process; a program calling the
+    library does not. Reading quotes nothing (pydicom 3 checks only lengths and name parts as
+    it decodes, and the readers decode no patient attribute): this holds it so."""
+    import warnings
+
+    secret_date, secret_name, secret_code = "1980-02-14", "Roe=Janet=Mary=Ann", "SECRET CODE"
+    path = tmp_path / "invalid.dcm"
+    with warnings.catch_warnings():  # pydicom warns when the values are set, too
+        warnings.simplefilter("ignore")
+        write_dicom(path, ramp_frames(3), extra={"PatientBirthDate": secret_date, "PatientName": secret_name,
+                                                  "PatientSex": secret_code})
+    mode = pydicom.config.settings.reading_validation_mode
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # (pydicom logged the values as they were set above)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frames = list(read_frames(path))
+        frame = read_frame(path, 1)
+    said = caplog.text + " ".join(str(w.message) for w in caught)
+    assert len(frames) == 3 and frame.frame_index == 1
+    assert secret_date not in said and "Roe" not in said and secret_code not in said
+    assert pydicom.config.settings.reading_validation_mode == mode
+    # The caller's pydicom keeps its checks: the same file read directly still warns.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        str(pydicom.dcmread(path).PatientName)
+    assert any("PN components" in str(w.message) for w in caught)
+
+
 # --------------------------------------------------------------------------- round trips
 
 LOSSLESS_SYNTAXES = [
