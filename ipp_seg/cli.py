@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -454,12 +453,10 @@ def predict(
     measurement failed; 2: unusable input or options, or an output that could not be written."""
     import json
 
-    from .inference.batch import (NOT_ULTRASOUND, UNREADABLE, BatchOptions, FrameFailure, InferenceOptions,
-                                  measurement_row)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .inference.report import frame_report, output_names, scan_key, unreadable_report, write_frame_outputs
-    from .io.dicom_results import DicomResultError
+    from .inference.batch import BatchOptions, InferenceOptions
+    from .inference.report import predict_scans
 
     _check_choices(method, orientation, frames, backend, device)
     if (dicom_seg or dicom_sr) and out is None:
@@ -477,62 +474,27 @@ def predict(
     err.print(f"model {escape(processor.model_name)} on {processor.segmenter.provider}", highlight=False)
     rows, reports = [], []
     unusable = measurement_failed = unwritten = False
-    names = output_names(scans)  # scans that share a file name must not overwrite each other's outputs
-    run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
-    numbers_used: dict[str, set[int]] = {}  # ...with an Instance Number of their own each
-    said_no_dicom: set[tuple[Path, str]] = set()
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("", total=None)
-        for scan in scans:
-            started = time.perf_counter()
-            for result in processor.results(scan):
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                if isinstance(result, FrameFailure):
-                    unusable = True
-                    frame = "" if result.frame_index is None else result.frame_index
-                    row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, method,
-                                          orientation, tta, result.code, model_sha256=processor.model_sha256)
-                    verb = {UNREADABLE: "read", NOT_ULTRASOUND: "segment"}.get(result.code, "process")
-                    error(f"cannot {verb} {scan}: {result.reason}")
-                    reports.append(unreadable_report(str(scan), result.frame_index, result.reason,
-                                                     processor.model_name, processor.segmenter.provider, method,
-                                                     orientation, tta, result.code, processor.model_sha256))
-                else:
-                    row = measurement_row(str(scan), result.frame.frame_index, result.measurement,
-                                          processor.model_name, result.frame.provenance.sop_instance_uid, "", method,
-                                          orientation, tta, head_confidence=result.head_confidence,
-                                          ps_confidence=result.ps_confidence, model_sha256=processor.model_sha256)
-                    report = frame_report(result, processor.segmenter.provider, elapsed_ms, tta)
-                    reports.append(report)
-                    measurement_failed |= result.measurement.status == "failed"
-                    if out is not None:
-                        try:
-                            write_frame_outputs(result, out, report, name=names[scan_key(scan)],
-                                                dicom_seg=dicom_seg, dicom_sr=dicom_sr, run_uid=run_uid,
-                                                numbers_used=numbers_used)
-                        except ImportError as exc:
-                            fail(str(exc))
-                        except DicomResultError as exc:  # this scan's header; the others may be fine
-                            unwritten = True
-                            # Once per scan and cause, not once per frame of a cine; the first frame named.
-                            if (scan, str(exc)) not in said_no_dicom:
-                                said_no_dicom.add((scan, str(exc)))
-                                frame = result.frame
-                                where = f"{scan} frame {frame.frame_index}" if frame.n_frames > 1 else f"{scan}"
-                                error(f"{where}: {exc}")
-                        except OSError as exc:
-                            _fail_writing(f"into {out}", exc)
-                        if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
-                                and (scan, "not DICOM") not in said_no_dicom:
-                            said_no_dicom.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image
-                            err.print(f"[yellow]no DICOM SEG/SR for {escape(str(scan))}:[/] it is not a DICOM file",
-                                      highlight=False)
-                row["time_ms"] = elapsed_ms
-                rows.append(row)
-                progress.update(task, description=f"{len(rows)} frames measured, now {escape(Path(scan).name)}")
-                started = time.perf_counter()
+        try:
+            for predicted in predict_scans(processor, scans, out, dicom_seg=dicom_seg, dicom_sr=dicom_sr):
+                for message in predicted.errors:
+                    error(message)
+                for message in predicted.warnings:
+                    err.print(f"[yellow]{escape(message)}[/]", highlight=False)
+                unusable |= predicted.unusable
+                unwritten |= predicted.outputs_refused
+                measurement_failed |= predicted.measurement_failed
+                rows.append(predicted.row)
+                reports.append(predicted.report)
+                progress.update(task, description=f"{len(rows)} frames measured, now "
+                                                  f"{escape(Path(predicted.scan).name)}")
+        except ImportError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            _fail_writing(f"into {out}", exc)
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
     else:

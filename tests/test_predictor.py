@@ -221,3 +221,38 @@ def test_the_readme_python_example_runs_as_written():
     # The quick start's AoP: 146.28 on an AVX2 CPU, 146.18 on one with AMX (onnxruntime's kernels
     # differ between CPU families in the last bits; README says so).
     assert first[0] == "ok" and float(first[2]) == pytest.approx(146.23, abs=0.1)
+
+
+def test_predict_scans_does_what_the_command_line_does(predictor, sample_dicom, sample_png, tmp_path):
+    """The run ``ipp-seg predict --out`` makes, from Python: the same rows and reports, the same
+    files, and its errors and warnings as values (said once per scan), not printed."""
+    pytest.importorskip("highdicom")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    twin = tmp_path / "b" / sample_dicom.name  # a second scan of the same name: its outputs must not collide
+    twin.write_bytes(sample_dicom.read_bytes())
+    missing = tmp_path / "absent.dcm"
+    scans = [sample_dicom, sample_png, missing, twin]
+    frames = list(predictor.predict_scans(scans, tmp_path / "lib", dicom_seg=True))
+    assert [f.scan for f in frames] == scans
+    assert [f.unusable for f in frames] == [False, False, True, False]
+    assert frames[2].errors == (f"cannot read {missing}: no such file",) and frames[2].row["status"] == "failed"
+    assert frames[1].warnings == (f"no DICOM SEG/SR for {sample_png}: it is not a DICOM file",)
+    assert not frames[0].warnings and not frames[0].errors and not frames[0].outputs_refused
+    assert all(f.row["time_ms"] > 0 for f in frames)
+
+    cli = CliRunner().invoke(app, ["predict", *map(str, scans), "--out", str(tmp_path / "cli"), "--dicom-seg",
+                                   "--json"])
+    assert cli.exit_code == 2  # the missing scan
+    reports = json.loads(cli.stdout)
+    drop = ("time_ms",)
+    assert [{k: v for k, v in f.report.items() if k not in drop} for f in frames] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in reports]
+    written = sorted(p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(tmp_path / "cli").as_posix()
+                             for p in (tmp_path / "cli").rglob("*") if p.is_file())
+    assert sum(name.endswith("_seg.dcm") for name in written) == 2  # both DICOM scans, under names of their own
+    with pytest.raises(ValueError, match="need out_dir"):
+        next(predictor.predict_scans([sample_dicom], dicom_sr=True))
+    with pytest.raises(TypeError, match="list of paths"):
+        next(predictor.predict_scans(sample_dicom))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from ..io.greyscale import luminance_rgb, to_output
 from ..measure.progress import check_plausible_spacing
 from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions, check_inference_choices
 from .pipeline import FrameResult, not_segmentable_reason, predict_frame
+
+if TYPE_CHECKING:
+    from .report import PredictedFrame
 
 __all__ = ["Predictor"]
 
@@ -119,6 +122,27 @@ class Predictor:
             raise TypeError(f"predict_files takes a list of paths, got the single path {os.fsdecode(paths)!r}: "
                             "predict(path) segments one scan")
         return self._results_in_order([(Path(p), frozenset()) for p in paths])
+
+    def predict_scans(self, paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None,
+                      *, dicom_seg: bool = False, dicom_sr: bool = False) -> Iterator[PredictedFrame]:
+        """What ``ipp-seg predict`` does: each frame of ``paths`` as a
+        :class:`~ipp_seg.inference.report.PredictedFrame` (its CSV row, its JSON report, and the
+        errors and warnings to show), and with ``out_dir`` the mask, overlay and JSON files (and
+        DICOM SEG / SR, for DICOM scans, when asked) written there under names unique among
+        ``paths``. A scan that cannot be read gives a failed frame, and the run goes on.
+
+        Raises:
+            OSError: an output could not be written.
+            ImportError: ``dicom_seg`` or ``dicom_sr`` without highdicom installed.
+        """
+        from .report import predict_scans
+
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError(f"predict_scans takes a list of paths, got the single path {os.fsdecode(paths)!r}")
+        if (dicom_seg or dicom_sr) and out_dir is None:
+            raise ValueError("dicom_seg and dicom_sr need out_dir")
+        yield from predict_scans(self._processor, [Path(p) for p in paths],
+                                 None if out_dir is None else Path(out_dir), dicom_seg=dicom_seg, dicom_sr=dicom_sr)
 
     def _results_in_order(self, items: list) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
         # A file that cannot be read is reported at once, ahead of frames of earlier files still

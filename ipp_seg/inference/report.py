@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -11,7 +15,8 @@ from ..io import write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
-from .batch import output_stem, suffix_disambiguated
+from .batch import NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, measurement_row, output_stem, \
+    suffix_disambiguated
 from .pipeline import FrameResult
 
 
@@ -183,3 +188,89 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         if refused:
             raise DicomOutputsRefused(refused, written)
     return written
+
+
+@dataclass(frozen=True)
+class PredictedFrame:
+    """One frame of a :func:`predict_scans` run (or one scan that gave no frame).
+
+    ``row``: its measurements.csv row (:func:`~ipp_seg.inference.batch.measurement_row`, with
+    ``time_ms``); ``report``: its JSON report (:func:`frame_report`); ``unusable``: the scan or
+    frame could not be read or segmented (``errors`` says why); ``outputs_refused``: a DICOM
+    SEG or SR asked for was not written (``errors`` says why, once per scan and cause);
+    ``warnings``: what the user should know besides (a SEG/SR asked for a scan that is not
+    DICOM, once per scan)."""
+
+    scan: Path
+    row: dict
+    report: dict
+    unusable: bool = False
+    outputs_refused: bool = False
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def measurement_failed(self) -> bool:
+        """The frame was read and segmented, and its measurement failed."""
+        return not self.unusable and self.row["status"] == "failed"
+
+
+def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path | None = None, *,
+                  dicom_seg: bool = False, dicom_sr: bool = False) -> Iterator[PredictedFrame]:
+    """Segment and measure each frame of ``scans`` (the frames ``processor``'s options select),
+    in order; with ``out_dir``, write each frame's outputs there (:func:`write_frame_outputs`;
+    names unique among ``scans``, SEGs and SRs of one source series in one derived series).
+
+    Yields one :class:`PredictedFrame` per frame as it is measured, so that a caller can show
+    progress; a scan or frame that cannot be read gives a failed one and the run goes on.
+
+    Raises:
+        OSError: an output could not be written (the disk is full, say).
+        ImportError: a DICOM output needs highdicom.
+    """
+    inf = processor.options.inference
+    provider = processor.segmenter.provider
+    names = output_names(list(scans))  # scans that share a file name must not overwrite each other's outputs
+    run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
+    numbers_used: dict[str, set[int]] = {}  # ...with an Instance Number of their own each
+    said: set[tuple[Path, str]] = set()  # (scan, cause): a cine's frames share their scan's refusal
+    for scan in scans:
+        started = time.perf_counter()
+        for result in processor.results(scan):
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if isinstance(result, FrameFailure):
+                frame = "" if result.frame_index is None else result.frame_index
+                row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, inf.method,
+                                      inf.orientation, inf.tta, result.code, model_sha256=processor.model_sha256)
+                report = unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
+                                           provider, inf.method, inf.orientation, inf.tta, result.code,
+                                           processor.model_sha256)
+                verb = {UNREADABLE: "read", NOT_ULTRASOUND: "segment"}.get(result.code, "process")
+                yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
+                                     errors=(f"cannot {verb} {scan}: {result.reason}",))
+                started = time.perf_counter()
+                continue
+            row = measurement_row(str(scan), result.frame.frame_index, result.measurement, processor.model_name,
+                                  result.frame.provenance.sop_instance_uid, "", inf.method, inf.orientation, inf.tta,
+                                  head_confidence=result.head_confidence, ps_confidence=result.ps_confidence,
+                                  model_sha256=processor.model_sha256)
+            report = frame_report(result, provider, elapsed_ms, inf.tta)
+            errors, warnings, refused = [], [], False
+            if out_dir is not None:
+                try:
+                    write_frame_outputs(result, out_dir, report, name=names[scan_key(scan)], dicom_seg=dicom_seg,
+                                        dicom_sr=dicom_sr, run_uid=run_uid, numbers_used=numbers_used)
+                except DicomResultError as exc:  # this scan's header; the others may be fine
+                    refused = True
+                    if (scan, str(exc)) not in said:  # once per scan and cause, the first frame named
+                        said.add((scan, str(exc)))
+                        where = f"{scan} frame {result.frame.frame_index}" if result.frame.n_frames > 1 else str(scan)
+                        errors.append(f"{where}: {exc}")
+                if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
+                        and (scan, "not DICOM") not in said:
+                    said.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image
+                    warnings.append(f"no DICOM SEG/SR for {scan}: it is not a DICOM file")
+            yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, outputs_refused=refused,
+                                 errors=tuple(errors), warnings=tuple(warnings))
+            started = time.perf_counter()
+
