@@ -681,14 +681,10 @@ def measure(
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options."""
-    import csv
     import json
 
-    from .inference.batch import CSV_COLUMNS, MASK_REFUSED, UNREADABLE, file_stamp, measurement_row
-    from .evaluate.report import mask_case_id
-    from .inference.masks import cine_frame_of, index_scans, measure_mask_file
-    from .inference.report import measurement_report, unreadable_measurement_report
-    from .io import ScanReadError
+    from .inference.batch import write_measurements_csv
+    from .inference.masks import index_scans, measure_masks
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     ps_label, fh_label = _parse_labels(labels)
@@ -703,39 +699,19 @@ def measure(
             err.print(f"[yellow]warning:[/] no scans in {escape(str(scans))}: every mask is measured without "
                       "its scan's calibration", highlight=False)
     rows, reports, unusable, failed = [], [], False, False
-    for path in masks:
-        scan, scan_frame, matched = None, 0, False
-        try:
-            scan, scan_frame = index.scan_and_frame_for(path) if index is not None else (None, cine_frame_of(path))
-            matched = True  # past the scan index: a ValueError now is about the mask itself
-            result = measure_mask_file(path, (ps_label, fh_label), method=method, orientation=orientation,
-                                       spacing_mm=spacing, scan=scan, scan_frame=scan_frame)
-            if index is not None and scan is None and index.by_case:
-                err.print(f"[yellow]no scan for {escape(str(path))} in {escape(str(scans))}[/] (case "
-                          f"{escape(mask_case_id(path))}): measured without its calibration", highlight=False)
-            # The frame of the scan the mask was drawn on: a cine frame's mask found by the cine's name.
-            row = measurement_row(str(path), scan_frame, result, "", None, "", method, orientation,
-                                  spacing_given=spacing, file_stamp=file_stamp(path))
-            reports.append(_with_scan(measurement_report(str(path), scan_frame, result), index, scan))
-            failed |= result.status == "failed"
-        except (ScanReadError, ValueError) as exc:
-            unusable = True
-            reason = exc.reason if isinstance(exc, ScanReadError) else str(exc)
-            if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
-                reason = f"its scan {scan}: {reason}"
-            # Read, but not a mask to measure as named: other label values, or not its scan's size.
-            code = MASK_REFUSED if matched and not isinstance(exc, ScanReadError) else UNREADABLE
-            row = measurement_row(str(path), "", None, "", None, reason, method, orientation, failure_code=code)
-            reports.append(_with_scan(unreadable_measurement_report(str(path), None, reason, method, orientation,
-                                                                    code), index, scan))
-            error(f"cannot measure {path}: {reason}")
-        rows.append(row)
+    for measured in measure_masks(masks, (ps_label, fh_label), method=method, orientation=orientation,
+                                  spacing_mm=spacing, scans=index):
+        for message in measured.errors:
+            error(message)
+        for message in measured.warnings:
+            err.print(f"[yellow]{escape(message)}[/]", highlight=False)
+        unusable |= measured.unusable
+        failed |= measured.measurement_failed
+        rows.append(measured.row)
+        reports.append(measured.report)
     if csv_path:
         try:
-            with open(csv_path, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
+            write_measurements_csv(csv_path, rows)
         except OSError as exc:
             _fail_writing(f"--csv {csv_path}", exc)
     if json_output:
@@ -744,11 +720,6 @@ def measure(
         _print_table(_results_table(rows, "ipp-seg measure", network=False))
     _advise_on_run(rows, orientation, network=False)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
-
-
-def _with_scan(report: dict, index, scan: Path | None) -> dict:
-    """A measure report with, when --scans was given, the scan its calibration came from."""
-    return report if index is None else {**report, "scan": None if scan is None else str(scan)}
 
 
 @app.command(short_help="Export a training checkpoint to ONNX.")

@@ -4,6 +4,7 @@ do not change the CSV."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -414,7 +415,40 @@ def test_an_earlier_runs_output_inside_the_folder_is_not_measured_again(mixed_fo
     files = {r["file"] for r in _rows(tmp_path / "again" / "measurements.csv")}
     assert files == {r["file"] for r in _rows(first / "measurements.csv")}
     assert not any(f.startswith("results/") for f in files)
-    assert "left out 1 folder(s) holding an earlier run's measurements.csv" in caplog.text
+    assert "left out what earlier runs wrote" in caplog.text and "results/masks" in caplog.text
+
+
+def test_a_project_folder_that_holds_a_run_and_its_scans_gives_the_scans_only(tmp_path, sample_png, caplog):
+    """``batch proj/scans --out proj`` keeps the scans beside the run's outputs. Taking up
+    ``proj`` again (batch, measure --scans, evaluate), or a folder above it, the scans count
+    and the run's CSV, masks and overlays do not: an overlay was measured as a scan (AoP
+    125.9° for a frame that reads 146.2°), and its mask taken for a second scan of the case."""
+    project = tmp_path / "data" / "proj"
+    (project / "scans").mkdir(parents=True)
+    for name in ("psfhs_04700.png", "psfhs_04750.png"):
+        shutil.copy(sample_png.with_name(name), project / "scans" / name)
+    first = _run("batch", project / "scans", "--out", project, "--save-masks", "--overlays")
+    assert first.exit_code == 0, first.output
+    expected = {r["file"]: r["aop_deg"] for r in _rows(project / "measurements.csv")}
+    for folder, prefix in ((project, "scans/"), (tmp_path / "data", "proj/scans/")):
+        out = tmp_path / f"again-{folder.name}"
+        caplog.clear()
+        again = _run("batch", folder, "--out", out)
+        assert again.exit_code == 0, again.output
+        rows = {r["file"]: r["aop_deg"] for r in _rows(out / "measurements.csv")}
+        assert rows == {prefix + name: aop for name, aop in expected.items()}
+        assert "left out what earlier runs wrote" in caplog.text
+
+    measured = _run("measure", project / "masks" / "psfhs_04700.png", "--scans", project, "--json")
+    assert measured.exit_code in (0, 1), measured.output
+    assert json.loads(measured.stdout)[0]["scan"] == str(project / "scans" / "psfhs_04700.png")
+
+    truth = tmp_path / "truth"
+    shutil.copytree(project / "masks", truth)  # the run's own masks as ground truth: a perfect score
+    evaluated = _run("evaluate", project, truth, "--out", tmp_path / "ev")
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())["blocks"]["overall"]
+    assert summary["n_cases"] == 2 and summary["metrics"]["dice_all"]["mean"] == 1.0
 
 
 def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixed_folder, tmp_path, sample_png,
@@ -617,7 +651,7 @@ def test_an_earlier_versions_output_inside_the_folder_is_left_out_too(mixed_fold
     result = _run("batch", mixed_folder, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert not any(r["file"].startswith("old_results/") for r in _rows(tmp_path / "out" / "measurements.csv"))
-    assert "left out 1 folder(s)" in caplog.text
+    assert "left out what earlier runs wrote" in caplog.text and "old_results/masks" in caplog.text
 
 
 def test_a_run_whose_frames_look_mirrored_says_so(tmp_path, sample_png):

@@ -858,6 +858,22 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
 
 
+    # The same run from Python: the rows and reports the command line printed, and its messages as values.
+    from ipp_seg.inference.masks import index_scans, measure_masks
+
+    measured = list(measure_masks([masks / "04700_mask.png", masks / "09999.png", masks / "04701.png"],
+                                  scans=index_scans(scans)))
+    assert [m.report for m in measured[:2]] == [drawn, alone]
+    assert measured[1].warnings == (f"no scan for {masks / '09999.png'} in {scans} (case 09999): measured without "
+                                    "its calibration",)
+    assert [m.unusable for m in measured] == [False, False, True] and measured[2].row["reasons"] == "mask_refused"
+    assert measured[2].errors[0].startswith(f"cannot measure {masks / '04701.png'}: the mask is")
+    # --csv makes the folders it is written into, as --out does.
+    into = tmp_path / "new" / "folder" / "m.csv"
+    assert invoke("measure", masks / "04700_mask.png", "--scans", scans, "--csv", into).exit_code == 0
+    assert into.read_text().splitlines()[1].startswith(str(masks / "04700_mask.png"))
+
+
 def test_a_pt_file_on_the_onnx_backend_is_told_to_use_the_torch_backend(sample_png):
     from ipp_seg.inference.registry import resolve_model
 

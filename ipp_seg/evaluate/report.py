@@ -931,14 +931,32 @@ def _read_image_mask(name: str) -> np.ndarray:
 def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False) -> dict[str, Path]:
     """Case ID -> file. In a folder of ``predictions``, what ``ipp-seg predict --out`` writes
     is understood: ``<case>_mask.png`` is case ``<case>``, and ``<case>_overlay.png`` (a
-    picture, not a mask) is left out."""
+    picture, not a mask) is left out; and what ``batch`` writes: beside its measurements.csv
+    only the ``masks`` folder holds predictions (not the overlays, nor scans kept there when
+    ``--out`` was their project folder)."""
+    from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output
+
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Path] = {}
-    for path in files_below(root, skip_folders=("overlays",) if predictions else ()):
+    batch_outputs: dict[Path, bool] = {}  # folder -> whether it holds a batch run's CSV (read once)
+
+    def in_batch_output(folder: Path) -> bool:
+        if folder not in batch_outputs:
+            batch_outputs[folder] = is_batch_output(folder)
+        return batch_outputs[folder]
+
+    def not_predictions(here: Path, real: Path) -> bool:
+        return here != root and (here.name == OVERLAYS_FOLDER
+                                 or (here.name != MASKS_FOLDER and in_batch_output(here.parent)))
+
+    for path in files_below(root, skip=not_predictions if predictions else None):
         if not path.is_file():  # (hidden files are not walked)
+            continue
+        if predictions and in_batch_output(path.parent):  # a scan beside the CSV, not a prediction
+            logger.debug("%s: skipped (beside a batch run's measurements.csv, not in its masks)", path)
             continue
         if not path.name.lower().endswith(suffixes):
             logger.debug("%s: skipped (not one of %s)", path, ", ".join(suffixes))
@@ -956,12 +974,9 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     return found
 
 
-def files_below(root: Path, skip_folders: tuple[str, ...] = ()) -> list[Path]:
+def files_below(root: Path, skip=None) -> list[Path]:
     """Non-hidden files in ``root`` and its sub-folders (:func:`walk_folders`), sorted by
-    relative path; sub-folders named in ``skip_folders`` are left out."""
-    def skip(here: Path, real: Path) -> bool:
-        return here != root and here.name in skip_folders
-
+    relative path; sub-folders for which ``skip(folder, real_path)`` is true are left out."""
     files = [here / name for here, _, names in walk_folders(root, skip) for name in names]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 

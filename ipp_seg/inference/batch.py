@@ -46,6 +46,8 @@ CSV_COLUMNS = (
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
 )
 CSV_NAME = "measurements.csv"
+# The folders beside it that --save-masks and --overlays write into.
+MASKS_FOLDER, OVERLAYS_FOLDER = "masks", "overlays"
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
 FRAMES_PER_BATCH = 8
 FILES_PER_GROUP = 8  # files a worker takes at once (their frames share model calls)
@@ -268,9 +270,10 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
 
     The pattern is a glob (``**`` spans folders) matched without regard to letter case, since
     Windows exports write ``.DCM`` and ``.dcm`` alike. Folder links are followed (each real
-    folder once, so a link loop ends). ``exclude`` (this run's output folder) and folders that
-    hold an earlier run's ``measurements.csv`` are left out: their masks and overlays are not
-    scans. When ``exclude`` is ``in_dir`` itself or a folder above it (``--out`` the project
+    folder once, so a link loop ends). ``exclude`` (this run's output folder) is left out, and
+    so is what earlier runs wrote (:func:`is_batch_output_part`: their CSVs and their masks and
+    overlays, which are not scans), in ``in_dir`` itself too; scans beside an earlier run's CSV
+    are taken. When ``exclude`` is ``in_dir`` itself or a folder above it (``--out`` the project
     folder that holds the scans), only its ``masks``/``overlays`` folders and CSV are."""
     matcher = glob_matcher(pattern)
     exclude = exclude.resolve() if exclude else None
@@ -278,7 +281,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     top = in_dir.resolve()
     if exclude is not None and (exclude == top or exclude in top.parents):
         skipped_files = {exclude / CSV_NAME}
-        exclude_folders = {exclude / "masks", exclude / "overlays"}
+        exclude_folders = {exclude / MASKS_FOLDER, exclude / OVERLAYS_FOLDER}
     else:
         exclude_folders = {exclude} if exclude is not None else set()
     found: list[Path] = []
@@ -287,7 +290,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     def skip(here: Path, real: Path) -> bool:
         if any(real == x or x in real.parents for x in exclude_folders):
             return True
-        if here != in_dir and is_batch_output(here):
+        if here != in_dir and is_batch_output_part(here):  # (in_dir itself: the user asked for it)
             earlier_outputs.append(here.relative_to(in_dir).as_posix())
             return True
         return False
@@ -297,11 +300,16 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
             path = here / name
             rel = path.relative_to(in_dir).as_posix()
             broken_link = path.is_symlink() and not path.exists()  # listed: its row says it cannot be read
-            if (path.is_file() or broken_link) and matcher(rel) and real / name not in skipped_files:
-                found.append(path)
+            if not ((path.is_file() or broken_link) and matcher(rel)) or real / name in skipped_files:
+                continue
+            if name == CSV_NAME and is_batch_output_part(path):
+                earlier_outputs.append(rel)
+                continue
+            found.append(path)
     if earlier_outputs:
-        log.warning("left out %d folder(s) holding an earlier run's measurements.csv (their masks and overlays "
-                    "are not scans): %s", len(earlier_outputs), ", ".join(earlier_outputs[:5]))
+        log.warning("left out what earlier runs wrote (measurements.csv, masks and overlays: not scans): %s",
+                    ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
+                                                      if len(earlier_outputs) > 5 else ""))
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
 
 
@@ -313,6 +321,26 @@ def is_batch_output(folder: Path) -> bool:
             return _is_measurements_header(next(csv.reader(fh), []))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
+
+
+def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
+    """Write ``rows`` (:func:`measurement_row`) as a measurements.csv with this version's
+    columns, making the folders it goes in; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def is_batch_output_part(path: Path) -> bool:
+    """Whether ``path`` is something a batch run wrote: its ``measurements.csv``, or the
+    ``masks`` or ``overlays`` folder beside it (outputs, never scans or predictions to take up
+    again). Anything else in that folder, such as scans when ``--out`` was their project folder,
+    is not."""
+    return path.name in (CSV_NAME, MASKS_FOLDER, OVERLAYS_FOLDER) and is_batch_output(path.parent)
 
 
 # Columns every version's CSV has: a CSV of an earlier version (fewer columns, all of them
@@ -520,9 +548,9 @@ class FileProcessor:
             frame = result.frame
             stem = output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames)
             if opts.save_masks:
-                write_label_png(opts.out_dir / "masks" / f"{stem}.png", result.labels)
+                write_label_png(opts.out_dir / MASKS_FOLDER / f"{stem}.png", result.labels)
             if opts.overlays:
-                write_overlay_png(opts.out_dir / "overlays" / f"{stem}.png",
+                write_overlay_png(opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png",
                                   render_overlay(frame.pixels, result.labels, result.measurement,
                                                  title=overlay_title(rel, frame.frame_index, frame.n_frames),
                                                  tta=inf.tta, model=self.model_name))
@@ -910,6 +938,8 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError",
-           "check_inference_choices", "file_groups", "file_stamp", "glob_matcher", "list_scans", "measurement_row", "orientation_looks_reversed",
-           "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
-           "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure"]
+           "check_inference_choices", "file_groups", "file_stamp", "glob_matcher", "is_batch_output",
+           "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed", "output_lock",
+           "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
+           "row_symphysis_unsure", "run_batch", "write_measurements_csv", "suffix_disambiguated",
+           "symphysis_mostly_unsure"]

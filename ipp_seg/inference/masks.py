@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from ..io.folders import walk_folders
 from ..io.frames import same_spacing
 from ..io.reader import choose_spacing
 from ..measure import Measurement, measure_progress
-from .batch import is_batch_output
+from .batch import MASK_REFUSED, UNREADABLE, file_stamp, is_batch_output_part, measurement_row
 from .pipeline import measure_frame
+from .report import measurement_report, unreadable_measurement_report
 
-__all__ = ["ScanIndex", "cine_frame_of", "index_scans", "measure_mask_file"]
+__all__ = ["MeasuredMask", "ScanIndex", "cine_frame_of", "index_scans", "measure_mask_file", "measure_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def index_scans(folder: PathLike) -> ScanIndex:
     by_case: dict[str, list[Path]] = {}
 
     def outputs(here: Path, real: Path) -> bool:  # a batch run's masks and overlays are not scans
-        return here != root and is_batch_output(here)
+        return here != root and is_batch_output_part(here)
 
     for path in sorted((here / name for here, _, names in walk_folders(root, outputs) for name in names),
                        key=lambda p: p.relative_to(root).as_posix()):
@@ -156,3 +158,66 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
         logger.warning("%s: measured with its scan's calibration %s mm; %s %s mm is not used", path,
                        measurement.spacing_mm, which, fallback)
     return measurement
+
+
+@dataclass(frozen=True)
+class MeasuredMask:
+    """One mask of a :func:`measure_masks` run: its measurements.csv row, its JSON report (with
+    ``scan``, the scan its calibration came from, when scans were given), whether it could not
+    be used (unreadable, or refused: ``errors`` says why), and ``warnings`` for the user."""
+
+    mask: Path
+    row: dict
+    report: dict
+    unusable: bool = False
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def measurement_failed(self) -> bool:
+        """The mask was read and measured, and its measurement failed."""
+        return not self.unusable and self.row["status"] == "failed"
+
+
+def measure_masks(masks: Iterable[PathLike], labels: tuple[int, int] = (1, 2), *, method: str = "ellipse",
+                  orientation: str = "standard", spacing_mm: tuple[float, float] | None = None,
+                  scans: ScanIndex | None = None) -> Iterator[MeasuredMask]:
+    """What ``ipp-seg measure`` does: :func:`measure_mask_file` for each of ``masks``, in order,
+    each with the calibration of its scan in ``scans`` (see :func:`index_scans`) where there is
+    one, and of that scan's frame for a cine frame's mask. A mask that cannot be read, or is
+    refused (other label values, not its scan's size, a case with several scans), gives a failed
+    :class:`MeasuredMask` with the reason, and the run goes on."""
+    for mask in masks:
+        path = Path(mask)
+        scan, scan_frame, matched = None, 0, False
+        try:
+            scan, scan_frame = scans.scan_and_frame_for(path) if scans is not None else (None, cine_frame_of(path))
+            matched = True  # past the scan index: a ValueError now is about the mask itself
+            result = measure_mask_file(path, labels, method=method, orientation=orientation, spacing_mm=spacing_mm,
+                                       scan=scan, scan_frame=scan_frame)
+        except (ScanReadError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, ScanReadError) else str(exc)
+            if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
+                reason = f"its scan {scan}: {reason}"
+            # Read, but not a mask to measure as named: other label values, or not its scan's size.
+            code = MASK_REFUSED if matched and not isinstance(exc, ScanReadError) else UNREADABLE
+            row = measurement_row(str(path), "", None, "", None, reason, method, orientation, failure_code=code)
+            report = unreadable_measurement_report(str(path), None, reason, method, orientation, code)
+            yield MeasuredMask(path, row, _with_scan(report, scans, scan), unusable=True,
+                               errors=(f"cannot measure {path}: {reason}",))
+            continue
+        warnings = ()
+        if scans is not None and scan is None and scans.by_case:
+            warnings = (f"no scan for {path} in {scans.folder} (case {mask_case_id(path)}): measured without its "
+                        "calibration",)
+        # The frame of the scan the mask was drawn on: a cine frame's mask found by the cine's name.
+        row = measurement_row(str(path), scan_frame, result, "", None, "", method, orientation,
+                              spacing_given=spacing_mm, file_stamp=file_stamp(path))
+        yield MeasuredMask(path, row, _with_scan(measurement_report(str(path), scan_frame, result), scans, scan),
+                           warnings=warnings)
+
+
+def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None) -> dict:
+    """A mask's report with, when scans were given, the scan its calibration came from."""
+    return report if scans is None else {**report, "scan": None if scan is None else str(scan)}
+
