@@ -198,7 +198,8 @@ def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> int:
 @app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
 def train(
     ctx: typer.Context,
-    data: Path = typer.Argument(..., help="Folder in PSFHS layout (image_mha/, label_mha/) or of PNG image/mask pairs."),
+    data: Path = typer.Argument(..., metavar="DATA",
+                                help="Folder in PSFHS layout (image_mha/, label_mha/) or of PNG image/mask pairs."),
     config: str = typer.Option("dssau-net-s", "--config", help="Network config (see `ipp-seg models`)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
@@ -440,7 +441,7 @@ def _load_processor(options):
 
 @app.command(short_help="Segment and measure scans; a table, JSON, masks, overlays, DICOM SEG/SR.")
 def predict(
-    scans: list[Path] = typer.Argument(..., help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files."),
+    scans: list[Path] = typer.Argument(..., metavar="SCAN", help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here."),
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
     dicom_seg: bool = _flag("--dicom-seg", help="With --out: a DICOM Segmentation per DICOM frame."),
@@ -455,7 +456,7 @@ def predict(
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .inference.batch import BatchOptions, InferenceOptions
+    from .inference.batch import BatchOptions, InferenceOptions, RunAdvice
     from .inference.report import predict_scans
 
     _check_choices(method, orientation, frames, backend, device)
@@ -499,7 +500,7 @@ def predict(
         typer.echo(json.dumps(reports, indent=2))
     else:
         _print_table(_results_table(rows, "ipp-seg predict"))
-    _advise_on_run(rows, orientation)
+    _advise(RunAdvice.of_rows(rows), orientation)
     if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
@@ -508,7 +509,7 @@ def predict(
 
 @app.command(short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
 def batch(
-    in_dir: Path = typer.Argument(..., help="Folder of scans (walked recursively)."),
+    in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively)."),
     out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/."),
     glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
     save_masks: bool = _flag("--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
@@ -607,36 +608,25 @@ def batch(
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
               f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
-    if summary.orientation_looks_reversed:
-        _say_orientation_looks_reversed(summary.doubtful_orientation_rows, summary.rows - summary.failed_rows,
-                                        orientation, again="--overwrite")
-    if summary.symphysis_mostly_unsure:
-        _say_symphysis_mostly_unsure(summary.unsure_symphysis_rows, summary.segmented_rows)
+    _advise(summary.advice, orientation, again="--overwrite")
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
         fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
 
 
-def _advise_on_run(rows: list[dict], orientation: str, network: bool = True) -> None:
-    """After a table of rows: say so when the run as a whole looks displayed the other way round,
-    or (``network``: the masks came from the model) not as the models learnt transperineal views."""
-    from .inference.batch import (orientation_looks_reversed, row_orientation_doubtful, row_segmented,
-                                  row_symphysis_unsure, symphysis_mostly_unsure)
-
-    measured = sum(row["status"] != "failed" for row in rows)
-    doubtful = sum(row_orientation_doubtful(row) for row in rows)
-    if orientation_looks_reversed(measured, doubtful):
-        _say_orientation_looks_reversed(doubtful, measured, orientation)
-    segmented = sum(row_segmented(row) for row in rows)
-    unsure = sum(row_symphysis_unsure(row) for row in rows)
-    if network and symphysis_mostly_unsure(segmented, unsure):
-        _say_symphysis_mostly_unsure(unsure, segmented)
+def _advise(advice, orientation: str, again: str = "") -> None:
+    """After a run's table or summary: what its rows say of the run as a whole (RunAdvice)."""
+    if advice.orientation_looks_reversed:
+        _say_orientation_looks_reversed(advice.doubtful_orientation, advice.measured, orientation, again)
+    if advice.symphysis_mostly_unsure:
+        _say_symphysis_mostly_unsure(advice.unsure_symphysis, advice.segmented)
 
 
 def _say_symphysis_mostly_unsure(unsure: int, segmented: int) -> None:
-    err.print(f"[yellow]warning:[/] in {unsure} of {segmented} frames the network is unsure of the pubic symphysis "
-              "or finds none (reasons ps_low_confidence, ps_missing, ps_too_small). Check that these are "
-              "transperineal views displayed with the probe at the top of the image: a frame turned by 180° or "
-              "upside down gives this, and the models measure no other display.", highlight=False)
+    err.print(f"[yellow]warning:[/] in {unsure} of {segmented} frames the network is unsure of the pubic "
+              "symphysis, finds none, or finds it where no transperineal view has it (reasons ps_low_confidence, "
+              "ps_missing, ps_too_small, ps_below_head, aop_impossible). Check that these are transperineal views "
+              "displayed with the probe at the top of the image: a frame turned by 180° or upside down gives this, "
+              "and the models measure no other display.", highlight=False)
 
 
 def _say_orientation_looks_reversed(doubtful: int, measured: int, orientation: str, again: str = "") -> None:
@@ -670,7 +660,7 @@ def _plain_progress(counts: dict, now: float) -> str:
 
 @app.command(short_help="AoP and HSD from label masks you already have.")
 def measure(
-    masks: list[Path] = typer.Argument(..., help="Label masks (PNG/MHA/NIfTI)."),
+    masks: list[Path] = typer.Argument(..., metavar="MASK", help="Label masks (PNG/MHA/NIfTI)."),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
     scans: Optional[Path] = typer.Option(
         None, "--scans", help="Folder of the scans the masks were drawn on, named by the same case IDs: each "
@@ -683,7 +673,7 @@ def measure(
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options."""
     import json
 
-    from .inference.batch import write_measurements_csv
+    from .inference.batch import RunAdvice, write_measurements_csv
     from .inference.masks import index_scans, measure_masks
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
@@ -718,18 +708,18 @@ def measure(
         typer.echo(json.dumps(reports, indent=2))
     else:
         _print_table(_results_table(rows, "ipp-seg measure", network=False))
-    _advise_on_run(rows, orientation, network=False)
+    _advise(RunAdvice.of_rows(rows, network=False), orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 
 
 @app.command(short_help="Export a training checkpoint to ONNX.")
 def export(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ipp-seg train` (.pt)."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint written by `ipp-seg train` (.pt)."),
     onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
     opset: int = typer.Option(17, "--opset",
                               help="ONNX opset, from 17 up to the highest that the installed torch's exporter "
                                    "writes (20 in torch 2.13); any other is refused, naming the bounds."),
-    fp16_weights: bool = typer.Option(False, "--fp16-weights",
+    fp16_weights: bool = _flag("--fp16-weights",
                                       help="Store the weights as float16: half the file (a paper config is "
                                            "about 60 MB instead of 118); the network still computes in float32."),
 ) -> None:
@@ -761,8 +751,9 @@ def export(
 
 @app.command(short_help="Score predicted masks against ground truth, per case and per acquisition style.")
 def evaluate(
-    pred_dir: Path = typer.Argument(..., help="Predicted label masks (PNG/MHA/NIfTI), named by case ID."),
-    gt_dir: Path = typer.Argument(..., help="Ground-truth label masks, same names."),
+    pred_dir: Path = typer.Argument(..., metavar="PRED_DIR",
+                                    help="Predicted label masks (PNG/MHA/NIfTI), named by case ID."),
+    gt_dir: Path = typer.Argument(..., metavar="GT_DIR", help="Ground-truth label masks, same names."),
     images: Optional[Path] = typer.Option(None, "--images", help="The frames (tells the acquisition style apart)."),
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here."),

@@ -686,7 +686,7 @@ def test_a_run_of_frames_turned_upside_down_says_so(tmp_path, sample_png):
     turned = _run("batch", root, "--out", tmp_path / "out")
     rows = _rows(tmp_path / "out" / "measurements.csv")
     assert sum(row_symphysis_unsure(r) for r in rows) >= 3 and sum(row_segmented(r) for r in rows) == 4
-    assert "frames the network is unsure of the pubic symphysis or finds none" in turned.output
+    assert "frames the network is unsure of the pubic symphysis, finds none, or finds it where" in turned.output
     assert "probe at the top" in turned.output
     upright = _run("batch", upright_root, "--out", tmp_path / "upright")
     assert upright.exit_code == 0 and "unsure of the pubic symphysis" not in upright.output
@@ -709,6 +709,39 @@ def test_which_rows_count_as_unsure_of_the_symphysis():
     assert not row_symphysis_unsure({**row, "reasons": "spacing_unknown;low_confidence"})
     assert not row_segmented({**row, "status": "failed", "reasons": "unreadable"})
     assert not row_segmented({**row, "status": "failed", "reasons": "not_ultrasound_frame"})
+
+
+def test_a_run_upside_down_is_not_told_to_measure_again_mirrored(tmp_path, sample_png):
+    """Frames flipped top to bottom look mirrored as well: the run was told both to measure again
+    with --orientation mirrored (which does not help) and to check the display. Only the second
+    is said now; the run-level counts come from the rows, in the library."""
+    from ipp_seg.inference.batch import RunAdvice
+
+    both = RunAdvice(measured=4, doubtful_orientation=4, segmented=4, unsure_symphysis=4)
+    assert both.symphysis_mostly_unsure and not both.orientation_looks_reversed
+    assert RunAdvice(4, 4, 4, 1).orientation_looks_reversed  # mirrored only: the orientation advice
+    assert not RunAdvice(4, 4, 4, 4, network=False).symphysis_mostly_unsure  # masks drawn elsewhere
+    row = dict.fromkeys(CSV_COLUMNS, "")
+    rows = [{**row, "status": "warning", "reasons": "orientation_doubtful;ps_below_head"}] * 3 + \
+        [{**row, "status": "failed", "reasons": "aop_impossible"}, {**row, "status": "failed", "reasons": "unreadable"}]
+    assert RunAdvice.of_rows(rows) == RunAdvice(measured=3, doubtful_orientation=3, segmented=4, unsure_symphysis=4)
+
+    import cv2
+
+    from ipp_seg.inference import Predictor
+
+    root = tmp_path / "flipped"
+    root.mkdir()
+    for k, name in enumerate(("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png", "psfhs_04700_us.dcm")):
+        pixels = read_frame(sample_png.with_name(name)).pixels[::-1]
+        cv2.imwrite(str(root / f"{k}.png"), pixels)
+        cv2.imwrite(str(root / f"{k}_blurred.png"), cv2.GaussianBlur(pixels, (3, 3), 0))
+    scans = sorted(root.iterdir())
+    advice = RunAdvice.of_rows(f.row for f in Predictor().predict_scans(scans))
+    # Both counts are over their bars here (the contradiction an acceptance run met).
+    assert advice.symphysis_mostly_unsure and orientation_looks_reversed(advice.measured, advice.doubtful_orientation)
+    said = " ".join(_run("predict", *scans).output.split())
+    assert "probe at the top" in said and "--orientation mirrored" not in said
 
 
 @pytest.mark.parametrize("measured, doubtful, reversed_", [

@@ -568,7 +568,10 @@ def _fit_failing(monkeypatch, which):
     return measure_progress(typical_scene(), (0.2, 0.2))
 
 
-NEAR_VERTICAL = dict(ps_center=(60, 70), ps_a=35, ps_b=10, ps_angle=85, head_center=(165, 160))
+# Tilted past vertical, towards the head: at 85 deg the end taken as inferior was the upper one,
+# and the angle swept past 240 deg (aop_impossible).
+NEAR_VERTICAL = dict(ps_center=(60, 70), ps_a=35, ps_b=10, ps_angle=95, head_center=(165, 160))
+PS_BELOW_HEAD = dict(ps_center=(60, 150), ps_angle=-40, head_center=(160, 150), head_axes=(60, 50))
 LOW_AOP = dict(ps_center=(170, 60), ps_angle=0, head_center=(60, 160), head_axes=(50, 45))
 HIGH_AOP = dict(ps_center=(60, 120), ps_a=30, ps_b=9, ps_angle=0, head_center=(190, 80), head_axes=(60, 55))
 ROUND_PS = dict(ps_a=18, ps_b=15)  # short/long axis 0.83: rounder than any expert PS outline
@@ -660,6 +663,7 @@ REASON_CASES = {
     "ps_axis_near_vertical": lambda mp: measure_progress(typical_scene(**NEAR_VERTICAL), (0.2, 0.2)),
     "ps_nearly_round": lambda mp: measure_progress(typical_scene(**ROUND_PS), (0.2, 0.2)),
     "aop_out_of_range": lambda mp: measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2)),
+    "aop_impossible": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1, ::-1]), (0.2, 0.2)),
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
     "spacing_implausible": lambda mp: measure_progress(typical_scene(), (2.0, 2.5)),
@@ -667,7 +671,8 @@ REASON_CASES = {
     "head_small_in_frame": lambda mp: _measured_with_head_confidence(0.95, 0.2),
     "ps_low_confidence": lambda mp: _measured_with_head_confidence(0.95, 0.5, 0.7),
     "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
-    "ps_below_head": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1]), (0.2, 0.2)),
+    # Beside the head and lower than its centre (a frame turned upside down is failed: aop_impossible).
+    "ps_below_head": lambda mp: measure_progress(typical_scene(**PS_BELOW_HEAD), (0.2, 0.2)),
     "orientation_doubtful": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[:, ::-1]), (0.2, 0.2)),
     "fh_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(2), (0.2, 0.2)),
 }
@@ -754,7 +759,7 @@ def test_status_ps_axis_near_vertical():
     res = measure_progress(typical_scene(**NEAR_VERTICAL), (0.2, 0.2))
     _check(res, "ps_axis_near_vertical", "warning")
     assert res.aop_deg is not None
-    tilted = typical_scene(**{**NEAR_VERTICAL, "ps_angle": 75})
+    tilted = typical_scene(**{**NEAR_VERTICAL, "ps_angle": 105})
     assert "ps_axis_near_vertical" not in measure_progress(tilted, (0.2, 0.2)).reasons
     # decided in physical space: with narrow pixels along x the same axis is near vertical
     assert "ps_axis_near_vertical" in measure_progress(tilted, (0.05, 0.2)).reasons
@@ -789,6 +794,24 @@ def test_status_aop_out_of_range_low_and_high():
     assert res.aop_deg > 200
     # the challenge method keeps the evaluator's law-of-cosines angle, which stops at 180
     assert measure_progress(high, (0.2, 0.2), method="challenge").aop_deg <= 180.0
+
+
+def test_an_angle_no_transperineal_view_gives_is_failed_not_reported():
+    """A frame turned by 180 deg (or masks of another display convention) puts the head where the
+    convention assumed has none: the angle sweeps past 240 deg (an acceptance run printed 357.2
+    deg as a mere warning). No AoP is reported, nor the HSD taken at the same wrong end; the
+    largest expert angle, 199.5 deg, and the > 200 deg scene above stay warnings."""
+    turned = np.ascontiguousarray(typical_scene()[::-1, ::-1])
+    for method in ("ellipse", "contour"):
+        res = measure_progress(turned, (0.2, 0.2), method=method)
+        _check(res, "aop_impossible", "failed")
+        assert res.landmarks.fh_tangent_point is not None  # drawn on the overlay, to be seen
+    plain = measure_progress(typical_scene(), (0.2, 0.2))
+    assert plain.status == "ok" and plain.aop_deg < 240
+    high = measure_progress(typical_scene(**HIGH_AOP), (0.2, 0.2))
+    assert high.status == "warning" and 200 < high.aop_deg < 240
+    # The challenge method's unsigned angle never passes 180: the turned frame gives a number there.
+    assert measure_progress(turned, (0.2, 0.2), method="challenge").aop_deg <= 180
 
 
 def test_status_hsd_undefined():

@@ -145,7 +145,44 @@ MIN_DOUBTFUL_FRAMES_FOR_RUN = 2
 # unsure of, or misses, the PS in none as recorded, and in 197 turned by 180 degrees (STAR's twin:
 # 1 and 203; benchmarks/RESULTS.md).
 UNSURE_SYMPHYSIS_RUN_SHARE = 0.5
-_UNSURE_SYMPHYSIS = frozenset({"ps_low_confidence", "ps_missing", "ps_too_small"})
+# A symphysis the network is unsure of or finds none of, or one it places where no transperineal
+# view as the models learnt them has it (below the head's centre; an angle past 240 deg).
+_UNSURE_SYMPHYSIS = frozenset({"ps_low_confidence", "ps_missing", "ps_too_small", "ps_below_head", "aop_impossible"})
+
+
+@dataclass(frozen=True)
+class RunAdvice:
+    """What a run's rows say of the run as a whole: of the ``measured`` frames, how many look
+    displayed the other way round (``doubtful_orientation``); of the ``segmented`` ones (the
+    network saw them), how many have a symphysis it is unsure of, finds none of, or places
+    where no transperineal view has it (``unsure_symphysis``). ``network``: the masks came from
+    a model (``measure`` takes masks drawn elsewhere: the symphysis advice is not theirs)."""
+
+    measured: int
+    doubtful_orientation: int
+    segmented: int
+    unsure_symphysis: int
+    network: bool = True
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[dict], network: bool = True) -> RunAdvice:
+        """The counts of measurements.csv rows (:func:`measurement_row`)."""
+        rows = list(rows)
+        return cls(sum(row["status"] != "failed" for row in rows), sum(map(row_orientation_doubtful, rows)),
+                   sum(map(row_segmented, rows)), sum(map(row_symphysis_unsure, rows)), network)
+
+    @property
+    def symphysis_mostly_unsure(self) -> bool:
+        """See :func:`symphysis_mostly_unsure`; never for masks not drawn by the network."""
+        return self.network and symphysis_mostly_unsure(self.segmented, self.unsure_symphysis)
+
+    @property
+    def orientation_looks_reversed(self) -> bool:
+        """See :func:`orientation_looks_reversed`. Not said of a run whose symphysis is mostly
+        unsure: frames turned or flipped top to bottom look mirrored too, and measuring them
+        again with the other ``--orientation`` would not help (the symphysis advice covers them)."""
+        return not self.symphysis_mostly_unsure and orientation_looks_reversed(self.measured,
+                                                                               self.doubtful_orientation)
 
 
 @dataclass(frozen=True)
@@ -168,14 +205,20 @@ class BatchSummary:
     unsure_symphysis_rows: int = 0
 
     @property
+    def advice(self) -> RunAdvice:
+        """What this run's rows say of the run as a whole (:class:`RunAdvice`)."""
+        return RunAdvice(self.rows - self.failed_rows, self.doubtful_orientation_rows, self.segmented_rows,
+                         self.unsure_symphysis_rows)
+
+    @property
     def orientation_looks_reversed(self) -> bool:
-        """See :func:`orientation_looks_reversed`, for this run's rows."""
-        return orientation_looks_reversed(self.rows - self.failed_rows, self.doubtful_orientation_rows)
+        """:attr:`RunAdvice.orientation_looks_reversed`, for this run's rows."""
+        return self.advice.orientation_looks_reversed
 
     @property
     def symphysis_mostly_unsure(self) -> bool:
-        """See :func:`symphysis_mostly_unsure`, for this run's rows."""
-        return symphysis_mostly_unsure(self.segmented_rows, self.unsure_symphysis_rows)
+        """:attr:`RunAdvice.symphysis_mostly_unsure`, for this run's rows."""
+        return self.advice.symphysis_mostly_unsure
 
 
 def symphysis_mostly_unsure(segmented_frames: int, unsure_frames: int) -> bool:
@@ -192,8 +235,9 @@ def row_segmented(row: dict) -> bool:
 
 
 def row_symphysis_unsure(row: dict) -> bool:
-    """Whether a CSV row's network was unsure of the symphysis (``ps_low_confidence``) or drew
-    none it could measure (``ps_missing``, ``ps_too_small``)."""
+    """Whether a CSV row's network was unsure of the symphysis (``ps_low_confidence``), drew
+    none it could measure (``ps_missing``, ``ps_too_small``), or drew it where no transperineal
+    view has it (``ps_below_head``, ``aop_impossible``)."""
     return bool(_UNSURE_SYMPHYSIS & _row_reasons(row))
 
 
@@ -937,9 +981,9 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
-           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "WorkerDiedError",
-           "check_inference_choices", "file_groups", "file_stamp", "glob_matcher", "is_batch_output",
-           "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed", "output_lock",
-           "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
+           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "RunAdvice",
+           "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
+           "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
+           "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
            "row_symphysis_unsure", "run_batch", "write_measurements_csv", "suffix_disambiguated",
            "symphysis_mostly_unsure"]

@@ -61,7 +61,7 @@ from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
-           "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM",
+           "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM",
            "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE", "orientation_score",
            "mask_orientation_score"]
 
@@ -71,6 +71,10 @@ MIN_AREA_PX = 30  # components smaller than this (pixels) carry no usable shape
 FRAGMENT_FRACTION = 0.10  # another component above this fraction of the kept one is reported
 MIN_FH_ELLIPSE_IOU = 0.85
 AOP_RANGE_DEG = (60.0, 200.0)
+# Above this the display convention assumed cannot be the frame's: the largest AoP of the 1,058
+# PSFHS expert masks is 199.5 deg by the ellipse method (194.6 by the contour one); an upside-down
+# frame gives 230-360. The challenge method's unsigned angle never exceeds 180.
+AOP_IMPOSSIBLE_ABOVE_DEG = 240.0
 NEAR_VERTICAL_DEG = 10.0
 # A PS rounder than this (short/long axis ratio from second moments, physical units) has no
 # well-defined long axis: a few boundary pixels turn it, and the AoP with it. 0.70 is the
@@ -531,6 +535,9 @@ def measure_progress(
     k = int(np.argmax(angles))
     aop = float(angles[k])
     marks["fh_tangent_point"] = _to_px(tangents[k], scale)
+    if aop > AOP_IMPOSSIBLE_ABOVE_DEG:  # not a value with a warning: no angle of progression at all
+        reasons.append("aop_impossible")
+        return result()
     if not AOP_RANGE_DEG[0] <= aop <= AOP_RANGE_DEG[1]:
         reasons.append("aop_out_of_range")
 
