@@ -725,7 +725,7 @@ def export(
 ) -> None:
     """Export a training checkpoint to ONNX with the metadata inference needs."""
     try:
-        from .nn.export import check_opset, export_onnx
+        from .nn.export import check_opset, export_checkpoint
         from .train.loop import check_checkpoint_path, load_checkpoint_model
     except ImportError as exc:
         fail(f"export needs torch and onnx: pip install -e '.[train]' in the ipp-seg clone ({exc})")
@@ -740,10 +740,8 @@ def export(
         model, ckpt = load_checkpoint_model(checkpoint)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    settings = ckpt.get("settings", {})
     try:
-        export_onnx(model, onnx, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"), opset,
-                    fp16_weights=fp16_weights)
+        export_checkpoint(model, ckpt, onnx, opset, fp16_weights=fp16_weights)
     except OSError as exc:
         _fail_writing(f"--onnx {onnx}", exc)
     err.print(f"wrote {escape(str(onnx))}", highlight=False)

@@ -111,6 +111,16 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
     return path
 
 
+def export_checkpoint(model: DSSAUNet, checkpoint: dict, path: str | Path, opset: int = DEFAULT_OPSET,
+                      extra_metadata: dict | None = None, fp16_weights: bool = False) -> Path:
+    """:func:`export_onnx` of a training checkpoint's ``model`` with what its run trained with:
+    the input size (256 x 256 for a checkpoint that does not say) and the input normalisation
+    (inference then applies exactly the same)."""
+    settings = checkpoint.get("settings") or {}
+    return export_onnx(model, path, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"),
+                       opset, extra_metadata, fp16_weights)
+
+
 def store_weights_as_float16(proto, min_elements: int = FP16_MIN_ELEMENTS) -> int:
     """Store each float32 initializer of at least ``min_elements`` values as float16, read back
     to float32 by a Cast at the top of the graph, so that every operator still runs in float32

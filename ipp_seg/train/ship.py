@@ -20,7 +20,7 @@ from ..inference.backends import OnnxSegmenter
 from ..inference.pipeline import segment_frames
 from ..inference.registry import ModelSpec, sha256_of
 from ..io import read_frame
-from ..nn.export import export_onnx
+from ..nn.export import export_checkpoint
 from .data import find_pairs, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
 from .loop import BEST, TrainSettings, load_checkpoint_model
@@ -191,8 +191,7 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
         raise ValueError(f"{validated_by} has no validation frames either")
     with tempfile.TemporaryDirectory() as tmp:
         # Stored as the model to ship is, so that the figures are those of weights rounded alike.
-        onnx_path = export_onnx(ref_model, Path(tmp) / "reference.onnx", tuple(ref["settings"]["input_size"]),
-                                ref["settings"]["normalisation"], fp16_weights=fp16_weights)
+        onnx_path = export_checkpoint(ref_model, ref, Path(tmp) / "reference.onnx", fp16_weights=fp16_weights)
         validation, validation_tta = _own_validation(onnx_path, ref, data, blocks)
     source = {"checkpoint": str(validated_by), "epoch": ref["epoch"], "seed": ref["settings"]["seed"],
               "train_frames": len(ref["split"]["train"]),
@@ -232,9 +231,8 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         lineage = (lineage_of(settings["init_from"], torch.load(settings["init_from"], map_location="cpu",
                                                                 weights_only=False))
                    if settings.get("init_from") else [])
-    onnx_path = export_onnx(model, models_dir / f"{name}.onnx", tuple(settings["input_size"]),
-                            settings["normalisation"], extra_metadata={"model_name": name},
-                            fp16_weights=fp16_weights)
+    onnx_path = export_checkpoint(model, checkpoint, models_dir / f"{name}.onnx",
+                                  extra_metadata={"model_name": name}, fp16_weights=fp16_weights)
     torch_path = models_dir / f"{name}.pt"
     slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
                                        "best_score", "epoch", "machine")}
