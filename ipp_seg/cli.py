@@ -428,6 +428,15 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     return table
 
 
+def _say_messages(item) -> None:
+    """On stderr, as they come: a run item's errors (a scan or mask that could not be used, an
+    output refused) and warnings (PredictedFrame, MeasuredMask)."""
+    for message in item.errors:
+        error(message)
+    for message in item.warnings:
+        err.print(f"[yellow]{escape(message)}[/]", highlight=False)
+
+
 def _load_processor(options):
     from .inference.backends import BackendError
     from .inference.batch import FileProcessor
@@ -481,10 +490,7 @@ def predict(
         task = progress.add_task("", total=None)
         try:
             for predicted in predict_scans(processor, scans, out, dicom_seg=dicom_seg, dicom_sr=dicom_sr):
-                for message in predicted.errors:
-                    error(message)
-                for message in predicted.warnings:
-                    err.print(f"[yellow]{escape(message)}[/]", highlight=False)
+                _say_messages(predicted)
                 unusable |= predicted.unusable
                 unwritten |= predicted.outputs_refused
                 measurement_failed |= predicted.measurement_failed
@@ -691,10 +697,7 @@ def measure(
     rows, reports, unusable, failed = [], [], False, False
     for measured in measure_masks(masks, (ps_label, fh_label), method=method, orientation=orientation,
                                   spacing_mm=spacing, scans=index):
-        for message in measured.errors:
-            error(message)
-        for message in measured.warnings:
-            err.print(f"[yellow]{escape(message)}[/]", highlight=False)
+        _say_messages(measured)
         unusable |= measured.unusable
         failed |= measured.measurement_failed
         rows.append(measured.row)
