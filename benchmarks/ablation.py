@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ipp_seg.nn.configs import get_config
-from ipp_seg.nn.export import export_onnx
+from ipp_seg.nn.export import export_checkpoint
 from ipp_seg.train.lineage import run_cost
 from ipp_seg.train.loop import BEST, LAST, load_checkpoint_model
 from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS as BLOCKS, validate_onnx
@@ -76,8 +76,7 @@ def main() -> None:
             curves[name] = {h["epoch"]: (h["dice_ps"], h["dice_fh"]) for h in history(run)}
         hours = run_cost(checkpoint, path)[1]
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = export_onnx(model, Path(tmp) / f"{name}.onnx",
-                                    tuple(checkpoint["settings"]["input_size"]), checkpoint["settings"]["normalisation"])
+            onnx_path = export_checkpoint(model, checkpoint, Path(tmp) / f"{name}.onnx")
             tta_modes = (False, True) if args.tta else (False,)
             results = list(validate_onnx(onnx_path, args.data, checkpoint["split"]["validation"], BLOCKS,
                                          tta_modes=tta_modes)) if checkpoint["split"]["validation"] else []
