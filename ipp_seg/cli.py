@@ -500,7 +500,9 @@ def predict(
                                                   f"{escape(Path(predicted.scan).name)}")
         except ImportError as exc:
             fail(str(exc))
-        except OSError as exc:
+        except OSError as exc:  # (reading failures are rows, not exceptions: this is writing)
+            if out is None:
+                fail(str(exc))
             _fail_writing(f"into {out}", exc)
     if json_output:
         typer.echo(json.dumps(reports, indent=2))
@@ -689,7 +691,7 @@ def measure(
     if scans is not None:
         try:
             index = index_scans(scans)
-        except NotADirectoryError as exc:
+        except (NotADirectoryError, ValueError) as exc:  # ValueError: a batch run's masks or overlays
             fail(f"--scans: {exc}")
         if not index.by_case:
             err.print(f"[yellow]warning:[/] no scans in {escape(str(scans))}: every mask is measured without "

@@ -445,10 +445,26 @@ def test_a_project_folder_that_holds_a_run_and_its_scans_gives_the_scans_only(tm
 
     truth = tmp_path / "truth"
     shutil.copytree(project / "masks", truth)  # the run's own masks as ground truth: a perfect score
-    evaluated = _run("evaluate", project, truth, "--out", tmp_path / "ev")
-    assert evaluated.exit_code == 0, evaluated.output
+    evaluated = _run("evaluate", project, truth, "--images", project, "--out", tmp_path / "ev")
+    assert evaluated.exit_code == 0, evaluated.output  # --images: the scans, not the overlays of the same case
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())["blocks"]["overall"]
     assert summary["n_cases"] == 2 and summary["metrics"]["dice_all"]["mean"] == 1.0
+
+    # A run's masks or overlays given as the folder to take up are refused, not measured as scans.
+    for command in (("batch", project / "overlays", "--out", tmp_path / "o"),
+                    ("measure", truth / "psfhs_04700.png", "--scans", project / "overlays")):
+        refused = _run(*command)
+        said = " ".join(refused.output.split())
+        assert refused.exit_code == 2 and "holds the overlay pictures of the batch run in" in said, said
+    assert not (tmp_path / "o").exists()
+
+    # measure --csv writes the same columns beside the user's own masks: that folder stays theirs.
+    preds = tmp_path / "preds"
+    shutil.copytree(project / "masks", preds)
+    assert _run("measure", *sorted(preds.iterdir()), "--csv", preds / "measurements.csv").exit_code in (0, 1)
+    again = _run("evaluate", preds, truth, "--out", tmp_path / "ev2")
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "ev2" / "summary.json").read_text())["blocks"]["overall"]["n_cases"] == 2
 
 
 def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixed_folder, tmp_path, sample_png,

@@ -759,6 +759,10 @@ def test_status_ps_axis_near_vertical():
     res = measure_progress(typical_scene(**NEAR_VERTICAL), (0.2, 0.2))
     _check(res, "ps_axis_near_vertical", "warning")
     assert res.aop_deg is not None
+    # Leaning the other way, past vertical, the end taken as inferior is the upper one: no AoP at all.
+    leaning = measure_progress(typical_scene(**{**NEAR_VERTICAL, "ps_angle": 85}), (0.2, 0.2))
+    assert "ps_axis_near_vertical" in leaning.reasons
+    _check(leaning, "aop_impossible", "failed")
     tilted = typical_scene(**{**NEAR_VERTICAL, "ps_angle": 105})
     assert "ps_axis_near_vertical" not in measure_progress(tilted, (0.2, 0.2)).reasons
     # decided in physical space: with narrow pixels along x the same axis is near vertical

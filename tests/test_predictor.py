@@ -252,7 +252,11 @@ def test_predict_scans_does_what_the_command_line_does(predictor, sample_dicom, 
     assert written == sorted(p.relative_to(tmp_path / "cli").as_posix()
                              for p in (tmp_path / "cli").rglob("*") if p.is_file())
     assert sum(name.endswith("_seg.dcm") for name in written) == 2  # both DICOM scans, under names of their own
-    with pytest.raises(ValueError, match="need out_dir"):
-        next(predictor.predict_scans([sample_dicom], dicom_sr=True))
+    with pytest.raises(ValueError, match="need out_dir"):  # when called, not at the first frame
+        predictor.predict_scans([sample_dicom], dicom_sr=True)
     with pytest.raises(TypeError, match="list of paths"):
-        next(predictor.predict_scans(sample_dicom))
+        predictor.predict_scans(sample_dicom)
+    from ipp_seg.inference.masks import measure_masks
+
+    with pytest.raises(TypeError, match="list of paths"):
+        measure_masks(str(sample_png))

@@ -934,7 +934,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     picture, not a mask) is left out; and what ``batch`` writes: beside its measurements.csv
     only the ``masks`` folder holds predictions (not the overlays, nor scans kept there when
     ``--out`` was their project folder)."""
-    from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output
+    from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output, is_batch_output_part
 
     root = Path(folder)
     if not root.is_dir():
@@ -948,11 +948,14 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
             batch_outputs[folder] = is_batch_output(folder)
         return batch_outputs[folder]
 
-    def not_predictions(here: Path, real: Path) -> bool:
-        return here != root and (here.name == OVERLAYS_FOLDER
-                                 or (here.name != MASKS_FOLDER and in_batch_output(here.parent)))
+    def skip(here: Path, real: Path) -> bool:
+        if here == root:
+            return False
+        if predictions:
+            return here.name == OVERLAYS_FOLDER or (here.name != MASKS_FOLDER and in_batch_output(here.parent))
+        return is_batch_output_part(here)  # ground truths and images: nothing a batch run wrote
 
-    for path in files_below(root, skip=not_predictions if predictions else None):
+    for path in files_below(root, skip=skip):
         if not path.is_file():  # (hidden files are not walked)
             continue
         if predictions and in_batch_output(path.parent):  # a scan beside the CSV, not a prediction

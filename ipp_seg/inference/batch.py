@@ -318,7 +318,12 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     so is what earlier runs wrote (:func:`is_batch_output_part`: their CSVs and their masks and
     overlays, which are not scans), in ``in_dir`` itself too; scans beside an earlier run's CSV
     are taken. When ``exclude`` is ``in_dir`` itself or a folder above it (``--out`` the project
-    folder that holds the scans), only its ``masks``/``overlays`` folders and CSV are."""
+    folder that holds the scans), only its ``masks``/``overlays`` folders and CSV are.
+
+    Raises:
+        NoScansError: ``in_dir`` is itself a batch run's ``masks`` or ``overlays`` folder.
+    """
+    refuse_batch_output_as_input(in_dir)
     matcher = glob_matcher(pattern)
     exclude = exclude.resolve() if exclude else None
     skipped_files: set[Path] = set()
@@ -334,7 +339,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
     def skip(here: Path, real: Path) -> bool:
         if any(real == x or x in real.parents for x in exclude_folders):
             return True
-        if here != in_dir and is_batch_output_part(here):  # (in_dir itself: the user asked for it)
+        if here != in_dir and is_batch_output_part(here):  # (in_dir itself was refused above)
             earlier_outputs.append(here.relative_to(in_dir).as_posix())
             return True
         return False
@@ -359,12 +364,28 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
 
 def is_batch_output(folder: Path) -> bool:
     """Whether ``folder`` holds a batch run's ``measurements.csv``: its masks and overlays are
-    outputs, never scans."""
+    outputs, never scans. A CSV that ``measure --csv`` wrote has the same columns, but its rows
+    name no model (the masks were drawn elsewhere): the masks beside it are the user's own."""
     try:
         with open(folder / CSV_NAME, newline="", encoding="utf-8-sig") as fh:
-            return _is_measurements_header(next(csv.reader(fh), []))
+            reader = csv.DictReader(fh)
+            if not _is_measurements_header(reader.fieldnames or ()):
+                return False
+            first = next(reader, None)  # (a run stopped before its first row holds its header alone)
+            return first is None or bool(first.get("model"))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
+
+
+def refuse_batch_output_as_input(folder: Path, what: str = "scans") -> None:
+    """Raise :class:`NoScansError` when ``folder`` is the ``masks`` or ``overlays`` folder of a
+    batch run: given as the folder to take up, its label masks or pictures would be measured as
+    ``what`` (an overlay read 125.7 deg for a frame that reads 146.2)."""
+    folder = Path(folder)
+    if folder.name in (MASKS_FOLDER, OVERLAYS_FOLDER) and is_batch_output(folder.parent):
+        kind = "label masks" if folder.name == MASKS_FOLDER else "overlay pictures"
+        raise NoScansError(f"{folder} holds the {kind} of the batch run in {folder.parent}, not {what}: give the "
+                           f"folder of the scans")
 
 
 def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
@@ -984,6 +1005,6 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "RunAdvice",
            "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
-           "output_lock", "output_stem", "prepare_resume", "read_done", "row_orientation_doubtful", "row_segmented",
-           "row_symphysis_unsure", "run_batch", "write_measurements_csv", "suffix_disambiguated",
-           "symphysis_mostly_unsure"]
+           "output_lock", "output_stem", "prepare_resume", "read_done", "refuse_batch_output_as_input",
+           "row_orientation_doubtful", "row_segmented", "row_symphysis_unsure", "run_batch",
+           "write_measurements_csv", "suffix_disambiguated", "symphysis_mostly_unsure"]

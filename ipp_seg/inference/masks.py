@@ -22,7 +22,8 @@ from ..io.folders import walk_folders
 from ..io.frames import same_spacing
 from ..io.reader import choose_spacing
 from ..measure import Measurement, measure_progress
-from .batch import MASK_REFUSED, UNREADABLE, file_stamp, is_batch_output_part, measurement_row
+from .batch import (MASK_REFUSED, UNREADABLE, file_stamp, is_batch_output_part, measurement_row,
+                    refuse_batch_output_as_input)
 from .pipeline import measure_frame
 from .report import measurement_report, unreadable_measurement_report
 
@@ -96,10 +97,12 @@ def index_scans(folder: PathLike) -> ScanIndex:
 
     Raises:
         NotADirectoryError: ``folder`` does not exist or is a file.
+        NoScansError: ``folder`` is a batch run's ``masks`` or ``overlays`` folder.
     """
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root} {'is a file, not a folder' if root.exists() else 'does not exist'}")
+    refuse_batch_output_as_input(root)
     suffixes = tuple(s.lower() for s in SUPPORTED_SUFFIXES)
     by_case: dict[str, list[Path]] = {}
 
@@ -186,7 +189,17 @@ def measure_masks(masks: Iterable[PathLike], labels: tuple[int, int] = (1, 2), *
     each with the calibration of its scan in ``scans`` (see :func:`index_scans`) where there is
     one, and of that scan's frame for a cine frame's mask. A mask that cannot be read, or is
     refused (other label values, not its scan's size, a case with several scans), gives a failed
-    :class:`MeasuredMask` with the reason, and the run goes on."""
+    :class:`MeasuredMask` with the reason, and the run goes on.
+
+    Raises:
+        TypeError: ``masks`` is a single path (iterating it would give its characters).
+    """
+    if isinstance(masks, (str, bytes, os.PathLike)):
+        raise TypeError(f"measure_masks takes a list of paths, got the single path {os.fsdecode(masks)!r}")
+    return _measure_masks(masks, labels, method, orientation, spacing_mm, scans)
+
+
+def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Iterator[MeasuredMask]:
     for mask in masks:
         path = Path(mask)
         scan, scan_frame, matched = None, 0, False

@@ -137,12 +137,13 @@ class Predictor:
         """
         from .report import predict_scans
 
+        # Checked when called, not at the first frame (this is no generator itself).
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise TypeError(f"predict_scans takes a list of paths, got the single path {os.fsdecode(paths)!r}")
         if (dicom_seg or dicom_sr) and out_dir is None:
             raise ValueError("dicom_seg and dicom_sr need out_dir")
-        yield from predict_scans(self._processor, [Path(p) for p in paths],
-                                 None if out_dir is None else Path(out_dir), dicom_seg=dicom_seg, dicom_sr=dicom_sr)
+        return predict_scans(self._processor, [Path(p) for p in paths], None if out_dir is None else Path(out_dir),
+                             dicom_seg=dicom_seg, dicom_sr=dicom_sr)
 
     def _results_in_order(self, items: list) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
         # A file that cannot be read is reported at once, ahead of frames of earlier files still
