@@ -61,7 +61,8 @@ from . import geometry as geo
 from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
 
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
-           "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO", "PLAUSIBLE_SPACING_MM",
+           "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
+           "PLAUSIBLE_SPACING_MM",
            "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE", "orientation_score",
            "mask_orientation_score"]
 
