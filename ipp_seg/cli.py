@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from . import __version__, log_format
 from .tables import new_table as _table
 from .tables import print_table
 
@@ -97,7 +97,8 @@ def main_options(
     version: bool = _flag("--version", callback=_version, is_eager=True, help="Print the version."),
     verbose: bool = _flag("--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format=log_format(level))
     # OpenCV's own lines about a damaged image ("[ WARN:0@0.4] global grfmt_png.cpp ...") come
     # before ipp-seg's one-line reason for the same file; read when OpenCV loads (the user's
     # own setting wins). Worker processes inherit it.

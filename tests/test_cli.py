@@ -1052,3 +1052,20 @@ def test_a_loop_of_links_among_the_scans_fails_alone(tmp_path, sample_png):
     loop, png = json.loads(result.stdout)
     assert loop["status"] == "failed" and "a loop of links" in loop["error"]
     assert png["status"] != "failed"
+
+
+def test_log_lines_read_as_warnings_without_module_names_unless_verbose(sample_dicom):
+    """A user's run says ``WARNING: ...``; the logging module's name (for a fault report) only
+    with -v. In a real process: pytest's own log handler keeps basicConfig from acting here."""
+    import subprocess
+    import sys
+
+    def stderr(*options):
+        run = subprocess.run([sys.executable, "-m", "ipp_seg", *options, "predict", str(sample_dicom),
+                              "--spacing-mm", "0.2"], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    plain, verbose = stderr(), stderr("-v")
+    assert f"WARNING: {sample_dicom}: the file's own calibration" in plain and "ipp_seg." not in plain
+    assert f"WARNING ipp_seg.io.reader: {sample_dicom}: the file's own calibration" in verbose

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .. import log_format
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
 from ..io.folders import FolderInUseError, folder_lock, walk_folders
 from ..io.overlay import overlay_title, render_overlay
@@ -795,7 +796,7 @@ def run_log_level() -> int | None:
 def configure_worker_logging(log_level: int | None) -> None:
     """In a worker process: log as the run's own process does (see :func:`run_log_level`)."""
     if log_level is not None:
-        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=log_level, format=log_format(log_level))
 
 
 def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
