@@ -626,8 +626,13 @@ def _advise(advice, orientation: str, again: str = "") -> None:
     """After a run's table or summary: what its rows say of the run as a whole (RunAdvice)."""
     if advice.orientation_looks_reversed:
         _say_orientation_looks_reversed(advice.doubtful_orientation, advice.measured, orientation, again)
-    if advice.symphysis_mostly_unsure:
+    if advice.symphysis_mostly_unsure and advice.network:
         _say_symphysis_mostly_unsure(advice.unsure_symphysis, advice.segmented)
+    elif advice.symphysis_mostly_unsure:
+        err.print(f"[yellow]warning:[/] in {advice.unsure_symphysis} of {advice.segmented} masks the pubic symphysis "
+                  "lies below the head's centre, or the angle passes 240° (reasons ps_below_head, aop_impossible): "
+                  "check that the frames they were drawn on are displayed with the probe at the top of the image; "
+                  "a frame turned by 180° or upside down gives this.", highlight=False)
 
 
 def _say_symphysis_mostly_unsure(unsure: int, segmented: int) -> None:

@@ -452,10 +452,12 @@ def test_a_project_folder_that_holds_a_run_and_its_scans_gives_the_scans_only(tm
 
     # A run's masks or overlays given as the folder to take up are refused, not measured as scans.
     for command in (("batch", project / "overlays", "--out", tmp_path / "o"),
-                    ("measure", truth / "psfhs_04700.png", "--scans", project / "overlays")):
+                    ("measure", truth / "psfhs_04700.png", "--scans", project / "overlays"),
+                    ("evaluate", project, truth, "--images", project / "overlays")):
         refused = _run(*command)
         said = " ".join(refused.output.split())
-        assert refused.exit_code == 2 and "holds the overlay pictures of the batch run in" in said, said
+        assert refused.exit_code == 2 and "is the overlays/ folder beside a batch run's" in said, said
+        assert "it holds overlay pictures, not" in said
     assert not (tmp_path / "o").exists()
 
     # measure --csv writes the same columns beside the user's own masks: that folder stays theirs.
@@ -736,7 +738,10 @@ def test_a_run_upside_down_is_not_told_to_measure_again_mirrored(tmp_path, sampl
     both = RunAdvice(measured=4, doubtful_orientation=4, segmented=4, unsure_symphysis=4)
     assert both.symphysis_mostly_unsure and not both.orientation_looks_reversed
     assert RunAdvice(4, 4, 4, 1).orientation_looks_reversed  # mirrored only: the orientation advice
-    assert not RunAdvice(4, 4, 4, 4, network=False).symphysis_mostly_unsure  # masks drawn elsewhere
+    # Masks drawn elsewhere (measure): only a symphysis placed where no view has it counts, not doubt.
+    low = [{**dict.fromkeys(CSV_COLUMNS, ""), "status": "warning", "reasons": "ps_low_confidence"}] * 4
+    assert not RunAdvice.of_rows(low, network=False).symphysis_mostly_unsure
+    assert RunAdvice.of_rows(low).symphysis_mostly_unsure
     row = dict.fromkeys(CSV_COLUMNS, "")
     rows = [{**row, "status": "warning", "reasons": "orientation_doubtful;ps_below_head"}] * 3 + \
         [{**row, "status": "failed", "reasons": "aop_impossible"}, {**row, "status": "failed", "reasons": "unreadable"}]

@@ -628,6 +628,19 @@ def test_measure_says_when_masks_look_displayed_the_other_way_round(tmp_path):
     right = invoke("measure", *paths, "--orientation", "mirrored")
     assert right.exit_code == 0 and "orientation_doubtful" not in right.stdout and "other way round" not in right.stderr
 
+    # The same masks upside down (flipped top to bottom): by every method, told to check the
+    # display, not to measure again mirrored (an acceptance run got that advice by `challenge`).
+    flipped = []
+    for path in paths:
+        flipped.append(tmp_path / f"flipped_{path.name}")
+        cv2.imwrite(str(flipped[-1]), cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[::-1])
+    for method in ("ellipse", "challenge"):
+        upside_down = invoke("measure", *flipped, "--method", method, "--json")
+        said = " ".join(upside_down.stderr.split())
+        assert all(r["status"] == "failed" for r in json.loads(upside_down.stdout)), upside_down.stdout
+        assert "masks the pubic symphysis lies below the head's centre" in said and "probe at the top" in said
+        assert "--orientation mirrored" not in said
+
 
 @pytest.mark.parametrize("labels", ["ps7", "ps=1,fh=2,bg=0", "ps=1,fh=1", "ps=0,fh=2"])
 def test_measure_wrong_labels_option_exits_2(tmp_path, labels):

@@ -593,6 +593,10 @@ def evaluate_folders(
     pred_labels = labels if pred_labels is None else _check_label_pair(pred_labels)
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
+    if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong
+        from ..inference.batch import refuse_batch_output_as_input
+
+        refuse_batch_output_as_input(Path(images_dir), "images")
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES)) if images_dir is not None else None
 
     missing_pred = sorted(set(gts) - set(preds))

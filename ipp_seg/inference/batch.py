@@ -146,9 +146,11 @@ MIN_DOUBTFUL_FRAMES_FOR_RUN = 2
 # unsure of, or misses, the PS in none as recorded, and in 197 turned by 180 degrees (STAR's twin:
 # 1 and 203; benchmarks/RESULTS.md).
 UNSURE_SYMPHYSIS_RUN_SHARE = 0.5
-# A symphysis the network is unsure of or finds none of, or one it places where no transperineal
-# view as the models learnt them has it (below the head's centre; an angle past 240 deg).
-_UNSURE_SYMPHYSIS = frozenset({"ps_low_confidence", "ps_missing", "ps_too_small", "ps_below_head", "aop_impossible"})
+# A symphysis where no transperineal view as the models learnt them has it (below the head's
+# centre; an angle past 240 deg): what masks show of a frame displayed upside down, whoever drew them.
+_MISPLACED_SYMPHYSIS = frozenset({"ps_below_head", "aop_impossible"})
+# ...and, for a network's masks, one it is unsure of or finds none of.
+_UNSURE_SYMPHYSIS = frozenset({"ps_low_confidence", "ps_missing", "ps_too_small"}) | _MISPLACED_SYMPHYSIS
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,10 @@ class RunAdvice:
     """What a run's rows say of the run as a whole: of the ``measured`` frames, how many look
     displayed the other way round (``doubtful_orientation``); of the ``segmented`` ones (the
     network saw them), how many have a symphysis it is unsure of, finds none of, or places
-    where no transperineal view has it (``unsure_symphysis``). ``network``: the masks came from
-    a model (``measure`` takes masks drawn elsewhere: the symphysis advice is not theirs)."""
+    where no transperineal view has it (``unsure_symphysis``). ``network`` false: masks drawn
+    elsewhere (``measure``), whose ``unsure_symphysis`` counts only a symphysis placed where no
+    transperineal view has it (``ps_below_head``, ``aop_impossible``: the mask shows that much
+    of an upside-down frame; confidence is the network's alone)."""
 
     measured: int
     doubtful_orientation: int
@@ -169,13 +173,14 @@ class RunAdvice:
     def of_rows(cls, rows: Iterable[dict], network: bool = True) -> RunAdvice:
         """The counts of measurements.csv rows (:func:`measurement_row`)."""
         rows = list(rows)
+        unsure = row_symphysis_unsure if network else row_symphysis_misplaced
         return cls(sum(row["status"] != "failed" for row in rows), sum(map(row_orientation_doubtful, rows)),
-                   sum(map(row_segmented, rows)), sum(map(row_symphysis_unsure, rows)), network)
+                   sum(map(row_segmented, rows)), sum(map(unsure, rows)), network)
 
     @property
     def symphysis_mostly_unsure(self) -> bool:
-        """See :func:`symphysis_mostly_unsure`; never for masks not drawn by the network."""
-        return self.network and symphysis_mostly_unsure(self.segmented, self.unsure_symphysis)
+        """See :func:`symphysis_mostly_unsure`."""
+        return symphysis_mostly_unsure(self.segmented, self.unsure_symphysis)
 
     @property
     def orientation_looks_reversed(self) -> bool:
@@ -240,6 +245,12 @@ def row_symphysis_unsure(row: dict) -> bool:
     none it could measure (``ps_missing``, ``ps_too_small``), or drew it where no transperineal
     view has it (``ps_below_head``, ``aop_impossible``)."""
     return bool(_UNSURE_SYMPHYSIS & _row_reasons(row))
+
+
+def row_symphysis_misplaced(row: dict) -> bool:
+    """Whether a CSV row's symphysis lies where no transperineal view has it (``ps_below_head``,
+    ``aop_impossible``), as in a frame displayed upside down."""
+    return bool(_MISPLACED_SYMPHYSIS & _row_reasons(row))
 
 
 def _row_reasons(row: dict) -> set[str]:
@@ -385,8 +396,8 @@ def refuse_batch_output_as_input(folder: Path, what: str = "scans") -> None:
     folder = Path(folder)
     if folder.name in (MASKS_FOLDER, OVERLAYS_FOLDER) and is_batch_output(folder.parent):
         kind = "label masks" if folder.name == MASKS_FOLDER else "overlay pictures"
-        raise NoScansError(f"{folder} holds the {kind} of the batch run in {folder.parent}, not {what}: give the "
-                           f"folder of the scans")
+        raise NoScansError(f"{folder} is the {folder.name}/ folder beside a batch run's {CSV_NAME} in "
+                           f"{folder.parent}: it holds {kind}, not {what}; give the folder of the scans")
 
 
 def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
@@ -1007,5 +1018,5 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "read_done", "refuse_batch_output_as_input",
-           "row_orientation_doubtful", "row_segmented", "row_symphysis_unsure", "run_batch",
-           "write_measurements_csv", "suffix_disambiguated", "symphysis_mostly_unsure"]
+           "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure",
+           "run_batch", "write_measurements_csv", "suffix_disambiguated", "symphysis_mostly_unsure"]

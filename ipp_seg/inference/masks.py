@@ -21,7 +21,9 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, count_frames, read_frame
 from ..io.folders import walk_folders
 from ..io.frames import same_spacing
 from ..io.reader import choose_spacing
-from ..measure import Measurement, measure_progress
+from ..io.frames import check_spacing
+from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
+from ..measure.progress import check_choice
 from .batch import (MASK_REFUSED, UNREADABLE, file_stamp, is_batch_output_part, measurement_row,
                     refuse_batch_output_as_input)
 from .pipeline import measure_frame
@@ -196,6 +198,15 @@ def measure_masks(masks: Iterable[PathLike], labels: tuple[int, int] = (1, 2), *
     """
     if isinstance(masks, (str, bytes, os.PathLike)):
         raise TypeError(f"measure_masks takes a list of paths, got the single path {os.fsdecode(masks)!r}")
+    # Checked now: a bad option would otherwise fail every mask, as if the masks were at fault.
+    check_choice(method, METHODS, "method")
+    check_choice(orientation, ORIENTATIONS, "orientation")
+    whole = isinstance(labels, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
+    if not whole or len(labels) != 2 or min(labels) <= 0 or labels[0] == labels[1]:
+        raise ValueError(f"labels must be (PS value, FH value), two different positive integers; got {labels!r}")
+    spacing_mm = check_spacing(spacing_mm)
+    if scans is not None and not isinstance(scans, ScanIndex):
+        raise TypeError(f"scans must be a ScanIndex (index_scans(folder)) or None, got {type(scans).__name__}")
     return _measure_masks(masks, labels, method, orientation, spacing_mm, scans)
 
 

@@ -74,7 +74,8 @@ MIN_FH_ELLIPSE_IOU = 0.85
 AOP_RANGE_DEG = (60.0, 200.0)
 # Above this the display convention assumed cannot be the frame's: the largest AoP of the 1,058
 # PSFHS expert masks is 199.5 deg by the ellipse method (194.6 by the contour one); an upside-down
-# frame gives 230-360. The challenge method's unsigned angle never exceeds 180.
+# frame gives 230-360. Swept as the default method sweeps for every method: the challenge
+# method's unsigned angle never exceeds 180, and folds such a head into a plausible number.
 AOP_IMPOSSIBLE_ABOVE_DEG = 240.0
 NEAR_VERTICAL_DEG = 10.0
 # A PS rounder than this (short/long axis ratio from second moments, physical units) has no
@@ -525,18 +526,17 @@ def measure_progress(
     if tangents is None:
         reasons.append("tangent_undefined")
         return result()
-    if method == "challenge":
-        angles = [geo.unsigned_angle_deg(axis, t - inferior) for t in tangents]
-    else:
-        # Turn from the PS axis towards the head, which lies below the symphysis on the
-        # display: from +x towards -y (image rows grow downwards) when the inferior end is on
-        # the right, the other way when the frame is mirrored.
-        sweep = -1 if orientation == "standard" else 1
-        angles = [geo.oriented_angle_deg(axis, t - inferior, sweep) for t in tangents]
+    # Turn from the PS axis towards the head, which lies below the symphysis on the display:
+    # from +x towards -y (image rows grow downwards) when the inferior end is on the right, the
+    # other way when the frame is mirrored.
+    sweep = -1 if orientation == "standard" else 1
+    swept = [geo.oriented_angle_deg(axis, t - inferior, sweep) for t in tangents]
+    angles = [geo.unsigned_angle_deg(axis, t - inferior) for t in tangents] if method == "challenge" else swept
     k = int(np.argmax(angles))
     aop = float(angles[k])
     marks["fh_tangent_point"] = _to_px(tangents[k], scale)
-    if aop > AOP_IMPOSSIBLE_ABOVE_DEG:  # not a value with a warning: no angle of progression at all
+    if max(swept) > AOP_IMPOSSIBLE_ABOVE_DEG:  # not a value with a warning: no angle of progression at all
+        # (The challenge method's unsigned angle folds such a head back into a plausible number.)
         reasons.append("aop_impossible")
         return result()
     if not AOP_RANGE_DEG[0] <= aop <= AOP_RANGE_DEG[1]:
