@@ -450,6 +450,12 @@ def test_a_project_folder_that_holds_a_run_and_its_scans_gives_the_scans_only(tm
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())["blocks"]["overall"]
     assert summary["n_cases"] == 2 and summary["metrics"]["dice_all"]["mean"] == 1.0
 
+    # A run that kept no masks says so, rather than that the folder holds no label masks.
+    unsaved = tmp_path / "unsaved"
+    assert _run("batch", project / "scans", "--out", unsaved).exit_code == 0
+    nothing = _run("evaluate", unsaved, truth)
+    assert nothing.exit_code == 2 and "kept no masks to score" in " ".join(nothing.output.split())
+
     # A run's masks or overlays given as the folder to take up are refused, not measured as scans.
     for command in (("batch", project / "overlays", "--out", tmp_path / "o"),
                     ("measure", truth / "psfhs_04700.png", "--scans", project / "overlays"),

@@ -978,6 +978,10 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
             raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].relative_to(root)} and "
                              f"{path.relative_to(root)}")
         found[case_id] = path
+    if predictions and not found and in_batch_output(root) and not (root / MASKS_FOLDER).is_dir():
+        # Said here, not as "no label masks": the run measured, and kept no masks to score.
+        raise ValueError(f"{root} holds a batch run's measurements.csv but no {MASKS_FOLDER}/ folder: the run kept "
+                         "no masks to score; run it again with --save-masks (--overwrite, or another --out)")
     return found
 
 
