@@ -237,7 +237,7 @@ def test_predict_scans_does_what_the_command_line_does(predictor, sample_dicom, 
     assert [f.scan for f in frames] == scans
     assert [f.unusable for f in frames] == [False, False, True, False]
     assert frames[2].errors == (f"cannot read {missing}: no such file",) and frames[2].row["status"] == "failed"
-    assert frames[1].warnings == (f"no DICOM SEG/SR for {sample_png}: it is not a DICOM file",)
+    assert frames[1].warnings == (f"no DICOM SEG for {sample_png}: it is not a DICOM file",)
     assert not frames[0].warnings and not frames[0].errors and not frames[0].outputs_refused
     assert all(f.row["time_ms"] > 0 for f in frames)
 

@@ -269,7 +269,8 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                 if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
                         and (scan, "not DICOM") not in said:
                     said.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image
-                    warnings.append(f"no DICOM SEG/SR for {scan}: it is not a DICOM file")
+                    asked = "SEG and SR" if dicom_seg and dicom_sr else "SEG" if dicom_seg else "SR"
+                    warnings.append(f"no DICOM {asked} for {scan}: it is not a DICOM file")
             yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, outputs_refused=refused,
                                  errors=tuple(errors), warnings=tuple(warnings))
             started = time.perf_counter()
