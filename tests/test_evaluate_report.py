@@ -574,6 +574,10 @@ def test_read_reference_aop_says_which_file_and_why_once(tmp_path):
         message = str(refused.value)
         assert message.startswith(f"cannot read the reference AoP file {path}: ") and why in message, message
         assert message.count(str(path)) == 1 and "Errno" not in message and "codec" not in message
+    (tmp_path / "no_aop.csv").write_text("id,angle\n04001,120\n")
+    with pytest.raises(ReferenceAopError) as refused:  # says which column is missing, not both
+        read_reference_aop(tmp_path / "no_aop.csv")
+    assert "it needs an AoP column (aop_deg or aop); its columns are id, angle" in str(refused.value)
     # A row short of the AoP column is left out, as an empty AoP is; extra cells are ignored.
     assert read_reference_aop(tmp_path / "short.csv") == {"04002": 120.5}
 

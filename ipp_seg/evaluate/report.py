@@ -770,8 +770,9 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
     id_col = next((c for c in _REFERENCE_ID_COLUMNS if c in columns), None)
     aop_col = next((c for c in _REFERENCE_AOP_COLUMNS if c in columns), None)
     if id_col is None or aop_col is None:
-        raise refuse(f"it needs a case column ({', '.join(_REFERENCE_ID_COLUMNS)}) and an AoP column "
-                     f"({', '.join(_REFERENCE_AOP_COLUMNS)}); found {', '.join(columns) or 'none'}")
+        missing = [f"{kind} column ({' or '.join(names)})" for kind, names, found in (
+            ("a case", _REFERENCE_ID_COLUMNS, id_col), ("an AoP", _REFERENCE_AOP_COLUMNS, aop_col)) if found is None]
+        raise refuse(f"it needs {' and '.join(missing)}; its columns are {', '.join(columns) or 'none'}")
     id_index, aop_index = columns.index(id_col), columns.index(aop_col)
     reference: dict[str, float] = {}
     for line, row in enumerate(rows[1:], start=2):
