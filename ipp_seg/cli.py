@@ -124,15 +124,14 @@ def models() -> None:
     shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
                                         "score", "files"))
     for spec in shipped_models():
-        card = spec.card or {}
-        metrics = card.get("validation", {}).get("overall", {})
-        source = card.get("validation_source")
+        metrics = spec.validation
         # A model trained on every frame shows its held-out twin's figures, and says so.
-        validated = f"of {Path(source['checkpoint']).stem} (this model saw every frame)" if source else "held-out blocks"
-        files = ", ".join(p.name + ("" if p.is_file() else " (missing)")
+        validated = (f"of {spec.validated_by} (this model saw every frame)" if spec.validated_by
+                     else "held-out blocks")
+        files = ", ".join(p.name + (" (missing)" if p in spec.missing_files else "")
                           for p in (spec.onnx_path, spec.torch_path) if p is not None)
         name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
-        shipped.add_row(escape(name), escape(str(card.get("config", ""))), validated if metrics else "",
+        shipped.add_row(escape(name), escape(str((spec.card or {}).get("config", ""))), validated if metrics else "",
                         _fmt(metrics.get("dice_ps"), 3), _fmt(metrics.get("dice_fh"), 3),
                         _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))

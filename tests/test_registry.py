@@ -54,7 +54,11 @@ def test_a_model_is_named_by_its_card_file_and_renamed_files_follow(folder):
 
 
 def test_a_card_whose_file_is_missing_says_so(folder):
+    spec = resolve_model("dssau-net-s")  # the card's figures, as `ipp-seg models` shows them, from Python
+    assert spec.validated_by == "dssau-net-s-heldout" and 0.8 < spec.validation["dice_ps"] < 1
+    assert spec.missing_files == (folder / "dssau-net-s.pt",)  # the card names it; the copy left it out
     (folder / "dssau-net-s.onnx").unlink()
+    assert resolve_model("dssau-net-s").missing_files == (folder / "dssau-net-s.onnx", folder / "dssau-net-s.pt")
     assert "dssau-net-s.onnx (missing)" in invoke("models").stdout
     with pytest.raises(ModelNotFoundError, match=r"lists dssau-net-s\.onnx, which is not in"):
         load_segmenter(resolve_model("dssau-net-s"))

@@ -52,6 +52,24 @@ class ModelSpec:
     card: dict | None
     card_path: Path | None = None
 
+    @property
+    def validation(self) -> dict:
+        """The card's validation figures over all blocks (``dice_ps``, ``dice_fh``,
+        ``median_abs_delta_aop_deg``, ``score``, ...); empty for a model without a card."""
+        return ((self.card or {}).get("validation") or {}).get("overall") or {}
+
+    @property
+    def validated_by(self) -> str | None:
+        """For a model trained on every frame (it has no validation of its own): the run whose
+        figures its card gives, the same recipe with the validation blocks held out; else None."""
+        source = (self.card or {}).get("validation_source")
+        return Path(source["checkpoint"]).stem if source else None
+
+    @property
+    def missing_files(self) -> tuple[Path, ...]:
+        """The model's files that its card names and that are not there."""
+        return tuple(p for p in (self.onnx_path, self.torch_path) if p is not None and not p.is_file())
+
 
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
