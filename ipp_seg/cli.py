@@ -730,8 +730,8 @@ def export(
                               help="ONNX opset, from 17 up to the highest that the installed torch's exporter "
                                    "writes (20 in torch 2.13); any other is refused, naming the bounds."),
     fp16_weights: bool = _flag("--fp16-weights",
-                                      help="Store the weights as float16: half the file (a paper config is "
-                                           "about 60 MB instead of 118); the network still computes in float32."),
+                               help="Store the weights as float16: half the file (a paper config is about 60 MB "
+                                    "instead of 118); the network still computes in float32."),
 ) -> None:
     """Export a training checkpoint to ONNX with the metadata inference needs."""
     try:

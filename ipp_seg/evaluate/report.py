@@ -66,6 +66,7 @@ __all__ = [
     "ReasonSummary",
     "ReferenceAopError",
     "case_id_of",
+    "check_label_pair",
     "mask_case_id",
     "evaluate_arrays",
     "evaluate_case",
@@ -377,7 +378,7 @@ def evaluate_case(
     if pred.shape != gt.shape:
         raise ValueError(f"prediction and ground truth differ in shape: {pred.shape} vs {gt.shape}")
     check_choice(method, METHODS, "method")
-    ps_label, fh_label = _check_label_pair(labels)
+    ps_label, fh_label = check_label_pair(labels)
     for mask, name in ((pred, "pred_labels"), (gt, "gt_labels")):
         # Another value would count as background: an FH stored as 255 would score Dice 0.
         unknown = _unknown_label_values(mask, (ps_label, fh_label))
@@ -520,7 +521,7 @@ def evaluate_arrays(
     """
     check_choice(method, METHODS, "method")
     check_choice(orientation, ORIENTATIONS, "orientation")
-    labels = _check_label_pair(labels)
+    labels = check_label_pair(labels)
     results: list[CaseResult] = []
     seen: set[str] = set()
     for item in cases:
@@ -588,9 +589,9 @@ def evaluate_folders(
     """
     check_choice(method, METHODS, "method")
     check_choice(orientation, ORIENTATIONS, "orientation")
-    labels = _check_label_pair(labels)
-    gt_labels = labels if gt_labels is None else _check_label_pair(gt_labels)
-    pred_labels = labels if pred_labels is None else _check_label_pair(pred_labels)
+    labels = check_label_pair(labels)
+    gt_labels = labels if gt_labels is None else check_label_pair(gt_labels)
+    pred_labels = labels if pred_labels is None else check_label_pair(pred_labels)
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
     if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong
@@ -875,7 +876,7 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
         ``source``, the values, and how to name them with ``option`` (the command-line option
         that sets ``labels``), followed by ``note``.
     """
-    ps, fh = _check_label_pair(labels)
+    ps, fh = check_label_pair(labels)
     unknown = _unknown_label_values(stored, (ps, fh))
     if unknown:
         present = sorted(set(np.unique(stored).tolist()) - {0})
@@ -1052,7 +1053,8 @@ def _check_labels_mask(mask, name: str) -> np.ndarray:
     return arr
 
 
-def _check_label_pair(labels) -> tuple[int, int]:
+def check_label_pair(labels) -> tuple[int, int]:
+    """``labels`` as (PS value, FH value): two different positive integers; else ValueError."""
     try:
         ps, fh = labels
     except (TypeError, ValueError):

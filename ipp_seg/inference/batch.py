@@ -1019,4 +1019,4 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "read_done", "refuse_batch_output_as_input",
            "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure",
-           "run_batch", "write_measurements_csv", "suffix_disambiguated", "symphysis_mostly_unsure"]
+           "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure", "write_measurements_csv"]

@@ -16,12 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..evaluate.report import case_id_of, mask_case_id, read_label_mask, relabel_mask
+from ..evaluate.report import case_id_of, check_label_pair, files_below, mask_case_id, read_label_mask, relabel_mask
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, count_frames, read_frame
-from ..io.folders import walk_folders
-from ..io.frames import same_spacing
+from ..io.frames import check_spacing, same_spacing
 from ..io.reader import choose_spacing
-from ..io.frames import check_spacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import check_choice
 from .batch import (MASK_REFUSED, UNREADABLE, file_stamp, is_batch_output_part, measurement_row,
@@ -111,8 +109,7 @@ def index_scans(folder: PathLike) -> ScanIndex:
     def outputs(here: Path, real: Path) -> bool:  # a batch run's masks and overlays are not scans
         return here != root and is_batch_output_part(here)
 
-    for path in sorted((here / name for here, _, names in walk_folders(root, outputs) for name in names),
-                       key=lambda p: p.relative_to(root).as_posix()):
+    for path in files_below(root, skip=outputs):
         if path.name.lower().endswith(suffixes) or "." not in path.name:
             by_case.setdefault(case_id_of(path), []).append(path)
     return ScanIndex(root, {case: tuple(paths) for case, paths in by_case.items()})
@@ -201,9 +198,7 @@ def measure_masks(masks: Iterable[PathLike], labels: tuple[int, int] = (1, 2), *
     # Checked now: a bad option would otherwise fail every mask, as if the masks were at fault.
     check_choice(method, METHODS, "method")
     check_choice(orientation, ORIENTATIONS, "orientation")
-    whole = isinstance(labels, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
-    if not whole or len(labels) != 2 or min(labels) <= 0 or labels[0] == labels[1]:
-        raise ValueError(f"labels must be (PS value, FH value), two different positive integers; got {labels!r}")
+    labels = check_label_pair(labels)
     spacing_mm = check_spacing(spacing_mm)
     if scans is not None and not isinstance(scans, ScanIndex):
         raise TypeError(f"scans must be a ScanIndex (index_scans(folder)) or None, got {type(scans).__name__}")
