@@ -162,37 +162,18 @@ def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:
 
 # train's options whose TrainSettings field has another name.
 _SETTING_OF_OPTION = {"ce_weights": "ce_class_weights", "dice_weights": "dice_class_weights", "labels": "mask_labels",
-                      "elastic": "augmentation", "shadow": "augmentation", "local_contrast": "normalisation"}
+                      "elastic": "augmentation.elastic_probability", "shadow": "augmentation.shadow_probability",
+                      "local_contrast": "normalisation.local_contrast"}
 
 
-def _refuse_recipe_changes(ctx: typer.Context, settings, out: Path) -> int:
-    """--resume continues a run as planned: an option given that differs from the run's own
-    would be ignored without a word, so it is refused. Repeating the run's command with --resume
-    added is fine. Returns the number of epochs the resumed run will have."""
-    import json
-
-    from .train.loop import RESUME_MAY_CHANGE, saved_run_settings
-
-    try:
-        saved = saved_run_settings(out)
-    except ValueError:
-        return settings.epochs  # train() says what is wrong with last.pt
-    if saved is None:
-        return settings.epochs  # train() says there is nothing to resume
-    saved, wanted = json.loads(json.dumps(saved)), settings.to_dict()
-    changed = []
+def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
+    """The training settings typed on the command line, each with the options that set it: a
+    resumed run refuses those that differ from its recipe, rather than ignore them."""
+    given: dict[str, list[str]] = {}
     for param in ctx.command.params:
-        source = ctx.get_parameter_source(param.name)
-        if param.name in (*RESUME_MAY_CHANGE, "epochs", "resume") or getattr(source, "name", "") != "COMMANDLINE":
-            continue
-        key = _SETTING_OF_OPTION.get(param.name, param.name)
-        if json.loads(json.dumps(wanted.get(key))) != saved.get(key):
-            changed.append(param.opts[0])
-    if changed:
-        differ, them = ("differ", "them") if len(changed) > 1 else ("differs", "it")
-        fail(f"--resume continues {out} as it was planned, and {', '.join(changed)} {differ} from its recipe: leave "
-             f"{them} out, or start a new run (another --out) from it with --init-from {out / 'last.pt'}")
-    return max(settings.epochs, int(saved.get("epochs") or 0))  # the resumed run's length, as train() takes it
+        if param.name != "resume" and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE":
+            given.setdefault(_SETTING_OF_OPTION.get(param.name, param.name), []).append(param.opts[0])
+    return given
 
 
 @app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
@@ -258,8 +239,8 @@ def train(
     try:
         from .inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
         from .train.data import AugmentationSettings
-        from .train.loop import (RunWriteError, TrainingDiverged, TrainSettings, check_checkpoint_path,
-                                 train as run_training)
+        from .train.loop import (RecipeChangedError, RunWriteError, TrainingDiverged, TrainSettings,
+                                 check_checkpoint_path, train as run_training)
     except ImportError as exc:
         fail(f"training needs torch: pip install -e '.[train]' in the ipp-seg clone ({exc})")
     extra = None
@@ -293,12 +274,17 @@ def train(
                                                                shadow_probability=shadow),
                              normalisation=(with_local_contrast(DEFAULT_NORMALISATION, local_contrast)
                                             if local_contrast > 0 else dict(DEFAULT_NORMALISATION)))
-    total_epochs = _refuse_recipe_changes(ctx, settings, out) if resume else settings.epochs
+    given = _given_settings(ctx)
+    total_epochs = settings.epochs  # a resumed run's own, once it starts (on_start)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err)
     task = progress.add_task("train", total=None, epoch="-", loss=float("nan"))
+
+    def on_start(running) -> None:
+        nonlocal total_epochs
+        total_epochs = running.epochs
 
     def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
         # Shown from the first step: a run refused while its data are checked leaves no empty bar.
@@ -316,7 +302,14 @@ def train(
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     failure = None
     try:
-        result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step)
+        result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step,
+                              given=given, on_start=on_start)
+    except RecipeChangedError as exc:
+        options = [option for key in exc.settings for option in given[key]]
+        differ, them = ("differ", "them") if len(options) > 1 else ("differs", "it")
+        failure = (f"--resume continues {out} as it was planned, and {', '.join(options)} {differ} from its recipe: "
+                   f"leave {them} out, or start a new run (another --out) from it with --init-from {out / 'last.pt'}",
+                   2)
     except TrainingDiverged as exc:  # the recipe ran, and its loss stopped being a number
         failure = (str(exc), 1)
     except RunWriteError as exc:  # the disk filled, or the folder became read-only, mid-run

@@ -1529,6 +1529,62 @@ def test_resume_names_one_changed_option_in_the_singular(tmp_path):
     assert two.exit_code == 2 and "and --lr, --seed differ from its recipe: leave them out" in _said(two)
 
 
+def test_resume_accepts_every_option_typed_again_as_the_run_had_it_and_names_the_one_that_differs(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    typed = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--epochs", "1", "--batch-size", "2",
+             "--lr", "0.002", "--seed", "5", "--validation-count", "1", "--extra-validation", "case000-case000",
+             "--device", "cpu", "--threads", "1", "--no-bf16", "--warmup-epochs", "0.5", "--ce-weights", "1,3,1",
+             "--dice-weights", "2,1", "--shape-weight", "0.5", "--boundary-weight", "0.1", "--ema-decay", "0.9",
+             "--endpoint-weight", "0", "--deep-supervision", "0.2", "--elastic", "0.1", "--shadow", "0.1",
+             "--drop-path", "0.1", "--input-size", "64", "--local-contrast", "2", "--labels", "ps=1,fh=2"]
+    runner = CliRunner()
+    first = runner.invoke(app, typed)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [*typed, "--resume"])  # every option as the run has it: nothing differs
+    assert again.exit_code == 0, again.output
+    shadow = runner.invoke(app, [*typed[:typed.index("--shadow")], "--shadow", "0.3", "--resume"])
+    assert shadow.exit_code == 2 and "and --shadow differs from its recipe" in _said(shadow)
+    contrast = runner.invoke(app, [*typed[:typed.index("--local-contrast")], "--resume"])  # off: the default
+    assert contrast.exit_code == 0, contrast.output  # (not typed: the run's own goes on)
+    contrast = runner.invoke(app, [*typed[:typed.index("--local-contrast")], "--local-contrast", "3", "--resume"])
+    assert contrast.exit_code == 2 and "and --local-contrast differs from its recipe" in _said(contrast)
+
+
+def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recipe_it_goes_on_with(tmp_path):
+    from ipp_seg.train.loop import RecipeChangedError, recipe_changes
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1,
+                             batch_size=2, validation_count=1, learning_rate=2e-3, input_size=(64, 64), threads=1,
+                             bf16=False, augmentation=NO_GEOMETRY)
+    started = []
+    train(settings, on_start=started.append)
+    assert started == [settings]
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    # Given on purpose and different: refused before any step, naming the settings in the order given.
+    other = replace(settings, learning_rate=0.5, seed=3, epochs=2)
+    with pytest.raises(RecipeChangedError) as refused:
+        train(other, resume=True, given=["seed", "learning_rate", "epochs", "threads"])
+    assert refused.value.settings == ("seed", "learning_rate")
+    said = str(refused.value)
+    assert "seed, learning_rate differ" in said and str(tmp_path / "run" / "last.pt") in said
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    with pytest.raises(ValueError, match="no such training setting: lr"):
+        train(settings, given=["lr"])
+    # Not given (defaults a caller did not choose): the run's own recipe goes on, as on_start says.
+    train(other, resume=True, on_start=started.append)
+    assert started[-1].learning_rate == 2e-3 and started[-1].seed == 0 and started[-1].epochs == 2
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 2
+    # Values compare as the run's settings.json stores them: a list is its tuple.
+    assert recipe_changes(settings, replace(settings, ce_class_weights=[1.0, 2.0, 1.0]), ["ce_class_weights"]) == ()
+    # A field holding several settings is compared by the part given.
+    shadowed = replace(settings, augmentation=replace(NO_GEOMETRY, shadow_probability=0.5))
+    assert recipe_changes(settings, shadowed, ["augmentation.elastic_probability"]) == ()
+    assert recipe_changes(settings, shadowed, ["augmentation.shadow_probability", "augmentation"]) == (
+        "augmentation.shadow_probability", "augmentation")
+
+
 def test_export_refuses_an_opset_the_installed_torch_cannot_write_naming_the_bounds(tmp_path):
     from typer.testing import CliRunner
 

@@ -16,9 +16,9 @@ import platform
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -108,6 +108,48 @@ RESUME_MAY_CHANGE = ("data", "out", "device", "threads")
 
 class RunFolderInUseError(FolderInUseError):
     """Another training run is writing into the run folder."""
+
+
+class RecipeChangedError(ValueError):
+    """A resumed run was given settings that differ from its recipe: they would be ignored
+    without a word (the run continues as it was planned), so the run is refused.
+
+    Attributes:
+        run_dir: the run folder.
+        settings: the names of the :class:`TrainSettings` fields that differ, in the order given.
+    """
+
+    def __init__(self, run_dir: Path, settings: tuple[str, ...]) -> None:
+        self.run_dir, self.settings = Path(run_dir), tuple(settings)
+        differ = "differ" if len(self.settings) > 1 else "differs"
+        super().__init__(f"{self.run_dir} is resumed with its own recipe, and {', '.join(self.settings)} {differ} "
+                         f"from it: leave them as the run has them, or start a new run (another out folder) from "
+                         f"its weights with init_from={self.run_dir / LAST}")
+
+
+def recipe_changes(saved: TrainSettings, settings: TrainSettings, given: Iterable[str]) -> tuple[str, ...]:
+    """The settings among ``given`` whose value in ``settings`` differs from the run's ``saved``
+    recipe; those a resumed run may change (:data:`RESUME_MAY_CHANGE`, ``epochs``) never count.
+    A name is a field of :class:`TrainSettings`, or a dotted path into one that holds several
+    (``augmentation.shadow_probability``, ``normalisation.local_contrast``). Values are compared
+    as the run's settings.json stores them (a tuple equals its list; absent reads as None).
+
+    Raises:
+        ValueError: a name in ``given`` does not start with a field of :class:`TrainSettings`.
+    """
+    names = {f.name for f in fields(TrainSettings)}
+    unknown = [name for name in given if name.split(".")[0] not in names]
+    if unknown:
+        raise ValueError(f"no such training setting: {', '.join(unknown)}")
+    ours, theirs = (json.loads(json.dumps(s.to_dict())) for s in (settings, saved))
+
+    def value(stored: dict, name: str):
+        for part in name.split("."):
+            stored = stored.get(part) if isinstance(stored, dict) else None
+        return stored
+
+    return tuple(name for name in dict.fromkeys(given) if name.split(".")[0] not in (*RESUME_MAY_CHANGE, "epochs")
+                 and value(ours, name) != value(theirs, name))
 
 
 class RunWriteError(RuntimeError):
@@ -369,22 +411,33 @@ def check_checkpoint_path(path: str | Path) -> None:
 
 def train(settings: TrainSettings, resume: bool = False,
           on_epoch: Callable[[EpochResult], None] | None = None,
-          on_step: Callable[[int, int, int, float], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, int, int, float], None] | None = None,
+          given: Iterable[str] = (),
+          on_start: Callable[[TrainSettings], None] | None = None) -> TrainResult:
     """Train ``settings.config`` on ``settings.data``; write checkpoints to ``settings.out``.
 
     With ``resume``, continue from ``out/last.pt`` (model, optimiser, step, RNG states and
     history restored); the settings saved with the run are used, except for paths, device,
-    threads and ``epochs`` when it is larger than the run's (0 keeps the run's). The run
-    folder is locked while the run writes into it.
+    threads and ``epochs`` when it is larger than the run's (0 keeps the run's). ``given``
+    names the fields of ``settings`` the caller set on purpose (the options a user typed):
+    resuming, one that differs from the run's recipe refuses the run rather than being
+    ignored. The run folder is locked while the run writes into it.
+
+    ``on_start`` is called once with the settings the run goes on with (a resumed run's own
+    recipe), after the data are read and before the first step; ``on_step`` with (epoch,
+    step, steps per epoch, loss) and ``on_epoch`` with each epoch's result.
 
     Raises:
+        RecipeChangedError: resuming, a setting named in ``given`` differs from the recipe.
         RunFolderInUseError: another run is writing into the folder.
         RunWriteError: a file of the run folder could not be written.
         TrainingDiverged: the loss or its gradient stopped being a finite number.
         ValueError, FileNotFoundError: unusable settings, data or run folder.
     """
+    given = tuple(given)
+    recipe_changes(settings, settings, given)  # names no setting that does not exist, resuming or not
     with ExitStack() as held:
-        return _train(settings, resume, on_epoch, on_step, held)
+        return _train(settings, resume, on_epoch, on_step, held, given, on_start)
 
 
 def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
@@ -392,7 +445,8 @@ def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
         f"another ipp-seg train run is writing into {run_dir}: wait for it to end, or give this one another --out")))
 
 
-def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitStack) -> TrainResult:
+def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitStack, given: tuple[str, ...],
+           on_start) -> TrainResult:
     run_dir = Path(settings.out)
     last_path = run_dir / LAST
     checkpoint = None
@@ -427,6 +481,9 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
             raise ValueError(f"{last_path} has no optimiser state (an average of runs, or shipped weights): it "
                              "cannot be resumed; start a new run from it with --init-from")
         saved = TrainSettings.from_dict(checkpoint["settings"])
+        changed = recipe_changes(saved, settings, given)
+        if changed:
+            raise RecipeChangedError(run_dir, changed)
         if 0 < settings.epochs < saved.epochs:
             log.warning("--epochs %d is fewer than the run's %d: the run keeps its %d (its schedule is planned "
                         "on them)", settings.epochs, saved.epochs, saved.epochs)
@@ -542,6 +599,8 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         _bring_level_with_last(run_dir, checkpoint)
     use_bf16 = _use_bf16(settings, device)
     log.info("bf16 autocast: %s", use_bf16)
+    if on_start:
+        on_start(settings)
     model.train()
     for epoch in range(start_epoch, settings.epochs):
         started = time.perf_counter()
@@ -731,17 +790,6 @@ def _read_split_file(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{path} cannot be read ({exc}): the run's split is unknown") from None
-
-
-def saved_run_settings(run_dir: str | Path) -> dict | None:
-    """The settings of the run in ``run_dir`` as its last.pt records them (what ``--resume``
-    continues with); None when it has no last.pt.
-
-    Raises:
-        ValueError: last.pt is damaged or no checkpoint.
-    """
-    last = Path(run_dir) / LAST
-    return read_checkpoint(last)["settings"] if last.is_file() else None
 
 
 def _resumed_split(saved: dict, ids: list[str], data: str) -> Split:
