@@ -49,6 +49,11 @@ def confidences(segmenter, frames):
     return out
 
 
+def _values(confidences: list) -> np.ndarray:
+    """Confidences as floats, NaN where the network drew none of the structure (None)."""
+    return np.array([np.nan if c is None else c for c in confidences], dtype=np.float64)
+
+
 def plain(pixels: np.ndarray) -> UltrasoundFrame:
     return UltrasoundFrame(np.ascontiguousarray(pixels), None, (), 0, 1, Provenance("synthetic", "image"))
 
@@ -90,19 +95,20 @@ def main() -> None:
     for name in args.models:
         segmenter = OnnxSegmenter(resolve_model(name), threads=2)
         measured = confidences(segmenter, frames)
-        ps = np.array([m[0] for m in measured])
-        fh = np.array([m[1] for m in measured])
+        ps = _values([m[0] for m in measured])
+        fh = _values([m[1] for m in measured])
         pct = (0, 0.5, 1, 5, 50)
-        print(f"\n{name}\n  validation head confidence p{pct}: {np.percentile(fh, pct).round(3).tolist()}; "
+        print(f"\n{name}\n  validation head confidence p{pct}: {np.nanpercentile(fh, pct).round(3).tolist()}; "
               f"below the cut-off: {(fh < MIN_HEAD_CONFIDENCE).sum()}")
-        print(f"  validation PS confidence p{pct}: {np.percentile(ps, pct).round(3).tolist()}")
+        print(f"  validation PS confidence p{pct}: {np.nanpercentile(ps, pct).round(3).tolist()}")
         for shift, apply in SHIFTS.items():
             shifted = [plain(apply(f.pixels, t, i)[0]) for i, (f, t) in enumerate(zip(frames, truths))]
-            heads = [m[1] for m in confidences(segmenter, shifted)]
-            print(f"  shift {shift}: lowest head confidence {min(heads):.3f}, "
-                  f"{sum(h < MIN_HEAD_CONFIDENCE for h in heads)} frames below the cut-off")
+            heads = _values([m[1] for m in confidences(segmenter, shifted)])
+            print(f"  shift {shift}: lowest head confidence {np.nanmin(heads):.3f}, "
+                  f"{int(np.sum(heads < MIN_HEAD_CONFIDENCE))} frames below the cut-off, "
+                  f"{int(np.isnan(heads).sum())} without a head")
         for label, inputs in other_inputs(sample).items():
-            values = [f"{m[1]:.3f}" for m in confidences(segmenter, inputs)]
+            values = ["no head drawn" if m[1] is None else f"{m[1]:.3f}" for m in confidences(segmenter, inputs)]
             print(f"  {label}: head confidence {', '.join(values)}")
         errors = []
         for (_, _, mask), truth in zip(measured, truths):

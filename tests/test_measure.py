@@ -610,7 +610,20 @@ def test_an_unsure_symphysis_is_a_warning_that_keeps_the_values():
     sure = _measured_with_head_confidence(0.95, 0.5, 0.95)
     unsure = _measured_with_head_confidence(0.95, 0.5, 0.7)
     assert sure.reasons == () and unsure.reasons == ("ps_low_confidence",) and unsure.aop_deg == sure.aop_deg
-    assert _measured_with_head_confidence(0.95, 0.5, 0.0).reasons == ()  # no PS at all: ps_missing's to say
+    assert _measured_with_head_confidence(0.95, 0.5, None).reasons == ()  # no PS at all: ps_missing's to say
+
+
+def test_a_structure_the_network_did_not_draw_has_no_confidence_not_zero():
+    from ipp_seg.inference.batch import measurement_row
+    from ipp_seg.inference.pipeline import head_confidence, ps_confidence
+
+    logits = np.zeros((3, 8, 8), np.float32)
+    logits[2, :4] = 5.0  # head in the top half, background below, no PS anywhere
+    assert ps_confidence(logits) is None  # a mean over no pixels: no value (0.0 read as "very unsure")
+    assert 0.95 < head_confidence(logits) < 1.0
+    row = measurement_row("a.png", 0, measure_progress(_without(1), None), "m", None, head_confidence=0.97,
+                          ps_confidence=ps_confidence(logits))
+    assert row["ps_confidence"] == "" and row["head_confidence"] == 0.97
 
 
 def test_a_frame_measures_with_the_calibration_of_the_region_that_holds_its_symphysis():

@@ -79,25 +79,26 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return probability
 
 
-def _mean_over_drawn(probability: np.ndarray, labels: np.ndarray, structure: int) -> float:
+def _mean_over_drawn(probability: np.ndarray, labels: np.ndarray, structure: int) -> float | None:
     drawn = labels == structure
-    return float(probability[structure][drawn].mean()) if drawn.any() else 0.0
+    # None, not 0.0: a mean over no pixels is no value (a zero would read as a very unsure network).
+    return float(probability[structure][drawn].mean()) if drawn.any() else None
 
 
 def _disc_diameter_share(drawn: np.ndarray) -> float:
     return math.sqrt(4.0 * float(np.mean(drawn)) / math.pi)
 
 
-def head_confidence(logits: np.ndarray, fh_class: int = 2) -> float:
+def head_confidence(logits: np.ndarray, fh_class: int = 2) -> float | None:
     """Mean softmax probability of the fetal head over the pixels the network labels head, on
-    its own grid ([K, h, w] logits); 0.0 when it labels none."""
+    its own grid ([K, h, w] logits); None when it labels none."""
     probability = _softmax(logits)
     return _mean_over_drawn(probability, probability.argmax(axis=0), fh_class)
 
 
-def ps_confidence(logits: np.ndarray, ps_class: int = 1) -> float:
+def ps_confidence(logits: np.ndarray, ps_class: int = 1) -> float | None:
     """Mean softmax probability of the pubic symphysis over the pixels the network labels PS,
-    on its own grid ([K, h, w] logits); 0.0 when it labels none."""
+    on its own grid ([K, h, w] logits); None when it labels none."""
     probability = _softmax(logits)
     return _mean_over_drawn(probability, probability.argmax(axis=0), ps_class)
 
@@ -118,7 +119,7 @@ def head_extent(logits: np.ndarray, fh_class: int = 2) -> float:
     return _disc_diameter_share(logits.argmax(axis=0) == fh_class)
 
 
-def _frame_signals(logits: np.ndarray) -> tuple[float, float, float]:
+def _frame_signals(logits: np.ndarray) -> tuple[float | None, float, float | None]:
     """:func:`head_confidence`, :func:`head_extent` and :func:`ps_confidence` of one frame's
     [K, h, w] logits from a single softmax and argmax (they run on every frame)."""
     probability = _softmax(logits)
@@ -295,6 +296,6 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     if head_extent and head_extent < MIN_HEAD_EXTENT:  # no head at all is fh_missing's to say
         measurement = measurement.with_warning("head_small_in_frame")
-    if ps_confidence and ps_confidence < MIN_PS_CONFIDENCE:  # no PS at all is ps_missing's
+    if ps_confidence is not None and ps_confidence < MIN_PS_CONFIDENCE:  # no PS at all (None) is ps_missing's
         measurement = measurement.with_warning("ps_low_confidence")
     return measurement
