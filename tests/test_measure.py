@@ -576,6 +576,7 @@ LOW_AOP = dict(ps_center=(170, 60), ps_angle=0, head_center=(60, 160), head_axes
 HIGH_AOP = dict(ps_center=(60, 120), ps_a=30, ps_b=9, ps_angle=0, head_center=(190, 80), head_axes=(60, 55))
 ROUND_PS = dict(ps_a=18, ps_b=15)  # short/long axis 0.83: rounder than any expert PS outline
 HSD_MISS = dict(ps_center=(110, 40), ps_angle=-15, head_center=(70, 170), head_axes=(60, 50))
+HSD_GRAZING = dict(ps_center=(110, 40), ps_angle=-15, head_center=(132, 170), head_axes=(60, 50))  # AoP 91.5
 
 def _cut_at_frame_edge(label: int) -> np.ndarray:
     """The typical scene with the frame's edge cutting through one structure: the PS at the
@@ -678,6 +679,7 @@ REASON_CASES = {
     "aop_out_of_range": lambda mp: measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2)),
     "aop_impossible": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1, ::-1]), (0.2, 0.2)),
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),
+    "hsd_unstable": lambda mp: measure_progress(typical_scene(**HSD_GRAZING), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
     "spacing_implausible": lambda mp: measure_progress(typical_scene(), (2.0, 2.5)),
     "low_confidence": lambda mp: _measured_with_head_confidence(0.5),
@@ -840,6 +842,25 @@ def test_status_hsd_undefined():
     _check(res, "hsd_undefined", "warning")
     assert res.hsd_mm is None and res.hsd_px is None and res.landmarks.hsd_point is None
     assert res.aop_deg is not None and res.psfh_shortest_mm is not None
+
+
+def test_an_infrapubic_line_grazing_the_head_gives_an_unstable_hsd_kept_with_a_warning():
+    from ipp_seg.measure.progress import HSD_MAX_TURN_CHANGE, hsd_turn_change
+
+    grazing = measure_progress(typical_scene(**HSD_GRAZING), (0.2, 0.2))
+    _check(grazing, "hsd_unstable", "warning")
+    assert 90 < grazing.aop_deg < 93 and grazing.hsd_mm is not None and grazing.landmarks.hsd_point is not None
+    # The head moved 4 px further along: the line meets it less obliquely, and the HSD is steady.
+    steady = measure_progress(typical_scene(**{**HSD_GRAZING, "head_center": (136, 170)}), (0.2, 0.2))
+    assert steady.status == "ok" and steady.aop_deg > grazing.aop_deg
+    # The change itself: a line meeting a straight edge square on barely moves; one grazing it moves far.
+    edge = np.array([[[-50.0, 10.0], [50.0, 10.0]]])  # the segment y = 10
+    assert hsd_turn_change(np.zeros(2), np.array([0.0, 1.0]), edge, 10.0) < 0.001
+    slanted = np.array([[[-200.0, -30.0], [200.0, 50.0]]])  # y = 10 + 0.2 x: 11 deg from the x axis
+    along = np.array([math.cos(math.radians(20)), math.sin(math.radians(20))])  # meets it 9 deg off
+    hit = geo.ray_segments_hit(np.zeros(2), along, slanted)
+    assert hsd_turn_change(np.zeros(2), along, slanted, hit[0]) > HSD_MAX_TURN_CHANGE
+    assert hsd_turn_change(np.zeros(2), np.array([1.0, 0.0]), edge, 10.0) == math.inf  # turned, still misses
 
 
 # ----------------------------------------------------------------------------- geometry units

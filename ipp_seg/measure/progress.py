@@ -85,6 +85,16 @@ NEAR_VERTICAL_DEG = 10.0
 # PS exceeds it in 4-6 of 230 frames, 4-5 of them with an AoP error above 10 deg
 # (benchmarks/RESULTS.md).
 MAX_PS_AXIS_RATIO = 0.70
+# The HSD is where a ray meets a curve: the infrapubic line meets the head at a grazing angle when
+# the AoP is just above 90 deg (below it the line passes the head: hsd_undefined), and then a
+# small turn of the PS axis moves the HSD far. Turned by HSD_AXIS_TURN_DEG either way (less than
+# the 2.4 deg that separates two expert readings of the same frame, benchmarks/annotation_floor.py),
+# the axis moves the HSD by less than 14 % in 99 % of the 933 PSFHS expert masks that give one; by
+# more than HSD_MAX_TURN_CHANGE, or off the head, in 16 (1.7 %), all with an AoP of 89-93 deg
+# (benchmarks/hsd_stability.py). On the validation frames, the held-out twins' HSDs so flagged
+# are off the expert mask's by a median 14-20 px, the others by 6 px.
+HSD_AXIS_TURN_DEG = 2.0
+HSD_MAX_TURN_CHANGE = 0.20
 # mm per pixel of a transperineal frame: about 0.1-0.5 in practice. A calibration outside this
 # range is a unit slip (mm written where cm belong, a thumbnail's region) or a damaged header:
 # distances from it are withheld, not reported.
@@ -369,6 +379,29 @@ def _ellipse_px(e: geo.Ellipse | None, box, scale: np.ndarray) -> tuple | None:
     return ((float(cx), float(cy)), (float(w), float(h)), float(ang))
 
 
+def hsd_turn_change(inferior: np.ndarray, infrapubic: np.ndarray, fh_segments: np.ndarray, hsd: float,
+                    turn_deg: float = HSD_AXIS_TURN_DEG) -> float:
+    """How far the HSD moves when the infrapubic line is turned by ``turn_deg`` either way: the
+    larger change as a fraction of ``hsd`` (unitless), ``inf`` when a turned line misses the head.
+
+    Args:
+        inferior: the PS's inferior end, (x, y) in physical units (mm, or pixels of side 1).
+        infrapubic: unit direction of the infrapubic line from it.
+        fh_segments: the head's contour as [N, 2, 2] segments, same units.
+        hsd: the distance along the untouched line to the contour, same units.
+    """
+    change = 0.0
+    for sign in (1.0, -1.0):
+        a = math.radians(sign * turn_deg)
+        turned = np.array([math.cos(a) * infrapubic[0] - math.sin(a) * infrapubic[1],
+                           math.sin(a) * infrapubic[0] + math.cos(a) * infrapubic[1]])
+        hit = geo.ray_segments_hit(inferior, turned, fh_segments)
+        if hit is None:
+            return math.inf
+        change = max(change, abs(hit[0] - hsd) / hsd)
+    return change
+
+
 def measure_progress(
     label_mask: np.ndarray,
     spacing_mm: tuple[float, float] | None = None,
@@ -558,6 +591,8 @@ def measure_progress(
         reasons.append("hsd_undefined")
     else:
         t, hsd_pt = hit
+        if hsd_turn_change(inferior, normal, fh_segs, t) > HSD_MAX_TURN_CHANGE:
+            reasons.append("hsd_unstable")
         marks["hsd_point"] = _to_px(hsd_pt, scale)
         values["hsd_px"] = float(np.hypot(*((hsd_pt - inferior) / scale)))
         values["hsd_mm"] = float(t) if in_mm else None

@@ -59,7 +59,11 @@ REASONS: dict[str, tuple[str, str]] = {
                              "AoP was taken at the wrong end (--orientation)"),
     "ps_axis_near_vertical": ("warning", "PS axis within 10 deg of vertical: the inferior end is ill-posed"),
     "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
-    "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side"),
+    "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side (as with "
+                      "every AoP below about 90 deg: the head then lies wholly on the PS's side of the line)"),
+    "hsd_unstable": ("warning", "the infrapubic line meets the head at a grazing angle (an AoP just above 90 deg): "
+                     "turning the PS axis by 2 deg, less than two expert readings of a frame differ, moves the HSD "
+                     "by more than 20 % or off the head, as in 1.7 % of the PSFHS expert masks that give an HSD"),
     "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, where "
                        "the validation frames of the default's twin are above 0.94): the frame may not be a "
                        "transperineal view it knows, such as another modality, another view or noise"),
@@ -97,6 +101,7 @@ REASON_TITLES: dict[str, str] = {
     "ps_axis_near_vertical": "symphysis axis near vertical: inferior end ill-posed",
     "aop_out_of_range": "angle of progression outside 60-200 degrees",
     "hsd_undefined": "infrapubic line does not meet the head",
+    "hsd_unstable": "infrapubic line grazes the head: HSD unstable",
     "low_confidence": "network unsure of the head it drew",
     "ps_low_confidence": "network unsure of the symphysis it drew",
     "head_small_in_frame": "head smaller in the frame than the models learnt",
