@@ -1215,6 +1215,49 @@ def test_unpaired_images_and_masks_are_left_out_and_named(tmp_path, caplog):
     assert "DS_Store" not in said and "notes" not in said
 
 
+def test_two_files_of_one_case_id_are_refused_naming_both_and_predict_style_mask_names_pair(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    # A conversion left beside its original: which one paired with the mask depended on the listing.
+    shutil.copy(data / "images" / "case001.png", data / "images" / "case000.tif")
+    with pytest.raises(ValueError, match=r"case ID 'case000' has two files, images/case000.png and "
+                                         r"images/case000.tif: keep one"):
+        find_pairs(data)
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert result.exit_code == 2 and "has two files" in _said(result) and not (tmp_path / "run").exists()
+    (data / "images" / "case000.tif").unlink()
+    # Masks named as predict --out and evaluate name them pair with their images.
+    for mask in (data / "masks").iterdir():
+        mask.rename(mask.with_name(mask.stem + "_mask.png"))
+    assert [(cid, m.name) for cid, _, m in find_pairs(data)][:2] == [("case000", "case000_mask.png"),
+                                                                       ("case001", "case001_mask.png")]
+    (data / "masks" / "case002.png").write_bytes((data / "masks" / "case002_mask.png").read_bytes())
+    with pytest.raises(ValueError, match="case ID 'case002' has two files, masks/case002.png and masks/case002_mask"):
+        find_pairs(data)
+
+
+def test_labels_that_look_swapped_and_validation_frames_copied_into_training_are_said(tmp_path, caplog):
+    from ipp_seg.train.data import load_cases
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    with caplog.at_level("WARNING", logger="ipp_seg.train.data"):
+        load_cases(data)
+        assert "swapped" not in caplog.text
+        load_cases(data, labels=(2, 1))  # the head read as the symphysis
+    assert "in 4 of 4 masks the pubic symphysis (label 2) is larger than the fetal head (label 1)" in caplog.text
+    assert "are the labels swapped? (--labels ps=1,fh=2)" in caplog.text
+    # A validation frame copied under another name, as a file manager names a copy.
+    for sub in ("images", "masks"):
+        shutil.copy(data / sub / "case003.png", data / sub / "case000 (1).png")
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1,
+                             batch_size=2, validation_count=1, input_size=(64, 64), threads=1, bf16=False,
+                             augmentation=NO_GEOMETRY)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ipp_seg.train.loop"):
+        train(settings)
+    assert "1 frame of the validation also in training under another ID (the same pixels), so not held out: " \
+           "case003 = case000 (1)" in caplog.text
+
+
 def test_a_validation_split_that_leaves_nothing_to_train_on_says_what_to_change(tmp_path):
     data = _synthetic_folder(tmp_path / "data", n=4)
     settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1)
