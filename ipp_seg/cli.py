@@ -124,14 +124,18 @@ def models() -> None:
     shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
                                         "score", "files"))
     for spec in shipped_models():
-        metrics = spec.validation
+        metrics, mismatched = spec.validation, spec.mismatched_files
         # A model trained on every frame shows its held-out twin's figures, and says so.
         validated = (f"of {spec.validated_by} (this model saw every frame)" if spec.validated_by
                      else "held-out blocks")
-        files = ", ".join(p.name + (" (missing)" if p in spec.missing_files else "")
+        if mismatched:  # the card's figures describe other weights: none shown (loading it is refused too)
+            metrics, validated = {}, "none: a file is not the one its card describes"
+        files = ", ".join(p.name + (" (missing)" if p in spec.missing_files else
+                                    " (not the card's: sha256 differs)" if p in mismatched else "")
                           for p in (spec.onnx_path, spec.torch_path) if p is not None)
         name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
-        shipped.add_row(escape(name), escape(str((spec.card or {}).get("config", ""))), validated if metrics else "",
+        shipped.add_row(escape(name), escape(str((spec.card or {}).get("config", ""))),
+                        validated if metrics or mismatched else "",
                         _fmt(metrics.get("dice_ps"), 3), _fmt(metrics.get("dice_fh"), 3),
                         _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))

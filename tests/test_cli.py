@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -50,6 +51,25 @@ def test_models_says_whose_validation_a_model_trained_on_every_frame_shows(tmp_p
     rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ m")}
     assert "of m-heldout (this model saw every frame)" in rows["m"]
     assert "held-out blocks" in rows["m-heldout"] and "saw every frame" not in rows["m-heldout"]
+
+
+def test_models_shows_no_figures_for_a_model_whose_file_is_not_the_one_its_card_describes(tmp_path):
+    card = {"config": "dssau-net-s", "files": {"onnx": {"name": "m.onnx", "sha256": "0" * 64},
+                                              "torch": {"name": "other.pt", "sha256": "1" * 64}},
+            "validation": {"overall": {"dice_ps": 0.876, "dice_fh": 0.949, "median_abs_delta_aop_deg": 3.17,
+                                       "score": 0.954}}}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    (tmp_path / "m.onnx").write_bytes(b"other weights")  # another model copied in under the card's name
+    good = {**card, "files": {"onnx": {"name": "g.onnx", "sha256": hashlib.sha256(b"g").hexdigest()}}}
+    (tmp_path / "g.json").write_text(json.dumps(good))
+    (tmp_path / "g.onnx").write_bytes(b"g")
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "300", "IPP_SEG_MODELS": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ")}
+    assert "none: a file is not the one its card describes" in rows["m"]
+    assert "0.876" not in rows["m"] and "0.954" not in rows["m"]
+    assert "m.onnx (not the card's: sha256 differs)" in rows["m"] and "other.pt (missing)" in rows["m"]
+    assert "held-out blocks" in rows["g"] and "0.954" in rows["g"] and "(not the card's" not in rows["g"]
 
 
 def test_cli_import_and_help_do_not_import_torch():

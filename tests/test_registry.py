@@ -73,6 +73,18 @@ def test_a_model_file_that_is_not_the_cards_is_refused(folder):
         load_segmenter(resolve_model("dssau-net-s"))
     # The file itself still runs when named by its path (no card, no claim).
     assert load_segmenter(resolve_model(str(folder / "dssau-net-s.onnx")), threads=1).info.input_size
+    assert resolve_model("dssau-net-s").mismatched_files == (folder / "dssau-net-s.onnx",)
+    shutil.copy(SHIPPED / "dssau-net-s.onnx", folder / "dssau-net-s.onnx")
+    assert resolve_model("dssau-net-s").mismatched_files == ()
+
+
+def test_a_model_file_without_a_card_is_named_when_asked_for_by_name(folder):
+    shutil.copy(SHIPPED / "dssau-net-s.onnx", folder / "ours.onnx")
+    with pytest.raises(ModelNotFoundError, match=r"ours.onnx has no model card \(ours.json\) beside it, so it is "
+                                                 r"not listed; run the file itself with --model .*ours.onnx"):
+        resolve_model("ours")
+    with pytest.raises(ModelNotFoundError, match="unknown model 'theirs'"):
+        resolve_model("theirs")
 
 
 def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):

@@ -70,6 +70,15 @@ class ModelSpec:
         """The model's files that its card names and that are not there."""
         return tuple(p for p in (self.onnx_path, self.torch_path) if p is not None and not p.is_file())
 
+    @property
+    def mismatched_files(self) -> tuple[Path, ...]:
+        """The model's files that are there but are not the files its card describes (their
+        sha256 differs): the card's figures are not theirs, and loading them is refused."""
+        listed = (self.card or {}).get("files", {})
+        return tuple(p for kind, p in (("onnx", self.onnx_path), ("torch", self.torch_path))
+                     if p is not None and p.is_file() and listed.get(kind, {}).get("sha256")
+                     and sha256_of(p) != listed[kind]["sha256"])
+
 
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -174,5 +183,10 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         if spec.name == name_or_path:
             return spec
     known = ", ".join(s.name for s in specs) or "none"
+    uncarded = [folder / f"{name_or_path}{suffix}" for suffix in (".onnx", ".pt")
+                if (folder / f"{name_or_path}{suffix}").is_file()]
+    if uncarded:  # a model exported into the folder, never given a card
+        raise ModelNotFoundError(f"model {name_or_path!r}: {uncarded[0]} has no model card ({name_or_path}.json) "
+                                 f"beside it, so it is not listed; run the file itself with --model {uncarded[0]}")
     raise ModelNotFoundError(f"unknown model {name_or_path!r} (shipped in {describe_models_dir(folder)}: {known}; "
                              "or give a .onnx/.pt path)")
