@@ -426,6 +426,36 @@ def test_read_label_mask_formats(tmp_path):
         read_label_mask(tmp_path / "c.png")
 
 
+def _indexed_png(labels: np.ndarray, palette: list[tuple[int, int, int]]) -> bytes:
+    """An indexed-colour PNG (colour type 3, 8-bit) as label tools export masks: built by hand,
+    chunk by chunk, so that the test needs no imaging library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    h, w = labels.shape
+    rows = b"".join(b"\0" + labels[y].astype(np.uint8).tobytes() for y in range(h))  # filter 0 per row
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+            + chunk(b"PLTE", bytes(v for colour in palette for v in colour)) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def test_an_indexed_colour_png_mask_is_read_by_its_palette_indices(tmp_path):
+    truth = scene()
+    # CVAT / VOC style: the label is the index; colours only show it, the palette padded with black.
+    (tmp_path / "voc.png").write_bytes(_indexed_png(truth, [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 253))
+    labels, _ = read_label_mask(tmp_path / "voc.png")
+    assert np.array_equal(labels, truth)
+    # A grey palette does not turn the indices into its grey values either.
+    (tmp_path / "grey.png").write_bytes(_indexed_png(truth, [(0, 0, 0), (127, 127, 127), (255, 255, 255)]))
+    assert np.array_equal(read_label_mask(tmp_path / "grey.png")[0], truth)
+    # Before: refused as "a colour image is not a label mask"; evaluate scores it now.
+    cv2.imwrite(str(tmp_path / "pred.png"), truth)
+    assert np.array_equal(read_label_mask(tmp_path / "pred.png")[0], truth)  # a plain greyscale mask, unchanged
+
+
 def test_a_mask_whose_direction_cosines_flip_it_is_named(tmp_path, caplog):
     # Masks exported by other tools are where this happens; the pixels are measured as stored.
     sitk = pytest.importorskip("SimpleITK")

@@ -88,6 +88,29 @@ def png_structure_problem(data: bytes | memoryview) -> str | None:
     return "truncated: the PNG file ends before its end chunk (a copy cut short?)"
 
 
+def png_palette(data: bytes | memoryview | np.ndarray) -> np.ndarray | None:
+    """The palette ([N, 3] uint8 RGB, entry i for index i) of an indexed-colour PNG (colour type
+    3), None for any other file: label tools (CVAT, labelme, the VOC format) store label masks so,
+    the label being the index and the colour only how it is shown. Reads chunk headers only."""
+    data = memoryview(np.asarray(data, dtype=np.uint8).reshape(-1)) if isinstance(data, np.ndarray) else data
+    if bytes(data[:8]) != PNG_SIGNATURE:
+        return None
+    pos, indexed = len(PNG_SIGNATURE), False
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = bytes(data[pos + 4:pos + 8]), data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            indexed = len(body) > 9 and body[9] == 3
+            if not indexed:
+                return None
+        elif kind == b"PLTE" and indexed and length % 3 == 0:
+            return np.frombuffer(bytes(body), dtype=np.uint8).reshape(-1, 3)
+        elif kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
 def _warn_if_multipage(path: str) -> None:
     try:
         pages = cv2.imcount(path)

@@ -200,8 +200,8 @@ def _warn_if_labels_look_swapped(folder, cases: list[Case], labels: tuple[int, i
     larger = [c.case_id for c in both if np.count_nonzero(c.labels == 1) > np.count_nonzero(c.labels == 2)]
     if both and len(larger) * 2 > len(both):
         log.warning("%s: in %d of %d masks the pubic symphysis (label %d) is larger than the fetal head (label %d), "
-                    "where it is the smaller in every PSFHS expert mask: are the labels swapped? (--labels ps=%d,fh=%d)", folder,
-                    len(larger), len(both), labels[0], labels[1], labels[1], labels[0])
+                    "where it is the smaller in every PSFHS expert mask: are the labels swapped? "
+                    "(--labels ps=%d,fh=%d)", folder, len(larger), len(both), labels[0], labels[1], labels[1], labels[0])
 
 
 def frames_in_both(cases: list[Case], split: Split) -> list[tuple[str, str]]:
