@@ -196,8 +196,9 @@ def train(
                                                 "(the split goes by case ID)."),
     validation_count: int = typer.Option(200, "--validation-count", min=0,
                                          help="The last N case IDs are validation."),
-    extra_validation: Optional[str] = typer.Option(None, "--extra-validation",
-                                                   help="Another contiguous validation block, FIRST-LAST (IDs)."),
+    extra_validation: Optional[str] = typer.Option(
+        None, "--extra-validation",
+        help="Another contiguous validation block, FIRST-LAST (IDs; FIRST..LAST where they hold a hyphen)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16",
@@ -249,9 +250,11 @@ def train(
         fail(f"training needs torch: pip install -e '.[train]' in the ipp-seg clone ({exc})")
     extra = None
     if extra_validation:
-        parts = extra_validation.split("-")
-        if len(parts) != 2:
-            fail(f"--extra-validation must be FIRST-LAST, got {extra_validation!r}")
+        # FIRST..LAST for IDs that hold a hyphen themselves (pt-02-f0..pt-02-f2), else FIRST-LAST.
+        parts = extra_validation.split("..") if ".." in extra_validation else extra_validation.split("-")
+        if len(parts) != 2 or not all(parts):
+            fail(f"--extra-validation must be FIRST-LAST, or FIRST..LAST where the IDs hold a hyphen, got "
+                 f"{extra_validation!r}")
         extra = (parts[0], parts[1])
     # The library takes a rate of 0 (weights carried over unchanged); from the command line it trains nothing.
     # A negative warm-up, like all-zero class weights, the library refuses itself.
@@ -286,9 +289,10 @@ def train(
                         TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err)
     task = progress.add_task("train", total=None, epoch="-", loss=float("nan"))
 
-    def on_start(running) -> None:
+    def on_start(running, split) -> None:
         nonlocal total_epochs
         total_epochs = running.epochs
+        err.print(f"split: {escape(split.describe())}", highlight=False)  # before hours of training, not after
 
     def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
         # Shown from the first step: a run refused while its data are checked leaves no empty bar.
@@ -314,6 +318,9 @@ def train(
         failure = (f"--resume continues {out} as it was planned, and {', '.join(options)} {differ} from its recipe: "
                    f"leave {them} out, or start a new run (another --out) from it with --init-from {out / 'last.pt'}",
                    2)
+        if exc.planned_epochs:
+            failure = (f"--resume continues {out} as it was planned, over {exc.planned_epochs} epochs: --epochs "
+                       f"{epochs} is fewer; leave it out, or give more", 2)
     except TrainingDiverged as exc:  # the recipe ran, and its loss stopped being a number
         failure = (str(exc), 1)
     except RunWriteError as exc:  # the disk filled, or the folder became read-only, mid-run
@@ -335,7 +342,6 @@ def train(
         signal.signal(signal.SIGTERM, previous_sigterm)
     if failure is not None:
         fail(*failure)
-    err.print(f"split: {escape(result.split.describe())}", highlight=False)
     if math.isnan(result.best_score):
         err.print(f"no validation frames: best.pt is the last epoch ({result.best_epoch}); "
                   f"checkpoints in {escape(str(result.run_dir))}", highlight=False)

@@ -344,6 +344,13 @@ def _tiny_cli_run(tmp_path, n_cases: int, validation_count: int):
 
 def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path):
     runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
+    # The split is said when the run starts, before hours of epochs, not when it ends.
+    more = runner.invoke(app, [*common, "--resume", "--epochs", "2"])
+    said = _said(more)
+    assert more.exit_code == 0 and said.index("split: train case000-case002 (3), validation case003 (1)") < said.index(
+        "epoch 2/2")
+    assert runner.invoke(app, [*common, "--resume", "--epochs", "1"]).exit_code == 2  # fewer: refused
+    runner, common, run = _tiny_cli_run(tmp_path / "again", n_cases=4, validation_count=1)
     # A bare --resume of a finished 1-epoch run must not turn it into an 80-epoch one.
     assert runner.invoke(app, [*common, "--resume"]).exit_code == 0
     saved = torch.load(run / "last.pt", weights_only=False)
@@ -376,7 +383,7 @@ def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
         resumed = runner.invoke(app, [*common, "--resume", "--epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run / "split.json").read_text()) == first_split
-    assert "2 case(s)" in caplog.text and "left out" in caplog.text
+    assert "2 case(s)" in caplog.text and "left out (the split is the run's own): case006, case007" in caplog.text
     # The same frames elsewhere (a copy, as on another machine) resume; the same IDs with other
     # pixels (another export, a relabelled set) are refused before any epoch runs.
     shutil.copytree(data, tmp_path / "copy")
@@ -1594,6 +1601,21 @@ def test_resume_accepts_every_option_typed_again_as_the_run_had_it_and_names_the
     assert contrast.exit_code == 2 and "and --local-contrast differs from its recipe" in _said(contrast)
 
 
+def test_an_extra_validation_block_of_ids_holding_hyphens_is_given_with_two_dots(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    for sub in ("images", "masks"):
+        for i, path in enumerate(sorted((data / sub).iterdir())):
+            path.rename(path.with_name(f"pt-0{i}-f0.png"))
+    common = ["train", str(data), "--epochs", "1", "--batch-size", "2", "--validation-count", "1", "--threads", "1",
+              "--no-bf16", "--input-size", "64"]
+    hyphens = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"), "--extra-validation", "pt-01-f0-pt-02-f0"])
+    assert hyphens.exit_code == 2 and "or FIRST..LAST where the IDs hold a hyphen" in _said(hyphens)
+    dots = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--extra-validation", "pt-01-f0..pt-02-f0"])
+    assert dots.exit_code == 0, dots.output
+    split = json.loads((tmp_path / "b" / "split.json").read_text())
+    assert split["validation"] == ["pt-01-f0", "pt-02-f0", "pt-04-f0"]
+
+
 def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recipe_it_goes_on_with(tmp_path):
     from ipp_seg.train.loop import RecipeChangedError, recipe_changes
 
@@ -1602,7 +1624,7 @@ def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recip
                              batch_size=2, validation_count=1, learning_rate=2e-3, input_size=(64, 64), threads=1,
                              bf16=False, augmentation=NO_GEOMETRY)
     started = []
-    train(settings, on_start=started.append)
+    train(settings, on_start=lambda running, split: started.append(running))
     assert started == [settings]
     before = (tmp_path / "run" / "last.pt").read_bytes()
     # Given on purpose and different: refused before any step, naming the settings in the order given.
@@ -1616,9 +1638,15 @@ def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recip
     with pytest.raises(ValueError, match="no such training setting: lr"):
         train(settings, given=["lr"])
     # Not given (defaults a caller did not choose): the run's own recipe goes on, as on_start says.
-    train(other, resume=True, on_start=started.append)
+    train(other, resume=True, on_start=lambda running, split: started.append(running))
     assert started[-1].learning_rate == 2e-3 and started[-1].seed == 0 and started[-1].epochs == 2
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 2
+    # Fewer epochs than the run is planned on, asked for: refused (not given: the run's own, as before).
+    with pytest.raises(RecipeChangedError, match="fewer epochs than the 2 its schedule is planned on") as fewer:
+        train(settings, resume=True, given=["epochs"])
+    assert fewer.value.planned_epochs == 2
+    cli = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--resume", "--epochs", "1"])
+    assert cli.exit_code == 2 and "as it was planned, over 2 epochs: --epochs 1 is fewer; leave it out" in _said(cli)
     # Values compare as the run's settings.json stores them: a list is its tuple.
     assert recipe_changes(settings, replace(settings, ce_class_weights=[1.0, 2.0, 1.0]), ["ce_class_weights"]) == ()
     # A field holding several settings is compared by the part given.

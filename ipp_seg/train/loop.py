@@ -117,14 +117,17 @@ class RecipeChangedError(ValueError):
     Attributes:
         run_dir: the run folder.
         settings: the names of the :class:`TrainSettings` fields that differ, in the order given.
+        planned_epochs: when fewer ``epochs`` than the run is planned on were given, that plan.
     """
 
-    def __init__(self, run_dir: Path, settings: tuple[str, ...]) -> None:
-        self.run_dir, self.settings = Path(run_dir), tuple(settings)
+    def __init__(self, run_dir: Path, settings: tuple[str, ...], planned_epochs: int | None = None) -> None:
+        self.run_dir, self.settings, self.planned_epochs = Path(run_dir), tuple(settings), planned_epochs
         differ = "differ" if len(self.settings) > 1 else "differs"
-        super().__init__(f"{self.run_dir} is resumed with its own recipe, and {', '.join(self.settings)} {differ} "
-                         f"from it: leave them as the run has them, or start a new run (another out folder) from "
-                         f"its weights with init_from={self.run_dir / LAST}")
+        why = (f"fewer epochs than the {planned_epochs} its schedule is planned on were asked for (a resumed run "
+               "can only be given more)" if planned_epochs else f"{', '.join(self.settings)} {differ} from it")
+        super().__init__(f"{self.run_dir} is resumed with its own recipe, and {why}: leave them as the run has "
+                         f"them, or start a new run (another out folder) from its weights with "
+                         f"init_from={self.run_dir / LAST}")
 
 
 def recipe_changes(saved: TrainSettings, settings: TrainSettings, given: Iterable[str]) -> tuple[str, ...]:
@@ -413,7 +416,7 @@ def train(settings: TrainSettings, resume: bool = False,
           on_epoch: Callable[[EpochResult], None] | None = None,
           on_step: Callable[[int, int, int, float], None] | None = None,
           given: Iterable[str] = (),
-          on_start: Callable[[TrainSettings], None] | None = None) -> TrainResult:
+          on_start: Callable[[TrainSettings, Split], None] | None = None) -> TrainResult:
     """Train ``settings.config`` on ``settings.data``; write checkpoints to ``settings.out``.
 
     With ``resume``, continue from ``out/last.pt`` (model, optimiser, step, RNG states and
@@ -424,7 +427,7 @@ def train(settings: TrainSettings, resume: bool = False,
     ignored. The run folder is locked while the run writes into it.
 
     ``on_start`` is called once with the settings the run goes on with (a resumed run's own
-    recipe), after the data are read and before the first step; ``on_step`` with (epoch,
+    recipe) and its split, after the data are read and before the first step; ``on_step`` with (epoch,
     step, steps per epoch, loss) and ``on_epoch`` with each epoch's result.
 
     Raises:
@@ -488,6 +491,8 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         changed = recipe_changes(saved, settings, given)
         if changed:
             raise RecipeChangedError(run_dir, changed)
+        if 0 < settings.epochs < saved.epochs and "epochs" in given:  # asked for, and it cannot be done
+            raise RecipeChangedError(run_dir, ("epochs",), planned_epochs=saved.epochs)
         if 0 < settings.epochs < saved.epochs:
             log.warning("--epochs %d is fewer than the run's %d: the run keeps its %d (its schedule is planned "
                         "on them)", settings.epochs, saved.epochs, saved.epochs)
@@ -609,7 +614,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     use_bf16 = _use_bf16(settings, device)
     log.info("bf16 autocast: %s", use_bf16)
     if on_start:
-        on_start(settings)
+        on_start(settings, split)
     model.train()
     for epoch in range(start_epoch, settings.epochs):
         started = time.perf_counter()
@@ -810,8 +815,9 @@ def _resumed_split(saved: dict, ids: list[str], data: str) -> Split:
                          "resume with the data the run started with")
     added = set(ids) - set(saved["train"]) - set(saved["validation"])
     if added:
-        log.warning("%d case(s) in %s are not in the run's split and are left out (the split is the run's own)",
-                    len(added), data)
+        shown = sorted(added)
+        log.warning("%d case(s) in %s are not in the run's split and are left out (the split is the run's own): %s%s",
+                    len(added), data, ", ".join(shown[:10]), " ..." if len(shown) > 10 else "")
     return Split(tuple(saved["train"]), tuple(saved["validation"]))
 
 
