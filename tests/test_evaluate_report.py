@@ -264,6 +264,20 @@ def test_evaluate_folders_pairs_and_reports_missing(folders):
     assert all(c.style is None for c in plain.cases)
 
 
+def test_a_folder_of_images_beside_their_masks_serves_as_ground_truth_and_images(folders, tmp_path):
+    pred, _, _ = folders
+    pairs = tmp_path / "pairs"  # the layout train reads: <case>.png beside <case>_mask.png
+    pairs.mkdir()
+    for case, narrow in (("00001", True), ("00002", False), ("00003", False)):
+        _write_png(pairs / f"{case}.png", sector_image(narrow=narrow))
+        _write_png(pairs / f"{case}_mask.png", scene())
+    _write_png(pairs / "00005_mask.png", scene())  # a mask without its image keeps its own name
+    report = evaluate_folders(pred, pairs, pairs)
+    assert [c.case_id for c in report.cases] == ["00001", "00002", "00003"]
+    assert report.cases[0].dice_all == 1.0 and report.cases[0].style == "narrow"  # the image, not the mask
+    assert report.missing_images == () and "00005_mask" in report.missing_predictions
+
+
 def test_missing_as_empty_scores_the_missing_prediction(folders):
     pred, gt, _ = folders
     report = evaluate_folders(pred, gt, missing_as_empty=True)

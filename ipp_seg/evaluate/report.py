@@ -598,7 +598,7 @@ def evaluate_folders(
         from ..inference.batch import refuse_batch_output_as_input
 
         refuse_batch_output_as_input(Path(images_dir), "images")
-    images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES)) if images_dir is not None else None
+    images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES), images=True) if images_dir is not None else None
 
     missing_pred = sorted(set(gts) - set(preds))
     missing_gt = sorted(set(preds) - set(gts))
@@ -954,12 +954,15 @@ def _palette_indices(name: str, colours: np.ndarray, palette: np.ndarray) -> np.
     return np.asarray(indices, dtype=np.uint8)[inverse.reshape(keys.shape)]
 
 
-def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False) -> dict[str, Path]:
+def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False,
+                  images: bool = False) -> dict[str, Path]:
     """Case ID -> file. In a folder of ``predictions``, what ``ipp-seg predict --out`` writes
     is understood: ``<case>_mask.png`` is case ``<case>``, and ``<case>_overlay.png`` (a
     picture, not a mask) is left out; and what ``batch`` writes: beside its measurements.csv
     only the ``masks`` folder holds predictions (not the overlays, nor scans kept there when
-    ``--out`` was their project folder)."""
+    ``--out`` was their project folder). A folder of ground truths or of ``images`` may hold
+    both in the layout ``train`` reads, ``<case>.png`` beside ``<case>_mask.png``: the mask is
+    the ground truth of case ``<case>``, the other file its image."""
     from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output, is_batch_output_part
 
     root = Path(folder)
@@ -968,6 +971,14 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Path] = {}
     batch_outputs: dict[Path, bool] = {}  # folder -> whether it holds a batch run's CSV (read once)
+
+    case_ids_in: dict[Path, set[str]] = {}  # folder -> the case IDs of its files (read once)
+
+    def ids_beside(folder: Path) -> set[str]:
+        if folder not in case_ids_in:
+            case_ids_in[folder] = {case_id_of(p) for p in folder.iterdir()
+                                   if p.is_file() and p.name.lower().endswith(suffixes)}
+        return case_ids_in[folder]
 
     def in_batch_output(folder: Path) -> bool:
         if folder not in batch_outputs:
@@ -996,6 +1007,14 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
             continue
         if predictions:
             case_id = mask_case_id(path)
+        elif case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
+            if images:
+                logger.debug("%s: skipped (the mask of the image beside it)", path)
+                continue
+            case_id = mask_case_id(path)
+        elif not images and case_id + MASK_NAME_SUFFIX in ids_beside(path.parent):
+            logger.debug("%s: skipped (the image of the mask beside it)", path)
+            continue
         if case_id in found:
             raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].relative_to(root)} and "
                              f"{path.relative_to(root)}")
