@@ -12,6 +12,13 @@ labelled as such.
 
 measures a shipped model's validation again with this ipp-seg and rewrites its card, its weights
 and training record untouched (for figures added since it was shipped).
+
+A run on your own frames (``ipp-seg train YOUR_DATA ...``) ships into a folder that
+``$IPP_SEG_MODELS`` then names, validated on the run's own validation frames:
+
+    python scripts/ship_model.py runs/ours --name ours --command "ipp-seg train ..." \
+        --data YOUR_DATA --models-dir ~/ipp-seg-models \
+        --data-description "Hospital X, 2026, 400 frames; internal use only"
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import json
 import logging
 from pathlib import Path
 
-from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS, revalidate_card, ship_model
+from ipp_seg.train.ship import card_blocks, revalidate_card, ship_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +39,13 @@ def main() -> None:
     parser.add_argument("--name")
     parser.add_argument("--command", help="The exact command that trained the run.")
     parser.add_argument("--revalidate", metavar="NAME", help="Measure shipped model NAME's validation again.")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/psfhs")
-    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/psfhs",
+                        help="The data folder the run trained on (default: the shared PSFHS data).")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models",
+                        help="Where the model goes (default: the repository's models/).")
+    parser.add_argument("--data-description",
+                        help="The training data's source, citation and licence, for the card (default: PSFHS's for "
+                             "the PSFHS data; for other data, its folder's name and that these were not recorded).")
     parser.add_argument("--validated-by", type=Path, default=None,
                         help="For a run trained on every frame: the checkpoint (same recipe and epoch, trained "
                              "without the validation blocks) whose validation goes on the card.")
@@ -43,16 +55,18 @@ def main() -> None:
                         help="Store the weights as float16 in both files (for the paper configs: half the size).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    blocks = PSFHS_VALIDATION_BLOCKS
-    if args.revalidate:
-        card = revalidate_card(args.models_dir, args.revalidate, blocks, args.data, validated_by=args.validated_by)
-        print(json.dumps(card["validation"], indent=2))
-        return
-    if args.run_dir is None or not args.name or not args.command:
+    if not args.revalidate and (args.run_dir is None or not args.name or not args.command):
         parser.error("shipping a run needs RUN_DIR, --name and --command")
-    card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data,
-                      validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt",
-                      fp16_weights=args.fp16_weights)
+    blocks = card_blocks(args.data)
+    try:
+        if args.revalidate:
+            card = revalidate_card(args.models_dir, args.revalidate, blocks, args.data, validated_by=args.validated_by)
+        else:
+            card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data,
+                              validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt",
+                              fp16_weights=args.fp16_weights, data_description=args.data_description)
+    except (OSError, ValueError, KeyError) as exc:  # nothing half-shipped is left behind
+        parser.exit(2, f"ship_model.py: {str(exc).strip(chr(34))}\n")
     print(json.dumps(card["validation"], indent=2))
 
 

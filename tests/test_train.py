@@ -476,6 +476,45 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     assert "Fine-tuned" in (models / "tiny.md").read_text()
 
 
+def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path):
+    import subprocess
+    import sys
+
+    from ipp_seg.train.ship import card_blocks, ship_model
+
+    data = _synthetic_folder(tmp_path / "data", n=5)
+    train(TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=2,
+                        validation_count=2, input_size=(64, 64), threads=1, bf16=False))
+    assert card_blocks(data) == {}
+    models = tmp_path / "ours"
+    card = ship_model(tmp_path / "run", models, "ours", "ipp-seg train data ...", card_blocks(data), data)
+    assert "the folder data (5 image/mask pairs" in card["training"]["data"] and "PSFHS" not in card["training"]["data"]
+    assert card["training"]["licence_of_data"] == "not recorded" and card["training"]["data_is_psfhs"] is False
+    assert list(card["validation"]) == ["overall", *(k for k in card["validation"] if k.startswith("style:"))]
+    markdown = (models / "ours.md").read_text()
+    assert "PSFHS" not in markdown and "narrow-sector" not in markdown and "Trained on one folder" in markdown
+    assert sorted(p.name for p in models.iterdir()) == ["ours.json", "ours.md", "ours.onnx", "ours.pt"]
+    # The script: a refusal in one line, nothing half-shipped left behind.
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
+    elsewhere = tmp_path / "other-data"
+    _synthetic_folder(elsewhere, n=3)
+    refused = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "x", "--command", "c",
+                              "--data", str(elsewhere), "--models-dir", str(tmp_path / "x-models")],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "lacks 2 of the validation cases (e.g. case003, case004): give the data folder the run was trained on" \
+        in refused.stderr
+    assert [p.name for p in (tmp_path / "x-models").iterdir()] == []
+    described = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "d", "--command", "c",
+                                "--data", str(data), "--models-dir", str(models),
+                                "--data-description", "Hospital X, 2026; internal use only"],
+                               capture_output=True, text=True)
+    assert described.returncode == 0, described.stderr
+    described_card = json.loads((models / "d.json").read_text())
+    assert described_card["training"]["data"] == "Hospital X, 2026; internal use only"
+    assert described_card["training"]["licence_of_data"] == "as stated under data"
+
+
 def shipped_note_and_best(path):
     shipped = torch.load(path, weights_only=False)
     return shipped.get("validation_note"), shipped["best_epoch"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -87,6 +88,10 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     reference_csv = Path(data) / REFERENCE_AOP_FILE
     reference = read_reference_aop(reference_csv) if reference_csv.is_file() else None
     wanted = set(validation_ids)
+    lacking = sorted(wanted - set(pairs))
+    if lacking:
+        raise ValueError(f"{data} lacks {len(lacking)} of the validation cases (e.g. {', '.join(lacking[:3])}): give "
+                         "the data folder the run was trained on")
     truth = {c.case_id: c for c in load_cases(data, wanted, labels, pairs=found)}
     ids = sorted(wanted)
     frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
@@ -102,7 +107,8 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
             per_method = {"overall": _block_metrics(report.overall)}
             for name, (first, last) in blocks.items():
                 cases = [c for c in report.cases if first <= c.case_id <= last]
-                per_method[name] = _block_metrics(summarise_block(name, cases))
+                if cases:  # (a block of other data than the run's holds none of its frames)
+                    per_method[name] = _block_metrics(summarise_block(name, cases))
             for block in report.blocks[1:]:  # styles told apart from the frames themselves
                 per_method[f"style:{block.name}"] = _block_metrics(block)
             result[method] = per_method
@@ -163,7 +169,8 @@ def _check_validated_by(what, trained_on_all: bool, validated_by) -> None:
     """A model trained on every frame needs a reference run for its validation; one with
     validation frames of its own must not be given one."""
     if trained_on_all and validated_by is None:
-        raise ValueError(f"{what} was trained on every frame: name the run that validates its recipe (validated_by)")
+        raise ValueError(f"{what} was trained on every frame: name the run that validates its recipe (validated_by; "
+                         "--validated-by of scripts/ship_model.py)")
     if not trained_on_all and validated_by is not None:
         raise ValueError(f"{what} has its own validation frames; validated_by is only for a run trained on all")
 
@@ -201,10 +208,22 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
     return validation, validation_tta, source
 
 
+def is_psfhs_folder(data: str | Path) -> bool:
+    """Whether ``data`` is (a copy of) the PSFHS data: its layout, with its published AoP beside it."""
+    data = Path(data)
+    return (data / "image_mha").is_dir() and (data / "label_mha").is_dir() and (data / REFERENCE_AOP_FILE).is_file()
+
+
+def card_blocks(data: str | Path) -> dict[str, tuple[str, str]]:
+    """The blocks of IDs a card reports beside the overall figures: PSFHS's validation blocks for
+    the PSFHS data, none for other data (its overall figures and acquisition styles only)."""
+    return dict(PSFHS_VALIDATION_BLOCKS) if is_psfhs_folder(data) else {}
+
+
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
                blocks: dict[str, tuple[str, str]], data: str | Path,
                validated_by: str | Path | None = None, checkpoint_name: str = BEST,
-               fp16_weights: bool = False) -> dict:
+               fp16_weights: bool = False, data_description: str | None = None) -> dict:
     """Export ``run_dir/<checkpoint_name>`` (best.pt: the best epoch by validation; last.pt: the
     last) as ``models/<name>.{onnx,pt,json,md}``; return the card.
 
@@ -212,11 +231,28 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     in float32 is over 100 MB). The validation on the card is measured on the shipped ONNX file,
     so it is that of the rounded weights.
 
+    ``data_description``: the training data's source, citation and licence, as the card states
+    them; by default PSFHS's for the PSFHS data, and for other data the folder's name and that
+    its source and licence were not recorded.
+
     A run trained on every frame (no validation split) needs ``validated_by``, the checkpoint
     of a run of the same recipe that held the validation blocks out (see
-    :func:`_reference_validation`); its figures go on the card, said to be its."""
+    :func:`_reference_validation`); its figures go on the card, said to be its.
+
+    The four files are written beside each other only once all of them are made: a refusal or
+    an error on the way leaves ``models_dir`` as it was."""
     run_dir, models_dir = Path(run_dir), Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".ship-{name}-", dir=models_dir) as staging:
+        card = _ship_into(run_dir, Path(staging), name, command, blocks, data, validated_by, checkpoint_name,
+                          fp16_weights, data_description)
+        for suffix in (".onnx", ".pt", ".md", ".json"):  # the card last: it is what lists a model
+            os.replace(Path(staging) / f"{name}{suffix}", models_dir / f"{name}{suffix}")
+    return card
+
+
+def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks, data, validated_by,
+               checkpoint_name: str, fp16_weights: bool, data_description: str | None) -> dict:
     model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
     trained_on_all = not checkpoint["split"]["validation"]
@@ -250,6 +286,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks)
         validation_source = None
     train_ids = checkpoint["split"]["train"]
+    psfhs = is_psfhs_folder(data)
     # A fine-tuned run's cost includes every run its weights started from.
     epochs_run, own_hours = run_cost(checkpoint, run_dir / checkpoint_name)
     hours = own_hours + lineage_hours(lineage)
@@ -262,8 +299,10 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
         "input_size": list(settings["input_size"]),
         "normalisation": settings["normalisation"],
         "training": {
-            "data": "PSFHS (shared copy, 1,058 frames); " + PSFHS_CITATION,
-            "licence_of_data": "CC BY 4.0",
+            "data": data_description or _data_words(data, checkpoint),
+            "data_is_psfhs": psfhs,
+            "licence_of_data": "CC BY 4.0" if psfhs and not data_description else
+                               "as stated under data" if data_description else "not recorded",
             "train_ids": f"{train_ids[0]}-{train_ids[-1]} ({len(train_ids)} frames, "
                          + ("every frame, the validation blocks included)" if trained_on_all
                             else "validation blocks excluded)"),
@@ -301,6 +340,14 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
     (models_dir / f"{name}.md").write_text(model_card_markdown(card))
     return card
+
+
+def _data_words(data: str | Path, checkpoint: dict) -> str:
+    if is_psfhs_folder(data):
+        return "PSFHS (shared copy, 1,058 frames); " + PSFHS_CITATION
+    frames = len(checkpoint["split"]["train"]) + len(checkpoint["split"]["validation"])
+    return (f"the folder {Path(data).name} ({frames} image/mask pairs in the run's split); its source, citation and "
+            "licence were not recorded")
 
 
 def _card_validation(validation: dict, validation_tta: dict, validation_source: dict | None) -> dict:
@@ -422,14 +469,18 @@ def model_card_markdown(card: dict) -> str:
     lines += _agreement_markdown(card.get("validation", {}))
     lines += ["", "## Files", ""]
     lines += [f"- `{f['name']}`: sha256 `{f['sha256']}` ({f['bytes']:,} bytes)" for f in card["files"].values()]
+    psfhs = t.get("data_is_psfhs", True)  # (cards from before the field were all PSFHS's)
+    narrow = any(block.startswith("narrow") for block in card.get("validation", {}))
     lines += ["", "## Known limits", "",
-              "- Trained on one data source (PSFHS, two acquisition styles); other machines may differ.",
+              "- Trained on one data source (PSFHS, two acquisition styles); other machines may differ." if psfhs
+              else "- Trained on one folder of frames; machines and settings it does not hold may differ.",
               "- Validation overestimates accuracy on unseen frames; the AoP depends strongly on the small PS.",
-              "- Where the PS is drawn as a roundish blob rather than an elongated one, its long axis, and so the "
-              "AoP, is ill-defined: the largest validation angle errors (20-50 deg) are such frames, a few "
-              "acquisitions' worth of neighbouring IDs.",
-              "- The narrow-sector block is 30 frames: its figures carry about twice the wide block's sampling "
-              "error.", *_bias_limit(card.get("validation", {})), ""]
+              *(["- Where the PS is drawn as a roundish blob rather than an elongated one, its long axis, and so "
+                 "the AoP, is ill-defined: the largest validation angle errors (20-50 deg) are such frames, a few "
+                 "acquisitions' worth of neighbouring IDs."] if psfhs else []),
+              *(["- The narrow-sector block is 30 frames: its figures carry about twice the wide block's sampling "
+                 "error."] if psfhs and narrow else []),
+              *_bias_limit(card.get("validation", {})), ""]
     return "\n".join(lines)
 
 
