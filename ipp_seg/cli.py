@@ -180,6 +180,24 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
     return given
 
 
+@app.command(short_help="What each reason code in a result means, and the status it gives.")
+def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, meaning}.")) -> None:
+    """Every reason code a row, report or SR can carry: `failed` ones leave no values, `warning`
+    ones keep the values they do not concern (the CSV joins a row's codes with ';')."""
+    import json
+
+    from .inference.batch import reason_codes
+
+    codes = reason_codes()
+    if as_json:
+        typer.echo(json.dumps([{"code": c, "status": s, "meaning": m} for c, s, m in codes], indent=2))
+        return
+    table = _table("Reason codes", ("code", "status", "meaning"))
+    for code, status, meaning in codes:
+        table.add_row(code, status, escape(meaning))
+    _print_table(table)
+
+
 @app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
 def train(
     ctx: typer.Context,
@@ -463,7 +481,8 @@ def predict(
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
 ) -> None:
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
-    measurement failed; 2: unusable input or options, or an output that could not be written."""
+    measurement failed; 2: unusable input or options, or an output that could not be written.
+    What each status reason means: ipp-seg reasons."""
     import json
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -545,7 +564,8 @@ def batch(
     """Measure every scan in a folder into OUT/measurements.csv, one row per frame. Exit 0 when
     the run finished (rows may have failed: see the status column); 1 when no frame of it could
     be measured; 2 for unusable options, no matching files, or an output folder that holds an
-    earlier run's rows (--resume or --overwrite) or that another run is writing into."""
+    earlier run's rows (--resume or --overwrite) or that another run is writing into. What each
+    reason in the reasons column means: ipp-seg reasons."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -686,7 +706,8 @@ def measure(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
-    Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options."""
+    Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
+    What each status reason means: ipp-seg reasons."""
     import json
 
     from .inference.batch import RunAdvice, write_measurements_csv

@@ -72,6 +72,21 @@ def test_models_shows_no_figures_for_a_model_whose_file_is_not_the_one_its_card_
     assert "held-out blocks" in rows["g"] and "0.954" in rows["g"] and "(not the card's" not in rows["g"]
 
 
+def test_reasons_lists_every_code_a_result_can_carry_with_its_status():
+    from ipp_seg.inference.batch import ROW_FAILURES
+    from ipp_seg.measure.result import REASONS
+
+    listed = json.loads(invoke("reasons", "--json").stdout)
+    assert [r["code"] for r in listed] == [*REASONS, *ROW_FAILURES]
+    by_code = {r["code"]: r for r in listed}
+    assert by_code["hsd_unstable"]["status"] == "warning" and by_code["aop_impossible"]["status"] == "failed"
+    assert by_code["unreadable"]["status"] == "failed" and "could not be read" in by_code["unreadable"]["meaning"]
+    table = runner.invoke(app, ["reasons"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "ps_low_confidence" in table.stdout and "mask_refused" in table.stdout
+    for command in ("predict", "batch", "measure"):  # where a user meets the codes, the help says where to look
+        assert "ipp-seg reasons" in runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+
+
 def test_cli_import_and_help_do_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from ipp_seg.cli import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)")

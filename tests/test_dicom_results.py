@@ -271,6 +271,9 @@ def test_sr_omits_hsd_without_spacing(source, tmp_path):
     (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
     evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()}
     assert ("STATUS", "warning") in evaluations and ("REASON", "spacing_unknown") in evaluations
+    # Its meaning says what the report lacks, not that it holds distances in pixels (it holds none).
+    meanings = {e.value.meaning for e in group.get_qualitative_evaluations() if e.name.value == "REASON"}
+    assert meanings == {"pixel spacing unknown: no distance in millimetres"}
 
 
 def test_sr_failed_measurement_has_status_and_no_values(source, tmp_path):

@@ -141,6 +141,20 @@ def test_failed_measurement_still_renders_status():
     assert not np.array_equal(render_overlay(frame(), mask, ok), out)
 
 
+def test_the_legend_names_the_inferior_end_marker_only_where_one_is_drawn():
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3))
+    without_ps = replace(m, landmarks=replace(m.landmarks, ps_inferior_end=None))
+
+    def axis_yellow_in_panel(measurement):
+        out = render_overlay(frame(), mask, measurement)
+        panel = out[image_part(out).shape[0]:]
+        return int(((panel[..., 0] > 230) & (panel[..., 1] > 215) & (panel[..., 2] < 40)).sum())
+
+    assert axis_yellow_in_panel(m) > 0  # the marker's yellow centre in the legend
+    assert axis_yellow_in_panel(without_ps) == 0
+
+
 def test_ok_measurement_has_no_status_frame():
     mask = synthetic_mask()
     m = replace(measure_progress(mask, (0.3, 0.3)), status="ok", reasons=())
@@ -220,3 +234,5 @@ def test_the_panel_says_method_orientation_tta_and_the_frame_of_a_cine():
     assert np.any(named[plain.shape[0]:] != named[-1, -1])  # the extra row holds text, not blank panel
     assert overlay_title("cine.dcm", 3, 12) == "cine.dcm  frame 3 of 0-11"  # counted from 0, as the file names
     assert overlay_title("still.png", 0, 1) == "still.png"
+    # A DICOM cine's frame also by the 1-based number a PACS viewer, the SEG and the SR give it.
+    assert overlay_title("cine.dcm", 2, 3, dicom_frame_number=3) == "cine.dcm  frame 2 of 0-2 (DICOM frame 3)"

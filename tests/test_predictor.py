@@ -240,6 +240,7 @@ def test_predict_scans_does_what_the_command_line_does(predictor, sample_dicom, 
     assert frames[1].warnings == (f"no DICOM SEG for {sample_png}: it is not a DICOM file",)
     assert not frames[0].warnings and not frames[0].errors and not frames[0].outputs_refused
     assert all(f.row["time_ms"] > 0 for f in frames)
+    assert all(f.report["time_ms"] == round(f.row["time_ms"], 1) for f in frames)  # a refused scan's too
 
     cli = CliRunner().invoke(app, ["predict", *map(str, scans), "--out", str(tmp_path / "cli"), "--dicom-seg",
                                    "--json"])

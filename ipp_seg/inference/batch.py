@@ -109,6 +109,27 @@ UNREADABLE = "unreadable"
 PROCESSING_ERROR = "processing_error"
 NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, or a label mask: not retried
 MASK_REFUSED = "mask_refused"  # measure: a mask read, with other label values or not its scan's size
+#: What each of them means (a row with one of them is ``failed`` and holds no values).
+ROW_FAILURES: dict[str, str] = {
+    UNREADABLE: "the file or frame could not be read (its error column says why: damaged, cut short, a compression "
+                "no installed decoder reads, not an image); a resumed batch tries it again",
+    NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, blank, or a "
+                    "label mask (fewer than 4 grey values)",
+    PROCESSING_ERROR: "an unexpected error while the frame was processed (its error column names it); the other "
+                      "frames went on, and a resumed batch tries it again",
+    MASK_REFUSED: "measure: the mask was read but holds label values other than those named (--labels), or is not "
+                  "the size of its scan, or its scan lacks its frame",
+}
+
+
+def reason_codes() -> list[tuple[str, str, str]]:
+    """Every reason code a result can carry, as (code, status it gives, meaning): the
+    measurement's own (:data:`ipp_seg.measure.result.REASONS`; a warning keeps the values) and
+    those of rows without a measurement (:data:`ROW_FAILURES`)."""
+    from ..measure.result import REASONS
+
+    return ([(code, status, meaning) for code, (status, meaning) in REASONS.items()]
+            + [(code, "failed", meaning) for code, meaning in ROW_FAILURES.items()])
 
 
 @dataclass(frozen=True)
@@ -629,7 +650,8 @@ class FileProcessor:
             if opts.overlays:
                 write_overlay_png(opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png",
                                   render_overlay(frame.pixels, result.labels, result.measurement,
-                                                 title=overlay_title(rel, frame.frame_index, frame.n_frames),
+                                                 title=overlay_title(rel, frame.frame_index, frame.n_frames,
+                                                                     frame.provenance.frame_number),
                                                  tta=inf.tta, model=self.model_name))
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
@@ -1014,9 +1036,9 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
-           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ResumeError", "RunAdvice",
+           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ROW_FAILURES", "ResumeError", "RunAdvice",
            "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
-           "output_lock", "output_stem", "prepare_resume", "read_done", "refuse_batch_output_as_input",
+           "output_lock", "output_stem", "prepare_resume", "read_done", "reason_codes", "refuse_batch_output_as_input",
            "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure",
            "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure", "write_measurements_csv"]

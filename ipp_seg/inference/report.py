@@ -143,7 +143,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     write_label_png(written[0], result.labels)
     write_overlay_png(written[1], render_overlay(frame.pixels, result.labels, result.measurement,
                                                  title=overlay_title(Path(frame.provenance.path).name,
-                                                                     frame.frame_index, frame.n_frames),
+                                                                     frame.frame_index, frame.n_frames,
+                                                                     frame.provenance.frame_number),
                                                  tta=bool(report.get("tta")), model=report.get("model")))
     written[2].write_text(json.dumps(report, indent=2))
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
@@ -242,9 +243,10 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                 frame = "" if result.frame_index is None else result.frame_index
                 row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, inf.method,
                                       inf.orientation, inf.tta, result.code, model_sha256=processor.model_sha256)
-                report = unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
-                                           provider, inf.method, inf.orientation, inf.tta, result.code,
-                                           processor.model_sha256)
+                report = {**unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
+                                              provider, inf.method, inf.orientation, inf.tta, result.code,
+                                              processor.model_sha256),
+                          "time_ms": round(elapsed_ms, 1)}  # (the table shows it too: the time it took to refuse)
                 verb = {UNREADABLE: "read", NOT_ULTRASOUND: "segment"}.get(result.code, "process")
                 yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
                                      errors=(f"cannot {verb} {scan}: {result.reason}",))

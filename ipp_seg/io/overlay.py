@@ -64,11 +64,15 @@ def drawn_size(shape: tuple[int, ...], spacing_mm: tuple[float, float] | None) -
     return max(1, round(width * kx)), max(1, round(height * ky))
 
 
-def overlay_title(name: str, frame_index: int, n_frames: int) -> str:
+def overlay_title(name: str, frame_index: int, n_frames: int, dicom_frame_number: int | None = None) -> str:
     """The first line of an overlay's text panel: the scan's name, and its frame in a cine,
     counted from 0 as everywhere else (tables, CSV, ``_f0003`` file names): "frame 2 of 0-2",
-    never "frame 2 of 3", which reads as the second of three."""
-    return f"{name}  frame {frame_index} of 0-{n_frames - 1}" if n_frames > 1 else name
+    never "frame 2 of 3", which reads as the second of three. A DICOM cine's frame also gets
+    the 1-based number a PACS viewer, the SEG and the SR give it: "(DICOM frame 3)"."""
+    if n_frames <= 1:
+        return name
+    dicom = f" (DICOM frame {dicom_frame_number})" if dicom_frame_number is not None else ""
+    return f"{name}  frame {frame_index} of 0-{n_frames - 1}{dicom}"
 
 
 def render_overlay(
@@ -380,7 +384,8 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
 
     # Legend on its own last row: a swatch per mask colour and the vertex marker.
     x = margin
-    for name, colour in (("PS", PS_COLOUR), ("FH", FH_COLOUR), ("PS inferior end", None)):
+    marked = m.landmarks.ps_inferior_end is not None  # (a legend entry for a marker not drawn would mislead)
+    for name, colour in (("PS", PS_COLOUR), ("FH", FH_COLOUR), *((("PS inferior end", None),) if marked else ())):
         if colour is None:
             _inferior_marker(panel, np.array([x + th / 2.0, y - th / 2.0]), style)
         else:

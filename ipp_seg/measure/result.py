@@ -105,8 +105,9 @@ REASON_TITLES: dict[str, str] = {
     "low_confidence": "network unsure of the head it drew",
     "ps_low_confidence": "network unsure of the symphysis it drew",
     "head_small_in_frame": "head smaller in the frame than the models learnt",
-    "spacing_unknown": "pixel spacing unknown: distances in pixels only",
-    "spacing_implausible": "pixel spacing implausible: distances in pixels only",
+    # (An SR reports distances in millimetres only: here, none.)
+    "spacing_unknown": "pixel spacing unknown: no distance in millimetres",
+    "spacing_implausible": "pixel spacing implausible: no distance in millimetres",
 }
 
 _POINT_FIELDS = (
