@@ -134,6 +134,7 @@ def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
     resumed = _rows(out / "measurements.csv")
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(resumed, key=key) == sorted(full, key=key)
+    assert [key(r) for r in resumed] == [key(r) for r in full]  # in the order an uninterrupted run writes
 
 
 def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):
@@ -168,6 +169,8 @@ def test_resume_tries_unreadable_files_again(mixed_folder, tmp_path, sample_dico
     unchanged = [r for r in first if r["reasons"] != "unreadable"]
     assert [r for r in rows if r["file"] != "corrupt.dcm" and r["reasons"] != "unreadable"] == unchanged
     assert sorted(r["file"] for r in rows) == sorted(r["file"] for r in first)
+    # Measured again, its row is back where the file lies in the folder, not appended at the end.
+    assert [r["file"] for r in rows] == [r["file"] for r in first]
 
 
 def test_resume_refuses_a_csv_made_with_other_options(mixed_folder, tmp_path):
@@ -619,14 +622,15 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
     assert list(after[0]) == list(CSV_COLUMNS)
     old = {(r["file"], r["frame"]): r for r in rows}
     assert all(r["aop_deg"] == old[r["file"], r["frame"]]["aop_deg"] for r in after)
-    assert [r["file"] for r in after].count("sub/b.png") == 1 and after[-1]["file"] == "sub/b.png"
+    assert [r["file"] for r in after] == [r["file"] for r in rows]  # b.png's row where the file lies, as before
+    (measured_now,) = [r for r in after if r["file"] == "sub/b.png"]
     assert after[0]["file_bytes"] == ""  # an earlier version's row is kept as it was, not re-measured
     # Its cells of the new columns stay empty (unknown), and a later resume still goes on with
     # it rather than reading them as rows made with other weights or options.
-    assert after[0]["model_sha256"] == "" and after[-1]["model_sha256"] != ""
+    assert after[0]["model_sha256"] == "" and measured_now["model_sha256"] != ""
     result = _run("batch", mixed_folder, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
-    again = _rows(out / "measurements.csv")  # the unreadable file is tried again: its row moves last
+    again = _rows(out / "measurements.csv")  # the unreadable file is tried again, its row kept in place
     key = lambda r: (r["file"], r["frame"], r["aop_deg"], r["model_sha256"])  # noqa: E731
     assert sorted(map(key, again)) == sorted(map(key, after))
 

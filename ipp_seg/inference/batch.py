@@ -985,8 +985,36 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
                 totals[key] += value
             if on_progress:
                 on_progress(outcome)
+    if options.resume:
+        _put_in_scan_order(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure)
+
+
+def _put_in_scan_order(csv_path: Path) -> None:
+    """Rows by file (in the order the folder is walked) and frame, as a run that was never
+    interrupted writes them: a resumed run appends the files it measured again (unreadable
+    before, or changed) at the end. Rewritten atomically, and only when the order differs."""
+    rows = _complete_rows(csv_path)[0]
+
+    def frame_of(row: dict) -> int:
+        return int(row["frame"]) if row["frame"].isdigit() else -1  # a file-level row first
+
+    ordered = sorted(rows, key=lambda row: (row["file"], frame_of(row)))
+    if ordered == rows:
+        return
+    staging = csv_path.with_name(csv_path.name + ".order")
+    try:
+        with open(staging, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(ordered)
+        os.replace(staging, csv_path)
+    except OSError as exc:  # a full disk: the rows stay as they are, all of them
+        log.warning("%s: its rows could not be put back in file order (%s); they are all there", csv_path,
+                    exc.strerror or exc)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
