@@ -83,8 +83,13 @@ def test_a_model_file_without_a_card_is_named_when_asked_for_by_name(folder):
     with pytest.raises(ModelNotFoundError, match=r"ours.onnx has no model card \(ours.json\) beside it, so it is "
                                                  r"not listed; run the file itself with --model .*ours.onnx"):
         resolve_model("ours")
-    with pytest.raises(ModelNotFoundError, match="unknown model 'theirs'"):
+    with pytest.raises(ModelNotFoundError, match="unknown model 'theirs'") as unknown:
         resolve_model("theirs")
+    assert "shipped with ipp-seg" not in str(unknown.value)
+    # A shipped model asked for by name, with a models folder of one's own set: said so.
+    with pytest.raises(ModelNotFoundError, match=r"star-dssau-net-s is one of the models shipped with ipp-seg, "
+                                                 r"which \$IPP_SEG_MODELS replaces: copy its files into that folder"):
+        resolve_model("star-dssau-net-s")
 
 
 def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):

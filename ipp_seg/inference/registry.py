@@ -22,9 +22,14 @@ class ModelNotFoundError(LookupError):
     pass
 
 
+def shipped_models_dir() -> Path:
+    """The clone's models/ folder, where the shipped models lie (an editable install reads them there)."""
+    return Path(__file__).resolve().parents[2] / "models"
+
+
 def models_dir() -> Path:
     env = os.environ.get("IPP_SEG_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+    return Path(env) if env else shipped_models_dir()
 
 
 def describe_models_dir(folder: Path) -> str:
@@ -188,5 +193,10 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     if uncarded:  # a model exported into the folder, never given a card
         raise ModelNotFoundError(f"model {name_or_path!r}: {uncarded[0]} has no model card ({name_or_path}.json) "
                                  f"beside it, so it is not listed; run the file itself with --model {uncarded[0]}")
+    instead = ""
+    if os.environ.get("IPP_SEG_MODELS") and (shipped_models_dir() / f"{name_or_path}.json").is_file():
+        # a shipped model, in the folder the variable replaces
+        instead = (f"; {name_or_path} is one of the models shipped with ipp-seg, which $IPP_SEG_MODELS replaces: "
+                   "copy its files into that folder, or unset it")
     raise ModelNotFoundError(f"unknown model {name_or_path!r} (shipped in {describe_models_dir(folder)}: {known}; "
-                             "or give a .onnx/.pt path)")
+                             f"or give a .onnx/.pt path){instead}")
