@@ -440,9 +440,10 @@ def test_read_label_mask_formats(tmp_path):
         read_label_mask(tmp_path / "c.png")
 
 
-def _indexed_png(labels: np.ndarray, palette: list[tuple[int, int, int]]) -> bytes:
-    """An indexed-colour PNG (colour type 3, 8-bit) as label tools export masks: built by hand,
-    chunk by chunk, so that the test needs no imaging library."""
+def _indexed_png(labels: np.ndarray, palette: list[tuple[int, int, int]], bit_depth: int = 8,
+                 transparency: bytes | None = None) -> bytes:
+    """An indexed-colour PNG (colour type 3) as label tools export masks: built by hand, chunk by
+    chunk, so that the test needs no imaging library. Indices below 8 bits are packed per row."""
     import struct
     import zlib
 
@@ -450,24 +451,42 @@ def _indexed_png(labels: np.ndarray, palette: list[tuple[int, int, int]]) -> byt
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     h, w = labels.shape
-    rows = b"".join(b"\0" + labels[y].astype(np.uint8).tobytes() for y in range(h))  # filter 0 per row
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
-            + chunk(b"PLTE", bytes(v for colour in palette for v in colour)) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    per_byte = 8 // bit_depth
+    rows = b""
+    for y in range(h):
+        padded = np.zeros(-(-w // per_byte) * per_byte, np.uint8)
+        padded[:w] = labels[y]
+        packed = np.zeros(len(padded) // per_byte, np.uint8)
+        for k in range(per_byte):  # the first pixel in the highest bits
+            packed |= padded[k::per_byte] << (8 - bit_depth * (k + 1))
+        rows += b"\0" + packed.tobytes()  # filter 0 per row
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, 3, 0, 0, 0))
+    body += chunk(b"PLTE", bytes(v for colour in palette for v in colour))
+    if transparency is not None:
+        body += chunk(b"tRNS", transparency)
+    return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
-def test_an_indexed_colour_png_mask_is_read_by_its_palette_indices(tmp_path):
+@pytest.mark.parametrize("name,palette,bits,transparency", [
+    ("voc", [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 253, 8, None),  # CVAT / VOC, padded with black
+    ("grey", [(0, 0, 0), (127, 127, 127), (255, 255, 255)], 8, None),  # indices, not the greys shown
+    ("shared colour", [(0, 0, 0), (255, 0, 0), (255, 0, 0)], 8, None),  # two labels shown alike
+    ("as background", [(0, 0, 0), (0, 0, 0), (0, 255, 0)], 8, None),
+    ("short palette", [(0, 0, 0), (255, 0, 0)], 8, None),  # index 2 has no entry
+    ("2-bit", [(0, 0, 0), (128, 0, 0), (0, 128, 0)], 2, None),
+    ("4-bit, transparent", [(0, 0, 0), (128, 0, 0), (0, 128, 0)], 4, b"\x00\x80"),
+])
+def test_an_indexed_colour_png_mask_is_read_by_its_palette_indices(tmp_path, name, palette, bits, transparency):
     truth = scene()
-    # CVAT / VOC style: the label is the index; colours only show it, the palette padded with black.
-    (tmp_path / "voc.png").write_bytes(_indexed_png(truth, [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 253))
-    labels, _ = read_label_mask(tmp_path / "voc.png")
-    assert np.array_equal(labels, truth)
-    # A grey palette does not turn the indices into its grey values either.
-    (tmp_path / "grey.png").write_bytes(_indexed_png(truth, [(0, 0, 0), (127, 127, 127), (255, 255, 255)]))
-    assert np.array_equal(read_label_mask(tmp_path / "grey.png")[0], truth)
-    # Before: refused as "a colour image is not a label mask"; evaluate scores it now.
-    cv2.imwrite(str(tmp_path / "pred.png"), truth)
-    assert np.array_equal(read_label_mask(tmp_path / "pred.png")[0], truth)  # a plain greyscale mask, unchanged
+    (tmp_path / "mask.png").write_bytes(_indexed_png(truth, palette, bits, transparency))
+    labels, _ = read_label_mask(tmp_path / "mask.png")
+    assert labels.dtype == np.uint8 and np.array_equal(labels, truth), name
+
+
+def test_a_greyscale_png_mask_keeps_its_values(tmp_path):
+    truth = scene()
+    cv2.imwrite(str(tmp_path / "grey.png"), truth * 100)
+    assert np.array_equal(read_label_mask(tmp_path / "grey.png")[0], truth * 100)
 
 
 def test_a_mask_whose_direction_cosines_flip_it_is_named(tmp_path, caplog):

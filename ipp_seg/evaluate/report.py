@@ -39,7 +39,7 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import walk_folders
 from ..io.frames import same_spacing
-from ..io.images import check_png_structure, png_palette
+from ..io.images import check_png_structure, png_with_index_greys
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -923,35 +923,20 @@ def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
 def _read_image_mask(name: str) -> np.ndarray:
     data = np.fromfile(name, dtype=np.uint8)
     check_png_structure(name, data)
+    indexed = png_with_index_greys(data)
+    if indexed is not None:  # OpenCV would give an indexed PNG's colours; the labels are its indices
+        data = np.frombuffer(indexed, dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:
         raise ScanReadError(name, "OpenCV cannot decode it as an image")
-    palette = png_palette(data)
-    if palette is not None:  # OpenCV gives an indexed PNG's colours; the labels are its indices
-        return _palette_indices(name, arr, palette)
+    if indexed is not None:
+        return arr[..., 0] if arr.ndim == 3 else arr
     if arr.ndim == 3:
         colour = arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1]
         if not all(np.array_equal(colour[..., 0], colour[..., k]) for k in range(1, colour.shape[2])):
             raise ScanReadError(name, "a colour image is not a label mask (its channels differ)")
         arr = colour[..., 0]
     return arr
-
-
-def _palette_indices(name: str, colours: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """The palette index of each pixel of an indexed PNG decoded to colours (BGR or BGRA). A
-    colour the palette repeats is its first index: tools pad a palette to 256 entries with black."""
-    rgb = colours[..., 2::-1] if colours.ndim == 3 else np.repeat(colours[..., None], 3, axis=2)
-    keys = rgb[..., 0].astype(np.int32) << 16 | rgb[..., 1].astype(np.int32) << 8 | rgb[..., 2]
-    palette_keys = palette[:, 0].astype(np.int32) << 16 | palette[:, 1].astype(np.int32) << 8 | palette[:, 2]
-    used, inverse = np.unique(keys, return_inverse=True)
-    indices = []
-    for key in used:
-        matches = np.flatnonzero(palette_keys == key)
-        if not len(matches):  # (a decoder that blended colours): no label to read
-            raise ScanReadError(name, "an indexed-colour PNG holding a colour its palette lacks: its labels cannot "
-                                      "be read; save it as greyscale")
-        indices.append(int(matches[0]))
-    return np.asarray(indices, dtype=np.uint8)[inverse.reshape(keys.shape)]
 
 
 def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False,

@@ -88,27 +88,34 @@ def png_structure_problem(data: bytes | memoryview) -> str | None:
     return "truncated: the PNG file ends before its end chunk (a copy cut short?)"
 
 
-def png_palette(data: bytes | memoryview | np.ndarray) -> np.ndarray | None:
-    """The palette ([N, 3] uint8 RGB, entry i for index i) of an indexed-colour PNG (colour type
-    3), None for any other file: label tools (CVAT, labelme, the VOC format) store label masks so,
-    the label being the index and the colour only how it is shown. Reads chunk headers only."""
-    data = memoryview(np.asarray(data, dtype=np.uint8).reshape(-1)) if isinstance(data, np.ndarray) else data
-    if bytes(data[:8]) != PNG_SIGNATURE:
+def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
+    """An indexed-colour PNG (colour type 3) rewritten so that decoding it gives its palette
+    indices: the palette becomes the grey ramp (i, i, i) over every index its bit depth allows,
+    and the transparency of its entries is dropped. None for any other file. Label tools (CVAT,
+    labelme, the VOC format) store label masks so: the label is the index, the colour only how
+    it is shown, and two labels may share a colour, or a padded palette repeat black, so the
+    decoded colours cannot give the indices back. Chunks are parsed, nothing is decoded here."""
+    raw = bytes(np.asarray(data, dtype=np.uint8).reshape(-1)) if isinstance(data, np.ndarray) else bytes(data)
+    if raw[:8] != PNG_SIGNATURE:
         return None
-    pos, indexed = len(PNG_SIGNATURE), False
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind, body = bytes(data[pos + 4:pos + 8]), data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            indexed = len(body) > 9 and body[9] == 3
-            if not indexed:
-                return None
-        elif kind == b"PLTE" and indexed and length % 3 == 0:
-            return np.frombuffer(bytes(body), dtype=np.uint8).reshape(-1, 3)
-        elif kind in (b"IDAT", b"IEND"):
-            return None
+    pos, chunks = len(PNG_SIGNATURE), []
+    while pos + 8 <= len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        kind, body = raw[pos + 4:pos + 8], raw[pos + 8:pos + 8 + length]
+        chunks.append((kind, body))
         pos += 12 + length
-    return None
+        if kind == b"IEND":
+            break
+    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) < 10 or chunks[0][1][9] != 3:
+        return None
+    entries = 1 << min(chunks[0][1][8], 8)  # 1, 2, 4 or 8 bits per index
+    ramp = bytes(v for i in range(entries) for v in (i, i, i))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    return PNG_SIGNATURE + b"".join(chunk(kind, ramp if kind == b"PLTE" else body)
+                                    for kind, body in chunks if kind != b"tRNS")
 
 
 def _warn_if_multipage(path: str) -> None:
