@@ -28,9 +28,10 @@ import json
 import logging
 from pathlib import Path
 
-from ipp_seg.train.ship import card_blocks, revalidate_card, ship_model
+from ipp_seg.train.ship import card_blocks, revalidate_card, ship_model, trained_on
 
 REPO = Path(__file__).resolve().parents[1]
+PSFHS_DATA = REPO.parent / "shared/data/psfhs"
 
 
 def main() -> None:
@@ -39,8 +40,9 @@ def main() -> None:
     parser.add_argument("--name")
     parser.add_argument("--command", help="The exact command that trained the run.")
     parser.add_argument("--revalidate", metavar="NAME", help="Measure shipped model NAME's validation again.")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/psfhs",
-                        help="The data folder the run trained on (default: the shared PSFHS data).")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="The data folder holding the run's validation frames (default: the folder the run "
+                             "trained on, as its checkpoint records it; for --revalidate, the shared PSFHS data).")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models",
                         help="Where the model goes (default: the repository's models/).")
     parser.add_argument("--data-description",
@@ -57,12 +59,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     if not args.revalidate and (args.run_dir is None or not args.name or not args.command):
         parser.error("shipping a run needs RUN_DIR, --name and --command")
-    blocks = card_blocks(args.data)
     try:
+        data = args.data or (PSFHS_DATA if args.revalidate else trained_on(args.run_dir, f"{args.checkpoint}.pt"))
+        blocks = card_blocks(data)
         if args.revalidate:
-            card = revalidate_card(args.models_dir, args.revalidate, blocks, args.data, validated_by=args.validated_by)
+            card = revalidate_card(args.models_dir, args.revalidate, blocks, data, validated_by=args.validated_by)
         else:
-            card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, args.data,
+            card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, data,
                               validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt",
                               fp16_weights=args.fp16_weights, data_description=args.data_description)
     except (OSError, ValueError, KeyError) as exc:  # nothing half-shipped is left behind

@@ -505,14 +505,19 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     assert "lacks 2 of the validation cases (e.g. case003, case004): give the data folder the run was trained on" \
         in refused.stderr
     assert [p.name for p in (tmp_path / "x-models").iterdir()] == []
+    # Without --data: the folder the run trained on, as its checkpoint records it (not the PSFHS data).
     described = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "d", "--command", "c",
-                                "--data", str(data), "--models-dir", str(models),
-                                "--data-description", "Hospital X, 2026; internal use only"],
+                                "--models-dir", str(models), "--data-description", "Hospital X, 2026; internal use only"],
                                capture_output=True, text=True)
     assert described.returncode == 0, described.stderr
     described_card = json.loads((models / "d.json").read_text())
     assert described_card["training"]["data"] == "Hospital X, 2026; internal use only"
     assert described_card["training"]["licence_of_data"] == "as stated under data"
+    assert described_card["training"]["data_is_psfhs"] is False
+    assert described_card["validation"]["overall"]["cases"] == 2
+    named = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "sub/x", "--command", "c",
+                            "--models-dir", str(models)], capture_output=True, text=True)
+    assert named.returncode == 2 and "a model's name is a file name" in named.stderr
 
 
 def shipped_note_and_best(path):

@@ -220,6 +220,25 @@ def card_blocks(data: str | Path) -> dict[str, tuple[str, str]]:
     return dict(PSFHS_VALIDATION_BLOCKS) if is_psfhs_folder(data) else {}
 
 
+def trained_on(run_dir: str | Path, checkpoint_name: str = BEST) -> Path:
+    """The data folder a run trained on, as its checkpoint records it.
+
+    Raises:
+        ValueError: the checkpoint cannot be read, or records no data folder.
+    """
+    from .loop import read_checkpoint
+
+    data = (read_checkpoint(Path(run_dir) / checkpoint_name).get("settings") or {}).get("data")
+    if not data:
+        raise ValueError(f"{Path(run_dir) / checkpoint_name} records no data folder: name it (data)")
+    return Path(data)
+
+
+def _check_model_name(name: str) -> None:
+    if not name or name != Path(name).name or name.startswith("."):
+        raise ValueError(f"a model's name is a file name, without folders or a leading dot: got {name!r}")
+
+
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
                blocks: dict[str, tuple[str, str]], data: str | Path,
                validated_by: str | Path | None = None, checkpoint_name: str = BEST,
@@ -242,7 +261,12 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     The four files are written beside each other only once all of them are made: a refusal or
     an error on the way leaves ``models_dir`` as it was."""
     run_dir, models_dir = Path(run_dir), Path(models_dir)
+    _check_model_name(name)
+    if models_dir.exists() and not models_dir.is_dir():
+        raise ValueError(f"the models folder {models_dir} is a file, not a folder")
     models_dir.mkdir(parents=True, exist_ok=True)
+    if (models_dir / f"{name}.json").exists():
+        log.warning("%s replaces the model %s in %s", run_dir, name, models_dir)
     with tempfile.TemporaryDirectory(prefix=f".ship-{name}-", dir=models_dir) as staging:
         card = _ship_into(run_dir, Path(staging), name, command, blocks, data, validated_by, checkpoint_name,
                           fp16_weights, data_description)
@@ -255,6 +279,8 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
                checkpoint_name: str, fp16_weights: bool, data_description: str | None) -> dict:
     model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
+    if settings.get("data") and Path(settings["data"]).resolve() != Path(data).resolve():  # a copy, or other data
+        log.warning("%s trained on %s; it is validated on the frames of %s", run_dir, settings["data"], data)
     trained_on_all = not checkpoint["split"]["validation"]
     _check_validated_by(run_dir, trained_on_all, validated_by)
     if trained_on_all:  # before anything is written, so that a wrong reference leaves models/ as it was
