@@ -4,7 +4,7 @@ as recorded, turned by 180 degrees, flipped top to bottom and mirrored left-righ
     python benchmarks/display_faults.py [MODEL ...] [--data ../shared/data/psfhs]
 
 Per model and display: frames failed, frames measured with no warning about the frame (any
-reason besides spacing_unknown and hsd_undefined, which say nothing of it), frames where the
+reason besides spacing_unknown, hsd_undefined and hsd_unstable, which say nothing of it), frames where the
 network is unsure of the symphysis or draws none (ps_low_confidence, ps_missing, ps_too_small:
 what the run-level advice of predict and batch counts), and the commonest reasons. Frames go
 through ipp-seg's own reading, pre-processing and measurement (the Python API).
@@ -28,7 +28,7 @@ DISPLAYS = {
     "flipped top-bottom": lambda a: a[::-1],
     "mirrored left-right": lambda a: a[:, ::-1],
 }
-SAYS_NOTHING_OF_THE_FRAME = {"spacing_unknown", "hsd_undefined"}
+SAYS_NOTHING_OF_THE_FRAME = {"spacing_unknown", "hsd_undefined", "hsd_unstable"}
 
 
 def main() -> None:

@@ -588,6 +588,20 @@ def _cut_at_frame_edge(label: int) -> np.ndarray:
     return np.ascontiguousarray(scene[: (rows[0] + rows[-1]) // 2])
 
 
+def fan_image(upside_down: bool = False, size: int = 256) -> np.ndarray:
+    """A convex probe's sector of speckle on black, its apex (the probe) above the frame's top
+    edge as displayed, or below its bottom edge when ``upside_down``."""
+    rng = np.random.default_rng(3)
+    apex = np.array([size / 2, -0.25 * size])
+    angles = np.radians(np.linspace(90 - 32, 90 + 32, 40))
+    near = [apex + 0.35 * size * np.array([math.cos(a), math.sin(a)]) for a in angles]
+    far = [apex + 1.15 * size * np.array([math.cos(a), math.sin(a)]) for a in angles[::-1]]
+    sector = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(sector, [np.round(np.array(near + far)).astype(np.int32)], 1)
+    image = (sector * rng.integers(40, 200, (size, size))).astype(np.uint8)
+    return np.ascontiguousarray(image[::-1]) if upside_down else image
+
+
 def _measured_with_head_confidence(confidence: float, extent: float | None = None, ps: float | None = None):
     from ipp_seg.inference.pipeline import measure_frame
     from ipp_seg.io import Provenance, UltrasoundFrame
@@ -690,7 +704,38 @@ REASON_CASES = {
     "ps_below_head": lambda mp: measure_progress(typical_scene(**PS_BELOW_HEAD), (0.2, 0.2)),
     "orientation_doubtful": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[:, ::-1]), (0.2, 0.2)),
     "fh_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(2), (0.2, 0.2)),
+    "sector_upside_down": lambda mp: _measured_on(fan_image(upside_down=True)),
 }
+
+
+def _measured_on(pixels: np.ndarray):
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    frame = UltrasoundFrame(pixels, (0.2, 0.2), (), 0, 1, Provenance("fan", "image"))
+    return measure_frame(typical_scene(), frame, method="ellipse", orientation="standard")
+
+
+def test_a_frame_whose_sector_narrows_with_depth_is_said_to_be_upside_down():
+    from ipp_seg.io.sector import MAX_SECTOR_NARROWING, sector_narrowing
+
+    upright, turned = fan_image(), fan_image(upside_down=True)
+    assert sector_narrowing(upright) < 0.7 and sector_narrowing(turned) > 1 / 0.7 > MAX_SECTOR_NARROWING
+    assert _measured_on(upright).reasons == ()
+    flagged = _measured_on(turned)
+    assert flagged.reasons == ("sector_upside_down",) and flagged.aop_deg == _measured_on(upright).aop_deg
+    # Text and a scale bar apart from the sector, as the PSFHS frames have them, are other regions.
+    labelled = upright.copy()
+    cv2.putText(labelled, "TP 2026", (2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, 255, 1)
+    labelled[16:56, 246:250] = np.linspace(255, 0, 40)[:, None].astype(np.uint8)  # a grey scale bar
+    labelled[250:252, ::16] = 200  # depth tick marks along the bottom
+    assert sector_narrowing(labelled) == pytest.approx(sector_narrowing(upright), abs=0.05)
+    # Echoes from edge to edge (a crop inside the sector) say nothing of the display; a blank frame has no sector.
+    inside = np.random.default_rng(0).integers(40, 200, (256, 256)).astype(np.uint8)
+    assert 0.9 < sector_narrowing(inside) < 1.1 and sector_narrowing(np.zeros((64, 64), np.uint8)) is None
+    # Any size, and colour planes, read alike (the frame is resized to 256 x 256 first).
+    big = cv2.resize(turned, (640, 480))
+    assert sector_narrowing(np.dstack([big] * 3)) == pytest.approx(sector_narrowing(big))
 
 
 @pytest.mark.parametrize("code", sorted(REASONS))

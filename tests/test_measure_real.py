@@ -149,3 +149,19 @@ def test_iugc_label_values_on_real_masks(ground_truth, ellipse_results):
         remapped = np.select([m == 1, m == 2], [7, 8], 0).astype(np.uint8)
         got = measure_progress(remapped, ps_label=7, fh_label=8)
         assert got.aop_deg == base.aop_deg and got.hsd_px == base.hsd_px
+
+
+def test_no_psfhs_frame_as_recorded_reads_as_upside_down_and_nearly_all_turned_ones_do():
+    """The sector check on the real frames (every third, both acquisition styles): no false alarm
+    as recorded; turned by 180 degrees, the sector narrows with depth past the limit in most."""
+    from ipp_seg.io import read_frame
+    from ipp_seg.io.sector import MAX_SECTOR_NARROWING, sector_narrowing
+
+    images = sorted((DATA / "image_mha").glob("*.mha"))[::3]
+    if not images:
+        pytest.skip(f"shared PSFHS data not found at {DATA} (needs image_mha/)")
+    frames = [read_frame(p).pixels for p in images]
+    as_recorded = np.array([sector_narrowing(f) for f in frames])
+    turned = np.array([sector_narrowing(np.ascontiguousarray(f[::-1, ::-1])) for f in frames])
+    assert as_recorded.max() < MAX_SECTOR_NARROWING - 0.1  # a margin, not just below the limit
+    assert np.mean(turned > MAX_SECTOR_NARROWING) > 0.9

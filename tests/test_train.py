@@ -507,7 +507,8 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     assert [p.name for p in (tmp_path / "x-models").iterdir()] == []
     # Without --data: the folder the run trained on, as its checkpoint records it (not the PSFHS data).
     described = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "d", "--command", "c",
-                                "--models-dir", str(models), "--data-description", "Hospital X, 2026; internal use only"],
+                                "--models-dir", str(models),
+                                "--data-description", "Hospital X, 2026; internal use only"],
                                capture_output=True, text=True)
     assert described.returncode == 0, described.stderr
     described_card = json.loads((models / "d.json").read_text())
@@ -1652,7 +1653,8 @@ def test_an_extra_validation_block_of_ids_holding_hyphens_is_given_with_two_dots
             path.rename(path.with_name(f"pt-0{i}-f0.png"))
     common = ["train", str(data), "--epochs", "1", "--batch-size", "2", "--validation-count", "1", "--threads", "1",
               "--no-bf16", "--input-size", "64"]
-    hyphens = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"), "--extra-validation", "pt-01-f0-pt-02-f0"])
+    hyphens = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"),
+                                       "--extra-validation", "pt-01-f0-pt-02-f0"])
     assert hyphens.exit_code == 2 and "or FIRST..LAST where the IDs hold a hyphen" in _said(hyphens)
     dots = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--extra-validation", "pt-01-f0..pt-02-f0"])
     assert dots.exit_code == 0, dots.output

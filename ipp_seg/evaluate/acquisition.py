@@ -32,6 +32,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..io.sector import ABOVE_BLACK as _ABOVE_BLACK
+from ..io.sector import WORK_SIZE as _WORK_SIZE
+from ..io.sector import black_level as _black_level
+from ..io.sector import working_grey
+
 __all__ = [
     "DEEP_ROW_FRACTION",
     "DEEP_WIDTH_THRESHOLD",
@@ -50,11 +55,6 @@ DEEP_ROW_FRACTION = 0.85  # row (fraction of the frame height) where the sector 
 # measured on the shared frames at DEEP_ROW_FRACTION.
 DEEP_WIDTH_THRESHOLD = 0.74
 
-_WORK_SIZE = 256  # pixels; the frame is resized to this square before the shape is read
-# A blurred pixel counts as inside the sector when it is this many grey levels (0-255 scale)
-# above the black level, the median of the frame's outer ring (the border around the sector).
-_ABOVE_BLACK = 2.0
-_RING_PX = 3
 _OPEN_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 _MIN_COMPONENT_PX = 100  # at the working size; smaller bright specks are annotations
 
@@ -79,9 +79,7 @@ def sector_shape(image: np.ndarray) -> SectorShape | None:
     ``image``: (H, W) uint8 or float array; (H, W, C) and (C, H, W) arrays with C in 1, 3, 4
     (colour, or the PSFHS frame stored three times) are averaged over their colour planes.
     """
-    grey = _to_grey(image)
-    if grey.shape != (_WORK_SIZE, _WORK_SIZE):
-        grey = cv2.resize(grey, (_WORK_SIZE, _WORK_SIZE), interpolation=cv2.INTER_AREA)
+    grey = working_grey(image)
     smooth = cv2.GaussianBlur(grey, (5, 5), 0)
     inside = (smooth > _black_level(grey) + _ABOVE_BLACK).astype(np.uint8)
     inside = cv2.morphologyEx(inside, cv2.MORPH_OPEN, _OPEN_KERNEL)
@@ -113,30 +111,3 @@ def acquisition_style(image: np.ndarray) -> str:
         logger.debug("no imaged sector found: acquisition style unknown")
         return "unknown"
     return "narrow" if shape.deep_width >= DEEP_WIDTH_THRESHOLD else "wide"
-
-
-def _black_level(grey: np.ndarray) -> float:
-    """Median grey level of the frame's outer ring: the black border (0 or 1 in PSFHS, more
-    on a machine with a raised floor or after a gain change)."""
-    r = _RING_PX
-    ring = np.concatenate([grey[:r].ravel(), grey[-r:].ravel(), grey[r:-r, :r].ravel(), grey[r:-r, -r:].ravel()])
-    return float(np.median(ring))
-
-
-def _to_grey(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        if arr.shape[-1] in (1, 3, 4) and arr.shape[0] not in (1, 3, 4):
-            arr = arr[..., :3] if arr.shape[-1] == 4 else arr  # alpha carries no echo
-            arr = arr.mean(axis=-1)
-        elif arr.shape[0] in (1, 3, 4):
-            arr = (arr[:3] if arr.shape[0] == 4 else arr).mean(axis=0)
-        else:
-            raise ValueError(f"image must be (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4; got {arr.shape}")
-    elif arr.ndim != 2:
-        raise ValueError(f"image must be a 2-D greyscale frame, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("image is empty")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"image must hold numbers, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..io import UltrasoundFrame
+from ..io.sector import MAX_SECTOR_NARROWING, sector_narrowing
 from ..measure import Measurement, measure_progress
 from ..measure.progress import geometry_scale
 from .preprocess import normalise_frame, pad_to_square, resize_image
@@ -281,7 +282,9 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     """Measure with the spacing of the imaging region that holds the anatomy (the PS); a
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
-    a (non-zero) ``ps_confidence`` below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``."""
+    a (non-zero) ``ps_confidence`` below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``,
+    and a frame whose imaged sector narrows with depth (:func:`ipp_seg.io.sector.sector_narrowing`
+    above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``."""
     ys, xs = np.nonzero(labels == ps_label)
     region = frame.imaging_region
     if len(xs):
@@ -298,4 +301,7 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_warning("head_small_in_frame")
     if ps_confidence is not None and ps_confidence < MIN_PS_CONFIDENCE:  # no PS at all (None) is ps_missing's
         measurement = measurement.with_warning("ps_low_confidence")
+    narrowing = sector_narrowing(frame.pixels)  # the frame's own sign of its display, whatever the network drew
+    if narrowing is not None and narrowing > MAX_SECTOR_NARROWING:
+        measurement = measurement.with_warning("sector_upside_down")
     return measurement

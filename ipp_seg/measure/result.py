@@ -74,6 +74,10 @@ REASONS: dict[str, tuple[str, str]] = {
                             "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "
                             "the anatomy is smaller than the models were validated on, as in a screen capture with "
                             "a margin or text around the image; crop the frame to the ultrasound image"),
+    "sector_upside_down": ("warning", "the imaged sector is wider near the top of the frame than deep in it, as "
+                           "in no PSFHS frame and in 93 % of them turned by 180 degrees: the frame is probably "
+                           "displayed upside down (the probe at the bottom), and the AoP taken on anatomy turned over; "
+                           "check the display"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, or its pixels are "
                             "more than 4:1 (a unit slip or a damaged calibration): distances in pixels only"),
@@ -105,6 +109,7 @@ REASON_TITLES: dict[str, str] = {
     "low_confidence": "network unsure of the head it drew",
     "ps_low_confidence": "network unsure of the symphysis it drew",
     "head_small_in_frame": "head smaller in the frame than the models learnt",
+    "sector_upside_down": "ultrasound sector narrows with depth: frame upside down?",
     # (An SR reports distances in millimetres only: here, none.)
     "spacing_unknown": "pixel spacing unknown: no distance in millimetres",
     "spacing_implausible": "pixel spacing implausible: no distance in millimetres",
