@@ -349,7 +349,8 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
     said = _said(more)
     assert more.exit_code == 0 and said.index("split: train case000-case002 (3), validation case003 (1)") < said.index(
         "epoch 2/2")
-    assert runner.invoke(app, [*common, "--resume", "--epochs", "1"]).exit_code == 2  # fewer: refused
+    fewer = runner.invoke(app, [*common, "--resume", "--epochs", "1"])
+    assert fewer.exit_code == 2 and "as it was planned, over 2 epochs: --epochs 1 is fewer" in _said(fewer)
     runner, common, run = _tiny_cli_run(tmp_path / "again", n_cases=4, validation_count=1)
     # A bare --resume of a finished 1-epoch run must not turn it into an 80-epoch one.
     assert runner.invoke(app, [*common, "--resume"]).exit_code == 0
@@ -374,6 +375,8 @@ def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
     # bf16 is part of the recipe the run keeps (the library never took it from a resuming call).
     bf16 = runner.invoke(app, [*common, "--resume", "--bf16"])
     assert bf16.exit_code == 2 and "--bf16" in bf16.output
+    # (The run was started with --no-bf16, which typed again resumes.)
+    assert runner.invoke(app, [*common, "--resume"]).exit_code == 0
     # Two more cases in the folder: computed again, the split would move case004-005 into training.
     _synthetic_folder(tmp_path / "more", n=8)
     for name in ("case006.png", "case007.png"):
@@ -1660,6 +1663,12 @@ def test_an_extra_validation_block_of_ids_holding_hyphens_is_given_with_two_dots
     assert dots.exit_code == 0, dots.output
     split = json.loads((tmp_path / "b" / "split.json").read_text())
     assert split["validation"] == ["pt-01-f0", "pt-02-f0", "pt-04-f0"]
+    # ...and they are written back so: FIRST-LAST would read as one ID, or another block.
+    assert "validation pt-01-f0..pt-02-f0, pt-04-f0 (3)" in _said(dots)
+    backwards = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "c"), "--extra-validation",
+                                         "pt-02-f0..pt-01-f0"])
+    assert backwards.exit_code == 2 and "--extra-validation pt-02-f0..pt-01-f0: the first ID comes after" in _said(
+        backwards)
 
 
 def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recipe_it_goes_on_with(tmp_path):
@@ -1698,8 +1707,18 @@ def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recip
     # A field holding several settings is compared by the part given.
     shadowed = replace(settings, augmentation=replace(NO_GEOMETRY, shadow_probability=0.5))
     assert recipe_changes(settings, shadowed, ["augmentation.elastic_probability"]) == ()
+    with pytest.raises(ValueError, match="no such training setting: augmentation.shadow"):  # a typo checks nothing
+        recipe_changes(settings, shadowed, ["augmentation.shadow"])
     assert recipe_changes(settings, shadowed, ["augmentation.shadow_probability", "augmentation"]) == (
         "augmentation.shadow_probability", "augmentation")
+
+
+def test_an_off_switch_that_differs_on_resume_is_named_as_typed(tmp_path):
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    train(TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=2,
+                        validation_count=1, input_size=(64, 64), threads=1, bf16=True, augmentation=NO_GEOMETRY))
+    off = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--resume", "--no-bf16"])
+    assert off.exit_code == 2 and "and --no-bf16 differs from its recipe: leave it out" in _said(off)
 
 
 def test_export_refuses_an_opset_the_installed_torch_cannot_write_naming_the_bounds(tmp_path):

@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
+def id_range(first: str, last: str) -> str:
+    """A block of case IDs as ``--extra-validation`` takes it: FIRST-LAST, or FIRST..LAST where
+    an ID holds a hyphen itself (``pt-01-f1..pt-01-f2``), which FIRST-LAST would make ambiguous."""
+    return f"{first}..{last}" if "-" in first or "-" in last else f"{first}-{last}"
+
+
 @dataclass(frozen=True)
 class Case:
     case_id: str
@@ -47,7 +53,7 @@ class Split:
                     start = start or case_id
                     previous = case_id
                 elif start is not None:
-                    blocks.append(start if start == previous else f"{start}-{previous}")
+                    blocks.append(start if start == previous else id_range(start, previous))
                     start = None
             shown = ", ".join(blocks[:4]) + (f" and {len(blocks) - 4} more blocks" if len(blocks) > 4 else "")
             return f"{shown} ({len(ids)})" if ids else "none"
@@ -252,13 +258,13 @@ def contiguous_split(case_ids: list[str], validation_count: int = 200,
         first, last = extra_validation
         lo, hi = _sort_key(first)[0], _sort_key(last)[0]
         if lo > hi:
-            raise ValueError(f"--extra-validation {first}-{last}: the first ID comes after the last")
+            raise ValueError(f"--extra-validation {id_range(first, last)}: the first ID comes after the last")
         block = {c for c in ordered if lo <= _sort_key(c)[0] <= hi}
         if not block:
             if not ordered:
-                raise ValueError(f"--extra-validation {first}-{last}: no cases")
-            raise ValueError(f"--extra-validation {first}-{last} matches no case ID (they run "
-                             f"{ordered[0]}-{ordered[-1]})")
+                raise ValueError(f"--extra-validation {id_range(first, last)}: no cases")
+            raise ValueError(f"--extra-validation {id_range(first, last)} matches no case ID (they run "
+                             f"{id_range(ordered[0], ordered[-1])})")
         validation |= block
     return Split(tuple(c for c in ordered if c not in validation), tuple(c for c in ordered if c in validation))
 

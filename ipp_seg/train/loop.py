@@ -30,7 +30,7 @@ from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resiz
 from ..nn.configs import get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
 from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, frames_in_both,
-                   load_cases, on_inference_grid)
+                   id_range, load_cases, on_inference_grid)
 from .lineage import lineage_of
 from .losses import deep_supervision_loss, endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
@@ -125,8 +125,9 @@ class RecipeChangedError(ValueError):
         differ = "differ" if len(self.settings) > 1 else "differs"
         why = (f"fewer epochs than the {planned_epochs} its schedule is planned on were asked for (a resumed run "
                "can only be given more)" if planned_epochs else f"{', '.join(self.settings)} {differ} from it")
-        super().__init__(f"{self.run_dir} is resumed with its own recipe, and {why}: leave them as the run has "
-                         f"them, or start a new run (another out folder) from its weights with "
+        them = "them" if len(self.settings) > 1 else "it"
+        super().__init__(f"{self.run_dir} is resumed with its own recipe, and {why}: leave {them} as the run has "
+                         f"{them}, or start a new run (another out folder) from its weights with "
                          f"init_from={self.run_dir / LAST}")
 
 
@@ -141,7 +142,14 @@ def recipe_changes(saved: TrainSettings, settings: TrainSettings, given: Iterabl
         ValueError: a name in ``given`` does not start with a field of :class:`TrainSettings`.
     """
     names = {f.name for f in fields(TrainSettings)}
-    unknown = [name for name in given if name.split(".")[0] not in names]
+    parts_of = {"augmentation": {f.name for f in fields(AugmentationSettings)}}  # (normalisation: any key)
+
+    def known(name: str) -> bool:
+        field_name, _, part = name.partition(".")
+        return field_name in names and "." not in part and (
+            not part or field_name not in parts_of or part in parts_of[field_name])
+
+    unknown = [name for name in given if not known(name)]
     if unknown:
         raise ValueError(f"no such training setting: {', '.join(unknown)}")
     ours, theirs = (json.loads(json.dumps(s.to_dict())) for s in (settings, saved))
@@ -526,7 +534,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     if not train_ids:  # before minutes of loading, and before the run folder gets a split
         raise ValueError(f"{settings.data} has {len(ids)} image/mask pairs and the validation takes them all "
                          f"(the last {settings.validation_count} IDs"
-                         + (f", and {settings.extra_validation[0]}-{settings.extra_validation[1]}"
+                         + (f", and {id_range(*settings.extra_validation)}"
                             if settings.extra_validation else "")
                          + "): lower --validation-count, or 0 to train on every frame")
     read = load_cases(settings.data, set(train_ids) | set(split.validation_ids), settings.mask_labels, pairs=pairs)

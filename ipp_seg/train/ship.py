@@ -22,7 +22,7 @@ from ..inference.pipeline import segment_frames
 from ..inference.registry import ModelSpec, sha256_of
 from ..io import read_frame
 from ..nn.export import export_checkpoint
-from .data import find_pairs, load_cases
+from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
 from .loop import BEST, TrainSettings, load_checkpoint_model
 
@@ -329,7 +329,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
             "data_is_psfhs": psfhs,
             "licence_of_data": "CC BY 4.0" if psfhs and not data_description else
                                "as stated under data" if data_description else "not recorded",
-            "train_ids": f"{train_ids[0]}-{train_ids[-1]} ({len(train_ids)} frames, "
+            "train_ids": f"{id_range(train_ids[0], train_ids[-1])} ({len(train_ids)} frames, "
                          + ("every frame, the validation blocks included)" if trained_on_all
                             else "validation blocks excluded)"),
             "validation_blocks": {k: list(v) for k, v in blocks.items()},
