@@ -788,8 +788,12 @@ def export(
 def evaluate(
     pred_dir: Path = typer.Argument(..., metavar="PRED_DIR",
                                     help="Predicted label masks (PNG/MHA/NIfTI), named by case ID."),
-    gt_dir: Path = typer.Argument(..., metavar="GT_DIR", help="Ground-truth label masks, same names."),
-    images: Optional[Path] = typer.Option(None, "--images", help="The frames (tells the acquisition style apart)."),
+    gt_dir: Path = typer.Argument(..., metavar="GT_DIR",
+                                  help="Ground-truth label masks, same names (<case>_mask.png is <case>; a folder of "
+                                       "<case>.png beside <case>_mask.png serves too)."),
+    images: Optional[Path] = typer.Option(None, "--images",
+                                          help="The frames (tells the acquisition style apart); may be GT_DIR when "
+                                               "it holds them beside their masks."),
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here."),
     reference_aop: Optional[Path] = typer.Option(

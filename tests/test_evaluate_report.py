@@ -271,11 +271,11 @@ def test_a_folder_of_images_beside_their_masks_serves_as_ground_truth_and_images
     for case, narrow in (("00001", True), ("00002", False), ("00003", False)):
         _write_png(pairs / f"{case}.png", sector_image(narrow=narrow))
         _write_png(pairs / f"{case}_mask.png", scene())
-    _write_png(pairs / "00005_mask.png", scene())  # a mask without its image keeps its own name
+    _write_png(pairs / "00009_mask.png", scene())  # a mask without its image: case 00009, as train reads it
     report = evaluate_folders(pred, pairs, pairs)
-    assert [c.case_id for c in report.cases] == ["00001", "00002", "00003"]
+    assert [c.case_id for c in report.cases] == ["00001", "00002", "00003", "00009"]
     assert report.cases[0].dice_all == 1.0 and report.cases[0].style == "narrow"  # the image, not the mask
-    assert report.missing_images == () and "00005_mask" in report.missing_predictions
+    assert report.missing_images == ("00009",) and report.missing_predictions == ()
 
 
 def test_missing_as_empty_scores_the_missing_prediction(folders):

@@ -945,9 +945,10 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     is understood: ``<case>_mask.png`` is case ``<case>``, and ``<case>_overlay.png`` (a
     picture, not a mask) is left out; and what ``batch`` writes: beside its measurements.csv
     only the ``masks`` folder holds predictions (not the overlays, nor scans kept there when
-    ``--out`` was their project folder). A folder of ground truths or of ``images`` may hold
-    both in the layout ``train`` reads, ``<case>.png`` beside ``<case>_mask.png``: the mask is
-    the ground truth of case ``<case>``, the other file its image."""
+    ``--out`` was their project folder). In a folder of ground truths ``<case>_mask.png`` is case
+    ``<case>`` too, and a folder of ground truths or of ``images`` may hold both in the layout
+    ``train`` reads, ``<case>.png`` beside ``<case>_mask.png``: the mask is the ground truth of
+    case ``<case>``, the other file its image."""
     from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output, is_batch_output_part
 
     root = Path(folder)
@@ -990,13 +991,11 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         if predictions and case_id.endswith(OVERLAY_NAME_SUFFIX):
             logger.debug("%s: skipped (an overlay picture)", path)
             continue
-        if predictions:
-            case_id = mask_case_id(path)
-        elif case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
-            if images:
-                logger.debug("%s: skipped (the mask of the image beside it)", path)
-                continue
-            case_id = mask_case_id(path)
+        if predictions or (not images and case_id.endswith(MASK_NAME_SUFFIX)):
+            case_id = mask_case_id(path)  # <case>_mask.png is case <case>, as train and predict --out name it
+        elif images and case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
+            logger.debug("%s: skipped (the mask of the image beside it)", path)
+            continue
         elif not images and case_id + MASK_NAME_SUFFIX in ids_beside(path.parent):
             logger.debug("%s: skipped (the image of the mask beside it)", path)
             continue

@@ -282,7 +282,7 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     """Measure with the spacing of the imaging region that holds the anatomy (the PS); a
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
-    a (non-zero) ``ps_confidence`` below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``,
+    a ``ps_confidence`` (None where no PS was drawn) below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``,
     and a frame whose imaged sector narrows with depth (:func:`ipp_seg.io.sector.sector_narrowing`
     above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``."""
     ys, xs = np.nonzero(labels == ps_label)
