@@ -183,7 +183,7 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
     return given
 
 
-@app.command(short_help="What each reason code in a result means, and the status it gives.")
+@app.command(short_help="What each reason code in a result means.")
 def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, meaning}.")) -> None:
     """Every reason code a row, report or SR can carry: `failed` ones leave no values, `warning`
     ones keep the values they do not concern (the CSV joins a row's codes with ';')."""

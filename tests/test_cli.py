@@ -403,7 +403,7 @@ def test_help_names_the_extras_to_install():
 def test_the_command_list_gives_one_line_per_command():
     # The full descriptions (with exit codes) wrapped mid-sentence in the list of commands.
     listing = invoke("--help").stdout
-    commands = ("models", "train", "predict", "batch", "measure", "export", "evaluate")
+    commands = ("models", "reasons", "train", "predict", "batch", "measure", "export", "evaluate")
     lines = [line.strip("│ ").split()[0] for line in listing.splitlines()
              if line.startswith("│ ") and line.strip("│ ")]
     listed = [word for word in lines if word in commands]
