@@ -717,7 +717,7 @@ def _measured_on(pixels: np.ndarray):
 
 
 def test_a_frame_whose_sector_narrows_with_depth_is_said_to_be_upside_down():
-    from ipp_seg.io.sector import MAX_SECTOR_NARROWING, sector_narrowing
+    from ipp_seg.io.sector import MAX_SECTOR_NARROWING, sector_narrowing, sector_profile
 
     upright, turned = fan_image(), fan_image(upside_down=True)
     assert sector_narrowing(upright) < 0.7 and sector_narrowing(turned) > 1 / 0.7 > MAX_SECTOR_NARROWING
@@ -730,9 +730,16 @@ def test_a_frame_whose_sector_narrows_with_depth_is_said_to_be_upside_down():
     labelled[16:56, 246:250] = np.linspace(255, 0, 40)[:, None].astype(np.uint8)  # a grey scale bar
     labelled[250:252, ::16] = 200  # depth tick marks along the bottom
     assert sector_narrowing(labelled) == pytest.approx(sector_narrowing(upright), abs=0.05)
-    # Echoes from edge to edge (a crop inside the sector) say nothing of the display; a blank frame has no sector.
+    # Echoes from edge to edge (a crop inside the sector), a sector cut at the top edge, or joined to a
+    # banner there, say nothing of where the probe is; a blank frame has no sector.
     inside = np.random.default_rng(0).integers(40, 200, (256, 256)).astype(np.uint8)
-    assert 0.9 < sector_narrowing(inside) < 1.1 and sector_narrowing(np.zeros((64, 64), np.uint8)) is None
+    assert sector_narrowing(inside) is None and sector_narrowing(np.zeros((64, 64), np.uint8)) is None
+    assert sector_narrowing(np.ascontiguousarray(turned[30:])) is None  # cut: the far end is lost at the edge
+    capture = np.zeros((300, 256), np.uint8)
+    capture[:12] = 60  # a grey banner at the top of a screen capture, 6 px above the sector
+    capture[18:274] = upright
+    assert sector_narrowing(capture) is None and sector_profile(capture).meets_top
+    assert sector_profile(upright).narrowing == sector_narrowing(upright) and not sector_profile(upright).meets_top
     # Any size, and colour planes, read alike (the frame is resized to 256 x 256 first).
     big = cv2.resize(turned, (640, 480))
     assert sector_narrowing(np.dstack([big] * 3)) == pytest.approx(sector_narrowing(big))

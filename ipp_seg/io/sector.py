@@ -3,12 +3,10 @@
 A transperineal frame is taken with a curved (convex) probe: its echoes fill a sector whose apex,
 the probe, is at the top of the displayed frame, and which widens with depth. Outside the sector
 the frame is black. The sector is found here as the largest region above the frame's own black
-level (the median of its outer ring, so that the rule holds under gain changes), with dark
-regions inside it (fluid, shadow) closed, and then as that region's convex hull. Text, scale bars
-and tick marks more than a few pixels (6 % of the frame) from it are separate regions, and are
-left out; text touching the sector would widen it where it touches. (Removing thin strokes first
-was tried: it erodes sparse deep echoes too, and brought PSFHS frames as recorded to 1.19, at the
-limit below.)
+level (the median of its outer ring, or its 5th percentile where that is darker, so that the rule
+holds under gain changes and on a grey background), with dark regions inside it (fluid, shadow)
+closed, and then as that region's convex hull. Text, scale bars and tick marks more than a few
+pixels (6 % of the frame) from it are separate regions, and are left out.
 
 The frame is first resized to 256 x 256 (the PSFHS size), so that the kernel sizes hold for any
 input size and every width is a fraction of the frame.
@@ -16,11 +14,13 @@ input size and every width is a fraction of the frame.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-__all__ = ["ABOVE_BLACK", "MAX_SECTOR_NARROWING", "WORK_SIZE", "black_level", "sector_narrowing", "to_grey",
-           "working_grey"]
+__all__ = ["ABOVE_BLACK", "MAX_SECTOR_NARROWING", "WORK_SIZE", "SectorProfile", "black_level", "sector_narrowing",
+           "sector_profile", "to_grey", "working_grey"]
 
 WORK_SIZE = 256  # pixels; the frame is resized to this square before its sector is read
 _RING_PX = 3
@@ -33,11 +33,27 @@ _NEAR_ROWS = (0.10, 0.25)
 _DEEP_ROWS = (0.75, 0.90)
 
 #: A sector wider near the top of the frame than deep in it by more than this is upside down
-#: (the probe at the bottom). On the 1,058 PSFHS frames as recorded the ratio is at most 1.08
-#: (99th percentile 0.93, median 0.59); turned by 180 degrees (or flipped top to bottom), 93 %
-#: of them exceed 1.2, and so do all 20 of the validation frames that the default's twin measures
-#: turned with no other warning about the frame (benchmarks/sector_orientation.py).
-MAX_SECTOR_NARROWING = 1.2
+#: (the probe at the bottom). On the 1,058 PSFHS frames as recorded the ratio is at most 1.07
+#: (99th percentile 0.87, median 0.59; read even where the sector meets the top edge, as there
+#: the probe face does), and at most 1.16 on upright frames put into screen captures, padding and
+#: other exports that a helper built to make the check fail; turned by 180 degrees (or flipped top
+#: to bottom), 81 % of them are read and exceed it, and so do all 20 of the validation frames that
+#: the default's twin measures turned with no other warning about the frame (1.49 or more;
+#: benchmarks/sector_orientation.py, RESULTS.md).
+MAX_SECTOR_NARROWING = 1.3
+
+
+@dataclass(frozen=True)
+class SectorProfile:
+    """What :func:`sector_profile` reads of a frame's imaged sector.
+
+    ``narrowing``: the sector's median width over rows 10-25 % of its height from its top, over
+    that over rows 75-90 % (unitless; below 1 for a sector widening with depth, as a probe at the
+    top gives it). ``meets_top``: whether the sector reaches the frame's top edge.
+    """
+
+    narrowing: float
+    meets_top: bool
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -77,17 +93,12 @@ def working_grey(image: np.ndarray) -> np.ndarray:
     return grey
 
 
-def sector_narrowing(image: np.ndarray) -> float | None:
-    """How much wider the imaged sector is near the top of the frame than deep in it: its
-    median width over rows 10-25 % of its height from its top, over that over rows 75-90 %
-    (unitless; below 1 for a sector widening with depth, as a probe at the top gives it; about 1
-    where echoes fill the frame from edge to edge, as in a crop inside the sector or a linear
-    probe's rectangle, which say nothing of the display). None when the frame shows no sector.
-
-    ``image``: a greyscale frame on the 0-255 scale, (H, W) or with colour planes (:func:`to_grey`).
-    """
+def sector_profile(image: np.ndarray) -> SectorProfile | None:
+    """The shape of the imaged sector of a greyscale frame (0-255 scale; (H, W) or with colour
+    planes, :func:`to_grey`), or None when the frame shows none (blank, or a strip)."""
     grey = working_grey(image)
-    echo = (cv2.GaussianBlur(grey, (5, 5), 0) > black_level(grey) + ABOVE_BLACK).astype(np.uint8)
+    black = min(black_level(grey), float(np.percentile(grey, 5)))
+    echo = (cv2.GaussianBlur(grey, (5, 5), 0) > black + ABOVE_BLACK).astype(np.uint8)
     echo = cv2.morphologyEx(echo, cv2.MORPH_CLOSE, _CLOSE_KERNEL)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(echo, connectivity=8)
     if count < 2:
@@ -107,4 +118,15 @@ def sector_narrowing(image: np.ndarray) -> float | None:
         return float(np.median(widths[top + int(band[0] * height): top + int(band[1] * height) + 1]))
 
     deep = median_width(_DEEP_ROWS)
-    return median_width(_NEAR_ROWS) / deep if deep > 0 else None
+    return SectorProfile(median_width(_NEAR_ROWS) / deep, top <= _RING_PX) if deep > 0 else None
+
+
+def sector_narrowing(image: np.ndarray) -> float | None:
+    """:attr:`SectorProfile.narrowing` of a frame's sector where it tells how the frame is
+    displayed, else None: also where the sector reaches the frame's top edge. A probe at the top
+    puts it there (the probe face meets the top edge of every PSFHS frame), and so do a crop or
+    zoom that cuts the sector, echoes from edge to edge (a linear probe) and a banner or text the
+    sector joins at the top of a screen capture, none of which shows where the probe is. A frame
+    turned upside down shows the sector's far end there instead, short of the edge."""
+    profile = sector_profile(image)
+    return None if profile is None or profile.meets_top else profile.narrowing

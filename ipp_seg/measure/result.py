@@ -74,10 +74,10 @@ REASONS: dict[str, tuple[str, str]] = {
                             "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "
                             "the anatomy is smaller than the models were validated on, as in a screen capture with "
                             "a margin or text around the image; crop the frame to the ultrasound image"),
-    "sector_upside_down": ("warning", "the imaged sector is wider near the top of the frame than deep in it, as "
-                           "in no PSFHS frame and in 93 % of them turned by 180 degrees: the frame is probably "
-                           "displayed upside down (the probe at the bottom), and the AoP taken on anatomy turned over; "
-                           "check the display"),
+    "sector_upside_down": ("warning", "the imaged sector is wider near the top of the frame than deep in it, and "
+                           "short of the top edge where a probe at the top would meet it, as in no PSFHS frame and "
+                           "in 81 % of them turned by 180 degrees: the frame is probably displayed upside down (the "
+                           "probe at the bottom), and the AoP taken on anatomy turned over; check the display"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, or its pixels are "
                             "more than 4:1 (a unit slip or a damaged calibration): distances in pixels only"),
