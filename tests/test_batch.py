@@ -883,6 +883,30 @@ def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_co
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["measurements.csv"]
 
 
+def test_a_resumed_csv_that_cannot_be_put_in_order_keeps_every_row_and_says_so(mixed_folder, tmp_path, monkeypatch,
+                                                                               caplog, sample_dicom):
+    import ipp_seg.inference.batch as batch_module
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    shutil.copy(sample_dicom, mixed_folder / "corrupt.dcm")  # readable now: measured again, appended
+    real_replace = batch_module.os.replace
+
+    def full_when_ordering(src, dst):
+        if str(src).endswith(".order"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+    monkeypatch.setattr(batch_module.os, "replace", full_when_ordering)
+    with caplog.at_level("WARNING", logger="ipp_seg.inference.batch"):
+        result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "could not be put back in file order (No space left on device); they are all there" in caplog.text
+    rows = _rows(out / "measurements.csv")
+    files = [r["file"] for r in rows]  # the files measured again stay at the end: out of order, none lost
+    assert files[-2:] == ["corrupt.dcm", "readme.txt"] and files != sorted(files) and files.count("corrupt.dcm") == 1
+    assert not list(out.glob("*.order"))
+
+
 def test_sigterm_is_taken_only_while_the_batch_runs(mixed_folder, tmp_path):
     # A SIGTERM as the process exits, after the summary, printed a traceback from the handler.
     import signal

@@ -799,15 +799,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         log.warning("%s: written by an earlier version of ipp-seg; its rows are kept under this version's columns "
                     "(the new ones empty)", csv_path)
     if partial or len(kept) < len(rows) or upgraded:
-        staging = csv_path.with_name(csv_path.name + ".resume")
-        try:
-            with open(staging, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-                writer.writeheader()
-                writer.writerows(kept)
-            os.replace(staging, csv_path)
-        finally:  # a full disk: the CSV is left as it was, and no half copy beside it
-            staging.unlink(missing_ok=True)
+        _replace_rows(csv_path, kept, ".resume")
         if partial or len(kept) < len(rows):
             log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "
                         "measured again", csv_path,
@@ -1003,16 +995,23 @@ def _put_in_scan_order(csv_path: Path) -> None:
     ordered = sorted(rows, key=lambda row: (row["file"], frame_of(row)))
     if ordered == rows:
         return
-    staging = csv_path.with_name(csv_path.name + ".order")
+    try:
+        _replace_rows(csv_path, ordered, ".order")
+    except OSError as exc:  # a full disk: the rows stay as they are, all of them
+        log.warning("%s: its rows could not be put back in file order (%s); they are all there", csv_path,
+                    exc.strerror or exc)
+
+
+def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None:
+    """Replace the CSV's rows atomically: written beside it first, then moved over it. On an
+    error (a full disk) the CSV is left as it was, with no half copy beside it, and it is raised."""
+    staging = csv_path.with_name(csv_path.name + staging_suffix)
     try:
         with open(staging, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
-            writer.writerows(ordered)
+            writer.writerows(rows)
         os.replace(staging, csv_path)
-    except OSError as exc:  # a full disk: the rows stay as they are, all of them
-        log.warning("%s: its rows could not be put back in file order (%s); they are all there", csv_path,
-                    exc.strerror or exc)
     finally:
         staging.unlink(missing_ok=True)
 
