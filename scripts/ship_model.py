@@ -34,6 +34,15 @@ REPO = Path(__file__).resolve().parents[1]
 PSFHS_DATA = REPO.parent / "shared/data/psfhs"
 
 
+def _revalidation_data(models_dir: Path, name: str) -> Path:
+    """The shared PSFHS data for a model its card says was trained on it; any other is refused
+    without --data (it would be validated on PSFHS frames under PSFHS's blocks)."""
+    card = json.loads((models_dir / f"{name}.json").read_text(encoding="utf-8"))
+    if not card.get("training", {}).get("data_is_psfhs", True):
+        raise ValueError(f"{name} was not trained on the PSFHS data: name its data folder with --data")
+    return PSFHS_DATA
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, nargs="?")
@@ -60,7 +69,8 @@ def main() -> None:
     if not args.revalidate and (args.run_dir is None or not args.name or not args.command):
         parser.error("shipping a run needs RUN_DIR, --name and --command")
     try:
-        data = args.data or (PSFHS_DATA if args.revalidate else trained_on(args.run_dir, f"{args.checkpoint}.pt"))
+        data = args.data or (_revalidation_data(args.models_dir, args.revalidate) if args.revalidate
+                             else trained_on(args.run_dir, f"{args.checkpoint}.pt"))
         blocks = card_blocks(data)
         if args.revalidate:
             card = revalidate_card(args.models_dir, args.revalidate, blocks, data, validated_by=args.validated_by)

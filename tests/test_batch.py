@@ -134,7 +134,14 @@ def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
     resumed = _rows(out / "measurements.csv")
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(resumed, key=key) == sorted(full, key=key)
-    assert [key(r) for r in resumed] == [key(r) for r in full]  # in the order an uninterrupted run writes
+    # Rows of the first files missing (a run over a folder whose first files came later): measured on
+    # resume, they go where an uninterrupted run writes them, not after the rest.
+    with open(out / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(resumed[2:])
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert [key(r) for r in _rows(out / "measurements.csv")] == [key(r) for r in full]
 
 
 def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):
@@ -905,6 +912,26 @@ def test_a_resumed_csv_that_cannot_be_put_in_order_keeps_every_row_and_says_so(m
     files = [r["file"] for r in rows]  # the files measured again stay at the end: out of order, none lost
     assert files[-2:] == ["corrupt.dcm", "readme.txt"] and files != sorted(files) and files.count("corrupt.dcm") == 1
     assert not list(out.glob("*.order"))
+
+
+def test_a_csv_put_back_in_order_stays_a_link_and_keeps_its_permissions(mixed_folder, tmp_path):
+    import stat
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    private = tmp_path / "private" / "measurements.csv"
+    private.parent.mkdir()
+    rows = _rows(out / "measurements.csv")
+    with open(private, "w", newline="") as fh:  # the same rows, out of order
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows[::-1])
+    private.chmod(0o600)
+    (out / "measurements.csv").unlink()
+    (out / "measurements.csv").symlink_to(private)
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert (out / "measurements.csv").is_symlink() and stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert [(r["file"], r["frame"]) for r in _rows(private)] == [(r["file"], r["frame"]) for r in rows]
 
 
 def test_sigterm_is_taken_only_while_the_batch_runs(mixed_folder, tmp_path):

@@ -276,6 +276,14 @@ def test_a_folder_of_images_beside_their_masks_serves_as_ground_truth_and_images
     assert [c.case_id for c in report.cases] == ["00001", "00002", "00003", "00009"]
     assert report.cases[0].dice_all == 1.0 and report.cases[0].style == "narrow"  # the image, not the mask
     assert report.missing_images == ("00009",) and report.missing_predictions == ()
+    # A case whose own ID ends in _mask: its image is scan_mask.png, its mask scan_mask_mask.png.
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _write_png(odd / "scan_mask.png", sector_image(narrow=True))
+    _write_png(odd / "scan_mask_mask.png", scene())
+    _write_png(pred / "scan_mask_mask.png", scene())
+    report = evaluate_folders(pred, odd, odd)
+    assert "scan_mask" in [c.case_id for c in report.cases] and "scan" not in report.missing_predictions
 
 
 def test_missing_as_empty_scores_the_missing_prediction(folders):
@@ -441,7 +449,7 @@ def test_read_label_mask_formats(tmp_path):
 
 
 def _indexed_png(labels: np.ndarray, palette: list[tuple[int, int, int]], bit_depth: int = 8,
-                 transparency: bytes | None = None) -> bytes:
+                 transparency: bytes | None = None, histogram: bool = False) -> bytes:
     """An indexed-colour PNG (colour type 3) as label tools export masks: built by hand, chunk by
     chunk, so that the test needs no imaging library. Indices below 8 bits are packed per row."""
     import struct
@@ -464,6 +472,8 @@ def _indexed_png(labels: np.ndarray, palette: list[tuple[int, int, int]], bit_de
     body += chunk(b"PLTE", bytes(v for colour in palette for v in colour))
     if transparency is not None:
         body += chunk(b"tRNS", transparency)
+    if histogram:  # one 16-bit count per palette entry
+        body += chunk(b"hIST", b"".join(struct.pack(">H", 1) for _ in palette))
     return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
@@ -475,12 +485,15 @@ def _indexed_png(labels: np.ndarray, palette: list[tuple[int, int, int]], bit_de
     ("short palette", [(0, 0, 0), (255, 0, 0)], 8, None),  # index 2 has no entry
     ("2-bit", [(0, 0, 0), (128, 0, 0), (0, 128, 0)], 2, None),
     ("4-bit, transparent", [(0, 0, 0), (128, 0, 0), (0, 128, 0)], 4, b"\x00\x80"),
+    ("with a histogram", [(0, 0, 0), (128, 0, 0), (0, 128, 0)], 8, None),
 ])
-def test_an_indexed_colour_png_mask_is_read_by_its_palette_indices(tmp_path, name, palette, bits, transparency):
+def test_an_indexed_colour_png_mask_is_read_by_its_palette_indices(tmp_path, capfd, name, palette, bits,
+                                                                    transparency):
     truth = scene()
-    (tmp_path / "mask.png").write_bytes(_indexed_png(truth, palette, bits, transparency))
+    (tmp_path / "mask.png").write_bytes(_indexed_png(truth, palette, bits, transparency, "histogram" in name))
     labels, _ = read_label_mask(tmp_path / "mask.png")
     assert labels.dtype == np.uint8 and np.array_equal(labels, truth), name
+    assert "libpng" not in capfd.readouterr().err  # (a hIST of the old palette's length would be "invalid")
 
 
 def test_a_greyscale_png_mask_keeps_its_values(tmp_path):

@@ -740,6 +740,10 @@ def test_a_frame_whose_sector_narrows_with_depth_is_said_to_be_upside_down():
     capture[18:274] = upright
     assert sector_narrowing(capture) is None and sector_profile(capture).meets_top
     assert sector_profile(upright).narrowing == sector_narrowing(upright) and not sector_profile(upright).meets_top
+    # Floats of another scale (0-1, or 12-bit counts) read as their 0-255 frame does.
+    expected = sector_narrowing(turned)
+    assert sector_narrowing(turned / 255.0) == pytest.approx(expected)
+    assert sector_narrowing(turned.astype(np.float32) * 16) == pytest.approx(expected)
     # Any size, and colour planes, read alike (the frame is resized to 256 x 256 first).
     big = cv2.resize(turned, (640, 480))
     assert sector_narrowing(np.dstack([big] * 3)) == pytest.approx(sector_narrowing(big))

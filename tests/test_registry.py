@@ -90,6 +90,9 @@ def test_a_model_file_without_a_card_is_named_when_asked_for_by_name(folder):
     with pytest.raises(ModelNotFoundError, match=r"star-dssau-net-s is one of the models shipped with ipp-seg, "
                                                  r"which \$IPP_SEG_MODELS replaces: copy its files into that folder"):
         resolve_model("star-dssau-net-s")
+    with pytest.raises(ModelNotFoundError) as path_like:  # a path, not a name: no such hint
+        resolve_model("../models/star-dssau-net-s")
+    assert "shipped with ipp-seg" not in str(path_like.value)
 
 
 def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):

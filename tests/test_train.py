@@ -524,6 +524,23 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     assert named.returncode == 2 and "a model's name is a file name" in named.stderr
 
 
+def test_a_run_records_its_data_folder_in_full_and_shipping_refuses_a_relative_one(tmp_path, monkeypatch):
+    from ipp_seg.train.loop import read_checkpoint, save_checkpoint
+    from ipp_seg.train.ship import trained_on
+
+    _synthetic_folder(tmp_path / "data", n=4)
+    monkeypatch.chdir(tmp_path)
+    train(TrainSettings(config="dssau-net-s", data="data", out="run", epochs=1, batch_size=2, validation_count=1,
+                        input_size=(64, 64), threads=1, bf16=False, augmentation=NO_GEOMETRY))
+    assert trained_on(tmp_path / "run") == tmp_path / "data"  # typed relative, recorded in full
+    old = read_checkpoint(tmp_path / "run" / "best.pt")
+    old["settings"]["data"] = "../shared/data/psfhs"  # as runs from before recorded it
+    save_checkpoint(tmp_path / "run" / "best.pt", old)
+    with pytest.raises(ValueError, match=r"records its data folder as \.\./shared/data/psfhs, relative to where it "
+                                         r"was trained: name the folder"):
+        trained_on(tmp_path / "run")
+
+
 def shipped_note_and_best(path):
     shipped = torch.load(path, weights_only=False)
     return shipped.get("validation_note"), shipped["best_epoch"]
@@ -1707,8 +1724,10 @@ def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recip
     # A field holding several settings is compared by the part given.
     shadowed = replace(settings, augmentation=replace(NO_GEOMETRY, shadow_probability=0.5))
     assert recipe_changes(settings, shadowed, ["augmentation.elastic_probability"]) == ()
-    with pytest.raises(ValueError, match="no such training setting: augmentation.shadow"):  # a typo checks nothing
-        recipe_changes(settings, shadowed, ["augmentation.shadow"])
+    for typo in ("augmentation.shadow", "learning_rate.x", "epochs.", "normalisation.nonexistent_key"):
+        with pytest.raises(ValueError, match=f"no such training setting: {typo}"):  # a typo would check nothing
+            recipe_changes(settings, shadowed, [typo])
+    assert recipe_changes(settings, settings, ["normalisation.local_contrast"]) == ()  # off on both sides
     assert recipe_changes(settings, shadowed, ["augmentation.shadow_probability", "augmentation"]) == (
         "augmentation.shadow_probability", "augmentation")
 

@@ -991,13 +991,15 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         if predictions and case_id.endswith(OVERLAY_NAME_SUFFIX):
             logger.debug("%s: skipped (an overlay picture)", path)
             continue
-        if predictions or (not images and case_id.endswith(MASK_NAME_SUFFIX)):
+        if predictions:
+            case_id = mask_case_id(path)
+        elif not images and case_id + MASK_NAME_SUFFIX in ids_beside(path.parent):
+            logger.debug("%s: skipped (the image of the mask beside it)", path)
+            continue
+        elif not images and case_id.endswith(MASK_NAME_SUFFIX):
             case_id = mask_case_id(path)  # <case>_mask.png is case <case>, as train and predict --out name it
         elif images and case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
             logger.debug("%s: skipped (the mask of the image beside it)", path)
-            continue
-        elif not images and case_id + MASK_NAME_SUFFIX in ids_beside(path.parent):
-            logger.debug("%s: skipped (the image of the mask beside it)", path)
             continue
         if case_id in found:
             raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].relative_to(root)} and "

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -1004,14 +1005,18 @@ def _put_in_scan_order(csv_path: Path) -> None:
 
 def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None:
     """Replace the CSV's rows atomically: written beside it first, then moved over it. On an
-    error (a full disk) the CSV is left as it was, with no half copy beside it, and it is raised."""
-    staging = csv_path.with_name(csv_path.name + staging_suffix)
+    error (a full disk) the CSV is left as it was, with no half copy beside it, and it is raised.
+    A CSV that is a link is replaced where it lies, and keeps its permissions: its rows name
+    scans, which may identify patients, and a folder kept private must stay so."""
+    real = Path(os.path.realpath(csv_path))
+    staging = real.with_name(real.name + staging_suffix)
     try:
         with open(staging, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(staging, csv_path)
+        shutil.copymode(real, staging)
+        os.replace(staging, real)
     finally:
         staging.unlink(missing_ok=True)
 

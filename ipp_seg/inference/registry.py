@@ -194,7 +194,8 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         raise ModelNotFoundError(f"model {name_or_path!r}: {uncarded[0]} has no model card ({name_or_path}.json) "
                                  f"beside it, so it is not listed; run the file itself with --model {uncarded[0]}")
     instead = ""
-    if os.environ.get("IPP_SEG_MODELS") and (shipped_models_dir() / f"{name_or_path}.json").is_file():
+    if (os.environ.get("IPP_SEG_MODELS") and Path(name_or_path).name == name_or_path
+            and (shipped_models_dir() / f"{name_or_path}.json").is_file()):
         # a shipped model, in the folder the variable replaces
         instead = (f"; {name_or_path} is one of the models shipped with ipp-seg, which $IPP_SEG_MODELS replaces: "
                    "copy its files into that folder, or unset it")

@@ -91,7 +91,7 @@ def png_structure_problem(data: bytes | memoryview) -> str | None:
 def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
     """An indexed-colour PNG (colour type 3) rewritten so that decoding it gives its palette
     indices: the palette becomes the grey ramp (i, i, i) over every index its bit depth allows,
-    and the transparency of its entries is dropped. None for any other file. Label tools (CVAT,
+    and the transparency and histogram of its entries are dropped. None for any other file. Label tools (CVAT,
     labelme, the VOC format) store label masks so: the label is the index, the colour only how
     it is shown, and two labels may share a colour, or a padded palette repeat black, so the
     decoded colours cannot give the indices back. Chunks are parsed, nothing is decoded here."""
@@ -114,8 +114,9 @@ def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
+    # tRNS and hIST hold one value per palette entry: the ramp's length would not match them.
     return PNG_SIGNATURE + b"".join(chunk(kind, ramp if kind == b"PLTE" else body)
-                                    for kind, body in chunks if kind != b"tRNS")
+                                    for kind, body in chunks if kind not in (b"tRNS", b"hIST"))
 
 
 def _warn_if_multipage(path: str) -> None:

@@ -86,8 +86,13 @@ def black_level(grey: np.ndarray) -> float:
 
 
 def working_grey(image: np.ndarray) -> np.ndarray:
-    """:func:`to_grey` of ``image``, resized to WORK_SIZE x WORK_SIZE."""
-    grey = to_grey(image)
+    """:func:`to_grey` of ``image`` on the 0-255 scale, resized to WORK_SIZE x WORK_SIZE. A frame
+    of another scale (floats of 0-1, or beyond 255; the readers pass float files through as they
+    are) is first mapped from its own range onto 0-255: the thresholds are grey levels of that scale."""
+    grey = np.nan_to_num(to_grey(image), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(grey.min()), float(grey.max())
+    if (low < 0 or high > 255 or high <= 1.0) and high > low:
+        grey = (grey - low) * (255.0 / (high - low))
     if grey.shape != (WORK_SIZE, WORK_SIZE):
         grey = cv2.resize(grey, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_AREA)
     return grey

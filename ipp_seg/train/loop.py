@@ -134,20 +134,20 @@ class RecipeChangedError(ValueError):
 def recipe_changes(saved: TrainSettings, settings: TrainSettings, given: Iterable[str]) -> tuple[str, ...]:
     """The settings among ``given`` whose value in ``settings`` differs from the run's ``saved``
     recipe; those a resumed run may change (:data:`RESUME_MAY_CHANGE`, ``epochs``) never count.
-    A name is a field of :class:`TrainSettings`, or a dotted path into one that holds several
-    (``augmentation.shadow_probability``, ``normalisation.local_contrast``). Values are compared
+    A name is a field of :class:`TrainSettings`, or a dotted name of one part of a field that holds
+    several (``augmentation.shadow_probability``, ``normalisation.local_contrast``). Values are compared
     as the run's settings.json stores them (a tuple equals its list; absent reads as None).
 
     Raises:
-        ValueError: a name in ``given`` does not start with a field of :class:`TrainSettings`.
+        ValueError: a name in ``given`` is no such field, or no part of one.
     """
     names = {f.name for f in fields(TrainSettings)}
-    parts_of = {"augmentation": {f.name for f in fields(AugmentationSettings)}}  # (normalisation: any key)
+    parts_of = {"augmentation": {f.name for f in fields(AugmentationSettings)},
+                "normalisation": {*DEFAULT_NORMALISATION, "local_contrast"}}
 
     def known(name: str) -> bool:
-        field_name, _, part = name.partition(".")
-        return field_name in names and "." not in part and (
-            not part or field_name not in parts_of or part in parts_of[field_name])
+        field_name, dot, part = name.partition(".")
+        return field_name in names and (not dot or part in parts_of.get(field_name, ()))
 
     unknown = [name for name in given if not known(name)]
     if unknown:
@@ -462,6 +462,8 @@ def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
 
 def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitStack, given: tuple[str, ...],
            on_start) -> TrainResult:
+    # Recorded as a full path: a relative one would name another folder for a tool run from elsewhere.
+    settings = replace(settings, data=os.path.abspath(settings.data))
     run_dir = Path(settings.out)
     last_path = run_dir / LAST
     checkpoint = None

@@ -224,13 +224,16 @@ def trained_on(run_dir: str | Path, checkpoint_name: str = BEST) -> Path:
     """The data folder a run trained on, as its checkpoint records it.
 
     Raises:
-        ValueError: the checkpoint cannot be read, or records no data folder.
+        ValueError: the checkpoint cannot be read, or records no data folder, or only a relative one.
     """
     from .loop import read_checkpoint
 
     data = (read_checkpoint(Path(run_dir) / checkpoint_name).get("settings") or {}).get("data")
     if not data:
         raise ValueError(f"{Path(run_dir) / checkpoint_name} records no data folder: name it (data)")
+    if not Path(data).is_absolute():  # (runs from before paths were recorded in full)
+        raise ValueError(f"{Path(run_dir) / checkpoint_name} records its data folder as {data}, relative to where it "
+                         "was trained: name the folder (data; --data of scripts/ship_model.py)")
     return Path(data)
 
 
