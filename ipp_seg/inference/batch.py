@@ -1068,9 +1068,10 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
-           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ROW_FAILURES", "ResumeError", "RunAdvice",
-           "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
+           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ROW_FAILURES", "ResumeError",
+           "RunAdvice", "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
-           "output_lock", "output_stem", "prepare_resume", "read_done", "reason_codes", "refuse_batch_output_as_input",
-           "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure",
-           "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure", "write_measurements_csv"]
+           "output_lock", "output_stem", "prepare_resume", "read_done", "reason_codes",
+           "refuse_batch_output_as_input", "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced",
+           "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure",
+           "write_measurements_csv"]
