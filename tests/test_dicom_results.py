@@ -339,6 +339,30 @@ def test_dciodvfy_reports_no_errors(source, tmp_path):
         assert dciodvfy_errors(path) == [], path.name
 
 
+def test_results_of_a_source_that_states_its_time_zone_are_dated_in_it(source, tmp_path, caplog):
+    from datetime import datetime, timedelta, timezone
+
+    source.TimezoneOffsetFromUTC = "+0530"  # the study's dates and times, copied, are in India's time
+    mask = synthetic_mask()
+    files = [write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW),
+             write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)]
+    there = datetime.now(timezone(timedelta(hours=5, minutes=30)))
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert ds.TimezoneOffsetFromUTC == "+0530" and ds.StudyDate == source.StudyDate
+        written = datetime.strptime(ds.ContentDate + ds.ContentTime[:6], "%Y%m%d%H%M%S").replace(tzinfo=there.tzinfo)
+        assert abs((written - there).total_seconds()) < 120, (ds.ContentDate, ds.ContentTime)
+        assert ds.InstanceCreationDate == ds.ContentDate
+        assert dciodvfy_errors(path) == [], path.name
+    # Without a stated zone, none is claimed; an offset that is none is left out, and said.
+    del source.TimezoneOffsetFromUTC
+    assert "TimezoneOffsetFromUTC" not in pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "a.dcm", **KW))
+    source.TimezoneOffsetFromUTC = "+2500"
+    with caplog.at_level("WARNING"):
+        out = write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "b.dcm", **KW)
+    assert "TimezoneOffsetFromUTC" not in pydicom.dcmread(out) and "Timezone Offset From UTC" in caplog.text
+
+
 def test_missing_highdicom_gives_install_hint(source, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)
     with pytest.raises(ImportError, match=r"pip install -e '\.\[dicom\]' in the ipp-seg clone"):

@@ -37,7 +37,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -200,6 +202,7 @@ def write_dicom_seg(
             seg.PatientOrientation = source.get("PatientOrientation", "")
         seg.SeriesDescription = _lo(f"PS and FH segmentation ({model_name})")
         _declare_private_scheme(seg)
+        _in_the_sources_time_zone(seg, source)
         return _save(seg, path)
 
 
@@ -351,6 +354,7 @@ def write_dicom_sr(
         )
         document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
         _declare_private_scheme(document)
+        _in_the_sources_time_zone(document, source)
         return _save(document, path)
 
 
@@ -698,6 +702,30 @@ def _lo(text: str) -> str:
     """Trimmed to the 64 characters a LO value holds."""
     text = str(text)
     return text if len(text) <= _MAX_LO else text[: _MAX_LO - 3] + "..."
+
+
+def _in_the_sources_time_zone(ds, source) -> None:
+    """Write the object's own dates and times (its creation and content, the contribution of its
+    equipment) in the source's time zone, and say so, where the source states one (Timezone
+    Offset From UTC): the object copies the source's Study Date and Time, which are in that zone,
+    and one offset covers every date and time of an instance. A source that states none, or an
+    offset that is no ``+HHMM`` / ``-HHMM``, leaves the object in this machine's local time."""
+    offset = str(source.get("TimezoneOffsetFromUTC", "") or "").strip()
+    match = re.fullmatch(r"([+-])(\d\d)(\d\d)", offset)
+    if not match or int(match[2]) > 14 or int(match[3]) > 59:
+        if offset:
+            logger.warning("the source's Timezone Offset From UTC is not +HHMM or -HHMM: left out")
+        return
+    sign = 1 if match[1] == "+" else -1
+    now = datetime.now(timezone(sign * timedelta(hours=int(match[2]), minutes=int(match[3]))))
+    ds.TimezoneOffsetFromUTC = offset
+    for prefix in ("InstanceCreation", "Content"):
+        if f"{prefix}Date" in ds:
+            setattr(ds, f"{prefix}Date", now.strftime("%Y%m%d"))
+            setattr(ds, f"{prefix}Time", now.strftime("%H%M%S.%f"))
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = now.strftime("%Y%m%d%H%M%S.%f")
 
 
 def _save(ds, path) -> Path:
