@@ -205,7 +205,8 @@ def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {cod
 def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., metavar="DATA",
-                                help="Folder in PSFHS layout (image_mha/, label_mha/) or of PNG image/mask pairs."),
+                                help="Folder in PSFHS layout (image_mha/, label_mha/), of image/mask pairs "
+                                     "(images/ + masks/), or of <case>.png beside <case>_mask.png."),
     config: str = typer.Option("dssau-net-s", "--config", help="Network config (see `ipp-seg models`)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
