@@ -28,7 +28,7 @@ import json
 import logging
 from pathlib import Path
 
-from ipp_seg.train.ship import card_blocks, revalidate_card, ship_model, trained_on
+from ipp_seg.train.ship import card_blocks, revalidate_card, ship_model
 
 REPO = Path(__file__).resolve().parents[1]
 PSFHS_DATA = REPO.parent / "shared/data/psfhs"
@@ -69,13 +69,12 @@ def main() -> None:
     if not args.revalidate and (args.run_dir is None or not args.name or not args.command):
         parser.error("shipping a run needs RUN_DIR, --name and --command")
     try:
-        data = args.data or (_revalidation_data(args.models_dir, args.revalidate) if args.revalidate
-                             else trained_on(args.run_dir, f"{args.checkpoint}.pt"))
-        blocks = card_blocks(data)
         if args.revalidate:
-            card = revalidate_card(args.models_dir, args.revalidate, blocks, data, validated_by=args.validated_by)
-        else:
-            card = ship_model(args.run_dir, args.models_dir, args.name, args.command, blocks, data,
+            data = args.data or _revalidation_data(args.models_dir, args.revalidate)
+            card = revalidate_card(args.models_dir, args.revalidate, card_blocks(data), data,
+                                   validated_by=args.validated_by)
+        else:  # without --data, the folder the run trained on, as its checkpoint records it
+            card = ship_model(args.run_dir, args.models_dir, args.name, args.command, data=args.data,
                               validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt",
                               fp16_weights=args.fp16_weights, data_description=args.data_description)
     except (OSError, ValueError, KeyError) as exc:  # nothing half-shipped is left behind

@@ -526,19 +526,20 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
 
 def test_a_run_records_its_data_folder_in_full_and_shipping_refuses_a_relative_one(tmp_path, monkeypatch):
     from ipp_seg.train.loop import read_checkpoint, save_checkpoint
-    from ipp_seg.train.ship import trained_on
+    from ipp_seg.train.ship import ship_model
 
     _synthetic_folder(tmp_path / "data", n=4)
     monkeypatch.chdir(tmp_path)
     train(TrainSettings(config="dssau-net-s", data="data", out="run", epochs=1, batch_size=2, validation_count=1,
                         input_size=(64, 64), threads=1, bf16=False, augmentation=NO_GEOMETRY))
-    assert trained_on(tmp_path / "run") == tmp_path / "data"  # typed relative, recorded in full
-    old = read_checkpoint(tmp_path / "run" / "best.pt")
-    old["settings"]["data"] = "../shared/data/psfhs"  # as runs from before recorded it
-    save_checkpoint(tmp_path / "run" / "best.pt", old)
+    recorded = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert recorded["settings"]["data"] == str(tmp_path / "data")  # typed relative, recorded in full
+    recorded["settings"]["data"] = "../shared/data/psfhs"  # as runs from before recorded it
+    save_checkpoint(tmp_path / "run" / "best.pt", recorded)
     with pytest.raises(ValueError, match=r"records its data folder as \.\./shared/data/psfhs, relative to where it "
                                          r"was trained: name the folder"):
-        trained_on(tmp_path / "run")
+        ship_model(tmp_path / "run", tmp_path / "models", "x", "c")
+    assert list((tmp_path / "models").iterdir()) == []  # refused before anything was written
 
 
 def shipped_note_and_best(path):

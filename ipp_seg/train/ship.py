@@ -220,20 +220,19 @@ def card_blocks(data: str | Path) -> dict[str, tuple[str, str]]:
     return dict(PSFHS_VALIDATION_BLOCKS) if is_psfhs_folder(data) else {}
 
 
-def trained_on(run_dir: str | Path, checkpoint_name: str = BEST) -> Path:
+def _recorded_data(settings: dict, checkpoint_path: Path) -> Path:
     """The data folder a run trained on, as its checkpoint records it.
 
     Raises:
-        ValueError: the checkpoint cannot be read, or records no data folder, or only a relative one.
+        ValueError: it records none, or only a relative one (runs from before paths were recorded
+        in full), which would be taken from wherever this runs.
     """
-    from .loop import read_checkpoint
-
-    data = (read_checkpoint(Path(run_dir) / checkpoint_name).get("settings") or {}).get("data")
+    data = settings.get("data")
     if not data:
-        raise ValueError(f"{Path(run_dir) / checkpoint_name} records no data folder: name it (data)")
-    if not Path(data).is_absolute():  # (runs from before paths were recorded in full)
-        raise ValueError(f"{Path(run_dir) / checkpoint_name} records its data folder as {data}, relative to where it "
-                         "was trained: name the folder (data; --data of scripts/ship_model.py)")
+        raise ValueError(f"{checkpoint_path} records no data folder: name it (data)")
+    if not Path(data).is_absolute():
+        raise ValueError(f"{checkpoint_path} records its data folder as {data}, relative to where it was trained: "
+                         "name the folder (data; --data of scripts/ship_model.py)")
     return Path(data)
 
 
@@ -243,11 +242,15 @@ def _check_model_name(name: str) -> None:
 
 
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
-               blocks: dict[str, tuple[str, str]], data: str | Path,
+               blocks: dict[str, tuple[str, str]] | None = None, data: str | Path | None = None,
                validated_by: str | Path | None = None, checkpoint_name: str = BEST,
                fp16_weights: bool = False, data_description: str | None = None) -> dict:
     """Export ``run_dir/<checkpoint_name>`` (best.pt: the best epoch by validation; last.pt: the
     last) as ``models/<name>.{onnx,pt,json,md}``; return the card.
+
+    ``data``: the folder holding the validation frames (None: the one the run trained on, as its
+    checkpoint records it in full); ``blocks``: the named blocks of IDs the card reports (None:
+    :func:`card_blocks` of that folder).
 
     ``fp16_weights`` stores the weights of both files as float16 (half the size; a paper config
     in float32 is over 100 MB). The validation on the card is measured on the shipped ONNX file,
@@ -282,8 +285,12 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
                checkpoint_name: str, fp16_weights: bool, data_description: str | None) -> dict:
     model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
-    if settings.get("data") and Path(settings["data"]).resolve() != Path(data).resolve():  # a copy, or other data
+    if data is None:
+        data = _recorded_data(settings, run_dir / checkpoint_name)
+    elif settings.get("data") and Path(settings["data"]).resolve() != Path(data).resolve():  # a copy, or other data
         log.warning("%s trained on %s; it is validated on the frames of %s", run_dir, settings["data"], data)
+    if blocks is None:
+        blocks = card_blocks(data)
     trained_on_all = not checkpoint["split"]["validation"]
     _check_validated_by(run_dir, trained_on_all, validated_by)
     if trained_on_all:  # before anything is written, so that a wrong reference leaves models/ as it was
@@ -328,7 +335,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
         "input_size": list(settings["input_size"]),
         "normalisation": settings["normalisation"],
         "training": {
-            "data": data_description or _data_words(data, checkpoint),
+            "data": data_description or _data_words(data, checkpoint, psfhs),
             "data_is_psfhs": psfhs,
             "licence_of_data": "CC BY 4.0" if psfhs and not data_description else
                                "as stated under data" if data_description else "not recorded",
@@ -371,8 +378,8 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
     return card
 
 
-def _data_words(data: str | Path, checkpoint: dict) -> str:
-    if is_psfhs_folder(data):
+def _data_words(data: str | Path, checkpoint: dict, psfhs: bool) -> str:
+    if psfhs:
         return "PSFHS (shared copy, 1,058 frames); " + PSFHS_CITATION
     frames = len(checkpoint["split"]["train"]) + len(checkpoint["split"]["validation"])
     return (f"the folder {Path(data).name} ({frames} image/mask pairs in the run's split); its source, citation and "
