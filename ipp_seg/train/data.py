@@ -89,7 +89,8 @@ def _size_text(shape: tuple[int, ...]) -> str:
     return f"{shape[1]} x {shape[0]} px" if len(shape) >= 2 else str(shape)
 
 
-def _count(n: int, noun: str) -> str:
+def count_of(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless 1: "1 mask", "3 masks"."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
@@ -157,7 +158,7 @@ def _name_unpaired(folder: Path, images: dict, masks: dict) -> None:
     for noun, without, ids in (("image", "without a mask", sorted(set(images) - set(masks), key=_sort_key)),
                                ("mask", "without an image", sorted(set(masks) - set(images), key=_sort_key))):
         if ids:
-            log.warning("%s: %s %s, left out: %s%s", folder, _count(len(ids), noun), without,
+            log.warning("%s: %s %s, left out: %s%s", folder, count_of(len(ids), noun), without,
                         ", ".join(ids[:10]), " ..." if len(ids) > 10 else "")
 
 
@@ -194,7 +195,7 @@ def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[in
     blank = [c.case_id for c in cases if not c.labels.any()]
     if blank:
         log.warning("%s: %s with neither a PS nor a FH (trained as background only): %s%s", folder,
-                    _count(len(blank), "mask"), ", ".join(blank[:10]), " ..." if len(blank) > 10 else "")
+                    count_of(len(blank), "mask"), ", ".join(blank[:10]), " ..." if len(blank) > 10 else "")
     _warn_if_labels_look_swapped(folder, cases, labels)
     return cases
 

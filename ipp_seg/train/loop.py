@@ -29,8 +29,8 @@ from ..io.folders import FolderInUseError, folder_lock
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
-from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, find_pairs, frames_in_both,
-                   id_range, load_cases, on_inference_grid)
+from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, count_of, find_pairs,
+                   frames_in_both, id_range, load_cases, on_inference_grid)
 from .lineage import lineage_of
 from .losses import deep_supervision_loss, endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
@@ -451,10 +451,6 @@ def train(settings: TrainSettings, resume: bool = False,
         return _train(settings, resume, on_epoch, on_step, held, given, on_start)
 
 
-def _count_frames(n: int) -> str:
-    return f"{n} frame" + ("" if n == 1 else "s")
-
-
 def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
     held.enter_context(folder_lock(run_dir, LOCK_NAME, RunFolderInUseError(
         f"another ipp-seg train run is writing into {run_dir}: wait for it to end, or give this one another --out")))
@@ -553,7 +549,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     repeated = frames_in_both(read, split)
     if repeated:  # not refused (the run is the user's), but its validation is no longer held out
         log.warning("%s: %s of the validation also in training under another ID (the same pixels), so not held "
-                    "out: %s%s", settings.data, _count_frames(len(repeated)),
+                    "out: %s%s", settings.data, count_of(len(repeated), "frame"),
                     ", ".join(f"{v} = {t}" for v, t in repeated[:5]), " ..." if len(repeated) > 5 else "")
     loaded = on_inference_grid(read, settings.input_size)
     all_cases = {c.case_id: c for c in loaded}
