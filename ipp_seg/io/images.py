@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -68,23 +69,32 @@ def check_png_structure(path: str | os.PathLike[str], data: np.ndarray) -> None:
             raise ScanReadError(path, problem)
 
 
+def _png_chunks(data: bytes | memoryview) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk of PNG bytes after the signature, in order, up to and with
+    IEND: the chunk's length field is at ``start``, its data ends 4 bytes (the checksum) before
+    ``end``. A chunk that runs past the bytes is yielded too, for a caller to say so."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        kind = bytes(data[pos + 4:pos + 8])
+        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
+        yield kind, pos, end
+        if kind == b"IEND":
+            return
+        pos = end
+
+
 def png_structure_problem(data: bytes | memoryview) -> str | None:
     """Why PNG bytes are damaged (a chunk cut short, a checksum that fails, no end chunk), or
     None when every chunk is whole and checks out. Decodes nothing: the image data itself is
     libpng's to judge."""
-    pos = len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = bytes(data[pos + 4:pos + 8])
-        end = pos + 12 + length
-        if length > 0x7FFFFFFF or end > len(data):
+    for kind, start, end in _png_chunks(data):
+        if end - start - 12 > 0x7FFFFFFF or end > len(data):
             return "truncated: the PNG file ends inside its data (a copy cut short?)"
-        if zlib.crc32(data[pos + 4:pos + 8 + length]) != int.from_bytes(data[pos + 8 + length:end], "big"):
+        if zlib.crc32(data[start + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
             name = kind.decode("latin-1") if kind.isalpha() else "?"
             return f"damaged PNG: chunk {name} fails its checksum (the file was changed in transfer or storage)"
         if kind == b"IEND":
             return None
-        pos = end
     return "truncated: the PNG file ends before its end chunk (a copy cut short?)"
 
 
@@ -98,14 +108,7 @@ def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
     raw = bytes(np.asarray(data, dtype=np.uint8).reshape(-1)) if isinstance(data, np.ndarray) else bytes(data)
     if raw[:8] != PNG_SIGNATURE:
         return None
-    pos, chunks = len(PNG_SIGNATURE), []
-    while pos + 8 <= len(raw):
-        length = int.from_bytes(raw[pos:pos + 4], "big")
-        kind, body = raw[pos + 4:pos + 8], raw[pos + 8:pos + 8 + length]
-        chunks.append((kind, body))
-        pos += 12 + length
-        if kind == b"IEND":
-            break
+    chunks = [(kind, raw[start + 8:end - 4]) for kind, start, end in _png_chunks(raw)]
     if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) < 10 or chunks[0][1][9] != 3:
         return None
     entries = 1 << min(chunks[0][1][8], 8)  # 1, 2, 4 or 8 bits per index
