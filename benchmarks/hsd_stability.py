@@ -23,8 +23,7 @@ from ipp_seg.inference.backends import OnnxSegmenter
 from ipp_seg.inference.registry import resolve_model
 from ipp_seg.io import read_frame
 from ipp_seg.measure import measure_progress
-from ipp_seg.measure.geometry import boundary_segments
-from ipp_seg.measure.progress import HSD_AXIS_TURN_DEG, HSD_MAX_TURN_CHANGE, hsd_turn_change
+from ipp_seg.measure.progress import HSD_AXIS_TURN_DEG, HSD_MAX_TURN_CHANGE, _extract, hsd_turn_change
 from psfhs_frames import case_pairs, is_validation, model_arguments
 
 MODELS = ("dssau-net-s-heldout", "star-dssau-net-s-heldout")
@@ -36,19 +35,10 @@ def turn_change(mask: np.ndarray, measured) -> float | None:
     marks = measured.landmarks
     if measured.hsd_px is None:
         return None
-    import cv2
-
-    head = (mask == 2).astype(np.uint8)
-    n, labels = cv2.connectedComponents(head, connectivity=8)
-    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-    contours, _ = cv2.findContours((labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    x0, y0, w, h = cv2.boundingRect(contours[0])
-    filled = np.zeros((h, w), np.uint8)
-    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED, offset=(-x0, -y0))
+    head = _extract(mask == 2, "fh", [])  # the head's outline as the measurement takes it
     inferior = np.array(marks.ps_inferior_end)
     line = np.array(marks.hsd_point) - inferior
-    return hsd_turn_change(inferior, line / np.linalg.norm(line), boundary_segments(filled.astype(bool), (x0, y0)),
-                           measured.hsd_px)
+    return hsd_turn_change(inferior, line / np.linalg.norm(line), head.segments_px, measured.hsd_px)
 
 
 def describe(masks: list[np.ndarray]) -> tuple[list, list]:

@@ -92,7 +92,7 @@ MAX_PS_AXIS_RATIO = 0.70
 # the axis moves the HSD by less than 14 % in 99 % of the 933 PSFHS expert masks that give one; by
 # more than HSD_MAX_TURN_CHANGE, or off the head, in 16 (1.7 %), all with an AoP of 89-93 deg
 # (benchmarks/hsd_stability.py). On the validation frames, the held-out twins' HSDs so flagged
-# are off the expert mask's by a median 14-20 px, the others by 6 px.
+# are off the expert mask's by a median 14-20 px, the others by 5.5-6.2 px.
 HSD_AXIS_TURN_DEG = 2.0
 HSD_MAX_TURN_CHANGE = 0.20
 # mm per pixel of a transperineal frame: about 0.1-0.5 in practice. A calibration outside this
