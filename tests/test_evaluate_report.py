@@ -135,8 +135,12 @@ def test_invalid_inputs():
         evaluate_case(gt.astype(np.float32), gt)
     with pytest.raises(ValueError, match="method"):
         evaluate_case(gt, gt, method="nope")
-    with pytest.raises(ValueError, match="labels"):
-        evaluate_case(gt, gt, labels=(1, 1))
+    # The rule is measure's own (one place), worded for the pair: what was given, then why.
+    for labels, why in (((1, 1), "must differ"), ((1, 0), "positive"), ((True, 2), "integer"), ((1.5, 2), "integer")):
+        with pytest.raises(ValueError, match=rf"labels must be .*got \({labels[0]!r}, {labels[1]!r}\): .*{why}"):
+            evaluate_case(gt, gt, labels=labels)
+    with pytest.raises(ValueError, match="labels must be"):
+        evaluate_case(gt, gt, labels=(1, 2, 3))
 
 
 # ----------------------------------------------------------------------------- blocks

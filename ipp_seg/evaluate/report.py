@@ -43,7 +43,7 @@ from ..io.images import check_png_structure, png_with_index_greys
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
-from ..measure.progress import check_choice
+from ..measure.progress import check_choice, check_label_values
 from .acquisition import STYLES, acquisition_style
 from .agreement import Agreement, bland_altman
 from .metrics import (
@@ -1084,12 +1084,10 @@ def check_label_pair(labels) -> tuple[int, int]:
         ps, fh = labels
     except (TypeError, ValueError):
         raise ValueError(f"labels must be (PS label, FH label), got {labels!r}") from None
-    for v in (ps, fh):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or int(v) <= 0:
-            raise ValueError(f"labels must be two positive integers, got {labels!r}")
-    if int(ps) == int(fh):
-        raise ValueError(f"the PS and FH labels must differ, got {labels!r}")
-    return int(ps), int(fh)
+    try:
+        return check_label_values(ps, fh)
+    except ValueError as exc:  # the one rule, worded for a pair
+        raise ValueError(f"labels must be two different positive integers (PS, FH), got {labels!r}: {exc}") from None
 
 
 def _abs_diff(a: float | None, b: float | None) -> float | None:

@@ -63,7 +63,7 @@ from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, 
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
            "PLAUSIBLE_SPACING_MM",
-           "check_plausible_spacing", "check_choice", "MIN_ORIENTATION_SCORE", "orientation_score",
+           "check_plausible_spacing", "check_choice", "check_label_values", "MIN_ORIENTATION_SCORE", "orientation_score",
            "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,8 @@ def check_choice(value, allowed: tuple[str, ...], name: str) -> str:
     return value
 
 
-def _check_labels(ps_label, fh_label) -> tuple[int, int]:
+def check_label_values(ps_label, fh_label) -> tuple[int, int]:
+    """The PS and FH label values as ints: two different positive integers; else ValueError."""
     for name, v in (("ps_label", ps_label), ("fh_label", fh_label)):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
             raise ValueError(f"{name} must be an integer label value, got {v!r}")
@@ -442,7 +443,7 @@ def measure_progress(
     mask = _check_mask(label_mask)
     method = check_choice(method, METHODS, "method")
     orientation = check_choice(orientation, ORIENTATIONS, "orientation")
-    ps_label, fh_label = _check_labels(ps_label, fh_label)
+    ps_label, fh_label = check_label_values(ps_label, fh_label)
     spacing = _check_spacing(spacing_mm)
     if spacing_source is not None:
         spacing_source = check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
