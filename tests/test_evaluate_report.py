@@ -25,7 +25,8 @@ from ipp_seg.evaluate import (
     write_case_csv,
     write_summary_json,
 )
-from ipp_seg.evaluate.report import _CASE_COLUMNS
+from ipp_seg.evaluate.report import _CASE_COLUMNS, relabel_mask
+from ipp_seg.io.images import is_indexed_png
 from ipp_seg.io import ScanReadError
 from ipp_seg.measure import measure_progress
 
@@ -498,6 +499,20 @@ def test_an_indexed_colour_png_mask_is_read_by_its_palette_indices(tmp_path, cap
     labels, _ = read_label_mask(tmp_path / "mask.png")
     assert labels.dtype == np.uint8 and np.array_equal(labels, truth), name
     assert "libpng" not in capfd.readouterr().err  # (a hIST of the old palette's length would be "invalid")
+
+
+def test_labels_typed_as_a_palette_pngs_shades_are_refused_naming_its_indices(tmp_path):
+    # Grey 127 / 255 shown, indices 1 / 2 stored: the shades typed as labels match nothing.
+    grey = [(0, 0, 0), (127, 127, 127), (255, 255, 255)]
+    (tmp_path / "indexed.png").write_bytes(_indexed_png(scene(), grey))
+    cv2.imwrite(str(tmp_path / "plain.png"), scene())  # the same values, stored as greys
+    for name in ("indexed.png", "plain.png"):
+        stored, _ = read_label_mask(tmp_path / name)
+        with pytest.raises(ValueError, match="--labels ps=1,fh=2") as refused:
+            relabel_mask(stored, (127, 255), path=tmp_path / name)
+        assert ("palette indices" in str(refused.value)) == (name == "indexed.png"), name
+    assert is_indexed_png(tmp_path / "indexed.png") and not is_indexed_png(tmp_path / "plain.png")
+    assert not is_indexed_png(tmp_path / "absent.png")
 
 
 def test_a_greyscale_png_mask_keeps_its_values(tmp_path):

@@ -39,7 +39,7 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import walk_folders
 from ..io.frames import same_spacing
-from ..io.images import check_png_structure, png_with_index_greys
+from ..io.images import check_png_structure, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -620,7 +620,8 @@ def evaluate_folders(
         try:
             stored, gt_spacing = read_label_mask(gts[case_id])
             pred_spacing = None
-            gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}", "--gt-labels")
+            gt = relabel_mask(stored, gt_labels, labels, f"ground truth {gts[case_id].name}", "--gt-labels",
+                              path=gts[case_id])
         except (ScanReadError, ValueError) as exc:
             unreadable.append((case_id, str(exc)))
             logger.info("case %s not evaluated: %s", case_id, exc)
@@ -631,7 +632,7 @@ def evaluate_folders(
             try:
                 stored_pred, pred_spacing = read_label_mask(preds[case_id])
                 pred = relabel_mask(stored_pred, pred_labels, labels, f"prediction {preds[case_id].name}",
-                                    "--pred-labels", " (ipp-seg writes 0, 1 and 2)")
+                                    "--pred-labels", " (ipp-seg writes 0, 1 and 2)", path=preds[case_id])
                 if pred.shape != gt.shape:
                     raise ValueError(f"prediction {preds[case_id].name} is {pred.shape[1]} x {pred.shape[0]} pixels, "
                                      f"the ground truth {gt.shape[1]} x {gt.shape[0]}")
@@ -867,14 +868,16 @@ MAX_MASK_VALUES = 32
 
 
 def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int] = (1, 2),
-                 source: str = "mask", option: str = "--labels", note: str = "") -> np.ndarray:
+                 source: str = "mask", option: str = "--labels", note: str = "",
+                 path: PathLike | None = None) -> np.ndarray:
     """Map a mask's PS and FH values ``labels`` to ``to`` (uint8; background stays 0).
 
     Raises:
         ValueError: the mask holds a value other than 0 and ``labels``: another structure, an
         8-bit export of other values, or a lossy file's blurred edges. The message names
         ``source``, the values, and how to name them with ``option`` (the command-line option
-        that sets ``labels``), followed by ``note``.
+        that sets ``labels``), followed by ``note``. Where ``path`` (the file read) is an
+        indexed-colour PNG, the message says that its palette indices are the values read.
     """
     ps, fh = check_label_pair(labels)
     unknown = _unknown_label_values(stored, (ps, fh))
@@ -890,8 +893,11 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
                       f"is {present[0]}")
         else:
             advice = f"name the structures' values with {option} ps=VALUE,fh=VALUE"
+        # A palette PNG showing grey 127 and 255 holds indices 1 and 2: the user typed the shades.
+        indexed = ("; it is an indexed-colour PNG, whose values are its palette indices, not the colours it shows"
+                   if path is not None and is_indexed_png(path) else "")
         raise ValueError(f"{source}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
-                         f"{advice}{note}; or a lossless mask if these are blurred edges")
+                         f"{advice}{note}{indexed}; or a lossless mask if these are blurred edges")
     mapped = np.zeros(stored.shape, np.uint8)
     mapped[stored == ps] = to[0]
     mapped[stored == fh] = to[1]

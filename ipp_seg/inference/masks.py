@@ -133,7 +133,7 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
     stored, mask_spacing = read_label_mask(path)
     # A value besides 0 and the two named ones is another tool's labelling or a lossy file:
     # measuring as if it were background would report the PS or FH "missing".
-    label_mask = relabel_mask(stored, labels, source="the mask", option="--labels")
+    label_mask = relabel_mask(stored, labels, source="the mask", option="--labels", path=path)
     fallback, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
     if scan is None:
         return measure_progress(label_mask, fallback, method=method, orientation=orientation, spacing_source=source)

@@ -98,6 +98,17 @@ def png_structure_problem(data: bytes | memoryview) -> str | None:
     return "truncated: the PNG file ends before its end chunk (a copy cut short?)"
 
 
+def is_indexed_png(path) -> bool:
+    """Whether the file at ``path`` is an indexed-colour PNG (colour type 3); False when it
+    cannot be read. Only the signature and the IHDR chunk are read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        return False
+    return len(head) == 26 and head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] == 3
+
+
 def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
     """An indexed-colour PNG (colour type 3) rewritten so that decoding it gives its palette
     indices: the palette becomes the grey ramp (i, i, i) over every index its bit depth allows,

@@ -80,7 +80,7 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
     if image.shape != stored.shape:
         raise ValueError(f"{case_id}: the image {image_path} ({_size_text(image.shape)}) and its mask {mask_path} "
                          f"({_size_text(stored.shape)}) differ in size")
-    mapped = relabel_mask(stored, labels, (1, 2), str(mask_path))
+    mapped = relabel_mask(stored, labels, (1, 2), str(mask_path), path=mask_path)
     return Case(case_id, image, mapped)
 
 
