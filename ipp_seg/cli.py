@@ -265,7 +265,7 @@ def train(
         fail(f"--device must be cpu or cuda, got {device!r}")
     try:
         from .inference.preprocess import DEFAULT_NORMALISATION, with_local_contrast
-        from .train.data import AugmentationSettings
+        from .train.data import AugmentationSettings, parse_id_range
         from .train.loop import (RecipeChangedError, RunWriteError, TrainingDiverged, TrainSettings,
                                  check_checkpoint_path, train as run_training)
     except ImportError as exc:
@@ -273,11 +273,10 @@ def train(
     extra = None
     if extra_validation:
         # FIRST..LAST for IDs that hold a hyphen themselves (pt-02-f0..pt-02-f2), else FIRST-LAST.
-        parts = extra_validation.split("..") if ".." in extra_validation else extra_validation.split("-")
-        if len(parts) != 2 or not all(parts):
-            fail(f"--extra-validation must be FIRST-LAST, or FIRST..LAST where the IDs hold a hyphen, got "
-                 f"{extra_validation!r}")
-        extra = (parts[0], parts[1])
+        try:
+            extra = parse_id_range(extra_validation)
+        except ValueError as exc:
+            fail(f"--extra-validation: {exc}")
     # The library takes a rate of 0 (weights carried over unchanged); from the command line it trains nothing.
     # A negative warm-up, like all-zero class weights, the library refuses itself.
     if not (math.isfinite(learning_rate) and learning_rate > 0):

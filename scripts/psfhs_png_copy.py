@@ -22,15 +22,11 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ipp_seg.train.data import find_pairs, load_cases  # noqa: E402
+from ipp_seg.train.data import find_pairs, in_id_range, load_cases, parse_id_range  # noqa: E402
 
 
-def in_ranges(case_id: str, ranges: list[str]) -> bool:
-    for text in ranges:
-        first, _, last = text.partition("-")
-        if first <= case_id <= (last or first):
-            return True
-    return False
+def in_ranges(case_id: str, ranges: list[tuple[str, str]]) -> bool:
+    return any(in_id_range(case_id, first, last) for first, last in ranges)
 
 
 def main() -> None:
@@ -48,10 +44,15 @@ def main() -> None:
         parser.error(str(exc))
     if not ids:
         parser.error(f"{args.data} holds no image/mask pairs")
+    blocks = []
     for text in args.leave_out:  # a range that names nothing (IDs without their zeros, say) would copy them all
-        if not any(in_ranges(case_id, [text]) for case_id in ids):
+        try:
+            blocks.append(parse_id_range(text))
+        except ValueError as exc:
+            parser.error(f"--leave-out: {exc}")
+        if not any(in_ranges(case_id, blocks[-1:]) for case_id in ids):
             parser.error(f"--leave-out {text}: no case ID of {args.data} lies in it (IDs run {ids[0]}-{ids[-1]})")
-    kept = {case_id for case_id in ids if not in_ranges(case_id, args.leave_out)}
+    kept = {case_id for case_id in ids if not in_ranges(case_id, blocks)}
     if not kept:
         parser.error(f"no case of {args.data} is left to copy")
     (args.out / "images").mkdir(parents=True)

@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ipp_seg.train.data import find_pairs  # noqa: E402
+from ipp_seg.train.data import find_pairs, in_id_range, parse_id_range  # noqa: E402
 from ipp_seg.train.loop import CONTENT_DIGEST, save_checkpoint  # noqa: E402
 
 
@@ -56,8 +56,11 @@ def held_out_ids(data: Path, ranges: list[str], trained: set[str]) -> list[str]:
     ids = [case_id for case_id, _, _ in find_pairs(data)]
     chosen = []
     for text in ranges:
-        first, _, last = text.partition("-")
-        block = [c for c in ids if first <= c <= (last or first)]
+        try:
+            first, last = parse_id_range(text)
+        except ValueError as exc:
+            raise SystemExit(f"--held-out: {exc}") from None
+        block = [c for c in ids if in_id_range(c, first, last)]
         if not block:
             raise SystemExit(f"--held-out {text}: no case of {data} has an ID in that range")
         overlap = trained.intersection(block)

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch", reason="training tests need torch (pip install -e '.[dev]')")
 
 from ipp_seg.cli import app  # noqa: E402
-from ipp_seg.train.data import AugmentationSettings, augment, contiguous_split, find_pairs  # noqa: E402
+from ipp_seg.train.data import (AugmentationSettings, augment, contiguous_split, find_pairs,  # noqa: E402
+                                in_id_range, parse_id_range)
 from ipp_seg.train.loop import TrainSettings, lr_at, train  # noqa: E402
 from ipp_seg.train.losses import segmentation_loss, soft_dice_loss  # noqa: E402
 
@@ -77,6 +78,19 @@ def test_split_keeps_each_examinations_frames_together():
     assert block.validation_ids == tuple(f"patient02_frame{f:03d}" for f in (1, 2, 3, 4, 10))
     assert block.describe() == ("train patient01_frame001-patient01_frame010, patient03_frame001-patient03_frame010 "
                                 "(10), validation patient02_frame001-patient02_frame010 (5)")
+
+
+def test_id_blocks_are_parsed_and_matched_in_natural_order():
+    assert parse_id_range("04602-04801") == ("04602", "04801")
+    assert parse_id_range("pt-01-f0..pt-02-f0") == ("pt-01-f0", "pt-02-f0")
+    assert parse_id_range("04700") == ("04700", "04700")
+    for bad in ("", "a-b-c", "-04801", "04602-", "a..b..c", "a.."):
+        with pytest.raises(ValueError, match="FIRST-LAST"):
+            parse_id_range(bad)
+    # Numbers compare as numbers: string order would put case_10 before case_9 and outside 9-12.
+    assert [c for c in ("case_1", "case_9", "case_10", "case_12", "case_100") if in_id_range(c, "case_9", "case_12")] \
+        == ["case_9", "case_10", "case_12"]
+    assert in_id_range("04602", "04602", "04801") and not in_id_range("04802", "04602", "04801")
 
 
 @pytest.mark.parametrize("count, extra, message", [(-3, None, "0 or more"), (2, ("00130", "00120"), "comes after"),
@@ -2070,11 +2084,17 @@ def test_psfhs_png_copy_holds_the_pixels_train_reads_without_the_left_out_blocks
                                       case.labels)
     again = copy()
     assert again.returncode == 2 and "exists: give a new folder" in again.stderr
-    # IDs written without their zeros name no frame: refused, not a copy with the validation frames in it
+    # IDs compare as numbers, as train's --extra-validation compares them: 4003-4004 is 04003-04004
     unpadded = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "png2"), "--leave-out",
-                               "4003-4004"], capture_output=True, text=True)
-    assert unpadded.returncode == 2 and "--leave-out 4003-4004: no case ID" in unpadded.stderr
-    assert not (tmp_path / "png2").exists()
+                               "4003-4004", "--leave-out", "4001"], capture_output=True, text=True)
+    assert unpadded.returncode == 0, unpadded.stderr
+    assert sorted(p.name for p in (tmp_path / "png2" / "images").iterdir()) == ["04000.png", "04002.png"]
+    # A block that names no frame is refused, not a copy with the validation frames in it
+    for block in ("05003-05004", "4003-4004-4005"):
+        refused = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "png3"), "--leave-out",
+                                  block], capture_output=True, text=True)
+        assert refused.returncode == 2 and f"--leave-out" in refused.stderr and block in refused.stderr
+    assert not (tmp_path / "png3").exists()
 
 
 def test_unpack_device_run_joins_checked_pieces_and_names_the_held_out_frames(tmp_path):
@@ -2117,6 +2137,11 @@ def test_unpack_device_run_joins_checked_pieces_and_names_the_held_out_frames(tm
     assert checkpoint["split"] == {"train": ["case000", "case001", "case002"], "validation": ["case004", "case005"]}
     trained_on = unpack("case002-case003")
     assert trained_on.returncode == 1 and "the run trained on 1 of these frames" in trained_on.stderr
+    # Blocks compare IDs as numbers, as train's --extra-validation does (string order put case4 after case005)
+    assert unpack("case4-case5").returncode == 0 and read_checkpoint(tmp_path / "u.pt")["split"]["validation"] == [
+        "case004", "case005"]
+    malformed = unpack("case4-case5-case6")
+    assert malformed.returncode == 1 and "--held-out: an ID block is FIRST-LAST" in malformed.stderr
     with open(pack / "part-01", "ab") as fh:
         fh.write(b"x")
     broken = unpack("case004-case005")

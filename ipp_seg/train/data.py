@@ -26,6 +26,23 @@ def id_range(first: str, last: str) -> str:
     return f"{first}..{last}" if "-" in first or "-" in last else f"{first}-{last}"
 
 
+def parse_id_range(text: str) -> tuple[str, str]:
+    """``FIRST-LAST`` or ``FIRST..LAST`` (as :func:`id_range` writes it) as ``(first, last)``;
+    a single ID is a block of one. ValueError for anything else."""
+    parts = text.split("..") if ".." in text else text.split("-")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], parts[0]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"an ID block is FIRST-LAST, or FIRST..LAST where the IDs hold a hyphen, got {text!r}")
+    return parts[0], parts[1]
+
+
+def in_id_range(case_id: str, first: str, last: str) -> bool:
+    """Whether ``case_id`` lies in the block ``first``..``last``, both included, in the natural
+    order of IDs (numbers compare as numbers: case_9 lies between case_1 and case_10)."""
+    return _sort_key(first)[0] <= _sort_key(case_id)[0] <= _sort_key(last)[0]
+
+
 @dataclass(frozen=True)
 class Case:
     case_id: str
@@ -260,7 +277,7 @@ def contiguous_split(case_ids: list[str], validation_count: int = 200,
         lo, hi = _sort_key(first)[0], _sort_key(last)[0]
         if lo > hi:
             raise ValueError(f"--extra-validation {id_range(first, last)}: the first ID comes after the last")
-        block = {c for c in ordered if lo <= _sort_key(c)[0] <= hi}
+        block = {c for c in ordered if in_id_range(c, first, last)}
         if not block:
             if not ordered:
                 raise ValueError(f"--extra-validation {id_range(first, last)}: no cases")
