@@ -19,3 +19,18 @@ def log_format(level: int) -> str:
     when details are logged (INFO or below, ``-v``), for a report of a fault."""
     return "%(levelname)s %(name)s: %(message)s" if level <= _logging.INFO else "%(levelname)s: %(message)s"
 
+
+
+def quiet_pydicom() -> None:
+    """Silence pydicom's own warnings and log lines in this process, as the command line and its
+    worker processes do. pydicom warns about header values that break the standard by quoting
+    them, which may be the patient's name, and logs each decoder plugin's failure with a
+    traceback; ipp-seg's readers report what matters for a measurement themselves, on one line.
+    (Not by level: importing pydicom resets its logger's level to WARNING.)"""
+    import warnings
+
+    pydicom_logger = _logging.getLogger("pydicom")
+    if not any(isinstance(h, _logging.NullHandler) for h in pydicom_logger.handlers):
+        pydicom_logger.addHandler(_logging.NullHandler())
+    pydicom_logger.propagate = False
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")

@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import time
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -19,11 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, log_format
+from . import __version__, log_format, quiet_pydicom
 from .tables import new_table as _table
 from .tables import print_table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Never the locals in a traceback (typer's default in some versions): they may hold a DICOM header.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Segment the pubic symphysis and fetal head in intrapartum transperineal ultrasound "
                        "and measure the angle of progression (AoP) and head-symphysis distance (HSD).")
 
@@ -103,14 +103,7 @@ def main_options(
     # before ipp-seg's one-line reason for the same file; read when OpenCV loads (the user's
     # own setting wins). Worker processes inherit it.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
-    # pydicom warns about header values that break the standard by quoting them, which may be
-    # the patient's name, and logs each decoder plugin's failure with a traceback; ipp-seg's
-    # readers report what matters for a measurement themselves, on one line. (Not by level:
-    # importing pydicom resets its logger's level to WARNING.)
-    pydicom_logger = logging.getLogger("pydicom")
-    pydicom_logger.addHandler(logging.NullHandler())
-    pydicom_logger.propagate = False
-    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    quiet_pydicom()  # its warnings may quote a patient's name; worker processes do the same
 
 
 @app.command(short_help="List the shipped models, with their validation, and the network configs.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -547,6 +548,37 @@ def test_an_unexpected_error_on_one_frame_costs_that_frame_only(mixed_folder, tm
     assert resumed.exit_code == 0
     again = [r for r in _rows(out / "measurements.csv") if r["file"] == "sub/b.png"]
     assert len(again) == 1 and again[0]["aop_deg"]
+
+
+@pytest.mark.parametrize("when", ["opening", "frame"])
+def test_an_unexpected_error_reading_one_file_costs_that_file_only(mixed_folder, tmp_path, monkeypatch, when):
+    """A reader bug (or a header no check foresaw) on one file is its failed row; the rows of the
+    others are all written, and the error's message (which may quote header values) is not."""
+    import ipp_seg.inference.batch as batch_module
+
+    real = batch_module.read_frames
+
+    def breaks_on_a(path, *args, **kwargs):
+        if Path(path).name != "a.png":
+            return real(path, *args, **kwargs)
+        if when == "opening":
+            raise TypeError("'<' not supported: Doe^Jane")
+
+        def frames():
+            raise TypeError("'<' not supported: Doe^Jane")
+            yield  # a generator
+        return frames()
+
+    monkeypatch.setattr(batch_module, "read_frames", breaks_on_a)
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = _rows(out / "measurements.csv")
+    broken = [r for r in rows if r["file"] == "a.png"]
+    assert len(broken) == 1 and broken[0]["status"] == "failed" and broken[0]["reasons"] == "processing_error"
+    assert broken[0]["error"].startswith("unexpected error while reading (TypeError)") and "Doe" not in result.output
+    assert broken[0]["frame"] == ("" if when == "opening" else "0")
+    assert all(r["aop_deg"] for r in rows if r["file"] in ("sub/b.png", "sub/cine.dcm"))
 
 
 def test_a_model_that_cannot_run_still_stops_the_run(mixed_folder, tmp_path, monkeypatch):

@@ -451,6 +451,55 @@ def test_images_of_other_modalities_are_refused(tmp_path, modality, words):
         assert read_frame(ok).pixels.shape == (48, 64)
 
 
+@pytest.mark.parametrize("written, words", [
+    (b"1.2.840.113619.5.21", "Transfer Syntax UID 1.2.840.113619.5.21 is none that DICOM defines"),  # a private one
+    (b"1.2.840.10008.5.1.4", "Transfer Syntax UID 1.2.840.10008.5.1.4 is none that DICOM defines"),  # not a syntax
+    (b"Doe^Jane SECRET 123", "Transfer Syntax UID (not a UID) is none"),  # any text: not quoted
+])
+def test_a_transfer_syntax_that_dicom_does_not_define_is_refused_in_one_line(tmp_path, written, words):
+    path = write_dicom(tmp_path / "private.dcm", ramp_frames(1)[0])
+    standard = str(ExplicitVRLittleEndian).encode() + b"\0"  # 20 bytes, as the patch is
+    data = path.read_bytes()
+    assert data.count(standard) == 1
+    path.write_bytes(data.replace(standard, written + b"\0"))
+    reason = _error(path).reason
+    assert words in reason and "export the images" in reason and "Doe" not in reason
+
+
+def test_a_number_of_frames_that_is_no_number_is_refused_and_damaged_headers_never_raise_other_errors(
+        tmp_path, monkeypatch):
+    path = write_dicom(tmp_path / "frames.dcm", ramp_frames(2))
+    element = b"\x28\x00\x08\x00IS\x02\x002 "  # (0028,0008) IS "2", explicit VR little endian
+    assert path.read_bytes().count(element) == 1
+    path.write_bytes(path.read_bytes().replace(element, element[:-2] + b"ab"))  # pydicom will not write it
+    assert "Number of Frames is not a whole number" in _error(path).reason
+    # Whatever a check did not foresee ends as a refusal of the file naming the error's type only.
+    import ipp_seg.io.dicom as dicom_module
+
+    def unforeseen(*args, **kwargs):
+        raise TypeError("'<' not supported: Doe^Jane")
+
+    monkeypatch.setattr(dicom_module, "_check_native_length", unforeseen)
+    plain = write_dicom(tmp_path / "plain.dcm", ramp_frames(1)[0])
+    reason = _error(plain).reason
+    assert "holds a value ipp-seg cannot use (TypeError)" in reason and "Doe" not in reason
+
+
+def test_pixels_a_pixel_aspect_ratio_says_are_not_square_are_refused_unless_calibrated(tmp_path):
+    # A viewer stretches such a frame: measured as stored, its angles would be another frame's.
+    squashed = write_dicom(tmp_path / "aspect.dcm", ramp_frames(1)[0], extra={"PixelAspectRatio": [4, 3]})
+    reason = _error(squashed).reason
+    assert "pixels are not square (Pixel Aspect Ratio 4:3, rows to columns)" in reason and "export it" in reason
+    for name, extra, regions in (
+        ("square", {"PixelAspectRatio": [1, 1]}, None),
+        ("nearly", {"PixelAspectRatio": [100, 101]}, None),  # within the 2 % inference takes as square
+        ("spaced", {"PixelAspectRatio": [4, 3], "PixelSpacing": [0.4, 0.3]}, None),  # the mm calibration wins
+        ("region", {"PixelAspectRatio": [4, 3]}, [region_item(0, 0, 63, 47, (0.03, 0.04))]),
+    ):
+        frame = read_frame(write_dicom(tmp_path / f"{name}.dcm", ramp_frames(1)[0], extra=extra, regions=regions))
+        assert frame.pixels.shape == (48, 64), name
+
+
 @pytest.mark.parametrize("with_meta", [True, False])
 def test_a_data_set_without_preamble_is_read(tmp_path, with_meta):
     path = write_dicom(tmp_path / "full.dcm", ramp_frames(1)[0], regions=[region_item(0, 0, 63, 47, (0.02, 0.02))])
@@ -609,9 +658,29 @@ def test_no_pixel_data(tmp_path):
     path = tmp_path / "report.dcm"
     ds.save_as(path, enforce_file_format=True)
     assert "a DICOM Structured Report (modality SR), a result" in _error(path).reason
-    ds.Modality = "KO"  # another object without an image: said in general terms
+    del ds.Modality  # the class says what it is, though the file ends where pixels would begin
+    ds.save_as(path, enforce_file_format=True)
+    assert "a DICOM Structured Report (modality SR), a result" in _error(path).reason
+    ds.Modality = "KO"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.59"
+    ds.save_as(path, enforce_file_format=True)
+    assert "no pixel data (a DICOM Key Object Selection Document Storage object, not an image)" in _error(path).reason
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.3.4"  # a class nobody names: in general terms
     ds.save_as(path, enforce_file_format=True)
     assert "no pixel data (a DICOM object without an image, modality KO)" in _error(path).reason
+
+
+def test_a_dicomdir_is_named_as_the_index_of_an_export(tmp_path):
+    from pydicom.fileset import FileSet
+
+    image = write_dicom(tmp_path / "image.dcm", ramp_frames(1)[0], extra={
+        "StudyDate": "20261205", "StudyTime": "101500", "StudyID": "1", "AccessionNumber": "", "SeriesNumber": 1,
+        "InstanceNumber": 1})  # what a DICOMDIR's records need
+    export = FileSet()
+    export.add(pydicom.dcmread(image))
+    export.write(tmp_path / "export")
+    reason = _error(tmp_path / "export" / "DICOMDIR").reason
+    assert reason.startswith("a DICOMDIR, the index of a CD or USB export, not an image")
 
 
 def test_image_header_cut_off_before_its_pixels_is_called_truncated(tmp_path):

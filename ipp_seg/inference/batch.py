@@ -22,6 +22,7 @@ import shutil
 import signal
 import threading
 import time
+import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .. import log_format
+from .. import log_format, quiet_pydicom
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
 from ..io.folders import FolderInUseError, folder_lock, walk_folders
 from ..io.overlay import overlay_title, render_overlay
@@ -559,6 +560,10 @@ class FileProcessor:
                 timings["read_s"] += time.perf_counter() - started
                 yield item, FrameFailure(None, exc.reason)
                 continue
+            except Exception as exc:  # noqa: BLE001 - one odd file must not end a run of thousands
+                timings["read_s"] += time.perf_counter() - started
+                yield item, _reading_failure(path, None, exc)
+                continue
             timings["read_s"] += time.perf_counter() - started
             iterator = iter(frames)
             index = 0
@@ -568,11 +573,12 @@ class FileProcessor:
                     frame = next(iterator)
                 except StopIteration:
                     break
-                except ScanReadError as exc:
+                except Exception as exc:  # noqa: BLE001 - as above
                     # Rows of the frames before it come first; later frames cannot be trusted.
                     yield from self._process(pending, timings)
                     pending = []
-                    yield item, FrameFailure(index, exc.reason)
+                    yield item, (FrameFailure(index, exc.reason) if isinstance(exc, ScanReadError)
+                                 else _reading_failure(path, index, exc))
                     break
                 finally:
                     timings["read_s"] += time.perf_counter() - started
@@ -674,6 +680,16 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
     return FrameFailure(frame.frame_index,
                         f"unexpected error while {stage} ({type(exc).__name__}{': ' + detail if detail else ''}); "
                         "please report it to the ipp-seg developers", PROCESSING_ERROR)
+
+
+def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> FrameFailure:
+    """A file whose reading met an error no reader check foresaw, kept as a failed row. Only the
+    error's type is shown: a reader's message may quote header values (patient data); where it
+    was raised (the traceback without the message) is logged at debug level, for a bug report."""
+    log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
+              "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+    return FrameFailure(frame_index, f"unexpected error while reading ({type(exc).__name__}); please report it to the "
+                                     "ipp-seg developers", PROCESSING_ERROR)
 
 
 class NoScansError(ValueError):
@@ -820,9 +836,12 @@ def run_log_level() -> int | None:
 
 
 def configure_worker_logging(log_level: int | None) -> None:
-    """In a worker process: log as the run's own process does (see :func:`run_log_level`)."""
+    """In a worker process: log as the run's own process does (see :func:`run_log_level`), and
+    keep pydicom quiet as the command line does (:func:`ipp_seg.quiet_pydicom`): a worker
+    process does not inherit the filters of a spawning parent."""
     if log_level is not None:
         logging.basicConfig(level=log_level, format=log_format(log_level))
+        quiet_pydicom()
 
 
 def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:

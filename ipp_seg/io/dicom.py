@@ -72,6 +72,11 @@ _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _PHOTOMETRIC_GREY = {"MONOCHROME1", "MONOCHROME2"}
 _PHOTOMETRIC_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"}
 _PHOTOMETRIC_PALETTE = "PALETTE COLOR"
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: a DICOMDIR
+# A Pixel Aspect Ratio within this of 1 is square (as inference takes a calibration's pixels).
+_SQUARE_PIXEL_TOLERANCE = 0.02
+# Defined terms ipp-seg does not read (retired or rare): named in the refusal as they are.
+_PHOTOMETRIC_DEFINED = {"HSV", "ARGB", "CMYK", "YBR_PARTIAL_422", "XYZ"} | _PHOTOMETRIC_GREY | _PHOTOMETRIC_COLOUR
 
 # pip packages that add a decoder for each compressed syntax, permissive licences first.
 _GDCM = "python-gdcm"
@@ -120,6 +125,17 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
     """
     path = str(path)
     try:
+        return _inspect_dicom(path)
+    except ScanReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a value no check foresaw must not end a batch
+        # Only the type: the message could quote element values (patient data).
+        raise ScanReadError(path, f"the DICOM header holds a value ipp-seg cannot use ({type(exc).__name__}): a "
+                                  "damaged or non-conformant file") from None
+
+
+def _inspect_dicom(path: str) -> DicomInfo:
+    try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise ScanReadError(path, "the file is empty")
@@ -145,6 +161,12 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
             meta_syntax = _meta_transfer_syntax(ds)
             has_file_meta = meta_syntax is not None
             tsyntax = meta_syntax or _bare_transfer_syntax(path, ds)
+            if not tsyntax.is_transfer_syntax:
+                # Quoted only when it is a UID: a damaged header may hold any text (patient data) there.
+                shown = str(tsyntax) if re.fullmatch(r"[0-9.]{1,64}", str(tsyntax)) else "(not a UID)"
+                raise ScanReadError(path, f"its Transfer Syntax UID {shown} is none that DICOM defines (a "
+                                          "vendor's private encoding, or a damaged header): export the images from "
+                                          "the scanner or PACS in a standard transfer syntax")
             ended = False
             if tsyntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
                 # A deflated body cannot be walked in place: inflate it (such files are small).
@@ -163,14 +185,23 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
         raise ScanReadError(path, open_failure_reason(path, exc)) from None
 
     if not has_pixels:
-        if ended and ("Rows" in ds or str(ds.get("Modality", "") or "").strip().upper() in ("", "US")):
+        if "DirectoryRecordSequence" in ds or str(ds.get("SOPClassUID", "")) == _MEDIA_DIRECTORY:
+            raise ScanReadError(path, "a DICOMDIR, the index of a CD or USB export, not an image: give the image "
+                                      "files it lists, or their folder (ipp-seg batch)")
+        kind = str(ds.get("Modality", "") or "").strip()
+        sop_class = UID(str(ds.get("SOPClassUID", "") or ""))
+        if kind.upper() == "SR" or "SR Storage" in sop_class.name:
+            # Such as the report ipp-seg writes: a result, not a scan to measure.
+            raise ScanReadError(path, "a DICOM Structured Report (modality SR), a result: no image to measure")
+        if sop_class.is_valid and sop_class.name != sop_class and "Image" not in sop_class.name:
+            # A class pydicom names and no image's (a PDF, a presentation state): the header says
+            # what the file is, whether or not the file ends where its pixels would begin.
+            raise ScanReadError(path, f"no pixel data (a DICOM {sop_class.name} object, not an image)")
+        if ended and ("Rows" in ds or kind.upper() in ("", "US")):
             # A header that stops short of its pixels (an image's, an ultrasound object's, or
             # one cut off before its Modality, which every object has): a copy cut off, not an
             # object without an image.
             raise ScanReadError(path, "truncated: the file ends before its pixel data")
-        kind = str(ds.get("Modality", "") or "").strip()
-        if kind.upper() == "SR":  # such as the report ipp-seg writes: a result, not a scan to measure
-            raise ScanReadError(path, "a DICOM Structured Report (modality SR), a result: no image to measure")
         what = f"a DICOM object without an image{', modality ' + kind if kind else ''}"
         raise ScanReadError(path, f"no pixel data ({what})")
 
@@ -183,13 +214,17 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
 
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     if photometric not in _PHOTOMETRIC_GREY | _PHOTOMETRIC_COLOUR | {_PHOTOMETRIC_PALETTE}:
-        raise ScanReadError(path, f"unsupported photometric interpretation {photometric}")
+        # Named only when it is a defined term: a damaged header may hold any text there.
+        shown = photometric if photometric in _PHOTOMETRIC_DEFINED else "that is no defined term"
+        raise ScanReadError(path, f"unsupported photometric interpretation {shown}")
     if photometric == _PHOTOMETRIC_PALETTE and "RedPaletteColorLookupTableDescriptor" not in ds:
         raise ScanReadError(path, "PALETTE COLOR image without its colour lookup tables")
 
     rows, columns = int(ds.Rows), int(ds.Columns)
     if rows <= 0 or columns <= 0:
         raise ScanReadError(path, f"empty image ({rows} x {columns} pixels)")
+    if _int_or_none(ds.get("NumberOfFrames")) is None and ds.get("NumberOfFrames") not in (None, ""):
+        raise ScanReadError(path, "its Number of Frames is not a whole number (a damaged header)")
     n_frames = _number_of_frames(ds)
 
     if pixel_check is not None and not tsyntax.is_compressed:
@@ -198,6 +233,8 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
 
     regions = _ultrasound_regions(path, ds, rows, columns)
     spacing, source = _frame_spacing(path, ds, regions)
+    if spacing is None and not any(r.spacing_mm for r in regions):
+        _refuse_non_square_pixels(path, ds)
     bits_allocated = int(ds.BitsAllocated)
     bits_stored = int(ds.get("BitsStored") or bits_allocated)
     info = DicomInfo(
@@ -503,6 +540,24 @@ def _reject_other_modality(path: str, ds: Dataset) -> None:
                                   "an ultrasound image to segment")
     raise ScanReadError(path, f"an image of modality {modality}, not ultrasound (US): ipp-seg segments "
                               "transperineal ultrasound frames")
+
+
+def _refuse_non_square_pixels(path: str, ds: Dataset) -> None:
+    """Refuse a frame whose Pixel Aspect Ratio says its pixels are not square when nothing else
+    calibrates it: a viewer stretches such a frame to display it, and an angle measured on the
+    stored grid would be another than the one displayed. (A calibration in mm, where present,
+    sets the pixels' shape and wins.)"""
+    value = ds.get("PixelAspectRatio")
+    try:
+        vertical, horizontal = (int(v) for v in value)
+    except (TypeError, ValueError):
+        return  # absent, or not the pair the standard defines: the pixels are taken as square
+    if vertical <= 0 or horizontal <= 0 or abs(vertical / horizontal - 1.0) <= _SQUARE_PIXEL_TOLERANCE:
+        return
+    raise ScanReadError(path, f"its pixels are not square (Pixel Aspect Ratio {vertical}:{horizontal}, rows to "
+                              "columns) and no calibration in mm gives their size: measured as stored, the frame "
+                              "would be distorted and the AoP with it; export it with its ultrasound region "
+                              "calibration, or with square pixels")
 
 
 def _reject_non_2d(path: str, ds: Dataset) -> None:
