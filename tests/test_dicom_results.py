@@ -613,3 +613,95 @@ def test_a_frame_of_reference_that_is_not_whole_gives_a_seg_outside_it(tmp_path)
         assert "FrameOfReferenceUID" not in pydicom.dcmread(seg)
         if shutil.which("dciodvfy"):
             assert dciodvfy_errors(seg) == [], name
+
+
+def test_text_in_no_declared_character_set_that_is_valid_utf8_is_read_as_utf8(tmp_path, caplog):
+    """Devices often write UTF-8 without declaring it; pydicom reads such bytes as Latin-1, so the
+    SEG and SR held "MÃ¼ller". Each copied text attribute whose bytes are valid UTF-8 is taken as
+    UTF-8 (in a sequence item too); one that is not stays Latin-1."""
+    import warnings
+
+    from pydicom.dataelem import DataElement
+
+    mask = synthetic_mask()
+    ds = pydicom.dcmread(SAMPLE)
+    del ds.SpecificCharacterSet
+    ds["PatientName"] = DataElement(0x00100010, "PN", "Müller^Zoë^Test".encode())
+    ds["StudyDescription"] = DataElement(0x00081030, "LO", "Geburtshilfe Übersicht".encode())
+    ds["PatientComments"] = DataElement(0x00104000, "LT", "Straße 1".encode("latin-1"))  # Latin-1 after all
+    item = Dataset()
+    item.add(DataElement(0x00100020, "LO", "Zoë-1".encode()))
+    item.TypeOfPatientID = "TEXT"
+    ds.OtherPatientIDsSequence = [item]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(tmp_path / "undeclared.dcm", enforce_file_format=True)
+    source = pydicom.dcmread(tmp_path / "undeclared.dcm")
+    caplog.set_level(logging.INFO)
+    for out in (write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW),
+                write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)):
+        written = pydicom.dcmread(out)
+        assert written.SpecificCharacterSet == "ISO_IR 192"
+        assert str(written.PatientName) == "Müller^Zoë^Test"
+        assert written.StudyDescription == "Geburtshilfe Übersicht"
+        assert written.PatientComments == "Straße 1"
+        assert written.OtherPatientIDsSequence[0].PatientID == "Zoë-1"
+        assert dciodvfy_errors(out) == [], out.name
+    assert "Müller" not in caplog.text and "Zo" not in caplog.text
+    assert str(source.PatientName) == "MÃ¼ller^ZoÃ«^Test"  # the caller's dataset as pydicom read it
+
+
+def test_a_value_left_empty_is_named_with_its_source_file(tmp_path, caplog):
+    """In a run over many scans, the warning says which scan's SEG or SR lost which attribute
+    (never the value)."""
+    import warnings
+
+    mask = synthetic_mask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's own warnings quote the values set here
+        ds = pydicom.dcmread(SAMPLE)
+        ds.PatientID, ds.PatientSex = "SECRETID" + "9" * 65, "f"
+        ds.save_as(tmp_path / "scan_0007.dcm", enforce_file_format=True)
+    source = pydicom.dcmread(tmp_path / "scan_0007.dcm")
+    caplog.clear()
+    write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW)
+    write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)
+    said = [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "not valid DICOM" in r.getMessage()]
+    assert len(said) == 2 and all(str(tmp_path / "scan_0007.dcm") in line for line in said), said
+    assert all("PatientID" in line and "PatientSex" in line for line in said)
+    assert "SEG" in said[0] and "SR" in said[1]
+    assert "SECRETID" not in caplog.text
+    for name in ("seg.dcm", "sr.dcm"):
+        written = pydicom.dcmread(tmp_path / name)
+        assert written.PatientID == "" and written.PatientSex == ""
+    # A dataset made in memory has no file to name.
+    caplog.clear()
+    in_memory = pydicom.dcmread(SAMPLE)
+    in_memory.filename = None
+    in_memory.PatientSex = "U"
+    write_dicom_seg(in_memory, mask, tmp_path / "mem.dcm", **KW)
+    assert "PatientSex of the source is not valid DICOM; left empty in its SEG" in caplog.text
+
+
+@pytest.mark.parametrize("charset, name", [("ISO 2022 IR 100", "Müller^Zoë"),
+                                           ("ISO 2022 IR 126", "Παπαδοπούλου^Ελένη"),
+                                           ("ISO 2022 IR 100", "DOE^JANE")], ids=["latin", "greek", "ascii"])
+def test_a_single_iso_2022_character_set_is_written_as_utf8(tmp_path, caplog, charset, name):
+    """A single "ISO 2022 IR 100" is valid DICOM, but highdicom refuses code extensions with one
+    term, so no SEG or SR was made: the text is written as UTF-8 instead (said in a warning), or
+    with no character set when it is ASCII."""
+    mask = synthetic_mask()
+    ds = pydicom.dcmread(SAMPLE)
+    ds.SpecificCharacterSet, ds.PatientName = charset, name
+    ds.save_as(tmp_path / "source.dcm", enforce_file_format=True)
+    source = pydicom.dcmread(tmp_path / "source.dcm")
+    caplog.clear()
+    for out in (write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW),
+                write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)):
+        written = pydicom.dcmread(out)
+        assert written.get("SpecificCharacterSet") == (None if name.isascii() else "ISO_IR 192")
+        assert str(written.PatientName) == name
+        assert dciodvfy_errors(out) == [], out.name
+    assert ("written as UTF-8" in caplog.text) == (not name.isascii())
+    assert source.SpecificCharacterSet == charset

@@ -157,7 +157,8 @@ def write_dicom_seg(
 
     frame = _check_frame(source, frame_number)
     mask = _check_mask(label_mask, source)
-    source = _outside_an_incomplete_frame_of_reference(_conforming_source(source))
+    label = _source_label(source)
+    source = _outside_an_incomplete_frame_of_reference(_conforming_source(source, label, "SEG"))
     with _refusals("Segmentation"):
         family = codes.cid7162.ArtificialIntelligence
         algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version,
@@ -202,7 +203,7 @@ def write_dicom_seg(
             seg.PatientOrientation = source.get("PatientOrientation", "")
         seg.SeriesDescription = _lo(f"PS and FH segmentation ({model_name})")
         _declare_private_scheme(seg)
-        _in_the_sources_time_zone(seg, source)
+        _in_the_sources_time_zone(seg, source, label)
         return _save(seg, path)
 
 
@@ -255,7 +256,8 @@ def write_dicom_sr(
     from pydicom.uid import generate_uid
 
     frame = _check_frame(source, frame_number)
-    source = _conforming_source(source)
+    label = _source_label(source)
+    source = _conforming_source(source, label, "SR")
     with _refusals("SR"):
         sr = hd.sr
         frames = [frame] if frame is not None else None
@@ -354,7 +356,7 @@ def write_dicom_sr(
         )
         document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
         _declare_private_scheme(document)
-        _in_the_sources_time_zone(document, source)
+        _in_the_sources_time_zone(document, source, label)
         return _save(document, path)
 
 
@@ -388,9 +390,44 @@ _COPIED_STUDY = ("StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicia
                  "StudyDescription")
 # Value representations whose values pydicom can check against the standard.
 _CHECKED_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT")
+# Those whose text is written in the Specific Character Set (the others hold ASCII only).
+_TEXT_VRS = ("LO", "LT", "PN", "SH", "ST", "UC", "UT")
 
 
-def _conforming_source(source):
+def _source_label(source) -> str:
+    """The source's file as the caller named it, for warnings (a run writes many SEGs and SRs);
+    "the source" for a dataset not read from a named file."""
+    name = getattr(source, "filename", None)
+    return os.fspath(name) if isinstance(name, (str, os.PathLike)) and os.fspath(name) else "the source"
+
+
+def _read_as_latin1(charsets) -> bool:
+    """Whether pydicom decodes text under ``charsets`` with its default, Latin-1: none declared,
+    the default repertoire, or a term it does not know."""
+    import warnings
+
+    from pydicom.charset import convert_encodings, default_encoding
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warning on an unknown term
+        try:
+            return convert_encodings(charsets) == [default_encoding]
+        except (LookupError, ValueError):  # refused outright (strict reading): nothing decoded as Latin-1
+            return False
+
+
+def _as_utf8_if_valid(text: str) -> str:
+    """``text`` decoded as Latin-1, re-read as UTF-8 where its bytes are valid UTF-8 (which
+    Latin-1 text almost never is); otherwise as it was."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # Latin-1 after all, or set in memory beyond Latin-1
+        return text
+
+
+def _conforming_source(source, label: str = "the source", kind: str = "derived object"):
     """A copy of ``source`` whose copied patient and study attributes meet the standard; the
     caller's dataset is left as it is (the copy holds its own element dictionary, and an
     element it changes is replaced, never written into).
@@ -399,7 +436,10 @@ def _conforming_source(source):
     accession numbers longer than 16 characters, or leave type 2 attributes out; highdicom
     refuses such a source (its error would quote the value), or copies it into an object a
     PACS may reject. Here an invalid or missing value becomes an empty one, as type 2 allows,
-    and only the attribute's name is logged. Dates and times are checked wherever they are."""
+    and only the attribute's name is logged, with ``label`` (the source's file) and ``kind``
+    (the object made). Dates and times are checked wherever they are. Devices often write UTF-8
+    without declaring a character set: text read as Latin-1 for want of one is taken as UTF-8
+    where its bytes are valid UTF-8."""
     from pydicom import config
     from pydicom.dataelem import DataElement
     from pydicom.dataset import Dataset
@@ -419,11 +459,14 @@ def _conforming_source(source):
             fixed[tag] = DataElement(tag, fixed[tag].VR, value)
 
     blanked = []
-    non_ascii = False
+    non_ascii = reread_utf8 = False
 
-    def conform(dataset, every_element: bool) -> None:
-        """Check the copied elements of ``dataset`` (every one, inside a copied sequence)."""
-        nonlocal non_ascii
+    def conform(dataset, every_element: bool, latin1: bool) -> None:
+        """Check the copied elements of ``dataset`` (every one, inside a copied sequence);
+        ``latin1``: its text was decoded as Latin-1 for want of a known character set."""
+        nonlocal non_ascii, reread_utf8
+        if dataset is not fixed and "SpecificCharacterSet" in dataset:  # an item's own
+            latin1 = _read_as_latin1(dataset.SpecificCharacterSet)
         for element in list(dataset):
             if not (every_element or _is_copied(element)):
                 continue
@@ -431,11 +474,17 @@ def _conforming_source(source):
                 if dataset is fixed:  # items of its own: the caller's sequence stays as it was
                     element = fixed[element.tag] = copy.deepcopy(element)
                 for item in element.value:
-                    conform(item, True)  # reading each value also decodes it, for writing in another set
+                    conform(item, True, latin1)  # reading each value also decodes it, for writing in another set
                 continue
             if element.VR not in _CHECKED_VRS or element.value in (None, ""):
                 continue
             values = element.value if element.VM > 1 else [element.value]
+            if latin1 and element.VR in _TEXT_VRS:
+                as_utf8 = [_as_utf8_if_valid(str(value)) for value in values]
+                if as_utf8 != [str(value) for value in values]:
+                    values, reread_utf8 = as_utf8, True
+                    element = dataset[element.tag] = DataElement(element.tag, element.VR,
+                                                                 as_utf8 if element.VM > 1 else as_utf8[0])
             try:
                 if element.VM > 1 and _single_valued(element.tag):
                     raise ValueError("several values where the standard allows one")  # e.g. a name with a backslash
@@ -450,25 +499,31 @@ def _conforming_source(source):
                 dataset[element.tag] = DataElement(element.tag, element.VR, "")
                 blanked.append(element.keyword or str(element.tag))
 
-    conform(fixed, False)
+    conform(fixed, False, _read_as_latin1(source.get("SpecificCharacterSet")))
+    if reread_utf8:
+        logger.info("text of %s in no known character set is valid UTF-8: read as UTF-8", label)
     if str(fixed.get("PatientSex", "") or "") not in ("", *_PATIENT_SEX):
         put("PatientSex", "")
         blanked.append("PatientSex")
     charsets = fixed.get("SpecificCharacterSet")
     terms = [] if charsets is None else [charsets] if isinstance(charsets, str) else list(charsets)
-    if any(term and term not in _character_sets_written() for term in terms) or (non_ascii and not any(terms)):
+    # highdicom refuses a single ISO 2022 term, valid as "ISO 2022 IR 100" is: code extensions
+    # need several.
+    unwritable = any(term and term not in _character_sets_written() for term in terms) or (
+        len(terms) == 1 and terms[0].startswith("ISO 2022"))
+    if unwritable or (non_ascii and not any(terms)):
         # A character set DICOM does not define (or highdicom does not write, such as ISO_IR 6 or
         # Korean ISO 2022 IR 149), or none declared for text that is not ASCII: the text as
         # pydicom decoded it is written as UTF-8, which any reader decodes, rather than an object
         # declaring what it does not hold (highdicom refuses the former outright).
         if non_ascii:
             put("SpecificCharacterSet", "ISO_IR 192")
-            logger.warning("%s; its text is written as UTF-8 (ISO_IR 192) in the derived object",
-                           "the source holds text that is not ASCII but declares no character set" if not any(terms)
-                           else "the source declares a character set that the derived object cannot")
+            logger.warning("%s %s; its text is written as UTF-8 (ISO_IR 192) in its %s", label,
+                           "holds text that is not ASCII but declares no character set" if not any(terms)
+                           else "declares a character set that a derived object cannot", kind)
         else:  # ASCII text under, say, ISO_IR 6: the default repertoire holds it, nothing to declare
             del fixed.SpecificCharacterSet
-            logger.info("the source declares a character set the derived object cannot; its text is ASCII")
+            logger.info("%s declares a character set that a derived object cannot; its text is ASCII", label)
     elif len(terms) > 1 and not terms[0]:
         # An empty first value means ISO 2022 IR 6 (with code extensions); highdicom needs it named.
         put("SpecificCharacterSet", ["ISO 2022 IR 6", *terms[1:]])
@@ -476,8 +531,8 @@ def _conforming_source(source):
         if keyword not in fixed:
             put(keyword, "")
     if blanked:
-        logger.warning("the source's %s %s not valid DICOM; left empty in the derived object",
-                       ", ".join(blanked), "is" if len(blanked) == 1 else "are")
+        logger.warning("%s of %s %s not valid DICOM; left empty in its %s",
+                       ", ".join(blanked), label, "is" if len(blanked) == 1 else "are", kind)
     return fixed
 
 
@@ -704,7 +759,7 @@ def _lo(text: str) -> str:
     return text if len(text) <= _MAX_LO else text[: _MAX_LO - 3] + "..."
 
 
-def _in_the_sources_time_zone(ds, source) -> None:
+def _in_the_sources_time_zone(ds, source, label: str = "the source") -> None:
     """Write the object's own dates and times (its creation and content, the contribution of its
     equipment) in the source's time zone, and say so, where the source states one (Timezone
     Offset From UTC): the object copies the source's Study Date and Time, which are in that zone,
@@ -714,7 +769,7 @@ def _in_the_sources_time_zone(ds, source) -> None:
     match = re.fullmatch(r"([+-])(\d\d)(\d\d)", offset)
     if not match or int(match[2]) > 14 or int(match[3]) > 59:
         if offset:
-            logger.warning("the source's Timezone Offset From UTC is not +HHMM or -HHMM: left out")
+            logger.warning("the Timezone Offset From UTC of %s is not +HHMM or -HHMM: left out", label)
         return
     sign = 1 if match[1] == "+" else -1
     now = datetime.now(timezone(sign * timedelta(hours=int(match[2]), minutes=int(match[3]))))
