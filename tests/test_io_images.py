@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -439,3 +440,150 @@ def test_a_meta_image_cut_within_its_header_does_not_quote_a_stale_system_error(
     with pytest.raises(ScanReadError) as caught:
         read_frame(cut)
     assert "Reason:" not in str(caught.value) and "damaged or incomplete" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- calibration units
+
+
+def nrrd_header(fields: str, sizes: str = "56 40") -> str:
+    return f"NRRD0004\n# a comment: ignored\ntype: unsigned char\ndimension: 2\nsizes: {sizes}\n{fields}encoding: raw\n"
+
+
+@pytest.mark.parametrize(("unit", "mm"), [("cm", 10.0), ("m", 1000.0), ("um", 1e-3), ("mm", 1.0),
+                                          ("millimeters", 1.0), ("", 1.0)])
+def test_nrrd_space_units_are_converted_to_mm(tmp_path, unit, mm):
+    # ITK drops NRRD's units: 0.035 cm per pixel read as 0.035 mm made the HSD 10 times too small.
+    grey = scene()
+    fields = f'space dimension: 2\nspace directions: (0.035,0) (0,0.045)\nspace units: "{unit}" "{unit}"\n'
+    path = tmp_path / "scan.nrrd"
+    path.write_bytes((nrrd_header(fields) + "\n").encode() + grey.tobytes())
+    frame = read_frame(path)
+    np.testing.assert_array_equal(frame.pixels, grey)
+    assert frame.spacing_mm == pytest.approx((0.035 * mm, 0.045 * mm))
+    assert frame.spacing_source == "image_header"
+
+
+def test_nrrd_axis_units_and_a_detached_header(tmp_path):
+    # The older per-axis form (spacings + units), in a detached .nhdr beside its data file.
+    grey = scene()
+    (tmp_path / "scan.raw").write_bytes(grey.tobytes())
+    fields = 'spacings: 0.03 0.04\nunits: "cm" "mm"\ndata file: scan.raw\n'
+    (tmp_path / "scan.nhdr").write_text(nrrd_header(fields))
+    frame = read_frame(tmp_path / "scan.nhdr")
+    np.testing.assert_array_equal(frame.pixels, grey)
+    assert frame.spacing_mm == pytest.approx((0.3, 0.04))
+
+
+@pytest.mark.parametrize("units", ['"furlong" "furlong"', '"cm" "mm"'])
+def test_nrrd_unknown_or_mixed_space_units_leave_the_spacing_unknown(tmp_path, caplog, units):
+    fields = f'space dimension: 2\nspace directions: (0.035,0) (0,0.035)\nspace units: {units}\n'
+    path = tmp_path / "scan.nrrd"
+    path.write_bytes((nrrd_header(fields) + "\n").encode() + scene().tobytes())
+    with caplog.at_level(logging.WARNING, logger="ipp_seg.io"):
+        frame = read_frame(path)
+    assert frame.spacing_mm is None and frame.spacing_source is None
+    assert "spacing is taken as unknown" in caplog.text and str(path) in caplog.text
+    given = read_frame(path, spacing_mm=(0.2, 0.2))  # as for a file without a calibration
+    assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
+
+
+@pytest.mark.parametrize(("code", "mm"), [(1, 1000.0), (2, 1.0), (3, 1e-3)])
+def test_nifti_units_are_converted_by_itk_once(tmp_path, code, mm):
+    # NIfTI's xyzt_units (byte 123: 1 metre, 2 mm, 3 micron): ITK converts them itself.
+    path = write_itk(tmp_path / "scan.nii", scene(), spacing=(0.25, 0.5))
+    data = bytearray(path.read_bytes())
+    data[123] = code
+    path.write_bytes(bytes(data))
+    assert read_frame(path).spacing_mm == pytest.approx((0.25 * mm, 0.5 * mm), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- EXIF orientation
+
+
+def exif_tiff(orientation: int, order: str = "<") -> bytes:
+    """TIFF-structured EXIF with one IFD entry, Orientation (0x0112, SHORT)."""
+    mark = b"II*\x00" if order == "<" else b"MM\x00*"
+    entry = struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0)
+    return mark + struct.pack(order + "IH", 8, 1) + entry + struct.pack(order + "I", 0)
+
+
+def png_with_exif(image: np.ndarray, tiff: bytes) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    data = encoded.tobytes()
+    body = b"eXIf" + tiff
+    chunk = struct.pack(">I", len(tiff)) + body + struct.pack(">I", zlib.crc32(body))
+    return data[:33] + chunk + data[33:]  # after IHDR (8-byte signature + 25-byte chunk)
+
+
+def jpeg_with_exif(image: np.ndarray, tiff: bytes) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert ok
+    payload = b"Exif\x00\x00" + tiff
+    data = encoded.tobytes()
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+def corner_scene() -> np.ndarray:
+    image = np.full((40, 56), 60, np.uint8)
+    image[:10, :14] = 255  # a bright block in the top-left corner, as stored
+    image[-6:, :] = 0  # a dark band along the bottom
+    return image
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_png_exif_orientation_is_applied_as_for_jpeg(tmp_path, orientation, order):
+    # A PNG's eXIf orientation was ignored (the frame measured upside down for 3) where a JPEG's
+    # was applied: both must give the frame as viewers show it.
+    stored = corner_scene()
+    (tmp_path / "o.png").write_bytes(png_with_exif(stored, exif_tiff(orientation, order)))
+    (tmp_path / "o.jpg").write_bytes(jpeg_with_exif(stored, exif_tiff(orientation, order)))
+    png, jpeg = read_frame(tmp_path / "o.png").pixels, read_frame(tmp_path / "o.jpg").pixels
+    assert png.shape == jpeg.shape == ((40, 56) if orientation <= 4 else (56, 40))
+    assert np.abs(png.astype(int) - jpeg).mean() < 3
+
+
+def test_png_exif_orientation_turns_the_frame(tmp_path):
+    stored = corner_scene()
+    path = tmp_path / "turned.png"
+    path.write_bytes(png_with_exif(stored, exif_tiff(3, ">")))  # big endian, as Pillow writes
+    np.testing.assert_array_equal(read_frame(path).pixels, stored[::-1, ::-1])
+    path.write_bytes(png_with_exif(stored, exif_tiff(6)))  # turned 90 degrees clockwise
+    np.testing.assert_array_equal(read_frame(path).pixels, np.rot90(stored, -1))
+    path.write_bytes(png_with_exif(stored, b"II*\x00" + b"\xff" * 4))  # unreadable EXIF: as stored
+    np.testing.assert_array_equal(read_frame(path).pixels, stored)
+
+
+@pytest.mark.parametrize("name", ["phone.png", "phone.tif", "phone.bmp"])
+def test_a_jpeg_under_another_suffix_keeps_its_orientation(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(jpeg_with_exif(corner_scene(), exif_tiff(6)))
+    pixels = read_frame(path).pixels
+    assert pixels.shape == (56, 40)
+    assert np.abs(pixels.astype(int) - np.rot90(corner_scene(), -1)).mean() < 3
+
+
+# --------------------------------------------------------------------------- MetaImage data files
+
+
+def test_a_meta_image_header_whose_data_file_is_missing_or_short_names_it(tmp_path, capfd):
+    # ITK printed "MetaImage: Read: Cannot open data file" and ipp-seg said only "damaged or incomplete".
+    header = tmp_path / "pair.mhd"
+    sitk.WriteImage(sitk.GetImageFromArray(scene()), str(header))
+    assert read_frame(header).pixels.shape == (40, 56)  # whole: read as before
+    raw = tmp_path / "pair.raw"
+    data = raw.read_bytes()
+    raw.write_bytes(data[:1000])
+    with pytest.raises(ScanReadError, match=r"its data file pair\.raw is cut short: 1000 of the 2240 bytes"):
+        read_frame(header)
+    raw.unlink()
+    with pytest.raises(ScanReadError, match=r"its data file pair\.raw \(ElementDataFile\) is missing"):
+        read_frame(header)
+    assert "MetaImage" not in capfd.readouterr().err
+    # A HeaderSize before the data counts as not being data.
+    raw.write_bytes(b"\x00" * 16 + data[:-8])
+    text = header.read_text().replace("ElementDataFile", "HeaderSize = 16\nElementDataFile")
+    header.write_text(text)
+    with pytest.raises(ScanReadError, match="cut short: 2232 of the 2240"):
+        read_frame(header)

@@ -1,13 +1,16 @@
 """PNG, JPEG, BMP and TIFF frames through OpenCV: 8 or 16 bit, grey or colour, alpha dropped.
 
 These formats carry no ultrasound calibration, so their spacing is unknown unless the caller
-gives one. A multi-page TIFF is read as its first page (a warning says so).
+gives one. A multi-page TIFF is read as its first page (a warning says so). An EXIF orientation
+(JPEG, PNG eXIf chunk, TIFF Orientation) is applied, so that the frame measured is the one
+viewers show.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import zlib
 from collections.abc import Iterator
 
@@ -19,8 +22,8 @@ from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
 
-_JPEG_SUFFIXES = {".jpg", ".jpeg"}
-_TIFF_SUFFIXES = {".tif", ".tiff"}
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
@@ -39,21 +42,70 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
     if data.size == 0:
         raise ScanReadError(path, "the file is empty")
     check_png_structure(path, data)
+    # Chosen by content, not suffix, so that a JPEG saved under a .png name keeps its orientation.
     # JPEG: let OpenCV apply the EXIF orientation and give libjpeg's luma directly. Others:
-    # keep depth and channels as stored (alpha is removed below).
-    flags = cv2.IMREAD_GRAYSCALE if suffix in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED
+    # keep depth and channels as stored (alpha is removed below); IMREAD_UNCHANGED skips a PNG's
+    # eXIf orientation, applied below (OpenCV's TIFF decoder applies the TIFF one itself).
+    is_jpeg = data[:3].tobytes() == _JPEG_SIGNATURE
+    flags = cv2.IMREAD_GRAYSCALE if is_jpeg else cv2.IMREAD_UNCHANGED
     try:
         arr = cv2.imdecode(data, flags)
     except cv2.error:
         arr = None
     if arr is None:
         raise ScanReadError(path, f"OpenCV cannot decode it as an image (damaged or not a {suffix or 'known'} file)")
-    if suffix in _TIFF_SUFFIXES:
+    if data[:4].tobytes() in _TIFF_SIGNATURES:
         _warn_if_multipage(path)
     try:
-        return to_output(drop_alpha_to_grey(arr, order="bgr"))
+        grey = to_output(drop_alpha_to_grey(arr, order="bgr"))
     except ValueError as exc:
         raise ScanReadError(path, str(exc)) from None
+    if data[:8].tobytes() == PNG_SIGNATURE:
+        orientation = png_exif_orientation(memoryview(data))
+        if orientation not in (None, 1):
+            logger.debug("%s: applying the PNG's EXIF orientation %d", path, orientation)
+            grey = apply_exif_orientation(grey, orientation)
+    return grey
+
+
+def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` (stored layout) as displayed under EXIF Orientation 1-8; other values leave it."""
+    if orientation in (5, 6, 7, 8):
+        # 5: transpose; 6: turn 90 degrees clockwise; 7: transverse; 8: turn 90 anticlockwise.
+        image = np.swapaxes(image, 0, 1)
+        image = {5: image, 6: image[:, ::-1], 7: image[::-1, ::-1], 8: image[::-1]}[orientation]
+    elif orientation in (2, 3, 4):
+        # 2: mirrored left-right; 3: turned 180 degrees; 4: mirrored top-bottom.
+        image = {2: image[:, ::-1], 3: image[::-1, ::-1], 4: image[::-1]}[orientation]
+    return np.ascontiguousarray(image)
+
+
+def png_exif_orientation(data: bytes | memoryview) -> int | None:
+    """The EXIF Orientation (tag 0x0112) of the first eXIf chunk of PNG bytes, or None when there
+    is none or it cannot be parsed. The chunk holds a TIFF structure, little or big endian."""
+    for kind, start, end in _png_chunks(data):
+        if kind == b"eXIf" and end <= len(data):
+            return tiff_orientation(bytes(data[start + 8:end - 4]))
+    return None
+
+
+def tiff_orientation(tiff: bytes) -> int | None:
+    """The Orientation tag of the first IFD of TIFF-structured bytes (EXIF), None if absent."""
+    if tiff.startswith(b"Exif\x00\x00"):
+        tiff = tiff[6:]  # some writers keep the JPEG APP1 prefix in a PNG's eXIf chunk
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    ifd = struct.unpack(order + "I", tiff[4:8])[0]
+    if ifd + 2 > len(tiff):
+        return None
+    count = struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]
+    for pos in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind, n = struct.unpack(order + "HHI", tiff[pos:pos + 8])
+        if tag == 0x0112 and kind == 3 and n >= 1:  # SHORT, its value in the entry's first 2 bytes
+            value = struct.unpack(order + "H", tiff[pos + 8:pos + 10])[0]
+            return value if 1 <= value <= 8 else None
+    return None
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,14 +6,18 @@ image is taken as a stack of frames along its third axis (a cine). Pixels are ta
 order: the direction cosines are not applied, and a file whose cosines flip or turn the frame
 is named in a warning.
 
-ITK spacing is in mm; a spacing of exactly 1 x 1 is what ITK writes when nothing is known
-(PSFHS frames were resized and carry none), so it counts as unknown.
+ITK spacing is in mm (it converts NIfTI's units itself), except NRRD's, which it takes as
+written whatever the header's ``space units`` or ``units`` say: those are read here and converted
+(cm, m, um), and a unit not known leaves the spacing unknown. A spacing of exactly 1 x 1 is
+what ITK writes when nothing is known (PSFHS frames were resized and carry none), so it counts
+as unknown.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -79,6 +83,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     volume = _read_array(path) if 1 < depth and volume_bytes <= _WHOLE_READ_BYTES else None
     identical = depth > 1 and _planes_identical(path, width, height, depth, volume)
     spacing = _spacing(reader.GetSpacing())
+    if spacing is not None and itk_image_io(path) == "NrrdImageIO":
+        spacing = _nrrd_spacing_mm(path, spacing)
     n_frames = 1 if depth == 1 or identical else depth
     warn_if_turned(path, reader.GetDirection(), dimension)
     logger.debug(
@@ -137,17 +143,84 @@ def _check_meta_image_length(path: str, volume_bytes: int) -> None:
             break
     else:
         return  # a header longer than we read, or none: ITK's own checks apply
-    if fields.get("elementdatafile", "").upper() != "LOCAL":
-        return  # the data lie in another file (.mhd + .raw)
-    expected = volume_bytes
+    expected: int | None = volume_bytes
     if fields.get("compresseddata", "").lower() == "true":
         try:
             expected = int(fields.get("compresseddatasize", ""))
         except ValueError:
-            return  # unknown compressed size: ITK decides
-    if size - offset < expected:
+            expected = None  # unknown compressed size: ITK decides
+    data_file = fields.get("elementdatafile", "")
+    if data_file.upper() != "LOCAL":
+        _check_meta_data_file(path, data_file, fields.get("headersize", ""), expected)
+    elif expected is not None and size - offset < expected:
         raise ScanReadError(path, f"the file is cut short: {max(0, size - offset)} of the {expected} bytes of image "
                                   "data its header announces (a copy or download that did not finish)")
+
+
+def _check_meta_data_file(path: str, data_file: str, header_size: str, expected: int | None) -> None:
+    """Refuse a MetaImage header (.mhd) whose one data file (.raw) is missing or shorter than its
+    image data, naming that file: ITK prints its own line on stderr and says only that it failed.
+    A list or numbered pattern of files is left to ITK."""
+    if not data_file or data_file.upper().startswith("LIST") or "%" in data_file:
+        return
+    data_path = os.path.join(os.path.dirname(path), data_file)  # relative to the header; absolute stays
+    try:
+        size = os.stat(data_path).st_size
+    except OSError:
+        raise ScanReadError(path, f"its data file {data_file} (ElementDataFile) is missing; keep it beside the "
+                                  "header when copying a .mhd") from None
+    skip = max(int(header_size), 0) if header_size.lstrip("-").isdigit() else 0  # -1: the data end the file
+    if expected is not None and size - skip < expected:
+        raise ScanReadError(path, f"its data file {data_file} is cut short: {max(0, size - skip)} of the "
+                                  f"{expected} bytes of image data the header announces (a copy that did not finish)")
+
+
+# NRRD length units (lower case; names also in the plural) in mm.
+_NRRD_UNITS_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "um": 1e-3, "\u00b5m": 1e-3, "\u03bcm": 1e-3}
+_NRRD_UNITS_MM.update({name + plural: mm for names, mm in (
+    (("millimeter", "millimetre"), 1.0), (("centimeter", "centimetre"), 10.0), (("meter", "metre"), 1000.0),
+    (("micron", "micrometer", "micrometre"), 1e-3)) for name in names for plural in ("", "s")})
+
+
+def _nrrd_spacing_mm(path: str, spacing: Spacing) -> Spacing | None:
+    """ITK's spacing of a NRRD file in mm, by its header's units: ``space units`` (one per world
+    axis, with ``space directions``) or else ``units`` (one per image axis, with ``spacings``).
+    No units means mm; a unit not known, or world axes in different units, means no calibration."""
+    fields = _nrrd_header(path)
+    space_units = re.findall(r'"([^"]*)"', fields.get("space units", ""))
+    axis_units = re.findall(r'"([^"]*)"', fields.get("units", ""))[:2]
+    units = space_units or axis_units
+    if not units:
+        return spacing
+    # An empty unit ("" or "???", as Teem writes for none) states nothing: ITK's mm, as without units.
+    factors = [1.0 if unit.strip() in ("", "???", "none") else _NRRD_UNITS_MM.get(unit.strip().lower())
+               for unit in units]
+    if None in factors or (space_units and len(set(factors)) > 1):
+        # space directions mix world axes, so only one unit for all of them converts simply.
+        logger.warning("%s: its NRRD units %s are not a length ipp-seg knows (mm, cm, m, um) or differ between "
+                       "axes; its spacing is taken as unknown", path, " ".join(f'"{u}"' for u in units))
+        return None
+    fx, fy = (factors[0], factors[0]) if space_units else (factors + factors)[:2]
+    return (spacing[0] * fx, spacing[1] * fy)
+
+
+def _nrrd_header(path: str) -> dict[str, str]:
+    """The fields of a NRRD header (attached, up to the first blank line, or a detached .nhdr),
+    keys in lower case; key/value pairs (``key:=value``) and comments are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in head.decode("utf-8", "replace").split("\n")[1:]:  # the first line is the magic, NRRD000X
+        line = line.rstrip("\r")
+        if not line:
+            break
+        key, sep, value = line.partition(": ")
+        if sep and not line.startswith("#") and ":=" not in key:
+            fields[key.strip().lower()] = value.strip()
+    return fields
 
 
 def itk_image_io(path: str) -> str:
