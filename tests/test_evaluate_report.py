@@ -179,7 +179,7 @@ def test_block_counts_reasons_of_the_predictions_with_their_angle_error():
     clean = evaluate_case(gt, gt, case_id="clean")
     round_ps = gt.copy()
     round_ps[round_ps == 1] = 0
-    cv2.circle(round_ps, (52, 18), 8, 1, thickness=-1)  # a disc: no long axis
+    cv2.ellipse(round_ps, (52, 18), (9, 7), 0, 0, 360, 1, thickness=-1)  # roundish: an ill-defined long axis
     flagged = evaluate_case(round_ps, gt, case_id="round")
     failed = evaluate_case(np.zeros_like(gt), gt, case_id="failed")
     assert "ps_nearly_round" in flagged.reasons_pred and flagged.delta_aop > 0

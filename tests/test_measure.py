@@ -578,14 +578,15 @@ ROUND_PS = dict(ps_a=18, ps_b=15)  # short/long axis 0.83: rounder than any expe
 HSD_MISS = dict(ps_center=(110, 40), ps_angle=-15, head_center=(70, 170), head_axes=(60, 50))
 HSD_GRAZING = dict(ps_center=(110, 40), ps_angle=-15, head_center=(132, 170), head_axes=(60, 50))  # AoP 91.5
 
-def _cut_at_frame_edge(label: int) -> np.ndarray:
-    """The typical scene with the frame's edge cutting through one structure: the PS at the
-    top (its superior part lost), the FH at the bottom (its lower half lost)."""
+def _cut_at_frame_edge(label: int, share: float = 0.03) -> np.ndarray:
+    """The typical scene with the frame's edge cutting ``share`` of one structure's height off:
+    the PS's at the top, the FH's at the bottom."""
     scene = typical_scene()
     rows = np.flatnonzero((scene == label).any(axis=1))
+    lost = max(1, round(share * (rows[-1] - rows[0])))
     if label == 1:
-        return np.ascontiguousarray(scene[rows[0] + 3:])
-    return np.ascontiguousarray(scene[: (rows[0] + rows[-1]) // 2])
+        return np.ascontiguousarray(scene[rows[0] + lost:])
+    return np.ascontiguousarray(scene[: rows[-1] - lost])
 
 
 def fan_image(upside_down: bool = False, size: int = 256) -> np.ndarray:
@@ -704,6 +705,9 @@ REASON_CASES = {
     "ps_below_head": lambda mp: measure_progress(typical_scene(**PS_BELOW_HEAD), (0.2, 0.2)),
     "orientation_doubtful": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[:, ::-1]), (0.2, 0.2)),
     "fh_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(2), (0.2, 0.2)),
+    "ps_cut_off": lambda mp: measure_progress(_cut_at_frame_edge(1, 0.5), (0.2, 0.2)),
+    "fh_cut_off": lambda mp: measure_progress(_cut_at_frame_edge(2, 0.5), (0.2, 0.2)),
+    "ps_round": lambda mp: measure_progress(typical_scene(ps_a=15, ps_b=15), (0.2, 0.2)),
     "sector_upside_down": lambda mp: _measured_on(fan_image(upside_down=True)),
 }
 
@@ -755,6 +759,60 @@ def test_every_reason_code_reachable(code, monkeypatch):
     _check(m, code, REASONS[code][0])
 
 
+def test_a_structure_the_frame_cuts_is_measured_while_little_of_it_lies_beyond_and_failed_after():
+    """The share of a structure beyond the frame is judged from the ellipse fitted to the rest of
+    its outline: a PS lying along the top edge (its flank grazed) is measured with a warning; one
+    cut across is not. The frame's edge itself is not part of the outline fitted."""
+    from ipp_seg.measure.geometry import boundary_points
+    from ipp_seg.measure.progress import MAX_BEYOND_FRAME, share_beyond_frame
+
+    whole = measure_progress(typical_scene(), (0.2, 0.2))
+    for label, code in ((1, "ps"), (2, "fh")):
+        shares = []
+        for lost in (0.03, 0.1, 0.2, 0.35, 0.5):
+            scene = _cut_at_frame_edge(label, lost)
+            shares.append(share_beyond_frame(boundary_points(scene == label), scene.shape))
+            m = measure_progress(scene, (0.2, 0.2))
+            cut_off = shares[-1] >= MAX_BEYOND_FRAME
+            assert (f"{code}_cut_off" in m.reasons) == cut_off and (f"{code}_at_frame_edge" in m.reasons) != cut_off
+            if cut_off:
+                assert m.status == "failed" and m.aop_deg is None and m.hsd_mm is None
+            else:
+                assert m.aop_deg == pytest.approx(whole.aop_deg, abs=6.0)  # the p90 measured below 0.10
+        assert shares == sorted(shares) and shares[0] < MAX_BEYOND_FRAME <= shares[-1], (code, shares)
+    # A lying PS grazed along its flank: the fit of the rest puts almost nothing beyond.
+    flat = typical_scene(ps_angle=0.0)
+    rows = np.flatnonzero((flat == 1).any(axis=1))
+    grazed = np.ascontiguousarray(flat[rows[0] + 2:])
+    assert share_beyond_frame(boundary_points(grazed == 1), grazed.shape) < 0.05
+    assert "ps_at_frame_edge" in measure_progress(grazed, (0.2, 0.2)).reasons
+    assert share_beyond_frame(boundary_points(flat == 1), flat.shape) == 0.0  # touching no edge
+
+
+def test_a_round_ps_has_no_axis_to_measure():
+    from ipp_seg.measure.progress import MAX_MEASURABLE_PS_AXIS_RATIO, MAX_PS_AXIS_RATIO
+
+    for short, reason, status in ((15, "ps_round", "failed"), (14, "ps_round", "failed"),
+                                  (12, "ps_nearly_round", "warning"), (8, None, "ok")):
+        m = measure_progress(typical_scene(ps_a=15, ps_b=short), (0.2, 0.2))
+        ratio = short / 15
+        assert m.status == status, (short, m.reasons)
+        if reason:
+            assert reason in m.reasons
+        assert (m.aop_deg is None) == (ratio > MAX_MEASURABLE_PS_AXIS_RATIO)
+    assert MAX_PS_AXIS_RATIO < MAX_MEASURABLE_PS_AXIS_RATIO < 1
+
+
+def test_the_contour_method_checks_the_heads_shape_too():
+    # It measures no ellipse, but a bar or a box drawn as the head is no head: said as for the others.
+    box = typical_scene()
+    box[box == 2] = 0
+    box[120:250, 100:240] = 2
+    for method in ("contour", "ellipse"):
+        assert "fh_ellipse_poor_fit" in measure_progress(box, (0.2, 0.2), method=method).reasons, method
+    assert "fh_ellipse_poor_fit" not in measure_progress(typical_scene(), (0.2, 0.2), method="contour").reasons
+
+
 @pytest.mark.parametrize("spacing", [(3.5, 3.5), (0.005, 0.005), (1.5, 2.2)])
 def test_implausible_spacing_keeps_the_angle_and_withholds_millimetres(spacing):
     sx, sy = spacing
@@ -783,9 +841,10 @@ def test_status_failures_with_every_method(method):
     _check(measure_progress(_tiny(2, slice(200, 205), slice(200, 204)), (0.2, 0.2), method=method),
            "fh_too_small", "failed")
     if method == "challenge":
-        # A straight-sided PS large enough to measure: the evaluator's simplified outline keeps 4
-        # vertices, too few for its ellipse fit. A failed fit, not a small structure.
-        square = measure_progress(_tiny(1, slice(40, 64), slice(60, 84)), (0.2, 0.2), method=method)
+        # A straight-sided PS large enough to measure (an oblong: a square would be ps_round): the
+        # evaluator's simplified outline keeps 4 vertices, too few for its ellipse fit. A failed
+        # fit, not a small structure.
+        square = measure_progress(_tiny(1, slice(40, 52), slice(60, 96)), (0.2, 0.2), method=method)
         _check(square, "ps_fit_failed", "failed")
         assert "ps_too_small" not in square.reasons
     res = measure_progress(_head_with_ps_in_hole(), (0.2, 0.2), method=method)
@@ -822,7 +881,8 @@ def test_status_fh_ellipse_poor_fit():
         res = measure_progress(m, (0.2, 0.2), method=method)
         _check(res, "fh_ellipse_poor_fit", "warning")
         assert res.aop_deg is not None
-    assert "fh_ellipse_poor_fit" not in measure_progress(m, (0.2, 0.2), method="contour").reasons
+    # The contour method fits no ellipse to measure on, but judges the head's shape by one too.
+    assert "fh_ellipse_poor_fit" in measure_progress(m, (0.2, 0.2), method="contour").reasons
     assert "fh_ellipse_poor_fit" not in measure_progress(typical_scene(), (0.2, 0.2)).reasons
 
 
@@ -851,11 +911,12 @@ def test_status_ps_nearly_round(method):
 
 
 def test_status_ps_nearly_round_decided_in_physical_space():
-    # 30 x 12 px, long axis along x: elongated on an isotropic grid, round when the pixels are
-    # 2.5 times narrower along x (2.4 mm x 2.4 mm)
+    # 30 x 12 px, long axis along x: elongated on an isotropic grid, nearly round when the pixels
+    # are 2 times narrower along x (3 mm x 2.4 mm), round at 2.5 times (2.4 mm x 2.4 mm)
     scene = typical_scene(ps_a=30, ps_b=12, ps_angle=0)
     assert "ps_nearly_round" not in measure_progress(scene, (0.2, 0.2)).reasons
-    assert "ps_nearly_round" in measure_progress(scene, (0.08, 0.2)).reasons
+    assert "ps_nearly_round" in measure_progress(scene, (0.1, 0.2)).reasons
+    assert "ps_round" in measure_progress(scene, (0.08, 0.2)).reasons
 
 
 def test_status_aop_out_of_range_low_and_high():

@@ -62,6 +62,7 @@ from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, 
 
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
+           "MAX_MEASURABLE_PS_AXIS_RATIO", "MAX_BEYOND_FRAME", "share_beyond_frame",
            "PLAUSIBLE_SPACING_MM",
            "check_plausible_spacing", "check_choice", "check_label_values", "MIN_ORIENTATION_SCORE", "orientation_score",
            "mask_orientation_score"]
@@ -85,6 +86,15 @@ NEAR_VERTICAL_DEG = 10.0
 # PS exceeds it in 4-6 of 230 frames, 4-5 of them with an AoP error above 10 deg
 # (benchmarks/RESULTS.md).
 MAX_PS_AXIS_RATIO = 0.70
+# Rounder still, the long axis is not the shape's but the outline's noise: a disc's turns with a
+# one-pixel shift. No expert PS outline of the 1,058 comes near it (max 0.75).
+MAX_MEASURABLE_PS_AXIS_RATIO = 0.90
+# A structure the frame's edge cuts: the share of the ellipse fitted to its outline inside the
+# frame that lies beyond the frame. On 106 PSFHS expert masks cut by 2-30 % from each side, the
+# AoP moved by a median 0.2-1.8 deg where less than 0.10 of the PS lay beyond, and 3.3-12.0 deg
+# (over 5 deg in 31-86 % of frames) where more; for the head 0.3-1.3 against 1.9-3.1 deg (20-34 %
+# over 5): benchmarks/frame_edge_cuts.py. Beyond it the structure measured is not the one imaged.
+MAX_BEYOND_FRAME = 0.10
 # The HSD is where a ray meets a curve: the infrapubic line meets the head at a grazing angle when
 # the AoP is just above 90 deg (below it the line passes the head: hsd_undefined), and then a
 # small turn of the PS axis moves the HSD far. Turned by HSD_AXIS_TURN_DEG either way (less than
@@ -213,8 +223,36 @@ def _check_spacing(spacing_mm) -> tuple[float, float] | None:
 # ----------------------------------------------------------------------------- structures
 
 
-def _extract(binary: np.ndarray, prefix: str, reasons: list[str]) -> _Structure | None:
-    """Keep the largest 8-connected component of ``binary``; note missing / small / fragmented."""
+def share_beyond_frame(points_px: np.ndarray, frame_shape: tuple[int, int], scale=(1.0, 1.0)) -> float:
+    """How much of a structure the frame's edge cuts off (dimensionless, 0-1): fit an ellipse to
+    its outline ``points_px`` ((N, 2) pixel x, y, as :func:`~ipp_seg.measure.geometry.boundary_points`
+    gives them) where they lie inside the frame of ``frame_shape`` (rows, columns), the part
+    along the frame's edge left out, and return the share of that ellipse's area beyond the
+    frame. Fitted in physical units (``scale``: x, y units per pixel). 0 for an outline that
+    meets no edge; 1 when too little of it is left to fit."""
+    pts = np.asarray(points_px, dtype=np.float64)
+    h, w = frame_shape
+    inside = (pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts[:, 0] < w - 1) & (pts[:, 1] < h - 1)
+    if inside.all():
+        return 0.0
+    sx, sy = float(scale[0]), float(scale[1])
+    ell = geo.fit_ellipse(pts[inside] * (sx, sy))
+    if ell is None:
+        return 1.0
+    # The ellipse's area sampled on a polar grid of equal-area cells, then put back in pixels.
+    radius = np.sqrt((np.arange(24) + 0.5) / 24)[:, None]
+    turn = (np.arange(96) + 0.5) * (2 * np.pi / 96)
+    u, v = (radius * np.cos(turn)).ravel(), (radius * np.sin(turn)).ravel()
+    (mx, my), (nx, ny) = ell.major_dir, ell.minor_dir
+    x = (ell.center[0] + ell.semi_major * u * mx + ell.semi_minor * v * nx) / sx
+    y = (ell.center[1] + ell.semi_major * u * my + ell.semi_minor * v * ny) / sy
+    beyond = (x < -0.5) | (y < -0.5) | (x > w - 0.5) | (y > h - 0.5)
+    return float(beyond.mean())
+
+
+def _extract(binary: np.ndarray, prefix: str, reasons: list[str], scale=(1.0, 1.0)) -> _Structure | None:
+    """Keep the largest 8-connected component of ``binary``; note missing / small / fragmented,
+    at the frame's edge, or cut off by it (``scale``: x, y units per pixel, to judge the cut)."""
     u8 = binary.view(np.uint8)
     n, labels = cv2.connectedComponents(u8, connectivity=8)
     if n < 2:
@@ -232,18 +270,21 @@ def _extract(binary: np.ndarray, prefix: str, reasons: list[str]) -> _Structure 
     comp = (labels == keep).view(np.uint8)
     contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     x0, y0, w, h = cv2.boundingRect(contours[0])
-    if x0 == 0 or y0 == 0 or x0 + w == binary.shape[1] or y0 + h == binary.shape[0]:
-        reasons.append(f"{prefix}_at_frame_edge")
+    at_edge = x0 == 0 or y0 == 0 or x0 + w == binary.shape[1] or y0 + h == binary.shape[0]
     crop = np.zeros((h, w), dtype=np.uint8)
     # Filling the outer contour closes holes, so the boundary is the outline only.
     cv2.drawContours(crop, contours, -1, 1, thickness=cv2.FILLED, offset=(-x0, -y0))
     mom = cv2.moments(crop, binaryImage=True)
     filled = crop.view(bool)
+    points = geo.boundary_points(filled, (x0, y0))
+    if at_edge:
+        cut_off = share_beyond_frame(points, binary.shape, scale) >= MAX_BEYOND_FRAME
+        reasons.append(f"{prefix}_cut_off" if cut_off else f"{prefix}_at_frame_edge")
     return _Structure(
         filled=filled,
         origin=(x0, y0),
         centroid_px=np.array([x0 + mom["m10"] / mom["m00"], y0 + mom["m01"] / mom["m00"]]),
-        points_px=geo.boundary_points(filled, (x0, y0)),
+        points_px=points,
         segments_px=geo.boundary_segments(filled, (x0, y0)),
     )
 
@@ -481,12 +522,17 @@ def measure_progress(
 
     ps_bin = mask == ps_label
     fh_bin = mask == fh_label
-    ps = _extract(ps_bin, "ps", reasons)
-    fh = _extract(fh_bin, "fh", reasons)
+    ps = _extract(ps_bin, "ps", reasons, scale)
+    fh = _extract(fh_bin, "fh", reasons, scale)
     if ps is None or fh is None:
         return result()
-    if geo.region_axis_ratio(ps.filled, scale) > MAX_PS_AXIS_RATIO:
+    ps_axis_ratio = geo.region_axis_ratio(ps.filled, scale)
+    if ps_axis_ratio > MAX_MEASURABLE_PS_AXIS_RATIO:
+        reasons.append("ps_round")
+    elif ps_axis_ratio > MAX_PS_AXIS_RATIO:
         reasons.append("ps_nearly_round")
+    if _status(reasons) == "failed":  # cut off, or round: nothing to measure on it
+        return result()
     if ps.centroid_px[1] >= fh.centroid_px[1]:
         # In every PSFHS frame the PS's centre lies above the head's (by 61 px or more at
         # 256 x 256): a frame upside down or in another display convention puts the inferior
@@ -497,6 +543,10 @@ def measure_progress(
     fh_ell: geo.Ellipse | None = None
     if method == "contour":
         ends = geo.farthest_pair(ps.points_px * scale)
+        # No ellipse is measured on, but a head is one nearly: a bar or a box is no head.
+        head_ell = geo.fit_ellipse(fh.points_px * scale)
+        if head_ell is None or _ellipse_iou(head_ell, fh, mask.shape, scale) < MIN_FH_ELLIPSE_IOU:
+            reasons.append("fh_ellipse_poor_fit")
     else:
         if method == "challenge":
             ps_box = _challenge_ellipse_box(ps_bin, scale)
