@@ -581,6 +581,24 @@ def test_an_unexpected_error_reading_one_file_costs_that_file_only(mixed_folder,
     assert all(r["aop_deg"] for r in rows if r["file"] in ("sub/b.png", "sub/cine.dcm"))
 
 
+def test_overlays_name_the_scan_file_and_not_its_folders(mixed_folder, tmp_path, monkeypatch):
+    # Folders are often named after the patient; text burnt into pixels outlives any scrubbing.
+    import ipp_seg.inference.batch as batch_module
+
+    titles = []
+    real = batch_module.render_overlay
+
+    def recording(*args, **kwargs):
+        titles.append(kwargs["title"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "render_overlay", recording)
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out", "--overlays")
+    assert result.exit_code == 0, result.output
+    assert "b.png" in titles and not any("sub" in title for title in titles), titles
+    assert (tmp_path / "out" / "overlays" / "sub" / "b.png").is_file()  # the path keeps the folders
+
+
 def test_a_model_that_cannot_run_still_stops_the_run(mixed_folder, tmp_path, monkeypatch):
     import ipp_seg.inference.batch as batch_module
     from ipp_seg.inference.backends import BackendError

@@ -133,6 +133,9 @@ def synthetic_masks(draw):
     fh = ellipse_region(shape, (1.0, 1.0), hc, ha, hb, hang)
     near = cv2.dilate(fh.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     assume(not (ps & near).any())
+    # The head inside the frame, with room to turn by 20 degrees: one the frame cuts off is not
+    # measured (fh_cut_off), and these properties are of measurements.
+    assume(not (fh[:12].any() or fh[-12:].any() or fh[:, :12].any() or fh[:, -12:].any()))
     return paint(shape, ps, fh)
 
 

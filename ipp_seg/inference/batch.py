@@ -657,8 +657,11 @@ class FileProcessor:
             if opts.overlays:
                 write_overlay_png(opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png",
                                   render_overlay(frame.pixels, result.labels, result.measurement,
-                                                 title=overlay_title(rel, frame.frame_index, frame.n_frames,
-                                                                     frame.provenance.frame_number),
+                                                 # The file's name only, as predict writes it: folder
+                                                 # names (often a patient's) burnt into pixels outlive
+                                                 # any scrubbing of names; the overlay's path holds them.
+                                                 title=overlay_title(Path(rel).name, frame.frame_index,
+                                                                     frame.n_frames, frame.provenance.frame_number),
                                                  tta=inf.tta, model=self.model_name))
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
