@@ -555,6 +555,22 @@ def test_png_exif_orientation_turns_the_frame(tmp_path):
     np.testing.assert_array_equal(read_frame(path).pixels, stored)
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_label_mask_with_an_exif_orientation_is_turned_as_its_scan(tmp_path, orientation):
+    from ipp_seg.evaluate import read_label_mask
+
+    labels = np.zeros((40, 56), np.uint8)
+    labels[:10, :14] = 1
+    labels[20:, 30:] = 2
+    scan = np.where(labels > 0, 200, 40).astype(np.uint8)
+    (tmp_path / "scan.png").write_bytes(png_with_exif(scan, exif_tiff(orientation)))
+    (tmp_path / "mask.png").write_bytes(png_with_exif(labels, exif_tiff(orientation)))
+    frame = read_frame(tmp_path / "scan.png").pixels
+    mask, _ = read_label_mask(tmp_path / "mask.png")
+    assert mask.shape == frame.shape and np.array_equal(mask > 0, frame > 100)
+    assert set(np.unique(mask)) == {0, 1, 2}
+
+
 @pytest.mark.parametrize("name", ["phone.png", "phone.tif", "phone.bmp"])
 def test_a_jpeg_under_another_suffix_keeps_its_orientation(tmp_path, name):
     path = tmp_path / name

@@ -39,7 +39,8 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import walk_folders
 from ..io.frames import same_spacing
-from ..io.images import check_png_structure, is_indexed_png, png_with_index_greys
+from ..io.images import (PNG_SIGNATURE, apply_exif_orientation, check_png_structure, is_indexed_png,
+                         png_exif_orientation, png_with_index_greys)
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -936,13 +937,15 @@ def _read_image_mask(name: str) -> np.ndarray:
     if arr is None:
         raise ScanReadError(name, "OpenCV cannot decode it as an image")
     if indexed is not None:
-        return arr[..., 0] if arr.ndim == 3 else arr
-    if arr.ndim == 3:
+        arr = arr[..., 0] if arr.ndim == 3 else arr
+    elif arr.ndim == 3:
         colour = arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1]
         if not all(np.array_equal(colour[..., 0], colour[..., k]) for k in range(1, colour.shape[2])):
             raise ScanReadError(name, "a colour image is not a label mask (its channels differ)")
         arr = colour[..., 0]
-    return arr
+    # Turned as its scan is read (a PNG's eXIf orientation), so that the two stay aligned.
+    orientation = png_exif_orientation(memoryview(data)) if data[:8].tobytes() == PNG_SIGNATURE else None
+    return arr if orientation in (None, 1) else apply_exif_orientation(arr, orientation)
 
 
 def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False,
