@@ -452,8 +452,8 @@ def test_images_of_other_modalities_are_refused(tmp_path, modality, words):
 
 
 @pytest.mark.parametrize("written, words", [
-    (b"1.2.840.113619.5.21", "Transfer Syntax UID 1.2.840.113619.5.21 is none that DICOM defines"),  # a private one
-    (b"1.2.840.10008.5.1.4", "Transfer Syntax UID 1.2.840.10008.5.1.4 is none that DICOM defines"),  # not a syntax
+    (b"1.2.840.113619.5.21", "Transfer Syntax UID 1.2.840.113619.5.21 is none that ipp-seg's DICOM library"),
+    (b"1.2.840.10008.5.1.4", "Transfer Syntax UID 1.2.840.10008.5.1.4 is none that ipp-seg's DICOM library"),
     (b"Doe^Jane SECRET 123", "Transfer Syntax UID (not a UID) is none"),  # any text: not quoted
 ])
 def test_a_transfer_syntax_that_dicom_does_not_define_is_refused_in_one_line(tmp_path, written, words):
@@ -471,8 +471,10 @@ def test_a_number_of_frames_that_is_no_number_is_refused_and_damaged_headers_nev
     path = write_dicom(tmp_path / "frames.dcm", ramp_frames(2))
     element = b"\x28\x00\x08\x00IS\x02\x002 "  # (0028,0008) IS "2", explicit VR little endian
     assert path.read_bytes().count(element) == 1
-    path.write_bytes(path.read_bytes().replace(element, element[:-2] + b"ab"))  # pydicom will not write it
-    assert "Number of Frames is not a whole number" in _error(path).reason
+    for value in (b"ab", b"-1", b"0 ", b"  "):  # pydicom will not write them
+        bad = tmp_path / "bad.dcm"
+        bad.write_bytes(path.read_bytes().replace(element, element[:-2] + value))
+        assert "Number of Frames is not a whole number of 1 or more" in _error(bad).reason, value
     # Whatever a check did not foresee ends as a refusal of the file naming the error's type only.
     import ipp_seg.io.dicom as dicom_module
 

@@ -474,6 +474,17 @@ def test_nrrd_axis_units_and_a_detached_header(tmp_path):
     assert frame.spacing_mm == pytest.approx((0.3, 0.04))
 
 
+def test_nrrd_axis_units_skip_a_colour_axis(tmp_path):
+    # units name every axis, RGB's first: x and y are the domain axes that follow it.
+    grey = scene()
+    rgb = np.ascontiguousarray(np.stack([grey] * 3, axis=-1))  # (rows, columns, 3): RGB fastest
+    fields = 'kinds: RGB-color domain domain\nspacings: NaN 0.01 0.02\nunits: "" "cm" "cm"\n'
+    header = nrrd_header(fields, sizes="3 56 40").replace("dimension: 2", "dimension: 3")
+    (tmp_path / "rgb.nrrd").write_bytes((header + "\n").encode() + rgb.tobytes())
+    frame = read_frame(tmp_path / "rgb.nrrd")
+    assert frame.pixels.shape == (40, 56) and frame.spacing_mm == pytest.approx((0.1, 0.2))
+
+
 @pytest.mark.parametrize("units", ['"furlong" "furlong"', '"cm" "mm"'])
 def test_nrrd_unknown_or_mixed_space_units_leave_the_spacing_unknown(tmp_path, caplog, units):
     fields = f'space dimension: 2\nspace directions: (0.035,0) (0,0.035)\nspace units: {units}\n'

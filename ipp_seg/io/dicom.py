@@ -164,9 +164,10 @@ def _inspect_dicom(path: str) -> DicomInfo:
             if not tsyntax.is_transfer_syntax:
                 # Quoted only when it is a UID: a damaged header may hold any text (patient data) there.
                 shown = str(tsyntax) if re.fullmatch(r"[0-9.]{1,64}", str(tsyntax)) else "(not a UID)"
-                raise ScanReadError(path, f"its Transfer Syntax UID {shown} is none that DICOM defines (a "
-                                          "vendor's private encoding, or a damaged header): export the images from "
-                                          "the scanner or PACS in a standard transfer syntax")
+                raise ScanReadError(path, f"its Transfer Syntax UID {shown} is none that ipp-seg's DICOM library "
+                                          "(pydicom) knows: a vendor's private encoding, one newer than the library, "
+                                          "or a damaged header; export the images from the scanner or PACS in a "
+                                          "standard transfer syntax")
             ended = False
             if tsyntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
                 # A deflated body cannot be walked in place: inflate it (such files are small).
@@ -223,8 +224,9 @@ def _inspect_dicom(path: str) -> DicomInfo:
     rows, columns = int(ds.Rows), int(ds.Columns)
     if rows <= 0 or columns <= 0:
         raise ScanReadError(path, f"empty image ({rows} x {columns} pixels)")
-    if _int_or_none(ds.get("NumberOfFrames")) is None and ds.get("NumberOfFrames") not in (None, ""):
-        raise ScanReadError(path, "its Number of Frames is not a whole number (a damaged header)")
+    # Present, it must count frames: pydicom's decoder fails on an empty or negative one anyway.
+    if "NumberOfFrames" in ds and (_int_or_none(ds.NumberOfFrames) or 0) < 1:
+        raise ScanReadError(path, "its Number of Frames is not a whole number of 1 or more (a damaged header)")
     n_frames = _number_of_frames(ds)
 
     if pixel_check is not None and not tsyntax.is_compressed:

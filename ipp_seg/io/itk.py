@@ -182,13 +182,23 @@ _NRRD_UNITS_MM.update({name + plural: mm for names, mm in (
     (("micron", "micrometer", "micrometre"), 1e-3)) for name in names for plural in ("", "s")})
 
 
+# Kinds of NRRD axes that run through space (the others, such as RGB-color or vector, hold a pixel's channels).
+_NRRD_SPACE_KINDS = {"domain", "space", "time", "???", "none"}
+
+
 def _nrrd_spacing_mm(path: str, spacing: Spacing) -> Spacing | None:
     """ITK's spacing of a NRRD file in mm, by its header's units: ``space units`` (one per world
     axis, with ``space directions``) or else ``units`` (one per image axis, with ``spacings``).
     No units means mm; a unit not known, or world axes in different units, means no calibration."""
     fields = _nrrd_header(path)
     space_units = re.findall(r'"([^"]*)"', fields.get("space units", ""))
-    axis_units = re.findall(r'"([^"]*)"', fields.get("units", ""))[:2]
+    axis_units = re.findall(r'"([^"]*)"', fields.get("units", ""))
+    # One per axis, the colour axis of an RGB NRRD included: the image's x and y are the first
+    # two that kinds do not mark as a colour or vector axis.
+    kinds = fields.get("kinds", "").split()
+    if kinds and len(kinds) == len(axis_units):
+        axis_units = [unit for unit, kind in zip(axis_units, kinds) if kind.lower() in _NRRD_SPACE_KINDS]
+    axis_units = axis_units[:2]
     units = space_units or axis_units
     if not units:
         return spacing
