@@ -792,6 +792,30 @@ def test_a_structure_the_frame_cuts_is_measured_while_little_of_it_lies_beyond_a
     assert share_beyond_frame(boundary_points(flat == 1), flat.shape) == 0.0  # touching no edge
 
 
+def test_the_edges_of_the_image_box_are_the_frames_edges():
+    """A screen capture's ultrasound region: a zoom cuts the anatomy at the region's edge, not
+    at the capture's. Labels outside the box are background (the network saw the box only)."""
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import ImagingRegion, Provenance, UltrasoundFrame
+
+    scene = typical_scene()
+    rows = np.flatnonzero((scene == 1).any(axis=1))
+    top = rows[0] + (rows[-1] - rows[0]) // 2  # the region starts halfway down the PS
+    boxed = scene.copy()
+    boxed[:top] = 0
+    plain = measure_progress(boxed, (0.2, 0.2))
+    assert "ps_cut_off" not in plain.reasons and plain.aop_deg is not None  # a PS clear of the frame's edge
+    cut = measure_progress(boxed, (0.2, 0.2), image_box=(0, top, 256, 256))
+    assert cut.status == "failed" and "ps_cut_off" in cut.reasons
+    assert measure_progress(scene, (0.2, 0.2), image_box=(0, 0, 256, 256)).reasons == ()
+    # Through the pipeline: the frame's imaging region is the box.
+    frame = UltrasoundFrame(np.full((256, 256), 80, np.uint8), (0.2, 0.2),
+                            (ImagingRegion(0, int(top), 256, 256, (0.2, 0.2)),), 0, 1, Provenance("capture", "dicom"))
+    assert "ps_cut_off" in measure_frame(boxed, frame, method="ellipse", orientation="standard").reasons
+    with pytest.raises(ValueError, match="image_box"):
+        measure_progress(scene, image_box=(0, 0, 10))
+
+
 def test_a_round_ps_has_no_axis_to_measure():
     from ipp_seg.measure.progress import MAX_MEASURABLE_PS_AXIS_RATIO, MAX_PS_AXIS_RATIO
 

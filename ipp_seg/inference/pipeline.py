@@ -293,8 +293,10 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         spacing, source = region.spacing_mm, "ultrasound_region"
     else:
         spacing, source = frame.spacing_mm, frame.spacing_source
+    # The network saw the imaging region only: its edges are the image's (a zoom cuts there).
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
-                                   ps_label=ps_label, fh_label=fh_label, spacing_source=source)
+                                   ps_label=ps_label, fh_label=fh_label, spacing_source=source,
+                                   image_box=_crop_box(frame))
     if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE:
         measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     if head_extent and head_extent < MIN_HEAD_EXTENT:  # no head at all is fh_missing's to say

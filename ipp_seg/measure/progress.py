@@ -208,6 +208,19 @@ def check_label_values(ps_label, fh_label) -> tuple[int, int]:
     return int(ps_label), int(fh_label)
 
 
+def _check_image_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``box`` clipped to the frame, as ints; None (the whole frame) for None or a box too small
+    to hold an image (as inference then shows the network the whole frame)."""
+    if box is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (int(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_box must be (x0, y0, x1, y1) or None, got {box!r}") from None
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(shape[1], x1), min(shape[0], y1)
+    return (x0, y0, x1, y1) if x1 - x0 >= 16 and y1 - y0 >= 16 else None
+
+
 def _check_spacing(spacing_mm) -> tuple[float, float] | None:
     if spacing_mm is None:
         return None
@@ -223,16 +236,19 @@ def _check_spacing(spacing_mm) -> tuple[float, float] | None:
 # ----------------------------------------------------------------------------- structures
 
 
-def share_beyond_frame(points_px: np.ndarray, frame_shape: tuple[int, int], scale=(1.0, 1.0)) -> float:
+def share_beyond_frame(points_px: np.ndarray, frame_shape: tuple[int, int], scale=(1.0, 1.0),
+                       image_box: tuple[int, int, int, int] | None = None) -> float:
     """How much of a structure the frame's edge cuts off (dimensionless, 0-1): fit an ellipse to
     its outline ``points_px`` ((N, 2) pixel x, y, as :func:`~ipp_seg.measure.geometry.boundary_points`
     gives them) where they lie inside the frame of ``frame_shape`` (rows, columns), the part
     along the frame's edge left out, and return the share of that ellipse's area beyond the
-    frame. Fitted in physical units (``scale``: x, y units per pixel). 0 for an outline that
-    meets no edge; 1 when too little of it is left to fit."""
+    frame. Fitted in physical units (``scale``: x, y units per pixel). ``image_box`` (x0, y0,
+    x1, y1; x1 and y1 excluded) is the part of the frame that holds the image, where it is not
+    the whole frame (a DICOM screen capture's ultrasound region): its edges are the frame's.
+    0 for an outline that meets no edge; 1 when too little of it is left to fit."""
     pts = np.asarray(points_px, dtype=np.float64)
-    h, w = frame_shape
-    inside = (pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts[:, 0] < w - 1) & (pts[:, 1] < h - 1)
+    x0, y0, x1, y1 = image_box if image_box is not None else (0, 0, frame_shape[1], frame_shape[0])
+    inside = (pts[:, 0] > x0) & (pts[:, 1] > y0) & (pts[:, 0] < x1 - 1) & (pts[:, 1] < y1 - 1)
     if inside.all():
         return 0.0
     sx, sy = float(scale[0]), float(scale[1])
@@ -246,13 +262,15 @@ def share_beyond_frame(points_px: np.ndarray, frame_shape: tuple[int, int], scal
     (mx, my), (nx, ny) = ell.major_dir, ell.minor_dir
     x = (ell.center[0] + ell.semi_major * u * mx + ell.semi_minor * v * nx) / sx
     y = (ell.center[1] + ell.semi_major * u * my + ell.semi_minor * v * ny) / sy
-    beyond = (x < -0.5) | (y < -0.5) | (x > w - 0.5) | (y > h - 0.5)
+    beyond = (x < x0 - 0.5) | (y < y0 - 0.5) | (x > x1 - 0.5) | (y > y1 - 0.5)
     return float(beyond.mean())
 
 
-def _extract(binary: np.ndarray, prefix: str, reasons: list[str], scale=(1.0, 1.0)) -> _Structure | None:
+def _extract(binary: np.ndarray, prefix: str, reasons: list[str], scale=(1.0, 1.0),
+             image_box: tuple[int, int, int, int] | None = None) -> _Structure | None:
     """Keep the largest 8-connected component of ``binary``; note missing / small / fragmented,
-    at the frame's edge, or cut off by it (``scale``: x, y units per pixel, to judge the cut)."""
+    at the frame's edge, or cut off by it (``scale``: x, y units per pixel, to judge the cut;
+    ``image_box``: the part of the frame holding the image, see :func:`share_beyond_frame`)."""
     u8 = binary.view(np.uint8)
     n, labels = cv2.connectedComponents(u8, connectivity=8)
     if n < 2:
@@ -270,7 +288,8 @@ def _extract(binary: np.ndarray, prefix: str, reasons: list[str], scale=(1.0, 1.
     comp = (labels == keep).view(np.uint8)
     contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     x0, y0, w, h = cv2.boundingRect(contours[0])
-    at_edge = x0 == 0 or y0 == 0 or x0 + w == binary.shape[1] or y0 + h == binary.shape[0]
+    bx0, by0, bx1, by1 = image_box if image_box is not None else (0, 0, binary.shape[1], binary.shape[0])
+    at_edge = x0 <= bx0 or y0 <= by0 or x0 + w >= bx1 or y0 + h >= by1
     crop = np.zeros((h, w), dtype=np.uint8)
     # Filling the outer contour closes holes, so the boundary is the outline only.
     cv2.drawContours(crop, contours, -1, 1, thickness=cv2.FILLED, offset=(-x0, -y0))
@@ -278,7 +297,7 @@ def _extract(binary: np.ndarray, prefix: str, reasons: list[str], scale=(1.0, 1.
     filled = crop.view(bool)
     points = geo.boundary_points(filled, (x0, y0))
     if at_edge:
-        cut_off = share_beyond_frame(points, binary.shape, scale) >= MAX_BEYOND_FRAME
+        cut_off = share_beyond_frame(points, binary.shape, scale, image_box) >= MAX_BEYOND_FRAME
         reasons.append(f"{prefix}_cut_off" if cut_off else f"{prefix}_at_frame_edge")
     return _Structure(
         filled=filled,
@@ -453,6 +472,7 @@ def measure_progress(
     ps_label: int = 1,
     fh_label: int = 2,
     spacing_source: str | None = None,
+    image_box: tuple[int, int, int, int] | None = None,
 ) -> Measurement:
     """Measure AoP (deg) and HSD (mm and px) on a 2-D label mask.
 
@@ -474,6 +494,10 @@ def measure_progress(
         spacing_source: where ``spacing_mm`` came from, one of :data:`SPACING_SOURCES`
             (recorded in the result for audit; ignored, and recorded as None, when the spacing
             is unknown).
+        image_box: (x0, y0, x1, y1), x1 and y1 excluded: the part of the frame that holds the
+            image where it is not the whole frame, such as the ultrasound region of a DICOM
+            screen capture. A structure at its edges is at the frame's edge (``*_at_frame_edge``,
+            ``*_cut_off``). None: the whole mask.
 
     Returns:
         A :class:`Measurement`; its landmarks are in pixel coordinates of ``label_mask``.
@@ -522,8 +546,9 @@ def measure_progress(
 
     ps_bin = mask == ps_label
     fh_bin = mask == fh_label
-    ps = _extract(ps_bin, "ps", reasons, scale)
-    fh = _extract(fh_bin, "fh", reasons, scale)
+    box = _check_image_box(image_box, mask.shape)
+    ps = _extract(ps_bin, "ps", reasons, scale, box)
+    fh = _extract(fh_bin, "fh", reasons, scale, box)
     if ps is None or fh is None:
         return result()
     ps_axis_ratio = geo.region_axis_ratio(ps.filled, scale)

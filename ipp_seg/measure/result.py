@@ -45,21 +45,25 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_round": ("failed", "PS short/long axis ratio above 0.90 (no expert outline of the 1,058 PSFHS frames is "
                  "above 0.75): it has no long axis, the one a fit finds turns with a pixel of its outline, and "
                  "the AoP with it"),
-    "ps_cut_off": ("failed", "the frame's edge cuts the PS off: 10 % or more of the ellipse fitted to its outline "
-                   "inside the frame lies beyond it, and the axis and inferior end measured are no longer the "
-                   "structure's (PSFHS expert masks so cut move the AoP by a median 3.3-12 deg)"),
-    "fh_cut_off": ("failed", "the frame's edge cuts the head off: 10 % or more of the ellipse fitted to its outline "
-                   "inside the frame lies beyond it, and its outline is partly the frame's edge (PSFHS expert "
-                   "masks so cut move the AoP by a median 1.9-3.1 deg, over 5 deg in 20-34 % of frames)"),
+    "ps_cut_off": ("failed", "the frame's edge (or a DICOM capture's ultrasound region's) cuts the PS off: 10 % "
+                   "or more of the ellipse fitted to its outline inside the frame lies beyond it, and the axis "
+                   "and inferior end measured are no longer the structure's (PSFHS expert masks so cut move the "
+                   "AoP by a median 3.3-12 deg, the network's masks of cut frames by 8.3)"),
+    "fh_cut_off": ("failed", "the frame's edge (or a DICOM capture's ultrasound region's) cuts the head off: 10 % "
+                   "or more of the ellipse fitted to its outline inside the frame lies beyond it, and its outline "
+                   "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 1.9-3.1 deg, "
+                   "the network's masks of cut frames by 5.0)"),
     "ps_fragmented": ("warning", "another PS component exceeds 10 % of the kept one's area"),
     "fh_fragmented": ("warning", "another FH component exceeds 10 % of the kept one's area"),
     "fh_ellipse_poor_fit": ("warning", "the FH mask and its fitted ellipse overlap with IoU < 0.85"),
     "ps_nearly_round": ("warning", "PS short/long axis ratio above 0.70, rounder than 99.5 % of expert outlines: "
                         "its long axis, and so the AoP, is ill-defined"),
-    "ps_at_frame_edge": ("warning", "the PS touches the edge of the frame, less than 10 % of it beyond (see "
-                         "ps_cut_off): its axis and inferior end may have moved a little (no expert PS in the 1,058 "
-                         "PSFHS frames does; expert masks so cut move the AoP by a median 0.2-1.8 deg)"),
-    "fh_at_frame_edge": ("warning", "the FH touches the edge of the frame, less than 10 % of it beyond (see "
+    "ps_at_frame_edge": ("warning", "the PS touches the edge of the frame (or of a DICOM capture's ultrasound "
+                         "region), less than 10 % of it beyond (see ps_cut_off): its axis and inferior end may "
+                         "have moved (no expert PS in the 1,058 PSFHS frames does; expert masks so cut move the "
+                         "AoP by a median 0.2-1.8 deg, the network's masks of cut frames by 2.9, over 5 in 27 %)"),
+    "fh_at_frame_edge": ("warning", "the FH touches the edge of the frame (or of a DICOM capture's ultrasound "
+                         "region), less than 10 % of it beyond (see "
                          "fh_cut_off): the frame's edge then forms part of its contour and of the ellipse fitted "
                          "to it (no expert FH in the PSFHS frames does; expert masks so cut move the AoP by a "
                          "median 0.3-1.3 deg)"),
