@@ -599,6 +599,46 @@ def test_overlays_name_the_scan_file_and_not_its_folders(mixed_folder, tmp_path,
     assert (tmp_path / "out" / "overlays" / "sub" / "b.png").is_file()  # the path keeps the folders
 
 
+def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp_path):
+    # A Latin-1 name from an old export: the CSV writer had refused it and the whole run ended.
+    import os
+
+    latin1 = os.path.join(os.fsencode(mixed_folder), b"M\xfcller.png")
+    shutil.copy(mixed_folder / "a.png", latin1)
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out, "--overlays", "--save-masks")
+    assert result.exit_code == 0, result.output
+    rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+    assert rows["M\\xfcller.png"]["aop_deg"] and rows["a.png"]["aop_deg"] and rows["sub/b.png"]["aop_deg"]
+    # the outputs keep the scan's own name
+    assert os.path.exists(os.path.join(os.fsencode(out), b"overlays", b"M\xfcller.png"))
+    before = _rows(out / "measurements.csv")
+    again = _run("batch", mixed_folder, "--out", out, "--resume")  # the name is known again: nothing doubled
+    assert again.exit_code == 0 and sorted(r["file"] for r in _rows(out / "measurements.csv")) == sorted(
+        r["file"] for r in before)
+
+
+def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, caplog):
+    # os.walk passes over a folder it cannot list without a word: its scans would go unmeasured unsaid.
+    import logging
+    import os
+
+    from ipp_seg.inference.batch import list_scans
+
+    real = os.scandir
+
+    def denied(path="."):
+        if os.fspath(path).endswith("sub"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with caplog.at_level(logging.WARNING):
+        files = list_scans(mixed_folder)
+    assert [p.name for p in files] == ["a.png", "corrupt.dcm", "readme.txt"]
+    assert f"cannot list {mixed_folder / 'sub'} (Permission denied): the files in it are left out" in caplog.text
+
+
 def test_a_model_that_cannot_run_still_stops_the_run(mixed_folder, tmp_path, monkeypatch):
     import ipp_seg.inference.batch as batch_module
     from ipp_seg.inference.backends import BackendError

@@ -540,6 +540,25 @@ def test_a_mask_whose_direction_cosines_flip_it_is_named(tmp_path, caplog):
 # ----------------------------------------------------------------------------- writers
 
 
+def test_case_ids_that_are_not_utf8_are_written_escaped(tmp_path):
+    # A Latin-1 file name (lone surrogates in Python): the CSV writer had refused it.
+    import os
+
+    from ipp_seg.inference.batch import measurement_row, write_measurements_csv
+
+    for folder in ("pred", "gt"):
+        os.makedirs(tmp_path / folder)
+        with open(os.path.join(os.fsencode(tmp_path / folder), b"M\xfcller.png"), "wb") as fh:
+            fh.write(cv2.imencode(".png", scene())[1].tobytes())
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt")
+    written = write_case_csv(report, tmp_path / "cases.csv")
+    write_summary_json(report, tmp_path / "summary.json")
+    assert "M\\udcfcller" in written.read_text(encoding="utf-8")
+    row = measurement_row("M\udcfcller.png", 0, None, "m", None, "unreadable", "ellipse", "standard", False)
+    out = write_measurements_csv(tmp_path / "m.csv", [row])
+    assert "M\\udcfcller.png" in out.read_text(encoding="utf-8")
+
+
 def test_csv_and_json(folders, tmp_path):
     pred, gt, img = folders
     report = evaluate_folders(pred, gt, img)

@@ -502,6 +502,39 @@ def test_pixels_a_pixel_aspect_ratio_says_are_not_square_are_refused_unless_cali
         assert frame.pixels.shape == (48, 64), name
 
 
+def test_a_frame_declared_beyond_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    # 65535 x 65535 over a few bytes: decoders allocate the declared frame first (RLE's aborts the process).
+    import struct
+    import time
+
+    path = write_dicom(tmp_path / "huge.dcm", ramp_frames(3), syntax=RLELossless)
+    data = path.read_bytes()
+    for tag in (b"\x28\x00\x10\x00US\x02\x00", b"\x28\x00\x11\x00US\x02\x00"):  # Rows, Columns
+        at = data.index(tag) + len(tag)
+        data = data[:at] + struct.pack("<H", 65535) + data[at + 2:]
+    path.write_bytes(data)
+    started = time.perf_counter()
+    reason = _error(path).reason
+    assert "frame of 65535 x 65535 pixels is beyond the 40 million pixels ipp-seg reads" in reason
+    assert time.perf_counter() - started < 5
+
+
+def test_a_frame_count_far_beyond_the_frames_present_reads_those_present(tmp_path):
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3), syntax=RLELossless)
+    element = b"\x28\x00\x08\x00IS\x02\x003 "
+    path.write_bytes(path.read_bytes().replace(element, b"\x28\x00\x08\x00IS\x08\x0099999999"))
+    tracemalloc.start()
+    try:
+        frames = []
+        with pytest.raises(ScanReadError, match="frame 3 is missing: the pixel data ends after 3 of the 99999999"):
+            for frame in read_frames(path):
+                frames.append(frame.frame_index)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames == [0, 1, 2] and peak < 50 * 2**20  # a list of every declared index took 800 MB
+
+
 @pytest.mark.parametrize("with_meta", [True, False])
 def test_a_data_set_without_preamble_is_read(tmp_path, with_meta):
     path = write_dicom(tmp_path / "full.dcm", ramp_frames(1)[0], regions=[region_item(0, 0, 63, 47, (0.02, 0.02))])

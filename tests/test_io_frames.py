@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -131,3 +132,21 @@ def test_supported_suffixes_and_dispatch(tmp_path):
 def test_a_colour_frame_is_refused_with_a_way_out():
     with pytest.raises(ValueError, match="luminance_rgb"):
         UltrasoundFrame(np.zeros((4, 5, 3), np.uint8), None, (), 0, 1, Provenance("x.png", "image", None, None))
+
+
+@pytest.mark.parametrize("suffix", [".dcm", ".png", ""])
+def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path, suffix):
+    # A reader would wait on a pipe for ever, or read a device such as /dev/zero until memory ran out.
+    import os
+
+    from ipp_seg.io import ScanReadError, count_frames, read_frames
+
+    pipe = tmp_path / f"pipe{suffix}"
+    os.mkfifo(pipe)
+    device = tmp_path / f"zero{suffix}"
+    device.symlink_to("/dev/zero")
+    for path, kind in ((pipe, "a pipe (FIFO), not a file"), (device, "a device, not a file")):
+        with pytest.raises(ScanReadError, match=re.escape(kind)):
+            next(iter(read_frames(path)))
+        with pytest.raises(ScanReadError, match=re.escape(kind)):
+            count_frames(path)

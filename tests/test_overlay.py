@@ -236,3 +236,11 @@ def test_the_panel_says_method_orientation_tta_and_the_frame_of_a_cine():
     assert overlay_title("still.png", 0, 1) == "still.png"
     # A DICOM cine's frame also by the 1-based number a PACS viewer, the SEG and the SR give it.
     assert overlay_title("cine.dcm", 2, 3, dicom_frame_number=3) == "cine.dcm  frame 2 of 0-2 (DICOM frame 3)"
+
+
+def test_a_title_holding_bytes_that_are_not_utf8_is_drawn_escaped():
+    # A Latin-1 file name reaches Python as lone surrogates, on which OpenCV's text drawing crashed the process.
+    mask = synthetic_mask()
+    m = measure_progress(mask, None)
+    drawn = render_overlay(frame(), mask, m, title="M\udcfcller.png")
+    assert np.array_equal(drawn, render_overlay(frame(), mask, m, title="M\\udcfcller.png"))

@@ -1048,7 +1048,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     for case_id, problem in problems:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
         row["problem"] = f"{row['problem']}; {problem}" if row.get("problem") else problem
-    with out.open("w", newline="", encoding="utf-8") as fh:
+    with out.open("w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
         writer.writeheader()
         for case_id in sorted(rows):
@@ -1059,7 +1059,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
 def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
     """Write :meth:`EvaluationReport.to_dict` as indented JSON. Returns the path."""
     out = Path(path)
-    with out.open("w", encoding="utf-8") as fh:
+    with out.open("w", encoding="utf-8", errors="backslashreplace") as fh:
         json.dump(report.to_dict(), fh, indent=2, allow_nan=False)
         fh.write("\n")
     return out

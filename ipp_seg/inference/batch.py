@@ -428,7 +428,8 @@ def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     columns, making the folders it goes in; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    # A name's bytes that are not UTF-8 (lone surrogates in Python) are written as escapes, not refused.
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -585,7 +586,13 @@ class FileProcessor:
                 index = frame.frame_index + 1
                 if frame.frame_index in done_frames:
                     continue
-                refusal = not_segmentable_reason(frame.pixels)
+                try:
+                    refusal = not_segmentable_reason(frame.pixels)
+                except Exception as exc:  # noqa: BLE001 - one odd frame must not end a run of thousands
+                    yield from self._process(pending, timings)
+                    pending = []
+                    yield item, _processing_failure(frame, "checking the frame", exc)
+                    continue
                 if refusal:
                     yield from self._process(pending, timings)  # keep frame order
                     pending = []
@@ -637,14 +644,15 @@ class FileProcessor:
         """One :class:`FileOutcome` per item, in order; frames share model calls across files.
         Stage times of a shared call are split between files by their number of frames."""
         opts, inf = self.options, self.options.inference
-        rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]
+        rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]  # for the output files' paths
+        names = [printable_path(rel) for rel in rels]  # for the CSV's rows
         stamps = [file_stamp(path) for path, _ in items]  # before reading: a later change is not hidden
         rows: list[list[dict]] = [[] for _ in items]
         timings: dict = {}
         for item, result in self.results_of_files(items, timings):
-            rel = rels[item]
+            rel, name = rels[item], names[item]
             if isinstance(result, FrameFailure):
-                rows[item].append(measurement_row(rel, "" if result.frame_index is None else result.frame_index,
+                rows[item].append(measurement_row(name, "" if result.frame_index is None else result.frame_index,
                                                   None, self.model_name, None, result.reason, inf.method,
                                                   inf.orientation, inf.tta, result.code, inf.spacing_mm,
                                                   stamps[item], model_sha256=self.model_sha256))
@@ -660,18 +668,25 @@ class FileProcessor:
                                                  # The file's name only, as predict writes it: folder
                                                  # names (often a patient's) burnt into pixels outlive
                                                  # any scrubbing of names; the overlay's path holds them.
-                                                 title=overlay_title(Path(rel).name, frame.frame_index,
+                                                 title=overlay_title(Path(name).name, frame.frame_index,
                                                                      frame.n_frames, frame.provenance.frame_number),
                                                  tta=inf.tta, model=self.model_name))
             timings["write_s"] += time.perf_counter() - started
-            rows[item].append(measurement_row(rel, frame.frame_index, result.measurement, self.model_name,
+            rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
                                               head_confidence=result.head_confidence,
                                               ps_confidence=result.ps_confidence, model_sha256=self.model_sha256))
         total_rows = max(1, sum(len(r) for r in rows))
-        return [FileOutcome(rel, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
-                for rel, file_rows in zip(rels, rows)]
+        return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
+                for name, file_rows in zip(names, rows)]
+
+
+def printable_path(rel: str) -> str:
+    """A file's relative path as the CSV gives it: as it is, except bytes of its name that are
+    not UTF-8 (a Latin-1 name from an old export, which Python holds as lone surrogates and no
+    UTF-8 file can hold), written as ``\\xfc``. ``--resume`` compares names in this form."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
@@ -943,7 +958,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     done: dict[str, set] = {}
     if options.resume:
         inf = options.inference
-        stamps = {p.relative_to(options.in_dir).as_posix(): file_stamp(p) for p in files}
+        stamps = {printable_path(p.relative_to(options.in_dir).as_posix()): file_stamp(p) for p in files}
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": model_sha256(spec, inf.backend),
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
@@ -956,8 +971,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     todo: list[tuple[Path, frozenset]] = []
     skipped = 0
     for path in files:
-        rel = path.relative_to(options.in_dir).as_posix()
-        seen = done.get(rel)
+        seen = done.get(printable_path(path.relative_to(options.in_dir).as_posix()))
         if seen is not None and ("" in seen or _all_frames_done(path, seen, options.inference.frames)):
             skipped += 1
             continue
@@ -982,7 +996,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_doubtful = n_segmented = n_unsure = 0
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
-    with open(csv_path, "a", newline="", encoding="utf-8") as fh:
+    with open(csv_path, "a", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         if new_file:
             writer.writeheader()
@@ -1033,7 +1047,7 @@ def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None
     real = Path(os.path.realpath(csv_path))
     staging = real.with_name(real.name + staging_suffix)
     try:
-        with open(staging, "w", newline="", encoding="utf-8") as fh:
+        with open(staging, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -1093,7 +1107,7 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ROW_FAILURES", "ResumeError",
            "RunAdvice", "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
-           "output_lock", "output_stem", "prepare_resume", "read_done", "reason_codes",
+           "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "refuse_batch_output_as_input", "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced",
            "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure",
            "write_measurements_csv"]

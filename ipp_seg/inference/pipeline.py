@@ -144,8 +144,9 @@ def not_segmentable_reason(pixels: np.ndarray) -> str | None:
     if min(rows, columns) < MIN_FRAME_SIDE:
         return (f"the image is {columns} x {rows} pixels, too small to be an ultrasound frame "
                 f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE} are needed)")
-    if pixels.dtype == np.uint8:
-        levels = np.flatnonzero(np.bincount(pixels.ravel(), minlength=256))
+    if pixels.dtype == np.uint8 and pixels.ndim == 2:
+        # A histogram in place: np.bincount would copy the frame into 8-byte integers first.
+        levels = np.flatnonzero(cv2.calcHist([np.ascontiguousarray(pixels)], [0], None, [256], [0, 256]).ravel())
     else:
         levels = np.unique(pixels)
     if levels.size >= MIN_GREY_LEVELS:

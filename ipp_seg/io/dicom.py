@@ -37,7 +37,7 @@ from pydicom.uid import UID
 
 from .errors import ScanReadError, missing_file_reason, open_failure_reason
 from .formats import starts_like_raw_dicom
-from .frames import ImagingRegion, Spacing, same_spacing
+from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
 from .greyscale import invert, luminance_rgb, to_output
 
 logger = logging.getLogger(__name__)
@@ -224,6 +224,9 @@ def _inspect_dicom(path: str) -> DicomInfo:
     rows, columns = int(ds.Rows), int(ds.Columns)
     if rows <= 0 or columns <= 0:
         raise ScanReadError(path, f"empty image ({rows} x {columns} pixels)")
+    oversized = too_many_pixels(columns, rows)  # before any decoder allocates it (some abort the process)
+    if oversized:
+        raise ScanReadError(path, oversized)
     # Present, it must count frames: pydicom's decoder fails on an empty or negative one anyway.
     if "NumberOfFrames" in ds and (_int_or_none(ds.NumberOfFrames) or 0) < 1:
         raise ScanReadError(path, "its Number of Frames is not a whole number of 1 or more (a damaged header)")
@@ -265,12 +268,13 @@ def _inspect_dicom(path: str) -> DicomInfo:
 
 def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (0-based index, greyscale frame) for ``indices`` (``None``: every frame), one at a time."""
-    wanted = list(range(info.n_frames)) if indices is None else list(indices)
+    # A range, not a list: a damaged header may declare 99,999,999 frames over a few present.
+    wanted = range(info.n_frames) if indices is None else list(indices)
     if not wanted:
         return
     # Sequential access is cheapest for encapsulated data without an offset table, so ask for
     # "all" when that is what is wanted; explicit indices otherwise.
-    all_in_order = wanted == list(range(info.n_frames))
+    all_in_order = indices is None or list(indices) == list(range(info.n_frames))
     if _is_native_ybr422(info):
         yield from _iter_native_ybr422_luma(info, wanted)
         return

@@ -3,10 +3,13 @@ keeping a folder to one writer at a time (``batch``'s output folder, ``train``'s
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class FolderInUseError(ValueError):
@@ -44,7 +47,11 @@ def walk_folders(root: Path,
     ``skip(folder, real_path)`` is true is left out with everything below it (it is asked once
     per real folder, never for a folder already walked)."""
     visited: set[Path] = set()
-    for folder, dirs, names in os.walk(root, followlinks=True):
+
+    def unlistable(exc: OSError) -> None:  # os.walk would pass over it without a word
+        log.warning("cannot list %s (%s): the files in it are left out", exc.filename, exc.strerror or exc)
+
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=unlistable):
         here, real = Path(folder), Path(os.path.realpath(folder))
         if real in visited or (skip is not None and skip(here, real)):
             dirs[:] = []

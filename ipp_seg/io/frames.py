@@ -16,6 +16,22 @@ from ..measure.result import SPACING_SOURCES
 
 Spacing = tuple[float, float]
 
+# The most pixels a frame may have (rows x columns): a 4K screen capture is 8.3 million, the
+# largest ultrasound frames about 1. A file declaring more is refused before it is decoded: a
+# few kilobytes can declare a 30000 x 30000 frame (a decompression bomb) whose decoding takes
+# gigabytes, or makes a native decoder abort the process.
+MAX_FRAME_PIXELS = 40_000_000
+
+
+def too_many_pixels(width: int, height: int) -> str | None:
+    """The refusal for a frame of ``width`` x ``height`` pixels beyond :data:`MAX_FRAME_PIXELS`,
+    else None."""
+    if width * height <= MAX_FRAME_PIXELS:
+        return None
+    return (f"its frame of {width} x {height} pixels is beyond the {MAX_FRAME_PIXELS // 1_000_000} million "
+            "pixels ipp-seg reads (a damaged header, a file made to exhaust memory, or not a single ultrasound "
+            "frame)")
+
 
 @dataclass(frozen=True)
 class ImagingRegion:

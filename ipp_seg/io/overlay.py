@@ -356,6 +356,9 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
 
     rows: list[tuple[str, tuple[int, int, int]]] = []
     if title:
+        # A name's bytes that are not UTF-8 come as lone surrogates, on which OpenCV's text
+        # drawing crashes the process: written as escapes instead.
+        title = title.encode("utf-8", "backslashreplace").decode("utf-8")
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
     values = [f"AoP {m.aop_deg:.1f}\u00b0" if m.aop_deg is not None else "AoP n/a"]
     if m.hsd_mm is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from typing import Union
 
@@ -70,6 +71,7 @@ def count_frames(path: PathLike) -> int:
 
     For a 3-D ITK image the planes are compared, which reads its pixels (such files are small).
     """
+    _refuse_special_file(os.fspath(path))
     kind = source_format(path)
     # Readers are imported when a file needs them (pydicom and SimpleITK are slow to import).
     if kind == "dicom":
@@ -102,6 +104,7 @@ def read_frames(
     """
     name = os.fspath(path)
     user_spacing = check_spacing(spacing_mm)
+    _refuse_special_file(name)
     kind = source_format(name)
     if kind == "dicom":
         from .dicom import inspect_dicom, iter_dicom_frames
@@ -130,6 +133,19 @@ def read_frames(
         ((i, pixels) for i in indices), choose_spacing(name, None, None, user_spacing), (), 1,
         lambda i: Provenance(name, "image", None, None),
     )
+
+
+def _refuse_special_file(name: str) -> None:
+    """Refuse a pipe, socket or device (a link to /dev/zero, say) before anything reads it: a
+    reader would wait on a pipe for ever, or fill memory from a device. A missing file or a
+    folder is left to the readers, which say so."""
+    try:
+        mode = os.stat(name).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ScanReadError(name, f"{kind}, not a file")
 
 
 def read_frame(path: PathLike, index: int = 0, spacing_mm: Spacing | None = None) -> UltrasoundFrame:
