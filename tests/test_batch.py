@@ -702,6 +702,9 @@ def test_a_worker_killed_by_the_system_ends_the_run_with_a_message(mixed_folder,
     result = _run("batch", mixed_folder, "--out", tmp_path / "out", "--workers", "2")
     assert result.exit_code == 2 and "a worker process died" in result.output and "--resume" in result.output
     assert "Traceback" not in result.output
+    # The files it was measuring are named: one that kills its decoder would kill a resumed run too.
+    said = " ".join(result.output.split())
+    assert "Among the files then being measured: a.png, corrupt.dcm" in said and "move it aside" in said
 
 
 def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_folder, tmp_path):

@@ -1091,14 +1091,21 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     # error, where a Pool waits for that worker's results for ever.
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(options, run_log_level(), os.getpid()))
+    done = 0
     try:
         # map keeps file order: the CSV is the same whatever the number of workers.
         for outcomes in executor.map(_worker_run, groups):
             yield from outcomes
+            done += 1
     except BrokenProcessPool:
+        # The first group without results was in a worker when it died: if a file there kills
+        # its decoder, --resume would die on it again, so name them.
+        in_flight = [printable_path(path.relative_to(options.in_dir).as_posix()) for path, _ in groups[done]]
+        shown = ", ".join(in_flight[:5]) + (f" and {len(in_flight) - 5} more" if len(in_flight) > 5 else "")
         raise WorkerDiedError("a worker process died (killed by the system, perhaps for want of memory): the rows "
                               "measured so far are in the CSV; --resume goes on, with fewer --workers if memory "
-                              "is short") from None
+                              f"is short. Among the files then being measured: {shown}; if it dies there again, "
+                              "one of them may be crashing a decoder: move it aside") from None
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
 
