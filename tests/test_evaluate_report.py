@@ -515,6 +515,20 @@ def test_labels_typed_as_a_palette_pngs_shades_are_refused_naming_its_indices(tm
     assert not is_indexed_png(tmp_path / "absent.png")
 
 
+def test_a_mask_declaring_a_huge_frame_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    # 30000 x 30000 declared over a few bytes of data (the decoder would allocate the frame first)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+    (tmp_path / "bomb.png").write_bytes(bomb + chunk(b"IDAT", zlib.compress(b"\0" * 30001)) + chunk(b"IEND", b""))
+    with pytest.raises(ScanReadError, match="30000 x 30000 pixels is beyond the 40 million pixels"):
+        read_label_mask(tmp_path / "bomb.png")
+
+
 def test_a_greyscale_png_mask_keeps_its_values(tmp_path):
     truth = scene()
     cv2.imwrite(str(tmp_path / "grey.png"), truth * 100)

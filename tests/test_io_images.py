@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -282,8 +284,14 @@ def test_itk_large_volumes_are_read_a_plane_at_a_time(tmp_path, monkeypatch, rep
 
     monkeypatch.setattr(itk_module, "_WHOLE_READ_BYTES", 0)  # treat every volume as large
     planes = np.stack([scene(32, 48) + (0 if repeated else k) for k in range(3)]).astype(np.uint8)
-    path = write_itk(tmp_path / "big.mha", planes)
+    path = tmp_path / "big.mha"
+    # Uncompressed: a compressed volume is read whole (ITK would inflate it from the start for each plane).
+    sitk.WriteImage(sitk.GetImageFromArray(planes), str(path), useCompression=False)
+    reads = []
+    real_execute = sitk.ImageFileReader.Execute
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: (reads.append(1), real_execute(self))[1])
     frames = list(read_frames(path))
+    assert len(reads) > 1
     assert len(frames) == (1 if repeated else 3)
     for frame in frames:
         np.testing.assert_array_equal(frame.pixels, planes[frame.frame_index])
@@ -614,3 +622,220 @@ def test_a_meta_image_header_whose_data_file_is_missing_or_short_names_it(tmp_pa
     header.write_text(text)
     with pytest.raises(ScanReadError, match="cut short: 2232 of the 2240"):
         read_frame(header)
+
+
+# --------------------------------------------------------------------------- decompression bombs
+
+# Just over MAX_FRAME_PIXELS (40 million), so that even a decoder reached by mistake allocates
+# only tens of megabytes; the header check is what the refusal must come from.
+BOMB_W, BOMB_H = 8000, 6000
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_declaring(width: int, height: int, colour_type: int = 0) -> bytes:
+    """A PNG whose header declares ``width`` x ``height``, with a few bytes of image data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(bytes(64)))
+            + png_chunk(b"IEND", b""))
+
+
+def jpeg_declaring(width: int, height: int, progressive: bool = False, stray: bytes = b"") -> bytes:
+    """A small JPEG whose start-of-frame segment is patched to declare ``width`` x ``height``,
+    after an APP1 (EXIF) segment, with ``stray`` bytes before the frame header (libjpeg skips
+    them with a warning)."""
+    ok, encoded = cv2.imencode(".jpg", scene(16, 16), [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    payload = b"Exif\x00\x00" + exif_tiff(6)
+    raw = encoded.tobytes()
+    data = bytearray(raw[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + raw[2:])
+    pos = 2
+    while data[pos + 1] not in (0xC0, 0xC2):
+        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    data[pos + 5:pos + 9] = struct.pack(">HH", height, width)
+    return bytes(data[:pos]) + stray + bytes(data[pos:])
+
+
+def bmp_declaring(width: int, height: int) -> bytes:
+    ok, encoded = cv2.imencode(".bmp", scene(16, 16))
+    data = bytearray(encoded.tobytes())
+    data[18:26] = struct.pack("<ii", width, height)  # BITMAPINFOHEADER; a negative height is top-down
+    return bytes(data)
+
+
+def tiff_declaring(width: int, height: int, order: str = "<", kind: int = 4, big: bool = False) -> bytes:
+    """A one-strip uncompressed TIFF (or BigTIFF) header declaring ``width`` x ``height`` in
+    entries of ``kind`` (3 SHORT, 4 LONG), with a few bytes of image data."""
+    mark = b"II" if order == "<" else b"MM"
+    value = "H" if kind == 3 else "I"
+    entries = [(256, kind, width), (257, kind, height), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 0),
+               (277, 3, 1), (278, kind, height), (279, 4, 64)]
+    if big:
+        head = mark + struct.pack(order + "HHHQ", 43, 8, 0, 16)
+        data_at = 16 + 8 + 20 * len(entries) + 8
+        ifd = struct.pack(order + "Q", len(entries))
+        for tag, typ, val in entries:
+            val = data_at if tag == 273 else val
+            ifd += struct.pack(order + "HHQ", tag, typ, 1) + struct.pack(order + ("H" if typ == 3 else "I"), val)
+            ifd += bytes(8 - (2 if typ == 3 else 4))
+        return head + ifd + bytes(8) + bytes(64)
+    head = mark + struct.pack(order + "HI", 42, 8)
+    data_at = 8 + 2 + 12 * len(entries) + 4
+    ifd = struct.pack(order + "H", len(entries))
+    for tag, typ, val in entries:
+        val = data_at if tag == 273 else val
+        field = struct.pack(order + "H", val) + bytes(2) if typ == 3 else struct.pack(order + value, val)
+        ifd += struct.pack(order + "HHI", tag, typ, 1) + field
+    return head + ifd + bytes(4) + bytes(64)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("grey.png", lambda: png_declaring(BOMB_W, BOMB_H)),
+    ("rgb.png", lambda: png_declaring(BOMB_W, BOMB_H, colour_type=2)),
+    ("baseline.jpg", lambda: jpeg_declaring(BOMB_W, BOMB_H)),
+    ("progressive.jpg", lambda: jpeg_declaring(BOMB_W, BOMB_H, progressive=True)),
+    ("padded.jpg", lambda: jpeg_declaring(BOMB_W, BOMB_H, stray=b"\x00\x17\xff\x00")),
+    ("jpeg_named.png", lambda: jpeg_declaring(BOMB_W, BOMB_H)),
+    ("bottom_up.bmp", lambda: bmp_declaring(BOMB_W, BOMB_H)),
+    ("top_down.bmp", lambda: bmp_declaring(BOMB_W, -BOMB_H)),
+    ("long_le.tif", lambda: tiff_declaring(BOMB_W, BOMB_H)),
+    ("long_be.tif", lambda: tiff_declaring(BOMB_W, BOMB_H, order=">")),
+    ("short_le.tiff", lambda: tiff_declaring(BOMB_W, BOMB_H, kind=3)),
+    ("short_be.tif", lambda: tiff_declaring(BOMB_W, BOMB_H, order=">", kind=3)),
+    ("bigtiff.tif", lambda: tiff_declaring(BOMB_W, BOMB_H, big=True)),
+])
+def test_an_image_declaring_a_huge_frame_is_refused_before_decoding(tmp_path, capfd, name, make):
+    # A 4.4 KB JPEG declaring 30000 x 30000 took gigabytes and ended batch runs; a 30000^2 RGB PNG
+    # ran 17 s, then was called "damaged". The header's size is refused before OpenCV decodes.
+    from ipp_seg.io.frames import too_many_pixels
+    from ipp_seg.io.images import declared_image_size
+
+    data = make()
+    assert len(data) < 10_000
+    assert declared_image_size(data) == (BOMB_W, BOMB_H)
+    path = tmp_path / name
+    path.write_bytes(data)
+    start = time.perf_counter()
+    with pytest.raises(ScanReadError) as caught:
+        read_frame(path)
+    assert time.perf_counter() - start < 0.5
+    assert caught.value.reason == too_many_pixels(BOMB_W, BOMB_H)
+    assert "8000 x 6000 pixels is beyond the 40 million" in str(caught.value)
+    assert "libpng" not in capfd.readouterr().err  # nothing reached a decoder
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
+@pytest.mark.parametrize("shape, dtype", [((37, 53), np.uint8), ((37, 53, 3), np.uint8), ((37, 53, 4), np.uint16)])
+def test_declared_image_size_of_real_files(tmp_path, suffix, shape, dtype):
+    from ipp_seg.io.images import declared_image_size
+
+    image = np.zeros(shape, dtype)
+    ok, encoded = cv2.imencode(suffix, image)
+    assert ok and declared_image_size(encoded.tobytes()) == (53, 37)
+    assert read_frame(save(tmp_path / f"f{suffix}", image)).pixels.shape == (37, 53)
+
+
+def test_image_headers_that_do_not_parse_are_left_to_the_decoder(tmp_path):
+    from ipp_seg.io.images import declared_image_size
+
+    assert declared_image_size(b"\xff\xd8\xff\xe0\x00\x01") is None  # a segment length below 2
+    assert declared_image_size(b"BM" + bytes(30)) is None  # no info header size
+    assert declared_image_size(b"II*\x00\xff\xff\xff\x00") is None  # the IFD past the end
+    assert declared_image_size(tiff_declaring(5, 5)[:30]) is None  # the size entries cut off
+    ok, encoded = cv2.imencode(".webp", scene())
+    assert declared_image_size(encoded.tobytes()) is None  # a format not parsed here: decoded as before
+    webp = tmp_path / "really_webp.png"
+    webp.write_bytes(encoded.tobytes())
+    assert read_frame(webp).pixels.shape == (40, 56)
+    # A top-down BMP of a legitimate size is read as before.
+    top_down = tmp_path / "top_down.bmp"
+    top_down.write_bytes(bmp_declaring(16, -16))
+    assert declared_image_size(top_down.read_bytes()) == (16, 16)
+    assert read_frame(top_down).pixels.shape == (16, 16)
+
+
+def meta_image_declaring(dims: tuple[int, ...], data: bytes, compressed: bool) -> bytes:
+    fields = ["ObjectType = Image", f"NDims = {len(dims)}", f"DimSize = {' '.join(map(str, dims))}",
+              "ElementType = MET_UCHAR", "BinaryData = True", "BinaryDataByteOrderMSB = False"]
+    if compressed:
+        fields += ["CompressedData = True", f"CompressedDataSize = {len(data)}"]
+    return ("\n".join(fields + ["ElementDataFile = LOCAL"]) + "\n").encode() + data
+
+
+def nifti_gz_declaring(dims: tuple[int, ...]) -> bytes:
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, len(dims), *dims, *[1] * (7 - len(dims)))
+    struct.pack_into("<hh", header, 70, 2, 8)  # uint8, 8 bits
+    struct.pack_into("<4f", header, 76, 1, 0.2, 0.2, 1)
+    struct.pack_into("<ff", header, 108, 352.0, 1.0)  # data offset, scale slope
+    header[344:348] = b"n+1\x00"
+    return gzip.compress(bytes(header) + bytes(4) + bytes(4096))
+
+
+@pytest.mark.parametrize("name, make", [
+    ("zeros.mha", lambda: meta_image_declaring((BOMB_W, BOMB_H), zlib.compress(bytes(4096)), True)),
+    ("cine.mha", lambda: meta_image_declaring((BOMB_W, BOMB_H, 2), zlib.compress(bytes(4096)), True)),
+    ("raw.mha", lambda: meta_image_declaring((BOMB_W, BOMB_H, 1000), bytes(100), False)),
+    ("zeros.nii.gz", lambda: nifti_gz_declaring((BOMB_W, BOMB_H))),
+    ("cine.nii.gz", lambda: nifti_gz_declaring((BOMB_W, BOMB_H, 3))),
+])
+def test_an_itk_image_declaring_a_huge_frame_is_refused_before_reading_pixels(tmp_path, name, make):
+    # A compressed 30000^2 MHA or .nii.gz of zeros (under 1 MB) was inflated into gigabytes.
+    from ipp_seg.io.frames import too_many_pixels
+
+    path = tmp_path / name
+    path.write_bytes(make())
+    start = time.perf_counter()
+    with pytest.raises(ScanReadError) as caught:
+        count_frames(path)
+    assert time.perf_counter() - start < 0.5
+    assert caught.value.reason == too_many_pixels(BOMB_W, BOMB_H)
+
+
+@pytest.mark.parametrize("suffix, compressed", [(".mha", True), (".nii.gz", True), (".nrrd", True), (".nrrd", False)])
+def test_a_volume_itk_cannot_read_a_plane_at_a_time_is_read_once(tmp_path, monkeypatch, suffix, compressed):
+    # ITK inflates a compressed MetaImage or NIfTI from its start for each plane (a 600-frame cine
+    # took 220 s), and reads a NRRD whole for any plane: such a volume is read whole, once.
+    import ipp_seg.io.itk as itk_module
+
+    monkeypatch.setattr(itk_module, "_WHOLE_READ_BYTES", 0)  # as if beyond the plane-by-plane size
+    planes = np.stack([scene(32, 48) + k for k in range(4)]).astype(np.uint8)
+    path = tmp_path / f"cine{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(planes), str(path), useCompression=compressed)
+    reads = []
+    real_execute = sitk.ImageFileReader.Execute
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: (reads.append(1), real_execute(self))[1])
+    frames = list(read_frames(path))
+    assert len(reads) == 1 and len(frames) == 4
+    for frame in frames:
+        np.testing.assert_array_equal(frame.pixels, planes[frame.frame_index])
+
+
+@pytest.mark.parametrize("suffix, compressed, advice", [
+    (".mha", True, "a compressed volume is inflated from its start for each frame; store it uncompressed"),
+    (".nii.gz", True, "a compressed volume is inflated from its start for each frame; store it uncompressed"),
+    (".nrrd", False, "ITK reads a NRRD volume whole for each frame; store it as an uncompressed MetaImage"),
+])
+def test_a_volume_itk_cannot_read_a_plane_at_a_time_beyond_the_budget_is_refused(
+        tmp_path, monkeypatch, suffix, compressed, advice):
+    import ipp_seg.io.itk as itk_module
+
+    monkeypatch.setattr(itk_module, "_UNSTREAMABLE_READ_BYTES", 4 * 32 * 48 - 1)  # one byte short of the volume
+    planes = np.stack([scene(32, 48) + k for k in range(4)]).astype(np.uint8)
+    path = tmp_path / f"cine{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(planes), str(path), useCompression=compressed)
+    reads = []
+    real_execute = sitk.ImageFileReader.Execute
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: (reads.append(1), real_execute(self))[1])
+    with pytest.raises(ScanReadError) as caught:
+        count_frames(path)
+    assert not reads  # refused from the header alone
+    assert str(caught.value).count("\n") == 0
+    assert "its 4 frames of 48 x 32 (0 MiB) are beyond the 0 MiB ipp-seg reads at once" in caught.value.reason
+    assert advice in caught.value.reason and "DICOM" in caught.value.reason
+    # Uncompressed MetaImage and NIfTI volumes still stream a plane at a time, whatever their size.
+    for plain in ("plain.mha", "plain.nii"):
+        sitk.WriteImage(sitk.GetImageFromArray(planes), str(tmp_path / plain), useCompression=False)
+        assert count_frames(tmp_path / plain) == 4

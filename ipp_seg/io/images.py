@@ -12,18 +12,23 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from .errors import ScanReadError, missing_file_reason, open_failure_reason
+from .frames import too_many_pixels
 from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
 
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
+_BIGTIFF_SIGNATURES = (b"II+\x00", b"MM\x00+")
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic),
+# whose segment gives the image's size. C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
+_JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
 def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
@@ -42,6 +47,7 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
     if data.size == 0:
         raise ScanReadError(path, "the file is empty")
     check_png_structure(path, data)
+    check_declared_size(path, data)
     # Chosen by content, not suffix, so that a JPEG saved under a .png name keeps its orientation.
     # JPEG: let OpenCV apply the EXIF orientation and give libjpeg's luma directly. Others:
     # keep depth and channels as stored (alpha is removed below); IMREAD_UNCHANGED skips a PNG's
@@ -93,22 +99,123 @@ def tiff_orientation(tiff: bytes) -> int | None:
     """The Orientation tag of the first IFD of TIFF-structured bytes (EXIF), None if absent."""
     if tiff.startswith(b"Exif\x00\x00"):
         tiff = tiff[6:]  # some writers keep the JPEG APP1 prefix in a PNG's eXIf chunk
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    value = _tiff_first_ifd(tiff, (0x0112,)).get(0x0112)
+    return value if value is not None and 1 <= value <= 8 else None
+
+
+def _tiff_first_ifd(tiff: bytes | memoryview, tags: Sequence[int]) -> dict[int, int]:
+    """The first value of each of ``tags`` in the first IFD of TIFF or BigTIFF bytes, for entries
+    of an integer type (SHORT, LONG, LONG8) whose value is held in the entry itself; tags absent,
+    of another type or past the bytes are left out (all of them for bytes that are not TIFF)."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
     if order is None or len(tiff) < 8:
-        return None
-    ifd = struct.unpack(order + "I", tiff[4:8])[0]
-    if ifd + 2 > len(tiff):
-        return None
-    count = struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]
-    for pos in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
-        tag, kind, n = struct.unpack(order + "HHI", tiff[pos:pos + 8])
-        if tag == 0x0112 and kind == 3 and n >= 1:  # SHORT, its value in the entry's first 2 bytes
-            value = struct.unpack(order + "H", tiff[pos + 8:pos + 10])[0]
-            return value if 1 <= value <= 8 else None
-    return None
+        return {}
+    version = struct.unpack_from(order + "H", tiff, 2)[0]
+    if version == 42:  # classic TIFF: 12-byte entries, 4 bytes of value
+        ifd, count_size, entry_size, value_size = struct.unpack_from(order + "I", tiff, 4)[0], 2, 12, 4
+    elif version == 43 and len(tiff) >= 16:  # BigTIFF: 20-byte entries, 8 bytes of value
+        ifd, count_size, entry_size, value_size = struct.unpack_from(order + "Q", tiff, 8)[0], 8, 20, 8
+    else:
+        return {}
+    if ifd + count_size > len(tiff):
+        return {}
+    count = struct.unpack_from(order + ("H" if count_size == 2 else "Q"), tiff, ifd)[0]
+    first = ifd + count_size
+    values: dict[int, int] = {}
+    for pos in range(first, min(first + entry_size * count, len(tiff) - entry_size + 1), entry_size):
+        tag, kind = struct.unpack_from(order + "HH", tiff, pos)
+        if tag not in tags or tag in values:
+            continue
+        n = struct.unpack_from(order + ("I" if value_size == 4 else "Q"), tiff, pos + 4)[0]
+        fmt = {3: "H", 4: "I", 16: "Q"}.get(kind)
+        # More values than the entry holds are stored elsewhere, at an offset: not read here.
+        if fmt is not None and 1 <= n and struct.calcsize(fmt) * n <= value_size:
+            values[tag] = struct.unpack_from(order + fmt, tiff, pos + 4 + value_size)[0]
+    return values
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_declared_size(path: str | os.PathLike[str], data: np.ndarray) -> None:
+    """Raise :class:`ScanReadError` for a file's bytes (uint8) whose header declares a frame beyond
+    :data:`~ipp_seg.io.frames.MAX_FRAME_PIXELS`, before anything is decoded: a few kilobytes of
+    JPEG or PNG can declare 30000 x 30000 pixels, which OpenCV would allocate and inflate (gigabytes,
+    minutes). A header this cannot parse passes, for the decoder to judge."""
+    size = declared_image_size(memoryview(data))
+    refusal = too_many_pixels(*size) if size is not None else None
+    if refusal:
+        raise ScanReadError(path, refusal)
+
+
+def declared_image_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) as the header of PNG, JPEG, BMP or TIFF bytes declares them, without
+    decoding; None for other content or a header that cannot be parsed."""
+    head = bytes(data[:8])
+    try:
+        if head == PNG_SIGNATURE:
+            return _png_size(data)
+        if head[:3] == _JPEG_SIGNATURE:
+            return _jpeg_size(bytes(data))  # bytes, to search for markers
+        if head[:2] == b"BM":
+            return _bmp_size(data)
+        if head[:4] in _TIFF_SIGNATURES + _BIGTIFF_SIGNATURES:
+            tags = _tiff_first_ifd(data, (256, 257))  # ImageWidth, ImageLength
+            return (tags[256], tags[257]) if len(tags) == 2 else None
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _png_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    for kind, start, end in _png_chunks(data):  # IHDR is the first chunk
+        if kind == b"IHDR" and end - start >= 12 + 8 and end <= len(data):
+            return struct.unpack_from(">II", data, start + 8)
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The size in a JPEG's first start-of-frame segment; other segments are skipped by their
+    lengths. Stray bytes between segments are skipped to the next 0xFF, as libjpeg does (it only
+    warns), so that padding cannot hide the frame header from this check."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                return None
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD8:  # no length: stuffed zero, TEM, RSTn, SOI
+            pos += 2
+        elif marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
+            return None
+        elif marker in _JPEG_SOF_MARKERS:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack_from(">HH", data, pos + 5)  # after length and precision
+            return width, height
+        else:
+            length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            if length < 2:
+                return None
+            pos += 2 + length
+    return None
+
+
+def _bmp_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """The size in a BMP's info header: 16-bit in the OS/2 1.x core header (12 bytes), else 32-bit
+    signed, where a negative height means rows stored top down."""
+    header_size = struct.unpack_from("<I", data, 14)[0]
+    if header_size == 12:
+        return struct.unpack_from("<HH", data, 18)
+    if header_size >= 16:
+        width, height = struct.unpack_from("<ii", data, 18)
+        return abs(width), abs(height)
+    return None
 
 
 def check_png_structure(path: str | os.PathLike[str], data: np.ndarray) -> None:

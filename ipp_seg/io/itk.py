@@ -25,13 +25,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import ScanReadError, missing_file_reason
-from .frames import Spacing
+from .frames import Spacing, too_many_pixels
 from .greyscale import drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
 
 # Volumes up to this size are read once; bigger ones a plane at a time.
 _WHOLE_READ_BYTES = 64 * 2**20
+# A volume that ITK cannot read a plane at a time is read once up to this size, and refused
+# beyond it. ITK inflates a compressed MetaImage or NIfTI from the stream's start for each plane
+# (a 600-frame cine took minutes, growing with the square of the planes), and reads a NRRD whole
+# for any plane (its memory and time each time).
+_UNSTREAMABLE_READ_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,25 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     depth = int(size[2]) if dimension == 3 else 1
     if width == 0 or height == 0 or depth == 0:
         raise ScanReadError(path, f"empty image (size {tuple(size)})")
+    # Before any pixel is read: a few hundred kilobytes of compressed zeros can declare a frame of
+    # 30000 x 30000, which ITK would allocate and inflate.
+    refusal = too_many_pixels(width, height)
+    if refusal:
+        raise ScanReadError(path, refusal)
     pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     volume_bytes = width * height * depth * components * _bytes_per_component(reader)
-    if itk_image_io(path) == "MetaImageIO":
-        _check_meta_image_length(path, volume_bytes)
-    volume = _read_array(path) if 1 < depth and volume_bytes <= _WHOLE_READ_BYTES else None
+    meta = _meta_header(path) if itk_image_io(path) == "MetaImageIO" else None
+    if meta is not None:
+        _check_meta_image_length(path, meta, volume_bytes)
+    whole_read_bytes = _WHOLE_READ_BYTES
+    unstreamable = _unstreamable(path, meta) if depth > 1 else None
+    if unstreamable is not None:
+        if volume_bytes > _UNSTREAMABLE_READ_BYTES:
+            raise ScanReadError(path, f"its {depth} frames of {width} x {height} ({volume_bytes / 2**20:.0f} MiB) "
+                                      f"are beyond the {_UNSTREAMABLE_READ_BYTES // 2**20} MiB ipp-seg reads at once, "
+                                      f"and {unstreamable}")
+        whole_read_bytes = _UNSTREAMABLE_READ_BYTES
+    volume = _read_array(path) if 1 < depth and volume_bytes <= whole_read_bytes else None
     identical = depth > 1 and _planes_identical(path, width, height, depth, volume)
     spacing = _spacing(reader.GetSpacing())
     if spacing is not None and itk_image_io(path) == "NrrdImageIO":
@@ -127,10 +146,24 @@ def warn_if_turned(path: str, direction: Sequence[float], dimension: int) -> Non
                        "assumes", path, tuple(round(v, 3) for v in in_plane))
 
 
-def _check_meta_image_length(path: str, volume_bytes: int) -> None:
-    """Refuse a MetaImage whose data, stored in the file itself, stop short of what its header
-    announces (a copy that did not finish): ITK would say only "Success" or a stale system
-    error, and print its own lines on stderr."""
+def _unstreamable(path: str, meta: tuple[dict[str, str], int, int] | None) -> str | None:
+    """Why ITK cannot read the 3-D image at ``path`` a plane at a time, with what to do instead
+    (the end of a sentence); None when it can (an uncompressed MetaImage or NIfTI)."""
+    io = itk_image_io(path)
+    if io == "NrrdImageIO":
+        return ("ITK reads a NRRD volume whole for each frame; store it as an uncompressed MetaImage (.mha) or NIfTI "
+                "(.nii), or as DICOM")
+    compressed = (io == "NiftiImageIO" and path.lower().endswith(".gz")) or (
+        meta is not None and meta[0].get("compresseddata", "").lower() == "true")
+    if compressed:
+        return ("a compressed volume is inflated from its start for each frame; store it uncompressed "
+                "(.mha without CompressedData, or .nii) or as DICOM")
+    return None
+
+
+def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
+    """A MetaImage header's fields (keys in lower case), the offset of the data after it and the
+    file's size; None when the header is longer than 64 KiB or has no ElementDataFile."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
         size = os.fstat(fh.fileno()).st_size
@@ -140,9 +173,15 @@ def _check_meta_image_length(path: str, volume_bytes: int) -> None:
         key, _, value = line.decode("latin-1").partition("=")
         fields[key.strip().lower()] = value.strip()
         if key.strip().lower() == "elementdatafile":
-            break
-    else:
-        return  # a header longer than we read, or none: ITK's own checks apply
+            return fields, offset, size
+    return None
+
+
+def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], volume_bytes: int) -> None:
+    """Refuse a MetaImage whose data, stored in the file itself, stop short of what its header
+    announces (a copy that did not finish): ITK would say only "Success" or a stale system
+    error, and print its own lines on stderr."""
+    fields, offset, size = meta
     expected: int | None = volume_bytes
     if fields.get("compresseddata", "").lower() == "true":
         try:
