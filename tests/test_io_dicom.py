@@ -519,6 +519,26 @@ def test_a_frame_declared_beyond_the_pixel_limit_is_refused_before_decoding(tmp_
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, JPEG2000Lossless])
+def test_compressed_frames_declaring_more_pixels_than_the_header_are_refused(tmp_path, syntax):
+    # Decoders allocate what the stream declares; GDCM aborted the process on such a mismatch.
+    import struct
+
+    from ipp_seg.io.images import compressed_frame_size
+
+    path = write_dicom(tmp_path / "frames.dcm", ramp_frames(1)[0], syntax=syntax)
+    data = bytearray(path.read_bytes())
+    stream = data.index(b"\xff\xd8" if syntax == JPEGLSLossless else b"\xff\x4f\xff\x51")
+    assert compressed_frame_size(bytes(data[stream:])) == (64, 48)
+    if syntax == JPEGLSLossless:
+        sof = data.index(b"\xff\xf7", stream)
+        struct.pack_into(">HH", data, sof + 5, 30000, 30000)
+    else:
+        struct.pack_into(">II", data, stream + 8, 30000, 30000)
+    path.write_bytes(bytes(data))
+    assert "its compressed frames declare 30000 x 30000 pixels where its header says 64 x 48" in _error(path).reason
+
+
 def test_a_frame_count_far_beyond_the_frames_present_reads_those_present(tmp_path):
     path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3), syntax=RLELossless)
     element = b"\x28\x00\x08\x00IS\x02\x003 "

@@ -38,6 +38,7 @@ from pydicom.uid import UID
 from .errors import ScanReadError, missing_file_reason, open_failure_reason
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
+from .images import compressed_frame_size
 from .greyscale import invert, luminance_rgb, to_output
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
     oversized = too_many_pixels(columns, rows)  # before any decoder allocates it (some abort the process)
     if oversized:
         raise ScanReadError(path, oversized)
+    if pixel_check is not None and pixel_check.first_frame is not None:
+        _check_compressed_frame_size(path, pixel_check.first_frame, columns, rows)
     # Present, it must count frames: pydicom's decoder fails on an empty or negative one anyway.
     if "NumberOfFrames" in ds and (_int_or_none(ds.NumberOfFrames) or 0) < 1:
         raise ScanReadError(path, "its Number of Frames is not a whole number of 1 or more (a damaged header)")
@@ -425,6 +428,7 @@ class _PixelElement:
     value_offset: int
     length: int
     file_size: int
+    first_frame: tuple[int, int] | None = None  # (offset, length) of the first compressed fragment
 
 
 def _check_pixel_element(path: str, f, tsyntax: UID) -> _PixelElement | None:
@@ -452,7 +456,7 @@ def _check_pixel_element(path: str, f, tsyntax: UID) -> _PixelElement | None:
     if length == _UNDEFINED_LENGTH:
         if not tsyntax.is_compressed:
             raise ScanReadError(path, "native pixel data with an undefined length")
-        _walk_fragments(path, f, file_size)
+        return _PixelElement(value_offset, length, file_size, _walk_fragments(path, f, file_size))
     elif tsyntax.is_compressed:
         raise ScanReadError(path, f"{tsyntax.name} pixel data is not encapsulated (defined length)")
     return _PixelElement(value_offset, length, file_size)
@@ -470,8 +474,11 @@ def _check_deflated(path: str) -> _PixelElement | None:
     return None
 
 
-def _walk_fragments(path: str, f, file_size: int) -> None:
+def _walk_fragments(path: str, f, file_size: int) -> tuple[int, int]:
+    """Check that the fragments' items end inside the file; (offset, length) of the first one
+    after the basic offset table."""
     fragments = 0
+    first = (0, 0)
     while True:
         item = f.read(8)
         if len(item) < 8:
@@ -488,10 +495,27 @@ def _walk_fragments(path: str, f, file_size: int) -> None:
             raise ScanReadError(
                 path, f"truncated pixel data (compressed fragment {fragments} runs past the end of the file)"
             )
+        if fragments == 1:
+            first = (f.tell(), length)
         f.seek(length, os.SEEK_CUR)
         fragments += 1
     if fragments < 2:  # the first item is the basic offset table
         raise ScanReadError(path, "encapsulated pixel data holds no compressed frames")
+    return first
+
+
+def _check_compressed_frame_size(path: str, fragment: tuple[int, int], columns: int, rows: int) -> None:
+    """Refuse compressed frames whose own header declares more pixels than the DICOM header's
+    Rows and Columns: decoders allocate what the stream declares, and GDCM aborts the process
+    on the mismatch, taking a batch's worker (and a resumed run's) with it."""
+    offset, length = fragment
+    with open(path, "rb") as f:
+        f.seek(offset)
+        head = f.read(min(length, 1 << 16))
+    size = compressed_frame_size(head)
+    if size is not None and (size[0] > columns or size[1] > rows):
+        raise ScanReadError(path, f"its compressed frames declare {size[0]} x {size[1]} pixels where its header "
+                                  f"says {columns} x {rows} (a damaged file)")
 
 
 def _check_native_length(path: str, ds: Dataset, element: _PixelElement) -> None:

@@ -28,7 +28,8 @@ _BIGTIFF_SIGNATURES = (b"II+\x00", b"MM\x00+")
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 # JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic),
 # whose segment gives the image's size. C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
-_JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+# Start-of-frame markers: the JPEG processes, and JPEG-LS's (0xF7, as DICOM encapsulates it).
+_JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 
 
 def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
@@ -172,6 +173,17 @@ def _png_size(data: bytes | memoryview) -> tuple[int, int] | None:
         if kind == b"IHDR" and end - start >= 12 + 8 and end <= len(data):
             return struct.unpack_from(">II", data, start + 8)
         return None
+    return None
+
+
+def compressed_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a compressed frame's own header declares: a JPEG or JPEG-LS stream's
+    start of frame, or a JPEG 2000 codestream's SIZ segment; None for anything else."""
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:  # SOC, then SIZ: Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz
+        xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">IIII", data, 8)
+        return max(0, xsiz - xosiz), max(0, ysiz - yosiz)
     return None
 
 
