@@ -794,6 +794,17 @@ def test_an_itk_image_declaring_a_huge_frame_is_refused_before_reading_pixels(tm
     assert caught.value.reason == too_many_pixels(BOMB_W, BOMB_H)
 
 
+def _counted_itk_cine(tmp_path, monkeypatch, suffix: str, compressed: bool):
+    """A 4-frame 48 x 32 cine written by ITK, and a list that grows by one for each ITK read."""
+    planes = np.stack([scene(32, 48) + k for k in range(4)]).astype(np.uint8)
+    path = tmp_path / f"cine{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(planes), str(path), useCompression=compressed)
+    reads = []
+    real_execute = sitk.ImageFileReader.Execute
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: (reads.append(1), real_execute(self))[1])
+    return planes, path, reads
+
+
 @pytest.mark.parametrize("suffix, compressed", [(".mha", True), (".nii.gz", True), (".nrrd", True), (".nrrd", False)])
 def test_a_volume_itk_cannot_read_a_plane_at_a_time_is_read_once(tmp_path, monkeypatch, suffix, compressed):
     # ITK inflates a compressed MetaImage or NIfTI from its start for each plane (a 600-frame cine
@@ -801,12 +812,7 @@ def test_a_volume_itk_cannot_read_a_plane_at_a_time_is_read_once(tmp_path, monke
     import ipp_seg.io.itk as itk_module
 
     monkeypatch.setattr(itk_module, "_WHOLE_READ_BYTES", 0)  # as if beyond the plane-by-plane size
-    planes = np.stack([scene(32, 48) + k for k in range(4)]).astype(np.uint8)
-    path = tmp_path / f"cine{suffix}"
-    sitk.WriteImage(sitk.GetImageFromArray(planes), str(path), useCompression=compressed)
-    reads = []
-    real_execute = sitk.ImageFileReader.Execute
-    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: (reads.append(1), real_execute(self))[1])
+    planes, path, reads = _counted_itk_cine(tmp_path, monkeypatch, suffix, compressed)
     frames = list(read_frames(path))
     assert len(reads) == 1 and len(frames) == 4
     for frame in frames:
@@ -823,12 +829,7 @@ def test_a_volume_itk_cannot_read_a_plane_at_a_time_beyond_the_budget_is_refused
     import ipp_seg.io.itk as itk_module
 
     monkeypatch.setattr(itk_module, "_UNSTREAMABLE_READ_BYTES", 4 * 32 * 48 - 1)  # one byte short of the volume
-    planes = np.stack([scene(32, 48) + k for k in range(4)]).astype(np.uint8)
-    path = tmp_path / f"cine{suffix}"
-    sitk.WriteImage(sitk.GetImageFromArray(planes), str(path), useCompression=compressed)
-    reads = []
-    real_execute = sitk.ImageFileReader.Execute
-    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: (reads.append(1), real_execute(self))[1])
+    planes, path, reads = _counted_itk_cine(tmp_path, monkeypatch, suffix, compressed)
     with pytest.raises(ScanReadError) as caught:
         count_frames(path)
     assert not reads  # refused from the header alone
