@@ -612,8 +612,13 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
     assert rows["M\\xfcller.png"]["aop_deg"] and rows["a.png"]["aop_deg"] and rows["sub/b.png"]["aop_deg"]
     # the outputs keep the scan's own name
     assert os.path.exists(os.path.join(os.fsencode(out), b"overlays", b"M\xfcller.png"))
+    # A file named with "\xfc" as text is another file, with its own row.
+    shutil.copy(mixed_folder / "a.png", mixed_folder / "M\\xfcller.png")
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    names = [r["file"] for r in _rows(out / "measurements.csv")]
+    assert names.count("M\\xfcller.png") == 1 and names.count("M\\\\xfcller.png") == 1
     before = _rows(out / "measurements.csv")
-    again = _run("batch", mixed_folder, "--out", out, "--resume")  # the name is known again: nothing doubled
+    again = _run("batch", mixed_folder, "--out", out, "--resume")  # the names are known again: nothing doubled
     assert again.exit_code == 0 and sorted(r["file"] for r in _rows(out / "measurements.csv")) == sorted(
         r["file"] for r in before)
 

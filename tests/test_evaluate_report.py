@@ -567,9 +567,9 @@ def test_case_ids_that_are_not_utf8_are_written_escaped(tmp_path):
     report = evaluate_folders(tmp_path / "pred", tmp_path / "gt")
     written = write_case_csv(report, tmp_path / "cases.csv")
     write_summary_json(report, tmp_path / "summary.json")
-    assert "M\\udcfcller" in written.read_text(encoding="utf-8")
+    assert "M\\xfcller" in written.read_text(encoding="utf-8")  # as batch writes the name
     row = measurement_row("M\udcfcller.png", 0, None, "m", None, "unreadable", "ellipse", "standard", False)
-    out = write_measurements_csv(tmp_path / "m.csv", [row])
+    out = write_measurements_csv(tmp_path / "m.csv", [row])  # a caller's row as it is: escaped, not refused
     assert "M\\udcfcller.png" in out.read_text(encoding="utf-8")
 
 

@@ -539,6 +539,31 @@ def test_compressed_frames_declaring_more_pixels_than_the_header_are_refused(tmp
     assert "its compressed frames declare 30000 x 30000 pixels where its header says 64 x 48" in _error(path).reason
 
 
+def test_every_compressed_frame_is_checked_and_a_jp2_file_too(tmp_path):
+    import struct
+
+    from ipp_seg.io.images import compressed_frame_size
+
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3), syntax=JPEG2000Lossless)
+    data = bytearray(path.read_bytes())
+    second = data.index(b"\xff\x4f\xff\x51", data.index(b"\xff\x4f\xff\x51") + 4)  # frame 1's codestream
+    struct.pack_into(">II", data, second + 8, 30000, 30000)
+    path.write_bytes(bytes(data))
+    assert "its compressed frames declare 30000 x 30000 pixels where its header says 64 x 48" in _error(path).reason
+    # A JP2 file (boxes around the codestream), as some encoders encapsulate frames: both sizes are read.
+    codestream = b"\xff\x4f\xff\x51\x00\x29\x00\x00" + struct.pack(">IIII", 64, 48, 0, 0)
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(body)) + kind + body
+
+    signature = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+    header = box(b"jp2h", box(b"ihdr", struct.pack(">IIHBBBB", 48, 64, 1, 7, 7, 0, 0)))
+    jp2 = signature + box(b"ftyp", b"jp2 \0\0\0\0jp2 ") + header + box(b"jp2c", codestream)
+    assert compressed_frame_size(jp2) == (64, 48)
+    assert compressed_frame_size(jp2.replace(struct.pack(">II", 48, 64), struct.pack(">II", 30000, 30000))) == (
+        30000, 30000)  # a header box declaring more than the codestream: the larger is what a decoder may take
+
+
 def test_a_frame_count_far_beyond_the_frames_present_reads_those_present(tmp_path):
     path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3), syntax=RLELossless)
     element = b"\x28\x00\x08\x00IS\x02\x003 "
@@ -553,6 +578,13 @@ def test_a_frame_count_far_beyond_the_frames_present_reads_those_present(tmp_pat
     finally:
         tracemalloc.stop()
     assert frames == [0, 1, 2] and peak < 50 * 2**20  # a list of every declared index took 800 MB
+    tracemalloc.start()
+    try:  # and so did comparing a chosen frame with every declared one (--frames 1)
+        assert [f.frame_index for f in read_frames(path, 1)] == [1]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
 
 
 @pytest.mark.parametrize("with_meta", [True, False])

@@ -808,13 +808,16 @@ def _counted_itk_cine(tmp_path, monkeypatch, suffix: str, compressed: bool):
 @pytest.mark.parametrize("suffix, compressed", [(".mha", True), (".nii.gz", True), (".nrrd", True), (".nrrd", False)])
 def test_a_volume_itk_cannot_read_a_plane_at_a_time_is_read_once(tmp_path, monkeypatch, suffix, compressed):
     # ITK inflates a compressed MetaImage or NIfTI from its start for each plane (a 600-frame cine
-    # took 220 s), and reads a NRRD whole for any plane: such a volume is read whole, once.
+    # took 220 s), and reads a NRRD whole for any plane: such a volume's frames are read from one
+    # read of it, while counting them (as --resume does for every file) reads two planes only.
     import ipp_seg.io.itk as itk_module
 
     monkeypatch.setattr(itk_module, "_WHOLE_READ_BYTES", 0)  # as if beyond the plane-by-plane size
     planes, path, reads = _counted_itk_cine(tmp_path, monkeypatch, suffix, compressed)
+    assert count_frames(path) == 4 and len(reads) == 2  # counted from the first two planes, at the stream's start
+    reads.clear()
     frames = list(read_frames(path))
-    assert len(reads) == 1 and len(frames) == 4
+    assert len(reads) == 3 and len(frames) == 4  # those two planes again, then the volume once
     for frame in frames:
         np.testing.assert_array_equal(frame.pixels, planes[frame.frame_index])
 

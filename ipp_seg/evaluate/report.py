@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
-from ..io.folders import walk_folders
+from ..io.folders import printable_path, walk_folders
 from ..io.frames import same_spacing
 from ..io.images import (PNG_SIGNATURE, apply_exif_orientation, check_declared_size, check_png_structure,
                          is_indexed_png, png_exif_orientation, png_with_index_greys)
@@ -1053,7 +1053,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
         writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
         writer.writeheader()
         for case_id in sorted(rows):
-            writer.writerow(rows[case_id])
+            writer.writerow(rows[case_id] | {"case_id": printable_path(case_id)})  # as batch writes names
     return out
 
 

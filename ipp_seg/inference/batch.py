@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 
 from .. import log_format, quiet_pydicom
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
-from ..io.folders import FolderInUseError, folder_lock, walk_folders
+from ..io.folders import FolderInUseError, folder_lock, printable_path, walk_folders
 from ..io.overlay import overlay_title, render_overlay
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
@@ -682,13 +682,6 @@ class FileProcessor:
                 for name, file_rows in zip(names, rows)]
 
 
-def printable_path(rel: str) -> str:
-    """A file's relative path as the CSV gives it: as it is, except bytes of its name that are
-    not UTF-8 (a Latin-1 name from an old export, which Python holds as lone surrogates and no
-    UTF-8 file can hold), written as ``\\xfc``. ``--resume`` compares names in this form."""
-    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
     """A frame that met an unexpected error, kept as a failed row (the traceback is logged at
     debug level, for a bug report)."""
@@ -1098,10 +1091,11 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
             yield from outcomes
             done += 1
     except BrokenProcessPool:
-        # The first group without results was in a worker when it died: if a file there kills
-        # its decoder, --resume would die on it again, so name them.
-        in_flight = [printable_path(path.relative_to(options.in_dir).as_posix()) for path, _ in groups[done]]
-        shown = ", ".join(in_flight[:5]) + (f" and {len(in_flight) - 5} more" if len(in_flight) > 5 else "")
+        # The groups without results that the workers held (one each, and one queued) when one
+        # died: if a file there kills its decoder, --resume would die on it again, so name them.
+        in_flight = [printable_path(path.relative_to(options.in_dir).as_posix())
+                     for group in groups[done:done + workers + 1] for path, _ in group]
+        shown = ", ".join(in_flight[:30]) + (f" and {len(in_flight) - 30} more" if len(in_flight) > 30 else "")
         raise WorkerDiedError("a worker process died (killed by the system, perhaps for want of memory): the rows "
                               "measured so far are in the CSV; --resume goes on, with fewer --workers if memory "
                               f"is short. Among the files then being measured: {shown}; if it dies there again, "

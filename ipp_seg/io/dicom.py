@@ -228,8 +228,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
     oversized = too_many_pixels(columns, rows)  # before any decoder allocates it (some abort the process)
     if oversized:
         raise ScanReadError(path, oversized)
-    if pixel_check is not None and pixel_check.first_frame is not None:
-        _check_compressed_frame_size(path, pixel_check.first_frame, columns, rows)
+    if pixel_check is not None and pixel_check.fragments:
+        _check_compressed_frame_sizes(path, pixel_check.fragments, columns, rows)
     # Present, it must count frames: pydicom's decoder fails on an empty or negative one anyway.
     if "NumberOfFrames" in ds and (_int_or_none(ds.NumberOfFrames) or 0) < 1:
         raise ScanReadError(path, "its Number of Frames is not a whole number of 1 or more (a damaged header)")
@@ -277,7 +277,7 @@ def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterato
         return
     # Sequential access is cheapest for encapsulated data without an offset table, so ask for
     # "all" when that is what is wanted; explicit indices otherwise.
-    all_in_order = indices is None or list(indices) == list(range(info.n_frames))
+    all_in_order = indices is None or (len(wanted) == info.n_frames and wanted == list(range(info.n_frames)))
     if _is_native_ybr422(info):
         yield from _iter_native_ybr422_luma(info, wanted)
         return
@@ -428,7 +428,7 @@ class _PixelElement:
     value_offset: int
     length: int
     file_size: int
-    first_frame: tuple[int, int] | None = None  # (offset, length) of the first compressed fragment
+    fragments: tuple[tuple[int, int], ...] = ()  # (offset, length) of each compressed fragment
 
 
 def _check_pixel_element(path: str, f, tsyntax: UID) -> _PixelElement | None:
@@ -474,11 +474,11 @@ def _check_deflated(path: str) -> _PixelElement | None:
     return None
 
 
-def _walk_fragments(path: str, f, file_size: int) -> tuple[int, int]:
-    """Check that the fragments' items end inside the file; (offset, length) of the first one
-    after the basic offset table."""
+def _walk_fragments(path: str, f, file_size: int) -> tuple[tuple[int, int], ...]:
+    """Check that the fragments' items end inside the file; (offset, length) of each one after
+    the basic offset table."""
     fragments = 0
-    first = (0, 0)
+    found: list[tuple[int, int]] = []
     while True:
         item = f.read(8)
         if len(item) < 8:
@@ -495,27 +495,32 @@ def _walk_fragments(path: str, f, file_size: int) -> tuple[int, int]:
             raise ScanReadError(
                 path, f"truncated pixel data (compressed fragment {fragments} runs past the end of the file)"
             )
-        if fragments == 1:
-            first = (f.tell(), length)
+        if fragments >= 1:
+            found.append((f.tell(), length))
         f.seek(length, os.SEEK_CUR)
         fragments += 1
     if fragments < 2:  # the first item is the basic offset table
         raise ScanReadError(path, "encapsulated pixel data holds no compressed frames")
-    return first
+    return tuple(found)
 
 
-def _check_compressed_frame_size(path: str, fragment: tuple[int, int], columns: int, rows: int) -> None:
+def _check_compressed_frame_sizes(path: str, fragments: tuple[tuple[int, int], ...], columns: int, rows: int) -> None:
     """Refuse compressed frames whose own header declares more pixels than the DICOM header's
     Rows and Columns: decoders allocate what the stream declares, and GDCM aborts the process
-    on the mismatch, taking a batch's worker (and a resumed run's) with it."""
-    offset, length = fragment
+    on the mismatch, taking a batch's worker (and a resumed run's) with it. Every fragment's
+    start is read (a frame's header lies there; a fragment continuing a frame starts otherwise)."""
     with open(path, "rb") as f:
-        f.seek(offset)
-        head = f.read(min(length, 1 << 16))
-    size = compressed_frame_size(head)
-    if size is not None and (size[0] > columns or size[1] > rows):
-        raise ScanReadError(path, f"its compressed frames declare {size[0]} x {size[1]} pixels where its header "
-                                  f"says {columns} x {rows} (a damaged file)")
+        for offset, length in fragments:
+            f.seek(offset)
+            size = compressed_frame_size(f.read(min(length, _FRAME_HEADER_BYTES)))
+            if size is not None and (size[0] > columns or size[1] > rows):
+                raise ScanReadError(path, f"its compressed frames declare {size[0]} x {size[1]} pixels where its "
+                                          f"header says {columns} x {rows} (a damaged file)")
+
+
+# Where a compressed frame's size is looked for: a JPEG's start of frame follows its tables
+# (and any EXIF), a JPEG 2000 codestream's size its first marker.
+_FRAME_HEADER_BYTES = 8192
 
 
 def _check_native_length(path: str, ds: Dataset, element: _PixelElement) -> None:

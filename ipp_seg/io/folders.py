@@ -59,3 +59,18 @@ def walk_folders(root: Path,
         visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         yield here, real, [name for name in names if not name.startswith(".")]
+
+
+def printable_path(rel: str) -> str:
+    """A file's relative path as the CSV gives it: bytes of its name that are not UTF-8 (a
+    Latin-1 name from an old export, which Python holds as lone surrogates and no UTF-8 file can
+    hold) written as ``\\xfc``, and so a backslash as ``\\\\``, that no two names read alike
+    (``M\\xfcller.png`` may be a name itself). Names without either, nearly all, are as they
+    are. ``--resume`` compares names in this form."""
+    if "\\" not in rel:
+        try:
+            rel.encode("utf-8")
+            return rel
+        except UnicodeEncodeError:
+            pass
+    return rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

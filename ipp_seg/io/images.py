@@ -181,10 +181,29 @@ def compressed_frame_size(data: bytes) -> tuple[int, int] | None:
     start of frame, or a JPEG 2000 codestream's SIZ segment; None for anything else."""
     if data[:2] == b"\xff\xd8":
         return _jpeg_size(data)
-    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:  # SOC, then SIZ: Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz
-        xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">IIII", data, 8)
-        return max(0, xsiz - xosiz), max(0, ysiz - yosiz)
+    if data[:4] == b"\xff\x4f\xff\x51":
+        return _j2k_size(data, 0)
+    if data[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n":  # a JP2 file: its header box, and the codestream in it
+        sizes = [size for size in (_j2k_size(data, data.find(b"\xff\x4f\xff\x51")), _jp2_header_size(data)) if size]
+        return (max(w for w, _ in sizes), max(h for _, h in sizes)) if sizes else None
     return None
+
+
+def _j2k_size(data: bytes, at: int) -> tuple[int, int] | None:
+    """The image size in a JPEG 2000 codestream's SIZ segment, the codestream starting at ``at``."""
+    if at < 0 or len(data) < at + 24:  # SOC, SIZ marker, Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz
+        return None
+    xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">IIII", data, at + 8)
+    return max(0, xsiz - xosiz), max(0, ysiz - yosiz)
+
+
+def _jp2_header_size(data: bytes) -> tuple[int, int] | None:
+    """The size a JP2 file's image header box (``ihdr``: height, then width) gives."""
+    at = data.find(b"ihdr")
+    if at < 0 or len(data) < at + 12:
+        return None
+    height, width = struct.unpack_from(">II", data, at + 4)
+    return width, height
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:

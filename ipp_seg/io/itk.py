@@ -56,6 +56,9 @@ class ItkInfo:
     # again (a PSFHS frame was read three times, ~8 ms of a batch's ~12 ms per frame outside
     # the model).
     volume: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # ITK cannot read a plane of it without inflating (or reading) what comes before: frames
+    # beyond the first are read by reading the volume once.
+    unstreamable: bool = False
 
 
 def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
@@ -91,16 +94,15 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     meta = _meta_header(path) if itk_image_io(path) == "MetaImageIO" else None
     if meta is not None:
         _check_meta_image_length(path, meta, volume_bytes)
-    whole_read_bytes = _WHOLE_READ_BYTES
     unstreamable = _unstreamable(path, meta) if depth > 1 else None
-    if unstreamable is not None:
-        if volume_bytes > _UNSTREAMABLE_READ_BYTES:
-            raise ScanReadError(path, f"its {depth} frames of {width} x {height} ({volume_bytes / 2**20:.0f} MiB) "
-                                      f"are beyond the {_UNSTREAMABLE_READ_BYTES // 2**20} MiB ipp-seg reads at once, "
-                                      f"and {unstreamable}")
-        whole_read_bytes = _UNSTREAMABLE_READ_BYTES
-    volume = _read_array(path) if 1 < depth and volume_bytes <= whole_read_bytes else None
-    identical = depth > 1 and _planes_identical(path, width, height, depth, volume)
+    if unstreamable is not None and volume_bytes > _UNSTREAMABLE_READ_BYTES:
+        raise ScanReadError(path, f"its {depth} frames of {width} x {height} ({volume_bytes / 2**20:.0f} MiB) "
+                                  f"are beyond the {_UNSTREAMABLE_READ_BYTES // 2**20} MiB ipp-seg reads at once, "
+                                  f"and {unstreamable}")
+    volume = _read_array(path) if 1 < depth and volume_bytes <= _WHOLE_READ_BYTES else None
+    # Counting frames compares the first two planes, cheap at the stream's start; only planes
+    # that begin alike send an unstreamable volume to be read whole to compare the rest.
+    identical = depth > 1 and _planes_identical(path, width, height, depth, volume, unstreamable is not None)
     spacing = _spacing(reader.GetSpacing())
     if spacing is not None and itk_image_io(path) == "NrrdImageIO":
         spacing = _nrrd_spacing_mm(path, spacing)
@@ -110,7 +112,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         "%s: %dx%dx%d %s, %d frame(s)%s, spacing %s",
         path, width, height, depth, pixel_type, n_frames, " (repeated planes)" if identical else "", spacing,
     )
-    return ItkInfo(path, n_frames, dimension, width, height, depth, identical, spacing, volume_bytes, volume)
+    return ItkInfo(path, n_frames, dimension, width, height, depth, identical, spacing, volume_bytes, volume,
+                   unstreamable is not None)
 
 
 def iter_itk_frames(info: ItkInfo, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -122,9 +125,12 @@ def iter_itk_frames(info: ItkInfo, indices: Sequence[int]) -> Iterator[tuple[int
         for index in indices:
             yield index, plane.copy()
         return
-    if info.volume is not None:  # inspect_itk keeps every small 3-D volume it read
+    volume = info.volume  # inspect_itk keeps every small 3-D volume it read
+    if volume is None and info.unstreamable and len(indices) > 1:
+        volume = _read_array(info.path)  # once, rather than inflating the stream's start for every frame
+    if volume is not None:
         for index in indices:
-            yield index, _grey(info.path, info.volume[index])
+            yield index, _grey(info.path, volume[index])
         return
     for index in indices:
         yield index, _plane(info.path, info, index)
@@ -337,10 +343,16 @@ def _grey(path: str, arr: np.ndarray) -> np.ndarray:
         raise ScanReadError(path, str(exc)) from None
 
 
-def _planes_identical(path: str, width: int, height: int, depth: int, volume: np.ndarray | None) -> bool:
+def _planes_identical(path: str, width: int, height: int, depth: int, volume: np.ndarray | None,
+                      unstreamable: bool = False) -> bool:
     if volume is not None:
         return all(np.array_equal(volume[0], volume[k]) for k in range(1, depth))
     first = _read_plane_array(path, width, height, 0)
+    if unstreamable:  # plane by plane each read would inflate what comes before it
+        if not np.array_equal(first, _read_plane_array(path, width, height, 1)):
+            return False
+        volume = _read_array(path)
+        return all(np.array_equal(volume[0], volume[k]) for k in range(1, depth))
     # Stops at the first differing plane, which for a real cine is plane 1.
     return all(np.array_equal(first, _read_plane_array(path, width, height, k)) for k in range(1, depth))
 
