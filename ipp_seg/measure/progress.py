@@ -569,9 +569,7 @@ def measure_progress(
     if method == "contour":
         ends = geo.farthest_pair(ps.points_px * scale)
         # No ellipse is measured on, but a head is one nearly: a bar or a box is no head.
-        head_ell = geo.fit_ellipse(fh.points_px * scale)
-        if head_ell is None or _ellipse_iou(head_ell, fh, mask.shape, scale) < MIN_FH_ELLIPSE_IOU:
-            reasons.append("fh_ellipse_poor_fit")
+        fh_ell = geo.fit_ellipse(fh.points_px * scale)
     else:
         if method == "challenge":
             ps_box = _challenge_ellipse_box(ps_bin, scale)
@@ -599,8 +597,8 @@ def measure_progress(
             ends = ps_ell.major_axis_ends()
         marks["ps_ellipse"] = _ellipse_px(ps_ell, ps_box, scale)
         marks["fh_ellipse"] = _ellipse_px(fh_ell, fh_box, scale)
-        if _ellipse_iou(fh_ell, fh, mask.shape, scale) < MIN_FH_ELLIPSE_IOU:
-            reasons.append("fh_ellipse_poor_fit")
+    if fh_ell is None or _ellipse_iou(fh_ell, fh, mask.shape, scale) < MIN_FH_ELLIPSE_IOU:
+        reasons.append("fh_ellipse_poor_fit")
     if ends is None:
         reasons.append("ps_too_small")
         return result()
