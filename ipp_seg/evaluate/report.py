@@ -39,8 +39,7 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import printable_path, walk_folders
 from ..io.frames import same_spacing
-from ..io.images import (PNG_SIGNATURE, apply_exif_orientation, check_declared_size, check_png_structure,
-                         is_indexed_png, png_exif_orientation, png_with_index_greys)
+from ..io.images import as_displayed, check_declared_size, check_png_structure, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -944,9 +943,7 @@ def _read_image_mask(name: str) -> np.ndarray:
         if not all(np.array_equal(colour[..., 0], colour[..., k]) for k in range(1, colour.shape[2])):
             raise ScanReadError(name, "a colour image is not a label mask (its channels differ)")
         arr = colour[..., 0]
-    # Turned as its scan is read (a PNG's eXIf orientation), so that the two stay aligned.
-    orientation = png_exif_orientation(memoryview(data)) if data[:8].tobytes() == PNG_SIGNATURE else None
-    return arr if orientation in (None, 1) else apply_exif_orientation(arr, orientation)
+    return as_displayed(arr, data, name)  # turned as its scan is read, so that the two stay aligned
 
 
 def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False,

@@ -26,9 +26,9 @@ logger = logging.getLogger(__name__)
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 _BIGTIFF_SIGNATURES = (b"II+\x00", b"MM\x00+")
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
-# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic),
-# whose segment gives the image's size. C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
-# Start-of-frame markers: the JPEG processes, and JPEG-LS's (0xF7, as DICOM encapsulates it).
+# Start-of-frame markers, whose segment gives the image's size: the JPEG processes (baseline,
+# extended, progressive, lossless; Huffman or arithmetic; C4 (DHT), C8 (JPG) and CC (DAC) are
+# not frames) and JPEG-LS's (0xF7, as DICOM encapsulates it).
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 
 
@@ -67,12 +67,20 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
         grey = to_output(drop_alpha_to_grey(arr, order="bgr"))
     except ValueError as exc:
         raise ScanReadError(path, str(exc)) from None
-    if data[:8].tobytes() == PNG_SIGNATURE:
-        orientation = png_exif_orientation(memoryview(data))
-        if orientation not in (None, 1):
-            logger.debug("%s: applying the PNG's EXIF orientation %d", path, orientation)
-            grey = apply_exif_orientation(grey, orientation)
-    return grey
+    return as_displayed(grey, data, path)
+
+
+def as_displayed(image: np.ndarray, data: np.ndarray, path: str | os.PathLike[str] = "") -> np.ndarray:
+    """``image``, decoded from the file bytes ``data`` (uint8) without orientation, turned as a
+    PNG's eXIf orientation says viewers show it; as it is for other files (OpenCV turns a JPEG
+    or TIFF itself)."""
+    if data[:8].tobytes() != PNG_SIGNATURE:
+        return image
+    orientation = png_exif_orientation(memoryview(data))
+    if orientation in (None, 1):
+        return image
+    logger.debug("%s: applying the PNG's EXIF orientation %d", path, orientation)
+    return apply_exif_orientation(image, orientation)
 
 
 def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:

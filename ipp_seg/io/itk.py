@@ -345,14 +345,13 @@ def _grey(path: str, arr: np.ndarray) -> np.ndarray:
 
 def _planes_identical(path: str, width: int, height: int, depth: int, volume: np.ndarray | None,
                       unstreamable: bool = False) -> bool:
+    if volume is None and unstreamable:  # plane by plane each read would inflate what comes before it
+        if not np.array_equal(_read_plane_array(path, width, height, 0), _read_plane_array(path, width, height, 1)):
+            return False
+        volume = _read_array(path)
     if volume is not None:
         return all(np.array_equal(volume[0], volume[k]) for k in range(1, depth))
     first = _read_plane_array(path, width, height, 0)
-    if unstreamable:  # plane by plane each read would inflate what comes before it
-        if not np.array_equal(first, _read_plane_array(path, width, height, 1)):
-            return False
-        volume = _read_array(path)
-        return all(np.array_equal(volume[0], volume[k]) for k in range(1, depth))
     # Stops at the first differing plane, which for a real cine is plane 1.
     return all(np.array_equal(first, _read_plane_array(path, width, height, k)) for k in range(1, depth))
 
