@@ -38,8 +38,8 @@ from pydicom.uid import UID
 from .errors import ScanReadError, missing_file_reason, open_failure_reason
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
-from .images import compressed_frame_size
 from .greyscale import invert, luminance_rgb, to_output
+from .images import compressed_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +228,9 @@ def _inspect_dicom(path: str) -> DicomInfo:
     oversized = too_many_pixels(columns, rows)  # before any decoder allocates it (some abort the process)
     if oversized:
         raise ScanReadError(path, oversized)
-    if pixel_check is not None and pixel_check.fragments:
-        _check_compressed_frame_sizes(path, pixel_check.fragments, columns, rows)
-    # Present, it must count frames: pydicom's decoder fails on an empty or negative one anyway.
-    if "NumberOfFrames" in ds and (_int_or_none(ds.NumberOfFrames) or 0) < 1:
-        raise ScanReadError(path, "its Number of Frames is not a whole number of 1 or more (a damaged header)")
-    n_frames = _number_of_frames(ds)
+    if pixel_check is not None:
+        _check_compressed_frame_sizes(path, pixel_check.frame_sizes, columns, rows)
+    n_frames = _number_of_frames(path, ds)
 
     if pixel_check is not None and not tsyntax.is_compressed:
         _check_native_length(path, ds, pixel_check)
@@ -428,7 +425,7 @@ class _PixelElement:
     value_offset: int
     length: int
     file_size: int
-    fragments: tuple[tuple[int, int], ...] = ()  # (offset, length) of each compressed fragment
+    frame_sizes: tuple[tuple[int, int], ...] = ()  # (width, height) the compressed frames' own headers declare
 
 
 def _check_pixel_element(path: str, f, tsyntax: UID) -> _PixelElement | None:
@@ -474,9 +471,15 @@ def _check_deflated(path: str) -> _PixelElement | None:
     return None
 
 
+# Where a compressed frame's size is looked for: a JPEG's start of frame follows its tables
+# (and any EXIF), a JPEG 2000 codestream's size its first marker.
+_FRAME_HEADER_BYTES = 8192
+
+
 def _walk_fragments(path: str, f, file_size: int) -> tuple[tuple[int, int], ...]:
-    """Check that the fragments' items end inside the file; (offset, length) of each one after
-    the basic offset table."""
+    """Check that the fragments' items end inside the file; the (width, height) that the header
+    at the start of each fragment after the basic offset table declares (a fragment continuing
+    a frame has none), read on the way."""
     fragments = 0
     found: list[tuple[int, int]] = []
     while True:
@@ -496,7 +499,11 @@ def _walk_fragments(path: str, f, file_size: int) -> tuple[tuple[int, int], ...]
                 path, f"truncated pixel data (compressed fragment {fragments} runs past the end of the file)"
             )
         if fragments >= 1:
-            found.append((f.tell(), length))
+            head = f.read(min(length, _FRAME_HEADER_BYTES))
+            size = compressed_frame_size(head)
+            if size is not None:
+                found.append(size)
+            length -= len(head)
         f.seek(length, os.SEEK_CUR)
         fragments += 1
     if fragments < 2:  # the first item is the basic offset table
@@ -504,23 +511,15 @@ def _walk_fragments(path: str, f, file_size: int) -> tuple[tuple[int, int], ...]
     return tuple(found)
 
 
-def _check_compressed_frame_sizes(path: str, fragments: tuple[tuple[int, int], ...], columns: int, rows: int) -> None:
+def _check_compressed_frame_sizes(path: str, frame_sizes: tuple[tuple[int, int], ...], columns: int,
+                                  rows: int) -> None:
     """Refuse compressed frames whose own header declares more pixels than the DICOM header's
     Rows and Columns: decoders allocate what the stream declares, and GDCM aborts the process
-    on the mismatch, taking a batch's worker (and a resumed run's) with it. Every fragment's
-    start is read (a frame's header lies there; a fragment continuing a frame starts otherwise)."""
-    with open(path, "rb") as f:
-        for offset, length in fragments:
-            f.seek(offset)
-            size = compressed_frame_size(f.read(min(length, _FRAME_HEADER_BYTES)))
-            if size is not None and (size[0] > columns or size[1] > rows):
-                raise ScanReadError(path, f"its compressed frames declare {size[0]} x {size[1]} pixels where its "
-                                          f"header says {columns} x {rows} (a damaged file)")
-
-
-# Where a compressed frame's size is looked for: a JPEG's start of frame follows its tables
-# (and any EXIF), a JPEG 2000 codestream's size its first marker.
-_FRAME_HEADER_BYTES = 8192
+    on the mismatch, taking a batch's worker (and a resumed run's) with it."""
+    for width, height in frame_sizes:
+        if width > columns or height > rows:
+            raise ScanReadError(path, f"its compressed frames declare {width} x {height} pixels where its header says "
+                                      f"{columns} x {rows} (a damaged file)")
 
 
 def _check_native_length(path: str, ds: Dataset, element: _PixelElement) -> None:
@@ -531,7 +530,7 @@ def _check_native_length(path: str, ds: Dataset, element: _PixelElement) -> None
     available = min(element.length, element.file_size - element.value_offset)
     if available < expected:
         raise ScanReadError(
-            path, f"truncated pixel data ({available} of {expected} bytes for {_number_of_frames(ds)} frame(s))"
+            path, f"truncated pixel data ({available} of {expected} bytes for {_number_of_frames(path, ds)} frame(s))"
         )
 
 
@@ -554,13 +553,15 @@ def _check_decoder(path: str, tsyntax: UID) -> None:
         )
 
 
-def _number_of_frames(ds: Dataset) -> int:
-    value = ds.get("NumberOfFrames")
-    try:
-        n = int(value) if value not in (None, "") else 1
-    except (TypeError, ValueError):
-        n = 1
-    return max(n, 1)
+def _number_of_frames(path: str, ds: Dataset) -> int:
+    """Number of Frames, 1 without one. Present, it must count frames: pydicom's decoder fails
+    on an empty, negative or non-numeric one anyway."""
+    if "NumberOfFrames" not in ds:
+        return 1
+    n = _int_or_none(ds.NumberOfFrames) or 0
+    if n < 1:
+        raise ScanReadError(path, "its Number of Frames is not a whole number of 1 or more (a damaged header)")
+    return n
 
 
 def _reject_other_modality(path: str, ds: Dataset) -> None:

@@ -64,8 +64,8 @@ __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_P
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
            "MAX_MEASURABLE_PS_AXIS_RATIO", "MAX_BEYOND_FRAME", "share_beyond_frame",
            "PLAUSIBLE_SPACING_MM",
-           "check_plausible_spacing", "check_choice", "check_label_values", "MIN_ORIENTATION_SCORE", "orientation_score",
-           "mask_orientation_score"]
+           "check_plausible_spacing", "check_choice", "check_label_values", "MIN_ORIENTATION_SCORE",
+           "orientation_score", "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
 
