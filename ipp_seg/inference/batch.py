@@ -557,10 +557,6 @@ class FileProcessor:
             started = time.perf_counter()
             try:
                 frames = read_frames(path, inf.frames, inf.spacing_mm)
-            except ScanReadError as exc:
-                timings["read_s"] += time.perf_counter() - started
-                yield item, FrameFailure(None, exc.reason)
-                continue
             except Exception as exc:  # noqa: BLE001 - one odd file must not end a run of thousands
                 timings["read_s"] += time.perf_counter() - started
                 yield item, _reading_failure(path, None, exc)
@@ -578,8 +574,7 @@ class FileProcessor:
                     # Rows of the frames before it come first; later frames cannot be trusted.
                     yield from self._process(pending, timings)
                     pending = []
-                    yield item, (FrameFailure(index, exc.reason) if isinstance(exc, ScanReadError)
-                                 else _reading_failure(path, index, exc))
+                    yield item, _reading_failure(path, index, exc)
                     break
                 finally:
                     timings["read_s"] += time.perf_counter() - started
@@ -682,6 +677,12 @@ class FileProcessor:
                 for name, file_rows in zip(names, rows)]
 
 
+def _csv_name(path: Path, in_dir: Path) -> str:
+    """The file's name in the CSV: its path relative to ``in_dir``, printable
+    (:func:`~ipp_seg.io.folders.printable_path`)."""
+    return printable_path(path.relative_to(in_dir).as_posix())
+
+
 def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
     """A frame that met an unexpected error, kept as a failed row (the traceback is logged at
     debug level, for a bug report)."""
@@ -694,9 +695,12 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
 
 
 def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> FrameFailure:
-    """A file whose reading met an error no reader check foresaw, kept as a failed row. Only the
-    error's type is shown: a reader's message may quote header values (patient data); where it
-    was raised (the traceback without the message) is logged at debug level, for a bug report."""
+    """A file or frame that could not be read, kept as a failed row: with the reader's reason
+    (:class:`ScanReadError`), or for an error no reader check foresaw with its type only (a
+    reader's message may quote header values, patient data; where it was raised, the traceback
+    without the message, is logged at debug level for a bug report)."""
+    if isinstance(exc, ScanReadError):
+        return FrameFailure(frame_index, exc.reason)
     log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
               "".join(traceback.format_tb(exc.__traceback__)).rstrip())
     return FrameFailure(frame_index, f"unexpected error while reading ({type(exc).__name__}); please report it to the "
@@ -948,10 +952,11 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     if not files:  # before a previous CSV is touched
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")
+    names = [_csv_name(path, options.in_dir) for path in files]
     done: dict[str, set] = {}
     if options.resume:
         inf = options.inference
-        stamps = {printable_path(p.relative_to(options.in_dir).as_posix()): file_stamp(p) for p in files}
+        stamps = {name: file_stamp(path) for path, name in zip(files, names)}
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": model_sha256(spec, inf.backend),
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
@@ -963,8 +968,8 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
         options = replace(options, output_renames=tuple(sorted(renames.items())))
     todo: list[tuple[Path, frozenset]] = []
     skipped = 0
-    for path in files:
-        seen = done.get(printable_path(path.relative_to(options.in_dir).as_posix()))
+    for path, name in zip(files, names):
+        seen = done.get(name)
         if seen is not None and ("" in seen or _all_frames_done(path, seen, options.inference.frames)):
             skipped += 1
             continue
@@ -1093,8 +1098,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     except BrokenProcessPool:
         # The groups without results that the workers held (one each, and one queued) when one
         # died: if a file there kills its decoder, --resume would die on it again, so name them.
-        in_flight = [printable_path(path.relative_to(options.in_dir).as_posix())
-                     for group in groups[done:done + workers + 1] for path, _ in group]
+        in_flight = [_csv_name(path, options.in_dir) for group in groups[done:done + workers + 1] for path, _ in group]
         shown = ", ".join(in_flight[:30]) + (f" and {len(in_flight) - 30} more" if len(in_flight) > 30 else "")
         raise WorkerDiedError("a worker process died (killed by the system, perhaps for want of memory): the rows "
                               "measured so far are in the CSV; --resume goes on, with fewer --workers if memory "
