@@ -301,10 +301,15 @@ def is_indexed_png(path) -> bool:
     cannot be read. Only the signature and the IHDR chunk are read."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(26)
+            return _indexed_png_head(fh.read(26))
     except OSError:
         return False
-    return len(head) == 26 and head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] == 3
+
+
+def _indexed_png_head(head: bytes) -> bool:
+    """Whether a file's first 26 bytes, the signature and the IHDR chunk's start (which must come
+    first), are an indexed-colour PNG's: colour type 3 (at 25; the bit depth is at 24)."""
+    return len(head) >= 26 and head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] == 3
 
 
 def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
@@ -315,12 +320,10 @@ def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
     it is shown, and two labels may share a colour, or a padded palette repeat black, so the
     decoded colours cannot give the indices back. Chunks are parsed, nothing is decoded here."""
     raw = bytes(np.asarray(data, dtype=np.uint8).reshape(-1)) if isinstance(data, np.ndarray) else bytes(data)
-    if raw[:8] != PNG_SIGNATURE:
+    if not _indexed_png_head(raw[:26]):
         return None
     chunks = [(kind, raw[start + 8:end - 4]) for kind, start, end in _png_chunks(raw)]
-    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) < 10 or chunks[0][1][9] != 3:
-        return None
-    entries = 1 << min(chunks[0][1][8], 8)  # 1, 2, 4 or 8 bits per index
+    entries = 1 << min(raw[24], 8)  # 1, 2, 4 or 8 bits per index
     ramp = bytes(v for i in range(entries) for v in (i, i, i))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
