@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -250,6 +251,22 @@ def test_a_broken_link_gets_a_row_that_says_so(tmp_path, sample_png):
     assert result.exit_code == 0, result.output
     rows = {r["file"]: r for r in _rows(tmp_path / "out" / "measurements.csv")}
     assert rows["gone.dcm"]["status"] == "failed" and "broken link" in rows["gone.dcm"]["error"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_a_pipe_among_the_scans_gets_a_row_and_does_not_hang(tmp_path, sample_png):
+    # A FIFO left in an export folder had been passed over without a row; opened, it would
+    # block the run for ever.
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_png, root / "a.png")
+    os.mkfifo(root / "pipe.dcm")
+    result = _run("batch", root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    rows = {r["file"]: r for r in _rows(tmp_path / "out" / "measurements.csv")}
+    assert set(rows) == {"a.png", "pipe.dcm"}
+    assert rows["pipe.dcm"]["status"] == "failed" and "a pipe (FIFO), not a file" in rows["pipe.dcm"]["error"]
+    assert rows["a.png"]["aop_deg"]
 
 
 def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, monkeypatch):

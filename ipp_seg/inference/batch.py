@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import threading
 import time
 import traceback
@@ -383,8 +384,10 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
         for name in names:
             path = here / name
             rel = path.relative_to(in_dir).as_posix()
-            broken_link = path.is_symlink() and not path.exists()  # listed: its row says it cannot be read
-            if not ((path.is_file() or broken_link) and matcher(rel)) or real / name in skipped_files:
+            # A link to nowhere, a pipe, a socket or a device is listed too: its row says why it
+            # cannot be read (the reader refuses it unopened), rather than the file vanishing.
+            unreadable = (path.is_symlink() and not path.exists()) or _is_special_file(path)
+            if not ((path.is_file() or unreadable) and matcher(rel)) or real / name in skipped_files:
                 continue
             if name == CSV_NAME and is_batch_output_part(path):
                 earlier_outputs.append(rel)
@@ -395,6 +398,15 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
                     ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
                                                       if len(earlier_outputs) > 5 else ""))
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
+
+
+def _is_special_file(path: Path) -> bool:
+    """Whether ``path`` is (or links to) a pipe, socket or device: neither a file nor a folder."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def is_batch_output(folder: Path) -> bool:
