@@ -646,6 +646,22 @@ def test_region_without_cm_units_falls_back_to_pixel_spacing(tmp_path):
     assert frame.calibration_at(5, 5)[1] == frame.spacing_source == "pixel_spacing"
 
 
+@pytest.mark.parametrize("pixel_spacing, warned", [([0.5, 0.25], True), ([0.2, 0.2], False), ([0.201, 0.2], False)])
+def test_a_pixel_spacing_that_disagrees_with_the_region_is_named(tmp_path, caplog, pixel_spacing, warned):
+    # The region's calibration wins; a Pixel Spacing beside it that says otherwise is named
+    # rather than passed over, and one that agrees (to 1 %) is not.
+    frames = ramp_frames(1)[0]
+    path = write_dicom(tmp_path / "both.dcm", frames, regions=[region_item(0, 0, 63, 47, (0.02, 0.02))],
+                       extra={"PixelSpacing": pixel_spacing})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(path)
+    assert frame.spacing_mm == pytest.approx((0.2, 0.2)) and frame.spacing_source == "ultrasound_region"
+    said = [r.getMessage() for r in caplog.records if "differs from the ultrasound region" in r.getMessage()]
+    assert bool(said) == warned
+    if warned:
+        assert "0.25 x 0.5 mm" in said[0] and "(0.2 x 0.2 mm)" in said[0]
+
+
 def test_imager_pixel_spacing_is_the_last_fallback(tmp_path):
     frames = ramp_frames(1)[0]
     frame = read_frame(write_dicom(tmp_path / "ips.dcm", frames, extra={"ImagerPixelSpacing": [0.2, 0.1]}))

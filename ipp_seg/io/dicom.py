@@ -689,6 +689,7 @@ def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -
     if calibrated and len(calibrated) == len(regions):
         first = calibrated[0]
         if all(same_spacing(first, other) for other in calibrated[1:]):
+            _warn_if_pixel_spacing_differs(path, ds, first)
             return first, "ultrasound_region"
         logger.info("%s: ultrasound regions carry different calibrations; use spacing_at()", path)
         return None, None
@@ -705,6 +706,20 @@ def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -
         if pair is not None:
             return pair, source
     return None, None
+
+
+def _warn_if_pixel_spacing_differs(path: str, ds: Dataset, region_mm: Spacing) -> None:
+    """Say when the frame's Pixel Spacing disagrees with its ultrasound region's calibration by
+    more than 1 %. The region's wins (it is what the scanner calibrated for the tissue image;
+    a Pixel Spacing beside it may describe a resampled or secondary capture), but a user whose
+    HSDs look off should find the disagreement named."""
+    for value in (ds.get("PixelSpacing"), _shared_pixel_spacing(ds)):
+        other = _row_column_spacing(value)
+        if other is not None and not same_spacing(region_mm, other, rel_tol=0.01):
+            logger.warning("%s: Pixel Spacing (%g x %g mm per pixel, x by y) differs from the ultrasound region's "
+                           "calibration (%g x %g mm); the region's is used for the distances",
+                           path, other[0], other[1], region_mm[0], region_mm[1])
+            return
 
 
 def _shared_pixel_spacing(ds: Dataset):
