@@ -134,6 +134,21 @@ def test_a_frame_with_nan_outside_the_field_of_view_measures(predictor):
     assert result.measurement.status != "failed"
 
 
+def test_the_report_says_which_view_of_a_dual_view_was_measured(predictor):
+    from ipp_seg.io import ImagingRegion, Provenance, UltrasoundFrame
+
+    grey = cv2.imread(str(SAMPLES / "psfhs_04750.png"), cv2.IMREAD_GRAYSCALE)
+    h, w = grey.shape
+    views = np.hstack([grey, np.zeros_like(grey)])  # two equal regions: the first is measured
+    regions = (ImagingRegion(0, 0, w, h, (0.2, 0.2)), ImagingRegion(w, 0, 2 * w, h, (0.2, 0.2)))
+    dual = predictor.report(predictor.predict_frame(UltrasoundFrame(views, None, regions, 0, 1,
+                                                                    Provenance("dual", "dicom"))))
+    assert dual["segmented_box"] == [0, 0, w, h] and dual["tissue_regions"] == 2 and dual["aop_deg"]
+    single = predictor.report(predictor.predict_pixels(grey))
+    assert single["segmented_box"] == [0, 0, w, h] and single["tissue_regions"] == 0
+    assert dual["aop_deg"] == pytest.approx(single["aop_deg"], abs=1e-6)  # the view, not the black half
+
+
 def test_a_spacing_given_with_pixels_gives_millimetres_and_says_so(predictor):
     grey = read_frame(SAMPLES / "psfhs_04700.png").pixels
     plain = predictor.predict_pixels(grey).measurement

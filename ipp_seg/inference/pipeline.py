@@ -178,7 +178,10 @@ class _Placement:
     square_height: int
 
 
-def _crop_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
+def segmented_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), pixels of the frame with x1 and y1 exclusive: the part of the frame the
+    network is shown and measured in. The ultrasound imaging region where the scan gives one
+    (the largest, the first of equal ones, as in a dual view), else the whole frame."""
     region = frame.imaging_region
     h, w = frame.pixels.shape
     if region is None:
@@ -211,7 +214,7 @@ def _crop_spacing(frame: UltrasoundFrame) -> tuple[float, float] | None:
 def prepare_input(frame: UltrasoundFrame, input_size: tuple[int, int], in_channels: int,
                   normalisation: dict) -> tuple[np.ndarray, _Placement]:
     """Network input [C, H, W] float32 for one frame, and how to map the output back."""
-    x0, y0, x1, y1 = _crop_box(frame)
+    x0, y0, x1, y1 = segmented_box(frame)
     crop = np.asarray(frame.pixels[y0:y1, x0:x1], dtype=np.float32)
     square_w, square_h = square_pixel_size(x1 - x0, y1 - y0, _crop_spacing(frame))
     if (square_w, square_h) != (x1 - x0, y1 - y0):
@@ -297,7 +300,7 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     # The network saw the imaging region only: its edges are the image's (a zoom cuts there).
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
                                    ps_label=ps_label, fh_label=fh_label, spacing_source=source,
-                                   image_box=_crop_box(frame))
+                                   image_box=segmented_box(frame))
     if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE:
         measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     if head_extent and head_extent < MIN_HEAD_EXTENT:  # no head at all is fh_missing's to say

@@ -17,7 +17,7 @@ from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
 from .batch import NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, measurement_row, output_stem, \
     suffix_disambiguated
-from .pipeline import FrameResult
+from .pipeline import FrameResult, segmented_box
 
 
 def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
@@ -49,6 +49,10 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
         "n_frames": frame.n_frames,
         "sop_instance_uid": frame.provenance.sop_instance_uid,
+        # Which part of the frame was segmented, and of how many tissue regions (a dual view has
+        # two): a reader of the report alone can tell which view was measured.
+        "segmented_box": list(segmented_box(frame)),
+        "tissue_regions": len(frame.regions),
         "model": result.model,
         "model_sha256": result.model_sha256 or None,
         "tta": tta,
@@ -79,7 +83,7 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, "sop_instance_uid": None, "model": model, "model_sha256": model_sha256 or None, "tta": tta,
+        "n_frames": None, "sop_instance_uid": None, "segmented_box": None, "tissue_regions": None, "model": model, "model_sha256": model_sha256 or None, "tta": tta,
         "head_confidence": None,
         "ps_confidence": None,
         "provider": provider,
