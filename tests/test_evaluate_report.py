@@ -529,6 +529,13 @@ def test_a_mask_declaring_a_huge_frame_is_refused_before_decoding(tmp_path):
         read_label_mask(tmp_path / "bomb.png")
 
 
+def test_a_mask_of_another_format_under_a_png_name_is_refused_unread(tmp_path):
+    ok, webp = cv2.imencode(".webp", scene())
+    (tmp_path / "case_mask.png").write_bytes(webp.tobytes())
+    with pytest.raises(ScanReadError, match="its content is a WebP image"):
+        read_label_mask(tmp_path / "case_mask.png")
+
+
 def test_a_greyscale_png_mask_keeps_its_values(tmp_path):
     truth = scene()
     cv2.imwrite(str(tmp_path / "grey.png"), truth * 100)

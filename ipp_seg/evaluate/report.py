@@ -39,7 +39,7 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import printable_path, walk_folders
 from ..io.frames import same_spacing
-from ..io.images import as_displayed, check_declared_size, check_png_structure, is_indexed_png, png_with_index_greys
+from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -928,8 +928,8 @@ def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
 
 def _read_image_mask(name: str) -> np.ndarray:
     data = np.fromfile(name, dtype=np.uint8)
-    check_png_structure(name, data)
-    check_declared_size(name, data)  # before decoding: a mask can be a decompression bomb as a scan can
+    if data.size:  # (an empty file is refused below, as OpenCV cannot decode it)
+        check_image_bytes(name, data)  # before decoding: a mask can be a decompression bomb as a scan can
     indexed = png_with_index_greys(data)
     if indexed is not None:  # OpenCV would give an indexed PNG's colours; the labels are its indices
         data = np.frombuffer(indexed, dtype=np.uint8)

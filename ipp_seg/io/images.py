@@ -47,8 +47,7 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
         raise ScanReadError(path, open_failure_reason(path, exc)) from None
     if data.size == 0:
         raise ScanReadError(path, "the file is empty")
-    check_png_structure(path, data)
-    check_declared_size(path, data)
+    check_image_bytes(path, data)
     # Chosen by content, not suffix, so that a JPEG saved under a .png name keeps its orientation.
     # JPEG: let OpenCV apply the EXIF orientation and give libjpeg's luma directly. Others:
     # keep depth and channels as stored (alpha is removed below); IMREAD_UNCHANGED skips a PNG's
@@ -144,6 +143,49 @@ def _tiff_first_ifd(tiff: bytes | memoryview, tags: Sequence[int]) -> dict[int, 
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_image_bytes(path: str | os.PathLike[str], data: np.ndarray) -> None:
+    """Raise :class:`ScanReadError` for a file's bytes (uint8) that OpenCV must not be given:
+    content other than PNG, JPEG, BMP or TIFF (:func:`check_image_format`), a damaged PNG
+    (:func:`check_png_structure`), or a header that declares too many pixels
+    (:func:`check_declared_size`). Nothing is decoded."""
+    check_image_format(path, data)
+    check_png_structure(path, data)
+    check_declared_size(path, data)
+
+
+# Formats OpenCV also decodes, told by their first bytes: (signature, offset, name). Under an
+# image suffix (a WebP a browser saved as .png, say) their headers would go unchecked for size.
+_OTHER_SIGNATURES = (
+    (b"WEBP", 8, "a WebP image"), (b"GIF8", 0, "a GIF image"), (b"\x00\x00\x00\x0cjP  ", 0, "a JPEG 2000 image"),
+    (b"\xff\x4f\xff\x51", 0, "a JPEG 2000 codestream"), (b"\x76\x2f\x31\x01", 0, "an OpenEXR image"),
+    (b"#?RADIANCE", 0, "a Radiance HDR image"), (b"#?RGBE", 0, "a Radiance HDR image"),
+    (b"ftyp", 4, "a HEIF/AVIF image or a video"), (b"DICM", 128, "a DICOM file"), (b"%PDF", 0, "a PDF document"),
+    (b"PK\x03\x04", 0, "a ZIP archive"),
+)
+
+
+def check_image_format(path: str | os.PathLike[str], data: np.ndarray) -> None:
+    """Raise :class:`ScanReadError` for bytes (uint8) that are not a PNG, JPEG, BMP or TIFF file,
+    naming what they are where their first bytes say so."""
+    head = data[:132].tobytes()
+    if (head[:8] == PNG_SIGNATURE or head[:3] == _JPEG_SIGNATURE or head[:2] == b"BM"
+            or head[:4] in _TIFF_SIGNATURES + _BIGTIFF_SIGNATURES):
+        return
+    suffix = os.path.splitext(os.fspath(path))[1].lower() or "(no suffix)"
+    named = next((name for signature, offset, name in _OTHER_SIGNATURES
+                  if head[offset:offset + len(signature)] == signature), None)
+    if named is None and len(head) > 2 and head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3].isspace():
+        named = "a PNM (PBM/PGM/PPM) image"
+    if named == "a DICOM file":
+        raise ScanReadError(path, f"a DICOM file named {suffix}: rename it .dcm (or give it no suffix) to read it "
+                                  "as DICOM, with its calibration")
+    if named:
+        raise ScanReadError(path, f"its content is {named}, not the {suffix} its name says: ipp-seg reads PNG, "
+                                  "JPEG, BMP and TIFF images; save it as PNG")
+    raise ScanReadError(path, f"not a PNG, JPEG, BMP or TIFF image (its first bytes are none of theirs): "
+                              f"damaged, or another kind of file named {suffix}")
 
 
 def check_declared_size(path: str | os.PathLike[str], data: np.ndarray) -> None:
