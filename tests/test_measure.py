@@ -712,7 +712,15 @@ REASON_CASES = {
     "fh_cut_off": lambda mp: measure_progress(_cut_at_frame_edge(2, 0.5), (0.2, 0.2)),
     "ps_round": lambda mp: measure_progress(typical_scene(ps_a=15, ps_b=15), (0.2, 0.2)),
     "sector_upside_down": lambda mp: _measured_on(fan_image(upside_down=True)),
+    "ps_at_black_band": lambda mp: _measured_on(_blacked_out_above(fan_image(), 50)),
 }
+
+
+def _blacked_out_above(pixels: np.ndarray, row: int) -> np.ndarray:
+    """``pixels`` with the rows above ``row`` black, edge to edge: a crop padded back to size."""
+    out = pixels.copy()
+    out[:row] = 0
+    return out
 
 
 def _measured_on(pixels: np.ndarray):
@@ -721,6 +729,31 @@ def _measured_on(pixels: np.ndarray):
 
     frame = UltrasoundFrame(pixels, (0.2, 0.2), (), 0, 1, Provenance("fan", "image"))
     return measure_frame(typical_scene(), frame, method="ellipse", orientation="standard")
+
+
+def test_a_symphysis_against_a_black_band_is_said_to_be_perhaps_hidden():
+    from ipp_seg.inference.pipeline import MAX_PS_BLACK_BAND_GAP, ps_black_band_gap
+
+    ps = typical_scene() == 1
+    top, left = np.nonzero(ps)[0].min(), np.nonzero(ps)[1].min()
+    upright = fan_image()  # the sector starts 30 px above the PS (the probe's face), black above it
+    assert ps_black_band_gap(ps, upright) == pytest.approx(30 / 256) and _measured_on(upright).reasons == ()
+    speckle = np.random.default_rng(0).integers(40, 200, upright.shape).astype(np.uint8)
+    assert ps_black_band_gap(ps, speckle) is None  # echoes from edge to edge: no band, the frame's edges
+    # A band cutting into the PS, or ending a pixel above it: the warning, the values kept.
+    for row in (top + 10, top - 1):
+        assert ps_black_band_gap(ps, _blacked_out_above(upright, row)) < MAX_PS_BLACK_BAND_GAP
+        flagged = _measured_on(_blacked_out_above(upright, row))
+        assert flagged.reasons == ("ps_at_black_band",) and flagged.aop_deg is not None
+    # A band well clear of the PS (a tenth of the frame above it) is a border, not a cut.
+    clear = _blacked_out_above(upright, top - 26)
+    assert ps_black_band_gap(ps, clear) == pytest.approx(26 / 256) and _measured_on(clear).reasons == ()
+    # Bands at the sides count as the top does, each by its share of the frame's width.
+    sides = upright.copy()
+    sides[:, :left - 3] = 0
+    sides[:, 250:] = 0
+    assert ps_black_band_gap(ps, sides) == pytest.approx(3 / 256)
+    assert ps_black_band_gap(np.zeros_like(ps), sides) is None  # no PS: ps_missing's to say
 
 
 def test_a_frame_whose_sector_narrows_with_depth_is_said_to_be_upside_down():

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..io import UltrasoundFrame
-from ..io.sector import MAX_SECTOR_NARROWING, sector_narrowing
+from ..io.sector import MAX_SECTOR_NARROWING, content_box, sector_narrowing
 from ..measure import Measurement, measure_progress
 from ..measure.progress import geometry_scale
 from .preprocess import normalise_frame, pad_to_square, resize_image
@@ -71,6 +71,36 @@ MIN_HEAD_CONFIDENCE = 0.90
 #: and it scores 0.55-0.93: below 0.90 in 85 of them (STAR's twin: 115 of 137, and 1 real
 #: validation frame at 0.86). benchmarks/head_confidence.py.
 MIN_PS_CONFIDENCE = 0.90
+
+
+#: A PS nearer than this share of the image (of its height for a band above or below, of its
+#: width for one at a side) to a black band at the image's edge lies against it. On the 1,058
+#: PSFHS frames no expert PS lies nearer than 0.055, nor the default's twin's on the 230
+#: validation frames than 0.059; with the top or left 10-30 % of their expert PS blacked out
+#: (a crop padded back to size), the twin's PS lies at 0.035 or less, and its AoP moved by a
+#: median 11-16 deg (benchmarks/black_band_cuts.py, RESULTS.md).
+MAX_PS_BLACK_BAND_GAP = 0.03
+_BLACK_BAND_PX = 2  # a side of the content box this far from the image's edge has a black band beyond it
+
+
+def ps_black_band_gap(ps: np.ndarray, image: np.ndarray) -> float | None:
+    """How near a PS (boolean mask of ``image``'s shape) lies to a black band at an edge of the
+    greyscale ``image`` (:func:`~ipp_seg.io.sector.content_box`): the smallest distance from the
+    PS to a side of the image's content with such a band beyond it, as a share of the image's
+    height (band above or below) or width (band at a side); negative where the PS reaches into
+    the band. None without a PS, or where no side has a band (the image's content meets every
+    edge of ``image``, whose own edges are the frame's to judge: ``*_at_frame_edge``)."""
+    ys, xs = np.nonzero(ps)
+    box = content_box(image)
+    if not len(xs) or box is None:
+        return None
+    h, w = ps.shape
+    x0, y0, x1, y1 = box
+    gaps = [gap for banded, gap in (
+        (y0 >= _BLACK_BAND_PX, (ys.min() - y0) / h), (h - y1 >= _BLACK_BAND_PX, (y1 - 1 - ys.max()) / h),
+        (x0 >= _BLACK_BAND_PX, (xs.min() - x0) / w), (w - x1 >= _BLACK_BAND_PX, (x1 - 1 - xs.max()) / w),
+    ) if banded]
+    return float(min(gaps)) if gaps else None
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -287,8 +317,11 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
     a ``ps_confidence`` (None where no PS was drawn) below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``,
-    and a frame whose imaged sector narrows with depth (:func:`ipp_seg.io.sector.sector_narrowing`
-    above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``."""
+    a frame whose imaged sector narrows with depth (:func:`ipp_seg.io.sector.sector_narrowing`
+    above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``,
+    and a PS against a black band at the image's edge (:func:`ps_black_band_gap` below
+    :data:`MAX_PS_BLACK_BAND_GAP`, within the part of the frame the network was shown) the
+    warning ``ps_at_black_band``."""
     ys, xs = np.nonzero(labels == ps_label)
     region = frame.imaging_region
     if len(xs):
@@ -298,9 +331,10 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     else:
         spacing, source = frame.spacing_mm, frame.spacing_source
     # The network saw the imaging region only: its edges are the image's (a zoom cuts there).
+    x0, y0, x1, y1 = segmented_box(frame)
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
                                    ps_label=ps_label, fh_label=fh_label, spacing_source=source,
-                                   image_box=segmented_box(frame))
+                                   image_box=(x0, y0, x1, y1))
     if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE:
         measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     if head_extent and head_extent < MIN_HEAD_EXTENT:  # no head at all is fh_missing's to say
@@ -310,4 +344,7 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     narrowing = sector_narrowing(frame.pixels)  # the frame's own sign of its display, whatever the network drew
     if narrowing is not None and narrowing > MAX_SECTOR_NARROWING:
         measurement = measurement.with_warning("sector_upside_down")
+    band_gap = ps_black_band_gap(labels[y0:y1, x0:x1] == ps_label, frame.pixels[y0:y1, x0:x1])
+    if band_gap is not None and band_gap < MAX_PS_BLACK_BAND_GAP:
+        measurement = measurement.with_warning("ps_at_black_band")
     return measurement

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["ABOVE_BLACK", "MAX_SECTOR_NARROWING", "WORK_SIZE", "SectorProfile", "black_level", "sector_narrowing",
-           "sector_profile", "to_grey", "working_grey"]
+__all__ = ["ABOVE_BLACK", "CONTENT_ABOVE_BLACK", "MAX_SECTOR_NARROWING", "WORK_SIZE", "SectorProfile", "black_level",
+           "content_box", "sector_narrowing", "sector_profile", "to_grey", "working_grey"]
 
 WORK_SIZE = 256  # pixels; the frame is resized to this square before its sector is read
 _RING_PX = 3
@@ -83,6 +83,25 @@ def black_level(grey: np.ndarray) -> float:
     r = _RING_PX
     ring = np.concatenate([grey[:r].ravel(), grey[-r:].ravel(), grey[r:-r, :r].ravel(), grey[r:-r, -r:].ravel()])
     return float(np.median(ring))
+
+
+#: A pixel is content, for :func:`content_box`, this many grey levels (0-255 scale) above the
+#: frame's black level: above JPEG's ringing beside a black edge, below the faintest echoes.
+CONTENT_ABOVE_BLACK = 16.0
+
+
+def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), pixels with x1 and y1 exclusive: the smallest box holding every pixel
+    brighter than the frame's black level (:func:`black_level`) by :data:`CONTENT_ABOVE_BLACK`
+    (0-255 scale; (H, W) or with colour planes, :func:`to_grey`), or None for a frame with no
+    such pixel. Rows and columns beyond it are black: a border, or a crop padded back to its
+    size. A box, not the sector's outline: experts draw the PS across the sector's slanted edge."""
+    grey = np.nan_to_num(to_grey(image), nan=0.0)
+    bright = grey > black_level(grey) + CONTENT_ABOVE_BLACK
+    rows, columns = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
+    if not len(rows):
+        return None
+    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
 
 
 def working_grey(image: np.ndarray) -> np.ndarray:

@@ -94,6 +94,11 @@ REASONS: dict[str, tuple[str, str]] = {
                            "short of the top edge where a probe at the top would meet it, as in no PSFHS frame and "
                            "in 81 % of them turned by 180 degrees: the frame is probably displayed upside down (the "
                            "probe at the bottom), and the AoP taken on anatomy turned over; check the display"),
+    "ps_at_black_band": ("warning", "the PS lies against a black band at an edge of the image (nearer to it than "
+                         "3 % of the image), as a crop padded back to its size or a black border leaves one: "
+                         "part of the PS may be hidden there, and its axis and inferior end moved with it (the "
+                         "AoP of validation frames so padded moved by a median 11-16 deg; no expert PS of the "
+                         "1,058 PSFHS frames lies nearer than 5.5 %); check the frame's export"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, or its pixels are "
                             "more than 4:1 (a unit slip or a damaged calibration): distances in pixels only, and "
@@ -130,6 +135,7 @@ REASON_TITLES: dict[str, str] = {
     "ps_low_confidence": "network unsure of the symphysis it drew",
     "head_small_in_frame": "head smaller in the frame than the models learnt",
     "sector_upside_down": "ultrasound sector narrows with depth: frame upside down?",
+    "ps_at_black_band": "symphysis against a black band at the image edge",
     # (An SR reports distances in millimetres only: here, none.)
     "spacing_unknown": "pixel spacing unknown: no distance in millimetres",
     "spacing_implausible": "pixel spacing implausible: no distance in millimetres",
