@@ -134,6 +134,15 @@ def test_a_frame_with_nan_outside_the_field_of_view_measures(predictor):
     assert result.measurement.status != "failed"
 
 
+def test_a_non_square_frame_measures_alike_whatever_its_black_level(predictor):
+    # Padded to a square with 0 before normalising, a frame in dB (black -60) or with an offset
+    # (black 1000) had read 137 and 92 deg for 146: only the relative grey levels may count.
+    grey = cv2.imread(str(SAMPLES / "psfhs_04700.png"), cv2.IMREAD_GRAYSCALE)[:220]
+    as_stored = predictor.predict_pixels(grey).measurement.aop_deg
+    for shifted in (grey.astype(np.float32) / 255 * 60 - 60, grey.astype(np.float32) + 1000):
+        assert predictor.predict_pixels(shifted).measurement.aop_deg == pytest.approx(as_stored, abs=0.05)
+
+
 def test_the_report_says_which_view_of_a_dual_view_was_measured(predictor):
     from ipp_seg.io import ImagingRegion, Provenance, UltrasoundFrame
 

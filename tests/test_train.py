@@ -1220,6 +1220,10 @@ def test_a_non_square_frame_is_trained_with_the_padding_inference_gives_it(tmp_p
     square = pad_to_square(tall)
     assert square.shape == (4, 4) and (square[:, :3] == tall).all() and (square[:, 3] == 0).all()
     assert pad_to_square(np.ones((2, 5, 3), np.uint8)).shape == (5, 5, 3)
+    # Padded with the frame's own black (its darkest finite value), a label mask with 0.
+    decibels = np.array([[-60.0, -20.0, np.nan]], np.float32)
+    assert (pad_to_square(decibels)[1:] == -60).all() and (pad_to_square(tall + 7)[:, 3] == 7).all()
+    assert (pad_to_square(np.full((1, 3), 2, np.uint8), fill=0)[1:] == 0).all()
 
     # A folder of mixed frames: two wide 48 x 80 pairs (as a scanner's PNG export might be) and
     # square 64 x 64 ones. Before, the wide frames were stretched to a square in training while

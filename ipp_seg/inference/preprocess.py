@@ -51,14 +51,22 @@ def normalise_frame(pixels: np.ndarray, normalisation: dict | None = None) -> np
     return x
 
 
-def pad_to_square(pixels: np.ndarray) -> np.ndarray:
-    """Pad a 2-D array with zeros (background) at the bottom or right to a square of its longer
-    side, so that resizing it to a square network input keeps the frame's aspect ratio."""
+def pad_to_square(pixels: np.ndarray, fill: float | None = None) -> np.ndarray:
+    """Pad a 2-D array (or one with channels last) at the bottom or right to a square of its
+    longer side, so that resizing it to a square network input keeps the frame's aspect ratio.
+
+    ``fill``: the value of the padding; by default the array's darkest finite value, its
+    background (0 for an 8-bit frame; a frame in dB or with an offset has another black, and
+    padding brighter or darker than it would change what the network sees and how the frame is
+    normalised). Give 0 for a label mask."""
     h, w = pixels.shape[:2]
     if h == w:
         return pixels
+    if fill is None:
+        finite = pixels[np.isfinite(pixels)] if np.issubdtype(pixels.dtype, np.floating) else pixels
+        fill = finite.min() if finite.size else 0
     side = max(h, w)
-    return np.pad(pixels, ((0, side - h), (0, side - w)) + ((0, 0),) * (pixels.ndim - 2))
+    return np.pad(pixels, ((0, side - h), (0, side - w)) + ((0, 0),) * (pixels.ndim - 2), constant_values=fill)
 
 
 def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -253,7 +253,7 @@ def on_inference_grid(cases: list[Case], input_size: tuple[int, int]) -> list[Ca
     that every batch shares one label grid. Square frames of one size are returned unchanged.
     """
     squared = [c if c.image.shape[0] == c.image.shape[1] else
-               Case(c.case_id, pad_to_square(c.image), pad_to_square(c.labels)) for c in cases]
+               Case(c.case_id, pad_to_square(c.image), pad_to_square(c.labels, fill=0)) for c in cases]
     sizes = {c.image.shape for c in squared}
     if len(sizes) <= 1:
         return squared
