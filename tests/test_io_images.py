@@ -455,6 +455,29 @@ def test_a_meta_image_cut_short_is_named_so(tmp_path, compressed):
         read_frame(cut)
 
 
+@pytest.mark.parametrize("name", ["frame.nii", "frame.nii.gz", "cine.nii"])
+def test_a_nifti_cut_short_is_refused_not_filled_with_zeros(tmp_path, name):
+    # ITK fills what is missing with zeros and says nothing: a .nii.gz cut in half was measured `ok`.
+    import gzip
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (3, 64, 80) if name.startswith("cine") else (64, 80), dtype=np.uint8)
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(pixels), str(path))
+    assert read_frame(path).pixels.shape == (64, 80)  # whole: read as before
+    data = path.read_bytes()
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    words = "its compressed data end before the stream does" if name.endswith(".gz") else r"\d+ of the \d+ bytes"
+    with pytest.raises(ScanReadError, match=f"the file is cut short: {words}"):
+        read_frame(cut)
+    if name.endswith(".gz"):  # a whole gzip stream of too few bytes: counted as a .nii's are
+        short = tmp_path / "short.nii.gz"
+        short.write_bytes(gzip.compress(gzip.decompress(data)[:-500]))
+        with pytest.raises(ScanReadError, match=r"the file is cut short: \d+ of the 5120 bytes"):
+            read_frame(short)
+
+
 def test_a_meta_image_cut_within_its_header_does_not_quote_a_stale_system_error(tmp_path):
     path = tmp_path / "frame.mha"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((64, 80), np.uint8)), str(path))

@@ -15,9 +15,12 @@ as unknown.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
+import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -94,6 +97,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     meta = _meta_header(path) if itk_image_io(path) == "MetaImageIO" else None
     if meta is not None:
         _check_meta_image_length(path, meta, volume_bytes)
+    elif itk_image_io(path) == "NiftiImageIO":
+        _check_nifti_length(path, volume_bytes)
     unstreamable = _unstreamable(path, meta) if depth > 1 else None
     if unstreamable is not None and volume_bytes > _UNSTREAMABLE_READ_BYTES:
         raise ScanReadError(path, f"its {depth} frames of {width} x {height} ({volume_bytes / 2**20:.0f} MiB) "
@@ -218,6 +223,42 @@ def _check_meta_data_file(path: str, data_file: str, header_size: str, expected:
     if expected is not None and size - skip < expected:
         raise ScanReadError(path, f"its data file {data_file} is cut short: {max(0, size - skip)} of the "
                                   f"{expected} bytes of image data the header announces (a copy that did not finish)")
+
+
+def _check_nifti_length(path: str, volume_bytes: int) -> None:
+    """Refuse a NIfTI file (.nii, or .nii.gz inflated) whose image data stop short of what its
+    header announces, or whose compressed stream ends early: ITK fills what is missing with
+    zeros and says nothing, and the frame was measured (``ok`` for a .nii.gz cut in half)."""
+    try:
+        if path.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(_NIFTI2_HEADER_BYTES)
+                size = len(head) + sum(len(chunk) for chunk in iter(lambda: fh.read(1 << 20), b""))
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(_NIFTI2_HEADER_BYTES)
+                size = os.fstat(fh.fileno()).st_size
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        raise ScanReadError(path, "the file is cut short: its compressed data end before the stream does (a copy "
+                                  "or download that did not finish, or a damaged file)") from None
+    offset = _nifti_data_offset(head)
+    if offset is not None and size - offset < volume_bytes:
+        raise ScanReadError(path, f"the file is cut short: {max(0, size - offset)} of the {volume_bytes} bytes of "
+                                  "image data its header announces (a copy or download that did not finish)")
+
+
+_NIFTI2_HEADER_BYTES = 540
+
+
+def _nifti_data_offset(head: bytes) -> int | None:
+    """Where a NIfTI-1 or NIfTI-2 header (either byte order) says the image data start
+    (vox_offset); None for bytes that are neither (ITK, which read the header, then decides)."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack_from(order + "i", head, 0)[0] == 348:
+            return max(int(struct.unpack_from(order + "f", head, 108)[0]), 348)
+        if len(head) >= 540 and struct.unpack_from(order + "i", head, 0)[0] == 540:
+            return max(int(struct.unpack_from(order + "q", head, 168)[0]), 540)
+    return None
 
 
 # NRRD length units (lower case; names also in the plural) in mm.
