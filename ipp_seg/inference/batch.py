@@ -71,8 +71,8 @@ class InferenceOptions:
     tta: bool = False
     threads: int | None = None
     # Model calls of exactly this many frames (ONNX session specialised to it; see
-    # OnnxSegmenter). None: run_batch decides (on for runs of at least a group of files);
-    # 0: off.
+    # OnnxSegmenter). None: run_batch takes FRAMES_PER_BATCH, a Predictor calls with any
+    # number; 0: off.
     fixed_batch: int | None = None
 
 
@@ -989,9 +989,11 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     if on_start:
         on_start(len(todo))
 
-    if options.inference.fixed_batch is None and len(todo) >= FILES_PER_GROUP:
-        # Decided by the number of files alone, so that every engine and number of workers
-        # makes the same model calls (and so the same CSV).
+    if options.inference.fixed_batch is None:
+        # Always, whatever is left to do: onnxruntime's arithmetic differs in the last bits with
+        # the batch's size (up to 0.55 deg of AoP on a frame), so a run resumed with fewer files
+        # left than a group, or a small folder, must make model calls of the same shape as the
+        # rest: every engine, number of workers and interruption then gives the same CSV.
         options = replace(options, inference=replace(options.inference, fixed_batch=FRAMES_PER_BATCH))
     workers = max(1, min(options.workers, len(todo) or 1))
     cores = os.cpu_count() or 1

@@ -116,8 +116,10 @@ class Predictor:
         """:meth:`predict` for many scans: (path, result) per frame, in the order of ``paths``
         and of each file's frames. Frames of consecutive files share model calls (up to 8 at a
         time, as ``ipp-seg batch`` does): somewhat faster than one :meth:`predict` per file
-        for a folder of single-frame scans (1.2x on 48 PSFHS files, 2 threads, AVX2 CPU), and
-        the same to a tenth of a degree (the arithmetic differs a little with the batch size)."""
+        for a folder of single-frame scans (1.2x on 48 PSFHS files, 2 threads, AVX2 CPU).
+        onnxruntime's arithmetic differs in the last bits with the number of frames in a call,
+        so a frame's AoP may differ from :meth:`predict`'s, or from ``ipp-seg batch``'s (which
+        always calls with 8), by a few hundredths of a degree, on a rare frame by up to 0.6."""
         if isinstance(paths, (str, bytes, os.PathLike)):  # iterating it would give its characters
             raise TypeError(f"predict_files takes a list of paths, got the single path {os.fsdecode(paths)!r}: "
                             "predict(path) segments one scan")
