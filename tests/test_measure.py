@@ -401,6 +401,13 @@ def test_uniform_rescale_keeps_values():
     assert a.hsd_mm == pytest.approx(b.hsd_mm, abs=0.1)
 
 
+@pytest.mark.parametrize("spacing", ["12", (True, True), (0.2,), (0.2, float("nan"))])
+def test_a_spacing_that_is_not_two_numbers_is_refused(spacing):
+    # "12" had measured as 1 x 2 mm (83.4 deg for 144.5), True as 1 mm: the readers' check now.
+    with pytest.raises(ValueError, match="spacing_mm must be"):
+        measure_progress(typical_scene(), spacing)
+
+
 def test_spacing_unknown_reports_pixels_only():
     m = measure_progress(typical_scene())
     assert m.status == "warning" and m.reasons == ("spacing_unknown",)

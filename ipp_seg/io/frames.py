@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..measure.result import SPACING_SOURCES
+from ..measure.result import SPACING_SOURCES, check_spacing
 
 Spacing = tuple[float, float]
 
@@ -217,29 +217,6 @@ def parse_frame_selection(text: str) -> FrameSelection:
     if last < first:
         raise ValueError(f"frame range {text!r} ends before it starts")
     return FrameSelection(first, last + 1)
-
-
-def check_spacing(spacing_mm: object) -> Spacing | None:
-    """Validate a user-given (x, y) spacing in mm per pixel; ``None`` passes through."""
-    if spacing_mm is None:
-        return None
-    # A string is iterable ("12" would read as 1 x 2 mm), and a bool is a number to float().
-    if isinstance(spacing_mm, (str, bytes)) or any(isinstance(v, (bool, np.bool_)) for v in _items(spacing_mm)):
-        raise ValueError(f"spacing_mm must be two numbers (x, y) in mm per pixel, got {spacing_mm!r}")
-    try:
-        sx, sy = (float(v) for v in spacing_mm)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing_mm must be two numbers (x, y) in mm per pixel, got {spacing_mm!r}") from None
-    if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
-        raise ValueError(f"spacing_mm must be positive and finite, got {(sx, sy)}")
-    return (sx, sy)
-
-
-def _items(value: object) -> tuple:
-    try:
-        return tuple(value)  # type: ignore[call-overload]
-    except TypeError:
-        return ()
 
 
 def same_spacing(a: Spacing, b: Spacing, rel_tol: float = 1e-6) -> bool:

@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from . import geometry as geo
-from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement
+from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement, check_spacing
 
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
@@ -219,18 +219,6 @@ def _check_image_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int] |
         raise ValueError(f"image_box must be (x0, y0, x1, y1) or None, got {box!r}") from None
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(shape[1], x1), min(shape[0], y1)
     return (x0, y0, x1, y1) if x1 - x0 >= 16 and y1 - y0 >= 16 else None
-
-
-def _check_spacing(spacing_mm) -> tuple[float, float] | None:
-    if spacing_mm is None:
-        return None
-    try:
-        sx, sy = (float(v) for v in spacing_mm)
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing_mm must be (x_mm, y_mm) or None, got {spacing_mm!r}") from None
-    if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
-        raise ValueError(f"spacing_mm must be two finite positive numbers (mm per pixel), got {spacing_mm!r}")
-    return (sx, sy)
 
 
 # ----------------------------------------------------------------------------- structures
@@ -509,7 +497,7 @@ def measure_progress(
     method = check_choice(method, METHODS, "method")
     orientation = check_choice(orientation, ORIENTATIONS, "orientation")
     ps_label, fh_label = check_label_values(ps_label, fh_label)
-    spacing = _check_spacing(spacing_mm)
+    spacing = check_spacing(spacing_mm)
     if spacing_source is not None:
         spacing_source = check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
     if spacing is None:

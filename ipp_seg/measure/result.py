@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 __all__ = [
     "METHODS",
@@ -13,6 +16,7 @@ __all__ = [
     "SPACING_SOURCES",
     "Landmarks",
     "Measurement",
+    "check_spacing",
 ]
 
 METHODS: tuple[str, ...] = ("ellipse", "challenge", "contour")
@@ -234,3 +238,27 @@ class Measurement:
         }
         out.update(self.landmarks.to_dict())
         return out
+
+
+def check_spacing(spacing_mm: object) -> tuple[float, float] | None:
+    """Validate a user-given (x, y) spacing in mm per pixel; ``None`` passes through. The one
+    check of a spacing for the readers, writers, the Predictor and :func:`measure_progress`."""
+    if spacing_mm is None:
+        return None
+    # A string is iterable ("12" would read as 1 x 2 mm), and a bool is a number to float().
+    if isinstance(spacing_mm, (str, bytes)) or any(isinstance(v, (bool, np.bool_)) for v in _items(spacing_mm)):
+        raise ValueError(f"spacing_mm must be two numbers (x, y) in mm per pixel, got {spacing_mm!r}")
+    try:
+        sx, sy = (float(v) for v in spacing_mm)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing_mm must be two numbers (x, y) in mm per pixel, got {spacing_mm!r}") from None
+    if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
+        raise ValueError(f"spacing_mm must be positive and finite, got {(sx, sy)}")
+    return (sx, sy)
+
+
+def _items(value: object) -> tuple:
+    try:
+        return tuple(value)  # type: ignore[call-overload]
+    except TypeError:
+        return ()
