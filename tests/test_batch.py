@@ -898,6 +898,9 @@ def test_a_run_upside_down_is_not_told_to_measure_again_mirrored(tmp_path, sampl
     rows = [{**row, "status": "warning", "reasons": "orientation_doubtful;ps_below_head"}] * 3 + \
         [{**row, "status": "failed", "reasons": "aop_impossible"}, {**row, "status": "failed", "reasons": "unreadable"}]
     assert RunAdvice.of_rows(rows) == RunAdvice(measured=3, doubtful_orientation=3, segmented=4, unsure_symphysis=4)
+    # JSON reports list their reasons (they had counted as one unknown code each: no advice).
+    reports = [{**r, "reasons": r["reasons"].split(";")} for r in rows]
+    assert RunAdvice.of_rows(reports) == RunAdvice.of_rows(rows)
 
     import cv2
 

@@ -290,6 +290,7 @@ def test_predict_scans_does_what_the_command_line_does(predictor, sample_dicom, 
     # Bad options fail the call, not every mask as if the masks were at fault.
     for bad, words in (({"orientation": "mirror"}, "orientation must be"), ({"method": "foo"}, "method must be"),
                        ({"labels": {"ps": 1, "fh": 2}}, "labels must be"), ({"spacing_mm": 0.3}, "spacing"),
+                       ({"spacing_mm": (5, 5)}, "an ultrasound pixel is"),  # refused as measure --spacing-mm 5 is
                        ({"scans": "folder"}, "ScanIndex")):
         with pytest.raises((TypeError, ValueError), match=words):
             measure_masks([sample_png], **bad)

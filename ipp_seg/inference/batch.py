@@ -195,7 +195,7 @@ class RunAdvice:
 
     @classmethod
     def of_rows(cls, rows: Iterable[dict], network: bool = True) -> RunAdvice:
-        """The counts of measurements.csv rows (:func:`measurement_row`)."""
+        """The counts of measurements.csv rows (:func:`measurement_row`), or of JSON reports."""
         rows = list(rows)
         unsure = row_symphysis_unsure if network else row_symphysis_misplaced
         return cls(sum(row["status"] != "failed" for row in rows), sum(map(row_orientation_doubtful, rows)),
@@ -278,8 +278,10 @@ def row_symphysis_misplaced(row: dict) -> bool:
 
 
 def _row_reasons(row: dict) -> set[str]:
-    """The reason codes of a CSV row (see :func:`measurement_row`), joined there by ";"."""
-    return set(str(row["reasons"]).split(";"))
+    """The reason codes of a CSV row (see :func:`measurement_row`), joined there by ";", or of a
+    JSON report (``Predictor.report``, ``PredictedFrame.report``), which lists them."""
+    reasons = row["reasons"]
+    return set(reasons) if isinstance(reasons, (list, tuple)) else set(str(reasons).split(";"))
 
 
 def orientation_looks_reversed(measured_frames: int, doubtful_frames: int) -> bool:

@@ -22,7 +22,7 @@ from ..io.folders import printable_path
 from ..io.frames import check_spacing, same_spacing
 from ..io.reader import choose_spacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
-from ..measure.progress import check_choice
+from ..measure.progress import check_choice, check_plausible_spacing
 from .batch import (MASK_REFUSED, UNREADABLE, file_stamp, is_batch_output_part, measurement_row,
                     refuse_batch_output_as_input)
 from .pipeline import measure_frame
@@ -201,6 +201,7 @@ def measure_masks(masks: Iterable[PathLike], labels: tuple[int, int] = (1, 2), *
     check_choice(orientation, ORIENTATIONS, "orientation")
     labels = check_label_pair(labels)
     spacing_mm = check_spacing(spacing_mm)
+    check_plausible_spacing(spacing_mm)  # as `ipp-seg measure --spacing-mm` and a Predictor refuse it
     if scans is not None and not isinstance(scans, ScanIndex):
         raise TypeError(f"scans must be a ScanIndex (index_scans(folder)) or None, got {type(scans).__name__}")
     return _measure_masks(masks, labels, method, orientation, spacing_mm, scans)
