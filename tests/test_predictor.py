@@ -224,6 +224,33 @@ def test_the_library_prints_nothing_when_logging_is_not_configured(tmp_path, sam
     assert run.stdout == "" and run.stderr == ""
 
 
+def test_the_library_prints_nothing_of_a_damaged_header_or_an_odd_nifti(tmp_path, sample_dicom):
+    # pydicom warned of a bad Number of Frames by quoting it (a header value: perhaps a name),
+    # and ITK printed its own lines about a NIfTI's sform, both on stderr.
+    import struct
+
+    import pydicom
+    import SimpleITK as sitk
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.NumberOfFrames = "123456789012"
+    ds.save_as(tmp_path / "frames.dcm")
+    raw = (tmp_path / "frames.dcm").read_bytes()
+    (tmp_path / "frames.dcm").write_bytes(raw.replace(b"123456789012", b"SECRETNAME12"))
+    sitk.WriteImage(sitk.GetImageFromArray(cv2.imread(str(SAMPLES / "psfhs_04700.png"), cv2.IMREAD_GRAYSCALE)),
+                    str(tmp_path / "skew.nii"))
+    nifti = bytearray((tmp_path / "skew.nii").read_bytes())
+    struct.pack_into("<h", nifti, 254, 1)  # sform_code 1, and a sheared sform
+    struct.pack_into("<12f", nifti, 280, 0.2, 0.15, 0, 0, 0, 0.2, 0, 0, 0, 0, 1, 0)
+    (tmp_path / "skew.nii").write_bytes(bytes(nifti))
+    code = ("from ipp_seg.inference import Predictor; p = Predictor(); "
+            "r = list(p.predict('frames.dcm')) + list(p.predict('skew.nii')); "
+            "assert len(r) == 2 and r[1].measurement.aop_deg, r")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "" and run.stderr == ""
+
+
 def test_an_unknown_model_names_itself():
     with pytest.raises(ModelNotFoundError):
         Predictor("no-such-model")

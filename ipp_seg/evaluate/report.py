@@ -40,7 +40,7 @@ from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import printable_path, walk_folders
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
-from ..io.itk import itk_image_io, warn_if_turned
+from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import check_choice, check_label_values
@@ -906,7 +906,8 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
 
 def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     try:
-        img = sitk.ReadImage(name, imageIO=itk_image_io(name))
+        with itk_warnings_silenced():
+            img = sitk.ReadImage(name, imageIO=itk_image_io(name))
     except RuntimeError as exc:
         raise ScanReadError(name, f"SimpleITK cannot read it ({str(exc).strip().splitlines()[0]})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:

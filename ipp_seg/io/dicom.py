@@ -23,7 +23,9 @@ import math
 import os
 import re
 import struct
+import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -126,7 +128,8 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
     """
     path = str(path)
     try:
-        return _inspect_dicom(path)
+        with _pydicom_warnings_silenced():
+            return _inspect_dicom(path)
     except ScanReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - a value no check foresaw must not end a batch
@@ -266,8 +269,28 @@ def _inspect_dicom(path: str) -> DicomInfo:
     return info
 
 
+@contextmanager
+def _pydicom_warnings_silenced() -> Iterator[None]:
+    """pydicom's warnings silenced while the block runs: it warns of a header value that breaks
+    the standard by quoting it (which may be a patient's name), printed on stderr by a library
+    that promises to print nothing. What matters for a measurement the readers say themselves."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+        yield
+
+
 def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (0-based index, greyscale frame) for ``indices`` (``None``: every frame), one at a time."""
+    frames = _iter_dicom_frames(info, indices)
+    while True:  # pydicom kept quiet while it decodes, not while the caller holds a frame
+        with _pydicom_warnings_silenced():
+            item = next(frames, None)
+        if item is None:
+            return
+        yield item
+
+
+def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterator[tuple[int, np.ndarray]]:
     # A range, not a list: a damaged header may declare 99,999,999 frames over a few present.
     wanted = range(info.n_frames) if indices is None else list(indices)
     if not wanted:

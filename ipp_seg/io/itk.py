@@ -22,6 +22,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,7 +74,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         raise ScanReadError(path, "is a directory, not a file")
     reader = _reader(path)
     try:
-        reader.ReadImageInformation()
+        with itk_warnings_silenced():
+            reader.ReadImageInformation()
     except RuntimeError as exc:
         raise ScanReadError(path, f"SimpleITK cannot read the header ({_first_line(exc)})") from None
     dimension = reader.GetDimension()
@@ -351,9 +353,23 @@ def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
     return 8
 
 
+@contextmanager
+def itk_warnings_silenced() -> Iterator[None]:
+    """ITK's warnings kept off stderr while the block runs (ITK writes them there itself, past
+    logging: a NIfTI's sform with unexpected scales, three times per file). What matters for a
+    measurement the reader says itself (:func:`warn_if_turned`)."""
+    shown = sitk.ProcessObject_GetGlobalWarningDisplay()
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject_SetGlobalWarningDisplay(shown)
+
+
 def _read_array(path: str) -> np.ndarray:
     try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(path, imageIO=itk_image_io(path)))
+        with itk_warnings_silenced():
+            return sitk.GetArrayFromImage(sitk.ReadImage(path, imageIO=itk_image_io(path)))
     except RuntimeError as exc:
         raise ScanReadError(path, f"SimpleITK cannot read the pixels ({_first_line(exc)})") from None
 
@@ -363,7 +379,8 @@ def _read_plane_array(path: str, width: int, height: int, index: int) -> np.ndar
     reader.SetExtractIndex([0, 0, index])
     reader.SetExtractSize([width, height, 0])  # size 0 collapses the third axis
     try:
-        return sitk.GetArrayFromImage(reader.Execute())
+        with itk_warnings_silenced():
+            return sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError as exc:
         raise ScanReadError(path, f"SimpleITK cannot read plane {index} ({_first_line(exc)})") from None
 
