@@ -632,8 +632,10 @@ def batch(
                  "--resume goes on from there", code=130)
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
-    err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files "
-              f"({summary.skipped_files} already done, {summary.failed_rows} failed) in {summary.seconds:.1f} s "
+    # This run's rows and failures; files measured by the run it resumed are counted apart.
+    earlier = f"; {summary.skipped_files} files already done before" if summary.skipped_files else ""
+    err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files measured now "
+              f"({summary.failed_rows} failed{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:

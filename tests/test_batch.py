@@ -132,7 +132,10 @@ def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(full[:3])
-    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    run = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert run.exit_code == 0
+    # The summary counts this run's rows, and the files done before apart (not as rows).
+    assert " ".join(run.output.split()).count("files already done before") == 1
     resumed = _rows(out / "measurements.csv")
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(resumed, key=key) == sorted(full, key=key)
