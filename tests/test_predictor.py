@@ -251,6 +251,15 @@ def test_the_library_prints_nothing_of_a_damaged_header_or_an_odd_nifti(tmp_path
     assert run.stdout == "" and run.stderr == ""
 
 
+def test_a_predictor_says_what_to_do_instead_of_pickling_and_of_a_bare_array(predictor):
+    import pickle
+
+    with pytest.raises(TypeError, match="make one in each worker process"):
+        pickle.dumps(predictor)
+    with pytest.raises(TypeError, match="predict_pixels"):
+        predictor.predict_frame(np.zeros((64, 64), np.uint8))
+
+
 def test_an_unknown_model_names_itself():
     with pytest.raises(ModelNotFoundError):
         Predictor("no-such-model")

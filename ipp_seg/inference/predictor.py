@@ -81,6 +81,10 @@ class Predictor:
                                    orientation, frames, spacing, tta, threads)
         self._processor = FileProcessor(BatchOptions(Path("."), Path("."), options))
 
+    def __reduce__(self):
+        # Its onnxruntime session (or torch module) cannot cross processes: say what to do instead.
+        raise TypeError("a Predictor cannot be pickled (it holds a loaded model): make one in each worker process")
+
     @property
     def options(self) -> InferenceOptions:
         """The options every measurement of this predictor is made with."""
@@ -186,6 +190,9 @@ class Predictor:
             ValueError: the frame is no ultrasound image the network can segment (too small,
                 blank, or a label mask), with the reason.
         """
+        if not isinstance(frame, UltrasoundFrame):
+            raise TypeError(f"predict_frame takes an UltrasoundFrame (ipp_seg.io.read_frames gives them), got "
+                            f"{type(frame).__name__}: predict_pixels(array, spacing_mm) measures an array")
         pixels = frame.pixels
         if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
             # As the readers do: NaN marks pixels outside the field of view (to_output).
