@@ -78,7 +78,7 @@ MIN_PS_CONFIDENCE = 0.90
 #: PSFHS frames no expert PS lies nearer than 0.055, nor the default's twin's on the 230
 #: validation frames than 0.059; with the top or left 10-30 % of their expert PS blacked out
 #: (a crop padded back to size), the twin's PS lies at 0.035 or less, and its AoP moved by a
-#: median 11-16 deg (benchmarks/black_band_cuts.py, RESULTS.md).
+#: median 8-16 deg where the top was cut (benchmarks/black_band_cuts.py, RESULTS.md).
 MAX_PS_BLACK_BAND_GAP = 0.03
 _BLACK_BAND_PX = 2  # a side of the content box this far from the image's edge has a black band beyond it
 

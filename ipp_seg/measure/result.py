@@ -101,7 +101,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_at_black_band": ("warning", "the PS lies against a black band at an edge of the image (nearer to it than "
                          "3 % of the image), as a crop padded back to its size or a black border leaves one: "
                          "part of the PS may be hidden there, and its axis and inferior end moved with it (the "
-                         "AoP of validation frames so padded moved by a median 11-16 deg; no expert PS of the "
+                         "AoP of validation frames so padded moved by a median 8-16 deg; no expert PS of the "
                          "1,058 PSFHS frames lies nearer than 5.5 %); check the frame's export"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, or its pixels are "
