@@ -79,11 +79,10 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for (side, fraction), rows in sorted(cut.items()):
             gaps = np.array([g for g, _, _ in rows if g is not None])
-            warned = [m for _, w, m in rows if w and m is not None]
-            quiet = [m for _, w, m in rows if not w and m is not None]
+            moved = [np.median(m) if m else float("nan") for m in (
+                [m for _, w, m in rows if w and m is not None], [m for _, w, m in rows if not w and m is not None])]
             print(f"| {side} {fraction:.0%} | {len(rows)} | {np.median(gaps):.3f} / {gaps.max():.3f} | "
-                  f"{sum(w for _, w, _ in rows)} | "
-                  f"{np.median(warned) if warned else float('nan'):.1f} / {np.median(quiet) if quiet else float('nan'):.1f} |")
+                  f"{sum(w for _, w, _ in rows)} | {moved[0]:.1f} / {moved[1]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ cropped, a screen capture's crop) may cut one. Every tenth expert mask is cut fr
 side (top, left, right, bottom) by 2-30 % of one structure's extent, where the cut leaves the
 other structure whole, and measured again (ellipse method, pixels of side 1). The |AoP change|
 is printed by band of :func:`ipp_seg.measure.progress.share_beyond_frame` (the share of the
-ellipse fitted to the structure's outline inside the frame that lies beyond it), per structure. Then, for each MODEL (default:
-the held-out twin), how many validation frames the limits fail, as recorded.
+ellipse fitted to the structure's outline inside the frame that lies beyond it), per structure.
+Then, for each MODEL (default: the held-out twin), how many validation frames the limits fail,
+as recorded.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, "sop_instance_uid": None, "segmented_box": None, "tissue_regions": None, "model": model, "model_sha256": model_sha256 or None, "tta": tta,
+        "n_frames": None, "sop_instance_uid": None, "segmented_box": None, "tissue_regions": None,
+        "model": model, "model_sha256": model_sha256 or None, "tta": tta,
         "head_confidence": None,
         "ps_confidence": None,
         "provider": provider,
