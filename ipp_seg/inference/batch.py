@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import threading
 import time
 import traceback
@@ -36,6 +35,7 @@ from .. import log_format, quiet_pydicom
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
 from ..io.folders import FolderInUseError, folder_lock, printable_path, walk_folders
 from ..io.overlay import overlay_title, render_overlay
+from ..io.reader import special_file_kind
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
@@ -388,7 +388,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
             rel = path.relative_to(in_dir).as_posix()
             # A link to nowhere, a pipe, a socket or a device is listed too: its row says why it
             # cannot be read (the reader refuses it unopened), rather than the file vanishing.
-            unreadable = (path.is_symlink() and not path.exists()) or _is_special_file(path)
+            unreadable = (path.is_symlink() and not path.exists()) or special_file_kind(path) is not None
             if not ((path.is_file() or unreadable) and matcher(rel)) or real / name in skipped_files:
                 continue
             if name == CSV_NAME and is_batch_output_part(path):
@@ -400,15 +400,6 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
                     ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
                                                       if len(earlier_outputs) > 5 else ""))
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
-
-
-def _is_special_file(path: Path) -> bool:
-    """Whether ``path`` is (or links to) a pipe, socket or device: neither a file nor a folder."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def is_batch_output(folder: Path) -> bool:

@@ -135,16 +135,25 @@ def read_frames(
     )
 
 
+def special_file_kind(path: PathLike) -> str | None:
+    """What ``path`` is (following links) when it is a pipe, socket or device, neither a file
+    nor a folder: "a pipe (FIFO)", "a socket" or "a device"; None otherwise, and for a path
+    that does not exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
 def _refuse_special_file(name: str) -> None:
     """Refuse a pipe, socket or device (a link to /dev/zero, say) before anything reads it: a
     reader would wait on a pipe for ever, or fill memory from a device. A missing file or a
     folder is left to the readers, which say so."""
-    try:
-        mode = os.stat(name).st_mode
-    except OSError:
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        kind = "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    kind = special_file_kind(name)
+    if kind is not None:
         raise ScanReadError(name, f"{kind}, not a file")
 
 
