@@ -22,7 +22,7 @@ import numpy as np
 from ..io import UltrasoundFrame
 from ..io.sector import MAX_SECTOR_NARROWING, content_box, sector_narrowing
 from ..measure import Measurement, measure_progress
-from ..measure.progress import geometry_scale
+from ..measure.progress import check_image_box, geometry_scale
 from .preprocess import normalise_frame, pad_to_square, resize_image
 
 
@@ -214,13 +214,8 @@ def segmented_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
     (the largest, the first of equal ones, as in a dual view), else the whole frame."""
     region = frame.imaging_region
     h, w = frame.pixels.shape
-    if region is None:
-        return 0, 0, w, h
-    x0, y0 = max(0, region.x0), max(0, region.y0)
-    x1, y1 = min(w, region.x1), min(h, region.y1)
-    if x1 - x0 < 16 or y1 - y0 < 16:  # a degenerate region box: use the whole frame
-        return 0, 0, w, h
-    return x0, y0, x1, y1
+    box = None if region is None else check_image_box((region.x0, region.y0, region.x1, region.y1), (h, w))
+    return box if box is not None else (0, 0, w, h)  # (a degenerate region box: the whole frame)
 
 
 def square_pixel_size(width: int, height: int, spacing_mm: tuple[float, float] | None) -> tuple[int, int]:

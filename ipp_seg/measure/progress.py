@@ -64,7 +64,8 @@ __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_P
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
            "MAX_MEASURABLE_PS_AXIS_RATIO", "MAX_BEYOND_FRAME", "share_beyond_frame",
            "PLAUSIBLE_SPACING_MM",
-           "check_plausible_spacing", "check_choice", "check_label_values", "MIN_ORIENTATION_SCORE",
+           "check_plausible_spacing", "check_choice", "check_image_box", "check_label_values", "MIN_IMAGE_BOX_SIDE",
+           "MIN_ORIENTATION_SCORE",
            "orientation_score", "mask_orientation_score"]
 
 logger = logging.getLogger(__name__)
@@ -208,9 +209,14 @@ def check_label_values(ps_label, fh_label) -> tuple[int, int]:
     return int(ps_label), int(fh_label)
 
 
-def _check_image_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """``box`` clipped to the frame, as ints; None (the whole frame) for None or a box too small
-    to hold an image (as inference then shows the network the whole frame)."""
+# An image box narrower or lower than this (pixels) holds no image: the whole frame is taken.
+MIN_IMAGE_BOX_SIDE = 16
+
+
+def check_image_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``box`` (x0, y0, x1, y1) clipped to a frame of ``shape`` (rows, columns), as ints; None
+    (the whole frame) for None or a box under :data:`MIN_IMAGE_BOX_SIDE` either way, as
+    inference then shows the network the whole frame."""
     if box is None:
         return None
     try:
@@ -218,7 +224,7 @@ def _check_image_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int] |
     except (TypeError, ValueError):
         raise ValueError(f"image_box must be (x0, y0, x1, y1) or None, got {box!r}") from None
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(shape[1], x1), min(shape[0], y1)
-    return (x0, y0, x1, y1) if x1 - x0 >= 16 and y1 - y0 >= 16 else None
+    return (x0, y0, x1, y1) if x1 - x0 >= MIN_IMAGE_BOX_SIDE and y1 - y0 >= MIN_IMAGE_BOX_SIDE else None
 
 
 # ----------------------------------------------------------------------------- structures
@@ -534,7 +540,7 @@ def measure_progress(
 
     ps_bin = mask == ps_label
     fh_bin = mask == fh_label
-    box = _check_image_box(image_box, mask.shape)
+    box = check_image_box(image_box, mask.shape)
     ps = _extract(ps_bin, "ps", reasons, scale, box)
     fh = _extract(fh_bin, "fh", reasons, scale, box)
     if ps is None or fh is None:
