@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 _BIGTIFF_SIGNATURES = (b"II+\x00", b"MM\x00+")
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
+_J2K_CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ: a bare JPEG 2000 codestream
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 file format's signature box
 # Start-of-frame markers, whose segment gives the image's size: the JPEG processes (baseline,
 # extended, progressive, lossless; Huffman or arithmetic; C4 (DHT), C8 (JPG) and CC (DAC) are
 # not frames) and JPEG-LS's (0xF7, as DICOM encapsulates it).
@@ -158,8 +160,8 @@ def check_image_bytes(path: str | os.PathLike[str], data: np.ndarray) -> None:
 # Formats OpenCV also decodes, told by their first bytes: (signature, offset, name). Under an
 # image suffix (a WebP a browser saved as .png, say) their headers would go unchecked for size.
 _OTHER_SIGNATURES = (
-    (b"WEBP", 8, "a WebP image"), (b"GIF8", 0, "a GIF image"), (b"\x00\x00\x00\x0cjP  ", 0, "a JPEG 2000 image"),
-    (b"\xff\x4f\xff\x51", 0, "a JPEG 2000 codestream"), (b"\x76\x2f\x31\x01", 0, "an OpenEXR image"),
+    (b"WEBP", 8, "a WebP image"), (b"GIF8", 0, "a GIF image"), (_JP2_SIGNATURE, 0, "a JPEG 2000 image"),
+    (_J2K_CODESTREAM, 0, "a JPEG 2000 codestream"), (b"\x76\x2f\x31\x01", 0, "an OpenEXR image"),
     (b"#?RADIANCE", 0, "a Radiance HDR image"), (b"#?RGBE", 0, "a Radiance HDR image"),
     (b"ftyp", 4, "a HEIF/AVIF image or a video"), (b"DICM", 128, "a DICOM file"), (b"%PDF", 0, "a PDF document"),
     (b"PK\x03\x04", 0, "a ZIP archive"),
@@ -231,10 +233,10 @@ def compressed_frame_size(data: bytes) -> tuple[int, int] | None:
     start of frame, or a JPEG 2000 codestream's SIZ segment; None for anything else."""
     if data[:2] == b"\xff\xd8":
         return _jpeg_size(data)
-    if data[:4] == b"\xff\x4f\xff\x51":
+    if data[:4] == _J2K_CODESTREAM:
         return _j2k_size(data, 0)
-    if data[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n":  # a JP2 file: its header box, and the codestream in it
-        sizes = [size for size in (_j2k_size(data, data.find(b"\xff\x4f\xff\x51")), _jp2_header_size(data)) if size]
+    if data[:12] == _JP2_SIGNATURE:  # a JP2 file: its header box, and the codestream in it
+        sizes = [size for size in (_j2k_size(data, data.find(_J2K_CODESTREAM)), _jp2_header_size(data)) if size]
         return (max(w for w, _ in sizes), max(h for _, h in sizes)) if sizes else None
     return None
 
