@@ -96,12 +96,13 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         raise ScanReadError(path, refusal)
     pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     volume_bytes = width * height * depth * components * _bytes_per_component(reader)
-    meta = _meta_header(path) if itk_image_io(path) == "MetaImageIO" else None
+    image_io = itk_image_io(path)
+    meta = _meta_header(path) if image_io == "MetaImageIO" else None
     if meta is not None:
         _check_meta_image_length(path, meta, volume_bytes)
-    elif itk_image_io(path) == "NiftiImageIO":
+    elif image_io == "NiftiImageIO":
         _check_nifti_length(path, volume_bytes)
-    unstreamable = _unstreamable(path, meta) if depth > 1 else None
+    unstreamable = _unstreamable(path, image_io, meta) if depth > 1 else None
     if unstreamable is not None and volume_bytes > _UNSTREAMABLE_READ_BYTES:
         raise ScanReadError(path, f"its {depth} frames of {width} x {height} ({volume_bytes / 2**20:.0f} MiB) "
                                   f"are beyond the {_UNSTREAMABLE_READ_BYTES // 2**20} MiB ipp-seg reads at once, "
@@ -111,7 +112,7 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     # that begin alike send an unstreamable volume to be read whole to compare the rest.
     identical = depth > 1 and _planes_identical(path, width, height, depth, volume, unstreamable is not None)
     spacing = _spacing(reader.GetSpacing())
-    if spacing is not None and itk_image_io(path) == "NrrdImageIO":
+    if spacing is not None and image_io == "NrrdImageIO":
         spacing = _nrrd_spacing_mm(path, spacing)
     n_frames = 1 if depth == 1 or identical else depth
     warn_if_turned(path, reader.GetDirection(), dimension)
@@ -159,10 +160,10 @@ def warn_if_turned(path: str, direction: Sequence[float], dimension: int) -> Non
                        "assumes", path, tuple(round(v, 3) for v in in_plane))
 
 
-def _unstreamable(path: str, meta: tuple[dict[str, str], int, int] | None) -> str | None:
-    """Why ITK cannot read the 3-D image at ``path`` a plane at a time, with what to do instead
-    (the end of a sentence); None when it can (an uncompressed MetaImage or NIfTI)."""
-    io = itk_image_io(path)
+def _unstreamable(path: str, io: str, meta: tuple[dict[str, str], int, int] | None) -> str | None:
+    """Why ITK cannot read the 3-D image at ``path`` (read by ImageIO ``io``) a plane at a time,
+    with what to do instead (the end of a sentence); None when it can (an uncompressed MetaImage
+    or NIfTI)."""
     if io == "NrrdImageIO":
         return ("ITK reads a NRRD volume whole for each frame; store it as an uncompressed MetaImage (.mha) or NIfTI "
                 "(.nii), or as DICOM")
