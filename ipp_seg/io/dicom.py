@@ -282,12 +282,15 @@ def _pydicom_warnings_silenced() -> Iterator[None]:
 def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (0-based index, greyscale frame) for ``indices`` (``None``: every frame), one at a time."""
     frames = _iter_dicom_frames(info, indices)
-    while True:  # pydicom kept quiet while it decodes, not while the caller holds a frame
-        with _pydicom_warnings_silenced():
-            item = next(frames, None)
-        if item is None:
-            return
-        yield item
+    try:
+        while True:  # pydicom kept quiet while it decodes, not while the caller holds a frame
+            with _pydicom_warnings_silenced():
+                item = next(frames, None)
+            if item is None:
+                return
+            yield item
+    finally:
+        frames.close()  # its file closed when the caller stops early, not when it is collected
 
 
 def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterator[tuple[int, np.ndarray]]:
