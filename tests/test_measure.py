@@ -757,6 +757,11 @@ def test_a_symphysis_against_a_black_band_is_said_to_be_perhaps_hidden():
     sides[:, 250:] = 0
     assert ps_black_band_gap(ps, sides) == pytest.approx(3 / 256)
     assert ps_black_band_gap(np.zeros_like(ps), sides) is None  # no PS: ps_missing's to say
+    # A frame of floats of 0-1, or in dB, is read on its own scale, as the sector check reads it:
+    # judged 16 levels above black on a 0-1 frame, its band had never been seen.
+    band = _blacked_out_above(upright, top - 1)
+    for rescaled in (band / np.float32(255), band.astype(np.float32) / 255 * 60 - 60):
+        assert ps_black_band_gap(ps, rescaled) == pytest.approx(ps_black_band_gap(ps, band))
 
 
 def test_a_frame_whose_sector_narrows_with_depth_is_said_to_be_upside_down():

@@ -93,10 +93,11 @@ CONTENT_ABOVE_BLACK = 16.0
 def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1), pixels with x1 and y1 exclusive: the smallest box holding every pixel
     brighter than the frame's black level (:func:`black_level`) by :data:`CONTENT_ABOVE_BLACK`
-    (0-255 scale; (H, W) or with colour planes, :func:`to_grey`), or None for a frame with no
+    (of the 0-255 scale, a frame of another scale mapped onto it as :func:`working_grey` does;
+    (H, W) or with colour planes, :func:`to_grey`), or None for a frame with no
     such pixel. Rows and columns beyond it are black: a border, or a crop padded back to its
     size. A box, not the sector's outline: experts draw the PS across the sector's slanted edge."""
-    grey = np.nan_to_num(to_grey(image), nan=0.0)
+    grey = _on_255_scale(to_grey(image))
     bright = grey > black_level(grey) + CONTENT_ABOVE_BLACK
     rows, columns = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
     if not len(rows):
@@ -104,14 +105,22 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
 
 
+def _on_255_scale(grey: np.ndarray) -> np.ndarray:
+    """A float plane on the 0-255 scale the thresholds here are grey levels of: one of another
+    scale (floats of 0-1, or beyond 255; the readers pass float files through as they are) is
+    mapped from its own range onto 0-255. NaN and infinities count as 0."""
+    grey = np.nan_to_num(grey, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(grey.min()), float(grey.max())
+    if (low < 0 or high > 255 or high <= 1.0) and high > low:
+        grey = (grey - low) * (255.0 / (high - low))
+    return grey
+
+
 def working_grey(image: np.ndarray) -> np.ndarray:
     """:func:`to_grey` of ``image`` on the 0-255 scale, resized to WORK_SIZE x WORK_SIZE. A frame
     of another scale (floats of 0-1, or beyond 255; the readers pass float files through as they
     are) is first mapped from its own range onto 0-255: the thresholds are grey levels of that scale."""
-    grey = np.nan_to_num(to_grey(image), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(grey.min()), float(grey.max())
-    if (low < 0 or high > 255 or high <= 1.0) and high > low:
-        grey = (grey - low) * (255.0 / (high - low))
+    grey = _on_255_scale(to_grey(image))
     if grey.shape != (WORK_SIZE, WORK_SIZE):
         grey = cv2.resize(grey, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_AREA)
     return grey
