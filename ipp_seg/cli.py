@@ -5,6 +5,7 @@ Nothing here imports torch at module level: ``--help``, ``models`` and inference
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from . import __version__, log_format, quiet_pydicom
 from .tables import new_table as _table
-from .tables import print_table
+from .tables import GuardedStream, print_table
 
 # Never the locals in a traceback (typer's default in some versions): they may hold a DICOM header.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -32,11 +33,12 @@ def _console(stderr: bool = False) -> Console:
     """Piped into a file or a log, rich would assume 80 columns, fold every table cell and
     break error lines in two (so that grep finds half a message); such output gets room for
     whole rows and lines instead. COLUMNS, when set, still wins."""
-    console = Console(stderr=stderr)
+    stream = GuardedStream("stderr" if stderr else "stdout")
+    console = Console(file=stream)
     if not console.is_terminal:
         # Tables get 240 columns (or COLUMNS); message lines are not broken at all (soft wrap).
         width = None if "COLUMNS" in os.environ else 240
-        console = Console(stderr=stderr, width=width, soft_wrap=stderr)
+        console = Console(file=stream, width=width, soft_wrap=stderr)
     return console
 
 
@@ -46,6 +48,13 @@ err = _console(stderr=True)
 def _stdout() -> Console:
     """The console for tables on stdout."""
     return _console()
+
+
+def _print_json(value) -> None:
+    """JSON on stdout, whole and exact (no markup, no wrapping), through the guarded stream."""
+    stream = GuardedStream("stdout")
+    stream.write(json.dumps(value, indent=2) + "\n")
+    stream.flush()
 
 
 def _print_table(table: Table) -> None:
@@ -180,13 +189,12 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
 def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, meaning}.")) -> None:
     """Every reason code a row, report or SR can carry: `failed` ones leave no values, `warning`
     ones keep the values they do not concern (the CSV joins a row's codes with ';')."""
-    import json
 
     from .inference.batch import reason_codes
 
     codes = reason_codes()
     if as_json:
-        typer.echo(json.dumps([{"code": c, "status": s, "meaning": m} for c, s, m in codes], indent=2))
+        _print_json([{"code": c, "status": s, "meaning": m} for c, s, m in codes])
         return
     table = _table("Reason codes", ("code", "status", "meaning"))
     for code, status, meaning in codes:
@@ -479,7 +487,6 @@ def predict(
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
     measurement failed; 2: unusable input or options, or an output that could not be written.
     What each status reason means: ipp-seg reasons."""
-    import json
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -523,7 +530,7 @@ def predict(
                 fail(str(exc))
             _fail_writing(f"into {out}", exc)
     if json_output:
-        typer.echo(json.dumps(reports, indent=2))
+        _print_json(reports)
     else:
         _print_table(_results_table(rows, "ipp-seg predict"))
     _advise(RunAdvice.of_rows(rows), orientation)
@@ -706,7 +713,6 @@ def measure(
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
     What each status reason means: ipp-seg reasons."""
-    import json
 
     from .inference.batch import RunAdvice, write_measurements_csv
     from .inference.masks import index_scans, measure_masks
@@ -737,7 +743,7 @@ def measure(
         except OSError as exc:
             _fail_writing(f"--csv {csv_path}", exc)
     if json_output:
-        typer.echo(json.dumps(reports, indent=2))
+        _print_json(reports)
     else:
         _print_table(_results_table(rows, "ipp-seg measure", network=False))
     _advise(RunAdvice.of_rows(rows, network=False), orientation)
@@ -865,16 +871,17 @@ def evaluate(
                       _fmt(m["dice_all"].mean, 4), _fmt(m["hd_all"].mean, 2), _fmt(m["asd_all"].mean, 2),
                       _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), *vs_reference,
                       str(block.n_failed_pred), _fmt(block.score, 4))
-    _print_table(table)
-    _print_table(_agreement_table(report.blocks, reference is not None))
-    if any(block.reasons_pred for block in report.blocks):
-        _print_table(_reasons_table(report.blocks))
-    if out is not None:  # (made and checked before the work)
+    if out is not None:  # (made and checked before the work); written before the tables, which a reader may cut
         try:
             write_case_csv(report, out / "cases.csv")
             write_summary_json(report, out / "summary.json")
         except OSError as exc:
             _fail_writing(f"into {out}", exc)
+    _print_table(table)
+    _print_table(_agreement_table(report.blocks, reference is not None))
+    if any(block.reasons_pred for block in report.blocks):
+        _print_table(_reasons_table(report.blocks))
+    if out is not None:
         err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
 
 

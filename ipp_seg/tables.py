@@ -5,10 +5,63 @@ Rendering only; the command line (``ipp_seg.cli``) fills them with the library's
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 from rich.console import Console
 from rich.table import Table
+
+
+class GuardedStream:
+    """stdout or stderr as the command line writes to it, so that what was computed is never
+    lost to the terminal: text the stream's encoding cannot hold (a ° or Δ, a patient folder's
+    Chinese name, on a cp1252 or ASCII log) is written with backslash escapes instead of
+    raising, and once the reader has gone (``| head``) the rest is dropped, the stream's file
+    descriptor pointed at /dev/null, and the command goes on to its files and its exit code.
+    Everything else is the stream's. ``name`` is ``"stdout"`` or ``"stderr"``: the stream is
+    looked up in :mod:`sys` at each use, as rich does, so that a redirection made later holds."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.reader_gone = False
+
+    @property
+    def _stream(self):
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        if self.reader_gone:
+            return len(text)
+        try:
+            try:
+                return self._stream.write(text)
+            except UnicodeEncodeError:  # the text wrapper encodes before it writes: nothing was written
+                encoding = getattr(self._stream, "encoding", None) or "ascii"
+                return self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        except BrokenPipeError:
+            self._reader_went()
+            return len(text)
+
+    def flush(self) -> None:
+        if self.reader_gone:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_went()
+
+    def _reader_went(self) -> None:
+        self.reader_gone = True
+        try:  # what the text wrapper still buffers is flushed at exit, into /dev/null, silently
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture)
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def new_table(title: str, columns, justify: str = "left") -> Table:

@@ -864,6 +864,54 @@ def test_evaluate_that_can_score_nothing_says_why_and_keeps_an_earlier_runs_file
     assert result.exit_code == 2 and "no label masks" in result.output and "empty" in result.output
 
 
+def _two_evaluable_cases(tmp_path, psfhs_dir):
+    import cv2
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+    for case in ("04700", "04750"):
+        gt = read_frame(psfhs_dir / "label_mha" / f"{case}.mha").pixels.astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "gt" / f"{case}.png"), gt)
+        cv2.imwrite(str(tmp_path / "pred" / f"{case}.png"), gt)
+    return tmp_path / "pred", tmp_path / "gt"
+
+
+def test_a_log_in_an_encoding_without_degree_or_delta_signs_still_gets_the_results(tmp_path, psfhs_dir, sample_png):
+    # A Windows task redirected into a cp1252 file, or an ASCII terminal: the ° and Δ of the
+    # headers, and a patient folder's Chinese name, had ended the run with a traceback.
+    pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "evaluate", str(pred), str(gt), "--out",
+                          str(tmp_path / "ev")], capture_output=True, text=True, env=env)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "median |\\u0394AoP| (\\xb0)" in run.stdout  # escaped, not lost
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["blocks"]["overall"]["score"] == pytest.approx(1)
+    scan = tmp_path / "\u60a3\u8005.png"
+    scan.write_bytes(sample_png.read_bytes())
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", str(scan)], capture_output=True, encoding="cp1252",
+                         env={**env, "PYTHONIOENCODING": "cp1252"})
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "\\u60a3\\u8005" in run.stdout and "146." in run.stdout
+
+
+def test_a_reader_that_stops_early_costs_no_output_file_and_no_exit_code(tmp_path, psfhs_dir):
+    # `ipp-seg evaluate ... | head -1`: the tables had been printed before the files were
+    # written, and the closed pipe had ended the run with exit 1 and no cases.csv.
+    pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    command = [sys.executable, "-m", "ipp_seg", "evaluate", str(pred), str(gt), "--out", str(tmp_path / "ev")]
+    env = {**os.environ, "COLUMNS": "300"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as run:
+        run.stdout.close()  # the reader went away before the first line
+        errors = run.stderr.read().decode()
+        assert run.wait() == 0, errors
+    assert "Traceback" not in errors and "Broken pipe" not in errors
+    assert (tmp_path / "ev" / "cases.csv").is_file() and (tmp_path / "ev" / "summary.json").is_file()
+    with subprocess.Popen([sys.executable, "-m", "ipp_seg", "reasons", "--json"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as run:
+        run.stdout.close()
+        assert run.wait() == 0 and run.stderr.read() == b""
+
+
 def test_dicom_results_without_highdicom_are_refused_before_any_work(tmp_path, sample_png, sample_dicom, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)  # as if it were not installed
     result = invoke("predict", sample_png, sample_dicom, "--out", tmp_path / "out", "--dicom-sr")
