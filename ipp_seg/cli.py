@@ -709,6 +709,7 @@ def measure(
     spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
+    overwrite: bool = _flag("--overwrite", help="Replace a --csv file that already holds rows."),
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
@@ -720,6 +721,10 @@ def measure(
     _check_choices(method, orientation, "all", "onnx", "cpu")
     ps_label, fh_label = _parse_labels(labels)
     spacing = _parse_spacing(spacing_mm)
+    if csv_path is not None and not overwrite and _holds_rows(csv_path):
+        # Before the work: a --csv reused in a loop over folders, or a batch run's
+        # measurements.csv, had been replaced without a word.
+        fail(f"--csv {csv_path} already holds rows: give another file, or --overwrite to replace it")
     index = None
     if scans is not None:
         try:
@@ -748,6 +753,19 @@ def measure(
         _print_table(_results_table(rows, "ipp-seg measure", network=False))
     _advise(RunAdvice.of_rows(rows, network=False), orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
+
+
+def _holds_rows(path: Path) -> bool:
+    """Whether ``path`` is a file with more than a header line (an empty file, or one the user
+    made to write into, may be written over)."""
+    try:
+        with open(path, "rb") as fh:
+            return len([line for line in fh.read(1 << 16).splitlines()[:2] if line.strip()]) > 1
+    except IsADirectoryError:
+        fail(f"--csv {path} is a folder, not a file")
+    except OSError:  # absent or unreadable: writing it says what is wrong
+        return False
+    return False
 
 
 @app.command(short_help="Export a training checkpoint to ONNX.")

@@ -625,6 +625,13 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     refused_csv = tmp_path / "refused.csv"
     assert invoke("measure", tmp_path / "m.png", "--csv", refused_csv).exit_code == 2
     assert list(csv.DictReader(refused_csv.read_text().splitlines()))[0]["reasons"] == "mask_refused"
+    # A file that holds rows (here the first run's; as often a batch run's measurements.csv) is
+    # not written over without --overwrite: it had been, without a word.
+    again = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv)
+    assert again.exit_code == 2 and "already holds rows" in again.output and "--overwrite" in again.output
+    assert list(csv.DictReader(refused_csv.read_text().splitlines()))[0]["reasons"] == "mask_refused"
+    again = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv, "--overwrite")
+    assert again.exit_code == 0 and "mask_refused" not in refused_csv.read_text()
 
 
 def test_json_reports_share_one_schema(sample_png, tmp_path):
