@@ -168,6 +168,27 @@ def test_a_run_resumed_with_few_files_left_gives_the_numbers_of_an_uninterrupted
         assert (out / "measurements.csv").read_text() == full  # every row, in order, to the last digit
 
 
+def test_a_csv_edited_in_a_spreadsheet_resumes_without_doubled_or_blank_rows(mixed_folder, tmp_path, caplog):
+    # Saved again by Excel or LibreOffice: FALSE for false (which had been refused as another
+    # --tta setting), a row copied twice and an empty line of commas (which had been kept).
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    full = _rows(out / "measurements.csv")
+    edited = [{**row, "tta": row["tta"].upper()} for row in full[:3]] + [dict(full[1])]
+    with open(out / "measurements.csv", "w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(edited + [dict.fromkeys(CSV_COLUMNS, "")])
+    with caplog.at_level("WARNING"):
+        run = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert run.exit_code == 0, run.output
+    assert "1 row(s) without a file name and 1 repeated row(s)" in caplog.text
+    resumed = _rows(out / "measurements.csv")
+    key = lambda r: (r["file"], r["frame"])  # noqa: E731
+    assert sorted(map(key, resumed)) == sorted(map(key, full))
+    assert {r["tta"] for r in resumed} <= {"false", "FALSE"}
+
+
 def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):
     # A run killed while writing a row leaves half of it, without its newline. Read as a
     # complete row it would mark its file done and the next row would be glued onto it.
@@ -639,7 +660,7 @@ def test_overlays_name_the_scan_file_and_not_its_folders(mixed_folder, tmp_path,
     assert (tmp_path / "out" / "overlays" / "sub" / "b.png").is_file()  # the path keeps the folders
 
 
-def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp_path):
+def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp_path, caplog):
     # A Latin-1 name from an old export: the CSV writer had refused it and the whole run ended.
     import os
 
@@ -661,6 +682,16 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
     again = _run("batch", mixed_folder, "--out", out, "--resume")  # the names are known again: nothing doubled
     assert again.exit_code == 0 and sorted(r["file"] for r in _rows(out / "measurements.csv")) == sorted(
         r["file"] for r in before)
+    # Every file is there: none is warned of as gone (the escaped names had been looked up as written).
+    shutil.copy(mixed_folder / "a.png", mixed_folder / "back\\slash.png")
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    with caplog.at_level("WARNING"):
+        assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert "no longer in the folder" not in caplog.text
+    os.remove(latin1)
+    with caplog.at_level("WARNING"):
+        assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert "1 file(s) no longer in the folder (kept): M\\xfcller.png" in caplog.text
 
 
 def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, caplog):

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 
 from .. import log_format, quiet_pydicom
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
-from ..io.folders import FolderInUseError, folder_lock, printable_path, walk_folders
+from ..io.folders import FolderInUseError, folder_lock, path_of_printable, printable_path, walk_folders
 from ..io.overlay import overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..measure import METHODS, ORIENTATIONS, Measurement
@@ -768,6 +768,8 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
             # An empty cell is a column that the version writing the row did not have yet (kept
             # empty when a resume brought it to this version's columns): unknown, not compared,
             # except where empty is itself a setting (no --spacing-mm).
+            if column in _SPREADSHEET_CASED and cell is not None:
+                cell = cell.lower()  # a spreadsheet saving the CSV again writes false as FALSE
             if cell is not None and cell != value and (cell or column in _EMPTY_IS_A_SETTING):
                 if column == "model_sha256":  # the same options, other weights: say which ways that happens
                     raise ResumeError(
@@ -781,6 +783,7 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
 
 
 _EMPTY_IS_A_SETTING = frozenset({"spacing_given_mm"})
+_SPREADSHEET_CASED = frozenset({"tta"})
 
 
 def _shown(cell: str) -> str:
@@ -812,8 +815,19 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     version's CSV to this version's columns. Rows of files that this run does not take (another
     ``--glob``) are kept as they are; rows of files no longer in ``in_dir`` are kept, and
     counted in a warning."""
-    rows, partial, header = _complete_rows(csv_path, expect)
+    read, partial, header = _complete_rows(csv_path, expect)
     upgraded = bool(header) and header != CSV_COLUMNS
+    # Left by editing the CSV in a spreadsheet: a row without a file name, or a row copied
+    # twice, which a mean over the CSV would count twice. The first of each frame's rows is kept.
+    rows, seen = [], set()
+    for row in read:
+        if row["file"] and (row["file"], row["frame"]) not in seen:
+            seen.add((row["file"], row["frame"]))
+            rows.append(row)
+    if len(rows) < len(read):
+        blank = sum(1 for row in read if not row["file"])
+        log.warning("%s: %d row(s) without a file name and %d repeated row(s) of a file and frame taken out "
+                    "(the first row of each frame is kept)", csv_path, blank, len(read) - len(rows) - blank)
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
@@ -828,14 +842,14 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
             log.warning("%s: %d file(s) changed since they were measured; measured again", csv_path, len(changed))
             kept = [row for row in kept if row["file"] not in changed]
     if in_dir is not None:
-        gone = {row["file"] for row in kept if not os.path.lexists(in_dir / row["file"])}
+        gone = {row["file"] for row in kept if not os.path.lexists(in_dir / path_of_printable(row["file"]))}
         if gone:
             log.warning("%s holds rows of %d file(s) no longer in the folder (kept): %s", csv_path, len(gone),
                         ", ".join(sorted(gone)[:3]) + (", ..." if len(gone) > 3 else ""))
     if upgraded and rows:
         log.warning("%s: written by an earlier version of ipp-seg; its rows are kept under this version's columns "
                     "(the new ones empty)", csv_path)
-    if partial or len(kept) < len(rows) or upgraded:
+    if partial or len(kept) < len(read) or upgraded:
         _replace_rows(csv_path, kept, ".resume")
         if partial or len(kept) < len(rows):
             log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,3 +75,23 @@ def printable_path(rel: str) -> str:
         except UnicodeEncodeError:
             pass
     return rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_PRINTED_ESCAPE = re.compile(r"(\\\\|\\x[0-9a-f]{2})")
+
+
+def path_of_printable(printed: str) -> str:
+    """The relative path :func:`printable_path` printed as ``printed`` (its inverse): ``\\xfc``
+    is the byte 0xfc again (held as a lone surrogate, as Python lists such a name), ``\\\\`` a
+    backslash."""
+    if "\\" not in printed:
+        return printed
+    raw = bytearray()
+    for part in _PRINTED_ESCAPE.split(printed):
+        if part == "\\\\":
+            raw += b"\\"
+        elif _PRINTED_ESCAPE.fullmatch(part):
+            raw.append(int(part[2:], 16))
+        else:
+            raw += part.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "surrogateescape")
