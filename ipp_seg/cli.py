@@ -412,12 +412,15 @@ def _parse_spacing(text: str | None) -> tuple[float, float] | None:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         fail(f"--spacing-mm must be X or X,Y in mm per pixel, got {text!r}")
+    # "0,35" from a locale that writes decimal commas reads as two spacings, 0 and 35 mm.
+    comma = (f" (for {text.replace(',', '.')} mm write a point; a comma separates X from Y)"
+             if text.count(",") == 1 and "." not in text else "")
     if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
-        fail(f"--spacing-mm must be one or two positive numbers, got {text!r}")
+        fail(f"--spacing-mm must be one or two positive numbers, got {text!r}{comma}")
     try:
         check_plausible_spacing((values[0], values[-1]))
     except ValueError as exc:
-        fail(f"--spacing-mm {text}: {exc}")
+        fail(f"--spacing-mm {text}: {exc}{comma}")
     return (values[0], values[-1])
 
 

@@ -187,6 +187,14 @@ def test_a_csv_edited_in_a_spreadsheet_resumes_without_doubled_or_blank_rows(mix
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(map(key, resumed)) == sorted(map(key, full))
     assert {r["tta"] for r in resumed} <= {"false", "FALSE"}
+    # Saved with ';' and decimal commas: refused with what to do, not with advice to --overwrite it.
+    with open(out / "measurements.csv", "w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, delimiter=";")
+        writer.writeheader()
+        writer.writerows({**row, "aop_deg": row["aop_deg"].replace(".", ",")} for row in full)
+    run = _run("batch", mixed_folder, "--out", out, "--resume")
+    said = " ".join(run.output.split())
+    assert run.exit_code == 2 and "saved again with ';' between its values" in said and "--overwrite" not in said
 
 
 def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):

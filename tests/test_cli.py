@@ -587,6 +587,14 @@ def test_predict_bad_options_exit_2(sample_png, args):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("given", ["0,35", "1,5"])
+def test_a_spacing_written_with_a_decimal_comma_is_refused_with_the_way_to_write_it(sample_png, given):
+    # "0,35" reads as X = 0 and Y = 35 mm; the refusal now says why, instead of only that it is wrong.
+    result = invoke("predict", sample_png, "--spacing-mm", given)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"for {given.replace(',', '.')} mm write a point" in said, said
+
+
 def test_predict_mirrored_orientation_is_recorded(sample_png):
     result = invoke("predict", sample_png, "--json", "--orientation", "mirrored", "--method", "contour")
     assert result.exit_code in (0, 1)

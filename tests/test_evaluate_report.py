@@ -661,6 +661,9 @@ def test_a_reference_whose_ids_lost_their_leading_zeros_is_matched_by_number(fol
     assert by_id["00003"].delta_aop_reference is None
     assert "1 case(s) matched the reference AoP by number" in caplog.text
     assert "(e.g. reference '1' for case '00001')" in caplog.text
+    # The exact ID wins, but its rival of the same number is named (it had been passed over silently).
+    assert "1 case(s) take the reference AoP of the row with their exact ID, where rows of the same number " \
+           "written otherwise give other values: 00002 (2)" in caplog.text
     # As pandas writes IDs (4601.0), and a number two rows give different values: matched by neither.
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -688,6 +691,13 @@ def test_read_reference_aop_formats_and_errors(tmp_path):
     (tmp_path / "e.csv").write_text("case,aop_deg\n1,nan\n")
     with pytest.raises(ValueError, match="finite"):
         read_reference_aop(tmp_path / "e.csv")
+    for value in ("0", "-5", "400"):  # an empty cell a spreadsheet saved as 0, a sign lost, a typo
+        (tmp_path / "f.csv").write_text(f"case,aop_deg\n1,120\n2,{value}\n")
+        with pytest.raises(ValueError, match=f"line 3: AoP '{value}' is no angle of progression"):
+            read_reference_aop(tmp_path / "f.csv")
+    (tmp_path / "g.csv").write_text("case;aop_deg\n04700;123,4\n")  # as German Excel saves it
+    with pytest.raises(ValueError, match="separated by ';'.*save it again with commas"):
+        read_reference_aop(tmp_path / "g.csv")
 
 
 def test_read_reference_aop_says_which_file_and_why_once(tmp_path):

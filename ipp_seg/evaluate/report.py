@@ -43,7 +43,7 @@ from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_wit
 from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
-from ..measure.progress import check_choice, check_label_values
+from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, check_choice, check_label_values
 from .acquisition import STYLES, acquisition_style
 from .agreement import Agreement, bland_altman
 from .metrics import (
@@ -704,8 +704,11 @@ def _reference_by_case(reference: Mapping[str, float], case_ids: Sequence[str]) 
             by_number.setdefault(number, []).append(key)
     matched: dict[str, float] = {}
     conflicting: list[str] = []
+    shadowed: list[str] = []
     for case_id in case_ids:
         number = _id_number(case_id)
+        if case_id in reference and len({reference[k] for k in by_number.get(number, [case_id])}) > 1:
+            shadowed.append(f"{case_id} ({' and '.join(k for k in by_number[number] if k != case_id)})")
         if case_id in reference or number not in by_number:
             continue
         values = {reference[k] for k in by_number[number]}
@@ -720,6 +723,9 @@ def _reference_by_case(reference: Mapping[str, float], case_ids: Sequence[str]) 
     if conflicting:
         logger.warning("%d case(s) left without a reference AoP: rows of the same number give different values: "
                        "%s", len(conflicting), _preview(conflicting))
+    if shadowed:
+        logger.warning("%d case(s) take the reference AoP of the row with their exact ID, where rows of the same "
+                       "number written otherwise give other values: %s", len(shadowed), _preview(shadowed))
     return {**reference, **matched}
 
 
@@ -749,7 +755,8 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
 
     Raises:
         ReferenceAopError: the file cannot be read (missing, a folder, not UTF-8 text), its
-            columns are missing, an AoP is not a finite number, or a case is given twice. Its
+            columns are missing, an AoP is not a number in (0, 240] deg (an empty cell a
+            spreadsheet saved as 0 included), or a case is given twice. Its
             message names the file and says why, in words a user can act on.
     """
     def refuse(why: str) -> ReferenceAopError:
@@ -774,7 +781,10 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
     if id_col is None or aop_col is None:
         missing = [f"{kind} column ({' or '.join(names)})" for kind, names, found in (
             ("a case", _REFERENCE_ID_COLUMNS, id_col), ("an AoP", _REFERENCE_AOP_COLUMNS, aop_col)) if found is None]
-        raise refuse(f"it needs {' and '.join(missing)}; its columns are {', '.join(columns) or 'none'}")
+        semicolons = len(columns) == 1 and ";" in columns[0]
+        raise refuse(f"it needs {' and '.join(missing)}; its columns are {', '.join(columns) or 'none'}" + (
+            " (its values are separated by ';', as a spreadsheet set to a German or French locale saves a CSV: "
+            "save it again with commas between the values and points in the numbers)" if semicolons else ""))
     id_index, aop_index = columns.index(id_col), columns.index(aop_col)
     reference: dict[str, float] = {}
     for line, row in enumerate(rows[1:], start=2):
@@ -788,6 +798,9 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
             raise refuse(f"line {line}: AoP {text!r} is not a number") from None
         if not math.isfinite(value):
             raise refuse(f"line {line}: AoP {text!r} is not finite")
+        if not 0 < value <= AOP_IMPOSSIBLE_ABOVE_DEG:
+            raise refuse(f"line {line}: AoP {text!r} is no angle of progression (above 0 and at most "
+                         f"{AOP_IMPOSSIBLE_ABOVE_DEG:g} deg)")
         if case_id in reference:
             raise refuse(f"line {line}: case {case_id} given twice")
         reference[case_id] = value

@@ -758,6 +758,11 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     reader = csv.DictReader(io.StringIO(complete, newline=""))
     header = tuple(reader.fieldnames or ())
     if not _is_measurements_header(header):
+        if len(header) == 1 and _is_measurements_header(tuple(header[0].split(";"))):
+            # Its rows are ipp-seg's: --overwrite, the advice for a stranger's file, would lose them.
+            raise ResumeError(f"{csv_path} is a measurements.csv saved again with ';' between its values, as a "
+                              "spreadsheet set to a German or French locale saves it: save it with commas between "
+                              "the values and points in the numbers to resume it, or give another --out folder")
         raise ResumeError(f"{csv_path} is not a measurements.csv of ipp-seg (other columns): give another --out "
                           "folder, or --overwrite to replace it")
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
