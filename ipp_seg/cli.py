@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -963,7 +964,20 @@ def _reasons_table(blocks) -> Table:
 
 
 def main() -> None:
+    _refuse_empty_arguments(sys.argv[1:])
     app()
+
+
+def _refuse_empty_arguments(argv: list[str]) -> None:
+    """No argument of ipp-seg may be empty: typer reads ``""`` as the path ``.``, so a script's
+    unset variable (``ipp-seg batch "$SCANS" ...``) had sent a batch through the whole current
+    folder, and ``--spacing-mm ""`` had read as no spacing."""
+    for position, arg in enumerate(argv):
+        if arg == "":
+            where = f"after {argv[position - 1]}" if position else "first"
+            error(f"argument {position + 1} ({where}) is empty, perhaps an unset shell variable: give a value, or "
+                  "leave it out")
+            sys.exit(2)  # before typer runs: no typer.Exit to raise
 
 
 if __name__ == "__main__":

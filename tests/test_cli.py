@@ -135,6 +135,18 @@ def test_a_table_piped_into_a_file_keeps_each_row_on_one_line(sample_png):
     assert f"ipp-seg: cannot read {missing}: no such file" in errors.splitlines()
 
 
+def test_an_empty_argument_is_refused_before_anything_runs(tmp_path, sample_png):
+    # `ipp-seg batch "$SCANS" --out run` with SCANS unset: typer read "" as ".", and the batch
+    # went through every file below the current folder.
+    (tmp_path / "stray.png").write_bytes(sample_png.read_bytes())
+    for args, where in ((["batch", "", "--out", "run"], "argument 2 (after batch)"),
+                        (["predict", str(sample_png), "--spacing-mm", ""], "argument 4 (after --spacing-mm)")):
+        run = subprocess.run([sys.executable, "-m", "ipp_seg", *args], capture_output=True, text=True, cwd=tmp_path)
+        assert run.returncode == 2 and f"ipp-seg: {where} is empty, perhaps an unset shell variable" in run.stderr
+        assert "Traceback" not in run.stderr and run.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_frame_no_decoder_can_read_gives_one_line_on_stderr(sample_dicom, tmp_path):
     # pydicom logs each decoder plugin's failure with a traceback; importing pydicom resets its
     # logger's level, so the CLI cuts the logger off instead. Run as a user would, in a process.

@@ -260,6 +260,18 @@ def test_a_predictor_says_what_to_do_instead_of_pickling_and_of_a_bare_array(pre
         predictor.predict_frame(np.zeros((64, 64), np.uint8))
 
 
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(predictor, tmp_path):
+    # Path("") is "."; predict("") had failed with "is a directory", and a reader with "cannot read : no such file".
+    from ipp_seg.io import ScanReadError, read_frame
+
+    for call in (lambda: list(predictor.predict("")), lambda: predictor.predict_files([""]),
+                 lambda: predictor.predict_scans([""], tmp_path)):
+        with pytest.raises(ValueError, match="an empty path names no scan"):
+            call()
+    with pytest.raises(ScanReadError, match="no file name given"):
+        read_frame("")
+
+
 def test_an_unknown_model_names_itself():
     with pytest.raises(ModelNotFoundError):
         Predictor("no-such-model")

@@ -113,7 +113,7 @@ class Predictor:
         for a file or frame that cannot be read, or is not an ultrasound image (after a read
         failure the rest of the file is abandoned, as its frames cannot be trusted).
         """
-        yield from self._processor.results(Path(path))
+        yield from self._processor.results(_scan_path(path))
 
     def predict_files(self, paths: Iterable[str | os.PathLike[str]]
                       ) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
@@ -127,7 +127,7 @@ class Predictor:
         if isinstance(paths, (str, bytes, os.PathLike)):  # iterating it would give its characters
             raise TypeError(f"predict_files takes a list of paths, got the single path {os.fsdecode(paths)!r}: "
                             "predict(path) segments one scan")
-        return self._results_in_order([(Path(p), frozenset()) for p in paths])
+        return self._results_in_order([(_scan_path(p), frozenset()) for p in paths])
 
     def predict_scans(self, paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None,
                       *, dicom_seg: bool = False, dicom_sr: bool = False) -> Iterator[PredictedFrame]:
@@ -148,7 +148,7 @@ class Predictor:
             raise TypeError(f"predict_scans takes a list of paths, got the single path {os.fsdecode(paths)!r}")
         if (dicom_seg or dicom_sr) and out_dir is None:
             raise ValueError("dicom_seg and dicom_sr need out_dir")
-        return predict_scans(self._processor, [Path(p) for p in paths], None if out_dir is None else Path(out_dir),
+        return predict_scans(self._processor, [_scan_path(p) for p in paths], None if out_dir is None else Path(out_dir),
                              dicom_seg=dicom_seg, dicom_sr=dicom_sr)
 
     def _results_in_order(self, items: list) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
@@ -266,3 +266,10 @@ def _plausible(spacing: tuple[float, float] | None) -> None:
         check_plausible_spacing(spacing)
     except ValueError as exc:
         raise ValueError(f"spacing_mm {spacing}: {exc}") from None
+
+
+def _scan_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path; an empty one is refused, as ``Path("")`` is the current folder."""
+    if os.fspath(path) == "":
+        raise ValueError("an empty path names no scan (it would read as the current folder)")
+    return Path(path)

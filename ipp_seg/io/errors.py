@@ -26,6 +26,8 @@ class ScanReadError(Exception):
 def missing_file_reason(path: str | os.PathLike[str]) -> str:
     """Why a path that does not exist cannot be read: a link to nowhere, or links that lead
     back to each other, say so."""
+    if os.fspath(path) == "":
+        return "no file name given (an empty path)"
     if not os.path.islink(path):
         return "no such file"
     try:
