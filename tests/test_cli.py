@@ -206,7 +206,16 @@ def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample
     for scan, report in zip(scans, reports):
         assert json.loads(report.read_text())["file"] == str(scan)
         assert report.with_name(report.stem + "_mask.png").exists()
-    assert output_names(scans[:1] * 2) == {scans[0].resolve(): "scan.png"}  # the same scan twice: one name
+    assert output_names(scans[:1] * 2) == {scans[0]: "scan.png"}  # the same scan twice: one name
+    # Two links to one stored file are two scans, named after the links (as batch names them):
+    # both had been named after the target, the second's outputs written over the first's.
+    (tmp_path / "links").mkdir()
+    for name in ("patientA.png", "patientB.png"):
+        (tmp_path / "links" / name).symlink_to(scans[0])
+    linked = [tmp_path / "links" / "patientA.png", tmp_path / "links" / "patientB.png"]
+    assert invoke("predict", *linked, "--out", tmp_path / "linked").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "linked").glob("*.json")) == ["patientA.json", "patientB.json"]
+    assert json.loads((tmp_path / "linked" / "patientA.json").read_text())["file"] == str(linked[0])
 
 
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):

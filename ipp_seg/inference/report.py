@@ -101,12 +101,10 @@ def _instance_number(value) -> int:
 
 
 def scan_key(scan: Path | str) -> Path:
-    """A scan's resolved path, the key of :func:`output_names`; the absolute path of a link
-    that cannot be resolved (a loop of links), which then fails to read with its reason."""
-    try:
-        return Path(scan).resolve()
-    except (OSError, RuntimeError):  # RuntimeError: pathlib's "Symlink loop" before Python 3.13
-        return Path(os.path.abspath(scan))
+    """A scan's absolute path, the key of :func:`output_names`. Links are not followed: a link's
+    outputs are named after the link, as ``batch`` names them (two links to one stored file,
+    ``patientA.png`` and ``patientB.png``, had both written ``blob1.json``, the second over the first)."""
+    return Path(os.path.abspath(scan))
 
 
 def output_names(scans: list[Path]) -> dict[Path, str]:
