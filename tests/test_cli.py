@@ -663,6 +663,27 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     assert again.exit_code == 0 and "mask_refused" not in refused_csv.read_text()
 
 
+def test_json_names_a_file_as_the_csv_does(sample_png, tmp_path):
+    # A Latin-1 name's bytes had been lone surrogates in the JSON ("M\\udcfcller.png", which jq
+    # shows as M\ufffdller.png for every such name, and strict readers refuse), and a backslash
+    # was not doubled as in the CSV, so the two could not be joined on the file.
+    latin1 = os.path.join(os.fsencode(tmp_path), b"M\xfcller.png")
+    with open(latin1, "wb") as fh:
+        fh.write(sample_png.read_bytes())
+    backslash = tmp_path / "back\\slash.png"
+    backslash.write_bytes(sample_png.read_bytes())
+    scans = [os.fsdecode(latin1), str(backslash)]
+    result = invoke("predict", *scans, "--json", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    files = [report["file"] for report in json.loads(result.stdout)]
+    assert files == [f"{tmp_path}/M\\xfcller.png", f"{tmp_path}/back\\\\slash.png"]
+    assert all(f.encode("utf-8") for f in files)  # no lone surrogate
+    assert json.loads((tmp_path / "out" / "back\\slash.json").read_text())["file"] == files[1]
+    measured = invoke("measure", tmp_path / "out" / "back\\slash_mask.png", "--json", "--csv", tmp_path / "m.csv")
+    (row,) = csv.DictReader((tmp_path / "m.csv").read_text().splitlines())
+    assert json.loads(measured.stdout)[0]["file"] == row["file"] == f"{tmp_path}/out/back\\\\slash_mask.png"
+
+
 def test_json_reports_share_one_schema(sample_png, tmp_path):
     # predict and measure, measured or not: the same keys and null (never "") for no value.
     import cv2

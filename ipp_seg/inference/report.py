@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..io import write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
+from ..io.folders import printable_path
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
 from .batch import NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, measurement_row, output_stem, \
@@ -21,9 +22,11 @@ from .pipeline import FrameResult, segmented_box
 
 
 def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
-    """One measurement as plain JSON-able values (what ``measure --json`` prints per mask)."""
+    """One measurement as plain JSON-able values (what ``measure --json`` prints per mask). The
+    file is named as the CSV names it (:func:`~ipp_seg.io.folders.printable_path`): a name's bytes
+    that are not UTF-8 would be lone surrogates, which strict JSON readers refuse or blur."""
     return {
-        "file": file,
+        "file": printable_path(file),
         "frame": frame_index,
         "status": m.status,
         "reasons": list(m.reasons),
@@ -70,7 +73,7 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
     ``code`` ``processing_error``, processed), null where nothing was measured, with the cause in
     ``error``: JSON readers meet one schema."""
     return {
-        "file": file, "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
+        "file": printable_path(file), "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
         "aop_deg": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
         "method": method, "orientation": orientation, "spacing_mm": None, "spacing_source": None,
         "landmarks": None,
@@ -240,11 +243,12 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     said: set[tuple[Path, str]] = set()  # (scan, cause): a cine's frames share their scan's refusal
     for scan in scans:
         started = time.perf_counter()
+        shown = printable_path(str(scan))  # as the CSV and the JSON name it
         for result in processor.results(scan):
             elapsed_ms = (time.perf_counter() - started) * 1000
             if isinstance(result, FrameFailure):
                 frame = "" if result.frame_index is None else result.frame_index
-                row = measurement_row(str(scan), frame, None, processor.model_name, None, result.reason, inf.method,
+                row = measurement_row(shown, frame, None, processor.model_name, None, result.reason, inf.method,
                                       inf.orientation, inf.tta, result.code, model_sha256=processor.model_sha256)
                 report = {**unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
                                               provider, inf.method, inf.orientation, inf.tta, result.code,
@@ -255,7 +259,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                                      errors=(f"cannot {verb} {scan}: {result.reason}",))
                 started = time.perf_counter()
                 continue
-            row = measurement_row(str(scan), result.frame.frame_index, result.measurement, processor.model_name,
+            row = measurement_row(shown, result.frame.frame_index, result.measurement, processor.model_name,
                                   result.frame.provenance.sop_instance_uid, "", inf.method, inf.orientation, inf.tta,
                                   head_confidence=result.head_confidence, ps_confidence=result.ps_confidence,
                                   model_sha256=processor.model_sha256)
