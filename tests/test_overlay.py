@@ -244,3 +244,15 @@ def test_a_title_holding_bytes_that_are_not_utf8_is_drawn_escaped():
     m = measure_progress(mask, None)
     drawn = render_overlay(frame(), mask, m, title="M\udcfcller.png")
     assert np.array_equal(drawn, render_overlay(frame(), mask, m, title="M\\udcfcller.png"))
+
+
+def test_a_title_in_letters_the_font_lacks_is_drawn_as_escapes_so_names_stay_apart():
+    # OpenCV's Hershey font draws each Chinese character or emoji as "?": 张三.png and 李四.png
+    # had both been captioned "??.png". Latin and Cyrillic letters it has are drawn as they are.
+    mask = synthetic_mask()
+    m = measure_progress(mask, None)
+    first, second = (render_overlay(frame(), mask, m, title=name) for name in ("张三.png", "李四.png"))
+    assert not np.array_equal(first, second)
+    assert np.array_equal(first, render_overlay(frame(), mask, m, title="\\u5f20\\u4e09.png"))
+    assert not np.array_equal(render_overlay(frame(), mask, m, title="Müller.png"),
+                              render_overlay(frame(), mask, m, title="M\\u00fcller.png"))

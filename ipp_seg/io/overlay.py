@@ -10,6 +10,7 @@ result with :func:`ipp_seg.io.write_overlay_png`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -284,6 +285,24 @@ def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> Non
     _label(canvas, text, hsd_point + direction * reach, _HSD_COLOUR, style, 1.0, centre=True)
 
 
+def _drawable(text: str) -> str:
+    """``text`` with each character the Hershey font has no glyph for (Chinese, emoji), which
+    OpenCV draws as "?", written as its escape ``\\u5f20``: two patients' folders named 张三 and
+    李四 had both been captioned "??". Latin and Cyrillic letters are drawn as they are."""
+    return "".join(ch if ch.isascii() or _has_glyph(ch) else
+                   (f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}") for ch in text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_glyph(ch: str) -> bool:
+    def ink(text: str) -> bytes:
+        canvas = np.zeros((24, 24), np.uint8)
+        cv2.putText(canvas, text, (2, 18), _FONT, 0.6, 255, 1)
+        return canvas.tobytes()
+
+    return ink(ch) != ink("?")
+
+
 def _text_size(text: str, style: _Style, rel: float) -> tuple[int, int, int]:
     (tw, th), base = cv2.getTextSize(text.replace("\u00b0", " "), _FONT, style.font_scale * rel, style.text_thickness)
     return tw, th, base
@@ -358,7 +377,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
     if title:
         # A name's bytes that are not UTF-8 come as lone surrogates, on which OpenCV's text
         # drawing crashes the process: written as escapes instead.
-        title = title.encode("utf-8", "backslashreplace").decode("utf-8")
+        title = _drawable(title.encode("utf-8", "backslashreplace").decode("utf-8"))
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
     values = [f"AoP {m.aop_deg:.1f}\u00b0" if m.aop_deg is not None else "AoP n/a"]
     if m.hsd_mm is not None:
