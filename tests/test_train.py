@@ -490,7 +490,10 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
         assert abs(overall["aop_reference_agreement"]["bias"]) <= overall["mean_abs_delta_aop_reference_deg"] + 1e-9
     shipped = torch.load(models / "tiny.pt", weights_only=False)
     assert shipped["lineage"] == card["training"]["lineage"]  # the new weights carry their history
-    assert "Fine-tuned" in (models / "tiny.md").read_text()
+    # The history reads as runs, the first from random weights, each saying what it held out.
+    assert f"  1. `{models / 'tiny.pt'}`: dssau-net-s, started from random weights, 1 epoch," in \
+        (models / "tiny.md").read_text()
+    assert "the last 2 case IDs held out" in (models / "tiny.md").read_text()
 
 
 def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path):

@@ -474,16 +474,36 @@ def model_card_markdown(card: dict) -> str:
     if lineage:
         def kept(p: dict) -> str:  # a best epoch before the run's end: "23 of 40 epochs"
             run = p.get("epochs_run") or p["epochs"]
-            return f"{p['epochs']} of {run} epochs" if run and p["epochs"] and run > p["epochs"] else f"{p['epochs']} epochs"
+            if run and p["epochs"] and run > p["epochs"]:
+                return f"{p['epochs']} of {run} epochs"
+            return f"{p['epochs']} epoch{'' if p['epochs'] == 1 else 's'}"
 
         def averaged(p: dict) -> str:
             members = p.get("weight_average") or []
             return f", the average of {len(members)} runs" if members else ""
 
-        steps = "; then ".join(f"`{p['checkpoint']}` ({p['config']}, {kept(p)}{averaged(p)}, {p['hours']} h)"
-                               for p in lineage)
-        lines[-1:] = [f"- Fine-tuned: the weights started from {steps} (their settings are in the JSON card). "
-                      "The hours above include every run.", ""]
+        def start(p: dict) -> str:
+            return "started from random weights, " if not p.get("settings", {}).get("init_from") else ""
+
+        def held_out(p: dict) -> str:
+            settings = p.get("settings", {})
+            if "validation_count" not in settings:
+                return ""
+            if not settings["validation_count"]:
+                return "; trained on every frame"
+            extra = settings.get("extra_validation")
+            return (f"; the last {settings['validation_count']} case IDs"
+                    + (f" and {extra[0]}-{extra[1]}" if extra else "") + " held out")
+
+        steps = [f"  {n}. `{p['checkpoint']}`: {p['config']}, {start(p)}{kept(p)}{averaged(p)}, {p['hours']} h"
+                 f"{held_out(p)}" for n, p in enumerate(lineage, start=1)]
+        # The ancestors' paths are where their weights lay when the next run started: a shipped
+        # model is replaced in place when retrained, so a models/ path names that file as it
+        # was then, not today's (which may have seen the validation blocks).
+        lines[-1:] = ["- Fine-tuned. The runs its weights went through, oldest first, each started from the one "
+                      "before (a path is where that run's weights lay when the next one started: a `models/` "
+                      "file as it was shipped then, not today's file of that name; settings in the JSON card):",
+                      *steps, "  then this run. The hours above include every run.", ""]
     members = t.get("weight_average")
     if members:
         runs = ", ".join(f"`{m['checkpoint']}` (seed {m['seed']}, {m['hours']} h)" for m in members)
