@@ -778,3 +778,17 @@ def test_evaluate_case_refuses_values_it_would_score_as_background():
     exported = np.where(gt == 2, 255, gt).astype(np.uint8)  # another tool's FH value
     with pytest.raises(ValueError, match=r"pred_labels holds values \[255\]"):
         evaluate_case(exported, gt)
+
+
+def test_names_in_composed_and_decomposed_unicode_are_one_case(tmp_path):
+    # macOS and some SMB copies write ü as u + a combining diaeresis: the two printed alike, were
+    # listed as a ground truth without prediction and a prediction without ground truth.
+    import unicodedata
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    _write_png(tmp_path / "g" / f"{unicodedata.normalize('NFC', 'Müller')}.png", scene())
+    _write_png(tmp_path / "p" / f"{unicodedata.normalize('NFD', 'Müller')}_mask.png", scene(dx=2))
+    report = evaluate_folders(tmp_path / "p", tmp_path / "g")
+    assert [c.case_id for c in report.cases] == [unicodedata.normalize("NFC", "Müller")]
+    assert not report.missing_predictions and not report.missing_ground_truth

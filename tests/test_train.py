@@ -1307,6 +1307,12 @@ def test_unpaired_images_and_masks_are_left_out_and_named(tmp_path, caplog):
     assert "1 image without a mask, left out: case001" in said
     assert "1 mask without an image, left out: case009" in said
     assert "DS_Store" not in said and "notes" not in said
+    # A mask copied through macOS (decomposed ü) pairs with its image (composed): one case, not two unpaired.
+    import unicodedata
+
+    (data / "images" / "case003.png").rename(data / "images" / unicodedata.normalize("NFC", "Müller.png"))
+    (data / "masks" / "case003.png").rename(data / "masks" / unicodedata.normalize("NFD", "Müller.png"))
+    assert unicodedata.normalize("NFC", "Müller") in [cid for cid, _, _ in find_pairs(data)]
 
 
 def test_two_files_of_one_case_id_are_refused_naming_both_and_predict_style_mask_names_pair(tmp_path):

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -808,8 +809,11 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
 
 
 def case_id_of(path: PathLike) -> str:
-    """Case ID of a file: its name without the suffix (".nii.gz" counts as one suffix)."""
-    name = Path(path).name
+    """Case ID of a file: its name without the suffix (".nii.gz" counts as one suffix), in
+    Unicode's composed form (NFC): a name copied through macOS or some SMB shares comes
+    decomposed (u + combining diaeresis for ü), and "Müller" in one folder had not matched
+    "Müller" in the other, while both were printed alike."""
+    name = unicodedata.normalize("NFC", Path(path).name)
     if name.lower().endswith(".nii.gz"):
         return name[: -len(".nii.gz")]
     return os.path.splitext(name)[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class Split:
 
 
 def _case_id(path: Path) -> str:
-    name = path.name
+    name = unicodedata.normalize("NFC", path.name)  # as evaluate's case_id_of: composed, whatever the copy did
     for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
