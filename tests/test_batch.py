@@ -197,6 +197,30 @@ def test_a_csv_edited_in_a_spreadsheet_resumes_without_doubled_or_blank_rows(mix
     assert run.exit_code == 2 and "saved again with ';' between its values" in said and "--overwrite" not in said
 
 
+def test_a_file_name_a_spreadsheet_would_take_for_a_formula_is_written_as_text(tmp_path, sample_png, caplog):
+    # Excel evaluates =HYPERLINK(...) in a cell, and shows -dash.png as #NAME?: the row no longer named its file.
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    names = ['=HYPERLINK("x").png', "-dash.png", "@sum.png", "'quoted.png", "plain.png"]
+    for name in names:
+        shutil.copy(sample_png, scans / name)
+    out = tmp_path / "out"
+    assert _run("batch", scans, "--out", out).exit_code == 0
+    cells = sorted(r["file"] for r in _rows(out / "measurements.csv"))
+    assert cells == sorted(["'" + n if n[0] in "=-@'" else n for n in names])
+    with caplog.at_level("WARNING"):
+        again = _run("batch", scans, "--out", out, "--resume")
+    assert again.exit_code == 0 and "0 rows" in " ".join(again.output.split())  # every file known: none measured
+    assert "no longer in the folder" not in caplog.text
+    assert sorted(r["file"] for r in _rows(out / "measurements.csv")) == cells
+    # evaluate's cases.csv writes its case IDs so too.
+    assert _run("batch", scans, "--out", out, "--overwrite", "--save-masks").exit_code == 0
+    shutil.copytree(out / "masks", tmp_path / "truth")
+    assert _run("evaluate", out, tmp_path / "truth", "--out", tmp_path / "ev").exit_code == 0
+    case_ids = sorted(r["case_id"] for r in _rows(tmp_path / "ev" / "cases.csv"))
+    assert case_ids == sorted("'" + n[:-4] if n[0] in "=-@'" else n[:-4] for n in names)
+
+
 def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):
     # A run killed while writing a row leaves half of it, without its newline. Read as a
     # complete row it would mark its file done and the next row would be glued onto it.

@@ -38,7 +38,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
-from ..io.folders import printable_path, walk_folders
+from ..io.folders import printable_path, spreadsheet_cell, walk_folders
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
@@ -1068,7 +1068,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
         writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
         writer.writeheader()
         for case_id in sorted(rows):
-            writer.writerow(rows[case_id] | {"case_id": printable_path(case_id)})  # as batch writes names
+            writer.writerow(rows[case_id] | {"case_id": spreadsheet_cell(printable_path(case_id))})  # as batch does
     return out
 
 

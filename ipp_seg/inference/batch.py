@@ -33,7 +33,8 @@ from typing import Callable, Iterable, Iterator
 
 from .. import log_format, quiet_pydicom
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
-from ..io.folders import FolderInUseError, folder_lock, path_of_printable, printable_path, walk_folders
+from ..io.folders import (FolderInUseError, folder_lock, name_of_spreadsheet_cell, path_of_printable, printable_path,
+                          spreadsheet_cell, walk_folders)
 from ..io.overlay import overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..measure import METHODS, ORIENTATIONS, Measurement
@@ -437,8 +438,14 @@ def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(map(csv_cells, rows))
     return path
+
+
+def csv_cells(row: dict) -> dict:
+    """A row as the CSV's cells: its file named so that no spreadsheet takes it for a formula
+    (:func:`~ipp_seg.io.folders.spreadsheet_cell`; reading the CSV undoes it)."""
+    return {**row, "file": spreadsheet_cell(row["file"])}
 
 
 def is_batch_output_part(path: Path) -> bool:
@@ -768,6 +775,8 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
     rows = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
     for row in rows:
+        row["file"] = name_of_spreadsheet_cell(row["file"])
+    for row in rows:
         for column, value in (expect or {}).items():
             cell = row[column] if column in header else None
             # An empty cell is a column that the version writing the row did not have yet (kept
@@ -1027,7 +1036,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
             fh.flush()
         for outcome in outcomes:
             for row in outcome.rows:
-                writer.writerow(row)
+                writer.writerow(csv_cells(row))
                 n_rows += 1
                 n_failed += row["status"] == "failed"
                 n_doubtful += row_orientation_doubtful(row)
@@ -1074,7 +1083,7 @@ def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None
         with open(staging, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(map(csv_cells, rows))
         shutil.copymode(real, staging)
         os.replace(staging, real)
     finally:

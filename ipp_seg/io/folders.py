@@ -77,6 +77,24 @@ def printable_path(rel: str) -> str:
     return rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+# A cell a spreadsheet takes for a formula (CWE-1236): Excel evaluates =HYPERLINK(...), and
+# reads -leading-dash.png as #NAME?, so that the row no longer names its file.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(name: str) -> str:
+    """A file name or case ID as a CSV of ipp-seg writes it: one that begins as a formula would
+    (``=``, ``+``, ``-``, ``@``, a tab or carriage return) gets a leading ``'``, which a
+    spreadsheet shows as text and does not display; so does one that begins with ``'`` itself,
+    so that :func:`name_of_spreadsheet_cell` reads every cell back to its name."""
+    return "'" + name if name.startswith(_FORMULA_START + ("'",)) else name
+
+
+def name_of_spreadsheet_cell(cell: str) -> str:
+    """The name :func:`spreadsheet_cell` wrote as ``cell``."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 _PRINTED_ESCAPE = re.compile(r"(\\\\|\\x[0-9a-f]{2})")
 
 
