@@ -218,6 +218,23 @@ def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample
     assert json.loads((tmp_path / "linked" / "patientA.json").read_text())["file"] == str(linked[0])
 
 
+def test_a_scan_whose_output_names_would_be_too_long_is_written_under_a_cut_name(sample_png, tmp_path):
+    # A 250-byte scan name leaves no room for "_overlay.png": the run had stopped with "File name
+    # too long" after the first output, and the scans after it were never measured.
+    long_name = tmp_path / ("A" * 246 + ".png")
+    long_name.write_bytes(sample_png.read_bytes())
+    short = tmp_path / "short.png"
+    short.write_bytes(sample_png.read_bytes())
+    result = invoke("predict", long_name, short, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    cut = [name for name in written if name.startswith("AAAA")]
+    assert len(cut) == 3 and all(len(name.encode()) <= 255 and "~" in name for name in cut)
+    assert {"short.json", "short_mask.png", "short_overlay.png"} <= set(written)
+    report = next(p for p in (tmp_path / "out").iterdir() if p.name.startswith("AAAA") and p.suffix == ".json")
+    assert json.loads(report.read_text())["file"] == str(long_name)  # the report names the scan whole
+
+
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     pytest.importorskip("highdicom")
     result = invoke("predict", sample_dicom, "--out", tmp_path, "--dicom-seg", "--dicom-sr")

@@ -13,6 +13,7 @@ written in file order, so the CSV does not depend on the number of workers.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import multiprocessing
@@ -37,6 +38,7 @@ from ..io.folders import (FolderInUseError, folder_lock, name_of_spreadsheet_cel
                           spreadsheet_cell, walk_folders)
 from ..io.overlay import overlay_title, render_overlay
 from ..io.reader import special_file_kind
+from ..io.writers import OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
@@ -508,6 +510,25 @@ def output_stem(rel: str, frame_index: int, n_frames: int) -> str:
     return f"{stem.as_posix()}_f{frame_index:04d}" if n_frames > 1 else stem.as_posix()
 
 
+_NAME_MAX = 255  # bytes of a file name, on most file systems
+
+
+def fitting_stem(stem: str, ending: str = f"{OVERLAY_NAME_SUFFIX}.png") -> str:
+    """``stem`` (:func:`output_stem`) with its last part cut where it and the longest ``ending``
+    an output adds to it (``predict``'s ``_overlay.png``, batch's ``.png``) would pass the 255
+    bytes a file name may hold: the cut part ends in ``~`` and 8 hex digits of the whole name's
+    sha1, so that two long names sharing their start stay apart. A scan of a 250-byte name had
+    ended a ``predict --out`` run half-written; names that fit are as they were."""
+    folder, slash, last = stem.rpartition("/")
+    raw = last.encode("utf-8", "surrogateescape")
+    room = _NAME_MAX - len(ending.encode())
+    if len(raw) <= room:
+        return stem
+    digest = hashlib.sha1(raw).hexdigest()[:8]
+    kept = raw[:room - len(digest) - 1].decode("utf-8", "surrogateescape")
+    return f"{folder}{slash}{kept}~{digest}"
+
+
 def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     """Names (relative paths) whose output stems collide because they differ only in their
     suffix (``a/scan.dcm``, ``a/scan.png``), each mapped to one with the suffix joined to the
@@ -666,7 +687,8 @@ class FileProcessor:
                 continue
             started = time.perf_counter()
             frame = result.frame
-            stem = output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames)
+            stem = fitting_stem(output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames),
+                                ".png")
             if opts.save_masks:
                 write_label_png(opts.out_dir / MASKS_FOLDER / f"{stem}.png", result.labels)
             if opts.overlays:

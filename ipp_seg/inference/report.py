@@ -16,8 +16,8 @@ from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.folders import printable_path
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
-from .batch import NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, measurement_row, output_stem, \
-    suffix_disambiguated
+from .batch import NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, fitting_stem, measurement_row, \
+    output_stem, suffix_disambiguated
 from .pipeline import FrameResult, segmented_box
 
 
@@ -142,7 +142,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     from ..io.overlay import overlay_title, render_overlay
 
     frame = result.frame
-    stem = output_stem(name or Path(frame.provenance.path).name, frame.frame_index, frame.n_frames)
+    stem = fitting_stem(output_stem(name or Path(frame.provenance.path).name, frame.frame_index, frame.n_frames))
     written = [out_dir / f"{stem}{MASK_NAME_SUFFIX}.png", out_dir / f"{stem}{OVERLAY_NAME_SUFFIX}.png",
                out_dir / f"{stem}.json"]
     written[0].parent.mkdir(parents=True, exist_ok=True)
