@@ -852,7 +852,8 @@ def evaluate(
         except OSError as exc:
             _fail_writing(f"into {out}", exc)
         if not os.access(out, os.W_OK):
-            fail(f"cannot write into {out}: permission denied")
+            read_only = hasattr(os, "statvfs") and os.statvfs(out).f_flag & os.ST_RDONLY
+            fail(f"cannot write into {out}: " + ("it is on a read-only file system" if read_only else "permission denied"))
     reference = None
     if reference_aop is not None:
         try:

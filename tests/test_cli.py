@@ -986,6 +986,22 @@ def test_a_reader_that_stops_early_costs_no_output_file_and_no_exit_code(tmp_pat
         assert run.wait() == 0 and run.stderr.read() == b""
 
 
+def test_evaluate_into_a_read_only_file_system_says_so(tmp_path, psfhs_dir, monkeypatch):
+    # It had said "permission denied", which sends a user to chmod on a share mounted read-only.
+    pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    (tmp_path / "ev").mkdir()
+    real_statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, path):
+            self.f_flag = real_statvfs(path).f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False)
+    monkeypatch.setattr(os, "statvfs", ReadOnly)
+    result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")
+    assert result.exit_code == 2 and "it is on a read-only file system" in " ".join(result.output.split())
+
+
 def test_dicom_results_without_highdicom_are_refused_before_any_work(tmp_path, sample_png, sample_dicom, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)  # as if it were not installed
     result = invoke("predict", sample_png, sample_dicom, "--out", tmp_path / "out", "--dicom-sr")
