@@ -996,7 +996,8 @@ def test_evaluate_into_a_read_only_file_system_says_so(tmp_path, psfhs_dir, monk
         def __init__(self, path):
             self.f_flag = real_statvfs(path).f_flag | os.ST_RDONLY
 
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: mode != os.W_OK and real_access(path, mode, **kw))
     monkeypatch.setattr(os, "statvfs", ReadOnly)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")
     assert result.exit_code == 2 and "it is on a read-only file system" in " ".join(result.output.split())
