@@ -853,6 +853,7 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     assert "every frame" in card["training"]["train_ids"] and card["training"]["seed"] == 7
     assert card["validation_source"]["checkpoint"].endswith("held-out/last.pt")
     assert card["validation_source"]["train_frames"] == 3
+    assert card["validation_source"]["onnx"] == "exported from the checkpoint to validate it"  # no card beside it
     # The figures are the reference run's, measured on its two held-out frames. Two evaluations
     # of the same weights agree to float32 rounding, not always bit for bit (the surface
     # distances were seen to differ in the 8th digit), hence approx for the floats.
@@ -901,6 +902,12 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
         assert "| last two | ellipse |" in (folder / f"{name}.md").read_text()
     with pytest.raises(ValueError, match="own validation"):
         revalidate_card(tmp_path / "ref-models", "ref", blocks, data, validated_by=tmp_path / "all/last.pt")
+    # Validated by the twin as shipped (its card and ONNX file beside its .pt), the final model's
+    # card shows the twin card's very figures, not those of a new export rounded a little otherwise.
+    twin = json.loads((tmp_path / "ref-models" / "ref.json").read_text())
+    again = revalidate_card(models, "tiny", blocks, data, validated_by=tmp_path / "ref-models" / "ref.pt")
+    assert again["validation_source"]["onnx"] == str(tmp_path / "ref-models" / "ref.onnx")
+    assert again["validation"] == figures(twin) and again["validation_tta"].keys() == twin["validation_tta"].keys()
     onnx = tmp_path / "ref-models" / "ref.onnx"
     onnx.write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="checksum"):

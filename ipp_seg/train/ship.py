@@ -201,16 +201,42 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
                          "validate with the reference run's checkpoint at the same epoch (its last.pt)")
     if not ref["split"]["validation"]:
         raise ValueError(f"{validated_by} has no validation frames either")
-    with tempfile.TemporaryDirectory() as tmp:
-        # Stored as the model to ship is, so that the figures are those of weights rounded alike.
-        onnx_path = export_checkpoint(ref_model, ref, Path(tmp) / "reference.onnx", fp16_weights=fp16_weights)
-        validation, validation_tta = _own_validation(onnx_path, ref, data, blocks)
+    shipped = _shipped_export_of(validated_by, fp16_weights)
+    if shipped is not None:  # the twin's own card then shows the very same figures
+        validation, validation_tta = _own_validation(shipped, ref, data, blocks)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            # Stored as the model to ship is, so that the figures are those of weights rounded alike.
+            onnx_path = export_checkpoint(ref_model, ref, Path(tmp) / "reference.onnx", fp16_weights=fp16_weights)
+            validation, validation_tta = _own_validation(onnx_path, ref, data, blocks)
     source = {"checkpoint": str(validated_by), "epoch": ref["epoch"], "seed": ref["settings"]["seed"],
               "train_frames": len(ref["split"]["train"]),
+              # Which ONNX file ran: the twin's shipped export, or one made from the checkpoint for this.
+              "onnx": str(shipped) if shipped is not None else "exported from the checkpoint to validate it",
               "note": "These validation figures are the reference run's: the same recipe and epoch, trained "
                       "without the validation blocks. This model was trained on every frame, those blocks "
                       "included, so it has no validation of its own."}
     return validation, validation_tta, source
+
+
+def _shipped_export_of(checkpoint_path: Path, fp16_weights: bool) -> Path | None:
+    """The ONNX file shipped beside ``checkpoint_path`` as its export (a held-out twin in
+    ``models/``: its card names both files, their checksums match, and its weights are stored
+    as the model to ship stores them), or None. Validating a final model on that file, rather
+    than on a new export, gives its card exactly the twin card's figures: a new export rounds
+    the folded weights a little differently (Dice in the 7th digit, angles by up to 0.06 deg)."""
+    card_path = checkpoint_path.with_suffix(".json")
+    try:
+        files = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return None
+    onnx = checkpoint_path.with_name(files.get("files", {}).get("onnx", {}).get("name", ""))
+    stored = files.get("weights_stored_as", "float32")
+    if (not onnx.is_file() or files["files"].get("torch", {}).get("sha256") != sha256_of(checkpoint_path)
+            or files["files"]["onnx"].get("sha256") != sha256_of(onnx)
+            or stored != ("float16" if fp16_weights else "float32")):
+        return None
+    return onnx
 
 
 def is_psfhs_folder(data: str | Path) -> bool:
@@ -426,7 +452,8 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     trained_on_all = not checkpoint["split"]["validation"]
     _check_validated_by(name, trained_on_all, validated_by)
     if trained_on_all:
-        validation, validation_tta, source = _reference_validation(Path(validated_by), checkpoint, data, blocks)
+        validation, validation_tta, source = _reference_validation(Path(validated_by), checkpoint, data, blocks,
+                                                                   card.get("weights_stored_as") == "float16")
     else:
         validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks)
         source = None
@@ -513,7 +540,9 @@ def model_card_markdown(card: dict) -> str:
     source = card.get("validation_source")
     if source:
         lines += [f"## Validation of the same recipe without these frames (`{source['checkpoint']}`, epoch "
-                  f"{source['epoch']}, {source['train_frames']} training frames)", "", source["note"], ""]
+                  f"{source['epoch']}, {source['train_frames']} training frames)", "", source["note"]
+                  + (f" The figures are those of its ONNX file as shipped, `{source['onnx']}`, so they are its "
+                     "card's own." if source.get("onnx", "").endswith(".onnx") else ""), ""]
     else:
         lines += ["## Validation (never trained on)", ""]
     lines += ["| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
