@@ -126,6 +126,9 @@ def models() -> None:
     folder = models_dir()
     shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
                                         "score", "files"))
+    shipped.caption = ("Validation over both held-out blocks: |ΔAoP| is the predicted mask's AoP against the "
+                       "ground-truth mask's, ellipse method, as is the FH-PS-AOP score; per block, against "
+                       "aop_reference.csv and with --tta: the model cards")
     for spec in shipped_models():
         metrics, mismatched = spec.validation, spec.mismatched_files
         # A model trained on every frame shows its held-out twin's figures, and says so.
