@@ -270,6 +270,9 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(predictor, tmp_
             call()
     with pytest.raises(ScanReadError, match="no file name given"):
         read_frame("")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):  # had been a bare "File exists"
+        predictor.predict_scans(["x.png"], tmp_path / "a-file")
 
 
 def test_an_unknown_model_names_itself():

@@ -138,6 +138,7 @@ class Predictor:
         ``paths``. A scan that cannot be read gives a failed frame, and the run goes on.
 
         Raises:
+            NotADirectoryError: ``out_dir`` is a file.
             OSError: an output could not be written.
             ImportError: ``dicom_seg`` or ``dicom_sr`` without highdicom installed.
         """
@@ -148,6 +149,9 @@ class Predictor:
             raise TypeError(f"predict_scans takes a list of paths, got the single path {os.fsdecode(paths)!r}")
         if (dicom_seg or dicom_sr) and out_dir is None:
             raise ValueError("dicom_seg and dicom_sr need out_dir")
+        if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            # Before the first frame, in words: os.makedirs had raised a bare "[Errno 17] File exists".
+            raise NotADirectoryError(f"out_dir {os.fspath(out_dir)} is a file, not a folder")
         return predict_scans(self._processor, [_scan_path(p) for p in paths], None if out_dir is None else Path(out_dir),
                              dicom_seg=dicom_seg, dicom_sr=dicom_sr)
 
