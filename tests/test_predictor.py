@@ -275,6 +275,16 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(predictor, tmp_
         predictor.predict_scans(["x.png"], tmp_path / "a-file")
 
 
+def test_pytorch_weights_given_as_the_model_say_how_to_run_them_in_python_too(tmp_path):
+    import shutil
+
+    from ipp_seg.inference.backends import BackendError
+
+    shutil.copy(REPO / "models" / "dssau-net-s.pt", tmp_path / "x.pt")
+    with pytest.raises(BackendError, match=r"backend='torch' in Python"):  # it had given the CLI's words only
+        Predictor(model=str(tmp_path / "x.pt"))
+
+
 def test_an_unknown_model_names_itself():
     with pytest.raises(ModelNotFoundError):
         Predictor("no-such-model")

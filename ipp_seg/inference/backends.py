@@ -59,9 +59,9 @@ class OnnxSegmenter:
             if spec.torch_path is not None and spec.card is None:  # --model FILE.pt
                 beside = spec.torch_path.with_suffix(".onnx")
                 export = f"--model {beside}" if beside.is_file() else "its ONNX export (ipp-seg export) to --model"
-                raise BackendError(f"{spec.torch_path} is PyTorch weights: run it with --backend torch, or give "
-                                   f"{export}")
-            raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch")
+                raise BackendError(f"{spec.torch_path} is PyTorch weights: run it with --backend torch "
+                                   f"(backend='torch' in Python), or give {export}")
+            raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch (backend='torch' in Python)")
         model_sha256 = check_model_file(spec, spec.onnx_path, "onnx")
         options = ort.SessionOptions()
         if threads:
