@@ -98,7 +98,9 @@ LABELS_HELP = "Label values of the structures in the masks, e.g. ps=128,fh=255 (
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"ipp-seg {__version__}")
+        stream = GuardedStream("stdout")
+        stream.write(f"ipp-seg {__version__}\n")
+        stream.flush()
         raise typer.Exit()
 
 
@@ -763,16 +765,19 @@ def measure(
 
 
 def _holds_rows(path: Path) -> bool:
-    """Whether ``path`` is a file with more than a header line (an empty file, or one the user
-    made to write into, may be written over)."""
+    """Whether ``path`` is a regular file with more than a header line (an empty file, or one
+    the user made to write into, may be written over). Only a regular file is read: a pipe or
+    ``/dev/stdout`` would block the read for ever."""
+    if os.path.isdir(path):
+        fail(f"--csv {path} is a folder, not a file")
+    if not os.path.isfile(path):
+        return False
     try:
         with open(path, "rb") as fh:
-            return len([line for line in fh.read(1 << 16).splitlines()[:2] if line.strip()]) > 1
-    except IsADirectoryError:
-        fail(f"--csv {path} is a folder, not a file")
-    except OSError:  # absent or unreadable: writing it says what is wrong
+            lines = [line for line in fh.read(1 << 16).splitlines() if line.strip()]  # blank lines first
+    except OSError:  # unreadable: writing it says what is wrong
         return False
-    return False
+    return len(lines) > 1
 
 
 @app.command(short_help="Export a training checkpoint to ONNX.")
@@ -856,7 +861,8 @@ def evaluate(
             _fail_writing(f"into {out}", exc)
         if not os.access(out, os.W_OK):
             read_only = hasattr(os, "statvfs") and os.statvfs(out).f_flag & os.ST_RDONLY
-            fail(f"cannot write into {out}: " + ("it is on a read-only file system" if read_only else "permission denied"))
+            why = "it is on a read-only file system" if read_only else "permission denied"
+            fail(f"cannot write into {out}: {why}")
     reference = None
     if reference_aop is not None:
         try:
@@ -977,6 +983,10 @@ def _refuse_empty_arguments(argv: list[str]) -> None:
     unset variable (``ipp-seg batch "$SCANS" ...``) had sent a batch through the whole current
     folder, and ``--spacing-mm ""`` had read as no spacing."""
     for position, arg in enumerate(argv):
+        if arg.startswith("--") and arg.endswith("=") and len(arg) > 3:  # --out="$OUT" with OUT unset
+            error(f"{arg[:-1]} is given an empty value, perhaps an unset shell variable: give a value, or leave "
+                  "the option out")
+            sys.exit(2)
         if arg == "":
             where = f"after {argv[position - 1]}" if position else "first"
             error(f"argument {position + 1} ({where}) is empty, perhaps an unset shell variable: give a value, or "

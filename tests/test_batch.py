@@ -221,6 +221,28 @@ def test_a_file_name_a_spreadsheet_would_take_for_a_formula_is_written_as_text(t
     assert case_ids == sorted("'" + n[:-4] if n[0] in "=-@'" else n[:-4] for n in names)
 
 
+def test_a_blank_spreadsheet_row_is_dropped_whatever_the_runs_settings(tmp_path):
+    # Its empty spacing_given_mm had been compared with the run's --spacing-mm, and the CSV refused.
+    from ipp_seg.inference.batch import prepare_resume, write_measurements_csv
+
+    row = dict.fromkeys(CSV_COLUMNS, "") | {"file": "a.png", "frame": "0", "status": "ok", "model": "m",
+                                             "spacing_given_mm": "0.3,0.3"}
+    csv_path = write_measurements_csv(tmp_path / "measurements.csv", [row, dict.fromkeys(CSV_COLUMNS, "")])
+    done = prepare_resume(csv_path, expect={"model": "m", "spacing_given_mm": "0.3,0.3"})
+    assert done == {"a.png": {0}} and len(_rows(csv_path)) == 1
+
+
+def test_an_output_name_is_cut_at_a_whole_character():
+    # Cut through a multi-byte character, a name became bytes that are not UTF-8.
+    from ipp_seg.inference.batch import fitting_stem
+
+    for ending in (".png", "_overlay.png"):
+        stem = fitting_stem("sub/" + "\u5f20" * 84, ending)
+        assert stem.startswith("sub/") and len(stem[4:].encode("utf-8")) + len(ending) <= 255
+        assert stem[4:].encode("utf-8").decode("utf-8") == stem[4:] and "~" in stem
+    assert fitting_stem("sub/short") == "sub/short"
+
+
 def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):
     # A run killed while writing a row leaves half of it, without its newline. Read as a
     # complete row it would mark its file done and the next row would be glued onto it.

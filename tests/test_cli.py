@@ -139,10 +139,11 @@ def test_an_empty_argument_is_refused_before_anything_runs(tmp_path, sample_png)
     # `ipp-seg batch "$SCANS" --out run` with SCANS unset: typer read "" as ".", and the batch
     # went through every file below the current folder.
     (tmp_path / "stray.png").write_bytes(sample_png.read_bytes())
-    for args, where in ((["batch", "", "--out", "run"], "argument 2 (after batch)"),
-                        (["predict", str(sample_png), "--spacing-mm", ""], "argument 4 (after --spacing-mm)")):
+    for args, said in ((["batch", "", "--out", "run"], "argument 2 (after batch) is empty"),
+                       (["predict", str(sample_png), "--spacing-mm", ""], "argument 4 (after --spacing-mm) is empty"),
+                       (["batch", str(tmp_path), "--out="], "--out is given an empty value")):
         run = subprocess.run([sys.executable, "-m", "ipp_seg", *args], capture_output=True, text=True, cwd=tmp_path)
-        assert run.returncode == 2 and f"ipp-seg: {where} is empty, perhaps an unset shell variable" in run.stderr
+        assert run.returncode == 2 and f"ipp-seg: {said}, perhaps an unset shell variable" in run.stderr, run.stderr
         assert "Traceback" not in run.stderr and run.stdout == ""
     assert not (tmp_path / "run").exists()
 
@@ -678,6 +679,13 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     assert list(csv.DictReader(refused_csv.read_text().splitlines()))[0]["reasons"] == "mask_refused"
     again = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv, "--overwrite")
     assert again.exit_code == 0 and "mask_refused" not in refused_csv.read_text()
+    # A header, a blank line, then rows (as a Windows editor may save it) still holds rows.
+    refused_csv.write_text(refused_csv.read_text().replace("\r\n", "\n", 1).replace("\n", "\n\n", 1))
+    assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv).exit_code == 2
+    # A pipe is no file that holds rows: it is written, not read (reading it had blocked for ever).
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "measure", str(tmp_path / "m.png"), "--labels", "ps=7,fh=8",
+                          "--csv", "/dev/stdout", "--json"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("file,frame,status")
 
 
 def test_json_names_a_file_as_the_csv_does(sample_png, tmp_path):

@@ -672,6 +672,11 @@ def test_a_reference_whose_ids_lost_their_leading_zeros_is_matched_by_number(fol
     assert by_id["00001"].delta_aop_reference == pytest.approx(2.0, abs=1e-6)
     assert by_id["00003"].delta_aop_reference is None
     assert "rows of the same number give different values: 00003 (3 and 003)" in caplog.text
+    # Where the rows of one number are cases of their own, each exact row is that case's: no warning.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        evaluate_folders(pred, gt, reference_aop={"00001": truth_aop, "00002": truth_aop + 4})
+    assert "exact ID" not in caplog.text
 
 
 def test_read_reference_aop_formats_and_errors(tmp_path):
@@ -792,3 +797,12 @@ def test_names_in_composed_and_decomposed_unicode_are_one_case(tmp_path):
     report = evaluate_folders(tmp_path / "p", tmp_path / "g")
     assert [c.case_id for c in report.cases] == [unicodedata.normalize("NFC", "Müller")]
     assert not report.missing_predictions and not report.missing_ground_truth
+    # A ground truth without prediction under a Latin-1 name: summary.json names it as cases.csv does.
+    import os
+
+    from ipp_seg.evaluate import write_summary_json
+
+    _write_png(tmp_path / "latin1.png", scene())  # (OpenCV cannot be given such a name itself)
+    os.rename(tmp_path / "latin1.png", os.path.join(os.fsencode(tmp_path / "g"), b"M\xfcller2.png"))
+    write_summary_json(evaluate_folders(tmp_path / "p", tmp_path / "g"), tmp_path / "summary.json")
+    assert json.loads((tmp_path / "summary.json").read_text())["missing_predictions"] == ["M\\xfcller2"]

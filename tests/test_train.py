@@ -908,6 +908,11 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     again = revalidate_card(models, "tiny", blocks, data, validated_by=tmp_path / "ref-models" / "ref.pt")
     assert again["validation_source"]["onnx"] == str(tmp_path / "ref-models" / "ref.onnx")
     assert again["validation"] == figures(twin) and again["validation_tta"].keys() == twin["validation_tta"].keys()
+    # A card beside the reference that names no ONNX file is no export to reuse (it had raised ValueError).
+    from ipp_seg.train.ship import _shipped_export_of
+
+    (tmp_path / "held-out" / "last.json").write_text(json.dumps({"files": {"torch": {"name": "last.pt"}}}))
+    assert _shipped_export_of(tmp_path / "held-out" / "last.pt", False) is None
     onnx = tmp_path / "ref-models" / "ref.onnx"
     onnx.write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="checksum"):
@@ -1320,6 +1325,12 @@ def test_unpaired_images_and_masks_are_left_out_and_named(tmp_path, caplog):
     (data / "images" / "case003.png").rename(data / "images" / unicodedata.normalize("NFC", "Müller.png"))
     (data / "masks" / "case003.png").rename(data / "masks" / unicodedata.normalize("NFD", "Müller.png"))
     assert unicodedata.normalize("NFC", "Müller") in [cid for cid, _, _ in find_pairs(data)]
+    # So in the flat layout, <case>.png beside <case>_mask.png.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(data / "images" / "case000.png", flat / unicodedata.normalize("NFC", "Müller.png"))
+    shutil.copy(data / "masks" / "case000.png", flat / unicodedata.normalize("NFD", "Müller_mask.png"))
+    assert [cid for cid, _, _ in find_pairs(flat)] == [unicodedata.normalize("NFC", "Müller")]
 
 
 def test_two_files_of_one_case_id_are_refused_naming_both_and_predict_style_mask_names_pair(tmp_path):

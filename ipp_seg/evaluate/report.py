@@ -321,11 +321,13 @@ class EvaluationReport:
             "labels": {"ps": self.labels[0], "fh": self.labels[1]},
             "n_cases": len(self.cases),
             "blocks": {b.name: b.to_dict() for b in self.blocks},
-            "missing_predictions": list(self.missing_predictions),
-            "missing_ground_truth": list(self.missing_ground_truth),
-            "missing_images": list(self.missing_images),
-            "unreadable": [{"case_id": c, "reason": r} for c, r in self.unreadable],
-            "ground_truth_problems": [{"case_id": c, "problem": p} for c, p in self.ground_truth_problems],
+            # Case IDs as cases.csv writes them (a name's non-UTF-8 bytes as \xfc, not lone surrogates).
+            "missing_predictions": [printable_path(c) for c in self.missing_predictions],
+            "missing_ground_truth": [printable_path(c) for c in self.missing_ground_truth],
+            "missing_images": [printable_path(c) for c in self.missing_images],
+            "unreadable": [{"case_id": printable_path(c), "reason": r} for c, r in self.unreadable],
+            "ground_truth_problems": [{"case_id": printable_path(c), "problem": p}
+                                      for c, p in self.ground_truth_problems],
             "missing_as_empty": self.missing_as_empty,
             "conventions": {
                 "distances": "pixels of the mask; HD between the masks as pixel sets (SimpleITK's "
@@ -706,10 +708,13 @@ def _reference_by_case(reference: Mapping[str, float], case_ids: Sequence[str]) 
     matched: dict[str, float] = {}
     conflicting: list[str] = []
     shadowed: list[str] = []
+    cases = set(case_ids)
     for case_id in case_ids:
         number = _id_number(case_id)
-        if case_id in reference and len({reference[k] for k in by_number.get(number, [case_id])}) > 1:
-            shadowed.append(f"{case_id} ({' and '.join(k for k in by_number[number] if k != case_id)})")
+        # Rows of the same number that are no case here (a case 01 beside a case 1 has its own row).
+        rivals = [k for k in by_number.get(number, []) if k != case_id and k not in cases]
+        if case_id in reference and any(reference[k] != reference[case_id] for k in rivals):
+            shadowed.append(f"{case_id} ({' and '.join(rivals)})")
         if case_id in reference or number not in by_number:
             continue
         values = {reference[k] for k in by_number[number]}
@@ -789,7 +794,7 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
     id_index, aop_index = columns.index(id_col), columns.index(aop_col)
     reference: dict[str, float] = {}
     for line, row in enumerate(rows[1:], start=2):
-        case_id = row[id_index].strip() if id_index < len(row) else ""
+        case_id = unicodedata.normalize("NFC", row[id_index].strip()) if id_index < len(row) else ""  # as case_id_of
         text = row[aop_index].strip() if aop_index < len(row) else ""
         if not case_id or not text:
             continue

@@ -525,7 +525,12 @@ def fitting_stem(stem: str, ending: str = f"{OVERLAY_NAME_SUFFIX}.png") -> str:
     if len(raw) <= room:
         return stem
     digest = hashlib.sha1(raw).hexdigest()[:8]
-    kept = raw[:room - len(digest) - 1].decode("utf-8", "surrogateescape")
+    kept, used = "", 0
+    for ch in last:  # whole characters: a cut through a multi-byte one would leave a name that is not UTF-8
+        used += len(ch.encode("utf-8", "surrogateescape"))
+        if used > room - len(digest) - 1:
+            break
+        kept += ch
     return f"{folder}{slash}{kept}~{digest}"
 
 
@@ -799,6 +804,8 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     for row in rows:
         row["file"] = name_of_spreadsheet_cell(row["file"])
     for row in rows:
+        if not row["file"]:  # a blank line a spreadsheet left: no setting to compare (prepare_resume drops it)
+            continue
         for column, value in (expect or {}).items():
             cell = row[column] if column in header else None
             # An empty cell is a column that the version writing the row did not have yet (kept

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..evaluate.report import case_id_of, check_label_pair, files_below, mask_case_id, read_label_mask, relabel_mask
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, count_frames, read_frame
-from ..io.folders import printable_path
+from ..io.folders import printable_file
 from ..io.frames import check_spacing, same_spacing
 from ..io.reader import choose_spacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -222,7 +222,7 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
                 reason = f"its scan {scan}: {reason}"
             # Read, but not a mask to measure as named: other label values, or not its scan's size.
             code = MASK_REFUSED if matched and not isinstance(exc, ScanReadError) else UNREADABLE
-            row = measurement_row(printable_path(str(path)), "", None, "", None, reason, method, orientation,
+            row = measurement_row(printable_file(str(path)), "", None, "", None, reason, method, orientation,
                                   failure_code=code)
             report = unreadable_measurement_report(str(path), None, reason, method, orientation, code)
             yield MeasuredMask(path, row, _with_scan(report, scans, scan), unusable=True,
@@ -233,7 +233,7 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
             warnings = (f"no scan for {path} in {scans.folder} (case {mask_case_id(path)}): measured without its "
                         "calibration",)
         # The frame of the scan the mask was drawn on: a cine frame's mask found by the cine's name.
-        row = measurement_row(printable_path(str(path)), scan_frame, result, "", None, "", method, orientation,
+        row = measurement_row(printable_file(str(path)), scan_frame, result, "", None, "", method, orientation,
                               spacing_given=spacing_mm, file_stamp=file_stamp(path))
         yield MeasuredMask(path, row, _with_scan(measurement_report(str(path), scan_frame, result), scans, scan),
                            warnings=warnings)
@@ -241,5 +241,5 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
 
 def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None) -> dict:
     """A mask's report with, when scans were given, the scan its calibration came from."""
-    return report if scans is None else {**report, "scan": None if scan is None else str(scan)}
+    return report if scans is None else {**report, "scan": None if scan is None else printable_file(str(scan))}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..io import write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
-from ..io.folders import printable_path
+from ..io.folders import printable_file
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
 from .batch import NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, fitting_stem, measurement_row, \
@@ -26,7 +26,7 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
     file is named as the CSV names it (:func:`~ipp_seg.io.folders.printable_path`): a name's bytes
     that are not UTF-8 would be lone surrogates, which strict JSON readers refuse or blur."""
     return {
-        "file": printable_path(file),
+        "file": printable_file(file),
         "frame": frame_index,
         "status": m.status,
         "reasons": list(m.reasons),
@@ -73,7 +73,7 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
     ``code`` ``processing_error``, processed), null where nothing was measured, with the cause in
     ``error``: JSON readers meet one schema."""
     return {
-        "file": printable_path(file), "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
+        "file": printable_file(file), "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
         "aop_deg": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
         "method": method, "orientation": orientation, "spacing_mm": None, "spacing_source": None,
         "landmarks": None,
@@ -243,7 +243,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     said: set[tuple[Path, str]] = set()  # (scan, cause): a cine's frames share their scan's refusal
     for scan in scans:
         started = time.perf_counter()
-        shown = printable_path(str(scan))  # as the CSV and the JSON name it
+        shown = printable_file(str(scan))  # as the CSV and the JSON name it
         for result in processor.results(scan):
             elapsed_ms = (time.perf_counter() - started) * 1000
             if isinstance(result, FrameFailure):

@@ -95,6 +95,13 @@ def name_of_spreadsheet_cell(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
+def printable_file(path: str) -> str:
+    """A path as given (absolute, or relative to the working folder) as tables, JSON and
+    ``measure --csv`` name it: :func:`printable_path` of its POSIX form, so that a Windows path's
+    separators are written ``/`` rather than doubled as a name's backslash is."""
+    return printable_path(Path(path).as_posix()) if path else path
+
+
 _PRINTED_ESCAPE = re.compile(r"(\\\\|\\x[0-9a-f]{2})")
 
 

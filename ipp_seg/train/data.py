@@ -135,9 +135,9 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
             break
     else:
         masks = _by_case_id(folder, (p for p in folder.glob("*_mask.png") if _is_image_file(p)),
-                            lambda p: p.name[: -len("_mask.png")])
+                            lambda p: unicodedata.normalize("NFC", p.name[: -len("_mask.png")]))
         images = _by_case_id(folder, (p for p in folder.glob("*.png")
-                                      if _is_image_file(p) and not p.name.endswith("_mask.png")), lambda p: p.stem)
+                                      if _is_image_file(p) and not p.name.endswith("_mask.png")), _case_id)
         pairs = [(_case_id(images[name]), images[name], masks[name]) for name in sorted(images) if name in masks]
         if masks:  # a folder with no mask at all is no training folder: said below
             _name_unpaired(folder, images, masks)

@@ -230,7 +230,10 @@ def _shipped_export_of(checkpoint_path: Path, fp16_weights: bool) -> Path | None
         files = json.loads(card_path.read_text())
     except (OSError, ValueError):
         return None
-    onnx = checkpoint_path.with_name(files.get("files", {}).get("onnx", {}).get("name", ""))
+    name = files.get("files", {}).get("onnx", {}).get("name") if isinstance(files, dict) else None
+    if not name or Path(name).name != name:
+        return None
+    onnx = checkpoint_path.with_name(name)
     stored = files.get("weights_stored_as", "float32")
     if (not onnx.is_file() or files["files"].get("torch", {}).get("sha256") != sha256_of(checkpoint_path)
             or files["files"]["onnx"].get("sha256") != sha256_of(onnx)
