@@ -51,11 +51,16 @@ def _stdout() -> Console:
     return _console()
 
 
-def _print_json(value) -> None:
-    """JSON on stdout, whole and exact (no markup, no wrapping), through the guarded stream."""
+def _print_text(text: str) -> None:
+    """A line on stdout as it is (no markup, no wrapping), through the guarded stream."""
     stream = GuardedStream("stdout")
-    stream.write(json.dumps(value, indent=2) + "\n")
+    stream.write(text + "\n")
     stream.flush()
+
+
+def _print_json(value) -> None:
+    """JSON on stdout, whole and exact."""
+    _print_text(json.dumps(value, indent=2))
 
 
 def _print_table(table: Table) -> None:
@@ -98,9 +103,7 @@ LABELS_HELP = "Label values of the structures in the masks, e.g. ps=128,fh=255 (
 
 def _version(value: bool) -> None:
     if value:
-        stream = GuardedStream("stdout")
-        stream.write(f"ipp-seg {__version__}\n")
-        stream.flush()
+        _print_text(f"ipp-seg {__version__}")
         raise typer.Exit()
 
 
@@ -195,7 +198,6 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
 def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, meaning}.")) -> None:
     """Every reason code a row, report or SR can carry: `failed` ones leave no values, `warning`
     ones keep the values they do not concern (the CSV joins a row's codes with ';')."""
-
     from .inference.batch import reason_codes
 
     codes = reason_codes()
@@ -496,7 +498,6 @@ def predict(
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
     measurement failed; 2: unusable input or options, or an output that could not be written.
     What each status reason means: ipp-seg reasons."""
-
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .inference.batch import BatchOptions, InferenceOptions, RunAdvice
@@ -723,7 +724,6 @@ def measure(
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
     What each status reason means: ipp-seg reasons."""
-
     from .inference.batch import RunAdvice, write_measurements_csv
     from .inference.masks import index_scans, measure_masks
 
