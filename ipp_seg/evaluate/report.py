@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
-from ..io.folders import printable_path, spreadsheet_cell, walk_folders
+from ..io.folders import composed_name, printable_path, spreadsheet_cell, walk_folders
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
@@ -794,7 +793,7 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
     id_index, aop_index = columns.index(id_col), columns.index(aop_col)
     reference: dict[str, float] = {}
     for line, row in enumerate(rows[1:], start=2):
-        case_id = unicodedata.normalize("NFC", row[id_index].strip()) if id_index < len(row) else ""  # as case_id_of
+        case_id = composed_name(row[id_index].strip()) if id_index < len(row) else ""  # as case_id_of
         text = row[aop_index].strip() if aop_index < len(row) else ""
         if not case_id or not text:
             continue
@@ -815,10 +814,8 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
 
 def case_id_of(path: PathLike) -> str:
     """Case ID of a file: its name without the suffix (".nii.gz" counts as one suffix), in
-    Unicode's composed form (NFC): a name copied through macOS or some SMB shares comes
-    decomposed (u + combining diaeresis for ü), and "Müller" in one folder had not matched
-    "Müller" in the other, while both were printed alike."""
-    name = unicodedata.normalize("NFC", Path(path).name)
+    Unicode's composed form (:func:`~ipp_seg.io.folders.composed_name`)."""
+    name = composed_name(Path(path).name)
     if name.lower().endswith(".nii.gz"):
         return name[: -len(".nii.gz")]
     return os.path.splitext(name)[0]

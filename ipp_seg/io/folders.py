@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,13 @@ def walk_folders(root: Path,
         yield here, real, [name for name in names if not name.startswith(".")]
 
 
+def composed_name(name: str) -> str:
+    """A file name, or a case ID taken from one, in Unicode's composed form (NFC): a name copied
+    through macOS or some SMB shares comes decomposed (u + combining diaeresis for ü), and
+    "Müller" in one folder would not match "Müller" in another while both print alike."""
+    return unicodedata.normalize("NFC", name)
+
+
 def printable_path(rel: str) -> str:
     """A file's relative path as the CSV gives it: bytes of its name that are not UTF-8 (a
     Latin-1 name from an old export, which Python holds as lone surrogates and no UTF-8 file can
@@ -85,7 +93,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def spreadsheet_cell(name: str) -> str:
     """A file name or case ID as a CSV of ipp-seg writes it: one that begins as a formula would
     (``=``, ``+``, ``-``, ``@``, a tab or carriage return) gets a leading ``'``, which a
-    spreadsheet shows as text and does not display; so does one that begins with ``'`` itself,
+    spreadsheet takes for text (some show the ``'``); so does one that begins with ``'`` itself,
     so that :func:`name_of_spreadsheet_cell` reads every cell back to its name."""
     return "'" + name if name.startswith(_FORMULA_START + ("'",)) else name
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..inference.preprocess import pad_to_square, resize_image, resize_labels
+from ..io.folders import composed_name
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Split:
 
 
 def _case_id(path: Path) -> str:
-    name = unicodedata.normalize("NFC", path.name)  # as evaluate's case_id_of: composed, whatever the copy did
+    name = composed_name(path.name)  # as evaluate's case_id_of, whatever the copy did to the name
     for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -135,7 +135,7 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
             break
     else:
         masks = _by_case_id(folder, (p for p in folder.glob("*_mask.png") if _is_image_file(p)),
-                            lambda p: unicodedata.normalize("NFC", p.name[: -len("_mask.png")]))
+                            lambda p: _case_id(p)[: -len("_mask")])
         images = _by_case_id(folder, (p for p in folder.glob("*.png")
                                       if _is_image_file(p) and not p.name.endswith("_mask.png")), _case_id)
         pairs = [(_case_id(images[name]), images[name], masks[name]) for name in sorted(images) if name in masks]
