@@ -765,16 +765,21 @@ def test_measure_wrong_labels_option_exits_2(tmp_path, labels):
     assert result.exit_code == 2 and "--labels" in result.output and "Traceback" not in result.output
 
 
-def test_evaluate_command(tmp_path, psfhs_dir):
+def _two_evaluable_cases(tmp_path, psfhs_dir):
     import cv2
 
-    (tmp_path / "pred").mkdir()
-    (tmp_path / "gt").mkdir()
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
     for case in ("04700", "04750"):
         gt = read_frame(psfhs_dir / "label_mha" / f"{case}.mha").pixels.astype(np.uint8)
         cv2.imwrite(str(tmp_path / "gt" / f"{case}.png"), gt)
         cv2.imwrite(str(tmp_path / "pred" / f"{case}.png"), gt)
-    result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--out", tmp_path / "ev")
+    return tmp_path / "pred", tmp_path / "gt"
+
+
+def test_evaluate_command(tmp_path, psfhs_dir):
+    pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["blocks"]["overall"]["metrics"]["dice_all"]["mean"] == 1.0
@@ -944,18 +949,6 @@ def test_evaluate_that_can_score_nothing_says_why_and_keeps_an_earlier_runs_file
     empty.mkdir()
     result = invoke("evaluate", empty, tmp_path / "gt")
     assert result.exit_code == 2 and "no label masks" in result.output and "empty" in result.output
-
-
-def _two_evaluable_cases(tmp_path, psfhs_dir):
-    import cv2
-
-    for folder in ("pred", "gt"):
-        (tmp_path / folder).mkdir()
-    for case in ("04700", "04750"):
-        gt = read_frame(psfhs_dir / "label_mha" / f"{case}.mha").pixels.astype(np.uint8)
-        cv2.imwrite(str(tmp_path / "gt" / f"{case}.png"), gt)
-        cv2.imwrite(str(tmp_path / "pred" / f"{case}.png"), gt)
-    return tmp_path / "pred", tmp_path / "gt"
 
 
 def test_a_log_in_an_encoding_without_degree_or_delta_signs_still_gets_the_results(tmp_path, psfhs_dir, sample_png):
