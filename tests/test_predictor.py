@@ -355,3 +355,21 @@ def test_predict_scans_does_what_the_command_line_does(predictor, sample_dicom, 
                        ({"scans": "folder"}, "ScanIndex")):
         with pytest.raises((TypeError, ValueError), match=words):
             measure_masks([sample_png], **bad)
+
+
+def test_the_library_entry_points_refuse_an_empty_folder_as_the_command_line_does(tmp_path, monkeypatch):
+    # Path("") is Path("."): an unset variable in a script had walked, evaluated or trained on the current folder.
+    from ipp_seg.evaluate import evaluate_folders
+    from ipp_seg.inference.batch import BatchOptions, run_batch
+    from ipp_seg.io.folders import given_path
+
+    monkeypatch.chdir(tmp_path)
+    assert given_path(b"scans", "scan") == Path("scans")
+    for call, what in ((lambda: evaluate_folders("", tmp_path), "predictions folder"),
+                       (lambda: evaluate_folders(tmp_path, ""), "ground-truth folder"),
+                       (lambda: evaluate_folders(tmp_path, tmp_path, images_dir=""), "images folder"),
+                       (lambda: run_batch(BatchOptions(in_dir="", out_dir=tmp_path / "out")), "scans folder"),
+                       (lambda: run_batch(BatchOptions(in_dir=tmp_path, out_dir="")), "output folder")):
+        with pytest.raises(ValueError, match=f"an empty path names no {what} "):
+            call()
+    assert list(tmp_path.iterdir()) == []  # nothing was written where the run stood

@@ -2177,3 +2177,11 @@ def test_unpack_device_run_joins_checked_pieces_and_names_the_held_out_frames(tm
         fh.write(b"x")
     broken = unpack("case004-case005")
     assert broken.returncode == 1 and "part-01: its sha256 differs from parts.sha256" in broken.stderr
+
+
+def test_train_refuses_an_empty_data_or_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" would have been this folder: read as the data, or filled with a run
+    for data, out, what in (("", "run", "data folder"), (str(tmp_path), "", "run folder")):
+        with pytest.raises(ValueError, match=f"an empty path names no {what} "):
+            train(TrainSettings(config="dssau-net-s", data=data, out=out, epochs=1))
+    assert list(tmp_path.iterdir()) == []

@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
-from ..io.folders import composed_name, printable_path, spreadsheet_cell, walk_folders
+from ..io.folders import composed_name, given_path, printable_path, spreadsheet_cell, walk_folders
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
@@ -587,13 +587,16 @@ def evaluate_folders(
 
     Raises:
         NotADirectoryError: a folder does not exist.
-        ValueError: two files of one folder share a case ID, or invalid method/labels.
+        ValueError: two files of one folder share a case ID, invalid method/labels, or a folder
+        given as "" (it would read as the current folder).
     """
     check_choice(method, METHODS, "method")
     check_choice(orientation, ORIENTATIONS, "orientation")
     labels = check_label_pair(labels)
     gt_labels = labels if gt_labels is None else check_label_pair(gt_labels)
     pred_labels = labels if pred_labels is None else check_label_pair(pred_labels)
+    pred_dir, gt_dir = given_path(pred_dir, "predictions folder"), given_path(gt_dir, "ground-truth folder")
+    images_dir = None if images_dir is None else given_path(images_dir, "images folder")
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
     if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong

@@ -34,8 +34,8 @@ from typing import Callable, Iterable, Iterator
 
 from .. import log_format, quiet_pydicom
 from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
-from ..io.folders import (FolderInUseError, folder_lock, name_of_spreadsheet_cell, path_of_printable, printable_path,
-                          spreadsheet_cell, walk_folders)
+from ..io.folders import (FolderInUseError, folder_lock, given_path, name_of_spreadsheet_cell, path_of_printable,
+                          printable_path, spreadsheet_cell, walk_folders)
 from ..io.overlay import overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX
@@ -948,8 +948,11 @@ def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
 def run_batch(options: BatchOptions,
               on_progress: Callable[[FileOutcome], None] | None = None,
               on_start: Callable[[int], None] | None = None) -> BatchSummary:
-    """Process every scan under ``options.in_dir``; write ``out_dir/measurements.csv``."""
+    """Process every scan under ``options.in_dir``; write ``out_dir/measurements.csv``. A folder
+    given as "" is refused (ValueError): it would read as the current folder."""
     started = time.perf_counter()
+    options = replace(options, in_dir=given_path(options.in_dir, "scans folder"),
+                      out_dir=given_path(options.out_dir, "output folder"))
     if not options.in_dir.is_dir():
         raise NotADirectoryError(f"{options.in_dir} is not a folder")
     if options.engine not in ENGINES:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..io import Provenance, UltrasoundFrame
 from ..io.frames import check_spacing
+from ..io.folders import given_path
 from ..io.greyscale import luminance_rgb, to_output
 from ..measure.progress import check_plausible_spacing
 from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions, check_inference_choices
@@ -274,6 +275,4 @@ def _plausible(spacing: tuple[float, float] | None) -> None:
 
 def _scan_path(path: str | os.PathLike[str]) -> Path:
     """``path`` as a Path; an empty one is refused, as ``Path("")`` is the current folder."""
-    if os.fspath(path) == "":
-        raise ValueError("an empty path names no scan (it would read as the current folder)")
-    return Path(path)
+    return given_path(path, "scan")

@@ -63,6 +63,16 @@ def walk_folders(root: Path,
         yield here, real, [name for name in names if not name.startswith(".")]
 
 
+def given_path(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a Path, refusing an empty one: ``Path("")`` is the current folder, so an
+    unset variable in a caller's code would read, walk or write there. ``what`` names the
+    argument in the message. (``Path("")`` itself is already ``Path(".")``: only a str or
+    bytes "" can be told apart.)"""
+    if os.fspath(path) in ("", b""):
+        raise ValueError(f"an empty path names no {what} (it would read as the current folder)")
+    return Path(os.fsdecode(path))
+
+
 def composed_name(name: str) -> str:
     """A file name, or a case ID taken from one, in Unicode's composed form (NFC): a name copied
     through macOS or some SMB shares comes decomposed (u + combining diaeresis for ü), and

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..evaluate.metrics import dice
-from ..io.folders import FolderInUseError, folder_lock
+from ..io.folders import FolderInUseError, folder_lock, given_path
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
@@ -447,6 +447,8 @@ def train(settings: TrainSettings, resume: bool = False,
     """
     given = tuple(given)
     recipe_changes(settings, settings, given)  # names no setting that does not exist, resuming or not
+    given_path(settings.data, "data folder")  # "" would read as the current folder
+    given_path(settings.out, "run folder")
     with ExitStack() as held:
         return _train(settings, resume, on_epoch, on_step, held, given, on_start)
 
