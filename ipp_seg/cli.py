@@ -187,10 +187,7 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
     given: dict[str, list[str]] = {}
     for param in ctx.command.params:
         if param.name != "resume" and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE":
-            # An on/off pair is named as typed: --no-bf16 for off.
-            typed = (param.secondary_opts[0] if getattr(param, "secondary_opts", None)
-                     and ctx.params.get(param.name) is False else param.opts[0])
-            given.setdefault(_SETTING_OF_OPTION.get(param.name, param.name), []).append(typed)
+            given.setdefault(_SETTING_OF_OPTION.get(param.name, param.name), []).append(param.opts[0])
     return given
 
 

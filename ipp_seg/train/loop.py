@@ -102,8 +102,10 @@ class TrainSettings:
 
 
 # What a resumed run takes from the new call (and `epochs` when it is more); the rest of the
-# settings, the recipe, stay the run's own.
-RESUME_MAY_CHANGE = ("data", "out", "device", "threads")
+# settings, the recipe, stay the run's own. bf16 is how the machine computes, as the device is:
+# a run resumed on a CPU without native bf16 would otherwise be held to an emulation many times
+# slower (a run left to the default already switches with the machine).
+RESUME_MAY_CHANGE = ("data", "out", "device", "threads", "bf16")
 
 
 class RunFolderInUseError(FolderInUseError):
