@@ -30,11 +30,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "and measure the angle of progression (AoP) and head-symphysis distance (HSD).")
 
 
+# The command's two streams, each guarded once for the whole run: a reader gone or a failed
+# write (a full disk) on one is remembered for every later line, and main() says so at the end.
+_GUARDED = {"stdout": GuardedStream("stdout"), "stderr": GuardedStream("stderr")}
+
+
 def _console(stderr: bool = False) -> Console:
     """Piped into a file or a log, rich would assume 80 columns, fold every table cell and
     break error lines in two (so that grep finds half a message); such output gets room for
     whole rows and lines instead. COLUMNS, when set, still wins."""
-    stream = GuardedStream("stderr" if stderr else "stdout")
+    stream = _GUARDED["stderr" if stderr else "stdout"]
     console = Console(file=stream)
     if not console.is_terminal:
         # Tables get 240 columns (or COLUMNS); message lines are not broken at all (soft wrap).
@@ -53,7 +58,7 @@ def _stdout() -> Console:
 
 def _print_text(text: str) -> None:
     """A line on stdout as it is (no markup, no wrapping), through the guarded stream."""
-    stream = GuardedStream("stdout")
+    stream = _GUARDED["stdout"]
     stream.write(text + "\n")
     stream.flush()
 
@@ -972,7 +977,28 @@ def _reasons_table(blocks) -> Table:
 
 def main() -> None:
     _refuse_empty_arguments(sys.argv[1:])
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        _exit_for_failed_writes(done.code)
+        raise
+
+
+def _exit_for_failed_writes(code) -> None:
+    """Exit 2, with a line on stderr where it still takes one, when the command's stdout or
+    stderr could not be written (a full disk, ``> /dev/full``): what it printed there is lost
+    (the files it wrote are not: they are written and checked on their own). Where both
+    streams were written, returns."""
+    for guarded in _GUARDED.values():
+        guarded.flush()  # what rich or typer left buffered fails here if it fails at all
+    failed = [g for g in _GUARDED.values() if g.write_error is not None]
+    if not failed:
+        return
+    for guarded in failed:
+        if not _GUARDED["stderr"].write_error:
+            error(f"cannot write to {guarded.name}: {guarded.write_error.strerror or guarded.write_error}: what the "
+                  "command printed there is lost")
+    sys.exit(2 if code in (0, 1, None) else code)
 
 
 def _refuse_empty_arguments(argv: list[str]) -> None:

@@ -19,19 +19,23 @@ class GuardedStream:
     Chinese name, on a cp1252 or ASCII log) is written with backslash escapes instead of
     raising, and once the reader has gone (``| head``) the rest is dropped, the stream's file
     descriptor pointed at /dev/null, and the command goes on to its files and its exit code.
-    Everything else is the stream's. ``name`` is ``"stdout"`` or ``"stderr"``: the stream is
-    looked up in :mod:`sys` at each use, as rich does, so that a redirection made later holds."""
+    A write that fails otherwise (a full disk, ``> /dev/full``, an I/O error) is kept in
+    ``write_error`` and the rest dropped the same way, so that the command can say so in a line
+    and exit 2 rather than end in a traceback. Everything else is the stream's. ``name`` is
+    ``"stdout"`` or ``"stderr"``: the stream is looked up in :mod:`sys` at each use, as rich
+    does, so that a redirection made later holds."""
 
     def __init__(self, name: str) -> None:
-        self._name = name
+        self.name = name
         self.reader_gone = False
+        self.write_error: OSError | None = None
 
     @property
     def _stream(self):
-        return getattr(sys, self._name)
+        return getattr(sys, self.name)
 
     def write(self, text: str) -> int:
-        if self.reader_gone:
+        if self.reader_gone or self.write_error:
             return len(text)
         try:
             try:
@@ -41,18 +45,29 @@ class GuardedStream:
                 return self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
         except BrokenPipeError:
             self._reader_went()
-            return len(text)
+        except OSError as exc:
+            self._write_failed(exc)
+        return len(text)
 
     def flush(self) -> None:
-        if self.reader_gone:
+        if self.reader_gone or self.write_error:
             return
         try:
             self._stream.flush()
         except BrokenPipeError:
             self._reader_went()
+        except OSError as exc:
+            self._write_failed(exc)
 
     def _reader_went(self) -> None:
         self.reader_gone = True
+        self._to_devnull()
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.write_error = exc
+        self._to_devnull()
+
+    def _to_devnull(self) -> None:
         try:  # what the text wrapper still buffers is flushed at exit, into /dev/null, silently
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, self._stream.fileno())

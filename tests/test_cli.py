@@ -987,6 +987,21 @@ def test_a_reader_that_stops_early_costs_no_output_file_and_no_exit_code(tmp_pat
         assert run.wait() == 0 and run.stderr.read() == b""
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) to stand for a full disk")
+def test_stdout_on_a_full_disk_is_named_in_a_line_and_exit_2_not_a_traceback(tmp_path, psfhs_dir):
+    # `ipp-seg predict scan --json > results.json` on a full disk: a 48-line traceback and exit 120 (Python's own
+    # failed flush at exit), which scripts could not tell from a result.
+    pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    for args in (["reasons", "--json"], ["reasons"], ["evaluate", str(pred), str(gt), "--out", str(tmp_path / "ev")]):
+        with open("/dev/full", "w") as full:
+            run = subprocess.run([sys.executable, "-m", "ipp_seg", *args], stdout=full, stderr=subprocess.PIPE,
+                                 text=True)
+        assert run.returncode == 2, (args, run.stderr)
+        assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
+        assert "ipp-seg: cannot write to stdout: No space left on device" in run.stderr
+    assert (tmp_path / "ev" / "cases.csv").is_file()  # the files are written all the same
+
+
 def test_evaluate_into_a_read_only_file_system_says_so(tmp_path, psfhs_dir, monkeypatch):
     # It had said "permission denied", which sends a user to chmod on a share mounted read-only.
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
