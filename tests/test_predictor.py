@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -373,3 +374,22 @@ def test_the_library_entry_points_refuse_an_empty_folder_as_the_command_line_doe
         with pytest.raises(ValueError, match=f"an empty path names no {what} "):
             call()
     assert list(tmp_path.iterdir()) == []  # nothing was written where the run stood
+
+
+def test_onnxruntime_keeps_no_device_identifier_and_sends_no_telemetry(tmp_path, sample_dicom):
+    # onnxruntime 1.32 on Linux had written ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db}
+    # (a device ID and a queued ProcessInfo event) on every run, and warned in colour where HOME was not writeable.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", str(sample_dicom)], capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "telemetry" not in run.stderr.lower()
+    assert [p.relative_to(home) for p in home.rglob("*")] == []
+    # A user who wants onnxruntime's telemetry says so, and ipp-seg leaves it on.
+    run = subprocess.run([sys.executable, "-c", "import os; from ipp_seg.inference.backends import import_onnxruntime; "
+                          "import_onnxruntime(); print(os.environ['ORT_DISABLE_TELEMETRY'])"],
+                         capture_output=True, text=True, env={**env, "ORT_DISABLE_TELEMETRY": "0"})
+    assert run.stdout.strip() == "0", run.stderr

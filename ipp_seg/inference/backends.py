@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,22 @@ class ModelInfo:
     model_sha256: str = ""  # of the file that serves it (see check_model_file)
 
 
+#: onnxruntime's opt-out of its own telemetry on Linux and macOS (from 1.32 it keeps a device
+#: identifier and an event queue under ~/.cache and warns on every run where it cannot write
+#: there). A tool that reads patients' scans sends nothing and writes nothing outside --out.
+ORT_TELEMETRY_OPT_OUT = "ORT_DISABLE_TELEMETRY"
+
+
+def import_onnxruntime():
+    """onnxruntime, imported with its telemetry off unless the environment already says
+    otherwise (``ORT_DISABLE_TELEMETRY=0`` leaves it on). The choice holds from onnxruntime's
+    first session in the process: a program that started one before ipp-seg keeps its own."""
+    os.environ.setdefault(ORT_TELEMETRY_OPT_OUT, "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 class OnnxSegmenter:
     """onnxruntime session of an exported model; its metadata gives size and normalisation.
 
@@ -53,7 +70,7 @@ class OnnxSegmenter:
 
     def __init__(self, spec: ModelSpec, device: str = "cpu", threads: int | None = None,
                  fixed_batch: int | None = None) -> None:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         if spec.onnx_path is None:
             if spec.torch_path is not None and spec.card is None:  # --model FILE.pt

@@ -166,7 +166,10 @@ def _fold_constants(path: Path) -> None:
     operators remain; the opset imports onnxruntime adds for its own domains are dropped.
     """
     import onnx
-    import onnxruntime as ort
+
+    from ..inference.backends import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     folded = path.with_suffix(".folded.onnx")
     options = ort.SessionOptions()
