@@ -14,13 +14,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from ipp_seg.inference.backends import import_onnxruntime
 from ipp_seg.nn.configs import list_configs
 from ipp_seg.nn.dssau_net import build_network
 from ipp_seg.nn.export import export_onnx
 from speed import median_of  # benchmarks/speed.py, beside this script
+
+ort = import_onnxruntime()
 
 
 def median_ms(fn, repeats: int) -> float:
