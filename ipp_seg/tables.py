@@ -9,6 +9,7 @@ import os
 import re
 import sys
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -131,8 +132,10 @@ def _column_widths(table: Table, console: Console, longest_whole: int) -> list[i
         words, lines = [1], [1]
         for cell in (column.header, *column.cells):
             plain = _plain(cell, console)
-            words += [len(word) if _NUMBER.match(word) else min(len(word), longest_whole) for word in plain.split()]
-            lines += [len(line) for line in plain.splitlines()]
+            # In terminal cells, not characters: a CJK character takes two (a patient folder's name).
+            words += [cell_len(word) if _NUMBER.match(word) else min(cell_len(word), longest_whole)
+                      for word in plain.split()]
+            lines += [cell_len(line) for line in plain.splitlines()]
         least.append(max(words))
         most.append(max(max(lines), max(words)))
     room = console.width - (3 * len(least) + 1)  # a border and two spaces of padding per column

@@ -508,6 +508,24 @@ def test_tables_keep_names_and_codes_whole_where_they_can(width):
         assert whole in words, (whole, width)
 
 
+@pytest.mark.parametrize("width", [80, 240])
+def test_a_name_in_wide_characters_stays_whole_in_its_column(width):
+    # A patient folder named in Chinese: each character takes two cells, and the column was sized in characters, so
+    # "/scans/张伟/张伟.png" had broken into "/scans/张伟/张伟.pn" over "g".
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from ipp_seg.tables import new_table, print_table
+
+    table = new_table("ipp-seg predict", ("file", "frame", "AoP (°)", "status"))
+    table.add_row("/scans/张伟/张伟.png", "0", "146.2", "ok")
+    console = Console(width=width, record=True, force_terminal=False)
+    print_table(table, console)
+    text = console.export_text()
+    assert "/scans/张伟/张伟.png" in text
+    assert max(cell_len(line) for line in text.splitlines()) <= width
+
+
 def test_predict_failed_measurement_exits_1(tmp_path):
     # A regular pattern of four grey values: the shipped model finds no fetal head in it.
     pattern = tmp_path / "pattern.png"
