@@ -164,7 +164,8 @@ def models() -> None:
                                    "with --model PATH)."))
     table = _table("Network configs", ("config", "attention", "input ch", "params (M)", "GMACs @256", "notes"))
     for c in list_configs():
-        table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}", c.notes)
+        table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}",
+                      c.notes)
     _print_table(table)
     if not folder.is_dir():  # after the configs, which need no files
         fail(missing_models_dir(folder))
@@ -217,9 +218,9 @@ def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., metavar="DATA",
                                 help="Folder in PSFHS layout (image_mha/, label_mha/), of image/mask pairs "
-                                     "(images/ + masks/), or of <case>.png beside <case>_mask.png."),
+                                     "(images/ + masks/), or of <case>.png beside <case>_mask.png.", readable=False),
     config: str = typer.Option("dssau-net-s", "--config", help="Network config (see `ipp-seg models`)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history.", readable=False),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
                                          help="Epochs in all (default 80; with --resume, the run's own "
                                               "unless more are given)."),
@@ -238,7 +239,8 @@ def train(
                                         help="bf16 autocast (default: where the CPU or GPU computes bf16 natively)."),
     resume: bool = _flag("--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
-                                             help="Start from this checkpoint's weights (new optimiser and schedule)."),
+                                             help="Start from this checkpoint's weights (new optimiser and schedule).",
+                                             readable=False),
     warmup_epochs: float = typer.Option(2.0, "--warmup-epochs", help="Epochs of linear warm-up (0 or more)."),
     ce_weights: str = typer.Option("1,2,1", "--ce-weights", help="Cross-entropy weights: background,PS,FH."),
     dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
@@ -488,8 +490,10 @@ def _load_processor(options):
 
 @app.command(short_help="Segment and measure scans; a table, JSON, masks, overlays, DICOM SEG/SR.")
 def predict(
-    scans: list[Path] = typer.Argument(..., metavar="SCAN", help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here."),
+    scans: list[Path] = typer.Argument(..., metavar="SCAN", help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files.",
+                                       readable=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here.",
+                                       readable=False),
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
     dicom_seg: bool = _flag("--dicom-seg", help="With --out: a DICOM Segmentation per DICOM frame."),
     dicom_sr: bool = _flag("--dicom-sr", help="With --out: a DICOM Comprehensive SR per DICOM frame."),
@@ -554,8 +558,8 @@ def predict(
 
 @app.command(short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
 def batch(
-    in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/."),
+    in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively).", readable=False),
+    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/.", readable=False),
     glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
     save_masks: bool = _flag("--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
     overlays: bool = _flag("--overlays", help="Write overlay PNGs under overlays/."),
@@ -713,14 +717,16 @@ def _plain_progress(counts: dict, now: float) -> str:
 
 @app.command(short_help="AoP and HSD from label masks you already have.")
 def measure(
-    masks: list[Path] = typer.Argument(..., metavar="MASK", help="Label masks (PNG/MHA/NIfTI)."),
+    masks: list[Path] = typer.Argument(..., metavar="MASK", help="Label masks (PNG/MHA/NIfTI).", readable=False),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
     scans: Optional[Path] = typer.Option(
         None, "--scans", help="Folder of the scans the masks were drawn on, named by the same case IDs: each "
-                              "mask is measured with its scan's calibration (DICOM ultrasound regions)."),
+                              "mask is measured with its scan's calibration (DICOM ultrasound regions).",
+        readable=False),
     spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns).",
+                                            readable=False),
     overwrite: bool = _flag("--overwrite", help="Replace a --csv file that already holds rows."),
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
@@ -784,8 +790,9 @@ def _holds_rows(path: Path) -> bool:
 
 @app.command(short_help="Export a training checkpoint to ONNX.")
 def export(
-    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint written by `ipp-seg train` (.pt)."),
-    onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint written by `ipp-seg train` (.pt).",
+                                      readable=False),
+    onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model.", readable=False),
     opset: int = typer.Option(17, "--opset",
                               help="ONNX opset, from 17 up to the highest that the installed torch's exporter "
                                    "writes (20 in torch 2.13); any other is refused, naming the bounds."),
@@ -820,18 +827,19 @@ def export(
 @app.command(short_help="Score predicted masks against ground truth, per case and per acquisition style.")
 def evaluate(
     pred_dir: Path = typer.Argument(..., metavar="PRED_DIR",
-                                    help="Predicted label masks (PNG/MHA/NIfTI), named by case ID."),
+                                    help="Predicted label masks (PNG/MHA/NIfTI), named by case ID.", readable=False),
     gt_dir: Path = typer.Argument(..., metavar="GT_DIR",
                                   help="Ground-truth label masks, same names (<case>_mask.png is <case>; a folder of "
-                                       "<case>.png beside <case>_mask.png serves too)."),
+                                       "<case>.png beside <case>_mask.png serves too).", readable=False),
     images: Optional[Path] = typer.Option(None, "--images",
                                           help="The frames (tells the acquisition style apart); may be GT_DIR when "
-                                               "it holds them beside their masks."),
+                                               "it holds them beside their masks.", readable=False),
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
-    out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here.", readable=False),
     reference_aop: Optional[Path] = typer.Option(
         None, "--reference-aop", help="CSV of published AoP per case (columns case,aop_deg, as PSFHS's "
-                                      "aop_reference.csv): also report the predictions' |ΔAoP| against it."),
+                                      "aop_reference.csv): also report the predictions' |ΔAoP| against it.",
+        readable=False),
     missing_as_empty: bool = _flag("--missing-as-empty",
                                           help="Score a ground truth without prediction, or with one that cannot "
                                                "be used (unreadable, another size, other label values), as an "

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1290,3 +1291,38 @@ def test_log_lines_read_as_warnings_without_module_names_unless_verbose(sample_d
     plain, verbose = stderr(), stderr("-v")
     assert f"WARNING: {sample_dicom}: the file's own calibration" in plain and "ipp_seg." not in plain
     assert f"WARNING ipp_seg.io.reader: {sample_dicom}: the file's own calibration" in verbose
+
+
+def test_a_file_without_read_permission_gets_its_row_and_line_not_a_usage_error(tmp_path, sample_png, monkeypatch):
+    # As a user without read permission (os.access is how such checks ask; root passes them all): typer had refused a
+    # scan with a boxed usage error before anything ran, a mask had ended measure in a traceback, an unreadable
+    # model file in a traceback (predict) or in "cannot write into OUT" (batch), a checkpoint in a traceback (export).
+    import ipp_seg.inference.registry as registry
+
+    scan, model = tmp_path / "scan.png", tmp_path / "model.onnx"
+    scan.write_bytes(sample_png.read_bytes())
+    model.write_bytes((Path(__file__).resolve().parents[1] / "models" / "dssau-net-s.onnx").read_bytes())
+    mask = tmp_path / "scan_mask.png"
+    assert invoke("predict", scan, "--out", tmp_path / "p").exit_code == 0
+    mask.write_bytes((tmp_path / "p" / "scan_mask.png").read_bytes())
+    denied = {str(scan), str(mask), str(model)}
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (os.fspath(p) in denied and mode & os.R_OK)
+                        and real_access(p, mode, **kw))
+    real_sha256 = registry.sha256_of
+
+    def sha256_of(path):
+        if str(path) in denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha256(path)
+
+    monkeypatch.setattr(registry, "sha256_of", sha256_of)
+    result = invoke("predict", scan)
+    assert "Usage:" not in result.output and "is not readable" not in result.output
+    result = invoke("measure", mask)
+    assert result.exit_code == 2 and "cannot open the file (Permission denied)" in result.output, result.output
+    for args in (("predict", sample_png, "--model", model),
+                 ("batch", tmp_path / "p", "--out", tmp_path / "b", "--model", model)):
+        result = invoke(*args)
+        assert result.exit_code == 2 and f"{model} cannot be read (Permission denied)" in result.output, result.output
+    assert not (tmp_path / "b").exists()  # refused before its output folder was made

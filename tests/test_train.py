@@ -2189,3 +2189,16 @@ def test_train_refuses_an_empty_data_or_run_folder(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=f"an empty path names no {what} "):
             train(TrainSettings(config="dssau-net-s", data=data, out=out, epochs=1))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_without_read_permission_is_named_so(tmp_path, monkeypatch):
+    # Seen as a user without read permission: export had ended in torch's PermissionError traceback.
+    import os
+
+    checkpoint = tmp_path / "ck.pt"
+    checkpoint.write_bytes(b"PK\x03\x04")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (os.fspath(p) == str(checkpoint) and mode & os.R_OK)
+                        and real_access(p, mode, **kw))
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "--onnx", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and f"checkpoint {checkpoint} cannot be read: permission denied" in _said(result)

@@ -22,6 +22,7 @@ MetaImage/NRRD/NIfTI label images, paired by case ID = file name without its suf
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import math
@@ -848,6 +849,8 @@ def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | N
         raise ScanReadError(name, "is a folder, not a mask file")
     if not os.path.isfile(name):
         raise ScanReadError(name, missing_file_reason(name))
+    if not os.access(name, os.R_OK):  # named as such: ITK would say only that it cannot read it
+        raise ScanReadError(name, f"cannot open the file ({os.strerror(errno.EACCES)})")
     if lower.endswith(_ITK_MASK_SUFFIXES):
         labels, spacing = _read_itk_mask(name)
     elif lower.endswith(MASK_SUFFIXES):

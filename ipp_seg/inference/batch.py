@@ -957,8 +957,10 @@ def run_batch(options: BatchOptions,
         raise NotADirectoryError(f"{options.in_dir} is not a folder")
     if options.engine not in ENGINES:
         raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
-    # An unknown model fails before a previous measurements.csv is replaced.
+    # An unknown model, or a model file that cannot be read, fails before a previous
+    # measurements.csv is replaced or an output folder is made.
     spec = resolve_model(options.inference.model)
+    weights_sha256 = model_sha256(spec, options.inference.backend)
     # Made as written without its "..": mkdir would make NEW of NEW/../X on the way. Unless a
     # link comes before the "..", which the system follows first: then as the system reads it.
     lexical = Path(os.path.normpath(os.path.abspath(options.out_dir)))
@@ -974,7 +976,7 @@ def run_batch(options: BatchOptions,
             raise NotADirectoryError(f"cannot make the output folder {options.out_dir}: "
                                      f"{exc.strerror or exc}{in_the_way}") from None
         with output_lock(options.out_dir):
-            return _run_locked(options, spec, started, on_progress, on_start)
+            return _run_locked(options, spec, weights_sha256, started, on_progress, on_start)
     except BaseException:
         _remove_if_unused(created)
         raise
@@ -1004,7 +1006,8 @@ def _remove_if_unused(created: list[Path]) -> None:
             return
 
 
-def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_start) -> BatchSummary:
+def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,
+                on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
     if not (options.resume or options.overwrite):
         try:
@@ -1022,7 +1025,7 @@ def _run_locked(options: BatchOptions, spec, started: float, on_progress, on_sta
     if options.resume:
         inf = options.inference
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
-        done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": model_sha256(spec, inf.backend),
+        done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": _spacing_cell(inf.spacing_mm)},

@@ -150,7 +150,10 @@ def check_model_file(spec: ModelSpec, path: Path, kind: str) -> str:
     if spec.card is not None and not path.is_file():
         raise ModelNotFoundError(f"model {spec.name}: its card {spec.card_path} lists {path.name}, which is not in "
                                  f"{path.parent}")
-    digest = sha256_of(path)
+    try:
+        digest = sha256_of(path)
+    except OSError as exc:  # no read permission (a model folder shared without it), or a disk error
+        raise ModelNotFoundError(f"model {spec.name}: {path} cannot be read ({exc.strerror or exc})") from None
     expected = (spec.card or {}).get("files", {}).get(kind, {}).get("sha256")
     if expected and digest != expected:
         raise ModelNotFoundError(

@@ -410,9 +410,11 @@ def check_checkpoint_path(path: str | Path) -> None:
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        ValueError: ``path`` is a folder.
+        ValueError: ``path`` is a folder, or a file this user may not read.
     """
     path = Path(path)
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise ValueError(f"checkpoint {path} cannot be read: permission denied")
     if path.is_dir():
         inside = [path / name for name in (BEST, LAST) if (path / name).is_file()]
         advice = (f"give a checkpoint in it, such as {inside[0]}" if inside else
