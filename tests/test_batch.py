@@ -748,6 +748,22 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
     assert "1 file(s) no longer in the folder (kept): M\\xfcller.png" in caplog.text
 
 
+def test_a_resumed_run_keeps_the_row_order_of_names_that_are_not_utf8(mixed_folder, tmp_path):
+    # The walk sorts a Latin-1 byte (held as a lone surrogate) after "ü"; the resumed run had sorted the CSV's
+    # escaped "\xfc" before it, so a resume that measured nothing new still reordered the CSV.
+    import os
+
+    shutil.copy(mixed_folder / "a.png", mixed_folder / "M\u00fcller.png")
+    shutil.copy(mixed_folder / "a.png", os.path.join(os.fsencode(mixed_folder), b"M\xfcller_lat1.png"))
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    fresh = (out / "measurements.csv").read_bytes()
+    names = [r["file"] for r in _rows(out / "measurements.csv")]
+    assert names.index("M\u00fcller.png") < names.index("M\\xfcller_lat1.png")
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert (out / "measurements.csv").read_bytes() == fresh
+
+
 def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, caplog):
     # os.walk passes over a folder it cannot list without a word: its scans would go unmeasured unsaid.
     import logging

@@ -1097,7 +1097,9 @@ def _put_in_scan_order(csv_path: Path) -> None:
     def frame_of(row: dict) -> int:
         return int(row["frame"]) if row["frame"].isdigit() else -1  # a file-level row first
 
-    ordered = sorted(rows, key=lambda row: (row["file"], frame_of(row)))
+    # By the name as the folder is walked (path_of_printable): a Latin-1 byte escaped as "\xfc"
+    # in the CSV sorts before "ü" as text, after it as the walk holds it.
+    ordered = sorted(rows, key=lambda row: (path_of_printable(row["file"]), frame_of(row)))
     if ordered == rows:
         return
     try:
