@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, log_format, quiet_pydicom
-from .tables import new_table as _table
 from .tables import GuardedStream, print_table
+from .tables import new_table as _table
 
 # Never the locals in a traceback (typer's default in some versions): they may hold a DICOM header.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -930,22 +930,27 @@ def evaluate(
 def _list_unevaluated(report, missing_as_empty: bool) -> None:
     """On stderr: the cases of either folder that were not evaluated, or were scored as empty
     predictions, with the reason."""
+    from .io.folders import printable_path  # (here: ipp_seg.io pulls numpy into every --help)
+
     evaluated = {case.case_id for case in report.cases}
     scored = "scored as empty predictions" if missing_as_empty else "not scored (--missing-as-empty scores them)"
     # A ground truth that cannot be read is not scored either way: it is listed below instead.
     without = [c for c in report.missing_predictions if c in evaluated or not missing_as_empty]
     for label, ids in ((f"ground truths without prediction, {scored}", without),
                        ("predictions without ground truth", report.missing_ground_truth)):
-        if ids:
-            err.print(f"[yellow]{len(ids)} {label}:[/] {escape(', '.join(ids[:10]))}{' ...' if len(ids) > 10 else ''}",
+        if ids:  # case IDs named as cases.csv names them (a Latin-1 byte as \xfc)
+            shown = ", ".join(printable_path(i) for i in ids[:10])
+            err.print(f"[yellow]{len(ids)} {label}:[/] {escape(shown)}{' ...' if len(ids) > 10 else ''}",
                       highlight=False)
     for case_id, problem in report.ground_truth_problems:
-        err.print(f"[yellow]{escape(case_id)} scored with {escape(problem)}:[/] check its expert mask", highlight=False)
+        err.print(f"[yellow]{escape(printable_path(case_id))} scored with {escape(problem)}:[/] check its expert mask",
+                  highlight=False)
     for case_id, reason in report.unreadable:
         if case_id in evaluated:  # --missing-as-empty: its unusable prediction counted as empty
-            err.print(f"[yellow]{escape(case_id)} scored as an empty prediction:[/] {escape(reason)}", highlight=False)
+            err.print(f"[yellow]{escape(printable_path(case_id))} scored as an empty prediction:[/] {escape(reason)}",
+                      highlight=False)
         else:
-            err.print(f"[red]cannot evaluate {escape(case_id)}:[/] {escape(reason)}", highlight=False)
+            err.print(f"[red]cannot evaluate {escape(printable_path(case_id))}:[/] {escape(reason)}", highlight=False)
 
 
 def _agreement_table(blocks, with_reference: bool) -> Table:

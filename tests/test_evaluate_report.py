@@ -806,3 +806,11 @@ def test_names_in_composed_and_decomposed_unicode_are_one_case(tmp_path):
     os.rename(tmp_path / "latin1.png", os.path.join(os.fsencode(tmp_path / "g"), b"M\xfcller2.png"))
     write_summary_json(evaluate_folders(tmp_path / "p", tmp_path / "g"), tmp_path / "summary.json")
     assert json.loads((tmp_path / "summary.json").read_text())["missing_predictions"] == ["M\\xfcller2"]
+    # and so does the line on the terminal (it had written the lone surrogate's escape, \udcfc)
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+
+    listed = CliRunner().invoke(app, ["evaluate", str(tmp_path / "p"), str(tmp_path / "g")])
+    assert "ground truths without prediction, not scored" in listed.output
+    assert "M\\xfcller2" in listed.output and "udcfc" not in listed.output
