@@ -394,8 +394,9 @@ METHOD_OPT = typer.Option("ellipse", "--method", help="AoP method: ellipse (defa
 ORIENTATION_OPT = typer.Option("standard", "--orientation",
                                help="standard: the PS's inferior end is its right-hand end as displayed; "
                                     "mirrored: the left-hand end.")
-FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: all, N or A-B (0-based); a scan "
-                                                   "without the frames asked for gets a failed row.")
+FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: all, N or A-B (0-based; a range "
+                                                   "takes those a scan has); a scan with none of them gets a failed "
+                                                   "row.")
 SPACING_OPT = typer.Option(None, "--spacing-mm",
                            help="mm per pixel X[,Y] for files without a calibration (a file's own calibration, "
                                 "DICOM or MHA/NIfTI spacing, wins).")

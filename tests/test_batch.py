@@ -405,6 +405,11 @@ def test_glob_and_frames_filter(mixed_folder, tmp_path):
     rows = _rows(tmp_path / "o" / "measurements.csv")
     assert {(r["file"], r["frame"]) for r in rows} == {("sub/cine.dcm", "1"), ("sub/cine.dcm", "2"),
                                                       ("corrupt.dcm", "")}
+    # A range serves cines and stills alike: a still's frame 0 is measured, not failed for lacking frames 1-4.
+    result = _run("batch", mixed_folder, "--out", tmp_path / "o2", "--frames", "0-4")
+    rows = _rows(tmp_path / "o2" / "measurements.csv")
+    assert ("a.png", "0") in {(r["file"], r["frame"]) for r in rows}
+    assert not any("requested, the source has" in r["error"] for r in rows)
 
 
 def test_batch_missing_folder_exits_2(tmp_path):

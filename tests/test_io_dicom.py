@@ -707,8 +707,10 @@ def test_frame_choices(tmp_path):
     assert [f.frame_index for f in read_frames(path, range(0, 5, 2))] == [0, 2, 4]
     assert [f.provenance.frame_number for f in read_frames(path, 4)] == [5]
     np.testing.assert_array_equal(read_frame(path, 3).pixels, frames[3])
+    # A range reaching past the end takes the frames it has: "0-4" serves a folder of cines and stills alike.
+    assert [f.frame_index for f in read_frames(path, "3-7")] == [3, 4]
     with pytest.raises(ScanReadError, match=r"source has 5 frames \(0-4\)"):
-        read_frames(path, "3-7")
+        read_frames(path, "5-7")
     with pytest.raises(ScanReadError):
         read_frame(path, 5)
     with pytest.raises(ValueError):

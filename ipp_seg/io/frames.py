@@ -180,12 +180,14 @@ class FrameSelection:
         return self.start == 0 and self.stop is None
 
     def indices(self, n_frames: int) -> range:
-        """The selected 0-based indices in a source of ``n_frames`` frames.
+        """The selected 0-based indices in a source of ``n_frames`` frames: those of the
+        selection that the source has (``0-4`` of a still image is its frame 0, of a 3-frame
+        cine its frames 0-2), so that one choice serves a folder of cines and stills.
 
-        Raises ``IndexError`` when the selection reaches past the last frame.
+        Raises ``IndexError`` when the source has none of them.
         """
-        stop = n_frames if self.stop is None else self.stop
-        if self.start >= n_frames or stop > n_frames:
+        stop = n_frames if self.stop is None else min(self.stop, n_frames)
+        if self.start >= n_frames:
             raise IndexError(f"frames {self} requested, the source has {frames_held(n_frames)}")
         return range(self.start, stop)
 
