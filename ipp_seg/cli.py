@@ -658,8 +658,11 @@ def batch(
             signal.signal(signal.SIGTERM, previous_sigterm)
     # This run's rows and failures; files measured by the run it resumed are counted apart.
     earlier = f"; {summary.skipped_files} files already done before" if summary.skipped_files else ""
+    # Objects without an image (reports, PDFs, a DICOMDIR) are counted apart from frames that failed.
+    failed = summary.failed_rows - summary.not_image_rows
+    not_images = f", {summary.not_image_rows} not images" if summary.not_image_rows else ""
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files measured now "
-              f"({summary.failed_rows} failed{earlier}) in {summary.seconds:.1f} s "
+              f"({failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:

@@ -769,6 +769,35 @@ def test_a_resumed_run_keeps_the_row_order_of_names_that_are_not_utf8(mixed_fold
     assert (out / "measurements.csv").read_bytes() == fresh
 
 
+def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_read_again(mixed_folder, tmp_path):
+    # A PACS export holds reports, key-object selections, PDFs and a DICOMDIR beside its images: each had been
+    # "unreadable" like a damaged file, counted among the failures, and read again on every --resume.
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    report = pydicom.Dataset()
+    report.file_meta = FileMetaDataset()
+    report.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    report.SOPInstanceUID = report.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    report.Modality = "SR"
+    report.save_as(mixed_folder / "IMG00009", enforce_file_format=True)
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    row = next(r for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009")
+    assert (row["status"], row["reasons"]) == ("failed", "not_an_image") and "Structured Report" in row["error"]
+    said = " ".join(result.output.split())
+    assert "(2 failed, 1 not images)" in said  # corrupt.dcm and readme.txt; the report apart
+    again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm and readme.txt are read again
+    assert again.exit_code == 0 and "2 rows from 2 files measured now" in " ".join(again.output.split())
+    assert [r["reasons"] for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009"] == ["not_an_image"]
+    from ipp_seg.inference.batch import reason_codes
+
+    assert "not_an_image" in {code for code, _, _ in reason_codes()}
+
+
 def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, caplog):
     # os.walk passes over a folder it cannot list without a word: its scans would go unmeasured unsaid.
     import logging

@@ -773,6 +773,10 @@ def test_no_pixel_data(tmp_path):
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.3.4"  # a class nobody names: in general terms
     ds.save_as(path, enforce_file_format=True)
     assert "no pixel data (a DICOM object without an image, modality KO)" in _error(path).reason
+    # Each is a file read whole that holds no image, not a damaged one (batch counts it apart, and does not retry it).
+    from ipp_seg.io import NotAnImageError
+
+    assert isinstance(_error(path), NotAnImageError)
 
 
 def test_a_dicomdir_is_named_as_the_index_of_an_export(tmp_path):
@@ -784,8 +788,9 @@ def test_a_dicomdir_is_named_as_the_index_of_an_export(tmp_path):
     export = FileSet()
     export.add(pydicom.dcmread(image))
     export.write(tmp_path / "export")
-    reason = _error(tmp_path / "export" / "DICOMDIR").reason
-    assert reason.startswith("a DICOMDIR, the index of a CD or USB export, not an image")
+    error = _error(tmp_path / "export" / "DICOMDIR")
+    assert error.reason.startswith("a DICOMDIR, the index of a CD or USB export, not an image")
+    assert type(error).__name__ == "NotAnImageError"
 
 
 def test_image_header_cut_off_before_its_pixels_is_called_truncated(tmp_path):
@@ -793,6 +798,7 @@ def test_image_header_cut_off_before_its_pixels_is_called_truncated(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: data.rindex(b"\xe0\x7f\x10\x00")])  # up to the Pixel Data tag
     assert _error(path).reason == "truncated: the file ends before its pixel data"
+    assert type(_error(path)).__name__ == "ScanReadError"  # a copy cut short: tried again on resume
 
 
 def test_truncated_native_pixel_data(tmp_path):

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .. import log_format, quiet_pydicom
-from ..io import ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png, write_overlay_png
+from ..io import (NotAnImageError, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
+                  write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, given_path, name_of_spreadsheet_cell, path_of_printable,
                           printable_path, spreadsheet_cell, walk_folders)
 from ..io.overlay import overlay_title, render_overlay
@@ -114,11 +115,15 @@ class BatchOptions:
 UNREADABLE = "unreadable"
 PROCESSING_ERROR = "processing_error"
 NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, or a label mask: not retried
+NOT_AN_IMAGE = "not_an_image"  # a DICOM report, PDF, presentation state, DICOMDIR...: not retried
 MASK_REFUSED = "mask_refused"  # measure: a mask read, with other label values or not its scan's size
 #: What each of them means (a row with one of them is ``failed`` and holds no values).
 ROW_FAILURES: dict[str, str] = {
     UNREADABLE: "the file or frame could not be read (its error column says why: damaged, cut short, a compression "
-                "no installed decoder reads, not an image); a resumed batch tries it again",
+                "no installed decoder reads, no image format ipp-seg knows); a resumed batch tries it again",
+    NOT_AN_IMAGE: "the file is a DICOM object without an image, as an export holds beside its images: a "
+                  "structured report, key-object selection, encapsulated PDF, presentation state or DICOMDIR (its "
+                  "error column names it); nothing to measure, and a resumed batch does not read it again",
     NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, blank, or a "
                     "label mask (fewer than 4 grey values)",
     PROCESSING_ERROR: "an unexpected error while the frame was processed (its error column names it); the other "
@@ -236,6 +241,7 @@ class BatchSummary:
     doubtful_orientation_rows: int = 0
     segmented_rows: int = 0
     unsure_symphysis_rows: int = 0
+    not_image_rows: int = 0  # of the failed rows, files that hold no image (reason not_an_image)
 
     @property
     def advice(self) -> RunAdvice:
@@ -264,7 +270,7 @@ def symphysis_mostly_unsure(segmented_frames: int, unsure_frames: int) -> bool:
 
 def row_segmented(row: dict) -> bool:
     """Whether a CSV row's frame reached the network (it was read, and is an ultrasound image)."""
-    return not {UNREADABLE, NOT_ULTRASOUND, PROCESSING_ERROR, MASK_REFUSED} & _row_reasons(row)
+    return not {UNREADABLE, NOT_AN_IMAGE, NOT_ULTRASOUND, PROCESSING_ERROR, MASK_REFUSED} & _row_reasons(row)
 
 
 def row_symphysis_unsure(row: dict) -> bool:
@@ -738,6 +744,8 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
     (:class:`ScanReadError`), or for an error no reader check foresaw with its type only (a
     reader's message may quote header values, patient data; where it was raised, the traceback
     without the message, is logged at debug level for a bug report)."""
+    if isinstance(exc, NotAnImageError):
+        return FrameFailure(frame_index, exc.reason, NOT_AN_IMAGE)
     if isinstance(exc, ScanReadError):
         return FrameFailure(frame_index, exc.reason)
     log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
@@ -1062,7 +1070,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if csv_path.exists() and not options.resume:
         csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
-    n_rows = n_failed = n_doubtful = n_segmented = n_unsure = 0
+    n_rows = n_failed = n_doubtful = n_segmented = n_unsure = n_not_image = 0
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     with open(csv_path, "a", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
@@ -1077,6 +1085,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 n_doubtful += row_orientation_doubtful(row)
                 n_segmented += row_segmented(row)
                 n_unsure += row_symphysis_unsure(row)
+                n_not_image += NOT_AN_IMAGE in _row_reasons(row)
             fh.flush()
             for key, value in outcome.timings.items():
                 totals[key] += value
@@ -1085,7 +1094,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if options.resume:
         _put_in_scan_order(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
-                        n_doubtful, n_segmented, n_unsure)
+                        n_doubtful, n_segmented, n_unsure, n_not_image)
 
 
 def _put_in_scan_order(csv_path: Path) -> None:

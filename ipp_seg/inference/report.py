@@ -16,8 +16,8 @@ from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.folders import printable_file
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
-from .batch import NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, fitting_stem, measurement_row, \
-    output_stem, suffix_disambiguated
+from .batch import (NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, fitting_stem,
+                    measurement_row, output_stem, suffix_disambiguated)
 from .pipeline import FrameResult, segmented_box
 
 
@@ -254,7 +254,8 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                                               provider, inf.method, inf.orientation, inf.tta, result.code,
                                               processor.model_sha256),
                           "time_ms": round(elapsed_ms, 1)}  # (the table shows it too: the time it took to refuse)
-                verb = {UNREADABLE: "read", NOT_ULTRASOUND: "segment"}.get(result.code, "process")
+                verb = {UNREADABLE: "read", NOT_AN_IMAGE: "measure", NOT_ULTRASOUND: "segment"}.get(result.code,
+                                                                                                    "process")
                 yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
                                      errors=(f"cannot {verb} {scan}: {result.reason}",))
                 started = time.perf_counter()

@@ -37,7 +37,7 @@ from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
-from .errors import ScanReadError, missing_file_reason, open_failure_reason
+from .errors import NotAnImageError, ScanReadError, missing_file_reason, open_failure_reason
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
 from .greyscale import invert, luminance_rgb, to_output
@@ -191,24 +191,24 @@ def _inspect_dicom(path: str) -> DicomInfo:
 
     if not has_pixels:
         if "DirectoryRecordSequence" in ds or str(ds.get("SOPClassUID", "")) == _MEDIA_DIRECTORY:
-            raise ScanReadError(path, "a DICOMDIR, the index of a CD or USB export, not an image: give the image "
-                                      "files it lists, or their folder (ipp-seg batch)")
+            raise NotAnImageError(path, "a DICOMDIR, the index of a CD or USB export, not an image: the images are "
+                                        "the export's other files")
         kind = str(ds.get("Modality", "") or "").strip()
         sop_class = UID(str(ds.get("SOPClassUID", "") or ""))
         if kind.upper() == "SR" or "SR Storage" in sop_class.name:
             # Such as the report ipp-seg writes: a result, not a scan to measure.
-            raise ScanReadError(path, "a DICOM Structured Report (modality SR), a result: no image to measure")
+            raise NotAnImageError(path, "a DICOM Structured Report (modality SR), a result: no image to measure")
         if sop_class.is_valid and sop_class.name != sop_class and "Image" not in sop_class.name:
             # A class pydicom names and no image's (a PDF, a presentation state): the header says
             # what the file is, whether or not the file ends where its pixels would begin.
-            raise ScanReadError(path, f"no pixel data (a DICOM {sop_class.name} object, not an image)")
+            raise NotAnImageError(path, f"no pixel data (a DICOM {sop_class.name} object, not an image)")
         if ended and ("Rows" in ds or kind.upper() in ("", "US")):
             # A header that stops short of its pixels (an image's, an ultrasound object's, or
             # one cut off before its Modality, which every object has): a copy cut off, not an
             # object without an image.
             raise ScanReadError(path, "truncated: the file ends before its pixel data")
         what = f"a DICOM object without an image{', modality ' + kind if kind else ''}"
-        raise ScanReadError(path, f"no pixel data ({what})")
+        raise NotAnImageError(path, f"no pixel data ({what})")
 
     _reject_other_modality(path, ds)
     for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation"):

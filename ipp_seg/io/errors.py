@@ -23,6 +23,12 @@ class ScanReadError(Exception):
         return (type(self), (self.path, self.reason))
 
 
+class NotAnImageError(ScanReadError):
+    """The file was read and holds no image: a DICOM report, key-object selection, PDF,
+    presentation state or other object without pixel data, or a DICOMDIR. Nothing to measure,
+    and nothing damaged: reading it again (``batch --resume``) would change nothing."""
+
+
 def missing_file_reason(path: str | os.PathLike[str]) -> str:
     """Why a path that does not exist cannot be read: a link to nowhere, or links that lead
     back to each other, say so."""
