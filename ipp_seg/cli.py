@@ -665,6 +665,13 @@ def batch(
               f"({failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
+    if summary.repeated_images:
+        files = sorted({(file, holder) for file, _, holder in summary.repeated_images})
+        shown = "; ".join(f"{file} = {holder}" for file, holder in files[:3]) + (" ..." if len(files) > 3 else "")
+        err.print(f"[yellow]warning:[/] {len(summary.repeated_images)} rows are of frames another file holds too "
+                  f"(the same SOP Instance UID: an image exported twice), in {len(files)} file(s): {escape(shown)}. "
+                  "A statistic over the rows counts each such frame twice unless one of its rows is left out.",
+                  highlight=False)
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
         fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
 

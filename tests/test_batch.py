@@ -798,6 +798,25 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     assert "not_an_image" in {code for code, _, _ in reason_codes()}
 
 
+def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, sample_dicom):
+    # A PACS export that holds one image under two paths: both were measured, silently, and a per-study mean
+    # weighed that frame twice.
+    shutil.copy(sample_dicom, mixed_folder / "IMG00001")
+    (mixed_folder / "EXPORT2").mkdir()
+    shutil.copy(sample_dicom, mixed_folder / "EXPORT2" / "IMG00001")
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "warning: 1 rows are of frames another file holds too (the same SOP Instance UID" in said
+    assert "IMG00001 = EXPORT2/IMG00001" in said
+    from ipp_seg.inference.batch import repeated_images
+
+    assert repeated_images(out / "measurements.csv") == (("IMG00001", "0", "EXPORT2/IMG00001"),)
+    (mixed_folder / "IMG00001").unlink()
+    assert "another file holds too" not in _run("batch", mixed_folder, "--out", tmp_path / "o2").output
+
+
 def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, caplog):
     # os.walk passes over a folder it cannot list without a word: its scans would go unmeasured unsaid.
     import logging

@@ -242,6 +242,9 @@ class BatchSummary:
     segmented_rows: int = 0
     unsure_symphysis_rows: int = 0
     not_image_rows: int = 0  # of the failed rows, files that hold no image (reason not_an_image)
+    # Frames the CSV holds under two files or more with one SOP Instance UID (an image exported
+    # twice): (file, frame, the first file that holds it), as the CSV names them.
+    repeated_images: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def advice(self) -> RunAdvice:
@@ -1094,7 +1097,24 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if options.resume:
         _put_in_scan_order(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
-                        n_doubtful, n_segmented, n_unsure, n_not_image)
+                        n_doubtful, n_segmented, n_unsure, n_not_image, repeated_images(csv_path))
+
+
+def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
+    """The rows of ``csv_path`` whose frame another file holds too: the same SOP Instance UID and
+    frame under two paths, as a PACS export writes an image it was asked for twice. Each is
+    (file, frame, the first file in the CSV that holds it); a statistic over the rows counts
+    such a frame twice unless one is left out. Rows without a UID (not DICOM) are not compared."""
+    first: dict[tuple[str, str], str] = {}
+    repeated = []
+    for row in _complete_rows(csv_path)[0]:
+        uid = row["sop_instance_uid"]
+        if not uid:
+            continue
+        holder = first.setdefault((uid, row["frame"]), row["file"])
+        if holder != row["file"]:
+            repeated.append((row["file"], row["frame"], holder))
+    return tuple(repeated)
 
 
 def _put_in_scan_order(csv_path: Path) -> None:
