@@ -817,6 +817,25 @@ def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, s
     assert "another file holds too" not in _run("batch", mixed_folder, "--out", tmp_path / "o2").output
 
 
+def test_rows_carry_the_study_and_series_uids_to_join_back_to_their_examination(mixed_folder, tmp_path, sample_dicom):
+    # The CSV held only the SOP Instance UID: grouping a PACS export's frames by examination meant reading every
+    # header again. A header whose UID holds other text (damaged, or a name typed there) gives an empty cell.
+    import pydicom
+
+    source = pydicom.dcmread(sample_dicom)
+    damaged = pydicom.dcmread(sample_dicom)
+    damaged.StudyInstanceUID = "Doe^Jane"
+    damaged.save_as(mixed_folder / "damaged.dcm")
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out, "--glob", "*.dcm").exit_code == 0
+    rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+    assert rows["damaged.dcm"]["aop_deg"] and rows["damaged.dcm"]["study_instance_uid"] == ""
+    assert rows["damaged.dcm"]["series_instance_uid"] == source.SeriesInstanceUID
+    report = json.loads(_run("predict", sample_dicom, "--json").stdout)[0]
+    assert (report["study_instance_uid"], report["series_instance_uid"]) == (source.StudyInstanceUID,
+                                                                           source.SeriesInstanceUID)
+
+
 def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, caplog):
     # os.walk passes over a folder it cannot list without a word: its scans would go unmeasured unsaid.
     import logging

@@ -52,6 +52,7 @@ CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
+    "study_instance_uid", "series_instance_uid",
 )
 CSV_NAME = "measurements.csv"
 # The folders beside it that --save-masks and --overlays write into.
@@ -313,7 +314,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
                     method: str = "", orientation: str = "", tta: bool | None = None,
                     failure_code: str = UNREADABLE, spacing_given: tuple[float, float] | None = None,
                     file_stamp: tuple[str, str] = ("", ""), head_confidence: float | None = None,
-                    ps_confidence: float | None = None, model_sha256: str = "") -> dict:
+                    ps_confidence: float | None = None, model_sha256: str = "",
+                    study_instance_uid: str | None = None, series_instance_uid: str | None = None) -> dict:
     """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
     whether the model's output was averaged with the mirrored frame's (None: no model ran).
     Without a measurement the row is failed with reason ``failure_code``. ``spacing_given``:
@@ -321,10 +323,12 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     modification time as :func:`file_stamp` gives them (a resumed run measures a changed file
     again); ``head_confidence``, ``ps_confidence``: the network's (see
     :func:`ipp_seg.inference.pipeline.head_confidence`); ``model_sha256``: the model file's
-    (the same name may later stand for other weights)."""
+    (the same name may later stand for other weights); the UIDs: the DICOM file's (see
+    :class:`~ipp_seg.io.Provenance`)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(file=file, frame=frame, model=model, model_sha256=model_sha256,
-               sop_instance_uid=sop_instance_uid or "", error=error,
+               sop_instance_uid=sop_instance_uid or "", study_instance_uid=study_instance_uid or "",
+               series_instance_uid=series_instance_uid or "", error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                head_confidence="" if head_confidence is None else round(float(head_confidence), 4),
@@ -719,7 +723,9 @@ class FileProcessor:
                                               frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
                                               head_confidence=result.head_confidence,
-                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256))
+                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256,
+                                              study_instance_uid=frame.provenance.study_instance_uid,
+                                              series_instance_uid=frame.provenance.series_instance_uid))
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
                 for name, file_rows in zip(names, rows)]

@@ -52,6 +52,8 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
         "n_frames": frame.n_frames,
         "sop_instance_uid": frame.provenance.sop_instance_uid,
+        "study_instance_uid": frame.provenance.study_instance_uid,
+        "series_instance_uid": frame.provenance.series_instance_uid,
         # Which part of the frame was segmented, and of how many tissue regions (a dual view has
         # two): a reader of the report alone can tell which view was measured.
         "segmented_box": list(segmented_box(frame)),
@@ -86,7 +88,8 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, "sop_instance_uid": None, "segmented_box": None, "tissue_regions": None,
+        "n_frames": None, "sop_instance_uid": None, "study_instance_uid": None, "series_instance_uid": None,
+        "segmented_box": None, "tissue_regions": None,
         "model": model, "model_sha256": model_sha256 or None, "tta": tta,
         "head_confidence": None,
         "ps_confidence": None,
@@ -263,7 +266,9 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
             row = measurement_row(shown, result.frame.frame_index, result.measurement, processor.model_name,
                                   result.frame.provenance.sop_instance_uid, "", inf.method, inf.orientation, inf.tta,
                                   head_confidence=result.head_confidence, ps_confidence=result.ps_confidence,
-                                  model_sha256=processor.model_sha256)
+                                  model_sha256=processor.model_sha256,
+                                  study_instance_uid=result.frame.provenance.study_instance_uid,
+                                  series_instance_uid=result.frame.provenance.series_instance_uid)
             report = frame_report(result, provider, elapsed_ms, inf.tta)
             errors, warnings, refused = [], [], False
             if out_dir is not None:

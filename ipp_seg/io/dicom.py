@@ -119,6 +119,18 @@ class DicomInfo:
     palette: Dataset | None  # the colour lookup tables of a PALETTE COLOR image
     pixel_offset: int | None  # file offset of the pixel data value (None: deflated file)
     has_file_meta: bool = True  # False: a bare data set, whose syntax the decoder must be told
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _valid_uid(value) -> str | None:
+    """A UID as the header holds it, None where it holds none or no valid one (digits and dots,
+    at most 64 characters): a damaged header's text never reaches a CSV from here."""
+    text = str(value or "").strip().rstrip("\x00")
+    return text if len(text) <= 64 and _UID.fullmatch(text) else None
 
 
 def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
@@ -261,6 +273,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
         palette=_palette_tables(ds, tsyntax) if photometric == _PHOTOMETRIC_PALETTE else None,
         pixel_offset=pixel_check.value_offset if pixel_check is not None and pixel_check.value_offset else None,
         has_file_meta=has_file_meta,
+        study_instance_uid=_valid_uid(ds.get("StudyInstanceUID")),
+        series_instance_uid=_valid_uid(ds.get("SeriesInstanceUID")),
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",

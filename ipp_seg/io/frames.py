@@ -73,13 +73,17 @@ class Provenance:
 
     ``source_format`` is ``"dicom"``, ``"image"`` (OpenCV formats), ``"itk"`` (SimpleITK
     formats) or ``"array"`` (pixels handed over in memory). ``frame_number`` is the 1-based
-    DICOM frame number (``None`` for other formats).
+    DICOM frame number (``None`` for other formats). The UIDs are a DICOM file's own (``None``
+    for other formats, or where the header holds no valid UID): with them a result joins back
+    to its study and series.
     """
 
     path: str
     source_format: str
     sop_instance_uid: str | None = None
     frame_number: int | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,8 @@ def read_frames(
         pixel_source = iter_dicom_frames(info, None if indices == range(info.n_frames) else indices)
         return _frames(
             pixel_source, spacing, info.regions, info.n_frames,
-            lambda i: Provenance(name, "dicom", info.sop_instance_uid, i + 1),
+            lambda i: Provenance(name, "dicom", info.sop_instance_uid, i + 1, info.study_instance_uid,
+                                 info.series_instance_uid),
         )
     if kind == "itk":
         from .itk import inspect_itk, iter_itk_frames
