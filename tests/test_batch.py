@@ -300,6 +300,13 @@ def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
     before = (out / "measurements.csv").read_text()
     nothing = _run("batch", mixed_folder, "--out", out, "--glob", "**/*.nrrd", "--overwrite")
     assert nothing.exit_code == 2 and "no files under" in nothing.output
+    assert "it holds 5 other file(s)" in " ".join(nothing.output.split())  # what --glob left out, counted
+    # A PACS export names its DICOM files without a suffix: the usual '**/*.dcm' takes none of them.
+    export = tmp_path / "export" / "DICOM" / "PAT00001"
+    export.mkdir(parents=True)
+    shutil.copy(mixed_folder / "sub" / "cine.dcm", export / "IMG00001")
+    told = " ".join(_run("batch", tmp_path / "export", "--out", tmp_path / "o3", "--glob", "**/*.dcm").output.split())
+    assert "1 of them without a suffix" in told and "leave --glob out" in told
     assert (out / "measurements.csv").read_text() == before  # a run with nothing to do replaces nothing
     # ...and leaves no empty output folders (nor their lock file) where it made them; a folder it
     # did not make stays.

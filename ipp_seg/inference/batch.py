@@ -763,6 +763,20 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
                                      "ipp-seg developers", PROCESSING_ERROR)
 
 
+def _other_files_hint(options: BatchOptions) -> str:
+    """What the folder holds when ``--glob`` took none of it: a PACS export names its DICOM
+    files without a suffix (IMG00001), which '**/*.dcm' never matches."""
+    if options.glob == "**/*":
+        return ""
+    every = list_scans(options.in_dir, "**/*", exclude=options.out_dir)
+    if not every:
+        return ""
+    bare = sum(1 for path in every if not path.suffix)
+    return (f"; it holds {len(every)} other file(s)" + (f", {bare} of them without a suffix (an export's DICOM files "
+                                                          "often have none: leave --glob out, or match their folder, "
+                                                          "such as 'DICOM/**')" if bare else ""))
+
+
 class NoScansError(ValueError):
     """The folder holds no file that the pattern takes."""
 
@@ -1036,7 +1050,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                        "that run, --overwrite to replace it, or give another --out folder")
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     if not files:  # before a previous CSV is touched
-        raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}")
+        raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
     names = [_csv_name(path, options.in_dir) for path in files]
     done: dict[str, set] = {}
     if options.resume:
