@@ -715,6 +715,7 @@ REASON_CASES = {
     "fh_cut_off": lambda mp: measure_progress(_cut_at_frame_edge(2, 0.5), (0.2, 0.2)),
     "ps_round": lambda mp: measure_progress(typical_scene(ps_a=15, ps_b=15), (0.2, 0.2)),
     "sector_upside_down": lambda mp: _measured_on(fan_image(upside_down=True)),
+    "other_view_not_measured": lambda mp: _measured_in_a_dual_view(),
     "ps_at_black_band": lambda mp: _measured_on(_blacked_out_above(fan_image(), 50)),
 }
 
@@ -724,6 +725,28 @@ def _blacked_out_above(pixels: np.ndarray, row: int) -> np.ndarray:
     out = pixels.copy()
     out[:row] = 0
     return out
+
+
+def _measured_in_a_dual_view(second_view_width: int = 256):
+    """The typical scene as the left view of two side by side (a dual view's two regions)."""
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import ImagingRegion, Provenance, UltrasoundFrame
+
+    scene = typical_scene()
+    h, w = scene.shape
+    pixels = np.hstack([fan_image(), np.zeros((h, second_view_width), np.uint8)])
+    regions = (ImagingRegion(0, 0, w, h, (0.2, 0.2)), ImagingRegion(w, 0, w + second_view_width, h, (0.2, 0.2)))
+    frame = UltrasoundFrame(pixels, None, regions, 0, 1, Provenance("dual", "dicom"))
+    labels = np.hstack([scene, np.zeros((h, second_view_width), scene.dtype)])
+    return measure_frame(labels, frame, method="ellipse", orientation="standard")
+
+
+def test_a_second_view_beside_the_one_measured_is_said_to_be_unmeasured():
+    # A dual view had been measured on its first view only, without a word in the CSV (its JSON's tissue_regions
+    # said 2); a small second region, a thumbnail, is no view of its own.
+    dual = _measured_in_a_dual_view()
+    assert dual.reasons == ("other_view_not_measured",) and dual.status == "warning" and dual.aop_deg is not None
+    assert _measured_in_a_dual_view(second_view_width=64).reasons == ()
 
 
 def _measured_on(pixels: np.ndarray):

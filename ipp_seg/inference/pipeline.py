@@ -80,6 +80,10 @@ MIN_PS_CONFIDENCE = 0.90
 #: (a crop padded back to size), the twin's PS lies at 0.035 or less, and its AoP moved by a
 #: median 8-16 deg where the top was cut (benchmarks/black_band_cuts.py, RESULTS.md).
 MAX_PS_BLACK_BAND_GAP = 0.03
+#: Another 2-D tissue region at least this share of the measured one's area is another view
+#: (a dual view, side by side), which the network was not shown: ``other_view_not_measured``.
+#: A Doppler strip or an M-mode trace is no tissue region, and a thumbnail is far smaller.
+OTHER_VIEW_AREA_SHARE = 0.5
 _BLACK_BAND_PX = 2  # a side of the content box this far from the image's edge has a black band beyond it
 
 
@@ -314,9 +318,10 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     a ``ps_confidence`` (None where no PS was drawn) below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``,
     a frame whose imaged sector narrows with depth (:func:`ipp_seg.io.sector.sector_narrowing`
     above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``,
-    and a PS against a black band at the image's edge (:func:`ps_black_band_gap` below
+    a PS against a black band at the image's edge (:func:`ps_black_band_gap` below
     :data:`MAX_PS_BLACK_BAND_GAP`, within the part of the frame the network was shown) the
-    warning ``ps_at_black_band``."""
+    warning ``ps_at_black_band``, and a frame with another view beside the one measured
+    (:data:`OTHER_VIEW_AREA_SHARE`) the warning ``other_view_not_measured``."""
     ys, xs = np.nonzero(labels == ps_label)
     region = frame.imaging_region
     if len(xs):
@@ -342,4 +347,7 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     band_gap = ps_black_band_gap(labels[y0:y1, x0:x1] == ps_label, frame.pixels[y0:y1, x0:x1])
     if band_gap is not None and band_gap < MAX_PS_BLACK_BAND_GAP:
         measurement = measurement.with_warning("ps_at_black_band")
+    if region is not None and any(other is not region and other.area >= OTHER_VIEW_AREA_SHARE * region.area
+                                  for other in frame.regions):
+        measurement = measurement.with_warning("other_view_not_measured")
     return measurement

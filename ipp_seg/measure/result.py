@@ -94,6 +94,9 @@ REASONS: dict[str, tuple[str, str]] = {
                             "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "
                             "the anatomy is smaller than the models were validated on, as in a screen capture with "
                             "a margin or text around the image; crop the frame to the ultrasound image"),
+    "other_view_not_measured": ("warning", "the frame holds another view beside the one measured (a dual view: a "
+                                "second 2-D tissue region at least half its size): only the largest, the first of "
+                                "equal ones, was segmented; to measure the other, crop the frame to it"),
     "sector_upside_down": ("warning", "the imaged sector is wider near the top of the frame than deep in it, and "
                            "short of the top edge where a probe at the top would meet it, as in no PSFHS frame and "
                            "in 81 % of them turned by 180 degrees: the frame is probably displayed upside down (the "
@@ -138,6 +141,7 @@ REASON_TITLES: dict[str, str] = {
     "low_confidence": "network unsure of the head it drew",
     "ps_low_confidence": "network unsure of the symphysis it drew",
     "head_small_in_frame": "head smaller in the frame than the models learnt",
+    "other_view_not_measured": "another view in the frame was not measured",
     "sector_upside_down": "ultrasound sector narrows with depth: frame upside down?",
     "ps_at_black_band": "symphysis against a black band at the image edge",
     # (An SR reports distances in millimetres only: here, none.)
