@@ -167,8 +167,8 @@ def train(args) -> None:
             losses.append(loss.item())
             step += 1
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started)}
-        torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step, "recipe": recipe,
+        torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step, "recipe": recipe,
                     "config": parent["config"], "settings": parent["settings"], "split": parent["split"]},
                    out / "last.tmp")
         (out / "last.tmp").replace(last)

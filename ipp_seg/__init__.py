@@ -7,6 +7,12 @@ Importing this package never imports torch: inference runs on onnxruntime.
 __version__ = "0.1.0"
 
 import logging as _logging
+import os as _os
+
+# onnxruntime (from 1.32, on Linux and macOS) keeps a device identifier and an event queue under
+# ~/.cache from the moment it is first imported, unless this says no: set here, before any of
+# ipp-seg's modules or the caller imports it (inference.backends.import_onnxruntime).
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # A library logs, it does not print: without this, Python's last-resort handler writes the
 # warnings of a program that set up no logging to its stderr.

@@ -5,6 +5,7 @@ Nothing here imports torch at module level: ``--help``, ``models`` and inference
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -26,6 +27,9 @@ from .tables import new_table as _table
 
 # Never the locals in a traceback (typer's default in some versions): they may hold a DICOM header.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  # An error that escapes a command reaches main(), which names a stream that could not be
+                  # written (typer's own help on a full disk) rather than print a traceback of it.
+                  pretty_exceptions_enable=False,
                   help="Segment the pubic symphysis and fetal head in intrapartum transperineal ultrasound "
                        "and measure the angle of progression (AoP) and head-symphysis distance (HSD).")
 
@@ -74,8 +78,13 @@ def _print_table(table: Table) -> None:
 
 def _output_folder(out: Path | None, option: str = "--out") -> None:
     """Refuse an output folder that cannot be one, before any work is done."""
-    if out is not None and out.exists() and not out.is_dir():
-        fail(f"{option} {out} is a file, not a folder")
+    if out is None:
+        return
+    try:
+        if out.exists() and not out.is_dir():
+            fail(f"{option} {out} is a file, not a folder")
+    except OSError as exc:  # a folder on the way without search permission
+        fail(f"{option} {out} cannot be reached: {exc.strerror or exc}")
 
 
 def error(message: str) -> None:
@@ -218,9 +227,9 @@ def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., metavar="DATA",
                                 help="Folder in PSFHS layout (image_mha/, label_mha/), of image/mask pairs "
-                                     "(images/ + masks/), or of <case>.png beside <case>_mask.png.", readable=False),
+                                     "(images/ + masks/), or of <case>.png beside <case>_mask.png."),
     config: str = typer.Option("dssau-net-s", "--config", help="Network config (see `ipp-seg models`)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history.", readable=False),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
                                          help="Epochs in all (default 80; with --resume, the run's own "
                                               "unless more are given)."),
@@ -239,8 +248,7 @@ def train(
                                         help="bf16 autocast (default: where the CPU or GPU computes bf16 natively)."),
     resume: bool = _flag("--resume", help="Continue the run in --out from its last checkpoint."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
-                                             help="Start from this checkpoint's weights (new optimiser and schedule).",
-                                             readable=False),
+                                             help="Start from this checkpoint's weights (new optimiser and schedule)."),
     warmup_epochs: float = typer.Option(2.0, "--warmup-epochs", help="Epochs of linear warm-up (0 or more)."),
     ce_weights: str = typer.Option("1,2,1", "--ce-weights", help="Cross-entropy weights: background,PS,FH."),
     dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
@@ -493,8 +501,7 @@ def _load_processor(options):
 def predict(
     scans: list[Path] = typer.Argument(..., metavar="SCAN", help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files.",
                                        readable=False),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here.",
-                                       readable=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write mask PNG, overlay PNG and JSON per frame here."),
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
     dicom_seg: bool = _flag("--dicom-seg", help="With --out: a DICOM Segmentation per DICOM frame."),
     dicom_sr: bool = _flag("--dicom-sr", help="With --out: a DICOM Comprehensive SR per DICOM frame."),
@@ -560,7 +567,7 @@ def predict(
 @app.command(short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
 def batch(
     in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively).", readable=False),
-    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/.", readable=False),
+    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/."),
     glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
     save_masks: bool = _flag("--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
     overlays: bool = _flag("--overlays", help="Write overlay PNGs under overlays/."),
@@ -626,7 +633,8 @@ def batch(
         def on_progress(outcome) -> None:
             counts["files"] += 1
             counts["frames"] += len(outcome.rows)
-            counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
+            # As the summary counts them: objects without an image (reports, PDFs) are no failures.
+            counts["failed"] += sum(r["status"] == "failed" and r["reasons"] != "not_an_image" for r in outcome.rows)
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
                             failed=counts["failed"])
@@ -660,7 +668,8 @@ def batch(
     earlier = f"; {summary.skipped_files} files already done before" if summary.skipped_files else ""
     # Objects without an image (reports, PDFs, a DICOMDIR) are counted apart from frames that failed.
     failed = summary.failed_rows - summary.not_image_rows
-    not_images = f", {summary.not_image_rows} not images" if summary.not_image_rows else ""
+    not_images = (f", {summary.not_image_rows} not an image" + ("s" if summary.not_image_rows > 1 else "")
+                  if summary.not_image_rows else "")
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files measured now "
               f"({failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
@@ -668,7 +677,8 @@ def batch(
     if summary.repeated_images:
         files = sorted({(file, holder) for file, _, holder in summary.repeated_images})
         shown = "; ".join(f"{file} = {holder}" for file, holder in files[:3]) + (" ..." if len(files) > 3 else "")
-        err.print(f"[yellow]warning:[/] {len(summary.repeated_images)} rows are of frames another file holds too "
+        rows = f"{len(summary.repeated_images)} rows are" if len(summary.repeated_images) > 1 else "1 row is"
+        err.print(f"[yellow]warning:[/] {rows} of frames another file holds too "
                   f"(the same SOP Instance UID: an image exported twice), in {len(files)} file(s): {escape(shown)}. "
                   "A statistic over the rows counts each such frame twice unless one of its rows is left out.",
                   highlight=False)
@@ -732,12 +742,10 @@ def measure(
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
     scans: Optional[Path] = typer.Option(
         None, "--scans", help="Folder of the scans the masks were drawn on, named by the same case IDs: each "
-                              "mask is measured with its scan's calibration (DICOM ultrasound regions).",
-        readable=False),
+                              "mask is measured with its scan's calibration (DICOM ultrasound regions)."),
     spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns).",
-                                            readable=False),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
     overwrite: bool = _flag("--overwrite", help="Replace a --csv file that already holds rows."),
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
@@ -801,9 +809,8 @@ def _holds_rows(path: Path) -> bool:
 
 @app.command(short_help="Export a training checkpoint to ONNX.")
 def export(
-    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint written by `ipp-seg train` (.pt).",
-                                      readable=False),
-    onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model.", readable=False),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint written by `ipp-seg train` (.pt)."),
+    onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
     opset: int = typer.Option(17, "--opset",
                               help="ONNX opset, from 17 up to the highest that the installed torch's exporter "
                                    "writes (20 in torch 2.13); any other is refused, naming the bounds."),
@@ -844,13 +851,12 @@ def evaluate(
                                        "<case>.png beside <case>_mask.png serves too).", readable=False),
     images: Optional[Path] = typer.Option(None, "--images",
                                           help="The frames (tells the acquisition style apart); may be GT_DIR when "
-                                               "it holds them beside their masks.", readable=False),
+                                               "it holds them beside their masks."),
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
-    out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here.", readable=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write cases.csv and summary.json here."),
     reference_aop: Optional[Path] = typer.Option(
         None, "--reference-aop", help="CSV of published AoP per case (columns case,aop_deg, as PSFHS's "
-                                      "aop_reference.csv): also report the predictions' |ΔAoP| against it.",
-        readable=False),
+                                      "aop_reference.csv): also report the predictions' |ΔAoP| against it."),
     missing_as_empty: bool = _flag("--missing-as-empty",
                                           help="Score a ground truth without prediction, or with one that cannot "
                                                "be used (unreadable, another size, other label values), as an "
@@ -1006,6 +1012,15 @@ def main() -> None:
     except SystemExit as done:
         _exit_for_failed_writes(done.code)
         raise
+    except OSError as exc:
+        # typer's own output (--help, a usage error) bypasses the guarded streams; a command's
+        # files are written and checked on their own, so a full disk or an I/O error that escapes
+        # a command is its output's.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+            raise
+        _GUARDED["stdout"].mark_failed(exc)
+        error(f"cannot write its output: {exc.strerror or exc}")
+        sys.exit(2)
 
 
 def _exit_for_failed_writes(code) -> None:

@@ -47,7 +47,7 @@ class GuardedStream:
         except BrokenPipeError:
             self._reader_went()
         except OSError as exc:
-            self._write_failed(exc)
+            self.mark_failed(exc)
         return len(text)
 
     def flush(self) -> None:
@@ -58,13 +58,15 @@ class GuardedStream:
         except BrokenPipeError:
             self._reader_went()
         except OSError as exc:
-            self._write_failed(exc)
+            self.mark_failed(exc)
 
     def _reader_went(self) -> None:
         self.reader_gone = True
         self._to_devnull()
 
-    def _write_failed(self, exc: OSError) -> None:
+    def mark_failed(self, exc: OSError) -> None:
+        """Record that writing failed with ``exc``, and drop what is written from now on (the
+        file descriptor is pointed at /dev/null, so that Python's own flush at exit succeeds)."""
         self.write_error = exc
         self._to_devnull()
 

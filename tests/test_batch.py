@@ -796,7 +796,7 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     row = next(r for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009")
     assert (row["status"], row["reasons"]) == ("failed", "not_an_image") and "Structured Report" in row["error"]
     said = " ".join(result.output.split())
-    assert "(2 failed, 1 not images)" in said  # corrupt.dcm and readme.txt; the report apart
+    assert "(2 failed, 1 not an image)" in said  # corrupt.dcm and readme.txt; the report apart
     again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm and readme.txt are read again
     assert again.exit_code == 0 and "2 rows from 2 files measured now" in " ".join(again.output.split())
     assert [r["reasons"] for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009"] == ["not_an_image"]
@@ -815,7 +815,7 @@ def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, s
     result = _run("batch", mixed_folder, "--out", out)
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
-    assert "warning: 1 rows are of frames another file holds too (the same SOP Instance UID" in said
+    assert "warning: 1 row is of frames another file holds too (the same SOP Instance UID" in said
     assert "IMG00001 = EXPORT2/IMG00001" in said
     from ipp_seg.inference.batch import repeated_images
 

@@ -747,6 +747,19 @@ def test_a_second_view_beside_the_one_measured_is_said_to_be_unmeasured():
     dual = _measured_in_a_dual_view()
     assert dual.reasons == ("other_view_not_measured",) and dual.status == "warning" and dual.aop_deg is not None
     assert _measured_in_a_dual_view(second_view_width=64).reasons == ()
+    # One view whose header lists its box twice, or a colour-flow box inside it, is one view.
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import ImagingRegion, Provenance, UltrasoundFrame
+
+    view = ImagingRegion(0, 0, 256, 256, (0.2, 0.2))
+    for regions in ((view, view), (view, ImagingRegion(20, 20, 236, 236, (0.2, 0.2)))):
+        frame = UltrasoundFrame(fan_image(), None, regions, 0, 1, Provenance("one view", "dicom"))
+        assert measure_frame(typical_scene(), frame, method="ellipse", orientation="standard").reasons == ()
+    # measure: a mask drawn elsewhere may be of either view, so nothing is said of the other.
+    frame = UltrasoundFrame(np.hstack([fan_image(), fan_image()]), None,
+                            (view, ImagingRegion(256, 0, 512, 256, (0.2, 0.2))), 0, 1, Provenance("dual", "dicom"))
+    labels = np.hstack([typical_scene(), np.zeros_like(typical_scene())])
+    assert measure_frame(labels, frame, method="ellipse", orientation="standard", segmented_here=False).reasons == ()
 
 
 def _measured_on(pixels: np.ndarray):

@@ -388,6 +388,12 @@ def test_onnxruntime_keeps_no_device_identifier_and_sends_no_telemetry(tmp_path,
     assert run.returncode == 0, run.stderr
     assert "telemetry" not in run.stderr.lower()
     assert [p.relative_to(home) for p in home.rglob("*")] == []
+    # A program that imports ipp_seg, then onnxruntime itself: onnxruntime reads the setting at its own import.
+    run = subprocess.run([sys.executable, "-c", "import ipp_seg, onnxruntime; onnxruntime.InferenceSession("
+                          f"{str(REPO / 'models' / 'dssau-net-s.onnx')!r}, providers=['CPUExecutionProvider'])"],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert [p.relative_to(home) for p in home.rglob("*")] == []
     # A user who wants onnxruntime's telemetry says so, and ipp-seg leaves it on.
     run = subprocess.run([sys.executable, "-c", "import os; from ipp_seg.inference.backends import import_onnxruntime; "
                           "import_onnxruntime(); print(os.environ['ORT_DISABLE_TELEMETRY'])"],

@@ -2192,7 +2192,7 @@ def test_train_refuses_an_empty_data_or_run_folder(tmp_path, monkeypatch):
 
 
 def test_a_checkpoint_without_read_permission_is_named_so(tmp_path, monkeypatch):
-    # Seen as a user without read permission: export had ended in torch's PermissionError traceback.
+    # Seen as a user without read permission: read_checkpoint had ended in torch's PermissionError traceback.
     import os
 
     checkpoint = tmp_path / "ck.pt"
@@ -2200,5 +2200,21 @@ def test_a_checkpoint_without_read_permission_is_named_so(tmp_path, monkeypatch)
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (os.fspath(p) == str(checkpoint) and mode & os.R_OK)
                         and real_access(p, mode, **kw))
+    from ipp_seg.train.loop import check_checkpoint_path, read_checkpoint
+
+    with pytest.raises(ValueError, match=f"checkpoint {re.escape(str(checkpoint))} cannot be read: permission denied"):
+        read_checkpoint(checkpoint)  # (the command line's own check refuses it first, in a usage error)
     result = CliRunner().invoke(app, ["export", str(checkpoint), "--onnx", str(tmp_path / "x.onnx")])
-    assert result.exit_code == 2 and f"checkpoint {checkpoint} cannot be read: permission denied" in _said(result)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    # A checkpoint in a folder this user may not search: the check itself meets EACCES (it had been a traceback).
+
+    real_is_file = Path.is_file
+
+    def unsearchable(self, *args, **kwargs):
+        if "locked" in self.parts:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_file(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "is_file", unsearchable)
+    with pytest.raises(ValueError, match="cannot be read: permission denied"):
+        check_checkpoint_path(tmp_path / "locked" / "best.pt")

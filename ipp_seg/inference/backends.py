@@ -49,8 +49,9 @@ ORT_TELEMETRY_OPT_OUT = "ORT_DISABLE_TELEMETRY"
 
 def import_onnxruntime():
     """onnxruntime, imported with its telemetry off unless the environment already says
-    otherwise (``ORT_DISABLE_TELEMETRY=0`` leaves it on). The choice holds from onnxruntime's
-    first session in the process: a program that started one before ipp-seg keeps its own."""
+    otherwise (``ORT_DISABLE_TELEMETRY=0`` leaves it on; importing :mod:`ipp_seg` sets the same
+    default). onnxruntime reads it when it is first imported in the process: a program that
+    imported onnxruntime before ipp-seg keeps its own setting."""
     os.environ.setdefault(ORT_TELEMETRY_OPT_OUT, "1")
     import onnxruntime
 

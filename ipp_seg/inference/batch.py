@@ -1094,6 +1094,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_doubtful = n_segmented = n_unsure = n_not_image = 0
+    any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     with open(csv_path, "a", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
@@ -1109,6 +1110,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 n_segmented += row_segmented(row)
                 n_unsure += row_symphysis_unsure(row)
                 n_not_image += NOT_AN_IMAGE in _row_reasons(row)
+                any_uid = any_uid or bool(row["sop_instance_uid"])
             fh.flush()
             for key, value in outcome.timings.items():
                 totals[key] += value
@@ -1117,7 +1119,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if options.resume:
         _put_in_scan_order(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
-                        n_doubtful, n_segmented, n_unsure, n_not_image, repeated_images(csv_path))
+                        n_doubtful, n_segmented, n_unsure, n_not_image,
+                        repeated_images(csv_path) if any_uid else ())
 
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
@@ -1127,13 +1130,20 @@ def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
     such a frame twice unless one is left out. Rows without a UID (not DICOM) are not compared."""
     first: dict[tuple[str, str], str] = {}
     repeated = []
-    for row in _complete_rows(csv_path)[0]:
-        uid = row["sop_instance_uid"]
-        if not uid:
-            continue
-        holder = first.setdefault((uid, row["frame"]), row["file"])
-        if holder != row["file"]:
-            repeated.append((row["file"], row["frame"], holder))
+    # Streamed, keeping only the UIDs: a CSV of a few hundred thousand rows is read in seconds.
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        if "sop_instance_uid" not in header:
+            return ()
+        at_file, at_frame, at_uid = (header.index(c) for c in ("file", "frame", "sop_instance_uid"))
+        for cells in reader:
+            if len(cells) != len(header) or not cells[at_uid]:  # a half-written last row, or no UID
+                continue
+            file = name_of_spreadsheet_cell(cells[at_file])
+            holder = first.setdefault((cells[at_uid], cells[at_frame]), file)
+            if holder != file:
+                repeated.append((file, cells[at_frame], holder))
     return tuple(repeated)
 
 

@@ -154,7 +154,7 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
                          "(or resized since)")
     if frame.spacing_mm is None:  # no frame-wide calibration: the fallback serves outside calibrated regions
         frame = replace(frame, spacing_mm=fallback, spacing_source=source)
-    measurement = measure_frame(label_mask, frame, method=method, orientation=orientation)
+    measurement = measure_frame(label_mask, frame, method=method, orientation=orientation, segmented_here=False)
     if fallback is not None and measurement.spacing_mm is not None and not same_spacing(fallback,
                                                                                           measurement.spacing_mm):
         which = "the mask's own spacing" if source == "image_header" else "the given spacing"

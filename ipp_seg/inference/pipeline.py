@@ -311,7 +311,8 @@ def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse",
 
 def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, orientation: str,
                   ps_label: int = 1, fh_label: int = 2, head_confidence: float | None = None,
-                  head_extent: float | None = None, ps_confidence: float | None = None) -> Measurement:
+                  head_extent: float | None = None, ps_confidence: float | None = None,
+                  segmented_here: bool = True) -> Measurement:
     """Measure with the spacing of the imaging region that holds the anatomy (the PS); a
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
@@ -320,8 +321,9 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``,
     a PS against a black band at the image's edge (:func:`ps_black_band_gap` below
     :data:`MAX_PS_BLACK_BAND_GAP`, within the part of the frame the network was shown) the
-    warning ``ps_at_black_band``, and a frame with another view beside the one measured
-    (:data:`OTHER_VIEW_AREA_SHARE`) the warning ``other_view_not_measured``."""
+    warning ``ps_at_black_band``, and a frame with another view beside the one the network was
+    shown (:func:`other_views`) the warning ``other_view_not_measured``; ``segmented_here``
+    False (a mask drawn elsewhere, ``measure``: it may be of either view) leaves that out."""
     ys, xs = np.nonzero(labels == ps_label)
     region = frame.imaging_region
     if len(xs):
@@ -347,7 +349,19 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     band_gap = ps_black_band_gap(labels[y0:y1, x0:x1] == ps_label, frame.pixels[y0:y1, x0:x1])
     if band_gap is not None and band_gap < MAX_PS_BLACK_BAND_GAP:
         measurement = measurement.with_warning("ps_at_black_band")
-    if region is not None and any(other is not region and other.area >= OTHER_VIEW_AREA_SHARE * region.area
-                                  for other in frame.regions):
+    if segmented_here and other_views(frame):
         measurement = measurement.with_warning("other_view_not_measured")
     return measurement
+
+
+def other_views(frame: UltrasoundFrame) -> list:
+    """The frame's 2-D tissue regions that are views of their own beside the one segmented
+    (:attr:`~ipp_seg.io.UltrasoundFrame.imaging_region`): apart from it (a box listed twice, or
+    one inside it such as a colour-flow box, is part of the same view) and at least
+    :data:`OTHER_VIEW_AREA_SHARE` of its area."""
+    region = frame.imaging_region
+    if region is None:
+        return []
+    return [other for other in frame.regions
+            if other.area >= OTHER_VIEW_AREA_SHARE * region.area
+            and (other.x1 <= region.x0 or other.x0 >= region.x1 or other.y1 <= region.y0 or other.y0 >= region.y1)]

@@ -176,7 +176,11 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     name_or_path = name_or_path or DEFAULT_MODEL
     path = Path(name_or_path)
     if path.suffix in (".onnx", ".pt", ".pth"):
-        if not path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError as exc:  # a folder on the way without search permission
+            raise ModelNotFoundError(f"model file {path} cannot be read ({exc.strerror or exc})") from None
+        if not is_file:
             raise ModelNotFoundError(f"model file {path} does not exist")
         # A run's best.pt / last.pt are named by their run folder too: every run has one.
         name = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem

@@ -34,6 +34,12 @@ def missing_file_reason(path: str | os.PathLike[str]) -> str:
     back to each other, say so."""
     if os.fspath(path) == "":
         return "no file name given (an empty path)"
+    try:
+        os.stat(path)
+    except PermissionError:  # a folder on the way that this user may not search: not "no such file"
+        return f"cannot open the file ({os.strerror(errno.EACCES)})"
+    except OSError:
+        pass
     if not os.path.islink(path):
         return "no such file"
     try:

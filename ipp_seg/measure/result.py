@@ -94,9 +94,10 @@ REASONS: dict[str, tuple[str, str]] = {
                             "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "
                             "the anatomy is smaller than the models were validated on, as in a screen capture with "
                             "a margin or text around the image; crop the frame to the ultrasound image"),
-    "other_view_not_measured": ("warning", "the frame holds another view beside the one measured (a dual view: a "
-                                "second 2-D tissue region at least half its size): only the largest, the first of "
-                                "equal ones, was segmented; to measure the other, crop the frame to it"),
+    "other_view_not_measured": ("warning", "the frame holds another view beside the one the network was shown (a "
+                                "dual view: a second 2-D tissue region apart from it, at least half its size): only "
+                                "the largest, the first of equal ones, was segmented; to measure the other, crop the "
+                                "frame to it"),
     "sector_upside_down": ("warning", "the imaged sector is wider near the top of the frame than deep in it, and "
                            "short of the top edge where a probe at the top would meet it, as in no PSFHS frame and "
                            "in 81 % of them turned by 180 degrees: the frame is probably displayed upside down (the "

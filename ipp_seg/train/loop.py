@@ -413,14 +413,22 @@ def check_checkpoint_path(path: str | Path) -> None:
         ValueError: ``path`` is a folder, or a file this user may not read.
     """
     path = Path(path)
-    if path.is_file() and not os.access(path, os.R_OK):
+    try:  # a folder on the way without search permission raises here (EACCES), not False
+        is_file, is_dir, exists = path.is_file(), path.is_dir(), path.exists()
+    except OSError as exc:
+        raise ValueError(f"checkpoint {path} cannot be read: {(exc.strerror or str(exc)).lower()}") from None
+    if is_file and not os.access(path, os.R_OK):
         raise ValueError(f"checkpoint {path} cannot be read: permission denied")
-    if path.is_dir():
-        inside = [path / name for name in (BEST, LAST) if (path / name).is_file()]
+    if is_dir:
+        try:
+            inside = [path / name for name in (BEST, LAST) if (path / name).is_file()]
+        except OSError as exc:  # a run folder that cannot be searched
+            raise ValueError(f"checkpoint {path} is a folder that cannot be read: "
+                             f"{(exc.strerror or str(exc)).lower()}") from None
         advice = (f"give a checkpoint in it, such as {inside[0]}" if inside else
                   f"a run folder holds its checkpoints as {path / BEST} and {path / LAST}, and this one holds neither")
         raise ValueError(f"{path} is a folder, not a checkpoint: {advice}")
-    if not path.exists():
+    if not exists:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
 
 
