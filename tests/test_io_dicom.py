@@ -1085,3 +1085,30 @@ def test_a_dicom_file_cut_within_its_preamble_says_it_is_too_short(tmp_path, sam
     (tmp_path / "cut.dcm").write_bytes(sample_dicom.read_bytes()[:100])
     with pytest.raises(ScanReadError, match="only 100 bytes: too short for a DICOM file"):
         read_frame(tmp_path / "cut.dcm")
+
+
+def test_a_calibration_the_header_holds_but_cannot_give_is_named_in_a_warning(tmp_path, caplog):
+    # A malformed Pixel Spacing, a region "in cm" with a zero delta, or a region far larger than the image (an image
+    # resized after calibration) had all been taken silently: the row said spacing_unknown, or gave wrong millimetres.
+    import logging
+
+    pixels = ramp_frames(1)[0]
+    cases = [
+        (write_dicom(tmp_path / "spacing.dcm", pixels, extra={"PixelSpacing": ["0", "0.2"]}), "its Pixel Spacing is "
+         "present but not two positive numbers"),
+        (write_dicom(tmp_path / "zero.dcm", pixels, regions=[region_item(0, 0, 31, 31, (0.0, 0.02))]),
+         "is calibrated in cm but its Physical Delta X/Y are not two non-zero numbers"),
+        (write_dicom(tmp_path / "resized.dcm", pixels, regions=[region_item(0, 0, 4 * pixels.shape[1] - 1,
+                                                                             4 * pixels.shape[0] - 1)]),
+         "px beyond the image: the image may have been resized after the scanner calibrated it"),
+    ]
+    for path, said in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+            read_frame(path)
+        assert said in caplog.text, (path.name, caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):  # one past the edge, as some scanners write it: silent
+        read_frame(write_dicom(tmp_path / "edge.dcm", pixels, regions=[region_item(0, 0, pixels.shape[1],
+                                                                                   pixels.shape[0])]))
+    assert "beyond the image" not in caplog.text

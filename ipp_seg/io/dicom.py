@@ -689,13 +689,22 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
             continue
         min_x, min_y, max_x, max_y = corners
         # Max X1/Y1 are inclusive pixel coordinates; some scanners put them one past the edge.
+        beyond = max(max_x + 1 - columns, max_y + 1 - rows, -min_x, -min_y)
+        if beyond > 1:
+            logger.warning("%s: ultrasound region %d reaches %d px beyond the image: the image may have been resized "
+                           "after the scanner calibrated it, and its distances in mm would then be wrong; check the "
+                           "export", path, number, beyond)
         x0, y0 = max(0, min_x), max(0, min_y)
         x1, y1 = min(columns, max_x + 1), min(rows, max_y + 1)
         if x1 <= x0 or y1 <= y0:
             logger.warning("%s: ultrasound region %d lies outside the image; ignored", path, number)
             continue
         spacing = _region_spacing(item)
-        if spacing is None:
+        if spacing is None and _int_or_none(item.get("PhysicalUnitsXDirection")) == _UNITS_CM:
+            # Named, not quoted: a damaged header's values stay out of the log.
+            logger.warning("%s: ultrasound region %d is calibrated in cm but its Physical Delta X/Y are not two "
+                           "non-zero numbers (or its Y units are not cm): its spacing is unknown", path, number)
+        elif spacing is None:
             logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
         candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))
     tissue = [region for data_type, region in candidates if data_type == _DATA_TISSUE]
@@ -745,6 +754,9 @@ def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -
         pair = _row_column_spacing(spacing)
         if pair is not None:
             return pair, source
+        if spacing not in (None, ""):  # named, not quoted: a damaged header's value stays out of the log
+            logger.warning("%s: its %s is present but not two positive numbers: the spacing is unknown", path,
+                           "Imager Pixel Spacing" if source == "imager_pixel_spacing" else "Pixel Spacing")
     return None, None
 
 
