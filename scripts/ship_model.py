@@ -64,6 +64,8 @@ def main() -> None:
                         help="Ship the run's best epoch by validation (default) or its last.")
     parser.add_argument("--fp16-weights", action="store_true",
                         help="Store the weights as float16 in both files (for the paper configs: half the size).")
+    parser.add_argument("--replace", action="store_true",
+                        help="Overwrite a model of the same name in the models folder (refused without it).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     if not args.revalidate and (args.run_dir is None or not args.name or not args.command):
@@ -76,7 +78,8 @@ def main() -> None:
         else:  # without --data, the folder the run trained on, as its checkpoint records it
             card = ship_model(args.run_dir, args.models_dir, args.name, args.command, data=args.data,
                               validated_by=args.validated_by, checkpoint_name=f"{args.checkpoint}.pt",
-                              fp16_weights=args.fp16_weights, data_description=args.data_description)
+                              fp16_weights=args.fp16_weights, data_description=args.data_description,
+                              replace=args.replace)
     except (OSError, ValueError, KeyError) as exc:  # nothing half-shipped is left behind
         parser.exit(2, f"ship_model.py: {str(exc).strip(chr(34))}\n")
     print(json.dumps(card["validation"], indent=2))

@@ -515,6 +515,11 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     markdown = (models / "ours.md").read_text()
     assert "PSFHS" not in markdown and "narrow-sector" not in markdown and "Trained on one folder" in markdown
     assert sorted(p.name for p in models.iterdir()) == ["ours.json", "ours.md", "ours.onnx", "ours.pt"]
+    # Shipping again under that name would overwrite its files: refused unless asked for.
+    with pytest.raises(ValueError, match="already holds a model ours: give another name, or --replace"):
+        ship_model(tmp_path / "run", models, "ours", "ipp-seg train data ...", card_blocks(data), data)
+    assert ship_model(tmp_path / "run", models, "ours", "ipp-seg train data ...", card_blocks(data), data,
+                      replace=True)["name"] == "ours"
     # The script: a refusal in one line, nothing half-shipped left behind.
     script = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
     elsewhere = tmp_path / "other-data"
@@ -525,7 +530,7 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "lacks 2 of the validation cases (e.g. case003, case004): give the data folder the run was trained on" \
         in refused.stderr
-    assert [p.name for p in (tmp_path / "x-models").iterdir()] == []
+    assert not (tmp_path / "x-models").exists()  # refused: the folder made for it is gone too
     # Without --data: the folder the run trained on, as its checkpoint records it (not the PSFHS data).
     described = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "d", "--command", "c",
                                 "--models-dir", str(models),
@@ -557,7 +562,7 @@ def test_a_run_records_its_data_folder_in_full_and_shipping_refuses_a_relative_o
     with pytest.raises(ValueError, match=r"records its data folder as \.\./shared/data/psfhs, relative to where it "
                                          r"was trained: name the folder"):
         ship_model(tmp_path / "run", tmp_path / "models", "x", "c")
-    assert list((tmp_path / "models").iterdir()) == []  # refused before anything was written
+    assert not (tmp_path / "models").exists()  # refused before anything was written (no empty folder left)
 
 
 def shipped_note_and_best(path):

@@ -278,7 +278,7 @@ def _check_model_name(name: str) -> None:
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
                blocks: dict[str, tuple[str, str]] | None = None, data: str | Path | None = None,
                validated_by: str | Path | None = None, checkpoint_name: str = BEST,
-               fp16_weights: bool = False, data_description: str | None = None) -> dict:
+               fp16_weights: bool = False, data_description: str | None = None, replace: bool = False) -> dict:
     """Export ``run_dir/<checkpoint_name>`` (best.pt: the best epoch by validation; last.pt: the
     last) as ``models/<name>.{onnx,pt,json,md}``; return the card.
 
@@ -298,20 +298,35 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     of a run of the same recipe that held the validation blocks out (see
     :func:`_reference_validation`); its figures go on the card, said to be its.
 
+    ``models_dir`` holding a model ``name`` already is refused unless ``replace``: its four files
+    would be overwritten (in a clone's ``models/``, a shipped model's).
+
     The four files are written beside each other only once all of them are made: a refusal or
-    an error on the way leaves ``models_dir`` as it was."""
+    an error on the way leaves ``models_dir`` as it was (a folder made for them is removed)."""
     run_dir, models_dir = Path(run_dir), Path(models_dir)
     _check_model_name(name)
     if models_dir.exists() and not models_dir.is_dir():
         raise ValueError(f"the models folder {models_dir} is a file, not a folder")
-    models_dir.mkdir(parents=True, exist_ok=True)
     if (models_dir / f"{name}.json").exists():
+        if not replace:
+            raise ValueError(f"{models_dir} already holds a model {name}: give another name, or --replace to "
+                             "overwrite its files")
         log.warning("%s replaces the model %s in %s", run_dir, name, models_dir)
-    with tempfile.TemporaryDirectory(prefix=f".ship-{name}-", dir=models_dir) as staging:
-        card = _ship_into(run_dir, Path(staging), name, command, blocks, data, validated_by, checkpoint_name,
-                          fp16_weights, data_description)
-        for suffix in (".onnx", ".pt", ".md", ".json"):  # the card last: it is what lists a model
-            os.replace(Path(staging) / f"{name}{suffix}", models_dir / f"{name}{suffix}")
+    created = [folder for folder in (models_dir, *models_dir.parents) if not folder.exists()]
+    models_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".ship-{name}-", dir=models_dir) as staging:
+            card = _ship_into(run_dir, Path(staging), name, command, blocks, data, validated_by, checkpoint_name,
+                              fp16_weights, data_description)
+            for suffix in (".onnx", ".pt", ".md", ".json"):  # the card last: it is what lists a model
+                os.replace(Path(staging) / f"{name}{suffix}", models_dir / f"{name}{suffix}")
+    except BaseException:
+        for folder in created:  # deepest first; only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     return card
 
 
