@@ -95,7 +95,11 @@ def test_id_blocks_are_parsed_and_matched_in_natural_order():
 
 @pytest.mark.parametrize("count, extra, message", [(-3, None, "0 or more"), (2, ("00130", "00120"), "comes after"),
                                                    (2, ("00500", "00600"), "matches no case ID"),
-                                                   (2, ("x", "y"), "matches no case ID")])
+                                                   (2, ("x", "y"), "matches no case ID"),
+                                                   # a mistyped end had swept every later case into validation
+                                                   (2, ("00130", "00990"), "00990 is no case ID \\(the range would "
+                                                                           "hold 30 cases, 00130-00159\\)"),
+                                                   (2, ("00129a", "00990"), "00129a and 00990 are no case IDs")])
 def test_split_refuses_what_would_mislead(count, extra, message):
     with pytest.raises(ValueError, match=message):
         contiguous_split([f"{i:05d}" for i in range(100, 160)], count, extra)

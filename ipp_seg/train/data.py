@@ -284,6 +284,15 @@ def contiguous_split(case_ids: list[str], validation_count: int = 200,
                 raise ValueError(f"--extra-validation {id_range(first, last)}: no cases")
             raise ValueError(f"--extra-validation {id_range(first, last)} matches no case ID (they run "
                              f"{id_range(ordered[0], ordered[-1])})")
+        # Both ends must be case IDs: a mistyped end (pt099 for pt009) had swept every later
+        # case into validation, and the run trained on a quarter of the frames.
+        unknown = [end for end in (first, last) if end not in set(ordered)]
+        if unknown:
+            held = sorted(block, key=_sort_key)
+            raise ValueError(f"--extra-validation {id_range(first, last)}: {' and '.join(unknown)} "
+                             f"{'is no case ID' if len(unknown) == 1 else 'are no case IDs'} (the range would hold "
+                             f"{len(held)} cases, {id_range(held[0], held[-1])}): give the first and last case "
+                             "IDs of the block")
         validation |= block
     return Split(tuple(c for c in ordered if c not in validation), tuple(c for c in ordered if c in validation))
 
