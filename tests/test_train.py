@@ -2058,6 +2058,14 @@ def test_masks_without_either_structure_are_named(tmp_path, caplog):
         cases = load_cases(data)
     assert len(cases) == 3
     assert "1 mask with neither a PS nor a FH (trained as background only): case001" in caplog.text
+    # One structure erased (a lost annotation layer) had passed without a word.
+    mask = cv2.imread(str(data / "masks" / "case002.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(data / "masks" / "case002.png"), np.where(mask == 2, 0, mask).astype(np.uint8))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_cases(data)
+    assert "1 mask without a FH (label 2; trained as background there): case002" in caplog.text
+    assert "without a PS" not in caplog.text
 
 
 def test_an_empty_checkpoint_is_named_empty(tmp_path):

@@ -214,6 +214,14 @@ def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[in
     if blank:
         log.warning("%s: %s with neither a PS nor a FH (trained as background only): %s%s", folder,
                     count_of(len(blank), "mask"), ", ".join(blank[:10]), " ..." if len(blank) > 10 else "")
+    # One structure missing: a frame may not show it, or the annotation lost it (an erased layer);
+    # either way the network is taught that it is background there, as evaluate says of such a truth.
+    for label, name in ((1, "PS"), (2, "FH")):
+        lacking = [c.case_id for c in cases if c.labels.any() and not (c.labels == label).any()]
+        if lacking:
+            log.warning("%s: %s without a %s (label %d; trained as background there): %s%s", folder,
+                        count_of(len(lacking), "mask"), name, labels[label - 1], ", ".join(lacking[:10]),
+                        " ..." if len(lacking) > 10 else "")
     _warn_if_labels_look_swapped(folder, cases, labels)
     return cases
 
