@@ -524,6 +524,18 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
         ship_model(tmp_path / "run", models, "ours", "ipp-seg train data ...", card_blocks(data), data)
     assert ship_model(tmp_path / "run", models, "ours", "ipp-seg train data ...", card_blocks(data), data,
                       replace=True)["name"] == "ours"
+    # Fine-tuned on one's own frames from the shipped weights (trained on PSFHS): the card attributes PSFHS, as its
+    # licence asks; it had said only "the folder data".
+    shipped = Path(__file__).resolve().parents[1] / "models" / "dssau-net-s.pt"
+    train(TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "tuned-own"), epochs=1,
+                        batch_size=2, validation_count=2, input_size=(64, 64), threads=1, bf16=False,
+                        init_from=str(shipped)))
+    tuned = ship_model(tmp_path / "tuned-own", models, "tuned", "ipp-seg train data ...", card_blocks(data), data)
+    assert tuned["training"]["started_from_psfhs_weights"] is True and tuned["training"]["data_is_psfhs"] is False
+    assert "its weights started from runs trained on PSFHS: Chen G" in tuned["training"]["data"]
+    assert tuned["training"]["licence_of_data"] == "not recorded; the runs its weights started from: PSFHS, CC BY 4.0"
+    assert "trained on PSFHS: Chen G" in (models / "tuned.md").read_text()
+    assert card["training"]["started_from_psfhs_weights"] is False
     # The script: a refusal in one line, nothing half-shipped left behind.
     script = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
     elsewhere = tmp_path / "other-data"

@@ -372,6 +372,14 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
         validation_source = None
     train_ids = checkpoint["split"]["train"]
     psfhs = is_psfhs_folder(data)
+    # Fine-tuned on other data from weights trained on PSFHS: its licence asks for attribution.
+    from_psfhs = not psfhs and _trained_on_psfhs_before(lineage)
+    data_words = data_description or _data_words(data, checkpoint, psfhs)
+    licence = ("CC BY 4.0" if psfhs and not data_description else
+               "as stated under data" if data_description else "not recorded")
+    if from_psfhs:
+        data_words += f"; its weights started from runs trained on PSFHS: {PSFHS_CITATION} (CC BY 4.0)"
+        licence += "; the runs its weights started from: PSFHS, CC BY 4.0"
     # A fine-tuned run's cost includes every run its weights started from.
     epochs_run, own_hours = run_cost(checkpoint, run_dir / checkpoint_name)
     hours = own_hours + lineage_hours(lineage)
@@ -384,10 +392,10 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
         "input_size": list(settings["input_size"]),
         "normalisation": settings["normalisation"],
         "training": {
-            "data": data_description or _data_words(data, checkpoint, psfhs),
+            "data": data_words,
             "data_is_psfhs": psfhs,
-            "licence_of_data": "CC BY 4.0" if psfhs and not data_description else
-                               "as stated under data" if data_description else "not recorded",
+            "started_from_psfhs_weights": from_psfhs,
+            "licence_of_data": licence,
             "train_ids": f"{id_range(train_ids[0], train_ids[-1])} ({len(train_ids)} frames, "
                          + ("every frame, the validation blocks included)" if trained_on_all
                             else "validation blocks excluded)"),
@@ -425,6 +433,16 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
     (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
     (models_dir / f"{name}.md").write_text(model_card_markdown(card))
     return card
+
+
+def _trained_on_psfhs_before(lineage: list[dict]) -> bool:
+    """Whether a run the weights came through trained on PSFHS frames (its data folder is one,
+    or, where it is no longer there, is named so, as the shared copy and its PNG copies are)."""
+    for step in lineage:
+        data = (step.get("settings") or {}).get("data")
+        if data and (is_psfhs_folder(data) if Path(data).is_dir() else "psfhs" in Path(data).name.lower()):
+            return True
+    return False
 
 
 def _data_words(data: str | Path, checkpoint: dict, psfhs: bool) -> str:
