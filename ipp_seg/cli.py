@@ -139,20 +139,26 @@ def main_options(
 def models() -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
-    from .inference.registry import DEFAULT_MODEL, missing_models_dir, models_dir, shipped_models
+    from .inference.registry import DEFAULT_MODEL, describe_models_dir, missing_models_dir, models_dir, shipped_models
     from .nn.configs import list_configs
 
     folder = models_dir()
-    shipped = _table("Shipped models", ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)",
-                                        "score", "files"))
-    shipped.caption = ("Validation over both held-out blocks: |ΔAoP| is the predicted mask's AoP against the "
+    # A folder of one's own ($IPP_SEG_MODELS) holds models validated on their own frames, not PSFHS's blocks.
+    own = bool(os.environ.get("IPP_SEG_MODELS"))
+    shipped = _table(f"Models in {describe_models_dir(folder)}" if own else "Shipped models",
+                     ("model", "config", "validation", "Dice PS", "Dice FH", "median |ΔAoP| (°)", "score", "files"))
+    shipped.caption = ("Validation over each model's held-out frames (its card says which, and how many): |ΔAoP| "
+                       "is the predicted mask's AoP against the ground-truth mask's, ellipse method, as is the "
+                       "FH-PS-AOP score" if own else
+                       "Validation over both held-out blocks: |ΔAoP| is the predicted mask's AoP against the "
                        "ground-truth mask's, ellipse method, as is the FH-PS-AOP score; per block, against "
                        "aop_reference.csv and with --tta: the model cards")
     for spec in shipped_models():
         metrics, mismatched = spec.validation, spec.mismatched_files
         # A model trained on every frame shows its held-out twin's figures, and says so.
+        held_out = f"{metrics['cases']} held-out frames" if own and metrics.get("cases") else "held-out blocks"
         validated = (f"of {spec.validated_by} (this model saw every frame)" if spec.validated_by
-                     else "held-out blocks")
+                     else held_out)
         if mismatched:  # the card's figures describe other weights: none shown (loading it is refused too)
             metrics, validated = {}, "none: a file is not the one its card describes"
         files = ", ".join(p.name + (" (missing)" if p in spec.missing_files else

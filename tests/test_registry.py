@@ -40,6 +40,9 @@ def test_a_broken_card_is_left_out_with_a_warning_and_the_others_still_work(fold
     result = invoke("models")
     assert result.exit_code == 0 and "dssau-net-s" in result.stdout and "Traceback" not in result.output
     assert resolve_model(None).onnx_path == folder / "dssau-net-s.onnx"
+    # A folder of one's own is named as such, not as the shipped models validated on PSFHS's blocks.
+    said = " ".join(result.stdout.split())
+    assert "($IPP_SEG_MODELS)" in said and "Shipped models" not in said and "aop_reference.csv" not in said
 
 
 def test_a_model_is_named_by_its_card_file_and_renamed_files_follow(folder):
