@@ -674,8 +674,8 @@ def batch(
     earlier = f"; {summary.skipped_files} files already done before" if summary.skipped_files else ""
     # Objects without an image (reports, PDFs, a DICOMDIR) are counted apart from frames that failed.
     failed = summary.failed_rows - summary.not_image_rows
-    not_images = (f", {summary.not_image_rows} not an image" + ("s" if summary.not_image_rows > 1 else "")
-                  if summary.not_image_rows else "")
+    not_images = ("" if not summary.not_image_rows else ", 1 not an image" if summary.not_image_rows == 1
+                  else f", {summary.not_image_rows} not images")
     err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files measured now "
               f"({failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
