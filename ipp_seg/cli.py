@@ -946,8 +946,19 @@ def evaluate(
     _print_table(_agreement_table(report.blocks, reference is not None))
     if any(block.reasons_pred for block in report.blocks):
         _print_table(_reasons_table(report.blocks))
+    _say_prediction_models(report.prediction_models)
     if out is not None:
         err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
+
+
+def _say_prediction_models(models) -> None:
+    """Which weights made the predictions, where their folder records it; a mix is a warning."""
+    named = [f"{model} (sha256 {sha[:12]})" if sha else model for model, sha in models]
+    if len(named) == 1:
+        err.print(f"predictions made by {escape(named[0])}", highlight=False)
+    elif named:
+        err.print(f"[yellow]warning:[/] the predictions folder records {len(named)} models: "
+                  f"{escape(', '.join(named))}; its masks may mix their results", highlight=False)
 
 
 def _list_unevaluated(report, missing_as_empty: bool) -> None:

@@ -796,6 +796,24 @@ def _two_evaluable_cases(tmp_path, psfhs_dir):
     return tmp_path / "pred", tmp_path / "gt"
 
 
+def test_evaluate_says_which_model_made_the_predictions_and_warns_of_a_mix(tmp_path, psfhs_dir, sample_png):
+    # Two models' outputs evaluated side by side had been told apart by their folder names alone.
+    pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    assert invoke("evaluate", pred, gt, "--out", tmp_path / "plain").exit_code == 0  # masks of another tool
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["prediction_models"] == []
+    assert invoke("predict", sample_png, "--out", tmp_path / "p").exit_code == 0
+    report = json.loads(next((tmp_path / "p").glob("*.json")).read_text())
+    (pred / "04700.json").write_text(json.dumps(report))  # predict --out's report beside its mask
+    result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")
+    assert result.exit_code == 0 and f"predictions made by dssau-net-s (sha256 {report['model_sha256'][:12]})" in \
+        " ".join(result.output.split())
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["prediction_models"] == [{"model": "dssau-net-s", "model_sha256": report["model_sha256"]}]
+    (pred / "04750.json").write_text(json.dumps({**report, "model": "star-dssau-net-s", "model_sha256": "ab" * 32}))
+    mixed = " ".join(invoke("evaluate", pred, gt).output.split())
+    assert "warning: the predictions folder records 2 models: dssau-net-s" in mixed and "may mix" in mixed
+
+
 def test_evaluate_command(tmp_path, psfhs_dir):
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")

@@ -278,7 +278,9 @@ class EvaluationReport:
     metrics unless ``missing_as_empty`` scored missing predictions as empty masks.
     ``paired_cases``: the number of case IDs both folders hold. ``ground_truth_problems``:
     (case ID, problem) of evaluated cases whose ground truth lacks a structure (scored as it is,
-    and worth a look: an empty or half-drawn expert mask).
+    and worth a look: an empty or half-drawn expert mask). ``prediction_models``: (model,
+    sha256) of the models whose results the predictions folder records (a batch run's
+    ``measurements.csv``, ``predict --out``'s JSON reports), empty where it records none.
     """
 
     method: str
@@ -293,6 +295,7 @@ class EvaluationReport:
     missing_as_empty: bool = False
     paired_cases: int | None = None  # case IDs found in both folders (None: not from folders)
     ground_truth_problems: tuple[tuple[str, str], ...] = ()
+    prediction_models: tuple[tuple[str, str], ...] = ()
 
     @property
     def overall(self) -> BlockSummary:
@@ -329,6 +332,8 @@ class EvaluationReport:
             "ground_truth_problems": [{"case_id": printable_path(c), "problem": p}
                                       for c, p in self.ground_truth_problems],
             "missing_as_empty": self.missing_as_empty,
+            # Which weights made the predictions, where their folder records it (several: mixed).
+            "prediction_models": [{"model": m, "model_sha256": s or None} for m, s in self.prediction_models],
             "conventions": {
                 "distances": "pixels of the mask; HD between the masks as pixel sets (SimpleITK's "
                 "HausdorffDistanceImageFilter); ASD between their boundaries, boundary = pixels with a "
@@ -696,7 +701,33 @@ def evaluate_folders(
         missing_as_empty=missing_as_empty,
         paired_cases=len(paired),
         ground_truth_problems=tuple(gt_problems),
+        prediction_models=recorded_models(pred_dir),
     )
+
+
+def recorded_models(pred_dir: PathLike) -> tuple[tuple[str, str], ...]:
+    """(model, sha256) of every model a predictions folder says made its masks: the ``model``
+    and ``model_sha256`` of a batch run's ``measurements.csv`` there, and of ``predict --out``'s
+    JSON reports beside the masks. Sorted; empty where the folder records none (masks from
+    another tool)."""
+    folder = Path(pred_dir)
+    found: set[tuple[str, str]] = set()
+    table = folder / "measurements.csv"
+    if table.is_file():
+        try:
+            with open(table, newline="", encoding="utf-8-sig") as fh:
+                found |= {(row.get("model") or "", row.get("model_sha256") or "") for row in csv.DictReader(fh)}
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            logger.warning("%s cannot be read for the model that made the predictions (%s)", table, exc)
+    for report in folder.glob("*.json"):
+        try:
+            record = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        for item in record if isinstance(record, list) else [record]:
+            if isinstance(item, dict) and isinstance(item.get("model"), str) and "ipp_seg_version" in item:
+                found.add((item["model"], item.get("model_sha256") or ""))
+    return tuple(sorted((m, s) for m, s in found if m))
 
 
 def _reference_by_case(reference: Mapping[str, float], case_ids: Sequence[str]) -> Mapping[str, float]:
