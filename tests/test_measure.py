@@ -619,6 +619,29 @@ def _measured_with_head_confidence(confidence: float, extent: float | None = Non
                          head_extent=extent, ps_confidence=ps)
 
 
+def test_a_models_own_confidence_floors_replace_the_defaults():
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import Provenance, UltrasoundFrame
+    from ipp_seg.train.ship import confidence_floors
+
+    scene = typical_scene()
+    frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
+
+    def reasons(floors):
+        return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=0.87,
+                             ps_confidence=0.85, confidence_floors=floors).reasons
+
+    assert reasons(None) == ("low_confidence", "ps_low_confidence")  # the shipped models' 0.90
+    assert reasons((0.8, 0.8)) == ()
+    assert reasons((0.8, 0.86)) == ("ps_low_confidence",)
+    # From validation frames: 0.02 below their 1st percentile, never above the defaults; a frame without a PS is
+    # left out of the PS's.
+    sure = [(0.97, 0.96)] * 99 + [(0.95, None)]
+    assert confidence_floors(sure) == {"head": 0.9, "ps": 0.9}
+    unsure = [(0.86 + i / 1000, 0.83 + i / 1000) for i in range(100)]
+    assert confidence_floors(unsure) == {"head": 0.841, "ps": 0.811}
+
+
 def test_a_head_small_in_the_frame_is_a_warning_that_keeps_the_values():
     usual = _measured_with_head_confidence(0.95, 0.5)
     small = _measured_with_head_confidence(0.95, 0.25)

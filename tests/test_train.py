@@ -515,6 +515,18 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     card = ship_model(tmp_path / "run", models, "ours", "ipp-seg train data ...", card_blocks(data), data)
     assert "the folder data (5 image/mask pairs" in card["training"]["data"] and "PSFHS" not in card["training"]["data"]
     assert card["training"]["licence_of_data"] == "not recorded" and card["training"]["data_is_psfhs"] is False
+    # Its own confidence floors, from its validation frames, never above the shipped models' 0.90: a model of one's
+    # own had carried ps_low_confidence on every frame, judged by the shipped models' confidence.
+    floors = card["confidence_floors"]
+    assert set(floors) == {"head", "ps"} and all(0 <= v <= 0.90 for v in floors.values())
+    from ipp_seg.inference.backends import load_segmenter
+    from ipp_seg.inference.registry import resolve_model
+
+    assert load_segmenter(resolve_model(str(models / "ours.onnx"))).info.confidence_floors is None  # no card read
+    from ipp_seg.inference.registry import ModelSpec
+
+    spec = ModelSpec("ours", models / "ours.onnx", models / "ours.pt", card, models / "ours.json")
+    assert load_segmenter(spec).info.confidence_floors == (floors["head"], floors["ps"])
     assert list(card["validation"]) == ["overall", *(k for k in card["validation"] if k.startswith("style:"))]
     markdown = (models / "ours.md").read_text()
     assert "PSFHS" not in markdown and "narrow-sector" not in markdown and "Trained on one folder" in markdown

@@ -39,6 +39,18 @@ class ModelInfo:
     normalisation: dict
     class_names: tuple[str, ...]
     model_sha256: str = ""  # of the file that serves it (see check_model_file)
+    # (head, PS) confidences below which results carry low_confidence / ps_low_confidence, as the
+    # model's card gives them from its validation frames; None: the defaults (the shipped models').
+    confidence_floors: tuple[float, float] | None = None
+
+
+def card_confidence_floors(spec: ModelSpec) -> tuple[float, float] | None:
+    """The (head, PS) confidence floors of ``spec``'s model card, None where it gives none."""
+    floors = (spec.card or {}).get("confidence_floors")
+    try:
+        return (float(floors["head"]), float(floors["ps"])) if floors else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 #: onnxruntime's opt-out of its own telemetry on Linux and macOS (from 1.32 it keeps a device
@@ -108,7 +120,8 @@ class OnnxSegmenter:
                 name=spec.name, config_name=meta["config_name"],
                 input_size=tuple(json.loads(meta["input_size"])), in_channels=int(meta["input_channels"]),
                 normalisation=json.loads(meta["normalisation"]) or dict(DEFAULT_NORMALISATION),
-                class_names=tuple(json.loads(meta["class_names"])), model_sha256=model_sha256)
+                class_names=tuple(json.loads(meta["class_names"])), model_sha256=model_sha256,
+                confidence_floors=card_confidence_floors(spec))
         except KeyError as exc:
             raise BackendError(f"{spec.onnx_path} lacks ipp-seg metadata ({exc}); export it with `ipp-seg export`")
         model_input = self.session.get_inputs()[0]
@@ -167,7 +180,8 @@ class TorchSegmenter:
             name=spec.name, config_name=model.config.name,
             input_size=tuple(settings.get("input_size", (256, 256))), in_channels=model.config.in_channels,
             normalisation=settings.get("normalisation") or dict(DEFAULT_NORMALISATION),
-            class_names=model.config.class_names, model_sha256=model_sha256)
+            class_names=model.config.class_names, model_sha256=model_sha256,
+            confidence_floors=card_confidence_floors(spec))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():

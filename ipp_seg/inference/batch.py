@@ -673,7 +673,8 @@ class FileProcessor:
             started = time.perf_counter()
             try:
                 measurement = measure_frame(labels, frame, method=inf.method, orientation=inf.orientation,
-                                            head_confidence=head, head_extent=head_size, ps_confidence=ps)
+                                            head_confidence=head, head_extent=head_size, ps_confidence=ps,
+                                            confidence_floors=self.segmenter.info.confidence_floors)
             except Exception as exc:  # noqa: BLE001 - as above
                 yield item, _processing_failure(frame, "measuring", exc)
                 continue

@@ -303,7 +303,8 @@ def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse",
     (labels,), prep_s, model_s, (confidence,), (extent,), (symphysis,) = segment_frames([frame], segmenter, tta)
     started = time.perf_counter()
     measurement = measure_frame(labels, frame, method=method, orientation=orientation, head_confidence=confidence,
-                                head_extent=extent, ps_confidence=symphysis)
+                                head_extent=extent, ps_confidence=symphysis,
+                                confidence_floors=segmenter.info.confidence_floors)
     return FrameResult(frame, labels, measurement, segmenter.info.name,
                        {"preprocess_s": prep_s, "model_s": model_s, "measure_s": time.perf_counter() - started},
                        confidence, symphysis, segmenter.info.model_sha256)
@@ -312,7 +313,8 @@ def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse",
 def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, orientation: str,
                   ps_label: int = 1, fh_label: int = 2, head_confidence: float | None = None,
                   head_extent: float | None = None, ps_confidence: float | None = None,
-                  segmented_here: bool = True) -> Measurement:
+                  segmented_here: bool = True, confidence_floors: tuple[float, float] | None = None
+                  ) -> Measurement:
     """Measure with the spacing of the imaging region that holds the anatomy (the PS); a
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
@@ -323,7 +325,10 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     :data:`MAX_PS_BLACK_BAND_GAP`, within the part of the frame the network was shown) the
     warning ``ps_at_black_band``, and a frame with another view beside the one the network was
     shown (:func:`other_views`) the warning ``other_view_not_measured``; ``segmented_here``
-    False (a mask drawn elsewhere, ``measure``: it may be of either view) leaves that out."""
+    False (a mask drawn elsewhere, ``measure``: it may be of either view) leaves that out.
+    ``confidence_floors``: the model's own (head, PS) floors from its card, in place of
+    :data:`MIN_HEAD_CONFIDENCE` and :data:`MIN_PS_CONFIDENCE`."""
+    min_head, min_ps = confidence_floors or (MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE)
     ys, xs = np.nonzero(labels == ps_label)
     region = frame.imaging_region
     if len(xs):
@@ -337,11 +342,11 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
                                    ps_label=ps_label, fh_label=fh_label, spacing_source=source,
                                    image_box=(x0, y0, x1, y1))
-    if head_confidence is not None and head_confidence < MIN_HEAD_CONFIDENCE:
+    if head_confidence is not None and head_confidence < min_head:
         measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     if head_extent and head_extent < MIN_HEAD_EXTENT:  # no head at all is fh_missing's to say
         measurement = measurement.with_warning("head_small_in_frame")
-    if ps_confidence is not None and ps_confidence < MIN_PS_CONFIDENCE:  # no PS at all (None) is ps_missing's
+    if ps_confidence is not None and ps_confidence < min_ps:  # no PS at all (None) is ps_missing's
         measurement = measurement.with_warning("ps_low_confidence")
     narrowing = sector_narrowing(frame.pixels)  # the frame's own sign of its display, whatever the network drew
     if narrowing is not None and narrowing > MAX_SECTOR_NARROWING:

@@ -84,11 +84,13 @@ REASONS: dict[str, tuple[str, str]] = {
     "hsd_unstable": ("warning", "the infrapubic line meets the head at a grazing angle (an AoP just above 90 deg): "
                      "turning the PS axis by 2 deg, less than two expert readings of a frame differ, moves the HSD "
                      "by more than 20 % or off the head, as in 1.7 % of the PSFHS expert masks that give an HSD"),
-    "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, where "
-                       "the validation frames of the default's twin are above 0.94): the frame may not be a "
+    "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, or "
+                       "below the model card's own floor for a model of one's own; the validation frames of the "
+                       "default's twin are above 0.94): the frame may not be a "
                        "transperineal view it knows, such as another modality, another view or noise"),
     "ps_low_confidence": ("warning", "the network is unsure of the pubic symphysis it drew (mean probability below "
-                          "0.90, where the validation frames of the default's twin are above 0.93): the symphysis "
+                          "0.90, or below the model card's own floor for a model of one's own; the validation "
+                          "frames of the default's twin are above 0.93): the symphysis "
                           "may be out of the frame or hidden, and the one drawn invented; the AoP hangs on it"),
     "head_small_in_frame": ("warning", "the head spans less than 0.30 of the network's view of the frame (as a disc "
                             "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -63,16 +64,34 @@ def _agreement(agreement) -> dict | None:
     return None if agreement is None else agreement.to_dict()
 
 
-def segment_by_id(segmenter, frames: dict, tta: bool = False) -> dict:
+def segment_by_id(segmenter, frames: dict, tta: bool = False, confidences: dict | None = None) -> dict:
     """Label masks of ``{case_id: frame}``, by case ID, in model calls of 8 frames as users'
-    batches run."""
+    batches run. ``confidences``, when given, receives each frame's (head, PS) confidence."""
     ids = list(frames)
     predictions = {}
     for start in range(0, len(ids), FRAMES_PER_BATCH):
         chunk = ids[start:start + FRAMES_PER_BATCH]
-        masks = segment_frames([frames[cid] for cid in chunk], segmenter, tta).masks
-        predictions.update(zip(chunk, masks))
+        segmented = segment_frames([frames[cid] for cid in chunk], segmenter, tta)
+        predictions.update(zip(chunk, segmented.masks))
+        if confidences is not None:
+            confidences.update(zip(chunk, zip(segmented.head_confidence, segmented.ps_confidence)))
     return predictions
+
+
+def confidence_floors(confidences) -> dict:
+    """The confidences below which a model's results carry ``low_confidence`` and
+    ``ps_low_confidence``, from (head, PS) confidences of its validation frames: 0.02 below
+    their 1st percentile, and never above the defaults the shipped models were checked with
+    (:data:`~ipp_seg.inference.pipeline.MIN_HEAD_CONFIDENCE`, ``MIN_PS_CONFIDENCE``). A model of
+    one's own that is surer or less sure overall is then judged against its own frames, not the
+    shipped models' (a small model trained on 24 frames had flagged every frame)."""
+    from ..inference.pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
+
+    floors = {}
+    for key, index, default in (("head", 0, MIN_HEAD_CONFIDENCE), ("ps", 1, MIN_PS_CONFIDENCE)):
+        values = [float(c[index]) for c in confidences if c[index] is not None]
+        floors[key] = round(min(default, float(np.percentile(values, 1)) - 0.02), 3) if values else default
+    return floors
 
 
 def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
@@ -99,9 +118,11 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     results = []
     for tta in tta_modes:
         started = time.perf_counter()
-        predictions = segment_by_id(segmenter, frames, tta)
+        confidences: dict = {}
+        predictions = segment_by_id(segmenter, frames, tta, confidences)
         seconds = time.perf_counter() - started
-        result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta}
+        result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta,
+                  "confidence_floors": confidence_floors(confidences.values())}
         for method in ("ellipse", "challenge"):
             report = evaluate_arrays([(cid, predictions[cid], truth[cid].labels, truth[cid].image) for cid in ids],
                                      method=method, reference_aop=reference)
@@ -462,6 +483,9 @@ def _card_validation(validation: dict, validation_tta: dict, validation_source: 
         "inference_seconds": {"plain": validation["inference_seconds"], "tta": validation_tta["inference_seconds"],
                               "frames": validation["frames"]},
         "validation_source": validation_source,
+        # What low_confidence and ps_low_confidence compare with when this model runs (the plain
+        # run's frames: the warnings are given on frames segmented so, --tta or not).
+        "confidence_floors": validation.get("confidence_floors"),
         "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
                             "AoP differences are predicted mask vs ground-truth mask, same method, and (where "
                             "the data has aop_reference.csv) predicted mask vs the published reference AoP."
