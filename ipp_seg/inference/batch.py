@@ -35,8 +35,8 @@ from typing import Callable, Iterable, Iterator
 from .. import log_format, quiet_pydicom
 from ..io import (NotAnImageError, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
                   write_overlay_png)
-from ..io.folders import (FolderInUseError, folder_lock, given_path, name_of_spreadsheet_cell, path_of_printable,
-                          printable_path, spreadsheet_cell, walk_folders)
+from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
+                          path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.overlay import overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX
@@ -998,7 +998,7 @@ def run_batch(options: BatchOptions,
     lexical = Path(os.path.normpath(os.path.abspath(options.out_dir)))
     if os.path.realpath(options.out_dir) != os.path.realpath(lexical):
         lexical = options.out_dir
-    created = _folders_to_create(lexical)
+    created = folders_to_create(lexical)
     try:
         try:
             lexical.mkdir(parents=True, exist_ok=True)
@@ -1010,32 +1010,10 @@ def run_batch(options: BatchOptions,
         with output_lock(options.out_dir):
             return _run_locked(options, spec, weights_sha256, started, on_progress, on_start)
     except BaseException:
-        _remove_if_unused(created)
+        # A run refused before its first row (no scans matched, say) leaves no empty output
+        # folder behind, nor its lock file.
+        remove_made_folders(created, frozenset({LOCK_NAME}))
         raise
-
-
-def _folders_to_create(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_if_unused(created: list[Path]) -> None:
-    """Remove the folders this run created (deepest first) where it wrote nothing but its lock
-    file into them: a run refused before its first row (no scans matched, say) leaves no empty
-    output folder behind."""
-    for folder in created:
-        if not os.path.isdir(folder):  # never made (mkdir failed on it, a name too long, say)
-            continue
-        try:
-            if {p.name for p in folder.iterdir()} <= {LOCK_NAME}:
-                (folder / LOCK_NAME).unlink(missing_ok=True)
-            folder.rmdir()
-        except OSError:  # it holds outputs, or is gone: leave it, and its parents
-            return
 
 
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,

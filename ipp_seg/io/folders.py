@@ -63,6 +63,34 @@ def walk_folders(root: Path,
         yield here, real, [name for name in names if not name.startswith(".")]
 
 
+def folders_to_create(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what making it
+    will create, and what :func:`remove_made_folders` takes away again after a refusal."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_made_folders(created: list[Path], leftovers: frozenset[str] = frozenset()) -> None:
+    """Remove the folders of :func:`folders_to_create` (deepest first) that hold nothing but
+    files named in ``leftovers`` (such as a run's own lock file, removed with them), so that a
+    command refused before its first output leaves no empty folder behind. The first that holds
+    anything else, or is gone, is left with its parents."""
+    for folder in created:
+        if not os.path.isdir(folder):  # never made (mkdir failed on it, a name too long, say)
+            continue
+        try:
+            held = {p.name for p in folder.iterdir()}
+            if held <= leftovers:
+                for name in held:
+                    (folder / name).unlink(missing_ok=True)
+            folder.rmdir()
+        except OSError:  # it holds outputs, or is gone: leave it, and its parents
+            return
+
+
 def given_path(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` as a Path, refusing an empty one: ``Path("")`` is the current folder, so an
     unset variable in a caller's code would read, walk or write there. ``what`` names the

@@ -23,6 +23,7 @@ from ..inference.batch import FRAMES_PER_BATCH
 from ..inference.pipeline import segment_frames
 from ..inference.registry import ModelSpec, sha256_of
 from ..io import read_frame
+from ..io.folders import folders_to_create, remove_made_folders
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
@@ -333,7 +334,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             raise ValueError(f"{models_dir} already holds a model {name}: give another name, or --replace to "
                              "overwrite its files")
         log.warning("%s replaces the model %s in %s", run_dir, name, models_dir)
-    created = [folder for folder in (models_dir, *models_dir.parents) if not folder.exists()]
+    created = folders_to_create(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix=f".ship-{name}-", dir=models_dir) as staging:
@@ -342,11 +343,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
             for suffix in (".onnx", ".pt", ".md", ".json"):  # the card last: it is what lists a model
                 os.replace(Path(staging) / f"{name}{suffix}", models_dir / f"{name}{suffix}")
     except BaseException:
-        for folder in created:  # deepest first; only while empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_made_folders(created)
         raise
     return card
 
