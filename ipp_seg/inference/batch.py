@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .. import log_format, quiet_pydicom
-from ..io import (NotAnImageError, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
-                  write_overlay_png)
+from ..io import (NotAnImageError, Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames,
+                  write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.overlay import overlay_title, render_overlay
@@ -54,6 +54,8 @@ CSV_COLUMNS = (
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
     "study_instance_uid", "series_instance_uid",
 )
+# The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
+_UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
 CSV_NAME = "measurements.csv"
 # The folders beside it that --save-masks and --overlays write into.
 MASKS_FOLDER, OVERLAYS_FOLDER = "masks", "overlays"
@@ -310,12 +312,11 @@ def row_orientation_doubtful(row: dict) -> bool:
 
 
 def measurement_row(file: str, frame: int | str, measurement: Measurement | None, model: str,
-                    sop_instance_uid: str | None, error: str = "",
+                    provenance: Provenance | None, error: str = "",
                     method: str = "", orientation: str = "", tta: bool | None = None,
                     failure_code: str = UNREADABLE, spacing_given: tuple[float, float] | None = None,
                     file_stamp: tuple[str, str] = ("", ""), head_confidence: float | None = None,
-                    ps_confidence: float | None = None, model_sha256: str = "",
-                    study_instance_uid: str | None = None, series_instance_uid: str | None = None) -> dict:
+                    ps_confidence: float | None = None, model_sha256: str = "") -> dict:
     """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
     whether the model's output was averaged with the mirrored frame's (None: no model ran).
     Without a measurement the row is failed with reason ``failure_code``. ``spacing_given``:
@@ -323,12 +324,11 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     modification time as :func:`file_stamp` gives them (a resumed run measures a changed file
     again); ``head_confidence``, ``ps_confidence``: the network's (see
     :func:`ipp_seg.inference.pipeline.head_confidence`); ``model_sha256``: the model file's
-    (the same name may later stand for other weights); the UIDs: the DICOM file's (see
-    :class:`~ipp_seg.io.Provenance`)."""
+    (the same name may later stand for other weights); ``provenance``: the frame's, whose DICOM
+    UIDs (SOP instance, study, series) the row carries (None where no frame was read)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(file=file, frame=frame, model=model, model_sha256=model_sha256,
-               sop_instance_uid=sop_instance_uid or "", study_instance_uid=study_instance_uid or "",
-               series_instance_uid=series_instance_uid or "", error=error,
+               **{uid: getattr(provenance, uid, None) or "" for uid in _UID_COLUMNS}, error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                head_confidence="" if head_confidence is None else round(float(head_confidence), 4),
@@ -721,12 +721,10 @@ class FileProcessor:
                                                  tta=inf.tta, model=self.model_name))
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
-                                              frame.provenance.sop_instance_uid, "", inf.method, inf.orientation,
+                                              frame.provenance, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
                                               head_confidence=result.head_confidence,
-                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256,
-                                              study_instance_uid=frame.provenance.study_instance_uid,
-                                              series_instance_uid=frame.provenance.series_instance_uid))
+                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256))
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
                 for name, file_rows in zip(names, rows)]

@@ -264,11 +264,9 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                 started = time.perf_counter()
                 continue
             row = measurement_row(shown, result.frame.frame_index, result.measurement, processor.model_name,
-                                  result.frame.provenance.sop_instance_uid, "", inf.method, inf.orientation, inf.tta,
+                                  result.frame.provenance, "", inf.method, inf.orientation, inf.tta,
                                   head_confidence=result.head_confidence, ps_confidence=result.ps_confidence,
-                                  model_sha256=processor.model_sha256,
-                                  study_instance_uid=result.frame.provenance.study_instance_uid,
-                                  series_instance_uid=result.frame.provenance.series_instance_uid)
+                                  model_sha256=processor.model_sha256)
             report = frame_report(result, provider, elapsed_ms, inf.tta)
             errors, warnings, refused = [], [], False
             if out_dir is not None:
