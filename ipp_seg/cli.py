@@ -604,7 +604,7 @@ def batch(
 
     from .inference.backends import BackendError
     from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, NoScansError,
-                                  OutputLockedError, ResumeError, WorkerDiedError, run_batch)
+                                  OutputLockedError, ResumeError, WorkerDiedError, row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -640,7 +640,7 @@ def batch(
             counts["files"] += 1
             counts["frames"] += len(outcome.rows)
             # As the summary counts them: objects without an image (reports, PDFs) are no failures.
-            counts["failed"] += sum(r["status"] == "failed" and r["reasons"] != "not_an_image" for r in outcome.rows)
+            counts["failed"] += sum(r["status"] == "failed" and not row_not_an_image(r) for r in outcome.rows)
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
                             failed=counts["failed"])

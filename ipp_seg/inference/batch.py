@@ -279,6 +279,12 @@ def row_segmented(row: dict) -> bool:
     return not {UNREADABLE, NOT_AN_IMAGE, NOT_ULTRASOUND, PROCESSING_ERROR, MASK_REFUSED} & _row_reasons(row)
 
 
+def row_not_an_image(row: dict) -> bool:
+    """Whether a CSV row is of a file that holds no image (``not_an_image``: a report, a PDF, a
+    DICOMDIR), which a run counts apart from the frames that failed."""
+    return NOT_AN_IMAGE in _row_reasons(row)
+
+
 def row_symphysis_unsure(row: dict) -> bool:
     """Whether a CSV row's network was unsure of the symphysis (``ps_low_confidence``), drew
     none it could measure (``ps_missing``, ``ps_too_small``), or drew it where no transperineal
@@ -1086,7 +1092,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 n_doubtful += row_orientation_doubtful(row)
                 n_segmented += row_segmented(row)
                 n_unsure += row_symphysis_unsure(row)
-                n_not_image += NOT_AN_IMAGE in _row_reasons(row)
+                n_not_image += row_not_an_image(row)
                 any_uid = any_uid or bool(row["sop_instance_uid"])
             fh.flush()
             for key, value in outcome.timings.items():
