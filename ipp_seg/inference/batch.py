@@ -839,7 +839,6 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     rows = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
     for row in rows:
         row["file"] = name_of_spreadsheet_cell(row["file"])
-    for row in rows:
         if not row["file"]:  # a blank line a spreadsheet left: no setting to compare (prepare_resume drops it)
             continue
         for column, value in (expect or {}).items():
