@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ipp_seg.inference.backends import import_onnxruntime
 from ipp_seg.nn.configs import list_configs
 from ipp_seg.nn.dssau_net import build_network
 from ipp_seg.nn.export import export_onnx
 from speed import median_of  # benchmarks/speed.py, beside this script
 
-ort = import_onnxruntime()
+import onnxruntime as ort  # noqa: E402 - after ipp_seg, whose import turns onnxruntime's telemetry off
 
 
 def median_ms(fn, repeats: int) -> float:

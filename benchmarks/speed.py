@@ -73,11 +73,10 @@ def machine() -> str:
     except OSError:
         pass
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "?"
-    from ipp_seg.inference.backends import import_onnxruntime
+    from importlib.metadata import version  # (its version only: nothing of onnxruntime starts)
 
-    onnxruntime = import_onnxruntime()
     return (f"{model} ({isa}), {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, "
-            f"onnxruntime {onnxruntime.__version__}")
+            f"onnxruntime {version('onnxruntime')}")
 
 
 # --- 1. cold start ------------------------------------------------------------------------------

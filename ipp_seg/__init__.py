@@ -10,8 +10,10 @@ import logging as _logging
 import os as _os
 
 # onnxruntime (from 1.32, on Linux and macOS) keeps a device identifier and an event queue under
-# ~/.cache from the moment it is first imported, unless this says no: set here, before any of
-# ipp-seg's modules or the caller imports it (inference.backends.import_onnxruntime).
+# ~/.cache from the moment it is first imported, unless this says no. The one place ipp-seg sets
+# it: here, before any of ipp-seg's modules (or a caller, after importing ipp_seg) imports
+# onnxruntime; ORT_DISABLE_TELEMETRY=0 in the environment leaves it on. A tool that reads
+# patients' scans sends nothing and writes nothing outside its output folders.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # A library logs, it does not print: without this, Python's last-resort handler writes the

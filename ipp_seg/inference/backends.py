@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,23 +52,6 @@ def card_confidence_floors(spec: ModelSpec) -> tuple[float, float] | None:
         return None
 
 
-#: onnxruntime's opt-out of its own telemetry on Linux and macOS (from 1.32 it keeps a device
-#: identifier and an event queue under ~/.cache and warns on every run where it cannot write
-#: there). A tool that reads patients' scans sends nothing and writes nothing outside --out.
-ORT_TELEMETRY_OPT_OUT = "ORT_DISABLE_TELEMETRY"
-
-
-def import_onnxruntime():
-    """onnxruntime, imported with its telemetry off unless the environment already says
-    otherwise (``ORT_DISABLE_TELEMETRY=0`` leaves it on; importing :mod:`ipp_seg` sets the same
-    default). onnxruntime reads it when it is first imported in the process: a program that
-    imported onnxruntime before ipp-seg keeps its own setting."""
-    os.environ.setdefault(ORT_TELEMETRY_OPT_OUT, "1")
-    import onnxruntime
-
-    return onnxruntime
-
-
 class OnnxSegmenter:
     """onnxruntime session of an exported model; its metadata gives size and normalisation.
 
@@ -83,7 +65,7 @@ class OnnxSegmenter:
 
     def __init__(self, spec: ModelSpec, device: str = "cpu", threads: int | None = None,
                  fixed_batch: int | None = None) -> None:
-        ort = import_onnxruntime()
+        import onnxruntime as ort  # (its telemetry turned off by importing ipp_seg, see ipp_seg/__init__.py)
 
         if spec.onnx_path is None:
             if spec.torch_path is not None and spec.card is None:  # --model FILE.pt

@@ -166,10 +166,7 @@ def _fold_constants(path: Path) -> None:
     operators remain; the opset imports onnxruntime adds for its own domains are dropped.
     """
     import onnx
-
-    from ..inference.backends import import_onnxruntime
-
-    ort = import_onnxruntime()
+    import onnxruntime as ort  # (its telemetry turned off by importing ipp_seg)
 
     folded = path.with_suffix(".folded.onnx")
     options = ort.SessionOptions()
