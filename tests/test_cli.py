@@ -1093,6 +1093,10 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     assert alone["spacing_source"] is None and alone["hsd_mm"] is None
     assert alone["aop_deg"] == pytest.approx(drawn["aop_deg"], abs=1e-6)  # square pixels either way
     assert "no scan for" in result.stderr and "09999" in result.stderr
+    # The scan's UIDs join the mask's result back to its study, as predict's do.
+    uids = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
+    assert [drawn[uid] for uid in uids] == [getattr(frame.provenance, uid) for uid in uids]
+    assert all(drawn[uid] for uid in uids) and [alone[uid] for uid in uids] == [None] * 3
     resized = invoke("measure", masks / "04701.png", "--scans", scans)
     assert resized.exit_code == 2 and "not drawn on it" in resized.output
     assert "04701.dcm" in resized.output.replace("\n", "")
@@ -1118,6 +1122,8 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     into = tmp_path / "new" / "folder" / "m.csv"
     assert invoke("measure", masks / "04700_mask.png", "--scans", scans, "--csv", into).exit_code == 0
     assert into.read_text().splitlines()[1].startswith(str(masks / "04700_mask.png"))
+    row = next(csv.DictReader(into.open(newline="")))
+    assert [row[uid] for uid in uids] == [drawn[uid] for uid in uids]
 
 
 def test_a_pt_file_on_the_onnx_backend_is_told_to_use_the_torch_backend(sample_png):

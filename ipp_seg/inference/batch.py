@@ -334,7 +334,7 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     UIDs (SOP instance, study, series) the row carries (None where no frame was read)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(file=file, frame=frame, model=model, model_sha256=model_sha256,
-               **{uid: getattr(provenance, uid, None) or "" for uid in _UID_COLUMNS}, error=error,
+               **{uid: value or "" for uid, value in dicom_uids(provenance).items()}, error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                head_confidence="" if head_confidence is None else round(float(head_confidence), 4),
@@ -346,6 +346,12 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
             if key in row:
                 row[key] = "" if value is None else value
     return row
+
+
+def dicom_uids(provenance: Provenance | None) -> dict[str, str | None]:
+    """A frame's DICOM UIDs (SOP instance, study, series) by their report keys, None where the
+    frame has none or no frame was read: the keys that join a result back to its study."""
+    return {uid: getattr(provenance, uid, None) for uid in _UID_COLUMNS}
 
 
 def _tta_cell(tta: bool | None) -> str:

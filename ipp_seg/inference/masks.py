@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..evaluate.report import case_id_of, check_label_pair, files_below, mask_case_id, read_label_mask, relabel_mask
-from ..io import SUPPORTED_SUFFIXES, ScanReadError, count_frames, read_frame
+from ..io import SUPPORTED_SUFFIXES, Provenance, ScanReadError, count_frames, read_frame
 from ..io.folders import printable_file
 from ..io.frames import check_spacing, same_spacing
 from ..io.reader import choose_spacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import check_choice, check_plausible_spacing
-from .batch import (MASK_REFUSED, UNREADABLE, file_stamp, is_batch_output_part, measurement_row,
+from .batch import (MASK_REFUSED, UNREADABLE, dicom_uids, file_stamp, is_batch_output_part, measurement_row,
                     refuse_batch_output_as_input)
 from .pipeline import measure_frame
 from .report import measurement_report, unreadable_measurement_report
@@ -131,13 +131,21 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
         ValueError: the mask holds values besides 0 and ``labels``, its size is not the scan's,
         or the scan has no frame ``scan_frame``.
     """
+    return _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan, scan_frame)[0]
+
+
+def _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan, scan_frame
+                           ) -> tuple[Measurement, Provenance | None]:
+    """:func:`measure_mask_file`'s measurement, with the provenance of the scan frame the mask
+    was drawn on (None without a scan): its UIDs join the mask's row back to the study."""
     stored, mask_spacing = read_label_mask(path)
     # A value besides 0 and the two named ones is another tool's labelling or a lossy file:
     # measuring as if it were background would report the PS or FH "missing".
     label_mask = relabel_mask(stored, labels, source="the mask", option="--labels", path=path)
     fallback, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
     if scan is None:
-        return measure_progress(label_mask, fallback, method=method, orientation=orientation, spacing_source=source)
+        return measure_progress(label_mask, fallback, method=method, orientation=orientation,
+                                spacing_source=source), None
     try:
         frame = read_frame(scan, scan_frame)
     except ScanReadError:
@@ -160,7 +168,7 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
         which = "the mask's own spacing" if source == "image_header" else "the given spacing"
         logger.warning("%s: measured with its scan's calibration %s mm; %s %s mm is not used", path,
                        measurement.spacing_mm, which, fallback)
-    return measurement
+    return measurement, frame.provenance
 
 
 @dataclass(frozen=True)
@@ -214,8 +222,8 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
         try:
             scan, scan_frame = scans.scan_and_frame_for(path) if scans is not None else (None, cine_frame_of(path))
             matched = True  # past the scan index: a ValueError now is about the mask itself
-            result = measure_mask_file(path, labels, method=method, orientation=orientation, spacing_mm=spacing_mm,
-                                       scan=scan, scan_frame=scan_frame)
+            result, provenance = _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan,
+                                                        scan_frame)
         except (ScanReadError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, ScanReadError) else str(exc)
             if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
@@ -225,7 +233,7 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
             row = measurement_row(printable_file(str(path)), "", None, "", None, reason, method, orientation,
                                   failure_code=code)
             report = unreadable_measurement_report(str(path), None, reason, method, orientation, code)
-            yield MeasuredMask(path, row, _with_scan(report, scans, scan), unusable=True,
+            yield MeasuredMask(path, row, _with_scan(report, scans, scan, None), unusable=True,
                                errors=(f"cannot measure {path}: {reason}",))
             continue
         warnings = ()
@@ -233,13 +241,16 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
             warnings = (f"no scan for {path} in {scans.folder} (case {mask_case_id(path)}): measured without its "
                         "calibration",)
         # The frame of the scan the mask was drawn on: a cine frame's mask found by the cine's name.
-        row = measurement_row(printable_file(str(path)), scan_frame, result, "", None, "", method, orientation,
-                              spacing_given=spacing_mm, file_stamp=file_stamp(path))
-        yield MeasuredMask(path, row, _with_scan(measurement_report(str(path), scan_frame, result), scans, scan),
-                           warnings=warnings)
+        row = measurement_row(printable_file(str(path)), scan_frame, result, "", provenance, "", method,
+                              orientation, spacing_given=spacing_mm, file_stamp=file_stamp(path))
+        report = measurement_report(str(path), scan_frame, result)
+        yield MeasuredMask(path, row, _with_scan(report, scans, scan, provenance), warnings=warnings)
 
 
-def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None) -> dict:
-    """A mask's report with, when scans were given, the scan its calibration came from."""
-    return report if scans is None else {**report, "scan": None if scan is None else printable_file(str(scan))}
+def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None, provenance: Provenance | None) -> dict:
+    """A mask's report with, when scans were given, the scan its calibration came from and that
+    scan's DICOM UIDs (None where it has none, or where no scan was found)."""
+    if scans is None:
+        return report
+    return {**report, "scan": None if scan is None else printable_file(str(scan)), **dicom_uids(provenance)}
 

@@ -16,8 +16,8 @@ from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.folders import printable_file
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
-from .batch import (NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, fitting_stem,
-                    measurement_row, output_stem, suffix_disambiguated)
+from .batch import (NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, dicom_uids,
+                    fitting_stem, measurement_row, output_stem, suffix_disambiguated)
 from .pipeline import FrameResult, segmented_box
 
 
@@ -51,9 +51,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
     return {
         **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
         "n_frames": frame.n_frames,
-        "sop_instance_uid": frame.provenance.sop_instance_uid,
-        "study_instance_uid": frame.provenance.study_instance_uid,
-        "series_instance_uid": frame.provenance.series_instance_uid,
+        **dicom_uids(frame.provenance),
         # Which part of the frame was segmented, and of how many tissue regions (a dual view has
         # two): a reader of the report alone can tell which view was measured.
         "segmented_box": list(segmented_box(frame)),
@@ -88,7 +86,7 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, "sop_instance_uid": None, "study_instance_uid": None, "series_instance_uid": None,
+        "n_frames": None, **dicom_uids(None),
         "segmented_box": None, "tissue_regions": None,
         "model": model, "model_sha256": model_sha256 or None, "tta": tta,
         "head_confidence": None,
