@@ -614,6 +614,11 @@ def model_card_markdown(card: dict) -> str:
                          f"{_f(m.get('median_abs_delta_aop_reference_deg'), 2)} | {m['failed_measurements']} | "
                          f"{_f(m['score'])} |")
     lines += _agreement_markdown(card.get("validation", {}))
+    floors = card.get("confidence_floors")
+    if floors:
+        lines += ["", f"Confidence floors: `low_confidence` below a head confidence of {floors['head']:.3f}, "
+                  f"`ps_low_confidence` below a PS confidence of {floors['ps']:.3f} (0.02 below the 1st "
+                  "percentile of these validation frames', never above the shipped models' 0.90)."]
     lines += ["", "## Files", ""]
     lines += [f"- `{f['name']}`: sha256 `{f['sha256']}` ({f['bytes']:,} bytes)" for f in card["files"].values()]
     psfhs = t.get("data_is_psfhs", True)  # (cards from before the field were all PSFHS's)
