@@ -802,11 +802,43 @@ def test_image_header_cut_off_before_its_pixels_is_called_truncated(tmp_path):
 
 
 def test_truncated_native_pixel_data(tmp_path):
-    path = write_dicom(tmp_path / "cut.dcm", ramp_frames(4))
+    frames = ramp_frames(4)  # 3,072 bytes each
+    path = write_dicom(tmp_path / "cut.dcm", frames)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) - 5000])
-    reason = _error(path).reason
-    assert "truncated pixel data" in reason
+    path.write_bytes(data[: len(data) - 5000])  # two whole frames and part of a third
+    # The frames the data holds are read, and the first it lacks is named: the cine was refused whole.
+    read = []
+    with pytest.raises(ScanReadError, match="frame 2 is missing: the pixel data ends after 2 of the 4 frames"):
+        for frame in read_frames(path):
+            read.append(frame)
+    assert [f.frame_index for f in read] == [0, 1] and all(f.n_frames == 4 for f in read)
+    assert all(np.array_equal(f.pixels, frames[f.frame_index]) for f in read)
+    assert np.array_equal(read_frame(path, 1).pixels, frames[1])
+    assert _error(path, 3).reason.startswith("frame 3 is missing")
+    assert [f.frame_index for f in read_frames(path, range(1, 2))] == [1]
+    with pytest.raises(ScanReadError, match="frame 2 is missing"):
+        list(read_frames(path, range(1, 4)))
+    assert count_frames(path) == 4  # what the header declares: the missing frames get their rows
+    # Data short of even one frame is refused whole, as a still image's is.
+    path.write_bytes(data[: len(data) - 4 * 3072 + 100])
+    assert "truncated pixel data" in _error(path).reason
+    still = write_dicom(tmp_path / "still.dcm", frames[0])
+    still.write_bytes(still.read_bytes()[:-100])
+    assert "truncated pixel data (2972 of 3072 bytes for 1 frame(s))" in _error(still).reason
+
+
+def test_a_cine_one_frame_short_is_measured_but_for_its_missing_frame(tmp_path):
+    """A Number of Frames one too many (an encoder's off-by-one): each frame present gets its
+    row, and the declared last one a failed row saying it is missing."""
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3))
+    element = b"\x28\x00\x08\x00IS\x02\x003 "
+    assert element in path.read_bytes()
+    path.write_bytes(path.read_bytes().replace(element, b"\x28\x00\x08\x00IS\x02\x004 "))
+    read = []
+    with pytest.raises(ScanReadError, match="frame 3 is missing: the pixel data ends after 3 of the 4 frames"):
+        for frame in read_frames(path):
+            read.append(frame.frame_index)
+    assert read == [0, 1, 2]
 
 
 def test_truncated_encapsulated_pixel_data(tmp_path):

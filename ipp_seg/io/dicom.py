@@ -26,7 +26,7 @@ import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -121,6 +121,9 @@ class DicomInfo:
     has_file_meta: bool = True  # False: a bare data set, whose syntax the decoder must be told
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
+    # Uncompressed pixel data that ends before the frames the header declares: how many whole
+    # frames it holds (None: all). Those are read; the first one beyond fails on its own.
+    frames_present: int | None = None
 
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -247,8 +250,9 @@ def _inspect_dicom(path: str) -> DicomInfo:
         _check_compressed_frame_sizes(path, pixel_check.frame_sizes, columns, rows)
     n_frames = _number_of_frames(path, ds)
 
+    frames_present = None
     if pixel_check is not None and not tsyntax.is_compressed:
-        _check_native_length(path, ds, pixel_check)
+        frames_present = _check_native_length(path, ds, pixel_check, n_frames)
     _check_decoder(path, tsyntax)
 
     regions = _ultrasound_regions(path, ds, rows, columns)
@@ -275,6 +279,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         has_file_meta=has_file_meta,
         study_instance_uid=_valid_uid(ds.get("StudyInstanceUID")),
         series_instance_uid=_valid_uid(ds.get("SeriesInstanceUID")),
+        frames_present=frames_present,
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",
@@ -311,6 +316,9 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
     # A range, not a list: a damaged header may declare 99,999,999 frames over a few present.
     wanted = range(info.n_frames) if indices is None else list(indices)
     if not wanted:
+        return
+    if info.frames_present is not None:
+        yield from _iter_frames_present(info, wanted, indices is None)
         return
     # Sequential access is cheapest for encapsulated data without an offset table, so ask for
     # "all" when that is what is wanted; explicit indices otherwise.
@@ -362,6 +370,28 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
         raise ScanReadError(
             info.path, f"decoding frame {frame} ({info.transfer_syntax.name}) failed: {_one_line(exc)}{hint}"
         ) from exc
+
+
+def _iter_frames_present(info: DicomInfo, wanted: Sequence[int], every_frame: bool
+                         ) -> Iterator[tuple[int, np.ndarray]]:
+    """The wanted frames that short uncompressed pixel data holds, in order, then the first
+    wanted one it lacks named as missing (as for compressed data that ends early)."""
+    present = info.frames_present
+    # Named one by one (a list shorter than the declared count), so that no decoder reads on
+    # to the end the header declares.
+    whole = replace(info, frames_present=None)
+    if every_frame:
+        yield from _iter_dicom_frames(whole, list(range(present)))
+        missing = present
+    else:
+        # Decoded in the caller's order up to the first frame the data lacks.
+        lacking = next((position for position, index in enumerate(wanted) if index >= present), len(wanted))
+        yield from _iter_dicom_frames(whole, wanted[:lacking])
+        if lacking == len(wanted):
+            return
+        missing = wanted[lacking]
+    raise ScanReadError(info.path, f"frame {missing} is missing: the pixel data ends after {present} of the "
+                                   f"{info.n_frames} frames the header declares")
 
 
 def _one_line(exc: Exception, limit: int = 300) -> str:
@@ -562,16 +592,23 @@ def _check_compressed_frame_sizes(path: str, frame_sizes: tuple[tuple[int, int],
                                       f"{columns} x {rows} (a damaged file)")
 
 
-def _check_native_length(path: str, ds: Dataset, element: _PixelElement) -> None:
+def _check_native_length(path: str, ds: Dataset, element: _PixelElement, n_frames: int) -> int | None:
+    """Refuse uncompressed pixel data too short for one frame. A cine whose data ends before the
+    frames its header declares (a Number of Frames one too many, a copy cut short) gives the
+    number of whole frames it holds: they are measured, and the first missing one fails as such
+    rather than the whole cine. None where every declared frame is present."""
     try:
         expected = get_expected_length(ds, "bytes")
     except Exception as exc:
         raise ScanReadError(path, f"inconsistent Image Pixel attributes ({type(exc).__name__})") from None
     available = min(element.length, element.file_size - element.value_offset)
-    if available < expected:
-        raise ScanReadError(
-            path, f"truncated pixel data ({available} of {expected} bytes for {_number_of_frames(path, ds)} frame(s))"
-        )
+    if available >= expected:
+        return None
+    whole_frames = available // (expected // n_frames) if n_frames > 1 else 0
+    if not whole_frames:
+        raise ScanReadError(path, f"truncated pixel data ({available} of {expected} bytes for {n_frames} frame(s))")
+    logger.debug("%s: the pixel data holds %d of the %d frames the header declares", path, whole_frames, n_frames)
+    return whole_frames
 
 
 def _check_decoder(path: str, tsyntax: UID) -> None:
