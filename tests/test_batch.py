@@ -1023,6 +1023,33 @@ def test_a_run_whose_frames_look_mirrored_says_so(tmp_path, sample_png):
     assert "--orientation mirrored --overwrite" in result.output
 
 
+def test_a_resumed_runs_orientation_advice_is_of_the_whole_csv(tmp_path, sample_png):
+    """Two mirrored frames among twelve are no mirrored study; resumed with those two among the
+    four frames left, the advice had counted the four alone and said to measure all again."""
+    import cv2
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    names = ("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png")
+    for k in range(12):
+        pixels = cv2.imread(str(sample_png.with_name(names[k % 3])), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(root / f"{k:02d}.png"), pixels[:, ::-1] if k in (0, 1) else pixels)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    csv_path = out / "measurements.csv"
+    rows = _rows(csv_path)
+    assert sum("orientation_doubtful" in r["reasons"] for r in rows) == 2
+    with open(csv_path, "w", newline="") as fh:  # the run stopped before 00-03
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["file"] not in ("00.png", "01.png", "02.png", "03.png"))
+    result = _run("batch", root, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "4 rows from 4 files measured now" in result.output.replace("\n", " ")
+    assert "look displayed the other way round" not in result.output
+    assert _rows(csv_path) == rows
+
+
 def test_a_run_of_frames_turned_upside_down_says_so(tmp_path, sample_png):
     # Turned by 180 degrees: the orientation check does not see it, but the network is unsure
     # of the symphysis it draws, or finds none, in most frames.

@@ -248,10 +248,15 @@ class BatchSummary:
     # Frames the CSV holds under two files or more with one SOP Instance UID (an image exported
     # twice): (file, frame, the first file that holds it), as the CSV names them.
     repeated_images: tuple[tuple[str, str, str], ...] = ()
+    # Of a resumed run: what every row of the CSV says, those of the run it resumed included.
+    csv_advice: RunAdvice | None = None
 
     @property
     def advice(self) -> RunAdvice:
-        """What this run's rows say of the run as a whole (:class:`RunAdvice`)."""
+        """What the run's rows say of it as a whole (:class:`RunAdvice`): those of the whole CSV
+        for a resumed run, else those written now."""
+        if self.csv_advice is not None:
+            return self.csv_advice
         return RunAdvice(self.rows - self.failed_rows, self.doubtful_orientation_rows, self.segmented_rows,
                          self.unsure_symphysis_rows)
 
@@ -1104,11 +1109,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 totals[key] += value
             if on_progress:
                 on_progress(outcome)
-    if options.resume:
-        _put_in_scan_order(csv_path)
+    # A resumed run's advice is of every row the CSV holds: the few frames measured now may
+    # look mirrored by chance where the study as a whole does not (and the reverse).
+    csv_advice = RunAdvice.of_rows(_put_in_scan_order(csv_path)) if options.resume else None
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image,
-                        repeated_images(csv_path) if any_uid else ())
+                        repeated_images(csv_path) if any_uid else (), csv_advice)
 
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
@@ -1135,10 +1141,11 @@ def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
     return tuple(repeated)
 
 
-def _put_in_scan_order(csv_path: Path) -> None:
+def _put_in_scan_order(csv_path: Path) -> list[dict]:
     """Rows by file (in the order the folder is walked) and frame, as a run that was never
     interrupted writes them: a resumed run appends the files it measured again (unreadable
-    before, or changed) at the end. Rewritten atomically, and only when the order differs."""
+    before, or changed) at the end. Rewritten atomically, and only when the order differs.
+    Returns the CSV's rows."""
     rows = _complete_rows(csv_path)[0]
 
     def frame_of(row: dict) -> int:
@@ -1148,12 +1155,13 @@ def _put_in_scan_order(csv_path: Path) -> None:
     # in the CSV sorts before "ü" as text, after it as the walk holds it.
     ordered = sorted(rows, key=lambda row: (path_of_printable(row["file"]), frame_of(row)))
     if ordered == rows:
-        return
+        return rows
     try:
         _replace_rows(csv_path, ordered, ".order")
     except OSError as exc:  # a full disk: the rows stay as they are, all of them
         log.warning("%s: its rows could not be put back in file order (%s); they are all there", csv_path,
                     exc.strerror or exc)
+    return rows
 
 
 def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None:
