@@ -927,7 +927,7 @@ def evaluate(
         columns += ["mean |ΔAoP| vs reference (°)", "median |ΔAoP| vs reference (°)"]
     table = _table(f"ipp-seg evaluate ({method})", (*columns, "failed", "score"), justify="right")
     table.caption = ("|ΔAoP|: over the cases measured from both masks; failed: predicted masks whose AoP could "
-                     "not be measured, charged 180° each in the score")
+                     "not be measured, charged 180° each in the score where the ground truth's AoP measures")
     for block in report.blocks:
         m = block.metrics
         vs_reference = ([_fmt(m["delta_aop_reference"].mean, 2), _fmt(m["delta_aop_reference"].median, 2)]
@@ -943,6 +943,9 @@ def evaluate(
         except OSError as exc:
             _fail_writing(f"into {out}", exc)
     _print_table(table)
+    for block in report.blocks:  # a "-" in the score column, explained where the table is read
+        if block.score is None and block.score_reason:
+            err.print(f"[yellow]no score for {escape(block.name)}:[/] {escape(block.score_reason)}", highlight=False)
     _print_table(_agreement_table(report.blocks, reference is not None))
     if any(block.reasons_pred for block in report.blocks):
         _print_table(_reasons_table(report.blocks))
@@ -970,7 +973,10 @@ def _list_unevaluated(report, missing_as_empty: bool) -> None:
     scored = "scored as empty predictions" if missing_as_empty else "not scored (--missing-as-empty scores them)"
     # A ground truth that cannot be read is not scored either way: it is listed below instead.
     without = [c for c in report.missing_predictions if c in evaluated or not missing_as_empty]
+    failed = [c for c, _ in report.failed_predictions]
     for label, ids in ((f"ground truths without prediction, {scored}", without),
+                       ("ground truths whose frame the predicting run failed on (see its measurements.csv), "
+                        "scored as empty predictions", failed),
                        ("predictions without ground truth", report.missing_ground_truth)):
         if ids:  # case IDs named as cases.csv names them (a Latin-1 byte as \xfc)
             shown = ", ".join(printable_path(i) for i in ids[:10])

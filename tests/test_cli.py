@@ -814,6 +814,28 @@ def test_evaluate_says_which_model_made_the_predictions_and_warns_of_a_mix(tmp_p
     assert "warning: the predictions folder records 2 models: dssau-net-s" in mixed and "may mix" in mixed
 
 
+def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sample_png):
+    import shutil
+
+    import cv2
+
+    _, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "04700.png")
+    cv2.imwrite(str(scans / "04750.png"), np.zeros((400, 400), np.uint8))  # blank: no ultrasound frame
+    assert invoke("batch", scans, "--out", tmp_path / "run", "--save-masks").exit_code == 0
+    result = invoke("evaluate", tmp_path / "run", gt, "--out", tmp_path / "ev")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert "1 ground truths whose frame the predicting run failed on" in said and "04750" in said
+    assert "without prediction" not in said
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["n_cases"] == 2 and summary["blocks"]["overall"]["n_failed_pred_gt_ok"] == 1
+    assert summary["failed_predictions"][0]["case_id"] == "04750"
+    assert summary["failed_predictions"][0]["reason"].startswith("not_ultrasound_frame")
+
+
 def test_evaluate_command(tmp_path, psfhs_dir):
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")

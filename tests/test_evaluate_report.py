@@ -291,6 +291,36 @@ def test_a_folder_of_images_beside_their_masks_serves_as_ground_truth_and_images
     assert "scan_mask" in [c.case_id for c in report.cases] and "scan" not in report.missing_predictions
 
 
+def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(folders):
+    """A batch run that failed on a frame (unreadable, no ultrasound image) writes no mask for
+    it: left out as "no prediction", a pipeline that failed more often had scored better."""
+    import csv
+
+    from ipp_seg.inference.batch import CSV_COLUMNS
+
+    pred, gt, _ = folders
+    _write_png(gt / "cine_f0002.png", scene())
+    with open(pred / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerow({"file": "sub/00004.dcm", "frame": "", "status": "failed", "reasons": "unreadable",
+                         "error": "truncated pixel data"})
+        writer.writerow({"file": "cine.dcm", "frame": "2", "status": "failed", "reasons": "not_ultrasound_frame"})
+        writer.writerow({"file": "00001.png", "frame": "0", "status": "failed", "reasons": "ps_missing"})
+    report = evaluate_folders(pred, gt)
+    assert report.missing_predictions == ()
+    assert report.failed_predictions == (("00004", "unreadable; truncated pixel data"),
+                                         ("cine_f0002", "not_ultrasound_frame"))
+    cases = {c.case_id: c for c in report.cases}
+    assert cases["00004"].dice_all == 0.0 and cases["00004"].hd_all == 100.0 and cases["00004"].status_pred == "failed"
+    assert report.overall.n_failed_pred_gt_ok == 2 and report.overall.n_cases == 5
+    assert cases["00001"].dice_all == 1.0  # its mask is there: measured as it is, whatever its row says
+    summary = report.to_dict()
+    assert summary["failed_predictions"][0] == {"case_id": "00004", "reason": "unreadable; truncated pixel data"}
+    rows = {r["case_id"]: r for r in csv.DictReader(write_case_csv(report, pred.parent / "cases.csv").open())}
+    assert rows["00004"]["evaluated"] == "true" and "predicting run failed on this frame" in rows["00004"]["problem"]
+
+
 def test_missing_as_empty_scores_the_missing_prediction(folders):
     pred, gt, _ = folders
     report = evaluate_folders(pred, gt, missing_as_empty=True)

@@ -38,7 +38,8 @@ import SimpleITK as sitk
 
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
-from ..io.folders import composed_name, given_path, printable_path, spreadsheet_cell, walk_folders
+from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, path_of_printable, printable_path,
+                          spreadsheet_cell, walk_folders)
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
@@ -281,6 +282,8 @@ class EvaluationReport:
     and worth a look: an empty or half-drawn expert mask). ``prediction_models``: (model,
     sha256) of the models whose results the predictions folder records (a batch run's
     ``measurements.csv``, ``predict --out``'s JSON reports), empty where it records none.
+    ``failed_predictions``: (case ID, why) of ground truths whose frame that batch run failed
+    before drawing a mask (:func:`failed_before_masks`), scored as empty predictions.
     """
 
     method: str
@@ -296,6 +299,7 @@ class EvaluationReport:
     paired_cases: int | None = None  # case IDs found in both folders (None: not from folders)
     ground_truth_problems: tuple[tuple[str, str], ...] = ()
     prediction_models: tuple[tuple[str, str], ...] = ()
+    failed_predictions: tuple[tuple[str, str], ...] = ()
 
     @property
     def overall(self) -> BlockSummary:
@@ -334,6 +338,8 @@ class EvaluationReport:
             "missing_as_empty": self.missing_as_empty,
             # Which weights made the predictions, where their folder records it (several: mixed).
             "prediction_models": [{"model": m, "model_sha256": s or None} for m, s in self.prediction_models],
+            # Frames the predicting run failed on before any mask: scored as empty predictions.
+            "failed_predictions": [{"case_id": printable_path(c), "reason": r} for c, r in self.failed_predictions],
             "conventions": {
                 "distances": "pixels of the mask; HD between the masks as pixel sets (SimpleITK's "
                 "HausdorffDistanceImageFilter); ASD between their boundaries, boundary = pixels with a "
@@ -620,7 +626,13 @@ def evaluate_folders(
         logger.info("%d prediction(s) have no ground truth: %s", len(missing_gt), _preview(missing_gt))
 
     paired = set(gts) & set(preds)
-    to_evaluate = sorted(paired) + (missing_pred if missing_as_empty else [])
+    # Frames the run that made the predictions failed before any mask (unreadable, no ultrasound
+    # image): a failure of the pipeline, scored as an empty prediction, not left out as if no
+    # prediction had been asked for (a pipeline that failed more would score better).
+    run_failures = failed_before_masks(pred_dir)
+    failed_pred = [c for c in missing_pred if c in run_failures]
+    missing_pred = [c for c in missing_pred if c not in run_failures]
+    to_evaluate = sorted(paired) + failed_pred + (missing_pred if missing_as_empty else [])
     if reference_aop is not None:
         reference_aop = _reference_by_case(reference_aop, to_evaluate)
     results: list[CaseResult] = []
@@ -702,7 +714,38 @@ def evaluate_folders(
         paired_cases=len(paired),
         ground_truth_problems=tuple(gt_problems),
         prediction_models=recorded_models(pred_dir),
+        failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
     )
+
+
+def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:
+    """Case ID -> why, for the frames a batch run's ``measurements.csv`` in ``pred_dir`` records
+    as failed before the network drew a mask (``unreadable``, ``not_ultrasound_frame``,
+    ``processing_error`` ...): the case IDs their masks would have had (``scan`` for a still
+    image's or a whole file's row, ``scan_f0003`` for a cine's frame 3; frame 0 gives both).
+    Empty where the folder holds no such CSV."""
+    from ..inference.batch import row_segmented
+
+    table = Path(pred_dir) / "measurements.csv"
+    failures: dict[str, str] = {}
+    if not table.is_file():
+        return failures
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("status") != "failed" or row.get("reasons") is None or row_segmented(row):
+                    continue
+                stem = case_id_of(path_of_printable(name_of_spreadsheet_cell(row.get("file") or "")))
+                frame = (row.get("frame") or "").strip()
+                why = "; ".join(filter(None, (row["reasons"], row.get("error"))))
+                names = [stem] if frame in ("", "0") else []
+                if frame.isdigit():
+                    names.append(f"{stem}_f{int(frame):04d}")
+                for name in names:
+                    failures.setdefault(name, why)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        logger.warning("%s cannot be read for the frames its run failed (%s)", table, exc)
+    return failures
 
 
 def recorded_models(pred_dir: PathLike) -> tuple[tuple[str, str], ...]:
@@ -1099,6 +1142,8 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     problems = [(c, "no prediction" + (": scored as an empty prediction" if c in rows else ""))
                 for c in report.missing_predictions]
     problems += [(c, "no ground truth") for c in report.missing_ground_truth]
+    problems += [(c, f"the predicting run failed on this frame ({why}): scored as an empty prediction")
+                 for c, why in report.failed_predictions]
     problems += list(report.unreadable) + list(report.ground_truth_problems)
     for case_id, problem in problems:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
