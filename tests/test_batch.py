@@ -953,6 +953,10 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
     # Its cells of the new columns stay empty (unknown), and a later resume still goes on with
     # it rather than reading them as rows made with other weights or options.
     assert after[0]["model_sha256"] == "" and measured_now["model_sha256"] != ""
+    # Each row names the version that wrote it: one CSV may hold rows of versions whose rules differ.
+    import ipp_seg
+
+    assert after[0]["ipp_seg_version"] == "" and measured_now["ipp_seg_version"] == ipp_seg.__version__
     result = _run("batch", mixed_folder, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
     again = _rows(out / "measurements.csv")  # the unreadable file is tried again, its row kept in place

@@ -28,8 +28,12 @@ def invoke(*args):
 
 
 def test_version():
+    from importlib.metadata import version
+
     result = invoke("--version")
     assert result.exit_code == 0 and __version__ in result.stdout
+    # The version rows and reports name is the one installed (pyproject.toml's), bumped together.
+    assert version("ipp-seg") == __version__
 
 
 def test_models_lists_configs_and_shipped_models():
@@ -833,6 +837,7 @@ def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sampl
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["blocks"]["overall"]["n_failed_pred_gt_ok"] == 1
     assert summary["failed_predictions"][0]["case_id"] == "04750"
+    assert summary["ipp_seg_version"] == __version__  # whose conventions the figures follow
     assert summary["failed_predictions"][0]["reason"].startswith("not_ultrasound_frame")
 
 
@@ -1119,6 +1124,7 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     uids = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
     assert [drawn[uid] for uid in uids] == [getattr(frame.provenance, uid) for uid in uids]
     assert all(drawn[uid] for uid in uids) and [alone[uid] for uid in uids] == [None] * 3
+    assert drawn["ipp_seg_version"] == alone["ipp_seg_version"] == __version__
     resized = invoke("measure", masks / "04701.png", "--scans", scans)
     assert resized.exit_code == 2 and "not drawn on it" in resized.output
     assert "04701.dcm" in resized.output.replace("\n", "")

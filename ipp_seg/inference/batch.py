@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .. import log_format, quiet_pydicom
+from .. import __version__, log_format, quiet_pydicom
 from ..io import (NotAnImageError, Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames,
                   write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
@@ -52,7 +52,7 @@ CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
-    "study_instance_uid", "series_instance_uid",
+    "study_instance_uid", "series_instance_uid", "ipp_seg_version",
 )
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
@@ -338,7 +338,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     (the same name may later stand for other weights); ``provenance``: the frame's, whose DICOM
     UIDs (SOP instance, study, series) the row carries (None where no frame was read)."""
     row = dict.fromkeys(CSV_COLUMNS, "")
-    row.update(file=file, frame=frame, model=model, model_sha256=model_sha256,
+    # The version that wrote the row: a resumed CSV may hold rows of an earlier one, whose rules differ.
+    row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, ipp_seg_version=__version__,
                **{uid: value or "" for uid, value in dicom_uids(provenance).items()}, error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .. import __version__
 from ..evaluate.report import case_id_of, check_label_pair, files_below, mask_case_id, read_label_mask, relabel_mask
 from ..io import SUPPORTED_SUFFIXES, Provenance, ScanReadError, count_frames, read_frame
 from ..io.folders import printable_file
@@ -248,8 +249,10 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
 
 
 def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None, provenance: Provenance | None) -> dict:
-    """A mask's report with, when scans were given, the scan its calibration came from and that
-    scan's DICOM UIDs (None where it has none, or where no scan was found)."""
+    """A mask's report with the version of ipp-seg and, when scans were given, the scan its
+    calibration came from and that scan's DICOM UIDs (None where it has none, or where no scan
+    was found)."""
+    report = {**report, "ipp_seg_version": __version__}  # as predict's reports and every CSV row name it
     if scans is None:
         return report
     return {**report, "scan": None if scan is None else printable_file(str(scan)), **dicom_uids(provenance)}
