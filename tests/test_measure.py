@@ -671,6 +671,16 @@ def test_a_structure_the_network_did_not_draw_has_no_confidence_not_zero():
     assert row["ps_confidence"] == "" and row["head_confidence"] == 0.97
 
 
+def test_a_confidence_below_its_floor_never_reads_as_the_floor():
+    """0.89996 carries low_confidence (below 0.90); rounded to 4 decimals it had read 0.9."""
+    from ipp_seg.inference.batch import measurement_row
+
+    measured = _measured_with_head_confidence(0.89996, 0.5, 0.95)
+    assert "low_confidence" in measured.reasons
+    row = measurement_row("a.png", 0, measured, "m", None, head_confidence=0.89996, ps_confidence=0.95)
+    assert row["head_confidence"] == 0.8999 and row["ps_confidence"] == 0.95
+
+
 def test_a_frame_measures_with_the_calibration_of_the_region_that_holds_its_symphysis():
     from ipp_seg.inference.pipeline import measure_frame
     from ipp_seg.io import ImagingRegion, Provenance, UltrasoundFrame

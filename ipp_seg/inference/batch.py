@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -343,8 +344,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
                **{uid: value or "" for uid, value in dicom_uids(provenance).items()}, error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
-               head_confidence="" if head_confidence is None else round(float(head_confidence), 4),
-               ps_confidence="" if ps_confidence is None else round(float(ps_confidence), 4))
+               head_confidence=_or_empty(shown_confidence(head_confidence)),
+               ps_confidence=_or_empty(shown_confidence(ps_confidence)))
     if measurement is None:
         row.update(status="failed", reasons=failure_code)
     else:
@@ -358,6 +359,16 @@ def dicom_uids(provenance: Provenance | None) -> dict[str, str | None]:
     """A frame's DICOM UIDs (SOP instance, study, series) by their report keys, None where the
     frame has none or no frame was read: the keys that join a result back to its study."""
     return {uid: getattr(provenance, uid, None) for uid in _UID_COLUMNS}
+
+
+def shown_confidence(confidence: float | None) -> float | None:
+    """A network confidence as rows and reports show it: cut (not rounded) to 4 decimals, so
+    that one below a floor such as 0.90, which carries ``low_confidence``, never reads 0.9."""
+    return None if confidence is None else math.floor(float(confidence) * 10_000) / 10_000
+
+
+def _or_empty(value) -> object:
+    return "" if value is None else value
 
 
 def _tta_cell(tta: bool | None) -> str:

@@ -17,7 +17,7 @@ from ..io.folders import printable_file
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
 from .batch import (NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, dicom_uids,
-                    fitting_stem, measurement_row, output_stem, suffix_disambiguated)
+                    fitting_stem, measurement_row, output_stem, shown_confidence, suffix_disambiguated)
 from .pipeline import FrameResult, segmented_box
 
 
@@ -59,8 +59,8 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         "model": result.model,
         "model_sha256": result.model_sha256 or None,
         "tta": tta,
-        "head_confidence": None if result.head_confidence is None else round(float(result.head_confidence), 4),
-        "ps_confidence": None if result.ps_confidence is None else round(float(result.ps_confidence), 4),
+        "head_confidence": shown_confidence(result.head_confidence),
+        "ps_confidence": shown_confidence(result.ps_confidence),
         "provider": provider,
         "ipp_seg_version": __version__,
         "time_ms": None if elapsed_ms is None else round(elapsed_ms, 1),
