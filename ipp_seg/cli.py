@@ -676,7 +676,7 @@ def batch(
     failed = summary.failed_rows - summary.not_image_rows
     not_images = ("" if not summary.not_image_rows else ", 1 not an image" if summary.not_image_rows == 1
                   else f", {summary.not_image_rows} not images")
-    err.print(f"{summary.rows} rows from {summary.files - summary.skipped_files} files measured now "
+    err.print(f"{_count(summary.rows, 'row')} from {_count(summary.files - summary.skipped_files, 'file')} measured now "
               f"({failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
@@ -690,6 +690,11 @@ def batch(
                   highlight=False)
     if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
         fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 row", "2 rows"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _advise(advice, orientation: str, again: str = "") -> None:

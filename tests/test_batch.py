@@ -80,9 +80,9 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     # Every millimetre traces to its calibration: the DICOM region's; none for the bare PNG.
     assert {r["spacing_source"] for r in by_file["sub/cine.dcm"]} == {"ultrasound_region"}
     assert by_file["a.png"][0]["spacing_source"] == "" and by_file["a.png"][0]["spacing_x_mm"] == ""
-    for bad in ("corrupt.dcm", "readme.txt"):
+    for bad, reason in (("corrupt.dcm", "unreadable"), ("readme.txt", "not_an_image")):  # damaged; no scan
         (row,) = by_file[bad]
-        assert row["status"] == "failed" and row["reasons"] == "unreadable" and row["error"]
+        assert row["status"] == "failed" and row["reasons"] == reason and row["error"]
         assert row["aop_deg"] == "" and row["hsd_mm"] == ""
     good = by_file["a.png"][0]
     assert good["status"] in ("ok", "warning") and 60 <= float(good["aop_deg"]) <= 200
@@ -796,9 +796,9 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     row = next(r for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009")
     assert (row["status"], row["reasons"]) == ("failed", "not_an_image") and "Structured Report" in row["error"]
     said = " ".join(result.output.split())
-    assert "(2 failed, 1 not an image)" in said  # corrupt.dcm and readme.txt; the report apart
-    again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm and readme.txt are read again
-    assert again.exit_code == 0 and "2 rows from 2 files measured now" in " ".join(again.output.split())
+    assert "(1 failed, 2 not images)" in said  # corrupt.dcm; readme.txt and the report apart
+    again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm alone is read again
+    assert again.exit_code == 0 and "1 row from 1 file measured now" in " ".join(again.output.split())
     assert [r["reasons"] for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009"] == ["not_an_image"]
     from ipp_seg.inference.batch import reason_codes
 
@@ -991,7 +991,7 @@ def test_resume_with_a_narrower_glob_keeps_the_other_files_rows(mixed_folder, tm
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0
     before = _rows(out / "measurements.csv")
-    assert any(r["file"] == "readme.txt" and r["reasons"] == "unreadable" for r in before)
+    assert any(r["file"] == "corrupt.dcm" and r["reasons"] == "unreadable" for r in before)
     result = _run("batch", mixed_folder, "--out", out, "--resume", "--glob", "**/*.png")
     assert result.exit_code == 0, result.output
     after = _rows(out / "measurements.csv")
@@ -1262,7 +1262,7 @@ def test_a_resumed_csv_that_cannot_be_put_in_order_keeps_every_row_and_says_so(m
     assert "could not be put back in file order (No space left on device); they are all there" in caplog.text
     rows = _rows(out / "measurements.csv")
     files = [r["file"] for r in rows]  # the files measured again stay at the end: out of order, none lost
-    assert files[-2:] == ["corrupt.dcm", "readme.txt"] and files != sorted(files) and files.count("corrupt.dcm") == 1
+    assert files[-1] == "corrupt.dcm" and files != sorted(files) and files.count("corrupt.dcm") == 1
     assert not list(out.glob("*.order"))
 
 

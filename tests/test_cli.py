@@ -415,11 +415,16 @@ def test_results_name_the_weights_by_checksum_as_well_as_by_name(sample_png, tmp
 
 
 def test_predict_unreadable_input_exits_2(tmp_path):
-    bad = tmp_path / "notes.txt"
+    bad = tmp_path / "scan.png"
     bad.write_text("not a scan")
     result = invoke("predict", bad)
     assert result.exit_code == 2
     assert "cannot read" in result.output and "Traceback" not in result.output
+    notes = tmp_path / "notes.txt"  # no damaged scan: a file of another kind
+    notes.write_text("not a scan")
+    result = invoke("predict", notes)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot measure" in result.output and "not a scan: a .txt file" in " ".join(result.output.split())
 
 
 def test_file_names_with_brackets_are_shown_as_they_are(sample_png, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from ipp_seg.io import (
+    NotAnImageError,
     ScanReadError,
     count_frames,
     read_frame,
@@ -174,7 +175,16 @@ def test_a_webp_under_a_png_name_is_refused_unread(tmp_path, monkeypatch):
         ("page.jpg", b"%PDF-1.7" + b"\x00" * 40, "its content is a PDF document"),
         ("frame.png", b"\x00" * 128 + b"DICM" + b"\x00" * 40, "a DICOM file named .png: rename it .dcm"),
         ("frame.tif", b"P5\n30000 30000\n255\n", "its content is a PNM"),
-        ("scan.xyz", b"hello", "unsupported file type"),
+        # A file of another kind beside the scans (notes, a table, a report) is no scan at all,
+        # counted apart from damaged scans; an image or a name without a suffix (or a UID's
+        # numeric one) under no name ipp-seg takes may be a scan: unreadable, saying why.
+        ("scan.xyz", b"hello", "not a scan: a .xyz file without a DICOM marker or an image format"),
+        ("README.txt", b"", "not a scan: a .txt file"),
+        ("results.csv", b"file,frame\n", "not a scan: a .csv file"),
+        ("scan.jpg2", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "unsupported file type .jpg2 and no DICOM marker"),
+        ("scan.gz", b"\x1f\x8b\x08" + b"\x00" * 40, "unsupported file type .gz"),
+        ("IM_0001", b"hello", "unsupported file type (no suffix) and no DICOM marker"),
+        ("1.2.840.99.7", b"hello", "unsupported file type .7 and no DICOM marker"),
     ],
 )
 def test_bad_images(tmp_path, name, content, expected):
@@ -184,6 +194,7 @@ def test_bad_images(tmp_path, name, content, expected):
         read_frame(path)
     assert expected in info.value.reason
     assert info.value.path == str(path)
+    assert isinstance(info.value, NotAnImageError) is expected.startswith("not a scan")
 
 
 def test_missing_image(tmp_path):

@@ -24,6 +24,22 @@ def starts_like_raw_dicom(head: bytes) -> bool:
     return group in (0x0002, 0x0008) and element < 0x0100
 
 
+# The first bytes of image formats: a file that holds one under a name ipp-seg does not take
+# is a scan saved oddly (unreadable: rename it), not a file that holds no image.
+_IMAGE_SIGNATURES = (
+    b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"GIF8", b"\x00\x00\x00\x0cjP  ",
+    b"\xff\x4f\xff\x51", b"NRRD", b"ObjectType", b"NDims", b"\x1f\x8b",  # (gzip: a .nii.gz renamed)
+)
+
+
+def starts_like_an_image(head: bytes) -> bool:
+    """Whether a file's first bytes (16 or more) are those of an image format (PNG, JPEG, BMP,
+    TIFF, GIF, WebP, JPEG 2000, NRRD, MetaImage, NIfTI or gzip), whatever its name says."""
+    if head.startswith(_IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return True
+    return len(head) >= 4 and 348 in struct.unpack("<i", head[:4]) + struct.unpack(">i", head[:4])  # NIfTI-1
+
+
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     """Whether the file carries the DICOM Part 10 'DICM' marker at byte 128, or starts like a
     data set written without it (:func:`starts_like_raw_dicom`)."""

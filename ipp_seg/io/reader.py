@@ -18,8 +18,8 @@ import stat
 from collections.abc import Iterator, Sequence
 from typing import Union
 
-from .errors import ScanReadError, missing_file_reason
-from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file
+from .errors import NotAnImageError, ScanReadError, missing_file_reason
+from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file, starts_like_an_image
 from .frames import (
     FrameSelection,
     ImagingRegion,
@@ -60,10 +60,23 @@ def source_format(path: PathLike) -> str:
         raise ScanReadError(name, "is a directory, not a file")
     if is_dicom_file(name):
         return "dicom"  # DICOM files often have no suffix (IM000001) or a vendor one
+    if any(c.isalpha() for c in suffix) and not _starts_like_an_image(name):
+        # README.txt, results.csv, a report's .pdf beside the scans: no scan, and no damaged one
+        # either (counted apart from failures, not read again by --resume). A name without a
+        # suffix, or a numeric one (a UID), may be a damaged DICOM file: unreadable, below.
+        raise NotAnImageError(name, f"not a scan: a {suffix} file without a DICOM marker or an image format")
     supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
     raise ScanReadError(
         name, f"unsupported file type {suffix or '(no suffix)'} and no DICOM marker; supported: {supported}"
     )
+
+
+def _starts_like_an_image(name: str) -> bool:
+    try:
+        with open(name, "rb") as f:
+            return starts_like_an_image(f.read(16))
+    except OSError:
+        return True  # cannot tell: left to the reading error that follows
 
 
 def count_frames(path: PathLike) -> int:
