@@ -419,6 +419,30 @@ def test_glob_and_frames_filter(mixed_folder, tmp_path):
     assert not any("requested, the source has" in r["error"] for r in rows)
 
 
+def test_a_scan_without_the_frames_asked_for_is_no_unreadable_file(mixed_folder, tmp_path):
+    """--frames 2 of a still image: its own reason (it had counted as unreadable), its header's
+    UIDs kept, and read again on --resume, whose --frames may take a frame it has."""
+    import pydicom
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out, "--glob", "**/*.dcm", "--frames", "2").exit_code == 0
+    rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+    cine = pydicom.dcmread(mixed_folder / "sub" / "cine.dcm", stop_before_pixels=True)
+    assert rows["sub/cine.dcm"]["frame"] == "2" and rows["corrupt.dcm"]["reasons"] == "unreadable"
+    (tmp_path / "still").mkdir()
+    shutil.copy(mixed_folder / "sub" / "cine.dcm", tmp_path / "still" / "cine.dcm")
+    result = _run("batch", tmp_path / "still", "--out", tmp_path / "o2", "--frames", "5")
+    assert result.exit_code == 1  # nothing of the run measured
+    (row,) = _rows(tmp_path / "o2" / "measurements.csv")
+    assert (row["status"], row["reasons"]) == ("failed", "no_such_frame") and "frames 5 requested" in row["error"]
+    assert (row["sop_instance_uid"], row["study_instance_uid"], row["series_instance_uid"]) == (
+        cine.SOPInstanceUID, cine.StudyInstanceUID, cine.SeriesInstanceUID)
+    again = _run("batch", tmp_path / "still", "--out", tmp_path / "o2", "--frames", "0", "--resume")
+    assert again.exit_code == 0, again.output
+    (row,) = _rows(tmp_path / "o2" / "measurements.csv")
+    assert row["frame"] == "0" and row["status"] != "failed"
+
+
 def test_batch_missing_folder_exits_2(tmp_path):
     result = _run("batch", tmp_path / "nope", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "not a folder" in result.output
@@ -795,6 +819,7 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     assert result.exit_code == 0, result.output
     row = next(r for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009")
     assert (row["status"], row["reasons"]) == ("failed", "not_an_image") and "Structured Report" in row["error"]
+    assert row["sop_instance_uid"] == report.SOPInstanceUID  # its header was read: the row joins its study
     said = " ".join(result.output.split())
     assert "(1 failed, 2 not images)" in said  # corrupt.dcm; readme.txt and the report apart
     again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm alone is read again

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .. import __version__, log_format, quiet_pydicom
-from ..io import (NotAnImageError, Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames,
+from ..io import (FrameNotInScanError, NotAnImageError, Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames,
                   write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
@@ -121,6 +121,7 @@ PROCESSING_ERROR = "processing_error"
 NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, or a label mask: not retried
 NOT_AN_IMAGE = "not_an_image"  # a DICOM report, PDF, presentation state, DICOMDIR...: not retried
 MASK_REFUSED = "mask_refused"  # measure: a mask read, with other label values or not its scan's size
+NO_SUCH_FRAME = "no_such_frame"  # --frames asked for none of the frames a scan has
 #: What each of them means (a row with one of them is ``failed`` and holds no values).
 ROW_FAILURES: dict[str, str] = {
     UNREADABLE: "the file or frame could not be read (its error column says why: damaged, cut short, a compression "
@@ -132,6 +133,8 @@ ROW_FAILURES: dict[str, str] = {
                   "it again",
     NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, blank, or a "
                     "label mask (fewer than 4 grey values)",
+    NO_SUCH_FRAME: "the scan was read but holds none of the frames --frames asked for (frame 2 of a still image); "
+                   "nothing is damaged; a resumed batch reads it again, as its --frames may differ",
     PROCESSING_ERROR: "an unexpected error while the frame was processed (its error column names it); the other "
                       "frames went on, and a resumed batch tries it again",
     MASK_REFUSED: "measure: the mask was read but holds label values other than those named (--labels), or is not "
@@ -153,11 +156,13 @@ def reason_codes() -> list[tuple[str, str, str]]:
 class FrameFailure:
     """A file (frame_index None) or one of its frames that could not be read (``code``
     ``unreadable``), a frame that is no ultrasound image (``not_ultrasound_frame``), or one that
-    could not be segmented or measured (``processing_error``)."""
+    could not be segmented or measured (``processing_error``). ``provenance``: the frame's, or
+    the file's as far as its header was read (its DICOM UIDs), None where nothing was read."""
 
     frame_index: int | None
     reason: str
     code: str = UNREADABLE
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,8 @@ def symphysis_mostly_unsure(segmented_frames: int, unsure_frames: int) -> bool:
 
 def row_segmented(row: dict) -> bool:
     """Whether a CSV row's frame reached the network (it was read, and is an ultrasound image)."""
-    return not {UNREADABLE, NOT_AN_IMAGE, NOT_ULTRASOUND, PROCESSING_ERROR, MASK_REFUSED} & _row_reasons(row)
+    return not {UNREADABLE, NOT_AN_IMAGE, NOT_ULTRASOUND, PROCESSING_ERROR, MASK_REFUSED, NO_SUCH_FRAME} & \
+        _row_reasons(row)
 
 
 def row_not_an_image(row: dict) -> bool:
@@ -673,7 +679,7 @@ class FileProcessor:
                 if refusal:
                     yield from self._process(pending, timings)  # keep frame order
                     pending = []
-                    yield item, FrameFailure(frame.frame_index, refusal, NOT_ULTRASOUND)
+                    yield item, FrameFailure(frame.frame_index, refusal, NOT_ULTRASOUND, frame.provenance)
                     continue
                 pending.append((item, frame))
                 if len(pending) == FRAMES_PER_BATCH:
@@ -731,8 +737,8 @@ class FileProcessor:
             rel, name = rels[item], names[item]
             if isinstance(result, FrameFailure):
                 rows[item].append(measurement_row(name, "" if result.frame_index is None else result.frame_index,
-                                                  None, self.model_name, None, result.reason, inf.method,
-                                                  inf.orientation, inf.tta, result.code, inf.spacing_mm,
+                                                  None, self.model_name, result.provenance, result.reason,
+                                                  inf.method, inf.orientation, inf.tta, result.code, inf.spacing_mm,
                                                   stamps[item], model_sha256=self.model_sha256))
                 continue
             started = time.perf_counter()
@@ -775,7 +781,7 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
     detail = " ".join(str(exc).split())[:200]
     return FrameFailure(frame.frame_index,
                         f"unexpected error while {stage} ({type(exc).__name__}{': ' + detail if detail else ''}); "
-                        "please report it to the ipp-seg developers", PROCESSING_ERROR)
+                        "please report it to the ipp-seg developers", PROCESSING_ERROR, frame.provenance)
 
 
 def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> FrameFailure:
@@ -783,10 +789,14 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
     (:class:`ScanReadError`), or for an error no reader check foresaw with its type only (a
     reader's message may quote header values, patient data; where it was raised, the traceback
     without the message, is logged at debug level for a bug report)."""
-    if isinstance(exc, NotAnImageError):
-        return FrameFailure(frame_index, exc.reason, NOT_AN_IMAGE)
     if isinstance(exc, ScanReadError):
-        return FrameFailure(frame_index, exc.reason)
+        code = (NOT_AN_IMAGE if isinstance(exc, NotAnImageError) else NO_SUCH_FRAME
+                if isinstance(exc, FrameNotInScanError) else UNREADABLE)
+        # A header read before the failure: the row keeps its UIDs, to join back to the study.
+        sop, study, series = exc.dicom_uids
+        header = (Provenance(str(path), "dicom", sop, study_instance_uid=study, series_instance_uid=series)
+                  if any(exc.dicom_uids) else None)
+        return FrameFailure(frame_index, exc.reason, code, header)
     log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
               "".join(traceback.format_tb(exc.__traceback__)).rstrip())
     return FrameFailure(frame_index, f"unexpected error while reading ({type(exc).__name__}); please report it to the "
@@ -934,7 +944,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
-        return taken and row["reasons"] in (UNREADABLE, PROCESSING_ERROR)
+        # (no_such_frame too: the resumed run's --frames may take a frame the scan has.)
+        return taken and row["reasons"] in (UNREADABLE, PROCESSING_ERROR, NO_SUCH_FRAME)
 
     kept = [row for row in rows if not retried(row)]
     if stamps is not None:

@@ -184,7 +184,7 @@ class Predictor:
         if isinstance(result, FrameFailure):
             return unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
                                      self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
-                                     result.code, self.model_sha256)
+                                     result.code, self.model_sha256, result.provenance)
         elapsed_ms = 1000 * sum(result.timings.values()) if result.timings else None
         return frame_report(result, self.provider, elapsed_ms, inf.tta)
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..io import write_label_png, write_overlay_png
+from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.folders import printable_file
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
 from ..measure import Measurement
-from .batch import (NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, dicom_uids,
+from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, dicom_uids,
                     fitting_stem, measurement_row, output_stem, shown_confidence, suffix_disambiguated)
 from .pipeline import FrameResult, segmented_box
 
@@ -82,11 +82,12 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
 
 def unreadable_report(file: str, frame_index: int | None, reason: str, model: str, provider: str, method: str,
                       orientation: str, tta: bool = False, code: str = "unreadable",
-                      model_sha256: str | None = None) -> dict:
-    """:func:`frame_report`'s keys for a file or frame that could not be read or processed."""
+                      model_sha256: str | None = None, provenance: Provenance | None = None) -> dict:
+    """:func:`frame_report`'s keys for a file or frame that could not be read or processed
+    (with the DICOM UIDs of ``provenance``, the frame's or the header's read before the failure)."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, **dicom_uids(None),
+        "n_frames": None, **dicom_uids(provenance),
         "segmented_box": None, "tissue_regions": None,
         "model": model, "model_sha256": model_sha256 or None, "tta": tta,
         "head_confidence": None,
@@ -249,14 +250,15 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
             elapsed_ms = (time.perf_counter() - started) * 1000
             if isinstance(result, FrameFailure):
                 frame = "" if result.frame_index is None else result.frame_index
-                row = measurement_row(shown, frame, None, processor.model_name, None, result.reason, inf.method,
-                                      inf.orientation, inf.tta, result.code, model_sha256=processor.model_sha256)
+                row = measurement_row(shown, frame, None, processor.model_name, result.provenance, result.reason,
+                                      inf.method, inf.orientation, inf.tta, result.code,
+                                      model_sha256=processor.model_sha256)
                 report = {**unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
                                               provider, inf.method, inf.orientation, inf.tta, result.code,
-                                              processor.model_sha256),
+                                              processor.model_sha256, result.provenance),
                           "time_ms": round(elapsed_ms, 1)}  # (the table shows it too: the time it took to refuse)
-                verb = {UNREADABLE: "read", NOT_AN_IMAGE: "measure", NOT_ULTRASOUND: "segment"}.get(result.code,
-                                                                                                    "process")
+                verb = {UNREADABLE: "read", NOT_AN_IMAGE: "measure", NO_SUCH_FRAME: "measure",
+                        NOT_ULTRASOUND: "segment"}.get(result.code, "process")
                 yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
                                      errors=(f"cannot {verb} {scan}: {result.reason}",))
                 started = time.perf_counter()

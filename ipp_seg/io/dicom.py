@@ -205,25 +205,27 @@ def _inspect_dicom(path: str) -> DicomInfo:
         raise ScanReadError(path, open_failure_reason(path, exc)) from None
 
     if not has_pixels:
+        uids = (_valid_uid(ds.get("SOPInstanceUID")), _valid_uid(ds.get("StudyInstanceUID")),
+                _valid_uid(ds.get("SeriesInstanceUID")))  # the row of an object without an image joins its study
         if "DirectoryRecordSequence" in ds or str(ds.get("SOPClassUID", "")) == _MEDIA_DIRECTORY:
             raise NotAnImageError(path, "a DICOMDIR, the index of a CD or USB export, not an image: the images are "
-                                        "the export's other files")
+                                        "the export's other files", uids)
         kind = str(ds.get("Modality", "") or "").strip()
         sop_class = UID(str(ds.get("SOPClassUID", "") or ""))
         if kind.upper() == "SR" or "SR Storage" in sop_class.name:
             # Such as the report ipp-seg writes: a result, not a scan to measure.
-            raise NotAnImageError(path, "a DICOM Structured Report (modality SR), a result: no image to measure")
+            raise NotAnImageError(path, "a DICOM Structured Report (modality SR), a result: no image to measure", uids)
         if sop_class.is_valid and sop_class.name != sop_class and "Image" not in sop_class.name:
             # A class pydicom names and no image's (a PDF, a presentation state): the header says
             # what the file is, whether or not the file ends where its pixels would begin.
-            raise NotAnImageError(path, f"no pixel data (a DICOM {sop_class.name} object, not an image)")
+            raise NotAnImageError(path, f"no pixel data (a DICOM {sop_class.name} object, not an image)", uids)
         if ended and ("Rows" in ds or kind.upper() in ("", "US")):
             # A header that stops short of its pixels (an image's, an ultrasound object's, or
             # one cut off before its Modality, which every object has): a copy cut off, not an
             # object without an image.
             raise ScanReadError(path, "truncated: the file ends before its pixel data")
         what = f"a DICOM object without an image{', modality ' + kind if kind else ''}"
-        raise NotAnImageError(path, f"no pixel data ({what})")
+        raise NotAnImageError(path, f"no pixel data ({what})", uids)
 
     _reject_other_modality(path, ds)
     for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation"):

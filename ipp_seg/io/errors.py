@@ -14,19 +14,29 @@ class ScanReadError(Exception):
     that provides it, a 3-D or spectral-only acquisition, ...) and never holds patient data.
     """
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str,
+                 dicom_uids: tuple[str | None, str | None, str | None] = (None, None, None)) -> None:
         self.path = str(path)
         self.reason = reason
+        # (SOP instance, study, series) UIDs of a DICOM header that was read before the failure:
+        # its row still joins back to the study (an object without an image, a frame it lacks).
+        self.dicom_uids = tuple(dicom_uids)
         super().__init__(f"cannot read {self.path}: {reason}")
 
-    def __reduce__(self):  # keep pickling (multiprocessing) working with two arguments
-        return (type(self), (self.path, self.reason))
+    def __reduce__(self):  # keep pickling (multiprocessing) working with every argument
+        return (type(self), (self.path, self.reason, self.dicom_uids))
 
 
 class NotAnImageError(ScanReadError):
     """The file was read and holds no image: a DICOM report, key-object selection, PDF,
-    presentation state or other object without pixel data, or a DICOMDIR. Nothing to measure,
-    and nothing damaged: reading it again (``batch --resume``) would change nothing."""
+    presentation state or other object without pixel data, a DICOMDIR, or a file of another
+    kind (notes, a table) under its own suffix. Nothing to measure, and nothing damaged:
+    reading it again (``batch --resume``) would change nothing."""
+
+
+class FrameNotInScanError(ScanReadError):
+    """The scan was read, and holds none of the frames asked for (``--frames 2`` of a still
+    image): nothing damaged, and reading it again would change nothing."""
 
 
 def missing_file_reason(path: str | os.PathLike[str]) -> str:

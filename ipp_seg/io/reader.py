@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from typing import Union
 
-from .errors import NotAnImageError, ScanReadError, missing_file_reason
+from .errors import FrameNotInScanError, NotAnImageError, ScanReadError, missing_file_reason
 from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file, starts_like_an_image
 from .frames import (
     FrameSelection,
@@ -123,7 +123,8 @@ def read_frames(
         from .dicom import inspect_dicom, iter_dicom_frames
 
         info = inspect_dicom(name)
-        indices = _indices(name, frames, info.n_frames)
+        indices = _indices(name, frames, info.n_frames,
+                           (info.sop_instance_uid, info.study_instance_uid, info.series_instance_uid))
         spacing = choose_spacing(name, info.spacing_mm, info.spacing_source, user_spacing, info.regions)
         pixel_source = iter_dicom_frames(info, None if indices == range(info.n_frames) else indices)
         return _frames(
@@ -197,14 +198,15 @@ def _frames(pixel_source, spacing, regions, n_frames, provenance) -> Iterator[Ul
             close()
 
 
-def _indices(path: str, frames: Frames, n_frames: int) -> Sequence[int]:
+def _indices(path: str, frames: Frames, n_frames: int,
+             dicom_uids: tuple[str | None, str | None, str | None] = (None, None, None)) -> Sequence[int]:
     if isinstance(frames, str):
         frames = parse_frame_selection(frames)
     if isinstance(frames, FrameSelection):
         try:
             return frames.indices(n_frames)
         except IndexError as exc:
-            raise ScanReadError(path, str(exc)) from None
+            raise FrameNotInScanError(path, str(exc), dicom_uids) from None
     if isinstance(frames, bool) or not isinstance(frames, (int, range)):
         raise TypeError(f"frames must be 'all', an int, a range or a FrameSelection, got {type(frames).__name__}")
     if isinstance(frames, int):
@@ -213,7 +215,8 @@ def _indices(path: str, frames: Frames, n_frames: int) -> Sequence[int]:
         frames = range(frames, frames + 1)
     if len(frames) and (min(frames) < 0 or max(frames) >= n_frames):
         wanted = str(frames.start) if len(frames) == 1 else f"{min(frames)}-{max(frames)}"
-        raise ScanReadError(path, f"frame(s) {wanted} requested, the source has {frames_held(n_frames)}")
+        raise FrameNotInScanError(path, f"frame(s) {wanted} requested, the source has {frames_held(n_frames)}",
+                                  dicom_uids)
     return frames
 
 
