@@ -88,6 +88,21 @@ def test_cards_are_valid_json():
         json.loads(card_path.read_text())
 
 
+def test_each_markdown_card_says_what_its_json_card_says():
+    """The .md is written from the .json; a change to the writer (here: a run "trained on every
+    frame" of a copy that held none of the validation blocks) is carried into every shipped card."""
+    pytest.importorskip("torch")  # (ipp_seg.train imports it)
+    from ipp_seg.train.ship import model_card_markdown
+
+    cards = sorted(models_dir().glob("*.json"))
+    assert cards
+    for card_path in cards:
+        assert card_path.with_suffix(".md").read_text() == model_card_markdown(json.loads(card_path.read_text()))
+    paper = (models_dir() / "dssau-net-paper.md").read_text()
+    assert "trained on every frame of `.gpudata/psfhs-train-png`" in paper and "frames, validation blocks excluded" \
+        in paper
+
+
 def test_fixed_batch_session_pads_and_splits_to_the_same_labels(sample_png):
     """A session specialised to batch 4 accepts any number of frames (padded / split) and gives
     each frame the labels the dynamic session gives it."""

@@ -574,7 +574,9 @@ def model_card_markdown(card: dict) -> str:
             if "validation_count" not in settings:
                 return ""
             if not settings["validation_count"]:
-                return "; trained on every frame"
+                # Of its data folder, which may be a copy without the validation blocks.
+                data = settings.get("data")
+                return f"; trained on every frame of `{data}`" if data else "; trained on every frame of its data"
             extra = settings.get("extra_validation")
             return (f"; the last {settings['validation_count']} case IDs"
                     + (f" and {extra[0]}-{extra[1]}" if extra else "") + " held out")
