@@ -186,7 +186,19 @@ def test_a_csv_edited_in_a_spreadsheet_resumes_without_doubled_or_blank_rows(mix
     resumed = _rows(out / "measurements.csv")
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(map(key, resumed)) == sorted(map(key, full))
-    assert {r["tta"] for r in resumed} <= {"false", "FALSE"}
+    # ...and every row reads as ipp-seg writes it, the earlier run's included (a column had mixed FALSE and false).
+    assert {r["tta"] for r in resumed} == {"false"} and [r for r in resumed if r["file"] == "a.png"] == \
+        [r for r in full if r["file"] == "a.png"]
+    # Saved by pandas where a column has an empty cell: whole numbers as floats (0.0), True/False.
+    floats = [{**row, "frame": row["frame"] and row["frame"] + ".0", "tta": row["tta"].capitalize(),
+               "file_bytes": row["file_bytes"] and row["file_bytes"] + ".0"} for row in full[:-1]]
+    with open(out / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(floats)
+    run = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert run.exit_code == 0, run.output
+    assert _rows(out / "measurements.csv") == full  # nothing measured again, every row as written first
     # Saved with ';' and decimal commas: refused with what to do, not with advice to --overwrite it.
     with open(out / "measurements.csv", "w", newline="", encoding="utf-8-sig") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, delimiter=";")

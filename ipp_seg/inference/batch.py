@@ -845,9 +845,10 @@ def output_lock(out_dir: Path):
         "--out folder"))
 
 
-def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool, tuple]:
+def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool, tuple, bool]:
     """The CSV's complete rows, whether a last row was left half-written by a killed run (no
-    newline at its end: read as complete it would mark its file done), and its header.
+    newline at its end: read as complete it would mark its file done), its header, and whether
+    a row's cells were brought back to the form ipp-seg writes (:func:`_as_written`).
 
     ``expect`` (column -> value, e.g. the model and method of this run) refuses a CSV whose
     rows were made otherwise, and a header that is not this version's columns: appending to
@@ -859,7 +860,7 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
         text = fh.read()
     complete = text[:text.rfind("\n") + 1]
     if not complete:
-        return [], bool(text), ()
+        return [], bool(text), (), False
     reader = csv.DictReader(io.StringIO(complete, newline=""))
     header = tuple(reader.fieldnames or ())
     if not _is_measurements_header(header):
@@ -871,7 +872,8 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
         raise ResumeError(f"{csv_path} is not a measurements.csv of ipp-seg (other columns): give another --out "
                           "folder, or --overwrite to replace it")
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
-    rows = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
+    read = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
+    rows = [_as_written(row) for row in read]
     for row in rows:
         row["file"] = name_of_spreadsheet_cell(row["file"])
         if not row["file"]:  # a blank line a spreadsheet left: no setting to compare (prepare_resume drops it)
@@ -881,8 +883,6 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
             # An empty cell is a column that the version writing the row did not have yet (kept
             # empty when a resume brought it to this version's columns): unknown, not compared,
             # except where empty is itself a setting (no --spacing-mm).
-            if column in _SPREADSHEET_CASED and cell is not None:
-                cell = cell.lower()  # a spreadsheet saving the CSV again writes false as FALSE
             if cell is not None and cell != value and (cell or column in _EMPTY_IS_A_SETTING):
                 if column == "model_sha256":  # the same options, other weights: say which ways that happens
                     raise ResumeError(
@@ -892,7 +892,25 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
                         "(.onnx or .pt); resume with the file that made the rows, or write to a new --out folder")
                 raise ResumeError(f"{csv_path} holds rows made with {column} {_shown(row[column])}, this run uses "
                                   f"{_shown(value)}: resume with the same options, or write to a new --out folder")
-    return rows, complete != text, header
+    return rows, complete != text, header, rows != read
+
+
+_WHOLE_NUMBER_SAVED_AS_FLOAT = re.compile(r"([0-9]+)\.0+")
+
+
+def _as_written(row: dict) -> dict:
+    """A row in the form ipp-seg writes it, where a program that saved the CSV again changed its
+    look, not its value: a whole number column pandas wrote as float where it has an empty cell
+    (frame ``0.0``, file_bytes ``12345.0``), ``True``/``FALSE`` for ``true``/``false``. A resumed CSV
+    then reads alike in every row, those of the earlier run included."""
+    fixed = dict(row)
+    for column in ("frame", "file_bytes"):
+        whole = _WHOLE_NUMBER_SAVED_AS_FLOAT.fullmatch(fixed[column])
+        if whole:
+            fixed[column] = whole.group(1)
+    for column in _SPREADSHEET_CASED:
+        fixed[column] = fixed[column].lower()
+    return fixed
 
 
 _EMPTY_IS_A_SETTING = frozenset({"spacing_given_mm"})
@@ -928,7 +946,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     version's CSV to this version's columns. Rows of files that this run does not take (another
     ``--glob``) are kept as they are; rows of files no longer in ``in_dir`` are kept, and
     counted in a warning."""
-    read, partial, header = _complete_rows(csv_path, expect)
+    read, partial, header, reformatted = _complete_rows(csv_path, expect)
     upgraded = bool(header) and header != CSV_COLUMNS
     # Left by editing the CSV in a spreadsheet: a row without a file name, or a row copied
     # twice, which a mean over the CSV would count twice. The first of each frame's rows is kept.
@@ -963,7 +981,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     if upgraded and rows:
         log.warning("%s: written by an earlier version of ipp-seg; its rows are kept under this version's columns "
                     "(the new ones empty)", csv_path)
-    if partial or len(kept) < len(read) or upgraded:
+    if partial or len(kept) < len(read) or upgraded or reformatted:
         _replace_rows(csv_path, kept, ".resume")
         if partial or len(kept) < len(rows):
             log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "
