@@ -93,7 +93,7 @@ MAX_MEASURABLE_PS_AXIS_RATIO = 0.90
 # A structure the frame's edge cuts: the share of the ellipse fitted to its outline inside the
 # frame that lies beyond the frame. On 106 PSFHS expert masks cut by 2-30 % from each side, the
 # AoP moved by a median 0.2-1.8 deg where less than 0.10 of the PS lay beyond, and 3.3-12.0 deg
-# (over 5 deg in 31-86 % of frames) where more; for the head 0.3-1.3 against 1.9-3.1 deg (20-34 %
+# (over 5 deg in 31-86 % of frames) where more; for the head 0.3-1.3 against 2.1-3.1 deg (20-34 %
 # over 5): benchmarks/frame_edge_cuts.py. Beyond it the structure measured is not the one imaged.
 MAX_BEYOND_FRAME = 0.10
 # The HSD is where a ray meets a curve: the infrapubic line meets the head at a grazing angle when

@@ -55,7 +55,7 @@ REASONS: dict[str, tuple[str, str]] = {
                    "AoP by a median 3.3-12 deg, the network's masks of cut frames by 8.3)"),
     "fh_cut_off": ("failed", "the frame's edge (or a DICOM capture's ultrasound region's) cuts the head off: 10 % "
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and its outline "
-                   "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 1.9-3.1 deg, "
+                   "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 2.1-3.1 deg, "
                    "the network's masks of cut frames by 5.0)"),
     "ps_fragmented": ("warning", "another PS component exceeds 10 % of the kept one's area"),
     "fh_fragmented": ("warning", "another FH component exceeds 10 % of the kept one's area"),
