@@ -414,6 +414,28 @@ def test_results_name_the_weights_by_checksum_as_well_as_by_name(sample_png, tmp
     assert failed["status"] == "failed" and failed["model_sha256"] == report["model_sha256"]
 
 
+def test_the_readme_explains_every_reason_code_under_its_status():
+    """Users select rows by reason: each code a row can carry is explained in the README, in the
+    list of its status (three codes had been missing from it)."""
+    from pathlib import Path
+
+    from ipp_seg.inference.batch import reason_codes
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Status reason codes"):readme.index("## Models")]
+    failed, warnings = section.index("**Failed"), section.index("**Warnings")
+    not_measured = section.index("**", warnings + 2 + section[warnings + 2:].index("**") + 2)
+    for code, status, _ in reason_codes():
+        at = section.find(f"- `{code}`")
+        if at < 0:
+            at = section.find(f" / `{code}`")  # the second of a pair, "- `ps_cut_off` / `fh_cut_off`"
+        assert at >= 0, f"{code} is not explained in the README"
+        if status == "warning":
+            assert warnings < at < not_measured, code
+        else:
+            assert failed < at < warnings or at > not_measured, code
+
+
 def test_predict_unreadable_input_exits_2(tmp_path):
     bad = tmp_path / "scan.png"
     bad.write_text("not a scan")
