@@ -794,6 +794,14 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
     with caplog.at_level("WARNING"):
         assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     assert "1 file(s) no longer in the folder (kept): M\\xfcller.png" in caplog.text
+    # A newline in a name is written \x0a, as a line-based reader would split the row; resumed alike.
+    shutil.copy(mixed_folder / "a.png", mixed_folder / "two\nlines.png")
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    text = (out / "measurements.csv").read_text()
+    assert "two\\x0alines.png," in text and "two\nlines" not in text
+    before = text
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert (out / "measurements.csv").read_text() == before  # known: not measured again
 
 
 def test_a_resumed_run_keeps_the_row_order_of_names_that_are_not_utf8(mixed_folder, tmp_path):

@@ -112,15 +112,21 @@ def printable_path(rel: str) -> str:
     """A file's relative path as the CSV gives it: bytes of its name that are not UTF-8 (a
     Latin-1 name from an old export, which Python holds as lone surrogates and no UTF-8 file can
     hold) written as ``\\xfc``, and so a backslash as ``\\\\``, that no two names read alike
-    (``M\\xfcller.png`` may be a name itself). Names without either, nearly all, are as they
-    are. ``--resume`` compares names in this form."""
-    if "\\" not in rel:
+    (``M\\xfcller.png`` may be a name itself). A control character (a newline, a tab) is
+    written ``\\x0a`` likewise: raw, it would split a line-based reader's row or a table's.
+    Names without any of these, nearly all, are as they are. ``--resume`` compares names in
+    this form."""
+    if "\\" not in rel and not _CONTROL_CHARACTER.search(rel):
         try:
             rel.encode("utf-8")
             return rel
         except UnicodeEncodeError:
             pass
-    return rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    printed = rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL_CHARACTER.sub(lambda m: f"\\x{ord(m.group()):02x}", printed)
+
+
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 # A cell a spreadsheet takes for a formula (CWE-1236): Excel evaluates =HYPERLINK(...), and
