@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ipp_seg.inference.backends import OnnxSegmenter  # noqa: E402
 from ipp_seg.inference.registry import resolve_model  # noqa: E402
+from ipp_seg.train.loop import load_torch_file  # noqa: E402
 from ipp_seg.train.ship import PSFHS_VALIDATION_BLOCKS, validate_segmenter  # noqa: E402
 
 SHOWN = (("dice_ps", "Dice PS"), ("dice_fh", "Dice FH"), ("dice_all", "Dice all"), ("hd_all_px", "HD all px"),
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     specs = [resolve_model(name) for name in args.models]
     members = [OnnxSegmenter(spec, threads=args.threads) for spec in specs]
-    validation = torch.load(specs[0].torch_path, map_location="cpu", weights_only=False)["split"]["validation"]
+    validation = load_torch_file(specs[0].torch_path)["split"]["validation"]
     runs = [(name, member) for name, member in zip(args.models, members)]
     if len(members) > 1:
         runs.append((" + ".join(args.models), LogitEnsemble(members)))

@@ -33,8 +33,8 @@ from ipp_seg.inference.preprocess import normalise_frame
 from ipp_seg.inference.registry import ModelSpec
 from ipp_seg.io.reader import read_frame
 from ipp_seg.train.data import augment, find_pairs, load_cases
-from ipp_seg.train.loop import (TrainSettings, cpu_has_fast_bf16, load_checkpoint_model, logits_on_grid, lr_at,
-                                read_checkpoint)
+from ipp_seg.train.loop import (TrainSettings, cpu_has_fast_bf16, load_checkpoint_model, load_torch_file,
+                                logits_on_grid, lr_at, read_checkpoint)
 from ipp_seg.train.losses import segmentation_loss
 from ipp_seg.train.ship import FRAMES_PER_BATCH, PSFHS_VALIDATION_BLOCKS, REFERENCE_AOP_FILE, segment_by_id
 
@@ -139,7 +139,7 @@ def train(args) -> None:
     start, step = 0, 0
     last = out / "last.pt"
     if last.exists():
-        saved = torch.load(last, map_location="cpu", weights_only=False)
+        saved = load_torch_file(last)
         if saved["recipe"] != recipe:
             raise SystemExit(f"{last} was trained with {saved['recipe']}, not {recipe}: give another --out")
         model.load_state_dict(saved["model"])

@@ -84,7 +84,8 @@ for c in "${configs[@]}"; do
     [ -f "$runs/$c/last.pt" ] || { echo "$c: no last.pt"; tail -20 "$runs/$c.log"; continue; }
     $py - "$runs/$c/last.pt" "$runs/$c-pack" <<'EOF'
 import os, sys, torch
-ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+from ipp_seg.train.loop import load_torch_file
+ckpt = load_torch_file(sys.argv[1])
 for key in ("optimiser", "numpy_rng", "torch_rng", "raw_model", "content_sha256"):  # the digest: of the full file
     ckpt.pop(key, None)
 ckpt["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()}

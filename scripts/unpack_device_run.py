@@ -20,13 +20,12 @@ import io
 import sys
 from pathlib import Path
 
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ipp_seg.train.data import find_pairs, in_id_range, parse_id_range  # noqa: E402
-from ipp_seg.train.loop import CONTENT_DIGEST, save_checkpoint  # noqa: E402
+from ipp_seg.train.loop import CONTENT_DIGEST, load_torch_file, save_checkpoint  # noqa: E402
 
 
 def joined_pieces(pack: Path) -> bytes:
@@ -79,7 +78,7 @@ def main() -> None:
     parser.add_argument("--held-out", action="append", default=[], metavar="FIRST-LAST")
     args = parser.parse_args()
 
-    checkpoint = torch.load(io.BytesIO(joined_pieces(args.pack)), map_location="cpu", weights_only=False)
+    checkpoint = load_torch_file(io.BytesIO(joined_pieces(args.pack)))
     checkpoint["model"] = {k: (v.float() if v.is_floating_point() else v) for k, v in checkpoint["model"].items()}
     trained = set(checkpoint["split"]["train"])
     validation = held_out_ids(args.data, args.held_out, trained)

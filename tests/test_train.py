@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import replace
@@ -444,6 +445,45 @@ def test_files_that_are_not_checkpoints_get_a_clear_error(tmp_path):
     unknown = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r"), "--config", "nope"])
     assert unknown.exit_code == 2 and "unknown network config 'nope'" in unknown.output
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+class _RunsCodeWhenUnpickled:
+    """What a .pt file handed over as "a model" may hold: unpickled fully, it runs a command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_pt_file_that_would_run_code_is_refused_not_run(tmp_path, sample_png):
+    """torch.load(weights_only=False) had run whatever a .pt carried, from predict --backend
+    torch --model, export, train --init-from and the model cards' tools."""
+    from typer.testing import CliRunner
+
+    from ipp_seg.inference.registry import resolve_model
+    from ipp_seg.train.loop import load_torch_file, read_checkpoint
+
+    marker = tmp_path / "ran"
+    checkpoint = read_checkpoint(resolve_model("dssau-net-s").torch_path)  # weights load as before
+    checkpoint["config"]["payload"] = _RunsCodeWhenUnpickled(marker)
+    evil = tmp_path / "model.pt"
+    torch.save(checkpoint, evil)
+    with pytest.raises(ValueError, match="holds Python objects besides weights and settings"):
+        read_checkpoint(evil)
+    with pytest.raises(Exception):
+        load_torch_file(evil)
+    runner = CliRunner()
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    for args in (["predict", str(sample_png), "--backend", "torch", "--model", str(evil)],
+                 ["export", str(evil), "--onnx", str(tmp_path / "x.onnx")],
+                 ["train", str(data), "--out", str(tmp_path / "run"), "--init-from", str(evil),
+                  "--validation-count", "1"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+        assert "unpickling them could run any code" in " ".join(result.output.split()), result.output
+    assert not marker.exists()
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path):

@@ -104,9 +104,9 @@ def lineage_of(init_from: str | Path, parent: dict) -> list[dict]:
         earlier = []
         grandparent = parent.get("settings", {}).get("init_from")
         if grandparent and Path(grandparent).is_file():
-            import torch
+            from .loop import load_torch_file  # (loop imports this module)
 
-            earlier = lineage_of(grandparent, torch.load(grandparent, map_location="cpu", weights_only=False))
+            earlier = lineage_of(grandparent, load_torch_file(grandparent))
             if any(step.get("checkpoint") == str(path) for step in earlier):
                 # The file at the grandparent's path descends from this very parent: it was
                 # overwritten by a later model (a shipped model replaced in place), so its

@@ -786,6 +786,15 @@ def load_initial_weights(model: torch.nn.Module, init: dict, source: str | Path)
     return fresh
 
 
+def load_torch_file(source) -> object:
+    """``torch.load`` of a checkpoint or weights file (a path or a file object), to the CPU, with
+    torch's weights-only unpickler: tensors, numbers, strings and containers, and torch's
+    version, which is all ipp-seg writes. A file holding other objects is refused, never run:
+    a full unpickler would execute whatever code a file handed over as "a model" carries."""
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        return torch.load(source, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint written by :func:`train` (or shipped weights, or an average of runs).
 
@@ -796,8 +805,11 @@ def read_checkpoint(path: str | Path) -> dict:
     """
     check_checkpoint_path(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = load_torch_file(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError) as exc:
+        if "Weights only load failed" in str(exc):
+            raise ValueError(f"{path} holds Python objects besides weights and settings, which ipp-seg does not load "
+                             "(unpickling them could run any code): not a checkpoint written by ipp-seg train") from None
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         with open(path, "rb") as fh:
             start = fh.read(4)

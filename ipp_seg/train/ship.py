@@ -27,7 +27,7 @@ from ..io.folders import folders_to_create, remove_made_folders
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
-from .loop import BEST, TrainSettings, load_checkpoint_model
+from .loop import BEST, TrainSettings, load_checkpoint_model, load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +367,8 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
     # very file this call replaces.
     lineage = checkpoint.get("lineage")
     if lineage is None:  # runs from before lineage was recorded at training time
-        lineage = (lineage_of(settings["init_from"], torch.load(settings["init_from"], map_location="cpu",
-                                                                weights_only=False))
-                   if settings.get("init_from") else [])
+        lineage = lineage_of(settings["init_from"], load_torch_file(settings["init_from"])) if settings.get(
+            "init_from") else []
     onnx_path = export_checkpoint(model, checkpoint, models_dir / f"{name}.onnx",
                                   extra_metadata={"model_name": name}, fp16_weights=fp16_weights)
     torch_path = models_dir / f"{name}.pt"
@@ -505,7 +504,7 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     onnx_path = models_dir / card["files"]["onnx"]["name"]
     if sha256_of(onnx_path) != card["files"]["onnx"]["sha256"]:
         raise ValueError(f"{onnx_path} does not match its card's checksum: ship it again instead")
-    checkpoint = torch.load(models_dir / card["files"]["torch"]["name"], map_location="cpu", weights_only=False)
+    checkpoint = load_torch_file(models_dir / card["files"]["torch"]["name"])
     trained_on_all = not checkpoint["split"]["validation"]
     _check_validated_by(name, trained_on_all, validated_by)
     if trained_on_all:
