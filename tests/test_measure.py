@@ -750,7 +750,34 @@ REASON_CASES = {
     "sector_upside_down": lambda mp: _measured_on(fan_image(upside_down=True)),
     "other_view_not_measured": lambda mp: _measured_in_a_dual_view(),
     "ps_at_black_band": lambda mp: _measured_on(_blacked_out_above(fan_image(), 50)),
+    "frame_saturated": lambda mp: _measured_on(_over_gained(fan_image(), 2.5)),
 }
+
+
+def _over_gained(pixels: np.ndarray, gain: float) -> np.ndarray:
+    """``pixels`` with their grey values multiplied by ``gain``, clipped to white: a gain set too high."""
+    return np.clip(pixels.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def test_an_over_gained_frame_is_said_to_be_saturated():
+    """A gain set too high had moved the network's PS (its AoP by up to 19 deg on a PSFHS frame)
+    without a word; the share of tissue at full brightness tells it (at most 1.8 % in PSFHS)."""
+    from ipp_seg.inference.pipeline import FRAME_SATURATED_SHARE, measure_frame, saturated_share
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    upright = fan_image()  # speckle 40-199 on black
+    assert saturated_share(upright) == 0.0 and _measured_on(upright).reasons == ()
+    assert saturated_share(_over_gained(upright, 1.2)) < FRAME_SATURATED_SHARE  # brighter, not saturated
+    bright = _over_gained(upright, 2.5)
+    assert saturated_share(bright) > 0.5 and _measured_on(bright).reasons == ("frame_saturated",)
+    assert _measured_on(bright).aop_deg == _measured_on(upright).aop_deg  # a warning: the values stay
+    # Only the tissue counts, not the black around it, nor white outside the part the network was shown.
+    assert saturated_share(np.zeros((64, 64), np.uint8)) is None
+    assert saturated_share(np.full((8, 8), 1000.0, np.float32)) is None  # not on the 0-255 scale
+    # A mask drawn elsewhere (measure): an expert's outline does not swell with the gain.
+    frame = UltrasoundFrame(bright, (0.2, 0.2), (), 0, 1, Provenance("fan", "image"))
+    assert measure_frame(typical_scene(), frame, method="ellipse", orientation="standard",
+                         segmented_here=False).reasons == ()
 
 
 def _blacked_out_above(pixels: np.ndarray, row: int) -> np.ndarray:

@@ -84,7 +84,25 @@ MAX_PS_BLACK_BAND_GAP = 0.03
 #: (a dual view, side by side), which the network was not shown: ``other_view_not_measured``.
 #: A Doppler strip or an M-mode trace is no tissue region, and a thumbnail is far smaller.
 OTHER_VIEW_AREA_SHARE = 0.5
+#: A frame whose imaged tissue is at full brightness (250 of 255 or more) in more than this
+#: share is over-gained: ``frame_saturated``. In the 1,058 PSFHS frames the share is at most
+#: 1.8 %; on 177 of them with the gain raised 2 times it passes 5 % in 97 %, and the network's
+#: PS, which it finds by brightness, swells and moves: the AoP by a median 1.8 deg, 6.1 at the
+#: 90th percentile (2.9 and 9.8 at 2.5 times; benchmarks/gain_saturation.py).
+FRAME_SATURATED_SHARE = 0.05
+_SATURATED_LEVEL = 250
+_TISSUE_LEVEL = 8  # above the black of the background and the sector's margin
 _BLACK_BAND_PX = 2  # a side of the content box this far from the image's edge has a black band beyond it
+
+
+def saturated_share(image: np.ndarray) -> float | None:
+    """The share of an image's tissue (grey above 8 of 255) at full brightness (250 or more), 0-1;
+    None for an image without tissue, or not on the 0-255 scale (float pixels of another range)."""
+    if image.dtype != np.uint8 and (image.size == 0 or float(image.max()) > 255 or float(image.min()) < 0):
+        return None
+    tissue = image > _TISSUE_LEVEL
+    count = int(np.count_nonzero(tissue))
+    return None if count == 0 else int(np.count_nonzero(image >= _SATURATED_LEVEL)) / count
 
 
 def ps_black_band_gap(ps: np.ndarray, image: np.ndarray) -> float | None:
@@ -324,8 +342,10 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     a PS against a black band at the image's edge (:func:`ps_black_band_gap` below
     :data:`MAX_PS_BLACK_BAND_GAP`, within the part of the frame the network was shown) the
     warning ``ps_at_black_band``, and a frame with another view beside the one the network was
-    shown (:func:`other_views`) the warning ``other_view_not_measured``; ``segmented_here``
-    False (a mask drawn elsewhere, ``measure``: it may be of either view) leaves that out.
+    shown (:func:`other_views`) the warning ``other_view_not_measured``, and a frame whose
+    tissue is saturated over :data:`FRAME_SATURATED_SHARE` (:func:`saturated_share`) the warning
+    ``frame_saturated``; ``segmented_here`` False (a mask drawn elsewhere, ``measure``: it may be
+    of either view, and an expert's outline does not swell with the gain) leaves those two out.
     ``confidence_floors``: the model's own (head, PS) floors from its card, in place of
     :data:`MIN_HEAD_CONFIDENCE` and :data:`MIN_PS_CONFIDENCE`."""
     min_head, min_ps = confidence_floors or (MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE)
@@ -356,6 +376,9 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_warning("ps_at_black_band")
     if segmented_here and other_views(frame):
         measurement = measurement.with_warning("other_view_not_measured")
+    saturated = saturated_share(frame.pixels[y0:y1, x0:x1]) if segmented_here else None
+    if saturated is not None and saturated > FRAME_SATURATED_SHARE:  # the network's masks alone: an expert's stand
+        measurement = measurement.with_warning("frame_saturated")
     return measurement
 
 
