@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -434,6 +435,37 @@ def test_the_readme_explains_every_reason_code_under_its_status():
             assert warnings < at < not_measured, code
         else:
             assert failed < at < warnings or at > not_measured, code
+
+
+def test_a_link_planted_in_an_output_folder_is_replaced_not_followed(tmp_path, sample_dicom, sample_png):
+    """In a shared folder another user may plant links where ipp-seg will write: a report, a
+    mask, an overlay, a SEG, an SR or evaluate's files had been written through them."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    names = ("psfhs_04700_us.json", "psfhs_04700_us_mask.png", "psfhs_04700_us_overlay.png", "psfhs_04700_us_seg.dcm",
+             "psfhs_04700_us_sr.dcm")
+    for name in names:
+        (victim / name).write_text("precious")
+        (out / name).symlink_to(victim / name)
+    scan = tmp_path / "psfhs_04700_us.dcm"
+    shutil.copy(sample_dicom, scan)
+    assert invoke("predict", scan, "--out", out, "--dicom-seg", "--dicom-sr").exit_code == 0
+    assert all((victim / name).read_text() == "precious" for name in names)
+    assert all((out / name).is_file() and not (out / name).is_symlink() for name in names)
+    assert json.loads((out / names[0]).read_text())["aop_deg"] > 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".ipp-seg-")]  # no staging file left
+    # evaluate's files in its --out folder likewise.
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (victim / "summary.json").write_text("precious")
+    (ev / "summary.json").symlink_to(victim / "summary.json")
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    shutil.copy(out / names[1], gt / "psfhs_04700_us.png")
+    assert invoke("evaluate", out, gt, "--out", ev).exit_code == 0
+    assert (victim / "summary.json").read_text() == "precious" and not (ev / "summary.json").is_symlink()
 
 
 def test_predict_unreadable_input_exits_2(tmp_path):

@@ -44,7 +44,7 @@ from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, p
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
 from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
-from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
+from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, check_choice, check_label_values
 from .acquisition import STYLES, acquisition_style
@@ -1150,7 +1150,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     for case_id, problem in problems:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
         row["problem"] = f"{row['problem']}; {problem}" if row.get("problem") else problem
-    with out.open("w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
+    with replacing(out, text=True, newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
         writer.writeheader()
         for case_id in sorted(rows):
@@ -1161,7 +1161,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
 def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
     """Write :meth:`EvaluationReport.to_dict` as indented JSON. Returns the path."""
     out = Path(path)
-    with out.open("w", encoding="utf-8", errors="backslashreplace") as fh:
+    with replacing(out, text=True, encoding="utf-8", errors="backslashreplace") as fh:
         json.dump(report.to_dict(), fh, indent=2, allow_nan=False)
         fh.write("\n")
     return out

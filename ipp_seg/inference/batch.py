@@ -487,6 +487,8 @@ def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name's bytes that are not UTF-8 (lone surrogates in Python) are written as escapes, not refused.
+    # Opened as named, a link followed: the user names this file (measure --csv), which may be
+    # /dev/stdout or a link of their own; the outputs ipp-seg names in a folder are replaced instead.
     with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -81,6 +82,9 @@ def ray_outcomes(options: BatchOptions, todo: list[tuple[Path, frozenset]], work
     with ``options.inference.threads`` threads (None: the cluster's CPUs shared between the
     workers) and reserves that many CPUs, at most the CPUs of the largest node.
     """
+    # Ray reports usage statistics unless told not to (read when it starts): a tool that reads
+    # patients' scans sends nothing of its own accord. RAY_USAGE_STATS_ENABLED=1 keeps them on.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
         import ray.data

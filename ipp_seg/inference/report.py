@@ -14,7 +14,7 @@ from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.folders import printable_file
-from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX
+from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import Measurement
 from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, dicom_uids,
                     fitting_stem, measurement_row, output_stem, shown_confidence, suffix_disambiguated)
@@ -154,7 +154,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                                      frame.frame_index, frame.n_frames,
                                                                      frame.provenance.frame_number),
                                                  tta=bool(report.get("tta")), model=report.get("model")))
-    written[2].write_text(json.dumps(report, indent=2))
+    with replacing(written[2], text=True, encoding="utf-8") as fh:
+        fh.write(json.dumps(report, indent=2))
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
         import pydicom
 

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..measure.result import REASON_TITLES, SPACING_SOURCES, Measurement
+from .writers import replacing
 
 if TYPE_CHECKING:
     import pydicom
@@ -786,6 +787,7 @@ def _in_the_sources_time_zone(ds, source, label: str = "the source") -> None:
 def _save(ds, path) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(target, enforce_file_format=True)
+    with replacing(target) as fh:
+        ds.save_as(fh, enforce_file_format=True)
     logger.debug("wrote %s", target)
     return target

@@ -8,6 +8,10 @@ created as needed.
 from __future__ import annotations
 
 import os
+import stat
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -22,6 +26,37 @@ LABEL_VALUES = (0, 1, 2)
 # <name>_overlay.png); `evaluate` reads a folder of them back by the same names.
 MASK_NAME_SUFFIX = "_mask"
 OVERLAY_NAME_SUFFIX = "_overlay"
+
+
+@contextmanager
+def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> Iterator:
+    """A file object whose content replaces ``path`` once the block ends without an error: for
+    the outputs ipp-seg names inside an output folder.
+
+    Written beside it under a hidden temporary name, then moved over it: a link planted at
+    ``path`` (another user's, in a shared folder) is replaced, not followed, so an output never
+    lands outside its folder; and a write cut short leaves the earlier file whole, with nothing
+    half-written beside it. The new file's permissions follow the umask, as a plain open's do.
+    A pipe or device named itself (no link) is written as it is. ``text``: opened for text
+    (``open_args`` such as ``encoding``, ``newline``), else bytes."""
+    target = Path(path)
+    try:
+        kind = os.lstat(target).st_mode
+    except OSError:
+        kind = None
+    if kind is not None and not stat.S_ISREG(kind) and not stat.S_ISLNK(kind) and not stat.S_ISDIR(kind):
+        with open(target, "w" if text else "wb", **open_args) as fh:
+            yield fh
+        return
+    staging = target.with_name(f".ipp-seg-{uuid.uuid4().hex}.part")  # short: the target's name may be 255 bytes
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w" if text else "wb", **open_args) as fh:
+            yield fh
+        os.replace(staging, target)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 def write_label_png(path: str | os.PathLike[str], label_mask: np.ndarray) -> None:
@@ -82,4 +117,5 @@ def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarr
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Bytes through Python, not cv2.imwrite, so that any path the OS accepts works.
-    target.write_bytes(encoded.tobytes())
+    with replacing(target) as fh:
+        fh.write(encoded.tobytes())
