@@ -404,8 +404,10 @@ def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
     with pytest.raises(ImportError, match=r"pip install -e '\.\[ray\]' in the ipp-seg clone"):
         run_batch(BatchOptions(mixed_folder, out, engine="ray", overwrite=True))
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"  # set before Ray would start: it sends no statistics
     with pytest.raises(ValueError, match="unknown engine"):
         run_batch(BatchOptions(mixed_folder, out, engine="spark", overwrite=True))
     assert (out / "measurements.csv").read_text() == before
