@@ -468,6 +468,36 @@ def test_a_link_planted_in_an_output_folder_is_replaced_not_followed(tmp_path, s
     assert (victim / "summary.json").read_text() == "precious" and not (ev / "summary.json").is_symlink()
 
 
+def test_text_burnt_in_beside_the_ultrasound_region_stays_out_of_the_overlay(tmp_path, sample_dicom):
+    """A scanner burns the patient's name into a banner beside the image: the overlay PNG, which
+    no DICOM de-identification sees, had carried it; it shows the ultrasound regions alone."""
+    import cv2
+    import pydicom
+
+    from ipp_seg.io.overlay import imaged_pixels
+
+    ds = pydicom.dcmread(sample_dicom)
+    pixels = ds.pixel_array.copy()
+    pixels[:24] = 255  # the banner: white text on the top rows, outside the region below
+    ds.PixelData = pixels.tobytes()
+    ds.SequenceOfUltrasoundRegions[0].RegionLocationMinY0 = 24
+    scan = tmp_path / "burnt.dcm"
+    ds.save_as(scan)
+    assert invoke("predict", scan, "--out", tmp_path / "out").exit_code == 0
+    overlay = cv2.imread(str(tmp_path / "out" / "burnt_overlay.png"), cv2.IMREAD_GRAYSCALE)
+    scale = overlay.shape[1] // pixels.shape[1]
+    assert overlay[: 20 * scale].max() == 0  # the banner's rows are black
+    assert overlay[30 * scale: 200 * scale].mean() > 20  # the image below is there
+    # Without regions (a PNG) nothing is blanked; the regions' own pixels are kept as they are.
+    image = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)
+    assert imaged_pixels(image, ()) is image
+    from ipp_seg.io import ImagingRegion
+
+    shown = imaged_pixels(image, (ImagingRegion(8, 4, 40, 60), ImagingRegion(44, 0, 64, 10)))
+    assert np.array_equal(shown[4:60, 8:40], image[4:60, 8:40]) and np.array_equal(shown[:10, 44:], image[:10, 44:])
+    assert shown[:4, :44].max() == 0 and shown[:, :8].max() == 0 and shown[20:, 44:].max() == 0
+
+
 def test_predict_unreadable_input_exits_2(tmp_path):
     bad = tmp_path / "scan.png"
     bad.write_text("not a scan")

@@ -38,7 +38,7 @@ from ..io import (FrameNotInScanError, NotAnImageError, Provenance, ScanReadErro
                   write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
-from ..io.overlay import overlay_title, render_overlay
+from ..io.overlay import imaged_pixels, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX
 from ..measure import METHODS, ORIENTATIONS, Measurement
@@ -751,7 +751,8 @@ class FileProcessor:
                 write_label_png(opts.out_dir / MASKS_FOLDER / f"{stem}.png", result.labels)
             if opts.overlays:
                 write_overlay_png(opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png",
-                                  render_overlay(frame.pixels, result.labels, result.measurement,
+                                  render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
+                                                 result.measurement,
                                                  # The file's name only, as predict writes it: folder
                                                  # names (often a patient's) burnt into pixels outlive
                                                  # any scrubbing of names; the overlay's path holds them.

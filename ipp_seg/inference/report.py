@@ -141,7 +141,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     derived series each, numbered by frame (or by the source's instance number). ``numbers_used``
     (one dict per run) keeps those numbers unique in a series: where several multi-frame sources
     of one series would repeat a frame's number, the later ones continue after the highest."""
-    from ..io.overlay import overlay_title, render_overlay
+    from ..io.overlay import imaged_pixels, overlay_title, render_overlay
 
     frame = result.frame
     stem = fitting_stem(output_stem(name or Path(frame.provenance.path).name, frame.frame_index, frame.n_frames))
@@ -149,7 +149,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                out_dir / f"{stem}.json"]
     written[0].parent.mkdir(parents=True, exist_ok=True)
     write_label_png(written[0], result.labels)
-    write_overlay_png(written[1], render_overlay(frame.pixels, result.labels, result.measurement,
+    write_overlay_png(written[1], render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
+                                                 result.measurement,
                                                  title=overlay_title(Path(frame.provenance.path).name,
                                                                      frame.frame_index, frame.n_frames,
                                                                      frame.provenance.frame_number),

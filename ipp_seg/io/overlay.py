@@ -76,6 +76,21 @@ def overlay_title(name: str, frame_index: int, n_frames: int, dicom_frame_number
     return f"{name}  frame {frame_index} of 0-{n_frames - 1}{dicom}"
 
 
+def imaged_pixels(pixels: np.ndarray, regions) -> np.ndarray:
+    """``pixels`` with everything outside the frame's 2-D tissue regions (DICOM ultrasound
+    regions, ``UltrasoundFrame.regions``) black: the banner, where a scanner burns in the
+    patient's name, and the other text around the image stay out of an overlay, a PNG that no
+    DICOM de-identification sees. Unchanged for a frame without regions."""
+    if not regions:
+        return pixels
+    inside = np.zeros(pixels.shape[:2], bool)
+    for r in regions:
+        inside[max(r.y0, 0):max(r.y1, 0), max(r.x0, 0):max(r.x1, 0)] = True
+    shown = np.zeros_like(pixels)
+    shown[inside] = pixels[inside]
+    return shown
+
+
 def render_overlay(
     pixels: np.ndarray,
     label_mask: np.ndarray,
