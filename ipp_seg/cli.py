@@ -466,8 +466,12 @@ def _fmt(value, digits: int = 1) -> str:
 
 def _status_text(status: str, reasons: str) -> str:
     colour = {"ok": "green", "warning": "yellow", "failed": "red"}.get(status, "white")
-    # "; " between reasons: a narrow table wraps between them rather than inside one.
-    return f"[{colour}]{status}[/]" + (f" ({escape(reasons.replace(';', '; '))})" if reasons else "")
+    # "; " between reasons: a narrow table wraps between them rather than inside one. A failed
+    # frame's cause first: "failed (ps_cut_off; spacing_unknown)", not behind the warnings.
+    from .measure.result import failing_reasons_first
+
+    shown = "; ".join(failing_reasons_first(reasons.split(";"))) if reasons else ""
+    return f"[{colour}]{status}[/]" + (f" ({escape(shown)})" if shown else "")
 
 
 def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:

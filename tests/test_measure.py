@@ -1244,3 +1244,16 @@ def test_a_calibration_with_pixels_far_from_square_is_implausible_and_not_stretc
     with pytest.raises(ValueError, match="more than 4 times taller than wide"):
         check_plausible_spacing((0.2, 1.0))
     check_plausible_spacing((0.3, 0.4))
+
+
+def test_a_failed_measurements_cause_is_shown_before_its_warnings():
+    """A clinician read "FAILED: spacing_unknown, ps_cut_off" as a calibration failure."""
+    from ipp_seg.cli import _status_text
+    from ipp_seg.measure.result import failing_reasons_first
+
+    assert failing_reasons_first(("spacing_unknown", "ps_fragmented", "ps_cut_off", "ps_nearly_round",
+                                  "fh_cut_off")) == ("ps_cut_off", "fh_cut_off", "spacing_unknown", "ps_fragmented",
+                                                     "ps_nearly_round")
+    assert failing_reasons_first(("unreadable",)) == ("unreadable",) and failing_reasons_first(()) == ()
+    assert "(ps_cut_off; spacing_unknown)" in _status_text("failed", "spacing_unknown;ps_cut_off")
+    assert "(spacing_unknown; ps_fragmented)" in _status_text("warning", "spacing_unknown;ps_fragmented")

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from ..measure.result import Measurement
+from ..measure.result import Measurement, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
            "render_overlay"]
@@ -406,8 +406,9 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
     if model:
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(f"model {model}".split(), usable, style, rel))
     status_colour = _STATUS_COLOURS.get(m.status, _STATUS_COLOURS["failed"])
-    status_words = [f"{m.status.upper()}" + (":" if m.reasons else "")] + [
-        r + ("," if i < len(m.reasons) - 1 else "") for i, r in enumerate(m.reasons)
+    shown = failing_reasons_first(m.reasons)  # a failed frame's cause before its warnings
+    status_words = [f"{m.status.upper()}" + (":" if shown else "")] + [
+        r + ("," if i < len(shown) - 1 else "") for i, r in enumerate(shown)
     ]
     rows.extend((line, status_colour) for line in _wrap(status_words, usable, style, rel))
 

@@ -14,6 +14,7 @@ __all__ = [
     "REASONS",
     "REASON_TITLES",
     "SPACING_SOURCES",
+    "failing_reasons_first",
     "Landmarks",
     "Measurement",
     "check_spacing",
@@ -119,6 +120,15 @@ REASONS: dict[str, tuple[str, str]] = {
                             "more than 4:1 (a unit slip or a damaged calibration): distances in pixels only, and "
                             "past 4:1 the angle taken on the stored pixels as square, as scan-converted pixels are"),
 }
+
+def failing_reasons_first(reasons) -> tuple[str, ...]:
+    """``reasons`` with those that fail a measurement first, each group in its own order: a
+    reader of a failed row sees its cause before ``spacing_unknown`` and the other warnings.
+    Codes :data:`REASONS` lacks (a file's ``unreadable``) count as failing."""
+    reasons = tuple(reasons)
+    failing = tuple(r for r in reasons if REASONS.get(r, ("failed",))[0] == "failed")
+    return failing + tuple(r for r in reasons if r not in failing)
+
 
 # Each reason in a few words, as a DICOM code meaning (a Long String: 64 characters at most)
 # gives it in an SR; REASONS holds the full meaning.
