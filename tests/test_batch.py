@@ -1162,6 +1162,12 @@ def test_a_run_upside_down_is_not_told_to_measure_again_mirrored(tmp_path, sampl
     # JSON reports list their reasons (they had counted as one unknown code each: no advice).
     reports = [{**r, "reasons": r["reasons"].split(";")} for r in rows]
     assert RunAdvice.of_rows(reports) == RunAdvice.of_rows(rows)
+    # A frame the network is unsure of (noise, no transperineal view) casts no vote on the display: two such
+    # among four had told a run of good frames to measure again the other way round.
+    unsure = [{**row, "status": "warning", "reasons": "orientation_doubtful;low_confidence"},
+              {**row, "status": "warning", "reasons": "orientation_doubtful;ps_low_confidence"},
+              {**row, "status": "ok", "reasons": ""}, {**row, "status": "ok", "reasons": ""}]
+    assert RunAdvice.of_rows(unsure).doubtful_orientation == 0 and not RunAdvice.of_rows(unsure).orientation_looks_reversed
 
     import cv2
 

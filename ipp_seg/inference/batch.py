@@ -192,6 +192,8 @@ UNSURE_SYMPHYSIS_RUN_SHARE = 0.5
 # A symphysis where no transperineal view as the models learnt them has it (below the head's
 # centre; an angle past 240 deg): what masks show of a frame displayed upside down, whoever drew them.
 _MISPLACED_SYMPHYSIS = frozenset({"ps_below_head", "aop_impossible"})
+# A network unsure of what it drew: its masks say nothing of how the frame is displayed.
+_NETWORK_UNSURE = frozenset({"low_confidence", "ps_low_confidence"})
 # ...and, for a network's masks, one it is unsure of or finds none of.
 _UNSURE_SYMPHYSIS = frozenset({"ps_low_confidence", "ps_missing", "ps_too_small"}) | _MISPLACED_SYMPHYSIS
 
@@ -327,8 +329,11 @@ def orientation_looks_reversed(measured_frames: int, doubtful_frames: int) -> bo
 
 
 def row_orientation_doubtful(row: dict) -> bool:
-    """Whether a CSV row (see :func:`measurement_row`) was measured with ``orientation_doubtful``."""
-    return row["status"] != "failed" and "orientation_doubtful" in _row_reasons(row)
+    """Whether a CSV row (see :func:`measurement_row`) was measured with ``orientation_doubtful``
+    on masks the network was sure of: a frame of noise, or one that is no transperineal view,
+    leans either way, and its vote would tell a whole run to measure again the other way round."""
+    reasons = _row_reasons(row)
+    return row["status"] != "failed" and "orientation_doubtful" in reasons and not (_NETWORK_UNSURE & reasons)
 
 
 def measurement_row(file: str, frame: int | str, measurement: Measurement | None, model: str,
