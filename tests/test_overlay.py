@@ -256,3 +256,17 @@ def test_a_title_in_letters_the_font_lacks_is_drawn_as_escapes_so_names_stay_apa
     assert np.array_equal(first, render_overlay(frame(), mask, m, title="\\u5f20\\u4e09.png"))
     assert not np.array_equal(render_overlay(frame(), mask, m, title="Müller.png"),
                               render_overlay(frame(), mask, m, title="M\\u00fcller.png"))
+
+
+@pytest.mark.parametrize("width", [256, 512, 1024])
+def test_a_label_pushed_against_an_edge_keeps_its_degree_sign_inside(width):
+    """A label anchored beyond the top-right corner had lost its degree sign and outline there."""
+    from ipp_seg.io.overlay import _label, _Style
+
+    canvas = np.zeros((width // 2, width, 3), np.uint8)
+    style = _Style(width)
+    _label(canvas, "AoP 180.3\u00b0", (width + 50, -50), (255, 255, 0), style, 1.0, centre=True)
+    inked = np.argwhere(canvas.any(axis=2))
+    assert inked.size
+    assert inked[:, 1].max() < width - 1 and inked[:, 0].min() > 0  # nothing touches the right or top edge
+    assert canvas[:, -2:].max() == 0 and canvas[:2].max() == 0

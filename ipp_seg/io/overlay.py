@@ -330,8 +330,12 @@ def _label(canvas, text: str, anchor, colour, style: _Style, rel: float, centre:
     x, y = float(anchor[0]), float(anchor[1])
     if centre:
         x, y = x - tw / 2.0, y + th / 2.0
-    x = int(np.clip(x, 2, max(2, w - tw - 2)))
-    y = int(np.clip(y, th + 2, max(th + 2, h - base - 2)))
+    # Clear of the edges by the outline's width and a degree sign's overhang, which the measured
+    # width (a space for the sign) leaves out: a label had lost its sign at the right edge.
+    pad = 2 * max(1, style.text_thickness) + 3
+    extra = int(math.ceil(0.4 * th)) if "\u00b0" in text else 0
+    x = int(np.clip(x, pad, max(pad, w - tw - extra - pad)))
+    y = int(np.clip(y, th + pad, max(th + pad, h - base - pad)))
     _put_text(canvas, text, (x, y), colour, style, rel)
 
 
