@@ -270,3 +270,22 @@ def test_a_label_pushed_against_an_edge_keeps_its_degree_sign_inside(width):
     assert inked.size
     assert inked[:, 1].max() < width - 1 and inked[:, 0].min() > 0  # nothing touches the right or top edge
     assert canvas[:, -2:].max() == 0 and canvas[:2].max() == 0
+
+
+def test_an_angle_a_warning_puts_in_doubt_is_labelled_so():
+    """A frame upside down read "AoP 106.0" in the same label as a sound frame's 146.2."""
+    from ipp_seg.measure.result import ANGLE_IN_DOUBT, REASONS
+
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.2, 0.2))
+    assert m.status == "ok" and m.aop_deg is not None
+
+    def label_ink(measurement) -> int:  # pixels of the axis' yellow: the arc, the lines and the AoP label
+        img = image_part(render_overlay(frame(), mask, measurement))
+        return int(((img[..., 0] > 240) & (img[..., 1] > 225) & (img[..., 2] < 60)).sum())
+
+    plain = label_ink(m)
+    doubted = label_ink(replace(m, status="warning", reasons=("sector_upside_down",)))
+    assert doubted > plain + 40  # "AoP 146.2° (doubtful)": the longer label
+    assert label_ink(replace(m, status="warning", reasons=("hsd_unstable",))) == plain  # the HSD's, not the angle's
+    assert ANGLE_IN_DOUBT <= {code for code, (status, _) in REASONS.items() if status == "warning"}

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from ..measure.result import Measurement, failing_reasons_first
+from ..measure.result import ANGLE_IN_DOUBT, Measurement, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
            "render_overlay"]
@@ -273,7 +273,10 @@ def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray
     # lie the HSD segment and the head, outside it (towards the skin) there is room.
     mid = dirs[len(dirs) // 2] / scale
     mid = mid / np.linalg.norm(mid)
-    text = f"AoP {aop:.1f}\u00b0"
+    # A number a warning puts in doubt must not look like a good frame's (a frame upside down
+    # read 106.0 deg in the same label as a sound 146.2): said in words, whatever one's colour vision.
+    doubted = bool(ANGLE_IN_DOUBT & set(m.reasons))
+    text = f"AoP {aop:.1f}\u00b0" + (" (doubtful)" if doubted else "")
     tw, th, _ = _text_size(text, style, 1.0)
     reach = 3.0 * style.marker + 0.5 * abs(mid[0]) * tw + 0.5 * abs(mid[1]) * th
     _label(canvas, text, inferior - mid * reach, _AXIS_COLOUR, style, 1.0, centre=True)

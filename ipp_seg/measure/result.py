@@ -121,6 +121,17 @@ REASONS: dict[str, tuple[str, str]] = {
                             "past 4:1 the angle taken on the stored pixels as square, as scan-converted pixels are"),
 }
 
+#: Warnings that put the angle itself in doubt (the masks or the display it was read from), as
+#: against those on the HSD, the calibration or the frame's surroundings: an overlay marks the
+#: AoP of a frame carrying one, whose number must not look like a good frame's.
+ANGLE_IN_DOUBT: frozenset[str] = frozenset({
+    "low_confidence", "ps_low_confidence", "orientation_doubtful", "sector_upside_down", "ps_below_head",
+    "ps_nearly_round", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
+    "ps_axis_near_vertical", "aop_out_of_range", "head_small_in_frame", "fh_ellipse_poor_fit", "ps_fragmented",
+    "fh_fragmented",
+})
+
+
 def failing_reasons_first(reasons) -> tuple[str, ...]:
     """``reasons`` with those that fail a measurement first, each group in its own order: a
     reader of a failed row sees its cause before ``spacing_unknown`` and the other warnings.
