@@ -67,6 +67,10 @@ class OnnxSegmenter:
                  fixed_batch: int | None = None) -> None:
         import onnxruntime as ort  # (its telemetry turned off by importing ipp_seg, see ipp_seg/__init__.py)
 
+        # Also where a program imported onnxruntime before ipp_seg, when the environment setting
+        # came too late: no events are queued for a session ipp-seg runs.
+        if hasattr(ort, "disable_telemetry_events"):
+            ort.disable_telemetry_events()
         if spec.onnx_path is None:
             if spec.torch_path is not None and spec.card is None:  # --model FILE.pt
                 beside = spec.torch_path.with_suffix(".onnx")
