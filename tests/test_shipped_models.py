@@ -174,3 +174,13 @@ def test_a_cards_validation_segments_each_frame_as_a_batch_run_does(psfhs_dir, t
     for metric, key in (("dice_ps", "dice_ps"), ("dice_fh", "dice_fh"), ("hd_all", "hd_all_px"),
                         ("delta_aop", "mean_abs_delta_aop_deg")):
         assert report.overall.metrics[metric].mean == card[key], metric
+
+
+def test_the_onnx_backend_turns_telemetry_events_off_itself(monkeypatch):
+    """For a program that imported onnxruntime before ipp_seg, when the environment setting came too late."""
+    import onnxruntime
+
+    calls = []
+    monkeypatch.setattr(onnxruntime, "disable_telemetry_events", lambda: calls.append(True), raising=False)
+    OnnxSegmenter(resolve_model(DEFAULT_MODEL))
+    assert calls
