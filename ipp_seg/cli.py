@@ -680,7 +680,8 @@ def batch(
     failed = summary.failed_rows - summary.not_image_rows
     not_images = ("" if not summary.not_image_rows else ", 1 not an image" if summary.not_image_rows == 1
                   else f", {summary.not_image_rows} not images")
-    err.print(f"{_count(summary.rows, 'row')} from {_count(summary.files - summary.skipped_files, 'file')} measured now "
+    measured_files = _count(summary.files - summary.skipped_files, "file")
+    err.print(f"{_count(summary.rows, 'row')} from {measured_files} measured now "
               f"({failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")

@@ -1167,7 +1167,8 @@ def test_a_run_upside_down_is_not_told_to_measure_again_mirrored(tmp_path, sampl
     unsure = [{**row, "status": "warning", "reasons": "orientation_doubtful;low_confidence"},
               {**row, "status": "warning", "reasons": "orientation_doubtful;ps_low_confidence"},
               {**row, "status": "ok", "reasons": ""}, {**row, "status": "ok", "reasons": ""}]
-    assert RunAdvice.of_rows(unsure).doubtful_orientation == 0 and not RunAdvice.of_rows(unsure).orientation_looks_reversed
+    advice = RunAdvice.of_rows(unsure)
+    assert advice.doubtful_orientation == 0 and not advice.orientation_looks_reversed
 
     import cv2
 

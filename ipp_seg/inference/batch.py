@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .. import __version__, log_format, quiet_pydicom
-from ..io import (FrameNotInScanError, NotAnImageError, Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames,
-                  write_label_png, write_overlay_png)
+from ..io import (FrameNotInScanError, NotAnImageError, Provenance, ScanReadError, count_frames,
+                  parse_frame_selection, read_frames, write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.overlay import imaged_pixels, overlay_title, render_overlay

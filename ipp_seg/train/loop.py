@@ -808,8 +808,9 @@ def read_checkpoint(path: str | Path) -> dict:
         checkpoint = load_torch_file(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError) as exc:
         if "Weights only load failed" in str(exc):
-            raise ValueError(f"{path} holds Python objects besides weights and settings, which ipp-seg does not load "
-                             "(unpickling them could run any code): not a checkpoint written by ipp-seg train") from None
+            raise ValueError(f"{path} holds Python objects besides weights and settings, which ipp-seg does not "
+                             "load (unpickling them could run any code): not a checkpoint written by ipp-seg "
+                             "train") from None
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         with open(path, "rb") as fh:
             start = fh.read(4)
