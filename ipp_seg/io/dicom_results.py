@@ -275,7 +275,9 @@ def write_dicom_sr(
         def coded_measurement(code: str, meaning: str, value: float, unit, points):
             return sr.Measurement(
                 name=sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
-                value=float(value),
+                # To a hundredth (of a degree, of a mm): a viewer shows a report's value as stored,
+                # and 15 digits would claim a precision no measurement has (the CSV keeps them all).
+                value=round(float(value), 2),
                 unit=unit,
                 algorithm_id=algorithm,
                 method=method,
