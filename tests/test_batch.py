@@ -455,6 +455,11 @@ def test_a_scan_without_the_frames_asked_for_is_no_unreadable_file(mixed_folder,
     assert again.exit_code == 0, again.output
     (row,) = _rows(tmp_path / "o2" / "measurements.csv")
     assert row["frame"] == "0" and row["status"] != "failed"
+    # Resumed asking for a frame it lacks, beside the row of one it has: a row that says so (a traceback before).
+    again = _run("batch", tmp_path / "still", "--out", tmp_path / "o2", "--frames", "5", "--resume")
+    assert again.exit_code == 1 and "Traceback" not in again.output, again.output  # 1: none measured now
+    rows = _rows(tmp_path / "o2" / "measurements.csv")
+    assert [(r["frame"], r["reasons"]) for r in rows] == [("", "no_such_frame"), ("0", row["reasons"])]
 
 
 def test_batch_missing_folder_exits_2(tmp_path):

@@ -927,6 +927,19 @@ def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sampl
     assert summary["n_cases"] == 2 and summary["blocks"]["overall"]["n_failed_pred_gt_ok"] == 1
     assert summary["failed_predictions"][0]["case_id"] == "04750"
     assert summary["ipp_seg_version"] == __version__  # whose conventions the figures follow
+    # Every ground truth's frame failed: scored so (it had been "no label masks found"), whether or not the
+    # run kept any mask at all.
+    only_failed = tmp_path / "gt_failed"
+    only_failed.mkdir()
+    shutil.copy(gt / "04750.png", only_failed / "04750.png")
+    for run in ("run", "run_blank"):
+        if run == "run_blank":
+            (scans / "04700.png").unlink()
+            assert invoke("batch", scans, "--out", tmp_path / run, "--save-masks").exit_code == 1  # nothing measured
+        result = invoke("evaluate", tmp_path / run, only_failed, "--out", tmp_path / f"ev_{run}")
+        assert result.exit_code == 0, result.output
+        summary = json.loads((tmp_path / f"ev_{run}" / "summary.json").read_text())
+        assert summary["n_cases"] == 1 and summary["blocks"]["overall"]["metrics"]["dice_all"]["mean"] == 0.0
     assert summary["failed_predictions"][0]["reason"].startswith("not_ultrasound_frame")
 
 

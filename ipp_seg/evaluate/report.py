@@ -297,7 +297,7 @@ class EvaluationReport:
     missing_images: tuple[str, ...] = ()
     unreadable: tuple[tuple[str, str], ...] = ()
     missing_as_empty: bool = False
-    paired_cases: int | None = None  # case IDs found in both folders (None: not from folders)
+    paired_cases: int | None = None  # case IDs of both folders, or failed by the run (None: not from folders)
     ground_truth_problems: tuple[tuple[str, str], ...] = ()
     prediction_models: tuple[tuple[str, str], ...] = ()
     failed_predictions: tuple[tuple[str, str], ...] = ()
@@ -713,7 +713,7 @@ def evaluate_folders(
         missing_images=tuple(missing_images),
         unreadable=tuple(unreadable),
         missing_as_empty=missing_as_empty,
-        paired_cases=len(paired),
+        paired_cases=len(paired) + len(failed_pred),  # a frame the run failed on is a prediction too
         ground_truth_problems=tuple(gt_problems),
         prediction_models=recorded_models(pred_dir),
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
@@ -1114,11 +1114,24 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
             raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].relative_to(root)} and "
                              f"{path.relative_to(root)}")
         found[case_id] = path
-    if predictions and not found and in_batch_output(root) and not (root / MASKS_FOLDER).is_dir():
+    if (predictions and not found and in_batch_output(root) and not (root / MASKS_FOLDER).is_dir()
+            and _run_segmented_a_frame(root)):
         # Said here, not as "no label masks": the run measured, and kept no masks to score.
         raise ValueError(f"{root} holds a batch run's measurements.csv but no {MASKS_FOLDER}/ folder: the run kept "
                          "no masks to score; run it again with --save-masks (--overwrite, or another --out)")
     return found
+
+
+def _run_segmented_a_frame(folder: Path) -> bool:
+    """Whether the batch run whose measurements.csv lies in ``folder`` drew a mask of any frame
+    (a run that failed on every frame before the network has none to keep, --save-masks or not)."""
+    from ..inference.batch import row_segmented
+
+    try:
+        with open(folder / "measurements.csv", newline="", encoding="utf-8-sig") as fh:
+            return any(row.get("reasons") is not None and row_segmented(row) for row in csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return True  # unreadable: say what a run without masks lacks
 
 
 def files_below(root: Path, skip=None) -> list[Path]:

@@ -1236,7 +1236,7 @@ def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None
 def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
     try:
         wanted = parse_frame_selection(frames).indices(count_frames(path))
-    except (ScanReadError, ValueError):
+    except (ScanReadError, ValueError, IndexError):  # (IndexError: it has none of them, a no_such_frame row)
         return False
     return all(i in seen for i in wanted)
 
