@@ -307,16 +307,20 @@ def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(fol
                          "error": "truncated pixel data"})
         writer.writerow({"file": "cine.dcm", "frame": "2", "status": "failed", "reasons": "not_ultrasound_frame"})
         writer.writerow({"file": "00001.png", "frame": "0", "status": "failed", "reasons": "ps_missing"})
+        writer.writerow({"file": "00002.png", "frame": "0", "status": "failed", "reasons": "unreadable"})
     report = evaluate_folders(pred, gt)
     assert report.missing_predictions == ()
-    assert report.failed_predictions == (("00004", "unreadable; truncated pixel data"),
+    # 00002's mask is an earlier run's: the run that wrote the CSV failed on that file (a copy cut short,
+    # measured again), and its old mask had been scored in place of that failure.
+    assert report.failed_predictions == (("00002", "unreadable"), ("00004", "unreadable; truncated pixel data"),
                                          ("cine_f0002", "not_ultrasound_frame"))
     cases = {c.case_id: c for c in report.cases}
     assert cases["00004"].dice_all == 0.0 and cases["00004"].hd_all == 100.0 and cases["00004"].status_pred == "failed"
-    assert report.overall.n_failed_pred_gt_ok == 2 and report.overall.n_cases == 5
+    assert cases["00002"].dice_all == 0.0
+    assert report.overall.n_failed_pred_gt_ok == 3 and report.overall.n_cases == 5
     assert cases["00001"].dice_all == 1.0  # its mask is there: measured as it is, whatever its row says
     summary = report.to_dict()
-    assert summary["failed_predictions"][0] == {"case_id": "00004", "reason": "unreadable; truncated pixel data"}
+    assert summary["failed_predictions"][1] == {"case_id": "00004", "reason": "unreadable; truncated pixel data"}
     rows = {r["case_id"]: r for r in csv.DictReader(write_case_csv(report, pred.parent / "cases.csv").open())}
     assert rows["00004"]["evaluated"] == "true" and "predicting run failed on this frame" in rows["00004"]["problem"]
 

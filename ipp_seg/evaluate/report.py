@@ -632,7 +632,13 @@ def evaluate_folders(
     # image): a failure of the pipeline, scored as an empty prediction, not left out as if no
     # prediction had been asked for (a pipeline that failed more would score better).
     run_failures = failed_before_masks(pred_dir)
-    failed_pred = [c for c in missing_pred if c in run_failures]
+    # A mask beside such a row is an earlier run's, left when this run measured the file again.
+    stale = sorted(c for c in paired if c in run_failures)
+    if stale:
+        logger.warning("%d mask(s) in %s are of an earlier run: the run that wrote its measurements.csv failed on "
+                       "those frames, which are scored as failed (%s)", len(stale), pred_dir, _preview(stale))
+    paired -= set(stale)
+    failed_pred = sorted([c for c in missing_pred if c in run_failures] + stale)
     missing_pred = [c for c in missing_pred if c not in run_failures]
     to_evaluate = sorted(paired) + failed_pred + (missing_pred if missing_as_empty else [])
     if reference_aop is not None:
@@ -653,7 +659,7 @@ def evaluate_folders(
             continue
         lacking = [name for name, value in (("PS", labels[0]), ("FH", labels[1])) if not (gt == value).any()]
         pred = np.zeros_like(gt)
-        if case_id in preds:
+        if case_id in preds and case_id not in run_failures:
             try:
                 stored_pred, pred_spacing = read_label_mask(preds[case_id])
                 pred = relabel_mask(stored_pred, pred_labels, labels, f"prediction {preds[case_id].name}",
