@@ -607,8 +607,9 @@ def batch(
                                TimeRemainingColumn)
 
     from .inference.backends import BackendError
-    from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, NoScansError,
-                                  OutputLockedError, ResumeError, WorkerDiedError, row_not_an_image, run_batch)
+    from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, LinkedOutputFolderError,
+                                  NoScansError, OutputLockedError, ResumeError, WorkerDiedError, row_not_an_image,
+                                  run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -658,7 +659,7 @@ def batch(
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
-                ExistingResultsError, OutputLockedError, WorkerDiedError) as exc:
+                ExistingResultsError, LinkedOutputFolderError, OutputLockedError, WorkerDiedError) as exc:
             fail(str(exc))
         except OSError as exc:
             csv_path = out / "measurements.csv"
@@ -675,7 +676,7 @@ def batch(
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
     # This run's rows and failures; files measured by the run it resumed are counted apart.
-    earlier = f"; {summary.skipped_files} files already done before" if summary.skipped_files else ""
+    earlier = f"; {_count(summary.skipped_files, 'file')} already done before" if summary.skipped_files else ""
     # Objects without an image (reports, PDFs, a DICOMDIR) are counted apart from frames that failed.
     failed = summary.failed_rows - summary.not_image_rows
     not_images = ("" if not summary.not_image_rows else ", 1 not an image" if summary.not_image_rows == 1

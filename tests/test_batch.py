@@ -433,6 +433,19 @@ def test_glob_and_frames_filter(mixed_folder, tmp_path):
     assert not any("requested, the source has" in r["error"] for r in rows)
 
 
+def test_a_masks_or_overlays_folder_linked_elsewhere_is_refused(mixed_folder, tmp_path):
+    """A link planted as OUT/overlays (a shared folder) had taken every overlay where it points."""
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.mkdir()
+    (out / "overlays").symlink_to(victim)
+    result = _run("batch", mixed_folder, "--out", out, "--overlays")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in said and "overlays is a link to" in said
+    assert not list(victim.iterdir()) and not (out / "measurements.csv").exists()
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0  # not written into: no matter
+
+
 def test_a_scan_without_the_frames_asked_for_is_no_unreadable_file(mixed_folder, tmp_path):
     """--frames 2 of a still image: its own reason (it had counted as unreadable), its header's
     UIDs kept, and read again on --resume, whose --frames may take a frame it has."""

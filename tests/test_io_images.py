@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import struct
 import time
 import zlib
@@ -889,3 +890,37 @@ def test_a_volume_itk_cannot_read_a_plane_at_a_time_beyond_the_budget_is_refused
     for plain in ("plain.mha", "plain.nii"):
         sitk.WriteImage(sitk.GetImageFromArray(planes), str(tmp_path / plain), useCompression=False)
         assert count_frames(tmp_path / plain) == 4
+
+
+def test_an_output_replaces_a_planted_pipe_keeps_a_files_permissions_and_names_itself_in_errors(tmp_path):
+    """A FIFO planted under an output's name had hung the run; a file made private came back
+    world-readable once written again; an error named the hidden temporary file."""
+    import stat
+    import subprocess
+    import sys
+
+    from ipp_seg.io.writers import replacing
+
+    fifo = tmp_path / "scan_mask.png"
+    os.mkfifo(fifo)
+    code = ("import sys; from ipp_seg.io.writers import replacing\n"
+            "with replacing(sys.argv[1]) as fh: fh.write(b'png')")
+    subprocess.run([sys.executable, "-c", code, str(fifo)], check=True, timeout=60)
+    assert fifo.is_file() and fifo.read_bytes() == b"png"
+    private = tmp_path / "report.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    with replacing(private, text=True) as fh:
+        fh.write("{\"a\": 1}")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() == '{"a": 1}'
+    missing = tmp_path / "no such folder" / "x.png"
+    with pytest.raises(FileNotFoundError) as info:
+        with replacing(missing) as fh:
+            fh.write(b"x")
+    assert info.value.filename == str(missing)
+    assert not [p for p in tmp_path.rglob(".ipp-seg-*")]
+    if os.geteuid() != 0:  # (root writes a read-only file anyway)
+        private.chmod(0o400)
+        with pytest.raises(PermissionError):
+            with replacing(private) as fh:
+                fh.write(b"x")

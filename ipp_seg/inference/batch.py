@@ -837,6 +837,10 @@ class ExistingResultsError(ValueError):
     """A measurements.csv with rows, which a run without ``resume`` or ``overwrite`` would lose."""
 
 
+class LinkedOutputFolderError(ValueError):
+    """OUT's ``masks`` or ``overlays`` is a link: the outputs would go where it points."""
+
+
 class OutputLockedError(FolderInUseError):
     """Another batch run is writing into the same output folder."""
 
@@ -1084,6 +1088,13 @@ def run_batch(options: BatchOptions,
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,
                 on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
+    for wanted, folder in ((options.save_masks, MASKS_FOLDER), (options.overlays, OVERLAYS_FOLDER)):
+        if wanted and (options.out_dir / folder).is_symlink():
+            # Planted in a shared folder, such a link would take every mask or overlay elsewhere.
+            raise LinkedOutputFolderError(f"{options.out_dir / folder} is a link to "
+                                          f"{os.readlink(options.out_dir / folder)}: "
+                                          f"ipp-seg writes its {folder} only into a folder of OUT itself; "
+                                          "remove the link, or give another --out folder")
     if not (options.resume or options.overwrite):
         try:
             held = _complete_rows(csv_path)[0] if csv_path.exists() else []
@@ -1287,7 +1298,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
-           "FrameFailure", "InferenceOptions", "NoScansError", "OutputLockedError", "ROW_FAILURES", "ResumeError",
+           "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError", "ROW_FAILURES", "ResumeError",
            "RunAdvice", "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",

@@ -7,6 +7,7 @@ created as needed.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import uuid
@@ -33,27 +34,39 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
     """A file object whose content replaces ``path`` once the block ends without an error: for
     the outputs ipp-seg names inside an output folder.
 
-    Written beside it under a hidden temporary name, then moved over it: a link planted at
-    ``path`` (another user's, in a shared folder) is replaced, not followed, so an output never
-    lands outside its folder; and a write cut short leaves the earlier file whole, with nothing
-    half-written beside it. The new file's permissions follow the umask, as a plain open's do.
-    A pipe or device named itself (no link) is written as it is. ``text``: opened for text
-    (``open_args`` such as ``encoding``, ``newline``), else bytes."""
+    Written beside it under a hidden temporary name, then moved over it: a link or a pipe planted
+    at ``path`` (another user's, in a shared folder) is replaced, not followed or waited on, so
+    an output never lands outside its folder; and a write cut short leaves the earlier file
+    whole, with nothing half-written beside it. A file already there keeps its permissions (one
+    made private stays so) and, read-only, is refused as a plain open refuses it; a new one gets
+    those the umask gives. A device, or a name in ``/dev`` (``/dev/stdout``), is written as it
+    is: replacing it would change the system. ``text``: opened for text (``open_args`` such as
+    ``encoding``, ``newline``), else bytes. An error names ``path``, not the temporary file."""
     target = Path(path)
     try:
-        kind = os.lstat(target).st_mode
+        mode = os.lstat(target).st_mode
     except OSError:
-        kind = None
-    if kind is not None and not stat.S_ISREG(kind) and not stat.S_ISLNK(kind) and not stat.S_ISDIR(kind):
+        mode = None
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) or target.parent == Path("/dev"):
         with open(target, "w" if text else "wb", **open_args) as fh:
             yield fh
         return
+    if mode is not None and stat.S_ISREG(mode) and not os.access(target, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
     staging = target.with_name(f".ipp-seg-{uuid.uuid4().hex}.part")  # short: the target's name may be 255 bytes
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
     try:
         with os.fdopen(descriptor, "w" if text else "wb", **open_args) as fh:
             yield fh
-        os.replace(staging, target)
+        if mode is not None and stat.S_ISREG(mode):
+            os.chmod(staging, stat.S_IMODE(mode))
+        try:
+            os.replace(staging, target)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(target)) from None
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
