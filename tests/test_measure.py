@@ -774,6 +774,10 @@ def test_an_over_gained_frame_is_said_to_be_saturated():
     # Only the tissue counts, not the black around it, nor white outside the part the network was shown.
     assert saturated_share(np.zeros((64, 64), np.uint8)) is None
     assert saturated_share(np.full((8, 8), 1000.0, np.float32)) is None  # not on the 0-255 scale
+    assert saturated_share(bright.astype(np.float32) / 255) == saturated_share(bright)  # a 0-1 float frame alike
+    menu = upright.copy()
+    menu[:20] = 255  # a screen capture's white menu bar above a sound frame: no over-gained tissue
+    assert saturated_share(menu) == 0.0
     # A mask drawn elsewhere (measure): an expert's outline does not swell with the gain.
     frame = UltrasoundFrame(bright, (0.2, 0.2), (), 0, 1, Provenance("fan", "image"))
     assert measure_frame(typical_scene(), frame, method="ellipse", orientation="standard",

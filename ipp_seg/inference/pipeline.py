@@ -96,13 +96,20 @@ _BLACK_BAND_PX = 2  # a side of the content box this far from the image's edge h
 
 
 def saturated_share(image: np.ndarray) -> float | None:
-    """The share of an image's tissue (grey above 8 of 255) at full brightness (250 or more), 0-1;
-    None for an image without tissue, or not on the 0-255 scale (float pixels of another range)."""
-    if image.dtype != np.uint8 and (image.size == 0 or float(image.max()) > 255 or float(image.min()) < 0):
-        return None
-    tissue = image > _TISSUE_LEVEL
+    """The share of an image's tissue (grey above 8 of 255) at full brightness (250 or more), 0-1.
+    A float image on the 0-1 scale is read as 0-255; None for an image without tissue, or on
+    another scale. Rows and columns nearly all white (a screen capture's menu bar, a border) are
+    no tissue: over-gained echoes are speckle, never a full line."""
+    if image.dtype != np.uint8:
+        if image.size == 0 or float(image.min()) < 0 or float(image.max()) > 255:
+            return None
+        if float(image.max()) <= 1.0:
+            image = image * 255.0
+    saturated = image >= _SATURATED_LEVEL
+    bars = (saturated.mean(axis=1) > 0.9)[:, None] | (saturated.mean(axis=0) > 0.9)[None, :]
+    tissue = (image > _TISSUE_LEVEL) & ~bars
     count = int(np.count_nonzero(tissue))
-    return None if count == 0 else int(np.count_nonzero(image >= _SATURATED_LEVEL)) / count
+    return None if count == 0 else int(np.count_nonzero(saturated & tissue)) / count
 
 
 def ps_black_band_gap(ps: np.ndarray, image: np.ndarray) -> float | None:
