@@ -835,10 +835,13 @@ def test_a_cine_one_frame_short_is_measured_but_for_its_missing_frame(tmp_path):
     assert element in path.read_bytes()
     path.write_bytes(path.read_bytes().replace(element, b"\x28\x00\x08\x00IS\x02\x004 "))
     read = []
-    with pytest.raises(ScanReadError, match="frame 3 is missing: the pixel data ends after 3 of the 4 frames"):
+    with pytest.raises(ScanReadError, match="frame 3 is missing: the pixel data ends after 3 of the 4 frames") as info:
         for frame in read_frames(path):
-            read.append(frame.frame_index)
-    assert read == [0, 1, 2]
+            read.append(frame)
+    assert [f.frame_index for f in read] == [0, 1, 2]
+    uids = read[0].provenance
+    assert info.value.dicom_uids == (uids.sop_instance_uid, uids.study_instance_uid, uids.series_instance_uid)
+    assert all(info.value.dicom_uids)  # the missing frame's row joins the study as the others do
 
 
 def test_truncated_encapsulated_pixel_data(tmp_path):

@@ -305,8 +305,12 @@ def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterato
     frames = _iter_dicom_frames(info, indices)
     try:
         while True:  # pydicom kept quiet while it decodes, not while the caller holds a frame
-            with _pydicom_warnings_silenced():
-                item = next(frames, None)
+            try:
+                with _pydicom_warnings_silenced():
+                    item = next(frames, None)
+            except ScanReadError as exc:  # a frame missing or undecodable: its row keeps the file's UIDs
+                raise type(exc)(exc.path, exc.reason, (info.sop_instance_uid, info.study_instance_uid,
+                                                       info.series_instance_uid)) from exc.__cause__
             if item is None:
                 return
             yield item
