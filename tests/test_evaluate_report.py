@@ -317,6 +317,10 @@ def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(fol
     cases = {c.case_id: c for c in report.cases}
     assert cases["00004"].dice_all == 0.0 and cases["00004"].hd_all == 100.0 and cases["00004"].status_pred == "failed"
     assert cases["00002"].dice_all == 0.0
+    # The run's own reason, not the ps_missing / fh_missing an empty mask would be said to lack.
+    assert cases["00004"].reasons_pred == ("unreadable",) and cases["cine_f0002"].reasons_pred == (
+        "not_ultrasound_frame",)
+    assert "ps_missing" not in report.overall.reasons_pred and "unreadable" in report.overall.reasons_pred
     assert report.overall.n_failed_pred_gt_ok == 3 and report.overall.n_cases == 5
     assert cases["00001"].dice_all == 1.0  # its mask is there: measured as it is, whatever its row says
     summary = report.to_dict()

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Union
 
@@ -693,10 +693,11 @@ def evaluate_folders(
                            "with (made on another pixel grid?); HSD in mm uses the latter", case_id,
                            _spacing_text(pred_spacing), _spacing_text(spacing))
         try:
-            results.append(
-                evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels, orientation=orientation,
-                              reference_aop_deg=(reference_aop or {}).get(case_id))
-            )
+            result = evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels,
+                                   orientation=orientation, reference_aop_deg=(reference_aop or {}).get(case_id))
+            if case_id in run_failures:  # the run's own reason, not what an empty mask would be said to lack
+                result = replace(result, status_pred="failed", reasons_pred=_codes_of(run_failures[case_id]))
+            results.append(result)
             if lacking:
                 gt_problems.append((case_id, f"the ground truth has no {' and no '.join(lacking)}"))
         except ValueError as exc:
@@ -724,6 +725,11 @@ def evaluate_folders(
         prediction_models=recorded_models(pred_dir),
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
     )
+
+
+def _codes_of(why: str) -> tuple[str, ...]:
+    """The reason codes that open a :func:`failed_before_masks` explanation ("unreadable; ...")."""
+    return tuple(code for code in why.split("; ")[0].split(";") if code)
 
 
 def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:

@@ -996,8 +996,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     if partial or len(kept) < len(read) or upgraded or reformatted:
         _replace_rows(csv_path, kept, ".resume")
         if partial or len(kept) < len(rows):
-            log.warning("%s: %d row(s) of unreadable, unprocessed or changed files%s taken out; those files are "
-                        "measured again", csv_path,
+            log.warning("%s: %d row(s) of unreadable, unprocessed or changed files, or without the frames asked "
+                        "for,%s taken out; those files are measured again", csv_path,
                         len(rows) - len(kept), " and a half-written last row" if partial else "")
     return _done_of(kept)
 
