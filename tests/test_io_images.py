@@ -186,6 +186,7 @@ def test_a_webp_under_a_png_name_is_refused_unread(tmp_path, monkeypatch):
         ("scan.gz", b"\x1f\x8b\x08" + b"\x00" * 40, "unsupported file type .gz"),
         ("IM_0001", b"hello", "unsupported file type (no suffix) and no DICOM marker"),
         ("1.2.840.99.7", b"hello", "unsupported file type .7 and no DICOM marker"),
+        ("IM_0001.IMA", b"", "unsupported file type .ima and no DICOM marker"),  # a Siemens DICOM name: damaged
     ],
 )
 def test_bad_images(tmp_path, name, content, expected):

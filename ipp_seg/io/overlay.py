@@ -401,7 +401,8 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         # drawing crashes the process: written as escapes instead.
         title = _drawable(title.encode("utf-8", "backslashreplace").decode("utf-8"))
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
-    values = [f"AoP {m.aop_deg:.1f}\u00b0" if m.aop_deg is not None else "AoP n/a"]
+    doubted = " (doubtful)" if ANGLE_IN_DOUBT & set(m.reasons) else ""  # as the label on the image says
+    values = [f"AoP {m.aop_deg:.1f}\u00b0{doubted}" if m.aop_deg is not None else "AoP n/a"]
     if m.hsd_mm is not None:
         values.append(f"HSD {m.hsd_mm:.1f} mm")
     elif m.hsd_px is not None:

@@ -60,7 +60,7 @@ def source_format(path: PathLike) -> str:
         raise ScanReadError(name, "is a directory, not a file")
     if is_dicom_file(name):
         return "dicom"  # DICOM files often have no suffix (IM000001) or a vendor one
-    if any(c.isalpha() for c in suffix) and not _starts_like_an_image(name):
+    if any(c.isalpha() for c in suffix) and suffix not in _OTHER_DICOM_SUFFIXES and not _starts_like_an_image(name):
         # README.txt, results.csv, a report's .pdf beside the scans: no scan, and no damaged one
         # either (counted apart from failures, not read again by --resume). A name without a
         # suffix, or a numeric one (a UID), may be a damaged DICOM file: unreadable, below.
@@ -69,6 +69,11 @@ def source_format(path: PathLike) -> str:
     raise ScanReadError(
         name, f"unsupported file type {suffix or '(no suffix)'} and no DICOM marker; supported: {supported}"
     )
+
+
+# Suffixes vendors give DICOM files (Siemens .IMA, ACR-NEMA .acr, .dc3): such a file without a
+# DICOM marker is a damaged scan (unreadable, read again on --resume), not a file of another kind.
+_OTHER_DICOM_SUFFIXES = frozenset({".ima", ".dc3", ".acr"})
 
 
 def _starts_like_an_image(name: str) -> bool:
