@@ -819,6 +819,10 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     text = (out / "measurements.csv").read_text()
     assert "two\\x0alines.png," in text and "two\nlines" not in text
+    from ipp_seg.io.folders import path_of_printable, printable_path
+
+    for name in ("a\x85b.png", "a\u2028b.png", "a\\u0085b.png", "plain.png"):  # C1, line separator, text
+        assert path_of_printable(printable_path(name)) == name and not set("\x85\u2028") & set(printable_path(name))
     before = text
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     assert (out / "measurements.csv").read_text() == before  # known: not measured again

@@ -113,7 +113,8 @@ def printable_path(rel: str) -> str:
     Latin-1 name from an old export, which Python holds as lone surrogates and no UTF-8 file can
     hold) written as ``\\xfc``, and so a backslash as ``\\\\``, that no two names read alike
     (``M\\xfcller.png`` may be a name itself). A control character (a newline, a tab) is
-    written ``\\x0a`` likewise: raw, it would split a line-based reader's row or a table's.
+    written ``\\x0a`` likewise, and a C1 control or a line separator ``\\u0085``: raw, each
+    would split a line-based reader's row or a table's.
     Names without any of these, nearly all, are as they are. ``--resume`` compares names in
     this form."""
     if "\\" not in rel and not _CONTROL_CHARACTER.search(rel):
@@ -123,10 +124,18 @@ def printable_path(rel: str) -> str:
         except UnicodeEncodeError:
             pass
     printed = rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _CONTROL_CHARACTER.sub(lambda m: f"\\x{ord(m.group()):02x}", printed)
+    return _CONTROL_CHARACTER.sub(_escaped_character, printed)
 
 
-_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+def _escaped_character(match: re.Match) -> str:
+    code = ord(match.group())
+    # A C0 control is one byte, written as such; a C1 control or a line separator is a character
+    # of two or three UTF-8 bytes, written by its code point.
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+# C0 and C1 controls and Unicode's line and paragraph separators: each ends a line for some reader.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 # A cell a spreadsheet takes for a formula (CWE-1236): Excel evaluates =HYPERLINK(...), and
@@ -154,7 +163,7 @@ def printable_file(path: str) -> str:
     return printable_path(Path(path).as_posix()) if path else path
 
 
-_PRINTED_ESCAPE = re.compile(r"(\\\\|\\x[0-9a-f]{2})")
+_PRINTED_ESCAPE = re.compile(r"(\\\\|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})")
 
 
 def path_of_printable(printed: str) -> str:
@@ -167,6 +176,8 @@ def path_of_printable(printed: str) -> str:
     for part in _PRINTED_ESCAPE.split(printed):
         if part == "\\\\":
             raw += b"\\"
+        elif part.startswith("\\u") and _PRINTED_ESCAPE.fullmatch(part):
+            raw += chr(int(part[2:], 16)).encode("utf-8")
         elif _PRINTED_ESCAPE.fullmatch(part):
             raw.append(int(part[2:], 16))
         else:
