@@ -433,6 +433,13 @@ def test_glob_and_frames_filter(mixed_folder, tmp_path):
     assert not any("requested, the source has" in r["error"] for r in rows)
 
 
+def test_resume_into_a_folder_without_a_csv_starts_the_run(mixed_folder, tmp_path):
+    """A job script that always passes --resume: its first run had ended in a traceback."""
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out", "--resume")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert _rows(tmp_path / "out" / "measurements.csv")
+
+
 def test_a_masks_or_overlays_folder_linked_elsewhere_is_refused(mixed_folder, tmp_path):
     """A link planted as OUT/overlays (a shared folder) had taken every overlay where it points."""
     out, victim = tmp_path / "out", tmp_path / "victim"

@@ -866,7 +866,7 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     rows were made otherwise, and a header that is not this version's columns: appending to
     either would mix results that a reader of the CSV could not tell apart."""
     if not csv_path.exists():
-        return [], False, ()
+        return [], False, (), False
     # utf-8-sig: a CSV saved again by a spreadsheet may have gained a byte-order mark.
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         text = fh.read()
