@@ -927,6 +927,18 @@ def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sampl
     assert summary["n_cases"] == 2 and summary["blocks"]["overall"]["n_failed_pred_gt_ok"] == 1
     assert summary["failed_predictions"][0]["case_id"] == "04750"
     assert summary["ipp_seg_version"] == __version__  # whose conventions the figures follow
+    # The run's masks folder given itself scores the same (it had left the failed frame out), and
+    # names the model as the run's folder does.
+    from_masks = invoke("evaluate", tmp_path / "run" / "masks", gt, "--out", tmp_path / "ev_masks")
+    assert from_masks.exit_code == 0, from_masks.output
+    assert json.loads((tmp_path / "ev_masks" / "summary.json").read_text())["failed_predictions"] == \
+        summary["failed_predictions"]
+    assert "predictions made by dssau-net-s" in " ".join(from_masks.output.split())
+    # Resumed asking for a frame the stills lack: their no_such_frame rows are no failure of the frames they have.
+    assert invoke("batch", scans, "--out", tmp_path / "run", "--save-masks", "--resume", "--frames", "1").exit_code == 1
+    again = invoke("evaluate", tmp_path / "run", gt, "--out", tmp_path / "ev_again")
+    again_summary = json.loads((tmp_path / "ev_again" / "summary.json").read_text())
+    assert again.exit_code == 0 and again_summary["failed_predictions"] == summary["failed_predictions"]
     # Every ground truth's frame failed: scored so (it had been "no label masks found"), whether or not the
     # run kept any mask at all.
     only_failed = tmp_path / "gt_failed"

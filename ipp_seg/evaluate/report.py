@@ -732,45 +732,66 @@ def _codes_of(why: str) -> tuple[str, ...]:
     return tuple(code for code in why.split("; ")[0].split(";") if code)
 
 
-def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:
-    """Case ID -> why, for the frames a batch run's ``measurements.csv`` in ``pred_dir`` records
-    as failed before the network drew a mask (``unreadable``, ``not_ultrasound_frame``,
-    ``processing_error`` ...): the case IDs their masks would have had (``scan`` for a still
-    image's or a whole file's row, ``scan_f0003`` for a cine's frame 3; frame 0 gives both).
-    Empty where the folder holds no such CSV."""
-    from ..inference.batch import row_segmented
+def run_table(pred_dir: PathLike) -> Path | None:
+    """The measurements.csv of the batch run whose predictions ``pred_dir`` holds: its own, or,
+    for the run's ``masks`` folder given itself, its parent's. None where there is none."""
+    from ..inference.batch import CSV_NAME, MASKS_FOLDER
 
-    table = Path(pred_dir) / "measurements.csv"
+    folder = Path(pred_dir)
+    for table in (folder / CSV_NAME, *([folder.parent / CSV_NAME] if folder.name == MASKS_FOLDER else [])):
+        if table.is_file():
+            return table
+    return None
+
+
+def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:
+    """Case ID -> why, for the frames the batch run behind ``pred_dir`` (:func:`run_table`)
+    records as failed before the network drew a mask (``unreadable``, ``not_ultrasound_frame``,
+    ``processing_error``): the case IDs their masks would have had (``scan`` for a still
+    image's or a whole file's row, ``scan_f0003`` for a cine's frame 3; frame 0 gives both).
+    Not a file without an image (``not_an_image``, no case) nor frames ``--frames`` did not
+    ask for (``no_such_frame``), and not a case another row of the same run segmented (a file
+    resumed with other frames). Empty where there is no such CSV."""
+    from ..inference.batch import NO_SUCH_FRAME, NOT_AN_IMAGE, row_segmented
+
+    table = run_table(pred_dir)
     failures: dict[str, str] = {}
-    if not table.is_file():
+    segmented: set[str] = set()
+    if table is None:
         return failures
     try:
         with open(table, newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
-                if row.get("status") != "failed" or row.get("reasons") is None or row_segmented(row):
+                if row.get("reasons") is None:
                     continue
                 stem = case_id_of(path_of_printable(name_of_spreadsheet_cell(row.get("file") or "")))
                 frame = (row.get("frame") or "").strip()
-                why = "; ".join(filter(None, (row["reasons"], row.get("error"))))
                 names = [stem] if frame in ("", "0") else []
                 if frame.isdigit():
                     names.append(f"{stem}_f{int(frame):04d}")
+                if row_segmented(row):
+                    segmented.update(names)
+                    continue
+                codes = set(row["reasons"].split(";"))
+                if row.get("status") != "failed" or codes & {NO_SUCH_FRAME, NOT_AN_IMAGE}:
+                    continue
+                why = "; ".join(filter(None, (row["reasons"], row.get("error"))))
                 for name in names:
                     failures.setdefault(name, why)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         logger.warning("%s cannot be read for the frames its run failed (%s)", table, exc)
-    return failures
+    return {case: why for case, why in failures.items() if case not in segmented}
 
 
 def recorded_models(pred_dir: PathLike) -> tuple[tuple[str, str], ...]:
     """(model, sha256) of every model a predictions folder says made its masks: the ``model``
-    and ``model_sha256`` of a batch run's ``measurements.csv`` there, and of ``predict --out``'s
+    and ``model_sha256`` of a batch run's ``measurements.csv`` (:func:`run_table`), and of ``predict --out``'s
     JSON reports beside the masks. Sorted; empty where the folder records none (masks from
     another tool)."""
     folder = Path(pred_dir)
     found: set[tuple[str, str]] = set()
-    table = folder / "measurements.csv"
-    if table.is_file():
+    table = run_table(folder)
+    if table is not None:
         try:
             with open(table, newline="", encoding="utf-8-sig") as fh:
                 found |= {(row.get("model") or "", row.get("model_sha256") or "") for row in csv.DictReader(fh)}
