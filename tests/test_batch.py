@@ -451,6 +451,14 @@ def test_a_masks_or_overlays_folder_linked_elsewhere_is_refused(mixed_folder, tm
     assert result.exit_code == 2 and "Traceback" not in said and "overlays is a link to" in said
     assert not list(victim.iterdir()) and not (out / "measurements.csv").exists()
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0  # not written into: no matter
+    # ...nor a link planted one folder down, as a scan's sub-folder under masks/.
+    (out / "overlays").unlink()
+    (out / "masks").mkdir()
+    (out / "masks" / "sub").symlink_to(victim)
+    result = _run("batch", mixed_folder, "--out", out, "--save-masks", "--overwrite")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in said and "is a link out of" in said, said
+    assert not list(victim.iterdir())
 
 
 def test_a_scan_without_the_frames_asked_for_is_no_unreadable_file(mixed_folder, tmp_path):

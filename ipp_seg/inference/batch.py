@@ -40,7 +40,7 @@ from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, give
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.overlay import imaged_pixels, overlay_title, render_overlay
 from ..io.reader import special_file_kind
-from ..io.writers import OVERLAY_NAME_SUFFIX
+from ..io.writers import OVERLAY_NAME_SUFFIX, check_within
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
@@ -753,9 +753,13 @@ class FileProcessor:
             stem = fitting_stem(output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames),
                                 ".png")
             if opts.save_masks:
-                write_label_png(opts.out_dir / MASKS_FOLDER / f"{stem}.png", result.labels)
+                mask_path = opts.out_dir / MASKS_FOLDER / f"{stem}.png"
+                check_within(opts.out_dir / MASKS_FOLDER, mask_path)
+                write_label_png(mask_path, result.labels)
             if opts.overlays:
-                write_overlay_png(opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png",
+                overlay_path = opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png"
+                check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
+                write_overlay_png(overlay_path,
                                   render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
                                                  result.measurement,
                                                  # The file's name only, as predict writes it: folder

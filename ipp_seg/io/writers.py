@@ -72,6 +72,23 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
         raise
 
 
+def check_within(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Refuse ``path`` whose folder, links followed, lies outside ``root``'s (a link planted as a
+    sub-folder of an output folder would take the outputs elsewhere).
+
+    Raises:
+        PermissionError: naming the folder that leads out.
+    """
+    inside = os.path.realpath(root)
+    existing = Path(path).parent
+    while not existing.exists() and existing != existing.parent:  # (checked before any folder is made)
+        existing = existing.parent
+    folder = os.path.realpath(existing)
+    if folder != inside and not folder.startswith(inside.rstrip(os.sep) + os.sep):
+        raise PermissionError(errno.EACCES, f"a folder on the way is a link out of {os.fspath(root)} (to {folder}); "
+                                            "outputs are written only into it", os.fspath(existing))
+
+
 def write_label_png(path: str | os.PathLike[str], label_mask: np.ndarray) -> None:
     """Write an (H, W) label mask with values 0/1/2 as an 8-bit greyscale PNG."""
     mask = _checked_mask(label_mask)
