@@ -81,8 +81,12 @@ def check_within(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
     """
     inside = os.path.realpath(root)
     existing = Path(path).parent
-    while not existing.exists() and existing != existing.parent:  # (checked before any folder is made)
+    # The deepest folder on the way that exists already (checked before any is made); up to
+    # ``root`` itself, which the caller made or checked.
+    while not existing.exists() and existing != Path(root) and existing != existing.parent:
         existing = existing.parent
+    if not existing.exists():
+        return
     folder = os.path.realpath(existing)
     if folder != inside and not folder.startswith(inside.rstrip(os.sep) + os.sep):
         raise PermissionError(errno.EACCES, f"a folder on the way is a link out of {os.fspath(root)} (to {folder}); "
