@@ -925,3 +925,36 @@ def test_an_output_replaces_a_planted_pipe_keeps_a_files_permissions_and_names_i
         with pytest.raises(PermissionError):
             with replacing(private) as fh:
                 fh.write(b"x")
+
+
+def test_an_output_in_a_folder_one_may_not_add_to_is_written_in_place_and_a_dev_name_as_named(tmp_path, monkeypatch):
+    """A writable file in a folder one may not add files to had been refused (the temporary file
+    cannot be made there); /dev/fd/N and /proc/self/fd/N name streams, written as they are."""
+    from ipp_seg.io import writers
+
+    kept = tmp_path / "summary.json"
+    kept.write_text("old")
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):
+        if os.path.basename(os.fspath(path)).startswith(".ipp-seg-"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(writers.os, "open", no_new_files)
+    with writers.replacing(kept, text=True) as fh:
+        fh.write("new")
+    assert kept.read_text() == "new"
+    with pytest.raises(PermissionError) as info:  # a new file there: refused, naming the folder
+        with writers.replacing(tmp_path / "new.json") as fh:
+            fh.write(b"x")
+    assert info.value.filename == str(tmp_path)
+    monkeypatch.undo()
+    read_end, write_end = os.pipe()
+    try:
+        with writers.replacing(f"/proc/self/fd/{write_end}") as fh:
+            fh.write(b"through the pipe")
+        assert os.read(read_end, 100) == b"through the pipe"
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -47,7 +47,10 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
         mode = os.lstat(target).st_mode
     except OSError:
         mode = None
-    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) or target.parent == Path("/dev"):
+    # A name the caller wrote under /dev or /proc (/dev/stdout, /dev/fd/1): the stream it names,
+    # never a link found in an output folder (whose path is that folder's).
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) or os.fspath(target).startswith(("/dev/",
+                                                                                                       "/proc/")):
         with open(target, "w" if text else "wb", **open_args) as fh:
             yield fh
         return
@@ -56,6 +59,15 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
     staging = target.with_name(f".ipp-seg-{uuid.uuid4().hex}.part")  # short: the target's name may be 255 bytes
     try:
         descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except PermissionError:
+        if mode is None or not stat.S_ISREG(mode):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target.parent)) from None
+        # A folder one may not add to, holding a file one may write: written in place, as a plain
+        # open would (never through a link: O_NOFOLLOW).
+        descriptor = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(descriptor, "w" if text else "wb", **open_args) as fh:
+            yield fh
+        return
     except OSError as exc:
         raise type(exc)(exc.errno, exc.strerror, str(target)) from None
     try:
