@@ -1034,7 +1034,8 @@ def _reasons_table(blocks) -> Table:
                    justify="right")
     for block in blocks:
         for code, summary in block.reasons_pred.items():
-            table.add_row(block.name, code, REASONS.get(code, ("?",))[0], str(summary.cases),
+            # (a frame the predicting run failed on carries the run's code: unreadable, ... - failed)
+            table.add_row(block.name, code, REASONS.get(code, ("failed",))[0], str(summary.cases),
                           _fmt(summary.delta_aop.mean, 2), _fmt(summary.delta_aop.median, 2))
     return table
 

@@ -433,6 +433,15 @@ def test_glob_and_frames_filter(mixed_folder, tmp_path):
     assert not any("requested, the source has" in r["error"] for r in rows)
 
 
+def test_a_run_removes_what_a_run_killed_outright_left_half_written(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out, "--save-masks").exit_code == 0
+    left = out / "masks" / "sub" / ".ipp-seg-0123abcd.part"  # kill -9 while a mask was being written
+    left.write_bytes(b"half a png")
+    assert _run("batch", mixed_folder, "--out", out, "--save-masks", "--resume").exit_code == 0
+    assert not left.exists() and (out / "masks" / "a.png").is_file()
+
+
 def test_resume_into_a_folder_without_a_csv_starts_the_run(mixed_folder, tmp_path):
     """A job script that always passes --resume: its first run had ended in a traceback."""
     result = _run("batch", mixed_folder, "--out", tmp_path / "out", "--resume")
@@ -841,6 +850,10 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
     before = text
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     assert (out / "measurements.csv").read_text() == before  # known: not measured again
+    # A CSV of an earlier version wrote the name raw (inside quotes): read as the same file, not measured twice.
+    (out / "measurements.csv").write_text(text.replace("two\\x0alines.png,", '"two\nlines.png",'))
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert (out / "measurements.csv").read_text() == before
 
 
 def test_a_resumed_run_keeps_the_row_order_of_names_that_are_not_utf8(mixed_folder, tmp_path):

@@ -775,6 +775,9 @@ def test_an_over_gained_frame_is_said_to_be_saturated():
     assert saturated_share(np.zeros((64, 64), np.uint8)) is None
     assert saturated_share(np.full((8, 8), 1000.0, np.float32)) is None  # not on the 0-255 scale
     assert saturated_share(bright.astype(np.float32) / 255) == saturated_share(bright)  # a 0-1 float frame alike
+    off_by_a_rounding = bright.astype(np.float32) / 255
+    off_by_a_rounding[0, 0], off_by_a_rounding[0, 1] = 1.0000001, -1e-6
+    assert saturated_share(off_by_a_rounding) == pytest.approx(saturated_share(bright), abs=1e-3)
     menu = upright.copy()
     menu[:20] = 255  # a screen capture's white menu bar above a sound frame: no over-gained tissue
     assert saturated_share(menu) == 0.0

@@ -346,6 +346,11 @@ def test_lineage_of_older_weights_falls_back_to_their_model_card(tmp_path):
     torch.save({**parent, "epoch": 7, "lineage": [{"checkpoint": "runs/ft2/best.pt", "epochs": 23, "hours": 1.0}]},
                tmp_path / "shipped.pt")
     assert [step["epochs"] for step in lineage_of("runs/ft2/best.pt", ft2)] == [23]
+    # A file there that would run code when unpickled is not loaded: the chain starts at the parent.
+    torch.save({**parent, "epoch": 3, "settings": {}, "x": _RunsCodeWhenUnpickled(tmp_path / "ran")},
+               tmp_path / "base.pt")
+    assert [step["epochs"] for step in lineage_of(tmp_path / "child.pt", child)] == [5]
+    assert not (tmp_path / "ran").exists()
 
 
 def _tiny_cli_run(tmp_path, n_cases: int, validation_count: int):

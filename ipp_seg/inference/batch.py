@@ -920,6 +920,8 @@ def _as_written(row: dict) -> dict:
     (frame ``0.0``, file_bytes ``12345.0``), ``True``/``FALSE`` for ``true``/``false``. A resumed CSV
     then reads alike in every row, those of the earlier run included."""
     fixed = dict(row)
+    # A name an earlier version wrote raw (a tab, a newline): in the escaped form rows now have.
+    fixed["file"] = spreadsheet_cell(printable_path(path_of_printable(name_of_spreadsheet_cell(fixed["file"]))))
     for column in ("frame", "file_bytes"):
         whole = _WHOLE_NUMBER_SAVED_AS_FLOAT.fullmatch(fixed[column])
         if whole:
@@ -1089,9 +1091,23 @@ def run_batch(options: BatchOptions,
         raise
 
 
+def _remove_unfinished_outputs(out_dir: Path) -> None:
+    """Remove the hidden temporary files (``.ipp-seg-*.part``) that an earlier run killed outright
+    left in OUT's masks and overlays while writing one: with the run's lock held, no other run is
+    writing them. Links to folders are not followed."""
+    for folder in (out_dir / MASKS_FOLDER, out_dir / OVERLAYS_FOLDER):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for here, _, names in os.walk(folder):
+            for name in names:
+                if name.startswith(".ipp-seg-") and name.endswith(".part"):
+                    Path(here, name).unlink(missing_ok=True)
+
+
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,
                 on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
+    _remove_unfinished_outputs(options.out_dir)
     for wanted, folder in ((options.save_masks, MASKS_FOLDER), (options.overlays, OVERLAYS_FOLDER)):
         if wanted and (options.out_dir / folder).is_symlink():
             # Planted in a shared folder, such a link would take every mask or overlay elsewhere.

@@ -101,10 +101,11 @@ def saturated_share(image: np.ndarray) -> float | None:
     another scale. Rows and columns nearly all white (a screen capture's menu bar, a border) are
     no tissue: over-gained echoes are speckle, never a full line."""
     if image.dtype != np.uint8:
-        if image.size == 0 or float(image.min()) < 0 or float(image.max()) > 255:
+        low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+        # (a rounding's worth outside the scale is still on it: a 0-1 frame's 1.0000001)
+        if image.size == 0 or low < -1.0 or high > 256.0:
             return None
-        if float(image.max()) <= 1.0:
-            image = image * 255.0
+        image = np.clip(image * 255.0 if high <= 1.001 else image, 0, 255)
     saturated = image >= _SATURATED_LEVEL
     bars = (saturated.mean(axis=1) > 0.9)[:, None] | (saturated.mean(axis=0) > 0.9)[None, :]
     tissue = (image > _TISSUE_LEVEL) & ~bars

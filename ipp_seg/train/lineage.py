@@ -104,9 +104,16 @@ def lineage_of(init_from: str | Path, parent: dict) -> list[dict]:
         earlier = []
         grandparent = parent.get("settings", {}).get("init_from")
         if grandparent and Path(grandparent).is_file():
+            import pickle
+
             from .loop import load_torch_file  # (loop imports this module)
 
-            earlier = lineage_of(grandparent, load_torch_file(grandparent))
+            try:
+                earlier = lineage_of(grandparent, load_torch_file(grandparent))
+            except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+                # Not a file ipp-seg loads (one holding other objects than weights): its runs unknown.
+                log.warning("the runs behind %s are not recorded: %s", grandparent, exc)
+                earlier = []
             if any(step.get("checkpoint") == str(path) for step in earlier):
                 # The file at the grandparent's path descends from this very parent: it was
                 # overwritten by a later model (a shipped model replaced in place), so its

@@ -27,7 +27,7 @@ from ..io.folders import folders_to_create, remove_made_folders
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
-from .loop import BEST, TrainSettings, load_checkpoint_model, load_torch_file
+from .loop import BEST, TrainSettings, load_checkpoint_model, load_torch_file, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
     # very file this call replaces.
     lineage = checkpoint.get("lineage")
     if lineage is None:  # runs from before lineage was recorded at training time
-        lineage = lineage_of(settings["init_from"], load_torch_file(settings["init_from"])) if settings.get(
+        lineage = lineage_of(settings["init_from"], read_checkpoint(settings["init_from"])) if settings.get(
             "init_from") else []
     onnx_path = export_checkpoint(model, checkpoint, models_dir / f"{name}.onnx",
                                   extra_metadata={"model_name": name}, fp16_weights=fp16_weights)
