@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch", reason="training tests need torch (pip inst
 from ipp_seg.cli import app  # noqa: E402
 from ipp_seg.train.data import (AugmentationSettings, augment, contiguous_split, find_pairs,  # noqa: E402
                                 in_id_range, parse_id_range)
-from ipp_seg.train.loop import TrainSettings, lr_at, train  # noqa: E402
+from ipp_seg.train.loop import TrainSettings, load_torch_file, lr_at, train  # noqa: E402
 from ipp_seg.train.losses import segmentation_loss, soft_dice_loss  # noqa: E402
 
 
@@ -189,12 +189,12 @@ def test_training_two_steps_loss_falls_and_resume_restores_optimiser(tmp_path):
     assert split["validation"] == ["case004", "case005"]
     assert result.history[-1].epoch == 2
 
-    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    saved = load_torch_file(tmp_path / "run" / "last.pt")
     more = TrainSettings(**{**settings.__dict__, "epochs": 3})
     resumed_epochs = []
     train(more, resume=True, on_epoch=lambda r: resumed_epochs.append(r.epoch))
     assert resumed_epochs == [3]  # continued, not restarted
-    after = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    after = load_torch_file(tmp_path / "run" / "last.pt")
     # The optimiser state was restored and advanced by one more step, not re-initialised.
     assert saved["optimiser"]["state"][0]["step"] == 2
     assert after["optimiser"]["state"][0]["step"] == 3
@@ -206,12 +206,12 @@ def test_init_from_starts_from_the_checkpoint_weights_with_a_fresh_optimiser(tmp
     base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "first"), epochs=1,
                          batch_size=2, validation_count=1, input_size=(64, 64), threads=1, bf16=False)
     train(base)
-    first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)
+    first = load_torch_file(tmp_path / "first" / "last.pt")
     # A learning rate of 0 leaves the weights where they started: exactly the first run's.
     tuned = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "second"), "learning_rate": 0.0,
                              "init_from": str(tmp_path / "first" / "last.pt")})
     train(tuned)
-    second = torch.load(tmp_path / "second" / "last.pt", weights_only=False)
+    second = load_torch_file(tmp_path / "second" / "last.pt")
     for name, tensor in first["model"].items():
         if tensor.is_floating_point() and "running" not in name:
             assert torch.equal(tensor, second["model"][name]), name
@@ -230,13 +230,13 @@ def test_weight_average_is_what_is_kept_and_resume_continues_it(tmp_path):
                          batch_size=4, validation_count=1, input_size=(64, 64), threads=1, bf16=False,
                          learning_rate=1e-2, warmup_epochs=0.0)
     train(base)
-    after_step_1 = torch.load(tmp_path / "one" / "last.pt", weights_only=False)["model"]
+    after_step_1 = load_torch_file(tmp_path / "one" / "last.pt")["model"]
     # A decay this close to 1 keeps the average at its first value, the weights after step 1,
     # while the training weights move on for two more steps.
     slow = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "ema"), "epochs": 3, "ema_decay": 0.99999})
     train(slow)
-    ema = torch.load(tmp_path / "ema" / "last.pt", weights_only=False)
-    best = torch.load(tmp_path / "ema" / "best.pt", weights_only=False)
+    ema = load_torch_file(tmp_path / "ema" / "last.pt")
+    best = load_torch_file(tmp_path / "ema" / "best.pt")
     assert ema["ema_updates"] == 3 and "raw_model" not in best
     for name in ("head.weight", "stem.0.weight"):
         assert torch.allclose(ema["model"][name], after_step_1[name], atol=1e-6), name
@@ -246,7 +246,7 @@ def test_weight_average_is_what_is_kept_and_resume_continues_it(tmp_path):
     part = TrainSettings(**{**slow.__dict__, "out": str(tmp_path / "resumed"), "epochs": 1})
     train(part)
     train(TrainSettings(**{**part.__dict__, "epochs": 3}), resume=True)
-    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    resumed = load_torch_file(tmp_path / "resumed" / "last.pt")
     assert resumed["ema_updates"] == 3
     for key, value in ema["model"].items():
         assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-6), key
@@ -317,7 +317,7 @@ def test_fine_tuning_chain_records_every_earlier_run(tmp_path):
     b_path = tmp_path / "b" / "last.pt"
     train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "c"), "init_from": str(b_path)}))
     b_path.write_bytes(b"overwritten")
-    c = torch.load(tmp_path / "c" / "last.pt", weights_only=False)
+    c = load_torch_file(tmp_path / "c" / "last.pt")
     assert [step["checkpoint"] for step in c["lineage"]] == [str(tmp_path / "a" / "last.pt"), str(b_path)]
     assert all(step["epochs"] == 1 and step["config"] == "dssau-net-s" for step in c["lineage"])
     assert c["lineage"][1]["settings"]["init_from"] == str(tmp_path / "a" / "last.pt")
@@ -378,10 +378,10 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
     runner, common, run = _tiny_cli_run(tmp_path / "again", n_cases=4, validation_count=1)
     # A bare --resume of a finished 1-epoch run must not turn it into an 80-epoch one.
     assert runner.invoke(app, [*common, "--resume"]).exit_code == 0
-    saved = torch.load(run / "last.pt", weights_only=False)
+    saved = load_torch_file(run / "last.pt")
     assert saved["settings"]["epochs"] == 1 and len(saved["history"]) == 1
     assert runner.invoke(app, [*common, "--resume", "--epochs", "2"]).exit_code == 0
-    saved = torch.load(run / "last.pt", weights_only=False)
+    saved = load_torch_file(run / "last.pt")
     assert saved["settings"]["epochs"] == 2 and len(saved["history"]) == 2
 
 
@@ -417,14 +417,14 @@ def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
     shutil.copytree(data, tmp_path / "copy")
     moved = [common[0], str(tmp_path / "copy"), *common[2:]]
     assert runner.invoke(app, [*moved, "--resume", "--epochs", "3"]).exit_code == 0
-    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 3
+    assert load_torch_file(run / "last.pt")["epoch"] == 3
     import cv2
 
     image = cv2.imread(str(tmp_path / "copy" / "images" / "case001.png"), cv2.IMREAD_UNCHANGED)
     cv2.imwrite(str(tmp_path / "copy" / "images" / "case001.png"), 255 - image)
     other = runner.invoke(app, [*moved, "--resume", "--epochs", "4"])
     assert other.exit_code == 2 and "differ from those" in other.output and "--init-from" in other.output
-    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 3
+    assert load_torch_file(run / "last.pt")["epoch"] == 3
     # A case of the run's split gone from the folder: refused.
     for sub in ("images", "masks"):
         (data / sub / "case005.png").unlink()
@@ -468,7 +468,7 @@ def test_a_pt_file_that_would_run_code_is_refused_not_run(tmp_path, sample_png):
     from typer.testing import CliRunner
 
     from ipp_seg.inference.registry import resolve_model
-    from ipp_seg.train.loop import load_torch_file, read_checkpoint
+    from ipp_seg.train.loop import read_checkpoint
 
     marker = tmp_path / "ran"
     checkpoint = read_checkpoint(resolve_model("dssau-net-s").torch_path)  # weights load as before
@@ -538,7 +538,7 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     assert set(overall) >= {"aop_agreement", "aop_reference_agreement"}
     if overall["aop_reference_agreement"] is not None:  # signed: the same frames' |dAoP| is its size
         assert abs(overall["aop_reference_agreement"]["bias"]) <= overall["mean_abs_delta_aop_reference_deg"] + 1e-9
-    shipped = torch.load(models / "tiny.pt", weights_only=False)
+    shipped = load_torch_file(models / "tiny.pt")
     assert shipped["lineage"] == card["training"]["lineage"]  # the new weights carry their history
     # The history reads as runs, the first from random weights, each saying what it held out.
     assert f"  1. `{models / 'tiny.pt'}`: dssau-net-s, started from random weights, 1 epoch," in \
@@ -641,7 +641,7 @@ def test_a_run_records_its_data_folder_in_full_and_shipping_refuses_a_relative_o
 
 
 def shipped_note_and_best(path):
-    shipped = torch.load(path, weights_only=False)
+    shipped = load_torch_file(path)
     return shipped.get("validation_note"), shipped["best_epoch"]
 
 
@@ -671,10 +671,10 @@ def test_ship_with_fp16_weights_stores_both_files_in_float16_and_they_still_serv
     # No epoch of it was chosen by validation, and neither the card nor the weights claim one was.
     assert card["training"]["best_epoch"] is None and "not validated while it trained" in markdown
     assert shipped_note_and_best(models / "tiny16.pt") == (packed["validation_note"], None)
-    shipped = torch.load(models / "tiny16.pt", weights_only=False)
+    shipped = load_torch_file(models / "tiny16.pt")
     floats = [v for v in shipped["model"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
-    run = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    run = load_torch_file(tmp_path / "run" / "best.pt")
     assert all(torch.equal(shipped["model"][k], v.half()) for k, v in run["model"].items() if v.is_floating_point())
     segmenter = TorchSegmenter(ModelSpec("tiny16", None, models / "tiny16.pt", card, models / "tiny16.json"))
     assert next(segmenter.model.parameters()).dtype == torch.float32
@@ -779,7 +779,7 @@ def test_boundary_weight_reaches_the_training_loss_and_the_recipe(tmp_path):
     weighted = train(TrainSettings(out=str(tmp_path / "boundary"), boundary_weight=0.5, **common))
     # The same data, seed and weights at the start: only the added term makes the loss larger.
     assert weighted.history[0].train_loss > plain.history[0].train_loss
-    saved = torch.load(tmp_path / "boundary" / "last.pt", weights_only=False)
+    saved = load_torch_file(tmp_path / "boundary" / "last.pt")
     assert saved["settings"]["boundary_weight"] == 0.5
 
 
@@ -831,11 +831,11 @@ def _train_with_and_without(tmp_path, **aux) -> dict:
     train(base)
     with_aux = TrainSettings(**{**base.__dict__, "out": str(tmp_path / "aux"), **aux})
     train(with_aux)
-    runs = {"plain": torch.load(tmp_path / "plain" / "last.pt", weights_only=False),
-            "aux": torch.load(tmp_path / "aux" / "last.pt", weights_only=False),
-            "aux_best": torch.load(tmp_path / "aux" / "best.pt", weights_only=False)}
+    runs = {"plain": load_torch_file(tmp_path / "plain" / "last.pt"),
+            "aux": load_torch_file(tmp_path / "aux" / "last.pt"),
+            "aux_best": load_torch_file(tmp_path / "aux" / "best.pt")}
     train(TrainSettings(**{**with_aux.__dict__, "epochs": 2}), resume=True)
-    runs["resumed"] = torch.load(tmp_path / "aux" / "last.pt", weights_only=False)
+    runs["resumed"] = load_torch_file(tmp_path / "aux" / "last.pt")
     return runs
 
 
@@ -954,7 +954,7 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     last = ship_model(tmp_path / "longer", tmp_path / "last-models", "last", command, blocks, data,
                       checkpoint_name="last.pt")
     assert last["training"]["shipped_epoch"] == 2 and last["training"]["epochs_run"] == 2
-    assert torch.load(tmp_path / "last-models" / "last.pt", weights_only=False)["epoch"] == 2
+    assert load_torch_file(tmp_path / "last-models" / "last.pt")["epoch"] == 2
     with pytest.raises(ValueError, match="own validation"):
         ship_model(tmp_path / "held-out", models, "x", command, blocks, data, validated_by=tmp_path / "all/last.pt")
 
@@ -1015,8 +1015,8 @@ def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_p
     held_out = [run("a", seed=1), run("b", seed=2)]
     every_frame = [run("all-a", seed=1, validation_count=0), run("all-b", seed=2, validation_count=0)]
     soup_path = average_checkpoints(held_out, tmp_path / "soup")
-    soup = torch.load(soup_path, weights_only=False)
-    members = [torch.load(p, weights_only=False) for p in held_out]
+    soup = load_torch_file(soup_path)
+    members = [load_torch_file(p) for p in held_out]
     key = "fuse.0.weight"
     assert not torch.equal(members[0]["model"][key], members[1]["model"][key])
     assert torch.allclose(soup["model"][key], (members[0]["model"][key] + members[1]["model"][key]) / 2)
@@ -1052,7 +1052,7 @@ def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_p
     final = ship_model(tmp_path / "all-soup", models, "all", command, blocks, data, validated_by=soup_path,
                        checkpoint_name="last.pt")
     assert final["validation"]["overall"]["dice_fh"] == pytest.approx(card["validation"]["overall"]["dice_fh"])
-    assert len(torch.load(models / "all.pt", weights_only=False)["weight_average"]) == 2
+    assert len(load_torch_file(models / "all.pt")["weight_average"]) == 2
     # A run fine-tuned from an average lists it, with both members' hours, among its lineage.
     run("child", init_from=str(soup_path))
     child = ship_model(tmp_path / "child", models, "child", command, blocks, data, checkpoint_name="last.pt")
@@ -1073,21 +1073,21 @@ def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
         runs.append(tmp_path / f"s{seed}" / "last.pt")
     pair = average_checkpoints(runs[:2], tmp_path / "pair")
     # The pair's runs need not be kept: the pair stands for them.
-    three = torch.load(average_checkpoints([pair, runs[2]], tmp_path / "three"), weights_only=False)
-    flat = torch.load(average_checkpoints(runs, tmp_path / "flat"), weights_only=False)
-    weights = [torch.load(p, weights_only=False)["model"] for p in runs]
+    three = load_torch_file(average_checkpoints([pair, runs[2]], tmp_path / "three"))
+    flat = load_torch_file(average_checkpoints(runs, tmp_path / "flat"))
+    weights = [load_torch_file(p)["model"] for p in runs]
     for key in ("fuse.0.weight", "head.weight"):
         assert torch.allclose(three["model"][key], sum(w[key] for w in weights) / 3, atol=1e-6)
         assert torch.allclose(three["model"][key], flat["model"][key], atol=1e-6)
         # A plain mean of the pair and the third run would weigh the third as two.
-        assert not torch.allclose(three["model"][key], (torch.load(pair, weights_only=False)["model"][key]
+        assert not torch.allclose(three["model"][key], (load_torch_file(pair)["model"][key]
                                                         + weights[2][key]) / 2, atol=1e-6)
     assert [m["seed"] for m in three["weight_average"]] == [1, 2, 3]
     assert [m["checkpoint"] for m in three["weight_average"]] == [str(p) for p in runs]
     # No run counts twice, whether as itself or again through an average.
     with pytest.raises(ValueError, match="more than once"):
         average_checkpoints([pair, runs[0]], tmp_path / "x")
-    torch.save(torch.load(runs[0], weights_only=False), tmp_path / "copy.pt")
+    torch.save(load_torch_file(runs[0]), tmp_path / "copy.pt")
     with pytest.raises(ValueError, match="seed 1 is among the members more than once"):
         average_checkpoints([tmp_path / "copy.pt", pair], tmp_path / "x")
     # A member shipped with float16 weights (the paper configs) averages into a float32 network.
@@ -1096,7 +1096,7 @@ def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
     half = read_checkpoint(runs[0])
     half["model"] = {k: v.half() if v.is_floating_point() else v for k, v in half["model"].items()}
     save_checkpoint(tmp_path / "half.pt", half)
-    mixed = torch.load(average_checkpoints([tmp_path / "half.pt", runs[1]], tmp_path / "mixed"), weights_only=False)
+    mixed = load_torch_file(average_checkpoints([tmp_path / "half.pt", runs[1]], tmp_path / "mixed"))
     assert {v.dtype for v in mixed["model"].values() if v.is_floating_point()} == {torch.float32}
     assert torch.allclose(mixed["model"]["head.weight"], (weights[0]["head.weight"].half().float()
                                                           + weights[1]["head.weight"]) / 2, atol=1e-6)
@@ -1121,7 +1121,7 @@ def test_cli_trains_on_every_frame_with_the_endpoint_head(tmp_path):
                                       "--local-contrast", "2"])
     assert result.exit_code == 0, result.output
     assert "no validation frames" in result.output and "nan" not in result.output
-    saved = torch.load(run / "last.pt", weights_only=False)
+    saved = load_torch_file(run / "last.pt")
     assert saved["settings"]["endpoint_weight"] == 0.5 and "endpoint_head" in saved
     assert saved["settings"]["augmentation"]["elastic_probability"] == 0.5
     assert saved["settings"]["augmentation"]["shadow_probability"] == 0.25
@@ -1164,7 +1164,7 @@ def test_drop_path_regularises_training_only_and_is_part_of_the_recipe(tmp_path,
     assert result.exit_code == 0, result.output
     rates = [m.p for m in built[0].modules() if isinstance(m, DropPath)]
     assert max(rates) == pytest.approx(0.3) and min(rates) == 0.0  # the config's linear ramp, to 0.3
-    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    saved = load_torch_file(tmp_path / "run" / "last.pt")
     # What ships is the config's network (inference never drops); the recipe records the rate.
     assert saved["config"]["drop_path"] == get_config("dssau-net-s").drop_path != 0.3
     assert saved["settings"]["drop_path"] == 0.3
@@ -1298,7 +1298,7 @@ def test_training_at_another_input_size_feeds_the_network_as_inference_does(tmp_
         hook.remove()
     assert set(seen) == {(96, 96)}  # training steps and validation alike
     assert losses[-1] < losses[0] and 0.0 <= result.history[-1].dice_fh <= 1.0
-    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    saved = load_torch_file(tmp_path / "run" / "last.pt")
     assert tuple(saved["settings"]["input_size"]) == (96, 96)
 
     with pytest.raises(ValueError, match="end-point head"):
@@ -1378,7 +1378,7 @@ def test_masks_with_other_label_values_are_refused_with_a_way_out_or_mapped_when
     assert refused.exit_code == 2 and "--labels ps=128,fh=255" in said and "Traceback" not in said
     assert CliRunner().invoke(app, [*common, "--labels", "ps=1,fh=1"]).exit_code == 2
     assert CliRunner().invoke(app, [*common, "--labels", "ps=128,fh=255"]).exit_code == 0
-    assert tuple(torch.load(run / "last.pt", weights_only=False)["settings"]["mask_labels"]) == (128, 255)
+    assert tuple(load_torch_file(run / "last.pt")["settings"]["mask_labels"]) == (128, 255)
 
     # A 16-bit frame is trained on as inference reads it (scaled to 0-255), not wrapped round.
     deep = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
@@ -1601,7 +1601,7 @@ def test_a_loss_that_is_not_finite_stops_the_run_and_is_never_saved_as_best(tmp_
     assert "Traceback" not in result.output
     assert "epoch 2, step 1 of 2: the training loss is nan" in line and f"{run / 'last.pt'} holds epoch 1" in line
     for name in ("last.pt", "best.pt"):  # the weights and the best are epoch 1's, not NaN
-        saved = torch.load(run / name, weights_only=False)
+        saved = load_torch_file(run / name)
         assert saved["epoch"] == 1 and all(torch.isfinite(t).all() for t in saved["model"].values()
                                            if t.is_floating_point())
     assert len((run / "history.jsonl").read_text().splitlines()) == 1
@@ -1692,7 +1692,7 @@ def test_a_checkpoint_save_that_is_interrupted_leaves_no_temporary_file(tmp_path
         with pytest.raises(raised):
             loop._save(target, {"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
-    assert torch.load(target, weights_only=False) == {"epoch": 1}  # the previous epoch's, whole
+    assert load_torch_file(target) == {"epoch": 1}  # the previous epoch's, whole
 
 
 def _refused_data(tmp_path, problem: str):
@@ -1839,7 +1839,7 @@ def test_library_resume_refuses_given_settings_that_differ_and_reports_the_recip
     # Not given (defaults a caller did not choose): the run's own recipe goes on, as on_start says.
     train(other, resume=True, on_start=lambda running, split: started.append(running))
     assert started[-1].learning_rate == 2e-3 and started[-1].seed == 0 and started[-1].epochs == 2
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 2
+    assert load_torch_file(tmp_path / "run" / "last.pt")["epoch"] == 2
     # Fewer epochs than the run is planned on, asked for: refused (not given: the run's own, as before).
     with pytest.raises(RecipeChangedError, match="fewer epochs than the 2 its schedule is planned on") as fewer:
         train(settings, resume=True, given=["epochs"])
@@ -1866,7 +1866,7 @@ def test_a_run_started_in_bf16_resumes_without_it_on_a_machine_that_lacks_it(tmp
     off = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--resume", "--no-bf16",
                                    "--epochs", "2"])
     assert off.exit_code == 0, _said(off)
-    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    saved = load_torch_file(tmp_path / "run" / "last.pt")
     assert saved["epoch"] == 2 and saved["settings"]["bf16"] is False
 
 
@@ -1936,12 +1936,12 @@ def test_a_run_stopped_between_an_epochs_writes_is_brought_level_on_resume(tmp_p
         train(settings)
     monkeypatch.setattr(loop, "_save", real_save)
     run = tmp_path / "run"
-    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 2
-    assert torch.load(run / "best.pt", weights_only=False)["epoch"] == 1 and _history_epochs(run) == [1]
+    assert load_torch_file(run / "last.pt")["epoch"] == 2
+    assert load_torch_file(run / "best.pt")["epoch"] == 1 and _history_epochs(run) == [1]
     with caplog.at_level("WARNING"):
         result = train(settings, resume=True)
     assert result.best_epoch == 2
-    best, last = (torch.load(run / name, weights_only=False) for name in ("best.pt", "last.pt"))
+    best, last = (load_torch_file(run / name) for name in ("best.pt", "last.pt"))
     assert best["epoch"] == 2 and "optimiser" not in best
     assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
     assert _history_epochs(run) == [1, 2]
@@ -2034,7 +2034,7 @@ def test_a_checkpoint_damaged_inside_is_refused_by_its_digest(tmp_path):
     save_checkpoint(path, checkpoint)
     assert torch.equal(read_checkpoint(path)["model"]["w"], checkpoint["model"]["w"])
     _flip_a_byte_inside_a_tensor(path)
-    assert not torch.equal(torch.load(path, weights_only=False)["model"]["w"], checkpoint["model"]["w"])  # loads
+    assert not torch.equal(load_torch_file(path)["model"]["w"], checkpoint["model"]["w"])  # loads
     with pytest.raises(ValueError, match="is damaged: its contents differ from the checksum"):
         read_checkpoint(path)
     # Numpy scalars count as the numbers they hold (their repr changed with numpy 2).
@@ -2045,7 +2045,7 @@ def test_a_checkpoint_damaged_inside_is_refused_by_its_digest(tmp_path):
     torch.save(checkpoint, path)
     assert CONTENT_DIGEST not in read_checkpoint(path)
     save_checkpoint(path, checkpoint)
-    changed = torch.load(path, weights_only=False)
+    changed = load_torch_file(path)
     changed["epoch"] = 3
     torch.save(changed, path)
     with pytest.raises(ValueError, match="is damaged"):
@@ -2089,7 +2089,7 @@ def test_a_disk_that_fills_or_turns_read_only_mid_run_stops_it_in_words(tmp_path
     said = _said(result)
     assert f"cannot write {run / 'last.pt'}" in said and "--resume continues from it" in said
     assert re.search(f"cannot write {re.escape(str(run / 'last.pt'))}: {why}", said)
-    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 1  # the last epoch written in full
+    assert load_torch_file(run / "last.pt")["epoch"] == 1  # the last epoch written in full
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".tmp") == []
 
 
