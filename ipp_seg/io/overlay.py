@@ -361,7 +361,7 @@ def _put_text(canvas, text: str, origin: tuple[int, int], colour, style: _Style,
             (_, ch), _ = cv2.getTextSize("0", _FONT, fs, style.text_thickness)
             r = max(2, round(ch * 0.2))
             cv2.circle(ink, (x + r + 1, y - ch + r), r, 255, max(1, style.text_thickness - 1), cv2.LINE_AA)
-            x += sw
+            x += max(sw, 2 * r + 2 + style.text_thickness)  # the sign's own width where a space is narrower
     k = 2 * max(1, style.text_thickness) + 1
     halo = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     for coverage, c in ((halo, (0, 0, 0)), (ink, colour)):
