@@ -1239,8 +1239,10 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     assert [drawn[uid] for uid in uids] == [getattr(frame.provenance, uid) for uid in uids]
     assert all(drawn[uid] for uid in uids) and [alone[uid] for uid in uids] == [None] * 3
     assert drawn["ipp_seg_version"] == alone["ipp_seg_version"] == __version__
-    resized = invoke("measure", masks / "04701.png", "--scans", scans)
+    resized = invoke("measure", masks / "04701.png", "--scans", scans, "--json")
     assert resized.exit_code == 2 and "not drawn on it" in resized.output
+    refused = json.loads(resized.stdout)[0]  # its scan was read: the row still joins the study
+    assert refused["reasons"] == ["mask_refused"] and refused["sop_instance_uid"] == drawn["sop_instance_uid"]
     assert "04701.dcm" in resized.output.replace("\n", "")
     assert invoke("measure", masks / "09999.png", "--scans", tmp_path / "nowhere").exit_code == 2
     # A scan without a calibration leaves the mask's own spacing, then the given one.

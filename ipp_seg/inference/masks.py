@@ -159,8 +159,8 @@ def _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan, 
         raise
     if frame.pixels.shape != label_mask.shape:
         (h, w), (sh, sw) = label_mask.shape, frame.pixels.shape
-        raise ValueError(f"the mask is {w} x {h} pixels, its scan {os.fspath(scan)} {sw} x {sh}: not drawn on it "
-                         "(or resized since)")
+        raise _NotDrawnOnItsScan(f"the mask is {w} x {h} pixels, its scan {os.fspath(scan)} {sw} x {sh}: not drawn "
+                                 "on it (or resized since)", frame.provenance)
     if frame.spacing_mm is None:  # no frame-wide calibration: the fallback serves outside calibrated regions
         frame = replace(frame, spacing_mm=fallback, spacing_source=source)
     measurement = measure_frame(label_mask, frame, method=method, orientation=orientation, segmented_here=False)
@@ -170,6 +170,15 @@ def _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan, 
         logger.warning("%s: measured with its scan's calibration %s mm; %s %s mm is not used", path,
                        measurement.spacing_mm, which, fallback)
     return measurement, frame.provenance
+
+
+class _NotDrawnOnItsScan(ValueError):
+    """A mask refused beside the scan it was matched to, which was read: its row keeps the
+    scan's UIDs (``provenance``)."""
+
+    def __init__(self, message: str, provenance: Provenance) -> None:
+        super().__init__(message)
+        self.provenance = provenance
 
 
 @dataclass(frozen=True)
@@ -231,10 +240,11 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
                 reason = f"its scan {scan}: {reason}"
             # Read, but not a mask to measure as named: other label values, or not its scan's size.
             code = MASK_REFUSED if matched and not isinstance(exc, ScanReadError) else UNREADABLE
-            row = measurement_row(printable_file(str(path)), "", None, "", None, reason, method, orientation,
+            provenance = getattr(exc, "provenance", None)  # the scan's, where it was read
+            row = measurement_row(printable_file(str(path)), "", None, "", provenance, reason, method, orientation,
                                   failure_code=code)
             report = unreadable_measurement_report(str(path), None, reason, method, orientation, code)
-            yield MeasuredMask(path, row, _with_scan(report, scans, scan, None), unusable=True,
+            yield MeasuredMask(path, row, _with_scan(report, scans, scan, provenance), unusable=True,
                                errors=(f"cannot measure {path}: {reason}",))
             continue
         warnings = ()
