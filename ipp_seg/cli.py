@@ -667,8 +667,10 @@ def batch(
                 held = csv_path.is_file()
             except OSError:  # the path itself is unusable (a name too long, say)
                 held = False
+            needs = ("permission to write there" if isinstance(exc, PermissionError) else
+                     "room on the disk" if exc.errno == errno.ENOSPC else "the cause above put right")
             _fail_writing(f"into {out}", exc, (f"the rows measured so far are in {csv_path}; once the folder can be "
-                                               "written (room on the disk), the same command with --resume goes on")
+                                               f"written ({needs}), the same command with --resume goes on")
                           if held else "")
         except KeyboardInterrupt:
             fail(f"interrupted: the rows measured so far are in {out / 'measurements.csv'}; the same command with "

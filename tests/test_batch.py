@@ -1341,8 +1341,16 @@ def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_co
     monkeypatch.setattr(batch_module.os, "replace", real_replace)
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "No space left on device" in said and "Traceback" not in said
-    assert "the same command with --resume goes on" in said
+    assert "(room on the disk), the same command with --resume goes on" in said
     assert (out / "measurements.csv").read_text() == before
+    # Refused permission: the advice says so, not "room on the disk".
+    def refused(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+    monkeypatch.setattr(batch_module.os, "replace", refused)
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    monkeypatch.setattr(batch_module.os, "replace", real_replace)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "(permission to write there), the same command with --resume" in said
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["measurements.csv"]
 
 
