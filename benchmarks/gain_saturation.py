@@ -2,8 +2,8 @@
 
 Every 6th PSFHS frame (177), as recorded and with its grey values multiplied by a gain and
 clipped to 255, as a machine whose gain is turned too high shows it. For each: the share of
-the imaged tissue (pixels above the black level 8, inside the box the network is shown) at
-250 or more, and the default model's AoP against its AoP on the frame as recorded.
+the imaged tissue (pixels above the black level 8; the whole frame, which is all a PSFHS
+frame shows the network) at 250 or more, and the default model's AoP against its AoP on the frame as recorded.
 
     python benchmarks/gain_saturation.py [--every 6] [--model dssau-net-s]
 
