@@ -958,3 +958,22 @@ def test_an_output_in_a_folder_one_may_not_add_to_is_written_in_place_and_a_dev_
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_an_itk_file_whose_name_is_not_utf8_gets_a_reason_not_an_abort(tmp_path):
+    """SimpleITK aborted the whole process on a Latin-1 name (a batch's worker with it, and every
+    --resume after); the file is refused with what to do."""
+    import subprocess
+    import sys
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8))
+    plain = tmp_path / "plain.mha"
+    sitk.WriteImage(image, str(plain))
+    latin1 = os.path.join(os.fsencode(tmp_path), b"scan_M\xfcller.mha")
+    os.link(plain, latin1)
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", os.fsdecode(latin1), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr  # 134 (abort) before
+    assert "its name is not UTF-8" in run.stderr and "rename the file" in run.stderr
+    with pytest.raises(ScanReadError, match="not UTF-8"):
+        count_frames(os.fsdecode(latin1))

@@ -43,7 +43,7 @@ from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, p
                           spreadsheet_cell, walk_folders)
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
-from ..io.itk import itk_image_io, itk_warnings_silenced, warn_if_turned
+from ..io.itk import check_itk_name, itk_image_io, itk_warnings_silenced, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, check_choice, check_label_values
@@ -1039,6 +1039,7 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
 
 
 def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+    check_itk_name(name)
     try:
         with itk_warnings_silenced():
             img = sitk.ReadImage(name, imageIO=itk_image_io(name))

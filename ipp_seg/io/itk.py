@@ -330,7 +330,22 @@ def itk_image_io(path: str) -> str:
     return _IMAGE_IO.get(suffix, "")
 
 
+def check_itk_name(path: str) -> None:
+    """Refuse a name SimpleITK cannot be given: bytes that are not UTF-8 (a Latin-1 name from an
+    old export) abort the whole process inside SimpleITK, a batch's worker with it.
+
+    Raises:
+        ScanReadError: naming what to do.
+    """
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ScanReadError(path, "its name is not UTF-8 (a Latin-1 name from an old export?), which SimpleITK "
+                                  "cannot open (it aborts the process): rename the file") from None
+
+
 def _reader(path: str) -> sitk.ImageFileReader:
+    check_itk_name(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.SetImageIO(itk_image_io(path))
@@ -368,6 +383,7 @@ def itk_warnings_silenced() -> Iterator[None]:
 
 
 def _read_array(path: str) -> np.ndarray:
+    check_itk_name(path)
     try:
         with itk_warnings_silenced():
             return sitk.GetArrayFromImage(sitk.ReadImage(path, imageIO=itk_image_io(path)))

@@ -127,6 +127,10 @@ def write_label_mha(
     if spacing is not None:
         image.SetSpacing(spacing)
     target = Path(path)
+    try:
+        str(target).encode("utf-8")
+    except UnicodeEncodeError:  # SimpleITK aborts the process on such a name
+        raise ValueError(f"{os.fsdecode(os.fsencode(target))!a}: a MetaImage name must be UTF-8") from None
     target.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(target), useCompression=True)
 
