@@ -917,6 +917,15 @@ def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, s
     from ipp_seg.inference.batch import repeated_images
 
     assert repeated_images(out / "measurements.csv") == (("IMG00001", "0", "EXPORT2/IMG00001"),)
+    # The run that measured them killed before its summary: the run that completes the CSV says it,
+    # though it measured no DICOM itself.
+    rows = _rows(out / "measurements.csv")
+    with open(out / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["file"] != "a.png")
+    resumed = " ".join(_run("batch", mixed_folder, "--out", out, "--resume").output.split())
+    assert "2 rows from 2 files measured now" in resumed and "IMG00001 = EXPORT2/IMG00001" in resumed  # a.png, corrupt.dcm
     (mixed_folder / "IMG00001").unlink()
     assert "another file holds too" not in _run("batch", mixed_folder, "--out", tmp_path / "o2").output
 

@@ -1018,7 +1018,7 @@ def test_evaluate_command(tmp_path, psfhs_dir):
 
     shutil.copy(tmp_path / "pred" / "04700.png", tmp_path / "pred" / "04700_mask.png")
     twice = invoke("evaluate", tmp_path / "pred", tmp_path / "gt")
-    assert twice.exit_code == 2 and "has two files" in twice.output and "Traceback" not in twice.output
+    assert twice.exit_code == 2 and "have two files" in twice.output and "Traceback" not in twice.output
     (tmp_path / "pred" / "04700_mask.png").unlink()
     # An --out that cannot be written is refused before the work, not after it.
     (tmp_path / "a_file").write_text("")

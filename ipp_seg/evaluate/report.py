@@ -1099,6 +1099,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         raise NotADirectoryError(f"{root}: not a folder")
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Path] = {}
+    repeats: list[str] = []
     batch_outputs: dict[Path, bool] = {}  # folder -> whether it holds a batch run's CSV (read once)
 
     case_ids_in: dict[Path, set[str]] = {}  # folder -> the case IDs of its files (read once)
@@ -1144,10 +1145,13 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         elif images and case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
             logger.debug("%s: skipped (the mask of the image beside it)", path)
             continue
-        if case_id in found:
-            raise ValueError(f"{root}: case ID {case_id!r} has two files: {found[case_id].relative_to(root)} and "
-                             f"{path.relative_to(root)}")
+        if case_id in found:  # every such case gathered, and named at once below
+            repeats.append(f"{case_id!r} ({found[case_id].relative_to(root)} and {path.relative_to(root)})")
+            continue
         found[case_id] = path
+    if repeats:
+        raise ValueError(f"{root}: {len(repeats)} case ID(s) have two files: " + "; ".join(repeats[:5])
+                         + ("; ..." if len(repeats) > 5 else "") + " (give a folder that holds one of each)")
     if (predictions and not found and in_batch_output(root) and not (root / MASKS_FOLDER).is_dir()
             and _run_segmented_a_frame(root)):
         # Said here, not as "no label masks": the run measured, and kept no masks to score.

@@ -989,23 +989,32 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         changed = {row["file"] for row in kept if row["file"] in stamps and row["file_bytes"]
                    and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]}
         if changed:
-            log.warning("%s: %d file(s) changed since they were measured; measured again", csv_path, len(changed))
+            log.warning("%s: %d file(s) changed since they were measured; measured again: %s", csv_path, len(changed),
+                        _examples(changed))
             kept = [row for row in kept if row["file"] not in changed]
     if in_dir is not None:
         gone = {row["file"] for row in kept if not os.path.lexists(in_dir / path_of_printable(row["file"]))}
         if gone:
             log.warning("%s holds rows of %d file(s) no longer in the folder (kept): %s", csv_path, len(gone),
-                        ", ".join(sorted(gone)[:3]) + (", ..." if len(gone) > 3 else ""))
+                        _examples(gone))
     if upgraded and rows:
         log.warning("%s: written by an earlier version of ipp-seg; its rows are kept under this version's columns "
                     "(the new ones empty)", csv_path)
     if partial or len(kept) < len(read) or upgraded or reformatted:
         _replace_rows(csv_path, kept, ".resume")
         if partial or len(kept) < len(rows):
+            retried_files = {row["file"] for row in rows if retried(row)}
             log.warning("%s: %d row(s) of unreadable, unprocessed or changed files, or without the frames asked "
-                        "for,%s taken out; those files are measured again", csv_path,
-                        len(rows) - len(kept), " and a half-written last row" if partial else "")
+                        "for,%s taken out; those files are measured again%s", csv_path,
+                        len(rows) - len(kept), " and a half-written last row" if partial else "",
+                        f" (read again: {_examples(retried_files)})" if retried_files else "")
     return _done_of(kept)
+
+
+def _examples(names: Iterable[str], shown: int = 3) -> str:
+    """A few of ``names``, sorted, for a log line: "a.png, b.dcm, c.png, ..."."""
+    names = sorted(names)
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 # Worker processes keep one FileProcessor each (the model is loaded once per process).
@@ -1196,7 +1205,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     csv_advice = RunAdvice.of_rows(_put_in_scan_order(csv_path)) if options.resume else None
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image,
-                        repeated_images(csv_path) if any_uid else (), csv_advice)
+                        # (a resumed run: the run that measured the repeats may have died before saying so)
+                        repeated_images(csv_path) if any_uid or options.resume else (), csv_advice)
 
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
