@@ -447,7 +447,8 @@ def test_masks_in_sub_folders_are_found_and_overlays_left_out(folders, tmp_path)
     _write_png(nested / "masks" / "a" / "00002.png", scene())
     # Every such case named at once: a re-export's 130 repeats had been found one run at a time.
     with pytest.raises(ValueError, match=r"2 case ID\(s\) have two files: '00001' \(masks/a/00001.png and "
-                                         r"masks/a/b/00001.png\); '00002' \(masks/a/00002.png and masks/a/b/00002.png\)"):
+                                         r"masks/a/b/00001.png\); '00002' \(masks/a/00002.png and "
+                                         r"masks/a/b/00002.png\)"):
         evaluate_folders(nested, gt)
 
 

@@ -1328,7 +1328,8 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
-           "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError", "ROW_FAILURES", "ResumeError",
+           "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError",
+           "ROW_FAILURES", "ResumeError",
            "RunAdvice", "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
