@@ -291,7 +291,7 @@ def test_a_folder_of_images_beside_their_masks_serves_as_ground_truth_and_images
     assert "scan_mask" in [c.case_id for c in report.cases] and "scan" not in report.missing_predictions
 
 
-def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(folders):
+def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(folders, caplog):
     """A batch run that failed on a frame (unreadable, no ultrasound image) writes no mask for
     it: left out as "no prediction", a pipeline that failed more often had scored better."""
     import csv
@@ -308,7 +308,11 @@ def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(fol
         writer.writerow({"file": "cine.dcm", "frame": "2", "status": "failed", "reasons": "not_ultrasound_frame"})
         writer.writerow({"file": "00001.png", "frame": "0", "status": "failed", "reasons": "ps_missing"})
         writer.writerow({"file": "00002.png", "frame": "0", "status": "failed", "reasons": "unreadable"})
-    report = evaluate_folders(pred, gt)
+    with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
+        report = evaluate_folders(pred, gt)
+    # 00003's mask has no row: a run stopped before writing it, or a mask from elsewhere (scored, and said).
+    assert "1 mask(s) in" in caplog.text and "have no row in its run's measurements.csv" in caplog.text
+    assert "00003" in caplog.text
     assert report.missing_predictions == ()
     # 00002's mask is an earlier run's: the run that wrote the CSV failed on that file (a copy cut short,
     # measured again), and its old mask had been scored in place of that failure.

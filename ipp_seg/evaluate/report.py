@@ -638,6 +638,12 @@ def evaluate_folders(
         logger.warning("%d mask(s) in %s are of an earlier run: the run that wrote its measurements.csv failed on "
                        "those frames, which are scored as failed (%s)", len(stale), pred_dir, _preview(stale))
     paired -= set(stale)
+    recorded = cases_the_run_recorded(pred_dir)
+    unrecorded = sorted(c for c in paired if recorded is not None and c not in recorded)
+    if unrecorded:  # scored as they are, but a reader of the figures should know
+        logger.warning("%d mask(s) in %s have no row in its run's measurements.csv (a run stopped before writing "
+                       "them, or masks put there from elsewhere); scored as they are: %s", len(unrecorded),
+                       pred_dir, _preview(unrecorded))
     failed_pred = sorted([c for c in missing_pred if c in run_failures] + stale)
     missing_pred = [c for c in missing_pred if c not in run_failures]
     to_evaluate = sorted(paired) + failed_pred + (missing_pred if missing_as_empty else [])
@@ -744,6 +750,30 @@ def run_table(pred_dir: PathLike) -> Path | None:
     return None
 
 
+def _case_names_of_row(row: dict) -> list[str]:
+    """The case IDs a measurements.csv row's mask has or would have (``scan`` for a still
+    image's or a whole file's row, ``scan_f0003`` for a cine's frame 3; frame 0 gives both)."""
+    stem = case_id_of(path_of_printable(name_of_spreadsheet_cell(row.get("file") or "")))
+    frame = (row.get("frame") or "").strip()
+    names = [stem] if frame in ("", "0") else []
+    if frame.isdigit():
+        names.append(f"{stem}_f{int(frame):04d}")
+    return names
+
+
+def cases_the_run_recorded(pred_dir: PathLike) -> set[str] | None:
+    """The case IDs the batch run behind ``pred_dir`` (:func:`run_table`) has rows for; None
+    where there is no such CSV. A mask without a row is an interrupted run's, or another's."""
+    table = run_table(pred_dir)
+    if table is None:
+        return None
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            return {name for row in csv.DictReader(fh) for name in _case_names_of_row(row)}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
 def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:
     """Case ID -> why, for the frames the batch run behind ``pred_dir`` (:func:`run_table`)
     records as failed before the network drew a mask (``unreadable``, ``not_ultrasound_frame``,
@@ -764,11 +794,7 @@ def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:
             for row in csv.DictReader(fh):
                 if row.get("reasons") is None:
                     continue
-                stem = case_id_of(path_of_printable(name_of_spreadsheet_cell(row.get("file") or "")))
-                frame = (row.get("frame") or "").strip()
-                names = [stem] if frame in ("", "0") else []
-                if frame.isdigit():
-                    names.append(f"{stem}_f{int(frame):04d}")
+                names = _case_names_of_row(row)
                 if row_segmented(row):
                     segmented.update(names)
                     continue
