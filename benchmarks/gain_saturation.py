@@ -13,7 +13,6 @@ the share of frames over the limit ipp-seg warns at (FRAME_SATURATED_SHARE).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,22 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ipp_seg.inference import Predictor  # noqa: E402
 from ipp_seg.inference.pipeline import FRAME_SATURATED_SHARE, saturated_share  # noqa: E402
 from ipp_seg.io import read_frame  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "psfhs"
-
+from psfhs_frames import sampled_frame_arguments  # noqa: E402
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--every", type=int, default=6)
-    parser.add_argument("--model", default="dssau-net-s")
-    args = parser.parse_args()
+    args, ids = sampled_frame_arguments(__doc__)
     predictor = Predictor(args.model)
-    ids = sorted(p.stem for p in (DATA / "image_mha").glob("*.mha"))[:: args.every]
+    data = args.data
     gains = (1.0, 1.5, 2.0, 2.5, 3.0)
     shares = {g: [] for g in gains}
     changes = {g: [] for g in gains}
     for case in ids:
-        pixels = read_frame(DATA / "image_mha" / f"{case}.mha").pixels.astype(np.float32)
+        pixels = read_frame(data / "image_mha" / f"{case}.mha").pixels.astype(np.float32)
         base = None
         for gain in gains:
             frame = np.clip(pixels * gain, 0, 255).astype(np.uint8)

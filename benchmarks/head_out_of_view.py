@@ -13,7 +13,6 @@ recorded is the reference.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,9 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ipp_seg.inference import Predictor  # noqa: E402
 from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE  # noqa: E402
 from ipp_seg.io import read_frame  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "psfhs"
-
+from psfhs_frames import sampled_frame_arguments  # noqa: E402
 
 def rim_contrast(image: np.ndarray, head: np.ndarray) -> tuple[float, float] | None:
     """(rim / core, rim / tissue) of a head mask on its frame; None for a head too small."""
@@ -44,16 +41,13 @@ def rim_contrast(image: np.ndarray, head: np.ndarray) -> tuple[float, float] | N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--every", type=int, default=6)
-    parser.add_argument("--model", default="dssau-net-s")
-    args = parser.parse_args()
+    args, ids = sampled_frame_arguments(__doc__)
     predictor = Predictor(args.model)
-    ids = sorted(p.stem for p in (DATA / "image_mha").glob("*.mha"))[:: args.every]
+    data = args.data
     recorded, painted, confidences = [], [], []
     for case in ids:
-        image = read_frame(DATA / "image_mha" / f"{case}.mha").pixels.astype(np.uint8)
-        truth = read_frame(DATA / "label_mha" / f"{case}.mha").pixels.astype(np.uint8)
+        image = read_frame(data / "image_mha" / f"{case}.mha").pixels.astype(np.uint8)
+        truth = read_frame(data / "label_mha" / f"{case}.mha").pixels.astype(np.uint8)
         recorded.append(rim_contrast(image, predictor.predict_pixels(image).labels == 2))
         hole = cv2.dilate((truth == 2).astype(np.uint8), np.ones((9, 9), np.uint8))
         no_head = cv2.inpaint(image, hole, 7, cv2.INPAINT_TELEA)

@@ -21,6 +21,18 @@ def model_arguments(doc: str, default_models: list[str]) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def sampled_frame_arguments(doc: str) -> tuple[argparse.Namespace, list[str]]:
+    """--every N (default 6), --model (default dssau-net-s) and --data; and the case IDs of
+    every N-th frame of the folder's image_mha, for the scripts that change frames and measure
+    what the model then reads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--every", type=int, default=6)
+    parser.add_argument("--model", default="dssau-net-s")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
+    args = parser.parse_args()
+    return args, sorted(p.stem for p in (args.data / "image_mha").glob("*.mha"))[:: args.every]
+
+
 def case_pairs(data: Path) -> dict[str, tuple[Path, Path]]:
     """Case ID -> (image, label mask) of a PSFHS-layout folder."""
     return {cid: (img, lab) for cid, img, lab in find_pairs(data)}
