@@ -284,7 +284,7 @@ class EvaluationReport:
     sha256) of the models whose results the predictions folder records (a batch run's
     ``measurements.csv``, ``predict --out``'s JSON reports), empty where it records none.
     ``failed_predictions``: (case ID, why) of ground truths whose frame that batch run failed
-    before drawing a mask (:func:`failed_before_masks`), scored as empty predictions.
+    before drawing a mask (:attr:`RunRecord.failures`), scored as empty predictions.
     """
 
     method: str
@@ -631,15 +631,15 @@ def evaluate_folders(
     # Frames the run that made the predictions failed before any mask (unreadable, no ultrasound
     # image): a failure of the pipeline, scored as an empty prediction, not left out as if no
     # prediction had been asked for (a pipeline that failed more would score better).
-    run_failures = failed_before_masks(pred_dir)
+    run = read_run_record(pred_dir)  # one pass over its CSV: failures, the cases it recorded, models
+    run_failures = run.failures if run is not None else {}
     # A mask beside such a row is an earlier run's, left when this run measured the file again.
     stale = sorted(c for c in paired if c in run_failures)
     if stale:
         logger.warning("%d mask(s) in %s are of an earlier run: the run that wrote its measurements.csv failed on "
                        "those frames, which are scored as failed (%s)", len(stale), pred_dir, _preview(stale))
     paired -= set(stale)
-    recorded = cases_the_run_recorded(pred_dir)
-    unrecorded = sorted(c for c in paired if recorded is not None and c not in recorded)
+    unrecorded = sorted(c for c in paired if run is not None and c not in run.cases)
     if unrecorded:  # scored as they are, but a reader of the figures should know
         logger.warning("%d mask(s) in %s have no row in its run's measurements.csv (a run stopped before writing "
                        "them, or masks put there from elsewhere); scored as they are: %s", len(unrecorded),
@@ -728,13 +728,13 @@ def evaluate_folders(
         missing_as_empty=missing_as_empty,
         paired_cases=len(paired) + len(failed_pred),  # a frame the run failed on is a prediction too
         ground_truth_problems=tuple(gt_problems),
-        prediction_models=recorded_models(pred_dir),
+        prediction_models=recorded_models(pred_dir, run),
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
     )
 
 
 def _codes_of(why: str) -> tuple[str, ...]:
-    """The reason codes that open a :func:`failed_before_masks` explanation ("unreadable; ...")."""
+    """The reason codes that open a :attr:`RunRecord.failures` explanation ("unreadable; ...")."""
     return tuple(code for code in why.split("; ")[0].split(";") if code)
 
 
@@ -761,40 +761,43 @@ def _case_names_of_row(row: dict) -> list[str]:
     return names
 
 
-def cases_the_run_recorded(pred_dir: PathLike) -> set[str] | None:
-    """The case IDs the batch run behind ``pred_dir`` (:func:`run_table`) has rows for; None
-    where there is no such CSV. A mask without a row is an interrupted run's, or another's."""
-    table = run_table(pred_dir)
-    if table is None:
-        return None
-    try:
-        with open(table, newline="", encoding="utf-8-sig") as fh:
-            return {name for row in csv.DictReader(fh) for name in _case_names_of_row(row)}
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
+@dataclass(frozen=True)
+class RunRecord:
+    """What the measurements.csv of the batch run behind a predictions folder says of its masks
+    (:func:`read_run_record`). ``cases``: the case IDs it has rows for (a mask without one is an
+    interrupted run's, or another's). ``failures``: case ID -> why, of the frames it failed on
+    before the network drew a mask (``unreadable``, ``not_ultrasound_frame``,
+    ``processing_error``); not a file without an image (``not_an_image``, no case), nor frames
+    ``--frames`` did not ask for (``no_such_frame``), nor a case another of its rows segmented
+    (a file resumed with other frames). ``models``: (model, sha256) of its rows. ``segmented``:
+    whether it drew a mask of any frame (a run that failed on every frame has none to keep)."""
+
+    cases: frozenset[str]
+    failures: Mapping[str, str]
+    models: frozenset[tuple[str, str]]
+    segmented: bool
 
 
-def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:
-    """Case ID -> why, for the frames the batch run behind ``pred_dir`` (:func:`run_table`)
-    records as failed before the network drew a mask (``unreadable``, ``not_ultrasound_frame``,
-    ``processing_error``): the case IDs their masks would have had (``scan`` for a still
-    image's or a whole file's row, ``scan_f0003`` for a cine's frame 3; frame 0 gives both).
-    Not a file without an image (``not_an_image``, no case) nor frames ``--frames`` did not
-    ask for (``no_such_frame``), and not a case another row of the same run segmented (a file
-    resumed with other frames). Empty where there is no such CSV."""
+def read_run_record(pred_dir: PathLike) -> RunRecord | None:
+    """The :class:`RunRecord` of the batch run behind ``pred_dir`` (:func:`run_table`), read in
+    one pass; None where there is no such CSV, or it cannot be read (logged)."""
     from ..inference.batch import NO_SUCH_FRAME, NOT_AN_IMAGE, row_segmented
 
     table = run_table(pred_dir)
-    failures: dict[str, str] = {}
-    segmented: set[str] = set()
     if table is None:
-        return failures
+        return None
+    cases: set[str] = set()
+    segmented: set[str] = set()
+    failures: dict[str, str] = {}
+    models: set[tuple[str, str]] = set()
     try:
         with open(table, newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
+                names = _case_names_of_row(row)
+                cases.update(names)
+                models.add((row.get("model") or "", row.get("model_sha256") or ""))
                 if row.get("reasons") is None:
                     continue
-                names = _case_names_of_row(row)
                 if row_segmented(row):
                     segmented.update(names)
                     continue
@@ -805,25 +808,20 @@ def failed_before_masks(pred_dir: PathLike) -> dict[str, str]:
                 for name in names:
                     failures.setdefault(name, why)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        logger.warning("%s cannot be read for the frames its run failed (%s)", table, exc)
-    return {case: why for case, why in failures.items() if case not in segmented}
+        logger.warning("%s cannot be read for the frames and models of the run that made the predictions (%s)",
+                       table, exc)
+        return None
+    return RunRecord(frozenset(cases), {case: why for case, why in failures.items() if case not in segmented},
+                     frozenset(models), bool(segmented))
 
 
-def recorded_models(pred_dir: PathLike) -> tuple[tuple[str, str], ...]:
-    """(model, sha256) of every model a predictions folder says made its masks: the ``model``
-    and ``model_sha256`` of a batch run's ``measurements.csv`` (:func:`run_table`), and of ``predict --out``'s
-    JSON reports beside the masks. Sorted; empty where the folder records none (masks from
-    another tool)."""
-    folder = Path(pred_dir)
-    found: set[tuple[str, str]] = set()
-    table = run_table(folder)
-    if table is not None:
-        try:
-            with open(table, newline="", encoding="utf-8-sig") as fh:
-                found |= {(row.get("model") or "", row.get("model_sha256") or "") for row in csv.DictReader(fh)}
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            logger.warning("%s cannot be read for the model that made the predictions (%s)", table, exc)
-    for report in folder.glob("*.json"):
+def recorded_models(pred_dir: PathLike, run: RunRecord | None = None) -> tuple[tuple[str, str], ...]:
+    """(model, sha256) of every model a predictions folder says made its masks: those of the
+    batch run behind it (``run``, its :class:`RunRecord`), and of ``predict --out``'s JSON
+    reports beside the masks. Sorted; empty where the folder records none (masks from another
+    tool)."""
+    found: set[tuple[str, str]] = set(run.models) if run is not None else set()
+    for report in Path(pred_dir).glob("*.json"):
         try:
             record = json.loads(report.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
@@ -1179,7 +1177,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         raise ValueError(f"{root}: {len(repeats)} case ID(s) have two files: " + "; ".join(repeats[:5])
                          + ("; ..." if len(repeats) > 5 else "") + " (give a folder that holds one of each)")
     if (predictions and not found and in_batch_output(root) and not (root / MASKS_FOLDER).is_dir()
-            and _run_segmented_a_frame(root)):
+            and _run_segmented_a_frame(root)):  # (read only on the way to this error)
         # Said here, not as "no label masks": the run measured, and kept no masks to score.
         raise ValueError(f"{root} holds a batch run's measurements.csv but no {MASKS_FOLDER}/ folder: the run kept "
                          "no masks to score; run it again with --save-masks (--overwrite, or another --out)")
@@ -1188,14 +1186,10 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
 
 def _run_segmented_a_frame(folder: Path) -> bool:
     """Whether the batch run whose measurements.csv lies in ``folder`` drew a mask of any frame
-    (a run that failed on every frame before the network has none to keep, --save-masks or not)."""
-    from ..inference.batch import row_segmented
-
-    try:
-        with open(folder / "measurements.csv", newline="", encoding="utf-8-sig") as fh:
-            return any(row.get("reasons") is not None and row_segmented(row) for row in csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return True  # unreadable: say what a run without masks lacks
+    (a run that failed on every frame before the network has none to keep, --save-masks or not);
+    true where its CSV cannot be read, to say what a run without masks lacks."""
+    run = read_run_record(folder)
+    return run is None or run.segmented
 
 
 def files_below(root: Path, skip=None) -> list[Path]:
