@@ -1200,13 +1200,18 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 totals[key] += value
             if on_progress:
                 on_progress(outcome)
-    # A resumed run's advice is of every row the CSV holds: the few frames measured now may
-    # look mirrored by chance where the study as a whole does not (and the reverse).
-    csv_advice = RunAdvice.of_rows(_put_in_scan_order(csv_path)) if options.resume else None
+    csv_advice, repeats = None, ()
+    if options.resume:
+        # Of every row the CSV holds, read once: the few frames measured now may look mirrored by
+        # chance where the study as a whole does not (and the reverse), and the run that measured
+        # an image exported twice may have died before saying so.
+        every_row = _put_in_scan_order(csv_path)
+        csv_advice = RunAdvice.of_rows(every_row)
+        repeats = _repeated((row["file"], row["frame"], row["sop_instance_uid"]) for row in every_row)
+    elif any_uid:
+        repeats = repeated_images(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
-                        n_doubtful, n_segmented, n_unsure, n_not_image,
-                        # (a resumed run: the run that measured the repeats may have died before saying so)
-                        repeated_images(csv_path) if any_uid or options.resume else (), csv_advice)
+                        n_doubtful, n_segmented, n_unsure, n_not_image, repeats, csv_advice)
 
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
@@ -1214,8 +1219,6 @@ def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
     frame under two paths, as a PACS export writes an image it was asked for twice. Each is
     (file, frame, the first file in the CSV that holds it); a statistic over the rows counts
     such a frame twice unless one is left out. Rows without a UID (not DICOM) are not compared."""
-    first: dict[tuple[str, str], str] = {}
-    repeated = []
     # Streamed, keeping only the UIDs: a CSV of a few hundred thousand rows is read in seconds.
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
@@ -1223,13 +1226,21 @@ def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
         if "sop_instance_uid" not in header:
             return ()
         at_file, at_frame, at_uid = (header.index(c) for c in ("file", "frame", "sop_instance_uid"))
-        for cells in reader:
-            if len(cells) != len(header) or not cells[at_uid]:  # a half-written last row, or no UID
-                continue
-            file = name_of_spreadsheet_cell(cells[at_file])
-            holder = first.setdefault((cells[at_uid], cells[at_frame]), file)
-            if holder != file:
-                repeated.append((file, cells[at_frame], holder))
+        return _repeated((name_of_spreadsheet_cell(cells[at_file]), cells[at_frame], cells[at_uid])
+                         for cells in reader if len(cells) == len(header))  # (not a half-written last row)
+
+
+def _repeated(rows: Iterable[tuple[str, str, str]]) -> tuple[tuple[str, str, str], ...]:
+    """Of (file, frame, SOP Instance UID) rows, those whose UID and frame an earlier row of
+    another file holds: (file, frame, that file). Rows without a UID are not compared."""
+    first: dict[tuple[str, str], str] = {}
+    repeated = []
+    for file, frame, uid in rows:
+        if not uid:
+            continue
+        holder = first.setdefault((uid, frame), file)
+        if holder != file:
+            repeated.append((file, frame, holder))
     return tuple(repeated)
 
 
@@ -1237,7 +1248,7 @@ def _put_in_scan_order(csv_path: Path) -> list[dict]:
     """Rows by file (in the order the folder is walked) and frame, as a run that was never
     interrupted writes them: a resumed run appends the files it measured again (unreadable
     before, or changed) at the end. Rewritten atomically, and only when the order differs.
-    Returns the CSV's rows."""
+    Returns the CSV's rows as they then lie in it."""
     rows = _complete_rows(csv_path)[0]
 
     def frame_of(row: dict) -> int:
@@ -1253,7 +1264,8 @@ def _put_in_scan_order(csv_path: Path) -> list[dict]:
     except OSError as exc:  # a full disk: the rows stay as they are, all of them
         log.warning("%s: its rows could not be put back in file order (%s); they are all there", csv_path,
                     exc.strerror or exc)
-    return rows
+        return rows
+    return ordered
 
 
 def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None:
