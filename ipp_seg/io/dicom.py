@@ -125,6 +125,11 @@ class DicomInfo:
     # frames it holds (None: all). Those are read; the first one beyond fails on its own.
     frames_present: int | None = None
 
+    @property
+    def uids(self) -> tuple[str | None, str | None, str | None]:
+        """(SOP instance, study, series) UIDs, as a :class:`ScanReadError` of this file carries them."""
+        return self.sop_instance_uid, self.study_instance_uid, self.series_instance_uid
+
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -309,8 +314,7 @@ def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterato
                 with _pydicom_warnings_silenced():
                     item = next(frames, None)
             except ScanReadError as exc:  # a frame missing or undecodable: its row keeps the file's UIDs
-                raise type(exc)(exc.path, exc.reason, (info.sop_instance_uid, info.study_instance_uid,
-                                                       info.series_instance_uid)) from exc.__cause__
+                raise type(exc)(exc.path, exc.reason, info.uids) from exc.__cause__
             if item is None:
                 return
             yield item

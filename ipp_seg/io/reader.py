@@ -128,8 +128,7 @@ def read_frames(
         from .dicom import inspect_dicom, iter_dicom_frames
 
         info = inspect_dicom(name)
-        indices = _indices(name, frames, info.n_frames,
-                           (info.sop_instance_uid, info.study_instance_uid, info.series_instance_uid))
+        indices = _indices(name, frames, info.n_frames, info.uids)
         spacing = choose_spacing(name, info.spacing_mm, info.spacing_source, user_spacing, info.regions)
         pixel_source = iter_dicom_frames(info, None if indices == range(info.n_frames) else indices)
         return _frames(

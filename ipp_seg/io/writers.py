@@ -43,6 +43,7 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
     is: replacing it would change the system. ``text``: opened for text (``open_args`` such as
     ``encoding``, ``newline``), else bytes. An error names ``path``, not the temporary file."""
     target = Path(path)
+    file_mode = "w" if text else "wb"
     try:
         mode = os.lstat(target).st_mode
     except OSError:
@@ -51,7 +52,7 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
     # never a link found in an output folder (whose path is that folder's).
     if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) or os.fspath(target).startswith(("/dev/",
                                                                                                        "/proc/")):
-        with open(target, "w" if text else "wb", **open_args) as fh:
+        with open(target, file_mode, **open_args) as fh:
             yield fh
         return
     if mode is not None and stat.S_ISREG(mode) and not os.access(target, os.W_OK):
@@ -65,13 +66,13 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
         # A folder one may not add to, holding a file one may write: written in place, as a plain
         # open would (never through a link: O_NOFOLLOW).
         descriptor = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(descriptor, "w" if text else "wb", **open_args) as fh:
+        with os.fdopen(descriptor, file_mode, **open_args) as fh:
             yield fh
         return
     except OSError as exc:
         raise type(exc)(exc.errno, exc.strerror, str(target)) from None
     try:
-        with os.fdopen(descriptor, "w" if text else "wb", **open_args) as fh:
+        with os.fdopen(descriptor, file_mode, **open_args) as fh:
             yield fh
         if mode is not None and stat.S_ISREG(mode):
             os.chmod(staging, stat.S_IMODE(mode))
