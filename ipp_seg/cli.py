@@ -684,8 +684,11 @@ def batch(
     not_images = ("" if not summary.not_image_rows else ", 1 not an image" if summary.not_image_rows == 1
                   else f", {summary.not_image_rows} not images")
     measured_files = _count(summary.files - summary.skipped_files, "file")
+    # Rows with a warning hold values to read with their reasons: a share worth knowing at a glance.
+    warned = ("" if not summary.warning_rows else "1 with a warning, " if summary.warning_rows == 1
+              else f"{summary.warning_rows} with warnings, ")
     err.print(f"{_count(summary.rows, 'row')} from {measured_files} measured now "
-              f"({failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
+              f"({warned}{failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
     if summary.repeated_images:

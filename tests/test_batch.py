@@ -90,6 +90,11 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     mask = read_frame(out / "masks" / "sub" / "cine_f0001.png").pixels
     assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 1, 2}
     assert (out / "masks" / "a.png").exists() and (out / "overlays" / "sub" / "b.png").exists()
+    # The summary line counts the rows to read with their warnings (the PNGs have no calibration),
+    # apart from those that failed: as the CSV holds them.
+    warned = sum(r["status"] == "warning" for r in rows)
+    assert warned >= 2 and f"7 rows from 5 files measured now ({warned} with warnings, 1 failed, 1 not an image)" \
+        in " ".join(result.output.split())
 
     # --resume on a finished run adds nothing (it tries the unreadable files again, which fail
     # the same way: their rows move to the end).
@@ -893,7 +898,7 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     assert (row["status"], row["reasons"]) == ("failed", "not_an_image") and "Structured Report" in row["error"]
     assert row["sop_instance_uid"] == report.SOPInstanceUID  # its header was read: the row joins its study
     said = " ".join(result.output.split())
-    assert "(1 failed, 2 not images)" in said  # corrupt.dcm; readme.txt and the report apart
+    assert "(2 with warnings, 1 failed, 2 not images)" in said  # corrupt.dcm; readme.txt and the report apart
     again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm alone is read again
     assert again.exit_code == 0 and "1 row from 1 file measured now" in " ".join(again.output.split())
     assert [r["reasons"] for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009"] == ["not_an_image"]

@@ -241,8 +241,8 @@ class BatchSummary:
     """What one run did: ``rows`` written by this run (not those a resumed CSV already held), of
     them ``failed_rows`` failed, ``doubtful_orientation_rows`` measured with the warning
     ``orientation_doubtful``, and ``unsure_symphysis_rows`` of the ``segmented_rows`` (frames the
-    network saw) unsure of the symphysis or without one; ``timings``: seconds by stage, summed
-    over workers."""
+    network saw) unsure of the symphysis or without one, ``warning_rows`` measured with a warning;
+    ``timings``: seconds by stage, summed over workers."""
 
     files: int
     rows: int
@@ -255,6 +255,7 @@ class BatchSummary:
     segmented_rows: int = 0
     unsure_symphysis_rows: int = 0
     not_image_rows: int = 0  # of the failed rows, files that hold no image (reason not_an_image)
+    warning_rows: int = 0  # measured, with a warning to read before the values are used
     # Frames the CSV holds under two files or more with one SOP Instance UID (an image exported
     # twice): (file, frame, the first file that holds it), as the CSV names them.
     repeated_images: tuple[tuple[str, str, str], ...] = ()
@@ -1177,7 +1178,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if csv_path.exists() and not options.resume:
         csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
-    n_rows = n_failed = n_doubtful = n_segmented = n_unsure = n_not_image = 0
+    n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     with open(csv_path, "a", newline="", encoding="utf-8", errors="backslashreplace") as fh:
@@ -1190,6 +1191,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 writer.writerow(csv_cells(row))
                 n_rows += 1
                 n_failed += row["status"] == "failed"
+                n_warning += row["status"] == "warning"
                 n_doubtful += row_orientation_doubtful(row)
                 n_segmented += row_segmented(row)
                 n_unsure += row_symphysis_unsure(row)
@@ -1211,7 +1213,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     elif any_uid:
         repeats = repeated_images(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
-                        n_doubtful, n_segmented, n_unsure, n_not_image, repeats, csv_advice)
+                        n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice)
 
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
