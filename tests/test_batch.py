@@ -608,7 +608,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(mix
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0  # released with its holder
 
 
-def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, sample_png):
+def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, sample_png, caplog):
     from ipp_seg.inference.batch import glob_matcher, list_scans
 
     root = tmp_path / "scans"
@@ -623,6 +623,14 @@ def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, samp
     (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # a link loop ends
     names = [p.relative_to(root).as_posix() for p in list_scans(root, "**/*.png")]
     assert names == ["a/UP.PNG", "a/low.png", "link/linked.png", "top.Png"]
+    # The loop's link is walked no further, and said so: its files are those listed under the root.
+    (said,) = [r.getMessage() for r in caplog.records if "already listed" in r.getMessage()]
+    assert said.startswith(f"{root / 'a' / 'loop'} leads to a folder already listed as {root}")
+    caplog.clear()
+    (root / "again").symlink_to(elsewhere, target_is_directory=True)  # one folder linked in twice
+    assert [p.relative_to(root).as_posix() for p in list_scans(root, "**/linked.png")] == ["again/linked.png"]
+    said = [r.getMessage() for r in caplog.records if "already listed" in r.getMessage()]
+    assert f"{root / 'link'} leads to a folder already listed as {root / 'again'}" in said[-1]
     assert [p.name for p in list_scans(root, "*.png")] == ["top.Png"]  # one level, as a glob means
     matcher = glob_matcher("scan_[0-9]?.dcm")
     assert matcher("SCAN_12.DCM") and not matcher("scan_a2.dcm") and not matcher("sub/scan_12.dcm")

@@ -45,20 +45,28 @@ def walk_folders(root: Path,
     """(folder, its real path, the names of its non-hidden entries that are not folders) for
     ``root`` and its non-hidden sub-folders, sub-folders in name order.
 
-    Folder links are followed, each real folder once, so a link loop ends. A folder for which
-    ``skip(folder, real_path)`` is true is left out with everything below it (it is asked once
-    per real folder, never for a folder already walked)."""
-    visited: set[Path] = set()
+    Folder links are followed, each real folder once, so a link loop ends; a link to a folder
+    already walked is named in a warning, as its files are listed under the first name only. A
+    folder for which ``skip(folder, real_path)`` is true is left out with everything below it (it
+    is asked once per real folder, never for a folder already walked)."""
+    visited: dict[Path, Path] = {}  # real path -> the name it was walked under
 
     def unlistable(exc: OSError) -> None:  # os.walk would pass over it without a word
         log.warning("cannot list %s (%s): the files in it are left out", exc.filename, exc.strerror or exc)
 
     for folder, dirs, names in os.walk(root, followlinks=True, onerror=unlistable):
         here, real = Path(folder), Path(os.path.realpath(folder))
-        if real in visited or (skip is not None and skip(here, real)):
+        if real in visited:
+            # A user who linked a folder in twice may expect rows under both names, as each
+            # link to a file gets: say where its files are.
+            log.warning("%s leads to a folder already listed as %s: its files are listed once, under that name",
+                        printable_path(str(here)), printable_path(str(visited[real])))
             dirs[:] = []
             continue
-        visited.add(real)
+        if skip is not None and skip(here, real):
+            dirs[:] = []
+            continue
+        visited[real] = here
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         yield here, real, [name for name in names if not name.startswith(".")]
 
