@@ -709,6 +709,9 @@ def test_predict_says_when_frames_look_displayed_the_other_way_round(tmp_path, s
     few = invoke("predict", sample_png, sample_png.with_name("psfhs_04750.png"), sample_png.with_name("psfhs_04380.png"),
                  sample_png, scans[0])
     assert "orientation_doubtful" in few.stdout and "other way round" not in few.stderr
+    # The flagged frame's angle reads "(doubtful)" in the table, as on its overlay; the others' do not.
+    assert [line for line in few.stdout.splitlines() if "(doubtful)" in line] == \
+        [line for line in few.stdout.splitlines() if "orientation_doubtful" in line and "mirrored_0" in line]
 
 
 @pytest.mark.parametrize("pixels, words", [

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from ..measure.result import ANGLE_IN_DOUBT, Measurement, failing_reasons_first
+from ..measure.result import Measurement, angle_in_doubt, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
            "render_overlay"]
@@ -275,8 +275,7 @@ def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray
     mid = mid / np.linalg.norm(mid)
     # A number a warning puts in doubt must not look like a good frame's (a frame upside down
     # read 106.0 deg in the same label as a sound 146.2): said in words, whatever one's colour vision.
-    doubted = bool(ANGLE_IN_DOUBT & set(m.reasons))
-    text = f"AoP {aop:.1f}\u00b0" + (" (doubtful)" if doubted else "")
+    text = f"AoP {aop:.1f}\u00b0" + (" (doubtful)" if angle_in_doubt(m.reasons) else "")
     tw, th, _ = _text_size(text, style, 1.0)
     reach = 3.0 * style.marker + 0.5 * abs(mid[0]) * tw + 0.5 * abs(mid[1]) * th
     _label(canvas, text, inferior - mid * reach, _AXIS_COLOUR, style, 1.0, centre=True)
@@ -401,7 +400,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         # drawing crashes the process: written as escapes instead.
         title = _drawable(title.encode("utf-8", "backslashreplace").decode("utf-8"))
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
-    doubted = " (doubtful)" if ANGLE_IN_DOUBT & set(m.reasons) else ""  # as the label on the image says
+    doubted = " (doubtful)" if angle_in_doubt(m.reasons) else ""  # as the label on the image says
     values = [f"AoP {m.aop_deg:.1f}\u00b0{doubted}" if m.aop_deg is not None else "AoP n/a"]
     if m.hsd_mm is not None:
         values.append(f"HSD {m.hsd_mm:.1f} mm")

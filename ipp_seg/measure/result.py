@@ -14,6 +14,7 @@ __all__ = [
     "REASONS",
     "REASON_TITLES",
     "SPACING_SOURCES",
+    "angle_in_doubt",
     "failing_reasons_first",
     "Landmarks",
     "Measurement",
@@ -130,6 +131,12 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "ps_axis_near_vertical", "aop_out_of_range", "head_small_in_frame", "fh_ellipse_poor_fit", "ps_fragmented",
     "fh_fragmented",
 })
+
+
+def angle_in_doubt(reasons) -> bool:
+    """Whether ``reasons`` (codes, as a measurement or a row lists them) hold one of
+    :data:`ANGLE_IN_DOUBT`: where an AoP is shown, it is then marked "(doubtful)" in words."""
+    return not ANGLE_IN_DOUBT.isdisjoint(reasons)
 
 
 def failing_reasons_first(reasons) -> tuple[str, ...]:
