@@ -39,17 +39,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 _GUARDED = {"stdout": GuardedStream("stdout"), "stderr": GuardedStream("stderr")}
 
 
+# Below this, a COLUMNS value is a setting gone wrong, not a width (some containers export
+# COLUMNS=0, at which rich prints nothing at all, error lines included).
+_FEWEST_COLUMNS = 20
+
+
 def _console(stderr: bool = False) -> Console:
     """Piped into a file or a log, rich would assume 80 columns, fold every table cell and
     break error lines in two (so that grep finds half a message); such output gets room for
-    whole rows and lines instead. COLUMNS, when set, still wins."""
+    whole rows and lines instead. COLUMNS, when set to a usable width, still wins. Whether the
+    stream is a terminal is the stream's to say: FORCE_COLOR, exported by many CI setups, would
+    otherwise fill a log file with escape codes and a progress bar redrawn ten times a second."""
     stream = _GUARDED["stderr" if stderr else "stdout"]
-    console = Console(file=stream)
-    if not console.is_terminal:
-        # Tables get 240 columns (or COLUMNS); message lines are not broken at all (soft wrap).
-        width = None if "COLUMNS" in os.environ else 240
-        console = Console(file=stream, width=width, soft_wrap=stderr)
-    return console
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError, OSError):  # no stream at all, or a closed one
+        tty = False
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and not (columns.strip().isdigit() and int(columns) >= _FEWEST_COLUMNS):
+        width = _terminal_columns(stream) if tty else 240  # rich would read the unusable COLUMNS
+    else:
+        # Tables get 240 columns (or COLUMNS) in a file or log; message lines are not broken at all there.
+        width = None if tty or columns is not None else 240
+    return Console(file=stream, width=width, soft_wrap=stderr and not tty, force_terminal=None if tty else False)
+
+
+def _terminal_columns(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 err = _console(stderr=True)
@@ -354,8 +373,9 @@ def train(
             scores = f"val Dice PS {r.dice_ps:.4f} FH {r.dice_fh:.4f}" + ("  [green]best[/]" if r.is_best else "")
         progress.console.print(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.4f}  {scores}  {r.seconds:.0f} s")
 
-    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop) ends the run like Ctrl-C does.
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the session a
+    # job was started from, ends the run like Ctrl-C does.
+    previous_signals = _stop_on_signals()
     failure = None
     try:
         result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step,
@@ -387,7 +407,7 @@ def train(
     finally:
         if progress.live.is_started:  # (a bar never shown is not stopped: rich would print an empty line)
             progress.stop()  # before the error line, not after it
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        _restore_signals(previous_signals)
     if failure is not None:
         fail(*failure)
     if math.isnan(result.best_score):
@@ -603,10 +623,11 @@ def batch(
                                                "Ray instance."),
 ) -> None:
     """Measure every scan in a folder into OUT/measurements.csv, one row per frame. Exit 0 when
-    the run finished (rows may have failed: see the status column); 1 when no frame of it could
-    be measured; 2 for unusable options, no matching files, or an output folder that holds an
-    earlier run's rows (--resume or --overwrite) or that another run is writing into. What each
-    reason in the reasons column means: ipp-seg reasons."""
+    the run finished (rows may have failed: see the status column); 1 when no frame of it (or,
+    resumed, of the whole CSV) could be measured; 2 for unusable options, no matching files, an
+    output folder that holds an earlier run's rows (--resume or --overwrite) or that another run
+    is writing into, a killed worker or a full disk; 130 on Ctrl-C, SIGTERM or SIGHUP. What
+    each reason in the reasons column means: ipp-seg reasons."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -632,13 +653,15 @@ def batch(
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
                            address)
     counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "started": time.monotonic(), "said": 0.0}
-    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop) ends the run like Ctrl-C does,
-    # while it runs: one after it (as the process exits) would only print a traceback.
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the ssh session
+    # a job was started from with '&', ends the run like Ctrl-C does, while it runs: one after it
+    # (as the process exits) would only print a traceback.
+    previous_signals = _stop_on_signals()
     # Transient: a refused run leaves no empty bar behind; the summary line says what was done.
     with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as progress:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as progress:  # (a log file gets lines of its own, below)
         task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=0)
 
         def on_start(total: int) -> None:
@@ -680,7 +703,7 @@ def batch(
             fail(f"interrupted: the rows measured so far are in {out / 'measurements.csv'}; the same command with "
                  "--resume goes on from there", code=130)
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            _restore_signals(previous_signals)
     # This run's rows and failures; files measured by the run it resumed are counted apart.
     earlier = f"; {_count(summary.skipped_files, 'file')} already done before" if summary.skipped_files else ""
     # Objects without an image (reports, PDFs, a DICOMDIR) are counted apart from frames that failed.
@@ -703,8 +726,13 @@ def batch(
                   f"(the same SOP Instance UID: an image exported twice), in {len(files)} file(s): {escape(shown)}. "
                   "A statistic over the rows counts each such frame twice unless one of its rows is left out.",
                   highlight=False)
-    if summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files:
-        fail("no frame of this run could be measured (see the error and reasons columns)", code=1)
+    none_now = summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files
+    # ...nor in the whole CSV, resumed: a wrapper that resumes until the exit is 0 must not stop at
+    # a resume that found nothing left to do in a run that measured nothing.
+    none_at_all = summary.advice.measured == 0 and (summary.rows or summary.skipped_files)
+    if none_now or none_at_all:
+        where = f"in {summary.csv_path}" if summary.skipped_files else "of this run"
+        fail(f"no frame {where} could be measured (see the error and reasons columns)", code=1)
 
 
 def _count(n: int, noun: str) -> str:
@@ -748,6 +776,18 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_on_signals() -> dict:
+    """SIGTERM and (where there is one) SIGHUP raise KeyboardInterrupt while a long command runs,
+    so that it ends as on Ctrl-C, saying how to go on; returns the handlers they replace."""
+    stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    return {signum: signal.signal(signum, _interrupt) for signum in stops}
+
+
+def _restore_signals(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 def _plain_progress(counts: dict, now: float) -> str:
     """One line of batch progress for a log file: files done of all, frames, rate, time left.
     The time left is estimated from the files done since the first one: before it, the
@@ -755,7 +795,7 @@ def _plain_progress(counts: dict, now: float) -> str:
     done, total, elapsed_s = counts["files"], counts["total"], now - counts["started"]
     rate = counts["frames"] / elapsed_s if elapsed_s > 0 else 0.0
     line = f"batch: {done} of {total} files" if total else f"batch: {done} files"
-    line += f", {counts['frames']} frames ({rate:.1f}/s), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
+    line += f", {_count(counts['frames'], 'frame')} ({rate:.1f}/s), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
     first_at, first_files = counts.get("first") or (now, done)
     if total and done > first_files and now > first_at:
         line += f", about {(total - done) * (now - first_at) / (done - first_files) / 60:.1f} min left"
@@ -1050,6 +1090,7 @@ def _reasons_table(blocks) -> Table:
 
 
 def main() -> None:
+    _open_closed_standard_streams()
     _refuse_empty_arguments(sys.argv[1:])
     try:
         app()
@@ -1065,6 +1106,25 @@ def main() -> None:
         _GUARDED["stdout"].mark_failed(exc)
         error(f"cannot write its output: {exc.strerror or exc}")
         sys.exit(2)
+
+
+def _open_closed_standard_streams() -> None:
+    """Give a standard stream that a caller closed (``>&-``, ``2>&-``, as some daemonisers do)
+    /dev/null, as if the caller had sent it there: Python leaves ``sys.stdout`` None, so that
+    the first line printed raised, and a file opened later would take the free descriptor 1 or
+    2 and receive what libraries write to stdout or stderr, a measurements CSV among them."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        devnull = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)  # the lowest free: fd itself
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))
 
 
 def _exit_for_failed_writes(code) -> None:

@@ -349,6 +349,11 @@ def test_batch_exit_codes_and_pattern_checks(mixed_folder, tmp_path):
         assert refused.exit_code == 2 and "--glob takes a pattern" in refused.output
     all_failed = _run("batch", mixed_folder, "--out", tmp_path / "out2", "--glob", "*.txt")
     assert all_failed.exit_code == 1 and "no frame of this run could be measured" in all_failed.output
+    # Resumed with nothing left to do, the run still measured nothing: 1 again, not 0, or a job
+    # wrapper that resumes until the exit is 0 would take the run for done.
+    again = _run("batch", mixed_folder, "--out", tmp_path / "out2", "--glob", "*.txt", "--resume")
+    assert again.exit_code == 1, again.output
+    assert f"no frame in {tmp_path / 'out2' / 'measurements.csv'} could be measured" in " ".join(again.output.split())
     assert "Traceback" not in nothing.output + refused.output + all_failed.output
 
 
@@ -375,6 +380,21 @@ def test_a_broken_link_gets_a_row_that_says_so(tmp_path, sample_png):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_a_link_that_cannot_be_followed_gets_a_row_and_the_run_goes_on(tmp_path, sample_png):
+    # A link into a folder the user may not enter, or (as here, where tests may run as root) to a
+    # name too long for the system: following it raises, and it had ended the whole run with
+    # "cannot write into OUT" and no CSV.
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_png, root / "a.png")
+    (root / "b.png").symlink_to(tmp_path / ("x" * 300) / "b.png")
+    result = _run("batch", root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    rows = {r["file"]: r for r in _rows(tmp_path / "out" / "measurements.csv")}
+    assert rows["a.png"]["aop_deg"] and rows["b.png"]["status"] == "failed"
+    assert "File name too long" in rows["b.png"]["error"]
+
+
 def test_a_pipe_among_the_scans_gets_a_row_and_does_not_hang(tmp_path, sample_png):
     # A FIFO left in an export folder had been passed over without a row; opened, it would
     # block the run for ever.
@@ -996,23 +1016,34 @@ def test_a_model_that_cannot_run_still_stops_the_run(mixed_folder, tmp_path, mon
     assert result.exit_code == 2 and "onnxruntime failed" in result.output
 
 
-def test_sigterm_ends_a_batch_like_ctrl_c(mixed_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_a_hang_up_ends_a_batch_like_ctrl_c(mixed_folder, tmp_path, monkeypatch, stop):
+    # SIGTERM as kill, SLURM or docker stop send it; SIGHUP as the end of the ssh session a job was
+    # started from with '&' does (it had ended the run with exit 129 and no word on going on).
     import os
     import signal
 
     import ipp_seg.inference.batch as batch_module
 
-    def terminated(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # as kill, SLURM or docker stop would
-        raise AssertionError("SIGTERM did not interrupt the run")
+    signum = getattr(signal, stop, None)
+    if signum is None:
+        pytest.skip(f"no {stop} here")
 
-    previous = signal.getsignal(signal.SIGTERM)
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        raise AssertionError(f"{stop} did not interrupt the run")
+
+    def not_the_commands(*args):  # (SIGHUP's default would end the test session itself)
+        raise RuntimeError(f"the command left {stop} to the handler it found")
+
     monkeypatch.setattr(batch_module, "run_batch", terminated)
+    previous = signal.signal(signum, not_the_commands)
     try:
         result = _run("batch", mixed_folder, "--out", tmp_path / "out")
+        assert signal.getsignal(signum) is not_the_commands  # the command's handler is taken away again
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert result.exit_code == 130 and "--resume goes on" in result.output
+        signal.signal(signum, previous)
+    assert result.exit_code == 130 and "--resume goes on" in result.output, result.output
 
 
 def test_progress_lines_go_to_a_log_when_stderr_is_not_a_terminal(mixed_folder, tmp_path):
@@ -1437,3 +1468,18 @@ def test_resuming_with_the_other_backend_says_it_runs_the_models_other_file(mixe
     result = _run("batch", mixed_folder, "--out", out, "--resume", "--backend", "torch")
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "--backend runs the model's other file" in said
+
+
+def test_workers_share_the_cpus_the_run_may_use_not_the_machines(tmp_path, monkeypatch):
+    from ipp_seg.inference.batch import usable_cpus
+
+    # A 64-core server, the job's cpuset 4 of them (SLURM, taskset): 4, where os.cpu_count() says 64.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert usable_cpus(tmp_path) == 4  # no cgroup limit here
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == 4
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert usable_cpus(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("20000 100000\n")
+    assert usable_cpus(tmp_path) == 1

@@ -1185,6 +1185,61 @@ def test_stdout_on_a_full_disk_is_named_in_a_line_and_exit_2_not_a_traceback(tmp
     assert (tmp_path / "ev" / "cases.csv").is_file()  # the files are written all the same
 
 
+def _ipp_seg_process(*args, env=None, closed=(), **kwargs):
+    """ipp-seg run as a user runs it, in its own process; ``closed``: standard streams it starts
+    without (``>&-``, ``2>&-``)."""
+    def close_streams():
+        for fd in closed:
+            os.close(fd)
+
+    return subprocess.run([sys.executable, "-m", "ipp_seg", *map(str, args)], env={**os.environ, **(env or {})},
+                          preexec_fn=close_streams if closed else None, **kwargs)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="closes a child's standard streams before it starts (POSIX)")
+def test_a_closed_stdout_or_stderr_is_taken_as_dev_null(tmp_path, sample_png):
+    # Some daemonisers close them. `predict >&-` had ended in a traceback with no files written,
+    # `batch 2>&-` after its first row, both with exit 1, which reads as a failed measurement.
+    run = _ipp_seg_process("predict", sample_png, "--out", tmp_path / "p", closed=(1,), stderr=subprocess.PIPE,
+                           text=True)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert (tmp_path / "p" / "psfhs_04700_mask.png").is_file() and (tmp_path / "p" / "psfhs_04700.json").is_file()
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(10):
+        (root / f"{k}.png").symlink_to(sample_png)
+    run = _ipp_seg_process("batch", root, "--out", tmp_path / "b", closed=(2,), stdout=subprocess.PIPE, text=True)
+    assert run.returncode == 0
+    with open(tmp_path / "b" / "measurements.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10 and all(r["aop_deg"] for r in rows)
+
+
+def test_an_unusable_columns_setting_does_not_silence_the_output(tmp_path, sample_png):
+    # COLUMNS=0, as some containers export it: rich had printed nothing at all, the error included.
+    for columns in ("0", "5"):
+        run = _ipp_seg_process("predict", sample_png, tmp_path / "missing.png", env={"COLUMNS": columns},
+                               capture_output=True, text=True)
+        assert run.returncode == 2
+        assert f"ipp-seg: cannot read {tmp_path / 'missing.png'}: no such file" in run.stderr, run.stderr
+        assert "146.2" in run.stdout and "missing.png" in run.stdout
+
+
+def test_a_log_file_gets_plain_lines_whatever_forces_colour(tmp_path, sample_png):
+    # FORCE_COLOR (exported by many CI setups) had made rich take a log file for a terminal: escape
+    # codes, and a progress bar redrawn ten times a second into it.
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(3):
+        (root / f"{k}.png").symlink_to(sample_png)
+    with open(tmp_path / "batch.log", "w") as log:
+        run = _ipp_seg_process("batch", root, "--out", tmp_path / "out", env={"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"},
+                               stdout=log, stderr=subprocess.STDOUT)
+    text = (tmp_path / "batch.log").read_text()
+    assert run.returncode == 0 and "3 rows from 3 files measured now" in text, text
+    assert "\x1b" not in text and "\r" not in text, repr(text)
+
+
 def test_evaluate_into_a_read_only_file_system_says_so(tmp_path, psfhs_dir, monkeypatch):
     # It had said "permission denied", which sends a user to chmod on a share mounted read-only.
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)

@@ -404,6 +404,24 @@ def file_stamp(path: Path) -> tuple[str, str]:
     return str(st.st_size), modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """How many CPUs this process may use: those its affinity allows (a SLURM job's or
+    ``taskset``'s cpuset), fewer where a cgroup v2 quota (``cpu.max``, as ``docker --cpus``
+    sets) allows less time than that. ``os.cpu_count()`` counts the machine's, and 2 workers on
+    a 64-core server inside a 4-CPU job had each started 32 threads."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (no affinity on macOS or Windows)
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or no limit
+        pass
+    return max(1, cpus)
+
+
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None) -> list[Path]:
     """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
     sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
@@ -447,8 +465,10 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
             rel = path.relative_to(in_dir).as_posix()
             # A link to nowhere, a pipe, a socket or a device is listed too: its row says why it
             # cannot be read (the reader refuses it unopened), rather than the file vanishing.
-            unreadable = (path.is_symlink() and not path.exists()) or special_file_kind(path) is not None
-            if not ((path.is_file() or unreadable) and matcher(rel)) or real / name in skipped_files:
+            # (os.path's tests, not Path's: a link into a folder the user may not enter, or to a name
+            # too long, raises from Path.exists, and had ended the whole run.)
+            unreadable = (path.is_symlink() and not os.path.exists(path)) or special_file_kind(path) is not None
+            if not ((os.path.isfile(path) or unreadable) and matcher(rel)) or real / name in skipped_files:
                 continue
             if name == CSV_NAME and is_batch_output_part(path):
                 earlier_outputs.append(rel)
@@ -1168,7 +1188,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # rest: every engine, number of workers and interruption then gives the same CSV.
         options = replace(options, inference=replace(options.inference, fixed_batch=FRAMES_PER_BATCH))
     workers = max(1, min(options.workers, len(todo) or 1))
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     if options.inference.threads is None and options.engine == "local":
         # (Ray sizes its actors from the cluster's CPUs, not this machine's.)
         # Threads split between workers: oversubscribing 2 cores costs more than it gives.
