@@ -827,6 +827,11 @@ def measure(
         # Before the work: a --csv reused in a loop over folders, or a batch run's
         # measurements.csv, had been replaced without a word.
         fail(f"--csv {csv_path} already holds rows: give another file, or --overwrite to replace it")
+    # --csv /dev/stdout: the CSV is what stdout carries. The table after it had been written over
+    # it (stdout a file: the CSV lost, exit 0) or mixed into it (a pipe).
+    csv_on_stdout = csv_path is not None and _is_stdout(csv_path)
+    if csv_on_stdout and json_output:
+        fail(f"--json and --csv {csv_path} would both write to stdout: give one of them, or --csv a file")
     index = None
     if scans is not None:
         try:
@@ -851,10 +856,19 @@ def measure(
             _fail_writing(f"--csv {csv_path}", exc)
     if json_output:
         _print_json(reports)
-    else:
+    elif not csv_on_stdout:
         _print_table(_results_table(rows, "ipp-seg measure", network=False))
     _advise(RunAdvice.of_rows(rows, network=False), orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` is the file, pipe or terminal this process's stdout writes to
+    (``/dev/stdout``, ``/proc/self/fd/1``, or the file stdout was redirected into)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file, or a stdout without a descriptor
+        return False
 
 
 def _holds_rows(path: Path) -> bool:

@@ -798,9 +798,20 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     refused_csv.write_text(refused_csv.read_text().replace("\r\n", "\n", 1).replace("\n", "\n\n", 1))
     assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv).exit_code == 2
     # A pipe is no file that holds rows: it is written, not read (reading it had blocked for ever).
-    run = subprocess.run([sys.executable, "-m", "ipp_seg", "measure", str(tmp_path / "m.png"), "--labels", "ps=7,fh=8",
-                          "--csv", "/dev/stdout", "--json"], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0 and run.stdout.startswith("file,frame,status")
+    # The CSV is then all that stdout carries: the table had followed it into the pipe, and, with
+    # stdout a file, been written over it.
+    command = [sys.executable, "-m", "ipp_seg", "measure", str(tmp_path / "m.png"), "--labels", "ps=7,fh=8",
+               "--csv", "/dev/stdout"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0
+    (row,) = csv.DictReader(run.stdout.splitlines())
+    assert float(row["aop_deg"]) > 0 and row["file"] == str(tmp_path / "m.png")
+    with open(tmp_path / "stdout.csv", "w") as redirected:
+        assert subprocess.run(command, stdout=redirected, timeout=120).returncode == 0
+    (row_in_file,) = csv.DictReader((tmp_path / "stdout.csv").read_text().splitlines())
+    assert row_in_file == row
+    both = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "--json and --csv /dev/stdout would both write to stdout" in both.stderr
 
 
 def test_json_names_a_file_as_the_csv_does(sample_png, tmp_path):
