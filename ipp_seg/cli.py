@@ -633,8 +633,8 @@ def batch(
 
     from .inference.backends import BackendError
     from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, LinkedOutputFolderError,
-                                  NoScansError, OutputLockedError, ResumeError, WorkerDiedError, row_not_an_image,
-                                  run_batch)
+                                  NoScansError, OutputLockedError, ResumeError, WorkerDiedError,
+                                  WorkingFolderGoneError, row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -686,7 +686,8 @@ def batch(
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
-                ExistingResultsError, LinkedOutputFolderError, OutputLockedError, WorkerDiedError) as exc:
+                ExistingResultsError, LinkedOutputFolderError, OutputLockedError, WorkerDiedError,
+                WorkingFolderGoneError) as exc:
             fail(str(exc))
         except OSError as exc:
             csv_path = out / "measurements.csv"

@@ -1483,3 +1483,20 @@ def test_workers_share_the_cpus_the_run_may_use_not_the_machines(tmp_path, monke
     assert usable_cpus(tmp_path) == 2
     (tmp_path / "cpu.max").write_text("20000 100000\n")
     assert usable_cpus(tmp_path) == 1
+
+
+def test_a_deleted_current_folder_is_named_as_the_cause(tmp_path, sample_png, monkeypatch):
+    # Worker processes start in the current folder: deleted under the shell, the run had said
+    # "cannot write into OUT", and --resume the same.
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(3):
+        (root / f"{k}.png").symlink_to(sample_png)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    result = _run("batch", root, "--out", tmp_path / "out", "--workers", "2")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "the current folder no longer exists" in said and "cannot write" not in said
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -874,6 +874,10 @@ class WorkerDiedError(RuntimeError):
     """A worker process ended without its results (killed by the system)."""
 
 
+class WorkingFolderGoneError(RuntimeError):
+    """The current folder was deleted: worker processes cannot start in it."""
+
+
 def output_lock(out_dir: Path):
     """Hold ``out_dir``'s batch lock for the run (see :func:`~ipp_seg.io.folders.folder_lock`):
     two runs appending to one measurements.csv would duplicate or lose rows."""
@@ -1321,6 +1325,14 @@ def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterato
         from .ray_engine import ray_outcomes
 
         return ray_outcomes(options, todo, workers, options.address)
+    if workers > 1:
+        # Here, before a previous CSV is replaced (_outcomes starts its workers only when first read).
+        try:
+            os.getcwd()  # a spawned worker starts in it; without it, the start fails as if OUT could not be written
+        except FileNotFoundError:
+            raise WorkingFolderGoneError("the current folder no longer exists (it was deleted or moved after the "
+                                         "shell entered it), and worker processes cannot start in it: cd into an "
+                                         "existing folder and run the command again") from None
     return _outcomes(options, todo, workers)
 
 
@@ -1343,11 +1355,13 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(options, run_log_level(), os.getpid()))
     done = 0
+    finished = False
     try:
         # map keeps file order: the CSV is the same whatever the number of workers.
         for outcomes in executor.map(_worker_run, groups):
             yield from outcomes
             done += 1
+        finished = True
     except BrokenProcessPool:
         # The groups without results that the workers held (one each, and one queued) when one
         # died: if a file there kills its decoder, --resume would die on it again, so name them.
@@ -1358,13 +1372,16 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
                               f"is short. Among the files then being measured: {shown}; if it dies there again, "
                               "one of them may be crashing a decoder: move it aside") from None
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Every result read, the workers are waited for: left to end as the interpreter exits, they
+        # raced its exit hooks, which now and then printed a traceback ("Bad file descriptor")
+        # under a run that had succeeded. Stopped early (an error, Ctrl-C), nothing more is waited for.
+        executor.shutdown(wait=finished, cancel_futures=not finished)
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError",
            "ROW_FAILURES", "ResumeError",
-           "RunAdvice", "WorkerDiedError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
+           "RunAdvice", "WorkerDiedError", "WorkingFolderGoneError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "refuse_batch_output_as_input", "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced",
