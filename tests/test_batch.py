@@ -1500,3 +1500,63 @@ def test_a_deleted_current_folder_is_named_as_the_cause(tmp_path, sample_png, mo
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "the current folder no longer exists" in said and "cannot write" not in said
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def _latin1_locale(folder) -> dict | None:
+    """Environment settings for a Latin-1 locale: one installed, else one built into ``folder``
+    with localedef (as a user without root may); None where neither can be had."""
+    import subprocess
+
+    try:
+        names = subprocess.run(["locale", "-a"], capture_output=True, text=True, timeout=30).stdout.split()
+        installed = next((name for name in names if name.lower().replace("-", "").endswith("iso88591")), None)
+        if installed:
+            return {"LC_ALL": installed}
+        built = subprocess.run(["localedef", "-i", "en_US", "-f", "ISO-8859-1", str(folder / "en_US.ISO-8859-1")],
+                               capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if built.returncode not in (0, 1) or not (folder / "en_US.ISO-8859-1").is_dir():  # (1: warnings only)
+        return None
+    return {"LC_ALL": "en_US.ISO-8859-1", "LOCPATH": str(folder)}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="runs ipp-seg under other locales (POSIX)")
+@pytest.mark.parametrize("locale", ["C", "latin-1"])
+def test_file_names_read_alike_under_any_locale(tmp_path, sample_png, locale):
+    # Under a Latin-1 or ASCII locale Python decodes a UTF-8 é as "Ã©" or as surrogates: the CSV
+    # had named the file so, a .mha had been called damaged (SimpleITK was handed other bytes),
+    # and a run resumed under the usual UTF-8 locale measured those files again under their
+    # right names.
+    import subprocess
+    import sys
+
+    import cv2
+    import SimpleITK as sitk
+
+    root = tmp_path / "scans"
+    (root / "é dir").mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(cv2.imread(str(sample_png), cv2.IMREAD_GRAYSCALE)),
+                    str(root / "é dir" / "scan é.mha"))
+    shutil.copy(sample_png, root / "超声.png")
+    command = [sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out")]
+    settings = {"LC_ALL": "C"}
+    if locale == "latin-1":
+        (tmp_path / "locales").mkdir()
+        settings = _latin1_locale(tmp_path / "locales")
+        if settings is None:
+            pytest.skip("no Latin-1 locale installed here (locale -a), nor localedef to build one")
+    other_locale = {**os.environ, **settings, "PYTHONUTF8": "0", "PYTHONIOENCODING": "utf-8"}
+    if locale == "latin-1":  # (the locale is in force: Python decodes names with it)
+        encoding = subprocess.run([sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"],
+                                  env=other_locale, capture_output=True, text=True).stdout.strip()
+        assert encoding.replace("-", "").lower() in ("iso88591", "latin1"), encoding
+    run = subprocess.run(command, env=other_locale, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = _rows(tmp_path / "out" / "measurements.csv")
+    assert [(r["file"], r["status"] != "failed") for r in rows] == [("é dir/scan é.mha", True), ("超声.png", True)]
+    assert rows[0]["aop_deg"] == rows[1]["aop_deg"]  # one frame, read alike from both files
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert resumed.returncode == 0 and "0 rows from 0 files measured now" in resumed.stderr, resumed.stderr
+    assert _rows(tmp_path / "out" / "measurements.csv") == rows

@@ -977,3 +977,26 @@ def test_an_itk_file_whose_name_is_not_utf8_gets_a_reason_not_an_abort(tmp_path)
     assert "its name is not UTF-8" in run.stderr and "rename the file" in run.stderr
     with pytest.raises(ScanReadError, match="not UTF-8"):
         count_frames(os.fsdecode(latin1))
+
+
+def test_an_itk_file_that_cannot_be_opened_is_not_called_damaged(tmp_path, monkeypatch):
+    """A .mha this user may not read had been "the file is damaged or incomplete" (ITK's word for
+    any failure), where a PNG or DICOM alike says "Permission denied". (Tests may run as root, for
+    whom no mode forbids reading: the refusal is the system's, stood in for here.)"""
+    import errno
+
+    import ipp_seg.io.itk as itk_module
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8))
+    scan = tmp_path / "private.mha"
+    sitk.WriteImage(image, str(scan))
+    real_open = os.open
+
+    def refused(path, flags, *args, **kwargs):
+        if os.fspath(path) == str(scan):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(scan))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(itk_module.os, "open", refused)
+    with pytest.raises(ScanReadError, match=r"cannot open the file \(Permission denied\)"):
+        read_frame(scan)

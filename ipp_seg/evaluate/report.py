@@ -1063,10 +1063,10 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
 
 
 def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
-    check_itk_name(name)
+    itk_name = check_itk_name(name)
     try:
         with itk_warnings_silenced():
-            img = sitk.ReadImage(name, imageIO=itk_image_io(name))
+            img = sitk.ReadImage(itk_name, imageIO=itk_image_io(name))
     except RuntimeError as exc:
         raise ScanReadError(name, f"SimpleITK cannot read it ({str(exc).strip().splitlines()[0]})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:

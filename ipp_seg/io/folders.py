@@ -3,9 +3,11 @@ keeping a folder to one writer at a time (``batch``'s output folder, ``train``'s
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,6 +118,27 @@ def composed_name(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+# Python decodes file names with the locale's encoding: under a Latin-1 or ASCII locale, the
+# two bytes of a UTF-8 é come as "Ã©" or as two lone surrogates. Names are UTF-8 on the disk
+# whatever the locale, and read as such (utf8_view).
+_FILE_NAMES_UTF8 = codecs.lookup(sys.getfilesystemencoding()).name == "utf-8"
+
+
+def utf8_view(name: str) -> str:
+    """A file name as Python gave it (decoded with the locale's encoding), read as UTF-8 instead:
+    the same under a UTF-8 locale; bytes that are not UTF-8 come as lone surrogates."""
+    return name if _FILE_NAMES_UTF8 else os.fsencode(name).decode("utf-8", "surrogateescape")
+
+
+def utf8_name(path: str | os.PathLike[str]) -> str | None:
+    """``path``'s bytes read as UTF-8, whatever the locale (what SimpleITK, which encodes the name
+    it is given as UTF-8, must be given); None where they are not UTF-8 (a Latin-1 name)."""
+    try:
+        return os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def printable_path(rel: str) -> str:
     """A file's relative path as the CSV gives it: bytes of its name that are not UTF-8 (a
     Latin-1 name from an old export, which Python holds as lone surrogates and no UTF-8 file can
@@ -124,7 +147,9 @@ def printable_path(rel: str) -> str:
     written ``\\x0a`` likewise, and a C1 control or a line separator ``\\u0085``: raw, each
     would split a line-based reader's row or a table's.
     Names without any of these, nearly all, are as they are. ``--resume`` compares names in
-    this form."""
+    this form. The name's bytes are read as UTF-8 whatever the locale (:func:`utf8_view`), so
+    that a run resumed under another locale names its files alike."""
+    rel = utf8_view(rel)
     if "\\" not in rel and not _CONTROL_CHARACTER.search(rel):
         try:
             rel.encode("utf-8")
@@ -179,7 +204,7 @@ def path_of_printable(printed: str) -> str:
     is the byte 0xfc again (held as a lone surrogate, as Python lists such a name), ``\\\\`` a
     backslash."""
     if "\\" not in printed:
-        return printed
+        return printed if _FILE_NAMES_UTF8 else os.fsdecode(printed.encode("utf-8", "surrogateescape"))
     raw = bytearray()
     for part in _PRINTED_ESCAPE.split(printed):
         if part == "\\\\":
@@ -190,4 +215,4 @@ def path_of_printable(printed: str) -> str:
             raw.append(int(part[2:], 16))
         else:
             raw += part.encode("utf-8", "surrogateescape")
-    return raw.decode("utf-8", "surrogateescape")
+    return os.fsdecode(bytes(raw))

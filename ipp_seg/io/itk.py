@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import ScanReadError, missing_file_reason
+from .errors import ScanReadError, missing_file_reason, open_failure_reason
+from .folders import utf8_name
 from .frames import Spacing, too_many_pixels
 from .greyscale import drop_alpha_to_grey, to_output
 
@@ -330,24 +331,31 @@ def itk_image_io(path: str) -> str:
     return _IMAGE_IO.get(suffix, "")
 
 
-def check_itk_name(path: str) -> None:
-    """Refuse a name SimpleITK cannot be given: bytes that are not UTF-8 (a Latin-1 name from an
-    old export) abort the whole process inside SimpleITK, a batch's worker with it.
+def check_itk_name(path: str) -> str:
+    """The name to give SimpleITK for ``path``, a file that can be opened: its bytes read as
+    UTF-8, as SimpleITK encodes a name (under a Latin-1 locale Python's own name for a UTF-8 é
+    had led SimpleITK to another file, and the scan was called damaged). Bytes that are not
+    UTF-8 (a Latin-1 name from an old export) are refused: they abort the whole process inside
+    SimpleITK, a batch's worker with it. A file that cannot be opened is named so, where ITK
+    would call it damaged.
 
     Raises:
         ScanReadError: naming what to do.
     """
-    try:
-        os.fspath(path).encode("utf-8")
-    except UnicodeEncodeError:
+    name = utf8_name(path)
+    if name is None:
         raise ScanReadError(path, "its name is not UTF-8 (a Latin-1 name from an old export?), which SimpleITK "
-                                  "cannot open (it aborts the process): rename the file") from None
+                                  "cannot open (it aborts the process): rename the file")
+    try:  # (not blocking on a pipe: the readers refuse those, but not before they try it)
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as exc:
+        raise ScanReadError(path, open_failure_reason(path, exc)) from None
+    return name
 
 
 def _reader(path: str) -> sitk.ImageFileReader:
-    check_itk_name(path)
     reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
+    reader.SetFileName(check_itk_name(path))
     reader.SetImageIO(itk_image_io(path))
     return reader
 
@@ -383,10 +391,10 @@ def itk_warnings_silenced() -> Iterator[None]:
 
 
 def _read_array(path: str) -> np.ndarray:
-    check_itk_name(path)
+    name = check_itk_name(path)
     try:
         with itk_warnings_silenced():
-            return sitk.GetArrayFromImage(sitk.ReadImage(path, imageIO=itk_image_io(path)))
+            return sitk.GetArrayFromImage(sitk.ReadImage(name, imageIO=itk_image_io(path)))
     except RuntimeError as exc:
         raise ScanReadError(path, f"SimpleITK cannot read the pixels ({_first_line(exc)})") from None
 

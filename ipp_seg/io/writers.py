@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .folders import utf8_name
 from .frames import Spacing, check_spacing
 
 LABEL_VALUES = (0, 1, 2)
@@ -128,12 +129,11 @@ def write_label_mha(
     if spacing is not None:
         image.SetSpacing(spacing)
     target = Path(path)
-    try:
-        str(target).encode("utf-8")
-    except UnicodeEncodeError:  # SimpleITK aborts the process on such a name
-        raise ValueError(f"{os.fsdecode(os.fsencode(target))!a}: a MetaImage name must be UTF-8") from None
+    name = utf8_name(target)  # its bytes as UTF-8, as SimpleITK encodes the name, whatever the locale
+    if name is None:  # SimpleITK aborts the process on such a name
+        raise ValueError(f"{os.fsdecode(os.fsencode(target))!a}: a MetaImage name must be UTF-8")
     target.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(target), useCompression=True)
+    sitk.WriteImage(image, name, useCompression=True)
 
 
 def write_overlay_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
