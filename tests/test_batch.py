@@ -1560,3 +1560,38 @@ def test_file_names_read_alike_under_any_locale(tmp_path, sample_png, locale):
                              env={**os.environ, "LC_ALL": "C.UTF-8"})
     assert resumed.returncode == 0 and "0 rows from 0 files measured now" in resumed.stderr, resumed.stderr
     assert _rows(tmp_path / "out" / "measurements.csv") == rows
+
+
+def test_a_disk_that_fills_mid_row_leaves_no_half_row(tmp_path, sample_png, monkeypatch):
+    # The CSV had ended in the middle of a row (",0.9734,83735,2026-12-05T10:41:01.460273Z,aa79"),
+    # which a reader who ignores the exit code takes for a row, cut numbers and all.
+    import errno
+
+    import ipp_seg.inference.batch as batch_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(3):
+        (root / f"{k}.png").symlink_to(sample_png)
+    real_write = os.write
+    rows_written = []
+
+    def fills_on_the_third_row(fd, data):
+        if b".png," not in bytes(data):  # the header, or another file
+            return real_write(fd, data)
+        rows_written.append(data)
+        if len(rows_written) < 3:
+            return real_write(fd, data)
+        real_write(fd, bytes(data)[:len(data) // 2])  # what fitted
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(batch_module.os, "write", fills_on_the_third_row)
+    result = _run("batch", root, "--out", tmp_path / "out")
+    monkeypatch.setattr(batch_module.os, "write", real_write)
+    assert result.exit_code == 2 and "No space left on device" in " ".join(result.output.split())
+    text = (tmp_path / "out" / "measurements.csv").read_bytes()
+    assert text.endswith(b"\r\n") and [r["file"] for r in _rows(tmp_path / "out" / "measurements.csv")] == \
+        ["0.png", "1.png"]
+    resumed = _run("batch", root, "--out", tmp_path / "out", "--resume")
+    assert resumed.exit_code == 0 and [r["file"] for r in _rows(tmp_path / "out" / "measurements.csv")] == \
+        ["0.png", "1.png", "2.png"]

@@ -1205,14 +1205,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
-    with open(csv_path, "a", newline="", encoding="utf-8", errors="backslashreplace") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+    with _WholeRowsFile(csv_path) as fh:
         if new_file:
-            writer.writeheader()
-            fh.flush()
+            fh.write_rows([], header=True)
         for outcome in outcomes:
+            fh.write_rows([csv_cells(row) for row in outcome.rows])
             for row in outcome.rows:
-                writer.writerow(csv_cells(row))
                 n_rows += 1
                 n_failed += row["status"] == "failed"
                 n_warning += row["status"] == "warning"
@@ -1221,7 +1219,6 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 n_unsure += row_symphysis_unsure(row)
                 n_not_image += row_not_an_image(row)
                 any_uid = any_uid or bool(row["sop_instance_uid"])
-            fh.flush()
             for key, value in outcome.timings.items():
                 totals[key] += value
             if on_progress:
@@ -1318,6 +1315,42 @@ def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
     except (ScanReadError, ValueError, IndexError):  # (IndexError: it has none of them, a no_such_frame row)
         return False
     return all(i in seen for i in wanted)
+
+
+class _WholeRowsFile:
+    """measurements.csv opened to append whole rows: each file's rows go out in one write, and a
+    write cut short (a full disk, a file size limit) is taken back to the last whole row, so that
+    a reader who ignores the exit code never meets half a row: ``--resume`` drops one, but a
+    spreadsheet would read its cut number (133.37 of 133.3712) as a value."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides, as open() does
+        self._end = os.fstat(self._fd).st_size
+
+    def write_rows(self, rows: list[dict], header: bool = False) -> None:
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        # (bytes of a name that are not UTF-8 come as lone surrogates: written as \udcfc escapes)
+        data = memoryview(text.getvalue().encode("utf-8", "backslashreplace"))
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._end)
+            except OSError:  # (--resume still drops a half row)
+                pass
+            raise
+        self._end = os.fstat(self._fd).st_size
+
+    def __enter__(self) -> _WholeRowsFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self._fd)
 
 
 def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
