@@ -1595,3 +1595,27 @@ def test_a_disk_that_fills_mid_row_leaves_no_half_row(tmp_path, sample_png, monk
     resumed = _run("batch", root, "--out", tmp_path / "out", "--resume")
     assert resumed.exit_code == 0 and [r["file"] for r in _rows(tmp_path / "out" / "measurements.csv")] == \
         ["0.png", "1.png", "2.png"]
+
+
+def test_an_overwrite_stopped_before_its_first_row_keeps_the_previous_csv(tmp_path, sample_png, monkeypatch):
+    # In a group-shared OUT, --overwrite had removed the CSV first and then stopped at a colleague's
+    # read-only mask: the header alone was left of the previous run's rows. (Tests may run as root,
+    # whom no mode stops: the refusal is os.access's, stood in for.)
+    import ipp_seg.io.writers as writers_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(3):
+        (root / f"{k}.png").symlink_to(sample_png)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--save-masks").exit_code == 0
+    before = (out / "measurements.csv").read_bytes()
+    real_access = os.access
+    monkeypatch.setattr(writers_module.os, "access",
+                        lambda path, mode, **kw: False if str(path).endswith("0.png") and mode == os.W_OK
+                        else real_access(path, mode, **kw))
+    refused = _run("batch", root, "--out", out, "--save-masks", "--overwrite")
+    monkeypatch.setattr(writers_module.os, "access", real_access)
+    assert refused.exit_code == 2 and "Permission denied" in refused.output, refused.output
+    assert (out / "measurements.csv").read_bytes() == before
+    assert _run("batch", root, "--out", out, "--save-masks", "--overwrite").exit_code == 0

@@ -1199,15 +1199,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         options = replace(options, inference=replace(options.inference, threads=max(1, cores // workers)))
     # Set up the engine (the Ray one needs its package) before a previous CSV is replaced.
     outcomes = _engine_outcomes(options, todo, workers)
-    if csv_path.exists() and not options.resume:
-        csv_path.unlink()
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
-    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
-    with _WholeRowsFile(csv_path) as fh:
-        if new_file:
-            fh.write_rows([], header=True)
+    with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
         for outcome in outcomes:
             fh.write_rows([csv_cells(row) for row in outcome.rows])
             for row in outcome.rows:
@@ -1321,13 +1316,29 @@ class _WholeRowsFile:
     """measurements.csv opened to append whole rows: each file's rows go out in one write, and a
     write cut short (a full disk, a file size limit) is taken back to the last whole row, so that
     a reader who ignores the exit code never meets half a row: ``--resume`` drops one, but a
-    spreadsheet would read its cut number (133.37 of 133.3712) as a value."""
+    spreadsheet would read its cut number (133.37 of 133.3712) as a value.
 
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides, as open() does
+    The file is opened when the first rows come (with its header if it is new or empty), and
+    ``replace``: a previous run's CSV (``--overwrite``) is removed only then, once a file has
+    been measured and its outputs written: a run stopped before (a colleague's read-only mask
+    in a shared OUT, Ctrl-C while the workers start) leaves the previous results as they were."""
+
+    def __init__(self, path: Path, replace: bool) -> None:
+        self._path, self._replace = path, replace
+        self._fd: int | None = None
+        self._end = 0
+
+    def _open(self) -> None:
+        if self._replace:
+            self._path.unlink(missing_ok=True)
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides
         self._end = os.fstat(self._fd).st_size
+        if self._end == 0:
+            self.write_rows([], header=True)
 
     def write_rows(self, rows: list[dict], header: bool = False) -> None:
+        if self._fd is None:
+            self._open()
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
         if header:
@@ -1349,8 +1360,11 @@ class _WholeRowsFile:
     def __enter__(self) -> _WholeRowsFile:
         return self
 
-    def __exit__(self, *exc) -> None:
-        os.close(self._fd)
+    def __exit__(self, failed, *exc) -> None:
+        if self._fd is None and failed is None:  # nothing was left to measure: the CSV is there all the same
+            self._open()
+        if self._fd is not None:
+            os.close(self._fd)
 
 
 def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
