@@ -79,6 +79,21 @@ def test_a_model_file_that_is_not_the_cards_is_refused(folder):
     assert resolve_model("dssau-net-s").mismatched_files == (folder / "dssau-net-s.onnx",)
     shutil.copy(SHIPPED / "dssau-net-s.onnx", folder / "dssau-net-s.onnx")
     assert resolve_model("dssau-net-s").mismatched_files == ()
+    # Cut short in a copy: said so, with the sizes (its advice to run the file itself had failed as well).
+    data = (SHIPPED / "dssau-net-s.onnx").read_bytes()
+    (folder / "dssau-net-s.onnx").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelNotFoundError, match=rf"holds {len(data) // 3:,} of the {len(data):,} bytes the card "
+                                                 r"lists \(a copy cut short\?\).*copy it again"):
+        load_segmenter(resolve_model("dssau-net-s"))
+
+
+def test_a_damaged_card_is_named_as_such_not_as_missing(folder, caplog):
+    # Its model had been said to have "no model card (dssau-net-s.json) beside it", the card being there.
+    card = folder / "dssau-net-s.json"
+    card.write_text(card.read_text()[:200])
+    with pytest.raises(ModelNotFoundError, match=r"its card .*dssau-net-s\.json cannot be read as a model card"):
+        resolve_model("dssau-net-s")
+    assert "cannot be read as a model card" in caplog.text  # and the warning says why
 
 
 def test_a_model_file_without_a_card_is_named_when_asked_for_by_name(folder):

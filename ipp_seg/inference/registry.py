@@ -154,12 +154,19 @@ def check_model_file(spec: ModelSpec, path: Path, kind: str) -> str:
         digest = sha256_of(path)
     except OSError as exc:  # no read permission (a model folder shared without it), or a disk error
         raise ModelNotFoundError(f"model {spec.name}: {path} cannot be read ({exc.strerror or exc})") from None
-    expected = (spec.card or {}).get("files", {}).get(kind, {}).get("sha256")
+    listed = (spec.card or {}).get("files", {}).get(kind, {})
+    expected = listed.get("sha256")
     if expected and digest != expected:
+        card = spec.card_path.name if spec.card_path else ""
+        size, listed_size = path.stat().st_size, listed.get("bytes")
+        # A copy or download cut short is no model at all: running the file itself would fail too.
+        short = (f"; it holds {size:,} of the {listed_size:,} bytes the card lists (a copy cut short?)"
+                 if isinstance(listed_size, int) and size < listed_size else "")
         raise ModelNotFoundError(
-            f"model {spec.name}: {path} is not the file its card {spec.card_path.name if spec.card_path else ''} "
-            f"describes (its sha256 differs), so the card's validation figures are not this model's: ship it again "
-            f"with scripts/ship_model.py, or run the file itself with --model {path}")
+            f"model {spec.name}: {path} is not the file its card {card} describes (its sha256 differs){short}, so "
+            f"the card's validation figures are not this model's: if it was damaged in a copy, copy it again; if "
+            f"it holds other weights on purpose, ship them with scripts/ship_model.py, or run the file itself with "
+            f"--model {path}")
     return digest
 
 
@@ -197,6 +204,11 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     known = ", ".join(s.name for s in specs) or "none"
     uncarded = [folder / f"{name_or_path}{suffix}" for suffix in (".onnx", ".pt")
                 if (folder / f"{name_or_path}{suffix}").is_file()]
+    card_path = folder / f"{name_or_path}.json"
+    if card_path.is_file():  # there, and left out of the models with a warning saying why
+        raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read as a model card "
+                                 "(damaged, or not written by scripts/ship_model.py; see the warning above): put "
+                                 "the card back as it was shipped (in a clone: git checkout models/)")
     if uncarded:  # a model exported into the folder, never given a card
         raise ModelNotFoundError(f"model {name_or_path!r}: {uncarded[0]} has no model card ({name_or_path}.json) "
                                  f"beside it, so it is not listed; run the file itself with --model {uncarded[0]}")
