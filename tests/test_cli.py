@@ -836,7 +836,8 @@ def test_json_names_a_file_as_the_csv_does(sample_png, tmp_path):
 
 
 def test_json_reports_share_one_schema(sample_png, tmp_path):
-    # predict and measure, measured or not: the same keys and null (never "") for no value.
+    # predict and measure, measured or not: the same keys and null (never "") for no value; "error"
+    # in every report (it had been in failed ones only: x["error"] raised on a measured frame).
     import cv2
 
     predicted = json.loads(invoke("predict", sample_png, tmp_path / "missing.png", "--json", "--out",
@@ -845,8 +846,9 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((64, 64), np.uint8))
     measured = json.loads(invoke("measure", mask, tmp_path / "blank.png", tmp_path / "missing.png", "--json").stdout)
     measurement_keys = set(measured[0])
-    assert set(measured[1]) == measurement_keys and set(measured[2]) == measurement_keys | {"error"}
-    assert set(predicted[0]) > measurement_keys and set(predicted[1]) == set(predicted[0]) | {"error"}
+    assert set(measured[1]) == set(measured[2]) == measurement_keys and "error" in measurement_keys
+    assert set(predicted[0]) > measurement_keys and set(predicted[1]) == set(predicted[0])
+    assert measured[0]["error"] is None and predicted[0]["error"] is None and predicted[1]["error"]
     assert measured[1]["aop_deg"] is None and measured[1]["reasons"][-2:] == ["ps_missing", "fh_missing"]
     assert predicted[1]["frame"] is None and predicted[1]["aop_deg"] is None and predicted[1]["model"]
     assert predicted[0]["tta"] is False and predicted[1]["tta"] is False

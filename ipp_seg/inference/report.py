@@ -30,6 +30,7 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
         "frame": frame_index,
         "status": m.status,
         "reasons": list(m.reasons),
+        "error": None,  # (a frame that could not be read or processed has its cause here: one schema)
         "aop_deg": m.aop_deg,
         "hsd_mm": m.hsd_mm,
         "hsd_px": m.hsd_px,
