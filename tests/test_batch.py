@@ -57,6 +57,14 @@ def _run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def _linked_scans(folder, scan, count):
+    """``folder`` made, with ``count`` links to ``scan`` named 0.png, 1.png, ..."""
+    folder.mkdir()
+    for k in range(count):
+        (folder / f"{k}.png").symlink_to(scan)
+    return folder
+
+
 def _rows(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -1488,10 +1496,7 @@ def test_workers_share_the_cpus_the_run_may_use_not_the_machines(tmp_path, monke
 def test_a_deleted_current_folder_is_named_as_the_cause(tmp_path, sample_png, monkeypatch):
     # Worker processes start in the current folder: deleted under the shell, the run had said
     # "cannot write into OUT", and --resume the same.
-    root = tmp_path / "scans"
-    root.mkdir()
-    for k in range(3):
-        (root / f"{k}.png").symlink_to(sample_png)
+    root = _linked_scans(tmp_path / "scans", sample_png, 3)
     gone = tmp_path / "gone"
     gone.mkdir()
     monkeypatch.chdir(gone)
@@ -1569,10 +1574,7 @@ def test_a_disk_that_fills_mid_row_leaves_no_half_row(tmp_path, sample_png, monk
 
     import ipp_seg.inference.batch as batch_module
 
-    root = tmp_path / "scans"
-    root.mkdir()
-    for k in range(3):
-        (root / f"{k}.png").symlink_to(sample_png)
+    root = _linked_scans(tmp_path / "scans", sample_png, 3)
     real_write = os.write
     rows_written = []
 
@@ -1603,10 +1605,7 @@ def test_an_overwrite_stopped_before_its_first_row_keeps_the_previous_csv(tmp_pa
     # whom no mode stops: the refusal is os.access's, stood in for.)
     import ipp_seg.io.writers as writers_module
 
-    root = tmp_path / "scans"
-    root.mkdir()
-    for k in range(3):
-        (root / f"{k}.png").symlink_to(sample_png)
+    root = _linked_scans(tmp_path / "scans", sample_png, 3)
     out = tmp_path / "out"
     assert _run("batch", root, "--out", out, "--save-masks").exit_code == 0
     before = (out / "measurements.csv").read_bytes()
