@@ -289,3 +289,19 @@ def test_an_angle_a_warning_puts_in_doubt_is_labelled_so():
     assert doubted > plain + 40  # "AoP 146.2° (doubtful)": the longer label
     assert label_ink(replace(m, status="warning", reasons=("hsd_unstable",))) == plain  # the HSD's, not the angle's
     assert ANGLE_IN_DOUBT <= {code for code, (status, _) in REASONS.items() if status == "warning"}
+
+
+@pytest.mark.parametrize("width", [256, 512, 1024])
+def test_the_panels_values_stay_inside_it(width):
+    """A mirrored frame measured with --tta whose angle is in doubt had its values row run off a
+    512-pixel panel at "... orientation mirrored, mirror T"."""
+    from ipp_seg.io.overlay import _PANEL_COLOUR, _Style, _text_panel
+
+    m = replace(measure_progress(synthetic_mask(), (0.2, 0.2)), status="warning", orientation="mirrored",
+                reasons=("orientation_doubtful", "spacing_implausible"))
+    style = _Style(width)
+    panel = _text_panel(width, m, "scan.png", style, True, "dssau-net-s")
+    right_margin = panel[:, width - max(3, style.marker):]
+    assert (right_margin == np.array(_PANEL_COLOUR, np.uint8)).all()  # no text reaches the edge
+    fewer_words = _text_panel(width, replace(m, reasons=()), "scan.png", style, False, "dssau-net-s")
+    assert panel.shape[0] >= fewer_words.shape[0]

@@ -385,6 +385,21 @@ def _wrap(words: list[str], width: int, style: _Style, rel: float) -> list[str]:
     return lines
 
 
+def _wrap_values(values: list[str], width: int, style: _Style, rel: float) -> list[str]:
+    """``values`` ("AoP 146.2°", "HSD 5.5 mm", ...) three spaces apart on as few lines of
+    ``width`` pixels as they fit, each kept whole on one line where it fits one by itself (a
+    mirrored frame's "(doubtful)" and "mirror TTA" had run off a 512-pixel panel)."""
+    lines: list[str] = []
+    for value in values:
+        trial = f"{lines[-1]}   {value}" if lines else value
+        if lines and _text_size(trial, style, rel)[0] <= width:
+            lines[-1] = trial
+        else:
+            lines.append(value)
+    return [part for line in lines
+            for part in ([line] if _text_size(line, style, rel)[0] <= width else _wrap(line.split(), width, style, rel))]
+
+
 def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tta: bool,
                 model: str | None = None) -> np.ndarray:
     """Rows of text under the frame: title, values and legend, status and reasons."""
@@ -409,7 +424,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
     else:
         values.append("HSD n/a")
     values.append(f"({m.method}, orientation {m.orientation}{', mirror TTA' if tta else ''})")
-    rows.append(("   ".join(values), _TEXT_COLOUR))
+    rows.extend((line, _TEXT_COLOUR) for line in _wrap_values(values, usable, style, rel))
     if model:
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(f"model {model}".split(), usable, style, rel))
     status_colour = _STATUS_COLOURS.get(m.status, _STATUS_COLOURS["failed"])
