@@ -640,6 +640,9 @@ def test_a_models_own_confidence_floors_replace_the_defaults():
     assert confidence_floors(sure) == {"head": 0.9, "ps": 0.9}
     unsure = [(0.86 + i / 1000, 0.83 + i / 1000) for i in range(100)]
     assert confidence_floors(unsure) == {"head": 0.841, "ps": 0.811}
+    # A model barely above chance on its own frames keeps its warnings: the floors stop at 0.6.
+    guessing = [(0.40 + i / 1000, 0.35 + i / 1000) for i in range(100)]
+    assert confidence_floors(guessing) == {"head": 0.6, "ps": 0.6}
 
 
 def test_a_head_small_in_the_frame_is_a_warning_that_keeps_the_values():

@@ -82,17 +82,25 @@ def segment_by_id(segmenter, frames: dict, tta: bool = False, confidences: dict 
 def confidence_floors(confidences) -> dict:
     """The confidences below which a model's results carry ``low_confidence`` and
     ``ps_low_confidence``, from (head, PS) confidences of its validation frames: 0.02 below
-    their 1st percentile, and never above the defaults the shipped models were checked with
-    (:data:`~ipp_seg.inference.pipeline.MIN_HEAD_CONFIDENCE`, ``MIN_PS_CONFIDENCE``). A model of
-    one's own that is surer or less sure overall is then judged against its own frames, not the
-    shipped models' (a small model trained on 24 frames had flagged every frame)."""
+    their 1st percentile, never above the defaults the shipped models were checked with
+    (:data:`~ipp_seg.inference.pipeline.MIN_HEAD_CONFIDENCE`, ``MIN_PS_CONFIDENCE``) and never
+    below :data:`LOWEST_CONFIDENCE_FLOOR`. A model of one's own that is surer or less sure overall
+    is then judged against its own frames, not the shipped models' (a small model trained on 24
+    frames had flagged every frame); one whose validation frames are barely above chance keeps
+    its warnings (a model of PS Dice 0.03 had got floors of 0.34 and 0.32, and no warning)."""
     from ..inference.pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
 
     floors = {}
     for key, index, default in (("head", 0, MIN_HEAD_CONFIDENCE), ("ps", 1, MIN_PS_CONFIDENCE)):
         values = [float(c[index]) for c in confidences if c[index] is not None]
-        floors[key] = round(min(default, float(np.percentile(values, 1)) - 0.02), 3) if values else default
+        floor = min(default, float(np.percentile(values, 1)) - 0.02) if values else default
+        floors[key] = round(max(LOWEST_CONFIDENCE_FLOOR, floor), 3)
     return floors
+
+
+#: No model's own floor lies below this: a network whose mean probability for the class it
+#: draws is this low (chance is 1/3 with three classes) is guessing, and its rows must say so.
+LOWEST_CONFIDENCE_FLOOR = 0.6
 
 
 def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
@@ -513,7 +521,13 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     else:
         validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks)
         source = None
+    floors = card.get("confidence_floors")
     card.update(_card_validation(validation, validation_tta, source))
+    # The floors its rows' warnings have been judged with stay (or stay absent): measuring a card's
+    # figures again must not move what low_confidence means for the model's users.
+    card.pop("confidence_floors", None)
+    if floors is not None:
+        card["confidence_floors"] = floors
     card["validated_with_ipp_seg"] = __version__
     card_path.write_text(json.dumps(card, indent=2))
     (models_dir / f"{name}.md").write_text(model_card_markdown(card))
