@@ -56,12 +56,23 @@ def _console(stderr: bool = False) -> Console:
     except (AttributeError, ValueError, OSError):  # no stream at all, or a closed one
         tty = False
     columns = os.environ.get("COLUMNS")
-    if columns is not None and not (columns.strip().isdigit() and int(columns) >= _FEWEST_COLUMNS):
+    if columns is not None and not _usable_columns(columns):
         width = _terminal_columns(stream) if tty else 240  # rich would read the unusable COLUMNS
     else:
         # Tables get 240 columns (or COLUMNS) in a file or log; message lines are not broken at all there.
         width = None if tty or columns is not None else 240
     return Console(file=stream, width=width, soft_wrap=stderr and not tty, force_terminal=None if tty else False)
+
+
+def _usable_columns(value: str | None) -> bool:
+    return value is not None and value.strip().isdigit() and int(value) >= _FEWEST_COLUMNS
+
+
+def _drop_unusable_columns() -> None:
+    """Forget a COLUMNS that is no width (``0``, ``abc``): typer's own help and usage errors read
+    it too, and at 0 they had printed nothing at all (this process's environment only)."""
+    if "COLUMNS" in os.environ and not _usable_columns(os.environ["COLUMNS"]):
+        del os.environ["COLUMNS"]
 
 
 def _terminal_columns(stream) -> int:
@@ -1106,6 +1117,7 @@ def _reasons_table(blocks) -> Table:
 
 def main() -> None:
     _open_closed_standard_streams()
+    _drop_unusable_columns()
     _refuse_empty_arguments(sys.argv[1:])
     try:
         app()

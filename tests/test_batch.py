@@ -1561,6 +1561,14 @@ def test_file_names_read_alike_under_any_locale(tmp_path, sample_png, locale):
     rows = _rows(tmp_path / "out" / "measurements.csv")
     assert [(r["file"], r["status"] != "failed") for r in rows] == [("é dir/scan é.mha", True), ("超声.png", True)]
     assert rows[0]["aop_deg"] == rows[1]["aop_deg"]  # one frame, read alike from both files
+    # predict's overlay names the scan as batch's does (it had drawn "Ã©" or surrogates).
+    overlays = []
+    for env, out in ((other_locale, "p_other"), ({**os.environ, "LC_ALL": "C.UTF-8"}, "p_utf8")):
+        predicted = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", str(root / "é dir" / "scan é.mha"),
+                                    "--out", str(tmp_path / out)], env=env, capture_output=True, timeout=300)
+        assert predicted.returncode == 0, predicted.stderr
+        overlays.append((tmp_path / out / "scan é_overlay.png").read_bytes())
+    assert overlays[0] == overlays[1]
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300,
                              env={**os.environ, "LC_ALL": "C.UTF-8"})
     assert resumed.returncode == 0 and "0 rows from 0 files measured now" in resumed.stderr, resumed.stderr

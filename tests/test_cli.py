@@ -1236,6 +1236,11 @@ def test_an_unusable_columns_setting_does_not_silence_the_output(tmp_path, sampl
         assert run.returncode == 2
         assert f"ipp-seg: cannot read {tmp_path / 'missing.png'}: no such file" in run.stderr, run.stderr
         assert "146.2" in run.stdout and "missing.png" in run.stdout
+        # typer's own usage errors and help read COLUMNS as well.
+        usage = _ipp_seg_process("batch", tmp_path, env={"COLUMNS": columns}, capture_output=True, text=True)
+        assert usage.returncode == 2 and "--out" in usage.stderr, usage.stderr
+        shown = _ipp_seg_process("--help", env={"COLUMNS": columns}, capture_output=True, text=True)
+        assert shown.returncode == 0 and "predict" in shown.stdout
 
 
 def test_a_log_file_gets_plain_lines_whatever_forces_colour(tmp_path, sample_png):

@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
-from ..io.folders import printable_file
+from ..io.folders import printable_file, printable_path
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import Measurement
 from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, dicom_uids,
@@ -152,7 +152,9 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     write_label_png(written[0], result.labels)
     write_overlay_png(written[1], render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
                                                  result.measurement,
-                                                 title=overlay_title(Path(frame.provenance.path).name,
+                                                 # (named as the JSON and batch's overlay name it,
+                                                 # its bytes read as UTF-8 whatever the locale)
+                                                 title=overlay_title(printable_path(Path(frame.provenance.path).name),
                                                                      frame.frame_index, frame.n_frames,
                                                                      frame.provenance.frame_number),
                                                  tta=bool(report.get("tta")), model=report.get("model")))
