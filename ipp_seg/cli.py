@@ -694,6 +694,8 @@ def batch(
                 counts["said"] = now
                 err.print(_plain_progress(counts, now), highlight=False)
 
+        csv_path = out / "measurements.csv"
+        csv_before = _file_identity(csv_path)  # (to tell, if the run stops, whether it wrote any row)
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
@@ -701,19 +703,12 @@ def batch(
                 WorkingFolderGoneError) as exc:
             fail(str(exc))
         except OSError as exc:
-            csv_path = out / "measurements.csv"
-            try:
-                held = csv_path.is_file()
-            except OSError:  # the path itself is unusable (a name too long, say)
-                held = False
             needs = ("permission to write there" if isinstance(exc, PermissionError) else
                      "room on the disk" if exc.errno == errno.ENOSPC else "the cause above put right")
-            _fail_writing(f"into {out}", exc, (f"the rows measured so far are in {csv_path}; once the folder can be "
-                                               f"written ({needs}), the same command with --resume goes on")
-                          if held else "")
+            _fail_writing(f"into {out}", exc, _batch_way_on(csv_path, csv_before, overwrite,
+                                                            f"once the folder can be written ({needs}), "))
         except KeyboardInterrupt:
-            fail(f"interrupted: the rows measured so far are in {out / 'measurements.csv'}; the same command with "
-                 "--resume goes on from there", code=130)
+            fail(f"interrupted: {_batch_way_on(csv_path, csv_before, overwrite, '')}", code=130)
         finally:
             _restore_signals(previous_signals)
     # This run's rows and failures; files measured by the run it resumed are counted apart.
@@ -745,6 +740,29 @@ def batch(
     if none_now or none_at_all:
         where = f"in {summary.csv_path}" if summary.skipped_files else "of this run"
         fail(f"no frame {where} could be measured (see the error and reasons columns)", code=1)
+
+
+def _file_identity(path: Path) -> tuple | None:
+    """(device, inode, size, modification time) of a file, None where there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:  # none, or a path that cannot be used (a name too long, say)
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _batch_way_on(csv_path: Path, before: tuple | None, overwrite: bool, once: str) -> str:
+    """What a batch run stopped early (a write error, Ctrl-C, SIGTERM) leaves, and how to go on:
+    its rows so far and --resume; or, where it wrote none, the previous run's CSV kept as it was
+    (an --overwrite stopped before its first row: --resume would go on with that older run) or
+    no CSV at all."""
+    now = _file_identity(csv_path)
+    if now is None:
+        return f"no row was written; {once}the same command starts the run again"
+    if now == before:
+        again = "the same command (with --overwrite) replaces them" if overwrite else "the same command goes on"
+        return f"no row of this run was written, and the rows in {csv_path} are as they were; {once}{again}"
+    return f"the rows measured so far are in {csv_path}; {once}the same command with --resume goes on from there"
 
 
 def _count(n: int, noun: str) -> str:

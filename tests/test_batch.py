@@ -373,7 +373,20 @@ def test_an_interrupted_batch_says_how_to_go_on(mixed_folder, tmp_path, monkeypa
 
     monkeypatch.setattr(batch_module, "run_batch", interrupted)
     result = _run("batch", mixed_folder, "--out", tmp_path / "out")
-    assert result.exit_code == 130 and "--resume goes on" in result.output and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert result.exit_code == 130 and "Traceback" not in said
+    # Before any row, there is no CSV to name (it had said the rows were in one that did not exist).
+    assert "interrupted: no row was written; the same command starts the run again" in said
+
+    def interrupted_after_a_row(options, on_progress=None, on_start=None):
+        Path(options.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(options.out_dir) / "measurements.csv").write_text("file,frame\r\na.png,0\r\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "run_batch", interrupted_after_a_row)
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 130 and "the rows measured so far are in" in said and "--resume goes on" in said
 
 
 def test_a_broken_link_gets_a_row_that_says_so(tmp_path, sample_png):
@@ -1051,7 +1064,7 @@ def test_sigterm_or_a_hang_up_ends_a_batch_like_ctrl_c(mixed_folder, tmp_path, m
         assert signal.getsignal(signum) is not_the_commands  # the command's handler is taken away again
     finally:
         signal.signal(signum, previous)
-    assert result.exit_code == 130 and "--resume goes on" in result.output, result.output
+    assert result.exit_code == 130 and "interrupted:" in result.output, result.output
 
 
 def test_progress_lines_go_to_a_log_when_stderr_is_not_a_terminal(mixed_folder, tmp_path):
@@ -1403,7 +1416,7 @@ def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_co
     monkeypatch.setattr(batch_module.os, "replace", real_replace)
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "No space left on device" in said and "Traceback" not in said
-    assert "(room on the disk), the same command with --resume goes on" in said
+    assert "(room on the disk), the same command goes on" in said and "are as they were" in said
     assert (out / "measurements.csv").read_text() == before
     # Refused permission: the advice says so, not "room on the disk".
     def refused(src, dst):
@@ -1412,7 +1425,7 @@ def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_co
     result = _run("batch", mixed_folder, "--out", out, "--resume")
     monkeypatch.setattr(batch_module.os, "replace", real_replace)
     said = " ".join(result.output.split())
-    assert result.exit_code == 2 and "(permission to write there), the same command with --resume" in said
+    assert result.exit_code == 2 and "(permission to write there), the same command goes on" in said
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["measurements.csv"]
 
 
@@ -1625,4 +1638,8 @@ def test_an_overwrite_stopped_before_its_first_row_keeps_the_previous_csv(tmp_pa
     monkeypatch.setattr(writers_module.os, "access", real_access)
     assert refused.exit_code == 2 and "Permission denied" in refused.output, refused.output
     assert (out / "measurements.csv").read_bytes() == before
+    # ...and says so: "--resume goes on" would have gone on with the previous run, never replacing it.
+    said = " ".join(refused.output.split())
+    assert f"no row of this run was written, and the rows in {out / 'measurements.csv'} are as they were" in said
+    assert "the same command (with --overwrite) replaces them" in said and "--resume" not in said
     assert _run("batch", root, "--out", out, "--save-masks", "--overwrite").exit_code == 0
