@@ -1643,3 +1643,33 @@ def test_an_overwrite_stopped_before_its_first_row_keeps_the_previous_csv(tmp_pa
     assert f"no row of this run was written, and the rows in {out / 'measurements.csv'} are as they were" in said
     assert "the same command (with --overwrite) replaces them" in said and "--resume" not in said
     assert _run("batch", root, "--out", out, "--save-masks", "--overwrite").exit_code == 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="needs SIGHUP (POSIX)")
+def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sample_png):
+    # The hang-up reaches every process of the group: multiprocessing's resource tracker, killed
+    # by it, had printed five tracebacks under the run's "interrupted" line.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 80)
+    csv_path = tmp_path / "out" / "measurements.csv"
+    run = subprocess.Popen([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
+                            "--workers", "2"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and run.poll() is None and not (
+                csv_path.is_file() and csv_path.read_text().count("\n") > 3):
+            time.sleep(0.2)  # (the workers are running once rows arrive)
+        assert run.poll() is None, "the run ended before it could be hung up"
+        os.killpg(run.pid, signal.SIGHUP)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130, stderr
+    assert "ipp-seg: interrupted: the rows measured so far are in" in " ".join(stderr.split())
+    assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr

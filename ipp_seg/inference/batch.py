@@ -28,6 +28,7 @@ import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1367,6 +1368,23 @@ class _WholeRowsFile:
             os.close(self._fd)
 
 
+@contextmanager
+def _hang_up_ignored_by_children():
+    """Start processes (the workers, multiprocessing's resource tracker) with SIGHUP ignored, as a
+    child keeps an ignored signal: the hang-up of a session reaches its whole process group, and
+    the tracker, killed by it, had buried the run's "interrupted" line under five tracebacks. The
+    run itself stops on SIGHUP as before (the command line's handler is put back at once), and
+    the workers then end with it. Only in the main thread, where signals can be set."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
     if options.engine == "ray":
         from .ray_engine import ray_outcomes
@@ -1399,13 +1417,16 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         return
     # An executor, not a Pool: a worker killed by the system (out of memory) breaks it with an
     # error, where a Pool waits for that worker's results for ever.
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(options, run_log_level(), os.getpid()))
+    with _hang_up_ignored_by_children():
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init, initargs=(options, run_log_level(), os.getpid()))
+        # map keeps file order: the CSV is the same whatever the number of workers. (It starts the
+        # workers as it hands out the groups, here.)
+        results = executor.map(_worker_run, groups)
     done = 0
     finished = False
     try:
-        # map keeps file order: the CSV is the same whatever the number of workers.
-        for outcomes in executor.map(_worker_run, groups):
+        for outcomes in results:
             yield from outcomes
             done += 1
         finished = True
