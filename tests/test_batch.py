@@ -672,6 +672,15 @@ def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, samp
     assert [p.relative_to(root).as_posix() for p in list_scans(root, "**/linked.png")] == ["again/linked.png"]
     said = [r.getMessage() for r in caplog.records if "already listed" in r.getMessage()]
     assert f"{root / 'link'} leads to a folder already listed as {root / 'again'}" in said[-1]
+    # A link to a folder of the tree itself, sorting before it: the files go under the folder's own
+    # name (the link's had taken them, so that --glob 'z_real/**' found none).
+    caplog.clear()
+    (root / "z_real").mkdir()
+    shutil.copy(sample_png, root / "z_real" / "own.png")
+    (root / "b_link").symlink_to(root / "z_real", target_is_directory=True)
+    assert [p.relative_to(root).as_posix() for p in list_scans(root, "**/own.png")] == ["z_real/own.png"]
+    assert [p.name for p in list_scans(root, "z_real/**")] == ["own.png"]
+    assert f"{root / 'b_link'} leads to {root / 'z_real'}, whose files are listed under that name" in caplog.text
     assert [p.name for p in list_scans(root, "*.png")] == ["top.Png"]  # one level, as a glob means
     matcher = glob_matcher("scan_[0-9]?.dcm")
     assert matcher("SCAN_12.DCM") and not matcher("scan_a2.dcm") and not matcher("sub/scan_12.dcm")

@@ -48,10 +48,15 @@ def walk_folders(root: Path,
     ``root`` and its non-hidden sub-folders, sub-folders in name order.
 
     Folder links are followed, each real folder once, so a link loop ends; a link to a folder
-    already walked is named in a warning, as its files are listed under the first name only. A
+    already walked is named in a warning, as its files are listed under the first name only,
+    and so is a link to a folder below ``root``, whose files are listed under its own name. A
     folder for which ``skip(folder, real_path)`` is true is left out with everything below it (it
     is asked once per real folder, never for a folder already walked)."""
     visited: dict[Path, Path] = {}  # real path -> the name it was walked under
+    # Folders reached without a link are walked under their own names, wherever a link to one
+    # sorts: "link1" had taken "real"'s files, so that --glob 'real/**' found none.
+    own_names = {Path(os.path.realpath(folder)): Path(folder)
+                 for folder in _folders_without_links(root)}
 
     def unlistable(exc: OSError) -> None:  # os.walk would pass over it without a word
         log.warning("cannot list %s (%s): the files in it are left out", exc.filename, exc.strerror or exc)
@@ -68,9 +73,21 @@ def walk_folders(root: Path,
         if skip is not None and skip(here, real):
             dirs[:] = []
             continue
+        if own_names.get(real, here) != here:
+            log.warning("%s leads to %s, whose files are listed under that name", printable_path(str(here)),
+                        printable_path(str(own_names[real])))
+            dirs[:] = []
+            continue
         visited[real] = here
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         yield here, real, [name for name in names if not name.startswith(".")]
+
+
+def _folders_without_links(root: Path) -> Iterator[str]:
+    """``root`` and its non-hidden sub-folders reached without following a link."""
+    for folder, dirs, _ in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield folder
 
 
 def folders_to_create(folder: Path) -> list[Path]:
