@@ -1572,3 +1572,29 @@ def test_a_file_without_read_permission_gets_its_row_and_line_not_a_usage_error(
         result = invoke(*args)
         assert result.exit_code == 2 and f"{model} cannot be read (Permission denied)" in result.output, result.output
     assert not (tmp_path / "b").exists()  # refused before its output folder was made
+
+
+def test_a_checkpoint_of_a_config_this_clone_lacks_is_built_as_it_records_it(tmp_path, sample_png):
+    # A maintainer's own config, shipped from their clone: export and the torch backend here had
+    # ended in a KeyError traceback (the network was rebuilt from the registered config's name).
+    torch = pytest.importorskip("torch")
+    from dataclasses import replace as replaced
+
+    from ipp_seg.nn.configs import get_config
+    from ipp_seg.nn.dssau_net import build_network
+
+    own = replaced(get_config("dssau-net-s"), name="dssau-net-xs-of-mine", dims=(32, 32, 64, 96))
+    model = build_network(own)
+    torch.save({"model": model.state_dict(), "config": own.to_dict(), "settings": {"input_size": [96, 96]}},
+               tmp_path / "ck.pt")
+    result = invoke("export", tmp_path / "ck.pt", "--onnx", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    from ipp_seg.train.loop import load_checkpoint_model
+
+    loaded, _ = load_checkpoint_model(tmp_path / "ck.pt")
+    assert loaded.config == own
+    predicted = invoke("predict", sample_png, "--model", tmp_path / "ck.pt", "--backend", "torch", "--json")
+    assert predicted.exit_code in (0, 1) and "Traceback" not in predicted.output, predicted.output
+    torch.save({"model": model.state_dict(), "config": {"name": "no-dims"}}, tmp_path / "bad.pt")
+    refused = invoke("export", tmp_path / "bad.pt", "--onnx", tmp_path / "b.onnx")
+    assert refused.exit_code == 2 and "its network config cannot be rebuilt" in refused.output

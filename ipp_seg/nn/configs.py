@@ -6,7 +6,7 @@ MACs, precomputed and checked by a test against the real modules) without it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 ATTENTION_KINDS = ("dssa", "star-dssa", "conv")
 
@@ -61,6 +61,20 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> NetworkConfig:
+        """The config :meth:`to_dict` gave (as a checkpoint stores it: lists for tuples). Fields
+        this version does not know are left out; fields it lacks take their defaults.
+
+        Raises:
+            ValueError: ``saved`` is no config (a required field missing, or inconsistent)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a required field missing
+            raise ValueError(f"not a network config ({exc})") from None
 
     def same_backbone(self, other: dict) -> bool:
         """Whether ``other`` (a config as saved in a checkpoint) has this config's encoder and

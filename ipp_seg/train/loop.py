@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..evaluate.metrics import dice
 from ..io.folders import FolderInUseError, folder_lock, given_path
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
-from ..nn.configs import get_config, list_configs
+from ..nn.configs import NetworkConfig, get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
 from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, count_of, find_pairs,
                    frames_in_both, id_range, load_cases, on_inference_grid)
@@ -857,7 +857,13 @@ def _resumed_split(saved: dict, ids: list[str], data: str) -> Split:
 def load_checkpoint_model(path: str | Path):
     """(model in eval mode, checkpoint dict) from a checkpoint written by :func:`train`."""
     checkpoint = read_checkpoint(path)
-    config = get_config(checkpoint["config"]["name"])
+    # The network as the checkpoint records it, not the registered config of its name: a clone
+    # without that config (a maintainer's own) had ended export and the torch backend in a
+    # KeyError, and a config edited since would have been built other than the weights were.
+    try:
+        config = NetworkConfig.from_dict(checkpoint["config"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: its network config cannot be rebuilt: {exc}") from None
     model = build_network(config)
     model.load_state_dict(checkpoint["model"])
     return model.eval(), checkpoint
