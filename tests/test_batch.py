@@ -456,6 +456,9 @@ def test_a_run_that_cannot_start_keeps_the_previous_csv(mixed_folder, tmp_path, 
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"  # set before Ray would start: it sends no statistics
     with pytest.raises(ValueError, match="unknown engine"):
         run_batch(BatchOptions(mixed_folder, out, engine="spark", overwrite=True))
+    # Both --resume and --overwrite from Python, as the command line refuses them (it had resumed).
+    with pytest.raises(ValueError, match="give one of them"):
+        run_batch(BatchOptions(mixed_folder, out, resume=True, overwrite=True))
     assert (out / "measurements.csv").read_text() == before
 
 

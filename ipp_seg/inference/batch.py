@@ -1099,6 +1099,8 @@ def run_batch(options: BatchOptions,
         raise NotADirectoryError(f"{options.in_dir} is not a folder")
     if options.engine not in ENGINES:
         raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
+    if options.resume and options.overwrite:  # (it had resumed, silently)
+        raise ValueError("resume goes on with the run in the output folder, overwrite replaces it: give one of them")
     # An unknown model, or a model file that cannot be read, fails before a previous
     # measurements.csv is replaced or an output folder is made.
     spec = resolve_model(options.inference.model)
