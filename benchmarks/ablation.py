@@ -94,8 +94,8 @@ def main() -> None:
                     print(f"| {name} | {config.name} | {config.params / 1e6:.2f} | {config.macs_256 / 1e9:.2f} | "
                           f"{checkpoint['epoch']}/{checkpoint['settings']['epochs']} | {hours:.2f} | "
                           f"{'yes' if tta else 'no'} | {block} | {m['dice_ps']:.3f} | {m['dice_fh']:.3f} | "
-                          f"{m['dice_all']:.3f} | {m['hd_all_px']:.1f} | {m['mean_abs_delta_aop_deg']:.1f} / "
-                          f"{m['median_abs_delta_aop_deg']:.1f} | {_pair(m, 'abs_delta_aop_reference_deg')} | "
+                          f"{m['dice_all']:.3f} | {m['hd_all_px']:.1f} | {_pair(m, 'abs_delta_aop_deg')} | "
+                          f"{_pair(m, 'abs_delta_aop_reference_deg')} | "
                           f"{_bias(m.get('aop_reference_agreement'))} | {m['failed_measurements']} | "
                           f"{m['score']:.3f} | {result['inference_seconds']:.0f} |")
     epochs = sorted({e for c in curves.values() for e in c})
