@@ -11,6 +11,14 @@ SAMPLES = REPO / "sample_data"
 PSFHS = REPO.parent / "shared" / "data" / "psfhs"
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that reads the shared data through ``psfhs_dir`` is marked ``data`` (``-m "not
+    data"`` leaves them out), as those that read it otherwise are marked by hand."""
+    for item in items:
+        if "psfhs_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session")
 def psfhs_dir() -> Path:
     if not (PSFHS / "image_mha").is_dir():

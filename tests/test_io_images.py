@@ -26,8 +26,6 @@ from ipp_seg.io import (
     write_overlay_png,
 )
 
-PSFHS = Path(__file__).resolve().parents[1].parent / "shared/data/psfhs"
-
 
 def scene(h: int = 40, w: int = 56) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
@@ -353,10 +351,8 @@ def test_bad_itk(tmp_path):
         read_frame(volume)
 
 
-def test_real_psfhs_frame():
-    path = PSFHS / "image_mha" / "04700.mha"
-    if not path.exists():
-        pytest.skip(f"PSFHS data not found at {PSFHS}")
+def test_real_psfhs_frame(psfhs_dir):
+    path = psfhs_dir / "image_mha" / "04700.mha"
     frame = read_frame(path)
     expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     assert expected.shape == (3, 256, 256)

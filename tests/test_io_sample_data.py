@@ -15,7 +15,6 @@ from ipp_seg.io import read_frame
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data"
-PSFHS = REPO.parent / "shared/data/psfhs"
 DICOM = SAMPLES / "psfhs_04700_us.dcm"
 
 
@@ -54,10 +53,8 @@ def test_sample_dicom_passes_dciodvfy():
     assert "Error" not in report, report
 
 
-def test_script_reproduces_the_files(tmp_path):
-    if not (PSFHS / "image_mha").is_dir():
-        pytest.skip(f"PSFHS data not found at {PSFHS}")
-    assert _script().main(["--psfhs", str(PSFHS), "--out", str(tmp_path)]) == 0
+def test_script_reproduces_the_files(tmp_path, psfhs_dir):
+    assert _script().main(["--psfhs", str(psfhs_dir), "--out", str(tmp_path)]) == 0
     for name in ("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png"):
         assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes(), name
     # The DICOM element by element, pixel data included, but for the name and version of the

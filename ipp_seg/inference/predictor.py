@@ -13,7 +13,9 @@ pixel arrays, with the same pre-processing, checks and warnings as the command l
             m = result.measurement                # status, reasons, aop_deg, hsd_mm, landmarks
             print(m.status, m.aop_deg, m.hsd_mm)
 
-Nothing here prints or touches global state; problems with the options raise ``ValueError``
+Nothing here prints or touches global state, but for one thing: the torch backend with
+``threads`` sets torch's thread count for the whole process, as torch has no per-model setting
+(the default onnx backend's threads are its session's own). Problems with the options raise ``ValueError``
 before the model is loaded, and an unusable model raises :class:`ModelNotFoundError` or
 :class:`BackendError`.
 """
