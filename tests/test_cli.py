@@ -1598,3 +1598,32 @@ def test_a_checkpoint_of_a_config_this_clone_lacks_is_built_as_it_records_it(tmp
     torch.save({"model": model.state_dict(), "config": {"name": "no-dims"}}, tmp_path / "bad.pt")
     refused = invoke("export", tmp_path / "bad.pt", "--onnx", tmp_path / "b.onnx")
     assert refused.exit_code == 2 and "its network config cannot be rebuilt" in refused.output
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="limits a child's file size (POSIX)")
+def test_measure_csv_cut_short_ends_on_a_whole_row(tmp_path):
+    # On a full disk or under `ulimit -f`, the --csv file had ended mid-row ("...27.36231169 93,,").
+    import resource
+    import signal
+
+    import cv2
+
+    mask = np.zeros((256, 256), np.uint8)
+    cv2.ellipse(mask, (150, 170), (70, 60), 70, 0, 360, 2, -1)
+    cv2.ellipse(mask, (90, 55), (35, 11), -15, 0, 360, 1, -1)
+    masks = []
+    for k in range(30):
+        masks.append(tmp_path / f"mask_{k:02d}.png")
+        cv2.imwrite(str(masks[-1]), mask)
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "measure", *map(str, masks), "--csv",
+                          str(tmp_path / "m.csv")], preexec_fn=limited, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "File too large" in run.stderr, run.stderr
+    data = (tmp_path / "m.csv").read_bytes()
+    assert 0 < len(data) <= 4096 and data.endswith(b"\r\n")
+    rows = list(csv.DictReader(data.decode().splitlines()))
+    assert rows and all(r["ipp_seg_version"] for r in rows)  # every row whole, to its last column

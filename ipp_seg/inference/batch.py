@@ -513,14 +513,35 @@ def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     columns, making the folders it goes in; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A name's bytes that are not UTF-8 (lone surrogates in Python) are written as escapes, not refused.
+    data = _csv_bytes(list(map(csv_cells, rows)), header=True)
     # Opened as named, a link followed: the user names this file (measure --csv), which may be
     # /dev/stdout or a link of their own; the outputs ipp-seg names in a folder are replaced instead.
-    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(map(csv_cells, rows))
+    with open(path, "wb", buffering=0) as fh:
+        written = 0
+        try:
+            while written < len(data):
+                written += fh.write(data[written:])
+        except OSError:
+            # A write cut short (a full disk) is taken back to its last whole row: a file that
+            # ends mid-row reads as a row with cut numbers (no truncating a pipe, nor need).
+            whole = data.rfind(b"\r\n", 0, written)
+            try:
+                os.ftruncate(fh.fileno(), whole + 2 if whole >= 0 else 0)
+            except OSError:
+                pass
+            raise
     return path
+
+
+def _csv_bytes(cells: list[dict], header: bool = False) -> bytes:
+    """Rows (:func:`csv_cells`) as measurements.csv's bytes: UTF-8, with a name's bytes that are
+    not UTF-8 (lone surrogates in Python) written as escapes, not refused."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    if header:
+        writer.writeheader()
+    writer.writerows(cells)
+    return text.getvalue().encode("utf-8", "backslashreplace")
 
 
 def csv_cells(row: dict) -> dict:
@@ -1342,13 +1363,7 @@ class _WholeRowsFile:
     def write_rows(self, rows: list[dict], header: bool = False) -> None:
         if self._fd is None:
             self._open()
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
-        if header:
-            writer.writeheader()
-        writer.writerows(rows)
-        # (bytes of a name that are not UTF-8 come as lone surrogates: written as \udcfc escapes)
-        data = memoryview(text.getvalue().encode("utf-8", "backslashreplace"))
+        data = memoryview(_csv_bytes(rows, header))
         try:
             while data:
                 data = data[os.write(self._fd, data):]
