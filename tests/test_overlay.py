@@ -305,5 +305,8 @@ def test_the_panels_values_stay_inside_it(width):
     panel = _text_panel(width, m, "scan.png", style, True, "dssau-net-s")
     right_margin = panel[:, width - max(3, style.marker):]
     assert (right_margin == np.array(_PANEL_COLOUR, np.uint8)).all()  # no text reaches the edge
+    # A long file name without spaces is cut into lines that fit (it had been clipped at the edge).
+    named = _text_panel(width, m, "a_very_long_export_name_without_any_spaces_" * 3 + ".dcm", style, True, "m")
+    assert (named[:, width - max(3, style.marker):] == np.array(_PANEL_COLOUR, np.uint8)).all()
     fewer_words = _text_panel(width, replace(m, reasons=()), "scan.png", style, False, "dssau-net-s")
     assert panel.shape[0] >= fewer_words.shape[0]

@@ -373,7 +373,7 @@ def _put_text(canvas, text: str, origin: tuple[int, int], colour, style: _Style,
 def _wrap(words: list[str], width: int, style: _Style, rel: float) -> list[str]:
     lines: list[str] = []
     current = ""
-    for word in words:
+    for word in (piece for word in words for piece in _pieces(word, width, style, rel)):
         trial = word if not current else f"{current} {word}"
         if current and _text_size(trial, style, rel)[0] > width:
             lines.append(current)
@@ -383,6 +383,19 @@ def _wrap(words: list[str], width: int, style: _Style, rel: float) -> list[str]:
     if current:
         lines.append(current)
     return lines
+
+
+def _pieces(word: str, width: int, style: _Style, rel: float) -> list[str]:
+    """``word`` cut into pieces that each fit ``width`` pixels: a file name without spaces
+    wider than the panel had been clipped at its edge."""
+    pieces: list[str] = []
+    while _text_size(word, style, rel)[0] > width and len(word) > 1:
+        cut = len(word) - 1
+        while cut > 1 and _text_size(word[:cut], style, rel)[0] > width:
+            cut -= 1
+        pieces.append(word[:cut])
+        word = word[cut:]
+    return pieces + [word]
 
 
 def _wrap_values(values: list[str], width: int, style: _Style, rel: float) -> list[str]:
