@@ -1516,6 +1516,24 @@ def test_workers_share_the_cpus_the_run_may_use_not_the_machines(tmp_path, monke
     assert usable_cpus(tmp_path) == 2
     (tmp_path / "cpu.max").write_text("20000 100000\n")
     assert usable_cpus(tmp_path) == 1
+    # The process's own cgroup below the root, and a cgroup v1 hierarchy (as on this project's
+    # machines): each read where /proc/self/cgroup places the process, with those above it.
+    (tmp_path / "cpu.max").unlink()
+    v2 = tmp_path / "v2"
+    (v2 / "user.slice" / "job.scope").mkdir(parents=True)
+    (v2 / "user.slice" / "cpu.max").write_text("300000 100000\n")  # a parent's limit applies below it
+    (v2 / "user.slice" / "job.scope" / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "self-v2").write_text("0::/user.slice/job.scope\n")
+    assert usable_cpus(v2, tmp_path / "self-v2") == 3
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct" / "slurm" / "job_7").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "slurm" / "job_7" / "cpu.cfs_quota_us").write_text("250000\n")
+    (v1 / "cpu,cpuacct" / "slurm" / "job_7" / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "self-v1").write_text("9:name=systemd:/\n4:cpu,cpuacct:/slurm/job_7\n3:pids:/slurm\n")
+    assert usable_cpus(v1, tmp_path / "self-v1") == 3
+    assert usable_cpus(v1, tmp_path / "no-such-file") == 4  # no cgroup to read: the affinity's
 
 
 def test_a_deleted_current_folder_is_named_as_the_cause(tmp_path, sample_png, monkeypatch):

@@ -405,22 +405,55 @@ def file_stamp(path: Path) -> tuple[str, str]:
     return str(st.st_size), modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
     """How many CPUs this process may use: those its affinity allows (a SLURM job's or
-    ``taskset``'s cpuset), fewer where a cgroup v2 quota (``cpu.max``, as ``docker --cpus``
-    sets) allows less time than that. ``os.cpu_count()`` counts the machine's, and 2 workers on
-    a 64-core server inside a 4-CPU job had each started 32 threads."""
+    ``taskset``'s cpuset), fewer where a cgroup's CPU quota (``docker --cpus``, a systemd unit's
+    CPUQuota) allows less time than that. ``os.cpu_count()`` counts the machine's, and 2 workers
+    on a 64-core server inside a 4-CPU job had each started 32 threads."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # (no affinity on macOS or Windows)
         cpus = os.cpu_count() or 1
-    try:
-        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):  # no cgroup v2 here, or no limit
-        pass
+    quota = _cgroup_cpu_quota(cgroup_root, proc_cgroup)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
     return max(1, cpus)
+
+
+def _cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
+    """The CPUs' worth of time that this process's cgroup and those above it allow (the least of
+    their quotas), cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``); None without a quota."""
+    try:
+        memberships = [line.split(":", 2) for line in proc_cgroup.read_text().splitlines() if line.count(":") >= 2]
+    except OSError:
+        memberships = []
+    folders = [(2, root)]  # (version, folder); the root: a container's own, seen as the root
+    for _, controllers, path in memberships:
+        if controllers == "":  # v2: one hierarchy
+            version, top = 2, root
+        elif "cpu" in controllers.split(","):
+            version, top = 1, root / controllers
+        else:
+            continue
+        folder = top / path.strip("/")
+        folders.append((version, folder))
+        while folder != top and top in folder.parents:  # those above it may limit it too
+            folder = folder.parent
+            folders.append((version, folder))
+    limits = []
+    for version, folder in folders:
+        try:
+            if version == 2:
+                quota, period = (folder / "cpu.max").read_text().split()[:2]
+                if quota != "max":
+                    limits.append(int(quota) / int(period))
+            else:
+                quota = int((folder / "cpu.cfs_quota_us").read_text())
+                if quota > 0:  # -1: none
+                    limits.append(quota / int((folder / "cpu.cfs_period_us").read_text()))
+        except (OSError, ValueError, ZeroDivisionError):  # not there, or not this kind of cgroup
+            continue
+    return min(limits) if limits else None
 
 
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None) -> list[Path]:
