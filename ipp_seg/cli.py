@@ -56,11 +56,12 @@ def _console(stderr: bool = False) -> Console:
     except (AttributeError, ValueError, OSError):  # no stream at all, or a closed one
         tty = False
     columns = os.environ.get("COLUMNS")
-    if columns is not None and not _usable_columns(columns):
-        width = _terminal_columns(stream) if tty else 240  # rich would read the unusable COLUMNS
+    if _usable_columns(columns):
+        width = int(columns)  # (rich would take " 30" for no width)
+    elif tty:
+        width = None if columns is None else _terminal_columns(stream)  # (rich would read an unusable COLUMNS)
     else:
-        # Tables get 240 columns (or COLUMNS) in a file or log; message lines are not broken at all there.
-        width = None if tty or columns is not None else 240
+        width = 240  # tables in a file or log; message lines are not broken at all there
     return Console(file=stream, width=width, soft_wrap=stderr and not tty, force_terminal=None if tty else False)
 
 
@@ -824,7 +825,7 @@ def _plain_progress(counts: dict, now: float) -> str:
     workers were starting and loading the model (a 37 s run was once announced as 25 min)."""
     done, total, elapsed_s = counts["files"], counts["total"], now - counts["started"]
     rate = counts["frames"] / elapsed_s if elapsed_s > 0 else 0.0
-    line = f"batch: {done} of {total} files" if total else f"batch: {done} files"
+    line = f"batch: {done} of {_count(total, 'file')}" if total else f"batch: {_count(done, 'file')}"
     line += f", {_count(counts['frames'], 'frame')} ({rate:.1f}/s), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
     first_at, first_files = counts.get("first") or (now, done)
     if total and done > first_files and now > first_at:

@@ -268,7 +268,7 @@ def test_an_output_name_is_cut_at_a_whole_character():
     assert fitting_stem("sub/short") == "sub/short"
 
 
-def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path):
+def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path, caplog):
     # A run killed while writing a row leaves half of it, without its newline. Read as a
     # complete row it would mark its file done and the next row would be glued onto it.
     out = tmp_path / "out"
@@ -279,6 +279,19 @@ def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_
     csv_path.write_text("".join(lines[:3]) + lines[3][:25])  # header, two rows, half of the third
     resumed = _run("batch", mixed_folder, "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
+    said = " ".join(caplog.text.split())
+    assert "and a half-written last row taken out" in said  # (with the unreadable file's row)
+    caplog.clear()
+    measured = [r for r in _rows(csv_path) if r["status"] != "failed"]
+    with open(csv_path, "w", newline="") as fh:  # now a half row alone: the measured rows, the last one cut
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(measured)
+    assert len(measured) >= 2
+    csv_path.write_text(csv_path.read_text()[:-30])
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    said = " ".join(caplog.text.split())
+    assert "a half-written last row (a run stopped while writing it) taken out" in said and "0 row(s)" not in said
     rows = _rows(csv_path)
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(rows, key=key) == sorted(full, key=key)  # each frame once, every row whole
@@ -1410,6 +1423,8 @@ def test_progress_for_a_log_estimates_time_left_from_the_files_done_after_start_
     line = _plain_progress(counts, 1080.0)
     assert "batch: 5 of 101 files, 5 frames" in line and "1.3 min," in line
     assert "about 8.0 min left" in line  # 96 files at 5 s each; from the start it would read 26.7
+    one = {"files": 1, "total": 1, "frames": 1, "failed": 0, "started": 1000.0}
+    assert _plain_progress(one, 1001.0).startswith("batch: 1 of 1 file, 1 frame (")  # not "1 of 1 files"
 
 
 def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_copy(mixed_folder, tmp_path,

@@ -1241,6 +1241,13 @@ def test_an_unusable_columns_setting_does_not_silence_the_output(tmp_path, sampl
         assert usage.returncode == 2 and "--out" in usage.stderr, usage.stderr
         shown = _ipp_seg_process("--help", env={"COLUMNS": columns}, capture_output=True, text=True)
         assert shown.returncode == 0 and "predict" in shown.stdout
+    # A usable width with a space about it (" 130") is that width: the table is laid out whole, where
+    # rich, taking it for none, had turned it into cards at 80 columns.
+    widths = []
+    for columns in (" 130", "130"):
+        run = _ipp_seg_process("predict", sample_png, env={"COLUMNS": columns}, capture_output=True, text=True)
+        widths.append(max(map(len, run.stdout.splitlines())))
+    assert 80 < widths[0] == widths[1] <= 130
 
 
 def test_a_log_file_gets_plain_lines_whatever_forces_colour(tmp_path, sample_png):

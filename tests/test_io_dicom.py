@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import tracemalloc
 from pathlib import Path
@@ -1147,3 +1148,21 @@ def test_a_calibration_the_header_holds_but_cannot_give_is_named_in_a_warning(tm
         read_frame(write_dicom(tmp_path / "edge.dcm", pixels, regions=[region_item(0, 0, pixels.shape[1],
                                                                                    pixels.shape[0])]))
     assert "beyond the image" not in caplog.text
+
+
+def test_a_dicom_that_cannot_be_opened_is_worded_as_every_reader_words_it(sample_dicom, monkeypatch):
+    # "permission denied" here, "cannot open the file (Permission denied)" for a PNG or MHA alike.
+    # (Tests may run as root, whom no mode stops: the refusal is stood in for.)
+    import builtins
+    import errno
+
+    import ipp_seg.io.dicom as dicom_module
+
+    def refused(path, *args, **kwargs):
+        if os.fspath(path) == str(sample_dicom):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_module, "open", refused, raising=False)
+    with pytest.raises(ScanReadError, match=r"cannot open the file \(Permission denied\)"):
+        dicom_module.inspect_dicom(sample_dicom)

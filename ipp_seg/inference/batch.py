@@ -1082,12 +1082,15 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     "(the new ones empty)", csv_path)
     if partial or len(kept) < len(read) or upgraded or reformatted:
         _replace_rows(csv_path, kept, ".resume")
-        if partial or len(kept) < len(rows):
+        if len(kept) < len(rows):
             retried_files = {row["file"] for row in rows if retried(row)}
             log.warning("%s: %d row(s) of unreadable, unprocessed or changed files, or without the frames asked "
                         "for,%s taken out; those files are measured again%s", csv_path,
                         len(rows) - len(kept), " and a half-written last row" if partial else "",
                         f" (read again: {_examples(retried_files)})" if retried_files else "")
+        elif partial:
+            log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
+                        "measured again", csv_path)
     return _done_of(kept)
 
 

@@ -204,9 +204,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         raise ScanReadError(path, missing_file_reason(path)) from None
     except IsADirectoryError:
         raise ScanReadError(path, "is a directory, not a file") from None
-    except PermissionError:
-        raise ScanReadError(path, "permission denied") from None
-    except OSError as exc:
+    except OSError as exc:  # (denied permission among them: worded as every other reader words it)
         raise ScanReadError(path, open_failure_reason(path, exc)) from None
 
     if not has_pixels:
