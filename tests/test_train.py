@@ -366,7 +366,7 @@ def _tiny_cli_run(tmp_path, n_cases: int, validation_count: int):
     return runner, common, run
 
 
-def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path):
+def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path, caplog):
     runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
     # The split is said when the run starts, before hours of epochs, not when it ends.
     more = runner.invoke(app, [*common, "--resume", "--epochs", "2"])
@@ -375,6 +375,15 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
         "epoch 2/2")
     fewer = runner.invoke(app, [*common, "--resume", "--epochs", "1"])
     assert fewer.exit_code == 2 and "as it was planned, over 2 epochs: --epochs 1 is fewer" in _said(fewer)
+    # -v shows the split and each epoch once, as the command line prints them: the library's own
+    # lines of them are debug, not info (-v had shown each twice).
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="ipp_seg"):
+        verbose = runner.invoke(app, ["-v", *common, "--resume", "--epochs", "3"])
+    assert verbose.exit_code == 0 and _said(verbose).count("split:") == 1
+    assert not [r for r in caplog.records
+                if r.levelno >= logging.INFO and r.getMessage().startswith(("split:", "epoch "))]
     runner, common, run = _tiny_cli_run(tmp_path / "again", n_cases=4, validation_count=1)
     # A bare --resume of a finished 1-epoch run must not turn it into an 80-epoch one.
     assert runner.invoke(app, [*common, "--resume"]).exit_code == 0

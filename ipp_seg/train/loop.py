@@ -542,7 +542,9 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     else:
         split = contiguous_split(ids, settings.validation_count, settings.extra_validation)
     train_ids = split.train_ids[: settings.max_train_cases] if settings.max_train_cases else split.train_ids
-    log.info("split: %s", split.describe())
+    # (debug: on_start and on_epoch give them to a caller, and the command line prints both itself;
+    # at info, `train -v` had shown each twice)
+    log.debug("split: %s", split.describe())
     if not train_ids:  # before minutes of loading, and before the run folder gets a split
         raise ValueError(f"{settings.data} has {len(ids)} image/mask pairs and the validation takes them all "
                          f"(the last {settings.validation_count} IDs"
@@ -713,7 +715,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
                 fh.write(_json_line(asdict(result)) + "\n")
         except OSError as exc:
             raise _cannot_write(run_dir / HISTORY, exc) from None
-        log.info("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
+        log.debug("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
                  result.train_loss, dice_ps, dice_fh, result.seconds, " best" if is_best else "")
         if on_epoch:
             on_epoch(result)
