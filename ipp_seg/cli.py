@@ -69,11 +69,21 @@ def _usable_columns(value: str | None) -> bool:
     return value is not None and value.strip().isdigit() and int(value) >= _FEWEST_COLUMNS
 
 
-def _drop_unusable_columns() -> None:
+def _settle_output_environment() -> None:
     """Forget a COLUMNS that is no width (``0``, ``abc``): typer's own help and usage errors read
-    it too, and at 0 they had printed nothing at all (this process's environment only)."""
+    it too, and at 0 they had printed nothing at all; and, where neither stdout nor stderr is a
+    terminal, the variables that make rich take a file for one (FORCE_COLOR, TTY_COMPATIBLE), so
+    that typer's help and usage errors in a log are plain text, as ipp-seg's own lines are (this
+    process's environment only)."""
     if "COLUMNS" in os.environ and not _usable_columns(os.environ["COLUMNS"]):
         del os.environ["COLUMNS"]
+    try:
+        terminal = sys.stdout.isatty() or sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if not terminal:
+        for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+            os.environ.pop(name, None)
 
 
 def _terminal_columns(stream) -> int:
@@ -1136,7 +1146,7 @@ def _reasons_table(blocks) -> Table:
 
 def main() -> None:
     _open_closed_standard_streams()
-    _drop_unusable_columns()
+    _settle_output_environment()
     _refuse_empty_arguments(sys.argv[1:])
     try:
         app()

@@ -1263,6 +1263,13 @@ def test_a_log_file_gets_plain_lines_whatever_forces_colour(tmp_path, sample_png
     text = (tmp_path / "batch.log").read_text()
     assert run.returncode == 0 and "3 rows from 3 files measured now" in text, text
     assert "\x1b" not in text and "\r" not in text, repr(text)
+    # typer's own help and usage errors too.
+    for args in (["--help"], ["batch", str(root)]):
+        with open(tmp_path / "typer.log", "w") as log:
+            _ipp_seg_process(*args, env={"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"}, stdout=log,
+                             stderr=subprocess.STDOUT)
+        text = (tmp_path / "typer.log").read_text()
+        assert "Usage" in text and "\x1b" not in text, repr(text[:300])
 
 
 def test_evaluate_into_a_read_only_file_system_says_so(tmp_path, psfhs_dir, monkeypatch):
