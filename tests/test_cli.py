@@ -1641,3 +1641,12 @@ def test_measure_csv_cut_short_ends_on_a_whole_row(tmp_path):
     assert 0 < len(data) <= 4096 and data.endswith(b"\r\n")
     rows = list(csv.DictReader(data.decode().splitlines()))
     assert rows and all(r["ipp_seg_version"] for r in rows)  # every row whole, to its last column
+
+
+def test_a_name_that_is_not_utf8_reads_on_stderr_as_in_the_csv(tmp_path):
+    # Its bytes had been shown as lone surrogates ("M\udcfcller.png") where the CSV and JSON write
+    # "M\xfcller.png": a user searching the CSV for the name in an error found nothing.
+    missing = os.path.join(os.fsencode(tmp_path), b"M\xfcller.png")
+    run = _ipp_seg_process("predict", os.fsdecode(missing), capture_output=True, text=True)
+    assert run.returncode == 2 and f"{tmp_path}/M\\xfcller.png: no such file" in run.stderr, run.stderr
+    assert "\\udcfc" not in run.stderr
