@@ -74,14 +74,15 @@ def _settle_output_environment() -> None:
     it too, and at 0 they had printed nothing at all; and, where neither stdout nor stderr is a
     terminal, the variables that make rich take a file for one (FORCE_COLOR, TTY_COMPATIBLE), so
     that typer's help and usage errors in a log are plain text, as ipp-seg's own lines are (this
-    process's environment only)."""
+    process's environment only). Where either stream is a file, so: typer writes help to stdout and
+    usage errors to stderr, and a terminal is told apart without them."""
     if "COLUMNS" in os.environ and not _usable_columns(os.environ["COLUMNS"]):
         del os.environ["COLUMNS"]
     try:
-        terminal = sys.stdout.isatty() or sys.stderr.isatty()
+        terminals = sys.stdout.isatty() and sys.stderr.isatty()
     except (AttributeError, ValueError):
-        terminal = False
-    if not terminal:
+        terminals = False
+    if not terminals:  # (where both are, rich sees it without them)
         for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
             os.environ.pop(name, None)
 
@@ -773,7 +774,8 @@ def _batch_way_on(csv_path: Path, before: tuple | None, overwrite: bool, once: s
     if now == before:
         again = "the same command (with --overwrite) replaces them" if overwrite else "the same command goes on"
         return f"no row of this run was written, and the rows in {csv_path} are as they were; {once}{again}"
-    return f"the rows measured so far are in {csv_path}; {once}the same command with --resume goes on from there"
+    resume = "--resume in place of --overwrite" if overwrite else "--resume"  # (the two are refused together)
+    return f"the rows measured so far are in {csv_path}; {once}the same command with {resume} goes on from there"
 
 
 def _count(n: int, noun: str) -> str:

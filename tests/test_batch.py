@@ -400,6 +400,10 @@ def test_an_interrupted_batch_says_how_to_go_on(mixed_folder, tmp_path, monkeypa
     result = _run("batch", mixed_folder, "--out", tmp_path / "out")
     said = " ".join(result.output.split())
     assert result.exit_code == 130 and "the rows measured so far are in" in said and "--resume goes on" in said
+    # An --overwrite run that wrote rows: --resume in its place (the two are refused together).
+    result = _run("batch", mixed_folder, "--out", tmp_path / "out", "--overwrite")
+    said = " ".join(result.output.split())
+    assert "the same command with --resume in place of --overwrite goes on from there" in said
 
 
 def test_a_broken_link_gets_a_row_that_says_so(tmp_path, sample_png):

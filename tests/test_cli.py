@@ -1270,6 +1270,17 @@ def test_a_log_file_gets_plain_lines_whatever_forces_colour(tmp_path, sample_png
                              stderr=subprocess.STDOUT)
         text = (tmp_path / "typer.log").read_text()
         assert "Usage" in text and "\x1b" not in text, repr(text[:300])
+    # ...also from a terminal, the help sent to a file (stderr still the terminal).
+    if hasattr(os, "openpty"):
+        terminal, other_end = os.openpty()
+        try:
+            with open(tmp_path / "help.txt", "w") as help_file:
+                _ipp_seg_process("--help", env={"FORCE_COLOR": "1"}, stdout=help_file, stderr=other_end)
+        finally:
+            os.close(terminal)
+            os.close(other_end)
+        text = (tmp_path / "help.txt").read_text()
+        assert "Usage" in text and "\x1b" not in text, repr(text[:300])
 
 
 def test_evaluate_into_a_read_only_file_system_says_so(tmp_path, psfhs_dir, monkeypatch):
@@ -1611,7 +1622,12 @@ def test_a_checkpoint_of_a_config_this_clone_lacks_is_built_as_it_records_it(tmp
     assert predicted.exit_code in (0, 1) and "Traceback" not in predicted.output, predicted.output
     torch.save({"model": model.state_dict(), "config": {"name": "no-dims"}}, tmp_path / "bad.pt")
     refused = invoke("export", tmp_path / "bad.pt", "--onnx", tmp_path / "b.onnx")
-    assert refused.exit_code == 2 and "its network config cannot be rebuilt" in refused.output
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "its network config cannot be rebuilt: not a network config (it lacks depths, " \
+        "dims, in_channels, region_topk)" in said
+    torch.save({"model": model.state_dict(), "config": {**own.to_dict(), "head_dim": "32"}}, tmp_path / "odd.pt")
+    odd = invoke("export", tmp_path / "odd.pt", "--onnx", tmp_path / "o.onnx")
+    assert odd.exit_code == 2 and "a field holds a value of the wrong kind" in " ".join(odd.output.split())
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="limits a child's file size (POSIX)")

@@ -6,7 +6,7 @@ MACs, precomputed and checked by a test against the real modules) without it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 ATTENTION_KINDS = ("dssa", "star-dssa", "conv")
 
@@ -73,8 +73,11 @@ class NetworkConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
         try:
             return cls(**values)
-        except TypeError as exc:  # a required field missing
-            raise ValueError(f"not a network config ({exc})") from None
+        except TypeError as exc:  # a required field missing, or a value of the wrong kind
+            missing = sorted(f.name for f in fields(cls) if f.name not in values and f.default is MISSING
+                             and f.default_factory is MISSING)
+            why = f"it lacks {', '.join(missing)}" if missing else "a field holds a value of the wrong kind"
+            raise ValueError(f"not a network config ({why})") from None
 
     def same_backbone(self, other: dict) -> bool:
         """Whether ``other`` (a config as saved in a checkpoint) has this config's encoder and
