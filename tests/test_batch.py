@@ -1722,25 +1722,3 @@ def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sam
     assert run.returncode == 130, stderr
     assert "ipp-seg: interrupted: the rows measured so far are in" in " ".join(stderr.split())
     assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
-
-
-def test_workers_stop_with_a_run_stopped_early(tmp_path, sample_png):
-    # Stopped (Ctrl-C, SIGTERM to the run alone), the run had left its workers to go through the
-    # groups already handed to them, writing masks that no row of the CSV names.
-    import time
-
-    import ipp_seg.inference.batch as batch_module
-
-    root = _linked_scans(tmp_path / "scans", sample_png, 48)
-    out = tmp_path / "out"
-
-    def stop_at_the_first_file(outcome):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, workers=2),
-                               on_progress=stop_at_the_first_file)
-    masks = lambda: sorted((out / "masks").rglob("*.png"))  # noqa: E731
-    written = masks()
-    time.sleep(8)  # (the queued groups took about this long to go through)
-    assert masks() == written and len(written) <= 2 * batch_module.FILES_PER_GROUP

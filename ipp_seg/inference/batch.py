@@ -1495,27 +1495,8 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     finally:
         # Every result read, the workers are waited for: left to end as the interpreter exits, they
         # raced its exit hooks, which now and then printed a traceback ("Bad file descriptor")
-        # under a run that had succeeded. Stopped early (an error, Ctrl-C, SIGTERM), nothing more
-        # is waited for, and the workers are stopped: they had gone on through the groups already
-        # handed to them (seconds; minutes of long cines), writing masks that no row would name.
-        if not finished:
-            _stop_workers(executor)
+        # under a run that had succeeded. Stopped early (an error, Ctrl-C), nothing more is waited for.
         executor.shutdown(wait=finished, cancel_futures=not finished)
-
-
-def _stop_workers(executor: ProcessPoolExecutor) -> None:
-    """Terminate an executor's worker processes (Python 3.14 has a method for it; before, they
-    are the executor's own ``_processes``, which its shutdown forgets). A half-written output
-    they leave is a hidden ``.part`` file, which the next run removes."""
-    terminate = getattr(executor, "terminate_workers", None)
-    if terminate is not None:
-        terminate()
-        return
-    for process in list((getattr(executor, "_processes", None) or {}).values()):
-        try:
-            process.terminate()
-        except (OSError, ValueError, AttributeError):  # gone already, or closed
-            pass
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
