@@ -701,6 +701,10 @@ def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, samp
     assert [p.relative_to(root).as_posix() for p in list_scans(root, "**/own.png")] == ["z_real/own.png"]
     assert [p.name for p in list_scans(root, "z_real/**")] == ["own.png"]
     assert f"{root / 'b_link'} leads to {root / 'z_real'}, whose files are listed under that name" in caplog.text
+    # A --glob that takes nothing lists the tree again to say what it holds: its warnings come once.
+    caplog.clear()
+    refused = _run("batch", root, "--out", tmp_path / "out", "--glob", "*.nrrd")
+    assert refused.exit_code == 2 and caplog.text.count(f"{root / 'b_link'} leads to") == 1, caplog.text
     assert [p.name for p in list_scans(root, "*.png")] == ["top.Png"]  # one level, as a glob means
     matcher = glob_matcher("scan_[0-9]?.dcm")
     assert matcher("SCAN_12.DCM") and not matcher("scan_a2.dcm") and not matcher("sub/scan_12.dcm")

@@ -456,14 +456,15 @@ def _cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
     return min(limits) if limits else None
 
 
-def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None) -> list[Path]:
+def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None, warn: bool = True) -> list[Path]:
     """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
     sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
     the results).
 
     The pattern is a glob (``**`` spans folders) matched without regard to letter case, since
     Windows exports write ``.DCM`` and ``.dcm`` alike. Folder links are followed (each real
-    folder once, so a link loop ends). ``exclude`` (this run's output folder) is left out, and
+    folder once, so a link loop ends; ``warn`` false: the warnings of a first listing of the tree
+    are not given again). ``exclude`` (this run's output folder) is left out, and
     so is what earlier runs wrote (:func:`is_batch_output_part`: their CSVs and their masks and
     overlays, which are not scans), in ``in_dir`` itself too; scans beside an earlier run's CSV
     are taken. When ``exclude`` is ``in_dir`` itself or a folder above it (``--out`` the project
@@ -493,7 +494,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
             return True
         return False
 
-    for here, real, names in walk_folders(in_dir, skip):
+    for here, real, names in walk_folders(in_dir, skip, warn_links=warn):
         for name in names:
             path = here / name
             rel = path.relative_to(in_dir).as_posix()
@@ -508,7 +509,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None)
                 earlier_outputs.append(rel)
                 continue
             found.append(path)
-    if earlier_outputs:
+    if earlier_outputs and warn:
         log.warning("left out what earlier runs wrote (measurements.csv, masks and overlays: not scans): %s",
                     ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
                                                       if len(earlier_outputs) > 5 else ""))
@@ -896,7 +897,7 @@ def _other_files_hint(options: BatchOptions) -> str:
     files without a suffix (IMG00001), which '**/*.dcm' never matches."""
     if options.glob == "**/*":
         return ""
-    every = list_scans(options.in_dir, "**/*", exclude=options.out_dir)
+    every = list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False)  # (said by the first listing)
     if not every:
         return ""
     bare = sum(1 for path in every if not path.suffix)
@@ -1502,7 +1503,8 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError",
            "ROW_FAILURES", "ResumeError",
-           "RunAdvice", "WorkerDiedError", "WorkingFolderGoneError", "check_inference_choices", "file_groups", "file_stamp", "glob_matcher",
+           "RunAdvice", "WorkerDiedError", "WorkingFolderGoneError", "check_inference_choices", "file_groups",
+           "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "refuse_batch_output_as_input", "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced",

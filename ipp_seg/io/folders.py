@@ -42,8 +42,8 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def walk_folders(root: Path,
-                 skip: Callable[[Path, Path], bool] | None = None) -> Iterator[tuple[Path, Path, list[str]]]:
+def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
+                 warn_links: bool = True) -> Iterator[tuple[Path, Path, list[str]]]:
     """(folder, its real path, the names of its non-hidden entries that are not folders) for
     ``root`` and its non-hidden sub-folders, sub-folders in name order.
 
@@ -51,7 +51,8 @@ def walk_folders(root: Path,
     already walked is named in a warning, as its files are listed under the first name only,
     and so is a link to a folder below ``root``, whose files are listed under its own name. A
     folder for which ``skip(folder, real_path)`` is true is left out with everything below it (it
-    is asked once per real folder, never for a folder already walked)."""
+    is asked once per real folder, never for a folder already walked). ``warn_links`` false: those
+    links are not named (a second walk of the same tree, which named them already)."""
     visited: dict[Path, Path] = {}  # real path -> the name it was walked under
     # Folders reached without a link are walked under their own names, wherever a link to one
     # sorts: "link1" had taken "real"'s files, so that --glob 'real/**' found none.
@@ -66,16 +67,18 @@ def walk_folders(root: Path,
         if real in visited:
             # A user who linked a folder in twice may expect rows under both names, as each
             # link to a file gets: say where its files are.
-            log.warning("%s leads to a folder already listed as %s: its files are listed once, under that name",
-                        printable_path(str(here)), printable_path(str(visited[real])))
+            if warn_links:
+                log.warning("%s leads to a folder already listed as %s: its files are listed once, under that name",
+                            printable_path(str(here)), printable_path(str(visited[real])))
             dirs[:] = []
             continue
         if skip is not None and skip(here, real):
             dirs[:] = []
             continue
         if own_names.get(real, here) != here:
-            log.warning("%s leads to %s, whose files are listed under that name", printable_path(str(here)),
-                        printable_path(str(own_names[real])))
+            if warn_links:
+                log.warning("%s leads to %s, whose files are listed under that name", printable_path(str(here)),
+                            printable_path(str(own_names[real])))
             dirs[:] = []
             continue
         visited[real] = here
