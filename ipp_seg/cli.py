@@ -76,8 +76,11 @@ def _settle_output_environment() -> None:
     that typer's help and usage errors in a log are plain text, as ipp-seg's own lines are (this
     process's environment only). Where either stream is a file, so: typer writes help to stdout and
     usage errors to stderr, and a terminal is told apart without them."""
-    if "COLUMNS" in os.environ and not _usable_columns(os.environ["COLUMNS"]):
-        del os.environ["COLUMNS"]
+    if "COLUMNS" in os.environ:
+        if _usable_columns(os.environ["COLUMNS"]):
+            os.environ["COLUMNS"] = os.environ["COLUMNS"].strip()  # (" 130": typer's rich reads no width in it)
+        else:
+            del os.environ["COLUMNS"]
     try:
         terminals = sys.stdout.isatty() and sys.stderr.isatty()
     except (AttributeError, ValueError):

@@ -1248,6 +1248,8 @@ def test_an_unusable_columns_setting_does_not_silence_the_output(tmp_path, sampl
         run = _ipp_seg_process("predict", sample_png, env={"COLUMNS": columns}, capture_output=True, text=True)
         widths.append(max(map(len, run.stdout.splitlines())))
     assert 80 < widths[0] == widths[1] <= 130
+    shown = _ipp_seg_process("--help", env={"COLUMNS": " 130"}, capture_output=True, text=True)
+    assert 80 < max(map(len, shown.stdout.splitlines())) <= 130  # typer's help, too
 
 
 def test_a_log_file_gets_plain_lines_whatever_forces_colour(tmp_path, sample_png):
