@@ -551,20 +551,32 @@ def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     # Opened as named, a link followed: the user names this file (measure --csv), which may be
     # /dev/stdout or a link of their own; the outputs ipp-seg names in a folder are replaced instead.
     with open(path, "wb", buffering=0) as fh:
-        written = 0
-        try:
-            while written < len(data):
-                written += fh.write(data[written:])
-        except OSError:
-            # A write cut short (a full disk) is taken back to its last whole row: a file that
-            # ends mid-row reads as a row with cut numbers (no truncating a pipe, nor need).
-            whole = data.rfind(b"\r\n", 0, written)
-            try:
-                os.ftruncate(fh.fileno(), whole + 2 if whole >= 0 else 0)
-            except OSError:
-                pass
-            raise
+        _write_whole_rows(fh.fileno(), data, lambda written: _after_last_row_end(data, written))
     return path
+
+
+def _after_last_row_end(data: bytes, written: int) -> int:
+    """Where the last whole row of ``data[:written]`` ends (0: none is whole)."""
+    end = data.rfind(b"\r\n", 0, written)
+    return end + 2 if end >= 0 else 0
+
+
+def _write_whole_rows(fd: int, data: bytes, rows_end: Callable[[int], int]) -> None:
+    """Write ``data`` (CSV rows) to ``fd``. A write cut short (a full disk, a file size limit)
+    truncates the file to ``rows_end(bytes written)`` before it raises, so that it ends on a
+    whole row: one that ends mid-row reads as a row with cut numbers (133.37 of 133.3712). (A
+    pipe cannot be truncated, nor needs it.)"""
+    written = 0
+    view = memoryview(data)
+    try:
+        while written < len(data):
+            written += os.write(fd, view[written:])
+    except OSError:
+        try:
+            os.ftruncate(fd, rows_end(written))
+        except OSError:
+            pass
+        raise
 
 
 def _csv_bytes(cells: list[dict], header: bool = False) -> bytes:
@@ -1355,10 +1367,7 @@ def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None
     real = Path(os.path.realpath(csv_path))
     staging = real.with_name(real.name + staging_suffix)
     try:
-        with open(staging, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(map(csv_cells, rows))
+        staging.write_bytes(_csv_bytes(list(map(csv_cells, rows)), header=True))
         shutil.copymode(real, staging)
         os.replace(staging, real)
     finally:
@@ -1375,9 +1384,9 @@ def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
 
 class _WholeRowsFile:
     """measurements.csv opened to append whole rows: each file's rows go out in one write, and a
-    write cut short (a full disk, a file size limit) is taken back to the last whole row, so that
-    a reader who ignores the exit code never meets half a row: ``--resume`` drops one, but a
-    spreadsheet would read its cut number (133.37 of 133.3712) as a value.
+    write cut short (a full disk, a file size limit) is taken back to the rows before that file's
+    (:func:`_write_whole_rows`), so that a reader who ignores the exit code never meets half a
+    row: ``--resume`` drops one, but a spreadsheet would read a cut number as a value.
 
     The file is opened when the first rows come (with its header if it is new or empty), and
     ``replace``: a previous run's CSV (``--overwrite``) is removed only then, once a file has
@@ -1400,17 +1409,9 @@ class _WholeRowsFile:
     def write_rows(self, rows: list[dict], header: bool = False) -> None:
         if self._fd is None:
             self._open()
-        data = memoryview(_csv_bytes(rows, header))
-        try:
-            while data:
-                data = data[os.write(self._fd, data):]
-        except OSError:
-            try:
-                os.ftruncate(self._fd, self._end)
-            except OSError:  # (--resume still drops a half row)
-                pass
-            raise
-        self._end = os.fstat(self._fd).st_size
+        data = _csv_bytes(rows, header)
+        _write_whole_rows(self._fd, data, lambda written: self._end)
+        self._end += len(data)
 
     def __enter__(self) -> _WholeRowsFile:
         return self
