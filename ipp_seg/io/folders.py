@@ -55,9 +55,10 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
     links are not named (a second walk of the same tree, which named them already)."""
     visited: dict[Path, Path] = {}  # real path -> the name it was walked under
     # Folders reached without a link are walked under their own names, wherever a link to one
-    # sorts: "link1" had taken "real"'s files, so that --glob 'real/**' found none.
-    own_names = {Path(os.path.realpath(folder)): Path(folder)
-                 for folder in _folders_without_links(root)}
+    # sorts: "link1" had taken "real"'s files, so that --glob 'real/**' found none. Listed only
+    # once a folder reached through a link is met: most trees have none.
+    top = Path(os.path.realpath(root))
+    own_names: dict[Path, Path] | None = None
 
     def unlistable(exc: OSError) -> None:  # os.walk would pass over it without a word
         log.warning("cannot list %s (%s): the files in it are left out", exc.filename, exc.strerror or exc)
@@ -75,7 +76,9 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
         if skip is not None and skip(here, real):
             dirs[:] = []
             continue
-        if own_names.get(real, here) != here:
+        if real != top / here.relative_to(root) and own_names is None:  # reached through a link
+            own_names = {Path(os.path.realpath(folder)): Path(folder) for folder in _folders_without_links(root)}
+        if own_names is not None and own_names.get(real, here) != here:
             if warn_links:
                 log.warning("%s leads to %s, whose files are listed under that name", printable_path(str(here)),
                             printable_path(str(own_names[real])))
