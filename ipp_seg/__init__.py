@@ -21,11 +21,27 @@ _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-def log_format(level: int) -> str:
-    """How ipp-seg's log lines read at ``level``, in the command line and its worker processes
-    alike: the level and the message (``WARNING: ...``); with the logging module's name as well
-    when details are logged (INFO or below, ``-v``), for a report of a fault."""
-    return "%(levelname)s %(name)s: %(message)s" if level <= _logging.INFO else "%(levelname)s: %(message)s"
+class LogLineFormatter(_logging.Formatter):
+    """How ipp-seg's log lines read, in the command line and its worker processes alike: the
+    level in lower case and the message (``warning: ...``), as the command's own lines read;
+    with the logging module's name as well when ``named`` (``-v``), for a report of a fault."""
+
+    def __init__(self, named: bool = False) -> None:
+        super().__init__()
+        self.named = named
+
+    def format(self, record: _logging.LogRecord) -> str:
+        message = super().format(record)  # the message, and a traceback's text where one is logged
+        level = record.levelname.lower()
+        return f"{level} {record.name}: {message}" if self.named else f"{level}: {message}"
+
+
+def configure_logging(level: int) -> None:
+    """Log to stderr at ``level`` (module names shown at INFO or below), as
+    :func:`logging.basicConfig` does: not where the process has set up logging already."""
+    handler = _logging.StreamHandler()
+    handler.setFormatter(LogLineFormatter(named=level <= _logging.INFO))
+    _logging.basicConfig(level=level, handlers=[handler])
 
 
 

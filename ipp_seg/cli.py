@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, log_format, quiet_pydicom
+from . import __version__, configure_logging, quiet_pydicom
 from .tables import GuardedStream, print_table
 from .tables import new_table as _table
 
@@ -172,7 +172,7 @@ def main_options(
     verbose: bool = _flag("--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
     level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format=log_format(level))
+    configure_logging(level)
     # OpenCV's own lines about a damaged image ("[ WARN:0@0.4] global grfmt_png.cpp ...") come
     # before ipp-seg's one-line reason for the same file; read when OpenCV loads (the user's
     # own setting wins). Worker processes inherit it.

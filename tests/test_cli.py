@@ -1550,7 +1550,7 @@ def test_a_loop_of_links_among_the_scans_fails_alone(tmp_path, sample_png):
 
 
 def test_log_lines_read_as_warnings_without_module_names_unless_verbose(sample_dicom):
-    """A user's run says ``WARNING: ...``; the logging module's name (for a fault report) only
+    """A user's run says ``warning: ...``, as the command's own lines do; the logging module's name (for a fault report) only
     with -v. In a real process: pytest's own log handler keeps basicConfig from acting here."""
     import subprocess
     import sys
@@ -1562,8 +1562,8 @@ def test_log_lines_read_as_warnings_without_module_names_unless_verbose(sample_d
         return run.stderr
 
     plain, verbose = stderr(), stderr("-v")
-    assert f"WARNING: {sample_dicom}: the file's own calibration" in plain and "ipp_seg." not in plain
-    assert f"WARNING ipp_seg.io.reader: {sample_dicom}: the file's own calibration" in verbose
+    assert f"warning: {sample_dicom}: the file's own calibration" in plain and "ipp_seg." not in plain
+    assert f"warning ipp_seg.io.reader: {sample_dicom}: the file's own calibration" in verbose
 
 
 def test_a_file_without_read_permission_gets_its_row_and_line_not_a_usage_error(tmp_path, sample_png, monkeypatch):

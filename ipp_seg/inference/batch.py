@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .. import __version__, log_format, quiet_pydicom
+from .. import __version__, configure_logging, quiet_pydicom
 from ..io import (FrameNotInScanError, NotAnImageError, Provenance, ScanReadError, count_frames,
                   parse_frame_selection, read_frames, write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
@@ -820,9 +820,11 @@ class FileProcessor:
         """The CSV rows of one file, writing masks/overlays as the options ask."""
         return self.process_files([(path, done_frames)])[0]
 
-    def process_files(self, items: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
+    def process_files(self, items: list[tuple[Path, frozenset]],
+                      stopped: Callable[[], bool] | None = None) -> list[FileOutcome]:
         """One :class:`FileOutcome` per item, in order; frames share model calls across files.
-        Stage times of a shared call are split between files by their number of frames."""
+        Stage times of a shared call are split between files by their number of frames. Once
+        ``stopped()`` is true, nothing more is written and the rows so far are returned."""
         opts, inf = self.options, self.options.inference
         rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]  # for the output files' paths
         names = [printable_path(rel) for rel in rels]  # for the CSV's rows
@@ -830,6 +832,8 @@ class FileProcessor:
         rows: list[list[dict]] = [[] for _ in items]
         timings: dict = {}
         for item, result in self.results_of_files(items, timings):
+            if stopped is not None and stopped():
+                break
             rel, name = rels[item], names[item]
             if isinstance(result, FrameFailure):
                 rows[item].append(measurement_row(name, "" if result.frame_index is None else result.frame_index,
@@ -1115,6 +1119,7 @@ def _examples(names: Iterable[str], shown: int = 3) -> str:
 
 # Worker processes keep one FileProcessor each (the model is loaded once per process).
 _WORKER: FileProcessor | None = None
+_RUN_STOPPED = None  # in a worker: the run's multiprocessing Event, set when it stops early
 
 
 def run_log_level() -> int | None:
@@ -1129,7 +1134,7 @@ def configure_worker_logging(log_level: int | None) -> None:
     keep pydicom quiet as the command line does (:func:`ipp_seg.quiet_pydicom`): a worker
     process does not inherit the filters of a spawning parent."""
     if log_level is not None:
-        logging.basicConfig(level=log_level, format=log_format(log_level))
+        configure_logging(log_level)
         quiet_pydicom()
 
 
@@ -1142,19 +1147,26 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
     os._exit(1)
 
 
-def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: int | None = None) -> None:
+def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: int | None = None,
+                 run_stopped=None) -> None:
     # Ctrl-C in a terminal reaches every process of the group: the main process ends the run;
     # a worker's traceback would only bury its message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if run_pid is not None:  # the run's, as it gave it: a run killed while this worker started is gone already
         threading.Thread(target=_exit_with_parent, args=(run_pid,), name="ipp-seg-parent-watch", daemon=True).start()
     configure_worker_logging(log_level)
-    global _WORKER
+    global _WORKER, _RUN_STOPPED
     _WORKER = FileProcessor(options)
+    _RUN_STOPPED = run_stopped
 
 
 def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
-    return _WORKER.process_files(group)
+    # A run stopped early sets the event: the groups already handed out then end at once, not
+    # after writing masks and overlays that no row would name (seconds here; minutes of cines).
+    stopped = _RUN_STOPPED.is_set if _RUN_STOPPED is not None else None
+    if stopped is not None and stopped():
+        return []
+    return _WORKER.process_files(group, stopped)
 
 
 def run_batch(options: BatchOptions,
@@ -1472,9 +1484,13 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         return
     # An executor, not a Pool: a worker killed by the system (out of memory) breaks it with an
     # error, where a Pool waits for that worker's results for ever.
-    with _hang_up_ignored_by_children():
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_init, initargs=(options, run_log_level(), os.getpid()))
+    context = multiprocessing.get_context("spawn")
+    with _hang_up_ignored_by_children():  # (the event's semaphore starts the resource tracker)
+        # Told to the workers, not done to them: terminating them had made the executor's manager
+        # thread print a traceback now and then under the run's last line.
+        run_stopped = context.Event()
+        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                       initargs=(options, run_log_level(), os.getpid(), run_stopped))
         # map keeps file order: the CSV is the same whatever the number of workers. (It starts the
         # workers as it hands out the groups, here.)
         results = executor.map(_worker_run, groups)
@@ -1497,7 +1513,10 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     finally:
         # Every result read, the workers are waited for: left to end as the interpreter exits, they
         # raced its exit hooks, which now and then printed a traceback ("Bad file descriptor")
-        # under a run that had succeeded. Stopped early (an error, Ctrl-C), nothing more is waited for.
+        # under a run that had succeeded. Stopped early (an error, Ctrl-C), nothing more is waited
+        # for, and the workers drop what they hold.
+        if not finished:
+            run_stopped.set()
         executor.shutdown(wait=finished, cancel_futures=not finished)
 
 
