@@ -170,7 +170,8 @@ def test_to_dict_joins_reasons():
     assert d["reasons"] == "spacing_unknown" and d["spacing_x_mm"] is None
     m = typical_scene()
     m[m == 1] = 0
-    assert measure_progress(m).to_dict()["reasons"] == "spacing_unknown;ps_missing"
+    # The cause of a failure first, in every output (the CSV had listed spacing_unknown first).
+    assert measure_progress(m).to_dict()["reasons"] == "ps_missing;spacing_unknown"
 
 
 @pytest.mark.parametrize(
@@ -631,9 +632,11 @@ def test_a_models_own_confidence_floors_replace_the_defaults():
         return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=0.87,
                              ps_confidence=0.85, confidence_floors=floors).reasons
 
-    assert reasons(None) == ("low_confidence", "ps_low_confidence")  # the shipped models' 0.90
+    # Unsure of both at the shipped models' 0.90: failed, as a frame of no anatomy they know.
+    assert reasons(None) == ("anatomy_unrecognised", "low_confidence", "ps_low_confidence")
     assert reasons((0.8, 0.8)) == ()
     assert reasons((0.8, 0.86)) == ("ps_low_confidence",)
+    assert reasons((0.88, 0.8)) == ("low_confidence",)
     # From validation frames: 0.02 below their 1st percentile, never above the defaults; a frame without a PS is
     # left out of the PS's.
     sure = [(0.97, 0.96)] * 99 + [(0.95, None)]
@@ -742,6 +745,7 @@ REASON_CASES = {
     "low_confidence": lambda mp: _measured_with_head_confidence(0.5),
     "head_small_in_frame": lambda mp: _measured_with_head_confidence(0.95, 0.2),
     "ps_low_confidence": lambda mp: _measured_with_head_confidence(0.95, 0.5, 0.7),
+    "anatomy_unrecognised": lambda mp: _measured_with_head_confidence(0.5, None, 0.7),
     "ps_at_frame_edge": lambda mp: measure_progress(_cut_at_frame_edge(1), (0.2, 0.2)),
     # Beside the head and lower than its centre (a frame turned upside down is failed: aop_impossible).
     "ps_below_head": lambda mp: measure_progress(typical_scene(**PS_BELOW_HEAD), (0.2, 0.2)),
@@ -1025,7 +1029,7 @@ def test_status_failures_with_every_method(method):
     _check(res, "tangent_undefined", "failed")
     assert res.landmarks.ps_inferior_end is not None  # still drawable
     both = measure_progress(np.zeros((64, 64), np.uint8), method=method)
-    assert both.status == "failed" and both.reasons == ("spacing_unknown", "ps_missing", "fh_missing")
+    assert both.status == "failed" and both.reasons == ("ps_missing", "fh_missing", "spacing_unknown")
     assert both.landmarks == Landmarks()
 
 
@@ -1267,3 +1271,18 @@ def test_a_failed_measurements_cause_is_shown_before_its_warnings():
     assert failing_reasons_first(("unreadable",)) == ("unreadable",) and failing_reasons_first(()) == ()
     assert "(ps_cut_off; spacing_unknown)" in _status_text("failed", "spacing_unknown;ps_cut_off")
     assert "(spacing_unknown; ps_fragmented)" in _status_text("warning", "spacing_unknown;ps_fragmented")
+
+
+def test_a_frame_the_network_recognises_nothing_in_has_no_values_whatever_its_masks():
+    """Unsure of both structures (never on a PSFHS frame): a photograph measured as a scan had
+    given an AoP marked doubtful, or, with other rounding, failed as a frame cutting the PS off."""
+    m = _measured_with_head_confidence(0.5, None, 0.7)
+    assert m.status == "failed" and m.reasons[0] == "anatomy_unrecognised"
+    assert m.aop_deg is None and m.hsd_mm is None and m.hsd_px is None and m.psfh_shortest_px is None
+    assert m.landmarks.ps_inferior_end is not None  # still drawn on an overlay
+    # One of the two alone keeps its values, with its warning.
+    for head, ps in ((0.5, 0.95), (0.95, 0.7)):
+        one = _measured_with_head_confidence(head, None, ps)
+        assert one.status == "warning" and one.aop_deg is not None and "anatomy_unrecognised" not in one.reasons
+    with pytest.raises(ValueError, match="not a failing"):
+        m.with_failure("low_confidence")

@@ -345,6 +345,7 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
     a ``ps_confidence`` (None where no PS was drawn) below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``,
+    both confidences below their floors fail it (``anatomy_unrecognised``),
     a frame whose imaged sector narrows with depth (:func:`ipp_seg.io.sector.sector_narrowing`
     above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``,
     a PS against a black band at the image's edge (:func:`ps_black_band_gap` below
@@ -376,6 +377,10 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_warning("head_small_in_frame")
     if ps_confidence is not None and ps_confidence < min_ps:  # no PS at all (None) is ps_missing's
         measurement = measurement.with_warning("ps_low_confidence")
+        if head_confidence is not None and head_confidence < min_head:
+            # Unsure of both (never on a PSFHS frame): a photograph, another view. No angle to
+            # report, and its cause named first, before what its masks' shapes say.
+            measurement = measurement.with_failure("anatomy_unrecognised")
     narrowing = sector_narrowing(frame.pixels)  # the frame's own sign of its display, whatever the network drew
     if narrowing is not None and narrowing > MAX_SECTOR_NARROWING:
         measurement = measurement.with_warning("sector_upside_down")

@@ -58,7 +58,8 @@ import cv2
 import numpy as np
 
 from . import geometry as geo
-from .result import METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement, check_spacing
+from .result import (METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks, Measurement, check_spacing,
+                     failing_reasons_first)
 
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
@@ -530,7 +531,7 @@ def measure_progress(
             psfh_shortest_px=v.get("psfh_shortest_px"),
             psfh_shortest_mm=v.get("psfh_shortest_mm"),
             status=status,
-            reasons=tuple(reasons),
+            reasons=failing_reasons_first(reasons),  # a failed row's cause before its warnings, in every output
             method=method,
             orientation=orientation,
             spacing_mm=spacing,

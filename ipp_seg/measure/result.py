@@ -55,6 +55,11 @@ REASONS: dict[str, tuple[str, str]] = {
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and the axis "
                    "and inferior end measured are no longer the structure's (PSFHS expert masks so cut move the "
                    "AoP by a median 3.3-12 deg, the network's masks of cut frames by 8.3)"),
+    "anatomy_unrecognised": ("failed", "the network is unsure of both the head and the pubic symphysis it drew "
+                             "(each below its floor, see low_confidence and ps_low_confidence; no frame of the "
+                             "1,058 PSFHS frames is below either): the frame is not a transperineal view it "
+                             "knows (another modality or view, a photograph, noise), and an angle read from "
+                             "its masks would measure nothing"),
     "fh_cut_off": ("failed", "the frame's edge (or a DICOM capture's ultrasound region's) cuts the head off: 10 % "
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and its outline "
                    "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 2.1-3.1 deg, "
@@ -161,6 +166,7 @@ REASON_TITLES: dict[str, str] = {
     "aop_impossible": "angle above 240 degrees: no real angle of progression",
     "ps_round": "pubic symphysis round: no long axis to measure",
     "ps_cut_off": "pubic symphysis cut off by the frame edge",
+    "anatomy_unrecognised": "neither head nor symphysis recognised: no transperineal view",
     "fh_cut_off": "fetal head cut off by the frame edge",
     "ps_fragmented": "pubic symphysis in several large pieces",
     "fh_fragmented": "fetal head in several large pieces",
@@ -260,6 +266,14 @@ class Measurement:
             raise ValueError(f"{code!r} is not a warning reason code")
         status = self.status if self.status == "failed" else "warning"
         return replace(self, reasons=(*self.reasons, code), status=status)
+
+    def with_failure(self, code: str) -> "Measurement":
+        """This measurement failed with ``code`` (a "failed" reason): every value emptied, its
+        landmarks kept for drawing, as a measurement failed by its masks keeps them."""
+        if REASONS.get(code, ("",))[0] != "failed":
+            raise ValueError(f"{code!r} is not a failing reason code")
+        return replace(self, aop_deg=None, hsd_mm=None, hsd_px=None, psfh_shortest_px=None,
+                       psfh_shortest_mm=None, status="failed", reasons=(code, *self.reasons))
 
     def to_dict(self) -> dict:
         """Flat JSON-able dict (reasons joined with ";", landmark coordinates flattened)."""
