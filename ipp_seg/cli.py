@@ -734,8 +734,10 @@ def batch(
                   else f", {summary.not_image_rows} not images")
     measured_files = _count(summary.files - summary.skipped_files, "file")
     # Rows with a warning hold values to read with their reasons: a share worth knowing at a glance.
-    warned = ("" if not summary.warning_rows else "1 with a warning, " if summary.warning_rows == 1
-              else f"{summary.warning_rows} with warnings, ")
+    # Most warnings on PNG frames are spacing_unknown alone: how many doubt the angle itself.
+    doubtful = f" ({summary.doubtful_aop_rows or 'none'} with a doubtful AoP)"
+    warned = ("" if not summary.warning_rows else f"1 with a warning{doubtful}, " if summary.warning_rows == 1
+              else f"{summary.warning_rows} with warnings{doubtful}, ")
     err.print(f"{_count(summary.rows, 'row')} from {measured_files} measured now "
               f"({warned}{failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)

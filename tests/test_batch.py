@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipp_seg.cli import app
+from ipp_seg.measure.result import angle_in_doubt
 from ipp_seg.inference.batch import (CSV_COLUMNS, orientation_looks_reversed, output_stem, read_done,
                                     row_segmented, row_symphysis_unsure, suffix_disambiguated,
                                     symphysis_mostly_unsure)
@@ -101,8 +102,13 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     # The summary line counts the rows to read with their warnings (the PNGs have no calibration),
     # apart from those that failed: as the CSV holds them.
     warned = sum(r["status"] == "warning" for r in rows)
-    assert warned >= 2 and f"7 rows from 5 files measured now ({warned} with warnings, 1 failed, 1 not an image)" \
-        in " ".join(result.output.split())
+    doubtful = sum(r["aop_doubtful"] == "true" for r in rows) or "none"
+    assert warned >= 2 and (f"7 rows from 5 files measured now ({warned} with warnings ({doubtful} with a doubtful "
+                            "AoP), 1 failed, 1 not an image)") in " ".join(result.output.split())
+    # The doubt the tables mark, in the CSV: from the reasons, empty without an angle.
+    assert all(r["aop_doubtful"] == ("" if not r["aop_deg"] else "true" if angle_in_doubt(r["reasons"].split(";"))
+                                     else "false") for r in rows)
+    assert good["aop_doubtful"] in ("true", "false") and by_file["corrupt.dcm"][0]["aop_doubtful"] == ""
 
     # --resume on a finished run adds nothing (it tries the unreadable files again, which fail
     # the same way: their rows move to the end).
@@ -980,7 +986,7 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     assert (row["status"], row["reasons"]) == ("failed", "not_an_image") and "Structured Report" in row["error"]
     assert row["sop_instance_uid"] == report.SOPInstanceUID  # its header was read: the row joins its study
     said = " ".join(result.output.split())
-    assert "(2 with warnings, 1 failed, 2 not images)" in said  # corrupt.dcm; readme.txt and the report apart
+    assert "(2 with warnings (none with a doubtful AoP), 1 failed, 2 not images)" in said  # corrupt.dcm; readme.txt and the report apart
     again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm alone is read again
     assert again.exit_code == 0 and "1 row from 1 file measured now" in " ".join(again.output.split())
     assert [r["reasons"] for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009"] == ["not_an_image"]
@@ -1162,6 +1168,9 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
     import ipp_seg
 
     assert after[0]["ipp_seg_version"] == "" and measured_now["ipp_seg_version"] == ipp_seg.__version__
+    # Whether the AoP is in doubt follows from the reasons the row kept: filled in, as for rows measured now.
+    assert all(r["aop_doubtful"] == old[r["file"], r["frame"]]["aop_doubtful"] for r in after)
+    assert any(r["aop_doubtful"] for r in after)
     result = _run("batch", mixed_folder, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
     again = _rows(out / "measurements.csv")  # the unreadable file is tried again, its row kept in place

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from ipp_seg import __version__
 from ipp_seg.cli import app
 from ipp_seg.inference.batch import CSV_COLUMNS
+from ipp_seg.measure.result import angle_in_doubt
 from ipp_seg.io import read_frame
 
 runner = CliRunner()
@@ -265,7 +266,7 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     digest = json.loads((tmp_path / "psfhs_04700_us.json").read_text())["model_sha256"]
     assert len(digest) == 64
     assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters \
-        == f"model_sha256={digest}"
+        == f"model_sha256={digest},tta=none"
 
     def texts(items):
         for item in items:
@@ -849,10 +850,13 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert set(measured[1]) == set(measured[2]) == measurement_keys and "error" in measurement_keys
     assert set(predicted[0]) > measurement_keys and set(predicted[1]) == set(predicted[0])
     assert measured[0]["error"] is None and predicted[0]["error"] is None and predicted[1]["error"]
-    assert measured[1]["aop_deg"] is None and measured[1]["reasons"][-2:] == ["ps_missing", "fh_missing"]
+    assert measured[1]["aop_deg"] is None and measured[1]["reasons"][:2] == ["ps_missing", "fh_missing"]
     assert predicted[1]["frame"] is None and predicted[1]["aop_deg"] is None and predicted[1]["model"]
     assert predicted[0]["tta"] is False and predicted[1]["tta"] is False
     assert measured[0]["aop_deg"] == pytest.approx(predicted[0]["aop_deg"], abs=1e-6)
+    # The "(doubtful)" of the tables, as a key: false or true beside an angle, null without one.
+    assert "aop_doubtful" in measurement_keys and predicted[0]["aop_doubtful"] is angle_in_doubt(predicted[0]["reasons"])
+    assert measured[1]["aop_doubtful"] is None and predicted[1]["aop_doubtful"] is None
 
 
 def test_measure_says_when_masks_look_displayed_the_other_way_round(tmp_path):

@@ -325,6 +325,13 @@ def test_seg_and_sr_name_the_weights_by_checksum(source, tmp_path):
     # Without a checksum (a caller's own model), no parameter is invented.
     bare = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "bare.dcm", **KW))
     assert "AlgorithmParameters" not in bare.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    # The SEG says whether the mask is a mirror-average, as the SR does (the README had said so of both).
+    for tta, said in ((True, "mirror-average"), (False, "none")):
+        seg = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / f"tta{tta}.dcm", model_sha256=digest,
+                                              tta=tta, **KW))
+        (algorithm,) = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence
+        assert algorithm.AlgorithmParameters == f"model_sha256={digest},tta={said}"
+        assert dciodvfy_errors(tmp_path / f"tta{tta}.dcm") == []
 
 
 def test_dciodvfy_reports_no_errors(source, tmp_path):
@@ -708,3 +715,20 @@ def test_a_single_iso_2022_character_set_is_written_as_utf8(tmp_path, caplog, ch
         assert dciodvfy_errors(out) == [], out.name
     assert ("written as UTF-8" in caplog.text) == (not name.isascii())
     assert source.SpecificCharacterSet == charset
+
+
+def test_sr_says_whether_the_angle_is_in_doubt_beside_its_number(source, tmp_path):
+    # A doubted AoP had gone into the SR as a plain NUM, its doubt only in the reasons' prose.
+    sound = measure_progress(synthetic_mask(), (0.35, 0.35))
+    doubted = sound.with_warning("orientation_doubtful")
+    failed = measure_progress(np.zeros((64, 64), np.uint8), (0.35, 0.35))
+    said = {}
+    for name, m in (("sound", sound), ("doubted", doubted), ("failed", failed)):
+        out = write_dicom_sr(source, m, tmp_path / f"{name}.dcm", **KW)
+        (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
+        evaluations = {e.name.value: e.value for e in group.get_qualitative_evaluations()}
+        said[name] = evaluations.get("AOPDOUBT")
+        assert dciodvfy_errors(out) == []
+    assert (said["sound"].value, said["sound"].scheme_designator) == ("373067005", "SCT")  # No
+    assert said["doubted"].value == "373066001"  # Yes
+    assert said["failed"] is None  # no angle, nothing to doubt

@@ -44,6 +44,7 @@ from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
+from ..measure.result import angle_in_doubt
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
 from .registry import model_sha256, resolve_model
@@ -54,7 +55,7 @@ CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
-    "study_instance_uid", "series_instance_uid", "ipp_seg_version",
+    "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful",
 )
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
@@ -242,7 +243,8 @@ class BatchSummary:
     """What one run did: ``rows`` written by this run (not those a resumed CSV already held), of
     them ``failed_rows`` failed, ``doubtful_orientation_rows`` measured with the warning
     ``orientation_doubtful``, and ``unsure_symphysis_rows`` of the ``segmented_rows`` (frames the
-    network saw) unsure of the symphysis or without one, ``warning_rows`` measured with a warning;
+    network saw) unsure of the symphysis or without one, ``warning_rows`` measured with a warning
+    (``doubtful_aop_rows`` of them with an AoP a warning puts in doubt: ``aop_doubtful``);
     ``timings``: seconds by stage, summed over workers."""
 
     files: int
@@ -262,6 +264,7 @@ class BatchSummary:
     repeated_images: tuple[tuple[str, str, str], ...] = ()
     # Of a resumed run: what every row of the CSV says, those of the run it resumed included.
     csv_advice: RunAdvice | None = None
+    doubtful_aop_rows: int = 0  # of the warning rows, those whose AoP a warning puts in doubt
 
     @property
     def advice(self) -> RunAdvice:
@@ -367,7 +370,12 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
         for key, value in measurement.to_dict().items():
             if key in row:
                 row[key] = "" if value is None else value
+        row["aop_doubtful"] = _doubt_cell(measurement.aop_doubtful)
     return row
+
+
+def _doubt_cell(doubtful: bool | None) -> str:
+    return "" if doubtful is None else "true" if doubtful else "false"
 
 
 def dicom_uids(provenance: Provenance | None) -> dict[str, str | None]:
@@ -1025,11 +1033,13 @@ def _as_written(row: dict) -> dict:
             fixed[column] = whole.group(1)
     for column in _SPREADSHEET_CASED:
         fixed[column] = fixed[column].lower()
+    if fixed["aop_deg"] and not fixed["aop_doubtful"]:  # a row of a version before the column: from its reasons
+        fixed["aop_doubtful"] = _doubt_cell(angle_in_doubt(filter(None, fixed["reasons"].split(";"))))
     return fixed
 
 
 _EMPTY_IS_A_SETTING = frozenset({"spacing_given_mm"})
-_SPREADSHEET_CASED = frozenset({"tta"})
+_SPREADSHEET_CASED = frozenset({"tta", "aop_doubtful"})
 
 
 def _shown(cell: str) -> str:
@@ -1285,7 +1295,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # Set up the engine (the Ray one needs its package) before a previous CSV is replaced.
     outcomes = _engine_outcomes(options, todo, workers)
     totals = dict.fromkeys(STAGES, 0.0)
-    n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = 0
+    n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
         for outcome in outcomes:
@@ -1294,6 +1304,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 n_rows += 1
                 n_failed += row["status"] == "failed"
                 n_warning += row["status"] == "warning"
+                n_doubtful_aop += row["aop_doubtful"] == "true"
                 n_doubtful += row_orientation_doubtful(row)
                 n_segmented += row_segmented(row)
                 n_unsure += row_symphysis_unsure(row)
@@ -1314,7 +1325,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     elif any_uid:
         repeats = repeated_images(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
-                        n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice)
+                        n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
+                        doubtful_aop_rows=n_doubtful_aop)
 
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:

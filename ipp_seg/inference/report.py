@@ -32,6 +32,7 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
         "reasons": list(m.reasons),
         "error": None,  # (a frame that could not be read or processed has its cause here: one schema)
         "aop_deg": m.aop_deg,
+        "aop_doubtful": m.aop_doubtful,  # (what the tables and overlays mark "(doubtful)"; null without an AoP)
         "hsd_mm": m.hsd_mm,
         "hsd_px": m.hsd_px,
         "psfh_shortest_mm": m.psfh_shortest_mm,
@@ -75,7 +76,7 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
     ``error``: JSON readers meet one schema."""
     return {
         "file": printable_file(file), "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
-        "aop_deg": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
+        "aop_deg": None, "aop_doubtful": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
         "method": method, "orientation": orientation, "spacing_mm": None, "spacing_source": None,
         "landmarks": None,
     }
@@ -187,7 +188,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                 written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm",
                                                frame_number=number, model_name=result.model,
                                                software_version=__version__, series_instance_uid=series("SEG"),
-                                               instance_number=instance, model_sha256=result.model_sha256 or None))
+                                               instance_number=instance, model_sha256=result.model_sha256 or None,
+                                               tta=bool(report.get("tta"))))
             except DicomResultError as exc:
                 refused.append(("SEG", exc))
         if dicom_sr:

@@ -26,6 +26,9 @@ coding scheme ``99IPPSEG`` (declared in each file's Coding Scheme Identification
 ``CALIB``      Pixel spacing source (where the HSD's millimetres came
                from); values the codes of
                :data:`ipp_seg.measure.SPACING_SOURCES`
+``AOPDOUBT``   Angle of progression in doubt (a warning on the masks or
+               the display, as the tables' "(doubtful)"); values SNOMED CT
+               373066001 "Yes", 373067005 "No"; only with an AoP
 =============  =========================================================
 
 Image coordinates in the SR are DICOM SCOORD (column, row) with 0.0\\0.0 at the top-left
@@ -129,6 +132,7 @@ def write_dicom_seg(
     series_instance_uid: str | None = None,
     instance_number: int = 1,
     model_sha256: str | None = None,
+    tta: bool | None = None,
 ) -> Path:
     """Write a binary DICOM Segmentation of the PS (segment 1) and FH (segment 2).
 
@@ -144,6 +148,9 @@ def write_dicom_seg(
             number in it (see :func:`derived_series_uid`); None starts a series of its own.
         model_sha256: the model file's sha256, stored as the algorithm parameter
             ``model_sha256`` (a model's name stays when it is retrained).
+        tta: whether the network's output was averaged with the mirrored frame's, stored as the
+            algorithm parameter ``tta`` (``mirror-average`` or ``none``; None: not stored). The
+            measurement's status and reasons are the SR's: the mask is what the network drew.
 
     Returns:
         The path written. Both segments are always stored, an empty one as an empty frame.
@@ -163,7 +170,7 @@ def write_dicom_seg(
     with _refusals("Segmentation"):
         family = codes.cid7162.ArtificialIntelligence
         algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version,
-                                                       parameters=_algorithm_parameters(model_sha256) or None)
+                                                       parameters=_algorithm_parameters(model_sha256, tta) or None)
         category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
         structures = (
             (1, "pubic symphysis", hd.sr.CodedConcept("82561000", "SCT", "Symphysis pubis")),
@@ -305,6 +312,13 @@ def write_dicom_sr(
                     value=sr.CodedConcept(reason, PRIVATE_SCHEME, _lo(REASON_TITLES.get(reason, reason))),
                 )
             )
+        if measurement.aop_doubtful is not None:
+            # The "(doubtful)" of the tables, machine-readable beside the number: a reader pulling
+            # the NUM alone would otherwise take a doubted angle for a sound one.
+            evaluations.append(sr.QualitativeEvaluation(
+                name=sr.CodedConcept("AOPDOUBT", PRIVATE_SCHEME, "Angle of progression in doubt"),
+                value=codes.SCT.Yes if measurement.aop_doubtful else codes.SCT.No,
+            ))
         # How the values were made: the same frame reads another angle at the other end.
         inferior_side = "right" if measurement.orientation == "standard" else "left"
         evaluations.append(sr.QualitativeEvaluation(
@@ -751,9 +765,13 @@ def _declare_private_scheme(ds) -> None:
     ds.CodingSchemeIdentificationSequence = [*existing, item]
 
 
-def _algorithm_parameters(model_sha256: str | None) -> dict[str, str]:
-    """The algorithm parameters a SEG or SR records: the model file's checksum, when known."""
-    return {"model_sha256": model_sha256} if model_sha256 else {}
+def _algorithm_parameters(model_sha256: str | None, tta: bool | None = None) -> dict[str, str]:
+    """The algorithm parameters a SEG or SR records: the model file's checksum, when known, and
+    (a SEG's) whether the output was averaged with the mirrored frame's, when said."""
+    parameters = {"model_sha256": model_sha256} if model_sha256 else {}
+    if tta is not None:
+        parameters["tta"] = "mirror-average" if tta else "none"
+    return parameters
 
 
 def _lo(text: str) -> str:

@@ -267,6 +267,11 @@ class Measurement:
         status = self.status if self.status == "failed" else "warning"
         return replace(self, reasons=(*self.reasons, code), status=status)
 
+    @property
+    def aop_doubtful(self) -> bool | None:
+        """Whether a warning puts the AoP in doubt (:func:`angle_in_doubt`); None without an AoP."""
+        return None if self.aop_deg is None else angle_in_doubt(self.reasons)
+
     def with_failure(self, code: str) -> "Measurement":
         """This measurement failed with ``code`` (a "failed" reason): every value emptied, its
         landmarks kept for drawing, as a measurement failed by its masks keeps them."""
@@ -279,6 +284,7 @@ class Measurement:
         """Flat JSON-able dict (reasons joined with ";", landmark coordinates flattened)."""
         out = {
             "aop_deg": self.aop_deg,
+            "aop_doubtful": self.aop_doubtful,
             "hsd_mm": self.hsd_mm,
             "hsd_px": self.hsd_px,
             "psfh_shortest_px": self.psfh_shortest_px,
