@@ -986,7 +986,8 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     assert (row["status"], row["reasons"]) == ("failed", "not_an_image") and "Structured Report" in row["error"]
     assert row["sop_instance_uid"] == report.SOPInstanceUID  # its header was read: the row joins its study
     said = " ".join(result.output.split())
-    assert "(2 with warnings (none with a doubtful AoP), 1 failed, 2 not images)" in said  # corrupt.dcm; readme.txt and the report apart
+    # corrupt.dcm; readme.txt and the report apart
+    assert "(2 with warnings (none with a doubtful AoP), 1 failed, 2 not images)" in said
     again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm alone is read again
     assert again.exit_code == 0 and "1 row from 1 file measured now" in " ".join(again.output.split())
     assert [r["reasons"] for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009"] == ["not_an_image"]

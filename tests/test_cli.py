@@ -855,7 +855,8 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert predicted[0]["tta"] is False and predicted[1]["tta"] is False
     assert measured[0]["aop_deg"] == pytest.approx(predicted[0]["aop_deg"], abs=1e-6)
     # The "(doubtful)" of the tables, as a key: false or true beside an angle, null without one.
-    assert "aop_doubtful" in measurement_keys and predicted[0]["aop_doubtful"] is angle_in_doubt(predicted[0]["reasons"])
+    assert "aop_doubtful" in measurement_keys
+    assert predicted[0]["aop_doubtful"] is angle_in_doubt(predicted[0]["reasons"])
     assert measured[1]["aop_doubtful"] is None and predicted[1]["aop_doubtful"] is None
 
 
@@ -1554,7 +1555,8 @@ def test_a_loop_of_links_among_the_scans_fails_alone(tmp_path, sample_png):
 
 
 def test_log_lines_read_as_warnings_without_module_names_unless_verbose(sample_dicom):
-    """A user's run says ``warning: ...``, as the command's own lines do; the logging module's name (for a fault report) only
+    """A user's run says ``warning: ...``, as the command's own lines do; the logging module's name
+    (for a fault report) only
     with -v. In a real process: pytest's own log handler keeps basicConfig from acting here."""
     import subprocess
     import sys

@@ -76,7 +76,8 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
     ``error``: JSON readers meet one schema."""
     return {
         "file": printable_file(file), "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
-        "aop_deg": None, "aop_doubtful": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None, "psfh_shortest_px": None,
+        "aop_deg": None, "aop_doubtful": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None,
+        "psfh_shortest_px": None,
         "method": method, "orientation": orientation, "spacing_mm": None, "spacing_source": None,
         "landmarks": None,
     }
