@@ -1556,8 +1556,8 @@ def test_a_loop_of_links_among_the_scans_fails_alone(tmp_path, sample_png):
 
 def test_log_lines_read_as_warnings_without_module_names_unless_verbose(sample_dicom):
     """A user's run says ``warning: ...``, as the command's own lines do; the logging module's name
-    (for a fault report) only
-    with -v. In a real process: pytest's own log handler keeps basicConfig from acting here."""
+    (for a fault report) only with -v. In a real process: pytest's own log handler keeps
+    basicConfig from acting here."""
     import subprocess
     import sys
 
