@@ -464,7 +464,7 @@ def test_unreadable_and_unmatched_images_are_reported(folders):
     assert [c for c, _ in report.unreadable] == ["00004"]
     assert report.missing_predictions == ()
     assert report.missing_images == ("00002",)
-    assert {c.case_id: c.style for c in report.cases}["00002"] is None
+    assert {c.case_id: c.style for c in report.cases}["00002"] == "unknown"  # in a block of its own, no longer in none
 
 
 def test_duplicate_case_ids_are_refused(folders):
@@ -860,3 +860,49 @@ def test_names_in_composed_and_decomposed_unicode_are_one_case(tmp_path):
     listed = CliRunner().invoke(app, ["evaluate", str(tmp_path / "p"), str(tmp_path / "g")])
     assert "ground truths without prediction, not scored" in listed.output
     assert "M\\xfcller2" in listed.output and "udcfc" not in listed.output
+
+
+def test_the_runs_own_doubts_reach_the_predictions_reasons(folders):
+    """The network's doubt and the frame's own signs are in the run's records, not in its masks:
+    evaluate had listed only what the masks gave (spacing_unknown), so its table of reasons could
+    never show whether low_confidence marks the worst frames. A frame the run failed as
+    anatomy_unrecognised is scored failed, as users saw it, though its mask measures."""
+    import csv
+    import json
+
+    from ipp_seg.inference.batch import CSV_COLUMNS
+
+    pred, gt, _ = folders
+    with open(pred / "measurements.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerow({"file": "00001.png", "frame": "0", "status": "warning",
+                         "reasons": "spacing_unknown;ps_low_confidence;sector_upside_down"})
+        writer.writerow({"file": "00002.png", "frame": "0", "status": "failed",
+                         "reasons": "anatomy_unrecognised;spacing_unknown;low_confidence;ps_low_confidence"})
+        writer.writerow({"file": "00003.png", "frame": "0", "status": "warning", "reasons": "spacing_unknown"})
+    by_case = {c.case_id: c for c in evaluate_folders(pred, gt).cases}
+    assert by_case["00001"].reasons_pred == ("spacing_unknown", "ps_low_confidence", "sector_upside_down")
+    assert by_case["00001"].status_pred == "warning" and by_case["00001"].aop_pred is not None
+    failed = by_case["00002"]
+    assert failed.status_pred == "failed" and failed.aop_pred is None and failed.delta_aop is None
+    assert failed.reasons_pred[0] == "anatomy_unrecognised" and failed.dice_all > 0.9  # its mask is still scored
+    assert by_case["00003"].reasons_pred == ("spacing_unknown",)
+    # The same from predict --out's report of one frame beside its mask (no CSV).
+    (pred / "measurements.csv").unlink()
+    (pred / "00003.json").write_text(json.dumps({"file": "00003.png", "frame": 0, "ipp_seg_version": "0.2.2",
+                                                 "reasons": ["spacing_unknown", "head_small_in_frame"]}))
+    by_case = {c.case_id: c for c in evaluate_folders(pred, gt).cases}
+    assert by_case["00003"].reasons_pred == ("spacing_unknown", "head_small_in_frame")
+    assert by_case["00001"].reasons_pred == ("spacing_unknown",)  # nothing recorded: the mask's own
+
+
+def test_a_case_without_its_image_is_in_the_unknown_styles_block(folders):
+    # It had fallen out of every style's block: a failure copied from them into a paper went unseen.
+    pred, gt, img = folders
+    (img / "00003.png").unlink()
+    report = evaluate_folders(pred, gt, img)
+    by_case = {c.case_id: c for c in report.cases}
+    assert by_case["00003"].style == "unknown" and report.missing_images == ("00003",)
+    blocks = {b.name: b for b in report.blocks}
+    assert sum(b.n_cases for name, b in blocks.items() if name != "overall") == blocks["overall"].n_cases

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Union
@@ -47,6 +47,7 @@ from ..io.itk import check_itk_name, itk_image_io, itk_warnings_silenced, warn_i
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, check_choice, check_label_values
+from ..measure.result import REASONS, SEGMENTATION_REASONS
 from .acquisition import STYLES, acquisition_style
 from .agreement import Agreement, bland_altman
 from .metrics import (
@@ -371,6 +372,7 @@ def evaluate_case(
     orientation: str = "standard",
     style: str | None = None,
     reference_aop_deg: float | None = None,
+    recorded_reasons: Sequence[str] = (),
 ) -> CaseResult:
     """Evaluate one predicted label mask against its ground truth.
 
@@ -384,6 +386,10 @@ def evaluate_case(
         orientation: "standard" or "mirrored" (which PS end is inferior; see ipp_seg.measure).
         style: acquisition style if already known (then ``image`` is not analysed).
         reference_aop_deg: a published AoP for this case (deg), compared with the prediction's.
+        recorded_reasons: the reasons the run that drew the prediction gave it; those a mask alone
+            cannot give (:data:`~ipp_seg.measure.result.SEGMENTATION_REASONS`: the network's
+            doubt, the frame's own signs) are added to the prediction's, and one that failed the
+            run's measurement (``anatomy_unrecognised``) fails it here too: scored as users saw it.
 
     Raises:
         ValueError: masks not 2-D integer arrays of one shape, a mask value besides 0 and
@@ -411,7 +417,7 @@ def evaluate_case(
         seg[f"hd_{s}"], seg[f"asd_{s}"] = surface_distances(p, t)
 
     kwargs = {"method": method, "orientation": orientation, "ps_label": ps_label, "fh_label": fh_label}
-    m_pred = measure_progress(pred, spacing_mm, **kwargs)
+    m_pred = with_recorded_reasons(measure_progress(pred, spacing_mm, **kwargs), recorded_reasons)
     m_gt = measure_progress(gt, spacing_mm, **kwargs)
 
     if style is None and image is not None:
@@ -441,6 +447,16 @@ def evaluate_case(
         aop_reference=reference_aop_deg,
         delta_aop_reference=_abs_diff(m_pred.aop_deg, reference_aop_deg),
     )
+
+
+def with_recorded_reasons(measurement: Measurement, recorded: Sequence[str]) -> Measurement:
+    """``measurement`` of a predicted mask with the reasons of :data:`SEGMENTATION_REASONS` among
+    ``recorded`` (those its run gave) that it lacks: warnings added, a failing one failing it."""
+    for code in recorded:
+        if code in SEGMENTATION_REASONS and code not in measurement.reasons:
+            failing = REASONS[code][0] == "failed"
+            measurement = measurement.with_failure(code) if failing else measurement.with_warning(code)
+    return measurement
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -633,6 +649,8 @@ def evaluate_folders(
     # prediction had been asked for (a pipeline that failed more would score better).
     run = read_run_record(pred_dir)  # one pass over its CSV: failures, the cases it recorded, models
     run_failures = run.failures if run is not None else {}
+    # The network's doubt and the frame's own signs, which the masks alone do not hold.
+    run_reasons = recorded_reasons(pred_dir, run)
     # A mask beside such a row is an earlier run's, left when this run measured the file again.
     stale = sorted(c for c in paired if c in run_failures)
     if stale:
@@ -682,7 +700,7 @@ def evaluate_folders(
                 logger.info("case %s: %s; scored as an empty prediction", case_id, exc)
                 pred = np.zeros_like(gt)
 
-        image, image_spacing = None, None
+        image, image_spacing, style = None, None, None
         if images is not None:
             if case_id in images:
                 try:
@@ -693,6 +711,8 @@ def evaluate_folders(
                     missing_images.append(case_id)
             else:
                 missing_images.append(case_id)
+            if image is None:  # in the "unknown" block: the styles' blocks then add up to the whole
+                style = "unknown"
         spacing = image_spacing or gt_spacing or pred_spacing or spacing_mm
         if pred_spacing is not None and not same_spacing(pred_spacing, spacing):
             logger.warning("case %s: the prediction's spacing %s mm is not the %s mm its ground truth is measured "
@@ -700,7 +720,8 @@ def evaluate_folders(
                            _spacing_text(pred_spacing), _spacing_text(spacing))
         try:
             result = evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels,
-                                   orientation=orientation, reference_aop_deg=(reference_aop or {}).get(case_id))
+                                   orientation=orientation, style=style, reference_aop_deg=(reference_aop or {}).get(case_id),
+                                   recorded_reasons=run_reasons.get(case_id, ()))
             if case_id in run_failures:  # the run's own reason, not what an empty mask would be said to lack
                 result = replace(result, status_pred="failed", reasons_pred=_codes_of(run_failures[case_id]))
             results.append(result)
@@ -770,12 +791,14 @@ class RunRecord:
     ``processing_error``); not a file without an image (``not_an_image``, no case), nor frames
     ``--frames`` did not ask for (``no_such_frame``), nor a case another of its rows segmented
     (a file resumed with other frames). ``models``: (model, sha256) of its rows. ``segmented``:
-    whether it drew a mask of any frame (a run that failed on every frame has none to keep)."""
+    whether it drew a mask of any frame (a run that failed on every frame has none to keep).
+    ``reasons``: case ID -> the reason codes of its row, for the frames it drew a mask of."""
 
     cases: frozenset[str]
     failures: Mapping[str, str]
     models: frozenset[tuple[str, str]]
     segmented: bool
+    reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def read_run_record(pred_dir: PathLike) -> RunRecord | None:
@@ -790,6 +813,7 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
     segmented: set[str] = set()
     failures: dict[str, str] = {}
     models: set[tuple[str, str]] = set()
+    reasons: dict[str, tuple[str, ...]] = {}
     try:
         with open(table, newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
@@ -800,6 +824,8 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                     continue
                 if row_segmented(row):
                     segmented.update(names)
+                    for name in names:
+                        reasons[name] = tuple(filter(None, row["reasons"].split(";")))
                     continue
                 codes = set(row["reasons"].split(";"))
                 if row.get("status") != "failed" or codes & {NO_SUCH_FRAME, NOT_AN_IMAGE}:
@@ -812,7 +838,7 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                        table, exc)
         return None
     return RunRecord(frozenset(cases), {case: why for case, why in failures.items() if case not in segmented},
-                     frozenset(models), bool(segmented))
+                     frozenset(models), bool(segmented), reasons)
 
 
 def recorded_models(pred_dir: PathLike, run: RunRecord | None = None) -> tuple[tuple[str, str], ...]:
@@ -821,15 +847,36 @@ def recorded_models(pred_dir: PathLike, run: RunRecord | None = None) -> tuple[t
     reports beside the masks. Sorted; empty where the folder records none (masks from another
     tool)."""
     found: set[tuple[str, str]] = set(run.models) if run is not None else set()
-    for report in Path(pred_dir).glob("*.json"):
+    for _, item in _frame_reports(pred_dir):
+        if isinstance(item.get("model"), str):
+            found.add((item["model"], item.get("model_sha256") or ""))
+    return tuple(sorted((m, s) for m, s in found if m))
+
+
+def _frame_reports(pred_dir: PathLike) -> Iterator[tuple[Path, dict]]:
+    """(path, report) of each report of ipp-seg among ``pred_dir``'s JSON files (those of
+    ``predict --out``: one frame's, ``<case>.json`` beside ``<case>_mask.png``)."""
+    for path in sorted(Path(pred_dir).glob("*.json")):
         try:
-            record = json.loads(report.read_text(encoding="utf-8"))
+            record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         for item in record if isinstance(record, list) else [record]:
-            if isinstance(item, dict) and isinstance(item.get("model"), str) and "ipp_seg_version" in item:
-                found.add((item["model"], item.get("model_sha256") or ""))
-    return tuple(sorted((m, s) for m, s in found if m))
+            if isinstance(item, dict) and "ipp_seg_version" in item:
+                yield path, item
+
+
+def recorded_reasons(pred_dir: PathLike, run: RunRecord | None = None) -> dict[str, tuple[str, ...]]:
+    """Case ID -> the reason codes the run that drew a prediction gave it: from the batch run's
+    CSV behind the folder (``run``), or from ``predict --out``'s report of one frame beside its
+    mask. A mask measured alone lacks those of the network and the frame
+    (:data:`~ipp_seg.measure.result.SEGMENTATION_REASONS`)."""
+    found = dict(run.reasons) if run is not None else {}
+    for path, item in _frame_reports(pred_dir):
+        codes = item.get("reasons")
+        if isinstance(codes, list) and all(isinstance(code, str) for code in codes):
+            found.setdefault(case_id_of(path), tuple(codes))
+    return found
 
 
 def _reference_by_case(reference: Mapping[str, float], case_ids: Sequence[str]) -> Mapping[str, float]:

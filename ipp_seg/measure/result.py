@@ -13,6 +13,7 @@ __all__ = [
     "STATUSES",
     "REASONS",
     "REASON_TITLES",
+    "SEGMENTATION_REASONS",
     "SPACING_SOURCES",
     "angle_in_doubt",
     "failing_reasons_first",
@@ -135,6 +136,15 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "ps_nearly_round", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
     "ps_axis_near_vertical", "aop_out_of_range", "head_small_in_frame", "fh_ellipse_poor_fit", "ps_fragmented",
     "fh_fragmented",
+})
+
+
+#: Reasons that only a run that segmented the frame gives (from the network's confidence, the
+#: frame's pixels or its regions), which a mask measured alone cannot: ``evaluate`` takes them
+#: from the run's records beside its masks.
+SEGMENTATION_REASONS: frozenset[str] = frozenset({
+    "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "head_small_in_frame", "sector_upside_down",
+    "ps_at_black_band", "other_view_not_measured", "frame_saturated",
 })
 
 
