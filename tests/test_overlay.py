@@ -134,9 +134,9 @@ def test_failed_measurement_still_renders_status():
     panel = out[img.shape[0] :]
     assert panel.shape[0] > 0
     # Red status text in the panel and a red frame around the image.
-    red = (panel[..., 0] > 200) & (panel[..., 1] < 120) & (panel[..., 2] < 120)
+    red = (panel[..., 0] > 200) & (panel[..., 1] < 150) & (panel[..., 2] < 150)
     assert red.sum() > 50
-    assert np.all(img[0, :, 0] > 200) and np.all(img[0, :, 1] < 120)
+    assert np.all(img[0, :, 0] > 200) and np.all(img[0, :, 1] < 150)
     ok = replace(m, status="ok", reasons=())
     assert not np.array_equal(render_overlay(frame(), mask, ok), out)
 
@@ -153,6 +153,32 @@ def test_the_legend_names_the_inferior_end_marker_only_where_one_is_drawn():
 
     assert axis_yellow_in_panel(m) > 0  # the marker's yellow centre in the legend
     assert axis_yellow_in_panel(without_ps) == 0
+
+
+def test_the_lines_are_edged_and_named_and_the_hsd_is_dashed():
+    """A deuteranope sees the AoP's yellow and the HSD's green alike, and neither stood out on bright
+    bone: the lines have a dark edge, the HSD is dashed, and the legend names both as drawn."""
+    from ipp_seg.io.overlay import _HSD_COLOUR
+
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3))
+    assert m.hsd_mm is not None
+    bright = np.full((256, 256), 250, np.uint8)  # the lines over bright echoes
+    out = render_overlay(bright, mask, replace(m, landmarks=replace(m.landmarks, hsd_point=None)))
+    with_hsd = render_overlay(bright, mask, m)
+    image = image_part(with_hsd)
+    panel = with_hsd[image.shape[0]:]
+    dark = (image.max(axis=2) < 40)
+    assert dark.sum() > 200  # the edges, where the frame is bright everywhere
+    green = np.all(np.abs(panel.astype(int) - _HSD_COLOUR) < 30, axis=2)
+    # The legend's HSD swatch is dashed: along its row, green runs broken by gaps.
+    row = green[green.sum(axis=1).argmax()]
+    runs = np.flatnonzero(np.diff(row.astype(np.int8)) == 1)
+    assert len(runs) >= 2
+    # No HSD point, no HSD entry (and a taller or equal panel with one: the legend may wrap).
+    no_hsd_panel = out[image_part(out).shape[0]:]
+    assert not np.all(np.abs(no_hsd_panel.astype(int) - _HSD_COLOUR) < 30, axis=2).any()
+    assert panel.shape[0] >= no_hsd_panel.shape[0]
 
 
 def test_ok_measurement_has_no_status_frame():

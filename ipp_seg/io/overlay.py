@@ -35,7 +35,9 @@ FH_COLOUR = (40, 150, 255)
 _AXIS_COLOUR = (255, 235, 0)  # PS axis, tangent and AoP arc: one colour, one construction
 _HSD_COLOUR = (0, 230, 120)
 _TEXT_COLOUR = (255, 255, 255)
-_STATUS_COLOURS = {"ok": (90, 220, 90), "warning": (255, 190, 0), "failed": (255, 70, 70)}
+# The red light enough to read on the dark panel with protanopia too (contrast 5.6:1, simulated).
+_STATUS_COLOURS = {"ok": (90, 220, 90), "warning": (255, 190, 0), "failed": (255, 120, 120)}
+_EDGE_COLOUR = (0, 0, 0)  # under every line: a yellow or green line on bright bone had had 1.0-1.4:1
 _PANEL_COLOUR = (24, 24, 24)
 _MASK_ALPHA = 0.35
 
@@ -206,7 +208,23 @@ def _fixed(p: np.ndarray) -> tuple[int, int]:
 
 
 def _line(canvas, a, b, colour, thickness) -> None:
+    """A line on a dark edge, seen against bright echoes as against dark ones."""
+    cv2.line(canvas, _fixed(a), _fixed(b), _EDGE_COLOUR, thickness + 2, cv2.LINE_AA, _SHIFT)
     cv2.line(canvas, _fixed(a), _fixed(b), colour, thickness, cv2.LINE_AA, _SHIFT)
+
+
+def _dashed_line(canvas, a, b, colour, thickness, dash: float) -> None:
+    """:func:`_line` in dashes of ``dash`` canvas pixels: the HSD is told from the AoP's lines by
+    its pattern, not by its colour alone (both look beige to a deuteranope)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    length = float(np.hypot(*(b - a)))
+    if length <= dash:
+        _line(canvas, a, b, colour, thickness)
+        return
+    n = max(1, round(length / (2 * dash)))  # dashes, evenly spread, one at each end
+    step = (b - a) / (2 * n - 1)
+    for i in range(0, 2 * n - 1, 2):
+        _line(canvas, a + i * step, a + (i + 1) * step, colour, thickness)
 
 
 def _dot(canvas, p, radius, colour, filled=True, thickness=1) -> None:
@@ -267,6 +285,7 @@ def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray
     dirs = np.stack([u_dir[0] * c - u_dir[1] * sn, u_dir[0] * sn + u_dir[1] * c], axis=1)
     arc = inferior + radius * dirs / scale
     pts = np.round(arc * _ONE).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(canvas, [pts], False, _EDGE_COLOUR, style.line + 2, cv2.LINE_AA, _SHIFT)
     cv2.polylines(canvas, [pts], False, _AXIS_COLOUR, style.line, cv2.LINE_AA, _SHIFT)
 
     # The value goes on the far side of the vertex from the arc's middle: inside the angle
@@ -282,7 +301,7 @@ def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray
 
 
 def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> None:
-    _line(canvas, inferior, hsd_point, _HSD_COLOUR, style.line)
+    _dashed_line(canvas, inferior, hsd_point, _HSD_COLOUR, style.line, 1.5 * style.marker)
     d = hsd_point - inferior
     length = float(np.hypot(*d))
     if length > 0:
@@ -447,23 +466,47 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
     ]
     rows.extend((line, status_colour) for line in _wrap(status_words, usable, style, rel))
 
-    height = margin + step * (len(rows) + 1) + margin // 2
+    # Legend on its own last rows: a swatch per mask colour, each line as drawn, the vertex marker
+    # (only what the frame shows: a legend entry for a mark not drawn would mislead).
+    lm = m.landmarks
+    entries = [("PS", "PS"), ("FH", "FH")]
+    if lm.ps_inferior_end is not None and (lm.ps_superior_end is not None or lm.fh_tangent_point is not None):
+        entries.append(("AoP lines", "aop"))
+    if lm.ps_inferior_end is not None and lm.hsd_point is not None:
+        entries.append(("HSD", "hsd"))
+    if lm.ps_inferior_end is not None:
+        entries.append(("PS inferior end", "vertex"))
+    swatch = 2 * th
+    gap = max(4, style.marker)
+    legend: list[list[tuple[str, str, int]]] = [[]]  # rows of (name, kind, x)
+    x = margin
+    for name, kind in entries:
+        wide = (swatch if kind in ("aop", "hsd") else th) + gap + _text_size(name, style, rel)[0]
+        if legend[-1] and x + wide > width - margin:
+            legend.append([])
+            x = margin
+        legend[-1].append((name, kind, x))
+        x += wide + 2 * margin
+
+    height = margin + step * (len(rows) + len(legend)) + margin // 2
     panel = np.empty((height, width, 3), dtype=np.uint8)
     panel[:] = _PANEL_COLOUR
     y = margin + th
     for text, colour in rows:
         _put_text(panel, text, (margin, y), colour, style, rel)
         y += step
-
-    # Legend on its own last row: a swatch per mask colour and the vertex marker.
-    x = margin
-    marked = m.landmarks.ps_inferior_end is not None  # (a legend entry for a marker not drawn would mislead)
-    for name, colour in (("PS", PS_COLOUR), ("FH", FH_COLOUR), *((("PS inferior end", None),) if marked else ())):
-        if colour is None:
-            _inferior_marker(panel, np.array([x + th / 2.0, y - th / 2.0]), style)
-        else:
-            cv2.rectangle(panel, (x, y - th), (x + th, y), colour, -1)
-        x += th + max(4, style.marker)
-        _put_text(panel, name, (x, y), _TEXT_COLOUR, style, rel)
-        x += _text_size(name, style, rel)[0] + 2 * margin
+    for row in legend:
+        for name, kind, x in row:
+            middle = np.array([x, y - th / 2.0])
+            if kind == "vertex":
+                _inferior_marker(panel, middle + [th / 2.0, 0.0], style)
+            elif kind == "aop":
+                _line(panel, middle, middle + [swatch, 0.0], _AXIS_COLOUR, style.line)
+            elif kind == "hsd":
+                _dashed_line(panel, middle, middle + [swatch, 0.0], _HSD_COLOUR, style.line, swatch / 5.0)
+            else:
+                cv2.rectangle(panel, (x, y - th), (x + th, y), PS_COLOUR if kind == "PS" else FH_COLOUR, -1)
+            x += (swatch if kind in ("aop", "hsd") else th) + gap
+            _put_text(panel, name, (x, y), _TEXT_COLOUR, style, rel)
+        y += step
     return panel
