@@ -568,6 +568,8 @@ def predict(
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
+    # batch's options, which users try here: said what predict does instead, not "No such option".
+    overlays_asked: bool = typer.Option(False, "--overlay", "--overlays", "--save-masks", hidden=True),
 ) -> None:
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
     measurement failed; 2: unusable input or options, or an output that could not be written.
@@ -578,6 +580,9 @@ def predict(
     from .inference.report import predict_scans
 
     _check_choices(method, orientation, frames, backend, device)
+    if overlays_asked and out is None:
+        fail("predict writes a mask PNG, an overlay PNG and a JSON report per frame into --out DIR: give --out DIR "
+             "(--overlays and --save-masks are batch's options)")
     if (dicom_seg or dicom_sr) and out is None:
         fail("--dicom-seg and --dicom-sr need --out DIR")
     if dicom_seg or dicom_sr:
@@ -590,7 +595,8 @@ def predict(
     _output_folder(out)
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
     processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
-    err.print(f"model {escape(processor.model_name)} on {processor.segmenter.provider}", highlight=False)
+    err.print(f"model {escape(processor.model_name)} on {_device_name(processor.segmenter.provider)}",
+              highlight=False)
     rows, reports = [], []
     unusable = measurement_failed = unwritten = False
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
@@ -605,7 +611,7 @@ def predict(
                 measurement_failed |= predicted.measurement_failed
                 rows.append(predicted.row)
                 reports.append(predicted.report)
-                progress.update(task, description=f"{len(rows)} frames measured, now "
+                progress.update(task, description=f"{_count(len(rows), 'frame')} measured, now "
                                                   f"{escape(Path(predicted.scan).name)}")
         except ImportError as exc:
             fail(str(exc))
@@ -618,6 +624,11 @@ def predict(
     else:
         _print_table(_results_table(rows, "ipp-seg predict"))
     _advise(RunAdvice.of_rows(rows), orientation)
+    folders = [scan for scan in scans if scan.is_dir()]
+    if folders:
+        folder = escape(str(folders[0]))
+        err.print(f"ipp-seg: {folder} is a folder: `ipp-seg batch {folder} --out OUT` measures the scans in it "
+                  "(and its sub-folders) into one CSV", highlight=False)
     if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
@@ -781,6 +792,13 @@ def _batch_way_on(csv_path: Path, before: tuple | None, overwrite: bool, once: s
         return f"no row of this run was written, and the rows in {csv_path} are as they were; {once}{again}"
     resume = "--resume in place of --overwrite" if overwrite else "--resume"  # (the two are refused together)
     return f"the rows measured so far are in {csv_path}; {once}the same command with {resume} goes on from there"
+
+
+def _device_name(provider: str) -> str:
+    """Where the model runs, in words: "CPU (onnxruntime)" rather than "CPUExecutionProvider"."""
+    named = {"CPUExecutionProvider": "CPU (onnxruntime)", "CUDAExecutionProvider": "CUDA GPU (onnxruntime)",
+             "torch-cpu": "CPU (torch)", "torch-cuda": "CUDA GPU (torch)"}
+    return named.get(provider, provider)
 
 
 def _count(n: int, noun: str) -> str:

@@ -1674,3 +1674,24 @@ def test_a_name_that_is_not_utf8_reads_on_stderr_as_in_the_csv(tmp_path):
     run = _ipp_seg_process("predict", os.fsdecode(missing), capture_output=True, text=True)
     assert run.returncode == 2 and f"{tmp_path}/M\\xfcller.png: no such file" in run.stderr, run.stderr
     assert "\\udcfc" not in run.stderr
+
+
+def test_predict_says_what_to_do_for_batchs_options_and_a_folder(tmp_path, sample_png):
+    # A clinician's first tries: --overlay had answered "No such option: --overlay (Possible options:
+    # --model)", and a folder only "unreadable: is a directory, not a file".
+    for option in ("--overlay", "--overlays", "--save-masks"):
+        result = invoke("predict", sample_png, option)
+        assert result.exit_code == 2 and "into --out DIR: give --out DIR" in " ".join(result.output.split())
+    with_out = invoke("predict", sample_png, "--overlays", "--out", tmp_path / "o")
+    assert with_out.exit_code == 0 and (tmp_path / "o" / f"{sample_png.stem}_overlay.png").is_file()
+    folder = invoke("predict", sample_png.parent)
+    said = " ".join(folder.output.split())
+    assert folder.exit_code == 2 and f"`ipp-seg batch {sample_png.parent} --out OUT` measures the scans" in said
+    assert "model dssau-net-s on CPU (onnxruntime)" in said  # not onnxruntime's "CPUExecutionProvider"
+
+
+def test_batch_of_an_empty_folder_says_it_holds_no_scans(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    result = invoke("batch", tmp_path / "empty", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "no scans in" in result.output and "hold no files" in " ".join(result.output.split())

@@ -1254,6 +1254,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                        "that run, --overwrite to replace it, or give another --out folder")
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
     if not files:  # before a previous CSV is touched
+        if options.glob == "**/*":  # the folder and its sub-folders hold nothing but folders and hidden files
+            raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files (hidden ones, "
+                               "starting with '.', are left out)")
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
     names = [_csv_name(path, options.in_dir) for path in files]
     done: dict[str, set] = {}

@@ -45,8 +45,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_fit_failed": ("failed", "no ellipse could be fitted to the PS contour"),
     "fh_fit_failed": ("failed", "no ellipse could be fitted to the FH contour"),
     "tangent_undefined": ("failed", "the PS inferior end lies inside the FH contour or ellipse"),
-    "aop_impossible": ("failed", "the angle comes out above 240 deg, 40 deg beyond the largest any of the 1,058 "
-                       "PSFHS expert masks gives (199.5 deg): the head lies where no transperineal view shows it "
+    "aop_impossible": ("failed", "the angle comes out above 240°, 40° beyond the largest any of the 1,058 "
+                       "PSFHS expert masks gives (199.5°): the head lies where no transperineal view shows it "
                        "for the display convention assumed (an upside-down or turned frame, or masks drawn "
                        "otherwise), so the AoP, and the HSD taken at the same end, measure nothing"),
     "ps_round": ("failed", "PS short/long axis ratio above 0.90 (no expert outline of the 1,058 PSFHS frames is "
@@ -55,7 +55,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_cut_off": ("failed", "the frame's edge (or a DICOM capture's ultrasound region's) cuts the PS off: 10 % "
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and the axis "
                    "and inferior end measured are no longer the structure's (PSFHS expert masks so cut move the "
-                   "AoP by a median 3.3-12 deg, the network's masks of cut frames by 8.3)"),
+                   "AoP by a median 3.3-12°, the network's masks of cut frames by 8.3)"),
     "anatomy_unrecognised": ("failed", "the network is unsure of both the head and the pubic symphysis it drew "
                              "(each below its floor, see low_confidence and ps_low_confidence; no frame of the "
                              "1,058 PSFHS frames is below either): the frame is not a transperineal view it "
@@ -63,7 +63,7 @@ REASONS: dict[str, tuple[str, str]] = {
                              "its masks would measure nothing"),
     "fh_cut_off": ("failed", "the frame's edge (or a DICOM capture's ultrasound region's) cuts the head off: 10 % "
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and its outline "
-                   "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 2.1-3.1 deg, "
+                   "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 2.1-3.1°, "
                    "the network's masks of cut frames by 5.0)"),
     "ps_fragmented": ("warning", "another PS component exceeds 10 % of the kept one's area"),
     "fh_fragmented": ("warning", "another FH component exceeds 10 % of the kept one's area"),
@@ -73,24 +73,24 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_at_frame_edge": ("warning", "the PS touches the edge of the frame (or of a DICOM capture's ultrasound "
                          "region), less than 10 % of it beyond (see ps_cut_off): its axis and inferior end may "
                          "have moved (no expert PS in the 1,058 PSFHS frames does; expert masks so cut move the "
-                         "AoP by a median 0.2-1.8 deg, the network's masks of cut frames by 2.9, over 5 in 27 %)"),
+                         "AoP by a median 0.2-1.8°, the network's masks of cut frames by 2.9, over 5 in 27 %)"),
     "fh_at_frame_edge": ("warning", "the FH touches the edge of the frame (or of a DICOM capture's ultrasound "
                          "region), less than 10 % of it beyond (see "
                          "fh_cut_off): the frame's edge then forms part of its contour and of the ellipse fitted "
                          "to it (no expert FH in the PSFHS frames does; expert masks so cut move the AoP by a "
-                         "median 0.3-1.3 deg)"),
+                         "median 0.3-1.3°)"),
     "ps_below_head": ("warning", "the PS's centre is not above the head's, as it is in every PSFHS frame: the frame "
                       "may be upside down or in another display convention, and the AoP taken at the wrong end"),
     "orientation_doubtful": ("warning", "the PS's tilt and the head's side look like a frame displayed the other way "
                              "round (left-right) from the orientation assumed, as 1 % of PSFHS expert outlines "
                              "and about 3 in 4 mirrored ones do: if the machine displays frames mirrored, the "
                              "AoP was taken at the wrong end (--orientation)"),
-    "ps_axis_near_vertical": ("warning", "PS axis within 10 deg of vertical: the inferior end is ill-posed"),
-    "aop_out_of_range": ("warning", "AoP outside 60-200 deg"),
+    "ps_axis_near_vertical": ("warning", "PS axis within 10° of vertical: the inferior end is ill-posed"),
+    "aop_out_of_range": ("warning", "AoP outside 60-200°"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side (as with "
-                      "every AoP below about 90 deg: the head then lies wholly on the PS's side of the line)"),
-    "hsd_unstable": ("warning", "the infrapubic line meets the head at a grazing angle (an AoP just above 90 deg): "
-                     "turning the PS axis by 2 deg, less than two expert readings of a frame differ, moves the HSD "
+                      "every AoP below about 90°: the head then lies wholly on the PS's side of the line)"),
+    "hsd_unstable": ("warning", "the infrapubic line meets the head at a grazing angle (an AoP just above 90°): "
+                     "turning the PS axis by 2°, less than two expert readings of a frame differ, moves the HSD "
                      "by more than 20 % or off the head, as in 1.7 % of the PSFHS expert masks that give an HSD"),
     "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, or "
                        "below the model card's own floor for a model of one's own; the validation frames of the "
@@ -110,7 +110,7 @@ REASONS: dict[str, tuple[str, str]] = {
                                 "frame to it"),
     "frame_saturated": ("warning", "more than 5 % of the imaged tissue is at full brightness, over-gained (at "
                         "most 1.8 % in the 1,058 PSFHS frames): the network finds the PS by its brightness, and on "
-                        "PSFHS frames with the gain raised 2 times its AoP moved by a median 1.8 deg, 6.1 at the "
+                        "PSFHS frames with the gain raised 2 times its AoP moved by a median 1.8°, 6.1 at the "
                         "90th percentile (2.5 times: 2.9 and 9.8); lower the gain, or check the PS the overlay "
                         "shows"),
     "sector_upside_down": ("warning", "the imaged sector is wider near the top of the frame than deep in it, and "
@@ -120,7 +120,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_at_black_band": ("warning", "the PS lies against a black band at an edge of the image (nearer to it than "
                          "3 % of the image), as a crop padded back to its size or a black border leaves one: "
                          "part of the PS may be hidden there, and its axis and inferior end moved with it (the "
-                         "AoP of validation frames so padded moved by a median 8-16 deg; no expert PS of the "
+                         "AoP of validation frames so padded moved by a median 8-16°; no expert PS of the "
                          "1,058 PSFHS frames lies nearer than 5.5 %); check the frame's export"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, or its pixels are "
