@@ -398,3 +398,33 @@ def test_onnxruntime_keeps_no_device_identifier_and_sends_no_telemetry(tmp_path,
     run = subprocess.run([sys.executable, "-c", "import os, ipp_seg; print(os.environ['ORT_DISABLE_TELEMETRY'])"],
                          capture_output=True, text=True, env={**env, "ORT_DISABLE_TELEMETRY": "0"})
     assert run.stdout.strip() == "0", run.stderr
+
+
+def test_black_bands_beside_the_image_are_not_shown_to_the_network(predictor):
+    """A frame exported with black bands at its sides (a screen capture, a crop padded back) had
+    been shrunk into the square the bands widen: 138.1 deg for the sample's 146.2, no warning."""
+    from ipp_seg.inference.pipeline import segmented_box, trim_dark_bands
+
+    grey = cv2.imread(str(SAMPLES / "psfhs_04700.png"), cv2.IMREAD_GRAYSCALE)
+    own = predictor.predict_pixels(grey)
+    banded = cv2.copyMakeBorder(grey, 0, 0, 71, 71, cv2.BORDER_CONSTANT, value=0)
+    result = predictor.predict_pixels(banded)
+    assert result.measurement.aop_deg == pytest.approx(own.measurement.aop_deg, abs=0.5)
+    x0, y0, x1, y1 = segmented_box(result.frame)
+    assert (y0, y1) == (0, 256) and x1 - x0 == 256 and 0 < x0 <= 71 + 2
+    np.testing.assert_array_equal(result.labels[:, :x0], 0)  # nothing drawn in the bands
+    # Tall frames lose rows alike; bands with text in them, and square frames, are kept whole.
+    tall = cv2.copyMakeBorder(grey, 60, 60, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    assert trim_dark_bands(tall, (0, 0, 256, 376))[3] - trim_dark_bands(tall, (0, 0, 256, 376))[1] == 256
+    labelled = banded.copy()
+    cv2.putText(labelled, "L", (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, 255, 2)  # a mark in the left band
+    x0, _, x1, _ = trim_dark_bands(labelled, (0, 0, banded.shape[1], 256))
+    mark = int(np.flatnonzero(labelled.max(axis=0) > 16)[0])
+    assert x0 <= mark < 20 and x1 < banded.shape[1]  # the mark kept: the rest from the right band
+    assert trim_dark_bands(grey, (0, 0, 256, 256)) == (0, 0, 256, 256)
+    # In physical size: pixels twice as tall as wide make a 512 x 256 frame square, nothing to trim.
+    stretched = cv2.copyMakeBorder(cv2.resize(grey, (400, 256)), 0, 0, 56, 56, cv2.BORDER_CONSTANT, value=0)
+    assert trim_dark_bands(stretched, (0, 0, 512, 256), (0.1, 0.2)) == (0, 0, 512, 256)
+    x0, _, x1, _ = trim_dark_bands(stretched, (0, 0, 512, 256))  # on square pixels: the bands go
+    lit = np.flatnonzero(stretched.max(axis=0) > 16)
+    assert x0 >= 56 and x1 <= 456 and x0 <= lit[0] and x1 > lit[-1]

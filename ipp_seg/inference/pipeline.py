@@ -238,14 +238,60 @@ class _Placement:
     square_height: int
 
 
+#: A column or row of the frame whose brightest pixel is at most this above the frame's black
+#: (on the 0-255 scale of its range) is black: a letterbox band, not tissue (JPEG noise in a
+#: black band stays below it).
+DARK_BAND_LEVEL = 16
+
+
 def segmented_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), pixels of the frame with x1 and y1 exclusive: the part of the frame the
     network is shown and measured in. The ultrasound imaging region where the scan gives one
-    (the largest, the first of equal ones, as in a dual view), else the whole frame."""
+    (the largest, the first of equal ones, as in a dual view), else the whole frame; in either,
+    less the black bands at its longer sides (:func:`trim_dark_bands`)."""
     region = frame.imaging_region
     h, w = frame.pixels.shape
     box = None if region is None else check_image_box((region.x0, region.y0, region.x1, region.y1), (h, w))
-    return box if box is not None else (0, 0, w, h)  # (a degenerate region box: the whole frame)
+    box = box if box is not None else (0, 0, w, h)  # (a degenerate region box: the whole frame)
+    return trim_dark_bands(frame.pixels, box, _crop_spacing(frame))
+
+
+def trim_dark_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
+                    spacing_mm: tuple[float, float] | None = None) -> tuple[int, int, int, int]:
+    """``box`` (x0, y0, x1, y1) less the black columns (or rows) at the ends of its longer side,
+    as far as it is longer than the other (in physical size, ``spacing_mm`` x and y): a frame
+    exported with black bands beside the image (a screen capture, a crop padded back to its
+    size) is shown to the network as the image alone, not shrunk into the square the bands
+    widen. The models learnt square frames: PSFHS frames padded with bands read their AoP a
+    median 4.1 deg away from the frame's own. A square box, and a band holding anything
+    brighter than :data:`DARK_BAND_LEVEL` (text, a scale), are left as they are."""
+    x0, y0, x1, y1 = box
+    sx, sy = geometry_scale(spacing_mm)
+    across, down = (x1 - x0) * sx, (y1 - y0) * sy
+    if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
+        return box
+    crop = np.asarray(pixels[y0:y1, x0:x1], dtype=np.float64)
+    if crop.ndim > 2:  # colour: its brightest channel
+        crop = np.fmax.reduce(crop, axis=-1)
+    finite = crop[np.isfinite(crop)]
+    if finite.size == 0 or finite.max() <= finite.min():  # nothing to tell bands from
+        return box
+    # Black is the frame's own lowest level (a frame in dB, or with an offset, alike), and NaN
+    # (outside the field of view) is dark.
+    black, white = float(finite.min()), float(finite.max())
+    wide = across > down
+    brightest = np.fmax.reduce(crop, axis=0 if wide else 1)  # of each column (wide) or row (tall)
+    dark = ~(brightest > black + DARK_BAND_LEVEL / 255.0 * (white - black))
+    lit = np.flatnonzero(~dark)
+    before, after = int(lit[0]), int(dark.size - 1 - lit[-1])
+    excess = int((across - down) / sx) if wide else int((down - across) / sy)
+    cut = min(excess, before + after)
+    cut_before = min(before, (cut + 1) // 2)
+    cut_after = min(after, cut - cut_before)
+    cut_before = min(before, cut - cut_after)
+    if wide:
+        return x0 + cut_before, y0, x1 - cut_after, y1
+    return x0, y0 + cut_before, x1, y1 - cut_after
 
 
 def square_pixel_size(width: int, height: int, spacing_mm: tuple[float, float] | None) -> tuple[int, int]:
