@@ -117,8 +117,15 @@ def _print_json(value) -> None:
     _print_text(json.dumps(value, indent=2))
 
 
-def _print_table(table: Table) -> None:
-    print_table(table, _stdout())
+def _print_table(table: Table, turn: bool = True) -> None:
+    print_table(table, _stdout(), turn=turn)
+
+
+def _live_progress() -> bool:
+    """Whether stderr takes a live progress display: a terminal, but not a dumb one (TERM=dumb,
+    as Emacs shells and some screen readers' terminals set), where a spinner redrawn ten times a
+    second is read out or piles up; there, as in a log file, a line now and then."""
+    return err.is_terminal and not err.is_dumb_terminal
 
 
 def _output_folder(out: Path | None, option: str = "--out") -> None:
@@ -601,7 +608,7 @@ def predict(
     unusable = measurement_failed = unwritten = False
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=not err.is_terminal) as progress:
+                  transient=True, disable=not _live_progress()) as progress:
         task = progress.add_task("", total=None)
         try:
             for predicted in predict_scans(processor, scans, out, dicom_seg=dicom_seg, dicom_sr=dicom_sr):
@@ -622,7 +629,9 @@ def predict(
     if json_output:
         _print_json(reports)
     else:
-        _print_table(_results_table(rows, "ipp-seg predict"))
+        # Scans side by side (a table turned) read, by a screen reader or at a glance, as one
+        # line holding pieces of two scans' reasons: too narrow a terminal gets a card per scan.
+        _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
     _advise(RunAdvice.of_rows(rows), orientation)
     folders = [scan for scan in scans if scan.is_dir()]
     if folders:
@@ -698,7 +707,7 @@ def batch(
     with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as progress:  # (a log file gets lines of its own, below)
+                  disable=not _live_progress()) as progress:  # (a log file gets lines of its own, below)
         task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=0)
 
         def on_start(total: int) -> None:
@@ -715,7 +724,7 @@ def batch(
                             failed=counts["failed"])
             now = time.monotonic()
             counts.setdefault("first", (now, counts["files"]))
-            if not err.is_terminal and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
+            if not _live_progress() and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
                 # A log file (nohup, cron, a cluster job) gets a line now and then instead of a bar.
                 counts["said"] = now
                 err.print(_plain_progress(counts, now), highlight=False)
@@ -923,7 +932,7 @@ def measure(
     if json_output:
         _print_json(reports)
     elif not csv_on_stdout:
-        _print_table(_results_table(rows, "ipp-seg measure", network=False))
+        _print_table(_results_table(rows, "ipp-seg measure", network=False), turn=len(rows) <= 1)
     _advise(RunAdvice.of_rows(rows, network=False), orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 

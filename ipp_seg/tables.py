@@ -9,6 +9,7 @@ import os
 import re
 import sys
 
+from rich import box
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
@@ -116,23 +117,29 @@ _MANY_ROWS = 10
 _NUMBER = re.compile(r"^[(+\-−]?\d[\d.,:]*[%°)]?[,;]?$")
 
 
-def print_table(table: Table, console: Console) -> None:
+def print_table(table: Table, console: Console, turn: bool = True) -> None:
     """Print ``table`` so that no number is broken across lines, and no name or code where the
     width allows: as it is when its columns fit the console with their words whole (headers
-    may wrap), else turned (one column per row: a few blocks of many metrics), else as one
-    small table per row; a table of many rows folds long words before it falls back to that."""
+    may wrap), else turned (one column per row: a few blocks of many metrics; not with
+    ``turn`` False), else as one small table per row; a table of
+    many rows folds long words before it falls back to that. A dumb terminal (TERM=dumb) gets
+    the borders in ASCII."""
     turned = _turned(table)
-    layouts = [(table, _WHOLE_WORD), (turned, _WHOLE_WORD)]
+    turns = [turned] if turn else []
+    layouts = [(table, _WHOLE_WORD), *((t, _WHOLE_WORD) for t in turns)]
     if table.row_count > _MANY_ROWS:
-        layouts += [(table, _FOLDED_WORD), (turned, _FOLDED_WORD)]
+        layouts += [(table, _FOLDED_WORD), *((t, _FOLDED_WORD) for t in turns)]
+    plain_box = box.ASCII if console.is_dumb_terminal else None
     for layout, longest_whole in layouts:
         widths = _column_widths(layout, console, longest_whole)
         if widths is not None:
             for column, width in zip(layout.columns, widths):
                 column.width = width
+            layout.box = plain_box or layout.box
             console.print(layout)
             return
     for record in _records(table):
+        record.box = plain_box or record.box
         console.print(record)
 
 

@@ -621,6 +621,37 @@ def test_a_name_in_wide_characters_stays_whole_in_its_column(width):
     assert max(cell_len(line) for line in text.splitlines()) <= width
 
 
+def test_results_of_several_scans_are_never_turned_and_a_dumb_terminal_gets_ascii_borders():
+    # Turned, three scans' reasons had shared each line, which a screen reader reads as one; and
+    # under TERM=dumb the box-drawing characters had stayed.
+    from rich.console import Console
+
+    from ipp_seg.tables import new_table, print_table
+
+    def table():
+        results = new_table("ipp-seg predict", ("file", "frame", "AoP (°)", "HSD (mm)", "HSD (px)", "status",
+                                                "model", "time (ms)"))
+        for k in range(3):
+            results.add_row(f"/scans/patient_{k}/scan_{k}.dcm", "0", "146.2", "5.5", "15.8",
+                            f"warning (spacing_unknown; reason_{k})", "dssau-net-s-heldout", "120")
+        return results
+
+    turned = Console(width=100, record=True, force_terminal=False)
+    print_table(table(), turned)
+    side_by_side = turned.export_text()
+    assert "(1 of 3)" not in side_by_side and any(line.count("146.2") == 3 for line in side_by_side.splitlines())
+    cards = Console(width=100, record=True, force_terminal=False)
+    print_table(table(), cards, turn=False)
+    text = cards.export_text()
+    assert "ipp-seg predict (3 of 3)" in text
+    assert all(text.count(f"reason_{k}") == 1 for k in range(3))
+    assert not any(line.count("146.2") > 1 for line in text.splitlines())
+    dumb = Console(width=120, record=True, force_terminal=True, _environ={"TERM": "dumb"})
+    print_table(table(), dumb)
+    plain = dumb.export_text()
+    assert "+---" in plain and not set(plain) & set("│┃━┏┌")
+
+
 def test_predict_failed_measurement_exits_1(tmp_path):
     # A regular pattern of four grey values: the shipped model finds no fetal head in it.
     pattern = tmp_path / "pattern.png"
@@ -1695,3 +1726,17 @@ def test_batch_of_an_empty_folder_says_it_holds_no_scans(tmp_path):
     result = invoke("batch", tmp_path / "empty", "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert "no scans in" in result.output and "hold no files" in " ".join(result.output.split())
+
+
+def test_a_dumb_terminal_gets_progress_as_lines_not_a_live_display(monkeypatch):
+    # A spinner redrawn ten times a second is read out by a screen reader's terminal (TERM=dumb).
+    from rich.console import Console
+
+    import ipp_seg.cli as cli
+
+    monkeypatch.setattr(cli, "err", Console(force_terminal=True, _environ={"TERM": "dumb"}))
+    assert cli._live_progress() is False
+    monkeypatch.setattr(cli, "err", Console(force_terminal=True, _environ={"TERM": "xterm-256color"}))
+    assert cli._live_progress() is True
+    monkeypatch.setattr(cli, "err", Console(force_terminal=False))
+    assert cli._live_progress() is False
