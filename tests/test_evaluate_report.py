@@ -906,3 +906,15 @@ def test_a_case_without_its_image_is_in_the_unknown_styles_block(folders):
     assert by_case["00003"].style == "unknown" and report.missing_images == ("00003",)
     blocks = {b.name: b for b in report.blocks}
     assert sum(b.n_cases for name, b in blocks.items() if name != "overall") == blocks["overall"].n_cases
+
+
+def test_the_readme_names_every_column_of_cases_csv():
+    # A paper's methods section reads the columns from the README: 31 had been left unnamed there.
+    from pathlib import Path
+
+    from ipp_seg.evaluate.report import _CASE_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### evaluate"):readme.index("### train")]
+    for column in (*_CASE_COLUMNS, "evaluated", "problem"):
+        assert f"`{column}`" in section, column
