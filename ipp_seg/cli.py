@@ -532,14 +532,18 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     columns = [("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
                ("HSD (px)", "right"), ("status", "left")]
     table = _table(title, (*columns, ("model", "left"), ("time (ms)", "right")) if network else columns)
-    from .measure.result import angle_in_doubt
+    from .measure.result import angle_in_doubt, distance_in_doubt
 
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
         # An angle a warning puts in doubt reads so in words, as on the overlay.
         aop = _fmt(r["aop_deg"]) + (" (doubtful)" if r["aop_deg"] not in (None, "")
                                     and angle_in_doubt(r["reasons"].split(";")) else "")
-        cells = [escape(str(r["file"])), str(r["frame"]), aop, _fmt(r["hsd_mm"]), _fmt(r["hsd_px"]), status]
+        doubted_hsd = " (doubtful)" if r["hsd_px"] not in (None, "") and distance_in_doubt(r["reasons"].split(";")) \
+            else ""
+        cells = [escape(str(r["file"])), str(r["frame"]), aop, _fmt(r["hsd_mm"]) + (doubted_hsd if r["hsd_mm"] not in
+                                                                                       (None, "") else ""),
+                 _fmt(r["hsd_px"]) + doubted_hsd, status]
         table.add_row(*cells, *((escape(str(r.get("model", ""))), _fmt(r.get("time_ms"), 0)) if network else ()))
     return table
 

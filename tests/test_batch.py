@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipp_seg.cli import app
-from ipp_seg.measure.result import angle_in_doubt
+from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
 from ipp_seg.inference.batch import (CSV_COLUMNS, orientation_looks_reversed, output_stem, read_done,
                                     row_segmented, row_symphysis_unsure, suffix_disambiguated,
                                     symphysis_mostly_unsure)
@@ -109,6 +109,9 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     assert all(r["aop_doubtful"] == ("" if not r["aop_deg"] else "true" if angle_in_doubt(r["reasons"].split(";"))
                                      else "false") for r in rows)
     assert good["aop_doubtful"] in ("true", "false") and by_file["corrupt.dcm"][0]["aop_doubtful"] == ""
+    assert all(r["hsd_doubtful"] == ("" if not r["hsd_px"] else "true" if distance_in_doubt(r["reasons"].split(";"))
+                                     else "false") for r in rows)
+    assert any(r["hsd_doubtful"] for r in rows)
 
     # --resume on a finished run adds nothing (it tries the unreadable files again, which fail
     # the same way: their rows move to the end).
@@ -1171,6 +1174,7 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
     assert after[0]["ipp_seg_version"] == "" and measured_now["ipp_seg_version"] == ipp_seg.__version__
     # Whether the AoP is in doubt follows from the reasons the row kept: filled in, as for rows measured now.
     assert all(r["aop_doubtful"] == old[r["file"], r["frame"]]["aop_doubtful"] for r in after)
+    assert all(r["hsd_doubtful"] == old[r["file"], r["frame"]]["hsd_doubtful"] for r in after)
     assert any(r["aop_doubtful"] for r in after)
     result = _run("batch", mixed_folder, "--out", out, "--resume")
     assert result.exit_code == 0, result.output

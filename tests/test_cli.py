@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from ipp_seg import __version__
 from ipp_seg.cli import app
 from ipp_seg.inference.batch import CSV_COLUMNS
-from ipp_seg.measure.result import angle_in_doubt
+from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
 from ipp_seg.io import read_frame
 
 runner = CliRunner()
@@ -889,6 +889,8 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert "aop_doubtful" in measurement_keys
     assert predicted[0]["aop_doubtful"] is angle_in_doubt(predicted[0]["reasons"])
     assert measured[1]["aop_doubtful"] is None and predicted[1]["aop_doubtful"] is None
+    assert predicted[0]["hsd_doubtful"] is distance_in_doubt(predicted[0]["reasons"])
+    assert measured[1]["hsd_doubtful"] is None and predicted[1]["hsd_doubtful"] is None
 
 
 def test_measure_says_when_masks_look_displayed_the_other_way_round(tmp_path):

@@ -727,8 +727,15 @@ def test_sr_says_whether_the_angle_is_in_doubt_beside_its_number(source, tmp_pat
         out = write_dicom_sr(source, m, tmp_path / f"{name}.dcm", **KW)
         (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
         evaluations = {e.name.value: e.value for e in group.get_qualitative_evaluations()}
-        said[name] = evaluations.get("AOPDOUBT")
+        said[name] = evaluations.get("AOPDOUBT"), evaluations.get("HSDDOUBT")
         assert dciodvfy_errors(out) == []
-    assert (said["sound"].value, said["sound"].scheme_designator) == ("373067005", "SCT")  # No
-    assert said["doubted"].value == "373066001"  # Yes
-    assert said["failed"] is None  # no angle, nothing to doubt
+    assert (said["sound"][0].value, said["sound"][0].scheme_designator) == ("373067005", "SCT")  # No
+    assert said["doubted"][0].value == "373066001"  # Yes
+    assert said["sound"][1].value == "373067005" and said["doubted"][1].value == "373066001"  # the HSD alike
+    assert said["failed"] == (None, None)  # no angle, no distance: nothing to doubt
+    # An unstable HSD is doubted alone: the angle is not.
+    unstable = sound.with_warning("hsd_unstable")
+    (group,) = hd.sr.srread(write_dicom_sr(source, unstable, tmp_path / "unstable.dcm", **KW)).content \
+        .get_image_measurement_groups()
+    evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
+    assert (evaluations["AOPDOUBT"], evaluations["HSDDOUBT"]) == ("373067005", "373066001")

@@ -1286,3 +1286,20 @@ def test_a_frame_the_network_recognises_nothing_in_has_no_values_whatever_its_ma
         assert one.status == "warning" and one.aop_deg is not None and "anatomy_unrecognised" not in one.reasons
     with pytest.raises(ValueError, match="not a failing"):
         m.with_failure("low_confidence")
+
+
+def test_which_warnings_doubt_the_angle_and_which_the_distance():
+    # The HSD is taken from the PS's inferior end along a line square to its axis: what doubts the
+    # angle's masks or display doubts it too; the angle's own range and the HSD's instability do not
+    # cross over. It had been shown as sound beside an AoP marked "(doubtful)".
+    sound = measure_progress(typical_scene(), (0.2, 0.2))
+    assert sound.hsd_px is not None and (sound.aop_doubtful, sound.hsd_doubtful) == (False, False)
+    assert (sound.with_warning("ps_low_confidence").aop_doubtful,
+            sound.with_warning("ps_low_confidence").hsd_doubtful) == (True, True)
+    assert (sound.with_warning("hsd_unstable").aop_doubtful, sound.with_warning("hsd_unstable").hsd_doubtful) \
+        == (False, True)
+    assert (sound.with_warning("aop_out_of_range").aop_doubtful,
+            sound.with_warning("aop_out_of_range").hsd_doubtful) == (True, False)
+    failed = measure_progress(_without(1), (0.2, 0.2))
+    assert (failed.aop_doubtful, failed.hsd_doubtful) == (None, None)
+    assert sound.to_dict()["hsd_doubtful"] is False

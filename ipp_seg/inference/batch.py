@@ -44,7 +44,7 @@ from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
-from ..measure.result import angle_in_doubt
+from ..measure.result import angle_in_doubt, distance_in_doubt
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
 from .registry import model_sha256, resolve_model
@@ -55,7 +55,7 @@ CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
-    "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful",
+    "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful", "hsd_doubtful",
 )
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
@@ -371,6 +371,7 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
             if key in row:
                 row[key] = "" if value is None else value
         row["aop_doubtful"] = _doubt_cell(measurement.aop_doubtful)
+        row["hsd_doubtful"] = _doubt_cell(measurement.hsd_doubtful)
     return row
 
 
@@ -1033,13 +1034,17 @@ def _as_written(row: dict) -> dict:
             fixed[column] = whole.group(1)
     for column in _SPREADSHEET_CASED:
         fixed[column] = fixed[column].lower()
-    if fixed["aop_deg"] and not fixed["aop_doubtful"]:  # a row of a version before the column: from its reasons
-        fixed["aop_doubtful"] = _doubt_cell(angle_in_doubt(filter(None, fixed["reasons"].split(";"))))
+    # A row of a version before these columns: from its reasons.
+    reasons = tuple(filter(None, fixed["reasons"].split(";")))
+    if fixed["aop_deg"] and not fixed["aop_doubtful"]:
+        fixed["aop_doubtful"] = _doubt_cell(angle_in_doubt(reasons))
+    if fixed["hsd_px"] and not fixed["hsd_doubtful"]:
+        fixed["hsd_doubtful"] = _doubt_cell(distance_in_doubt(reasons))
     return fixed
 
 
 _EMPTY_IS_A_SETTING = frozenset({"spacing_given_mm"})
-_SPREADSHEET_CASED = frozenset({"tta", "aop_doubtful"})
+_SPREADSHEET_CASED = frozenset({"tta", "aop_doubtful", "hsd_doubtful"})
 
 
 def _shown(cell: str) -> str:

@@ -35,6 +35,7 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
         "aop_doubtful": m.aop_doubtful,  # (what the tables and overlays mark "(doubtful)"; null without an AoP)
         "hsd_mm": m.hsd_mm,
         "hsd_px": m.hsd_px,
+        "hsd_doubtful": m.hsd_doubtful,
         "psfh_shortest_mm": m.psfh_shortest_mm,
         "psfh_shortest_px": m.psfh_shortest_px,
         "method": m.method,
@@ -76,7 +77,8 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
     ``error``: JSON readers meet one schema."""
     return {
         "file": printable_file(file), "frame": frame_index, "status": "failed", "reasons": [code], "error": reason,
-        "aop_deg": None, "aop_doubtful": None, "hsd_mm": None, "hsd_px": None, "psfh_shortest_mm": None,
+        "aop_deg": None, "aop_doubtful": None, "hsd_mm": None, "hsd_px": None, "hsd_doubtful": None,
+        "psfh_shortest_mm": None,
         "psfh_shortest_px": None,
         "method": method, "orientation": orientation, "spacing_mm": None, "spacing_source": None,
         "landmarks": None,

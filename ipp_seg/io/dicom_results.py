@@ -29,6 +29,7 @@ coding scheme ``99IPPSEG`` (declared in each file's Coding Scheme Identification
 ``AOPDOUBT``   Angle of progression in doubt (a warning on the masks or
                the display, as the tables' "(doubtful)"); values SNOMED CT
                373066001 "Yes", 373067005 "No"; only with an AoP
+``HSDDOUBT``   Head-symphysis distance in doubt, alike; only with an HSD
 =============  =========================================================
 
 Image coordinates in the SR are DICOM SCOORD (column, row) with 0.0\\0.0 at the top-left
@@ -318,6 +319,11 @@ def write_dicom_sr(
             evaluations.append(sr.QualitativeEvaluation(
                 name=sr.CodedConcept("AOPDOUBT", PRIVATE_SCHEME, "Angle of progression in doubt"),
                 value=codes.SCT.Yes if measurement.aop_doubtful else codes.SCT.No,
+            ))
+        if measurement.hsd_mm is not None:  # (the SR holds an HSD in millimetres only)
+            evaluations.append(sr.QualitativeEvaluation(
+                name=sr.CodedConcept("HSDDOUBT", PRIVATE_SCHEME, "Head-symphysis distance in doubt"),
+                value=codes.SCT.Yes if measurement.hsd_doubtful else codes.SCT.No,
             ))
         # How the values were made: the same frame reads another angle at the other end.
         inferior_side = "right" if measurement.orientation == "standard" else "left"

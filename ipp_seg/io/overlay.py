@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from ..measure.result import Measurement, angle_in_doubt, failing_reasons_first
+from ..measure.result import Measurement, angle_in_doubt, distance_in_doubt, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
            "render_overlay"]
@@ -308,10 +308,11 @@ def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> Non
         n = np.array([-d[1], d[0]]) / length
         tick = n * style.marker * 0.9
         _line(canvas, hsd_point - tick, hsd_point + tick, _HSD_COLOUR, style.line)
+    doubted = " (doubtful)" if distance_in_doubt(m.reasons) else ""
     if m.hsd_mm is not None:
-        text = f"HSD {m.hsd_mm:.1f} mm"
+        text = f"HSD {m.hsd_mm:.1f} mm{doubted}"
     elif m.hsd_px is not None:
-        text = f"HSD {m.hsd_px:.1f} px"
+        text = f"HSD {m.hsd_px:.1f} px{doubted}"
     else:
         return
     # Past the segment's end, inside the head, clear of the angle's vertex.
@@ -449,10 +450,11 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
     doubted = " (doubtful)" if angle_in_doubt(m.reasons) else ""  # as the label on the image says
     values = [f"AoP {m.aop_deg:.1f}\u00b0{doubted}" if m.aop_deg is not None else "AoP n/a"]
+    doubted_hsd = " (doubtful)" if distance_in_doubt(m.reasons) else ""
     if m.hsd_mm is not None:
-        values.append(f"HSD {m.hsd_mm:.1f} mm")
+        values.append(f"HSD {m.hsd_mm:.1f} mm{doubted_hsd}")
     elif m.hsd_px is not None:
-        values.append(f"HSD {m.hsd_px:.1f} px")
+        values.append(f"HSD {m.hsd_px:.1f} px{doubted_hsd}")
     else:
         values.append("HSD n/a")
     values.append(f"({m.method}, orientation {m.orientation}{', mirror TTA' if tta else ''})")

@@ -16,6 +16,8 @@ __all__ = [
     "SEGMENTATION_REASONS",
     "SPACING_SOURCES",
     "angle_in_doubt",
+    "distance_in_doubt",
+    "HSD_IN_DOUBT",
     "failing_reasons_first",
     "Landmarks",
     "Measurement",
@@ -154,6 +156,18 @@ def angle_in_doubt(reasons) -> bool:
     return not ANGLE_IN_DOUBT.isdisjoint(reasons)
 
 
+#: Warnings that put the HSD in doubt: those on the masks or the display that doubt the angle
+#: (the HSD is taken from the same inferior end, along a line square to the same axis), but
+#: not the angle's own range, and the HSD's own instability.
+HSD_IN_DOUBT: frozenset[str] = (ANGLE_IN_DOUBT - {"aop_out_of_range"}) | {"hsd_unstable"}
+
+
+def distance_in_doubt(reasons) -> bool:
+    """Whether ``reasons`` hold one of :data:`HSD_IN_DOUBT`: where an HSD is shown, it is then
+    marked "(doubtful)" in words, as a doubted AoP is."""
+    return not HSD_IN_DOUBT.isdisjoint(reasons)
+
+
 def failing_reasons_first(reasons) -> tuple[str, ...]:
     """``reasons`` with those that fail a measurement first, each group in its own order: a
     reader of a failed row sees its cause before ``spacing_unknown`` and the other warnings.
@@ -282,6 +296,11 @@ class Measurement:
         """Whether a warning puts the AoP in doubt (:func:`angle_in_doubt`); None without an AoP."""
         return None if self.aop_deg is None else angle_in_doubt(self.reasons)
 
+    @property
+    def hsd_doubtful(self) -> bool | None:
+        """Whether a warning puts the HSD in doubt (:func:`distance_in_doubt`); None without an HSD."""
+        return None if self.hsd_px is None else distance_in_doubt(self.reasons)
+
     def with_failure(self, code: str) -> "Measurement":
         """This measurement failed with ``code`` (a "failed" reason): every value emptied, its
         landmarks kept for drawing, as a measurement failed by its masks keeps them."""
@@ -296,6 +315,7 @@ class Measurement:
             "aop_deg": self.aop_deg,
             "aop_doubtful": self.aop_doubtful,
             "hsd_mm": self.hsd_mm,
+            "hsd_doubtful": self.hsd_doubtful,
             "hsd_px": self.hsd_px,
             "psfh_shortest_px": self.psfh_shortest_px,
             "psfh_shortest_mm": self.psfh_shortest_mm,
