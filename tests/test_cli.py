@@ -255,6 +255,8 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0] \
         .ReferencedSOPInstanceUID == source_uid
     assert sr.Modality == "SR"
+    # Dated by the run that made them, one date and time for its series (a re-run's told apart).
+    assert seg.SeriesDate and (seg.SeriesDate, seg.SeriesTime) == (sr.SeriesDate, sr.SeriesTime)
     # The SR, the JSON beside it, say where the HSD's millimetres came from: the DICOM region.
     import highdicom
 

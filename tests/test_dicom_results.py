@@ -373,6 +373,27 @@ def test_results_of_a_source_that_states_its_time_zone_are_dated_in_it(source, t
     assert "TimezoneOffsetFromUTC" not in pydicom.dcmread(out) and "Timezone Offset From UTC" in caplog.text
 
 
+def test_a_runs_seg_and_sr_share_their_series_date_and_time_in_the_sources_zone(source, tmp_path):
+    # Each run makes series of its own: without a Series Date and Time a PACS had listed a re-run's
+    # series beside the first under the same number and description, nothing to tell them apart.
+    from datetime import datetime, timezone
+
+    source.TimezoneOffsetFromUTC = "-0300"
+    started = datetime(2026, 12, 5, 13, 0, 5, tzinfo=timezone.utc)
+    mask = synthetic_mask()
+    files = [write_dicom_seg(source, mask, tmp_path / "seg.dcm", series_started=started, **KW),
+             write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm",
+                            series_started=started, **KW)]
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert (ds.SeriesDate, ds.SeriesTime) == ("20261205", "100005")  # 13:00:05 UTC in the source's -0300
+        assert dciodvfy_errors(path) == [], path.name
+    del source.TimezoneOffsetFromUTC  # no zone stated: this machine's local time, as the content's
+    local = started.astimezone()
+    ds = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "local.dcm", series_started=started, **KW))
+    assert (ds.SeriesDate, ds.SeriesTime) == (local.strftime("%Y%m%d"), local.strftime("%H%M%S"))
+
+
 def test_missing_highdicom_gives_install_hint(source, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)
     with pytest.raises(ImportError, match=r"pip install -e '\.\[dicom\]' in the ipp-seg clone"):

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
@@ -138,14 +139,16 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
 
 def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, name: str | None = None,
                         dicom_seg: bool = False, dicom_sr: bool = False, run_uid: str | None = None,
-                        numbers_used: dict[str, set[int]] | None = None) -> list[Path]:
+                        numbers_used: dict[str, set[int]] | None = None,
+                        run_started: datetime | None = None) -> list[Path]:
     """Write ``<stem>_mask.png``, ``<stem>_overlay.png``, ``<stem>.json`` (and DICOM SEG/SR for
     DICOM sources when asked) into ``out_dir``; return the paths written. ``name`` (from
     :func:`output_names`) replaces the source's file name where several scans share one.
     ``run_uid`` (one per run) puts the SEGs, and the SRs, made from one source series in one
     derived series each, numbered by frame (or by the source's instance number). ``numbers_used``
     (one dict per run) keeps those numbers unique in a series: where several multi-frame sources
-    of one series would repeat a frame's number, the later ones continue after the highest."""
+    of one series would repeat a frame's number, the later ones continue after the highest.
+    ``run_started`` (an aware datetime, one per run) dates those series."""
     from ..io.overlay import imaged_pixels, overlay_title, render_overlay
 
     frame = result.frame
@@ -192,7 +195,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                frame_number=number, model_name=result.model,
                                                software_version=__version__, series_instance_uid=series("SEG"),
                                                instance_number=instance, model_sha256=result.model_sha256 or None,
-                                               tta=bool(report.get("tta"))))
+                                               tta=bool(report.get("tta")), series_started=run_started))
             except DicomResultError as exc:
                 refused.append(("SEG", exc))
         if dicom_sr:
@@ -201,7 +204,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                               frame_number=number, model_name=result.model,
                                               software_version=__version__, series_instance_uid=series("SR"),
                                               instance_number=instance, tta=bool(report.get("tta")),
-                                              model_sha256=result.model_sha256 or None))
+                                              model_sha256=result.model_sha256 or None, series_started=run_started))
             except DicomResultError as exc:
                 refused.append(("SR", exc))
         if refused:
@@ -251,6 +254,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     provider = processor.segmenter.provider
     names = output_names(list(scans))  # scans that share a file name must not overwrite each other's outputs
     run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
+    run_started = datetime.now(timezone.utc)  # ...and its date and time
     numbers_used: dict[str, set[int]] = {}  # ...with an Instance Number of their own each
     said: set[tuple[Path, str]] = set()  # (scan, cause): a cine's frames share their scan's refusal
     for scan in scans:
@@ -282,7 +286,8 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
             if out_dir is not None:
                 try:
                     write_frame_outputs(result, out_dir, report, name=names[scan_key(scan)], dicom_seg=dicom_seg,
-                                        dicom_sr=dicom_sr, run_uid=run_uid, numbers_used=numbers_used)
+                                        dicom_sr=dicom_sr, run_uid=run_uid, numbers_used=numbers_used,
+                                        run_started=run_started)
                 except DicomResultError as exc:  # this scan's header; the others may be fine
                     refused = True
                     if (scan, str(exc)) not in said:  # once per scan and cause, the first frame named

@@ -134,6 +134,7 @@ def write_dicom_seg(
     instance_number: int = 1,
     model_sha256: str | None = None,
     tta: bool | None = None,
+    series_started: datetime | None = None,
 ) -> Path:
     """Write a binary DICOM Segmentation of the PS (segment 1) and FH (segment 2).
 
@@ -152,6 +153,8 @@ def write_dicom_seg(
         tta: whether the network's output was averaged with the mirrored frame's, stored as the
             algorithm parameter ``tta`` (``mirror-average`` or ``none``; None: not stored). The
             measurement's status and reasons are the SR's: the mask is what the network drew.
+        series_started: the Series Date and Time (the run's start, shared by its series; an
+            aware datetime, written in the source's time zone); None: now.
 
     Returns:
         The path written. Both segments are always stored, an empty one as an empty frame.
@@ -212,7 +215,7 @@ def write_dicom_seg(
             seg.PatientOrientation = source.get("PatientOrientation", "")
         seg.SeriesDescription = _lo(f"PS and FH segmentation ({model_name})")
         _declare_private_scheme(seg)
-        _in_the_sources_time_zone(seg, source, label)
+        _in_the_sources_time_zone(seg, source, label, series_started)
         return _save(seg, path)
 
 
@@ -228,6 +231,7 @@ def write_dicom_sr(
     instance_number: int = 1,
     tta: bool | None = None,
     model_sha256: str | None = None,
+    series_started: datetime | None = None,
 ) -> Path:
     """Write a Comprehensive SR (TID 1500 Measurement Report) of one frame's measurement.
 
@@ -251,6 +255,7 @@ def write_dicom_sr(
         series_instance_uid, instance_number: as for :func:`write_dicom_seg`.
         tta: whether the masks came from the frame averaged with its mirror image.
         model_sha256: the model file's sha256, an algorithm parameter ``model_sha256=...``.
+        series_started: as for :func:`write_dicom_seg`.
 
     Returns:
         The path written.
@@ -379,7 +384,7 @@ def write_dicom_sr(
         )
         document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
         _declare_private_scheme(document)
-        _in_the_sources_time_zone(document, source, label)
+        _in_the_sources_time_zone(document, source, label, series_started)
         return _save(document, path)
 
 
@@ -786,20 +791,30 @@ def _lo(text: str) -> str:
     return text if len(text) <= _MAX_LO else text[: _MAX_LO - 3] + "..."
 
 
-def _in_the_sources_time_zone(ds, source, label: str = "the source") -> None:
+def _in_the_sources_time_zone(ds, source, label: str = "the source",
+                              series_started: datetime | None = None) -> None:
     """Write the object's own dates and times (its creation and content, the contribution of its
     equipment) in the source's time zone, and say so, where the source states one (Timezone
     Offset From UTC): the object copies the source's Study Date and Time, which are in that zone,
     and one offset covers every date and time of an instance. A source that states none, or an
-    offset that is no ``+HHMM`` / ``-HHMM``, leaves the object in this machine's local time."""
+    offset that is no ``+HHMM`` / ``-HHMM``, leaves the object in this machine's local time.
+    Series Date and Time are ``series_started`` (the run's start, shared by the objects of its
+    series; now where not given): a run that measures a scan again makes a series of its own,
+    which a PACS then lists with its own date and time."""
     offset = str(source.get("TimezoneOffsetFromUTC", "") or "").strip()
     match = re.fullmatch(r"([+-])(\d\d)(\d\d)", offset)
-    if not match or int(match[2]) > 14 or int(match[3]) > 59:
-        if offset:
-            logger.warning("the Timezone Offset From UTC of %s is not +HHMM or -HHMM: left out", label)
+    zone = None
+    if match and int(match[2]) <= 14 and int(match[3]) <= 59:
+        sign = 1 if match[1] == "+" else -1
+        zone = timezone(sign * timedelta(hours=int(match[2]), minutes=int(match[3])))
+    elif offset:
+        logger.warning("the Timezone Offset From UTC of %s is not +HHMM or -HHMM: left out", label)
+    started = series_started if series_started is not None else datetime.now(timezone.utc)
+    started = started.astimezone(zone) if zone is not None else started.astimezone()
+    ds.SeriesDate, ds.SeriesTime = started.strftime("%Y%m%d"), started.strftime("%H%M%S")
+    if zone is None:
         return
-    sign = 1 if match[1] == "+" else -1
-    now = datetime.now(timezone(sign * timedelta(hours=int(match[2]), minutes=int(match[3]))))
+    now = datetime.now(zone)
     ds.TimezoneOffsetFromUTC = offset
     for prefix in ("InstanceCreation", "Content"):
         if f"{prefix}Date" in ds:
