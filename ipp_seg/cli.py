@@ -265,19 +265,21 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
 
 
 @app.command(short_help="What each reason code in a result means.")
-def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, meaning}.")) -> None:
-    """Every reason code a row, report or SR can carry: `failed` ones leave no values, `warning`
-    ones keep the values they do not concern (the CSV joins a row's codes with ';')."""
-    from .inference.batch import reason_codes
+def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, meaning, action}.")
+            ) -> None:
+    """Every reason code a row, report or SR can carry, and what to do about it: `failed` ones
+    leave no values, `warning` ones keep the values they do not concern (the CSV joins a row's
+    codes with ';')."""
+    from .inference.batch import reason_actions, reason_codes
 
-    codes = reason_codes()
+    codes, actions = reason_codes(), reason_actions()
     if as_json:
-        _print_json([{"code": c, "status": s, "meaning": m} for c, s, m in codes])
+        _print_json([{"code": c, "status": s, "meaning": m, "action": actions[c]} for c, s, m in codes])
         return
-    table = _table("Reason codes", ("code", "status", "meaning"))
+    table = _table("Reason codes", ("code", "status", "what to do", "meaning"))
     for code, status, meaning in codes:
-        table.add_row(code, status, escape(meaning))
-    _print_table(table)
+        table.add_row(code, status, escape(actions[code]), escape(meaning))
+    _print_table(table, turn=False)
 
 
 @app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")

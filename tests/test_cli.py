@@ -88,8 +88,12 @@ def test_reasons_lists_every_code_a_result_can_carry_with_its_status():
     by_code = {r["code"]: r for r in listed}
     assert by_code["hsd_unstable"]["status"] == "warning" and by_code["aop_impossible"]["status"] == "failed"
     assert by_code["unreadable"]["status"] == "failed" and "could not be read" in by_code["unreadable"]["meaning"]
+    # What to do about each, in plain words (a clinician had found codes and "IoU", no next step).
+    assert all(r["action"] and r["action"].endswith(".") for r in listed)
+    assert "--orientation mirrored" in by_code["orientation_doubtful"]["action"]
     table = runner.invoke(app, ["reasons"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "ps_low_confidence" in table.stdout and "mask_refused" in table.stdout
+    assert "what to do" in table.stdout
     for command in ("predict", "batch", "measure"):  # where a user meets the codes, the help says where to look
         assert "ipp-seg reasons" in runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
 

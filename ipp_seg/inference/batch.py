@@ -144,6 +144,17 @@ ROW_FAILURES: dict[str, str] = {
 }
 
 
+# What to do about a row without a measurement, in plain words.
+ROW_FAILURE_ACTIONS: dict[str, str] = {
+    UNREADABLE: "Read the error column: copy the file again, or install the decoder it names.",
+    NOT_AN_IMAGE: "Nothing to do: the file holds no image (a report, a PDF, a DICOMDIR).",
+    NOT_ULTRASOUND: "Check that the file is an ultrasound image, not a mask or a thumbnail.",
+    NO_SUCH_FRAME: "Check --frames: the file has fewer frames than asked for.",
+    PROCESSING_ERROR: "Read the error column; run again with -v and report it if it persists.",
+    MASK_REFUSED: "Give the mask's label values with --labels, or check that the mask matches its scan.",
+}
+
+
 def reason_codes() -> list[tuple[str, str, str]]:
     """Every reason code a result can carry, as (code, status it gives, meaning): the
     measurement's own (:data:`ipp_seg.measure.result.REASONS`; a warning keeps the values) and
@@ -152,6 +163,14 @@ def reason_codes() -> list[tuple[str, str, str]]:
 
     return ([(code, status, meaning) for code, (status, meaning) in REASONS.items()]
             + [(code, "failed", meaning) for code, meaning in ROW_FAILURES.items()])
+
+
+def reason_actions() -> dict[str, str]:
+    """Code -> what a reader of the row can do about it, in plain words, for every code of
+    :func:`reason_codes`."""
+    from ..measure.result import REASON_ACTIONS
+
+    return {**REASON_ACTIONS, **ROW_FAILURE_ACTIONS}
 
 
 @dataclass(frozen=True)
@@ -1547,6 +1566,6 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
-           "refuse_batch_output_as_input", "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced",
+           "reason_actions", "refuse_batch_output_as_input", "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced",
            "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure",
            "write_measurements_csv"]

@@ -13,6 +13,7 @@ __all__ = [
     "STATUSES",
     "REASONS",
     "REASON_TITLES",
+    "REASON_ACTIONS",
     "SEGMENTATION_REASONS",
     "SPACING_SOURCES",
     "angle_in_doubt",
@@ -175,6 +176,45 @@ def failing_reasons_first(reasons) -> tuple[str, ...]:
     reasons = tuple(reasons)
     failing = tuple(r for r in reasons if REASONS.get(r, ("failed",))[0] == "failed")
     return failing + tuple(r for r in reasons if r not in failing)
+
+
+# What a reader of a row can do about each reason, in plain words (``ipp-seg reasons``).
+REASON_ACTIONS: dict[str, str] = {
+    "ps_missing": "Check the overlay: is the symphysis in the frame? Re-acquire or choose a frame that shows it.",
+    "fh_missing": "Check the overlay: is the fetal head in the frame? Choose a frame that shows it.",
+    "ps_too_small": "The symphysis found is a speck: choose a frame where it is clearly seen.",
+    "fh_too_small": "The head found is a speck: choose a frame where it is clearly seen.",
+    "ps_fit_failed": "The symphysis outline has no usable shape: choose another frame, or measure by hand.",
+    "fh_fit_failed": "The head outline has no usable shape: choose another frame, or measure by hand.",
+    "tangent_undefined": "The symphysis was drawn inside the head: check the overlay; measure by hand.",
+    "aop_impossible": "The frame is probably upside down or turned: check how it is displayed.",
+    "ps_round": "The symphysis has no clear long axis here: choose another frame, or measure by hand.",
+    "ps_cut_off": "The symphysis runs off the image: choose a frame that shows all of it.",
+    "anatomy_unrecognised": "This does not look like a transperineal scan: check that the right file was given.",
+    "fh_cut_off": "The head runs off the image: choose a frame (or a depth) that shows more of it.",
+    "ps_fragmented": "Check on the overlay that the orange outline is the symphysis.",
+    "fh_fragmented": "Check on the overlay that the blue outline is the fetal head.",
+    "fh_ellipse_poor_fit": "Check on the overlay that the blue outline follows the skull.",
+    "ps_nearly_round": "The angle may be well off: check the overlay's symphysis axis, or measure by hand.",
+    "ps_at_frame_edge": "The symphysis touches the image edge: check the overlay before using the angle.",
+    "fh_at_frame_edge": "The head touches the image edge: check the overlay before using the angle.",
+    "ps_below_head": "The frame may be upside down: check how it is displayed.",
+    "orientation_doubtful": "The frame may be mirrored: if this machine displays it so, run again with "
+                            "--orientation mirrored.",
+    "ps_axis_near_vertical": "Which end of the symphysis is lower is unclear: check the overlay.",
+    "aop_out_of_range": "An unusual angle: check the overlay before using it.",
+    "hsd_undefined": "No HSD at this angle; the AoP stands.",
+    "hsd_unstable": "Use the HSD with care: a small change of angle moves it a lot here.",
+    "low_confidence": "The model is unsure of the head: check the overlay before using the values.",
+    "ps_low_confidence": "The model is unsure of the symphysis: check the overlay before using the values.",
+    "head_small_in_frame": "Crop the image to the ultrasound picture (no margins or text) and run again.",
+    "other_view_not_measured": "Only one view was measured: crop the image to the other view to measure it.",
+    "frame_saturated": "The image is over-bright: lower the gain, or check the symphysis on the overlay.",
+    "sector_upside_down": "The frame is probably upside down: check how it is displayed.",
+    "ps_at_black_band": "Part of the symphysis may be hidden by a black band: check how the image was exported.",
+    "spacing_unknown": "Distances are in pixels only; give --spacing-mm for files without a calibration.",
+    "spacing_implausible": "The file's calibration looks wrong: check it, or give --spacing-mm.",
+}
 
 
 # Each reason in a few words, as a DICOM code meaning (a Long String: 64 characters at most)
