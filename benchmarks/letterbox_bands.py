@@ -1,0 +1,75 @@
+"""How black bands beside the image move the AoP, with and without trimming them.
+
+The 230 frames of the validation blocks (04602-04801, 04372-04401), each padded with black
+columns at both sides (40-100 each, seeded), as a screen capture or a crop padded back to its
+size exports them, and once with black rows above and below. For each: the AoP the model reads
+on the frame as recorded and on the padded frame, as ipp-seg now shows it to the network (the
+bands trimmed, ``ipp_seg.inference.pipeline.trim_dark_bands``) and as it did before (the bands
+shown: the trimming replaced by the box as given, in this process only).
+
+    python benchmarks/letterbox_bands.py [--model dssau-net-s-heldout] [--data ../shared/data/psfhs]
+
+Prints, per padding and way, the median / mean / max |change of AoP| from the frame as
+recorded, and the frames whose measurement failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ipp_seg.inference.pipeline as pipeline  # noqa: E402
+from ipp_seg.inference import Predictor  # noqa: E402
+from ipp_seg.io import read_frame  # noqa: E402
+from psfhs_frames import REPO, is_validation  # noqa: E402
+
+
+def padded(pixels: np.ndarray, rng: np.random.Generator, sideways: bool) -> np.ndarray:
+    first, second = (int(n) for n in rng.integers(40, 101, size=2))
+    widths = ((0, 0), (first, second)) if sideways else ((first, second), (0, 0))
+    return np.pad(pixels, widths, constant_values=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="dssau-net-s-heldout")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
+    args = parser.parse_args()
+    ids = sorted(p.stem for p in (args.data / "image_mha").glob("*.mha") if is_validation(p.stem))
+    predictor = Predictor(args.model)
+    trimmed = pipeline.trim_dark_bands
+    shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
+    rng = np.random.default_rng(0)
+    changes = {(side, way): [] for side in ("columns", "rows") for way in ("trimmed", "shown")}
+    failed = dict.fromkeys(changes, 0)
+    for case in ids:
+        pixels = read_frame(args.data / "image_mha" / f"{case}.mha").pixels
+        own = predictor.predict_pixels(pixels).measurement.aop_deg
+        for side in ("columns", "rows"):
+            frame = padded(pixels, rng, side == "columns")
+            for way, trim in (("trimmed", trimmed), ("shown", shown)):
+                pipeline.trim_dark_bands = trim
+                try:
+                    aop = predictor.predict_pixels(frame).measurement.aop_deg
+                finally:
+                    pipeline.trim_dark_bands = trimmed
+                if aop is None:
+                    failed[side, way] += 1
+                elif own is not None:
+                    changes[side, way].append(abs(aop - own))
+    print(f"{len(ids)} validation frames, model {args.model}")
+    print("| bands at | bands | median / mean / max abs AoP change (deg) | failed |")
+    print("|---|---|---|---|")
+    for (side, way), values in changes.items():
+        v = np.array(values)
+        print(f"| {'left and right' if side == 'columns' else 'top and bottom'} | {way} | "
+              f"{np.median(v):.2f} / {v.mean():.2f} / {v.max():.1f} | {failed[side, way]} |")
+
+
+if __name__ == "__main__":
+    main()
