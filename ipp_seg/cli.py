@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import inspect
 import logging
 import math
 import os
@@ -1182,6 +1183,36 @@ def _reasons_table(blocks) -> Table:
             table.add_row(block.name, code, REASONS.get(code, ("failed",))[0], str(summary.cases),
                           _fmt(summary.delta_aop.mean, 2), _fmt(summary.delta_aop.median, 2))
     return table
+
+
+# What an option's value is, as the README writes it (``--out DIR``), in place of typer's type
+# names (``<path>``, ``<int range> [x>=1]``), which read as jargon in a clinician's help.
+_PLACEHOLDERS = {"--out": "DIR", "--scans": "DIR", "--images": "DIR", "--onnx": "FILE", "--csv": "FILE",
+                 "--glob": "PATTERN", "--spacing-mm": "X,Y", "--labels": "ps=A,fh=B", "--gt-labels": "ps=A,fh=B",
+                 "--pred-labels": "ps=A,fh=B", "--reference-aop": "CSV", "--init-from": "CHECKPOINT",
+                 "--ce-weights": "BG,PS,FH", "--dice-weights": "PS,FH", "--extra-validation": "FIRST-LAST",
+                 "--model": "NAME", "--config": "NAME", "--input-size": "PX", "--warmup-epochs": "EPOCHS"}
+
+
+def _name_placeholders(typer_app: typer.Typer) -> None:
+    """Give every option of ``typer_app``'s commands that takes a value a placeholder: from
+    :data:`_PLACEHOLDERS`, else N for a whole number, X for a fraction, the option's own name
+    in capitals for a word; flags none, as :func:`_flag` gives them."""
+    for command in typer_app.registered_commands:
+        for parameter in inspect.signature(command.callback).parameters.values():
+            info = parameter.default
+            if not isinstance(info, typer.models.OptionInfo) or info.metavar is not None:
+                continue
+            if isinstance(info.default, bool) or parameter.annotation in (bool, "bool", "Optional[bool]"):
+                info.metavar = ""  # a flag, or a --x/--no-x pair: no value to name
+                continue
+            name = info.param_decls[0] if info.param_decls else f"--{parameter.name}"
+            kind = str(parameter.annotation)
+            info.metavar = _PLACEHOLDERS.get(name) or ("N" if "int" in kind else "X" if "float" in kind
+                                                       else name.lstrip("-").upper().replace("-", "_"))
+
+
+_name_placeholders(app)
 
 
 def main() -> None:

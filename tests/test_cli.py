@@ -1748,3 +1748,14 @@ def test_a_dumb_terminal_gets_progress_as_lines_not_a_live_display(monkeypatch):
     assert cli._live_progress() is True
     monkeypatch.setattr(cli, "err", Console(force_terminal=False))
     assert cli._live_progress() is False
+
+
+@pytest.mark.parametrize("command", ["predict", "batch", "measure", "evaluate", "train", "export"])
+def test_help_names_option_values_as_the_readme_does_not_by_type(command):
+    # "--workers <int range> [x>=1]", "--out <path>": typer's type names read as jargon in a clinician's help.
+    text = invoke(command, "--help").stdout
+    options = text[text.index("Options"):]
+    for jargon in ("<path>", "<int", "<float", "<str>", "<text>"):
+        assert jargon not in options, (command, jargon)
+    if command == "batch":
+        assert "--out" in options and " DIR " in options and " N " in options
