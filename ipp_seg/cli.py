@@ -6,11 +6,12 @@ Nothing here imports torch at module level: ``--help``, ``models`` and inference
 from __future__ import annotations
 
 import errno
-import json
 import inspect
+import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -21,6 +22,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+try:  # the errors of the click that typer runs on: its own copy from typer 0.2x on, the package before
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - typer before it vendored click
+    from click import exceptions as click_errors
 
 from . import __version__, configure_logging, quiet_pydicom
 from .tables import GuardedStream, print_table
@@ -1220,7 +1226,18 @@ def main() -> None:
     _settle_output_environment()
     _refuse_empty_arguments(sys.argv[1:])
     try:
-        app()
+        try:
+            code = app(standalone_mode=False)
+        except click_errors.UsageError as exc:  # an option or argument typer refused
+            _say_usage_error(exc)
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # end of input at a prompt (none is asked now)
+            error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
     except SystemExit as done:
         _exit_for_failed_writes(done.code)
         raise
@@ -1233,6 +1250,23 @@ def main() -> None:
         _GUARDED["stdout"].mark_failed(exc)
         error(f"cannot write its output: {exc.strerror or exc}")
         sys.exit(2)
+
+
+def _say_usage_error(exc) -> None:
+    """A refused option or argument, in two plain lines as ipp-seg's own errors read: the usage,
+    and ``ipp-seg: <what is wrong>; ... --help lists the options``. typer's box around it had
+    read as a different program's, and its ``{SCAN}`` as a literal."""
+    command = exc.ctx.command_path if exc.ctx is not None else "ipp-seg"
+    if getattr(exc, "possibilities", None) and exc.ctx is not None:  # "no such option": hidden ones not offered
+        hidden = {name for param in exc.ctx.command.params if getattr(param, "hidden", False) for name in param.opts}
+        exc.possibilities = [name for name in exc.possibilities if name not in hidden]
+    if exc.ctx is not None:
+        usage = re.sub(r"\{([A-Z_]+)\}", r"\1", exc.ctx.get_usage())
+        err.print(escape(usage), highlight=False, soft_wrap=True)
+    message = exc.format_message()
+    message = message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+    err.print(f"ipp-seg: {escape(message.rstrip('.'))}; {escape(command)} --help lists the options",
+              highlight=False, soft_wrap=True)
 
 
 def _open_closed_standard_streams() -> None:

@@ -1759,3 +1759,21 @@ def test_help_names_option_values_as_the_readme_does_not_by_type(command):
         assert jargon not in options, (command, jargon)
     if command == "batch":
         assert "--out" in options and " DIR " in options and " N " in options
+
+
+def test_a_refused_option_reads_as_ipp_segs_own_errors_do(tmp_path):
+    # typer's usage errors came in a box, with required arguments as "{IN_DIR}", and offered hidden
+    # options ("--workers": "Possible options: --overlays", an option predict only refuses).
+    # (Run as python -m ipp_seg here: the usage names the program so.)
+    cases = [(("batch", str(tmp_path)), "batch [OPTIONS] IN_DIR", "ipp-seg: missing option '--out'"),
+             (("predict", "x.png", "--workers", "2"), "predict [OPTIONS] SCAN...",
+              "ipp-seg: no such option: --workers; python -m ipp_seg predict --help lists the options"),
+             (("nonsense",), "[OPTIONS] COMMAND", "ipp-seg: no such command 'nonsense'")]
+    for args, usage, said in cases:
+        run = _ipp_seg_process(*args, capture_output=True, text=True)
+        assert run.returncode == 2 and run.stdout == "", run.stderr
+        assert usage in run.stderr and said in run.stderr, run.stderr
+        assert not set(run.stderr) & set("╭╮│{}") and "Traceback" not in run.stderr, run.stderr
+        assert "--overlays" not in run.stderr
+    helped = _ipp_seg_process("batch", "--help", capture_output=True, text=True)
+    assert helped.returncode == 0 and "--workers" in helped.stdout
