@@ -1,8 +1,8 @@
 """How black bands beside the image move the AoP, with and without trimming them.
 
 The 230 frames of the validation blocks (04602-04801, 04372-04401), each padded with black
-columns at both sides (40-100 each, seeded), as a screen capture or a crop padded back to its
-size exports them, and once with black rows above and below. For each: the AoP the model reads
+columns at both sides (40-100 each, seeded), as a screen capture exports them, and at one side
+(40-140), as a crop padded back to its size does; and likewise with rows above and below. For each: the AoP the model reads
 on the frame as recorded and on the padded frame, as ipp-seg now shows it to the network (the
 bands trimmed, ``ipp_seg.inference.pipeline.trim_dark_bands``) and as it did before (the bands
 shown: the trimming replaced by the box as given, in this process only).
@@ -29,8 +29,19 @@ from ipp_seg.io import read_frame  # noqa: E402
 from psfhs_frames import REPO, is_validation  # noqa: E402
 
 
-def padded(pixels: np.ndarray, rng: np.random.Generator, sideways: bool) -> np.ndarray:
-    first, second = (int(n) for n in rng.integers(40, 101, size=2))
+PADDINGS = {  # where the bands go: (sideways, both ends)
+    "left and right": (True, True), "one side": (True, False),
+    "top and bottom": (False, True), "top or bottom": (False, False),
+}
+
+
+def padded(pixels: np.ndarray, rng: np.random.Generator, sideways: bool, both: bool) -> np.ndarray:
+    """``pixels`` with black bands at both ends (40-100 each) or at one (40-140)."""
+    if both:
+        first, second = (int(n) for n in rng.integers(40, 101, size=2))
+    else:
+        width = int(rng.integers(40, 141))
+        first, second = (width, 0) if rng.integers(2) else (0, width)
     widths = ((0, 0), (first, second)) if sideways else ((first, second), (0, 0))
     return np.pad(pixels, widths, constant_values=0)
 
@@ -45,13 +56,13 @@ def main() -> None:
     trimmed = pipeline.trim_dark_bands
     shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
     rng = np.random.default_rng(0)
-    changes = {(side, way): [] for side in ("columns", "rows") for way in ("trimmed", "shown")}
+    changes = {(side, way): [] for side in PADDINGS for way in ("trimmed", "shown")}
     failed = dict.fromkeys(changes, 0)
     for case in ids:
         pixels = read_frame(args.data / "image_mha" / f"{case}.mha").pixels
         own = predictor.predict_pixels(pixels).measurement.aop_deg
-        for side in ("columns", "rows"):
-            frame = padded(pixels, rng, side == "columns")
+        for side, (sideways, both) in PADDINGS.items():
+            frame = padded(pixels, rng, sideways, both)
             for way, trim in (("trimmed", trimmed), ("shown", shown)):
                 pipeline.trim_dark_bands = trim
                 try:
@@ -67,7 +78,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for (side, way), values in changes.items():
         v = np.array(values)
-        print(f"| {'left and right' if side == 'columns' else 'top and bottom'} | {way} | "
+        print(f"| {side} | {way} | "
               f"{np.median(v):.2f} / {v.mean():.2f} / {v.max():.1f} | {failed[side, way]} |")
 
 

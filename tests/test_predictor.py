@@ -422,6 +422,15 @@ def test_black_bands_beside_the_image_are_not_shown_to_the_network(predictor):
     mark = int(np.flatnonzero(labelled.max(axis=0) > 16)[0])
     assert x0 <= mark < 20 and x1 < banded.shape[1]  # the mark kept: the rest from the right band
     assert trim_dark_bands(grey, (0, 0, 256, 256)) == (0, 0, 256, 256)
+    # Bands of one grey level are bands too: they had switched the trimming off (AoP 137.8 for 146.2).
+    greyed = cv2.copyMakeBorder(grey, 0, 0, 60, 60, cv2.BORDER_CONSTANT, value=40)
+    assert trim_dark_bands(greyed, (0, 0, 376, 256)) == (60, 0, 316, 256)
+    assert predictor.predict_pixels(greyed).measurement.aop_deg == pytest.approx(own.measurement.aop_deg, abs=0.01)
+    # So are black bands inside a 1-pixel white border line, which crosses every column.
+    bordered = cv2.copyMakeBorder(cv2.copyMakeBorder(grey, 0, 0, 60, 60, cv2.BORDER_CONSTANT, value=0),
+                                  1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    x0, y0, x1, y1 = trim_dark_bands(bordered, (0, 0, 378, 258))
+    assert (y0, y1) == (0, 258) and x1 - x0 == 258 and x0 <= 61 and x1 >= 317
     # In physical size: pixels twice as tall as wide make a 512 x 256 frame square, nothing to trim.
     stretched = cv2.copyMakeBorder(cv2.resize(grey, (400, 256)), 0, 0, 56, 56, cv2.BORDER_CONSTANT, value=0)
     assert trim_dark_bands(stretched, (0, 0, 512, 256), (0.1, 0.2)) == (0, 0, 512, 256)

@@ -238,9 +238,8 @@ class _Placement:
     square_height: int
 
 
-#: A column or row of the frame whose brightest pixel is at most this above the frame's black
-#: (on the 0-255 scale of its range) is black: a letterbox band, not tissue (JPEG noise in a
-#: black band stays below it).
+#: A column or row of the frame whose values spread over at most this (on the 0-255 scale of
+#: the frame's range) is a band of one level, not tissue (JPEG noise in a band stays below it).
 DARK_BAND_LEVEL = 16
 
 
@@ -263,8 +262,9 @@ def trim_dark_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     exported with black bands beside the image (a screen capture, a crop padded back to its
     size) is shown to the network as the image alone, not shrunk into the square the bands
     widen. The models learnt square frames: PSFHS frames padded with bands read their AoP a
-    median 4.1 deg away from the frame's own. A square box, and a band holding anything
-    brighter than :data:`DARK_BAND_LEVEL` (text, a scale), are left as they are."""
+    median 4.1 deg away from the frame's own. A band is a column (or row) of one level, black,
+    grey or white, within :data:`DARK_BAND_LEVEL` of it; a square box, and a band holding text
+    or a scale, are left as they are."""
     x0, y0, x1, y1 = box
     sx, sy = geometry_scale(spacing_mm)
     across, down = (x1 - x0) * sx, (y1 - y0) * sy
@@ -276,16 +276,27 @@ def trim_dark_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     finite = crop[np.isfinite(crop)]
     if finite.size == 0 or finite.max() <= finite.min():  # nothing to tell bands from
         return box
-    # Black is the frame's own lowest level (a frame in dB, or with an offset, alike), and NaN
-    # (outside the field of view) is dark.
+    # A band is a column (wide) or row (tall) of one level: black, grey, or a 1-pixel white
+    # border; NaN (outside the field of view) counts as one. Its spread is measured against the
+    # frame's range (a frame in dB, or with an offset, alike).
     black, white = float(finite.min()), float(finite.max())
     wide = across > down
-    brightest = np.fmax.reduce(crop, axis=0 if wide else 1)  # of each column (wide) or row (tall)
-    dark = ~(brightest > black + DARK_BAND_LEVEL / 255.0 * (white - black))
-    lit = np.flatnonzero(~dark)
-    before, after = int(lit[0]), int(dark.size - 1 - lit[-1])
+    axis = 0 if wide else 1
+    # (Along each, a frame's 2 outermost pixels are left out: a 1-pixel border line drawn
+    # around a capture crosses every column and row.)
+    inner = crop[2:-2] if wide and crop.shape[0] > 8 else crop[:, 2:-2] if not wide and crop.shape[1] > 8 else crop
+    spread = np.fmax.reduce(inner, axis=axis) - np.fmin.reduce(inner, axis=axis)
+    band = ~(spread > DARK_BAND_LEVEL / 255.0 * (white - black))
+    image = np.flatnonzero(~band)
+    if image.size == 0:  # bands only: nothing to keep
+        return box
+    before, after = int(image[0]), int(band.size - 1 - image[-1])
     excess = int((across - down) / sx) if wide else int((down - across) / sy)
     cut = min(excess, before + after)
+    # The cut is shared evenly between the two ends, as far as each end's bands go: exact for
+    # bands added evenly, and within the frame's own margin for bands at one end. (Sharing out
+    # what is left of the bands instead, which keeps a frame's own margins where they were
+    # equal, measured worse on PSFHS frames, whose margins are not: benchmarks/letterbox_bands.py.)
     cut_before = min(before, (cut + 1) // 2)
     cut_after = min(after, cut - cut_before)
     cut_before = min(before, cut - cut_after)
