@@ -1742,9 +1742,12 @@ def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sam
     assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
 
 
-def test_workers_drop_their_groups_when_the_run_stops_early(tmp_path, sample_png):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_stopped_early_leaves_no_mask_or_overlay_without_its_row(tmp_path, sample_png, workers):
     # Stopped (Ctrl-C, SIGTERM to the run alone), the run had left its workers to go through the
-    # groups already handed to them, writing masks that no row of the CSV names (32 of 48 here).
+    # groups already handed to them, writing masks that no row of the CSV names (32 of 48 here);
+    # told to stop, they still left those of the group in hand (up to 7 files each), and one
+    # process alone those of its group.
     import time
 
     import ipp_seg.inference.batch as batch_module
@@ -1756,10 +1759,14 @@ def test_workers_drop_their_groups_when_the_run_stops_early(tmp_path, sample_png
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, workers=2),
+        batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overlays=True, workers=workers),
                                on_progress=stop_at_the_first_file)
-    written = len(list((out / "masks").rglob("*.png")))
-    time.sleep(6)  # (the queued groups took about this long to go through)
-    # A worker may be writing one mask as the run stops; not the groups queued behind it.
-    assert len(list((out / "masks").rglob("*.png"))) <= written + 2
-    assert written <= 2 * batch_module.FILES_PER_GROUP
+    rowed = {Path(r["file"]).stem for r in _rows(out / "measurements.csv")}
+    assert len(rowed) == 1  # the first file's row, written before the stop
+    for folder in ("masks", "overlays"):
+        assert {p.stem for p in (out / folder).rglob("*.png")} == rowed, folder
+    time.sleep(4)  # (the queued groups had taken about this long to go through)
+    for folder in ("masks", "overlays"):
+        assert {p.stem for p in (out / folder).rglob("*.png")} == rowed, folder
+    again = batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, resume=True, workers=workers))
+    assert again.rows == 47 and len(list((out / "masks").rglob("*.png"))) == 48

@@ -26,9 +26,9 @@ import threading
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,11 +188,13 @@ class FrameFailure:
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """What one file produced: its CSV rows and time spent (s) by stage."""
+    """What one file produced: its CSV rows, time spent (s) by stage, and the paths of the masks
+    and overlays written for it (a run stopped before its rows are written removes them)."""
 
     file: str
     rows: tuple[dict, ...]
     timings: dict
+    outputs: tuple[str, ...] = ()
 
 
 # A run in which this share of the measured frames or more look displayed the other way round
@@ -849,15 +851,19 @@ class FileProcessor:
         return self.process_files([(path, done_frames)])[0]
 
     def process_files(self, items: list[tuple[Path, frozenset]],
-                      stopped: Callable[[], bool] | None = None) -> list[FileOutcome]:
+                      stopped: Callable[[], bool] | None = None,
+                      written: list[tuple[str, str]] | None = None) -> list[FileOutcome]:
         """One :class:`FileOutcome` per item, in order; frames share model calls across files.
         Stage times of a shared call are split between files by their number of frames. Once
-        ``stopped()`` is true, nothing more is written and the rows so far are returned."""
+        ``stopped()`` is true, nothing more is written and the rows so far are returned.
+        ``written`` gets (file, path) of each mask and overlay as it is written: what an
+        interruption before the return leaves."""
         opts, inf = self.options, self.options.inference
         rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]  # for the output files' paths
         names = [printable_path(rel) for rel in rels]  # for the CSV's rows
         stamps = [file_stamp(path) for path, _ in items]  # before reading: a later change is not hidden
         rows: list[list[dict]] = [[] for _ in items]
+        outputs: list[list[str]] = [[] for _ in items]
         timings: dict = {}
         for item, result in self.results_of_files(items, timings):
             if stopped is not None and stopped():
@@ -876,10 +882,12 @@ class FileProcessor:
             if opts.save_masks:
                 mask_path = opts.out_dir / MASKS_FOLDER / f"{stem}.png"
                 check_within(opts.out_dir / MASKS_FOLDER, mask_path)
+                _note_output(outputs[item], written, name, mask_path)
                 write_label_png(mask_path, result.labels)
             if opts.overlays:
                 overlay_path = opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png"
                 check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
+                _note_output(outputs[item], written, name, overlay_path)
                 write_overlay_png(overlay_path,
                                   render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
                                                  result.measurement,
@@ -896,8 +904,16 @@ class FileProcessor:
                                               head_confidence=result.head_confidence,
                                               ps_confidence=result.ps_confidence, model_sha256=self.model_sha256))
         total_rows = max(1, sum(len(r) for r in rows))
-        return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()})
-                for name, file_rows in zip(names, rows)]
+        return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
+                            tuple(file_outputs))
+                for name, file_rows, file_outputs in zip(names, rows, outputs)]
+
+
+def _note_output(outputs: list[str], written: list[tuple[str, str]] | None, name: str, path: Path) -> None:
+    """Note an output before it is written: one cut short is as much the run's as one written."""
+    outputs.append(str(path))
+    if written is not None:
+        written.append((name, str(path)))
 
 
 def _csv_name(path: Path, in_dir: Path) -> str:
@@ -1320,27 +1336,39 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # Threads split between workers: oversubscribing 2 cores costs more than it gives.
         options = replace(options, inference=replace(options.inference, threads=max(1, cores // workers)))
     # Set up the engine (the Ray one needs its package) before a previous CSV is replaced.
-    outcomes = _engine_outcomes(options, todo, workers)
+    left: list[tuple[str, str]] = []  # stopped early: (file, path) of outputs whose rows may be unwritten
+    outcomes = _engine_outcomes(options, todo, workers, left)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
-    with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
-        for outcome in outcomes:
-            fh.write_rows([csv_cells(row) for row in outcome.rows])
-            for row in outcome.rows:
-                n_rows += 1
-                n_failed += row["status"] == "failed"
-                n_warning += row["status"] == "warning"
-                n_doubtful_aop += row["aop_doubtful"] == "true"
-                n_doubtful += row_orientation_doubtful(row)
-                n_segmented += row_segmented(row)
-                n_unsure += row_symphysis_unsure(row)
-                n_not_image += row_not_an_image(row)
-                any_uid = any_uid or bool(row["sop_instance_uid"])
-            for key, value in outcome.timings.items():
-                totals[key] += value
-            if on_progress:
-                on_progress(outcome)
+    rowed: set[str] = set()  # files whose rows this run wrote
+    try:
+        with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
+            for outcome in outcomes:
+                fh.write_rows([csv_cells(row) for row in outcome.rows])
+                rowed.add(outcome.file)
+                for row in outcome.rows:
+                    n_rows += 1
+                    n_failed += row["status"] == "failed"
+                    n_warning += row["status"] == "warning"
+                    n_doubtful_aop += row["aop_doubtful"] == "true"
+                    n_doubtful += row_orientation_doubtful(row)
+                    n_segmented += row_segmented(row)
+                    n_unsure += row_symphysis_unsure(row)
+                    n_not_image += row_not_an_image(row)
+                    any_uid = any_uid or bool(row["sop_instance_uid"])
+                for key, value in outcome.timings.items():
+                    totals[key] += value
+                if on_progress:
+                    on_progress(outcome)
+    except BaseException:
+        # Stopped (Ctrl-C, SIGTERM, an error): the masks and overlays of files without rows go,
+        # as a resumed run writes them again; left, evaluate would have scored them.
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()  # (the workers drop what they hold, and say what they wrote)
+        _remove_outputs_without_rows(left, rowed)
+        raise
     csv_advice, repeats = None, ()
     if options.resume:
         # Of every row the CSV holds, read once: the few frames measured now may look mirrored by
@@ -1354,6 +1382,14 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
                         doubtful_aop_rows=n_doubtful_aop)
+
+
+def _remove_outputs_without_rows(outputs: list[tuple[str, str]], rowed: set[str]) -> None:
+    """Remove each (file, path) of ``outputs`` whose file has no row (not in ``rowed``)."""
+    for file, path in outputs:
+        if file not in rowed:
+            with suppress(OSError):  # gone already, or never finished
+                os.unlink(path)
 
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
@@ -1491,7 +1527,11 @@ def _hang_up_ignored_by_children():
         signal.signal(signal.SIGHUP, previous)
 
 
-def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
+def _engine_outcomes(options: BatchOptions, todo: list, workers: int,
+                     left: list[tuple[str, str]]) -> Iterator[FileOutcome]:
+    """The outcomes of ``todo``'s files, in order. Stopped early (the iterator closed), a local
+    run fills ``left`` with (file, path) of the masks and overlays its workers wrote for files
+    whose outcomes may not have been read (a Ray cluster's are not known)."""
     if options.engine == "ray":
         from .ray_engine import ray_outcomes
 
@@ -1504,7 +1544,7 @@ def _engine_outcomes(options: BatchOptions, todo: list, workers: int) -> Iterato
             raise WorkingFolderGoneError("the current folder no longer exists (it was deleted or moved after the "
                                          "shell entered it), and worker processes cannot start in it: cd into an "
                                          "existing folder and run the command again") from None
-    return _outcomes(options, todo, workers)
+    return _outcomes(options, todo, workers, left)
 
 
 def file_groups(todo: list[tuple[Path, frozenset]]) -> list[list[tuple[Path, frozenset]]]:
@@ -1513,13 +1553,26 @@ def file_groups(todo: list[tuple[Path, frozenset]]) -> list[list[tuple[Path, fro
     return [todo[i:i + FILES_PER_GROUP] for i in range(0, len(todo), FILES_PER_GROUP)]
 
 
-def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
+# How long a run stopped early waits for its workers to drop what they hold and say which
+# outputs they wrote (they stop at their next frame: about a second here).
+STOP_WAIT_S = 20.0
+
+
+def _outcomes(options: BatchOptions, todo: list, workers: int,
+              left: list[tuple[str, str]]) -> Iterator[FileOutcome]:
     # Files go to the model in groups so that single-frame scans still share model calls.
     groups = file_groups(todo)
     if workers == 1:
         processor = FileProcessor(options)
         for group in groups:
-            yield from processor.process_files(group)
+            written: list[tuple[str, str]] = []  # (interrupted in the group: what it wrote)
+            through = False
+            try:
+                yield from processor.process_files(group, written=written)
+                through = True
+            finally:
+                if not through:
+                    left.extend(written)  # the caller keeps those whose rows it wrote
         return
     # An executor, not a Pool: a worker killed by the system (out of memory) breaks it with an
     # error, where a Pool waits for that worker's results for ever.
@@ -1530,14 +1583,14 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         run_stopped = context.Event()
         executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                        initargs=(options, run_log_level(), os.getpid(), run_stopped))
-        # map keeps file order: the CSV is the same whatever the number of workers. (It starts the
-        # workers as it hands out the groups, here.)
-        results = executor.map(_worker_run, groups)
+        # In file order, read in turn: the CSV is the same whatever the number of workers. (The
+        # workers start as the groups are handed out, here.)
+        futures = [executor.submit(_worker_run, group) for group in groups]
     done = 0
     finished = False
     try:
-        for outcomes in results:
-            yield from outcomes
+        for future in futures:
+            yield from future.result()
             done += 1
         finished = True
     except BrokenProcessPool:
@@ -1552,11 +1605,21 @@ def _outcomes(options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
     finally:
         # Every result read, the workers are waited for: left to end as the interpreter exits, they
         # raced its exit hooks, which now and then printed a traceback ("Bad file descriptor")
-        # under a run that had succeeded. Stopped early (an error, Ctrl-C), nothing more is waited
-        # for, and the workers drop what they hold.
+        # under a run that had succeeded. Stopped early (an error, Ctrl-C, SIGTERM), the workers
+        # drop what they hold, and what they wrote for groups whose rows may not have been
+        # written is said in ``left`` (waited for a while: a worker stuck in a decoder is not).
         if not finished:
             run_stopped.set()
-        executor.shutdown(wait=finished, cancel_futures=not finished)
+            for future in futures[done:]:
+                future.cancel()  # (those not yet handed to a worker)
+            executor.shutdown(wait=False, cancel_futures=True)
+            unread = [future for future in futures[done:] if not future.cancelled()]
+            wait(unread, timeout=STOP_WAIT_S)
+            for future in unread:
+                if future.done() and future.exception() is None:
+                    left.extend((outcome.file, path) for outcome in future.result() for path in outcome.outputs)
+        else:
+            executor.shutdown(wait=True)
 
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",

@@ -44,13 +44,13 @@ def _plain(value):
 def encode_outcome(outcome: FileOutcome) -> str:
     """One JSON string per outcome: rows hold mixed str/int/float/"" cells, which Arrow columns
     cannot type, so they cross the cluster as text."""
-    return json.dumps({"file": outcome.file, "rows": list(outcome.rows), "timings": outcome.timings},
-                      default=_plain)
+    return json.dumps({"file": outcome.file, "rows": list(outcome.rows), "timings": outcome.timings,
+                       "outputs": list(outcome.outputs)}, default=_plain)
 
 
 def decode_outcome(text: str) -> FileOutcome:
     data = json.loads(text)
-    return FileOutcome(data["file"], tuple(data["rows"]), data["timings"])
+    return FileOutcome(data["file"], tuple(data["rows"]), data["timings"], tuple(data.get("outputs", ())))
 
 
 class _RayFileWorker:
