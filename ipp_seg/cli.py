@@ -559,7 +559,14 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
 
 def _say_messages(item) -> None:
     """On stderr, as they come: a run item's errors (a scan or mask that could not be used, an
-    output refused) and warnings (PredictedFrame, MeasuredMask)."""
+    output refused) and warnings (PredictedFrame, MeasuredMask). A folder given as a scan gets
+    the command that measures its scans, not "is a directory"."""
+    scan = getattr(item, "scan", None)
+    if scan is not None and item.errors and Path(scan).is_dir():
+        folder = str(scan)
+        error(f"{folder} is a folder: `ipp-seg batch {folder} --out OUT` measures the scans in it (and its "
+              "sub-folders) into one CSV")
+        return
     for message in item.errors:
         error(message)
     for message in item.warnings:
@@ -646,11 +653,6 @@ def predict(
         # line holding pieces of two scans' reasons: too narrow a terminal gets a card per scan.
         _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
     _advise(RunAdvice.of_rows(rows), orientation)
-    folders = [scan for scan in scans if scan.is_dir()]
-    if folders:
-        folder = escape(str(folders[0]))
-        err.print(f"ipp-seg: {folder} is a folder: `ipp-seg batch {folder} --out OUT` measures the scans in it "
-                  "(and its sub-folders) into one CSV", highlight=False)
     if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
@@ -832,8 +834,12 @@ def _advise(advice, orientation: str, again: str = "") -> None:
     """After a run's table or summary: what its rows say of the run as a whole (RunAdvice)."""
     if advice.orientation_looks_reversed:
         _say_orientation_looks_reversed(advice.doubtful_orientation, advice.measured, orientation, again)
+    if advice.mostly_unrecognised:
+        err.print(f"[yellow]warning:[/] {advice.unrecognised} of {advice.segmented} frames look like no transperineal "
+                  "view the models know (reason anatomy_unrecognised): check that the right files were given; a "
+                  "photograph, another modality or another view gives this.", highlight=False)
     if advice.symphysis_mostly_unsure and advice.network:
-        _say_symphysis_mostly_unsure(advice.unsure_symphysis, advice.segmented)
+        _say_symphysis_mostly_unsure(advice.unsure_symphysis, advice.segmented - advice.unrecognised)
     elif advice.symphysis_mostly_unsure:
         err.print(f"[yellow]warning:[/] in {advice.unsure_symphysis} of {advice.segmented} masks the pubic symphysis "
                   "lies below the head's centre, or the angle passes 240° (reasons ps_below_head, aop_impossible): "

@@ -1770,3 +1770,36 @@ def test_a_run_stopped_early_leaves_no_mask_or_overlay_without_its_row(tmp_path,
         assert {p.stem for p in (out / folder).rglob("*.png")} == rowed, folder
     again = batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, resume=True, workers=workers))
     assert again.rows == 47 and len(list((out / "masks").rglob("*.png"))) == 48
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_in_the_models_folder_that_is_no_card_is_said_once_per_run(tmp_path, sample_png, workers):
+    # Each process that read the folder had said it again: three times with two workers.
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    models = tmp_path / "models"
+    models.mkdir()
+    for suffix in (".onnx", ".json"):
+        (models / f"dssau-net-s{suffix}").symlink_to(repo / "models" / f"dssau-net-s{suffix}")
+    (models / "notes.json").write_text('{"written by": "a colleague"}')
+    root = _linked_scans(tmp_path / "scans", sample_png, 9)  # two groups: both workers start
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
+                          "--workers", str(workers)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "IPP_SEG_MODELS": str(models)})
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("notes.json is left out of the models") == 1, run.stderr
+
+
+def test_a_run_of_frames_the_network_recognises_nothing_in_is_advised_as_such():
+    # A run of photographs had been told its frames looked turned by 180 degrees.
+    from ipp_seg.inference.batch import RunAdvice
+
+    photo = {"status": "failed", "reasons": "anatomy_unrecognised;spacing_unknown;low_confidence;ps_low_confidence"}
+    turned = {"status": "warning", "reasons": "spacing_unknown;ps_low_confidence"}
+    sound = {"status": "warning", "reasons": "spacing_unknown"}
+    photos = RunAdvice.of_rows([photo] * 5 + [sound])
+    assert photos.mostly_unrecognised and not photos.symphysis_mostly_unsure and photos.unrecognised == 5
+    upside_down = RunAdvice.of_rows([turned] * 4 + [photo])
+    assert upside_down.symphysis_mostly_unsure and not upside_down.mostly_unrecognised
+    assert RunAdvice.of_rows([photo, sound, sound, sound]).mostly_unrecognised is False

@@ -229,13 +229,16 @@ class RunAdvice:
     where no transperineal view has it (``unsure_symphysis``). ``network`` false: masks drawn
     elsewhere (``measure``), whose ``unsure_symphysis`` counts only a symphysis placed where no
     transperineal view has it (``ps_below_head``, ``aop_impossible``: the mask shows that much
-    of an upside-down frame; confidence is the network's alone)."""
+    of an upside-down frame; confidence is the network's alone). ``unrecognised``: of the
+    ``segmented`` frames, those failed ``anatomy_unrecognised`` (no transperineal view the
+    network knows), which ``unsure_symphysis`` leaves out: they are not frames displayed otherwise."""
 
     measured: int
     doubtful_orientation: int
     segmented: int
     unsure_symphysis: int
     network: bool = True
+    unrecognised: int = 0
 
     @classmethod
     def of_rows(cls, rows: Iterable[dict], network: bool = True) -> RunAdvice:
@@ -243,12 +246,19 @@ class RunAdvice:
         rows = list(rows)
         unsure = row_symphysis_unsure if network else row_symphysis_misplaced
         return cls(sum(row["status"] != "failed" for row in rows), sum(map(row_orientation_doubtful, rows)),
-                   sum(map(row_segmented, rows)), sum(map(unsure, rows)), network)
+                   sum(map(row_segmented, rows)), sum(map(unsure, rows)), network,
+                   sum(map(row_anatomy_unrecognised, rows)))
 
     @property
     def symphysis_mostly_unsure(self) -> bool:
-        """See :func:`symphysis_mostly_unsure`."""
-        return symphysis_mostly_unsure(self.segmented, self.unsure_symphysis)
+        """See :func:`symphysis_mostly_unsure`; of the frames the network recognised."""
+        return symphysis_mostly_unsure(self.segmented - self.unrecognised, self.unsure_symphysis)
+
+    @property
+    def mostly_unrecognised(self) -> bool:
+        """Whether half the frames the network saw (at least 4) are no transperineal view it knows:
+        a run of the wrong files (photographs, another modality or view)."""
+        return symphysis_mostly_unsure(self.segmented, self.unrecognised)
 
     @property
     def orientation_looks_reversed(self) -> bool:
@@ -286,6 +296,7 @@ class BatchSummary:
     # Of a resumed run: what every row of the CSV says, those of the run it resumed included.
     csv_advice: RunAdvice | None = None
     doubtful_aop_rows: int = 0  # of the warning rows, those whose AoP a warning puts in doubt
+    unrecognised_rows: int = 0  # of the segmented rows, those of no transperineal view the network knows
 
     @property
     def advice(self) -> RunAdvice:
@@ -294,7 +305,7 @@ class BatchSummary:
         if self.csv_advice is not None:
             return self.csv_advice
         return RunAdvice(self.rows - self.failed_rows, self.doubtful_orientation_rows, self.segmented_rows,
-                         self.unsure_symphysis_rows)
+                         self.unsure_symphysis_rows, unrecognised=self.unrecognised_rows)
 
     @property
     def orientation_looks_reversed(self) -> bool:
@@ -330,8 +341,15 @@ def row_not_an_image(row: dict) -> bool:
 def row_symphysis_unsure(row: dict) -> bool:
     """Whether a CSV row's network was unsure of the symphysis (``ps_low_confidence``), drew
     none it could measure (``ps_missing``, ``ps_too_small``), or drew it where no transperineal
-    view has it (``ps_below_head``, ``aop_impossible``)."""
-    return bool(_UNSURE_SYMPHYSIS & _row_reasons(row))
+    view has it (``ps_below_head``, ``aop_impossible``); not of a frame it recognised nothing in
+    (``anatomy_unrecognised``), which is no frame displayed otherwise."""
+    reasons = _row_reasons(row)
+    return bool(_UNSURE_SYMPHYSIS & reasons) and "anatomy_unrecognised" not in reasons
+
+
+def row_anatomy_unrecognised(row: dict) -> bool:
+    """Whether a CSV row's frame is no transperineal view the network knows (``anatomy_unrecognised``)."""
+    return "anatomy_unrecognised" in _row_reasons(row)
 
 
 def row_symphysis_misplaced(row: dict) -> bool:
@@ -1146,7 +1164,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         _examples(gone))
     if upgraded and rows:
         log.warning("%s: written by an earlier version of ipp-seg; its rows are kept under this version's columns "
-                    "(the new ones empty)", csv_path)
+                    "(the new ones empty, but aop_doubtful and hsd_doubtful, read from the rows' reasons)", csv_path)
     if partial or len(kept) < len(read) or upgraded or reformatted:
         _replace_rows(csv_path, kept, ".resume")
         if len(kept) < len(rows):
@@ -1186,6 +1204,24 @@ def configure_worker_logging(log_level: int | None) -> None:
     if log_level is not None:
         configure_logging(log_level)
         quiet_pydicom()
+    # What the models folder holds (a file there that is no model card) the run has said once.
+    logging.getLogger(_REGISTRY_LOGGER).setLevel(logging.ERROR)
+
+
+_REGISTRY_LOGGER = "ipp_seg.inference.registry"
+
+
+@contextmanager
+def _models_folder_said():
+    """While a run that has read the models folder once reads it again: its warnings (a file
+    there that is no model card) are not said twice."""
+    registry = logging.getLogger(_REGISTRY_LOGGER)
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        registry.setLevel(level)
 
 
 def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
@@ -1340,6 +1376,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     outcomes = _engine_outcomes(options, todo, workers, left)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
+    n_unrecognised = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     rowed: set[str] = set()  # files whose rows this run wrote
     try:
@@ -1355,6 +1392,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                     n_doubtful += row_orientation_doubtful(row)
                     n_segmented += row_segmented(row)
                     n_unsure += row_symphysis_unsure(row)
+                    n_unrecognised += row_anatomy_unrecognised(row)
                     n_not_image += row_not_an_image(row)
                     any_uid = any_uid or bool(row["sop_instance_uid"])
                 for key, value in outcome.timings.items():
@@ -1381,7 +1419,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         repeats = repeated_images(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
-                        doubtful_aop_rows=n_doubtful_aop)
+                        doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised)
 
 
 def _remove_outputs_without_rows(outputs: list[tuple[str, str]], rowed: set[str]) -> None:
@@ -1563,7 +1601,8 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
     # Files go to the model in groups so that single-frame scans still share model calls.
     groups = file_groups(todo)
     if workers == 1:
-        processor = FileProcessor(options)
+        with _models_folder_said():
+            processor = FileProcessor(options)
         for group in groups:
             written: list[tuple[str, str]] = []  # (interrupted in the group: what it wrote)
             through = False
@@ -1629,6 +1668,6 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "file_stamp", "glob_matcher",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
-           "reason_actions", "refuse_batch_output_as_input", "row_orientation_doubtful", "row_segmented", "row_symphysis_misplaced",
-           "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure",
+           "reason_actions", "refuse_batch_output_as_input", "row_anatomy_unrecognised", "row_orientation_doubtful",
+           "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure",
            "write_measurements_csv"]

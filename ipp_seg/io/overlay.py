@@ -209,8 +209,14 @@ def _fixed(p: np.ndarray) -> tuple[int, int]:
 
 def _line(canvas, a, b, colour, thickness) -> None:
     """A line on a dark edge, seen against bright echoes as against dark ones."""
-    cv2.line(canvas, _fixed(a), _fixed(b), _EDGE_COLOUR, thickness + 2, cv2.LINE_AA, _SHIFT)
+    cv2.line(canvas, _fixed(a), _fixed(b), _EDGE_COLOUR, _edged(thickness), cv2.LINE_AA, _SHIFT)
     cv2.line(canvas, _fixed(a), _fixed(b), colour, thickness, cv2.LINE_AA, _SHIFT)
+
+
+def _edged(thickness: int) -> int:
+    """The width of a line's dark edge: a third of the line at each side, 1 pixel at least, so
+    that it stays seen when a large overlay is shown shrunk."""
+    return thickness + 2 * max(1, round(thickness / 3))
 
 
 def _dashed_line(canvas, a, b, colour, thickness, dash: float) -> None:
@@ -285,7 +291,7 @@ def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray
     dirs = np.stack([u_dir[0] * c - u_dir[1] * sn, u_dir[0] * sn + u_dir[1] * c], axis=1)
     arc = inferior + radius * dirs / scale
     pts = np.round(arc * _ONE).astype(np.int32).reshape(-1, 1, 2)
-    cv2.polylines(canvas, [pts], False, _EDGE_COLOUR, style.line + 2, cv2.LINE_AA, _SHIFT)
+    cv2.polylines(canvas, [pts], False, _EDGE_COLOUR, _edged(style.line), cv2.LINE_AA, _SHIFT)
     cv2.polylines(canvas, [pts], False, _AXIS_COLOUR, style.line, cv2.LINE_AA, _SHIFT)
 
     # The value goes on the far side of the vertex from the arc's middle: inside the angle
