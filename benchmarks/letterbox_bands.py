@@ -2,8 +2,9 @@
 
 The 230 frames of the validation blocks (04602-04801, 04372-04401), each padded with black
 columns at both sides (40-100 each, seeded), as a screen capture exports them, and at one side
-(40-140), as a crop padded back to its size does; and likewise with rows above and below. For each: the AoP the model reads
-on the frame as recorded and on the padded frame, as ipp-seg now shows it to the network (the
+(40-140), as a crop padded back to its size does; and likewise with rows above and below. For
+each: the AoP the model reads on the frame as recorded and on the padded frame, as ipp-seg now
+shows it to the network (the
 bands trimmed, ``ipp_seg.inference.pipeline.trim_dark_bands``) and as it did before (the bands
 shown: the trimming replaced by the box as given, in this process only).
 

@@ -720,7 +720,8 @@ def evaluate_folders(
                            _spacing_text(pred_spacing), _spacing_text(spacing))
         try:
             result = evaluate_case(pred, gt, image, method, spacing, case_id=case_id, labels=labels,
-                                   orientation=orientation, style=style, reference_aop_deg=(reference_aop or {}).get(case_id),
+                                   orientation=orientation, style=style,
+                                   reference_aop_deg=(reference_aop or {}).get(case_id),
                                    recorded_reasons=run_reasons.get(case_id, ()))
             if case_id in run_failures:  # the run's own reason, not what an empty mask would be said to lack
                 result = replace(result, status_pred="failed", reasons_pred=_codes_of(run_failures[case_id]))

@@ -1669,5 +1669,5 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "reason_actions", "refuse_batch_output_as_input", "row_anatomy_unrecognised", "row_orientation_doubtful",
-           "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure", "run_batch", "suffix_disambiguated", "symphysis_mostly_unsure",
-           "write_measurements_csv"]
+           "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure", "run_batch", "suffix_disambiguated",
+           "symphysis_mostly_unsure", "write_measurements_csv"]
