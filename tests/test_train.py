@@ -584,6 +584,8 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     assert list(card["validation"]) == ["overall", *(k for k in card["validation"] if k.startswith("style:"))]
     markdown = (models / "ours.md").read_text()
     assert "PSFHS" not in markdown and "narrow-sector" not in markdown and "Trained on one folder" in markdown
+    # Nor an empty column against a published AoP the data does not have.
+    assert "aop_reference.csv" not in markdown and "| failed | score |" in markdown
     assert f"below a head confidence of {floors['head']:.3f}" in markdown  # the reader of the card sees them too
     assert f"below a PS confidence of {floors['ps']:.3f}" in markdown
     assert sorted(p.name for p in models.iterdir()) == ["ours.json", "ours.md", "ours.onnx", "ours.pt"]

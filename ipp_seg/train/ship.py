@@ -419,6 +419,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
         "training": {
             "data": data_words,
             "data_is_psfhs": psfhs,
+            "data_has_reference_aop": (Path(data) / REFERENCE_AOP_FILE).is_file(),
             "started_from_psfhs_weights": from_psfhs,
             "licence_of_data": licence,
             "train_ids": f"{id_range(train_ids[0], train_ids[-1])} ({len(train_ids)} frames, "
@@ -617,16 +618,20 @@ def model_card_markdown(card: dict) -> str:
                      "card's own." if source.get("onnx", "").endswith(".onnx") else ""), ""]
     else:
         lines += ["## Validation (never trained on)", ""]
+    methods = (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
+               ("validation_tta", "ellipse, --tta"))
+    # The column against a published AoP only where the data has one (PSFHS's aop_reference.csv).
+    referenced = t.get("data_has_reference_aop", t.get("data_is_psfhs", True))  # (older cards: PSFHS's had one)
     lines += ["| block | method | frames | Dice PS | Dice FH | Dice all | HD all px | mean / median abs dAoP deg | "
-              "mean / median abs dAoP vs aop_reference.csv deg | failed | score |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for method_key, method in (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
-                               ("validation_tta", "ellipse, --tta")):
+              + ("mean / median abs dAoP vs aop_reference.csv deg | " if referenced else "") + "failed | score |",
+              "|---|---|---|---|---|---|---|---|" + ("---|" if referenced else "") + "---|---|"]
+    for method_key, method in methods:
         for block, m in card.get(method_key, {}).items():
+            reference = (f"{_f(m.get('mean_abs_delta_aop_reference_deg'), 2)} / "
+                         f"{_f(m.get('median_abs_delta_aop_reference_deg'), 2)} | ") if referenced else ""
             lines.append(f"| {block} | {method} | {m['cases']} | {_f(m['dice_ps'])} | {_f(m['dice_fh'])} | "
                          f"{_f(m['dice_all'])} | {_f(m['hd_all_px'], 2)} | {_f(m['mean_abs_delta_aop_deg'], 2)} / "
-                         f"{_f(m['median_abs_delta_aop_deg'], 2)} | {_f(m.get('mean_abs_delta_aop_reference_deg'), 2)} / "
-                         f"{_f(m.get('median_abs_delta_aop_reference_deg'), 2)} | {m['failed_measurements']} | "
+                         f"{_f(m['median_abs_delta_aop_deg'], 2)} | {reference}{m['failed_measurements']} | "
                          f"{_f(m['score'])} |")
     lines += _agreement_markdown(card.get("validation", {}))
     floors = card.get("confidence_floors")
