@@ -14,7 +14,8 @@ import os as _os
 # it: here, before any of ipp-seg's modules (or a caller, after importing ipp_seg) imports
 # onnxruntime; ORT_DISABLE_TELEMETRY=0 in the environment leaves it on. A tool that reads
 # patients' scans sends nothing and writes nothing outside its output folders.
-_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+if not _os.environ.get("ORT_DISABLE_TELEMETRY", "").strip():  # (an empty value, `export X=`, is no choice)
+    _os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 # A library logs, it does not print: without this, Python's last-resort handler writes the
 # warnings of a program that set up no logging to its stderr.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from ipp_seg.io.dicom_results import PRIVATE_SCHEME, write_dicom_seg, write_dicom_sr
+from ipp_seg.io.dicom_results import PRIVATE_SCHEME, DicomResultError, write_dicom_seg, write_dicom_sr
 from ipp_seg.measure import REASONS, measure_progress
 from ipp_seg.measure.result import REASON_TITLES, SPACING_SOURCES
 
@@ -394,6 +395,37 @@ def test_a_runs_seg_and_sr_share_their_series_date_and_time_in_the_sources_zone(
     assert (ds.SeriesDate, ds.SeriesTime) == (local.strftime("%Y%m%d"), local.strftime("%H%M%S"))
 
 
+def test_results_repeat_no_optional_patient_data_and_no_invalid_uid(source, tmp_path):
+    # A privacy review: the SEG and SR had copied the patient's other names and free-text comments
+    # (optional attributes), a name stored with a date's VR kept that VR, and an invalid Study
+    # Instance UID (a name, here) had been copied as it was.
+    from pydicom.dataelem import DataElement
+
+    source.OtherPatientNames = "GEBNAME^ERIKA"
+    source.PatientComments = "comment MUSTERMANN"
+    source.PatientName = "MUSTERMANN^ERIKA"
+    mask = synthetic_mask()
+    for path in (write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW),
+                 write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **KW)):
+        ds = pydicom.dcmread(path)
+        assert "OtherPatientNames" not in ds and "PatientComments" not in ds
+        assert ds.PatientName == "MUSTERMANN^ERIKA" and ds.PatientID == source.PatientID  # what the IOD needs
+        assert dciodvfy_errors(path) == []
+    wrong = copy.deepcopy(source)
+    tag = wrong["PatientName"].tag
+    wrong[tag] = DataElement(tag, "DA", "MUSTERMANN")
+    ds = pydicom.dcmread(write_dicom_seg(wrong, mask, tmp_path / "wrong.dcm", **KW))
+    assert ds["PatientName"].VR == "PN" and ds.PatientName == ""
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        damaged = copy.deepcopy(source)
+        setattr(damaged, keyword, "MUSTERMANN.ERIKA")
+        for write in (lambda: write_dicom_seg(damaged, mask, tmp_path / "d.dcm", **KW),
+                      lambda: write_dicom_sr(damaged, measure_progress(mask, (0.35, 0.35)), tmp_path / "d.dcm", **KW)):
+            with pytest.raises(DicomResultError, match=f"{keyword} is no valid UID") as info:
+                write()
+            assert "MUSTERMANN" not in str(info.value)
+
+
 def test_missing_highdicom_gives_install_hint(source, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)
     with pytest.raises(ImportError, match=r"pip install -e '\.\[dicom\]' in the ipp-seg clone"):
@@ -608,9 +640,9 @@ def test_what_highdicom_copies_beyond_the_patient_group_is_checked_too(tmp_path)
     latin = pydicom.dcmread(SAMPLE)
     del latin.SpecificCharacterSet
     item = Dataset()
-    item.add(DataElement(0x00100020, "LO", b"L\xfc1 "))  # Latin-1 bytes, no character set declared
-    item.TypeOfPatientID = "TEXT"
-    latin.OtherPatientIDsSequence = [item]
+    item.CodeValue, item.CodingSchemeDesignator = "P1", "99X"
+    item.add(DataElement(0x00080104, "LO", b"L\xfc1 "))  # Code Meaning in Latin-1 bytes, no character set declared
+    latin.ProcedureCodeSequence = [item]
     latin.PhysiciansOfRecord = "Phys^\x02One"  # a control character
     latin.AdmissionID = "A" * 90  # longer than LO allows
     latin.PatientName = "a^b^c^d^e^f"  # six name parts
@@ -621,11 +653,11 @@ def test_what_highdicom_copies_beyond_the_patient_group_is_checked_too(tmp_path)
                 write_dicom_sr(source, measurement, tmp_path / "sr.dcm", **KW)):
         written = pydicom.dcmread(out)
         assert written.SpecificCharacterSet == "ISO_IR 192"
-        assert written.OtherPatientIDsSequence[0].PatientID == "Lü1"
+        assert written.ProcedureCodeSequence[0].CodeMeaning == "Lü1"
         assert str(written.PhysiciansOfRecord) == "" and written.AdmissionID == "" and str(written.PatientName) == ""
         if shutil.which("dciodvfy"):
             assert dciodvfy_errors(out) == [], out.name
-    assert source.OtherPatientIDsSequence[0].PatientID == "Lü1"  # the caller's items as they were
+    assert source.ProcedureCodeSequence[0].CodeMeaning == "Lü1"  # the caller's items as they were
 
 
 def test_a_frame_of_reference_that_is_not_whole_gives_a_seg_outside_it(tmp_path):
@@ -659,11 +691,11 @@ def test_text_in_no_declared_character_set_that_is_valid_utf8_is_read_as_utf8(tm
     del ds.SpecificCharacterSet
     ds["PatientName"] = DataElement(0x00100010, "PN", "Müller^Zoë^Test".encode())
     ds["StudyDescription"] = DataElement(0x00081030, "LO", "Geburtshilfe Übersicht".encode())
-    ds["PatientComments"] = DataElement(0x00104000, "LT", "Straße 1".encode("latin-1"))  # Latin-1 after all
+    ds["AdditionalPatientHistory"] = DataElement(0x001021B0, "LT", "Straße 1".encode("latin-1"))  # Latin-1 after all
     item = Dataset()
-    item.add(DataElement(0x00100020, "LO", "Zoë-1".encode()))
-    item.TypeOfPatientID = "TEXT"
-    ds.OtherPatientIDsSequence = [item]
+    item.CodeValue, item.CodingSchemeDesignator = "P1", "99X"
+    item.add(DataElement(0x00080104, "LO", "Zoë-1".encode()))
+    ds.ProcedureCodeSequence = [item]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.save_as(tmp_path / "undeclared.dcm", enforce_file_format=True)
@@ -675,8 +707,8 @@ def test_text_in_no_declared_character_set_that_is_valid_utf8_is_read_as_utf8(tm
         assert written.SpecificCharacterSet == "ISO_IR 192"
         assert str(written.PatientName) == "Müller^Zoë^Test"
         assert written.StudyDescription == "Geburtshilfe Übersicht"
-        assert written.PatientComments == "Straße 1"
-        assert written.OtherPatientIDsSequence[0].PatientID == "Zoë-1"
+        assert written.AdditionalPatientHistory == "Straße 1"
+        assert written.ProcedureCodeSequence[0].CodeMeaning == "Zoë-1"
         assert dciodvfy_errors(out) == [], out.name
     assert "Müller" not in caplog.text and "Zo" not in caplog.text
     assert str(source.PatientName) == "MÃ¼ller^ZoÃ«^Test"  # the caller's dataset as pydicom read it

@@ -909,6 +909,9 @@ def test_an_output_replaces_a_planted_pipe_keeps_a_files_permissions_and_names_i
     private.chmod(0o600)
     with replacing(private, text=True) as fh:
         fh.write("{\"a\": 1}")
+        # The new content is no more open than the output it replaces, while it is written too.
+        (staging,) = tmp_path.glob(".ipp-seg-*.part")
+        assert stat.S_IMODE(staging.stat().st_mode) == 0o600
     assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() == '{"a": 1}'
     missing = tmp_path / "no such folder" / "x.png"
     with pytest.raises(FileNotFoundError) as info:

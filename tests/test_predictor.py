@@ -398,6 +398,12 @@ def test_onnxruntime_keeps_no_device_identifier_and_sends_no_telemetry(tmp_path,
     run = subprocess.run([sys.executable, "-c", "import os, ipp_seg; print(os.environ['ORT_DISABLE_TELEMETRY'])"],
                          capture_output=True, text=True, env={**env, "ORT_DISABLE_TELEMETRY": "0"})
     assert run.stdout.strip() == "0", run.stderr
+    # An empty value (`export ORT_DISABLE_TELEMETRY=` in a profile) is no such choice: onnxruntime
+    # had taken it for telemetry on, and queued an event under ~/.cache.
+    for empty in ("", " "):
+        run = subprocess.run([sys.executable, "-c", "import os, ipp_seg; print(os.environ['ORT_DISABLE_TELEMETRY'])"],
+                             capture_output=True, text=True, env={**env, "ORT_DISABLE_TELEMETRY": empty})
+        assert run.stdout.strip() == "1", run.stderr
 
 
 def test_black_bands_beside_the_image_are_not_shown_to_the_network(predictor):

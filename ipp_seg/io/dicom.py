@@ -134,6 +134,14 @@ class DicomInfo:
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
+# Modality defined terms (PS3.3 C.7.3.1.1.1, with retired ones), quoted in a refusal.
+_DEFINED_MODALITIES = frozenset(
+    "AR ASMT AU BDUS BI BMD CD CF CP CR CS CT DD DF DG DM DOC DS DX EC ECG EPS ES FA FID FS GM HC HD IO IOL "
+    "IVOCT IVUS KER KO LEN LP LS M3D MA MG MR MS NM OAM OCT OP OPM OPR OPT OPTBSV OPTENF OPV OSS OT PLAN POS "
+    "PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR "
+    "SR SRF ST STAIN TEXTUREMAP TG US VA VF XA XAPROTOCOL XC CTPROTOCOL".split())
+
+
 def _valid_uid(value) -> str | None:
     """A UID as the header holds it, None where it holds none or no valid one (digits and dots,
     at most 64 characters): a damaged header's text never reaches a CSV from here."""
@@ -659,7 +667,9 @@ def _reject_other_modality(path: str, ds: Dataset) -> None:
     if modality in _RESULT_MODALITIES:
         raise ScanReadError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
                                   "an ultrasound image to segment")
-    raise ScanReadError(path, f"an image of modality {modality}, not ultrasound (US): ipp-seg segments "
+    # Quoted only when it is a modality DICOM defines: a damaged header may hold any text (patient data).
+    shown = modality if modality in _DEFINED_MODALITIES else "(not one DICOM defines)"
+    raise ScanReadError(path, f"an image of modality {shown}, not ultrasound (US): ipp-seg segments "
                               "transperineal ultrasound frames")
 
 

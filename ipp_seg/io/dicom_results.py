@@ -216,7 +216,7 @@ def write_dicom_seg(
         seg.SeriesDescription = _lo(f"PS and FH segmentation ({model_name})")
         _declare_private_scheme(seg)
         _in_the_sources_time_zone(seg, source, label, series_started)
-        return _save(seg, path)
+        return _save(_minimised(seg), path)
 
 
 def write_dicom_sr(
@@ -385,7 +385,7 @@ def write_dicom_sr(
         document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
         _declare_private_scheme(document)
         _in_the_sources_time_zone(document, source, label, series_started)
-        return _save(document, path)
+        return _save(_minimised(document), path)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -453,6 +453,37 @@ def _as_utf8_if_valid(text: str) -> str:
         return text.encode("latin-1").decode("utf-8")
     except UnicodeError:  # Latin-1 after all, or set in memory beyond Latin-1
         return text
+
+
+_UID_TEXT = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")
+
+# Optional (type 3) patient attributes a derived object need not repeat: copied, they would
+# spread a patient's other names and free-text comments to every SEG and SR.
+_NOT_REPEATED = ("OtherPatientNames", "OtherPatientIDs", "OtherPatientIDsSequence", "PatientComments",
+                 "PatientBirthName", "PatientMotherBirthName", "MedicalAlerts", "Allergies", "EthnicGroup",
+                 "PatientReligiousPreference", "PatientAddress", "PatientTelephoneNumbers")
+
+
+def _minimised(ds):
+    """``ds`` without :data:`_NOT_REPEATED` (what the IOD requires is kept)."""
+    from pydicom.datadict import tag_for_keyword
+
+    for keyword in _NOT_REPEATED:
+        tag = tag_for_keyword(keyword)
+        if tag is not None and tag in ds:
+            del ds[tag]
+    return ds
+
+
+def _standard_vr(tag, vr: str) -> str:
+    """The VR the data dictionary gives ``tag`` (one VR only), else ``vr`` as stored."""
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        standard = dictionary_VR(tag)
+    except KeyError:  # a private or unknown tag
+        return vr
+    return standard if " " not in standard else vr
 
 
 def _conforming_source(source, label: str = "the source", kind: str = "derived object"):
@@ -524,7 +555,8 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                         raise ValueError("a control character, or a name of more than five parts")
                     non_ascii |= not text.isascii()
             except (TypeError, ValueError):
-                dataset[element.tag] = DataElement(element.tag, element.VR, "")
+                # Emptied under the VR the standard gives it: a name stored as a date stays a name.
+                dataset[element.tag] = DataElement(element.tag, _standard_vr(element.tag, element.VR), "")
                 blanked.append(element.keyword or str(element.tag))
 
     conform(fixed, False, _read_as_latin1(source.get("SpecificCharacterSet")))
@@ -569,7 +601,12 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
 # date and time is checked wherever it is.
 _COPIED_GROUPS = (0x0010, 0x0012, 0x0038)
 _COPIED_KEYWORDS = frozenset({*_COPIED_STUDY, "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy",
-                              "ConsultingPhysicianName", "AdmittingDiagnosesDescription", "RequestingService"})
+                              "ConsultingPhysicianName", "AdmittingDiagnosesDescription", "RequestingService",
+                              # the study's sequences highdicom copies too (their items' text is checked)
+                              "ProcedureCodeSequence", "ReferringPhysicianIdentificationSequence",
+                              "PhysiciansOfRecordIdentificationSequence",
+                              "PhysiciansReadingStudyIdentificationSequence",
+                              "ConsultingPhysicianIdentificationSequence", "ReferencedStudySequence"})
 
 
 def _is_copied(element) -> bool:
@@ -673,6 +710,11 @@ def _check_frame(source, frame_number: int | None) -> int | None:
     for keyword in ("SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "StudyInstanceUID", "SeriesInstanceUID"):
         if keyword not in source:
             raise DicomResultError(f"source dataset lacks {keyword}")
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        # Not quoted: a damaged header may hold any text there (a patient's name had been copied
+        # into a SEG and SR as their Study Instance UID).
+        if not _UID_TEXT.fullmatch(str(source.get(keyword) or "").strip().rstrip("\x00")):
+            raise DicomResultError(f"the source's {keyword} is no valid UID (digits and dots, at most 64)")
     retired = _RETIRED_ULTRASOUND.get(str(source.SOPClassUID))
     if retired:
         raise DicomResultError(f"the source is stored with the retired SOP class {retired}, which a SEG or SR "

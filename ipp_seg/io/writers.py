@@ -60,7 +60,10 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
     staging = target.with_name(f".ipp-seg-{uuid.uuid4().hex}.part")  # short: the target's name may be 255 bytes
     try:
-        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        # Created no more open than the output it replaces: under the umask's 0666, a private
+        # output's new content had been readable by others until the chmod below.
+        created = stat.S_IMODE(mode) if mode is not None and stat.S_ISREG(mode) else 0o666
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, created)
     except PermissionError:
         if mode is None or not stat.S_ISREG(mode):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target.parent)) from None
