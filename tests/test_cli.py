@@ -1777,3 +1777,26 @@ def test_a_refused_option_reads_as_ipp_segs_own_errors_do(tmp_path):
         assert "--overlays" not in run.stderr
     helped = _ipp_seg_process("batch", "--help", capture_output=True, text=True)
     assert helped.returncode == 0 and "--workers" in helped.stdout
+
+
+def test_an_overlay_that_shows_burned_in_text_is_said(tmp_path, sample_dicom):
+    # A DICOM that says text is burnt into its pixels and declares no ultrasound region: its overlay
+    # shows the whole frame, the banner with the patient's name included, and nothing had said so.
+    import pydicom
+
+    ds = pydicom.dcmread(sample_dicom)
+    del ds.SequenceOfUltrasoundRegions
+    ds.BurnedInAnnotation = "YES"
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    ds.save_as(scans / "burned.dcm")
+    said = " ".join(invoke("predict", scans / "burned.dcm", "--out", tmp_path / "p").output.split())
+    assert "Burned In Annotation YES" in said and "overlay shows the whole frame" in said
+    assert "Burned In Annotation" not in " ".join(invoke("predict", scans / "burned.dcm").output.split())  # no overlay
+    batch = _ipp_seg_process("batch", scans, "--out", tmp_path / "b", "--overlays", capture_output=True, text=True)
+    assert batch.returncode == 0 and batch.stderr.count("Burned In Annotation YES") == 1, batch.stderr
+    plain = _ipp_seg_process("batch", scans, "--out", tmp_path / "c", capture_output=True, text=True)
+    assert "Burned In Annotation" not in plain.stderr
+    ds.BurnedInAnnotation = "NO"
+    ds.save_as(scans / "burned.dcm")
+    assert "Burned In Annotation" not in invoke("predict", scans / "burned.dcm", "--out", tmp_path / "q").output

@@ -39,7 +39,7 @@ from ..io import (FrameNotInScanError, NotAnImageError, Provenance, ScanReadErro
                   parse_frame_selection, read_frames, write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
-from ..io.overlay import imaged_pixels, overlay_title, render_overlay
+from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within
 from ..measure import METHODS, ORIENTATIONS, Measurement
@@ -882,6 +882,7 @@ class FileProcessor:
         stamps = [file_stamp(path) for path, _ in items]  # before reading: a later change is not hidden
         rows: list[list[dict]] = [[] for _ in items]
         outputs: list[list[str]] = [[] for _ in items]
+        burned_in_said: set[int] = set()
         timings: dict = {}
         for item, result in self.results_of_files(items, timings):
             if stopped is not None and stopped():
@@ -905,6 +906,9 @@ class FileProcessor:
             if opts.overlays:
                 overlay_path = opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png"
                 check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
+                if overlay_shows_burned_in_text(frame) and item not in burned_in_said:
+                    burned_in_said.add(item)  # (once a file)
+                    log.warning("%s: %s", name, BURNED_IN_TEXT_SHOWN)
                 _note_output(outputs[item], written, name, overlay_path)
                 write_overlay_png(overlay_path,
                                   render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
@@ -925,6 +929,11 @@ class FileProcessor:
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
                             tuple(file_outputs))
                 for name, file_rows, file_outputs in zip(names, rows, outputs)]
+
+
+BURNED_IN_TEXT_SHOWN = ("the file says text is burnt into its pixels (Burned In Annotation YES) and declares no "
+                        "ultrasound region, so its overlay shows the whole frame, that text (a patient's name, "
+                        "often) included")
 
 
 def _note_output(outputs: list[str], written: list[tuple[str, str]] | None, name: str, path: Path) -> None:

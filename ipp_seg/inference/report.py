@@ -15,10 +15,12 @@ from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.folders import printable_file, printable_path
+from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import Measurement
-from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor, FrameFailure, dicom_uids,
-                    fitting_stem, measurement_row, output_stem, shown_confidence, suffix_disambiguated)
+from .batch import (BURNED_IN_TEXT_SHOWN, NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
+                    FrameFailure, dicom_uids, fitting_stem, measurement_row, output_stem, shown_confidence,
+                    suffix_disambiguated)
 from .pipeline import FrameResult, segmented_box
 
 
@@ -294,6 +296,9 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                         said.add((scan, str(exc)))
                         where = f"{scan} frame {result.frame.frame_index}" if result.frame.n_frames > 1 else str(scan)
                         errors.append(f"{where}: {exc}")
+                if overlay_shows_burned_in_text(result.frame) and (scan, "burned in") not in said:
+                    said.add((scan, "burned in"))
+                    warnings.append(f"{scan}: {BURNED_IN_TEXT_SHOWN}")
                 if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
                         and (scan, "not DICOM") not in said:
                     said.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image

@@ -124,6 +124,7 @@ class DicomInfo:
     # Uncompressed pixel data that ends before the frames the header declares: how many whole
     # frames it holds (None: all). Those are read; the first one beyond fails on its own.
     frames_present: int | None = None
+    burned_in_text: bool = False  # Burned In Annotation YES: text (a name) in the pixels
 
     @property
     def uids(self) -> tuple[str | None, str | None, str | None]:
@@ -293,6 +294,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         study_instance_uid=_valid_uid(ds.get("StudyInstanceUID")),
         series_instance_uid=_valid_uid(ds.get("SeriesInstanceUID")),
         frames_present=frames_present,
+        burned_in_text=str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES",
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",

@@ -75,7 +75,8 @@ class Provenance:
     formats) or ``"array"`` (pixels handed over in memory). ``frame_number`` is the 1-based
     DICOM frame number (``None`` for other formats). The UIDs are a DICOM file's own (``None``
     for other formats, or where the header holds no valid UID): with them a result joins back
-    to its study and series.
+    to its study and series. ``burned_in_text``: a DICOM file says text is burnt into its
+    pixels (Burned In Annotation YES), such as the patient's name in a banner.
     """
 
     path: str
@@ -84,6 +85,7 @@ class Provenance:
     frame_number: int | None = None
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
+    burned_in_text: bool = False
 
 
 @dataclass(frozen=True)

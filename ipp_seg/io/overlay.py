@@ -78,6 +78,13 @@ def overlay_title(name: str, frame_index: int, n_frames: int, dicom_frame_number
     return f"{name}  frame {frame_index} of 0-{n_frames - 1}{dicom}"
 
 
+def overlay_shows_burned_in_text(frame) -> bool:
+    """Whether an overlay of ``frame`` (an UltrasoundFrame) shows text its file says is burnt
+    into its pixels: a DICOM file with Burned In Annotation YES that declares no ultrasound
+    region, so that nothing around the image is blacked out (:func:`imaged_pixels`)."""
+    return bool(frame.provenance.burned_in_text) and not frame.regions
+
+
 def imaged_pixels(pixels: np.ndarray, regions) -> np.ndarray:
     """``pixels`` with everything outside the frame's 2-D tissue regions (DICOM ultrasound
     regions, ``UltrasoundFrame.regions``) black: the banner, where a scanner burns in the

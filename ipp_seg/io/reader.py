@@ -134,7 +134,7 @@ def read_frames(
         return _frames(
             pixel_source, spacing, info.regions, info.n_frames,
             lambda i: Provenance(name, "dicom", info.sop_instance_uid, i + 1, info.study_instance_uid,
-                                 info.series_instance_uid),
+                                 info.series_instance_uid, info.burned_in_text),
         )
     if kind == "itk":
         from .itk import inspect_itk, iter_itk_frames
