@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -1800,3 +1801,16 @@ def test_an_overlay_that_shows_burned_in_text_is_said(tmp_path, sample_dicom):
     ds.BurnedInAnnotation = "NO"
     ds.save_as(scans / "burned.dcm")
     assert "Burned In Annotation" not in invoke("predict", scans / "burned.dcm", "--out", tmp_path / "q").output
+
+
+def test_predict_out_removes_what_a_killed_run_left_being_written(tmp_path, sample_png):
+    # A predict --out killed outright leaves a hidden staging file (a partial report: patient data);
+    # a later run into the same folder removes those old enough to be no write in progress.
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale, fresh = out / "sub" / ".ipp-seg-0123abcd.part", out / ".ipp-seg-4567ef01.part"
+    for path in (stale, fresh):
+        path.write_text('{"file": "patient"}')
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert invoke("predict", sample_png, "--out", out).exit_code == 0
+    assert not stale.exists() and fresh.exists()
