@@ -570,7 +570,7 @@ def _say_messages(item) -> None:
     for message in item.errors:
         error(message)
     for message in item.warnings:
-        err.print(f"[yellow]{escape(message)}[/]", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _load_processor(options):
@@ -1262,7 +1262,9 @@ def _say_usage_error(exc) -> None:
     """A refused option or argument, in two plain lines as ipp-seg's own errors read: the usage,
     and ``ipp-seg: <what is wrong>; ... --help lists the options``. typer's box around it had
     read as a different program's, and its ``{SCAN}`` as a literal."""
-    command = exc.ctx.command_path if exc.ctx is not None else "ipp-seg"
+    command = exc.ctx.command_path if exc.ctx is not None else "ipp-seg" + next(
+        (f" {arg}" for arg in sys.argv[1:] if arg in {c.name or c.callback.__name__ for c in app.registered_commands}),
+        "")
     if getattr(exc, "possibilities", None) and exc.ctx is not None:  # "no such option": hidden ones not offered
         hidden = {name for param in exc.ctx.command.params if getattr(param, "hidden", False) for name in param.opts}
         exc.possibilities = [name for name in exc.possibilities if name not in hidden]

@@ -1803,3 +1803,39 @@ def test_a_run_of_frames_the_network_recognises_nothing_in_is_advised_as_such():
     upside_down = RunAdvice.of_rows([turned] * 4 + [photo])
     assert upside_down.symphysis_mostly_unsure and not upside_down.mostly_unrecognised
     assert RunAdvice.of_rows([photo, sound, sound, sound]).mostly_unrecognised is False
+
+
+def test_overwrite_keeps_the_permissions_of_the_csv_it_replaces(tmp_path, sample_png):
+    # The CSV names patients' files: made private by its owner, --overwrite had made it readable by all.
+    import stat
+
+    import ipp_seg.inference.batch as batch_module
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 2)
+    out = tmp_path / "out"
+    batch_module.run_batch(batch_module.BatchOptions(root, out))
+    (out / "measurements.csv").chmod(0o600)
+    previous = os.umask(0o022)
+    try:
+        batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == 0o600
+    assert len(_rows(out / "measurements.csv")) == 2
+
+
+def test_a_run_stopped_before_its_first_row_leaves_no_output_folders(tmp_path, sample_png, monkeypatch):
+    # Stopped between the first group's outputs and its rows, a run had left masks/ and overlays/
+    # empty (their files swept), so that OUT, made by the run, stayed.
+    import ipp_seg.inference.batch as batch_module
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 3)
+    out = tmp_path / "new" / "out"
+
+    def stopped(self, rows, header=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module._WholeRowsFile, "write_rows", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overlays=True))
+    assert not (tmp_path / "new").exists()

@@ -6,6 +6,7 @@ import logging
 import os
 import pickle
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import cv2
@@ -445,7 +446,7 @@ def test_region_data_type_none_counts_as_an_untyped_view(tmp_path):
 @pytest.mark.parametrize("modality, words", [("CT", "an image of modality CT, not ultrasound"),
                                              ("SEG", "a DICOM Segmentation (modality SEG), a result"),
                                              # Any other text is not quoted: a damaged header's may be a name.
-                                             ("MUSTERMANN", "an image of modality (not one DICOM defines), not")])
+                                             ("MUSTERMANN", "an image of a modality DICOM does not define, not")])
 def test_images_of_other_modalities_are_refused(tmp_path, modality, words):
     path = write_dicom(tmp_path / "other.dcm", ramp_frames(1)[0], extra={"Modality": modality})
     assert words in _error(path).reason and "MUSTERMANN" not in _error(path).reason
@@ -1168,3 +1169,18 @@ def test_a_dicom_that_cannot_be_opened_is_worded_as_every_reader_words_it(sample
     monkeypatch.setattr(dicom_module, "open", refused, raising=False)
     with pytest.raises(ScanReadError, match=r"cannot open the file \(Permission denied\)"):
         dicom_module.inspect_dicom(sample_dicom)
+
+
+def test_uids_that_are_no_uids_never_reach_a_frames_provenance(tmp_path):
+    # A damaged header's text (a patient's name, here) had reached the CSV and JSON as the SOP
+    # Instance UID; the Study and Series UIDs were already left out so.
+    path = write_dicom(tmp_path / "damaged.dcm", ramp_frames(1)[0])
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.StudyInstanceUID = "MUSTERMANN.ERIKA"
+    with warnings.catch_warnings():  # (pydicom warns of the invalid UIDs it is given)
+        warnings.simplefilter("ignore")
+        ds.save_as(path)
+    provenance = read_frame(path).provenance
+    assert (provenance.sop_instance_uid, provenance.study_instance_uid) == (None, None)
+    good = read_frame(write_dicom(tmp_path / "good.dcm", ramp_frames(1)[0])).provenance
+    assert good.sop_instance_uid and set(good.sop_instance_uid) <= set("0123456789.")

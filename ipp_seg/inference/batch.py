@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import threading
 import time
 import traceback
@@ -1415,6 +1416,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if close is not None:
             close()  # (the workers drop what they hold, and say what they wrote)
         _remove_outputs_without_rows(left, rowed)
+        for folder in (MASKS_FOLDER, OVERLAYS_FOLDER):  # left empty: as a run stopped before any output
+            _remove_empty_folders(options.out_dir / folder)
         raise
     csv_advice, repeats = None, ()
     if options.resume:
@@ -1429,6 +1432,15 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
                         doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised)
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders under it that hold nothing (not links to folders)."""
+    if root.is_symlink() or not root.is_dir():
+        return
+    for here, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):  # the deepest first
+        with suppress(OSError):  # not empty
+            os.rmdir(here)
 
 
 def _remove_outputs_without_rows(outputs: list[tuple[str, str]], rowed: set[str]) -> None:
@@ -1533,9 +1545,16 @@ class _WholeRowsFile:
         self._end = 0
 
     def _open(self) -> None:
+        mode = 0o666  # a new CSV: the umask decides
         if self._replace:
+            try:  # the CSV it replaces keeps its permissions (a private one had become readable by all)
+                mode = stat.S_IMODE(self._path.lstat().st_mode)
+            except FileNotFoundError:
+                pass
             self._path.unlink(missing_ok=True)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+        if self._replace and mode != 0o666:
+            os.fchmod(self._fd, mode)  # (as it was, whatever the umask)
         self._end = os.fstat(self._fd).st_size
         if self._end == 0:
             self.write_rows([], header=True)

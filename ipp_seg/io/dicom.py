@@ -287,7 +287,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         regions=regions,
         spacing_mm=spacing,
         spacing_source=source,
-        sop_instance_uid=str(ds.SOPInstanceUID) if ds.get("SOPInstanceUID") else None,
+        sop_instance_uid=_valid_uid(ds.get("SOPInstanceUID")),  # (a damaged header's text never reaches a row)
         palette=_palette_tables(ds, tsyntax) if photometric == _PHOTOMETRIC_PALETTE else None,
         pixel_offset=pixel_check.value_offset if pixel_check is not None and pixel_check.value_offset else None,
         has_file_meta=has_file_meta,
@@ -670,8 +670,8 @@ def _reject_other_modality(path: str, ds: Dataset) -> None:
         raise ScanReadError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
                                   "an ultrasound image to segment")
     # Quoted only when it is a modality DICOM defines: a damaged header may hold any text (patient data).
-    shown = modality if modality in _DEFINED_MODALITIES else "(not one DICOM defines)"
-    raise ScanReadError(path, f"an image of modality {shown}, not ultrasound (US): ipp-seg segments "
+    shown = f"modality {modality}" if modality in _DEFINED_MODALITIES else "a modality DICOM does not define"
+    raise ScanReadError(path, f"an image of {shown}, not ultrasound (US): ipp-seg segments "
                               "transperineal ultrasound frames")
 
 
