@@ -42,7 +42,7 @@ from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, give
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
-from ..io.writers import OVERLAY_NAME_SUFFIX, check_within
+from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
@@ -1311,12 +1311,8 @@ def _remove_unfinished_outputs(out_dir: Path) -> None:
     left in OUT's masks and overlays while writing one: with the run's lock held, no other run is
     writing them. Links to folders are not followed."""
     for folder in (out_dir / MASKS_FOLDER, out_dir / OVERLAYS_FOLDER):
-        if folder.is_symlink() or not folder.is_dir():
-            continue
-        for here, _, names in os.walk(folder):
-            for name in names:
-                if name.startswith(".ipp-seg-") and name.endswith(".part"):
-                    Path(here, name).unlink(missing_ok=True)
+        if not folder.is_symlink() and folder.is_dir():
+            remove_staging_files(folder)
 
 
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,

@@ -16,7 +16,7 @@ from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import DicomOutputsRefused, DicomResultError
 from ..io.folders import printable_file, printable_path
 from ..io.overlay import overlay_shows_burned_in_text
-from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
+from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
 from ..measure import Measurement
 from .batch import (BURNED_IN_TEXT_SHOWN, NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
                     FrameFailure, dicom_uids, fitting_stem, measurement_row, output_stem, shown_confidence,
@@ -239,29 +239,9 @@ class PredictedFrame:
         return not self.unusable and self.row["status"] == "failed"
 
 
-#: A hidden staging file (``.ipp-seg-*.part``) older than this is one a killed run left: a
-#: write in progress renames its own within seconds.
+#: A hidden staging file (:func:`~ipp_seg.io.writers.replacing`) older than this in a ``predict
+#: --out`` folder is one a killed run left: no lock tells another run's write in progress from it.
 STALE_STAGING_S = 600.0
-
-
-def remove_stale_staging(out_dir: Path, older_than_s: float = STALE_STAGING_S) -> list[Path]:
-    """Remove the hidden staging files under ``out_dir`` that a ``predict --out`` killed
-    outright left (a partial mask, overlay or report, holding patient data): those older than
-    ``older_than_s``, as no lock tells another run's write in progress from them. Links to
-    folders are not followed. Returns the paths removed."""
-    removed = []
-    now = time.time()
-    for here, _, names in os.walk(out_dir):
-        for name in names:
-            if name.startswith(".ipp-seg-") and name.endswith(".part"):
-                path = Path(here, name)
-                try:
-                    if now - path.lstat().st_mtime > older_than_s:
-                        path.unlink()
-                        removed.append(path)
-                except OSError:  # gone already, or not ours to remove
-                    continue
-    return removed
 
 
 def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path | None = None, *,
@@ -280,7 +260,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     inf = processor.options.inference
     provider = processor.segmenter.provider
     if out_dir is not None:
-        remove_stale_staging(out_dir)
+        remove_staging_files(out_dir, older_than_s=STALE_STAGING_S)
     names = output_names(list(scans))  # scans that share a file name must not overwrite each other's outputs
     run_uid = uuid.uuid4().hex  # this run's SEGs (and SRs) of one source series share a series
     run_started = datetime.now(timezone.utc)  # ...and its date and time

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,35 @@ LABEL_VALUES = (0, 1, 2)
 # <name>_overlay.png); `evaluate` reads a folder of them back by the same names.
 MASK_NAME_SUFFIX = "_mask"
 OVERLAY_NAME_SUFFIX = "_overlay"
+
+# The hidden name :func:`replacing` writes an output under before moving it over its own.
+STAGING_PREFIX, STAGING_SUFFIX = ".ipp-seg-", ".part"
+
+
+def remove_staging_files(folder: str | os.PathLike[str], older_than_s: float | None = None) -> list[Path]:
+    """Remove the hidden staging files (:func:`replacing`) under ``folder`` that a run killed
+    outright left, a partial output each (patient data): every one, where the caller holds a
+    lock no other run writes under; else those older than ``older_than_s``, as a write in
+    progress renames its own within seconds. Links to folders under it are not followed.
+    Returns the paths removed."""
+    removed = []
+    now = time.time()
+    for here, _, names in os.walk(folder):
+        for name in names:
+            if not (name.startswith(STAGING_PREFIX) and name.endswith(STAGING_SUFFIX)):
+                continue
+            path = Path(here, name)
+            try:
+                if older_than_s is None or now - path.lstat().st_mtime > older_than_s:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # gone already
+                continue
+            except OSError:
+                if older_than_s is None:  # under a lock: a leftover that cannot go is an error
+                    raise
+                continue  # another user's, in a shared folder
+    return removed
 
 
 @contextmanager
@@ -58,7 +88,8 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
         return
     if mode is not None and stat.S_ISREG(mode) and not os.access(target, os.W_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
-    staging = target.with_name(f".ipp-seg-{uuid.uuid4().hex}.part")  # short: the target's name may be 255 bytes
+    # Short: the target's name may be 255 bytes.
+    staging = target.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}{STAGING_SUFFIX}")
     try:
         # Created no more open than the output it replaces: under the umask's 0666, a private
         # output's new content had been readable by others until the chmod below.
