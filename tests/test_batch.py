@@ -1822,6 +1822,13 @@ def test_overwrite_keeps_the_permissions_of_the_csv_it_replaces(tmp_path, sample
         os.umask(previous)
     assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == 0o600
     assert len(_rows(out / "measurements.csv")) == 2
+    (out / "measurements.csv").chmod(0o666)  # kept too: not taken for "no CSV to keep" (the umask's)
+    previous = os.umask(0o022)
+    try:
+        batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == 0o666
 
 
 def test_a_run_stopped_before_its_first_row_leaves_no_output_folders(tmp_path, sample_png, monkeypatch):

@@ -1541,16 +1541,17 @@ class _WholeRowsFile:
         self._end = 0
 
     def _open(self) -> None:
-        mode = 0o666  # a new CSV: the umask decides
+        kept = None  # the permissions of the CSV it replaces (a private one had become readable by all)
         if self._replace:
-            try:  # the CSV it replaces keeps its permissions (a private one had become readable by all)
-                mode = stat.S_IMODE(self._path.lstat().st_mode)
+            try:
+                kept = stat.S_IMODE(self._path.lstat().st_mode)
             except FileNotFoundError:
                 pass
             self._path.unlink(missing_ok=True)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
-        if self._replace and mode != 0o666:
-            os.fchmod(self._fd, mode)  # (as it was, whatever the umask)
+        # A new CSV: the umask decides.
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 if kept is None else kept)
+        if kept is not None:
+            os.fchmod(self._fd, kept)  # (as it was, whatever the umask)
         self._end = os.fstat(self._fd).st_size
         if self._end == 0:
             self.write_rows([], header=True)
