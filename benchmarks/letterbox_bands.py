@@ -5,7 +5,7 @@ columns at both sides (40-100 each, seeded), as a screen capture exports them, a
 (40-140), as a crop padded back to its size does; and likewise with rows above and below. For
 each: the AoP the model reads on the frame as recorded and on the padded frame, as ipp-seg now
 shows it to the network (the
-bands trimmed, ``ipp_seg.inference.pipeline.trim_dark_bands``) and as it did before (the bands
+bands trimmed, ``ipp_seg.inference.pipeline.trim_uniform_bands``) and as it did before (the bands
 shown: the trimming replaced by the box as given, in this process only).
 
     python benchmarks/letterbox_bands.py [--model dssau-net-s-heldout] [--data ../shared/data/psfhs]
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     ids = sorted(p.stem for p in (args.data / "image_mha").glob("*.mha") if is_validation(p.stem))
     predictor = Predictor(args.model)
-    trimmed = pipeline.trim_dark_bands
+    trimmed = pipeline.trim_uniform_bands
     shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
     rng = np.random.default_rng(0)
     changes = {(side, way): [] for side in PADDINGS for way in ("trimmed", "shown")}
@@ -65,11 +65,11 @@ def main() -> None:
         for side, (sideways, both) in PADDINGS.items():
             frame = padded(pixels, rng, sideways, both)
             for way, trim in (("trimmed", trimmed), ("shown", shown)):
-                pipeline.trim_dark_bands = trim
+                pipeline.trim_uniform_bands = trim
                 try:
                     aop = predictor.predict_pixels(frame).measurement.aop_deg
                 finally:
-                    pipeline.trim_dark_bands = trimmed
+                    pipeline.trim_uniform_bands = trimmed
                 if aop is None:
                     failed[side, way] += 1
                 elif own is not None:

@@ -409,7 +409,7 @@ def test_onnxruntime_keeps_no_device_identifier_and_sends_no_telemetry(tmp_path,
 def test_black_bands_beside_the_image_are_not_shown_to_the_network(predictor):
     """A frame exported with black bands at its sides (a screen capture, a crop padded back) had
     been shrunk into the square the bands widen: 138.1 deg for the sample's 146.2, no warning."""
-    from ipp_seg.inference.pipeline import segmented_box, trim_dark_bands
+    from ipp_seg.inference.pipeline import segmented_box, trim_uniform_bands
 
     grey = cv2.imread(str(SAMPLES / "psfhs_04700.png"), cv2.IMREAD_GRAYSCALE)
     own = predictor.predict_pixels(grey)
@@ -421,25 +421,25 @@ def test_black_bands_beside_the_image_are_not_shown_to_the_network(predictor):
     np.testing.assert_array_equal(result.labels[:, :x0], 0)  # nothing drawn in the bands
     # Tall frames lose rows alike; bands with text in them, and square frames, are kept whole.
     tall = cv2.copyMakeBorder(grey, 60, 60, 0, 0, cv2.BORDER_CONSTANT, value=0)
-    assert trim_dark_bands(tall, (0, 0, 256, 376))[3] - trim_dark_bands(tall, (0, 0, 256, 376))[1] == 256
+    assert trim_uniform_bands(tall, (0, 0, 256, 376))[3] - trim_uniform_bands(tall, (0, 0, 256, 376))[1] == 256
     labelled = banded.copy()
     cv2.putText(labelled, "L", (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, 255, 2)  # a mark in the left band
-    x0, _, x1, _ = trim_dark_bands(labelled, (0, 0, banded.shape[1], 256))
+    x0, _, x1, _ = trim_uniform_bands(labelled, (0, 0, banded.shape[1], 256))
     mark = int(np.flatnonzero(labelled.max(axis=0) > 16)[0])
     assert x0 <= mark < 20 and x1 < banded.shape[1]  # the mark kept: the rest from the right band
-    assert trim_dark_bands(grey, (0, 0, 256, 256)) == (0, 0, 256, 256)
+    assert trim_uniform_bands(grey, (0, 0, 256, 256)) == (0, 0, 256, 256)
     # Bands of one grey level are bands too: they had switched the trimming off (AoP 137.8 for 146.2).
     greyed = cv2.copyMakeBorder(grey, 0, 0, 60, 60, cv2.BORDER_CONSTANT, value=40)
-    assert trim_dark_bands(greyed, (0, 0, 376, 256)) == (60, 0, 316, 256)
+    assert trim_uniform_bands(greyed, (0, 0, 376, 256)) == (60, 0, 316, 256)
     assert predictor.predict_pixels(greyed).measurement.aop_deg == pytest.approx(own.measurement.aop_deg, abs=0.01)
     # So are black bands inside a 1-pixel white border line, which crosses every column.
     bordered = cv2.copyMakeBorder(cv2.copyMakeBorder(grey, 0, 0, 60, 60, cv2.BORDER_CONSTANT, value=0),
                                   1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
-    x0, y0, x1, y1 = trim_dark_bands(bordered, (0, 0, 378, 258))
+    x0, y0, x1, y1 = trim_uniform_bands(bordered, (0, 0, 378, 258))
     assert (y0, y1) == (0, 258) and x1 - x0 == 258 and x0 <= 61 and x1 >= 317
     # In physical size: pixels twice as tall as wide make a 512 x 256 frame square, nothing to trim.
     stretched = cv2.copyMakeBorder(cv2.resize(grey, (400, 256)), 0, 0, 56, 56, cv2.BORDER_CONSTANT, value=0)
-    assert trim_dark_bands(stretched, (0, 0, 512, 256), (0.1, 0.2)) == (0, 0, 512, 256)
-    x0, _, x1, _ = trim_dark_bands(stretched, (0, 0, 512, 256))  # on square pixels: the bands go
+    assert trim_uniform_bands(stretched, (0, 0, 512, 256), (0.1, 0.2)) == (0, 0, 512, 256)
+    x0, _, x1, _ = trim_uniform_bands(stretched, (0, 0, 512, 256))  # on square pixels: the bands go
     lit = np.flatnonzero(stretched.max(axis=0) > 16)
     assert x0 >= 56 and x1 <= 456 and x0 <= lit[0] and x1 > lit[-1]

@@ -240,53 +240,59 @@ class _Placement:
 
 #: A column or row of the frame whose values spread over at most this (on the 0-255 scale of
 #: the frame's range) is a band of one level, not tissue (JPEG noise in a band stays below it).
-DARK_BAND_LEVEL = 16
+BAND_SPREAD = 16
 
 
 def segmented_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), pixels of the frame with x1 and y1 exclusive: the part of the frame the
     network is shown and measured in. The ultrasound imaging region where the scan gives one
     (the largest, the first of equal ones, as in a dual view), else the whole frame; in either,
-    less the black bands at its longer sides (:func:`trim_dark_bands`)."""
+    less the bands of one level at its longer sides (:func:`trim_uniform_bands`)."""
     region = frame.imaging_region
     h, w = frame.pixels.shape
     box = None if region is None else check_image_box((region.x0, region.y0, region.x1, region.y1), (h, w))
     box = box if box is not None else (0, 0, w, h)  # (a degenerate region box: the whole frame)
-    return trim_dark_bands(frame.pixels, box, _crop_spacing(frame))
+    return trim_uniform_bands(frame.pixels, box, _crop_spacing(frame))
 
 
-def trim_dark_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
-                    spacing_mm: tuple[float, float] | None = None) -> tuple[int, int, int, int]:
-    """``box`` (x0, y0, x1, y1) less the black columns (or rows) at the ends of its longer side,
-    as far as it is longer than the other (in physical size, ``spacing_mm`` x and y): a frame
-    exported with black bands beside the image (a screen capture, a crop padded back to its
-    size) is shown to the network as the image alone, not shrunk into the square the bands
-    widen. The models learnt square frames: PSFHS frames padded with bands read their AoP a
-    median 4.1 deg away from the frame's own. A band is a column (or row) of one level, black,
-    grey or white, within :data:`DARK_BAND_LEVEL` of it; a square box, and a band holding text
-    or a scale, are left as they are."""
+def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
+                       spacing_mm: tuple[float, float] | None = None) -> tuple[int, int, int, int]:
+    """``box`` (x0, y0, x1, y1) less the bands at the ends of its longer side, as far as it is
+    longer than the other (in physical size, ``spacing_mm`` x and y): a frame exported with
+    bands beside the image (a screen capture, a crop padded back to its size) is shown to the
+    network as the image alone, not shrunk into the square the bands widen. The models learnt
+    square frames: PSFHS frames padded with bands read their AoP a median 4.1 deg away from the
+    frame's own. A band is a column (or row) of one level, black, grey or white, within
+    :data:`BAND_SPREAD` of it; a square box, and a band holding text or a scale, are left as
+    they are."""
     x0, y0, x1, y1 = box
     sx, sy = geometry_scale(spacing_mm)
     across, down = (x1 - x0) * sx, (y1 - y0) * sy
     if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
         return box
-    crop = np.asarray(pixels[y0:y1, x0:x1], dtype=np.float64)
+    wide = across > down
+    crop = np.asarray(pixels[y0:y1, x0:x1])
     if crop.ndim > 2:  # colour: its brightest channel
         crop = np.fmax.reduce(crop, axis=-1)
-    finite = crop[np.isfinite(crop)]
-    if finite.size == 0 or finite.max() <= finite.min():  # nothing to tell bands from
+    # Black and white are the frame's own finite extremes (a frame in dB, or with an offset,
+    # reads alike). Only a float frame can hold NaN or inf, and only it is copied to leave them out.
+    if np.issubdtype(crop.dtype, np.floating):
+        finite = crop[np.isfinite(crop)]
+        if finite.size == 0:
+            return box
+        black, white = float(finite.min()), float(finite.max())
+    else:
+        black, white = float(crop.min()), float(crop.max())
+    if white <= black:  # one level throughout: nothing to tell bands from
         return box
-    # A band is a column (wide) or row (tall) of one level: black, grey, or a 1-pixel white
-    # border; NaN (outside the field of view) counts as one. Its spread is measured against the
-    # frame's range (a frame in dB, or with an offset, alike).
-    black, white = float(finite.min()), float(finite.max())
-    wide = across > down
-    axis = 0 if wide else 1
-    # (Along each, a frame's 2 outermost pixels are left out: a 1-pixel border line drawn
-    # around a capture crosses every column and row.)
-    inner = crop[2:-2] if wide and crop.shape[0] > 8 else crop[:, 2:-2] if not wide and crop.shape[1] > 8 else crop
-    spread = np.fmax.reduce(inner, axis=axis) - np.fmin.reduce(inner, axis=axis)
-    band = ~(spread > DARK_BAND_LEVEL / 255.0 * (white - black))
+    # Each column's (wide) or row's (tall) spread, its 2 outermost pixels left out (a 1-pixel
+    # border line drawn around a capture crosses every column and row). NaN (outside the field
+    # of view) is passed over, and a line of NaN alone is a band.
+    along = 0 if wide else 1
+    inner = crop if crop.shape[along] <= 8 else crop[2:-2] if wide else crop[:, 2:-2]
+    spread = (np.fmax.reduce(inner, axis=along).astype(np.float64)
+              - np.fmin.reduce(inner, axis=along).astype(np.float64))
+    band = ~(spread > BAND_SPREAD / 255.0 * (white - black))
     image = np.flatnonzero(~band)
     if image.size == 0:  # bands only: nothing to keep
         return box
