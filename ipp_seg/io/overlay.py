@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from ..measure.result import Measurement, angle_in_doubt, distance_in_doubt, failing_reasons_first
+from ..measure.result import Measurement, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
            "render_overlay"]
@@ -305,12 +305,29 @@ def _draw_aop(canvas, m: Measurement, inferior, superior, tangent, k: np.ndarray
     # lie the HSD segment and the head, outside it (towards the skin) there is room.
     mid = dirs[len(dirs) // 2] / scale
     mid = mid / np.linalg.norm(mid)
-    # A number a warning puts in doubt must not look like a good frame's (a frame upside down
-    # read 106.0 deg in the same label as a sound 146.2): said in words, whatever one's colour vision.
-    text = f"AoP {aop:.1f}\u00b0" + (" (doubtful)" if angle_in_doubt(m.reasons) else "")
+    text = _aop_text(m)
     tw, th, _ = _text_size(text, style, 1.0)
     reach = 3.0 * style.marker + 0.5 * abs(mid[0]) * tw + 0.5 * abs(mid[1]) * th
     _label(canvas, text, inferior - mid * reach, _AXIS_COLOUR, style, 1.0, centre=True)
+
+
+def _aop_text(m: Measurement) -> str | None:
+    """"AoP 146.2°", None without an AoP. A number a warning puts in doubt must not look like a
+    good frame's (a frame upside down read 106.0 deg in the same label as a sound 146.2): said
+    in words, "(doubtful)", whatever one's colour vision."""
+    if m.aop_deg is None:
+        return None
+    return f"AoP {m.aop_deg:.1f}\u00b0" + (" (doubtful)" if m.aop_doubtful else "")
+
+
+def _hsd_text(m: Measurement) -> str | None:
+    """"HSD 5.5 mm" (or px without a calibration), "(doubtful)" as for the AoP; None without one."""
+    doubted = " (doubtful)" if m.hsd_doubtful else ""
+    if m.hsd_mm is not None:
+        return f"HSD {m.hsd_mm:.1f} mm{doubted}"
+    if m.hsd_px is not None:
+        return f"HSD {m.hsd_px:.1f} px{doubted}"
+    return None
 
 
 def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> None:
@@ -321,12 +338,8 @@ def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> Non
         n = np.array([-d[1], d[0]]) / length
         tick = n * style.marker * 0.9
         _line(canvas, hsd_point - tick, hsd_point + tick, _HSD_COLOUR, style.line)
-    doubted = " (doubtful)" if distance_in_doubt(m.reasons) else ""
-    if m.hsd_mm is not None:
-        text = f"HSD {m.hsd_mm:.1f} mm{doubted}"
-    elif m.hsd_px is not None:
-        text = f"HSD {m.hsd_px:.1f} px{doubted}"
-    else:
+    text = _hsd_text(m)
+    if text is None:
         return
     # Past the segment's end, inside the head, clear of the angle's vertex.
     tw, th, _ = _text_size(text, style, 1.0)
@@ -461,15 +474,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         # drawing crashes the process: written as escapes instead.
         title = _drawable(title.encode("utf-8", "backslashreplace").decode("utf-8"))
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
-    doubted = " (doubtful)" if angle_in_doubt(m.reasons) else ""  # as the label on the image says
-    values = [f"AoP {m.aop_deg:.1f}\u00b0{doubted}" if m.aop_deg is not None else "AoP n/a"]
-    doubted_hsd = " (doubtful)" if distance_in_doubt(m.reasons) else ""
-    if m.hsd_mm is not None:
-        values.append(f"HSD {m.hsd_mm:.1f} mm{doubted_hsd}")
-    elif m.hsd_px is not None:
-        values.append(f"HSD {m.hsd_px:.1f} px{doubted_hsd}")
-    else:
-        values.append("HSD n/a")
+    values = [_aop_text(m) or "AoP n/a", _hsd_text(m) or "HSD n/a"]  # as the labels on the image say
     values.append(f"({m.method}, orientation {m.orientation}{', mirror TTA' if tta else ''})")
     rows.extend((line, _TEXT_COLOUR) for line in _wrap_values(values, usable, style, rel))
     if model:
@@ -493,14 +498,15 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         entries.append(("PS inferior end", "vertex"))
     swatch = 2 * th
     gap = max(4, style.marker)
-    legend: list[list[tuple[str, str, int]]] = [[]]  # rows of (name, kind, x)
+    legend: list[list[tuple[str, str, int, int]]] = [[]]  # rows of (name, kind, x, the mark's width)
     x = margin
     for name, kind in entries:
-        wide = (swatch if kind in ("aop", "hsd") else th) + gap + _text_size(name, style, rel)[0]
+        mark = swatch if kind in ("aop", "hsd") else th  # a line's swatch is longer than a colour's
+        wide = mark + gap + _text_size(name, style, rel)[0]
         if legend[-1] and x + wide > width - margin:
             legend.append([])
             x = margin
-        legend[-1].append((name, kind, x))
+        legend[-1].append((name, kind, x, mark))
         x += wide + 2 * margin
 
     height = margin + step * (len(rows) + len(legend)) + margin // 2
@@ -511,7 +517,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         _put_text(panel, text, (margin, y), colour, style, rel)
         y += step
     for row in legend:
-        for name, kind, x in row:
+        for name, kind, x, mark in row:
             middle = np.array([x, y - th / 2.0])
             if kind == "vertex":
                 _inferior_marker(panel, middle + [th / 2.0, 0.0], style)
@@ -521,7 +527,6 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
                 _dashed_line(panel, middle, middle + [swatch, 0.0], _HSD_COLOUR, style.line, swatch / 5.0)
             else:
                 cv2.rectangle(panel, (x, y - th), (x + th, y), PS_COLOUR if kind == "PS" else FH_COLOUR, -1)
-            x += (swatch if kind in ("aop", "hsd") else th) + gap
-            _put_text(panel, name, (x, y), _TEXT_COLOUR, style, rel)
+            _put_text(panel, name, (x + mark + gap, y), _TEXT_COLOUR, style, rel)
         y += step
     return panel
