@@ -541,20 +541,20 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     columns = [("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
                ("HSD (px)", "right"), ("status", "left")]
     table = _table(title, (*columns, ("model", "left"), ("time (ms)", "right")) if network else columns)
-    from .measure.result import angle_in_doubt, distance_in_doubt
-
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
-        # An angle a warning puts in doubt reads so in words, as on the overlay.
-        aop = _fmt(r["aop_deg"]) + (" (doubtful)" if r["aop_deg"] not in (None, "")
-                                    and angle_in_doubt(r["reasons"].split(";")) else "")
-        doubted_hsd = " (doubtful)" if r["hsd_px"] not in (None, "") and distance_in_doubt(r["reasons"].split(";")) \
-            else ""
-        cells = [escape(str(r["file"])), str(r["frame"]), aop, _fmt(r["hsd_mm"]) + (doubted_hsd if r["hsd_mm"] not in
-                                                                                       (None, "") else ""),
-                 _fmt(r["hsd_px"]) + doubted_hsd, status]
+        # A value a warning puts in doubt reads so in words, as on the overlay (the row's own
+        # aop_doubtful and hsd_doubtful say which).
+        cells = [escape(str(r["file"])), str(r["frame"]), _doubted(r["aop_deg"], r["aop_doubtful"]),
+                 _doubted(r["hsd_mm"], r["hsd_doubtful"]), _doubted(r["hsd_px"], r["hsd_doubtful"]), status]
         table.add_row(*cells, *((escape(str(r.get("model", ""))), _fmt(r.get("time_ms"), 0)) if network else ()))
     return table
+
+
+def _doubted(value, doubt_cell: str) -> str:
+    """A table's value, with " (doubtful)" where its row's doubt cell is "true"."""
+    shown = _fmt(value)
+    return shown + " (doubtful)" if doubt_cell == "true" and value not in (None, "") else shown
 
 
 def _say_messages(item) -> None:
@@ -1262,15 +1262,17 @@ def _say_usage_error(exc) -> None:
     """A refused option or argument, in two plain lines as ipp-seg's own errors read: the usage,
     and ``ipp-seg: <what is wrong>; ... --help lists the options``. typer's box around it had
     read as a different program's, and its ``{SCAN}`` as a literal."""
-    command = exc.ctx.command_path if exc.ctx is not None else "ipp-seg" + next(
-        (f" {arg}" for arg in sys.argv[1:] if arg in {c.name or c.callback.__name__ for c in app.registered_commands}),
-        "")
-    if getattr(exc, "possibilities", None) and exc.ctx is not None:  # "no such option": hidden ones not offered
-        hidden = {name for param in exc.ctx.command.params if getattr(param, "hidden", False) for name in param.opts}
-        exc.possibilities = [name for name in exc.possibilities if name not in hidden]
-    if exc.ctx is not None:
-        usage = re.sub(r"\{([A-Z_]+)\}", r"\1", exc.ctx.get_usage())
+    ctx = exc.ctx
+    if ctx is not None:
+        command = ctx.command_path
+        if getattr(exc, "possibilities", None):  # "no such option": hidden ones not offered
+            hidden = {name for param in ctx.command.params if getattr(param, "hidden", False) for name in param.opts}
+            exc.possibilities = [name for name in exc.possibilities if name not in hidden]
+        usage = re.sub(r"\{([A-Z_]+)\}", r"\1", ctx.get_usage())
         err.print(escape(usage), highlight=False, soft_wrap=True)
+    else:  # refused before a command's context was made: named from the arguments
+        commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+        command = "ipp-seg" + next((f" {arg}" for arg in sys.argv[1:] if arg in commands), "")
     message = exc.format_message()
     message = message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
     err.print(f"ipp-seg: {escape(message.rstrip('.'))}; {escape(command)} --help lists the options",
