@@ -1675,7 +1675,10 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
         if not finished:
             run_stopped.set()
             for future in futures[done:]:
-                future.cancel()  # (those not yet handed to a worker)
+                # (Those not yet handed to a worker, here and now: shutdown's cancel_futures does it
+                # later, in the executor's own thread, and a future it cancels between the two
+                # lines below would raise CancelledError where its exception is asked for.)
+                future.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
             unread = [future for future in futures[done:] if not future.cancelled()]
             wait(unread, timeout=STOP_WAIT_S)
