@@ -124,11 +124,10 @@ def print_table(table: Table, console: Console, turn: bool = True) -> None:
     ``turn`` False), else as one small table per row; a table of
     many rows folds long words before it falls back to that. A dumb terminal (TERM=dumb) gets
     the borders in ASCII."""
-    turned = _turned(table)
-    turns = [turned] if turn else []
-    layouts = [(table, _WHOLE_WORD), *((t, _WHOLE_WORD) for t in turns)]
+    shapes = [table, _turned(table)] if turn else [table]
+    layouts = [(shape, _WHOLE_WORD) for shape in shapes]
     if table.row_count > _MANY_ROWS:
-        layouts += [(table, _FOLDED_WORD), *((t, _FOLDED_WORD) for t in turns)]
+        layouts += [(shape, _FOLDED_WORD) for shape in shapes]
     plain_box = box.ASCII if console.is_dumb_terminal else None
     for layout, longest_whole in layouts:
         widths = _column_widths(layout, console, longest_whole)

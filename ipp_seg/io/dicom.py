@@ -143,7 +143,7 @@ _DEFINED_MODALITIES = frozenset(
     "SR SRF ST STAIN TEXTUREMAP TG US VA VF XA XAPROTOCOL XC CTPROTOCOL".split())
 
 
-def _valid_uid(value) -> str | None:
+def valid_uid(value) -> str | None:
     """A UID as the header holds it, None where it holds none or no valid one (digits and dots,
     at most 64 characters): a damaged header's text never reaches a CSV from here."""
     text = str(value or "").strip().rstrip("\x00")
@@ -217,8 +217,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
         raise ScanReadError(path, open_failure_reason(path, exc)) from None
 
     if not has_pixels:
-        uids = (_valid_uid(ds.get("SOPInstanceUID")), _valid_uid(ds.get("StudyInstanceUID")),
-                _valid_uid(ds.get("SeriesInstanceUID")))  # the row of an object without an image joins its study
+        uids = (valid_uid(ds.get("SOPInstanceUID")), valid_uid(ds.get("StudyInstanceUID")),
+                valid_uid(ds.get("SeriesInstanceUID")))  # the row of an object without an image joins its study
         if "DirectoryRecordSequence" in ds or str(ds.get("SOPClassUID", "")) == _MEDIA_DIRECTORY:
             raise NotAnImageError(path, "a DICOMDIR, the index of a CD or USB export, not an image: the images are "
                                         "the export's other files", uids)
@@ -287,12 +287,12 @@ def _inspect_dicom(path: str) -> DicomInfo:
         regions=regions,
         spacing_mm=spacing,
         spacing_source=source,
-        sop_instance_uid=_valid_uid(ds.get("SOPInstanceUID")),  # (a damaged header's text never reaches a row)
+        sop_instance_uid=valid_uid(ds.get("SOPInstanceUID")),  # (a damaged header's text never reaches a row)
         palette=_palette_tables(ds, tsyntax) if photometric == _PHOTOMETRIC_PALETTE else None,
         pixel_offset=pixel_check.value_offset if pixel_check is not None and pixel_check.value_offset else None,
         has_file_meta=has_file_meta,
-        study_instance_uid=_valid_uid(ds.get("StudyInstanceUID")),
-        series_instance_uid=_valid_uid(ds.get("SeriesInstanceUID")),
+        study_instance_uid=valid_uid(ds.get("StudyInstanceUID")),
+        series_instance_uid=valid_uid(ds.get("SeriesInstanceUID")),
         frames_present=frames_present,
         burned_in_text=str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES",
     )

@@ -455,8 +455,6 @@ def _as_utf8_if_valid(text: str) -> str:
         return text
 
 
-_UID_TEXT = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")
-
 # Optional (type 3) patient attributes a derived object need not repeat: copied, they would
 # spread a patient's other names and free-text comments to every SEG and SR.
 _NOT_REPEATED = ("OtherPatientNames", "OtherPatientIDs", "OtherPatientIDsSequence", "PatientComments",
@@ -710,10 +708,12 @@ def _check_frame(source, frame_number: int | None) -> int | None:
     for keyword in ("SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "StudyInstanceUID", "SeriesInstanceUID"):
         if keyword not in source:
             raise DicomResultError(f"source dataset lacks {keyword}")
+    from .dicom import valid_uid
+
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         # Not quoted: a damaged header may hold any text there (a patient's name had been copied
         # into a SEG and SR as their Study Instance UID).
-        if not _UID_TEXT.fullmatch(str(source.get(keyword) or "").strip().rstrip("\x00")):
+        if valid_uid(source.get(keyword)) is None:
             raise DicomResultError(f"the source's {keyword} is no valid UID (digits and dots, at most 64)")
     retired = _RETIRED_ULTRASOUND.get(str(source.SOPClassUID))
     if retired:
