@@ -650,7 +650,8 @@ def evaluate_folders(
     run = read_run_record(pred_dir)  # one pass over its CSV: failures, the cases it recorded, models
     run_failures = run.failures if run is not None else {}
     # The network's doubt and the frame's own signs, which the masks alone do not hold.
-    run_reasons = recorded_reasons(pred_dir, run)
+    reports = list(_frame_reports(pred_dir))  # (read once: for the reasons and the models)
+    run_reasons = recorded_reasons(pred_dir, run, reports)
     # A mask beside such a row is an earlier run's, left when this run measured the file again.
     stale = sorted(c for c in paired if c in run_failures)
     if stale:
@@ -750,7 +751,7 @@ def evaluate_folders(
         missing_as_empty=missing_as_empty,
         paired_cases=len(paired) + len(failed_pred),  # a frame the run failed on is a prediction too
         ground_truth_problems=tuple(gt_problems),
-        prediction_models=recorded_models(pred_dir, run),
+        prediction_models=recorded_models(pred_dir, run, reports),
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
     )
 
@@ -842,13 +843,14 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                      frozenset(models), bool(segmented), reasons)
 
 
-def recorded_models(pred_dir: PathLike, run: RunRecord | None = None) -> tuple[tuple[str, str], ...]:
+def recorded_models(pred_dir: PathLike, run: RunRecord | None = None,
+                    reports: Sequence[tuple[Path, dict]] | None = None) -> tuple[tuple[str, str], ...]:
     """(model, sha256) of every model a predictions folder says made its masks: those of the
     batch run behind it (``run``, its :class:`RunRecord`), and of ``predict --out``'s JSON
-    reports beside the masks. Sorted; empty where the folder records none (masks from another
-    tool)."""
+    reports beside the masks (``reports``, :func:`_frame_reports`, where the caller has read
+    them). Sorted; empty where the folder records none (masks from another tool)."""
     found: set[tuple[str, str]] = set(run.models) if run is not None else set()
-    for _, item in _frame_reports(pred_dir):
+    for _, item in reports if reports is not None else _frame_reports(pred_dir):
         if isinstance(item.get("model"), str):
             found.add((item["model"], item.get("model_sha256") or ""))
     return tuple(sorted((m, s) for m, s in found if m))
@@ -867,13 +869,14 @@ def _frame_reports(pred_dir: PathLike) -> Iterator[tuple[Path, dict]]:
                 yield path, item
 
 
-def recorded_reasons(pred_dir: PathLike, run: RunRecord | None = None) -> dict[str, tuple[str, ...]]:
+def recorded_reasons(pred_dir: PathLike, run: RunRecord | None = None,
+                     reports: Sequence[tuple[Path, dict]] | None = None) -> dict[str, tuple[str, ...]]:
     """Case ID -> the reason codes the run that drew a prediction gave it: from the batch run's
     CSV behind the folder (``run``), or from ``predict --out``'s report of one frame beside its
-    mask. A mask measured alone lacks those of the network and the frame
-    (:data:`~ipp_seg.measure.result.SEGMENTATION_REASONS`)."""
+    mask (``reports`` as for :func:`recorded_models`). A mask measured alone lacks those of the
+    network and the frame (:data:`~ipp_seg.measure.result.SEGMENTATION_REASONS`)."""
     found = dict(run.reasons) if run is not None else {}
-    for path, item in _frame_reports(pred_dir):
+    for path, item in reports if reports is not None else _frame_reports(pred_dir):
         codes = item.get("reasons")
         if isinstance(codes, list) and all(isinstance(code, str) for code in codes):
             found.setdefault(case_id_of(path), tuple(codes))
