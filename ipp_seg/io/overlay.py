@@ -455,8 +455,10 @@ def _wrap_values(values: list[str], width: int, style: _Style, rel: float) -> li
             lines[-1] = trial
         else:
             lines.append(value)
-    return [part for line in lines
-            for part in ([line] if _text_size(line, style, rel)[0] <= width else _wrap(line.split(), width, style, rel))]
+    fitted: list[str] = []
+    for line in lines:  # a value wider than a line by itself wraps between its words
+        fitted += [line] if _text_size(line, style, rel)[0] <= width else _wrap(line.split(), width, style, rel)
+    return fitted
 
 
 def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tta: bool,
