@@ -1814,21 +1814,16 @@ def test_overwrite_keeps_the_permissions_of_the_csv_it_replaces(tmp_path, sample
     root = _linked_scans(tmp_path / "scans", sample_png, 2)
     out = tmp_path / "out"
     batch_module.run_batch(batch_module.BatchOptions(root, out))
-    (out / "measurements.csv").chmod(0o600)
-    previous = os.umask(0o022)
-    try:
-        batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True))
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == 0o600
-    assert len(_rows(out / "measurements.csv")) == 2
-    (out / "measurements.csv").chmod(0o666)  # kept too: not taken for "no CSV to keep" (the umask's)
-    previous = os.umask(0o022)
-    try:
-        batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True))
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == 0o666
+    # 0666 is kept too: not taken for "no CSV to keep", whose mode the umask gives.
+    for mode in (0o600, 0o666):
+        (out / "measurements.csv").chmod(mode)
+        previous = os.umask(0o022)
+        try:
+            batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True))
+        finally:
+            os.umask(previous)
+        assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == mode
+        assert len(_rows(out / "measurements.csv")) == 2
 
 
 def test_a_run_stopped_before_its_first_row_leaves_no_output_folders(tmp_path, sample_png, monkeypatch):
