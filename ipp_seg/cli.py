@@ -1231,6 +1231,7 @@ def main() -> None:
     _open_closed_standard_streams()
     _settle_output_environment()
     _refuse_empty_arguments(sys.argv[1:])
+    stdout_before = _file_identity(1)
     try:
         try:
             code = app(standalone_mode=False)
@@ -1243,6 +1244,13 @@ def main() -> None:
         except typer.Abort:  # end of input at a prompt (none is asked now)
             error("aborted")
             sys.exit(1)
+        except SystemExit as done:
+            # typer writes --help itself, through rich; when its reader stops early (`| head`)
+            # rich points stdout at /dev/null and exits 1, where ipp-seg's own output keeps the
+            # command's code (0 here), as the README promises.
+            if done.code == 1 and _now_devnull(stdout_before, 1):
+                sys.exit(0)
+            raise
         sys.exit(code if isinstance(code, int) else 0)
     except SystemExit as done:
         _exit_for_failed_writes(done.code)
@@ -1256,6 +1264,21 @@ def main() -> None:
         _GUARDED["stdout"].mark_failed(exc)
         error(f"cannot write its output: {exc.strerror or exc}")
         sys.exit(2)
+
+
+def _file_identity(file: int | str) -> tuple[int, int] | None:
+    """(device, inode) of a file descriptor or path; None where it cannot be looked at."""
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _now_devnull(before: tuple[int, int] | None, fd: int) -> bool:
+    """Whether ``fd`` was pointed at /dev/null since it was ``before`` (a broken pipe's handler does that)."""
+    now = _file_identity(fd)
+    return now is not None and now != before and now == _file_identity(os.devnull)
 
 
 def _say_usage_error(exc) -> None:

@@ -1220,10 +1220,12 @@ def test_a_reader_that_stops_early_costs_no_output_file_and_no_exit_code(tmp_pat
         assert run.wait() == 0, errors
     assert "Traceback" not in errors and "Broken pipe" not in errors
     assert (tmp_path / "ev" / "cases.csv").is_file() and (tmp_path / "ev" / "summary.json").is_file()
-    with subprocess.Popen([sys.executable, "-m", "ipp_seg", "reasons", "--json"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as run:
-        run.stdout.close()
-        assert run.wait() == 0 and run.stderr.read() == b""
+    # `ipp-seg --help | head -1`: typer's own help had exited 1.
+    for args in (["reasons", "--json"], ["--help"], ["batch", "--help"]):
+        with subprocess.Popen([sys.executable, "-m", "ipp_seg", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as run:
+            run.stdout.close()
+            assert (run.wait(), run.stderr.read()) == (0, b""), args
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) to stand for a full disk")
