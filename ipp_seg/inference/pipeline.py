@@ -311,6 +311,52 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     return x0, y0 + cut_before, x1, y1 - cut_after
 
 
+#: How many outermost rows or columns at each side may be a line drawn around a capture.
+BORDER_LINE_MOST = 6
+
+
+def cover_border_lines(crop: np.ndarray, most: int = BORDER_LINE_MOST) -> np.ndarray:
+    """``crop`` (H x W, any numeric dtype) with the lines drawn around it covered: where the
+    ``most`` outermost rows (or columns) at a side hold lines of one level (within
+    :data:`BAND_SPREAD` of the crop's range) brighter than its black, and no more such lines
+    follow before the image, each takes the values of the row inward of the last. A white or grey border line of a screen capture
+    is 1.6 % of a 256 x 256 frame's pixels: it raised the high percentile the input
+    normalisation maps to white, and PSFHS frames so framed read their AoP a median 2.4 deg
+    away (up to 17 deg; ``benchmarks/border_lines.py``). Black lines (a frame's own margin) and
+    lines with anything in them are left as they are, and ``crop`` itself is returned when
+    nothing is covered."""
+    level = np.asarray(crop, dtype=np.float64)
+    finite = level[np.isfinite(level)]
+    if finite.size == 0 or min(level.shape) <= 2 * most + 2:
+        return crop
+    black, white = float(finite.min()), float(finite.max())
+    if white <= black:
+        return crop
+    limit = BAND_SPREAD / 255.0 * (white - black)
+    out = crop
+    for axis in (0, 1):
+        lines = level if axis == 0 else level.T
+        for step in (1, -1):
+            first = 0 if step == 1 else lines.shape[0] - 1
+            drawn, depth = [], 0
+            # Inward over the lines of one level (black ones, a frame's margin, passed over), as
+            # far as a quarter of the frame: the bright ones among them are drawn.
+            while depth < lines.shape[0] // 4:
+                line = lines[first + step * depth]
+                if not np.fmax.reduce(line) - np.fmin.reduce(line) <= limit:
+                    break
+                if np.fmin.reduce(line) > black + limit:
+                    drawn.append(depth)
+                depth += 1
+            # A line at the edge, not a frame drawn wider than ``most`` or a bar further in.
+            if drawn and drawn[-1] < most:
+                if out is crop:
+                    out = np.array(crop)
+                target = out if axis == 0 else out.T
+                target[[first + step * d for d in drawn]] = target[first + step * (drawn[-1] + 1)]
+    return out
+
+
 def square_pixel_size(width: int, height: int, spacing_mm: tuple[float, float] | None) -> tuple[int, int]:
     """(width, height) in pixels of a ``width`` x ``height`` image resampled to square pixels,
     the finer of the two spacings (mm per pixel, x and y) kept; unchanged when the spacing is
@@ -333,7 +379,7 @@ def prepare_input(frame: UltrasoundFrame, input_size: tuple[int, int], in_channe
                   normalisation: dict) -> tuple[np.ndarray, _Placement]:
     """Network input [C, H, W] float32 for one frame, and how to map the output back."""
     x0, y0, x1, y1 = segmented_box(frame)
-    crop = np.asarray(frame.pixels[y0:y1, x0:x1], dtype=np.float32)
+    crop = cover_border_lines(np.asarray(frame.pixels[y0:y1, x0:x1], dtype=np.float32))
     square_w, square_h = square_pixel_size(x1 - x0, y1 - y0, _crop_spacing(frame))
     if (square_w, square_h) != (x1 - x0, y1 - y0):
         crop = cv2.resize(crop, (square_w, square_h), interpolation=cv2.INTER_LINEAR)
