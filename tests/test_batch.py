@@ -999,6 +999,26 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     assert "not_an_image" in {code for code, _, _ in reason_codes()}
 
 
+def test_an_image_of_another_modality_is_no_ultrasound_frame_not_an_unreadable_file(mixed_folder, tmp_path):
+    # A CT among the ultrasound images of a PACS export had been `unreadable`: told to copy the file again or
+    # install a decoder, read again on every --resume, and its UIDs left out of its row.
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    ct = pydicom.dcmread(Path(__file__).resolve().parents[1] / "sample_data" / "psfhs_04700_us.dcm")
+    ct.Modality, ct.SOPInstanceUID = "CT", generate_uid()
+    ct.file_meta.MediaStorageSOPInstanceUID = ct.SOPInstanceUID
+    ct.save_as(mixed_folder / "CT00001")
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    row = next(r for r in _rows(out / "measurements.csv") if r["file"] == "CT00001")
+    assert (row["status"], row["reasons"]) == ("failed", "not_ultrasound_frame"), row
+    assert "an image of modality CT, not ultrasound" in row["error"]
+    assert (row["sop_instance_uid"], row["study_instance_uid"]) == (ct.SOPInstanceUID, ct.StudyInstanceUID)
+    again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm alone is read again
+    assert again.exit_code == 0 and "1 row from 1 file measured now" in " ".join(again.output.split())
+
+
 def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, sample_dicom):
     # A PACS export that holds one image under two paths: both were measured, silently, and a per-study mean
     # weighed that frame twice.

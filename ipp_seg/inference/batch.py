@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .. import __version__, configure_logging, quiet_pydicom
-from ..io import (FrameNotInScanError, NotAnImageError, Provenance, ScanReadError, count_frames,
+from ..io import (FrameNotInScanError, NotAnImageError, OtherModalityError, Provenance, ScanReadError, count_frames,
                   parse_frame_selection, read_frames, write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
@@ -121,7 +121,7 @@ class BatchOptions:
 #: Reason codes of rows without a measurement; a resumed run tries their frames again.
 UNREADABLE = "unreadable"
 PROCESSING_ERROR = "processing_error"
-NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, or a label mask: not retried
+NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, a label mask, another modality: not retried
 NOT_AN_IMAGE = "not_an_image"  # a DICOM report, PDF, presentation state, DICOMDIR...: not retried
 MASK_REFUSED = "mask_refused"  # measure: a mask read, with other label values or not its scan's size
 NO_SUCH_FRAME = "no_such_frame"  # --frames asked for none of the frames a scan has
@@ -134,8 +134,9 @@ ROW_FAILURES: dict[str, str] = {
                   "another kind under its own suffix (notes.txt, results.csv, a .pdf) that is neither DICOM nor an "
                   "image format (its error column names it); nothing to measure, and a resumed batch does not read "
                   "it again",
-    NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, blank, or a "
-                    "label mask (fewer than 4 grey values)",
+    NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, blank, a "
+                    "label mask (fewer than 4 grey values), or a DICOM image of another modality (a CT in a mixed "
+                    "export) or a result (a SEG); a resumed batch does not read it again",
     NO_SUCH_FRAME: "the scan was read but holds none of the frames --frames asked for (frame 2 of a still image); "
                    "nothing is damaged; a resumed batch reads it again, as its --frames may differ",
     PROCESSING_ERROR: "an unexpected error while the frame was processed (its error column names it); the other "
@@ -149,7 +150,8 @@ ROW_FAILURES: dict[str, str] = {
 ROW_FAILURE_ACTIONS: dict[str, str] = {
     UNREADABLE: "Read the error column: copy the file again, or install the decoder it names.",
     NOT_AN_IMAGE: "Nothing to do: the file holds no image (a report, a PDF, a DICOMDIR).",
-    NOT_ULTRASOUND: "Check that the file is an ultrasound image, not a mask or a thumbnail.",
+    NOT_ULTRASOUND: "Check that the file is an ultrasound image, not a mask or a thumbnail; another modality's "
+                    "images need nothing.",
     NO_SUCH_FRAME: "Check --frames: the file has fewer frames than asked for.",
     PROCESSING_ERROR: "Read the error column; run again with -v and report it if it persists.",
     MASK_REFUSED: "Give the mask's label values with --labels, or check that the mask matches its scan.",
@@ -968,7 +970,8 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
     without the message, is logged at debug level for a bug report)."""
     if isinstance(exc, ScanReadError):
         code = (NOT_AN_IMAGE if isinstance(exc, NotAnImageError) else NO_SUCH_FRAME
-                if isinstance(exc, FrameNotInScanError) else UNREADABLE)
+                if isinstance(exc, FrameNotInScanError) else NOT_ULTRASOUND
+                if isinstance(exc, OtherModalityError) else UNREADABLE)
         # A header read before the failure: the row keeps its UIDs, to join back to the study.
         sop, study, series = exc.dicom_uids
         header = (Provenance(str(path), "dicom", sop, study_instance_uid=study, series_instance_uid=series)

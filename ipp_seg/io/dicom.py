@@ -37,7 +37,7 @@ from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
-from .errors import NotAnImageError, ScanReadError, missing_file_reason, open_failure_reason
+from .errors import NotAnImageError, OtherModalityError, ScanReadError, missing_file_reason, open_failure_reason
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
 from .greyscale import invert, luminance_rgb, to_output
@@ -666,13 +666,16 @@ def _reject_other_modality(path: str, ds: Dataset) -> None:
     modality = str(ds.get("Modality") or "").strip().upper()
     if not modality or modality in _ULTRASOUND_MODALITIES:
         return
+    # The header was read: the row keeps the UIDs, to join back to its study.
+    uids = (valid_uid(ds.get("SOPInstanceUID")), valid_uid(ds.get("StudyInstanceUID")),
+            valid_uid(ds.get("SeriesInstanceUID")))
     if modality in _RESULT_MODALITIES:
-        raise ScanReadError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
-                                  "an ultrasound image to segment")
+        raise OtherModalityError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
+                                       "an ultrasound image to segment", uids)
     # Quoted only when it is a modality DICOM defines: a damaged header may hold any text (patient data).
     shown = f"modality {modality}" if modality in _DEFINED_MODALITIES else "a modality DICOM does not define"
-    raise ScanReadError(path, f"an image of {shown}, not ultrasound (US): ipp-seg segments "
-                              "transperineal ultrasound frames")
+    raise OtherModalityError(path, f"an image of {shown}, not ultrasound (US): ipp-seg segments "
+                                   "transperineal ultrasound frames", uids)
 
 
 def _refuse_non_square_pixels(path: str, ds: Dataset) -> None:

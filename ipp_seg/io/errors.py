@@ -34,6 +34,12 @@ class NotAnImageError(ScanReadError):
     reading it again (``batch --resume``) would change nothing."""
 
 
+class OtherModalityError(ScanReadError):
+    """The file holds an image that is no ultrasound frame: another modality's (a CT in a mixed
+    PACS export) or a result's (a SEG, as ipp-seg writes). Nothing damaged: reading it again
+    would change nothing."""
+
+
 class FrameNotInScanError(ScanReadError):
     """The scan was read, and holds none of the frames asked for (``--frames 2`` of a still
     image): nothing damaged, and reading it again would change nothing."""
