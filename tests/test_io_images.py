@@ -184,7 +184,10 @@ def test_a_webp_under_a_png_name_is_refused_unread(tmp_path, monkeypatch):
         ("scan.gz", b"\x1f\x8b\x08" + b"\x00" * 40, "unsupported file type .gz"),
         ("IM_0001", b"hello", "unsupported file type (no suffix) and no DICOM marker"),
         ("1.2.840.99.7", b"hello", "unsupported file type .7 and no DICOM marker"),
-        ("IM_0001.IMA", b"", "unsupported file type .ima and no DICOM marker"),  # a Siemens DICOM name: damaged
+        ("IM_0001.IMA", b"\x00" * 40, "unsupported file type .ima and no DICOM marker"),  # a Siemens DICOM name
+        # An empty file under a scan's name says so, as an empty .dcm or .png does (it had read "unsupported").
+        ("IM_0001.IMA", b"", "the file is empty"),
+        ("EMPTY0001", b"", "the file is empty"),
     ],
 )
 def test_bad_images(tmp_path, name, content, expected):

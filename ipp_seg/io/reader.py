@@ -65,10 +65,19 @@ def source_format(path: PathLike) -> str:
         # either (counted apart from failures, not read again by --resume). A name without a
         # suffix, or a numeric one (a UID), may be a damaged DICOM file: unreadable, below.
         raise NotAnImageError(name, f"not a scan: a {suffix} file without a DICOM marker or an image format")
+    if _is_empty(name):  # (an export cut off before its first byte: as the readers word it for .dcm, .png)
+        raise ScanReadError(name, "the file is empty")
     supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
     raise ScanReadError(
         name, f"unsupported file type {suffix or '(no suffix)'} and no DICOM marker; supported: {supported}"
     )
+
+
+def _is_empty(name: str) -> bool:
+    try:
+        return os.path.getsize(name) == 0
+    except OSError:
+        return False
 
 
 # Suffixes vendors give DICOM files (Siemens .IMA, ACR-NEMA .acr, .dc3): such a file without a
