@@ -794,8 +794,8 @@ def batch(
         fail(f"no frame {where} could be measured (see the error and reasons columns)", code=1)
 
 
-def _file_identity(path: Path) -> tuple | None:
-    """(device, inode, size, modification time) of a file, None where there is none."""
+def _file_identity(path: Path | int) -> tuple | None:
+    """(device, inode, size, modification time) of a file (or a file descriptor), None where there is none."""
     try:
         st = os.stat(path)
     except OSError:  # none, or a path that cannot be used (a name too long, say)
@@ -1266,19 +1266,11 @@ def main() -> None:
         sys.exit(2)
 
 
-def _file_identity(file: int | str) -> tuple[int, int] | None:
-    """(device, inode) of a file descriptor or path; None where it cannot be looked at."""
-    try:
-        st = os.stat(file)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _now_devnull(before: tuple[int, int] | None, fd: int) -> bool:
-    """Whether ``fd`` was pointed at /dev/null since it was ``before`` (a broken pipe's handler does that)."""
-    now = _file_identity(fd)
-    return now is not None and now != before and now == _file_identity(os.devnull)
+def _now_devnull(before: tuple | None, fd: int) -> bool:
+    """Whether ``fd`` was pointed at /dev/null since it was ``before`` (:func:`_file_identity`;
+    a broken pipe's handler does that). Device and inode are compared: writing moves the rest."""
+    now, null = _file_identity(fd), _file_identity(os.devnull)
+    return now is not None and null is not None and now[:2] != (before or ())[:2] and now[:2] == null[:2]
 
 
 def _say_usage_error(exc) -> None:

@@ -591,6 +591,25 @@ def test_output_stem_and_read_done(tmp_path):
     assert read_done(path) == {"x.png": {0}, "y.dcm": {""}}
 
 
+def test_files_named_by_a_uid_keep_its_last_part_in_their_outputs(tmp_path):
+    # A PACS export names files by SOP Instance UID: the UID's last part had been taken for a suffix, so the masks
+    # of 1.2.826...498.101 and ...498.102 collided, and took names that changed with the files beside them.
+    from ipp_seg.evaluate.report import _case_names_of_row, case_id_of
+
+    assert output_stem("a/1.2.826.0.1.3680043.8.498.101", 0, 1) == "a/1.2.826.0.1.3680043.8.498.101"
+    assert output_stem("a/1.2.826.0.1.3680043.8.498.101.dcm", 1, 2) == "a/1.2.826.0.1.3680043.8.498.101_f0001"
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    names = ["1.2.826.0.1.3680043.8.498.101", "1.2.826.0.1.3680043.8.498.102"]
+    for name in names:
+        shutil.copy(Path(__file__).resolve().parents[1] / "sample_data" / "psfhs_04700_us.dcm", scans / name)
+    out = tmp_path / "out"
+    assert _run("batch", scans, "--out", out, "--save-masks").exit_code == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{name}.png" for name in names]
+    for row in _rows(out / "measurements.csv"):  # evaluate finds each row's mask
+        assert case_id_of(out / "masks" / f"{row['file']}.png") == _case_names_of_row(row)[0] == row["file"]
+
+
 def test_single_frame_files_share_model_calls(mixed_folder, tmp_path):
     """Files are processed in groups: their frames go to the model together, yet every file
     keeps its own rows, in order, and an unreadable file in the middle only fails itself."""

@@ -41,6 +41,7 @@ from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, path_of_printable, printable_path,
                           spreadsheet_cell, walk_folders)
+from ..io.formats import name_without_suffix
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
 from ..io.itk import check_itk_name, itk_image_io, itk_warnings_silenced, warn_if_turned
@@ -1001,12 +1002,10 @@ def read_reference_aop(path: PathLike) -> dict[str, float]:
 
 
 def case_id_of(path: PathLike) -> str:
-    """Case ID of a file: its name without the suffix (".nii.gz" counts as one suffix), in
-    Unicode's composed form (:func:`~ipp_seg.io.folders.composed_name`)."""
-    name = composed_name(Path(path).name)
-    if name.lower().endswith(".nii.gz"):
-        return name[: -len(".nii.gz")]
-    return os.path.splitext(name)[0]
+    """Case ID of a file: its name without the suffix (".nii.gz" counts as one suffix; one of
+    digits alone, a UID's last part, is kept: :func:`~ipp_seg.io.formats.name_without_suffix`),
+    in Unicode's composed form (:func:`~ipp_seg.io.folders.composed_name`)."""
+    return name_without_suffix(composed_name(Path(path).name))
 
 
 def mask_case_id(path: PathLike) -> str:

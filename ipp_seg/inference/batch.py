@@ -40,6 +40,7 @@ from ..io import (FrameNotInScanError, NotAnImageError, OtherModalityError, Prov
                   parse_frame_selection, read_frames, write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
+from ..io.formats import name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files
@@ -696,15 +697,10 @@ def glob_matcher(pattern: str) -> Callable[[str], bool]:
 
 
 def output_stem(rel: str, frame_index: int, n_frames: int) -> str:
-    """``a/b/scan`` or ``a/b/scan_f0003`` (multi-frame) for a file's relative path."""
-    stem = Path(rel)
-    for suffix in (".nii.gz",):
-        if rel.lower().endswith(suffix):
-            stem = Path(rel[: -len(suffix)])
-            break
-    else:
-        stem = stem.with_suffix("")
-    return f"{stem.as_posix()}_f{frame_index:04d}" if n_frames > 1 else stem.as_posix()
+    """``a/b/scan`` or ``a/b/scan_f0003`` (multi-frame) for a file's relative path (its suffix
+    off as :func:`~ipp_seg.io.formats.name_without_suffix` takes it)."""
+    stem = Path(name_without_suffix(rel)).as_posix()
+    return f"{stem}_f{frame_index:04d}" if n_frames > 1 else stem
 
 
 _NAME_MAX = 255  # bytes of a file name, on most file systems

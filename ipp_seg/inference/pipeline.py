@@ -319,12 +319,12 @@ def cover_border_lines(crop: np.ndarray, most: int = BORDER_LINE_MOST) -> np.nda
     """``crop`` (H x W, any numeric dtype) with the lines drawn around it covered: where the
     ``most`` outermost rows (or columns) at a side hold lines of one level (within
     :data:`BAND_SPREAD` of the crop's range) brighter than its black, and no more such lines
-    follow before the image, each takes the values of the row inward of the last. A white or grey border line of a screen capture
-    is 1.6 % of a 256 x 256 frame's pixels: it raised the high percentile the input
-    normalisation maps to white, and PSFHS frames so framed read their AoP a median 2.4 deg
-    away (up to 17 deg; ``benchmarks/border_lines.py``). Black lines (a frame's own margin) and
-    lines with anything in them are left as they are, and ``crop`` itself is returned when
-    nothing is covered."""
+    follow before the image, each takes the values of the row inward of the last. A white or
+    grey border line of a screen capture is 1.6 % of a 256 x 256 frame's pixels: it raised the
+    high percentile the input normalisation maps to white, and moved the AoP of validation
+    frames so framed a median 1.3-4.5 deg (up to 108; ``benchmarks/border_lines.py``). Black
+    lines (a frame's own margin) and lines with anything in them are left as they are, and
+    ``crop`` itself is returned when nothing is covered."""
     level = np.asarray(crop, dtype=np.float64)
     finite = level[np.isfinite(level)]
     if finite.size == 0 or min(level.shape) <= 2 * most + 2:

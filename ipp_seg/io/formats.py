@@ -14,6 +14,17 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 ITK_SUFFIXES = frozenset({".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz"})
 
 
+def name_without_suffix(name: str) -> str:
+    """``name`` (a file name or a relative path) less its suffix, ``.nii.gz`` counting as one, as
+    outputs and case IDs name a scan. A suffix of digits alone is kept: it is no format's but the
+    last part of a name such as a SOP Instance UID (``1.2.826.0.1.3680043.8.498.1033``), whose
+    masks had lost it and then taken names that changed with the files beside them."""
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")]
+    root, suffix = os.path.splitext(name)
+    return name if suffix[1:].isascii() and suffix[1:].isdigit() else root
+
+
 def starts_like_raw_dicom(head: bytes) -> bool:
     """Whether the first bytes of a file look like a DICOM data set written without the Part 10
     preamble and 'DICM' marker: a first tag (little endian) in the file meta group (0002) or
