@@ -143,6 +143,9 @@ def test_suffix_disambiguated():
     assert suffix_disambiguated(["a/scan.dcm", "a/scan.png", "b/scan.dcm", "c.nii.gz", "c.mha", "d.png"]) == {
         "a/scan.dcm": "a/scan_dcm.dcm", "a/scan.png": "a/scan_png.png", "c.nii.gz": "c_nii_gz.nii.gz",
         "c.mha": "c_mha.mha"}
+    # Regardless of case: on macOS and Windows masks/Scan.png and masks/scan.png had been one file.
+    assert suffix_disambiguated(["a/Scan.png", "a/scan.jpg", "b/scan.png"]) == {
+        "a/Scan.png": "a/Scan_png.png", "a/scan.jpg": "a/scan_jpg.jpg"}
 
 
 def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
@@ -1863,6 +1866,35 @@ def test_overwrite_keeps_the_permissions_of_the_csv_it_replaces(tmp_path, sample
             os.umask(previous)
         assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == mode
         assert len(_rows(out / "measurements.csv")) == 2
+
+
+def test_outputs_are_opened_binary_and_the_csv_mode_kept_without_fchmod(tmp_path, sample_png, monkeypatch):
+    # Windows: a descriptor opened without O_BINARY turns each LF byte written into CR LF (PNG, DICOM, the CSV's
+    # rows and offsets); and os.fchmod exists there from Python 3.13 only, so --overwrite had ended in a traceback
+    # with the old CSV deleted. Both stood in for here: an O_BINARY bit, and no fchmod.
+    import stat
+
+    import ipp_seg.inference.batch as batch_module
+
+    binary, opened, real_open = 1 << 40, [], os.open  # a bit no real flag uses
+
+    def recording_open(path, flags, *args, **kwargs):
+        opened.append((Path(path).name, bool(flags & binary)))
+        return real_open(path, flags & ~binary, *args, **kwargs)
+
+    monkeypatch.setattr(os, "O_BINARY", binary, raising=False)
+    monkeypatch.setattr(os, "open", recording_open)
+    monkeypatch.delattr(os, "fchmod", raising=False)
+    root = _linked_scans(tmp_path / "scans", sample_png, 2)
+    out = tmp_path / "out"
+    batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overlays=True))
+    (out / "measurements.csv").chmod(0o600)
+    batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overlays=True, overwrite=True))
+    assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == 0o600
+    assert len(_rows(out / "measurements.csv")) == 2
+    written = [(name, flagged) for name, flagged in opened if name != os.path.basename(os.devnull)]
+    assert ("measurements.csv", True) in written and len(written) >= 5  # the CSV twice, masks and overlays
+    assert all(flagged for _, flagged in written), written
 
 
 def test_a_run_stopped_before_its_first_row_leaves_no_output_folders(tmp_path, sample_png, monkeypatch):

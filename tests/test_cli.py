@@ -220,6 +220,10 @@ def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample
         assert json.loads(report.read_text())["file"] == str(scan)
         assert report.with_name(report.stem + "_mask.png").exists()
     assert output_names(scans[:1] * 2) == {scans[0]: "scan.png"}  # the same scan twice: one name
+    # Stems alike but for their case are one file's on macOS and Windows: kept apart too.
+    upper = tmp_path / "in" / "b" / "Scan.dcm"
+    shutil.copy(sample_dicom, upper)
+    assert output_names([scans[0], upper]) == {scans[0]: "a/scan.png", upper: "b/Scan.dcm"}
     # Two links to one stored file are two scans, named after the links (as batch names them):
     # both had been named after the target, the second's outputs written over the first's.
     (tmp_path / "links").mkdir()
@@ -229,6 +233,25 @@ def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample
     assert invoke("predict", *linked, "--out", tmp_path / "linked").exit_code == 0
     assert sorted(p.name for p in (tmp_path / "linked").glob("*.json")) == ["patientA.json", "patientB.json"]
     assert json.loads((tmp_path / "linked" / "patientA.json").read_text())["file"] == str(linked[0])
+
+
+def test_scans_of_one_name_on_two_drives_are_named_by_their_whole_paths(tmp_path, monkeypatch):
+    # Windows: `predict D:\\exp\\IM0001 E:\\usb\\IM0001 --out X` had ended in a traceback (os.path.commonpath
+    # refuses paths on different drives), stood in for here.
+    import ipp_seg.inference.report as report
+
+    real = os.path.commonpath
+
+    def no_common_folder(paths):
+        if len({Path(p).name for p in paths}) > 1:  # the folders "exp" and "usb" stand for two drives
+            raise ValueError("Paths don't have the same drive")
+        return real(paths)
+
+    monkeypatch.setattr(report.os.path, "commonpath", no_common_folder)
+    scans = [tmp_path / "exp" / "IM0001", tmp_path / "usb" / "IM0001"]
+    names = report.output_names(scans)
+    assert names == {scan: scan.as_posix().lstrip("/") for scan in scans}
+    assert report.output_names(scans[:1]) == {scans[0]: "IM0001"}  # a name of its own: as before
 
 
 def test_a_scan_whose_output_names_would_be_too_long_is_written_under_a_cut_name(sample_png, tmp_path):

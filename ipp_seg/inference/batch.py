@@ -730,13 +730,15 @@ def fitting_stem(stem: str, ending: str = f"{OVERLAY_NAME_SUFFIX}.png") -> str:
 def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     """Names (relative paths) whose output stems collide because they differ only in their
     suffix (``a/scan.dcm``, ``a/scan.png``), each mapped to one with the suffix joined to the
-    stem (``a/scan_dcm.dcm``, ``a/scan_png.png``); names that do not collide are left out."""
+    stem (``a/scan_dcm.dcm``, ``a/scan_png.png``); names that do not collide are left out. Stems
+    that differ only in case collide too (``Scan.png``, ``scan.jpg``): on macOS and Windows the
+    outputs of both would be one file."""
     names = list(dict.fromkeys(names))
-    stems = Counter(output_stem(n, 0, 1) for n in names)
+    stems = Counter(output_stem(n, 0, 1).casefold() for n in names)
     renames = {}
     for name in names:
         stem = output_stem(name, 0, 1)
-        if stems[stem] > 1:
+        if stems[stem.casefold()] > 1:
             suffix = name[len(stem):]
             renames[name] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
     return renames
@@ -1548,9 +1550,11 @@ class _WholeRowsFile:
                 pass
             self._path.unlink(missing_ok=True)
         # A new CSV: the umask decides.
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 if kept is None else kept)
-        if kept is not None:
-            os.fchmod(self._fd, kept)  # (as it was, whatever the umask)
+        # O_BINARY (Windows): the rows' CR LF written as they are, and the byte offsets kept true.
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0),
+                           0o666 if kept is None else kept)
+        if kept is not None:  # (as it was, whatever the umask; Windows has os.fchmod from Python 3.13 only)
+            os.fchmod(self._fd, kept) if hasattr(os, "fchmod") else os.chmod(self._path, kept)
         self._end = os.fstat(self._fd).st_size
         if self._end == 0:
             self.write_rows([], header=True)

@@ -124,16 +124,21 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
     """A name for each scan's outputs (keyed by :func:`scan_key`; for :func:`output_stem`),
     unique among ``scans`` so that no scan's outputs overwrite another's: the file name where
     its stem is unique; else its path below the common folder of the scans that share its
-    stem (``a/scan.dcm`` and ``b/scan.dcm``, written into sub-folders as ``batch`` does); and,
-    for files that differ only in their suffix (``scan.dcm``, ``scan.png``), the suffix joined
-    to the stem."""
+    stem (``a/scan.dcm`` and ``b/scan.dcm``, written into sub-folders as ``batch`` does), or its
+    whole path, the drive a folder, where they lie on different drives (Windows); and, for files
+    that differ only in their suffix (``scan.dcm``, ``scan.png``), the suffix joined to the stem.
+    Stems are compared regardless of case: on macOS and Windows ``Scan`` and ``scan`` are one file."""
     resolved = list(dict.fromkeys(scan_key(s) for s in scans))
     by_stem: dict[str, list[Path]] = {}
     for p in resolved:
-        by_stem.setdefault(output_stem(p.name, 0, 1), []).append(p)
+        by_stem.setdefault(output_stem(p.name, 0, 1).casefold(), []).append(p)
     names = {}
     for group in by_stem.values():
-        common = Path(os.path.commonpath([p.parent for p in group]))
+        try:
+            common = Path(os.path.commonpath([p.parent for p in group]))
+        except ValueError:  # no common folder: on different drives
+            names.update({p: "/".join(part.strip("\\/:") for part in p.parts if part.strip("\\/:")) for p in group})
+            continue
         names.update({p: p.relative_to(common).as_posix() for p in group})
     renames = suffix_disambiguated(names.values())
     return {p: renames.get(name, name) for p, name in names.items()}

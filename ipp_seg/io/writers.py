@@ -94,13 +94,15 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
         # Created no more open than the output it replaces: under the umask's 0666, a private
         # output's new content had been readable by others until the chmod below.
         created = stat.S_IMODE(mode) if mode is not None and stat.S_ISREG(mode) else 0o666
-        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, created)
+        # O_BINARY (Windows): else the C runtime turns each LF byte written into CR LF, PNG and DICOM included.
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), created)
     except PermissionError:
         if mode is None or not stat.S_ISREG(mode):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target.parent)) from None
         # A folder one may not add to, holding a file one may write: written in place, as a plain
         # open would (never through a link: O_NOFOLLOW).
-        descriptor = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
+        descriptor = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_BINARY", 0))
         with os.fdopen(descriptor, file_mode, **open_args) as fh:
             yield fh
         return
