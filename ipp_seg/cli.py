@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Optional
 
@@ -95,6 +96,13 @@ def _settle_output_environment() -> None:
     if not terminals:  # (where both are, rich sees it without them)
         for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
             os.environ.pop(name, None)
+    # A stream that cannot encode every character (Windows' cp1252 when redirected, an ASCII
+    # locale) writes the others as \u escapes, as ipp-seg's own lines do: typer's help
+    # (evaluate's ΔAoP) had ended in a traceback there.
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            with suppress(Exception):  # (a stream that cannot be reconfigured stays as it is)
+                stream.reconfigure(errors="backslashreplace")
 
 
 def _terminal_columns(stream) -> int:
