@@ -1912,3 +1912,57 @@ def test_a_run_stopped_before_its_first_row_leaves_no_output_folders(tmp_path, s
     with pytest.raises(KeyboardInterrupt):
         batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overlays=True))
     assert not (tmp_path / "new").exists()
+
+
+def test_the_output_lock_on_windows_and_on_a_file_system_without_locks(tmp_path, monkeypatch, caplog):
+    # Windows has no fcntl: two runs into one OUT had mixed their rows there, unrefused. And a network share that
+    # keeps no locks (flock: ENOLCK) had been taken for a folder in use, refusing every run.
+    import errno
+    import sys
+    import types
+
+    import fcntl
+
+    from ipp_seg.io.folders import FolderInUseError, folder_lock
+
+    held: set[int] = set()  # inodes of the lock files held, as Windows' byte locks hold them across handles
+
+    def locking(fd, mode, nbytes):
+        inode = os.fstat(fd).st_ino
+        if mode == msvcrt.LK_UNLCK:
+            held.discard(inode)
+        elif inode in held:
+            raise OSError(errno.EACCES, "Permission denied")
+        else:
+            held.add(inode)
+
+    msvcrt = types.SimpleNamespace(LK_NBLCK=2, LK_UNLCK=0, locking=locking)
+    with monkeypatch.context() as windows:
+        windows.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError
+        windows.setitem(sys.modules, "msvcrt", msvcrt)
+        with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
+            assert held
+            with pytest.raises(FolderInUseError, match="in use"):
+                with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
+                    pass
+        assert not held
+        with folder_lock(tmp_path, "lock", FolderInUseError("in use")):  # free again
+            pass
+
+    def no_locks(fh, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with caplog.at_level("WARNING"):
+        with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
+            ran.append(True)
+    assert ran and "cannot be locked (No locks available)" in caplog.text
+
+    def busy(fh, operation):
+        raise OSError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fcntl, "flock", busy)
+    with pytest.raises(FolderInUseError):
+        with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
+            pass

@@ -4,6 +4,7 @@ keeping a folder to one writer at a time (``batch``'s output folder, ``train``'s
 from __future__ import annotations
 
 import codecs
+import errno
 import logging
 import os
 import re
@@ -20,26 +21,54 @@ class FolderInUseError(ValueError):
     """Another ipp-seg process holds the folder's lock (see :func:`folder_lock`)."""
 
 
+#: What a lock another process holds fails with (flock, and Windows' locking); any other error
+#: is a file system that keeps no locks (some network shares), not a folder in use.
+_HELD_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK})
+
+
 @contextmanager
 def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
     """Hold the lock file ``folder/lock_name`` while the block runs, raising ``in_use`` when
     another process holds it: two runs writing into one folder would mix their files. An
-    advisory lock (fcntl), released by the system when the process ends however it ends; where
-    fcntl is missing (Windows) there is no lock."""
+    advisory lock (fcntl; on Windows a lock on the file's first byte, msvcrt), released by the
+    system when the process ends however it ends. On a file system that keeps no locks (some
+    network shares) the block runs unlocked, with a warning."""
     try:
         import fcntl
     except ImportError:
+        fcntl = None
+    try:
+        import msvcrt
+    except ImportError:
+        msvcrt = None
+    if fcntl is None and msvcrt is None:
         yield
         return
-    with open(folder / lock_name, "a") as fh:
+    with open(folder / lock_name, "a+") as fh:
+        fh.seek(0)  # (msvcrt locks from the position: the first byte)
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise in_use from None
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            if exc.errno in _HELD_ERRNOS:
+                raise in_use from None
+            log.warning("%s cannot be locked (%s): a second run into this folder at the same time would not be "
+                        "stopped", printable_path(str(folder)), exc.strerror or exc)
+            yield
+            return
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                else:
+                    fh.seek(0)
+                    msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+            except OSError:  # (closing the file releases it as well)
+                pass
 
 
 def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
