@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -2322,3 +2324,18 @@ def test_a_checkpoint_without_read_permission_is_named_so(tmp_path, monkeypatch)
     monkeypatch.setattr(Path, "is_file", unsearchable)
     with pytest.raises(ValueError, match="cannot be read: permission denied"):
         check_checkpoint_path(tmp_path / "locked" / "best.pt")
+
+
+def test_model_cards_are_written_in_utf8_whatever_the_locale(tmp_path):
+    # Windows writes text in cp1252 unless told: a data description with a Greek letter had ended shipping in a
+    # UnicodeEncodeError (an ASCII locale stands in for it here).
+    card = json.loads((Path(__file__).resolve().parents[1] / "models" / "dssau-net-s.json").read_text(encoding="utf-8"))
+    card["training"]["data"] = "Klinik Müller, Δ-study"
+    (tmp_path / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    code = ("import json, sys; from pathlib import Path; from ipp_seg.train.ship import write_card; "
+            "write_card(Path(sys.argv[1]), 'mine', json.loads(Path(sys.argv[1], 'card.json').read_text('utf-8')))")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert "Klinik Müller, Δ-study" in (tmp_path / "mine.md").read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "mine.json").read_text(encoding="utf-8"))["training"]["data"] == card["training"]["data"]

@@ -22,7 +22,7 @@ def run_history(checkpoint: dict, path: str | Path) -> list[dict]:
     run_log = Path(path).parent / "history.jsonl"
     if run_log.is_file():
         try:
-            logged = [json.loads(line) for line in run_log.read_text().splitlines() if line.strip()]
+            logged = [json.loads(line) for line in run_log.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, ValueError):
             logged = []
         if logged:
@@ -37,7 +37,7 @@ def _card_training(checkpoint_path: Path) -> dict | None:
     if not card_path.is_file():
         return None
     try:
-        return json.loads(card_path.read_text()).get("training", {})
+        return json.loads(card_path.read_text(encoding="utf-8")).get("training", {})
     except (OSError, ValueError):
         return None
 

@@ -711,7 +711,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         if is_best:
             _save(best_path, _best_payload(payload))
         try:
-            with open(run_dir / HISTORY, "a") as fh:
+            with open(run_dir / HISTORY, "a", encoding="utf-8") as fh:
                 fh.write(_json_line(asdict(result)) + "\n")
         except OSError as exc:
             raise _cannot_write(run_dir / HISTORY, exc) from None

@@ -257,7 +257,7 @@ def _shipped_export_of(checkpoint_path: Path, fp16_weights: bool) -> Path | None
     the folded weights a little differently (Dice in the 7th digit, angles by up to 0.06 deg)."""
     card_path = checkpoint_path.with_suffix(".json")
     try:
-        files = json.loads(card_path.read_text())
+        files = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     name = files.get("files", {}).get("onnx", {}).get("name") if isinstance(files, dict) else None
@@ -456,8 +456,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
         "weights_stored_as": "float16" if fp16_weights else "float32",
         "exported_on": platform.platform(),
     }
-    (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2))
-    (models_dir / f"{name}.md").write_text(model_card_markdown(card))
+    write_card(models_dir, name, card)
     return card
 
 
@@ -509,7 +508,7 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     """
     models_dir = Path(models_dir)
     card_path = models_dir / f"{name}.json"
-    card = json.loads(card_path.read_text())
+    card = json.loads(card_path.read_text(encoding="utf-8"))
     onnx_path = models_dir / card["files"]["onnx"]["name"]
     if sha256_of(onnx_path) != card["files"]["onnx"]["sha256"]:
         raise ValueError(f"{onnx_path} does not match its card's checksum: ship it again instead")
@@ -530,9 +529,15 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     if floors is not None:
         card["confidence_floors"] = floors
     card["validated_with_ipp_seg"] = __version__
-    card_path.write_text(json.dumps(card, indent=2))
-    (models_dir / f"{name}.md").write_text(model_card_markdown(card))
+    write_card(models_dir, name, card)
     return card
+
+
+def write_card(models_dir: Path, name: str, card: dict) -> None:
+    """``NAME.json`` and ``NAME.md`` of ``card`` in ``models_dir``, in UTF-8 whatever the locale
+    (Windows' cp1252 had refused a data description's Δ, and mangled its ü for other readers)."""
+    (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    (models_dir / f"{name}.md").write_text(model_card_markdown(card), encoding="utf-8")
 
 
 def _machine_words(machine: dict) -> str:
