@@ -1966,3 +1966,16 @@ def test_the_output_lock_on_windows_and_on_a_file_system_without_locks(tmp_path,
     with pytest.raises(FolderInUseError):
         with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
             pass
+
+
+def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png):
+    # A folder copied from Windows or a Mac holds Thumbs.db, desktop.ini or Icon\r: each had become a failed row.
+    from ipp_seg.inference.batch import list_scans
+
+    root = tmp_path / "scans"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(sample_png, root / "sub" / "scan.png")
+    for name in ("Thumbs.db", "desktop.ini", "Icon\r", ".DS_Store", "._scan.png", "sub/THUMBS.DB"):
+        (root / name).write_bytes(b"\0" * 64)
+    (root / "notes.txt").write_text("kept: a file of the user's own")
+    assert sorted(p.relative_to(root).as_posix() for p in list_scans(root, "**/*")) == ["notes.txt", "sub/scan.png"]

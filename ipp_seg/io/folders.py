@@ -115,7 +115,18 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
             continue
         visited[real] = here
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield here, real, [name for name in names if not name.startswith(".")]
+        yield here, real, [name for name in names if not is_hidden_name(name)]
+
+
+#: Files the desktop writes into folders it shows (Windows' thumbnail caches and folder
+#: settings, macOS's custom folder icon): hidden there, and skipped as hidden files are.
+_SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"})
+
+
+def is_hidden_name(name: str) -> bool:
+    """Whether a file of this name is hidden: a dot file (``.DS_Store``, ``._scan.dcm``), or one
+    the desktop writes beside what it shows (``Thumbs.db``, ``desktop.ini``, macOS's ``Icon\\r``)."""
+    return name.startswith(".") or name.casefold() in _SYSTEM_FILES
 
 
 def _folders_without_links(root: Path) -> Iterator[str]:
