@@ -18,6 +18,7 @@ import io
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import shutil
@@ -1239,8 +1240,14 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
     """End this worker once the run that started it is gone: killed outright (kill -9, the
     system's out-of-memory killer), the run cannot stop its workers, which would sleep on for
     ever, each holding a model's memory (~470 MiB)."""
-    while os.getppid() == parent_pid:
-        time.sleep(every_s)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid == parent_pid:
+        # Its sentinel is ready once the run's process is gone, on every platform: on Windows a
+        # process's parent ID never changes, so watching that would never end a worker.
+        multiprocessing.connection.wait([parent.sentinel])
+    else:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
     os._exit(1)
 
 
