@@ -555,6 +555,14 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     assert f"  1. `{models / 'tiny.pt'}`: dssau-net-s, started from random weights, 1 epoch," in \
         (models / "tiny.md").read_text()
     assert "the last 2 case IDs held out" in (models / "tiny.md").read_text()
+    # Provenance a reviewer asked for: which file the parent path held then (it has since been replaced), whether
+    # each run computed in bf16, and which frames it read.
+    base_pt = load_torch_file(tmp_path / "base" / "best.pt")
+    (step,) = card["training"]["lineage"]
+    assert step["sha256"] == sha256_of(tmp_path / "base" / "best.pt") != sha256_of(models / "tiny.pt")
+    assert step["bf16_autocast"] is False and step["data_sha256"] == base_pt["data_sha256"]
+    assert card["training"]["data_sha256"] == shipped["data_sha256"] == base_pt["data_sha256"]
+    assert card["training"]["machine"]["bf16_autocast"] is False and card["training"]["machine"]["processor"]
 
 
 def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path):

@@ -69,12 +69,22 @@ def run_cost(checkpoint: dict, path: str | Path) -> tuple[int, float]:
 
 
 def run_summary(checkpoint: dict, path: str) -> dict:
-    """One ancestor: the checkpoint's path, config, epochs (those its weights went through),
-    epochs run and hours of training (:func:`run_cost`), settings, and the runs it averages
-    if it is an average."""
+    """One ancestor: the checkpoint's path and the sha256 of the file there now (a path such as
+    ``models/dssau-net-s.pt`` is replaced by later models: the digest says which file it was),
+    config, epochs (those its weights went through), epochs run and hours of training
+    (:func:`run_cost`), settings, whether it computed in bf16 (where recorded), the digest of the
+    data it read, and the runs it averages if it is an average."""
+    from ..inference.registry import sha256_of
+
     epochs_run, hours = run_cost(checkpoint, path)
     summary = {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
                "epochs_run": epochs_run, "hours": round(hours, 2), "settings": checkpoint.get("settings", {})}
+    if Path(path).is_file():
+        summary["sha256"] = sha256_of(path)
+    for key, value in (("bf16_autocast", checkpoint.get("machine", {}).get("bf16_autocast")),
+                       ("data_sha256", checkpoint.get("data_sha256"))):
+        if value is not None:
+            summary[key] = value
     if checkpoint.get("weight_average"):
         summary["weight_average"] = checkpoint["weight_average"]
     return summary

@@ -208,6 +208,19 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo``'s model name on Linux, where ``platform.processor()``
+    is empty; else that): bf16 arithmetic, and onnxruntime's last bits, differ between CPU families."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_fraction: float) -> float:
     """Linear warm-up then cosine decay to ``min_fraction * base_lr``."""
     if step < warmup_steps:
@@ -695,8 +708,8 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
             "history": [asdict(h) for h in history], "best_score": best_score, "best_epoch": best_epoch,
             "settings": settings.to_dict(), "config": config.to_dict(), "split": split.to_dict(),
             "lineage": lineage, "data_sha256": data_sha256,
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "torch": torch.__version__, "device": settings.device},
+            "machine": {"platform": platform.platform(), "processor": cpu_model(),
+                        "torch": torch.__version__, "device": settings.device, "bf16_autocast": use_bf16},
         }
         if endpoint_head is not None:
             payload["endpoint_head"] = endpoint_head.state_dict()

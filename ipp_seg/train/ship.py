@@ -382,6 +382,8 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
     torch_path = models_dir / f"{name}.pt"
     slim = {k: checkpoint[k] for k in ("model", "config", "settings", "split", "history", "best_epoch",
                                        "best_score", "epoch", "machine")}
+    if checkpoint.get("data_sha256"):  # which frames it read (runs from before it was recorded have none)
+        slim["data_sha256"] = checkpoint["data_sha256"]
     if fp16_weights:  # loading widens them again (load_state_dict copies into the float32 network)
         slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in slim["model"].items()}
         slim["weights_stored_as"] = "float16"
@@ -439,6 +441,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
             "lineage": lineage,
             "weight_average": members or None,
             "machine": checkpoint.get("machine", {}),
+            "data_sha256": checkpoint.get("data_sha256"),  # the frames read (None: before it was recorded)
             "recipe": {**{k: settings[k] for k in ("batch_size", "learning_rate", "weight_decay", "warmup_epochs",
                                                    "dice_weight", "ce_class_weights", "dice_class_weights",
                                                    "augmentation")},
