@@ -339,6 +339,21 @@ def test_a_cines_dicom_results_form_one_series_per_kind_and_run(sample_dicom, tm
     written = [pydicom.dcmread(p) for p in sorted((tmp_path / "both").glob("*_seg.dcm"))]
     assert len(written) == 6 and len({ds.SeriesInstanceUID for ds in written}) == 1
     assert sorted(ds.InstanceNumber for ds in written) == [1, 2, 3, 4, 5, 6]
+    # Another study's cine under the same Series Instance UID (a faulty anonymiser's export): its results had
+    # joined the first patient's series. Each study gets its own, numbered from 1.
+    other = pydicom.dcmread(tmp_path / "cine2.dcm")
+    other.StudyInstanceUID, other.PatientID = pydicom.uid.generate_uid(), "OTHER"
+    other.save_as(tmp_path / "cine3.dcm", enforce_file_format=True)
+    apart = invoke("predict", tmp_path / "cine.dcm", tmp_path / "cine3.dcm", "--out", tmp_path / "apart", "--dicom-seg")
+    assert apart.exit_code == 0, apart.output
+    written = [pydicom.dcmread(p) for p in sorted((tmp_path / "apart").glob("*_seg.dcm"))]
+    by_study = {}
+    for ds in written:
+        by_study.setdefault(ds.StudyInstanceUID, []).append(ds)
+    assert len(by_study) == 2 and len({ds.SeriesInstanceUID for ds in written}) == 2
+    for study in by_study.values():
+        assert len({ds.SeriesInstanceUID for ds in study}) == 1
+        assert sorted(ds.InstanceNumber for ds in study) == [1, 2, 3]
 
 
 def test_dicom_results_of_a_retired_ultrasound_class_are_refused_in_one_line(sample_dicom, tmp_path):

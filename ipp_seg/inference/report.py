@@ -186,7 +186,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
         if run_uid is not None:
             instance = number if frame.n_frames > 1 else _instance_number(source.get("InstanceNumber"))
             if numbers_used is not None:
-                used = numbers_used.setdefault(str(source.get("SeriesInstanceUID", "")), set())
+                used = numbers_used.setdefault(f'{source.get("StudyInstanceUID", "")}/'
+                                               f'{source.get("SeriesInstanceUID", "")}', set())
                 if instance in used:
                     instance = max(used) + 1
                 used.add(instance)

@@ -407,10 +407,13 @@ def _new_instance(hd, series_number: int, series_instance_uid: str | None, insta
 def derived_series_uid(run_uid: str, source, kind: str) -> str:
     """The Series Instance UID that every ``kind`` ("SEG" or "SR") object made from ``source``'s
     series in one run shares: a 120-frame cine gives one SEG series and one SR series, not 240
-    series of one object each. Derived from the run's UID, the source series and the kind."""
+    series of one object each. Derived from the run's UID, the source's study and series, and
+    the kind: an export that gave two studies' images one Series Instance UID (a faulty
+    anonymiser) had put two patients' results in one series."""
     from pydicom.uid import generate_uid
 
-    return generate_uid(entropy_srcs=[str(run_uid), str(source.get("SeriesInstanceUID", "")), kind])
+    return generate_uid(entropy_srcs=[str(run_uid), str(source.get("StudyInstanceUID", "")),
+                                      str(source.get("SeriesInstanceUID", "")), kind])
 
 
 # Study attributes the derived objects copy (besides the whole Patient group, 0010).
