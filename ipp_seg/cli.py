@@ -771,10 +771,12 @@ def batch(
             _restore_signals(previous_signals)
     # This run's rows and failures; files measured by the run it resumed are counted apart.
     earlier = f"; {_count(summary.skipped_files, 'file')} already done before" if summary.skipped_files else ""
-    # Objects without an image (reports, PDFs, a DICOMDIR) are counted apart from frames that failed.
-    failed = summary.failed_rows - summary.not_image_rows
-    not_images = ("" if not summary.not_image_rows else ", 1 not an image" if summary.not_image_rows == 1
-                  else f", {summary.not_image_rows} not images")
+    # Objects without an image (reports, PDFs, a DICOMDIR) are failed rows too, as the CSV's status
+    # column counts them (a count apart had not added up to it), and said apart within them.
+    failed, n_not = summary.failed_rows, summary.not_image_rows
+    what = "not an image" if n_not == 1 else "not images"
+    not_images = ("" if not n_not else f", {what}" if n_not == failed
+                  else f", {n_not} of them {what}")
     measured_files = _count(summary.files - summary.skipped_files, "file")
     # Rows with a warning hold values to read with their reasons: a share worth knowing at a glance.
     # Most warnings on PNG frames are spacing_unknown alone: how many doubt the angle itself.
@@ -787,7 +789,8 @@ def batch(
     _advise(summary.advice, orientation, again="--overwrite")
     if summary.repeated_images:
         files = sorted({(file, holder) for file, _, holder in summary.repeated_images})
-        shown = "; ".join(f"{file} = {holder}" for file, holder in files[:3]) + (" ..." if len(files) > 3 else "")
+        shown = "; ".join(f"{file} = {holder}" for file, holder in files[:3]) + (
+            f"; and {len(files) - 3} more (the CSV's sop_instance_uid column tells them all)" if len(files) > 3 else "")
         rows = f"{len(summary.repeated_images)} rows are" if len(summary.repeated_images) > 1 else "1 row is"
         err.print(f"[yellow]warning:[/] {rows} of frames another file holds too "
                   f"(the same SOP Instance UID: an image exported twice), in {len(files)} file(s): {escape(shown)}. "
@@ -897,7 +900,9 @@ def _plain_progress(counts: dict, now: float) -> str:
     done, total, elapsed_s = counts["files"], counts["total"], now - counts["started"]
     rate = counts["frames"] / elapsed_s if elapsed_s > 0 else 0.0
     line = f"batch: {done} of {_count(total, 'file')}" if total else f"batch: {_count(done, 'file')}"
-    line += f", {_count(counts['frames'], 'frame')} ({rate:.1f}/s), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
+    # A slow model (the paper config with --tta) at its first frames: seconds per frame, not "0.0/s".
+    pace = f"{1 / rate:.0f} s per frame" if 0 < rate < 0.1 else f"{rate:.1f}/s"
+    line += f", {_count(counts['frames'], 'frame')} ({pace}), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
     first_at, first_files = counts.get("first") or (now, done)
     if total and done > first_files and now > first_at:
         line += f", about {(total - done) * (now - first_at) / (done - first_files) / 60:.1f} min left"

@@ -103,8 +103,9 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     # apart from those that failed: as the CSV holds them.
     warned = sum(r["status"] == "warning" for r in rows)
     doubtful = sum(r["aop_doubtful"] == "true" for r in rows) or "none"
+    assert sum(r["status"] == "failed" for r in rows) == 2  # the count the summary gives: a data manager checks
     assert warned >= 2 and (f"7 rows from 5 files measured now ({warned} with warnings ({doubtful} with a doubtful "
-                            "AoP), 1 failed, 1 not an image)") in " ".join(result.output.split())
+                            "AoP), 2 failed, 1 of them not an image)") in " ".join(result.output.split())
     # The doubt the tables mark, in the CSV: from the reasons, empty without an angle.
     assert all(r["aop_doubtful"] == ("" if not r["aop_deg"] else "true" if angle_in_doubt(r["reasons"].split(";"))
                                      else "false") for r in rows)
@@ -1012,7 +1013,7 @@ def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_rea
     assert row["sop_instance_uid"] == report.SOPInstanceUID  # its header was read: the row joins its study
     said = " ".join(result.output.split())
     # corrupt.dcm; readme.txt and the report apart
-    assert "(2 with warnings (none with a doubtful AoP), 1 failed, 2 not images)" in said
+    assert "(2 with warnings (none with a doubtful AoP), 3 failed, 2 of them not images)" in said
     again = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm alone is read again
     assert again.exit_code == 0 and "1 row from 1 file measured now" in " ".join(again.output.split())
     assert [r["reasons"] for r in _rows(out / "measurements.csv") if r["file"] == "IMG00009"] == ["not_an_image"]
@@ -1066,6 +1067,13 @@ def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, s
     resumed = " ".join(_run("batch", mixed_folder, "--out", out, "--resume").output.split())
     # (a.png, and corrupt.dcm read again)
     assert "2 rows from 2 files measured now" in resumed and "IMG00001 = EXPORT2/IMG00001" in resumed
+    # More than three: named as many as fit, the rest counted, not cut off with "....".
+    for i in range(2, 6):
+        shutil.copy(sample_dicom, mixed_folder / "EXPORT2" / f"IMG0000{i}")
+    many = " ".join(_run("batch", mixed_folder, "--out", tmp_path / "o3").output.split())
+    assert "in 5 file(s):" in many and "; and 2 more (the CSV's sop_instance_uid column tells them all)." in many
+    for i in range(2, 6):
+        (mixed_folder / "EXPORT2" / f"IMG0000{i}").unlink()
     (mixed_folder / "IMG00001").unlink()
     assert "another file holds too" not in _run("batch", mixed_folder, "--out", tmp_path / "o2").output
 
@@ -1488,7 +1496,9 @@ def test_progress_for_a_log_estimates_time_left_from_the_files_done_after_start_
     assert "batch: 5 of 101 files, 5 frames" in line and "1.3 min," in line
     assert "about 8.0 min left" in line  # 96 files at 5 s each; from the start it would read 26.7
     one = {"files": 1, "total": 1, "frames": 1, "failed": 0, "started": 1000.0}
-    assert _plain_progress(one, 1001.0).startswith("batch: 1 of 1 file, 1 frame (")  # not "1 of 1 files"
+    assert _plain_progress(one, 1001.0).startswith("batch: 1 of 1 file, 1 frame (1.0/s)")  # not "1 of 1 files"
+    # A slow model's first frame after 30 s: "(0.0/s)" had told nothing.
+    assert "1 frame (30 s per frame)" in _plain_progress(one, 1030.0)
 
 
 def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_copy(mixed_folder, tmp_path,
