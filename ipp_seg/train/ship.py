@@ -690,9 +690,11 @@ def _bias_limit(validation: dict) -> list[str]:
     if key is None:
         return []
     a = overall[key]
-    text = (f"- On validation the AoP reads {'low' if a['bias'] < 0 else 'high'} by {abs(a['bias']):.1f} deg on "
-            f"average against {against} (95 % of frames within {a['lower']:+.1f} to {a['upper']:+.1f} deg)"
-            if a["lower"] is not None else f"- On validation the AoP's mean signed error is {a['bias']:+.1f} deg")
+    # Over every validation frame, every block together: said so (a reader had taken it for one block's).
+    text = (f"- Over all its validation frames the AoP reads {'low' if a['bias'] < 0 else 'high'} by "
+            f"{abs(a['bias']):.1f} deg on average against {against} (95 % of frames within {a['lower']:+.1f} to "
+            f"{a['upper']:+.1f} deg)" if a["lower"] is not None
+            else f"- Over all its validation frames the AoP's mean signed error is {a['bias']:+.1f} deg")
     slope = a["proportional_slope"]
     if slope is not None and abs(slope) >= 0.05:
         text += (f", and the error grows with the angle ({slope:+.2f} deg per deg): large angles, a descended "
