@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
-from ..io.dicom_results import DicomOutputsRefused, DicomResultError
+from ..io.dicom_results import DicomOutputsRefused, DicomResultError, write_frame_dicom
 from ..io.folders import printable_file, printable_path
 from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
@@ -105,14 +105,6 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
     }
 
 
-def _instance_number(value) -> int:
-    """The source's Instance Number when it is a positive integer, else 1."""
-    try:
-        return max(1, int(value))
-    except (TypeError, ValueError):
-        return 1
-
-
 def scan_key(scan: Path | str) -> Path:
     """A scan's absolute path, the key of :func:`output_names`. Links are not followed: a link's
     outputs are named after the link, as ``batch`` names them (two links to one stored file,
@@ -175,48 +167,15 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     with replacing(written[2], text=True, encoding="utf-8") as fh:
         fh.write(json.dumps(report, indent=2))
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
-        import pydicom
-
-        from ..io.dicom_results import derived_series_uid, write_dicom_seg, write_dicom_sr
-
-        # The header only; force: a data set written without the preamble was read as well.
-        source = pydicom.dcmread(frame.provenance.path, stop_before_pixels=True, force=True)
-        number = frame.provenance.frame_number
-        instance = 1
-        if run_uid is not None:
-            instance = number if frame.n_frames > 1 else _instance_number(source.get("InstanceNumber"))
-            if numbers_used is not None:
-                used = numbers_used.setdefault(f'{source.get("StudyInstanceUID", "")}/'
-                                               f'{source.get("SeriesInstanceUID", "")}', set())
-                if instance in used:
-                    instance = max(used) + 1
-                used.add(instance)
-
-        def series(kind: str) -> str | None:
-            return derived_series_uid(run_uid, source, kind) if run_uid is not None else None
-
-        # Each is tried on its own: a source the SEG cannot be made from may still give its SR.
-        refused = []
-        if dicom_seg:
-            try:
-                written.append(write_dicom_seg(source, result.labels, out_dir / f"{stem}_seg.dcm",
-                                               frame_number=number, model_name=result.model,
-                                               software_version=__version__, series_instance_uid=series("SEG"),
-                                               instance_number=instance, model_sha256=result.model_sha256 or None,
-                                               tta=bool(report.get("tta")), series_started=run_started))
-            except DicomResultError as exc:
-                refused.append(("SEG", exc))
-        if dicom_sr:
-            try:
-                written.append(write_dicom_sr(source, result.measurement, out_dir / f"{stem}_sr.dcm",
-                                              frame_number=number, model_name=result.model,
-                                              software_version=__version__, series_instance_uid=series("SR"),
-                                              instance_number=instance, tta=bool(report.get("tta")),
-                                              model_sha256=result.model_sha256 or None, series_started=run_started))
-            except DicomResultError as exc:
-                refused.append(("SR", exc))
-        if refused:
-            raise DicomOutputsRefused(refused, written)
+        try:
+            written += write_frame_dicom(frame.provenance.path, result.labels, result.measurement, out_dir / stem,
+                                         frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
+                                         seg=dicom_seg, sr=dicom_sr, model_name=result.model,
+                                         model_sha256=result.model_sha256, tta=bool(report.get("tta")),
+                                         software_version=__version__, run_uid=run_uid, run_started=run_started,
+                                         numbers_used=numbers_used)
+        except DicomOutputsRefused as exc:
+            raise DicomOutputsRefused(exc.refused, written + exc.written) from None
     return written
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "SR_SERIES_NUMBER",
     "derived_series_uid",
     "write_dicom_seg",
+    "write_frame_dicom",
     "write_dicom_sr",
 ]
 
@@ -414,6 +415,65 @@ def derived_series_uid(run_uid: str, source, kind: str) -> str:
 
     return generate_uid(entropy_srcs=[str(run_uid), str(source.get("StudyInstanceUID", "")),
                                       str(source.get("SeriesInstanceUID", "")), kind])
+
+
+def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, out_stem: Path, *,
+                      frame_number: int, n_frames: int, seg: bool, sr: bool, model_name: str,
+                      model_sha256: str | None, tta: bool, software_version: str, run_uid: str | None = None,
+                      run_started=None, numbers_used: dict[str, set[int]] | None = None) -> list[Path]:
+    """The DICOM SEG (``<out_stem>_seg.dcm``) and/or SR (``<out_stem>_sr.dcm``) of one frame of
+    the DICOM file at ``source_path`` (1-based ``frame_number`` of its ``n_frames``); returns the
+    paths written, and raises :class:`DicomOutputsRefused` (after writing what it could: a
+    source the SEG cannot be made from may still give its SR) naming each one refused.
+
+    ``run_uid`` (one per run) puts the objects of each kind made from one source series in one
+    derived series (:func:`derived_series_uid`), numbered by frame for a cine, else by the
+    source's Instance Number; ``numbers_used`` (one dict per run, where one process writes the
+    whole run) keeps those numbers unique in a series: a later cine of the same series continues
+    after the highest. ``run_started`` (an aware datetime) dates the series."""
+    import pydicom
+
+    # The header only; force: a data set written without the preamble was read as well.
+    source = pydicom.dcmread(source_path, stop_before_pixels=True, force=True)
+    instance = 1
+    if run_uid is not None:
+        instance = frame_number if n_frames > 1 else _positive_or_one(source.get("InstanceNumber"))
+        if numbers_used is not None:
+            used = numbers_used.setdefault(f'{source.get("StudyInstanceUID", "")}/'
+                                           f'{source.get("SeriesInstanceUID", "")}', set())
+            if instance in used:
+                instance = max(used) + 1
+            used.add(instance)
+
+    def series(kind: str) -> str | None:
+        return derived_series_uid(run_uid, source, kind) if run_uid is not None else None
+
+    written, refused = [], []
+    common = dict(frame_number=frame_number, model_name=model_name, software_version=software_version,
+                  instance_number=instance, model_sha256=model_sha256 or None, tta=tta, series_started=run_started)
+    if seg:
+        try:
+            written.append(write_dicom_seg(source, labels, Path(f"{out_stem}_seg.dcm"),
+                                           series_instance_uid=series("SEG"), **common))
+        except DicomResultError as exc:
+            refused.append(("SEG", exc))
+    if sr:
+        try:
+            written.append(write_dicom_sr(source, measurement, Path(f"{out_stem}_sr.dcm"),
+                                          series_instance_uid=series("SR"), **common))
+        except DicomResultError as exc:
+            refused.append(("SR", exc))
+    if refused:
+        raise DicomOutputsRefused(refused, written)
+    return written
+
+
+def _positive_or_one(value) -> int:
+    """An Instance Number when it is a positive integer, else 1."""
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
 
 
 # Study attributes the derived objects copy (besides the whole Patient group, 0010).
