@@ -670,10 +670,12 @@ def predict(
 @app.command(short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
 def batch(
     in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively).", readable=False),
-    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/."),
+    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/, dicom/."),
     glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
     save_masks: bool = _flag("--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
     overlays: bool = _flag("--overlays", help="Write overlay PNGs under overlays/."),
+    dicom_seg: bool = _flag("--dicom-seg", help="Write a DICOM Segmentation per DICOM frame under dicom/."),
+    dicom_sr: bool = _flag("--dicom-sr", help="Write a DICOM Comprehensive SR per DICOM frame under dicom/."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes (each loads the model once)."),
     resume: bool = _flag("--resume",
                                 help="Go on with the run in OUT: skip what measurements.csv already holds (files "
@@ -703,7 +705,7 @@ def batch(
     from .inference.backends import BackendError
     from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, LinkedOutputFolderError,
                                   NoScansError, OutputLockedError, ResumeError, WorkerDiedError,
-                                  WorkingFolderGoneError, row_not_an_image, run_batch)
+                                  WorkingFolderGoneError, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -720,7 +722,7 @@ def batch(
     if resume and overwrite:
         fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
-                           address)
+                           address, dicom_seg=dicom_seg, dicom_sr=dicom_sr)
     counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "started": time.monotonic(), "said": 0.0}
     # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the ssh session
     # a job was started from with '&', ends the run like Ctrl-C does, while it runs: one after it
@@ -740,8 +742,8 @@ def batch(
         def on_progress(outcome) -> None:
             counts["files"] += 1
             counts["frames"] += len(outcome.rows)
-            # As the summary counts them: objects without an image (reports, PDFs) are no failures.
-            counts["failed"] += sum(r["status"] == "failed" and not row_not_an_image(r) for r in outcome.rows)
+            # As the summary and the CSV's status column count them (objects without an image too).
+            counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
                             failed=counts["failed"])

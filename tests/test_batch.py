@@ -1989,3 +1989,49 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png):
         (root / name).write_bytes(b"\0" * 64)
     (root / "notes.txt").write_text("kept: a file of the user's own")
     assert sorted(p.relative_to(root).as_posix() for p in list_scans(root, "**/*")) == ["notes.txt", "sub/scan.png"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path, sample_dicom, workers):
+    # A data manager with an archive to send back to the PACS had to list every file to predict --dicom-seg.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    shutil.copy(sample_dicom, mixed_folder / "IMG00001")
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out, "--dicom-seg", "--dicom-sr", "--workers", workers)
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(out / "dicom").as_posix() for p in (out / "dicom").rglob("*.dcm"))
+    assert written == ["IMG00001_seg.dcm", "IMG00001_sr.dcm", *[f"sub/cine_f000{i}_{kind}.dcm" for i in range(3)
+                                                                for kind in ("seg", "sr")]]
+    rows = {(r["file"], r["frame"]): r for r in _rows(out / "measurements.csv")}
+    cine = [pydicom.dcmread(out / "dicom" / f"sub/cine_f000{i}_seg.dcm") for i in range(3)]
+    source = pydicom.dcmread(mixed_folder / "sub" / "cine.dcm", stop_before_pixels=True)
+    assert len({ds.SeriesInstanceUID for ds in cine}) == 1 and [ds.InstanceNumber for ds in cine] == [1, 2, 3]
+    assert all(ds.StudyInstanceUID == source.StudyInstanceUID for ds in cine)
+    for i, ds in enumerate(cine):  # each SEG derives from its own frame of the cine
+        sources = [s for f in ds.PerFrameFunctionalGroupsSequence for d in f.DerivationImageSequence
+                   for s in d.SourceImageSequence]
+        assert {(s.ReferencedSOPInstanceUID, s.ReferencedFrameNumber) for s in sources} == {(source.SOPInstanceUID,
+                                                                                              i + 1)}
+    for (file, frame), stem in ((("IMG00001", "0"), "IMG00001"), (("sub/cine.dcm", "1"), "sub/cine_f0001")):
+        sr = pydicom.dcmread(out / "dicom" / f"{stem}_sr.dcm")
+        stack, values = list(sr.ContentSequence), []
+        while stack:
+            item = stack.pop()
+            stack.extend(item.get("ContentSequence", []))
+            if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "AOP":
+                values.append(float(item.MeasuredValueSequence[0].NumericValue))
+        assert values == [pytest.approx(float(rows[file, frame]["aop_deg"]), abs=0.005)]
+    from test_dicom_results import dciodvfy_errors
+
+    for path in (out / "dicom" / "IMG00001_seg.dcm", out / "dicom" / "sub" / "cine_f0002_sr.dcm"):
+        assert dciodvfy_errors(path) == [], path
+    # A resumed run writes those of the files it measures; the dicom/ folder is never taken for scans.
+    (out / "dicom" / "IMG00001_sr.dcm").unlink()
+    again = _run("batch", mixed_folder, "--out", out, "--dicom-sr", "--resume")
+    assert again.exit_code == 0 and not (out / "dicom" / "IMG00001_sr.dcm").exists()  # done before: left
+    from ipp_seg.inference.batch import is_batch_output_part, list_scans
+
+    assert is_batch_output_part(out / "dicom")
+    assert not [p for p in list_scans(tmp_path, "**/*", warn=False) if "dicom" in p.relative_to(tmp_path).parts]

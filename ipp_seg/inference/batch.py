@@ -27,6 +27,7 @@ import stat
 import threading
 import time
 import traceback
+import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -64,7 +65,9 @@ CSV_COLUMNS = (
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
 CSV_NAME = "measurements.csv"
 # The folders beside it that --save-masks and --overlays write into.
-MASKS_FOLDER, OVERLAYS_FOLDER = "masks", "overlays"
+MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER = "masks", "overlays", "dicom"
+#: The folders a run writes beside its CSV.
+OUTPUT_FOLDERS = (MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER)
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
 FRAMES_PER_BATCH = 8
 FILES_PER_GROUP = 8  # files a worker takes at once (their frames share model calls)
@@ -118,6 +121,12 @@ class BatchOptions:
     # (relative path, output name) for scans whose masks and overlays would otherwise share a
     # name; run_batch fills it from the whole folder (see suffix_disambiguated).
     output_renames: tuple[tuple[str, str], ...] = ()
+    dicom_seg: bool = False  # a DICOM Segmentation per DICOM frame, under dicom/
+    dicom_sr: bool = False  # a DICOM Comprehensive SR per DICOM frame, under dicom/
+    # The run's identity in what it writes as DICOM (run_batch sets them when SEG or SR is asked):
+    # its objects of one source series form one derived series each, dated by the run's start.
+    run_uid: str | None = None
+    run_started: datetime | None = None
 
 
 #: Reason codes of rows without a measurement; a resumed run tries their frames again.
@@ -533,7 +542,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     top = in_dir.resolve()
     if exclude is not None and (exclude == top or exclude in top.parents):
         skipped_files = {exclude / CSV_NAME}
-        exclude_folders = {exclude / MASKS_FOLDER, exclude / OVERLAYS_FOLDER}
+        exclude_folders = {exclude / folder for folder in OUTPUT_FOLDERS}
     else:
         exclude_folders = {exclude} if exclude is not None else set()
     found: list[Path] = []
@@ -585,12 +594,13 @@ def is_batch_output(folder: Path) -> bool:
 
 
 def refuse_batch_output_as_input(folder: Path, what: str = "scans") -> None:
-    """Raise :class:`NoScansError` when ``folder`` is the ``masks`` or ``overlays`` folder of a
-    batch run: given as the folder to take up, its label masks or pictures would be measured as
-    ``what`` (an overlay read 125.7 deg for a frame that reads 146.2)."""
+    """Raise :class:`NoScansError` when ``folder`` is the ``masks``, ``overlays`` or ``dicom`` folder
+    of a batch run: given as the folder to take up, its label masks or pictures would be measured
+    as ``what`` (an overlay read 125.7 deg for a frame that reads 146.2)."""
     folder = Path(folder)
-    if folder.name in (MASKS_FOLDER, OVERLAYS_FOLDER) and is_batch_output(folder.parent):
-        kind = "label masks" if folder.name == MASKS_FOLDER else "overlay pictures"
+    if folder.name in OUTPUT_FOLDERS and is_batch_output(folder.parent):
+        kind = {MASKS_FOLDER: "label masks", OVERLAYS_FOLDER: "overlay pictures"}.get(folder.name,
+                                                                                      "DICOM SEGs and SRs")
         raise NoScansError(f"{folder} is the {folder.name}/ folder beside a batch run's {CSV_NAME} in "
                            f"{folder.parent}: it holds {kind}, not {what}; give the folder of the scans")
 
@@ -651,10 +661,10 @@ def csv_cells(row: dict) -> dict:
 
 def is_batch_output_part(path: Path) -> bool:
     """Whether ``path`` is something a batch run wrote: its ``measurements.csv``, or the
-    ``masks`` or ``overlays`` folder beside it (outputs, never scans or predictions to take up
-    again). Anything else in that folder, such as scans when ``--out`` was their project folder,
-    is not."""
-    return path.name in (CSV_NAME, MASKS_FOLDER, OVERLAYS_FOLDER) and is_batch_output(path.parent)
+    ``masks``, ``overlays`` or ``dicom`` folder beside it (outputs, never scans or predictions to
+    take up again). Anything else in that folder, such as scans when ``--out`` was their project
+    folder, is not."""
+    return (path.name == CSV_NAME or path.name in OUTPUT_FOLDERS) and is_batch_output(path.parent)
 
 
 # Columns every version's CSV has: a CSV of an earlier version (fewer columns, all of them
@@ -870,6 +880,34 @@ class FileProcessor:
         """The CSV rows of one file, writing masks/overlays as the options ask."""
         return self.process_files([(path, done_frames)])[0]
 
+    def _write_dicom(self, result: FrameResult, rel: str, name: str, outputs: list[str],
+                     written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> None:
+        """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom/ at the frame's mask name. Each
+        Instance Number is the source's (its frame number for a cine), not made unique across the
+        run's files: workers write apart, and the numbers do not change with their count. A SEG
+        or SR refused (a source without what it needs) is said once per file and cause; the row
+        stands."""
+        from ..io.dicom_results import DicomOutputsRefused, write_frame_dicom
+
+        opts, frame = self.options, result.frame
+        stem = fitting_stem(output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames),
+                            "_seg.dcm")
+        base = opts.out_dir / DICOM_FOLDER / stem
+        check_within(opts.out_dir / DICOM_FOLDER, base)
+        for kind, wanted in (("seg", opts.dicom_seg), ("sr", opts.dicom_sr)):
+            if wanted:
+                _note_output(outputs, written, name, Path(f"{base}_{kind}.dcm"))
+        base.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
+                              frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
+                              seg=opts.dicom_seg, sr=opts.dicom_sr, model_name=self.model_name,
+                              model_sha256=self.model_sha256, tta=opts.inference.tta, software_version=__version__,
+                              run_uid=opts.run_uid, run_started=opts.run_started)
+        except DicomOutputsRefused as exc:
+            if first_time(str(exc)):
+                log.warning("%s: %s", name, exc)
+
     def process_files(self, items: list[tuple[Path, frozenset]],
                       stopped: Callable[[], bool] | None = None,
                       written: list[tuple[str, str]] | None = None) -> list[FileOutcome]:
@@ -885,6 +923,7 @@ class FileProcessor:
         rows: list[list[dict]] = [[] for _ in items]
         outputs: list[list[str]] = [[] for _ in items]
         burned_in_said: set[int] = set()
+        refusals_said: set[tuple[int, str]] = set()  # (file, cause) of a SEG or SR refused: said once a file
         timings: dict = {}
         for item, result in self.results_of_files(items, timings):
             if stopped is not None and stopped():
@@ -921,6 +960,9 @@ class FileProcessor:
                                                  title=overlay_title(Path(name).name, frame.frame_index,
                                                                      frame.n_frames, frame.provenance.frame_number),
                                                  tta=inf.tta, model=self.model_name))
+            if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
+                self._write_dicom(result, rel, name, outputs[item], written,
+                                  lambda cause, item=item: _first_time(refusals_said, (item, cause)))
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance, "", inf.method, inf.orientation,
@@ -931,6 +973,13 @@ class FileProcessor:
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
                             tuple(file_outputs))
                 for name, file_rows, file_outputs in zip(names, rows, outputs)]
+
+
+def _first_time(said: set, key) -> bool:
+    """Whether ``key`` is new to ``said`` (and note it): a warning said once per file and cause."""
+    new = key not in said
+    said.add(key)
+    return new
 
 
 BURNED_IN_TEXT_SHOWN = ("the file says text is burnt into its pixels (Burned In Annotation YES) and declares no "
@@ -1287,6 +1336,12 @@ def run_batch(options: BatchOptions,
         raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
     if options.resume and options.overwrite:  # (it had resumed, silently)
         raise ValueError("resume goes on with the run in the output folder, overwrite replaces it: give one of them")
+    if options.dicom_seg or options.dicom_sr:
+        from ..io.dicom_results import require_highdicom
+
+        require_highdicom()  # (an ImportError saying what to install, before any frame)
+        if options.run_uid is None:
+            options = replace(options, run_uid=uuid.uuid4().hex, run_started=datetime.now(timezone.utc))
     # An unknown model, or a model file that cannot be read, fails before a previous
     # measurements.csv is replaced or an output folder is made.
     spec = resolve_model(options.inference.model)
@@ -1316,9 +1371,9 @@ def run_batch(options: BatchOptions,
 
 def _remove_unfinished_outputs(out_dir: Path) -> None:
     """Remove the hidden temporary files (``.ipp-seg-*.part``) that an earlier run killed outright
-    left in OUT's masks and overlays while writing one: with the run's lock held, no other run is
-    writing them. Links to folders are not followed."""
-    for folder in (out_dir / MASKS_FOLDER, out_dir / OVERLAYS_FOLDER):
+    left in OUT's masks, overlays and DICOM results while writing one: with the run's lock held, no
+    other run is writing them. Links to folders are not followed."""
+    for folder in (out_dir / name for name in OUTPUT_FOLDERS):
         if not folder.is_symlink() and folder.is_dir():
             remove_staging_files(folder)
 
@@ -1327,7 +1382,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                 on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
     _remove_unfinished_outputs(options.out_dir)
-    for wanted, folder in ((options.save_masks, MASKS_FOLDER), (options.overlays, OVERLAYS_FOLDER)):
+    for wanted, folder in ((options.save_masks, MASKS_FOLDER), (options.overlays, OVERLAYS_FOLDER),
+                           (options.dicom_seg or options.dicom_sr, DICOM_FOLDER)):
         if wanted and (options.out_dir / folder).is_symlink():
             # Planted in a shared folder, such a link would take every mask or overlay elsewhere.
             raise LinkedOutputFolderError(f"{options.out_dir / folder} is a link to "
@@ -1420,7 +1476,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if close is not None:
             close()  # (the workers drop what they hold, and say what they wrote)
         _remove_outputs_without_rows(left, rowed)
-        for folder in (MASKS_FOLDER, OVERLAYS_FOLDER):  # left empty: as a run stopped before any output
+        for folder in OUTPUT_FOLDERS:  # left empty: as a run stopped before any output
             _remove_empty_folders(options.out_dir / folder)
         raise
     csv_advice, repeats = None, ()
