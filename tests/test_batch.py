@@ -1922,6 +1922,16 @@ def test_a_run_stopped_before_its_first_row_leaves_no_output_folders(tmp_path, s
     with pytest.raises(KeyboardInterrupt):
         batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overlays=True))
     assert not (tmp_path / "new").exists()
+    # So with DICOM SEGs and SRs, whose files are swept as the masks are.
+    if __import__("importlib").util.find_spec("highdicom") is not None:
+        dicoms = tmp_path / "dicoms"
+        dicoms.mkdir()
+        for i in range(3):
+            (dicoms / f"IMG{i}").symlink_to(Path(__file__).resolve().parents[1] / "sample_data" / "psfhs_04700_us.dcm")
+        with pytest.raises(KeyboardInterrupt):
+            batch_module.run_batch(batch_module.BatchOptions(dicoms, tmp_path / "new2" / "out", dicom_seg=True,
+                                                             dicom_sr=True))
+        assert not (tmp_path / "new2").exists()
 
 
 def test_the_output_lock_on_windows_and_on_a_file_system_without_locks(tmp_path, monkeypatch, caplog):
