@@ -451,18 +451,13 @@ def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, 
     written, refused = [], []
     common = dict(frame_number=frame_number, model_name=model_name, software_version=software_version,
                   instance_number=instance, model_sha256=model_sha256 or None, tta=tta, series_started=run_started)
-    if seg:
-        try:
-            written.append(write_dicom_seg(source, labels, Path(f"{out_stem}_seg.dcm"),
-                                           series_instance_uid=series("SEG"), **common))
-        except DicomResultError as exc:
-            refused.append(("SEG", exc))
-    if sr:
-        try:
-            written.append(write_dicom_sr(source, measurement, Path(f"{out_stem}_sr.dcm"),
-                                          series_instance_uid=series("SR"), **common))
-        except DicomResultError as exc:
-            refused.append(("SR", exc))
+    for kind, wanted, write, content in (("SEG", seg, write_dicom_seg, labels), ("SR", sr, write_dicom_sr, measurement)):
+        if wanted:
+            try:
+                written.append(write(source, content, Path(f"{out_stem}_{kind.lower()}.dcm"),
+                                     series_instance_uid=series(kind), **common))
+            except DicomResultError as exc:
+                refused.append((kind, exc))
     if refused:
         raise DicomOutputsRefused(refused, written)
     return written
