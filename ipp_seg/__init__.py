@@ -37,13 +37,31 @@ class LogLineFormatter(_logging.Formatter):
         return f"{level} {record.name}: {message}" if self.named else f"{level}: {message}"
 
 
+class _StderrHandler(_logging.StreamHandler):
+    """A handler that writes to ``sys.stderr`` as it is when a line is logged, not as it was when
+    the handler was made: a live progress bar takes stderr over while it is shown (rich puts what
+    is written there above the bar), and a warning logged meanwhile had run into the bar's line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # (StreamHandler sets it; the current stderr is always taken)
+        pass
+
+
 def configure_logging(level: int) -> None:
     """Log to stderr at ``level`` (module names shown at INFO or below), as
     :func:`logging.basicConfig` does: not where the process has set up logging already."""
-    handler = _logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(LogLineFormatter(named=level <= _logging.INFO))
     _logging.basicConfig(level=level, handlers=[handler])
-
 
 
 def quiet_pydicom() -> None:

@@ -1866,3 +1866,24 @@ def test_predict_out_removes_what_a_killed_run_left_being_written(tmp_path, samp
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     assert invoke("predict", sample_png, "--out", out).exit_code == 0
     assert not stale.exists() and fresh.exists()
+
+
+def test_log_lines_go_to_stderr_as_it_is_when_they_are_logged(monkeypatch):
+    # A live progress bar takes stderr over while it is shown: a warning logged through the stderr of the
+    # handler's making (a folder link loop found while listing) had run into the bar's line.
+    import io
+    import logging
+
+    from ipp_seg import configure_logging
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        configure_logging(logging.WARNING)
+        swapped = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", swapped)  # as rich's live display swaps it
+        logging.getLogger("ipp_seg.test").warning("a folder loops")
+        assert swapped.getvalue() == "warning: a folder loops\n"
+    finally:
+        root.handlers, root.level = saved, level
