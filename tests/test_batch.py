@@ -2045,3 +2045,24 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
 
     assert is_batch_output_part(out / "dicom")
     assert not [p for p in list_scans(tmp_path, "**/*", warn=False) if "dicom" in p.relative_to(tmp_path).parts]
+
+
+def test_workers_beyond_what_the_system_runs_are_capped_with_a_warning(tmp_path, sample_png, monkeypatch, caplog):
+    # Windows' process pool takes at most 61 workers: `--workers 64` on a 64-core workstation had ended in a
+    # ValueError. The limit stood in for by 2 here.
+    import ipp_seg.inference.batch as batch_module
+
+    started = []
+    real = batch_module.ProcessPoolExecutor
+
+    def counting(workers, **kwargs):
+        started.append(workers)
+        return real(workers, **kwargs)
+
+    monkeypatch.setattr(batch_module, "WORKER_LIMIT", 2)
+    monkeypatch.setattr(batch_module, "ProcessPoolExecutor", counting)
+    root = _linked_scans(tmp_path / "scans", sample_png, 20)
+    with caplog.at_level("WARNING"):
+        summary = batch_module.run_batch(batch_module.BatchOptions(root, tmp_path / "out", workers=3))
+    assert started == [2] and summary.rows == 20
+    assert "3 workers asked for; this system runs at most 2: 2 are used" in caplog.text

@@ -1436,6 +1436,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # rest: every engine, number of workers and interruption then gives the same CSV.
         options = replace(options, inference=replace(options.inference, fixed_batch=FRAMES_PER_BATCH))
     workers = max(1, min(options.workers, len(todo) or 1))
+    if options.engine == "local" and WORKER_LIMIT is not None and workers > WORKER_LIMIT:
+        log.warning("%d workers asked for; this system runs at most %d: %d are used", workers, WORKER_LIMIT,
+                    WORKER_LIMIT)
+        workers = WORKER_LIMIT
     cores = usable_cpus()
     if options.inference.threads is None and options.engine == "local":
         # (Ray sizes its actors from the cluster's CPUs, not this machine's.)
@@ -1681,6 +1685,10 @@ def file_groups(todo: list[tuple[Path, frozenset]]) -> list[list[tuple[Path, fro
     engine uses the same groups, so frames share model calls the same way everywhere."""
     return [todo[i:i + FILES_PER_GROUP] for i in range(0, len(todo), FILES_PER_GROUP)]
 
+
+#: The most worker processes the local engine starts: Windows' process pool waits on at most
+#: 61 of them (more had been refused with a ValueError); elsewhere no limit.
+WORKER_LIMIT = 61 if os.name == "nt" else None
 
 # How long a run stopped early waits for its workers to drop what they hold and say which
 # outputs they wrote (they stop at their next frame: about a second here).
