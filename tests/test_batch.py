@@ -2066,3 +2066,18 @@ def test_workers_beyond_what_the_system_runs_are_capped_with_a_warning(tmp_path,
         summary = batch_module.run_batch(batch_module.BatchOptions(root, tmp_path / "out", workers=3))
     assert started == [2] and summary.rows == 20
     assert "3 workers asked for; this system runs at most 2: 2 are used" in caplog.text
+
+
+def test_a_glob_that_leaves_out_files_without_a_suffix_says_so(mixed_folder, tmp_path, sample_dicom, caplog):
+    # `--glob '**/*.dcm'` over a PACS export had measured the .dcm files and said nothing of IMG00001 beside them.
+    import ipp_seg.inference.batch as batch_module
+
+    shutil.copy(sample_dicom, mixed_folder / "sub" / "IMG00001")
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(mixed_folder, tmp_path / "out", glob="**/*.dcm"))
+    assert "--glob '**/*.dcm' left out 1 file(s) without a suffix, such as sub/IMG00001" in caplog.text
+    caplog.clear()
+    (mixed_folder / "sub" / "IMG00001").unlink()
+    with caplog.at_level("WARNING"):  # a pattern that leaves out only files with suffixes (.dcm, .txt): as meant
+        batch_module.run_batch(batch_module.BatchOptions(mixed_folder, tmp_path / "out2", glob="**/*.png"))
+    assert "left out" not in caplog.text

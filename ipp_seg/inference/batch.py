@@ -1045,6 +1045,22 @@ def _other_files_hint(options: BatchOptions) -> str:
                                                           "such as 'DICOM/**')" if bare else ""))
 
 
+def _say_bare_files_left_out(options: BatchOptions, files: list[Path]) -> None:
+    """Warn where ``--glob`` left out files without a suffix: an export names its DICOM files
+    so (IMG00001), and '**/*.dcm' had measured the rest of a folder without a word of them. A
+    pattern that leaves out only files with suffixes (a folder chosen, a kind) is taken as meant."""
+    if options.glob == "**/*":
+        return
+    taken = set(files)
+    bare = [path for path in list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False)
+            if path not in taken and not path.suffix]
+    if bare:
+        example = _csv_name(bare[0], options.in_dir)
+        log.warning("--glob %r left out %d file(s) without a suffix, such as %s: an export's DICOM files often have "
+                    "none; leave --glob out, or match their folder (such as 'DICOM/**'), to measure them",
+                    options.glob, len(bare), example)
+
+
 class NoScansError(ValueError):
     """The folder holds no file that the pattern takes."""
 
@@ -1404,6 +1420,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files (hidden ones, "
                                "starting with '.', are left out)")
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
+    _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
     done: dict[str, set] = {}
     if options.resume:
