@@ -15,7 +15,6 @@ and the frames whose measurement failed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ipp_seg.inference.pipeline as pipeline  # noqa: E402
 from ipp_seg.inference import Predictor  # noqa: E402
-from ipp_seg.io import read_frame  # noqa: E402
-from psfhs_frames import REPO, is_validation  # noqa: E402
+from psfhs_frames import aop_changes, print_changes, validation_frame_arguments  # noqa: E402
 
 LINES = {"white, 1 px": (1, 255), "white, 2 px": (2, 255), "white, 4 px": (4, 255), "grey, 1 px": (1, 128)}
 
@@ -39,37 +37,15 @@ def framed(pixels: np.ndarray, width: int, level: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dssau-net-s-heldout")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
-    args = parser.parse_args()
-    ids = sorted(p.stem for p in (args.data / "image_mha").glob("*.mha") if is_validation(p.stem))
+    args, ids = validation_frame_arguments(__doc__)
     predictor = Predictor(args.model)
-    covered = pipeline.cover_border_lines
+    variants = {line: (lambda pixels, width=width, level=level: framed(pixels, width, level))
+                for line, (width, level) in LINES.items()}
     shown = lambda crop, most=None: crop  # noqa: E731 - the line shown, as before
-    changes = {(line, way): [] for line in LINES for way in ("covered", "shown")}
-    failed = dict.fromkeys(changes, 0)
-    for case in ids:
-        pixels = read_frame(args.data / "image_mha" / f"{case}.mha").pixels
-        own = predictor.predict_pixels(pixels).measurement.aop_deg
-        for line, (width, level) in LINES.items():
-            frame = framed(pixels, width, level)
-            for way, cover in (("covered", covered), ("shown", shown)):
-                pipeline.cover_border_lines = cover
-                try:
-                    aop = predictor.predict_pixels(frame).measurement.aop_deg
-                finally:
-                    pipeline.cover_border_lines = covered
-                if aop is None:
-                    failed[line, way] += 1
-                elif own is not None:
-                    changes[line, way].append(abs(aop - own))
+    changes, failed = aop_changes(predictor, args.data, ids, variants, pipeline, "cover_border_lines", shown,
+                                  ("covered", "shown"))
     print(f"{len(ids)} validation frames, model {args.model}")
-    print("| line | way | median / mean / max abs AoP change (deg) | failed |")
-    print("|---|---|---|---|")
-    for (line, way), values in changes.items():
-        v = np.array(values)
-        print(f"| {line} | {way} | {np.median(v):.2f} / {v.mean():.2f} / {v.max():.1f} | {failed[line, way]} |")
+    print_changes(changes, failed, "line")
 
 
 if __name__ == "__main__":

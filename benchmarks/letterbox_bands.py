@@ -16,7 +16,6 @@ recorded, and the frames whose measurement failed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ipp_seg.inference.pipeline as pipeline  # noqa: E402
 from ipp_seg.inference import Predictor  # noqa: E402
-from ipp_seg.io import read_frame  # noqa: E402
-from psfhs_frames import REPO, is_validation  # noqa: E402
+from psfhs_frames import aop_changes, print_changes, validation_frame_arguments  # noqa: E402
 
 
 PADDINGS = {  # where the bands go: (sideways, both ends)
@@ -48,39 +46,16 @@ def padded(pixels: np.ndarray, rng: np.random.Generator, sideways: bool, both: b
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dssau-net-s-heldout")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "psfhs")
-    args = parser.parse_args()
-    ids = sorted(p.stem for p in (args.data / "image_mha").glob("*.mha") if is_validation(p.stem))
+    args, ids = validation_frame_arguments(__doc__)
     predictor = Predictor(args.model)
-    trimmed = pipeline.trim_uniform_bands
-    shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
     rng = np.random.default_rng(0)
-    changes = {(side, way): [] for side in PADDINGS for way in ("trimmed", "shown")}
-    failed = dict.fromkeys(changes, 0)
-    for case in ids:
-        pixels = read_frame(args.data / "image_mha" / f"{case}.mha").pixels
-        own = predictor.predict_pixels(pixels).measurement.aop_deg
-        for side, (sideways, both) in PADDINGS.items():
-            frame = padded(pixels, rng, sideways, both)
-            for way, trim in (("trimmed", trimmed), ("shown", shown)):
-                pipeline.trim_uniform_bands = trim
-                try:
-                    aop = predictor.predict_pixels(frame).measurement.aop_deg
-                finally:
-                    pipeline.trim_uniform_bands = trimmed
-                if aop is None:
-                    failed[side, way] += 1
-                elif own is not None:
-                    changes[side, way].append(abs(aop - own))
+    variants = {side: (lambda pixels, sideways=sideways, both=both: padded(pixels, rng, sideways, both))
+                for side, (sideways, both) in PADDINGS.items()}
+    shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
+    changes, failed = aop_changes(predictor, args.data, ids, variants, pipeline, "trim_uniform_bands", shown,
+                                  ("trimmed", "shown"))
     print(f"{len(ids)} validation frames, model {args.model}")
-    print("| bands at | bands | median / mean / max abs AoP change (deg) | failed |")
-    print("|---|---|---|---|")
-    for (side, way), values in changes.items():
-        v = np.array(values)
-        print(f"| {side} | {way} | "
-              f"{np.median(v):.2f} / {v.mean():.2f} / {v.max():.1f} | {failed[side, way]} |")
+    print_changes(changes, failed, "bands at")
 
 
 if __name__ == "__main__":
