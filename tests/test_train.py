@@ -563,6 +563,12 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     assert step["bf16_autocast"] is False and step["data_sha256"] == base_pt["data_sha256"]
     assert card["training"]["data_sha256"] == shipped["data_sha256"] == base_pt["data_sha256"]
     assert card["training"]["machine"]["bf16_autocast"] is False and card["training"]["machine"]["processor"]
+    import onnxruntime
+
+    measured = card["validated_on"]  # what measured the card's figures
+    assert measured["onnxruntime"] == onnxruntime.__version__ and measured["processor"] and measured["date"]
+    assert f"with ipp-seg {measured['ipp_seg']} and onnxruntime {onnxruntime.__version__}" in \
+        (models / "tiny.md").read_text()
 
 
 def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path):

@@ -27,7 +27,7 @@ from ..io.folders import folders_to_create, remove_made_folders
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
-from .loop import BEST, TrainSettings, load_checkpoint_model, load_torch_file, read_checkpoint
+from .loop import BEST, TrainSettings, cpu_model, load_checkpoint_model, load_torch_file, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -493,11 +493,20 @@ def _card_validation(validation: dict, validation_tta: dict, validation_source: 
         # What low_confidence and ps_low_confidence compare with when this model runs (the plain
         # run's frames: the warnings are given on frames segmented so, --tta or not).
         "confidence_floors": validation.get("confidence_floors"),
+        # What measured it: onnxruntime's last bits differ between CPU families and its versions.
+        "validated_on": {"date": time.strftime("%Y-%m-%d"), "ipp_seg": __version__, "processor": cpu_model(),
+                         "onnxruntime": _onnxruntime_version()},
         "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
                             "AoP differences are predicted mask vs ground-truth mask, same method, and (where "
                             "the data has aop_reference.csv) predicted mask vs the published reference AoP."
                             + (" " + validation_source["note"] if validation_source else ""),
     }
+
+
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[str, str]], data: str | Path,
@@ -642,6 +651,11 @@ def model_card_markdown(card: dict) -> str:
                          f"{_f(m['median_abs_delta_aop_deg'], 2)} | {reference}{m['failed_measurements']} | "
                          f"{_f(m['score'])} |")
     lines += _agreement_markdown(card.get("validation", {}))
+    measured = card.get("validated_on")
+    if measured:  # (cards measured before it was recorded have none)
+        lines += ["", f"Measured on {measured['date']} with ipp-seg {measured['ipp_seg']} and onnxruntime "
+                      f"{measured['onnxruntime']} on {measured['processor'] or 'an unnamed CPU'}: another CPU family "
+                      "may differ in the last digits."]
     floors = card.get("confidence_floors")
     if floors:
         lines += ["", f"Confidence floors: `low_confidence` below a head confidence of {floors['head']:.3f}, "
