@@ -670,12 +670,12 @@ def predict(
 @app.command(short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
 def batch(
     in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively).", readable=False),
-    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/, dicom/."),
+    out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/, dicom-results/."),
     glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
     save_masks: bool = _flag("--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
     overlays: bool = _flag("--overlays", help="Write overlay PNGs under overlays/."),
-    dicom_seg: bool = _flag("--dicom-seg", help="Write a DICOM Segmentation per DICOM frame under dicom/."),
-    dicom_sr: bool = _flag("--dicom-sr", help="Write a DICOM Comprehensive SR per DICOM frame under dicom/."),
+    dicom_seg: bool = _flag("--dicom-seg", help="Write a DICOM Segmentation per DICOM frame under dicom-results/."),
+    dicom_sr: bool = _flag("--dicom-sr", help="Write a DICOM Comprehensive SR per DICOM frame under dicom-results/."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel processes (each loads the model once)."),
     resume: bool = _flag("--resume",
                                 help="Go on with the run in OUT: skip what measurements.csv already holds (files "

@@ -147,6 +147,26 @@ def test_suffix_disambiguated():
     # Regardless of case: on macOS and Windows masks/Scan.png and masks/scan.png had been one file.
     assert suffix_disambiguated(["a/Scan.png", "a/scan.jpg", "b/scan.png"]) == {
         "a/Scan.png": "a/Scan_png.png", "a/scan.jpg": "a/scan_jpg.jpg"}
+    # A name without a suffix keeps it, and the names beside it with a suffix join theirs: two UID-named DICOMs with
+    # previews (UID.jpg) had both been written under the UID root's name, one over the other.
+    uids = ["1.2.826.0.1.3680043.8.498.11", "1.2.826.0.1.3680043.8.498.11.jpg", "1.2.826.0.1.3680043.8.498.22",
+            "1.2.826.0.1.3680043.8.498.22.jpg", "IM_0001", "IM_0001.dcm"]
+    renames = suffix_disambiguated(uids)
+    assert renames == {"1.2.826.0.1.3680043.8.498.11.jpg": "1.2.826.0.1.3680043.8.498.11_jpg.jpg",
+                       "1.2.826.0.1.3680043.8.498.22.jpg": "1.2.826.0.1.3680043.8.498.22_jpg.jpg",
+                       "IM_0001.dcm": "IM_0001_dcm.dcm"}
+    assert len({output_stem(renames.get(name, name), 0, 1) for name in uids}) == len(uids)
+
+
+def test_a_scans_folder_named_dicom_is_measured_when_out_is_its_parent(tmp_path, sample_dicom, sample_png):
+    # OUT is often the scans' own folder: a sub-folder of scans named "dicom" had been taken for the run's DICOM
+    # results and skipped without a word.
+    root = tmp_path / "project"
+    (root / "dicom").mkdir(parents=True)
+    shutil.copy(sample_dicom, root / "dicom" / "IM_1.dcm")
+    shutil.copy(sample_png, root / "x.png")
+    assert _run("batch", root, "--out", root).exit_code == 0
+    assert sorted(r["file"] for r in _rows(root / "measurements.csv")) == ["dicom/IM_1.dcm", "x.png"]
 
 
 def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
@@ -2011,11 +2031,11 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
     out = tmp_path / "out"
     result = _run("batch", mixed_folder, "--out", out, "--dicom-seg", "--dicom-sr", "--workers", workers)
     assert result.exit_code == 0, result.output
-    written = sorted(p.relative_to(out / "dicom").as_posix() for p in (out / "dicom").rglob("*.dcm"))
+    written = sorted(p.relative_to(out / "dicom-results").as_posix() for p in (out / "dicom-results").rglob("*.dcm"))
     assert written == ["IMG00001_seg.dcm", "IMG00001_sr.dcm", *[f"sub/cine_f000{i}_{kind}.dcm" for i in range(3)
                                                                 for kind in ("seg", "sr")]]
     rows = {(r["file"], r["frame"]): r for r in _rows(out / "measurements.csv")}
-    cine = [pydicom.dcmread(out / "dicom" / f"sub/cine_f000{i}_seg.dcm") for i in range(3)]
+    cine = [pydicom.dcmread(out / "dicom-results" / f"sub/cine_f000{i}_seg.dcm") for i in range(3)]
     source = pydicom.dcmread(mixed_folder / "sub" / "cine.dcm", stop_before_pixels=True)
     assert len({ds.SeriesInstanceUID for ds in cine}) == 1 and [ds.InstanceNumber for ds in cine] == [1, 2, 3]
     assert all(ds.StudyInstanceUID == source.StudyInstanceUID for ds in cine)
@@ -2025,7 +2045,7 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
         assert {(s.ReferencedSOPInstanceUID, s.ReferencedFrameNumber) for s in sources} == {(source.SOPInstanceUID,
                                                                                               i + 1)}
     for (file, frame), stem in ((("IMG00001", "0"), "IMG00001"), (("sub/cine.dcm", "1"), "sub/cine_f0001")):
-        sr = pydicom.dcmread(out / "dicom" / f"{stem}_sr.dcm")
+        sr = pydicom.dcmread(out / "dicom-results" / f"{stem}_sr.dcm")
         stack, values = list(sr.ContentSequence), []
         while stack:
             item = stack.pop()
@@ -2035,16 +2055,16 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
         assert values == [pytest.approx(float(rows[file, frame]["aop_deg"]), abs=0.005)]
     from test_dicom_results import dciodvfy_errors
 
-    for path in (out / "dicom" / "IMG00001_seg.dcm", out / "dicom" / "sub" / "cine_f0002_sr.dcm"):
+    for path in (out / "dicom-results" / "IMG00001_seg.dcm", out / "dicom-results" / "sub" / "cine_f0002_sr.dcm"):
         assert dciodvfy_errors(path) == [], path
-    # A resumed run writes those of the files it measures; the dicom/ folder is never taken for scans.
-    (out / "dicom" / "IMG00001_sr.dcm").unlink()
+    # A resumed run writes those of the files it measures; the dicom-results/ folder is never taken for scans.
+    (out / "dicom-results" / "IMG00001_sr.dcm").unlink()
     again = _run("batch", mixed_folder, "--out", out, "--dicom-sr", "--resume")
-    assert again.exit_code == 0 and not (out / "dicom" / "IMG00001_sr.dcm").exists()  # done before: left
+    assert again.exit_code == 0 and not (out / "dicom-results" / "IMG00001_sr.dcm").exists()  # done before: left
     from ipp_seg.inference.batch import is_batch_output_part, list_scans
 
-    assert is_batch_output_part(out / "dicom")
-    assert not [p for p in list_scans(tmp_path, "**/*", warn=False) if "dicom" in p.relative_to(tmp_path).parts]
+    assert is_batch_output_part(out / "dicom-results")
+    assert not [p for p in list_scans(tmp_path, "**/*", warn=False) if "dicom-results" in p.relative_to(tmp_path).parts]
 
 
 def test_workers_beyond_what_the_system_runs_are_capped_with_a_warning(tmp_path, sample_png, monkeypatch, caplog):

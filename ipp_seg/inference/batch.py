@@ -65,7 +65,8 @@ CSV_COLUMNS = (
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
 CSV_NAME = "measurements.csv"
 # The folders beside it that --save-masks and --overlays write into.
-MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER = "masks", "overlays", "dicom"
+# (Not "dicom": a folder of scans is often named so, and OUT is often the scans' own folder.)
+MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER = "masks", "overlays", "dicom-results"
 #: The folders a run writes beside its CSV.
 OUTPUT_FOLDERS = (MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER)
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
@@ -121,8 +122,8 @@ class BatchOptions:
     # (relative path, output name) for scans whose masks and overlays would otherwise share a
     # name; run_batch fills it from the whole folder (see suffix_disambiguated).
     output_renames: tuple[tuple[str, str], ...] = ()
-    dicom_seg: bool = False  # a DICOM Segmentation per DICOM frame, under dicom/
-    dicom_sr: bool = False  # a DICOM Comprehensive SR per DICOM frame, under dicom/
+    dicom_seg: bool = False  # a DICOM Segmentation per DICOM frame, under dicom-results/
+    dicom_sr: bool = False  # a DICOM Comprehensive SR per DICOM frame, under dicom-results/
     # The run's identity in what it writes as DICOM (run_batch sets them when SEG or SR is asked):
     # its objects of one source series form one derived series each, dated by the run's start.
     run_uid: str | None = None
@@ -572,7 +573,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
                 continue
             found.append(path)
     if earlier_outputs and warn:
-        log.warning("left out what earlier runs wrote (measurements.csv, masks and overlays: not scans): %s",
+        log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays and DICOM results: not scans): %s",
                     ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
                                                       if len(earlier_outputs) > 5 else ""))
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
@@ -594,7 +595,7 @@ def is_batch_output(folder: Path) -> bool:
 
 
 def refuse_batch_output_as_input(folder: Path, what: str = "scans") -> None:
-    """Raise :class:`NoScansError` when ``folder`` is the ``masks``, ``overlays`` or ``dicom`` folder
+    """Raise :class:`NoScansError` when ``folder`` is the ``masks``, ``overlays`` or ``dicom-results`` folder
     of a batch run: given as the folder to take up, its label masks or pictures would be measured
     as ``what`` (an overlay read 125.7 deg for a frame that reads 146.2)."""
     folder = Path(folder)
@@ -661,7 +662,7 @@ def csv_cells(row: dict) -> dict:
 
 def is_batch_output_part(path: Path) -> bool:
     """Whether ``path`` is something a batch run wrote: its ``measurements.csv``, or the
-    ``masks``, ``overlays`` or ``dicom`` folder beside it (outputs, never scans or predictions to
+    ``masks``, ``overlays`` or ``dicom-results`` folder beside it (outputs, never scans or predictions to
     take up again). Anything else in that folder, such as scans when ``--out`` was their project
     folder, is not."""
     return (path.name == CSV_NAME or path.name in OUTPUT_FOLDERS) and is_batch_output(path.parent)
@@ -749,7 +750,10 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     renames = {}
     for name in names:
         stem = output_stem(name, 0, 1)
-        if stems[stem.casefold()] > 1:
+        # A name without a suffix (IM_0001, a UID) keeps it: the others of its group take theirs.
+        # (Renamed "IM_0001_", a UID's name had lost its last part to the suffix rule, and two
+        # UIDs with previews beside them, UID.jpg, had shared the UID root's outputs.)
+        if stems[stem.casefold()] > 1 and name != stem:
             suffix = name[len(stem):]
             renames[name] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
     return renames
@@ -882,7 +886,7 @@ class FileProcessor:
 
     def _write_dicom(self, result: FrameResult, rel: str, name: str, outputs: list[str],
                      written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> None:
-        """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom/ at the frame's mask name. Each
+        """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom-results/ at the frame's mask name. Each
         Instance Number is the source's (its frame number for a cine), not made unique across the
         run's files: workers write apart, and the numbers do not change with their count. A SEG
         or SR refused (a source without what it needs) is said once per file and cause; the row
