@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -2101,3 +2102,47 @@ def test_a_glob_that_leaves_out_files_without_a_suffix_says_so(mixed_folder, tmp
     with caplog.at_level("WARNING"):  # a pattern that leaves out only files with suffixes (.dcm, .txt): as meant
         batch_module.run_batch(batch_module.BatchOptions(mixed_folder, tmp_path / "out2", glob="**/*.png"))
     assert "left out" not in caplog.text
+
+
+def test_overwrite_takes_the_earlier_runs_outputs_with_its_csv_and_resume_says_what_it_cannot_add(
+        tmp_path, sample_dicom, caplog):
+    # --overwrite had left the earlier run's masks, SEGs and SRs beside the new rows: an SR of another model's angle,
+    # and outputs of a scan no longer in the folder, pushed to a PACS with the rest. And --dicom-sr added on --resume
+    # wrote nothing for the files done before, without a word.
+    pytest.importorskip("highdicom")
+    import ipp_seg.inference.batch as batch_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name in ("IM_1", "IM_2", "IM_3"):
+        shutil.copy(sample_dicom, root / name)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--save-masks", "--dicom-sr").exit_code == 0
+    earlier = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".dcm"))
+    assert len(earlier) == 6
+    for path in earlier:  # (dated a minute back, as an earlier run's are)
+        os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
+    (root / "IM_3").unlink()
+    stopped = batch_module._WholeRowsFile.write_rows
+
+    def interrupted(self, rows, header=False):
+        raise KeyboardInterrupt
+
+    batch_module._WholeRowsFile.write_rows = interrupted
+    try:  # stopped before its first row: the earlier run's CSV and the outputs this run did not rewrite stand
+        with pytest.raises(KeyboardInterrupt):
+            batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overwrite=True))
+    finally:
+        batch_module._WholeRowsFile.write_rows = stopped
+    assert all(path.exists() for path in earlier if path.suffix == ".dcm") and len(_rows(out / "measurements.csv")) == 3
+    assert _run("batch", root, "--out", out, "--save-masks", "--overwrite").exit_code == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".dcm")) == [
+        "masks/IM_1.png", "masks/IM_2.png"]  # this run's masks; no SR of the earlier run, none of IM_3
+    assert all(p.stat().st_mtime > time.time() - 30 for p in (out / "masks").iterdir())  # rewritten now
+    # Resumed with SRs asked, which the run it goes on with did not write: said, not silently left out.
+    shutil.copy(sample_dicom, root / "IM_3")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, resume=True, dicom_sr=True))
+    assert "the 2 file(s) measured before this run resumed get no dicom-results/" in caplog.text
+    assert [p.name for p in (out / "dicom-results").iterdir()] == ["IM_3_sr.dcm"]

@@ -1389,6 +1389,43 @@ def run_batch(options: BatchOptions,
         raise
 
 
+#: How far before a run's start an output counts as the run's own (file systems that date files
+#: to whole seconds, or two, as FAT does).
+OUTPUT_TIME_MARGIN_S = 2.0
+
+#: What a run writes into its output folders.
+_OUTPUT_SUFFIXES = (".png", ".dcm")
+
+
+def _remove_outputs_before(out_dir: Path, started: float) -> None:
+    """Remove the masks, overlays and DICOM results in OUT's output folders dated before ``started``
+    (a run's start, as ``time.time()``): an earlier run's, which ``--overwrite`` replaces. Links to
+    folders are not followed; folders left empty go."""
+    for folder in (out_dir / name for name in OUTPUT_FOLDERS):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for here, _, names in os.walk(folder):
+            for name in names:
+                path = Path(here, name)
+                with suppress(OSError):
+                    if name.lower().endswith(_OUTPUT_SUFFIXES) and path.lstat().st_mtime < started:
+                        path.unlink()
+        _remove_empty_folders(folder)
+
+
+def _say_outputs_not_written_again(options: BatchOptions, skipped: int, existed: dict[str, bool]) -> None:
+    """Warn where a resumed run asks for outputs that the run it goes on with did not write: the
+    files that run measured are not measured again, and get none (``--dicom-seg`` added on
+    ``--resume`` had written nothing for them, without a word)."""
+    asked = {MASKS_FOLDER: options.save_masks, OVERLAYS_FOLDER: options.overlays,
+             DICOM_FOLDER: options.dicom_seg or options.dicom_sr}
+    missing = [folder for folder, wanted in asked.items() if wanted and not existed[folder]]
+    if missing:
+        log.warning("the %d file(s) measured before this run resumed get no %s (the run they come from wrote none): "
+                    "--overwrite measures every file again", skipped,
+                    " or ".join(f"{folder}/" for folder in missing))
+
+
 def _remove_unfinished_outputs(out_dir: Path) -> None:
     """Remove the hidden temporary files (``.ipp-seg-*.part``) that an earlier run killed outright
     left in OUT's masks, overlays and DICOM results while writing one: with the run's lock held, no
@@ -1401,6 +1438,9 @@ def _remove_unfinished_outputs(out_dir: Path) -> None:
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,
                 on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
+    # (A little before now: a file system that keeps whole seconds dates this run's first outputs so.)
+    wall_started = time.time() - OUTPUT_TIME_MARGIN_S
+    outputs_before = {folder: (options.out_dir / folder).is_dir() for folder in OUTPUT_FOLDERS}
     _remove_unfinished_outputs(options.out_dir)
     for wanted, folder in ((options.save_masks, MASKS_FOLDER), (options.overlays, OVERLAYS_FOLDER),
                            (options.dicom_seg or options.dicom_sr, DICOM_FOLDER)):
@@ -1449,6 +1489,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
     if on_start:
         on_start(len(todo))
+    if skipped:
+        _say_outputs_not_written_again(options, skipped, outputs_before)
 
     if options.inference.fixed_batch is None:
         # Always, whatever is left to do: onnxruntime's arithmetic differs in the last bits with
@@ -1475,7 +1517,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     rowed: set[str] = set()  # files whose rows this run wrote
     try:
-        with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
+        # --overwrite replaces the run: the earlier run's masks, overlays, SEGs and SRs go with its
+        # CSV (older than this run; its own, written by then, stay), or they would stand beside the
+        # new rows as results of files or models the new run no longer has.
+        earlier_outputs_go = (lambda: _remove_outputs_before(options.out_dir, wall_started)) if options.overwrite \
+            else None
+        with _WholeRowsFile(csv_path, replace=not options.resume, on_replace=earlier_outputs_go) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
                 rowed.add(outcome.file)
@@ -1624,8 +1671,8 @@ class _WholeRowsFile:
     been measured and its outputs written: a run stopped before (a colleague's read-only mask
     in a shared OUT, Ctrl-C while the workers start) leaves the previous results as they were."""
 
-    def __init__(self, path: Path, replace: bool) -> None:
-        self._path, self._replace = path, replace
+    def __init__(self, path: Path, replace: bool, on_replace: Callable[[], None] | None = None) -> None:
+        self._path, self._replace, self._on_replace = path, replace, on_replace
         self._fd: int | None = None
         self._end = 0
 
@@ -1637,6 +1684,8 @@ class _WholeRowsFile:
             except FileNotFoundError:
                 pass
             self._path.unlink(missing_ok=True)
+            if self._on_replace is not None:
+                self._on_replace()
         # A new CSV: the umask decides.
         # O_BINARY (Windows): the rows' CR LF written as they are, and the byte offsets kept true.
         self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0),
