@@ -789,6 +789,11 @@ def batch(
               f"({warned}{failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
+    if dicom_seg or dicom_sr:  # what goes to a PACS, counted: a refusal leaves its row as it is
+        refused = (f"; {summary.dicom_refused} refused (the warnings above say why; their rows stand)"
+                   if summary.dicom_refused else "")
+        err.print(f"{summary.dicom_written} DICOM SEG and SR object(s) written under "
+                  f"{escape(str(out / 'dicom-results'))}{refused}", highlight=False)
     if summary.repeated_images:
         files = sorted({(file, holder) for file, _, holder in summary.repeated_images})
         shown = "; ".join(f"{file} = {holder}" for file, holder in files[:3]) + (

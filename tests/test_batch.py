@@ -2032,6 +2032,8 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
     out = tmp_path / "out"
     result = _run("batch", mixed_folder, "--out", out, "--dicom-seg", "--dicom-sr", "--workers", workers)
     assert result.exit_code == 0, result.output
+    # Counted for whoever sends them to a PACS (the CT, the PNGs, the damaged file: none).
+    assert f"8 DICOM SEG and SR object(s) written under {out / 'dicom-results'}" in " ".join(result.output.split())
     written = sorted(p.relative_to(out / "dicom-results").as_posix() for p in (out / "dicom-results").rglob("*.dcm"))
     assert written == ["IMG00001_seg.dcm", "IMG00001_sr.dcm", *[f"sub/cine_f000{i}_{kind}.dcm" for i in range(3)
                                                                 for kind in ("seg", "sr")]]

@@ -356,7 +356,7 @@ def test_a_cines_dicom_results_form_one_series_per_kind_and_run(sample_dicom, tm
         assert sorted(ds.InstanceNumber for ds in study) == [1, 2, 3]
 
 
-def test_dicom_results_of_a_retired_ultrasound_class_are_refused_in_one_line(sample_dicom, tmp_path):
+def test_dicom_results_of_a_retired_ultrasound_class_are_refused_in_one_line(sample_dicom, tmp_path, caplog):
     pytest.importorskip("highdicom")
     import pydicom
 
@@ -366,6 +366,16 @@ def test_dicom_results_of_a_retired_ultrasound_class_are_refused_in_one_line(sam
     result = invoke("predict", tmp_path / "old.dcm", "--out", tmp_path / "out", "--dicom-seg")
     assert result.exit_code == 2 and "retired SOP class Ultrasound Image Storage (Retired)" in result.output
     assert "Traceback" not in result.output and (tmp_path / "out" / "old.json").exists()
+    # batch: said once for the file, counted in the summary, its row standing.
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (tmp_path / "old.dcm").rename(scans / "old.dcm")
+    shutil.copy(sample_dicom, scans / "new.dcm")
+    with caplog.at_level("WARNING"):
+        result = invoke("batch", scans, "--out", tmp_path / "batch", "--dicom-seg", "--dicom-sr")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and caplog.text.count("retired SOP class") == 1, caplog.text
+    assert f"2 DICOM SEG and SR object(s) written under {tmp_path / 'batch' / 'dicom-results'}; 2 refused" in said
 
 
 def test_dicom_results_asked_for_a_png_say_why_there_are_none(sample_png, tmp_path):

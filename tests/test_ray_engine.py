@@ -25,6 +25,8 @@ def test_outcome_round_trip_keeps_cells():
     (got,) = back.rows
     assert {k: str(v) for k, v in got.items()} == {k: str(v) for k, v in row.items()}
     assert got["frame"] == 0 and got["hsd_mm"] == ""
+    counted = decode_outcome(encode_outcome(FileOutcome("b.dcm", (row,), {}, ("x_seg.dcm",), 1, 1)))
+    assert (counted.outputs, counted.dicom_written, counted.dicom_refused) == (("x_seg.dcm",), 1, 1)
 
 
 def test_nothing_to_do_yields_nothing(tmp_path):

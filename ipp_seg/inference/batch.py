@@ -203,13 +203,16 @@ class FrameFailure:
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """What one file produced: its CSV rows, time spent (s) by stage, and the paths of the masks
-    and overlays written for it (a run stopped before its rows are written removes them)."""
+    """What one file produced: its CSV rows, time spent (s) by stage, the paths of the masks,
+    overlays and DICOM results written for it (a run stopped before its rows are written removes
+    them), and how many DICOM SEGs and SRs were written and refused."""
 
     file: str
     rows: tuple[dict, ...]
     timings: dict
     outputs: tuple[str, ...] = ()
+    dicom_written: int = 0
+    dicom_refused: int = 0
 
 
 # A run in which this share of the measured frames or more look displayed the other way round
@@ -312,6 +315,8 @@ class BatchSummary:
     csv_advice: RunAdvice | None = None
     doubtful_aop_rows: int = 0  # of the warning rows, those whose AoP a warning puts in doubt
     unrecognised_rows: int = 0  # of the segmented rows, those of no transperineal view the network knows
+    dicom_written: int = 0  # DICOM SEGs and SRs written (--dicom-seg, --dicom-sr)
+    dicom_refused: int = 0  # ...and refused: their rows stand, a warning says why
 
     @property
     def advice(self) -> RunAdvice:
@@ -885,12 +890,12 @@ class FileProcessor:
         return self.process_files([(path, done_frames)])[0]
 
     def _write_dicom(self, result: FrameResult, rel: str, name: str, outputs: list[str],
-                     written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> None:
+                     written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> tuple[int, int]:
         """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom-results/ at the frame's mask name. Each
         Instance Number is the source's (its frame number for a cine), not made unique across the
         run's files: workers write apart, and the numbers do not change with their count. A SEG
         or SR refused (a source without what it needs) is said once per file and cause; the row
-        stands."""
+        stands. Returns how many objects were written and refused."""
         from ..io.dicom_results import DicomOutputsRefused, write_frame_dicom
 
         opts, frame = self.options, result.frame
@@ -903,7 +908,7 @@ class FileProcessor:
                 _note_output(outputs, written, name, Path(f"{base}_{kind}.dcm"))
         base.parent.mkdir(parents=True, exist_ok=True)
         try:
-            write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
+            made = write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
                               frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
                               seg=opts.dicom_seg, sr=opts.dicom_sr, model_name=self.model_name,
                               model_sha256=self.model_sha256, tta=opts.inference.tta, software_version=__version__,
@@ -911,6 +916,8 @@ class FileProcessor:
         except DicomOutputsRefused as exc:
             if first_time(str(exc)):
                 log.warning("%s: %s", name, exc)
+            return len(exc.written), len(exc.refused)
+        return len(made), 0
 
     def process_files(self, items: list[tuple[Path, frozenset]],
                       stopped: Callable[[], bool] | None = None,
@@ -926,6 +933,7 @@ class FileProcessor:
         stamps = [file_stamp(path) for path, _ in items]  # before reading: a later change is not hidden
         rows: list[list[dict]] = [[] for _ in items]
         outputs: list[list[str]] = [[] for _ in items]
+        dicom_counts = [[0, 0] for _ in items]  # (written, refused) SEGs and SRs
         burned_in_said: set[int] = set()
         refusals_said: set[tuple[int, str]] = set()  # (file, cause) of a SEG or SR refused: said once a file
         timings: dict = {}
@@ -965,8 +973,10 @@ class FileProcessor:
                                                                      frame.n_frames, frame.provenance.frame_number),
                                                  tta=inf.tta, model=self.model_name))
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
-                self._write_dicom(result, rel, name, outputs[item], written,
-                                  lambda cause, item=item: _first_time(refusals_said, (item, cause)))
+                made, refused = self._write_dicom(result, rel, name, outputs[item], written,
+                                                  lambda cause, item=item: _first_time(refusals_said, (item, cause)))
+                dicom_counts[item][0] += made
+                dicom_counts[item][1] += refused
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance, "", inf.method, inf.orientation,
@@ -975,8 +985,8 @@ class FileProcessor:
                                               ps_confidence=result.ps_confidence, model_sha256=self.model_sha256))
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
-                            tuple(file_outputs))
-                for name, file_rows, file_outputs in zip(names, rows, outputs)]
+                            tuple(file_outputs), *counts)
+                for name, file_rows, file_outputs, counts in zip(names, rows, outputs, dicom_counts)]
 
 
 def _first_time(said: set, key) -> bool:
@@ -1513,7 +1523,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     outcomes = _engine_outcomes(options, todo, workers, left)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
-    n_unrecognised = 0
+    n_unrecognised = n_dicom = n_dicom_refused = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     rowed: set[str] = set()  # files whose rows this run wrote
     try:
@@ -1537,6 +1547,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                     n_unrecognised += row_anatomy_unrecognised(row)
                     n_not_image += row_not_an_image(row)
                     any_uid = any_uid or bool(row["sop_instance_uid"])
+                n_dicom += outcome.dicom_written
+                n_dicom_refused += outcome.dicom_refused
                 for key, value in outcome.timings.items():
                     totals[key] += value
                 if on_progress:
@@ -1563,7 +1575,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         repeats = repeated_images(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
-                        doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised)
+                        doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised,
+                        dicom_written=n_dicom, dicom_refused=n_dicom_refused)
 
 
 def _remove_empty_folders(root: Path) -> None:

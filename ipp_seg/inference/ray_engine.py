@@ -45,12 +45,14 @@ def encode_outcome(outcome: FileOutcome) -> str:
     """One JSON string per outcome: rows hold mixed str/int/float/"" cells, which Arrow columns
     cannot type, so they cross the cluster as text."""
     return json.dumps({"file": outcome.file, "rows": list(outcome.rows), "timings": outcome.timings,
-                       "outputs": list(outcome.outputs)}, default=_plain)
+                       "outputs": list(outcome.outputs), "dicom": [outcome.dicom_written, outcome.dicom_refused]},
+                      default=_plain)
 
 
 def decode_outcome(text: str) -> FileOutcome:
     data = json.loads(text)
-    return FileOutcome(data["file"], tuple(data["rows"]), data["timings"], tuple(data.get("outputs", ())))
+    return FileOutcome(data["file"], tuple(data["rows"]), data["timings"], tuple(data.get("outputs", ())),
+                       *data.get("dicom", (0, 0)))
 
 
 class _RayFileWorker:
