@@ -801,7 +801,9 @@ def batch(
         rows = f"{len(summary.repeated_images)} rows are" if len(summary.repeated_images) > 1 else "1 row is"
         err.print(f"[yellow]warning:[/] {rows} of frames another file holds too "
                   f"(the same SOP Instance UID: an image exported twice), in {len(files)} file(s): {escape(shown)}. "
-                  "A statistic over the rows counts each such frame twice unless one of its rows is left out.",
+                  "A statistic over the rows counts each such frame twice unless one of its rows is left out."
+                  + (" Each copy has its own SEG and SR under dicom-results/: send one of them to a PACS."
+                     if dicom_seg or dicom_sr else ""),
                   highlight=False)
     none_now = summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files
     # ...nor in the whole CSV, resumed: a wrapper that resumes until the exit is 0 must not stop at

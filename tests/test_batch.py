@@ -2033,7 +2033,9 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
     result = _run("batch", mixed_folder, "--out", out, "--dicom-seg", "--dicom-sr", "--workers", workers)
     assert result.exit_code == 0, result.output
     # Counted for whoever sends them to a PACS (the CT, the PNGs, the damaged file: none).
-    assert f"8 DICOM SEG and SR object(s) written under {out / 'dicom-results'}" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert f"8 DICOM SEG and SR object(s) written under {out / 'dicom-results'}" in said
+    assert "Each copy has its own SEG and SR" not in said  # no image exported twice here
     written = sorted(p.relative_to(out / "dicom-results").as_posix() for p in (out / "dicom-results").rglob("*.dcm"))
     assert written == ["IMG00001_seg.dcm", "IMG00001_sr.dcm", *[f"sub/cine_f000{i}_{kind}.dcm" for i in range(3)
                                                                 for kind in ("seg", "sr")]]
@@ -2066,6 +2068,13 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
     assert again.exit_code == 0 and not (out / "dicom-results" / "IMG00001_sr.dcm").exists()  # done before: left
     from ipp_seg.inference.batch import is_batch_output_part, list_scans
 
+    # An image exported twice: a PACS would get both copies' objects, and is told so.
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    for name in ("IMG1", "IMG2"):
+        shutil.copy(sample_dicom, twice / name)
+    said = " ".join(_run("batch", twice, "--out", tmp_path / "out_twice", "--dicom-sr").output.split())
+    assert "Each copy has its own SEG and SR under dicom-results/: send one of them to a PACS." in said
     assert is_batch_output_part(out / "dicom-results")
     assert not [p for p in list_scans(tmp_path, "**/*", warn=False) if "dicom-results" in p.relative_to(tmp_path).parts]
 
