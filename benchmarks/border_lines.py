@@ -23,8 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ipp_seg.inference.pipeline as pipeline  # noqa: E402
-from ipp_seg.inference import Predictor  # noqa: E402
-from psfhs_frames import aop_changes, print_changes, validation_frame_arguments  # noqa: E402
+from psfhs_frames import aop_change_benchmark  # noqa: E402
 
 LINES = {"white, 1 px": (1, 255), "white, 2 px": (2, 255), "white, 4 px": (4, 255), "grey, 1 px": (1, 128)}
 
@@ -37,15 +36,10 @@ def framed(pixels: np.ndarray, width: int, level: int) -> np.ndarray:
 
 
 def main() -> None:
-    args, ids = validation_frame_arguments(__doc__)
-    predictor = Predictor(args.model)
+    shown = lambda crop, most=None: crop  # noqa: E731 - the line shown, as before
     variants = {line: (lambda pixels, width=width, level=level: framed(pixels, width, level))
                 for line, (width, level) in LINES.items()}
-    shown = lambda crop, most=None: crop  # noqa: E731 - the line shown, as before
-    changes, failed = aop_changes(predictor, args.data, ids, variants, pipeline, "cover_border_lines", shown,
-                                  ("covered", "shown"))
-    print(f"{len(ids)} validation frames, model {args.model}")
-    print_changes(changes, failed, "line")
+    aop_change_benchmark(__doc__, variants, pipeline, "cover_border_lines", shown, ("covered", "shown"), "line")
 
 
 if __name__ == "__main__":

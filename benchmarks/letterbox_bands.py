@@ -24,8 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ipp_seg.inference.pipeline as pipeline  # noqa: E402
-from ipp_seg.inference import Predictor  # noqa: E402
-from psfhs_frames import aop_changes, print_changes, validation_frame_arguments  # noqa: E402
+from psfhs_frames import aop_change_benchmark  # noqa: E402
 
 
 PADDINGS = {  # where the bands go: (sideways, both ends)
@@ -46,16 +45,11 @@ def padded(pixels: np.ndarray, rng: np.random.Generator, sideways: bool, both: b
 
 
 def main() -> None:
-    args, ids = validation_frame_arguments(__doc__)
-    predictor = Predictor(args.model)
     rng = np.random.default_rng(0)
+    shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
     variants = {side: (lambda pixels, sideways=sideways, both=both: padded(pixels, rng, sideways, both))
                 for side, (sideways, both) in PADDINGS.items()}
-    shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
-    changes, failed = aop_changes(predictor, args.data, ids, variants, pipeline, "trim_uniform_bands", shown,
-                                  ("trimmed", "shown"))
-    print(f"{len(ids)} validation frames, model {args.model}")
-    print_changes(changes, failed, "bands at")
+    aop_change_benchmark(__doc__, variants, pipeline, "trim_uniform_bands", shown, ("trimmed", "shown"), "bands at")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,19 @@ def aop_changes(predictor, data: Path, ids: list[str], variants: dict, module, n
     return changes, failed
 
 
+def aop_change_benchmark(doc: str, variants: dict, module, name: str, before, ways: tuple[str, str],
+                         what: str) -> None:
+    """The whole of a script that changes the validation frames and measures what the model then
+    reads (:func:`validation_frame_arguments`, :func:`aop_changes`, :func:`print_changes`)."""
+    from ipp_seg.inference import Predictor
+
+    args, ids = validation_frame_arguments(doc)
+    predictor = Predictor(args.model)
+    changes, failed = aop_changes(predictor, args.data, ids, variants, module, name, before, ways)
+    print(f"{len(ids)} validation frames, model {args.model}")
+    print_changes(changes, failed, what)
+
+
 def print_changes(changes: dict, failed: dict, what: str) -> None:
     """The table of :func:`aop_changes`, in Markdown: median / mean / max |change| per variant and way."""
     import numpy as np
