@@ -159,6 +159,22 @@ def test_suffix_disambiguated():
     assert len({output_stem(renames.get(name, name), 0, 1) for name in uids}) == len(uids)
 
 
+def test_scans_differing_only_in_suffix_get_a_seg_each_with_no_other_output_asked(tmp_path, sample_dicom):
+    # scan.dcm and scan.ima: with --dicom-seg alone the names had not been told apart, one SEG written over the other.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name in ("scan.dcm", "scan.ima"):
+        ds = pydicom.dcmread(sample_dicom)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(root / name)
+    assert _run("batch", root, "--out", tmp_path / "out", "--dicom-seg").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "dicom-results").iterdir()) == ["scan_dcm_seg.dcm",
+                                                                                     "scan_ima_seg.dcm"]
+
+
 def test_a_scans_folder_named_dicom_is_measured_when_out_is_its_parent(tmp_path, sample_dicom, sample_png):
     # OUT is often the scans' own folder: a sub-folder of scans named "dicom" had been taken for the run's DICOM
     # results and skipped without a word.
@@ -2107,7 +2123,14 @@ def test_a_glob_that_leaves_out_files_without_a_suffix_says_so(mixed_folder, tmp
     shutil.copy(sample_dicom, mixed_folder / "sub" / "IMG00001")
     with caplog.at_level("WARNING"):
         batch_module.run_batch(batch_module.BatchOptions(mixed_folder, tmp_path / "out", glob="**/*.dcm"))
-    assert "--glob '**/*.dcm' left out 1 file(s) without a suffix, such as sub/IMG00001" in caplog.text
+    assert "--glob '**/*.dcm' left out 1 DICOM file(s) without a suffix, such as sub/IMG00001" in caplog.text
+    # The export's index, and a folder of other suffix-less files not chosen, are left out as meant.
+    (mixed_folder / "DICOMDIR").write_bytes((mixed_folder / "sub" / "IMG00001").read_bytes())
+    (mixed_folder / "NOTES").write_text("not DICOM")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(mixed_folder, tmp_path / "out3", glob="sub/**"))
+    assert "left out" not in caplog.text  # (sub/IMG00001 taken; DICOMDIR and NOTES, left out, are no scans)
     caplog.clear()
     (mixed_folder / "sub" / "IMG00001").unlink()
     with caplog.at_level("WARNING"):  # a pattern that leaves out only files with suffixes (.dcm, .txt): as meant
@@ -2131,8 +2154,8 @@ def test_overwrite_takes_the_earlier_runs_outputs_with_its_csv_and_resume_says_w
     assert _run("batch", root, "--out", out, "--save-masks", "--dicom-sr").exit_code == 0
     earlier = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".dcm"))
     assert len(earlier) == 6
-    for path in earlier:  # (dated a minute back, as an earlier run's are)
-        os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
+    # Files of the user's own in those folders are never taken (a reviewer's first version took any PNG there).
+    (out / "masks" / "my_reference_mask.png").write_bytes(b"mine")
     (root / "IM_3").unlink()
     stopped = batch_module._WholeRowsFile.write_rows
 
@@ -2148,8 +2171,13 @@ def test_overwrite_takes_the_earlier_runs_outputs_with_its_csv_and_resume_says_w
     assert all(path.exists() for path in earlier if path.suffix == ".dcm") and len(_rows(out / "measurements.csv")) == 3
     assert _run("batch", root, "--out", out, "--save-masks", "--overwrite").exit_code == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".dcm")) == [
-        "masks/IM_1.png", "masks/IM_2.png"]  # this run's masks; no SR of the earlier run, none of IM_3
-    assert all(p.stat().st_mtime > time.time() - 30 for p in (out / "masks").iterdir())  # rewritten now
+        "masks/IM_1.png", "masks/IM_2.png", "masks/my_reference_mask.png"]  # no SR of the earlier run, none of IM_3
+    # An --overwrite into a folder without an earlier run takes nothing either.
+    fresh = tmp_path / "fresh"
+    (fresh / "masks" / "sub").mkdir(parents=True)
+    (fresh / "masks" / "sub" / "gt.PNG").write_bytes(b"mine")
+    assert _run("batch", root, "--out", fresh, "--overwrite").exit_code == 0
+    assert (fresh / "masks" / "sub" / "gt.PNG").read_bytes() == b"mine"
     # Resumed with SRs asked, which the run it goes on with did not write: said, not silently left out.
     shutil.copy(sample_dicom, root / "IM_3")
     caplog.clear()

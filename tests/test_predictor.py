@@ -484,3 +484,7 @@ def test_a_line_drawn_around_the_frame_is_covered_before_the_network_sees_it(pre
     nan_framed = cv2.copyMakeBorder(grey.astype(np.float32), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
     nan_framed[5:9, 5:9] = np.nan
     np.testing.assert_array_equal(cover_border_lines(nan_framed)[0, 1:-1], grey[0].astype(np.float32))
+    # A row of NaN (outside the field of view) with a few bright pixels, a sector's apex, is no line drawn.
+    apex = grey.astype(np.float32)
+    apex[0], apex[0, 100:105] = np.nan, 250.0
+    assert cover_border_lines(apex) is apex

@@ -42,7 +42,7 @@ from ..io import (FrameNotInScanError, NotAnImageError, OtherModalityError, Prov
                   parse_frame_selection, read_frames, write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
                           path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
-from ..io.formats import name_without_suffix
+from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files
@@ -1060,18 +1060,19 @@ def _other_files_hint(options: BatchOptions) -> str:
 
 
 def _say_bare_files_left_out(options: BatchOptions, files: list[Path]) -> None:
-    """Warn where ``--glob`` left out files without a suffix: an export names its DICOM files
-    so (IMG00001), and '**/*.dcm' had measured the rest of a folder without a word of them. A
-    pattern that leaves out only files with suffixes (a folder chosen, a kind) is taken as meant."""
+    """Warn where ``--glob`` left out DICOM files without a suffix: an export names its images so
+    (IMG00001), and '**/*.dcm' had measured the rest of a folder without a word of them. Other
+    files it leaves out (a folder not chosen, another kind, the export's DICOMDIR index) are
+    taken as meant."""
     if options.glob == "**/*":
         return
     taken = set(files)
     bare = [path for path in list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False)
-            if path not in taken and not path.suffix]
+            if path not in taken and not path.suffix and path.name.upper() != "DICOMDIR" and is_dicom_file(path)]
     if bare:
         example = _csv_name(bare[0], options.in_dir)
-        log.warning("--glob %r left out %d file(s) without a suffix, such as %s: an export's DICOM files often have "
-                    "none; leave --glob out, or match their folder (such as 'DICOM/**'), to measure them",
+        log.warning("--glob %r left out %d DICOM file(s) without a suffix, such as %s (an export names its images "
+                    "so): leave --glob out, or match their folder (such as 'DICOM/**'), to measure them",
                     options.glob, len(bare), example)
 
 
@@ -1399,28 +1400,46 @@ def run_batch(options: BatchOptions,
         raise
 
 
-#: How far before a run's start an output counts as the run's own (file systems that date files
-#: to whole seconds, or two, as FAT does).
-OUTPUT_TIME_MARGIN_S = 2.0
+def _earlier_rows(csv_path: Path) -> dict[str, list[str]]:
+    """The files (as the CSV names them) and frames of a CSV's complete rows: what a run that
+    replaces it (``--overwrite``) may have to take the outputs of. Empty without a CSV."""
+    files: dict[str, list[str]] = {}
+    try:
+        rows = _complete_rows(csv_path)[0]
+    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):  # unreadable: no names to go by, nothing taken
+        return files
+    for row in rows:
+        files.setdefault(name_of_spreadsheet_cell(row["file"]), []).append(row["frame"])
+    return files
 
-#: What a run writes into its output folders.
-_OUTPUT_SUFFIXES = (".png", ".dcm")
 
-
-def _remove_outputs_before(out_dir: Path, started: float) -> None:
-    """Remove the masks, overlays and DICOM results in OUT's output folders dated before ``started``
-    (a run's start, as ``time.time()``): an earlier run's, which ``--overwrite`` replaces. Links to
-    folders are not followed; folders left empty go."""
-    for folder in (out_dir / name for name in OUTPUT_FOLDERS):
-        if folder.is_symlink() or not folder.is_dir():
-            continue
-        for here, _, names in os.walk(folder):
-            for name in names:
-                path = Path(here, name)
-                with suppress(OSError):
-                    if name.lower().endswith(_OUTPUT_SUFFIXES) and path.lstat().st_mtime < started:
+def _remove_earlier_outputs(options: BatchOptions, earlier: dict[str, list[str]], rowed: set[str]) -> None:
+    """Once ``--overwrite`` has replaced the earlier run's CSV: remove the masks, overlays, SEGs and
+    SRs that its rows (``earlier``, :func:`_earlier_rows`) had, of files this run gave no row
+    (``rowed``: gone from the folder, or not reached by a run stopped early), and of the files it
+    measured, those of a kind it did not write. By the names the earlier rows give them only: a
+    file of the user's own in those folders is never taken, nor is anything by its date."""
+    renames = suffix_disambiguated(path_of_printable(name) for name in earlier)
+    renamed_now = dict(options.output_renames)
+    kinds = ((MASKS_FOLDER, ".png", ".png", options.save_masks), (OVERLAYS_FOLDER, ".png", ".png", options.overlays),
+             (DICOM_FOLDER, "_seg.dcm", "_seg.dcm", options.dicom_seg),
+             (DICOM_FOLDER, "_sr.dcm", "_seg.dcm", options.dicom_sr))
+    for name, frames in earlier.items():
+        rel = path_of_printable(name)
+        named = renames.get(rel, rel)
+        # A frame's outputs are named with _f0003 where its file has several frames: both tried.
+        stems = {output_stem(named, 0, 1)} | {output_stem(named, int(f), 2) for f in frames if f.isdigit()}
+        in_place = name in rowed and renamed_now.get(rel, rel) == named  # this run's outputs took their names
+        for folder, ending, fitted_to, written_now in kinds:
+            if written_now and in_place:
+                continue  # written again by this run
+            for stem in stems:
+                path = options.out_dir / folder / f"{fitting_stem(stem, fitted_to)}{ending}"
+                with suppress(OSError):  # never there, or gone
+                    if not path.is_symlink() and path.is_file():
                         path.unlink()
-        _remove_empty_folders(folder)
+    for folder in OUTPUT_FOLDERS:
+        _remove_empty_folders(options.out_dir / folder)
 
 
 def _say_outputs_not_written_again(options: BatchOptions, skipped: int, existed: dict[str, bool]) -> None:
@@ -1448,9 +1467,8 @@ def _remove_unfinished_outputs(out_dir: Path) -> None:
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,
                 on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
-    # (A little before now: a file system that keeps whole seconds dates this run's first outputs so.)
-    wall_started = time.time() - OUTPUT_TIME_MARGIN_S
     outputs_before = {folder: (options.out_dir / folder).is_dir() for folder in OUTPUT_FOLDERS}
+    earlier = _earlier_rows(csv_path) if options.overwrite else {}  # (a CSV refused later is never replaced)
     _remove_unfinished_outputs(options.out_dir)
     for wanted, folder in ((options.save_masks, MASKS_FOLDER), (options.overlays, OVERLAYS_FOLDER),
                            (options.dicom_seg or options.dicom_sr, DICOM_FOLDER)):
@@ -1485,7 +1503,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": _spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir)
-    if options.save_masks or options.overlays:
+    if options.save_masks or options.overlays or options.dicom_seg or options.dicom_sr:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
         options = replace(options, output_renames=tuple(sorted(renames.items())))
@@ -1527,12 +1545,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     rowed: set[str] = set()  # files whose rows this run wrote
     try:
-        # --overwrite replaces the run: the earlier run's masks, overlays, SEGs and SRs go with its
-        # CSV (older than this run; its own, written by then, stay), or they would stand beside the
-        # new rows as results of files or models the new run no longer has.
-        earlier_outputs_go = (lambda: _remove_outputs_before(options.out_dir, wall_started)) if options.overwrite \
-            else None
-        with _WholeRowsFile(csv_path, replace=not options.resume, on_replace=earlier_outputs_go) as fh:
+        with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
                 rowed.add(outcome.file)
@@ -1560,9 +1573,16 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if close is not None:
             close()  # (the workers drop what they hold, and say what they wrote)
         _remove_outputs_without_rows(left, rowed)
+        if earlier and rowed:  # (the earlier CSV replaced: its files' outputs go with it)
+            _remove_earlier_outputs(options, earlier, rowed)
         for folder in OUTPUT_FOLDERS:  # left empty: as a run stopped before any output
             _remove_empty_folders(options.out_dir / folder)
         raise
+    if earlier:
+        # --overwrite replaces the run: the earlier run's masks, overlays, SEGs and SRs go with its
+        # CSV, or they would stand beside the new rows as the results of scans no longer in the
+        # folder, or of another model (an SR of another angle, sent to a PACS with the rest).
+        _remove_earlier_outputs(options, earlier, rowed)
     csv_advice, repeats = None, ()
     if options.resume:
         # Of every row the CSV holds, read once: the few frames measured now may look mirrored by
@@ -1684,8 +1704,8 @@ class _WholeRowsFile:
     been measured and its outputs written: a run stopped before (a colleague's read-only mask
     in a shared OUT, Ctrl-C while the workers start) leaves the previous results as they were."""
 
-    def __init__(self, path: Path, replace: bool, on_replace: Callable[[], None] | None = None) -> None:
-        self._path, self._replace, self._on_replace = path, replace, on_replace
+    def __init__(self, path: Path, replace: bool) -> None:
+        self._path, self._replace = path, replace
         self._fd: int | None = None
         self._end = 0
 
@@ -1697,8 +1717,6 @@ class _WholeRowsFile:
             except FileNotFoundError:
                 pass
             self._path.unlink(missing_ok=True)
-            if self._on_replace is not None:
-                self._on_replace()
         # A new CSV: the umask decides.
         # O_BINARY (Windows): the rows' CR LF written as they are, and the byte offsets kept true.
         self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0),

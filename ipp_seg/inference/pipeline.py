@@ -343,7 +343,8 @@ def cover_border_lines(crop: np.ndarray, most: int = BORDER_LINE_MOST) -> np.nda
             # far as a quarter of the frame: the bright ones among them are drawn.
             while depth < lines.shape[0] // 4:
                 line = lines[first + step * depth]
-                if not np.fmax.reduce(line) - np.fmin.reduce(line) <= limit:
+                # (A line with NaN in it, outside a float frame's field of view, is none drawn.)
+                if not np.isfinite(line).all() or not line.max() - line.min() <= limit:
                     break
                 if np.fmin.reduce(line) > black + limit:
                     drawn.append(depth)

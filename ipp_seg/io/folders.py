@@ -51,11 +51,14 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             else:
                 msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+            unlocked = None
         except OSError as exc:
             if exc.errno in _HELD_ERRNOS:
                 raise in_use from None
+            unlocked = exc
+        if unlocked is not None:  # (outside the except: the block's own errors are not chained to this one)
             log.warning("%s cannot be locked (%s): a second run into this folder at the same time would not be "
-                        "stopped", printable_path(str(folder)), exc.strerror or exc)
+                        "stopped", printable_path(str(folder)), unlocked.strerror or unlocked)
             yield
             return
         try:

@@ -68,9 +68,11 @@ def run_cost(checkpoint: dict, path: str | Path) -> tuple[int, float]:
     return max(epochs_run, checkpoint.get("epoch") or 0), hours
 
 
-def run_summary(checkpoint: dict, path: str) -> dict:
-    """One ancestor: the checkpoint's path and the sha256 of the file there now (a path such as
-    ``models/dssau-net-s.pt`` is replaced by later models: the digest says which file it was),
+def run_summary(checkpoint: dict, path: str, digest: bool = False) -> dict:
+    """One ancestor: the checkpoint's path and, with ``digest`` (the parent a run starts from, read
+    just now), the sha256 of the file there (a path such as ``models/dssau-net-s.pt`` is replaced
+    by later models: the digest says which file it was; an older ancestor traced through its path
+    now may be a later file, and gets none),
     config, epochs (those its weights went through), epochs run and hours of training
     (:func:`run_cost`), settings, whether it computed in bf16 (where recorded), the digest of the
     data it read, and the runs it averages if it is an average."""
@@ -79,7 +81,7 @@ def run_summary(checkpoint: dict, path: str) -> dict:
     epochs_run, hours = run_cost(checkpoint, path)
     summary = {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
                "epochs_run": epochs_run, "hours": round(hours, 2), "settings": checkpoint.get("settings", {})}
-    if Path(path).is_file():
+    if digest and Path(path).is_file():
         summary["sha256"] = sha256_of(path)
     for key, value in (("bf16_autocast", checkpoint.get("machine", {}).get("bf16_autocast")),
                        ("data_sha256", checkpoint.get("data_sha256"))):
@@ -119,7 +121,9 @@ def lineage_of(init_from: str | Path, parent: dict) -> list[dict]:
             from .loop import load_torch_file  # (loop imports this module)
 
             try:
-                earlier = lineage_of(grandparent, load_torch_file(grandparent))
+                # (Traced through a path as it is now: the file there may be a later one, so no digest.)
+                earlier = [{k: v for k, v in step.items() if k != "sha256"}
+                           for step in lineage_of(grandparent, load_torch_file(grandparent))]
             except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
                 # Not a file ipp-seg loads (one holding other objects than weights): its runs unknown.
                 log.warning("the runs behind %s are not recorded: %s", grandparent, exc)
@@ -137,7 +141,7 @@ def lineage_of(init_from: str | Path, parent: dict) -> list[dict]:
                 log.warning("%s was fine-tuned from %s, whose history is not recorded: the lineage starts at %s",
                             path, grandparent, path)
             earlier = from_card or []
-    return [*earlier, run_summary(parent, str(init_from))]
+    return [*earlier, run_summary(parent, str(init_from), digest=True)]
 
 
 def lineage_hours(lineage: list[dict]) -> float:
