@@ -2138,11 +2138,12 @@ def test_a_glob_that_leaves_out_files_without_a_suffix_says_so(mixed_folder, tmp
     assert "left out" not in caplog.text
 
 
-def test_overwrite_takes_the_earlier_runs_outputs_with_its_csv_and_resume_says_what_it_cannot_add(
+def test_overwrite_names_the_earlier_runs_outputs_it_leaves_and_resume_says_what_it_cannot_add(
         tmp_path, sample_dicom, caplog):
-    # --overwrite had left the earlier run's masks, SEGs and SRs beside the new rows: an SR of another model's angle,
-    # and outputs of a scan no longer in the folder, pushed to a PACS with the rest. And --dicom-sr added on --resume
-    # wrote nothing for the files done before, without a word.
+    # --overwrite had left the earlier run's masks, SEGs and SRs beside the new rows without a word: an SR of another
+    # model's angle, or of a scan no longer in the folder, pushed to a PACS with the rest. They are named, not removed
+    # (a version that removed them took a user's own masks kept under the same names, and its own outputs). And
+    # --dicom-sr added on --resume wrote nothing for the files done before, without a word.
     pytest.importorskip("highdicom")
     import ipp_seg.inference.batch as batch_module
 
@@ -2152,36 +2153,29 @@ def test_overwrite_takes_the_earlier_runs_outputs_with_its_csv_and_resume_says_w
         shutil.copy(sample_dicom, root / name)
     out = tmp_path / "out"
     assert _run("batch", root, "--out", out, "--save-masks", "--dicom-sr").exit_code == 0
-    earlier = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".dcm"))
-    assert len(earlier) == 6
-    # Files of the user's own in those folders are never taken (a reviewer's first version took any PNG there).
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.suffix in (".png", ".dcm")}
+    assert len(before) == 6
     (out / "masks" / "my_reference_mask.png").write_bytes(b"mine")
     (root / "IM_3").unlink()
-    stopped = batch_module._WholeRowsFile.write_rows
-
-    def interrupted(self, rows, header=False):
-        raise KeyboardInterrupt
-
-    batch_module._WholeRowsFile.write_rows = interrupted
-    try:  # stopped before its first row: the earlier run's CSV and the outputs this run did not rewrite stand
-        with pytest.raises(KeyboardInterrupt):
-            batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overwrite=True))
-    finally:
-        batch_module._WholeRowsFile.write_rows = stopped
-    assert all(path.exists() for path in earlier if path.suffix == ".dcm") and len(_rows(out / "measurements.csv")) == 3
-    assert _run("batch", root, "--out", out, "--save-masks", "--overwrite").exit_code == 0
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".png", ".dcm")) == [
-        "masks/IM_1.png", "masks/IM_2.png", "masks/my_reference_mask.png"]  # no SR of the earlier run, none of IM_3
-    # An --overwrite into a folder without an earlier run takes nothing either.
-    fresh = tmp_path / "fresh"
-    (fresh / "masks" / "sub").mkdir(parents=True)
-    (fresh / "masks" / "sub" / "gt.PNG").write_bytes(b"mine")
-    assert _run("batch", root, "--out", fresh, "--overwrite").exit_code == 0
-    assert (fresh / "masks" / "sub" / "gt.PNG").read_bytes() == b"mine"
-    # Resumed with SRs asked, which the run it goes on with did not write: said, not silently left out.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, overwrite=True))
+    said = " ".join(caplog.text.split())
+    # IM_3's mask and SR, and the SRs of IM_1 and IM_2 (not written this time): 4, named; nothing removed.
+    assert f"4 output(s) under the earlier run's names stay in {out} beside the new rows, such as " in said
+    assert "dicom-results/IM_1_sr.dcm" in said and "remove them before using the folder" in said
+    assert all(path.exists() for path in before) and (out / "masks" / "my_reference_mask.png").read_bytes() == b"mine"
+    assert len(_rows(out / "measurements.csv")) == 2
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # an --overwrite that writes every kind again: nothing of the earlier run left
+        (out / "masks" / "IM_3.png").unlink()
+        (out / "dicom-results" / "IM_3_sr.dcm").unlink()
+        batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, dicom_sr=True, overwrite=True))
+    assert "earlier run's names" not in caplog.text
+    # Resumed with overlays asked, which the run it goes on with did not write: said, not silently left out.
     shutil.copy(sample_dicom, root / "IM_3")
     caplog.clear()
     with caplog.at_level("WARNING"):
-        batch_module.run_batch(batch_module.BatchOptions(root, out, resume=True, dicom_sr=True))
-    assert "the 2 file(s) measured before this run resumed get no dicom-results/" in caplog.text
-    assert [p.name for p in (out / "dicom-results").iterdir()] == ["IM_3_sr.dcm"]
+        batch_module.run_batch(batch_module.BatchOptions(root, out, resume=True, overlays=True))
+    assert "the 2 file(s) measured before this run resumed get no overlays/" in caplog.text
+    assert [p.name for p in (out / "overlays").iterdir()] == ["IM_3.png"]

@@ -578,7 +578,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
                 continue
             found.append(path)
     if earlier_outputs and warn:
-        log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays and DICOM results: not scans): %s",
+        log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays and DICOM results: not "
+                    "scans): %s",
                     ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
                                                       if len(earlier_outputs) > 5 else ""))
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
@@ -1401,45 +1402,45 @@ def run_batch(options: BatchOptions,
 
 
 def _earlier_rows(csv_path: Path) -> dict[str, list[str]]:
-    """The files (as the CSV names them) and frames of a CSV's complete rows: what a run that
-    replaces it (``--overwrite``) may have to take the outputs of. Empty without a CSV."""
+    """The files (as the CSV's ``file`` cells name them) and frames of a CSV's complete rows: what
+    a run that replaces it (``--overwrite``) may leave outputs of. Empty without a CSV."""
     files: dict[str, list[str]] = {}
     try:
-        rows = _complete_rows(csv_path)[0]
-    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):  # unreadable: no names to go by, nothing taken
+        rows = _complete_rows(csv_path)[0]  # (their names unguarded already)
+    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):  # unreadable: no names to go by
         return files
     for row in rows:
-        files.setdefault(name_of_spreadsheet_cell(row["file"]), []).append(row["frame"])
+        files.setdefault(row["file"], []).append(row["frame"])
     return files
 
 
-def _remove_earlier_outputs(options: BatchOptions, earlier: dict[str, list[str]], rowed: set[str]) -> None:
-    """Once ``--overwrite`` has replaced the earlier run's CSV: remove the masks, overlays, SEGs and
-    SRs that its rows (``earlier``, :func:`_earlier_rows`) had, of files this run gave no row
-    (``rowed``: gone from the folder, or not reached by a run stopped early), and of the files it
-    measured, those of a kind it did not write. By the names the earlier rows give them only: a
-    file of the user's own in those folders is never taken, nor is anything by its date."""
+def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], written: set[str]) -> list[Path]:
+    """After ``--overwrite`` replaced the earlier run's CSV: the masks, overlays, SEGs and SRs in
+    OUT under the names its rows (``earlier``, :func:`_earlier_rows`) give them that this run did
+    not write (``written``): of files it no longer measured, frames it did not, kinds it did not
+    write. Named, not removed: nothing records which of them the earlier run wrote, and a file of
+    the user's own may carry such a name (ground-truth masks kept in OUT/masks). Names that are
+    not relative to IN_DIR (a ``measure --csv`` file's), and folders that are links, are passed."""
     renames = suffix_disambiguated(path_of_printable(name) for name in earlier)
-    renamed_now = dict(options.output_renames)
-    kinds = ((MASKS_FOLDER, ".png", ".png", options.save_masks), (OVERLAYS_FOLDER, ".png", ".png", options.overlays),
-             (DICOM_FOLDER, "_seg.dcm", "_seg.dcm", options.dicom_seg),
-             (DICOM_FOLDER, "_sr.dcm", "_seg.dcm", options.dicom_sr))
+    kinds = ((MASKS_FOLDER, ".png", ".png"), (OVERLAYS_FOLDER, ".png", ".png"),
+             (DICOM_FOLDER, "_seg.dcm", "_seg.dcm"), (DICOM_FOLDER, "_sr.dcm", "_seg.dcm"))
+    left = []
     for name, frames in earlier.items():
         rel = path_of_printable(name)
+        if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+            continue
         named = renames.get(rel, rel)
         # A frame's outputs are named with _f0003 where its file has several frames: both tried.
-        stems = {output_stem(named, 0, 1)} | {output_stem(named, int(f), 2) for f in frames if f.isdigit()}
-        in_place = name in rowed and renamed_now.get(rel, rel) == named  # this run's outputs took their names
-        for folder, ending, fitted_to, written_now in kinds:
-            if written_now and in_place:
-                continue  # written again by this run
-            for stem in stems:
+        stems = {output_stem(named, 0, 1)} | {output_stem(named, int(f), 2) for f in frames if f.isascii()
+                                              and f.isdigit()}
+        for folder, ending, fitted_to in kinds:
+            if (options.out_dir / folder).is_symlink():
+                continue
+            for stem in sorted(stems):
                 path = options.out_dir / folder / f"{fitting_stem(stem, fitted_to)}{ending}"
-                with suppress(OSError):  # never there, or gone
-                    if not path.is_symlink() and path.is_file():
-                        path.unlink()
-    for folder in OUTPUT_FOLDERS:
-        _remove_empty_folders(options.out_dir / folder)
+                if str(path) not in written and path.is_file() and not path.is_symlink():
+                    left.append(path)
+    return left
 
 
 def _say_outputs_not_written_again(options: BatchOptions, skipped: int, existed: dict[str, bool]) -> None:
@@ -1544,11 +1545,14 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     n_unrecognised = n_dicom = n_dicom_refused = 0
     any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
     rowed: set[str] = set()  # files whose rows this run wrote
+    written_now: set[str] = set()  # (--overwrite of an earlier run: the outputs this run wrote)
     try:
         with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
                 rowed.add(outcome.file)
+                if earlier:
+                    written_now.update(outcome.outputs)
                 for row in outcome.rows:
                     n_rows += 1
                     n_failed += row["status"] == "failed"
@@ -1573,16 +1577,20 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if close is not None:
             close()  # (the workers drop what they hold, and say what they wrote)
         _remove_outputs_without_rows(left, rowed)
-        if earlier and rowed:  # (the earlier CSV replaced: its files' outputs go with it)
-            _remove_earlier_outputs(options, earlier, rowed)
         for folder in OUTPUT_FOLDERS:  # left empty: as a run stopped before any output
             _remove_empty_folders(options.out_dir / folder)
         raise
     if earlier:
-        # --overwrite replaces the run: the earlier run's masks, overlays, SEGs and SRs go with its
-        # CSV, or they would stand beside the new rows as the results of scans no longer in the
-        # folder, or of another model (an SR of another angle, sent to a PACS with the rest).
-        _remove_earlier_outputs(options, earlier, rowed)
+        # --overwrite replaced the run: the earlier run's masks, overlays, SEGs and SRs that this run
+        # did not write again stand beside the new rows as results of scans no longer in the folder,
+        # or of another model (an SR of another angle, sent to a PACS with the rest): said.
+        stale = _earlier_outputs_left(options, earlier, written_now)
+        if stale:
+            shown = ", ".join(printable_path(p.relative_to(options.out_dir).as_posix()) for p in stale[:3])
+            log.warning("%d output(s) under the earlier run's names stay in %s beside the new rows, such as %s: "
+                        "results of scans, frames or kinds this run did not write again; remove them before using "
+                        "the folder (or give each run its own --out)", len(stale), options.out_dir,
+                        shown + (f" and {len(stale) - 3} more" if len(stale) > 3 else ""))
     csv_advice, repeats = None, ()
     if options.resume:
         # Of every row the CSV holds, read once: the few frames measured now may look mirrored by
