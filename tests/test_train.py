@@ -2352,4 +2352,5 @@ def test_model_cards_are_written_in_utf8_whatever_the_locale(tmp_path):
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-500:]
     assert "Klinik Müller, Δ-study" in (tmp_path / "mine.md").read_text(encoding="utf-8")
-    assert json.loads((tmp_path / "mine.json").read_text(encoding="utf-8"))["training"]["data"] == card["training"]["data"]
+    written = json.loads((tmp_path / "mine.json").read_text(encoding="utf-8"))
+    assert written["training"]["data"] == card["training"]["data"]

@@ -451,7 +451,8 @@ def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, 
     written, refused = [], []
     common = dict(frame_number=frame_number, model_name=model_name, software_version=software_version,
                   instance_number=instance, model_sha256=model_sha256 or None, tta=tta, series_started=run_started)
-    for kind, wanted, write, content in (("SEG", seg, write_dicom_seg, labels), ("SR", sr, write_dicom_sr, measurement)):
+    for kind, wanted, write, content in (("SEG", seg, write_dicom_seg, labels),
+                                         ("SR", sr, write_dicom_sr, measurement)):
         if wanted:
             try:
                 written.append(write(source, content, Path(f"{out_stem}_{kind.lower()}.dcm"),
