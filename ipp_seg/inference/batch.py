@@ -1868,6 +1868,11 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
             for future in unread:
                 if future.done() and future.exception() is None:
                     left.extend((outcome.file, path) for outcome in future.result() for path in outcome.outputs)
+            if all(future.done() for future in unread):
+                # Every worker idle: the executor's manager thread is let finish now, not raced by the
+                # interpreter's exit hook, which under load had written to its closed wake-up pipe
+                # (a traceback under the run's "interrupted" line). One stuck in a decoder is not waited for.
+                executor.shutdown(wait=True)
         else:
             executor.shutdown(wait=True)
 
