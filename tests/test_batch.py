@@ -157,6 +157,12 @@ def test_suffix_disambiguated():
                        "1.2.826.0.1.3680043.8.498.22.jpg": "1.2.826.0.1.3680043.8.498.22_jpg.jpg",
                        "IM_0001.dcm": "IM_0001_dcm.dcm"}
     assert len({output_stem(renames.get(name, name), 0, 1) for name in uids}) == len(uids)
+    # Joined names that still meet another's stem, or another's but for case, take a digest of themselves:
+    # scan.png had become scan_png beside a scan_png.png, and scan.dcm / SCAN.DCM one file on macOS.
+    for names in (["scan", "scan.png", "scan_png.png"], ["scan.dcm", "SCAN.DCM"], ["a/Scan.dcm", "a/scan.dcm"]):
+        renames = suffix_disambiguated(names)
+        assert len({output_stem(renames.get(n, n), 0, 1).casefold() for n in names}) == len(names), renames
+    assert suffix_disambiguated(["scan.dcm", "SCAN.DCM"])["scan.dcm"].startswith("scan_dcm~")
 
 
 def test_scans_differing_only_in_suffix_get_a_seg_each_with_no_other_output_asked(tmp_path, sample_dicom):

@@ -762,6 +762,15 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
         if stems[stem.casefold()] > 1 and name != stem:
             suffix = name[len(stem):]
             renames[name] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
+    # A joined name may still meet another's stem (scan.png made scan_png beside a scan_png.png; or
+    # scan.dcm and SCAN.DCM, apart only in case): each name that meets one takes a digest of itself.
+    final = Counter(output_stem(renames.get(n, n), 0, 1).casefold() for n in names)
+    for name in names:
+        stem = output_stem(renames.get(name, name), 0, 1)
+        if final[stem.casefold()] > 1 and name != output_stem(name, 0, 1):
+            suffix = name[len(output_stem(name, 0, 1)):]
+            digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            renames[name] = f"{stem}~{digest}{suffix}"
     return renames
 
 
