@@ -703,9 +703,9 @@ def batch(
                                TimeRemainingColumn)
 
     from .inference.backends import BackendError
-    from .inference.batch import (BatchOptions, ExistingResultsError, InferenceOptions, LinkedOutputFolderError,
-                                  NoScansError, OutputLockedError, ResumeError, WorkerDiedError,
-                                  WorkingFolderGoneError, run_batch)
+    from .inference.batch import (DICOM_FOLDER, BatchOptions, ExistingResultsError, InferenceOptions,
+                                  LinkedOutputFolderError, NoScansError, OutputLockedError, ResumeError,
+                                  WorkerDiedError, WorkingFolderGoneError, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -793,7 +793,7 @@ def batch(
         refused = (f"; {summary.dicom_refused} refused (the warnings above say why; their rows stand)"
                    if summary.dicom_refused else "")
         err.print(f"{summary.dicom_written} DICOM SEG and SR object(s) written under "
-                  f"{escape(str(out / 'dicom-results'))}{refused}", highlight=False)
+                  f"{escape(str(out / DICOM_FOLDER))}{refused}", highlight=False)
     if summary.repeated_images:
         files = sorted({(file, holder) for file, _, holder in summary.repeated_images})
         shown = "; ".join(f"{file} = {holder}" for file, holder in files[:3]) + (
@@ -802,7 +802,7 @@ def batch(
         err.print(f"[yellow]warning:[/] {rows} of frames another file holds too "
                   f"(the same SOP Instance UID: an image exported twice), in {len(files)} file(s): {escape(shown)}. "
                   "A statistic over the rows counts each such frame twice unless one of its rows is left out."
-                  + (" Each copy has its own SEG and SR under dicom-results/: send one of them to a PACS."
+                  + (f" Each copy has its own SEG and SR under {DICOM_FOLDER}/: send one of them to a PACS."
                      if dicom_seg or dicom_sr else ""),
                   highlight=False)
     none_now = summary.rows and summary.failed_rows == summary.rows and not summary.skipped_files

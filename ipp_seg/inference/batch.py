@@ -745,6 +745,30 @@ def fitting_stem(stem: str, ending: str = f"{OVERLAY_NAME_SUFFIX}.png") -> str:
     return f"{folder}{slash}{kept}~{digest}"
 
 
+#: Where each output of a frame goes: (its folder under OUT, the ending of its name, the ending
+#: its name is cut to fit with: a SEG and its SR share one cut name).
+_OUTPUT_PLACES = {"mask": (MASKS_FOLDER, ".png", ".png"), "overlay": (OVERLAYS_FOLDER, ".png", ".png"),
+                  "seg": (DICOM_FOLDER, "_seg.dcm", "_seg.dcm"), "sr": (DICOM_FOLDER, "_sr.dcm", "_seg.dcm")}
+
+
+def _output_base(out_dir: Path, kind: str, stem: str) -> Path:
+    """The ``kind`` output's path ("mask", "overlay", "seg", "sr") of the frame whose
+    :func:`output_stem` is ``stem``, without its ending, its name cut to fit (:func:`fitting_stem`)."""
+    folder, _, fitted_to = _OUTPUT_PLACES[kind]
+    return out_dir / folder / fitting_stem(stem, fitted_to)
+
+
+def output_path(out_dir: Path, kind: str, stem: str) -> Path:
+    """Where ``batch`` writes the ``kind`` output of the frame whose :func:`output_stem` is ``stem``."""
+    return Path(f"{_output_base(out_dir, kind, stem)}{_OUTPUT_PLACES[kind][1]}")
+
+
+def _folders_asked(options: BatchOptions) -> dict[str, bool]:
+    """Each output folder, and whether ``options`` ask for what goes in it."""
+    return {MASKS_FOLDER: options.save_masks, OVERLAYS_FOLDER: options.overlays,
+            DICOM_FOLDER: options.dicom_seg or options.dicom_sr}
+
+
 def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     """Names (relative paths) whose output stems collide because they differ only in their
     suffix (``a/scan.dcm``, ``a/scan.png``), each mapped to one with the suffix joined to the
@@ -899,7 +923,7 @@ class FileProcessor:
         """The CSV rows of one file, writing masks/overlays as the options ask."""
         return self.process_files([(path, done_frames)])[0]
 
-    def _write_dicom(self, result: FrameResult, rel: str, name: str, outputs: list[str],
+    def _write_dicom(self, result: FrameResult, stem: str, name: str, outputs: list[str],
                      written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> tuple[int, int]:
         """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom-results/ at the frame's mask name. Each
         Instance Number is the source's (its frame number for a cine), not made unique across the
@@ -909,13 +933,11 @@ class FileProcessor:
         from ..io.dicom_results import DicomOutputsRefused, write_frame_dicom
 
         opts, frame = self.options, result.frame
-        stem = fitting_stem(output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames),
-                            "_seg.dcm")
-        base = opts.out_dir / DICOM_FOLDER / stem
+        base = _output_base(opts.out_dir, "seg", stem)  # (the SR's too)
         check_within(opts.out_dir / DICOM_FOLDER, base)
         for kind, wanted in (("seg", opts.dicom_seg), ("sr", opts.dicom_sr)):
             if wanted:
-                _note_output(outputs, written, name, Path(f"{base}_{kind}.dcm"))
+                _note_output(outputs, written, name, output_path(opts.out_dir, kind, stem))
         base.parent.mkdir(parents=True, exist_ok=True)
         try:
             made = write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
@@ -959,15 +981,14 @@ class FileProcessor:
                 continue
             started = time.perf_counter()
             frame = result.frame
-            stem = fitting_stem(output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames),
-                                ".png")
+            stem = output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames)
             if opts.save_masks:
-                mask_path = opts.out_dir / MASKS_FOLDER / f"{stem}.png"
+                mask_path = output_path(opts.out_dir, "mask", stem)
                 check_within(opts.out_dir / MASKS_FOLDER, mask_path)
                 _note_output(outputs[item], written, name, mask_path)
                 write_label_png(mask_path, result.labels)
             if opts.overlays:
-                overlay_path = opts.out_dir / OVERLAYS_FOLDER / f"{stem}.png"
+                overlay_path = output_path(opts.out_dir, "overlay", stem)
                 check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
                 if overlay_shows_burned_in_text(frame) and item not in burned_in_said:
                     burned_in_said.add(item)  # (once a file)
@@ -983,7 +1004,7 @@ class FileProcessor:
                                                                      frame.n_frames, frame.provenance.frame_number),
                                                  tta=inf.tta, model=self.model_name))
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
-                made, refused = self._write_dicom(result, rel, name, outputs[item], written,
+                made, refused = self._write_dicom(result, stem, name, outputs[item], written,
                                                   lambda cause, item=item: _first_time(refusals_said, (item, cause)))
                 dicom_counts[item][0] += made
                 dicom_counts[item][1] += refused
@@ -1431,8 +1452,6 @@ def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], 
     the user's own may carry such a name (ground-truth masks kept in OUT/masks). Names that are
     not relative to IN_DIR (a ``measure --csv`` file's), and folders that are links, are passed."""
     renames = suffix_disambiguated(path_of_printable(name) for name in earlier)
-    kinds = ((MASKS_FOLDER, ".png", ".png"), (OVERLAYS_FOLDER, ".png", ".png"),
-             (DICOM_FOLDER, "_seg.dcm", "_seg.dcm"), (DICOM_FOLDER, "_sr.dcm", "_seg.dcm"))
     left = []
     for name, frames in earlier.items():
         rel = path_of_printable(name)
@@ -1442,11 +1461,11 @@ def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], 
         # A frame's outputs are named with _f0003 where its file has several frames: both tried.
         stems = {output_stem(named, 0, 1)} | {output_stem(named, int(f), 2) for f in frames if f.isascii()
                                               and f.isdigit()}
-        for folder, ending, fitted_to in kinds:
+        for kind, (folder, _, _) in _OUTPUT_PLACES.items():
             if (options.out_dir / folder).is_symlink():
                 continue
             for stem in sorted(stems):
-                path = options.out_dir / folder / f"{fitting_stem(stem, fitted_to)}{ending}"
+                path = output_path(options.out_dir, kind, stem)
                 if str(path) not in written and path.is_file() and not path.is_symlink():
                     left.append(path)
     return left
@@ -1456,9 +1475,7 @@ def _say_outputs_not_written_again(options: BatchOptions, skipped: int, existed:
     """Warn where a resumed run asks for outputs that the run it goes on with did not write: the
     files that run measured are not measured again, and get none (``--dicom-seg`` added on
     ``--resume`` had written nothing for them, without a word)."""
-    asked = {MASKS_FOLDER: options.save_masks, OVERLAYS_FOLDER: options.overlays,
-             DICOM_FOLDER: options.dicom_seg or options.dicom_sr}
-    missing = [folder for folder, wanted in asked.items() if wanted and not existed[folder]]
+    missing = [folder for folder, wanted in _folders_asked(options).items() if wanted and not existed[folder]]
     if missing:
         log.warning("the %d file(s) measured before this run resumed get no %s (the run they come from wrote none): "
                     "--overwrite measures every file again", skipped,
@@ -1480,8 +1497,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     outputs_before = {folder: (options.out_dir / folder).is_dir() for folder in OUTPUT_FOLDERS}
     earlier = _earlier_rows(csv_path) if options.overwrite else {}  # (a CSV refused later is never replaced)
     _remove_unfinished_outputs(options.out_dir)
-    for wanted, folder in ((options.save_masks, MASKS_FOLDER), (options.overlays, OVERLAYS_FOLDER),
-                           (options.dicom_seg or options.dicom_sr, DICOM_FOLDER)):
+    for folder, wanted in _folders_asked(options).items():
         if wanted and (options.out_dir / folder).is_symlink():
             # Planted in a shared folder, such a link would take every mask or overlay elsewhere.
             raise LinkedOutputFolderError(f"{options.out_dir / folder} is a link to "
