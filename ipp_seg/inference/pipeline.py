@@ -274,17 +274,10 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     crop = np.asarray(pixels[y0:y1, x0:x1])
     if crop.ndim > 2:  # colour: its brightest channel
         crop = np.fmax.reduce(crop, axis=-1)
-    # Black and white are the frame's own finite extremes (a frame in dB, or with an offset,
-    # reads alike). Only a float frame can hold NaN or inf, and only it is copied to leave them out.
-    if np.issubdtype(crop.dtype, np.floating):
-        finite = crop[np.isfinite(crop)]
-        if finite.size == 0:
-            return box
-        black, white = float(finite.min()), float(finite.max())
-    else:
-        black, white = float(crop.min()), float(crop.max())
-    if white <= black:  # one level throughout: nothing to tell bands from
+    levels = _black_and_white(crop)
+    if levels is None:  # one level throughout: nothing to tell bands from
         return box
+    black, white = levels
     # Each column's (wide) or row's (tall) spread, its 2 outermost pixels left out (a 1-pixel
     # border line drawn around a capture crosses every column and row). NaN (outside the field
     # of view) is passed over, and a line of NaN alone is a band.
@@ -311,6 +304,20 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     return x0, y0 + cut_before, x1, y1 - cut_after
 
 
+def _black_and_white(pixels: np.ndarray) -> tuple[float, float] | None:
+    """The frame's own finite extremes (a frame in dB, or with an offset, reads alike), None where
+    it holds one level or none. Only a float frame can hold NaN or inf, and only it is copied to
+    leave them out."""
+    if np.issubdtype(pixels.dtype, np.floating):
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size == 0:
+            return None
+        black, white = float(finite.min()), float(finite.max())
+    else:
+        black, white = float(pixels.min()), float(pixels.max())
+    return (black, white) if white > black else None
+
+
 #: How many outermost rows or columns at each side may be a line drawn around a capture.
 BORDER_LINE_MOST = 6
 
@@ -325,13 +332,11 @@ def cover_border_lines(crop: np.ndarray, most: int = BORDER_LINE_MOST) -> np.nda
     frames so framed a median 1.3-4.5 deg (up to 108; ``benchmarks/border_lines.py``). Black
     lines (a frame's own margin) and lines with anything in them are left as they are, and
     ``crop`` itself is returned when nothing is covered."""
-    level = np.asarray(crop, dtype=np.float64)
-    finite = level[np.isfinite(level)]
-    if finite.size == 0 or min(level.shape) <= 2 * most + 2:
+    level = np.asarray(crop)
+    levels = None if min(level.shape) <= 2 * most + 2 else _black_and_white(level)
+    if levels is None:
         return crop
-    black, white = float(finite.min()), float(finite.max())
-    if white <= black:
-        return crop
+    black, white = levels
     limit = BAND_SPREAD / 255.0 * (white - black)
     out = crop
     for axis in (0, 1):
