@@ -143,6 +143,12 @@ _DEFINED_MODALITIES = frozenset(
     "SR SRF ST STAIN TEXTUREMAP TG US VA VF XA XAPROTOCOL XC CTPROTOCOL".split())
 
 
+def _header_uids(ds: Dataset) -> tuple[str | None, str | None, str | None]:
+    """(SOP instance, study, series) UIDs of a header, each None where it holds no valid one."""
+    return (valid_uid(ds.get("SOPInstanceUID")), valid_uid(ds.get("StudyInstanceUID")),
+            valid_uid(ds.get("SeriesInstanceUID")))
+
+
 def valid_uid(value) -> str | None:
     """A UID as the header holds it, None where it holds none or no valid one (digits and dots,
     at most 64 characters): a damaged header's text never reaches a CSV from here."""
@@ -217,8 +223,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         raise ScanReadError(path, open_failure_reason(path, exc)) from None
 
     if not has_pixels:
-        uids = (valid_uid(ds.get("SOPInstanceUID")), valid_uid(ds.get("StudyInstanceUID")),
-                valid_uid(ds.get("SeriesInstanceUID")))  # the row of an object without an image joins its study
+        uids = _header_uids(ds)  # the row of an object without an image joins its study
         if "DirectoryRecordSequence" in ds or str(ds.get("SOPClassUID", "")) == _MEDIA_DIRECTORY:
             raise NotAnImageError(path, "a DICOMDIR, the index of a CD or USB export, not an image: the images are "
                                         "the export's other files", uids)
@@ -275,6 +280,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         _refuse_non_square_pixels(path, ds)
     bits_allocated = int(ds.BitsAllocated)
     bits_stored = int(ds.get("BitsStored") or bits_allocated)
+    uids = _header_uids(ds)
     info = DicomInfo(
         path=path,
         n_frames=n_frames,
@@ -287,12 +293,12 @@ def _inspect_dicom(path: str) -> DicomInfo:
         regions=regions,
         spacing_mm=spacing,
         spacing_source=source,
-        sop_instance_uid=valid_uid(ds.get("SOPInstanceUID")),  # (a damaged header's text never reaches a row)
+        sop_instance_uid=uids[0],  # (a damaged header's text never reaches a row)
         palette=_palette_tables(ds, tsyntax) if photometric == _PHOTOMETRIC_PALETTE else None,
         pixel_offset=pixel_check.value_offset if pixel_check is not None and pixel_check.value_offset else None,
         has_file_meta=has_file_meta,
-        study_instance_uid=valid_uid(ds.get("StudyInstanceUID")),
-        series_instance_uid=valid_uid(ds.get("SeriesInstanceUID")),
+        study_instance_uid=uids[1],
+        series_instance_uid=uids[2],
         frames_present=frames_present,
         burned_in_text=str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES",
     )
@@ -666,9 +672,7 @@ def _reject_other_modality(path: str, ds: Dataset) -> None:
     modality = str(ds.get("Modality") or "").strip().upper()
     if not modality or modality in _ULTRASOUND_MODALITIES:
         return
-    # The header was read: the row keeps the UIDs, to join back to its study.
-    uids = (valid_uid(ds.get("SOPInstanceUID")), valid_uid(ds.get("StudyInstanceUID")),
-            valid_uid(ds.get("SeriesInstanceUID")))
+    uids = _header_uids(ds)  # the header was read: the row keeps the UIDs, to join back to its study
     if modality in _RESULT_MODALITIES:
         raise OtherModalityError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
                                        "an ultrasound image to segment", uids)
