@@ -8,6 +8,7 @@ __version__ = "0.2.3"
 
 import logging as _logging
 import os as _os
+import sys as _sys
 
 # onnxruntime (from 1.32, on Linux and macOS) keeps a device identifier and an event queue under
 # ~/.cache from the moment it is first imported, unless this says no. The one place ipp-seg sets
@@ -42,14 +43,9 @@ class _StderrHandler(_logging.StreamHandler):
     the handler was made: a live progress bar takes stderr over while it is shown (rich puts what
     is written there above the bar), and a warning logged meanwhile had run into the bar's line."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):
-        import sys
-
-        return sys.stderr
+        return _sys.stderr
 
     @stream.setter
     def stream(self, value) -> None:  # (StreamHandler sets it; the current stderr is always taken)
