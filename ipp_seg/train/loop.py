@@ -647,6 +647,9 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     if checkpoint is not None:
         _bring_level_with_last(run_dir, checkpoint)
     use_bf16 = _use_bf16(settings, device)
+    # What each epoch's checkpoint records of the machine (read once: it does not change in a run).
+    machine = {"platform": platform.platform(), "processor": cpu_model(), "torch": torch.__version__,
+               "device": settings.device, "bf16_autocast": use_bf16}
     log.info("bf16 autocast: %s", use_bf16)
     if on_start:
         on_start(settings, split)
@@ -708,8 +711,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
             "history": [asdict(h) for h in history], "best_score": best_score, "best_epoch": best_epoch,
             "settings": settings.to_dict(), "config": config.to_dict(), "split": split.to_dict(),
             "lineage": lineage, "data_sha256": data_sha256,
-            "machine": {"platform": platform.platform(), "processor": cpu_model(),
-                        "torch": torch.__version__, "device": settings.device, "bf16_autocast": use_bf16},
+            "machine": machine,
         }
         if endpoint_head is not None:
             payload["endpoint_head"] = endpoint_head.state_dict()
