@@ -2185,3 +2185,53 @@ def test_overwrite_names_the_earlier_runs_outputs_it_leaves_and_resume_says_what
         batch_module.run_batch(batch_module.BatchOptions(root, out, resume=True, overlays=True))
     assert "the 2 file(s) measured before this run resumed get no overlays/" in caplog.text
     assert [p.name for p in (out / "overlays").iterdir()] == ["IM_3.png"]
+
+
+def test_a_resumed_run_adds_its_dicom_results_to_the_series_it_began_and_says_which_kinds_it_cannot_add(
+        tmp_path, sample_dicom, caplog):
+    # A resumed run had started new derived series (a PACS showed two "ipp-seg SEG" series for one examination), and
+    # told a SEG from an SR only by the dicom-results/ folder: --dicom-sr added to a --dicom-seg run said nothing.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    import ipp_seg.inference.batch as batch_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+
+    def add_image(number):  # one more image of the sample's series
+        ds = pydicom.dcmread(sample_dicom)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = number
+        ds.save_as(root / f"IM_{number}")
+
+    def series_of(name):
+        ds = pydicom.dcmread(out / "dicom-results" / name, stop_before_pixels=True)
+        return ds.SeriesInstanceUID, ds.SeriesDate, ds.SeriesTime
+
+    add_image(1)
+    out = tmp_path / "out"
+    batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True))
+    add_image(2)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, dicom_sr=True, resume=True))
+    assert "the 1 file(s) measured before this run resumed get no DICOM SR (the run they come from" in caplog.text
+    assert series_of("IM_2_seg.dcm") == series_of("IM_1_seg.dcm")  # one SEG series for the source series
+    assert sorted(p.name for p in (out / "dicom-results").iterdir()) == ["IM_1_seg.dcm", "IM_2_seg.dcm", "IM_2_sr.dcm"]
+    add_image(3)
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # IM_1 still lacks its SR: the record keeps what every file has
+        batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_sr=True, resume=True))
+    assert "the 2 file(s) measured before this run resumed get no DICOM SR" in caplog.text
+    assert series_of("IM_3_sr.dcm") == series_of("IM_2_sr.dcm")
+    # --overwrite is a new run: new series. A record that cannot be read is gone by (the outputs' folders tell).
+    batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, overwrite=True))
+    assert series_of("IM_1_seg.dcm")[0] != series_of("IM_3_sr.dcm")[0]
+    (out / batch_module.RUN_RECORD_NAME).write_text("{not json")
+    add_image(4)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))
+    assert "get no" not in caplog.text and (out / "dicom-results" / "IM_4_seg.dcm").exists()
+    assert batch_module.RUN_RECORD_NAME not in [p.name for p in batch_module.list_scans(out, "**/*", warn=False)]

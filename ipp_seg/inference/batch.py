@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import math
 import multiprocessing
@@ -45,7 +46,7 @@ from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, give
 from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
-from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files
+from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
@@ -70,6 +71,8 @@ MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER = "masks", "overlays", "dicom-result
 #: The folders a run writes beside its CSV.
 OUTPUT_FOLDERS = (MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER)
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
+# What a run records of itself for a run that resumes it (hidden too): see _write_run_record.
+RUN_RECORD_NAME = ".ipp-seg-run.json"
 FRAMES_PER_BATCH = 8
 FILES_PER_GROUP = 8  # files a worker takes at once (their frames share model calls)
 STAGES = ("read_s", "preprocess_s", "model_s", "measure_s", "write_s")
@@ -763,10 +766,17 @@ def output_path(out_dir: Path, kind: str, stem: str) -> Path:
     return Path(f"{_output_base(out_dir, kind, stem)}{_OUTPUT_PLACES[kind][1]}")
 
 
+def _kinds_asked(options: BatchOptions) -> set[str]:
+    """The outputs of each frame ``options`` ask for, as kinds of :func:`output_path`."""
+    asked = {"mask": options.save_masks, "overlay": options.overlays, "seg": options.dicom_seg, "sr": options.dicom_sr}
+    return {kind for kind, wanted in asked.items() if wanted}
+
+
 def _folders_asked(options: BatchOptions) -> dict[str, bool]:
     """Each output folder, and whether ``options`` ask for what goes in it."""
-    return {MASKS_FOLDER: options.save_masks, OVERLAYS_FOLDER: options.overlays,
-            DICOM_FOLDER: options.dicom_seg or options.dicom_sr}
+    asked = _kinds_asked(options)
+    return {folder: any(place[0] == folder and kind in asked for kind, place in _OUTPUT_PLACES.items())
+            for folder in OUTPUT_FOLDERS}
 
 
 def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
@@ -1402,8 +1412,6 @@ def run_batch(options: BatchOptions,
         from ..io.dicom_results import require_highdicom
 
         require_highdicom()  # (an ImportError saying what to install, before any frame)
-        if options.run_uid is None:
-            options = replace(options, run_uid=uuid.uuid4().hex, run_started=datetime.now(timezone.utc))
     # An unknown model, or a model file that cannot be read, fails before a previous
     # measurements.csv is replaced or an output folder is made.
     spec = resolve_model(options.inference.model)
@@ -1427,7 +1435,7 @@ def run_batch(options: BatchOptions,
     except BaseException:
         # A run refused before its first row (no scans matched, say) leaves no empty output
         # folder behind, nor its lock file.
-        remove_made_folders(created, frozenset({LOCK_NAME}))
+        remove_made_folders(created, frozenset({LOCK_NAME, RUN_RECORD_NAME}))
         raise
 
 
@@ -1471,15 +1479,57 @@ def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], 
     return left
 
 
-def _say_outputs_not_written_again(options: BatchOptions, skipped: int, existed: dict[str, bool]) -> None:
+_KINDS_SHOWN = {"mask": f"{MASKS_FOLDER}/", "overlay": f"{OVERLAYS_FOLDER}/", "seg": "DICOM SEG", "sr": "DICOM SR"}
+
+
+def _read_run_record(out_dir: Path) -> dict:
+    """What the run in ``out_dir`` recorded of itself (:func:`_write_run_record`), its values
+    checked: ``kinds`` (a set) and ``run_uid`` and ``run_started`` where it recorded them. Empty
+    where it recorded nothing (a run of ipp-seg before 0.2.4) or the record cannot be read."""
+    try:
+        record = json.loads((out_dir / RUN_RECORD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # (UnicodeDecodeError and JSONDecodeError among them)
+        return {}
+    if not isinstance(record, dict) or not isinstance(record.get("outputs"), list):
+        return {}
+    checked: dict = {"kinds": {kind for kind in record["outputs"] if kind in _OUTPUT_PLACES}}
+    uid, started = record.get("dicom_run_uid"), record.get("dicom_run_started")
+    if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{32}", uid) and isinstance(started, str):
+        with suppress(ValueError):
+            when = datetime.fromisoformat(started)
+            if when.tzinfo is not None:
+                checked.update(run_uid=uid, run_started=when)
+    return checked
+
+
+def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None) -> None:
+    """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
+    file measured so far has, so that it says which it cannot add (no output folder tells a SEG
+    from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
+    instead of starting new series in a PACS."""
+    record = {"written_by": f"ipp-seg {__version__}", "outputs": sorted(kinds),
+              "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None}
+    with replacing(out_dir / RUN_RECORD_NAME, text=True, encoding="utf-8", newline="\n") as fh:
+        json.dump(record, fh, indent=1)
+        fh.write("\n")
+
+
+def _kinds_written_before(record: dict, folders_before: dict[str, bool]) -> set[str]:
+    """The kinds of output every file the resumed run measured has: as it recorded them, or, for a
+    run that recorded nothing, each kind whose folder it had made (a SEG's and an SR's alike)."""
+    if "kinds" in record:
+        return record["kinds"]
+    return {kind for kind, place in _OUTPUT_PLACES.items() if folders_before[place[0]]}
+
+
+def _say_outputs_not_written_again(options: BatchOptions, skipped: int, written_before: set[str]) -> None:
     """Warn where a resumed run asks for outputs that the run it goes on with did not write: the
     files that run measured are not measured again, and get none (``--dicom-seg`` added on
     ``--resume`` had written nothing for them, without a word)."""
-    missing = [folder for folder, wanted in _folders_asked(options).items() if wanted and not existed[folder]]
+    missing = [shown for kind, shown in _KINDS_SHOWN.items() if kind in _kinds_asked(options) - written_before]
     if missing:
         log.warning("the %d file(s) measured before this run resumed get no %s (the run they come from wrote none): "
-                    "--overwrite measures every file again", skipped,
-                    " or ".join(f"{folder}/" for folder in missing))
+                    "--overwrite measures every file again", skipped, " or ".join(missing))
 
 
 def _remove_unfinished_outputs(out_dir: Path) -> None:
@@ -1543,8 +1593,14 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
     if on_start:
         on_start(len(todo))
+    record = _read_run_record(options.out_dir) if options.resume else {}
+    written_before = _kinds_written_before(record, outputs_before)
     if skipped:
-        _say_outputs_not_written_again(options, skipped, outputs_before)
+        _say_outputs_not_written_again(options, skipped, written_before)
+    if (options.dicom_seg or options.dicom_sr) and options.run_uid is None:
+        # Resumed: the objects join the series the run began (one per source series and kind).
+        options = replace(options, run_uid=record.get("run_uid", uuid.uuid4().hex),
+                          run_started=record.get("run_started", datetime.now(timezone.utc)))
 
     if options.inference.fixed_batch is None:
         # Always, whatever is left to do: onnxruntime's arithmetic differs in the last bits with
@@ -1565,6 +1621,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # Set up the engine (the Ray one needs its package) before a previous CSV is replaced.
     left: list[tuple[str, str]] = []  # stopped early: (file, path) of outputs whose rows may be unwritten
     outcomes = _engine_outcomes(options, todo, workers, left)
+    # Every file measured so far has what this run asks for, and those it skips what they had.
+    _write_run_record(options.out_dir, _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
+                      options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"))
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
