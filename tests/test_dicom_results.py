@@ -443,7 +443,10 @@ SECRET_BIRTH_DATE = "1980-02-14"  # the dashes make it an invalid DA
     {"PatientBirthDate": SECRET_BIRTH_DATE}, {"PatientSex": "U"}, {"StudyTime": "25:61"},
     {"StudyDate": "2024-01-01"}, {"delete": ("PatientName", "PatientID", "PatientSex", "PatientBirthDate")},
     {"PatientAge": "SECRET AGE"}, {"AccessionNumber": "SECRET-ACCESSION-20"}, {"PatientName": "SECRET" * 12},
-], ids=["birth-date", "sex", "time", "study-date", "no-patient", "age", "long-accession", "long-name"])
+    # Of the right form, but no such day or minute: highdicom had refused both objects (a hand-typed birth date).
+    {"PatientBirthDate": "19900229"}, {"StudyDate": "20240431"}, {"StudyTime": "126000"},
+], ids=["birth-date", "sex", "time", "study-date", "no-patient", "age", "long-accession", "long-name", "no-such-day",
+        "no-such-date", "no-such-minute"])
 def test_seg_and_sr_from_a_header_that_breaks_the_standard(source, tmp_path, damage, caplog):
     # Scanners and anonymisers write such headers; highdicom refused them with a traceback that
     # quoted the value. The invalid or missing values are left empty (type 2 allows it).

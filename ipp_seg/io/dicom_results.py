@@ -608,6 +608,7 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                     # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
                     text = str(value)
                     validate_value(element.VR, text, config.RAISE)
+                    _check_calendar(element.VR, text)
                     if _has_control_characters(element.VR, text) or (element.VR == "PN" and _too_many_name_parts(text)):
                         raise ValueError("a control character, or a name of more than five parts")
                     non_ascii |= not text.isascii()
@@ -669,6 +670,21 @@ _COPIED_KEYWORDS = frozenset({*_COPIED_STUDY, "PhysiciansOfRecord", "NameOfPhysi
 def _is_copied(element) -> bool:
     return (element.tag.group in _COPIED_GROUPS or element.keyword in _COPIED_KEYWORDS
             or element.VR in ("DA", "TM", "DT"))
+
+
+def _check_calendar(vr: str, text: str) -> None:
+    """Raise ValueError for a date or time of the right form that does not exist (29 February
+    1990, 31 April, minute 60): pydicom checks the form only, and highdicom, which reads the
+    value, had then refused the SEG and the SR both."""
+    import warnings
+
+    from pydicom.valuerep import DA, DT, TM
+
+    parse = {"DA": DA, "DT": DT, "TM": TM}.get(vr)
+    if parse is not None:
+        with warnings.catch_warnings():  # (pydicom warns of a leap second, which DICOM allows, and reads it)
+            warnings.simplefilter("ignore")
+            parse(text)
 
 
 def _too_many_name_parts(text: str) -> bool:
