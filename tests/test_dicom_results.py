@@ -323,9 +323,15 @@ def test_seg_and_sr_name_the_weights_by_checksum(source, tmp_path):
     assert parameters and set(parameters) == {f"model_sha256={digest}"}
     for path in (tmp_path / "seg.dcm", tmp_path / "sr.dcm"):
         assert dciodvfy_errors(path) == [], path.name
+    # The equipment, where archives and audits of AI results query it: alike in both (the SR had named the
+    # manufacturer alone, and the SEG's serial number had been the placeholder "none").
+    for ds in (seg, sr):
+        assert (ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions, ds.DeviceSerialNumber) == (
+            "ipp-seg", "test-model", "0.0-test", digest)
     # Without a checksum (a caller's own model), no parameter is invented.
     bare = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "bare.dcm", **KW))
     assert "AlgorithmParameters" not in bare.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert bare.DeviceSerialNumber == "ipp-seg 0.0-test"
     # The SEG says whether the mask is a mirror-average, as the SR does (the README had said so of both).
     for tta, said in ((True, "mirror-average"), (False, "none")):
         seg = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / f"tta{tta}.dcm", model_sha256=digest,
@@ -795,3 +801,25 @@ def test_sr_says_whether_the_angle_is_in_doubt_beside_its_number(source, tmp_pat
         .get_image_measurement_groups()
     evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
     assert (evaluations["AOPDOUBT"], evaluations["HSDDOUBT"]) == ("373067005", "373066001")
+
+
+@pytest.mark.parametrize("declared", [None, "00"])
+def test_a_seg_of_a_source_stored_lossily_says_it_was_lossily_compressed(source, tmp_path, declared):
+    # An archive that compresses on ingest stores JPEG baseline without (0028,2110): the SEG had said 00, never
+    # lossily compressed, of a mask drawn on JPEG pixels.
+    from pydicom.uid import JPEGBaseline8Bit
+
+    source.file_meta.TransferSyntaxUID = JPEGBaseline8Bit  # (the header is what the SEG reads of its source)
+    for keyword in ("LossyImageCompression", "LossyImageCompressionMethod"):
+        if keyword in source:
+            delattr(source, keyword)
+    if declared is not None:
+        source.LossyImageCompression = declared  # a stale flag from before the archive compressed it
+    seg = pydicom.dcmread(write_dicom_seg(source, synthetic_mask(), tmp_path / "seg.dcm", **KW))
+    assert seg.LossyImageCompression == "01" and seg.LossyImageCompressionMethod == "ISO_10918_1"
+    source.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian  # stored as it was made: as declared
+    source.LossyImageCompression = "00"
+    assert pydicom.dcmread(write_dicom_seg(source, synthetic_mask(), tmp_path / "seg2.dcm", **KW)
+                           ).LossyImageCompression == "00"
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(tmp_path / "seg.dcm") == []

@@ -203,7 +203,7 @@ def write_dicom_seg(
             **_new_instance(hd, SEG_SERIES_NUMBER, series_instance_uid, instance_number),
             manufacturer_model_name=_lo(model_name),
             software_versions=_lo(software_version),
-            device_serial_number="none",
+            device_serial_number=_device_serial_number(model_sha256, software_version),
             content_label="IPP_SEG",
             content_description=_lo(f"PS and FH segmentation by {model_name}"),
             omit_empty_frames=False,
@@ -384,6 +384,10 @@ def write_dicom_sr(
             is_verified=False,
         )
         document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
+        # The equipment as the SEG names it (General Equipment, type 3 here): archives and audits of
+        # AI results query these, not the content tree.
+        document.ManufacturerModelName, document.SoftwareVersions = _lo(model_name), _lo(software_version)
+        document.DeviceSerialNumber = _device_serial_number(model_sha256, software_version)
         _declare_private_scheme(document)
         _in_the_sources_time_zone(document, source, label, series_started)
         return _save(_minimised(document), path)
@@ -648,6 +652,12 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
     for keyword in _COPIED_TYPE_2:
         if keyword not in fixed:
             put(keyword, "")
+    syntax = str(getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if syntax in _LOSSY_SYNTAXES and str(fixed.get("LossyImageCompression", "") or "") != "01":
+        # Stored lossy without saying so (an archive that compresses on ingest): a SEG drawn on
+        # its pixels says so, where highdicom would write 00, never compressed lossily.
+        put("LossyImageCompression", "01")
+        put("LossyImageCompressionMethod", _LOSSY_SYNTAXES[syntax])
     if blanked:
         logger.warning("%s of %s %s not valid DICOM; left empty in its %s",
                        ", ".join(blanked), label, "is" if len(blanked) == 1 else "are", kind)
@@ -670,6 +680,18 @@ _COPIED_KEYWORDS = frozenset({*_COPIED_STUDY, "PhysiciansOfRecord", "NameOfPhysi
 def _is_copied(element) -> bool:
     return (element.tag.group in _COPIED_GROUPS or element.keyword in _COPIED_KEYWORDS
             or element.VR in ("DA", "TM", "DT"))
+
+
+# Transfer syntaxes that are lossy whatever their encoder's settings, and the Lossy Image
+# Compression Method each means (JPEG 2000 and JPEG XL may be lossless: not listed).
+_LOSSY_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG baseline, extended
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.100": "ISO_13818_2", "1.2.840.10008.1.2.4.101": "ISO_13818_2",  # MPEG-2
+    **{f"1.2.840.10008.1.2.4.{n}": "ISO_14496_10" for n in range(102, 107)},  # MPEG-4 AVC/H.264
+    "1.2.840.10008.1.2.4.107": "ISO_23008_2", "1.2.840.10008.1.2.4.108": "ISO_23008_2",  # HEVC/H.265
+    "1.2.840.10008.1.2.4.111": "ISO_10918_1",  # JPEG XL recompressing a (lossy) JPEG
+}
 
 
 def _check_calendar(vr: str, text: str) -> None:
@@ -900,6 +922,13 @@ def _algorithm_parameters(model_sha256: str | None, tta: bool | None = None) -> 
     if tta is not None:
         parameters["tta"] = "mirror-average" if tta else "none"
     return parameters
+
+
+def _device_serial_number(model_sha256: str | None, software_version: str) -> str:
+    """What tells one "device" ipp-seg is from another: the model file's sha256 (64 hex digits, as
+    many as a LO value holds), else the version of the software (a placeholder such as "none"
+    would read as a real serial number)."""
+    return _lo(model_sha256 or f"ipp-seg {software_version}")
 
 
 def _lo(text: str) -> str:
