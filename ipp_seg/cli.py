@@ -1064,6 +1064,10 @@ def evaluate(
     pred_labels: str = typer.Option("ps=1,fh=2", "--pred-labels",
                                     help="Label values of the structures in the predicted masks (ipp-seg writes "
                                          "1 and 2; another tool's may differ)."),
+    spacing_mm: Optional[str] = typer.Option(
+        None, "--spacing-mm", help="mm per pixel X[,Y] for ΔHSD in mm where neither the image (--images) nor the "
+                                   "masks have a calibration; without it, that of the batch run that wrote "
+                                   "PRED_DIR (its --spacing-mm)."),
 ) -> None:
     """Dice, Hausdorff and surface distances, ΔAoP, ΔHSD and the FH-PS-AOP 2023 score, per
     case, overall and per acquisition style. Exit 0: cases evaluated (cases that could not be
@@ -1073,6 +1077,7 @@ def evaluate(
                            write_case_csv, write_summary_json)
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
+    spacing = _parse_spacing(spacing_mm)
     for folder in (pred_dir, gt_dir, images):
         if folder is not None and not folder.is_dir():
             fail(f"{folder} is not a folder")
@@ -1096,7 +1101,7 @@ def evaluate(
         report = evaluate_folders(pred_dir, gt_dir, images, method=method, orientation=orientation,
                                   reference_aop=reference, gt_labels=_parse_labels(gt_labels, "--gt-labels"),
                                   pred_labels=_parse_labels(pred_labels, "--pred-labels"),
-                                  missing_as_empty=missing_as_empty)
+                                  missing_as_empty=missing_as_empty, spacing_mm=spacing)
     except ValueError as exc:  # two files of one folder with the same case ID
         fail(str(exc))
     _list_unevaluated(report, missing_as_empty)

@@ -1064,6 +1064,36 @@ def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sampl
     assert summary["failed_predictions"][0]["reason"].startswith("not_ultrasound_frame")
 
 
+def test_evaluate_measures_with_the_spacing_the_batch_run_measured_with(tmp_path, psfhs_dir, sample_png):
+    # A statistician's batch run over PNG frames with --spacing-mm 0.2: evaluate had called the same predictions
+    # spacing_unknown, without HSD in mm, where the run's rows were ok with HSD in mm; and it had no --spacing-mm.
+    import csv
+    import shutil
+
+    _, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "04700.png")
+    assert invoke("batch", scans, "--out", tmp_path / "run", "--save-masks", "--spacing-mm", "0.2").exit_code == 0
+    (row,) = csv.DictReader((tmp_path / "run" / "measurements.csv").open(encoding="utf-8"))
+    assert "spacing_unknown" not in row["reasons"] and row["hsd_mm"]
+
+    def case(*options):
+        out = tmp_path / f"ev{len(options)}"
+        result = invoke("evaluate", tmp_path / "run", gt, "--out", out, *options)
+        assert result.exit_code == 0, result.output
+        return next(c for c in csv.DictReader((out / "cases.csv").open(encoding="utf-8")) if c["case_id"] == "04700")
+
+    evaluated = case()
+    assert (evaluated["status_pred"], evaluated["reasons_pred"]) == (row["status"], row["reasons"])
+    assert (evaluated["spacing_x_mm"], evaluated["spacing_y_mm"]) == ("0.2", "0.2")
+    assert float(evaluated["hsd_pred_mm"]) == pytest.approx(float(row["hsd_mm"]), abs=1e-3) and evaluated["hsd_gt_mm"]
+    given = case("--spacing-mm", "0.25")  # said for this evaluation: it wins over the run's
+    assert given["spacing_x_mm"] == "0.25" and float(given["hsd_pred_mm"]) == pytest.approx(
+        float(row["hsd_px"]) * 0.25, abs=1e-3)
+    assert invoke("evaluate", tmp_path / "run", gt, "--spacing-mm", "0").exit_code == 2
+
+
 def test_evaluate_command(tmp_path, psfhs_dir):
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")

@@ -600,8 +600,10 @@ def evaluate_folders(
     (optional; any format :func:`ipp_seg.io.read_frame` reads, e.g. a PSFHS ``image_mha``
     folder) gives each case's frame for its acquisition style and its calibration. Spacing
     for HSD in mm: the image's calibration, else the ground-truth mask's (ITK spacing other
-    than 1 x 1), else the prediction's, else ``spacing_mm``; a prediction whose own spacing
-    disagrees with the one used is logged (it was made on another pixel grid).
+    than 1 x 1), else the prediction's, else ``spacing_mm``, else the one the batch run behind
+    ``pred_dir`` measured the case with (its ``--spacing-mm`` for a file without a calibration);
+    a prediction whose own spacing disagrees with the one used is logged (it was made on another
+    pixel grid).
 
     Cases on one side only are listed in the report, not evaluated; with
     ``missing_as_empty`` a ground truth without prediction, or with a prediction that cannot be
@@ -715,7 +717,9 @@ def evaluate_folders(
                 missing_images.append(case_id)
             if image is None:  # in the "unknown" block: the styles' blocks then add up to the whole
                 style = "unknown"
-        spacing = image_spacing or gt_spacing or pred_spacing or spacing_mm
+        # The run's spacing last: that of a file without a calibration, which its --spacing-mm gave.
+        spacing = image_spacing or gt_spacing or pred_spacing or spacing_mm or (
+            run.spacings.get(case_id) if run is not None else None)
         if pred_spacing is not None and not same_spacing(pred_spacing, spacing):
             logger.warning("case %s: the prediction's spacing %s mm is not the %s mm its ground truth is measured "
                            "with (made on another pixel grid?); HSD in mm uses the latter", case_id,
@@ -795,13 +799,16 @@ class RunRecord:
     ``--frames`` did not ask for (``no_such_frame``), nor a case another of its rows segmented
     (a file resumed with other frames). ``models``: (model, sha256) of its rows. ``segmented``:
     whether it drew a mask of any frame (a run that failed on every frame has none to keep).
-    ``reasons``: case ID -> the reason codes of its row, for the frames it drew a mask of."""
+    ``reasons``: case ID -> the reason codes of its row, for the frames it drew a mask of.
+    ``spacings``: case ID -> the (x, y) mm per pixel its row was measured with (the scan's
+    calibration, or the run's ``--spacing-mm``), where it had one."""
 
     cases: frozenset[str]
     failures: Mapping[str, str]
     models: frozenset[tuple[str, str]]
     segmented: bool
     reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    spacings: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def read_run_record(pred_dir: PathLike) -> RunRecord | None:
@@ -817,6 +824,7 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
     failures: dict[str, str] = {}
     models: set[tuple[str, str]] = set()
     reasons: dict[str, tuple[str, ...]] = {}
+    spacings: dict[str, tuple[float, float]] = {}
     try:
         with open(table, newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
@@ -827,8 +835,11 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                     continue
                 if row_segmented(row):
                     segmented.update(names)
+                    spacing = _row_spacing(row)
                     for name in names:
                         reasons[name] = tuple(filter(None, row["reasons"].split(";")))
+                        if spacing is not None:
+                            spacings[name] = spacing
                     continue
                 codes = set(row["reasons"].split(";"))
                 if row.get("status") != "failed" or codes & {NO_SUCH_FRAME, NOT_AN_IMAGE}:
@@ -841,7 +852,17 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                        table, exc)
         return None
     return RunRecord(frozenset(cases), {case: why for case, why in failures.items() if case not in segmented},
-                     frozenset(models), bool(segmented), reasons)
+                     frozenset(models), bool(segmented), reasons, spacings)
+
+
+def _row_spacing(row: dict) -> tuple[float, float] | None:
+    """The (x, y) mm per pixel a CSV row was measured with; None where it has none (or an edited
+    cell that is no positive number)."""
+    try:
+        spacing = (float(row.get("spacing_x_mm") or "nan"), float(row.get("spacing_y_mm") or "nan"))
+    except ValueError:
+        return None
+    return spacing if all(math.isfinite(v) and v > 0 for v in spacing) else None
 
 
 def recorded_models(pred_dir: PathLike, run: RunRecord | None = None,
