@@ -1094,6 +1094,30 @@ def test_evaluate_measures_with_the_spacing_the_batch_run_measured_with(tmp_path
     assert invoke("evaluate", tmp_path / "run", gt, "--spacing-mm", "0").exit_code == 2
 
 
+def test_evaluate_warns_that_a_model_is_scored_on_frames_it_was_trained_on(tmp_path, psfhs_dir, sample_png, caplog):
+    # The default model, trained on every PSFHS frame, evaluated on the validation blocks without a word: a study
+    # would have published its fit as a validation. Its held-out twin, which did not train on them, is not warned of.
+    import shutil
+
+    _, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "04700.png")
+    for model in ("dssau-net-s", "dssau-net-s-heldout"):
+        assert invoke("batch", scans, "--out", tmp_path / model, "--save-masks", "--model", model).exit_code == 0
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert invoke("evaluate", tmp_path / model, gt, "--out", tmp_path / f"ev-{model}").exit_code == 0
+        said = " ".join(caplog.text.split())
+        seen = json.loads((tmp_path / f"ev-{model}" / "summary.json").read_text())["cases_seen_in_training"]
+        if model == "dssau-net-s":
+            assert "1 of the 1 cases evaluated have the IDs of frames dssau-net-s was trained on (03744-04801" in said
+            assert "not a validation; dssau-net-s-heldout, the same recipe without them" in said
+            assert seen == [{"model": "dssau-net-s", "n_cases": 1, "case_ids": ["04700"]}]
+        else:
+            assert "trained on" not in said and seen == []
+
+
 def test_evaluate_command(tmp_path, psfhs_dir):
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")

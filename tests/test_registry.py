@@ -134,3 +134,15 @@ def test_the_shipped_cards_name_their_own_files():
     for spec in shipped_models():
         assert spec.card["name"] == spec.name and spec.onnx_path.name == spec.card["files"]["onnx"]["name"]
         assert json.loads(spec.card_path.read_text())["name"] == spec.name
+
+
+def test_a_cards_training_case_ids_are_blocks_of_numbers_of_one_width_and_other_ids_alone():
+    from ipp_seg.inference.registry import ModelSpec, case_id_blocks
+
+    ids = [f"0{n}" for n in range(4402, 4602)] + ["03744", "03745", "pt-01", "9"]
+    blocks = case_id_blocks(ids)
+    assert blocks == [("9", "9"), ("03744", "03745"), ("04402", "04601"), ("pt-01", "pt-01")]
+    spec = ModelSpec("m", None, None, {"training": {"train_case_ids": [list(b) for b in blocks]}})
+    assert [spec.trained_on(c) for c in ("04500", "04601", "04602", "4500", "pt-01", "pt-02", "9", "09")] == [
+        True, True, False, False, True, False, True, False]  # (4500 is no PSFHS ID of five digits)
+    assert ModelSpec("m", None, None, {"training": {"train_ids": "03744-04801 (1058 frames)"}}).trained_case_ids == ()

@@ -287,6 +287,8 @@ class EvaluationReport:
     ``measurements.csv``, ``predict --out``'s JSON reports), empty where it records none.
     ``failed_predictions``: (case ID, why) of ground truths whose frame that batch run failed
     before drawing a mask (:attr:`RunRecord.failures`), scored as empty predictions.
+    ``seen_in_training``: (model, case IDs) of each recorded model whose card lists evaluated
+    case IDs among those it trained on (:func:`cases_seen_in_training`).
     """
 
     method: str
@@ -303,6 +305,7 @@ class EvaluationReport:
     ground_truth_problems: tuple[tuple[str, str], ...] = ()
     prediction_models: tuple[tuple[str, str], ...] = ()
     failed_predictions: tuple[tuple[str, str], ...] = ()
+    seen_in_training: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def overall(self) -> BlockSummary:
@@ -344,6 +347,9 @@ class EvaluationReport:
             "prediction_models": [{"model": m, "model_sha256": s or None} for m, s in self.prediction_models],
             # Frames the predicting run failed on before any mask: scored as empty predictions.
             "failed_predictions": [{"case_id": printable_path(c), "reason": r} for c, r in self.failed_predictions],
+            # Cases whose IDs a recording model trained on: its figures there are a fit, not a validation.
+            "cases_seen_in_training": [{"model": m, "n_cases": len(ids), "case_ids": [printable_path(c) for c in ids]}
+                                       for m, ids in self.seen_in_training],
             "conventions": {
                 "distances": "pixels of the mask; HD between the masks as pixel sets (SimpleITK's "
                 "HausdorffDistanceImageFilter); ASD between their boundaries, boundary = pixels with a "
@@ -744,11 +750,13 @@ def evaluate_folders(
         if no_reference:
             logger.warning("%d case(s) have no reference AoP: %s", len(no_reference), _preview(no_reference))
 
+    models = recorded_models(pred_dir, run, reports)
     return _build_report(
         results,
         method=method,
         orientation=orientation,
         labels=labels,
+        seen_in_training=cases_seen_in_training(models, [c.case_id for c in results]),
         missing_predictions=tuple(missing_pred),
         missing_ground_truth=tuple(missing_gt),
         missing_images=tuple(missing_images),
@@ -756,9 +764,37 @@ def evaluate_folders(
         missing_as_empty=missing_as_empty,
         paired_cases=len(paired) + len(failed_pred),  # a frame the run failed on is a prediction too
         ground_truth_problems=tuple(gt_problems),
-        prediction_models=recorded_models(pred_dir, run, reports),
+        prediction_models=models,
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
     )
+
+
+def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence[str]
+                           ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(model, case IDs) for each of ``models`` ((name, sha256) as :func:`recorded_models` gives
+    them) that is a model of the models folder, its files those of the predictions (by sha256,
+    where recorded), and whose card lists some of ``case_ids`` among those it trained on. Logged
+    as a warning: a default model trained on every PSFHS frame, evaluated on the validation
+    blocks, gives figures that read as a validation and are its fit to its training frames."""
+    from ..inference.registry import shipped_models
+
+    found = []
+    for spec in shipped_models() if models else ():
+        listed = {(spec.card or {}).get("files", {}).get(kind, {}).get("sha256") for kind in ("onnx", "torch")}
+        if not any(name == spec.name and (not sha or sha in listed) for name, sha in models):
+            continue
+        seen = tuple(c for c in case_ids if spec.trained_on(c))
+        if not seen:
+            continue
+        found.append((spec.name, seen))
+        blocks = ", ".join(first if first == last else f"{first}-{last}" for first, last in spec.trained_case_ids[:4])
+        twin = f"; {spec.validated_by}, the same recipe without them, gives its card's validation" if (
+            spec.validated_by) else ""
+        logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s): if they are "
+                       "those frames, its figures here are its fit to its training data, not a validation%s",
+                       len(seen), len(case_ids), spec.name, blocks, ", ..." if len(spec.trained_case_ids) > 4 else "",
+                       twin)
+    return tuple(found)
 
 
 def _codes_of(why: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 DEFAULT_MODEL = "dssau-net-s"
 log = logging.getLogger(__name__)
@@ -71,6 +72,20 @@ class ModelSpec:
         return Path(source["checkpoint"]).stem if source else None
 
     @property
+    def trained_case_ids(self) -> tuple[tuple[str, str], ...]:
+        """The case IDs of the frames the model's last training run trained on, as (first, last)
+        blocks (:func:`case_id_blocks`); empty where its card lists none (cards before 0.2.4, a
+        model without a card)."""
+        blocks = ((self.card or {}).get("training") or {}).get("train_case_ids")
+        if not isinstance(blocks, list):
+            return ()
+        return tuple((str(b[0]), str(b[1])) for b in blocks if isinstance(b, list) and len(b) == 2)
+
+    def trained_on(self, case_id: str) -> bool:
+        """Whether ``case_id`` is among :attr:`trained_case_ids`."""
+        return any(_in_block(case_id, first, last) for first, last in self.trained_case_ids)
+
+    @property
     def missing_files(self) -> tuple[Path, ...]:
         """The model's files that its card names and that are not there."""
         return tuple(p for p in (self.onnx_path, self.torch_path) if p is not None and not p.is_file())
@@ -83,6 +98,29 @@ class ModelSpec:
         return tuple(p for kind, p in (("onnx", self.onnx_path), ("torch", self.torch_path))
                      if p is not None and p.is_file() and listed.get(kind, {}).get("sha256")
                      and sha256_of(p) != listed[kind]["sha256"])
+
+
+def case_id_blocks(ids: Iterable[str]) -> list[tuple[str, str]]:
+    """Case IDs as blocks (first, last): a run of consecutive numbers written with one width
+    (``("04402", "04601")``: 200 PSFHS frames) as one block, any other ID as a block of itself
+    (``("pt-01", "pt-01")``). Sorted; what a model card lists of the frames a model trained on."""
+    numbered = sorted((len(i), int(i), i) for i in set(ids) if i.isascii() and i.isdigit())
+    blocks: list[list] = []
+    for width, number, case_id in numbered:
+        if blocks and blocks[-1][2] == width and blocks[-1][3] == number - 1:
+            blocks[-1][1], blocks[-1][3] = case_id, number
+        else:
+            blocks.append([case_id, case_id, width, number])
+    others = sorted(i for i in set(ids) if not (i.isascii() and i.isdigit()))
+    return [(first, last) for first, last, _, _ in blocks] + [(i, i) for i in others]
+
+
+def _in_block(case_id: str, first: str, last: str) -> bool:
+    if case_id == first or case_id == last:
+        return True
+    numbers = (case_id, first, last)
+    return (all(n.isascii() and n.isdigit() and len(n) == len(first) for n in numbers)
+            and int(first) <= int(case_id) <= int(last))
 
 
 def sha256_of(path: str | Path) -> str:

@@ -21,7 +21,7 @@ from ..evaluate import evaluate_arrays, read_reference_aop, summarise_block
 from ..inference.backends import OnnxSegmenter
 from ..inference.batch import FRAMES_PER_BATCH
 from ..inference.pipeline import segment_frames
-from ..inference.registry import ModelSpec, sha256_of
+from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
 from ..nn.export import export_checkpoint
@@ -427,6 +427,8 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
             "train_ids": f"{id_range(train_ids[0], train_ids[-1])} ({len(train_ids)} frames, "
                          + ("every frame, the validation blocks included)" if trained_on_all
                             else "validation blocks excluded)"),
+            # Exact, for evaluate to tell a fit from a validation (the text above cannot say which it left out).
+            "train_case_ids": [list(block) for block in case_id_blocks(train_ids)],
             "validation_blocks": {k: list(v) for k, v in blocks.items()},
             "command": command,
             "seed": settings["seed"],
