@@ -280,20 +280,25 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
 
 
 @app.command(short_help="What each reason code in a result means.")
-def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, meaning, action}.")
+def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, aop_doubtful, "
+                                                  "hsd_doubtful, meaning, action}.")
             ) -> None:
     """Every reason code a row, report or SR can carry, and what to do about it: `failed` ones
     leave no values, `warning` ones keep the values they do not concern (the CSV joins a row's
-    codes with ';')."""
+    codes with ';'). The doubt columns say which warnings mark the row's AoP or HSD doubtful
+    (the CSV's aop_doubtful and hsd_doubtful)."""
     from .inference.batch import reason_actions, reason_codes
+    from .measure.result import ANGLE_IN_DOUBT, HSD_IN_DOUBT
 
     codes, actions = reason_codes(), reason_actions()
     if as_json:
-        _print_json([{"code": c, "status": s, "meaning": m, "action": actions[c]} for c, s, m in codes])
+        _print_json([{"code": c, "status": s, "aop_doubtful": c in ANGLE_IN_DOUBT, "hsd_doubtful": c in HSD_IN_DOUBT,
+                      "meaning": m, "action": actions[c]} for c, s, m in codes])
         return
-    table = _table("Reason codes", ("code", "status", "what to do", "meaning"))
+    table = _table("Reason codes", ("code", "status", "AoP doubtful", "HSD doubtful", "what to do", "meaning"))
     for code, status, meaning in codes:
-        table.add_row(code, status, escape(actions[code]), escape(meaning))
+        table.add_row(code, status, "yes" if code in ANGLE_IN_DOUBT else "", "yes" if code in HSD_IN_DOUBT else "",
+                      escape(actions[code]), escape(meaning))
     _print_table(table, turn=False)
 
 

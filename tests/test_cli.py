@@ -92,7 +92,15 @@ def test_reasons_lists_every_code_a_result_can_carry_with_its_status():
     # What to do about each, in plain words (a clinician had found codes and "IoU", no next step).
     assert all(r["action"] and r["action"].endswith(".") for r in listed)
     assert "--orientation mirrored" in by_code["orientation_doubtful"]["action"]
+    # Which codes mark the row's AoP or HSD doubtful, for an analysis plan to cite (it had been in the source only).
+    from ipp_seg.measure.result import ANGLE_IN_DOUBT, HSD_IN_DOUBT
+
+    assert {r["code"] for r in listed if r["aop_doubtful"]} == ANGLE_IN_DOUBT
+    assert {r["code"] for r in listed if r["hsd_doubtful"]} == HSD_IN_DOUBT
+    assert (by_code["hsd_unstable"]["aop_doubtful"], by_code["hsd_unstable"]["hsd_doubtful"]) == (False, True)
+    assert not by_code["spacing_unknown"]["aop_doubtful"] and by_code["head_small_in_frame"]["aop_doubtful"]
     table = runner.invoke(app, ["reasons"], env={"COLUMNS": "200"})
+    assert "AoP doubtful" in table.stdout
     assert table.exit_code == 0 and "ps_low_confidence" in table.stdout and "mask_refused" in table.stdout
     assert "what to do" in table.stdout
     for command in ("predict", "batch", "measure"):  # where a user meets the codes, the help says where to look
