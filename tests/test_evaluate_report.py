@@ -27,7 +27,7 @@ from ipp_seg.evaluate import (
 )
 from ipp_seg.evaluate.report import _CASE_COLUMNS, relabel_mask
 from ipp_seg.io.images import is_indexed_png
-from ipp_seg.io import ScanReadError
+from ipp_seg.io import ScanReadError, read_frame
 from ipp_seg.measure import measure_progress
 
 SHAPE = (128, 128)
@@ -676,6 +676,31 @@ def test_reference_aop_is_compared_with_the_prediction(tmp_path):
     assert failed.aop_reference == 120.0 and failed.delta_aop_reference is None
 
 
+def test_an_angle_past_180_is_marked_as_one_the_reference_cannot_express(tmp_path, psfhs_dir, caplog):
+    # PSFHS 04722: its expert mask reads 190.7 deg by the default method, the reference (an unsigned angle, at most
+    # 180) 173.4: a prediction of 170.9 had read 2.5 deg off the reference where it is 19.9 off the expert's mask.
+    import cv2
+    from dataclasses import replace
+
+    from ipp_seg.evaluate import read_reference_aop
+
+    gt = read_frame(psfhs_dir / "label_mha" / "04722.mha").pixels.astype(np.uint8)
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "04722.png"), gt)
+    reference = read_reference_aop(psfhs_dir / "aop_reference.csv")
+    with caplog.at_level("WARNING"):
+        report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", reference_aop=reference)
+    (case,) = report.cases
+    assert case.aop_gt > 180 > case.aop_reference and case.aop_past_180 is True
+    assert "1 case(s) have a predicted or ground-truth AoP past 180" in caplog.text and "04722" in caplog.text
+    rows = list(csv.DictReader(write_case_csv(report, tmp_path / "cases.csv").read_text().splitlines()))
+    assert rows[0]["aop_past_180"] == "true"
+    assert replace(case, aop_pred=170.9, aop_gt=175.0).aop_past_180 is False
+    assert replace(case, aop_pred=180.5, aop_gt=175.0).aop_past_180 is True
+    assert replace(case, aop_reference=None).aop_past_180 is None  # no reference: nothing to say
+
+
 def test_reference_aop_in_block_summary_and_csv(folders, tmp_path):
     pred, gt, img = folders
     truth_aop = measure_progress(scene()).aop_deg
@@ -692,6 +717,7 @@ def test_reference_aop_in_block_summary_and_csv(folders, tmp_path):
     assert summary.n == 2 and summary.mean == pytest.approx(2.0, abs=1e-3)
     rows = list(csv.DictReader(write_case_csv(report, tmp_path / "cases.csv").read_text().splitlines()))
     assert rows[0]["delta_aop_reference"] != "" and rows[2]["aop_reference"] == ""
+    assert rows[0]["aop_past_180"] == "false" and rows[2]["aop_past_180"] == ""
 
 
 def test_a_reference_whose_ids_lost_their_leading_zeros_is_matched_by_number(folders, tmp_path, caplog):

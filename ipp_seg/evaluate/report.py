@@ -152,6 +152,16 @@ class CaseResult:
     delta_aop_reference: float | None = None
 
     @property
+    def aop_past_180(self) -> bool | None:
+        """With a reference AoP: whether the predicted or the ground-truth angle lies past 180°,
+        which the reference's unsigned angle (at most 180°, as the challenge evaluator measures
+        it) cannot express: a head past the PS axis's line and one short of it by as much read
+        alike, so ``delta_aop_reference`` may under- or overstate the error. None without one."""
+        if self.aop_reference is None:
+            return None
+        return any(angle is not None and angle > 180.0 for angle in (self.aop_pred, self.aop_gt))
+
+    @property
     def mean_dice(self) -> float:
         """Dice averaged over PS, FH and "all" (the challenge's per-case mDice)."""
         return (self.dice_ps + self.dice_fh + self.dice_all) / 3.0
@@ -177,6 +187,7 @@ class CaseResult:
             "delta_aop": self.delta_aop,
             "aop_reference": self.aop_reference,
             "delta_aop_reference": self.delta_aop_reference,
+            "aop_past_180": None if self.aop_past_180 is None else str(self.aop_past_180).lower(),
             "hsd_pred_px": self.hsd_pred_px,
             "hsd_gt_px": self.hsd_gt_px,
             "delta_hsd_px": self.delta_hsd_px,
@@ -749,6 +760,12 @@ def evaluate_folders(
         no_reference = [c.case_id for c in results if c.case_id not in reference_aop]
         if no_reference:
             logger.warning("%d case(s) have no reference AoP: %s", len(no_reference), _preview(no_reference))
+        past = [c.case_id for c in results if c.aop_past_180]
+        if past:
+            logger.warning("%d case(s) have a predicted or ground-truth AoP past 180°, which the reference's unsigned "
+                           "angle (at most 180°) cannot express: their difference from the reference may under- or "
+                           "overstate the error (compare delta_aop, against the ground-truth mask; cases.csv's "
+                           "aop_past_180): %s", len(past), _preview(past))
 
     models = recorded_models(pred_dir, run, reports)
     return _build_report(
@@ -1348,7 +1365,7 @@ def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
 _CASE_COLUMNS: tuple[str, ...] = (
     ("case_id", "style")
     + SEGMENTATION_METRICS
-    + ("aop_pred", "aop_gt", "delta_aop", "aop_reference", "delta_aop_reference")
+    + ("aop_pred", "aop_gt", "delta_aop", "aop_reference", "delta_aop_reference", "aop_past_180")
     + ("hsd_pred_px", "hsd_gt_px", "delta_hsd_px", "hsd_pred_mm", "hsd_gt_mm")
     + ("delta_hsd_mm", "status_pred", "reasons_pred", "status_gt", "reasons_gt", "method", "spacing_x_mm")
     + ("spacing_y_mm",)
