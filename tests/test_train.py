@@ -571,7 +571,7 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
         (models / "tiny.md").read_text()
 
 
-def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path):
+def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path, monkeypatch):
     import subprocess
     import sys
 
@@ -598,6 +598,23 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     spec = ModelSpec("ours", models / "ours.onnx", models / "ours.pt", card, models / "ours.json")
     assert load_segmenter(spec).info.confidence_floors == (floors["head"], floors["ps"])
     assert list(card["validation"]) == ["overall", *(k for k in card["validation"] if k.startswith("style:"))]
+    # Its card's figures are what batch and evaluate give on its validation frames, failures included: a weak model
+    # of one's own, unsure of every frame below its floors, had a card of figures with no anatomy_unrecognised row.
+    import shutil
+
+    from ipp_seg.evaluate import evaluate_folders
+    from ipp_seg.inference.batch import BatchOptions, InferenceOptions, run_batch
+
+    held_out = tmp_path / "held-out-frames"
+    held_out.mkdir()
+    for case in ("case003", "case004"):
+        shutil.copy(data / "images" / f"{case}.png", held_out)
+    monkeypatch.setenv("IPP_SEG_MODELS", str(models))
+    run_batch(BatchOptions(held_out, tmp_path / "by-batch", InferenceOptions(model="ours"), save_masks=True))
+    by_batch = evaluate_folders(tmp_path / "by-batch", data / "masks").overall
+    assert by_batch.n_failed_pred == card["validation"]["overall"]["failed_measurements"] == 2  # (unsure of both)
+    assert by_batch.score == pytest.approx(card["validation"]["overall"]["score"], abs=1e-9)
+    monkeypatch.delenv("IPP_SEG_MODELS")
     markdown = (models / "ours.md").read_text()
     assert "PSFHS" not in markdown and "narrow-sector" not in markdown and "Trained on one folder" in markdown
     # Nor an empty column against a published AoP the data does not have.
@@ -647,6 +664,31 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     named = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "sub/x", "--command", "c",
                             "--models-dir", str(models)], capture_output=True, text=True)
     assert named.returncode == 2 and "a model's name is a file name" in named.stderr
+
+
+def test_a_cards_validation_fails_the_frames_batch_fails_for_confidence_below_its_floors(psfhs_dir):
+    # A model of one's own, unsure of every validation frame (confidences 0.35-0.46 against floors of 0.60), had a card
+    # that measured its masks as drawn; batch fails those frames (anatomy_unrecognised), so no run reproduced it.
+    from ipp_seg.inference.backends import load_segmenter
+    from ipp_seg.inference.registry import resolve_model
+    from ipp_seg.train.ship import validate_segmenter
+
+    shipped = load_segmenter(resolve_model("dssau-net-s-heldout"))
+
+    class Unsure:  # the same masks (argmax), logits scaled down: a softmax near uniform
+        info = shipped.info
+
+        def logits(self, batch):
+            return shipped.logits(batch) / 40
+
+    ids, blocks = ["04700", "04750"], {"two": ("04700", "04750")}
+    sure, = validate_segmenter(shipped, psfhs_dir, ids, blocks)
+    unsure, = validate_segmenter(Unsure(), psfhs_dir, ids, blocks)
+    assert sure["ellipse"]["overall"]["failed_measurements"] == 0
+    assert unsure["confidence_floors"] == {"head": 0.6, "ps": 0.6}  # (its lowest)
+    for method in ("ellipse", "challenge"):
+        assert unsure[method]["overall"]["failed_measurements"] == 2  # as batch fails them
+        assert unsure[method]["overall"]["dice_all"] == sure[method]["overall"]["dice_all"]  # the masks themselves
 
 
 def test_a_run_records_its_data_folder_in_full_and_shipping_refuses_a_relative_one(tmp_path, monkeypatch):

@@ -562,11 +562,14 @@ def evaluate_arrays(
     orientation: str = "standard",
     spacing_mm: tuple[float, float] | None = None,
     reference_aop: Mapping[str, float] | None = None,
+    recorded_reasons: Mapping[str, Sequence[str]] | None = None,
 ) -> EvaluationReport:
     """Evaluate in-memory cases ``(case_id, pred_labels, gt_labels, image or None)``.
 
     ``reference_aop`` maps case IDs to a published AoP (deg; :func:`read_reference_aop`);
-    cases it lacks get no ``delta_aop_reference``. For training/validation code. Raises
+    cases it lacks get no ``delta_aop_reference``. ``recorded_reasons`` maps case IDs to the
+    reason codes inference gave the prediction (:func:`with_recorded_reasons`), as a batch run's
+    CSV gives them to :func:`evaluate_folders`. For training/validation code. Raises
     ValueError on a malformed case (the case ID is in the message); case IDs must be unique.
     """
     check_choice(method, METHODS, "method")
@@ -587,6 +590,7 @@ def evaluate_arrays(
                 evaluate_case(
                     pred, gt, image, method, spacing_mm, case_id=case_id, labels=labels, orientation=orientation,
                     reference_aop_deg=(reference_aop or {}).get(case_id),
+                    recorded_reasons=(recorded_reasons or {}).get(case_id, ()),
                 )
             )
         except ValueError as exc:

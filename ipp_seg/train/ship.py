@@ -20,7 +20,8 @@ from .. import __version__
 from ..evaluate import evaluate_arrays, read_reference_aop, summarise_block
 from ..inference.backends import OnnxSegmenter
 from ..inference.batch import FRAMES_PER_BATCH
-from ..inference.pipeline import segment_frames
+from ..inference.pipeline import measure_frame, segment_frames
+from ..measure.result import SEGMENTATION_REASONS
 from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
@@ -65,9 +66,11 @@ def _agreement(agreement) -> dict | None:
     return None if agreement is None else agreement.to_dict()
 
 
-def segment_by_id(segmenter, frames: dict, tta: bool = False, confidences: dict | None = None) -> dict:
+def segment_by_id(segmenter, frames: dict, tta: bool = False, confidences: dict | None = None,
+                  extents: dict | None = None) -> dict:
     """Label masks of ``{case_id: frame}``, by case ID, in model calls of 8 frames as users'
-    batches run. ``confidences``, when given, receives each frame's (head, PS) confidence."""
+    batches run. ``confidences``, when given, receives each frame's (head, PS) confidence, and
+    ``extents`` its head extent."""
     ids = list(frames)
     predictions = {}
     for start in range(0, len(ids), FRAMES_PER_BATCH):
@@ -76,6 +79,8 @@ def segment_by_id(segmenter, frames: dict, tta: bool = False, confidences: dict 
         predictions.update(zip(chunk, segmented.masks))
         if confidences is not None:
             confidences.update(zip(chunk, zip(segmented.head_confidence, segmented.ps_confidence)))
+        if extents is not None:
+            extents.update(zip(chunk, segmented.head_extent))
     return predictions
 
 
@@ -125,16 +130,28 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     ids = sorted(wanted)
     frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
     results = []
+    card_floors = None  # the first mode's (plain): the card's, which batch applies with --tta too
     for tta in tta_modes:
         started = time.perf_counter()
         confidences: dict = {}
-        predictions = segment_by_id(segmenter, frames, tta, confidences)
+        extents: dict = {}
+        predictions = segment_by_id(segmenter, frames, tta, confidences, extents)
         seconds = time.perf_counter() - started
-        result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta,
-                  "confidence_floors": confidence_floors(confidences.values())}
+        floors = confidence_floors(confidences.values())
+        card_floors = card_floors or floors
+        result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta, "confidence_floors": floors}
+        # What batch adds to each row beyond its masks (low confidence against the card's floors,
+        # the frame's own signs): a frame it fails as anatomy_unrecognised is failed here too, so
+        # that the card's figures are those batch and evaluate give. (A model of one's own whose
+        # validation frames all fell below the floors had a card of figures no run reproduced.)
+        recorded = {cid: tuple(code for code in measure_frame(
+            predictions[cid], frames[cid], method="ellipse", orientation="standard",
+            head_confidence=confidences[cid][0], head_extent=extents[cid], ps_confidence=confidences[cid][1],
+            confidence_floors=(card_floors["head"], card_floors["ps"])).reasons if code in SEGMENTATION_REASONS)
+            for cid in ids}
         for method in ("ellipse", "challenge"):
             report = evaluate_arrays([(cid, predictions[cid], truth[cid].labels, truth[cid].image) for cid in ids],
-                                     method=method, reference_aop=reference)
+                                     method=method, reference_aop=reference, recorded_reasons=recorded)
             per_method = {"overall": _block_metrics(report.overall)}
             for name, (first, last) in blocks.items():
                 cases = [c for c in report.cases if first <= c.case_id <= last]
