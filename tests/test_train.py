@@ -617,6 +617,10 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     monkeypatch.delenv("IPP_SEG_MODELS")
     markdown = (models / "ours.md").read_text()
     assert "PSFHS" not in markdown and "narrow-sector" not in markdown and "Trained on one folder" in markdown
+    # Which frames its figures are of, exactly: a folder of one's own has no named blocks (it had said nothing).
+    assert card["validation_case_ids"] == [["case003", "case003"], ["case004", "case004"]]
+    assert "Validation frames: `case003`, `case004`." in markdown
+    assert "; exactly `case000`, `case001`, `case002`" in markdown
     # Nor an empty column against a published AoP the data does not have.
     assert "aop_reference.csv" not in markdown and "| failed | score |" in markdown
     assert f"below a head confidence of {floors['head']:.3f}" in markdown  # the reader of the card sees them too

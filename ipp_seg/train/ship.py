@@ -139,7 +139,8 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
         seconds = time.perf_counter() - started
         floors = confidence_floors(confidences.values())
         card_floors = card_floors or floors
-        result = {"frames": len(ids), "inference_seconds": round(seconds, 1), "tta": tta, "confidence_floors": floors}
+        result = {"frames": len(ids), "case_ids": [list(block) for block in case_id_blocks(ids)],
+                  "inference_seconds": round(seconds, 1), "tta": tta, "confidence_floors": floors}
         # What batch adds to each row beyond its masks (low confidence against the card's floors,
         # the frame's own signs): a frame it fails as anatomy_unrecognised is failed here too, so
         # that the card's figures are those batch and evaluate give. (A model of one's own whose
@@ -503,6 +504,8 @@ def _data_words(data: str | Path, checkpoint: dict, psfhs: bool) -> str:
 def _card_validation(validation: dict, validation_tta: dict, validation_source: dict | None) -> dict:
     """The validation fields of a model card, from :func:`validate_onnx`'s plain and TTA results."""
     return {
+        # Which frames the figures below are of, exactly (a folder of one's own has no named blocks).
+        "validation_case_ids": validation["case_ids"],
         "validation": validation["ellipse"],
         "validation_challenge_method": validation["challenge"],
         "validation_tta": validation_tta["ellipse"],
@@ -593,7 +596,9 @@ def model_card_markdown(card: dict) -> str:
              f"Config `{card['config']}`; classes {', '.join(card['classes'])}; input {card['input_size']} "
              f"(per-frame percentile normalisation{_local_contrast_words(card)}, see the JSON card).", "",
              "## Training", "",
-             f"- Data: {t['data']}", f"- Training IDs: {t['train_ids']}",
+             f"- Data: {t['data']}", f"- Training IDs: {t['train_ids']}"
+             + (f"; exactly {_blocks_text(t['train_case_ids'])}" if t.get("train_case_ids")
+                and not t["train_ids"].startswith(f"{_blocks_text(t['train_case_ids'])} (") else ""),
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
              f"shipped epoch {t.get('shipped_epoch', t['best_epoch'])} (best by validation: "
              f"{_best_epoch_text(t)}); "
@@ -654,6 +659,8 @@ def model_card_markdown(card: dict) -> str:
                      "card's own." if source.get("onnx", "").endswith(".onnx") else ""), ""]
     else:
         lines += ["## Validation (never trained on)", ""]
+    if card.get("validation_case_ids"):
+        lines += [f"Validation frames: {_blocks_text(card['validation_case_ids'])}.", ""]
     methods = (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
                ("validation_tta", "ellipse, --tta"))
     # The column against a published AoP only where the data has one (PSFHS's aop_reference.csv).
@@ -733,6 +740,15 @@ def _bias_limit(validation: dict) -> list[str]:
         text += (f", and the error grows with the angle ({slope:+.2f} deg per deg): large angles, a descended "
                  f"head, read {'lower' if slope < 0 else 'higher'} still")
     return [text + "."]
+
+
+def _blocks_text(blocks: list, shown: int = 8) -> str:
+    """Case ID blocks (:func:`~ipp_seg.inference.registry.case_id_blocks`) as a reader reads them:
+    ``03744-04371, 04402-04601``; IDs that are not numbers (which may hold a hyphen) quoted."""
+    words = [f"{first}-{last}" if first != last else first for first, last in blocks[:shown]]
+    words = [w if all(part.isdigit() for part in w.split("-")) else f"`{w}`" for w in words]
+    more = f" and {len(blocks) - shown} more (the JSON card lists them)" if len(blocks) > shown else ""
+    return ", ".join(words) + more
 
 
 def _best_epoch_text(training: dict) -> str:
