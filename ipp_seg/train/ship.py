@@ -28,7 +28,8 @@ from ..io.folders import folders_to_create, remove_made_folders
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
-from .loop import BEST, TrainSettings, cpu_model, load_checkpoint_model, load_torch_file, read_checkpoint
+from .loop import (BEST, TrainSettings, checkpoint_digest, cpu_model, load_checkpoint_model, load_torch_file,
+                   read_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +319,33 @@ def _recorded_data(settings: dict, checkpoint_path: Path) -> Path:
     return Path(data)
 
 
+def _check_same_frames(checkpoint: dict, run_dir: Path, data) -> None:
+    """Refuse to ship a run with a card measured on other frames than it read: ``data``'s frames
+    of the run's split, by the digest the run recorded of them (``data_sha256``; runs from before
+    it was recorded are not checked). A copy, or a lossless conversion (MHA to PNG), is the same;
+    a relabelled or re-exported mask is not, and had changed the card's figures while the card
+    kept the run's digest."""
+    recorded = checkpoint.get("data_sha256")
+    if not recorded:
+        return
+    split, settings = checkpoint["split"], TrainSettings.from_dict(checkpoint["settings"])
+    train_ids = split["train"][: settings.max_train_cases] if settings.max_train_cases else split["train"]  # as read
+    try:
+        read = load_cases(data, set(train_ids) | set(split["validation"]), settings.mask_labels)
+    except ValueError as exc:  # (a mask of other label values, say)
+        raise ValueError(f"{data} is not the data {run_dir} trained on: {exc}") from None
+    found = {case.case_id for case in read}
+    for kind, ids in (("validation", split["validation"]), ("training", train_ids)):
+        lacking = sorted(set(ids) - found)
+        if lacking:
+            raise ValueError(f"{data} lacks {len(lacking)} of the {kind} cases (e.g. {', '.join(lacking[:3])}): give "
+                             "the data folder the run was trained on")
+    if checkpoint_digest({case.case_id: (case.image, case.labels) for case in read}) != recorded:
+        raise ValueError(f"the frames in {data} differ from those {run_dir} trained and was validated on (the same "
+                         "case IDs, other pixels or labels): its card would give figures of other frames; give the "
+                         "folder it read, or train a run on these")
+
+
 def _check_model_name(name: str) -> None:
     if not name or name != Path(name).name or name.startswith("."):
         raise ValueError(f"a model's name is a file name, without folders or a leading dot: got {name!r}")
@@ -378,10 +406,16 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
                checkpoint_name: str, fp16_weights: bool, data_description: str | None) -> dict:
     model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
+    given_data = data is not None
     if data is None:
         data = _recorded_data(settings, run_dir / checkpoint_name)
     elif settings.get("data") and Path(settings["data"]).resolve() != Path(data).resolve():  # a copy, or other data
         log.warning("%s trained on %s; it is validated on the frames of %s", run_dir, settings["data"], data)
+    if not Path(data).is_dir():
+        raise ValueError(f"the data folder {data} does not exist" + (
+            f" (the folder {run_dir} trained on, as its checkpoint records it): name where its frames are now "
+            "(data; --data of scripts/ship_model.py)" if not given_data else ""))
+    _check_same_frames(checkpoint, run_dir, data)
     if blocks is None:
         blocks = card_blocks(data)
     trained_on_all = not checkpoint["split"]["validation"]
