@@ -862,7 +862,8 @@ def _advise(advice, orientation: str, again: str = "") -> None:
     if advice.mostly_unrecognised:
         err.print(f"[yellow]warning:[/] {advice.unrecognised} of {advice.segmented} frames look like no transperineal "
                   "view the models know (reason anatomy_unrecognised): check that the right files were given; a "
-                  "photograph, another modality or another view gives this.", highlight=False)
+                  "photograph, another modality or another view gives this, and so does a model of one's own that is "
+                  "unsure of such frames (trained briefly, or on other machines' frames).", highlight=False)
     if advice.symphysis_mostly_unsure and advice.network:
         _say_symphysis_mostly_unsure(advice.unsure_symphysis, advice.segmented - advice.unrecognised)
     elif advice.symphysis_mostly_unsure:

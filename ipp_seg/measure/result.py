@@ -190,7 +190,8 @@ REASON_ACTIONS: dict[str, str] = {
     "aop_impossible": "The frame is probably upside down or turned: check how it is displayed.",
     "ps_round": "The symphysis has no clear long axis here: choose another frame, or measure by hand.",
     "ps_cut_off": "The symphysis runs off the image: choose a frame that shows all of it.",
-    "anatomy_unrecognised": "This does not look like a transperineal scan: check that the right file was given.",
+    "anatomy_unrecognised": "This does not look like a transperineal scan: check that the right file was given "
+                            "(with a model of one's own, it may also be unsure of frames like this one).",
     "fh_cut_off": "The head runs off the image: choose a frame (or a depth) that shows more of it.",
     "ps_fragmented": "Check on the overlay that the orange outline is the symphysis.",
     "fh_fragmented": "Check on the overlay that the blue outline is the fetal head.",
