@@ -1553,6 +1553,32 @@ def test_labels_that_look_swapped_and_validation_frames_copied_into_training_are
            "case003 = case000 (1)" in caplog.text
 
 
+def test_masks_resized_with_interpolation_are_said(tmp_path, caplog, psfhs_dir):
+    # Masks upscaled with the frames by linear interpolation keep the values 0, 1 and 2, but the head's border becomes
+    # a ring of PS label (about 50 pieces): trained on without a word. Nearest-neighbour resizing is fine.
+    from ipp_seg.io import read_frame
+    from ipp_seg.train.data import load_cases
+
+    for folder, interpolation in (("nearest", cv2.INTER_NEAREST), ("linear", cv2.INTER_LINEAR)):
+        for sub in ("images", "masks"):
+            (tmp_path / folder / sub).mkdir(parents=True)
+        for case in ("04700", "04750"):
+            image = read_frame(psfhs_dir / "image_mha" / f"{case}.mha").pixels.astype(np.uint8)
+            mask = read_frame(psfhs_dir / "label_mha" / f"{case}.mha").pixels.astype(np.uint8)
+            cv2.imwrite(str(tmp_path / folder / "images" / f"{case}.png"), cv2.resize(image, (400, 400)))
+            cv2.imwrite(str(tmp_path / folder / "masks" / f"{case}.png"),
+                        cv2.resize(mask, (400, 400), interpolation=interpolation))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ipp_seg.train.data"):
+            load_cases(tmp_path / folder)
+        said = " ".join(caplog.text.split())
+        if folder == "nearest":
+            assert "interpolation" not in said
+        else:
+            assert "in 2 masks the PS lies in many pieces along the head's edge" in said
+            assert "resize masks with nearest-neighbour interpolation" in said and "04700, 04750" in said
+
+
 def test_a_validation_split_that_leaves_nothing_to_train_on_says_what_to_change(tmp_path):
     data = _synthetic_folder(tmp_path / "data", n=4)
     settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), epochs=1)

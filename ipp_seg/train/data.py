@@ -223,7 +223,35 @@ def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[in
                         count_of(len(lacking), "mask"), name, labels[label - 1], ", ".join(lacking[:10]),
                         " ..." if len(lacking) > 10 else "")
     _warn_if_labels_look_swapped(folder, cases, labels)
+    _warn_if_masks_look_interpolated(folder, cases)
     return cases
+
+
+#: In every PSFHS expert mask the PS is one piece (two in one mask) and touches no head pixel. A
+#: mask resized with linear or cubic interpolation turns the head's edge (2 beside 0) into a thin
+#: ring of 1: a PS of about 50 pieces around the head, 18 % of its pixels against the head's.
+INTERPOLATED_PS_PIECES = 5
+INTERPOLATED_PS_ON_HEAD_SHARE = 0.05
+
+
+def _warn_if_masks_look_interpolated(folder, cases: list[Case]) -> None:
+    import cv2
+
+    flagged = []
+    for case in cases:
+        ps, fh = (case.labels == 1).astype(np.uint8), (case.labels == 2).astype(np.uint8)
+        if not ps.any() or not fh.any():
+            continue
+        pieces = cv2.connectedComponents(ps, connectivity=8)[0] - 1
+        on_head = np.count_nonzero(cv2.dilate(fh, np.ones((3, 3), np.uint8)) & ps) / np.count_nonzero(ps)
+        if pieces >= INTERPOLATED_PS_PIECES and on_head > INTERPOLATED_PS_ON_HEAD_SHARE:
+            flagged.append(case.case_id)
+    if flagged:
+        log.warning("%s: in %s the PS lies in many pieces along the head's edge, as in a mask resized with linear or "
+                    "cubic interpolation (the head's border becomes a ring of PS label): resize masks with "
+                    "nearest-neighbour interpolation (cv2.INTER_NEAREST), or the network learns that ring as the "
+                    "symphysis: %s%s", folder, count_of(len(flagged), "mask"), ", ".join(flagged[:10]),
+                    " ..." if len(flagged) > 10 else "")
 
 
 #: The PS's area is at most 0.29 of the head's in every one of the 1,058 PSFHS expert masks
