@@ -475,6 +475,17 @@ def test_seg_and_sr_from_a_header_that_breaks_the_standard(source, tmp_path, dam
         assert dciodvfy_errors(seg) == [] and dciodvfy_errors(sr) == []
 
 
+def test_a_source_whose_patient_id_is_not_valid_dicom_gets_no_seg_or_sr(source, tmp_path, caplog):
+    # Left empty, a 70-character Patient ID had given results under the source's study that a PACS could not match to
+    # its patient (quarantined, or filed under a patient of their own). Refused, its value never quoted.
+    source.PatientID = "SECRET" * 12
+    mask = synthetic_mask()
+    for write, content in ((write_dicom_seg, mask), (write_dicom_sr, measure_progress(mask, (0.35, 0.35)))):
+        with pytest.raises(DicomResultError, match="the Patient ID of .* is not valid DICOM .* none is made"):
+            write(source, content, tmp_path / "x.dcm", **KW)
+    assert not (tmp_path / "x.dcm").exists() and "SECRET" not in caplog.text
+
+
 def test_a_source_read_from_a_file_is_not_quoted_while_its_attributes_are_copied(source, tmp_path, caplog):
     """A source read from a file decodes its values when they are first used, here while the
     SEG and SR copy them. Nothing of an invalid one may reach the log or the warnings of a
@@ -732,7 +743,7 @@ def test_a_value_left_empty_is_named_with_its_source_file(tmp_path, caplog):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's own warnings quote the values set here
         ds = pydicom.dcmread(SAMPLE)
-        ds.PatientID, ds.PatientSex = "SECRETID" + "9" * 65, "f"
+        ds.AccessionNumber, ds.PatientSex = "SECRETID" + "9" * 20, "f"  # (a Patient ID so is refused: below)
         ds.save_as(tmp_path / "scan_0007.dcm", enforce_file_format=True)
     source = pydicom.dcmread(tmp_path / "scan_0007.dcm")
     caplog.clear()
@@ -741,12 +752,12 @@ def test_a_value_left_empty_is_named_with_its_source_file(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records
             if r.levelno == logging.WARNING and "not valid DICOM" in r.getMessage()]
     assert len(said) == 2 and all(str(tmp_path / "scan_0007.dcm") in line for line in said), said
-    assert all("PatientID" in line and "PatientSex" in line for line in said)
+    assert all("AccessionNumber" in line and "PatientSex" in line for line in said)
     assert "SEG" in said[0] and "SR" in said[1]
     assert "SECRETID" not in caplog.text
     for name in ("seg.dcm", "sr.dcm"):
         written = pydicom.dcmread(tmp_path / name)
-        assert written.PatientID == "" and written.PatientSex == ""
+        assert written.AccessionNumber == "" and written.PatientSex == ""
     # A dataset made in memory has no file to name.
     caplog.clear()
     in_memory = pydicom.dcmread(SAMPLE)

@@ -658,6 +658,12 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
         # its pixels says so, where highdicom would write 00, never compressed lossily.
         put("LossyImageCompression", "01")
         put("LossyImageCompressionMethod", _LOSSY_SYNTAXES[syntax])
+    if "PatientID" in blanked:
+        # Left empty under the source's Study Instance UID, it would not match its patient: a PACS
+        # quarantines such an object, or files it under a patient of its own.
+        raise DicomResultError(f"the Patient ID of {label} is not valid DICOM (longer than 64 characters, several "
+                               "values or a control character): a result without it would not match its patient in "
+                               "a PACS, so none is made; correct the source's Patient ID")
     if blanked:
         logger.warning("%s of %s %s not valid DICOM; left empty in its %s",
                        ", ".join(blanked), label, "is" if len(blanked) == 1 else "are", kind)
