@@ -489,7 +489,8 @@ FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: al
 SPACING_OPT = typer.Option(None, "--spacing-mm",
                            help="mm per pixel X[,Y] for files without a calibration (a file's own calibration, "
                                 "DICOM or MHA/NIfTI spacing, wins).")
-TTA_OPT = _flag("--tta", help="Test-time mirror augmentation: slower, sometimes more accurate.")
+TTA_OPT = _flag("--tta", help="Average with the mirrored frame's output: twice the model time; on validation a "
+                                 "little better Dice, no better angle.")
 
 
 def _parse_labels(text: str, option: str = "--labels") -> tuple[int, int]:
