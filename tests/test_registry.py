@@ -120,6 +120,11 @@ def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):
     result = invoke("models")
     assert result.exit_code == 2 and "does not exist" in result.output
     assert "dssau-net-paper" in result.stdout  # the network configs need no model files
+    # Set to a model file rather than its folder: said so, not "does not exist".
+    (tmp_path / "mine.onnx").write_bytes(b"onnx")
+    monkeypatch.setenv("IPP_SEG_MODELS", str(tmp_path / "mine.onnx"))
+    with pytest.raises(ModelNotFoundError, match=r"mine.onnx \(\$IPP_SEG_MODELS\) is not a folder: name the folder"):
+        resolve_model("mine")
 
 
 def test_an_install_without_the_clones_models_says_what_to_do(tmp_path, monkeypatch):

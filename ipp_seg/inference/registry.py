@@ -41,6 +41,8 @@ def describe_models_dir(folder: Path) -> str:
 def missing_models_dir(folder: Path) -> str:
     """What to say, and to do, when the models folder does not exist."""
     if os.environ.get("IPP_SEG_MODELS"):
+        if folder.exists():  # a model file named where its folder belongs
+            return f"the models folder {describe_models_dir(folder)} is not a folder: name the folder of the models"
         return f"the models folder {describe_models_dir(folder)} does not exist"
     # A non-editable install: the package was copied into site-packages without the clone's models/.
     return (f"the models folder {folder} does not exist: the shipped models are read from the models/ folder of "
