@@ -2235,3 +2235,33 @@ def test_a_resumed_run_adds_its_dicom_results_to_the_series_it_began_and_says_wh
         batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))
     assert "get no" not in caplog.text and (out / "dicom-results" / "IM_4_seg.dcm").exists()
     assert batch_module.RUN_RECORD_NAME not in [p.name for p in batch_module.list_scans(out, "**/*", warn=False)]
+
+
+def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sample_dicom, sample_png):
+    # A SEG and an SR refused (a Patient ID that breaks the standard) had left the row ok with nothing in it to say so:
+    # the summary counted them, and a data manager could not tell which examinations a PACS would lack results for.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_dicom, root / "good.dcm")
+    bad = pydicom.dcmread(sample_dicom)
+    bad.SOPInstanceUID = bad.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    bad.PatientID = "P" * 70
+    bad.save_as(root / "bad.dcm")
+    shutil.copy(sample_png, root / "frame.png")
+    result = _run("batch", root, "--out", tmp_path / "out", "--dicom-seg", "--dicom-sr")
+    assert result.exit_code == 0, result.output
+    rows = {r["file"]: r for r in _rows(tmp_path / "out" / "measurements.csv")}
+    assert rows["good.dcm"]["dicom_results"] == "seg;sr"
+    assert rows["bad.dcm"]["dicom_results"] == "seg_refused;sr_refused" and rows["bad.dcm"]["status"] != "failed"
+    assert rows["frame.png"]["dicom_results"] == ""  # not DICOM: nothing to reference
+    assert not list((tmp_path / "out" / "dicom-results").glob("bad_*"))
+    plain = _run("batch", root, "--out", tmp_path / "plain")  # not asked: empty
+    assert plain.exit_code == 0 and {r["dicom_results"] for r in _rows(tmp_path / "plain" / "measurements.csv")} == {""}
+    # predict says the same in its rows (JSON lines give the row's columns).
+    from ipp_seg.inference.predictor import Predictor
+
+    frames = list(Predictor().predict_scans([root / "bad.dcm", root / "good.dcm"], tmp_path / "p", dicom_sr=True))
+    assert [f.row["dicom_results"] for f in frames] == ["sr_refused", "sr"]

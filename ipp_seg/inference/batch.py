@@ -60,7 +60,7 @@ CSV_COLUMNS = (
     "file", "frame", "status", "reasons", "aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm",
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
-    "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful", "hsd_doubtful",
+    "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful", "hsd_doubtful", "dicom_results",
 )
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
@@ -435,6 +435,14 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
         row["aop_doubtful"] = _doubt_cell(measurement.aop_doubtful)
         row["hsd_doubtful"] = _doubt_cell(measurement.hsd_doubtful)
     return row
+
+
+def dicom_results_cell(asked: Iterable[str], refused: Iterable[str] = ()) -> str:
+    """A row's ``dicom_results``: each DICOM object asked for its frame ("seg", "sr"), as
+    written, or with ``_refused`` where it could not be made (``seg;sr_refused``), so that the
+    rows say which results a PACS will lack, not the summary alone."""
+    refused = {kind.lower() for kind in refused}
+    return ";".join(kind + ("_refused" if kind in refused else "") for kind in ("seg", "sr") if kind in set(asked))
 
 
 def _doubt_cell(doubtful: bool | None) -> str:
@@ -934,12 +942,12 @@ class FileProcessor:
         return self.process_files([(path, done_frames)])[0]
 
     def _write_dicom(self, result: FrameResult, stem: str, name: str, outputs: list[str],
-                     written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> tuple[int, int]:
+                     written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> list[str]:
         """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom-results/ at the frame's mask name. Each
         Instance Number is the source's (its frame number for a cine), not made unique across the
         run's files: workers write apart, and the numbers do not change with their count. A SEG
         or SR refused (a source without what it needs) is said once per file and cause; the row
-        stands. Returns how many objects were written and refused."""
+        stands. Returns the kinds ("seg", "sr") refused."""
         from ..io.dicom_results import DicomOutputsRefused, write_frame_dicom
 
         opts, frame = self.options, result.frame
@@ -950,7 +958,7 @@ class FileProcessor:
                 _note_output(outputs, written, name, output_path(opts.out_dir, kind, stem))
         base.parent.mkdir(parents=True, exist_ok=True)
         try:
-            made = write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
+            write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
                               frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
                               seg=opts.dicom_seg, sr=opts.dicom_sr, model_name=self.model_name,
                               model_sha256=self.model_sha256, tta=opts.inference.tta, software_version=__version__,
@@ -958,8 +966,8 @@ class FileProcessor:
         except DicomOutputsRefused as exc:
             if first_time(str(exc)):
                 log.warning("%s: %s", name, exc)
-            return len(exc.written), len(exc.refused)
-        return len(made), 0
+            return [kind.lower() for kind, _ in exc.refused]
+        return []
 
     def process_files(self, items: list[tuple[Path, frozenset]],
                       stopped: Callable[[], bool] | None = None,
@@ -1013,17 +1021,21 @@ class FileProcessor:
                                                  title=overlay_title(Path(name).name, frame.frame_index,
                                                                      frame.n_frames, frame.provenance.frame_number),
                                                  tta=inf.tta, model=self.model_name))
+            dicom_cell = ""
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
-                made, refused = self._write_dicom(result, stem, name, outputs[item], written,
-                                                  lambda cause, item=item: _first_time(refusals_said, (item, cause)))
-                dicom_counts[item][0] += made
-                dicom_counts[item][1] += refused
+                refused = self._write_dicom(result, stem, name, outputs[item], written,
+                                            lambda cause, item=item: _first_time(refusals_said, (item, cause)))
+                asked = [kind for kind, wanted in (("seg", opts.dicom_seg), ("sr", opts.dicom_sr)) if wanted]
+                dicom_cell = dicom_results_cell(asked, refused)
+                dicom_counts[item][0] += len(asked) - len(refused)
+                dicom_counts[item][1] += len(refused)
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
                                               head_confidence=result.head_confidence,
-                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256))
+                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
+                              | {"dicom_results": dicom_cell})
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
                             tuple(file_outputs), *counts)

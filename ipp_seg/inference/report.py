@@ -19,8 +19,8 @@ from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
 from ..measure import Measurement
 from .batch import (BURNED_IN_TEXT_SHOWN, NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
-                    FrameFailure, dicom_uids, fitting_stem, measurement_row, output_stem, shown_confidence,
-                    suffix_disambiguated)
+                    FrameFailure, dicom_results_cell, dicom_uids, fitting_stem, measurement_row, output_stem,
+                    shown_confidence, suffix_disambiguated)
 from .pipeline import FrameResult, segmented_box
 
 
@@ -258,11 +258,16 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
             report = frame_report(result, provider, elapsed_ms, inf.tta)
             errors, warnings, refused = [], [], False
             if out_dir is not None:
+                asked = [kind for kind, wanted in (("seg", dicom_seg), ("sr", dicom_sr)) if wanted]
+                is_dicom = result.frame.provenance.source_format == "dicom"
                 try:
                     write_frame_outputs(result, out_dir, report, name=names[scan_key(scan)], dicom_seg=dicom_seg,
                                         dicom_sr=dicom_sr, run_uid=run_uid, numbers_used=numbers_used,
                                         run_started=run_started)
+                    row["dicom_results"] = dicom_results_cell(asked) if is_dicom else ""
                 except DicomResultError as exc:  # this scan's header; the others may be fine
+                    row["dicom_results"] = dicom_results_cell(asked, [kind for kind, _ in getattr(
+                        exc, "refused", [(kind, exc) for kind in asked])])
                     refused = True
                     if (scan, str(exc)) not in said:  # once per scan and cause, the first frame named
                         said.add((scan, str(exc)))
