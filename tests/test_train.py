@@ -678,6 +678,13 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     named = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "sub/x", "--command", "c",
                             "--models-dir", str(models)], capture_output=True, text=True)
     assert named.returncode == 2 and "a model's name is a file name" in named.stderr
+    # A command pasted from another run, naming another config than the run's, is refused: the card would contradict
+    # itself (its config field is the run's).
+    wrong = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "w", "--command",
+                            "ipp-seg train /data/other --config conv-unet-s --epochs 80 --seed 42",
+                            "--models-dir", str(tmp_path / "w-models")], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "names --config conv-unet-s, but" in wrong.stderr and "dssau-net-s run" in \
+        wrong.stderr
     # Its data moved since, without --data: told where to give the new place.
     data.rename(tmp_path / "moved-data")
     moved = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "m", "--command", "c",

@@ -319,6 +319,24 @@ def _recorded_data(settings: dict, checkpoint_path: Path) -> Path:
     return Path(data)
 
 
+def _check_command_config(command: str, config: str, run_dir: Path) -> None:
+    """Refuse a card's command whose ``ipp-seg train`` runs name another ``--config`` than the
+    run's own: pasted from another run, it would sit in the card beside the run's recorded config
+    and contradict it. (A command that names no config, or no train run, is taken as given.)"""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: a description rather than a command line
+        return
+    named = {words[i + 1] for i, word in enumerate(words[:-1]) if word == "--config"}
+    named |= {word.split("=", 1)[1] for word in words if word.startswith("--config=")}
+    other = sorted(named - {config})
+    if other and "train" in words:
+        raise ValueError(f"the command names --config {', '.join(other)}, but {run_dir} is a {config} run: give the "
+                         "commands that made it (--command)")
+
+
 def _check_same_frames(checkpoint: dict, run_dir: Path, data) -> None:
     """Refuse to ship a run with a card measured on other frames than it read: ``data``'s frames
     of the run's split, by the digest the run recorded of them (``data_sha256``; runs from before
@@ -406,6 +424,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
                checkpoint_name: str, fp16_weights: bool, data_description: str | None) -> dict:
     model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
+    _check_command_config(command, checkpoint["config"]["name"], run_dir)
     given_data = data is not None
     if data is None:
         data = _recorded_data(settings, run_dir / checkpoint_name)
