@@ -1615,6 +1615,10 @@ def test_model_card_states_the_signed_aop_agreement_and_a_bias_as_a_known_limit(
     assert "reads high by 0.4 deg" in limit and "ground-truth mask" in limit and "grows" not in limit
     # A card measured before the agreement existed has neither.
     assert _agreement_markdown({"overall": {"cases": 3}}) == [] and _bias_limit({"overall": {}}) == []
+    # Half the frames without an angle (a weak model of one's own): said over those that have one, not "all".
+    (limit,) = _bias_limit({"overall": {"cases": 10, "aop_agreement": {**low, "n": 5}}})
+    assert "Over the 5 of its 10 validation frames that have an angle the AoP reads low" in limit
+    assert "Over all its validation frames" in _bias_limit({"overall": {"cases": 200, **validation["overall"]}})[0]
 
 
 def test_model_card_names_the_local_contrast_equalisation_when_the_model_uses_it():

@@ -783,11 +783,14 @@ def _bias_limit(validation: dict) -> list[str]:
     if key is None:
         return []
     a = overall[key]
-    # Over every validation frame, every block together: said so (a reader had taken it for one block's).
-    text = (f"- Over all its validation frames the AoP reads {'low' if a['bias'] < 0 else 'high'} by "
+    # Over every validation frame, every block together: said so (a reader had taken it for one block's);
+    # and over those with an angle, where some had none (a weak model's half of its frames).
+    over = ("all its validation frames" if not a.get("n") or a["n"] >= overall.get("cases", 0)
+            else f"the {a['n']} of its {overall['cases']} validation frames that have an angle")
+    text = (f"- Over {over} the AoP reads {'low' if a['bias'] < 0 else 'high'} by "
             f"{abs(a['bias']):.1f} deg on average against {against} (95 % of frames within {a['lower']:+.1f} to "
             f"{a['upper']:+.1f} deg)" if a["lower"] is not None
-            else f"- Over all its validation frames the AoP's mean signed error is {a['bias']:+.1f} deg")
+            else f"- Over {over} the AoP's mean signed error is {a['bias']:+.1f} deg")
     slope = a["proportional_slope"]
     if slope is not None and abs(slope) >= 0.05:
         text += (f", and the error grows with the angle ({slope:+.2f} deg per deg): large angles, a descended "
