@@ -701,6 +701,33 @@ def test_an_angle_past_180_is_marked_as_one_the_reference_cannot_express(tmp_pat
     assert replace(case, aop_reference=None).aop_past_180 is None  # no reference: nothing to say
 
 
+@pytest.mark.parametrize("layout", [("images", "masks"), ("images", "labels"), ("image_mha", "label_mha")])
+def test_a_folder_in_the_layouts_train_reads_serves_as_ground_truth_and_images(folders, tmp_path, layout):
+    # A researcher's training folder (images/ + masks/) given as GT_DIR had been refused: "case IDs have two files".
+    import shutil
+
+    pred, gt, img = folders
+    data = tmp_path / "data"
+    shutil.copytree(img, data / layout[0])
+    shutil.copytree(gt, data / layout[1])
+    report = evaluate_folders(pred, data, data)
+    expected = evaluate_folders(pred, gt, img)
+    assert [c.to_dict() for c in report.cases] == [c.to_dict() for c in expected.cases]
+    assert {c.style for c in report.cases} == {c.style for c in expected.cases} != {None}
+
+
+def test_a_colour_mask_is_refused_with_what_to_save_instead(tmp_path):
+    import cv2
+
+    from ipp_seg.evaluate.report import read_label_mask
+
+    colour = np.zeros((40, 40, 3), np.uint8)
+    colour[5:10, 5:20] = (0, 0, 255)
+    cv2.imwrite(str(tmp_path / "red.png"), colour)
+    with pytest.raises(ScanReadError, match="save each mask as one channel of label values, 0 background"):
+        read_label_mask(tmp_path / "red.png")
+
+
 def test_reference_aop_in_block_summary_and_csv(folders, tmp_path):
     pred, gt, img = folders
     truth_aop = measure_progress(scene()).aop_deg

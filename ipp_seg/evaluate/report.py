@@ -1229,9 +1229,14 @@ def _read_image_mask(name: str) -> np.ndarray:
     elif arr.ndim == 3:
         colour = arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1]
         if not all(np.array_equal(colour[..., 0], colour[..., k]) for k in range(1, colour.shape[2])):
-            raise ScanReadError(name, "a colour image is not a label mask (its channels differ)")
+            raise ScanReadError(name, "a colour image is not a label mask (its channels differ): save each "
+                                      "mask as one channel of label values, 0 background and one value per "
+                                      "structure (--labels, --gt-labels or --pred-labels give them)")
         arr = colour[..., 0]
     return as_displayed(arr, data, name)  # turned as its scan is read, so that the two stay aligned
+
+
+_PAIRED_LAYOUTS = (("image_mha", "label_mha"), ("images", "masks"), ("images", "labels"))
 
 
 def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False,
@@ -1243,12 +1248,20 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     ``--out`` was their project folder). In a folder of ground truths ``<case>_mask.png`` is case
     ``<case>`` too, and a folder of ground truths or of ``images`` may hold both in the layout
     ``train`` reads, ``<case>.png`` beside ``<case>_mask.png``: the mask is the ground truth of
-    case ``<case>``, the other file its image."""
+    case ``<case>``, the other file its image. So may a folder in the other layouts ``train``
+    reads, PSFHS's ``image_mha/`` beside ``label_mha/``, or ``images/`` beside ``masks/`` (or
+    ``labels/``): its masks' folder is the ground truths', its images' folder the images'."""
     from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output, is_batch_output_part
 
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
+    if not predictions:
+        for image_dir, mask_dir in _PAIRED_LAYOUTS:  # (as train.data.find_pairs reads them)
+            if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
+                logger.debug("%s: in the layout train reads; its %s/ taken", root, image_dir if images else mask_dir)
+                root = root / (image_dir if images else mask_dir)
+                break
     suffixes = tuple(s.lower() for s in suffixes)
     found: dict[str, Path] = {}
     repeats: list[str] = []
