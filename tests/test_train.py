@@ -1560,6 +1560,26 @@ def test_labels_that_look_swapped_and_validation_frames_copied_into_training_are
            "case003 = case000 (1)" in caplog.text
 
 
+def test_a_folder_whose_masks_mix_label_conventions_is_said_so_whichever_labels_are_given(tmp_path):
+    # Half the masks 0/1/2, half 0/128/255: the advice for the first refused mask had named --labels ps=128,fh=255,
+    # and with it, --labels ps=1,fh=2, back and forth.
+    from ipp_seg.train.data import load_cases
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    for case in ("case002", "case003"):
+        mask = cv2.imread(str(data / "masks" / f"{case}.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(data / "masks" / f"{case}.png"), np.choose(mask, [0, 128, 255]).astype(np.uint8))
+    for labels in ((1, 2), (128, 255)):
+        with pytest.raises(ValueError) as refused:
+            load_cases(data, labels=labels)
+        said = str(refused.value)
+        assert "its masks mix label conventions: 2 masks hold 0, 1, 2 (e.g. case000.png); 2 masks hold 0, 128, 255 " \
+               "(e.g. case002.png)" in said and "save every mask with the same values" in said
+    # One convention, the wrong --labels: the mask's own advice, as before.
+    with pytest.raises(ValueError, match="--labels ps=1,fh=2 if the PS"):
+        load_cases(_synthetic_folder(tmp_path / "plain", n=2), labels=(128, 255))
+
+
 def test_masks_resized_with_interpolation_are_said(tmp_path, caplog, psfhs_dir):
     # Masks upscaled with the frames by linear interpolation keep the values 0, 1 and 2, but the head's border becomes
     # a ring of PS label (about 50 pieces): trained on without a word. Nearest-neighbour resizing is fine.

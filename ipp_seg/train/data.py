@@ -102,6 +102,33 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
     return Case(case_id, image, mapped)
 
 
+def _mixed_label_values(folder, masks: list[Path], labels: tuple[int, int]) -> str | None:
+    """Where a mask's values were refused: if the folder's masks hold two conventions (some
+    0, 1, 2, others 0, 128, 255), what to say of the folder, else None. Advice for the one mask
+    would name --labels for its convention, and then for the other's, in turn."""
+    from ..evaluate.report import read_label_mask
+    from ..io import ScanReadError
+
+    by_values: dict[tuple, list[str]] = {}
+    for path in masks:
+        try:
+            values = tuple(int(v) for v in np.unique(read_label_mask(path)[0]) if v != 0)
+        except (ScanReadError, ValueError, OverflowError):
+            continue
+        if len(values) <= 4:  # (a greyscale picture has its own error)
+            by_values.setdefault(values, []).append(path.name)
+    fits = [v for v in by_values if set(v) <= set(labels)]
+    other = [v for v in by_values if not set(v) <= set(labels)]
+    # Another convention is a pair of other values (0/128/255); one stray value is a damaged mask, said as such.
+    if not fits or not any(len(v) == 2 for v in other):  # one convention: the mask's own advice is the answer
+        return None
+    groups = sorted(by_values.items(), key=lambda item: -len(item[1]))
+    shown = "; ".join(f"{count_of(len(names), 'mask')} hold{'s' if len(names) == 1 else ''} 0, "
+                      f"{', '.join(map(str, values))} (e.g. {names[0]})" for values, names in groups[:4])
+    return (f"{folder}: its masks mix label conventions: {shown}. One --labels serves the whole folder: save every "
+            "mask with the same values")
+
+
 def _size_text(shape: tuple[int, ...]) -> str:
     """``(H, W)`` as ``W x H px``, as image sizes are usually written."""
     return f"{shape[1]} x {shape[0]} px" if len(shape) >= 2 else str(shape)
@@ -202,13 +229,15 @@ def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[in
     from ..io import ScanReadError
 
     cases = []
-    for case_id, image_path, mask_path in (find_pairs(folder) if pairs is None else pairs):
-        if ids is not None and case_id not in ids:
-            continue
+    chosen = [(c, i, m) for c, i, m in (find_pairs(folder) if pairs is None else pairs) if ids is None or c in ids]
+    for case_id, image_path, mask_path in chosen:
         try:
             cases.append(_read_case(case_id, image_path, mask_path, labels))
         except ScanReadError as exc:  # already "cannot read PATH: why"
             raise ValueError(str(exc)) from None
+        except ValueError as exc:
+            mixed = _mixed_label_values(folder, [m for _, _, m in chosen], labels)
+            raise ValueError(mixed or str(exc)) from None
     # Not refused (a frame may show neither), but said: most often a mask exported empty.
     blank = [c.case_id for c in cases if not c.labels.any()]
     if blank:
