@@ -151,3 +151,21 @@ def test_a_cards_training_case_ids_are_blocks_of_numbers_of_one_width_and_other_
     assert [spec.trained_on(c) for c in ("04500", "04601", "04602", "4500", "pt-01", "pt-02", "9", "09")] == [
         True, True, False, False, True, False, True, False]  # (4500 is no PSFHS ID of five digits)
     assert ModelSpec("m", None, None, {"training": {"train_ids": "03744-04801 (1058 frames)"}}).trained_case_ids == ()
+
+
+def test_a_model_file_run_by_path_beside_a_card_of_another_file_is_warned_of(tmp_path, caplog):
+    # A copy of a shipped model's folder with its .onnx changed ran by path without a word, its rows named as the card's.
+    import shutil
+
+    from ipp_seg.inference.registry import shipped_models_dir
+
+    for suffix in (".onnx", ".json"):
+        shutil.copy(shipped_models_dir() / f"dssau-net-s{suffix}", tmp_path / f"dssau-net-s{suffix}")
+    with caplog.at_level("WARNING"):
+        resolve_model(str(tmp_path / "dssau-net-s.onnx"))
+    assert "not the file its model card" not in caplog.text  # the card's own file: nothing to say
+    with open(tmp_path / "dssau-net-s.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with caplog.at_level("WARNING"):
+        spec = resolve_model(str(tmp_path / "dssau-net-s.onnx"))
+    assert spec.card is None and "is not the file its model card dssau-net-s.json describes" in caplog.text

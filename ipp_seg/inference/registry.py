@@ -102,6 +102,25 @@ class ModelSpec:
                      and sha256_of(p) != listed[kind]["sha256"])
 
 
+def _warn_if_not_its_cards_file(path: Path) -> None:
+    """A model file run by its path, beside a model card of its name that describes another file
+    (another sha256): it runs, as a file of one's own does, but its rows carry the card's model
+    name while the card's figures and floors are not its own; said, as loading by name refuses it."""
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        return
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        listed = card["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # no card of ipp-seg's, or none for this kind of file
+        return
+    digest = sha256_of(path) if isinstance(listed, str) else listed
+    if digest != listed:
+        log.warning("%s is not the file its model card %s describes (sha256 %s, the card's %s): it runs as a file of "
+                    "one's own, and its rows' model_sha256 tells it from the card's", path, card_path.name,
+                    digest[:12], listed[:12])
+
+
 def case_id_blocks(ids: Iterable[str]) -> list[tuple[str, str]]:
     """Case IDs as blocks (first, last): a run of consecutive numbers written with one width
     (``("04402", "04601")``: 200 PSFHS frames) as one block, any other ID as a block of itself
@@ -231,6 +250,7 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
             raise ModelNotFoundError(f"model file {path} does not exist")
         # A run's best.pt / last.pt are named by their run folder too: every run has one.
         name = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
+        _warn_if_not_its_cards_file(path)
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
                          path if path.suffix != ".onnx" else None, None)
     folder = models_dir()
