@@ -2235,6 +2235,15 @@ def test_a_resumed_run_adds_its_dicom_results_to_the_series_it_began_and_says_wh
         batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))
     assert "get no" not in caplog.text and (out / "dicom-results" / "IM_4_seg.dcm").exists()
     assert batch_module.RUN_RECORD_NAME not in [p.name for p in batch_module.list_scans(out, "**/*", warn=False)]
+    # A record left when the rows were removed (rm OUT/*: the hidden record stays) is not another run's series.
+    batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, overwrite=True))
+    before = series_of("IM_1_seg.dcm")[0]
+    (out / "measurements.csv").unlink()
+    batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))
+    assert series_of("IM_1_seg.dcm")[0] != before
+    # A record of outputs that are no kinds (edited by hand) is read as naming none, not a traceback.
+    (out / batch_module.RUN_RECORD_NAME).write_text('{"outputs": [["seg"], 3, "sr"]}')
+    assert batch_module._read_run_record(out)["kinds"] == {"sr"}
 
 
 def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sample_dicom, sample_png):

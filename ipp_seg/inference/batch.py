@@ -1504,7 +1504,8 @@ def _read_run_record(out_dir: Path) -> dict:
         return {}
     if not isinstance(record, dict) or not isinstance(record.get("outputs"), list):
         return {}
-    checked: dict = {"kinds": {kind for kind in record["outputs"] if kind in _OUTPUT_PLACES}}
+    checked: dict = {"kinds": {kind for kind in record["outputs"] if isinstance(kind, str) and kind in _OUTPUT_PLACES},
+                     "model_sha256": record.get("model_sha256")}
     uid, started = record.get("dicom_run_uid"), record.get("dicom_run_started")
     if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{32}", uid) and isinstance(started, str):
         with suppress(ValueError):
@@ -1514,12 +1515,14 @@ def _read_run_record(out_dir: Path) -> dict:
     return checked
 
 
-def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None) -> None:
+def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
+                      model_sha256: str) -> None:
     """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
     file measured so far has, so that it says which it cannot add (no output folder tells a SEG
     from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
-    instead of starting new series in a PACS."""
-    record = {"written_by": f"ipp-seg {__version__}", "outputs": sorted(kinds),
+    instead of starting new series in a PACS. ``model_sha256``: the weights its rows are of (a
+    record left beside another run's rows is not taken for theirs)."""
+    record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
               "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None}
     with replacing(out_dir / RUN_RECORD_NAME, text=True, encoding="utf-8", newline="\n") as fh:
         json.dump(record, fh, indent=1)
@@ -1540,8 +1543,8 @@ def _say_outputs_not_written_again(options: BatchOptions, skipped: int, written_
     ``--resume`` had written nothing for them, without a word)."""
     missing = [shown for kind, shown in _KINDS_SHOWN.items() if kind in _kinds_asked(options) - written_before]
     if missing:
-        log.warning("the %d file(s) measured before this run resumed get no %s (the run they come from wrote none): "
-                    "--overwrite measures every file again", skipped, " or ".join(missing))
+        log.warning("the %d file(s) measured before this run resumed get no %s (the run they come from did not write "
+                    "it for all of them): --overwrite measures every file again", skipped, " or ".join(missing))
 
 
 def _remove_unfinished_outputs(out_dir: Path) -> None:
@@ -1605,7 +1608,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
     if on_start:
         on_start(len(todo))
-    record = _read_run_record(options.out_dir) if options.resume else {}
+    # The record of the run whose rows this one goes on with: none without such rows (a CSV removed,
+    # its hidden record left), nor one of other weights.
+    record = _read_run_record(options.out_dir) if options.resume and done else {}
+    if record.get("model_sha256") != weights_sha256:
+        record = {}
     written_before = _kinds_written_before(record, outputs_before)
     if skipped:
         _say_outputs_not_written_again(options, skipped, written_before)
@@ -1635,7 +1642,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     outcomes = _engine_outcomes(options, todo, workers, left)
     # Every file measured so far has what this run asks for, and those it skips what they had.
     _write_run_record(options.out_dir, _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
-                      options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"))
+                      options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"),
+                      weights_sha256)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
