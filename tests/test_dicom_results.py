@@ -484,6 +484,15 @@ def test_a_source_whose_patient_id_is_not_valid_dicom_gets_no_seg_or_sr(source, 
         with pytest.raises(DicomResultError, match="the Patient ID of .* is not valid DICOM .* none is made"):
             write(source, content, tmp_path / "x.dcm", **KW)
     assert not (tmp_path / "x.dcm").exists() and "SECRET" not in caplog.text
+    # Another ID of the patient's that breaks the standard is left empty as any other value; the source's own
+    # Patient ID, valid, is kept and the results are written.
+    from pydicom.dataset import Dataset
+
+    other = Dataset()
+    other.PatientID = "SECRET" * 12
+    source.PatientID, source.OtherPatientIDsSequence = "12345", [other]
+    written = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "seg.dcm", **KW))
+    assert written.PatientID == "12345"
 
 
 def test_a_source_read_from_a_file_is_not_quoted_while_its_attributes_are_copied(source, tmp_path, caplog):

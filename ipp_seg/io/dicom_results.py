@@ -579,12 +579,12 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
             fixed[tag] = DataElement(tag, fixed[tag].VR, value)
 
     blanked = []
-    non_ascii = reread_utf8 = False
+    non_ascii = reread_utf8 = patient_id_blanked = False
 
     def conform(dataset, every_element: bool, latin1: bool) -> None:
         """Check the copied elements of ``dataset`` (every one, inside a copied sequence);
         ``latin1``: its text was decoded as Latin-1 for want of a known character set."""
-        nonlocal non_ascii, reread_utf8
+        nonlocal non_ascii, reread_utf8, patient_id_blanked
         if dataset is not fixed and "SpecificCharacterSet" in dataset:  # an item's own
             latin1 = _read_as_latin1(dataset.SpecificCharacterSet)
         for element in list(dataset):
@@ -620,6 +620,7 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                 # Emptied under the VR the standard gives it: a name stored as a date stays a name.
                 dataset[element.tag] = DataElement(element.tag, _standard_vr(element.tag, element.VR), "")
                 blanked.append(element.keyword or str(element.tag))
+                patient_id_blanked |= dataset is fixed and element.keyword == "PatientID"
 
     conform(fixed, False, _read_as_latin1(source.get("SpecificCharacterSet")))
     if reread_utf8:
@@ -658,7 +659,7 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
         # its pixels says so, where highdicom would write 00, never compressed lossily.
         put("LossyImageCompression", "01")
         put("LossyImageCompressionMethod", _LOSSY_SYNTAXES[syntax])
-    if "PatientID" in blanked:
+    if patient_id_blanked:  # the source's own (an Other Patient IDs item's is blanked as any other)
         # Left empty under the source's Study Instance UID, it would not match its patient: a PACS
         # quarantines such an object, or files it under a patient of its own.
         raise DicomResultError(f"the Patient ID of {label} is not valid DICOM (longer than 64 characters, several "
