@@ -716,6 +716,23 @@ def test_a_folder_in_the_layouts_train_reads_serves_as_ground_truth_and_images(f
     assert {c.style for c in report.cases} == {c.style for c in expected.cases} != {None}
 
 
+def test_a_batch_runs_project_folder_is_not_taken_for_the_layout_its_masks_would_make(folders, tmp_path):
+    # batch P/images --out P --save-masks leaves P/images beside P/masks: evaluate P P had scored the run's own masks
+    # as the ground truth, every case perfect.
+    import shutil
+
+    from ipp_seg.evaluate.report import MASK_SUFFIXES, _index_folder
+    from ipp_seg.inference.batch import CSV_COLUMNS, write_measurements_csv
+
+    pred, _, img = folders
+    project = tmp_path / "project"
+    shutil.copytree(img, project / "images")
+    shutil.copytree(pred, project / "masks")
+    write_measurements_csv(project / "measurements.csv", [dict.fromkeys(CSV_COLUMNS, "") | {
+        "file": "images/00001.png", "frame": "0", "status": "ok", "model": "m"}])
+    assert not any("masks" in p.parts for p in _index_folder(project, MASK_SUFFIXES).values())
+
+
 def test_a_colour_mask_is_refused_with_what_to_save_instead(tmp_path):
     import cv2
 

@@ -1256,7 +1256,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
-    if not predictions:
+    if not predictions and not is_batch_output(root):  # (a batch run's masks/ beside its CSV are predictions)
         for image_dir, mask_dir in _PAIRED_LAYOUTS:  # (as train.data.find_pairs reads them)
             if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
                 logger.debug("%s: in the layout train reads; its %s/ taken", root, image_dir if images else mask_dir)
