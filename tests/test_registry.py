@@ -153,6 +153,15 @@ def test_a_cards_training_case_ids_are_blocks_of_numbers_of_one_width_and_other_
     assert ModelSpec("m", None, None, {"training": {"train_ids": "03744-04801 (1058 frames)"}}).trained_case_ids == ()
 
 
+def test_a_twin_that_is_a_runs_last_checkpoint_is_named_by_its_run():
+    from ipp_seg.inference.registry import ModelSpec
+
+    spec = ModelSpec("mine", None, None, {"validation_source": {"checkpoint": "runs/held-out/last.pt"}})
+    assert spec.validated_by == "held-out/last"  # (it had read "last")
+    assert ModelSpec("m", None, None, {"validation_source": {"checkpoint": "models/x-heldout.pt"}}).validated_by == \
+        "x-heldout"
+
+
 def test_a_model_file_run_by_path_beside_a_card_of_another_file_is_warned_of(tmp_path, caplog):
     # A copy of a shipped model's folder with its .onnx changed ran by path without a word, its rows named as the card's.
     import shutil

@@ -71,7 +71,7 @@ class ModelSpec:
         """For a model trained on every frame (it has no validation of its own): the run whose
         figures its card gives, the same recipe with the validation blocks held out; else None."""
         source = (self.card or {}).get("validation_source")
-        return Path(source["checkpoint"]).stem if source else None
+        return _model_file_name(Path(source["checkpoint"])) if source else None
 
     @property
     def trained_case_ids(self) -> tuple[tuple[str, str], ...]:
@@ -102,6 +102,12 @@ class ModelSpec:
                      and sha256_of(p) != listed[kind]["sha256"])
 
 
+def _model_file_name(path: Path) -> str:
+    """A model file's name: its stem, with its run folder for a run's best.pt / last.pt (every
+    run has one)."""
+    return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
+
+
 def _warn_if_not_its_cards_file(path: Path) -> None:
     """A model file run by its path, beside a model card of its name that describes another file
     (another sha256): it runs, as a file of one's own does, but its rows carry the card's model
@@ -114,7 +120,10 @@ def _warn_if_not_its_cards_file(path: Path) -> None:
         listed = card["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):  # no card of ipp-seg's, or none for this kind of file
         return
-    digest = sha256_of(path) if isinstance(listed, str) else listed
+    try:
+        digest = sha256_of(path) if isinstance(listed, str) else listed
+    except OSError:  # unreadable: loading it says so
+        return
     if digest != listed:
         log.warning("%s is not the file its model card %s describes (sha256 %s, the card's %s): it runs as a file of "
                     "one's own, and its rows' model_sha256 tells it from the card's", path, card_path.name,
@@ -248,8 +257,7 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
             raise ModelNotFoundError(f"model file {path} cannot be read ({exc.strerror or exc})") from None
         if not is_file:
             raise ModelNotFoundError(f"model file {path} does not exist")
-        # A run's best.pt / last.pt are named by their run folder too: every run has one.
-        name = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
+        name = _model_file_name(path)
         _warn_if_not_its_cards_file(path)
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
                          path if path.suffix != ".onnx" else None, None)
