@@ -693,6 +693,17 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     assert "name where its frames are now (data; --data of scripts/ship_model.py)" in moved.stderr
 
 
+def test_a_cards_command_may_name_the_configs_of_the_runs_it_was_fine_tuned_from(tmp_path):
+    from ipp_seg.train.ship import _check_command_config
+
+    chain = ("ipp-seg train D --config dssau-net-s --out a && "
+             "ipp-seg train D --config dssau-net-s-hr --init-from a/last.pt --out b")
+    _check_command_config(chain, {"dssau-net-s-hr", "dssau-net-s"}, tmp_path / "b")  # its lineage's: fine
+    with pytest.raises(ValueError, match="names --config dssau-net-s, but .* is a dssau-net-s-hr run"):
+        _check_command_config(chain, {"dssau-net-s-hr"}, tmp_path / "b")
+    _check_command_config("a description, not a command", {"x"}, tmp_path)  # nothing to check
+
+
 def test_a_cards_validation_fails_the_frames_batch_fails_for_confidence_below_its_floors(psfhs_dir):
     # A model of one's own, unsure of every validation frame (confidences 0.35-0.46 against floors of 0.60), had a card
     # that measured its masks as drawn; batch fails those frames (anatomy_unrecognised), so no run reproduced it.
@@ -716,6 +727,9 @@ def test_a_cards_validation_fails_the_frames_batch_fails_for_confidence_below_it
     for method in ("ellipse", "challenge"):
         assert unsure[method]["overall"]["failed_measurements"] == 2  # as batch fails them
         assert unsure[method]["overall"]["dice_all"] == sure[method]["overall"]["dice_all"]  # the masks themselves
+    # Measured again (revalidate_card), a card's own floors judge the frames, as batch judges them with its card.
+    judged, = validate_segmenter(Unsure(), psfhs_dir, ids, blocks, floors={"head": 0.3, "ps": 0.3})
+    assert judged["ellipse"]["overall"]["failed_measurements"] == 0
 
 
 def test_a_run_records_its_data_folder_in_full_and_shipping_refuses_a_relative_one(tmp_path, monkeypatch):
@@ -1575,9 +1589,13 @@ def test_a_folder_whose_masks_mix_label_conventions_is_said_so_whichever_labels_
         said = str(refused.value)
         assert "its masks mix label conventions: 2 masks hold 0, 1, 2 (e.g. case000.png); 2 masks hold 0, 128, 255 " \
                "(e.g. case002.png)" in said and "save every mask with the same values" in said
-    # One convention, the wrong --labels: the mask's own advice, as before.
+    # One convention, the wrong --labels: the mask's own advice, as before; a blank mask beside them decides nothing.
+    plain = _synthetic_folder(tmp_path / "plain", n=2)
     with pytest.raises(ValueError, match="--labels ps=1,fh=2 if the PS"):
-        load_cases(_synthetic_folder(tmp_path / "plain", n=2), labels=(128, 255))
+        load_cases(plain, labels=(128, 255))
+    cv2.imwrite(str(plain / "masks" / "case001.png"), np.zeros((64, 64), np.uint8))
+    with pytest.raises(ValueError, match="--labels ps=1,fh=2 if the PS"):
+        load_cases(plain, labels=(128, 255))
 
 
 def test_masks_resized_with_interpolation_are_said(tmp_path, caplog, psfhs_dir):

@@ -94,7 +94,8 @@ REASONS: dict[str, tuple[str, str]] = {
                       "every AoP below about 90°: the head then lies wholly on the PS's side of the line)"),
     "hsd_unstable": ("warning", "the infrapubic line meets the head at a grazing angle (most often at an AoP just "
                      "above 90°): turning the PS axis by 2°, less than two expert readings of a frame differ, moves "
-                     "the HSD by more than 20 % or off the head, as in 1.7 % of the PSFHS expert masks that give an HSD"),
+                     "the HSD by more than 20 % or off the head, as in 1.7 % of the PSFHS expert masks that give "
+                     "an HSD"),
     "low_confidence": ("warning", "the network is unsure of the head it drew (mean probability below 0.90, or "
                        "below the model card's own floor for a model of one's own; the validation frames of the "
                        "default's twin are above 0.94): the frame may not be a "

@@ -117,7 +117,7 @@ def _mixed_label_values(folder, masks: list[Path], labels: tuple[int, int]) -> s
             continue
         if len(values) <= 4:  # (a greyscale picture has its own error)
             by_values.setdefault(values, []).append(path.name)
-    fits = [v for v in by_values if set(v) <= set(labels)]
+    fits = [v for v in by_values if len(v) == 2 and set(v) <= set(labels)]  # (blank or one structure: either)
     other = [v for v in by_values if not set(v) <= set(labels)]
     # Another convention is a pair of other values (0/128/255); one stray value is a damaged mask, said as such.
     if not fits or not any(len(v) == 2 for v in other):  # one convention: the mask's own advice is the answer

@@ -111,13 +111,15 @@ LOWEST_CONFIDENCE_FLOOR = 0.6
 
 def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
                        blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,),
-                       labels: tuple[int, int] = (1, 2)) -> list[dict]:
+                       labels: tuple[int, int] = (1, 2), floors: dict | None = None) -> list[dict]:
     """Segment the validation frames with ``segmenter`` as users would (ipp-seg's own reading,
     pre-processing and post-processing) and evaluate them, per named block of IDs
     (``{"name": (first_id, last_id)}``), per acquisition style and overall, with the default
     (ellipse) and the challenge AoP method, and against the folder's ``aop_reference.csv`` where
     it has one. One result per entry of ``tta_modes``; the frames are read once for all of them.
-    ``labels``: the PS and FH values of the folder's masks (as the model was trained with)."""
+    ``labels``: the PS and FH values of the folder's masks (as the model was trained with).
+    ``floors``: the confidence floors batch judges the frames with (a shipped card's own); None:
+    those of this validation's plain run, as a card newly shipped gets them."""
     found = find_pairs(data)  # scanned once: its unpaired files are named once
     pairs = {cid: (img, lab) for cid, img, lab in found}
     reference_csv = Path(data) / REFERENCE_AOP_FILE
@@ -131,7 +133,7 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     ids = sorted(wanted)
     frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
     results = []
-    card_floors = None  # the first mode's (plain): the card's, which batch applies with --tta too
+    card_floors = floors  # else the first mode's (plain): the card's, which batch applies with --tta too
     for tta in tta_modes:
         started = time.perf_counter()
         confidences: dict = {}
@@ -168,14 +170,14 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
 
 def validate_onnx(onnx_path: Path, data: str | Path, validation_ids: list[str],
                   blocks: dict[str, tuple[str, str]], tta_modes: tuple[bool, ...] = (False,),
-                  labels: tuple[int, int] = (1, 2)) -> list[dict]:
+                  labels: tuple[int, int] = (1, 2), floors: dict | None = None) -> list[dict]:
     """:func:`validate_segmenter` for an exported ONNX file, run by onnxruntime in a session of
     ``ipp-seg batch``'s fixed call size: onnxruntime's last bits differ between a session left
     open in its batch size and one fixed to it, which had moved a 30-frame block's median angle
     by 0.24 deg between a card and the batch run that reproduces it."""
     segmenter = OnnxSegmenter(ModelSpec(onnx_path.stem, onnx_path, None, None), threads=None,
                               fixed_batch=FRAMES_PER_BATCH)
-    return validate_segmenter(segmenter, data, validation_ids, blocks, tta_modes, labels)
+    return validate_segmenter(segmenter, data, validation_ids, blocks, tta_modes, labels, floors)
 
 
 # Settings that may differ between a model trained on every frame and the run that validates
@@ -229,15 +231,16 @@ def _check_validated_by(what, trained_on_all: bool, validated_by) -> None:
         raise ValueError(f"{what} has its own validation frames; validated_by is only for a run trained on all")
 
 
-def _own_validation(onnx_path: Path, checkpoint: dict, data, blocks) -> list[dict]:
+def _own_validation(onnx_path: Path, checkpoint: dict, data, blocks, floors: dict | None = None) -> list[dict]:
     """``onnx_path`` (the export of ``checkpoint``) validated on the checkpoint's own validation
-    frames, plain and with TTA, reading the masks with the label values it was trained with."""
+    frames, plain and with TTA, reading the masks with the label values it was trained with;
+    ``floors`` as for :func:`validate_segmenter`."""
     return validate_onnx(onnx_path, data, checkpoint["split"]["validation"], blocks, tta_modes=(False, True),
-                         labels=TrainSettings.from_dict(checkpoint["settings"]).mask_labels)
+                         labels=TrainSettings.from_dict(checkpoint["settings"]).mask_labels, floors=floors)
 
 
 def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
-                          fp16_weights: bool = False) -> tuple[dict, dict, dict]:
+                          fp16_weights: bool = False, floors: dict | None = None) -> tuple[dict, dict, dict]:
     """Validation of a model trained on every frame, measured on ``validated_by``: a checkpoint
     of the same recipe, trained without the validation blocks, at the same epoch (the final
     model keeps its last epoch, so the reference must not be a best-epoch pick)."""
@@ -252,12 +255,12 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
         raise ValueError(f"{validated_by} has no validation frames either")
     shipped = _shipped_export_of(validated_by, fp16_weights)
     if shipped is not None:  # the twin's own card then shows the very same figures
-        validation, validation_tta = _own_validation(shipped, ref, data, blocks)
+        validation, validation_tta = _own_validation(shipped, ref, data, blocks, floors)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             # Stored as the model to ship is, so that the figures are those of weights rounded alike.
             onnx_path = export_checkpoint(ref_model, ref, Path(tmp) / "reference.onnx", fp16_weights=fp16_weights)
-            validation, validation_tta = _own_validation(onnx_path, ref, data, blocks)
+            validation, validation_tta = _own_validation(onnx_path, ref, data, blocks, floors)
     source = {"checkpoint": str(validated_by), "epoch": ref["epoch"], "seed": ref["settings"]["seed"],
               "train_frames": len(ref["split"]["train"]),
               # Which ONNX file ran: the twin's shipped export, or one made from the checkpoint for this.
@@ -319,10 +322,11 @@ def _recorded_data(settings: dict, checkpoint_path: Path) -> Path:
     return Path(data)
 
 
-def _check_command_config(command: str, config: str, run_dir: Path) -> None:
-    """Refuse a card's command whose ``ipp-seg train`` runs name another ``--config`` than the
-    run's own: pasted from another run, it would sit in the card beside the run's recorded config
-    and contradict it. (A command that names no config, or no train run, is taken as given.)"""
+def _check_command_config(command: str, configs: set, run_dir: Path) -> None:
+    """Refuse a card's command whose ``ipp-seg train`` runs name a ``--config`` that neither the
+    run nor a run it was fine-tuned from had (``configs``): pasted from another run, it would sit
+    in the card beside the run's recorded config and contradict it. (A command that names no
+    config, or no train run, is taken as given.)"""
     import shlex
 
     try:
@@ -331,9 +335,10 @@ def _check_command_config(command: str, config: str, run_dir: Path) -> None:
         return
     named = {words[i + 1] for i, word in enumerate(words[:-1]) if word == "--config"}
     named |= {word.split("=", 1)[1] for word in words if word.startswith("--config=")}
-    other = sorted(named - {config})
+    other = sorted(named - configs)
     if other and "train" in words:
-        raise ValueError(f"the command names --config {', '.join(other)}, but {run_dir} is a {config} run: give the "
+        runs = " or ".join(sorted(str(c) for c in configs if c))
+        raise ValueError(f"the command names --config {', '.join(other)}, but {run_dir} is a {runs} run: give the "
                          "commands that made it (--command)")
 
 
@@ -424,7 +429,8 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
                checkpoint_name: str, fp16_weights: bool, data_description: str | None) -> dict:
     model, checkpoint = load_checkpoint_model(run_dir / checkpoint_name)
     settings = checkpoint["settings"]
-    _check_command_config(command, checkpoint["config"]["name"], run_dir)
+    earlier = {step.get("config") for step in checkpoint.get("lineage") or () if isinstance(step.get("config"), str)}
+    _check_command_config(command, {checkpoint["config"]["name"], *earlier}, run_dir)
     given_data = data is not None
     if data is None:
         data = _recorded_data(settings, run_dir / checkpoint_name)
@@ -602,13 +608,16 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     checkpoint = load_torch_file(models_dir / card["files"]["torch"]["name"])
     trained_on_all = not checkpoint["split"]["validation"]
     _check_validated_by(name, trained_on_all, validated_by)
+    _check_same_frames(checkpoint, models_dir / name, data)  # (as shipping checks it)
+    # Its frames judged with the floors its card gives batch, so that batch reproduces the figures.
+    floors = card.get("confidence_floors")
     if trained_on_all:
         validation, validation_tta, source = _reference_validation(Path(validated_by), checkpoint, data, blocks,
-                                                                   card.get("weights_stored_as") == "float16")
+                                                                   card.get("weights_stored_as") == "float16",
+                                                                   floors)
     else:
-        validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks)
+        validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks, floors)
         source = None
-    floors = card.get("confidence_floors")
     card.update(_card_validation(validation, validation_tta, source))
     # The floors its rows' warnings have been judged with stay (or stay absent): measuring a card's
     # figures again must not move what low_confidence means for the model's users.
