@@ -515,7 +515,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
             # A run packed on a borrowed GPU saw no validation while it trained: its "best" epoch is its last.
             "best_epoch": None if trained_on_all or checkpoint.get("validation_note") else checkpoint["best_epoch"],
             "validation_note": checkpoint.get("validation_note"),
-            "hours": round(hours, 2),
+            "hours": round(hours, 2) if hours >= 0.1 else round(hours, 4),  # (a run of seconds: not 0.0)
             "initialised_from": initialised_from,
             "lineage": lineage,
             "weight_average": members or None,
@@ -664,7 +664,7 @@ def model_card_markdown(card: dict) -> str:
              f"- Command: `{t['command']}`", f"- Seed {t['seed']}; epochs {t['epochs_run']}/{t['epochs_planned']}, "
              f"shipped epoch {t.get('shipped_epoch', t['best_epoch'])} (best by validation: "
              f"{_best_epoch_text(t)}); "
-             f"{t['hours']} h on {_machine_words(t['machine'])}.", ""]
+             f"{_duration_words(t['hours'])} on {_machine_words(t['machine'])}.", ""]
     if card.get("weights_stored_as") == "float16":
         lines[-1:-1] = ["- Weights stored as float16 (the ONNX file: every tensor of 1,024 values or more; the "
                         ".pt: every tensor), half the size; the network computes in float32. The validation "
@@ -814,6 +814,11 @@ def _blocks_text(blocks: list, shown: int = 8) -> str:
     words = [w if all(part.isdigit() for part in w.split("-")) else f"`{w}`" for w in words]
     more = f" and {len(blocks) - shown} more (the JSON card lists them)" if len(blocks) > shown else ""
     return ", ".join(words) + more
+
+
+def _duration_words(hours: float) -> str:
+    """Training time as a reader takes it in: hours, or minutes for a run under 0.1 h."""
+    return f"{hours} h" if hours >= 0.1 else f"{hours * 60:.1f} min"
 
 
 def _best_epoch_text(training: dict) -> str:
