@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - typer before it vendored click
     from click import exceptions as click_errors
 
 from . import __version__, configure_logging, quiet_pydicom
+from .nn.configs import DEFAULT_CONFIG
 from .tables import GuardedStream, print_table
 from .tables import new_table as _table
 
@@ -308,7 +309,7 @@ def train(
     data: Path = typer.Argument(..., metavar="DATA",
                                 help="Folder in PSFHS layout (image_mha/, label_mha/), of image/mask pairs "
                                      "(images/ + masks/), or of <case>.png beside <case>_mask.png."),
-    config: str = typer.Option("dssau-net-s", "--config", help="Network config (see `ipp-seg models`)."),
+    config: str = typer.Option(DEFAULT_CONFIG, "--config", help="Network config (see `ipp-seg models`)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, split, history."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
                                          help="Epochs in all (default 80; with --resume, the run's own "

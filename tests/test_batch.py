@@ -2183,7 +2183,8 @@ def test_overwrite_names_the_earlier_runs_outputs_it_leaves_and_resume_says_what
     caplog.clear()
     with caplog.at_level("WARNING"):
         batch_module.run_batch(batch_module.BatchOptions(root, out, resume=True, overlays=True))
-    assert "the 2 file(s) measured before this run resumed get no overlays/" in caplog.text
+    assert "the 2 file(s) measured before this run resumed are not measured again: those the run they come from " \
+           "wrote no overlays/ for get none" in " ".join(caplog.text.split())
     assert [p.name for p in (out / "overlays").iterdir()] == ["IM_3.png"]
 
 
@@ -2216,14 +2217,18 @@ def test_a_resumed_run_adds_its_dicom_results_to_the_series_it_began_and_says_wh
     caplog.clear()
     with caplog.at_level("WARNING"):
         batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, dicom_sr=True, resume=True))
-    assert "the 1 file(s) measured before this run resumed get no DICOM SR (the run they come from" in caplog.text
+    assert "the 1 file(s) measured before this run resumed are not measured again: those the run they come from " \
+           "wrote no DICOM SR for get none" in " ".join(caplog.text.split())
     assert series_of("IM_2_seg.dcm") == series_of("IM_1_seg.dcm")  # one SEG series for the source series
     assert sorted(p.name for p in (out / "dicom-results").iterdir()) == ["IM_1_seg.dcm", "IM_2_seg.dcm", "IM_2_sr.dcm"]
     add_image(3)
     caplog.clear()
     with caplog.at_level("WARNING"):  # IM_1 still lacks its SR: the record keeps what every file has
         batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_sr=True, resume=True))
-    assert "the 2 file(s) measured before this run resumed get no DICOM SR" in caplog.text
+    # (IM_1 lacks its SR, IM_2 has one: the record keeps what every file has, and the warning claims no count of
+    # files without one)
+    assert "the 2 file(s) measured before this run resumed are not measured again: those the run they come from " \
+           "wrote no DICOM SR for get none" in " ".join(caplog.text.split())
     assert series_of("IM_3_sr.dcm") == series_of("IM_2_sr.dcm")
     # --overwrite is a new run: new series. A record that cannot be read is gone by (the outputs' folders tell).
     batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, overwrite=True))
@@ -2233,7 +2238,7 @@ def test_a_resumed_run_adds_its_dicom_results_to_the_series_it_began_and_says_wh
     caplog.clear()
     with caplog.at_level("WARNING"):
         batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))
-    assert "get no" not in caplog.text and (out / "dicom-results" / "IM_4_seg.dcm").exists()
+    assert "not measured again" not in caplog.text and (out / "dicom-results" / "IM_4_seg.dcm").exists()
     assert batch_module.RUN_RECORD_NAME not in [p.name for p in batch_module.list_scans(out, "**/*", warn=False)]
     # A record left when the rows were removed (rm OUT/*: the hidden record stays) is not another run's series.
     batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, overwrite=True))
@@ -2274,3 +2279,8 @@ def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sam
 
     frames = list(Predictor().predict_scans([root / "bad.dcm", root / "good.dcm"], tmp_path / "p", dicom_sr=True))
     assert [f.row["dicom_results"] for f in frames] == ["sr_refused", "sr"]
+    # ...and in its JSON reports, on stdout and beside the masks (they had said nothing of it).
+    assert [f.report["dicom_results"] for f in frames] == ["sr_refused", "sr"]
+    assert json.loads((tmp_path / "p" / "bad.json").read_text())["dicom_results"] == "sr_refused"
+    said = _run("predict", root / "good.dcm", root / "frame.png", "--out", tmp_path / "p2", "--dicom-seg", "--json")
+    assert [item["dicom_results"] for item in json.loads(said.stdout)] == ["seg", ""], said.output

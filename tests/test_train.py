@@ -685,8 +685,8 @@ def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_c
     wrong = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "w", "--command",
                             "ipp-seg train /data/other --config conv-unet-s --epochs 80 --seed 42",
                             "--models-dir", str(tmp_path / "w-models")], capture_output=True, text=True)
-    assert wrong.returncode == 2 and "names --config conv-unet-s, but" in wrong.stderr and "dssau-net-s run" in \
-        wrong.stderr
+    assert wrong.returncode == 2 and "the command trains conv-unet-s (its --config" in wrong.stderr and \
+        "dssau-net-s run" in wrong.stderr
     # Its data moved since, without --data: told where to give the new place.
     data.rename(tmp_path / "moved-data")
     moved = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--name", "m", "--command", "c",
@@ -701,9 +701,14 @@ def test_a_cards_command_may_name_the_configs_of_the_runs_it_was_fine_tuned_from
     chain = ("ipp-seg train D --config dssau-net-s --out a && "
              "ipp-seg train D --config dssau-net-s-hr --init-from a/last.pt --out b")
     _check_command_config(chain, {"dssau-net-s-hr", "dssau-net-s"}, tmp_path / "b")  # its lineage's: fine
-    with pytest.raises(ValueError, match="names --config dssau-net-s, but .* is a dssau-net-s-hr run"):
+    with pytest.raises(ValueError, match="the command trains dssau-net-s .* is a dssau-net-s-hr run"):
         _check_command_config(chain, {"dssau-net-s-hr"}, tmp_path / "b")
     _check_command_config("a description, not a command", {"x"}, tmp_path)  # nothing to check
+    # A train run that names no config trains the default: not a conv-unet-s run's command.
+    with pytest.raises(ValueError, match="the command trains dssau-net-s .*default"):
+        _check_command_config("ipp-seg train data --out runs/t2 --epochs 12", {"conv-unet-s"}, tmp_path / "t2")
+    _check_command_config("ipp-seg train data --out r && python scripts/average_weights.py a b", {"dssau-net-s"},
+                          tmp_path)
 
 
 def test_a_cards_validation_fails_the_frames_batch_fails_for_confidence_below_its_floors(psfhs_dir):

@@ -1543,8 +1543,9 @@ def _say_outputs_not_written_again(options: BatchOptions, skipped: int, written_
     ``--resume`` had written nothing for them, without a word)."""
     missing = [shown for kind, shown in _KINDS_SHOWN.items() if kind in _kinds_asked(options) - written_before]
     if missing:
-        log.warning("the %d file(s) measured before this run resumed get no %s (the run they come from did not write "
-                    "it for all of them): --overwrite measures every file again", skipped, " or ".join(missing))
+        log.warning("the %d file(s) measured before this run resumed are not measured again: those the run they come "
+                    "from wrote no %s for get none (--overwrite measures every file again)", skipped,
+                    " or ".join(missing))
 
 
 def _remove_unfinished_outputs(out_dir: Path) -> None:

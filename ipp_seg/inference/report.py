@@ -147,7 +147,9 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     derived series each, numbered by frame (or by the source's instance number). ``numbers_used``
     (one dict per run) keeps those numbers unique in a series: where several multi-frame sources
     of one series would repeat a frame's number, the later ones continue after the highest.
-    ``run_started`` (an aware datetime, one per run) dates those series."""
+    ``run_started`` (an aware datetime, one per run) dates those series. With a SEG or SR asked,
+    ``report`` (and so the JSON) gets ``dicom_results`` as the CSV has it; one refused raises
+    :class:`DicomOutputsRefused` once the rest, the JSON included, is written."""
     from ..io.overlay import imaged_pixels, overlay_title, render_overlay
 
     frame = result.frame
@@ -164,9 +166,9 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                                      frame.frame_index, frame.n_frames,
                                                                      frame.provenance.frame_number),
                                                  tta=bool(report.get("tta")), model=report.get("model")))
-    with replacing(written[2], text=True, encoding="utf-8") as fh:
-        fh.write(json.dumps(report, indent=2))
+    refusal = None
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
+        asked = [kind for kind, wanted in (("seg", dicom_seg), ("sr", dicom_sr)) if wanted]
         try:
             written += write_frame_dicom(frame.provenance.path, result.labels, result.measurement, out_dir / stem,
                                          frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
@@ -174,8 +176,17 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                          model_sha256=result.model_sha256, tta=bool(report.get("tta")),
                                          software_version=__version__, run_uid=run_uid, run_started=run_started,
                                          numbers_used=numbers_used)
+            report["dicom_results"] = dicom_results_cell(asked)
         except DicomOutputsRefused as exc:
-            raise DicomOutputsRefused(exc.refused, written + exc.written) from None
+            report["dicom_results"] = dicom_results_cell(asked, [kind for kind, _ in exc.refused])
+            written += exc.written
+            refusal = exc
+    elif dicom_seg or dicom_sr:
+        report["dicom_results"] = ""  # not DICOM: nothing for a SEG or SR to reference
+    with replacing(written[2], text=True, encoding="utf-8") as fh:
+        fh.write(json.dumps(report, indent=2))
+    if refusal is not None:
+        raise DicomOutputsRefused(refusal.refused, written)
     return written
 
 
@@ -258,16 +269,11 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
             report = frame_report(result, provider, elapsed_ms, inf.tta)
             errors, warnings, refused = [], [], False
             if out_dir is not None:
-                asked = [kind for kind, wanted in (("seg", dicom_seg), ("sr", dicom_sr)) if wanted]
-                is_dicom = result.frame.provenance.source_format == "dicom"
                 try:
                     write_frame_outputs(result, out_dir, report, name=names[scan_key(scan)], dicom_seg=dicom_seg,
                                         dicom_sr=dicom_sr, run_uid=run_uid, numbers_used=numbers_used,
                                         run_started=run_started)
-                    row["dicom_results"] = dicom_results_cell(asked) if is_dicom else ""
                 except DicomResultError as exc:  # this scan's header; the others may be fine
-                    row["dicom_results"] = dicom_results_cell(asked, [kind for kind, _ in getattr(
-                        exc, "refused", [(kind, exc) for kind in asked])])
                     refused = True
                     if (scan, str(exc)) not in said:  # once per scan and cause, the first frame named
                         said.add((scan, str(exc)))
@@ -281,6 +287,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                     said.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image
                     asked = "SEG and SR" if dicom_seg and dicom_sr else "SEG" if dicom_seg else "SR"
                     warnings.append(f"no DICOM {asked} for {scan}: it is not a DICOM file")
+            row["dicom_results"] = report.get("dicom_results", "")  # (as write_frame_outputs found it)
             yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, outputs_refused=refused,
                                  errors=tuple(errors), warnings=tuple(warnings))
             started = time.perf_counter()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 ATTENTION_KINDS = ("dssa", "star-dssa", "conv")
+#: The config ``ipp-seg train`` trains where none is named.
+DEFAULT_CONFIG = "dssau-net-s"
 
 
 @dataclass(frozen=True)

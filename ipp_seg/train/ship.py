@@ -25,6 +25,7 @@ from ..measure.result import SEGMENTATION_REASONS
 from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
+from ..nn.configs import DEFAULT_CONFIG
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
@@ -323,23 +324,36 @@ def _recorded_data(settings: dict, checkpoint_path: Path) -> Path:
 
 
 def _check_command_config(command: str, configs: set, run_dir: Path) -> None:
-    """Refuse a card's command whose ``ipp-seg train`` runs name a ``--config`` that neither the
-    run nor a run it was fine-tuned from had (``configs``): pasted from another run, it would sit
-    in the card beside the run's recorded config and contradict it. (A command that names no
-    config, or no train run, is taken as given.)"""
+    """Refuse a card's command whose ``ipp-seg train`` runs train a config that neither the run
+    nor a run it was fine-tuned from had (``configs``): its ``--config``, or train's default where
+    it names none. Pasted from another run, it would sit in the card beside the run's recorded
+    config and contradict it. (A command without a train run is taken as given.)"""
     import shlex
 
     try:
-        words = shlex.split(command)
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
     except ValueError:  # unbalanced quotes: a description rather than a command line
         return
-    named = {words[i + 1] for i, word in enumerate(words[:-1]) if word == "--config"}
-    named |= {word.split("=", 1)[1] for word in words if word.startswith("--config=")}
+    named, run = set(), None  # run: the words of the train run being read
+    for word in [*words, "&&"]:
+        if word in ("&&", "||", ";", "|", "&"):
+            if run is not None:
+                given = [run[i + 1] for i, w in enumerate(run[:-1]) if w == "--config"]
+                given += [w.split("=", 1)[1] for w in run if w.startswith("--config=")]
+                named.update(given or [DEFAULT_CONFIG])
+            run = None
+        elif run is not None:
+            run.append(word)
+        elif word == "train":
+            run = []
     other = sorted(named - configs)
-    if other and "train" in words:
+    if other:
         runs = " or ".join(sorted(str(c) for c in configs if c))
-        raise ValueError(f"the command names --config {', '.join(other)}, but {run_dir} is a {runs} run: give the "
-                         "commands that made it (--command)")
+        raise ValueError(f"the command trains {', '.join(other)} (its --config, or train's default {DEFAULT_CONFIG} "
+                         f"where a run names none), but {run_dir} is a {runs} run: give the commands that made it "
+                         "(--command)")
 
 
 def _check_same_frames(checkpoint: dict, run_dir: Path, data) -> None:
