@@ -475,6 +475,31 @@ def test_seg_and_sr_from_a_header_that_breaks_the_standard(source, tmp_path, dam
         assert dciodvfy_errors(seg) == [] and dciodvfy_errors(sr) == []
 
 
+@pytest.mark.parametrize("coding", ["irreversible", "reversible"])
+def test_a_seg_of_a_jpeg2000_source_says_lossy_where_its_wavelet_is_the_irreversible_one(tmp_path, coding):
+    # JPEG 2000 (1.2.840.10008.1.2.4.91) holds lossless or lossy coding: a source compressed lossily (the 9-7
+    # wavelet) without (0028,2110) had given a SEG that said 00. A reversible one is not said lossy.
+    pytest.importorskip("openjpeg")
+    from pydicom.uid import JPEG2000, JPEG2000Lossless
+
+    ds = pydicom.dcmread(SAMPLE)
+    if coding == "irreversible":
+        ds.compress(JPEG2000, j2k_cr=[10])
+    else:  # a reversible codestream, stored under the syntax that allows either
+        ds.compress(JPEG2000Lossless)
+        ds.file_meta.TransferSyntaxUID = JPEG2000
+    for keyword in ("LossyImageCompression", "LossyImageCompressionMethod", "LossyImageCompressionRatio"):
+        if keyword in ds:  # (pydicom says so itself: as an archive that compresses on ingest would not)
+            delattr(ds, keyword)
+    ds.save_as(tmp_path / "j2k.dcm")
+    read = pydicom.dcmread(tmp_path / "j2k.dcm", stop_before_pixels=True)
+    seg = pydicom.dcmread(write_dicom_seg(read, synthetic_mask(), tmp_path / "seg.dcm", **KW))
+    if coding == "irreversible":
+        assert (seg.LossyImageCompression, seg.LossyImageCompressionMethod) == ("01", "ISO_15444_1")
+    else:
+        assert seg.LossyImageCompression == "00"
+
+
 def test_a_source_whose_patient_id_is_not_valid_dicom_gets_no_seg_or_sr(source, tmp_path, caplog):
     # Left empty, a 70-character Patient ID had given results under the source's study that a PACS could not match to
     # its patient (quarantined, or filed under a patient of their own). Refused, its value never quoted.

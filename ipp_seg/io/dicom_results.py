@@ -654,11 +654,14 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
         if keyword not in fixed:
             put(keyword, "")
     syntax = str(getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", "") or "")
-    if syntax in _LOSSY_SYNTAXES and str(fixed.get("LossyImageCompression", "") or "") != "01":
+    method = _LOSSY_SYNTAXES.get(syntax)
+    if method is None and syntax in _JPEG2000_SYNTAXES and _irreversible_wavelet(getattr(source, "filename", None)):
+        method = _JPEG2000_SYNTAXES[syntax]
+    if method is not None and str(fixed.get("LossyImageCompression", "") or "") != "01":
         # Stored lossy without saying so (an archive that compresses on ingest): a SEG drawn on
         # its pixels says so, where highdicom would write 00, never compressed lossily.
         put("LossyImageCompression", "01")
-        put("LossyImageCompressionMethod", _LOSSY_SYNTAXES[syntax])
+        put("LossyImageCompressionMethod", method)
     if patient_id_blanked:  # the source's own (an Other Patient IDs item's is blanked as any other)
         # Left empty under the source's Study Instance UID, it would not match its patient: a PACS
         # quarantines such an object, or files it under a patient of its own.
@@ -699,6 +702,38 @@ _LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.107": "ISO_23008_2", "1.2.840.10008.1.2.4.108": "ISO_23008_2",  # HEVC/H.265
     "1.2.840.10008.1.2.4.111": "ISO_10918_1",  # JPEG XL recompressing a (lossy) JPEG
 }
+
+
+# JPEG 2000 and HTJ2K syntaxes that may hold either coding: lossy where the codestream's wavelet
+# is the irreversible 9-7 one (a reversible 5-3 codestream may still have been truncated: not said).
+_JPEG2000_SYNTAXES = {"1.2.840.10008.1.2.4.91": "ISO_15444_1", "1.2.840.10008.1.2.4.93": "ISO_15444_2",
+                      "1.2.840.10008.1.2.4.203": "ISO_15444_15"}
+_CODESTREAM_HEAD_BYTES = 8 << 20  # the first frame's main header lies near the start of the pixel data
+
+
+def _irreversible_wavelet(path) -> bool:
+    """Whether the first JPEG 2000 codestream in the file at ``path`` codes with the irreversible
+    9-7 wavelet (its COD segment's transformation 0), which is lossy; False where it cannot be
+    read or told."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_CODESTREAM_HEAD_BYTES)
+    except OSError:
+        return False
+    at = data.find(b"\xff\x4f\xff\x51")  # SOC, then SIZ: a codestream's start
+    if at < 0:
+        return False
+    at += 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0x52:  # COD: Lcod, Scod, SGcod (4 bytes), then levels, code-block sizes and style, transform
+            return at + 13 < len(data) and data[at + 13] == 0
+        if marker in (0x90, 0x93) or length < 2:  # SOT or SOD: the main header ended without a COD
+            return False
+        at += 2 + length
+    return False
 
 
 def _check_calendar(vr: str, text: str) -> None:
