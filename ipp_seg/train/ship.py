@@ -529,7 +529,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
             # A run packed on a borrowed GPU saw no validation while it trained: its "best" epoch is its last.
             "best_epoch": None if trained_on_all or checkpoint.get("validation_note") else checkpoint["best_epoch"],
             "validation_note": checkpoint.get("validation_note"),
-            "hours": round(hours, 2) if hours >= 0.1 else round(hours, 4),  # (a run of seconds: not 0.0)
+            "hours": round(hours, 2) if hours >= 0.1 else round(hours, 6),  # (a run of seconds: not 0.0)
             "initialised_from": initialised_from,
             "lineage": lineage,
             "weight_average": members or None,
@@ -831,8 +831,12 @@ def _blocks_text(blocks: list, shown: int = 8) -> str:
 
 
 def _duration_words(hours: float) -> str:
-    """Training time as a reader takes it in: hours, or minutes for a run under 0.1 h."""
-    return f"{hours} h" if hours >= 0.1 else f"{hours * 60:.1f} min"
+    """Training time as a reader takes it in: hours, minutes under 0.1 h, seconds under a minute."""
+    if hours >= 0.1:
+        return f"{hours} h"
+    if hours >= 1 / 60:
+        return f"{hours * 60:.1f} min"
+    return f"{hours * 3600:.0f} s" if hours * 3600 >= 1 else "under a second"
 
 
 def _best_epoch_text(training: dict) -> str:
