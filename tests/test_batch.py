@@ -2284,3 +2284,57 @@ def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sam
     assert json.loads((tmp_path / "p" / "bad.json").read_text())["dicom_results"] == "sr_refused"
     said = _run("predict", root / "good.dcm", root / "frame.png", "--out", tmp_path / "p2", "--dicom-seg", "--json")
     assert [item["dicom_results"] for item in json.loads(said.stdout)] == ["seg", ""], said.output
+
+
+def test_a_resume_takes_no_run_record_that_is_not_its_rows_run_and_says_so(tmp_path, sample_dicom, caplog):
+    # A multi-site upgrade: a 0.2.3 run's --overwrite of a 0.2.4 OUT left the newer run's record, and a 0.2.4 resume put
+    # its SEGs in the replaced run's series; an unreadable record was passed over without a word; a resume of a
+    # SEG-only run without a record took dicom-results/ for SRs too; a resume without the run's options wrote none.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    import ipp_seg.inference.batch as batch_module
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+
+    def add_image(number):
+        ds = pydicom.dcmread(sample_dicom)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = number
+        ds.save_as(root / f"IM_{number}")
+
+    def series_of(name):
+        return pydicom.dcmread(out / "dicom-results" / name, stop_before_pixels=True).SeriesInstanceUID
+
+    def resume(number, **asked):
+        add_image(number)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            batch_module.run_batch(batch_module.BatchOptions(root, out, resume=True, **asked))
+        return " ".join(caplog.text.split())
+
+    add_image(1)
+    batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True))
+    # Rows rewritten by ipp-seg 0.2.3 (its columns, its version), the newer record left beside them.
+    rows = _rows(out / "measurements.csv")
+    columns = [c for c in batch_module.CSV_COLUMNS if c != "dicom_results"]
+    with open(out / "measurements.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows([{**row, "ipp_seg_version": "0.2.3"} for row in rows])
+    said = resume(2, dicom_seg=True)
+    assert "(dicom_results new, empty in them)" in said  # (not "aop_doubtful and hsd_doubtful", which it has)
+    assert f"the record of the run this resumes ({batch_module.RUN_RECORD_NAME}) is not that of the rows' run" in said
+    assert "start series of their own" in said and series_of("IM_2_seg.dcm") != series_of("IM_1_seg.dcm")
+    (out / batch_module.RUN_RECORD_NAME).write_text("garbage{")
+    said = resume(3, dicom_seg=True)
+    assert "cannot be read: the DICOM SEGs and SRs this run writes start series of their own" in said
+    # No record: a SEG-only run's dicom-results/ holds no SR, so an SR asked is said to be missing for them.
+    (out / batch_module.RUN_RECORD_NAME).unlink()
+    said = resume(4, dicom_seg=True, dicom_sr=True)
+    assert "is not there" in said and "those the run they come from wrote no DICOM SR for get none" in said
+    # Resumed without the options the run had: said.
+    said = resume(5)
+    assert "the run this resumes wrote DICOM SEG and DICOM SR for its files; this run writes none for the 1 file(s)" \
+        in said

@@ -1044,6 +1044,7 @@ def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sampl
     assert summary["n_cases"] == 2 and summary["blocks"]["overall"]["n_failed_pred_gt_ok"] == 1
     assert summary["failed_predictions"][0]["case_id"] == "04750"
     assert summary["ipp_seg_version"] == __version__  # whose conventions the figures follow
+    assert summary["prediction_versions"] == [__version__]  # ...and which ipp-seg made the predictions
     # The run's masks folder given itself scores the same (it had left the failed frame out), and
     # names the model as the run's folder does.
     from_masks = invoke("evaluate", tmp_path / "run" / "masks", gt, "--out", tmp_path / "ev_masks")

@@ -299,7 +299,8 @@ class EvaluationReport:
     ``failed_predictions``: (case ID, why) of ground truths whose frame that batch run failed
     before drawing a mask (:attr:`RunRecord.failures`), scored as empty predictions.
     ``seen_in_training``: (model, case IDs) of each recorded model whose card lists evaluated
-    case IDs among those it trained on (:func:`cases_seen_in_training`).
+    case IDs among those it trained on (:func:`cases_seen_in_training`). ``prediction_versions``:
+    the ipp-seg versions that made the predictions, where their folder records them.
     """
 
     method: str
@@ -317,6 +318,7 @@ class EvaluationReport:
     prediction_models: tuple[tuple[str, str], ...] = ()
     failed_predictions: tuple[tuple[str, str], ...] = ()
     seen_in_training: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    prediction_versions: tuple[str, ...] = ()
 
     @property
     def overall(self) -> BlockSummary:
@@ -358,6 +360,8 @@ class EvaluationReport:
             "prediction_models": [{"model": m, "model_sha256": s or None} for m, s in self.prediction_models],
             # Frames the predicting run failed on before any mask: scored as empty predictions.
             "failed_predictions": [{"case_id": printable_path(c), "reason": r} for c, r in self.failed_predictions],
+            # Which ipp-seg made them ("" for 0.1.0's rows): rules differ by version (CHANGELOG.md).
+            "prediction_versions": list(self.prediction_versions),
             # Cases whose IDs a recording model trained on: its figures there are a fit, not a validation.
             "cases_seen_in_training": [{"model": m, "n_cases": len(ids), "case_ids": [printable_path(c) for c in ids]}
                                        for m, ids in self.seen_in_training],
@@ -778,6 +782,8 @@ def evaluate_folders(
         orientation=orientation,
         labels=labels,
         seen_in_training=cases_seen_in_training(models, [c.case_id for c in results]),
+        prediction_versions=tuple(sorted((run.versions if run is not None else set())
+                                         | {str(item["ipp_seg_version"]) for _, item in reports})),
         missing_predictions=tuple(missing_pred),
         missing_ground_truth=tuple(missing_gt),
         missing_images=tuple(missing_images),
@@ -858,7 +864,8 @@ class RunRecord:
     whether it drew a mask of any frame (a run that failed on every frame has none to keep).
     ``reasons``: case ID -> the reason codes of its row, for the frames it drew a mask of.
     ``spacings``: case ID -> the (x, y) mm per pixel its row was measured with (the scan's
-    calibration, or the run's ``--spacing-mm``), where it had one."""
+    calibration, or the run's ``--spacing-mm``), where it had one. ``versions``: the ipp-seg
+    versions that wrote its rows ("" for rows of 0.1.0, which did not say)."""
 
     cases: frozenset[str]
     failures: Mapping[str, str]
@@ -866,6 +873,7 @@ class RunRecord:
     segmented: bool
     reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     spacings: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    versions: frozenset[str] = frozenset()
 
 
 def read_run_record(pred_dir: PathLike) -> RunRecord | None:
@@ -882,12 +890,14 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
     models: set[tuple[str, str]] = set()
     reasons: dict[str, tuple[str, ...]] = {}
     spacings: dict[str, tuple[float, float]] = {}
+    versions: set[str] = set()
     try:
         with open(table, newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
                 names = _case_names_of_row(row)
                 cases.update(names)
                 models.add((row.get("model") or "", row.get("model_sha256") or ""))
+                versions.add(row.get("ipp_seg_version") or "")
                 if row.get("reasons") is None:
                     continue
                 if row_segmented(row):
@@ -909,7 +919,7 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                        table, exc)
         return None
     return RunRecord(frozenset(cases), {case: why for case, why in failures.items() if case not in segmented},
-                     frozenset(models), bool(segmented), reasons, spacings)
+                     frozenset(models), bool(segmented), reasons, spacings, frozenset(versions))
 
 
 def _row_spacing(row: dict) -> tuple[float, float] | None:

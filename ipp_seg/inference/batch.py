@@ -1308,8 +1308,12 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
             log.warning("%s holds rows of %d file(s) no longer in the folder (kept): %s", csv_path, len(gone),
                         _examples(gone))
     if upgraded and rows:
+        new = [column for column in CSV_COLUMNS if column not in header]
+        derived = [column for column in ("aop_doubtful", "hsd_doubtful") if column in new]
         log.warning("%s: written by an earlier version of ipp-seg; its rows are kept under this version's columns "
-                    "(the new ones empty, but aop_doubtful and hsd_doubtful, read from the rows' reasons)", csv_path)
+                    "(%s)", csv_path, f"{', '.join(new)} new, empty in them" + (
+                        f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
+                    if new else "in this version's order")
     if partial or len(kept) < len(read) or upgraded or reformatted:
         _replace_rows(csv_path, kept, ".resume")
         if len(kept) < len(rows):
@@ -1529,12 +1533,54 @@ def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_s
         fh.write("\n")
 
 
-def _kinds_written_before(record: dict, folders_before: dict[str, bool]) -> set[str]:
+#: The first version that records its run (RUN_RECORD_NAME): rows of an earlier one were not
+#: written by the run a record beside them describes.
+RUN_RECORDED_SINCE = (0, 2, 4)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).split("."))
+    except ValueError:  # empty (0.1.0's rows) or not a version
+        return (0,)
+
+
+def _run_record_of_rows(out_dir: Path, csv_path: Path, weights_sha256: str) -> tuple[dict, str | None]:
+    """The run record beside a resumed run's rows (:func:`_read_run_record`), and, where it is not
+    taken for theirs, why (then the record is empty): none there, unreadable, of other weights, or
+    beside rows of a version that records no run (a 0.2.3 run's ``--overwrite`` leaves a newer
+    run's record in place). A record taken for another run's would put this run's SEGs and SRs in
+    that run's series, and say of the files done before what they do not have."""
+    path = out_dir / RUN_RECORD_NAME
+    if not path.exists():
+        return {}, "is not there (a run of ipp-seg before 0.2.4, or removed)"
+    record = _read_run_record(out_dir)
+    if not record:
+        return {}, "cannot be read"
+    if record.get("model_sha256") != weights_sha256:
+        return {}, "is of other weights than the rows"
+    try:
+        rows = _complete_rows(csv_path)[0]
+    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):
+        return {}, "cannot be checked against the rows"
+    if any(_version_tuple(row.get("ipp_seg_version", "")) < RUN_RECORDED_SINCE for row in rows):
+        return {}, "is not that of the rows' run (some were written by ipp-seg before 0.2.4)"
+    return record, None
+
+
+def _kinds_written_before(record: dict, folders_before: dict[str, bool], out_dir: Path) -> set[str]:
     """The kinds of output every file the resumed run measured has: as it recorded them, or, for a
-    run that recorded nothing, each kind whose folder it had made (a SEG's and an SR's alike)."""
+    run that recorded nothing, each kind of which its folder holds any (a SEG is told from an SR by
+    its name's ending; that every file has one is then assumed)."""
     if "kinds" in record:
         return record["kinds"]
-    return {kind for kind, place in _OUTPUT_PLACES.items() if folders_before[place[0]]}
+    kinds = set()
+    for kind, (folder, ending, _) in _OUTPUT_PLACES.items():
+        root = out_dir / folder
+        if folders_before[folder] and not root.is_symlink() and next(
+                (p for p in root.rglob(f"*{ending}") if p.is_file()), None) is not None:
+            kinds.add(kind)
+    return kinds
 
 
 def _say_outputs_not_written_again(options: BatchOptions, skipped: int, written_before: set[str]) -> None:
@@ -1611,12 +1657,19 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         on_start(len(todo))
     # The record of the run whose rows this one goes on with: none without such rows (a CSV removed,
     # its hidden record left), nor one of other weights.
-    record = _read_run_record(options.out_dir) if options.resume and done else {}
-    if record.get("model_sha256") != weights_sha256:
-        record = {}
-    written_before = _kinds_written_before(record, outputs_before)
+    record, not_taken = _run_record_of_rows(options.out_dir, csv_path, weights_sha256) if (
+        options.resume and done) else ({}, None)
+    written_before = _kinds_written_before(record, outputs_before, options.out_dir)
+    if not_taken and (options.dicom_seg or options.dicom_sr or written_before & {"seg", "sr"}):
+        log.warning("the record of the run this resumes (%s) %s: the DICOM SEGs and SRs this run writes start series "
+                    "of their own, and what the files measured before have is judged from the output folders",
+                    RUN_RECORD_NAME, not_taken)
     if skipped:
         _say_outputs_not_written_again(options, skipped, written_before)
+        dropped = [shown for kind, shown in _KINDS_SHOWN.items() if kind in written_before - _kinds_asked(options)]
+        if dropped and todo:
+            log.warning("the run this resumes wrote %s for its files; this run writes none for the %d file(s) it "
+                        "measures: give the same options to go on alike", " and ".join(dropped), len(todo))
     if (options.dicom_seg or options.dicom_sr) and options.run_uid is None:
         # Resumed: the objects join the series the run began (one per source series and kind).
         options = replace(options, run_uid=record.get("run_uid", uuid.uuid4().hex),
