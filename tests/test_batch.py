@@ -2251,7 +2251,7 @@ def test_a_resumed_run_adds_its_dicom_results_to_the_series_it_began_and_says_wh
     assert batch_module._read_run_record(out)["kinds"] == {"sr"}
 
 
-def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sample_dicom, sample_png):
+def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sample_dicom, sample_png, monkeypatch):
     # A SEG and an SR refused (a Patient ID that breaks the standard) had left the row ok with nothing in it to say so:
     # the summary counted them, and a data manager could not tell which examinations a PACS would lack results for.
     pytest.importorskip("highdicom")
@@ -2284,9 +2284,21 @@ def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sam
     assert json.loads((tmp_path / "p" / "bad.json").read_text())["dicom_results"] == "sr_refused"
     said = _run("predict", root / "good.dcm", root / "frame.png", "--out", tmp_path / "p2", "--dicom-seg", "--json")
     assert [item["dicom_results"] for item in json.loads(said.stdout)] == ["seg", ""], said.output
+    # A SEG or SR that meets a full disk: the frame's JSON report is written all the same (it had been written
+    # before the DICOM results, and a later change wrote it after them only).
+    import ipp_seg.inference.report as report_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_module, "write_frame_dicom", full_disk)
+    with pytest.raises(OSError):
+        list(Predictor().predict_scans([root / "good.dcm"], tmp_path / "p3", dicom_sr=True))
+    assert (tmp_path / "p3" / "good.json").is_file()
 
 
-def test_a_resume_takes_no_run_record_that_is_not_its_rows_run_and_says_so(tmp_path, sample_dicom, caplog):
+def test_a_resume_takes_no_run_record_that_is_not_its_rows_run_and_says_so(tmp_path, sample_dicom, caplog,
+                                                                          monkeypatch):
     # A multi-site upgrade: a 0.2.3 run's --overwrite of a 0.2.4 OUT left the newer run's record, and a 0.2.4 resume put
     # its SEGs in the replaced run's series; an unreadable record was passed over without a word; a resume of a
     # SEG-only run without a record took dicom-results/ for SRs too; a resume without the run's options wrote none.
@@ -2334,7 +2346,19 @@ def test_a_resume_takes_no_run_record_that_is_not_its_rows_run_and_says_so(tmp_p
     (out / batch_module.RUN_RECORD_NAME).unlink()
     said = resume(4, dicom_seg=True, dicom_sr=True)
     assert "is not there" in said and "those the run they come from wrote no DICOM SR for get none" in said
-    # Resumed without the options the run had: said.
+    # Resumed without the options the run had: said. (The record the last resume wrote beside IM_1's 0.2.3 row is
+    # taken: it counted that row. Every file has a SEG; IM_1 to IM_3 no SR.)
     said = resume(5)
-    assert "the run this resumes wrote DICOM SEG and DICOM SR for its files; this run writes none for the 1 file(s)" \
-        in said
+    assert "the run this resumes wrote DICOM SEG for its files; this run writes none for the 1 file(s)" in said
+    assert "record of the run" not in said
+    # A record is written with the run's first rows: an --overwrite stopped before them leaves the earlier rows, and
+    # so the earlier record (it had been replaced at once, to describe a run that wrote nothing).
+    recorded = (out / batch_module.RUN_RECORD_NAME).read_bytes()
+
+    def stopped(self, items, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module.FileProcessor, "process_files", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True, dicom_seg=True, dicom_sr=True))
+    assert (out / batch_module.RUN_RECORD_NAME).read_bytes() == recorded

@@ -13,6 +13,7 @@ written in file order, so the CSV does not depend on the number of workers.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -1509,7 +1510,8 @@ def _read_run_record(out_dir: Path) -> dict:
     if not isinstance(record, dict) or not isinstance(record.get("outputs"), list):
         return {}
     checked: dict = {"kinds": {kind for kind in record["outputs"] if isinstance(kind, str) and kind in _OUTPUT_PLACES},
-                     "model_sha256": record.get("model_sha256")}
+                     "model_sha256": record.get("model_sha256"),
+                     "earlier_version_rows": record.get("earlier_version_rows", 0)}
     uid, started = record.get("dicom_run_uid"), record.get("dicom_run_started")
     if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{32}", uid) and isinstance(started, str):
         with suppress(ValueError):
@@ -1520,13 +1522,16 @@ def _read_run_record(out_dir: Path) -> dict:
 
 
 def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
-                      model_sha256: str) -> None:
+                      model_sha256: str, earlier_rows: int = 0) -> None:
     """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
     file measured so far has, so that it says which it cannot add (no output folder tells a SEG
     from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
     instead of starting new series in a PACS. ``model_sha256``: the weights its rows are of (a
-    record left beside another run's rows is not taken for theirs)."""
+    record left beside another run's rows is not taken for theirs); ``earlier_rows``: how many of
+    the CSV's rows an earlier version wrote (a run begun by 0.2.3 and resumed since), so that a
+    later resume tells such a run's record from one a 0.2.3 ``--overwrite`` left."""
     record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
+              "earlier_version_rows": earlier_rows,
               "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None}
     with replacing(out_dir / RUN_RECORD_NAME, text=True, encoding="utf-8", newline="\n") as fh:
         json.dump(record, fh, indent=1)
@@ -1539,10 +1544,19 @@ RUN_RECORDED_SINCE = (0, 2, 4)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
+    """``0.2.4`` (and ``0.3.0rc1``, ``0.2.4+local``) as (0, 2, 4) / (0, 3, 0); (0,) for an empty
+    cell (0.1.0's rows) or no version."""
+    found = re.match(r"\d+(\.\d+)*", str(text).strip())
+    return tuple(int(part) for part in found.group(0).split(".")) if found else (0,)
+
+
+def _earlier_version_rows(csv_path: Path) -> int:
+    """How many of the CSV's complete rows a version before :data:`RUN_RECORDED_SINCE` wrote."""
     try:
-        return tuple(int(part) for part in str(text).split("."))
-    except ValueError:  # empty (0.1.0's rows) or not a version
-        return (0,)
+        rows = _complete_rows(csv_path)[0]
+    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):
+        return -1  # (matches no record)
+    return sum(_version_tuple(row.get("ipp_seg_version", "")) < RUN_RECORDED_SINCE for row in rows)
 
 
 def _run_record_of_rows(out_dir: Path, csv_path: Path, weights_sha256: str) -> tuple[dict, str | None]:
@@ -1559,27 +1573,40 @@ def _run_record_of_rows(out_dir: Path, csv_path: Path, weights_sha256: str) -> t
         return {}, "cannot be read"
     if record.get("model_sha256") != weights_sha256:
         return {}, "is of other weights than the rows"
-    try:
-        rows = _complete_rows(csv_path)[0]
-    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):
+    earlier = _earlier_version_rows(csv_path)
+    if earlier < 0:
         return {}, "cannot be checked against the rows"
-    if any(_version_tuple(row.get("ipp_seg_version", "")) < RUN_RECORDED_SINCE for row in rows):
-        return {}, "is not that of the rows' run (some were written by ipp-seg before 0.2.4)"
+    if earlier != record["earlier_version_rows"]:  # (a 0.2.3 --overwrite left it beside its own rows)
+        return {}, "is not that of the rows' run (rows written by ipp-seg before 0.2.4 are not those it knew)"
     return record, None
 
 
-def _kinds_written_before(record: dict, folders_before: dict[str, bool], out_dir: Path) -> set[str]:
+#: Files of the resumed run's rows looked at, at most, to tell which kinds of output it wrote.
+_FILES_LOOKED_AT = 1000
+
+
+def _kinds_written_before(record: dict, folders_before: dict[str, bool], out_dir: Path,
+                          done: dict[str, set]) -> set[str]:
     """The kinds of output every file the resumed run measured has: as it recorded them, or, for a
-    run that recorded nothing, each kind of which its folder holds any (a SEG is told from an SR by
-    its name's ending; that every file has one is then assumed)."""
+    run that recorded nothing, each kind found under the name one of its rows (``done``) gives it
+    (a SEG is told from an SR; a file of the user's own in OUT/masks is not taken for a mask; that
+    every file has one is then assumed)."""
     if "kinds" in record:
         return record["kinds"]
     kinds = set()
-    for kind, (folder, ending, _) in _OUTPUT_PLACES.items():
-        root = out_dir / folder
-        if folders_before[folder] and not root.is_symlink() and next(
-                (p for p in root.rglob(f"*{ending}") if p.is_file()), None) is not None:
-            kinds.add(kind)
+    files = [(path_of_printable(name), frames) for name, frames in list(done.items())[:_FILES_LOOKED_AT]]
+    renames = suffix_disambiguated(rel for rel, _ in files)
+    for kind, (folder, _, _) in _OUTPUT_PLACES.items():
+        if not folders_before[folder] or (out_dir / folder).is_symlink():
+            continue
+        for rel, frames in files:
+            named = renames.get(rel, rel)
+            first = min((f for f in frames if isinstance(f, int)), default=0)
+            # (a frame of a cine is named with _f0003; a still image without)
+            if any(output_path(out_dir, kind, stem).is_file()
+                   for stem in {output_stem(named, 0, 1), output_stem(named, first, 2)}):
+                kinds.add(kind)
+                break
     return kinds
 
 
@@ -1659,8 +1686,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # its hidden record left), nor one of other weights.
     record, not_taken = _run_record_of_rows(options.out_dir, csv_path, weights_sha256) if (
         options.resume and done) else ({}, None)
-    written_before = _kinds_written_before(record, outputs_before, options.out_dir)
-    if not_taken and (options.dicom_seg or options.dicom_sr or written_before & {"seg", "sr"}):
+    written_before = _kinds_written_before(record, outputs_before, options.out_dir, done)
+    if not_taken and (options.dicom_seg or options.dicom_sr) and todo:
         log.warning("the record of the run this resumes (%s) %s: the DICOM SEGs and SRs this run writes start series "
                     "of their own, and what the files measured before have is judged from the output folders",
                     RUN_RECORD_NAME, not_taken)
@@ -1694,10 +1721,13 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # Set up the engine (the Ray one needs its package) before a previous CSV is replaced.
     left: list[tuple[str, str]] = []  # stopped early: (file, path) of outputs whose rows may be unwritten
     outcomes = _engine_outcomes(options, todo, workers, left)
-    # Every file measured so far has what this run asks for, and those it skips what they had.
-    _write_run_record(options.out_dir, _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
-                      options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"),
-                      weights_sha256)
+    # Every file measured so far has what this run asks for, and those it skips what they had. Recorded
+    # with the run's first rows: a run stopped before them leaves the earlier run's rows and record.
+    record_now = functools.partial(
+        _write_run_record, options.out_dir,
+        _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
+        options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
+        earlier_rows=_earlier_version_rows(csv_path) if skipped else 0)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
@@ -1708,6 +1738,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
+                if not rowed:
+                    record_now()
                 rowed.add(outcome.file)
                 if earlier:
                     written_now.update(outcome.outputs)
