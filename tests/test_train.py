@@ -710,6 +710,16 @@ def test_a_cards_command_may_name_the_configs_of_the_runs_it_was_fine_tuned_from
         _check_command_config("ipp-seg train data --out runs/t2 --epochs 12", {"conv-unet-s"}, tmp_path / "t2")
     _check_command_config("ipp-seg train data --out r && python scripts/average_weights.py a b", {"dssau-net-s"},
                           tmp_path)
+    # Read as a shell reads it (a review found these refused, or let through): a resumed run keeps its own config; a
+    # folder or argument named train, a description, a # in a path; commands one per line; python -m ipp_seg.
+    for fine in ("ipp-seg train d --config m --out r; ipp-seg train d --out r --resume --epochs 120",
+                 "cd train && ipp-seg train d --config m", "ipp-seg train d --config m; ipp-seg evaluate p train",
+                 "Trained with ipp-seg train on site data", "ipp-seg train d --out runs/#3 --config m"):
+        _check_command_config(fine, {"m"}, tmp_path)
+    for wrong in ("ipp-seg train d --config m\nipp-seg train d --out x", "python3 -m ipp_seg -v train d --config x",
+                  "/opt/venv/bin/ipp-seg train d --config x"):
+        with pytest.raises(ValueError, match="the command trains"):
+            _check_command_config(wrong, {"m"}, tmp_path)
 
 
 def test_a_cards_validation_fails_the_frames_batch_fails_for_confidence_below_its_floors(psfhs_dir):
@@ -1665,6 +1675,10 @@ def test_model_card_states_the_signed_aop_agreement_and_a_bias_as_a_known_limit(
     (limit,) = _bias_limit({"overall": {"cases": 10, "aop_agreement": {**low, "n": 5}}})
     assert "Over the 5 of its 10 validation frames that have an angle the AoP reads low" in limit
     assert "Over all its validation frames" in _bias_limit({"overall": {"cases": 200, **validation["overall"]}})[0]
+    from ipp_seg.train.ship import _duration_words
+
+    assert [_duration_words(h) for h in (5.5, 0.05, 0.004, 0.0, None)] == [
+        "5.5 h", "3.0 min", "14 s", "under 0.01 h", "an unrecorded time"]  # (0.0: a card before 0.2.4)
 
 
 def test_model_card_names_the_local_contrast_equalisation_when_the_model_uses_it():

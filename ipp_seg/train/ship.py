@@ -330,30 +330,47 @@ def _check_command_config(command: str, configs: set, run_dir: Path) -> None:
     config and contradict it. (A command without a train run is taken as given.)"""
     import shlex
 
-    try:
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        words = list(lexer)
-    except ValueError:  # unbalanced quotes: a description rather than a command line
-        return
-    named, run = set(), None  # run: the words of the train run being read
-    for word in [*words, "&&"]:
+    words = []
+    for line in command.splitlines():  # (commands pasted one per line)
+        try:
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.whitespace_split, lexer.commenters = True, ""  # (a # inside a path is no comment)
+            words += [*lexer, ";"]
+        except ValueError:  # unbalanced quotes: a description rather than a command line
+            return
+    named, run, command_words = set(), None, []  # run: the words of the train run being read
+    for word in words:
         if word in ("&&", "||", ";", "|", "&"):
-            if run is not None:
+            # A resumed run goes on with its own config (train keeps it): nothing to compare.
+            if run is not None and "--resume" not in run:
                 given = [run[i + 1] for i, w in enumerate(run[:-1]) if w == "--config"]
                 given += [w.split("=", 1)[1] for w in run if w.startswith("--config=")]
                 named.update(given or [DEFAULT_CONFIG])
-            run = None
+            run, command_words = None, []
         elif run is not None:
             run.append(word)
-        elif word == "train":
-            run = []
+        elif word == "train" and _invokes_ipp_seg(command_words):
+            run = []  # ipp-seg's train subcommand (not a folder named train, nor a word of a description)
+        else:
+            command_words.append(word)
     other = sorted(named - configs)
     if other:
         runs = " or ".join(sorted(str(c) for c in configs if c))
         raise ValueError(f"the command trains {', '.join(other)} (its --config, or train's default {DEFAULT_CONFIG} "
                          f"where a run names none), but {run_dir} is a {runs} run: give the commands that made it "
                          "(--command)")
+
+
+def _invokes_ipp_seg(words: list[str]) -> bool:
+    """Whether ``words`` are a command that calls ipp-seg up to its subcommand: ``ipp-seg`` (or a
+    path to it) or ``python -m ipp_seg``, then only options (``-v``)."""
+    if words and (words[0] == "ipp-seg" or words[0].endswith("/ipp-seg")):
+        rest = words[1:]
+    elif len(words) >= 3 and Path(words[0]).name.startswith("python") and words[1:3] == ["-m", "ipp_seg"]:
+        rest = words[3:]
+    else:
+        return False
+    return all(word.startswith("-") for word in rest)
 
 
 def _check_same_frames(checkpoint: dict, run_dir: Path, data) -> None:
@@ -830,8 +847,12 @@ def _blocks_text(blocks: list, shown: int = 8) -> str:
     return ", ".join(words) + more
 
 
-def _duration_words(hours: float) -> str:
+def _duration_words(hours: float | None) -> str:
     """Training time as a reader takes it in: hours, minutes under 0.1 h, seconds under a minute."""
+    if hours is None:
+        return "an unrecorded time"
+    if hours == 0:  # (cards before 0.2.4 rounded a run of seconds to 0.0)
+        return "under 0.01 h"
     if hours >= 0.1:
         return f"{hours} h"
     if hours >= 1 / 60:
