@@ -1019,6 +1019,13 @@ def test_evaluate_says_which_model_made_the_predictions_and_warns_of_a_mix(tmp_p
         " ".join(result.output.split())
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["prediction_models"] == [{"model": "dssau-net-s", "model_sha256": report["model_sha256"]}]
+    assert summary["prediction_versions"] == [report["ipp_seg_version"]]
+    # An earlier evaluation's summary.json left among the predictions is no frame's report: its version is not theirs.
+    (pred / "summary.json").write_text(json.dumps({**summary, "ipp_seg_version": "9.9.9"}))
+    assert invoke("evaluate", pred, gt, "--out", tmp_path / "ev2").exit_code == 0
+    assert json.loads((tmp_path / "ev2" / "summary.json").read_text())["prediction_versions"] == [
+        report["ipp_seg_version"]]
+    (pred / "summary.json").unlink()
     (pred / "04750.json").write_text(json.dumps({**report, "model": "star-dssau-net-s", "model_sha256": "ab" * 32}))
     mixed = " ".join(invoke("evaluate", pred, gt).output.split())
     assert "warning: the predictions folder records 2 models: dssau-net-s" in mixed and "may mix" in mixed

@@ -783,7 +783,8 @@ def evaluate_folders(
         labels=labels,
         seen_in_training=cases_seen_in_training(models, [c.case_id for c in results]),
         prediction_versions=tuple(sorted((run.versions if run is not None else set())
-                                         | {str(item["ipp_seg_version"]) for _, item in reports})),
+                                         | {str(item["ipp_seg_version"]) for _, item in reports
+                                            if "model" in item})),  # (a frame's report; not evaluate's summary)
         missing_predictions=tuple(missing_pred),
         missing_ground_truth=tuple(missing_gt),
         missing_images=tuple(missing_images),
@@ -897,7 +898,8 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                 names = _case_names_of_row(row)
                 cases.update(names)
                 models.add((row.get("model") or "", row.get("model_sha256") or ""))
-                versions.add(row.get("ipp_seg_version") or "")
+                if row.get("file"):  # (a blank row a spreadsheet left says nothing of a version)
+                    versions.add(row.get("ipp_seg_version") or "")
                 if row.get("reasons") is None:
                     continue
                 if row_segmented(row):

@@ -166,6 +166,10 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                                      frame.frame_index, frame.n_frames,
                                                                      frame.provenance.frame_number),
                                                  tta=bool(report.get("tta")), model=report.get("model")))
+    def write_report() -> None:
+        with replacing(written[2], text=True, encoding="utf-8") as fh:
+            fh.write(json.dumps(report, indent=2))
+
     refusal = None
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
         asked = [kind for kind, wanted in (("seg", dicom_seg), ("sr", dicom_sr)) if wanted]
@@ -181,10 +185,12 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
             report["dicom_results"] = dicom_results_cell(asked, [kind for kind, _ in exc.refused])
             written += exc.written
             refusal = exc
+        except BaseException:  # (a full disk, say): the frame's report is written as it was before
+            write_report()
+            raise
     elif dicom_seg or dicom_sr:
         report["dicom_results"] = ""  # not DICOM: nothing for a SEG or SR to reference
-    with replacing(written[2], text=True, encoding="utf-8") as fh:
-        fh.write(json.dumps(report, indent=2))
+    write_report()
     if refusal is not None:
         raise DicomOutputsRefused(refusal.refused, written)
     return written

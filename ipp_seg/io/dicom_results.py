@@ -39,6 +39,7 @@ corner of the top-left pixel, i.e. the measurement's landmark (x, y) plus 0.5.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import re
@@ -655,7 +656,8 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
             put(keyword, "")
     syntax = str(getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", "") or "")
     method = _LOSSY_SYNTAXES.get(syntax)
-    if method is None and syntax in _JPEG2000_SYNTAXES and _irreversible_wavelet(getattr(source, "filename", None)):
+    if (method is None and kind == "SEG" and syntax in _JPEG2000_SYNTAXES
+            and _irreversible_wavelet(getattr(source, "filename", None))):  # (an SR says nothing of pixels)
         method = _JPEG2000_SYNTAXES[syntax]
     if method is not None and str(fixed.get("LossyImageCompression", "") or "") != "01":
         # Stored lossy without saying so (an archive that compresses on ingest): a SEG drawn on
@@ -714,9 +716,18 @@ _CODESTREAM_HEAD_BYTES = 8 << 20  # the first frame's main header lies near the 
 def _irreversible_wavelet(path) -> bool:
     """Whether the first JPEG 2000 codestream in the file at ``path`` codes with the irreversible
     9-7 wavelet (its COD segment's transformation 0), which is lossy; False where it cannot be
-    read or told."""
+    read or told. Read once per file (and its size and time): a cine's SEGs ask for each frame."""
     if not isinstance(path, (str, os.PathLike)):
         return False
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return _irreversible_wavelet_of(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _irreversible_wavelet_of(path: str, size: int, mtime_ns: int) -> bool:
     try:
         with open(path, "rb") as fh:
             data = fh.read(_CODESTREAM_HEAD_BYTES)
