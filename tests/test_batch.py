@@ -2362,3 +2362,35 @@ def test_a_resume_takes_no_run_record_that_is_not_its_rows_run_and_says_so(tmp_p
     with pytest.raises(KeyboardInterrupt):
         batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True, dicom_seg=True, dicom_sr=True))
     assert (out / batch_module.RUN_RECORD_NAME).read_bytes() == recorded
+
+
+def test_a_resume_that_skips_nothing_still_counts_the_earlier_versions_rows_it_keeps(tmp_path, sample_dicom, caplog):
+    # A 0.2.3 run whose one file failed (tried again) beside a row of a file since removed (kept): the record had
+    # counted no earlier-version row, and every later resume refused it as another run's.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    import ipp_seg.inference.batch as batch_module
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    for number in (0, 1, 2):
+        ds = pydicom.dcmread(sample_dicom)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(tmp_path / f"IM_{number}")
+    for number in (0, 1):
+        shutil.copy(tmp_path / f"IM_{number}", root)
+    batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True))
+    rows = _rows(out / "measurements.csv")
+    for row in rows:
+        row["ipp_seg_version"] = "0.2.3"
+        if row["file"] == "IM_1":
+            row.update(status="failed", reasons="unreadable", aop_deg="")
+    batch_module.write_measurements_csv(out / "measurements.csv", rows)
+    (root / "IM_0").unlink()
+    batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))  # IM_1 again
+    shutil.copy(tmp_path / "IM_2", root)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))
+    assert "record of the run" not in caplog.text

@@ -1727,7 +1727,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         _write_run_record, options.out_dir,
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
-        earlier_rows=_earlier_version_rows(csv_path) if skipped else 0)
+        earlier_rows=_earlier_version_rows(csv_path) if options.resume else 0)  # (the rows it keeps, whatever it skips)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
