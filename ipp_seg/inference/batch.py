@@ -438,12 +438,14 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     return row
 
 
-def dicom_results_cell(asked: Iterable[str], refused: Iterable[str] = ()) -> str:
-    """A row's ``dicom_results``: each DICOM object asked for its frame ("seg", "sr"), as
-    written, or with ``_refused`` where it could not be made (``seg;sr_refused``), so that the
-    rows say which results a PACS will lack, not the summary alone."""
+def dicom_results_cell(seg: bool, sr: bool, refused: Iterable[str] = ()) -> str:
+    """A row's ``dicom_results``: each DICOM object asked for its frame (``seg``, ``sr``), as
+    written, or with ``_refused`` where it could not be made (``refused``: "SEG", "SR", either
+    case; ``seg;sr_refused``), so that the rows say which results a PACS will lack, not the
+    summary alone."""
     refused = {kind.lower() for kind in refused}
-    return ";".join(kind + ("_refused" if kind in refused else "") for kind in ("seg", "sr") if kind in set(asked))
+    return ";".join(kind + ("_refused" if kind in refused else "") for kind, asked in (("seg", seg), ("sr", sr))
+                    if asked)
 
 
 def _doubt_cell(doubtful: bool | None) -> str:
@@ -948,7 +950,7 @@ class FileProcessor:
         Instance Number is the source's (its frame number for a cine), not made unique across the
         run's files: workers write apart, and the numbers do not change with their count. A SEG
         or SR refused (a source without what it needs) is said once per file and cause; the row
-        stands. Returns the kinds ("seg", "sr") refused."""
+        stands. Returns the kinds ("SEG", "SR") refused."""
         from ..io.dicom_results import DicomOutputsRefused, write_frame_dicom
 
         opts, frame = self.options, result.frame
@@ -967,7 +969,7 @@ class FileProcessor:
         except DicomOutputsRefused as exc:
             if first_time(str(exc)):
                 log.warning("%s: %s", name, exc)
-            return [kind.lower() for kind, _ in exc.refused]
+            return [kind for kind, _ in exc.refused]
         return []
 
     def process_files(self, items: list[tuple[Path, frozenset]],
@@ -1026,9 +1028,8 @@ class FileProcessor:
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
                 refused = self._write_dicom(result, stem, name, outputs[item], written,
                                             lambda cause, item=item: _first_time(refusals_said, (item, cause)))
-                asked = [kind for kind, wanted in (("seg", opts.dicom_seg), ("sr", opts.dicom_sr)) if wanted]
-                dicom_cell = dicom_results_cell(asked, refused)
-                dicom_counts[item][0] += len(asked) - len(refused)
+                dicom_cell = dicom_results_cell(opts.dicom_seg, opts.dicom_sr, refused)
+                dicom_counts[item][0] += opts.dicom_seg + opts.dicom_sr - len(refused)
                 dicom_counts[item][1] += len(refused)
             timings["write_s"] += time.perf_counter() - started
             rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
@@ -1469,6 +1470,13 @@ def _earlier_rows(csv_path: Path) -> dict[str, list[str]]:
     return files
 
 
+def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
+    """The output stems a file (its output name ``named``) may have given its rows' ``frames``:
+    a frame's outputs are named with _f0003 where its file has several frames, without where it
+    has one (which the rows do not say): both."""
+    return {output_stem(named, 0, 1)} | {output_stem(named, frame, 2) for frame in frames}
+
+
 def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], written: set[str]) -> list[Path]:
     """After ``--overwrite`` replaced the earlier run's CSV: the masks, overlays, SEGs and SRs in
     OUT under the names its rows (``earlier``, :func:`_earlier_rows`) give them that this run did
@@ -1482,10 +1490,7 @@ def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], 
         rel = path_of_printable(name)
         if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
             continue
-        named = renames.get(rel, rel)
-        # A frame's outputs are named with _f0003 where its file has several frames: both tried.
-        stems = {output_stem(named, 0, 1)} | {output_stem(named, int(f), 2) for f in frames if f.isascii()
-                                              and f.isdigit()}
+        stems = _stems_of_rows(renames.get(rel, rel), [int(f) for f in frames if f.isascii() and f.isdigit()])
         for kind, (folder, _, _) in _OUTPUT_PLACES.items():
             if (options.out_dir / folder).is_symlink():
                 continue
@@ -1559,12 +1564,13 @@ def _earlier_version_rows(csv_path: Path) -> int:
     return sum(_version_tuple(row.get("ipp_seg_version", "")) < RUN_RECORDED_SINCE for row in rows)
 
 
-def _run_record_of_rows(out_dir: Path, csv_path: Path, weights_sha256: str) -> tuple[dict, str | None]:
+def _run_record_of_rows(out_dir: Path, weights_sha256: str, earlier_rows: int) -> tuple[dict, str | None]:
     """The run record beside a resumed run's rows (:func:`_read_run_record`), and, where it is not
     taken for theirs, why (then the record is empty): none there, unreadable, of other weights, or
-    beside rows of a version that records no run (a 0.2.3 run's ``--overwrite`` leaves a newer
-    run's record in place). A record taken for another run's would put this run's SEGs and SRs in
-    that run's series, and say of the files done before what they do not have."""
+    beside rows of a version that records no run other than the ``earlier_rows`` it counted
+    (:func:`_earlier_version_rows`; a 0.2.3 run's ``--overwrite`` leaves a newer run's record in
+    place). A record taken for another run's would put this run's SEGs and SRs in that run's
+    series, and say of the files done before what they do not have."""
     path = out_dir / RUN_RECORD_NAME
     if not path.exists():
         return {}, "is not there (a run of ipp-seg before 0.2.4, or removed)"
@@ -1573,10 +1579,9 @@ def _run_record_of_rows(out_dir: Path, csv_path: Path, weights_sha256: str) -> t
         return {}, "cannot be read"
     if record.get("model_sha256") != weights_sha256:
         return {}, "is of other weights than the rows"
-    earlier = _earlier_version_rows(csv_path)
-    if earlier < 0:
+    if earlier_rows < 0:
         return {}, "cannot be checked against the rows"
-    if earlier != record["earlier_version_rows"]:  # (a 0.2.3 --overwrite left it beside its own rows)
+    if earlier_rows != record["earlier_version_rows"]:  # (a 0.2.3 --overwrite left it beside its own rows)
         return {}, "is not that of the rows' run (rows written by ipp-seg before 0.2.4 are not those it knew)"
     return record, None
 
@@ -1600,11 +1605,9 @@ def _kinds_written_before(record: dict, folders_before: dict[str, bool], out_dir
         if not folders_before[folder] or (out_dir / folder).is_symlink():
             continue
         for rel, frames in files:
-            named = renames.get(rel, rel)
             first = min((f for f in frames if isinstance(f, int)), default=0)
-            # (a frame of a cine is named with _f0003; a still image without)
-            if any(output_path(out_dir, kind, stem).is_file()
-                   for stem in {output_stem(named, 0, 1), output_stem(named, first, 2)}):
+            if any(output_path(out_dir, kind, stem).is_file() for stem in _stems_of_rows(renames.get(rel, rel),
+                                                                                          [first])):
                 kinds.add(kind)
                 break
     return kinds
@@ -1684,7 +1687,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         on_start(len(todo))
     # The record of the run whose rows this one goes on with: none without such rows (a CSV removed,
     # its hidden record left), nor one of other weights.
-    record, not_taken = _run_record_of_rows(options.out_dir, csv_path, weights_sha256) if (
+    # How many of the rows it keeps an earlier version wrote: checked against the record, and recorded.
+    earlier_rows = _earlier_version_rows(csv_path) if options.resume else 0
+    record, not_taken = _run_record_of_rows(options.out_dir, weights_sha256, earlier_rows) if (
         options.resume and done) else ({}, None)
     written_before = _kinds_written_before(record, outputs_before, options.out_dir, done)
     if not_taken and (options.dicom_seg or options.dicom_sr) and todo:
@@ -1727,7 +1732,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         _write_run_record, options.out_dir,
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
-        earlier_rows=_earlier_version_rows(csv_path) if options.resume else 0)  # (the rows it keeps, whatever it skips)
+        earlier_rows=earlier_rows)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0

@@ -172,7 +172,6 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
 
     refusal = None
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
-        asked = [kind for kind, wanted in (("seg", dicom_seg), ("sr", dicom_sr)) if wanted]
         try:
             written += write_frame_dicom(frame.provenance.path, result.labels, result.measurement, out_dir / stem,
                                          frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
@@ -180,9 +179,9 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                          model_sha256=result.model_sha256, tta=bool(report.get("tta")),
                                          software_version=__version__, run_uid=run_uid, run_started=run_started,
                                          numbers_used=numbers_used)
-            report["dicom_results"] = dicom_results_cell(asked)
+            report["dicom_results"] = dicom_results_cell(dicom_seg, dicom_sr)
         except DicomOutputsRefused as exc:
-            report["dicom_results"] = dicom_results_cell(asked, [kind for kind, _ in exc.refused])
+            report["dicom_results"] = dicom_results_cell(dicom_seg, dicom_sr, [kind for kind, _ in exc.refused])
             written += exc.written
             refusal = exc
         except BaseException:  # (a full disk, say): the frame's report is written as it was before
