@@ -172,7 +172,8 @@ def write_dicom_seg(
     frame = _check_frame(source, frame_number)
     mask = _check_mask(label_mask, source)
     label = _source_label(source)
-    source = _outside_an_incomplete_frame_of_reference(_conforming_source(source, label, "SEG"))
+    source = _outside_an_incomplete_frame_of_reference(_declaring_lossy_storage(_conforming_source(source, label,
+                                                                                                   "SEG"), source))
     with _refusals("Segmentation"):
         family = codes.cid7162.ArtificialIntelligence
         algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version,
@@ -654,16 +655,6 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
     for keyword in _COPIED_TYPE_2:
         if keyword not in fixed:
             put(keyword, "")
-    syntax = str(getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", "") or "")
-    method = _LOSSY_SYNTAXES.get(syntax)
-    if (method is None and kind == "SEG" and syntax in _JPEG2000_SYNTAXES
-            and _irreversible_wavelet(getattr(source, "filename", None))):  # (an SR says nothing of pixels)
-        method = _JPEG2000_SYNTAXES[syntax]
-    if method is not None and str(fixed.get("LossyImageCompression", "") or "") != "01":
-        # Stored lossy without saying so (an archive that compresses on ingest): a SEG drawn on
-        # its pixels says so, where highdicom would write 00, never compressed lossily.
-        put("LossyImageCompression", "01")
-        put("LossyImageCompressionMethod", method)
     if patient_id_blanked:  # the source's own (an Other Patient IDs item's is blanked as any other)
         # Left empty under the source's Study Instance UID, it would not match its patient: a PACS
         # quarantines such an object, or files it under a patient of its own.
@@ -692,6 +683,22 @@ _COPIED_KEYWORDS = frozenset({*_COPIED_STUDY, "PhysiciansOfRecord", "NameOfPhysi
 def _is_copied(element) -> bool:
     return (element.tag.group in _COPIED_GROUPS or element.keyword in _COPIED_KEYWORDS
             or element.VR in ("DA", "TM", "DT"))
+
+
+def _declaring_lossy_storage(conformed, source):
+    """``conformed`` (:func:`_conforming_source`'s copy of ``source``) saying Lossy Image
+    Compression 01 and its method where ``source`` is stored lossily without saying so (an archive
+    that compresses on ingest): highdicom takes a SEG's flag from its source, and had written 00,
+    never compressed lossily, of a mask drawn on JPEG pixels. An element is added anew, never
+    written into (the copy shares the caller's)."""
+    syntax = str(getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", "") or "")
+    method = _LOSSY_SYNTAXES.get(syntax)
+    if method is None and syntax in _JPEG2000_SYNTAXES and _irreversible_wavelet(getattr(source, "filename", None)):
+        method = _JPEG2000_SYNTAXES[syntax]
+    if method is not None and str(conformed.get("LossyImageCompression", "") or "") != "01":
+        conformed.add_new("LossyImageCompression", "CS", "01")
+        conformed.add_new("LossyImageCompressionMethod", "CS", method)
+    return conformed
 
 
 # Transfer syntaxes that are lossy whatever their encoder's settings, and the Lossy Image
