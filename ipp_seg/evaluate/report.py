@@ -1248,9 +1248,6 @@ def _read_image_mask(name: str) -> np.ndarray:
     return as_displayed(arr, data, name)  # turned as its scan is read, so that the two stay aligned
 
 
-_PAIRED_LAYOUTS = (("image_mha", "label_mha"), ("images", "masks"), ("images", "labels"))
-
-
 def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False,
                   images: bool = False) -> dict[str, Path]:
     """Case ID -> file. In a folder of ``predictions``, what ``ipp-seg predict --out`` writes
@@ -1264,12 +1261,13 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     reads, PSFHS's ``image_mha/`` beside ``label_mha/``, or ``images/`` beside ``masks/`` (or
     ``labels/``): its masks' folder is the ground truths', its images' folder the images'."""
     from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output, is_batch_output_part
+    from ..train.data import PAIRED_LAYOUTS  # (torch-free: the loader's layouts)
 
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
     if not predictions and not is_batch_output(root):  # (a batch run's masks/ beside its CSV are predictions)
-        for image_dir, mask_dir in _PAIRED_LAYOUTS:  # (as train.data.find_pairs reads them)
+        for image_dir, mask_dir in PAIRED_LAYOUTS:
             if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
                 logger.debug("%s: in the layout train reads; its %s/ taken", root, image_dir if images else mask_dir)
                 root = root / (image_dir if images else mask_dir)

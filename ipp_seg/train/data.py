@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
+#: Folders of image/mask pairs, (images, masks): PSFHS's layout, and PNG pairs. (evaluate reads them too.)
+PAIRED_LAYOUTS = (("image_mha", "label_mha"), ("images", "masks"), ("images", "labels"))
+
+
 def id_range(first: str, last: str) -> str:
     """A block of case IDs as ``--extra-validation`` takes it: FIRST-LAST, or FIRST..LAST where
     an ID holds a hyphen itself (``pt-01-f1..pt-01-f2``), which FIRST-LAST would make ambiguous."""
@@ -151,8 +155,7 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         raise FileNotFoundError(f"the data folder {folder} does not exist")
     if not folder.is_dir():
         raise ValueError(f"the data folder {folder} is a file, not a folder")
-    layouts = [("image_mha", "label_mha"), ("images", "masks"), ("images", "labels")]
-    for image_dir, mask_dir in layouts:
+    for image_dir, mask_dir in PAIRED_LAYOUTS:
         if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
             images = _by_case_id(folder, (p for p in (folder / image_dir).iterdir() if _is_image_file(p)), _case_id)
             masks = _by_case_id(folder, (p for p in (folder / mask_dir).iterdir() if _is_image_file(p)),
