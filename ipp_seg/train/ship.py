@@ -21,10 +21,10 @@ from ..evaluate import evaluate_arrays, read_reference_aop, summarise_block
 from ..inference.backends import OnnxSegmenter
 from ..inference.batch import FRAMES_PER_BATCH
 from ..inference.pipeline import measure_frame, segment_frames
-from ..measure.result import SEGMENTATION_REASONS
 from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
+from ..measure.result import SEGMENTATION_REASONS
 from ..nn.configs import DEFAULT_CONFIG
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
@@ -134,17 +134,18 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
     ids = sorted(wanted)
     frames = {cid: read_frame(pairs[cid][0]) for cid in ids}
     results = []
-    card_floors = floors  # else the first mode's (plain): the card's, which batch applies with --tta too
+    case_ids = [list(block) for block in case_id_blocks(ids)]
+    judged_by = floors  # else the first mode's (plain): the card's, which batch applies with --tta too
     for tta in tta_modes:
         started = time.perf_counter()
         confidences: dict = {}
         extents: dict = {}
         predictions = segment_by_id(segmenter, frames, tta, confidences, extents)
         seconds = time.perf_counter() - started
-        floors = confidence_floors(confidences.values())
-        card_floors = card_floors or floors
-        result = {"frames": len(ids), "case_ids": [list(block) for block in case_id_blocks(ids)],
-                  "inference_seconds": round(seconds, 1), "tta": tta, "confidence_floors": floors}
+        own_floors = confidence_floors(confidences.values())
+        judged_by = judged_by or own_floors
+        result = {"frames": len(ids), "case_ids": case_ids,
+                  "inference_seconds": round(seconds, 1), "tta": tta, "confidence_floors": own_floors}
         # What batch adds to each row beyond its masks (low confidence against the card's floors,
         # the frame's own signs): a frame it fails as anatomy_unrecognised is failed here too, so
         # that the card's figures are those batch and evaluate give. (A model of one's own whose
@@ -152,7 +153,7 @@ def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
         recorded = {cid: tuple(code for code in measure_frame(
             predictions[cid], frames[cid], method="ellipse", orientation="standard",
             head_confidence=confidences[cid][0], head_extent=extents[cid], ps_confidence=confidences[cid][1],
-            confidence_floors=(card_floors["head"], card_floors["ps"])).reasons if code in SEGMENTATION_REASONS)
+            confidence_floors=(judged_by["head"], judged_by["ps"])).reasons if code in SEGMENTATION_REASONS)
             for cid in ids}
         for method in ("ellipse", "challenge"):
             report = evaluate_arrays([(cid, predictions[cid], truth[cid].labels, truth[cid].image) for cid in ids],
