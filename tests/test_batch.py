@@ -159,10 +159,28 @@ def test_suffix_disambiguated():
     assert len({output_stem(renames.get(name, name), 0, 1) for name in uids}) == len(uids)
     # Joined names that still meet another's stem, or another's but for case, take a digest of themselves:
     # scan.png had become scan_png beside a scan_png.png, and scan.dcm / SCAN.DCM one file on macOS.
-    for names in (["scan", "scan.png", "scan_png.png"], ["scan.dcm", "SCAN.DCM"], ["a/Scan.dcm", "a/scan.dcm"]):
+    for names in (["scan", "scan.png", "scan_png.png"], ["scan.dcm", "SCAN.DCM"], ["a/Scan.dcm", "a/scan.dcm"],
+                  ["IM_0001", "im_0001", "im_0001.dcm"], ["A/x.dcm", "a/x.dcm"]):
         renames = suffix_disambiguated(names)
         assert len({output_stem(renames.get(n, n), 0, 1).casefold() for n in names}) == len(names), renames
     assert suffix_disambiguated(["scan.dcm", "SCAN.DCM"])["scan.dcm"].startswith("scan_dcm~")
+    # Two bare names apart only in case (IM_0001, im_0001) have no suffix to join: each takes a digest. They had
+    # shared their outputs on a case-insensitive disk (an SMB share written from Linux).
+    renames = suffix_disambiguated(["IM_0001", "im_0001", "IM_0002"])
+    assert sorted(renames) == ["IM_0001", "im_0001"] and renames["im_0001"].startswith("im_0001~")
+
+
+def test_bare_names_apart_only_in_case_get_outputs_apart_only_in_more_than_case(tmp_path, sample_dicom):
+    # IM_0001 and im_0001 (DICOMs without a suffix) had written masks/IM_0001.png and masks/im_0001.png: one file
+    # on a case-insensitive disk (an SMB share or a USB drive written from Linux), the second over the first.
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name in ("IM_0001", "im_0001"):
+        shutil.copy(sample_dicom, root / name)
+    assert _run("batch", root, "--out", tmp_path / "out", "--save-masks").exit_code == 0
+    masks = [p.name for p in (tmp_path / "out" / "masks").iterdir()]
+    assert len({m.casefold() for m in masks}) == 2, masks
+    assert sorted(r["file"] for r in _rows(tmp_path / "out" / "measurements.csv")) == ["IM_0001", "im_0001"]
 
 
 def test_scans_differing_only_in_suffix_get_a_seg_each_with_no_other_output_asked(tmp_path, sample_dicom):

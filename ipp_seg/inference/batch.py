@@ -795,7 +795,9 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     suffix (``a/scan.dcm``, ``a/scan.png``), each mapped to one with the suffix joined to the
     stem (``a/scan_dcm.dcm``, ``a/scan_png.png``); names that do not collide are left out. Stems
     that differ only in case collide too (``Scan.png``, ``scan.jpg``): on macOS and Windows the
-    outputs of both would be one file."""
+    outputs of both would be one file. Names that still collide after that (``scan.dcm`` and
+    ``SCAN.DCM``; ``IM_0001`` and ``im_0001``, which have no suffix to join) each take 8 hex
+    digits of their own sha1 after a ``~``."""
     names = list(dict.fromkeys(names))
     stems = Counter(output_stem(n, 0, 1).casefold() for n in names)
     renames = {}
@@ -808,11 +810,13 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
             suffix = name[len(stem):]
             renames[name] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
     # A joined name may still meet another's stem (scan.png made scan_png beside a scan_png.png; or
-    # scan.dcm and SCAN.DCM, apart only in case): each name that meets one takes a digest of itself.
+    # scan.dcm and SCAN.DCM, apart only in case; or IM_0001 and im_0001, which have no suffix to join):
+    # each name that meets one takes a digest of itself. (Two bare names apart only in case had shared
+    # their outputs on a case-insensitive disk, an SMB share or a USB drive written from Linux.)
     final = Counter(output_stem(renames.get(n, n), 0, 1).casefold() for n in names)
     for name in names:
         stem = output_stem(renames.get(name, name), 0, 1)
-        if final[stem.casefold()] > 1 and name != output_stem(name, 0, 1):
+        if final[stem.casefold()] > 1:
             suffix = name[len(output_stem(name, 0, 1)):]
             digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
             renames[name] = f"{stem}~{digest}{suffix}"
