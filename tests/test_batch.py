@@ -164,10 +164,28 @@ def test_suffix_disambiguated():
         renames = suffix_disambiguated(names)
         assert len({output_stem(renames.get(n, n), 0, 1).casefold() for n in names}) == len(names), renames
     assert suffix_disambiguated(["scan.dcm", "SCAN.DCM"])["scan.dcm"].startswith("scan_dcm~")
+    # A name that is another's stem with a frame's ending: a cine's frame 1 and the still had shared their outputs.
+    assert suffix_disambiguated(["clip.dcm", "clip_f0001.dcm", "clip_f0002.png", "other_f0001.dcm"]) == {
+        "clip_f0001.dcm": "clip_f0001_dcm.dcm", "clip_f0002.png": "clip_f0002_png.png"}
+    assert suffix_disambiguated(["a/Clip", "a/clip_F0001"])["a/clip_F0001"].startswith("a/clip_F0001~")
     # Two bare names apart only in case (IM_0001, im_0001) have no suffix to join: each takes a digest. They had
     # shared their outputs on a case-insensitive disk (an SMB share written from Linux).
     renames = suffix_disambiguated(["IM_0001", "im_0001", "IM_0002"])
     assert sorted(renames) == ["IM_0001", "im_0001"] and renames["im_0001"].startswith("im_0001~")
+
+
+def test_a_still_named_as_a_cines_frame_does_not_share_that_frames_outputs(tmp_path, sample_dicom):
+    # clip.dcm (3 frames) and clip_f0001.dcm: both had written masks/clip_f0001.png and dicom-results/clip_f0001_seg.dcm,
+    # the still's over the frame's, with no word; the CSV's row of the cine's frame 1 still claimed its SEG.
+    pytest.importorskip("highdicom")
+    root = tmp_path / "scans"
+    root.mkdir()
+    _multiframe_dicom(sample_dicom, root / "clip.dcm")
+    shutil.copy(sample_dicom, root / "clip_f0001.dcm")
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--save-masks", "--dicom-seg").exit_code == 0
+    assert len(_rows(out / "measurements.csv")) == 4
+    assert len(list((out / "masks").iterdir())) == 4 and len(list((out / "dicom-results").iterdir())) == 4
 
 
 def test_bare_names_apart_only_in_case_get_outputs_apart_only_in_more_than_case(tmp_path, sample_dicom):

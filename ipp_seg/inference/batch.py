@@ -795,9 +795,12 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     suffix (``a/scan.dcm``, ``a/scan.png``), each mapped to one with the suffix joined to the
     stem (``a/scan_dcm.dcm``, ``a/scan_png.png``); names that do not collide are left out. Stems
     that differ only in case collide too (``Scan.png``, ``scan.jpg``): on macOS and Windows the
-    outputs of both would be one file. Names that still collide after that (``scan.dcm`` and
-    ``SCAN.DCM``; ``IM_0001`` and ``im_0001``, which have no suffix to join) each take 8 hex
-    digits of their own sha1 after a ``~``."""
+    outputs of both would be one file. So does a name whose stem is another's with a frame's
+    ending (``clip_f0001.dcm`` beside ``clip.dcm``: the outputs of a cine's frame 1 and of the
+    still would be one file); only the former is renamed. Names that still collide after that
+    (``scan.dcm`` and ``SCAN.DCM``; ``IM_0001`` and ``im_0001``, or ``clip_f0001`` beside
+    ``clip.dcm``, which have no suffix to join) each take 8 hex digits of their own sha1 after
+    a ``~``."""
     names = list(dict.fromkeys(names))
     stems = Counter(output_stem(n, 0, 1).casefold() for n in names)
     renames = {}
@@ -806,7 +809,7 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
         # A name without a suffix (IM_0001, a UID) keeps it: the others of its group take theirs.
         # (Renamed "IM_0001_", a UID's name had lost its last part to the suffix rule, and two
         # UIDs with previews beside them, UID.jpg, had shared the UID root's outputs.)
-        if stems[stem.casefold()] > 1 and name != stem:
+        if (stems[stem.casefold()] > 1 or _named_as_a_frame_of(stem, stems)) and name != stem:
             suffix = name[len(stem):]
             renames[name] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
     # A joined name may still meet another's stem (scan.png made scan_png beside a scan_png.png; or
@@ -816,11 +819,21 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     final = Counter(output_stem(renames.get(n, n), 0, 1).casefold() for n in names)
     for name in names:
         stem = output_stem(renames.get(name, name), 0, 1)
-        if final[stem.casefold()] > 1:
+        if final[stem.casefold()] > 1 or _named_as_a_frame_of(stem, final):
             suffix = name[len(output_stem(name, 0, 1)):]
             digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
             renames[name] = f"{stem}~{digest}{suffix}"
     return renames
+
+
+_FRAME_ENDING = re.compile(r"(.+)_f\d{4,}")  # output_stem's ending for a frame of a multi-frame file
+
+
+def _named_as_a_frame_of(stem: str, stems: Counter) -> bool:
+    """Whether ``stem`` is, but for case, another stem of ``stems`` (casefolded) with the ending
+    :func:`output_stem` gives a frame of a multi-frame file (``clip_f0001`` beside ``clip``)."""
+    frame = _FRAME_ENDING.fullmatch(stem.casefold())
+    return frame is not None and stems[frame.group(1)] > 0
 
 
 class FileProcessor:
