@@ -60,16 +60,19 @@ def configure_logging(level: int) -> None:
     _logging.basicConfig(level=level, handlers=[handler])
 
 
-def quiet_pydicom() -> None:
-    """Silence pydicom's own warnings and log lines in this process, as the command line and its
-    worker processes do. pydicom warns about header values that break the standard by quoting
-    them, which may be the patient's name, and logs each decoder plugin's failure with a
-    traceback; ipp-seg's readers report what matters for a measurement themselves, on one line.
-    (Not by level: importing pydicom resets its logger's level to WARNING.)"""
+def quiet_dicom_libraries() -> None:
+    """Silence pydicom's and highdicom's own warnings and log lines in this process, as the
+    command line and its worker processes do. Both warn about header values that break the
+    standard by quoting them, which may be the patient's name (highdicom: a Patient's Name of one
+    component, ``ANONYMOUS``), pydicom logs each decoder plugin's failure with a traceback, and
+    highdicom logs the UIDs it copies; ipp-seg's readers and writers report what matters
+    themselves, on one line, naming attributes, never their values. (Not by level: importing
+    pydicom resets its logger's level to WARNING.)"""
     import warnings
 
-    pydicom_logger = _logging.getLogger("pydicom")
-    if not any(isinstance(h, _logging.NullHandler) for h in pydicom_logger.handlers):
-        pydicom_logger.addHandler(_logging.NullHandler())
-    pydicom_logger.propagate = False
-    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    for library in ("pydicom", "highdicom"):
+        logger = _logging.getLogger(library)
+        if not any(isinstance(h, _logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(_logging.NullHandler())
+        logger.propagate = False
+        warnings.filterwarnings("ignore", module=library + r"(\.|$)")

@@ -29,7 +29,7 @@ try:  # the errors of the click that typer runs on: its own copy from typer 0.2x
 except ImportError:  # pragma: no cover - typer before it vendored click
     from click import exceptions as click_errors
 
-from . import __version__, configure_logging, quiet_pydicom
+from . import __version__, configure_logging, quiet_dicom_libraries
 from .nn.configs import DEFAULT_CONFIG
 from .tables import GuardedStream, print_table
 from .tables import new_table as _table
@@ -200,7 +200,7 @@ def main_options(
     # before ipp-seg's one-line reason for the same file; read when OpenCV loads (the user's
     # own setting wins). Worker processes inherit it.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
-    quiet_pydicom()  # its warnings may quote a patient's name; worker processes do the same
+    quiet_dicom_libraries()  # their warnings may quote a patient's name; worker processes do the same
 
 
 @app.command(short_help="List the shipped models, with their validation, and the network configs.")

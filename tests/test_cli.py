@@ -190,6 +190,27 @@ def test_a_frame_no_decoder_can_read_gives_one_line_on_stderr(sample_dicom, tmp_
     assert "decoding frame 0" in line and str(tmp_path / "broken.dcm") in line
 
 
+@pytest.mark.parametrize("command", ["predict", "batch"])
+def test_a_patients_name_highdicom_would_warn_of_stays_off_the_terminal(tmp_path, sample_dicom, command):
+    # A Patient's Name of one component (DOEJANE, as some exports write it): highdicom's warning had printed it in
+    # full on stderr, which job logs keep, whenever a SEG or SR was written; with -v its log lines named UIDs.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.PatientName = "DOEJANE"
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "scan.dcm")
+    given = [str(tmp_path / "in" / "scan.dcm")] if command == "predict" else [str(tmp_path / "in"), "--workers", "1"]
+    run = subprocess.run([sys.executable, "-m", "ipp_seg.cli", "-v", command, *given, "--out", str(tmp_path / "out"),
+                          "--dicom-seg", "--dicom-sr"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    said = run.stderr.replace(str(tmp_path), "TMP")  # (the test's folder is named after it)
+    assert "DOEJANE" not in said and "highdicom" not in said and "Warning" not in said, said
+    written = [pydicom.dcmread(p) for p in (tmp_path / "out").rglob("*.dcm")]
+    assert len(written) == 2 and {str(w.PatientName) for w in written} == {"DOEJANE"}
+
+
 def test_predict_json_and_out_dir(sample_dicom, tmp_path):
     result = invoke("predict", sample_dicom, "--json", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .. import __version__, configure_logging, quiet_pydicom
+from .. import __version__, configure_logging, quiet_dicom_libraries
 from ..io import (FrameNotInScanError, NotAnImageError, OtherModalityError, Provenance, ScanReadError, count_frames,
                   parse_frame_selection, read_frames, write_label_png, write_overlay_png)
 from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
@@ -1367,11 +1367,11 @@ def run_log_level() -> int | None:
 
 def configure_worker_logging(log_level: int | None) -> None:
     """In a worker process: log as the run's own process does (see :func:`run_log_level`), and
-    keep pydicom quiet as the command line does (:func:`ipp_seg.quiet_pydicom`): a worker
+    keep pydicom and highdicom quiet as the command line does (:func:`ipp_seg.quiet_dicom_libraries`): a worker
     process does not inherit the filters of a spawning parent."""
     if log_level is not None:
         configure_logging(log_level)
-        quiet_pydicom()
+        quiet_dicom_libraries()
     # What the models folder holds (a file there that is no model card) the run has said once.
     logging.getLogger(_REGISTRY_LOGGER).setLevel(logging.ERROR)
 
