@@ -760,6 +760,21 @@ def test_a_frame_the_network_does_not_know_is_flagged_low_confidence(tmp_path, s
     assert odd["head_confidence"] < 0.90 and "low_confidence" in odd["reasons"] and odd["status"] != "ok"
 
 
+def test_a_reports_screen_capture_is_no_transperineal_view(tmp_path):
+    # White text on black, as a report screen captured from a workstation: the network drew part of the text as an
+    # unsure head and no PS, and the frame had been failed as ps_missing only, a PS cut off by the frame.
+    import cv2
+
+    report = np.zeros((480, 640), np.uint8)
+    for i, line in enumerate(["PATIENT: TEST  ID 0000", "INTRAPARTUM US REPORT", "AoP 128 deg  HSD 22 mm",
+                              "Station +2, OA position", "Signed 2025-01-01"]):
+        cv2.putText(report, line, (20, 60 + 70 * i), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    cv2.imwrite(str(tmp_path / "report.png"), report)
+    result = invoke("predict", tmp_path / "report.png", "--json")
+    (row,) = json.loads(result.stdout)
+    assert result.exit_code == 1 and row["status"] == "failed" and row["reasons"][0] == "anatomy_unrecognised", row
+
+
 def test_a_frame_whose_anatomy_is_small_in_it_is_flagged(tmp_path, sample_png):
     # The sample frame at half size inside a black margin, with a line of screen text: a
     # screen capture around the image. The same frame at its own size is not flagged.

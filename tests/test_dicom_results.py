@@ -293,6 +293,29 @@ def test_sr_failed_measurement_has_status_and_no_values(source, tmp_path):
     assert ("STATUS", "failed") in evaluations and ("REASON", "fh_missing") in evaluations
 
 
+def test_a_frame_of_no_transperineal_view_gets_its_sr_and_no_seg(tmp_path):
+    # A report's screen capture had its text drawn as a head: its SEG, sent to PACS, labelled the text a fetal head.
+    from ipp_seg.io.dicom_results import DicomOutputsRefused, write_frame_dicom
+
+    if not SAMPLE.is_file():
+        pytest.skip(f"sample DICOM missing: {SAMPLE}")
+    mask = synthetic_mask()
+    unrecognised = measure_progress(mask, (0.35, 0.35)).with_failure("anatomy_unrecognised")
+    with pytest.raises(DicomOutputsRefused, match="no DICOM SEG: .*anatomy_unrecognised") as refusal:
+        write_frame_dicom(SAMPLE, mask, unrecognised, tmp_path / "scan", frame_number=1, n_frames=1, seg=True,
+                          sr=True, model_sha256=None, tta=False, **KW)
+    assert [kind for kind, _ in refusal.value.refused] == ["SEG"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_sr.dcm"]
+    (group,) = hd.sr.srread(tmp_path / "scan_sr.dcm").content.get_image_measurement_groups()
+    assert ("REASON", "anatomy_unrecognised") in {(e.name.value, e.value.value)
+                                                  for e in group.get_qualitative_evaluations()}
+    # A frame failed for another cause (the head missing) keeps its SEG: the view was recognised.
+    only_ps = np.where(mask == 2, 0, mask)
+    written = write_frame_dicom(SAMPLE, only_ps, measure_progress(only_ps, (0.35, 0.35)), tmp_path / "other",
+                                frame_number=1, n_frames=1, seg=True, sr=False, model_sha256=None, tta=False, **KW)
+    assert [p.name for p in written] == ["other_seg.dcm"]
+
+
 def test_sr_multiframe_source_references_the_frame(tmp_path):
     src = multiframe_source()
     m = measure_progress(synthetic_mask(64, 80), (0.35, 0.35))

@@ -1288,6 +1288,31 @@ def test_a_frame_the_network_recognises_nothing_in_has_no_values_whatever_its_ma
         m.with_failure("low_confidence")
 
 
+def test_a_structure_not_drawn_beside_an_unsure_one_is_no_transperineal_view():
+    """A report's screen capture had its text drawn as an unsure head beside no PS: failed as
+    ps_missing only, and a SEG labelling the text a head went to PACS with its SR."""
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    scene = typical_scene()
+    frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
+    head_only, ps_only, nothing = np.where(scene == 1, 0, scene), np.where(scene == 2, 0, scene), np.zeros_like(scene)
+
+    def reasons(labels, head, ps, segmented_here=True):
+        return measure_frame(labels, frame, method="ellipse", orientation="standard", head_confidence=head,
+                             ps_confidence=ps, segmented_here=segmented_here).reasons
+
+    assert reasons(head_only, 0.5, None)[0] == "anatomy_unrecognised"
+    assert reasons(ps_only, None, 0.5)[0] == "anatomy_unrecognised"
+    assert reasons(nothing, None, None)[0] == "anatomy_unrecognised"
+    # A sure structure beside a missing one is what ps_missing / fh_missing say: the view is recognised.
+    assert "anatomy_unrecognised" not in reasons(head_only, 0.97, None)
+    assert "anatomy_unrecognised" not in reasons(ps_only, None, 0.97)
+    # A structure missing from a mask drawn elsewhere (measure: an expert's) recognises nothing about the frame.
+    assert "anatomy_unrecognised" not in reasons(nothing, None, None, segmented_here=False)
+    assert "anatomy_unrecognised" not in reasons(head_only, None, None, segmented_here=False)
+
+
 def test_which_warnings_doubt_the_angle_and_which_the_distance():
     # The HSD is taken from the PS's inferior end along a line square to its axis: what doubts the
     # angle's masks or display doubts it too; the angle's own range and the HSD's instability do not

@@ -451,6 +451,20 @@ def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse",
                        confidence, symphysis, segmenter.info.model_sha256)
 
 
+def _unrecognised(labels: np.ndarray, fh_label: int, ps_drawn: bool, head_confidence: float | None,
+                  ps_confidence: float | None, min_head: float, min_ps: float) -> bool:
+    """Whether the network drew neither structure it is sure of: each one either not drawn or
+    drawn with its confidence below its floor, and at least one floor crossed or nothing drawn at
+    all. (A report's screen capture had its text drawn as an unsure head beside no PS, and had
+    been failed as ``ps_missing`` only, its SEG labelling the text a head.)"""
+    head_drawn = bool((labels == fh_label).any())
+    head_low = head_confidence is not None and head_confidence < min_head
+    ps_low = ps_confidence is not None and ps_confidence < min_ps
+    if (head_drawn and not head_low) or (ps_drawn and not ps_low):
+        return False
+    return head_low or ps_low or not (head_drawn or ps_drawn)
+
+
 def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, orientation: str,
                   ps_label: int = 1, fh_label: int = 2, head_confidence: float | None = None,
                   head_extent: float | None = None, ps_confidence: float | None = None,
@@ -460,7 +474,8 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     ``head_confidence`` below :data:`MIN_HEAD_CONFIDENCE` adds the warning ``low_confidence``,
     a (non-zero) ``head_extent`` below :data:`MIN_HEAD_EXTENT` the warning ``head_small_in_frame``,
     a ``ps_confidence`` (None where no PS was drawn) below :data:`MIN_PS_CONFIDENCE` the warning ``ps_low_confidence``,
-    both confidences below their floors fail it (``anatomy_unrecognised``),
+    both structures below their floors or not drawn fail it (``anatomy_unrecognised``, see
+    :func:`_unrecognised`),
     a frame whose imaged sector narrows with depth (:func:`ipp_seg.io.sector.sector_narrowing`
     above :data:`~ipp_seg.io.sector.MAX_SECTOR_NARROWING`) the warning ``sector_upside_down``,
     a PS against a black band at the image's edge (:func:`ps_black_band_gap` below
@@ -469,7 +484,8 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     shown (:func:`other_views`) the warning ``other_view_not_measured``, and a frame whose
     tissue is saturated over :data:`FRAME_SATURATED_SHARE` (:func:`saturated_share`) the warning
     ``frame_saturated``; ``segmented_here`` False (a mask drawn elsewhere, ``measure``: it may be
-    of either view, and an expert's outline does not swell with the gain) leaves those two out.
+    of either view, and an expert's outline does not swell with the gain) leaves those two out,
+    and ``anatomy_unrecognised``, which a structure missing from an expert's mask does not mean.
     ``confidence_floors``: the model's own (head, PS) floors from its card, in place of
     :data:`MIN_HEAD_CONFIDENCE` and :data:`MIN_PS_CONFIDENCE`."""
     min_head, min_ps = confidence_floors or (MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE)
@@ -492,10 +508,11 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_warning("head_small_in_frame")
     if ps_confidence is not None and ps_confidence < min_ps:  # no PS at all (None) is ps_missing's
         measurement = measurement.with_warning("ps_low_confidence")
-        if head_confidence is not None and head_confidence < min_head:
-            # Unsure of both (never on a PSFHS frame): a photograph, another view. No angle to
-            # report, and its cause named first, before what its masks' shapes say.
-            measurement = measurement.with_failure("anatomy_unrecognised")
+    if segmented_here and _unrecognised(labels, fh_label, len(xs) > 0, head_confidence, ps_confidence,
+                                        min_head, min_ps):
+        # Unsure of both (never on a PSFHS frame): a photograph, another view, a report's screen
+        # capture. No angle to report, and its cause named first, before what its masks' shapes say.
+        measurement = measurement.with_failure("anatomy_unrecognised")
     narrowing = sector_narrowing(frame.pixels)  # the frame's own sign of its display, whatever the network drew
     if narrowing is not None and narrowing > MAX_SECTOR_NARROWING:
         measurement = measurement.with_warning("sector_upside_down")

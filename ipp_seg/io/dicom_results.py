@@ -423,6 +423,10 @@ def derived_series_uid(run_uid: str, source, kind: str) -> str:
                                       str(source.get("SeriesInstanceUID", "")), kind])
 
 
+NO_TRANSPERINEAL_VIEW = ("the network recognised no transperineal view in the frame (anatomy_unrecognised): a "
+                         "segmentation would label other things a head and a symphysis")
+
+
 def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, out_stem: Path, *,
                       frame_number: int, n_frames: int, seg: bool, sr: bool, model_name: str,
                       model_sha256: str | None, tta: bool, software_version: str, run_uid: str | None = None,
@@ -455,6 +459,12 @@ def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, 
         return derived_series_uid(run_uid, source, kind) if run_uid is not None else None
 
     written, refused = [], []
+    if seg and "anatomy_unrecognised" in getattr(measurement, "reasons", ()):
+        # A segmentation of a frame that shows no transperineal view (a report's screen capture)
+        # would label other things a head and a symphysis in the patient's record. Its SR stands:
+        # it says the measurement failed, and why.
+        refused.append(("SEG", DicomResultError(NO_TRANSPERINEAL_VIEW)))
+        seg = False
     common = dict(frame_number=frame_number, model_name=model_name, software_version=software_version,
                   instance_number=instance, model_sha256=model_sha256 or None, tta=tta, series_started=run_started)
     for kind, wanted, write, content in (("SEG", seg, write_dicom_seg, labels),

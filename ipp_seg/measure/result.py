@@ -59,11 +59,12 @@ REASONS: dict[str, tuple[str, str]] = {
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and the axis "
                    "and inferior end measured are no longer the structure's (PSFHS expert masks so cut move the "
                    "AoP by a median 3.3-12°, the network's masks of cut frames by 8.3)"),
-    "anatomy_unrecognised": ("failed", "the network is unsure of both the head and the pubic symphysis it drew "
-                             "(each below its floor, see low_confidence and ps_low_confidence; no frame of the "
-                             "1,058 PSFHS frames is below either): the frame is not a transperineal view it "
-                             "knows (another modality or view, a photograph, noise), and an angle read from "
-                             "its masks would measure nothing"),
+    "anatomy_unrecognised": ("failed", "the network is unsure of both the head and the pubic symphysis: each is "
+                             "either drawn below its floor (see low_confidence and ps_low_confidence; no frame "
+                             "of the 1,058 PSFHS frames is below either) or not drawn at all: the frame is not "
+                             "a transperineal view it knows (another modality or view, a report's screen "
+                             "capture, a photograph, noise), an angle read from its masks would measure "
+                             "nothing, and no DICOM SEG is made of it"),
     "fh_cut_off": ("failed", "the frame's edge (or a DICOM capture's ultrasound region's) cuts the head off: 10 % "
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and its outline "
                    "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 2.1-3.1°, "
