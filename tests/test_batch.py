@@ -1957,6 +1957,37 @@ def test_overwrite_keeps_the_permissions_of_the_csv_it_replaces(tmp_path, sample
         assert len(_rows(out / "measurements.csv")) == 2
 
 
+def test_a_link_planted_where_the_csv_goes_gives_it_no_permissions_of_its_own(tmp_path, sample_png):
+    # A link's lstat mode is 0777: a link planted at OUT/measurements.csv by another user of a shared folder had made
+    # the new CSV (which names patients' files) readable and writable by all, whatever the umask.
+    import stat
+
+    import ipp_seg.inference.batch as batch_module
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "measurements.csv").symlink_to(tmp_path / "nowhere.csv")
+    previous = os.umask(0o077)
+    try:
+        batch_module.run_batch(batch_module.BatchOptions(root, out))
+    finally:
+        os.umask(previous)
+    assert not (out / "measurements.csv").is_symlink() and not (tmp_path / "nowhere.csv").exists()
+    assert stat.S_IMODE((out / "measurements.csv").stat().st_mode) == 0o600
+
+
+def test_a_link_planted_where_the_lock_goes_is_refused_not_followed(tmp_path, sample_png):
+    # OUT/.ipp-seg-batch.lock opened through a link had created (or locked) a file wherever the link pointed.
+    root = _linked_scans(tmp_path / "scans", sample_png, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".ipp-seg-batch.lock").symlink_to(tmp_path / "elsewhere")
+    result = _run("batch", root, "--out", out)
+    assert result.exit_code == 2 and "a link lies where ipp-seg keeps its lock file" in result.output
+    assert not (tmp_path / "elsewhere").exists() and not (out / "measurements.csv").exists()
+
+
 def test_outputs_are_opened_binary_and_the_csv_mode_kept_without_fchmod(tmp_path, sample_png, monkeypatch):
     # Windows: a descriptor opened without O_BINARY turns each LF byte written into CR LF (PNG, DICOM, the CSV's
     # rows and offsets); and os.fchmod exists there from Python 3.13 only, so --overwrite had ended in a traceback

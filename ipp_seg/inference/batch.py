@@ -1933,9 +1933,14 @@ class _WholeRowsFile:
         kept = None  # the permissions of the CSV it replaces (a private one had become readable by all)
         if self._replace:
             try:
-                kept = stat.S_IMODE(self._path.lstat().st_mode)
+                replaced = self._path.lstat()
             except FileNotFoundError:
-                pass
+                replaced = None
+            # Only a regular file's, and one's own: a link planted there (lstat's mode 0777) had made the new
+            # CSV writable by all, whatever the umask, and so would another user's file of mode 0666.
+            if replaced is not None and stat.S_ISREG(replaced.st_mode) and \
+                    replaced.st_uid == getattr(os, "getuid", lambda: replaced.st_uid)():
+                kept = stat.S_IMODE(replaced.st_mode)
             self._path.unlink(missing_ok=True)
         # A new CSV: the umask decides.
         # O_BINARY (Windows): the rows' CR LF written as they are, and the byte offsets kept true.

@@ -44,7 +44,19 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
     if fcntl is None and msvcrt is None:
         yield
         return
-    with open(folder / lock_name, "a+") as fh:
+    path = folder / lock_name
+    try:
+        if path.is_symlink():  # (where there is no O_NOFOLLOW: Windows)
+            raise OSError(errno.ELOOP, "")
+        # Never through a link: one planted there had made the run create or lock a file outside the folder.
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0),
+                             0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise OSError(errno.ELOOP, "a link lies where ipp-seg keeps its lock file: remove the link",
+                          str(path)) from None
+        raise
+    with os.fdopen(descriptor, "rb+") as fh:
         fh.seek(0)  # (msvcrt locks from the position: the first byte)
         try:
             if fcntl is not None:
