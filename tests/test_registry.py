@@ -178,3 +178,35 @@ def test_a_model_file_run_by_path_beside_a_card_of_another_file_is_warned_of(tmp
     with caplog.at_level("WARNING"):
         spec = resolve_model(str(tmp_path / "dssau-net-s.onnx"))
     assert spec.card is None and "is not the file its model card dssau-net-s.json describes" in caplog.text
+
+
+def test_a_model_file_named_as_another_model_with_other_weights_is_warned_of(tmp_path, caplog):
+    # star-dssau-net-s-heldout.onnx copied to fake/dssau-net-s.onnx ran without a word, every row, evaluate summary, SEG
+    # and SR naming it dssau-net-s: only the sha256 told it from the default model.
+    from ipp_seg.inference.registry import shipped_models_dir
+
+    shutil.copy(shipped_models_dir() / "star-dssau-net-s-heldout.onnx", tmp_path / "dssau-net-s.onnx")
+    with caplog.at_level("WARNING"):
+        assert resolve_model(str(tmp_path / "dssau-net-s.onnx")).name == "dssau-net-s"
+    assert "is named as the model dssau-net-s but holds other weights" in caplog.text
+    caplog.clear()
+    (tmp_path / "copy").mkdir()
+    shutil.copy(shipped_models_dir() / "dssau-net-s.onnx", tmp_path / "copy" / "dssau-net-s.onnx")
+    with caplog.at_level("WARNING"):
+        resolve_model(str(tmp_path / "copy" / "dssau-net-s.onnx"))  # the same weights: nothing to say
+        resolve_model(str(shipped_models_dir() / "dssau-net-s.onnx"))
+    assert "other weights" not in caplog.text
+
+
+def test_a_model_named_as_a_spreadsheet_formula_is_refused(tmp_path, folder, caplog):
+    # A model file named =HYPERLINK(...).onnx had put a live formula in every row's model cell.
+    from ipp_seg.inference.registry import shipped_models_dir
+
+    shutil.copy(shipped_models_dir() / "dssau-net-s.onnx", tmp_path / '=HYPERLINK("x").onnx')
+    with pytest.raises(ModelNotFoundError, match="may not begin with '='.*rename the file"):
+        resolve_model(str(tmp_path / '=HYPERLINK("x").onnx'))
+    for suffix in (".json", ".onnx"):
+        shutil.copy(folder / f"dssau-net-s{suffix}", folder / f"-x{suffix}")
+    with caplog.at_level("WARNING"):
+        assert [s.name for s in shipped_models()] == ["dssau-net-s"]
+    assert "-x.json is left out of the models: a model's name may not begin with '-'" in caplog.text

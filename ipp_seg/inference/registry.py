@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ..io.folders import FORMULA_START
+
 DEFAULT_MODEL = "dssau-net-s"
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,31 @@ def _warn_if_not_its_cards_file(path: Path) -> None:
                     digest[:12], listed[:12])
 
 
+def _warn_if_named_as_another_model(path: Path) -> None:
+    """A model file run by its path whose name is a listed model's (``fake/dssau-net-s.onnx``)
+    while its weights are not that model's (another sha256): its rows' model column names the
+    listed model, and only their model_sha256 tells them apart; said. (A card of its name beside it
+    is the one it is compared with: :func:`_warn_if_not_its_cards_file`.)"""
+    if path.with_suffix(".json").is_file():
+        return
+    try:
+        listed = next((spec for spec in shipped_models() if spec.name == path.stem), None)
+    except OSError:  # no models folder to compare with
+        return
+    own = None if listed is None else listed.onnx_path if path.suffix == ".onnx" else listed.torch_path
+    if own is None or not own.is_file() or own.resolve() == path.resolve():
+        return
+    try:
+        digest, theirs = sha256_of(path), sha256_of(own)
+    except OSError:  # unreadable: loading it says so
+        return
+    if digest != theirs:
+        log.warning("%s is named as the model %s but holds other weights (sha256 %s, %s's %s): its rows' model "
+                    "column reads %s all the same, and only their model_sha256 tells them from %s's; rename the "
+                    "file to keep them apart", path, listed.name, digest[:12], listed.name, theirs[:12], path.stem,
+                    listed.name)
+
+
 def case_id_blocks(ids: Iterable[str]) -> list[tuple[str, str]]:
     """Case IDs as blocks (first, last): a run of consecutive numbers written with one width
     (``("04402", "04601")``: 200 PSFHS frames) as one block, any other ID as a block of itself
@@ -201,6 +228,10 @@ def shipped_models() -> list[ModelSpec]:
         if card is None:
             continue
         name = card_path.stem
+        if name.startswith(FORMULA_START):
+            log.warning("%s is left out of the models: a model's name may not begin with %r (the CSV's model cells "
+                        "would read as spreadsheet formulas); rename its files", card_path, name[0])
+            continue
         specs.append(ModelSpec(name, _model_file(folder, name, card, "onnx", ".onnx"),
                                _model_file(folder, name, card, "torch", ".pt"), card, card_path))
     return specs
@@ -258,7 +289,11 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         if not is_file:
             raise ModelNotFoundError(f"model file {path} does not exist")
         name = _model_file_name(path)
+        if path.stem.startswith(FORMULA_START):
+            raise ModelNotFoundError(f"model file {path}: a model's name may not begin with {path.stem[0]!r} (the "
+                                     "CSV's model cells would read as spreadsheet formulas): rename the file")
         _warn_if_not_its_cards_file(path)
+        _warn_if_named_as_another_model(path)
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
                          path if path.suffix != ".onnx" else None, None)
     folder = models_dir()

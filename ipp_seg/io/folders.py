@@ -251,7 +251,7 @@ _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 # A cell a spreadsheet takes for a formula (CWE-1236): Excel evaluates =HYPERLINK(...), and
 # reads -leading-dash.png as #NAME?, so that the row no longer names its file.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_cell(name: str) -> str:
@@ -259,7 +259,7 @@ def spreadsheet_cell(name: str) -> str:
     (``=``, ``+``, ``-``, ``@``, a tab or carriage return) gets a leading ``'``, which a
     spreadsheet takes for text (some show the ``'``); so does one that begins with ``'`` itself,
     so that :func:`name_of_spreadsheet_cell` reads every cell back to its name."""
-    return "'" + name if name.startswith(_FORMULA_START + ("'",)) else name
+    return "'" + name if name.startswith(FORMULA_START + ("'",)) else name
 
 
 def name_of_spreadsheet_cell(cell: str) -> str:
