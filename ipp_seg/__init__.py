@@ -32,6 +32,13 @@ class LogLineFormatter(_logging.Formatter):
         super().__init__()
         self.named = named
 
+    def formatMessage(self, record: _logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        # The message only, not a traceback's text that format() adds after it: its file names and
+        # case IDs with their control characters written out (a crafted name's ESC or CR).
+        from .printable import terminal_text
+
+        return terminal_text(super().formatMessage(record))
+
     def format(self, record: _logging.LogRecord) -> str:
         message = super().format(record)  # the message, and a traceback's text where one is logged
         level = record.levelname.lower()

@@ -21,7 +21,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 from rich.table import Table
 
 try:  # the errors of the click that typer runs on: its own copy from typer 0.2x on, the package before
@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - typer before it vendored click
 
 from . import __version__, configure_logging, quiet_dicom_libraries
 from .nn.configs import DEFAULT_CONFIG
+from .printable import terminal_text
 from .tables import GuardedStream, print_table
 from .tables import new_table as _table
 
@@ -153,6 +154,13 @@ def _output_folder(out: Path | None, option: str = "--out") -> None:
             fail(f"{option} {out} is a file, not a folder")
     except OSError as exc:  # a folder on the way without search permission
         fail(f"{option} {out} cannot be reached: {exc.strerror or exc}")
+
+
+def escape(text: str) -> str:
+    """``text`` for rich to print as it is: brackets that rich would take for markup escaped, and
+    control characters written out (:func:`~ipp_seg.io.folders.terminal_text`): a file name's ESC
+    or carriage return had reached the terminal raw in error and warning lines."""
+    return _markup_escape(terminal_text(text))
 
 
 def error(message: str) -> None:
@@ -1319,7 +1327,7 @@ def _say_usage_error(exc) -> None:
             hidden = {name for param in ctx.command.params if getattr(param, "hidden", False) for name in param.opts}
             exc.possibilities = [name for name in exc.possibilities if name not in hidden]
         usage = re.sub(r"\{([A-Z_]+)\}", r"\1", ctx.get_usage())
-        err.print(escape(usage), highlight=False, soft_wrap=True)
+        err.print(_markup_escape(usage), highlight=False, soft_wrap=True)  # (click's own text, lines and all)
     else:  # refused before a command's context was made: named from the arguments
         commands = {c.name or c.callback.__name__ for c in app.registered_commands}
         command = "ipp-seg" + next((f" {arg}" for arg in sys.argv[1:] if arg in commands), "")

@@ -2003,3 +2003,28 @@ def test_log_lines_go_to_stderr_as_it_is_when_they_are_logged(monkeypatch):
         assert swapped.getvalue() == "warning: a folder loops\n"
     finally:
         root.handlers, root.level = saved, level
+
+
+def test_control_characters_of_a_file_name_reach_no_terminal_raw(tmp_path, sample_dicom):
+    # A crafted name (ESC[2J clears a screen, CR hides what came before, a newline fakes a log line) had reached
+    # stderr raw in predict's error lines and in warnings logged by the library; the CSV and tables escaped it.
+    import pydicom
+
+    from ipp_seg.printable import terminal_text
+
+    assert terminal_text("a\x1b[2Jb\rc\nd\u2028e\\f") == "a\\x1b[2Jb\\x0dc\\x0ad\\u2028e\\f"
+    ds = pydicom.dcmread(sample_dicom)
+    ds.PatientID = "ID\x07X"  # refused for a SEG: the error line names the file
+    name = tmp_path / "\x1b[2Jpid\rFAKE.dcm"
+    ds.save_as(name)
+    run = subprocess.run([sys.executable, "-m", "ipp_seg.cli", "predict", str(name), "--out", str(tmp_path / "out"),
+                          "--dicom-seg"], capture_output=True, text=True, errors="surrogateescape")
+    assert "is not valid DICOM" in run.stderr, run.stderr
+    assert "\x1b" not in run.stderr and "\r" not in run.stderr and "\\x1b[2Jpid\\x0dFAKE.dcm" in run.stderr
+    # A warning the library logs (evaluate's cases without a reference angle), through the same log format.
+    import logging
+
+    from ipp_seg import LogLineFormatter
+
+    record = logging.LogRecord("ipp_seg.x", logging.WARNING, "", 0, "no reference AoP: %s", ("cr\r\x1b[Kx",), None)
+    assert LogLineFormatter().format(record) == "warning: no reference AoP: cr\\x0d\\x1b[Kx"

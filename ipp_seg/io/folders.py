@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..printable import CONTROL_CHARACTER, escaped_character
+
 log = logging.getLogger(__name__)
 
 
@@ -228,25 +230,17 @@ def printable_path(rel: str) -> str:
     this form. The name's bytes are read as UTF-8 whatever the locale (:func:`utf8_view`), so
     that a run resumed under another locale names its files alike."""
     rel = utf8_view(rel)
-    if "\\" not in rel and not _CONTROL_CHARACTER.search(rel):
+    if "\\" not in rel and not CONTROL_CHARACTER.search(rel):
         try:
             rel.encode("utf-8")
             return rel
         except UnicodeEncodeError:
             pass
     printed = rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _CONTROL_CHARACTER.sub(_escaped_character, printed)
-
-
-def _escaped_character(match: re.Match) -> str:
-    code = ord(match.group())
-    # A C0 control is one byte, written as such; a C1 control or a line separator is a character
-    # of two or three UTF-8 bytes, written by its code point.
-    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+    return CONTROL_CHARACTER.sub(escaped_character, printed)
 
 
 # C0 and C1 controls and Unicode's line and paragraph separators: each ends a line for some reader.
-_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 # A cell a spreadsheet takes for a formula (CWE-1236): Excel evaluates =HYPERLINK(...), and

@@ -1,0 +1,30 @@
+"""Text as a terminal, a log or a line-based reader shows it without acting on it: control
+characters written out. Light on purpose: the command line's messages use it before numpy loads."""
+
+from __future__ import annotations
+
+import re
+
+#: C0 and C1 controls, DEL, and the line and paragraph separators: raw, each would split a
+#: line-based reader's row or a table's, or (ESC, CR) make a terminal act.
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escaped_character(match: re.Match) -> str:
+    """A :data:`CONTROL_CHARACTER` match written out: ``\\x0a`` for a C0 control or DEL,
+    ``\\u0085`` for a C1 control or a separator."""
+    code = ord(match.group())
+    # A C0 control is one byte, written as such; a C1 control or a line separator is a character
+    # of two or three UTF-8 bytes, written by its code point.
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+def terminal_text(text: str) -> str:
+    """``text`` (a message that may quote file names, case IDs, readers' reasons) as a terminal or
+    a log shows it without acting on it: each control character written out (an ANSI sequence's
+    ESC as ``\\x1b``, a carriage return as ``\\x0d``, a newline as ``\\x0a``), and a name's bytes
+    that are not UTF-8 as ``\\xfc``; all else, backslashes included, as it is. A crafted file
+    name had cleared the screen, hidden a warning behind a carriage return, or added lines of its
+    own to a log."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return CONTROL_CHARACTER.sub(escaped_character, text)
