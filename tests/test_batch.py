@@ -4,8 +4,10 @@ do not change the CSV."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -67,17 +69,26 @@ def _linked_scans(folder, scan, count):
     return folder
 
 
-def _rows(path):
+def _rows(path, timed=False):
+    """The CSV's rows; without ``measured_at`` (when each row was made: two runs differ there) unless ``timed``."""
     with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+        rows = list(csv.DictReader(fh))
+    if not timed:
+        for row in rows:
+            row.pop("measured_at", None)
+    return rows
 
 
 def test_batch_mixed_folder(mixed_folder, tmp_path):
     out = tmp_path / "out"
     result = _run("batch", mixed_folder, "--out", out, "--save-masks", "--overlays")
     assert result.exit_code == 0, result.output
-    rows = _rows(out / "measurements.csv")
+    rows = _rows(out / "measurements.csv", timed=True)
     assert tuple(rows[0].keys()) == CSV_COLUMNS
+    # When each row was made (UTC, to the second), and which bytes it measured.
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r.pop("measured_at")) for r in rows)
+    good = next(r for r in rows if r["file"] == "a.png")
+    assert good["file_sha256"] == hashlib.sha256((mixed_folder / "a.png").read_bytes()).hexdigest()
     assert {r["tta"] for r in rows} == {"false"}  # what the model's output was: recorded in every row
     by_file = {}
     for r in rows:
@@ -265,12 +276,12 @@ def test_a_run_resumed_with_few_files_left_gives_the_numbers_of_an_uninterrupted
     shutil.copy(sample_png.with_name("psfhs_04750.png"), root / "z.png")
     out = tmp_path / "out"
     assert _run("batch", root, "--out", out).exit_code == 0
-    full = (out / "measurements.csv").read_text()
-    lines = full.splitlines(keepends=True)
+    full = _rows(out / "measurements.csv")
+    lines = (out / "measurements.csv").read_text().splitlines(keepends=True)
     for kept in (8, 3):  # interrupted with one file left, or six
         (out / "measurements.csv").write_text("".join(lines[:1 + kept]))
         assert _run("batch", root, "--out", out, "--resume").exit_code == 0
-        assert (out / "measurements.csv").read_text() == full  # every row, in order, to the last digit
+        assert _rows(out / "measurements.csv") == full  # every row, in order, to the last digit (but its time)
 
 
 def test_a_csv_edited_in_a_spreadsheet_resumes_without_doubled_or_blank_rows(mixed_folder, tmp_path, caplog):
@@ -575,7 +586,7 @@ def test_two_workers_give_the_same_csv(mixed_folder, tmp_path):
     assert _run("batch", mixed_folder, "--out", tmp_path / "one").exit_code == 0
     result = _run("batch", mixed_folder, "--out", tmp_path / "two", "--workers", "2")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "one" / "measurements.csv").read_text() == (tmp_path / "two" / "measurements.csv").read_text()
+    assert _rows(tmp_path / "one" / "measurements.csv") == _rows(tmp_path / "two" / "measurements.csv")
 
 
 def test_glob_and_frames_filter(mixed_folder, tmp_path):
@@ -1045,13 +1056,13 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
 
     for name in ("a\x85b.png", "a\u2028b.png", "a\\u0085b.png", "plain.png"):  # C1, line separator, text
         assert path_of_printable(printable_path(name)) == name and not set("\x85\u2028") & set(printable_path(name))
-    before = text
+    before = _rows(out / "measurements.csv")  # (corrupt.dcm is read again each time: its row's time moves)
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
-    assert (out / "measurements.csv").read_text() == before  # known: not measured again
+    assert _rows(out / "measurements.csv") == before  # known: not measured again
     # A CSV of an earlier version wrote the name raw (inside quotes): read as the same file, not measured twice.
     (out / "measurements.csv").write_text(text.replace("two\\x0alines.png,", '"two\nlines.png",'))
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
-    assert (out / "measurements.csv").read_text() == before
+    assert _rows(out / "measurements.csv") == before
 
 
 def test_a_resumed_run_keeps_the_row_order_of_names_that_are_not_utf8(mixed_folder, tmp_path):
@@ -1063,11 +1074,11 @@ def test_a_resumed_run_keeps_the_row_order_of_names_that_are_not_utf8(mixed_fold
     shutil.copy(mixed_folder / "a.png", os.path.join(os.fsencode(mixed_folder), b"M\xfcller_lat1.png"))
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0
-    fresh = (out / "measurements.csv").read_bytes()
-    names = [r["file"] for r in _rows(out / "measurements.csv")]
+    fresh = _rows(out / "measurements.csv")  # (corrupt.dcm is read again on resume: its row's time moves)
+    names = [r["file"] for r in fresh]
     assert names.index("M\u00fcller.png") < names.index("M\\xfcller_lat1.png")
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
-    assert (out / "measurements.csv").read_bytes() == fresh
+    assert _rows(out / "measurements.csv") == fresh
 
 
 def test_an_exports_objects_without_an_image_are_named_counted_apart_and_not_read_again(mixed_folder, tmp_path):
@@ -1287,7 +1298,7 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
         writer.writerows(r for r in rows if r["file"] != "sub/b.png")  # b.png not yet measured
     result = _run("batch", mixed_folder, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
-    after = _rows(out / "measurements.csv")
+    after = _rows(out / "measurements.csv", timed=True)
     assert list(after[0]) == list(CSV_COLUMNS)
     old = {(r["file"], r["frame"]): r for r in rows}
     assert all(r["aop_deg"] == old[r["file"], r["frame"]]["aop_deg"] for r in after)
@@ -2461,3 +2472,36 @@ def test_a_resume_that_skips_nothing_still_counts_the_earlier_versions_rows_it_k
     with caplog.at_level("WARNING"):
         batch_module.run_batch(batch_module.BatchOptions(root, out, dicom_seg=True, resume=True))
     assert "record of the run" not in caplog.text
+
+
+def test_a_files_content_digest_is_taken_only_of_a_regular_file(tmp_path):
+    # The sha256 of each row's file: a FIFO in the folder had blocked the run waiting for a writer, a device would
+    # never end.
+    from ipp_seg.inference.batch import file_sha256
+
+    (tmp_path / "scan.png").write_bytes(b"pixels")
+    assert file_sha256(tmp_path / "scan.png") == hashlib.sha256(b"pixels").hexdigest()
+    os.mkfifo(tmp_path / "pipe.png")
+    assert file_sha256(tmp_path / "pipe.png") == "" and file_sha256(tmp_path / "gone.png") == ""
+    assert file_sha256(Path("/dev/zero")) == ""
+
+
+def test_the_run_record_names_each_session_of_the_run_with_its_software_and_machine(tmp_path, sample_png):
+    # An audit could not tell when rows were made, from which folder and options, or on what machine (onnxruntime's
+    # last bits differ between CPU families; a resumed CSV may mix machines): each session is now recorded.
+    from ipp_seg.inference.batch import RUN_RECORD_NAME
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 3)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--workers", "1").exit_code == 0
+    lines = (out / "measurements.csv").read_text().splitlines(keepends=True)
+    (out / "measurements.csv").write_text("".join(lines[:2]))  # stopped after its first row
+    assert _run("batch", root, "--out", out, "--workers", "1", "--resume").exit_code == 0
+    sessions = json.loads((out / RUN_RECORD_NAME).read_text())["sessions"]
+    assert len(sessions) == 2 and sessions[0]["started"] <= sessions[1]["started"]
+    for session in sessions:
+        assert session["in_dir"] == str(root) and session["model"] == "dssau-net-s" and session["backend"] == "onnx"
+        assert session["onnxruntime"] and session["python"] and session["processor"] is not None
+        assert session["ipp_seg"] == next(r["ipp_seg_version"] for r in _rows(out / "measurements.csv"))
+    rows = _rows(out / "measurements.csv", timed=True)
+    assert rows[0]["measured_at"] <= sessions[1]["started"] <= rows[-1]["measured_at"]

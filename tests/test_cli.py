@@ -908,6 +908,8 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     # The batch columns, filled where measure knows the value: the spacing it was given, the file's stamp.
     assert list(rows[0]) == list(CSV_COLUMNS) and rows[0]["spacing_given_mm"] == "0.2,0.2"
     assert rows[0]["file_bytes"] == str((tmp_path / "m.png").stat().st_size) and rows[0]["file_modified"]
+    assert rows[0]["file_sha256"] == hashlib.sha256((tmp_path / "m.png").read_bytes()).hexdigest()
+    assert rows[0]["measured_at"].endswith("Z")
 
     # The same mask measured as if its values were ipp-seg's 1 and 2: refused, naming the values,
     # rather than reported as a mask without PS and FH.

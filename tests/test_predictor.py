@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -43,7 +44,9 @@ def test_a_file_measures_as_the_command_line_does(predictor, sample_dicom):
     # The library gives the same JSON object (all but the time, which the command line measures).
     library = predictor.report(result)
     assert library.keys() == report.keys() and library["time_ms"] is None
-    assert {k: v for k, v in library.items() if k != "time_ms"} == {k: v for k, v in report.items() if k != "time_ms"}
+    timed = ("time_ms", "measured_at")  # (the second each was made may differ)
+    assert {k: v for k, v in library.items() if k not in timed} == {k: v for k, v in report.items() if k not in timed}
+    assert library["file_sha256"] == hashlib.sha256(sample_dicom.read_bytes()).hexdigest()
 
 
 def test_a_failure_reports_as_the_command_line_does(predictor, tmp_path):
@@ -52,7 +55,8 @@ def test_a_failure_reports_as_the_command_line_does(predictor, tmp_path):
     cli = CliRunner().invoke(app, ["predict", str(missing), "--json"])
     (report,) = json.loads(cli.stdout)
     library = predictor.report(failure, missing)
-    assert {k: v for k, v in library.items() if k != "time_ms"} == {k: v for k, v in report.items() if k != "time_ms"}
+    timed = ("time_ms", "measured_at")
+    assert {k: v for k, v in library.items() if k not in timed} == {k: v for k, v in report.items() if k not in timed}
     assert library["time_ms"] is None and report["time_ms"] >= 0  # the command line times the refusal too
     timed = predictor.predict_pixels(cv2.imread(str(SAMPLES / "psfhs_04750.png"), cv2.IMREAD_GRAYSCALE))
     assert predictor.report(timed)["time_ms"] > 0  # a frame segmented on its own has its time
@@ -334,7 +338,7 @@ def test_predict_scans_does_what_the_command_line_does(predictor, sample_dicom, 
                                    "--json"])
     assert cli.exit_code == 2  # the missing scan
     reports = json.loads(cli.stdout)
-    drop = ("time_ms",)
+    drop = ("time_ms", "measured_at")
     assert [{k: v for k, v in f.report.items() if k not in drop} for f in frames] == \
         [{k: v for k, v in r.items() if k not in drop} for r in reports]
     written = sorted(p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*") if p.is_file())

@@ -48,12 +48,13 @@ from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files, replacing
+from ..machine import machine_description, software_versions
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
-from .registry import model_sha256, resolve_model
+from .registry import DEFAULT_MODEL, model_sha256, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ CSV_COLUMNS = (
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
     "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful", "hsd_doubtful", "dicom_results",
+    "file_sha256", "measured_at",
 )
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
@@ -409,13 +411,14 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
                     method: str = "", orientation: str = "", tta: bool | None = None,
                     failure_code: str = UNREADABLE, spacing_given: tuple[float, float] | None = None,
                     file_stamp: tuple[str, str] = ("", ""), head_confidence: float | None = None,
-                    ps_confidence: float | None = None, model_sha256: str = "") -> dict:
+                    ps_confidence: float | None = None, model_sha256: str = "", file_sha256: str = "") -> dict:
     """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
     whether the model's output was averaged with the mirrored frame's (None: no model ran).
     Without a measurement the row is failed with reason ``failure_code``. ``spacing_given``:
     the spacing the run was given for uncalibrated files; ``file_stamp``: the scan's size and
     modification time as :func:`file_stamp` gives them (a resumed run measures a changed file
-    again); ``head_confidence``, ``ps_confidence``: the network's (see
+    again); ``file_sha256``: its content's (:func:`file_sha256`: which bytes were measured, for
+    an audit); ``measured_at`` is set to now, UTC; ``head_confidence``, ``ps_confidence``: the network's (see
     :func:`ipp_seg.inference.pipeline.head_confidence`); ``model_sha256``: the model file's
     (the same name may later stand for other weights); ``provenance``: the frame's, whose DICOM
     UIDs (SOP instance, study, series) the row carries (None where no frame was read)."""
@@ -424,7 +427,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, ipp_seg_version=__version__,
                **{uid: value or "" for uid, value in dicom_uids(provenance).items()}, error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
-               spacing_given_mm=_spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
+               spacing_given_mm=spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
+               file_sha256=file_sha256, measured_at=utc_now_cell(),
                head_confidence=_or_empty(shown_confidence(head_confidence)),
                ps_confidence=_or_empty(shown_confidence(ps_confidence)))
     if measurement is None:
@@ -464,16 +468,22 @@ def shown_confidence(confidence: float | None) -> float | None:
     return None if confidence is None else math.floor(float(confidence) * 10_000) / 10_000
 
 
+def utc_now_cell() -> str:
+    """Now, UTC, to the second, as a row's ``measured_at`` reads (``2026-12-05T20:45:46Z``)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spacing_cell(spacing: tuple[float, float] | None) -> str:
+    """A spacing (x, y) mm as a row's ``spacing_given_mm`` reads (``0.2,0.2``); empty for none."""
+    return "" if spacing is None else f"{spacing[0]:g},{spacing[1]:g}"
+
+
 def _or_empty(value) -> object:
     return "" if value is None else value
 
 
 def _tta_cell(tta: bool | None) -> str:
     return "" if tta is None else str(bool(tta)).lower()
-
-
-def _spacing_cell(spacing: tuple[float, float] | None) -> str:
-    return "" if spacing is None else f"{spacing[0]:g},{spacing[1]:g}"
 
 
 def file_stamp(path: Path) -> tuple[str, str]:
@@ -485,6 +495,33 @@ def file_stamp(path: Path) -> tuple[str, str]:
         return "", ""
     modified = datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, tz=timezone.utc)
     return str(st.st_size), modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, hex (as the CSV records it: which bytes a row measured, where
+    a size and a modification time say only that the file looks unchanged); empty when it cannot
+    be read (its row says why), and for anything but a regular file: a FIFO would block the run, a
+    device never end."""
+    digest = hashlib.sha256()
+    try:
+        # Opened without waiting for a FIFO's writer, and only then asked what it is (no race with a swap).
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # (a folder, which fdopen refuses, too)
+            os.close(descriptor)
+            return ""
+    except OSError:
+        os.close(descriptor)
+        return ""
+    with os.fdopen(descriptor, "rb") as fh:
+        try:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        except OSError:
+            return ""
+    return digest.hexdigest()
 
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
@@ -1001,6 +1038,7 @@ class FileProcessor:
         rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]  # for the output files' paths
         names = [printable_path(rel) for rel in rels]  # for the CSV's rows
         stamps = [file_stamp(path) for path, _ in items]  # before reading: a later change is not hidden
+        digests = [file_sha256(path) for path, _ in items]
         rows: list[list[dict]] = [[] for _ in items]
         outputs: list[list[str]] = [[] for _ in items]
         dicom_counts = [[0, 0] for _ in items]  # (written, refused) SEGs and SRs
@@ -1015,7 +1053,8 @@ class FileProcessor:
                 rows[item].append(measurement_row(name, "" if result.frame_index is None else result.frame_index,
                                                   None, self.model_name, result.provenance, result.reason,
                                                   inf.method, inf.orientation, inf.tta, result.code, inf.spacing_mm,
-                                                  stamps[item], model_sha256=self.model_sha256))
+                                                  stamps[item], model_sha256=self.model_sha256,
+                                                  file_sha256=digests[item]))
                 continue
             started = time.perf_counter()
             frame = result.frame
@@ -1052,6 +1091,7 @@ class FileProcessor:
             rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
+                                              file_sha256=digests[item],
                                               head_confidence=result.head_confidence,
                                               ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
                               | {"dicom_results": dicom_cell})
@@ -1533,7 +1573,8 @@ def _read_run_record(out_dir: Path) -> dict:
         return {}
     checked: dict = {"kinds": {kind for kind in record["outputs"] if isinstance(kind, str) and kind in _OUTPUT_PLACES},
                      "model_sha256": record.get("model_sha256"),
-                     "earlier_version_rows": record.get("earlier_version_rows", 0)}
+                     "earlier_version_rows": record.get("earlier_version_rows", 0),
+                     "sessions": [s for s in record.get("sessions") or [] if isinstance(s, dict)]}
     uid, started = record.get("dicom_run_uid"), record.get("dicom_run_started")
     if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{32}", uid) and isinstance(started, str):
         with suppress(ValueError):
@@ -1543,18 +1584,33 @@ def _read_run_record(out_dir: Path) -> dict:
     return checked
 
 
+def run_session(options: BatchOptions, workers: int) -> dict:
+    """What one session of a run (the run itself, or a resume of it) was, for its record: when it
+    started (UTC), the folder and options it measured with, and the software and machine (the
+    last digits of onnxruntime's arithmetic differ between CPU families and versions, and a
+    resumed CSV may hold rows of several machines)."""
+    inf = options.inference
+    return {"started": utc_now_cell(), "ipp_seg": __version__, "in_dir": str(options.in_dir), "glob": options.glob,
+            "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend, "device": inf.device,
+            "engine": options.engine, "workers": workers, "threads": inf.threads,
+            **software_versions("onnxruntime", *(("torch",) if inf.backend == "torch" else ())),
+            **machine_description()}
+
+
 def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
-                      model_sha256: str, earlier_rows: int = 0) -> None:
+                      model_sha256: str, earlier_rows: int = 0, sessions: list[dict] | None = None) -> None:
     """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
     file measured so far has, so that it says which it cannot add (no output folder tells a SEG
     from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
     instead of starting new series in a PACS. ``model_sha256``: the weights its rows are of (a
     record left beside another run's rows is not taken for theirs); ``earlier_rows``: how many of
     the CSV's rows an earlier version wrote (a run begun by 0.2.3 and resumed since), so that a
-    later resume tells such a run's record from one a 0.2.3 ``--overwrite`` left."""
+    later resume tells such a run's record from one a 0.2.3 ``--overwrite`` left. ``sessions``:
+    each session of the run so far, the last this one (:func:`run_session`)."""
     record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
               "earlier_version_rows": earlier_rows,
-              "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None}
+              "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None,
+              "sessions": sessions or []}
     with replacing(out_dir / RUN_RECORD_NAME, text=True, encoding="utf-8", newline="\n") as fh:
         json.dump(record, fh, indent=1)
         fh.write("\n")
@@ -1686,7 +1742,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
-                                                "spacing_given_mm": _spacing_cell(inf.spacing_mm)},
+                                                "spacing_given_mm": spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir)
     if options.save_masks or options.overlays or options.dicom_seg or options.dicom_sr:
         # From the whole folder (done files too), so that a resumed run names files alike.
@@ -1749,7 +1805,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         _write_run_record, options.out_dir,
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
-        earlier_rows=earlier_rows)
+        earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()), run_session(options, workers)])
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
@@ -2098,7 +2154,7 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError",
            "ROW_FAILURES", "ResumeError",
            "RunAdvice", "WorkerDiedError", "WorkingFolderGoneError", "check_inference_choices", "file_groups",
-           "file_stamp", "glob_matcher",
+           "file_sha256", "file_stamp", "glob_matcher", "spacing_cell", "utc_now_cell",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "reason_actions", "refuse_batch_output_as_input", "row_anatomy_unrecognised", "row_orientation_doubtful",

@@ -24,8 +24,8 @@ from ..io.frames import check_spacing, same_spacing
 from ..io.reader import choose_spacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import check_choice, check_plausible_spacing
-from .batch import (MASK_REFUSED, UNREADABLE, dicom_uids, file_stamp, is_batch_output_part, measurement_row,
-                    refuse_batch_output_as_input)
+from .batch import (MASK_REFUSED, UNREADABLE, dicom_uids, file_sha256, file_stamp, is_batch_output_part,
+                    measurement_row, refuse_batch_output_as_input)
 from .pipeline import measure_frame
 from .report import measurement_report, unreadable_measurement_report
 
@@ -253,7 +253,8 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
                         "calibration",)
         # The frame of the scan the mask was drawn on: a cine frame's mask found by the cine's name.
         row = measurement_row(printable_file(str(path)), scan_frame, result, "", provenance, "", method,
-                              orientation, spacing_given=spacing_mm, file_stamp=file_stamp(path))
+                              orientation, spacing_given=spacing_mm, file_stamp=file_stamp(path),
+                              file_sha256=file_sha256(path))
         report = measurement_report(str(path), scan_frame, result)
         yield MeasuredMask(path, row, _with_scan(report, scans, scan, provenance), warnings=warnings)
 

@@ -180,15 +180,19 @@ class Predictor:
         :meth:`~ipp_seg.measure.Measurement.to_dict` is the flat form of the measurement alone).
         A :class:`FrameFailure` carries no file name: give it as ``path``. ``time_ms`` is the
         frame's own time where it is known (see :class:`FrameResult`), else None."""
-        from .report import frame_report, unreadable_report
+        from .report import frame_report, measured_file_keys, unreadable_report
 
         inf = self.options
         if isinstance(result, FrameFailure):
-            return unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
-                                     self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
-                                     result.code, self.model_sha256, result.provenance)
+            return {**unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
+                                        self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
+                                        result.code, self.model_sha256, result.provenance),
+                    **measured_file_keys(path, inf.spacing_mm)}
         elapsed_ms = 1000 * sum(result.timings.values()) if result.timings else None
-        return frame_report(result, self.provider, elapsed_ms, inf.tta)
+        scan = path if path is not None else result.frame.provenance.path
+        if scan and not Path(scan).is_file():  # a frame given as pixels has no file: its file's keys are null
+            scan = None
+        return {**frame_report(result, self.provider, elapsed_ms, inf.tta), **measured_file_keys(scan, inf.spacing_mm)}
 
     def predict_frame(self, frame: UltrasoundFrame) -> FrameResult:
         """Segment and measure one frame already read (see :func:`ipp_seg.io.read_frames`).

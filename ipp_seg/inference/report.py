@@ -19,8 +19,8 @@ from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
 from ..measure import Measurement
 from .batch import (BURNED_IN_TEXT_SHOWN, NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
-                    FrameFailure, dicom_results_cell, dicom_uids, fitting_stem, measurement_row, output_stem,
-                    shown_confidence, suffix_disambiguated)
+                    FrameFailure, dicom_results_cell, dicom_uids, file_sha256, file_stamp, fitting_stem,
+                    measurement_row, output_stem, shown_confidence, spacing_cell, suffix_disambiguated, utc_now_cell)
 from .pipeline import FrameResult, segmented_box
 
 
@@ -71,6 +71,27 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         "ipp_seg_version": __version__,
         "time_ms": None if elapsed_ms is None else round(elapsed_ms, 1),
     }
+
+
+def measured_file_keys(path: str | os.PathLike[str] | None, spacing_given: tuple[float, float] | None) -> dict:
+    """:func:`run_keys_of_row`'s keys for ``path`` measured now (as the library's reports give
+    them, where no row was made); the file's keys null without a path."""
+    stamp = file_stamp(Path(path)) if path else ("", "")
+    return run_keys_of_row({"spacing_given_mm": spacing_cell(spacing_given), "file_bytes": stamp[0],
+                            "file_modified": stamp[1], "file_sha256": file_sha256(Path(path)) if path else "",
+                            "measured_at": utc_now_cell()})
+
+
+def run_keys_of_row(row: dict) -> dict:
+    """What a frame's CSV row (:func:`~ipp_seg.inference.batch.measurement_row`) says of its
+    run and file beyond the measurement, as a JSON report gives it: ``spacing_given_mm`` (the
+    ``--spacing-mm`` given, [x, y] mm, or null), ``file_bytes``, ``file_modified`` and
+    ``file_sha256`` (the scan's size, modification time and content when it was measured), and
+    ``measured_at`` (UTC); null where the row is empty."""
+    given = row["spacing_given_mm"]
+    return {"spacing_given_mm": [float(v) for v in given.split(",")] if given else None,
+            "file_bytes": int(row["file_bytes"]) if row["file_bytes"] else None,
+            **{key: row[key] or None for key in ("file_modified", "file_sha256", "measured_at")}}
 
 
 def unreadable_measurement_report(file: str, frame_index: int | None, reason: str, method: str,
@@ -250,17 +271,19 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     for scan in scans:
         started = time.perf_counter()
         shown = printable_file(str(scan))  # as the CSV and the JSON name it
+        stamp, digest = file_stamp(scan), file_sha256(scan)  # before reading, as batch takes them
         for result in processor.results(scan):
             elapsed_ms = (time.perf_counter() - started) * 1000
             if isinstance(result, FrameFailure):
                 frame = "" if result.frame_index is None else result.frame_index
                 row = measurement_row(shown, frame, None, processor.model_name, result.provenance, result.reason,
-                                      inf.method, inf.orientation, inf.tta, result.code,
-                                      model_sha256=processor.model_sha256)
+                                      inf.method, inf.orientation, inf.tta, result.code, inf.spacing_mm, stamp,
+                                      model_sha256=processor.model_sha256, file_sha256=digest)
                 report = {**unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
                                               provider, inf.method, inf.orientation, inf.tta, result.code,
                                               processor.model_sha256, result.provenance),
-                          "time_ms": round(elapsed_ms, 1)}  # (the table shows it too: the time it took to refuse)
+                          "time_ms": round(elapsed_ms, 1),  # (the table shows it too: the time it took to refuse)
+                          **run_keys_of_row(row)}
                 verb = {UNREADABLE: "read", NOT_AN_IMAGE: "measure", NO_SUCH_FRAME: "measure",
                         NOT_ULTRASOUND: "segment"}.get(result.code, "process")
                 yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
@@ -269,9 +292,10 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                 continue
             row = measurement_row(shown, result.frame.frame_index, result.measurement, processor.model_name,
                                   result.frame.provenance, "", inf.method, inf.orientation, inf.tta,
+                                  spacing_given=inf.spacing_mm, file_stamp=stamp, file_sha256=digest,
                                   head_confidence=result.head_confidence, ps_confidence=result.ps_confidence,
                                   model_sha256=processor.model_sha256)
-            report = frame_report(result, provider, elapsed_ms, inf.tta)
+            report = {**frame_report(result, provider, elapsed_ms, inf.tta), **run_keys_of_row(row)}
             errors, warnings, refused = [], [], False
             if out_dir is not None:
                 try:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..evaluate.metrics import dice
 from ..io.folders import FolderInUseError, folder_lock, given_path
+from ..machine import cpu_model
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import NetworkConfig, get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
@@ -206,19 +207,6 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_model() -> str:
-    """The processor's name (``/proc/cpuinfo``'s model name on Linux, where ``platform.processor()``
-    is empty; else that): bf16 arithmetic, and onnxruntime's last bits, differ between CPU families."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_fraction: float) -> float:

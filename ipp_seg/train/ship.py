@@ -24,12 +24,13 @@ from ..inference.pipeline import measure_frame, segment_frames
 from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
+from ..machine import cpu_model
 from ..measure.result import SEGMENTATION_REASONS
 from ..nn.configs import DEFAULT_CONFIG
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
 from .lineage import lineage_hours, lineage_of, run_cost
-from .loop import (BEST, TrainSettings, checkpoint_digest, cpu_model, load_checkpoint_model, load_torch_file,
+from .loop import (BEST, TrainSettings, checkpoint_digest, load_checkpoint_model, load_torch_file,
                    read_checkpoint)
 
 log = logging.getLogger(__name__)
