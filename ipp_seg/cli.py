@@ -1160,19 +1160,27 @@ def evaluate(
     _print_table(_agreement_table(report.blocks, reference is not None))
     if any(block.reasons_pred for block in report.blocks):
         _print_table(_reasons_table(report.blocks))
-    _say_prediction_models(report.prediction_models)
+    _say_prediction_models(report.prediction_models, report.prediction_settings)
     if out is not None:
         err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
 
 
-def _say_prediction_models(models) -> None:
-    """Which weights made the predictions, where their folder records it; a mix is a warning."""
+def _say_prediction_models(models, settings=()) -> None:
+    """Which weights made the predictions, and with which settings (``--tta``), where their folder
+    records it; a mix is a warning."""
     named = [f"{model} (sha256 {sha[:12]})" if sha else model for model, sha in models]
+    tta = {t for t, *_ in settings if t}
+    how = f" with --tta {'on' if tta == {'true'} else 'off'}" if len(tta) == 1 else ""
     if len(named) == 1:
-        err.print(f"predictions made by {escape(named[0])}", highlight=False)
+        err.print(f"predictions made by {escape(named[0])}{how}", highlight=False)
     elif named:
         err.print(f"[yellow]warning:[/] the predictions folder records {len(named)} models: "
                   f"{escape(', '.join(named))}; its masks may mix their results", highlight=False)
+    if len(settings) > 1:
+        shown = "; ".join(", ".join(f"{k} {v}" for k, v in zip(("tta", "method", "orientation", "--spacing-mm"), s)
+                                    if v) for s in settings)
+        err.print(f"[yellow]warning:[/] the predictions were made with {len(settings)} settings ({escape(shown)}): "
+                  "its masks may mix them (summary.json's prediction_settings)", highlight=False)
 
 
 def _list_unevaluated(report, missing_as_empty: bool) -> None:

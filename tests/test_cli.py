@@ -1058,6 +1058,14 @@ def test_evaluate_says_which_model_made_the_predictions_and_warns_of_a_mix(tmp_p
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["prediction_models"] == [{"model": "dssau-net-s", "model_sha256": report["model_sha256"]}]
     assert summary["prediction_versions"] == [report["ipp_seg_version"]]
+    # ...and with which settings: a card's figures differ with --tta, and the summary had not said which these were.
+    assert summary["prediction_settings"] == [{"tta": False, "method": "ellipse", "orientation": "standard",
+                                               "spacing_given_mm": None}]
+    assert "with --tta off" in " ".join(result.output.split())
+    (pred / "04750.json").write_text(json.dumps({**report, "file": "04750.png", "tta": True}))
+    mixed = " ".join(invoke("evaluate", pred, gt, "--out", tmp_path / "mixed").output.split())
+    assert "the predictions were made with 2 settings (tta false, method ellipse" in mixed and "tta true" in mixed
+    (pred / "04750.json").unlink()
     # An earlier evaluation's summary.json left among the predictions is no frame's report: its version is not theirs.
     (pred / "summary.json").write_text(json.dumps({**summary, "ipp_seg_version": "9.9.9"}))
     assert invoke("evaluate", pred, gt, "--out", tmp_path / "ev2").exit_code == 0
@@ -1090,6 +1098,7 @@ def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sampl
     assert summary["failed_predictions"][0]["case_id"] == "04750"
     assert summary["ipp_seg_version"] == __version__  # whose conventions the figures follow
     assert summary["prediction_versions"] == [__version__]  # ...and which ipp-seg made the predictions
+    assert [p["tta"] for p in summary["prediction_settings"]] == [False]  # ...and how (the run's rows)
     # The run's masks folder given itself scores the same (it had left the failed frame out), and
     # names the model as the run's folder does.
     from_masks = invoke("evaluate", tmp_path / "run" / "masks", gt, "--out", tmp_path / "ev_masks")

@@ -301,6 +301,9 @@ class EvaluationReport:
     ``seen_in_training``: (model, case IDs) of each recorded model whose card lists evaluated
     case IDs among those it trained on (:func:`cases_seen_in_training`). ``prediction_versions``:
     the ipp-seg versions that made the predictions, where their folder records them.
+    ``prediction_settings``: (tta, method, orientation, spacing_given_mm) of the runs that made
+    them (:func:`prediction_setting`), where their folder records them: a model card gives
+    figures with and without ``--tta``, and a summary says which it reproduces.
     """
 
     method: str
@@ -319,6 +322,7 @@ class EvaluationReport:
     failed_predictions: tuple[tuple[str, str], ...] = ()
     seen_in_training: tuple[tuple[str, tuple[str, ...]], ...] = ()
     prediction_versions: tuple[str, ...] = ()
+    prediction_settings: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def overall(self) -> BlockSummary:
@@ -362,6 +366,10 @@ class EvaluationReport:
             "failed_predictions": [{"case_id": printable_path(c), "reason": r} for c, r in self.failed_predictions],
             # Which ipp-seg made them ("" for 0.1.0's rows): rules differ by version (CHANGELOG.md).
             "prediction_versions": list(self.prediction_versions),
+            # How they were made besides the model (a card's figures differ with --tta): several, mixed.
+            "prediction_settings": [{"tta": {"true": True, "false": False}.get(t), "method": m or None,
+                                     "orientation": o or None, "spacing_given_mm": g or None}
+                                    for t, m, o, g in self.prediction_settings],
             # Cases whose IDs a recording model trained on: its figures there are a fit, not a validation.
             "cases_seen_in_training": [{"model": m, "n_cases": len(ids), "case_ids": [printable_path(c) for c in ids]}
                                        for m, ids in self.seen_in_training],
@@ -793,6 +801,10 @@ def evaluate_folders(
         paired_cases=len(paired) + len(failed_pred),  # a frame the run failed on is a prediction too
         ground_truth_problems=tuple(gt_problems),
         prediction_models=models,
+        prediction_settings=tuple(sorted((run.settings if run is not None else set())
+                                         | {prediction_setting(item.get("tta"), item.get("method"),
+                                                               item.get("orientation"), item.get("spacing_given_mm"))
+                                            for _, item in reports if "model" in item})),
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
     )
 
@@ -866,7 +878,8 @@ class RunRecord:
     ``reasons``: case ID -> the reason codes of its row, for the frames it drew a mask of.
     ``spacings``: case ID -> the (x, y) mm per pixel its row was measured with (the scan's
     calibration, or the run's ``--spacing-mm``), where it had one. ``versions``: the ipp-seg
-    versions that wrote its rows ("" for rows of 0.1.0, which did not say)."""
+    versions that wrote its rows ("" for rows of 0.1.0, which did not say). ``settings``: the
+    (tta, method, orientation, spacing_given_mm) cells of its rows (:func:`prediction_setting`)."""
 
     cases: frozenset[str]
     failures: Mapping[str, str]
@@ -875,6 +888,20 @@ class RunRecord:
     reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     spacings: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     versions: frozenset[str] = frozenset()
+    settings: frozenset[tuple[str, str, str, str]] = frozenset()
+
+
+def prediction_setting(tta, method, orientation, spacing_given) -> tuple[str, str, str, str]:
+    """What made a prediction besides its model, as a row's cells read (``tta`` ``true`` /
+    ``false``, the AoP method and orientation, ``--spacing-mm`` as ``x,y``; empty where not
+    recorded), from a CSV row's cells or a JSON report's values (``tta`` a bool, the spacing a
+    list)."""
+    if isinstance(tta, bool):
+        tta = str(tta).lower()
+    if isinstance(spacing_given, list):
+        spacing_given = ",".join(f"{v:g}" for v in spacing_given if isinstance(v, (int, float)))
+    return tuple(str(v or "").lower() if i == 0 else str(v or "") for i, v in
+                 enumerate((tta, method, orientation, spacing_given)))
 
 
 def read_run_record(pred_dir: PathLike) -> RunRecord | None:
@@ -892,6 +919,7 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
     reasons: dict[str, tuple[str, ...]] = {}
     spacings: dict[str, tuple[float, float]] = {}
     versions: set[str] = set()
+    settings: set[tuple[str, str, str, str]] = set()
     try:
         with open(table, newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
@@ -900,6 +928,9 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                 models.add((row.get("model") or "", row.get("model_sha256") or ""))
                 if row.get("file"):  # (a blank row a spreadsheet left says nothing of a version)
                     versions.add(row.get("ipp_seg_version") or "")
+                    if row.get("model"):  # (a file without an image ran no model)
+                        settings.add(prediction_setting(row.get("tta"), row.get("method"), row.get("orientation"),
+                                                        row.get("spacing_given_mm")))
                 if row.get("reasons") is None:
                     continue
                 if row_segmented(row):
@@ -921,7 +952,7 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                        table, exc)
         return None
     return RunRecord(frozenset(cases), {case: why for case, why in failures.items() if case not in segmented},
-                     frozenset(models), bool(segmented), reasons, spacings, frozenset(versions))
+                     frozenset(models), bool(segmented), reasons, spacings, frozenset(versions), frozenset(settings))
 
 
 def _row_spacing(row: dict) -> tuple[float, float] | None:
