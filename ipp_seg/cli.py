@@ -720,7 +720,7 @@ def batch(
     from .inference.backends import BackendError
     from .inference.batch import (DICOM_FOLDER, BatchOptions, ExistingResultsError, InferenceOptions,
                                   LinkedOutputFolderError, NoScansError, OutputLockedError, ResumeError,
-                                  WorkerDiedError, WorkingFolderGoneError, run_batch)
+                                  WorkerDiedError, WorkingFolderGoneError, row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -738,17 +738,18 @@ def batch(
         fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
                            address, dicom_seg=dicom_seg, dicom_sr=dicom_sr)
-    counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "started": time.monotonic(), "said": 0.0}
+    counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "not_images": 0, "started": time.monotonic(),
+              "said": 0.0}
     # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the ssh session
     # a job was started from with '&', ends the run like Ctrl-C does, while it runs: one after it
     # (as the process exits) would only print a traceback.
     previous_signals = _stop_on_signals()
     # Transient: a refused run leaves no empty bar behind; the summary line says what was done.
     with Progress(TextColumn("[bold]files"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
+                  TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
                   disable=not _live_progress()) as progress:  # (a log file gets lines of its own, below)
-        task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=0)
+        task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=_failed_so_far(counts))
 
         def on_start(total: int) -> None:
             counts["total"] = total
@@ -759,9 +760,10 @@ def batch(
             counts["frames"] += len(outcome.rows)
             # As the summary and the CSV's status column count them (objects without an image too).
             counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
+            counts["not_images"] += sum(map(row_not_an_image, outcome.rows))
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
-                            failed=counts["failed"])
+                            failed=_failed_so_far(counts))
             now = time.monotonic()
             counts.setdefault("first", (now, counts["files"]))
             if not _live_progress() and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
@@ -918,6 +920,14 @@ def _restore_signals(previous: dict) -> None:
         signal.signal(signum, handler)
 
 
+def _failed_so_far(counts: dict) -> str:
+    """The failed rows so far, those of files without an image said apart within them: an
+    export's reports, PDFs and viewer files had read as hundreds of failures in the counter,
+    hiding the frames that failed."""
+    failed, not_images = counts["failed"], counts.get("not_images", 0)
+    return f"{failed} failed" + (f" ({not_images} not images)" if not_images else "")
+
+
 def _plain_progress(counts: dict, now: float) -> str:
     """One line of batch progress for a log file: files done of all, frames, rate, time left.
     The time left is estimated from the files done since the first one: before it, the
@@ -927,7 +937,7 @@ def _plain_progress(counts: dict, now: float) -> str:
     line = f"batch: {done} of {_count(total, 'file')}" if total else f"batch: {_count(done, 'file')}"
     # A slow model (the paper config with --tta) at its first frames: seconds per frame, not "0.0/s".
     pace = f"{1 / rate:.0f} s per frame" if 0 < rate < 0.1 else f"{rate:.1f}/s"
-    line += f", {_count(counts['frames'], 'frame')} ({pace}), {counts['failed']} failed, {elapsed_s / 60:.1f} min"
+    line += f", {_count(counts['frames'], 'frame')} ({pace}), {_failed_so_far(counts)}, {elapsed_s / 60:.1f} min"
     first_at, first_files = counts.get("first") or (now, done)
     if total and done > first_files and now > first_at:
         line += f", about {(total - done) * (now - first_at) / (done - first_files) / 60:.1f} min left"

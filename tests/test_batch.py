@@ -1589,6 +1589,10 @@ def test_progress_for_a_log_estimates_time_left_from_the_files_done_after_start_
     assert _plain_progress(one, 1001.0).startswith("batch: 1 of 1 file, 1 frame (1.0/s)")  # not "1 of 1 files"
     # A slow model's first frame after 30 s: "(0.0/s)" had told nothing.
     assert "1 frame (30 s per frame)" in _plain_progress(one, 1030.0)
+    # An export's reports, PDFs and viewer files are failed rows, said apart: 47 "failed" had hidden 8 real failures.
+    export = {"files": 64, "total": 64, "frames": 68, "failed": 47, "not_images": 39, "started": 1000.0}
+    assert ", 47 failed (39 not images)," in _plain_progress(export, 1010.0)
+    assert ", 0 failed," in _plain_progress(one, 1001.0)
 
 
 def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_copy(mixed_folder, tmp_path,
@@ -2119,6 +2123,9 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png):
     for name in ("Thumbs.db", "desktop.ini", "Icon\r", ".DS_Store", "._scan.png", "sub/THUMBS.DB"):
         (root / name).write_bytes(b"\0" * 64)
     (root / "notes.txt").write_text("kept: a file of the user's own")
+    # A zip made on macOS keeps its files' resource forks in __MACOSX/ (some without the "._"): unreadable rows.
+    (root / "__MACOSX" / "sub").mkdir(parents=True)
+    (root / "__MACOSX" / "sub" / "IM_0001").write_bytes(b"\0\5\x16\7" + b"\0" * 60)
     assert sorted(p.relative_to(root).as_posix() for p in list_scans(root, "**/*")) == ["notes.txt", "sub/scan.png"]
 
 

@@ -131,7 +131,7 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
             dirs[:] = []
             continue
         visited[real] = here
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not is_hidden_folder(d))
         yield here, real, [name for name in names if not is_hidden_name(name)]
 
 
@@ -146,10 +146,17 @@ def is_hidden_name(name: str) -> bool:
     return name.startswith(".") or name.casefold() in _SYSTEM_FILES
 
 
+def is_hidden_folder(name: str) -> bool:
+    """Whether a folder of this name is skipped as hidden: a dot folder, or ``__MACOSX``, where
+    a zip made on macOS keeps the AppleDouble resource forks of its files (no scans: their
+    headers read as unreadable files, measured again on every ``--resume``)."""
+    return name.startswith(".") or name.casefold() == "__macosx"
+
+
 def _folders_without_links(root: Path) -> Iterator[str]:
     """``root`` and its non-hidden sub-folders reached without following a link."""
     for folder, dirs, _ in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not is_hidden_folder(d)]
         yield folder
 
 
