@@ -2215,6 +2215,13 @@ def test_a_glob_that_leaves_out_files_without_a_suffix_says_so(mixed_folder, tmp
     with caplog.at_level("WARNING"):
         batch_module.run_batch(batch_module.BatchOptions(mixed_folder, tmp_path / "out", glob="**/*.dcm"))
     assert "--glob '**/*.dcm' left out 1 DICOM file(s) without a suffix, such as sub/IMG00001" in caplog.text
+    # A file named by its SOP Instance UID has none either (its last number is no suffix): it had gone uncounted.
+    shutil.copy(sample_dicom, mixed_folder / "sub" / "1.2.826.0.1.3680043.8.498.12345")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        batch_module.run_batch(batch_module.BatchOptions(mixed_folder, tmp_path / "out_uid", glob="**/*.dcm"))
+    assert "left out 2 DICOM file(s) without a suffix" in caplog.text
+    (mixed_folder / "sub" / "1.2.826.0.1.3680043.8.498.12345").unlink()
     # The export's index, and a folder of other suffix-less files not chosen, are left out as meant.
     (mixed_folder / "DICOMDIR").write_bytes((mixed_folder / "sub" / "IMG00001").read_bytes())
     (mixed_folder / "NOTES").write_text("not DICOM")

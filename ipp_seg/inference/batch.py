@@ -1165,10 +1165,16 @@ def _other_files_hint(options: BatchOptions) -> str:
     every = list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False)  # (said by the first listing)
     if not every:
         return ""
-    bare = sum(1 for path in every if not path.suffix)
+    bare = sum(1 for path in every if _without_suffix(path))
     return (f"; it holds {len(every)} other file(s)" + (f", {bare} of them without a suffix (an export's DICOM files "
                                                           "often have none: leave --glob out, or match their folder, "
                                                           "such as 'DICOM/**')" if bare else ""))
+
+
+def _without_suffix(path: Path) -> bool:
+    """Whether a file's name has no suffix as ipp-seg reads names (:func:`name_without_suffix`): a
+    SOP Instance UID's last number is none (``1.2.826.0.1.3680043.8.498.12345``), as ``IMG00001``."""
+    return name_without_suffix(path.name) == path.name
 
 
 def _say_bare_files_left_out(options: BatchOptions, files: list[Path]) -> None:
@@ -1180,7 +1186,7 @@ def _say_bare_files_left_out(options: BatchOptions, files: list[Path]) -> None:
         return
     taken = set(files)
     bare = [path for path in list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False)
-            if path not in taken and not path.suffix and path.name.upper() != "DICOMDIR" and is_dicom_file(path)]
+            if path not in taken and _without_suffix(path) and path.name.upper() != "DICOMDIR" and is_dicom_file(path)]
     if bare:
         example = _csv_name(bare[0], options.in_dir)
         log.warning("--glob %r left out %d DICOM file(s) without a suffix, such as %s (an export names its images "
