@@ -637,6 +637,10 @@ def test_a_masks_or_overlays_folder_linked_elsewhere_is_refused(mixed_folder, tm
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "Traceback" not in said and "is a link out of" in said, said
     assert not list(victim.iterdir())
+    # A run stopped so removes the output folders it left empty, not one the user had made before it.
+    (out / "overlays").mkdir()
+    assert _run("batch", mixed_folder, "--out", out, "--save-masks", "--overwrite").exit_code == 2
+    assert (out / "overlays").is_dir() and (out / "masks" / "sub").is_symlink()
 
 
 def test_a_scan_without_the_frames_asked_for_is_no_unreadable_file(mixed_folder, tmp_path):

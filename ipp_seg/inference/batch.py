@@ -1852,7 +1852,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             close()  # (the workers drop what they hold, and say what they wrote)
         _remove_outputs_without_rows(left, rowed)
         for folder in OUTPUT_FOLDERS:  # left empty: as a run stopped before any output
-            _remove_empty_folders(options.out_dir / folder)
+            # (Not one the user had made before the run: only what is in it, left empty by the run.)
+            _remove_empty_folders(options.out_dir / folder, keep_root=outputs_before[folder])
         raise
     if earlier:
         # --overwrite replaced the run: the earlier run's masks, overlays, SEGs and SRs that this run
@@ -1881,11 +1882,14 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused)
 
 
-def _remove_empty_folders(root: Path) -> None:
-    """Remove ``root`` and the folders under it that hold nothing (not links to folders)."""
+def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:
+    """Remove ``root`` (unless ``keep_root``) and the folders under it that hold nothing (not links
+    to folders)."""
     if root.is_symlink() or not root.is_dir():
         return
     for here, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):  # the deepest first
+        if keep_root and Path(here) == root:
+            continue
         with suppress(OSError):  # not empty
             os.rmdir(here)
 
