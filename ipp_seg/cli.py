@@ -687,6 +687,9 @@ def batch(
     in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively).", readable=False),
     out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/, dicom-results/."),
     glob: str = typer.Option("**/*", "--glob", help="Which files to take, e.g. '**/*.dcm'."),
+    exclude: Optional[list[str]] = typer.Option(
+        None, "--exclude", metavar="PATTERN",
+        help="Files, or folders with all they hold, to leave out, e.g. 'viewer' or '**/*.pdf' (repeatable)."),
     save_masks: bool = _flag("--save-masks", help="Write label masks (0/1/2) as PNG under masks/."),
     overlays: bool = _flag("--overlays", help="Write overlay PNGs under overlays/."),
     dicom_seg: bool = _flag("--dicom-seg", help="Write a DICOM Segmentation per DICOM frame under dicom-results/."),
@@ -732,12 +735,15 @@ def batch(
         fail("--address only applies with --engine ray")
     if not glob or Path(glob).is_absolute():
         fail(f"--glob takes a pattern relative to {in_dir}, such as '**/*.dcm', got {glob!r}")
+    for pattern in exclude or ():
+        if not pattern.strip("/") or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            fail(f"--exclude takes a pattern relative to {in_dir}, such as 'viewer' or '**/*.pdf', got {pattern!r}")
     _output_folder(out)
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
     if resume and overwrite:
         fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
-                           address, dicom_seg=dicom_seg, dicom_sr=dicom_sr)
+                           address, dicom_seg=dicom_seg, dicom_sr=dicom_sr, excluded_globs=tuple(exclude or ()))
     counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "not_images": 0, "started": time.monotonic(),
               "said": 0.0}
     # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the ssh session
@@ -1261,7 +1267,7 @@ def _reasons_table(blocks) -> Table:
 # What an option's value is, as the README writes it (``--out DIR``), in place of typer's type
 # names (``<path>``, ``<int range> [x>=1]``), which read as jargon in a clinician's help.
 _PLACEHOLDERS = {"--out": "DIR", "--scans": "DIR", "--images": "DIR", "--onnx": "FILE", "--csv": "FILE",
-                 "--glob": "PATTERN", "--spacing-mm": "X,Y", "--labels": "ps=A,fh=B", "--gt-labels": "ps=A,fh=B",
+                 "--glob": "PATTERN", "--exclude": "PATTERN", "--spacing-mm": "X,Y", "--labels": "ps=A,fh=B", "--gt-labels": "ps=A,fh=B",
                  "--pred-labels": "ps=A,fh=B", "--reference-aop": "CSV", "--init-from": "CHECKPOINT",
                  "--ce-weights": "BG,PS,FH", "--dice-weights": "PS,FH", "--extra-validation": "FIRST-LAST",
                  "--model": "NAME", "--config": "NAME", "--input-size": "PX", "--warmup-epochs": "EPOCHS"}

@@ -2523,3 +2523,35 @@ def test_the_run_record_names_each_session_of_the_run_with_its_software_and_mach
         assert session["ipp_seg"] == next(r["ipp_seg_version"] for r in _rows(out / "measurements.csv"))
     rows = _rows(out / "measurements.csv", timed=True)
     assert rows[0]["measured_at"] <= sessions[1]["started"] <= rows[-1]["measured_at"]
+
+
+def test_exclude_leaves_out_files_and_folders_and_a_resume_keeps_their_rows(mixed_folder, tmp_path):
+    # An export's viewer folder, PDFs and text files became failed rows that every --resume read again, and --glob
+    # takes one pattern only: a data manager could not keep suffix-less DICOM files and drop the rest.
+    from ipp_seg.inference.batch import excluded_by
+
+    excluded = excluded_by(["viewer", "**/*.PDF", "sub/"])
+    assert excluded("viewer/bin/x.exe") and excluded("a/b/report.pdf") and excluded("sub/b.png")
+    assert not excluded("viewers/x.dcm") and not excluded("a.png") and not excluded_by([])("viewer/x")
+    (mixed_folder / "viewer" / "bin").mkdir(parents=True)
+    (mixed_folder / "viewer" / "bin" / "viewer.exe").write_bytes(b"MZ")
+    (mixed_folder / "report.pdf").write_bytes(b"%PDF-1.4")
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out, "--exclude", "viewer", "--exclude", "**/*.pdf",
+                  "--exclude", "readme.txt")
+    assert result.exit_code == 0, result.output
+    files = {r["file"] for r in _rows(out / "measurements.csv")}
+    assert files == {"a.png", "corrupt.dcm", "sub/b.png", "sub/cine.dcm"}
+    assert json.loads((out / ".ipp-seg-run.json").read_text())["sessions"][-1]["exclude"] == [
+        "viewer", "**/*.pdf", "readme.txt"]
+    # A resume that leaves more out keeps the rows of what it leaves out, as a narrower --glob does.
+    excludes = ["--exclude", "viewer", "--exclude", "**/*.pdf", "--exclude", "readme.txt"]
+    assert _run("batch", mixed_folder, "--out", out, "--resume", *excludes, "--exclude", "sub").exit_code == 0
+    assert {r["file"] for r in _rows(out / "measurements.csv")} == files
+    # Without them, the files they left out are measured now (each run's own --exclude), the others kept.
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert {r["file"] for r in _rows(out / "measurements.csv")} == files | {"readme.txt", "report.pdf",
+                                                                            "viewer/bin/viewer.exe"}
+    refused = _run("batch", mixed_folder, "--out", tmp_path / "o2", "--exclude", "**/*")
+    assert refused.exit_code == 2 and "but those --exclude leaves out ('**/*')" in " ".join(refused.output.split())
+    assert _run("batch", mixed_folder, "--out", tmp_path / "o3", "--exclude", "../x").exit_code == 2

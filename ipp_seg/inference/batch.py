@@ -134,6 +134,8 @@ class BatchOptions:
     # its objects of one source series form one derived series each, dated by the run's start.
     run_uid: str | None = None
     run_started: datetime | None = None
+    # Patterns of files (or folders, with all they hold) to leave out, as --glob matches them.
+    excluded_globs: tuple[str, ...] = ()
 
 
 #: Reason codes of rows without a measurement; a resumed run tries their frames again.
@@ -575,7 +577,8 @@ def _cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
     return min(limits) if limits else None
 
 
-def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None, warn: bool = True) -> list[Path]:
+def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None, warn: bool = True,
+               excluded_globs: Iterable[str] = ()) -> list[Path]:
     """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
     sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
     the results).
@@ -587,13 +590,16 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     so is what earlier runs wrote (:func:`is_batch_output_part`: their CSVs and their masks and
     overlays, which are not scans), in ``in_dir`` itself too; scans beside an earlier run's CSV
     are taken. When ``exclude`` is ``in_dir`` itself or a folder above it (``--out`` the project
-    folder that holds the scans), only its ``masks``/``overlays`` folders and CSV are.
+    folder that holds the scans), only its ``masks``/``overlays`` folders and CSV are. A file that
+    ``excluded_globs`` match (:func:`excluded_by`), or that lies in a folder they match, is left
+    out too.
 
     Raises:
         NoScansError: ``in_dir`` is itself a batch run's ``masks`` or ``overlays`` folder.
     """
     refuse_batch_output_as_input(in_dir)
     matcher = glob_matcher(pattern)
+    excluded = excluded_by(excluded_globs)
     exclude = exclude.resolve() if exclude else None
     skipped_files: set[Path] = set()
     top = in_dir.resolve()
@@ -622,7 +628,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             # (os.path's tests, not Path's: a link into a folder the user may not enter, or to a name
             # too long, raises from Path.exists, and had ended the whole run.)
             unreadable = (path.is_symlink() and not os.path.exists(path)) or special_file_kind(path) is not None
-            if not ((os.path.isfile(path) or unreadable) and matcher(rel)) or real / name in skipped_files:
+            if not ((os.path.isfile(path) or unreadable) and matcher(rel)) or real / name in skipped_files \
+                    or excluded(rel):
                 continue
             if name == CSV_NAME and is_batch_output_part(path):
                 earlier_outputs.append(rel)
@@ -733,6 +740,20 @@ _FIRST_COLUMNS = ("file", "frame", "status", "reasons")
 def _is_measurements_header(header) -> bool:
     """Whether a CSV header is one that some version of ipp-seg's batch writes."""
     return set(_FIRST_COLUMNS) <= set(header) <= set(CSV_COLUMNS)
+
+
+def excluded_by(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """A test of a relative POSIX path: whether it, or a folder it lies in, matches one of
+    ``patterns`` (:func:`glob_matcher`'s globs; ``--exclude``): ``viewer`` and ``**/__MACOSX``
+    leave out a folder with all it holds, ``**/*.pdf`` files of a kind."""
+    matchers = [glob_matcher(pattern.rstrip("/")) for pattern in patterns]
+    if not matchers:
+        return lambda rel: False
+
+    def excluded(rel: str) -> bool:
+        parts = rel.split("/")
+        return any(match("/".join(parts[:n])) for n in range(1, len(parts) + 1) for match in matchers)
+    return excluded
 
 
 def glob_matcher(pattern: str) -> Callable[[str], bool]:
@@ -1185,7 +1206,9 @@ def _say_bare_files_left_out(options: BatchOptions, files: list[Path]) -> None:
     if options.glob == "**/*":
         return
     taken = set(files)
-    bare = [path for path in list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False)
+    # (What --exclude leaves out is left out as meant.)
+    bare = [path for path in list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False,
+                                        excluded_globs=options.excluded_globs)
             if path not in taken and _without_suffix(path) and path.name.upper() != "DICOMDIR" and is_dicom_file(path)]
     if bare:
         example = _csv_name(bare[0], options.in_dir)
@@ -1597,6 +1620,7 @@ def run_session(options: BatchOptions, workers: int) -> dict:
     resumed CSV may hold rows of several machines)."""
     inf = options.inference
     return {"started": utc_now_cell(), "ipp_seg": __version__, "in_dir": str(options.in_dir), "glob": options.glob,
+            "exclude": list(options.excluded_globs),
             "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend, "device": inf.device,
             "engine": options.engine, "workers": workers, "threads": inf.threads,
             **software_versions("onnxruntime", *(("torch",) if inf.backend == "torch" else ())),
@@ -1733,8 +1757,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if held:
             raise ExistingResultsError(f"{csv_path} already holds {len(held)} rows: add --resume to go on with "
                                        "that run, --overwrite to replace it, or give another --out folder")
-    files = list_scans(options.in_dir, options.glob, exclude=options.out_dir)
+    files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs)
     if not files:  # before a previous CSV is touched
+        if options.excluded_globs:
+            raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
+                               f"out ({', '.join(map(repr, options.excluded_globs))})")
         if options.glob == "**/*":  # the folder and its sub-folders hold nothing but folders and hidden files
             raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files (hidden ones, "
                                "starting with '.', are left out)")
@@ -2164,7 +2191,7 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError",
            "ROW_FAILURES", "ResumeError",
            "RunAdvice", "WorkerDiedError", "WorkingFolderGoneError", "check_inference_choices", "file_groups",
-           "file_sha256", "file_stamp", "glob_matcher", "spacing_cell", "utc_now_cell",
+           "excluded_by", "file_sha256", "file_stamp", "glob_matcher", "spacing_cell", "utc_now_cell",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "reason_actions", "refuse_batch_output_as_input", "row_anatomy_unrecognised", "row_orientation_doubtful",
