@@ -176,9 +176,16 @@ def test_suffix_disambiguated():
         assert len({output_stem(renames.get(n, n), 0, 1).casefold() for n in names}) == len(names), renames
     assert suffix_disambiguated(["scan.dcm", "SCAN.DCM"])["scan.dcm"].startswith("scan_dcm~")
     # A name that is another's stem with a frame's ending: a cine's frame 1 and the still had shared their outputs.
+    # Both are renamed, whichever a folder held first: a resume that met the other later wrote over the done one's.
     assert suffix_disambiguated(["clip.dcm", "clip_f0001.dcm", "clip_f0002.png", "other_f0001.dcm"]) == {
-        "clip_f0001.dcm": "clip_f0001_dcm.dcm", "clip_f0002.png": "clip_f0002_png.png"}
-    assert suffix_disambiguated(["a/Clip", "a/clip_F0001"])["a/clip_F0001"].startswith("a/clip_F0001~")
+        "clip.dcm": "clip_dcm.dcm", "clip_f0001.dcm": "clip_f0001_dcm.dcm", "clip_f0002.png": "clip_f0002_png.png"}
+    bare = suffix_disambiguated(["a/Clip", "a/clip_F0001"])
+    assert bare["a/clip_F0001"].startswith("a/clip_F0001~") and bare["a/Clip"].startswith("a/Clip~")
+    assert suffix_disambiguated(["x.dcm", "x_f00001.dcm", "two\nlines.dcm"]) == {}  # no frame of output_stem's
+    assert len(suffix_disambiguated(["two\nlines.dcm", "two\nlines_f0001.dcm"])) == 2
+    # A name without a suffix keeps it beside joined names that meet it, which take a digest (as before 0.2.5).
+    assert suffix_disambiguated(["scan_png", "scan.png", "scan.dcm"]) == {
+        "scan.png": f"scan_png~{hashlib.sha1(b'scan.png').hexdigest()[:8]}.png", "scan.dcm": "scan_dcm.dcm"}
     # Two bare names apart only in case (IM_0001, im_0001) have no suffix to join: each takes a digest. They had
     # shared their outputs on a case-insensitive disk (an SMB share written from Linux).
     renames = suffix_disambiguated(["IM_0001", "im_0001", "IM_0002"])
@@ -197,6 +204,21 @@ def test_a_still_named_as_a_cines_frame_does_not_share_that_frames_outputs(tmp_p
     assert _run("batch", root, "--out", out, "--save-masks", "--dicom-seg").exit_code == 0
     assert len(_rows(out / "measurements.csv")) == 4
     assert len(list((out / "masks").iterdir())) == 4 and len(list((out / "dicom-results").iterdir())) == 4
+
+
+def test_a_resume_that_meets_a_cine_beside_a_still_named_as_its_frame_writes_over_neither(tmp_path, sample_dicom):
+    # The still clip_f0001.dcm measured first, the cine clip.dcm added before --resume: the cine's frame 1 had written
+    # over the still's mask, its row claiming outputs of another image.
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_dicom, root / "clip_f0001.dcm")
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--save-masks").exit_code == 0
+    still = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
+    _multiframe_dicom(sample_dicom, root / "clip.dcm")
+    assert _run("batch", root, "--out", out, "--save-masks", "--resume").exit_code == 0
+    masks = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
+    assert len(masks) == 4 and all(masks[name] == data for name, data in still.items())
 
 
 def test_bare_names_apart_only_in_case_get_outputs_apart_only_in_more_than_case(tmp_path, sample_dicom):

@@ -853,38 +853,59 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     suffix (``a/scan.dcm``, ``a/scan.png``), each mapped to one with the suffix joined to the
     stem (``a/scan_dcm.dcm``, ``a/scan_png.png``); names that do not collide are left out. Stems
     that differ only in case collide too (``Scan.png``, ``scan.jpg``): on macOS and Windows the
-    outputs of both would be one file. So does a name whose stem is another's with a frame's
-    ending (``clip_f0001.dcm`` beside ``clip.dcm``: the outputs of a cine's frame 1 and of the
-    still would be one file); only the former is renamed. Names that still collide after that
-    (``scan.dcm`` and ``SCAN.DCM``; ``IM_0001`` and ``im_0001``, or ``clip_f0001`` beside
-    ``clip.dcm``, which have no suffix to join) each take 8 hex digits of their own sha1 after
-    a ``~``."""
+    outputs of both would be one file. So do a name whose stem is another's with a frame's
+    ending and that other (``clip_f0001.dcm`` beside ``clip.dcm``: the outputs of a cine's frame
+    1 and of the still would be one file): both are renamed, whichever of them a folder held
+    first, and whatever the frames the other holds (not known when names are chosen). A name
+    without a suffix keeps it beside names with one, which take a digest where they still meet
+    it; names that still collide after that (``scan.dcm`` and ``SCAN.DCM``; ``IM_0001`` and
+    ``im_0001``; ``clip`` and ``clip_f0001``, which have no suffix to join) each take 8 hex
+    digits of their own sha1 after a ``~``."""
     names = list(dict.fromkeys(names))
     stems = Counter(output_stem(n, 0, 1).casefold() for n in names)
+    bases = _frame_bases(stems)
     renames = {}
     for name in names:
         stem = output_stem(name, 0, 1)
+        folded = stem.casefold()
         # A name without a suffix (IM_0001, a UID) keeps it: the others of its group take theirs.
         # (Renamed "IM_0001_", a UID's name had lost its last part to the suffix rule, and two
         # UIDs with previews beside them, UID.jpg, had shared the UID root's outputs.)
-        if (stems[stem.casefold()] > 1 or _named_as_a_frame_of(stem, stems)) and name != stem:
+        if (stems[folded] > 1 or _named_as_a_frame_of(stem, stems) or folded in bases) and name != stem:
             suffix = name[len(stem):]
             renames[name] = f"{stem}_{suffix.lstrip('.').replace('.', '_')}{suffix}"
     # A joined name may still meet another's stem (scan.png made scan_png beside a scan_png.png; or
-    # scan.dcm and SCAN.DCM, apart only in case; or IM_0001 and im_0001, which have no suffix to join):
-    # each name that meets one takes a digest of itself. (Two bare names apart only in case had shared
-    # their outputs on a case-insensitive disk, an SMB share or a USB drive written from Linux.)
+    # scan.dcm and SCAN.DCM, apart only in case), and names without a suffix may meet (IM_0001 and
+    # im_0001; clip and clip_f0001): each name that meets one takes a digest of itself, but a name
+    # without a suffix beside names with one, which take theirs. (Two bare names apart only in case
+    # had shared their outputs on a case-insensitive disk, an SMB share or a USB drive written from
+    # Linux.)
     final = Counter(output_stem(renames.get(n, n), 0, 1).casefold() for n in names)
+    suffixed = Counter(output_stem(renames.get(n, n), 0, 1).casefold() for n in names if n != output_stem(n, 0, 1))
+    final_bases = _frame_bases(final)
     for name in names:
         stem = output_stem(renames.get(name, name), 0, 1)
-        if final[stem.casefold()] > 1 or _named_as_a_frame_of(stem, final):
+        folded = stem.casefold()
+        framed = _named_as_a_frame_of(stem, final) or folded in final_bases
+        if name == output_stem(name, 0, 1):  # no suffix
+            clash = (final[folded] > 1 and not suffixed[folded]) or framed or folded in bases
+        else:
+            clash = final[folded] > 1 or framed
+        if clash:
             suffix = name[len(output_stem(name, 0, 1)):]
             digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
             renames[name] = f"{stem}~{digest}{suffix}"
     return renames
 
 
-_FRAME_ENDING = re.compile(r"(.+)_f\d{4,}")  # output_stem's ending for a frame of a multi-frame file
+# output_stem's ending for a frame of a multi-frame file (four digits, more from frame 10000 on)
+_FRAME_ENDING = re.compile(r"(.+)_f(?:\d{4}|[1-9]\d{4,})", re.DOTALL)
+
+
+def _frame_bases(stems: Counter) -> set[str]:
+    """The stems of ``stems`` (casefolded) that another of them is, but for a frame's ending
+    (``clip`` of ``clip_f0001``): the outputs of their frames would meet that other's."""
+    return {frame.group(1) for stem in stems if (frame := _FRAME_ENDING.fullmatch(stem))} & set(stems)
 
 
 def _named_as_a_frame_of(stem: str, stems: Counter) -> bool:
