@@ -32,14 +32,15 @@ class LogLineFormatter(_logging.Formatter):
         super().__init__()
         self.named = named
 
-    def formatMessage(self, record: _logging.LogRecord) -> str:  # noqa: N802 - logging's name
-        # The message only, not a traceback's text that format() adds after it: its file names and
-        # case IDs with their control characters written out (a crafted name's ESC or CR).
-        from .printable import terminal_text
-
-        return terminal_text(super().formatMessage(record))
-
     def format(self, record: _logging.LogRecord) -> str:
+        if record.args and isinstance(record.args, tuple):
+            # The values put into the message (file names, case IDs, readers' reasons) with their
+            # control characters written out (a crafted name's ESC or CR); the message's own text,
+            # ipp-seg's, keeps its line breaks (a traceback logged at debug level).
+            from .printable import terminal_text
+
+            record = _logging.makeLogRecord({**record.__dict__, "args": tuple(
+                arg if isinstance(arg, (int, float)) else terminal_text(str(arg)) for arg in record.args)})
         message = super().format(record)  # the message, and a traceback's text where one is logged
         level = record.levelname.lower()
         return f"{level} {record.name}: {message}" if self.named else f"{level}: {message}"

@@ -158,7 +158,7 @@ def _output_folder(out: Path | None, option: str = "--out") -> None:
 
 def escape(text: str) -> str:
     """``text`` for rich to print as it is: brackets that rich would take for markup escaped, and
-    control characters written out (:func:`~ipp_seg.io.folders.terminal_text`): a file name's ESC
+    control characters written out (:func:`~ipp_seg.printable.terminal_text`): a file name's ESC
     or carriage return had reached the terminal raw in error and warning lines."""
     return _markup_escape(terminal_text(text))
 
@@ -1186,7 +1186,7 @@ def _say_prediction_models(models, settings=()) -> None:
     records it; a mix is a warning."""
     named = [f"{model} (sha256 {sha[:12]})" if sha else model for model, sha in models]
     tta = {t for t, *_ in settings if t}
-    how = f" with --tta {'on' if tta == {'true'} else 'off'}" if len(tta) == 1 else ""
+    how = {frozenset({"true"}): " with --tta on", frozenset({"false"}): " with --tta off"}.get(frozenset(tta), "")
     if len(named) == 1:
         err.print(f"predictions made by {escape(named[0])}{how}", highlight=False)
     elif named:

@@ -26,5 +26,16 @@ def terminal_text(text: str) -> str:
     that are not UTF-8 as ``\\xfc``; all else, backslashes included, as it is. A crafted file
     name had cleared the screen, hidden a warning behind a carriage return, or added lines of its
     own to a log."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = _LONE_SURROGATE.sub(_escaped_surrogate, text)
     return CONTROL_CHARACTER.sub(escaped_character, text)
+
+
+#: A lone surrogate: a name's byte that is not UTF-8, as ``surrogateescape`` holds it (U+DC80 to
+#: U+DCFF), or any other (a JSON ``"\ud800"``, a Windows name of invalid UTF-16), which no UTF-8
+#: text can hold.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped_surrogate(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"

@@ -760,7 +760,7 @@ def test_a_frame_the_network_does_not_know_is_flagged_low_confidence(tmp_path, s
     assert odd["head_confidence"] < 0.90 and "low_confidence" in odd["reasons"] and odd["status"] != "ok"
 
 
-def test_a_reports_screen_capture_is_no_transperineal_view(tmp_path):
+def test_a_reports_screen_capture_is_no_transperineal_view(tmp_path, sample_dicom):
     # White text on black, as a report screen captured from a workstation: the network drew part of the text as an
     # unsure head and no PS, and the frame had been failed as ps_missing only, a PS cut off by the frame.
     import cv2
@@ -773,6 +773,20 @@ def test_a_reports_screen_capture_is_no_transperineal_view(tmp_path):
     result = invoke("predict", tmp_path / "report.png", "--json")
     (row,) = json.loads(result.stdout)
     assert result.exit_code == 1 and row["status"] == "failed" and row["reasons"][0] == "anatomy_unrecognised", row
+    # As a DICOM Secondary Capture with --dicom-seg: no SEG, said as a warning; exit 1 (a failed measurement), not 2
+    # (an unusable input or output), which predict had given.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.Rows, ds.Columns = report.shape
+    del ds.SequenceOfUltrasoundRegions
+    ds.PixelData = report.tobytes()
+    ds.save_as(tmp_path / "report.dcm")
+    run = invoke("predict", tmp_path / "report.dcm", "--out", tmp_path / "out", "--dicom-seg", "--dicom-sr")
+    said = " ".join(run.output.split())
+    assert run.exit_code == 1 and "warning:" in said and "no DICOM SEG: the network recognised no" in said, said
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.dcm")) == ["report_sr.dcm"]
 
 
 def test_a_frame_whose_anatomy_is_small_in_it_is_flagged(tmp_path, sample_png):
@@ -2024,6 +2038,8 @@ def test_control_characters_of_a_file_name_reach_no_terminal_raw(tmp_path, sampl
     from ipp_seg.printable import terminal_text
 
     assert terminal_text("a\x1b[2Jb\rc\nd\u2028e\\f") == "a\\x1b[2Jb\\x0dc\\x0ad\\u2028e\\f"
+    # A lone surrogate that no file name's byte gave (a JSON case ID "\ud800"): written out, not a traceback.
+    assert terminal_text("x\ud800y") == "x\\ud800y" and terminal_text(os.fsdecode(b"M\xfc")) == "M\\xfc"
     ds = pydicom.dcmread(sample_dicom)
     ds.PatientID = "ID\x07X"  # refused for a SEG: the error line names the file
     name = tmp_path / "\x1b[2Jpid\rFAKE.dcm"

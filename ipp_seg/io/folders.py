@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..printable import CONTROL_CHARACTER, escaped_character
+from ..printable import CONTROL_CHARACTER, terminal_text
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +243,9 @@ def printable_path(rel: str) -> str:
             return rel
         except UnicodeEncodeError:
             pass
-    printed = rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return CONTROL_CHARACTER.sub(escaped_character, printed)
+    return terminal_text(rel.replace("\\", "\\\\"))  # (its backslashes doubled: \xfc may be a name's text)
 
 
-# C0 and C1 controls and Unicode's line and paragraph separators: each ends a line for some reader.
 
 
 # A cell a spreadsheet takes for a formula (CWE-1236): Excel evaluates =HYPERLINK(...), and
