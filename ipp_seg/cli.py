@@ -755,7 +755,7 @@ def batch(
                   TextColumn("{task.fields[frames]} frames, {task.fields[rate]:.1f}/s, {task.fields[failed]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
                   disable=not _live_progress()) as progress:  # (a log file gets lines of its own, below)
-        task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=_failed_so_far(counts))
+        task = progress.add_task("batch", total=None, frames=0, rate=0.0, failed=_failed_text(counts))
 
         def on_start(total: int) -> None:
             counts["total"] = total
@@ -769,7 +769,7 @@ def batch(
             counts["not_images"] += sum(map(row_not_an_image, outcome.rows))
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
-                            failed=_failed_so_far(counts))
+                            failed=_failed_text(counts))
             now = time.monotonic()
             counts.setdefault("first", (now, counts["files"]))
             if not _live_progress() and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
@@ -926,12 +926,13 @@ def _restore_signals(previous: dict) -> None:
         signal.signal(signum, handler)
 
 
-def _failed_so_far(counts: dict) -> str:
+def _failed_text(counts: dict) -> str:
     """The failed rows so far, those of files without an image said apart within them: an
     export's reports, PDFs and viewer files had read as hundreds of failures in the counter,
     hiding the frames that failed."""
     failed, not_images = counts["failed"], counts.get("not_images", 0)
-    return f"{failed} failed" + (f" ({not_images} not images)" if not_images else "")
+    return f"{failed} failed" + (f" ({not_images} not {'an image' if not_images == 1 else 'images'})"
+                                  if not_images else "")
 
 
 def _plain_progress(counts: dict, now: float) -> str:
@@ -943,7 +944,7 @@ def _plain_progress(counts: dict, now: float) -> str:
     line = f"batch: {done} of {_count(total, 'file')}" if total else f"batch: {_count(done, 'file')}"
     # A slow model (the paper config with --tta) at its first frames: seconds per frame, not "0.0/s".
     pace = f"{1 / rate:.0f} s per frame" if 0 < rate < 0.1 else f"{rate:.1f}/s"
-    line += f", {_count(counts['frames'], 'frame')} ({pace}), {_failed_so_far(counts)}, {elapsed_s / 60:.1f} min"
+    line += f", {_count(counts['frames'], 'frame')} ({pace}), {_failed_text(counts)}, {elapsed_s / 60:.1f} min"
     first_at, first_files = counts.get("first") or (now, done)
     if total and done > first_files and now > first_at:
         line += f", about {(total - done) * (now - first_at) / (done - first_files) / 60:.1f} min left"
@@ -1267,7 +1268,8 @@ def _reasons_table(blocks) -> Table:
 # What an option's value is, as the README writes it (``--out DIR``), in place of typer's type
 # names (``<path>``, ``<int range> [x>=1]``), which read as jargon in a clinician's help.
 _PLACEHOLDERS = {"--out": "DIR", "--scans": "DIR", "--images": "DIR", "--onnx": "FILE", "--csv": "FILE",
-                 "--glob": "PATTERN", "--exclude": "PATTERN", "--spacing-mm": "X,Y", "--labels": "ps=A,fh=B", "--gt-labels": "ps=A,fh=B",
+                 "--glob": "PATTERN", "--exclude": "PATTERN", "--spacing-mm": "X,Y", "--labels": "ps=A,fh=B",
+                 "--gt-labels": "ps=A,fh=B",
                  "--pred-labels": "ps=A,fh=B", "--reference-aop": "CSV", "--init-from": "CHECKPOINT",
                  "--ce-weights": "BG,PS,FH", "--dice-weights": "PS,FH", "--extra-validation": "FIRST-LAST",
                  "--model": "NAME", "--config": "NAME", "--input-size": "PX", "--warmup-epochs": "EPOCHS"}

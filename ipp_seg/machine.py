@@ -4,6 +4,7 @@ differ between CPU families and library versions, so records of runs and models 
 from __future__ import annotations
 
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -31,6 +32,24 @@ def software_versions(*packages: str) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+#: The distributions onnxruntime comes as: the CPU one, and those of GPUs and other accelerators.
+_ONNXRUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+
+
+def onnxruntime_version() -> str | None:
+    """The version of the onnxruntime that runs the models (the module's own, once imported; else
+    the installed distribution's, whichever of CPU, GPU or other it is); None without one."""
+    module = sys.modules.get("onnxruntime")
+    if module is not None and getattr(module, "__version__", None):
+        return str(module.__version__)
+    for distribution in _ONNXRUNTIME_DISTRIBUTIONS:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def machine_description() -> dict[str, str]:

@@ -193,8 +193,9 @@ def test_suffix_disambiguated():
 
 
 def test_a_still_named_as_a_cines_frame_does_not_share_that_frames_outputs(tmp_path, sample_dicom):
-    # clip.dcm (3 frames) and clip_f0001.dcm: both had written masks/clip_f0001.png and dicom-results/clip_f0001_seg.dcm,
-    # the still's over the frame's, with no word; the CSV's row of the cine's frame 1 still claimed its SEG.
+    # clip.dcm (3 frames) and clip_f0001.dcm: both had written masks/clip_f0001.png and
+    # dicom-results/clip_f0001_seg.dcm, the still's over the frame's, with no word; the CSV's row of the cine's
+    # frame 1 still claimed its SEG.
     pytest.importorskip("highdicom")
     root = tmp_path / "scans"
     root.mkdir()
@@ -2577,3 +2578,27 @@ def test_exclude_leaves_out_files_and_folders_and_a_resume_keeps_their_rows(mixe
     refused = _run("batch", mixed_folder, "--out", tmp_path / "o2", "--exclude", "**/*")
     assert refused.exit_code == 2 and "but those --exclude leaves out ('**/*')" in " ".join(refused.output.split())
     assert _run("batch", mixed_folder, "--out", tmp_path / "o3", "--exclude", "../x").exit_code == 2
+
+
+def test_a_damaged_run_record_and_a_linked_csv_stop_no_resume_with_a_traceback(tmp_path, sample_png):
+    from ipp_seg.inference.batch import RUN_RECORD_NAME, _read_run_record
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for sessions in (5, True, "x", {}, [1, {"started": "2026"}]):  # a record edited by hand, or damaged
+        (out / RUN_RECORD_NAME).write_text(json.dumps({"outputs": [], "sessions": sessions}))
+        assert _read_run_record(out)["sessions"] == ([{"started": "2026"}] if isinstance(sessions, list) else [])
+    # A link planted at the CSV: --resume had appended the rows (patients' file names) wherever it pointed.
+    root = _linked_scans(tmp_path / "scans", sample_png, 2)
+    elsewhere = tmp_path / "elsewhere"
+    assert _run("batch", root, "--out", elsewhere).exit_code == 0
+    (elsewhere / "measurements.csv").write_text("".join((elsewhere / "measurements.csv").read_text()
+                                                        .splitlines(keepends=True)[:2]))
+    before = (elsewhere / "measurements.csv").read_text()
+    (out / RUN_RECORD_NAME).unlink()
+    (out / "measurements.csv").symlink_to(elsewhere / "measurements.csv")
+    if os.geteuid() == 0:  # (the link made another user's: as root, the test can)
+        os.lchown(out / "measurements.csv", 12345, 12345)
+        result = _run("batch", root, "--out", out, "--resume")
+        assert result.exit_code == 2 and "that another user made" in " ".join(result.output.split())
+        assert (elsewhere / "measurements.csv").read_text() == before

@@ -60,6 +60,9 @@ def test_a_failure_reports_as_the_command_line_does(predictor, tmp_path):
     assert library["time_ms"] is None and report["time_ms"] >= 0  # the command line times the refusal too
     timed = predictor.predict_pixels(cv2.imread(str(SAMPLES / "psfhs_04750.png"), cv2.IMREAD_GRAYSCALE))
     assert predictor.report(timed)["time_ms"] > 0  # a frame segmented on its own has its time
+    # ...and no file: its file's keys are null (a file of the same name in the working folder is not it).
+    assert {k: predictor.report(timed)[k] for k in ("file_bytes", "file_modified", "file_sha256")} == dict.fromkeys(
+        ("file_bytes", "file_modified", "file_sha256"))
 
 
 def test_the_predictor_names_its_weights_by_checksum(predictor, sample_dicom):

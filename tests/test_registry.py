@@ -203,10 +203,21 @@ def test_a_model_named_as_a_spreadsheet_formula_is_refused(tmp_path, folder, cap
     from ipp_seg.inference.registry import shipped_models_dir
 
     shutil.copy(shipped_models_dir() / "dssau-net-s.onnx", tmp_path / '=HYPERLINK("x").onnx')
-    with pytest.raises(ModelNotFoundError, match="may not begin with '='.*rename the file"):
+    with pytest.raises(ModelNotFoundError, match="may not begin with '='.*rename it"):
         resolve_model(str(tmp_path / '=HYPERLINK("x").onnx'))
     for suffix in (".json", ".onnx"):
         shutil.copy(folder / f"dssau-net-s{suffix}", folder / f"-x{suffix}")
     with caplog.at_level("WARNING"):
         assert [s.name for s in shipped_models()] == ["dssau-net-s"]
     assert "-x.json is left out of the models: a model's name may not begin with '-'" in caplog.text
+
+
+def test_a_run_folder_named_as_a_spreadsheet_formula_names_no_model(tmp_path):
+    # A run's best.pt is named by its run folder (=x/best): the refusal had looked at "best" alone.
+    run = tmp_path / "=HYPERLINK(1)"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"not read")
+    with pytest.raises(ModelNotFoundError, match="may not begin with '='"):
+        resolve_model(str(run / "best.pt"))
+    with pytest.raises(ModelNotFoundError, match="may not begin with '='.*rename its files"):
+        resolve_model("=evil")  # (not "its card cannot be read": the name is the cause)

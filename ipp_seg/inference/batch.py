@@ -48,13 +48,13 @@ from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files, replacing
-from ..machine import machine_description, software_versions
+from ..machine import machine_description, onnxruntime_version, software_versions
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
 from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
-from .registry import DEFAULT_MODEL, model_sha256, resolve_model
+from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream
 
 log = logging.getLogger(__name__)
 
@@ -502,28 +502,26 @@ def file_stamp(path: Path) -> tuple[str, str]:
 def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes, hex (as the CSV records it: which bytes a row measured, where
     a size and a modification time say only that the file looks unchanged); empty when it cannot
-    be read (its row says why), and for anything but a regular file: a FIFO would block the run, a
-    device never end."""
-    digest = hashlib.sha256()
+    be read (its row says why), and for anything but a regular file, which is never opened (a
+    FIFO would block the run, a device never end, or act on being opened)."""
     try:
-        # Opened without waiting for a FIFO's writer, and only then asked what it is (no race with a swap).
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError:
-        return ""
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # (a folder, which fdopen refuses, too)
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            return ""
+        # Without waiting on a FIFO or taking a terminal, should the name be swapped for one since.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                             | getattr(os, "O_BINARY", 0))
+        now = os.fstat(descriptor)
+        if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(now.st_mode):
             os.close(descriptor)
             return ""
     except OSError:
-        os.close(descriptor)
         return ""
     with os.fdopen(descriptor, "rb") as fh:
         try:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+            return sha256_of_stream(fh)
         except OSError:
             return ""
-    return digest.hexdigest()
 
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
@@ -1080,7 +1078,12 @@ class FileProcessor:
         rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]  # for the output files' paths
         names = [printable_path(rel) for rel in rels]  # for the CSV's rows
         stamps = [file_stamp(path) for path, _ in items]  # before reading: a later change is not hidden
-        digests = [file_sha256(path) for path, _ in items]
+        digests: dict[int, str] = {}  # each file's, once, when its first row is made
+
+        def digest_of(item: int) -> str:
+            if item not in digests:
+                digests[item] = file_sha256(items[item][0])
+            return digests[item]
         rows: list[list[dict]] = [[] for _ in items]
         outputs: list[list[str]] = [[] for _ in items]
         dicom_counts = [[0, 0] for _ in items]  # (written, refused) SEGs and SRs
@@ -1096,7 +1099,10 @@ class FileProcessor:
                                                   None, self.model_name, result.provenance, result.reason,
                                                   inf.method, inf.orientation, inf.tta, result.code, inf.spacing_mm,
                                                   stamps[item], model_sha256=self.model_sha256,
-                                                  file_sha256=digests[item]))
+                                                  # (not of a file without an image: a video or a PDF
+                                                  # of an export, read whole for nothing)
+                                                  file_sha256="" if result.code == NOT_AN_IMAGE
+                                                  else digest_of(item)))
                 continue
             started = time.perf_counter()
             frame = result.frame
@@ -1133,7 +1139,7 @@ class FileProcessor:
             rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
                                               frame.provenance, "", inf.method, inf.orientation,
                                               inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
-                                              file_sha256=digests[item],
+                                              file_sha256=digest_of(item),
                                               head_confidence=result.head_confidence,
                                               ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
                               | {"dicom_results": dicom_cell})
@@ -1624,7 +1630,8 @@ def _read_run_record(out_dir: Path) -> dict:
     checked: dict = {"kinds": {kind for kind in record["outputs"] if isinstance(kind, str) and kind in _OUTPUT_PLACES},
                      "model_sha256": record.get("model_sha256"),
                      "earlier_version_rows": record.get("earlier_version_rows", 0),
-                     "sessions": [s for s in record.get("sessions") or [] if isinstance(s, dict)]}
+                     "sessions": [s for s in record["sessions"] if isinstance(s, dict)]
+                     if isinstance(record.get("sessions"), list) else []}
     uid, started = record.get("dicom_run_uid"), record.get("dicom_run_started")
     if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{32}", uid) and isinstance(started, str):
         with suppress(ValueError):
@@ -1640,11 +1647,12 @@ def run_session(options: BatchOptions, workers: int) -> dict:
     last digits of onnxruntime's arithmetic differ between CPU families and versions, and a
     resumed CSV may hold rows of several machines)."""
     inf = options.inference
-    return {"started": utc_now_cell(), "ipp_seg": __version__, "in_dir": str(options.in_dir), "glob": options.glob,
+    return {"started": utc_now_cell(), "ipp_seg": __version__, "in_dir": os.path.abspath(options.in_dir),
+            "glob": options.glob,
             "exclude": list(options.excluded_globs),
             "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend, "device": inf.device,
             "engine": options.engine, "workers": workers, "threads": inf.threads,
-            **software_versions("onnxruntime", *(("torch",) if inf.backend == "torch" else ())),
+            **software_versions(*(("torch",) if inf.backend == "torch" else ())), "onnxruntime": onnxruntime_version(),
             **machine_description()}
 
 
@@ -1770,6 +1778,13 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                           f"{os.readlink(options.out_dir / folder)}: "
                                           f"ipp-seg writes its {folder} only into a folder of OUT itself; "
                                           "remove the link, or give another --out folder")
+    if options.resume and csv_path.is_symlink() and \
+            csv_path.lstat().st_uid != getattr(os, "geteuid", lambda: csv_path.lstat().st_uid)():
+        # Another user's link (one's own, to a private place, is gone on with): appended to, it would put the
+        # rows (patients' file names) wherever it points.
+        raise ResumeError(f"{csv_path} is a link to {os.readlink(csv_path)} that another user made: ipp-seg goes on "
+                          "only with a measurements.csv of OUT itself or one's own link; copy the file there in its "
+                          "place, or give another --out folder")
     if not (options.resume or options.overwrite):
         try:
             held = _complete_rows(csv_path)[0] if csv_path.exists() else []
@@ -1838,7 +1853,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # Always, whatever is left to do: onnxruntime's arithmetic differs in the last bits with
         # the batch's size (up to 0.55 deg of AoP on a frame), so a run resumed with fewer files
         # left than a group, or a small folder, must make model calls of the same shape as the
-        # rest: every engine, number of workers and interruption then gives the same CSV.
+        # rest: every engine, number of workers and interruption then gives the same rows (but their measured_at).
         options = replace(options, inference=replace(options.inference, fixed_batch=FRAMES_PER_BATCH))
     workers = max(1, min(options.workers, len(todo) or 1))
     if options.engine == "local" and WORKER_LIMIT is not None and workers > WORKER_LIMIT:
@@ -2053,12 +2068,15 @@ class _WholeRowsFile:
             # Only a regular file's, and one's own: a link planted there (lstat's mode 0777) had made the new
             # CSV writable by all, whatever the umask, and so would another user's file of mode 0666.
             if replaced is not None and stat.S_ISREG(replaced.st_mode) and \
-                    replaced.st_uid == getattr(os, "getuid", lambda: replaced.st_uid)():
+                    replaced.st_uid == getattr(os, "geteuid", lambda: replaced.st_uid)():
                 kept = stat.S_IMODE(replaced.st_mode)
             self._path.unlink(missing_ok=True)
         # A new CSV: the umask decides.
         # O_BINARY (Windows): the rows' CR LF written as they are, and the byte offsets kept true.
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0),
+        # Where it replaces, made anew, never through a link planted since the unlink; a resume goes on
+        # with the CSV as it is (one's own link to a private place included: run_batch refused another's).
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+                           | (os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) if self._replace else 0),
                            0o666 if kept is None else kept)
         if kept is not None:  # (as it was, whatever the umask; Windows has os.fchmod from Python 3.13 only)
             os.fchmod(self._fd, kept) if hasattr(os, "fchmod") else os.chmod(self._path, kept)

@@ -454,15 +454,12 @@ def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse",
 def _unrecognised(labels: np.ndarray, fh_label: int, ps_drawn: bool, head_confidence: float | None,
                   ps_confidence: float | None, min_head: float, min_ps: float) -> bool:
     """Whether the network drew neither structure it is sure of: each one either not drawn or
-    drawn with its confidence below its floor, and at least one floor crossed or nothing drawn at
-    all. (A report's screen capture had its text drawn as an unsure head beside no PS, and had
-    been failed as ``ps_missing`` only, its SEG labelling the text a head.)"""
-    head_drawn = bool((labels == fh_label).any())
-    head_low = head_confidence is not None and head_confidence < min_head
-    ps_low = ps_confidence is not None and ps_confidence < min_ps
-    if (head_drawn and not head_low) or (ps_drawn and not ps_low):
-        return False
-    return head_low or ps_low or not (head_drawn or ps_drawn)
+    drawn with its confidence below its floor. (A report's screen capture had its text drawn as
+    an unsure head beside no PS, and had been failed as ``ps_missing`` only, its SEG labelling
+    the text a head.)"""
+    head_sure = bool((labels == fh_label).any()) and not (head_confidence is not None and head_confidence < min_head)
+    ps_sure = ps_drawn and not (ps_confidence is not None and ps_confidence < min_ps)
+    return not (head_sure or ps_sure)
 
 
 def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, orientation: str,

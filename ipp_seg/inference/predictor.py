@@ -34,7 +34,7 @@ from ..io.frames import check_spacing
 from ..io.folders import given_path
 from ..io.greyscale import luminance_rgb, to_output
 from ..measure.progress import check_plausible_spacing
-from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions, check_inference_choices
+from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions, check_inference_choices, file_sha256
 from .pipeline import FrameResult, not_segmentable_reason, predict_frame
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class Predictor:
         options = InferenceOptions(None if model is None else os.fspath(model), backend, device, method,
                                    orientation, frames, spacing, tta, threads)
         self._processor = FileProcessor(BatchOptions(Path("."), Path("."), options))
+        self._file_sha256s: dict[tuple[Path, tuple[str, str]], str] = {}  # (path, stamp) -> sha256, for report()
 
     def __reduce__(self):
         # Its onnxruntime session (or torch module) cannot cross processes: say what to do instead.
@@ -187,12 +188,23 @@ class Predictor:
             return {**unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
                                         self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
                                         result.code, self.model_sha256, result.provenance),
-                    **measured_file_keys(path, inf.spacing_mm)}
+                    **measured_file_keys(path, inf.spacing_mm, self._file_sha256)}
         elapsed_ms = 1000 * sum(result.timings.values()) if result.timings else None
-        scan = path if path is not None else result.frame.provenance.path
-        if scan and not Path(scan).is_file():  # a frame given as pixels has no file: its file's keys are null
-            scan = None
-        return {**frame_report(result, self.provider, elapsed_ms, inf.tta), **measured_file_keys(scan, inf.spacing_mm)}
+        # A frame given as pixels has no file: its file's keys are null.
+        scan = path if path is not None else None if result.frame.provenance.source_format == "array" \
+            else result.frame.provenance.path
+        return {**frame_report(result, self.provider, elapsed_ms, inf.tta),
+                **measured_file_keys(scan, inf.spacing_mm, self._file_sha256)}
+
+    def _file_sha256(self, path: Path, stamp: tuple[str, str]) -> str:
+        """A file's sha256, read once while its size and modification time stay: :meth:`report` of
+        each frame of a cine does not read the cine again."""
+        key = (path, stamp)
+        if key not in self._file_sha256s:
+            if len(self._file_sha256s) > 64:
+                self._file_sha256s.clear()
+            self._file_sha256s[key] = file_sha256(path)
+        return self._file_sha256s[key]
 
     def predict_frame(self, frame: UltrasoundFrame) -> FrameResult:
         """Segment and measure one frame already read (see :func:`ipp_seg.io.read_frames`).

@@ -137,8 +137,8 @@ def _warn_if_named_as_another_model(path: Path) -> None:
     while its weights are not that model's (another sha256): its rows' model column names the
     listed model, and only their model_sha256 tells them apart; said. (A card of its name beside it
     is the one it is compared with: :func:`_warn_if_not_its_cards_file`.)"""
-    if path.with_suffix(".json").is_file():
-        return
+    if path.with_suffix(".json").is_file() or not log.isEnabledFor(logging.WARNING):
+        return  # (a worker process, where the run's own process has said it: no files hashed again)
     try:
         listed = next((spec for spec in shipped_models() if spec.name == path.stem), None)
     except OSError:  # no models folder to compare with
@@ -181,10 +181,16 @@ def _in_block(case_id: str, first: str, last: str) -> bool:
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    """The sha256 of a file's bytes, hex."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        return sha256_of_stream(fh)
+
+
+def sha256_of_stream(stream) -> str:
+    """The sha256, hex, of what is left to read of a binary stream, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -289,9 +295,9 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         if not is_file:
             raise ModelNotFoundError(f"model file {path} does not exist")
         name = _model_file_name(path)
-        if path.stem.startswith(FORMULA_START):
-            raise ModelNotFoundError(f"model file {path}: a model's name may not begin with {path.stem[0]!r} (the "
-                                     "CSV's model cells would read as spreadsheet formulas): rename the file")
+        if name.startswith(FORMULA_START):  # (a run's best.pt is named by its run folder)
+            raise ModelNotFoundError(f"model file {path}: a model's name ({name}) may not begin with {name[0]!r} "
+                                     "(the CSV's model cells would read as spreadsheet formulas): rename it")
         _warn_if_not_its_cards_file(path)
         _warn_if_named_as_another_model(path)
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
@@ -308,6 +314,9 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     uncarded = [folder / f"{name_or_path}{suffix}" for suffix in (".onnx", ".pt")
                 if (folder / f"{name_or_path}{suffix}").is_file()]
     card_path = folder / f"{name_or_path}.json"
+    if name_or_path.startswith(FORMULA_START):
+        raise ModelNotFoundError(f"model {name_or_path!r}: a model's name may not begin with {name_or_path[0]!r} (the "
+                                 "CSV's model cells would read as spreadsheet formulas): rename its files")
     if card_path.is_file():  # there, and left out of the models with a warning saying why
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read as a model card "
                                  "(damaged, or not written by scripts/ship_model.py; see the warning above): put "

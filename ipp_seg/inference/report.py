@@ -6,14 +6,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
-from ..io.dicom_results import DicomOutputsRefused, DicomResultError, write_frame_dicom
+from ..io.dicom_results import NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError, write_frame_dicom
 from ..io.folders import printable_file, printable_path
 from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
@@ -73,13 +73,16 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
     }
 
 
-def measured_file_keys(path: str | os.PathLike[str] | None, spacing_given: tuple[float, float] | None) -> dict:
-    """:func:`run_keys_of_row`'s keys for ``path`` measured now (as the library's reports give
-    them, where no row was made); the file's keys null without a path."""
+def measured_file_keys(path: str | os.PathLike[str] | None, spacing_given: tuple[float, float] | None,
+                       sha256_of: Callable[[Path, tuple[str, str]], str] | None = None) -> dict:
+    """:func:`run_keys_of_row`'s keys for ``path`` as it is now (as the library's reports give
+    them, where no row was made: ``measured_at`` is when the report is made); the file's keys
+    null without a path. ``sha256_of(path, stamp)``: the file's sha256 (:func:`file_sha256` by
+    default; a caller reporting each frame of a cine keeps it while the stamp stays)."""
     stamp = file_stamp(Path(path)) if path else ("", "")
+    digest = "" if not path else (sha256_of or (lambda p, _: file_sha256(p)))(Path(path), stamp)
     return run_keys_of_row({"spacing_given_mm": spacing_cell(spacing_given), "file_bytes": stamp[0],
-                            "file_modified": stamp[1], "file_sha256": file_sha256(Path(path)) if path else "",
-                            "measured_at": utc_now_cell()})
+                            "file_modified": stamp[1], "file_sha256": digest, "measured_at": utc_now_cell()})
 
 
 def run_keys_of_row(row: dict) -> dict:
@@ -271,8 +274,10 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     for scan in scans:
         started = time.perf_counter()
         shown = printable_file(str(scan))  # as the CSV and the JSON name it
-        stamp, digest = file_stamp(scan), file_sha256(scan)  # before reading, as batch takes them
+        stamp, digest = file_stamp(scan), None  # (the stamp before reading, as batch takes it)
         for result in processor.results(scan):
+            if digest is None:  # once a file, not of one without an image (as batch)
+                digest = "" if getattr(result, "code", None) == NOT_AN_IMAGE else file_sha256(scan)
             elapsed_ms = (time.perf_counter() - started) * 1000
             if isinstance(result, FrameFailure):
                 frame = "" if result.frame_index is None else result.frame_index
@@ -303,11 +308,14 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                                         dicom_sr=dicom_sr, run_uid=run_uid, numbers_used=numbers_used,
                                         run_started=run_started)
                 except DicomResultError as exc:  # this scan's header; the others may be fine
-                    refused = True
+                    # No SEG of a frame of no transperineal view is no fault of the scan or the output
+                    # folder: its failed measurement says so (exit 1, not 2), and a warning why.
+                    meant = all(str(cause) == NO_TRANSPERINEAL_VIEW for _, cause in getattr(exc, "refused", ()))
+                    refused = refused or not meant
                     if (scan, str(exc)) not in said:  # once per scan and cause, the first frame named
                         said.add((scan, str(exc)))
                         where = f"{scan} frame {result.frame.frame_index}" if result.frame.n_frames > 1 else str(scan)
-                        errors.append(f"{where}: {exc}")
+                        (warnings if meant else errors).append(f"{where}: {exc}")
                 if overlay_shows_burned_in_text(result.frame) and (scan, "burned in") not in said:
                     said.add((scan, "burned in"))
                     warnings.append(f"{scan}: {BURNED_IN_TEXT_SHOWN}")

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DicomResultError",
+    "NO_TRANSPERINEAL_VIEW",
     "PRIVATE_SCHEME",
     "SEG_SERIES_NUMBER",
     "SR_SERIES_NUMBER",

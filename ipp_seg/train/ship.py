@@ -24,7 +24,7 @@ from ..inference.pipeline import measure_frame, segment_frames
 from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
-from ..machine import cpu_model
+from ..machine import cpu_model, onnxruntime_version
 from ..measure.result import SEGMENTATION_REASONS
 from ..nn.configs import DEFAULT_CONFIG
 from ..nn.export import export_checkpoint
@@ -609,18 +609,12 @@ def _card_validation(validation: dict, validation_tta: dict, validation_source: 
         "confidence_floors": validation.get("confidence_floors"),
         # What measured it: onnxruntime's last bits differ between CPU families and its versions.
         "validated_on": {"date": time.strftime("%Y-%m-%d"), "ipp_seg": __version__, "processor": cpu_model(),
-                         "onnxruntime": _onnxruntime_version()},
+                         "onnxruntime": onnxruntime_version()},
         "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
                             "AoP differences are predicted mask vs ground-truth mask, same method, and (where "
                             "the data has aop_reference.csv) predicted mask vs the published reference AoP."
                             + (" " + validation_source["note"] if validation_source else ""),
     }
-
-
-def _onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[str, str]], data: str | Path,
