@@ -820,7 +820,7 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
 
     found = []
     for spec in shipped_models() if models else ():
-        listed = {(spec.card or {}).get("files", {}).get(kind, {}).get("sha256") for kind in ("onnx", "torch")}
+        listed = {spec.card_sha256(kind) for kind in ("onnx", "torch")}
         if not any(name == spec.name and (not sha or sha in listed) for name, sha in models):
             continue
         seen = tuple(c for c in case_ids if spec.trained_on(c))

@@ -89,6 +89,10 @@ class ModelSpec:
         """Whether ``case_id`` is among :attr:`trained_case_ids`."""
         return any(_in_block(case_id, first, last) for first, last in self.trained_case_ids)
 
+    def card_sha256(self, kind: str) -> str | None:
+        """The sha256 the card lists for its ``kind`` ("onnx"/"torch") file; None without one."""
+        return ((self.card or {}).get("files", {}).get(kind) or {}).get("sha256")
+
     @property
     def missing_files(self) -> tuple[Path, ...]:
         """The model's files that its card names and that are not there."""
@@ -98,10 +102,9 @@ class ModelSpec:
     def mismatched_files(self) -> tuple[Path, ...]:
         """The model's files that are there but are not the files its card describes (their
         sha256 differs): the card's figures are not theirs, and loading them is refused."""
-        listed = (self.card or {}).get("files", {})
         return tuple(p for kind, p in (("onnx", self.onnx_path), ("torch", self.torch_path))
-                     if p is not None and p.is_file() and listed.get(kind, {}).get("sha256")
-                     and sha256_of(p) != listed[kind]["sha256"])
+                     if p is not None and p.is_file() and self.card_sha256(kind)
+                     and sha256_of(p) != self.card_sha256(kind))
 
 
 def _model_file_name(path: Path) -> str:
@@ -143,11 +146,12 @@ def _warn_if_named_as_another_model(path: Path) -> None:
         listed = next((spec for spec in shipped_models() if spec.name == path.stem), None)
     except OSError:  # no models folder to compare with
         return
-    own = None if listed is None else listed.onnx_path if path.suffix == ".onnx" else listed.torch_path
-    if own is None or not own.is_file() or own.resolve() == path.resolve():
+    # (The listed file's sha256 as its card gives it: loading it by name checks the file against it.)
+    theirs = None if listed is None else listed.card_sha256("onnx" if path.suffix == ".onnx" else "torch")
+    if not theirs:
         return
     try:
-        digest, theirs = sha256_of(path), sha256_of(own)
+        digest = sha256_of(path)
     except OSError:  # unreadable: loading it says so
         return
     if digest != theirs:
