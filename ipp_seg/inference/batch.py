@@ -860,11 +860,12 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     ``im_0001``; ``clip`` and ``clip_f0001``, which have no suffix to join) each take 8 hex
     digits of their own sha1 after a ``~``."""
     names = list(dict.fromkeys(names))
-    stems = Counter(output_stem(n, 0, 1).casefold() for n in names)
+    own_stems = {name: output_stem(name, 0, 1) for name in names}
+    stems = Counter(stem.casefold() for stem in own_stems.values())
     bases = _frame_bases(stems)
     renames = {}
     for name in names:
-        stem = output_stem(name, 0, 1)
+        stem = own_stems[name]
         folded = stem.casefold()
         # A name without a suffix (IM_0001, a UID) keeps it: the others of its group take theirs.
         # (Renamed "IM_0001_", a UID's name had lost its last part to the suffix rule, and two
@@ -878,19 +879,20 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     # without a suffix beside names with one, which take theirs. (Two bare names apart only in case
     # had shared their outputs on a case-insensitive disk, an SMB share or a USB drive written from
     # Linux.)
-    final = Counter(output_stem(renames.get(n, n), 0, 1).casefold() for n in names)
-    suffixed = Counter(output_stem(renames.get(n, n), 0, 1).casefold() for n in names if n != output_stem(n, 0, 1))
+    joined = {name: output_stem(renames.get(name, name), 0, 1) for name in names}
+    final = Counter(stem.casefold() for stem in joined.values())
+    suffixed = Counter(joined[n].casefold() for n in names if n != own_stems[n])
     final_bases = _frame_bases(final)
     for name in names:
-        stem = output_stem(renames.get(name, name), 0, 1)
+        stem = joined[name]
         folded = stem.casefold()
         framed = _named_as_a_frame_of(stem, final) or folded in final_bases
-        if name == output_stem(name, 0, 1):  # no suffix
+        if name == own_stems[name]:  # no suffix
             clash = (final[folded] > 1 and not suffixed[folded]) or framed or folded in bases
         else:
             clash = final[folded] > 1 or framed
         if clash:
-            suffix = name[len(output_stem(name, 0, 1)):]
+            suffix = name[len(own_stems[name]):]
             digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
             renames[name] = f"{stem}~{digest}{suffix}"
     return renames
@@ -1778,8 +1780,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                           f"{os.readlink(options.out_dir / folder)}: "
                                           f"ipp-seg writes its {folder} only into a folder of OUT itself; "
                                           "remove the link, or give another --out folder")
-    if options.resume and csv_path.is_symlink() and \
-            csv_path.lstat().st_uid != getattr(os, "geteuid", lambda: csv_path.lstat().st_uid)():
+    if options.resume and csv_path.is_symlink() and not _ones_own(csv_path.lstat()):
         # Another user's link (one's own, to a private place, is gone on with): appended to, it would put the
         # rows (patients' file names) wherever it points.
         raise ResumeError(f"{csv_path} is a link to {os.readlink(csv_path)} that another user made: ipp-seg goes on "
@@ -1945,6 +1946,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused)
 
 
+def _ones_own(status: os.stat_result) -> bool:
+    """Whether a file (its ``lstat``) is this process's user's (effective): another user's link or
+    file in a shared OUT is not gone on with. True where the system has no such owners (Windows)."""
+    return not hasattr(os, "geteuid") or status.st_uid == os.geteuid()
+
+
 def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:
     """Remove ``root`` (unless ``keep_root``) and the folders under it that hold nothing (not links
     to folders)."""
@@ -2067,8 +2074,7 @@ class _WholeRowsFile:
                 replaced = None
             # Only a regular file's, and one's own: a link planted there (lstat's mode 0777) had made the new
             # CSV writable by all, whatever the umask, and so would another user's file of mode 0666.
-            if replaced is not None and stat.S_ISREG(replaced.st_mode) and \
-                    replaced.st_uid == getattr(os, "geteuid", lambda: replaced.st_uid)():
+            if replaced is not None and stat.S_ISREG(replaced.st_mode) and _ones_own(replaced):
                 kept = stat.S_IMODE(replaced.st_mode)
             self._path.unlink(missing_ok=True)
         # A new CSV: the umask decides.

@@ -47,16 +47,17 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
         yield
         return
     path = folder / lock_name
+    # Never through a link: one planted there had made the run create or lock a file outside the folder.
+    # (Asked first where there is no O_NOFOLLOW, Windows; O_NOFOLLOW closes the race elsewhere.)
+    linked = OSError(errno.ELOOP, "a link lies where ipp-seg keeps its lock file: remove the link", str(path))
+    if path.is_symlink():
+        raise linked
     try:
-        if path.is_symlink():  # (where there is no O_NOFOLLOW: Windows)
-            raise OSError(errno.ELOOP, "")
-        # Never through a link: one planted there had made the run create or lock a file outside the folder.
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0),
                              0o666)
     except OSError as exc:
-        if exc.errno == errno.ELOOP or path.is_symlink():
-            raise OSError(errno.ELOOP, "a link lies where ipp-seg keeps its lock file: remove the link",
-                          str(path)) from None
+        if exc.errno == errno.ELOOP or path.is_symlink():  # (FreeBSD says EMLINK)
+            raise linked from None
         raise
     with os.fdopen(descriptor, "rb+") as fh:
         fh.seek(0)  # (msvcrt locks from the position: the first byte)
