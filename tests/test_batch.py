@@ -394,6 +394,38 @@ def test_an_output_name_is_cut_at_a_whole_character():
     assert fitting_stem("sub/short") == "sub/short"
 
 
+@pytest.mark.skipif(not hasattr(os, "pathconf"), reason="asks the system for its longest path (POSIX)")
+def test_a_file_whose_outputs_path_is_too_long_keeps_its_row_and_the_run_goes_on(tmp_path, sample_dicom, caplog):
+    # Deep export folders mirrored under OUT passed the 4,096 bytes a Linux path may hold: the
+    # first such file had stopped the run (exit 2) without a row, and its output folder removed.
+    path_max = os.pathconf(tmp_path, "PC_PATH_MAX")
+    if path_max > 8192:
+        pytest.skip(f"this system takes paths of {path_max} bytes")
+    scans = tmp_path / "scans"
+    parts, room = [], path_max - 100 - len(os.fsencode(scans))  # the input's path ~100 bytes short of the longest
+    while room > 3:
+        parts.append(f"{len(parts):02d}" + "x" * (min(200, room - 1) - 2))
+        room -= len(parts[-1]) + 1
+    deep = scans.joinpath(*parts)
+    deep.mkdir(parents=True)
+    shutil.copy(sample_dicom, deep / "deep.dcm")
+    shutil.copy(sample_dicom, scans / "near.dcm")
+    out = tmp_path / ("o" * 150)  # under OUT/masks its output's is 150 bytes longer than the input's
+    relative = deep.relative_to(scans) / "deep.png"
+    assert len(os.fsencode(deep / "deep.dcm")) < path_max < len(os.fsencode(out / "masks" / relative))
+    with caplog.at_level("WARNING"):
+        run = _run("batch", scans, "--out", out, "--save-masks", "--overlays", "--dicom-seg", "--dicom-sr")
+    assert run.exit_code == 0, run.output
+    rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+    far = deep.relative_to(scans).as_posix() + "/deep.dcm"
+    assert set(rows) == {far, "near.dcm"} and {r["status"] for r in rows.values()} == {"ok"}
+    assert rows[far]["aop_deg"] == rows["near.dcm"]["aop_deg"]
+    assert rows[far]["dicom_results"] == "seg_refused;sr_refused" and rows["near.dcm"]["dicom_results"] == "seg;sr"
+    assert (out / "masks" / "near.png").is_file() and (out / "overlays" / "near.png").is_file()
+    said = [r.getMessage() for r in caplog.records if "longer than this system takes" in r.getMessage()]
+    assert len(said) == 1 and "its mask, overlay, SEG and SR not written" in said[0]
+
+
 def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_path, caplog):
     # A run killed while writing a row leaves half of it, without its newline. Read as a
     # complete row it would mark its file done and the next row would be glued onto it.

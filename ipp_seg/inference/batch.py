@@ -13,6 +13,7 @@ written in file order, so the CSV does not depend on the number of workers.
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import hashlib
 import io
@@ -1041,21 +1042,31 @@ class FileProcessor:
         return self.process_files([(path, done_frames)])[0]
 
     def _write_dicom(self, result: FrameResult, stem: str, name: str, outputs: list[str],
-                     written: list[tuple[str, str]] | None, first_time: Callable[[str], bool]) -> list[str]:
+                     written: list[tuple[str, str]] | None, first_time: Callable[[str], bool],
+                     too_long: dict[str, int]) -> list[str]:
         """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom-results/ at the frame's mask name. Each
         Instance Number is the source's (its frame number for a cine), not made unique across the
         run's files: workers write apart, and the numbers do not change with their count. A SEG
         or SR refused (a source without what it needs) is said once per file and cause; the row
         stands. Returns the kinds ("SEG", "SR") refused."""
+        opts = self.options
+        base = _output_base(opts.out_dir, "seg", stem)  # (the SR's too)
+        asked = [kind for kind, wanted in (("seg", opts.dicom_seg), ("sr", opts.dicom_sr)) if wanted]
+        refused = [kind.upper() for kind in asked]  # unless written below
+        with _unless_path_too_long(refused,
+                                   output_path(opts.out_dir, asked[0], stem), too_long):
+            check_within(opts.out_dir / DICOM_FOLDER, base)
+            for kind in asked:
+                _note_output(outputs, written, name, output_path(opts.out_dir, kind, stem))
+            base.parent.mkdir(parents=True, exist_ok=True)
+            refused = self._write_frame_dicom(result, base, name, first_time)
+        return refused
+
+    def _write_frame_dicom(self, result: FrameResult, base: Path, name: str,
+                           first_time: Callable[[str], bool]) -> list[str]:
         from ..io.dicom_results import DicomOutputsRefused, write_frame_dicom
 
         opts, frame = self.options, result.frame
-        base = _output_base(opts.out_dir, "seg", stem)  # (the SR's too)
-        check_within(opts.out_dir / DICOM_FOLDER, base)
-        for kind, wanted in (("seg", opts.dicom_seg), ("sr", opts.dicom_sr)):
-            if wanted:
-                _note_output(outputs, written, name, output_path(opts.out_dir, kind, stem))
-        base.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
                               frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
@@ -1091,6 +1102,7 @@ class FileProcessor:
         dicom_counts = [[0, 0] for _ in items]  # (written, refused) SEGs and SRs
         burned_in_said: set[int] = set()
         refusals_said: set[tuple[int, str]] = set()  # (file, cause) of a SEG or SR refused: said once a file
+        unwritten: dict[int, dict[str, int]] = {}  # per file, its outputs whose paths are too long: their bytes
         timings: dict = {}
         for item, result in self.results_of_files(items, timings):
             if stopped is not None and stopped():
@@ -1109,31 +1121,37 @@ class FileProcessor:
             started = time.perf_counter()
             frame = result.frame
             stem = output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames)
+
+            def said_once(cause: str, item: int = item) -> bool:  # (a warning said once per file and cause)
+                return _first_time(refusals_said, (item, cause))
+            too_long = unwritten.setdefault(item, {})
             if opts.save_masks:
                 mask_path = output_path(opts.out_dir, "mask", stem)
-                check_within(opts.out_dir / MASKS_FOLDER, mask_path)
-                _note_output(outputs[item], written, name, mask_path)
-                write_label_png(mask_path, result.labels)
+                with _unless_path_too_long(("mask",), mask_path, too_long):
+                    check_within(opts.out_dir / MASKS_FOLDER, mask_path)
+                    _note_output(outputs[item], written, name, mask_path)
+                    write_label_png(mask_path, result.labels)
             if opts.overlays:
                 overlay_path = output_path(opts.out_dir, "overlay", stem)
-                check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
                 if overlay_shows_burned_in_text(frame) and item not in burned_in_said:
                     burned_in_said.add(item)  # (once a file)
                     log.warning("%s: %s", name, BURNED_IN_TEXT_SHOWN)
-                _note_output(outputs[item], written, name, overlay_path)
-                write_overlay_png(overlay_path,
-                                  render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
-                                                 result.measurement,
-                                                 # The file's name only, as predict writes it: folder
-                                                 # names (often a patient's) burnt into pixels outlive
-                                                 # any scrubbing of names; the overlay's path holds them.
-                                                 title=overlay_title(Path(name).name, frame.frame_index,
-                                                                     frame.n_frames, frame.provenance.frame_number),
-                                                 tta=inf.tta, model=self.model_name))
+                with _unless_path_too_long(("overlay",), overlay_path, too_long):
+                    check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
+                    _note_output(outputs[item], written, name, overlay_path)
+                    write_overlay_png(overlay_path,
+                                      render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
+                                                     result.measurement,
+                                                     # The file's name only, as predict writes it: folder
+                                                     # names (often a patient's) burnt into pixels outlive
+                                                     # any scrubbing of names; the overlay's path holds them.
+                                                     title=overlay_title(Path(name).name, frame.frame_index,
+                                                                         frame.n_frames,
+                                                                         frame.provenance.frame_number),
+                                                     tta=inf.tta, model=self.model_name))
             dicom_cell = ""
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
-                refused = self._write_dicom(result, stem, name, outputs[item], written,
-                                            lambda cause, item=item: _first_time(refusals_said, (item, cause)))
+                refused = self._write_dicom(result, stem, name, outputs[item], written, said_once, too_long)
                 dicom_cell = dicom_results_cell(opts.dicom_seg, opts.dicom_sr, refused)
                 dicom_counts[item][0] += opts.dicom_seg + opts.dicom_sr - len(refused)
                 dicom_counts[item][1] += len(refused)
@@ -1145,10 +1163,34 @@ class FileProcessor:
                                               head_confidence=result.head_confidence,
                                               ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
                               | {"dicom_results": dicom_cell})
+        for item, too_long in unwritten.items():
+            if too_long:  # (one warning a file, whatever its frames)
+                log.warning("%s: its %s not written: %s longer than this system takes (%s bytes); its rows stand "
+                            "(a shorter --out would fit them)", names[item],
+                            " and ".join(filter(None, (", ".join([*too_long][:-1]), [*too_long][-1]))),
+                            "their paths are" if len(too_long) > 1 else "the path is",
+                            f"{max(too_long.values()):,}")
         total_rows = max(1, sum(len(r) for r in rows))
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
                             tuple(file_outputs), *counts)
                 for name, file_rows, file_outputs, counts in zip(names, rows, outputs, dicom_counts)]
+
+
+@contextmanager
+def _unless_path_too_long(shown: Iterable[str], path: Path, too_long: dict[str, int]):
+    """Write outputs of one frame (``shown``: ("mask",), ("SEG", "SR")) inside the block, or, where its ``path``
+    passes the longest path the system takes (4,096 bytes on Linux: an export's deep folders
+    mirrored under a long OUT; or a name in it the file system's longest), leave it unwritten and
+    note it in ``too_long`` (with its path's bytes), for a warning: the row stands, and the run
+    goes on. (One such file had stopped the whole run without a row.) Other errors (a full disk,
+    a folder without permission) stop the run as before."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        for kind in shown:
+            too_long[kind] = max(too_long.get(kind, 0), len(os.fsencode(path)))
 
 
 def _first_time(said: set, key) -> bool:
