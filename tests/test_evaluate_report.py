@@ -313,6 +313,7 @@ def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(fol
     # 00003's mask has no row: a run stopped before writing it, or a mask from elsewhere (scored, and said).
     assert "1 mask(s) in" in caplog.text and "have no row in its run's measurements.csv" in caplog.text
     assert "00003" in caplog.text
+    assert report.unrecorded_predictions == ("00003",) and report.to_dict()["unrecorded_predictions"] == ["00003"]
     assert report.missing_predictions == ()
     # 00002's mask is an earlier run's: the run that wrote the CSV failed on that file (a copy cut short,
     # measured again), and its old mask had been scored in place of that failure.
@@ -331,6 +332,8 @@ def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(fol
     assert summary["failed_predictions"][1] == {"case_id": "00004", "reason": "unreadable; truncated pixel data"}
     rows = {r["case_id"]: r for r in csv.DictReader(write_case_csv(report, pred.parent / "cases.csv").open())}
     assert rows["00004"]["evaluated"] == "true" and "predicting run failed on this frame" in rows["00004"]["problem"]
+    assert rows["00003"]["evaluated"] == "true" and rows["00003"]["problem"].startswith("no row in the predicting run")
+    assert rows["00001"]["problem"] == ""
 
 
 def test_missing_as_empty_scores_the_missing_prediction(folders):
@@ -340,6 +343,8 @@ def test_missing_as_empty_scores_the_missing_prediction(folders):
     missing = {c.case_id: c for c in report.cases}["00004"]
     assert missing.dice_all == 0.0 and missing.hd_all == 100.0 and missing.status_pred == "failed"
     assert report.overall.n_failed_pred_gt_ok == 1
+    # No prediction is no measurement: not counted as one whose network drew neither structure.
+    assert missing.reasons_pred == () and "ps_missing" not in report.overall.reasons_pred
 
 
 def test_missing_as_empty_scores_an_unusable_prediction_as_empty_too(folders):
@@ -355,6 +360,7 @@ def test_missing_as_empty_scores_an_unusable_prediction_as_empty_too(folders):
     cases = {c.case_id: c for c in scored.cases}
     assert sorted(cases) == ["00001", "00002", "00003", "00004"]  # as a challenge counts them
     assert all(cases[c].dice_all == 0.0 and cases[c].hd_all == 100.0 for c in ("00002", "00003", "00004"))
+    assert all(cases[c].reasons_pred == () and cases[c].status_pred == "failed" for c in ("00002", "00003", "00004"))
     assert "00002.png is 128 x 118 pixels, the ground truth 128 x 128" in dict(scored.unreadable)["00002"]
 
 

@@ -304,6 +304,10 @@ class EvaluationReport:
     ``prediction_settings``: (tta, method, orientation, spacing_given_mm) of the runs that made
     them (:func:`prediction_setting`), where their folder records them: a model card gives
     figures with and without ``--tta``, and a summary says which it reproduces.
+    ``unrecorded_predictions``: evaluated cases whose mask has no row in the predicting run's
+    ``measurements.csv`` (a run stopped before its row, an earlier run's mask left by
+    ``--overwrite``, a mask put there from elsewhere): scored as they are, but which model drew
+    them no file says.
     """
 
     method: str
@@ -323,6 +327,7 @@ class EvaluationReport:
     seen_in_training: tuple[tuple[str, tuple[str, ...]], ...] = ()
     prediction_versions: tuple[str, ...] = ()
     prediction_settings: tuple[tuple[str, str, str, str], ...] = ()
+    unrecorded_predictions: tuple[str, ...] = ()
 
     @property
     def overall(self) -> BlockSummary:
@@ -364,6 +369,8 @@ class EvaluationReport:
             "prediction_models": [{"model": m, "model_sha256": s or None} for m, s in self.prediction_models],
             # Frames the predicting run failed on before any mask: scored as empty predictions.
             "failed_predictions": [{"case_id": printable_path(c), "reason": r} for c, r in self.failed_predictions],
+            # Masks scored without a row of the run: prediction_models does not say who drew them.
+            "unrecorded_predictions": [printable_path(c) for c in self.unrecorded_predictions],
             # Which ipp-seg made them ("" for 0.1.0's rows): rules differ by version (CHANGELOG.md).
             "prediction_versions": list(self.prediction_versions),
             # How they were made besides the model (a card's figures differ with --tta): several, mixed.
@@ -720,6 +727,8 @@ def evaluate_folders(
             continue
         lacking = [name for name, value in (("PS", labels[0]), ("FH", labels[1])) if not (gt == value).any()]
         pred = np.zeros_like(gt)
+        # No prediction to use (--missing-as-empty scores it as empty): no measurement made, none of its reasons.
+        scored_as_empty = case_id not in preds and case_id not in run_failures
         if case_id in preds and case_id not in run_failures:
             try:
                 stored_pred, pred_spacing = read_label_mask(preds[case_id])
@@ -735,7 +744,7 @@ def evaluate_folders(
                     continue
                 # As a challenge scores it: an unusable prediction is no better than none.
                 logger.info("case %s: %s; scored as an empty prediction", case_id, exc)
-                pred = np.zeros_like(gt)
+                pred, scored_as_empty = np.zeros_like(gt), True
 
         image, image_spacing, style = None, None, None
         if images is not None:
@@ -764,6 +773,8 @@ def evaluate_folders(
                                    recorded_reasons=run_reasons.get(case_id, ()))
             if case_id in run_failures:  # the run's own reason, not what an empty mask would be said to lack
                 result = replace(result, status_pred="failed", reasons_pred=_codes_of(run_failures[case_id]))
+            elif scored_as_empty:  # (cases.csv's problem says why; ps_missing had read as a network that drew nothing)
+                result = replace(result, status_pred="failed", reasons_pred=())
             results.append(result)
             if lacking:
                 gt_problems.append((case_id, f"the ground truth has no {' and no '.join(lacking)}"))
@@ -806,6 +817,7 @@ def evaluate_folders(
                                                                item.get("orientation"), item.get("spacing_given_mm"))
                                             for _, item in reports if "model" in item})),
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
+        unrecorded_predictions=tuple(c for c in unrecorded if c in {r.case_id for r in results}),
     )
 
 
@@ -1384,6 +1396,10 @@ def files_below(root: Path, skip=None) -> list[Path]:
 # ----------------------------------------------------------------------------- writers
 
 
+UNRECORDED_PREDICTION = ("no row in the predicting run's measurements.csv (a run stopped before it, an earlier run's "
+                         "mask left by --overwrite, or one put there from elsewhere): scored as it is")
+
+
 def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     """Write one row per case of either folder (columns of :meth:`CaseResult.to_dict`, then
     ``evaluated`` and ``problem``), sorted by case ID; empty cells for values that could not be
@@ -1399,6 +1415,7 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     problems += [(c, "no ground truth") for c in report.missing_ground_truth]
     problems += [(c, f"the predicting run failed on this frame ({why}): scored as an empty prediction")
                  for c, why in report.failed_predictions]
+    problems += [(c, UNRECORDED_PREDICTION) for c in report.unrecorded_predictions]
     problems += list(report.unreadable) + list(report.ground_truth_problems)
     for case_id, problem in problems:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
