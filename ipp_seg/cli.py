@@ -820,10 +820,12 @@ def batch(
     if summary.repeated_images:
         files = sorted({(file, holder) for file, _, holder in summary.repeated_images})
         shown = "; ".join(f"{file} = {holder}" for file, holder in files[:3]) + (
-            f"; and {len(files) - 3} more (the CSV's sop_instance_uid column tells them all)" if len(files) > 3 else "")
+            f"; and {len(files) - 3} more (the CSV's sop_instance_uid and file_sha256 columns tell them all)"
+            if len(files) > 3 else "")
         rows = f"{len(summary.repeated_images)} rows are" if len(summary.repeated_images) > 1 else "1 row is"
         err.print(f"[yellow]warning:[/] {rows} of frames another file holds too "
-                  f"(the same SOP Instance UID: an image exported twice), in {len(files)} file(s): {escape(shown)}. "
+                  f"(the same SOP Instance UID, or the same bytes: an image exported or copied twice), in "
+                  f"{len(files)} file(s): {escape(shown)}. "
                   "A statistic over the rows counts each such frame twice unless one of its rows is left out."
                   + (f" Each copy has its own SEG and SR under {DICOM_FOLDER}/: send one of them to a PACS."
                      if dicom_seg or dicom_sr else ""),

@@ -1220,10 +1220,31 @@ def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, s
     for i in range(2, 6):
         shutil.copy(sample_dicom, mixed_folder / "EXPORT2" / f"IMG0000{i}")
     many = " ".join(_run("batch", mixed_folder, "--out", tmp_path / "o3").output.split())
-    assert "in 5 file(s):" in many and "; and 2 more (the CSV's sop_instance_uid column tells them all)." in many
+    assert "in 5 file(s):" in many and "; and 2 more (the CSV's sop_instance_uid and file_sha256 columns" in many
     for i in range(2, 6):
         (mixed_folder / "EXPORT2" / f"IMG0000{i}").unlink()
     (mixed_folder / "IMG00001").unlink()
+    assert "another file holds too" not in _run("batch", mixed_folder, "--out", tmp_path / "o2").output
+
+
+def test_an_image_file_copied_twice_is_named_in_a_warning_by_its_bytes(mixed_folder, tmp_path, sample_png):
+    # A PNG (no UID to compare) copied into a second folder: measured twice without a word, where a
+    # DICOM copy was named; two files without an image (or empty) are no frame counted twice.
+    (mixed_folder / "copy").mkdir()
+    shutil.copy(sample_png, mixed_folder / "copy" / "a_again.png")
+    (mixed_folder / "copy" / "empty.dcm").write_bytes(b"")
+    (mixed_folder / "empty.dcm").write_bytes(b"")
+    (mixed_folder / "copy" / "readme.txt").write_text("not a scan")
+    out = tmp_path / "out"
+    result = _run("batch", mixed_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "warning: 1 row is of frames another file holds too (the same SOP Instance UID, or the same bytes" in said
+    assert "copy/a_again.png = a.png" in said
+    from ipp_seg.inference.batch import repeated_images
+
+    assert repeated_images(out / "measurements.csv") == (("copy/a_again.png", "0", "a.png"),)
+    (mixed_folder / "copy" / "a_again.png").unlink()
     assert "another file holds too" not in _run("batch", mixed_folder, "--out", tmp_path / "o2").output
 
 

@@ -318,7 +318,8 @@ class BatchSummary:
     not_image_rows: int = 0  # of the failed rows, files that hold no image (reason not_an_image)
     warning_rows: int = 0  # measured, with a warning to read before the values are used
     # Frames the CSV holds under two files or more with one SOP Instance UID (an image exported
-    # twice): (file, frame, the first file that holds it), as the CSV names them.
+    # twice), or, not DICOM, with the same bytes: (file, frame, the first file that holds it), as
+    # the CSV names them.
     repeated_images: tuple[tuple[str, str, str], ...] = ()
     # Of a resumed run: what every row of the CSV says, those of the run it resumed included.
     csv_advice: RunAdvice | None = None
@@ -1921,7 +1922,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
-    any_uid = False  # no DICOM frame measured now: no repeat the last run did not already name
+    any_identity = False  # no frame with a UID or bytes measured now: no repeat to name
     rowed: set[str] = set()  # files whose rows this run wrote
     written_now: set[str] = set()  # (--overwrite of an earlier run: the outputs this run wrote)
     try:
@@ -1943,7 +1944,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                     n_unsure += row_symphysis_unsure(row)
                     n_unrecognised += row_anatomy_unrecognised(row)
                     n_not_image += row_not_an_image(row)
-                    any_uid = any_uid or bool(row["sop_instance_uid"])
+                    any_identity = any_identity or bool(row["sop_instance_uid"] or row["file_sha256"])
                 n_dicom += outcome.dicom_written
                 n_dicom_refused += outcome.dicom_refused
                 for key, value in outcome.timings.items():
@@ -1979,8 +1980,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # an image exported twice may have died before saying so.
         every_row = _put_in_scan_order(csv_path)
         csv_advice = RunAdvice.of_rows(every_row)
-        repeats = _repeated((row["file"], row["frame"], row["sop_instance_uid"]) for row in every_row)
-    elif any_uid:
+        repeats = _repeated((row["file"], row["frame"], row["sop_instance_uid"], row.get("file_sha256", ""))
+                            for row in every_row)
+    elif any_identity:
         repeats = repeated_images(csv_path)
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
@@ -2016,9 +2018,10 @@ def _remove_outputs_without_rows(outputs: list[tuple[str, str]], rowed: set[str]
 
 def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
     """The rows of ``csv_path`` whose frame another file holds too: the same SOP Instance UID and
-    frame under two paths, as a PACS export writes an image it was asked for twice. Each is
-    (file, frame, the first file in the CSV that holds it); a statistic over the rows counts
-    such a frame twice unless one is left out. Rows without a UID (not DICOM) are not compared."""
+    frame under two paths, as a PACS export writes an image it was asked for twice, or, for a
+    file without a UID (not DICOM), the same bytes (``file_sha256``) and frame: a PNG copied
+    into two folders. Each is (file, frame, the first file in the CSV that holds it); a
+    statistic over the rows counts such a frame twice unless one is left out."""
     # Streamed, keeping only the UIDs: a CSV of a few hundred thousand rows is read in seconds.
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
@@ -2026,19 +2029,23 @@ def repeated_images(csv_path: Path) -> tuple[tuple[str, str, str], ...]:
         if "sop_instance_uid" not in header:
             return ()
         at_file, at_frame, at_uid = (header.index(c) for c in ("file", "frame", "sop_instance_uid"))
-        return _repeated((name_of_spreadsheet_cell(cells[at_file]), cells[at_frame], cells[at_uid])
+        at_digest = header.index("file_sha256") if "file_sha256" in header else None  # (before 0.2.5: none)
+        return _repeated((name_of_spreadsheet_cell(cells[at_file]), cells[at_frame], cells[at_uid],
+                          "" if at_digest is None else cells[at_digest])
                          for cells in reader if len(cells) == len(header))  # (not a half-written last row)
 
 
-def _repeated(rows: Iterable[tuple[str, str, str]]) -> tuple[tuple[str, str, str], ...]:
-    """Of (file, frame, SOP Instance UID) rows, those whose UID and frame an earlier row of
-    another file holds: (file, frame, that file). Rows without a UID are not compared."""
-    first: dict[tuple[str, str], str] = {}
+def _repeated(rows: Iterable[tuple[str, str, str, str]]) -> tuple[tuple[str, str, str], ...]:
+    """Of (file, frame, SOP Instance UID, file sha256) rows, those whose UID and frame an earlier
+    row of another file holds, or, without a UID, whose bytes (sha256) and frame: (file, frame,
+    that file). A file-level row (no frame: not read) is not compared: two empty files are no
+    image counted twice."""
+    first: dict[tuple[str, str, str], str] = {}
     repeated = []
-    for file, frame, uid in rows:
-        if not uid:
+    for file, frame, uid, digest in rows:
+        if not frame or not (uid or digest):
             continue
-        holder = first.setdefault((uid, frame), file)
+        holder = first.setdefault(("uid", uid, frame) if uid else ("sha256", digest, frame), file)
         if holder != file:
             repeated.append((file, frame, holder))
     return tuple(repeated)
