@@ -2455,7 +2455,7 @@ def test_each_row_says_which_dicom_results_were_written_or_refused(tmp_path, sam
     assert [f.report["dicom_results"] for f in frames] == ["sr_refused", "sr"]
     assert json.loads((tmp_path / "p" / "bad.json").read_text())["dicom_results"] == "sr_refused"
     said = _run("predict", root / "good.dcm", root / "frame.png", "--out", tmp_path / "p2", "--dicom-seg", "--json")
-    assert [item["dicom_results"] for item in json.loads(said.stdout)] == ["seg", ""], said.output
+    assert [item["dicom_results"] for item in json.loads(said.stdout)] == ["seg", None], said.output
     # A SEG or SR that meets a full disk: the frame's JSON report is written all the same (it had been written
     # before the DICOM results, and a later change wrote it after them only).
     import ipp_seg.inference.report as report_module

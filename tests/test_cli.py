@@ -1000,6 +1000,8 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert measured[1]["aop_deg"] is None and measured[1]["reasons"][:2] == ["ps_missing", "fh_missing"]
     assert predicted[1]["frame"] is None and predicted[1]["aop_deg"] is None and predicted[1]["model"]
     assert predicted[0]["tta"] is False and predicted[1]["tta"] is False
+    # dicom_results too, though no SEG or SR was asked (it had been there only when one was).
+    assert "dicom_results" in predicted[0] and predicted[0]["dicom_results"] is predicted[1]["dicom_results"] is None
     assert measured[0]["aop_deg"] == pytest.approx(predicted[0]["aop_deg"], abs=1e-6)
     # The "(doubtful)" of the tables, as a key: false or true beside an angle, null without one.
     assert "aop_doubtful" in measurement_keys

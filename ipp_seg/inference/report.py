@@ -70,6 +70,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         "provider": provider,
         "ipp_seg_version": __version__,
         "time_ms": None if elapsed_ms is None else round(elapsed_ms, 1),
+        "dicom_results": None,  # none asked (write_frame_outputs fills it where asked): the CSV's empty cell
     }
 
 
@@ -125,7 +126,7 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
         "head_confidence": None,
         "ps_confidence": None,
         "provider": provider,
-        "ipp_seg_version": __version__, "time_ms": None,
+        "ipp_seg_version": __version__, "time_ms": None, "dicom_results": None,
     }
 
 
@@ -212,7 +213,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
             write_report()
             raise
     elif dicom_seg or dicom_sr:
-        report["dicom_results"] = ""  # not DICOM: nothing for a SEG or SR to reference
+        report["dicom_results"] = None  # not DICOM: nothing for a SEG or SR to reference
     write_report()
     if refusal is not None:
         raise DicomOutputsRefused(refusal.refused, written)
@@ -324,7 +325,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                     said.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image
                     asked = "SEG and SR" if dicom_seg and dicom_sr else "SEG" if dicom_seg else "SR"
                     warnings.append(f"no DICOM {asked} for {scan}: it is not a DICOM file")
-            row["dicom_results"] = report.get("dicom_results", "")  # (as write_frame_outputs found it)
+            row["dicom_results"] = report.get("dicom_results") or ""  # (as write_frame_outputs found it)
             yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, outputs_refused=refused,
                                  errors=tuple(errors), warnings=tuple(warnings))
             started = time.perf_counter()
