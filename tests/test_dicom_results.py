@@ -424,6 +424,27 @@ def test_a_runs_seg_and_sr_share_their_series_date_and_time_in_the_sources_zone(
     assert (ds.SeriesDate, ds.SeriesTime) == (local.strftime("%Y%m%d"), local.strftime("%H%M%S"))
 
 
+def test_seg_and_sr_series_are_described_by_the_source_series_they_come_from(source, tmp_path):
+    # A study's derived series are all numbered 9001 (SEG) and 9002 (SR): with one description each,
+    # a study browser showed four SEG series of four source series as one and the same.
+    mask = synthetic_mask()
+    measurement = measure_progress(mask, (0.35, 0.35))
+    descriptions = []
+    for number in (3, 12, None, "x"):
+        if number is None:
+            del source.SeriesNumber
+        else:
+            source.SeriesNumber = number if number != "x" else None
+        descriptions.append([pydicom.dcmread(write(source, content, tmp_path / f"{number}{kind}.dcm", **KW))
+                             .SeriesDescription for kind, write, content in (("seg", write_dicom_seg, mask),
+                                                                             ("sr", write_dicom_sr, measurement))])
+    assert descriptions[0] == ["PS and FH segmentation of series 3 (test-model)",
+                               "Labour progress measurements of series 3 (test-model)"]
+    assert descriptions[1][0] == "PS and FH segmentation of series 12 (test-model)"
+    assert descriptions[2] == descriptions[3] == ["PS and FH segmentation (test-model)",
+                                                  "Labour progress measurements (test-model)"]
+
+
 def test_results_repeat_no_optional_patient_data_and_no_invalid_uid(source, tmp_path):
     # A privacy review: the SEG and SR had copied the patient's other names and free-text comments
     # (optional attributes), a name stored with a date's VR kept that VR, and an invalid Study

@@ -217,7 +217,7 @@ def write_dicom_seg(
         # it out for sources without a frame of reference.
         if "PatientOrientation" not in seg:
             seg.PatientOrientation = source.get("PatientOrientation", "")
-        seg.SeriesDescription = _lo(f"PS and FH segmentation ({model_name})")
+        seg.SeriesDescription = _series_description("PS and FH segmentation", source, model_name)
         _declare_private_scheme(seg)
         _in_the_sources_time_zone(seg, source, label, series_started)
         return _save(_minimised(seg), path)
@@ -386,7 +386,7 @@ def write_dicom_sr(
             is_final=False,
             is_verified=False,
         )
-        document.SeriesDescription = _lo(f"Labour progress measurements ({model_name})")
+        document.SeriesDescription = _series_description("Labour progress measurements", source, model_name)
         # The equipment as the SEG names it (General Equipment, type 3 here): archives and audits of
         # AI results query these, not the content tree.
         document.ManufacturerModelName, document.SoftwareVersions = _lo(model_name), _lo(software_version)
@@ -1000,6 +1000,15 @@ def _device_serial_number(model_sha256: str | None, software_version: str) -> st
     many as a LO value holds), else the version of the software (a placeholder such as "none"
     would read as a real serial number)."""
     return _lo(model_sha256 or f"ipp-seg {software_version}")
+
+
+def _series_description(what: str, source, model_name: str) -> str:
+    """``what`` of the source's series (by its Series Number, where it has one) and the model: a
+    study browser lists one derived series per source series and kind, all numbered 9001 (or
+    9002), and had shown them with one description."""
+    number = str(source.get("SeriesNumber", "") or "").strip()
+    of_series = f" of series {number}" if re.fullmatch(r"[+-]?[0-9]{1,12}", number) else ""
+    return _lo(f"{what}{of_series} ({model_name})")
 
 
 def _lo(text: str) -> str:
