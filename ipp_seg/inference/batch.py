@@ -965,7 +965,10 @@ class FileProcessor:
                 frames = read_frames(path, inf.frames, inf.spacing_mm)
             except Exception as exc:  # noqa: BLE001 - one odd file must not end a run of thousands
                 timings["read_s"] += time.perf_counter() - started
-                yield item, _reading_failure(path, None, exc)
+                if not (isinstance(exc, FrameNotInScanError) and done_frames):
+                    yield item, _reading_failure(path, None, exc)
+                # (else a resumed run's --frames asks none of its frames, and it has rows: a failed
+                # row beside its measured ones had read as a failure of the file, and doubled it)
                 continue
             timings["read_s"] += time.perf_counter() - started
             iterator = iter(frames)
@@ -1922,6 +1925,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
+    without_frames_asked = 0  # resumed files with rows that hold none of the frames asked now
     any_identity = False  # no frame with a UID or bytes measured now: no repeat to name
     rowed: set[str] = set()  # files whose rows this run wrote
     written_now: set[str] = set()  # (--overwrite of an earlier run: the outputs this run wrote)
@@ -1929,6 +1933,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
+                without_frames_asked += not outcome.rows
                 if not rowed:
                     record_now()
                 rowed.add(outcome.file)
@@ -1962,6 +1967,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             # (Not one the user had made before the run: only what is in it, left empty by the run.)
             _remove_empty_folders(options.out_dir / folder, keep_root=outputs_before[folder])
         raise
+    if without_frames_asked:
+        log.warning("%d file(s) hold none of the frames --frames asks for; the rows they have stand",
+                    without_frames_asked)
     if earlier:
         # --overwrite replaced the run: the earlier run's masks, overlays, SEGs and SRs that this run
         # did not write again stand beside the new rows as results of scans no longer in the folder,
