@@ -448,8 +448,13 @@ def test_region_data_type_none_counts_as_an_untyped_view(tmp_path):
                                              # Any other text is not quoted: a damaged header's may be a name.
                                              ("MUSTERMANN", "an image of a modality DICOM does not define, not")])
 def test_images_of_other_modalities_are_refused(tmp_path, modality, words):
+    from ipp_seg.io import NotAnImageError, OtherModalityError
+
     path = write_dicom(tmp_path / "other.dcm", ramp_frames(1)[0], extra={"Modality": modality})
     assert words in _error(path).reason and "MUSTERMANN" not in _error(path).reason
+    # A result (a SEG ipp-seg wrote, in an export processed again) is no image to measure, as an SR is:
+    # it had counted as a failed frame (not_ultrasound_frame).
+    assert type(_error(path)) is (NotAnImageError if modality == "SEG" else OtherModalityError)
     for accepted in ("US", "OT", ""):  # secondary captures of a scanner's screen are OT
         ok = write_dicom(tmp_path / f"ok{accepted}.dcm", ramp_frames(1)[0], extra={"Modality": accepted})
         assert read_frame(ok).pixels.shape == (48, 64)

@@ -151,13 +151,13 @@ ROW_FAILURES: dict[str, str] = {
     UNREADABLE: "the file or frame could not be read (its error column says why: damaged, cut short, a compression "
                 "no installed decoder reads, no image format ipp-seg knows); a resumed batch tries it again",
     NOT_AN_IMAGE: "the file holds no image: a DICOM object as an export holds beside its images (a structured "
-                  "report, key-object selection, encapsulated PDF, presentation state or DICOMDIR), or a file of "
-                  "another kind under its own suffix (notes.txt, results.csv, a .pdf) that is neither DICOM nor an "
-                  "image format (its error column names it); nothing to measure, and a resumed batch does not read "
-                  "it again",
+                  "report, key-object selection, encapsulated PDF, presentation state or DICOMDIR) or a result "
+                  "with pixels (a SEG), or a file of another kind under its own suffix (notes.txt, results.csv, a "
+                  ".pdf) that is neither DICOM nor an image format (its error column names it); nothing to measure, "
+                  "and a resumed batch does not read it again",
     NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, blank, a "
                     "label mask (fewer than 4 grey values), or a DICOM image of another modality (a CT in a mixed "
-                    "export) or a result (a SEG); a resumed batch does not read it again",
+                    "export); a resumed batch does not read it again",
     NO_SUCH_FRAME: "the scan was read but holds none of the frames --frames asked for (frame 2 of a still image); "
                    "nothing is damaged; a resumed batch reads it again, as its --frames may differ",
     PROCESSING_ERROR: "an unexpected error while the frame was processed (its error column names it); the other "

@@ -666,16 +666,19 @@ def _number_of_frames(path: str, ds: Dataset) -> int:
 
 
 def _reject_other_modality(path: str, ds: Dataset) -> None:
-    """Refuse images of another modality (a CT in a mixed PACS export) and analysis results
-    (such as the SEG ipp-seg writes, in a folder that is processed again): segmenting them
-    would give numbers that mean nothing. A missing or empty Modality is let through."""
+    """Refuse images of another modality (a CT in a mixed PACS export: :class:`OtherModalityError`)
+    and analysis results (such as the SEG ipp-seg writes, in a folder that is processed again:
+    :class:`NotAnImageError`): segmenting them would give numbers that mean nothing. A missing
+    or empty Modality is let through."""
     modality = str(ds.get("Modality") or "").strip().upper()
     if not modality or modality in _ULTRASOUND_MODALITIES:
         return
     uids = _header_uids(ds)  # the header was read: the row keeps the UIDs, to join back to its study
     if modality in _RESULT_MODALITIES:
-        raise OtherModalityError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
-                                       "an ultrasound image to segment", uids)
+        # Not an image to measure, as an SR is (not_an_image): an export processed again with the
+        # results of an earlier run in it had counted each of its SEGs a failed frame.
+        raise NotAnImageError(path, f"{_RESULT_MODALITIES[modality]} (modality {modality}), a result rather than "
+                                    "an ultrasound image to segment", uids)
     # Quoted only when it is a modality DICOM defines: a damaged header may hold any text (patient data).
     shown = f"modality {modality}" if modality in _DEFINED_MODALITIES else "a modality DICOM does not define"
     raise OtherModalityError(path, f"an image of {shown}, not ultrasound (US): ipp-seg segments "

@@ -29,14 +29,15 @@ class ScanReadError(Exception):
 
 class NotAnImageError(ScanReadError):
     """The file was read and holds no image: a DICOM report, key-object selection, PDF,
-    presentation state or other object without pixel data, a DICOMDIR, or a file of another
-    kind (notes, a table) under its own suffix. Nothing to measure, and nothing damaged:
-    reading it again (``batch --resume``) would change nothing."""
+    presentation state or other object without pixel data, a result with pixels (a SEG, as
+    ipp-seg writes), a DICOMDIR, or a file of another kind (notes, a table) under its own
+    suffix. Nothing to measure, and nothing damaged: reading it again (``batch --resume``)
+    would change nothing."""
 
 
 class OtherModalityError(ScanReadError):
     """The file holds an image that is no ultrasound frame: another modality's (a CT in a mixed
-    PACS export) or a result's (a SEG, as ipp-seg writes). Nothing damaged: reading it again
+    PACS export). Nothing damaged: reading it again
     would change nothing."""
 
 
