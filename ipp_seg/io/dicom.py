@@ -238,9 +238,11 @@ def _inspect_dicom(path: str) -> DicomInfo:
             raise NotAnImageError(path, f"no pixel data (a DICOM {sop_class.name} object, not an image)", uids)
         if ended and ("Rows" in ds or kind.upper() in ("", "US")):
             # A header that stops short of its pixels (an image's, an ultrasound object's, or
-            # one cut off before its Modality, which every object has): a copy cut off, not an
-            # object without an image.
-            raise ScanReadError(path, "truncated: the file ends before its pixel data")
+            # one cut off before its Modality, which every object has): a copy cut off, most
+            # likely, not an object without an image; a complete one written without its Pixel
+            # Data element reads alike (an acceptance tester's, called "truncated" alone).
+            raise ScanReadError(path, "no Pixel Data: the file ends before its pixel data (cut short, or written "
+                                      "without its image)")
         what = f"a DICOM object without an image{', modality ' + kind if kind else ''}"
         raise NotAnImageError(path, f"no pixel data ({what})", uids)
 
@@ -704,9 +706,14 @@ def _refuse_non_square_pixels(path: str, ds: Dataset) -> None:
 
 
 def _reject_non_2d(path: str, ds: Dataset) -> None:
-    """Refuse 3-D volumes/renderings and spectral/M-mode-only images: nothing 2-D to segment."""
+    """Refuse 3-D volumes/renderings and spectral/M-mode-only images: nothing 2-D to segment. As
+    :class:`OtherModalityError`: nothing is damaged, and reading the file again (``batch
+    --resume``) would change nothing (as ``unreadable`` they had been read again on every resume,
+    and counted as damaged files)."""
+    uids = _header_uids(ds)
     if str(ds.get("SOPClassUID", "")) == ENHANCED_US_VOLUME_STORAGE:
-        raise ScanReadError(path, "3-D ultrasound volume (Enhanced US Volume Storage); a 2-D frame is needed")
+        raise OtherModalityError(path, "3-D ultrasound volume (Enhanced US Volume Storage); a 2-D frame is needed",
+                                 uids)
     image_type = ds.get("ImageType")
     if image_type is not None and not isinstance(image_type, str) and len(image_type) >= 4:
         try:
@@ -715,16 +722,17 @@ def _reject_non_2d(path: str, ds: Dataset) -> None:
             modes = None
         if modes and not modes & _MODE_2D:
             if modes & _MODE_3D_RENDERING:
-                raise ScanReadError(path, "3-D rendering (US Image Type 0040), not a 2-D ultrasound plane")
+                raise OtherModalityError(path, "3-D rendering (US Image Type 0040), not a 2-D ultrasound plane", uids)
             names = [name for bit, name in _MODE_NON_2D.items() if modes & bit]
             if names:
-                raise ScanReadError(path, f"{'/'.join(names)} only, no 2-D image (US Image Type {image_type[3]})")
+                raise OtherModalityError(path, f"{'/'.join(names)} only, no 2-D image (US Image Type {image_type[3]})",
+                                         uids)
     items = ds.get("SequenceOfUltrasoundRegions") or []
     formats = [_int_or_none(item.get("RegionSpatialFormat")) for item in items]
     if items and _SPATIAL_2D not in formats:
         names = sorted({_SPATIAL_NAMES[f] for f in formats if f in _SPATIAL_NAMES})
         if names:
-            raise ScanReadError(path, f"only {' and '.join(names)} region(s), no 2-D imaging region")
+            raise OtherModalityError(path, f"only {' and '.join(names)} region(s), no 2-D imaging region", uids)
 
 
 def _int_or_none(value) -> int | None:

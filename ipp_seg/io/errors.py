@@ -37,7 +37,8 @@ class NotAnImageError(ScanReadError):
 
 class OtherModalityError(ScanReadError):
     """The file holds an image that is no ultrasound frame: another modality's (a CT in a mixed
-    PACS export). Nothing damaged: reading it again
+    PACS export), or an ultrasound image with no 2-D frame to segment (a 3-D volume or
+    rendering, M-mode or Doppler only). Nothing damaged: reading it again
     would change nothing."""
 
 
