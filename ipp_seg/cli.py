@@ -812,6 +812,14 @@ def batch(
               f"({warned}{failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
+    if summary.hidden_left_out:  # (skipped as always: said, so that the rows can be reconciled with the folder)
+        folders = [name for name in summary.hidden_left_out if name.endswith("/")]
+        n_files = len(summary.hidden_left_out) - len(folders)
+        counted = " and ".join(text for text in (
+            f"{n_files} hidden or system file(s)" if n_files else "",
+            f"{len(folders)} hidden folder(s) with all they hold" if folders else "") if text)
+        shown = ", ".join(summary.hidden_left_out[:3]) + (", ..." if len(summary.hidden_left_out) > 3 else "")
+        err.print(f"left out {counted}: {escape(shown)}", highlight=False)
     if dicom_seg or dicom_sr:  # what goes to a PACS, counted: a refusal leaves its row as it is
         refused = (f"; {summary.dicom_refused} refused (the warnings above say why; their rows stand)"
                    if summary.dicom_refused else "")

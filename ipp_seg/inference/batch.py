@@ -328,6 +328,9 @@ class BatchSummary:
     unrecognised_rows: int = 0  # of the segmented rows, those of no transperineal view the network knows
     dicom_written: int = 0  # DICOM SEGs and SRs written (--dicom-seg, --dicom-sr)
     dicom_refused: int = 0  # ...and refused: their rows stand, a warning says why
+    # Hidden files (dot files, Thumbs.db ...) and hidden folders (.git/, __MACOSX/: ending in "/")
+    # left out, as the run's glob and --exclude take them; by their paths in IN_DIR, as the CSV's.
+    hidden_left_out: tuple[str, ...] = ()
 
     @property
     def advice(self) -> RunAdvice:
@@ -579,7 +582,7 @@ def _cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
 
 
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None, warn: bool = True,
-               excluded_globs: Iterable[str] = ()) -> list[Path]:
+               excluded_globs: Iterable[str] = (), hidden: list[Path] | None = None) -> list[Path]:
     """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
     sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
     the results).
@@ -593,7 +596,9 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     are taken. When ``exclude`` is ``in_dir`` itself or a folder above it (``--out`` the project
     folder that holds the scans), only its ``masks``/``overlays`` folders and CSV are. A file that
     ``excluded_globs`` match (:func:`excluded_by`), or that lies in a folder they match, is left
-    out too.
+    out too. ``hidden`` gets the hidden files (those ``pattern`` takes) and hidden folders left
+    out (:func:`~ipp_seg.io.folders.walk_folders`), for a count: an input that a count of rows
+    cannot be reconciled with had left no trace.
 
     Raises:
         NoScansError: ``in_dir`` is itself a batch run's ``masks`` or ``overlays`` folder.
@@ -620,7 +625,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             return True
         return False
 
-    for here, real, names in walk_folders(in_dir, skip, warn_links=warn):
+    left_hidden: list[Path] = []
+    for here, real, names in walk_folders(in_dir, skip, warn_links=warn, hidden=left_hidden):
         for name in names:
             path = here / name
             rel = path.relative_to(in_dir).as_posix()
@@ -636,6 +642,11 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
                 earlier_outputs.append(rel)
                 continue
             found.append(path)
+    if hidden is not None:
+        for path in left_hidden:
+            rel = path.relative_to(in_dir).as_posix()
+            if not excluded(rel) and (os.path.isdir(path) or matcher(rel)):
+                hidden.append(path)
     if earlier_outputs and warn:
         log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays and DICOM results: not "
                     "scans): %s",
@@ -1841,7 +1852,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if held:
             raise ExistingResultsError(f"{csv_path} already holds {len(held)} rows: add --resume to go on with "
                                        "that run, --overwrite to replace it, or give another --out folder")
-    files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs)
+    hidden: list[Path] = []
+    files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
+                       hidden=hidden)
     if not files:  # before a previous CSV is touched
         if options.excluded_globs:
             raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
@@ -1996,7 +2009,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     return BatchSummary(len(files), n_rows, skipped, n_failed, csv_path, time.perf_counter() - started, totals,
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
                         doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised,
-                        dicom_written=n_dicom, dicom_refused=n_dicom_refused)
+                        dicom_written=n_dicom, dicom_refused=n_dicom_refused,
+                        hidden_left_out=tuple(sorted(_csv_name(path, options.in_dir) + "/" * os.path.isdir(path)
+                                                     for path in hidden)))
 
 
 def _ones_own(status: os.stat_result) -> bool:

@@ -89,8 +89,8 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
                 pass
 
 
-def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
-                 warn_links: bool = True) -> Iterator[tuple[Path, Path, list[str]]]:
+def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None, warn_links: bool = True,
+                 hidden: list[Path] | None = None) -> Iterator[tuple[Path, Path, list[str]]]:
     """(folder, its real path, the names of its non-hidden entries that are not folders) for
     ``root`` and its non-hidden sub-folders, sub-folders in name order.
 
@@ -99,7 +99,9 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
     and so is a link to a folder below ``root``, whose files are listed under its own name. A
     folder for which ``skip(folder, real_path)`` is true is left out with everything below it (it
     is asked once per real folder, never for a folder already walked). ``warn_links`` false: those
-    links are not named (a second walk of the same tree, which named them already)."""
+    links are not named (a second walk of the same tree, which named them already). ``hidden``
+    gets the hidden files and folders of the folders walked (:func:`is_hidden_name`,
+    :func:`is_hidden_folder`), which are left out."""
     visited: dict[Path, Path] = {}  # real path -> the name it was walked under
     # Folders reached without a link are walked under their own names, wherever a link to one
     # sorts: "link1" had taken "real"'s files, so that --glob 'real/**' found none. Listed only
@@ -132,6 +134,9 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None,
             dirs[:] = []
             continue
         visited[real] = here
+        if hidden is not None:  # what is left out, for a count (hidden folders not walked)
+            hidden += [here / d for d in sorted(dirs) if is_hidden_folder(d)]
+            hidden += [here / name for name in sorted(names) if is_hidden_name(name)]
         dirs[:] = sorted(d for d in dirs if not is_hidden_folder(d))
         yield here, real, [name for name in names if not is_hidden_name(name)]
 
