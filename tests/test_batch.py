@@ -2225,6 +2225,46 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+def test_a_derived_series_numbers_its_objects_once_each_whatever_the_workers(tmp_path, sample_dicom, workers):
+    # Two stills and two cines of one series had given SEGs numbered 1, 1, 1, 2, 2, 2, 3 (each by its source's
+    # number or its frame): a PACS viewer ordering by Instance Number showed other frames' objects side by side.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name, number, frames in (("still_a.dcm", 1, 1), ("still_b.dcm", 2, 1), ("loop_b.dcm", 4, 2),
+                                 ("loop_a.dcm", 3, 3)):
+        if frames == 1:
+            ds = pydicom.dcmread(sample_dicom)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            ds.InstanceNumber = number
+            ds.save_as(root / name)
+        else:
+            _multiframe_dicom(sample_dicom, root / name, frames)
+            ds = pydicom.dcmread(root / name)
+            ds.InstanceNumber = number
+            ds.save_as(root / name)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--dicom-seg", "--dicom-sr", "--workers", workers).exit_code == 0
+    for kind in ("seg", "sr"):
+        numbers = {p.name: pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber
+                   for p in (out / "dicom-results").glob(f"*_{kind}.dcm")}
+        # In the order of the sources' numbers (1, 2, 3, 4), each frame a number of its own.
+        assert numbers == {f"still_a_{kind}.dcm": 1, f"still_b_{kind}.dcm": 2, f"loop_a_f0000_{kind}.dcm": 3,
+                           f"loop_a_f0001_{kind}.dcm": 4, f"loop_a_f0002_{kind}.dcm": 5,
+                           f"loop_b_f0000_{kind}.dcm": 6, f"loop_b_f0001_{kind}.dcm": 7}
+    # Stills alone, numbered apart by their source: those numbers are kept.
+    for cine in root.glob("loop_*"):
+        cine.unlink()
+    ds = pydicom.dcmread(root / "still_b.dcm")
+    ds.InstanceNumber = 9
+    ds.save_as(root / "still_b.dcm")
+    assert _run("batch", root, "--out", out, "--dicom-seg", "--overwrite", "--workers", workers).exit_code == 0
+    assert [pydicom.dcmread(out / "dicom-results" / f"still_{x}_seg.dcm").InstanceNumber for x in "ab"] == [1, 9]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path, sample_dicom, workers):
     # A data manager with an archive to send back to the PACS had to list every file to predict --dicom-seg.
     pytest.importorskip("highdicom")
@@ -2244,7 +2284,10 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
     rows = {(r["file"], r["frame"]): r for r in _rows(out / "measurements.csv")}
     cine = [pydicom.dcmread(out / "dicom-results" / f"sub/cine_f000{i}_seg.dcm") for i in range(3)]
     source = pydicom.dcmread(mixed_folder / "sub" / "cine.dcm", stop_before_pixels=True)
-    assert len({ds.SeriesInstanceUID for ds in cine}) == 1 and [ds.InstanceNumber for ds in cine] == [1, 2, 3]
+    # IMG00001 and corrupt.dcm (a copy cut short, its header whole), of the cine's series with the cine's Instance
+    # Number, come first by name: 1 and 2 (corrupt.dcm gets no object: a gap, no repeat).
+    assert len({ds.SeriesInstanceUID for ds in cine}) == 1 and [ds.InstanceNumber for ds in cine] == [3, 4, 5]
+    assert pydicom.dcmread(out / "dicom-results" / "IMG00001_seg.dcm").InstanceNumber == 1
     assert all(ds.StudyInstanceUID == source.StudyInstanceUID for ds in cine)
     for i, ds in enumerate(cine):  # each SEG derives from its own frame of the cine
         sources = [s for f in ds.PerFrameFunctionalGroupsSequence for d in f.DerivationImageSequence

@@ -137,6 +137,9 @@ class BatchOptions:
     run_started: datetime | None = None
     # Patterns of files (or folders, with all they hold) to leave out, as --glob matches them.
     excluded_globs: tuple[str, ...] = ()
+    # (relative path, Instance Number of its first frame's SEG and SR): run_batch fills it from the
+    # whole folder when SEG or SR is asked (see dicom_results.instance_numbers).
+    instance_numbers: tuple[tuple[str, int], ...] = ()
 
 
 #: Reason codes of rows without a measurement; a resumed run tries their frames again.
@@ -937,6 +940,7 @@ class FileProcessor:
         inf = options.inference
         self.spec = resolve_model(inf.model)
         self._output_names = dict(options.output_renames)
+        self._instance_numbers = dict(options.instance_numbers)
         self.segmenter = load_segmenter(self.spec, inf.backend, inf.device, inf.threads, inf.fixed_batch)
 
     @property
@@ -1057,29 +1061,29 @@ class FileProcessor:
         """The CSV rows of one file, writing masks/overlays as the options ask."""
         return self.process_files([(path, done_frames)])[0]
 
-    def _write_dicom(self, result: FrameResult, stem: str, name: str, outputs: list[str],
+    def _write_dicom(self, result: FrameResult, rel: str, stem: str, name: str, outputs: list[str],
                      written: list[tuple[str, str]] | None, first_time: Callable[[str], bool],
                      too_long: dict[str, int]) -> list[str]:
-        """The DICOM SEG and/or SR of one DICOM frame, under OUT/dicom-results/ at the frame's mask name. Each
-        Instance Number is the source's (its frame number for a cine), not made unique across the
-        run's files: workers write apart, and the numbers do not change with their count. A SEG
-        or SR refused (a source without what it needs) is said once per file and cause; the row
-        stands. Returns the kinds ("SEG", "SR") refused."""
+        """The DICOM SEG and/or SR of one DICOM frame (of the file ``rel``), under OUT/dicom-results/
+        at the frame's mask name. Its Instance Number is the run's plan for it
+        (:attr:`BatchOptions.instance_numbers`), made from the whole folder's headers: unique in
+        its derived series, whatever the workers and their order. A SEG or SR refused (a source
+        without what it needs) is said once per file and cause; the row stands. Returns the kinds
+        ("SEG", "SR") refused."""
         opts = self.options
         base = _output_base(opts.out_dir, "seg", stem)  # (the SR's too)
         asked = [kind for kind, wanted in (("seg", opts.dicom_seg), ("sr", opts.dicom_sr)) if wanted]
         refused = [kind.upper() for kind in asked]  # unless written below
-        with _unless_path_too_long(refused,
-                                   output_path(opts.out_dir, asked[0], stem), too_long):
+        with _unless_path_too_long(refused, output_path(opts.out_dir, asked[0], stem), too_long):
             check_within(opts.out_dir / DICOM_FOLDER, base)
             for kind in asked:
                 _note_output(outputs, written, name, output_path(opts.out_dir, kind, stem))
             base.parent.mkdir(parents=True, exist_ok=True)
-            refused = self._write_frame_dicom(result, base, name, first_time)
+            refused = self._write_frame_dicom(result, base, name, first_time, self._instance_numbers.get(rel))
         return refused
 
-    def _write_frame_dicom(self, result: FrameResult, base: Path, name: str,
-                           first_time: Callable[[str], bool]) -> list[str]:
+    def _write_frame_dicom(self, result: FrameResult, base: Path, name: str, first_time: Callable[[str], bool],
+                           first: int | None) -> list[str]:
         from ..io.dicom_results import DicomOutputsRefused, write_frame_dicom
 
         opts, frame = self.options, result.frame
@@ -1088,7 +1092,8 @@ class FileProcessor:
                               frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
                               seg=opts.dicom_seg, sr=opts.dicom_sr, model_name=self.model_name,
                               model_sha256=self.model_sha256, tta=opts.inference.tta, software_version=__version__,
-                              run_uid=opts.run_uid, run_started=opts.run_started)
+                              run_uid=opts.run_uid, run_started=opts.run_started,
+                              instance_number=None if first is None else first + frame.provenance.frame_number - 1)
         except DicomOutputsRefused as exc:
             if first_time(str(exc)):
                 log.warning("%s: %s", name, exc)
@@ -1167,7 +1172,7 @@ class FileProcessor:
                                                      tta=inf.tta, model=self.model_name))
             dicom_cell = ""
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
-                refused = self._write_dicom(result, stem, name, outputs[item], written, said_once, too_long)
+                refused = self._write_dicom(result, rel, stem, name, outputs[item], written, said_once, too_long)
                 dicom_cell = dicom_results_cell(opts.dicom_seg, opts.dicom_sr, refused)
                 dicom_counts[item][0] += opts.dicom_seg + opts.dicom_sr - len(refused)
                 dicom_counts[item][1] += len(refused)
@@ -1878,6 +1883,13 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
         options = replace(options, output_renames=tuple(sorted(renames.items())))
+    if options.dicom_seg or options.dicom_sr:
+        from ..io.dicom_results import instance_numbers
+
+        # From the whole folder's headers (done files too), so that every worker, and a resumed
+        # run, numbers the objects of a derived series alike, none twice.
+        plan = instance_numbers((p.relative_to(options.in_dir).as_posix(), p) for p in files)
+        options = replace(options, instance_numbers=tuple(sorted(plan.items())))
     todo: list[tuple[Path, frozenset]] = []
     skipped = 0
     for path, name in zip(files, names):

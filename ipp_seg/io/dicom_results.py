@@ -46,7 +46,7 @@ import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -428,10 +428,50 @@ NO_TRANSPERINEAL_VIEW = ("the network recognised no transperineal view in the fr
                          "segmentation would label other things a head and a symphysis")
 
 
+def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]]) -> dict[str, int]:
+    """The Instance Number of the SEG and SR of each (name, path) DICOM source's first frame in a
+    run's derived series (frame n's: that plus n - 1), for every process that writes them alike:
+    a source series whose files are single frames with Instance Numbers of their own, none
+    repeated, keeps them; in any other (cines, or numbers repeated or missing), its files are
+    numbered on in the order of their Instance Numbers (then names), each taking as many numbers
+    as it has frames. ``batch`` had numbered each object by its source's number or frame, which
+    two cines of a series repeat. Files that are not DICOM, or whose header cannot be read, are
+    left out (they get no SEG or SR)."""
+    import pydicom
+
+    from .formats import is_dicom_file
+
+    by_series: dict[tuple[str, str], list[tuple[int | None, str, int]]] = {}
+    for name, path in sources:
+        if not os.path.isfile(path) or not is_dicom_file(path):  # (not a pipe opened to find out)
+            continue
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=[
+                "StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber", "NumberOfFrames"])
+            number = int(header.InstanceNumber) if str(header.get("InstanceNumber", "")).strip() else None
+            frames = int(header.get("NumberOfFrames") or 1)
+        except Exception:  # noqa: BLE001 - a header its reader refuses gets no result to number
+            continue
+        key = (str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")))
+        by_series.setdefault(key, []).append((number if number and number > 0 else None, name, max(1, frames)))
+    plan: dict[str, int] = {}
+    for members in by_series.values():
+        numbers = [number for number, _, _ in members]
+        if None not in numbers and len(set(numbers)) == len(numbers) and all(n == 1 for _, _, n in members):
+            plan.update((name, number) for number, name, _ in members)
+            continue
+        following = 1
+        for _, name, frames in sorted(members, key=lambda m: (m[0] is None, m[0] or 0, m[1])):
+            plan[name] = following
+            following += frames
+    return plan
+
+
 def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, out_stem: Path, *,
                       frame_number: int, n_frames: int, seg: bool, sr: bool, model_name: str,
                       model_sha256: str | None, tta: bool, software_version: str, run_uid: str | None = None,
-                      run_started=None, numbers_used: dict[str, set[int]] | None = None) -> list[Path]:
+                      run_started=None, numbers_used: dict[str, set[int]] | None = None,
+                      instance_number: int | None = None) -> list[Path]:
     """The DICOM SEG (``<out_stem>_seg.dcm``) and/or SR (``<out_stem>_sr.dcm``) of one frame of
     the DICOM file at ``source_path`` (1-based ``frame_number`` of its ``n_frames``); returns the
     paths written, and raises :class:`DicomOutputsRefused` (after writing what it could: a
@@ -441,13 +481,17 @@ def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, 
     derived series (:func:`derived_series_uid`), numbered by frame for a cine, else by the
     source's Instance Number; ``numbers_used`` (one dict per run, where one process writes the
     whole run) keeps those numbers unique in a series: a later cine of the same series continues
-    after the highest. ``run_started`` (an aware datetime) dates the series."""
+    after the highest; ``instance_number`` (from :func:`instance_numbers`, where several
+    processes write a run) is the number to give, in place of both. ``run_started`` (an aware
+    datetime) dates the series."""
     import pydicom
 
     # The header only; force: a data set written without the preamble was read as well.
     source = pydicom.dcmread(source_path, stop_before_pixels=True, force=True)
     instance = 1
-    if run_uid is not None:
+    if instance_number is not None:
+        instance = instance_number
+    elif run_uid is not None:
         instance = frame_number if n_frames > 1 else _positive_or_one(source.get("InstanceNumber"))
         if numbers_used is not None:
             used = numbers_used.setdefault(f'{source.get("StudyInstanceUID", "")}/'
