@@ -2224,6 +2224,33 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png):
            "Icon\\x0d, ..." in said
 
 
+def test_a_source_uid_with_a_leading_zero_is_warned_of_once_and_repeated(tmp_path, sample_dicom, caplog):
+    # 1.2.3.04.5 breaks DICOM's rule for UIDs: the SEG and SR must repeat it to join their study, and a validator
+    # then reports them as errors. The PACS integrator had been told nothing.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    from ipp_seg.io.dicom_results import uids_with_leading_zeros
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    ds = pydicom.dcmread(sample_dicom)
+    ds.StudyInstanceUID = "1.2.3.04.5"
+    ds.save_as(root / "odd.dcm")
+    shutil.copy(sample_dicom, root / "fine.dcm")
+    assert uids_with_leading_zeros(ds) == ["StudyInstanceUID"]
+    assert uids_with_leading_zeros({"SOPInstanceUID": "1.0.3"}) == []  # a single 0 is a part of its own
+    assert uids_with_leading_zeros({"SeriesInstanceUID": "1.00"}) == ["SeriesInstanceUID"]
+    with caplog.at_level("WARNING"):
+        assert _run("batch", root, "--out", tmp_path / "out", "--dicom-seg", "--workers", 2).exit_code == 0
+    said = [r.getMessage() for r in caplog.records if "starts with 0" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("1 DICOM file(s) have a UID that") and "odd.dcm" in said[0]
+    assert pydicom.dcmread(tmp_path / "out" / "dicom-results" / "odd_seg.dcm").StudyInstanceUID == "1.2.3.04.5"
+    predicted = _run("predict", root / "odd.dcm", root / "fine.dcm", "--out", tmp_path / "p", "--dicom-sr")
+    assert predicted.exit_code == 0, predicted.output
+    assert " ".join(predicted.output.split()).count("its StudyInstanceUID has a part that starts with 0") == 1
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_derived_series_numbers_its_objects_once_each_whatever_the_workers(tmp_path, sample_dicom, workers):
     # Two stills and two cines of one series had given SEGs numbered 1, 1, 1, 2, 2, 2, 3 (each by its source's

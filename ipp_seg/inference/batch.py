@@ -1884,12 +1884,16 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
         options = replace(options, output_renames=tuple(sorted(renames.items())))
     if options.dicom_seg or options.dicom_sr:
-        from ..io.dicom_results import instance_numbers
+        from ..io.dicom_results import LEADING_ZEROS_SAID, instance_numbers
 
         # From the whole folder's headers (done files too), so that every worker, and a resumed
         # run, numbers the objects of a derived series alike, none twice.
-        plan = instance_numbers((p.relative_to(options.in_dir).as_posix(), p) for p in files)
+        leading_zeros: list[str] = []
+        plan = instance_numbers(((p.relative_to(options.in_dir).as_posix(), p) for p in files), leading_zeros)
         options = replace(options, instance_numbers=tuple(sorted(plan.items())))
+        if leading_zeros:
+            log.warning("%d DICOM file(s) have a UID that %s, such as %s", len(leading_zeros), LEADING_ZEROS_SAID,
+                        printable_path(leading_zeros[0]))
     todo: list[tuple[Path, frozenset]] = []
     skipped = 0
     for path, name in zip(files, names):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
-from ..io.dicom_results import NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError, write_frame_dicom
+from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
+                                 uids_with_leading_zeros_in, write_frame_dicom)
 from ..io.folders import printable_file, printable_path
 from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
@@ -325,6 +326,12 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                     said.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image
                     asked = "SEG and SR" if dicom_seg and dicom_sr else "SEG" if dicom_seg else "SR"
                     warnings.append(f"no DICOM {asked} for {scan}: it is not a DICOM file")
+                if (dicom_seg or dicom_sr) and result.frame.provenance.source_format == "dicom" \
+                        and (scan, "leading zeros") not in said:
+                    said.add((scan, "leading zeros"))  # (once a scan: a cine's frames share its UIDs)
+                    zeros = uids_with_leading_zeros_in(scan)
+                    if zeros:
+                        warnings.append(f"{scan}: its {' and '.join(zeros)} {LEADING_ZEROS_SAID}")
             row["dicom_results"] = report.get("dicom_results") or ""  # (as write_frame_outputs found it)
             yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, outputs_refused=refused,
                                  errors=tuple(errors), warnings=tuple(warnings))

@@ -428,7 +428,34 @@ NO_TRANSPERINEAL_VIEW = ("the network recognised no transperineal view in the fr
                          "segmentation would label other things a head and a symphysis")
 
 
-def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]]) -> dict[str, int]:
+_REFERENCED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+LEADING_ZEROS_SAID = ("has a part that starts with 0, which DICOM does not allow: its SEGs and SRs repeat it (to join "
+                      "its study), and an archive that checks UIDs may refuse them")
+
+
+def uids_with_leading_zeros(header) -> list[str]:
+    """The keywords of ``header``'s UIDs that a SEG or SR repeats or references (study, series,
+    instance, frame of reference) with a component that starts with 0 (``1.2.03``): DICOM does
+    not allow one, and a validator reports the objects that repeat it as errors, but they must
+    repeat it to join their study."""
+    return [keyword for keyword in _REFERENCED_UIDS
+            if any(len(part) > 1 and part.startswith("0") for part in str(header.get(keyword, "") or "").split("."))]
+
+
+def uids_with_leading_zeros_in(path: str | os.PathLike[str]) -> list[str]:
+    """:func:`uids_with_leading_zeros` of the DICOM file at ``path`` (none where its header cannot
+    be read: what writes its SEG or SR says why)."""
+    import pydicom
+
+    try:
+        return uids_with_leading_zeros(pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                                       specific_tags=list(_REFERENCED_UIDS)))
+    except Exception:  # noqa: BLE001 - a header its reader refuses gets no result to warn of
+        return []
+
+
+def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]],
+                     leading_zeros: list[str] | None = None) -> dict[str, int]:
     """The Instance Number of the SEG and SR of each (name, path) DICOM source's first frame in a
     run's derived series (frame n's: that plus n - 1), for every process that writes them alike:
     a source series whose files are single frames with Instance Numbers of their own, none
@@ -436,7 +463,8 @@ def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]]) -> d
     numbered on in the order of their Instance Numbers (then names), each taking as many numbers
     as it has frames. ``batch`` had numbered each object by its source's number or frame, which
     two cines of a series repeat. Files that are not DICOM, or whose header cannot be read, are
-    left out (they get no SEG or SR)."""
+    left out (they get no SEG or SR). ``leading_zeros`` gets the names of the files whose UIDs
+    :func:`uids_with_leading_zeros` finds (read in the same pass)."""
     import pydicom
 
     from .formats import is_dicom_file
@@ -446,12 +474,14 @@ def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]]) -> d
         if not os.path.isfile(path) or not is_dicom_file(path):  # (not a pipe opened to find out)
             continue
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=[
-                "StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber", "NumberOfFrames"])
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                     specific_tags=[*_REFERENCED_UIDS, "InstanceNumber", "NumberOfFrames"])
             number = int(header.InstanceNumber) if str(header.get("InstanceNumber", "")).strip() else None
             frames = int(header.get("NumberOfFrames") or 1)
         except Exception:  # noqa: BLE001 - a header its reader refuses gets no result to number
             continue
+        if leading_zeros is not None and uids_with_leading_zeros(header):
+            leading_zeros.append(name)
         key = (str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")))
         by_series.setdefault(key, []).append((number if number and number > 0 else None, name, max(1, frames)))
     plan: dict[str, int] = {}
