@@ -300,6 +300,30 @@ def test_a_scan_whose_output_names_would_be_too_long_is_written_under_a_cut_name
     assert json.loads(report.read_text())["file"] == str(long_name)  # the report names the scan whole
 
 
+def test_separate_predict_runs_into_one_folder_keep_two_scans_of_one_name_apart(sample_png, tmp_path):
+    # Two runs (a scan of each study, named alike) into one --out: the second had written its outputs over the
+    # first's, which were lost without a word.
+    import shutil
+
+    for folder, source in (("a", sample_png), ("b", sample_png.with_name("psfhs_04750.png"))):
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / "IM_0001.png")
+    out = tmp_path / "out"
+    assert invoke("predict", tmp_path / "a" / "IM_0001.png", "--out", out).exit_code == 0
+    first = json.loads((out / "IM_0001.json").read_text())
+    second = invoke("predict", tmp_path / "b" / "IM_0001.png", "--out", out)
+    assert second.exit_code == 0, second.output
+    beside = f"IM_0001~{hashlib.sha256((tmp_path / 'b' / 'IM_0001.png').read_bytes()).hexdigest()[:8]}"
+    assert json.loads((out / "IM_0001.json").read_text()) == first  # the first run's, as it wrote it
+    assert json.loads((out / f"{beside}.json").read_text())["file"] == str(tmp_path / "b" / "IM_0001.png")
+    assert (out / f"{beside}_mask.png").exists() and (out / f"{beside}_overlay.png").exists()
+    assert "is an earlier run's report of other bytes" in " ".join(second.stderr.split())
+    # The same scan again: its own outputs, replaced as before, without a word.
+    again = invoke("predict", tmp_path / "a" / "IM_0001.png", "--out", out)
+    assert again.exit_code == 0 and "earlier run's report" not in again.stderr
+    assert sorted(p.name for p in out.glob("*.json")) == ["IM_0001.json", f"{beside}.json"]
+
+
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     pytest.importorskip("highdicom")
     result = invoke("predict", sample_dicom, "--out", tmp_path, "--dicom-seg", "--dicom-sr")

@@ -16,6 +16,7 @@ from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
                                  uids_with_leading_zeros_in, write_frame_dicom)
 from ..io.folders import printable_file, printable_path
+from ..io.formats import name_without_suffix
 from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
 from ..measure import Measurement
@@ -162,6 +163,29 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
     return {p: renames.get(name, name) for p, name in names.items()}
 
 
+def name_beside_earlier_outputs(out_dir: Path, name: str, frame, digest: str, shown: str) -> tuple[str, str]:
+    """``name`` (:func:`output_names`) for the outputs of the scan whose ``frame`` (its first) is
+    written into ``out_dir``, and what to say of it: where the report an earlier run wrote there
+    under that name is of other bytes (another scan of the same name, or this one as it was;
+    ``file_sha256``, else the ``file`` it names), the name takes ``~`` and the start of this
+    scan's sha256 (``digest``), so that both stand, and a warning says so; else ``name``, and "".
+    Separate runs into one folder had written each scan's outputs over those of another scan
+    of the same file name."""
+    earlier = out_dir / f"{fitting_stem(output_stem(name, frame.frame_index, frame.n_frames))}.json"
+    try:
+        report = json.loads(earlier.read_text(encoding="utf-8"))
+        same = report["file_sha256"] == digest if report.get("file_sha256") else report["file"] == shown
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or no report of ours: as before
+        return name, ""
+    if same:
+        return name, ""
+    stem = name_without_suffix(name)
+    beside = f"{stem}~{digest[:8]}{name[len(stem):]}"  # (before the suffix, which output_stem takes off)
+    return beside, (f"{shown}: {earlier.name} in {out_dir} is an earlier run's report of other bytes (another scan "
+                    f"of this name, or this one before it changed): this scan's outputs are named "
+                    f"{Path(fitting_stem(output_stem(beside, frame.frame_index, frame.n_frames))).name}.* beside it")
+
+
 def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, name: str | None = None,
                         dicom_seg: bool = False, dicom_sr: bool = False, run_uid: str | None = None,
                         numbers_used: dict[str, set[int]] | None = None,
@@ -277,6 +301,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
         started = time.perf_counter()
         shown = printable_file(str(scan))  # as the CSV and the JSON name it
         stamp, digest = file_stamp(scan), None  # (the stamp before reading, as batch takes it)
+        name, named_beside = names[scan_key(scan)], None  # (named beside an earlier run's outputs: once a scan)
         for result in processor.results(scan):
             if digest is None:  # once a file, not of one without an image (as batch)
                 digest = "" if getattr(result, "code", None) == NOT_AN_IMAGE else file_sha256(scan)
@@ -305,8 +330,12 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
             report = {**frame_report(result, provider, elapsed_ms, inf.tta), **run_keys_of_row(row)}
             errors, warnings, refused = [], [], False
             if out_dir is not None:
+                if named_beside is None:
+                    name, named_beside = name_beside_earlier_outputs(out_dir, name, result.frame, digest, shown)
+                    if named_beside:
+                        warnings.append(named_beside)
                 try:
-                    write_frame_outputs(result, out_dir, report, name=names[scan_key(scan)], dicom_seg=dicom_seg,
+                    write_frame_outputs(result, out_dir, report, name=name, dicom_seg=dicom_seg,
                                         dicom_sr=dicom_sr, run_uid=run_uid, numbers_used=numbers_used,
                                         run_started=run_started)
                 except DicomResultError as exc:  # this scan's header; the others may be fine
