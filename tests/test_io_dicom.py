@@ -334,6 +334,17 @@ def test_monochrome1_16bit_is_inverted_on_the_0_255_scale(tmp_path):
     np.testing.assert_allclose(frame.pixels, 255.0 - frames * (255.0 / 1023.0), atol=1e-3)
 
 
+def test_an_rgb_frame_drawn_on_in_colour_says_where(tmp_path):
+    grey = ramp_frames(2)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    assert all(f.colour_marks is None for f in read_frames(write_dicom(tmp_path / "grey.dcm", rgb, photometric="RGB")))
+    rgb[1, 20:23, 5:60] = (255, 255, 0)  # a yellow line on the second frame
+    first, second = read_frames(write_dicom(tmp_path / "drawn.dcm", rgb, photometric="RGB"))
+    assert first.colour_marks is None
+    assert second.colour_marks[20:23, 5:60].all() and second.colour_marks.sum() == 3 * 55
+    np.testing.assert_array_equal(second.pixels, grey_of(rgb[1]))
+
+
 def test_rgb_planar_configurations_agree(tmp_path):
     rgb = rgb_frames(2)
     a = [f.pixels for f in read_frames(write_dicom(tmp_path / "p0.dcm", rgb, photometric="RGB"))]

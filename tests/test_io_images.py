@@ -67,6 +67,26 @@ def test_colour_becomes_luminance(tmp_path, suffix):
     np.testing.assert_array_equal(frame.pixels, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tiff", ".jpg"])
+def test_a_frame_drawn_on_in_colour_says_where(tmp_path, suffix):
+    # Yellow calipers on an exported frame read as bright tissue in grey: the frame keeps where they are, for
+    # marks_over_anatomy. A grey frame stored as colour, or one shown in a tinted palette, has none.
+    grey = scene(80, 120)
+    bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix == ".jpg" else []
+    assert read_frame(save(tmp_path / f"grey{suffix}", bgr, quality)).colour_marks is None
+    sepia = np.clip(bgr * np.array([0.8, 0.9, 1.05]), 0, 255).astype(np.uint8)  # (BGR: blue least)
+    assert read_frame(save(tmp_path / f"sepia{suffix}", sepia, quality)).colour_marks is None
+    drawn = bgr.copy()
+    cv2.line(drawn, (10, 40), (110, 40), (0, 255, 255), 3)  # yellow
+    frame = read_frame(save(tmp_path / f"drawn{suffix}", drawn, quality))
+    assert frame.colour_marks is not None and frame.colour_marks.shape == frame.pixels.shape
+    assert frame.colour_marks[39:42, 14:106].mean() > 0.9  # the line
+    assert not frame.colour_marks[:30].any() and not frame.colour_marks[52:].any()  # nothing else
+    # The grey frame is what it was: luma, whatever its marks.
+    np.testing.assert_array_equal(read_frame(tmp_path / f"drawn{suffix}").pixels, frame.pixels)
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tiff"])
 def test_alpha_is_dropped(tmp_path, suffix):
     bgr = colour_scene()

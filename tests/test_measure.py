@@ -758,7 +758,16 @@ REASON_CASES = {
     "other_view_not_measured": lambda mp: _measured_in_a_dual_view(),
     "ps_at_black_band": lambda mp: _measured_on(_blacked_out_above(fan_image(), 50)),
     "frame_saturated": lambda mp: _measured_on(_over_gained(fan_image(), 2.5)),
+    "marks_over_anatomy": lambda mp: _measured_on(fan_image(), _line_along_the_ps()),
 }
+
+
+def _line_along_the_ps() -> np.ndarray:
+    """Colour marks of a caliper line drawn along the PS of :func:`typical_scene` and past it."""
+    ys, xs = np.nonzero(typical_scene() == 1)
+    marks = np.zeros((256, 256), np.uint8)
+    cv2.line(marks, (int(xs.min()) - 10, int(ys[xs.argmin()])), (int(xs.max()) + 10, int(ys[xs.argmax()])), 1, 1)
+    return marks.astype(bool)
 
 
 def _over_gained(pixels: np.ndarray, gain: float) -> np.ndarray:
@@ -836,12 +845,44 @@ def test_a_second_view_beside_the_one_measured_is_said_to_be_unmeasured():
     assert measure_frame(labels, frame, method="ellipse", orientation="standard", segmented_here=False).reasons == ()
 
 
-def _measured_on(pixels: np.ndarray):
+def _measured_on(pixels: np.ndarray, colour_marks: np.ndarray | None = None, segmented_here: bool = True):
     from ipp_seg.inference.pipeline import measure_frame
     from ipp_seg.io import Provenance, UltrasoundFrame
 
-    frame = UltrasoundFrame(pixels, (0.2, 0.2), (), 0, 1, Provenance("fan", "image"))
-    return measure_frame(typical_scene(), frame, method="ellipse", orientation="standard")
+    frame = UltrasoundFrame(pixels, (0.2, 0.2), (), 0, 1, Provenance("fan", "image"), colour_marks=colour_marks)
+    return measure_frame(typical_scene(), frame, method="ellipse", orientation="standard",
+                         segmented_here=segmented_here)
+
+
+def test_colour_marks_over_the_anatomy_put_the_angle_in_doubt():
+    """A sonographer's dotted PS axis, drawn in yellow on an exported frame, was segmented as part
+    of the symphysis: its AoP moved by 40 deg without a word (an external validation's pass)."""
+    from ipp_seg.inference.pipeline import MIN_MARKS_OVER_ANATOMY, marks_over_anatomy
+    from ipp_seg.measure.result import angle_in_doubt
+
+    along = _line_along_the_ps()
+    measured = _measured_on(fan_image(), along)
+    assert measured.reasons == ("marks_over_anatomy",) and measured.status == "warning"
+    assert angle_in_doubt(measured.reasons) and measured.aop_deg == _measured_on(fan_image()).aop_deg
+    assert marks_over_anatomy(typical_scene(), along) >= MIN_MARKS_OVER_ANATOMY
+    # Marks away from the anatomy (a label in a corner), a few specks, or none: no warning.
+    corner = np.zeros_like(along)
+    corner[2:12, 2:60] = True
+    specks = np.zeros_like(along)
+    specks[tuple(np.argwhere(along)[:MIN_MARKS_OVER_ANATOMY - 1].T)] = True
+    for marks in (corner, specks, None):
+        assert _measured_on(fan_image(), marks).reasons == ()
+    # Across the head's outline counts too; its inside, far from the outline, does not.
+    head = typical_scene() == 2
+    ys, xs = np.nonzero(head)
+    across = np.zeros_like(along)
+    across[int(ys.mean()), xs.min() - 8:xs.min() + 8] = True
+    inside = np.zeros_like(along)
+    inside[int(ys.mean()) - 2:int(ys.mean()) + 3, int(xs.mean()) - 3:int(xs.mean()) + 3] = True
+    assert marks_over_anatomy(typical_scene(), across) >= MIN_MARKS_OVER_ANATOMY
+    assert marks_over_anatomy(typical_scene(), inside) == 0
+    # An expert's mask measured with its scan (measure --scans) does not take a line for tissue.
+    assert _measured_on(fan_image(), along, segmented_here=False).reasons == ()
 
 
 def test_a_symphysis_against_a_black_band_is_said_to_be_perhaps_hidden():

@@ -495,3 +495,19 @@ def test_a_line_drawn_around_the_frame_is_covered_before_the_network_sees_it(pre
     apex = grey.astype(np.float32)
     apex[0], apex[0, 100:105] = np.nan, 250.0
     assert cover_border_lines(apex) is apex
+
+
+def test_calipers_drawn_in_colour_over_the_symphysis_are_said_to_put_the_angle_in_doubt(predictor, sample_png):
+    # An export with the sonographer's yellow PS axis drawn on it: the network took the line for bone.
+    grey = read_frame(sample_png).pixels
+    clean = predictor.predict_pixels(grey)
+    marks = clean.measurement.landmarks
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    assert "marks_over_anatomy" not in predictor.predict_pixels(rgb).measurement.reasons  # grey stored as RGB
+    inferior, superior = np.array(marks.ps_inferior_end), np.array(marks.ps_superior_end)
+    along = (inferior - superior) / np.linalg.norm(inferior - superior)
+    for k in range(0, int(np.linalg.norm(inferior - superior)) + 30, 6):  # dotted, past the inferior end
+        x, y = (superior - 10 * along + k * along).round().astype(int)
+        cv2.circle(rgb, (int(x), int(y)), 1, (255, 255, 0), -1)
+    drawn = predictor.predict_pixels(rgb).measurement
+    assert "marks_over_anatomy" in drawn.reasons and drawn.aop_doubtful

@@ -90,9 +90,30 @@ OTHER_VIEW_AREA_SHARE = 0.5
 #: PS, which it finds by brightness, swells and moves: the AoP by a median 1.8 deg, 6.1 at the
 #: 90th percentile (2.9 and 9.8 at 2.5 times; benchmarks/gain_saturation.py).
 FRAME_SATURATED_SHARE = 0.05
+#: Pixels drawn in a colour of their own (:attr:`~ipp_seg.io.UltrasoundFrame.colour_marks`)
+#: over the PS (within :data:`MARKS_NEAR_SHARE` of the frame's shorter side of it) or on the
+#: head's outline (as near to it, either side), from this many on: ``marks_over_anatomy``. A
+#: sonographer's yellow calipers and dotted lines drawn on 24 validation frames had 227-383
+#: such pixels there; no PSFHS frame has any (they are grey), and a tinted palette gives none.
+MIN_MARKS_OVER_ANATOMY = 10
+MARKS_NEAR_SHARE = 0.02
 _SATURATED_LEVEL = 250
 _TISSUE_LEVEL = 8  # above the black of the background and the sector's margin
 _BLACK_BAND_PX = 2  # a side of the content box this far from the image's edge has a black band beyond it
+
+
+def marks_over_anatomy(labels: np.ndarray, marks: np.ndarray | None, ps_label: int = 1, fh_label: int = 2) -> int:
+    """How many of a frame's colour ``marks`` (an (H, W) bool mask, or None) lie over or near the
+    PS that ``labels`` draws, or along the head's outline: the lines, crosses and text a
+    scanner draws in colour, which the network reads as grey tissue. 0 without marks."""
+    if marks is None:
+        return 0
+    radius = max(2, round(MARKS_NEAR_SHARE * min(labels.shape)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    near = cv2.dilate((labels == ps_label).astype(np.uint8), disc)
+    head = (labels == fh_label).astype(np.uint8)
+    near |= cv2.dilate(head, disc) & (1 - cv2.erode(head, disc))
+    return int(np.count_nonzero(marks & near.astype(bool)))
 
 
 def saturated_share(image: np.ndarray) -> float | None:
@@ -480,9 +501,12 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     warning ``ps_at_black_band``, and a frame with another view beside the one the network was
     shown (:func:`other_views`) the warning ``other_view_not_measured``, and a frame whose
     tissue is saturated over :data:`FRAME_SATURATED_SHARE` (:func:`saturated_share`) the warning
-    ``frame_saturated``; ``segmented_here`` False (a mask drawn elsewhere, ``measure``: it may be
-    of either view, and an expert's outline does not swell with the gain) leaves those two out,
-    and ``anatomy_unrecognised``, which a structure missing from an expert's mask does not mean.
+    ``frame_saturated``, and a frame with colour marks over its anatomy (:func:`marks_over_anatomy`
+    from :data:`MIN_MARKS_OVER_ANATOMY` on) the warning ``marks_over_anatomy``; ``segmented_here``
+    False (a mask drawn elsewhere, ``measure``: it may be of either view, and an expert's
+    outline neither swells with the gain nor takes a caliper line for tissue) leaves those three
+    out, and ``anatomy_unrecognised``, which a structure missing from an expert's mask does not
+    mean.
     ``confidence_floors``: the model's own (head, PS) floors from its card, in place of
     :data:`MIN_HEAD_CONFIDENCE` and :data:`MIN_PS_CONFIDENCE`."""
     min_head, min_ps = confidence_floors or (MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE)
@@ -518,6 +542,8 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_warning("ps_at_black_band")
     if segmented_here and other_views(frame):
         measurement = measurement.with_warning("other_view_not_measured")
+    if segmented_here and marks_over_anatomy(labels, frame.colour_marks, ps_label, fh_label) >= MIN_MARKS_OVER_ANATOMY:
+        measurement = measurement.with_warning("marks_over_anatomy")
     saturated = saturated_share(frame.pixels[y0:y1, x0:x1]) if segmented_here else None
     if saturated is not None and saturated > FRAME_SATURATED_SHARE:  # the network's masks alone: an expert's stand
         measurement = measurement.with_warning("frame_saturated")

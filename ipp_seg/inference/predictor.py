@@ -32,7 +32,7 @@ import numpy as np
 from ..io import Provenance, UltrasoundFrame
 from ..io.frames import check_spacing
 from ..io.folders import given_path
-from ..io.greyscale import luminance_rgb, to_output
+from ..io.greyscale import colour_marks, luminance_rgb, to_output
 from ..measure.progress import check_plausible_spacing
 from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions, check_inference_choices, file_sha256
 from .pipeline import FrameResult, not_segmentable_reason, predict_frame
@@ -243,7 +243,10 @@ class Predictor:
         arr = np.asarray(pixels)
         if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]) and arr.shape.count(1) == 1:
             arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
+        marks = None
         if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            if np.issubdtype(arr.dtype, np.number) and not np.iscomplexobj(arr):
+                marks = colour_marks(arr[..., :3])  # (calipers drawn in colour: as the readers find them)
             arr = luminance_rgb(arr[..., :3])  # alpha carries no echo
         if arr.ndim != 2:
             raise ValueError(f"pixels must be (H, W) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA, got shape {arr.shape}")
@@ -261,6 +264,7 @@ class Predictor:
             n_frames=1,
             provenance=Provenance(ARRAY_SOURCE, "array"),
             spacing_source="given" if spacing is not None else None,
+            colour_marks=marks,
         )
         return self.predict_frame(frame)
 

@@ -40,7 +40,7 @@ from pydicom.uid import UID
 from .errors import NotAnImageError, OtherModalityError, ScanReadError, missing_file_reason, open_failure_reason
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
-from .greyscale import invert, luminance_rgb, to_output
+from .greyscale import GreyPixels, grey_with_marks, invert, to_output
 from .images import compressed_frame_size
 
 logger = logging.getLogger(__name__)
@@ -458,14 +458,14 @@ def _iter_native_ybr422_luma(info: DicomInfo, wanted: list[int]) -> Iterator[tup
             yield index, np.ascontiguousarray(pairs[:, :, :2]).reshape(info.rows, info.columns)
 
 
-def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray:
-    """One decoded frame (as pydicom returns it) to the readers' greyscale convention."""
+def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray | GreyPixels:
+    """One decoded frame (as pydicom returns it) to the readers' greyscale convention; a colour
+    one with its colour marks where it has any (:func:`~ipp_seg.io.greyscale.grey_with_marks`)."""
     if info.photometric == _PHOTOMETRIC_PALETTE:
-        rgb = apply_color_lut(arr, info.palette)
-        return to_output(luminance_rgb(rgb))
+        return grey_with_marks(apply_color_lut(arr, info.palette))
     if arr.ndim == 3:
         # pydicom has already turned YBR_* into RGB (raw=False); decoders do so for ICT/RCT.
-        return to_output(luminance_rgb(arr), bits_stored=info.bits_stored)
+        return grey_with_marks(arr, bits_stored=info.bits_stored)
     if arr.ndim != 2:
         raise ScanReadError(info.path, f"unexpected decoded frame shape {arr.shape}")
     grey = to_output(arr, bits_stored=info.bits_stored, signed=info.signed)

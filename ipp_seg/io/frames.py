@@ -103,7 +103,10 @@ class UltrasoundFrame:
     another's). ``spacing_source`` says where ``spacing_mm`` came from (one of
     :data:`ipp_seg.measure.SPACING_SOURCES`; None when the spacing is unknown). ``regions``
     are the 2-D tissue regions (empty when the source says nothing about them). ``frame_index``
-    is 0-based, ``n_frames`` the number of frames in the source.
+    is 0-based, ``n_frames`` the number of frames in the source. ``colour_marks``: for a colour
+    source, an (H, W) bool mask of the pixels drawn in a colour apart from the frame's own tint
+    (calipers, lines and text a scanner draws in colour, colour flow;
+    :func:`ipp_seg.io.greyscale.colour_marks`), None where there are none or the source is grey.
     """
 
     pixels: np.ndarray
@@ -113,11 +116,15 @@ class UltrasoundFrame:
     n_frames: int
     provenance: Provenance
     spacing_source: str | None = None
+    colour_marks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 2:
             raise ValueError(f"an UltrasoundFrame holds (H, W) greyscale pixels, got shape {self.pixels.shape} "
                              "(colour frames: ipp_seg.io.greyscale.luminance_rgb first)")
+        if self.colour_marks is not None and self.colour_marks.shape != self.pixels.shape:
+            raise ValueError(f"colour_marks must be a mask of the frame's {self.pixels.shape} pixels, "
+                             f"got shape {self.colour_marks.shape}")
         if self.spacing_source is not None and self.spacing_source not in SPACING_SOURCES:
             raise ValueError(f"spacing_source must be one of {', '.join(SPACING_SOURCES)} or None, "
                              f"got {self.spacing_source!r}")

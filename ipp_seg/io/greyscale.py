@@ -6,6 +6,8 @@ float32 on the same 0-255 scale for deeper integer sources; float sources pass t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -83,3 +85,62 @@ def drop_alpha_to_grey(arr: np.ndarray, *, order: str) -> np.ndarray:
             colour = colour[:, :, ::-1]
         return luminance_rgb(colour)
     raise ValueError(f"unsupported number of channels: {channels}")
+
+
+class GreyPixels(NamedTuple):
+    """A colour frame turned greyscale (the readers' output convention), with
+    :func:`colour_marks` of the colour it was: what a reader yields for a colour frame in place
+    of the greyscale array alone."""
+
+    pixels: np.ndarray
+    colour_marks: np.ndarray | None
+
+
+#: Chroma (the largest channel less the smallest, on the 0-255 scale) and distance from the
+#: frame's own tint (in chromaticity, each channel's share of their sum) past which a pixel is
+#: drawn in a colour of its own. Yellow calipers (255, 255, 0) lie 0.17 from grey; a sepia or
+#: blue-tinted palette keeps one chromaticity at every brightness, within 0.02 of it.
+MARK_MIN_CHROMA = 40.0
+MARK_MIN_TINT_DISTANCE = 0.08
+
+
+def colour_marks(rgb: np.ndarray) -> np.ndarray | None:
+    """Where an (H, W, 3) RGB frame is drawn in a colour apart from its own tint: calipers,
+    measurement lines and text a scanner draws in colour, colour-flow Doppler. A (H, W) bool
+    array, or None where there is no such pixel (a greyscale frame stored as RGB, or one shown
+    in a tinted palette, sepia or blue, whose every pixel shares one colour).
+
+    A pixel counts when its chroma is at least :data:`MARK_MIN_CHROMA` (0-255 scale: uint16
+    and float frames are taken on their own range) and its chromaticity lies at least
+    :data:`MARK_MIN_TINT_DISTANCE` from the frame's median one over its bright pixels (taken
+    on every 4th row and column)."""
+    colour = rgb[..., :3]
+    if colour.dtype != np.uint8:
+        top = 65535.0 if colour.dtype == np.uint16 else max(float(np.nanmax(colour)), 1e-6)
+        colour = np.clip(np.nan_to_num(colour.astype(np.float32)) * np.float32(255.0 / top), 0, 255).astype(np.uint8)
+    colour = np.ascontiguousarray(colour)
+    r, g, b = cv2.split(colour)
+    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    ys, xs = np.nonzero(chroma >= MARK_MIN_CHROMA)
+    if not len(ys):  # (a greyscale frame stored as RGB: the common case, and quick)
+        return None
+    sample = colour[::4, ::4].reshape(-1, 3).astype(np.float32)
+    total = sample.sum(axis=1)
+    bright = total >= 3 * MARK_MIN_CHROMA
+    tint = np.median(sample[bright] / total[bright, None], axis=0) if bright.any() else np.full(3, 1 / 3)
+    strong = colour[ys, xs].astype(np.float32)
+    share = strong / strong.sum(axis=1, keepdims=True)  # (chroma >= 40: never a sum of 0)
+    apart = np.abs(share - tint).max(axis=1) >= MARK_MIN_TINT_DISTANCE
+    if not apart.any():
+        return None
+    marks = np.zeros(chroma.shape, bool)
+    marks[ys[apart], xs[apart]] = True
+    return marks
+
+
+def grey_with_marks(rgb: np.ndarray, **to_output_args) -> np.ndarray | GreyPixels:
+    """The greyscale frame of an (H, W, 3) RGB array (:func:`luminance_rgb`, :func:`to_output`),
+    with its :func:`colour_marks` where it has any (a :class:`GreyPixels`), else alone."""
+    grey = to_output(luminance_rgb(rgb), **to_output_args)
+    marks = colour_marks(rgb)
+    return grey if marks is None else GreyPixels(grey, marks)

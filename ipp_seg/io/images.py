@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ScanReadError, missing_file_reason, open_failure_reason
 from .frames import too_many_pixels
-from .greyscale import drop_alpha_to_grey, to_output
+from .greyscale import GreyPixels, colour_marks, drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,10 @@ _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 file format's sign
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 
 
-def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file into one greyscale frame (uint8, or float32 0-255 for 16-bit)."""
+def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray | GreyPixels:
+    """Decode an image file into one greyscale frame (uint8, or float32 0-255 for 16-bit), with
+    its :func:`~ipp_seg.io.greyscale.colour_marks` (a :class:`~ipp_seg.io.greyscale.GreyPixels`)
+    where a colour image has any."""
     path = str(path)
     suffix = os.path.splitext(path)[1].lower()
     try:
@@ -68,7 +70,13 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray:
         grey = to_output(drop_alpha_to_grey(arr, order="bgr"))
     except ValueError as exc:
         raise ScanReadError(path, str(exc)) from None
-    return as_displayed(grey, data, path)
+    if is_jpeg:  # (luma decoded directly, as before; the colours for their marks alone)
+        colour = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        marks = None if colour is None else colour_marks(colour[:, :, ::-1])
+    else:
+        marks = colour_marks(arr[:, :, 2::-1]) if arr.ndim == 3 and arr.shape[2] in (3, 4) else None
+    grey = as_displayed(grey, data, path)
+    return grey if marks is None else GreyPixels(grey, as_displayed(marks, data, path))
 
 
 def as_displayed(image: np.ndarray, data: np.ndarray, path: str | os.PathLike[str] = "") -> np.ndarray:

@@ -31,6 +31,7 @@ from .frames import (
     parse_frame_selection,
     same_spacing,
 )
+from .greyscale import GreyPixels
 from .images import read_image_pixels
 
 logger = logging.getLogger(__name__)
@@ -195,8 +196,11 @@ def read_frame(path: PathLike, index: int = 0, spacing_mm: Spacing | None = None
 def _frames(pixel_source, spacing, regions, n_frames, provenance) -> Iterator[UltrasoundFrame]:
     try:
         for index, pixels in pixel_source:
+            # A colour frame comes with where it is drawn in colours of its own (GreyPixels).
+            pixels, marks = pixels if isinstance(pixels, GreyPixels) else (pixels, None)
             yield UltrasoundFrame(
                 pixels=pixels,
+                colour_marks=marks,
                 spacing_mm=spacing[0],
                 regions=tuple(regions),
                 frame_index=index,

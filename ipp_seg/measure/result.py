@@ -118,6 +118,11 @@ REASONS: dict[str, tuple[str, str]] = {
                         "PSFHS frames with the gain raised 2 times its AoP moved by a median 1.8°, 6.1 at the "
                         "90th percentile (2.5 times: 2.9 and 9.8); lower the gain, or check the PS the overlay "
                         "shows"),
+    "marks_over_anatomy": ("warning", "the frame has marks drawn over the PS or the head in a colour of their "
+                           "own (calipers, measurement lines or text, as a scanner draws them, or colour flow): "
+                           "the network reads grey levels, and takes such a line for tissue (a sonographer's "
+                           "dotted PS axis drawn on a PSFHS frame moved its AoP by 40°); export the frame without "
+                           "the annotations, or check the PS and head the overlay shows"),
     "sector_upside_down": ("warning", "the imaged sector is wider near the top of the frame than deep in it, and "
                            "short of the top edge where a probe at the top would meet it, as in no PSFHS frame and "
                            "in 81 % of them turned by 180 degrees: the frame is probably displayed upside down (the "
@@ -139,7 +144,8 @@ REASONS: dict[str, tuple[str, str]] = {
 ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "orientation_doubtful", "sector_upside_down", "ps_below_head",
     "ps_nearly_round", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
-    "ps_axis_near_vertical", "aop_out_of_range", "head_small_in_frame", "fh_ellipse_poor_fit", "ps_fragmented",
+    "marks_over_anatomy", "ps_axis_near_vertical", "aop_out_of_range", "head_small_in_frame", "fh_ellipse_poor_fit",
+    "ps_fragmented",
     "fh_fragmented",
 })
 
@@ -149,7 +155,7 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
 #: from the run's records beside its masks.
 SEGMENTATION_REASONS: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "head_small_in_frame", "sector_upside_down",
-    "ps_at_black_band", "other_view_not_measured", "frame_saturated",
+    "ps_at_black_band", "other_view_not_measured", "frame_saturated", "marks_over_anatomy",
 })
 
 
@@ -213,6 +219,8 @@ REASON_ACTIONS: dict[str, str] = {
     "head_small_in_frame": "Crop the image to the ultrasound picture (no margins or text) and run again.",
     "other_view_not_measured": "Only one view was measured: crop the image to the other view to measure it.",
     "frame_saturated": "The image is over-bright: lower the gain, or check the symphysis on the overlay.",
+    "marks_over_anatomy": "Export the frame without calipers and annotations, or check the PS and head on the "
+                          "overlay.",
     "sector_upside_down": "The frame is probably upside down: check how it is displayed.",
     "ps_at_black_band": "Part of the symphysis may be hidden by a black band: check how the image was exported.",
     "spacing_unknown": "Distances are in pixels only; give --spacing-mm for files without a calibration.",
@@ -252,6 +260,7 @@ REASON_TITLES: dict[str, str] = {
     "head_small_in_frame": "head smaller in the frame than the models learnt",
     "other_view_not_measured": "another view in the frame was not measured",
     "frame_saturated": "frame over-gained: much of the tissue at full brightness",
+    "marks_over_anatomy": "coloured marks (calipers, lines) drawn over the anatomy",
     "sector_upside_down": "ultrasound sector narrows with depth: frame upside down?",
     "ps_at_black_band": "symphysis against a black band at the image edge",
     # (An SR reports distances in millimetres only: here, none.)
