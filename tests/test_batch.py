@@ -1195,6 +1195,15 @@ def test_an_image_of_another_modality_is_no_ultrasound_frame_not_an_unreadable_f
     assert again.exit_code == 0 and "1 row from 1 file measured now" in " ".join(again.output.split())
 
 
+def _repeats_said(folder: Path, out: Path) -> tuple[str, tuple]:
+    """What a batch run of ``folder`` says (whitespace made single), and the repeated frames its CSV holds."""
+    from ipp_seg.inference.batch import repeated_images
+
+    result = _run("batch", folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split()), repeated_images(out / "measurements.csv")
+
+
 def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, sample_dicom):
     # A PACS export that holds one image under two paths: both were measured, silently, and a per-study mean
     # weighed that frame twice.
@@ -1202,14 +1211,9 @@ def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, s
     (mixed_folder / "EXPORT2").mkdir()
     shutil.copy(sample_dicom, mixed_folder / "EXPORT2" / "IMG00001")
     out = tmp_path / "out"
-    result = _run("batch", mixed_folder, "--out", out)
-    assert result.exit_code == 0, result.output
-    said = " ".join(result.output.split())
+    said, repeats = _repeats_said(mixed_folder, out)
     assert "warning: 1 row is of frames another file holds too (the same SOP Instance UID" in said
-    assert "IMG00001 = EXPORT2/IMG00001" in said
-    from ipp_seg.inference.batch import repeated_images
-
-    assert repeated_images(out / "measurements.csv") == (("IMG00001", "0", "EXPORT2/IMG00001"),)
+    assert "IMG00001 = EXPORT2/IMG00001" in said and repeats == (("IMG00001", "0", "EXPORT2/IMG00001"),)
     # The run that measured them killed before its summary: the run that completes the CSV says it,
     # though it measured no DICOM itself.
     rows = _rows(out / "measurements.csv")
@@ -1239,15 +1243,9 @@ def test_an_image_file_copied_twice_is_named_in_a_warning_by_its_bytes(mixed_fol
     (mixed_folder / "copy" / "empty.dcm").write_bytes(b"")
     (mixed_folder / "empty.dcm").write_bytes(b"")
     (mixed_folder / "copy" / "readme.txt").write_text("not a scan")
-    out = tmp_path / "out"
-    result = _run("batch", mixed_folder, "--out", out)
-    assert result.exit_code == 0, result.output
-    said = " ".join(result.output.split())
+    said, repeats = _repeats_said(mixed_folder, tmp_path / "out")
     assert "warning: 1 row is of frames another file holds too (the same SOP Instance UID, or the same bytes" in said
-    assert "copy/a_again.png = a.png" in said
-    from ipp_seg.inference.batch import repeated_images
-
-    assert repeated_images(out / "measurements.csv") == (("copy/a_again.png", "0", "a.png"),)
+    assert "copy/a_again.png = a.png" in said and repeats == (("copy/a_again.png", "0", "a.png"),)
     (mixed_folder / "copy" / "a_again.png").unlink()
     assert "another file holds too" not in _run("batch", mixed_folder, "--out", tmp_path / "o2").output
 
