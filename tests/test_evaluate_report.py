@@ -336,6 +336,23 @@ def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(fol
     assert rows["00001"]["problem"] == ""
 
 
+def test_a_predict_out_mask_without_its_report_is_named_as_unrecorded(folders, caplog):
+    # predict --out writes a report beside each mask: a mask without one (its report removed, or another model's
+    # copied in) had been scored under the folder's model without a word.
+    import json
+
+    pred, gt, _ = folders
+    for case in ("00001", "00002"):
+        (pred / f"{case}.json").write_text(json.dumps({"ipp_seg_version": "0.2.6", "model": "dssau-net-s",
+                                                       "reasons": []}))
+    with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
+        report = evaluate_folders(pred, gt)
+    assert report.unrecorded_predictions == ("00003",) and "have no report of predict beside them" in caplog.text
+    (pred / "00001.json").unlink()
+    (pred / "00002.json").unlink()
+    assert evaluate_folders(pred, gt).unrecorded_predictions == ()  # no reports at all: masks of one's own
+
+
 def test_missing_as_empty_scores_the_missing_prediction(folders):
     pred, gt, _ = folders
     report = evaluate_folders(pred, gt, missing_as_empty=True)

@@ -87,6 +87,21 @@ def test_a_frame_drawn_on_in_colour_says_where(tmp_path, suffix):
     np.testing.assert_array_equal(read_frame(tmp_path / f"drawn{suffix}").pixels, frame.pixels)
 
 
+@pytest.mark.parametrize("quality", [50, 75, 90])
+def test_a_tinted_frame_compressed_as_jpeg_has_no_colour_marks(tmp_path, sample_png, quality):
+    # The chroma a JPEG's compression smears across a sepia or blue frame's edges had read as marks: 21 of 24
+    # sepia validation frames at quality 75 were given marks_over_anatomy (a QA pass). Calipers on them still count.
+    grey = read_frame(sample_png).pixels
+    for tint in ((0.70, 0.86, 1.05), (1.05, 0.9, 0.75)):  # BGR: sepia, blue
+        tinted = np.clip(grey[..., None] * np.array(tint), 0, 255).astype(np.uint8)
+        path = save(tmp_path / f"tinted{quality}.jpg", tinted, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert read_frame(path).colour_marks is None, tint
+        cv2.line(tinted, (40, 60), (200, 60), (0, 255, 255), 2)  # yellow
+        path = save(tmp_path / f"drawn{quality}.jpg", tinted, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        marks = read_frame(path).colour_marks
+        assert marks[55:66, 40:201].sum() >= 160 and marks.sum() == marks[55:66, 40:201].sum(), tint
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tiff"])
 def test_alpha_is_dropped(tmp_path, suffix):
     bgr = colour_scene()

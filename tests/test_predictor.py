@@ -511,3 +511,13 @@ def test_calipers_drawn_in_colour_over_the_symphysis_are_said_to_put_the_angle_i
         cv2.circle(rgb, (int(x), int(y)), 1, (255, 255, 0), -1)
     drawn = predictor.predict_pixels(rgb).measurement
     assert "marks_over_anatomy" in drawn.reasons and drawn.aop_doubtful
+
+
+@pytest.mark.parametrize("convert", [lambda c: c.astype(np.int64), lambda c: c.tolist(), lambda c: c.astype(np.int32)],
+                         ids=["int64", "list", "int32"])
+def test_a_colour_image_in_any_integer_type_measures_as_uint8_does(predictor, convert):
+    # Its int64 or list form had been taken as floats, its luma unrounded: 92.0035 deg against 92.0408 (a QA pass).
+    grey = cv2.imread(str(SAMPLES / "psfhs_04750.png"), cv2.IMREAD_GRAYSCALE)
+    colour = np.dstack([grey, np.clip(grey.astype(int) + 7, 0, 255), grey]).astype(np.uint8)
+    expected = predictor.predict_pixels(colour).measurement.aop_deg
+    assert predictor.predict_pixels(convert(colour)).measurement.aop_deg == expected

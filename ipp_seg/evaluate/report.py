@@ -305,9 +305,9 @@ class EvaluationReport:
     them (:func:`prediction_setting`), where their folder records them: a model card gives
     figures with and without ``--tta``, and a summary says which it reproduces.
     ``unrecorded_predictions``: evaluated cases whose mask has no row in the predicting run's
-    ``measurements.csv`` (a run stopped before its row, an earlier run's mask left by
-    ``--overwrite``, a mask put there from elsewhere): scored as they are, but which model drew
-    them no file says.
+    ``measurements.csv``, or, in a folder of ``predict --out``'s reports, no report beside it (a
+    run stopped before its row, an earlier run's mask left by ``--overwrite``, a report removed,
+    a mask put there from elsewhere): scored as they are, but which model drew them no file says.
     """
 
     method: str
@@ -701,11 +701,15 @@ def evaluate_folders(
         logger.warning("%d mask(s) in %s are of an earlier run: the run that wrote its measurements.csv failed on "
                        "those frames, which are scored as failed (%s)", len(stale), pred_dir, _preview(stale))
     paired -= set(stale)
-    unrecorded = sorted(c for c in paired if run is not None and c not in run.cases)
+    # Masks no record of the run speaks for: without a row in a batch run's CSV, or, in a folder
+    # of predict --out's reports, without the report beside them (removed, or a mask put there).
+    reported = {case_id_of(path) for path, _ in reports}
+    unrecorded = sorted(c for c in paired if (c not in run.cases if run is not None else reported and
+                                              c not in reported))
     if unrecorded:  # scored as they are, but a reader of the figures should know
-        logger.warning("%d mask(s) in %s have no row in its run's measurements.csv (a run stopped before writing "
-                       "them, or masks put there from elsewhere); scored as they are: %s", len(unrecorded),
-                       pred_dir, _preview(unrecorded))
+        where = "row in its run's measurements.csv" if run is not None else "report of predict beside them"
+        logger.warning("%d mask(s) in %s have no %s (a run stopped before writing it, or masks put there from "
+                       "elsewhere); scored as they are: %s", len(unrecorded), pred_dir, where, _preview(unrecorded))
     failed_pred = sorted([c for c in missing_pred if c in run_failures] + stale)
     missing_pred = [c for c in missing_pred if c not in run_failures]
     to_evaluate = sorted(paired) + failed_pred + (missing_pred if missing_as_empty else [])
@@ -1396,8 +1400,9 @@ def files_below(root: Path, skip=None) -> list[Path]:
 # ----------------------------------------------------------------------------- writers
 
 
-UNRECORDED_PREDICTION = ("no row in the predicting run's measurements.csv (a run stopped before it, an earlier run's "
-                         "mask left by --overwrite, or one put there from elsewhere): scored as it is")
+UNRECORDED_PREDICTION = ("no row in the predicting run's measurements.csv, nor predict's report beside it (a run "
+                         "stopped before it, an earlier run's mask left by --overwrite, or one put there from "
+                         "elsewhere): scored as it is")
 
 
 def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:

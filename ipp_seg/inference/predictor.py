@@ -246,7 +246,10 @@ class Predictor:
         marks = None
         if arr.ndim == 3 and arr.shape[-1] in (3, 4):
             if np.issubdtype(arr.dtype, np.number) and not np.iscomplexobj(arr):
-                marks = colour_marks(arr[..., :3])  # (calipers drawn in colour: as the readers find them)
+                # As uint8 / uint16 first: an int64 or a list of 8-bit colours had been taken as
+                # floats, its luma unrounded, and read 0.04 deg apart from the same uint8 pixels.
+                arr = _grey_levels(arr[..., :3])
+                marks = colour_marks(arr)  # (calipers drawn in colour: as the readers find them)
             arr = luminance_rgb(arr[..., :3])  # alpha carries no echo
         if arr.ndim != 2:
             raise ValueError(f"pixels must be (H, W) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA, got shape {arr.shape}")

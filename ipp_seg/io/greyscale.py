@@ -96,12 +96,16 @@ class GreyPixels(NamedTuple):
     colour_marks: np.ndarray | None
 
 
-#: Chroma (the largest channel less the smallest, on the 0-255 scale) and distance from the
-#: frame's own tint (in chromaticity, each channel's share of their sum) past which a pixel is
-#: drawn in a colour of its own. Yellow calipers (255, 255, 0) lie 0.17 from grey; a sepia or
-#: blue-tinted palette keeps one chromaticity at every brightness, within 0.02 of it.
-MARK_MIN_CHROMA = 40.0
-MARK_MIN_TINT_DISTANCE = 0.08
+#: Chroma (the largest channel less the smallest, on the 0-255 scale), saturation (chroma over
+#: the largest channel) and distance from the frame's own tint (in chromaticity, each channel's
+#: share of their sum) from which a pixel is drawn in a colour of its own. Yellow calipers
+#: (255, 255, 0) lie 0.33 from grey, and 0.26 from a sepia tint; a tinted palette keeps one
+#: chromaticity at every brightness, within 0.02 of it, and the chroma a JPEG's compression
+#: smears across a tinted frame's edges (quality 50-90) stays below these three together,
+#: where alone it passed 0.08 of distance and 40 of chroma in a few dozen pixels (a QA pass).
+MARK_MIN_CHROMA = 60.0
+MARK_MIN_SATURATION = 0.5
+MARK_MIN_TINT_DISTANCE = 0.2
 
 
 def colour_marks(rgb: np.ndarray) -> np.ndarray | None:
@@ -111,25 +115,27 @@ def colour_marks(rgb: np.ndarray) -> np.ndarray | None:
     in a tinted palette, sepia or blue, whose every pixel shares one colour).
 
     A pixel counts when its chroma is at least :data:`MARK_MIN_CHROMA` (0-255 scale: uint16
-    and float frames are taken on their own range) and its chromaticity lies at least
-    :data:`MARK_MIN_TINT_DISTANCE` from the frame's median one over its bright pixels (taken
-    on every 4th row and column)."""
+    and float frames are taken on their own range), its saturation at least
+    :data:`MARK_MIN_SATURATION`, and its chromaticity lies at least :data:`MARK_MIN_TINT_DISTANCE`
+    from the frame's median one over its bright pixels (taken on every 4th row and column).
+    Pale colours (a light yellow) may not count."""
     colour = rgb[..., :3]
     if colour.dtype != np.uint8:
         top = 65535.0 if colour.dtype == np.uint16 else max(float(np.nanmax(colour)), 1e-6)
         colour = np.clip(np.nan_to_num(colour.astype(np.float32)) * np.float32(255.0 / top), 0, 255).astype(np.uint8)
     colour = np.ascontiguousarray(colour)
     r, g, b = cv2.split(colour)
-    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
-    ys, xs = np.nonzero(chroma >= MARK_MIN_CHROMA)
+    top = cv2.max(cv2.max(r, g), b)
+    chroma = cv2.subtract(top, cv2.min(cv2.min(r, g), b))
+    ys, xs = np.nonzero((chroma >= MARK_MIN_CHROMA) & (chroma >= MARK_MIN_SATURATION * top.astype(np.float32)))
     if not len(ys):  # (a greyscale frame stored as RGB: the common case, and quick)
         return None
     sample = colour[::4, ::4].reshape(-1, 3).astype(np.float32)
     total = sample.sum(axis=1)
-    bright = total >= 3 * MARK_MIN_CHROMA
+    bright = total >= 3 * 40.0  # (darker pixels' chromaticity is mostly noise)
     tint = np.median(sample[bright] / total[bright, None], axis=0) if bright.any() else np.full(3, 1 / 3)
     strong = colour[ys, xs].astype(np.float32)
-    share = strong / strong.sum(axis=1, keepdims=True)  # (chroma >= 40: never a sum of 0)
+    share = strong / strong.sum(axis=1, keepdims=True)  # (chroma >= 60: never a sum of 0)
     apart = np.abs(share - tint).max(axis=1) >= MARK_MIN_TINT_DISTANCE
     if not apart.any():
         return None

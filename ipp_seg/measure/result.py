@@ -31,7 +31,7 @@ STATUSES: tuple[str, ...] = ("ok", "warning", "failed")
 # Where a measurement's pixel spacing came from, so that a millimetre value can be audited:
 # code -> meaning (64 characters or fewer, as a DICOM SR code meaning).
 SPACING_SOURCES: dict[str, str] = {
-    "ultrasound_region": "calibration of the DICOM ultrasound region that holds the PS",
+    "ultrasound_region": "calibration of the segmented DICOM ultrasound region",
     "pixel_spacing": "DICOM Pixel Spacing",
     "imager_pixel_spacing": "DICOM Imager Pixel Spacing",
     "image_header": "spacing in the image file's header (MHA, NRRD, NIfTI)",
