@@ -723,7 +723,8 @@ def batch(
     from .inference.backends import BackendError
     from .inference.batch import (DICOM_FOLDER, BatchOptions, ExistingResultsError, InferenceOptions,
                                   LinkedOutputFolderError, NoScansError, OutputLockedError, ResumeError,
-                                  WorkerDiedError, WorkingFolderGoneError, row_not_an_image, run_batch)
+                                  RUN_RECORD_NAME, WorkerDiedError, WorkingFolderGoneError, row_not_an_image,
+                                  run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -819,7 +820,8 @@ def batch(
             f"{n_files} hidden or system file(s)" if n_files else "",
             f"{len(folders)} hidden folder(s) with all they hold" if folders else "") if text)
         shown = ", ".join(summary.hidden_left_out[:3]) + (", ..." if len(summary.hidden_left_out) > 3 else "")
-        err.print(f"left out {counted}: {escape(shown)}", highlight=False)
+        listed = f" (the run record, {RUN_RECORD_NAME}, lists them all)" if len(summary.hidden_left_out) > 3 else ""
+        err.print(f"left out {counted}: {escape(shown)}{listed}", highlight=False)
     if dicom_seg or dicom_sr:  # what goes to a PACS, counted: a refusal leaves its row as it is
         refused = (f"; {summary.dicom_refused} refused (the warnings above say why; their rows stand)"
                    if summary.dicom_refused else "")

@@ -2219,7 +2219,11 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png):
     assert sorted(p.relative_to(root).as_posix() for p in taken) == ["._scan.png", "__MACOSX"]
     said = " ".join(_run("batch", root, "--out", tmp_path / "out").output.split())
     assert "left out 6 hidden or system file(s) and 1 hidden folder(s) with all they hold: .DS_Store, ._scan.png, " \
-           "Icon\\x0d, ..." in said
+           "Icon\\x0d, ... (the run record, .ipp-seg-run.json, lists them all)" in said
+    # ...by name, each session what it left out (the summary names three).
+    record = json.loads((tmp_path / "out" / ".ipp-seg-run.json").read_text())
+    assert record["sessions"][-1]["hidden_left_out"] == [".DS_Store", "._scan.png", "Icon\\x0d", "Thumbs.db",
+                                                          "__MACOSX/", "desktop.ini", "sub/THUMBS.DB"]
 
 
 def test_a_source_uid_with_a_leading_zero_is_warned_of_once_and_repeated(tmp_path, sample_dicom, caplog):

@@ -1860,6 +1860,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     hidden: list[Path] = []
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
                        hidden=hidden)
+    hidden_names = tuple(sorted(_csv_name(path, options.in_dir) + "/" * os.path.isdir(path) for path in hidden))
     if not files:  # before a previous CSV is touched
         if options.excluded_globs:
             raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
@@ -1951,7 +1952,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         _write_run_record, options.out_dir,
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
-        earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()), run_session(options, workers)])
+        earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()),
+                                            {**run_session(options, workers), "hidden_left_out": list(hidden_names)}])
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = 0
@@ -2026,8 +2028,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
                         doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised,
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused,
-                        hidden_left_out=tuple(sorted(_csv_name(path, options.in_dir) + "/" * os.path.isdir(path)
-                                                     for path in hidden)))
+                        hidden_left_out=hidden_names)
 
 
 def _ones_own(status: os.stat_result) -> bool:
