@@ -138,6 +138,23 @@ def test_jpeg_grey_and_colour(tmp_path, suffix):
     assert np.abs(frame.pixels.astype(int) - cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)).mean() < 5
 
 
+def test_a_jpeg_whose_data_does_not_decode_whole_is_refused(tmp_path, sample_png):
+    # Bytes changed mid-stream into a marker no JPEG has (0xFF 0x5D): libjpeg stopped there, and OpenCV gave the
+    # frame with the rest filled grey, warning on stderr only; it was measured as sound (an API integrator's pass:
+    # AoP 1.3 deg, HSD 21 % off). (Damage that libjpeg only warns of, within the entropy-coded data, still reads.)
+    ok, encoded = cv2.imencode(".jpg", read_frame(sample_png).pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    data = bytearray(encoded.tobytes())
+    good = save(tmp_path / "good.jpg", read_frame(sample_png).pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    middle = len(data) // 2
+    data[middle:middle + 8] = b"\xff\x5d\x12\x34\x56\x78\x9a\xbc"
+    (tmp_path / "damaged.jpg").write_bytes(bytes(data))
+    (tmp_path / "cut.jpg").write_bytes(encoded.tobytes()[: len(data) * 9 // 10])
+    for name in ("damaged.jpg", "cut.jpg"):
+        with pytest.raises(ScanReadError, match="damaged JPEG: its compressed data does not decode whole"):
+            read_frame(tmp_path / name)
+    assert read_frame(good).pixels.shape == read_frame(sample_png).pixels.shape  # a sound one reads as before
+
+
 def test_jpeg_exif_orientation_is_applied(tmp_path):
     image = np.zeros((20, 40), np.uint8)
     image[:, :10] = 255  # a bright band on the left
