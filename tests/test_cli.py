@@ -1987,14 +1987,16 @@ def test_a_refused_option_reads_as_ipp_segs_own_errors_do(tmp_path):
     # typer's usage errors came in a box, with required arguments as "{IN_DIR}", and offered hidden
     # options ("--workers": "Possible options: --overlays", an option predict only refuses).
     # (Run as python -m ipp_seg here: the usage names the program so.)
-    cases = [(("batch", str(tmp_path)), "batch [OPTIONS] IN_DIR", "ipp-seg: missing option '--out'"),
-             (("predict", "x.png", "--workers", "2"), "predict [OPTIONS] SCAN...",
-              "ipp-seg: no such option: --workers; python -m ipp_seg predict --help lists the options"),
-             (("nonsense",), "[OPTIONS] COMMAND", "ipp-seg: no such command 'nonsense'")]
+    # (typer words a few of these its own way from version to version: "SCAN" or "SCAN...", "no such
+    # option: --workers" or "no such option '--workers'"; what is checked holds for all it allows.)
+    cases = [(("batch", str(tmp_path)), "batch [OPTIONS] IN_DIR", ("ipp-seg: missing option '--out'",)),
+             (("predict", "x.png", "--workers", "2"), "predict [OPTIONS] SCAN",
+              ("ipp-seg: no such option", "--workers", "; python -m ipp_seg predict --help lists the options")),
+             (("nonsense",), "[OPTIONS] COMMAND", ("ipp-seg: no such command 'nonsense'",))]
     for args, usage, said in cases:
         run = _ipp_seg_process(*args, capture_output=True, text=True)
         assert run.returncode == 2 and run.stdout == "", run.stderr
-        assert usage in run.stderr and said in run.stderr, run.stderr
+        assert usage in run.stderr and all(words in run.stderr for words in said), run.stderr
         assert not set(run.stderr) & set("╭╮│{}") and "Traceback" not in run.stderr, run.stderr
         assert "--overlays" not in run.stderr
     helped = _ipp_seg_process("batch", "--help", capture_output=True, text=True)
