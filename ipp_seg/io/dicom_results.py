@@ -483,7 +483,9 @@ def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]],
         if leading_zeros is not None and uids_with_leading_zeros(header):
             leading_zeros.append(name)
         key = (str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")))
-        by_series.setdefault(key, []).append((number if number and number > 0 else None, name, max(1, frames)))
+        # (A damaged header's frame count, capped: Instance Numbers stop at 2^31 - 1.)
+        frames = max(1, min(frames, 1_000_000))
+        by_series.setdefault(key, []).append((number if number and number > 0 else None, name, frames))
     plan: dict[str, int] = {}
     for members in by_series.values():
         numbers = [number for number, _, _ in members]
