@@ -96,47 +96,53 @@ class GreyPixels(NamedTuple):
     colour_marks: np.ndarray | None
 
 
-#: Chroma (the largest channel less the smallest, on the 0-255 scale), saturation (chroma over
-#: the largest channel) and distance from the frame's own tint (in chromaticity, each channel's
-#: share of their sum) from which a pixel is drawn in a colour of its own. Yellow calipers
-#: (255, 255, 0) lie 0.33 from grey, and 0.26 from a sepia tint; a tinted palette keeps one
-#: chromaticity at every brightness, within 0.02 of it, and the chroma a JPEG's compression
-#: smears across a tinted frame's edges (quality 50-90) stays below these three together,
-#: where alone it passed 0.08 of distance and 40 of chroma in a few dozen pixels (a QA pass).
+#: A pixel is drawn in a colour of its own where its chroma (the largest channel less the
+#: smallest, on the 0-255 scale) is at least MARK_MIN_CHROMA and one of its channels lies at
+#: least MARK_MIN_DEVIATION from the frame's own palette at its brightness: the colour each
+#: grey level is shown in (grey, sepia, blue), fitted to the frame as a curve of its luma.
+#: Yellow calipers (255, 255, 0) lie 226 from grey; a palette's own pixels lie within 20 of
+#: its curve, also where a JPEG's compression (quality 20-95) smears its chroma across edges.
+#: (A first rule, a distance from the frame's median chromaticity, took such smears in
+#: strongly tinted JPEGs for marks: a QA pass.)
 MARK_MIN_CHROMA = 60.0
-MARK_MIN_SATURATION = 0.5
-MARK_MIN_TINT_DISTANCE = 0.2
+MARK_MIN_DEVIATION = 80.0
+_PALETTE_OUTLIER = 40.0  # (pixels this far from a first fit are left out of the second)
 
 
 def colour_marks(rgb: np.ndarray) -> np.ndarray | None:
-    """Where an (H, W, 3) RGB frame is drawn in a colour apart from its own tint: calipers,
+    """Where an (H, W, 3) RGB frame is drawn in a colour apart from its own palette: calipers,
     measurement lines and text a scanner draws in colour, colour-flow Doppler. A (H, W) bool
     array, or None where there is no such pixel (a greyscale frame stored as RGB, or one shown
-    in a tinted palette, sepia or blue, whose every pixel shares one colour).
+    in a tinted palette, sepia or blue, whose every pixel takes its grey level's colour).
 
-    A pixel counts when its chroma is at least :data:`MARK_MIN_CHROMA` (0-255 scale: uint16
-    and float frames are taken on their own range), its saturation at least
-    :data:`MARK_MIN_SATURATION`, and its chromaticity lies at least :data:`MARK_MIN_TINT_DISTANCE`
-    from the frame's median one over its bright pixels (taken on every 4th row and column).
-    Pale colours (a light yellow) may not count."""
+    A pixel counts where its chroma is at least :data:`MARK_MIN_CHROMA` (0-255 scale: uint16
+    and float frames are taken on their own range) and a channel lies at least
+    :data:`MARK_MIN_DEVIATION` from the frame's palette at its luma: each channel fitted as a
+    quadratic of the luma over every 4th row and column, twice, the second time without the
+    pixels the first left far off (the marks themselves). Pale colours may not count."""
     colour = rgb[..., :3]
     if colour.dtype != np.uint8:
         top = 65535.0 if colour.dtype == np.uint16 else max(float(np.nanmax(colour)), 1e-6)
         colour = np.clip(np.nan_to_num(colour.astype(np.float32)) * np.float32(255.0 / top), 0, 255).astype(np.uint8)
     colour = np.ascontiguousarray(colour)
     r, g, b = cv2.split(colour)
-    top = cv2.max(cv2.max(r, g), b)
-    chroma = cv2.subtract(top, cv2.min(cv2.min(r, g), b))
-    ys, xs = np.nonzero((chroma >= MARK_MIN_CHROMA) & (chroma >= MARK_MIN_SATURATION * top.astype(np.float32)))
+    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    ys, xs = np.nonzero(chroma >= MARK_MIN_CHROMA)
     if not len(ys):  # (a greyscale frame stored as RGB: the common case, and quick)
         return None
+    luma = cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+
+    def curve(levels: np.ndarray) -> np.ndarray:
+        return np.stack([np.ones_like(levels), levels, levels * levels], axis=1)
+
     sample = colour[::4, ::4].reshape(-1, 3).astype(np.float32)
-    total = sample.sum(axis=1)
-    bright = total >= 3 * 40.0  # (darker pixels' chromaticity is mostly noise)
-    tint = np.median(sample[bright] / total[bright, None], axis=0) if bright.any() else np.full(3, 1 / 3)
-    strong = colour[ys, xs].astype(np.float32)
-    share = strong / strong.sum(axis=1, keepdims=True)  # (chroma >= 60: never a sum of 0)
-    apart = np.abs(share - tint).max(axis=1) >= MARK_MIN_TINT_DISTANCE
+    basis = curve(luma[::4, ::4].ravel())
+    kept = np.ones(len(sample), bool)
+    for _ in range(2):
+        palette = np.linalg.lstsq(basis[kept], sample[kept], rcond=None)[0]
+        kept = np.abs(sample - basis @ palette).max(axis=1) < _PALETTE_OUTLIER
+    deviation = np.abs(colour[ys, xs].astype(np.float32) - curve(luma[ys, xs]) @ palette).max(axis=1)
+    apart = deviation >= MARK_MIN_DEVIATION
     if not apart.any():
         return None
     marks = np.zeros(chroma.shape, bool)
