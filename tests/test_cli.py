@@ -1956,6 +1956,11 @@ def test_batch_of_an_empty_folder_says_it_holds_no_scans(tmp_path):
     result = invoke("batch", tmp_path / "empty", "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert "no scans in" in result.output and "hold no files" in " ".join(result.output.split())
+    # Only hidden or system files: said so, and named (Thumbs.db does not start with the '.' it had said).
+    (tmp_path / "empty" / "Thumbs.db").write_bytes(b"\0")
+    (tmp_path / "empty" / "sub" / ".DS_Store").write_bytes(b"\0")
+    said = " ".join(invoke("batch", tmp_path / "empty", "--out", tmp_path / "out").output.split())
+    assert "hold only hidden or system files and folders, which are left out (Thumbs.db, sub/.DS_Store)" in said
 
 
 def test_a_dumb_terminal_gets_progress_as_lines_not_a_live_display(monkeypatch):

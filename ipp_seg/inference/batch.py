@@ -1865,9 +1865,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if options.excluded_globs:
             raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
                                f"out ({', '.join(map(repr, options.excluded_globs))})")
-        if options.glob == "**/*":  # the folder and its sub-folders hold nothing but folders and hidden files
-            raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files (hidden ones, "
-                               "starting with '.', are left out)")
+        if options.glob == "**/*" and hidden_names:  # (named: Thumbs.db does not start with '.')
+            raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold only hidden or system "
+                               f"files and folders, which are left out ({', '.join(hidden_names[:3])}"
+                               f"{', ...' if len(hidden_names) > 3 else ''})")
+        if options.glob == "**/*":  # the folder and its sub-folders hold nothing but folders
+            raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files")
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
     _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
