@@ -53,13 +53,12 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray | GreyPixels:
     if data.size == 0:
         raise ScanReadError(path, "the file is empty")
     check_image_bytes(path, data)
-    if data[:3].tobytes() == _JPEG_SIGNATURE:
-        check_jpeg_data(path, data)
     # Chosen by content, not suffix, so that a JPEG saved under a .png name keeps its orientation.
     # JPEG: let OpenCV apply the EXIF orientation and give libjpeg's luma directly. Others:
     # keep depth and channels as stored (alpha is removed below); IMREAD_UNCHANGED skips a PNG's
     # eXIf orientation, applied below (OpenCV's TIFF decoder applies the TIFF one itself).
     is_jpeg = data[:3].tobytes() == _JPEG_SIGNATURE
+    jpeg_in_colour = is_jpeg and check_jpeg_data(path, data)
     flags = cv2.IMREAD_GRAYSCALE if is_jpeg else cv2.IMREAD_UNCHANGED
     try:
         arr = cv2.imdecode(data, flags)
@@ -73,8 +72,8 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray | GreyPixels:
         grey = to_output(drop_alpha_to_grey(arr, order="bgr"))
     except ValueError as exc:
         raise ScanReadError(path, str(exc)) from None
-    if is_jpeg:  # (luma decoded directly, as before; the colours for their marks alone)
-        colour = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if is_jpeg:  # (luma decoded directly, as before; the colours, where it holds any, for their marks alone)
+        colour = cv2.imdecode(data, cv2.IMREAD_COLOR) if jpeg_in_colour else None
         marks = None if colour is None else colour_marks(colour[:, :, ::-1])
     else:
         marks = colour_marks(arr[:, :, 2::-1]) if arr.ndim == 3 and arr.shape[2] in (3, 4) else None
@@ -179,22 +178,25 @@ _OTHER_SIGNATURES = (
 )
 
 
-def check_jpeg_data(path: str | os.PathLike[str], data: np.ndarray) -> None:
+def check_jpeg_data(path: str | os.PathLike[str], data: np.ndarray) -> bool:
     """Raise :class:`ScanReadError` for JPEG bytes (uint8) whose compressed data does not decode
     whole. OpenCV's libjpeg only warns of such data on stderr and fills what it could not decode
     with grey: a JPEG with 200 bytes changed mid-stream had been measured as a sound frame, its
-    AoP 1.3 deg and its HSD 21 % off. Pillow decodes it apart, strictly."""
+    AoP 1.3 deg and its HSD 21 % off. Pillow decodes it apart, strictly. Returns whether the JPEG
+    may hold colour: False where Pillow decoded it as one grey channel (then no colour decode is
+    owed for its marks), True otherwise."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data.tobytes())) as image:
             image.load()
+            return image.mode != "L"
     except Image.DecompressionBombError:
-        return  # (its size is check_declared_size's to judge, which it has)
+        return True  # (its size is check_declared_size's to judge, which it has)
     except (OSError, SyntaxError, ValueError) as exc:
         said = " ".join(str(exc).split())
         if "broken data stream" not in said and "truncated" not in said:
-            return  # a kind Pillow does not decode (lossless, 12-bit): OpenCV's to read, as before
+            return True  # a kind Pillow does not decode (lossless, 12-bit): OpenCV's to read, as before
         raise ScanReadError(path, "damaged JPEG: its compressed data does not decode whole (changed in transfer or "
                                   f"storage, or cut short: {said[:80]})") from None
 
