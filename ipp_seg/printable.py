@@ -10,7 +10,7 @@ import re
 CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def escaped_character(match: re.Match) -> str:
+def _escaped_character(match: re.Match) -> str:
     """A :data:`CONTROL_CHARACTER` match written out: ``\\x0a`` for a C0 control or DEL,
     ``\\u0085`` for a C1 control or a separator."""
     code = ord(match.group())
@@ -27,7 +27,7 @@ def terminal_text(text: str) -> str:
     name had cleared the screen, hidden a warning behind a carriage return, or added lines of its
     own to a log."""
     text = _LONE_SURROGATE.sub(_escaped_surrogate, text)
-    return CONTROL_CHARACTER.sub(escaped_character, text)
+    return CONTROL_CHARACTER.sub(_escaped_character, text)
 
 
 #: A lone surrogate: a name's byte that is not UTF-8, as ``surrogateescape`` holds it (U+DC80 to

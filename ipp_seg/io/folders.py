@@ -252,8 +252,6 @@ def printable_path(rel: str) -> str:
     return terminal_text(rel.replace("\\", "\\\\"))  # (its backslashes doubled: \xfc may be a name's text)
 
 
-
-
 # A cell a spreadsheet takes for a formula (CWE-1236): Excel evaluates =HYPERLINK(...), and
 # reads -leading-dash.png as #NAME?, so that the row no longer names its file.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
