@@ -703,9 +703,11 @@ def evaluate_folders(
     paired -= set(stale)
     # Masks no record of the run speaks for: without a row in a batch run's CSV, or, in a folder
     # of predict --out's reports, without the report beside them (removed, or a mask put there).
-    reported = {case_id_of(path) for path, _ in reports}
-    unrecorded = sorted(c for c in paired if (c not in run.cases if run is not None else reported and
-                                              c not in reported))
+    if run is not None:
+        unrecorded = sorted(c for c in paired if c not in run.cases)
+    else:  # (a folder without any report holds masks of one's own: none is unrecorded)
+        reported = {case_id_of(path) for path, _ in reports}
+        unrecorded = sorted(paired - reported) if reported else []
     if unrecorded:  # scored as they are, but a reader of the figures should know
         where = "row in its run's measurements.csv" if run is not None else "report of predict beside them"
         logger.warning("%d mask(s) in %s have no %s (a run stopped before writing it, or masks put there from "
