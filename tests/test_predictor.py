@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipp_seg.cli import app
-from ipp_seg.inference import FrameFailure, FrameResult, ModelNotFoundError, Predictor
+from ipp_seg.inference import FrameFailure, FrameResult, ModelNotFoundError, NotUltrasoundFrameError, Predictor
 from ipp_seg.io import read_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,18 +170,31 @@ def test_a_spacing_given_with_pixels_gives_millimetres_and_says_so(predictor):
     grey = read_frame(SAMPLES / "psfhs_04700.png").pixels
     plain = predictor.predict_pixels(grey).measurement
     assert plain.spacing_source is None and plain.psfh_shortest_mm is None and "spacing_unknown" in plain.reasons
-    given = predictor.predict_pixels(grey, spacing_mm=(0.2, 0.2)).measurement
-    assert given.spacing_source == "given" and given.spacing_mm == (0.2, 0.2)
-    assert given.psfh_shortest_mm == pytest.approx(0.2 * given.psfh_shortest_px)
+    given = predictor.predict_pixels(grey, spacing_mm=(0.2, 0.2))
+    assert given.measurement.spacing_source == "given" and given.measurement.spacing_mm == (0.2, 0.2)
+    assert given.measurement.psfh_shortest_mm == pytest.approx(0.2 * given.measurement.psfh_shortest_px)
+    # Its report names the spacing given, as a row of --spacing-mm does (it had said null beside "given").
+    report = predictor.report(given)
+    assert report["spacing_source"] == "given" and report["spacing_given_mm"] == [0.2, 0.2]
+    assert predictor.report(predictor.predict_pixels(grey))["spacing_given_mm"] is None
+    wide = Predictor(spacing_mm=(0.3, 0.3))  # the predictor's own spacing, where the call gives none
+    assert wide.report(wide.predict_pixels(grey))["spacing_given_mm"] == [0.3, 0.3]
+    assert wide.report(wide.predict_pixels(grey, spacing_mm=(0.2, 0.2)))["spacing_given_mm"] == [0.2, 0.2]
 
 
 def test_arrays_that_are_no_ultrasound_frame_are_refused_with_the_reason(predictor):
-    with pytest.raises(ValueError, match="blank image"):
-        predictor.predict_pixels(np.zeros((256, 256), np.uint8))
-    with pytest.raises(ValueError, match="label mask"):
-        predictor.predict_pixels(np.repeat(np.arange(3, dtype=np.uint8), 256 * 86)[: 256 * 256].reshape(256, 256))
+    # With the code a CSV row of such a frame has (it had been a bare ValueError, told apart by its words alone).
+    for pixels, words in ((np.zeros((256, 256), np.uint8), "blank image"),
+                          (np.repeat(np.arange(3, dtype=np.uint8), 256 * 86)[: 256 * 256].reshape(256, 256),
+                           "label mask"),
+                          (np.arange(100, dtype=np.uint8).reshape(10, 10), "too small")):
+        with pytest.raises(NotUltrasoundFrameError, match=words) as refused:
+            predictor.predict_pixels(pixels)
+        assert isinstance(refused.value, ValueError) and refused.value.code == "not_ultrasound_frame"
     with pytest.raises(ValueError, match="shape"):
         predictor.predict_pixels(np.zeros((2, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"shape \(3, 64, 64\): channels first\? np.moveaxis\(pixels, 0, -1\)"):
+        predictor.predict_pixels(np.zeros((3, 64, 64), np.uint8))
     with pytest.raises(ValueError, match="real numbers"):
         predictor.predict_pixels(np.full((64, 64), "a"))
     with pytest.raises(ValueError, match="spacing_mm"):
@@ -272,9 +285,12 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(predictor, tmp_
     # Path("") is "."; predict("") had failed with "is a directory", and a reader with "cannot read : no such file".
     from ipp_seg.io import ScanReadError, read_frame
 
-    for call in (lambda: list(predictor.predict("")), lambda: predictor.predict_files([""]),
+    for call in (lambda: predictor.predict(""), lambda: predictor.predict_files([""]),
                  lambda: predictor.predict_scans([""], tmp_path)):
         with pytest.raises(ValueError, match="an empty path names no scan"):
+            call()  # when called, not at the first frame (predict had been a generator: a bad path failed lazily)
+    for call in (lambda: predictor.predict(None), lambda: predictor.predict_files([None])):
+        with pytest.raises(TypeError, match="the scan must be a file path .str or Path., got NoneType"):
             call()
     with pytest.raises(ScanReadError, match="no file name given"):
         read_frame("")

@@ -7,7 +7,7 @@ model loaded once (see :mod:`ipp_seg.inference.predictor`). Importing this never
 from .backends import BackendError
 from .batch import FrameFailure
 from .pipeline import FrameResult
-from .predictor import Predictor
+from .predictor import NotUltrasoundFrameError, Predictor
 from .registry import ModelNotFoundError, shipped_models
 
-__all__ = ["BackendError", "FrameFailure", "FrameResult", "ModelNotFoundError", "Predictor", "shipped_models"]
+__all__ = ["BackendError", "FrameFailure", "FrameResult", "ModelNotFoundError", "NotUltrasoundFrameError", "Predictor", "shipped_models"]

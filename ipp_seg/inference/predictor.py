@@ -34,16 +34,24 @@ from ..io.frames import check_spacing
 from ..io.folders import given_path
 from ..io.greyscale import colour_marks, luminance_rgb, to_output
 from ..measure.progress import check_plausible_spacing
-from .batch import BatchOptions, FileProcessor, FrameFailure, InferenceOptions, check_inference_choices, file_sha256
+from .batch import (NOT_ULTRASOUND, BatchOptions, FileProcessor, FrameFailure, InferenceOptions,
+                    check_inference_choices, file_sha256)
 from .pipeline import FrameResult, not_segmentable_reason, predict_frame
 
 if TYPE_CHECKING:
     from .report import PredictedFrame
 
-__all__ = ["Predictor"]
+__all__ = ["NotUltrasoundFrameError", "Predictor"]
 
 #: The provenance path of frames made from arrays by :meth:`Predictor.predict_pixels`.
 ARRAY_SOURCE = "<array>"
+
+
+class NotUltrasoundFrameError(ValueError):
+    """A frame or array that is no ultrasound image the network can segment (too small, blank,
+    a label mask). ``code`` is what a CSV row of such a frame gives as its reason."""
+
+    code = NOT_ULTRASOUND
 
 
 class Predictor:
@@ -115,9 +123,10 @@ class Predictor:
 
         Yields a :class:`FrameResult` per frame, in frame order, or a :class:`FrameFailure`
         for a file or frame that cannot be read, or is not an ultrasound image (after a read
-        failure the rest of the file is abandoned, as its frames cannot be trusted).
+        failure the rest of the file is abandoned, as its frames cannot be trusted). A path that
+        is no path (None, "") raises ``TypeError`` / ``ValueError`` here, not at the first frame.
         """
-        yield from self._processor.results(_scan_path(path))
+        return self._processor.results(_scan_path(path))
 
     def predict_files(self, paths: Iterable[str | os.PathLike[str]]
                       ) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
@@ -190,11 +199,15 @@ class Predictor:
                                         result.code, self.model_sha256, result.provenance),
                     **measured_file_keys(path, inf.spacing_mm, self._file_sha256)}
         elapsed_ms = 1000 * sum(result.timings.values()) if result.timings else None
-        # A frame given as pixels has no file: its file's keys are null.
-        scan = path if path is not None else None if result.frame.provenance.source_format == "array" \
-            else result.frame.provenance.path
+        # A frame given as pixels has no file: its file's keys are null, and its spacing, when
+        # given, is the one predict_pixels was given (the predictor's own where that was None).
+        from_array = result.frame.provenance.source_format == "array"
+        scan = path if path is not None else None if from_array else result.frame.provenance.path
+        given = inf.spacing_mm
+        if from_array:
+            given = result.frame.spacing_mm if result.frame.spacing_source == "given" else None
         return {**frame_report(result, self.provider, elapsed_ms, inf.tta),
-                **measured_file_keys(scan, inf.spacing_mm, self._file_sha256)}
+                **measured_file_keys(scan, given, self._file_sha256)}
 
     def _file_sha256(self, path: Path, stamp: tuple[str, str]) -> str:
         """A file's sha256, read once while its size and modification time stay: :meth:`report` of
@@ -210,8 +223,9 @@ class Predictor:
         """Segment and measure one frame already read (see :func:`ipp_seg.io.read_frames`).
 
         Raises:
-            ValueError: the frame is no ultrasound image the network can segment (too small,
-                blank, or a label mask), with the reason.
+            NotUltrasoundFrameError: the frame is no ultrasound image the network can segment
+                (too small, blank, or a label mask), with the reason; a ``ValueError`` whose
+                ``code`` is the one a CSV row of such a frame has.
         """
         if not isinstance(frame, UltrasoundFrame):
             raise TypeError(f"predict_frame takes an UltrasoundFrame (ipp_seg.io.read_frames gives them), got "
@@ -222,7 +236,7 @@ class Predictor:
             frame = replace(frame, pixels=to_output(pixels))
         reason = not_segmentable_reason(frame.pixels)
         if reason:
-            raise ValueError(reason)
+            raise NotUltrasoundFrameError(reason)
         inf = self.options
         return predict_frame(frame, self._processor.segmenter, method=inf.method, orientation=inf.orientation,
                              tta=inf.tta)
@@ -237,8 +251,8 @@ class Predictor:
         pixels only); the predictor's own spacing is used when this is None.
 
         Raises:
-            ValueError: a malformed array, or one that is no ultrasound image (see
-                :meth:`predict_frame`).
+            ValueError: a malformed array (its shape or type), or a spacing that is none.
+            NotUltrasoundFrameError: an array that is no ultrasound image (see :meth:`predict_frame`).
         """
         arr = np.asarray(pixels)
         if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]) and arr.shape.count(1) == 1:
@@ -252,7 +266,11 @@ class Predictor:
                 marks = colour_marks(arr)  # (calipers drawn in colour: as the readers find them)
             arr = luminance_rgb(arr[..., :3])  # alpha carries no echo
         if arr.ndim != 2:
-            raise ValueError(f"pixels must be (H, W) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA, got shape {arr.shape}")
+            # SimpleITK's GetArrayFromImage of a PSFHS .mha gives (3, H, W): say how to turn it.
+            hint = (": channels first? np.moveaxis(pixels, 0, -1) puts them last"
+                    if arr.ndim == 3 and arr.shape[0] in (3, 4) and min(arr.shape[1:]) > 4 else "")
+            raise ValueError(f"pixels must be (H, W) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA, got shape {arr.shape}"
+                             + hint)
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
             raise ValueError(f"pixels must hold real numbers, got dtype {arr.dtype}")
         arr = _grey_levels(arr)

@@ -198,7 +198,9 @@ def given_path(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` as a Path, refusing an empty one: ``Path("")`` is the current folder, so an
     unset variable in a caller's code would read, walk or write there. ``what`` names the
     argument in the message. (``Path("")`` itself is already ``Path(".")``: only a str or
-    bytes "" can be told apart.)"""
+    bytes "" can be told apart.) Anything but a path (None, a number) raises ``TypeError``."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"the {what} must be a file path (str or Path), got {type(path).__name__}")
     if os.fspath(path) in ("", b""):
         raise ValueError(f"an empty path names no {what} (it would read as the current folder)")
     return Path(os.fsdecode(path))
