@@ -305,6 +305,25 @@ def test_jpeg_baseline_is_close(tmp_path):
         assert np.abs(frame.pixels.astype(int) - frames[k]).mean() < 6
 
 
+def test_a_jpeg_frame_whose_data_ends_before_the_frame_is_refused(tmp_path):
+    # Its data cut short and closed with an end-of-image marker: the decoder fills the rest of the frame with grey
+    # 128 and only prints "Corrupt JPEG data" on stderr; the frame had been measured as a sound one.
+    from pydicom.encaps import encapsulate, generate_frames
+
+    path = write_dicom(tmp_path / "jpeg.dcm", ramp_frames(2), syntax=JPEGBaseline8Bit)
+    ds = pydicom.dcmread(path)
+    first, second = generate_frames(ds.PixelData, number_of_frames=2)
+    scan = second.index(b"\xff\xda")
+    data_start = scan + 2 + int.from_bytes(second[scan + 2:scan + 4], "big")
+    ds.PixelData = encapsulate([first, second[: (data_start + len(second)) // 2] + b"\xff\xd9"])
+    ds.save_as(tmp_path / "damaged.dcm")
+    frames = read_frames(tmp_path / "damaged.dcm")
+    assert next(frames).frame_index == 0  # the frame before reads as it is
+    with pytest.raises(ScanReadError, match=r"frame 1 is damaged: its JPEG data ends before the frame does "
+                                            r"\(its last \d+ 8 x 8 blocks decode as the flat grey 128"):
+        next(frames)
+
+
 def test_jpeg_ls_near_lossless_within_error_bound(tmp_path):
     frames = ramp_frames(1)[0]
     path = write_dicom(tmp_path / "jls.dcm", frames, syntax=JPEGLSNearLossless, jls_error=2)

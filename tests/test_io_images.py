@@ -158,6 +158,46 @@ def test_a_jpeg_whose_data_does_not_decode_whole_is_refused(tmp_path, sample_png
     assert read_frame(good).pixels.shape == read_frame(sample_png).pixels.shape  # a sound one reads as before
 
 
+@pytest.mark.parametrize("colour", [False, True])
+def test_a_jpeg_whose_data_ends_before_the_image_is_refused(tmp_path, sample_png, colour):
+    # An end-of-image, restart or comment marker inside the entropy-coded data: libjpeg (Pillow's and OpenCV's)
+    # decodes what comes before, fills the rest with flat grey 128 and says so on stderr alone. A QA pass had such
+    # a frame measured as sound (142.5 deg for 147.1), its lower part grey.
+    pixels = read_frame(sample_png).pixels
+    image = cv2.applyColorMap(pixels, cv2.COLORMAP_BONE) if colour else pixels
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    scan_start = data.index(b"\xff\xda") + 2 + int.from_bytes(data[data.index(b"\xff\xda") + 2:][:2], "big")
+    cut = (scan_start + len(data)) // 2
+    for name, damaged in (("ended.jpg", data[:cut] + b"\xff\xd9"),  # cut short, closed with EOI
+                          ("comment.jpg", data[:cut] + b"\xff\xfe\x00\x04ab" + data[cut:]),
+                          ("restart.jpg", data[:cut] + b"\xff\xd3" + data[cut:])):
+        (tmp_path / name).write_bytes(damaged)
+        with pytest.raises(ScanReadError, match=r"damaged JPEG: its compressed data ends before the image does "
+                                                r"\(its last \d+ 8 x 8 blocks decode as the flat grey 128"):
+            read_frame(tmp_path / name)
+    (tmp_path / "whole.jpg").write_bytes(data)
+    assert read_frame(tmp_path / "whole.jpg").pixels.shape == pixels.shape
+
+
+def test_grey_fill_blocks_counts_the_blocks_a_jpeg_ends_in():
+    from ipp_seg.io.images import grey_fill_blocks
+
+    frame = np.zeros((20, 36), np.uint8)  # 3 x 5 blocks, the last row and column partial
+    assert grey_fill_blocks(frame) == 0
+    frame[16:, 8:] = 128  # the last four blocks of the last block row (partial ones: their pixels alone)
+    assert grey_fill_blocks(frame) == 4
+    frame[8:16, 24:] = 128  # the last two of the row before: not after the last row's first block
+    assert grey_fill_blocks(frame) == 4
+    frame[16:, :8] = 128  # the whole last row, and those two
+    assert grey_fill_blocks(frame) == 7
+    frame[19, 35] = 127
+    assert grey_fill_blocks(frame) == 0  # one pixel off the fill: not a decoder's fill
+    colour = np.full((16, 16, 3), 128, np.uint8)
+    assert grey_fill_blocks(colour) == 4
+    colour[0, 0, 2] = 129
+    assert grey_fill_blocks(colour) == 3
+
+
 def test_jpeg_exif_orientation_is_applied(tmp_path):
     image = np.zeros((20, 40), np.uint8)
     image[:, :10] = 255  # a bright band on the left

@@ -41,7 +41,7 @@ from .errors import NotAnImageError, OtherModalityError, ScanReadError, missing_
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
 from .greyscale import GreyPixels, grey_with_marks, invert, to_output
-from .images import compressed_frame_size
+from .images import compressed_frame_size, grey_fill_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
             source = pydicom.dcmread(info.path)
             frames = iter_pixels(source, indices=None if all_in_order else wanted)
             for arr in frames:
-                yield wanted[position], _to_grey(info, arr)
+                yield wanted[position], _decoded(info, wanted[position], arr)
                 position += 1
             return
         with open(info.path, "rb") as f:
@@ -370,7 +370,7 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
                     for arr in frames:
                         if position >= len(wanted):
                             break  # more fragments than Number of Frames: keep to the header
-                        yield wanted[position], _to_grey(info, arr)
+                        yield wanted[position], _decoded(info, wanted[position], arr)
                         position += 1
                     break
                 except Exception:
@@ -456,6 +456,22 @@ def _iter_native_ybr422_luma(info: DicomInfo, wanted: list[int]) -> Iterator[tup
                 raise ScanReadError(info.path, f"truncated pixel data in frame {index}")
             pairs = np.frombuffer(data, dtype=np.uint8).reshape(info.rows, info.columns // 2, 4)
             yield index, np.ascontiguousarray(pairs[:, :, :2]).reshape(info.rows, info.columns)
+
+
+def _decoded(info: DicomInfo, index: int, arr: np.ndarray) -> np.ndarray | GreyPixels:
+    """Frame ``index`` as decoded (``arr``), in the readers' greyscale convention; refused where
+    lossy JPEG data ended before the frame did (decoders fill the rest with grey 128, saying so
+    only on stderr: :func:`~ipp_seg.io.images.grey_fill_blocks`)."""
+    if info.transfer_syntax in _LOSSY_JPEG and arr.dtype == np.uint8:
+        filled = grey_fill_blocks(arr)
+        if filled:
+            raise ScanReadError(info.path, f"frame {index} is damaged: its JPEG data ends before the frame does (its "
+                                           f"last {filled} 8 x 8 blocks decode as the flat grey 128 a decoder puts "
+                                           "where data is missing: changed in transfer or storage, or cut short)")
+    return _to_grey(info, arr)
+
+
+_LOSSY_JPEG = (pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGExtended12Bit)
 
 
 def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray | GreyPixels:

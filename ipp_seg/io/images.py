@@ -184,13 +184,15 @@ def check_jpeg_data(path: str | os.PathLike[str], data: np.ndarray) -> bool:
     with grey: a JPEG with 200 bytes changed mid-stream had been measured as a sound frame, its
     AoP 1.3 deg and its HSD 21 % off. Pillow decodes it apart, strictly. Returns whether the JPEG
     may hold colour: False where Pillow decoded it as one grey channel (then no colour decode is
-    owed for its marks), True otherwise."""
+    owed for its marks), True otherwise. Data that decodes, but ends before the image does, is
+    refused too: its frame ends in :func:`grey_fill_blocks`."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data.tobytes())) as image:
             image.load()
-            return image.mode != "L"
+            filled = grey_fill_blocks(np.asarray(image)) if image.mode in ("L", "RGB") else 0
+            in_colour = image.mode != "L"
     except Image.DecompressionBombError:
         return True  # (its size is check_declared_size's to judge, which it has)
     except (OSError, SyntaxError, ValueError) as exc:
@@ -199,6 +201,32 @@ def check_jpeg_data(path: str | os.PathLike[str], data: np.ndarray) -> bool:
             return True  # a kind Pillow does not decode (lossless, 12-bit): OpenCV's to read, as before
         raise ScanReadError(path, "damaged JPEG: its compressed data does not decode whole (changed in transfer or "
                                   f"storage, or cut short: {said[:80]})") from None
+    if filled:
+        raise ScanReadError(path, f"damaged JPEG: its compressed data ends before the image does (its last {filled} "
+                                  "8 x 8 blocks decode as the flat grey 128 a decoder puts where data is missing: "
+                                  "changed in transfer or storage, or cut short); if the image truly ends in flat "
+                                  "mid-grey, save it as PNG")
+    return in_colour
+
+
+def grey_fill_blocks(pixels: np.ndarray) -> int:
+    """How many 8 x 8 blocks, in the order a JPEG stores them, end ``pixels`` (a decoded JPEG in
+    its stored layout, (H, W) or (H, W, 3) uint8) as exactly 128 in every pixel and channel: what
+    libjpeg fills in for data it could not read (an end-of-image, restart or comment marker inside
+    the data; often zeroed bytes), with only a warning on stderr. 0 for a frame that does not end
+    so. No PSFHS frame, saved as JPEG at quality 20-95 in grey or colour, ends in one such block;
+    a marker put inside the data of 200 such files gave one in every case (RESULTS.md)."""
+    mid_grey = pixels == 128
+    if mid_grey.ndim == 3:
+        mid_grey = mid_grey.all(axis=2)
+    if mid_grey.size == 0 or not mid_grey[-1, -1]:
+        return 0  # (nearly every frame: no block to look at)
+    rows, columns = mid_grey.shape
+    padded = np.ones((-(-rows // 8) * 8, -(-columns // 8) * 8), dtype=bool)  # edge blocks: their pixels alone
+    padded[:rows, :columns] = mid_grey
+    blocks = padded.reshape(padded.shape[0] // 8, 8, padded.shape[1] // 8, 8).all(axis=(1, 3)).ravel()
+    others = np.flatnonzero(~blocks)
+    return int(blocks.size - (others[-1] + 1 if others.size else 0))
 
 
 def check_image_format(path: str | os.PathLike[str], data: np.ndarray) -> None:
