@@ -1068,7 +1068,8 @@ def test_status_failures_with_every_method(method):
         assert "ps_too_small" not in square.reasons
     res = measure_progress(_head_with_ps_in_hole(), (0.2, 0.2), method=method)
     _check(res, "tangent_undefined", "failed")
-    assert res.landmarks.ps_inferior_end is not None  # still drawable
+    # No axis or end of a frame that could not be measured, to draw or to read an angle off (they had been kept).
+    assert res.landmarks == Landmarks()
     both = measure_progress(np.zeros((64, 64), np.uint8), method=method)
     assert both.status == "failed" and both.reasons == ("ps_missing", "fh_missing", "spacing_unknown")
     assert both.landmarks == Landmarks()
@@ -1160,7 +1161,7 @@ def test_an_angle_no_transperineal_view_gives_is_failed_not_reported():
     for method in ("ellipse", "contour", "challenge"):
         res = measure_progress(turned, (0.2, 0.2), method=method)
         _check(res, "aop_impossible", "failed")
-        assert res.landmarks.fh_tangent_point is not None  # drawn on the overlay, to be seen
+        assert res.landmarks == Landmarks()  # no angle's lines to read a number off (its masks show the head above)
     plain = measure_progress(typical_scene(), (0.2, 0.2))
     assert plain.status == "ok" and plain.aop_deg < 240
     high = measure_progress(typical_scene(**HIGH_AOP), (0.2, 0.2))
@@ -1320,13 +1321,28 @@ def test_a_frame_the_network_recognises_nothing_in_has_no_values_whatever_its_ma
     m = _measured_with_head_confidence(0.5, None, 0.7)
     assert m.status == "failed" and m.reasons[0] == "anatomy_unrecognised"
     assert m.aop_deg is None and m.hsd_mm is None and m.hsd_px is None and m.psfh_shortest_px is None
-    assert m.landmarks.ps_inferior_end is not None  # still drawn on an overlay
+    # No geometry of the angle it no longer has, in a report or on an overlay (a clinician's pass found a noise
+    # frame's overlay drawing the PS axis, the tangent and the HSD line beside "FAILED").
+    assert m.landmarks == Landmarks()
     # One of the two alone keeps its values, with its warning.
     for head, ps in ((0.5, 0.95), (0.95, 0.7)):
         one = _measured_with_head_confidence(head, None, ps)
         assert one.status == "warning" and one.aop_deg is not None and "anatomy_unrecognised" not in one.reasons
     with pytest.raises(ValueError, match="not a failing"):
         m.with_failure("low_confidence")
+
+
+def test_a_measurement_failed_afterwards_drops_the_warnings_on_its_values():
+    # "hsd_undefined: No HSD at this angle; the AoP stands" had stood beside a failed frame with no AoP.
+    scene = typical_scene(**HSD_MISS)
+    measured = measure_progress(scene, (0.2, 0.2))
+    assert "hsd_undefined" in measured.reasons and measured.aop_deg is not None
+    failed = measured.with_failure("anatomy_unrecognised")
+    assert failed.reasons == ("anatomy_unrecognised", *(r for r in measured.reasons if r != "hsd_undefined"))
+    assert failed.landmarks == Landmarks() and failed.to_dict()["ps_inferior_x"] is None
+    high = measure_progress(typical_scene(**HIGH_AOP), (0.2, 0.2))
+    assert "aop_out_of_range" in high.reasons
+    assert "aop_out_of_range" not in high.with_failure("anatomy_unrecognised").reasons
 
 
 def test_a_structure_not_drawn_beside_an_unsure_one_is_no_transperineal_view():

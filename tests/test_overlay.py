@@ -141,6 +141,21 @@ def test_failed_measurement_still_renders_status():
     assert not np.array_equal(render_overlay(frame(), mask, ok), out)
 
 
+def test_a_failed_measurement_draws_no_axis_tangent_or_end_whatever_landmarks_it_holds():
+    # A clinician's pass: a noise frame's overlay read "FAILED ... AoP n/a" beside the PS axis, the tangent, the
+    # HSD line and their legend, from which an angle can be read with a protractor. A Measurement built by hand
+    # with landmarks and status failed draws its masks and status alone, as one the measurement failed does.
+    mask = synthetic_mask()
+    measured = measure_progress(mask, (0.3, 0.3))
+    assert measured.landmarks.ps_inferior_end is not None
+    failed = replace(measured, aop_deg=None, hsd_mm=None, hsd_px=None, status="failed",
+                     reasons=("anatomy_unrecognised",))
+    bare = replace(failed, landmarks=Landmarks())
+    assert np.array_equal(render_overlay(frame(), mask, failed), render_overlay(frame(), mask, bare))
+    assert not np.array_equal(render_overlay(frame(), mask, replace(failed, status="warning")),
+                              render_overlay(frame(), mask, replace(bare, status="warning")))
+
+
 def test_the_legend_names_the_inferior_end_marker_only_where_one_is_drawn():
     mask = synthetic_mask()
     m = measure_progress(mask, (0.3, 0.3))

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from ..measure.result import Measurement, failing_reasons_first
+from ..measure.result import Landmarks, Measurement, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
            "render_overlay"]
@@ -118,7 +118,7 @@ def render_overlay(
             pixel grid as ``pixels``.
         measurement: the result of :func:`ipp_seg.measure.measure_progress` on ``label_mask``;
             its landmarks are (x, y) pixel coordinates of that grid. Whatever landmarks and
-            values it holds are drawn, so a failed measurement still shows its masks and status.
+            values it holds are drawn, but a failed measurement shows its masks and status alone.
         title: optional first line of the text panel (e.g. :func:`overlay_title`).
         tta: whether the masks came from the frame averaged with its mirror image (said in the
             panel, with the method and orientation the measurement records).
@@ -245,7 +245,7 @@ def _dot(canvas, p, radius, colour, filled=True, thickness=1) -> None:
 
 
 def _draw_geometry(canvas: np.ndarray, m: Measurement, k: np.ndarray, style: _Style) -> None:
-    lm = m.landmarks
+    lm = _drawn_landmarks(m)
     inferior = _to_canvas(lm.ps_inferior_end, k)
     superior = _to_canvas(lm.ps_superior_end, k)
     tangent = _to_canvas(lm.fh_tangent_point, k)
@@ -266,6 +266,12 @@ def _draw_geometry(canvas: np.ndarray, m: Measurement, k: np.ndarray, style: _St
         # Inferior end last, on top: it is the vertex of both measurements. Its ring marker
         # is explained in the panel's legend rather than by a label that would crowd the vertex.
         _inferior_marker(canvas, inferior, style)
+
+
+def _drawn_landmarks(m: Measurement) -> Landmarks:
+    """The landmarks to draw: none for a failed measurement (an axis and tangent on a frame that
+    could not be measured invite reading an angle off it), whatever one built by hand holds."""
+    return Landmarks() if m.status == "failed" else m.landmarks
 
 
 def _inferior_marker(canvas, p, style: _Style) -> None:
@@ -490,7 +496,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
 
     # Legend on its own last rows: a swatch per mask colour, each line as drawn, the vertex marker
     # (only what the frame shows: a legend entry for a mark not drawn would mislead).
-    lm = m.landmarks
+    lm = _drawn_landmarks(m)
     entries = [("PS", "PS"), ("FH", "FH")]
     if lm.ps_inferior_end is not None and (lm.ps_superior_end is not None or lm.fh_tangent_point is not None):
         entries.append(("AoP lines", "aop"))

@@ -524,6 +524,7 @@ def measure_progress(
         v = values if (values is not None and status != "failed") else {}
         if status == "failed":
             logger.debug("measurement failed: %s", ";".join(reasons))
+            marks.clear()  # no axis, tangent or end of a frame that could not be measured (see Measurement)
         return Measurement(
             aop_deg=v.get("aop_deg"),
             hsd_mm=v.get("hsd_mm"),

@@ -177,6 +177,16 @@ def distance_in_doubt(reasons) -> bool:
     return not HSD_IN_DOUBT.isdisjoint(reasons)
 
 
+#: Warnings on a value (the AoP's range, the HSD's line): a failed measurement, which has no
+#: values, does not carry them ("No HSD at this angle; the AoP stands" beside a failed frame).
+VALUE_WARNINGS: frozenset[str] = frozenset({"aop_out_of_range", "hsd_undefined", "hsd_unstable"})
+
+
+def without_value_warnings(reasons) -> tuple[str, ...]:
+    """``reasons`` without :data:`VALUE_WARNINGS`, in their order."""
+    return tuple(r for r in reasons if r not in VALUE_WARNINGS)
+
+
 def failing_reasons_first(reasons) -> tuple[str, ...]:
     """``reasons`` with those that fail a measurement first, each group in its own order: a
     reader of a failed row sees its cause before ``spacing_unknown`` and the other warnings.
@@ -315,8 +325,9 @@ class Measurement:
 
     Units: ``aop_deg`` degrees; ``*_mm`` millimetres (None when the spacing is unknown);
     ``*_px`` the same segment's length in pixels of the input mask. ``status`` is "ok",
-    "warning" or "failed"; a failed measurement has every value None (its ``landmarks`` may keep
-    what was found before it failed, e.g. the PS's ends, for drawing). ``reasons`` holds codes
+    "warning" or "failed"; a failed measurement has every value and landmark None (an axis or
+    tangent drawn, or given, for a frame that could not be measured would invite reading an
+    angle off it), and none of :data:`VALUE_WARNINGS`. ``reasons`` holds codes
     from :data:`REASONS`. ``spacing_mm`` is the (x, y) mm per pixel used, None if unknown;
     ``spacing_source`` says where it came from (one of :data:`SPACING_SOURCES`, None when the
     spacing is unknown or its source was not given).
@@ -354,12 +365,14 @@ class Measurement:
         return None if self.hsd_px is None else distance_in_doubt(self.reasons)
 
     def with_failure(self, code: str) -> "Measurement":
-        """This measurement failed with ``code`` (a "failed" reason): every value emptied, its
-        landmarks kept for drawing, as a measurement failed by its masks keeps them."""
+        """This measurement failed with ``code`` (a "failed" reason): every value and landmark
+        emptied, and the warnings on values it no longer has (:data:`VALUE_WARNINGS`) dropped,
+        as a measurement failed by its masks has none."""
         if REASONS.get(code, ("",))[0] != "failed":
             raise ValueError(f"{code!r} is not a failing reason code")
         return replace(self, aop_deg=None, hsd_mm=None, hsd_px=None, psfh_shortest_px=None,
-                       psfh_shortest_mm=None, status="failed", reasons=(code, *self.reasons))
+                       psfh_shortest_mm=None, status="failed", landmarks=Landmarks(),
+                       reasons=(code, *without_value_warnings(self.reasons)))
 
     def to_dict(self) -> dict:
         """Flat JSON-able dict (reasons joined with ";", landmark coordinates flattened)."""
