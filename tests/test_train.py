@@ -177,6 +177,15 @@ NO_GEOMETRY = AugmentationSettings(rotation_deg=0, scale_range=(1, 1), translate
                                    sector_probability=0)
 
 
+def test_settings_take_paths_as_a_caller_has_them(tmp_path):
+    # From Python, TrainSettings(data=Path(...)) had failed the run's first record: "not JSON serializable".
+    settings = TrainSettings(config="dssau-net-s", data=tmp_path / "data", out=tmp_path / "run",
+                             init_from=tmp_path / "parent.pt")
+    assert (settings.data, settings.out, settings.init_from) == (str(tmp_path / "data"), str(tmp_path / "run"),
+                                                                 str(tmp_path / "parent.pt"))
+    assert TrainSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+
+
 def test_training_two_steps_loss_falls_and_resume_restores_optimiser(tmp_path):
     data = _synthetic_folder(tmp_path / "data")
     assert len(find_pairs(data)) == 6

@@ -88,6 +88,14 @@ class TrainSettings:
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
 
+    def __post_init__(self) -> None:
+        # Paths as a caller has them (pathlib.Path): the run record is JSON, which takes text
+        # (a Path had failed the run's first write with "not JSON serializable").
+        for key in ("data", "out", "init_from"):
+            value = getattr(self, key)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, key, os.fspath(value))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
