@@ -826,7 +826,8 @@ def batch(
     if dicom_seg or dicom_sr:  # what goes to a PACS, counted: a refusal leaves its row as it is
         refused = (f"; {summary.dicom_refused} refused (the warnings above say why; their rows stand)"
                    if summary.dicom_refused else "")
-        err.print(f"{summary.dicom_written} DICOM SEG and SR object(s) written under "
+        kinds = " and ".join(kind for kind, asked in (("SEG", dicom_seg), ("SR", dicom_sr)) if asked)
+        err.print(f"{summary.dicom_written} DICOM {kinds} object(s) written under "
                   f"{escape(str(out / DICOM_FOLDER))}{refused}", highlight=False)
     if summary.repeated_images:
         files = sorted({(file, holder) for file, _, holder in summary.repeated_images})
@@ -896,7 +897,8 @@ def _advise(advice, orientation: str, again: str = "") -> None:
                   "photograph, another modality or another view gives this, and so does a model of one's own that is "
                   "unsure of such frames (trained briefly, or on other machines' frames).", highlight=False)
     if advice.symphysis_mostly_unsure and advice.network:
-        _say_symphysis_mostly_unsure(advice.unsure_symphysis, advice.segmented - advice.unrecognised)
+        _say_symphysis_mostly_unsure(advice.unsure_symphysis, advice.segmented - advice.unrecognised,
+                                     advice.unrecognised)
     elif advice.symphysis_mostly_unsure:
         err.print(f"[yellow]warning:[/] in {advice.unsure_symphysis} of {advice.segmented} masks the pubic symphysis "
                   "lies below the head's centre, or the angle passes 240° (reasons ps_below_head, aop_impossible): "
@@ -904,12 +906,16 @@ def _advise(advice, orientation: str, again: str = "") -> None:
                   "a frame turned by 180° or upside down gives this.", highlight=False)
 
 
-def _say_symphysis_mostly_unsure(unsure: int, segmented: int) -> None:
+def _say_symphysis_mostly_unsure(unsure: int, segmented: int, unrecognised: int = 0) -> None:
+    # Of the frames it recognised: those failed anatomy_unrecognised are counted apart, and a
+    # reader adding up the rows must see why the total is short.
+    apart = (f" ({unrecognised} more frame(s), failed anatomy_unrecognised, are counted apart.)" if unrecognised
+             else "")
     err.print(f"[yellow]warning:[/] in {unsure} of {segmented} frames the network is unsure of the pubic "
               "symphysis, finds none, or finds it where no transperineal view has it (reasons ps_low_confidence, "
               "ps_missing, ps_too_small, ps_below_head, aop_impossible). Check that these are transperineal views "
               "displayed with the probe at the top of the image: a frame turned by 180° or upside down gives this, "
-              "and the models measure no other display.", highlight=False)
+              "and the models measure no other display." + apart, highlight=False)
 
 
 def _say_orientation_looks_reversed(doubtful: int, measured: int, orientation: str, again: str = "") -> None:

@@ -1513,6 +1513,9 @@ def test_a_run_of_frames_turned_upside_down_says_so(tmp_path, sample_png):
     assert sum(row_symphysis_unsure(r) for r in rows) >= 3 and sum(row_segmented(r) for r in rows) == 4
     assert "frames the network is unsure of the pubic symphysis, finds none, or finds it where" in turned.output
     assert "probe at the top" in turned.output
+    # The count leaves out frames failed anatomy_unrecognised, and says so where there are any.
+    unrecognised = sum(r["reasons"].startswith("anatomy_unrecognised") for r in rows)
+    assert ("counted apart" in turned.output) == (unrecognised > 0)
     upright = _run("batch", upright_root, "--out", tmp_path / "upright")
     assert upright.exit_code == 0 and "unsure of the pubic symphysis" not in upright.output
     assert sum(row_segmented(r) for r in _rows(tmp_path / "upright" / "measurements.csv")) == 4
@@ -2349,6 +2352,7 @@ def test_batch_writes_a_dicom_seg_and_sr_per_dicom_frame(mixed_folder, tmp_path,
         shutil.copy(sample_dicom, twice / name)
     said = " ".join(_run("batch", twice, "--out", tmp_path / "out_twice", "--dicom-sr").output.split())
     assert "Each copy has its own SEG and SR under dicom-results/: send one of them to a PACS." in said
+    assert f"2 DICOM SR object(s) written under {tmp_path / 'out_twice' / 'dicom-results'}" in said  # no SEG asked
     assert is_batch_output_part(out / "dicom-results")
     assert not [p for p in list_scans(tmp_path, "**/*", warn=False) if "dicom-results" in p.relative_to(tmp_path).parts]
 
