@@ -196,6 +196,35 @@ def test_the_lines_are_edged_and_named_and_the_hsd_is_dashed():
     assert panel.shape[0] >= no_hsd_panel.shape[0]
 
 
+def test_the_border_flags_numbers_in_doubt_not_every_warning():
+    # A clinician's pass: every uncalibrated PNG (spacing_unknown alone, its angle sound) had the amber border a
+    # doubtful angle has, so the border told a doubtful frame from a sound one no longer.
+    mask = synthetic_mask()
+    m = measure_progress(mask, None)
+    assert m.status == "warning" and m.reasons == ("spacing_unknown",) and not m.aop_doubtful
+    amber = (255, 190, 0)
+
+    def top_edge(measurement):
+        return image_part(render_overlay(frame(), mask, measurement))[0]
+
+    assert np.all(top_edge(m) == 60)  # no border: the numbers stand
+    doubtful = replace(m, reasons=("spacing_unknown", "frame_saturated"))
+    assert doubtful.aop_doubtful and np.all(top_edge(doubtful) == amber)
+    hsd_only = replace(m, reasons=("hsd_unstable",))
+    assert not hsd_only.aop_doubtful and hsd_only.hsd_doubtful and np.all(top_edge(hsd_only) == amber)
+
+
+def test_the_panel_says_when_the_millimetres_come_from_a_spacing_given_by_hand():
+    mask = synthetic_mask()
+    calibrated = measure_progress(mask, (0.3, 0.3), spacing_source="ultrasound_region")
+    given = replace(calibrated, spacing_source="given")
+    a, b = render_overlay(frame(), mask, calibrated), render_overlay(frame(), mask, given)
+    assert np.array_equal(image_part(a), image_part(b)) and not np.array_equal(a, b)  # the panel alone differs
+    no_mm = measure_progress(mask, None)
+    assert np.array_equal(render_overlay(frame(), mask, no_mm),
+                          render_overlay(frame(), mask, replace(no_mm, spacing_source="given")))  # no mm shown
+
+
 def test_ok_measurement_has_no_status_frame():
     mask = synthetic_mask()
     m = replace(measure_progress(mask, (0.3, 0.3)), status="ok", reasons=())

@@ -152,13 +152,24 @@ def render_overlay(
     for label, colour in ((1, PS_COLOUR), (2, FH_COLOUR)):
         _tint(canvas, mask == label, colour, style)
     _draw_geometry(canvas, measurement, k, style)
-    if measurement.status != "ok":
-        # A frame in the status colour flags a result that needs a second look.
-        colour = _STATUS_COLOURS.get(measurement.status, _STATUS_COLOURS["failed"])
+    border = _border_colour(measurement)
+    if border is not None:
         h, w = canvas.shape[:2]
-        cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), colour, style.line)
+        cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), border, style.line)
     panel = _text_panel(canvas.shape[1], measurement, title, style, tta, model)
     return np.ascontiguousarray(np.vstack([canvas, panel]))
+
+
+def _border_colour(m: Measurement) -> tuple[int, int, int] | None:
+    """The frame drawn around the image, flagging numbers to check: the failed colour for a
+    failed measurement, the warning colour where a warning puts the AoP or HSD in doubt, none
+    otherwise. A warning that doubts neither (``spacing_unknown``, the commonest) gets none: a
+    border on every uncalibrated PNG had told a doubtful frame from a sound one no longer."""
+    if m.status == "failed":
+        return _STATUS_COLOURS["failed"]
+    if m.status != "ok" and (m.aop_doubtful or m.hsd_doubtful):
+        return _STATUS_COLOURS["warning"]
+    return None
 
 
 class _Style:
@@ -413,7 +424,7 @@ def _put_text(canvas, text: str, origin: tuple[int, int], colour, style: _Style,
             r = max(2, round(ch * 0.2))
             cv2.circle(ink, (x + r + 1, y - ch + r), r, 255, max(1, style.text_thickness - 1), cv2.LINE_AA)
             x += max(sw, 2 * r + 2 + style.text_thickness)  # the sign's own width where a space is narrower
-    k = 2 * max(1, style.text_thickness) + 1
+    k = 2 * max(1, style.text_thickness) + 3  # two pixels or more each side: legible on bright bone
     halo = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     for coverage, c in ((halo, (0, 0, 0)), (ink, colour)):
         a = coverage.astype(np.float32)[..., None] / 255.0
@@ -483,7 +494,10 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         title = _drawable(title.encode("utf-8", "backslashreplace").decode("utf-8"))
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
     values = [_aop_text(m) or "AoP n/a", _hsd_text(m) or "HSD n/a"]  # as the labels on the image say
-    values.append(f"({m.method}, orientation {m.orientation}{', mirror TTA' if tta else ''})")
+    # Where the millimetres came from when a person typed them in: the same HSD read from a
+    # file's calibration and from --spacing-mm looked alike on the image (a clinician's pass).
+    given = ", mm from a spacing given by hand" if m.spacing_source == "given" and m.hsd_mm is not None else ""
+    values.append(f"({m.method}, orientation {m.orientation}{', mirror TTA' if tta else ''}{given})")
     rows.extend((line, _TEXT_COLOUR) for line in _wrap_values(values, usable, style, rel))
     if model:
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(f"model {model}".split(), usable, style, rel))
