@@ -151,12 +151,15 @@ def _column_widths(table: Table, console: Console, longest_whole: int) -> list[i
     words up to ``longest_whole`` characters, the rest of the width shared out towards each
     column's widest line; None when that does not fit."""
     least, most = [], []
-    for column in table.columns:
+    for index, column in enumerate(table.columns):
         words, lines = [1], [1]
+        # The first column names the row (a code, a file, a block): its words stay whole up to
+        # _WHOLE_WORD even in a folded layout ("ps_too_sma" over "ll" could not be found or grepped).
+        whole = max(longest_whole, _WHOLE_WORD) if index == 0 else longest_whole
         for cell in (column.header, *column.cells):
             plain = _plain(cell, console)
             # In terminal cells, not characters: a CJK character takes two (a patient folder's name).
-            words += [cell_len(word) if _NUMBER.match(word) else min(cell_len(word), longest_whole)
+            words += [cell_len(word) if _NUMBER.match(word) else min(cell_len(word), whole)
                       for word in plain.split()]
             lines += [cell_len(line) for line in plain.splitlines()]
         least.append(max(words))
@@ -166,9 +169,16 @@ def _column_widths(table: Table, console: Console, longest_whole: int) -> list[i
         return None
     widths = list(least)
     # The narrowest columns (numbers and their headers) first get all they want, on one line;
-    # what is left goes to the wide ones (paths, reasons) in turn.
-    for i in sorted(range(len(most)), key=lambda k: most[k]):
-        widths[i] += max(0, min(most[i] - widths[i], room - sum(widths)))
+    # what is left is shared among the wide ones (paths, reasons, meanings), none taking more than
+    # an equal part of what the others leave: the first wide column had taken all it wanted and
+    # left the last 18 characters on a 200-column terminal.
+    order = sorted(range(len(most)), key=lambda k: most[k])
+    given = 0
+    for position, i in enumerate(order):
+        fair = (room - given) // (len(order) - position)
+        budget = room - given - sum(least[j] for j in order[position + 1:])  # the later ones' least kept
+        widths[i] = max(least[i], min(most[i], fair, budget))
+        given += widths[i]
     return widths
 
 

@@ -711,6 +711,29 @@ def test_tables_keep_names_and_codes_whole_where_they_can(width):
         assert whole in words, (whole, width)
 
 
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_the_reason_codes_stay_whole_and_the_wide_columns_share_the_width(width):
+    # A clinician's pass at 80 columns: every code folded after 10 characters ("ps_too_sma" over "ll"), so that a
+    # code could not be found or grepped; at 200 the "meaning" column got what "what to do" left, 18 characters.
+    from rich.console import Console
+
+    from ipp_seg.inference.batch import reason_codes
+    from ipp_seg.tables import new_table, print_table
+
+    table = new_table("Reason codes", ("code", "status", "what to do", "meaning"))
+    for code, status, meaning in reason_codes():
+        table.add_row(code, status, "Check the overlay and choose another frame, or measure it by hand. " * 2, meaning)
+    console = Console(width=width, record=True, force_terminal=False)
+    print_table(table, console, turn=False)
+    text = console.export_text()
+    words = set(text.replace("│", " ").replace("┃", " ").split())
+    assert all(code in words for code, _, _ in reason_codes())
+    if width >= 120:  # side by side: the two wide columns share what the narrow ones leave
+        top = next(line for line in text.splitlines() if line.startswith("┏"))
+        cells = [len(cell) for cell in top[1:-1].split("┳")]
+        assert abs(cells[2] - cells[3]) <= 1, cells
+
+
 @pytest.mark.parametrize("width", [80, 240])
 def test_a_name_in_wide_characters_stays_whole_in_its_column(width):
     # A patient folder named in Chinese: each character takes two cells, and the column was sized in characters, so
