@@ -198,9 +198,9 @@ def test_sr_round_trip(source, tmp_path):
     assert set(by_code) == {"AOP", "HSD"}
     aop, hsd = by_code["AOP"], by_code["HSD"]
     assert aop.name.scheme_designator == PRIVATE_SCHEME
-    assert aop.value == pytest.approx(round(m.aop_deg, 2), abs=1e-9)  # to a hundredth
+    assert aop.value == pytest.approx(round(m.aop_deg, 1), abs=1e-9)  # to a tenth, as the table shows it
     assert (aop.unit.value, aop.unit.scheme_designator) == ("deg", "UCUM")
-    assert hsd.value == pytest.approx(round(m.hsd_mm, 2), abs=1e-9)
+    assert hsd.value == pytest.approx(round(m.hsd_mm, 1), abs=1e-9)
     assert (hsd.unit.value, hsd.unit.scheme_designator) == ("mm", "UCUM")
     assert [s.referenced_sop_instance_uid for s in group.source_images] == [source.SOPInstanceUID]
 
@@ -269,9 +269,11 @@ def test_sr_omits_hsd_without_spacing(source, tmp_path):
     assert [concept(i) for i in nums] == ["AOP"]
     units = {i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue for i in nums}
     assert units == {"deg"}
-    # To a hundredth, as a viewer shows it: not 15 digits claiming a precision no measurement has.
+    # To a tenth, as the table and overlay show it: not 15 digits claiming a precision no measurement has, nor a
+    # hundredth that a viewer rounding to one decimal reads otherwise (113.15 as 113.2 beside a table's 113.1).
     stored = str(nums[0].MeasuredValueSequence[0].NumericValue)
-    assert stored == f"{round(m.aop_deg, 2):g}" and len(stored.split(".")[-1]) <= 2
+    assert stored == f"{round(m.aop_deg, 1):g}" and len(stored.split(".")[-1]) <= 1
+    assert stored == f"{m.aop_deg:.1f}".rstrip("0").rstrip(".")  # the digits the table prints
     (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
     evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()}
     assert ("STATUS", "warning") in evaluations and ("REASON", "spacing_unknown") in evaluations
@@ -680,7 +682,7 @@ def test_sr_keeps_a_value_whose_landmark_lies_beyond_the_frame(source, tmp_path)
     out = write_dicom_sr(source, outside, tmp_path / "sr.dcm", **KW)
     (group,) = hd.sr.srread(out).content.get_image_measurement_groups()
     by_code = {meas.name.value: meas for meas in group.get_measurements()}
-    assert by_code["AOP"].value == pytest.approx(round(m.aop_deg, 2), abs=1e-9) and not by_code["AOP"].referenced_coordinates
+    assert by_code["AOP"].value == pytest.approx(round(m.aop_deg, 1), abs=1e-9) and not by_code["AOP"].referenced_coordinates
     assert by_code["HSD"].referenced_coordinates  # its own landmarks are inside
     if shutil.which("dciodvfy"):
         assert dciodvfy_errors(out) == []

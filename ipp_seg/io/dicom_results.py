@@ -292,9 +292,11 @@ def write_dicom_sr(
         def coded_measurement(code: str, meaning: str, value: float, unit, points):
             return sr.Measurement(
                 name=sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
-                # To a hundredth (of a degree, of a mm): a viewer shows a report's value as stored,
-                # and 15 digits would claim a precision no measurement has (the CSV keeps them all).
-                value=round(float(value), 2),
+                # To a tenth (of a degree, of a mm), as the tables and overlays show it: a viewer
+                # shows a report's value as stored, 15 digits would claim a precision no
+                # measurement has (the CSV keeps them all), and a hundredth, 113.15 beside a
+                # table's 113.1, read 113.2 in a viewer rounding to one decimal.
+                value=round(float(value), 1),
                 unit=unit,
                 algorithm_id=algorithm,
                 method=method,
