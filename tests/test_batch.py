@@ -989,6 +989,41 @@ def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixe
     assert any(r["file"] == "sub/b.png" for r in after)
 
 
+def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measured(tmp_path, sample_png, caplog):
+    # A data manager's pass: `batch P2 --out oP --resume` after a run on P1 (the same file names, another patient)
+    # had re-measured every file as "changed" and replaced P1's rows, the run record keeping no trace of P1; and
+    # `batch S --resume` after a run on S/site1 had doubled its rows.
+    first, second = tmp_path / "P1", tmp_path / "P2"
+    first.mkdir()
+    second.mkdir()
+    for name, frame in (("IM_0001.png", "psfhs_04700.png"), ("IM_0002.png", "psfhs_04750.png")):
+        shutil.copy2(sample_png.with_name(frame), first / name)
+    for name, frame in (("IM_0001.png", "psfhs_04380.png"), ("IM_0002.png", "psfhs_04750.png")):
+        shutil.copy(sample_png.with_name(frame), second / name)
+    out = tmp_path / "out"
+    assert _run("batch", first, "--out", out).exit_code == 0
+    before = (out / "measurements.csv").read_bytes()
+    for other in (second, tmp_path):  # another patient's folder; the folder above the one measured
+        refused = _run("batch", other, "--out", out, "--resume")
+        said = " ".join(refused.output.split())
+        assert refused.exit_code == 2, refused.output
+        assert f"holds the rows of a run on {first}, not {other}" in said and f"Resume with IN_DIR {first}" in said
+        assert (out / "measurements.csv").read_bytes() == before
+    # The same folder moved, or copied without its files' times (their content is the same): the run goes on.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in first.iterdir():
+        shutil.copy(path, moved / path.name)  # new modification times, the same bytes
+    (out / "measurements.csv").write_bytes(before.splitlines(keepends=True)[0] + before.splitlines(keepends=True)[1])
+    resumed = _run("batch", moved, "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"the run measured {first}; its files are in {moved}, unchanged" in caplog.text
+    assert [r["file"] for r in _rows(out / "measurements.csv")] == ["IM_0001.png", "IM_0002.png"]
+    assert "changed since they were measured" not in caplog.text  # its bytes the same: IM_0001 not measured again
+    assert _rows(out / "measurements.csv")[0] == _rows(out / "measurements.csv")[0] | {
+        "file_modified": next(iter(csv.DictReader(before.decode().splitlines())))["file_modified"]}
+
+
 def test_resume_refuses_another_spacing_for_uncalibrated_files(mixed_folder, tmp_path):
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out, "--glob", "*.png").exit_code == 0

@@ -1444,7 +1444,8 @@ def read_done(csv_path: Path) -> dict[str, set]:
 
 
 def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
-                   stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None) -> dict[str, set]:
+                   stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
+                   measured_in: str | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1453,8 +1454,15 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     the file is rewritten (atomically) only when something is taken out, or to bring an earlier
     version's CSV to this version's columns. Rows of files that this run does not take (another
     ``--glob``) are kept as they are; rows of files no longer in ``in_dir`` are kept, and
-    counted in a warning."""
+    counted in a warning.
+
+    ``measured_in``: the folder the run last measured (its record's), where known. Another
+    ``in_dir`` is taken for that folder moved only where every file with rows is in it, of
+    the size and content measured; otherwise :class:`ResumeError` (a run resumed on another
+    patient's folder of the same file names had replaced every row, the record keeping no trace)."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
+    if in_dir is not None and measured_in and os.path.abspath(in_dir) != measured_in:
+        _check_same_files(csv_path, read, in_dir, measured_in)
     upgraded = bool(header) and header != CSV_COLUMNS
     # Left by editing the CSV in a spreadsheet: a row without a file name, or a row copied
     # twice, which a mean over the CSV would count twice. The first of each frame's rows is kept.
@@ -1477,7 +1485,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     if stamps is not None:
         # Rows of an earlier version have no stamp: nothing to compare, nothing re-measured.
         changed = {row["file"] for row in kept if row["file"] in stamps and row["file_bytes"]
-                   and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]}
+                   and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]
+                   and not _same_bytes_touched(row, stamps[row["file"]], in_dir)}
         if changed:
             log.warning("%s: %d file(s) changed since they were measured; measured again: %s", csv_path, len(changed),
                         _examples(changed))
@@ -1506,6 +1515,38 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
             log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
                         "measured again", csv_path)
     return _done_of(kept)
+
+
+def _same_bytes_touched(row: dict, stamp: tuple[str, str], in_dir: Path | None) -> bool:
+    """Whether a file whose modification time moved since ``row`` was measured holds the bytes it
+    measured (its size and sha256 alike): a folder copied without its files' times, or a file
+    touched, is not measured again."""
+    return (in_dir is not None and bool(row["file_sha256"]) and stamp[0] == row["file_bytes"]
+            and file_sha256(in_dir / path_of_printable(row["file"])) == row["file_sha256"])
+
+
+def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_in: str) -> None:
+    """Raise :class:`ResumeError` unless every file the rows measured (with a recorded size) is in
+    ``in_dir`` with that size and the same modification time or content: the run's folder
+    moved or copied, not another one."""
+    differ: list[str] = []
+    for row in rows:
+        if not row["file"] or not row["file_bytes"] or row["file"] in differ:
+            continue  # (a blank line; a row of an earlier version, or of a file that could not be read)
+        path = in_dir / path_of_printable(row["file"])
+        size, modified = file_stamp(path)
+        same = size == row["file_bytes"] and (modified == row["file_modified"] or (
+            bool(row["file_sha256"]) and file_sha256(path) == row["file_sha256"]))  # copied without its times
+        if not same:
+            differ.append(row["file"])
+    if differ:
+        raise ResumeError(
+            f"{csv_path} holds the rows of a run on {printable_path(measured_in)}, not {printable_path(str(in_dir))}: "
+            f"{len(differ)} of the files it measured are not in this folder as they were measured "
+            f"({_examples(differ)}). Resume with IN_DIR {printable_path(measured_in)}; to measure this folder, give "
+            "another --out folder")
+    log.warning("%s: the run measured %s; its files are in %s, unchanged (the folder moved or was copied): going on "
+                "there", csv_path, printable_path(measured_in), printable_path(str(in_dir)))
 
 
 def _examples(names: Iterable[str], shown: int = 3) -> str:
@@ -1706,6 +1747,12 @@ def _read_run_record(out_dir: Path) -> dict:
     return checked
 
 
+def _last_folder_measured(record: dict) -> str | None:
+    """The IN_DIR (absolute) of the last session a run's record holds, None where it holds none."""
+    folders = [s.get("in_dir") for s in record.get("sessions", ())]
+    return folders[-1] if folders and isinstance(folders[-1], str) and folders[-1] else None
+
+
 def run_session(options: BatchOptions, workers: int) -> dict:
     """What one session of a run (the run itself, or a resume of it) was, for its record: when it
     started (UTC), the folder and options it measured with, and the software and machine (the
@@ -1882,7 +1929,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
-                              stamps=stamps, in_dir=options.in_dir)
+                              stamps=stamps, in_dir=options.in_dir,
+                              measured_in=_last_folder_measured(_read_run_record(options.out_dir)))
     if options.save_masks or options.overlays or options.dicom_seg or options.dicom_sr:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
