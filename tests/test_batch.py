@@ -2727,6 +2727,40 @@ def test_the_run_record_names_each_session_of_the_run_with_its_software_and_mach
     assert rows[0]["measured_at"] <= sessions[1]["started"] <= rows[-1]["measured_at"]
 
 
+def test_a_resume_refuses_a_csv_it_cannot_read_as_written_without_a_traceback(tmp_path, sample_png):
+    # A data manager's pass: a CSV saved by Excel as Windows-1252 or UTF-16 ended the resume in a UnicodeDecodeError;
+    # a column renamed into another's name (hsd_mm -> aop_deg) put the HSD in aop_deg; rows that measure --csv wrote
+    # (no model) were kept beside the batch's.
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_png, root / "Müller.png")
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), root / "b.png")
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    csv_path = out / "measurements.csv"
+    text = csv_path.read_text(encoding="utf-8")
+    header, first, second = text.splitlines(keepends=True)
+    for encoding in ("cp1252", "utf-16"):
+        csv_path.write_bytes(text.encode(encoding))
+        refused = _run("batch", root, "--out", out, "--resume")
+        assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
+        assert "is not UTF-8 text" in " ".join(refused.output.split()) and 'Save it as "CSV UTF-8"' in refused.output
+    csv_path.write_text(header.replace("hsd_mm", "aop_deg") + first, encoding="utf-8")
+    renamed = _run("batch", root, "--out", out, "--resume")
+    assert renamed.exit_code == 2 and "names the column aop_deg twice in its header" in " ".join(renamed.output.split())
+    masks_row = next(csv.DictReader([header, first])) | {"model": "", "model_sha256": "", "file": "masks/x.png"}
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(masks_row), lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerow(masks_row)
+    measured = _run("batch", root, "--out", out, "--resume")
+    said = " ".join(measured.output.split())
+    assert measured.exit_code == 2 and "holds rows that name no model ('masks/x.png'): rows of ipp-seg measure" in said
+    csv_path.write_text(header + first, encoding="utf-8")  # as written: resumed
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert sorted(r["file"] for r in _rows(csv_path)) == ["Müller.png", "b.png"]
+
+
 def test_exclude_leaves_out_files_and_folders_and_a_resume_keeps_their_rows(mixed_folder, tmp_path):
     # An export's viewer folder, PDFs and text files became failed rows that every --resume read again, and --glob
     # takes one pattern only: a data manager could not keep suffix-less DICOM files and drop the rest.

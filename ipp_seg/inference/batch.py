@@ -1356,8 +1356,14 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     if not csv_path.exists():
         return [], False, (), False
     # utf-8-sig: a CSV saved again by a spreadsheet may have gained a byte-order mark.
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        text = fh.read()
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except UnicodeDecodeError:
+        # Excel's "CSV (Comma delimited)" writes Windows-1252, "Unicode Text" UTF-16: a traceback had ended the resume.
+        raise ResumeError(f"{csv_path} is not UTF-8 text, as ipp-seg writes it: saved again by a spreadsheet in "
+                          "another encoding (Windows-1252, UTF-16)? Save it as \"CSV UTF-8\" to resume it, or give "
+                          "another --out folder") from None
     complete = text[:text.rfind("\n") + 1]
     if not complete:
         return [], bool(text), (), False
@@ -1371,6 +1377,11 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
                               "the values and points in the numbers to resume it, or give another --out folder")
         raise ResumeError(f"{csv_path} is not a measurements.csv of ipp-seg (other columns): give another --out "
                           "folder, or --overwrite to replace it")
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if repeated:
+        # A column renamed into another's name: DictReader keeps the last, and the HSD had been read as the AoP.
+        raise ResumeError(f"{csv_path} names the column {', '.join(repeated)} twice in its header (a column renamed "
+                          "by hand?): give each column its name again to resume it, or give another --out folder")
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
     read = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
     rows = [_as_written(row) for row in read]
@@ -1378,6 +1389,11 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
         row["file"] = name_of_spreadsheet_cell(row["file"])
         if not row["file"]:  # a blank line a spreadsheet left: no setting to compare (prepare_resume drops it)
             continue
+        if expect and "model" in expect and not row["model"]:
+            # measure --csv writes these columns too, with no model: masks measured, not scans segmented.
+            raise ResumeError(f"{csv_path} holds rows that name no model ({_shown(row['file'])}): rows of ipp-seg "
+                              "measure, from masks, not of a batch run; give another --out folder, or --overwrite to "
+                              "replace them")
         for column, value in (expect or {}).items():
             cell = row[column] if column in header else None
             # An empty cell is a column that the version writing the row did not have yet (kept
