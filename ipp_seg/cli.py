@@ -985,7 +985,7 @@ def measure(
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
     What each status reason means: ipp-seg reasons."""
-    from .inference.batch import RunAdvice, write_measurements_csv
+    from .inference.batch import RunAdvice, is_batch_run_csv, write_measurements_csv
     from .inference.masks import index_scans, measure_masks
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
@@ -995,6 +995,10 @@ def measure(
         # Before the work: a --csv reused in a loop over folders, or a batch run's
         # measurements.csv, had been replaced without a word.
         fail(f"--csv {csv_path} already holds rows: give another file, or --overwrite to replace it")
+    if csv_path is not None and is_batch_run_csv(csv_path):
+        # Even with --overwrite: rows of masks would replace a run's (or, while it ran, join them).
+        fail(f"--csv {csv_path} is the measurements.csv of a batch run (its record is beside it): rows measured from "
+             "masks would replace the run's; give another file")
     # --csv /dev/stdout: the CSV is what stdout carries. The table after it had been written over
     # it (stdout a file: the CSV lost, exit 0) or mixed into it (a pipe).
     csv_on_stdout = csv_path is not None and _is_stdout(csv_path)

@@ -988,6 +988,20 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     assert list(csv.DictReader(refused_csv.read_text().splitlines()))[0]["reasons"] == "mask_refused"
     again = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv, "--overwrite")
     assert again.exit_code == 0 and "mask_refused" not in refused_csv.read_text()
+    # A batch run's measurements.csv (its record or lock beside it) is refused even with --overwrite: a data
+    # manager's pass had measure's rows of masks replace a running batch's first rows, and the run append to them.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "measurements.csv").write_text("")
+    for beside in (".ipp-seg-batch.lock", ".ipp-seg-run.json"):
+        (run / beside).write_text("")
+        refused = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", run / "measurements.csv",
+                         "--overwrite")
+        assert refused.exit_code == 2 and "is the measurements.csv of a batch run" in " ".join(refused.output.split())
+        assert (run / "measurements.csv").read_text() == ""
+        (run / beside).unlink()
+    assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", run / "measurements.csv",
+                  "--overwrite").exit_code == 0  # a file of that name alone is the user's
     # A header, a blank line, then rows (as a Windows editor may save it) still holds rows.
     refused_csv.write_text(refused_csv.read_text().replace("\r\n", "\n", 1).replace("\n", "\n\n", 1))
     assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv).exit_code == 2

@@ -685,6 +685,13 @@ def refuse_batch_output_as_input(folder: Path, what: str = "scans") -> None:
                            f"{folder.parent}: it holds {kind}, not {what}; give the folder of the scans")
 
 
+def is_batch_run_csv(path: Path) -> bool:
+    """Whether ``path`` is a batch run's measurements.csv: named so, with the run's record or
+    lock file beside it (``measure --csv`` must not replace its rows, nor join a run writing them)."""
+    path = Path(path)
+    return path.name == CSV_NAME and any(os.path.lexists(path.parent / name) for name in (RUN_RECORD_NAME, LOCK_NAME))
+
+
 def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     """Write ``rows`` (:func:`measurement_row`) as a measurements.csv with this version's
     columns, making the folders it goes in; return the path."""
@@ -2398,4 +2405,4 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "reason_actions", "refuse_batch_output_as_input", "row_anatomy_unrecognised", "row_orientation_doubtful",
            "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure", "run_batch", "suffix_disambiguated",
-           "symphysis_mostly_unsure", "write_measurements_csv"]
+           "symphysis_mostly_unsure", "is_batch_run_csv", "write_measurements_csv"]
