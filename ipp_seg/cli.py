@@ -724,8 +724,8 @@ def batch(
     from .inference.backends import BackendError
     from .inference.batch import (DICOM_FOLDER, BatchOptions, ExistingResultsError, InferenceOptions,
                                   LinkedOutputFolderError, NoScansError, OutputLockedError, ResumeError,
-                                  RUN_RECORD_NAME, WorkerDiedError, WorkingFolderGoneError, row_not_an_image,
-                                  run_batch)
+                                  RUN_RECORD_NAME, RowsFileReplacedError, WorkerDiedError, WorkingFolderGoneError,
+                                  row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
 
     _check_choices(method, orientation, frames, backend, device)
@@ -785,7 +785,7 @@ def batch(
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
                 ExistingResultsError, LinkedOutputFolderError, OutputLockedError, WorkerDiedError,
-                WorkingFolderGoneError) as exc:
+                WorkingFolderGoneError, RowsFileReplacedError) as exc:
             fail(str(exc))
         except OSError as exc:
             needs = ("permission to write there" if isinstance(exc, PermissionError) else

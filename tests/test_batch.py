@@ -1024,6 +1024,33 @@ def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measure
         "file_modified": next(iter(csv.DictReader(before.decode().splitlines())))["file_modified"]}
 
 
+@pytest.mark.parametrize("how", ["saved again", "removed"])
+def test_a_csv_replaced_or_removed_mid_run_stops_it_and_a_resume_gives_every_row(mixed_folder, tmp_path, how):
+    # A data manager's pass: an editor saving measurements.csv while the run wrote it (a copy put in its place) left
+    # 16 of 30 rows in it, the rest written into the old file, and the run said "30 rows ... measured" (exit 0).
+    from ipp_seg.inference.batch import BatchOptions, RowsFileReplacedError, run_batch
+
+    out = tmp_path / "out"
+    csv_path = out / "measurements.csv"
+
+    def another_program(outcome):
+        if how == "removed":
+            csv_path.unlink(missing_ok=True)
+        elif csv_path.exists():
+            copy = out / "copy.csv"
+            shutil.copy(csv_path, copy)
+            os.replace(copy, csv_path)
+
+    with pytest.raises(RowsFileReplacedError, match="was (replaced|removed) while this run wrote its rows into it"):
+        run_batch(BatchOptions(mixed_folder, out, workers=1), on_progress=another_program)
+    said = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert said.exit_code == 0, said.output
+    uninterrupted = tmp_path / "whole"
+    assert _run("batch", mixed_folder, "--out", uninterrupted).exit_code == 0
+    unstamped = [{k: v for k, v in r.items() if k != "measured_at"} for r in _rows(uninterrupted / "measurements.csv")]
+    assert _rows(csv_path) == unstamped  # every row, once each
+
+
 def test_resume_refuses_another_spacing_for_uncalibrated_files(mixed_folder, tmp_path):
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out, "--glob", "*.png").exit_code == 0

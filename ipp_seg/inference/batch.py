@@ -1344,6 +1344,14 @@ class WorkingFolderGoneError(RuntimeError):
     """The current folder was deleted: worker processes cannot start in it."""
 
 
+class RowsFileReplacedError(RuntimeError):
+    """measurements.csv was replaced or removed while the run appended its rows to it."""
+
+
+_REPLACED_WAY_ON = ("close it in other programs, then run the same command with --resume: every file without a row "
+                    "is measured again, and no row is doubled")
+
+
 def output_lock(out_dir: Path):
     """Hold ``out_dir``'s batch lock for the run (see :func:`~ipp_seg.io.folders.folder_lock`):
     two runs appending to one measurements.csv would duplicate or lose rows."""
@@ -2257,9 +2265,26 @@ class _WholeRowsFile:
     def write_rows(self, rows: list[dict], header: bool = False) -> None:
         if self._fd is None:
             self._open()
+        self.check_still_named()
         data = _csv_bytes(rows, header)
         _write_whole_rows(self._fd, data, lambda written: self._end)
         self._end += len(data)
+
+    def check_still_named(self) -> None:
+        """Raise :class:`RowsFileReplacedError` where the CSV's path no longer names the file this
+        run appends to: an editor or a sync tool that saved it again (a new file in its place),
+        or a person who removed it. The rows went on into the old file, and the run had said it
+        wrote them all (a data manager's pass: 14 of 30 rows lost, exit 0)."""
+        try:
+            named = os.stat(self._path)
+        except FileNotFoundError:
+            raise RowsFileReplacedError(f"{self._path} was removed while this run wrote its rows into it: the rows "
+                                        "written before are gone with it; " + _REPLACED_WAY_ON) from None
+        held = os.fstat(self._fd)
+        if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            raise RowsFileReplacedError(f"{self._path} was replaced while this run wrote its rows into it (saved "
+                                        "again by another program, such as a spreadsheet or an editor holding it "
+                                        "open): rows it wrote meanwhile may be missing from it; " + _REPLACED_WAY_ON)
 
     def __enter__(self) -> _WholeRowsFile:
         return self
@@ -2268,7 +2293,11 @@ class _WholeRowsFile:
         if self._fd is None and failed is None:  # nothing was left to measure: the CSV is there all the same
             self._open()
         if self._fd is not None:
-            os.close(self._fd)
+            try:
+                if failed is None:
+                    self.check_still_named()  # (replaced after the last rows)
+            finally:
+                os.close(self._fd)
 
 
 @contextmanager
@@ -2398,7 +2427,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError",
-           "ROW_FAILURES", "ResumeError",
+           "ROW_FAILURES", "ResumeError", "RowsFileReplacedError",
            "RunAdvice", "WorkerDiedError", "WorkingFolderGoneError", "check_inference_choices", "file_groups",
            "excluded_by", "file_sha256", "file_stamp", "glob_matcher", "spacing_cell", "utc_now_cell",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",
