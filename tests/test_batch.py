@@ -2842,3 +2842,20 @@ def test_a_damaged_run_record_and_a_linked_csv_stop_no_resume_with_a_traceback(t
         result = _run("batch", root, "--out", out, "--resume")
         assert result.exit_code == 2 and "that another user made" in " ".join(result.output.split())
         assert (elsewhere / "measurements.csv").read_text() == before
+
+
+def test_a_resume_whose_run_record_is_lost_says_so(tmp_path, sample_png, caplog):
+    # A data manager's pass: a run record removed or damaged was replaced without a word on a resume without DICOM
+    # outputs, its new record listing only the new session beside rows measured before.
+    from ipp_seg.inference.batch import RUN_RECORD_NAME
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 2)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    lines = (out / "measurements.csv").read_text().splitlines(keepends=True)
+    (out / "measurements.csv").write_text("".join(lines[:2]))
+    (out / RUN_RECORD_NAME).write_text('{"outputs": [], "sessio')  # cut short
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    said = " ".join(caplog.text.split())
+    assert f"the record of the run this resumes ({RUN_RECORD_NAME}) cannot be read: the sessions that measured" in said
+    assert len(json.loads((out / RUN_RECORD_NAME).read_text())["sessions"]) == 1

@@ -1998,6 +1998,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         log.warning("the record of the run this resumes (%s) %s: the DICOM SEGs and SRs this run writes start series "
                     "of their own, and what the files measured before have is judged from the output folders",
                     RUN_RECORD_NAME, not_taken)
+    elif not_taken:
+        # Its sessions (when, where, with what software each part of the CSV was measured) are lost: said,
+        # as a record replaced without a word had kept only this session beside rows of earlier ones.
+        log.warning("the record of the run this resumes (%s) %s: the sessions that measured the rows before are not "
+                    "known, and this run's record begins with this one", RUN_RECORD_NAME, not_taken)
     if skipped:
         _say_outputs_not_written_again(options, skipped, written_before)
         dropped = [shown for kind, shown in _KINDS_SHOWN.items() if kind in written_before - _kinds_asked(options)]
