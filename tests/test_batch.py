@@ -2859,3 +2859,24 @@ def test_a_resume_whose_run_record_is_lost_says_so(tmp_path, sample_png, caplog)
     said = " ".join(caplog.text.split())
     assert f"the record of the run this resumes ({RUN_RECORD_NAME}) cannot be read: the sessions that measured" in said
     assert len(json.loads((out / RUN_RECORD_NAME).read_text())["sessions"]) == 1
+
+
+def test_a_scans_folder_gone_mid_run_is_said(mixed_folder, tmp_path, caplog):
+    # A data manager's pass: a network share that dropped mid-run gave rows "unreadable: no such file" and an
+    # ordinary summary (exit 0); nothing said the folder itself was gone.
+    from ipp_seg.inference.batch import BatchOptions, run_batch
+
+    away = tmp_path / "away"
+
+    def share_drops(outcome):
+        if mixed_folder.exists():
+            mixed_folder.rename(away)
+
+    run_batch(BatchOptions(mixed_folder, tmp_path / "out", workers=1), on_progress=share_drops)
+    assert f"{mixed_folder} is no longer there (a network share dropped" in " ".join(caplog.text.split())
+    away.rename(mixed_folder)
+    caplog.clear()
+    assert _run("batch", mixed_folder, "--out", tmp_path / "out", "--resume").exit_code == 0
+    assert "is no longer there" not in caplog.text
+    assert not any(r["reasons"] == "unreadable" and r["file"].endswith(".png") for r in _rows(tmp_path / "out" /
+                                                                                              "measurements.csv"))

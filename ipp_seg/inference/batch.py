@@ -2089,6 +2089,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if without_frames_asked:
         log.warning("%d file(s) hold none of the frames --frames asks for; the rows they have stand",
                     without_frames_asked)
+    if not os.path.isdir(options.in_dir):
+        # A network share dropped, a drive unplugged: its files' rows say "no such file" one by one,
+        # and the run had ended as an ordinary one.
+        log.warning("%s is no longer there (a network share dropped, a drive unplugged?): the files this run could "
+                    "not read since have failed rows; --resume reads them again once it is back",
+                    printable_path(str(options.in_dir)))
     if earlier:
         # --overwrite replaced the run: the earlier run's masks, overlays, SEGs and SRs that this run
         # did not write again stand beside the new rows as results of scans no longer in the folder,
