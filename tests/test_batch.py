@@ -2880,3 +2880,31 @@ def test_a_scans_folder_gone_mid_run_is_said(mixed_folder, tmp_path, caplog):
     assert "is no longer there" not in caplog.text
     assert not any(r["reasons"] == "unreadable" and r["file"].endswith(".png") for r in _rows(tmp_path / "out" /
                                                                                               "measurements.csv"))
+
+
+def test_a_lock_file_another_user_left_unwritable_is_named_with_its_owner(tmp_path, monkeypatch):
+    # A data manager's pass: in a group-writable study folder, a colleague's run (umask 022) left the lock file
+    # theirs alone; the next user's run said "cannot write into shared_out: Permission denied", as if the folder
+    # were not writable.
+    import errno
+
+    import ipp_seg.io.folders as folders
+    from ipp_seg.io.folders import FolderInUseError, folder_lock
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("making a file another user's needs root")
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    os.chown(lock, 12345, 12345)
+    real_open = os.open
+
+    def as_another_user(path, flags, *args):  # root opens any file: the refusal another user meets, stood in for
+        if Path(path) == lock:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(folders.os, "open", as_another_user)
+    with pytest.raises(PermissionError, match=r"the lock file a run of (user )?\S+ left there is writable by .* alone "
+                                              r"\(ask them to make it group-writable, chmod g\+w"):
+        with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
+            pass

@@ -58,6 +58,13 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
     except OSError as exc:
         if exc.errno == errno.ELOOP or path.is_symlink():  # (FreeBSD says EMLINK)
             raise linked from None
+        owner = _owner_name(path) if isinstance(exc, PermissionError) else None
+        if owner is not None:
+            # The folder may be writable (a shared study folder, setgid) while the lock file a
+            # colleague's run left is theirs alone (umask 022): the cause to name, and its remedy.
+            raise PermissionError(exc.errno, f"{exc.strerror}: the lock file a run of {owner} left there is "
+                                             f"writable by {owner} alone (ask them to make it group-writable, chmod "
+                                             "g+w, or remove it while no run writes there)", str(path)) from None
         raise
     with os.fdopen(descriptor, "rb+") as fh:
         fh.seek(0)  # (msvcrt locks from the position: the first byte)
@@ -192,6 +199,23 @@ def remove_made_folders(created: list[Path], leftovers: frozenset[str] = frozens
             folder.rmdir()
         except OSError:  # it holds outputs, or is gone: leave it, and its parents
             return
+
+
+def _owner_name(path: Path) -> str | None:
+    """The user who owns an existing ``path``, by name where the system knows it (else their
+    number); None where it is not there, is this process's user's, or owners are not known."""
+    try:
+        owner = path.lstat().st_uid
+    except OSError:
+        return None
+    if not hasattr(os, "geteuid") or owner == os.geteuid():
+        return None
+    try:
+        import pwd
+
+        return pwd.getpwuid(owner).pw_name
+    except (ImportError, KeyError):
+        return f"user {owner}"
 
 
 def given_path(path: str | os.PathLike[str], what: str) -> Path:
