@@ -2289,6 +2289,13 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png):
     record = json.loads((tmp_path / "out" / ".ipp-seg-run.json").read_text())
     assert record["sessions"][-1]["hidden_left_out"] == [".DS_Store", "._scan.png", "Icon\\x0d", "Thumbs.db",
                                                           "__MACOSX/", "desktop.ini", "sub/THUMBS.DB"]
+    # --out the scans folder itself: its own lock file and record are no inputs left out (it had counted its lock).
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(root / "sub" / "scan.png", single / "scan.png")
+    assert _run("batch", single, "--out", single).exit_code == 0
+    again = _run("batch", single, "--out", single, "--resume")
+    assert again.exit_code == 0 and "left out" not in again.output, again.output
 
 
 def test_a_source_uid_with_a_leading_zero_is_warned_of_once_and_repeated(tmp_path, sample_dicom, caplog):

@@ -648,6 +648,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     if hidden is not None:
         for path in left_hidden:
             rel = path.relative_to(in_dir).as_posix()
+            if path.name in (LOCK_NAME, RUN_RECORD_NAME) and not os.path.isdir(path):
+                continue  # ipp-seg's own (--out the scans folder): not an input left out
             if not excluded(rel) and (os.path.isdir(path) or matcher(rel)):
                 hidden.append(path)
     if earlier_outputs and warn:
