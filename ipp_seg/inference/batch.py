@@ -69,6 +69,10 @@ CSV_COLUMNS = (
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
 CSV_NAME = "measurements.csv"
+#: Beside it: the rows a resume took out of it (files changed since, rows repeated by hand, failures read
+#: again), each with when and why, so that no value a run wrote vanishes without trace.
+TAKEN_OUT_NAME = "rows_taken_out.csv"
+TAKEN_OUT_COLUMNS = ("taken_out_at", "taken_out_because")
 # The folders beside it that --save-masks and --overlays write into.
 # (Not "dicom": a folder of scans is often named so, and OUT is often the scans' own folder.)
 MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER = "masks", "overlays", "dicom-results"
@@ -613,7 +617,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     skipped_files: set[Path] = set()
     top = in_dir.resolve()
     if exclude is not None and (exclude == top or exclude in top.parents):
-        skipped_files = {exclude / CSV_NAME}
+        skipped_files = {exclude / CSV_NAME, exclude / TAKEN_OUT_NAME}
         exclude_folders = {exclude / folder for folder in OUTPUT_FOLDERS}
     else:
         exclude_folders = {exclude} if exclude is not None else set()
@@ -641,7 +645,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             if not ((os.path.isfile(path) or unreadable) and matcher(rel)) or real / name in skipped_files \
                     or excluded(rel):
                 continue
-            if name == CSV_NAME and is_batch_output_part(path):
+            if name in (CSV_NAME, TAKEN_OUT_NAME) and is_batch_output_part(path):
                 earlier_outputs.append(rel)
                 continue
             found.append(path)
@@ -753,7 +757,7 @@ def is_batch_output_part(path: Path) -> bool:
     ``masks``, ``overlays`` or ``dicom-results`` folder beside it (outputs, never scans or predictions to
     take up again). Anything else in that folder, such as scans when ``--out`` was their project
     folder, is not."""
-    return (path.name == CSV_NAME or path.name in OUTPUT_FOLDERS) and is_batch_output(path.parent)
+    return (path.name in (CSV_NAME, TAKEN_OUT_NAME) or path.name in OUTPUT_FOLDERS) and is_batch_output(path.parent)
 
 
 # Columns every version's CSV has: a CSV of an earlier version (fewer columns, all of them
@@ -1500,14 +1504,23 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     # Left by editing the CSV in a spreadsheet: a row without a file name, or a row copied
     # twice, which a mean over the CSV would count twice. The first of each frame's rows is kept.
     rows, seen = [], set()
+    taken_out: list[tuple[dict, str]] = []  # (row, why): kept in TAKEN_OUT_NAME, not dropped without trace
     for row in read:
         if row["file"] and (row["file"], row["frame"]) not in seen:
             seen.add((row["file"], row["frame"]))
             rows.append(row)
+        elif row["file"]:
+            taken_out.append((row, "repeated_row"))
     if len(rows) < len(read):
         blank = sum(1 for row in read if not row["file"])
-        log.warning("%s: %d row(s) without a file name and %d repeated row(s) of a file and frame taken out "
-                    "(the first row of each frame is kept)", csv_path, blank, len(read) - len(rows) - blank)
+        first = {(row["file"], row["frame"]): row for row in rows}
+        # A copy that differs from the row kept (a value edited in one of them) is told apart from a plain copy.
+        differ = sum(1 for row, _ in taken_out if _values(row) != _values(first[row["file"], row["frame"]]))
+        repeated = ", ".join(sorted({row["file"] for row, _ in taken_out})[:3])
+        log.warning("%s: %d row(s) without a file name and %d repeated row(s) of a file and frame taken out (the first "
+                    "row of each frame is kept%s; the others are in %s)%s", csv_path, blank, len(taken_out),
+                    f", and {differ} of those taken out hold other values than it" if differ else "", TAKEN_OUT_NAME,
+                    f": {repeated}" if repeated else "")
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
@@ -1515,14 +1528,16 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         return taken and row["reasons"] in (UNREADABLE, PROCESSING_ERROR, NO_SUCH_FRAME)
 
     kept = [row for row in rows if not retried(row)]
+    taken_out += [(row, "read_again") for row in rows if retried(row)]
     if stamps is not None:
         # Rows of an earlier version have no stamp: nothing to compare, nothing re-measured.
         changed = {row["file"] for row in kept if row["file"] in stamps and row["file_bytes"]
                    and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]
                    and not _same_bytes_touched(row, stamps[row["file"]], in_dir)}
         if changed:
-            log.warning("%s: %d file(s) changed since they were measured; measured again: %s", csv_path, len(changed),
-                        _examples(changed))
+            log.warning("%s: %d file(s) changed since they were measured; measured again: %s (their earlier rows are "
+                        "kept in %s)", csv_path, len(changed), _examples(changed), TAKEN_OUT_NAME)
+            taken_out += [(row, "file_changed") for row in kept if row["file"] in changed]
             kept = [row for row in kept if row["file"] not in changed]
     if in_dir is not None:
         gone = {row["file"] for row in kept if not os.path.lexists(in_dir / path_of_printable(row["file"]))}
@@ -1537,7 +1552,22 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
                     if new else "in this version's order")
     if partial or len(kept) < len(read) or upgraded or reformatted:
-        _replace_rows(csv_path, kept, ".resume")
+        # The rows taken out are kept first, and taken back where the CSV cannot be rewritten
+        # (a full disk): a resume stops with a row in one of the two files, never in none or both.
+        side = csv_path.with_name(TAKEN_OUT_NAME)
+        size_before = side.stat().st_size if taken_out and side.exists() else None
+        try:
+            if taken_out:
+                _keep_taken_out(side, taken_out)
+            _replace_rows(csv_path, kept, ".resume")
+        except BaseException:
+            if taken_out:
+                with suppress(OSError):
+                    if size_before is None:
+                        side.unlink()
+                    else:
+                        os.truncate(side, size_before)
+            raise
         if len(kept) < len(rows):
             retried_files = {row["file"] for row in rows if retried(row)}
             log.warning("%s: %d row(s) of unreadable, unprocessed or changed files, or without the frames asked "
@@ -2211,6 +2241,28 @@ def _put_in_scan_order(csv_path: Path) -> list[dict]:
     return ordered
 
 
+def _values(row: dict) -> tuple:
+    """What a row says of its frame (its values, status and reasons), without when it was made."""
+    return tuple(row[column] for column in CSV_COLUMNS if column != "measured_at")
+
+
+def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
+    """Append the rows a resume takes out of measurements.csv to ``path`` (made with its header
+    where new): this version's columns after ``taken_out_at`` (UTC) and ``taken_out_because``
+    (``file_changed``: its file changed since, and is measured again; ``repeated_row``: a second
+    row of a file and frame, as a spreadsheet's copy leaves; ``read_again``: a failure to read or
+    process the file, or a frame it lacked, tried again)."""
+    now = utc_now_cell()
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=(*TAKEN_OUT_COLUMNS, *CSV_COLUMNS))
+    new = not path.exists() or path.stat().st_size == 0
+    if new:
+        writer.writeheader()
+    writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out)
+    with open(path, "ab") as fh:
+        fh.write(text.getvalue().encode("utf-8", "backslashreplace"))
+
+
 def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None:
     """Replace the CSV's rows atomically: written beside it first, then moved over it. On an
     error (a full disk) the CSV is left as it was, with no half copy beside it, and it is raised.
@@ -2262,6 +2314,7 @@ class _WholeRowsFile:
             if replaced is not None and stat.S_ISREG(replaced.st_mode) and _ones_own(replaced):
                 kept = stat.S_IMODE(replaced.st_mode)
             self._path.unlink(missing_ok=True)
+            self._path.with_name(TAKEN_OUT_NAME).unlink(missing_ok=True)  # (rows of the run replaced)
         # A new CSV: the umask decides.
         # O_BINARY (Windows): the rows' CR LF written as they are, and the byte offsets kept true.
         # Where it replaces, made anew, never through a link planted since the unlink; a resume goes on
