@@ -2951,3 +2951,25 @@ def test_a_lock_file_another_user_left_unwritable_is_named_with_its_owner(tmp_pa
                                               r"\(ask them to make it group-writable, chmod g\+w"):
         with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
             pass
+
+
+def test_a_name_copied_into_another_unicode_form_keeps_its_rows_once(tmp_path, sample_png, caplog):
+    # A data manager's pass: Müller_0 written decomposed (u + combining diaeresis, as macOS writes it), then renamed to
+    # the composed form: a resume kept the old rows as "no longer in the folder" and measured the file again, two
+    # rows reading alike.
+    import unicodedata
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    decomposed = unicodedata.normalize("NFD", "Müller_0.png")
+    shutil.copy(sample_png, root / decomposed)
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), root / "z.png")
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    before = _rows(out / "measurements.csv")
+    (root / decomposed).rename(root / unicodedata.normalize("NFC", "Müller_0.png"))
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    after = _rows(out / "measurements.csv")
+    assert len(after) == 2 and [r["file"] for r in after] == [unicodedata.normalize("NFC", "Müller_0.png"), "z.png"]
+    assert {k: v for k, v in after[0].items() if k != "file"} == {k: v for k, v in before[0].items() if k != "file"}
+    assert "under the same name in another Unicode form" in " ".join(caplog.text.split())

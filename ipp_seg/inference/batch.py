@@ -43,8 +43,9 @@ from typing import Callable, Iterable, Iterator
 from .. import __version__, configure_logging, quiet_dicom_libraries
 from ..io import (FrameNotInScanError, NotAnImageError, OtherModalityError, Provenance, ScanReadError, count_frames,
                   parse_frame_selection, read_frames, write_label_png, write_overlay_png)
-from ..io.folders import (FolderInUseError, folder_lock, folders_to_create, given_path, name_of_spreadsheet_cell,
-                          path_of_printable, printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
+from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_to_create, given_path,
+                          name_of_spreadsheet_cell, path_of_printable, printable_path, remove_made_folders,
+                          spreadsheet_cell, walk_folders)
 from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
@@ -1529,6 +1530,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
 
     kept = [row for row in rows if not retried(row)]
     taken_out += [(row, "read_again") for row in rows if retried(row)]
+    renamed = _names_in_the_folders_form(csv_path, kept, stamps, in_dir) if stamps is not None else 0
     if stamps is not None:
         # Rows of an earlier version have no stamp: nothing to compare, nothing re-measured.
         changed = {row["file"] for row in kept if row["file"] in stamps and row["file_bytes"]
@@ -1551,7 +1553,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     "(%s)", csv_path, f"{', '.join(new)} new, empty in them" + (
                         f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
                     if new else "in this version's order")
-    if partial or len(kept) < len(read) or upgraded or reformatted:
+    if partial or len(kept) < len(read) or upgraded or reformatted or renamed:
         # The rows taken out are kept first, and taken back where the CSV cannot be rewritten
         # (a full disk): a resume stops with a row in one of the two files, never in none or both.
         side = csv_path.with_name(TAKEN_OUT_NAME)
@@ -2239,6 +2241,36 @@ def _put_in_scan_order(csv_path: Path) -> list[dict]:
                     exc.strerror or exc)
         return rows
     return ordered
+
+
+def _names_in_the_folders_form(csv_path: Path, rows: list[dict], stamps: dict[str, tuple[str, str]],
+                               in_dir: Path | None) -> int:
+    """Rows whose file is no longer in the folder under its name, but is under the same name in
+    another Unicode form (``ü`` composed or as ``u`` and a combining mark, as macOS and some shares
+    write names), with the bytes measured: renamed in ``rows`` to the folder's form, and counted.
+    Two rows had read alike, the file measured again under its new form beside its old row."""
+    by_form: dict[str, list[str]] = {}
+    for name in stamps:
+        by_form.setdefault(composed_name(name), []).append(name)
+    done = {row["file"] for row in rows}
+    renamed: list[str] = []
+    digests: dict[str, str] = {}  # (each file read once: a cine's rows share it)
+    for row in rows:
+        if row["file"] in stamps or in_dir is None or not row["file_sha256"]:
+            continue
+        forms = [name for name in by_form.get(composed_name(row["file"]), ()) if name not in done]
+        if len(forms) != 1:
+            continue
+        if forms[0] not in digests:
+            digests[forms[0]] = file_sha256(in_dir / path_of_printable(forms[0]))
+        if digests[forms[0]] == row["file_sha256"]:
+            renamed.append(forms[0])
+            row["file"] = forms[0]
+    if renamed:
+        log.warning("%s: %d file(s) are in the folder under the same name in another Unicode form (as macOS and some "
+                    "shares write accents), with the bytes measured: their rows now name them as the folder does: "
+                    "%s", csv_path, len(set(renamed)), _examples(set(renamed)))
+    return len(renamed)
 
 
 def _values(row: dict) -> tuple:
