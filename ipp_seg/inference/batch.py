@@ -1499,7 +1499,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     the size and content measured; otherwise :class:`ResumeError` (a run resumed on another
     patient's folder of the same file names had replaced every row, the record keeping no trace)."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
-    if in_dir is not None and measured_in and os.path.abspath(in_dir) != measured_in:
+    if in_dir is not None and measured_in and os.path.abspath(in_dir) != measured_in \
+            and os.path.realpath(in_dir) != os.path.realpath(measured_in):  # (the same folder through a link)
         _check_same_files(csv_path, read, in_dir, measured_in)
     upgraded = bool(header) and header != CSV_COLUMNS
     # Left by editing the CSV in a spreadsheet: a row without a file name, or a row copied
@@ -1595,9 +1596,11 @@ def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_i
     ``in_dir`` with that size and the same modification time or content: the run's folder
     moved or copied, not another one."""
     differ: list[str] = []
+    looked_at: set[str] = set()  # (a cine's rows: its file looked at once)
     for row in rows:
-        if not row["file"] or not row["file_bytes"] or row["file"] in differ:
+        if not row["file"] or not row["file_bytes"] or row["file"] in looked_at:
             continue  # (a blank line; a row of an earlier version, or of a file that could not be read)
+        looked_at.add(row["file"])
         path = in_dir / path_of_printable(row["file"])
         size, modified = file_stamp(path)
         same = size == row["file_bytes"] and (modified == row["file_modified"] or (
