@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape as _markup_escape
 from rich.table import Table
@@ -35,8 +36,27 @@ from .printable import terminal_text
 from .tables import GuardedStream, print_table
 from .tables import new_table as _table
 
+class _HelpWithoutType:
+    """typer 0.29 shows its --help flag as taking a value (``--help  <bool>``): shown bare, as the
+    other flags are (:func:`_flag`)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(_HelpWithoutType, typer.core.TyperGroup):
+    pass
+
+
+class _Command(_HelpWithoutType, typer.core.TyperCommand):
+    pass
+
+
 # Never the locals in a traceback (typer's default in some versions): they may hold a DICOM header.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, cls=_Group,
                   # An error that escapes a command reaches main(), which names a stream that could not be
                   # written (typer's own help on a full disk) rather than print a traceback of it.
                   pretty_exceptions_enable=False,
@@ -211,7 +231,7 @@ def main_options(
     quiet_dicom_libraries()  # their warnings may quote a patient's name; worker processes do the same
 
 
-@app.command(short_help="List the shipped models, with their validation, and the network configs.")
+@app.command(cls=_Command, short_help="List the shipped models, with their validation, and the network configs.")
 def models() -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
@@ -288,7 +308,7 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
     return given
 
 
-@app.command(short_help="What each reason code in a result means.")
+@app.command(cls=_Command, short_help="What each reason code in a result means.")
 def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, aop_doubtful, "
                                                   "hsd_doubtful, meaning, action}.")
             ) -> None:
@@ -311,7 +331,7 @@ def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {cod
     _print_table(table, turn=False)
 
 
-@app.command(short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
+@app.command(cls=_Command, short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
 def train(
     ctx: typer.Context,
     data: Path = typer.Argument(..., metavar="DATA",
@@ -607,7 +627,7 @@ def _load_processor(options):
         fail(str(exc))
 
 
-@app.command(short_help="Segment and measure scans; a table, JSON, masks, overlays, DICOM SEG/SR.")
+@app.command(cls=_Command, short_help="Segment and measure scans; a table, JSON, masks, overlays, DICOM SEG/SR.")
 def predict(
     scans: list[Path] = typer.Argument(..., metavar="SCAN", help="DICOM, PNG/JPEG/BMP/TIFF or MHA/NRRD/NIfTI files.",
                                        readable=False),
@@ -682,7 +702,7 @@ def predict(
         raise typer.Exit(1)
 
 
-@app.command(short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
+@app.command(cls=_Command, short_help="Measure every scan in a folder into one CSV, resumable, in parallel.")
 def batch(
     in_dir: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of scans (walked recursively).", readable=False),
     out: Path = typer.Option(..., "--out", help="Output folder: measurements.csv, masks/, overlays/, dicom-results/."),
@@ -970,7 +990,7 @@ def _plain_progress(counts: dict, now: float) -> str:
     return line
 
 
-@app.command(short_help="AoP and HSD from label masks you already have.")
+@app.command(cls=_Command, short_help="AoP and HSD from label masks you already have.")
 def measure(
     masks: list[Path] = typer.Argument(..., metavar="MASK", help="Label masks (PNG/MHA/NIfTI).", readable=False),
     labels: str = typer.Option("ps=1,fh=2", "--labels", help=LABELS_HELP),
@@ -1059,7 +1079,7 @@ def _holds_rows(path: Path) -> bool:
     return len(lines) > 1
 
 
-@app.command(short_help="Export a training checkpoint to ONNX.")
+@app.command(cls=_Command, short_help="Export a training checkpoint to ONNX.")
 def export(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint written by `ipp-seg train` (.pt)."),
     onnx: Path = typer.Option(..., "--onnx", help="Where to write the ONNX model."),
@@ -1094,7 +1114,7 @@ def export(
     err.print(f"wrote {escape(str(onnx))}", highlight=False)
 
 
-@app.command(short_help="Score predicted masks against ground truth, per case and per acquisition style.")
+@app.command(cls=_Command, short_help="Score predicted masks against ground truth, per case and per acquisition style.")
 def evaluate(
     pred_dir: Path = typer.Argument(..., metavar="PRED_DIR",
                                     help="Predicted label masks (PNG/MHA/NIfTI), named by case ID.", readable=False),

@@ -654,13 +654,14 @@ def test_the_command_list_gives_one_line_per_command():
     assert sum(1 for line in block.splitlines() if line.startswith("│ ")) == len(commands)
 
 
-@pytest.mark.parametrize("command, flags", [("predict", ("--json", "--tta", "--dicom-sr")),
-                                            ("batch", ("--resume", "--overlays")),
-                                            ("evaluate", ("--missing-as-empty",)),
-                                            ("export", ("--fp16-weights",))])
+@pytest.mark.parametrize("command, flags", [("predict", ("--json", "--tta", "--dicom-sr", "--help")),
+                                            ("batch", ("--resume", "--overlays", "--help")),
+                                            ("evaluate", ("--missing-as-empty", "--help")),
+                                            ("export", ("--fp16-weights", "--help"))])
 def test_help_shows_flags_without_a_value_placeholder(command, flags):
-    # A flag shown as "--json <bool>" reads as if it took a value (typer 0.29 shows that).
+    # A flag shown as "--json <bool>" reads as if it took a value (typer 0.29 shows that, --help's own too).
     lines = invoke(command, "--help").stdout.splitlines()
+    assert "<bool>" not in invoke("--help").stdout
     for flag in flags:
         (line,) = [ln for ln in lines if ln.lstrip("│ ").startswith(f"{flag} ")]
         assert "<bool>" not in line, line
