@@ -1060,7 +1060,7 @@ def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measure
         "file_modified": next(iter(csv.DictReader(before.decode().splitlines())))["file_modified"]}
 
 
-@pytest.mark.parametrize("how", ["saved again", "removed"])
+@pytest.mark.parametrize("how", ["saved again", "removed", "written over in place"])
 def test_a_csv_replaced_or_removed_mid_run_stops_it_and_a_resume_gives_every_row(mixed_folder, tmp_path, how):
     # A data manager's pass: an editor saving measurements.csv while the run wrote it (a copy put in its place) left
     # 16 of 30 rows in it, the rest written into the old file, and the run said "30 rows ... measured" (exit 0).
@@ -1072,12 +1072,17 @@ def test_a_csv_replaced_or_removed_mid_run_stops_it_and_a_resume_gives_every_row
     def another_program(outcome):
         if how == "removed":
             csv_path.unlink(missing_ok=True)
+        elif how == "written over in place" and csv_path.exists():  # the same file, its rows but the first two
+            lines = csv_path.read_bytes().splitlines(keepends=True)
+            with open(csv_path, "wb") as fh:  # (an editor saving into the file itself)
+                fh.write(b"".join(lines[:3]))
         elif csv_path.exists():
             copy = out / "copy.csv"
             shutil.copy(csv_path, copy)
             os.replace(copy, csv_path)
 
-    with pytest.raises(RowsFileReplacedError, match="was (replaced|removed) while this run wrote its rows into it"):
+    with pytest.raises(RowsFileReplacedError, match="was (replaced|removed|written over by another program) while "
+                                                    "this run wrote its rows into it"):
         run_batch(BatchOptions(mixed_folder, out, workers=1), on_progress=another_program)
     said = _run("batch", mixed_folder, "--out", out, "--resume")
     assert said.exit_code == 0, said.output

@@ -2386,6 +2386,10 @@ class _WholeRowsFile:
             raise RowsFileReplacedError(f"{self._path} was replaced while this run wrote its rows into it (saved "
                                         "again by another program, such as a spreadsheet or an editor holding it "
                                         "open): rows it wrote meanwhile may be missing from it; " + _REPLACED_WAY_ON)
+        if held.st_size != self._end:  # the same file written over in place (an editor saving so), or cut
+            raise RowsFileReplacedError(f"{self._path} was written over by another program while this run wrote "
+                                        "its rows into it (its size is no longer that of the rows written): rows it "
+                                        "wrote may be missing from it; " + _REPLACED_WAY_ON)
 
     def __enter__(self) -> _WholeRowsFile:
         return self
