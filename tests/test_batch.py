@@ -1032,10 +1032,12 @@ def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measure
     first, second = tmp_path / "P1", tmp_path / "P2"
     first.mkdir()
     second.mkdir()
-    for name, frame in (("IM_0001.png", "psfhs_04700.png"), ("IM_0002.png", "psfhs_04750.png")):
-        shutil.copy2(sample_png.with_name(frame), first / name)
-    for name, frame in (("IM_0001.png", "psfhs_04380.png"), ("IM_0002.png", "psfhs_04750.png")):
-        shutil.copy(sample_png.with_name(frame), second / name)
+    frames = ("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png")
+    for k, frame in enumerate(frames):
+        shutil.copy2(sample_png.with_name(frame), first / f"IM_000{k + 1}.png")
+    for k, frame in enumerate(("psfhs_04380.png", "psfhs_04750.png", "psfhs_04700.png")):  # one file alike
+        shutil.copy(sample_png.with_name(frame), second / f"IM_000{k + 1}.png")
+    (first / "notes.txt").write_text("a file that holds no image: a failed row without its bytes' sha256")
     out = tmp_path / "out"
     assert _run("batch", first, "--out", out).exit_code == 0
     before = (out / "measurements.csv").read_bytes()
@@ -1045,19 +1047,25 @@ def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measure
         assert refused.exit_code == 2, refused.output
         assert f"holds the rows of a run on {first}, not {other}" in said and f"Resume with IN_DIR {first}" in said
         assert (out / "measurements.csv").read_bytes() == before
-    # The same folder moved, or copied without its files' times (their content is the same): the run goes on.
+    # The same folder moved, or copied without its files' times (their content is the same): the run goes on, a file
+    # changed since measured again as in place. The folder it measured gone, a refusal does not send the user there.
     moved = tmp_path / "moved"
     moved.mkdir()
     for path in first.iterdir():
         shutil.copy(path, moved / path.name)  # new modification times, the same bytes
-    (out / "measurements.csv").write_bytes(before.splitlines(keepends=True)[0] + before.splitlines(keepends=True)[1])
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), moved / "IM_0003.png")
+    lines = before.splitlines(keepends=True)
+    (out / "measurements.csv").write_bytes(b"".join(lines[:-1]))  # the last file's row not written yet
+    shutil.rmtree(first)
+    assert "is no longer there" in " ".join(_run("batch", second, "--out", out, "--resume").output.split())
     resumed = _run("batch", moved, "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert f"the run measured {first}; its files are in {moved}, unchanged" in caplog.text
-    assert [r["file"] for r in _rows(out / "measurements.csv")] == ["IM_0001.png", "IM_0002.png"]
-    assert "changed since they were measured" not in caplog.text  # its bytes the same: IM_0001 not measured again
-    assert _rows(out / "measurements.csv")[0] == _rows(out / "measurements.csv")[0] | {
-        "file_modified": next(iter(csv.DictReader(before.decode().splitlines())))["file_modified"]}
+    said = " ".join(caplog.text.split())
+    assert f"the run measured {first}; its files are in {moved} (the folder moved or was copied; 1 of them changed " \
+           "or removed since)" in said
+    assert "1 file(s) changed since they were measured; measured again: IM_0003.png" in said  # not IM_0001/2
+    assert [r["file"] for r in _rows(out / "measurements.csv")] == ["IM_0001.png", "IM_0002.png", "IM_0003.png",
+                                                                    "notes.txt"]
 
 
 @pytest.mark.parametrize("how", ["saved again", "removed", "written over in place"])

@@ -1592,29 +1592,38 @@ def _same_bytes_touched(row: dict, stamp: tuple[str, str], in_dir: Path | None) 
 
 
 def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_in: str) -> None:
-    """Raise :class:`ResumeError` unless every file the rows measured (with a recorded size) is in
-    ``in_dir`` with that size and the same modification time or content: the run's folder
-    moved or copied, not another one."""
+    """Raise :class:`ResumeError` unless ``in_dir`` is the run's folder moved or copied: most of the
+    files the rows measured (with a recorded size) are in it with that size and the same
+    modification time or content. Another study's folder of the same file names, or the folder
+    above the one measured, holds none of them so. A few files removed or changed since, in a
+    folder moved, are then what they are in place: rows kept, or the files measured again.
+    Failed rows without a ``file_sha256`` (files that held no image) are not looked at: nothing
+    tells their content, and they hold no value."""
+    same: list[str] = []
     differ: list[str] = []
     looked_at: set[str] = set()  # (a cine's rows: its file looked at once)
     for row in rows:
-        if not row["file"] or not row["file_bytes"] or row["file"] in looked_at:
+        if not row["file"] or not row["file_bytes"] or row["file"] in looked_at \
+                or (row["status"] == "failed" and not row["file_sha256"]):
             continue  # (a blank line; a row of an earlier version, or of a file that could not be read)
         looked_at.add(row["file"])
         path = in_dir / path_of_printable(row["file"])
         size, modified = file_stamp(path)
-        same = size == row["file_bytes"] and (modified == row["file_modified"] or (
+        unchanged = size == row["file_bytes"] and (modified == row["file_modified"] or (
             bool(row["file_sha256"]) and file_sha256(path) == row["file_sha256"]))  # copied without its times
-        if not same:
-            differ.append(row["file"])
-    if differ:
+        (same if unchanged else differ).append(row["file"])
+    if differ and len(same) <= len(differ):
+        there = (f"Resume with IN_DIR {printable_path(measured_in)}" if os.path.isdir(measured_in) else
+                 f"{printable_path(measured_in)} is no longer there; if this is that folder, its files are not those "
+                 "measured (a file copied without its times is compared by its file_sha256, which rows of ipp-seg "
+                 "before 0.2.5 lack)")
         raise ResumeError(
             f"{csv_path} holds the rows of a run on {printable_path(measured_in)}, not {printable_path(str(in_dir))}: "
-            f"{len(differ)} of the files it measured are not in this folder as they were measured "
-            f"({_examples(differ)}). Resume with IN_DIR {printable_path(measured_in)}; to measure this folder, give "
-            "another --out folder")
-    log.warning("%s: the run measured %s; its files are in %s, unchanged (the folder moved or was copied): going on "
-                "there", csv_path, printable_path(measured_in), printable_path(str(in_dir)))
+            f"{len(differ)} of the {len(same) + len(differ)} files it measured are not in this folder as they were "
+            f"measured ({_examples(differ)}). {there}; to measure this folder, give another --out folder")
+    log.warning("%s: the run measured %s; its files are in %s (the folder moved or was copied%s): going on there",
+                csv_path, printable_path(measured_in), printable_path(str(in_dir)),
+                f"; {len(differ)} of them changed or removed since" if differ else "")
 
 
 def _examples(names: Iterable[str], shown: int = 3) -> str:
