@@ -2902,10 +2902,14 @@ def test_a_damaged_run_record_and_a_linked_csv_stop_no_resume_with_a_traceback(t
 
 def test_a_resume_whose_run_record_is_lost_says_so(tmp_path, sample_png, caplog):
     # A data manager's pass: a run record removed or damaged was replaced without a word on a resume without DICOM
-    # outputs, its new record listing only the new session beside rows measured before.
+    # outputs, its new record listing only the new session beside rows measured before. A QA pass: no word either
+    # where every row was taken out to be measured again, and a record that could be read lost its sessions then.
     from ipp_seg.inference.batch import RUN_RECORD_NAME
 
-    root = _linked_scans(tmp_path / "scans", sample_png, 2)
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(2):
+        shutil.copy(sample_png, root / f"{k}.png")
     out = tmp_path / "out"
     assert _run("batch", root, "--out", out).exit_code == 0
     lines = (out / "measurements.csv").read_text().splitlines(keepends=True)
@@ -2915,6 +2919,18 @@ def test_a_resume_whose_run_record_is_lost_says_so(tmp_path, sample_png, caplog)
     said = " ".join(caplog.text.split())
     assert f"the record of the run this resumes ({RUN_RECORD_NAME}) cannot be read: the sessions that measured" in said
     assert len(json.loads((out / RUN_RECORD_NAME).read_text())["sessions"]) == 1
+    caplog.clear()
+    for path in root.iterdir():  # every file changed since: every row taken out
+        shutil.copy(sample_png.with_name("psfhs_04750.png"), path)
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert "changed since they were measured" in caplog.text
+    assert len(json.loads((out / RUN_RECORD_NAME).read_text())["sessions"]) == 2  # the earlier session kept
+    caplog.clear()
+    (out / RUN_RECORD_NAME).unlink()
+    for path in root.iterdir():
+        shutil.copy(sample_png.with_name("psfhs_04380.png"), path)
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert f"({RUN_RECORD_NAME}) is not there" in caplog.text
 
 
 def test_a_scans_folder_gone_mid_run_is_said(mixed_folder, tmp_path, caplog):

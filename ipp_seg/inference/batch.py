@@ -1999,8 +1999,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
     done: dict[str, set] = {}
+    had_rows = False  # resumed: whether the CSV held rows (all of them may be taken out, to be measured again)
     if options.resume:
         inf = options.inference
+        had_rows = bool(read_done(csv_path))
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
@@ -2038,7 +2040,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # How many of the rows it keeps an earlier version wrote: checked against the record, and recorded.
     earlier_rows = _earlier_version_rows(csv_path) if options.resume else 0
     record, not_taken = _run_record_of_rows(options.out_dir, weights_sha256, earlier_rows) if (
-        options.resume and done) else ({}, None)
+        options.resume and had_rows) else ({}, None)
     written_before = _kinds_written_before(record, outputs_before, options.out_dir, done)
     if not_taken and (options.dicom_seg or options.dicom_sr) and todo:
         log.warning("the record of the run this resumes (%s) %s: the DICOM SEGs and SRs this run writes start series "
@@ -2047,8 +2049,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     elif not_taken:
         # Its sessions (when, where, with what software each part of the CSV was measured) are lost: said,
         # as a record replaced without a word had kept only this session beside rows of earlier ones.
-        log.warning("the record of the run this resumes (%s) %s: the sessions that measured the rows before are not "
-                    "known, and this run's record begins with this one", RUN_RECORD_NAME, not_taken)
+        log.warning("the record of the run this resumes (%s) %s: the sessions that measured the rows before, and the "
+                    "folder they measured, are not known, and this run's record begins with this one", RUN_RECORD_NAME,
+                    not_taken)
     if skipped:
         _say_outputs_not_written_again(options, skipped, written_before)
         dropped = [shown for kind, shown in _KINDS_SHOWN.items() if kind in written_before - _kinds_asked(options)]
