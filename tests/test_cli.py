@@ -1001,6 +1001,17 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
         assert refused.exit_code == 2 and "is the measurements.csv of a batch run" in " ".join(refused.output.split())
         assert (run / "measurements.csv").read_text() == ""
         (run / beside).unlink()
+    # ...also through a link to it, or a hard link (written over in place, both names change): a QA pass.
+    (run / ".ipp-seg-run.json").write_text("")
+    (tmp_path / "link.csv").symlink_to(run / "measurements.csv")
+    os.link(run / "measurements.csv", tmp_path / "hard.csv")
+    for name, words in (("link.csv", "is the measurements.csv of a batch run"), ("hard.csv", "has other names")):
+        refused = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", tmp_path / name,
+                         "--overwrite")
+        assert refused.exit_code == 2 and words in " ".join(refused.output.split()), refused.output
+        assert (run / "measurements.csv").read_text() == ""
+    (run / ".ipp-seg-run.json").unlink()
+    (tmp_path / "hard.csv").unlink()
     assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", run / "measurements.csv",
                   "--overwrite").exit_code == 0  # a file of that name alone is the user's
     # A header, a blank line, then rows (as a Windows editor may save it) still holds rows.

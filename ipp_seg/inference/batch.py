@@ -693,10 +693,13 @@ def refuse_batch_output_as_input(folder: Path, what: str = "scans") -> None:
 
 
 def is_batch_run_csv(path: Path) -> bool:
-    """Whether ``path`` is a batch run's measurements.csv: named so, with the run's record or
-    lock file beside it (``measure --csv`` must not replace its rows, nor join a run writing them)."""
-    path = Path(path)
-    return path.name == CSV_NAME and any(os.path.lexists(path.parent / name) for name in (RUN_RECORD_NAME, LOCK_NAME))
+    """Whether ``path`` is a batch run's measurements.csv, or a link to one: named so, with the
+    run's record or lock file beside it (``measure --csv`` must not replace its rows, nor join a
+    run writing them)."""
+    def beside_a_run(named: Path) -> bool:
+        return named.name == CSV_NAME and any(os.path.lexists(named.parent / name)
+                                              for name in (RUN_RECORD_NAME, LOCK_NAME))
+    return beside_a_run(Path(path)) or beside_a_run(Path(os.path.realpath(path)))
 
 
 def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
