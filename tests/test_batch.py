@@ -3002,3 +3002,40 @@ def test_a_name_copied_into_another_unicode_form_keeps_its_rows_once(tmp_path, s
     assert len(after) == 2 and [r["file"] for r in after] == [unicodedata.normalize("NFC", "Müller_0.png"), "z.png"]
     assert {k: v for k, v in after[0].items() if k != "file"} == {k: v for k, v in before[0].items() if k != "file"}
     assert "under the same name in another Unicode form" in " ".join(caplog.text.split())
+
+
+def test_a_damaged_jpeg_frame_of_a_cine_is_failed_alone(tmp_path, sample_dicom):
+    # A QA pass: frame 1 of a JPEG-baseline cine cut short (closed with an end-of-image marker) failed, and frame 2,
+    # sound, got no row at all (the rest of the file abandoned); predict --frames 2 measured it.
+    import cv2
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from ipp_seg.inference.batch import frames_after
+
+    ds = pydicom.dcmread(sample_dicom)
+    grey = ds.pixel_array if ds.pixel_array.ndim == 2 else ds.pixel_array[..., 0]
+    sound = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    scan = sound.index(b"\xff\xda")
+    cut = (scan + len(sound)) // 2
+    damaged = sound[:cut] + b"\xff\xd9"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.NumberOfFrames = "MONOCHROME2", 1, 3
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = encapsulate([sound, damaged + b"\x00" * (len(damaged) % 2), sound])
+    ds["PixelData"].VR = "OB"
+    root = tmp_path / "scans"
+    root.mkdir()
+    ds.save_as(root / "cine.dcm", enforce_file_format=True)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    rows = {r["frame"]: r for r in _rows(out / "measurements.csv")}
+    assert sorted(rows) == ["0", "1", "2"]
+    assert rows["1"]["status"] == "failed" and rows["1"]["reasons"] == "unreadable"
+    assert "frame 1 is damaged: its JPEG data ends before the frame does" in rows["1"]["error"]
+    assert rows["0"]["aop_deg"] and rows["2"]["aop_deg"] == rows["0"]["aop_deg"]  # the same sound frame
+    assert _run("batch", root, "--out", out, "--frames", "1", "--overwrite").exit_code == 1  # the one asked: failed
+    assert [r["frame"] for r in _rows(out / "measurements.csv")] == ["1"]
+    assert frames_after("all", 1).start == 2 and frames_after("0-1", 1) is None and frames_after("1", 1) is None
+    assert (frames_after("3-9", 1).start, frames_after("3-9", 1).stop) == (3, 10)

@@ -36,7 +36,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from ipp_seg.io import ScanReadError, count_frames, read_frame, read_frames
+from ipp_seg.io import DamagedFrameError, ScanReadError, count_frames, read_frame, read_frames
 
 PATIENT_NAME = "Doe^Jane"  # must never reach a message or a log line
 PATIENT_ID = "PID-31415"
@@ -319,9 +319,11 @@ def test_a_jpeg_frame_whose_data_ends_before_the_frame_is_refused(tmp_path):
     ds.save_as(tmp_path / "damaged.dcm")
     frames = read_frames(tmp_path / "damaged.dcm")
     assert next(frames).frame_index == 0  # the frame before reads as it is
-    with pytest.raises(ScanReadError, match=r"frame 1 is damaged: its JPEG data ends before the frame does "
-                                            r"\(its last \d+ 8 x 8 blocks decode as the flat grey 128"):
+    with pytest.raises(DamagedFrameError, match=r"frame 1 is damaged: its JPEG data ends before the frame does "
+                                                r"\(its last \d+ 8 x 8 blocks decode as the flat grey 128") as damaged:
         next(frames)
+    assert damaged.value.frame_index == 1 and isinstance(damaged.value, ScanReadError)
+    assert pickle.loads(pickle.dumps(damaged.value)).frame_index == 1  # (it crosses from a worker process)
 
 
 def test_jpeg_ls_near_lossless_within_error_bound(tmp_path):

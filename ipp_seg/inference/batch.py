@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .. import __version__, configure_logging, quiet_dicom_libraries
-from ..io import (FrameNotInScanError, NotAnImageError, OtherModalityError, Provenance, ScanReadError, count_frames,
-                  parse_frame_selection, read_frames, write_label_png, write_overlay_png)
+from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnImageError, OtherModalityError,
+                  Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
+                  write_overlay_png)
 from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_to_create, given_path,
                           name_of_spreadsheet_cell, path_of_printable, printable_path, remove_made_folders,
                           spreadsheet_cell, walk_folders)
@@ -1013,11 +1014,23 @@ class FileProcessor:
                 except StopIteration:
                     break
                 except Exception as exc:  # noqa: BLE001 - as above
-                    # Rows of the frames before it come first; later frames cannot be trusted.
+                    # Rows of the frames before it come first; later frames cannot be trusted, but
+                    # for a frame damaged alone (each frame a JPEG of its own): read on after it.
                     yield from self._process(pending, timings)
                     pending = []
-                    yield item, _reading_failure(path, index, exc)
-                    break
+                    if not isinstance(exc, DamagedFrameError):
+                        yield item, _reading_failure(path, index, exc)
+                        break
+                    yield item, _reading_failure(path, exc.frame_index, exc)
+                    after = frames_after(inf.frames, exc.frame_index)
+                    try:
+                        iterator = iter(read_frames(path, after, inf.spacing_mm) if after else ())
+                    except FrameNotInScanError:  # it was the last frame
+                        break
+                    except Exception as again:  # noqa: BLE001 - as above
+                        yield item, _reading_failure(path, exc.frame_index + 1, again)
+                        break
+                    continue
                 finally:
                     timings["read_s"] += time.perf_counter() - started
                 index = frame.frame_index + 1
@@ -1265,6 +1278,16 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
     return FrameFailure(frame.frame_index,
                         f"unexpected error while {stage} ({type(exc).__name__}{': ' + detail if detail else ''}); "
                         "please report it to the ipp-seg developers", PROCESSING_ERROR, frame.provenance)
+
+
+def frames_after(frames: str, index: int) -> FrameSelection | None:
+    """The frames of the selection ``frames`` ("all", "N", "A-B") after frame ``index``, None
+    where it holds none."""
+    selection = parse_frame_selection(frames)
+    start = max(selection.start, index + 1)
+    if selection.stop is not None and start >= selection.stop:
+        return None
+    return FrameSelection(start, selection.stop)
 
 
 def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> FrameFailure:

@@ -123,7 +123,8 @@ class Predictor:
 
         Yields a :class:`FrameResult` per frame, in frame order, or a :class:`FrameFailure`
         for a file or frame that cannot be read, or is not an ultrasound image (after a read
-        failure the rest of the file is abandoned, as its frames cannot be trusted). A path that
+        failure the rest of the file is abandoned, as its frames cannot be trusted, but for a
+        frame damaged alone, :class:`~ipp_seg.io.DamagedFrameError`: the frames after it are read). A path that
         is no path (None, "") raises ``TypeError`` / ``ValueError`` here, not at the first frame.
         """
         return self._processor.results(_scan_path(path))

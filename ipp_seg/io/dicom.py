@@ -37,7 +37,8 @@ from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
-from .errors import NotAnImageError, OtherModalityError, ScanReadError, missing_file_reason, open_failure_reason
+from .errors import (DamagedFrameError, NotAnImageError, OtherModalityError, ScanReadError, missing_file_reason,
+                     open_failure_reason)
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
 from .greyscale import GreyPixels, grey_with_marks, invert, to_output
@@ -330,7 +331,7 @@ def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterato
                 with _pydicom_warnings_silenced():
                     item = next(frames, None)
             except ScanReadError as exc:  # a frame missing or undecodable: its row keeps the file's UIDs
-                raise type(exc)(exc.path, exc.reason, info.uids) from exc.__cause__
+                raise exc.with_uids(info.uids) from exc.__cause__
             if item is None:
                 return
             yield item
@@ -465,9 +466,12 @@ def _decoded(info: DicomInfo, index: int, arr: np.ndarray) -> np.ndarray | GreyP
     if info.transfer_syntax in _LOSSY_JPEG and arr.dtype == np.uint8:
         filled = grey_fill_blocks(arr)
         if filled:
-            raise ScanReadError(info.path, f"frame {index} is damaged: its JPEG data ends before the frame does (its "
-                                           f"last {filled} 8 x 8 blocks decode as the flat grey 128 a decoder puts "
-                                           "where data is missing: changed in transfer or storage, or cut short)")
+            # Its own: the frames after it, each a JPEG of its own, can be read (DamagedFrameError).
+            raise DamagedFrameError(info.path, f"frame {index} is damaged: its JPEG data ends before the frame does "
+                                               f"(its last {filled} 8 x 8 blocks decode as the flat grey 128 a decoder "
+                                               "puts where data is missing: changed in transfer or storage, or cut "
+                                               "short); if the frame truly ends in flat mid-grey, export the images "
+                                               "uncompressed", frame_index=index)
     return _to_grey(info, arr)
 
 

@@ -26,6 +26,11 @@ class ScanReadError(Exception):
     def __reduce__(self):  # keep pickling (multiprocessing) working with every argument
         return (type(self), (self.path, self.reason, self.dicom_uids))
 
+    def with_uids(self, dicom_uids: tuple[str | None, str | None, str | None]) -> ScanReadError:
+        """This error (of its own type, with what else it carries) naming the file's UIDs."""
+        maker, args = self.__reduce__()
+        return maker(args[0], args[1], tuple(dicom_uids), *args[3:])
+
 
 class NotAnImageError(ScanReadError):
     """The file was read and holds no image: a DICOM report, key-object selection, PDF,
@@ -40,6 +45,20 @@ class OtherModalityError(ScanReadError):
     PACS export), or an ultrasound image with no 2-D frame to segment (a 3-D volume or
     rendering, M-mode or Doppler only). Nothing damaged: reading it again
     would change nothing."""
+
+
+class DamagedFrameError(ScanReadError):
+    """One frame of a scan is damaged (its JPEG data ends before the frame does), and the frames
+    after it can be read: a caller may go on from ``frame_index + 1``."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str,
+                 dicom_uids: tuple[str | None, str | None, str | None] = (None, None, None),
+                 frame_index: int = 0) -> None:
+        super().__init__(path, reason, dicom_uids)
+        self.frame_index = frame_index
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.dicom_uids, self.frame_index))
 
 
 class FrameNotInScanError(ScanReadError):
