@@ -44,6 +44,7 @@ from .. import __version__, configure_logging, quiet_dicom_libraries
 from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnImageError, OtherModalityError,
                   Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
                   write_overlay_png)
+from ..io.errors import NO_SUCH_FILE
 from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_to_create, given_path,
                           name_of_spreadsheet_cell, path_of_printable, printable_path, remove_made_folders,
                           spreadsheet_cell, walk_folders)
@@ -2118,7 +2119,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                             {**run_session(options, workers), "hidden_left_out": list(hidden_names)}])
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
-    n_unrecognised = n_dicom = n_dicom_refused = 0
+    n_unrecognised = n_dicom = n_dicom_refused = n_vanished = 0
     without_frames_asked = 0  # resumed files with rows that hold none of the frames asked now
     any_identity = False  # no frame with a UID or bytes measured now: no repeat to name
     rowed: set[str] = set()  # files whose rows this run wrote
@@ -2143,6 +2144,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                     n_unsure += row_symphysis_unsure(row)
                     n_unrecognised += row_anatomy_unrecognised(row)
                     n_not_image += row_not_an_image(row)
+                    n_vanished += row["reasons"] == UNREADABLE and row["error"] == NO_SUCH_FILE
                     any_identity = any_identity or bool(row["sop_instance_uid"] or row["file_sha256"])
                 n_dicom += outcome.dicom_written
                 n_dicom_refused += outcome.dicom_refused
@@ -2164,7 +2166,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if without_frames_asked:
         log.warning("%d file(s) hold none of the frames --frames asks for; the rows they have stand",
                     without_frames_asked)
-    if not os.path.isdir(options.in_dir):
+    if n_vanished and not os.path.isdir(options.in_dir):
         # A network share dropped, a drive unplugged: its files' rows say "no such file" one by one,
         # and the run had ended as an ordinary one.
         log.warning("%s is no longer there (a network share dropped, a drive unplugged?): the files this run could "

@@ -66,6 +66,10 @@ class FrameNotInScanError(ScanReadError):
     image): nothing damaged, and reading it again would change nothing."""
 
 
+#: The reason of a file that is not there (gone since it was listed, say).
+NO_SUCH_FILE = "no such file"
+
+
 def missing_file_reason(path: str | os.PathLike[str]) -> str:
     """Why a path that does not exist cannot be read: a link to nowhere, or links that lead
     back to each other, say so."""
@@ -78,7 +82,7 @@ def missing_file_reason(path: str | os.PathLike[str]) -> str:
     except OSError:
         pass
     if not os.path.islink(path):
-        return "no such file"
+        return NO_SUCH_FILE
     try:
         os.stat(path)
     except OSError as exc:
