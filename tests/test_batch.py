@@ -986,8 +986,9 @@ def test_rows_a_resume_takes_out_are_kept_beside_the_csv_with_when_and_why(mixed
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     said = " ".join(caplog.text.split())
     assert "1 repeated row(s) of a file and frame taken out (the first row of each frame is kept, and 1 of those " \
-           f"taken out hold other values than it; the others are in {TAKEN_OUT_NAME}): a.png" in said
+           f"taken out hold other values than it; those taken out are in {TAKEN_OUT_NAME}): a.png" in said
     assert f"measured again: sub/b.png (their earlier rows are kept in {TAKEN_OUT_NAME})" in said
+    assert (out / TAKEN_OUT_NAME).read_bytes().count(b"\r\n") == (out / TAKEN_OUT_NAME).read_bytes().count(b"\n")
     with open(out / TAKEN_OUT_NAME, newline="", encoding="utf-8") as fh:
         kept = list(csv.DictReader(fh))
     assert [(r["taken_out_because"], r["file"], r["aop_deg"]) for r in kept if r["taken_out_because"] != "read_again"] \

@@ -1547,7 +1547,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         differ = sum(1 for row, _ in taken_out if _values(row) != _values(first[row["file"], row["frame"]]))
         repeated = ", ".join(sorted({row["file"] for row, _ in taken_out})[:3])
         log.warning("%s: %d row(s) without a file name and %d repeated row(s) of a file and frame taken out (the first "
-                    "row of each frame is kept%s; the others are in %s)%s", csv_path, blank, len(taken_out),
+                    "row of each frame is kept%s; those taken out are in %s)%s", csv_path, blank, len(taken_out),
                     f", and {differ} of those taken out hold other values than it" if differ else "", TAKEN_OUT_NAME,
                     f": {repeated}" if repeated else "")
 
