@@ -187,7 +187,8 @@ def test_arrays_that_are_no_ultrasound_frame_are_refused_with_the_reason(predict
     for pixels, words in ((np.zeros((256, 256), np.uint8), "blank image"),
                           (np.repeat(np.arange(3, dtype=np.uint8), 256 * 86)[: 256 * 256].reshape(256, 256),
                            "label mask"),
-                          (np.arange(100, dtype=np.uint8).reshape(10, 10), "too small")):
+                          (np.arange(100, dtype=np.uint8).reshape(10, 10), "too small"),
+                          (np.full((64, 64), np.nan), "no pixel holds a finite value")):
         with pytest.raises(NotUltrasoundFrameError, match=words) as refused:
             predictor.predict_pixels(pixels)
         assert isinstance(refused.value, ValueError) and refused.value.code == "not_ultrasound_frame"

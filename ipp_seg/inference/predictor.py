@@ -278,8 +278,12 @@ class Predictor:
         spacing = check_spacing(spacing_mm)
         _plausible(spacing)
         spacing = spacing or self.options.spacing_mm
+        try:
+            pixels = to_output(np.ascontiguousarray(arr))
+        except ValueError as exc:  # no finite pixel (all NaN): no frame, as a blank one is none
+            raise NotUltrasoundFrameError(str(exc)) from None
         frame = UltrasoundFrame(
-            pixels=to_output(np.ascontiguousarray(arr)),
+            pixels=pixels,
             spacing_mm=spacing,
             regions=(),
             frame_index=0,
