@@ -234,7 +234,10 @@ class Predictor:
         pixels = frame.pixels
         if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
             # As the readers do: NaN marks pixels outside the field of view (to_output).
-            frame = replace(frame, pixels=to_output(pixels))
+            try:
+                frame = replace(frame, pixels=to_output(pixels))
+            except ValueError as exc:  # no finite pixel at all
+                raise NotUltrasoundFrameError(str(exc)) from None
         reason = not_segmentable_reason(frame.pixels)
         if reason:
             raise NotUltrasoundFrameError(reason)
