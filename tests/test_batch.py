@@ -2570,6 +2570,38 @@ def test_overwrite_names_the_earlier_runs_outputs_it_leaves_and_resume_says_what
     assert [p.name for p in (out / "overlays").iterdir()] == ["IM_3.png"]
 
 
+def test_an_overwrite_stopped_and_resumed_still_names_the_earlier_runs_outputs(tmp_path, sample_png, caplog):
+    # A data manager's pass: an --overwrite stopped mid-run (kill, Ctrl-C), then --resume, left the earlier run's
+    # overlays (of --tta) beside rows that say tta=false, with no word: the warning came only from an --overwrite
+    # that ran to its end.
+    from ipp_seg.inference.batch import RUN_RECORD_NAME, BatchOptions, run_batch
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(3):
+        shutil.copy(sample_png, root / f"{k}.png")
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--overlays", "--tta").exit_code == 0
+
+    def stopped(outcome):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(BatchOptions(root, out, overwrite=True, workers=1), on_progress=stopped)
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert sorted(record["earlier_run_outputs"]["paths"]) == [f"overlays/{k}.png" for k in range(3)]
+    caplog.clear()
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    said = " ".join(caplog.text.split())
+    assert f"3 output(s) under the earlier run's names stay in {out} beside the new rows, such as overlays/0.png" \
+        in said
+    # Written again since (the resumed run asks for overlays): no longer the earlier run's, and not named.
+    caplog.clear()
+    assert _run("batch", root, "--out", out, "--overwrite", "--overlays").exit_code == 0
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert "earlier run's names" not in caplog.text
+
+
 def test_a_resumed_run_adds_its_dicom_results_to_the_series_it_began_and_says_which_kinds_it_cannot_add(
         tmp_path, sample_dicom, caplog):
     # A resumed run had started new derived series (a PACS showed two "ipp-seg SEG" series for one examination), and

@@ -10,4 +10,5 @@ from .pipeline import FrameResult
 from .predictor import NotUltrasoundFrameError, Predictor
 from .registry import ModelNotFoundError, shipped_models
 
-__all__ = ["BackendError", "FrameFailure", "FrameResult", "ModelNotFoundError", "NotUltrasoundFrameError", "Predictor", "shipped_models"]
+__all__ = ["BackendError", "FrameFailure", "FrameResult", "ModelNotFoundError", "NotUltrasoundFrameError", "Predictor",
+           "shipped_models"]

@@ -1800,6 +1800,23 @@ def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
     return {output_stem(named, 0, 1)} | {output_stem(named, frame, 2) for frame in frames}
 
 
+def _earlier_outputs_still_there(out_dir: Path, earlier_outputs: dict) -> list[Path]:
+    """Of the outputs a run begun by ``--overwrite`` found under the names of the run it replaced
+    (its record's ``earlier_run_outputs``), those still in OUT and not written since it began."""
+    try:
+        since = datetime.fromisoformat(earlier_outputs["since"].replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return []
+    left = []
+    for rel in earlier_outputs["paths"]:
+        path = out_dir / rel
+        with suppress(OSError):
+            if not os.path.isabs(rel) and ".." not in Path(rel).parts and path.is_file() and not path.is_symlink() \
+                    and path.stat().st_mtime < since:
+                left.append(path)
+    return left
+
+
 def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], written: set[str]) -> list[Path]:
     """After ``--overwrite`` replaced the earlier run's CSV: the masks, overlays, SEGs and SRs in
     OUT under the names its rows (``earlier``, :func:`_earlier_rows`) give them that this run did
@@ -1842,6 +1859,10 @@ def _read_run_record(out_dir: Path) -> dict:
                      "earlier_version_rows": record.get("earlier_version_rows", 0),
                      "sessions": [s for s in record["sessions"] if isinstance(s, dict)]
                      if isinstance(record.get("sessions"), list) else []}
+    earlier = record.get("earlier_run_outputs")
+    if isinstance(earlier, dict) and isinstance(earlier.get("since"), str) and isinstance(earlier.get("paths"), list):
+        checked["earlier_outputs"] = {"since": earlier["since"],
+                                      "paths": [p for p in earlier["paths"] if isinstance(p, str)]}
     uid, started = record.get("dicom_run_uid"), record.get("dicom_run_started")
     if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{32}", uid) and isinstance(started, str):
         with suppress(ValueError):
@@ -1873,7 +1894,8 @@ def run_session(options: BatchOptions, workers: int) -> dict:
 
 
 def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
-                      model_sha256: str, earlier_rows: int = 0, sessions: list[dict] | None = None) -> None:
+                      model_sha256: str, earlier_rows: int = 0, sessions: list[dict] | None = None,
+                      earlier_outputs: dict | None = None) -> None:
     """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
     file measured so far has, so that it says which it cannot add (no output folder tells a SEG
     from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
@@ -1881,11 +1903,16 @@ def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_s
     record left beside another run's rows is not taken for theirs); ``earlier_rows``: how many of
     the CSV's rows an earlier version wrote (a run begun by 0.2.3 and resumed since), so that a
     later resume tells such a run's record from one a 0.2.3 ``--overwrite`` left. ``sessions``:
-    each session of the run so far, the last this one (:func:`run_session`)."""
+    each session of the run so far, the last this one (:func:`run_session`). ``earlier_outputs``:
+    of a run begun by ``--overwrite``, the outputs in OUT under the names of the run it replaced
+    when it began (``paths``, relative to OUT) and when that was (``since``, UTC): those not
+    written since are another run's results, said by every session (:func:`_earlier_outputs_still_there`)."""
     record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
               "earlier_version_rows": earlier_rows,
               "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None,
               "sessions": sessions or []}
+    if earlier_outputs and earlier_outputs.get("paths"):
+        record["earlier_run_outputs"] = earlier_outputs
     with replacing(out_dir / RUN_RECORD_NAME, text=True, encoding="utf-8", newline="\n") as fh:
         json.dump(record, fh, indent=1)
         fh.write("\n")
@@ -2111,12 +2138,18 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     outcomes = _engine_outcomes(options, todo, workers, left)
     # Every file measured so far has what this run asks for, and those it skips what they had. Recorded
     # with the run's first rows: a run stopped before them leaves the earlier run's rows and record.
+    session = {**run_session(options, workers), "hidden_left_out": list(hidden_names)}
+    # The earlier run's outputs an --overwrite finds (kept in the record: a run stopped before its end, then
+    # resumed, had left them beside its rows without a word), or those a resumed run's record names.
+    earlier_outputs = ({"since": datetime.now(timezone.utc).isoformat(),  # (to the microsecond: outputs written since)
+                        "paths": [p.relative_to(options.out_dir).as_posix()
+                                  for p in _earlier_outputs_left(options, earlier, set())]}
+                       if earlier else record.get("earlier_outputs"))
     record_now = functools.partial(
         _write_run_record, options.out_dir,
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
-        earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()),
-                                            {**run_session(options, workers), "hidden_left_out": list(hidden_names)}])
+        earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()), session], earlier_outputs=earlier_outputs)
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = n_vanished = 0
@@ -2172,17 +2205,20 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         log.warning("%s is no longer there (a network share dropped, a drive unplugged?): the files this run could "
                     "not read since have failed rows; --resume reads them again once it is back",
                     printable_path(str(options.in_dir)))
+    stale: list[Path] = []
     if earlier:
         # --overwrite replaced the run: the earlier run's masks, overlays, SEGs and SRs that this run
         # did not write again stand beside the new rows as results of scans no longer in the folder,
         # or of another model (an SR of another angle, sent to a PACS with the rest): said.
         stale = _earlier_outputs_left(options, earlier, written_now)
-        if stale:
-            shown = ", ".join(printable_path(p.relative_to(options.out_dir).as_posix()) for p in stale[:3])
-            log.warning("%d output(s) under the earlier run's names stay in %s beside the new rows, such as %s: "
-                        "results of scans, frames or kinds this run did not write again; remove them before using "
-                        "the folder (or give each run its own --out)", len(stale), options.out_dir,
-                        shown + (f" and {len(stale) - 3} more" if len(stale) > 3 else ""))
+    elif options.resume and earlier_outputs:
+        stale = _earlier_outputs_still_there(options.out_dir, earlier_outputs)
+    if stale:
+        shown = ", ".join(printable_path(p.relative_to(options.out_dir).as_posix()) for p in stale[:3])
+        log.warning("%d output(s) under the earlier run's names stay in %s beside the new rows, such as %s: "
+                    "results of scans, frames or kinds this run did not write again; remove them before using "
+                    "the folder (or give each run its own --out)", len(stale), options.out_dir,
+                    shown + (f" and {len(stale) - 3} more" if len(stale) > 3 else ""))
     csv_advice, repeats = None, ()
     if options.resume:
         # Of every row the CSV holds, read once: the few frames measured now may look mirrored by
