@@ -1055,8 +1055,6 @@ def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measure
     for path in first.iterdir():
         shutil.copy(path, moved / path.name)  # new modification times, the same bytes
     shutil.copy(sample_png.with_name("psfhs_04750.png"), moved / "IM_0003.png")
-    lines = before.splitlines(keepends=True)
-    (out / "measurements.csv").write_bytes(b"".join(lines[:-1]))  # the last file's row not written yet
     shutil.rmtree(first)
     assert "is no longer there" in " ".join(_run("batch", second, "--out", out, "--resume").output.split())
     resumed = _run("batch", moved, "--out", out, "--resume")
@@ -1064,7 +1062,8 @@ def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measure
     said = " ".join(caplog.text.split())
     assert f"the run measured {first}; its files are in {moved} (the folder moved or was copied; 1 of them changed " \
            "or removed since)" in said
-    assert "1 file(s) changed since they were measured; measured again: IM_0003.png" in said  # not IM_0001/2
+    # Not IM_0001/2, and not notes.txt, whose row failed (no image: no sha256) and whose copy has another time.
+    assert "1 file(s) changed since they were measured; measured again: IM_0003.png" in said
     assert [r["file"] for r in _rows(out / "measurements.csv")] == ["IM_0001.png", "IM_0002.png", "IM_0003.png",
                                                                     "notes.txt"]
 
@@ -1099,6 +1098,32 @@ def test_a_csv_replaced_or_removed_mid_run_stops_it_and_a_resume_gives_every_row
     assert _run("batch", mixed_folder, "--out", uninterrupted).exit_code == 0
     unstamped = [{k: v for k, v in r.items() if k != "measured_at"} for r in _rows(uninterrupted / "measurements.csv")]
     assert _rows(csv_path) == unstamped  # every row, once each
+
+
+def test_a_folder_check_weighs_measured_files_and_asks_them_all_while_the_measured_folder_is_there(tmp_path,
+                                                                                                    sample_png):
+    # A QA pass: a truncated file (a failed row) beside the scans tipped "most files unchanged" towards a folder with
+    # half of its scans another patient's; and the run's own folder was there all the while to resume in.
+    first = tmp_path / "first"
+    first.mkdir()
+    for k, frame in enumerate(("psfhs_04700.png", "psfhs_04750.png", "psfhs_04380.png", "psfhs_04700.png")):
+        shutil.copy2(sample_png.with_name(frame), first / f"{k}.png")
+    (first / "cut.png").write_bytes(sample_png.read_bytes()[:3000])  # unreadable: a failed row, with its sha256
+    out = tmp_path / "out"
+    assert _run("batch", first, "--out", out).exit_code == 0
+    half = tmp_path / "half"
+    shutil.copytree(first, half)  # (times kept)
+    for name in ("0.png", "1.png"):
+        shutil.copy(sample_png.with_name("psfhs_04380.png"), half / name)
+    refused = _run("batch", half, "--out", out, "--resume")  # 2 of 4 scans alike, the cut file too: a tie of scans
+    assert refused.exit_code == 2 and "2 of the 4 files it measured" in " ".join(refused.output.split())
+    one = tmp_path / "one"
+    shutil.copytree(first, one)
+    shutil.copy(sample_png.with_name("psfhs_04380.png"), one / "0.png")
+    refused = _run("batch", one, "--out", out, "--resume")  # 3 of 4 alike, but the folder measured is there
+    assert refused.exit_code == 2 and f"Resume with IN_DIR {first}" in " ".join(refused.output.split())
+    shutil.rmtree(first)
+    assert _run("batch", one, "--out", out, "--resume").exit_code == 0  # gone: the folder moved, a file changed since
 
 
 def test_resume_refuses_another_spacing_for_uncalibrated_files(mixed_folder, tmp_path):
@@ -2958,6 +2983,11 @@ def test_a_resume_whose_run_record_is_lost_says_so(tmp_path, sample_png, caplog)
     assert _run("batch", root, "--out", out, "--resume").exit_code == 0
     assert "changed since they were measured" in caplog.text
     assert len(json.loads((out / RUN_RECORD_NAME).read_text())["sessions"]) == 2  # the earlier session kept
+    # A resume that took every row out and stopped before its first new row leaves the header alone: the record is
+    # still the run's (a QA pass: the next resume had dropped its sessions without a word).
+    (out / "measurements.csv").write_text(lines[0])
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert len(json.loads((out / RUN_RECORD_NAME).read_text())["sessions"]) == 3
     caplog.clear()
     (out / RUN_RECORD_NAME).unlink()
     for path in root.iterdir():

@@ -1563,7 +1563,10 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         # Rows of an earlier version have no stamp: nothing to compare, nothing re-measured.
         changed = {row["file"] for row in kept if row["file"] in stamps and row["file_bytes"]
                    and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]
-                   and not _same_bytes_touched(row, stamps[row["file"]], in_dir)}
+                   and not _same_bytes_touched(row, stamps[row["file"]], in_dir)
+                   # A file that held no image has no sha256 to compare: changed where its size is.
+                   and not (row["status"] == "failed" and not row["file_sha256"]
+                            and row["file_bytes"] == stamps[row["file"]][0])}
         if changed:
             log.warning("%s: %d file(s) changed since they were measured; measured again: %s (their earlier rows are "
                         "kept in %s)", csv_path, len(changed), _examples(changed), TAKEN_OUT_NAME)
@@ -1619,17 +1622,19 @@ def _same_bytes_touched(row: dict, stamp: tuple[str, str], in_dir: Path | None) 
 
 
 def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_in: str) -> None:
-    """Raise :class:`ResumeError` unless ``in_dir`` is the run's folder moved or copied: most of the
-    files the rows measured (with a recorded size) are in it with that size and the same
-    modification time or content. Another study's folder of the same file names, or the folder
-    above the one measured, holds none of them so. A few files removed or changed since, in a
-    folder moved, are then what they are in place: rows kept, or the files measured again.
-    Failed rows without a ``file_sha256`` (files that held no image) are not looked at: nothing
-    tells their content, and they hold no value."""
+    """Raise :class:`ResumeError` unless ``in_dir`` is the run's folder moved or copied: the files
+    the rows measured (with a recorded size) are in it with that size and the same modification
+    time or content, every one while the folder measured is still there (resume there instead),
+    most of them where it is gone (a few files removed or changed since are then what they are
+    in place: rows kept, or the files measured again). Another study's folder of the same file
+    names, or the folder above the one measured, holds none of them so. Files whose rows failed
+    are looked at only where no row was measured: a damaged file or a note beside the scans
+    says nothing of which study a folder is."""
+    measured = [row for row in rows if row["status"] != "failed"] or rows
     same: list[str] = []
     differ: list[str] = []
     looked_at: set[str] = set()  # (a cine's rows: its file looked at once)
-    for row in rows:
+    for row in measured:
         if not row["file"] or not row["file_bytes"] or row["file"] in looked_at \
                 or (row["status"] == "failed" and not row["file_sha256"]):
             continue  # (a blank line; a row of an earlier version, or of a file that could not be read)
@@ -1639,8 +1644,9 @@ def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_i
         unchanged = size == row["file_bytes"] and (modified == row["file_modified"] or (
             bool(row["file_sha256"]) and file_sha256(path) == row["file_sha256"]))  # copied without its times
         (same if unchanged else differ).append(row["file"])
-    if differ and len(same) <= len(differ):
-        there = (f"Resume with IN_DIR {printable_path(measured_in)}" if os.path.isdir(measured_in) else
+    still_there = os.path.isdir(measured_in)
+    if differ and (still_there or len(same) <= len(differ)):
+        there = (f"Resume with IN_DIR {printable_path(measured_in)}" if still_there else
                  f"{printable_path(measured_in)} is no longer there; if this is that folder, its files are not those "
                  "measured (a file copied without its times is compared by its file_sha256, which rows of ipp-seg "
                  "before 0.2.5 lack)")
@@ -2053,10 +2059,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
     done: dict[str, set] = {}
-    had_rows = False  # resumed: whether the CSV held rows (all of them may be taken out, to be measured again)
+    had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
     if options.resume:
         inf = options.inference
-        had_rows = bool(read_done(csv_path))
+        # (A CSV left with its header alone, every row taken out by a resume stopped since, is still the run's.)
+        had_rows = csv_path.exists()
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
