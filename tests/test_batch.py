@@ -69,6 +69,15 @@ def _linked_scans(folder, scan, count):
     return folder
 
 
+def _copied_scans(folder, scan, count):
+    """``folder`` made, with ``count`` copies of ``scan`` named 0.png, 1.png, ... (copies, not links: a test that
+    changes a file's time or bytes must not change the sample's)."""
+    folder.mkdir()
+    for k in range(count):
+        shutil.copy(scan, folder / f"{k}.png")
+    return folder
+
+
 def _rows(path, timed=False):
     """The CSV's rows; without ``measured_at`` (when each row was made: two runs differ there) unless ``timed``."""
     with open(path, newline="") as fh:
@@ -2601,10 +2610,7 @@ def test_an_overwrite_stopped_and_resumed_still_names_the_earlier_runs_outputs(t
     # that ran to its end.
     from ipp_seg.inference.batch import RUN_RECORD_NAME, BatchOptions, run_batch
 
-    root = tmp_path / "scans"
-    root.mkdir()
-    for k in range(3):
-        shutil.copy(sample_png, root / f"{k}.png")
+    root = _copied_scans(tmp_path / "scans", sample_png, 3)
     out = tmp_path / "out"
     assert _run("batch", root, "--out", out, "--overlays", "--tta").exit_code == 0
 
@@ -2964,10 +2970,7 @@ def test_a_resume_whose_run_record_is_lost_says_so(tmp_path, sample_png, caplog)
     # where every row was taken out to be measured again, and a record that could be read lost its sessions then.
     from ipp_seg.inference.batch import RUN_RECORD_NAME
 
-    root = tmp_path / "scans"
-    root.mkdir()
-    for k in range(2):
-        shutil.copy(sample_png, root / f"{k}.png")
+    root = _copied_scans(tmp_path / "scans", sample_png, 2)
     out = tmp_path / "out"
     assert _run("batch", root, "--out", out).exit_code == 0
     lines = (out / "measurements.csv").read_text().splitlines(keepends=True)
