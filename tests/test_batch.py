@@ -3119,3 +3119,23 @@ def test_a_damaged_jpeg_frame_of_a_cine_is_failed_alone(tmp_path, sample_dicom):
     assert [r["frame"] for r in _rows(out / "measurements.csv")] == ["1"]
     assert frames_after("all", 1).start == 2 and frames_after("0-1", 1) is None and frames_after("1", 1) is None
     assert (frames_after("3-9", 1).start, frames_after("3-9", 1).stop) == (3, 10)
+
+
+def test_a_stopped_pools_wake_up_ignores_a_pipe_closed_at_exit():
+    # Python 3.11's exit hook may write to the pool manager's wake-up pipe as that thread closes it (a race that
+    # printed a traceback under an interrupted run's line in CI): the stopped pool's wake-up ignores a closed pipe.
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ipp_seg.inference.batch import _quiet_wakeup
+
+    executor = ProcessPoolExecutor(max_workers=1)
+    try:
+        wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
+        if wakeup is None:
+            pytest.skip("this Python's process pool has no such wake-up")
+        _quiet_wakeup(executor)
+        writer = wakeup._writer
+        writer.close()  # what the manager thread does as it ends, between the hook's check and its write
+        wakeup.wakeup()  # no OSError ("Bad file descriptor")
+    finally:
+        executor.shutdown(wait=True)

@@ -2540,6 +2540,24 @@ WORKER_LIMIT = 61 if os.name == "nt" else None
 STOP_WAIT_S = 20.0
 
 
+def _quiet_wakeup(executor) -> None:
+    """Python 3.11's exit hook wakes a process pool's manager thread through a pipe that thread may
+    be closing at that moment (it checks, then writes: a race), and prints a "Bad file
+    descriptor" traceback under an interrupted run's line (seen once in CI, under load, after a
+    hang-up). That wake-up, of this pool alone, is made to ignore a closed pipe: there is nothing
+    left to wake then. (Python 3.12 takes a lock there; the attribute absent, nothing is done.)"""
+    wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
+    send = getattr(wakeup, "wakeup", None)
+    if send is None:
+        return
+
+    def quiet() -> None:
+        with suppress(OSError):
+            send()
+
+    wakeup.wakeup = quiet
+
+
 def _outcomes(options: BatchOptions, todo: list, workers: int,
               left: list[tuple[str, str]]) -> Iterator[FileOutcome]:
     # Files go to the model in groups so that single-frame scans still share model calls.
@@ -2599,6 +2617,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
                 # lines below would raise CancelledError where its exception is asked for.)
                 future.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
+            _quiet_wakeup(executor)
             unread = [future for future in futures[done:] if not future.cancelled()]
             wait(unread, timeout=STOP_WAIT_S)
             for future in unread:
