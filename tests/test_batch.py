@@ -3006,7 +3006,7 @@ def test_a_scans_folder_gone_mid_run_is_said(tmp_path, sample_png, caplog):
 
     root, away = tmp_path / "scans", tmp_path / "away"
     root.mkdir()
-    for k in range(12):  # more than one model call's frames: the later ones are read after the first rows
+    for k in range(20):  # three groups of files: the third is handed to the worker only after the first rows
         shutil.copy(sample_png, root / f"{k:02d}.png")
 
     def share_drops(outcome):
@@ -3027,11 +3027,11 @@ def test_a_scans_folder_gone_mid_run_is_said(tmp_path, sample_png, caplog):
 
     def gone_at_the_end(outcome):
         seen.append(outcome)
-        if len(seen) == 12 and root.exists():
+        if len(seen) == 20 and root.exists():
             root.rename(away)
 
     run_batch(BatchOptions(root, tmp_path / "late", workers=1), on_progress=gone_at_the_end)
-    assert len(seen) == 12 and not root.exists() and "is no longer there" not in caplog.text
+    assert len(seen) == 20 and not root.exists() and "is no longer there" not in caplog.text
 
 
 def test_a_lock_file_another_user_left_unwritable_is_named_with_its_owner(tmp_path, monkeypatch):
