@@ -704,6 +704,16 @@ def is_batch_run_csv(path: Path) -> bool:
     return beside_a_run(Path(path)) or beside_a_run(Path(os.path.realpath(path)))
 
 
+def has_other_names(path: Path) -> bool:
+    """Whether ``path`` is a regular file with more names than this one (hard links): written over
+    in place, as ``measure --csv`` writes, every name of it would change."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(status.st_mode) and status.st_nlink > 1
+
+
 def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     """Write ``rows`` (:func:`measurement_row`) as a measurements.csv with this version's
     columns, making the folders it goes in; return the path."""
@@ -1522,13 +1532,17 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     counted in a warning.
 
     ``measured_in``: the folder the run last measured (its record's), where known. Another
-    ``in_dir`` is taken for that folder moved only where every file with rows is in it, of
-    the size and content measured; otherwise :class:`ResumeError` (a run resumed on another
-    patient's folder of the same file names had replaced every row, the record keeping no trace)."""
+    ``in_dir`` is taken for that folder moved or copied only where its measured files are in it
+    as they were measured (:func:`_check_same_files`); otherwise :class:`ResumeError` (a run
+    resumed on another patient's folder of the same file names had replaced every row, the
+    record keeping no trace)."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
+    # A file's bytes are read at most once, whichever check asks first (a folder copied without its
+    # times has each file compared by its sha256: by the folder check, then by the changed-file one).
+    sha_of = None if in_dir is None else functools.cache(lambda name: file_sha256(in_dir / path_of_printable(name)))
     if in_dir is not None and measured_in and os.path.abspath(in_dir) != measured_in \
             and os.path.realpath(in_dir) != os.path.realpath(measured_in):  # (the same folder through a link)
-        _check_same_files(csv_path, read, in_dir, measured_in)
+        _check_same_files(csv_path, read, in_dir, measured_in, sha_of)
     upgraded = bool(header) and header != CSV_COLUMNS
     # Left by editing the CSV in a spreadsheet: a row without a file name, or a row copied
     # twice, which a mean over the CSV would count twice. The first of each frame's rows is kept.
@@ -1558,12 +1572,12 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
 
     kept = [row for row in rows if not retried(row)]
     taken_out += [(row, "read_again") for row in rows if retried(row)]
-    renamed = _names_in_the_folders_form(csv_path, kept, stamps, in_dir) if stamps is not None else 0
+    renamed = _names_in_the_folders_form(csv_path, kept, stamps, sha_of) if stamps is not None else 0
     if stamps is not None:
         # Rows of an earlier version have no stamp: nothing to compare, nothing re-measured.
         changed = {row["file"] for row in kept if row["file"] in stamps and row["file_bytes"]
                    and (row["file_bytes"], row["file_modified"]) != stamps[row["file"]]
-                   and not _same_bytes_touched(row, stamps[row["file"]], in_dir)
+                   and not _same_bytes_touched(row, stamps[row["file"]], sha_of)
                    # A file that held no image has no sha256 to compare: changed where its size is.
                    and not (row["status"] == "failed" and not row["file_sha256"]
                             and row["file_bytes"] == stamps[row["file"]][0])}
@@ -1613,15 +1627,16 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     return _done_of(kept)
 
 
-def _same_bytes_touched(row: dict, stamp: tuple[str, str], in_dir: Path | None) -> bool:
+def _same_bytes_touched(row: dict, stamp: tuple[str, str], sha_of: Callable[[str], str] | None) -> bool:
     """Whether a file whose modification time moved since ``row`` was measured holds the bytes it
-    measured (its size and sha256 alike): a folder copied without its files' times, or a file
-    touched, is not measured again."""
-    return (in_dir is not None and bool(row["file_sha256"]) and stamp[0] == row["file_bytes"]
-            and file_sha256(in_dir / path_of_printable(row["file"])) == row["file_sha256"])
+    measured (its size and sha256 alike, ``sha_of`` its name's): a folder copied without its
+    files' times, or a file touched, is not measured again."""
+    return (sha_of is not None and bool(row["file_sha256"]) and stamp[0] == row["file_bytes"]
+            and sha_of(row["file"]) == row["file_sha256"])
 
 
-def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_in: str) -> None:
+def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_in: str,
+                      sha_of: Callable[[str], str]) -> None:
     """Raise :class:`ResumeError` unless ``in_dir`` is the run's folder moved or copied: the files
     the rows measured (with a recorded size) are in it with that size and the same modification
     time or content, every one while the folder measured is still there (resume there instead),
@@ -1639,10 +1654,8 @@ def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_i
                 or (row["status"] == "failed" and not row["file_sha256"]):
             continue  # (a blank line; a row of an earlier version, or of a file that could not be read)
         looked_at.add(row["file"])
-        path = in_dir / path_of_printable(row["file"])
-        size, modified = file_stamp(path)
-        unchanged = size == row["file_bytes"] and (modified == row["file_modified"] or (
-            bool(row["file_sha256"]) and file_sha256(path) == row["file_sha256"]))  # copied without its times
+        stamp = file_stamp(in_dir / path_of_printable(row["file"]))
+        unchanged = stamp == (row["file_bytes"], row["file_modified"]) or _same_bytes_touched(row, stamp, sha_of)
         (same if unchanged else differ).append(row["file"])
     still_there = os.path.isdir(measured_in)
     if differ and (still_there or len(same) <= len(differ)):
@@ -1823,13 +1836,14 @@ def _earlier_outputs_still_there(out_dir: Path, earlier_outputs: dict) -> list[P
     return left
 
 
-def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], written: set[str]) -> list[Path]:
-    """After ``--overwrite`` replaced the earlier run's CSV: the masks, overlays, SEGs and SRs in
-    OUT under the names its rows (``earlier``, :func:`_earlier_rows`) give them that this run did
-    not write (``written``): of files it no longer measured, frames it did not, kinds it did not
-    write. Named, not removed: nothing records which of them the earlier run wrote, and a file of
-    the user's own may carry such a name (ground-truth masks kept in OUT/masks). Names that are
-    not relative to IN_DIR (a ``measure --csv`` file's), and folders that are links, are passed."""
+def _earlier_outputs_found(options: BatchOptions, earlier: dict[str, list[str]]) -> list[Path]:
+    """As ``--overwrite`` replaces the earlier run's CSV: the masks, overlays, SEGs and SRs in OUT
+    under the names its rows (``earlier``, :func:`_earlier_rows`) give them. Those the run does
+    not write again (of files it no longer measures, frames it does not, kinds it does not
+    write) are named at its end, not removed: nothing records which of them the earlier run
+    wrote, and a file of the user's own may carry such a name (ground-truth masks kept in
+    OUT/masks). Names that are not relative to IN_DIR (a ``measure --csv`` file's), and folders
+    that are links, are passed."""
     renames = suffix_disambiguated(path_of_printable(name) for name in earlier)
     left = []
     for name, frames in earlier.items():
@@ -1842,7 +1856,7 @@ def _earlier_outputs_left(options: BatchOptions, earlier: dict[str, list[str]], 
                 continue
             for stem in sorted(stems):
                 path = output_path(options.out_dir, kind, stem)
-                if str(path) not in written and path.is_file() and not path.is_symlink():
+                if path.is_file() and not path.is_symlink():
                     left.append(path)
     return left
 
@@ -2148,9 +2162,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     session = {**run_session(options, workers), "hidden_left_out": list(hidden_names)}
     # The earlier run's outputs an --overwrite finds (kept in the record: a run stopped before its end, then
     # resumed, had left them beside its rows without a word), or those a resumed run's record names.
+    found_before = _earlier_outputs_found(options, earlier) if earlier else []
     earlier_outputs = ({"since": datetime.now(timezone.utc).isoformat(),  # (to the microsecond: outputs written since)
-                        "paths": [p.relative_to(options.out_dir).as_posix()
-                                  for p in _earlier_outputs_left(options, earlier, set())]}
+                        "paths": [p.relative_to(options.out_dir).as_posix() for p in found_before]}
                        if earlier else record.get("earlier_outputs"))
     record_now = functools.partial(
         _write_run_record, options.out_dir,
@@ -2217,7 +2231,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # --overwrite replaced the run: the earlier run's masks, overlays, SEGs and SRs that this run
         # did not write again stand beside the new rows as results of scans no longer in the folder,
         # or of another model (an SR of another angle, sent to a PACS with the rest): said.
-        stale = _earlier_outputs_left(options, earlier, written_now)
+        stale = [p for p in found_before if str(p) not in written_now and p.is_file() and not p.is_symlink()]
     elif options.resume and earlier_outputs:
         stale = _earlier_outputs_still_there(options.out_dir, earlier_outputs)
     if stale:
@@ -2330,26 +2344,24 @@ def _put_in_scan_order(csv_path: Path) -> list[dict]:
 
 
 def _names_in_the_folders_form(csv_path: Path, rows: list[dict], stamps: dict[str, tuple[str, str]],
-                               in_dir: Path | None) -> int:
+                               sha_of: Callable[[str], str] | None) -> int:
     """Rows whose file is no longer in the folder under its name, but is under the same name in
     another Unicode form (``ü`` composed or as ``u`` and a combining mark, as macOS and some shares
     write names), with the bytes measured: renamed in ``rows`` to the folder's form, and counted.
-    Two rows had read alike, the file measured again under its new form beside its old row."""
+    Two rows had read alike, the file measured again under its new form beside its old row.
+    ``sha_of``: a file's sha256 by its name in the folder (None: no folder to read)."""
     by_form: dict[str, list[str]] = {}
     for name in stamps:
         by_form.setdefault(composed_name(name), []).append(name)
     done = {row["file"] for row in rows}
     renamed: list[str] = []
-    digests: dict[str, str] = {}  # (each file read once: a cine's rows share it)
     for row in rows:
-        if row["file"] in stamps or in_dir is None or not row["file_sha256"]:
+        if row["file"] in stamps or sha_of is None or not row["file_sha256"]:
             continue
         forms = [name for name in by_form.get(composed_name(row["file"]), ()) if name not in done]
         if len(forms) != 1:
             continue
-        if forms[0] not in digests:
-            digests[forms[0]] = file_sha256(in_dir / path_of_printable(forms[0]))
-        if digests[forms[0]] == row["file_sha256"]:
+        if sha_of(forms[0]) == row["file_sha256"]:
             renamed.append(forms[0])
             row["file"] = forms[0]
     if renamed:
@@ -2641,4 +2653,4 @@ __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError"
            "output_lock", "output_stem", "prepare_resume", "printable_path", "read_done", "reason_codes",
            "reason_actions", "refuse_batch_output_as_input", "row_anatomy_unrecognised", "row_orientation_doubtful",
            "row_segmented", "row_symphysis_misplaced", "row_symphysis_unsure", "run_batch", "suffix_disambiguated",
-           "symphysis_mostly_unsure", "is_batch_run_csv", "write_measurements_csv"]
+           "symphysis_mostly_unsure", "has_other_names", "is_batch_run_csv", "write_measurements_csv"]
