@@ -13,7 +13,6 @@ import math
 import os
 import re
 import signal
-import stat
 import sys
 import time
 from contextlib import suppress
@@ -194,15 +193,6 @@ def fail(message: str, code: int = 2) -> None:
     """Print an actionable error (never a traceback) and exit."""
     error(message)
     raise typer.Exit(code)
-
-
-def _other_names(path: Path) -> bool:
-    """Whether ``path`` is a regular file with more names than this one (hard links)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
 
 
 def _fail_writing(target: str, exc: OSError, way_on: str = "") -> None:
@@ -1015,7 +1005,7 @@ def measure(
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
     What each status reason means: ipp-seg reasons."""
-    from .inference.batch import RunAdvice, is_batch_run_csv, write_measurements_csv
+    from .inference.batch import RunAdvice, has_other_names, is_batch_run_csv, write_measurements_csv
     from .inference.masks import index_scans, measure_masks
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
@@ -1029,7 +1019,7 @@ def measure(
         # Even with --overwrite: rows of masks would replace a run's (or, while it ran, join them).
         fail(f"--csv {csv_path} is the measurements.csv of a batch run (its record is beside it): rows measured from "
              "masks would replace the run's; give another file")
-    if csv_path is not None and overwrite and _other_names(csv_path):
+    if csv_path is not None and overwrite and has_other_names(csv_path):
         # Written over in place, every name of the file changes: a hard link to a batch run's CSV had lost its rows.
         fail(f"--csv {csv_path} has other names (hard links), such as a batch run's measurements.csv may be: "
              "writing over it would change them all; give another file")

@@ -234,10 +234,7 @@ class Predictor:
         pixels = frame.pixels
         if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
             # As the readers do: NaN marks pixels outside the field of view (to_output).
-            try:
-                frame = replace(frame, pixels=to_output(pixels))
-            except ValueError as exc:  # no finite pixel at all
-                raise NotUltrasoundFrameError(str(exc)) from None
+            frame = replace(frame, pixels=_frame_pixels(pixels))
         reason = not_segmentable_reason(frame.pixels)
         if reason:
             raise NotUltrasoundFrameError(reason)
@@ -281,12 +278,8 @@ class Predictor:
         spacing = check_spacing(spacing_mm)
         _plausible(spacing)
         spacing = spacing or self.options.spacing_mm
-        try:
-            pixels = to_output(np.ascontiguousarray(arr))
-        except ValueError as exc:  # no finite pixel (all NaN): no frame, as a blank one is none
-            raise NotUltrasoundFrameError(str(exc)) from None
         frame = UltrasoundFrame(
-            pixels=pixels,
+            pixels=_frame_pixels(np.ascontiguousarray(arr)),
             spacing_mm=spacing,
             regions=(),
             frame_index=0,
@@ -300,6 +293,15 @@ class Predictor:
 
 #: More model threads than this is a slip (a million threads took 23 GB before failing).
 MAX_THREADS = 256
+
+
+def _frame_pixels(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` in the readers' convention (:func:`~ipp_seg.io.greyscale.to_output`); none
+    finite (all NaN): no frame, as a blank one is none (:class:`NotUltrasoundFrameError`)."""
+    try:
+        return to_output(pixels)
+    except ValueError as exc:
+        raise NotUltrasoundFrameError(str(exc)) from None
 
 
 def _grey_levels(arr: np.ndarray) -> np.ndarray:
