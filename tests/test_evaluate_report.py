@@ -353,6 +353,63 @@ def test_a_predict_out_mask_without_its_report_is_named_as_unrecorded(folders, c
     assert evaluate_folders(pred, gt).unrecorded_predictions == ()  # no reports at all: masks of one's own
 
 
+def test_batch_runs_and_predict_reports_in_sub_folders_speak_for_their_masks(folders, tmp_path, caplog):
+    """A study keeps results/siteA/ and results/siteB/ (a batch run each) and evaluates results/: the
+    masks in the runs' masks/ folders were found and scored, but the runs' CSVs went unread, so a
+    frame a run failed on was left out as "no prediction" (the score flattered), the models that drew
+    the masks and their training frames went unsaid, and the runs' own reasons and calibrations were
+    lost. predict --out reports in a sub-folder had been passed over alike."""
+    import json
+    import shutil
+
+    from ipp_seg.inference.batch import CSV_COLUMNS, write_measurements_csv
+
+    pred, gt, _ = folders
+    results = tmp_path / "results"
+    runs = {"siteA": [("00001", "warning", "spacing_unknown;ps_low_confidence", "m-a"),
+                      ("00004", "failed", "unreadable", "m-a")],
+            "siteB": [("00002", "ok", "", "m-b")]}
+    for site, rows in runs.items():
+        (results / site / "masks").mkdir(parents=True)
+        write_measurements_csv(results / site / "measurements.csv", [dict.fromkeys(CSV_COLUMNS, "") | {
+            "file": f"{case}.png", "frame": "0", "status": status, "reasons": reasons, "model": model,
+            "ipp_seg_version": "0.2.7", "tta": "false", "method": "ellipse", "orientation": "standard",
+            "spacing_x_mm": "0.25" if case == "00002" else "", "spacing_y_mm": "0.25" if case == "00002" else ""}
+            for case, status, reasons, model in rows])
+        for case, status, _, _ in rows:
+            if status != "failed":
+                shutil.copy(pred / f"{case}.png", results / site / "masks" / f"{case}.png")
+    (results / "single").mkdir()
+    shutil.copy(pred / "00003.png", results / "single" / "00003_mask.png")
+    (results / "single" / "00003.json").write_text(json.dumps({
+        "file": "00003.png", "frame": 0, "ipp_seg_version": "0.2.7", "model": "m-c",
+        "reasons": ["spacing_unknown", "head_small_in_frame"]}))
+    with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
+        report = evaluate_folders(results, gt)
+    assert [c.case_id for c in report.cases] == ["00001", "00002", "00003", "00004"]
+    by_case = {c.case_id: c for c in report.cases}
+    assert report.failed_predictions == (("00004", "unreadable"),) and by_case["00004"].dice_all == 0.0
+    assert report.missing_predictions == () and report.unrecorded_predictions == ()
+    assert by_case["00001"].reasons_pred == ("spacing_unknown", "ps_low_confidence")
+    assert by_case["00003"].reasons_pred == ("spacing_unknown", "head_small_in_frame")
+    assert by_case["00002"].hsd_pred_mm is not None  # siteB's row measured it at 0.25 mm per pixel
+    assert [name for name, _ in report.prediction_models] == ["m-a", "m-b", "m-c"]
+    assert report.prediction_versions == ("0.2.7",)
+    # A mask in a run's masks/ without a row in that run's CSV is still named.
+    shutil.copy(pred / "00009.png", results / "siteB" / "masks" / "00009.png")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
+        assert evaluate_folders(results, gt).unrecorded_predictions == ()  # (no ground truth: not evaluated)
+    _write_png(gt / "00009.png", scene())
+    assert evaluate_folders(results, gt).unrecorded_predictions == ("00009",)
+    # A sub-folder of a run's masks/ is that run's: its CSV still speaks for it.
+    (results / "siteA" / "masks" / "deep").mkdir()
+    shutil.move(results / "siteA" / "masks" / "00001.png", results / "siteA" / "masks" / "deep" / "00001.png")
+    deep = evaluate_folders(results / "siteA" / "masks" / "deep", gt)
+    assert {c.case_id: c.reasons_pred for c in deep.cases}["00001"] == ("spacing_unknown", "ps_low_confidence")
+    assert [name for name, _ in deep.prediction_models] == ["m-a"]
+
+
 def test_missing_as_empty_scores_the_missing_prediction(folders):
     pred, gt, _ = folders
     report = evaluate_folders(pred, gt, missing_as_empty=True)

@@ -690,10 +690,13 @@ def evaluate_folders(
     # Frames the run that made the predictions failed before any mask (unreadable, no ultrasound
     # image): a failure of the pipeline, scored as an empty prediction, not left out as if no
     # prediction had been asked for (a pipeline that failed more would score better).
-    run = read_run_record(pred_dir)  # one pass over its CSV: failures, the cases it recorded, models
+    # Every run behind the folder (results/siteA/, results/siteB/ each a batch run's output), read
+    # in one pass over each CSV: failures, the cases it recorded, models.
+    run = read_run_records(pred_dir)
     run_failures = run.failures if run is not None else {}
-    # The network's doubt and the frame's own signs, which the masks alone do not hold.
-    reports = list(_frame_reports(pred_dir))  # (read once: for the reasons and the models)
+    # The network's doubt and the frame's own signs, which the masks alone do not hold; predict
+    # --out's reports lie beside their masks, in whichever sub-folder (read once: reasons, models).
+    reports = list(_frame_reports({Path(pred_dir), *(path.parent for path in preds.values())}))
     run_reasons = recorded_reasons(pred_dir, run, reports)
     # A mask beside such a row is an earlier run's, left when this run measured the file again.
     stale = sorted(c for c in paired if c in run_failures)
@@ -701,15 +704,19 @@ def evaluate_folders(
         logger.warning("%d mask(s) in %s are of an earlier run: the run that wrote its measurements.csv failed on "
                        "those frames, which are scored as failed (%s)", len(stale), pred_dir, _preview(stale))
     paired -= set(stale)
-    # Masks no record of the run speaks for: without a row in a batch run's CSV, or, in a folder
-    # of predict --out's reports, without the report beside them (removed, or a mask put there).
-    if run is not None:
-        unrecorded = sorted(c for c in paired if c not in run.cases)
-    else:  # (a folder without any report holds masks of one's own: none is unrecorded)
-        reported = {case_id_of(path) for path, _ in reports}
-        unrecorded = sorted(paired - reported) if reported else []
+    # Masks no record of a run speaks for: without a row in a batch run's CSV, or without predict
+    # --out's report beside them (removed, or a mask put there). A folder without either holds
+    # masks of one's own: none is unrecorded.
+    reported = {case_id_of(path) for path, _ in reports}
+    recorded = reported | (run.cases if run is not None else set())
+    unrecorded = sorted(paired - recorded) if recorded else []
     if unrecorded:  # scored as they are, but a reader of the figures should know
-        where = "row in its run's measurements.csv" if run is not None else "report of predict beside them"
+        if run is None:
+            where = "report of predict beside them"
+        elif reported:
+            where = "row in a run's measurements.csv nor report of predict beside them"
+        else:
+            where = "row in its run's measurements.csv"
         logger.warning("%d mask(s) in %s have no %s (a run stopped before writing it, or masks put there from "
                        "elsewhere); scored as they are: %s", len(unrecorded), pred_dir, where, _preview(unrecorded))
     failed_pred = sorted([c for c in missing_pred if c in run_failures] + stale)
@@ -922,12 +929,52 @@ def prediction_setting(tta, method, orientation, spacing_given) -> tuple[str, st
                  enumerate((tta, method, orientation, spacing_given)))
 
 
+def run_tables(pred_dir: PathLike) -> list[Path]:
+    """The measurements.csv of every batch run whose masks ``pred_dir`` holds: the one
+    :func:`run_table` finds, or, for a folder inside a run's ``masks`` folder, that run's; and
+    those of the runs in its sub-folders (a study's ``results/siteA``, ``results/siteB``)."""
+    from ..inference.batch import CSV_NAME, MASKS_FOLDER, OUTPUT_FOLDERS, is_batch_output
+
+    folder = Path(pred_dir)
+    own = run_table(folder)
+    if own is None:
+        own = next((above.parent / CSV_NAME for above in folder.absolute().parents
+                    if above.name == MASKS_FOLDER and is_batch_output(above.parent)), None)
+
+    def outputs(here: Path, _real: Path) -> bool:  # (a run's masks, overlays and DICOM hold no run)
+        return here.name in OUTPUT_FOLDERS and is_batch_output(here.parent)
+
+    below = [here / CSV_NAME for here, _, names in walk_folders(folder, outputs, warn_links=False)
+             if here != folder and CSV_NAME in names and is_batch_output(here)]
+    return ([own] if own is not None else []) + below
+
+
+def read_run_records(pred_dir: PathLike) -> RunRecord | None:
+    """One :class:`RunRecord` of every batch run behind ``pred_dir`` (:func:`run_tables`), each
+    CSV read in one pass; None where there is none, or none can be read (logged). A frame one
+    run failed on and another drew a mask of is not a failure."""
+    records = [record for record in map(read_run_record, run_tables(pred_dir)) if record is not None]
+    if len(records) <= 1:
+        return records[0] if records else None
+    reasons = {case: codes for record in records for case, codes in record.reasons.items()}
+    return RunRecord(
+        frozenset().union(*(record.cases for record in records)),
+        {case: why for record in records for case, why in record.failures.items() if case not in reasons},
+        frozenset().union(*(record.models for record in records)),
+        any(record.segmented for record in records),
+        reasons,
+        {case: spacing for record in records for case, spacing in record.spacings.items()},
+        frozenset().union(*(record.versions for record in records)),
+        frozenset().union(*(record.settings for record in records)))
+
+
 def read_run_record(pred_dir: PathLike) -> RunRecord | None:
-    """The :class:`RunRecord` of the batch run behind ``pred_dir`` (:func:`run_table`), read in
-    one pass; None where there is no such CSV, or it cannot be read (logged)."""
+    """The :class:`RunRecord` of the batch run behind ``pred_dir`` (:func:`run_table`; or the
+    path of its measurements.csv itself), read in one pass; None where there is no such CSV, or
+    it cannot be read (logged)."""
     from ..inference.batch import NO_SUCH_FRAME, NOT_AN_IMAGE, row_segmented
 
-    table = run_table(pred_dir)
+    table = Path(pred_dir) if Path(pred_dir).is_file() else run_table(pred_dir)
     if table is None:
         return None
     cases: set[str] = set()
@@ -990,16 +1037,16 @@ def recorded_models(pred_dir: PathLike, run: RunRecord | None = None,
     reports beside the masks (``reports``, :func:`_frame_reports`, where the caller has read
     them). Sorted; empty where the folder records none (masks from another tool)."""
     found: set[tuple[str, str]] = set(run.models) if run is not None else set()
-    for _, item in reports if reports is not None else _frame_reports(pred_dir):
+    for _, item in reports if reports is not None else _frame_reports([Path(pred_dir)]):
         if isinstance(item.get("model"), str):
             found.add((item["model"], item.get("model_sha256") or ""))
     return tuple(sorted((m, s) for m, s in found if m))
 
 
-def _frame_reports(pred_dir: PathLike) -> Iterator[tuple[Path, dict]]:
-    """(path, report) of each report of ipp-seg among ``pred_dir``'s JSON files (those of
+def _frame_reports(folders: Iterable[Path]) -> Iterator[tuple[Path, dict]]:
+    """(path, report) of each report of ipp-seg among the JSON files of ``folders`` (those of
     ``predict --out``: one frame's, ``<case>.json`` beside ``<case>_mask.png``)."""
-    for path in sorted(Path(pred_dir).glob("*.json")):
+    for path in sorted(path for folder in set(folders) for path in folder.glob("*.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
@@ -1016,7 +1063,7 @@ def recorded_reasons(pred_dir: PathLike, run: RunRecord | None = None,
     mask (``reports`` as for :func:`recorded_models`). A mask measured alone lacks those of the
     network and the frame (:data:`~ipp_seg.measure.result.SEGMENTATION_REASONS`)."""
     found = dict(run.reasons) if run is not None else {}
-    for path, item in reports if reports is not None else _frame_reports(pred_dir):
+    for path, item in reports if reports is not None else _frame_reports([Path(pred_dir)]):
         codes = item.get("reasons")
         if isinstance(codes, list) and all(isinstance(code, str) for code in codes):
             found.setdefault(case_id_of(path), tuple(codes))
