@@ -324,6 +324,33 @@ def test_separate_predict_runs_into_one_folder_keep_two_scans_of_one_name_apart(
     assert sorted(p.name for p in out.glob("*.json")) == ["IM_0001.json", f"{beside}.json"]
 
 
+def test_predict_into_a_folder_of_expert_masks_keeps_them(sample_png, tmp_path):
+    # The layout train reads, <case>.png beside <case>_mask.png: predict --out into it had written its masks over the
+    # expert's, and a JSON of the user's own over theirs, without a word (no report of ipp-seg was there to compare).
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    shutil.copy(sample_png, folder / "04700.png")
+    expert = np.zeros((256, 256), np.uint8)
+    expert[40:60, 100:160] = 1
+    cv2.imwrite(str(folder / "04700_mask.png"), expert)
+    shutil.copy(sample_png, folder / "04750.png")
+    (folder / "04750.json").write_text('{"mine": true}')
+    kept = {name: (folder / name).read_bytes() for name in ("04700_mask.png", "04750.json")}
+    result = invoke("predict", folder / "04700.png", folder / "04750.png", "--out", folder)
+    assert result.exit_code == 0, result.output
+    assert {name: (folder / name).read_bytes() for name in kept} == kept
+    said = " ".join(result.stderr.split())
+    assert "04700_mask.png in" in said and "04750.json in" in said and "no output of ipp-seg" in said
+    for case in ("04700", "04750"):
+        beside = f"{case}~{hashlib.sha256((folder / f'{case}.png').read_bytes()).hexdigest()[:8]}"
+        assert json.loads((folder / f"{beside}.json").read_text())["file"] == str(folder / f"{case}.png")
+        assert (folder / f"{beside}_mask.png").exists() and (folder / f"{beside}_overlay.png").exists()
+    assert not (folder / "04700.json").exists() and not (folder / "04750_mask.png").exists()
+
+
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     pytest.importorskip("highdicom")
     result = invoke("predict", sample_dicom, "--out", tmp_path, "--dicom-seg", "--dicom-sr")

@@ -163,6 +163,10 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
     return {p: renames.get(name, name) for p, name in names.items()}
 
 
+#: What :func:`write_frame_outputs` adds to an output stem, besides the report's ``.json``.
+OUTPUT_SUFFIXES = (f"{MASK_NAME_SUFFIX}.png", f"{OVERLAY_NAME_SUFFIX}.png", "_seg.dcm", "_sr.dcm")
+
+
 def name_beside_earlier_outputs(out_dir: Path, name: str, frame, digest: str, shown: str) -> tuple[str, str]:
     """``name`` (:func:`output_names`) for the outputs of the scan whose ``frame`` (its first) is
     written into ``out_dir``, and what to say of it: where the report an earlier run wrote there
@@ -170,19 +174,30 @@ def name_beside_earlier_outputs(out_dir: Path, name: str, frame, digest: str, sh
     ``file_sha256``, else the ``file`` it names), the name takes ``~`` and the start of this
     scan's sha256 (``digest``), so that both stand, and a warning says so; else ``name``, and "".
     Separate runs into one folder had written each scan's outputs over those of another scan
-    of the same file name."""
-    earlier = out_dir / f"{fitting_stem(output_stem(name, frame.frame_index, frame.n_frames))}.json"
+    of the same file name. Files under the outputs' names beside no report of ipp-seg (an
+    expert's ``<case>_mask.png`` in the layout ``train`` reads, a JSON of one's own) are kept
+    alike: they had been written over without a word."""
+    stem_there = out_dir / fitting_stem(output_stem(name, frame.frame_index, frame.n_frames))
+    earlier = stem_there.with_name(f"{stem_there.name}.json")
     try:
         report = json.loads(earlier.read_text(encoding="utf-8"))
         same = report["file_sha256"] == digest if report.get("file_sha256") else report["file"] == shown
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or no report of ours: as before
-        return name, ""
+        named = earlier.name
+        why = "is an earlier run's report of other bytes (another scan of this name, or this one before it changed)"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or no report of ipp-seg's
+        others = [path for path in (earlier, *(stem_there.with_name(stem_there.name + suffix)
+                                               for suffix in OUTPUT_SUFFIXES)) if os.path.lexists(path)]
+        if not others:
+            return name, ""
+        same = False
+        why = (f"{'is' if len(others) == 1 else 'are'} no output of ipp-seg (no report of ipp-seg beside "
+               f"{'it' if len(others) == 1 else 'them'}: a file of one's own, or a run stopped before its report)")
+        named = ", ".join(path.name for path in others)
     if same:
         return name, ""
     stem = name_without_suffix(name)
     beside = f"{stem}~{digest[:8]}{name[len(stem):]}"  # (before the suffix, which output_stem takes off)
-    return beside, (f"{shown}: {earlier.name} in {out_dir} is an earlier run's report of other bytes (another scan "
-                    f"of this name, or this one before it changed): this scan's outputs are named "
+    return beside, (f"{shown}: {named} in {out_dir} {why}: kept; this scan's outputs are named "
                     f"{Path(fitting_stem(output_stem(beside, frame.frame_index, frame.n_frames))).name}.* beside it")
 
 
