@@ -169,6 +169,8 @@ def _output_folder(out: Path | None, option: str = "--out") -> None:
     """Refuse an output folder that cannot be one, before any work is done."""
     if out is None:
         return
+    if not str(out).strip():  # ("$OUT " with OUT unset: a folder named " " had been made)
+        fail(f"{option} {str(out)!r} names no folder: spaces alone (a variable left unset?)")
     try:
         if out.exists() and not out.is_dir():
             fail(f"{option} {out} is a file, not a folder")
@@ -642,14 +644,19 @@ def predict(
     overlays_asked: bool = typer.Option(False, "--overlay", "--overlays", "--save-masks", hidden=True),
 ) -> None:
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
-    measurement failed; 2: unusable input or options, or an output that could not be written.
+    measurement failed; 2: unusable input or options, or an output that could not be written;
+    130 on Ctrl-C, SIGTERM or SIGHUP (the frames measured so far printed).
     What each status reason means: ipp-seg reasons."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .inference.batch import BatchOptions, InferenceOptions, RunAdvice
     from .inference.report import predict_scans
+    from .io.folders import printable_path
 
     _check_choices(method, orientation, frames, backend, device)
+    if any(str(scan) == "-" for scan in scans):  # (read as a file named "-": "no such file")
+        fail("predict reads scans from files: '-' (standard input) is not read; give the scan's path (its full path "
+             "for a file named -)")
     if overlays_asked and out is None:
         fail("predict writes a mask PNG, an overlay PNG and a JSON report per frame into --out DIR: give --out DIR "
              "(--overlays and --save-masks are batch's options)")
@@ -668,7 +675,11 @@ def predict(
     err.print(f"model {escape(processor.model_name)} on {_device_name(processor.segmenter.provider)}",
               highlight=False)
     rows, reports = [], []
-    unusable = measurement_failed = unwritten = False
+    unusable = measurement_failed = unwritten = interrupted = False
+    finished: list[Path] = []  # scans whose every frame was measured (a stop names the others)
+    # Ctrl-C, a job scheduler's SIGTERM or a hang-up: the frames measured so far are printed, and
+    # what was not measured said, as batch does (it had ended with no word and no row, exit 143).
+    previous_signals = _stop_on_signals()
     # A long cine or many scans: a live count on a terminal (gone when done; not in logs).
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=not _live_progress()) as progress:
@@ -681,14 +692,22 @@ def predict(
                 measurement_failed |= predicted.measurement_failed
                 rows.append(predicted.row)
                 reports.append(predicted.report)
+                if not finished or finished[-1] != predicted.scan:
+                    finished.append(predicted.scan)
                 progress.update(task, description=f"{_count(len(rows), 'frame')} measured, now "
                                                   f"{escape(Path(predicted.scan).name)}")
+        except KeyboardInterrupt:
+            interrupted = True
+            if finished and (reports[-1].get("n_frames") or 1) > 1:  # (a cine may have frames left)
+                finished.pop()
         except ImportError as exc:
             fail(str(exc))
         except OSError as exc:  # (reading failures are rows, not exceptions: this is writing)
             if out is None:
                 fail(str(exc))
             _fail_writing(f"into {out}", exc)
+        finally:
+            _restore_signals(previous_signals)
     if json_output:
         _print_json(reports)
     else:
@@ -696,6 +715,13 @@ def predict(
         # line holding pieces of two scans' reasons: too narrow a terminal gets a card per scan.
         _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
     _advise(RunAdvice.of_rows(rows), orientation)
+    if interrupted:
+        done = set(finished)
+        left = [scan for scan in scans if scan not in done]
+        shown = ", ".join(printable_path(str(scan)) for scan in left[:3]) + (", ..." if len(left) > 3 else "")
+        fail(f"interrupted: {_count(len(rows), 'frame')} measured (above"
+             f"{', with their outputs in ' + printable_path(str(out)) if out is not None and rows else ''}); "
+             f"{_count(len(left), 'scan')} not measured in full: {shown}; give them to predict again", code=130)
     if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
@@ -748,9 +774,11 @@ def batch(
                                   row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
 
+    from .io.folders import not_a_folder
+
     _check_choices(method, orientation, frames, backend, device)
     if not in_dir.is_dir():
-        fail(f"{in_dir} is not a folder")
+        fail(not_a_folder(in_dir))
     if engine not in ("local", "ray"):
         fail(f"--engine must be local or ray, got {engine!r}")
     if address and engine != "ray":
@@ -1156,11 +1184,13 @@ def evaluate(
     from .evaluate import (MASK_SUFFIXES, ReferenceAopError, evaluate_folders, read_reference_aop,
                            write_case_csv, write_summary_json)
 
+    from .io.folders import not_a_folder
+
     _check_choices(method, orientation, "all", "onnx", "cpu")
     spacing = _parse_spacing(spacing_mm)
     for folder in (pred_dir, gt_dir, images):
         if folder is not None and not folder.is_dir():
-            fail(f"{folder} is not a folder")
+            fail(not_a_folder(folder))
     _output_folder(out)
     if out is not None:  # before the work, not after it
         try:
@@ -1394,6 +1424,10 @@ def _say_usage_error(exc) -> None:
     and ``ipp-seg: <what is wrong>; ... --help lists the options``. typer's box around it had
     read as a different program's, and its ``{SCAN}`` as a literal."""
     ctx = exc.ctx
+    if not exc.format_message().strip():  # no command given: its help is on stdout, a line says why the exit is 2
+        err.print(f"ipp-seg: no command given; {escape(ctx.command_path if ctx else 'ipp-seg')} --help lists the "
+                  "commands", highlight=False, soft_wrap=True)
+        return
     if ctx is not None:
         command = ctx.command_path
         if getattr(exc, "possibilities", None):  # "no such option": hidden ones not offered

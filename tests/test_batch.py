@@ -974,6 +974,74 @@ def test_a_project_folder_that_holds_a_run_and_its_scans_gives_the_scans_only(tm
     assert json.loads((tmp_path / "ev2" / "summary.json").read_text())["blocks"]["overall"]["n_cases"] == 2
 
 
+def test_a_run_does_not_write_over_files_in_its_output_folders_that_no_run_wrote(tmp_path, sample_png):
+    """``batch proj/images --out proj --save-masks`` beside ``proj/masks`` (the layout train reads)
+    had replaced every expert mask with a prediction, exit 0, without a word. Refused before
+    anything is read; a kind not asked for leaves its folder alone; what a run killed outright
+    left in OUT is its own, and a resume goes on over it."""
+    import cv2
+
+    project = tmp_path / "proj"
+    (project / "images").mkdir(parents=True)
+    (project / "masks").mkdir(parents=True)
+    for name in ("psfhs_04700.png", "psfhs_04750.png"):
+        shutil.copy(sample_png.with_name(name), project / "images" / name)
+    expert = np.zeros((256, 256), np.uint8)
+    expert[40:60, 100:160] = 1
+    for name in ("psfhs_04700.png", "psfhs_04750.png"):
+        cv2.imwrite(str(project / "masks" / name), expert)
+    kept = {p: p.read_bytes() for p in (project / "masks").rglob("*.png")}
+    refused = _run("batch", project / "images", "--out", project, "--save-masks")
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, said
+    assert "masks/ in" in said and "holds 2 file(s) that no run of ipp-seg in it wrote" in said
+    assert "masks/psfhs_04700.png" in said and "Move them elsewhere, or give another --out folder" in said
+    assert {p: p.read_bytes() for p in kept} == kept and not (project / "measurements.csv").exists()
+    # Without --save-masks the masks folder is not written into: the run goes on.
+    measured = _run("batch", project / "images", "--out", project, "--overlays")
+    assert measured.exit_code == 0, measured.output
+    assert {p: p.read_bytes() for p in kept} == kept and len(list((project / "overlays").rglob("*.png"))) == 2
+    # Outputs a run killed outright left (no row for them yet) are the run's own: the resume writes over them.
+    out = tmp_path / "out"
+    assert _run("batch", project / "images", "--out", out, "--overlays").exit_code == 0
+    rows = (out / "measurements.csv").read_text().splitlines(keepends=True)
+    (out / "measurements.csv").write_text("".join(rows[:2]))  # the second file's row never written
+    resumed = _run("batch", project / "images", "--out", out, "--overlays", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(_rows(out / "measurements.csv")) == 2
+    # A file put there before the run began is not: neither --resume nor --overwrite writes over it.
+    (out / "overlays" / "notes.png").write_bytes(b"mine")
+    os.utime(out / "overlays" / "notes.png", (time.time() - 86400,) * 2)
+    for option in ("--resume", "--overwrite"):
+        again = _run("batch", project / "images", "--out", out, "--overlays", option)
+        assert again.exit_code == 2 and "overlays/ in" in again.output and "notes.png" in again.output
+    assert (out / "overlays" / "notes.png").read_bytes() == b"mine"
+
+
+def test_more_workers_than_cores_are_warned_of_and_the_record_says_where_the_model_ran(tmp_path, sample_png,
+                                                                                       monkeypatch, caplog):
+    # A deployment pass: --workers 6 on 2 cores started six copies of the model (2.5 GiB) for no speed, without a
+    # word; and --device cuda on a machine without CUDA ran on the CPU while the run's record said "cuda".
+    import onnxruntime
+
+    import ipp_seg.inference.batch as batch_module
+
+    root = _copied_scans(tmp_path / "scans", sample_png, 2)
+    monkeypatch.setattr(batch_module, "usable_cpus", lambda: 1)
+    with caplog.at_level("WARNING"):
+        result = _run("batch", root, "--out", tmp_path / "out", "--workers", "2", "--device", "cuda")
+    assert result.exit_code == 0, result.output
+    said = " ".join(caplog.text.split())
+    assert "2 workers asked for on 1 usable CPU core(s)" in said and "--workers 1 is the most that helps" in said
+    session = json.loads((tmp_path / "out" / batch_module.RUN_RECORD_NAME).read_text())["sessions"][0]
+    gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert session["device"] == ("cuda" if gpu else "cpu") and session["device_asked"] == "cuda"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _run("batch", root, "--out", tmp_path / "one", "--workers", "1").exit_code == 0
+    assert "usable CPU core" not in caplog.text
+
+
 def test_rows_a_resume_takes_out_are_kept_beside_the_csv_with_when_and_why(mixed_folder, tmp_path, sample_png,
                                                                             caplog):
     # A data manager's pass: a changed file's old row, and a row copied by hand with another AoP, vanished on

@@ -351,6 +351,35 @@ def test_predict_into_a_folder_of_expert_masks_keeps_them(sample_png, tmp_path):
     assert not (folder / "04700.json").exists() and not (folder / "04750_mask.png").exists()
 
 
+def test_predict_stopped_by_a_signal_prints_what_it_measured_and_names_the_rest(sample_png, tmp_path, monkeypatch):
+    # A deployment pass: SIGTERM (a scheduler's stop) ended predict with exit 143 and no word, Ctrl-C with 130 and
+    # nothing on stdout: the frames measured were lost from the table and JSON, and nothing said which scans were not.
+    import signal
+
+    import ipp_seg.inference.report as report_module
+
+    real = report_module.predict_scans
+
+    def stopped_after_one(*args, **kwargs):
+        for k, predicted in enumerate(real(*args, **kwargs)):
+            if k == 1:
+                # As a scheduler stops it; only with ipp-seg's handler in place (the default would end pytest too).
+                assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield predicted
+
+    monkeypatch.setattr(report_module, "predict_scans", stopped_after_one)
+    scans = [shutil.copy(sample_png, tmp_path / f"{k}.png") for k in range(3)]
+    result = invoke("predict", *scans, "--json")
+    assert result.exit_code == 130, result.output
+    measured = json.loads(result.stdout)
+    assert [Path(r["file"]).name for r in measured] == ["0.png"] and measured[0]["aop_deg"] is not None
+    said = " ".join(result.stderr.split())
+    assert "interrupted: 1 frame measured (above); 2 scans not measured in full:" in said
+    assert "1.png" in said and "2.png" in said and "give them to predict again" in said
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     pytest.importorskip("highdicom")
     result = invoke("predict", sample_dicom, "--out", tmp_path, "--dicom-seg", "--dicom-sr")
@@ -589,9 +618,22 @@ def test_a_link_planted_in_an_output_folder_is_replaced_not_followed(tmp_path, s
     shutil.copy(sample_dicom, scan)
     assert invoke("predict", scan, "--out", out, "--dicom-seg", "--dicom-sr").exit_code == 0
     assert all((victim / name).read_text() == "precious" for name in names)
-    assert all((out / name).is_file() and not (out / name).is_symlink() for name in names)
-    assert json.loads((out / names[0]).read_text())["aop_deg"] > 0
+    # The links are no outputs of ipp-seg (no report of its own beside them): left, and the outputs named beside.
+    beside = f"psfhs_04700_us~{hashlib.sha256(scan.read_bytes()).hexdigest()[:8]}"
+    assert all((out / name).is_symlink() for name in names)
+    written = [out / name.replace("psfhs_04700_us", beside) for name in names]
+    assert all(path.is_file() and not path.is_symlink() for path in written)
+    assert json.loads(written[0].read_text())["aop_deg"] > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".ipp-seg-")]  # no staging file left
+    # Links planted where the run writes into its own report's outputs again: replaced, not followed.
+    for path in written[1:]:
+        path.unlink()
+        path.symlink_to(victim / path.name.replace(beside, "psfhs_04700_us"))
+    assert invoke("predict", scan, "--out", out, "--dicom-seg", "--dicom-sr").exit_code == 0
+    assert all((victim / name).read_text() == "precious" for name in names)
+    assert all(path.is_file() and not path.is_symlink() for path in written)
+    for name in names:
+        (out / name).unlink()
     # evaluate's files in its --out folder likewise.
     ev = tmp_path / "ev"
     ev.mkdir()
@@ -599,7 +641,7 @@ def test_a_link_planted_in_an_output_folder_is_replaced_not_followed(tmp_path, s
     (ev / "summary.json").symlink_to(victim / "summary.json")
     gt = tmp_path / "gt"
     gt.mkdir()
-    shutil.copy(out / names[1], gt / "psfhs_04700_us.png")
+    shutil.copy(written[1], gt / f"{beside}.png")
     assert invoke("evaluate", out, gt, "--out", ev).exit_code == 0
     assert (victim / "summary.json").read_text() == "precious" and not (ev / "summary.json").is_symlink()
 
@@ -2166,3 +2208,39 @@ def test_control_characters_of_a_file_name_reach_no_terminal_raw(tmp_path, sampl
 
     record = logging.LogRecord("ipp_seg.x", logging.WARNING, "", 0, "no reference AoP: %s", ("cr\r\x1b[Kx",), None)
     assert LogLineFormatter().format(record) == "warning: no reference AoP: cr\\x0d\\x1b[Kx"
+
+
+def test_no_command_shows_the_commands_and_says_why_the_exit_is_not_0():
+    # A deployment pass: `ipp-seg` alone printed its help, then "ipp-seg: ; ipp-seg --help lists the options" (an
+    # empty error) and exit 2. click 8.2 exits 2 here, earlier versions 0.
+    run = _ipp_seg_process(capture_output=True, text=True)
+    assert "predict" in run.stdout and "batch" in run.stdout
+    assert "ipp-seg: ;" not in run.stderr and "Traceback" not in run.stderr
+    if run.returncode != 0:
+        assert run.returncode == 2 and "ipp-seg: no command given; python -m ipp_seg --help lists the commands" in \
+            " ".join(run.stderr.split()), run.stderr
+
+
+def test_a_folder_that_is_none_says_whether_it_is_missing_or_a_file(tmp_path, sample_png):
+    # "nonexist is not a folder" had left the user to guess: a typo, or a file given for a folder?
+    missing = invoke("batch", tmp_path / "nonexist", "--out", tmp_path / "o")
+    assert missing.exit_code == 2 and f"{tmp_path / 'nonexist'} does not exist" in " ".join(missing.stderr.split())
+    a_file = invoke("evaluate", sample_png, tmp_path)
+    assert a_file.exit_code == 2 and "is a file, not a folder" in a_file.stderr
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    dangling = invoke("batch", tmp_path / "gone", "--out", tmp_path / "o")
+    assert "does not exist (a link to nowhere)" in " ".join(dangling.stderr.split())
+
+
+def test_an_out_of_spaces_alone_and_a_dash_for_a_scan_are_refused_with_what_to_give(tmp_path, sample_png):
+    # A deployment pass: --out "   " (a variable left unset) made a folder named with spaces; "predict -" said
+    # "no such file" of what was meant as standard input.
+    spaces = invoke("batch", tmp_path, "--out", "   ")
+    assert spaces.exit_code == 2 and "names no folder: spaces alone" in spaces.stderr
+    assert not Path("   ").exists()
+    dash = invoke("predict", "-")
+    assert dash.exit_code == 2 and "'-' (standard input) is not read" in " ".join(dash.stderr.split())
+    with pytest.raises(ValueError, match="spaces alone names no output folder"):
+        from ipp_seg.inference.batch import BatchOptions, run_batch
+
+        run_batch(BatchOptions(tmp_path, Path(" ")))

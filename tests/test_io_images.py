@@ -1074,6 +1074,13 @@ def test_an_itk_file_whose_name_is_not_utf8_gets_a_reason_not_an_abort(tmp_path)
     assert "its name is not UTF-8" in run.stderr and "rename the file" in run.stderr
     with pytest.raises(ScanReadError, match="not UTF-8"):
         count_frames(os.fsdecode(latin1))
+    # A plain file name in a Latin-1 folder: the folder is to be renamed (the file had been named).
+    folder = os.path.join(os.fsencode(tmp_path), b"M\xfcller")
+    os.mkdir(folder)
+    os.link(plain, os.path.join(folder, b"a.mha"))
+    with pytest.raises(ScanReadError, match="the name of a folder it is in is not UTF-8") as refused:
+        count_frames(os.fsdecode(os.path.join(folder, b"a.mha")))
+    assert "rename that folder" in str(refused.value) and "rename the file" not in str(refused.value)
 
 
 def test_an_itk_file_that_cannot_be_opened_is_not_called_damaged(tmp_path, monkeypatch):

@@ -175,6 +175,25 @@ class TorchSegmenter:
             return self.model(x).float().cpu().numpy()
 
 
+def device_used(backend: str, device: str) -> str:
+    """The device a segmenter of ``backend`` asked for ``device`` runs on: ``cpu`` where CUDA is
+    asked but there is none for the backend (onnxruntime without its CUDA provider, torch
+    without a GPU), as the segmenters fall back; for a run's record, which had said ``cuda`` of a
+    run on the CPU."""
+    if device != "cuda":
+        return device
+    try:
+        if backend == "torch":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        import onnxruntime as ort
+
+        return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    except ImportError:  # (the segmenter says so when it loads)
+        return device
+
+
 def load_segmenter(spec: ModelSpec, backend: str = "onnx", device: str = "cpu", threads: int | None = None,
                    fixed_batch: int | None = None):
     """A segmenter of ``spec``; ``fixed_batch`` specialises an ONNX session to that batch

@@ -46,8 +46,8 @@ from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnI
                   write_overlay_png)
 from ..io.errors import NO_SUCH_FILE
 from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_to_create, given_path,
-                          name_of_spreadsheet_cell, path_of_printable, printable_path, remove_made_folders,
-                          spreadsheet_cell, walk_folders)
+                          name_of_spreadsheet_cell, not_a_folder, path_of_printable, printable_path,
+                          remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
@@ -56,7 +56,7 @@ from ..machine import machine_description, onnxruntime_version, software_version
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
-from .backends import BACKENDS, DEVICES, BackendError, load_segmenter
+from .backends import BACKENDS, DEVICES, BackendError, device_used, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
 from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream
 
@@ -1372,6 +1372,10 @@ class ExistingResultsError(ValueError):
     """A measurements.csv with rows, which a run without ``resume`` or ``overwrite`` would lose."""
 
 
+class OutputsOfAnotherError(ExistingResultsError):
+    """Files in an output folder a run writes into that no run of ipp-seg in OUT wrote."""
+
+
 class LinkedOutputFolderError(ValueError):
     """OUT's ``masks`` or ``overlays`` is a link: the outputs would go where it points."""
 
@@ -1763,7 +1767,7 @@ def run_batch(options: BatchOptions,
     options = replace(options, in_dir=given_path(options.in_dir, "scans folder"),
                       out_dir=given_path(options.out_dir, "output folder"))
     if not options.in_dir.is_dir():
-        raise NotADirectoryError(f"{options.in_dir} is not a folder")
+        raise NotADirectoryError(not_a_folder(options.in_dir))
     if options.engine not in ENGINES:
         raise ValueError(f"unknown engine {options.engine!r}: use {' or '.join(ENGINES)}")
     if options.resume and options.overwrite:  # (it had resumed, silently)
@@ -1817,6 +1821,54 @@ def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
     a frame's outputs are named with _f0003 where its file has several frames, without where it
     has one (which the rows do not say): both."""
     return {output_stem(named, 0, 1)} | {output_stem(named, frame, 2) for frame in frames}
+
+
+def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> list[Path]:
+    """The files in the output folders this run writes into (of the kinds it asks for) that no
+    run of ipp-seg in OUT wrote: under no name a row of its CSV (``rows``, :func:`_earlier_rows`)
+    gives an output, nor among the earlier run's outputs its ``record`` names, nor written since
+    the run began (its first session: a run killed outright leaves the outputs of files it had no
+    row for yet). An expert's masks in OUT/masks (``batch proj/images --out proj`` beside
+    ``proj/masks``, the layout ``train`` reads) had been written over without a word. Hidden
+    files, and folders that are links (refused apart), are passed."""
+    folders = [options.out_dir / folder for folder, wanted in _folders_asked(options).items()
+               if wanted and (options.out_dir / folder).is_dir() and not (options.out_dir / folder).is_symlink()]
+    if not folders:
+        return []
+    ours = set(_earlier_outputs_found(options, rows)) if rows else set()
+    earlier = record.get("earlier_outputs") or {}
+    ours.update(options.out_dir / rel for rel in earlier.get("paths", ()))
+    since = None
+    with suppress(IndexError, KeyError, TypeError, ValueError):
+        started = record["sessions"][0]["started"]  # (to the second: a second before it)
+        since = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() - 1.0
+    found = []
+    for folder in folders:
+        for here, _, names in walk_folders(folder, warn_links=False):
+            for name in names:
+                path = here / name
+                if path in ours:
+                    continue
+                with suppress(OSError):
+                    if since is None or path.lstat().st_mtime < since:
+                        found.append(path)
+    return found
+
+
+def _refuse_outputs_of_another(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> None:
+    """Raise :class:`OutputsOfAnotherError` where the output folders this run writes into hold
+    files no run of ipp-seg in OUT wrote (:func:`_files_no_run_wrote`): before anything is read."""
+    found = _files_no_run_wrote(options, rows, record)
+    if not found:
+        return
+    folders = sorted({path.relative_to(options.out_dir).parts[0] + "/" for path in found})
+    shown = ", ".join(printable_path(path.relative_to(options.out_dir).as_posix()) for path in found[:3])
+    raise OutputsOfAnotherError(
+        f"{' and '.join(folders)} in {printable_path(str(options.out_dir))} already "
+        f"{'hold' if len(folders) > 1 else 'holds'} {len(found)} file(s) that no run of ipp-seg in it wrote "
+        f"({shown}{', ...' if len(found) > 3 else ''}: an expert's masks, kept beside the scans in the layout train "
+        "reads?): this run writes its outputs there and could replace them. Move them elsewhere, or give another "
+        "--out folder")
 
 
 def _earlier_outputs_still_there(out_dir: Path, earlier_outputs: dict) -> list[Path]:
@@ -1907,7 +1959,10 @@ def run_session(options: BatchOptions, workers: int) -> dict:
     return {"started": utc_now_cell(), "ipp_seg": __version__, "in_dir": os.path.abspath(options.in_dir),
             "glob": options.glob,
             "exclude": list(options.excluded_globs),
-            "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend, "device": inf.device,
+            "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend,
+            # Where it ran (CUDA asked without one runs on the CPU), and what was asked.
+            "device": device_used(inf.backend, inf.device) if options.engine == "local" else inf.device,
+            "device_asked": inf.device,
             "engine": options.engine, "workers": workers, "threads": inf.threads,
             **software_versions(*(("torch",) if inf.backend == "torch" else ())), "onnxruntime": onnxruntime_version(),
             **machine_description()}
@@ -2055,6 +2110,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if held:
             raise ExistingResultsError(f"{csv_path} already holds {len(held)} rows: add --resume to go on with "
                                        "that run, --overwrite to replace it, or give another --out folder")
+    _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
+                               if options.resume else {}, _read_run_record(options.out_dir))
     hidden: list[Path] = []
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
                        hidden=hidden)
@@ -2150,6 +2207,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                     WORKER_LIMIT)
         workers = WORKER_LIMIT
     cores = usable_cpus()
+    if options.engine == "local" and workers > cores:
+        # Each loads the model (~400 MB); a shared node's 64 had taken 25 GB for no speed.
+        log.warning("%d workers asked for on %d usable CPU core(s): each holds its own copy of the model (a few "
+                    "hundred MB), and more workers than cores measure no faster; --workers %d is the most that "
+                    "helps here", workers, cores, cores)
     if options.inference.threads is None and options.engine == "local":
         # (Ray sizes its actors from the cluster's CPUs, not this machine's.)
         # Threads split between workers: oversubscribing 2 cores costs more than it gives.

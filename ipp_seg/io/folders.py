@@ -227,7 +227,23 @@ def given_path(path: str | os.PathLike[str], what: str) -> Path:
         raise TypeError(f"the {what} must be a file path (str or Path), got {type(path).__name__}")
     if os.fspath(path) in ("", b""):
         raise ValueError(f"an empty path names no {what} (it would read as the current folder)")
+    if not os.fsdecode(path).strip():  # (a quoting slip: "$OUT " with OUT unset made a folder named " ")
+        raise ValueError(f"a path of spaces alone names no {what} ({os.fsdecode(path)!r}: a variable left unset?)")
     return Path(os.fsdecode(path))
+
+
+def not_a_folder(path: str | os.PathLike[str]) -> str:
+    """Why ``path``, given as a folder, is none, in a line for the user: that it does not exist
+    (or is a link to nowhere), is a file, or cannot be reached ("nonexist is not a folder" had
+    left a user to guess which)."""
+    shown = printable_path(os.fsdecode(path))
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return f"{shown} does not exist" + (" (a link to nowhere)" if os.path.islink(path) else "")
+    except OSError as exc:
+        return f"{shown} cannot be reached ({exc.strerror or exc})"
+    return f"{shown} is a file, not a folder" if os.path.isfile(path) else f"{shown} is not a folder"
 
 
 def composed_name(name: str) -> str:

@@ -344,8 +344,12 @@ def check_itk_name(path: str) -> str:
     """
     name = utf8_name(path)
     if name is None:
-        raise ScanReadError(path, "its name is not UTF-8 (a Latin-1 name from an old export?), which SimpleITK "
-                                  "cannot open (it aborts the process): rename the file")
+        # Which part to rename: a folder's name had been blamed on the file's.
+        file_name_ok = utf8_name(os.path.basename(os.fsencode(path))) is not None
+        what, rename = (("the name of a folder it is in", "rename that folder (or copy the file elsewhere)")
+                        if file_name_ok else ("its name", "rename the file"))
+        raise ScanReadError(path, f"{what} is not UTF-8 (a Latin-1 name from an old export?), which SimpleITK "
+                                  f"cannot open (it aborts the process): {rename}")
     try:  # (not blocking on a pipe: the readers refuse those, but not before they try it)
         os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
     except OSError as exc:
