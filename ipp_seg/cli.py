@@ -773,7 +773,6 @@ def batch(
                                   RUN_RECORD_NAME, RowsFileReplacedError, WorkerDiedError, WorkingFolderGoneError,
                                   row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
-
     from .io.folders import not_a_folder
 
     _check_choices(method, orientation, frames, backend, device)
@@ -1181,10 +1180,12 @@ def evaluate(
     case, overall and per acquisition style. Exit 0: cases evaluated (cases that could not be
     are listed, and are rows of cases.csv); 2: no case could be evaluated (files written by an
     earlier run into --out are then left as they were), or unusable folders or options."""
+    import hashlib
+    from dataclasses import replace
+
     from .evaluate import (MASK_SUFFIXES, ReferenceAopError, evaluate_folders, read_reference_aop,
                            write_case_csv, write_summary_json)
-
-    from .io.folders import not_a_folder
+    from .io.folders import not_a_folder, printable_path
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     spacing = _parse_spacing(spacing_mm)
@@ -1241,6 +1242,10 @@ def evaluate(
                       _fmt(m["dice_all"].mean, 4), _fmt(m["hd_all"].mean, 2), _fmt(m["asd_all"].mean, 2),
                       _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), *vs_reference,
                       str(block.n_failed_pred), _fmt(block.score, 4))
+    if reference_aop is not None:  # which reference file, by its bytes: two summaries against two told apart
+        report = replace(report, inputs={**report.inputs, "reference_aop": {
+            **(report.inputs.get("reference_aop") or {}), "file": printable_path(os.path.abspath(reference_aop)),
+            "sha256": hashlib.sha256(reference_aop.read_bytes()).hexdigest()}})
     if out is not None:  # (made and checked before the work); written before the tables, which a reader may cut
         try:
             write_case_csv(report, out / "cases.csv")

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -2244,3 +2245,29 @@ def test_an_out_of_spaces_alone_and_a_dash_for_a_scan_are_refused_with_what_to_g
         from ipp_seg.inference.batch import BatchOptions, run_batch
 
         run_batch(BatchOptions(tmp_path, Path(" ")))
+
+
+def test_evaluates_summary_says_what_was_evaluated_against_what_and_when(tmp_path):
+    # A statistician's pass: two summary.json files against different reference files could not be told apart; the
+    # ground-truth folder, --images and when it ran were not recorded either.
+    import cv2
+    import numpy as np
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        mask = np.zeros((128, 128), np.uint8)
+        cv2.circle(mask, (44, 78), 34, 2, thickness=-1)
+        cv2.ellipse(mask, (52, 18), (15, 5), -8, 0, 360, 1, thickness=-1)
+        cv2.imwrite(str(tmp_path / folder / "00001.png"), mask)
+    reference = tmp_path / "ref.csv"
+    reference.write_text("case,aop_deg\n00001,120.5\n")
+    result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", reference,
+                    "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["inputs"]["predictions"] == str(tmp_path / "pred")
+    assert summary["inputs"]["ground_truth"] == str(tmp_path / "gt") and summary["inputs"]["images"] is None
+    assert summary["inputs"]["reference_aop"] == {"cases": 1, "file": str(reference),
+                                                  "sha256": hashlib.sha256(reference.read_bytes()).hexdigest()}
+    assert summary["inputs"]["gt_labels"] == {"ps": 1, "fh": 2} and summary["inputs"]["spacing_mm"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", summary["evaluated_at"])

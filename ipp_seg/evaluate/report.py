@@ -308,6 +308,9 @@ class EvaluationReport:
     ``measurements.csv``, or, in a folder of ``predict --out``'s reports, no report beside it (a
     run stopped before its row, an earlier run's mask left by ``--overwrite``, a report removed,
     a mask put there from elsewhere): scored as they are, but which model drew them no file says.
+    ``inputs``: what was evaluated against what (the folders, as absolute paths; the labels and
+    spacing given; the reference AoP's file and sha256 where the caller adds them), so that two
+    summaries can be told apart and one reproduced.
     """
 
     method: str
@@ -328,6 +331,7 @@ class EvaluationReport:
     prediction_versions: tuple[str, ...] = ()
     prediction_settings: tuple[tuple[str, str, str, str], ...] = ()
     unrecorded_predictions: tuple[str, ...] = ()
+    inputs: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def overall(self) -> BlockSummary:
@@ -365,6 +369,8 @@ class EvaluationReport:
             "ground_truth_problems": [{"case_id": printable_path(c), "problem": p}
                                       for c, p in self.ground_truth_problems],
             "missing_as_empty": self.missing_as_empty,
+            # What was evaluated against what: two summaries told apart, one reproduced.
+            "inputs": dict(self.inputs),
             # Which weights made the predictions, where their folder records it (several: mixed).
             "prediction_models": [{"model": m, "model_sha256": s or None} for m, s in self.prediction_models],
             # Frames the predicting run failed on before any mask: scored as empty predictions.
@@ -831,7 +837,18 @@ def evaluate_folders(
                                             for _, item in reports if "model" in item})),
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
         unrecorded_predictions=tuple(c for c in unrecorded if c in {r.case_id for r in results}),
+        inputs={"predictions": _absolute(pred_dir), "ground_truth": _absolute(gt_dir),
+                "images": None if images_dir is None else _absolute(images_dir),
+                "gt_labels": {"ps": gt_labels[0], "fh": gt_labels[1]},
+                "pred_labels": {"ps": pred_labels[0], "fh": pred_labels[1]},
+                "spacing_mm": None if spacing_mm is None else [float(v) for v in spacing_mm],
+                "reference_aop": None if reference_aop is None else {"cases": len(reference_aop)}},
     )
+
+
+def _absolute(folder: Path) -> str:
+    """A folder's absolute path as summary.json gives it (a name's non-UTF-8 bytes as \\xfc)."""
+    return printable_path(os.path.abspath(folder))
 
 
 def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence[str]
@@ -1483,10 +1500,14 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
 
 
 def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
-    """Write :meth:`EvaluationReport.to_dict` as indented JSON. Returns the path."""
+    """Write :meth:`EvaluationReport.to_dict` as indented JSON, with ``evaluated_at`` (UTC, to
+    the second). Returns the path."""
+    from datetime import datetime, timezone
+
     out = Path(path)
+    summary = {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **report.to_dict()}
     with replacing(out, text=True, encoding="utf-8", errors="backslashreplace") as fh:
-        json.dump(report.to_dict(), fh, indent=2, allow_nan=False)
+        json.dump(summary, fh, indent=2, allow_nan=False)
         fh.write("\n")
     return out
 
