@@ -171,9 +171,15 @@ def _output_folder(out: Path | None, option: str = "--out") -> None:
         return
     if not str(out).strip():  # ("$OUT " with OUT unset: a folder named " " had been made)
         fail(f"{option} {str(out)!r} names no folder: spaces alone (a variable left unset?)")
+    if str(out).startswith("-"):  # ("--out --workers 2" had made a folder named --workers)
+        fail(f"{option} {out}: a folder name that starts with '-' reads as an option left without its value; give "
+             f"{option} its folder (the full path for a folder named so)")
     try:
         if out.exists() and not out.is_dir():
             fail(f"{option} {out} is a file, not a folder")
+        if out.is_dir() and not os.access(out, os.W_OK):  # before the work, not after the first frame
+            read_only = hasattr(os, "statvfs") and os.statvfs(out).f_flag & os.ST_RDONLY
+            fail(f"cannot write into {out}: {'it is on a read-only file system' if read_only else 'permission denied'}")
     except OSError as exc:  # a folder on the way without search permission
         fail(f"{option} {out} cannot be reached: {exc.strerror or exc}")
 
@@ -676,6 +682,7 @@ def predict(
               highlight=False)
     rows, reports = [], []
     unusable = measurement_failed = unwritten = interrupted = False
+    write_failure: OSError | None = None
     finished: list[Path] = []  # scans whose every frame was measured (a stop names the others)
     # Ctrl-C, a job scheduler's SIGTERM or a hang-up: the frames measured so far are printed, and
     # what was not measured said, as batch does (it had ended with no word and no row, exit 143).
@@ -705,7 +712,7 @@ def predict(
         except OSError as exc:  # (reading failures are rows, not exceptions: this is writing)
             if out is None:
                 fail(str(exc))
-            _fail_writing(f"into {out}", exc)
+            write_failure = exc  # (said after the frames measured before it, as a stop is)
         finally:
             _restore_signals(previous_signals)
     if json_output:
@@ -715,13 +722,20 @@ def predict(
         # line holding pieces of two scans' reasons: too narrow a terminal gets a card per scan.
         _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
     _advise(RunAdvice.of_rows(rows), orientation)
-    if interrupted:
+    if write_failure is not None or interrupted:
+        # The frames above are whole (with their outputs); the scans after them are named.
+        if write_failure is not None and finished and (reports[-1].get("n_frames") or 1) > 1:
+            finished.pop()  # (a cine whose next frame failed to be written)
         done = set(finished)
         left = [scan for scan in scans if scan not in done]
         shown = ", ".join(printable_path(str(scan)) for scan in left[:3]) + (", ..." if len(left) > 3 else "")
-        fail(f"interrupted: {_count(len(rows), 'frame')} measured (above"
-             f"{', with their outputs in ' + printable_path(str(out)) if out is not None and rows else ''}); "
-             f"{_count(len(left), 'scan')} not measured in full: {shown}; give them to predict again", code=130)
+        measured = (f"{_count(len(rows), 'frame')} measured (above"
+                    f"{', with their outputs in ' + printable_path(str(out)) if out is not None and rows else ''}); "
+                    f"{_count(len(left), 'scan')} not measured in full: {shown}")
+        if write_failure is not None:
+            _fail_writing(f"into {out}", write_failure, f"{measured}; once the folder can be written, give them to "
+                                                        "predict again (the first one's files there may be partial)")
+        fail(f"interrupted: {measured}; give them to predict again", code=130)
     if unusable or unwritten:
         raise typer.Exit(2)
     if measurement_failed:
@@ -1198,10 +1212,7 @@ def evaluate(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             _fail_writing(f"into {out}", exc)
-        if not os.access(out, os.W_OK):
-            read_only = hasattr(os, "statvfs") and os.statvfs(out).f_flag & os.ST_RDONLY
-            why = "it is on a read-only file system" if read_only else "permission denied"
-            fail(f"cannot write into {out}: {why}")
+        _output_folder(out)
     reference = None
     if reference_aop is not None:
         try:
@@ -1445,6 +1456,13 @@ def _say_usage_error(exc) -> None:
         command = "ipp-seg" + next((f" {arg}" for arg in sys.argv[1:] if arg in commands), "")
     message = exc.format_message()
     message = message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+    # "--out --workers 1": --out took "--workers" for its folder, and "1" was left over.
+    took = [(param.opts[0], value) for param in (ctx.command.params if ctx is not None else ())
+            if param.opts and param.opts[0].startswith("--")
+            for value in [(ctx.params or {}).get(param.name)] if str(value or "").startswith("--")]
+    if took:
+        message = message.rstrip(".") + "".join(f" ({option} took {str(value)!r} for its value: give {option} one)"
+                                                for option, value in took)
     err.print(f"ipp-seg: {escape(message.rstrip('.'))}; {escape(command)} --help lists the options",
               highlight=False, soft_wrap=True)
 

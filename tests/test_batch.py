@@ -742,7 +742,7 @@ def test_a_scan_without_the_frames_asked_for_is_no_unreadable_file(mixed_folder,
 
 def test_batch_missing_folder_exits_2(tmp_path):
     result = _run("batch", tmp_path / "nope", "--out", tmp_path / "o")
-    assert result.exit_code == 2 and "not a folder" in result.output
+    assert result.exit_code == 2 and "nope does not exist" in result.output
 
 
 def test_output_stem_and_read_done(tmp_path):

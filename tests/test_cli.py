@@ -2271,3 +2271,53 @@ def test_evaluates_summary_says_what_was_evaluated_against_what_and_when(tmp_pat
                                                   "sha256": hashlib.sha256(reference.read_bytes()).hexdigest()}
     assert summary["inputs"]["gt_labels"] == {"ps": 1, "fh": 2} and summary["inputs"]["spacing_mm"] is None
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", summary["evaluated_at"])
+
+
+def test_predict_on_a_disk_that_fills_prints_what_it_wrote_and_names_the_rest(sample_png, tmp_path, monkeypatch):
+    # A deployment pass: a full disk mid-run ended predict with exit 2 and no table of the frames already measured
+    # and written, and without naming the scans left.
+    import errno
+
+    import ipp_seg.inference.report as report_module
+
+    real, calls = report_module.write_frame_outputs, []
+
+    def disk_full_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "write_frame_outputs", disk_full_at_the_second)
+    scans = [shutil.copy(sample_png, tmp_path / f"{k}.png") for k in range(3)]
+    result = invoke("predict", *scans, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.split())
+    assert f"cannot write into {tmp_path / 'out'}: No space left on device" in said
+    assert "1 frame measured (above, with their outputs in" in said and "2 scans not measured in full:" in said
+    assert "0.png" in result.stdout and "146." in result.stdout  # the table of the frame written
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, sample_png, monkeypatch):
+    # A deployment pass: predict --out into a read-only folder loaded the model and measured the first frame first.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # (As a folder this user may not write reads; root writes through a chmod.)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not (Path(path) == locked and mode & os.W_OK)
+                        and real_access(path, mode, **kw))
+    result = invoke("predict", sample_png, "--out", locked)
+    assert result.exit_code == 2 and f"cannot write into {locked}: permission denied" in result.stderr
+    assert "model dssau-net-s" not in result.stderr  # refused before the model was loaded
+
+
+def test_an_out_value_that_reads_as_an_option_is_refused(tmp_path):
+    # "batch in --out --workers 1" had taken --workers for the folder, then said "unexpected extra argument (1)";
+    # "--out --overlays" had made a folder named --overlays.
+    result = invoke("batch", tmp_path, "--out", "--overlays")
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "--out --overlays: a folder name that starts with '-' reads as an option" in said
+    assert not Path("--overlays").exists()
+    run = _ipp_seg_process("batch", str(tmp_path), "--out", "--workers", "1", capture_output=True, text=True)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and "(--out took '--workers' for its value: give --out one)" in said, said

@@ -1825,34 +1825,35 @@ def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
 
 def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> list[Path]:
     """The files in the output folders this run writes into (of the kinds it asks for) that no
-    run of ipp-seg in OUT wrote: under no name a row of its CSV (``rows``, :func:`_earlier_rows`)
-    gives an output, nor among the earlier run's outputs its ``record`` names, nor written since
-    the run began (its first session: a run killed outright leaves the outputs of files it had no
-    row for yet). An expert's masks in OUT/masks (``batch proj/images --out proj`` beside
-    ``proj/masks``, the layout ``train`` reads) had been written over without a word. Hidden
-    files, and folders that are links (refused apart), are passed."""
+    run of ipp-seg in OUT wrote: written before the run began (its record's first session: what
+    a run killed outright leaves of files it had no row for yet is its own), under no name a row
+    of its CSV (``rows``, :func:`_earlier_rows`) gives an output, nor among the earlier run's
+    outputs its ``record`` names. An expert's masks in OUT/masks (``batch proj/images --out proj``
+    beside ``proj/masks``, the layout ``train`` reads) had been written over without a word.
+    Hidden files, and folders that are links (refused apart), are passed."""
     folders = [options.out_dir / folder for folder, wanted in _folders_asked(options).items()
                if wanted and (options.out_dir / folder).is_dir() and not (options.out_dir / folder).is_symlink()]
-    if not folders:
-        return []
-    ours = set(_earlier_outputs_found(options, rows)) if rows else set()
-    earlier = record.get("earlier_outputs") or {}
-    ours.update(options.out_dir / rel for rel in earlier.get("paths", ()))
     since = None
-    with suppress(IndexError, KeyError, TypeError, ValueError):
+    with suppress(IndexError, KeyError, TypeError, ValueError, AttributeError):
         started = record["sessions"][0]["started"]  # (to the second: a second before it)
         since = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() - 1.0
-    found = []
+    older = []  # (files the run wrote since it began are its own: most of a large run's, not looked up below)
     for folder in folders:
         for here, _, names in walk_folders(folder, warn_links=False):
             for name in names:
-                path = here / name
-                if path in ours:
-                    continue
                 with suppress(OSError):
-                    if since is None or path.lstat().st_mtime < since:
-                        found.append(path)
-    return found
+                    if since is None or (here / name).lstat().st_mtime < since:
+                        older.append(here / name)
+    if not older:
+        return []
+    # The names the rows give outputs (no file looked at), and those the record names.
+    renames = suffix_disambiguated(path_of_printable(name) for name in rows)
+    ours = {options.out_dir / rel for rel in (record.get("earlier_outputs") or {}).get("paths", ())}
+    for name, frames in rows.items():
+        rel = path_of_printable(name)
+        stems = _stems_of_rows(renames.get(rel, rel), [int(f) for f in frames if f.isascii() and f.isdigit()])
+        ours.update(output_path(options.out_dir, kind, stem) for kind in _OUTPUT_PLACES for stem in stems)
+    return [path for path in older if path not in ours]
 
 
 def _refuse_outputs_of_another(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> None:
