@@ -174,12 +174,19 @@ def _output_folder(out: Path | None, option: str = "--out") -> None:
     if str(out).startswith("-"):  # ("--out --workers 2" had made a folder named --workers)
         fail(f"{option} {out}: a folder name that starts with '-' reads as an option left without its value; give "
              f"{option} its folder (the full path for a folder named so)")
+    def why(folder: Path) -> str:
+        read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+        return "it is on a read-only file system" if read_only else "permission denied"
+
     try:
         if out.exists() and not out.is_dir():
             fail(f"{option} {out} is a file, not a folder")
         if out.is_dir() and not os.access(out, os.W_OK):  # before the work, not after the first frame
-            read_only = hasattr(os, "statvfs") and os.statvfs(out).f_flag & os.ST_RDONLY
-            fail(f"cannot write into {out}: {'it is on a read-only file system' if read_only else 'permission denied'}")
+            fail(f"cannot write into {out}: {why(out)}")
+        if not out.exists():  # to be made: in the folder above it that exists
+            above = next((folder for folder in out.absolute().parents if folder.is_dir()), None)
+            if above is not None and not os.access(above, os.W_OK):
+                fail(f"cannot make the output folder {out}: {why(above)} ({above})")
     except OSError as exc:  # a folder on the way without search permission
         fail(f"{option} {out} cannot be reached: {exc.strerror or exc}")
 
@@ -261,6 +268,8 @@ def models() -> None:
         metrics, mismatched = spec.validation, spec.mismatched_files
         # A model trained on every frame shows its held-out twin's figures, and says so.
         held_out = f"{metrics['cases']} held-out frames" if own and metrics.get("cases") else "held-out blocks"
+        if (spec.card or {}).get("validation_trained_on_before"):  # a fit there, not a validation
+            held_out += " (an earlier run trained on some)"
         validated = (f"of {spec.validated_by} (this model saw every frame)" if spec.validated_by
                      else held_out)
         if mismatched:  # the card's figures describe other weights: none shown (loading it is refused too)
@@ -676,6 +685,11 @@ def predict(
         except ImportError as exc:
             fail(str(exc))
     _output_folder(out)
+    if out is not None:  # made now, before the model loads: not said after a table of nothing
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"cannot make the output folder {out}: {exc.strerror or exc}")
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
     processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
     err.print(f"model {escape(processor.model_name)} on {_device_name(processor.segmenter.provider)}",
@@ -715,6 +729,8 @@ def predict(
             write_failure = exc  # (said after the frames measured before it, as a stop is)
         finally:
             _restore_signals(previous_signals)
+    if write_failure is not None and not rows:  # nothing measured to show: the failure alone
+        _fail_writing(f"into {out}", write_failure)
     if json_output:
         _print_json(reports)
     else:
@@ -728,7 +744,8 @@ def predict(
             finished.pop()  # (a cine whose next frame failed to be written)
         done = set(finished)
         left = [scan for scan in scans if scan not in done]
-        shown = ", ".join(printable_path(str(scan)) for scan in left[:3]) + (", ..." if len(left) > 3 else "")
+        shown = ", ".join(printable_path(str(scan)) for scan in left[:3]) + (
+            f" and the {len(left) - 3} after them as given" if len(left) > 3 else "")
         measured = (f"{_count(len(rows), 'frame')} measured (above"
                     f"{', with their outputs in ' + printable_path(str(out)) if out is not None and rows else ''}); "
                     f"{_count(len(left), 'scan')} not measured in full: {shown}")
@@ -1148,6 +1165,12 @@ def export(
         fail(str(exc))
     if onnx.is_dir():
         fail(f"--onnx {onnx} is a folder; give the file to write, e.g. {onnx / 'model.onnx'}")
+    from .inference.registry import check_export_target
+
+    try:
+        check_export_target(onnx)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         model, ckpt = load_checkpoint_model(checkpoint)
     except (FileNotFoundError, ValueError) as exc:

@@ -1018,6 +1018,49 @@ def test_a_run_does_not_write_over_files_in_its_output_folders_that_no_run_wrote
     assert (out / "overlays" / "notes.png").read_bytes() == b"mine"
 
 
+def test_what_runs_of_ipp_seg_left_in_out_is_never_taken_for_anothers(tmp_path, sample_png, monkeypatch, caplog):
+    # A QA pass on the check above: its own outputs were refused as another's after a run killed outright before its
+    # first row (no record yet), after two --overwrites in a row (the first run's outputs dropped from the record),
+    # and after a run into an OUT whose CSV had been removed, stopped, then resumed.
+    import ipp_seg.inference.batch as batch_module
+
+    root = _copied_scans(tmp_path / "scans", sample_png, 4)
+    out = tmp_path / "out"
+    # Killed outright before its first row: masks written, no row (nothing removes them).
+    monkeypatch.setattr(batch_module, "_remove_outputs_without_rows", lambda left, rowed: None)
+
+    def killed(self, rows):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(batch_module._WholeRowsFile, "write_rows", killed)
+        stopped = _run("batch", root, "--out", out, "--save-masks")
+    assert stopped.exit_code == 130 and list((out / "masks").glob("*.png"))
+    resumed = _run("batch", root, "--out", out, "--save-masks", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    # Two --overwrites of part of the folder, then of all of it.
+    for glob in ("[01].png", "[01].png", "*.png"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            again = _run("batch", root, "--out", out, "--save-masks", "--overwrite", "--glob", glob)
+        assert again.exit_code == 0, again.output
+        if glob == "[01].png":  # the other two files' masks stay, and each of these runs says so
+            assert "2 output(s) under the earlier run's names stay in" in " ".join(caplog.text.split())
+    # The CSV removed, its record left; a new run stopped after a row, then resumed.
+    (out / "measurements.csv").unlink()
+
+    def stopped_after_one(outcome):
+        raise KeyboardInterrupt
+
+    from ipp_seg.inference.batch import BatchOptions, run_batch
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(BatchOptions(root, out, save_masks=True, workers=1), on_progress=stopped_after_one)
+    resumed = _run("batch", root, "--out", out, "--save-masks", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(_rows(out / "measurements.csv")) == 4
+
+
 def test_more_workers_than_cores_are_warned_of_and_the_record_says_where_the_model_ran(tmp_path, sample_png,
                                                                                        monkeypatch, caplog):
     # A deployment pass: --workers 6 on 2 cores started six copies of the model (2.5 GiB) for no speed, without a

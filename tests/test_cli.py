@@ -350,6 +350,16 @@ def test_predict_into_a_folder_of_expert_masks_keeps_them(sample_png, tmp_path):
         assert json.loads((folder / f"{beside}.json").read_text())["file"] == str(folder / f"{case}.png")
         assert (folder / f"{beside}_mask.png").exists() and (folder / f"{beside}_overlay.png").exists()
     assert not (folder / "04700.json").exists() and not (folder / "04750_mask.png").exists()
+    # A mask of one's own under the ~ name too (corrected by hand, its report removed): kept, a longer name taken.
+    digest = hashlib.sha256((folder / "04700.png").read_bytes()).hexdigest()
+    (folder / f"04700~{digest[:8]}.json").unlink()
+    cv2.imwrite(str(folder / f"04700~{digest[:8]}_mask.png"), expert)
+    corrected = (folder / f"04700~{digest[:8]}_mask.png").read_bytes()
+    again = invoke("predict", folder / "04700.png", "--out", folder)
+    assert again.exit_code == 0, again.output
+    assert (folder / f"04700~{digest[:8]}_mask.png").read_bytes() == corrected
+    assert json.loads((folder / f"04700~{digest[:16]}.json").read_text())["file"] == str(folder / "04700.png")
+    assert f"this scan's outputs are named 04700~{digest[:16]}.*" in " ".join(again.stderr.split())
 
 
 def test_predict_stopped_by_a_signal_prints_what_it_measured_and_names_the_rest(sample_png, tmp_path, monkeypatch):
@@ -2309,6 +2319,11 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(tmp_pat
     result = invoke("predict", sample_png, "--out", locked)
     assert result.exit_code == 2 and f"cannot write into {locked}: permission denied" in result.stderr
     assert "model dssau-net-s" not in result.stderr  # refused before the model was loaded
+    # A folder to be made in it (a QA pass: the model loaded, an empty table, then "0 frames measured").
+    inside = invoke("predict", sample_png, "--out", locked / "new")
+    said = " ".join(inside.stderr.split())
+    assert inside.exit_code == 2 and f"cannot make the output folder {locked / 'new'}: permission denied" in said
+    assert "model dssau-net-s" not in said and "frames measured" not in said and inside.stdout == ""
 
 
 def test_an_out_value_that_reads_as_an_option_is_refused(tmp_path):
@@ -2321,3 +2336,17 @@ def test_an_out_value_that_reads_as_an_option_is_refused(tmp_path):
     run = _ipp_seg_process("batch", str(tmp_path), "--out", "--workers", "1", capture_output=True, text=True)
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and "(--out took '--workers' for its value: give --out one)" in said, said
+
+
+def test_a_frame_stopped_before_its_report_leaves_no_mask_behind(sample_png, tmp_path, monkeypatch):
+    # A QA pass: predict stopped between a frame's mask and its report left the mask alone, which the next run kept
+    # as a file of one's own (its outputs then under a ~ name) and train would read as an expert's.
+    import ipp_seg.inference.report as report_module
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module, "write_overlay_png", stopped)
+    result = invoke("predict", sample_png, "--out", tmp_path / "out")
+    assert result.exit_code == 130
+    assert list((tmp_path / "out").iterdir()) == []

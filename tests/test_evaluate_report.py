@@ -395,6 +395,9 @@ def test_batch_runs_and_predict_reports_in_sub_folders_speak_for_their_masks(fol
     assert by_case["00002"].hsd_pred_mm is not None  # siteB's row measured it at 0.25 mm per pixel
     assert [name for name, _ in report.prediction_models] == ["m-a", "m-b", "m-c"]
     assert report.prediction_versions == ("0.2.7",)
+    # Models without a card: no training frames to check against, said rather than left as an empty list.
+    assert "m-a, m-b, m-c have no model card in the models folder: which frames they trained on is not known" in \
+        " ".join(caplog.text.split())
     # A mask in a run's masks/ without a row in that run's CSV is still named.
     shutil.copy(pred / "00009.png", results / "siteB" / "masks" / "00009.png")
     caplog.clear()
@@ -402,12 +405,17 @@ def test_batch_runs_and_predict_reports_in_sub_folders_speak_for_their_masks(fol
         assert evaluate_folders(results, gt).unrecorded_predictions == ()  # (no ground truth: not evaluated)
     _write_png(gt / "00009.png", scene())
     assert evaluate_folders(results, gt).unrecorded_predictions == ("00009",)
-    # A sub-folder of a run's masks/ is that run's: its CSV still speaks for it.
+    # A sub-folder of a run's masks/ is that run's (masks/deep holds the masks of the scans in deep/): its CSV's rows
+    # of that sub-folder speak for it, and only those: 00004, a file of the run's top folder that it failed on, had
+    # been scored in a sub-folder's evaluation (a QA pass).
     (results / "siteA" / "masks" / "deep").mkdir()
     shutil.move(results / "siteA" / "masks" / "00001.png", results / "siteA" / "masks" / "deep" / "00001.png")
+    rows = (results / "siteA" / "measurements.csv").read_text().replace("00001.png", "deep/00001.png")
+    (results / "siteA" / "measurements.csv").write_text(rows)
     deep = evaluate_folders(results / "siteA" / "masks" / "deep", gt)
-    assert {c.case_id: c.reasons_pred for c in deep.cases}["00001"] == ("spacing_unknown", "ps_low_confidence")
+    assert {c.case_id: c.reasons_pred for c in deep.cases} == {"00001": ("spacing_unknown", "ps_low_confidence")}
     assert [name for name, _ in deep.prediction_models] == ["m-a"]
+    assert deep.failed_predictions == () and deep.unrecorded_predictions == ()
 
 
 def test_missing_as_empty_scores_the_missing_prediction(folders):
@@ -1068,3 +1076,27 @@ def test_the_readme_names_every_column_of_cases_csv():
     section = readme[readme.index("### evaluate"):readme.index("### train")]
     for column in (*_CASE_COLUMNS, "evaluated", "problem"):
         assert f"`{column}`" in section, column
+
+
+def test_each_runs_cases_are_checked_against_the_training_frames_of_the_model_that_drew_them(tmp_path, caplog):
+    # A QA pass: evaluating results/ holding a run of dssau-net-s and a predict --out folder of its held-out twin said
+    # the twin had trained on a case dssau-net-s drew, as every case was credited to every model.
+    import json
+
+    from ipp_seg.inference.batch import CSV_COLUMNS, write_measurements_csv
+
+    gt, results = tmp_path / "gt", tmp_path / "results"
+    for folder in (gt, results / "site" / "masks", results / "single"):
+        folder.mkdir(parents=True)
+    for case in ("04402", "04700"):
+        _write_png(gt / f"{case}.png", scene())
+    _write_png(results / "site" / "masks" / "04402.png", scene())
+    write_measurements_csv(results / "site" / "measurements.csv", [dict.fromkeys(CSV_COLUMNS, "") | {
+        "file": "04402.png", "frame": "0", "status": "ok", "model": "dssau-net-s"}])
+    _write_png(results / "single" / "04700_mask.png", scene())
+    (results / "single" / "04700.json").write_text(json.dumps({"file": "04700.png", "ipp_seg_version": "0.2.8",
+                                                               "model": "dssau-net-s-heldout", "reasons": []}))
+    with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
+        report = evaluate_folders(results, gt)
+    assert dict(report.seen_in_training) == {"dssau-net-s": ("04402",)}  # the twin never trained on 04700
+    assert "dssau-net-s-heldout was trained on" not in caplog.text

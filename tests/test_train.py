@@ -233,6 +233,34 @@ def test_init_from_starts_from_the_checkpoint_weights_with_a_fresh_optimiser(tmp
         train(TrainSettings(**{**tuned.__dict__, "config": "conv-unet-s", "out": str(tmp_path / "third")}))
 
 
+def test_a_run_resumes_with_its_init_from_spelt_another_way(tmp_path, monkeypatch):
+    """An ML engineer's pass: a job script resumed from another folder, or with the full path,
+    was refused ("--init-from differs from its recipe") for the very file the run started from:
+    the path was recorded as typed, relative to a folder not recorded."""
+    from typer.testing import CliRunner
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    common = ["--validation-count", "1", "--input-size", "64", "--threads", "1", "--batch-size", "2"]
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["train", "data", "--out", "first", "--epochs", "1", *common]).exit_code == 0
+    started = runner.invoke(app, ["train", "data", "--out", "second", "--epochs", "1", *common,
+                                  "--init-from", "first/last.pt"])
+    assert started.exit_code == 0, started.output
+    assert load_torch_file(tmp_path / "second" / "last.pt")["settings"]["init_from"] == str(
+        tmp_path / "first" / "last.pt")  # recorded in full
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for spelt in ("../first/last.pt", str(tmp_path / "first" / "last.pt")):
+        resumed = runner.invoke(app, ["train", "../data", "--out", "../second", "--resume", "--epochs", "2", *common,
+                                      "--init-from", spelt])
+        assert resumed.exit_code == 0, (spelt, resumed.output)
+    # Another file is still another recipe.
+    other = runner.invoke(app, ["train", "../data", "--out", "../second", "--resume", "--epochs", "3", *common,
+                                "--init-from", "../second/best.pt"])
+    assert other.exit_code == 2 and "--init-from differs from its recipe" in " ".join(other.output.split())
+
+
 def test_weight_average_is_what_is_kept_and_resume_continues_it(tmp_path):
     data = _synthetic_folder(tmp_path / "data", n=5)
     # 4 training frames in one batch: one step per epoch; no warm-up, so step 1 runs at the
@@ -511,6 +539,34 @@ def test_a_pt_file_that_would_run_code_is_refused_not_run(tmp_path, sample_png):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("content, said", [
+    (b"hello", "is not a PyTorch file (it begins as text)"),
+    (b"random junk text\n\x00\x01", "is not a PyTorch file (it begins as text)"),
+    (b"\x80\x02junk after a pickle's first bytes", "is not a checkpoint written by ipp-seg train"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:5e25\nsize 10616152\n",
+     "is a Git LFS pointer, not the weights: fetch them (git lfs pull"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(40), "is not a PyTorch file (it begins as a PNG image)"),
+    (b"\xd0\xcf\x11\xe0" + bytes(200), "is not a PyTorch file (it begins as another kind of file)"),
+])
+def test_a_pt_file_that_is_no_torch_file_says_what_it_is(tmp_path, sample_png, content, said):
+    """An ML engineer's pass: a text file given as a checkpoint ended export, predict --backend
+    torch and batch in a traceback (KeyError 101 from torch's unpickler), and a Git LFS pointer
+    or a PNG named .pt was said to hold "Python objects besides weights", as if an attack."""
+    from typer.testing import CliRunner
+
+    from ipp_seg.train.loop import read_checkpoint
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(said)):
+        read_checkpoint(path)
+    for args in (["export", str(path), "--onnx", str(tmp_path / "x.onnx")],
+                 ["predict", str(sample_png), "--backend", "torch", "--model", str(path)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+        assert said in " ".join(result.output.split()), result.output
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(TrainSettings(config="dssau-net-s", data=str(tmp_path), out=str(tmp_path / "run")), resume=True)
@@ -578,6 +634,49 @@ def test_ship_a_fine_tuned_run_over_its_own_parent(tmp_path):
     assert measured["onnxruntime"] == onnxruntime.__version__ and measured["processor"] and measured["date"]
     assert f"with ipp-seg {measured['ipp_seg']} and onnxruntime {onnxruntime.__version__}" in \
         (models / "tiny.md").read_text()
+
+
+def test_validation_frames_a_parent_run_trained_on_are_said_to_be_a_fit(tmp_path, monkeypatch, caplog):
+    """An ML engineer's pass: a run fine-tuned from a model that trained on its validation frames
+    shipped a card saying "Validation (never trained on)", listed as held-out frames, and evaluate
+    gave no warning on them: its training frames were only the last run's."""
+    import shutil
+
+    from ipp_seg.inference.registry import shipped_models
+    from ipp_seg.train.ship import ship_model
+
+    data = _synthetic_folder(tmp_path / "data", n=6)
+    base = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "base"), epochs=1,
+                         batch_size=2, validation_count=2, input_size=(64, 64), threads=1, bf16=False)
+    train(base)
+    with caplog.at_level("WARNING"):
+        train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "tuned"), "validation_count": 4,
+                               "init_from": str(tmp_path / "base" / "last.pt")}))
+    said = " ".join(caplog.text.split())
+    assert "2 of the 4 validation frames (case002, case003) were training frames of a run its weights start from" \
+        in said and "a fit, not a validation" in said
+    models = tmp_path / "models"
+    models.mkdir()
+    card = ship_model(tmp_path / "tuned", models, "tuned", "ipp-seg train ...", {"last four": ("case002", "case005")},
+                      data)
+    assert card["validation_trained_on_before"] == [["case002", "case002"], ["case003", "case003"]]
+    assert card["training"]["lineage"][0]["train_case_ids"][:2] == [["case000", "case000"], ["case001", "case001"]]
+    text = (models / "tuned.md").read_text()
+    assert "never trained on" not in text and "trained on `case002`, `case003`: on those frames the figures" in text
+    monkeypatch.setenv("IPP_SEG_MODELS", str(models))
+    (spec,) = [spec for spec in shipped_models() if spec.name == "tuned"]
+    assert spec.trained_on("case002") and spec.trained_on("case000") and not spec.trained_on("case004")
+    # A run whose validation no earlier run saw says nothing, and its card keeps the plain heading.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / "again"),
+                               "init_from": str(tmp_path / "base" / "last.pt")}))
+    assert "were training frames of a run" not in caplog.text
+    shutil.rmtree(models)
+    models.mkdir()
+    card = ship_model(tmp_path / "again", models, "again", "ipp-seg train ...",
+                      {"last two": ("case004", "case005")}, data)
+    assert card["validation_trained_on_before"] == [] and "never trained on" in (models / "again.md").read_text()
 
 
 def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path, monkeypatch):
@@ -2524,3 +2623,32 @@ def test_model_cards_are_written_in_utf8_whatever_the_locale(tmp_path):
     assert "Klinik Müller, Δ-study" in (tmp_path / "mine.md").read_text(encoding="utf-8")
     written = json.loads((tmp_path / "mine.json").read_text(encoding="utf-8"))
     assert written["training"]["data"] == card["training"]["data"]
+
+
+def test_export_refuses_a_name_model_would_not_take_and_a_shipped_models_file(tmp_path, monkeypatch):
+    """An ML engineer's pass: export wrote an ONNX file named .pt (then read as PyTorch weights), one named
+    =x.onnx (then refused by --model), and over a model's ONNX file in its models folder (then said to be "a copy
+    cut short"); scripts/ship_model.py shipped a model named =evil that ipp-seg then left out."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ipp_seg.inference.registry import resolve_model
+    from ipp_seg.train.ship import ship_model
+
+    shipped = resolve_model("dssau-net-s")
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in (shipped.onnx_path, shipped.torch_path, shipped.onnx_path.with_suffix(".json")):
+        shutil.copy(path, models / path.name)
+    monkeypatch.setenv("IPP_SEG_MODELS", str(models))
+    kept = (models / shipped.onnx_path.name).read_bytes()
+    runner = CliRunner()
+    for target, said in ((tmp_path / "x.pt", "name the file .onnx"),
+                         (tmp_path / "=x.onnx", "may not begin with '='"),
+                         (models / shipped.onnx_path.name, "is the ONNX file of the model dssau-net-s")):
+        result = runner.invoke(app, ["export", str(shipped.torch_path), "--onnx", str(target)])
+        assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
+    assert (models / shipped.onnx_path.name).read_bytes() == kept and not (tmp_path / "x.pt").exists()
+    with pytest.raises(ValueError, match="may not begin with '='"):
+        ship_model(tmp_path / "run", tmp_path / "out", "=evil", "ipp-seg train ...")

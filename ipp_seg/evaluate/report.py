@@ -819,7 +819,10 @@ def evaluate_folders(
         method=method,
         orientation=orientation,
         labels=labels,
-        seen_in_training=cases_seen_in_training(models, [c.case_id for c in results]),
+        seen_in_training=cases_seen_in_training(models, [c.case_id for c in results], {
+            **(run.case_models if run is not None else {}),
+            **{case_id_of(path): (item["model"], item.get("model_sha256") or "") for path, item in reports
+               if isinstance(item.get("model"), str)}}),
         prediction_versions=tuple(sorted((run.versions if run is not None else set())
                                          | {str(item["ipp_seg_version"]) for _, item in reports
                                             if "model" in item})),  # (a frame's report; not evaluate's summary)
@@ -851,21 +854,32 @@ def _absolute(folder: Path) -> str:
     return printable_path(os.path.abspath(folder))
 
 
-def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence[str]
+def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence[str],
+                           drawn_by: Mapping[str, tuple[str, str]] | None = None
                            ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """(model, case IDs) for each of ``models`` ((name, sha256) as :func:`recorded_models` gives
     them) that is a model of the models folder, its files those of the predictions (by sha256,
-    where recorded), and whose card lists some of ``case_ids`` among those it trained on. Logged
+    where recorded), and whose card lists some of ``case_ids`` among those it trained on: of
+    the cases ``drawn_by`` (case ID -> (model, sha256) of the run's row or report) says it drew,
+    and those it says nothing of (a folder of several runs had credited every case to every
+    model). Logged
     as a warning: a default model trained on every PSFHS frame, evaluated on the validation
     blocks, gives figures that read as a validation and are its fit to its training frames."""
     from ..inference.registry import shipped_models
 
     found = []
-    for spec in shipped_models() if models else ():
+    specs = shipped_models() if models else []
+    uncarded = sorted({name for name, _ in models if name and name not in {spec.name for spec in specs}})
+    if uncarded:  # (an empty list would read as "none of these frames")
+        logger.warning("%s %s no model card in the models folder: which frames %s trained on is not known here, so "
+                       "a fit to them cannot be told from a validation", ", ".join(uncarded),
+                       "has" if len(uncarded) == 1 else "have", "it" if len(uncarded) == 1 else "they")
+    for spec in specs:
         listed = {spec.card_sha256(kind) for kind in ("onnx", "torch")}
         if not any(name == spec.name and (not sha or sha in listed) for name, sha in models):
             continue
-        seen = tuple(c for c in case_ids if spec.trained_on(c))
+        seen = tuple(c for c in case_ids if spec.trained_on(c) and (
+            drawn_by is None or c not in drawn_by or drawn_by[c][0] == spec.name))
         if not seen:
             continue
         found.append((spec.name, seen))
@@ -921,7 +935,8 @@ class RunRecord:
     ``spacings``: case ID -> the (x, y) mm per pixel its row was measured with (the scan's
     calibration, or the run's ``--spacing-mm``), where it had one. ``versions``: the ipp-seg
     versions that wrote its rows ("" for rows of 0.1.0, which did not say). ``settings``: the
-    (tta, method, orientation, spacing_given_mm) cells of its rows (:func:`prediction_setting`)."""
+    (tta, method, orientation, spacing_given_mm) cells of its rows (:func:`prediction_setting`).
+    ``case_models``: case ID -> the (model, sha256) of its row."""
 
     cases: frozenset[str]
     failures: Mapping[str, str]
@@ -931,6 +946,7 @@ class RunRecord:
     spacings: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     versions: frozenset[str] = frozenset()
     settings: frozenset[tuple[str, str, str, str]] = frozenset()
+    case_models: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def prediction_setting(tta, method, orientation, spacing_given) -> tuple[str, str, str, str]:
@@ -946,31 +962,37 @@ def prediction_setting(tta, method, orientation, spacing_given) -> tuple[str, st
                  enumerate((tta, method, orientation, spacing_given)))
 
 
-def run_tables(pred_dir: PathLike) -> list[Path]:
-    """The measurements.csv of every batch run whose masks ``pred_dir`` holds: the one
-    :func:`run_table` finds, or, for a folder inside a run's ``masks`` folder, that run's; and
-    those of the runs in its sub-folders (a study's ``results/siteA``, ``results/siteB``)."""
+def run_tables(pred_dir: PathLike) -> list[tuple[Path, str]]:
+    """(measurements.csv, the part of its scans folder) of every batch run whose masks
+    ``pred_dir`` holds: the one :func:`run_table` finds, or, for a folder inside a run's
+    ``masks`` folder, that run's, its rows of that sub-folder only (``masks/sub2`` holds the
+    masks of the scans in ``sub2``: ``"sub2"``; ``""`` for all); and those of the runs in its
+    sub-folders (a study's ``results/siteA``, ``results/siteB``)."""
     from ..inference.batch import CSV_NAME, MASKS_FOLDER, OUTPUT_FOLDERS, is_batch_output
 
     folder = Path(pred_dir)
     own = run_table(folder)
+    part = ""
     if own is None:
-        own = next((above.parent / CSV_NAME for above in folder.absolute().parents
-                    if above.name == MASKS_FOLDER and is_batch_output(above.parent)), None)
+        above = next((above for above in folder.absolute().parents
+                      if above.name == MASKS_FOLDER and is_batch_output(above.parent)), None)
+        if above is not None:
+            own, part = above.parent / CSV_NAME, folder.absolute().relative_to(above).as_posix()
 
     def outputs(here: Path, _real: Path) -> bool:  # (a run's masks, overlays and DICOM hold no run)
         return here.name in OUTPUT_FOLDERS and is_batch_output(here.parent)
 
-    below = [here / CSV_NAME for here, _, names in walk_folders(folder, outputs, warn_links=False)
+    below = [(here / CSV_NAME, "") for here, _, names in walk_folders(folder, outputs, warn_links=False)
              if here != folder and CSV_NAME in names and is_batch_output(here)]
-    return ([own] if own is not None else []) + below
+    return ([(own, part)] if own is not None else []) + below
 
 
 def read_run_records(pred_dir: PathLike) -> RunRecord | None:
     """One :class:`RunRecord` of every batch run behind ``pred_dir`` (:func:`run_tables`), each
     CSV read in one pass; None where there is none, or none can be read (logged). A frame one
     run failed on and another drew a mask of is not a failure."""
-    records = [record for record in map(read_run_record, run_tables(pred_dir)) if record is not None]
+    records = [record for record in (read_run_record(table, part) for table, part in run_tables(pred_dir))
+               if record is not None]
     if len(records) <= 1:
         return records[0] if records else None
     reasons = {case: codes for record in records for case, codes in record.reasons.items()}
@@ -982,13 +1004,15 @@ def read_run_records(pred_dir: PathLike) -> RunRecord | None:
         reasons,
         {case: spacing for record in records for case, spacing in record.spacings.items()},
         frozenset().union(*(record.versions for record in records)),
-        frozenset().union(*(record.settings for record in records)))
+        frozenset().union(*(record.settings for record in records)),
+        {case: model for record in records for case, model in record.case_models.items()})
 
 
-def read_run_record(pred_dir: PathLike) -> RunRecord | None:
+def read_run_record(pred_dir: PathLike, part: str = "") -> RunRecord | None:
     """The :class:`RunRecord` of the batch run behind ``pred_dir`` (:func:`run_table`; or the
-    path of its measurements.csv itself), read in one pass; None where there is no such CSV, or
-    it cannot be read (logged)."""
+    path of its measurements.csv itself), read in one pass; of its rows of files in the
+    sub-folder ``part`` of its scans folder only, where given. None where there is no such CSV,
+    or it cannot be read (logged)."""
     from ..inference.batch import NO_SUCH_FRAME, NOT_AN_IMAGE, row_segmented
 
     table = Path(pred_dir) if Path(pred_dir).is_file() else run_table(pred_dir)
@@ -1002,12 +1026,18 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
     spacings: dict[str, tuple[float, float]] = {}
     versions: set[str] = set()
     settings: set[tuple[str, str, str, str]] = set()
+    case_models: dict[str, tuple[str, str]] = {}
     try:
         with open(table, newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
+                if part and not path_of_printable(name_of_spreadsheet_cell(row.get("file") or "")).startswith(
+                        part + "/"):
+                    continue  # (a file of another sub-folder: its mask is not among these)
                 names = _case_names_of_row(row)
                 cases.update(names)
                 models.add((row.get("model") or "", row.get("model_sha256") or ""))
+                if row.get("model"):
+                    case_models.update(dict.fromkeys(names, (row["model"], row.get("model_sha256") or "")))
                 if row.get("file"):  # (a blank row a spreadsheet left says nothing of a version)
                     versions.add(row.get("ipp_seg_version") or "")
                     if row.get("model"):  # (a file without an image ran no model)
@@ -1034,7 +1064,8 @@ def read_run_record(pred_dir: PathLike) -> RunRecord | None:
                        table, exc)
         return None
     return RunRecord(frozenset(cases), {case: why for case, why in failures.items() if case not in segmented},
-                     frozenset(models), bool(segmented), reasons, spacings, frozenset(versions), frozenset(settings))
+                     frozenset(models), bool(segmented), reasons, spacings, frozenset(versions), frozenset(settings),
+                     case_models)
 
 
 def _row_spacing(row: dict) -> tuple[float, float] | None:

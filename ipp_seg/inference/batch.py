@@ -1825,8 +1825,9 @@ def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
 
 def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> list[Path]:
     """The files in the output folders this run writes into (of the kinds it asks for) that no
-    run of ipp-seg in OUT wrote: written before the run began (its record's first session: what
-    a run killed outright leaves of files it had no row for yet is its own), under no name a row
+    run of ipp-seg in OUT wrote: written before a run of ipp-seg first wrote into OUT
+    (:func:`_first_used`: what a run killed outright leaves of files it had no row for yet, and
+    what an earlier run replaced by ``--overwrite`` left, are ipp-seg's), under no name a row
     of its CSV (``rows``, :func:`_earlier_rows`) gives an output, nor among the earlier run's
     outputs its ``record`` names. An expert's masks in OUT/masks (``batch proj/images --out proj``
     beside ``proj/masks``, the layout ``train`` reads) had been written over without a word.
@@ -1834,9 +1835,8 @@ def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], recor
     folders = [options.out_dir / folder for folder, wanted in _folders_asked(options).items()
                if wanted and (options.out_dir / folder).is_dir() and not (options.out_dir / folder).is_symlink()]
     since = None
-    with suppress(IndexError, KeyError, TypeError, ValueError, AttributeError):
-        started = record["sessions"][0]["started"]  # (to the second: a second before it)
-        since = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() - 1.0
+    with suppress(TypeError, ValueError, AttributeError):  # (to the second: a second before it)
+        since = datetime.fromisoformat(_first_used(record).replace("Z", "+00:00")).timestamp() - 1.0
     older = []  # (files the run wrote since it began are its own: most of a large run's, not looked up below)
     for folder in folders:
         for here, _, names in walk_folders(folder, warn_links=False):
@@ -1856,6 +1856,17 @@ def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], recor
     return [path for path in older if path not in ours]
 
 
+def _first_used(record: dict) -> str | None:
+    """When a run of ipp-seg first wrote into the OUT whose run ``record`` this is (UTC, as a
+    session's ``started``): recorded since 0.2.8 and carried through every ``--overwrite``; else
+    the record's first session; None without a record."""
+    first = record.get("out_first_used")
+    if isinstance(first, str) and first:
+        return first
+    started = next((s.get("started") for s in record.get("sessions", ()) if isinstance(s.get("started"), str)), None)
+    return started or None
+
+
 def _refuse_outputs_of_another(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> None:
     """Raise :class:`OutputsOfAnotherError` where the output folders this run writes into hold
     files no run of ipp-seg in OUT wrote (:func:`_files_no_run_wrote`): before anything is read."""
@@ -1867,9 +1878,9 @@ def _refuse_outputs_of_another(options: BatchOptions, rows: dict[str, list[str]]
     raise OutputsOfAnotherError(
         f"{' and '.join(folders)} in {printable_path(str(options.out_dir))} already "
         f"{'hold' if len(folders) > 1 else 'holds'} {len(found)} file(s) that no run of ipp-seg in it wrote "
-        f"({shown}{', ...' if len(found) > 3 else ''}: an expert's masks, kept beside the scans in the layout train "
-        "reads?): this run writes its outputs there and could replace them. Move them elsewhere, or give another "
-        "--out folder")
+        f"({shown}{', ...' if len(found) > 3 else ''}; older than the first run of ipp-seg there: an expert's masks "
+        "kept beside the scans, as in the layout train reads?): this run writes its outputs there and could replace "
+        "them. Move them elsewhere, or give another --out folder")
 
 
 def _earlier_outputs_still_there(out_dir: Path, earlier_outputs: dict) -> list[Path]:
@@ -1932,6 +1943,8 @@ def _read_run_record(out_dir: Path) -> dict:
                      "earlier_version_rows": record.get("earlier_version_rows", 0),
                      "sessions": [s for s in record["sessions"] if isinstance(s, dict)]
                      if isinstance(record.get("sessions"), list) else []}
+    if isinstance(record.get("out_first_used"), str):
+        checked["out_first_used"] = record["out_first_used"]
     earlier = record.get("earlier_run_outputs")
     if isinstance(earlier, dict) and isinstance(earlier.get("since"), str) and isinstance(earlier.get("paths"), list):
         checked["earlier_outputs"] = {"since": earlier["since"],
@@ -1971,7 +1984,7 @@ def run_session(options: BatchOptions, workers: int) -> dict:
 
 def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
                       model_sha256: str, earlier_rows: int = 0, sessions: list[dict] | None = None,
-                      earlier_outputs: dict | None = None) -> None:
+                      earlier_outputs: dict | None = None, out_first_used: str | None = None) -> None:
     """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
     file measured so far has, so that it says which it cannot add (no output folder tells a SEG
     from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
@@ -1982,8 +1995,11 @@ def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_s
     each session of the run so far, the last this one (:func:`run_session`). ``earlier_outputs``:
     of a run begun by ``--overwrite``, the outputs in OUT under the names of the run it replaced
     when it began (``paths``, relative to OUT) and when that was (``since``, UTC): those not
-    written since are another run's results, said by every session (:func:`_earlier_outputs_still_there`)."""
+    written since are another run's results, said by every session (:func:`_earlier_outputs_still_there`).
+    ``out_first_used``: when a run of ipp-seg first wrote into OUT (:func:`_first_used`): outputs
+    written since are some run's, files older than it in the output folders another's."""
     record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
+              "out_first_used": out_first_used,
               "earlier_version_rows": earlier_rows,
               "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None,
               "sessions": sessions or []}
@@ -2111,8 +2127,15 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if held:
             raise ExistingResultsError(f"{csv_path} already holds {len(held)} rows: add --resume to go on with "
                                        "that run, --overwrite to replace it, or give another --out folder")
+    # The record already in OUT (of the run resumed or replaced, or one whose CSV was removed): when
+    # a run of ipp-seg first wrote into OUT, carried from record to record.
+    prior = _read_run_record(options.out_dir)
+    first_used = _first_used(prior)
     _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
-                               if options.resume else {}, _read_run_record(options.out_dir))
+                               if options.resume else {}, prior)
+    # A fresh OUT gets its record before the first output: a run killed outright before its first
+    # row (the out-of-memory killer in a long cine) had left masks no record spoke for.
+    fresh = not prior and not _earlier_rows(csv_path)
     hidden: list[Path] = []
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
                        hidden=hidden)
@@ -2226,6 +2249,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # The earlier run's outputs an --overwrite finds (kept in the record: a run stopped before its end, then
     # resumed, had left them beside its rows without a word), or those a resumed run's record names.
     found_before = _earlier_outputs_found(options, earlier) if earlier else []
+    if earlier and prior.get("earlier_outputs"):  # (and those of the run before, which an --overwrite named)
+        found_before += [p for p in _earlier_outputs_still_there(options.out_dir, prior["earlier_outputs"])
+                         if p not in found_before]
     earlier_outputs = ({"since": datetime.now(timezone.utc).isoformat(),  # (to the microsecond: outputs written since)
                         "paths": [p.relative_to(options.out_dir).as_posix() for p in found_before]}
                        if earlier else record.get("earlier_outputs"))
@@ -2233,7 +2259,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         _write_run_record, options.out_dir,
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
-        earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()), session], earlier_outputs=earlier_outputs)
+        earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()), session], earlier_outputs=earlier_outputs,
+        out_first_used=first_used or session["started"])
+    if fresh:  # (the engine is set up; its workers start only when its outcomes are first read)
+        record_now()
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = n_vanished = 0

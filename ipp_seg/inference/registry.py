@@ -85,9 +85,18 @@ class ModelSpec:
             return ()
         return tuple((str(b[0]), str(b[1])) for b in blocks if isinstance(b, list) and len(b) == 2)
 
+    @property
+    def earlier_trained_case_ids(self) -> tuple[tuple[str, str], ...]:
+        """The case IDs the runs its weights started from trained on (its card's lineage, where
+        each run recorded them), as blocks: a fine-tuned model's validation on those is a fit."""
+        lineage = ((self.card or {}).get("training") or {}).get("lineage")
+        return tuple((str(b[0]), str(b[1])) for step in (lineage if isinstance(lineage, list) else ())
+                     if isinstance(step, dict) for b in step.get("train_case_ids") or ()
+                     if isinstance(b, list) and len(b) == 2)
+
     def trained_on(self, case_id: str) -> bool:
-        """Whether ``case_id`` is among :attr:`trained_case_ids`."""
-        return any(_in_block(case_id, first, last) for first, last in self.trained_case_ids)
+        """Whether ``case_id`` is among :attr:`trained_case_ids` or :attr:`earlier_trained_case_ids`."""
+        return in_blocks(case_id, self.trained_case_ids + self.earlier_trained_case_ids)
 
     def card_sha256(self, kind: str) -> str | None:
         """The sha256 the card lists for its ``kind`` ("onnx"/"torch") file; None without one."""
@@ -174,6 +183,30 @@ def case_id_blocks(ids: Iterable[str]) -> list[tuple[str, str]]:
             blocks.append([case_id, case_id, width, number])
     others = sorted(i for i in set(ids) if not (i.isascii() and i.isdigit()))
     return [(first, last) for first, last, _, _ in blocks] + [(i, i) for i in others]
+
+
+def check_export_target(path: str | os.PathLike[str]) -> None:
+    """Raise ValueError for a file ``ipp-seg export`` should not write: one that ``--model``
+    would not take as an ONNX model (another suffix: ``x.pt`` was written, and then read as
+    PyTorch weights; a name a spreadsheet would read as a formula), or the ONNX file of a model
+    of the models folder (written over, its card's sha256 no longer matched, and the model was
+    said to be "a copy cut short")."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"--onnx {path}: name the file .onnx, as --model takes an ONNX model by its suffix")
+    if path.name.startswith(FORMULA_START):
+        raise ValueError(f"--onnx {path}: a model's name may not begin with {path.name[0]!r} (the CSV's model cells "
+                         "would read as spreadsheet formulas)")
+    if path.exists():
+        for spec in shipped_models() if models_dir().is_dir() else ():
+            if spec.onnx_path is not None and spec.onnx_path.exists() and os.path.samefile(spec.onnx_path, path):
+                raise ValueError(f"--onnx {path} is the ONNX file of the model {spec.name}, which its card lists: "
+                                 "export elsewhere (scripts/ship_model.py --replace replaces a model whole)")
+
+
+def in_blocks(case_id: str, blocks) -> bool:
+    """Whether ``case_id`` lies in one of ``blocks`` ((first, last) as :func:`case_id_blocks` gives)."""
+    return any(_in_block(case_id, first, last) for first, last in blocks)
 
 
 def _in_block(case_id: str, first: str, last: str) -> bool:

@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -177,28 +178,39 @@ def name_beside_earlier_outputs(out_dir: Path, name: str, frame, digest: str, sh
     of the same file name. Files under the outputs' names beside no report of ipp-seg (an
     expert's ``<case>_mask.png`` in the layout ``train`` reads, a JSON of one's own) are kept
     alike: they had been written over without a word."""
-    stem_there = out_dir / fitting_stem(output_stem(name, frame.frame_index, frame.n_frames))
+    found = _others_under(out_dir / fitting_stem(output_stem(name, frame.frame_index, frame.n_frames)), digest, shown)
+    if found is None:
+        return name, ""
+    named, why = found
+    stem = name_without_suffix(name)
+    for length in (8, 16, 64):  # (a longer digest where the ~ name too holds files of another: one's corrected mask)
+        beside = f"{stem}~{digest[:length]}{name[len(stem):]}"  # (before the suffix, which output_stem takes off)
+        beside_stem = fitting_stem(output_stem(beside, frame.frame_index, frame.n_frames))
+        if _others_under(out_dir / beside_stem, digest, shown) is None:
+            break
+    return beside, (f"{shown}: {named} in {out_dir} {why}: kept; this scan's outputs are named "
+                    f"{Path(beside_stem).name}.* beside it")
+
+
+def _others_under(stem_there: Path, digest: str, shown: str) -> tuple[str, str] | None:
+    """None where no output stands under ``stem_there`` (a path without its suffixes), or where
+    those there are this scan's (its report's ``file_sha256`` is ``digest``, or, before that
+    was recorded, its ``file`` is ``shown``); else (the files' names, why they are another's)."""
     earlier = stem_there.with_name(f"{stem_there.name}.json")
     try:
         report = json.loads(earlier.read_text(encoding="utf-8"))
         same = report["file_sha256"] == digest if report.get("file_sha256") else report["file"] == shown
-        named = earlier.name
-        why = "is an earlier run's report of other bytes (another scan of this name, or this one before it changed)"
+        return None if same else (earlier.name, "is an earlier run's report of other bytes (another scan of this "
+                                                "name, or this one before it changed)")
     except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or no report of ipp-seg's
         others = [path for path in (earlier, *(stem_there.with_name(stem_there.name + suffix)
                                                for suffix in OUTPUT_SUFFIXES)) if os.path.lexists(path)]
         if not others:
-            return name, ""
-        same = False
-        why = (f"{'is' if len(others) == 1 else 'are'} no output of ipp-seg (no report of ipp-seg beside "
-               f"{'it' if len(others) == 1 else 'them'}: a file of one's own, or a run stopped before its report)")
-        named = ", ".join(path.name for path in others)
-    if same:
-        return name, ""
-    stem = name_without_suffix(name)
-    beside = f"{stem}~{digest[:8]}{name[len(stem):]}"  # (before the suffix, which output_stem takes off)
-    return beside, (f"{shown}: {named} in {out_dir} {why}: kept; this scan's outputs are named "
-                    f"{Path(fitting_stem(output_stem(beside, frame.frame_index, frame.n_frames))).name}.* beside it")
+            return None
+        one = len(others) == 1
+        return (", ".join(path.name for path in others),
+                f"{'is' if one else 'are'} no output of ipp-seg (no report of ipp-seg beside {'it' if one else 'them'}: "
+                "a file of one's own, or a run stopped before its report)")
 
 
 def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, name: str | None = None,
@@ -222,15 +234,26 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     written = [out_dir / f"{stem}{MASK_NAME_SUFFIX}.png", out_dir / f"{stem}{OVERLAY_NAME_SUFFIX}.png",
                out_dir / f"{stem}.json"]
     written[0].parent.mkdir(parents=True, exist_ok=True)
-    write_label_png(written[0], result.labels)
-    write_overlay_png(written[1], render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
-                                                 result.measurement,
-                                                 # (named as the JSON and batch's overlay name it,
-                                                 # its bytes read as UTF-8 whatever the locale)
-                                                 title=overlay_title(printable_path(Path(frame.provenance.path).name),
-                                                                     frame.frame_index, frame.n_frames,
-                                                                     frame.provenance.frame_number),
-                                                 tta=bool(report.get("tta")), model=report.get("model")))
+    made: list[Path] = []
+    try:
+        write_label_png(written[0], result.labels)
+        made.append(written[0])
+        write_overlay_png(written[1], render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
+                                                     result.measurement,
+                                                     # (named as the JSON and batch's overlay name it,
+                                                     # its bytes read as UTF-8 whatever the locale)
+                                                     title=overlay_title(
+                                                         printable_path(Path(frame.provenance.path).name),
+                                                         frame.frame_index, frame.n_frames,
+                                                         frame.provenance.frame_number),
+                                                     tta=bool(report.get("tta")), model=report.get("model")))
+    except BaseException:
+        # Stopped before its report (Ctrl-C, a full disk): no mask left without it, which a later run
+        # would keep as a file of one's own, and train would read as an expert's.
+        for path in made:
+            with suppress(OSError):
+                path.unlink()
+        raise
     def write_report() -> None:
         with replacing(written[2], text=True, encoding="utf-8") as fh:
             fh.write(json.dumps(report, indent=2))

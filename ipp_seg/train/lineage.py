@@ -75,8 +75,10 @@ def run_summary(checkpoint: dict, path: str, digest: bool = False) -> dict:
     now may be a later file, and gets none),
     config, epochs (those its weights went through), epochs run and hours of training
     (:func:`run_cost`), settings, whether it computed in bf16 (where recorded), the digest of the
-    data it read, and the runs it averages if it is an average."""
-    from ..inference.registry import sha256_of
+    data it read, the case IDs it trained on (blocks, :func:`~ipp_seg.inference.registry.case_id_blocks`;
+    a validation of a run started from it on those is a fit), and the runs it averages if it is
+    an average."""
+    from ..inference.registry import case_id_blocks, sha256_of
 
     epochs_run, hours = run_cost(checkpoint, path)
     summary = {"checkpoint": str(path), "config": checkpoint["config"]["name"], "epochs": checkpoint.get("epoch"),
@@ -87,9 +89,22 @@ def run_summary(checkpoint: dict, path: str, digest: bool = False) -> dict:
                        ("data_sha256", checkpoint.get("data_sha256"))):
         if value is not None:
             summary[key] = value
+    train = (checkpoint.get("split") or {}).get("train")
+    if isinstance(train, (list, tuple)) and train:
+        summary["train_case_ids"] = [list(block) for block in case_id_blocks([str(i) for i in train])]
     if checkpoint.get("weight_average"):
         summary["weight_average"] = checkpoint["weight_average"]
     return summary
+
+
+def trained_before(lineage: list[dict], case_ids) -> list[str]:
+    """Of ``case_ids``, those a run of ``lineage`` trained on (where it recorded its frames:
+    runs before 0.2.8 did not), in their order."""
+    from ..inference.registry import in_blocks
+
+    blocks = [tuple(map(str, block)) for step in lineage for block in step.get("train_case_ids") or ()
+              if isinstance(block, (list, tuple)) and len(block) == 2]
+    return [case_id for case_id in case_ids if in_blocks(str(case_id), blocks)] if blocks else []
 
 
 def _lineage_from_card(checkpoint_path: Path) -> list[dict] | None:

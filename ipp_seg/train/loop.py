@@ -32,7 +32,7 @@ from ..nn.configs import NetworkConfig, get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
 from .data import (AugmentationSettings, Case, Split, augment, contiguous_split, count_of, find_pairs,
                    frames_in_both, id_range, load_cases, on_inference_grid)
-from .lineage import lineage_of
+from .lineage import lineage_of, trained_before
 from .losses import deep_supervision_loss, endpoint_heatmap_loss, ps_axis_ends, segmentation_loss
 
 log = logging.getLogger(__name__)
@@ -481,8 +481,10 @@ def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
 
 def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitStack, given: tuple[str, ...],
            on_start) -> TrainResult:
-    # Recorded as a full path: a relative one would name another folder for a tool run from elsewhere.
-    settings = replace(settings, data=os.path.abspath(settings.data))
+    # Recorded as full paths: a relative one would name another folder for a tool run from elsewhere
+    # (a job script resumed from another folder had been refused for its --init-from).
+    settings = replace(settings, data=os.path.abspath(settings.data),
+                       init_from=os.path.abspath(settings.init_from) if settings.init_from else settings.init_from)
     run_dir = Path(settings.out)
     last_path = run_dir / LAST
     checkpoint = None
@@ -518,6 +520,8 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
                              "cannot be resumed; start a new run from it with --init-from")
         saved = TrainSettings.from_dict(checkpoint["settings"])
         changed = recipe_changes(saved, settings, given)
+        if "init_from" in changed and _same_parent(settings.init_from, saved.init_from, checkpoint):
+            changed = tuple(name for name in changed if name != "init_from")
         if changed:
             raise RecipeChangedError(run_dir, changed)
         if 0 < settings.epochs < saved.epochs and "epochs" in given:  # asked for, and it cannot be done
@@ -626,6 +630,12 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         # Read now: the parent file may be overwritten later (a shipped model fine-tuned in place).
         lineage = lineage_of(settings.init_from, init)
         log.info("initialised %s from %s", config.name, settings.init_from)
+        seen = trained_before(lineage, split.validation_ids)
+        if seen:  # its validation there would read as one, and be the weights' fit
+            log.warning("%d of the %d validation frames (%s%s) were training frames of a run its weights start from "
+                        "(%s): its validation figures on them are a fit, not a validation; hold out frames those "
+                        "runs did not see", len(seen), len(split.validation_ids), ", ".join(seen[:5]),
+                        ", ..." if len(seen) > 5 else "", settings.init_from)
 
     ema = None
     if settings.ema_decay:
@@ -817,9 +827,13 @@ def read_checkpoint(path: str | Path) -> dict:
         path is a folder.
     """
     check_checkpoint_path(path)
+    _check_torch_file_start(path)
     try:
         checkpoint = load_torch_file(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError) as exc:
+    # (Junk after a pickle's first byte makes torch's weights-only unpickler raise anything: KeyError 101 for
+    # "hello" had ended export, predict and batch in a traceback.)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError, ValueError, KeyError,
+            IndexError, TypeError, OverflowError) as exc:
         if "Weights only load failed" in str(exc):
             raise ValueError(f"{path} holds Python objects besides weights and settings, which ipp-seg does not "
                              "load (unpickling them could run any code): not a checkpoint written by ipp-seg "
@@ -840,6 +854,52 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is damaged: its contents differ from the checksum written with them (a disk or "
                          "copy error changed bytes inside it)")
     return checkpoint
+
+
+#: How the files torch.save writes begin: a zip archive (torch 1.6 on), or a pickle (protocol 2 on).
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _check_torch_file_start(path: str | Path) -> None:
+    """Raise ValueError, saying what it is instead, for a file that does not begin as torch.save's
+    do: empty, a Git LFS pointer (a clone made without git-lfs), text, or another kind of file.
+    Such files had been called pickles that hold "Python objects besides weights", as if one
+    were an attack."""
+    with open(path, "rb") as fh:
+        start = fh.read(64)
+    if not start:
+        raise ValueError(f"{path} is empty (a save or copy that did not finish, or a full disk)")
+    if start.startswith(_TORCH_FILE_STARTS):
+        return
+    if start.startswith(b"version https://git-lfs"):
+        raise ValueError(f"{path} is a Git LFS pointer, not the weights: fetch them (git lfs pull in the clone), or "
+                         "download the file itself")
+    kind = next((name for magic, name in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                                         (b"\x08", "an ONNX model, or other protobuf data"),
+                                         (b"{", "JSON text"), (b"<", "HTML or XML text"))
+                 if start.startswith(magic)), None)
+    if kind is None:
+        try:
+            start.decode("utf-8")
+            kind = "text"
+        except UnicodeDecodeError:
+            kind = "another kind of file"
+    raise ValueError(f"{path} is not a PyTorch file (it begins as {kind}): not a checkpoint written by ipp-seg train")
+
+
+def _same_parent(init_from: str | None, recorded: str | None, checkpoint: dict) -> bool:
+    """Whether ``init_from`` (a full path) names the file the run in ``checkpoint`` started from
+    (``recorded``, as its settings hold it): the same path, runs before 0.2.8 having recorded it
+    as typed, relative to a folder they did not record (taken from here); or, however it is
+    spelt, the same bytes (the sha256 its lineage recorded when it started)."""
+    from ..inference.registry import sha256_of
+
+    if not init_from or not recorded:
+        return False
+    if os.path.abspath(recorded) == init_from:
+        return True
+    parent = (checkpoint.get("lineage") or [{}])[-1]
+    return bool(parent.get("sha256") and os.path.isfile(init_from) and sha256_of(init_from) == parent["sha256"])
 
 
 def _read_split_file(path: Path) -> dict | None:

@@ -29,7 +29,7 @@ from ..measure.result import SEGMENTATION_REASONS
 from ..nn.configs import DEFAULT_CONFIG
 from ..nn.export import export_checkpoint
 from .data import find_pairs, id_range, load_cases
-from .lineage import lineage_hours, lineage_of, run_cost
+from .lineage import lineage_hours, lineage_of, run_cost, trained_before
 from .loop import (BEST, TrainSettings, checkpoint_digest, load_checkpoint_model, load_torch_file,
                    read_checkpoint)
 
@@ -403,8 +403,13 @@ def _check_same_frames(checkpoint: dict, run_dir: Path, data) -> None:
 
 
 def _check_model_name(name: str) -> None:
+    from ..io.folders import FORMULA_START
+
     if not name or name != Path(name).name or name.startswith("."):
         raise ValueError(f"a model's name is a file name, without folders or a leading dot: got {name!r}")
+    if name.startswith(FORMULA_START):  # (ipp-seg leaves such a model out: refused here, before the export)
+        raise ValueError(f"a model's name may not begin with {name[0]!r} (the CSV's model cells would read as "
+                         f"spreadsheet formulas): got {name!r}")
 
 
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
@@ -521,6 +526,12 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
     epochs_run, own_hours = run_cost(checkpoint, run_dir / checkpoint_name)
     hours = own_hours + lineage_hours(lineage)
     initialised_from = lineage[-1] if lineage else None
+    # Validation frames a run its weights started from trained on: there the figures are a fit.
+    seen_before = [] if trained_on_all else trained_before(lineage, checkpoint["split"]["validation"])
+    if seen_before:
+        log.warning("%d of the %d validation frames were training frames of a run its weights started from (%s%s): "
+                    "the card says so", len(seen_before), len(checkpoint["split"]["validation"]),
+                    ", ".join(seen_before[:5]), ", ..." if len(seen_before) > 5 else "")
     card = {
         "name": name,
         "config": checkpoint["config"]["name"],
@@ -564,6 +575,8 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
                        "boundary_weight": settings.get("boundary_weight", 0.0)},
         },
         **_card_validation(validation, validation_tta, validation_source),
+        # (Empty where none: its validation is over frames no run behind it saw.)
+        "validation_trained_on_before": [list(block) for block in case_id_blocks(seen_before)],
         "files": {
             "onnx": {"name": onnx_path.name, "sha256": sha256_of(onnx_path), "bytes": onnx_path.stat().st_size},
             "torch": {"name": torch_path.name, "sha256": sha256_of(torch_path), "bytes": torch_path.stat().st_size},
@@ -746,6 +759,10 @@ def model_card_markdown(card: dict) -> str:
                   f"{source['epoch']}, {source['train_frames']} training frames)", "", source["note"]
                   + (f" The figures are those of its ONNX file as shipped, `{source['onnx']}`, so they are its "
                      "card's own." if source.get("onnx", "").endswith(".onnx") else ""), ""]
+    elif card.get("validation_trained_on_before"):
+        lines += ["## Validation (frames this run held out, some of which earlier runs trained on)", "",
+                  f"A run its weights started from trained on {_blocks_text(card['validation_trained_on_before'])}: "
+                  "on those frames the figures below are the weights' fit, not a validation.", ""]
     else:
         lines += ["## Validation (never trained on)", ""]
     if card.get("validation_case_ids"):
