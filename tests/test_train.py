@@ -1787,6 +1787,15 @@ def test_model_card_states_the_signed_aop_agreement_and_a_bias_as_a_known_limit(
 
     assert [_duration_words(h) for h in (5.5, 0.05, 0.004, 0.0, None)] == [
         "5.5 h", "3.0 min", "14 s", "under 0.01 h", "an unrecorded time"]  # (0.0: a card before 0.2.4)
+    # A fine-tuned model's own run apart from the runs before it (an ML engineer's pass: "4.78 h on Intel Xeon" for a
+    # run of 17 s, the rest its parent's on other machines).
+    from ipp_seg.train.ship import _duration_text
+
+    machine = {"processor": "Intel Xeon"}
+    assert _duration_text({"hours": 4.785, "machine": machine, "lineage": [{"hours": 4.78}]}).startswith(
+        "18 s on Intel Xeon") and _duration_text({"hours": 4.785, "machine": machine, "lineage": [
+            {"hours": 4.78}]}).endswith("; 4.785 h with the runs it was fine-tuned from")
+    assert _duration_text({"hours": 2.0, "machine": machine, "lineage": []}).startswith("2.0 h on Intel Xeon")
 
 
 def test_model_card_names_the_local_contrast_equalisation_when_the_model_uses_it():
