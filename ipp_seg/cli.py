@@ -427,7 +427,7 @@ def train(
     # The library takes a rate of 0 (weights carried over unchanged); from the command line it trains nothing.
     # A negative warm-up, like all-zero class weights, the library refuses itself.
     if not (math.isfinite(learning_rate) and learning_rate > 0):
-        fail(f"--lr must be above 0, got {learning_rate:g}")
+        fail(f"--lr must be a finite number above 0, got {learning_rate:g}")
     ce = _float_list(ce_weights, 3, "--ce-weights")
     dice_w = _float_list(dice_weights, 2, "--dice-weights")
     if init_from is not None:

@@ -1872,10 +1872,13 @@ def test_a_learning_rate_of_zero_or_a_negative_warm_up_is_refused(tmp_path):
     from typer.testing import CliRunner
 
     data = _synthetic_folder(tmp_path / "data", n=4)
-    for option, value in (("--lr", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--warmup-epochs", "-1")):
+    for option, value in (("--lr", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--lr", "inf"),
+                          ("--warmup-epochs", "-1")):
         result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--validation-count",
                                           "1", option, value, *_TINY])
         assert result.exit_code == 2 and option in _one_error_line(result), (option, value, result.output)
+        if option == "--lr":  # ("must be above 0, got inf" had read as a slip)
+            assert "must be a finite number above 0" in _one_error_line(result)
         assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="--warmup-epochs"):
         train(TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), warmup_epochs=-1.0))
