@@ -1009,12 +1009,20 @@ def test_a_run_does_not_write_over_files_in_its_output_folders_that_no_run_wrote
     resumed = _run("batch", project / "images", "--out", out, "--overlays", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert len(_rows(out / "measurements.csv")) == 2
-    # A file put there before the run began is not: neither --resume nor --overwrite writes over it.
-    (out / "overlays" / "notes.png").write_bytes(b"mine")
-    os.utime(out / "overlays" / "notes.png", (time.time() - 86400,) * 2)
+    # A file put there before the run began is not: neither --resume nor --overwrite writes over it (a scan of its
+    # name added since); one at a path the run does not write is left alone, and no reason to refuse.
+    shutil.copy(project / "images" / "psfhs_04700.png", project / "images" / "new.png")
+    for name in ("new.png", "notes.png"):
+        (out / "overlays" / name).write_bytes(b"mine")
+        os.utime(out / "overlays" / name, (time.time() - 86400,) * 2)
     for option in ("--resume", "--overwrite"):
         again = _run("batch", project / "images", "--out", out, "--overlays", option)
-        assert again.exit_code == 2 and "overlays/ in" in again.output and "notes.png" in again.output
+        said = " ".join(again.output.split())
+        assert again.exit_code == 2 and "overlays/ in" in said and "holds 1 file(s)" in said, said
+        assert "overlays/new.png" in said and "notes.png" not in said
+    assert (out / "overlays" / "new.png").read_bytes() == b"mine"
+    (project / "images" / "new.png").unlink()
+    assert _run("batch", project / "images", "--out", out, "--overlays", "--overwrite").exit_code == 0
     assert (out / "overlays" / "notes.png").read_bytes() == b"mine"
 
 
@@ -1059,6 +1067,68 @@ def test_what_runs_of_ipp_seg_left_in_out_is_never_taken_for_anothers(tmp_path, 
     resumed = _run("batch", root, "--out", out, "--save-masks", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert len(_rows(out / "measurements.csv")) == 4
+
+
+def test_a_run_that_wrote_no_masks_does_not_vouch_for_masks_under_its_names(tmp_path, sample_png, monkeypatch,
+                                                                             caplog):
+    # A QA pass: a run that wrote its CSV alone, then --overwrite --save-masks, replaced the expert masks under its
+    # rows' names (they counted as its own though its record said it wrote no masks); an OUT without a record, killed
+    # outright mid-resume, then refused its own masks; a file of the same stem added between runs left the old mask
+    # unnamed by the --overwrite's warning.
+    import cv2
+
+    import ipp_seg.inference.batch as batch_module
+
+    project = tmp_path / "proj"
+    (project / "images").mkdir(parents=True)
+    (project / "masks").mkdir()
+    shutil.copy(sample_png, project / "images" / "a.png")
+    expert = np.zeros((256, 256), np.uint8)
+    expert[40:60, 100:160] = 1
+    cv2.imwrite(str(project / "masks" / "a.png"), expert)
+    os.utime(project / "masks" / "a.png", (time.time() - 86400,) * 2)
+    kept = (project / "masks" / "a.png").read_bytes()
+    assert _run("batch", project / "images", "--out", project).exit_code == 0  # the CSV alone
+    again = _run("batch", project / "images", "--out", project, "--save-masks", "--overwrite")
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2 and "masks/a.png" in said and "older than the first run of ipp-seg there" in said
+    assert (project / "masks" / "a.png").read_bytes() == kept
+    # Without a record: said so; a resume killed outright before its first row then writes one first.
+    out = tmp_path / "out"
+    scans = _copied_scans(tmp_path / "scans", sample_png, 2)
+    assert _run("batch", scans, "--out", out, "--save-masks").exit_code == 0
+    (out / batch_module.RUN_RECORD_NAME).unlink()
+    shutil.copy(sample_png, scans / "2.png")
+    monkeypatch.setattr(batch_module, "_remove_outputs_without_rows", lambda left, rowed: None)
+
+    def killed(self, rows):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(batch_module._WholeRowsFile, "write_rows", killed)
+        assert _run("batch", scans, "--out", out, "--save-masks", "--resume").exit_code == 130
+    assert (out / "masks" / "2.png").is_file() and (out / batch_module.RUN_RECORD_NAME).is_file()
+    resumed = _run("batch", scans, "--out", out, "--save-masks", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    (out / batch_module.RUN_RECORD_NAME).unlink()
+    os.utime(out / "masks" / "2.png", (time.time() - 86400,) * 2)
+    shutil.copy(sample_png, scans / "3.png")
+    cv2.imwrite(str(out / "masks" / "3.png"), expert)
+    refused = _run("batch", scans, "--out", out, "--save-masks", "--resume")
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "masks/3.png" in said and "masks/2.png" not in said
+    assert f"and no record of a run of ipp-seg there ({batch_module.RUN_RECORD_NAME}) to say it wrote them" in said
+    (out / "masks" / "3.png").unlink()
+    (scans / "3.png").unlink()
+    # A file of the same stem added: the --overwrite names the mask left under the old name.
+    shutil.copy(sample_png, scans / "0.jpg")
+    assert _run("batch", scans, "--out", out, "--save-masks", "--resume").exit_code == 0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        overwritten = _run("batch", scans, "--out", out, "--save-masks", "--overwrite")
+    assert overwritten.exit_code == 0
+    assert (out / "masks" / "0_png.png").is_file() and (out / "masks" / "0.png").is_file()
+    assert "1 output(s) under the earlier run's names stay in" in caplog.text and "masks/0.png" in caplog.text
 
 
 def test_more_workers_than_cores_are_warned_of_and_the_record_says_where_the_model_ran(tmp_path, sample_png,

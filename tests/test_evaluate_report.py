@@ -1096,7 +1096,10 @@ def test_each_runs_cases_are_checked_against_the_training_frames_of_the_model_th
     _write_png(results / "single" / "04700_mask.png", scene())
     (results / "single" / "04700.json").write_text(json.dumps({"file": "04700.png", "ipp_seg_version": "0.2.8",
                                                                "model": "dssau-net-s-heldout", "reasons": []}))
+    # A mask of no row (no file says which model drew it): credited to no model's training frames.
+    _write_png(gt / "04403.png", scene())
+    _write_png(results / "site" / "masks" / "04403.png", scene())
     with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
         report = evaluate_folders(results, gt)
     assert dict(report.seen_in_training) == {"dssau-net-s": ("04402",)}  # the twin never trained on 04700
-    assert "dssau-net-s-heldout was trained on" not in caplog.text
+    assert "dssau-net-s-heldout was trained on" not in caplog.text and report.unrecorded_predictions == ("04403",)

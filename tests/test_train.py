@@ -2662,5 +2662,13 @@ def test_export_refuses_a_name_model_would_not_take_and_a_shipped_models_file(tm
         result = runner.invoke(app, ["export", str(shipped.torch_path), "--onnx", str(target)])
         assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
     assert (models / shipped.onnx_path.name).read_bytes() == kept and not (tmp_path / "x.pt").exists()
+    # ...and a model's file in another models folder than $IPP_SEG_MODELS names (a QA pass: the shipped one).
+    monkeypatch.setenv("IPP_SEG_MODELS", str(tmp_path / "elsewhere"))
+    (tmp_path / "elsewhere").mkdir()
+    result = runner.invoke(app, ["export", str(shipped.torch_path), "--onnx", str(models / shipped.onnx_path.name)])
+    assert result.exit_code == 2 and "is the ONNX file of the model dssau-net-s" in " ".join(result.output.split())
+    assert (models / shipped.onnx_path.name).read_bytes() == kept
     with pytest.raises(ValueError, match="may not begin with '='"):
         ship_model(tmp_path / "run", tmp_path / "out", "=evil", "ipp-seg train ...")
+    with pytest.raises(ValueError, match="without its files' suffixes"):
+        ship_model(tmp_path / "run", tmp_path / "out", "mine.onnx", "ipp-seg train ...")

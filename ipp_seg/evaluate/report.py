@@ -878,17 +878,19 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
         listed = {spec.card_sha256(kind) for kind in ("onnx", "torch")}
         if not any(name == spec.name and (not sha or sha in listed) for name, sha in models):
             continue
+        # (A mask no row or report speaks for is no model's: not credited to any, as the warning on it says.)
         seen = tuple(c for c in case_ids if spec.trained_on(c) and (
-            drawn_by is None or c not in drawn_by or drawn_by[c][0] == spec.name))
+            not drawn_by or (c in drawn_by and drawn_by[c][0] == spec.name)))
         if not seen:
             continue
         found.append((spec.name, seen))
-        blocks = ", ".join(first if first == last else f"{first}-{last}" for first, last in spec.trained_case_ids[:4])
+        listed = spec.trained_case_ids + spec.earlier_trained_case_ids  # (a fine-tuned model's parents' too)
+        blocks = ", ".join(first if first == last else f"{first}-{last}" for first, last in listed[:4])
         twin = f"; {spec.validated_by}, the same recipe without them, gives its card's validation" if (
             spec.validated_by) else ""
         logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s): if they are "
                        "those frames, its figures here are its fit to its training data, not a validation%s",
-                       len(seen), len(case_ids), spec.name, blocks, ", ..." if len(spec.trained_case_ids) > 4 else "",
+                       len(seen), len(case_ids), spec.name, blocks, ", ..." if len(listed) > 4 else "",
                        twin)
     return tuple(found)
 

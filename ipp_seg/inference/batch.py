@@ -1823,20 +1823,21 @@ def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
     return {output_stem(named, 0, 1)} | {output_stem(named, frame, 2) for frame in frames}
 
 
-def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> list[Path]:
-    """The files in the output folders this run writes into (of the kinds it asks for) that no
-    run of ipp-seg in OUT wrote: written before a run of ipp-seg first wrote into OUT
-    (:func:`_first_used`: what a run killed outright leaves of files it had no row for yet, and
-    what an earlier run replaced by ``--overwrite`` left, are ipp-seg's), under no name a row
-    of its CSV (``rows``, :func:`_earlier_rows`) gives an output, nor among the earlier run's
-    outputs its ``record`` names. An expert's masks in OUT/masks (``batch proj/images --out proj``
-    beside ``proj/masks``, the layout ``train`` reads) had been written over without a word.
-    Hidden files, and folders that are links (refused apart), are passed."""
+def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], record: dict,
+                        todo: Iterable[Path] | None = None) -> list[Path]:
+    """The files in the output folders this run writes into (of the kinds it asks for, and, given
+    ``todo``, at the paths of the files it measures) that no run of ipp-seg in OUT wrote: written
+    before a run of ipp-seg first wrote into OUT (:func:`_first_used`: what a run killed outright
+    leaves of files it had no row for yet, and what an earlier run replaced by ``--overwrite``
+    left, are ipp-seg's), under no name a row of its CSV (``rows``, :func:`_earlier_rows`) gives an
+    output of a kind its ``record`` says it wrote, nor among the earlier run's outputs the record
+    names. An expert's masks in OUT/masks (``batch proj/images --out proj`` beside ``proj/masks``,
+    the layout ``train`` reads) had been written over without a word, also by an ``--overwrite
+    --save-masks`` of a run that had written its CSV alone. Hidden files, and folders that are
+    links (refused apart), are passed. Sorted."""
     folders = [options.out_dir / folder for folder, wanted in _folders_asked(options).items()
                if wanted and (options.out_dir / folder).is_dir() and not (options.out_dir / folder).is_symlink()]
-    since = None
-    with suppress(TypeError, ValueError, AttributeError):  # (to the second: a second before it)
-        since = datetime.fromisoformat(_first_used(record).replace("Z", "+00:00")).timestamp() - 1.0
+    since = _first_used_time(record)
     older = []  # (files the run wrote since it began are its own: most of a large run's, not looked up below)
     for folder in folders:
         for here, _, names in walk_folders(folder, warn_links=False):
@@ -1844,16 +1845,60 @@ def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], recor
                 with suppress(OSError):
                     if since is None or (here / name).lstat().st_mtime < since:
                         older.append(here / name)
+    if older and todo is not None:  # only where this run writes: its files' stems, a cine's frames among them
+        renames = dict(options.output_renames)
+        written = {output_stem(renames.get(rel, rel), 0, 1) for rel in
+                   (Path(path).relative_to(options.in_dir).as_posix() for path in todo)}
+        older = [path for path in older if written & _stems_of_output(options.out_dir, path)]
     if not older:
         return []
-    # The names the rows give outputs (no file looked at), and those the record names.
+    # The names the rows give outputs (no file looked at), under their names then and now (a file
+    # of the same stem added since renames both), of the kinds the run wrote; and those the record names.
+    kinds = record.get("kinds", set(_OUTPUT_PLACES)) if record else set(_OUTPUT_PLACES)
     renames = suffix_disambiguated(path_of_printable(name) for name in rows)
     ours = {options.out_dir / rel for rel in (record.get("earlier_outputs") or {}).get("paths", ())}
     for name, frames in rows.items():
         rel = path_of_printable(name)
-        stems = _stems_of_rows(renames.get(rel, rel), [int(f) for f in frames if f.isascii() and f.isdigit()])
-        ours.update(output_path(options.out_dir, kind, stem) for kind in _OUTPUT_PLACES for stem in stems)
-    return [path for path in older if path not in ours]
+        numbers = [int(f) for f in frames if f.isascii() and f.isdigit()]
+        stems = _stems_of_rows(renames.get(rel, rel), numbers) | _stems_of_rows(rel, numbers)
+        ours.update(output_path(options.out_dir, kind, stem) for kind in kinds for stem in stems)
+    return sorted(path for path in older if path not in ours)
+
+
+def _stems_of_output(out_dir: Path, path: Path) -> set[str]:
+    """The :func:`output_stem` a file's frame 0 has whose output ``path`` may be (its output
+    folder and ending off, and a cine frame's ``_f0003``): ``masks/a/scan_f0003.png`` ->
+    ``a/scan_f0003`` (a still named so) and ``a/scan``."""
+    rel = path.relative_to(out_dir).as_posix().split("/", 1)[-1]
+    for _, ending, _ in _OUTPUT_PLACES.values():
+        if rel.endswith(ending):
+            rel = rel[: -len(ending)]
+            break
+    return {rel, re.sub(r"_f[0-9]{4}$", "", rel)}
+
+
+def _first_used_time(record: dict) -> float | None:
+    """:func:`_first_used` as a file time to compare with the output folders' (the OUT file
+    system's own clock where the record has it, else the time recorded less a second); None
+    without a record."""
+    mtime = record.get("out_first_used_mtime")
+    if isinstance(mtime, (int, float)) and math.isfinite(mtime):
+        return float(mtime)
+    with suppress(TypeError, ValueError, AttributeError):  # (to the second: a second before it)
+        return datetime.fromisoformat(_first_used(record).replace("Z", "+00:00")).timestamp() - 1.0
+    return None
+
+
+def _out_clock_now(out_dir: Path) -> float | None:
+    """Now by the clock of the file system OUT is on (its lock file's time, set to now: a network
+    share sets it by its own clock), to compare its files' times with; None where it cannot be
+    set."""
+    lock = out_dir / LOCK_NAME
+    try:
+        os.utime(lock)
+        return lock.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _first_used(record: dict) -> str | None:
@@ -1867,20 +1912,23 @@ def _first_used(record: dict) -> str | None:
     return started or None
 
 
-def _refuse_outputs_of_another(options: BatchOptions, rows: dict[str, list[str]], record: dict) -> None:
-    """Raise :class:`OutputsOfAnotherError` where the output folders this run writes into hold
-    files no run of ipp-seg in OUT wrote (:func:`_files_no_run_wrote`): before anything is read."""
-    found = _files_no_run_wrote(options, rows, record)
+def _refuse_outputs_of_another(options: BatchOptions, rows: dict[str, list[str]], record: dict,
+                               todo: Iterable[Path]) -> None:
+    """Raise :class:`OutputsOfAnotherError` where this run would write over files in its output
+    folders that no run of ipp-seg in OUT wrote (:func:`_files_no_run_wrote`): before it measures."""
+    found = _files_no_run_wrote(options, rows, record, todo)
     if not found:
         return
+    when = ("older than the first run of ipp-seg there" if _first_used_time(record) is not None else
+            f"and no record of a run of ipp-seg there ({RUN_RECORD_NAME}) to say it wrote them")
     folders = sorted({path.relative_to(options.out_dir).parts[0] + "/" for path in found})
     shown = ", ".join(printable_path(path.relative_to(options.out_dir).as_posix()) for path in found[:3])
     raise OutputsOfAnotherError(
         f"{' and '.join(folders)} in {printable_path(str(options.out_dir))} already "
         f"{'hold' if len(folders) > 1 else 'holds'} {len(found)} file(s) that no run of ipp-seg in it wrote "
-        f"({shown}{', ...' if len(found) > 3 else ''}; older than the first run of ipp-seg there: an expert's masks "
-        "kept beside the scans, as in the layout train reads?): this run writes its outputs there and could replace "
-        "them. Move them elsewhere, or give another --out folder")
+        f"({shown}{', ...' if len(found) > 3 else ''}; {when}: an expert's masks kept beside the scans, as in the "
+        "layout train reads?): this run would write its outputs over them. Move them elsewhere, or give another "
+        "--out folder")
 
 
 def _earlier_outputs_still_there(out_dir: Path, earlier_outputs: dict) -> list[Path]:
@@ -1914,7 +1962,10 @@ def _earlier_outputs_found(options: BatchOptions, earlier: dict[str, list[str]])
         rel = path_of_printable(name)
         if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
             continue
-        stems = _stems_of_rows(renames.get(rel, rel), [int(f) for f in frames if f.isascii() and f.isdigit()])
+        numbers = [int(f) for f in frames if f.isascii() and f.isdigit()]
+        # Under its name now and then: a file of the same stem added since renamed both (scan.png had stayed,
+        # unnamed, beside scan_png.png and scan_jpg.png).
+        stems = _stems_of_rows(renames.get(rel, rel), numbers) | _stems_of_rows(rel, numbers)
         for kind, (folder, _, _) in _OUTPUT_PLACES.items():
             if (options.out_dir / folder).is_symlink():
                 continue
@@ -1922,7 +1973,7 @@ def _earlier_outputs_found(options: BatchOptions, earlier: dict[str, list[str]])
                 path = output_path(options.out_dir, kind, stem)
                 if path.is_file() and not path.is_symlink():
                     left.append(path)
-    return left
+    return list(dict.fromkeys(left))  # (two files' rows may give one name: scan.png, scan.jpg)
 
 
 _KINDS_SHOWN = {"mask": f"{MASKS_FOLDER}/", "overlay": f"{OVERLAYS_FOLDER}/", "seg": "DICOM SEG", "sr": "DICOM SR"}
@@ -1945,6 +1996,8 @@ def _read_run_record(out_dir: Path) -> dict:
                      if isinstance(record.get("sessions"), list) else []}
     if isinstance(record.get("out_first_used"), str):
         checked["out_first_used"] = record["out_first_used"]
+    if isinstance(record.get("out_first_used_mtime"), (int, float)):
+        checked["out_first_used_mtime"] = float(record["out_first_used_mtime"])
     earlier = record.get("earlier_run_outputs")
     if isinstance(earlier, dict) and isinstance(earlier.get("since"), str) and isinstance(earlier.get("paths"), list):
         checked["earlier_outputs"] = {"since": earlier["since"],
@@ -1984,7 +2037,8 @@ def run_session(options: BatchOptions, workers: int) -> dict:
 
 def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
                       model_sha256: str, earlier_rows: int = 0, sessions: list[dict] | None = None,
-                      earlier_outputs: dict | None = None, out_first_used: str | None = None) -> None:
+                      earlier_outputs: dict | None = None, out_first_used: str | None = None,
+                      out_first_used_mtime: float | None = None) -> None:
     """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
     file measured so far has, so that it says which it cannot add (no output folder tells a SEG
     from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
@@ -1997,9 +2051,10 @@ def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_s
     when it began (``paths``, relative to OUT) and when that was (``since``, UTC): those not
     written since are another run's results, said by every session (:func:`_earlier_outputs_still_there`).
     ``out_first_used``: when a run of ipp-seg first wrote into OUT (:func:`_first_used`): outputs
-    written since are some run's, files older than it in the output folders another's."""
+    written since are some run's, files older than it in the output folders another's;
+    ``out_first_used_mtime`` the same by the OUT file system's clock, where known."""
     record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
-              "out_first_used": out_first_used,
+              "out_first_used": out_first_used, "out_first_used_mtime": out_first_used_mtime,
               "earlier_version_rows": earlier_rows,
               "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None,
               "sessions": sessions or []}
@@ -2131,11 +2186,13 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # a run of ipp-seg first wrote into OUT, carried from record to record.
     prior = _read_run_record(options.out_dir)
     first_used = _first_used(prior)
-    _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
-                               if options.resume else {}, prior)
-    # A fresh OUT gets its record before the first output: a run killed outright before its first
-    # row (the out-of-memory killer in a long cine) had left masks no record spoke for.
-    fresh = not prior and not _earlier_rows(csv_path)
+    # An OUT without a record gets one before the first output (but for an --overwrite, which keeps
+    # the earlier run's rows until its own first): a run killed outright before its first row (the
+    # out-of-memory killer in a long cine) had left masks no record spoke for.
+    fresh = not prior and not options.overwrite
+    # When this run began by the OUT file system's clock (a share's may differ from this machine's):
+    # for the record a fresh OUT gets.
+    first_used_mtime = prior.get("out_first_used_mtime") if prior else _out_clock_now(options.out_dir)
     hidden: list[Path] = []
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
                        hidden=hidden)
@@ -2189,6 +2246,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             skipped += 1
             continue
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
+    _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
+                               if options.resume else {}, prior, [path for path, _ in todo])
     if on_start:
         on_start(len(todo))
     # The record of the run whose rows this one goes on with: none without such rows (a CSV removed,
@@ -2260,7 +2319,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
         earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()), session], earlier_outputs=earlier_outputs,
-        out_first_used=first_used or session["started"])
+        out_first_used=first_used or session["started"], out_first_used_mtime=first_used_mtime)
     if fresh:  # (the engine is set up; its workers start only when its outcomes are first read)
         record_now()
     totals = dict.fromkeys(STAGES, 0.0)

@@ -197,11 +197,22 @@ def check_export_target(path: str | os.PathLike[str]) -> None:
     if path.name.startswith(FORMULA_START):
         raise ValueError(f"--onnx {path}: a model's name may not begin with {path.name[0]!r} (the CSV's model cells "
                          "would read as spreadsheet formulas)")
-    if path.exists():
-        for spec in shipped_models() if models_dir().is_dir() else ():
-            if spec.onnx_path is not None and spec.onnx_path.exists() and os.path.samefile(spec.onnx_path, path):
-                raise ValueError(f"--onnx {path} is the ONNX file of the model {spec.name}, which its card lists: "
-                                 "export elsewhere (scripts/ship_model.py --replace replaces a model whole)")
+    if not path.exists():
+        return
+    # A card beside it (in any models folder: the shipped one while $IPP_SEG_MODELS names another), or
+    # a model of the models folder in use, reached by another name.
+    owners = [path.with_suffix(".json")] + [spec.onnx_path.with_suffix(".json") for spec in (
+        shipped_models() if models_dir().is_dir() else ()) if spec.onnx_path is not None
+        and spec.onnx_path.exists() and os.path.samefile(spec.onnx_path, path)]
+    for card_path in owners:
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            listed = card["files"]["onnx"]["name"]
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if listed == path.name or card_path != owners[0]:
+            raise ValueError(f"--onnx {path} is the ONNX file of the model {card_path.stem}, which its card lists: "
+                             "export elsewhere (scripts/ship_model.py --replace replaces a model whole)")
 
 
 def in_blocks(case_id: str, blocks) -> bool:

@@ -407,6 +407,8 @@ def _check_model_name(name: str) -> None:
 
     if not name or name != Path(name).name or name.startswith("."):
         raise ValueError(f"a model's name is a file name, without folders or a leading dot: got {name!r}")
+    if Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".json", ".md"):  # (--model NAME.onnx reads as a file)
+        raise ValueError(f"a model's name is used without its files' suffixes: got {name!r}")
     if name.startswith(FORMULA_START):  # (ipp-seg leaves such a model out: refused here, before the export)
         raise ValueError(f"a model's name may not begin with {name[0]!r} (the CSV's model cells would read as "
                          f"spreadsheet formulas): got {name!r}")
