@@ -1829,12 +1829,13 @@ def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], recor
     ``todo``, at the paths of the files it measures) that no run of ipp-seg in OUT wrote: written
     before a run of ipp-seg first wrote into OUT (:func:`_first_used`: what a run killed outright
     leaves of files it had no row for yet, and what an earlier run replaced by ``--overwrite``
-    left, are ipp-seg's), under no name a row of its CSV (``rows``, :func:`_earlier_rows`) gives an
-    output of a kind its ``record`` says it wrote, nor among the earlier run's outputs the record
-    names. An expert's masks in OUT/masks (``batch proj/images --out proj`` beside ``proj/masks``,
-    the layout ``train`` reads) had been written over without a word, also by an ``--overwrite
-    --save-masks`` of a run that had written its CSV alone. Hidden files, and folders that are
-    links (refused apart), are passed. Sorted."""
+    left, are ipp-seg's); where the ``record`` does not know that first run (a record of before
+    0.2.8, or one made beside rows it did not see begin), older than its time and under no name a
+    row of the CSV (``rows``, :func:`_earlier_rows`) gives an output, nor among the earlier run's
+    outputs the record names. An expert's masks in OUT/masks (``batch proj/images --out proj``
+    beside ``proj/masks``, the layout ``train`` reads) had been written over without a word, also
+    by an ``--overwrite --save-masks`` of a run that had written its CSV alone (its rows' names had
+    vouched for them). Hidden files, and folders that are links (refused apart), are passed. Sorted."""
     folders = [options.out_dir / folder for folder, wanted in _folders_asked(options).items()
                if wanted and (options.out_dir / folder).is_dir() and not (options.out_dir / folder).is_symlink()]
     since = _first_used_time(record)
@@ -1850,18 +1851,17 @@ def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], recor
         written = {output_stem(renames.get(rel, rel), 0, 1) for rel in
                    (Path(path).relative_to(options.in_dir).as_posix() for path in todo)}
         older = [path for path in older if written & _stems_of_output(options.out_dir, path)]
-    if not older:
-        return []
+    if not older or _first_used_known(record):  # (no run of ipp-seg wrote into OUT before the first)
+        return sorted(older)
     # The names the rows give outputs (no file looked at), under their names then and now (a file
-    # of the same stem added since renames both), of the kinds the run wrote; and those the record names.
-    kinds = record.get("kinds", set(_OUTPUT_PLACES)) if record else set(_OUTPUT_PLACES)
+    # of the same stem added since renames both); and those the record names.
     renames = suffix_disambiguated(path_of_printable(name) for name in rows)
     ours = {options.out_dir / rel for rel in (record.get("earlier_outputs") or {}).get("paths", ())}
     for name, frames in rows.items():
         rel = path_of_printable(name)
         numbers = [int(f) for f in frames if f.isascii() and f.isdigit()]
         stems = _stems_of_rows(renames.get(rel, rel), numbers) | _stems_of_rows(rel, numbers)
-        ours.update(output_path(options.out_dir, kind, stem) for kind in kinds for stem in stems)
+        ours.update(output_path(options.out_dir, kind, stem) for kind in _OUTPUT_PLACES for stem in stems)
     return sorted(path for path in older if path not in ours)
 
 
@@ -1875,6 +1875,12 @@ def _stems_of_output(out_dir: Path, path: Path) -> set[str]:
             rel = rel[: -len(ending)]
             break
     return {rel, re.sub(r"_f[0-9]{4}$", "", rel)}
+
+
+def _first_used_known(record: dict) -> bool:
+    """Whether ``record`` knows when a run of ipp-seg first wrote into its OUT: it was made
+    before any row (0.2.8 on), not beside the rows of runs it did not see."""
+    return record.get("out_first_used_known") is True
 
 
 def _first_used_time(record: dict) -> float | None:
@@ -1919,8 +1925,10 @@ def _refuse_outputs_of_another(options: BatchOptions, rows: dict[str, list[str]]
     found = _files_no_run_wrote(options, rows, record, todo)
     if not found:
         return
-    when = ("older than the first run of ipp-seg there" if _first_used_time(record) is not None else
-            f"and no record of a run of ipp-seg there ({RUN_RECORD_NAME}) to say it wrote them")
+    when = ("older than the first run of ipp-seg there" if _first_used_known(record) else
+            "under no name the rows of its measurements.csv give an output" + (
+                "" if _first_used_time(record) is not None else
+                f", and no record of a run of ipp-seg there ({RUN_RECORD_NAME}) to say it wrote them"))
     folders = sorted({path.relative_to(options.out_dir).parts[0] + "/" for path in found})
     shown = ", ".join(printable_path(path.relative_to(options.out_dir).as_posix()) for path in found[:3])
     raise OutputsOfAnotherError(
@@ -1998,6 +2006,7 @@ def _read_run_record(out_dir: Path) -> dict:
         checked["out_first_used"] = record["out_first_used"]
     if isinstance(record.get("out_first_used_mtime"), (int, float)):
         checked["out_first_used_mtime"] = float(record["out_first_used_mtime"])
+    checked["out_first_used_known"] = record.get("out_first_used_known") is True
     earlier = record.get("earlier_run_outputs")
     if isinstance(earlier, dict) and isinstance(earlier.get("since"), str) and isinstance(earlier.get("paths"), list):
         checked["earlier_outputs"] = {"since": earlier["since"],
@@ -2038,7 +2047,7 @@ def run_session(options: BatchOptions, workers: int) -> dict:
 def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
                       model_sha256: str, earlier_rows: int = 0, sessions: list[dict] | None = None,
                       earlier_outputs: dict | None = None, out_first_used: str | None = None,
-                      out_first_used_mtime: float | None = None) -> None:
+                      out_first_used_mtime: float | None = None, out_first_used_known: bool = False) -> None:
     """Record in OUT what a run that resumes this one needs: the kinds of output (``kinds``) every
     file measured so far has, so that it says which it cannot add (no output folder tells a SEG
     from an SR), and the identity of the run's DICOM series, so that its SEGs and SRs join them
@@ -2052,9 +2061,12 @@ def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_s
     written since are another run's results, said by every session (:func:`_earlier_outputs_still_there`).
     ``out_first_used``: when a run of ipp-seg first wrote into OUT (:func:`_first_used`): outputs
     written since are some run's, files older than it in the output folders another's;
-    ``out_first_used_mtime`` the same by the OUT file system's clock, where known."""
+    ``out_first_used_mtime`` the same by the OUT file system's clock; ``out_first_used_known``:
+    whether that was the first run (a record made before any row), not a later one that found
+    rows of runs without a record."""
     record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
               "out_first_used": out_first_used, "out_first_used_mtime": out_first_used_mtime,
+              "out_first_used_known": out_first_used_known,
               "earlier_version_rows": earlier_rows,
               "dicom_run_uid": run_uid, "dicom_run_started": run_started.isoformat() if run_started else None,
               "sessions": sessions or []}
@@ -2193,6 +2205,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # When this run began by the OUT file system's clock (a share's may differ from this machine's):
     # for the record a fresh OUT gets.
     first_used_mtime = prior.get("out_first_used_mtime") if prior else _out_clock_now(options.out_dir)
+    # Known to be the first run where the record begins with an OUT that held no rows.
+    first_known = _first_used_known(prior) if prior else not _earlier_rows(csv_path)
     hidden: list[Path] = []
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
                        hidden=hidden)
@@ -2319,7 +2333,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         _kinds_asked(options) & written_before if skipped else _kinds_asked(options),
         options.run_uid or record.get("run_uid"), options.run_started or record.get("run_started"), weights_sha256,
         earlier_rows=earlier_rows, sessions=[*record.get("sessions", ()), session], earlier_outputs=earlier_outputs,
-        out_first_used=first_used or session["started"], out_first_used_mtime=first_used_mtime)
+        out_first_used=first_used or session["started"], out_first_used_mtime=first_used_mtime,
+        out_first_used_known=first_known)
     if fresh:  # (the engine is set up; its workers start only when its outcomes are first read)
         record_now()
     totals = dict.fromkeys(STAGES, 0.0)
