@@ -1103,3 +1103,15 @@ def test_each_runs_cases_are_checked_against_the_training_frames_of_the_model_th
         report = evaluate_folders(results, gt)
     assert dict(report.seen_in_training) == {"dssau-net-s": ("04402",)}  # the twin never trained on 04700
     assert "dssau-net-s-heldout was trained on" not in caplog.text and report.unrecorded_predictions == ("04403",)
+
+
+def test_masks_beside_a_run_stopped_before_its_first_row_are_unrecorded(folders):
+    # A run's CSV of its header alone (stopped before its first row) speaks for none of the masks beside it.
+    from ipp_seg.inference.batch import write_measurements_csv
+
+    pred, gt, _ = folders
+    (pred / "masks").mkdir()
+    for mask in list(pred.glob("*.png")):
+        mask.rename(pred / "masks" / mask.name)
+    write_measurements_csv(pred / "measurements.csv", [])
+    assert evaluate_folders(pred, gt).unrecorded_predictions == ("00001", "00002", "00003")

@@ -715,7 +715,8 @@ def evaluate_folders(
     # masks of one's own: none is unrecorded.
     reported = {case_id_of(path) for path, _ in reports}
     recorded = reported | (run.cases if run is not None else set())
-    unrecorded = sorted(paired - recorded) if recorded else []
+    # (A run's CSV of its header alone, stopped before its first row, speaks for none of its masks.)
+    unrecorded = sorted(paired - recorded) if recorded or run is not None else []
     if unrecorded:  # scored as they are, but a reader of the figures should know
         if run is None:
             where = "report of predict beside them"
