@@ -719,8 +719,6 @@ def predict(
                                                   f"{escape(Path(predicted.scan).name)}")
         except KeyboardInterrupt:
             interrupted = True
-            if finished and (reports[-1].get("n_frames") or 1) > 1:  # (a cine may have frames left)
-                finished.pop()
         except ImportError as exc:
             fail(str(exc))
         except OSError as exc:  # (reading failures are rows, not exceptions: this is writing)
@@ -740,8 +738,8 @@ def predict(
     _advise(RunAdvice.of_rows(rows), orientation)
     if write_failure is not None or interrupted:
         # The frames above are whole (with their outputs); the scans after them are named.
-        if write_failure is not None and finished and (reports[-1].get("n_frames") or 1) > 1:
-            finished.pop()  # (a cine whose next frame failed to be written)
+        if finished and (reports[-1].get("n_frames") or 1) > 1:
+            finished.pop()  # (a cine may have frames left)
         done = set(finished)
         left = [scan for scan in scans if scan not in done]
         shown = ", ".join(printable_path(str(scan)) for scan in left[:3]) + (
@@ -1217,11 +1215,11 @@ def evaluate(
     case, overall and per acquisition style. Exit 0: cases evaluated (cases that could not be
     are listed, and are rows of cases.csv); 2: no case could be evaluated (files written by an
     earlier run into --out are then left as they were), or unusable folders or options."""
-    import hashlib
     from dataclasses import replace
 
     from .evaluate import (MASK_SUFFIXES, ReferenceAopError, evaluate_folders, read_reference_aop,
                            write_case_csv, write_summary_json)
+    from .inference.registry import sha256_of
     from .io.folders import not_a_folder, printable_path
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
@@ -1279,7 +1277,7 @@ def evaluate(
     if reference_aop is not None:  # which reference file, by its bytes: two summaries against two told apart
         report = replace(report, inputs={**report.inputs, "reference_aop": {
             **(report.inputs.get("reference_aop") or {}), "file": printable_path(os.path.abspath(reference_aop)),
-            "sha256": hashlib.sha256(reference_aop.read_bytes()).hexdigest()}})
+            "sha256": sha256_of(reference_aop)}})
     if out is not None:  # (made and checked before the work); written before the tables, which a reader may cut
         try:
             write_case_csv(report, out / "cases.csv")

@@ -1536,10 +1536,10 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
 def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
     """Write :meth:`EvaluationReport.to_dict` as indented JSON, with ``evaluated_at`` (UTC, to
     the second). Returns the path."""
-    from datetime import datetime, timezone
+    from ..inference.batch import utc_now_cell
 
     out = Path(path)
-    summary = {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **report.to_dict()}
+    summary = {"evaluated_at": utc_now_cell(), **report.to_dict()}
     with replacing(out, text=True, encoding="utf-8", errors="backslashreplace") as fh:
         json.dump(summary, fh, indent=2, allow_nan=False)
         fh.write("\n")

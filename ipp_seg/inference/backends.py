@@ -88,10 +88,9 @@ class OnnxSegmenter:
         # The memory pattern pre-plans one block for a fixed-shape run's tensors: measured no
         # faster here and ~230 MiB more per worker at batch 8 (572 vs 342 MiB resident).
         options.enable_mem_pattern = False
-        available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
-            if "CUDAExecutionProvider" in available:
+            if device_used("onnx", device) == "cuda":
                 providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             else:
                 log.warning("CUDA requested but onnxruntime has no CUDA provider here: running on CPU")
@@ -150,7 +149,7 @@ class TorchSegmenter:
         model_sha256 = check_model_file(spec, spec.torch_path, "torch")
         if threads:
             torch.set_num_threads(threads)
-        if device == "cuda" and not torch.cuda.is_available():
+        if device_used("torch", device) != device:
             log.warning("CUDA requested but torch sees no GPU: running on CPU")
             device = "cpu"
         self._torch = torch

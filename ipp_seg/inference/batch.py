@@ -1853,16 +1853,28 @@ def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], recor
         older = [path for path in older if written & _stems_of_output(options.out_dir, path)]
     if not older or _first_used_known(record):  # (no run of ipp-seg wrote into OUT before the first)
         return sorted(older)
-    # The names the rows give outputs (no file looked at), under their names then and now (a file
-    # of the same stem added since renames both); and those the record names.
-    renames = suffix_disambiguated(path_of_printable(name) for name in rows)
+    # The names the rows give outputs (no file looked at), and those the record names.
     ours = {options.out_dir / rel for rel in (record.get("earlier_outputs") or {}).get("paths", ())}
+    ours.update(path for _, path in _row_output_paths(options.out_dir, rows))
+    return sorted(path for path in older if path not in ours)
+
+
+def _row_output_paths(out_dir: Path, rows: dict[str, list[str]]) -> Iterator[tuple[str, Path]]:
+    """(kind, path) of every output the names of ``rows`` (file -> frames, :func:`_earlier_rows`)
+    give in ``out_dir``, no file looked at: under each file's name now and then (a file of the same
+    stem added since renames both: scan.png had stayed, unnamed, beside scan_png.png and
+    scan_jpg.png), a cine's frames with and without ``_f0003``. Names that are not relative to
+    IN_DIR (a ``measure --csv`` file's) are passed."""
+    renames = suffix_disambiguated(path_of_printable(name) for name in rows)
     for name, frames in rows.items():
         rel = path_of_printable(name)
+        if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+            continue
         numbers = [int(f) for f in frames if f.isascii() and f.isdigit()]
         stems = _stems_of_rows(renames.get(rel, rel), numbers) | _stems_of_rows(rel, numbers)
-        ours.update(output_path(options.out_dir, kind, stem) for kind in _OUTPUT_PLACES for stem in stems)
-    return sorted(path for path in older if path not in ours)
+        for kind in _OUTPUT_PLACES:
+            for stem in sorted(stems):
+                yield kind, output_path(out_dir, kind, stem)
 
 
 def _stems_of_output(out_dir: Path, path: Path) -> set[str]:
@@ -1964,24 +1976,10 @@ def _earlier_outputs_found(options: BatchOptions, earlier: dict[str, list[str]])
     wrote, and a file of the user's own may carry such a name (ground-truth masks kept in
     OUT/masks). Names that are not relative to IN_DIR (a ``measure --csv`` file's), and folders
     that are links, are passed."""
-    renames = suffix_disambiguated(path_of_printable(name) for name in earlier)
-    left = []
-    for name, frames in earlier.items():
-        rel = path_of_printable(name)
-        if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
-            continue
-        numbers = [int(f) for f in frames if f.isascii() and f.isdigit()]
-        # Under its name now and then: a file of the same stem added since renamed both (scan.png had stayed,
-        # unnamed, beside scan_png.png and scan_jpg.png).
-        stems = _stems_of_rows(renames.get(rel, rel), numbers) | _stems_of_rows(rel, numbers)
-        for kind, (folder, _, _) in _OUTPUT_PLACES.items():
-            if (options.out_dir / folder).is_symlink():
-                continue
-            for stem in sorted(stems):
-                path = output_path(options.out_dir, kind, stem)
-                if path.is_file() and not path.is_symlink():
-                    left.append(path)
-    return list(dict.fromkeys(left))  # (two files' rows may give one name: scan.png, scan.jpg)
+    linked = {kind for kind, (folder, _, _) in _OUTPUT_PLACES.items() if (options.out_dir / folder).is_symlink()}
+    # (dict: two files' rows may give one name, scan.png and scan.jpg both scan.png's)
+    return list(dict.fromkeys(path for kind, path in _row_output_paths(options.out_dir, earlier)
+                              if kind not in linked and path.is_file() and not path.is_symlink()))
 
 
 _KINDS_SHOWN = {"mask": f"{MASKS_FOLDER}/", "overlay": f"{OVERLAYS_FOLDER}/", "seg": "DICOM SEG", "sr": "DICOM SR"}

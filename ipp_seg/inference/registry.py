@@ -89,10 +89,7 @@ class ModelSpec:
     def earlier_trained_case_ids(self) -> tuple[tuple[str, str], ...]:
         """The case IDs the runs its weights started from trained on (its card's lineage, where
         each run recorded them), as blocks: a fine-tuned model's validation on those is a fit."""
-        lineage = ((self.card or {}).get("training") or {}).get("lineage")
-        return tuple((str(b[0]), str(b[1])) for step in (lineage if isinstance(lineage, list) else ())
-                     if isinstance(step, dict) for b in step.get("train_case_ids") or ()
-                     if isinstance(b, list) and len(b) == 2)
+        return lineage_train_blocks(((self.card or {}).get("training") or {}).get("lineage"))
 
     def trained_on(self, case_id: str) -> bool:
         """Whether ``case_id`` is among :attr:`trained_case_ids` or :attr:`earlier_trained_case_ids`."""
@@ -127,12 +124,9 @@ def _warn_if_not_its_cards_file(path: Path) -> None:
     (another sha256): it runs, as a file of one's own does, but its rows carry the card's model
     name while the card's figures and floors are not its own; said, as loading by name refuses it."""
     card_path = path.with_suffix(".json")
-    if not card_path.is_file():
-        return
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        listed = card["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):  # no card of ipp-seg's, or none for this kind of file
+        listed = _card_beside(path)["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
+    except (KeyError, TypeError):  # no card of ipp-seg's, or none for this kind of file
         return
     try:
         digest = sha256_of(path) if isinstance(listed, str) else listed
@@ -199,20 +193,36 @@ def check_export_target(path: str | os.PathLike[str]) -> None:
                          "would read as spreadsheet formulas)")
     if not path.exists():
         return
-    # A card beside it (in any models folder: the shipped one while $IPP_SEG_MODELS names another), or
+    # Its card beside it (in any models folder: the shipped one while $IPP_SEG_MODELS names another), or
     # a model of the models folder in use, reached by another name.
-    owners = [path.with_suffix(".json")] + [spec.onnx_path.with_suffix(".json") for spec in (
-        shipped_models() if models_dir().is_dir() else ()) if spec.onnx_path is not None
-        and spec.onnx_path.exists() and os.path.samefile(spec.onnx_path, path)]
-    for card_path in owners:
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-            listed = card["files"]["onnx"]["name"]
-        except (OSError, ValueError, TypeError, KeyError):
-            continue
-        if listed == path.name or card_path != owners[0]:
-            raise ValueError(f"--onnx {path} is the ONNX file of the model {card_path.stem}, which its card lists: "
-                             "export elsewhere (scripts/ship_model.py --replace replaces a model whole)")
+    try:
+        named_beside = _card_beside(path)["files"]["onnx"]["name"] == path.name
+    except (KeyError, TypeError):  # no card of ipp-seg's beside it, or none with an ONNX file
+        named_beside = False
+    owner = path.stem if named_beside else next(
+        (spec.name for spec in (shipped_models() if models_dir().is_dir() else ()) if spec.onnx_path is not None
+         and spec.onnx_path.exists() and os.path.samefile(spec.onnx_path, path)), None)
+    if owner is not None:
+        raise ValueError(f"--onnx {path} is the ONNX file of the model {owner}, which its card lists: export "
+                         "elsewhere (scripts/ship_model.py --replace replaces a model whole)")
+
+
+def _card_beside(path: Path) -> dict | None:
+    """The JSON of the model card named as the model file ``path`` (``NAME.json`` beside
+    ``NAME.onnx``), quietly; None where there is none that reads as an object."""
+    try:
+        card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def lineage_train_blocks(lineage) -> tuple[tuple[str, str], ...]:
+    """The (first, last) case ID blocks that the runs of a ``lineage`` (a card's or a checkpoint's
+    list of runs) recorded they trained on (``train_case_ids``: runs before 0.2.8 recorded none)."""
+    return tuple((str(block[0]), str(block[1])) for step in (lineage if isinstance(lineage, list) else ())
+                 if isinstance(step, dict) for block in step.get("train_case_ids") or ()
+                 if isinstance(block, (list, tuple)) and len(block) == 2)
 
 
 def in_blocks(case_id: str, blocks) -> bool:

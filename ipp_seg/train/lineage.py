@@ -100,10 +100,9 @@ def run_summary(checkpoint: dict, path: str, digest: bool = False) -> dict:
 def trained_before(lineage: list[dict], case_ids) -> list[str]:
     """Of ``case_ids``, those a run of ``lineage`` trained on (where it recorded its frames:
     runs before 0.2.8 did not), in their order."""
-    from ..inference.registry import in_blocks
+    from ..inference.registry import in_blocks, lineage_train_blocks
 
-    blocks = [tuple(map(str, block)) for step in lineage for block in step.get("train_case_ids") or ()
-              if isinstance(block, (list, tuple)) and len(block) == 2]
+    blocks = lineage_train_blocks(lineage)
     return [case_id for case_id in case_ids if in_blocks(str(case_id), blocks)] if blocks else []
 
 

@@ -827,7 +827,7 @@ def read_checkpoint(path: str | Path) -> dict:
         path is a folder.
     """
     check_checkpoint_path(path)
-    _check_torch_file_start(path)
+    start = _check_torch_file_start(path)
     try:
         checkpoint = load_torch_file(path)
     # (Junk after a pickle's first byte makes torch's weights-only unpickler raise anything: KeyError 101 for
@@ -839,11 +839,7 @@ def read_checkpoint(path: str | Path) -> dict:
                              "load (unpickling them could run any code): not a checkpoint written by ipp-seg "
                              "train") from None
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        with open(path, "rb") as fh:
-            start = fh.read(4)
-        if not start:
-            raise ValueError(f"{path} is empty (a save or copy that did not finish, or a full disk)") from None
-        if start == b"PK\x03\x04":  # torch.save's format: a file cut short or damaged
+        if start.startswith(_TORCH_ZIP_START):  # torch.save's format: a file cut short or damaged
             raise ValueError(f"{path} is damaged or cut short (a copy or a save that did not finish; torch cannot "
                              f"load it: {why})") from None
         raise ValueError(f"{path} is not a checkpoint written by ipp-seg train (torch cannot load it: {why})") from None
@@ -857,20 +853,21 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 #: How the files torch.save writes begin: a zip archive (torch 1.6 on), or a pickle (protocol 2 on).
-_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+_TORCH_ZIP_START = b"PK\x03\x04"
+_TORCH_FILE_STARTS = (_TORCH_ZIP_START, b"\x80")
 
 
-def _check_torch_file_start(path: str | Path) -> None:
-    """Raise ValueError, saying what it is instead, for a file that does not begin as torch.save's
-    do: empty, a Git LFS pointer (a clone made without git-lfs), text, or another kind of file.
-    Such files had been called pickles that hold "Python objects besides weights", as if one
-    were an attack."""
+def _check_torch_file_start(path: str | Path) -> bytes:
+    """The first bytes of ``path``; ValueError, saying what it is instead, for a file that does
+    not begin as torch.save's do: empty, a Git LFS pointer (a clone made without git-lfs), text,
+    or another kind of file. Such files had been called pickles that hold "Python objects besides
+    weights", as if one were an attack."""
     with open(path, "rb") as fh:
         start = fh.read(64)
     if not start:
         raise ValueError(f"{path} is empty (a save or copy that did not finish, or a full disk)")
     if start.startswith(_TORCH_FILE_STARTS):
-        return
+        return start
     if start.startswith(b"version https://git-lfs"):
         raise ValueError(f"{path} is a Git LFS pointer, not the weights: fetch them (git lfs pull in the clone), or "
                          "download the file itself")
