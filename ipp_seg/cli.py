@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -348,6 +349,11 @@ def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {cod
     _print_table(table, turn=False)
 
 
+def _command_line() -> str:
+    """The command as typed, quoted so that a shell runs it again (a run's record of how it was made)."""
+    return shlex.join(["ipp-seg", *sys.argv[1:]])
+
+
 @app.command(cls=_Command, short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")
 def train(
     ctx: typer.Context,
@@ -480,7 +486,7 @@ def train(
     failure = None
     try:
         result = run_training(settings, resume=resume, on_epoch=on_epoch, on_step=on_step,
-                              given=given, on_start=on_start)
+                              given=given, on_start=on_start, command=_command_line())
     except RecipeChangedError as exc:
         options = [option for key in exc.settings for option in given[key]]
         differ, them = ("differ", "them") if len(options) > 1 else ("differs", "it")

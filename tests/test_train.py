@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -431,6 +432,38 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
     assert runner.invoke(app, [*common, "--resume", "--epochs", "2"]).exit_code == 0
     saved = load_torch_file(run / "last.pt")
     assert saved["settings"]["epochs"] == 2 and len(saved["history"]) == 2
+
+
+def test_each_start_and_resume_records_its_version_command_and_machine(tmp_path, caplog, monkeypatch):
+    # settings.json is the recipe (bf16 as asked, null = by the machine); what a session actually
+    # ran with, and the command that started it, go into sessions.jsonl, a line per session.
+    from ipp_seg import __version__
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    common = ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--batch-size", "2",
+              "--validation-count", "1", "--threads", "1", "--input-size", "64", "--warmup-epochs", "0"]
+    runner = CliRunner()
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ipp-seg", *common, "--epochs", "1", "--no-bf16"])
+    first = runner.invoke(app, sys.argv[1:])
+    assert first.exit_code == 0, first.output
+    assert json.loads((run / "settings.json").read_text())["bf16"] is False
+    # A longer run than planned stretches the cosine: the next epoch's rate is not the one planned, and says so.
+    with caplog.at_level("WARNING", logger="ipp_seg"):
+        more = runner.invoke(app, [*common, "--resume", "--epochs", "3"])
+    assert more.exit_code == 0, more.output
+    stretched = [r.getMessage() for r in caplog.records if "stretched" in r.getMessage()]
+    assert len(stretched) == 1 and "planned on 1 epochs and now runs to 3" in stretched[0]
+    planned, now = lr_at(1, 1, 0, 1e-3, 0.01), lr_at(1, 3, 0, 1e-3, 0.01)
+    assert f"epoch 2 starts at a rate of {now:.3g} instead of {planned:.3g}" in stretched[0]
+    sessions = [json.loads(line) for line in (run / "sessions.jsonl").read_text().splitlines()]
+    assert [s["from_epoch"] for s in sessions] == [0, 1] and [s["epochs"] for s in sessions] == [1, 3]
+    assert all(s["ipp_seg"] == __version__ and s["bf16_autocast"] is False and s["threads"] == 1
+               and s["started_at"].endswith("Z") for s in sessions)
+    # As typed, quoted for a shell to run again.
+    assert shlex.split(sessions[0]["command"]) == ["ipp-seg", *common, "--epochs", "1", "--no-bf16"]
+    # The checkpoints record the version too.
+    assert load_torch_file(run / "last.pt")["machine"]["ipp_seg"] == __version__
 
 
 def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import __version__
 from ..evaluate.metrics import dice
 from ..io.folders import FolderInUseError, folder_lock, given_path
 from ..machine import cpu_model
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 LAST = "last.pt"
 BEST = "best.pt"
 HISTORY = "history.jsonl"
+SESSIONS = "sessions.jsonl"  # a line per start or resume: the version, command and machine each ran with
 LOCK_NAME = ".ipp-seg-train.lock"  # hidden: held by the run writing into the folder
 # What best.pt leaves out of last.pt's payload: the state that only resuming needs.
 _RESUME_ONLY = ("optimiser", "raw_model", "endpoint_head", "deep_supervision_heads")
@@ -445,7 +447,8 @@ def train(settings: TrainSettings, resume: bool = False,
           on_epoch: Callable[[EpochResult], None] | None = None,
           on_step: Callable[[int, int, int, float], None] | None = None,
           given: Iterable[str] = (),
-          on_start: Callable[[TrainSettings, Split], None] | None = None) -> TrainResult:
+          on_start: Callable[[TrainSettings, Split], None] | None = None,
+          command: str | None = None) -> TrainResult:
     """Train ``settings.config`` on ``settings.data``; write checkpoints to ``settings.out``.
 
     With ``resume``, continue from ``out/last.pt`` (model, optimiser, step, RNG states and
@@ -457,7 +460,9 @@ def train(settings: TrainSettings, resume: bool = False,
 
     ``on_start`` is called once with the settings the run goes on with (a resumed run's own
     recipe) and its split, after the data are read and before the first step; ``on_step`` with (epoch,
-    step, steps per epoch, loss) and ``on_epoch`` with each epoch's result.
+    step, steps per epoch, loss) and ``on_epoch`` with each epoch's result. ``command`` (the command
+    line that started it, where there is one) is recorded with the ipp-seg version and the machine
+    in the run folder's sessions.jsonl, a line per start or resume.
 
     Raises:
         RecipeChangedError: resuming, a setting named in ``given`` differs from the recipe.
@@ -471,7 +476,7 @@ def train(settings: TrainSettings, resume: bool = False,
     given_path(settings.data, "data folder")  # "" would read as the current folder
     given_path(settings.out, "run folder")
     with ExitStack() as held:
-        return _train(settings, resume, on_epoch, on_step, held, given, on_start)
+        return _train(settings, resume, on_epoch, on_step, held, given, on_start, command)
 
 
 def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
@@ -480,7 +485,7 @@ def _lock_run_folder(run_dir: Path, held: ExitStack) -> None:
 
 
 def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitStack, given: tuple[str, ...],
-           on_start) -> TrainResult:
+           on_start, command: str | None) -> TrainResult:
     # Recorded as full paths: a relative one would name another folder for a tool run from elsewhere
     # (a job script resumed from another folder had been refused for its --init-from).
     settings = replace(settings, data=os.path.abspath(settings.data),
@@ -489,6 +494,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     last_path = run_dir / LAST
     checkpoint = None
     saved_split = None
+    planned_epochs = None  # a resumed run's epochs as last planned
     locked = run_dir.is_dir()
     if locked:  # before anything in it is read: another run may be writing it
         _check_run_folder(run_dir)
@@ -532,6 +538,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         # Paths and device may move between machines; the recipe may not.
         settings = replace(saved, **{key: getattr(settings, key) for key in RESUME_MAY_CHANGE},
                            epochs=max(saved.epochs, settings.epochs))
+        planned_epochs = saved.epochs
         saved_split = checkpoint.get("split") or _read_split_file(run_dir / "split.json")
     _check_settings(settings)
     if settings.device == "cuda" and not torch.cuda.is_available():
@@ -623,7 +630,17 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         lineage = checkpoint.get("lineage", [])
         log.info("resuming %s at epoch %d", settings.config, start_epoch + 1)
         if start_epoch >= settings.epochs:
-            log.warning("%s has finished its %d epochs; --epochs N (more) extends it", run_dir, settings.epochs)
+            log.warning("%s has finished its %d epochs; --epochs N (more) extends it, stretching its learning-rate "
+                        "schedule over N", run_dir, settings.epochs)
+        elif settings.epochs > planned_epochs and step >= warmup_steps:
+            # The cosine is planned on the run's length: more epochs move every later rate, the next one first.
+            planned_lr = lr_at(step, steps_per_epoch * planned_epochs, warmup_steps, settings.learning_rate,
+                               settings.min_lr_fraction)
+            log.warning("%s was planned on %d epochs and now runs to %d: its learning-rate schedule is stretched "
+                        "over them, so epoch %d starts at a rate of %.3g instead of %.3g", run_dir, planned_epochs,
+                        settings.epochs, start_epoch + 1,
+                        lr_at(step, total_steps, warmup_steps, settings.learning_rate, settings.min_lr_fraction),
+                        planned_lr)
     elif settings.init_from:
         init = read_checkpoint(settings.init_from)
         load_initial_weights(model, init, settings.init_from)
@@ -655,8 +672,18 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     use_bf16 = _use_bf16(settings, device)
     # What each epoch's checkpoint records of the machine (read once: it does not change in a run).
     machine = {"platform": platform.platform(), "processor": cpu_model(), "torch": torch.__version__,
-               "device": settings.device, "bf16_autocast": use_bf16}
+               "device": settings.device, "bf16_autocast": use_bf16, "ipp_seg": __version__}
     log.info("bf16 autocast: %s", use_bf16)
+    # settings.json holds the recipe (bf16 as asked: null is "where the machine computes it
+    # natively"); what each session of the run actually ran with, and from which command, is here.
+    session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command,
+               "from_epoch": start_epoch, "epochs": settings.epochs,
+               "threads": torch.get_num_threads() if device.type == "cpu" else None, **machine}
+    try:
+        with open(run_dir / SESSIONS, "a", encoding="utf-8") as fh:
+            fh.write(_json_line(session) + "\n")
+    except OSError as exc:
+        raise _cannot_write(run_dir / SESSIONS, exc) from None
     if on_start:
         on_start(settings, split)
     model.train()
