@@ -1180,7 +1180,7 @@ def export(
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     try:
-        export_checkpoint(model, ckpt, onnx, opset, fp16_weights=fp16_weights)
+        export_checkpoint(model, ckpt, onnx, opset, fp16_weights=fp16_weights, source=checkpoint)
     except OSError as exc:
         _fail_writing(f"--onnx {onnx}", exc)
     err.print(f"wrote {escape(str(onnx))}", highlight=False)

@@ -1445,7 +1445,10 @@ def test_export_command(tmp_path):
     torch.save({"model": model.state_dict(), "config": model.config.to_dict(),
                 "settings": {"input_size": [96, 96], "normalisation": {"kind": "percentile", "low_percentile": 1.0,
                                                                       "high_percentile": 99.0, "clip_low": -0.5,
-                                                                      "clip_high": 2.0, "offset": 0.5}}},
+                                                                      "clip_high": 2.0, "offset": 0.5}},
+                "epoch": 7, "split": {"train": ["04002", "04001", "04003", "04010"], "validation": ["04020"]},
+                "lineage": [{"checkpoint": "parent.pt", "train_case_ids": [["03000", "03099"]]}],
+                "data_sha256": "ab" * 32},
                tmp_path / "ck.pt")
     result = invoke("export", tmp_path / "ck.pt", "--onnx", tmp_path / "m.onnx")
     assert result.exit_code == 0, result.output
@@ -1453,6 +1456,13 @@ def test_export_command(tmp_path):
 
     meta = ort.InferenceSession(str(tmp_path / "m.onnx")).get_modelmeta().custom_metadata_map
     assert json.loads(meta["input_size"]) == [96, 96] and meta["config_name"] == "dssau-net-s"
+    # Where the weights came from and which frames they saw travel with the file, card or not.
+    assert meta["source_checkpoint"] == str((tmp_path / "ck.pt").resolve()) and meta["source_epoch"] == "7"
+    assert meta["source_checkpoint_sha256"] == hashlib.sha256((tmp_path / "ck.pt").read_bytes()).hexdigest()
+    assert json.loads(meta["train_case_ids"]) == [["04001", "04003"], ["04010", "04010"]]
+    assert json.loads(meta["validation_case_ids"]) == [["04020", "04020"]]
+    assert json.loads(meta["earlier_train_case_ids"]) == [["03000", "03099"]]
+    assert meta["training_data_sha256"] == "ab" * 32
     assert "weights_stored_as" not in meta
     assert invoke("export", tmp_path / "ck.pt", "--onnx", tmp_path / "h.onnx", "--fp16-weights").exit_code == 0
     meta = ort.InferenceSession(str(tmp_path / "h.onnx")).get_modelmeta().custom_metadata_map

@@ -2,7 +2,8 @@
 
 The ONNX file carries, as metadata properties: the config name, the input size, the input
 normalisation, the class names and the ipp-seg version, so that inference never relies on
-constants of its own.
+constants of its own; exported from a checkpoint file, also where it came from and which frames
+it trained on.
 """
 
 from __future__ import annotations
@@ -112,11 +113,18 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
 
 
 def export_checkpoint(model: DSSAUNet, checkpoint: dict, path: str | Path, opset: int = DEFAULT_OPSET,
-                      extra_metadata: dict | None = None, fp16_weights: bool = False) -> Path:
+                      extra_metadata: dict | None = None, fp16_weights: bool = False,
+                      source: str | Path | None = None) -> Path:
     """:func:`export_onnx` of a training checkpoint's ``model`` with what its run trained with:
     the input size (256 x 256 for a checkpoint that does not say) and the input normalisation
-    (inference then applies exactly the same)."""
+    (inference then applies exactly the same). ``source``, the checkpoint's file, adds where the
+    weights came from and which frames they trained on
+    (:func:`~ipp_seg.train.lineage.export_provenance`)."""
     settings = checkpoint.get("settings") or {}
+    if source is not None:
+        from ..train.lineage import export_provenance
+
+        extra_metadata = {**export_provenance(checkpoint, source), **(extra_metadata or {})}
     return export_onnx(model, path, tuple(settings.get("input_size", (256, 256))), settings.get("normalisation"),
                        opset, extra_metadata, fp16_weights)
 

@@ -97,6 +97,32 @@ def run_summary(checkpoint: dict, path: str, digest: bool = False) -> dict:
     return summary
 
 
+def export_provenance(checkpoint: dict, path: str | Path) -> dict[str, str]:
+    """What an ONNX file exported from the checkpoint at ``path`` records of where it came from,
+    as metadata properties (strings; lists as JSON): the checkpoint's full path and sha256, the
+    epoch its weights are of, the case IDs its run trained on and held out for validation and
+    those the runs it started from trained on (blocks, as a card lists them; none where the run
+    did not record them), and the sha256 of the data it read. A file run by its path, without a
+    model card, then still says which frames it has seen."""
+    from ..inference.registry import case_id_blocks, lineage_train_blocks, sha256_of
+
+    path = Path(path)
+    found = {"source_checkpoint": str(path.resolve()), "source_checkpoint_sha256": sha256_of(path)}
+    if checkpoint.get("epoch") is not None:
+        found["source_epoch"] = str(checkpoint["epoch"])
+    split = checkpoint.get("split") or {}
+    for side, key in (("train", "train_case_ids"), ("validation", "validation_case_ids")):
+        ids = split.get(side)
+        if isinstance(ids, (list, tuple)):
+            found[key] = json.dumps([list(block) for block in case_id_blocks([str(i) for i in ids])])
+    earlier = lineage_train_blocks(checkpoint.get("lineage"))
+    if earlier:
+        found["earlier_train_case_ids"] = json.dumps([list(block) for block in earlier])
+    if checkpoint.get("data_sha256"):
+        found["training_data_sha256"] = str(checkpoint["data_sha256"])
+    return found
+
+
 def trained_before(lineage: list[dict], case_ids) -> list[str]:
     """Of ``case_ids``, those a run of ``lineage`` trained on (where it recorded its frames:
     runs before 0.2.8 did not), in their order."""
