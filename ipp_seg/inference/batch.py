@@ -2229,6 +2229,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # (A CSV left with its header alone, every row taken out by a resume stopped since, is still the run's.)
         had_rows = csv_path.exists()
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
+        rows_before = _earlier_rows(csv_path)
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
@@ -2260,6 +2261,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
     _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
                                if options.resume else {}, prior, [path for path, _ in todo])
+    if options.resume:
+        # Files whose rows the resume took out (changed since, or failing before) are measured again:
+        # what their earlier rows wrote goes with those rows, as a file that fails now would
+        # otherwise keep a mask and an overlay with an angle beside its failed row.
+        _remove_outputs_of_rows_taken_out(options.out_dir, rows_before, done)
     if on_start:
         on_start(len(todo))
     # The record of the run whose rows this one goes on with: none without such rows (a CSV removed,
@@ -2440,6 +2446,29 @@ def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:
             os.rmdir(here)
 
 
+def _remove_outputs_of_rows_taken_out(out_dir: Path, rows_before: dict[str, list[str]], kept: dict[str, set]) -> None:
+    """Remove the outputs (masks, overlays, DICOM SEG and SR) that the rows of ``rows_before``
+    (file -> frames, :func:`_earlier_rows`) whose files a resume took out of the CSV (none in
+    ``kept``, what it kept) gave those files; said. An output a kept row's names give too (a file
+    of the same stem measured before the names were told apart) stays."""
+    taken = {name: frames for name, frames in rows_before.items() if name not in kept}
+    if not taken:
+        return
+    staying = {path for _, path in _row_output_paths(out_dir, {name: frames for name, frames in rows_before.items()
+                                                               if name in kept})}
+    removed = []
+    for _, path in _row_output_paths(out_dir, taken):
+        with suppress(OSError):  # (none there: a failed frame, or a kind not asked for)
+            if path not in staying and path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path)
+    if removed:
+        shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for p in removed[:3])
+        log.warning("%d output(s) of files measured again taken out with their rows (%s%s): this run writes them "
+                    "anew where the files are measured", len(removed), shown,
+                    f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+
+
 def _remove_outputs_without_rows(outputs: list[tuple[str, str]], rowed: set[str]) -> None:
     """Remove each (file, path) of ``outputs`` whose file has no row (not in ``rowed``)."""
     for file, path in outputs:
@@ -2545,16 +2574,31 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     where new): this version's columns after ``taken_out_at`` (UTC) and ``taken_out_because``
     (``file_changed``: its file changed since, and is measured again; ``repeated_row``: a second
     row of a file and frame, as a spreadsheet's copy leaves; ``read_again``: a failure to read or
-    process the file, or a frame it lacked, tried again)."""
+    process the file, or a frame it lacked, tried again). A ``read_again`` row that the file lists
+    already, the same failure of the same bytes, is not added again: a file that stays unreadable
+    had added a copy of its row at every resume."""
     now = utc_now_cell()
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=(*TAKEN_OUT_COLUMNS, *CSV_COLUMNS))
     new = not path.exists() or path.stat().st_size == 0
     if new:
         writer.writeheader()
-    writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out)
+    listed = set() if new else _read_again_listed(path)
+    writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out
+                     if why != "read_again" or _values(csv_cells(row)) not in listed)
     with open(path, "ab") as fh:
         fh.write(text.getvalue().encode("utf-8", "backslashreplace"))
+
+
+def _read_again_listed(path: Path) -> set[tuple]:
+    """What the ``read_again`` rows of a rows_taken_out.csv say (:func:`_values`); empty where it
+    cannot be read."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            return {_values({column: row.get(column) or "" for column in CSV_COLUMNS}) for row in csv.DictReader(fh)
+                    if row.get("taken_out_because") == "read_again"}
+    except (OSError, csv.Error):
+        return set()
 
 
 def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None:
