@@ -1192,6 +1192,32 @@ def test_rows_a_resume_takes_out_are_kept_beside_the_csv_with_when_and_why(mixed
     assert not (out / TAKEN_OUT_NAME).exists()
 
 
+def test_a_resume_takes_out_the_outputs_of_files_it_measures_again(mixed_folder, tmp_path, caplog):
+    # A data manager's pass: a file replaced by one that fails kept its mask and an overlay showing an angle beside
+    # its failed row; and a file that stays unreadable added a copy of its row to rows_taken_out.csv at every resume.
+    from ipp_seg.inference.batch import TAKEN_OUT_NAME
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out, "--save-masks", "--overlays").exit_code == 0
+    outputs = [out / "masks" / "sub" / "b.png", out / "overlays" / "sub" / "b.png"]
+    kept = [out / "masks" / "a.png", out / "overlays" / "a.png"]
+    assert all(p.is_file() for p in outputs + kept)
+    data = (mixed_folder / "sub" / "b.png").read_bytes()
+    (mixed_folder / "sub" / "b.png").write_bytes(data[:2000])  # cut short: it fails now
+    for _ in range(3):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert _run("batch", mixed_folder, "--out", out, "--resume", "--save-masks", "--overlays").exit_code == 0
+        rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+        assert rows["sub/b.png"]["status"] == "failed"
+        assert not any(p.exists() for p in outputs) and all(p.is_file() for p in kept)
+    with open(out / TAKEN_OUT_NAME, newline="", encoding="utf-8") as fh:
+        taken = [(r["taken_out_because"], r["file"]) for r in csv.DictReader(fh)]
+    # b.png's measured row once (changed), its failure once (read again, unchanged since), corrupt.dcm's once.
+    assert sorted(taken) == sorted({*taken}) and ("file_changed", "sub/b.png") in taken
+    assert taken.count(("read_again", "corrupt.dcm")) == 1 and taken.count(("read_again", "sub/b.png")) == 1
+
+
 def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixed_folder, tmp_path, sample_png,
                                                                             caplog):
     import os
@@ -2628,6 +2654,24 @@ def test_a_derived_series_numbers_its_objects_once_each_whatever_the_workers(tmp
     ds.save_as(root / "still_b.dcm")
     assert _run("batch", root, "--out", out, "--dicom-seg", "--overwrite", "--workers", workers).exit_code == 0
     assert [pydicom.dcmread(out / "dicom-results" / f"still_{x}_seg.dcm").InstanceNumber for x in "ab"] == [1, 9]
+
+
+def test_an_empty_instance_number_is_numbered_on_as_a_missing_one(tmp_path, sample_dicom):
+    # A PACS engineer's pass: a source whose Instance Number is present but empty (type 2) was left out of the plan,
+    # and its SEG numbered 1 beside the SEG of the series' file 1.
+    import pydicom
+
+    from ipp_seg.io.dicom_results import instance_numbers
+
+    sources = []
+    for name, number in (("a.dcm", 1), ("b.dcm", 2), ("c.dcm", None)):
+        ds = pydicom.dcmread(sample_dicom)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = number
+        ds.save_as(tmp_path / name)
+        sources.append((name, tmp_path / name))
+    assert pydicom.dcmread(tmp_path / "c.dcm")["InstanceNumber"].is_empty
+    assert instance_numbers(sources) == {"a.dcm": 1, "b.dcm": 2, "c.dcm": 3}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
