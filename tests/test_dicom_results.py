@@ -914,3 +914,33 @@ def test_a_seg_of_a_source_stored_lossily_says_it_was_lossily_compressed(source,
                            ).LossyImageCompression == "00"
     if shutil.which("dciodvfy"):
         assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+
+
+def test_a_single_frame_class_that_states_its_one_frame_gets_no_frame_reference(source, tmp_path):
+    # A PACS engineer's pass: an Ultrasound Image (single-frame class) with Number of Frames 1 added, as some exports
+    # write it, had its SEG and SR reference "frame 1": dciodvfy errs ("shall not be present for Referenced SOP Class
+    # that is not multi-frame"), and a strict archive may refuse them.
+    stated = copy.deepcopy(source)
+    stated.NumberOfFrames = 1
+    mask = synthetic_mask(int(source.Rows), int(source.Columns))
+    seg = write_dicom_seg(stated, mask, tmp_path / "seg.dcm", frame_number=1, **KW)
+    sr = write_dicom_sr(stated, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", frame_number=1, **KW)
+    for path in (seg, sr):
+        found = []
+
+        def collect(items):
+            for item in items:
+                if "ReferencedFrameNumber" in item:
+                    found.append(item.ReferencedFrameNumber)
+                for element in item:
+                    if element.VR == "SQ":
+                        collect(element.value)
+
+        collect([pydicom.dcmread(path)])
+        assert found == [], path.name
+        assert dciodvfy_errors(path) == [], path.name
+    assert pydicom.dcmread(seg).SourceImageSequence[0].ReferencedSOPClassUID == source.SOPClassUID
+    # A cine stored under that class cannot say which frame its objects are of: refused, in words.
+    stated.NumberOfFrames = 3
+    with pytest.raises(DicomResultError, match="3 frames under a single-frame SOP class"):
+        write_dicom_seg(stated, mask, tmp_path / "seg2.dcm", frame_number=2, **KW)

@@ -197,7 +197,10 @@ def write_dicom_seg(
             )
             for number, label, prop in structures
         ]
-        reference = _single_frame_view(source) if frame is not None else source
+        # (A single-frame class's source that states its one frame all the same goes through the
+        # stand-in too, its reference then without a frame number.)
+        stand_in = frame is not None or "NumberOfFrames" in source
+        reference = _single_frame_view(source) if stand_in else source
         seg = hd.seg.Segmentation(
             source_images=[reference],
             pixel_array=mask,
@@ -211,7 +214,7 @@ def write_dicom_seg(
             content_description=_lo(f"PS and FH segmentation by {model_name}"),
             omit_empty_frames=False,
         )
-        if frame is not None:
+        if stand_in:
             _restore_source_reference(seg, source, frame)
         # Type 2C in General Image for images without Image Plane attributes; highdicom leaves
         # it out for sources without a frame of reference.
@@ -478,10 +481,15 @@ def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]],
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                      specific_tags=[*_REFERENCED_UIDS, "InstanceNumber", "NumberOfFrames"])
-            number = int(header.InstanceNumber) if str(header.get("InstanceNumber", "")).strip() else None
             frames = int(header.get("NumberOfFrames") or 1)
         except Exception:  # noqa: BLE001 - a header its reader refuses gets no result to number
             continue
+        # An empty Instance Number (type 2, zero length: read as None) or one that is no number is a
+        # missing one: such a file had been left out of the plan and numbered 1 beside a file of 1.
+        try:
+            number = int(str(header.get("InstanceNumber") or "").strip() or "0")
+        except ValueError:
+            number = None
         if leading_zeros is not None and uids_with_leading_zeros(header):
             leading_zeros.append(name)
         key = (str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")))
@@ -937,10 +945,27 @@ def _n_frames(source) -> int:
         return 1
 
 
-def _is_multiframe_iod(source) -> bool:
-    from pydicom.uid import UltrasoundMultiFrameImageStorage
+# Storage classes (PS3.4 B.5) whose images may hold several frames, and single-frame ones that
+# ultrasound exports use: references to a frame (Referenced Frame Number) are for the former only.
+_MULTIFRAME_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
+    "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume Storage
+    "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Secondary Capture (four kinds)
+    "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4"})
+_SINGLE_FRAME_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
+    "1.2.840.10008.5.1.4.1.1.7"})  # Secondary Capture Image Storage
 
-    return "NumberOfFrames" in source or source.SOPClassUID == UltrasoundMultiFrameImageStorage
+
+def _is_multiframe_iod(source) -> bool:
+    """Whether the source's SOP class is of a multi-frame IOD; for a class not listed here, whether
+    it states a number of frames. A single-frame class's image that states one all the same
+    (Number of Frames 1, as some exports add) is single-frame: a reference to its frame 1 is
+    not conformant (dciodvfy: "shall not be present")."""
+    uid = str(source.get("SOPClassUID", ""))
+    if uid in _MULTIFRAME_CLASSES or uid in _SINGLE_FRAME_CLASSES:
+        return uid in _MULTIFRAME_CLASSES
+    return "NumberOfFrames" in source
 
 
 # Retired ultrasound storage classes (PS3.6 A.1): older archives hold them; highdicom cannot
@@ -968,6 +993,9 @@ def _check_frame(source, frame_number: int | None) -> int | None:
     n = _n_frames(source)
     if not _is_multiframe_iod(source):
         if frame_number not in (None, 1):
+            if n > 1:  # a cine stored under a single-frame class: no reference can say which frame
+                raise DicomResultError(f"the source holds {n} frames under a single-frame SOP class "
+                                       f"({source.SOPClassUID}): a SEG or SR cannot reference one of them")
             raise DicomResultError(f"frame_number {frame_number} given for a single-frame source")
         return None
     if frame_number is None:
@@ -1016,13 +1044,14 @@ def _single_frame_view(source):
     return view
 
 
-def _restore_source_reference(ds, source, frame: int) -> None:
-    """Point every reference to the stand-in at the real SOP class and, in derivation, frame."""
+def _restore_source_reference(ds, source, frame: int | None) -> None:
+    """Point every reference to the stand-in at the real SOP class and, in derivation, frame
+    (none for a single-frame source)."""
 
     def walk(item, in_source_image_seq: bool) -> None:
         if item.get("ReferencedSOPInstanceUID") == source.SOPInstanceUID:
             item.ReferencedSOPClassUID = source.SOPClassUID
-            if in_source_image_seq:
+            if in_source_image_seq and frame is not None:
                 item.ReferencedFrameNumber = frame
         for element in item:
             if element.VR != "SQ":
