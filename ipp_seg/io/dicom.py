@@ -786,16 +786,18 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         # Max X1/Y1 are inclusive pixel coordinates; some scanners put them one past the edge.
         beyond = max(max_x + 1 - columns, max_y + 1 - rows, -min_x, -min_y)
         if beyond > 1:
-            logger.warning("%s: ultrasound region %d reaches %d px beyond the image: the image may have been resized "
-                           "after the scanner calibrated it, and its distances in mm would then be wrong; check the "
-                           "export", path, number, beyond)
+            logger.warning("%s: ultrasound region %d reaches %d px beyond the image: the image was resized or cropped "
+                           "after the scanner calibrated it, so its calibration is not used (no distance in mm; "
+                           "--spacing-mm gives the image's own, where known); check the export", path, number, beyond)
         x0, y0 = max(0, min_x), max(0, min_y)
         x1, y1 = min(columns, max_x + 1), min(rows, max_y + 1)
         if x1 <= x0 or y1 <= y0:
             logger.warning("%s: ultrasound region %d lies outside the image; ignored", path, number)
             continue
-        spacing = _region_spacing(item)
-        if spacing is None and _int_or_none(item.get("PhysicalUnitsXDirection")) == _UNITS_CM:
+        # A region that does not fit its image describes another image: its mm per pixel neither
+        # (an export halved in size had its HSD reported at half its length, status ok).
+        spacing = _region_spacing(item) if beyond <= 1 else None
+        if beyond <= 1 and spacing is None and _int_or_none(item.get("PhysicalUnitsXDirection")) == _UNITS_CM:
             # Named, not quoted: a damaged header's values stay out of the log.
             logger.warning("%s: ultrasound region %d is calibrated in cm but its Physical Delta X/Y are not two "
                            "non-zero numbers (or its Y units are not cm): its spacing is unknown", path, number)
