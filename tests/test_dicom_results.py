@@ -944,3 +944,42 @@ def test_a_single_frame_class_that_states_its_one_frame_gets_no_frame_reference(
     stated.NumberOfFrames = 3
     with pytest.raises(DicomResultError, match="3 frames under a single-frame SOP class"):
         write_dicom_seg(stated, mask, tmp_path / "seg2.dcm", frame_number=2, **KW)
+
+
+@pytest.mark.parametrize("patient_id", [None, ""])
+def test_a_source_without_a_patient_id_is_said_to_give_objects_without_one(source, tmp_path, caplog, patient_id):
+    # A PACS engineer's pass: an invalid Patient ID is refused ("would not match its patient"), an absent or empty
+    # one had passed into the SEG and SR without a word.
+    mask = synthetic_mask(int(source.Rows), int(source.Columns))
+    written = copy.deepcopy(source)
+    if patient_id is None:
+        del written.PatientID
+    else:
+        written.PatientID = patient_id
+    written.save_as(tmp_path / "scan_0009.dcm", enforce_file_format=True)
+    written = pydicom.dcmread(tmp_path / "scan_0009.dcm")
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        write_dicom_seg(written, mask, tmp_path / "seg.dcm", **KW)
+    said = [r.getMessage() for r in caplog.records if "has no Patient ID" in r.getMessage()]
+    assert len(said) == 1 and str(tmp_path / "scan_0009.dcm") in said[0] and "its SEG has none either" in said[0]
+    assert pydicom.dcmread(tmp_path / "seg.dcm").PatientID == ""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        write_dicom_seg(source, mask, tmp_path / "seg2.dcm", **KW)
+    assert "has no Patient ID" not in caplog.text
+
+
+def test_a_seg_made_outside_an_incomplete_frame_of_reference_names_its_source(source, tmp_path, caplog):
+    # A PACS engineer's pass: the line said "the source's frame of reference ..." once per file of a run, naming none.
+    incomplete = copy.deepcopy(source)
+    incomplete.FrameOfReferenceUID, incomplete.PixelSpacing = generate_uid(), [0.35, 0.35]
+    if "SliceThickness" in incomplete:
+        del incomplete.SliceThickness
+    incomplete.save_as(tmp_path / "scan_0011.dcm", enforce_file_format=True)
+    incomplete = pydicom.dcmread(tmp_path / "scan_0011.dcm")
+    mask = synthetic_mask(int(source.Rows), int(source.Columns))
+    with caplog.at_level(logging.INFO, logger="ipp_seg"):
+        seg = write_dicom_seg(incomplete, mask, tmp_path / "seg.dcm", **KW)
+    said = [r.getMessage() for r in caplog.records if "not whole enough" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'scan_0011.dcm'}: its frame of reference")
+    assert "FrameOfReferenceUID" not in pydicom.dcmread(seg)

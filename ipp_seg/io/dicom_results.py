@@ -173,8 +173,8 @@ def write_dicom_seg(
     frame = _check_frame(source, frame_number)
     mask = _check_mask(label_mask, source)
     label = _source_label(source)
-    source = _outside_an_incomplete_frame_of_reference(_declaring_lossy_storage(_conforming_source(source, label,
-                                                                                                   "SEG"), source))
+    source = _outside_an_incomplete_frame_of_reference(
+        _declaring_lossy_storage(_conforming_source(source, label, "SEG"), source), label)
     with _refusals("Segmentation"):
         family = codes.cid7162.ArtificialIntelligence
         algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version,
@@ -761,6 +761,11 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
     if blanked:
         logger.warning("%s of %s %s not valid DICOM; left empty in its %s",
                        ", ".join(blanked), label, "is" if len(blanked) == 1 else "are", kind)
+    if not str(source.get("PatientID", "") or "").strip():
+        # Legal (type 2), and made as the source is; but said, as an invalid one is refused: a PACS
+        # files such an object by its Study Instance UID alone, or quarantines it.
+        logger.warning("%s has no Patient ID, so its %s has none either: a PACS may not match it to its patient "
+                       "(it goes by the Study Instance UID alone, or quarantines it)", label, kind)
     return fixed
 
 
@@ -909,7 +914,7 @@ _FRAME_OF_REFERENCE = ("FrameOfReferenceUID", "PositionReferenceIndicator", "Ima
                        "ImageOrientationPatient")
 
 
-def _outside_an_incomplete_frame_of_reference(source):
+def _outside_an_incomplete_frame_of_reference(source, label: str = "the source"):
     """``source`` (a copy of its own, from :func:`_conforming_source`) without its Frame of
     Reference where a SEG in it could not be valid: no Slice Thickness beside Pixel Spacing
     (absent, or empty as type 2 allows; the Pixel Measures macro needs it, a 2-D ultrasound
@@ -934,7 +939,8 @@ def _outside_an_incomplete_frame_of_reference(source):
         for keyword in (*_FRAME_OF_REFERENCE, "SliceThickness"):
             if keyword in source:
                 delattr(source, keyword)
-        logger.info("the source's frame of reference is not whole enough for a SEG in it: the SEG is made outside it")
+        logger.info("%s: its frame of reference is not whole enough for a SEG in it (no Slice Thickness beside its "
+                    "Pixel Spacing, or a part missing): the SEG is made outside it", label)
     return source
 
 
