@@ -847,7 +847,8 @@ def batch(
 
         def on_progress(outcome) -> None:
             counts["files"] += 1
-            counts["frames"] += len(outcome.rows)
+            # (A file that could not be read has a row of its own, frame empty: no frame measured.)
+            counts["frames"] += sum(str(r.get("frame", "")) != "" for r in outcome.rows)
             # As the summary and the CSV's status column count them (objects without an image too).
             counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
             counts["not_images"] += sum(map(row_not_an_image, outcome.rows))

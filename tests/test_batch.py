@@ -2033,6 +2033,19 @@ def test_progress_for_a_log_estimates_time_left_from_the_files_done_after_start_
     assert ", 0 failed," in _plain_progress(one, 1001.0)
 
 
+def test_progress_counts_no_frame_for_a_file_that_could_not_be_read(tmp_path, sample_png):
+    # A data manager's pass: "1 of 1 file, 1 frame" for an unreadable file whose row has no frame.
+    root = tmp_path / "scans"
+    root.mkdir()
+    (root / "notes.png").write_text("not an image")
+    shutil.copy(sample_png, root / "scan.png")
+    result = _run("batch", root, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("batch: ")]
+    # (A log gets its first line at once, after the first file: notes.png, in the folder's order.)
+    assert lines and lines[0].startswith("batch: 1 of 2 files, 0 frames ("), lines
+
+
 def test_a_resume_that_cannot_rewrite_its_csv_leaves_it_as_it_was_and_no_half_copy(mixed_folder, tmp_path,
                                                                                   monkeypatch):
     import ipp_seg.inference.batch as batch_module
