@@ -1158,6 +1158,22 @@ def test_an_empty_file_or_a_loop_of_links_is_named_as_such(tmp_path):
         read_frame(tmp_path / "gone.dcm")
 
 
+def test_an_image_named_dcm_says_what_it_is_and_what_reads_it(tmp_path, sample_png):
+    # A PACS engineer's pass: a PNG saved as .dcm was only "not a DICOM file (no 'DICM' marker at byte 128)".
+    from ipp_seg.io import ScanReadError, read_frame
+
+    (tmp_path / "png.dcm").write_bytes(sample_png.read_bytes())
+    cv2.imwrite(str(tmp_path / "jpeg.jpg"), cv2.imread(str(sample_png)))
+    (tmp_path / "jpeg.jpg").rename(tmp_path / "jpeg.dcm")
+    for name, said in (("png.dcm", "its content is a PNG image, not DICOM: rename it .png to read it"),
+                       ("jpeg.dcm", "its content is a JPEG image, not DICOM: rename it .jpg to read it")):
+        with pytest.raises(ScanReadError, match=said):
+            read_frame(tmp_path / name)
+    (tmp_path / "other.dcm").write_bytes(b"\x00" * 200)
+    with pytest.raises(ScanReadError, match="not a DICOM file"):
+        read_frame(tmp_path / "other.dcm")
+
+
 def test_a_dicom_file_cut_within_its_preamble_says_it_is_too_short(tmp_path, sample_dicom):
     from ipp_seg.io import ScanReadError, read_frame
 

@@ -194,6 +194,13 @@ def _inspect_dicom(path: str) -> DicomInfo:
                 if size < 132:  # the preamble and marker alone take 132 bytes
                     raise ScanReadError(path, f"only {size} bytes: too short for a DICOM file (a copy cut short, or "
                                               "no DICOM file)") from None
+                from .images import image_kind
+
+                f.seek(0)
+                kind = image_kind(f.read(16))
+                if kind is not None:  # an export saved under the wrong name: say what reads it
+                    raise ScanReadError(path, f"its content is {kind[0]}, not DICOM: rename it {kind[1]} to read it "
+                                              "(as an image, without DICOM's calibration)") from None
                 raise ScanReadError(path, "not a DICOM file (no 'DICM' marker at byte 128)") from None
             except Exception as exc:  # pydicom raises many types on damaged headers
                 # Only the type: a parser message could quote element values (patient data).

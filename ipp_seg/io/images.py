@@ -229,12 +229,27 @@ def grey_fill_blocks(pixels: np.ndarray) -> int:
     return int(blocks.size - (others[-1] + 1 if others.size else 0))
 
 
+# What a file that is none of them is read as, by its suffix once renamed.
+_IMAGE_KINDS = ((PNG_SIGNATURE, "a PNG image", ".png"), (_JPEG_SIGNATURE, "a JPEG image", ".jpg"),
+                (b"BM", "a BMP image", ".bmp"))
+
+
+def image_kind(head: bytes) -> tuple[str, str] | None:
+    """(what, suffix) for the first bytes of a PNG, JPEG, BMP or TIFF file (``("a PNG image",
+    ".png")``); None for any other."""
+    for signature, what, suffix in _IMAGE_KINDS:
+        if head[:len(signature)] == signature:
+            return what, suffix
+    if head[:4] in _TIFF_SIGNATURES + _BIGTIFF_SIGNATURES:
+        return "a TIFF image", ".tif"
+    return None
+
+
 def check_image_format(path: str | os.PathLike[str], data: np.ndarray) -> None:
     """Raise :class:`ScanReadError` for bytes (uint8) that are not a PNG, JPEG, BMP or TIFF file,
     naming what they are where their first bytes say so."""
     head = data[:132].tobytes()
-    if (head[:8] == PNG_SIGNATURE or head[:3] == _JPEG_SIGNATURE or head[:2] == b"BM"
-            or head[:4] in _TIFF_SIGNATURES + _BIGTIFF_SIGNATURES):
+    if image_kind(head) is not None:
         return
     suffix = os.path.splitext(os.fspath(path))[1].lower() or "(no suffix)"
     named = next((name for signature, offset, name in _OTHER_SIGNATURES
