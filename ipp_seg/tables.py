@@ -123,7 +123,9 @@ def print_table(table: Table, console: Console, turn: bool = True) -> None:
     may wrap), else turned (one column per row: a few blocks of many metrics; not with
     ``turn`` False), else as one small table per row; a table of
     many rows folds long words before it falls back to that. A dumb terminal (TERM=dumb) gets
-    the borders in ASCII."""
+    the borders in ASCII. A heading's unit sign that the output cannot encode is spelt out
+    (:func:`_spell_for`)."""
+    _spell_for(table, console.encoding)
     shapes = [table, _turned(table)] if turn else [table]
     layouts = [(shape, _WHOLE_WORD) for shape in shapes]
     if table.row_count > _MANY_ROWS:
@@ -140,6 +142,36 @@ def print_table(table: Table, console: Console, turn: bool = True) -> None:
     for record in _records(table):
         record.box = plain_box or record.box
         console.print(record)
+
+
+# How a table's headings spell a unit where the output cannot encode its sign (an ASCII locale, a
+# redirected cp1252 stream): "AoP (deg)", not "AoP (\\xb0)", whose escape pushed its column out of line.
+_SPELT = {"°": "deg", "Δ": "d", "−": "-", "×": "x", "±": "+/-", "≥": ">=", "≤": "<="}
+
+
+def _spell_for(table: Table, encoding: str) -> None:
+    """Spell ``table``'s title, caption and headings with :data:`_SPELT` where ``encoding``
+    cannot hold a sign of theirs."""
+    def spelt(text):
+        if not isinstance(text, str):
+            return text
+        try:
+            text.encode(encoding)
+            return text
+        except (UnicodeEncodeError, LookupError):
+            return "".join(_SPELT.get(c, c) if not _encodes(c, encoding) else c for c in text)
+
+    table.title, table.caption = spelt(table.title), spelt(table.caption)
+    for column in table.columns:
+        column.header = spelt(column.header)
+
+
+def _encodes(character: str, encoding: str) -> bool:
+    try:
+        character.encode(encoding)
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
 
 
 def _is_number(text: str) -> bool:

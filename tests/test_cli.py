@@ -773,6 +773,27 @@ def test_tables_never_break_a_number_across_lines(width):
     assert "overall" in text and "narrow" in text
 
 
+@pytest.mark.parametrize("encoding, heading", [("ascii", "median |dAoP| (deg)"), ("utf-8", "median |ΔAoP| (°)")])
+def test_a_heading_spells_its_unit_where_the_output_cannot_encode_it(encoding, heading):
+    # Under PYTHONIOENCODING=ascii the AoP column's heading was written "AoP (\xb0)", out of line with its column.
+    import io
+
+    from rich.console import Console
+
+    from ipp_seg.tables import new_table, print_table
+
+    stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="backslashreplace", newline="\n")
+    table = new_table("AoP (°) by block", ("block", "median |ΔAoP| (°)"))
+    table.add_row("overall", "5.1")
+    print_table(table, Console(file=stream, width=100, force_terminal=False))
+    stream.flush()
+    lines = stream.buffer.getvalue().decode(encoding).splitlines()
+    assert any(heading in line for line in lines) and "\\x" not in "".join(lines)
+    header = next(line for line in lines if heading in line)
+    row = next(line for line in lines if "overall" in line)
+    assert len(header) == len(row)  # the columns line up
+
+
 @pytest.mark.parametrize("width", [50, 80, 120])
 def test_tables_keep_names_and_codes_whole_where_they_can(width):
     from rich.console import Console
