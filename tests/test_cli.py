@@ -1373,6 +1373,43 @@ def test_evaluate_warns_that_a_model_is_scored_on_frames_it_was_trained_on(tmp_p
             assert "trained on" not in said and seen == []
 
 
+def test_evaluate_reads_the_training_frames_of_an_exported_model_from_its_onnx_file(tmp_path, sample_png, caplog):
+    # An export of one's own has no card: evaluate had said its training frames were unknown. The ONNX file
+    # records them (export), and the batch run's record the file it ran.
+    pytest.importorskip("torch")
+    import shutil
+
+    from ipp_seg.inference.registry import shipped_models_dir
+    from ipp_seg.train.loop import read_checkpoint, save_checkpoint
+
+    checkpoint = read_checkpoint(shipped_models_dir() / "dssau-net-s-heldout.pt")
+    checkpoint["split"] = {"train": ["04698", "04699", "04700"], "validation": ["04750"]}
+    save_checkpoint(tmp_path / "own.pt", checkpoint)
+    assert invoke("export", tmp_path / "own.pt", "--onnx", tmp_path / "own.onnx").exit_code == 0
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for case in ("04700", "04750"):
+        shutil.copy(sample_png.with_name(f"psfhs_{case}.png"), scans / f"{case}.png")
+    run = tmp_path / "run"
+    assert invoke("batch", scans, "--out", run, "--save-masks", "--model", tmp_path / "own.onnx").exit_code == 0
+    gt = tmp_path / "gt"  # (its own masks as the truth: what is checked is the warning, not the figures)
+    shutil.copytree(run / "masks", gt)
+    with caplog.at_level("WARNING"):
+        assert invoke("evaluate", run, gt, "--out", tmp_path / "ev").exit_code == 0
+    said = " ".join(caplog.text.split())
+    assert (f"1 of the 2 cases evaluated have the IDs of frames own was trained on (04698-04700, as its ONNX file "
+            f"{tmp_path / 'own.onnx'} records)") in said
+    assert "no model card" not in said
+    seen = json.loads((tmp_path / "ev" / "summary.json").read_text())["cases_seen_in_training"]
+    assert seen == [{"model": "own", "n_cases": 1, "case_ids": ["04700"]}]
+    # The file changed since the run (other weights under its name): its metadata no longer speaks for the rows.
+    shutil.copy(shipped_models_dir() / "dssau-net-s-heldout.onnx", tmp_path / "own.onnx")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert invoke("evaluate", run, gt, "--out", tmp_path / "ev2").exit_code == 0
+    assert "own has no model card in the models folder" in " ".join(caplog.text.split())
+
+
 def test_evaluate_command(tmp_path, psfhs_dir):
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")

@@ -823,7 +823,7 @@ def evaluate_folders(
         seen_in_training=cases_seen_in_training(models, [c.case_id for c in results], {
             **(run.case_models if run is not None else {}),
             **{case_id_of(path): (item["model"], item.get("model_sha256") or "") for path, item in reports
-               if isinstance(item.get("model"), str)}}),
+               if isinstance(item.get("model"), str)}}, run.model_files if run is not None else ()),
         prediction_versions=tuple(sorted((run.versions if run is not None else set())
                                          | {str(item["ipp_seg_version"]) for _, item in reports
                                             if "model" in item})),  # (a frame's report; not evaluate's summary)
@@ -856,21 +856,32 @@ def _absolute(folder: Path) -> str:
 
 
 def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence[str],
-                           drawn_by: Mapping[str, tuple[str, str]] | None = None
-                           ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+                           drawn_by: Mapping[str, tuple[str, str]] | None = None,
+                           model_files: Iterable[str] = ()) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """(model, case IDs) for each of ``models`` ((name, sha256) as :func:`recorded_models` gives
     them) that is a model of the models folder, its files those of the predictions (by sha256,
     where recorded), and whose card lists some of ``case_ids`` among those it trained on: of
     the cases ``drawn_by`` (case ID -> (model, sha256) of the run's row or report) says it drew,
     and those it says nothing of (a folder of several runs had credited every case to every
-    model). Logged
+    model). A model without a card counts where a batch run ran it from an ONNX file of
+    ``model_files`` (:attr:`RunRecord.model_files`) that records its training frames. Logged
     as a warning: a default model trained on every PSFHS frame, evaluated on the validation
     blocks, gives figures that read as a validation and are its fit to its training frames."""
-    from ..inference.registry import shipped_models
+    from ..inference.registry import in_blocks, shipped_models
 
     found = []
     specs = shipped_models() if models else []
     uncarded = sorted({name for name, _ in models if name and name not in {spec.name for spec in specs}})
+    for name, blocks, path in _exported_training_blocks(models, uncarded, model_files):
+        uncarded.remove(name)
+        seen = tuple(c for c in case_ids if in_blocks(c, blocks) and (
+            not drawn_by or (c in drawn_by and drawn_by[c][0] == name)))
+        if seen:
+            found.append((name, seen))
+            logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s, as its ONNX "
+                           "file %s records): if they are those frames, its figures here are its fit to its training "
+                           "data, not a validation", len(seen), len(case_ids), name, _blocks_said(blocks),
+                           ", ..." if len(blocks) > 4 else "", path)
     if uncarded:  # (an empty list would read as "none of these frames")
         logger.warning("%s %s no model card in the models folder: which frames %s trained on is not known here, so "
                        "a fit to them cannot be told from a validation", ", ".join(uncarded),
@@ -886,7 +897,7 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
             continue
         found.append((spec.name, seen))
         listed = spec.trained_case_ids + spec.earlier_trained_case_ids  # (a fine-tuned model's parents' too)
-        blocks = ", ".join(first if first == last else f"{first}-{last}" for first, last in listed[:4])
+        blocks = _blocks_said(listed)
         twin = f"; {spec.validated_by}, the same recipe without them, gives its card's validation" if (
             spec.validated_by) else ""
         logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s): if they are "
@@ -894,6 +905,34 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
                        len(seen), len(case_ids), spec.name, blocks, ", ..." if len(listed) > 4 else "",
                        twin)
     return tuple(found)
+
+
+def _blocks_said(blocks) -> str:
+    """The first four case-ID blocks as a warning names them (``04402-04601, pt-01``)."""
+    return ", ".join(first if first == last else f"{first}-{last}" for first, last in blocks[:4])
+
+
+def _exported_training_blocks(models, names, model_files) -> Iterator[tuple[str, tuple, str]]:
+    """(model, blocks, file) of each of ``names`` (models without a card) that a batch run ran
+    from a file still there, its bytes those its rows name (sha256), whose ONNX metadata says
+    which frames it trained on (:func:`~ipp_seg.inference.registry.onnx_training_blocks`)."""
+    from ..inference.registry import onnx_training_blocks, sha256_of
+
+    wanted = {(name, sha) for name, sha in models if name in names and sha}
+    for path in sorted(model_files):
+        if not path.endswith(".onnx") or not os.path.isfile(path):
+            continue
+        try:
+            digest = sha256_of(path)
+        except OSError:
+            continue
+        for name, sha in sorted(wanted):
+            if sha == digest:
+                blocks = onnx_training_blocks(path)
+                if blocks is not None:
+                    wanted.discard((name, sha))
+                    yield name, blocks, path
+                break
 
 
 def _codes_of(why: str) -> tuple[str, ...]:
@@ -939,7 +978,8 @@ class RunRecord:
     calibration, or the run's ``--spacing-mm``), where it had one. ``versions``: the ipp-seg
     versions that wrote its rows ("" for rows of 0.1.0, which did not say). ``settings``: the
     (tta, method, orientation, spacing_given_mm) cells of its rows (:func:`prediction_setting`).
-    ``case_models``: case ID -> the (model, sha256) of its row."""
+    ``case_models``: case ID -> the (model, sha256) of its row. ``model_files``: the model files
+    its sessions ran, in full (runs of 0.2.9 on)."""
 
     cases: frozenset[str]
     failures: Mapping[str, str]
@@ -950,6 +990,7 @@ class RunRecord:
     versions: frozenset[str] = frozenset()
     settings: frozenset[tuple[str, str, str, str]] = frozenset()
     case_models: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    model_files: frozenset[str] = frozenset()
 
 
 def prediction_setting(tta, method, orientation, spacing_given) -> tuple[str, str, str, str]:
@@ -1008,7 +1049,8 @@ def read_run_records(pred_dir: PathLike) -> RunRecord | None:
         {case: spacing for record in records for case, spacing in record.spacings.items()},
         frozenset().union(*(record.versions for record in records)),
         frozenset().union(*(record.settings for record in records)),
-        {case: model for record in records for case, model in record.case_models.items()})
+        {case: model for record in records for case, model in record.case_models.items()},
+        frozenset().union(*(record.model_files for record in records)))
 
 
 def read_run_record(pred_dir: PathLike, part: str = "") -> RunRecord | None:
@@ -1068,7 +1110,19 @@ def read_run_record(pred_dir: PathLike, part: str = "") -> RunRecord | None:
         return None
     return RunRecord(frozenset(cases), {case: why for case, why in failures.items() if case not in segmented},
                      frozenset(models), bool(segmented), reasons, spacings, frozenset(versions), frozenset(settings),
-                     case_models)
+                     case_models, _model_files_run(table))
+
+
+def _model_files_run(table: Path) -> frozenset[str]:
+    """The model files the sessions of the batch run whose measurements.csv is ``table`` ran,
+    as its record names them (none in a record of a run before 0.2.9, or without a record)."""
+    from ..inference.batch import RUN_RECORD_NAME
+
+    try:
+        record = json.loads(table.with_name(RUN_RECORD_NAME).read_text(encoding="utf-8"))
+        return frozenset(s["model_file"] for s in record.get("sessions", ()) if isinstance(s.get("model_file"), str))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return frozenset()
 
 
 def _row_spacing(row: dict) -> tuple[float, float] | None:

@@ -2322,7 +2322,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     outcomes = _engine_outcomes(options, todo, workers, left)
     # Every file measured so far has what this run asks for, and those it skips what they had. Recorded
     # with the run's first rows: a run stopped before them leaves the earlier run's rows and record.
-    session = {**run_session(options, workers), "hidden_left_out": list(hidden_names)}
+    model_file = spec.onnx_path if options.inference.backend == "onnx" else spec.torch_path
+    # The file that ran, in full: evaluate reads which frames a model without a card trained on from it.
+    session = {**run_session(options, workers), "hidden_left_out": list(hidden_names),
+               "model_file": os.path.abspath(model_file) if model_file is not None else None}
     # The earlier run's outputs an --overwrite finds (kept in the record: a run stopped before its end, then
     # resumed, had left them beside its rows without a word), or those a resumed run's record names.
     found_before = _earlier_outputs_found(options, earlier) if earlier else []

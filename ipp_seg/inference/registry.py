@@ -225,6 +225,28 @@ def lineage_train_blocks(lineage) -> tuple[tuple[str, str], ...]:
                  if isinstance(block, (list, tuple)) and len(block) == 2)
 
 
+def onnx_training_blocks(path: str | Path) -> tuple[tuple[str, str], ...] | None:
+    """The case-ID blocks (first, last) an ONNX file that ``ipp-seg export`` wrote (0.2.9 on) says
+    its weights trained on: its run's (``train_case_ids``) and those of the runs it started from
+    (``earlier_train_case_ids``). None where it says none (an older export, another tool's file)
+    or cannot be read."""
+    import onnxruntime as ort
+
+    try:
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types; an unreadable file says nothing
+        return None
+    if "train_case_ids" not in meta:
+        return None
+    blocks = []
+    for key in ("train_case_ids", "earlier_train_case_ids"):
+        try:
+            blocks += [(str(first), str(last)) for first, last in json.loads(meta.get(key) or "[]")]
+        except (ValueError, TypeError):
+            return None
+    return tuple(blocks)
+
+
 def in_blocks(case_id: str, blocks) -> bool:
     """Whether ``case_id`` lies in one of ``blocks`` ((first, last) as :func:`case_id_blocks` gives)."""
     return any(_in_block(case_id, first, last) for first, last in blocks)
