@@ -1071,7 +1071,7 @@ class FileProcessor:
         inf = self.options.inference
         try:
             masks, prep_s, model_s, confidence, extent, symphysis = segment_frames(
-                [frame for _, frame in pending], self.segmenter, inf.tta)
+                [frame for _, frame in pending], self.segmenter, inf.tta, mirrored=inf.orientation == "mirrored")
         except (BackendError, MemoryError):
             raise  # the model itself cannot run: every frame would fail the same way
         except Exception as exc:  # noqa: BLE001 - one odd frame must not end a run of thousands

@@ -248,7 +248,7 @@ _SQUARE_TOLERANCE = 0.02
 @dataclass(frozen=True)
 class _Placement:
     """Where the network input came from: crop box in the frame, its size once resampled to
-    square pixels, and the side of the padded square."""
+    square pixels, the side of the padded square, and whether the crop was mirrored."""
 
     x0: int
     y0: int
@@ -257,6 +257,7 @@ class _Placement:
     side: int
     square_width: int
     square_height: int
+    mirrored: bool = False
 
 
 #: A column or row of the frame whose values spread over at most this (on the 0-255 scale of
@@ -403,10 +404,14 @@ def _crop_spacing(frame: UltrasoundFrame) -> tuple[float, float] | None:
 
 
 def prepare_input(frame: UltrasoundFrame, input_size: tuple[int, int], in_channels: int,
-                  normalisation: dict) -> tuple[np.ndarray, _Placement]:
-    """Network input [C, H, W] float32 for one frame, and how to map the output back."""
+                  normalisation: dict, mirrored: bool = False) -> tuple[np.ndarray, _Placement]:
+    """Network input [C, H, W] float32 for one frame, and how to map the output back.
+    ``mirrored``: the frame is displayed mirrored left-right (``--orientation mirrored``): its
+    crop is mirrored back, so that the network sees the display it was trained and validated on."""
     x0, y0, x1, y1 = segmented_box(frame)
     crop = cover_border_lines(np.asarray(frame.pixels[y0:y1, x0:x1], dtype=np.float32))
+    if mirrored:
+        crop = np.ascontiguousarray(crop[:, ::-1])
     square_w, square_h = square_pixel_size(x1 - x0, y1 - y0, _crop_spacing(frame))
     if (square_w, square_h) != (x1 - x0, y1 - y0):
         crop = cv2.resize(crop, (square_w, square_h), interpolation=cv2.INTER_LINEAR)
@@ -416,7 +421,7 @@ def prepare_input(frame: UltrasoundFrame, input_size: tuple[int, int], in_channe
     # The same padding and resizing as training (train.data.on_inference_grid, resize_image).
     x = normalise_frame(resize_image(square, (size_h, size_w)), normalisation)
     x = np.broadcast_to(x, (in_channels, size_h, size_w))
-    return x, _Placement(x0, y0, x1 - x0, y1 - y0, side, square_w, square_h)
+    return x, _Placement(x0, y0, x1 - x0, y1 - y0, side, square_w, square_h, mirrored)
 
 
 def labels_from_logits(logits: np.ndarray, placement: _Placement, frame_shape: tuple[int, int]) -> np.ndarray:
@@ -429,20 +434,23 @@ def labels_from_logits(logits: np.ndarray, placement: _Placement, frame_shape: t
         # Back from square pixels to the frame's own.
         up = cv2.resize(np.ascontiguousarray(up), (placement.width, placement.height), interpolation=cv2.INTER_LINEAR)
         up = up.reshape(placement.height, placement.width, k)
+    if placement.mirrored:  # back to the frame's own display
+        up = up[:, ::-1]
     labels = np.zeros(frame_shape, dtype=np.uint8)
     labels[placement.y0:placement.y0 + placement.height, placement.x0:placement.x0 + placement.width] = \
         up.argmax(axis=-1).astype(np.uint8)
     return labels
 
 
-def segment_frames(frames: list[UltrasoundFrame], segmenter, tta: bool = False) -> Segmented:
+def segment_frames(frames: list[UltrasoundFrame], segmenter, tta: bool = False, mirrored: bool = False) -> Segmented:
     """Label masks for a batch of frames, with timings and each frame's head confidence.
 
-    With ``tta``, the logits of the frame and of its mirror image are averaged.
+    With ``tta``, the logits of the frame and of its mirror image are averaged. ``mirrored``:
+    the frames are displayed mirrored, and are segmented mirrored back (:func:`prepare_input`).
     """
     info = segmenter.info
     started = time.perf_counter()
-    prepared = [prepare_input(f, info.input_size, info.in_channels, info.normalisation) for f in frames]
+    prepared = [prepare_input(f, info.input_size, info.in_channels, info.normalisation, mirrored) for f in frames]
     batch = np.stack([p[0] for p in prepared])
     prep_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -462,7 +470,8 @@ def segment_frames(frames: list[UltrasoundFrame], segmenter, tta: bool = False) 
 def predict_frame(frame: UltrasoundFrame, segmenter, *, method: str = "ellipse", orientation: str = "standard",
                   tta: bool = False) -> FrameResult:
     """Segment and measure one frame."""
-    (labels,), prep_s, model_s, (confidence,), (extent,), (symphysis,) = segment_frames([frame], segmenter, tta)
+    (labels,), prep_s, model_s, (confidence,), (extent,), (symphysis,) = segment_frames(
+        [frame], segmenter, tta, mirrored=orientation == "mirrored")
     started = time.perf_counter()
     measurement = measure_frame(labels, frame, method=method, orientation=orientation, head_confidence=confidence,
                                 head_extent=extent, ps_confidence=symphysis,
