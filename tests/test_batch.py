@@ -1204,7 +1204,8 @@ def test_a_resume_takes_out_the_outputs_of_files_it_measures_again(mixed_folder,
     assert all(p.is_file() for p in outputs + kept)
     data = (mixed_folder / "sub" / "b.png").read_bytes()
     (mixed_folder / "sub" / "b.png").write_bytes(data[:2000])  # cut short: it fails now
-    for _ in range(3):
+    for k in range(3):
+        os.utime(mixed_folder / "corrupt.dcm", (1e9 + k, 1e9 + k))  # touched, not changed: it fails alike
         caplog.clear()
         with caplog.at_level("WARNING"):
             assert _run("batch", mixed_folder, "--out", out, "--resume", "--save-masks", "--overlays").exit_code == 0
@@ -1216,6 +1217,58 @@ def test_a_resume_takes_out_the_outputs_of_files_it_measures_again(mixed_folder,
     # b.png's measured row once (changed), its failure once (read again, unchanged since), corrupt.dcm's once.
     assert sorted(taken) == sorted({*taken}) and ("file_changed", "sub/b.png") in taken
     assert taken.count(("read_again", "corrupt.dcm")) == 1 and taken.count(("read_again", "sub/b.png")) == 1
+
+
+def test_a_resume_takes_out_only_outputs_a_run_wrote_under_the_names_it_gave(tmp_path, sample_png, caplog):
+    # A QA pass of the change above: an expert's mask in OUT/masks (the layout train reads, no --save-masks asked)
+    # was deleted when its scan changed; a file renamed to another Unicode form, unchanged, lost its outputs; and
+    # scan.jpg beside scan.png kept its outputs (masks/scan_jpg.png) beside its failed row.
+    import unicodedata
+
+    import cv2
+
+    proj = tmp_path / "proj"
+    (proj / "images").mkdir(parents=True)
+    (proj / "masks").mkdir()
+    shutil.copy(sample_png, proj / "images" / "04700.png")
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), proj / "images" / "04750.png")
+    expert = np.zeros((64, 64), np.uint8)
+    cv2.imwrite(str(proj / "masks" / "04700.png"), expert)
+    assert _run("batch", proj / "images", "--out", proj, "--overlays").exit_code == 0
+    shutil.copy(sample_png.with_name("psfhs_04380.png"), proj / "images" / "04700.png")  # another scan
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _run("batch", proj / "images", "--out", proj, "--resume", "--overlays").exit_code == 0
+    assert (proj / "masks" / "04700.png").is_file()  # the expert's, kept
+    assert (proj / "overlays" / "04700.png").is_file()  # written anew
+    said = " ".join(caplog.text.split())
+    assert "1 output(s) of files measured again taken out with their rows (overlays/04700.png): this run writes " \
+           "them anew" in said
+
+    # Unicode form: the same bytes under the other form of the name keep their rows and outputs.
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    scans.mkdir()
+    decomposed = unicodedata.normalize("NFD", "café.png")
+    shutil.copy(sample_png, scans / decomposed)
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), scans / "scan.png")
+    cv2.imwrite(str(scans / "scan.jpg"), cv2.imread(str(sample_png.with_name("psfhs_04380.png"))))
+    assert _run("batch", scans, "--out", out, "--save-masks", "--overlays").exit_code == 0
+    composed = unicodedata.normalize("NFC", "café.png")
+    (scans / decomposed).rename(scans / composed)
+    kept = [out / "masks" / decomposed, out / "overlays" / decomposed, out / "masks" / "scan_png.png"]
+    assert all(p.is_file() for p in kept) and (out / "masks" / "scan_jpg.png").is_file()
+    (scans / "scan.jpg").write_text("not an image any more")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _run("batch", scans, "--out", out, "--resume", "--overlays").exit_code == 0
+    rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+    assert rows["scan.jpg"]["status"] == "failed" and rows[composed]["aop_deg"]
+    assert all(p.is_file() for p in kept)
+    assert not (out / "masks" / "scan_jpg.png").exists() and not (out / "overlays" / "scan_jpg.png").exists()
+    said = " ".join(caplog.text.split())
+    # Asked for overlays only: the masks taken out are not written again, and it says so.
+    assert "2 output(s) of files measured again taken out with their rows" in said
+    assert "this run writes no masks/ (not asked for), the rest anew where the files are measured" in said
 
 
 def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixed_folder, tmp_path, sample_png,

@@ -1524,7 +1524,7 @@ def read_done(csv_path: Path) -> dict[str, set]:
 
 def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
-                   measured_in: str | None = None) -> dict[str, set]:
+                   measured_in: str | None = None, measured_again: list[dict] | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1539,7 +1539,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     ``in_dir`` is taken for that folder moved or copied only where its measured files are in it
     as they were measured (:func:`_check_same_files`); otherwise :class:`ResumeError` (a run
     resumed on another patient's folder of the same file names had replaced every row, the
-    record keeping no trace)."""
+    record keeping no trace). ``measured_again``, where given, gets the rows taken out because
+    their files are measured again (changed since, or failing before)."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
     # A file's bytes are read at most once, whichever check asks first (a folder copied without its
     # times has each file compared by its sha256: by the folder check, then by the changed-file one).
@@ -1628,6 +1629,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         elif partial:
             log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
                         "measured again", csv_path)
+    if measured_again is not None:
+        measured_again.extend(row for row, why in taken_out if why in ("file_changed", "read_again"))
     return _done_of(kept)
 
 
@@ -1806,14 +1809,11 @@ def run_batch(options: BatchOptions,
 def _earlier_rows(csv_path: Path) -> dict[str, list[str]]:
     """The files (as the CSV's ``file`` cells name them) and frames of a CSV's complete rows: what
     a run that replaces it (``--overwrite``) may leave outputs of. Empty without a CSV."""
-    files: dict[str, list[str]] = {}
     try:
         rows = _complete_rows(csv_path)[0]  # (their names unguarded already)
     except (ResumeError, OSError, csv.Error, UnicodeDecodeError):  # unreadable: no names to go by
-        return files
-    for row in rows:
-        files.setdefault(row["file"], []).append(row["frame"])
-    return files
+        return {}
+    return _row_frames(rows)
 
 
 def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
@@ -1859,13 +1859,15 @@ def _files_no_run_wrote(options: BatchOptions, rows: dict[str, list[str]], recor
     return sorted(path for path in older if path not in ours)
 
 
-def _row_output_paths(out_dir: Path, rows: dict[str, list[str]]) -> Iterator[tuple[str, Path]]:
+def _row_output_paths(out_dir: Path, rows: dict[str, list[str]],
+                      among: Iterable[str] = ()) -> Iterator[tuple[str, Path]]:
     """(kind, path) of every output the names of ``rows`` (file -> frames, :func:`_earlier_rows`)
     give in ``out_dir``, no file looked at: under each file's name now and then (a file of the same
     stem added since renames both: scan.png had stayed, unnamed, beside scan_png.png and
     scan_jpg.png), a cine's frames with and without ``_f0003``. Names that are not relative to
-    IN_DIR (a ``measure --csv`` file's) are passed."""
-    renames = suffix_disambiguated(path_of_printable(name) for name in rows)
+    IN_DIR (a ``measure --csv`` file's) are passed. ``among``: more file names the names are told
+    apart among (every file of the run), besides those of ``rows``."""
+    renames = suffix_disambiguated({path_of_printable(name) for name in (*rows, *among)})
     for name, frames in rows.items():
         rel = path_of_printable(name)
         if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
@@ -2223,19 +2225,20 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
     done: dict[str, set] = {}
+    measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
     if options.resume:
         inf = options.inference
         # (A CSV left with its header alone, every row taken out by a resume stopped since, is still the run's.)
         had_rows = csv_path.exists()
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
-        rows_before = _earlier_rows(csv_path)
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir,
-                              measured_in=_last_folder_measured(_read_run_record(options.out_dir)))
+                              measured_in=_last_folder_measured(_read_run_record(options.out_dir)),
+                              measured_again=measured_again)
     if options.save_masks or options.overlays or options.dicom_seg or options.dicom_sr:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
@@ -2261,11 +2264,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
     _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
                                if options.resume else {}, prior, [path for path, _ in todo])
-    if options.resume:
+    if measured_again:
         # Files whose rows the resume took out (changed since, or failing before) are measured again:
         # what their earlier rows wrote goes with those rows, as a file that fails now would
         # otherwise keep a mask and an overlay with an angle beside its failed row.
-        _remove_outputs_of_rows_taken_out(options.out_dir, rows_before, done)
+        _remove_outputs_of_rows_taken_out(options, measured_again, done, names, prior)
     if on_start:
         on_start(len(todo))
     # The record of the run whose rows this one goes on with: none without such rows (a CSV removed,
@@ -2449,27 +2452,57 @@ def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:
             os.rmdir(here)
 
 
-def _remove_outputs_of_rows_taken_out(out_dir: Path, rows_before: dict[str, list[str]], kept: dict[str, set]) -> None:
-    """Remove the outputs (masks, overlays, DICOM SEG and SR) that the rows of ``rows_before``
-    (file -> frames, :func:`_earlier_rows`) whose files a resume took out of the CSV (none in
-    ``kept``, what it kept) gave those files; said. An output a kept row's names give too (a file
-    of the same stem measured before the names were told apart) stays."""
-    taken = {name: frames for name, frames in rows_before.items() if name not in kept}
-    if not taken:
-        return
-    staying = {path for _, path in _row_output_paths(out_dir, {name: frames for name, frames in rows_before.items()
-                                                               if name in kept})}
-    removed = []
-    for _, path in _row_output_paths(out_dir, taken):
-        with suppress(OSError):  # (none there: a failed frame, or a kind not asked for)
-            if path not in staying and path.is_file() and not path.is_symlink():
+def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], kept: dict[str, set],
+                                      names_now: list[str], record: dict) -> None:
+    """Remove the outputs (masks, overlays, DICOM SEG and SR) that the rows ``taken`` (taken out
+    of the CSV by a resume, their files to be measured again) gave their files; said, with the
+    kinds this run does not write again. Only outputs the run is known to have written go: of a
+    kind its ``record`` says every file it measured has, written since a run of ipp-seg first
+    wrote into OUT (a file of one's own, such as an expert's mask in OUT/masks, is older, or of
+    a kind the run did not write: kept without a word); where no record tells that time, none
+    goes, and a warning names them. An output that a kept row's names give too (a file of the same stem
+    measured before the names were told apart) stays."""
+    out_dir = options.out_dir
+    rows = _row_frames(taken)
+    # Names told apart as they are among every file the CSV and the folder name (scan.png beside scan.jpg).
+    everyone = [*kept, *names_now, *rows]
+    staying = {path for _, path in _row_output_paths(out_dir, {name: [str(f) for f in frames]
+                                                               for name, frames in kept.items()}, everyone)}
+    since = _first_used_time(record) if record else None
+    kinds = record.get("kinds", set()) if record else set()
+    removed, stayed = [], []
+    for kind, path in _row_output_paths(out_dir, rows, everyone):
+        if path in staying or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            ours = since is not None and kind in kinds and path.stat().st_mtime >= since
+            if ours:
                 path.unlink()
-                removed.append(path)
+                removed.append((kind, path))
+            elif since is None:  # (with a record, a file it does not vouch for is one's own: kept unsaid)
+                stayed.append(path)
+        except OSError:  # (gone meanwhile, or not to be removed: it stays, said)
+            stayed.append(path)
     if removed:
-        shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for p in removed[:3])
-        log.warning("%d output(s) of files measured again taken out with their rows (%s%s): this run writes them "
-                    "anew where the files are measured", len(removed), shown,
-                    f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for _, p in removed[:3])
+        not_again = sorted(_KINDS_SHOWN[kind] for kind in {kind for kind, _ in removed} - _kinds_asked(options))
+        log.warning("%d output(s) of files measured again taken out with their rows (%s%s): this run writes %s",
+                    len(removed), shown, f" and {len(removed) - 3} more" if len(removed) > 3 else "",
+                    "them anew where the files are measured" if not not_again else
+                    f"no {' and no '.join(not_again)} (not asked for), the rest anew where the files are measured")
+    if stayed:
+        shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for p in stayed[:3])
+        log.warning("%d file(s) in the output folders under the names of files measured again were left as they are, "
+                    "as no record says this run wrote them (%s%s): if they are its outputs, they no longer match "
+                    "their files' rows", len(stayed), shown, f" and {len(stayed) - 3} more" if len(stayed) > 3 else "")
+
+
+def _row_frames(rows: list[dict]) -> dict[str, list[str]]:
+    """File -> the frames of ``rows`` (CSV rows), as :func:`_earlier_rows` gives them."""
+    files: dict[str, list[str]] = {}
+    for row in rows:
+        files.setdefault(row["file"], []).append(row["frame"])
+    return files
 
 
 def _remove_outputs_without_rows(outputs: list[tuple[str, str]], rowed: set[str]) -> None:
@@ -2588,18 +2621,24 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
         writer.writeheader()
     listed = set() if new else _read_again_listed(path)
     writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out
-                     if why != "read_again" or _values(csv_cells(row)) not in listed)
+                     if why != "read_again" or _failure_values(csv_cells(row)) not in listed)
     with open(path, "ab") as fh:
         fh.write(text.getvalue().encode("utf-8", "backslashreplace"))
 
 
+def _failure_values(row: dict) -> tuple:
+    """What a row says of its frame, without when it was made or when its file was last touched
+    (a file touched, not changed, fails alike)."""
+    return tuple(row[column] for column in CSV_COLUMNS if column not in ("measured_at", "file_modified"))
+
+
 def _read_again_listed(path: Path) -> set[tuple]:
-    """What the ``read_again`` rows of a rows_taken_out.csv say (:func:`_values`); empty where it
-    cannot be read."""
+    """What the ``read_again`` rows of a rows_taken_out.csv say (:func:`_failure_values`); empty
+    where it cannot be read."""
     try:
         with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-            return {_values({column: row.get(column) or "" for column in CSV_COLUMNS}) for row in csv.DictReader(fh)
-                    if row.get("taken_out_because") == "read_again"}
+            return {_failure_values({column: row.get(column) or "" for column in CSV_COLUMNS})
+                    for row in csv.DictReader(fh) if row.get("taken_out_because") == "read_again"}
     except (OSError, csv.Error):
         return set()
 
