@@ -998,10 +998,10 @@ def _check_frame(source, frame_number: int | None) -> int | None:
                                "cannot reference; have the archive convert it to the current ultrasound class")
     n = _n_frames(source)
     if not _is_multiframe_iod(source):
+        if n > 1:  # a cine stored under a single-frame class: no reference can say which frame, the first either
+            raise DicomResultError(f"the source holds {n} frames under a single-frame SOP class "
+                                   f"({source.SOPClassUID}): a SEG or SR cannot reference one of them")
         if frame_number not in (None, 1):
-            if n > 1:  # a cine stored under a single-frame class: no reference can say which frame
-                raise DicomResultError(f"the source holds {n} frames under a single-frame SOP class "
-                                       f"({source.SOPClassUID}): a SEG or SR cannot reference one of them")
             raise DicomResultError(f"frame_number {frame_number} given for a single-frame source")
         return None
     if frame_number is None:
