@@ -741,6 +741,7 @@ def predict(
         # Scans side by side (a table turned) read, by a screen reader or at a glance, as one
         # line holding pieces of two scans' reasons: too narrow a terminal gets a card per scan.
         _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
+        _say_what_reasons_ask(rows)
     _advise(RunAdvice.of_rows(rows), orientation)
     if write_failure is not None or interrupted:
         # The frames above are whole (with their outputs); the scans after them are named.
@@ -970,6 +971,20 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _say_what_reasons_ask(rows: list[dict]) -> None:
+    """Below a table of frames: what each reason in it asks the user to do, once each, in the order
+    they first appear (the table gives codes; a clinician had found the advice only in
+    ``ipp-seg reasons``)."""
+    from .measure.result import REASON_ACTIONS
+
+    codes = dict.fromkeys(code for row in rows for code in (row.get("reasons") or "").split(";")
+                          if code in REASON_ACTIONS)
+    if codes:
+        err.print("what the reasons ask (ipp-seg reasons says what each means):", highlight=False)
+        for code in codes:
+            err.print(f"  {code}: {escape(REASON_ACTIONS[code])}", highlight=False)
+
+
 def _advise(advice, orientation: str, again: str = "") -> None:
     """After a run's table or summary: what its rows say of the run as a whole (RunAdvice)."""
     if advice.orientation_looks_reversed:
@@ -1117,6 +1132,7 @@ def measure(
         _print_json(reports)
     elif not csv_on_stdout:
         _print_table(_results_table(rows, "ipp-seg measure", network=False), turn=len(rows) <= 1)
+        _say_what_reasons_ask(rows)
     _advise(RunAdvice.of_rows(rows, network=False), orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 

@@ -146,12 +146,13 @@ def print_table(table: Table, console: Console, turn: bool = True) -> None:
 
 # How a table's headings spell a unit where the output cannot encode its sign (an ASCII locale, a
 # redirected cp1252 stream): "AoP (deg)", not "AoP (\\xb0)", whose escape pushed its column out of line.
-_SPELT = {"°": "deg", "Δ": "d", "−": "-", "×": "x", "±": "+/-", "≥": ">=", "≤": "<="}
+_SPELT = {"°": "deg", "Δ": "d", "−": "-", "–": "-", "—": "-", "×": "x", "±": "+/-", "≥": ">=", "≤": "<="}
 
 
 def _spell_for(table: Table, encoding: str) -> None:
-    """Spell ``table``'s title, caption and headings with :data:`_SPELT` where ``encoding``
-    cannot hold a sign of theirs."""
+    """Spell ``table``'s title, caption, headings and text cells with :data:`_SPELT` where
+    ``encoding`` cannot hold a sign of theirs (other characters, such as a file name's, stay as
+    they are, for the stream to escape)."""
     def spelt(text):
         if not isinstance(text, str):
             return text
@@ -164,6 +165,7 @@ def _spell_for(table: Table, encoding: str) -> None:
     table.title, table.caption = spelt(table.title), spelt(table.caption)
     for column in table.columns:
         column.header = spelt(column.header)
+        column._cells[:] = [spelt(cell) for cell in column._cells]  # (rich keeps a column's cells there)
 
 
 def _encodes(character: str, encoding: str) -> bool:

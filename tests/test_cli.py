@@ -140,6 +140,23 @@ def test_predict_png_prints_table_and_writes_nothing(sample_png, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_predict_says_below_its_table_what_the_reasons_in_it_ask(sample_png, tmp_path):
+    # A clinician's pass: the table gives reason codes, and what to do about them was only in `ipp-seg reasons`.
+    import cv2
+
+    mirrored = tmp_path / "mirrored.png"
+    cv2.imwrite(str(mirrored), np.ascontiguousarray(cv2.imread(str(sample_png), cv2.IMREAD_UNCHANGED)[:, ::-1]))
+    result = invoke("predict", mirrored, sample_png.with_name("psfhs_04750.png"))
+    said = " ".join(result.output.split())
+    assert "what the reasons ask (ipp-seg reasons says what each means):" in said
+    for code in ("spacing_unknown", "orientation_doubtful", "hsd_undefined"):  # each once, in the order they appear
+        assert said.count(f"{code}: ") == 1, code
+    assert said.index("spacing_unknown: Distances") < said.index("orientation_doubtful: The frame may be mirrored") \
+        < said.index("hsd_undefined: No HSD here (the infrapubic line meets no head); the AoP is still measured.")
+    quiet = invoke("predict", sample_png, "--spacing-mm", "0.2")  # nothing to ask, nothing said
+    assert quiet.exit_code == 0 and "what the reasons ask" not in quiet.output
+
+
 def test_a_table_piped_into_a_file_keeps_each_row_on_one_line(sample_png):
     # Without a terminal rich assumes 80 columns and folds every cell of the 8-column table.
     import os
@@ -783,8 +800,9 @@ def test_a_heading_spells_its_unit_where_the_output_cannot_encode_it(encoding, h
     from ipp_seg.tables import new_table, print_table
 
     stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="backslashreplace", newline="\n")
-    table = new_table("AoP (°) by block", ("block", "median |ΔAoP| (°)"))
+    table = new_table("AoP (°) by block (Bland–Altman)", ("block", "median |ΔAoP| (°)"))
     table.add_row("overall", "5.1")
+    table.add_row("AoP (°)", "5.2")  # (evaluate's agreement table names its measures in the first column)
     print_table(table, Console(file=stream, width=100, force_terminal=False))
     stream.flush()
     lines = stream.buffer.getvalue().decode(encoding).splitlines()

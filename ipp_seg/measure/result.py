@@ -222,7 +222,7 @@ REASON_ACTIONS: dict[str, str] = {
                             "--orientation mirrored.",
     "ps_axis_near_vertical": "Which end of the symphysis is lower is unclear: check the overlay.",
     "aop_out_of_range": "An unusual angle: check the overlay before using it.",
-    "hsd_undefined": "No HSD at this angle; the AoP stands.",
+    "hsd_undefined": "No HSD here (the infrapubic line meets no head); the AoP is still measured.",
     "hsd_unstable": "Use the HSD with care: a small change of angle moves it a lot here.",
     "low_confidence": "The model is unsure of the head: check the overlay before using the values.",
     "ps_low_confidence": "The model is unsure of the symphysis: check the overlay before using the values.",
