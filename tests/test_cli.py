@@ -1428,6 +1428,32 @@ def test_evaluate_reads_the_training_frames_of_an_exported_model_from_its_onnx_f
     assert "own has no model card in the models folder" in " ".join(caplog.text.split())
 
 
+def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_path, sample_png, caplog):
+    # A clinician's pass: only evaluate said so; a study measuring PSFHS frames with predict or batch and comparing in
+    # its own spreadsheet read the default model's fit to frames it trained on as its accuracy.
+    import shutil
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "04700.png")  # a validation-block ID: the held-out twin never saw it
+    shutil.copy(sample_png, scans / "04000.png")  # a training-block ID: both trained on it
+    for model, seen in (("dssau-net-s", "2 of the 2 files"), ("dssau-net-s-heldout", "1 of the 2 files")):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert invoke("batch", scans, "--out", tmp_path / model, "--model", model).exit_code == 0
+        said = " ".join(caplog.text.split())
+        assert f"{seen} have the IDs of frames {model} was trained on (such as 04000" in said, said
+        assert "not what it does on new examinations" in said
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert invoke("predict", scans / "04700.png", "--model", "dssau-net-s-heldout").exit_code == 0
+        assert invoke("predict", sample_png, "--model", "dssau-net-s").exit_code == 0  # (psfhs_04700: no ID)
+    assert "trained on" not in caplog.text
+    with caplog.at_level("WARNING"):
+        assert invoke("predict", scans / "04700.png").exit_code == 0
+    assert "1 of the 1 scans have the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+
+
 def test_evaluate_command(tmp_path, psfhs_dir):
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")

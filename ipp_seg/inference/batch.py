@@ -58,7 +58,7 @@ from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
 from .backends import BACKENDS, DEVICES, BackendError, device_used, load_segmenter
 from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
-from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream
+from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream, warn_of_training_frames
 
 log = logging.getLogger(__name__)
 
@@ -2224,6 +2224,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
     _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
+    warn_of_training_frames(spec, [name_without_suffix(composed_name(path.name)) for path in files], "files")
     done: dict[str, set] = {}
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..io.folders import FORMULA_START
 
@@ -223,6 +223,21 @@ def lineage_train_blocks(lineage) -> tuple[tuple[str, str], ...]:
     return tuple((str(block[0]), str(block[1])) for step in (lineage if isinstance(lineage, list) else ())
                  if isinstance(step, dict) for block in step.get("train_case_ids") or ()
                  if isinstance(block, (list, tuple)) and len(block) == 2)
+
+
+def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str = "scans") -> list[str]:
+    """Of ``case_ids`` (the scans' names without suffix), those with the IDs of frames the model
+    ``spec``'s card lists among its training frames (its own runs' and those its weights came
+    through), logged as one warning: a study that measures the training frames themselves with
+    ``predict`` or ``batch`` reads the model's fit to them, not what it does on new examinations
+    (``evaluate`` says so too). Returns them."""
+    seen = [case_id for case_id in case_ids if spec.trained_on(case_id)]
+    if seen:
+        log.warning("%d of the %d %s have the IDs of frames %s was trained on (such as %s): if they are those frames, "
+                    "their values are its fit to its training data, not what it does on new examinations (`ipp-seg "
+                    "models` says which frames each model held out)", len(seen), len(case_ids), what, spec.name,
+                    ", ".join(seen[:3]))
+    return seen
 
 
 def onnx_training_blocks(path: str | Path) -> tuple[tuple[str, str], ...] | None:

@@ -16,7 +16,7 @@ from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
                                  uids_with_leading_zeros_in, write_frame_dicom)
-from ..io.folders import printable_file, printable_path
+from ..io.folders import composed_name, printable_file, printable_path
 from ..io.formats import name_without_suffix
 from ..io.overlay import overlay_shows_burned_in_text
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
@@ -25,6 +25,7 @@ from .batch import (BURNED_IN_TEXT_SHOWN, NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRA
                     FrameFailure, dicom_results_cell, dicom_uids, file_sha256, file_stamp, fitting_stem,
                     measurement_row, output_stem, shown_confidence, spacing_cell, suffix_disambiguated, utc_now_cell)
 from .pipeline import FrameResult, segmented_box
+from .registry import warn_of_training_frames
 
 
 def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
@@ -328,6 +329,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     """
     inf = processor.options.inference
     provider = processor.segmenter.provider
+    warn_of_training_frames(processor.spec, [name_without_suffix(composed_name(scan.name)) for scan in scans])
     if out_dir is not None:
         remove_staging_files(out_dir, older_than_s=STALE_STAGING_S)
     names = output_names(list(scans))  # scans that share a file name must not overwrite each other's outputs
