@@ -741,8 +741,10 @@ def predict(
         # Scans side by side (a table turned) read, by a screen reader or at a glance, as one
         # line holding pieces of two scans' reasons: too narrow a terminal gets a card per scan.
         _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
-        _say_what_reasons_ask(rows)
-    _advise(RunAdvice.of_rows(rows), orientation)
+    advice = RunAdvice.of_rows(rows)
+    if not json_output:
+        _say_what_reasons_ask(rows, advice)
+    _advise(advice, orientation)
     if write_failure is not None or interrupted:
         # The frames above are whole (with their outputs); the scans after them are named.
         if finished and (reports[-1].get("n_frames") or 1) > 1:
@@ -971,14 +973,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _say_what_reasons_ask(rows: list[dict]) -> None:
+def _say_what_reasons_ask(rows: list[dict], advice) -> None:
     """Below a table of frames: what each reason in it asks the user to do, once each, in the order
     they first appear (the table gives codes; a clinician had found the advice only in
-    ``ipp-seg reasons``)."""
+    ``ipp-seg reasons``). Not ``orientation_doubtful``'s where the run's ``advice`` (RunAdvice) says
+    the frames look upside down, which mirroring does not right (the line after says so)."""
     from .measure.result import REASON_ACTIONS
 
+    overridden = {"orientation_doubtful"} if advice.symphysis_mostly_unsure else set()
     codes = dict.fromkeys(code for row in rows for code in (row.get("reasons") or "").split(";")
-                          if code in REASON_ACTIONS)
+                          if code in REASON_ACTIONS and code not in overridden)
     if codes:
         err.print("what the reasons ask (ipp-seg reasons says what each means):", highlight=False)
         for code in codes:
@@ -1132,8 +1136,10 @@ def measure(
         _print_json(reports)
     elif not csv_on_stdout:
         _print_table(_results_table(rows, "ipp-seg measure", network=False), turn=len(rows) <= 1)
-        _say_what_reasons_ask(rows)
-    _advise(RunAdvice.of_rows(rows, network=False), orientation)
+    advice = RunAdvice.of_rows(rows, network=False)
+    if not json_output and not csv_on_stdout:
+        _say_what_reasons_ask(rows, advice)
+    _advise(advice, orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 
 
