@@ -1271,6 +1271,22 @@ def test_a_resume_takes_out_only_outputs_a_run_wrote_under_the_names_it_gave(tmp
     assert "this run writes no masks/ (not asked for), the rest anew where the files are measured" in said
 
 
+def test_a_resume_takes_out_the_outputs_of_the_kinds_it_writes_too(tmp_path, sample_png):
+    # A run begun without masks and resumed with them: its record says not every file has a mask, yet a mask the
+    # resume wrote is the run's own, and goes with its file's rows when that file fails later.
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "a.png")
+    assert _run("batch", scans, "--out", out, "--overlays").exit_code == 0
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), scans / "c.png")
+    assert _run("batch", scans, "--out", out, "--overlays", "--save-masks", "--resume").exit_code == 0
+    assert (out / "masks" / "c.png").is_file() and not (out / "masks" / "a.png").exists()
+    (scans / "c.png").write_text("not an image any more")
+    assert _run("batch", scans, "--out", out, "--overlays", "--save-masks", "--resume").exit_code == 0
+    assert not (out / "masks" / "c.png").exists() and not (out / "overlays" / "c.png").exists()
+    assert (out / "overlays" / "a.png").is_file()
+
+
 def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixed_folder, tmp_path, sample_png,
                                                                             caplog):
     import os

@@ -2458,7 +2458,7 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
     """Remove the outputs (masks, overlays, DICOM SEG and SR) that the rows ``taken`` (taken out
     of the CSV by a resume, their files to be measured again) gave their files; said, with the
     kinds this run does not write again. Only outputs the run is known to have written go: of a
-    kind its ``record`` says every file it measured has, written since a run of ipp-seg first
+    kind its ``record`` says every file it measured has or that this run writes, written since a run of ipp-seg first
     wrote into OUT (a file of one's own, such as an expert's mask in OUT/masks, is older, or of
     a kind the run did not write: kept without a word); where no record tells that time, none
     goes, and a warning names them. An output that a kept row's names give too (a file of the same stem
@@ -2470,7 +2470,9 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
     staying = {path for _, path in _row_output_paths(out_dir, {name: [str(f) for f in frames]
                                                                for name, frames in kept.items()}, everyone)}
     since = _first_used_time(record) if record else None
-    kinds = record.get("kinds", set()) if record else set()
+    # Kinds its record says every file had, and those this run writes (its own outputs at those names
+    # would be written over anyway: a file failing now would keep the earlier one).
+    kinds = (record.get("kinds", set()) if record else set()) | _kinds_asked(options)
     removed, stayed = [], []
     for kind, path in _row_output_paths(out_dir, rows, everyone):
         if path in staying or not path.is_file() or path.is_symlink():
