@@ -1271,6 +1271,27 @@ def test_a_resume_takes_out_only_outputs_a_run_wrote_under_the_names_it_gave(tmp
     assert "this run writes no masks/ (not asked for), the rest anew where the files are measured" in said
 
 
+def test_a_refused_resume_leaves_its_csv_and_outputs_as_they_were(tmp_path, sample_png):
+    # A QA pass: a resume refused for an expert's mask at a path it would write had already taken the changed file's
+    # rows out of the CSV; the next resume then measured it again beside an overlay of its earlier measurement.
+    import cv2
+
+    proj = tmp_path / "proj"
+    (proj / "images").mkdir(parents=True)
+    (proj / "masks").mkdir()
+    shutil.copy(sample_png, proj / "images" / "a.png")
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), proj / "images" / "b.png")
+    cv2.imwrite(str(proj / "masks" / "b.png"), np.zeros((32, 32), np.uint8))
+    os.utime(proj / "masks" / "b.png", (1e9, 1e9))  # an expert's, from long before
+    assert _run("batch", proj / "images", "--out", proj, "--overlays").exit_code == 0
+    before = (proj / "measurements.csv").read_bytes()
+    shutil.copy(sample_png.with_name("psfhs_04380.png"), proj / "images" / "b.png")
+    refused = _run("batch", proj / "images", "--out", proj, "--overlays", "--save-masks", "--resume")
+    assert refused.exit_code == 2 and "no run of ipp-seg in it wrote" in " ".join(refused.output.split())
+    assert (proj / "measurements.csv").read_bytes() == before and not (proj / "rows_taken_out.csv").exists()
+    assert (proj / "overlays" / "b.png").is_file() and (proj / "masks" / "b.png").is_file()
+
+
 def test_a_resume_takes_out_the_outputs_of_the_kinds_it_writes_too(tmp_path, sample_png):
     # A run begun without masks and resumed with them: its record says not every file has a mask, yet a mask the
     # resume wrote is the run's own, and goes with its file's rows when that file fails later.

@@ -1524,7 +1524,8 @@ def read_done(csv_path: Path) -> dict[str, set]:
 
 def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
-                   measured_in: str | None = None, measured_again: list[dict] | None = None) -> dict[str, set]:
+                   measured_in: str | None = None, measured_again: list[dict] | None = None,
+                   deferred: list[Callable[[], None]] | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1540,7 +1541,9 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     as they were measured (:func:`_check_same_files`); otherwise :class:`ResumeError` (a run
     resumed on another patient's folder of the same file names had replaced every row, the
     record keeping no trace). ``measured_again``, where given, gets the rows taken out because
-    their files are measured again (changed since, or failing before)."""
+    their files are measured again (changed since, or failing before). ``deferred``, where given,
+    gets the rewrite of the CSV (and of rows_taken_out.csv) to call instead of making it, so that a
+    caller that may still refuse the run leaves them as they were."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
     # A file's bytes are read at most once, whichever check asks first (a folder copied without its
     # times has each file compared by its sha256: by the folder check, then by the changed-file one).
@@ -1603,32 +1606,39 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     "(%s)", csv_path, f"{', '.join(new)} new, empty in them" + (
                         f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
                     if new else "in this version's order")
-    if partial or len(kept) < len(read) or upgraded or reformatted or renamed:
-        # The rows taken out are kept first, and taken back where the CSV cannot be rewritten
-        # (a full disk): a resume stops with a row in one of the two files, never in none or both.
-        side = csv_path.with_name(TAKEN_OUT_NAME)
-        size_before = side.stat().st_size if taken_out and side.exists() else None
-        try:
-            if taken_out:
-                _keep_taken_out(side, taken_out)
-            _replace_rows(csv_path, kept, ".resume")
-        except BaseException:
-            if taken_out:
-                with suppress(OSError):
-                    if size_before is None:
-                        side.unlink()
-                    else:
-                        os.truncate(side, size_before)
-            raise
-        if len(kept) < len(rows):
-            retried_files = {row["file"] for row in rows if retried(row)}
-            log.warning("%s: %d row(s) of unreadable, unprocessed or changed files, or without the frames asked "
-                        "for,%s taken out; those files are measured again%s", csv_path,
-                        len(rows) - len(kept), " and a half-written last row" if partial else "",
-                        f" (read again: {_examples(retried_files)})" if retried_files else "")
-        elif partial:
-            log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
-                        "measured again", csv_path)
+
+    def rewrite() -> None:
+        if partial or len(kept) < len(read) or upgraded or reformatted or renamed:
+            # The rows taken out are kept first, and taken back where the CSV cannot be rewritten
+            # (a full disk): a resume stops with a row in one of the two files, never in none or both.
+            side = csv_path.with_name(TAKEN_OUT_NAME)
+            size_before = side.stat().st_size if taken_out and side.exists() else None
+            try:
+                if taken_out:
+                    _keep_taken_out(side, taken_out)
+                _replace_rows(csv_path, kept, ".resume")
+            except BaseException:
+                if taken_out:
+                    with suppress(OSError):
+                        if size_before is None:
+                            side.unlink()
+                        else:
+                            os.truncate(side, size_before)
+                raise
+            if len(kept) < len(rows):
+                retried_files = {row["file"] for row in rows if retried(row)}
+                log.warning("%s: %d row(s) of unreadable, unprocessed or changed files, or without the frames asked "
+                            "for,%s taken out; those files are measured again%s", csv_path,
+                            len(rows) - len(kept), " and a half-written last row" if partial else "",
+                            f" (read again: {_examples(retried_files)})" if retried_files else "")
+            elif partial:
+                log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
+                            "measured again", csv_path)
+
+    if deferred is not None:
+        deferred.append(rewrite)
+    else:
+        rewrite()
     if measured_again is not None:
         measured_again.extend(row for row, why in taken_out if why in ("file_changed", "read_again"))
     return _done_of(kept)
@@ -2227,6 +2237,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     warn_of_training_frames(spec, [name_without_suffix(composed_name(path.name)) for path in files], "files")
     done: dict[str, set] = {}
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
+    csv_rewrite: list[Callable[[], None]] = []  # the resume's rewrite of the CSV, made once the run is not refused
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
     if options.resume:
         inf = options.inference
@@ -2239,7 +2250,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir,
                               measured_in=_last_folder_measured(_read_run_record(options.out_dir)),
-                              measured_again=measured_again)
+                              measured_again=measured_again, deferred=csv_rewrite)
     if options.save_masks or options.overlays or options.dicom_seg or options.dicom_sr:
         # From the whole folder (done files too), so that a resumed run names files alike.
         renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
@@ -2265,6 +2276,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
     _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
                                if options.resume else {}, prior, [path for path, _ in todo])
+    for rewrite in csv_rewrite:  # (a refused resume had already taken rows out of the CSV)
+        rewrite()
     if measured_again:
         # Files whose rows the resume took out (changed since, or failing before) are measured again:
         # what their earlier rows wrote goes with those rows, as a file that fails now would
