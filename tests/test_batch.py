@@ -1269,6 +1269,13 @@ def test_a_resume_takes_out_only_outputs_a_run_wrote_under_the_names_it_gave(tmp
     # Asked for overlays only: the masks taken out are not written again, and it says so.
     assert "2 output(s) of files measured again taken out with their rows" in said
     assert "this run writes no masks/ (not asked for), the rest anew where the files are measured" in said
+    # The file renamed to the folder's Unicode form, changed since: its outputs under the form measured go too.
+    (scans / composed).write_text("not an image any more")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _run("batch", scans, "--out", out, "--resume").exit_code == 0
+    assert not (out / "masks" / decomposed).exists() and not (out / "overlays" / decomposed).exists()
+    assert "this run writes no masks/ and no overlays/ (not asked for) " in " ".join(caplog.text.split()) + " "
 
 
 def test_a_refused_resume_leaves_its_csv_and_outputs_as_they_were(tmp_path, sample_png):
@@ -1306,6 +1313,12 @@ def test_a_resume_takes_out_the_outputs_of_the_kinds_it_writes_too(tmp_path, sam
     assert _run("batch", scans, "--out", out, "--overlays", "--save-masks", "--resume").exit_code == 0
     assert not (out / "masks" / "c.png").exists() and not (out / "overlays" / "c.png").exists()
     assert (out / "overlays" / "a.png").is_file()
+    # A resume that no longer asks for masks: the mask a session of the run wrote goes all the same.
+    shutil.copy(sample_png.with_name("psfhs_04380.png"), scans / "d.png")
+    assert _run("batch", scans, "--out", out, "--overlays", "--save-masks", "--resume").exit_code == 0
+    (scans / "d.png").write_text("not an image any more")
+    assert _run("batch", scans, "--out", out, "--overlays", "--resume").exit_code == 0
+    assert not (out / "masks" / "d.png").exists() and not (out / "overlays" / "d.png").exists()
 
 
 def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixed_folder, tmp_path, sample_png,

@@ -30,6 +30,7 @@ import stat
 import threading
 import time
 import traceback
+import unicodedata
 import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -2342,7 +2343,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     model_file = spec.onnx_path if options.inference.backend == "onnx" else spec.torch_path
     # The file that ran, in full: evaluate reads which frames a model without a card trained on from it.
     session = {**run_session(options, workers), "hidden_left_out": list(hidden_names),
-               "model_file": os.path.abspath(model_file) if model_file is not None else None}
+               "model_file": os.path.abspath(model_file) if model_file is not None else None,
+               "outputs": sorted(_kinds_asked(options))}  # (what it wrote for the files it measured)
     # The earlier run's outputs an --overwrite finds (kept in the record: a run stopped before its end, then
     # resumed, had left them beside its rows without a word), or those a resumed run's record names.
     found_before = _earlier_outputs_found(options, earlier) if earlier else []
@@ -2471,21 +2473,26 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
     """Remove the outputs (masks, overlays, DICOM SEG and SR) that the rows ``taken`` (taken out
     of the CSV by a resume, their files to be measured again) gave their files; said, with the
     kinds this run does not write again. Only outputs the run is known to have written go: of a
-    kind its ``record`` says every file it measured has or that this run writes, written since a run of ipp-seg first
+    kind its ``record`` says a session of it wrote or that this run writes, written since a run of ipp-seg first
     wrote into OUT (a file of one's own, such as an expert's mask in OUT/masks, is older, or of
     a kind the run did not write: kept without a word); where no record tells that time, none
     goes, and a warning names them. An output that a kept row's names give too (a file of the same stem
     measured before the names were told apart) stays."""
     out_dir = options.out_dir
     rows = _row_frames(taken)
+    # A row renamed to the folder's Unicode form (an earlier resume) has its outputs under the form measured.
+    rows.update({other: frames for name, frames in list(rows.items())
+                 for other in {unicodedata.normalize(form, name) for form in ("NFC", "NFD")} if other not in rows})
     # Names told apart as they are among every file the CSV and the folder name (scan.png beside scan.jpg).
     everyone = [*kept, *names_now, *rows]
     staying = {path for _, path in _row_output_paths(out_dir, {name: [str(f) for f in frames]
                                                                for name, frames in kept.items()}, everyone)}
     since = _first_used_time(record) if record else None
-    # Kinds its record says every file had, and those this run writes (its own outputs at those names
-    # would be written over anyway: a file failing now would keep the earlier one).
-    kinds = (record.get("kinds", set()) if record else set()) | _kinds_asked(options)
+    # Kinds its record says every file had or a session of it wrote (0.2.9 on), and those this run writes
+    # (its own outputs at those names would be written over anyway: a file failing now would keep the earlier one).
+    kinds = (record.get("kinds", set()) if record else set()) | _kinds_asked(options) | {
+        kind for session in (record or {}).get("sessions", ()) for kind in session.get("outputs") or ()
+        if kind in _OUTPUT_PLACES}
     removed, stayed = [], []
     for kind, path in _row_output_paths(out_dir, rows, everyone):
         if path in staying or not path.is_file() or path.is_symlink():
@@ -2502,10 +2509,12 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
     if removed:
         shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for _, p in removed[:3])
         not_again = sorted(_KINDS_SHOWN[kind] for kind in {kind for kind, _ in removed} - _kinds_asked(options))
+        again = len(not_again) < len({kind for kind, _ in removed})
         log.warning("%d output(s) of files measured again taken out with their rows (%s%s): this run writes %s",
                     len(removed), shown, f" and {len(removed) - 3} more" if len(removed) > 3 else "",
                     "them anew where the files are measured" if not not_again else
-                    f"no {' and no '.join(not_again)} (not asked for), the rest anew where the files are measured")
+                    f"no {' and no '.join(not_again)} (not asked for)"
+                    + (", the rest anew where the files are measured" if again else ""))
     if stayed:
         shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for p in stayed[:3])
         log.warning("%d file(s) in the output folders under the names of files measured again were left as they are, "
