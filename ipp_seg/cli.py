@@ -743,7 +743,7 @@ def predict(
         _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
     advice = RunAdvice.of_rows(rows)
     if not json_output:
-        _say_what_reasons_ask(rows, advice)
+        _say_what_reasons_ask(rows, advice, orientation)
     _advise(advice, orientation)
     if write_failure is not None or interrupted:
         # The frames above are whole (with their outputs); the scans after them are named.
@@ -973,11 +973,12 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _say_what_reasons_ask(rows: list[dict], advice) -> None:
+def _say_what_reasons_ask(rows: list[dict], advice, orientation: str) -> None:
     """Below a table of frames: what each reason in it asks the user to do, once each, in the order
     they first appear (the table gives codes; a clinician had found the advice only in
     ``ipp-seg reasons``). Not ``orientation_doubtful``'s where the run's ``advice`` (RunAdvice) says
-    the frames look upside down, which mirroring does not right (the line after says so)."""
+    the frames look upside down, which mirroring does not right (the line after says so); for a
+    run measured ``--orientation mirrored`` it names the other orientation, standard."""
     from .measure.result import REASON_ACTIONS
 
     overridden = {"orientation_doubtful"} if advice.symphysis_mostly_unsure else set()
@@ -986,7 +987,11 @@ def _say_what_reasons_ask(rows: list[dict], advice) -> None:
     if codes:
         err.print("what the reasons ask (ipp-seg reasons says what each means):", highlight=False)
         for code in codes:
-            err.print(f"  {code}: {escape(REASON_ACTIONS[code])}", highlight=False)
+            action = REASON_ACTIONS[code]
+            if orientation == "mirrored":  # (the advice is written for a run measured as standard)
+                action = action.replace("The frame may be mirrored", "The frame may be displayed as standard").replace(
+                    "--orientation mirrored", "--orientation standard")
+            err.print(f"  {code}: {escape(action)}", highlight=False)
 
 
 def _advise(advice, orientation: str, again: str = "") -> None:
@@ -1138,7 +1143,7 @@ def measure(
         _print_table(_results_table(rows, "ipp-seg measure", network=False), turn=len(rows) <= 1)
     advice = RunAdvice.of_rows(rows, network=False)
     if not json_output and not csv_on_stdout:
-        _say_what_reasons_ask(rows, advice)
+        _say_what_reasons_ask(rows, advice, orientation)
     _advise(advice, orientation)
     raise typer.Exit(2 if unusable else 1 if failed else 0)
 

@@ -155,6 +155,10 @@ def test_predict_says_below_its_table_what_the_reasons_in_it_ask(sample_png, tmp
         < said.index("hsd_undefined: No HSD here (the infrapubic line meets no head); the AoP is still measured.")
     quiet = invoke("predict", sample_png, "--spacing-mm", "0.2")  # nothing to ask, nothing said
     assert quiet.exit_code == 0 and "what the reasons ask" not in quiet.output
+    # Measured as mirrored, the advice names the other orientation (a QA pass: it had said "mirrored" again).
+    other = " ".join(invoke("predict", sample_png, "--orientation", "mirrored").output.split())
+    assert "orientation_doubtful: The frame may be displayed as standard: if this machine displays it so, run again " \
+           "with --orientation standard." in other
 
 
 def test_a_table_piped_into_a_file_keeps_each_row_on_one_line(sample_png):
@@ -1437,12 +1441,12 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
     scans.mkdir()
     shutil.copy(sample_png, scans / "04700.png")  # a validation-block ID: the held-out twin never saw it
     shutil.copy(sample_png, scans / "04000.png")  # a training-block ID: both trained on it
-    for model, seen in (("dssau-net-s", "2 of the 2 files"), ("dssau-net-s-heldout", "1 of the 2 files")):
+    for model, seen in (("dssau-net-s", "2 of the 2 files have"), ("dssau-net-s-heldout", "1 of the 2 files has")):
         caplog.clear()
         with caplog.at_level("WARNING"):
             assert invoke("batch", scans, "--out", tmp_path / model, "--model", model).exit_code == 0
         said = " ".join(caplog.text.split())
-        assert f"{seen} have the IDs of frames {model} was trained on (such as 04000" in said, said
+        assert f"{seen} the IDs of frames {model} was trained on (such as 04000" in said, said
         assert "not what it does on new examinations" in said
     caplog.clear()
     with caplog.at_level("WARNING"):
@@ -1451,7 +1455,15 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
     assert "trained on" not in caplog.text
     with caplog.at_level("WARNING"):
         assert invoke("predict", scans / "04700.png").exit_code == 0
-    assert "1 of the 1 scans have the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+    assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+    # A model given as a file: by the card beside it (a QA pass: said of the name, not of the file).
+    from ipp_seg.inference.registry import shipped_models_dir
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        file_run = invoke("predict", scans / "04700.png", "--model", shipped_models_dir() / "dssau-net-s.onnx")
+    assert file_run.exit_code == 0
+    assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
 
 
 def test_evaluate_command(tmp_path, psfhs_dir):

@@ -231,13 +231,33 @@ def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str 
     through), logged as one warning: a study that measures the training frames themselves with
     ``predict`` or ``batch`` reads the model's fit to them, not what it does on new examinations
     (``evaluate`` says so too). Returns them."""
-    seen = [case_id for case_id in case_ids if spec.trained_on(case_id)]
+    blocks = spec.trained_case_ids + spec.earlier_trained_case_ids if spec.card is not None else \
+        _training_blocks_of_file(spec.onnx_path or spec.torch_path)
+    seen = sorted({case_id for case_id in case_ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:
-        log.warning("%d of the %d %s have the IDs of frames %s was trained on (such as %s): if they are those frames, "
+        log.warning("%d of the %d %s %s the IDs of frames %s was trained on (such as %s): if they are those frames, "
                     "their values are its fit to its training data, not what it does on new examinations (`ipp-seg "
-                    "models` says which frames each model held out)", len(seen), len(case_ids), what, spec.name,
-                    ", ".join(seen[:3]))
+                    "models` says which frames each model held out)", len(seen), len(case_ids), what,
+                    "has" if len(seen) == 1 else "have", spec.name, ", ".join(seen[:3]))
     return seen
+
+
+def _training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:
+    """The training frames of a model file run by its path: those of the model card beside it
+    that describes it (its sha256), else those its ONNX metadata records (``ipp-seg export``);
+    none where neither says."""
+    if path is None:
+        return ()
+    card = _card_beside(path)
+    kind = "onnx" if path.suffix == ".onnx" else "torch"
+    try:
+        listed = ((card or {}).get("files", {}).get(kind) or {}).get("sha256")
+        if listed and sha256_of(path) == listed:
+            beside = ModelSpec(path.stem, None, None, card)
+            return beside.trained_case_ids + beside.earlier_trained_case_ids
+    except (OSError, AttributeError):
+        pass
+    return (onnx_training_blocks(path) or ()) if kind == "onnx" else ()
 
 
 def onnx_training_blocks(path: str | Path) -> tuple[tuple[str, str], ...] | None:
