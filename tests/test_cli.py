@@ -1419,8 +1419,8 @@ def test_evaluate_reads_the_training_frames_of_an_exported_model_from_its_onnx_f
     with caplog.at_level("WARNING"):
         assert invoke("evaluate", run, gt, "--out", tmp_path / "ev").exit_code == 0
     said = " ".join(caplog.text.split())
-    assert (f"1 of the 2 cases evaluated have the IDs of frames own was trained on (04698-04700, as its ONNX file "
-            f"{tmp_path / 'own.onnx'} records)") in said
+    assert (f"1 of the 2 cases evaluated have the IDs of frames own was trained on (04698-04700, as recorded for its "
+            f"file {tmp_path / 'own.onnx'})") in said
     assert "no model card" not in said
     seen = json.loads((tmp_path / "ev" / "summary.json").read_text())["cases_seen_in_training"]
     assert seen == [{"model": "own", "n_cases": 1, "case_ids": ["04700"]}]

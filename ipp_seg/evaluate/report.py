@@ -878,8 +878,8 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
             not drawn_by or (c in drawn_by and drawn_by[c][0] == name)))
         if seen:
             found.append((name, seen))
-            logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s, as its ONNX "
-                           "file %s records): if they are those frames, its figures here are its fit to its training "
+            logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s, as recorded "
+                           "for its file %s): if they are those frames, its figures here are its fit to its training "
                            "data, not a validation", len(seen), len(case_ids), name, _blocks_said(blocks),
                            ", ..." if len(blocks) > 4 else "", path)
     if uncarded:  # (an empty list would read as "none of these frames")
@@ -913,14 +913,15 @@ def _blocks_said(blocks) -> str:
 
 
 def _exported_training_blocks(models, names, model_files) -> Iterator[tuple[str, tuple, str]]:
-    """(model, blocks, file) of each of ``names`` (models without a card) that a batch run ran
-    from a file still there, its bytes those its rows name (sha256), whose ONNX metadata says
-    which frames it trained on (:func:`~ipp_seg.inference.registry.onnx_training_blocks`)."""
-    from ..inference.registry import onnx_training_blocks, sha256_of
+    """(model, blocks, file) of each of ``names`` (models without a card in the models folder)
+    that a batch run ran from a file still there, its bytes those its rows name (sha256), whose
+    card beside it or ONNX metadata says which frames it trained on
+    (:func:`~ipp_seg.inference.registry.training_blocks_of_file`)."""
+    from ..inference.registry import sha256_of, training_blocks_of_file
 
     wanted = {(name, sha) for name, sha in models if name in names and sha}
     for path in sorted(model_files):
-        if not path.endswith(".onnx") or not os.path.isfile(path):
+        if not os.path.isfile(path):
             continue
         try:
             digest = sha256_of(path)
@@ -928,8 +929,8 @@ def _exported_training_blocks(models, names, model_files) -> Iterator[tuple[str,
             continue
         for name, sha in sorted(wanted):
             if sha == digest:
-                blocks = onnx_training_blocks(path)
-                if blocks is not None:
+                blocks = training_blocks_of_file(Path(path))
+                if blocks:
                     wanted.discard((name, sha))
                     yield name, blocks, path
                 break

@@ -232,7 +232,7 @@ def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str 
     ``predict`` or ``batch`` reads the model's fit to them, not what it does on new examinations
     (``evaluate`` says so too). Returns them."""
     blocks = spec.trained_case_ids + spec.earlier_trained_case_ids if spec.card is not None else \
-        _training_blocks_of_file(spec.onnx_path or spec.torch_path)
+        training_blocks_of_file(spec.onnx_path or spec.torch_path)
     seen = sorted({case_id for case_id in case_ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:
         log.warning("%d of the %d %s %s the IDs of frames %s was trained on (such as %s): if they are those frames, "
@@ -242,7 +242,7 @@ def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str 
     return seen
 
 
-def _training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:
+def training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:
     """The training frames of a model file run by its path: those of the model card beside it
     that describes it (its sha256), else those its ONNX metadata records (``ipp-seg export``);
     none where neither says."""
