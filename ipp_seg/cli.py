@@ -1284,7 +1284,12 @@ def evaluate(
     _list_unevaluated(report, missing_as_empty)
     for folder, found in ((pred_dir, report.missing_ground_truth), (gt_dir, report.missing_predictions)):
         if not report.paired_cases and not found:  # this folder holds no mask at all
-            fail(f"no label masks ({', '.join(MASK_SUFFIXES)}) found in {folder} or its sub-folders")
+            from .inference.batch import is_batch_output
+
+            # (Folders given the other way round: a run's masks are predictions, not read as a ground truth.)
+            swapped = (f": {folder} is the output folder of a batch run, whose masks are predictions: give it first, "
+                       "as PRED_DIR" if folder == gt_dir and is_batch_output(gt_dir) else "")
+            fail(f"no label masks ({', '.join(MASK_SUFFIXES)}) found in {folder} or its sub-folders{swapped}")
     if not report.paired_cases:
         # A table of zeros (--missing-as-empty) would look like a result.
         examples = ", ".join(f"{a!r}" for a in (*report.missing_ground_truth[:1], *report.missing_predictions[:1]))
@@ -1518,8 +1523,10 @@ def _say_usage_error(exc) -> None:
     if took:
         message = message.rstrip(".") + "".join(f" ({option} took {str(value)!r} for its value: give {option} one)"
                                                 for option, value in took)
-    err.print(f"ipp-seg: {escape(message.rstrip('.'))}; {escape(command)} --help lists the options",
-              highlight=False, soft_wrap=True)
+    # ("No such command 'evalute'. Did you mean 'evaluate'?": a question ends its sentence; commands are listed.)
+    listed = "commands" if message.startswith("no such command") else "options"
+    err.print(f"ipp-seg: {escape(message.rstrip('.'))}{' ' if message.endswith('?') else '; '}{escape(command)} --help "
+              f"lists the {listed}", highlight=False, soft_wrap=True)
 
 
 def _open_closed_standard_streams() -> None:

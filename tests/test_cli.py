@@ -1466,6 +1466,28 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
     assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
 
 
+def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png):
+    # A first-time user's pass: each of these had been said without what to do.
+    import shutil
+
+    assert invoke("batch", tmp_path / "nothing", "--out", tmp_path / "x").exit_code == 2  # (the folder is named)
+    typo = " ".join(_ipp_seg_process("evalute", capture_output=True, text=True).stderr.split())
+    assert "no such command 'evalute'. Did you mean 'evaluate'? python -m ipp_seg --help lists the commands" in typo
+    shutil.copy(sample_png, tmp_path / "IMG0001")  # a PNG saved without its suffix
+    nameless = " ".join(invoke("predict", tmp_path / "IMG0001").output.split())
+    assert "its content is a PNG image, named without a suffix: rename it .png to read it" in nameless
+    (tmp_path / "masks").mkdir()
+    folder = " ".join(invoke("measure", tmp_path / "masks").output.split())
+    assert f"is a folder, not a mask file: give its masks ({tmp_path / 'masks' / '*.png'})" in folder
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "04700.png")
+    assert invoke("batch", scans, "--out", tmp_path / "run", "--save-masks").exit_code == 0
+    swapped = " ".join(invoke("evaluate", tmp_path / "run" / "masks", tmp_path / "run").output.split())
+    assert f"{tmp_path / 'run'} is the output folder of a batch run, whose masks are predictions: give it first, " \
+           "as PRED_DIR" in swapped
+
+
 def test_evaluate_command(tmp_path, psfhs_dir):
     pred, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
     result = invoke("evaluate", pred, gt, "--out", tmp_path / "ev")

@@ -1321,7 +1321,7 @@ def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | N
     name = os.fspath(path)
     lower = name.lower()
     if os.path.isdir(name):
-        raise ScanReadError(name, "is a folder, not a mask file")
+        raise ScanReadError(name, f"is a folder, not a mask file: give its masks ({os.path.join(name, '*.png')})")
     if not os.path.isfile(name):
         raise ScanReadError(name, missing_file_reason(name))
     if not os.access(name, os.R_OK):  # named as such: ITK would say only that it cannot read it

@@ -236,8 +236,8 @@ def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str 
     seen = sorted({case_id for case_id in case_ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:
         log.warning("%d of the %d %s %s the IDs of frames %s was trained on (such as %s): if they are those frames, "
-                    "their values are its fit to its training data, not what it does on new examinations (`ipp-seg "
-                    "models` says which frames each model held out)", len(seen), len(case_ids), what,
+                    "their values are its fit to its training data, not what it does on new examinations (its "
+                    "model card lists the frames it trained on)", len(seen), len(case_ids), what,
                     "has" if len(seen) == 1 else "have", spec.name, ", ".join(seen[:3]))
     return seen
 

@@ -68,10 +68,24 @@ def source_format(path: PathLike) -> str:
         raise NotAnImageError(name, f"not a scan: a {suffix} file without a DICOM marker or an image format")
     if _is_empty(name):  # (an export cut off before its first byte: as the readers word it for .dcm, .png)
         raise ScanReadError(name, "the file is empty")
+    kind = _image_kind_of(name)
+    if kind is not None:  # an image saved without its suffix (IMG0001): say what reads it
+        raise ScanReadError(name, f"its content is {kind[0]}, named {suffix or 'without a suffix'}: rename it "
+                                  f"{kind[1]} to read it")
     supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
     raise ScanReadError(
         name, f"unsupported file type {suffix or '(no suffix)'} and no DICOM marker; supported: {supported}"
     )
+
+
+def _image_kind_of(name: str) -> tuple[str, str] | None:
+    from .images import image_kind
+
+    try:
+        with open(name, "rb") as f:
+            return image_kind(f.read(16))
+    except OSError:
+        return None
 
 
 def _is_empty(name: str) -> bool:
