@@ -265,6 +265,22 @@ def test_round_trip_8bit_multiframe(tmp_path, syntax):
         assert frame.provenance.sop_instance_uid == pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
 
 
+def test_a_deflated_file_that_inflates_beyond_any_frame_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    # A privacy and security pass: a megabyte of deflated zeros declaring a 256 x 256 frame inflated to 1 GiB of pixel
+    # data (3.3 GB of memory) before the frame-size check could read its header. Stood in for here by a lower cap.
+    import ipp_seg.io.dicom as dicom_module
+    from ipp_seg.io import ScanReadError, read_frame
+
+    small = write_dicom(tmp_path / "small.dcm", ramp_frames(1)[0], syntax=DeflatedExplicitVRLittleEndian)
+    read_frame(small)  # within the cap: read as ever
+    big = write_dicom(tmp_path / "big.dcm", np.zeros((1024, 1024), np.uint8), syntax=DeflatedExplicitVRLittleEndian)
+    assert big.stat().st_size < 50_000  # (zeros deflate a thousand to one)
+    monkeypatch.setattr(dicom_module, "MAX_INFLATED_BYTES", 512 * 1024)
+    with pytest.raises(ScanReadError, match="its deflated data inflate to more than 0 MB, beyond any ultrasound frame"):
+        read_frame(big)
+    read_frame(small)
+
+
 @pytest.mark.parametrize(
     "syntax",
     [ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1],

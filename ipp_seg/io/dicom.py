@@ -24,6 +24,7 @@ import os
 import re
 import struct
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -174,11 +175,45 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
                                   "damaged or non-conformant file") from None
 
 
+#: A deflated data set that inflates beyond this is refused before any reader inflates it: a
+#: megabyte of deflated zeros had inflated to 1 GiB of pixel data (3.3 GB of memory), past the
+#: frame-size check, which reads the header only once it is inflated.
+MAX_INFLATED_BYTES = 256 * 2**20
+
+
+def _refuse_a_deflate_bomb(path: str, f) -> None:
+    """Raise :class:`ScanReadError` where the file is Deflated Explicit VR Little Endian and its
+    body inflates beyond :data:`MAX_INFLATED_BYTES`, counted as it streams (a megabyte of
+    output at a time, none of it kept). Anything else passes, for the reader to judge."""
+    f.seek(0)
+    head = f.read(132 + 12)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        return
+    group_length = struct.unpack("<L", head[140:144])[0]  # (0002,0000) UL, explicit VR: its value
+    meta = f.read(group_length)
+    if pydicom.uid.DeflatedExplicitVRLittleEndian.encode() not in meta:
+        return
+    inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    try:
+        while chunk := f.read(1 << 20):
+            while chunk:
+                total += len(inflate.decompress(chunk, 1 << 20))
+                if total > MAX_INFLATED_BYTES:
+                    raise ScanReadError(path, f"its deflated data inflate to more than {MAX_INFLATED_BYTES >> 20} MB, "
+                                              "beyond any ultrasound frame: a damaged or hostile file")
+                chunk = inflate.unconsumed_tail
+    except zlib.error:
+        return  # damaged: the reader says so
+    finally:
+        f.seek(0)
+
+
 def _inspect_dicom(path: str) -> DicomInfo:
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise ScanReadError(path, "the file is empty")
+            _refuse_a_deflate_bomb(path, f)
             try:
                 try:
                     ds = pydicom.dcmread(f, stop_before_pixels=True)
