@@ -3336,6 +3336,32 @@ def test_a_damaged_run_record_and_a_linked_csv_stop_no_resume_with_a_traceback(t
         assert (elsewhere / "measurements.csv").read_text() == before
 
 
+def test_files_appended_to_are_not_written_through_another_users_link(tmp_path, sample_png, monkeypatch):
+    # A privacy and security pass: rows_taken_out.csv and measure --csv were written through a link another user had
+    # planted (copies of the rows, patients' file names, went wherever it pointed); rows_taken_out.csv, new, was
+    # readable by all beside a CSV its user had made private.
+    import stat as stat_module
+
+    import ipp_seg.io.folders as folders
+
+    monkeypatch.setattr(folders, "ones_own", lambda status: not stat_module.S_ISLNK(status.st_mode))  # links: others'
+    root = _copied_scans(tmp_path / "scans", sample_png, 2)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert _run("batch", root, "--out", out, "--save-masks").exit_code == 0
+    (out / "measurements.csv").chmod(0o600)
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), root / "0.png")  # changed: its row is taken out
+    (out / "rows_taken_out.csv").symlink_to(elsewhere / "taken.csv")
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert not (elsewhere / "taken.csv").exists() and not (out / "rows_taken_out.csv").is_symlink()
+    assert "file_changed" in (out / "rows_taken_out.csv").read_text()
+    assert stat_module.S_IMODE((out / "rows_taken_out.csv").stat().st_mode) == 0o600
+    (tmp_path / "rows.csv").symlink_to(elsewhere / "stolen.csv")
+    refused = _run("measure", out / "masks" / "1.png", "--csv", tmp_path / "rows.csv")
+    assert refused.exit_code == 2 and "a link to" in refused.output and "that another user made" in refused.output
+    assert not (elsewhere / "stolen.csv").exists()
+
+
 def test_a_resume_whose_run_record_is_lost_says_so(tmp_path, sample_png, caplog):
     # A data manager's pass: a run record removed or damaged was replaced without a word on a resume without DICOM
     # outputs, its new record listing only the new session beside rows measured before. A QA pass: no word either

@@ -466,6 +466,28 @@ def test_each_start_and_resume_records_its_version_command_and_machine(tmp_path,
     assert load_torch_file(run / "last.pt")["machine"]["ipp_seg"] == __version__
 
 
+def test_a_run_appends_to_no_link_another_user_planted_in_its_folder(tmp_path, monkeypatch):
+    # A privacy and security pass: sessions.jsonl and history.jsonl were appended to through planted links (the
+    # command line and the data folder's name went wherever they pointed).
+    import stat as stat_module
+
+    import ipp_seg.io.folders as folders
+
+    monkeypatch.setattr(folders, "ones_own", lambda status: not stat_module.S_ISLNK(status.st_mode))  # links: others'
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    for name in ("sessions.jsonl", "history.jsonl"):
+        (run / name).symlink_to(elsewhere / name)
+    result = CliRunner().invoke(app, ["train", str(data), "--config", "dssau-net-s", "--out", str(run), "--epochs", "1",
+                                      "--batch-size", "2", "--validation-count", "1", "--threads", "1", "--no-bf16",
+                                      "--input-size", "64"])
+    assert result.exit_code == 0, result.output
+    assert not list(elsewhere.iterdir())
+    assert not (run / "sessions.jsonl").is_symlink() and len((run / "history.jsonl").read_text().splitlines()) == 1
+
+
 def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
     runner, common, run = _tiny_cli_run(tmp_path, n_cases=6, validation_count=2)
     data = tmp_path / "data"

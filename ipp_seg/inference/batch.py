@@ -47,8 +47,8 @@ from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnI
                   write_overlay_png)
 from ..io.errors import NO_SUCH_FILE
 from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_to_create, given_path,
-                          name_of_spreadsheet_cell, not_a_folder, path_of_printable, printable_path,
-                          remove_made_folders, spreadsheet_cell, walk_folders)
+                          name_of_spreadsheet_cell, not_a_folder, ones_own, others_link, path_of_printable,
+                          printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
 from ..io.reader import special_file_kind
@@ -720,6 +720,9 @@ def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     columns, making the folders it goes in; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if others_link(path):
+        raise PermissionError(errno.EPERM, f"it is a link to {os.readlink(path)} that another user made: ipp-seg "
+                                           "writes only through one's own link; remove it, or name another file")
     data = _csv_bytes(list(map(csv_cells, rows)), header=True)
     # Opened as named, a link followed: the user names this file (measure --csv), which may be
     # /dev/stdout or a link of their own; the outputs ipp-seg names in a folder are replaced instead.
@@ -2191,7 +2194,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                           f"{os.readlink(options.out_dir / folder)}: "
                                           f"ipp-seg writes its {folder} only into a folder of OUT itself; "
                                           "remove the link, or give another --out folder")
-    if options.resume and csv_path.is_symlink() and not _ones_own(csv_path.lstat()):
+    if options.resume and csv_path.is_symlink() and not ones_own(csv_path.lstat()):
         # Another user's link (one's own, to a private place, is gone on with): appended to, it would put the
         # rows (patients' file names) wherever it points.
         raise ResumeError(f"{csv_path} is a link to {os.readlink(csv_path)} that another user made: ipp-seg goes on "
@@ -2450,12 +2453,6 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         hidden_left_out=hidden_names)
 
 
-def _ones_own(status: os.stat_result) -> bool:
-    """Whether a file (its ``lstat``) is this process's user's (effective): another user's link or
-    file in a shared OUT is not gone on with. True where the system has no such owners (Windows)."""
-    return not hasattr(os, "geteuid") or status.st_uid == os.geteuid()
-
-
 def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:
     """Remove ``root`` (unless ``keep_root``) and the folders under it that hold nothing (not links
     to folders)."""
@@ -2647,8 +2644,14 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     listed = set() if new else _read_again_listed(path)
     writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out
                      if why != "read_again" or _failure_values(csv_cells(row)) not in listed)
+    if others_link(path):  # (planted in a shared OUT, it would take the rows wherever it points): replaced
+        path.unlink()
+        new = True
     with open(path, "ab") as fh:
         fh.write(text.getvalue().encode("utf-8", "backslashreplace"))
+    if new:  # as private as the rows it copies (the CSV beside it, made 600 by its user)
+        with suppress(OSError):
+            shutil.copymode(os.path.realpath(path.with_name(CSV_NAME)), path)
 
 
 def _failure_values(row: dict) -> tuple:
@@ -2716,7 +2719,7 @@ class _WholeRowsFile:
                 replaced = None
             # Only a regular file's, and one's own: a link planted there (lstat's mode 0777) had made the new
             # CSV writable by all, whatever the umask, and so would another user's file of mode 0666.
-            if replaced is not None and stat.S_ISREG(replaced.st_mode) and _ones_own(replaced):
+            if replaced is not None and stat.S_ISREG(replaced.st_mode) and ones_own(replaced):
                 kept = stat.S_IMODE(replaced.st_mode)
             self._path.unlink(missing_ok=True)
             self._path.with_name(TAKEN_OUT_NAME).unlink(missing_ok=True)  # (rows of the run replaced)

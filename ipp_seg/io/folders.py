@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import re
+import stat
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -216,6 +217,23 @@ def _owner_name(path: Path) -> str | None:
         return pwd.getpwuid(owner).pw_name
     except (ImportError, KeyError):
         return f"user {owner}"
+
+
+def ones_own(status: os.stat_result) -> bool:
+    """Whether a file (its ``lstat``) is this process's user's (effective): another user's link or
+    file in a shared folder is not gone on with, nor written through. True where the system has
+    no such owners (Windows)."""
+    return not hasattr(os, "geteuid") or status.st_uid == os.geteuid()
+
+
+def others_link(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a symbolic link that another user made (planted in a shared folder,
+    it would take what is written to it wherever it points)."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISLNK(status.st_mode) and not ones_own(status)
 
 
 def given_path(path: str | os.PathLike[str], what: str) -> Path:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..evaluate.metrics import dice
-from ..io.folders import FolderInUseError, folder_lock, given_path
+from ..io.folders import FolderInUseError, folder_lock, given_path, others_link
 from ..machine import cpu_model
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import NetworkConfig, get_config, list_configs
@@ -355,6 +355,19 @@ def _write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _append_line(path: Path, line: str) -> None:
+    """Append ``line`` and a newline to ``path``; a link another user planted there is replaced
+    by a file of the run's own, not written through (it would take the command line and the
+    data folder's name wherever it points)."""
+    try:
+        if others_link(path):
+            path.unlink()
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+
+
 def _cannot_write(path: Path, exc: Exception) -> RunWriteError:
     """The error for a write into the run folder that failed, its cause in words: torch's own
     message for a full disk is an internal assertion."""
@@ -679,11 +692,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     session = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command,
                "from_epoch": start_epoch, "epochs": settings.epochs,
                "threads": torch.get_num_threads() if device.type == "cpu" else None, **machine}
-    try:
-        with open(run_dir / SESSIONS, "a", encoding="utf-8") as fh:
-            fh.write(_json_line(session) + "\n")
-    except OSError as exc:
-        raise _cannot_write(run_dir / SESSIONS, exc) from None
+    _append_line(run_dir / SESSIONS, _json_line(session))
     if on_start:
         on_start(settings, split)
     model.train()
@@ -758,11 +767,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         _save(last_path, payload)
         if is_best:
             _save(best_path, _best_payload(payload))
-        try:
-            with open(run_dir / HISTORY, "a", encoding="utf-8") as fh:
-                fh.write(_json_line(asdict(result)) + "\n")
-        except OSError as exc:
-            raise _cannot_write(run_dir / HISTORY, exc) from None
+        _append_line(run_dir / HISTORY, _json_line(asdict(result)))
         log.debug("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
                  result.train_loss, dice_ps, dice_fh, result.seconds, " best" if is_best else "")
         if on_epoch:
