@@ -184,17 +184,17 @@ MAX_INFLATED_BYTES = 256 * 2**20
 def _refuse_a_deflate_bomb(path: str, f) -> None:
     """Raise :class:`ScanReadError` where the file is Deflated Explicit VR Little Endian and its
     body inflates beyond :data:`MAX_INFLATED_BYTES`, counted as it streams (a megabyte of
-    output at a time, none of it kept). Anything else passes, for the reader to judge."""
-    f.seek(0)
-    head = f.read(132 + 12)
-    if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
-        return
-    group_length = struct.unpack("<L", head[140:144])[0]  # (0002,0000) UL, explicit VR: its value
-    meta = f.read(group_length)
-    if pydicom.uid.DeflatedExplicitVRLittleEndian.encode() not in meta:
-        return
-    inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    output at a time, none of it kept). Anything else passes, for the reader to judge; ``f`` is
+    left at its start either way."""
     try:
+        f.seek(0)
+        head = f.read(132 + 12)
+        if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+            return
+        group_length = struct.unpack("<L", head[140:144])[0]  # (0002,0000) UL, explicit VR: its value
+        if pydicom.uid.DeflatedExplicitVRLittleEndian.encode() not in f.read(group_length):
+            return
+        inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
         while chunk := f.read(1 << 20):
             while chunk:
                 total += len(inflate.decompress(chunk, 1 << 20))
