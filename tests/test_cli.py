@@ -2305,6 +2305,13 @@ def test_an_overlay_that_shows_burned_in_text_is_said(tmp_path, sample_dicom):
     ds.BurnedInAnnotation = "NO"
     ds.save_as(scans / "burned.dcm")
     assert "Burned In Annotation" not in invoke("predict", scans / "burned.dcm", "--out", tmp_path / "q").output
+    # With a region: the banner around it is blacked out, text inside it is not (a privacy pass found a name written
+    # over the image shown in the overlay, unsaid).
+    ds = pydicom.dcmread(sample_dicom)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(scans / "burned.dcm")
+    said = " ".join(invoke("predict", scans / "burned.dcm", "--out", tmp_path / "r").output.split())
+    assert "its overlay blacks out what lies outside the ultrasound regions, but text inside them" in said
 
 
 def test_predict_out_removes_what_a_killed_run_left_being_written(tmp_path, sample_png):

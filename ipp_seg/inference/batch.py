@@ -50,7 +50,7 @@ from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_
                           name_of_spreadsheet_cell, not_a_folder, ones_own, others_link, path_of_printable,
                           printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.formats import is_dicom_file, name_without_suffix
-from ..io.overlay import imaged_pixels, overlay_shows_burned_in_text, overlay_title, render_overlay
+from ..io.overlay import burned_in_text_shown, imaged_pixels, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files, replacing
 from ..machine import machine_description, onnxruntime_version, software_versions
@@ -1199,9 +1199,10 @@ class FileProcessor:
                     write_label_png(mask_path, result.labels)
             if opts.overlays:
                 overlay_path = output_path(opts.out_dir, "overlay", stem)
-                if overlay_shows_burned_in_text(frame) and item not in burned_in_said:
+                burned_in = burned_in_text_shown(frame)
+                if burned_in and item not in burned_in_said:
                     burned_in_said.add(item)  # (once a file)
-                    log.warning("%s: %s", name, BURNED_IN_TEXT_SHOWN)
+                    log.warning("%s: %s", name, burned_in)
                 with _unless_path_too_long(("overlay",), overlay_path, too_long):
                     check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
                     _note_output(outputs[item], written, name, overlay_path)
@@ -1264,11 +1265,6 @@ def _first_time(said: set, key) -> bool:
     new = key not in said
     said.add(key)
     return new
-
-
-BURNED_IN_TEXT_SHOWN = ("the file says text is burnt into its pixels (Burned In Annotation YES) and declares no "
-                        "ultrasound region, so its overlay shows the whole frame, that text (a patient's name, "
-                        "often) included")
 
 
 def _note_output(outputs: list[str], written: list[tuple[str, str]] | None, name: str, path: Path) -> None:

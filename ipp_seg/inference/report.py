@@ -18,10 +18,10 @@ from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, Dicom
                                  uids_with_leading_zeros_in, write_frame_dicom)
 from ..io.folders import composed_name, printable_file, printable_path
 from ..io.formats import name_without_suffix
-from ..io.overlay import overlay_shows_burned_in_text
+from ..io.overlay import burned_in_text_shown
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
 from ..measure import Measurement
-from .batch import (BURNED_IN_TEXT_SHOWN, NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
+from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
                     FrameFailure, dicom_results_cell, dicom_uids, file_sha256, file_stamp, fitting_stem,
                     measurement_row, output_stem, shown_confidence, spacing_cell, suffix_disambiguated, utc_now_cell)
 from .pipeline import FrameResult, segmented_box
@@ -387,9 +387,10 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                         said.add((scan, str(exc)))
                         where = f"{scan} frame {result.frame.frame_index}" if result.frame.n_frames > 1 else str(scan)
                         (warnings if meant else errors).append(f"{where}: {exc}")
-                if overlay_shows_burned_in_text(result.frame) and (scan, "burned in") not in said:
+                burned_in = burned_in_text_shown(result.frame)
+                if burned_in and (scan, "burned in") not in said:
                     said.add((scan, "burned in"))
-                    warnings.append(f"{scan}: {BURNED_IN_TEXT_SHOWN}")
+                    warnings.append(f"{scan}: {burned_in}")
                 if (dicom_seg or dicom_sr) and result.frame.provenance.source_format != "dicom" \
                         and (scan, "not DICOM") not in said:
                     said.add((scan, "not DICOM"))  # a SEG or SR references a DICOM image

@@ -78,11 +78,19 @@ def overlay_title(name: str, frame_index: int, n_frames: int, dicom_frame_number
     return f"{name}  frame {frame_index} of 0-{n_frames - 1}{dicom}"
 
 
-def overlay_shows_burned_in_text(frame) -> bool:
-    """Whether an overlay of ``frame`` (an UltrasoundFrame) shows text its file says is burnt
-    into its pixels: a DICOM file with Burned In Annotation YES that declares no ultrasound
-    region, so that nothing around the image is blacked out (:func:`imaged_pixels`)."""
-    return bool(frame.provenance.burned_in_text) and not frame.regions
+def burned_in_text_shown(frame) -> str | None:
+    """What to say of an overlay of ``frame`` (an UltrasoundFrame) whose file says text is burnt
+    into its pixels (Burned In Annotation YES); None for any other. Without an ultrasound region
+    nothing around the image is blacked out (:func:`imaged_pixels`); with one, the banner around
+    it is, but text written inside it (a name over the image, as some exports place it) is not."""
+    if not frame.provenance.burned_in_text:
+        return None
+    if not frame.regions:
+        return ("the file says text is burnt into its pixels (Burned In Annotation YES) and declares no ultrasound "
+                "region, so its overlay shows the whole frame, that text (a patient's name, often) included")
+    return ("the file says text is burnt into its pixels (Burned In Annotation YES): its overlay blacks out what lies "
+            "outside the ultrasound regions, but text inside them (a patient's name, on some exports) shows; check "
+            "the overlays before sharing them")
 
 
 def imaged_pixels(pixels: np.ndarray, regions) -> np.ndarray:
