@@ -984,3 +984,16 @@ def test_a_seg_made_outside_an_incomplete_frame_of_reference_names_its_source(so
     said = [r.getMessage() for r in caplog.records if "not whole enough" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'scan_0011.dcm'}: its frame of reference")
     assert "FrameOfReferenceUID" not in pydicom.dcmread(seg)
+
+
+def test_an_escape_in_a_name_without_iso_2022_is_blanked_as_a_control_character(source, tmp_path, caplog):
+    # A privacy and security pass: "DOE^JANE^<ESC>[31mRED" under ISO_IR 100 was copied into the SEG and SR (a
+    # terminal's colour code in a patient's name); ESC introduces a code extension only under ISO 2022.
+    named = copy.deepcopy(source)
+    named.SpecificCharacterSet = "ISO_IR 100"
+    named.PatientName = "DOE^JANE^\x1b[31mRED"
+    mask = synthetic_mask(int(source.Rows), int(source.Columns))
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        seg = write_dicom_seg(named, mask, tmp_path / "seg.dcm", **KW)
+    assert pydicom.dcmread(seg).PatientName == "" and "PatientName of " in caplog.text and "not valid DICOM" in caplog.text
+    assert "JANE" not in caplog.text

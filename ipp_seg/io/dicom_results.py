@@ -679,6 +679,9 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
 
     blanked = []
     non_ascii = reread_utf8 = patient_id_blanked = False
+    declared = source.get("SpecificCharacterSet")
+    # ESC introduces a code extension only under ISO 2022; elsewhere it is a terminal's control character.
+    escapes = any("2022" in str(term) for term in ([declared] if isinstance(declared, str) else declared or []))
 
     def conform(dataset, every_element: bool, latin1: bool) -> None:
         """Check the copied elements of ``dataset`` (every one, inside a copied sequence);
@@ -712,7 +715,8 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                     text = str(value)
                     validate_value(element.VR, text, config.RAISE)
                     _check_calendar(element.VR, text)
-                    if _has_control_characters(element.VR, text) or (element.VR == "PN" and _too_many_name_parts(text)):
+                    if _has_control_characters(element.VR, text, escapes) or (
+                            element.VR == "PN" and _too_many_name_parts(text)):
                         raise ValueError("a control character, or a name of more than five parts")
                     non_ascii |= not text.isascii()
             except (TypeError, ValueError):
@@ -905,8 +909,10 @@ def _single_valued(tag) -> bool:
 _MULTILINE_VRS = ("LT", "ST", "UT")
 
 
-def _has_control_characters(vr: str, text: str) -> bool:
-    allowed = "\x1b\t\n\x0c\r" if vr in _MULTILINE_VRS else "\x1b"
+def _has_control_characters(vr: str, text: str, escapes: bool = True) -> bool:
+    """Whether ``text`` of a ``vr`` element holds a control character its VR does not allow; ESC
+    counts as one unless ``escapes`` (the data set declares ISO 2022 code extensions)."""
+    allowed = ("\t\n\x0c\r" if vr in _MULTILINE_VRS else "") + ("\x1b" if escapes else "")
     return any((ord(c) < 0x20 or c == "\x7f") and c not in allowed for c in text)
 
 
