@@ -275,7 +275,7 @@ def test_a_webp_under_a_png_name_is_refused_unread(tmp_path, monkeypatch):
         ("scan.xyz", b"hello", "not a scan: a .xyz file without a DICOM marker or an image format"),
         ("README.txt", b"", "not a scan: a .txt file"),
         ("results.csv", b"file,frame\n", "not a scan: a .csv file"),
-        ("scan.jpg2", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "unsupported file type .jpg2 and no DICOM marker"),
+        ("scan.jpg2", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "its content is a PNG image, named .jpg2: rename it .png"),
         ("scan.gz", b"\x1f\x8b\x08" + b"\x00" * 40, "unsupported file type .gz"),
         ("IM_0001", b"hello", "unsupported file type (no suffix) and no DICOM marker"),
         ("1.2.840.99.7", b"hello", "unsupported file type .7 and no DICOM marker"),

@@ -2873,6 +2873,9 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
         # In file order, read in turn: the CSV is the same whatever the number of workers. (The
         # workers start as the groups are handed out, here.)
         futures = [executor.submit(_worker_run, group) for group in groups]
+    # From the start, not only once stopped: a stop that lands inside the stopping itself (a second
+    # signal, a hang-up under load) had left the exit hook's wake-up unguarded, now and then.
+    _quiet_wakeup(executor)
     done = 0
     finished = False
     try:
@@ -2903,7 +2906,6 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
                 # lines below would raise CancelledError where its exception is asked for.)
                 future.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
-            _quiet_wakeup(executor)
             unread = [future for future in futures[done:] if not future.cancelled()]
             wait(unread, timeout=STOP_WAIT_S)
             for future in unread:
