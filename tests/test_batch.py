@@ -3351,10 +3351,13 @@ def test_files_appended_to_are_not_written_through_another_users_link(tmp_path, 
     assert _run("batch", root, "--out", out, "--save-masks").exit_code == 0
     (out / "measurements.csv").chmod(0o600)
     shutil.copy(sample_png.with_name("psfhs_04750.png"), root / "0.png")  # changed: its row is taken out
+    (elsewhere / "taken.csv").write_text("someone else's file\n")  # (its header was not taken for the new file's)
     (out / "rows_taken_out.csv").symlink_to(elsewhere / "taken.csv")
     assert _run("batch", root, "--out", out, "--resume").exit_code == 0
-    assert not (elsewhere / "taken.csv").exists() and not (out / "rows_taken_out.csv").is_symlink()
-    assert "file_changed" in (out / "rows_taken_out.csv").read_text()
+    assert (elsewhere / "taken.csv").read_text() == "someone else's file\n"
+    assert not (out / "rows_taken_out.csv").is_symlink()
+    with open(out / "rows_taken_out.csv", newline="", encoding="utf-8") as fh:
+        assert [row["taken_out_because"] for row in csv.DictReader(fh)] == ["file_changed"]
     assert stat_module.S_IMODE((out / "rows_taken_out.csv").stat().st_mode) == 0o600
     (tmp_path / "rows.csv").symlink_to(elsewhere / "stolen.csv")
     refused = _run("measure", out / "masks" / "1.png", "--csv", tmp_path / "rows.csv")

@@ -2632,6 +2632,8 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     already, the same failure of the same bytes, is not added again: a file that stays unreadable
     had added a copy of its row at every resume."""
     now = utc_now_cell()
+    if others_link(path):  # (planted in a shared OUT, it would take the rows wherever it points): replaced
+        path.unlink()
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=(*TAKEN_OUT_COLUMNS, *CSV_COLUMNS))
     new = not path.exists() or path.stat().st_size == 0
@@ -2640,9 +2642,6 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     listed = set() if new else _read_again_listed(path)
     writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out
                      if why != "read_again" or _failure_values(csv_cells(row)) not in listed)
-    if others_link(path):  # (planted in a shared OUT, it would take the rows wherever it points): replaced
-        path.unlink()
-        new = True
     with open(path, "ab") as fh:
         fh.write(text.getvalue().encode("utf-8", "backslashreplace"))
     if new:  # as private as the rows it copies (the CSV beside it, made 600 by its user)
