@@ -1117,13 +1117,9 @@ def read_run_record(pred_dir: PathLike, part: str = "") -> RunRecord | None:
 def _model_files_run(table: Path) -> frozenset[str]:
     """The model files the sessions of the batch run whose measurements.csv is ``table`` ran,
     as its record names them (none in a record of a run before 0.2.9, or without a record)."""
-    from ..inference.batch import RUN_RECORD_NAME
+    from ..inference.batch import run_sessions
 
-    try:
-        record = json.loads(table.with_name(RUN_RECORD_NAME).read_text(encoding="utf-8"))
-        return frozenset(s["model_file"] for s in record.get("sessions", ()) if isinstance(s.get("model_file"), str))
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
-        return frozenset()
+    return frozenset(s["model_file"] for s in run_sessions(table.parent) if isinstance(s.get("model_file"), str))
 
 
 def _row_spacing(row: dict) -> tuple[float, float] | None:

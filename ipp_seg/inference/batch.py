@@ -2030,6 +2030,12 @@ def _read_run_record(out_dir: Path) -> dict:
     return checked
 
 
+def run_sessions(out_dir: Path) -> list[dict]:
+    """The sessions (:func:`run_session`) the record of the batch run in ``out_dir`` lists; none
+    where it has no record that can be read."""
+    return _read_run_record(out_dir).get("sessions", [])
+
+
 def _last_folder_measured(record: dict) -> str | None:
     """The IN_DIR (absolute) of the last session a run's record holds, None where it holds none."""
     folders = [s.get("in_dir") for s in record.get("sessions", ())]

@@ -32,7 +32,7 @@ from .frames import (
     same_spacing,
 )
 from .greyscale import GreyPixels
-from .images import read_image_pixels
+from .images import image_kind, read_image_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +61,16 @@ def source_format(path: PathLike) -> str:
         raise ScanReadError(name, "is a directory, not a file")
     if is_dicom_file(name):
         return "dicom"  # DICOM files often have no suffix (IM000001) or a vendor one
-    if any(c.isalpha() for c in suffix) and suffix not in _OTHER_DICOM_SUFFIXES and not _starts_like_an_image(name):
+    head = _first_bytes(name)  # (None where they cannot be read: left to the reading error that follows)
+    if (any(c.isalpha() for c in suffix) and suffix not in _OTHER_DICOM_SUFFIXES and head is not None
+            and not starts_like_an_image(head)):
         # README.txt, results.csv, a report's .pdf beside the scans: no scan, and no damaged one
         # either (counted apart from failures, not read again by --resume). A name without a
         # suffix, or a numeric one (a UID), may be a damaged DICOM file: unreadable, below.
         raise NotAnImageError(name, f"not a scan: a {suffix} file without a DICOM marker or an image format")
     if _is_empty(name):  # (an export cut off before its first byte: as the readers word it for .dcm, .png)
         raise ScanReadError(name, "the file is empty")
-    kind = _image_kind_of(name)
+    kind = image_kind(head) if head is not None else None
     if kind is not None:  # an image saved without its suffix (IMG0001): say what reads it
         raise ScanReadError(name, f"its content is {kind[0]}, named {suffix or 'without a suffix'}: rename it "
                                   f"{kind[1]} to read it")
@@ -78,12 +80,11 @@ def source_format(path: PathLike) -> str:
     )
 
 
-def _image_kind_of(name: str) -> tuple[str, str] | None:
-    from .images import image_kind
-
+def _first_bytes(name: str) -> bytes | None:
+    """The file's first 16 bytes (what tells an image format); None where it cannot be read."""
     try:
         with open(name, "rb") as f:
-            return image_kind(f.read(16))
+            return f.read(16)
     except OSError:
         return None
 
@@ -98,14 +99,6 @@ def _is_empty(name: str) -> bool:
 # Suffixes vendors give DICOM files (Siemens .IMA, ACR-NEMA .acr, .dc3): such a file without a
 # DICOM marker is a damaged scan (unreadable, read again on --resume), not a file of another kind.
 _OTHER_DICOM_SUFFIXES = frozenset({".ima", ".dc3", ".acr"})
-
-
-def _starts_like_an_image(name: str) -> bool:
-    try:
-        with open(name, "rb") as f:
-            return starts_like_an_image(f.read(16))
-    except OSError:
-        return True  # cannot tell: left to the reading error that follows
 
 
 def count_frames(path: PathLike) -> int:
