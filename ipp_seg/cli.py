@@ -6,6 +6,7 @@ Nothing here imports torch at module level: ``--help``, ``models`` and inference
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 import json
 import logging
@@ -53,7 +54,23 @@ class _Group(_HelpWithoutType, typer.core.TyperGroup):
 
 
 class _Command(_HelpWithoutType, typer.core.TyperCommand):
-    pass
+    """typer (0.29) shows an argument's Python type beside it (``SCAN <list[Path]>``) and a
+    required one in braces (``{SCAN}...``), which read as syntax to type: shown as click writes
+    them (``SCAN...``), the help saying what each is."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = lambda ctx: None
+                param._usage_display_name = functools.partial(_argument_in_usage, param)
+        return params
+
+
+def _argument_in_usage(argument) -> str:
+    name = argument.metavar or argument.name.upper()
+    name = name + "..." if argument.nargs != 1 else name
+    return name if argument.required else f"[{name}]"
 
 
 # Never the locals in a traceback (typer's default in some versions): they may hold a DICOM header.
@@ -327,17 +344,25 @@ def _given_settings(ctx: typer.Context) -> dict[str, list[str]]:
 
 
 @app.command(cls=_Command, short_help="What each reason code in a result means.")
-def reasons(as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, aop_doubtful, "
+def reasons(codes_asked: Optional[list[str]] = typer.Argument(
+                None, metavar="CODE", show_default=False,
+                help="Only these codes; a CSV's reasons cell may be pasted as it is (ps_cut_off;aop_impossible)."),
+            as_json: bool = _flag("--json", help="JSON on stdout: a list of {code, status, aop_doubtful, "
                                                   "hsd_doubtful, meaning, action}.")
             ) -> None:
     """Every reason code a row, report or SR can carry, and what to do about it: `failed` ones
     leave no values, `warning` ones keep the values they do not concern (the CSV joins a row's
     codes with ';'). The doubt columns say which warnings mark the row's AoP or HSD doubtful
     (the CSV's aop_doubtful and hsd_doubtful)."""
-    from .inference.batch import reason_actions, reason_codes
+    from .inference.batch import reason_actions, reason_codes, reasons_asked
     from .measure.result import ANGLE_IN_DOUBT, HSD_IN_DOUBT
 
     codes, actions = reason_codes(), reason_actions()
+    if codes_asked:
+        codes, unknown = reasons_asked(codes_asked)
+        if unknown:
+            fail("; ".join(f"no reason code {code!r}" + (f" (did you mean {' or '.join(near)}?)" if near else "")
+                           for code, near in unknown.items()) + "; `ipp-seg reasons` lists them all")
     if as_json:
         _print_json([{"code": c, "status": s, "aop_doubtful": c in ANGLE_IN_DOUBT, "hsd_doubtful": c in HSD_IN_DOUBT,
                       "meaning": m, "action": actions[c]} for c, s, m in codes])

@@ -108,6 +108,28 @@ def test_reasons_lists_every_code_a_result_can_carry_with_its_status():
         assert "ipp-seg reasons" in runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
 
 
+def test_reasons_explains_the_codes_asked_as_a_row_gives_them():
+    # A clinician's pass: a row's reasons cell had to be looked up in the whole list.
+    asked = json.loads(invoke("reasons", "ps_cut_off;aop_impossible", "hsd_unstable", "--json").stdout)
+    assert sorted(r["code"] for r in asked) == ["aop_impossible", "hsd_unstable", "ps_cut_off"]
+    assert all(r["meaning"] and r["action"] for r in asked)
+    table = runner.invoke(app, ["reasons", "orientation_doubtful"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "orientation_doubtful" in table.stdout and "ps_cut_off" not in table.stdout
+    wrong = runner.invoke(app, ["reasons", "ps_cutoff", "xyz"], env={"COLUMNS": "200"})
+    assert wrong.exit_code == 2, wrong.output
+    assert "no reason code 'ps_cutoff' (did you mean ps_cut_off" in wrong.output
+    assert "no reason code 'xyz'; " in wrong.output and "`ipp-seg reasons` lists them all" in wrong.output
+
+
+def test_help_shows_arguments_as_they_are_typed():
+    # typer had shown `{SCAN}...` in the usage line and `SCAN <list[Path]>` in the table: neither is typed so.
+    for command, usage in (("predict", "SCAN..."), ("batch", "IN_DIR"), ("evaluate", "PRED_DIR GT_DIR"),
+                           ("reasons", "[CODE...]")):
+        shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}, prog_name="ipp-seg").stdout
+        assert f"Usage: ipp-seg {command} [OPTIONS] {usage}" in shown, shown
+        assert "<list[" not in shown and "<path>" not in shown and "{" not in shown.split("\n", 3)[1]
+
+
 def test_cli_import_and_help_do_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from ipp_seg.cli import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)")

@@ -201,6 +201,21 @@ def reason_codes() -> list[tuple[str, str, str]]:
             + [(code, "failed", meaning) for code, meaning in ROW_FAILURES.items()])
 
 
+def reasons_asked(asked: list[str]) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
+    """The :func:`reason_codes` entries of the codes in ``asked``, in the order listed there, and
+    each code not known with the known ones it is closest to. A value may join codes as a row's
+    ``reasons`` cell does (``ps_cut_off;aop_impossible``, also with commas or spaces), so a cell
+    can be pasted as it is."""
+    import difflib
+
+    known = reason_codes()
+    names = [code for code, _, _ in known]
+    wanted = [code for value in asked for code in re.split(r"[;,\s]+", value.strip()) if code]
+    unknown = {code: difflib.get_close_matches(code, names, n=2, cutoff=0.6)
+               for code in dict.fromkeys(wanted) if code not in names}
+    return [entry for entry in known if entry[0] in wanted], unknown
+
+
 def reason_actions() -> dict[str, str]:
     """Code -> what a reader of the row can do about it, in plain words, for every code of
     :func:`reason_codes`."""
