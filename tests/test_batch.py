@@ -21,6 +21,7 @@ from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
 from ipp_seg.inference.batch import (CSV_COLUMNS, orientation_looks_reversed, output_stem, read_done,
                                     row_segmented, row_symphysis_unsure, suffix_disambiguated,
                                     symphysis_mostly_unsure)
+from ipp_seg.evaluate.report import read_label_mask
 from ipp_seg.io import read_frame
 
 
@@ -117,7 +118,7 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     good = by_file["a.png"][0]
     assert good["status"] in ("ok", "warning") and 60 <= float(good["aop_deg"]) <= 200
     assert "spacing_unknown" in good["reasons"] and good["hsd_mm"] == "" and float(good["hsd_px"]) > 0
-    mask = read_frame(out / "masks" / "sub" / "cine_f0001.png").pixels
+    mask = read_label_mask(out / "masks" / "sub" / "cine_f0001.png")[0]
     assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 1, 2}
     assert (out / "masks" / "a.png").exists() and (out / "overlays" / "sub" / "b.png").exists()
     # The summary line counts the rows to read with their warnings (the PNGs have no calibration),
@@ -157,7 +158,7 @@ def test_masks_of_scans_differing_only_in_suffix_do_not_overwrite_each_other(tmp
     assert result.exit_code == 0, result.output
     masks = sorted(p.name for p in (out / "masks").iterdir())
     assert masks == ["scan.bmp.png", "scan_bmp.png", "scan_png.png"]
-    labels = [read_frame(out / "masks" / m).pixels for m in masks]
+    labels = [read_label_mask(out / "masks" / m)[0] for m in masks]
     assert not np.array_equal(labels[1], labels[2])  # two frames, two masks
 
 
@@ -915,6 +916,29 @@ def test_an_earlier_runs_output_inside_the_folder_is_not_measured_again(mixed_fo
     assert files == {r["file"] for r in _rows(first / "measurements.csv")}
     assert not any(f.startswith("results/") for f in files)
     assert "left out what earlier runs wrote" in caplog.text and "results/masks" in caplog.text
+
+
+def test_what_predict_wrote_into_the_scans_folder_is_left_out(tmp_path, sample_png, sample_dicom, caplog):
+    # An acceptance pass: after `predict --out` into the scans' folder, a batch measured the overlay as a
+    # second scan of the frame (145.8 deg, HSD 38.4 px against 15.8) and gave failed rows for the rest.
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for source in (sample_png, sample_dicom):
+        shutil.copy(source, scans / source.name)
+    wrote = _run("predict", scans / sample_png.name, scans / sample_dicom.name, "--out", scans,
+                 "--dicom-seg", "--dicom-sr")
+    assert wrote.exit_code == 0, wrote.output
+    outputs = sorted(p.name for p in scans.iterdir() if p.name not in (sample_png.name, sample_dicom.name))
+    assert len(outputs) == 8 and "psfhs_04700_us_seg.dcm" in outputs and "psfhs_04700_overlay.png" in outputs
+    (scans / "notes.json").write_text('{"file": "x"}')  # a JSON of one's own: not a report, still listed
+    caplog.clear()
+    again = _run("batch", scans, "--out", tmp_path / "out")
+    rows = _rows(tmp_path / "out" / "measurements.csv")
+    assert sorted(r["file"] for r in rows) == ["notes.json", sample_png.name, sample_dicom.name], again.output
+    assert [r["status"] for r in rows if r["file"] == "notes.json"] == ["failed"]
+    said = caplog.text
+    assert "left out what earlier runs wrote" in said and "and 3 more" in said, said  # (the first five named)
+    assert sum(name in said for name in outputs) == 5 and "notes.json" not in said
 
 
 def test_a_project_folder_that_holds_a_run_and_its_scans_gives_the_scans_only(tmp_path, sample_png, caplog):

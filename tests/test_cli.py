@@ -21,6 +21,7 @@ from ipp_seg import __version__
 from ipp_seg.cli import app
 from ipp_seg.inference.batch import CSV_COLUMNS
 from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
+from ipp_seg.evaluate.report import read_label_mask
 from ipp_seg.io import read_frame
 
 runner = CliRunner()
@@ -265,7 +266,7 @@ def test_predict_json_and_out_dir(sample_dicom, tmp_path):
     assert report["spacing_mm"] == pytest.approx([0.35, 0.35])
     assert 60 <= report["aop_deg"] <= 200
     assert report["hsd_mm"] == pytest.approx(report["hsd_px"] * 0.35, rel=1e-6) if report["hsd_mm"] else True
-    mask = read_frame(tmp_path / "out" / "psfhs_04700_us_mask.png").pixels
+    mask = read_label_mask(tmp_path / "out" / "psfhs_04700_us_mask.png")[0]
     assert mask.shape == (256, 256) and set(np.unique(mask)) == {0, 1, 2}
     assert (tmp_path / "out" / "psfhs_04700_us_overlay.png").exists()
     assert json.loads((tmp_path / "out" / "psfhs_04700_us.json").read_text())["aop_deg"] == report["aop_deg"]

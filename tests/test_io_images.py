@@ -477,7 +477,31 @@ def test_label_png_round_trip(tmp_path):
     back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert back.dtype == np.uint8 and back.shape == mask.shape
     np.testing.assert_array_equal(back, mask)
-    np.testing.assert_array_equal(read_frame(path).pixels, mask)
+    from ipp_seg.evaluate.report import read_label_mask
+
+    np.testing.assert_array_equal(read_label_mask(path)[0], mask)  # (as a mask; as a scan it is refused, below)
+
+
+def test_the_pngs_ipp_seg_writes_say_so_and_are_refused_as_scans(tmp_path):
+    # An acceptance pass: `predict --out` into the scans' folder left overlays a later batch measured as scans.
+    from ipp_seg.io.images import PNG_SIGNATURE, ipp_seg_png_kind, png_structure_problem
+
+    mask, overlay = tmp_path / "a_mask.png", tmp_path / "a_overlay.png"
+    write_label_png(mask, label_mask())
+    write_overlay_png(overlay, np.full((10, 12, 3), 90, np.uint8))
+    assert (ipp_seg_png_kind(mask), ipp_seg_png_kind(overlay)) == ("label mask", "overlay")
+    for path in (mask, overlay):
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and png_structure_problem(data) is None  # checksums right
+        assert b"ipp-seg " in data[:120]  # the Software chunk names the version
+        with pytest.raises(ScanReadError, match="that ipp-seg wrote, not a scan: give the scan it was made from"):
+            read_frame(path)
+    assert "an overlay that" in str(pytest.raises(ScanReadError, read_frame, overlay).value)
+    assert cv2.imread(str(overlay)).shape == (10, 12, 3)  # other programs read it as before
+    plain = tmp_path / "plain.png"
+    cv2.imwrite(str(plain), np.full((10, 12), 90, np.uint8))
+    assert ipp_seg_png_kind(plain) is None and read_frame(plain).pixels.shape == (10, 12)
+    assert ipp_seg_png_kind(tmp_path / "none.png") is None
 
 
 @pytest.mark.parametrize(

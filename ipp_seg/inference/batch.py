@@ -50,6 +50,7 @@ from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_
                           name_of_spreadsheet_cell, not_a_folder, ones_own, others_link, path_of_printable,
                           printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.formats import is_dicom_file, name_without_suffix
+from ..io.images import ipp_seg_png_kind
 from ..io.overlay import burned_in_text_shown, imaged_pixels, overlay_title, render_overlay
 from ..io.reader import special_file_kind
 from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files, replacing
@@ -642,6 +643,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
         exclude_folders = {exclude} if exclude is not None else set()
     found: list[Path] = []
     earlier_outputs: list[str] = []
+    dicom_results: set[Path] = set()  # SEGs and SRs that reports of ipp-seg's name beside them
 
     def skip(here: Path, real: Path) -> bool:
         if any(real == x or x in real.parents for x in exclude_folders):
@@ -667,7 +669,15 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             if name in (CSV_NAME, TAKEN_OUT_NAME) and is_batch_output_part(path):
                 earlier_outputs.append(rel)
                 continue
+            written_with = _written_by_ipp_seg(path)
+            if written_with is not None:
+                earlier_outputs.append(rel)
+                dicom_results.update(here / other for other in written_with)
+                continue
             found.append(path)
+    if dicom_results:
+        earlier_outputs += [path.relative_to(in_dir).as_posix() for path in found if path in dicom_results]
+        found = [path for path in found if path not in dicom_results]
     if hidden is not None:
         for path in left_hidden:
             rel = path.relative_to(in_dir).as_posix()
@@ -676,11 +686,35 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             if not excluded(rel) and (os.path.isdir(path) or matcher(rel)):
                 hidden.append(path)
     if earlier_outputs and warn:
-        log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays and DICOM results: not "
-                    "scans): %s",
+        log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays, reports and DICOM results: "
+                    "not scans): %s",
                     ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
                                                       if len(earlier_outputs) > 5 else ""))
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
+
+
+def _written_by_ipp_seg(path: Path) -> tuple[str, ...] | None:
+    """For a mask, overlay or JSON report that ipp-seg wrote outside a batch run's folders
+    (``predict --out`` into the scans' own folder), the names of the DICOM results written with
+    it (a report's ``dicom_results``: ``<stem>_seg.dcm``, ``<stem>_sr.dcm``; none for a PNG);
+    None for any other file. Told by content: the text chunk of ipp-seg's PNGs
+    (:func:`~ipp_seg.io.images.ipp_seg_png_kind`), a report's keys (an object naming its
+    ``file``, ``status`` and ``ipp_seg_version``; files over 16 MB are not read, no report is)."""
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        return () if ipp_seg_png_kind(path) is not None else None
+    if suffix != ".json":
+        return None
+    try:
+        if os.path.getsize(path) > 16 * 2**20:
+            return None
+        report = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(report, dict) and {"file", "status", "ipp_seg_version"} <= report.keys()):
+        return None
+    kinds = str(report.get("dicom_results") or "").split(";")
+    return tuple(f"{path.stem}_{kind}.dcm" for kind in ("seg", "sr") if kind in kinds)
 
 
 def is_batch_output(folder: Path) -> bool:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .folders import utf8_name
+from .images import OUTPUT_PNG_KEYWORD, png_text_chunk, with_text_chunks
 from .frames import Spacing, check_spacing
 
 LABEL_VALUES = (0, 1, 2)
@@ -144,9 +145,10 @@ def check_within(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
 
 
 def write_label_png(path: str | os.PathLike[str], label_mask: np.ndarray) -> None:
-    """Write an (H, W) label mask with values 0/1/2 as an 8-bit greyscale PNG."""
+    """Write an (H, W) label mask with values 0/1/2 as an 8-bit greyscale PNG, marked as
+    ipp-seg's label mask (a text chunk: read as a scan, it is refused)."""
     mask = _checked_mask(label_mask)
-    _write_encoded(path, ".png", mask)
+    _write_encoded(path, ".png", mask, written_as="label mask")
 
 
 def write_label_mha(
@@ -173,13 +175,14 @@ def write_label_mha(
 
 
 def write_overlay_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB image (e.g. a frame with contours drawn on it) as PNG."""
+    """Write an (H, W, 3) uint8 RGB image (e.g. a frame with contours drawn on it) as PNG,
+    marked as ipp-seg's overlay (a text chunk: read as a scan, it is refused)."""
     image = np.asarray(rgb)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"overlay must be (H, W, 3) RGB, got shape {image.shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"overlay must be uint8, got {image.dtype}")
-    _write_encoded(path, ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    _write_encoded(path, ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), written_as="overlay")
 
 
 def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
@@ -197,12 +200,19 @@ def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
-def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarray) -> None:
+def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarray,
+                   written_as: str | None = None) -> None:
     ok, encoded = cv2.imencode(extension, image)
     if not ok:
         raise OSError(f"OpenCV could not encode {os.fspath(path)} as {extension}")
+    data = encoded.tobytes()
+    if written_as is not None:
+        from .. import __version__
+
+        data = with_text_chunks(data, [png_text_chunk(b"Software", f"ipp-seg {__version__}"),
+                                       png_text_chunk(OUTPUT_PNG_KEYWORD, written_as)])
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Bytes through Python, not cv2.imwrite, so that any path the OS accepts works.
     with replacing(target) as fh:
-        fh.write(encoded.tobytes())
+        fh.write(data)
