@@ -4,7 +4,7 @@
 Importing this package never imports torch: inference runs on onnxruntime.
 """
 
-__version__ = "0.2.9"
+__version__ = "0.2.10"
 
 import logging as _logging
 import os as _os

@@ -162,6 +162,34 @@ def test_masks_of_scans_differing_only_in_suffix_do_not_overwrite_each_other(tmp
     assert not np.array_equal(labels[1], labels[2])  # two frames, two masks
 
 
+def test_each_row_names_its_mask_and_overlay_whatever_the_runs_history(tmp_path, sample_png):
+    # A pipeline engineer's pass: scan.png measured alone keeps masks/scan.png when scan.bmp is added and the
+    # run resumed, where a fresh run names it masks/scan_png.png: a loader rebuilding names from the rows'
+    # files paired a row with another scan's mask. Each row now names its own outputs.
+    import cv2
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    shutil.copy(sample_png, root / "scan.png")
+    assert _run("batch", root, "--out", out, "--save-masks", "--overlays").exit_code == 0
+    first = (out / "masks" / "scan.png").read_bytes()
+    cv2.imwrite(str(root / "scan.bmp"), cv2.imread(str(sample_png.with_name("psfhs_04380.png"))))
+    resumed = _run("batch", root, "--out", out, "--save-masks", "--overlays", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    rows = {r["file"]: r for r in _rows(out / "measurements.csv")}
+    assert rows["scan.png"]["mask_file"] == "masks/scan.png"  # (written by the first run, kept)
+    assert (out / rows["scan.png"]["mask_file"]).read_bytes() == first
+    assert rows["scan.bmp"]["mask_file"] == "masks/scan_bmp.png"
+    assert rows["scan.bmp"]["overlay_file"] == "overlays/scan_bmp.png"
+    for row in rows.values():
+        for column in ("mask_file", "overlay_file"):
+            assert (out / row[column]).is_file(), row
+    # Without --save-masks, no mask is named; the CSV's header has both columns all the same.
+    plain = _run("batch", root, "--out", tmp_path / "plain")
+    assert plain.exit_code == 0
+    assert {(r["mask_file"], r["overlay_file"]) for r in _rows(tmp_path / "plain" / "measurements.csv")} == {("", "")}
+
+
 def test_suffix_disambiguated():
     assert suffix_disambiguated(["a/scan.dcm", "a/scan.png", "b/scan.dcm", "c.nii.gz", "c.mha", "d.png"]) == {
         "a/scan.dcm": "a/scan_dcm.dcm", "a/scan.png": "a/scan_png.png", "c.nii.gz": "c_nii_gz.nii.gz",

@@ -69,7 +69,7 @@ CSV_COLUMNS = (
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
     "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful", "hsd_doubtful", "dicom_results",
-    "file_sha256", "measured_at",
+    "file_sha256", "measured_at", "mask_file", "overlay_file",
 )
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
@@ -1240,12 +1240,17 @@ class FileProcessor:
             def said_once(cause: str, item: int = item) -> bool:  # (a warning said once per file and cause)
                 return _first_time(refusals_said, (item, cause))
             too_long = unwritten.setdefault(item, {})
+            # Each output's path in OUT, on its row: a name can depend on the run's history (scan.png
+            # measured alone, then scan.dcm beside it: masks/scan.png and masks/scan_dcm.png), so a
+            # loader that rebuilt names from the rows' files could pair a row with another scan's mask.
+            files_written = {"mask_file": "", "overlay_file": ""}
             if opts.save_masks:
                 mask_path = output_path(opts.out_dir, "mask", stem)
                 with _unless_path_too_long(("mask",), mask_path, too_long):
                     check_within(opts.out_dir / MASKS_FOLDER, mask_path)
                     _note_output(outputs[item], written, name, mask_path)
                     write_label_png(mask_path, result.labels)
+                    files_written["mask_file"] = _path_in_out(opts.out_dir, mask_path)
             if opts.overlays:
                 overlay_path = output_path(opts.out_dir, "overlay", stem)
                 burned_in = burned_in_text_shown(frame)
@@ -1265,6 +1270,7 @@ class FileProcessor:
                                                                          frame.n_frames,
                                                                          frame.provenance.frame_number),
                                                      tta=inf.tta, model=self.model_name))
+                    files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
             dicom_cell = ""
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
                 refused = self._write_dicom(result, rel, stem, name, outputs[item], written, said_once, too_long)
@@ -1278,7 +1284,7 @@ class FileProcessor:
                                               file_sha256=digest_of(item),
                                               head_confidence=result.head_confidence,
                                               ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
-                              | {"dicom_results": dicom_cell})
+                              | {"dicom_results": dicom_cell} | files_written)
         for item, too_long in unwritten.items():
             if too_long:  # (one warning a file, whatever its frames)
                 log.warning("%s: its %s not written: %s longer than this system takes (%s bytes); its rows stand "
@@ -1290,6 +1296,11 @@ class FileProcessor:
         return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
                             tuple(file_outputs), *counts)
                 for name, file_rows, file_outputs, counts in zip(names, rows, outputs, dicom_counts)]
+
+
+def _path_in_out(out_dir: Path, path: Path) -> str:
+    """An output's path relative to OUT, as the CSV names files (POSIX, control characters escaped)."""
+    return printable_path(path.relative_to(out_dir).as_posix())
 
 
 @contextmanager
