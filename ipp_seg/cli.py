@@ -934,6 +934,11 @@ def batch(
         shown = ", ".join(summary.hidden_left_out[:3]) + (", ..." if len(summary.hidden_left_out) > 3 else "")
         listed = f" (the run record, {RUN_RECORD_NAME}, lists them all)" if len(summary.hidden_left_out) > 3 else ""
         err.print(f"left out {counted}: {escape(shown)}{listed}", highlight=False)
+    if summary.folders_not_listed:  # (said when listed, among the first lines: said again where a log ends)
+        shown = ", ".join(summary.folders_not_listed[:3]) + (", ..." if len(summary.folders_not_listed) > 3 else "")
+        err.print(f"[yellow]warning:[/] {len(summary.folders_not_listed)} folder(s) could not be listed, and the files "
+                  f"in them have no rows: {escape(shown)} (the run record, {RUN_RECORD_NAME}, lists them); once they "
+                  "can be listed, --resume measures them", highlight=False)
     if dicom_seg or dicom_sr:  # what goes to a PACS, counted: a refusal leaves its row as it is
         refused = (f"; {summary.dicom_refused} refused (the warnings above say why; their rows stand)"
                    if summary.dicom_refused else "")

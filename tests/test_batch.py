@@ -1796,6 +1796,46 @@ def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, capl
         files = list_scans(mixed_folder)
     assert [p.name for p in files] == ["a.png", "corrupt.dcm", "readme.txt"]
     assert f"cannot list {mixed_folder / 'sub'} (Permission denied): the files in it are left out" in caplog.text
+    # A pipeline engineer's pass: the run then ended as a whole one, the warning among its first lines only.
+    # Said again at its end, and in the run record, with how each session ended.
+    out = mixed_folder.parent / "out"
+    result = _run("batch", mixed_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "1 folder(s) could not be listed, and the files in them have no rows: sub/ (Permission denied)" in \
+        " ".join(result.output.split()), result.output
+    (session,) = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
+    assert session["folders_not_listed"] == ["sub/ (Permission denied)"]
+    assert (session["rows_written"], session["failed_rows"]) == (3, 2) and session["ended"] >= session["started"]
+    monkeypatch.setattr(os, "scandir", real)
+    resumed = _run("batch", mixed_folder, "--out", out, "--resume")  # listed now: its files measured
+    assert resumed.exit_code == 0 and "could not be listed" not in resumed.output, resumed.output
+    rows = _rows(out / "measurements.csv")
+    assert {r["file"] for r in rows} >= {"sub/b.png", "sub/cine.dcm"}
+    later = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
+    assert len(later) == 2 and later[1]["folders_not_listed"] == []
+    assert later[1]["rows_written"] >= sum(r["file"].startswith("sub/") for r in rows) > 1  # (+ corrupt.dcm, tried again)
+    assert later[0] == session  # (an earlier session's record stays as it ended)
+
+
+def test_a_folder_to_measure_that_cannot_be_listed_says_so(tmp_path, monkeypatch):
+    # It had said "no scans in it: it and its sub-folders hold no files".
+    import os
+
+    real = os.scandir
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.png").write_bytes(b"x")
+
+    def denied(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    result = _run("batch", locked, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert f"cannot list {locked} (Permission denied): no file in it can be measured" in \
+        " ".join(result.output.split()), result.output
 
 
 def test_a_model_that_cannot_run_still_stops_the_run(mixed_folder, tmp_path, monkeypatch):

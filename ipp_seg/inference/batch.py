@@ -358,6 +358,8 @@ class BatchSummary:
     # Hidden files (dot files, Thumbs.db ...) and hidden folders (.git/, __MACOSX/: ending in "/")
     # left out, as the run's glob and --exclude take them; by their paths in IN_DIR, as the CSV's.
     hidden_left_out: tuple[str, ...] = ()
+    # Folders that could not be listed, "name/ (reason)": their files have no rows.
+    folders_not_listed: tuple[str, ...] = ()
 
     @property
     def advice(self) -> RunAdvice:
@@ -609,7 +611,8 @@ def _cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
 
 
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None, warn: bool = True,
-               excluded_globs: Iterable[str] = (), hidden: list[Path] | None = None) -> list[Path]:
+               excluded_globs: Iterable[str] = (), hidden: list[Path] | None = None,
+               unlisted: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
     sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
     the results).
@@ -625,7 +628,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     ``excluded_globs`` match (:func:`excluded_by`), or that lies in a folder they match, is left
     out too. ``hidden`` gets the hidden files (those ``pattern`` takes) and hidden folders left
     out (:func:`~ipp_seg.io.folders.walk_folders`), for a count: an input that a count of rows
-    cannot be reconciled with had left no trace.
+    cannot be reconciled with had left no trace. ``unlisted`` gets the folders that could not be
+    listed, with the reason (:func:`~ipp_seg.io.folders.walk_folders`).
 
     Raises:
         NoScansError: ``in_dir`` is itself a batch run's ``masks`` or ``overlays`` folder.
@@ -654,7 +658,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
         return False
 
     left_hidden: list[Path] = []
-    for here, real, names in walk_folders(in_dir, skip, warn_links=warn, hidden=left_hidden):
+    for here, real, names in walk_folders(in_dir, skip, warn_links=warn, hidden=left_hidden, unlisted=unlisted):
         for name in names:
             path = here / name
             rel = path.relative_to(in_dir).as_posix()
@@ -2284,9 +2288,16 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # Known to be the first run where the record begins with an OUT that held no rows.
     first_known = _first_used_known(prior) if prior else not _earlier_rows(csv_path)
     hidden: list[Path] = []
+    unlisted: list[tuple[Path, str]] = []
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
-                       hidden=hidden)
+                       hidden=hidden, unlisted=unlisted)
     hidden_names = tuple(sorted(_csv_name(path, options.in_dir) + "/" * os.path.isdir(path) for path in hidden))
+    if not files and any(os.path.abspath(folder) == os.path.abspath(options.in_dir) for folder, _ in unlisted):
+        raise NoScansError(f"cannot list {printable_path(str(options.in_dir))} ({unlisted[0][1]}): no file in it can "
+                           "be measured")
+    # Folders that could not be listed (no permission): their files have no rows, and no later
+    # line would say so but the warning among the first (a nightly run had ended as a whole one).
+    unlisted_names = tuple(f"{_csv_name(folder, options.in_dir)}/ ({why})" for folder, why in unlisted)
     if not files:  # before a previous CSV is touched
         if options.excluded_globs:
             raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
@@ -2408,6 +2419,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     model_file = spec.onnx_path if options.inference.backend == "onnx" else spec.torch_path
     # The file that ran, in full: evaluate reads which frames a model without a card trained on from it.
     session = {**run_session(options, workers), "hidden_left_out": list(hidden_names),
+               "folders_not_listed": list(unlisted_names),
                "model_file": os.path.abspath(model_file) if model_file is not None else None,
                "outputs": sorted(_kinds_asked(options))}  # (what it wrote for the files it measured)
     # The earlier run's outputs an --overwrite finds (kept in the record: a run stopped before its end, then
@@ -2474,6 +2486,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             # (Not one the user had made before the run: only what is in it, left empty by the run.)
             _remove_empty_folders(options.out_dir / folder, keep_root=outputs_before[folder])
         raise
+    if fresh or rowed:  # (the session is recorded): how it ended, for a scheduler to read
+        session.update(ended=utc_now_cell(), rows_written=n_rows, failed_rows=n_failed, warning_rows=n_warning)
+        record_now()
     if without_frames_asked:
         log.warning("%d file(s) hold none of the frames --frames asks for; the rows they have stand",
                     without_frames_asked)
@@ -2512,7 +2527,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
                         doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised,
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused,
-                        hidden_left_out=hidden_names)
+                        hidden_left_out=hidden_names, folders_not_listed=unlisted_names)
 
 
 def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:

@@ -98,7 +98,8 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
 
 
 def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None, warn_links: bool = True,
-                 hidden: list[Path] | None = None) -> Iterator[tuple[Path, Path, list[str]]]:
+                 hidden: list[Path] | None = None,
+                 unlisted: list[tuple[Path, str]] | None = None) -> Iterator[tuple[Path, Path, list[str]]]:
     """(folder, its real path, the names of its non-hidden entries that are not folders) for
     ``root`` and its non-hidden sub-folders, sub-folders in name order.
 
@@ -109,7 +110,8 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None, w
     is asked once per real folder, never for a folder already walked). ``warn_links`` false: those
     links are not named (a second walk of the same tree, which named them already). ``hidden``
     gets the hidden files and folders of the folders walked (:func:`is_hidden_name`,
-    :func:`is_hidden_folder`), which are left out."""
+    :func:`is_hidden_folder`), which are left out. ``unlisted`` gets each folder that could not be
+    listed (no permission: its files are left out, with a warning) and the system's reason."""
     visited: dict[Path, Path] = {}  # real path -> the name it was walked under
     # Folders reached without a link are walked under their own names, wherever a link to one
     # sorts: "link1" had taken "real"'s files, so that --glob 'real/**' found none. Listed only
@@ -119,6 +121,8 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None, w
 
     def unlistable(exc: OSError) -> None:  # os.walk would pass over it without a word
         log.warning("cannot list %s (%s): the files in it are left out", exc.filename, exc.strerror or exc)
+        if unlisted is not None and exc.filename is not None:
+            unlisted.append((Path(exc.filename), str(exc.strerror or exc)))
 
     for folder, dirs, names in os.walk(root, followlinks=True, onerror=unlistable):
         here, real = Path(folder), Path(os.path.realpath(folder))
