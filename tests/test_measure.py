@@ -505,9 +505,18 @@ def test_custom_label_values_and_other_labels_ignored():
     got = measure_progress(remapped, (0.2, 0.2), ps_label=7, fh_label=8)
     assert got.aop_deg == pytest.approx(ref.aop_deg, abs=1e-9)
     assert got.hsd_mm == pytest.approx(ref.hsd_mm, abs=1e-9)
-    # with the default labels nothing is found
-    miss = measure_progress(remapped, (0.2, 0.2))
-    assert miss.status == "failed" and {"ps_missing", "fh_missing"} <= set(miss.reasons)
+    # With the default labels, neither is there: refused, not measured as a frame without PS and FH (a library
+    # user's loop over 7/8 masks had recorded every case as ps_missing; the CLI's --labels refused them).
+    with pytest.raises(ValueError, match=r"holds label values 3, 7, 8 but neither the PS's \(1\) nor the FH's \(2\): "
+                                         "give the values it uses as ps_label and fh_label"):
+        measure_progress(remapped, (0.2, 0.2))
+    with pytest.raises(ValueError, match="holds label values 255 but neither"):
+        measure_progress(np.where(mask > 0, 255, 0).astype(np.uint8))  # a 0/255 binary mask
+    # One of the two there: measured, the other missing (a frame without a head is a finding, not a mistake).
+    head_only = np.where(mask == 2, 2, 0)
+    head_only[:5, :5] = 3
+    assert "ps_missing" in measure_progress(head_only, (0.2, 0.2)).reasons
+    assert "ps_missing" in measure_progress(np.zeros_like(mask), (0.2, 0.2)).reasons  # an empty prediction too
 
 
 # ----------------------------------------------------------------------------- status codes

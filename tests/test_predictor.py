@@ -539,3 +539,24 @@ def test_a_colour_image_in_any_integer_type_measures_as_uint8_does(predictor, co
     colour = np.dstack([grey, np.clip(grey.astype(int) + 7, 0, 255), grey]).astype(np.uint8)
     expected = predictor.predict_pixels(colour).measurement.aop_deg
     assert predictor.predict_pixels(convert(colour)).measurement.aop_deg == expected
+
+
+def test_scans_named_as_training_frames_are_warned_of_from_python_too(sample_png, tmp_path, caplog):
+    # A library user's pass: only predict_scans had warned, so a notebook scoring the default model on PSFHS
+    # frames read its fit to them as accuracy without a word.
+    import logging
+    import shutil
+
+    for name in ("04700.png", "04701.png", "scan.png"):
+        shutil.copy(sample_png, tmp_path / name)
+    predictor = Predictor()  # dssau-net-s: trained on every PSFHS frame
+    with caplog.at_level(logging.WARNING):
+        list(predictor.predict(tmp_path / "scan.png"))
+        assert "trained on" not in caplog.text
+        list(predictor.predict(tmp_path / "04700.png"))
+        assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+        caplog.clear()
+        list(predictor.predict(tmp_path / "04701.png"))  # said once a predictor, not for every file of a loop
+        assert "trained on" not in caplog.text
+        list(predictor.predict_files([tmp_path / "04700.png", tmp_path / "04701.png", tmp_path / "scan.png"]))
+        assert "2 of the 3 scans have the IDs of frames dssau-net-s was trained on" in caplog.text

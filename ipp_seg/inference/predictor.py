@@ -92,6 +92,7 @@ class Predictor:
                                    orientation, frames, spacing, tta, threads)
         self._processor = FileProcessor(BatchOptions(Path("."), Path("."), options))
         self._file_sha256s: dict[tuple[Path, tuple[str, str]], str] = {}  # (path, stamp) -> sha256, for report()
+        self._training_frames_said = False  # (predict(): said once)
 
     def __reduce__(self):
         # Its onnxruntime session (or torch module) cannot cross processes: say what to do instead.
@@ -127,7 +128,20 @@ class Predictor:
         frame damaged alone, :class:`~ipp_seg.io.DamagedFrameError`: the frames after it are read). A path that
         is no path (None, "") raises ``TypeError`` / ``ValueError`` here, not at the first frame.
         """
-        return self._processor.results(_scan_path(path))
+        scan = _scan_path(path)
+        if not self._training_frames_said:  # (once a predictor: a loop over a folder would say it per file)
+            self._training_frames_said = bool(self._warn_of_training_frames([scan]))
+        return self._processor.results(scan)
+
+    def _warn_of_training_frames(self, scans: list[Path]) -> list[str]:
+        """Warn (logged) where ``scans`` are named with IDs of the model's training frames, as
+        ``ipp-seg predict`` and ``batch`` do (:func:`~ipp_seg.inference.registry.warn_of_training_frames`)."""
+        from ..io.folders import composed_name
+        from ..io.formats import name_without_suffix
+        from .registry import warn_of_training_frames
+
+        return warn_of_training_frames(self._processor.spec,
+                                       [name_without_suffix(composed_name(scan.name)) for scan in scans])
 
     def predict_files(self, paths: Iterable[str | os.PathLike[str]]
                       ) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:
@@ -141,7 +155,9 @@ class Predictor:
         if isinstance(paths, (str, bytes, os.PathLike)):  # iterating it would give its characters
             raise TypeError(f"predict_files takes a list of paths, got the single path {os.fsdecode(paths)!r}: "
                             "predict(path) segments one scan")
-        return self._results_in_order([(_scan_path(p), frozenset()) for p in paths])
+        items = [(_scan_path(p), frozenset()) for p in paths]
+        self._warn_of_training_frames([scan for scan, _ in items])
+        return self._results_in_order(items)
 
     def predict_scans(self, paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None,
                       *, dicom_seg: bool = False, dicom_sr: bool = False) -> Iterator[PredictedFrame]:

@@ -458,6 +458,18 @@ def hsd_turn_change(inferior: np.ndarray, infrapubic: np.ndarray, fh_segments: n
     return change
 
 
+def _refuse_other_labels_alone(mask: np.ndarray, ps_label: int, fh_label: int) -> None:
+    """Raise ``ValueError`` for a mask that holds neither label but other values (IUGC's 7 and 8, a
+    0/255 binary mask): measured, it would read as a frame without PS or FH (a library user's
+    loop had recorded every case as ``ps_missing``), where the labels given are what is wrong."""
+    if (mask == ps_label).any() or (mask == fh_label).any() or not mask.any():  # (nearly every mask: no sort)
+        return
+    others = [int(v) for v in np.unique(mask) if v != 0]
+    if others:
+        raise ValueError(f"the mask holds label values {', '.join(map(str, others[:5]))} but neither the PS's "
+                         f"({ps_label}) nor the FH's ({fh_label}): give the values it uses as ps_label and fh_label")
+
+
 def measure_progress(
     label_mask: np.ndarray,
     spacing_mm: tuple[float, float] | None = None,
@@ -485,7 +497,7 @@ def measure_progress(
         orientation: "standard" (inferior PS end = right-hand end of the displayed frame) or
             "mirrored" (left-hand end).
         ps_label, fh_label: label values of the two structures (1 and 2 in PSFHS, 7 and 8 in
-            IUGC/JNU-IFM masks).
+            IUGC/JNU-IFM masks). A mask that holds other values but neither of these is refused.
         spacing_source: where ``spacing_mm`` came from, one of :data:`SPACING_SOURCES`
             (recorded in the result for audit; ignored, and recorded as None, when the spacing
             is unknown).
@@ -498,12 +510,14 @@ def measure_progress(
         A :class:`Measurement`; its landmarks are in pixel coordinates of ``label_mask``.
 
     Raises:
-        ValueError: on a malformed mask, unknown method/orientation, or invalid labels/spacing.
+        ValueError: on a malformed mask, unknown method/orientation, invalid labels/spacing, or a
+            mask with values but none of the two labels.
     """
     mask = _check_mask(label_mask)
     method = check_choice(method, METHODS, "method")
     orientation = check_choice(orientation, ORIENTATIONS, "orientation")
     ps_label, fh_label = check_label_values(ps_label, fh_label)
+    _refuse_other_labels_alone(mask, ps_label, fh_label)
     spacing = check_spacing(spacing_mm)
     if spacing_source is not None:
         spacing_source = check_choice(spacing_source, tuple(SPACING_SOURCES), "spacing_source")
