@@ -265,13 +265,23 @@ def main_options(
 
 
 @app.command(cls=_Command, short_help="List the shipped models, with their validation, and the network configs.")
-def models() -> None:
+def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name, default, config, card, files: "
+                                                "{onnx, torch: {path, sha256, present, matches_card}}, validation, "
+                                                "validated_by, trained_case_ids}], configs: [...]}.")) -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
-    from .inference.registry import DEFAULT_MODEL, describe_models_dir, missing_models_dir, models_dir, shipped_models
+    from .inference.registry import (DEFAULT_MODEL, describe_models_dir, missing_models_dir, model_summary, models_dir,
+                                     shipped_models)
     from .nn.configs import list_configs
 
     folder = models_dir()
+    if as_json:  # (a pipeline that pins weights checks them here, not in the table)
+        if not folder.is_dir():
+            fail(missing_models_dir(folder))
+        _print_json({"models": [model_summary(spec) for spec in shipped_models()],
+                     "configs": [{"name": c.name, "attention": c.attention, "in_channels": c.in_channels,
+                                  "params": c.params, "macs_256": c.macs_256} for c in list_configs()]})
+        return
     # A folder of one's own ($IPP_SEG_MODELS) holds models validated on their own frames, not PSFHS's blocks.
     own = bool(os.environ.get("IPP_SEG_MODELS"))
     shipped = _table(f"Models in {describe_models_dir(folder)}" if own else "Shipped models",
@@ -1116,18 +1126,24 @@ def measure(
                               "mask is measured with its scan's calibration (DICOM ultrasound regions)."),
     spacing_mm: Optional[str] = SPACING_OPT, method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT,
     json_output: bool = _flag("--json", help="Print JSON on stdout (all else on stderr)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per mask (batch's columns); "
+                                                                 "- for stdout."),
     overwrite: bool = _flag("--overwrite", help="Replace a --csv file that already holds rows."),
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
     What each status reason means: ipp-seg reasons."""
-    from .inference.batch import RunAdvice, has_other_names, is_batch_run_csv, write_measurements_csv
+    from .inference.batch import (RunAdvice, has_other_names, is_batch_run_csv, measurements_csv_bytes,
+                                  write_measurements_csv)
     from .inference.masks import index_scans, measure_masks
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
     ps_label, fh_label = _parse_labels(labels)
     spacing = _parse_spacing(spacing_mm)
+    csv_dash = csv_path is not None and str(csv_path) == "-"  # (as Unix tools take it: stdout, no file named -)
+    if csv_dash and json_output:
+        fail("--json and --csv - would both write to stdout: give one of them, or --csv a file")
+    stdout_csv, csv_path = (True, None) if csv_dash else (False, csv_path)
     if csv_path is not None and not overwrite and _holds_rows(csv_path):
         # Before the work: a --csv reused in a loop over folders, or a batch run's
         # measurements.csv, had been replaced without a word.
@@ -1142,7 +1158,7 @@ def measure(
              "writing over it would change them all; give another file")
     # --csv /dev/stdout: the CSV is what stdout carries. The table after it had been written over
     # it (stdout a file: the CSV lost, exit 0) or mixed into it (a pipe).
-    csv_on_stdout = csv_path is not None and _is_stdout(csv_path)
+    csv_on_stdout = stdout_csv or (csv_path is not None and _is_stdout(csv_path))
     if csv_on_stdout and json_output:
         fail(f"--json and --csv {csv_path} would both write to stdout: give one of them, or --csv a file")
     index = None
@@ -1167,6 +1183,9 @@ def measure(
             write_measurements_csv(csv_path, rows)
         except OSError as exc:
             _fail_writing(f"--csv {csv_path}", exc)
+    elif stdout_csv:
+        _GUARDED["stdout"].write(measurements_csv_bytes(rows).decode("utf-8"))
+        _GUARDED["stdout"].flush()
     if json_output:
         _print_json(reports)
     elif not csv_on_stdout:

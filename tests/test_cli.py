@@ -1179,6 +1179,13 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     assert row_in_file == row
     both = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=120)
     assert both.returncode == 2 and "--json and --csv /dev/stdout would both write to stdout" in both.stderr
+    # `--csv -`, as Unix tools take it (a pipeline engineer's pass: it had written a file named "-").
+    dashed = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", "-")
+    assert dashed.exit_code == 0 and not os.path.exists("-") and not (tmp_path / "-").exists()
+    (row_dashed,) = csv.DictReader(dashed.stdout.splitlines())
+    row_dashed.pop("measured_at")
+    assert row_dashed == row and dashed.stdout.startswith("file,frame,status")  # the CSV alone: no table
+    assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", "-", "--json").exit_code == 2
 
 
 def test_json_names_a_file_as_the_csv_does(sample_png, tmp_path):

@@ -221,3 +221,26 @@ def test_a_run_folder_named_as_a_spreadsheet_formula_names_no_model(tmp_path):
         resolve_model(str(run / "best.pt"))
     with pytest.raises(ModelNotFoundError, match="may not begin with '='.*rename its files"):
         resolve_model("=evil")  # (not "its card cannot be read": the name is the cause)
+
+
+def test_models_json_gives_each_files_checksum_for_a_pipeline_to_pin():
+    # A pipeline engineer's pass: `models` had no --json, and the checksums were in the cards alone.
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from ipp_seg.cli import app
+
+    result = CliRunner().invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    by_name = {m["name"]: m for m in listed["models"]}
+    default = by_name["dssau-net-s"]
+    assert default["default"] and sum(m["default"] for m in listed["models"]) == 1
+    onnx = default["files"]["onnx"]
+    assert onnx["present"] and onnx["matches_card"]
+    assert onnx["sha256"] == hashlib.sha256(open(onnx["path"], "rb").read()).hexdigest()
+    assert default["validated_by"] and 0.8 < by_name["dssau-net-s-heldout"]["validation"]["dice_ps"] < 1
+    assert ["04602", "04801"] not in by_name["dssau-net-s-heldout"]["trained_case_ids"]
+    assert {c["name"] for c in listed["configs"]} >= {"dssau-net-s", "star-dssau-net-s"}

@@ -776,7 +776,7 @@ def write_measurements_csv(path: Path, rows: Iterable[dict]) -> Path:
     if others_link(path):
         raise PermissionError(errno.EPERM, f"it is a link to {os.readlink(path)} that another user made: ipp-seg "
                                            "writes only through one's own link; remove it, or name another file")
-    data = _csv_bytes(list(map(csv_cells, rows)), header=True)
+    data = measurements_csv_bytes(rows)
     # Opened as named, a link followed: the user names this file (measure --csv), which may be
     # /dev/stdout or a link of their own; the outputs ipp-seg names in a folder are replaced instead.
     with open(path, "wb", buffering=0) as fh:
@@ -806,6 +806,11 @@ def _write_whole_rows(fd: int, data: bytes, rows_end: Callable[[int], int]) -> N
         except OSError:
             pass
         raise
+
+
+def measurements_csv_bytes(rows: Iterable[dict]) -> bytes:
+    """``rows`` (:func:`measurement_row`) as a whole measurements.csv's bytes, header first."""
+    return _csv_bytes(list(map(csv_cells, rows)), header=True)
 
 
 def _csv_bytes(cells: list[dict], header: bool = False) -> bytes:

@@ -113,6 +113,21 @@ class ModelSpec:
                      and sha256_of(p) != self.card_sha256(kind))
 
 
+def model_summary(spec: ModelSpec) -> dict:
+    """What ``ipp-seg models --json`` says of a listed model: its name, config, card, each file
+    (path, the sha256 its card lists, whether it is there and whether its bytes are those), the
+    card's validation over all blocks (none where a file is not the card's) and, for a model
+    trained on every frame, the run whose figures those are; the training frames' ID blocks."""
+    mismatched = spec.mismatched_files
+    files = {kind: {"path": str(path), "sha256": spec.card_sha256(kind), "present": path.is_file(),
+                    "matches_card": path.is_file() and path not in mismatched if spec.card_sha256(kind) else None}
+             for kind, path in (("onnx", spec.onnx_path), ("torch", spec.torch_path)) if path is not None}
+    return {"name": spec.name, "default": spec.name == DEFAULT_MODEL, "config": (spec.card or {}).get("config"),
+            "card": None if spec.card_path is None else str(spec.card_path), "files": files,
+            "validation": {} if mismatched else spec.validation, "validated_by": spec.validated_by,
+            "trained_case_ids": [list(block) for block in spec.trained_case_ids + spec.earlier_trained_case_ids]}
+
+
 def _model_file_name(path: Path) -> str:
     """A model file's name: its stem, with its run folder for a run's best.pt / last.pt (every
     run has one)."""
