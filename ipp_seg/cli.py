@@ -904,8 +904,10 @@ def batch(
         csv_before = _file_identity(csv_path)  # (to tell, if the run stops, whether it wrote any row)
         try:
             summary = run_batch(options, on_progress=on_progress, on_start=on_start)
+        except OutputLockedError as exc:  # (EX_TEMPFAIL: a scheduler tries again later, where 2 says fix the command)
+            fail(str(exc), code=75)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
-                ExistingResultsError, LinkedOutputFolderError, OutputLockedError, WorkerDiedError,
+                ExistingResultsError, LinkedOutputFolderError, WorkerDiedError,
                 WorkingFolderGoneError, RowsFileReplacedError) as exc:
             fail(str(exc))
         except OSError as exc:
