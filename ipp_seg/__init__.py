@@ -2,6 +2,11 @@
 (angle of progression, head-symphysis distance) from intrapartum transperineal ultrasound.
 
 Importing this package never imports torch: inference runs on onnxruntime.
+
+From Python: ``ipp_seg.inference.Predictor`` reads, segments and measures scans (as ``ipp-seg
+predict`` does); ``ipp_seg.measure.measure_progress`` measures a label mask; ``ipp_seg.io``
+reads frames (``read_frames``) and writes masks; ``ipp_seg.evaluate`` scores predictions. The
+README's *From Python* section has examples.
 """
 
 __version__ = "0.2.10"

@@ -150,3 +150,11 @@ def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path, suffix):
             next(iter(read_frames(path)))
         with pytest.raises(ScanReadError, match=re.escape(kind)):
             count_frames(path)
+
+
+def test_frames_compare_by_identity_not_by_their_arrays(sample_png):
+    # A library user's pass: == of two frames raised numpy's "truth value ... is ambiguous", and hash() failed.
+    from ipp_seg.io import read_frame
+
+    first, again = read_frame(sample_png), read_frame(sample_png)
+    assert first == first and first != again and len({first, again}) == 2

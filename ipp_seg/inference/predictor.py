@@ -68,12 +68,15 @@ class Predictor:
         spacing_mm: (x, y) mm per pixel for files without a calibration of their own.
         tta: average the network's output with that of the mirrored frame.
         threads: CPU threads for the model (None: the runtime's choice).
+        fixed_batch: make every model call of exactly this many frames (8, as ``ipp-seg batch``
+            does, gives its numbers to the last digit: onnxruntime's arithmetic differs in the
+            last bits with the call's size); None: calls of any size.
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *, backend: str = "onnx", device: str = "cpu",
                  method: str = "ellipse", orientation: str = "standard", frames: str | int = "all",
                  spacing_mm: tuple[float, float] | None = None, tta: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, fixed_batch: int | None = None) -> None:
         if model is not None and (not isinstance(model, (str, os.PathLike)) or not os.fspath(model)):
             raise ValueError(f"model must be a shipped model's name or a file path (None: the default), got {model!r}")
         if isinstance(frames, int) and not isinstance(frames, bool) and frames >= 0:
@@ -86,10 +89,13 @@ class Predictor:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or not 1 <= threads <= MAX_THREADS):
             raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, or None, got {threads!r}")
+        if fixed_batch is not None and (isinstance(fixed_batch, bool) or not isinstance(fixed_batch, int)
+                                        or not 1 <= fixed_batch <= 64):
+            raise ValueError(f"fixed_batch must be an integer from 1 to 64, or None, got {fixed_batch!r}")
         spacing = check_spacing(spacing_mm)
         _plausible(spacing)
         options = InferenceOptions(None if model is None else os.fspath(model), backend, device, method,
-                                   orientation, frames, spacing, tta, threads)
+                                   orientation, frames, spacing, tta, threads, fixed_batch)
         self._processor = FileProcessor(BatchOptions(Path("."), Path("."), options))
         self._file_sha256s: dict[tuple[Path, tuple[str, str]], str] = {}  # (path, stamp) -> sha256, for report()
         self._training_frames_said = False  # (predict(): said once)

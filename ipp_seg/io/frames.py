@@ -88,7 +88,7 @@ class Provenance:
     burned_in_text: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # (compared by identity: == of its arrays has no single truth value)
 class UltrasoundFrame:
     """One greyscale ultrasound frame with its physical calibration.
 
