@@ -576,6 +576,9 @@ FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: al
 SPACING_OPT = typer.Option(None, "--spacing-mm",
                            help="mm per pixel X[,Y] for files without a calibration (a file's own calibration, "
                                 "DICOM or MHA/NIfTI spacing, wins).")
+THREADS_OPT = typer.Option(None, "--threads", min=1, max=256,
+                           help="CPU threads for the model in each process (default: the CPUs this process may use, "
+                                "shared among --workers; onnxruntime does not read OMP_NUM_THREADS).")
 TTA_OPT = _flag("--tta", help="Average with the mirrored frame's output: twice the model time; on validation a "
                                  "little better Dice, no better angle.")
 
@@ -698,6 +701,7 @@ def predict(
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
     # batch's options, which users try here: said what predict does instead, not "No such option".
     overlays_asked: bool = typer.Option(False, "--overlay", "--overlays", "--save-masks", hidden=True),
+    threads: Optional[int] = THREADS_OPT,
 ) -> None:
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
     measurement failed; 2: unusable input or options, or an output that could not be written;
@@ -731,7 +735,8 @@ def predict(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             fail(f"cannot make the output folder {out}: {exc.strerror or exc}")
-    inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
+    inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta,
+                                 threads)
     processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
     err.print(f"model {escape(processor.model_name)} on {_device_name(processor.segmenter.provider)}",
               highlight=False)
@@ -822,7 +827,7 @@ def batch(
                                         "this, such a folder is refused)."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
-    spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT,
+    spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT, threads: Optional[int] = THREADS_OPT,
     engine: str = typer.Option("local", "--engine",
                                help="local (processes here) or ray (a Ray cluster; \\[ray] extra)."),
     address: Optional[str] = typer.Option(None, "--address",
@@ -861,7 +866,8 @@ def batch(
         if not pattern.strip("/") or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             fail(f"--exclude takes a pattern relative to {in_dir}, such as 'viewer' or '**/*.pdf', got {pattern!r}")
     _output_folder(out)
-    inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta)
+    inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta,
+                                 threads)
     if resume and overwrite:
         fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,

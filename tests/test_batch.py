@@ -3633,3 +3633,26 @@ def test_a_stopped_pools_wake_up_ignores_a_pipe_closed_at_exit():
         wakeup.wakeup()  # no OSError ("Bad file descriptor")
     finally:
         executor.shutdown(wait=True)
+
+
+def test_threads_are_set_from_the_command_line(tmp_path, sample_png, caplog):
+    # A pipeline engineer's pass: OMP_NUM_THREADS is not read by onnxruntime, and predict and batch had no way
+    # to hold a run to fewer threads on a shared server (taskset alone).
+    import os
+
+    from ipp_seg.inference.batch import usable_cpus
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / sample_png.name)
+    result = _run("batch", scans, "--out", tmp_path / "out", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    (session,) = json.loads((tmp_path / "out" / ".ipp-seg-run.json").read_text())["sessions"]
+    assert session["threads"] == 1
+    many = usable_cpus() + 1
+    caplog.clear()
+    assert _run("batch", scans, "--out", tmp_path / "more", "--threads", str(many)).exit_code == 0
+    assert f"1 worker(s) of {many} thread(s) each on {many - 1} usable CPU core(s)" in caplog.text
+    predicted = _run("predict", scans / sample_png.name, "--threads", "1", "--json")
+    assert predicted.exit_code == 0 and json.loads(predicted.stdout)[0]["aop_deg"] > 0
+    assert _run("batch", scans, "--out", tmp_path / "none", "--threads", "0").exit_code == 2

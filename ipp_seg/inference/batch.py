@@ -2412,6 +2412,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         log.warning("%d workers asked for on %d usable CPU core(s): each holds its own copy of the model (a few "
                     "hundred MB), and more workers than cores measure no faster; --workers %d is the most that "
                     "helps here", workers, cores, cores)
+    if options.inference.threads is not None and options.engine == "local" \
+            and options.inference.threads * workers > cores:
+        log.warning("%d worker(s) of %d thread(s) each on %d usable CPU core(s): more threads than cores measure no "
+                    "faster, and slow whatever else runs here", workers, options.inference.threads, cores)
     if options.inference.threads is None and options.engine == "local":
         # (Ray sizes its actors from the cluster's CPUs, not this machine's.)
         # Threads split between workers: oversubscribing 2 cores costs more than it gives.
