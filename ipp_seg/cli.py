@@ -1580,6 +1580,10 @@ def _say_usage_error(exc) -> None:
     if took:
         message = message.rstrip(".") + "".join(f" ({option} took {str(value)!r} for its value: give {option} one)"
                                                 for option, value in took)
+    option = getattr(exc, "option_name", None)
+    if option in ("-v", "--verbose", "--version") and ctx is not None and ctx.parent is not None:
+        # (given after the command, as most tools take it: "no such option: -v" said nothing of where it goes)
+        message = f"{option} is ipp-seg's own option: it goes before the command (ipp-seg {option} {ctx.info_name} ...)"
     # ("No such command 'evalute'. Did you mean 'evaluate'?": a question ends its sentence; commands are listed.)
     listed = "commands" if message.startswith("no such command") else "options"
     err.print(f"ipp-seg: {escape(message.rstrip('.'))}{' ' if message.endswith('?') else '; '}{escape(command)} --help "

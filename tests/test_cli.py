@@ -122,6 +122,13 @@ def test_reasons_explains_the_codes_asked_as_a_row_gives_them():
     assert "no reason code 'xyz'; " in wrong.output and "`ipp-seg reasons` lists them all" in wrong.output
 
 
+def test_the_verbose_flag_after_the_command_says_where_it_goes():
+    # A pipeline engineer's pass: `ipp-seg batch -v ...` got "no such option: -v", nothing of where it goes.
+    run = _ipp_seg_process("batch", "-v", "x", capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "-v is ipp-seg's own option: it goes before the command (ipp-seg -v batch ...)" in run.stderr, run.stderr
+
+
 def test_help_shows_arguments_as_they_are_typed():
     # typer had shown `{SCAN}...` in the usage line and `SCAN <list[Path]>` in the table: neither is typed so.
     for command, usage in (("predict", "SCAN..."), ("batch", "IN_DIR"), ("evaluate", "PRED_DIR GT_DIR"),

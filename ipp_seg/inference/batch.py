@@ -2460,6 +2460,11 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
+                if log.isEnabledFor(logging.INFO):  # (-v: each file as its rows are written, for a log to follow)
+                    statuses = Counter(f"{row['status']} ({row['reasons']})" if row["status"] == "failed"
+                                       else row["status"] for row in outcome.rows)
+                    log.info("%s: %s", outcome.file, ", ".join(f"{n} {status}" for status, n in statuses.items())
+                             or "no frame asked for")
                 without_frames_asked += not outcome.rows
                 if not rowed:
                     record_now()
