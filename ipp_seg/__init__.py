@@ -3,7 +3,8 @@
 
 Importing this package never imports torch: inference runs on onnxruntime.
 
-From Python: ``ipp_seg.inference.Predictor`` reads, segments and measures scans (as ``ipp-seg
+From Python: ``ipp_seg.IppSegError`` is the base of every exception ipp-seg raises on purpose;
+``ipp_seg.inference.Predictor`` reads, segments and measures scans (as ``ipp-seg
 predict`` does); ``ipp_seg.measure.measure_progress`` measures a label mask; ``ipp_seg.io``
 reads frames (``read_frames``) and writes masks; ``ipp_seg.evaluate`` scores predictions. The
 README's *From Python* section has examples.
@@ -22,6 +23,8 @@ import sys as _sys
 # patients' scans sends nothing and writes nothing outside its output folders.
 if not _os.environ.get("ORT_DISABLE_TELEMETRY", "").strip():  # (an empty value, `export X=`, is no choice)
     _os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+from .errors import IppSegError  # noqa: E402  (the base of ipp-seg's own exceptions; imports nothing)
 
 # A library logs, it does not print: without this, Python's last-resort handler writes the
 # warnings of a program that set up no logging to its stderr.

@@ -158,3 +158,27 @@ def test_frames_compare_by_identity_not_by_their_arrays(sample_png):
 
     first, again = read_frame(sample_png), read_frame(sample_png)
     assert first == first and first != again and len({first, again}) == 2
+
+
+def test_every_error_ipp_seg_raises_on_purpose_has_one_base():
+    # A library user's pass: ScanReadError, NotUltrasoundFrameError, ModelNotFoundError, ... had to be caught apart.
+    from ipp_seg import IppSegError
+    from ipp_seg.evaluate.report import ReferenceAopError
+    from ipp_seg.inference import ModelNotFoundError, NotUltrasoundFrameError, Predictor
+    from ipp_seg.inference.backends import BackendError
+    from ipp_seg.inference.batch import NoScansError, OutputLockedError, ResumeError, WorkerDiedError
+    from ipp_seg.io import NotAnImageError, ScanReadError, read_frame
+    from ipp_seg.io.dicom_results import DicomResultError
+    from ipp_seg.train.loop import RunWriteError, TrainingDiverged
+
+    kinds = (ReferenceAopError, ModelNotFoundError, NotUltrasoundFrameError, BackendError, NoScansError,
+             OutputLockedError, ResumeError, WorkerDiedError, ScanReadError, NotAnImageError, DicomResultError,
+             RunWriteError, TrainingDiverged)
+    assert all(issubclass(kind, IppSegError) for kind in kinds)
+    # ... and each is still the built-in kind it was, for code that catches those.
+    assert issubclass(ModelNotFoundError, LookupError) and issubclass(NoScansError, ValueError)
+    assert issubclass(BackendError, RuntimeError) and issubclass(NotUltrasoundFrameError, ValueError)
+    with pytest.raises(IppSegError, match="cannot read"):
+        read_frame("/nonexistent/scan.dcm")
+    with pytest.raises(IppSegError):
+        Predictor("no-such-model")

@@ -37,6 +37,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import __version__
+from ..errors import IppSegError
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, path_of_printable, printable_path,
@@ -1226,7 +1227,7 @@ _REFERENCE_ID_COLUMNS = ("case", "case_id", "id")
 _REFERENCE_AOP_COLUMNS = ("aop_deg", "aop")
 
 
-class ReferenceAopError(ValueError):
+class ReferenceAopError(IppSegError, ValueError):
     """A reference AoP file that cannot be used; the message says which file and why."""
 
 

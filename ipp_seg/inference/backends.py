@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import IppSegError
 from .preprocess import DEFAULT_NORMALISATION
 from .registry import ModelSpec, check_model_file
 
@@ -25,7 +26,7 @@ BACKENDS: tuple[str, ...] = ("onnx", "torch")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
 
-class BackendError(RuntimeError):
+class BackendError(IppSegError, RuntimeError):
     pass
 
 

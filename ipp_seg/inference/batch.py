@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .. import __version__, configure_logging, quiet_dicom_libraries
+from ..errors import IppSegError
 from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnImageError, OtherModalityError,
                   Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
                   write_overlay_png)
@@ -1429,15 +1430,15 @@ def _say_bare_files_left_out(options: BatchOptions, files: list[Path]) -> None:
                     options.glob, len(bare), example)
 
 
-class NoScansError(ValueError):
+class NoScansError(IppSegError, ValueError):
     """The folder holds no file that the pattern takes."""
 
 
-class ResumeError(ValueError):
+class ResumeError(IppSegError, ValueError):
     """A measurements.csv that a run cannot append to without mixing results."""
 
 
-class ExistingResultsError(ValueError):
+class ExistingResultsError(IppSegError, ValueError):
     """A measurements.csv with rows, which a run without ``resume`` or ``overwrite`` would lose."""
 
 
@@ -1445,7 +1446,7 @@ class OutputsOfAnotherError(ExistingResultsError):
     """Files in an output folder a run writes into that no run of ipp-seg in OUT wrote."""
 
 
-class LinkedOutputFolderError(ValueError):
+class LinkedOutputFolderError(IppSegError, ValueError):
     """OUT's ``masks`` or ``overlays`` is a link: the outputs would go where it points."""
 
 
@@ -1453,15 +1454,15 @@ class OutputLockedError(FolderInUseError):
     """Another batch run is writing into the same output folder."""
 
 
-class WorkerDiedError(RuntimeError):
+class WorkerDiedError(IppSegError, RuntimeError):
     """A worker process ended without its results (killed by the system)."""
 
 
-class WorkingFolderGoneError(RuntimeError):
+class WorkingFolderGoneError(IppSegError, RuntimeError):
     """The current folder was deleted: worker processes cannot start in it."""
 
 
-class RowsFileReplacedError(RuntimeError):
+class RowsFileReplacedError(IppSegError, RuntimeError):
     """measurements.csv was replaced or removed while the run appended its rows to it."""
 
 

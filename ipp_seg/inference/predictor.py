@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
+from ..errors import IppSegError
 from ..io import Provenance, UltrasoundFrame
 from ..io.frames import check_spacing
 from ..io.folders import given_path
@@ -47,7 +48,7 @@ __all__ = ["NotUltrasoundFrameError", "Predictor"]
 ARRAY_SOURCE = "<array>"
 
 
-class NotUltrasoundFrameError(ValueError):
+class NotUltrasoundFrameError(IppSegError, ValueError):
     """A frame or array that is no ultrasound image the network can segment (too small, blank,
     a label mask). ``code`` is what a CSV row of such a frame gives as its reason."""
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..errors import IppSegError
 from ..io.folders import FORMULA_START
 
 DEFAULT_MODEL = "dssau-net-s"
 log = logging.getLogger(__name__)
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(IppSegError, LookupError):
     pass
 
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from ..errors import IppSegError
 from ..measure.result import REASON_TITLES, SPACING_SOURCES, Measurement
 from .writers import replacing
 
@@ -78,7 +79,7 @@ _MISSING = "DICOM results need highdicom: pip install -e '.[dicom]' in the ipp-s
 _MAX_LO = 64
 
 
-class DicomResultError(ValueError):
+class DicomResultError(IppSegError, ValueError):
     """A SEG or SR that cannot be made from this source. The message never quotes the source's
     values (they may identify the patient)."""
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import os
 
+from ..errors import IppSegError
 
-class ScanReadError(Exception):
+
+class ScanReadError(IppSegError):
     """A scan could not be read.
 
     ``str(error)`` is ``"cannot read {path}: {reason}"``. The reason names the cause (not a

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import IppSegError
 from ..printable import CONTROL_CHARACTER, terminal_text
 
 log = logging.getLogger(__name__)
 
 
-class FolderInUseError(ValueError):
+class FolderInUseError(IppSegError, ValueError):
     """Another ipp-seg process holds the folder's lock (see :func:`folder_lock`)."""
 
 

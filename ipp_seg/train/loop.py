@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..errors import IppSegError
 from ..evaluate.metrics import dice
 from ..io.folders import FolderInUseError, folder_lock, given_path, others_link
 from ..machine import cpu_model
@@ -123,7 +124,7 @@ class RunFolderInUseError(FolderInUseError):
     """Another training run is writing into the run folder."""
 
 
-class RecipeChangedError(ValueError):
+class RecipeChangedError(IppSegError, ValueError):
     """A resumed run was given settings that differ from its recipe: they would be ignored
     without a word (the run continues as it was planned), so the run is refused.
 
@@ -176,12 +177,12 @@ def recipe_changes(saved: TrainSettings, settings: TrainSettings, given: Iterabl
                  and value(ours, name) != value(theirs, name))
 
 
-class RunWriteError(RuntimeError):
+class RunWriteError(IppSegError, RuntimeError):
     """A file of the run folder could not be written (disk full, folder made read-only): the
     run stops, and its checkpoints keep the last epoch written in full."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(IppSegError, RuntimeError):
     """The training loss, or its gradient, is no longer a finite number: the run stops before
     the step would spoil the weights, and the epoch is not saved (its checkpoints keep the last
     finished epoch)."""
