@@ -968,6 +968,37 @@ def test_what_predict_wrote_into_the_scans_folder_is_left_out(tmp_path, sample_p
     said = caplog.text
     assert "left out what earlier runs wrote" in said and "and 3 more" in said, said  # (the first five named)
     assert sum(name in said for name in outputs) == 5 and "notes.json" not in said
+    # A --glob that takes the SEG and SR but not the report that names them leaves them out too (a review).
+    dicoms = _run("batch", scans, "--out", tmp_path / "dicoms", "--glob", "**/*.dcm")
+    assert [r["file"] for r in _rows(tmp_path / "dicoms" / "measurements.csv")] == [sample_dicom.name], dicoms.output
+    # An overlay of a version before the marking (no text chunk) is told by the report beside it.
+    import cv2
+
+    overlay = scans / "psfhs_04700_overlay.png"
+    cv2.imwrite(str(overlay), cv2.imread(str(overlay)))
+    from ipp_seg.io.images import ipp_seg_png_kind
+
+    assert ipp_seg_png_kind(overlay) is None
+    unmarked = _run("batch", scans, "--out", tmp_path / "unmarked")
+    assert "psfhs_04700_overlay.png" not in {r["file"] for r in _rows(tmp_path / "unmarked" / "measurements.csv")}
+
+
+def test_a_pipe_named_as_an_image_or_a_report_is_not_opened_when_listing(tmp_path):
+    # A review: the look inside PNGs and JSONs for ipp-seg's outputs opened a pipe named scan.png, and the
+    # listing waited for a writer for ever (holding the run's lock: every later run refused).
+    import subprocess
+    import sys
+
+    (tmp_path / "scans").mkdir()
+    for name in ("pipe.png", "pipe.json", "pipe_overlay.png"):
+        os.mkfifo(tmp_path / "scans" / name)
+    (tmp_path / "scans" / "pipe.json.link").symlink_to("/dev/zero")
+    code = ("import sys; from pathlib import Path; from ipp_seg.inference.batch import list_scans; "
+            "print(sorted(p.name for p in list_scans(Path(sys.argv[1]))))")
+    listed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "scans")], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "['pipe.json', 'pipe.json.link', 'pipe.png', 'pipe_overlay.png']"
 
 
 def test_a_project_folder_that_holds_a_run_and_its_scans_gives_the_scans_only(tmp_path, sample_png, caplog):

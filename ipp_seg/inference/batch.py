@@ -613,7 +613,7 @@ def _cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
 
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None, warn: bool = True,
                excluded_globs: Iterable[str] = (), hidden: list[Path] | None = None,
-               unlisted: list[tuple[Path, str]] | None = None) -> list[Path]:
+               unlisted: list[tuple[Path, str]] | None = None, look_inside: bool = True) -> list[Path]:
     """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
     sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
     the results).
@@ -630,7 +630,9 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     out too. ``hidden`` gets the hidden files (those ``pattern`` takes) and hidden folders left
     out (:func:`~ipp_seg.io.folders.walk_folders`), for a count: an input that a count of rows
     cannot be reconciled with had left no trace. ``unlisted`` gets the folders that could not be
-    listed, with the reason (:func:`~ipp_seg.io.folders.walk_folders`).
+    listed, with the reason (:func:`~ipp_seg.io.folders.walk_folders`). Outputs of ``predict --out``
+    among the scans are left out as earlier runs' (:func:`_written_by_ipp_seg`, which reads PNGs'
+    first bytes and reports); ``look_inside`` false: not looked for (a second listing, for a count).
 
     Raises:
         NoScansError: ``in_dir`` is itself a batch run's ``masks`` or ``overlays`` folder.
@@ -648,7 +650,6 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
         exclude_folders = {exclude} if exclude is not None else set()
     found: list[Path] = []
     earlier_outputs: list[str] = []
-    dicom_results: set[Path] = set()  # SEGs and SRs that reports of ipp-seg's name beside them
 
     def skip(here: Path, real: Path) -> bool:
         if any(real == x or x in real.parents for x in exclude_folders):
@@ -671,18 +672,11 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             if not ((os.path.isfile(path) or unreadable) and matcher(rel)) or real / name in skipped_files \
                     or excluded(rel):
                 continue
-            if name in (CSV_NAME, TAKEN_OUT_NAME) and is_batch_output_part(path):
+            if (name in (CSV_NAME, TAKEN_OUT_NAME) and is_batch_output_part(path)) or \
+                    (look_inside and not unreadable and os.path.isfile(path) and _written_by_ipp_seg(path)):
                 earlier_outputs.append(rel)
-                continue
-            written_with = _written_by_ipp_seg(path)
-            if written_with is not None:
-                earlier_outputs.append(rel)
-                dicom_results.update(here / other for other in written_with)
                 continue
             found.append(path)
-    if dicom_results:
-        earlier_outputs += [path.relative_to(in_dir).as_posix() for path in found if path in dicom_results]
-        found = [path for path in found if path not in dicom_results]
     if hidden is not None:
         for path in left_hidden:
             rel = path.relative_to(in_dir).as_posix()
@@ -698,28 +692,44 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
 
 
-def _written_by_ipp_seg(path: Path) -> tuple[str, ...] | None:
-    """For a mask, overlay or JSON report that ipp-seg wrote outside a batch run's folders
-    (``predict --out`` into the scans' own folder), the names of the DICOM results written with
-    it (a report's ``dicom_results``: ``<stem>_seg.dcm``, ``<stem>_sr.dcm``; none for a PNG);
-    None for any other file. Told by content: the text chunk of ipp-seg's PNGs
-    (:func:`~ipp_seg.io.images.ipp_seg_png_kind`), a report's keys (an object naming its
-    ``file``, ``status`` and ``ipp_seg_version``; files over 16 MB are not read, no report is)."""
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        return () if ipp_seg_png_kind(path) is not None else None
-    if suffix != ".json":
+def _written_by_ipp_seg(path: Path) -> bool:
+    """Whether the regular file at ``path`` is an output that ipp-seg wrote outside a batch run's
+    folders (``predict --out`` into the scans' own folder), told by its content: a PNG marked so
+    (:func:`~ipp_seg.io.images.ipp_seg_png_kind`), a frame's JSON report (:func:`_frame_report`),
+    or a mask, overlay, SEG or SR named after such a report beside it (``<stem>_mask.png``,
+    ``<stem>_overlay.png``; ``<stem>_seg.dcm`` and ``<stem>_sr.dcm`` where the report lists them):
+    those of versions before the marking, and those a ``--glob`` takes without their report."""
+    name = path.name
+    lower = name.lower()
+    if lower.endswith(".png") and ipp_seg_png_kind(path) is not None:
+        return True
+    if lower.endswith(".json"):
+        return _frame_report(path) is not None
+    for suffix, kind in (("_mask.png", None), ("_overlay.png", None), ("_seg.dcm", "seg"), ("_sr.dcm", "sr")):
+        if lower.endswith(suffix):
+            report = _frame_report(path.with_name(name[:-len(suffix)] + ".json"))
+            return report is not None and (kind is None or kind in str(report.get("dicom_results") or "").split(";"))
+    return False
+
+
+def _frame_report(path: Path) -> dict | None:
+    """The frame report at ``path`` as :func:`~ipp_seg.inference.report.write_frame_outputs`
+    writes it (an object naming its ``file``, ``status`` and ``ipp_seg_version``); None for any
+    other file. Only a regular file of at most 1 MB that names ``ipp_seg_version`` is parsed (a
+    report is a few KB; a pipe or device is never opened)."""
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) > 2**20:
+            return None
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if b'"ipp_seg_version"' not in data:
         return None
     try:
-        if os.path.getsize(path) > 16 * 2**20:
-            return None
-        report = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        report = json.loads(data)
+    except ValueError:
         return None
-    if not (isinstance(report, dict) and {"file", "status", "ipp_seg_version"} <= report.keys()):
-        return None
-    kinds = str(report.get("dicom_results") or "").split(";")
-    return tuple(f"{path.stem}_{kind}.dcm" for kind in ("seg", "sr") if kind in kinds)
+    return report if isinstance(report, dict) and {"file", "status", "ipp_seg_version"} <= report.keys() else None
 
 
 def is_batch_output(folder: Path) -> bool:
@@ -1396,7 +1406,8 @@ def _other_files_hint(options: BatchOptions) -> str:
     files without a suffix (IMG00001), which '**/*.dcm' never matches."""
     if options.glob == "**/*":
         return ""
-    every = list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False)  # (said by the first listing)
+    every = list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False,  # (said by the first listing)
+                       look_inside=False)
     if not every:
         return ""
     bare = sum(1 for path in every if _without_suffix(path))
@@ -1420,7 +1431,7 @@ def _say_bare_files_left_out(options: BatchOptions, files: list[Path]) -> None:
         return
     taken = set(files)
     # (What --exclude leaves out is left out as meant.)
-    bare = [path for path in list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False,
+    bare = [path for path in list_scans(options.in_dir, "**/*", exclude=options.out_dir, warn=False, look_inside=False,
                                         excluded_globs=options.excluded_globs)
             if path not in taken and _without_suffix(path) and path.name.upper() != "DICOMDIR" and is_dicom_file(path)]
     if bare:
