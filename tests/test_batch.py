@@ -1985,6 +1985,33 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
     assert sorted(map(key, again)) == sorted(map(key, after))
 
 
+def test_a_rows_taken_out_file_of_an_earlier_version_takes_new_rows_under_its_new_header(mixed_folder, tmp_path):
+    # A review: rows taken out by this version were appended to an earlier version's rows_taken_out.csv with
+    # more cells than its header named (pandas refused the file; R shifted the columns).
+    from ipp_seg.inference.batch import TAKEN_OUT_COLUMNS
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    earlier = (*TAKEN_OUT_COLUMNS, *CSV_COLUMNS[:-2])  # 0.2.9's columns
+    taken = out / "rows_taken_out.csv"
+    with open(taken, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=earlier, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow({"taken_out_at": "2026-12-01T00:00:00Z", "taken_out_because": "file_changed",
+                         "file": "gone.png", "status": "ok", "aop_deg": "120.5"})
+    os.chmod(taken, 0o600)
+    resumed = _run("batch", mixed_folder, "--out", out, "--resume")  # corrupt.dcm is read again: a row taken out
+    assert resumed.exit_code == 0, resumed.output
+    with open(taken, newline="") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0] == list((*TAKEN_OUT_COLUMNS, *CSV_COLUMNS)) and len(lines) == 3
+    assert {len(line) for line in lines} == {len(lines[0])}
+    kept, added = (dict(zip(lines[0], line)) for line in lines[1:])
+    assert (kept["file"], kept["aop_deg"], kept["mask_file"]) == ("gone.png", "120.5", "")
+    assert (added["file"], added["taken_out_because"]) == ("corrupt.dcm", "read_again")
+    assert oct(os.stat(taken).st_mode & 0o777) == "0o600"
+
+
 def test_rows_name_the_weights_and_resume_refuses_rows_of_other_weights(mixed_folder, tmp_path):
     # A shipped model keeps its name when it is retrained (a git pull mid-study): rows of the
     # old weights and the new must not be mixed in one CSV under the same model name.

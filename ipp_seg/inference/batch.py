@@ -2741,11 +2741,14 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     now = utc_now_cell()
     if others_link(path):  # (planted in a shared OUT, it would take the rows wherever it points): replaced
         path.unlink()
+    columns = (*TAKEN_OUT_COLUMNS, *CSV_COLUMNS)
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=(*TAKEN_OUT_COLUMNS, *CSV_COLUMNS))
+    writer = csv.DictWriter(text, fieldnames=columns)
     new = not path.exists() or path.stat().st_size == 0
     if new:
         writer.writeheader()
+    else:
+        _take_out_under_these_columns(path, columns)
     listed = set() if new else _read_again_listed(path)
     writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out
                      if why != "read_again" or _failure_values(csv_cells(row)) not in listed)
@@ -2754,6 +2757,26 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     if new:  # as private as the rows it copies (the CSV beside it, made 600 by its user)
         with suppress(OSError):
             shutil.copymode(os.path.realpath(path.with_name(CSV_NAME)), path)
+
+
+def _take_out_under_these_columns(path: Path, columns: tuple[str, ...]) -> None:
+    """Rewrite a rows_taken_out.csv that an earlier version began under ``columns`` (its rows'
+    new cells empty; columns it has that these lack kept after them), so that rows appended
+    under them line up: they had been appended with more cells than its header named (pandas
+    refused the file, R shifted its columns). A file already under them is left as it is."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        reader = csv.DictReader(fh)
+        header = tuple(reader.fieldnames or ())
+        if header == columns or not header:
+            return
+        rows = list(reader)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=(*columns, *(c for c in header if c not in columns)), restval="")
+    writer.writeheader()
+    writer.writerows({key: value for key, value in row.items() if key is not None} for row in rows)
+    with replacing(path) as out:  # (its permissions kept)
+        out.write(text.getvalue().encode("utf-8", "surrogateescape"))
+    log.warning("%s: begun by an earlier version of ipp-seg; its rows are kept under this version's columns", path)
 
 
 def _failure_values(row: dict) -> tuple:
