@@ -582,3 +582,22 @@ def test_fixed_batch_gives_batchs_numbers_to_the_last_digit(sample_png, sample_d
         assert repr(frame.measurement.aop_deg) == from_batch[path.name]
     with pytest.raises(ValueError, match="fixed_batch must be an integer from 1 to 64"):
         Predictor(fixed_batch=0)
+
+
+def test_the_training_frames_of_a_model_file_are_read_once_a_predictor(sample_png, tmp_path, monkeypatch):
+    # A review: for a model file without a card, each predict() opened one more onnxruntime session to read
+    # the frames it trained on from the file's metadata (1.4 s a call for the paper model, against 0.4 s).
+    import shutil
+
+    import ipp_seg.inference.registry as registry
+
+    model = tmp_path / "mine.onnx"
+    shutil.copy(registry.resolve_model("dssau-net-s").onnx_path, model)
+    reads = []
+    real = registry.training_blocks_of_file
+    monkeypatch.setattr(registry, "training_blocks_of_file", lambda path: reads.append(path) or real(path))
+    predictor = Predictor(model)
+    for _ in range(3):
+        list(predictor.predict(sample_png))
+    list(predictor.predict_files([sample_png, sample_png]))
+    assert reads == [model]

@@ -100,6 +100,7 @@ class Predictor:
         self._processor = FileProcessor(BatchOptions(Path("."), Path("."), options))
         self._file_sha256s: dict[tuple[Path, tuple[str, str]], str] = {}  # (path, stamp) -> sha256, for report()
         self._training_frames_said = False  # (predict(): said once)
+        self._training_blocks: tuple[tuple[str, str], ...] | None = None  # (the model's training frames, read once)
 
     def __reduce__(self):
         # Its onnxruntime session (or torch module) cannot cross processes: say what to do instead.
@@ -145,10 +146,13 @@ class Predictor:
         ``ipp-seg predict`` and ``batch`` do (:func:`~ipp_seg.inference.registry.warn_of_training_frames`)."""
         from ..io.folders import composed_name
         from ..io.formats import name_without_suffix
-        from .registry import warn_of_training_frames
+        from .registry import training_blocks, warn_of_training_frames
 
+        if self._training_blocks is None:  # (once: a card-less ONNX file's are read by opening a session)
+            self._training_blocks = training_blocks(self._processor.spec)
         return warn_of_training_frames(self._processor.spec,
-                                       [name_without_suffix(composed_name(scan.name)) for scan in scans])
+                                       [name_without_suffix(composed_name(scan.name)) for scan in scans],
+                                       blocks=self._training_blocks)
 
     def predict_files(self, paths: Iterable[str | os.PathLike[str]]
                       ) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:

@@ -241,14 +241,22 @@ def lineage_train_blocks(lineage) -> tuple[tuple[str, str], ...]:
                  if isinstance(block, (list, tuple)) and len(block) == 2)
 
 
-def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str = "scans") -> list[str]:
-    """Of ``case_ids`` (the scans' names without suffix), those with the IDs of frames the model
-    ``spec``'s card lists among its training frames (its own runs' and those its weights came
-    through), logged as one warning: a study that measures the training frames themselves with
-    ``predict`` or ``batch`` reads the model's fit to them, not what it does on new examinations
-    (``evaluate`` says so too). Returns them."""
-    blocks = spec.trained_case_ids + spec.earlier_trained_case_ids if spec.card is not None else \
+def training_blocks(spec: ModelSpec) -> tuple[tuple[str, str], ...]:
+    """The case-ID blocks of the frames the model ``spec`` trained on: its card's (its own runs'
+    and those its weights came through), or, without a card, those its file records
+    (:func:`training_blocks_of_file`: for an ONNX file, read by opening a session)."""
+    return spec.trained_case_ids + spec.earlier_trained_case_ids if spec.card is not None else \
         training_blocks_of_file(spec.onnx_path or spec.torch_path)
+
+
+def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str = "scans",
+                            blocks: tuple[tuple[str, str], ...] | None = None) -> list[str]:
+    """Of ``case_ids`` (the scans' names without suffix), those with the IDs of frames the model
+    ``spec`` trained on (``blocks``, :func:`training_blocks` where None), logged as one warning:
+    a study that measures the training frames themselves with ``predict`` or ``batch`` reads
+    the model's fit to them, not what it does on new examinations (``evaluate`` says so too).
+    Returns them."""
+    blocks = training_blocks(spec) if blocks is None else blocks
     seen = sorted({case_id for case_id in case_ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:
         log.warning("%d of the %d %s %s the IDs of frames %s was trained on (such as %s): if they are those frames, "
