@@ -1191,9 +1191,8 @@ def measure(
             write_measurements_csv(csv_path, rows)
         except OSError as exc:
             _fail_writing(f"--csv {csv_path}", exc)
-    elif stdout_csv:
-        _GUARDED["stdout"].write(measurements_csv_bytes(rows).decode("utf-8"))
-        _GUARDED["stdout"].flush()
+    elif stdout_csv:  # (its bytes as a --csv file holds them, whatever stdout's encoding)
+        _GUARDED["stdout"].write_bytes(measurements_csv_bytes(rows))
     if json_output:
         _print_json(reports)
     elif not csv_on_stdout:

@@ -52,6 +52,25 @@ class GuardedStream:
             self.mark_failed(exc)
         return len(text)
 
+    def write_bytes(self, data: bytes) -> None:
+        """Write ``data`` as it is (a CSV's UTF-8 and CR LF), past the text layer's encoding and
+        newline translation, guarded as :meth:`write` is; a stream without a byte layer (a
+        test's capture) takes it decoded."""
+        if self.reader_gone or self.write_error:
+            return
+        buffer = getattr(self._stream, "buffer", None)
+        try:
+            if buffer is None:
+                self._stream.write(data.decode("utf-8", "backslashreplace"))
+                return
+            self._stream.flush()  # (what the text layer holds goes first)
+            buffer.write(data)
+            buffer.flush()
+        except BrokenPipeError:
+            self._reader_went()
+        except OSError as exc:
+            self.mark_failed(exc)
+
     def flush(self) -> None:
         if self.reader_gone or self.write_error:
             return

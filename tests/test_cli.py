@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from ipp_seg import __version__
 from ipp_seg.cli import app
-from ipp_seg.inference.batch import CSV_COLUMNS
+from ipp_seg.inference.batch import CSV_COLUMNS, write_measurements_csv
 from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
 from ipp_seg.evaluate.report import read_label_mask
 from ipp_seg.io import read_frame
@@ -1193,6 +1193,17 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     row_dashed.pop("measured_at")
     assert row_dashed == row and dashed.stdout.startswith("file,frame,status")  # the CSV alone: no table
     assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", "-", "--json").exit_code == 2
+    # Its bytes are a --csv file's, whatever stdout's encoding (a review: through the text layer, a cp1252
+    # console had written a non-ASCII name in cp1252 and escapes, not UTF-8).
+    named = tmp_path / "Müller_患者.png"
+    named.write_bytes((tmp_path / "m.png").read_bytes())
+    in_cp1252 = subprocess.run([sys.executable, "-m", "ipp_seg", "measure", str(named), "--labels", "ps=7,fh=8",
+                                "--csv", "-"], capture_output=True, timeout=120,
+                               env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert in_cp1252.returncode == 0
+    write_measurements_csv(tmp_path / "as_file.csv", [])  # (header alone: the bytes a file starts with)
+    assert in_cp1252.stdout.startswith((tmp_path / "as_file.csv").read_bytes())
+    assert str(named).encode("utf-8") + b"," in in_cp1252.stdout and b"\r\n" in in_cp1252.stdout
 
 
 def test_json_names_a_file_as_the_csv_does(sample_png, tmp_path):
