@@ -368,6 +368,8 @@ def reasons(codes_asked: Optional[list[str]] = typer.Argument(
     from .measure.result import ANGLE_IN_DOUBT, HSD_IN_DOUBT
 
     codes, actions = reason_codes(), reason_actions()
+    if codes_asked is not None and not any(value.strip(" ;,\t") for value in codes_asked):
+        fail("no reason code given: name one or more (ipp-seg reasons ps_cut_off), or none for them all")
     if codes_asked:
         codes, unknown = reasons_asked(codes_asked)
         if unknown:
@@ -1580,7 +1582,7 @@ def _say_usage_error(exc) -> None:
         message = message.rstrip(".") + "".join(f" ({option} took {str(value)!r} for its value: give {option} one)"
                                                 for option, value in took)
     option = getattr(exc, "option_name", None)
-    if option in ("-v", "--verbose", "--version") and ctx is not None and ctx.parent is not None:
+    if option in ("-v", "--verbose") and ctx is not None and ctx.parent is not None:
         # (given after the command, as most tools take it: "no such option: -v" said nothing of where it goes)
         message = f"{option} is ipp-seg's own option: it goes before the command (ipp-seg {option} {ctx.info_name} ...)"
     # ("No such command 'evalute'. Did you mean 'evaluate'?": a question ends its sentence; commands are listed.)

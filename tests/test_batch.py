@@ -1847,6 +1847,23 @@ def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, capl
     assert len(later) == 2 and later[1]["folders_not_listed"] == []
     assert later[1]["rows_written"] >= sum(r["file"].startswith("sub/") for r in rows) > 1  # (+ corrupt.dcm, tried again)
     assert later[0] == session  # (an earlier session's record stays as it ended)
+    # A resume with nothing left to do is recorded where a folder could not be listed (a nightly run's steady
+    # state), and a folder whose only sub-folder cannot be listed says so, not "it holds no files".
+    clean = mixed_folder.parent / "clean"
+    (clean / "sub").mkdir(parents=True)
+    shutil.copy(mixed_folder / "a.png", clean / "a.png")
+    shutil.copy(mixed_folder / "sub" / "b.png", clean / "sub" / "b.png")
+    assert _run("batch", clean, "--out", mixed_folder.parent / "out-clean").exit_code == 0
+    monkeypatch.setattr(os, "scandir", denied)
+    assert _run("batch", clean, "--out", mixed_folder.parent / "out-clean", "--resume").exit_code == 0
+    sessions = json.loads((mixed_folder.parent / "out-clean" / ".ipp-seg-run.json").read_text())["sessions"]
+    assert len(sessions) == 2 and sessions[1]["folders_not_listed"] == ["sub/ (Permission denied)"]
+    assert sessions[1]["rows_written"] == 0 and sessions[1]["ended"]
+    empty = mixed_folder.parent / "empty"
+    (empty / "sub").mkdir(parents=True)
+    refused = _run("batch", empty, "--out", mixed_folder.parent / "out-empty")
+    assert refused.exit_code == 2 and "the folders that could be listed hold no files, and 1 could not be listed: " \
+        "sub/ (Permission denied)" in " ".join(refused.output.split()), refused.output
 
 
 def test_a_folder_to_measure_that_cannot_be_listed_says_so(tmp_path, monkeypatch):

@@ -120,6 +120,8 @@ def test_reasons_explains_the_codes_asked_as_a_row_gives_them():
     assert wrong.exit_code == 2, wrong.output
     assert "no reason code 'ps_cutoff' (did you mean ps_cut_off" in wrong.output
     assert "no reason code 'xyz'; " in wrong.output and "`ipp-seg reasons` lists them all" in wrong.output
+    nothing = runner.invoke(app, ["reasons", ";"], env={"COLUMNS": "200"})  # (it had printed an empty table)
+    assert nothing.exit_code == 2 and "no reason code given" in nothing.output
 
 
 def test_the_verbose_flag_after_the_command_says_where_it_goes():

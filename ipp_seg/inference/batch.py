@@ -2323,6 +2323,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold only hidden or system "
                                f"files and folders, which are left out ({', '.join(hidden_names[:3])}"
                                f"{', ...' if len(hidden_names) > 3 else ''})")
+        if options.glob == "**/*" and unlisted:
+            raise NoScansError(f"no scans in {options.in_dir}: the folders that could be listed hold no files, and "
+                               f"{len(unlisted)} could not be listed: {', '.join(unlisted_names[:3])}")
         if options.glob == "**/*":  # the folder and its sub-folders hold nothing but folders
             raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files")
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
@@ -2512,9 +2515,15 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             # (Not one the user had made before the run: only what is in it, left empty by the run.)
             _remove_empty_folders(options.out_dir / folder, keep_root=outputs_before[folder])
         raise
-    if fresh or rowed:  # (the session is recorded): how it ended, for a scheduler to read
+    if fresh or rowed or unlisted_names:  # (the session is recorded): how it ended, for a scheduler to read
+        # (A resume with nothing left to do is recorded where folders could not be listed: a nightly run's
+        # steady state, whose record would otherwise never name them.)
         session.update(ended=utc_now_cell(), rows_written=n_rows, failed_rows=n_failed, warning_rows=n_warning)
-        record_now()
+        try:
+            record_now()
+        except OSError as exc:  # (every row is written: the run stands, its record is a session behind)
+            log.warning("%s: the run's record could not be brought up to date (%s): its rows stand",
+                        options.out_dir / RUN_RECORD_NAME, exc.strerror or exc)
     if without_frames_asked:
         log.warning("%d file(s) hold none of the frames --frames asks for; the rows they have stand",
                     without_frames_asked)

@@ -71,7 +71,8 @@ class Predictor:
         threads: CPU threads for the model (None: the runtime's choice).
         fixed_batch: make every model call of exactly this many frames (8, as ``ipp-seg batch``
             does, gives its numbers to the last digit: onnxruntime's arithmetic differs in the
-            last bits with the call's size); None: calls of any size.
+            last bits with the call's size); None: calls of any size. (ONNX backend only: the
+            torch backend's calls take any size.)
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *, backend: str = "onnx", device: str = "cpu",
