@@ -1193,6 +1193,9 @@ def test_deep_supervision_heads_train_resume_and_never_ship(tmp_path):
                                 runs["resumed"]["deep_supervision_heads"]["0.weight"])
 
 
+# Slow (30-50 s: trains and ships several runs): the release scripts' path, run with `pytest -m slow`
+# before shipping a model; CI's suite, near its 15 minutes, leaves it out.
+@pytest.mark.slow
 def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation(tmp_path):
     from ipp_seg.train.ship import ship_model
 
@@ -1298,6 +1301,9 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
         revalidate_card(tmp_path / "ref-models", "ref", blocks, data)
 
 
+# Slow (30-50 s: trains and ships several runs): the release scripts' path, run with `pytest -m slow`
+# before shipping a model; CI's suite, near its 15 minutes, leaves it out.
+@pytest.mark.slow
 def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_path):
     from ipp_seg.train.ship import ship_model
     from ipp_seg.train.weight_average import average_checkpoints
