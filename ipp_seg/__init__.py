@@ -3,7 +3,8 @@
 
 Importing this package never imports torch: inference runs on onnxruntime.
 
-From Python: ``ipp_seg.IppSegError`` is the base of every exception ipp-seg raises on purpose;
+From Python: ``ipp_seg.IppSegError`` is the base of the exceptions ipp-seg raises about its inputs, models
+and folders (not of those about wrong arguments);
 ``ipp_seg.inference.Predictor`` reads, segments and measures scans (as ``ipp-seg
 predict`` does); ``ipp_seg.measure.measure_progress`` measures a label mask; ``ipp_seg.io``
 reads frames (``read_frames``) and writes masks; ``ipp_seg.evaluate`` scores predictions. The

@@ -840,9 +840,9 @@ def batch(
     """Measure every scan in a folder into OUT/measurements.csv, one row per frame. Exit 0 when
     the run finished (rows may have failed: see the status column); 1 when no frame of it (or,
     resumed, of the whole CSV) could be measured; 2 for unusable options, no matching files, an
-    output folder that holds an earlier run's rows (--resume or --overwrite) or that another run
-    is writing into, a masks or overlays folder linking out of it, a killed worker or a full
-    disk; 130 on Ctrl-C, SIGTERM or SIGHUP. What
+    output folder that holds an earlier run's rows (--resume or --overwrite), a masks or overlays
+    folder linking out of it, a killed worker or a full disk; 75 when another run is writing
+    into the output folder (try again later); 130 on Ctrl-C, SIGTERM or SIGHUP. What
     each reason in the reasons column means: ipp-seg reasons."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)

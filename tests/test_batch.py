@@ -184,6 +184,25 @@ def test_each_row_names_its_mask_and_overlay_whatever_the_runs_history(tmp_path,
     for row in rows.values():
         for column in ("mask_file", "overlay_file"):
             assert (out / row[column]).is_file(), row
+    # A file put where another of its stem had been measured gets a name no kept row uses (a QA pass: scan.dcm
+    # in place of a measured scan.png took masks/scan.png, over the mask the kept row names).
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), gone / "scan.png")
+    assert _run("batch", gone, "--out", tmp_path / "out-gone", "--save-masks").exit_code == 0
+    kept_mask = (tmp_path / "out-gone" / "masks" / "scan.png").read_bytes()
+    (gone / "scan.png").unlink()
+    shutil.copy(sample_png, gone / "scan.bmp")
+    assert _run("batch", gone, "--out", tmp_path / "out-gone", "--save-masks", "--resume").exit_code == 0
+    named = {r["file"]: r["mask_file"] for r in _rows(tmp_path / "out-gone" / "measurements.csv")}
+    assert named == {"scan.png": "masks/scan.png", "scan.bmp": "masks/scan_bmp.png"}
+    assert (tmp_path / "out-gone" / "masks" / "scan.png").read_bytes() == kept_mask
+    # A row taken out (its file changed, measured again) no longer names the outputs the new row took over.
+    shutil.copy(sample_png.with_name("psfhs_04380.png"), gone / "scan.bmp")
+    os.utime(gone / "scan.bmp", (1, 1))
+    assert _run("batch", gone, "--out", tmp_path / "out-gone", "--save-masks", "--resume").exit_code == 0
+    (taken,) = _rows(tmp_path / "out-gone" / "rows_taken_out.csv")
+    assert taken["file"] == "scan.bmp" and taken["taken_out_because"] == "file_changed" and taken["mask_file"] == ""
     # Without --save-masks, no mask is named; the CSV's header has both columns all the same.
     plain = _run("batch", root, "--out", tmp_path / "plain")
     assert plain.exit_code == 0

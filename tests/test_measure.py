@@ -510,7 +510,9 @@ def test_custom_label_values_and_other_labels_ignored():
     with pytest.raises(ValueError, match=r"holds label values 3, 7, 8 but neither the PS's \(1\) nor the FH's \(2\): "
                                          "give the values it uses as ps_label and fh_label"):
         measure_progress(remapped, (0.2, 0.2))
-    with pytest.raises(ValueError, match="holds label values 255 but neither"):
+    from ipp_seg import IppSegError
+
+    with pytest.raises(IppSegError, match="holds label values 255 but neither"):  # (a ValueError too)
         measure_progress(np.where(mask > 0, 255, 0).astype(np.uint8))  # a 0/255 binary mask
     # One of the two there: measured, the other missing (a frame without a head is a finding, not a mistake).
     head_only = np.where(mask == 2, 2, 0)

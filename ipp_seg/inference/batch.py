@@ -2349,8 +2349,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                               measured_in=_last_folder_measured(_read_run_record(options.out_dir)),
                               measured_again=measured_again, deferred=csv_rewrite)
     if options.save_masks or options.overlays or options.dicom_seg or options.dicom_sr:
-        # From the whole folder (done files too), so that a resumed run names files alike.
-        renames = suffix_disambiguated(p.relative_to(options.in_dir).as_posix() for p in files)
+        # From the whole folder (done files too), so that a resumed run names files alike, and among
+        # the files of the rows it keeps that are no longer there: scan.dcm put where scan.png had been
+        # measured had taken masks/scan.png, over the mask its kept row names (mask_file).
+        kept_names = [rel for rel in map(path_of_printable, done)
+                      if rel and not os.path.isabs(rel) and ".." not in Path(rel).parts]
+        renames = suffix_disambiguated([*(p.relative_to(options.in_dir).as_posix() for p in files), *kept_names])
         options = replace(options, output_renames=tuple(sorted(renames.items())))
     if options.dicom_seg or options.dicom_sr:
         from ..io.dicom_results import LEADING_ZEROS_SAID, instance_numbers
@@ -2759,7 +2763,9 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     else:
         _take_out_under_these_columns(path, columns)
     listed = set() if new else _read_again_listed(path)
-    writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row)} for row, why in taken_out
+    # (Their outputs are removed or written over by the rows measured again: no longer theirs to name.)
+    writer.writerows({"taken_out_at": now, "taken_out_because": why, **csv_cells(row), "mask_file": "",
+                      "overlay_file": ""} for row, why in taken_out
                      if why != "read_again" or _failure_values(csv_cells(row)) not in listed)
     with open(path, "ab") as fh:
         fh.write(text.getvalue().encode("utf-8", "backslashreplace"))
