@@ -203,6 +203,21 @@ def test_each_row_names_its_mask_and_overlay_whatever_the_runs_history(tmp_path,
     assert _run("batch", gone, "--out", tmp_path / "out-gone", "--save-masks", "--resume").exit_code == 0
     (taken,) = _rows(tmp_path / "out-gone" / "rows_taken_out.csv")
     assert taken["file"] == "scan.bmp" and taken["taken_out_because"] == "file_changed" and taken["mask_file"] == ""
+    # A file that kept its first name beside one of its stem added later, then changed: its old mask goes with
+    # its row (a QA pass: masks/scan.png, which a kept row's names also gave, had stayed beside the new one).
+    kept_name = tmp_path / "kept-name"
+    kept_name.mkdir()
+    shutil.copy(sample_png, kept_name / "scan.png")
+    out_kept = tmp_path / "out-kept"
+    assert _run("batch", kept_name, "--out", out_kept, "--save-masks").exit_code == 0
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), kept_name / "scan.bmp")
+    assert _run("batch", kept_name, "--out", out_kept, "--save-masks", "--resume").exit_code == 0
+    shutil.copy(sample_png.with_name("psfhs_04380.png"), kept_name / "scan.png")
+    again = _run("batch", kept_name, "--out", out_kept, "--save-masks", "--resume")
+    assert again.exit_code == 0, again.output
+    named = {r["file"]: r["mask_file"] for r in _rows(out_kept / "measurements.csv")}
+    assert named == {"scan.png": "masks/scan_png.png", "scan.bmp": "masks/scan_bmp.png"}
+    assert sorted(p.name for p in (out_kept / "masks").iterdir()) == ["scan_bmp.png", "scan_png.png"]
     # Without --save-masks, no mask is named; the CSV's header has both columns all the same.
     plain = _run("batch", root, "--out", tmp_path / "plain")
     assert plain.exit_code == 0

@@ -2600,6 +2600,12 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
     everyone = [*kept, *names_now, *rows]
     staying = {path for _, path in _row_output_paths(out_dir, {name: [str(f) for f in frames]
                                                                for name, frames in kept.items()}, everyone)}
+    # The outputs rows name (mask_file, overlay_file: 0.2.10 on) are theirs exactly: one a row taken out
+    # names goes though a kept row's names give it too (scan.png, which kept its name beside a scan.dcm
+    # added later, had kept its old mask when it changed), and one a kept row names stays.
+    named_taken = _outputs_named(out_dir, taken)
+    staying = (staying - {path for _, path in named_taken}) | {path for _, path in _outputs_named(
+        out_dir, _csv_rows(out_dir / CSV_NAME))}
     since = _first_used_time(record) if record else None
     # Kinds its record says every file had or a session of it wrote (0.2.9 on), and those this run writes
     # (its own outputs at those names would be written over anyway: a file failing now would keep the earlier one).
@@ -2607,7 +2613,7 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
         kind for session in (record or {}).get("sessions", ()) for kind in session.get("outputs") or ()
         if kind in _OUTPUT_PLACES}
     removed, stayed = [], []
-    for kind, path in _row_output_paths(out_dir, rows, everyone):
+    for kind, path in dict.fromkeys([*_row_output_paths(out_dir, rows, everyone), *named_taken]):
         if path in staying or not path.is_file() or path.is_symlink():
             continue
         try:
@@ -2633,6 +2639,28 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
         log.warning("%d file(s) in the output folders under the names of files measured again were left as they are, "
                     "as no record says this run wrote them (%s%s): if they are its outputs, they no longer match "
                     "their files' rows", len(stayed), shown, f" and {len(stayed) - 3} more" if len(stayed) > 3 else "")
+
+
+def _outputs_named(out_dir: Path, rows: Iterable[dict]) -> list[tuple[str, Path]]:
+    """(kind, path) of the masks and overlays ``rows`` name in their ``mask_file`` and
+    ``overlay_file`` cells (0.2.10 on), inside OUT's output folders; none for rows without them."""
+    named = []
+    for row in rows:
+        for column, kind in (("mask_file", "mask"), ("overlay_file", "overlay")):
+            rel = path_of_printable(row.get(column) or "")
+            if rel and not os.path.isabs(rel) and ".." not in Path(rel).parts \
+                    and Path(rel).parts[0] == _OUTPUT_PLACES[kind][0]:
+                named.append((kind, out_dir / rel))
+    return named
+
+
+def _csv_rows(csv_path: Path) -> list[dict]:
+    """The rows of a measurements.csv as read (none where it cannot be read)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, csv.Error):
+        return []
 
 
 def _row_frames(rows: list[dict]) -> dict[str, list[str]]:
