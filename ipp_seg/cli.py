@@ -842,8 +842,9 @@ def batch(
     resumed, of the whole CSV) could be measured; 2 for unusable options, no matching files, an
     output folder that holds an earlier run's rows (--resume or --overwrite), a masks or overlays
     folder linking out of it, a killed worker or a full disk; 75 when another run is writing
-    into the output folder (try again later); 130 on Ctrl-C, SIGTERM or SIGHUP. What
-    each reason in the reasons column means: ipp-seg reasons."""
+    into the output folder (try again later); 130 on Ctrl-C, SIGTERM or SIGHUP.
+
+    What each reason in the reasons column means: ipp-seg reasons."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
