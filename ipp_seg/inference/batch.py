@@ -2331,7 +2331,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
     _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
-    warn_of_training_frames(spec, [name_without_suffix(composed_name(path.name)) for path in files], "files")
+    warn_of_training_frames(spec, files, "files")
     done: dict[str, set] = {}
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
     csv_rewrite: list[Callable[[], None]] = []  # the resume's rewrite of the CSV, made once the run is not refused

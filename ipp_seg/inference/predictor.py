@@ -145,15 +145,11 @@ class Predictor:
     def _warn_of_training_frames(self, scans: list[Path]) -> list[str]:
         """Warn (logged) where ``scans`` are named with IDs of the model's training frames, as
         ``ipp-seg predict`` and ``batch`` do (:func:`~ipp_seg.inference.registry.warn_of_training_frames`)."""
-        from ..io.folders import composed_name
-        from ..io.formats import name_without_suffix
         from .registry import training_blocks, warn_of_training_frames
 
         if self._training_blocks is None:  # (once: a card-less ONNX file's are read by opening a session)
             self._training_blocks = training_blocks(self._processor.spec)
-        return warn_of_training_frames(self._processor.spec,
-                                       [name_without_suffix(composed_name(scan.name)) for scan in scans],
-                                       blocks=self._training_blocks)
+        return warn_of_training_frames(self._processor.spec, scans, blocks=self._training_blocks)
 
     def predict_files(self, paths: Iterable[str | os.PathLike[str]]
                       ) -> Iterator[tuple[Path, FrameResult | FrameFailure]]:

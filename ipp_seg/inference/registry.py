@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import IppSegError
-from ..io.folders import FORMULA_START
+from ..io.folders import FORMULA_START, composed_name
+from ..io.formats import name_without_suffix
 
 DEFAULT_MODEL = "dssau-net-s"
 log = logging.getLogger(__name__)
@@ -249,13 +250,14 @@ def training_blocks(spec: ModelSpec) -> tuple[tuple[str, str], ...]:
         training_blocks_of_file(spec.onnx_path or spec.torch_path)
 
 
-def warn_of_training_frames(spec: ModelSpec, case_ids: Sequence[str], what: str = "scans",
+def warn_of_training_frames(spec: ModelSpec, scans: Sequence[Path], what: str = "scans",
                             blocks: tuple[tuple[str, str], ...] | None = None) -> list[str]:
-    """Of ``case_ids`` (the scans' names without suffix), those with the IDs of frames the model
-    ``spec`` trained on (``blocks``, :func:`training_blocks` where None), logged as one warning:
-    a study that measures the training frames themselves with ``predict`` or ``batch`` reads
-    the model's fit to them, not what it does on new examinations (``evaluate`` says so too).
-    Returns them."""
+    """The case IDs of ``scans`` (their names without suffix, in composed Unicode) that are IDs of
+    frames the model ``spec`` trained on (``blocks``, :func:`training_blocks` where None), logged
+    as one warning: a study that measures the training frames themselves with ``predict`` or
+    ``batch`` reads the model's fit to them, not what it does on new examinations (``evaluate``
+    says so too). Returns them."""
+    case_ids = [name_without_suffix(composed_name(Path(scan).name)) for scan in scans]
     blocks = training_blocks(spec) if blocks is None else blocks
     seen = sorted({case_id for case_id in case_ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:

@@ -16,7 +16,7 @@ from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
                                  uids_with_leading_zeros_in, write_frame_dicom)
-from ..io.folders import composed_name, printable_file, printable_path
+from ..io.folders import printable_file, printable_path
 from ..io.formats import name_without_suffix
 from ..io.overlay import burned_in_text_shown
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
@@ -329,7 +329,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     """
     inf = processor.options.inference
     provider = processor.segmenter.provider
-    warn_of_training_frames(processor.spec, [name_without_suffix(composed_name(scan.name)) for scan in scans])
+    warn_of_training_frames(processor.spec, scans)
     if out_dir is not None:
         remove_staging_files(out_dir, older_than_s=STALE_STAGING_S)
     names = output_names(list(scans))  # scans that share a file name must not overwrite each other's outputs
