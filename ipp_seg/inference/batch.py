@@ -1900,11 +1900,16 @@ def run_batch(options: BatchOptions,
 def _earlier_rows(csv_path: Path) -> dict[str, list[str]]:
     """The files (as the CSV's ``file`` cells name them) and frames of a CSV's complete rows: what
     a run that replaces it (``--overwrite``) may leave outputs of. Empty without a CSV."""
+    return _row_frames(_readable_rows(csv_path))
+
+
+def _readable_rows(csv_path: Path) -> list[dict]:
+    """A CSV's complete rows (:func:`_complete_rows`, their names unguarded already); none where
+    there is no CSV or it cannot be read as one (no names to go by)."""
     try:
-        rows = _complete_rows(csv_path)[0]  # (their names unguarded already)
-    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):  # unreadable: no names to go by
-        return {}
-    return _row_frames(rows)
+        return _complete_rows(csv_path)[0]
+    except (ResumeError, OSError, csv.Error, UnicodeDecodeError):
+        return []
 
 
 def _stems_of_rows(named: str, frames: Iterable[int]) -> set[str]:
@@ -2605,7 +2610,7 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
     # added later, had kept its old mask when it changed), and one a kept row names stays.
     named_taken = _outputs_named(out_dir, taken)
     staying = (staying - {path for _, path in named_taken}) | {path for _, path in _outputs_named(
-        out_dir, _csv_rows(out_dir / CSV_NAME))}
+        out_dir, _readable_rows(out_dir / CSV_NAME))}
     since = _first_used_time(record) if record else None
     # Kinds its record says every file had or a session of it wrote (0.2.9 on), and those this run writes
     # (its own outputs at those names would be written over anyway: a file failing now would keep the earlier one).
@@ -2652,15 +2657,6 @@ def _outputs_named(out_dir: Path, rows: Iterable[dict]) -> list[tuple[str, Path]
                     and Path(rel).parts[0] == _OUTPUT_PLACES[kind][0]:
                 named.append((kind, out_dir / rel))
     return named
-
-
-def _csv_rows(csv_path: Path) -> list[dict]:
-    """The rows of a measurements.csv as read (none where it cannot be read)."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-            return list(csv.DictReader(fh))
-    except (OSError, csv.Error):
-        return []
 
 
 def _row_frames(rows: list[dict]) -> dict[str, list[str]]:
