@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from .folders import utf8_name
-from .images import OUTPUT_PNG_KEYWORD, png_text_chunk, with_text_chunks
 from .frames import Spacing, check_spacing
+from .images import OUTPUT_PNG_KEYWORD, png_text_chunk, with_text_chunks
 
 LABEL_VALUES = (0, 1, 2)
 

@@ -464,15 +464,17 @@ class MaskLabelsError(IppSegError, ValueError):
 
 
 def _refuse_other_labels_alone(mask: np.ndarray, ps_label: int, fh_label: int) -> None:
-    """Raise :class:`MaskLabelsError` (a ``ValueError``) for a mask that holds neither label but other values (IUGC's 7 and 8, a
-    0/255 binary mask): measured, it would read as a frame without PS or FH (a library user's
-    loop had recorded every case as ``ps_missing``), where the labels given are what is wrong."""
+    """Raise :class:`MaskLabelsError` (a ``ValueError``) for a mask that holds neither label but
+    other values (IUGC's 7 and 8, a 0/255 binary mask): measured, it would read as a frame
+    without PS or FH (a library user's loop had recorded every case as ``ps_missing``), where
+    the labels given are what is wrong."""
     if (mask == ps_label).any() or (mask == fh_label).any() or not mask.any():  # (nearly every mask: no sort)
         return
     others = [int(v) for v in np.unique(mask) if v != 0]
     if others:
-        raise MaskLabelsError(f"the mask holds label values {', '.join(map(str, others[:5]))} but neither the PS's "
-                         f"({ps_label}) nor the FH's ({fh_label}): give the values it uses as ps_label and fh_label")
+        raise MaskLabelsError(f"the mask holds label values {', '.join(map(str, others[:5]))} but neither the "
+                              f"PS's ({ps_label}) nor the FH's ({fh_label}): give the values it uses as ps_label and "
+                              "fh_label")
 
 
 def measure_progress(
