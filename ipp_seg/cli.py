@@ -368,10 +368,10 @@ def reasons(codes_asked: Optional[list[str]] = typer.Argument(
     from .measure.result import ANGLE_IN_DOUBT, HSD_IN_DOUBT
 
     codes, actions = reason_codes(), reason_actions()
-    if codes_asked is not None and not any(value.strip(" ;,\t") for value in codes_asked):
-        fail("no reason code given: name one or more (ipp-seg reasons ps_cut_off), or none for them all")
     if codes_asked:
         codes, unknown = reasons_asked(codes_asked)
+        if not codes and not unknown:  # (only separators: ';')
+            fail("no reason code given: name one or more (ipp-seg reasons ps_cut_off), or none for them all")
         if unknown:
             fail("; ".join(f"no reason code {code!r}" + (f" (did you mean {' or '.join(near)}?)" if near else "")
                            for code, near in unknown.items()) + "; `ipp-seg reasons` lists them all")
