@@ -734,6 +734,9 @@ def test_validation_frames_a_parent_run_trained_on_are_said_to_be_a_fit(tmp_path
     assert card["validation_trained_on_before"] == [] and "never trained on" in (models / "again.md").read_text()
 
 
+# Slow (35-55 s: trains, ships twice and runs a batch): the path of a model of one's own, run with
+# `pytest -m slow` before shipping a model; CI's suite, near its 15 minutes, leaves it out.
+@pytest.mark.slow
 def test_a_model_of_ones_own_frames_ships_with_its_own_validation_and_no_psfhs_claims(tmp_path, monkeypatch):
     import subprocess
     import sys
