@@ -1005,6 +1005,11 @@ def test_what_predict_wrote_into_the_scans_folder_is_left_out(tmp_path, sample_p
     # A --glob that takes the SEG and SR but not the report that names them leaves them out too (a review).
     dicoms = _run("batch", scans, "--out", tmp_path / "dicoms", "--glob", "**/*.dcm")
     assert [r["file"] for r in _rows(tmp_path / "dicoms" / "measurements.csv")] == [sample_dicom.name], dicoms.output
+    # A --glob that takes only outputs says so (a QA pass: it had said "it holds 10 other file(s)").
+    only = _run("batch", scans, "--out", tmp_path / "only", "--glob", "*_overlay.png")
+    said = " ".join(only.output.split())
+    assert only.exit_code == 2 and "match '*_overlay.png': the files that do are ipp-seg's own outputs" in said, said
+    assert "psfhs_04700_overlay.png, psfhs_04700_us_overlay.png" in said and "other file" not in said
     # An overlay of a version before the marking (no text chunk) is told by the report beside it.
     import cv2
 
@@ -1900,7 +1905,7 @@ def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, capl
         "sub/ (Permission denied)" in " ".join(refused.output.split()), refused.output
 
 
-def test_a_folder_to_measure_that_cannot_be_listed_says_so(tmp_path, monkeypatch):
+def test_a_folder_to_measure_that_cannot_be_listed_says_so(tmp_path, monkeypatch, caplog):
     # It had said "no scans in it: it and its sub-folders hold no files".
     import os
 
@@ -1919,6 +1924,8 @@ def test_a_folder_to_measure_that_cannot_be_listed_says_so(tmp_path, monkeypatch
     assert result.exit_code == 2
     assert f"cannot list {locked} (Permission denied): no file in it can be measured" in \
         " ".join(result.output.split()), result.output
+    # Said once, as the error: a warning before it had said the same of the same folder (a QA pass).
+    assert "the files in it are left out" not in result.output + caplog.text
 
 
 def test_a_model_that_cannot_run_still_stops_the_run(mixed_folder, tmp_path, monkeypatch):
@@ -3762,8 +3769,13 @@ def test_threads_are_set_from_the_command_line(tmp_path, sample_png, caplog):
     caplog.clear()
     assert _run("batch", scans, "--out", tmp_path / "more", "--threads", str(many)).exit_code == 0
     assert f"1 worker(s) of {many} thread(s) each on {many - 1} usable CPU core(s)" in caplog.text
+    caplog.clear()
     predicted = _run("predict", scans / sample_png.name, "--threads", "1", "--json")
     assert predicted.exit_code == 0 and json.loads(predicted.stdout)[0]["aop_deg"] > 0
+    assert "thread(s) each" not in caplog.text
+    # predict warned of none (a QA pass): one process, so its threads alone count against the cores.
+    assert _run("predict", scans / sample_png.name, "--threads", str(many), "--json").exit_code == 0
+    assert f"1 worker(s) of {many} thread(s) each on {many - 1} usable CPU core(s)" in caplog.text
     assert _run("batch", scans, "--out", tmp_path / "none", "--threads", "0").exit_code == 2
 
 

@@ -560,6 +560,18 @@ def file_sha256(path: Path) -> str:
             return ""
 
 
+def warn_of_threads(threads: int | None, workers: int = 1, cores: int | None = None) -> bool:
+    """Log a warning, and return True, where ``workers`` processes of ``threads`` model threads
+    each (None: ipp-seg's own choice, which never oversubscribes) ask for more threads than the
+    ``cores`` this process may use (:func:`usable_cpus` when None)."""
+    cores = usable_cpus() if cores is None else cores
+    if threads is None or threads * workers <= cores:
+        return False
+    log.warning("%d worker(s) of %d thread(s) each on %d usable CPU core(s): more threads than cores measure no "
+                "faster, and slow whatever else runs here", workers, threads, cores)
+    return True
+
+
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
     """How many CPUs this process may use: those its affinity allows (a SLURM job's or
     ``taskset``'s cpuset), fewer where a cgroup's CPU quota (``docker --cpus``, a systemd unit's
@@ -613,7 +625,8 @@ def _cgroup_cpu_quota(root: Path, proc_cgroup: Path) -> float | None:
 
 def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None, warn: bool = True,
                excluded_globs: Iterable[str] = (), hidden: list[Path] | None = None,
-               unlisted: list[tuple[Path, str]] | None = None, look_inside: bool = True) -> list[Path]:
+               unlisted: list[tuple[Path, str]] | None = None, look_inside: bool = True,
+               outputs: list[str] | None = None) -> list[Path]:
     """Every regular, non-hidden file under ``in_dir`` whose relative path matches ``pattern``,
     sorted; any file is listed (an unreadable one gets a failed row rather than vanishing from
     the results).
@@ -633,6 +646,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     listed, with the reason (:func:`~ipp_seg.io.folders.walk_folders`). Outputs of ``predict --out``
     among the scans are left out as earlier runs' (:func:`_written_by_ipp_seg`, which reads PNGs'
     first bytes and reports); ``look_inside`` false: not looked for (a second listing, for a count).
+    ``outputs`` gets the relative paths of the files ``pattern`` takes that were left out as
+    earlier runs' outputs (not those in their ``masks``/``overlays`` folders, which are not walked).
 
     Raises:
         NoScansError: ``in_dir`` is itself a batch run's ``masks`` or ``overlays`` folder.
@@ -675,6 +690,8 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             if (name in (CSV_NAME, TAKEN_OUT_NAME) and is_batch_output_part(path)) or \
                     (look_inside and not unreadable and os.path.isfile(path) and _written_by_ipp_seg(path)):
                 earlier_outputs.append(rel)
+                if outputs is not None:
+                    outputs.append(rel)
                 continue
             found.append(path)
     if hidden is not None:
@@ -2311,8 +2328,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     first_known = _first_used_known(prior) if prior else not _earlier_rows(csv_path)
     hidden: list[Path] = []
     unlisted: list[tuple[Path, str]] = []
+    outputs_left_out: list[str] = []
     files = list_scans(options.in_dir, options.glob, exclude=options.out_dir, excluded_globs=options.excluded_globs,
-                       hidden=hidden, unlisted=unlisted)
+                       hidden=hidden, unlisted=unlisted, outputs=outputs_left_out)
     hidden_names = tuple(sorted(_csv_name(path, options.in_dir) + "/" * os.path.isdir(path) for path in hidden))
     if not files and any(os.path.abspath(folder) == os.path.abspath(options.in_dir) for folder, _ in unlisted):
         raise NoScansError(f"cannot list {printable_path(str(options.in_dir))} ({unlisted[0][1]}): no file in it can "
@@ -2321,6 +2339,13 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # line would say so but the warning among the first (a nightly run had ended as a whole one).
     unlisted_names = tuple(f"{_csv_name(folder, options.in_dir)}/ ({why})" for folder, why in unlisted)
     if not files:  # before a previous CSV is touched
+        if outputs_left_out:
+            # (It had said the folder held no files, or "N other file(s)": those it had left out.)
+            where = (f"no scans in {options.in_dir}: the files in it" if options.glob == "**/*" else
+                     f"no scans under {options.in_dir} match {options.glob!r}: the files that do")
+            raise NoScansError(f"{where} are ipp-seg's own outputs (measurements, masks, overlays, reports, DICOM "
+                               f"results), left out: {', '.join(outputs_left_out[:3])}"
+                               + (f" and {len(outputs_left_out) - 3} more" if len(outputs_left_out) > 3 else ""))
         if options.excluded_globs:
             raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
                                f"out ({', '.join(map(repr, options.excluded_globs))})")
@@ -2436,10 +2461,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         log.warning("%d workers asked for on %d usable CPU core(s): each holds its own copy of the model (a few "
                     "hundred MB), and more workers than cores measure no faster; --workers %d is the most that "
                     "helps here", workers, cores, cores)
-    if options.inference.threads is not None and options.engine == "local" \
-            and options.inference.threads * workers > cores:
-        log.warning("%d worker(s) of %d thread(s) each on %d usable CPU core(s): more threads than cores measure no "
-                    "faster, and slow whatever else runs here", workers, options.inference.threads, cores)
+    if options.engine == "local":  # (Ray's actors run on the cluster's CPUs)
+        warn_of_threads(options.inference.threads, workers, cores)
     if options.inference.threads is None and options.engine == "local":
         # (Ray sizes its actors from the cluster's CPUs, not this machine's.)
         # Threads split between workers: oversubscribing 2 cores costs more than it gives.

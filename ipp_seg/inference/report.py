@@ -23,7 +23,8 @@ from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_f
 from ..measure import Measurement
 from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
                     FrameFailure, dicom_results_cell, dicom_uids, file_sha256, file_stamp, fitting_stem,
-                    measurement_row, output_stem, shown_confidence, spacing_cell, suffix_disambiguated, utc_now_cell)
+                    measurement_row, output_stem, shown_confidence, spacing_cell, suffix_disambiguated, utc_now_cell,
+                    warn_of_threads)
 from .pipeline import FrameResult, segmented_box
 from .registry import warn_of_training_frames
 
@@ -330,6 +331,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
     inf = processor.options.inference
     provider = processor.segmenter.provider
     warn_of_training_frames(processor.spec, scans)
+    warn_of_threads(inf.threads)  # (batch says it with its workers counted)
     if out_dir is not None:
         remove_staging_files(out_dir, older_than_s=STALE_STAGING_S)
     names = output_names(list(scans))  # scans that share a file name must not overwrite each other's outputs

@@ -112,7 +112,8 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None, w
     links are not named (a second walk of the same tree, which named them already). ``hidden``
     gets the hidden files and folders of the folders walked (:func:`is_hidden_name`,
     :func:`is_hidden_folder`), which are left out. ``unlisted`` gets each folder that could not be
-    listed (no permission: its files are left out, with a warning) and the system's reason."""
+    listed (no permission: its files are left out, with a warning but for ``root`` itself, which
+    its caller says) and the system's reason."""
     visited: dict[Path, Path] = {}  # real path -> the name it was walked under
     # Folders reached without a link are walked under their own names, wherever a link to one
     # sorts: "link1" had taken "real"'s files, so that --glob 'real/**' found none. Listed only
@@ -121,7 +122,10 @@ def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None, w
     own_names: dict[Path, Path] | None = None
 
     def unlistable(exc: OSError) -> None:  # os.walk would pass over it without a word
-        log.warning("cannot list %s (%s): the files in it are left out", exc.filename, exc.strerror or exc)
+        # ``root`` itself unlistable leaves nothing to list: a caller that collects the folders
+        # says so as its error (a warning first had said it twice).
+        if unlisted is None or exc.filename is None or Path(os.path.realpath(exc.filename)) != top:
+            log.warning("cannot list %s (%s): the files in it are left out", exc.filename, exc.strerror or exc)
         if unlisted is not None and exc.filename is not None:
             unlisted.append((Path(exc.filename), str(exc.strerror or exc)))
 
