@@ -1115,3 +1115,23 @@ def test_masks_beside_a_run_stopped_before_its_first_row_are_unrecorded(folders)
         mask.rename(pred / "masks" / mask.name)
     write_measurements_csv(pred / "measurements.csv", [])
     assert evaluate_folders(pred, gt).unrecorded_predictions == ("00001", "00002", "00003")
+
+
+def test_a_scan_beside_the_mask_predict_wrote_of_it_is_not_a_second_prediction(tmp_path):
+    # A QA pass: `predict --out` into the scans' own folder leaves 00001.png (the scan) beside
+    # 00001_mask.png, and evaluate had refused the folder: "'00001' has two files". The mask says
+    # it is ipp-seg's (a PNG text chunk), so the scan is passed over.
+    from ipp_seg.io import write_label_png
+
+    pred, gt = tmp_path / "scans", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    cv2.imwrite(str(pred / "00001.png"), np.full(SHAPE, 90, np.uint8))  # the scan: no mark
+    write_label_png(pred / "00001_mask.png", scene(dx=2))
+    cv2.imwrite(str(gt / "00001.png"), scene())
+    (case,) = evaluate_folders(pred, gt).cases
+    assert case.case_id == "00001" and 0.8 < case.dice_all < 1.0  # the mask scored, not the grey scan
+    # Unmarked (another program saved it again), nothing tells which is the prediction: refused as before.
+    cv2.imwrite(str(pred / "00001_mask.png"), scene(dx=2))
+    with pytest.raises(ValueError, match="have two files"):
+        evaluate_folders(pred, gt)

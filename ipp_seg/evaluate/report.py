@@ -1519,6 +1519,12 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         elif images and case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
             logger.debug("%s: skipped (the mask of the image beside it)", path)
             continue
+        if case_id in found and predictions and (mask := _the_marked_mask(found[case_id], path)) is not None:
+            # predict --out into the scans' folder: 04700.png is the scan, 04700_mask.png says it is the mask.
+            scan = path if mask == found[case_id] else found[case_id]
+            logger.debug("%s: skipped (a scan beside the mask ipp-seg wrote of it)", scan)
+            found[case_id] = mask
+            continue
         if case_id in found:  # every such case gathered, and named at once below
             repeats.append(f"{case_id!r} ({found[case_id].relative_to(root)} and {path.relative_to(root)})")
             continue
@@ -1532,6 +1538,15 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         raise ValueError(f"{root} holds a batch run's measurements.csv but no {MASKS_FOLDER}/ folder: the run kept "
                          "no masks to score; run it again with --save-masks (--overwrite, or another --out)")
     return found
+
+
+def _the_marked_mask(first: Path, second: Path) -> Path | None:
+    """Of two files of one case, the one PNG that ipp-seg marked as a label mask it wrote
+    (:func:`~ipp_seg.io.images.ipp_seg_png_kind`); None where neither or both are."""
+    from ..io.images import ipp_seg_png_kind
+
+    marked = [path for path in (first, second) if ipp_seg_png_kind(path) == "label mask"]
+    return marked[0] if len(marked) == 1 else None
 
 
 def _run_segmented_a_frame(folder: Path) -> bool:
