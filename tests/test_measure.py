@@ -626,7 +626,8 @@ def _measured_with_head_confidence(confidence: float, extent: float | None = Non
     from ipp_seg.io import Provenance, UltrasoundFrame
 
     scene = typical_scene()
-    frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
+    # (A sector of speckle, not the labels 0-2 as grey: a frame that dark is warned of, frame_dark.)
+    frame = UltrasoundFrame(fan_image(), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
     return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=confidence,
                          head_extent=extent, ps_confidence=ps)
 
@@ -637,7 +638,7 @@ def test_a_models_own_confidence_floors_replace_the_defaults():
     from ipp_seg.train.ship import confidence_floors
 
     scene = typical_scene()
-    frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
+    frame = UltrasoundFrame(fan_image(), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
 
     def reasons(floors):
         return measure_frame(scene, frame, method="ellipse", orientation="standard", head_confidence=0.87,
@@ -769,6 +770,7 @@ REASON_CASES = {
     "other_view_not_measured": lambda mp: _measured_in_a_dual_view(),
     "ps_at_black_band": lambda mp: _measured_on(_blacked_out_above(fan_image(), 50)),
     "frame_saturated": lambda mp: _measured_on(_over_gained(fan_image(), 2.5)),
+    "frame_dark": lambda mp: _measured_on(_over_gained(fan_image(), 0.1)),
     "marks_over_anatomy": lambda mp: _measured_on(fan_image(), _line_along_the_ps()),
 }
 
@@ -784,6 +786,54 @@ def _line_along_the_ps() -> np.ndarray:
 def _over_gained(pixels: np.ndarray, gain: float) -> np.ndarray:
     """``pixels`` with their grey values multiplied by ``gain``, clipped to white: a gain set too high."""
     return np.clip(pixels.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def _dim_near_field(pixels: np.ndarray, rows: int = 60, factor: float = 0.4) -> np.ndarray:
+    """``pixels`` with their top ``rows`` dimmed by ``factor``: echoes fainter near the probe, where the PS lies."""
+    dimmed = pixels.astype(np.float32)
+    dimmed[:rows] *= factor
+    return dimmed.astype(np.uint8)
+
+
+def test_an_under_gained_frame_is_said_to_be_dark_and_its_frame_checks_read_it_brightened(monkeypatch):
+    """A clinician's pass: an under-gained frame was measured without a word, its overlay too dark
+    to check. The network reads each frame by its own grey levels (its AoP held at a tenth of
+    PSFHS's gain), but the checks of black bands and sectors use grey levels of PSFHS's brightness:
+    at a tenth of the gain a dim near field had read as a black band over the PS."""
+    import ipp_seg.inference.pipeline as pipeline
+    from ipp_seg.io.greyscale import DARK_FRAME_LEVEL, brightest_echoes
+
+    upright = _dim_near_field(fan_image())  # speckle 40-199, 16-79 in the top rows, where the PS lies
+    assert _measured_on(upright).reasons == ()
+    assert _measured_on(_over_gained(upright, 0.3)).reasons == ()  # darker than PSFHS, not dark: no word
+    for gain in (0.15, 0.1, 0.05):
+        dark = _over_gained(upright, gain)
+        assert brightest_echoes(dark) < DARK_FRAME_LEVEL
+        measured = _measured_on(dark)
+        assert measured.reasons == ("frame_dark",) and measured.status == "warning", gain
+        assert measured.aop_deg == _measured_on(upright).aop_deg  # a warning: the values stay
+        assert _measured_on(dark, segmented_here=False).reasons == ("frame_dark",)  # measure --scan: its overlay too
+    # Read as recorded, the faint near field is black: the PS had been said to lie against a band.
+    monkeypatch.setattr(pipeline, "brightened", lambda image, echoes: image)
+    assert _measured_on(_over_gained(upright, 0.15)).reasons == ("ps_at_black_band", "frame_dark")
+
+
+def test_brightest_echoes_and_brightening_are_on_the_0_255_scale():
+    from ipp_seg.io.greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes
+
+    frame = np.zeros((100, 100), np.uint8)
+    frame[:, :50] = 10
+    frame[:2] = 30  # the brightest 2 %
+    assert brightest_echoes(frame) == 30.0
+    assert brightest_echoes(frame.astype(np.float32) / 255) == pytest.approx(30.0)  # a 0-1 float frame alike
+    assert brightest_echoes(frame.astype(np.float32) * 100) is None  # not on the 0-255 scale: not judged
+    assert brightest_echoes(np.zeros((0, 4), np.float32)) is None
+    shown = brightened(frame, 30.0)
+    assert shown.dtype == np.float32 and shown.max() == pytest.approx(BRIGHTENED_LEVEL)
+    assert shown[50, 10] == pytest.approx(10 * BRIGHTENED_LEVEL / 30)
+    assert brightened(frame, 0.0) is frame and brightened(frame, 250.0) is frame  # black, or bright already
+    saturated = brightened(np.array([[5, 200]], np.uint8), 5.0)
+    assert saturated.max() == 255.0  # clipped to white, not wrapped
 
 
 def test_an_over_gained_frame_is_said_to_be_saturated():
@@ -1363,7 +1413,7 @@ def test_a_structure_not_drawn_beside_an_unsure_one_is_no_transperineal_view():
     from ipp_seg.io import Provenance, UltrasoundFrame
 
     scene = typical_scene()
-    frame = UltrasoundFrame(scene.astype(np.uint8), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
+    frame = UltrasoundFrame(fan_image(), (0.2, 0.2), (), 0, 1, Provenance("scene", "image"))
     head_only, ps_only, nothing = np.where(scene == 1, 0, scene), np.where(scene == 2, 0, scene), np.zeros_like(scene)
 
     def reasons(labels, head, ps, segmented_here=True):

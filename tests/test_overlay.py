@@ -380,3 +380,19 @@ def test_the_panels_values_stay_inside_it(width):
     assert (named[:, width - max(3, style.marker):] == np.array(_PANEL_COLOUR, np.uint8)).all()
     fewer_words = _text_panel(width, replace(m, reasons=()), "scan.png", style, False, "dssau-net-s")
     assert panel.shape[0] >= fewer_words.shape[0]
+
+
+def test_a_dark_frame_is_shown_brightened_and_the_panel_says_so():
+    # A clinician's pass: an under-gained frame's overlay was too dark to check the outlines against.
+    mask = synthetic_mask()
+    dark = np.full((256, 256), 12, np.uint8)
+    dark[200:, :] = 20  # its brightest echoes: 20 of 255
+    m = measure_progress(mask, (0.3, 0.3))
+    as_recorded = render_overlay(dark, mask, m)
+    warned = render_overlay(dark, mask, replace(m, status="warning", reasons=("frame_dark",)))
+    corner = (slice(0, 40), slice(450, 512))  # background, clear of the masks and lines (drawn at 2x)
+    assert np.all(image_part(as_recorded)[corner] == 12)
+    assert np.all(image_part(warned)[corner] == 120)  # 12 x 200 / 20: the brightest echoes at 200
+    assert warned.shape[0] > as_recorded.shape[0]  # a line more in the panel: "frame shown 10.0 times brighter"
+    # Brightened only where the measurement says the frame is dark: a frame as dark without the code is as recorded.
+    assert np.all(image_part(render_overlay(dark, mask, replace(m, reasons=("frame_saturated",))))[corner] == 12)

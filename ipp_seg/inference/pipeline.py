@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..io import UltrasoundFrame
+from ..io.greyscale import CHECKS_BRIGHTENED_BELOW, DARK_FRAME_LEVEL, brightened, brightest_echoes, on_8bit_scale
 from ..io.sector import MAX_SECTOR_NARROWING, content_box, sector_narrowing
 from ..measure import Measurement, measure_progress
 from ..measure.progress import check_image_box, geometry_scale
@@ -121,12 +122,9 @@ def saturated_share(image: np.ndarray) -> float | None:
     A float image on the 0-1 scale is read as 0-255; None for an image without tissue, or on
     another scale. Rows and columns nearly all white (a screen capture's menu bar, a border) are
     no tissue: over-gained echoes are speckle, never a full line."""
-    if image.dtype != np.uint8:
-        low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
-        # (a rounding's worth outside the scale is still on it: a 0-1 frame's 1.0000001)
-        if image.size == 0 or low < -1.0 or high > 256.0:
-            return None
-        image = np.clip(image * 255.0 if high <= 1.001 else image, 0, 255)
+    image = on_8bit_scale(image)
+    if image is None:
+        return None
     saturated = image >= _SATURATED_LEVEL
     bars = (saturated.mean(axis=1) > 0.9)[:, None] | (saturated.mean(axis=0) > 0.9)[None, :]
     tissue = (image > _TISSUE_LEVEL) & ~bars
@@ -543,10 +541,16 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         # Unsure of both (never on a PSFHS frame): a photograph, another view, a report's screen
         # capture. No angle to report, and its cause named first, before what its masks' shapes say.
         measurement = measurement.with_failure("anatomy_unrecognised")
-    narrowing = sector_narrowing(frame.pixels)  # the frame's own sign of its display, whatever the network drew
+    # A dark frame's black bands and sector are read as a frame of PSFHS's brightness shows them:
+    # their thresholds are grey levels, and at a tenth of the gain dim tissue had read as a band.
+    echoes = brightest_echoes(frame.pixels[y0:y1, x0:x1])
+    dark = echoes is not None and echoes < DARK_FRAME_LEVEL
+    checked = brightened(frame.pixels, echoes) if echoes is not None and echoes < CHECKS_BRIGHTENED_BELOW \
+        else frame.pixels
+    narrowing = sector_narrowing(checked)  # the frame's own sign of its display, whatever the network drew
     if narrowing is not None and narrowing > MAX_SECTOR_NARROWING:
         measurement = measurement.with_warning("sector_upside_down")
-    band_gap = ps_black_band_gap(labels[y0:y1, x0:x1] == ps_label, frame.pixels[y0:y1, x0:x1])
+    band_gap = ps_black_band_gap(labels[y0:y1, x0:x1] == ps_label, checked[y0:y1, x0:x1])
     if band_gap is not None and band_gap < MAX_PS_BLACK_BAND_GAP:
         measurement = measurement.with_warning("ps_at_black_band")
     if segmented_here and other_views(frame):
@@ -556,6 +560,8 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     saturated = saturated_share(frame.pixels[y0:y1, x0:x1]) if segmented_here else None
     if saturated is not None and saturated > FRAME_SATURATED_SHARE:  # the network's masks alone: an expert's stand
         measurement = measurement.with_warning("frame_saturated")
+    if dark:  # (an expert's outline measured on it too: its overlay is shown brightened alike)
+        measurement = measurement.with_warning("frame_dark")
     return measurement
 
 

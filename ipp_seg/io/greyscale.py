@@ -60,6 +60,50 @@ def to_output(grey: np.ndarray, *, bits_stored: int | None = None, signed: bool 
     return np.clip(out, 0.0, 255.0, out=out)
 
 
+#: A frame whose brightest echoes (:func:`brightest_echoes`) lie below this grey level of 255 is
+#: dark: under-gained, or stored in a small part of its values' range. The 1,058 PSFHS frames lie
+#: at 110 or above; the networks read their angles alike down to about a tenth of their gain
+#: (benchmarks/dark_frames.py), but an eye does not read such an overlay, nor do the checks of
+#: the frame's black bands and sector, whose levels are grey levels of frames as bright as PSFHS's.
+DARK_FRAME_LEVEL = 32.0
+#: Where a dark frame's brightest echoes are brought (:func:`brightened`): PSFHS's median.
+BRIGHTENED_LEVEL = 200.0
+#: Below this level a frame is darker than any the checks of black bands and sectors were
+#: chosen on (PSFHS: 110 and above): they read it brightened, warned of or not.
+CHECKS_BRIGHTENED_BELOW = 100.0
+
+
+def on_8bit_scale(image: np.ndarray) -> np.ndarray | None:
+    """A greyscale image's values on the 0-255 scale: uint8 as it is, other numbers as they are
+    when they lie on it (a rounding's worth outside still does), a float image on the 0-1 scale
+    times 255; None for an empty image or one on another scale (16-bit values, say)."""
+    if image.dtype == np.uint8:
+        return image
+    if image.size == 0:
+        return None
+    low, high = float(image.min()), float(image.max())
+    if low < -1.0 or high > 256.0:
+        return None
+    return np.clip(image * np.float32(255.0) if high <= 1.001 else image, 0, 255)
+
+
+def brightest_echoes(image: np.ndarray) -> float | None:
+    """The grey level of an image's brightest echoes, 0-255: the 99th percentile of its values
+    (:func:`on_8bit_scale`; bone and the skull, which a dark display map leaves bright but a
+    low gain does not). None for an empty image or one on another scale."""
+    grey = on_8bit_scale(image)
+    return None if grey is None else float(np.percentile(grey, 99))
+
+
+def brightened(image: np.ndarray, echoes: float) -> np.ndarray:
+    """``image`` (0-255 scale) with its grey values multiplied so that its brightest ``echoes``
+    (:func:`brightest_echoes`) come to :data:`BRIGHTENED_LEVEL`, clipped to 255, as float32; as
+    it is where ``echoes`` is not below that level, or under 1 (a black frame has none)."""
+    if not 1.0 <= echoes < BRIGHTENED_LEVEL:
+        return image
+    return np.clip(image.astype(np.float32) * np.float32(BRIGHTENED_LEVEL / echoes), 0.0, 255.0)
+
+
 def invert(grey: np.ndarray) -> np.ndarray:
     """Invert an output-convention frame (MONOCHROME1: low values are bright)."""
     if grey.dtype == np.uint8:

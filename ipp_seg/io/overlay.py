@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
+from .greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes
 from ..measure.result import Landmarks, Measurement, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
@@ -133,6 +134,10 @@ def render_overlay(
         model: the model that drew the masks, named in the panel (models read the same frame
             differently: a saved overlay says whose reading it shows).
 
+    A greyscale frame whose measurement carries ``frame_dark`` is shown brightened
+    (:func:`~ipp_seg.io.greyscale.brightened`), and the panel says by how much: an
+    under-gained frame's outlines could not be checked against it.
+
     Returns:
         (h + P, w, 3) uint8 RGB, ``(w, h) = drawn_size((H, W), measurement.spacing_mm)``: the
         frame enlarged by the integer factor ``s = overlay_scale((H, W))`` (1 unless the longer
@@ -144,6 +149,11 @@ def render_overlay(
     Raises:
         ValueError: when the arrays have unusable shapes or do not match.
     """
+    brightened_by = None
+    if "frame_dark" in measurement.reasons and np.ndim(pixels) == 2:
+        echoes = brightest_echoes(np.asarray(pixels))
+        if echoes is not None and 1.0 <= echoes < BRIGHTENED_LEVEL:
+            pixels, brightened_by = brightened(np.asarray(pixels), echoes), BRIGHTENED_LEVEL / echoes
     frame = _as_rgb(pixels)
     mask = np.asarray(label_mask)
     if mask.ndim != 2 or mask.shape != frame.shape[:2]:
@@ -164,7 +174,7 @@ def render_overlay(
     if border is not None:
         h, w = canvas.shape[:2]
         cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), border, style.line)
-    panel = _text_panel(canvas.shape[1], measurement, title, style, tta, model)
+    panel = _text_panel(canvas.shape[1], measurement, title, style, tta, model, brightened_by)
     return np.ascontiguousarray(np.vstack([canvas, panel]))
 
 
@@ -487,7 +497,7 @@ def _wrap_values(values: list[str], width: int, style: _Style, rel: float) -> li
 
 
 def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tta: bool,
-                model: str | None = None) -> np.ndarray:
+                model: str | None = None, brightened_by: float | None = None) -> np.ndarray:
     """Rows of text under the frame: title, values and legend, status and reasons."""
     rel = 0.9
     margin = max(6, style.marker * 2)
@@ -509,6 +519,9 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
     rows.extend((line, _TEXT_COLOUR) for line in _wrap_values(values, usable, style, rel))
     if model:
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(f"model {model}".split(), usable, style, rel))
+    if brightened_by is not None:  # (the frame above is not the frame as recorded: said so)
+        said = f"frame shown {brightened_by:.1f} times brighter than recorded"
+        rows.extend((line, _TEXT_COLOUR) for line in _wrap(said.split(), usable, style, rel))
     status_colour = _STATUS_COLOURS.get(m.status, _STATUS_COLOURS["failed"])
     shown = failing_reasons_first(m.reasons)  # a failed frame's cause before its warnings
     status_words = [f"{m.status.upper()}" + (":" if shown else "")] + [

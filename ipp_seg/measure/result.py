@@ -118,6 +118,12 @@ REASONS: dict[str, tuple[str, str]] = {
                         "PSFHS frames with the gain raised 2 times its AoP moved by a median 1.8°, 6.1 at the "
                         "90th percentile (2.5 times: 2.9 and 9.8); lower the gain, or check the PS the overlay "
                         "shows"),
+    "frame_dark": ("warning", "the frame is dark: its brightest echoes lie below 32 of 255 (110 or above in the "
+                   "1,058 PSFHS frames), an under-gained frame or one stored in a small part of its values' "
+                   "range; the network reads each frame by its own grey levels and its AoP held (PSFHS frames at "
+                   "a tenth of their gain moved by a median 0.5°, 1.7 at the 90th percentile), but the overlay "
+                   "shows the frame brightened for the eye, and the checks of its black bands and sector were "
+                   "made on it so brightened; raise the gain"),
     "marks_over_anatomy": ("warning", "the frame has marks drawn over the PS or the head in a colour of their "
                            "own (calipers, measurement lines or text, as a scanner draws them, or colour flow): "
                            "the network reads grey levels, and takes such a line for tissue (a sonographer's "
@@ -155,7 +161,7 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
 #: from the run's records beside its masks.
 SEGMENTATION_REASONS: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "head_small_in_frame", "sector_upside_down",
-    "ps_at_black_band", "other_view_not_measured", "frame_saturated", "marks_over_anatomy",
+    "ps_at_black_band", "other_view_not_measured", "frame_saturated", "marks_over_anatomy", "frame_dark",
 })
 
 
@@ -229,6 +235,7 @@ REASON_ACTIONS: dict[str, str] = {
     "head_small_in_frame": "Crop the image to the ultrasound picture (no margins or text) and run again.",
     "other_view_not_measured": "Only one view was measured: crop the image to the other view to measure it.",
     "frame_saturated": "The image is over-bright: lower the gain, or check the symphysis on the overlay.",
+    "frame_dark": "The image is dark (the gain too low?): its overlay shows it brightened; raise the gain.",
     "marks_over_anatomy": "Export the frame without calipers and annotations, or check the PS and head on the "
                           "overlay.",
     "sector_upside_down": "The frame is probably upside down: check how it is displayed.",
@@ -270,6 +277,7 @@ REASON_TITLES: dict[str, str] = {
     "head_small_in_frame": "head smaller in the frame than the models learnt",
     "other_view_not_measured": "another view in the frame was not measured",
     "frame_saturated": "frame over-gained: much of the tissue at full brightness",
+    "frame_dark": "frame dark: brightest echoes below 32 of 255, under-gained?",
     "marks_over_anatomy": "coloured marks (calipers, lines) drawn over the anatomy",
     "sector_upside_down": "ultrasound sector narrows with depth: frame upside down?",
     "ps_at_black_band": "symphysis against a black band at the image edge",
