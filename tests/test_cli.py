@@ -1104,6 +1104,23 @@ def test_predict_mirrored_orientation_is_recorded(sample_png):
     assert report["orientation"] == "mirrored" and report["method"] == "contour"
 
 
+def test_evaluate_says_when_the_predictions_were_measured_with_the_other_orientation(sample_png, tmp_path, caplog):
+    # A README audit: predictions made with --orientation mirrored and evaluated with the default read their AoPs
+    # from the other end of the PS (82 deg where the run had measured 135) without a word.
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    assert invoke("predict", sample_png, "--out", pred, "--orientation", "mirrored").exit_code in (0, 1)
+    gt.mkdir()
+    shutil.copy(pred / "psfhs_04700_mask.png", gt / "psfhs_04700.png")
+    caplog.clear()
+    other = invoke("evaluate", pred, gt)
+    assert other.exit_code == 0, other.output
+    assert "measured with --orientation mirrored, and are evaluated here with standard" in caplog.text
+    assert "give --orientation mirrored" in caplog.text
+    caplog.clear()
+    same = invoke("evaluate", pred, gt, "--orientation", "mirrored")
+    assert same.exit_code == 0 and "evaluated here with" not in caplog.text
+
+
 def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     import cv2
 
@@ -1516,7 +1533,7 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
     assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
 
 
-def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png):
+def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png, caplog):
     # A first-time user's pass: each of these had been said without what to do.
     import shutil
 
@@ -1536,6 +1553,16 @@ def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png)
     swapped = " ".join(invoke("evaluate", tmp_path / "run" / "masks", tmp_path / "run").output.split())
     assert f"{tmp_path / 'run'} is the output folder of a batch run, whose masks are predictions: give it first, " \
            "as PRED_DIR" in swapped
+    # The run's masks/ folder as GT_DIR had scored the run against itself, Dice 1 and ΔAoP 0 (a README audit).
+    itself = invoke("evaluate", tmp_path / "run", tmp_path / "run" / "masks")
+    said = " ".join(itself.output.split())
+    assert itself.exit_code == 2 and f"{tmp_path / 'run' / 'masks'} is the masks/ folder beside a batch run's " \
+        "measurements.csv" in said and "not ground truths; give the folder of the expert's masks" in said, said
+    # Copied out of the run, the masks still say whose they are: scored, with a warning.
+    shutil.copytree(tmp_path / "run" / "masks", tmp_path / "copied")
+    caplog.clear()
+    assert invoke("evaluate", tmp_path / "run", tmp_path / "copied").exit_code == 0
+    assert "1 of the ground-truth masks were written by ipp-seg, a model's masks and not an expert's" in caplog.text
 
 
 def test_evaluate_command(tmp_path, psfhs_dir):
@@ -2064,9 +2091,11 @@ def test_scans_are_found_as_researchers_keep_them(tmp_path, sample_dicom, caplog
     shutil.copy(sample_dicom, project / "scans" / "04704.dcm")  # a second file of one case: refused when asked for
     with pytest.raises(ValueError, match="case '04704' has several scans"):
         index_scans(project).scan_for(project / "masks" / "04704_f0002_mask.png")
-    # From the command line: a failure of the scan index, not a mask refused for its contents.
+    # From the command line: refused, as a mask not drawn on its scan is (a README audit: it had read `unreadable`,
+    # which says the file could not be read, of a mask and scans that read well).
     ambiguous = invoke("measure", project / "masks" / "04704_f0002_mask.png", "--scans", project, "--json")
-    assert ambiguous.exit_code == 2 and json.loads(ambiguous.stdout)[0]["reasons"] == ["unreadable"]
+    assert ambiguous.exit_code == 2 and json.loads(ambiguous.stdout)[0]["reasons"] == ["mask_refused"]
+    assert "case '04704' has several scans" in json.loads(ambiguous.stdout)[0]["error"]
     with pytest.raises(NotADirectoryError, match="does not exist"):
         index_scans(tmp_path / "nowhere")
     # Two differently calibrated regions, the PS in neither: the given spacing serves there.

@@ -44,7 +44,7 @@ from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, p
                           spreadsheet_cell, walk_folders)
 from ..io.formats import name_without_suffix
 from ..io.frames import same_spacing
-from ..io.images import as_displayed, check_image_bytes, is_indexed_png, png_with_index_greys
+from ..io.images import as_displayed, check_image_bytes, ipp_seg_png_kind, is_indexed_png, png_with_index_greys
 from ..io.itk import check_itk_name, itk_image_io, itk_warnings_silenced, warn_if_turned
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -677,11 +677,19 @@ def evaluate_folders(
     pred_labels = labels if pred_labels is None else check_label_pair(pred_labels)
     pred_dir, gt_dir = given_path(pred_dir, "predictions folder"), given_path(gt_dir, "ground-truth folder")
     images_dir = None if images_dir is None else given_path(images_dir, "images folder")
+    from ..inference.batch import refuse_batch_output_as_input
+
+    # A run's own masks as the ground truth had scored the run against itself: Dice 1, ΔAoP 0.
+    refuse_batch_output_as_input(Path(gt_dir), "ground truths", "give the folder of the expert's masks (the run's "
+                                 "output folder is PRED_DIR)")
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
+    drawn_by_ipp_seg = [case for case, path in gts.items() if ipp_seg_png_kind(path) == "label mask"]
+    if drawn_by_ipp_seg:  # (copied out of a run: the mark goes with the file)
+        logger.warning("%d of the ground-truth masks were written by ipp-seg, a model's masks and not an expert's "
+                       "outlines (%s): scored against them, the figures say how two models agree, not how right "
+                       "either is", len(drawn_by_ipp_seg), _preview(drawn_by_ipp_seg))
     if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong
-        from ..inference.batch import refuse_batch_output_as_input
-
         refuse_batch_output_as_input(Path(images_dir), "images")
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES), images=True) if images_dir is not None else None
 
@@ -816,6 +824,17 @@ def evaluate_folders(
                            "aop_past_180): %s", len(past), _preview(past))
 
     models = recorded_models(pred_dir, run, reports)
+    settings = tuple(sorted((run.settings if run is not None else set())
+                            | {prediction_setting(item.get("tta"), item.get("method"), item.get("orientation"),
+                                                  item.get("spacing_given_mm"))
+                               for _, item in reports if "model" in item}))
+    other_orientations = sorted({o for _, _, o, _ in settings if o and o != orientation})
+    if other_orientations:
+        # Both masks are measured again here: with the other end of the PS taken as inferior, a run's
+        # mirrored frames had read 82 deg where the run had measured 135 (an acceptance pass).
+        logger.warning("the predictions were measured with --orientation %s, and are evaluated here with %s: their "
+                       "AoPs are taken from the other end of the PS; give --orientation %s",
+                       " and ".join(other_orientations), orientation, other_orientations[0])
     return _build_report(
         results,
         method=method,
@@ -836,10 +855,7 @@ def evaluate_folders(
         paired_cases=len(paired) + len(failed_pred),  # a frame the run failed on is a prediction too
         ground_truth_problems=tuple(gt_problems),
         prediction_models=models,
-        prediction_settings=tuple(sorted((run.settings if run is not None else set())
-                                         | {prediction_setting(item.get("tta"), item.get("method"),
-                                                               item.get("orientation"), item.get("spacing_given_mm"))
-                                            for _, item in reports if "model" in item})),
+        prediction_settings=settings,
         failed_predictions=tuple((c, run_failures[c]) for c in failed_pred if c in {r.case_id for r in results}),
         unrecorded_predictions=tuple(c for c in unrecorded if c in {r.case_id for r in results}),
         inputs={"predictions": _absolute(pred_dir), "ground_truth": _absolute(gt_dir),
@@ -1543,8 +1559,6 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
 def _the_marked_mask(first: Path, second: Path) -> Path | None:
     """Of two files of one case, the one PNG that ipp-seg marked as a label mask it wrote
     (:func:`~ipp_seg.io.images.ipp_seg_png_kind`); None where neither or both are."""
-    from ..io.images import ipp_seg_png_kind
-
     marked = [path for path in (first, second) if ipp_seg_png_kind(path) == "label mask"]
     return marked[0] if len(marked) == 1 else None
 

@@ -157,7 +157,7 @@ UNREADABLE = "unreadable"
 PROCESSING_ERROR = "processing_error"
 NOT_ULTRASOUND = "not_ultrasound_frame"  # too small, blank, a label mask, another modality: not retried
 NOT_AN_IMAGE = "not_an_image"  # a DICOM report, PDF, presentation state, DICOMDIR...: not retried
-MASK_REFUSED = "mask_refused"  # measure: a mask read, with other label values or not its scan's size
+MASK_REFUSED = "mask_refused"  # measure: a mask of other label values, not its scan's size, or of no one scan
 NO_SUCH_FRAME = "no_such_frame"  # --frames asked for none of the frames a scan has
 #: What each of them means (a row with one of them is ``failed`` and holds no values).
 ROW_FAILURES: dict[str, str] = {
@@ -177,7 +177,8 @@ ROW_FAILURES: dict[str, str] = {
     PROCESSING_ERROR: "an unexpected error while the frame was processed (its error column names it); the other "
                       "frames went on, and a resumed batch tries it again",
     MASK_REFUSED: "measure: the mask was read but holds label values other than those named (--labels), or is not "
-                  "the size of its scan, or its scan lacks its frame",
+                  "the size of its scan, or its scan lacks its frame, or --scans holds more than one scan it may "
+                  "have been drawn on",
 }
 
 
@@ -189,7 +190,8 @@ ROW_FAILURE_ACTIONS: dict[str, str] = {
                     "images need nothing.",
     NO_SUCH_FRAME: "Check --frames: the file has fewer frames than asked for.",
     PROCESSING_ERROR: "Read the error column; run again with -v and report it if it persists.",
-    MASK_REFUSED: "Give the mask's label values with --labels, or check that the mask matches its scan.",
+    MASK_REFUSED: "Give the mask's label values with --labels, or check that the mask matches its scan (one scan "
+                  "of its case in --scans).",
 }
 
 
@@ -764,16 +766,17 @@ def is_batch_output(folder: Path) -> bool:
         return False
 
 
-def refuse_batch_output_as_input(folder: Path, what: str = "scans") -> None:
+def refuse_batch_output_as_input(folder: Path, what: str = "scans", instead: str = "give the folder of the scans"
+                                 ) -> None:
     """Raise :class:`NoScansError` when ``folder`` is the ``masks``, ``overlays`` or ``dicom-results`` folder
     of a batch run: given as the folder to take up, its label masks or pictures would be measured
-    as ``what`` (an overlay read 125.7 deg for a frame that reads 146.2)."""
+    as ``what`` (an overlay read 125.7 deg for a frame that reads 146.2); ``instead`` says what to give."""
     folder = Path(folder)
     if folder.name in OUTPUT_FOLDERS and is_batch_output(folder.parent):
-        kind = {MASKS_FOLDER: "label masks", OVERLAYS_FOLDER: "overlay pictures"}.get(folder.name,
-                                                                                      "DICOM SEGs and SRs")
+        kind = {MASKS_FOLDER: "label masks a model drew", OVERLAYS_FOLDER: "overlay pictures"}.get(
+            folder.name, "DICOM SEGs and SRs")
         raise NoScansError(f"{folder} is the {folder.name}/ folder beside a batch run's {CSV_NAME} in "
-                           f"{folder.parent}: it holds {kind}, not {what}; give the folder of the scans")
+                           f"{folder.parent}: it holds {kind}, not {what}; {instead}")
 
 
 def is_batch_run_csv(path: Path) -> bool:

@@ -228,10 +228,11 @@ def measure_masks(masks: Iterable[PathLike], labels: tuple[int, int] = (1, 2), *
 def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Iterator[MeasuredMask]:
     for mask in masks:
         path = Path(mask)
-        scan, scan_frame, matched = None, 0, False
+        scan, scan_frame = None, 0
         try:
+            # (A ValueError from here on is about the mask and its scan, which were found readable, or
+            # which scan it was drawn on, which the folder does not tell: refused, not unreadable.)
             scan, scan_frame = scans.scan_and_frame_for(path) if scans is not None else (None, cine_frame_of(path))
-            matched = True  # past the scan index: a ValueError now is about the mask itself
             result, provenance = _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan,
                                                         scan_frame)
         except (ScanReadError, ValueError) as exc:
@@ -239,7 +240,7 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
             if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
                 reason = f"its scan {scan}: {reason}"
             # Read, but not a mask to measure as named: other label values, or not its scan's size.
-            code = MASK_REFUSED if matched and not isinstance(exc, ScanReadError) else UNREADABLE
+            code = UNREADABLE if isinstance(exc, ScanReadError) else MASK_REFUSED
             provenance = getattr(exc, "provenance", None)  # the scan's, where it was read
             row = measurement_row(printable_file(str(path)), "", None, "", provenance, reason, method, orientation,
                                   failure_code=code)
