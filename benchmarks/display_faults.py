@@ -1,5 +1,6 @@
 """What ipp-seg says of frames displayed in a way the models never saw: the validation frames
-as recorded, turned by 180 degrees, flipped top to bottom and mirrored left-right.
+as recorded, turned by 180 degrees, flipped top to bottom, mirrored left-right, and turned by 90
+degrees either way (the probe at a side).
 
     python benchmarks/display_faults.py [MODEL ...] [--data ../shared/data/psfhs]
 
@@ -27,6 +28,10 @@ DISPLAYS = {
     "turned 180": lambda a: a[::-1, ::-1],
     "flipped top-bottom": lambda a: a[::-1],
     "mirrored left-right": lambda a: a[:, ::-1],
+    # The probe at a side: some sites show transperineal frames so (the symphysis level, the head
+    # to its right or left).
+    "turned 90 clockwise": lambda a: np.rot90(a, -1),
+    "turned 90 anticlockwise": lambda a: np.rot90(a, 1),
 }
 SAYS_NOTHING_OF_THE_FRAME = {"spacing_unknown", "hsd_undefined", "hsd_unstable"}
 
