@@ -112,7 +112,10 @@ def test_reasons_lists_every_code_a_result_can_carry_with_its_status():
 def test_reasons_explains_the_codes_asked_as_a_row_gives_them():
     # A clinician's pass: a row's reasons cell had to be looked up in the whole list.
     asked = json.loads(invoke("reasons", "ps_cut_off;aop_impossible", "hsd_unstable", "--json").stdout)
-    assert sorted(r["code"] for r in asked) == ["aop_impossible", "hsd_unstable", "ps_cut_off"]
+    # In the order pasted, a failed row's cause first (QA: it had come back in the full table's order), once each.
+    assert [r["code"] for r in asked] == ["ps_cut_off", "aop_impossible", "hsd_unstable"]
+    twice = json.loads(invoke("reasons", "spacing_unknown;ps_missing;spacing_unknown", "--json").stdout)
+    assert [r["code"] for r in twice] == ["spacing_unknown", "ps_missing"]
     assert all(r["meaning"] and r["action"] for r in asked)
     table = runner.invoke(app, ["reasons", "orientation_doubtful"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "orientation_doubtful" in table.stdout and "ps_cut_off" not in table.stdout

@@ -217,7 +217,9 @@ def reasons_asked(asked: list[str]) -> tuple[list[tuple[str, str, str]], dict[st
     wanted = [code for value in asked for code in re.split(r"[;,\s]+", value.strip()) if code]
     unknown = {code: difflib.get_close_matches(code, names, n=2, cutoff=0.6)
                for code in dict.fromkeys(wanted) if code not in names}
-    return [entry for entry in known if entry[0] in wanted], unknown
+    by_code = {entry[0]: entry for entry in known}
+    # As pasted: a failed row's cell names its cause first (it had come back in the table's order).
+    return [by_code[code] for code in dict.fromkeys(wanted) if code in by_code], unknown
 
 
 def reason_actions() -> dict[str, str]:
