@@ -3787,4 +3787,6 @@ def test_verbose_names_each_file_as_its_rows_are_written(mixed_folder, tmp_path,
         assert _run("batch", mixed_folder, "--out", tmp_path / "out").exit_code == 0
     said = caplog.text
     assert "corrupt.dcm: 1 failed (unreadable)" in said and "readme.txt: 1 failed (not_an_image)" in said
-    assert re.search(r"sub/cine\.dcm: 3 (ok|warning)", said), said
+    assert re.search(r"sub/cine\.dcm: 3 (ok|warning \([a-z_;]+\))", said), said
+    # A warning's codes are named as a failure's are (QA: only failed rows' had been).
+    assert re.search(r"\.png: 1 warning \([a-z_;]*spacing_unknown", said), said

@@ -2513,8 +2513,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
                 if log.isEnabledFor(logging.INFO):  # (-v: each file as its rows are written, for a log to follow)
-                    statuses = Counter(f"{row['status']} ({row['reasons']})" if row["status"] == "failed"
-                                       else row["status"] for row in outcome.rows)
+                    # (A warning's codes too: a log filtered for frame_dark or orientation_doubtful finds them.)
+                    statuses = Counter(f"{row['status']} ({row['reasons']})" if row["reasons"] else row["status"]
+                                       for row in outcome.rows)
                     log.info("%s: %s", outcome.file, ", ".join(f"{n} {status}" for status, n in statuses.items())
                              or "no frame asked for")
                 without_frames_asked += not outcome.rows
