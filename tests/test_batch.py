@@ -1006,10 +1006,17 @@ def test_what_predict_wrote_into_the_scans_folder_is_left_out(tmp_path, sample_p
     dicoms = _run("batch", scans, "--out", tmp_path / "dicoms", "--glob", "**/*.dcm")
     assert [r["file"] for r in _rows(tmp_path / "dicoms" / "measurements.csv")] == [sample_dicom.name], dicoms.output
     # A --glob that takes only outputs says so (a QA pass: it had said "it holds 10 other file(s)").
+    caplog.clear()
     only = _run("batch", scans, "--out", tmp_path / "only", "--glob", "*_overlay.png")
     said = " ".join(only.output.split())
     assert only.exit_code == 2 and "match '*_overlay.png': the files that do are ipp-seg's own outputs" in said, said
     assert "psfhs_04700_overlay.png, psfhs_04700_us_overlay.png" in said and "other file" not in said
+    assert "left out what earlier runs wrote" not in caplog.text  # said once, in the error (QA: a warning too)
+    # A run's output folder given as IN_DIR: all it holds, its folders too.
+    assert _run("batch", scans, "--out", tmp_path / "run", "--save-masks").exit_code == 0
+    folder = " ".join(_run("batch", tmp_path / "run", "--out", tmp_path / "again").output.split())
+    assert "all it holds is ipp-seg's own outputs (measurements, masks, overlays, reports, DICOM results), left " \
+        "out: masks/, measurements.csv" in folder, folder
     # An overlay of a version before the marking (no text chunk) is told by the report beside it.
     import cv2
 
@@ -3768,14 +3775,14 @@ def test_threads_are_set_from_the_command_line(tmp_path, sample_png, caplog):
     many = usable_cpus() + 1
     caplog.clear()
     assert _run("batch", scans, "--out", tmp_path / "more", "--threads", str(many)).exit_code == 0
-    assert f"1 worker(s) of {many} thread(s) each on {many - 1} usable CPU core(s)" in caplog.text
+    assert f"{many} model thread(s) on {many - 1} usable CPU core(s)" in caplog.text
     caplog.clear()
     predicted = _run("predict", scans / sample_png.name, "--threads", "1", "--json")
     assert predicted.exit_code == 0 and json.loads(predicted.stdout)[0]["aop_deg"] > 0
-    assert "thread(s) each" not in caplog.text
+    assert "model thread(s) on" not in caplog.text
     # predict warned of none (a QA pass): one process, so its threads alone count against the cores.
     assert _run("predict", scans / sample_png.name, "--threads", str(many), "--json").exit_code == 0
-    assert f"1 worker(s) of {many} thread(s) each on {many - 1} usable CPU core(s)" in caplog.text
+    assert f"{many} model thread(s) on {many - 1} usable CPU core(s)" in caplog.text
     assert _run("batch", scans, "--out", tmp_path / "none", "--threads", "0").exit_code == 2
 
 

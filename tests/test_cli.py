@@ -1565,7 +1565,13 @@ def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png,
     shutil.copytree(tmp_path / "run" / "masks", tmp_path / "copied")
     caplog.clear()
     assert invoke("evaluate", tmp_path / "run", tmp_path / "copied").exit_code == 0
-    assert "1 of the ground-truth masks were written by ipp-seg, a model's masks and not an expert's" in caplog.text
+    assert "1 of the 1 ground-truth masks was written by ipp-seg, a model's masks and not an expert's" in caplog.text
+    # Nor by a link to the run's masks/, nor one folder given as both (QA: both had scored Dice 1 without a word).
+    (tmp_path / "linked").symlink_to(tmp_path / "run" / "masks")
+    linked = " ".join(invoke("evaluate", tmp_path / "run", tmp_path / "linked").output.split())
+    assert "is the masks/ folder beside a batch run's measurements.csv" in linked, linked
+    twice = " ".join(invoke("evaluate", tmp_path / "copied", tmp_path / "copied").output.split())
+    assert "are one folder: its masks would be scored against themselves" in twice, twice
 
 
 def test_evaluate_command(tmp_path, psfhs_dir):

@@ -1131,6 +1131,11 @@ def test_a_scan_beside_the_mask_predict_wrote_of_it_is_not_a_second_prediction(t
     cv2.imwrite(str(gt / "00001.png"), scene())
     (case,) = evaluate_folders(pred, gt).cases
     assert case.case_id == "00001" and 0.8 < case.dice_all < 1.0  # the mask scored, not the grey scan
+    # A scan predict could not measure has no mask beside it: still a scan, not a prediction scored as empty (QA).
+    cv2.imwrite(str(pred / "00002.png"), np.zeros(SHAPE, np.uint8))
+    cv2.imwrite(str(gt / "00002.png"), scene())
+    report = evaluate_folders(pred, gt)
+    assert [c.case_id for c in report.cases] == ["00001"] and report.missing_predictions == ("00002",)
     # Unmarked (another program saved it again), nothing tells which is the prediction: refused as before.
     cv2.imwrite(str(pred / "00001_mask.png"), scene(dx=2))
     with pytest.raises(ValueError, match="have two files"):

@@ -818,6 +818,21 @@ def test_an_under_gained_frame_is_said_to_be_dark_and_its_frame_checks_read_it_b
     assert _measured_on(_over_gained(upright, 0.15)).reasons == ("ps_at_black_band", "frame_dark")
 
 
+def test_a_dark_frames_checks_read_it_on_its_own_scale_and_its_white_marks_are_not_echoes():
+    # QA: a 0-1 float frame darker than PSFHS's lost ps_at_black_band and sector_upside_down (brightened past
+    # its scale, it read as black); white text over a dark frame set its brightest echoes, and no frame_dark.
+    band = _blacked_out_above(fan_image(), 50)
+    as_uint8 = _measured_on(_over_gained(band, 0.3)).reasons
+    assert "ps_at_black_band" in as_uint8
+    assert _measured_on(_over_gained(band, 0.3).astype(np.float32) / 255).reasons == as_uint8
+    upside_down = _over_gained(fan_image(upside_down=True), 0.1)
+    assert _measured_on(upside_down.astype(np.float32) / 255).reasons == _measured_on(upside_down).reasons
+    assert "sector_upside_down" in _measured_on(upside_down).reasons
+    captioned = _over_gained(fan_image(), 0.1)
+    captioned[240:250, 20:236] = 255  # a line of white text burnt in below the sector: 3 % of the frame
+    assert _measured_on(captioned).reasons == ("frame_dark",)  # dark, and its white no over-gained tissue
+
+
 def test_brightest_echoes_and_brightening_are_on_the_0_255_scale():
     from ipp_seg.io.greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes
 
@@ -834,6 +849,10 @@ def test_brightest_echoes_and_brightening_are_on_the_0_255_scale():
     assert brightened(frame, 0.0) is frame and brightened(frame, 250.0) is frame  # black, or bright already
     saturated = brightened(np.array([[5, 200]], np.uint8), 5.0)
     assert saturated.max() == 255.0  # clipped to white, not wrapped
+    assert brightened(frame.astype(np.float32) / 255, 30.0) == pytest.approx(shown)  # a 0-1 frame onto 0-255 first
+    captioned = frame.copy()
+    captioned[-5:] = 255  # 5 % white: text or a banner, which no gain dims
+    assert brightest_echoes(captioned) == 30.0 and brightest_echoes(np.full((4, 4), 255, np.uint8)) is None
 
 
 def test_an_over_gained_frame_is_said_to_be_saturated():

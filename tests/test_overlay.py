@@ -394,5 +394,11 @@ def test_a_dark_frame_is_shown_brightened_and_the_panel_says_so():
     assert np.all(image_part(as_recorded)[corner] == 12)
     assert np.all(image_part(warned)[corner] == 120)  # 12 x 200 / 20: the brightest echoes at 200
     assert warned.shape[0] > as_recorded.shape[0]  # a line more in the panel: "frame shown 10.0 times brighter"
+    # By the brightest echoes the warning was judged by, where given (QA: grey bands beside the image had set the
+    # whole frame's figure, and left it dark).
+    banded = dark.copy()
+    banded[:, :40] = 150
+    by_box = render_overlay(banded, mask, replace(m, status="warning", reasons=("frame_dark",)), echoes=20.0)
+    assert np.all(image_part(by_box)[corner] == 120)
     # Brightened only where the measurement says the frame is dark: a frame as dark without the code is as recorded.
     assert np.all(image_part(render_overlay(dark, mask, replace(m, reasons=("frame_saturated",))))[corner] == 12)

@@ -679,16 +679,21 @@ def evaluate_folders(
     images_dir = None if images_dir is None else given_path(images_dir, "images folder")
     from ..inference.batch import refuse_batch_output_as_input
 
-    # A run's own masks as the ground truth had scored the run against itself: Dice 1, ΔAoP 0.
-    refuse_batch_output_as_input(Path(gt_dir), "ground truths", "give the folder of the expert's masks (the run's "
-                                 "output folder is PRED_DIR)")
+    # A run's own masks as the ground truth had scored the run against itself: Dice 1, ΔAoP 0 (by a
+    # link to it too, or one folder given twice).
+    refuse_batch_output_as_input(Path(os.path.realpath(gt_dir)), "ground truths", "give the folder of the "
+                                 "expert's masks (the run's output folder is PRED_DIR)")
+    if os.path.isdir(pred_dir) and os.path.realpath(pred_dir) == os.path.realpath(gt_dir):
+        raise ValueError(f"{pred_dir} and {gt_dir} are one folder: its masks would be scored against themselves; "
+                         "give the predictions and the ground truths in folders of their own")
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
     drawn_by_ipp_seg = [case for case, path in gts.items() if ipp_seg_png_kind(path) == "label mask"]
     if drawn_by_ipp_seg:  # (copied out of a run: the mark goes with the file)
-        logger.warning("%d of the ground-truth masks were written by ipp-seg, a model's masks and not an expert's "
-                       "outlines (%s): scored against them, the figures say how two models agree, not how right "
-                       "either is", len(drawn_by_ipp_seg), _preview(drawn_by_ipp_seg))
+        logger.warning("%d of the %d ground-truth masks %s written by ipp-seg, a model's masks and not an "
+                       "expert's outlines (%s): scored against them, the figures say how two models agree, not how "
+                       "right either is", len(drawn_by_ipp_seg), len(gts), "was" if len(drawn_by_ipp_seg) == 1 else
+                       "were", _preview(drawn_by_ipp_seg))
     if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong
         refuse_batch_output_as_input(Path(images_dir), "images")
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES), images=True) if images_dir is not None else None
@@ -832,9 +837,11 @@ def evaluate_folders(
     if other_orientations:
         # Both masks are measured again here: with the other end of the PS taken as inferior, a run's
         # mirrored frames had read 82 deg where the run had measured 135 (an acceptance pass).
+        mixed = orientation in {o for _, _, o, _ in settings}
         logger.warning("the predictions were measured with --orientation %s, and are evaluated here with %s: their "
-                       "AoPs are taken from the other end of the PS; give --orientation %s",
-                       " and ".join(other_orientations), orientation, other_orientations[0])
+                       "AoPs are taken from the other end of the PS; %s", " and ".join(other_orientations),
+                       orientation, f"give --orientation {other_orientations[0]}" if not mixed else
+                       "the runs differ, so evaluate each run's masks apart, with its own --orientation")
     return _build_report(
         results,
         method=method,
@@ -1469,7 +1476,9 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     is understood: ``<case>_mask.png`` is case ``<case>``, and ``<case>_overlay.png`` (a
     picture, not a mask) is left out; and what ``batch`` writes: beside its measurements.csv
     only the ``masks`` folder holds predictions (not the overlays, nor scans kept there when
-    ``--out`` was their project folder). In a folder of ground truths ``<case>_mask.png`` is case
+    ``--out`` was their project folder); and beside the ``<case>_mask.png`` files ipp-seg wrote
+    (a PNG text chunk says so), other images are scans (``predict --out`` the scans' own folder),
+    not predictions. In a folder of ground truths ``<case>_mask.png`` is case
     ``<case>`` too, and a folder of ground truths or of ``images`` may hold both in the layout
     ``train`` reads, ``<case>.png`` beside ``<case>_mask.png``: the mask is the ground truth of
     case ``<case>``, the other file its image. So may a folder in the other layouts ``train``
@@ -1500,6 +1509,14 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
                                    if p.is_file() and p.name.lower().endswith(suffixes)}
         return case_ids_in[folder]
 
+    marked_masks_in: dict[Path, bool] = {}  # folder -> whether it holds <case>_mask.png files ipp-seg marked
+
+    def holds_marked_masks(folder: Path) -> bool:
+        if folder not in marked_masks_in:
+            marked_masks_in[folder] = any(ipp_seg_png_kind(p) == "label mask" for p in folder.iterdir()
+                                          if p.name.lower().endswith(MASK_NAME_SUFFIX + ".png") and p.is_file())
+        return marked_masks_in[folder]
+
     def in_batch_output(folder: Path) -> bool:
         if folder not in batch_outputs:
             batch_outputs[folder] = is_batch_output(folder)
@@ -1525,6 +1542,12 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         if predictions and case_id.endswith(OVERLAY_NAME_SUFFIX):
             logger.debug("%s: skipped (an overlay picture)", path)
             continue
+        if predictions and not case_id.endswith(MASK_NAME_SUFFIX) and holds_marked_masks(path.parent) \
+                and ipp_seg_png_kind(path) != "label mask":
+            # predict --out into the scans' own folder: beside the <case>_mask.png files ipp-seg wrote (and
+            # marked), the other images are the scans, those it could not measure too, not predictions.
+            logger.debug("%s: skipped (a scan beside the masks ipp-seg wrote)", path)
+            continue
         if predictions:
             case_id = mask_case_id(path)
         elif not images and case_id + MASK_NAME_SUFFIX in ids_beside(path.parent):
@@ -1534,12 +1557,6 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
             case_id = mask_case_id(path)  # <case>_mask.png is case <case>, as train and predict --out name it
         elif images and case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
             logger.debug("%s: skipped (the mask of the image beside it)", path)
-            continue
-        if case_id in found and predictions and (mask := _the_marked_mask(found[case_id], path)) is not None:
-            # predict --out into the scans' folder: 04700.png is the scan, 04700_mask.png says it is the mask.
-            scan = path if mask == found[case_id] else found[case_id]
-            logger.debug("%s: skipped (a scan beside the mask ipp-seg wrote of it)", scan)
-            found[case_id] = mask
             continue
         if case_id in found:  # every such case gathered, and named at once below
             repeats.append(f"{case_id!r} ({found[case_id].relative_to(root)} and {path.relative_to(root)})")
@@ -1554,13 +1571,6 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         raise ValueError(f"{root} holds a batch run's measurements.csv but no {MASKS_FOLDER}/ folder: the run kept "
                          "no masks to score; run it again with --save-masks (--overwrite, or another --out)")
     return found
-
-
-def _the_marked_mask(first: Path, second: Path) -> Path | None:
-    """Of two files of one case, the one PNG that ipp-seg marked as a label mask it wrote
-    (:func:`~ipp_seg.io.images.ipp_seg_png_kind`); None where neither or both are."""
-    marked = [path for path in (first, second) if ipp_seg_png_kind(path) == "label mask"]
-    return marked[0] if len(marked) == 1 else None
 
 
 def _run_segmented_a_frame(folder: Path) -> bool:

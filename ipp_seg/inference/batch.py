@@ -60,7 +60,7 @@ from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
 from .backends import BACKENDS, DEVICES, BackendError, device_used, load_segmenter
-from .pipeline import FrameResult, measure_frame, not_segmentable_reason, segment_frames
+from .pipeline import FrameResult, frame_echoes, measure_frame, not_segmentable_reason, segment_frames
 from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream, warn_of_training_frames
 
 log = logging.getLogger(__name__)
@@ -571,8 +571,9 @@ def warn_of_threads(threads: int | None, workers: int = 1, cores: int | None = N
     cores = usable_cpus() if cores is None else cores
     if threads is None or threads * workers <= cores:
         return False
-    log.warning("%d worker(s) of %d thread(s) each on %d usable CPU core(s): more threads than cores measure no "
-                "faster, and slow whatever else runs here", workers, threads, cores)
+    asked = f"{workers} worker(s) of {threads} thread(s) each" if workers > 1 else f"{threads} model thread(s)"
+    log.warning("%s on %d usable CPU core(s): more threads than cores measure no faster, and slow whatever else "
+                "runs here", asked, cores)
     return True
 
 
@@ -650,8 +651,9 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
     listed, with the reason (:func:`~ipp_seg.io.folders.walk_folders`). Outputs of ``predict --out``
     among the scans are left out as earlier runs' (:func:`_written_by_ipp_seg`, which reads PNGs'
     first bytes and reports); ``look_inside`` false: not looked for (a second listing, for a count).
-    ``outputs`` gets the relative paths of the files ``pattern`` takes that were left out as
-    earlier runs' outputs (not those in their ``masks``/``overlays`` folders, which are not walked).
+    ``outputs`` gets the relative paths of what was left out as earlier runs' outputs (the files
+    ``pattern`` takes, and folders with a ``/`` after their names), and its caller says them
+    (:func:`say_outputs_left_out`): the listing does not.
 
     Raises:
         NoScansError: ``in_dir`` is itself a batch run's ``masks`` or ``overlays`` folder.
@@ -674,7 +676,7 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
         if any(real == x or x in real.parents for x in exclude_folders):
             return True
         if here != in_dir and is_batch_output_part(here):  # (in_dir itself was refused above)
-            earlier_outputs.append(here.relative_to(in_dir).as_posix())
+            earlier_outputs.append(here.relative_to(in_dir).as_posix() + "/")
             return True
         return False
 
@@ -694,8 +696,6 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
             if (name in (CSV_NAME, TAKEN_OUT_NAME) and is_batch_output_part(path)) or \
                     (look_inside and not unreadable and os.path.isfile(path) and _written_by_ipp_seg(path)):
                 earlier_outputs.append(rel)
-                if outputs is not None:
-                    outputs.append(rel)
                 continue
             found.append(path)
     if hidden is not None:
@@ -705,12 +705,20 @@ def list_scans(in_dir: Path, pattern: str = "**/*", exclude: Path | None = None,
                 continue  # ipp-seg's own (--out the scans folder): not an input left out
             if not excluded(rel) and (os.path.isdir(path) or matcher(rel)):
                 hidden.append(path)
-    if earlier_outputs and warn:
-        log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays, reports and DICOM results: "
-                    "not scans): %s",
-                    ", ".join(earlier_outputs[:5]) + (f" and {len(earlier_outputs) - 5} more"
-                                                      if len(earlier_outputs) > 5 else ""))
+    if outputs is not None:
+        outputs.extend(sorted(earlier_outputs))
+    elif warn:
+        say_outputs_left_out(earlier_outputs)
     return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
+
+
+def say_outputs_left_out(outputs: list[str]) -> None:
+    """Warn of the earlier runs' outputs a listing left out (:func:`list_scans`'s ``outputs``),
+    the first five named."""
+    if outputs:
+        names = sorted(outputs)
+        log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays, reports and DICOM results: "
+                    "not scans): %s", ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
 
 
 def _written_by_ipp_seg(path: Path) -> bool:
@@ -1311,7 +1319,7 @@ class FileProcessor:
                                                      title=overlay_title(Path(name).name, frame.frame_index,
                                                                          frame.n_frames,
                                                                          frame.provenance.frame_number),
-                                                     tta=inf.tta, model=self.model_name))
+                                                     tta=inf.tta, model=self.model_name, echoes=frame_echoes(frame)))
                     files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
             dicom_cell = ""
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
@@ -2343,14 +2351,18 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # Folders that could not be listed (no permission): their files have no rows, and no later
     # line would say so but the warning among the first (a nightly run had ended as a whole one).
     unlisted_names = tuple(f"{_csv_name(folder, options.in_dir)}/ ({why})" for folder, why in unlisted)
-    if not files:  # before a previous CSV is touched
-        if outputs_left_out:
-            # (It had said the folder held no files, or "N other file(s)": those it had left out.)
-            where = (f"no scans in {options.in_dir}: the files in it" if options.glob == "**/*" else
-                     f"no scans under {options.in_dir} match {options.glob!r}: the files that do")
-            raise NoScansError(f"{where} are ipp-seg's own outputs (measurements, masks, overlays, reports, DICOM "
-                               f"results), left out: {', '.join(outputs_left_out[:3])}"
-                               + (f" and {len(outputs_left_out) - 3} more" if len(outputs_left_out) > 3 else ""))
+    if files:
+        say_outputs_left_out(outputs_left_out)
+    else:  # before a previous CSV is touched
+        # Said in the error, not in a warning before it too. (It had said the folder held no files,
+        # or "N other file(s)": those it had left out.) A --glob does not take a run's folders.
+        taken = outputs_left_out if options.glob == "**/*" else [o for o in outputs_left_out if not o.endswith("/")]
+        if taken:
+            where = (f"no scans in {options.in_dir}: all it holds is" if options.glob == "**/*" else
+                     f"no scans under {options.in_dir} match {options.glob!r}: the files that do are")
+            raise NoScansError(f"{where} ipp-seg's own outputs (measurements, masks, overlays, reports, DICOM "
+                               f"results), left out: {', '.join(taken[:3])}" + (f" and {len(taken) - 3} more"
+                                                                               if len(taken) > 3 else ""))
         if options.excluded_globs:
             raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
                                f"out ({', '.join(map(repr, options.excluded_globs))})")

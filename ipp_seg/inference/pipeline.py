@@ -543,7 +543,7 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_failure("anatomy_unrecognised")
     # A dark frame's black bands and sector are read as a frame of PSFHS's brightness shows them:
     # their thresholds are grey levels, and at a tenth of the gain dim tissue had read as a band.
-    echoes = brightest_echoes(frame.pixels[y0:y1, x0:x1])
+    echoes = frame_echoes(frame)
     dark = echoes is not None and echoes < DARK_FRAME_LEVEL
     checked = brightened(frame.pixels, echoes) if echoes is not None and echoes < CHECKS_BRIGHTENED_BELOW \
         else frame.pixels
@@ -557,12 +557,21 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         measurement = measurement.with_warning("other_view_not_measured")
     if segmented_here and marks_over_anatomy(labels, frame.colour_marks, ps_label, fh_label) >= MIN_MARKS_OVER_ANATOMY:
         measurement = measurement.with_warning("marks_over_anatomy")
-    saturated = saturated_share(frame.pixels[y0:y1, x0:x1]) if segmented_here else None
+    # (On a dark frame what is white is text or a banner, not tissue a gain saturated.)
+    saturated = saturated_share(frame.pixels[y0:y1, x0:x1]) if segmented_here and not dark else None
     if saturated is not None and saturated > FRAME_SATURATED_SHARE:  # the network's masks alone: an expert's stand
         measurement = measurement.with_warning("frame_saturated")
-    if dark:  # (an expert's outline measured on it too: its overlay is shown brightened alike)
+    if dark:  # (an expert's outline measured on it too: the frame is as dark to check it against)
         measurement = measurement.with_warning("frame_dark")
     return measurement
+
+
+def frame_echoes(frame: UltrasoundFrame) -> float | None:
+    """The brightest echoes (:func:`~ipp_seg.io.greyscale.brightest_echoes`, 0-255) of the part
+    of ``frame`` the network was shown (:func:`segmented_box`): what ``frame_dark`` is judged by,
+    and what its overlay is brightened by."""
+    x0, y0, x1, y1 = segmented_box(frame)
+    return brightest_echoes(frame.pixels[y0:y1, x0:x1])
 
 
 def other_views(frame: UltrasoundFrame) -> list:

@@ -25,7 +25,7 @@ from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, Fil
                     FrameFailure, dicom_results_cell, dicom_uids, file_sha256, file_stamp, fitting_stem,
                     measurement_row, output_stem, shown_confidence, spacing_cell, suffix_disambiguated, utc_now_cell,
                     warn_of_threads)
-from .pipeline import FrameResult, segmented_box
+from .pipeline import FrameResult, frame_echoes, segmented_box
 from .registry import warn_of_training_frames
 
 
@@ -248,7 +248,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                          printable_path(Path(frame.provenance.path).name),
                                                          frame.frame_index, frame.n_frames,
                                                          frame.provenance.frame_number),
-                                                     tta=bool(report.get("tta")), model=report.get("model")))
+                                                     tta=bool(report.get("tta")), model=report.get("model"),
+                                                     echoes=frame_echoes(frame)))
     except BaseException:
         # Stopped before its report (Ctrl-C, a full disk): no mask left without it, which a later run
         # would keep as a file of one's own, and train would read as an expert's.

@@ -87,21 +87,33 @@ def on_8bit_scale(image: np.ndarray) -> np.ndarray | None:
     return np.clip(image * np.float32(255.0) if high <= 1.001 else image, 0, 255)
 
 
+#: Grey levels from this one up are left out of a frame's brightest echoes: white text, lines and
+#: banners burnt into a screen capture, which no gain setting dims.
+_WHITE_MARKS_LEVEL = 250.0
+
+
 def brightest_echoes(image: np.ndarray) -> float | None:
     """The grey level of an image's brightest echoes, 0-255: the 99th percentile of its values
-    (:func:`on_8bit_scale`; bone and the skull, which a dark display map leaves bright but a
-    low gain does not). None for an empty image or one on another scale."""
+    (:func:`on_8bit_scale`) below 250 (bone and the skull, which a dark display map leaves
+    bright but a low gain does not; not white text or a banner, which a gain does not dim).
+    None for an empty image, one on another scale, or one all white."""
     grey = on_8bit_scale(image)
-    return None if grey is None else float(np.percentile(grey, 99))
+    if grey is None:
+        return None
+    below_white = grey[grey < _WHITE_MARKS_LEVEL]
+    return float(np.percentile(below_white, 99)) if below_white.size else None
 
 
 def brightened(image: np.ndarray, echoes: float) -> np.ndarray:
-    """``image`` (0-255 scale) with its grey values multiplied so that its brightest ``echoes``
+    """``image`` on the 0-255 scale (:func:`on_8bit_scale`: a 0-1 float frame is taken to it
+    first) with its grey values multiplied so that its brightest ``echoes``
     (:func:`brightest_echoes`) come to :data:`BRIGHTENED_LEVEL`, clipped to 255, as float32; as
-    it is where ``echoes`` is not below that level, or under 1 (a black frame has none)."""
-    if not 1.0 <= echoes < BRIGHTENED_LEVEL:
+    it is where ``echoes`` is not below that level, or under 1 (a black frame has none), or the
+    image is on no such scale."""
+    grey = on_8bit_scale(image) if 1.0 <= echoes < BRIGHTENED_LEVEL else None
+    if grey is None:
         return image
-    return np.clip(image.astype(np.float32) * np.float32(BRIGHTENED_LEVEL / echoes), 0.0, 255.0)
+    return np.clip(grey.astype(np.float32) * np.float32(BRIGHTENED_LEVEL / echoes), 0.0, 255.0)
 
 
 def invert(grey: np.ndarray) -> np.ndarray:

@@ -117,6 +117,7 @@ def render_overlay(
     title: str | None = None,
     tta: bool = False,
     model: str | None = None,
+    echoes: float | None = None,
 ) -> np.ndarray:
     """Draw a measurement on its frame; returns an RGB uint8 image.
 
@@ -135,8 +136,9 @@ def render_overlay(
             differently: a saved overlay says whose reading it shows).
 
     A greyscale frame whose measurement carries ``frame_dark`` is shown brightened
-    (:func:`~ipp_seg.io.greyscale.brightened`), and the panel says by how much: an
-    under-gained frame's outlines could not be checked against it.
+    (:func:`~ipp_seg.io.greyscale.brightened`) by its brightest ``echoes`` (those the warning was
+    judged by, :func:`ipp_seg.inference.pipeline.frame_echoes`; read from ``pixels`` where None),
+    and the panel says by how much: an under-gained frame's outlines could not be checked against it.
 
     Returns:
         (h + P, w, 3) uint8 RGB, ``(w, h) = drawn_size((H, W), measurement.spacing_mm)``: the
@@ -151,9 +153,10 @@ def render_overlay(
     """
     brightened_by = None
     if "frame_dark" in measurement.reasons and np.ndim(pixels) == 2:
-        echoes = brightest_echoes(np.asarray(pixels))
-        if echoes is not None and 1.0 <= echoes < BRIGHTENED_LEVEL:
-            pixels, brightened_by = brightened(np.asarray(pixels), echoes), BRIGHTENED_LEVEL / echoes
+        echoes = brightest_echoes(np.asarray(pixels)) if echoes is None else echoes
+        shown = brightened(np.asarray(pixels), echoes) if echoes is not None else pixels
+        if shown is not pixels:
+            pixels, brightened_by = shown, BRIGHTENED_LEVEL / echoes
     frame = _as_rgb(pixels)
     mask = np.asarray(label_mask)
     if mask.ndim != 2 or mask.shape != frame.shape[:2]:

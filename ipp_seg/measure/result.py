@@ -121,8 +121,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "frame_dark": ("warning", "the frame is dark: its brightest echoes lie below 32 of 255 (110 or above in the "
                    "1,058 PSFHS frames), an under-gained frame or one stored in a small part of its values' "
                    "range; the network reads each frame by its own grey levels and its AoP held (PSFHS frames at "
-                   "a tenth of their gain moved by a median 0.5°, 1.7 at the 90th percentile), but the overlay "
-                   "shows the frame brightened for the eye, and the checks of its black bands and sector were "
+                   "a tenth of their gain moved by a median 0.5°, 1.7 at the 90th percentile), but the overlays "
+                   "of predict and batch show the frame brightened for the eye, and the checks of its black bands and sector were "
                    "made on it so brightened; raise the gain"),
     "marks_over_anatomy": ("warning", "the frame has marks drawn over the PS or the head in a colour of their "
                            "own (calipers, measurement lines or text, as a scanner draws them, or colour flow): "
@@ -235,7 +235,8 @@ REASON_ACTIONS: dict[str, str] = {
     "head_small_in_frame": "Crop the image to the ultrasound picture (no margins or text) and run again.",
     "other_view_not_measured": "Only one view was measured: crop the image to the other view to measure it.",
     "frame_saturated": "The image is over-bright: lower the gain, or check the symphysis on the overlay.",
-    "frame_dark": "The image is dark (the gain too low?): its overlay shows it brightened; raise the gain.",
+    "frame_dark": "The image is dark (the gain too low?): the overlays of predict and batch show it brightened; "
+                  "raise the gain for the next scans.",
     "marks_over_anatomy": "Export the frame without calipers and annotations, or check the PS and head on the "
                           "overlay.",
     "sector_upside_down": "The frame is probably upside down: check how it is displayed.",
