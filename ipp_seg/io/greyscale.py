@@ -62,14 +62,14 @@ def to_output(grey: np.ndarray, *, bits_stored: int | None = None, signed: bool 
 
 #: A frame whose brightest echoes (:func:`brightest_echoes`) lie below this grey level of 255 is
 #: dark: under-gained, or stored in a small part of its values' range. The 1,058 PSFHS frames lie
-#: at 110 or above; the networks read their angles alike down to about a tenth of their gain
+#: at 105 or above; the networks read their angles alike down to about a tenth of their gain
 #: (benchmarks/dark_frames.py), but an eye does not read such an overlay, nor do the checks of
 #: the frame's black bands and sector, whose levels are grey levels of frames as bright as PSFHS's.
 DARK_FRAME_LEVEL = 32.0
 #: Where a dark frame's brightest echoes are brought (:func:`brightened`): PSFHS's median.
 BRIGHTENED_LEVEL = 200.0
 #: Below this level a frame is darker than any the checks of black bands and sectors were
-#: chosen on (PSFHS: 110 and above): they read it brightened, warned of or not.
+#: chosen on (PSFHS: 105 and above): they read it brightened, warned of or not.
 CHECKS_BRIGHTENED_BELOW = 100.0
 
 

@@ -118,7 +118,7 @@ REASONS: dict[str, tuple[str, str]] = {
                         "PSFHS frames with the gain raised 2 times its AoP moved by a median 1.8°, 6.1 at the "
                         "90th percentile (2.5 times: 2.9 and 9.8); lower the gain, or check the PS the overlay "
                         "shows"),
-    "frame_dark": ("warning", "the frame is dark: its brightest echoes lie below 32 of 255 (110 or above in the "
+    "frame_dark": ("warning", "the frame is dark: its brightest echoes lie below 32 of 255 (105 or above in the "
                    "1,058 PSFHS frames), an under-gained frame or one stored in a small part of its values' "
                    "range; the network reads each frame by its own grey levels and its AoP held (PSFHS frames at "
                    "a tenth of their gain moved by a median 0.5°, 1.7 at the 90th percentile), but the overlays "
