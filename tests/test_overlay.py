@@ -402,3 +402,16 @@ def test_a_dark_frame_is_shown_brightened_and_the_panel_says_so():
     assert np.all(image_part(by_box)[corner] == 120)
     # Brightened only where the measurement says the frame is dark: a frame as dark without the code is as recorded.
     assert np.all(image_part(render_overlay(dark, mask, replace(m, reasons=("frame_saturated",))))[corner] == 12)
+
+
+def test_a_float_frame_is_shown_on_its_own_scale():
+    # QA: a float MHA of 0-1 values had its overlay black at full brightness.
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3))
+    as_uint8 = image_part(render_overlay(frame(), mask, m))
+    assert np.array_equal(image_part(render_overlay(frame().astype(np.float32) / 255, mask, m)), as_uint8)
+    assert np.array_equal(image_part(render_overlay(frame().astype(np.float32), mask, m)), as_uint8)  # 0-255 floats
+    wide = np.zeros((256, 256), np.float32)
+    wide[:, 128:] = 4000.0  # a scale of its own: its lowest black, its highest white
+    corners = image_part(render_overlay(wide, mask, m))
+    assert np.all(corners[0, 0] == 0) and np.all(corners[0, -1] == 255)

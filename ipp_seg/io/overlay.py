@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from .greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes
+from .greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes, on_8bit_scale
 from ..measure.result import Landmarks, Measurement, failing_reasons_first
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
@@ -123,7 +123,8 @@ def render_overlay(
 
     Args:
         pixels: (H, W) greyscale frame, uint8 or float on the 0-255 scale (values outside are
-            clipped), or (H, W, 3) RGB uint8.
+            clipped), a float frame on the 0-1 scale (shown on 0-255) or on a scale of its own
+            (shown from its lowest value to its highest), or (H, W, 3) RGB uint8.
         label_mask: (H, W) labels, 1 = PS and 2 = FH (other values are not drawn), on the same
             pixel grid as ``pixels``.
         measurement: the result of :func:`ipp_seg.measure.measure_progress` on ``label_mask``;
@@ -215,8 +216,14 @@ def _as_rgb(pixels: np.ndarray) -> np.ndarray:
     if image.size == 0:
         raise ValueError("pixels are empty")
     if image.dtype != np.uint8:
-        # Frames deeper than 8 bits arrive on the 0-255 scale as float (see UltrasoundFrame).
-        image = np.clip(np.nan_to_num(image.astype(np.float64)), 0.0, 255.0).round().astype(np.uint8)
+        # Frames deeper than 8 bits arrive on the 0-255 scale as float (see UltrasoundFrame); float files
+        # as they stored them: on 0-1 (shown black, a QA pass found), or on a scale of their own.
+        grey = np.nan_to_num(image.astype(np.float32))
+        shown = on_8bit_scale(grey)
+        if shown is None:
+            low, high = float(grey.min()), float(grey.max())
+            shown = (grey - low) * np.float32(255.0 / (high - low)) if high > low else np.zeros_like(grey)
+        image = np.clip(shown, 0.0, 255.0).round().astype(np.uint8)
     if rgb is None:
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
     return np.ascontiguousarray(image)
