@@ -2014,7 +2014,7 @@ def test_a_worker_killed_by_the_system_ends_the_run_with_a_message(mixed_folder,
     assert "Among the files then being measured: a.png, corrupt.dcm" in said and "move it aside" in said
 
 
-def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_folder, tmp_path):
+def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_folder, tmp_path, caplog):
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0
     rows = _rows(out / "measurements.csv")
@@ -2023,10 +2023,15 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
         writer = csv.DictWriter(fh, fieldnames=old_columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(r for r in rows if r["file"] != "sub/b.png")  # b.png not yet measured
+    caplog.clear()
     result = _run("batch", mixed_folder, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
     after = _rows(out / "measurements.csv", timed=True)
     assert list(after[0]) == list(CSV_COLUMNS)
+    # Said: those rows read as the version that measured them did (QA: kept beside new rows without a word).
+    kept = sum(r["file"] != "sub/b.png" and r["reasons"] not in ("unreadable", "processing_error") for r in rows)
+    assert f"{kept} of the rows kept were measured by another version of ipp-seg ({kept} by an unknown version)" \
+        in caplog.text, caplog.text
     old = {(r["file"], r["frame"]): r for r in rows}
     assert all(r["aop_deg"] == old[r["file"], r["frame"]]["aop_deg"] for r in after)
     assert [r["file"] for r in after] == [r["file"] for r in rows]  # b.png's row where the file lies, as before

@@ -1710,6 +1710,14 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         if gone:
             log.warning("%s holds rows of %d file(s) no longer in the folder (kept): %s", csv_path, len(gone),
                         _examples(gone))
+    # Rows of another version keep what that version read (reasons given since, such as frame_dark,
+    # absent): said, as a QA pass found them kept beside this version's rows without a word.
+    by_version = Counter(row.get("ipp_seg_version") or "an unknown version" for row in kept
+                         if row.get("ipp_seg_version") != __version__)
+    if by_version:
+        log.warning("%s: %d of the rows kept were measured by another version of ipp-seg (%s), and read as it read "
+                    "them (CHANGELOG.md lists what changed); --overwrite measures every file again", csv_path,
+                    sum(by_version.values()), ", ".join(f"{n} by {v}" for v, n in sorted(by_version.items())))
     if upgraded and rows:
         new = [column for column in CSV_COLUMNS if column not in header]
         derived = [column for column in ("aop_doubtful", "hsd_doubtful") if column in new]
