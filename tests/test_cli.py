@@ -1458,7 +1458,7 @@ def test_evaluate_warns_that_a_model_is_scored_on_frames_it_was_trained_on(tmp_p
         said = " ".join(caplog.text.split())
         seen = json.loads((tmp_path / f"ev-{model}" / "summary.json").read_text())["cases_seen_in_training"]
         if model == "dssau-net-s":
-            assert "1 of the 1 cases evaluated have the IDs of frames dssau-net-s was trained on (03744-04801" in said
+            assert "1 of the 1 cases evaluated has the IDs of frames dssau-net-s was trained on (03744-04801" in said
             assert "not a validation; dssau-net-s-heldout, the same recipe without them" in said
             assert seen == [{"model": "dssau-net-s", "n_cases": 1, "case_ids": ["04700"]}]
         else:
@@ -1489,7 +1489,7 @@ def test_evaluate_reads_the_training_frames_of_an_exported_model_from_its_onnx_f
     with caplog.at_level("WARNING"):
         assert invoke("evaluate", run, gt, "--out", tmp_path / "ev").exit_code == 0
     said = " ".join(caplog.text.split())
-    assert (f"1 of the 2 cases evaluated have the IDs of frames own was trained on (04698-04700, as recorded for its "
+    assert (f"1 of the 2 cases evaluated has the IDs of frames own was trained on (04698-04700, as recorded for its "
             f"file {tmp_path / 'own.onnx'})") in said
     assert "no model card" not in said
     seen = json.loads((tmp_path / "ev" / "summary.json").read_text())["cases_seen_in_training"]
@@ -1571,7 +1571,7 @@ def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png,
     linked = " ".join(invoke("evaluate", tmp_path / "run", tmp_path / "linked").output.split())
     assert "is the masks/ folder beside a batch run's measurements.csv" in linked, linked
     twice = " ".join(invoke("evaluate", tmp_path / "copied", tmp_path / "copied").output.split())
-    assert "are one folder: its masks would be scored against themselves" in twice, twice
+    assert "lie among the predictions" in twice and "one folder given twice or one inside the other" in twice, twice
 
 
 def test_evaluate_command(tmp_path, psfhs_dir):

@@ -1126,16 +1126,28 @@ def test_a_scan_beside_the_mask_predict_wrote_of_it_is_not_a_second_prediction(t
     pred, gt = tmp_path / "scans", tmp_path / "gt"
     pred.mkdir()
     gt.mkdir()
-    cv2.imwrite(str(pred / "00001.png"), np.full(SHAPE, 90, np.uint8))  # the scan: no mark
+    speckle = np.random.default_rng(0).integers(0, 200, SHAPE).astype(np.uint8)
+    cv2.imwrite(str(pred / "00001.png"), speckle)  # the scan: no mark, grey levels a mask has not
     write_label_png(pred / "00001_mask.png", scene(dx=2))
     cv2.imwrite(str(gt / "00001.png"), scene())
     (case,) = evaluate_folders(pred, gt).cases
     assert case.case_id == "00001" and 0.8 < case.dice_all < 1.0  # the mask scored, not the grey scan
     # A scan predict could not measure has no mask beside it: still a scan, not a prediction scored as empty (QA).
-    cv2.imwrite(str(pred / "00002.png"), np.zeros(SHAPE, np.uint8))
+    cv2.imwrite(str(pred / "00002.png"), speckle[::-1])
     cv2.imwrite(str(gt / "00002.png"), scene())
     report = evaluate_folders(pred, gt)
     assert [c.case_id for c in report.cases] == ["00001"] and report.missing_predictions == ("00002",)
+    # Another tool's label mask put beside them is a prediction still (QA: it had been passed over as a scan).
+    cv2.imwrite(str(pred / "00003.png"), scene(dx=1))
+    cv2.imwrite(str(gt / "00003.png"), scene())
+    assert [c.case_id for c in evaluate_folders(pred, gt).cases] == ["00001", "00003"]
+    # Nor may one folder lie inside the other: masks would be read as both (QA: Dice 1 without a word).
+    (pred / "gt").mkdir()
+    cv2.imwrite(str(pred / "gt" / "00009.png"), scene())
+    with pytest.raises(ValueError, match=r"1 mask file\(s\) lie among the predictions .* and the ground truths"):
+        evaluate_folders(pred, pred / "gt")
+    with pytest.raises(ValueError, match="one folder given twice or one inside the other"):
+        evaluate_folders(pred / "gt", pred)
     # Unmarked (another program saved it again), nothing tells which is the prediction: refused as before.
     cv2.imwrite(str(pred / "00001_mask.png"), scene(dx=2))
     with pytest.raises(ValueError, match="have two files"):

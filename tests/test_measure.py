@@ -850,6 +850,9 @@ def test_brightest_echoes_and_brightening_are_on_the_0_255_scale():
     saturated = brightened(np.array([[5, 200]], np.uint8), 5.0)
     assert saturated.max() == 255.0  # clipped to white, not wrapped
     assert brightened(frame.astype(np.float32) / 255, 30.0) == pytest.approx(shown)  # a 0-1 frame onto 0-255 first
+    overshoot = frame.astype(np.float32) / 255
+    overshoot[50, 50] = 1.2  # a B-spline resampling's overshoot: still a 0-1 frame (QA: read as black on 0-255)
+    assert brightest_echoes(overshoot) == pytest.approx(30.0)
     captioned = frame.copy()
     captioned[-5:] = 255  # 5 % white: text or a banner, which no gain dims
     assert brightest_echoes(captioned) == 30.0 and brightest_echoes(np.full((4, 4), 255, np.uint8)) is None

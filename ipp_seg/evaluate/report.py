@@ -683,19 +683,17 @@ def evaluate_folders(
     # link to it too, or one folder given twice).
     refuse_batch_output_as_input(Path(os.path.realpath(gt_dir)), "ground truths", "give the folder of the "
                                  "expert's masks (the run's output folder is PRED_DIR)")
-    if os.path.isdir(pred_dir) and os.path.realpath(pred_dir) == os.path.realpath(gt_dir):
-        raise ValueError(f"{pred_dir} and {gt_dir} are one folder: its masks would be scored against themselves; "
-                         "give the predictions and the ground truths in folders of their own")
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
+    _refuse_masks_on_both_sides(preds, gts, pred_dir, gt_dir)
     drawn_by_ipp_seg = [case for case, path in gts.items() if ipp_seg_png_kind(path) == "label mask"]
     if drawn_by_ipp_seg:  # (copied out of a run: the mark goes with the file)
         logger.warning("%d of the %d ground-truth masks %s written by ipp-seg, a model's masks and not an "
-                       "expert's outlines (%s): scored against them, the figures say how two models agree, not how "
+                       "expert's outlines (%s): scored against %s, the figures say how two models agree, not how "
                        "right either is", len(drawn_by_ipp_seg), len(gts), "was" if len(drawn_by_ipp_seg) == 1 else
-                       "were", _preview(drawn_by_ipp_seg))
-    if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong
-        refuse_batch_output_as_input(Path(images_dir), "images")
+                       "were", _preview(drawn_by_ipp_seg), "it" if len(drawn_by_ipp_seg) == 1 else "them")
+    if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong (by a link too)
+        refuse_batch_output_as_input(Path(os.path.realpath(images_dir)), "images")
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES), images=True) if images_dir is not None else None
 
     missing_pred = sorted(set(gts) - set(preds))
@@ -838,9 +836,10 @@ def evaluate_folders(
         # Both masks are measured again here: with the other end of the PS taken as inferior, a run's
         # mirrored frames had read 82 deg where the run had measured 135 (an acceptance pass).
         mixed = orientation in {o for _, _, o, _ in settings}
-        logger.warning("the predictions were measured with --orientation %s, and are evaluated here with %s: their "
-                       "AoPs are taken from the other end of the PS; %s", " and ".join(other_orientations),
-                       orientation, f"give --orientation {other_orientations[0]}" if not mixed else
+        logger.warning("%s predictions were measured with --orientation %s, and are evaluated here with %s: their "
+                       "AoPs are taken from the other end of the PS; %s", "some of the" if mixed else "the",
+                       " and ".join(other_orientations), orientation,
+                       f"give --orientation {other_orientations[0]}" if not mixed else
                        "the runs differ, so evaluate each run's masks apart, with its own --orientation")
     return _build_report(
         results,
@@ -902,10 +901,10 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
             not drawn_by or (c in drawn_by and drawn_by[c][0] == name)))
         if seen:
             found.append((name, seen))
-            logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s, as recorded "
+            logger.warning("%d of the %d cases evaluated %s the IDs of frames %s was trained on (%s%s, as recorded "
                            "for its file %s): if they are those frames, its figures here are its fit to its training "
-                           "data, not a validation", len(seen), len(case_ids), name, _blocks_said(blocks),
-                           ", ..." if len(blocks) > 4 else "", path)
+                           "data, not a validation", len(seen), len(case_ids), "has" if len(seen) == 1 else "have",
+                           name, _blocks_said(blocks), ", ..." if len(blocks) > 4 else "", path)
     if uncarded:  # (an empty list would read as "none of these frames")
         logger.warning("%s %s no model card in the models folder: which frames %s trained on is not known here, so "
                        "a fit to them cannot be told from a validation", ", ".join(uncarded),
@@ -924,10 +923,10 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
         blocks = _blocks_said(listed)
         twin = f"; {spec.validated_by}, the same recipe without them, gives its card's validation" if (
             spec.validated_by) else ""
-        logger.warning("%d of the %d cases evaluated have the IDs of frames %s was trained on (%s%s): if they are "
+        logger.warning("%d of the %d cases evaluated %s the IDs of frames %s was trained on (%s%s): if they are "
                        "those frames, its figures here are its fit to its training data, not a validation%s",
-                       len(seen), len(case_ids), spec.name, blocks, ", ..." if len(listed) > 4 else "",
-                       twin)
+                       len(seen), len(case_ids), "has" if len(seen) == 1 else "have", spec.name, blocks,
+                       ", ..." if len(listed) > 4 else "", twin)
     return tuple(found)
 
 
@@ -1470,6 +1469,29 @@ def _read_image_mask(name: str) -> np.ndarray:
     return as_displayed(arr, data, name)  # turned as its scan is read, so that the two stay aligned
 
 
+def _is_a_scan(path: Path) -> bool:
+    """Whether an image file holds more grey levels than a label mask's three (background and two
+    structures); False where it cannot be read as a frame (its reading as a mask will say why)."""
+    try:
+        return len(np.unique(read_frame(path).pixels)) > 3
+    except (ScanReadError, ValueError, OSError):
+        return False
+
+
+def _refuse_masks_on_both_sides(preds: Mapping[str, Path], gts: Mapping[str, Path], pred_dir: PathLike,
+                                gt_dir: PathLike) -> None:
+    """Raise ValueError where a mask file is found among the predictions and the ground truths
+    alike (one folder given twice, or one inside the other: both are searched with their
+    sub-folders): it would be scored against itself (Dice 1, ΔAoP 0, without a word, as a QA
+    pass found)."""
+    both = {os.path.realpath(p) for p in preds.values()} & {os.path.realpath(p) for p in gts.values()}
+    if both:
+        raise ValueError(f"{len(both)} mask file(s) lie among the predictions ({pred_dir}) and the ground truths "
+                         f"({gt_dir}) alike, one folder given twice or one inside the other: they would be scored "
+                         f"against themselves ({_preview(sorted(both))}); give the predictions and the ground truths "
+                         "in folders apart")
+
+
 def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool = False,
                   images: bool = False) -> dict[str, Path]:
     """Case ID -> file. In a folder of ``predictions``, what ``ipp-seg predict --out`` writes
@@ -1543,10 +1565,11 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
             logger.debug("%s: skipped (an overlay picture)", path)
             continue
         if predictions and not case_id.endswith(MASK_NAME_SUFFIX) and holds_marked_masks(path.parent) \
-                and ipp_seg_png_kind(path) != "label mask":
+                and ipp_seg_png_kind(path) != "label mask" and _is_a_scan(path):
             # predict --out into the scans' own folder: beside the <case>_mask.png files ipp-seg wrote (and
-            # marked), the other images are the scans, those it could not measure too, not predictions.
-            logger.debug("%s: skipped (a scan beside the masks ipp-seg wrote)", path)
+            # marked), the other images are the scans, those it could not measure too, not predictions;
+            # another tool's label masks put there stay predictions.
+            logger.info("%s: passed over (a scan beside the masks ipp-seg wrote, not a label mask)", path)
             continue
         if predictions:
             case_id = mask_case_id(path)

@@ -2383,7 +2383,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                f"{len(unlisted)} could not be listed: {', '.join(unlisted_names[:3])}")
         if options.glob == "**/*":  # the folder and its sub-folders hold nothing but folders
             raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files")
-        raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options))
+        # (A --glob into a run's masks/ or overlays/: those folders were left out, not searched.)
+        outputs_said = (f"; ipp-seg's own outputs were left out, not searched: {', '.join(outputs_left_out[:3])}"
+                        + (f" and {len(outputs_left_out) - 3} more" if len(outputs_left_out) > 3 else "")
+                        if outputs_left_out else "")
+        raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options)
+                           + outputs_said)
     _say_bare_files_left_out(options, files)
     names = [_csv_name(path, options.in_dir) for path in files]
     warn_of_training_frames(spec, files, "files")

@@ -73,10 +73,16 @@ BRIGHTENED_LEVEL = 200.0
 CHECKS_BRIGHTENED_BELOW = 100.0
 
 
+#: A float image whose values reach no higher than this is on the 0-1 scale: a resampling's
+#: overshoot (a B-spline's, to 1.2) leaves it there, and a 0-255 frame so dark is black to the eye.
+_UNIT_SCALE_TOP = 1.5
+
+
 def on_8bit_scale(image: np.ndarray) -> np.ndarray | None:
     """A greyscale image's values on the 0-255 scale: uint8 as it is, other numbers as they are
     when they lie on it (a rounding's worth outside still does), a float image on the 0-1 scale
-    times 255; None for an empty image or one on another scale (16-bit values, say)."""
+    (up to :data:`_UNIT_SCALE_TOP`) times 255; None for an empty image or one on another scale
+    (16-bit values, say)."""
     if image.dtype == np.uint8:
         return image
     if image.size == 0:
@@ -84,7 +90,7 @@ def on_8bit_scale(image: np.ndarray) -> np.ndarray | None:
     low, high = float(image.min()), float(image.max())
     if low < -1.0 or high > 256.0:
         return None
-    return np.clip(image * np.float32(255.0) if high <= 1.001 else image, 0, 255)
+    return np.clip(image * np.float32(255.0) if high <= _UNIT_SCALE_TOP else image, 0, 255)
 
 
 #: Grey levels from this one up are left out of a frame's brightest echoes: white text, lines and
