@@ -1017,7 +1017,8 @@ def test_what_predict_wrote_into_the_scans_folder_is_left_out(tmp_path, sample_p
     folder = " ".join(_run("batch", tmp_path / "run", "--out", tmp_path / "again").output.split())
     assert "all it holds is ipp-seg's own outputs (measurements, masks, overlays, reports, DICOM results), left " \
         "out: masks/, measurements.csv" in folder, folder
-    into = " ".join(_run("batch", tmp_path / "run", "--out", tmp_path / "again", "--glob", "masks/*.png").output.split())
+    into = " ".join(_run("batch", tmp_path / "run", "--out", tmp_path / "again", "--glob",
+                         "masks/*.png").output.split())
     assert "match 'masks/*.png'" in into and "ipp-seg's own outputs were left out, not searched: masks/" in into, into
     # An overlay of a version before the marking (no text chunk) is told by the report beside it.
     import cv2

@@ -122,8 +122,8 @@ REASONS: dict[str, tuple[str, str]] = {
                    "1,058 PSFHS frames), an under-gained frame or one stored in a small part of its values' "
                    "range; the network reads each frame by its own grey levels and its AoP held (PSFHS frames at "
                    "a tenth of their gain moved by a median 0.5°, 1.7 at the 90th percentile), but the overlays "
-                   "of predict and batch show the frame brightened for the eye, and the checks of its black bands and sector were "
-                   "made on it so brightened; raise the gain"),
+                   "of predict and batch show the frame brightened for the eye, and the checks of its black bands "
+                   "and sector were made on it so brightened; raise the gain"),
     "marks_over_anatomy": ("warning", "the frame has marks drawn over the PS or the head in a colour of their "
                            "own (calipers, measurement lines or text, as a scanner draws them, or colour flow): "
                            "the network reads grey levels, and takes such a line for tissue (a sonographer's "
