@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from .greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes, on_8bit_scale
 from ..measure.result import Landmarks, Measurement, failing_reasons_first
+from .greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes, on_8bit_scale
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
            "render_overlay"]
