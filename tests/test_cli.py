@@ -1569,7 +1569,8 @@ def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png,
     # Nor by a link to the run's masks/, nor one folder given as both (QA: both had scored Dice 1 without a word).
     (tmp_path / "linked").symlink_to(tmp_path / "run" / "masks")
     linked = " ".join(invoke("evaluate", tmp_path / "run", tmp_path / "linked").output.split())
-    assert "is the masks/ folder beside a batch run's measurements.csv" in linked, linked
+    assert f"{tmp_path / 'linked'} leads to {tmp_path / 'run' / 'masks'} is the masks/ folder beside a batch " \
+        "run's measurements.csv" in linked, linked
     twice = " ".join(invoke("evaluate", tmp_path / "copied", tmp_path / "copied").output.split())
     assert "lie among the predictions" in twice and "one folder given twice or one inside the other" in twice, twice
 

@@ -677,12 +677,10 @@ def evaluate_folders(
     pred_labels = labels if pred_labels is None else check_label_pair(pred_labels)
     pred_dir, gt_dir = given_path(pred_dir, "predictions folder"), given_path(gt_dir, "ground-truth folder")
     images_dir = None if images_dir is None else given_path(images_dir, "images folder")
-    from ..inference.batch import refuse_batch_output_as_input
-
     # A run's own masks as the ground truth had scored the run against itself: Dice 1, ΔAoP 0 (by a
     # link to it too, or one folder given twice).
-    refuse_batch_output_as_input(Path(os.path.realpath(gt_dir)), "ground truths", "give the folder of the "
-                                 "expert's masks (the run's output folder is PRED_DIR)")
+    _refuse_run_output_by_any_name(gt_dir, "ground truths", "give the folder of the expert's masks (the run's "
+                                   "output folder is PRED_DIR)")
     preds = _index_folder(pred_dir, MASK_SUFFIXES, predictions=True)
     gts = _index_folder(gt_dir, MASK_SUFFIXES)
     _refuse_masks_on_both_sides(preds, gts, pred_dir, gt_dir)
@@ -693,7 +691,7 @@ def evaluate_folders(
                        "right either is", len(drawn_by_ipp_seg), len(gts), "was" if len(drawn_by_ipp_seg) == 1 else
                        "were", _preview(drawn_by_ipp_seg), "it" if len(drawn_by_ipp_seg) == 1 else "them")
     if images_dir is not None:  # a run's overlays or masks would set every frame's style wrong (by a link too)
-        refuse_batch_output_as_input(Path(os.path.realpath(images_dir)), "images")
+        _refuse_run_output_by_any_name(images_dir, "images")
     images = _index_folder(images_dir, tuple(SUPPORTED_SUFFIXES), images=True) if images_dir is not None else None
 
     missing_pred = sorted(set(gts) - set(preds))
@@ -1467,6 +1465,20 @@ def _read_image_mask(name: str) -> np.ndarray:
                                       "structure (--labels, --gt-labels or --pred-labels give them)")
         arr = colour[..., 0]
     return as_displayed(arr, data, name)  # turned as its scan is read, so that the two stay aligned
+
+
+def _refuse_run_output_by_any_name(folder: PathLike, what: str, *instead: str) -> None:
+    """:func:`~ipp_seg.inference.batch.refuse_batch_output_as_input` of the folder ``folder`` leads
+    to, a link followed (a link to a run's masks/ had been taken), the link named as typed."""
+    from ..inference.batch import NoScansError, refuse_batch_output_as_input
+
+    real = Path(os.path.realpath(folder))
+    try:
+        refuse_batch_output_as_input(real, what, *instead)
+    except NoScansError as exc:
+        if real == Path(os.path.abspath(folder)):
+            raise
+        raise NoScansError(f"{folder} leads to {exc}") from None
 
 
 def _is_a_scan(path: Path) -> bool:
