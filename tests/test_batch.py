@@ -1520,6 +1520,26 @@ def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measure
                                                                     "notes.txt"]
 
 
+def test_a_move_with_nothing_left_to_measure_is_said_once(tmp_path, sample_png, caplog):
+    # QA: a resume in a moved folder that had nothing left to do wrote no session, and every later resume said
+    # "the folder moved or was copied" again.
+    first, moved, out = tmp_path / "first", tmp_path / "moved", tmp_path / "out"
+    first.mkdir()
+    shutil.copy(sample_png, first / "IM_0001.png")
+    assert _run("batch", first, "--out", out).exit_code == 0
+    moved.mkdir()
+    shutil.copy(first / "IM_0001.png", moved / "IM_0001.png")  # (new times, the same bytes)
+    shutil.rmtree(first)
+    caplog.clear()
+    assert _run("batch", moved, "--out", out, "--resume").exit_code == 0
+    assert f"the run measured {first}; its files are in {moved}" in " ".join(caplog.text.split())
+    caplog.clear()
+    assert _run("batch", moved, "--out", out, "--resume").exit_code == 0
+    assert "the folder moved or was copied" not in caplog.text
+    sessions = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
+    assert [s["in_dir"] for s in sessions] == [str(first), str(moved)] and sessions[-1]["rows_written"] == 0
+
+
 @pytest.mark.parametrize("how", ["saved again", "removed", "written over in place"])
 def test_a_csv_replaced_or_removed_mid_run_stops_it_and_a_resume_gives_every_row(mixed_folder, tmp_path, how):
     # A data manager's pass: an editor saving measurements.csv while the run wrote it (a copy put in its place) left

@@ -2396,18 +2396,22 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
     csv_rewrite: list[Callable[[], None]] = []  # the resume's rewrite of the CSV, made once the run is not refused
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
+    moved = False  # resumed in a folder other than the one the run's record last measured
     if options.resume:
         inf = options.inference
         # (A CSV left with its header alone, every row taken out by a resume stopped since, is still the run's.)
         had_rows = csv_path.exists()
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
+        measured_in = _last_folder_measured(_read_run_record(options.out_dir))
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
-                              stamps=stamps, in_dir=options.in_dir,
-                              measured_in=_last_folder_measured(_read_run_record(options.out_dir)),
+                              stamps=stamps, in_dir=options.in_dir, measured_in=measured_in,
                               measured_again=measured_again, deferred=csv_rewrite)
+        # Gone on in a folder moved or copied: recorded even with nothing left to do, so that the next
+        # resume reads the run's folder as this one (it had said "the folder moved" at every resume).
+        moved = measured_in is not None and os.path.realpath(measured_in) != os.path.realpath(options.in_dir)
     if options.save_masks or options.overlays or options.dicom_seg or options.dicom_sr:
         # From the whole folder (done files too), so that a resumed run names files alike, and among
         # the files of the rows it keeps that are no longer there: scan.dcm put where scan.png had been
@@ -2578,7 +2582,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             # (Not one the user had made before the run: only what is in it, left empty by the run.)
             _remove_empty_folders(options.out_dir / folder, keep_root=outputs_before[folder])
         raise
-    if fresh or rowed or unlisted_names:  # (the session is recorded): how it ended, for a scheduler to read
+    if fresh or rowed or unlisted_names or moved:  # (the session is recorded): how it ended, for a scheduler
         # (A resume with nothing left to do is recorded where folders could not be listed: a nightly run's
         # steady state, whose record would otherwise never name them.)
         session.update(ended=utc_now_cell(), rows_written=n_rows, failed_rows=n_failed, warning_rows=n_warning)
