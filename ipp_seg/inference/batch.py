@@ -39,7 +39,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from .. import __version__, configure_logging, quiet_dicom_libraries
 from ..errors import IppSegError
@@ -716,9 +716,8 @@ def say_outputs_left_out(outputs: list[str]) -> None:
     """Warn of the earlier runs' outputs a listing left out (:func:`list_scans`'s ``outputs``),
     the first five named."""
     if outputs:
-        names = sorted(outputs)
         log.warning("left out what earlier runs wrote (measurements.csv, masks, overlays, reports and DICOM results: "
-                    "not scans): %s", ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+                    "not scans): %s", _first_named(sorted(outputs), 5))
 
 
 def _written_by_ipp_seg(path: Path) -> bool:
@@ -1808,6 +1807,11 @@ def _check_same_files(csv_path: Path, rows: list[dict], in_dir: Path, measured_i
                 f"; {len(differ)} of them changed or removed since" if differ else "")
 
 
+def _first_named(names: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names``, in their order, and how many more: "a, b, c and 4 more"."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def _examples(names: Iterable[str], shown: int = 3) -> str:
     """A few of ``names``, sorted, for a log line: "a.png, b.dcm, c.png, ..."."""
     names = sorted(names)
@@ -2369,8 +2373,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             where = (f"no scans in {options.in_dir}: all it holds is" if options.glob == "**/*" else
                      f"no scans under {options.in_dir} match {options.glob!r}: the files that do are")
             raise NoScansError(f"{where} ipp-seg's own outputs (measurements, masks, overlays, reports, DICOM "
-                               f"results), left out: {', '.join(taken[:3])}" + (f" and {len(taken) - 3} more"
-                                                                               if len(taken) > 3 else ""))
+                               f"results), left out: {_first_named(taken)}")
         if options.excluded_globs:
             raise NoScansError(f"no files under {options.in_dir} match {options.glob!r} but those --exclude leaves "
                                f"out ({', '.join(map(repr, options.excluded_globs))})")
@@ -2384,8 +2387,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         if options.glob == "**/*":  # the folder and its sub-folders hold nothing but folders
             raise NoScansError(f"no scans in {options.in_dir}: it and its sub-folders hold no files")
         # (A --glob into a run's masks/ or overlays/: those folders were left out, not searched.)
-        outputs_said = (f"; ipp-seg's own outputs were left out, not searched: {', '.join(outputs_left_out[:3])}"
-                        + (f" and {len(outputs_left_out) - 3} more" if len(outputs_left_out) > 3 else "")
+        outputs_said = (f"; ipp-seg's own outputs were left out, not searched: {_first_named(outputs_left_out)}"
                         if outputs_left_out else "")
         raise NoScansError(f"no files under {options.in_dir} match {options.glob!r}" + _other_files_hint(options)
                            + outputs_said)
@@ -2609,11 +2611,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     elif options.resume and earlier_outputs:
         stale = _earlier_outputs_still_there(options.out_dir, earlier_outputs)
     if stale:
-        shown = ", ".join(printable_path(p.relative_to(options.out_dir).as_posix()) for p in stale[:3])
         log.warning("%d output(s) under the earlier run's names stay in %s beside the new rows, such as %s: "
                     "results of scans, frames or kinds this run did not write again; remove them before using "
                     "the folder (or give each run its own --out)", len(stale), options.out_dir,
-                    shown + (f" and {len(stale) - 3} more" if len(stale) > 3 else ""))
+                    _first_named([printable_path(p.relative_to(options.out_dir).as_posix()) for p in stale]))
     csv_advice, repeats = None, ()
     if options.resume:
         # Of every row the CSV holds, read once: the few frames measured now may look mirrored by
@@ -2689,19 +2690,19 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
         except OSError:  # (gone meanwhile, or not to be removed: it stays, said)
             stayed.append(path)
     if removed:
-        shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for _, p in removed[:3])
+        shown = _first_named([printable_path(p.relative_to(out_dir).as_posix()) for _, p in removed])
         not_again = sorted(_KINDS_SHOWN[kind] for kind in {kind for kind, _ in removed} - _kinds_asked(options))
         again = len(not_again) < len({kind for kind, _ in removed})
-        log.warning("%d output(s) of files measured again taken out with their rows (%s%s): this run writes %s",
-                    len(removed), shown, f" and {len(removed) - 3} more" if len(removed) > 3 else "",
+        log.warning("%d output(s) of files measured again taken out with their rows (%s): this run writes %s",
+                    len(removed), shown,
                     "them anew where the files are measured" if not not_again else
                     f"no {' and no '.join(not_again)} (not asked for)"
                     + (", the rest anew where the files are measured" if again else ""))
     if stayed:
-        shown = ", ".join(printable_path(p.relative_to(out_dir).as_posix()) for p in stayed[:3])
         log.warning("%d file(s) in the output folders under the names of files measured again were left as they are, "
-                    "as no record says this run wrote them (%s%s): if they are its outputs, they no longer match "
-                    "their files' rows", len(stayed), shown, f" and {len(stayed) - 3} more" if len(stayed) > 3 else "")
+                    "as no record says this run wrote them (%s): if they are its outputs, they no longer match "
+                    "their files' rows", len(stayed),
+                    _first_named([printable_path(p.relative_to(out_dir).as_posix()) for p in stayed]))
 
 
 def _outputs_named(out_dir: Path, rows: Iterable[dict]) -> list[tuple[str, Path]]:
@@ -3113,7 +3114,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
         # The groups without results that the workers held (one each, and one queued) when one
         # died: if a file there kills its decoder, --resume would die on it again, so name them.
         in_flight = [_csv_name(path, options.in_dir) for group in groups[done:done + workers + 1] for path, _ in group]
-        shown = ", ".join(in_flight[:30]) + (f" and {len(in_flight) - 30} more" if len(in_flight) > 30 else "")
+        shown = _first_named(in_flight, 30)
         raise WorkerDiedError("a worker process died (killed by the system, perhaps for want of memory): the rows "
                               "measured so far are in the CSV; --resume goes on, with fewer --workers if memory "
                               f"is short. Among the files then being measured: {shown}; if it dies there again, "
