@@ -484,6 +484,84 @@ def test_a_calibrated_thumbnail_does_not_calibrate_an_uncalibrated_view(tmp_path
     assert any("applies only outside them" in r.getMessage() for r in caplog.records)
 
 
+def test_a_pixel_spacing_does_not_calibrate_an_uncalibrated_view_beside_a_calibrated_one(tmp_path, caplog):
+    # A dual view: the left view (listed first, measured) has no calibration, the right one
+    # 0.3 mm, and the exporter copied the right one's into Pixel Spacing. The left view had been
+    # measured at 0.3 mm (source pixel_spacing), its HSD in mm not even doubtful.
+    frames = ramp_frames(1, h=60, w=80)[0]
+    regions = [region_item(0, 0, 39, 59, (0.03, 0.03), units=0), region_item(40, 0, 79, 59, (0.03, 0.03))]
+    path = write_dicom(tmp_path / "dual.dcm", frames, regions=regions, extra={"PixelSpacing": [0.3, 0.3]})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(path)
+    assert frame.spacing_mm is None and frame.spacing_source is None
+    assert frame.calibration_at(10, 10) == (None, None)
+    assert frame.calibration_at(50, 10) == (pytest.approx((0.3, 0.3)), "ultrasound_region")
+    assert any("its Pixel Spacing is not used" in r.getMessage() for r in caplog.records)
+    # With every region uncalibrated, Pixel Spacing is the frame's, as before.
+    regions = [region_item(0, 0, 39, 59, (0.03, 0.03), units=0), region_item(40, 0, 79, 59, (0.03, 0.03), units=0)]
+    frame = read_frame(write_dicom(tmp_path / "dual0.dcm", frames, regions=regions, extra={"PixelSpacing": [0.3, 0.3]}))
+    assert frame.calibration_at(10, 10) == (pytest.approx((0.3, 0.3)), "pixel_spacing")
+
+
+@pytest.mark.parametrize("inner_first", [False, True])
+@pytest.mark.parametrize("outer_cm", [(0.035, 0.035), None])
+def test_overlapping_regions_of_other_calibrations_give_no_spacing_where_they_overlap(tmp_path, caplog, inner_first,
+                                                                                      outer_cm):
+    # A zoom box (0.1 mm) inside the image (0.35 mm, or uncalibrated): which one the PS's pixels
+    # are drawn at is not known. The HSD had been 5.50 mm with the image listed first and 1.57 mm
+    # with the box first, both `ok`.
+    frames = ramp_frames(1, h=60, w=80)[0]
+    outer = region_item(0, 0, 79, 59, outer_cm) if outer_cm else region_item(0, 0, 79, 59, (0.035, 0.035), units=0)
+    inner = region_item(20, 10, 49, 39, (0.01, 0.01))
+    path = write_dicom(tmp_path / "zoom.dcm", frames, regions=[inner, outer] if inner_first else [outer, inner])
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(path)
+    assert frame.imaging_region.x1 == 80  # the image, which the network is shown
+    assert frame.calibration_at(30, 20) == (None, None)  # inside both
+    outside_box = frame.calibration_at(5, 50)
+    assert outside_box == ((pytest.approx((0.35, 0.35)), "ultrasound_region") if outer_cm else (None, None))
+    assert any("overlap and are not calibrated alike" in r.getMessage() for r in caplog.records)
+    # Overlapping regions of one calibration (a box listed twice) are no doubt.
+    caplog.clear()
+    same = [region_item(0, 0, 79, 59, (0.035, 0.035)), region_item(20, 10, 49, 39, (0.035, 0.035))]
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(write_dicom(tmp_path / "twice.dcm", frames, regions=same))
+    assert frame.calibration_at(30, 20) == (pytest.approx((0.35, 0.35)), "ultrasound_region")
+    assert not any("overlap" in r.getMessage() for r in caplog.records)
+
+
+def test_per_frame_pixel_measures_calibrate_a_cine_where_every_frame_gives_one(tmp_path, caplog):
+    # Pixel Measures written per frame (no shared group, no regions) had been passed over:
+    # spacing_unknown where the file says 0.35 mm.
+    def measures(spacing):
+        item, pixel = Dataset(), Dataset()
+        pixel.PixelSpacing = spacing
+        item.PixelMeasuresSequence = Sequence([pixel])
+        return item
+
+    frames = ramp_frames(3, h=60, w=80)
+    path = write_dicom(tmp_path / "cine.dcm", frames,
+                       extra={"PerFrameFunctionalGroupsSequence": Sequence([measures([0.35, 0.35]) for _ in range(3)])})
+    frame = read_frame(path)
+    assert frame.spacing_mm == pytest.approx((0.35, 0.35)) and frame.spacing_source == "pixel_spacing"
+    # Frames that disagree give none (one frame's spacing is not another's), and say so.
+    path = write_dicom(tmp_path / "mixed.dcm", frames, extra={"PerFrameFunctionalGroupsSequence": Sequence(
+        [measures([0.35, 0.35]), measures([0.35, 0.35]), measures([0.5, 0.5])])})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert read_frame(path).spacing_mm is None
+    assert any("give different pixel spacings" in r.getMessage() for r in caplog.records)
+
+
+def test_values_stored_in_the_top_bits_are_refused_not_read_scrambled(tmp_path):
+    # Bits Stored 12 with High Bit 15: the decoder keeps the low 12 bits of values that lie in
+    # the top 12, and the frame had been measured scrambled (a failed ps_missing, no cause named).
+    frames = (ramp_frames(1, dtype=np.uint16, high=4095)[0] << 4).astype(np.uint16)
+    path = write_dicom(tmp_path / "top.dcm", frames, extra={"BitsStored": 12, "HighBit": 15})
+    with pytest.raises(ScanReadError, match=r"High Bit 15 with Bits Stored 12 .* export the images again"):
+        read_frame(path)
+    assert read_frame(write_dicom(tmp_path / "low.dcm", frames >> 4, bits_stored=12)).pixels.max() > 0
+
+
 def test_region_data_type_none_counts_as_an_untyped_view(tmp_path):
     frames = ramp_frames(1, h=60, w=80)[0]
     frame = read_frame(write_dicom(tmp_path / "dt0.dcm", frames,

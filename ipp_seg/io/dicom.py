@@ -10,7 +10,9 @@ Calibration, in order of preference:
    (Region Data Type 1; colour-flow regions only when no tissue region exists) with physical
    units code 3 (cm) in x and y gives a pixel box and (x, y) = 10 * |Physical Delta X/Y| mm.
 2. Pixel Spacing (row, column order in the file, so it is swapped to (x, y)), then the
-   Pixel Measures of the shared functional groups, then Imager Pixel Spacing.
+   Pixel Measures of the shared functional groups, then those of the per-frame functional
+   groups where every frame gives the same, then Imager Pixel Spacing. Not where some
+   ultrasound regions are calibrated and others not (a Pixel Spacing may be a region's).
 3. Otherwise unknown. No spacing is ever guessed.
 
 Nothing read from patient, study or operator attributes goes into logs or messages.
@@ -325,6 +327,14 @@ def _inspect_dicom(path: str) -> DicomInfo:
         _refuse_non_square_pixels(path, ds)
     bits_allocated = int(ds.BitsAllocated)
     bits_stored = int(ds.get("BitsStored") or bits_allocated)
+    high_bit = _int_or_none(ds.get("HighBit"))
+    if not tsyntax.is_compressed and high_bit is not None and high_bit != bits_stored - 1:
+        # The values stored in the top bits: the decoder keeps the low Bits Stored bits, and the
+        # frame had been measured scrambled (a failed ps_missing, no word of the cause).
+        raise ScanReadError(path, f"its High Bit {high_bit} with Bits Stored {bits_stored} puts the pixel values "
+                                  f"elsewhere than in the low bits (DICOM requires High Bit = Bits Stored - 1), a "
+                                  f"layout ipp-seg does not read: export the images again, or as Bits Stored "
+                                  f"{high_bit + 1}")
     uids = _header_uids(ds)
     info = DicomInfo(
         path=path,
@@ -873,6 +883,7 @@ def _cm_to_mm(cm: float) -> float:
 def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -> tuple[Spacing | None, str | None]:
     """(x, y) mm per pixel for the whole frame and where it came from (a code of
     :data:`ipp_seg.measure.SPACING_SOURCES`; None with an unknown spacing)."""
+    _warn_of_overlapping_calibrations(path, regions)
     calibrated = [r.spacing_mm for r in regions if r.spacing_mm is not None]
     if calibrated and len(calibrated) == len(regions):
         first = calibrated[0]
@@ -884,10 +895,18 @@ def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -
     if calibrated:
         # A calibrated thumbnail or second view says nothing about an uncalibrated region beside
         # it: its spacing must not become the frame's (spacing_at() gives each region its own).
+        # Nor does a Pixel Spacing: exporters copy a calibrated view's into it (a dual view's
+        # uncalibrated left half had been measured at its right half's 0.3 mm).
         logger.info("%s: some ultrasound regions carry no calibration; use spacing_at()", path)
+        if any(_row_column_spacing(value) is not None for value in _pixel_spacings(ds)):
+            logger.warning("%s: some of its ultrasound regions are calibrated and some are not: its Pixel Spacing is "
+                           "not used for those that are not (it may be a calibrated region's), and distances there "
+                           "are given in pixels only", path)
+        return None, None
     for source, spacing in (
         ("pixel_spacing", ds.get("PixelSpacing")),
         ("pixel_spacing", _shared_pixel_spacing(ds)),
+        ("pixel_spacing", _per_frame_pixel_spacing(path, ds)),
         ("imager_pixel_spacing", ds.get("ImagerPixelSpacing")),
     ):
         pair = _row_column_spacing(spacing)
@@ -904,13 +923,54 @@ def _warn_if_pixel_spacing_differs(path: str, ds: Dataset, region_mm: Spacing) -
     more than 1 %. The region's wins (it is what the scanner calibrated for the tissue image;
     a Pixel Spacing beside it may describe a resampled or secondary capture), but a user whose
     HSDs look off should find the disagreement named."""
-    for value in (ds.get("PixelSpacing"), _shared_pixel_spacing(ds)):
+    for value in _pixel_spacings(ds):
         other = _row_column_spacing(value)
         if other is not None and not same_spacing(region_mm, other, rel_tol=0.01):
             logger.warning("%s: Pixel Spacing (%g x %g mm per pixel, x by y) differs from the ultrasound region's "
                            "calibration (%g x %g mm); the region's is used for the distances",
                            path, other[0], other[1], region_mm[0], region_mm[1])
             return
+
+
+def _warn_of_overlapping_calibrations(path: str, regions: tuple[ImagingRegion, ...]) -> None:
+    """Say when two regions overlap and do not carry one calibration (a zoom box inside the
+    image): no spacing is given where they overlap (:meth:`UltrasoundFrame.calibration_at`)."""
+    for i, first in enumerate(regions):
+        for second in regions[i + 1:]:
+            overlap = (min(first.x1, second.x1) > max(first.x0, second.x0)
+                       and min(first.y1, second.y1) > max(first.y0, second.y0))
+            same = (first.spacing_mm is None) == (second.spacing_mm is None) and (
+                first.spacing_mm is None or same_spacing(first.spacing_mm, second.spacing_mm))
+            if overlap and not same:
+                logger.warning("%s: two of its ultrasound regions overlap and are not calibrated alike (a zoom box "
+                               "inside the image?): where they overlap the pixels' size is not known, and "
+                               "distances there are given in pixels only", path)
+                return
+
+
+def _pixel_spacings(ds: Dataset) -> tuple:
+    """The Pixel Spacing values a header gives for the whole image, as they stand (not checked)."""
+    return (ds.get("PixelSpacing"), _shared_pixel_spacing(ds), _per_frame_pixel_spacing(None, ds))
+
+
+def _per_frame_pixel_spacing(path: str | None, ds: Dataset):
+    """The Pixel Spacing of the per-frame functional groups' Pixel Measures where every frame
+    gives one and the same (a cine's calibration written per frame); None otherwise (with a
+    warning, where ``path`` is given, when the frames give different ones: one frame's spacing
+    is not another's)."""
+    try:
+        values = [item.PixelMeasuresSequence[0].PixelSpacing for item in ds.PerFrameFunctionalGroupsSequence]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    pairs = [_row_column_spacing(value) for value in values]
+    if not pairs or any(pair is None for pair in pairs):
+        return None
+    if not all(same_spacing(pairs[0], pair) for pair in pairs[1:]):
+        if path is not None:
+            logger.warning("%s: its frames' Pixel Measures give different pixel spacings: the spacing is unknown",
+                           path)
+        return None
+    return values[0]
 
 
 def _shared_pixel_spacing(ds: Dataset):

@@ -133,7 +133,9 @@ class UltrasoundFrame:
         """(x, y) mm per pixel at pixel (x, y).
 
         The calibration of the region that contains the point when that region has one,
-        otherwise the frame's calibration (possibly ``None``).
+        otherwise the frame's calibration (possibly ``None``). Where regions overlap at the
+        point (a zoom box inside the image) and do not carry one calibration, ``None``: which
+        one the pixels there are drawn at is not known.
         """
         return self.calibration_at(x, y)[0]
 
@@ -141,9 +143,15 @@ class UltrasoundFrame:
         """(spacing, source) at pixel (x, y): as :meth:`spacing_at`, with where that spacing
         came from (``"ultrasound_region"`` for a region's own calibration; the frame's
         ``spacing_source`` otherwise; None when the spacing is unknown)."""
-        for region in self.regions:
-            if region.contains(x, y) and region.spacing_mm is not None:
-                return region.spacing_mm, "ultrasound_region"
+        containing = [region.spacing_mm for region in self.regions if region.contains(x, y)]
+        calibrated = [spacing for spacing in containing if spacing is not None]
+        if calibrated:
+            # Overlapping regions of other calibrations, or one of none: the order they are listed
+            # in had chosen the millimetres (a zoom box's 0.1 mm for the whole image's 0.35).
+            if len(calibrated) < len(containing) or not all(same_spacing(calibrated[0], other)
+                                                            for other in calibrated[1:]):
+                return None, None
+            return calibrated[0], "ultrasound_region"
         if self.spacing_mm is None:
             return None, None
         return self.spacing_mm, self.spacing_source
