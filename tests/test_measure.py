@@ -1126,6 +1126,23 @@ def test_implausible_spacing_keeps_the_angle_and_withholds_millimetres(spacing):
     assert m.aop_deg == pytest.approx(plausible.aop_deg, abs=1e-5)
 
 
+def test_a_calibration_that_makes_the_image_a_few_millimetres_across_withholds_millimetres():
+    # 0.0035 cm written for 0.035 cm per pixel: 0.035 mm, inside the per-pixel range, made a
+    # 256-pixel frame 9 mm deep and its HSD 0.5 mm, status ok.
+    from ipp_seg.measure import MIN_FIELD_OF_VIEW_MM
+
+    slipped = measure_progress(typical_scene(), (0.035, 0.035))
+    assert slipped.reasons == ("spacing_implausible",) and slipped.hsd_mm is None and slipped.hsd_px > 0
+    across = MIN_FIELD_OF_VIEW_MM / 256
+    assert measure_progress(typical_scene(), (across * 1.01, across * 1.01)).hsd_mm is not None
+    assert measure_progress(typical_scene(), (across * 0.99, across * 0.99)).hsd_mm is None
+    # The image's own box counts, not the frame around it (a capture's region), at its widest.
+    assert "spacing_implausible" not in measure_progress(typical_scene(), (0.2, 0.2)).reasons  # 51 mm
+    assert "spacing_implausible" in measure_progress(typical_scene(), (0.2, 0.2), image_box=(0, 0, 140, 140)).reasons
+    assert "spacing_implausible" not in measure_progress(typical_scene(), (0.2, 0.2),
+                                                         image_box=(0, 0, 256, 140)).reasons
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_status_ok(method):
     m = measure_progress(typical_scene(), (0.2, 0.2), method=method)

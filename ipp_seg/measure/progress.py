@@ -65,7 +65,7 @@ from .result import (METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks,
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
            "MAX_MEASURABLE_PS_AXIS_RATIO", "MAX_BEYOND_FRAME", "share_beyond_frame",
-           "PLAUSIBLE_SPACING_MM",
+           "PLAUSIBLE_SPACING_MM", "MIN_FIELD_OF_VIEW_MM",
            "check_plausible_spacing", "check_choice", "check_image_box", "check_label_values", "MIN_IMAGE_BOX_SIDE",
            "MIN_ORIENTATION_SCORE",
            "orientation_score", "mask_orientation_score"]
@@ -112,6 +112,11 @@ HSD_MAX_TURN_CHANGE = 0.20
 # range is a unit slip (mm written where cm belong, a thumbnail's region) or a damaged header:
 # distances from it are withheld, not reported.
 PLAUSIBLE_SPACING_MM = (0.01, 2.0)
+# A transperineal image that shows a symphysis and a head is several centimetres across (PSFHS:
+# about 9 cm at 0.35 mm per pixel). One calibrated to less than this across, at its widest, has
+# a unit slip of ten inside the per-pixel range (0.0035 cm written for 0.035 cm: 0.035 mm per
+# pixel made a 256-pixel frame 9 mm deep, and an HSD of 0.5 mm).
+MIN_FIELD_OF_VIEW_MM = 30.0
 # Scan-converted B-mode pixels are square or nearly so. A calibration whose pixels are more than
 # this many times taller than wide (or wider than tall) is a damaged one: inference does not
 # reshape the frame by it, and the measurement does not stretch the geometry by it either.
@@ -134,6 +139,13 @@ def geometry_scale(spacing_mm: tuple[float, float] | None) -> tuple[float, float
 def _plausible_spacing(spacing_mm: tuple[float, float]) -> bool:
     return (all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm)
             and _pixel_aspect_plausible(spacing_mm))
+
+
+def _plausible_field(spacing_mm: tuple[float, float], extent) -> bool:
+    """Whether an image of ``extent`` pixels (an (x0, y0, x1, y1) box, or a (rows, columns)
+    shape) at ``spacing_mm`` is at least :data:`MIN_FIELD_OF_VIEW_MM` across at its widest."""
+    width, height = (extent[2] - extent[0], extent[3] - extent[1]) if len(extent) == 4 else (extent[1], extent[0])
+    return max(width * spacing_mm[0], height * spacing_mm[1]) >= MIN_FIELD_OF_VIEW_MM
 
 
 def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
@@ -495,8 +507,10 @@ def measure_progress(
             ``fh_label`` the fetal head, anything else is ignored.
         spacing_mm: (x, y) millimetres per pixel, or None when unknown (then distances are
             reported in pixels only and the status carries ``spacing_unknown``). A spacing
-            outside :data:`PLAUSIBLE_SPACING_MM` still sets the pixels' aspect ratio for the
-            geometry, but its distances in mm are withheld (``spacing_implausible``); one whose
+            outside :data:`PLAUSIBLE_SPACING_MM`, or that makes the image (``image_box``, else
+            the mask) less than :data:`MIN_FIELD_OF_VIEW_MM` across, still sets the pixels'
+            aspect ratio for the geometry, but its distances in mm are withheld
+            (``spacing_implausible``); one whose
             pixels are more than :data:`MAX_PIXEL_ASPECT` to 1 is damaged, and the geometry is
             then taken on the stored pixel grid (``spacing_implausible`` too).
         method: "ellipse" (default, stable), "challenge" (FH-PS-AOP 2023 evaluator) or
@@ -532,8 +546,9 @@ def measure_progress(
         spacing_source = None
     scale = np.array(geometry_scale(spacing), dtype=np.float64)
 
+    box = check_image_box(image_box, mask.shape)
     reasons: list[str] = []
-    in_mm = spacing is not None and _plausible_spacing(spacing)
+    in_mm = spacing is not None and _plausible_spacing(spacing) and _plausible_field(spacing, box or mask.shape)
     if spacing is None:
         reasons.append("spacing_unknown")
     elif not in_mm:
@@ -563,7 +578,6 @@ def measure_progress(
 
     ps_bin = mask == ps_label
     fh_bin = mask == fh_label
-    box = check_image_box(image_box, mask.shape)
     ps = _extract(ps_bin, "ps", reasons, scale, box)
     fh = _extract(fh_bin, "fh", reasons, scale, box)
     if ps is None or fh is None:

@@ -139,8 +139,9 @@ REASONS: dict[str, tuple[str, str]] = {
                          "AoP of validation frames so padded moved by a median 8-16°; no expert PS of the "
                          "1,058 PSFHS frames lies nearer than 5.5 %); check the frame's export"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
-    "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, or its pixels are "
-                            "more than 4:1 (a unit slip or a damaged calibration): distances in pixels only, and "
+    "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, makes the image "
+                            "less than 30 mm across, or its pixels are more than 4:1 (a unit slip or a damaged "
+                            "calibration): distances in pixels only, and "
                             "past 4:1 the angle taken on the stored pixels as square, as scan-converted pixels are"),
 }
 
