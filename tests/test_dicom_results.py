@@ -364,6 +364,17 @@ def test_seg_and_sr_name_the_weights_by_checksum(source, tmp_path):
         (algorithm,) = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence
         assert algorithm.AlgorithmParameters == f"model_sha256={digest},tta={said}"
         assert dciodvfy_errors(tmp_path / f"tta{tta}.dcm") == []
+    # And under which display convention it was segmented: mirrored first, the mask differs, and
+    # two SEGs of one frame had carried the same parameters.
+    from ipp_seg.io.dicom_results import write_frame_dicom
+
+    for orientation in ("standard", "mirrored"):
+        written = write_frame_dicom(SAMPLE, mask, measure_progress(mask, (0.35, 0.35), orientation=orientation),
+                                    tmp_path / orientation, frame_number=1, n_frames=1, seg=True, sr=False,
+                                    model_sha256=digest, tta=False, **KW)
+        (algorithm,) = pydicom.dcmread(written[0]).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence
+        assert algorithm.AlgorithmParameters == f"model_sha256={digest},tta=none,orientation={orientation}"
+    assert dciodvfy_errors(written[0]) == []
 
 
 def test_dciodvfy_reports_no_errors(source, tmp_path):

@@ -139,6 +139,7 @@ def write_dicom_seg(
     model_sha256: str | None = None,
     tta: bool | None = None,
     series_started: datetime | None = None,
+    orientation: str | None = None,
 ) -> Path:
     """Write a binary DICOM Segmentation of the PS (segment 1) and FH (segment 2).
 
@@ -159,6 +160,9 @@ def write_dicom_seg(
             measurement's status and reasons are the SR's: the mask is what the network drew.
         series_started: the Series Date and Time (the run's start, shared by its series; an
             aware datetime, written in the source's time zone); None: now.
+        orientation: the display convention the frame was segmented under (``standard``, or
+            ``mirrored``: mirrored before the network, which changes the mask), stored as the
+            algorithm parameter ``orientation``; None: not stored.
 
     Returns:
         The path written. Both segments are always stored, an empty one as an empty frame.
@@ -179,7 +183,8 @@ def write_dicom_seg(
     with _refusals("Segmentation"):
         family = codes.cid7162.ArtificialIntelligence
         algorithm = hd.AlgorithmIdentificationSequence(name=model_name, family=family, version=software_version,
-                                                       parameters=_algorithm_parameters(model_sha256, tta) or None)
+                                                       parameters=_algorithm_parameters(model_sha256, tta,
+                                                                                        orientation) or None)
         category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
         structures = (
             (1, "pubic symphysis", hd.sr.CodedConcept("82561000", "SCT", "Symphysis pubis")),
@@ -559,8 +564,11 @@ def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, 
                                          ("SR", sr, write_dicom_sr, measurement)):
         if wanted:
             try:
+                # The SEG names the display convention the frame was segmented under (mirrored
+                # first, it changes the mask); the SR says it among its measurement's terms.
+                own = {"orientation": getattr(measurement, "orientation", None)} if kind == "SEG" else {}
                 written.append(write(source, content, Path(f"{out_stem}_{kind.lower()}.dcm"),
-                                     series_instance_uid=series(kind), **common))
+                                     series_instance_uid=series(kind), **common, **own))
             except DicomResultError as exc:
                 refused.append((kind, exc))
     if refused:
@@ -1106,12 +1114,16 @@ def _declare_private_scheme(ds) -> None:
     ds.CodingSchemeIdentificationSequence = [*existing, item]
 
 
-def _algorithm_parameters(model_sha256: str | None, tta: bool | None = None) -> dict[str, str]:
+def _algorithm_parameters(model_sha256: str | None, tta: bool | None = None,
+                          orientation: str | None = None) -> dict[str, str]:
     """The algorithm parameters a SEG or SR records: the model file's checksum, when known, and
-    (a SEG's) whether the output was averaged with the mirrored frame's, when said."""
+    (a SEG's) whether the output was averaged with the mirrored frame's and the display
+    convention the frame was segmented under, when said: each changes the mask."""
     parameters = {"model_sha256": model_sha256} if model_sha256 else {}
     if tta is not None:
         parameters["tta"] = "mirror-average" if tta else "none"
+    if orientation is not None:
+        parameters["orientation"] = orientation
     return parameters
 
 
