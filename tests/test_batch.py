@@ -927,6 +927,38 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(mix
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0  # released with its holder
 
 
+def test_a_run_refused_by_the_lock_leaves_the_folder_another_run_made_meanwhile(mixed_folder, tmp_path,
+                                                                                 monkeypatch):
+    """Two runs started together into one new --out: both found it missing, the first made it
+    and took the lock, and the one refused (75) removed the folder with the first's lock and
+    record as its own; the first then ended with exit 2 ("No such file or directory")."""
+    import contextlib
+
+    from ipp_seg.inference.batch import (LOCK_NAME, RUN_RECORD_NAME, BatchOptions, NoScansError, OutputLockedError,
+                                         output_lock, run_batch)
+
+    out = tmp_path / "new" / "out"
+    held = contextlib.ExitStack()
+    real_mkdir = os.mkdir
+
+    def the_other_run_first(path, *args, **kwargs):
+        if Path(path) == out and not out.exists():  # the other run makes it and takes its lock
+            real_mkdir(path, *args, **kwargs)
+            held.enter_context(output_lock(out))
+            (out / RUN_RECORD_NAME).write_text("theirs")
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", the_other_run_first)
+    with held, pytest.raises(OutputLockedError):
+        run_batch(BatchOptions(mixed_folder, out))
+    assert (out / RUN_RECORD_NAME).read_text() == "theirs" and (out / LOCK_NAME).exists()
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    # A run refused for a cause of its own still takes away the folders it made itself.
+    with pytest.raises(NoScansError):
+        run_batch(BatchOptions(mixed_folder, tmp_path / "mine" / "out", glob="*.nothing"))
+    assert not (tmp_path / "mine").exists()
+
+
 def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, sample_png, caplog):
     from ipp_seg.inference.batch import glob_matcher, list_scans
 

@@ -47,7 +47,7 @@ from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnI
                   Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
                   write_overlay_png)
 from ..io.errors import NO_SUCH_FILE
-from ..io.folders import (FolderInUseError, composed_name, folder_lock, folders_to_create, given_path,
+from ..io.folders import (FolderInUseError, composed_name, folder_lock, given_path, make_folders,
                           name_of_spreadsheet_cell, not_a_folder, ones_own, others_link, path_of_printable,
                           printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.formats import is_dicom_file, name_without_suffix
@@ -1921,10 +1921,10 @@ def run_batch(options: BatchOptions,
     lexical = Path(os.path.normpath(os.path.abspath(options.out_dir)))
     if os.path.realpath(options.out_dir) != os.path.realpath(lexical):
         lexical = options.out_dir
-    created = folders_to_create(lexical)
+    created: list[Path] = []  # (the folders this run made, not another run started beside it)
     try:
         try:
-            lexical.mkdir(parents=True, exist_ok=True)
+            make_folders(lexical, created)
         except OSError as exc:  # a file, or a link to nowhere, in the way; a name too long
             in_the_way = " (a file, or a link to nowhere, is in the way)" if isinstance(
                 exc, (FileExistsError, NotADirectoryError)) else ""
@@ -1932,6 +1932,8 @@ def run_batch(options: BatchOptions,
                                      f"{exc.strerror or exc}{in_the_way}") from None
         with output_lock(options.out_dir):
             return _run_locked(options, spec, weights_sha256, started, on_progress, on_start)
+    except OutputLockedError:
+        raise  # the lock, record and folder are the run's that holds it, even in a folder this one made
     except BaseException:
         # A run refused before its first row (no scans matched, say) leaves no empty output
         # folder behind, nor its lock file.

@@ -193,6 +193,22 @@ def folders_to_create(folder: Path) -> list[Path]:
     return missing
 
 
+def make_folders(folder: Path, made: list[Path]) -> None:
+    """Make ``folder`` and its missing parents, adding each one this call made to the front of
+    ``made`` (deepest first, for :func:`remove_made_folders`): not one another process made
+    meanwhile (two runs started together into one new folder: the one refused had removed the
+    other's folder, with its lock and record). Raises OSError as :func:`os.mkdir` does, with
+    ``made`` holding what was made before."""
+    for missing in reversed(folders_to_create(folder)):
+        try:
+            os.mkdir(missing)
+        except FileExistsError:
+            if not os.path.isdir(missing):
+                raise
+            continue  # made by another process since it was found missing: its, not this call's
+        made.insert(0, missing)
+
+
 def remove_made_folders(created: list[Path], leftovers: frozenset[str] = frozenset()) -> None:
     """Remove the folders of :func:`folders_to_create` (deepest first) that hold nothing but
     files named in ``leftovers`` (such as a run's own lock file, removed with them), so that a
