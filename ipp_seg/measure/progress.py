@@ -130,9 +130,15 @@ def _pixel_aspect_plausible(spacing_mm: tuple[float, float]) -> bool:
 def geometry_scale(spacing_mm: tuple[float, float] | None) -> tuple[float, float]:
     """The (x, y) mm per pixel the measurement's geometry is taken in: the spacing, or (1, 1)
     (the stored pixel grid) when it is unknown or its pixels are more than
-    :data:`MAX_PIXEL_ASPECT` to 1. A drawing of the measurement uses the same."""
+    :data:`MAX_PIXEL_ASPECT` to 1, or, outside :data:`PLAUSIBLE_SPACING_MM`, its aspect ratio
+    alone (the finer axis 1). A drawing of the measurement uses the same."""
     if spacing_mm is None or not _pixel_aspect_plausible(spacing_mm):
         return (1.0, 1.0)
+    if not all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm):
+        # A unit slip's millimetres are withheld: its aspect alone, on the finer axis's pixels (a
+        # header's 1e160 mm had overflowed the ellipse fits: failed, with numpy's warnings).
+        finer = min(spacing_mm)
+        return (float(spacing_mm[0] / finer), float(spacing_mm[1] / finer))
     return (float(spacing_mm[0]), float(spacing_mm[1]))
 
 
