@@ -1275,6 +1275,12 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert measured[1]["aop_doubtful"] is None and predicted[1]["aop_doubtful"] is None
     assert predicted[0]["hsd_doubtful"] is distance_in_doubt(predicted[0]["reasons"])
     assert measured[1]["hsd_doubtful"] is None and predicted[1]["hsd_doubtful"] is None
+    # The landmarks too, key by key: a file that could not be read had given null for the whole
+    # object, so report["landmarks"]["ps_inferior_x"] raised on it alone.
+    landmarks = [report["landmarks"] for report in (*predicted, *measured)]
+    assert all(set(each) == set(landmarks[0]) for each in landmarks) and "ps_inferior_x" in landmarks[0]
+    assert all(value is None for report in (predicted[1], measured[2]) for value in report["landmarks"].values())
+    assert isinstance(predicted[0]["landmarks"]["ps_inferior_x"], float)
 
 
 def test_measure_says_when_masks_look_displayed_the_other_way_round(tmp_path):

@@ -20,7 +20,7 @@ from ..io.folders import printable_file, printable_path
 from ..io.formats import name_without_suffix
 from ..io.overlay import burned_in_text_shown
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
-from ..measure import Measurement
+from ..measure import Landmarks, Measurement
 from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
                     FrameFailure, dicom_results_cell, dicom_uids, file_sha256, file_stamp, fitting_stem,
                     measurement_row, output_stem, shown_confidence, spacing_cell, suffix_disambiguated, utc_now_cell,
@@ -114,7 +114,7 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
         "psfh_shortest_mm": None,
         "psfh_shortest_px": None,
         "method": method, "orientation": orientation, "spacing_mm": None, "spacing_source": None,
-        "landmarks": None,
+        "landmarks": Landmarks().to_dict(),  # (its keys, each null: a reader of landmarks["..."] meets one schema)
     }
 
 
