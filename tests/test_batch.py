@@ -3520,6 +3520,15 @@ def test_the_run_record_names_each_session_of_the_run_with_its_software_and_mach
         assert session["ipp_seg"] == next(r["ipp_seg_version"] for r in _rows(out / "measurements.csv"))
     rows = _rows(out / "measurements.csv", timed=True)
     assert rows[0]["measured_at"] <= sessions[1]["started"] <= rows[-1]["measured_at"]
+    # With the options that change the numbers (a validation engineer's pass: only the rows had said them).
+    assert [(s["method"], s["orientation"], s["tta"], s["spacing_given_mm"]) for s in sessions] == [
+        ("ellipse", "standard", False, None)] * 2
+    other = tmp_path / "other"
+    assert _run("batch", root, "--out", other, "--workers", "1", "--method", "challenge", "--orientation", "mirrored",
+                "--spacing-mm", "0.2,0.25").exit_code in (0, 1)
+    (session,) = json.loads((other / RUN_RECORD_NAME).read_text())["sessions"]
+    assert (session["method"], session["orientation"], session["spacing_given_mm"]) == ("challenge", "mirrored",
+                                                                                        [0.2, 0.25])
 
 
 def test_a_resume_refuses_a_csv_it_cannot_read_as_written_without_a_traceback(tmp_path, sample_png):

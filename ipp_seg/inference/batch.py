@@ -2182,6 +2182,9 @@ def run_session(options: BatchOptions, workers: int) -> dict:
             "glob": options.glob,
             "exclude": list(options.excluded_globs),
             "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend,
+            # What changes the numbers (each row says it too, and a resume is refused a change).
+            "method": inf.method, "orientation": inf.orientation, "tta": inf.tta,
+            "spacing_given_mm": None if inf.spacing_mm is None else [float(v) for v in inf.spacing_mm],
             # Where it ran (CUDA asked without one runs on the CPU), and what was asked.
             "device": device_used(inf.backend, inf.device) if options.engine == "local" else inf.device,
             "device_asked": inf.device,
