@@ -12,6 +12,10 @@ shown: the trimming replaced by the box as given, in this process only).
 
 Prints, per padding and way, the median / mean / max |change of AoP| from the frame as
 recorded, and the frames whose measurement failed.
+
+Also (0.2.12) each frame inside a margin on all four sides, as a screen capture centres it: of
+one width (30-100) all round, and of four widths (20-120, the canvas kept square), where the
+bands shown are what ipp-seg did before 0.2.12 (it cut only the bands of a longer side).
 """
 
 from __future__ import annotations
@@ -44,11 +48,23 @@ def padded(pixels: np.ndarray, rng: np.random.Generator, sideways: bool, both: b
     return np.pad(pixels, widths, constant_values=0)
 
 
+def surrounded(pixels: np.ndarray, rng: np.random.Generator, even: bool) -> np.ndarray:
+    """``pixels`` inside a black margin on every side: of one width (30-100) all round, or of
+    four (20-120 above, below and left, the right one keeping the canvas square)."""
+    if even:
+        return np.pad(pixels, int(rng.integers(30, 101)), constant_values=0)
+    top, bottom, left = (int(n) for n in rng.integers(20, 121, size=3))
+    right = max(20, top + bottom - left + pixels.shape[0] - pixels.shape[1])
+    return np.pad(pixels, ((top, bottom), (left, right)), constant_values=0)
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
     variants = {side: (lambda pixels, sideways=sideways, both=both: padded(pixels, rng, sideways, both))
                 for side, (sideways, both) in PADDINGS.items()}
+    variants["all four sides, one width"] = lambda pixels: surrounded(pixels, rng, True)
+    variants["all four sides, four widths"] = lambda pixels: surrounded(pixels, rng, False)
     aop_change_benchmark(__doc__, variants, pipeline, "trim_uniform_bands", shown, ("trimmed", "shown"), "bands at")
 
 

@@ -470,6 +470,37 @@ def test_black_bands_beside_the_image_are_not_shown_to_the_network(predictor):
     assert x0 >= 56 and x1 <= 456 and x0 <= lit[0] and x1 > lit[-1]
 
 
+def test_a_frame_inside_a_margin_on_every_side_is_shown_to_the_network_without_it(predictor):
+    """A screen capture that centres the frame in a black margin: the square canvas had been
+    shown whole, the anatomy at two thirds of its size (04716: 145.8 deg read 159.5, no warning)."""
+    from ipp_seg.inference.pipeline import segmented_box, trim_uniform_bands
+
+    grey = cv2.imread(str(SAMPLES / "psfhs_04700.png"), cv2.IMREAD_GRAYSCALE)
+    own = predictor.predict_pixels(grey)
+    framed = cv2.copyMakeBorder(grey, 64, 64, 64, 64, cv2.BORDER_CONSTANT, value=0)
+    result = predictor.predict_pixels(framed)
+    assert segmented_box(result.frame) == (64, 64, 320, 320)
+    assert result.measurement.aop_deg == pytest.approx(own.measurement.aop_deg, abs=0.01)
+    # Margins of four widths go as far as the narrowest (the frame's own margins keep their
+    # shares), then the longer side's as before; a capture of 4:3 alike.
+    uneven = cv2.copyMakeBorder(grey, 30, 90, 50, 70, cv2.BORDER_CONSTANT, value=0)
+    x0, y0, x1, y1 = trim_uniform_bands(uneven, (0, 0, 376, 376))
+    assert (x0, y0) == (33, 33) and x1 - x0 == y1 - y0 and x0 <= 50 and x1 >= 306 and y1 >= 286  # (own top: 3)
+    capture = np.zeros((768, 1024), np.uint8)
+    capture[128:640, 256:768] = cv2.resize(grey, (512, 512))
+    x0, y0, x1, y1 = trim_uniform_bands(capture, (0, 0, 1024, 768))
+    assert 256 <= x0 < 256 + 16 and 128 <= y0 < 128 + 16 and x1 <= 768 and y1 <= 640 and abs((x1 - x0) - (y1 - y0)) <= 2
+    # A margin that stops at one side (a frame that reaches an edge, as every PSFHS frame does)
+    # is no margin on every side: the square frame is left whole.
+    three = cv2.copyMakeBorder(grey, 0, 40, 40, 40, cv2.BORDER_CONSTANT, value=0)
+    assert trim_uniform_bands(three, (0, 0, 336, 296))[1] == 0
+    assert trim_uniform_bands(grey, (0, 0, 256, 256)) == (0, 0, 256, 256)
+    # Text in the margin is no band: that side keeps it.
+    labelled = framed.copy()
+    cv2.putText(labelled, "L", (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, 255, 2)
+    assert trim_uniform_bands(labelled, (0, 0, 384, 384))[0] < 20
+
+
 def test_a_line_drawn_around_the_frame_is_covered_before_the_network_sees_it(predictor):
     """A screen capture framed by a 1-pixel white line: the line's 1.6 % of the pixels raised the
     percentile the input normalisation maps to white, and the narrow-sector sample read 113.6 deg

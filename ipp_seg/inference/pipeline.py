@@ -263,11 +263,19 @@ class _Placement:
 BAND_SPREAD = 16
 
 
+#: A band on every side of the image is a margin around it (:func:`trim_uniform_bands`) from this
+#: share of its shorter side on: PSFHS frames' own bands reach 1.2 % of it at the top (3 pixels
+#: of 256) and up to 27 % at a side, and a frame padded at its sides alone keeps its own top and
+#: bottom rows (cutting them had moved the sample's AoP by 4 deg). Margins narrower than this
+#: shrink the anatomy by less than a tenth, within what the models hold (head_extent.py).
+MIN_MARGIN_SHARE = 0.05
+
+
 def segmented_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), pixels of the frame with x1 and y1 exclusive: the part of the frame the
     network is shown and measured in. The ultrasound imaging region where the scan gives one
     (the largest, the first of equal ones, as in a dual view), else the whole frame; in either,
-    less the bands of one level at its longer sides (:func:`trim_uniform_bands`)."""
+    less the bands of one level around the image (:func:`trim_uniform_bands`)."""
     region = frame.imaging_region
     h, w = frame.pixels.shape
     box = None if region is None else check_image_box((region.x0, region.y0, region.x1, region.y1), (h, w))
@@ -277,20 +285,21 @@ def segmented_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
 
 def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
                        spacing_mm: tuple[float, float] | None = None) -> tuple[int, int, int, int]:
-    """``box`` (x0, y0, x1, y1) less the bands at the ends of its longer side, as far as it is
-    longer than the other (in physical size, ``spacing_mm`` x and y): a frame exported with
-    bands beside the image (a screen capture, a crop padded back to its size) is shown to the
+    """``box`` (x0, y0, x1, y1) less the bands of one level around the image in it: a frame
+    exported inside a margin (a screen capture, a crop padded back to its size) is shown to the
     network as the image alone, not shrunk into the square the bands widen. The models learnt
-    square frames: PSFHS frames padded with bands read their AoP a median 4.1 deg away from the
-    frame's own. A band is a column (or row) of one level, black, grey or white, within
-    :data:`BAND_SPREAD` of it; a square box, and a band holding text or a scale, are left as
-    they are."""
+    square frames that reach at least one edge: PSFHS frames padded with bands read their AoP a
+    median 4.1 deg away from the frame's own (bands at two sides), and centred in a margin on
+    every side at 0.7 of the canvas, 6.3 deg (benchmarks/letterbox_bands.py, head_extent.py).
+
+    Two cuts, in physical size (``spacing_mm`` x and y). A margin on all four sides goes as far
+    as the narrowest of the four reaches, from every side alike: the frame's own margins (PSFHS
+    frames have bands at up to three sides, never four) keep their shares; a margin narrower
+    than :data:`MIN_MARGIN_SHARE` of the shorter side is left. Then the bands at the
+    ends of the longer side go, as far as it is longer than the other. A band is a column (or
+    row) of one level, black, grey or white, within :data:`BAND_SPREAD` of it; a band holding
+    text or a scale is no band, and the image is left as it is."""
     x0, y0, x1, y1 = box
-    sx, sy = geometry_scale(spacing_mm)
-    across, down = (x1 - x0) * sx, (y1 - y0) * sy
-    if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
-        return box
-    wide = across > down
     crop = np.asarray(pixels[y0:y1, x0:x1])
     if crop.ndim > 2:  # colour: its brightest channel
         crop = np.fmax.reduce(crop, axis=-1)
@@ -298,18 +307,21 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     if levels is None:  # one level throughout: nothing to tell bands from
         return box
     black, white = levels
-    # Each column's (wide) or row's (tall) spread, its 2 outermost pixels left out (a 1-pixel
-    # border line drawn around a capture crosses every column and row). NaN (outside the field
-    # of view) is passed over, and a line of NaN alone is a band.
-    along = 0 if wide else 1
-    inner = crop if crop.shape[along] <= 8 else crop[2:-2] if wide else crop[:, 2:-2]
-    spread = (np.fmax.reduce(inner, axis=along).astype(np.float64)
-              - np.fmin.reduce(inner, axis=along).astype(np.float64))
-    band = ~(spread > BAND_SPREAD / 255.0 * (white - black))
-    image = np.flatnonzero(~band)
-    if image.size == 0:  # bands only: nothing to keep
+    columns, rows = _band_widths(crop, 0, black, white), _band_widths(crop, 1, black, white)
+    if columns is None or rows is None:  # bands only: nothing to keep
         return box
-    before, after = int(image[0]), int(band.size - 1 - image[-1])
+    sx, sy = geometry_scale(spacing_mm)
+    margin = min(min(columns) * sx, min(rows) * sy)  # (mm, or pixels on an unknown spacing)
+    if margin >= MIN_MARGIN_SHARE * min((x1 - x0) * sx, (y1 - y0) * sy):
+        across, down = int(margin / sx + 1e-6), int(margin / sy + 1e-6)
+        x0, x1, y0, y1 = x0 + across, x1 - across, y0 + down, y1 - down
+        columns = (columns[0] - across, columns[1] - across)
+        rows = (rows[0] - down, rows[1] - down)
+    across, down = (x1 - x0) * sx, (y1 - y0) * sy
+    if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
+        return x0, y0, x1, y1
+    wide = across > down
+    before, after = columns if wide else rows
     excess = int((across - down) / sx) if wide else int((down - across) / sy)
     cut = min(excess, before + after)
     # The cut is shared evenly between the two ends, as far as each end's bands go: exact for
@@ -322,6 +334,21 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     if wide:
         return x0 + cut_before, y0, x1 - cut_after, y1
     return x0, y0 + cut_before, x1, y1 - cut_after
+
+
+def _band_widths(crop: np.ndarray, along: int, black: float, white: float) -> tuple[int, int] | None:
+    """How many columns (``along`` 0) or rows (1) at each end of ``crop`` are bands of one level
+    (:func:`trim_uniform_bands`); None where all are. Each line's spread leaves out its 2
+    outermost pixels (a 1-pixel border line drawn around a capture crosses every column and
+    row). NaN (outside the field of view) is passed over, and a line of NaN alone is a band."""
+    inner = crop if crop.shape[along] <= 8 else crop[2:-2] if along == 0 else crop[:, 2:-2]
+    spread = (np.fmax.reduce(inner, axis=along).astype(np.float64)
+              - np.fmin.reduce(inner, axis=along).astype(np.float64))
+    band = ~(spread > BAND_SPREAD / 255.0 * (white - black))
+    image = np.flatnonzero(~band)
+    if image.size == 0:
+        return None
+    return int(image[0]), int(band.size - 1 - image[-1])
 
 
 def _black_and_white(pixels: np.ndarray) -> tuple[float, float] | None:
