@@ -83,6 +83,24 @@ def test_unknown_model_name_lists_the_shipped_ones():
         resolve_model("nonexistent-model")
 
 
+def test_cards_name_the_validation_frame_that_copies_a_training_frame():
+    """PSFHS lists frame 04316 (training) again as 04398 (narrow validation block); the README
+    said so, the cards, which travel with the weights, did not (a validation engineer's pass)."""
+    from conftest import PSFHS
+
+    for card_path in sorted(models_dir().glob("*.json")):
+        card = json.loads(card_path.read_text())
+        if any(a <= "04398" <= b for a, b in card.get("validation_case_ids") or []):
+            assert card.get("validation_copies_of_training_frames") == [["04398", "04316"]], card_path.name
+            assert "04398 holds the same pixels as training frame 04316" in card_path.with_suffix(".md").read_text()
+    if not (PSFHS / "image_mha" / "04398.mha").is_file():
+        pytest.skip(f"PSFHS data not found at {PSFHS}: the copy itself is not checked")
+    from ipp_seg.io import read_frame
+
+    copy, trained = (read_frame(PSFHS / "image_mha" / f"{case}.mha").pixels for case in ("04398", "04316"))
+    np.testing.assert_array_equal(copy, trained)
+
+
 def test_cards_are_valid_json():
     for card_path in models_dir().glob("*.json"):
         json.loads(card_path.read_text())

@@ -769,6 +769,11 @@ def model_card_markdown(card: dict) -> str:
         lines += ["## Validation (never trained on)", ""]
     if card.get("validation_case_ids"):
         lines += [f"Validation frames: {_blocks_text(card['validation_case_ids'])}.", ""]
+    copies = card.get("validation_copies_of_training_frames") or []
+    if copies:  # (a dataset may list one frame twice, each annotated on its own)
+        pairs = "; ".join(f"{held_out} holds the same pixels as training frame {trained}" for held_out, trained in copies)
+        lines += [f"Of them, {pairs} (the dataset lists the frame twice, each annotated on its own): there the "
+                  "figures are partly the weights' fit, not a validation.", ""]
     methods = (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
                ("validation_tta", "ellipse, --tta"))
     # The column against a published AoP only where the data has one (PSFHS's aop_reference.csv).
