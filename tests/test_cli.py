@@ -472,7 +472,7 @@ def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
     digest = json.loads((tmp_path / "psfhs_04700_us.json").read_text())["model_sha256"]
     assert len(digest) == 64
     assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters \
-        == f"model_sha256={digest},tta=none"
+        == f"model_sha256={digest},tta=none,orientation=standard"
 
     def texts(items):
         for item in items:
@@ -1249,6 +1249,25 @@ def test_json_names_a_file_as_the_csv_does(sample_png, tmp_path):
     assert json.loads(measured.stdout)[0]["file"] == row["file"] == f"{tmp_path}/out/back\\\\slash_mask.png"
 
 
+def test_masks_and_overlays_name_the_model_and_options_that_drew_them(sample_png, tmp_path):
+    # A validation engineer's pass: a mask copied out of its folder had kept only "ipp-seg 0.2.11".
+    from PIL import Image
+
+    from ipp_seg.inference.registry import model_sha256, resolve_model
+
+    digest = model_sha256(resolve_model("dssau-net-s"), "onnx")
+    assert invoke("predict", sample_png, "--out", tmp_path / "p", "--orientation", "mirrored", "--tta").exit_code == 0
+    assert invoke("batch", sample_png.parent, "--glob", sample_png.name, "--out", tmp_path / "b", "--save-masks",
+                  "--overlays", "--workers", "1").exit_code == 0
+    written = [tmp_path / "p" / f"{sample_png.stem}_mask.png", tmp_path / "p" / f"{sample_png.stem}_overlay.png",
+               tmp_path / "b" / "masks" / f"{sample_png.stem}.png", tmp_path / "b" / "overlays" / f"{sample_png.stem}.png"]
+    said = [Image.open(path).text for path in written]
+    for text, options in zip(said, [("mirrored", "mirror-average")] * 2 + [("standard", "none")] * 2):
+        assert text["ipp-seg model"] == "dssau-net-s" and text["ipp-seg model sha256"] == digest
+        assert (text["ipp-seg orientation"], text["ipp-seg tta"]) == options
+    assert [text["ipp-seg output"] for text in said] == ["label mask", "overlay"] * 2
+
+
 def test_json_reports_share_one_schema(sample_png, tmp_path):
     # predict and measure, measured or not: the same keys and null (never "") for no value; "error"
     # in every report (it had been in failed ones only: x["error"] raised on a measured frame).
@@ -1527,8 +1546,17 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert invoke("predict", scans / "04700.png", "--model", "dssau-net-s-heldout").exit_code == 0
-        assert invoke("predict", sample_png, "--model", "dssau-net-s").exit_code == 0  # (psfhs_04700: no ID)
     assert "trained on" not in caplog.text
+    # A name that says it is a PSFHS frame gives its ID (a validation engineer's pass: the shipped sample
+    # psfhs_04700_us.dcm, a training frame of the default, and renamed copies were measured without a word).
+    for name, warned in (("psfhs_04720.png", True), ("PSFHS-04720_us.png", True), ("scan_04720.png", False),
+                         ("psfhs_04700_04701.png", False)):
+        shutil.copy(sample_png, tmp_path / name)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert invoke("predict", tmp_path / name, "--model", "dssau-net-s").exit_code == 0
+        assert ("1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04720)"
+                in caplog.text) is warned, name
     with caplog.at_level("WARNING"):
         assert invoke("predict", scans / "04700.png").exit_code == 0
     assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text

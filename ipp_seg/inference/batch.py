@@ -54,7 +54,7 @@ from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.images import ipp_seg_png_kind
 from ..io.overlay import burned_in_text_shown, imaged_pixels, overlay_title, render_overlay
 from ..io.reader import special_file_kind
-from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, remove_staging_files, replacing
+from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, output_provenance, remove_staging_files, replacing
 from ..machine import machine_description, onnxruntime_version, software_versions
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
@@ -1083,6 +1083,12 @@ class FileProcessor:
         """The sha256 of the model file that runs (hex)."""
         return self.segmenter.info.model_sha256
 
+    @property
+    def _drawn_by(self) -> dict[str, str]:
+        """What the masks and overlays this processor writes record of what drew them."""
+        inf = self.options.inference
+        return output_provenance(self.model_name, self.model_sha256, inf.orientation, inf.tta)
+
     def results(self, path: Path, done_frames: frozenset = frozenset(),
                 timings: dict | None = None) -> Iterator[FrameResult | FrameFailure]:
         """Segment and measure the selected frames of one file, a few frames per model call.
@@ -1298,7 +1304,7 @@ class FileProcessor:
                 with _unless_path_too_long(("mask",), mask_path, too_long):
                     check_within(opts.out_dir / MASKS_FOLDER, mask_path)
                     _note_output(outputs[item], written, name, mask_path)
-                    write_label_png(mask_path, result.labels)
+                    write_label_png(mask_path, result.labels, self._drawn_by)
                     files_written["mask_file"] = _path_in_out(opts.out_dir, mask_path)
             if opts.overlays:
                 overlay_path = output_path(opts.out_dir, "overlay", stem)
@@ -1318,7 +1324,8 @@ class FileProcessor:
                                                      title=overlay_title(Path(name).name, frame.frame_index,
                                                                          frame.n_frames,
                                                                          frame.provenance.frame_number),
-                                                     tta=inf.tta, model=self.model_name, echoes=frame_echoes(frame)))
+                                                     tta=inf.tta, model=self.model_name, echoes=frame_echoes(frame)),
+                                      self._drawn_by)
                     files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
             dicom_cell = ""
             if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":

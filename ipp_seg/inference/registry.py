@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -252,12 +253,13 @@ def training_blocks(spec: ModelSpec) -> tuple[tuple[str, str], ...]:
 
 def warn_of_training_frames(spec: ModelSpec, scans: Sequence[Path], what: str = "scans",
                             blocks: tuple[tuple[str, str], ...] | None = None) -> list[str]:
-    """The case IDs of ``scans`` (their names without suffix, in composed Unicode) that are IDs of
+    """The case IDs of ``scans`` (their names without suffix, in composed Unicode, or the PSFHS ID
+    such a name holds, :func:`case_id_of_name`) that are IDs of
     frames the model ``spec`` trained on (``blocks``, :func:`training_blocks` where None), logged
     as one warning: a study that measures the training frames themselves with ``predict`` or
     ``batch`` reads the model's fit to them, not what it does on new examinations (``evaluate``
     says so too). Returns them."""
-    case_ids = [name_without_suffix(composed_name(Path(scan).name)) for scan in scans]
+    case_ids = [case_id_of_name(name_without_suffix(composed_name(Path(scan).name))) for scan in scans]
     blocks = training_blocks(spec) if blocks is None else blocks
     seen = sorted({case_id for case_id in case_ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:
@@ -266,6 +268,21 @@ def warn_of_training_frames(spec: ModelSpec, scans: Sequence[Path], what: str = 
                     "model card lists the frames it trained on)", len(seen), len(case_ids), what,
                     "has" if len(seen) == 1 else "have", spec.name, ", ".join(seen[:3]))
     return seen
+
+
+_FIVE_DIGITS = re.compile(r"(?<![0-9])[0-9]{5}(?![0-9])")
+
+
+def case_id_of_name(stem: str) -> str:
+    """The case ID a scan's name (less its suffix) gives: the name itself (``04720``), or, in a
+    name that says it is a PSFHS frame and holds one 5-digit number (``psfhs_04700_us``, as the
+    shipped samples are named), that number: such copies had been measured without the warning
+    that they are training frames."""
+    if "psfhs" in stem.lower():
+        numbers = _FIVE_DIGITS.findall(stem)
+        if len(numbers) == 1:
+            return numbers[0]
+    return stem
 
 
 def training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:

@@ -19,7 +19,8 @@ from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, Dicom
 from ..io.folders import printable_file, printable_path
 from ..io.formats import name_without_suffix
 from ..io.overlay import burned_in_text_shown
-from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, remove_staging_files, replacing
+from ..io.writers import (MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, output_provenance, remove_staging_files,
+                          replacing)
 from ..measure import Landmarks, Measurement
 from .batch import (NO_SUCH_FRAME, NOT_AN_IMAGE, NOT_ULTRASOUND, UNREADABLE, FileProcessor,
                     FrameFailure, dicom_results_cell, dicom_uids, file_sha256, file_stamp, fitting_stem,
@@ -238,7 +239,9 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     written[0].parent.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
     try:
-        write_label_png(written[0], result.labels)
+        drawn_by = output_provenance(report.get("model"), report.get("model_sha256"), report.get("orientation"),
+                                     report.get("tta"))
+        write_label_png(written[0], result.labels, drawn_by)
         made.append(written[0])
         write_overlay_png(written[1], render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
                                                      result.measurement,
@@ -249,7 +252,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                          frame.frame_index, frame.n_frames,
                                                          frame.provenance.frame_number),
                                                      tta=bool(report.get("tta")), model=report.get("model"),
-                                                     echoes=frame_echoes(frame)))
+                                                     echoes=frame_echoes(frame)), drawn_by)
     except BaseException:
         # Stopped before its report (Ctrl-C, a full disk): no mask left without it, which a later run
         # would keep as a file of one's own, and train would read as an expert's.

@@ -12,7 +12,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -144,11 +144,23 @@ def check_within(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
                                             "outputs are written only into it", os.fspath(existing))
 
 
-def write_label_png(path: str | os.PathLike[str], label_mask: np.ndarray) -> None:
+def output_provenance(model_name: str | None, model_sha256: str | None, orientation: str | None,
+                      tta: bool | None) -> dict[str, str]:
+    """What a mask or overlay PNG records of what drew it (:func:`write_label_png`): the model,
+    its file's sha256 and the options that change the mask, each left out where not known. A
+    mask copied out of its run's folder had kept only the version that wrote it."""
+    said = {"model": model_name, "model sha256": model_sha256, "orientation": orientation,
+            "tta": None if tta is None else ("mirror-average" if tta else "none")}
+    return {key: str(value) for key, value in said.items() if value}
+
+
+def write_label_png(path: str | os.PathLike[str], label_mask: np.ndarray,
+                    provenance: Mapping[str, str] | None = None) -> None:
     """Write an (H, W) label mask with values 0/1/2 as an 8-bit greyscale PNG, marked as
-    ipp-seg's label mask (a text chunk: read as a scan, it is refused)."""
+    ipp-seg's label mask (a text chunk: read as a scan, it is refused), with ``provenance``
+    (:func:`output_provenance`) in text chunks ``ipp-seg <key>``."""
     mask = _checked_mask(label_mask)
-    _write_encoded(path, ".png", mask, written_as="label mask")
+    _write_encoded(path, ".png", mask, written_as="label mask", provenance=provenance)
 
 
 def write_label_mha(
@@ -174,15 +186,17 @@ def write_label_mha(
     sitk.WriteImage(image, name, useCompression=True)
 
 
-def write_overlay_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
+def write_overlay_png(path: str | os.PathLike[str], rgb: np.ndarray,
+                      provenance: Mapping[str, str] | None = None) -> None:
     """Write an (H, W, 3) uint8 RGB image (e.g. a frame with contours drawn on it) as PNG,
-    marked as ipp-seg's overlay (a text chunk: read as a scan, it is refused)."""
+    marked as ipp-seg's overlay (a text chunk: read as a scan, it is refused), with
+    ``provenance`` as :func:`write_label_png` records it."""
     image = np.asarray(rgb)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"overlay must be (H, W, 3) RGB, got shape {image.shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"overlay must be uint8, got {image.dtype}")
-    _write_encoded(path, ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), written_as="overlay")
+    _write_encoded(path, ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), written_as="overlay", provenance=provenance)
 
 
 def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
@@ -201,7 +215,7 @@ def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
 
 
 def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarray,
-                   written_as: str | None = None) -> None:
+                   written_as: str | None = None, provenance: Mapping[str, str] | None = None) -> None:
     ok, encoded = cv2.imencode(extension, image)
     if not ok:
         raise OSError(f"OpenCV could not encode {os.fspath(path)} as {extension}")
@@ -209,8 +223,12 @@ def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarr
     if written_as is not None:
         from .. import __version__
 
+        # Latin-1 text, as tEXt holds: a model file's name beyond it is written with escapes.
+        said = [png_text_chunk(f"ipp-seg {key}".encode("ascii"),
+                               value.encode("latin-1", "backslashreplace").decode("latin-1")[:1000])
+                for key, value in (provenance or {}).items()]
         data = with_text_chunks(data, [png_text_chunk(b"Software", f"ipp-seg {__version__}"),
-                                       png_text_chunk(OUTPUT_PNG_KEYWORD, written_as)])
+                                       png_text_chunk(OUTPUT_PNG_KEYWORD, written_as), *said])
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Bytes through Python, not cv2.imwrite, so that any path the OS accepts works.
