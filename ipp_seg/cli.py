@@ -1098,6 +1098,17 @@ def _stop_on_signals() -> dict:
     return {signum: signal.signal(signum, _interrupt) for signum in stops}
 
 
+def _stop_as_on_ctrl_c_while_starting() -> None:
+    """SIGTERM and SIGHUP end the process as Ctrl-C does until a command takes them over
+    (:func:`_stop_on_signals`): in its first second (reading options, loading the model) they had
+    ended it with the system's 143 or 129, which a scheduler's wrapper did not take for the
+    documented 130 of an interrupted run."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            with suppress(ValueError, OSError):  # (not the main thread: left as they are)
+                signal.signal(getattr(signal, name), signal.default_int_handler)
+
+
 def _restore_signals(previous: dict) -> None:
     for signum, handler in previous.items():
         signal.signal(signum, handler)
@@ -1509,6 +1520,7 @@ _name_placeholders(app)
 
 
 def main() -> None:
+    _stop_as_on_ctrl_c_while_starting()
     _open_closed_standard_streams()
     _settle_output_environment()
     _refuse_empty_arguments(sys.argv[1:])

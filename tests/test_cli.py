@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -445,6 +446,31 @@ def test_predict_stopped_by_a_signal_prints_what_it_measured_and_names_the_rest(
     assert "interrupted: 1 frame measured (above); 2 scans not measured in full:" in said
     assert "1.png" in said and "2.png" in said and "give them to predict again" in said
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_a_signal_while_a_command_starts_ends_it_as_ctrl_c_does(sample_png, tmp_path, stop):
+    """A scripting user's pass: SIGTERM or SIGHUP in a command's first second (reading options,
+    before it took them over) ended it with the system's 143 or 129, not the documented 130."""
+    import signal
+
+    if not hasattr(signal, stop):
+        pytest.skip(f"no {stop} here")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import ipp_seg.cli as cli
+        settled = cli.configure_logging
+        def then_stopped(level):  # (the options read; no command has taken the signals over yet)
+            settled(level)
+            os.kill(os.getpid(), signal.{stop})
+        cli.configure_logging = then_stopped
+        sys.argv = ["ipp-seg", "batch", {str(sample_png.parent)!r}, "--out", {str(tmp_path / "out")!r}]
+        cli.main()
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert run.returncode == 130, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr and not (tmp_path / "out" / "measurements.csv").exists()
 
 
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
