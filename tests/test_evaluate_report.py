@@ -89,10 +89,10 @@ def test_shifted_prediction_matches_direct_metrics():
 
 def test_spacing_gives_hsd_in_mm():
     gt = scene()
-    r = evaluate_case(gt, gt, spacing_mm=(0.2, 0.2))
-    assert r.hsd_gt_mm == pytest.approx(r.hsd_gt_px * 0.2, rel=1e-6)
+    r = evaluate_case(gt, gt, spacing_mm=(0.3, 0.3))  # (the 128-pixel scene 38 mm across: at 0.2, 26 mm, implausible)
+    assert r.hsd_gt_mm == pytest.approx(r.hsd_gt_px * 0.3, rel=1e-6)
     assert r.delta_hsd_mm == 0.0
-    assert r.spacing_mm == (0.2, 0.2)
+    assert r.spacing_mm == (0.3, 0.3)
 
 
 def test_empty_prediction_case():
