@@ -1099,19 +1099,31 @@ def _stop_on_signals() -> dict:
 
 
 def _stop_as_on_ctrl_c_while_starting() -> None:
-    """SIGTERM and SIGHUP end the process as Ctrl-C does until a command takes them over
-    (:func:`_stop_on_signals`): in its first second (reading options, loading the model) they had
-    ended it with the system's 143 or 129, which a scheduler's wrapper did not take for the
-    documented 130 of an interrupted run."""
+    """SIGTERM and SIGHUP end the process with 130, as an interrupted run does, until a command
+    takes them over (:func:`_stop_on_signals`): in its first second (reading options, loading the
+    model) they had ended it with the system's 143 or 129, which a scheduler's wrapper did not take
+    for the documented 130. Ended at once (:func:`_stopped`), not by an exception: one raised
+    inside onnxruntime's import had become an ImportError, a traceback and exit 1 or 2."""
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             with suppress(ValueError, OSError):  # (not the main thread: left as they are)
-                signal.signal(getattr(signal, name), signal.default_int_handler)
+                signal.signal(getattr(signal, name), _stopped)
+
+
+def _stopped(signum, frame) -> None:
+    """A stop that came where no command handles it (starting, or a command that writes as it
+    goes, such as measure): said in a line, and the process ends with 130 as the system would
+    have ended it, its outputs as a kill leaves them (each file is written whole or not at all)."""
+    with suppress(OSError):
+        os.write(2, f"ipp-seg: stopped ({signal.Signals(signum).name})\n".encode())
+    os._exit(130)
 
 
 def _restore_signals(previous: dict) -> None:
+    # A command's end gives the system's handling back, not :func:`_stopped`: a stop that comes
+    # once its output is whole is no interrupted run (0.2.11's 143, not 130 with a traceback).
     for signum, handler in previous.items():
-        signal.signal(signum, handler)
+        signal.signal(signum, signal.SIG_DFL if handler is _stopped else handler)
 
 
 def _failed_text(counts: dict) -> str:

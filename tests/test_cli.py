@@ -471,6 +471,20 @@ def test_a_signal_while_a_command_starts_ends_it_as_ctrl_c_does(sample_png, tmp_
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert run.returncode == 130, (run.returncode, run.stderr)
     assert "Traceback" not in run.stderr and not (tmp_path / "out" / "measurements.csv").exists()
+    # Ended at once, not by an exception: one raised inside onnxruntime's import (the model loading) had become
+    # "ImportError: initialization failed", a traceback and exit 1 (a QA pass).
+    assert f"ipp-seg: stopped ({stop})" in run.stderr
+    # A command's end gives the system's handling back: a stop after its output is whole is no interrupted run.
+    import ipp_seg.cli as cli
+
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        cli._stop_as_on_ctrl_c_while_starting()
+        cli._restore_signals(cli._stop_on_signals())
+        assert signal.getsignal(getattr(signal, stop)) is signal.SIG_DFL
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 def test_predict_dicom_seg_and_sr(sample_dicom, tmp_path):
