@@ -489,7 +489,14 @@ def test_a_frame_inside_a_margin_on_every_side_is_shown_to_the_network_without_i
     capture = np.zeros((768, 1024), np.uint8)
     capture[128:640, 256:768] = cv2.resize(grey, (512, 512))
     x0, y0, x1, y1 = trim_uniform_bands(capture, (0, 0, 1024, 768))
-    assert 256 <= x0 < 256 + 16 and 128 <= y0 < 128 + 16 and x1 <= 768 and y1 <= 640 and abs((x1 - x0) - (y1 - y0)) <= 2
+    assert (x0, y0, x1, y1) == (256, 128, 768, 640)
+    # A frame with side bands of its own, letterboxed above and below, keeps them: the longer side's bands go
+    # first (the margin cut first had taken 20 columns a side of such frames, 04381: 1.4 deg, a QA pass).
+    narrow = cv2.imread(str(SAMPLES / "psfhs_04380.png"), cv2.IMREAD_GRAYSCALE)
+    narrow[:, :20] = 0
+    narrow[:, -20:] = 0
+    letterboxed = cv2.copyMakeBorder(narrow, 60, 60, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    assert trim_uniform_bands(letterboxed, (0, 0, 256, 376)) == (0, 60, 256, 316)
     # A margin that stops at one side (a frame that reaches an edge, as every PSFHS frame does)
     # is no margin on every side: the square frame is left whole.
     three = cv2.copyMakeBorder(grey, 0, 40, 40, 40, cv2.BORDER_CONSTANT, value=0)

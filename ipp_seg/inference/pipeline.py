@@ -292,36 +292,42 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     median 4.1 deg away from the frame's own (bands at two sides), and centred in a margin on
     every side at 0.7 of the canvas, 6.3 deg (benchmarks/letterbox_bands.py, head_extent.py).
 
-    Two cuts, in physical size (``spacing_mm`` x and y). A margin on all four sides goes as far
-    as the narrowest of the four reaches, from every side alike: the frame's own margins (PSFHS
-    frames have bands at up to three sides, never four) keep their shares; a margin narrower
-    than :data:`MIN_MARGIN_SHARE` of the shorter side is left. Then the bands at the
-    ends of the longer side go, as far as it is longer than the other. A band is a column (or
-    row) of one level, black, grey or white, within :data:`BAND_SPREAD` of it; a band holding
-    text or a scale is no band, and the image is left as it is."""
-    x0, y0, x1, y1 = box
-    crop = np.asarray(pixels[y0:y1, x0:x1])
-    if crop.ndim > 2:  # colour: its brightest channel
-        crop = np.fmax.reduce(crop, axis=-1)
-    levels = _black_and_white(crop)
-    if levels is None:  # one level throughout: nothing to tell bands from
-        return box
-    black, white = levels
-    columns, rows = _band_widths(crop, 0, black, white), _band_widths(crop, 1, black, white)
-    if columns is None or rows is None:  # bands only: nothing to keep
-        return box
+    Two cuts, in physical size (``spacing_mm`` x and y). The bands at the ends of the longer side
+    go first, as far as it is longer than the other. Then a margin left on all four sides goes as
+    far as the narrowest of the four reaches, from every side alike, where that is at least
+    :data:`MIN_MARGIN_SHARE` of the shorter side: the frame's own margins (PSFHS frames have
+    bands at up to three sides, never four, and at most 3 pixels at the top) keep their shares.
+    (The other way round, a frame letterboxed above and below had lost its own side bands: a
+    QA pass, 04381 moved by 1.4 deg.) A band is a column (or row) of one level, black, grey or
+    white, within :data:`BAND_SPREAD` of it; a band holding text or a scale is no band, and the
+    image is left as it is."""
     sx, sy = geometry_scale(spacing_mm)
+    box = _cut_longer_side(pixels, box, sx, sy)
+    bands = _bands_around(pixels, box)
+    if bands is None:
+        return box
+    x0, y0, x1, y1 = box
+    columns, rows = bands
     margin = min(min(columns) * sx, min(rows) * sy)  # (mm, or pixels on an unknown spacing)
-    if margin >= MIN_MARGIN_SHARE * min((x1 - x0) * sx, (y1 - y0) * sy):
+    if margin > 0 and margin >= MIN_MARGIN_SHARE * min((x1 - x0) * sx, (y1 - y0) * sy):
         across, down = int(margin / sx + 1e-6), int(margin / sy + 1e-6)
-        x0, x1, y0, y1 = x0 + across, x1 - across, y0 + down, y1 - down
-        columns = (columns[0] - across, columns[1] - across)
-        rows = (rows[0] - down, rows[1] - down)
+        return x0 + across, y0 + down, x1 - across, y1 - down
+    return box
+
+
+def _cut_longer_side(pixels: np.ndarray, box: tuple[int, int, int, int], sx: float,
+                     sy: float) -> tuple[int, int, int, int]:
+    """``box`` less the bands at the ends of its longer side (``sx``, ``sy``: the size of a pixel),
+    as far as it is longer than the other (:func:`trim_uniform_bands`)."""
+    x0, y0, x1, y1 = box
     across, down = (x1 - x0) * sx, (y1 - y0) * sy
     if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
-        return x0, y0, x1, y1
+        return box
+    bands = _bands_around(pixels, box)
+    if bands is None:
+        return box
     wide = across > down
-    before, after = columns if wide else rows
+    before, after = bands[0] if wide else bands[1]
     excess = int((across - down) / sx) if wide else int((down - across) / sy)
     cut = min(excess, before + after)
     # The cut is shared evenly between the two ends, as far as each end's bands go: exact for
@@ -334,6 +340,21 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     if wide:
         return x0 + cut_before, y0, x1 - cut_after, y1
     return x0, y0 + cut_before, x1, y1 - cut_after
+
+
+def _bands_around(pixels: np.ndarray, box: tuple[int, int, int, int]
+                  ) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The bands of one level at the ends of ``box``'s columns and of its rows (:func:`_band_widths`),
+    None where the box holds one level, or bands only."""
+    x0, y0, x1, y1 = box
+    crop = np.asarray(pixels[y0:y1, x0:x1])
+    if crop.ndim > 2:  # colour: its brightest channel
+        crop = np.fmax.reduce(crop, axis=-1)
+    levels = _black_and_white(crop)
+    if levels is None:  # one level throughout: nothing to tell bands from
+        return None
+    columns, rows = _band_widths(crop, 0, *levels), _band_widths(crop, 1, *levels)
+    return None if columns is None or rows is None else (columns, rows)
 
 
 def _band_widths(crop: np.ndarray, along: int, black: float, white: float) -> tuple[int, int] | None:
