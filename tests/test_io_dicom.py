@@ -528,6 +528,11 @@ def test_overlapping_regions_of_other_calibrations_give_no_spacing_where_they_ov
         frame = read_frame(write_dicom(tmp_path / "twice.dcm", frames, regions=same))
     assert frame.calibration_at(30, 20) == (pytest.approx((0.35, 0.35)), "ultrasound_region")
     assert not any("overlap" in r.getMessage() for r in caplog.records)
+    # Nor are two views side by side that share their edge column (a QA pass: warned of as a zoom box).
+    touching = [region_item(0, 0, 40, 59, (0.035, 0.035)), region_item(40, 0, 79, 59, (0.02, 0.02))]
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        read_frame(write_dicom(tmp_path / "touching.dcm", frames, regions=touching))
+    assert not any("overlap" in r.getMessage() for r in caplog.records)
 
 
 def test_per_frame_pixel_measures_calibrate_a_cine_where_every_frame_gives_one(tmp_path, caplog):

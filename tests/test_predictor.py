@@ -508,6 +508,35 @@ def test_a_frame_inside_a_margin_on_every_side_is_shown_to_the_network_without_i
     assert trim_uniform_bands(labelled, (0, 0, 384, 384))[0] < 20
 
 
+@pytest.mark.parametrize("over", ["head", "ps"])
+def test_a_zoom_box_of_its_own_calibration_over_part_of_the_anatomy_gives_no_millimetres(predictor, tmp_path, over):
+    """A zoom box (0.1 mm) over the head and the HSD's end but not the PS's centre: the HSD had been
+    given in the image's 0.35 mm, ok, though the reader warned that the pixels there have no known
+    size (a QA pass). Over the PS likewise; a box over neither keeps the image's millimetres."""
+    import copy
+
+    import pydicom
+
+    source = pydicom.dcmread(SAMPLES / "psfhs_04700_us.dcm")
+    whole = predictor.predict_pixels(read_frame(SAMPLES / "psfhs_04700_us.dcm").pixels)
+    boxes = {"head": (115, 40, 255, 255), "ps": (60, 20, 200, 150), "neither": (0, 200, 40, 255)}
+    for name in (over, "neither"):
+        zoom = copy.deepcopy(source.SequenceOfUltrasoundRegions[0])
+        (zoom.RegionLocationMinX0, zoom.RegionLocationMinY0, zoom.RegionLocationMaxX1,
+         zoom.RegionLocationMaxY1) = boxes[name]
+        zoom.PhysicalDeltaX = zoom.PhysicalDeltaY = 0.01
+        ds = copy.deepcopy(source)
+        ds.SequenceOfUltrasoundRegions = [zoom, ds.SequenceOfUltrasoundRegions[0]]  # (the box listed first)
+        ds.save_as(tmp_path / f"{name}.dcm")
+        (result,) = list(predictor.predict(tmp_path / f"{name}.dcm"))
+        m = result.measurement
+        if name == "neither":
+            assert m.hsd_mm == pytest.approx(m.hsd_px * 0.35) and "spacing_unknown" not in m.reasons
+        else:
+            assert m.hsd_mm is None and "spacing_unknown" in m.reasons and m.hsd_px > 0
+        assert m.aop_deg == pytest.approx(whole.measurement.aop_deg, abs=0.01)  # the image, as the network saw it
+
+
 def test_a_line_drawn_around_the_frame_is_covered_before_the_network_sees_it(predictor):
     """A screen capture framed by a 1-pixel white line: the line's 1.6 % of the pixels raised the
     percentile the input normalisation maps to white, and the narrow-sector sample read 113.6 deg

@@ -573,6 +573,8 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         spacing, source = region.spacing_mm, "ultrasound_region"
     else:
         spacing, source = frame.spacing_mm, frame.spacing_source
+    if spacing is not None and not frame.calibrated_alike_over((labels == ps_label) | (labels == fh_label)):
+        spacing, source = None, None  # (a zoom box of its own calibration over part of the anatomy)
     # The network saw the imaging region only: its edges are the image's (a zoom cuts there).
     x0, y0, x1, y1 = segmented_box(frame)
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,

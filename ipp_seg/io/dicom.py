@@ -937,8 +937,9 @@ def _warn_of_overlapping_calibrations(path: str, regions: tuple[ImagingRegion, .
     image): no spacing is given where they overlap (:meth:`UltrasoundFrame.calibration_at`)."""
     for i, first in enumerate(regions):
         for second in regions[i + 1:]:
-            overlap = (min(first.x1, second.x1) > max(first.x0, second.x0)
-                       and min(first.y1, second.y1) > max(first.y0, second.y0))
+            # (Two views side by side that share an edge column or row do not overlap.)
+            overlap = (min(first.x1, second.x1) - max(first.x0, second.x0) > 2
+                       and min(first.y1, second.y1) - max(first.y0, second.y0) > 2)
             same = (first.spacing_mm is None) == (second.spacing_mm is None) and (
                 first.spacing_mm is None or same_spacing(first.spacing_mm, second.spacing_mm))
             if overlap and not same:

@@ -156,6 +156,23 @@ class UltrasoundFrame:
             return None, None
         return self.spacing_mm, self.spacing_source
 
+    def calibrated_alike_over(self, drawn: np.ndarray, least_share: float = 0.01) -> bool:
+        """Whether the pixels ``drawn`` (an (H, W) bool mask of the frame, such as a measurement's
+        structures) lie in regions of one calibration: False where regions that each hold at least
+        ``least_share`` of them are calibrated otherwise (each its own calibration, or the frame's
+        where it has none): a zoom box over the head, the PS outside it, had given the HSD in the
+        image's millimetres, ``ok``. Pixels outside every region, and a frame of fewer than two
+        regions, raise no doubt."""
+        total = int(np.count_nonzero(drawn))
+        if total == 0 or len(self.regions) < 2:
+            return True
+        held = [region.spacing_mm if region.spacing_mm is not None else self.spacing_mm for region in self.regions
+                if np.count_nonzero(drawn[region.y0:region.y1, region.x0:region.x1]) >= least_share * total]
+        known = [spacing for spacing in held if spacing is not None]
+        if not known:
+            return True
+        return len(known) == len(held) and all(same_spacing(known[0], other) for other in known[1:])
+
     @property
     def imaging_region(self) -> ImagingRegion | None:
         """The largest 2-D tissue region (the first of equal ones), or ``None`` when none is known."""
