@@ -567,6 +567,16 @@ def test_values_stored_in_the_top_bits_are_refused_not_read_scrambled(tmp_path):
     assert read_frame(write_dicom(tmp_path / "low.dcm", frames >> 4, bits_stored=12)).pixels.max() > 0
 
 
+def test_a_region_calibration_beyond_any_number_of_millimetres_is_no_calibration(tmp_path, caplog):
+    # 1e308 cm is no number of mm (inf): the frame had failed as an unexpected processing error.
+    frames = ramp_frames(1, h=60, w=80)[0]
+    for delta in ((1e308, 1e308), (1e308, 0.035)):
+        with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+            frame = read_frame(write_dicom(tmp_path / "inf.dcm", frames, regions=[region_item(0, 0, 79, 59, delta)]))
+        assert frame.spacing_mm is None and frame.imaging_region.spacing_mm is None
+        assert any("not two finite non-zero numbers" in r.getMessage() for r in caplog.records)
+
+
 def test_region_data_type_none_counts_as_an_untyped_view(tmp_path):
     frames = ramp_frames(1, h=60, w=80)[0]
     frame = read_frame(write_dicom(tmp_path / "dt0.dcm", frames,

@@ -852,7 +852,7 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         if beyond <= 1 and spacing is None and _int_or_none(item.get("PhysicalUnitsXDirection")) == _UNITS_CM:
             # Named, not quoted: a damaged header's values stay out of the log.
             logger.warning("%s: ultrasound region %d is calibrated in cm but its Physical Delta X/Y are not two "
-                           "non-zero numbers (or its Y units are not cm): its spacing is unknown", path, number)
+                           "finite non-zero numbers of mm (or its Y units are not cm): its spacing is unknown", path, number)
         elif spacing is None:
             logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
         candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))
@@ -873,7 +873,9 @@ def _region_spacing(item: Dataset) -> Spacing | None:
         return None
     # The sign only says which way the axis runs; the pixel size is its magnitude. cm -> mm as
     # a decimal shift, so that 0.035 cm reads 0.35 mm, not 0.35000000000000003, in reports.
-    return (_cm_to_mm(abs(dx)), _cm_to_mm(abs(dy)))
+    spacing = (_cm_to_mm(abs(dx)), _cm_to_mm(abs(dy)))
+    # (1e308 cm is no number of mm: it had ended the frame as an unexpected processing error.)
+    return spacing if all(math.isfinite(v) for v in spacing) else None
 
 
 def _cm_to_mm(cm: float) -> float:
