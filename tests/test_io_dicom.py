@@ -565,6 +565,9 @@ def test_values_stored_in_the_top_bits_are_refused_not_read_scrambled(tmp_path):
     with pytest.raises(ScanReadError, match=r"High Bit 15 with Bits Stored 12 .* export the images again"):
         read_frame(path)
     assert read_frame(write_dicom(tmp_path / "low.dcm", frames >> 4, bits_stored=12)).pixels.max() > 0
+    # A High Bit set wrongly over values that are in the low bits reads as it always did (a QA pass: refused).
+    low = read_frame(write_dicom(tmp_path / "low_hb.dcm", frames >> 4, extra={"BitsStored": 12, "HighBit": 15}))
+    np.testing.assert_array_equal(low.pixels, read_frame(tmp_path / "low.dcm").pixels)
 
 
 def test_a_region_calibration_beyond_any_number_of_millimetres_is_no_calibration(tmp_path, caplog):

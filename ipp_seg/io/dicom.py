@@ -328,13 +328,17 @@ def _inspect_dicom(path: str) -> DicomInfo:
     bits_allocated = int(ds.BitsAllocated)
     bits_stored = int(ds.get("BitsStored") or bits_allocated)
     high_bit = _int_or_none(ds.get("HighBit"))
-    if not tsyntax.is_compressed and high_bit is not None and high_bit != bits_stored - 1:
+    if (high_bit is not None and high_bit > bits_stored - 1 and pixel_check is not None and pixel_check.value_offset
+            and not tsyntax.is_compressed and tsyntax != pydicom.uid.DeflatedExplicitVRLittleEndian
+            and _values_above_bits_stored(path, pixel_check.value_offset, rows * columns * _samples(ds),
+                                          bits_allocated, bits_stored, not tsyntax.is_little_endian)):
         # The values stored in the top bits: the decoder keeps the low Bits Stored bits, and the
-        # frame had been measured scrambled (a failed ps_missing, no word of the cause).
+        # frame had been measured scrambled (a failed ps_missing, no word of the cause). A High
+        # Bit set wrongly over values that are in the low bits (nothing above them) reads as ever.
         raise ScanReadError(path, f"its High Bit {high_bit} with Bits Stored {bits_stored} puts the pixel values "
-                                  f"elsewhere than in the low bits (DICOM requires High Bit = Bits Stored - 1), a "
-                                  f"layout ipp-seg does not read: export the images again, or as Bits Stored "
-                                  f"{high_bit + 1}")
+                                  f"in the top bits of each {bits_allocated}-bit word, where DICOM has them in the "
+                                  f"low bits (High Bit = Bits Stored - 1), a layout ipp-seg does not read: export "
+                                  f"the images again")
     uids = _header_uids(ds)
     info = DicomInfo(
         path=path,
@@ -362,6 +366,24 @@ def _inspect_dicom(path: str) -> DicomInfo:
         path, n_frames, columns, rows, photometric, tsyntax.name, spacing, source, len(regions),
     )
     return info
+
+
+def _samples(ds: Dataset) -> int:
+    return _int_or_none(ds.get("SamplesPerPixel")) or 1
+
+
+def _values_above_bits_stored(path: str, offset: int, values: int, bits_allocated: int, bits_stored: int,
+                              big_endian: bool) -> bool:
+    """Whether the first frame's native pixel words (``values`` of them at byte ``offset``) hold
+    bits above ``bits_stored``: values stored in the top bits of their words."""
+    kinds = {8: "u1", 16: "u2", 32: "u4"}
+    if bits_allocated not in kinds or bits_stored >= bits_allocated:
+        return False
+    dtype = np.dtype(kinds[bits_allocated]).newbyteorder(">" if big_endian else "<")
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        words = np.frombuffer(fh.read(values * dtype.itemsize), dtype=dtype)
+    return bool(np.any(words >> bits_stored))
 
 
 @contextmanager
