@@ -555,6 +555,20 @@ def test_per_frame_pixel_measures_calibrate_a_cine_where_every_frame_gives_one(t
     with caplog.at_level(logging.WARNING, logger="ipp_seg"):
         assert read_frame(path).spacing_mm is None
     assert any("give different pixel spacings" in r.getMessage() for r in caplog.records)
+    # Beside a Pixel Spacing, which comes first: used, and the other named where it differs; frames that disagree
+    # among themselves are not said to leave the spacing unknown, as it is not (a QA pass).
+    caplog.clear()
+    for spacings, named in (([[0.35, 0.35]] * 3, False), ([[0.3, 0.3]] * 3, True),
+                            ([[0.35, 0.35], [0.35, 0.35], [0.5, 0.5]], False)):
+        groups = Sequence([measures(v) for v in spacings])
+        path = write_dicom(tmp_path / "both.dcm", frames,
+                           extra={"PixelSpacing": [0.35, 0.35], "PerFrameFunctionalGroupsSequence": groups})
+        with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+            assert read_frame(path).spacing_mm == pytest.approx((0.35, 0.35))
+        said = [r.getMessage() for r in caplog.records]
+        assert any("Pixel Spacing values differ" in m for m in said) is named
+        assert not any("give different pixel spacings" in m for m in said)
+        caplog.clear()
 
 
 def test_values_stored_in_the_top_bits_are_refused_not_read_scrambled(tmp_path):
@@ -1304,7 +1318,7 @@ def test_a_calibration_the_header_holds_but_cannot_give_is_named_in_a_warning(tm
         (write_dicom(tmp_path / "spacing.dcm", pixels, extra={"PixelSpacing": ["0", "0.2"]}), "its Pixel Spacing is "
          "present but not two positive numbers"),
         (write_dicom(tmp_path / "zero.dcm", pixels, regions=[region_item(0, 0, 31, 31, (0.0, 0.02))]),
-         "is calibrated in cm but its Physical Delta X/Y are not two non-zero numbers"),
+         "is calibrated in cm but its Physical Delta X/Y are not two finite non-zero numbers"),
         (write_dicom(tmp_path / "resized.dcm", pixels, regions=[region_item(0, 0, 4 * pixels.shape[1] - 1,
                                                                              4 * pixels.shape[0] - 1)]),
          "px beyond the image: the image was resized or cropped after the scanner calibrated it, so its calibration "

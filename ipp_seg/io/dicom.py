@@ -927,14 +927,17 @@ def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -
                            "not used for those that are not (it may be a calibrated region's), and distances there "
                            "are given in pixels only", path)
         return None, None
-    for source, spacing in (
-        ("pixel_spacing", ds.get("PixelSpacing")),
-        ("pixel_spacing", _shared_pixel_spacing(ds)),
-        ("pixel_spacing", _per_frame_pixel_spacing(path, ds)),
-        ("imager_pixel_spacing", ds.get("ImagerPixelSpacing")),
+    for source, read in (  # (read in turn: the per-frame groups' warning is theirs only where they are used)
+        ("pixel_spacing", lambda: ds.get("PixelSpacing")),
+        ("pixel_spacing", lambda: _shared_pixel_spacing(ds)),
+        ("pixel_spacing", lambda: _per_frame_pixel_spacing(path, ds)),
+        ("imager_pixel_spacing", lambda: ds.get("ImagerPixelSpacing")),
     ):
+        spacing = read()
         pair = _row_column_spacing(spacing)
         if pair is not None:
+            if source == "pixel_spacing":
+                _warn_if_pixel_measures_differ(path, ds, pair)
             return pair, source
         if spacing not in (None, ""):  # named, not quoted: a damaged header's value stays out of the log
             logger.warning("%s: its %s is present but not two positive numbers: the spacing is unknown", path,
@@ -953,6 +956,19 @@ def _warn_if_pixel_spacing_differs(path: str, ds: Dataset, region_mm: Spacing) -
             logger.warning("%s: Pixel Spacing (%g x %g mm per pixel, x by y) differs from the ultrasound region's "
                            "calibration (%g x %g mm); the region's is used for the distances",
                            path, other[0], other[1], region_mm[0], region_mm[1])
+            return
+
+
+def _warn_if_pixel_measures_differ(path: str, ds: Dataset, used: Spacing) -> None:
+    """Say when the header's other Pixel Spacing (the shared or per-frame functional groups' Pixel
+    Measures) disagrees with the one ``used`` by more than 1 %: the first found is used, and a
+    user whose HSDs look off should find the other named."""
+    for value in _pixel_spacings(ds):
+        other = _row_column_spacing(value)
+        if other is not None and not same_spacing(used, other, rel_tol=0.01):
+            logger.warning("%s: its Pixel Spacing values differ (%g x %g and %g x %g mm per pixel, x by y, in the "
+                           "image and in its functional groups); the first, %g x %g, is used for the distances",
+                           path, used[0], used[1], other[0], other[1], used[0], used[1])
             return
 
 
