@@ -1300,7 +1300,8 @@ def test_masks_and_overlays_name_the_model_and_options_that_drew_them(sample_png
     assert invoke("batch", sample_png.parent, "--glob", sample_png.name, "--out", tmp_path / "b", "--save-masks",
                   "--overlays", "--workers", "1").exit_code == 0
     written = [tmp_path / "p" / f"{sample_png.stem}_mask.png", tmp_path / "p" / f"{sample_png.stem}_overlay.png",
-               tmp_path / "b" / "masks" / f"{sample_png.stem}.png", tmp_path / "b" / "overlays" / f"{sample_png.stem}.png"]
+               tmp_path / "b" / "masks" / f"{sample_png.stem}.png",
+               tmp_path / "b" / "overlays" / f"{sample_png.stem}.png"]
     said = [Image.open(path).text for path in written]
     for text, options in zip(said, [("mirrored", "mirror-average")] * 2 + [("standard", "none")] * 2):
         assert text["ipp-seg model"] == "dssau-net-s" and text["ipp-seg model sha256"] == digest

@@ -874,7 +874,8 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         if beyond <= 1 and spacing is None and _int_or_none(item.get("PhysicalUnitsXDirection")) == _UNITS_CM:
             # Named, not quoted: a damaged header's values stay out of the log.
             logger.warning("%s: ultrasound region %d is calibrated in cm but its Physical Delta X/Y are not two "
-                           "finite non-zero numbers of mm (or its Y units are not cm): its spacing is unknown", path, number)
+                           "finite non-zero numbers of mm (or its Y units are not cm): its spacing is unknown",
+                           path, number)
         elif spacing is None:
             logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
         candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))

@@ -771,7 +771,8 @@ def model_card_markdown(card: dict) -> str:
         lines += [f"Validation frames: {_blocks_text(card['validation_case_ids'])}.", ""]
     copies = card.get("validation_copies_of_training_frames") or []
     if copies:  # (a dataset may list one frame twice, each annotated on its own)
-        pairs = "; ".join(f"{held_out} holds the same pixels as training frame {trained}" for held_out, trained in copies)
+        pairs = "; ".join(f"{held_out} holds the same pixels as training frame {trained}"
+                          for held_out, trained in copies)
         lines += [f"Of them, {pairs} (the dataset lists the frame twice, each annotated on its own): there the "
                   "figures are partly the weights' fit, not a validation.", ""]
     methods = (("validation", "ellipse"), ("validation_challenge_method", "challenge"),
