@@ -1591,7 +1591,7 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
     # A name that says it is a PSFHS frame gives its ID (a validation engineer's pass: the shipped sample
     # psfhs_04700_us.dcm, a training frame of the default, and renamed copies were measured without a word).
     for name, warned in (("psfhs_04720.png", True), ("PSFHS-04720_us.png", True), ("scan_04720.png", False),
-                         ("psfhs_04700_04701.png", False)):
+                         ("psfhs_04720_frame00002.png", True), ("psfhs_20241_04720.png", True)):
         shutil.copy(sample_png, tmp_path / name)
         caplog.clear()
         with caplog.at_level("WARNING"):

@@ -1105,6 +1105,24 @@ def test_each_runs_cases_are_checked_against_the_training_frames_of_the_model_th
     assert "dssau-net-s-heldout was trained on" not in caplog.text and report.unrecorded_predictions == ("04403",)
 
 
+def test_cases_named_as_psfhs_frames_are_checked_by_the_id_their_names_hold(tmp_path, caplog):
+    # A QA pass: masks of psfhs_04700 scored from the default model (trained on 04700) gave no warning, 04700 did.
+    import json
+
+    gt, single = tmp_path / "gt", tmp_path / "single"
+    for folder in (gt, single):
+        folder.mkdir()
+    for case in ("psfhs_04700_us", "psfhs_20241_04720"):
+        _write_png(gt / f"{case}.png", scene())
+        _write_png(single / f"{case}_mask.png", scene())
+        (single / f"{case}.json").write_text(json.dumps({"file": f"{case}.dcm", "ipp_seg_version": "0.2.12",
+                                                         "model": "dssau-net-s", "reasons": []}))
+    with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
+        report = evaluate_folders(single, gt)
+    assert dict(report.seen_in_training) == {"dssau-net-s": ("psfhs_04700_us", "psfhs_20241_04720")}
+    assert "2 of the 2 cases evaluated have the IDs of frames dssau-net-s was trained on" in caplog.text
+
+
 def test_masks_beside_a_run_stopped_before_its_first_row_are_unrecorded(folders):
     # A run's CSV of its header alone (stopped before its first row) speaks for none of the masks beside it.
     from ipp_seg.inference.batch import write_measurements_csv

@@ -881,21 +881,22 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
                            model_files: Iterable[str] = ()) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """(model, case IDs) for each of ``models`` ((name, sha256) as :func:`recorded_models` gives
     them) that is a model of the models folder, its files those of the predictions (by sha256,
-    where recorded), and whose card lists some of ``case_ids`` among those it trained on: of
+    where recorded), and whose card lists some of ``case_ids`` among those it trained on (or the
+    PSFHS IDs their names hold, :func:`~ipp_seg.inference.registry.case_ids_of_name`): of
     the cases ``drawn_by`` (case ID -> (model, sha256) of the run's row or report) says it drew,
     and those it says nothing of (a folder of several runs had credited every case to every
     model). A model without a card counts where a batch run ran it from an ONNX file of
     ``model_files`` (:attr:`RunRecord.model_files`) that records its training frames. Logged
     as a warning: a default model trained on every PSFHS frame, evaluated on the validation
     blocks, gives figures that read as a validation and are its fit to its training frames."""
-    from ..inference.registry import in_blocks, shipped_models
+    from ..inference.registry import case_ids_of_name, in_blocks, shipped_models
 
     found = []
     specs = shipped_models() if models else []
     uncarded = sorted({name for name, _ in models if name and name not in {spec.name for spec in specs}})
     for name, blocks, path in _exported_training_blocks(models, uncarded, model_files):
         uncarded.remove(name)
-        seen = tuple(c for c in case_ids if in_blocks(c, blocks) and (
+        seen = tuple(c for c in case_ids if any(in_blocks(i, blocks) for i in case_ids_of_name(c)) and (
             not drawn_by or (c in drawn_by and drawn_by[c][0] == name)))
         if seen:
             found.append((name, seen))
@@ -912,7 +913,7 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
         if not any(name == spec.name and (not sha or sha in listed) for name, sha in models):
             continue
         # (A mask no row or report speaks for is no model's: not credited to any, as the warning on it says.)
-        seen = tuple(c for c in case_ids if spec.trained_on(c) and (
+        seen = tuple(c for c in case_ids if any(spec.trained_on(i) for i in case_ids_of_name(c)) and (
             not drawn_by or (c in drawn_by and drawn_by[c][0] == spec.name)))
         if not seen:
             continue

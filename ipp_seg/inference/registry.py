@@ -254,35 +254,33 @@ def training_blocks(spec: ModelSpec) -> tuple[tuple[str, str], ...]:
 def warn_of_training_frames(spec: ModelSpec, scans: Sequence[Path], what: str = "scans",
                             blocks: tuple[tuple[str, str], ...] | None = None) -> list[str]:
     """The case IDs of ``scans`` (their names without suffix, in composed Unicode, or the PSFHS ID
-    such a name holds, :func:`case_id_of_name`) that are IDs of
+    such a name holds, :func:`case_ids_of_name`) that are IDs of
     frames the model ``spec`` trained on (``blocks``, :func:`training_blocks` where None), logged
     as one warning: a study that measures the training frames themselves with ``predict`` or
     ``batch`` reads the model's fit to them, not what it does on new examinations (``evaluate``
     says so too). Returns them."""
-    case_ids = [case_id_of_name(name_without_suffix(composed_name(Path(scan).name))) for scan in scans]
+    names = [case_ids_of_name(name_without_suffix(composed_name(Path(scan).name))) for scan in scans]
     blocks = training_blocks(spec) if blocks is None else blocks
-    seen = sorted({case_id for case_id in case_ids if in_blocks(case_id, blocks)}) if blocks else []
+    seen = sorted({case_id for ids in names for case_id in ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:
+        named = sum(any(case_id in seen for case_id in ids) for ids in names)
         log.warning("%d of the %d %s %s the IDs of frames %s was trained on (such as %s): if they are those frames, "
                     "their values are its fit to its training data, not what it does on new examinations (its "
-                    "model card lists the frames it trained on)", len(seen), len(case_ids), what,
-                    "has" if len(seen) == 1 else "have", spec.name, ", ".join(seen[:3]))
+                    "model card lists the frames it trained on)", named, len(names), what,
+                    "has" if named == 1 else "have", spec.name, ", ".join(seen[:3]))
     return seen
 
 
 _FIVE_DIGITS = re.compile(r"(?<![0-9])[0-9]{5}(?![0-9])")
 
 
-def case_id_of_name(stem: str) -> str:
-    """The case ID a scan's name (less its suffix) gives: the name itself (``04720``), or, in a
-    name that says it is a PSFHS frame and holds one 5-digit number (``psfhs_04700_us``, as the
-    shipped samples are named), that number: such copies had been measured without the warning
-    that they are training frames."""
-    if "psfhs" in stem.lower():
-        numbers = _FIVE_DIGITS.findall(stem)
-        if len(numbers) == 1:
-            return numbers[0]
-    return stem
+def case_ids_of_name(stem: str) -> tuple[str, ...]:
+    """The case IDs a scan's or mask's name (less its suffix) may give: the name itself
+    (``04720``), and, in a name that says it is a PSFHS frame (``psfhs_04700_us``, as the shipped
+    samples are named; ``psfhs_04720_frame00002``), each 5-digit number in it: such copies had been
+    measured without the warning that they are training frames."""
+    numbers = tuple(_FIVE_DIGITS.findall(stem)) if "psfhs" in stem.lower() else ()
+    return (stem, *numbers)
 
 
 def training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:
