@@ -1307,6 +1307,12 @@ def test_masks_and_overlays_name_the_model_and_options_that_drew_them(sample_png
         assert text["ipp-seg model"] == "dssau-net-s" and text["ipp-seg model sha256"] == digest
         assert (text["ipp-seg orientation"], text["ipp-seg tta"]) == options
     assert [text["ipp-seg output"] for text in said] == ["label mask", "overlay"] * 2
+    # A model file named outside Latin-1 (which a tEXt chunk holds) is named as it is, in UTF-8 (iTXt).
+    own = tmp_path / "模型-胎头.onnx"
+    shutil.copy(resolve_model("dssau-net-s-heldout").onnx_path, own)
+    assert invoke("predict", sample_png, "--out", tmp_path / "own", "--model", own).exit_code == 0
+    text = Image.open(tmp_path / "own" / f"{sample_png.stem}_mask.png").text
+    assert text["ipp-seg model"] == "模型-胎头" and text["ipp-seg output"] == "label mask"
 
 
 def test_json_reports_share_one_schema(sample_png, tmp_path):

@@ -394,6 +394,13 @@ def png_text_chunk(keyword: bytes, text: str) -> bytes:
     return (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
 
 
+def png_international_text_chunk(keyword: bytes, text: str) -> bytes:
+    """A PNG iTXt chunk holding ``keyword`` and ``text`` as UTF-8, uncompressed, for text that
+    Latin-1 (:func:`png_text_chunk`) cannot hold."""
+    body = b"iTXt" + keyword + b"\0\0\0" + b"\0" + b"\0" + text.encode("utf-8", "backslashreplace")
+    return (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+
 def with_text_chunks(png: bytes, chunks: Sequence[bytes]) -> bytes:
     """PNG bytes with ``chunks`` (:func:`png_text_chunk`) put right after the header chunk, where
     a reader of the file's first bytes finds them (:func:`ipp_seg_output_kind`)."""
