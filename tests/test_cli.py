@@ -2194,7 +2194,7 @@ def test_scans_are_found_as_researchers_keep_them(tmp_path, sample_dicom, caplog
     regions = ds.SequenceOfUltrasoundRegions
     lower = pydicom.Dataset()
     lower.update(regions[0])
-    regions[0].RegionLocationMinY0, lower.RegionLocationMinY0 = 150, 200
+    regions[0].RegionLocationMinY0, lower.RegionLocationMinY0 = 230, 240  # (below the head, which ends at 220)
     lower.PhysicalDeltaX = lower.PhysicalDeltaY = 0.05
     regions.append(lower)
     two_regions = tmp_path / "two_regions.dcm"
@@ -2202,6 +2202,13 @@ def test_scans_are_found_as_researchers_keep_them(tmp_path, sample_dicom, caplog
     cv2.imwrite(str(tmp_path / "m.png"), mask)
     given = measure_mask_file(tmp_path / "m.png", spacing_mm=(0.2, 0.2), scan=two_regions)
     assert given.spacing_mm == (0.2, 0.2) and given.spacing_source == "given"
+    # The head in those two regions (one inside the other, calibrated otherwise): no millimetres (0.2.12: the
+    # spacing at the PS's centre had served for the whole measurement).
+    ds.SequenceOfUltrasoundRegions[0].RegionLocationMinY0 = 150
+    ds.SequenceOfUltrasoundRegions[1].RegionLocationMinY0 = 200
+    ds.save_as(two_regions)
+    spanning = measure_mask_file(tmp_path / "m.png", spacing_mm=(0.2, 0.2), scan=two_regions)
+    assert spanning.spacing_mm is None and "spacing_unknown" in spanning.reasons
     with caplog.at_level(logging.WARNING):  # a calibrated scan: the given spacing is not used, and said so
         used = measure_mask_file(tmp_path / "m.png", spacing_mm=(0.2, 0.2), scan=sample_dicom)
     assert used.spacing_mm == (0.35, 0.35) and "the given spacing (0.2, 0.2) mm is not used" in caplog.text

@@ -706,11 +706,17 @@ def test_a_frame_measures_with_the_calibration_of_the_region_that_holds_its_symp
 
     scene = typical_scene()
     h, w = scene.shape
-    # Two views side by side with their own calibrations: the PS lies in the left one.
-    regions = (ImagingRegion(0, 0, w // 2 + 40, h, (0.2, 0.2)), ImagingRegion(w // 2 + 40, 0, w, h, (0.5, 0.5)))
+    # Two views side by side with their own calibrations: the PS and the head lie in the left one.
+    regions = (ImagingRegion(0, 0, w - 20, h, (0.2, 0.2)), ImagingRegion(w - 20, 0, w, h, (0.5, 0.5)))
     frame = UltrasoundFrame(scene.astype(np.uint8), None, regions, 0, 1, Provenance("dual", "dicom"))
     m = measure_frame(scene, frame, method="ellipse", orientation="standard")
     assert m.spacing_mm == (0.2, 0.2) and m.spacing_source == "ultrasound_region"
+    # Drawn across both (the head reaching into the right one), its pixels are of two sizes: no millimetres
+    # (0.2.12: the spacing at the PS's centre had served for the whole measurement).
+    across = (ImagingRegion(0, 0, w // 2 + 40, h, (0.2, 0.2)), ImagingRegion(w // 2 + 40, 0, w, h, (0.5, 0.5)))
+    frame_across = UltrasoundFrame(scene.astype(np.uint8), None, across, 0, 1, Provenance("dual", "dicom"))
+    spanning = measure_frame(scene, frame_across, method="ellipse", orientation="standard")
+    assert spanning.spacing_mm is None and "spacing_unknown" in spanning.reasons
     # No PS drawn: the calibrated region the network was shown (the larger one), not "spacing unknown".
     no_ps = _without(1)
     failed = measure_frame(no_ps, frame, method="ellipse", orientation="standard")
