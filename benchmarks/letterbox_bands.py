@@ -15,7 +15,9 @@ recorded, and the frames whose measurement failed.
 
 Also (0.2.12) each frame inside a margin on all four sides, as a screen capture centres it: of
 one width (30-100) all round, and of four widths (20-120, the canvas kept square), where the
-bands shown are what ipp-seg did before 0.2.12 (it cut only the bands of a longer side).
+bands shown are what ipp-seg did before 0.2.12 (it cut only the bands of a longer side); and
+placed anywhere on a black 16:9 screen (where "shown" is the frame with all its bands, not
+what 0.2.11 did: it cut the longer side's).
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def surrounded(pixels: np.ndarray, rng: np.random.Generator, even: bool) -> np.n
     return np.pad(pixels, ((top, bottom), (left, right)), constant_values=0)
 
 
+def off_centre(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``pixels`` placed anywhere on a black 16:9 screen 1.4 times its height (a capture of a
+    scanner's display with the image off its centre)."""
+    height = int(round(pixels.shape[0] * 1.4))
+    width = int(round(height * 16 / 9))
+    top = int(rng.integers(0, height - pixels.shape[0] + 1))
+    left = int(rng.integers(0, width - pixels.shape[1] + 1))
+    return np.pad(pixels, ((top, height - pixels.shape[0] - top), (left, width - pixels.shape[1] - left)),
+                  constant_values=0)
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     shown = lambda pixels, box, spacing_mm=None: box  # noqa: E731 - the bands shown, as before
@@ -65,6 +78,7 @@ def main() -> None:
                 for side, (sideways, both) in PADDINGS.items()}
     variants["all four sides, one width"] = lambda pixels: surrounded(pixels, rng, True)
     variants["all four sides, four widths"] = lambda pixels: surrounded(pixels, rng, False)
+    variants["off-centre on a 16:9 screen"] = lambda pixels: off_centre(pixels, rng)
     aop_change_benchmark(__doc__, variants, pipeline, "trim_uniform_bands", shown, ("trimmed", "shown"), "bands at")
 
 

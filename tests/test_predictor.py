@@ -485,11 +485,25 @@ def test_a_frame_inside_a_margin_on_every_side_is_shown_to_the_network_without_i
     # shares), then the longer side's as before; a capture of 4:3 alike.
     uneven = cv2.copyMakeBorder(grey, 30, 90, 50, 70, cv2.BORDER_CONSTANT, value=0)
     x0, y0, x1, y1 = trim_uniform_bands(uneven, (0, 0, 376, 376))
-    assert (x0, y0) == (33, 33) and x1 - x0 == y1 - y0 and x0 <= 50 and x1 >= 306 and y1 >= 286  # (own top: 3)
+    # (The frame at 50-306 x 30-286, its own bands 5 columns at the left, 3 rows above, 22 below: its content.)
+    assert (x0, y0, x1, y1) == (55, 33, 306, 284)
     capture = np.zeros((768, 1024), np.uint8)
     capture[128:640, 256:768] = cv2.resize(grey, (512, 512))
     x0, y0, x1, y1 = trim_uniform_bands(capture, (0, 0, 1024, 768))
-    assert (x0, y0, x1, y1) == (256, 128, 768, 640)
+    assert 256 <= x0 <= 256 + 10 and 128 <= y0 <= 128 + 6 and x1 == 768 and abs((x1 - x0) - (y1 - y0)) <= 1
+    # Off-centre on the screen (a QA pass: the frame had been shown at 0.76 of its size, up to 18 deg off): its
+    # content, the frame's own few black columns and rows aside.
+    capture = np.zeros((768, 1024), np.uint8)
+    capture[40:552, 256:768] = cv2.resize(grey, (512, 512))
+    x0, y0, x1, y1 = trim_uniform_bands(capture, (0, 0, 1024, 768))
+    assert 256 <= x0 <= 256 + 10 and 40 <= y0 <= 40 + 6 and x1 == 768 and 500 <= x1 - x0 == y1 - y0 <= 512
+    # A frame of its own aspect in a margin of one width comes back to the box it has alone (a QA pass: cut to a
+    # square around its content, 256 x 210 frames had moved by up to 7.7 deg).
+    for own in (grey[:210], grey[:, :216]):
+        h, w = own.shape
+        framed = cv2.copyMakeBorder(own, 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=0)
+        alone = trim_uniform_bands(own, (0, 0, w, h))
+        assert trim_uniform_bands(framed, (0, 0, w + 60, h + 60)) == tuple(v + 30 for v in alone)
     # A frame with side bands of its own, letterboxed above and below, keeps them: the longer side's bands go
     # first (the margin cut first had taken 20 columns a side of such frames, 04381: 1.4 deg, a QA pass).
     narrow = cv2.imread(str(SAMPLES / "psfhs_04380.png"), cv2.IMREAD_GRAYSCALE)

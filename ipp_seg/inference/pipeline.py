@@ -271,6 +271,17 @@ BAND_SPREAD = 16
 MIN_MARGIN_SHARE = 0.05
 
 
+#: Margins whose narrowest band across and narrowest band down are within this ratio of each other
+#: are one margin all round (:func:`trim_uniform_bands`): a frame's own bands differ by a few pixels.
+EVEN_MARGIN = 1.5
+
+
+#: How much larger than the image's content (within its bands) the square left by an even margin on
+#: every side may be and still be taken for the frame with its own margins (:func:`trim_uniform_bands`;
+#: PSFHS frames' own bands take up to 9 % of their height).
+OWN_MARGIN_ROOM = 1.1
+
+
 def segmented_box(frame: UltrasoundFrame) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), pixels of the frame with x1 and y1 exclusive: the part of the frame the
     network is shown and measured in. The ultrasound imaging region where the scan gives one
@@ -292,54 +303,62 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     median 4.1 deg away from the frame's own (bands at two sides), and centred in a margin on
     every side at 0.7 of the canvas, 6.3 deg (benchmarks/letterbox_bands.py, head_extent.py).
 
-    Two cuts, in physical size (``spacing_mm`` x and y). The bands at the ends of the longer side
-    go first, as far as it is longer than the other. Then a margin left on all four sides goes as
-    far as the narrowest of the four reaches, from every side alike, where that is at least
-    :data:`MIN_MARGIN_SHARE` of the shorter side: the frame's own margins (PSFHS frames have
-    bands at up to three sides, never four, and at most 3 pixels at the top) keep their shares.
-    (The other way round, a frame letterboxed above and below had lost its own side bands: a
-    QA pass, 04381 moved by 1.4 deg.) A band is a column (or row) of one level, black, grey or
-    white, within :data:`BAND_SPREAD` of it; a band holding text or a scale is no band, and the
-    image is left as it is."""
+    In physical size (``spacing_mm`` x and y): the box is brought to a square (as the models learnt
+    the frames) whose side is the shorter side of the box, or, where a margin lies on all four
+    sides at least :data:`MIN_MARGIN_SHARE` of the shorter side wide, the shorter side less twice
+    the narrowest band where that holds the image's content (within the bands) with
+    :data:`OWN_MARGIN_ROOM`, else the content's, once that is at least :data:`MIN_MARGIN_SHARE`
+    smaller. Each side is cut
+    by sharing the cut evenly between its two ends, as far as each end's bands go. So a frame
+    letterboxed at two sides comes back to its own box, one centred in a margin on every side
+    too, one placed off-centre on a screen to its content, and the frame's own margins (PSFHS
+    frames have bands at up to three sides, never four, and at most 3 pixels at the top) keep
+    their shares. (Cutting the longer side first and then an even margin had left off-centre
+    captures whole, up to 18 deg off; an even margin first had taken the side bands of a frame
+    letterboxed above and below: QA passes.) A band is a column (or row) of one level, black,
+    grey or white, within :data:`BAND_SPREAD` of it; a band holding text or a scale is no band,
+    and the image is left as it is."""
+    bands = _bands_around(pixels, box)
+    if bands is None:
+        return box
+    (left, right), (top, bottom) = bands
+    x0, y0, x1, y1 = box
     sx, sy = geometry_scale(spacing_mm)
-    box = _cut_longer_side(pixels, box, sx, sy)
-    bands = _bands_around(pixels, box)
-    if bands is None:
-        return box
-    x0, y0, x1, y1 = box
-    columns, rows = bands
-    margin = min(min(columns) * sx, min(rows) * sy)  # (mm, or pixels on an unknown spacing)
-    if margin > 0 and margin >= MIN_MARGIN_SHARE * min((x1 - x0) * sx, (y1 - y0) * sy):
-        across, down = int(margin / sx + 1e-6), int(margin / sy + 1e-6)
-        return x0 + across, y0 + down, x1 - across, y1 - down
-    return box
-
-
-def _cut_longer_side(pixels: np.ndarray, box: tuple[int, int, int, int], sx: float,
-                     sy: float) -> tuple[int, int, int, int]:
-    """``box`` less the bands at the ends of its longer side (``sx``, ``sy``: the size of a pixel),
-    as far as it is longer than the other (:func:`trim_uniform_bands`)."""
-    x0, y0, x1, y1 = box
     across, down = (x1 - x0) * sx, (y1 - y0) * sy
-    if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
-        return box
-    bands = _bands_around(pixels, box)
-    if bands is None:
-        return box
-    wide = across > down
-    before, after = bands[0] if wide else bands[1]
-    excess = int((across - down) / sx) if wide else int((down - across) / sy)
-    cut = min(excess, before + after)
-    # The cut is shared evenly between the two ends, as far as each end's bands go: exact for
-    # bands added evenly, and within the frame's own margin for bands at one end. (Sharing out
-    # what is left of the bands instead, which keeps a frame's own margins where they were
-    # equal, measured worse on PSFHS frames, whose margins are not: benchmarks/letterbox_bands.py.)
+    shorter = min(across, down)
+    content = max((x1 - x0 - left - right) * sx, (y1 - y0 - top - bottom) * sy)
+    sideways, upright = min(left, right) * sx, min(top, bottom) * sy  # (mm, or pixels on an unknown spacing)
+    margin = min(sideways, upright)
+    if margin >= MIN_MARGIN_SHARE * shorter and max(sideways, upright) <= EVEN_MARGIN * margin:
+        # A margin of about one width all round (a capture centred on its screen, of any aspect): it
+        # comes off whole, then the longer side's bands as for any frame (a frame of its own aspect).
+        across_cut, down_cut = int(margin / sx + 1e-6), int(margin / sy + 1e-6)
+        return trim_uniform_bands(pixels, (x0 + across_cut, y0 + down_cut, x1 - across_cut, y1 - down_cut),
+                                  spacing_mm)
+    # The margin's square where it holds the content with room for the frame's own margins; else (a
+    # frame off-centre on a screen) the content's.
+    side = max(content, shorter - 2 * margin) if shorter - 2 * margin <= OWN_MARGIN_ROOM * content else content
+    if margin < MIN_MARGIN_SHARE * shorter or side > (1 - MIN_MARGIN_SHARE) * shorter:
+        # No margin on every side to speak of (PSFHS frames' own top rows): the longer side's bands alone.
+        if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
+            return box
+        side = shorter
+    x0, x1 = _cut_evenly(x0, x1, side / sx, left, right)
+    y0, y1 = _cut_evenly(y0, y1, side / sy, top, bottom)
+    return x0, y0, x1, y1
+
+
+def _cut_evenly(start: int, end: int, length: float, before: int, after: int) -> tuple[int, int]:
+    """``start``-``end`` cut to ``length`` pixels (never longer than it is), the cut shared evenly
+    between the two ends as far as each end's bands (``before``, ``after``) go: exact for bands
+    added evenly, and within the frame's own margin for bands at one end. (Sharing out what is
+    left of the bands instead, which keeps a frame's own margins where they were equal, measured
+    worse on PSFHS frames, whose margins are not: benchmarks/letterbox_bands.py.)"""
+    cut = min(max(0, int(end - start - length + 1e-6)), before + after)
     cut_before = min(before, (cut + 1) // 2)
     cut_after = min(after, cut - cut_before)
     cut_before = min(before, cut - cut_after)
-    if wide:
-        return x0 + cut_before, y0, x1 - cut_after, y1
-    return x0, y0 + cut_before, x1, y1 - cut_after
+    return start + cut_before, end - cut_after
 
 
 def _bands_around(pixels: np.ndarray, box: tuple[int, int, int, int]
