@@ -522,7 +522,7 @@ def test_a_frame_inside_a_margin_on_every_side_is_shown_to_the_network_without_i
     assert trim_uniform_bands(labelled, (0, 0, 384, 384))[0] < 20
 
 
-@pytest.mark.parametrize("over", ["head", "ps"])
+@pytest.mark.parametrize("over", ["head", "ps", "hsd_end"])
 def test_a_zoom_box_of_its_own_calibration_over_part_of_the_anatomy_gives_no_millimetres(predictor, tmp_path, over):
     """A zoom box (0.1 mm) over the head and the HSD's end but not the PS's centre: the HSD had been
     given in the image's 0.35 mm, ok, though the reader warned that the pixels there have no known
@@ -533,7 +533,10 @@ def test_a_zoom_box_of_its_own_calibration_over_part_of_the_anatomy_gives_no_mil
 
     source = pydicom.dcmread(SAMPLES / "psfhs_04700_us.dcm")
     whole = predictor.predict_pixels(read_frame(SAMPLES / "psfhs_04700_us.dcm").pixels)
-    boxes = {"head": (115, 40, 255, 255), "ps": (60, 20, 200, 150), "neither": (0, 200, 40, 255)}
+    hx, hy = (int(round(v)) for v in whole.measurement.landmarks.hsd_point)
+    # (The last: 17 x 17 pixels around where the HSD meets the head, under 1 % of the anatomy.)
+    boxes = {"head": (115, 40, 255, 255), "ps": (60, 20, 200, 150), "neither": (0, 200, 40, 255),
+             "hsd_end": (hx - 8, hy - 8, hx + 8, hy + 8)}
     for name in (over, "neither"):
         zoom = copy.deepcopy(source.SequenceOfUltrasoundRegions[0])
         (zoom.RegionLocationMinX0, zoom.RegionLocationMinY0, zoom.RegionLocationMaxX1,

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..io import UltrasoundFrame
+from ..io.frames import same_spacing
 from ..io.greyscale import CHECKS_BRIGHTENED_BELOW, DARK_FRAME_LEVEL, brightened, brightest_echoes, on_8bit_scale
 from ..io.sector import MAX_SECTOR_NARROWING, content_box, sector_narrowing
 from ..measure import Measurement, measure_progress
@@ -599,6 +600,11 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
                                    ps_label=ps_label, fh_label=fh_label, spacing_source=source,
                                    image_box=(x0, y0, x1, y1))
+    if spacing is not None and not _calibrated_alike_at_landmarks(frame, measurement.landmarks, spacing):
+        # A small box of its own calibration over the points the distances run between (1 % of the
+        # anatomy or less, which the check above lets pass) had kept the image's millimetres.
+        measurement = measure_progress(labels, None, method=method, orientation=orientation, ps_label=ps_label,
+                                       fh_label=fh_label, image_box=(x0, y0, x1, y1))
     if head_confidence is not None and head_confidence < min_head:
         measurement = measurement.with_warning("low_confidence")  # a failed one stays failed, and says why too
     if head_extent and head_extent < MIN_HEAD_EXTENT:  # no head at all is fh_missing's to say
@@ -633,6 +639,22 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     if dark:  # (an expert's outline measured on it too: the frame is as dark to check it against)
         measurement = measurement.with_warning("frame_dark")
     return measurement
+
+
+def _calibrated_alike_at_landmarks(frame: UltrasoundFrame, landmarks, spacing) -> bool:
+    """Whether every point a distance runs from or to (the PS's inferior end, where the HSD and the
+    shortest distance meet the head, the tangent point) lies where the frame's calibration is
+    ``spacing``. Always where the frame declares fewer than two regions."""
+    if len(frame.regions) < 2:
+        return True
+    points = (landmarks.ps_inferior_end, landmarks.hsd_point, landmarks.shortest_point, landmarks.fh_tangent_point)
+    for point in points:
+        if point is None:
+            continue
+        there = frame.calibration_at(float(point[0]), float(point[1]))[0]
+        if there is None or not same_spacing(there, spacing):
+            return False
+    return True
 
 
 def frame_echoes(frame: UltrasoundFrame) -> float | None:
