@@ -559,16 +559,24 @@ def test_per_frame_pixel_measures_calibrate_a_cine_where_every_frame_gives_one(t
     # among themselves are not said to leave the spacing unknown, as it is not (a QA pass).
     caplog.clear()
     for spacings, named in (([[0.35, 0.35]] * 3, False), ([[0.3, 0.3]] * 3, True),
-                            ([[0.35, 0.35], [0.35, 0.35], [0.5, 0.5]], False)):
+                            ([[0.35, 0.35], [0.35, 0.35], [0.5, 0.5]], True)):  # (one frame's of its own: named too)
         groups = Sequence([measures(v) for v in spacings])
         path = write_dicom(tmp_path / "both.dcm", frames,
                            extra={"PixelSpacing": [0.35, 0.35], "PerFrameFunctionalGroupsSequence": groups})
         with caplog.at_level(logging.WARNING, logger="ipp_seg"):
             assert read_frame(path).spacing_mm == pytest.approx((0.35, 0.35))
         said = [r.getMessage() for r in caplog.records]
-        assert any("Pixel Spacing values differ" in m for m in said) is named
+        assert any("Pixel Spacing values of its header differ" in m for m in said) is named
         assert not any("give different pixel spacings" in m for m in said)
         caplog.clear()
+    # A Pixel Spacing that is no spacing, beside per-frame measures that are: not used, and not said to leave the
+    # spacing unknown, as they give it (a second QA pass).
+    path = write_dicom(tmp_path / "bad.dcm", frames, extra={"PixelSpacing": ["0", "0"],
+                                                             "PerFrameFunctionalGroupsSequence": groups})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert read_frame(path).spacing_mm is None  # (the frames' disagree: none)
+    assert any("Pixel Spacing is present but not two positive numbers: not used" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_values_stored_in_the_top_bits_are_refused_not_read_scrambled(tmp_path):

@@ -941,7 +941,7 @@ def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -
                 _warn_if_pixel_measures_differ(path, ds, pair)
             return pair, source
         if spacing not in (None, ""):  # named, not quoted: a damaged header's value stays out of the log
-            logger.warning("%s: its %s is present but not two positive numbers: the spacing is unknown", path,
+            logger.warning("%s: its %s is present but not two positive numbers: not used", path,
                            "Imager Pixel Spacing" if source == "imager_pixel_spacing" else "Pixel Spacing")
     return None, None
 
@@ -967,9 +967,10 @@ def _warn_if_pixel_measures_differ(path: str, ds: Dataset, used: Spacing) -> Non
     for value in _pixel_spacings(ds):
         other = _row_column_spacing(value)
         if other is not None and not same_spacing(used, other, rel_tol=0.01):
-            logger.warning("%s: its Pixel Spacing values differ (%g x %g and %g x %g mm per pixel, x by y, in the "
-                           "image and in its functional groups); the first, %g x %g, is used for the distances",
-                           path, used[0], used[1], other[0], other[1], used[0], used[1])
+            logger.warning("%s: the Pixel Spacing values of its header differ (%g x %g and %g x %g mm per pixel, "
+                           "x by y, among the image's and its functional groups' or frames' Pixel Measures); the "
+                           "first found, %g x %g, is used for every frame's distances", path, used[0], used[1],
+                           other[0], other[1], used[0], used[1])
             return
 
 
@@ -991,8 +992,16 @@ def _warn_of_overlapping_calibrations(path: str, regions: tuple[ImagingRegion, .
 
 
 def _pixel_spacings(ds: Dataset) -> tuple:
-    """The Pixel Spacing values a header gives for the whole image, as they stand (not checked)."""
-    return (ds.get("PixelSpacing"), _shared_pixel_spacing(ds), _per_frame_pixel_spacing(None, ds))
+    """The Pixel Spacing values a header gives, as they stand (not checked): the image's, the
+    shared functional groups' and each frame's."""
+    return (ds.get("PixelSpacing"), _shared_pixel_spacing(ds), *_per_frame_pixel_spacings(ds))
+
+
+def _per_frame_pixel_spacings(ds: Dataset) -> list:
+    try:
+        return [item.PixelMeasuresSequence[0].PixelSpacing for item in ds.PerFrameFunctionalGroupsSequence]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return []
 
 
 def _per_frame_pixel_spacing(path: str | None, ds: Dataset):
@@ -1000,10 +1009,7 @@ def _per_frame_pixel_spacing(path: str | None, ds: Dataset):
     gives one and the same (a cine's calibration written per frame); None otherwise (with a
     warning, where ``path`` is given, when the frames give different ones: one frame's spacing
     is not another's)."""
-    try:
-        values = [item.PixelMeasuresSequence[0].PixelSpacing for item in ds.PerFrameFunctionalGroupsSequence]
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return None
+    values = _per_frame_pixel_spacings(ds)
     pairs = [_row_column_spacing(value) for value in values]
     if not pairs or any(pair is None for pair in pairs):
         return None
