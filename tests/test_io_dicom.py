@@ -590,6 +590,15 @@ def test_values_stored_in_the_top_bits_are_refused_not_read_scrambled(tmp_path):
     # A High Bit set wrongly over values that are in the low bits reads as it always did (a QA pass: refused).
     low = read_frame(write_dicom(tmp_path / "low_hb.dcm", frames >> 4, extra={"BitsStored": 12, "HighBit": 15}))
     np.testing.assert_array_equal(low.pixels, read_frame(tmp_path / "low.dcm").pixels)
+    # So does one stray word with a high bit set (a second QA pass: the whole frame had been refused), and signed
+    # 12-bit values sign-extended into their 16-bit words, as 0.2.11 read them.
+    stray = (frames >> 4).copy()
+    stray[0, 0] |= 0x8000
+    assert read_frame(write_dicom(tmp_path / "stray.dcm", stray, extra={"BitsStored": 12, "HighBit": 15}))
+    signed = ((frames >> 4).astype(np.int32) - 2048).astype(np.int16)
+    path = write_dicom(tmp_path / "signed.dcm", signed,
+                       extra={"BitsStored": 12, "HighBit": 15, "PixelRepresentation": 1})
+    assert read_frame(path).pixels.max() > 0
 
 
 def test_a_region_calibration_beyond_any_number_of_millimetres_is_no_calibration(tmp_path, caplog):

@@ -331,7 +331,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
     if (high_bit is not None and high_bit > bits_stored - 1 and pixel_check is not None and pixel_check.value_offset
             and not tsyntax.is_compressed and tsyntax != pydicom.uid.DeflatedExplicitVRLittleEndian
             and _values_above_bits_stored(path, pixel_check.value_offset, rows * columns * _samples(ds),
-                                          bits_allocated, bits_stored, not tsyntax.is_little_endian)):
+                                          bits_allocated, bits_stored, not tsyntax.is_little_endian,
+                                          int(ds.get("PixelRepresentation", 0) or 0) == 1)):
         # The values stored in the top bits: the decoder keeps the low Bits Stored bits, and the
         # frame had been measured scrambled (a failed ps_missing, no word of the cause). A High
         # Bit set wrongly over values that are in the low bits (nothing above them) reads as ever.
@@ -373,17 +374,19 @@ def _samples(ds: Dataset) -> int:
 
 
 def _values_above_bits_stored(path: str, offset: int, values: int, bits_allocated: int, bits_stored: int,
-                              big_endian: bool) -> bool:
+                              big_endian: bool, signed: bool = False) -> bool:
     """Whether the first frame's native pixel words (``values`` of them at byte ``offset``) hold
-    bits above ``bits_stored``: values stored in the top bits of their words."""
-    kinds = {8: "u1", 16: "u2", 32: "u4"}
+    values beyond ``bits_stored`` bits in at least 1 % of them (values stored in the top bits of
+    their words; signed ones sign-extended into them are within range; a stray word is no layout)."""
+    kinds = {8: "1", 16: "2", 32: "4"}
     if bits_allocated not in kinds or bits_stored >= bits_allocated:
         return False
-    dtype = np.dtype(kinds[bits_allocated]).newbyteorder(">" if big_endian else "<")
+    dtype = np.dtype(("i" if signed else "u") + kinds[bits_allocated]).newbyteorder(">" if big_endian else "<")
     with open(path, "rb") as fh:
         fh.seek(offset)
-        words = np.frombuffer(fh.read(values * dtype.itemsize), dtype=dtype)
-    return bool(np.any(words >> bits_stored))
+        words = np.frombuffer(fh.read(values * dtype.itemsize), dtype=dtype).astype(np.int64)
+    low, high = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+    return words.size > 0 and np.count_nonzero((words < low) | (words > high)) >= 0.01 * words.size
 
 
 @contextmanager
