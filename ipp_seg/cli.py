@@ -1165,7 +1165,8 @@ def measure(
     overwrite: bool = _flag("--overwrite", help="Replace a --csv file that already holds rows."),
 ) -> None:
     """AoP and HSD from label masks you already have (manual annotations, another tool's output).
-    Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options.
+    Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options;
+    130: stopped (Ctrl-C, SIGTERM, SIGHUP).
     What each status reason means: ipp-seg reasons."""
     from .inference.batch import (RunAdvice, has_other_names, is_batch_run_csv, measurements_csv_bytes,
                                   write_measurements_csv)
@@ -1330,7 +1331,8 @@ def evaluate(
     """Dice, Hausdorff and surface distances, ΔAoP, ΔHSD and the FH-PS-AOP 2023 score, per
     case, overall and per acquisition style. Exit 0: cases evaluated (cases that could not be
     are listed, and are rows of cases.csv); 2: no case could be evaluated (files written by an
-    earlier run into --out are then left as they were), or unusable folders or options."""
+    earlier run into --out are then left as they were), or unusable folders or options; 130:
+    stopped (Ctrl-C, SIGTERM, SIGHUP)."""
     from dataclasses import replace
 
     from .evaluate import (MASK_SUFFIXES, ReferenceAopError, evaluate_folders, read_reference_aop,
