@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 
 from ..io import UltrasoundFrame
-from ..io.frames import same_spacing
 from ..io.greyscale import CHECKS_BRIGHTENED_BELOW, DARK_FRAME_LEVEL, brightened, brightest_echoes, on_8bit_scale
 from ..io.sector import MAX_SECTOR_NARROWING, content_box, sector_narrowing
 from ..measure import Measurement, measure_progress
@@ -304,21 +303,21 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     median 4.1 deg away from the frame's own (bands at two sides), and centred in a margin on
     every side at 0.7 of the canvas, 6.3 deg (benchmarks/letterbox_bands.py, head_extent.py).
 
-    In physical size (``spacing_mm`` x and y): the box is brought to a square (as the models learnt
-    the frames) whose side is the shorter side of the box, or, where a margin lies on all four
-    sides at least :data:`MIN_MARGIN_SHARE` of the shorter side wide, the shorter side less twice
-    the narrowest band where that holds the image's content (within the bands) with
-    :data:`OWN_MARGIN_ROOM`, else the content's, once that is at least :data:`MIN_MARGIN_SHARE`
-    smaller. Each side is cut
-    by sharing the cut evenly between its two ends, as far as each end's bands go. So a frame
-    letterboxed at two sides comes back to its own box, one centred in a margin on every side
-    too, one placed off-centre on a screen to its content, and the frame's own margins (PSFHS
-    frames have bands at up to three sides, never four, and at most 3 pixels at the top) keep
-    their shares. (Cutting the longer side first and then an even margin had left off-centre
-    captures whole, up to 18 deg off; an even margin first had taken the side bands of a frame
-    letterboxed above and below: QA passes.) A band is a column (or row) of one level, black,
-    grey or white, within :data:`BAND_SPREAD` of it; a band holding text or a scale is no band,
-    and the image is left as it is."""
+    In physical size (``spacing_mm`` x and y), where the narrowest band on every side is at least
+    :data:`MIN_MARGIN_SHARE` of the shorter side (a margin all round; PSFHS frames have bands at
+    up to three sides, never four, and at most 3 pixels at the top, so none of them changes):
+    a margin of about one width all round (:data:`EVEN_MARGIN`: a capture centred on its screen,
+    of any aspect) comes off whole, and the box left is trimmed again; an uneven one (a frame
+    off-centre on a screen) is cut to a square around the image's content (within its bands), or
+    to the square the narrowest band leaves where that holds the content with
+    :data:`OWN_MARGIN_ROOM`, once that square is smaller than the shorter side by
+    :data:`MIN_MARGIN_SHARE`. Otherwise, the bands at the ends of the longer side
+    go, as far as it is longer than the other. Each cut is shared evenly between the two ends of
+    its side, as far as each end's bands go (:func:`_cut_evenly`). (Two simpler rules failed QA
+    passes: the narrowest band cut from every side, whatever the others, took the side bands of a frame letterboxed above and below,
+    and the longer side's bands cut first left off-centre captures whole, up to 18 deg off.) A
+    band is a column (or row) of one level, black, grey or white, within :data:`BAND_SPREAD` of
+    it; a band holding text or a scale is no band, and the image is left as it is."""
     bands = _bands_around(pixels, box)
     if bands is None:
         return box
@@ -593,14 +592,17 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
         spacing, source = region.spacing_mm, "ultrasound_region"
     else:
         spacing, source = frame.spacing_mm, frame.spacing_source
-    if spacing is not None and not frame.calibrated_alike_over((labels == ps_label) | (labels == fh_label)):
+    if (spacing is not None and len(frame.regions) > 1  # (the mask made only where regions could disagree)
+            and not frame.calibrated_alike_over((labels == ps_label) | (labels == fh_label))):
         spacing, source = None, None  # (a zoom box of its own calibration over part of the anatomy)
     # The network saw the imaging region only: its edges are the image's (a zoom cuts there).
     x0, y0, x1, y1 = segmented_box(frame)
     measurement = measure_progress(labels, spacing, method=method, orientation=orientation,
                                    ps_label=ps_label, fh_label=fh_label, spacing_source=source,
                                    image_box=(x0, y0, x1, y1))
-    if spacing is not None and not _calibrated_alike_at_landmarks(frame, measurement.landmarks, spacing):
+    marks = measurement.landmarks
+    if spacing is not None and not frame.calibrated_as_at(
+            (marks.ps_inferior_end, marks.hsd_point, marks.shortest_point, marks.fh_tangent_point), spacing):
         # A small box of its own calibration over the points the distances run between (1 % of the
         # anatomy or less, which the check above lets pass) had kept the image's millimetres.
         measurement = measure_progress(labels, None, method=method, orientation=orientation, ps_label=ps_label,
@@ -639,22 +641,6 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     if dark:  # (an expert's outline measured on it too: the frame is as dark to check it against)
         measurement = measurement.with_warning("frame_dark")
     return measurement
-
-
-def _calibrated_alike_at_landmarks(frame: UltrasoundFrame, landmarks, spacing) -> bool:
-    """Whether every point a distance runs from or to (the PS's inferior end, where the HSD and the
-    shortest distance meet the head, the tangent point) lies where the frame's calibration is
-    ``spacing``. Always where the frame declares fewer than two regions."""
-    if len(frame.regions) < 2:
-        return True
-    points = (landmarks.ps_inferior_end, landmarks.hsd_point, landmarks.shortest_point, landmarks.fh_tangent_point)
-    for point in points:
-        if point is None:
-            continue
-        there = frame.calibration_at(float(point[0]), float(point[1]))[0]
-        if there is None or not same_spacing(there, spacing):
-            return False
-    return True
 
 
 def frame_echoes(frame: UltrasoundFrame) -> float | None:

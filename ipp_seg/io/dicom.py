@@ -43,7 +43,7 @@ from pydicom.uid import UID
 from .errors import (DamagedFrameError, NotAnImageError, OtherModalityError, ScanReadError, missing_file_reason,
                      open_failure_reason)
 from .formats import starts_like_raw_dicom
-from .frames import ImagingRegion, Spacing, same_spacing, too_many_pixels
+from .frames import ImagingRegion, Spacing, same_spacing, spacings_agree, too_many_pixels
 from .greyscale import GreyPixels, grey_with_marks, invert, to_output
 from .images import compressed_frame_size, grey_fill_blocks
 
@@ -985,8 +985,8 @@ def _warn_of_overlapping_calibrations(path: str, regions: tuple[ImagingRegion, .
             # (Two views side by side that share an edge column or row do not overlap.)
             overlap = (min(first.x1, second.x1) - max(first.x0, second.x0) > 2
                        and min(first.y1, second.y1) - max(first.y0, second.y0) > 2)
-            same = (first.spacing_mm is None) == (second.spacing_mm is None) and (
-                first.spacing_mm is None or same_spacing(first.spacing_mm, second.spacing_mm))
+            same = first.spacing_mm is second.spacing_mm is None or spacings_agree(
+                [first.spacing_mm, second.spacing_mm])
             if overlap and not same:
                 logger.warning("%s: two of its ultrasound regions overlap and are not calibrated alike (a zoom box "
                                "inside the image?): where they overlap the pixels' size is not known, and "
@@ -1016,7 +1016,7 @@ def _per_frame_pixel_spacing(path: str | None, ds: Dataset):
     pairs = [_row_column_spacing(value) for value in values]
     if not pairs or any(pair is None for pair in pairs):
         return None
-    if not all(same_spacing(pairs[0], pair) for pair in pairs[1:]):
+    if not spacings_agree(pairs):
         if path is not None:
             logger.warning("%s: its frames' Pixel Measures give different pixel spacings: the spacing is unknown",
                            path)

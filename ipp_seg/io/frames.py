@@ -144,14 +144,10 @@ class UltrasoundFrame:
         came from (``"ultrasound_region"`` for a region's own calibration; the frame's
         ``spacing_source`` otherwise; None when the spacing is unknown)."""
         containing = [region.spacing_mm for region in self.regions if region.contains(x, y)]
-        calibrated = [spacing for spacing in containing if spacing is not None]
-        if calibrated:
+        if any(spacing is not None for spacing in containing):
             # Overlapping regions of other calibrations, or one of none: the order they are listed
             # in had chosen the millimetres (a zoom box's 0.1 mm for the whole image's 0.35).
-            if len(calibrated) < len(containing) or not all(same_spacing(calibrated[0], other)
-                                                            for other in calibrated[1:]):
-                return None, None
-            return calibrated[0], "ultrasound_region"
+            return (containing[0], "ultrasound_region") if spacings_agree(containing) else (None, None)
         if self.spacing_mm is None:
             return None, None
         return self.spacing_mm, self.spacing_source
@@ -168,10 +164,18 @@ class UltrasoundFrame:
             return True
         held = [region.spacing_mm if region.spacing_mm is not None else self.spacing_mm for region in self.regions
                 if np.count_nonzero(drawn[region.y0:region.y1, region.x0:region.x1]) >= least_share * total]
-        known = [spacing for spacing in held if spacing is not None]
-        if not known:
+        return all(spacing is None for spacing in held) or spacings_agree(held)
+
+    def calibrated_as_at(self, points, spacing: Spacing) -> bool:
+        """Whether every one of ``points`` ((x, y) pixels; None passed over) lies where the frame's
+        calibration (:meth:`calibration_at`) is ``spacing``: the points a measurement's distances
+        run between, where :meth:`calibrated_alike_over` lets a box over 1 % of the anatomy or
+        less pass (17 pixels over where the HSD meets the head had kept the image's mm). Always
+        where the frame declares fewer than two regions."""
+        if len(self.regions) < 2:
             return True
-        return len(known) == len(held) and all(same_spacing(known[0], other) for other in known[1:])
+        return all(spacings_agree([spacing, self.calibration_at(float(point[0]), float(point[1]))[0]])
+                   for point in points if point is not None)
 
     @property
     def imaging_region(self) -> ImagingRegion | None:
@@ -262,3 +266,11 @@ def parse_frame_selection(text: str) -> FrameSelection:
 def same_spacing(a: Spacing, b: Spacing, rel_tol: float = 1e-6) -> bool:
     """Whether two spacings agree to ``rel_tol`` (float noise from DS strings is ignored)."""
     return math.isclose(a[0], b[0], rel_tol=rel_tol) and math.isclose(a[1], b[1], rel_tol=rel_tol)
+
+
+def spacings_agree(spacings) -> bool:
+    """Whether ``spacings`` (each a spacing or None, for none known) are one calibration: every one
+    known and all the same (:func:`same_spacing`). An unknown one beside a known one is not."""
+    spacings = list(spacings)
+    return all(spacing is not None for spacing in spacings) and all(
+        same_spacing(spacings[0], other) for other in spacings[1:])

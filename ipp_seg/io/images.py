@@ -394,11 +394,14 @@ def png_text_chunk(keyword: bytes, text: str) -> bytes:
     return (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
 
 
-def png_international_text_chunk(keyword: bytes, text: str) -> bytes:
-    """A PNG iTXt chunk holding ``keyword`` and ``text`` as UTF-8, uncompressed, for text that
-    Latin-1 (:func:`png_text_chunk`) cannot hold."""
-    body = b"iTXt" + keyword + b"\0\0\0" + b"\0" + b"\0" + text.encode("utf-8", "backslashreplace")
-    return (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+def png_any_text_chunk(keyword: bytes, text: str) -> bytes:
+    """:func:`png_text_chunk` where Latin-1 holds ``text``, else a PNG iTXt chunk holding it as
+    UTF-8, uncompressed (a model file named in another script)."""
+    try:
+        return png_text_chunk(keyword, text)
+    except UnicodeEncodeError:
+        body = b"iTXt" + keyword + b"\0\0\0" + b"\0" + b"\0" + text.encode("utf-8", "backslashreplace")
+        return (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
 
 
 def with_text_chunks(png: bytes, chunks: Sequence[bytes]) -> bytes:

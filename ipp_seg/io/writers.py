@@ -21,7 +21,7 @@ import numpy as np
 
 from .folders import utf8_name
 from .frames import Spacing, check_spacing
-from .images import OUTPUT_PNG_KEYWORD, png_international_text_chunk, png_text_chunk, with_text_chunks
+from .images import OUTPUT_PNG_KEYWORD, png_any_text_chunk, png_text_chunk, with_text_chunks
 
 LABEL_VALUES = (0, 1, 2)
 
@@ -214,14 +214,6 @@ def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
-def _latin_1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarray,
                    written_as: str | None = None, provenance: Mapping[str, str] | None = None) -> None:
     ok, encoded = cv2.imencode(extension, image)
@@ -231,9 +223,8 @@ def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarr
     if written_as is not None:
         from .. import __version__
 
-        # Latin-1 text as tEXt holds it; other text (a model file named in another script) as UTF-8, in iTXt.
-        said = [(png_text_chunk if value.isascii() or _latin_1(value) else png_international_text_chunk)(
-                    f"ipp-seg {key}".encode("ascii"), value[:1000]) for key, value in (provenance or {}).items()]
+        said = [png_any_text_chunk(f"ipp-seg {key}".encode("ascii"), value[:1000])
+                for key, value in (provenance or {}).items()]
         data = with_text_chunks(data, [png_text_chunk(b"Software", f"ipp-seg {__version__}"),
                                        png_text_chunk(OUTPUT_PNG_KEYWORD, written_as), *said])
     target = Path(path)

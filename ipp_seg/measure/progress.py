@@ -134,7 +134,7 @@ def geometry_scale(spacing_mm: tuple[float, float] | None) -> tuple[float, float
     alone (the finer axis 1). A drawing of the measurement uses the same."""
     if spacing_mm is None or not _pixel_aspect_plausible(spacing_mm):
         return (1.0, 1.0)
-    if not all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm):
+    if not _in_plausible_range(spacing_mm):
         # A unit slip's millimetres are withheld: its aspect alone, on the finer axis's pixels (a
         # header's 1e160 mm had overflowed the ellipse fits: failed, with numpy's warnings).
         finer = min(spacing_mm)
@@ -142,16 +142,19 @@ def geometry_scale(spacing_mm: tuple[float, float] | None) -> tuple[float, float
     return (float(spacing_mm[0]), float(spacing_mm[1]))
 
 
+def _in_plausible_range(spacing_mm: tuple[float, float]) -> bool:
+    return all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm)
+
+
 def _plausible_spacing(spacing_mm: tuple[float, float]) -> bool:
-    return (all(PLAUSIBLE_SPACING_MM[0] <= v <= PLAUSIBLE_SPACING_MM[1] for v in spacing_mm)
-            and _pixel_aspect_plausible(spacing_mm))
+    return _in_plausible_range(spacing_mm) and _pixel_aspect_plausible(spacing_mm)
 
 
-def _plausible_field(spacing_mm: tuple[float, float], extent) -> bool:
-    """Whether an image of ``extent`` pixels (an (x0, y0, x1, y1) box, or a (rows, columns)
-    shape) at ``spacing_mm`` is at least :data:`MIN_FIELD_OF_VIEW_MM` across at its widest."""
-    width, height = (extent[2] - extent[0], extent[3] - extent[1]) if len(extent) == 4 else (extent[1], extent[0])
-    return max(width * spacing_mm[0], height * spacing_mm[1]) >= MIN_FIELD_OF_VIEW_MM
+def _plausible_field(spacing_mm: tuple[float, float], box: tuple[int, int, int, int]) -> bool:
+    """Whether an image of ``box`` (x0, y0, x1, y1 pixels) at ``spacing_mm`` is at least
+    :data:`MIN_FIELD_OF_VIEW_MM` across at its widest."""
+    x0, y0, x1, y1 = box
+    return max((x1 - x0) * spacing_mm[0], (y1 - y0) * spacing_mm[1]) >= MIN_FIELD_OF_VIEW_MM
 
 
 def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
@@ -162,7 +165,7 @@ def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
     if spacing_mm is None or _plausible_spacing(spacing_mm):
         return
     low, high = PLAUSIBLE_SPACING_MM
-    if all(low <= v <= high for v in spacing_mm):
+    if _in_plausible_range(spacing_mm):
         raise ValueError(f"pixels of {float(spacing_mm[0])!r} x {float(spacing_mm[1])!r} mm are more than "
                          f"{MAX_PIXEL_ASPECT:g} "
                          "times taller than wide or wider than tall, which no ultrasound image has (a mistyped or "
@@ -554,7 +557,8 @@ def measure_progress(
 
     box = check_image_box(image_box, mask.shape)
     reasons: list[str] = []
-    in_mm = spacing is not None and _plausible_spacing(spacing) and _plausible_field(spacing, box or mask.shape)
+    in_mm = spacing is not None and _plausible_spacing(spacing) and _plausible_field(
+        spacing, box or (0, 0, mask.shape[1], mask.shape[0]))
     if spacing is None:
         reasons.append("spacing_unknown")
     elif not in_mm:
