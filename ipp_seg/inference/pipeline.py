@@ -314,10 +314,11 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     :data:`MIN_MARGIN_SHARE`. Otherwise, the bands at the ends of the longer side
     go, as far as it is longer than the other. Each cut is shared evenly between the two ends of
     its side, as far as each end's bands go (:func:`_cut_evenly`). (Two simpler rules failed QA
-    passes: the narrowest band cut from every side, whatever the others, took the side bands of a frame letterboxed above and below,
-    and the longer side's bands cut first left off-centre captures whole, up to 18 deg off.) A
-    band is a column (or row) of one level, black, grey or white, within :data:`BAND_SPREAD` of
-    it; a band holding text or a scale is no band, and the image is left as it is."""
+    passes: the narrowest band cut from every side, whatever the others, took the side bands of
+    a frame letterboxed above and below, and the longer side's bands cut first left off-centre
+    captures whole, up to 18 deg off.) A band is a column (or row) of one level, black, grey or
+    white, within :data:`BAND_SPREAD` of it; a band holding text or a scale is no band, and the
+    image is left as it is."""
     bands = _bands_around(pixels, box)
     if bands is None:
         return box
