@@ -180,7 +180,7 @@ def _live_progress() -> bool:
     """Whether stderr takes a live progress display: a terminal, but not a dumb one (TERM=dumb,
     as Emacs shells and some screen readers' terminals set), where a spinner redrawn ten times a
     second is read out or piles up; there, as in a log file, a line now and then."""
-    return err.is_terminal and not err.is_dumb_terminal
+    return err.is_terminal and not err.is_dumb_terminal and not err.quiet
 
 
 def _output_folder(out: Path | None, option: str = "--out") -> None:
@@ -216,10 +216,19 @@ def escape(text: str) -> str:
     return _markup_escape(terminal_text(text))
 
 
+def _say_anyway(text: str, **settings) -> None:
+    """A line on stderr that --quiet does not hold back: an error, or why the command was refused."""
+    quiet, err.quiet = err.quiet, False
+    try:
+        err.print(text, highlight=False, **settings)
+    finally:
+        err.quiet = quiet
+
+
 def error(message: str) -> None:
     """Print an actionable error line. The message is escaped: file names and readers' reasons
     may hold brackets that rich would otherwise take for markup (and drop, or fail on)."""
-    err.print(f"[bold red]ipp-seg:[/] {escape(message)}", highlight=False)
+    _say_anyway(f"[bold red]ipp-seg:[/] {escape(message)}")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -254,9 +263,15 @@ def _version(value: bool) -> None:
 def main_options(
     version: bool = _flag("--version", callback=_version, is_eager=True, help="Print the version."),
     verbose: bool = _flag("--verbose", "-v", help="Log progress details to stderr."),
+    quiet: bool = _flag("--quiet", "-q", help="Errors only on stderr: no progress, summary or warning lines (a job's "
+                                              "mail stays empty unless it failed); stdout and the files written are "
+                                              "as without it."),
 ) -> None:
-    level = logging.INFO if verbose else logging.WARNING
-    configure_logging(level)
+    if quiet and verbose:
+        fail("--quiet and --verbose ask for opposite things: give one of them")
+    # (Set at each call: the console outlives a command run within another program, as in tests.)
+    err.quiet = quiet
+    configure_logging(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
     # OpenCV's own lines about a damaged image ("[ WARN:0@0.4] global grfmt_png.cpp ...") come
     # before ipp-seg's one-line reason for the same file; read when OpenCV loads (the user's
     # own setting wins). Worker processes inherit it.
@@ -894,6 +909,17 @@ def batch(
 
         def on_progress(outcome) -> None:
             counts["files"] += 1
+            failure = _failure_line(outcome.file, outcome.rows)
+            # Named as they come, the first few (-v logs every file anyway): a log or a job's mail had
+            # said "3 failed" and no more; the CSV's status, reasons and error columns hold them all.
+            if failure and not logging.getLogger().isEnabledFor(logging.INFO):
+                counts["failures_named"] = named = counts.get("failures_named", 0) + 1
+                if named <= FAILED_FILES_NAMED:
+                    progress.console.print(f"[yellow]failed:[/] {escape(failure)}", highlight=False)
+                elif named == FAILED_FILES_NAMED + 1:
+                    progress.console.print(f"[yellow]failed:[/] further files not named here; the status, reasons "
+                                           f"and error columns of {escape(str(csv_path))} hold every one",
+                                           highlight=False)
             # (A file that could not be read has a row of its own, frame empty: no frame measured.)
             counts["frames"] += sum(str(r.get("frame", "")) != "" for r in outcome.rows)
             # As the summary and the CSV's status column count them (objects without an image too).
@@ -1124,6 +1150,27 @@ def _restore_signals(previous: dict) -> None:
     # once its output is whole is no interrupted run (0.2.11's 143, not 130 with a traceback).
     for signum, handler in previous.items():
         signal.signal(signum, signal.SIG_DFL if handler is _stopped else handler)
+
+
+FAILED_FILES_NAMED = 10  # failed files a batch run names on stderr as they come; then a line says where the rest are
+
+
+def _failure_line(file: str, rows: list[dict]) -> str | None:
+    """A file's failed rows in one line (its name, the reasons, and the reader's error when there is
+    one), or None when none failed. Files that hold no image (reports, PDFs) are counted apart by
+    the summary, not named: an export has hundreds."""
+    from collections import Counter
+
+    from .inference.batch import row_not_an_image
+
+    failed = [row for row in rows if row["status"] == "failed" and not row_not_an_image(row)]
+    if not failed:
+        return None
+    reasons = Counter(row["reasons"].replace(";", ", ") or "no reason given" for row in failed)
+    said = ", ".join(reason if n == 1 else f"{reason}: {n}" for reason, n in reasons.most_common())
+    errors = {row["error"] for row in failed if row.get("error")}
+    frames = f": {len(failed)} of {len(rows)} frames" if len(rows) > 1 else ""
+    return f"{file}{frames} ({said})" + (f": {errors.pop()}" if len(errors) == 1 else "")
 
 
 def _failed_text(counts: dict) -> str:
@@ -1586,8 +1633,8 @@ def _say_usage_error(exc) -> None:
     read as a different program's, and its ``{SCAN}`` as a literal."""
     ctx = exc.ctx
     if not exc.format_message().strip():  # no command given: its help is on stdout, a line says why the exit is 2
-        err.print(f"ipp-seg: no command given; {escape(ctx.command_path if ctx else 'ipp-seg')} --help lists the "
-                  "commands", highlight=False, soft_wrap=True)
+        _say_anyway(f"ipp-seg: no command given; {escape(ctx.command_path if ctx else 'ipp-seg')} --help lists the "
+                    "commands", soft_wrap=True)
         return
     if ctx is not None:
         command = ctx.command_path
@@ -1595,7 +1642,7 @@ def _say_usage_error(exc) -> None:
             hidden = {name for param in ctx.command.params if getattr(param, "hidden", False) for name in param.opts}
             exc.possibilities = [name for name in exc.possibilities if name not in hidden]
         usage = re.sub(r"\{([A-Z_]+)\}", r"\1", ctx.get_usage())
-        err.print(_markup_escape(usage), highlight=False, soft_wrap=True)  # (click's own text, lines and all)
+        _say_anyway(_markup_escape(usage), soft_wrap=True)  # (click's own text, lines and all)
     else:  # refused before a command's context was made: named from the arguments
         commands = {c.name or c.callback.__name__ for c in app.registered_commands}
         command = "ipp-seg" + next((f" {arg}" for arg in sys.argv[1:] if arg in commands), "")
@@ -1609,13 +1656,13 @@ def _say_usage_error(exc) -> None:
         message = message.rstrip(".") + "".join(f" ({option} took {str(value)!r} for its value: give {option} one)"
                                                 for option, value in took)
     option = getattr(exc, "option_name", None)
-    if option in ("-v", "--verbose") and ctx is not None and ctx.parent is not None:
+    if option in ("-v", "--verbose", "-q", "--quiet") and ctx is not None and ctx.parent is not None:
         # (given after the command, as most tools take it: "no such option: -v" said nothing of where it goes)
         message = f"{option} is ipp-seg's own option: it goes before the command (ipp-seg {option} {ctx.info_name} ...)"
     # ("No such command 'evalute'. Did you mean 'evaluate'?": a question ends its sentence; commands are listed.)
     listed = "commands" if message.startswith("no such command") else "options"
-    err.print(f"ipp-seg: {escape(message.rstrip('.'))}{' ' if message.endswith('?') else '; '}{escape(command)} --help "
-              f"lists the {listed}", highlight=False, soft_wrap=True)
+    _say_anyway(f"ipp-seg: {escape(message.rstrip('.'))}{' ' if message.endswith('?') else '; '}{escape(command)} "
+                f"--help lists the {listed}", soft_wrap=True)
 
 
 def _open_closed_standard_streams() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ipp_seg import __version__
+from ipp_seg import __version__, cli
 from ipp_seg.cli import app
 from ipp_seg.inference.batch import CSV_COLUMNS, write_measurements_csv
 from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
@@ -2681,3 +2681,77 @@ def test_a_frame_stopped_before_its_report_leaves_no_mask_behind(sample_png, tmp
     result = invoke("predict", sample_png, "--out", tmp_path / "out")
     assert result.exit_code == 130
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def _folder_with_failures(tmp_path: Path, sample_png: Path) -> Path:
+    """A sample frame, two files that fail (damaged, blank) and a report that is no image."""
+    import cv2
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "frame.png")
+    (scans / "damaged.png").write_bytes(b"not an image at all")
+    cv2.imwrite(str(scans / "blank.png"), np.zeros((300, 300), np.uint8))
+    (scans / "report.pdf").write_bytes(b"%PDF-1.4 a report")
+    return scans
+
+
+def test_batch_names_the_files_that_failed_and_why(tmp_path, sample_png):
+    # A scripting user's pass: a job's log said "2 failed" and no more; the CSV had to be opened to learn which.
+    scans = _folder_with_failures(tmp_path, sample_png)
+    result = invoke("batch", scans, "--out", tmp_path / "out", "--glob", "*", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "failed: damaged.png (unreadable): not a PNG, JPEG, BMP or TIFF image" in said
+    assert "failed: blank.png (not_ultrasound_frame): every pixel holds 0" in said
+    assert "report.pdf" not in said  # no image in it: counted apart by the summary, not named
+    assert "frame.png" not in said and "further files" not in said
+
+
+def test_batch_names_the_first_failed_files_then_says_where_the_rest_are(tmp_path, sample_png, monkeypatch):
+    monkeypatch.setattr(cli, "FAILED_FILES_NAMED", 1)
+    scans = _folder_with_failures(tmp_path, sample_png)
+    result = invoke("batch", scans, "--out", tmp_path / "out", "--glob", "*.png", "--workers", "1")
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0 and said.count("failed: ") == 2, said
+    assert "(unreadable)" in said or "(not_ultrasound_frame)" in said
+    assert f"failed: further files not named here; the status, reasons and error columns of " \
+           f"{tmp_path / 'out' / 'measurements.csv'} hold every one" in said
+
+
+def test_failure_line_counts_the_frames_of_a_file_by_reason():
+    rows = [{"status": "failed", "reasons": "ps_missing", "error": ""},
+            {"status": "ok", "reasons": "", "error": ""},
+            {"status": "failed", "reasons": "ps_missing", "error": ""},
+            {"status": "failed", "reasons": "anatomy_unrecognised;ps_low_confidence", "error": ""}]
+    assert cli._failure_line("cine.dcm", rows) == \
+        "cine.dcm: 3 of 4 frames (ps_missing: 2, anatomy_unrecognised, ps_low_confidence)"
+    assert cli._failure_line("cine.dcm", [{**row, "status": "ok"} for row in rows]) is None
+
+
+def test_quiet_prints_nothing_on_stderr_but_errors(tmp_path, sample_png):
+    # A cron job mails whatever a command writes: -q leaves only what went wrong.
+    scans = _folder_with_failures(tmp_path, sample_png)
+    command = [sys.executable, "-m", "ipp_seg", "-q", "batch", str(scans), "--out", str(tmp_path / "out"),
+               "--glob", "*", "--workers", "1"]
+    loud = subprocess.run([part for part in command if part != "-q"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert loud.returncode == 0 and "failed: " in loud.stderr and "measured now" in loud.stderr  # (-q holds back)
+    quiet = subprocess.run([*command, "--overwrite"], capture_output=True, text=True, cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    with open(tmp_path / "out" / "measurements.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 4  # the rows are as without it
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)  # (the run is there: refused)
+    assert refused.returncode == 2 and refused.stderr.startswith("ipp-seg: ") and "--resume" in refused.stderr
+    predicted = subprocess.run([sys.executable, "-m", "ipp_seg", "-q", "predict", str(sample_png), "--json"],
+                               capture_output=True, text=True, cwd=tmp_path)
+    assert predicted.returncode == 0 and predicted.stderr == "" and json.loads(predicted.stdout)
+
+
+def test_quiet_and_verbose_together_are_refused_and_quiet_goes_before_the_command(sample_png):
+    both = invoke("-q", "-v", "models")
+    assert both.exit_code == 2 and "--quiet and --verbose ask for opposite things" in both.output
+    after = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", str(sample_png), "-q"], capture_output=True,
+                           text=True)
+    assert after.returncode == 2 and "ipp-seg: -q is ipp-seg's own option: it goes before the command (ipp-seg -q " \
+                                     "predict ...)" in after.stderr
