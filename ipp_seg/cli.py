@@ -1383,7 +1383,7 @@ def evaluate(
     from dataclasses import replace
 
     from .evaluate import (MASK_SUFFIXES, ReferenceAopError, evaluate_folders, read_reference_aop,
-                           write_case_csv, write_summary_json)
+                           write_evaluation)
     from .inference.registry import sha256_of
     from .io.folders import not_a_folder, printable_path
 
@@ -1450,8 +1450,7 @@ def evaluate(
             "sha256": sha256_of(reference_aop)}})
     if out is not None:  # (made and checked before the work); written before the tables, which a reader may cut
         try:
-            write_case_csv(report, out / "cases.csv")
-            write_summary_json(report, out / "summary.json")
+            write_evaluation(report, out)
         except OSError as exc:
             _fail_writing(f"into {out}", exc)
     _print_table(table)

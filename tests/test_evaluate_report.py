@@ -23,6 +23,7 @@ from ipp_seg.evaluate import (
     read_label_mask,
     summarise_block,
     write_case_csv,
+    write_evaluation,
     write_summary_json,
 )
 from ipp_seg.evaluate.report import _CASE_COLUMNS, relabel_mask
@@ -740,6 +741,33 @@ def test_csv_and_json(folders, tmp_path):
     assert overall["n_cases"] == 3
     assert overall["score"] == pytest.approx(report.overall.score)
     assert overall["metrics"]["dice_all"]["mean"] == pytest.approx(report.overall.metrics["dice_all"].mean)
+
+
+def test_evaluation_pair_is_replaced_whole_or_not_at_all(folders, tmp_path, monkeypatch):
+    # A validation engineer's pass: stopped while writing into a reused --out, the new cases.csv had
+    # stood beside the earlier run's summary.json, one file of each run.
+    import ipp_seg.evaluate.report as report_module
+
+    pred, gt, img = folders
+    report = evaluate_folders(pred, gt, img)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cases.csv").write_text("earlier cases\n")
+    (out / "summary.json").write_text("earlier summary\n")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module.json, "dump", stopped)  # stopped once cases.csv is written, before summary
+    with pytest.raises(KeyboardInterrupt):
+        write_evaluation(report, out)
+    assert (out / "cases.csv").read_text() == "earlier cases\n"
+    assert (out / "summary.json").read_text() == "earlier summary\n"
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "summary.json"]  # no staged file left
+    monkeypatch.undo()
+    cases, summary = write_evaluation(report, out)
+    assert cases.read_text() == write_case_csv(report, tmp_path / "alone.csv").read_text()
+    assert json.loads(summary.read_text())["blocks"]["overall"]["n_cases"] == 3
 
 
 def test_case_columns_match_case_dict():

@@ -4,8 +4,8 @@ agreement of the measurements (:func:`bland_altman`).
 
 Numpy/OpenCV/SimpleITK only (no torch). Entry points: :func:`evaluate_folders` (folders of
 masks, for ``ipp-seg evaluate``), :func:`evaluate_arrays` (in-memory, for validation during
-training), :func:`evaluate_case`; :func:`write_case_csv` and :func:`write_summary_json` write
-the results. :func:`acquisition_style` tells a frame's acquisition style ("wide"/"narrow").
+training), :func:`evaluate_case`; :func:`write_evaluation` writes the results as a pair (or
+:func:`write_case_csv` and :func:`write_summary_json` one at a time). :func:`acquisition_style` tells a frame's acquisition style ("wide"/"narrow").
 """
 
 from .acquisition import STYLES, SectorShape, acquisition_style, sector_shape
@@ -40,6 +40,7 @@ from .report import (
     read_reference_aop,
     summarise_block,
     write_case_csv,
+    write_evaluation,
     write_summary_json,
 )
 
@@ -77,5 +78,6 @@ __all__ = [
     "summarise_block",
     "surface_distances",
     "write_case_csv",
+    "write_evaluation",
     "write_summary_json",
 ]

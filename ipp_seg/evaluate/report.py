@@ -82,6 +82,7 @@ __all__ = [
     "read_reference_aop",
     "summarise_block",
     "write_case_csv",
+    "write_evaluation",
     "write_summary_json",
 ]
 
@@ -1640,6 +1641,38 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     prediction scored as empty (``missing_as_empty``) has ``evaluated`` true and the reason
     too. No case of either folder is left out. Returns the path."""
     out = Path(path)
+    with replacing(out, **_CSV_OPENING) as fh:
+        _write_case_rows(report, fh)
+    return out
+
+
+def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
+    """Write :meth:`EvaluationReport.to_dict` as indented JSON, with ``evaluated_at`` (UTC, to
+    the second). Returns the path."""
+    out = Path(path)
+    with replacing(out, **_JSON_OPENING) as fh:
+        _write_summary(report, fh)
+    return out
+
+
+def write_evaluation(report: EvaluationReport, folder: PathLike) -> tuple[Path, Path]:
+    """Write ``cases.csv`` (as :func:`write_case_csv`) and ``summary.json`` (as
+    :func:`write_summary_json`) into ``folder`` as a pair: both are written in full beside their
+    names before either is moved over the earlier one, so that a run stopped or failing while
+    writing leaves the earlier pair, not one file of each run. Returns their paths."""
+    cases, summary = Path(folder) / "cases.csv", Path(folder) / "summary.json"
+    # (The inner file is moved as its block ends, the outer one just after: a few microseconds apart.)
+    with replacing(cases, **_CSV_OPENING) as cases_fh, replacing(summary, **_JSON_OPENING) as summary_fh:
+        _write_case_rows(report, cases_fh)
+        _write_summary(report, summary_fh)
+    return cases, summary
+
+
+_CSV_OPENING = {"text": True, "newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
+_JSON_OPENING = {"text": True, "encoding": "utf-8", "errors": "backslashreplace"}
+
+
+def _write_case_rows(report: EvaluationReport, fh) -> None:
     rows = {case.case_id: {k: ("" if v is None else v) for k, v in case.to_dict().items()} | {"evaluated": "true"}
             for case in report.cases}
     problems = [(c, "no prediction" + (": scored as an empty prediction" if c in rows else ""))
@@ -1652,25 +1685,17 @@ def write_case_csv(report: EvaluationReport, path: PathLike) -> Path:
     for case_id, problem in problems:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
         row["problem"] = f"{row['problem']}; {problem}" if row.get("problem") else problem
-    with replacing(out, text=True, newline="", encoding="utf-8", errors="backslashreplace") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
-        writer.writeheader()
-        for case_id in sorted(rows):
-            writer.writerow(rows[case_id] | {"case_id": spreadsheet_cell(printable_path(case_id))})  # as batch does
-    return out
+    writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
+    writer.writeheader()
+    for case_id in sorted(rows):
+        writer.writerow(rows[case_id] | {"case_id": spreadsheet_cell(printable_path(case_id))})  # as batch does
 
 
-def write_summary_json(report: EvaluationReport, path: PathLike) -> Path:
-    """Write :meth:`EvaluationReport.to_dict` as indented JSON, with ``evaluated_at`` (UTC, to
-    the second). Returns the path."""
+def _write_summary(report: EvaluationReport, fh) -> None:
     from ..inference.batch import utc_now_cell
 
-    out = Path(path)
-    summary = {"evaluated_at": utc_now_cell(), **report.to_dict()}
-    with replacing(out, text=True, encoding="utf-8", errors="backslashreplace") as fh:
-        json.dump(summary, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    return out
+    json.dump({"evaluated_at": utc_now_cell(), **report.to_dict()}, fh, indent=2, allow_nan=False)
+    fh.write("\n")
 
 
 _CASE_COLUMNS: tuple[str, ...] = (
