@@ -45,7 +45,8 @@ from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, p
 from ..io.formats import name_without_suffix
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, ipp_seg_png_kind, is_indexed_png, png_with_index_greys
-from ..io.itk import check_itk_name, itk_image_io, itk_warnings_silenced, warn_if_turned
+from ..io.itk import check_itk_name, itk_image_io, warn_if_turned
+from ..io.quiet import itk_warnings_silenced
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, check_choice, check_label_values

@@ -25,10 +25,8 @@ import math
 import os
 import re
 import struct
-import warnings
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -46,6 +44,7 @@ from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, spacings_agree, too_many_pixels
 from .greyscale import GreyPixels, grey_with_marks, invert, to_output
 from .images import compressed_frame_size, grey_fill_blocks
+from .quiet import pydicom_warnings_silenced
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ def inspect_dicom(path: str | os.PathLike[str]) -> DicomInfo:
     """
     path = str(path)
     try:
-        with _pydicom_warnings_silenced():
+        with pydicom_warnings_silenced():
             return _inspect_dicom(path)
     except ScanReadError:
         raise
@@ -389,23 +388,13 @@ def _values_above_bits_stored(path: str, offset: int, values: int, bits_allocate
     return words.size > 0 and np.count_nonzero((words < low) | (words > high)) >= 0.01 * words.size
 
 
-@contextmanager
-def _pydicom_warnings_silenced() -> Iterator[None]:
-    """pydicom's warnings silenced while the block runs: it warns of a header value that breaks
-    the standard by quoting it (which may be a patient's name), printed on stderr by a library
-    that promises to print nothing. What matters for a measurement the readers say themselves."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-        yield
-
-
 def iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (0-based index, greyscale frame) for ``indices`` (``None``: every frame), one at a time."""
     frames = _iter_dicom_frames(info, indices)
     try:
         while True:  # pydicom kept quiet while it decodes, not while the caller holds a frame
             try:
-                with _pydicom_warnings_silenced():
+                with pydicom_warnings_silenced():
                     item = next(frames, None)
             except ScanReadError as exc:  # a frame missing or undecodable: its row keeps the file's UIDs
                 raise exc.with_uids(info.uids) from exc.__cause__

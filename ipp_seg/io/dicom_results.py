@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import IppSegError
 from ..measure.result import REASON_TITLES, SPACING_SOURCES, Measurement
+from .quiet import every_warning_silenced
 from .writers import replacing
 
 if TYPE_CHECKING:
@@ -603,12 +604,9 @@ def _source_label(source) -> str:
 def _read_as_latin1(charsets) -> bool:
     """Whether pydicom decodes text under ``charsets`` with its default, Latin-1: none declared,
     the default repertoire, or a term it does not know."""
-    import warnings
-
     from pydicom.charset import convert_encodings, default_encoding
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's warning on an unknown term
+    with every_warning_silenced():  # pydicom's warning on an unknown term
         try:
             return convert_encodings(charsets) == [default_encoding]
         except (LookupError, ValueError):  # refused outright (strict reading): nothing decoded as Latin-1
@@ -873,14 +871,11 @@ def _check_calendar(vr: str, text: str) -> None:
     """Raise ValueError for a date or time of the right form that does not exist (29 February
     1990, 31 April, minute 60): pydicom checks the form only, and highdicom, which reads the
     value, had then refused the SEG and the SR both."""
-    import warnings
-
     from pydicom.valuerep import DA, DT, TM
 
     parse = {"DA": DA, "DT": DT, "TM": TM}.get(vr)
     if parse is not None:
-        with warnings.catch_warnings():  # (pydicom warns of a leap second, which DICOM allows, and reads it)
-            warnings.simplefilter("ignore")
+        with every_warning_silenced():  # (pydicom warns of a leap second, which DICOM allows, and reads it)
             parse(text)
 
 

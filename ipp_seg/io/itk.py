@@ -22,7 +22,6 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +31,7 @@ from .errors import ScanReadError, missing_file_reason, open_failure_reason
 from .folders import utf8_name
 from .frames import Spacing, too_many_pixels
 from .greyscale import drop_alpha_to_grey, to_output
+from .quiet import itk_warnings_silenced
 
 logger = logging.getLogger(__name__)
 
@@ -379,19 +379,6 @@ def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
         if token in name:
             return size
     return 8
-
-
-@contextmanager
-def itk_warnings_silenced() -> Iterator[None]:
-    """ITK's warnings kept off stderr while the block runs (ITK writes them there itself, past
-    logging: a NIfTI's sform with unexpected scales, three times per file). What matters for a
-    measurement the reader says itself (:func:`warn_if_turned`)."""
-    shown = sitk.ProcessObject_GetGlobalWarningDisplay()
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject_SetGlobalWarningDisplay(shown)
 
 
 def _read_array(path: str) -> np.ndarray:

@@ -1,0 +1,83 @@
+"""The libraries' warnings silenced while ipp-seg reads, safely for threads (a library user's pass:
+two threads reading at once left a pydicom filter installed for good, and ITK's warnings off)."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import SimpleITK as sitk
+
+from ipp_seg.io import read_frame
+from ipp_seg.io.quiet import itk_warnings_silenced, pydicom_warnings_silenced
+
+
+def _overlapping(silenced, inside_alone) -> list:
+    """Thread A enters, B enters, A leaves while B is still in, then B leaves; what
+    ``inside_alone()`` says while B is the only one in."""
+    a_in, b_in, a_out = (threading.Event() for _ in range(3))
+    seen = []
+
+    def a() -> None:
+        with silenced():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(5)
+        with silenced():
+            b_in.set()
+            a_out.wait(5)
+            seen.append(inside_alone())
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return seen
+
+
+def test_pydicom_filter_holds_while_any_thread_reads_and_goes_with_the_last():
+    before = list(warnings.filters)
+    seen = _overlapping(pydicom_warnings_silenced,
+                        lambda: any(f[0] == "ignore" and f[3] is not None and f[3].pattern.startswith("pydicom")
+                                    for f in warnings.filters))
+    assert seen == [True]  # (catch_warnings: A's exit had taken B's filter away)
+    assert warnings.filters == before  # (catch_warnings: B's exit had put A's filter back for good)
+
+
+def test_a_filter_another_thread_adds_meanwhile_stays():
+    before = list(warnings.filters)
+    try:
+        with pydicom_warnings_silenced():
+            warnings.filterwarnings("ignore", message="a filter of the caller's own")
+        assert warnings.filters[0][1].pattern == "a filter of the caller's own"
+        assert len(warnings.filters) == len(before) + 1
+    finally:
+        warnings.filters[:] = before
+
+
+def test_itk_warnings_stay_off_while_any_thread_reads_and_come_back_with_the_last():
+    assert sitk.ProcessObject_GetGlobalWarningDisplay()
+    seen = _overlapping(itk_warnings_silenced, sitk.ProcessObject_GetGlobalWarningDisplay)
+    assert seen == [False]
+    assert sitk.ProcessObject_GetGlobalWarningDisplay()
+
+
+def test_threads_reading_scans_leave_the_process_as_it_was(sample_dicom, psfhs_dir):
+    before = list(warnings.filters)
+    scans = [sample_dicom, *sorted((psfhs_dir / "image_mha").glob("*.mha"))[:4]]
+
+    def read() -> None:
+        for _ in range(5):
+            for scan in scans:
+                read_frame(scan)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert warnings.filters == before and sitk.ProcessObject_GetGlobalWarningDisplay()
