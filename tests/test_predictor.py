@@ -685,3 +685,15 @@ def test_the_training_frames_of_a_model_file_are_read_once_a_predictor(sample_pn
         list(predictor.predict(sample_png))
     list(predictor.predict_files([sample_png, sample_png]))
     assert reads == [model]
+
+
+def test_a_result_keeps_its_own_copy_of_the_callers_pixels(predictor):
+    # A library user's pass: a loop that reused one buffer had every earlier result show the last image.
+    buffer = cv2.imread(str(SAMPLES / "psfhs_04700.png"), cv2.IMREAD_GRAYSCALE)
+    result = predictor.predict_pixels(buffer)
+    kept = np.array(buffer)
+    buffer[:] = 0
+    assert np.array_equal(result.frame.pixels, kept)
+    with pytest.raises(ValueError):  # read-only: a result stays what was measured
+        result.frame.pixels[0, 0] = 1
+    buffer[0, 0] = 7  # the caller's own array is still the caller's to write

@@ -302,8 +302,14 @@ class Predictor:
         spacing = check_spacing(spacing_mm)
         _plausible(spacing)
         spacing = spacing or self.options.spacing_mm
+        own = _frame_pixels(np.ascontiguousarray(arr))
+        if isinstance(pixels, np.ndarray) and np.shares_memory(own, pixels):
+            # The result keeps the frame: a copy, read-only, not the caller's buffer (a library user's
+            # pass: a loop reusing one array had every earlier result show the last image).
+            own = own.copy()
+        own.flags.writeable = False
         frame = UltrasoundFrame(
-            pixels=_frame_pixels(np.ascontiguousarray(arr)),
+            pixels=own,
             spacing_mm=spacing,
             regions=(),
             frame_index=0,
