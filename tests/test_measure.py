@@ -522,6 +522,28 @@ def test_custom_label_values_and_other_labels_ignored():
     assert "ps_missing" in measure_progress(np.zeros_like(mask), (0.2, 0.2)).reasons  # an empty prediction too
 
 
+def test_a_greyscale_image_given_as_a_mask_is_refused(sample_png):
+    # A library user's pass: a scan's path swapped for its mask's was measured, its grey levels 1 and 2 taken for
+    # the structures, and an angle given (2.5 deg, status warning) where the CLI's measure refuses the file.
+    from ipp_seg.measure.progress import MAX_MASK_VALUES, MaskLabelsError
+
+    scan = cv2.imread(str(sample_png), cv2.IMREAD_GRAYSCALE)
+    assert np.isin([1, 2], scan).all()  # (both "labels" are among its grey levels)
+    with pytest.raises(MaskLabelsError, match="holds 220 different values: a greyscale image rather than a label "
+                                              "mask"):
+        measure_progress(scan)
+    mask = typical_scene()
+    for extra in (MAX_MASK_VALUES - 2, MAX_MASK_VALUES - 1):  # labels of other structures, up to the limit
+        crowded = mask.copy()
+        crowded[:1, :extra] = np.arange(3, 3 + extra)
+        if extra + 2 <= MAX_MASK_VALUES:
+            assert measure_progress(crowded, (0.2, 0.2)).aop_deg == pytest.approx(measure_progress(mask, (0.2, 0.2))
+                                                                                 .aop_deg)
+        else:
+            with pytest.raises(MaskLabelsError):
+                measure_progress(crowded)
+
+
 # ----------------------------------------------------------------------------- status codes
 
 def _check(m: Measurement, code: str, status: str):

@@ -49,7 +49,7 @@ from ..io.itk import check_itk_name, itk_image_io, warn_if_turned
 from ..io.quiet import itk_warnings_silenced
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
-from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, check_choice, check_label_values
+from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, MAX_MASK_VALUES, check_choice, check_label_values
 from ..measure.result import REASONS, SEGMENTATION_REASONS
 from .acquisition import STYLES, acquisition_style
 from .agreement import Agreement, bland_altman
@@ -1381,10 +1381,6 @@ def _whole_labels(name: str, values: np.ndarray) -> np.ndarray:
 def _unknown_label_values(mask: np.ndarray, labels: tuple[int, int]) -> list:
     """The values of ``mask`` besides background 0 and the PS and FH ``labels``, sorted."""
     return sorted(set(np.unique(mask).tolist()) - {0, *labels})
-
-
-# More distinct values than this and a "mask" is an image: a label mask holds a handful.
-MAX_MASK_VALUES = 32
 
 
 def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int] = (1, 2),

@@ -481,14 +481,26 @@ def hsd_turn_change(inferior: np.ndarray, infrapubic: np.ndarray, fh_segments: n
 
 
 class MaskLabelsError(IppSegError, ValueError):
-    """A label mask that holds values but neither of the two labels it is measured by."""
+    """A label mask that holds values but neither of the two labels it is measured by, or an
+    image given as a mask."""
+
+
+#: More distinct values than this and a "mask" is an image: a label mask holds a handful.
+MAX_MASK_VALUES = 32
 
 
 def _refuse_other_labels_alone(mask: np.ndarray, ps_label: int, fh_label: int) -> None:
     """Raise :class:`MaskLabelsError` (a ``ValueError``) for a mask that holds neither label but
     other values (IUGC's 7 and 8, a 0/255 binary mask): measured, it would read as a frame
     without PS or FH (a library user's loop had recorded every case as ``ps_missing``), where
-    the labels given are what is wrong."""
+    the labels given are what is wrong; and for a greyscale image given as a mask (more than
+    :data:`MAX_MASK_VALUES` values: a scan's path swapped for its mask's had been measured, its
+    grey levels 1 and 2 taken for the structures, and an angle given)."""
+    others = (mask != 0) & (mask != ps_label) & (mask != fh_label)
+    if others.any() and len(np.unique(mask[others])) + 2 > MAX_MASK_VALUES:
+        raise MaskLabelsError(f"the mask holds {len(np.unique(mask))} different values: a greyscale image rather "
+                              "than a label mask (a scan is segmented by ipp_seg.inference.Predictor), or a mask "
+                              "saved lossy (such as JPEG)")
     if (mask == ps_label).any() or (mask == fh_label).any() or not mask.any():  # (nearly every mask: no sort)
         return
     others = [int(v) for v in np.unique(mask) if v != 0]
