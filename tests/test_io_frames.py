@@ -134,6 +134,25 @@ def test_a_colour_frame_is_refused_with_a_way_out():
         UltrasoundFrame(np.zeros((4, 5, 3), np.uint8), None, (), 0, 1, Provenance("x.png", "image", None, None))
 
 
+def test_a_frame_built_by_hand_is_checked_as_it_is_made():
+    # A library user's pass: these were accepted, and failed later deep in a measurement as a bare TypeError or
+    # AttributeError (a scalar spacing, a list of pixels, no provenance) or as a ValueError at predict time.
+    pixels, made = np.zeros((8, 8), np.uint8), Provenance("<memory>", "array")
+    for arguments, error, said in (
+            ((pixels, 0.3, (), 0, 1, made), ValueError, "spacing_mm must be two numbers"),
+            ((pixels, (-0.3, 0.3), (), 0, 1, made), ValueError, "spacing_mm must be positive and finite"),
+            ((pixels.tolist(), None, (), 0, 1, made), TypeError, "pixels are a numpy array, got list"),
+            ((pixels.astype(complex), None, (), 0, 1, made), ValueError, "hold real numbers"),
+            ((pixels, None, (), 0, 1, None), TypeError, "provenance is a Provenance, got NoneType"),
+            ((pixels, None, ("region",), 0, 1, made), TypeError, "regions are ImagingRegion objects"),
+            ((pixels, None, (), -1, 1, made), ValueError, "frame_index is an integer from 0, got -1"),
+            ((pixels, None, (), 0, 0, made), ValueError, "n_frames is an integer from 1, got 0")):
+        with pytest.raises(error, match=re.escape(said)):
+            UltrasoundFrame(*arguments)
+    frame = UltrasoundFrame(pixels, [0.3, np.float32(0.25)], [], np.int64(0), 1, made)
+    assert frame.spacing_mm == (0.3, 0.25) and isinstance(frame.spacing_mm[1], float) and frame.regions == ()
+
+
 @pytest.mark.parametrize("suffix", [".dcm", ".png", ""])
 def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path, suffix):
     # A reader would wait on a pipe for ever, or read a device such as /dev/zero until memory ran out.

@@ -119,6 +119,26 @@ class UltrasoundFrame:
     colour_marks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        # Checked as made: a frame built by hand had failed later, deep in a measurement, as a bare
+        # TypeError or AttributeError (a library user's pass).
+        if not isinstance(self.pixels, np.ndarray):
+            raise TypeError(f"an UltrasoundFrame's pixels are a numpy array, got {type(self.pixels).__name__} "
+                            "(np.asarray(...) first, or Predictor.predict_pixels, which takes any array-like)")
+        if not (np.issubdtype(self.pixels.dtype, np.number) or self.pixels.dtype == np.bool_) \
+                or np.iscomplexobj(self.pixels):
+            raise ValueError(f"an UltrasoundFrame's pixels hold real numbers, got dtype {self.pixels.dtype}")
+        object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
+        object.__setattr__(self, "regions", tuple(self.regions))
+        if not all(isinstance(region, ImagingRegion) for region in self.regions):
+            raise TypeError("an UltrasoundFrame's regions are ImagingRegion objects (an empty tuple where the "
+                            "source names none)")
+        if not isinstance(self.provenance, Provenance):
+            raise TypeError(f"an UltrasoundFrame's provenance is a Provenance, got {type(self.provenance).__name__} "
+                            "(Provenance('<memory>', 'array') for pixels held in memory)")
+        for name, least in (("frame_index", 0), ("n_frames", 1)):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ValueError(f"an UltrasoundFrame's {name} is an integer from {least}, got {value!r}")
         if self.pixels.ndim != 2:
             raise ValueError(f"an UltrasoundFrame holds (H, W) greyscale pixels, got shape {self.pixels.shape} "
                              "(colour frames: ipp_seg.io.greyscale.luminance_rgb first)")
