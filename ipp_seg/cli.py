@@ -285,14 +285,15 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
                                                 "validated_by, trained_case_ids}], configs: [...]}.")) -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
-    from .inference.registry import (DEFAULT_MODEL, describe_models_dir, missing_models_dir, model_summary, models_dir,
-                                     shipped_models)
+    from .inference.registry import (DEFAULT_MODEL, describe_models_dir, model_summary, models_dir, shipped_models,
+                                     unusable_models_dir)
     from .nn.configs import list_configs
 
     folder = models_dir()
+    unusable = unusable_models_dir(folder)
     if as_json:  # (a pipeline that pins weights checks them here, not in the table)
-        if not folder.is_dir():
-            fail(missing_models_dir(folder))
+        if unusable:
+            fail(unusable)
         _print_json({"models": [model_summary(spec) for spec in shipped_models()],
                      "configs": [{"name": c.name, "attention": c.attention, "in_channels": c.in_channels,
                                   "params": c.params, "macs_256": c.macs_256} for c in list_configs()]})
@@ -326,7 +327,7 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
                         _fmt(metrics.get("dice_ps"), 3), _fmt(metrics.get("dice_fh"), 3),
                         _fmt(metrics.get("median_abs_delta_aop_deg"), 2),
                         _fmt(metrics.get("score"), 3), escape(files))
-    if folder.is_dir():
+    if not unusable:
         if shipped.row_count:
             _print_table(shipped)
         else:
@@ -338,8 +339,8 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
         table.add_row(c.name, c.attention, str(c.in_channels), f"{c.params / 1e6:.2f}", f"{c.macs_256 / 1e9:.2f}",
                       c.notes)
     _print_table(table)
-    if not folder.is_dir():  # after the configs, which need no files
-        fail(missing_models_dir(folder))
+    if unusable:  # after the configs, which need no files
+        fail(unusable)
 
 
 def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -125,6 +126,37 @@ def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):
     monkeypatch.setenv("IPP_SEG_MODELS", str(tmp_path / "mine.onnx"))
     with pytest.raises(ModelNotFoundError, match=r"mine.onnx \(\$IPP_SEG_MODELS\) is not a folder: name the folder"):
         resolve_model("mine")
+
+
+def test_a_models_folder_or_card_its_users_may_not_read(tmp_path, monkeypatch):
+    # An admin's pass: installed under umask 077, the folder at mode 700 gave a traceback (predict, exit 1), a
+    # message about the output folder (batch) or "No models found" with exit 0 (models). (The tests run as root,
+    # whom permissions do not stop: what the system would say is given by os.access.)
+    import os
+
+    for name in ("m.json", "m.onnx"):
+        shutil.copy(models_dir() / name.replace("m.", "dssau-net-s."), tmp_path / name)
+    monkeypatch.setenv("IPP_SEG_MODELS", str(tmp_path))
+    access = os.access
+    closed = {str(tmp_path)}
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: str(path) not in closed and access(path, mode, **kw))
+    said = r"models folder .* \(\$IPP_SEG_MODELS\) cannot be read \(Permission denied\): whoever installed ipp-seg"
+    with pytest.raises(ModelNotFoundError, match=said):
+        resolve_model("m")
+    for args in (["models"], ["models", "--json"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "chmod -R a+rX on the folder" in result.output, args
+    closed = {str(tmp_path / "m.json")}  # the folder open, its files not
+    read_text = Path.read_text
+
+    def refused(self, *args, **kwargs):
+        if str(self) in closed:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(ModelNotFoundError, match=r"its card .*m.json cannot be read \(Permission denied\)"):
+        resolve_model("m")
 
 
 def test_an_install_without_the_clones_models_says_what_to_do(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ PyTorch weights), and its card ``models/<name>.json``. The models folder is the 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -43,8 +44,20 @@ def describe_models_dir(folder: Path) -> str:
     return f"{folder} ($IPP_SEG_MODELS)" if os.environ.get("IPP_SEG_MODELS") else str(folder)
 
 
-def missing_models_dir(folder: Path) -> str:
-    """What to say, and to do, when the models folder does not exist."""
+def unusable_models_dir(folder: Path) -> str | None:
+    """What to say, and to do, when the models folder does not exist or cannot be read; None
+    when it can be used."""
+    try:
+        usable = folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)
+    except OSError:  # a folder on the way without search permission
+        usable = False
+    if usable:
+        return None
+    if folder.is_dir() or os.path.lexists(folder) and not os.access(folder.parent, os.X_OK):
+        # (An install made under umask 077, a folder at mode 700: it had read as no models at all, or ended in a
+        # traceback, or blamed the output folder.)
+        return (f"the models folder {describe_models_dir(folder)} cannot be read ({os.strerror(errno.EACCES)}): "
+                "whoever installed ipp-seg can let its users read it (chmod -R a+rX on the folder)")
     if os.environ.get("IPP_SEG_MODELS"):
         if folder.exists():  # a model file named where its folder belongs
             return f"the models folder {describe_models_dir(folder)} is not a folder: name the folder of the models"
@@ -459,9 +472,9 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
                          path if path.suffix != ".onnx" else None, None)
     folder = models_dir()
-    if not folder.is_dir():
-        raise ModelNotFoundError(f"model {name_or_path!r}: {missing_models_dir(folder)} (or give a .onnx/.pt path "
-                                 "with --model)")
+    unusable = unusable_models_dir(folder)
+    if unusable:
+        raise ModelNotFoundError(f"model {name_or_path!r}: {unusable} (or give a .onnx/.pt path with --model)")
     specs = shipped_models()
     for spec in specs:
         if spec.name == name_or_path:
@@ -473,6 +486,10 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     if name_or_path.startswith(FORMULA_START):
         raise ModelNotFoundError(f"model {name_or_path!r}: a model's name may not begin with {name_or_path[0]!r} (the "
                                  "CSV's model cells would read as spreadsheet formulas): rename its files")
+    if card_path.is_file() and not os.access(card_path, os.R_OK):  # (files installed under umask 077)
+        raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read "
+                                 f"({os.strerror(errno.EACCES)}): whoever installed ipp-seg can let its users read "
+                                 f"the models folder's files (chmod -R a+rX {folder})")
     if card_path.is_file():  # there, and left out of the models with a warning saying why
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read as a model card "
                                  "(damaged, or not written by scripts/ship_model.py; see the warning above): put "
