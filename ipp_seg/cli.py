@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - typer before it vendored click
     from click import exceptions as click_errors
 
 from . import __version__, configure_logging, quiet_dicom_libraries
+from .errors import OUT_OF_MEMORY_SAID
 from .nn.configs import DEFAULT_CONFIG
 from .printable import terminal_text
 from .tables import GuardedStream, print_table
@@ -1609,6 +1610,9 @@ def main() -> None:
     except SystemExit as done:
         _exit_for_failed_writes(done.code)
         raise
+    except MemoryError:  # (a ulimit -v: a traceback had ended the command, exit 1, which reads as a failed frame)
+        error(OUT_OF_MEMORY_SAID)
+        sys.exit(2)
     except OSError as exc:
         # typer's own output (--help, a usage error) bypasses the guarded streams; a command's
         # files are written and checked on their own, so a full disk or an I/O error that escapes

@@ -15,4 +15,9 @@ class IppSegError(Exception):
     """Base of ipp-seg's own exceptions; the message says what went wrong and how to go on."""
 
 
-__all__ = ["IppSegError"]
+#: What a frame's row, or the command line, says of a process out of memory (the machine's limit, not the file's).
+OUT_OF_MEMORY_SAID = ("out of memory: give ipp-seg more (a ulimit -v or a container's limit; about 1 GB of address "
+                      "space for predict, 1.6 GB for batch with one worker) or fewer --workers")
+
+
+__all__ = ["IppSegError", "OUT_OF_MEMORY_SAID"]

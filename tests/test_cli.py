@@ -2755,3 +2755,35 @@ def test_quiet_and_verbose_together_are_refused_and_quiet_goes_before_the_comman
                            text=True)
     assert after.returncode == 2 and "ipp-seg: -q is ipp-seg's own option: it goes before the command (ipp-seg -q " \
                                      "predict ...)" in after.stderr
+
+
+def test_a_command_out_of_memory_says_so_and_exits_2(tmp_path, sample_png):
+    # An admin's pass: under ulimit -v a MemoryError ended predict in a traceback, exit 1 (a failed measurement).
+    script = textwrap.dedent(f"""
+        import sys
+        import ipp_seg.cli as cli
+        def no_memory(level):
+            raise MemoryError
+        cli.configure_logging = no_memory
+        sys.argv = ["ipp-seg", "predict", {str(sample_png)!r}]
+        cli.main()
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith("ipp-seg: out of memory: give ipp-seg more (a ulimit -v or a container's limit")
+
+
+def test_a_row_out_of_memory_or_without_a_library_names_the_machine_not_the_file(tmp_path):
+    from ipp_seg.inference.batch import _processing_failure, _reading_failure
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    said = _reading_failure(tmp_path / "a.dcm", 0, MemoryError()).reason
+    assert said.startswith("out of memory: give ipp-seg more") and "please report" not in said
+    said = _reading_failure(tmp_path / "a.mha", 0, ImportError("failed to map segment from shared object")).reason
+    assert said.startswith("a library could not be loaded (failed to map segment from shared object): out of memory")
+    frame = UltrasoundFrame(np.zeros((8, 8), np.uint8), None, (), 0, 1, Provenance("a.png", "image"))
+    assert _processing_failure(frame, "segmenting", MemoryError()).reason.startswith("out of memory")
+    # Anything else is still a bug to report, by its type only when reading (a reader's message may quote a header).
+    assert _reading_failure(tmp_path / "a.dcm", 0, KeyError("Müller")).reason == \
+        "unexpected error while reading (KeyError); please report it to the ipp-seg developers"

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from .. import __version__, configure_logging, quiet_dicom_libraries
-from ..errors import IppSegError
+from ..errors import IppSegError, OUT_OF_MEMORY_SAID
 from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnImageError, OtherModalityError,
                   Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
                   write_overlay_png)
@@ -1401,6 +1401,8 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
     debug level, for a bug report)."""
     log.debug("%s frame %d: unexpected error while %s", frame.provenance.path, frame.frame_index, stage,
               exc_info=True)
+    if isinstance(exc, MemoryError):
+        return FrameFailure(frame.frame_index, OUT_OF_MEMORY_SAID, PROCESSING_ERROR, frame.provenance)
     detail = " ".join(str(exc).split())[:200]
     return FrameFailure(frame.frame_index,
                         f"unexpected error while {stage} ({type(exc).__name__}{': ' + detail if detail else ''}); "
@@ -1433,6 +1435,13 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
         return FrameFailure(frame_index, exc.reason, code, header)
     log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
               "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+    if isinstance(exc, (MemoryError, ImportError)):
+        # The machine's, not the file's (an admin's pass: under ulimit -v every row had read "ImportError; please
+        # report it", the cause nowhere). An import's message names a library, never a header value.
+        cause = (OUT_OF_MEMORY_SAID if isinstance(exc, MemoryError) else
+                 f"a library could not be loaded ({' '.join(str(exc).split())[:200]}): out of memory (a ulimit -v or "
+                 "a container's limit), or a broken install")
+        return FrameFailure(frame_index, cause, PROCESSING_ERROR)
     return FrameFailure(frame_index, f"unexpected error while reading ({type(exc).__name__}); please report it to the "
                                      "ipp-seg developers", PROCESSING_ERROR)
 
