@@ -3748,6 +3748,33 @@ def test_a_lock_file_another_user_left_unwritable_is_named_with_its_owner(tmp_pa
             pass
 
 
+def test_a_lock_file_another_user_may_only_read_still_locks(tmp_path, monkeypatch):
+    # An admin's pass: a colleague's run, refused for another reason under umask 022, left its lock file theirs to
+    # write alone, and the folder's first user could no longer run there. flock needs it only readable.
+    import errno
+    import fcntl  # noqa: F401 - (flock: not on Windows)
+
+    import ipp_seg.io.folders as folders
+    from ipp_seg.io.folders import FolderInUseError, folder_lock
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    real_open = os.open
+
+    def read_only_for_me(path, flags, *args):  # root writes any file: the refusal another user meets, stood in for
+        if Path(path) == lock and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(folders.os, "open", read_only_for_me)
+    with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
+        with pytest.raises(FolderInUseError):  # held: a second run into the folder is still refused
+            with folder_lock(tmp_path, "lock", FolderInUseError("in use")):
+                pass
+    with folder_lock(tmp_path, "lock", FolderInUseError("in use")):  # and let go after
+        pass
+
+
 def test_a_name_copied_into_another_unicode_form_keeps_its_rows_once(tmp_path, sample_png, caplog):
     # A data manager's pass: Müller_0 written decomposed (u + combining diaeresis, as macOS writes it), then renamed to
     # the composed form: a resume kept the old rows as "no longer in the folder" and measured the file again, two

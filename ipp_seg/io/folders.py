@@ -54,21 +54,28 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
     linked = OSError(errno.ELOOP, "a link lies where ipp-seg keeps its lock file: remove the link", str(path))
     if path.is_symlink():
         raise linked
+    mode = "rb+"
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0),
                              0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP or path.is_symlink():  # (FreeBSD says EMLINK)
             raise linked from None
-        owner = _owner_name(path) if isinstance(exc, PermissionError) else None
-        if owner is not None:
-            # The folder may be writable (a shared study folder, setgid) while the lock file a
-            # colleague's run left is theirs alone (umask 022): the cause to name, and its remedy.
-            raise PermissionError(exc.errno, f"{exc.strerror}: the lock file a run of {owner} left there is "
-                                             f"writable by {owner} alone (ask them to make it group-writable, chmod "
-                                             "g+w, or remove it while no run writes there)", str(path)) from None
-        raise
-    with os.fdopen(descriptor, "rb+") as fh:
+        # The folder may be writable (a shared study folder, setgid) while the lock file a
+        # colleague's run left is theirs alone (umask 022): flock needs only to read it (an
+        # admin's pass: a run refused for another reason had left its lock file so, and locked the
+        # folder's first user out). msvcrt's lock needs it writable: there, the cause and its remedy.
+        descriptor = _lock_file_read_only(path) if isinstance(exc, PermissionError) and fcntl is not None else None
+        if descriptor is None:
+            owner = _owner_name(path) if isinstance(exc, PermissionError) else None
+            if owner is not None:
+                raise PermissionError(exc.errno, f"{exc.strerror}: the lock file a run of {owner} left there is "
+                                                 f"writable by {owner} alone (ask them to make it group-writable, "
+                                                 "chmod g+w, or remove it while no run writes there)",
+                                      str(path)) from None
+            raise
+        mode = "rb"
+    with os.fdopen(descriptor, mode) as fh:
         fh.seek(0)  # (msvcrt locks from the position: the first byte)
         try:
             if fcntl is not None:
@@ -96,6 +103,14 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
                     msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
             except OSError:  # (closing the file releases it as well)
                 pass
+
+
+def _lock_file_read_only(path: Path) -> int | None:
+    """A lock file there already opened for reading (never through a link), None where it cannot be."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
 
 
 def walk_folders(root: Path, skip: Callable[[Path, Path], bool] | None = None, warn_links: bool = True,
