@@ -697,3 +697,12 @@ def test_a_result_keeps_its_own_copy_of_the_callers_pixels(predictor):
     with pytest.raises(ValueError):  # read-only: a result stays what was measured
         result.frame.pixels[0, 0] = 1
     buffer[0, 0] = 7  # the caller's own array is still the caller's to write
+
+
+def test_onnxruntime_prints_none_of_its_own_lines():
+    # An admin's pass: onnxruntime's own error lines, coloured, reached a job's log beside ipp-seg's message that
+    # says the same (the exception carries it). Only a fatal error of its own is left to it.
+    from ipp_seg.inference.backends import load_segmenter
+    from ipp_seg.inference.registry import resolve_model
+
+    assert load_segmenter(resolve_model(None)).session.get_session_options().log_severity_level == 4

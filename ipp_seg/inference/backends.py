@@ -81,6 +81,10 @@ class OnnxSegmenter:
             raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch (backend='torch' in Python)")
         model_sha256 = check_model_file(spec, spec.onnx_path, "onnx")
         options = ort.SessionOptions()
+        # onnxruntime's own log lines (coloured, on stderr) say what the exception it raises says:
+        # a library that promises to print nothing leaves them to it (an admin's pass: escape codes in
+        # a job's log file).
+        options.log_severity_level = 4
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -13,9 +13,13 @@ pixel arrays, with the same pre-processing, checks and warnings as the command l
             m = result.measurement                # status, reasons, aop_deg, hsd_mm, landmarks
             print(m.status, m.aop_deg, m.hsd_mm)
 
-Nothing here prints or touches global state, but for one thing: the torch backend with
-``threads`` sets torch's thread count for the whole process, as torch has no per-model setting
-(the default onnx backend's threads are its session's own). Problems with the options raise ``ValueError``
+Nothing here prints, and global state is touched in three ways only, each for the whole process
+as the libraries have no narrower setting: importing ``ipp_seg`` sets ``ORT_DISABLE_TELEMETRY=1``
+in the environment unless it is set already, and each onnx ``Predictor`` calls onnxruntime's
+``disable_telemetry_events()`` (no usage data leaves the machine, from any session); the torch
+backend with ``threads`` sets torch's thread count (the default onnx backend's threads are its
+session's own). Readers silence pydicom's and ITK's warnings while they read, and put them back
+as the last reader leaves (safe for threads). Problems with the options raise ``ValueError``
 before the model is loaded, and an unusable model raises :class:`ModelNotFoundError` or
 :class:`BackendError`.
 """
