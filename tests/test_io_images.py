@@ -609,7 +609,9 @@ def test_a_nifti_cut_short_is_refused_not_filled_with_zeros(tmp_path, name):
             read_frame(short)
 
 
-def test_a_meta_image_cut_within_its_header_does_not_quote_a_stale_system_error(tmp_path):
+def test_a_meta_image_cut_within_its_header_does_not_quote_a_stale_system_error(tmp_path, capfd):
+    from ipp_seg.evaluate import read_label_mask
+
     path = tmp_path / "frame.mha"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((64, 80), np.uint8)), str(path))
     cut = tmp_path / "cut.mha"
@@ -617,6 +619,16 @@ def test_a_meta_image_cut_within_its_header_does_not_quote_a_stale_system_error(
     with pytest.raises(ScanReadError) as caught:
         read_frame(cut)
     assert "Reason:" not in str(caught.value) and "damaged or incomplete" in str(caught.value)
+    # Named before ITK reads it (a library user's pass: MetaIO printed "DimSize required and not defined" and more
+    # on stderr itself), as a mask too (which had quoted ITK's source file).
+    assert "its MetaImage header has no DimSize, ElementType, ElementDataFile" in str(caught.value)
+    with pytest.raises(ScanReadError, match="its MetaImage header has no DimSize"):
+        read_label_mask(cut)
+    short = tmp_path / "short.mha"
+    short.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ScanReadError, match=r"the file is cut short: \d+ of the 5120 bytes of image data"):
+        read_label_mask(short)
+    assert capfd.readouterr().err == ""
 
 
 # --------------------------------------------------------------------------- calibration units

@@ -45,7 +45,7 @@ from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, p
 from ..io.formats import name_without_suffix
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, ipp_seg_png_kind, is_indexed_png, png_with_index_greys
-from ..io.itk import check_itk_name, itk_image_io, warn_if_turned
+from ..io.itk import check_itk_name, inspect_itk, itk_image_io
 from ..io.quiet import itk_warnings_silenced
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
@@ -1422,6 +1422,10 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
 
 def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     itk_name = check_itk_name(name)
+    # The scan reader's checks first (a header or data cut short, a frame too large to hold, a turned
+    # image warned of): ITK had said only "Exception thrown in ... itkMetaImageIO.cxx:490", and MetaIO
+    # printed its own lines on stderr (a library user's pass).
+    inspect_itk(name)
     try:
         with itk_warnings_silenced():
             img = sitk.ReadImage(itk_name, imageIO=itk_image_io(name))
@@ -1429,7 +1433,6 @@ def _read_itk_mask(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
         raise ScanReadError(name, f"SimpleITK cannot read it ({str(exc).strip().splitlines()[0]})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise ScanReadError(name, "a label mask has one value per pixel; this file has several")
-    warn_if_turned(name, img.GetDirection(), img.GetDimension())
     arr = sitk.GetArrayFromImage(img)  # (z, y, x) or (y, x)
     if arr.ndim == 3:
         if arr.shape[0] == 1 or all(np.array_equal(arr[0], plane) for plane in arr[1:]):

@@ -73,6 +73,9 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         raise ScanReadError(path, missing_file_reason(path))
     if os.path.isdir(path):
         raise ScanReadError(path, "is a directory, not a file")
+    image_io = itk_image_io(path)
+    if image_io == "MetaImageIO":
+        _check_meta_header_whole(path)
     reader = _reader(path)
     try:
         with itk_warnings_silenced():
@@ -97,7 +100,6 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         raise ScanReadError(path, refusal)
     pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     volume_bytes = width * height * depth * components * _bytes_per_component(reader)
-    image_io = itk_image_io(path)
     meta = _meta_header(path) if image_io == "MetaImageIO" else None
     if meta is not None:
         _check_meta_image_length(path, meta, volume_bytes)
@@ -190,6 +192,35 @@ def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
         if key.strip().lower() == "elementdatafile":
             return fields, offset, size
     return None
+
+
+#: The fields a MetaImage header cannot do without (ITK's MetaIO prints its complaint about each
+#: on stderr itself, past ``itk_warnings_silenced``).
+_META_REQUIRED = ("ndims", "dimsize", "elementtype", "elementdatafile")
+
+
+def _check_meta_header_whole(path: str) -> None:
+    """Refuse a MetaImage header that ends before its required fields (a copy cut short in its
+    header, or another file named .mha), naming what is missing: MetaIO printed "DimSize required
+    and not defined" and more on stderr, from a library that promises to print nothing. A header
+    longer than the 64 KiB looked at is left to ITK."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+        whole = len(head) < (1 << 16) or b"ElementDataFile" in head
+    if not whole:
+        return
+    keys = set()
+    for line in head.splitlines():
+        key = line.split(b"=", 1)[0].strip().lower().decode("latin-1")
+        keys.add(key)
+        if key == "elementdatafile":
+            break
+    missing = [field for field in _META_REQUIRED if field not in keys]
+    if missing:
+        names = {"ndims": "NDims", "dimsize": "DimSize", "elementtype": "ElementType",
+                 "elementdatafile": "ElementDataFile"}
+        raise ScanReadError(path, f"its MetaImage header has no {', '.join(names[m] for m in missing)}: damaged or "
+                                  "incomplete (a copy cut short, or another kind of file named as a MetaImage)")
 
 
 def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], volume_bytes: int) -> None:
