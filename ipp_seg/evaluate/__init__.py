@@ -5,7 +5,8 @@ agreement of the measurements (:func:`bland_altman`).
 Numpy/OpenCV/SimpleITK only (no torch). Entry points: :func:`evaluate_folders` (folders of
 masks, for ``ipp-seg evaluate``), :func:`evaluate_arrays` (in-memory, for validation during
 training), :func:`evaluate_case`; :func:`write_evaluation` writes the results as a pair (or
-:func:`write_case_csv` and :func:`write_summary_json` one at a time). :func:`acquisition_style` tells a frame's acquisition style ("wide"/"narrow").
+:func:`write_case_csv` and :func:`write_summary_json` one at a time).
+:func:`acquisition_style` tells a frame's acquisition style ("wide"/"narrow").
 """
 
 from .acquisition import STYLES, SectorShape, acquisition_style, sector_shape
