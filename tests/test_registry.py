@@ -126,6 +126,10 @@ def test_a_models_folder_that_does_not_exist(tmp_path, monkeypatch):
     monkeypatch.setenv("IPP_SEG_MODELS", str(tmp_path / "mine.onnx"))
     with pytest.raises(ModelNotFoundError, match=r"mine.onnx \(\$IPP_SEG_MODELS\) is not a folder: name the folder"):
         resolve_model("mine")
+    # Blanks alone (an admin's pass: the message had named no folder at all): quoted.
+    monkeypatch.setenv("IPP_SEG_MODELS", "  ")
+    with pytest.raises(ModelNotFoundError, match=r"the models folder '  ' \(\$IPP_SEG_MODELS\) does not exist"):
+        resolve_model(None)
 
 
 def test_a_models_folder_or_card_its_users_may_not_read(tmp_path, monkeypatch):

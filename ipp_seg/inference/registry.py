@@ -40,8 +40,11 @@ def models_dir() -> Path:
 
 
 def describe_models_dir(folder: Path) -> str:
-    """The models folder as a user set it: named by $IPP_SEG_MODELS when that chose it."""
-    return f"{folder} ($IPP_SEG_MODELS)" if os.environ.get("IPP_SEG_MODELS") else str(folder)
+    """The models folder as a user set it: named by $IPP_SEG_MODELS when that chose it, quoted
+    where spaces begin or end it (a setting of blanks alone had read as no name at all)."""
+    name = str(folder)
+    shown = repr(name) if name != name.strip() else name
+    return f"{shown} ($IPP_SEG_MODELS)" if os.environ.get("IPP_SEG_MODELS") else shown
 
 
 def unusable_models_dir(folder: Path) -> str | None:
