@@ -81,3 +81,50 @@ def test_threads_reading_scans_leave_the_process_as_it_was(sample_dicom, psfhs_d
     for t in threads:
         t.join(60)
     assert warnings.filters == before and sitk.ProcessObject_GetGlobalWarningDisplay()
+
+
+def test_a_filter_equal_to_the_readers_that_was_there_stays(sample_dicom):
+    # A QA pass: adding an equal filter takes the first away in Python, and taking the readers' own away after had
+    # left none: the command line's for-good filter (quiet_dicom_libraries) was gone after the first DICOM read, and
+    # a pydicom warning quoting a patient's name printed again. A caller's simplefilter("ignore") likewise.
+    from ipp_seg import quiet_dicom_libraries
+    from ipp_seg.io.quiet import every_warning_silenced
+
+    before = list(warnings.filters)
+    try:
+        quiet_dicom_libraries()
+        installed = list(warnings.filters)
+        read_frame(sample_dicom)
+        assert warnings.filters == installed
+        warnings.simplefilter("ignore")
+        mine = list(warnings.filters)
+        with every_warning_silenced(), pydicom_warnings_silenced():
+            pass
+        assert warnings.filters == mine
+        # One made equal to the readers' while they hold theirs: the caller's stays.
+        warnings.filters[:] = before
+        with pydicom_warnings_silenced():
+            warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+        assert warnings.filters[0][3].pattern == r"pydicom(\.|$)" and len(warnings.filters) == len(before) + 1
+    finally:
+        warnings.filters[:] = before
+
+
+def test_a_header_value_pydicom_would_quote_stays_off_stderr(tmp_path, sample_dicom):
+    # The QA pass's case, end to end: an unknown character set named after the patient, read and written into a SEG.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pydicom
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.SpecificCharacterSet = "MUELLER^JUERGEN"
+    scan = tmp_path / "scan.dcm"
+    ds.save_as(scan)
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", str(scan), "--out", str(tmp_path / "out"),
+                          "--dicom-seg", "--dicom-sr"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert run.returncode in (0, 1), run.stderr
+    assert "MUELLER" not in run.stderr and "MUELLER" not in run.stdout

@@ -11,6 +11,7 @@ nothing else another thread set meanwhile is touched.
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -43,17 +44,26 @@ class _SharedSetting:
                     self._token = None
 
 
-def _filter_added(**settings) -> Callable[[], object]:
+def _filter_added(module: str = "") -> Callable[[], object]:
     def apply() -> object:
-        warnings.filterwarnings("ignore", **settings)
+        # As filterwarnings stores it. One there already (the command line's own, for good:
+        # quiet_dicom_libraries; or a caller's) is left as it is and nothing is added: adding an
+        # equal one takes the first away, and taking ours away after had left none (a QA pass: a
+        # pydicom warning quoting a patient's name printed again).
+        entry = ("ignore", None, Warning, re.compile(module) if module else None, 0)
+        if entry in warnings.filters:
+            return None
+        warnings.filterwarnings("ignore", module=module)
         return warnings.filters[0]  # (filterwarnings puts it first; this very entry is taken away)
     return apply
 
 
 def _filter_removed(entry: object) -> None:
-    try:
-        warnings.filters.remove(entry)
-    except ValueError:  # taken away already (warnings.resetwarnings() meanwhile)
+    if entry is None:  # (none was added)
+        return
+    try:  # (by identity: an equal entry of someone else's stays)
+        del warnings.filters[next(i for i, f in enumerate(warnings.filters) if f is entry)]
+    except StopIteration:  # taken away already (warnings.resetwarnings() meanwhile)
         return
     # Warnings seen while the filter held are remembered as filtered: forgotten now.
     mutated = getattr(warnings, "_filters_mutated", None)
@@ -83,7 +93,8 @@ _ITK = _SharedSetting(_itk_display_off, _itk_display_back)
 def pydicom_warnings_silenced():
     """pydicom's warnings silenced while the block runs: it warns of a header value that breaks
     the standard by quoting it (which may be a patient's name), printed on stderr by a library
-    that promises to print nothing. What matters for a measurement the readers say themselves."""
+    that promises to print nothing. What matters for a measurement the readers say themselves.
+    Where the filter is there already (:func:`ipp_seg.quiet_dicom_libraries`), it stays."""
     return _PYDICOM.held()
 
 
