@@ -770,6 +770,32 @@ def test_evaluation_pair_is_replaced_whole_or_not_at_all(folders, tmp_path, monk
     assert json.loads(summary.read_text())["blocks"]["overall"]["n_cases"] == 3
 
 
+def test_a_stop_between_the_pairs_moves_waits_until_both_are_moved(folders, tmp_path, monkeypatch):
+    # A QA pass: SIGTERM landing between the two files' moves (delayed with strace) left a mixed pair.
+    import os
+    import signal
+
+    pred, gt, img = folders
+    report = evaluate_folders(pred, gt, img)
+    (tmp_path / "out").mkdir()
+    for name in ("cases.csv", "summary.json"):
+        (tmp_path / "out" / name).write_text("earlier\n")
+    real_replace, moved = os.replace, []
+
+    def moved_then_stopped(source, target):
+        real_replace(source, target)
+        moved.append(target)
+        if len(moved) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", moved_then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        write_evaluation(report, tmp_path / "out")
+    assert len(moved) == 2  # the stop came after both moves
+    assert "earlier" not in (tmp_path / "out" / "cases.csv").read_text()
+    assert "earlier" not in (tmp_path / "out" / "summary.json").read_text()
+
+
 def test_case_columns_match_case_dict():
     gt = scene()
     r = evaluate_case(gt, gt)

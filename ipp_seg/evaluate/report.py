@@ -27,7 +27,10 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Union
@@ -1661,11 +1664,42 @@ def write_evaluation(report: EvaluationReport, folder: PathLike) -> tuple[Path, 
     names before either is moved over the earlier one, so that a run stopped or failing while
     writing leaves the earlier pair, not one file of each run. Returns their paths."""
     cases, summary = Path(folder) / "cases.csv", Path(folder) / "summary.json"
-    # (The inner file is moved as its block ends, the outer one just after: a few microseconds apart.)
-    with replacing(cases, **_CSV_OPENING) as cases_fh, replacing(summary, **_JSON_OPENING) as summary_fh:
+    with (_stops_held_when_asked() as hold, replacing(cases, **_CSV_OPENING) as cases_fh,
+          replacing(summary, **_JSON_OPENING) as summary_fh):
         _write_case_rows(report, cases_fh)
+        cases_fh.flush()  # (its last bytes had reached the disk after summary.json was moved: a full disk split them)
         _write_summary(report, summary_fh)
+        summary_fh.flush()
+        hold()  # both whole: a stop now waits until both are moved (the inner file first, the outer just after)
     return cases, summary
+
+
+@contextmanager
+def _stops_held_when_asked() -> Iterator[Callable[[], None]]:
+    """A block in which calling the function it gives holds Ctrl-C, SIGTERM and SIGHUP back until
+    the block ends: their handlers are set aside for a note of what came, and the first that came
+    is raised again once they are back, to be handled as it would have been (in the main thread,
+    where Python handles signals; elsewhere nothing is held)."""
+    previous: dict = {}
+    came: list[int] = []
+
+    def hold() -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            number = getattr(signal, name, None)
+            handler = signal.getsignal(number) if number is not None else None
+            if handler is not None:  # (None: a handler not set from Python, which could not be put back)
+                previous[number] = handler
+                signal.signal(number, lambda signum, frame: came.append(signum))
+
+    try:
+        yield hold
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
 _CSV_OPENING = {"text": True, "newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
