@@ -287,15 +287,21 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
     from .inference.registry import (DEFAULT_MODEL, describe_models_dir, model_summary, models_dir, shipped_models,
-                                     unusable_models_dir)
+                                     unreadable_cards, unusable_models_dir)
     from .nn.configs import list_configs
 
     folder = models_dir()
     unusable = unusable_models_dir(folder)
+    specs = [] if unusable else shipped_models()
+    closed = [] if unusable or specs else unreadable_cards(folder)
+    if closed:  # (every card closed to this user: "no models found", exit 0, had been said)
+        unusable = (f"the model cards in {describe_models_dir(folder)} cannot be read ({os.strerror(errno.EACCES)}: "
+                    f"{', '.join(path.name for path in closed[:3])}{', ...' if len(closed) > 3 else ''}): whoever "
+                    "installed ipp-seg can let its users read them (chmod -R a+rX on the folder)")
     if as_json:  # (a pipeline that pins weights checks them here, not in the table)
         if unusable:
             fail(unusable)
-        _print_json({"models": [model_summary(spec) for spec in shipped_models()],
+        _print_json({"models": [model_summary(spec) for spec in specs],
                      "configs": [{"name": c.name, "attention": c.attention, "in_channels": c.in_channels,
                                   "params": c.params, "macs_256": c.macs_256} for c in list_configs()]})
         return
@@ -309,7 +315,7 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
                        "Validation over both held-out blocks: |ΔAoP| is the predicted mask's AoP against the "
                        "ground-truth mask's, ellipse method, as is the FH-PS-AOP score; per block, against "
                        "aop_reference.csv and with --tta: the model cards")
-    for spec in shipped_models():
+    for spec in specs:
         metrics, mismatched = spec.validation, spec.mismatched_files
         # A model trained on every frame shows its held-out twin's figures, and says so.
         held_out = f"{metrics['cases']} held-out frames" if own and metrics.get("cases") else "held-out blocks"

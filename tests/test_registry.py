@@ -159,7 +159,21 @@ def test_a_models_folder_or_card_its_users_may_not_read(tmp_path, monkeypatch):
         return read_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", refused)
+    for args in (["models"], ["models", "--json"]):  # (every card closed: "no models found" and exit 0 had been said)
+        result = invoke(*args)
+        assert result.exit_code == 2 and "the model cards in" in result.output and "m.json" in result.output, args
     with pytest.raises(ModelNotFoundError, match=r"its card .*m.json cannot be read \(Permission denied\)"):
+        resolve_model("m")
+    # A folder above it that may not be searched (a QA pass: a traceback, exit 1).
+    real_stat = os.stat
+
+    def unreachable(path, *args, **kwargs):
+        if str(path) == str(tmp_path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", unreachable)
+    with pytest.raises(ModelNotFoundError, match=r"cannot be read \(Permission denied, a folder above it\)"):
         resolve_model("m")
 
 

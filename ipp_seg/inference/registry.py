@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -51,16 +52,20 @@ def unusable_models_dir(folder: Path) -> str | None:
     """What to say, and to do, when the models folder does not exist or cannot be read; None
     when it can be used."""
     try:
-        usable = folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)
-    except OSError:  # a folder on the way without search permission
-        usable = False
-    if usable:
+        is_dir = stat.S_ISDIR(os.stat(folder).st_mode)
+    except PermissionError:  # a folder above it without search permission: whether it is there is not known
+        is_dir = None
+    except OSError:
+        is_dir = False
+    if is_dir and os.access(folder, os.R_OK | os.X_OK):
         return None
-    if folder.is_dir() or os.path.lexists(folder) and not os.access(folder.parent, os.X_OK):
+    if is_dir is None or is_dir:
         # (An install made under umask 077, a folder at mode 700: it had read as no models at all, or ended in a
         # traceback, or blamed the output folder.)
-        return (f"the models folder {describe_models_dir(folder)} cannot be read ({os.strerror(errno.EACCES)}): "
-                "whoever installed ipp-seg can let its users read it (chmod -R a+rX on the folder)")
+        where = "" if is_dir else ", a folder above it"
+        return (f"the models folder {describe_models_dir(folder)} cannot be read ({os.strerror(errno.EACCES)}"
+                f"{where}): whoever installed ipp-seg can let its users read it (chmod -R a+rX on the folder, and "
+                "a+x on the folders above it)")
     if os.environ.get("IPP_SEG_MODELS"):
         if folder.exists():  # a model file named where its folder belongs
             return f"the models folder {describe_models_dir(folder)} is not a folder: name the folder of the models"
@@ -394,6 +399,14 @@ def _model_file(folder: Path, name: str, card: dict, kind: str, suffix: str) -> 
         return None
     beside = folder / f"{name}{suffix}"
     return beside if beside.is_file() or not listed.get("name") else folder / listed["name"]
+
+
+def unreadable_cards(folder: Path) -> list[Path]:
+    """The model cards in ``folder`` its user may not read (installed under umask 077), by name."""
+    try:
+        return sorted(path for path in folder.glob("*.json") if not os.access(path, os.R_OK))
+    except OSError:
+        return []
 
 
 def shipped_models() -> list[ModelSpec]:
