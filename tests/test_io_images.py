@@ -631,6 +631,42 @@ def test_a_meta_image_cut_within_its_header_does_not_quote_a_stale_system_error(
     assert capfd.readouterr().err == ""
 
 
+def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp_path, capfd):
+    # A QA pass: field names in another case, DimSize before NDims, an empty DimSize still had MetaIO print its own
+    # lines; and compressed data of no stated size, cut short, was read as whatever memory held.
+    import re
+    import zlib
+
+    from ipp_seg.evaluate import read_label_mask
+
+    pixels = np.arange(64 * 80, dtype=np.uint32).reshape(64, 80).astype(np.uint8)
+
+    def header(lines: list[str]) -> bytes:
+        return ("\n".join(lines) + "\n").encode()
+    base = ["ObjectType = Image", "NDims = 2", "DimSize = 80 64", "ElementType = MET_UCHAR"]
+    cases = {
+        "lower.mha": (header([line.lower() for line in base] + ["elementdatafile = LOCAL"]) + pixels.tobytes(),
+                      "(its NDims, DimSize, ElementType, ElementDataFile in another case: MetaImage field names are "
+                      "case-sensitive)"),
+        "order.mha": (header([base[0], base[2], base[1], base[3], "ElementDataFile = LOCAL"]) + pixels.tobytes(),
+                      "gives DimSize before NDims"),
+        "empty.mha": (header([*base[:2], "DimSize =", base[3], "ElementDataFile = LOCAL"]) + pixels.tobytes(),
+                      "DimSize is not 2 whole numbers"),
+    }
+    packed = zlib.compress(pixels.tobytes())  # (ITK inflates it wrongly without CompressedDataSize, whole or cut)
+    cases["unsized.mha"] = (header([*base, "CompressedData = True", "ElementDataFile = LOCAL"]) + packed,
+                            "its compressed image data have no CompressedDataSize in the header")
+    for name, (data, said) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        for read in (read_frame, read_label_mask):
+            with pytest.raises(ScanReadError, match=re.escape(said)):
+                read(tmp_path / name)
+    sized = header([*base, "CompressedData = True", f"CompressedDataSize = {len(packed)}", "ElementDataFile = LOCAL"])
+    (tmp_path / "sized.mha").write_bytes(sized + packed)
+    np.testing.assert_array_equal(read_label_mask(tmp_path / "sized.mha")[0], pixels)
+    assert capfd.readouterr().err == ""
+
+
 # --------------------------------------------------------------------------- calibration units
 
 

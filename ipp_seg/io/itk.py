@@ -194,33 +194,46 @@ def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
     return None
 
 
-#: The fields a MetaImage header cannot do without (ITK's MetaIO prints its complaint about each
-#: on stderr itself, past ``itk_warnings_silenced``).
-_META_REQUIRED = ("ndims", "dimsize", "elementtype", "elementdatafile")
+#: The fields a MetaImage header cannot do without, as MetaIO names them (it takes no other case), in
+#: the order it needs them (DimSize is read by NDims); ITK's MetaIO prints its complaint about each
+#: on stderr itself, past ``itk_warnings_silenced``.
+_META_REQUIRED = ("NDims", "DimSize", "ElementType", "ElementDataFile")
 
 
 def _check_meta_header_whole(path: str) -> None:
-    """Refuse a MetaImage header that ends before its required fields (a copy cut short in its
-    header, or another file named .mha), naming what is missing: MetaIO printed "DimSize required
-    and not defined" and more on stderr, from a library that promises to print nothing. A header
-    longer than the 64 KiB looked at is left to ITK."""
+    """Refuse a MetaImage header that MetaIO would fail on, printing its own lines on stderr ("DimSize
+    required and not defined", from a library that promises to print nothing): one that ends
+    before its required fields (a copy cut short in its header, or another file named .mha), names
+    them in another case, gives DimSize before NDims, or no whole number for each dimension.
+    A header longer than the 64 KiB looked at is left to ITK."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
-        whole = len(head) < (1 << 16) or b"ElementDataFile" in head
-    if not whole:
+    if len(head) == 1 << 16 and b"ElementDataFile" not in head:
         return
-    keys = set()
+    fields: dict[str, str] = {}
+    order: list[str] = []
     for line in head.splitlines():
-        key = line.split(b"=", 1)[0].strip().lower().decode("latin-1")
-        keys.add(key)
-        if key == "elementdatafile":
+        key, _, value = line.decode("latin-1").partition("=")
+        key = key.strip()
+        fields.setdefault(key, value.strip())
+        order.append(key)
+        if key == "ElementDataFile":
             break
-    missing = [field for field in _META_REQUIRED if field not in keys]
+    missing = [field for field in _META_REQUIRED if field not in fields]
     if missing:
-        names = {"ndims": "NDims", "dimsize": "DimSize", "elementtype": "ElementType",
-                 "elementdatafile": "ElementDataFile"}
-        raise ScanReadError(path, f"its MetaImage header has no {', '.join(names[m] for m in missing)}: damaged or "
-                                  "incomplete (a copy cut short, or another kind of file named as a MetaImage)")
+        other_case = [field for field in missing if field.lower() in {key.lower() for key in fields}]
+        case = (f" (its {', '.join(other_case)} in another case: MetaImage field names are case-sensitive)"
+                if other_case else "")
+        raise ScanReadError(path, f"its MetaImage header has no {', '.join(missing)}{case}: damaged or incomplete "
+                                  "(a copy cut short, or another kind of file named as a MetaImage)")
+    if order.index("DimSize") < order.index("NDims"):
+        raise ScanReadError(path, "its MetaImage header gives DimSize before NDims, which MetaImage readers need "
+                                  "first: damaged, or written by hand")
+    ndims = fields["NDims"]
+    sizes = fields["DimSize"].split()
+    if not (ndims.isdigit() and len(sizes) == int(ndims) and all(size.isdigit() for size in sizes)):
+        raise ScanReadError(path, f"its MetaImage header's DimSize is not {ndims if ndims.isdigit() else 'NDims'} "
+                                  "whole numbers: damaged or incomplete")
 
 
 def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], volume_bytes: int) -> None:
@@ -229,17 +242,23 @@ def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], v
     error, and print its own lines on stderr."""
     fields, offset, size = meta
     expected: int | None = volume_bytes
-    if fields.get("compresseddata", "").lower() == "true":
+    compressed = fields.get("compresseddata", "").lower() == "true"
+    if compressed:
         try:
             expected = int(fields.get("compresseddatasize", ""))
         except ValueError:
-            expected = None  # unknown compressed size: ITK decides
+            expected = None  # unknown compressed size
     data_file = fields.get("elementdatafile", "")
     if data_file.upper() != "LOCAL":
         _check_meta_data_file(path, data_file, fields.get("headersize", ""), expected)
     elif expected is not None and size - offset < expected:
         raise ScanReadError(path, f"the file is cut short: {max(0, size - offset)} of the {expected} bytes of image "
                                   "data its header announces (a copy or download that did not finish)")
+    elif expected is None and compressed:
+        # ITK inflates such data wrongly (it read whatever its memory held, and printed "Uncompress failed" on
+        # stderr: a QA pass's label mask cut short was read as a greyscale image, and a whole one read alike).
+        raise ScanReadError(path, "its compressed image data have no CompressedDataSize in the header, without which "
+                                  "ITK cannot read them: write the file again (SimpleITK and ITK write it)")
 
 
 def _check_meta_data_file(path: str, data_file: str, header_size: str, expected: int | None) -> None:
