@@ -146,9 +146,19 @@ def test_a_frame_built_by_hand_is_checked_as_it_is_made():
             ((pixels, None, (), 0, 1, None), TypeError, "provenance is a Provenance, got NoneType"),
             ((pixels, None, ("region",), 0, 1, made), TypeError, "regions are ImagingRegion objects"),
             ((pixels, None, (), -1, 1, made), ValueError, "frame_index is an integer from 0, got -1"),
-            ((pixels, None, (), 0, 0, made), ValueError, "n_frames is an integer from 1, got 0")):
+            ((pixels, None, (), 0, 0, made), ValueError, "n_frames is an integer from 1, got 0"),
+            # (A QA pass: these still got through, or failed late.)
+            ((pixels, None, None, 0, 1, made), TypeError, "regions are a tuple of ImagingRegion objects"),
+            ((pixels, None, (), 5, 1, made), ValueError, "frame_index (5) is below its n_frames (1)"),
+            ((pixels, None, (), 0, 1, made, None, [[False] * 8] * 8), TypeError, "colour_marks are a boolean numpy")):
         with pytest.raises(error, match=re.escape(said)):
             UltrasoundFrame(*arguments)
+    for spacing, said in ((-0.3, "spacing_mm must be two numbers"), ((-0.3, 0.3), "positive and finite"),
+                          ((float("nan"), 0.3), "positive and finite"), ("0.3", "spacing_mm must be two numbers")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            ImagingRegion(0, 0, 8, 8, spacing)
+    with pytest.raises(TypeError, match="x1 is a whole number of pixels"):
+        ImagingRegion(0, 0, 8.5, 8)
     frame = UltrasoundFrame(pixels, [0.3, np.float32(0.25)], [], np.int64(0), 1, made)
     assert frame.spacing_mm == (0.3, 0.25) and isinstance(frame.spacing_mm[1], float) and frame.regions == ()
 

@@ -47,6 +47,14 @@ class ImagingRegion:
     y1: int
     spacing_mm: Spacing | None = None
 
+    def __post_init__(self) -> None:
+        # (A region built by hand with a negative, NaN or text spacing had failed only at prediction: a QA pass.)
+        for name in ("x0", "y0", "x1", "y1"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"an ImagingRegion's {name} is a whole number of pixels, got {value!r}")
+        object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
+
     @property
     def width(self) -> int:
         """Width in pixels."""
@@ -128,6 +136,9 @@ class UltrasoundFrame:
                 or np.iscomplexobj(self.pixels):
             raise ValueError(f"an UltrasoundFrame's pixels hold real numbers, got dtype {self.pixels.dtype}")
         object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
+        if self.regions is None or isinstance(self.regions, (str, bytes, ImagingRegion)):
+            raise TypeError(f"an UltrasoundFrame's regions are a tuple of ImagingRegion objects (empty where the "
+                            f"source names none), got {self.regions!r}")
         object.__setattr__(self, "regions", tuple(self.regions))
         if not all(isinstance(region, ImagingRegion) for region in self.regions):
             raise TypeError("an UltrasoundFrame's regions are ImagingRegion objects (an empty tuple where the "
@@ -139,6 +150,12 @@ class UltrasoundFrame:
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"an UltrasoundFrame's {name} is an integer from {least}, got {value!r}")
+        if self.frame_index >= self.n_frames:
+            raise ValueError(f"an UltrasoundFrame's frame_index ({self.frame_index}) is below its n_frames "
+                             f"({self.n_frames}): frames are counted from 0")
+        if self.colour_marks is not None and not isinstance(self.colour_marks, np.ndarray):
+            raise TypeError(f"an UltrasoundFrame's colour_marks are a boolean numpy array or None, got "
+                            f"{type(self.colour_marks).__name__}")
         if self.pixels.ndim != 2:
             raise ValueError(f"an UltrasoundFrame holds (H, W) greyscale pixels, got shape {self.pixels.shape} "
                              "(colour frames: ipp_seg.io.greyscale.luminance_rgb first)")
