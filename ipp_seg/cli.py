@@ -956,8 +956,12 @@ def batch(
         except OSError as exc:
             needs = ("permission to write there" if isinstance(exc, PermissionError) else
                      "room on the disk" if exc.errno == errno.ENOSPC else "the cause above put right")
+            # The file refused, where it is one (a colleague's CSV in a shared folder, theirs alone: the
+            # folder itself could be written, a QA pass), else the folder.
+            what = ("it" if exc.filename and Path(exc.filename).is_file() and isinstance(exc, PermissionError)
+                    else "the folder")
             _fail_writing(f"into {out}", exc, _batch_way_on(csv_path, csv_before, overwrite,
-                                                            f"once the folder can be written ({needs}), "))
+                                                            f"once {what} can be written ({needs}), "))
         except KeyboardInterrupt:
             fail(f"interrupted: {_batch_way_on(csv_path, csv_before, overwrite, '')}", code=130)
         finally:

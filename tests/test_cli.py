@@ -2787,3 +2787,23 @@ def test_a_row_out_of_memory_or_without_a_library_names_the_machine_not_the_file
     # Anything else is still a bug to report, by its type only when reading (a reader's message may quote a header).
     assert _reading_failure(tmp_path / "a.dcm", 0, KeyError("Müller")).reason == \
         "unexpected error while reading (KeyError); please report it to the ipp-seg developers"
+
+
+def test_a_csv_one_may_not_write_is_named_as_what_must_be_made_writable(tmp_path, sample_png, monkeypatch):
+    # A QA pass: a colleague's CSV in a shared output folder, theirs alone; the run said "once the folder can be
+    # written", where the folder could be.
+    from ipp_seg.inference import batch as batch_module
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "a.png")
+    assert invoke("batch", scans, "--out", tmp_path / "out", "--workers", "1").exit_code == 0
+    shutil.copy(sample_png, scans / "b.png")
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied", str(self._path))
+
+    monkeypatch.setattr(batch_module._WholeRowsFile, "_open", refused)
+    result = invoke("batch", scans, "--out", tmp_path / "out", "--workers", "1", "--resume")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "measurements.csv)" in said and "once it can be written (permission" in said, said
