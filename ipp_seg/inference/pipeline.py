@@ -271,14 +271,6 @@ BAND_SPREAD = 16
 MIN_MARGIN_SHARE = 0.05
 
 
-#: A frame with bands on every side from this share of its shorter side on, whose content (within the
-#: bands) leaves a square smaller by :data:`MIN_MARGIN_SHARE`, is cut to that square (:func:`trim_uniform_bands`):
-#: a capture with a narrow margin at one side and wide ones at the others (20 of 478 pixels) had been shown
-#: whole. PSFHS frames have bands at three sides at most, and their own top rows (3 pixels, 1.2 % of
-#: 256) keep a frame padded at its other sides whole.
-MIN_BAND_ALL_ROUND = 0.02
-
-
 #: Margins whose bands are all within this ratio of each other
 #: are one margin all round (:func:`trim_uniform_bands`): a frame's own bands differ by a few pixels.
 EVEN_MARGIN = 1.5
@@ -311,17 +303,19 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     median 4.1 deg away from the frame's own (bands at two sides), and centred in a margin on
     every side at 0.7 of the canvas, 6.3 deg (benchmarks/letterbox_bands.py, head_extent.py).
 
-    In physical size (``spacing_mm`` x and y), where there are bands on every side (a margin all
-    round; PSFHS frames have bands at up to three sides, never four, and at most 3 pixels at the
-    top, so none of them changes): a margin of about one width all round (the narrowest band
-    across and down at least :data:`MIN_MARGIN_SHARE` of the shorter side and within
+    In physical size (``spacing_mm`` x and y), where the narrowest band on every side is at least
+    :data:`MIN_MARGIN_SHARE` of the shorter side (a margin all round; PSFHS frames have bands at
+    up to three sides, never four, and at most 3 pixels at the top, so none of them changes):
+    a margin of about one width all round (the narrowest bands across and down within
     :data:`EVEN_MARGIN` of each other: a capture centred on its screen, of any aspect) comes off
     whole, and the box left is trimmed again, where what is then left is no wider than the content
-    by :data:`OWN_MARGIN_ROOM`; otherwise, where the narrowest band is at least
-    :data:`MIN_BAND_ALL_ROUND` of the shorter side (a frame off-centre on a screen), the box is cut
-    to a square around the image's content (within its bands), or to the square the narrowest band
+    by :data:`OWN_MARGIN_ROOM`; otherwise (a frame off-centre on a screen) the box is cut to a
+    square around the image's content (within its bands), or to the square the narrowest band
     leaves where that holds the content with :data:`OWN_MARGIN_ROOM`, once that square is smaller
-    than the shorter side by :data:`MIN_MARGIN_SHARE`. Otherwise, the bands at the ends of the longer side
+    than the shorter side by :data:`MIN_MARGIN_SHARE`. (A floor of 2 % was tried for the narrowest
+    band, and failed a QA pass: a frame's own thin black ring, 12 pixels of 256, was cut, moving
+    the angle a median 4.9 deg, and a capture with a line of text at its top lost its
+    ``head_small_in_frame``.) Otherwise, the bands at the ends of the longer side
     go, as far as it is longer than the other. Each cut is shared evenly between the two ends of
     its side, as far as each end's bands go (:func:`_cut_evenly`). (Two simpler rules failed QA
     passes: the narrowest band cut from every side, whatever the others, took the side bands of
@@ -353,7 +347,7 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     # The margin's square where it holds the content with room for the frame's own margins; else (a
     # frame off-centre on a screen) the content's.
     side = max(content, shorter - 2 * margin) if shorter - 2 * margin <= OWN_MARGIN_ROOM * content else content
-    if margin < MIN_BAND_ALL_ROUND * shorter or side > (1 - MIN_MARGIN_SHARE) * shorter:
+    if margin < MIN_MARGIN_SHARE * shorter or side > (1 - MIN_MARGIN_SHARE) * shorter:
         # No margin on every side to speak of (PSFHS frames' own top rows): the longer side's bands alone.
         if math.isclose(across, down, rel_tol=_SQUARE_TOLERANCE):
             return box
