@@ -128,3 +128,28 @@ def test_a_header_value_pydicom_would_quote_stays_off_stderr(tmp_path, sample_di
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert run.returncode in (0, 1), run.stderr
     assert "MUELLER" not in run.stderr and "MUELLER" not in run.stdout
+
+
+def test_the_readers_filter_holds_before_a_callers_always(tmp_path, sample_dicom):
+    # A second QA pass: quiet_dicom_libraries() and then warnings.simplefilter("always") (a notebook's usual
+    # order): the readers, finding their filter there, added none, and "always", first, let a warning quoting the
+    # patient's name through.
+    import pydicom
+
+    from ipp_seg import quiet_dicom_libraries
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.SpecificCharacterSet = "MUELLER^JUERGEN"
+    scan = tmp_path / "scan.dcm"
+    ds.save_as(scan)
+    before = list(warnings.filters)
+    try:
+        quiet_dicom_libraries()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mine = list(warnings.filters)
+            read_frame(scan)
+            assert warnings.filters == mine  # (the caller's filters as they were)
+        assert not [w for w in caught if "MUELLER" in str(w.message)]
+    finally:
+        warnings.filters[:] = before

@@ -46,16 +46,25 @@ class _SharedSetting:
 
 def _filter_added(module: str = "") -> Callable[[], object]:
     def apply() -> object:
-        # As filterwarnings stores it. One there already (the command line's own, for good:
-        # quiet_dicom_libraries; or a caller's) is left as it is and nothing is added: adding an
-        # equal one takes the first away, and taking ours away after had left none (a QA pass: a
-        # pydicom warning quoting a patient's name printed again).
+        # As filterwarnings stores it, but put first by hand: filterwarnings takes an equal filter
+        # away before adding (the command line's own, for good: quiet_dicom_libraries; or a
+        # caller's), and taking ours away after had left none (a QA pass: a pydicom warning quoting
+        # a patient's name printed again). First, as the first filter that matches is the one that
+        # holds (a caller's "always" put before an equal one of theirs: a second QA pass).
         entry = ("ignore", None, Warning, re.compile(module) if module else None, 0)
-        if entry in warnings.filters:
-            return None
-        warnings.filterwarnings("ignore", module=module)
-        return warnings.filters[0]  # (filterwarnings puts it first; this very entry is taken away)
+        if warnings.filters and warnings.filters[0] == entry:
+            return None  # (there and first already: nothing to add, nothing to take away)
+        warnings.filters.insert(0, entry)
+        _filters_changed()
+        return entry  # (this very entry is taken away, by identity)
     return apply
+
+
+def _filters_changed() -> None:
+    # Warnings seen while a filter held are remembered as filtered: forgotten now.
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:
+        mutated()
 
 
 def _filter_removed(entry: object) -> None:
@@ -65,10 +74,7 @@ def _filter_removed(entry: object) -> None:
         del warnings.filters[next(i for i, f in enumerate(warnings.filters) if f is entry)]
     except StopIteration:  # taken away already (warnings.resetwarnings() meanwhile)
         return
-    # Warnings seen while the filter held are remembered as filtered: forgotten now.
-    mutated = getattr(warnings, "_filters_mutated", None)
-    if mutated is not None:
-        mutated()
+    _filters_changed()
 
 
 def _itk_display_off() -> object:
