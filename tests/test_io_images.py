@@ -661,6 +661,26 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
         for read in (read_frame, read_label_mask):
             with pytest.raises(ScanReadError, match=re.escape(said)):
                 read(tmp_path / name)
+    # (A second QA pass: a header with its fields in another case, in a file over 64 KiB, had been left to MetaIO;
+    # "²" is a digit to str.isdigit; a .zraw of no stated size, cut short, was read as whatever memory held.)
+    large = np.zeros((300, 300), np.uint8)
+    cases_2 = {"big_lower.mha": (header([line.lower() for line in base[:1]] + ["ndims = 2", "dimsize = 300 300",
+                                                                                "elementtype = MET_UCHAR",
+                                                                                "elementdatafile = LOCAL"])
+                                 + large.tobytes(), "in another case"),
+               "superscript.mha": (header([base[0], "NDims = \u00b2", base[2], base[3], "ElementDataFile = LOCAL"])
+                                   + pixels.tobytes(), "DimSize is not NDims whole numbers")}
+    (tmp_path / "z.zraw").write_bytes(packed[: len(packed) // 2])
+    cases_2["z.mhd"] = (header([*base, "CompressedData = True", "ElementDataFile = z.zraw"]),
+                        "its data file z.zraw is cut short: its compressed data give")
+    for name, (data, said) in cases_2.items():
+        (tmp_path / name).write_bytes(data)
+        for read in (read_frame, read_label_mask):
+            with pytest.raises(ScanReadError, match=re.escape(said)):
+                read(tmp_path / name)
+    (tmp_path / "whole.zraw").write_bytes(packed)  # whole, of no stated size: ITK reads it right
+    (tmp_path / "whole.mhd").write_bytes(header([*base, "CompressedData = True", "ElementDataFile = whole.zraw"]))
+    np.testing.assert_array_equal(read_label_mask(tmp_path / "whole.mhd")[0], pixels)
     sized = header([*base, "CompressedData = True", f"CompressedDataSize = {len(packed)}", "ElementDataFile = LOCAL"])
     (tmp_path / "sized.mha").write_bytes(sized + packed)
     np.testing.assert_array_equal(read_label_mask(tmp_path / "sized.mha")[0], pixels)

@@ -208,7 +208,7 @@ def _check_meta_header_whole(path: str) -> None:
     A header longer than the 64 KiB looked at is left to ITK."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
-    if len(head) == 1 << 16 and b"ElementDataFile" not in head:
+    if len(head) == 1 << 16 and b"elementdatafile" not in head.lower():  # (in any case: a QA pass)
         return
     fields: dict[str, str] = {}
     order: list[str] = []
@@ -231,9 +231,10 @@ def _check_meta_header_whole(path: str) -> None:
                                   "first: damaged, or written by hand")
     ndims = fields["NDims"]
     sizes = fields["DimSize"].split()
-    if not (ndims.isdigit() and len(sizes) == int(ndims) and all(size.isdigit() for size in sizes)):
-        raise ScanReadError(path, f"its MetaImage header's DimSize is not {ndims if ndims.isdigit() else 'NDims'} "
-                                  "whole numbers: damaged or incomplete")
+    whole = re.compile(r"[0-9]+")  # (ASCII digits: "²" is a digit to str.isdigit, and no number to int)
+    if not (whole.fullmatch(ndims) and len(sizes) == int(ndims) and all(whole.fullmatch(size) for size in sizes)):
+        count = ndims if whole.fullmatch(ndims) else "NDims"
+        raise ScanReadError(path, f"its MetaImage header's DimSize is not {count} whole numbers: damaged or incomplete")
 
 
 def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], volume_bytes: int) -> None:
@@ -250,7 +251,8 @@ def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], v
             expected = None  # unknown compressed size
     data_file = fields.get("elementdatafile", "")
     if data_file.upper() != "LOCAL":
-        _check_meta_data_file(path, data_file, fields.get("headersize", ""), expected)
+        _check_meta_data_file(path, data_file, fields.get("headersize", ""), expected,
+                              volume_bytes if compressed and expected is None else None)
     elif expected is not None and size - offset < expected:
         raise ScanReadError(path, f"the file is cut short: {max(0, size - offset)} of the {expected} bytes of image "
                                   "data its header announces (a copy or download that did not finish)")
@@ -261,10 +263,12 @@ def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], v
                                   "ITK cannot read them: write the file again (SimpleITK and ITK write it)")
 
 
-def _check_meta_data_file(path: str, data_file: str, header_size: str, expected: int | None) -> None:
+def _check_meta_data_file(path: str, data_file: str, header_size: str, expected: int | None,
+                          inflated: int | None = None) -> None:
     """Refuse a MetaImage header (.mhd) whose one data file (.raw) is missing or shorter than its
     image data, naming that file: ITK prints its own line on stderr and says only that it failed.
-    A list or numbered pattern of files is left to ITK."""
+    ``inflated``: the image's bytes, for compressed data of no stated size (.zraw), whose stream is
+    inflated to count them. A list or numbered pattern of files is left to ITK."""
     if not data_file or data_file.upper().startswith("LIST") or "%" in data_file:
         return
     data_path = os.path.join(os.path.dirname(path), data_file)  # relative to the header; absolute stays
@@ -277,6 +281,35 @@ def _check_meta_data_file(path: str, data_file: str, header_size: str, expected:
     if expected is not None and size - skip < expected:
         raise ScanReadError(path, f"its data file {data_file} is cut short: {max(0, size - skip)} of the "
                                   f"{expected} bytes of image data the header announces (a copy that did not finish)")
+    if inflated is not None:
+        produced = _inflated_bytes(data_path, skip, inflated)
+        if produced is None:
+            raise ScanReadError(path, f"its data file {data_file} holds damaged compressed data")
+        if produced < inflated:
+            raise ScanReadError(path, f"its data file {data_file} is cut short: its compressed data give {produced} of "
+                                      f"the {inflated} bytes of image data the header announces (a copy that did not "
+                                      "finish)")
+
+
+def _inflated_bytes(path: str, offset: int, wanted: int) -> int | None:
+    """How many bytes (up to ``wanted``) the zlib stream from ``offset`` of ``path`` inflates to,
+    in pieces, kept nowhere; None where it is no zlib stream. ITK read such data cut short as
+    whatever its memory held (a QA pass: a label mask's labels, then "a greyscale image")."""
+    inflate = zlib.decompressobj()
+    produced = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while produced < wanted and not inflate.eof:
+            piece = fh.read(1 << 20)
+            if not piece:
+                break
+            try:
+                produced += len(inflate.decompress(piece, wanted - produced))
+                while inflate.unconsumed_tail and produced < wanted:
+                    produced += len(inflate.decompress(inflate.unconsumed_tail, wanted - produced))
+            except zlib.error:
+                return None
+    return produced
 
 
 def _check_nifti_length(path: str, volume_bytes: int) -> None:
