@@ -282,8 +282,9 @@ def main_options(
 
 @app.command(cls=_Command, short_help="List the shipped models, with their validation, and the network configs.")
 def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name, default, config, card, files: "
-                                                "{onnx, torch: {path, sha256, present, matches_card}}, validation, "
-                                                "validated_by, trained_case_ids}], configs: [...]}.")) -> None:
+                                                "{onnx, torch: {path, sha256, present, readable, matches_card}}, "
+                                                "validation, validated_by, trained_case_ids}], configs: [...]}."),
+           ) -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
     from .inference.registry import (DEFAULT_MODEL, describe_models_dir, model_summary, models_dir, shipped_models,
@@ -298,12 +299,19 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
         unusable = (f"the model cards in {describe_models_dir(folder)} cannot be read ({os.strerror(errno.EACCES)}: "
                     f"{', '.join(path.name for path in closed[:3])}{', ...' if len(closed) > 3 else ''}): whoever "
                     "installed ipp-seg can let its users read them (chmod -R a+rX on the folder)")
+    closed_files = [path for spec in specs for path in spec.unreadable_files]
+    # (Listed, and then refused: a model file its users may not read had ended `models` in a traceback, a QA pass.)
+    closed_said = (f"{len(closed_files)} model file(s) cannot be read ({os.strerror(errno.EACCES)}: "
+                   f"{', '.join(str(path) for path in closed_files[:3])}{', ...' if len(closed_files) > 3 else ''}): "
+                   "whoever installed ipp-seg can let its users read them (chmod -R a+rX on the models folder)")
     if as_json:  # (a pipeline that pins weights checks them here, not in the table)
         if unusable:
             fail(unusable)
         _print_json({"models": [model_summary(spec) for spec in specs],
                      "configs": [{"name": c.name, "attention": c.attention, "in_channels": c.in_channels,
                                   "params": c.params, "macs_256": c.macs_256} for c in list_configs()]})
+        if closed_files:
+            fail(closed_said)
         return
     # A folder of one's own ($IPP_SEG_MODELS) holds models validated on their own frames, not PSFHS's blocks.
     own = bool(os.environ.get("IPP_SEG_MODELS"))
@@ -326,6 +334,7 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
         if mismatched:  # the card's figures describe other weights: none shown (loading it is refused too)
             metrics, validated = {}, "none: a file is not the one its card describes"
         files = ", ".join(p.name + (" (missing)" if p in spec.missing_files else
+                                    " (cannot be read)" if p in spec.unreadable_files else
                                     " (not the card's: sha256 differs)" if p in mismatched else "")
                           for p in (spec.onnx_path, spec.torch_path) if p is not None)
         name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
@@ -348,6 +357,8 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
     _print_table(table)
     if unusable:  # after the configs, which need no files
         fail(unusable)
+    if closed_files:
+        fail(closed_said)
 
 
 def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:

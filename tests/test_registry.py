@@ -150,6 +150,13 @@ def test_a_models_folder_or_card_its_users_may_not_read(tmp_path, monkeypatch):
     for args in (["models"], ["models", "--json"]):
         result = invoke(*args)
         assert result.exit_code == 2 and "chmod -R a+rX on the folder" in result.output, args
+    closed = {str(tmp_path / "m.onnx")}  # a model file closed (a second QA pass: `models` ended in a traceback)
+    result = invoke("models")
+    assert result.exit_code == 2 and "m.onnx (cannot be read)" in result.stdout
+    assert "1 model file(s) cannot be read (Permission denied" in " ".join(result.output.split())
+    result = invoke("models", "--json")
+    listed = json.loads(result.stdout)["models"][0]["files"]["onnx"]
+    assert result.exit_code == 2 and listed["readable"] is False and listed["matches_card"] is None
     closed = {str(tmp_path / "m.json")}  # the folder open, its files not
     read_text = Path.read_text
 

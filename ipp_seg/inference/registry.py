@@ -129,11 +129,19 @@ class ModelSpec:
         return tuple(p for p in (self.onnx_path, self.torch_path) if p is not None and not p.is_file())
 
     @property
+    def unreadable_files(self) -> tuple[Path, ...]:
+        """The model's files that are there but that its user may not read (installed under umask 077)."""
+        return tuple(p for p in (self.onnx_path, self.torch_path)
+                     if p is not None and p.is_file() and not os.access(p, os.R_OK))
+
+    @property
     def mismatched_files(self) -> tuple[Path, ...]:
         """The model's files that are there but are not the files its card describes (their
-        sha256 differs): the card's figures are not theirs, and loading them is refused."""
+        sha256 differs): the card's figures are not theirs, and loading them is refused. A file
+        that cannot be read is not among them (:attr:`unreadable_files`)."""
+        closed = self.unreadable_files
         return tuple(p for kind, p in (("onnx", self.onnx_path), ("torch", self.torch_path))
-                     if p is not None and p.is_file() and self.card_sha256(kind)
+                     if p is not None and p.is_file() and p not in closed and self.card_sha256(kind)
                      and sha256_of(p) != self.card_sha256(kind))
 
 
@@ -142,9 +150,11 @@ def model_summary(spec: ModelSpec) -> dict:
     (path, the sha256 its card lists, whether it is there and whether its bytes are those), the
     card's validation over all blocks (none where a file is not the card's) and, for a model
     trained on every frame, the run whose figures those are; the training frames' ID blocks."""
-    mismatched = spec.mismatched_files
+    mismatched, closed = spec.mismatched_files, spec.unreadable_files
     files = {kind: {"path": str(path), "sha256": spec.card_sha256(kind), "present": path.is_file(),
-                    "matches_card": path.is_file() and path not in mismatched if spec.card_sha256(kind) else None}
+                    "readable": path.is_file() and path not in closed,
+                    "matches_card": (path.is_file() and path not in mismatched
+                                     if spec.card_sha256(kind) and path not in closed else None)}
              for kind, path in (("onnx", spec.onnx_path), ("torch", spec.torch_path)) if path is not None}
     return {"name": spec.name, "default": spec.name == DEFAULT_MODEL, "config": (spec.card or {}).get("config"),
             "card": None if spec.card_path is None else str(spec.card_path), "files": files,
@@ -443,7 +453,9 @@ def check_model_file(spec: ModelSpec, path: Path, kind: str) -> str:
     try:
         digest = sha256_of(path)
     except OSError as exc:  # no read permission (a model folder shared without it), or a disk error
-        raise ModelNotFoundError(f"model {spec.name}: {path} cannot be read ({exc.strerror or exc})") from None
+        fix = (f": whoever installed ipp-seg can let its users read it (chmod a+r {path})"
+               if isinstance(exc, PermissionError) else "")
+        raise ModelNotFoundError(f"model {spec.name}: {path} cannot be read ({exc.strerror or exc}){fix}") from None
     listed = (spec.card or {}).get("files", {}).get(kind, {})
     expected = listed.get("sha256")
     if expected and digest != expected:
