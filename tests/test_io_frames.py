@@ -149,7 +149,7 @@ def test_a_frame_built_by_hand_is_checked_as_it_is_made():
             ((pixels, None, (), 0, 0, made), ValueError, "n_frames is an integer from 1, got 0"),
             # (A QA pass: these still got through, or failed late.)
             ((pixels, None, None, 0, 1, made), TypeError, "regions are a tuple of ImagingRegion objects"),
-            ((pixels, None, (), 5, 1, made), ValueError, "frame_index (5) is below its n_frames (1)"),
+            ((pixels, None, (), 5, 1, made), ValueError, "frame_index (5) must be below its n_frames (1)"),
             ((pixels, None, (), 0, 1, made, None, [[False] * 8] * 8), TypeError, "colour_marks are a boolean numpy")):
         with pytest.raises(error, match=re.escape(said)):
             UltrasoundFrame(*arguments)
@@ -159,6 +159,8 @@ def test_a_frame_built_by_hand_is_checked_as_it_is_made():
             ImagingRegion(0, 0, 8, 8, spacing)
     with pytest.raises(TypeError, match="x1 is a whole number of pixels"):
         ImagingRegion(0, 0, 8.5, 8)
+    corners = ImagingRegion(*(np.uint16(v) for v in (0, 0, 256, 256)))  # (a QA pass: the area overflowed to 0)
+    assert corners.area == 65536 and type(corners.x1) is int
     frame = UltrasoundFrame(pixels, [0.3, np.float32(0.25)], [], np.int64(0), 1, made)
     assert frame.spacing_mm == (0.3, 0.25) and isinstance(frame.spacing_mm[1], float) and frame.regions == ()
 

@@ -53,6 +53,9 @@ class ImagingRegion:
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"an ImagingRegion's {name} is a whole number of pixels, got {value!r}")
+            # A Python int: np.uint16 corners had overflowed the area (256 x 256 read 0), and another region was
+            # taken for the image (a QA pass).
+            object.__setattr__(self, name, int(value))
         object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
 
     @property
@@ -151,7 +154,7 @@ class UltrasoundFrame:
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"an UltrasoundFrame's {name} is an integer from {least}, got {value!r}")
         if self.frame_index >= self.n_frames:
-            raise ValueError(f"an UltrasoundFrame's frame_index ({self.frame_index}) is below its n_frames "
+            raise ValueError(f"an UltrasoundFrame's frame_index ({self.frame_index}) must be below its n_frames "
                              f"({self.n_frames}): frames are counted from 0")
         if self.colour_marks is not None and not isinstance(self.colour_marks, np.ndarray):
             raise TypeError(f"an UltrasoundFrame's colour_marks are a boolean numpy array or None, got "
