@@ -678,6 +678,20 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
         for read in (read_frame, read_label_mask):
             with pytest.raises(ScanReadError, match=re.escape(said)):
                 read(tmp_path / name)
+    # (A third QA pass: a size spelt in lower case, which ITK passes over, or of 0, which it takes for none, let a cut
+    # .zraw through; damaged data in an .mha of a stated size were read as whatever memory held.)
+    cases_3 = {"lower_size.mhd": (header([*base, "CompressedData = True", f"compresseddatasize = {len(packed)}",
+                                          "ElementDataFile = z.zraw"]), "spells CompressedDataSize in another case"),
+               "size0.mhd": (header([*base, "CompressedData = True", "CompressedDataSize = 0",
+                                     "ElementDataFile = z.zraw"]), "its data file z.zraw is cut short"),
+               "garbage.mha": (header([*base, "CompressedData = True", f"CompressedDataSize = {len(packed)}",
+                                       "ElementDataFile = LOCAL"]) + bytes(reversed(packed)),
+                               "its compressed image data are damaged")}
+    for name, (data, said) in cases_3.items():
+        (tmp_path / name).write_bytes(data)
+        for read in (read_frame, read_label_mask):
+            with pytest.raises(ScanReadError, match=re.escape(said)):
+                read(tmp_path / name)
     (tmp_path / "whole.zraw").write_bytes(packed)  # whole, of no stated size: ITK reads it right
     (tmp_path / "whole.mhd").write_bytes(header([*base, "CompressedData = True", "ElementDataFile = whole.zraw"]))
     np.testing.assert_array_equal(read_label_mask(tmp_path / "whole.mhd")[0], pixels)

@@ -199,6 +199,15 @@ def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
 #: on stderr itself, past ``itk_warnings_silenced``.
 _META_REQUIRED = ("NDims", "DimSize", "ElementType", "ElementDataFile")
 
+#: MetaImage fields MetaIO reads, as it spells them: one spelt in another case is passed over by it
+#: (a QA pass: a lower-case compresseddatasize, read by ipp-seg's own checks and not by ITK, let a
+#: cut .zraw through as wrong pixels, measured ok).
+_META_FIELDS = _META_REQUIRED + (
+    "ObjectType", "ObjectSubType", "CompressedData", "CompressedDataSize", "BinaryData", "BinaryDataByteOrderMSB",
+    "ElementByteOrderMSB", "ElementSpacing", "ElementSize", "HeaderSize", "ElementNumberOfChannels", "Offset",
+    "Position", "Origin", "TransformMatrix", "Orientation", "Rotation", "CenterOfRotation", "AnatomicalOrientation",
+    "ElementMin", "ElementMax")
+
 
 def _check_meta_header_whole(path: str) -> None:
     """Refuse a MetaImage header that MetaIO would fail on, printing its own lines on stderr ("DimSize
@@ -220,12 +229,17 @@ def _check_meta_header_whole(path: str) -> None:
         if key == "ElementDataFile":
             break
     missing = [field for field in _META_REQUIRED if field not in fields]
+    lower = {key.lower() for key in fields}
+    other_case = [field for field in _META_FIELDS if field not in fields and field.lower() in lower]
     if missing:
-        other_case = [field for field in missing if field.lower() in {key.lower() for key in fields}]
-        case = (f" (its {', '.join(other_case)} in another case: MetaImage field names are case-sensitive)"
-                if other_case else "")
+        case = (f" (its {', '.join(f for f in missing if f in other_case)} in another case: MetaImage field names "
+                "are case-sensitive)" if set(missing) & set(other_case) else "")
         raise ScanReadError(path, f"its MetaImage header has no {', '.join(missing)}{case}: damaged or incomplete "
                                   "(a copy cut short, or another kind of file named as a MetaImage)")
+    if other_case:
+        raise ScanReadError(path, f"its MetaImage header spells {', '.join(other_case)} in another case, which "
+                                  "MetaImage readers pass over (field names are case-sensitive): written by hand or "
+                                  "by another program; write it again")
     if order.index("DimSize") < order.index("NDims"):
         raise ScanReadError(path, "its MetaImage header gives DimSize before NDims, which MetaImage readers need "
                                   "first: damaged, or written by hand")
@@ -246,7 +260,7 @@ def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], v
     compressed = fields.get("compresseddata", "").lower() == "true"
     if compressed:
         try:
-            expected = int(fields.get("compresseddatasize", ""))
+            expected = int(fields.get("compresseddatasize", "")) or None  # (0: ITK takes it for none given)
         except ValueError:
             expected = None  # unknown compressed size
     data_file = fields.get("elementdatafile", "")
@@ -256,6 +270,13 @@ def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], v
     elif expected is not None and size - offset < expected:
         raise ScanReadError(path, f"the file is cut short: {max(0, size - offset)} of the {expected} bytes of image "
                                   "data its header announces (a copy or download that did not finish)")
+    elif expected is not None and compressed:
+        # Inflated to count: damaged data had been read as whatever ITK's memory held, ok (a QA pass).
+        produced = _inflated_bytes(path, offset, volume_bytes)
+        if produced is None or produced < volume_bytes:
+            raise ScanReadError(path, "its compressed image data are damaged" + (
+                "" if produced is None else f": they give {produced} of the {volume_bytes} bytes of image data its "
+                                            "header announces"))
     elif expected is None and compressed:
         # ITK inflates such data wrongly (it read whatever its memory held, and printed "Uncompress failed" on
         # stderr: a QA pass's label mask cut short was read as a greyscale image, and a whole one read alike).
