@@ -656,38 +656,26 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
     packed = zlib.compress(pixels.tobytes())  # (ITK inflates it wrongly without CompressedDataSize, whole or cut)
     cases["unsized.mha"] = (header([*base, "CompressedData = True", "ElementDataFile = LOCAL"]) + packed,
                             "its compressed image data have no CompressedDataSize in the header")
-    for name, (data, said) in cases.items():
-        (tmp_path / name).write_bytes(data)
-        for read in (read_frame, read_label_mask):
-            with pytest.raises(ScanReadError, match=re.escape(said)):
-                read(tmp_path / name)
     # (A second QA pass: a header with its fields in another case, in a file over 64 KiB, had been left to MetaIO;
     # "²" is a digit to str.isdigit; a .zraw of no stated size, cut short, was read as whatever memory held.)
-    large = np.zeros((300, 300), np.uint8)
-    cases_2 = {"big_lower.mha": (header([line.lower() for line in base[:1]] + ["ndims = 2", "dimsize = 300 300",
-                                                                                "elementtype = MET_UCHAR",
-                                                                                "elementdatafile = LOCAL"])
-                                 + large.tobytes(), "in another case"),
-               "superscript.mha": (header([base[0], "NDims = \u00b2", base[2], base[3], "ElementDataFile = LOCAL"])
-                                   + pixels.tobytes(), "DimSize is not NDims whole numbers")}
+    lower_big = header([base[0].lower(), "ndims = 2", "dimsize = 300 300", "elementtype = MET_UCHAR",
+                        "elementdatafile = LOCAL"]) + np.zeros((300, 300), np.uint8).tobytes()
+    cases["big_lower.mha"] = (lower_big, "in another case")
+    cases["superscript.mha"] = (header([base[0], "NDims = \u00b2", base[2], base[3], "ElementDataFile = LOCAL"])
+                                + pixels.tobytes(), "DimSize is not NDims whole numbers")
     (tmp_path / "z.zraw").write_bytes(packed[: len(packed) // 2])
-    cases_2["z.mhd"] = (header([*base, "CompressedData = True", "ElementDataFile = z.zraw"]),
-                        "its data file z.zraw is cut short: its compressed data give")
-    for name, (data, said) in cases_2.items():
-        (tmp_path / name).write_bytes(data)
-        for read in (read_frame, read_label_mask):
-            with pytest.raises(ScanReadError, match=re.escape(said)):
-                read(tmp_path / name)
+    cases["z.mhd"] = (header([*base, "CompressedData = True", "ElementDataFile = z.zraw"]),
+                      "its data file z.zraw is cut short: its compressed data give")
     # (A third QA pass: a size spelt in lower case, which ITK passes over, or of 0, which it takes for none, let a cut
     # .zraw through; damaged data in an .mha of a stated size were read as whatever memory held.)
-    cases_3 = {"lower_size.mhd": (header([*base, "CompressedData = True", f"compresseddatasize = {len(packed)}",
-                                          "ElementDataFile = z.zraw"]), "spells CompressedDataSize in another case"),
-               "size0.mhd": (header([*base, "CompressedData = True", "CompressedDataSize = 0",
-                                     "ElementDataFile = z.zraw"]), "its data file z.zraw is cut short"),
-               "garbage.mha": (header([*base, "CompressedData = True", f"CompressedDataSize = {len(packed)}",
-                                       "ElementDataFile = LOCAL"]) + bytes(reversed(packed)),
-                               "its compressed image data are damaged")}
-    for name, (data, said) in cases_3.items():
+    compressed = [*base, "CompressedData = True"]
+    cases["lower_size.mhd"] = (header([*compressed, f"compresseddatasize = {len(packed)}", "ElementDataFile = z.zraw"]),
+                               "spells CompressedDataSize in another case")
+    cases["size0.mhd"] = (header([*compressed, "CompressedDataSize = 0", "ElementDataFile = z.zraw"]),
+                          "its data file z.zraw is cut short")
+    cases["garbage.mha"] = (header([*compressed, f"CompressedDataSize = {len(packed)}", "ElementDataFile = LOCAL"])
+                            + bytes(reversed(packed)), "its compressed image data are damaged")
+    for name, (data, said) in cases.items():
         (tmp_path / name).write_bytes(data)
         for read in (read_frame, read_label_mask):
             with pytest.raises(ScanReadError, match=re.escape(said)):
