@@ -271,7 +271,7 @@ BAND_SPREAD = 16
 MIN_MARGIN_SHARE = 0.05
 
 
-#: Margins whose bands are all within this ratio of each other
+#: Margins whose narrowest band across and narrowest band down are within this ratio of each other
 #: are one margin all round (:func:`trim_uniform_bands`): a frame's own bands differ by a few pixels.
 EVEN_MARGIN = 1.5
 
