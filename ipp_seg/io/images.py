@@ -388,10 +388,14 @@ def _bmp_size(data: bytes | memoryview) -> tuple[int, int] | None:
 OUTPUT_PNG_KEYWORD = b"ipp-seg output"
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk: length, type, data, checksum."""
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
 def png_text_chunk(keyword: bytes, text: str) -> bytes:
     """A PNG tEXt chunk (length, type, data, checksum) holding ``keyword`` and Latin-1 ``text``."""
-    body = b"tEXt" + keyword + b"\0" + text.encode("latin-1")
-    return (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    return _png_chunk(b"tEXt", keyword + b"\0" + text.encode("latin-1"))
 
 
 def png_any_text_chunk(keyword: bytes, text: str) -> bytes:
@@ -400,8 +404,7 @@ def png_any_text_chunk(keyword: bytes, text: str) -> bytes:
     try:
         return png_text_chunk(keyword, text)
     except UnicodeEncodeError:
-        body = b"iTXt" + keyword + b"\0\0\0" + b"\0" + b"\0" + text.encode("utf-8", "backslashreplace")
-        return (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+        return _png_chunk(b"iTXt", keyword + b"\0\0\0" + b"\0" + b"\0" + text.encode("utf-8", "backslashreplace"))
 
 
 def with_text_chunks(png: bytes, chunks: Sequence[bytes]) -> bytes:
@@ -507,12 +510,8 @@ def png_with_index_greys(data: bytes | memoryview | np.ndarray) -> bytes | None:
     chunks = [(kind, raw[start + 8:end - 4]) for kind, start, end in _png_chunks(raw)]
     entries = 1 << min(raw[24], 8)  # 1, 2, 4 or 8 bits per index
     ramp = bytes(v for i in range(entries) for v in (i, i, i))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-
     # tRNS and hIST hold one value per palette entry: the ramp's length would not match them.
-    return PNG_SIGNATURE + b"".join(chunk(kind, ramp if kind == b"PLTE" else body)
+    return PNG_SIGNATURE + b"".join(_png_chunk(kind, ramp if kind == b"PLTE" else body)
                                     for kind, body in chunks if kind not in (b"tRNS", b"hIST"))
 
 
