@@ -943,27 +943,33 @@ def _warn_if_pixel_spacing_differs(path: str, ds: Dataset, region_mm: Spacing) -
     more than 1 %. The region's wins (it is what the scanner calibrated for the tissue image;
     a Pixel Spacing beside it may describe a resampled or secondary capture), but a user whose
     HSDs look off should find the disagreement named."""
-    for value in _pixel_spacings(ds):
-        other = _row_column_spacing(value)
-        if other is not None and not same_spacing(region_mm, other, rel_tol=0.01):
-            logger.warning("%s: Pixel Spacing (%g x %g mm per pixel, x by y) differs from the ultrasound region's "
-                           "calibration (%g x %g mm); the region's is used for the distances",
-                           path, other[0], other[1], region_mm[0], region_mm[1])
-            return
+    other = _pixel_spacing_apart(ds, region_mm)
+    if other is not None:
+        logger.warning("%s: Pixel Spacing (%g x %g mm per pixel, x by y) differs from the ultrasound region's "
+                       "calibration (%g x %g mm); the region's is used for the distances",
+                       path, other[0], other[1], region_mm[0], region_mm[1])
 
 
 def _warn_if_pixel_measures_differ(path: str, ds: Dataset, used: Spacing) -> None:
     """Say when the header's other Pixel Spacing (the shared or per-frame functional groups' Pixel
     Measures) disagrees with the one ``used`` by more than 1 %: the first found is used, and a
     user whose HSDs look off should find the other named."""
+    other = _pixel_spacing_apart(ds, used)
+    if other is not None:
+        logger.warning("%s: the Pixel Spacing values of its header differ (%g x %g and %g x %g mm per pixel, "
+                       "x by y, among the image's and its functional groups' or frames' Pixel Measures); the "
+                       "first found, %g x %g, is used for every frame's distances", path, used[0], used[1],
+                       other[0], other[1], used[0], used[1])
+
+
+def _pixel_spacing_apart(ds: Dataset, spacing: Spacing) -> Spacing | None:
+    """The first of the header's Pixel Spacing values (:func:`_pixel_spacings`) more than 1 % from
+    ``spacing``, None where none is."""
     for value in _pixel_spacings(ds):
         other = _row_column_spacing(value)
-        if other is not None and not same_spacing(used, other, rel_tol=0.01):
-            logger.warning("%s: the Pixel Spacing values of its header differ (%g x %g and %g x %g mm per pixel, "
-                           "x by y, among the image's and its functional groups' or frames' Pixel Measures); the "
-                           "first found, %g x %g, is used for every frame's distances", path, used[0], used[1],
-                           other[0], other[1], used[0], used[1])
-            return
+        if other is not None and not same_spacing(spacing, other, rel_tol=0.01):
+            return other
+    return None
 
 
 def _warn_of_overlapping_calibrations(path: str, regions: tuple[ImagingRegion, ...]) -> None:
@@ -996,19 +1002,16 @@ def _per_frame_pixel_spacings(ds: Dataset) -> list:
         return []
 
 
-def _per_frame_pixel_spacing(path: str | None, ds: Dataset):
+def _per_frame_pixel_spacing(path: str, ds: Dataset):
     """The Pixel Spacing of the per-frame functional groups' Pixel Measures where every frame
     gives one and the same (a cine's calibration written per frame); None otherwise (with a
-    warning, where ``path`` is given, when the frames give different ones: one frame's spacing
-    is not another's)."""
+    warning when the frames give different ones: one frame's spacing is not another's)."""
     values = _per_frame_pixel_spacings(ds)
     pairs = [_row_column_spacing(value) for value in values]
     if not pairs or any(pair is None for pair in pairs):
         return None
     if not spacings_agree(pairs):
-        if path is not None:
-            logger.warning("%s: its frames' Pixel Measures give different pixel spacings: the spacing is unknown",
-                           path)
+        logger.warning("%s: its frames' Pixel Measures give different pixel spacings: the spacing is unknown", path)
         return None
     return values[0]
 
