@@ -51,7 +51,7 @@ class ImagingRegion:
         # (A region built by hand with a negative, NaN or text spacing had failed only at prediction: a QA pass.)
         for name in ("x0", "y0", "x1", "y1"):
             value = getattr(self, name)
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            if not _whole_number(value):
                 raise TypeError(f"an ImagingRegion's {name} is a whole number of pixels, got {value!r}")
             # A Python int: np.uint16 corners had overflowed the area (256 x 256 read 0), and another region was
             # taken for the image (a QA pass).
@@ -151,7 +151,7 @@ class UltrasoundFrame:
                             "(Provenance('<memory>', 'array') for pixels held in memory)")
         for name, least in (("frame_index", 0), ("n_frames", 1)):
             value = getattr(self, name)
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+            if not _whole_number(value) or value < least:
                 raise ValueError(f"an UltrasoundFrame's {name} is an integer from {least}, got {value!r}")
         if self.frame_index >= self.n_frames:
             raise ValueError(f"an UltrasoundFrame's frame_index ({self.frame_index}) must be below its n_frames "
@@ -301,6 +301,11 @@ def parse_frame_selection(text: str) -> FrameSelection:
     if last < first:
         raise ValueError(f"frame range {text!r} ends before it starts")
     return FrameSelection(first, last + 1)
+
+
+def _whole_number(value: object) -> bool:
+    """Whether ``value`` is an integer, Python's or numpy's (a bool is none)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def same_spacing(a: Spacing, b: Spacing, rel_tol: float = 1e-6) -> bool:
