@@ -74,8 +74,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     if os.path.isdir(path):
         raise ScanReadError(path, "is a directory, not a file")
     image_io = itk_image_io(path)
-    if image_io == "MetaImageIO":
-        _check_meta_header_whole(path)
+    # (Read before ITK reads it: a header MetaIO would fail on is refused here, without MetaIO's own lines.)
+    meta = _meta_header(path) if image_io == "MetaImageIO" else None
     reader = _reader(path)
     try:
         with itk_warnings_silenced():
@@ -100,7 +100,6 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         raise ScanReadError(path, refusal)
     pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     volume_bytes = width * height * depth * components * _bytes_per_component(reader)
-    meta = _meta_header(path) if image_io == "MetaImageIO" else None
     if meta is not None:
         _check_meta_image_length(path, meta, volume_bytes)
     elif image_io == "NiftiImageIO":
@@ -180,10 +179,12 @@ def _unstreamable(path: str, io: str, meta: tuple[dict[str, str], int, int] | No
 
 def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
     """A MetaImage header's fields (keys in lower case), the offset of the data after it and the
-    file's size; None when the header is longer than 64 KiB or has no ElementDataFile."""
+    file's size; None when the header is longer than 64 KiB or has no ElementDataFile. A header
+    MetaIO would fail on is refused (:func:`_check_meta_header_whole`)."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
         size = os.fstat(fh.fileno()).st_size
+    _check_meta_header_whole(path, head)
     fields, offset = {}, 0
     for line in head.splitlines(keepends=True):
         offset += len(line)
@@ -209,14 +210,12 @@ _META_FIELDS = _META_REQUIRED + (
     "ElementMin", "ElementMax")
 
 
-def _check_meta_header_whole(path: str) -> None:
+def _check_meta_header_whole(path: str, head: bytes) -> None:
     """Refuse a MetaImage header that MetaIO would fail on, printing its own lines on stderr ("DimSize
     required and not defined", from a library that promises to print nothing): one that ends
     before its required fields (a copy cut short in its header, or another file named .mha), names
     them in another case, gives DimSize before NDims, or no whole number for each dimension.
-    A header longer than the 64 KiB looked at is left to ITK."""
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
+    ``head``: the file's first 64 KiB; a header longer than that is left to ITK."""
     if len(head) == 1 << 16 and b"elementdatafile" not in head.lower():  # (in any case: a QA pass)
         return
     fields: dict[str, str] = {}
