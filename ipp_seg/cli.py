@@ -288,30 +288,24 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
     from .inference.registry import (DEFAULT_MODEL, describe_models_dir, model_summary, models_dir, shipped_models,
-                                     unreadable_cards, unusable_models_dir)
+                                     unreadable_cards_said, unreadable_files_said, unusable_models_dir)
     from .nn.configs import list_configs
 
     folder = models_dir()
     unusable = unusable_models_dir(folder)
     specs = [] if unusable else shipped_models()
-    closed = [] if unusable or specs else unreadable_cards(folder)
-    if closed:  # (every card closed to this user: "no models found", exit 0, had been said)
-        unusable = (f"the model cards in {describe_models_dir(folder)} cannot be read ({os.strerror(errno.EACCES)}: "
-                    f"{', '.join(path.name for path in closed[:3])}{', ...' if len(closed) > 3 else ''}): whoever "
-                    "installed ipp-seg can let its users read them (chmod -R a+rX on the folder)")
-    closed_files = [path for spec in specs for path in spec.unreadable_files]
+    if not unusable and not specs:  # (every card closed to this user: "no models found", exit 0, had been said)
+        unusable = unreadable_cards_said(folder)
     # (Listed, and then refused: a model file its users may not read had ended `models` in a traceback, a QA pass.)
-    closed_said = (f"{len(closed_files)} model file(s) cannot be read ({os.strerror(errno.EACCES)}: "
-                   f"{', '.join(str(path) for path in closed_files[:3])}{', ...' if len(closed_files) > 3 else ''}): "
-                   "whoever installed ipp-seg can let its users read them (chmod -R a+rX on the models folder)")
+    files_closed = unreadable_files_said(specs)
     if as_json:  # (a pipeline that pins weights checks them here, not in the table)
         if unusable:
             fail(unusable)
         _print_json({"models": [model_summary(spec) for spec in specs],
                      "configs": [{"name": c.name, "attention": c.attention, "in_channels": c.in_channels,
                                   "params": c.params, "macs_256": c.macs_256} for c in list_configs()]})
-        if closed_files:
-            fail(closed_said)
+        if files_closed:
+            fail(files_closed)
         return
     # A folder of one's own ($IPP_SEG_MODELS) holds models validated on their own frames, not PSFHS's blocks.
     own = bool(os.environ.get("IPP_SEG_MODELS"))
@@ -357,8 +351,8 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
     _print_table(table)
     if unusable:  # after the configs, which need no files
         fail(unusable)
-    if closed_files:
-        fail(closed_said)
+    if files_closed:
+        fail(files_closed)
 
 
 def _float_list(text: str, count: int, option: str) -> tuple[float, ...]:

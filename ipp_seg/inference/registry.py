@@ -411,12 +411,30 @@ def _model_file(folder: Path, name: str, card: dict, kind: str, suffix: str) -> 
     return beside if beside.is_file() or not listed.get("name") else folder / listed["name"]
 
 
-def unreadable_cards(folder: Path) -> list[Path]:
-    """The model cards in ``folder`` its user may not read (installed under umask 077), by name."""
+def unreadable_cards_said(folder: Path) -> str | None:
+    """What to say of the model cards in ``folder`` that its user may not read (installed under
+    umask 077), with the fix; None where there are none."""
     try:
-        return sorted(path for path in folder.glob("*.json") if not os.access(path, os.R_OK))
+        closed = sorted(path for path in folder.glob("*.json") if not os.access(path, os.R_OK))
     except OSError:
-        return []
+        return None
+    return _closed_said(f"the model cards in {describe_models_dir(folder)}", [path.name for path in closed],
+                        "the folder")
+
+
+def unreadable_files_said(specs: Sequence[ModelSpec]) -> str | None:
+    """What to say of the model files of ``specs`` that their user may not read, with the fix;
+    None where there are none."""
+    closed = [str(path) for spec in specs for path in spec.unreadable_files]
+    return _closed_said(f"{len(closed)} model file(s)", closed, "the models folder")
+
+
+def _closed_said(what: str, names: list[str], where: str) -> str | None:
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (f"{what} cannot be read ({os.strerror(errno.EACCES)}: {shown}): whoever installed ipp-seg can let its "
+            f"users read them (chmod -R a+rX on {where})")
 
 
 def shipped_models() -> list[ModelSpec]:
