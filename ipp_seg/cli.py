@@ -5,6 +5,7 @@ Nothing here imports torch at module level: ``--help``, ``models`` and inference
 
 from __future__ import annotations
 
+import codecs
 import errno
 import functools
 import inspect
@@ -139,11 +140,24 @@ def _settle_output_environment() -> None:
             os.environ.pop(name, None)
     # A stream that cannot encode every character (Windows' cp1252 when redirected, an ASCII
     # locale) writes the others as \u escapes, as ipp-seg's own lines do: typer's help
-    # (evaluate's ΔAoP) had ended in a traceback there.
+    # (evaluate's ΔAoP) had ended in a traceback there. (Python's stdout in the C locale without
+    # its UTF-8 mode escapes only a name's undecodable bytes: surrogateescape, no help for a Δ.)
     for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        if _unescaped(stream) and hasattr(stream, "reconfigure"):
             with suppress(Exception):  # (a stream that cannot be reconfigured stays as it is)
                 stream.reconfigure(errors="backslashreplace")
+
+
+def _unescaped(stream) -> bool:
+    """Whether ``stream`` raises on a character its encoding cannot hold (one that holds them all,
+    UTF-8, keeps its handler: surrogateescape writes a file name's bytes back as they were)."""
+    errors = getattr(stream, "errors", None)
+    if errors == "strict":
+        return True
+    try:
+        return errors == "surrogateescape" and codecs.lookup(stream.encoding).name != "utf-8"
+    except (LookupError, TypeError):
+        return False
 
 
 def _terminal_columns(stream) -> int:

@@ -1840,16 +1840,21 @@ def test_evaluate_that_can_score_nothing_says_why_and_keeps_an_earlier_runs_file
     assert result.exit_code == 2 and "no label masks" in result.output and "empty" in result.output
 
 
-@pytest.mark.parametrize("encoding", ["cp1252", "ascii"])
-def test_help_in_an_encoding_without_delta_or_ellipsis_is_printed_escaped(encoding):
+@pytest.mark.parametrize("encoding, settings", [("cp1252", {"PYTHONIOENCODING": "cp1252"}),
+                                                ("ascii", {"PYTHONIOENCODING": "ascii"}),
+                                                # The C locale without Python's UTF-8 mode: stdout's handler is
+                                                # surrogateescape, which escapes no Δ (a terminal user's pass).
+                                                ("ascii", {"LC_ALL": "C", "PYTHONUTF8": "0"})])
+def test_help_in_an_encoding_without_delta_or_ellipsis_is_printed_escaped(encoding, settings):
     # Windows redirects help into cp1252: evaluate's "ΔAoP" (and train's "…" in ASCII) had ended in a traceback.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHONIOENCODING"))}, **settings}
     for command in ("evaluate", "train", "batch"):
         run = subprocess.run([sys.executable, "-m", "ipp_seg", command, "--help"], capture_output=True,
-                             encoding=encoding, errors="strict", env={**os.environ, "PYTHONIOENCODING": encoding})
+                             encoding=encoding, errors="strict", env=env)
         assert run.returncode == 0 and "Traceback" not in run.stderr, (command, run.stderr[-300:])
         assert "Usage:" in run.stdout
     assert "\\u0394AoP" in subprocess.run([sys.executable, "-m", "ipp_seg", "evaluate", "--help"], capture_output=True,
-                                         text=True, env={**os.environ, "PYTHONIOENCODING": encoding}).stdout
+                                         text=True, env=env).stdout
 
 
 def test_a_log_in_an_encoding_without_degree_or_delta_signs_still_gets_the_results(tmp_path, psfhs_dir, sample_png):
