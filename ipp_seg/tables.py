@@ -170,16 +170,20 @@ _SPELT = {"°": "deg", "Δ": "d", "−": "-", "–": "-", "—": "-", "×": "x",
 
 def _spell_for(table: Table, encoding: str) -> None:
     """Spell ``table``'s title, caption, headings and text cells with :data:`_SPELT` where
-    ``encoding`` cannot hold a sign of theirs (other characters, such as a file name's, stay as
-    they are, for the stream to escape)."""
+    ``encoding`` cannot hold a sign of theirs, and other such characters (a file name's) with
+    backslash escapes, as the stream would write them: here, so that the columns are measured
+    with them (escaped by the stream, a Chinese name had run past its column's border)."""
     def spelt(text):
         if not isinstance(text, str):
             return text
         try:
             text.encode(encoding)
             return text
-        except (UnicodeEncodeError, LookupError):
-            return "".join(_SPELT.get(c, c) if not _encodes(c, encoding) else c for c in text)
+        except LookupError:  # (an encoding Python does not know: left to the stream)
+            return text
+        except UnicodeEncodeError:
+            return "".join(c if _encodes(c, encoding) else _SPELT.get(c) or c.encode("ascii", "backslashreplace")
+                           .decode("ascii") for c in text)
 
     table.title, table.caption = spelt(table.title), spelt(table.caption)
     for column in table.columns:

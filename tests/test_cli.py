@@ -876,19 +876,26 @@ def test_a_heading_spells_its_unit_where_the_output_cannot_encode_it(encoding, h
 
     from rich.console import Console
 
+    from rich.cells import cell_len
+
     from ipp_seg.tables import new_table, print_table
 
     stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="backslashreplace", newline="\n")
     table = new_table("AoP (°) by block (Bland–Altman)", ("block", "median |ΔAoP| (°)"))
     table.add_row("overall", "5.1")
     table.add_row("AoP (°)", "5.2")  # (evaluate's agreement table names its measures in the first column)
+    # A name the output cannot hold is escaped before the columns are measured (a terminal user's pass: escaped by
+    # the stream, a Chinese folder's name had run past its column's border).
+    table.add_row("\u8d85\u58f0/scan.png", "5.3")
     print_table(table, Console(file=stream, width=100, force_terminal=False))
     stream.flush()
     lines = stream.buffer.getvalue().decode(encoding).splitlines()
     assert any(heading in line for line in lines) and "\\x" not in "".join(lines)
     header = next(line for line in lines if heading in line)
     row = next(line for line in lines if "overall" in line)
-    assert len(header) == len(row)  # the columns line up
+    named = next(line for line in lines if "scan.png" in line)
+    assert cell_len(header) == cell_len(row) == cell_len(named)  # the columns line up (a CJK character: two cells)
+    assert ("\\u8d85\\u58f0/scan.png" if encoding == "ascii" else "\u8d85\u58f0/scan.png") in named
 
 
 @pytest.mark.parametrize("width", [50, 80, 120])
@@ -2540,6 +2547,9 @@ def test_control_characters_of_a_file_name_reach_no_terminal_raw(tmp_path, sampl
     assert terminal_text("a\x1b[2Jb\rc\nd\u2028e\\f") == "a\\x1b[2Jb\\x0dc\\x0ad\\u2028e\\f"
     # A lone surrogate that no file name's byte gave (a JSON case ID "\ud800"): written out, not a traceback.
     assert terminal_text("x\ud800y") == "x\\ud800y" and terminal_text(os.fsdecode(b"M\xfc")) == "M\\xfc"
+    # A UTF-8 name's bytes held as surrogates (an ASCII locale's argv) are read as UTF-8, as the tables and the CSV
+    # read them: the message had said n\xc3\xb6pe where the table said n\xf6pe.
+    assert terminal_text("n\udcc3\udcb6pe \u00b0 M\udcfc") == "n\u00f6pe \u00b0 M\\xfc"
     ds = pydicom.dcmread(sample_dicom)
     ds.PatientID = "ID\x07X"  # refused for a SEG: the error line names the file
     name = tmp_path / "\x1b[2Jpid\rFAKE.dcm"
