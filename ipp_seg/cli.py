@@ -18,9 +18,9 @@ import shlex
 import signal
 import sys
 import time
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 import typer.core
@@ -146,6 +146,22 @@ def _settle_output_environment() -> None:
         if _unescaped(stream) and hasattr(stream, "reconfigure"):
             with suppress(Exception):  # (a stream that cannot be reconfigured stays as it is)
                 stream.reconfigure(errors="backslashreplace")
+
+
+#: The fewest columns at which typer's help in boxes keeps every option's name whole (train's).
+_RICH_HELP_COLUMNS = 80
+
+
+def _help_width() -> int:
+    """The columns help is laid out in: COLUMNS where usable, else the terminal's, else (a file)
+    rich's 80."""
+    columns = os.environ.get("COLUMNS")
+    if _usable_columns(columns):
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80 if sys.stdout.isatty() else 80
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def _unescaped(stream) -> bool:
@@ -464,7 +480,7 @@ def train(
     ce_weights: str = typer.Option("1,2,1", "--ce-weights", help="Cross-entropy weights: background,PS,FH."),
     dice_weights: str = typer.Option("1.5,1", "--dice-weights", help="Soft-Dice weights: PS,FH."),
     shape_weight: float = typer.Option(0.0, "--shape-weight", min=0.0,
-                                       help="Weight of the PS centroid/second-moment loss (aimed at the AoP)."),
+                                       help="Weight of the PS centroid and second-moment loss (aimed at the AoP)."),
     boundary_weight: float = typer.Option(0.0, "--boundary-weight", min=0.0,
                                           help="Weight of the PS boundary-distance loss: predicted PS probability "
                                                "charged by its distance (px) from the true PS (aimed at the AoP)."),
@@ -1614,43 +1630,59 @@ def main() -> None:
     _stop_as_on_ctrl_c_while_starting()
     _open_closed_standard_streams()
     _settle_output_environment()
-    _refuse_empty_arguments(sys.argv[1:])
-    stdout_before = _file_identity(1)
-    try:
+    with _help_fitting_the_width():
+        _refuse_empty_arguments(sys.argv[1:])
+        stdout_before = _file_identity(1)
         try:
-            code = app(standalone_mode=False)
-        except click_errors.UsageError as exc:  # an option or argument typer refused
-            _say_usage_error(exc)
-            sys.exit(exc.exit_code)
-        except click_errors.ClickException as exc:
-            error(exc.format_message())
-            sys.exit(exc.exit_code)
-        except typer.Abort:  # end of input at a prompt (none is asked now)
-            error("aborted")
-            sys.exit(1)
+            try:
+                code = app(standalone_mode=False)
+            except click_errors.UsageError as exc:  # an option or argument typer refused
+                _say_usage_error(exc)
+                sys.exit(exc.exit_code)
+            except click_errors.ClickException as exc:
+                error(exc.format_message())
+                sys.exit(exc.exit_code)
+            except typer.Abort:  # end of input at a prompt (none is asked now)
+                error("aborted")
+                sys.exit(1)
+            except SystemExit as done:
+                # typer writes --help itself, through rich; when its reader stops early (`| head`)
+                # rich points stdout at /dev/null and exits 1, where ipp-seg's own output keeps the
+                # command's code (0 here), as the README promises.
+                if done.code == 1 and _now_devnull(stdout_before, 1):
+                    sys.exit(0)
+                raise
+            sys.exit(code if isinstance(code, int) else 0)
         except SystemExit as done:
-            # typer writes --help itself, through rich; when its reader stops early (`| head`)
-            # rich points stdout at /dev/null and exits 1, where ipp-seg's own output keeps the
-            # command's code (0 here), as the README promises.
-            if done.code == 1 and _now_devnull(stdout_before, 1):
-                sys.exit(0)
+            _exit_for_failed_writes(done.code)
             raise
-        sys.exit(code if isinstance(code, int) else 0)
-    except SystemExit as done:
-        _exit_for_failed_writes(done.code)
-        raise
-    except MemoryError:  # (a ulimit -v: a traceback had ended the command, exit 1, which reads as a failed frame)
-        error(OUT_OF_MEMORY_SAID)
-        sys.exit(2)
-    except OSError as exc:
-        # typer's own output (--help, a usage error) bypasses the guarded streams; a command's
-        # files are written and checked on their own, so a full disk or an I/O error that escapes
-        # a command is its output's.
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
-            raise
-        _GUARDED["stdout"].mark_failed(exc)
-        error(f"cannot write its output: {exc.strerror or exc}")
-        sys.exit(2)
+        except MemoryError:  # (a ulimit -v: a traceback had ended the command, exit 1, which reads as a failed frame)
+            error(OUT_OF_MEMORY_SAID)
+            sys.exit(2)
+        except OSError as exc:
+            # typer's own output (--help, a usage error) bypasses the guarded streams; a command's
+            # files are written and checked on their own, so a full disk or an I/O error that escapes
+            # a command is its output's.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+                raise
+            _GUARDED["stdout"].mark_failed(exc)
+            error(f"cannot write its output: {exc.strerror or exc}")
+            sys.exit(2)
+
+
+@contextmanager
+def _help_fitting_the_width() -> Iterator[None]:
+    """typer's help in boxes below 80 columns cut option names ("--over…" for --overlays and
+    --overwrite alike, a terminal user's pass): click's plain help there, which wraps the text
+    and keeps them whole. (typer's switch is its module's: set back after the command.)"""
+    rich = getattr(typer.core, "HAS_RICH", None)
+    if rich and _help_width() < _RICH_HELP_COLUMNS:
+        typer.core.HAS_RICH = False
+    try:
+        yield
+    finally:
+        if rich is not None:
+            typer.core.HAS_RICH = rich
 
 
 def _now_devnull(before: tuple | None, fd: int) -> bool:
