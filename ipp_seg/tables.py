@@ -205,8 +205,9 @@ def _is_number(text: str) -> bool:
 
 def _column_widths(table: Table, console: Console, longest_whole: int) -> list[int] | None:
     """Widths for ``table``'s columns within the console that keep every number whole, and other
-    words up to ``longest_whole`` characters, the rest of the width shared out towards each
-    column's widest line; None when that does not fit."""
+    words up to ``longest_whole`` characters (the first column's lines whole where the console is
+    no terminal), the rest of the width shared out towards each column's widest line; None when
+    that does not fit."""
     least, most = [], []
     for index, column in enumerate(table.columns):
         words, lines = [1], [1]
@@ -219,6 +220,9 @@ def _column_widths(table: Table, console: Console, longest_whole: int) -> list[i
             words += [cell_len(word) if _NUMBER.match(word) else min(cell_len(word), whole)
                       for word in plain.split()]
             lines += [cell_len(line) for line in plain.splitlines()]
+        if index == 0 and not console.is_terminal:
+            # In a file or a log the row's name stays on one line (a path folded in two is found by no grep).
+            words.append(max(lines))
         least.append(max(words))
         most.append(max(max(lines), max(words)))
     room = console.width - (3 * len(least) + 1)  # a border and two spaces of padding per column

@@ -869,6 +869,25 @@ def test_tables_never_break_a_number_across_lines(width):
     assert "overall" in text and "narrow" in text
 
 
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_rows_name_stays_on_one_line_in_a_file_or_log(terminal):
+    # predict | cat: a 150-character path had been folded over two lines of the 240-column table, so that grep for
+    # it found nothing (a terminal user's pass). A terminal still folds a name that does not fit.
+    from rich.console import Console
+
+    from ipp_seg.tables import new_table, print_table
+
+    path = "/".join(f"examinations_folder_{k}" for k in range(6)) + "/exam_2026_12_06_0001.png"
+    table = new_table("ipp-seg predict", ("file", "frame", "AoP (°)", "HSD (mm)", "HSD (px)", "status", "model",
+                                          "time (ms)"))
+    table.add_row(path, "0", "146.3", "-", "15.8", "warning (spacing_unknown)", "dssau-net-s", "329")
+    console = Console(width=240, record=True, force_terminal=terminal)
+    print_table(table, console)
+    text = console.export_text()
+    assert len(path) > 140 and (path in text) == (not terminal)
+    assert "146.3" in text and "spacing_unknown" in text
+
+
 @pytest.mark.parametrize("encoding, heading", [("ascii", "median |dAoP| (deg)"), ("utf-8", "median |ΔAoP| (°)")])
 def test_a_heading_spells_its_unit_where_the_output_cannot_encode_it(encoding, heading):
     # Under PYTHONIOENCODING=ascii the AoP column's heading was written "AoP (\xb0)", out of line with its column.
