@@ -77,6 +77,7 @@ def _argument_in_usage(argument) -> str:
 
 # Never the locals in a traceback (typer's default in some versions): they may hold a DICOM header.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, cls=_Group,
+                  context_settings={"help_option_names": ["-h", "--help"]},  # (-h as most tools take it)
                   # An error that escapes a command reaches main(), which names a stream that could not be
                   # written (typer's own help on a full disk) rather than print a traceback of it.
                   pretty_exceptions_enable=False,

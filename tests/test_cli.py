@@ -818,6 +818,13 @@ def test_help_names_the_extras_to_install():
     assert "[ray] extra" in invoke("batch", "--help").stdout
 
 
+def test_dash_h_is_help_as_most_tools_take_it():
+    # "-h" had been refused ("no such option"), a terminal user's pass.
+    for command in ((), ("predict",), ("batch",), ("evaluate",)):
+        short, long = invoke(*command, "-h"), invoke(*command, "--help")
+        assert short.exit_code == long.exit_code == 0 and short.stdout == long.stdout and "Usage:" in short.stdout
+
+
 def test_the_command_list_gives_one_line_per_command():
     # The full descriptions (with exit codes) wrapped mid-sentence in the list of commands.
     listing = invoke("--help").stdout
