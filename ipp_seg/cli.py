@@ -439,8 +439,11 @@ def reasons(codes_asked: Optional[list[str]] = typer.Argument(
                       "meaning": m, "action": actions[c]} for c, s, m in codes])
         return
     table = _table("Reason codes", ("code", "status", "AoP doubtful", "HSD doubtful", "what to do", "meaning"))
+    def doubt(code: str, status: str, doubted: frozenset) -> str:
+        # "no" said, not left blank (a screen reader reads nothing there); a failed row has no value to doubt.
+        return "yes" if code in doubted else "-" if status == "failed" else "no"
     for code, status, meaning in codes:
-        table.add_row(code, status, "yes" if code in ANGLE_IN_DOUBT else "", "yes" if code in HSD_IN_DOUBT else "",
+        table.add_row(code, status, doubt(code, status, ANGLE_IN_DOUBT), doubt(code, status, HSD_IN_DOUBT),
                       escape(actions[code]), escape(meaning))
     _print_table(table, turn=False)
 

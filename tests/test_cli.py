@@ -104,6 +104,10 @@ def test_reasons_lists_every_code_a_result_can_carry_with_its_status():
     assert not by_code["spacing_unknown"]["aop_doubtful"] and by_code["head_small_in_frame"]["aop_doubtful"]
     table = runner.invoke(app, ["reasons"], env={"COLUMNS": "200"})
     assert "AoP doubtful" in table.stdout
+    # Each doubt cell says yes or no (a blank read as nothing to a screen reader), "-" where the row has no value.
+    cells = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[3:5]]
+             for line in table.stdout.splitlines() if line.count("│") > 6 and line.split("│")[1].strip()}
+    assert cells["hsd_unstable"] == ["no", "yes"] and cells["ps_missing"] == ["-", "-"]
     assert table.exit_code == 0 and "ps_low_confidence" in table.stdout and "mask_refused" in table.stdout
     assert "what to do" in table.stdout
     for command in ("predict", "batch", "measure"):  # where a user meets the codes, the help says where to look
