@@ -863,6 +863,44 @@ def test_single_frame_files_share_model_calls(mixed_folder, tmp_path):
     assert alone.rows[0]["aop_deg"] == pytest.approx(outcomes[0].rows[0]["aop_deg"], abs=0.3)
 
 
+def test_a_files_rows_are_written_once_it_is_through_not_with_its_group(tmp_path, sample_png, sample_dicom,
+                                                                        monkeypatch):
+    # Two stills and a cine of 17 frames in one group of files: the stills' rows had waited for the cine's last
+    # frame, and a stop during the cine lost them (a terminal user's pass: progress stood at nought meanwhile).
+    import ipp_seg.inference.batch as batch_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    shutil.copy(sample_png, root / "a.png")
+    shutil.copy(sample_png, root / "b.png")
+    _multiframe_dicom(sample_dicom, root / "c_cine.dcm", n_frames=17)
+    calls = []
+    process = batch_module.FileProcessor._process
+
+    def counted(self, pending, timings):
+        calls.append(len(pending))
+        yield from process(self, pending, timings)
+
+    monkeypatch.setattr(batch_module.FileProcessor, "_process", counted)
+    processor = batch_module.FileProcessor(batch_module.BatchOptions(root, tmp_path / "out"))
+    items = [(root / name, frozenset()) for name in ("a.png", "b.png", "c_cine.dcm")]
+    calls_when_given = {outcome.file: (len(calls), len(outcome.rows)) for outcome in processor.file_outcomes(items)}
+    assert calls == [8, 8, 3]  # (still one group: the stills share the cine's first call)
+    assert calls_when_given == {"a.png": (1, 1), "b.png": (1, 1), "c_cine.dcm": (3, 17)}
+
+    def stopped_in_the_cine(self, pending, timings):
+        calls.append(len(pending))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        yield from process(self, pending, timings)
+
+    calls.clear()
+    monkeypatch.setattr(batch_module.FileProcessor, "_process", stopped_in_the_cine)
+    with pytest.raises(KeyboardInterrupt):
+        batch_module.run_batch(batch_module.BatchOptions(root, tmp_path / "run"))
+    assert [row["file"] for row in _rows(tmp_path / "run" / "measurements.csv")] == ["a.png", "b.png"]
+
+
 def test_batches_use_a_fixed_batch_session(tmp_path, sample_png, monkeypatch):
     """The model session is specialised to full calls of 8 frames, whatever the number of files;
     the rows match what each file gives on its own."""
@@ -3451,7 +3489,7 @@ def test_a_resume_takes_no_run_record_that_is_not_its_rows_run_and_says_so(tmp_p
     def stopped(self, items, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(batch_module.FileProcessor, "process_files", stopped)
+    monkeypatch.setattr(batch_module.FileProcessor, "file_outcomes", stopped)
     with pytest.raises(KeyboardInterrupt):
         batch_module.run_batch(batch_module.BatchOptions(root, out, overwrite=True, dicom_seg=True, dicom_sr=True))
     assert (out / batch_module.RUN_RECORD_NAME).read_bytes() == recorded

@@ -1105,7 +1105,8 @@ class FileProcessor:
 
         Frames of consecutive files share model calls of up to ``FRAMES_PER_BATCH`` frames:
         most scans hold a single frame, and one call on 8 frames costs far less per frame than
-        8 calls on one. Each file's results still come in frame order.
+        8 calls on one. The results come in file order, each file's in frame order: once one of a
+        file comes, every file before it is through.
         """
         timings = timings if timings is not None else {}
         for key in STAGES:
@@ -1119,7 +1120,10 @@ class FileProcessor:
             except Exception as exc:  # noqa: BLE001 - one odd file must not end a run of thousands
                 timings["read_s"] += time.perf_counter() - started
                 if not (isinstance(exc, FrameNotInScanError) and done_frames):
-                    yield item, _reading_failure(path, None, exc)
+                    # After the frames of the files before it, still awaiting the model: a file's
+                    # results come once those before it are through (the batch writes each row as
+                    # its file is), and the model's call stays shared.
+                    pending.append((item, _reading_failure(path, None, exc)))
                 # (else a resumed run's --frames asks none of its frames, and it has rows: a failed
                 # row beside its measured ones had read as a failure of the file, and doubled it)
                 continue
@@ -1168,12 +1172,20 @@ class FileProcessor:
                     yield item, FrameFailure(frame.frame_index, refusal, NOT_ULTRASOUND, frame.provenance)
                     continue
                 pending.append((item, frame))
-                if len(pending) == FRAMES_PER_BATCH:
+                if sum(not isinstance(entry, FrameFailure) for _, entry in pending) == FRAMES_PER_BATCH:
                     yield from self._process(pending, timings)
                     pending = []
         yield from self._process(pending, timings)
 
     def _process(self, pending: list, timings: dict) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
+        """The results of ``pending``'s (item, frame or failure) entries, in their order: the
+        frames segmented in one model call and measured, the failures as they are."""
+        results = self._segment_and_measure([entry for entry in pending if not isinstance(entry[1], FrameFailure)],
+                                            timings)
+        for item, entry in pending:
+            yield (item, entry) if isinstance(entry, FrameFailure) else next(results)  # (one result a frame)
+
+    def _segment_and_measure(self, pending: list, timings: dict) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
         if not pending:
             return
         inf = self.options.inference
@@ -1185,7 +1197,7 @@ class FileProcessor:
         except Exception as exc:  # noqa: BLE001 - one odd frame must not end a run of thousands
             if len(pending) > 1:  # find the frame at fault; the others are measured
                 for one in pending:
-                    yield from self._process([one], timings)
+                    yield from self._segment_and_measure([one], timings)
                 return
             item, frame = pending[0]
             yield item, _processing_failure(frame, "segmenting", exc)
@@ -1252,11 +1264,20 @@ class FileProcessor:
     def process_files(self, items: list[tuple[Path, frozenset]],
                       stopped: Callable[[], bool] | None = None,
                       written: list[tuple[str, str]] | None = None) -> list[FileOutcome]:
-        """One :class:`FileOutcome` per item, in order; frames share model calls across files.
-        Stage times of a shared call are split between files by their number of frames. Once
-        ``stopped()`` is true, nothing more is written and the rows so far are returned.
-        ``written`` gets (file, path) of each mask and overlay as it is written: what an
-        interruption before the return leaves."""
+        """One :class:`FileOutcome` per item, in order: :meth:`file_outcomes`, all at once."""
+        return list(self.file_outcomes(items, stopped, written))
+
+    def file_outcomes(self, items: list[tuple[Path, frozenset]],
+                      stopped: Callable[[], bool] | None = None,
+                      written: list[tuple[str, str]] | None = None) -> Iterator[FileOutcome]:
+        """One :class:`FileOutcome` per item, in order, each as soon as its file is through;
+        frames share model calls across files. An outcome's stage times are those spent since
+        the one before it (a shared call's go to the first file through after it: their sum is
+        the run's). Once ``stopped()`` is true, nothing more is written and the rows so far are
+        given. ``written`` gets (file, path) of each mask and overlay as it is written: what an
+        interruption before their file's outcome leaves. (A group's outcomes had all come once
+        its last file was through: a cine in it held the run's progress at nought, and a stop
+        lost the rows of every file of the group.)"""
         opts, inf = self.options, self.options.inference
         rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]  # for the output files' paths
         names = [printable_path(rel) for rel in rels]  # for the CSV's rows
@@ -1274,84 +1295,96 @@ class FileProcessor:
         refusals_said: set[tuple[int, str]] = set()  # (file, cause) of a SEG or SR refused: said once a file
         unwritten: dict[int, dict[str, int]] = {}  # per file, its outputs whose paths are too long: their bytes
         timings: dict = {}
-        for item, result in self.results_of_files(items, timings):
-            if stopped is not None and stopped():
-                break
-            rel, name = rels[item], names[item]
-            if isinstance(result, FrameFailure):
-                rows[item].append(measurement_row(name, "" if result.frame_index is None else result.frame_index,
-                                                  None, self.model_name, result.provenance, result.reason,
-                                                  inf.method, inf.orientation, inf.tta, result.code, inf.spacing_mm,
-                                                  stamps[item], model_sha256=self.model_sha256,
-                                                  # (not of a file without an image: a video or a PDF
-                                                  # of an export, read whole for nothing)
-                                                  file_sha256="" if result.code == NOT_AN_IMAGE
-                                                  else digest_of(item)))
-                continue
-            started = time.perf_counter()
-            frame = result.frame
-            stem = output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames)
+        given: dict[str, float] = {}  # the stage times given with the outcomes so far
 
-            def said_once(cause: str, item: int = item) -> bool:  # (a warning said once per file and cause)
-                return _first_time(refusals_said, (item, cause))
-            too_long = unwritten.setdefault(item, {})
-            # Each output's path in OUT, on its row: a name can depend on the run's history (scan.png
-            # measured alone, then scan.dcm beside it: masks/scan.png and masks/scan_dcm.png), so a
-            # loader that rebuilt names from the rows' files could pair a row with another scan's mask.
-            files_written = {"mask_file": "", "overlay_file": ""}
-            if opts.save_masks:
-                mask_path = output_path(opts.out_dir, "mask", stem)
-                with _unless_path_too_long(("mask",), mask_path, too_long):
-                    check_within(opts.out_dir / MASKS_FOLDER, mask_path)
-                    _note_output(outputs[item], written, name, mask_path)
-                    write_label_png(mask_path, result.labels, self._drawn_by)
-                    files_written["mask_file"] = _path_in_out(opts.out_dir, mask_path)
-            if opts.overlays:
-                overlay_path = output_path(opts.out_dir, "overlay", stem)
-                burned_in = burned_in_text_shown(frame)
-                if burned_in and item not in burned_in_said:
-                    burned_in_said.add(item)  # (once a file)
-                    log.warning("%s: %s", name, burned_in)
-                with _unless_path_too_long(("overlay",), overlay_path, too_long):
-                    check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
-                    _note_output(outputs[item], written, name, overlay_path)
-                    write_overlay_png(overlay_path,
-                                      render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
-                                                     result.measurement,
-                                                     # The file's name only, as predict writes it: folder
-                                                     # names (often a patient's) burnt into pixels outlive
-                                                     # any scrubbing of names; the overlay's path holds them.
-                                                     title=overlay_title(Path(name).name, frame.frame_index,
-                                                                         frame.n_frames,
-                                                                         frame.provenance.frame_number),
-                                                     tta=inf.tta, model=self.model_name, echoes=frame_echoes(frame)),
-                                      self._drawn_by)
-                    files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
-            dicom_cell = ""
-            if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
-                refused = self._write_dicom(result, rel, stem, name, outputs[item], written, said_once, too_long)
-                dicom_cell = dicom_results_cell(opts.dicom_seg, opts.dicom_sr, refused)
-                dicom_counts[item][0] += opts.dicom_seg + opts.dicom_sr - len(refused)
-                dicom_counts[item][1] += len(refused)
-            timings["write_s"] += time.perf_counter() - started
-            rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
-                                              frame.provenance, "", inf.method, inf.orientation,
-                                              inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
-                                              file_sha256=digest_of(item),
-                                              head_confidence=result.head_confidence,
-                                              ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
-                              | {"dicom_results": dicom_cell} | files_written)
-        for item, too_long in unwritten.items():
+        def outcome_of(item: int) -> FileOutcome:
+            too_long = unwritten.get(item)
             if too_long:  # (one warning a file, whatever its frames)
                 log.warning("%s: its %s not written: %s longer than this system takes (%s bytes); its rows stand "
                             "(a shorter --out would fit them)", names[item],
                             " and ".join(filter(None, (", ".join([*too_long][:-1]), [*too_long][-1]))),
                             "their paths are" if len(too_long) > 1 else "the path is",
                             f"{max(too_long.values()):,}")
-        total_rows = max(1, sum(len(r) for r in rows))
-        return [FileOutcome(name, tuple(file_rows), {k: v * len(file_rows) / total_rows for k, v in timings.items()},
-                            tuple(file_outputs), *counts)
-                for name, file_rows, file_outputs, counts in zip(names, rows, outputs, dicom_counts)]
+            spent = {key: value - given.get(key, 0.0) for key, value in timings.items()}
+            given.update(timings)
+            return FileOutcome(names[item], tuple(rows[item]), spent, tuple(outputs[item]), *dicom_counts[item])
+        through = 0  # the files whose outcomes were given
+        results = self.results_of_files(items, timings)
+        try:
+            for item, result in results:
+                if stopped is not None and stopped():
+                    break
+                for earlier in range(through, item):  # a file's results come in order: those before it are through
+                    yield outcome_of(earlier)
+                through = max(through, item)
+                rel, name = rels[item], names[item]
+                if isinstance(result, FrameFailure):
+                    rows[item].append(measurement_row(name, "" if result.frame_index is None else result.frame_index,
+                                                      None, self.model_name, result.provenance, result.reason,
+                                                      inf.method, inf.orientation, inf.tta, result.code, inf.spacing_mm,
+                                                      stamps[item], model_sha256=self.model_sha256,
+                                                      # (not of a file without an image: a video or a PDF
+                                                      # of an export, read whole for nothing)
+                                                      file_sha256="" if result.code == NOT_AN_IMAGE
+                                                      else digest_of(item)))
+                    continue
+                started = time.perf_counter()
+                frame = result.frame
+                stem = output_stem(self._output_names.get(rel, rel), frame.frame_index, frame.n_frames)
+
+                def said_once(cause: str, item: int = item) -> bool:  # (a warning said once per file and cause)
+                    return _first_time(refusals_said, (item, cause))
+                too_long = unwritten.setdefault(item, {})
+                # Each output's path in OUT, on its row: a name can depend on the run's history (scan.png
+                # measured alone, then scan.dcm beside it: masks/scan.png and masks/scan_dcm.png), so a
+                # loader that rebuilt names from the rows' files could pair a row with another scan's mask.
+                files_written = {"mask_file": "", "overlay_file": ""}
+                if opts.save_masks:
+                    mask_path = output_path(opts.out_dir, "mask", stem)
+                    with _unless_path_too_long(("mask",), mask_path, too_long):
+                        check_within(opts.out_dir / MASKS_FOLDER, mask_path)
+                        _note_output(outputs[item], written, name, mask_path)
+                        write_label_png(mask_path, result.labels, self._drawn_by)
+                        files_written["mask_file"] = _path_in_out(opts.out_dir, mask_path)
+                if opts.overlays:
+                    overlay_path = output_path(opts.out_dir, "overlay", stem)
+                    burned_in = burned_in_text_shown(frame)
+                    if burned_in and item not in burned_in_said:
+                        burned_in_said.add(item)  # (once a file)
+                        log.warning("%s: %s", name, burned_in)
+                    with _unless_path_too_long(("overlay",), overlay_path, too_long):
+                        check_within(opts.out_dir / OVERLAYS_FOLDER, overlay_path)
+                        _note_output(outputs[item], written, name, overlay_path)
+                        write_overlay_png(overlay_path,
+                                          render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,
+                                                         result.measurement,
+                                                         # The file's name only, as predict writes it: folder
+                                                         # names (often a patient's) burnt into pixels outlive
+                                                         # any scrubbing of names; the overlay's path holds them.
+                                                         title=overlay_title(Path(name).name, frame.frame_index,
+                                                                             frame.n_frames,
+                                                                             frame.provenance.frame_number),
+                                                         tta=inf.tta, model=self.model_name, echoes=frame_echoes(frame)),
+                                          self._drawn_by)
+                        files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
+                dicom_cell = ""
+                if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":
+                    refused = self._write_dicom(result, rel, stem, name, outputs[item], written, said_once, too_long)
+                    dicom_cell = dicom_results_cell(opts.dicom_seg, opts.dicom_sr, refused)
+                    dicom_counts[item][0] += opts.dicom_seg + opts.dicom_sr - len(refused)
+                    dicom_counts[item][1] += len(refused)
+                timings["write_s"] += time.perf_counter() - started
+                rows[item].append(measurement_row(name, frame.frame_index, result.measurement, self.model_name,
+                                                  frame.provenance, "", inf.method, inf.orientation,
+                                                  inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
+                                                  file_sha256=digest_of(item),
+                                                  head_confidence=result.head_confidence,
+                                                  ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
+                                  | {"dicom_results": dicom_cell} | files_written)
+        finally:
+            results.close()  # (its reader's files closed now, not when collected)
+        for item in range(through, len(items)):
+            yield outcome_of(item)
 
 
 def _path_in_out(out_dir: Path, path: Path) -> str:
@@ -3103,7 +3136,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
             written: list[tuple[str, str]] = []  # (interrupted in the group: what it wrote)
             through = False
             try:
-                yield from processor.process_files(group, written=written)
+                yield from processor.file_outcomes(group, written=written)  # (each file's as it is through)
                 through = True
             finally:
                 if not through:
