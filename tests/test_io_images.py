@@ -1069,9 +1069,12 @@ def test_a_volume_itk_cannot_read_a_plane_at_a_time_beyond_the_budget_is_refused
 
     monkeypatch.setattr(itk_module, "_UNSTREAMABLE_READ_BYTES", 4 * 32 * 48 - 1)  # one byte short of the volume
     planes, path, reads = _counted_itk_cine(tmp_path, monkeypatch, suffix, compressed)
+    checked = []  # (the length checks inflate the data to count them: a bomb of 7.6 GB had taken 32 s and 2.3 GB)
+    for check in ("_check_meta_image_length", "_check_nifti_length"):
+        monkeypatch.setattr(itk_module, check, lambda *args, check=check: checked.append(check))
     with pytest.raises(ScanReadError) as caught:
         count_frames(path)
-    assert not reads  # refused from the header alone
+    assert not reads and not checked  # refused from the header alone
     assert str(caught.value).count("\n") == 0
     assert "its 4 frames of 48 x 32 (0 MiB) are beyond the 0 MiB ipp-seg reads at once" in caught.value.reason
     assert advice in caught.value.reason and "DICOM" in caught.value.reason
@@ -1079,6 +1082,46 @@ def test_a_volume_itk_cannot_read_a_plane_at_a_time_beyond_the_budget_is_refused
     for plain in ("plain.mha", "plain.nii"):
         sitk.WriteImage(sitk.GetImageFromArray(planes), str(tmp_path / plain), useCompression=False)
         assert count_frames(tmp_path / plain) == 4
+
+
+def test_compressed_data_are_counted_in_bounded_pieces(tmp_path, monkeypatch):
+    # A megabyte of compressed zeros inflates to a gigabyte: counted whole in one call, 7 MB of them had taken 2.3 GB
+    # (a security review); a .nii.gz is inflated only as far as its image's bytes, not to the stream's end.
+    import gzip
+    import tracemalloc
+    import zlib
+
+    from ipp_seg.io.itk import _check_nifti_length, _inflated_bytes
+
+    wanted = 256 * 2**20
+    (tmp_path / "zeros.z").write_bytes(b"header" + zlib.compress(bytes(wanted), 9))
+    tracemalloc.start()
+    try:
+        assert _inflated_bytes(str(tmp_path / "zeros.z"), len(b"header"), wanted) == wanted
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak
+    header = bytearray(352)
+    header[0:4] = (348).to_bytes(4, "little")
+    header[108:112] = np.float32(352).tobytes()
+    with gzip.open(tmp_path / "long.nii.gz", "wb") as fh:
+        fh.write(bytes(header) + bytes(64 * 2**20))  # far more than the 1,000 bytes the header is said to announce
+    reads = []
+    opened = gzip.open
+
+    def counted(*args, **kwargs):
+        stream = opened(*args, **kwargs)
+        read = stream.read
+        stream.read = lambda size=-1: (reads.append(size), read(size))[1]
+        return stream
+    import ipp_seg.io.itk as itk_module
+
+    monkeypatch.setattr(itk_module.gzip, "open", counted)
+    _check_nifti_length(str(tmp_path / "long.nii.gz"), 1000)
+    assert sum(reads) <= 540 + 1000
+    with pytest.raises(ScanReadError, match="cut short"):
+        _check_nifti_length(str(tmp_path / "long.nii.gz"), 65 * 2**20)
 
 
 def test_an_output_replaces_a_planted_pipe_keeps_a_files_permissions_and_names_itself_in_errors(tmp_path):
