@@ -675,11 +675,28 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
                           "its data file z.zraw is cut short")
     cases["garbage.mha"] = (header([*compressed, f"CompressedDataSize = {len(packed)}", "ElementDataFile = LOCAL"])
                             + bytes(reversed(packed)), "its compressed image data are damaged")
+    # (A security review: a .mhd naming a file outside its folder had had that file measured and drawn as a scan,
+    # one naming a pipe had hung the run, and a header past 64 KiB went unchecked to ITK.)
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "outside.raw").write_bytes(pixels.tobytes())
+    os.mkfifo(tmp_path / "scans" / "pipe.raw")
+    outside = {"scans/absolute.mhd": (f"ElementDataFile = {tmp_path / 'outside.raw'}", "is not in the header's folder"),
+               "scans/up.mhd": ("ElementDataFile = ../outside.raw", "is not in the header's folder"),
+               "scans/pipe.mhd": ("ElementDataFile = pipe.raw", "is not a regular file"),
+               "scans/list.mhd": ("ElementDataFile = LIST", "split over several files"),
+               "scans/pattern.mhd": ("ElementDataFile = ../slice%d.raw 1 2 1", "split over several files")}
+    cases.update({name: (header([*base, line]), said) for name, (line, said) in outside.items()})
+    cases["long.mha"] = (header([*base, "Comment = " + "x" * (1 << 16), "ElementDataFile = LOCAL"]) + pixels.tobytes(),
+                         "runs past 64 KiB without ElementDataFile")
     for name, (data, said) in cases.items():
         (tmp_path / name).write_bytes(data)
         for read in (read_frame, read_label_mask):
             with pytest.raises(ScanReadError, match=re.escape(said)):
                 read(tmp_path / name)
+    (tmp_path / "scans" / "sub").mkdir()  # (a data file in a folder under the header's is read)
+    (tmp_path / "scans" / "sub" / "in.raw").write_bytes(pixels.tobytes())
+    (tmp_path / "scans" / "below.mhd").write_bytes(header([*base, "ElementDataFile = sub/in.raw"]))
+    np.testing.assert_array_equal(read_label_mask(tmp_path / "scans" / "below.mhd")[0], pixels)
     (tmp_path / "whole.zraw").write_bytes(packed)  # whole, of no stated size: ITK reads it right
     (tmp_path / "whole.mhd").write_bytes(header([*base, "CompressedData = True", "ElementDataFile = whole.zraw"]))
     np.testing.assert_array_equal(read_label_mask(tmp_path / "whole.mhd")[0], pixels)

@@ -19,6 +19,7 @@ import gzip
 import logging
 import os
 import re
+import stat
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -181,8 +182,8 @@ def _unstreamable(path: str, io: str, meta: tuple[dict[str, str], int, int] | No
 
 def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
     """A MetaImage header's fields (keys in lower case), the offset of the data after it and the
-    file's size; None when the header is longer than 64 KiB or has no ElementDataFile. A header
-    MetaIO would fail on is refused (:func:`_check_meta_header_whole`)."""
+    file's size. A header MetaIO would fail on, or longer than 64 KiB, is refused
+    (:func:`_check_meta_header_whole`)."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
         size = os.fstat(fh.fileno()).st_size
@@ -217,9 +218,11 @@ def _check_meta_header_whole(path: str, head: bytes) -> None:
     required and not defined", from a library that promises to print nothing): one that ends
     before its required fields (a copy cut short in its header, or another file named .mha), names
     them in another case, gives DimSize before NDims, or no whole number for each dimension.
-    ``head``: the file's first 64 KiB; a header longer than that is left to ITK."""
+    ``head``: the file's first 64 KiB; a header longer than that is refused too (none that ITK or a
+    scanner writes is: one was a way past these checks, a .mhd's data file among them)."""
     if len(head) == 1 << 16 and b"elementdatafile" not in head.lower():  # (in any case: a QA pass)
-        return
+        raise ScanReadError(path, "its MetaImage header runs past 64 KiB without ElementDataFile: damaged, or not "
+                                  "written by ITK or a scanner")
     fields: dict[str, str] = {}
     order: list[str] = []
     for line in head.splitlines():
@@ -290,15 +293,30 @@ def _check_meta_data_file(path: str, data_file: str, header_size: str, expected:
     """Refuse a MetaImage header (.mhd) whose one data file (.raw) is missing or shorter than its
     image data, naming that file: ITK prints its own line on stderr and says only that it failed.
     ``inflated``: the image's bytes, for compressed data of no stated size (.zraw), whose stream is
-    inflated to count them. A list or numbered pattern of files is left to ITK."""
-    if not data_file or data_file.upper().startswith("LIST") or "%" in data_file:
+    inflated to count them. Data split over several files (a LIST or a numbered pattern), a data
+    file outside the header's folder (an absolute path, or one through ``..``) and one that is no
+    regular file (a pipe, a device) are refused unread: a header that named another patient's
+    image or any file its reader may read had had that file's bytes measured and drawn as a scan,
+    and one naming a pipe had hung the run (a security review)."""
+    if not data_file:
         return
-    data_path = os.path.join(os.path.dirname(path), data_file)  # relative to the header; absolute stays
+    if data_file.upper().startswith("LIST") or "%" in data_file:
+        raise ScanReadError(path, "its image data are split over several files (ElementDataFile LIST or a numbered "
+                                  "pattern), which ipp-seg does not read: write the image again as one .mha")
+    if os.path.isabs(data_file) or re.match(r"[A-Za-z]:", data_file) or ".." in re.split(r"[\\/]", data_file):
+        raise ScanReadError(path, f"its data file {data_file} (ElementDataFile) is not in the header's folder, and "
+                                  "ipp-seg reads a .mhd's data only from beside it (or a folder under it): keep the "
+                                  "data file beside the header and name it alone")
+    data_path = os.path.join(os.path.dirname(path), data_file)
     try:
-        size = os.stat(data_path).st_size
+        found = os.stat(data_path)
     except OSError:
         raise ScanReadError(path, f"its data file {data_file} (ElementDataFile) is missing; keep it beside the "
                                   "header when copying a .mhd") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise ScanReadError(path, f"its data file {data_file} (ElementDataFile) is not a regular file (a folder, a "
+                                  "pipe or a device): not read")
+    size = found.st_size
     skip = max(int(header_size), 0) if header_size.lstrip("-").isdigit() else 0  # -1: the data end the file
     if expected is not None and size - skip < expected:
         raise ScanReadError(path, f"its data file {data_file} is cut short: {max(0, size - skip)} of the "
