@@ -686,6 +686,10 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
                "scans/list.mhd": ("ElementDataFile = LIST", "split over several files"),
                "scans/pattern.mhd": ("ElementDataFile = ../slice%d.raw 1 2 1", "split over several files")}
     cases.update({name: (header([*base, line]), said) for name, (line, said) in outside.items()})
+    detached = "NRRD0004\ntype: unsigned char\ndimension: 2\nsizes: 80 64\nencoding: raw\ndata file: {}\n"
+    cases.update({"scans/up.nhdr": (detached.format("../outside.raw").encode(), "is not in the header's folder"),
+                  "scans/pipe.nhdr": (detached.format("pipe.raw").encode(), "is not a regular file"),
+                  "scans/list.nhdr": (detached.format("slice%d.raw 1 2 1").encode(), "split over several files")})
     cases["long.mha"] = (header([*base, "Comment = " + "x" * (1 << 16), "ElementDataFile = LOCAL"]) + pixels.tobytes(),
                          "runs past 64 KiB without ElementDataFile")
     for name, (data, said) in cases.items():
@@ -697,6 +701,8 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
     (tmp_path / "scans" / "sub" / "in.raw").write_bytes(pixels.tobytes())
     (tmp_path / "scans" / "below.mhd").write_bytes(header([*base, "ElementDataFile = sub/in.raw"]))
     np.testing.assert_array_equal(read_label_mask(tmp_path / "scans" / "below.mhd")[0], pixels)
+    (tmp_path / "scans" / "below.nhdr").write_text(detached.format("sub/in.raw"))
+    np.testing.assert_array_equal(read_label_mask(tmp_path / "scans" / "below.nhdr")[0], pixels)
     (tmp_path / "whole.zraw").write_bytes(packed)  # whole, of no stated size: ITK reads it right
     (tmp_path / "whole.mhd").write_bytes(header([*base, "CompressedData = True", "ElementDataFile = whole.zraw"]))
     np.testing.assert_array_equal(read_label_mask(tmp_path / "whole.mhd")[0], pixels)

@@ -77,6 +77,11 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     image_io = itk_image_io(path)
     # (Read before ITK reads it: a header MetaIO would fail on is refused here, without MetaIO's own lines.)
     meta = _meta_header(path) if image_io == "MetaImageIO" else None
+    if image_io == "NrrdImageIO":
+        fields = _nrrd_header(path)
+        data_file = fields.get("data file", fields.get("datafile", ""))
+        if data_file:  # (a detached header's, or an attached one's that names a file all the same)
+            _data_file_beside(path, data_file, "data file", ".nhdr")
     reader = _reader(path)
     try:
         with itk_warnings_silenced():
@@ -293,30 +298,11 @@ def _check_meta_data_file(path: str, data_file: str, header_size: str, expected:
     """Refuse a MetaImage header (.mhd) whose one data file (.raw) is missing or shorter than its
     image data, naming that file: ITK prints its own line on stderr and says only that it failed.
     ``inflated``: the image's bytes, for compressed data of no stated size (.zraw), whose stream is
-    inflated to count them. Data split over several files (a LIST or a numbered pattern), a data
-    file outside the header's folder (an absolute path, or one through ``..``) and one that is no
-    regular file (a pipe, a device) are refused unread: a header that named another patient's
-    image or any file its reader may read had had that file's bytes measured and drawn as a scan,
-    and one naming a pipe had hung the run (a security review)."""
+    inflated to count them. One that is not a single regular file beside the header is refused
+    unread (:func:`_data_file_beside`)."""
     if not data_file:
         return
-    if data_file.upper().startswith("LIST") or "%" in data_file:
-        raise ScanReadError(path, "its image data are split over several files (ElementDataFile LIST or a numbered "
-                                  "pattern), which ipp-seg does not read: write the image again as one .mha")
-    if os.path.isabs(data_file) or re.match(r"[A-Za-z]:", data_file) or ".." in re.split(r"[\\/]", data_file):
-        raise ScanReadError(path, f"its data file {data_file} (ElementDataFile) is not in the header's folder, and "
-                                  "ipp-seg reads a .mhd's data only from beside it (or a folder under it): keep the "
-                                  "data file beside the header and name it alone")
-    data_path = os.path.join(os.path.dirname(path), data_file)
-    try:
-        found = os.stat(data_path)
-    except OSError:
-        raise ScanReadError(path, f"its data file {data_file} (ElementDataFile) is missing; keep it beside the "
-                                  "header when copying a .mhd") from None
-    if not stat.S_ISREG(found.st_mode):
-        raise ScanReadError(path, f"its data file {data_file} (ElementDataFile) is not a regular file (a folder, a "
-                                  "pipe or a device): not read")
-    size = found.st_size
+    data_path, size = _data_file_beside(path, data_file, "ElementDataFile", ".mhd")
     skip = max(int(header_size), 0) if header_size.lstrip("-").isdigit() else 0  # -1: the data end the file
     if expected is not None and size - skip < expected:
         raise ScanReadError(path, f"its data file {data_file} is cut short: {max(0, size - skip)} of the "
@@ -332,6 +318,32 @@ def _check_meta_data_file(path: str, data_file: str, header_size: str, expected:
 
 
 _INFLATE_PIECE_BYTES = 16 * 2**20
+
+
+def _data_file_beside(path: str, data_file: str, field_name: str, kind: str) -> tuple[str, int]:
+    """The path and size of the one data file a detached header (``kind``: .mhd, .nhdr) at ``path``
+    names in its ``field_name``, in the header's folder or one under it. Refused unread: data
+    split over several files (a LIST or a numbered pattern), a file outside that folder (an
+    absolute path, or one through ``..``: a header naming another patient's image, or any file
+    its reader may read, had had that file measured and drawn as a scan, a security review), a
+    missing one, and one that is no regular file (a pipe had hung the run)."""
+    if data_file.upper().startswith("LIST") or "%" in data_file or len(data_file.split()) > 1 and kind == ".nhdr":
+        raise ScanReadError(path, f"its image data are split over several files ({field_name} LIST or a numbered "
+                                  "pattern), which ipp-seg does not read: write the image again as one file")
+    if os.path.isabs(data_file) or re.match(r"[A-Za-z]:", data_file) or ".." in re.split(r"[\\/]", data_file):
+        raise ScanReadError(path, f"its data file {data_file} ({field_name}) is not in the header's folder, and "
+                                  f"ipp-seg reads a {kind}'s data only from beside it (or a folder under it): keep the "
+                                  "data file beside the header and name it alone")
+    data_path = os.path.join(os.path.dirname(path), data_file)
+    try:
+        found = os.stat(data_path)
+    except OSError:
+        raise ScanReadError(path, f"its data file {data_file} ({field_name}) is missing; keep it beside the "
+                                  f"header when copying a {kind}") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise ScanReadError(path, f"its data file {data_file} ({field_name}) is not a regular file (a folder, a "
+                                  "pipe or a device): not read")
+    return data_path, found.st_size
 
 
 def _inflated_bytes(path: str, offset: int, wanted: int) -> int | None:
