@@ -3527,6 +3527,39 @@ def test_a_resume_that_skips_nothing_still_counts_the_earlier_versions_rows_it_k
     assert "record of the run" not in caplog.text
 
 
+def test_files_planted_in_an_output_folder_hang_or_crash_no_run(tmp_path, sample_png, caplog):
+    # A security review, of a shared output folder: a pipe planted as measurements.csv or as the lock file hung the
+    # run, and a run record nested too deep ended --resume in a RecursionError traceback (exit 1).
+    from ipp_seg.io.folders import read_json_file
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "a.png")
+    for planted in ("measurements.csv", ".ipp-seg-batch.lock"):
+        out = tmp_path / f"out_{planted.strip('.')}"
+        out.mkdir()
+        os.mkfifo(out / planted)
+        for extra in ((), ("--resume",), ("--overwrite",)):
+            result = _run("batch", scans, "--out", out, *extra)
+            assert result.exit_code == 2 and "regular file" in " ".join(result.output.split()), result.output
+            assert planted in result.output
+    out = tmp_path / "deep"
+    assert _run("batch", scans, "--out", out).exit_code == 0
+    (out / ".ipp-seg-run.json").write_text("[" * 100000)
+    shutil.copy(sample_png, scans / "b.png")
+    with caplog.at_level("WARNING"):
+        result = _run("batch", scans, "--out", out, "--resume")
+    assert result.exit_code == 0 and "the record of the run this resumes" in caplog.text
+    assert [row["file"] for row in _rows(out / "measurements.csv")] == ["a.png", "b.png"]
+    (tmp_path / "deep.json").write_text("[" * 100000)
+    with pytest.raises(ValueError, match="nest too deeply"):
+        read_json_file(tmp_path / "deep.json")
+    (tmp_path / "big.json").write_text("[" + "0," * 100 + "0]")
+    assert len(read_json_file(tmp_path / "big.json")) == 101
+    with pytest.raises(ValueError, match="more than 100 bytes"):
+        read_json_file(tmp_path / "big.json", limit=100)
+
+
 def test_a_files_content_digest_is_taken_only_of_a_regular_file(tmp_path):
     # The sha256 of each row's file: a FIFO in the folder had blocked the run waiting for a writer, a device would
     # never end.

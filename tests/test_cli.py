@@ -817,6 +817,20 @@ def test_file_names_with_brackets_are_shown_as_they_are(sample_png, tmp_path):
     assert "cannot read" in result.output and "a[/]broken[bold].png" in result.output
 
 
+def test_a_report_planted_under_a_scans_output_name_hangs_or_crashes_no_prediction(tmp_path, sample_dicom):
+    # A security review: a pipe planted as scan.json in a shared --out folder hung predict, and a JSON nested too deep
+    # ended it in a RecursionError traceback (exit 1). Neither is a report of ipp-seg: the outputs go beside them.
+    for name, plant in (("pipe", lambda path: os.mkfifo(path)), ("deep", lambda path: path.write_text("[" * 10**5))):
+        out = tmp_path / name
+        out.mkdir()
+        plant(out / "scan.json")
+        shutil.copy(sample_dicom, tmp_path / "scan.dcm")
+        result = invoke("predict", tmp_path / "scan.dcm", "--out", out)
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        assert "no output of ipp-seg" in result.output
+        assert len(list(out.glob("scan~*.json"))) == 1
+
+
 def test_help_names_the_extras_to_install():
     assert "[train] extra" in invoke("train", "--help").stdout
     assert "[ray] extra" in invoke("batch", "--help").stdout

@@ -44,7 +44,7 @@ from ..errors import IppSegError
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
 from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, path_of_printable, printable_path,
-                          spreadsheet_cell, walk_folders)
+                          read_json_file, spreadsheet_cell, walk_folders)
 from ..io.formats import name_without_suffix
 from ..io.frames import same_spacing
 from ..io.images import as_displayed, check_image_bytes, ipp_seg_png_kind, is_indexed_png, png_with_index_greys
@@ -1177,7 +1177,7 @@ def _frame_reports(folders: Iterable[Path]) -> Iterator[tuple[Path, dict]]:
     ``predict --out``: one frame's, ``<case>.json`` beside ``<case>_mask.png``)."""
     for path in sorted(path for folder in set(folders) for path in folder.glob("*.json")):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = read_json_file(path)
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         for item in record if isinstance(record, list) else [record]:

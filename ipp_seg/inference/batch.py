@@ -49,7 +49,7 @@ from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnI
 from ..io.errors import NO_SUCH_FILE
 from ..io.folders import (FolderInUseError, composed_name, folder_lock, given_path, make_folders,
                           name_of_spreadsheet_cell, not_a_folder, ones_own, others_link, path_of_printable,
-                          printable_path, remove_made_folders, spreadsheet_cell, walk_folders)
+                          printable_path, read_json_file, remove_made_folders, spreadsheet_cell, walk_folders)
 from ..io.formats import is_dicom_file, name_without_suffix
 from ..io.images import ipp_seg_png_kind
 from ..io.overlay import burned_in_text_shown, imaged_pixels, overlay_title, render_overlay
@@ -755,7 +755,7 @@ def _frame_report(path: Path) -> dict | None:
         return None
     try:
         report = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # (RecursionError: values nested too deep, planted)
         return None
     return report if isinstance(report, dict) and {"file", "status", "ipp_seg_version"} <= report.keys() else None
 
@@ -2181,7 +2181,7 @@ def _read_run_record(out_dir: Path) -> dict:
     checked: ``kinds`` (a set) and ``run_uid`` and ``run_started`` where it recorded them. Empty
     where it recorded nothing (a run of ipp-seg before 0.2.4) or the record cannot be read."""
     try:
-        record = json.loads((out_dir / RUN_RECORD_NAME).read_text(encoding="utf-8"))
+        record = read_json_file(out_dir / RUN_RECORD_NAME)
     except (OSError, ValueError):  # (UnicodeDecodeError and JSONDecodeError among them)
         return {}
     if not isinstance(record, dict) or not isinstance(record.get("outputs"), list):
@@ -2368,6 +2368,11 @@ def _remove_unfinished_outputs(out_dir: Path) -> None:
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,
                 on_start) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
+    with suppress(OSError):  # (none there: the usual case)
+        if not stat.S_ISREG(os.stat(csv_path).st_mode):
+            # A pipe planted there had hung the run, read for earlier rows (a security review).
+            raise ExistingResultsError(f"{csv_path} is not a regular file (a pipe, a device or a folder): ipp-seg "
+                                       "writes its rows only into a file; move it away, or give another --out folder")
     outputs_before = {folder: (options.out_dir / folder).is_dir() for folder in OUTPUT_FOLDERS}
     earlier = _earlier_rows(csv_path) if options.overwrite else {}  # (a CSV refused later is never replaced)
     _remove_unfinished_outputs(options.out_dir)

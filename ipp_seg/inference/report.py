@@ -16,7 +16,7 @@ from .. import __version__
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
                                  uids_with_leading_zeros_in, write_frame_dicom)
-from ..io.folders import printable_file, printable_path
+from ..io.folders import printable_file, printable_path, read_json_file
 from ..io.formats import name_without_suffix
 from ..io.overlay import burned_in_text_shown
 from ..io.writers import (MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, output_provenance, remove_staging_files,
@@ -201,7 +201,7 @@ def _others_under(stem_there: Path, digest: str, shown: str) -> tuple[str, str] 
     was recorded, its ``file`` is ``shown``); else (the files' names, why they are another's)."""
     earlier = stem_there.with_name(f"{stem_there.name}.json")
     try:
-        report = json.loads(earlier.read_text(encoding="utf-8"))
+        report = read_json_file(earlier)  # (a pipe planted there is not waited on)
         same = report["file_sha256"] == digest if report.get("file_sha256") else report["file"] == shown
         return None if same else (earlier.name, "is an earlier run's report of other bytes (another scan of this "
                                                 "name, or this one before it changed)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import json
 import logging
 import os
 import re
@@ -56,8 +57,8 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
         raise linked
     mode = "rb+"
     try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0),
-                             0o666)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | _NOT_WAITING | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP or path.is_symlink():  # (FreeBSD says EMLINK)
             raise linked from None
@@ -75,6 +76,10 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
                                       str(path)) from None
             raise
         mode = "rb"
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # (a pipe planted there: opened without waiting, a review)
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "no regular file lies where ipp-seg keeps its lock file (a pipe, a device or a "
+                                    "folder): move it away", str(path))
     with os.fdopen(descriptor, mode) as fh:
         fh.seek(0)  # (msvcrt locks from the position: the first byte)
         try:
@@ -105,10 +110,14 @@ def folder_lock(folder: Path, lock_name: str, in_use: FolderInUseError):
                 pass
 
 
+# Opening a pipe waits for its other end (for ever, one planted where a file was expected).
+_NOT_WAITING = getattr(os, "O_NONBLOCK", 0)
+
+
 def _lock_file_read_only(path: Path) -> int | None:
     """A lock file there already opened for reading (never through a link), None where it cannot be."""
     try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return os.open(path, os.O_RDONLY | _NOT_WAITING | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
 
@@ -397,3 +406,29 @@ def path_of_printable(printed: str) -> str:
         else:
             raw += part.encode("utf-8", "surrogateescape")
     return os.fsdecode(bytes(raw))
+
+
+#: The most bytes :func:`read_json_file` reads: a report or run record is kilobytes, a model card
+#: with its training history a few hundred.
+JSON_FILE_LIMIT = 16 * 2**20
+
+
+def read_json_file(path: str | os.PathLike[str], limit: int = JSON_FILE_LIMIT):
+    """The JSON value of the regular file at ``path`` (UTF-8). OSError where it cannot be
+    opened or read; ValueError where it is no regular file (a pipe or a device: opened without
+    waiting, never read), holds more than ``limit`` bytes, or is no JSON, nested too deep for
+    the parser included. Files others may plant (in a shared output folder, a models folder)
+    had hung a run (a pipe) or ended it in a traceback (a RecursionError), a security review."""
+    descriptor = os.open(path, os.O_RDONLY | _NOT_WAITING | getattr(os, "O_BINARY", 0))
+    with os.fdopen(descriptor, "rb") as fh:
+        found = os.fstat(fh.fileno())
+        if not stat.S_ISREG(found.st_mode):
+            raise ValueError("not a regular file (a pipe, a device or a folder)")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"more than {limit:,} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("its values nest too deeply to read") from None
+
