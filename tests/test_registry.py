@@ -88,6 +88,39 @@ def test_a_model_file_that_is_not_the_cards_is_refused(folder):
         load_segmenter(resolve_model("dssau-net-s"))
 
 
+def test_a_hostile_card_is_left_out_unread_or_unfollowed(folder, caplog):
+    # A security review: a card nested too deep ended predict and models in a RecursionError, a pipe named as a card
+    # hung them, a card's file named through .. or by an absolute path had that model run, and a validation of text
+    # ended models in a traceback.
+    import os
+
+    (folder / "deep.json").write_text("[" * 100000)
+    os.mkfifo(folder / "pipe.json")
+    card = json.loads((folder / "dssau-net-s.json").read_text())
+    outside = folder.parent / "elsewhere"
+    outside.mkdir()
+    shutil.copy(folder / "dssau-net-s.onnx", outside / "other.onnx")
+    for name, change, said in (("up", {"files": {**card["files"], "onnx": {**card["files"]["onnx"],
+                                                                          "name": "../elsewhere/other.onnx"}}},
+                                "is not a file name"),
+                               ("absolute", {"files": {**card["files"], "onnx": {**card["files"]["onnx"],
+                                                                                "name": str(outside / "other.onnx")}}},
+                                "is not a file name"),
+                               ("text", {"validation": "SECRET"}, "'validation' is not what"),
+                               ("source", {"validation_source": {"checkpoint": 3}}, "names no checkpoint")):
+        (folder / f"{name}.json").write_text(json.dumps({**card, **change}))
+    with caplog.at_level(logging.WARNING):
+        assert [s.name for s in shipped_models()] == ["dssau-net-s"]
+    assert "deep.json is left out" in caplog.text and "nest too deeply" in caplog.text
+    assert "pipe.json is left out" in caplog.text and "not a regular file" in caplog.text
+    assert caplog.text.count("is not a file name") == 2 and "'validation' is not what" in caplog.text
+    assert "names no checkpoint" in caplog.text
+    result = invoke("models")
+    assert result.exit_code == 0 and "Traceback" not in result.output and "dssau-net-s" in result.stdout
+    with pytest.raises(ModelNotFoundError):
+        resolve_model("up")
+
+
 def test_a_damaged_card_is_named_as_such_not_as_missing(folder, caplog):
     # Its model had been said to have "no model card (dssau-net-s.json) beside it", the card being there.
     card = folder / "dssau-net-s.json"
@@ -158,14 +191,14 @@ def test_a_models_folder_or_card_its_users_may_not_read(tmp_path, monkeypatch):
     listed = json.loads(result.stdout)["models"][0]["files"]["onnx"]
     assert result.exit_code == 2 and listed["readable"] is False and listed["matches_card"] is None
     closed = {str(tmp_path / "m.json")}  # the folder open, its files not
-    read_text = Path.read_text
+    real_open = os.open
 
-    def refused(self, *args, **kwargs):
-        if str(self) in closed:
-            raise PermissionError(13, "Permission denied", str(self))
-        return read_text(self, *args, **kwargs)
+    def refused(path, *args, **kwargs):
+        if str(path) in closed:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", refused)
+    monkeypatch.setattr(os, "open", refused)
     for args in (["models"], ["models", "--json"]):  # (every card closed: "no models found" and exit 0 had been said)
         result = invoke(*args)
         assert result.exit_code == 2 and "the model cards in" in result.output and "m.json" in result.output, args

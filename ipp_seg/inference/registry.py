@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import IppSegError
-from ..io.folders import FORMULA_START, composed_name
+from ..io.folders import FORMULA_START, composed_name, read_json_file
 from ..io.formats import name_without_suffix
 
 DEFAULT_MODEL = "dssau-net-s"
@@ -260,7 +260,7 @@ def _card_beside(path: Path) -> dict | None:
     """The JSON of the model card named as the model file ``path`` (``NAME.json`` beside
     ``NAME.onnx``), quietly; None where there is none that reads as an object."""
     try:
-        card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        card = read_json_file(path.with_suffix(".json"))
     except (OSError, ValueError):
         return None
     return card if isinstance(card, dict) else None
@@ -387,7 +387,7 @@ _FILE_KINDS = (("onnx", ".onnx"), ("torch", ".pt"))
 def _read_card(card_path: Path) -> dict | None:
     """A model card, or None (with a warning naming the file) when it is not one."""
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card = read_json_file(card_path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         log.warning("%s is left out of the models: it cannot be read as a model card (%s)", card_path, exc)
         return None
@@ -398,7 +398,30 @@ def _read_card(card_path: Path) -> dict | None:
         log.warning("%s is left out of the models: it is not a model card (it needs 'config' and 'files' as "
                     "scripts/ship_model.py writes them)", card_path)
         return None
+    problem = _card_problem(card)
+    if problem:
+        log.warning("%s is left out of the models: %s", card_path, problem)
+        return None
     return card
+
+
+def _card_problem(card: dict) -> str | None:
+    """What makes a card with ``config`` and ``files`` no model card ipp-seg can use; None for
+    none. (A security review: a card's file named ``../../elsewhere.onnx`` or by an absolute path
+    had that model run, and a ``validation`` of text ended ``models`` in a traceback.)"""
+    for kind, _ in _FILE_KINDS:
+        name = card["files"].get(kind, {}).get("name", "")
+        if name and (Path(name).name != name or "\\" in name or name in (".", "..")):
+            return f"its {kind} file {name!r} is not a file name: a card names its files beside it"
+    for key, inner in (("validation", "overall"), ("validation_source", None), ("training", None)):
+        value = card.get(key)
+        if value is not None and not (isinstance(value, dict) and (inner is None or isinstance(
+                value.get(inner, {}), dict))):
+            return f"its {key!r} is not what scripts/ship_model.py writes"
+    source = card.get("validation_source")
+    if source and not isinstance(source.get("checkpoint"), str):
+        return "its 'validation_source' names no checkpoint"
+    return None
 
 
 def _model_file(folder: Path, name: str, card: dict, kind: str, suffix: str) -> Path | None:
