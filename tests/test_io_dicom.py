@@ -445,6 +445,18 @@ def test_region_beyond_image_is_clipped(tmp_path):
     assert (region.x1, region.y1) == (80, 60)
 
 
+def test_a_header_of_more_ultrasound_regions_than_an_image_has_is_refused(tmp_path):
+    # A security review: each region is compared with each other one, and 50,000 in a 7 MB file took most of an hour.
+    from ipp_seg.io.dicom import MAX_ULTRASOUND_REGIONS
+
+    frames = ramp_frames(1, h=60, w=80)[0]
+    most = [region_item(0, 0, 79, 59, (0.03, 0.03)) for _ in range(MAX_ULTRASOUND_REGIONS)]
+    assert read_frame(write_dicom(tmp_path / "most.dcm", frames, regions=most)).spacing_mm == pytest.approx((0.3, 0.3))
+    path = write_dicom(tmp_path / "many.dcm", frames, regions=[*most, region_item(0, 0, 79, 59, (0.03, 0.03))])
+    with pytest.raises(ScanReadError, match=f"lists {MAX_ULTRASOUND_REGIONS + 1} ultrasound regions"):
+        read_frame(path)
+
+
 def test_two_regions_same_calibration_give_frame_spacing(tmp_path):
     frames = ramp_frames(1, h=60, w=80)[0]
     regions = [region_item(0, 0, 39, 59, (0.03, 0.03)), region_item(40, 0, 79, 59, (0.03, 0.03))]

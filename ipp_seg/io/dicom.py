@@ -836,10 +836,22 @@ def _float_or_none(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+#: The most ultrasound regions a header may list (scanners write one to a handful: views side by
+#: side, a zoom box, Doppler panes).
+MAX_ULTRASOUND_REGIONS = 100
+
+
 def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tuple[ImagingRegion, ...]:
     """The 2-D tissue regions of the Sequence of Ultrasound Regions, clipped to the image."""
     candidates: list[tuple[int | None, ImagingRegion]] = []
-    for number, item in enumerate(ds.get("SequenceOfUltrasoundRegions") or []):
+    listed = ds.get("SequenceOfUltrasoundRegions") or []
+    if len(listed) > MAX_ULTRASOUND_REGIONS:
+        # Each region is compared with each other one: 50,000 of them in a 7 MB file had taken most
+        # of an hour (a security review).
+        raise ScanReadError(path, f"its header lists {len(listed):,} ultrasound regions, where an image has a few "
+                                  f"(ipp-seg takes up to {MAX_ULTRASOUND_REGIONS}): damaged, or not written by a "
+                                  "scanner")
+    for number, item in enumerate(listed):
         if _int_or_none(item.get("RegionSpatialFormat")) != _SPATIAL_2D:
             continue
         data_type = _int_or_none(item.get("RegionDataType"))
