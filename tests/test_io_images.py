@@ -1107,6 +1107,19 @@ def test_a_volume_itk_cannot_read_a_plane_at_a_time_beyond_the_budget_is_refused
         assert count_frames(tmp_path / plain) == 4
 
 
+def test_an_image_file_beyond_what_a_frame_takes_is_refused_unread(tmp_path, sample_png):
+    # A security review: a PNG padded to 4 GiB (a sparse file) was read whole before OpenCV refused it, 4.3 GB.
+    from ipp_seg.io.images import MAX_IMAGE_FILE_BYTES
+
+    padded = tmp_path / "padded.png"
+    padded.write_bytes(sample_png.read_bytes())
+    os.truncate(padded, MAX_IMAGE_FILE_BYTES + 1)  # (sparse: no disk taken)
+    with pytest.raises(ScanReadError, match=r"the file holds 536,870,913 bytes, beyond the 512 MiB of an image file"):
+        read_frame(padded)
+    os.truncate(padded, sample_png.stat().st_size)
+    assert read_frame(padded).pixels.shape == read_frame(sample_png).pixels.shape
+
+
 def test_compressed_data_are_counted_in_bounded_pieces(tmp_path, monkeypatch):
     # A megabyte of compressed zeros inflates to a gigabyte: counted whole in one call, 7 MB of them had taken 2.3 GB
     # (a security review); a .nii.gz is inflated only as far as its image's bytes, not to the stream's end.

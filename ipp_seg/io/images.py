@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .errors import ScanReadError, missing_file_reason, open_failure_reason
-from .frames import too_many_pixels
+from .frames import MAX_FRAME_PIXELS, too_many_pixels
 from .greyscale import GreyPixels, colour_marks, drop_alpha_to_grey, to_output
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,11 @@ _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 file format's sign
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 
 
+#: The largest image file (PNG, JPEG, BMP, TIFF) read: 40 million pixels of 16-bit RGBA stored
+#: uncompressed take 320 MB.
+MAX_IMAGE_FILE_BYTES = 512 * 2**20
+
+
 def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray | GreyPixels:
     """Decode an image file into one greyscale frame (uint8, or float32 0-255 for 16-bit), with
     its :func:`~ipp_seg.io.greyscale.colour_marks` (a :class:`~ipp_seg.io.greyscale.GreyPixels`)
@@ -42,6 +47,13 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray | GreyPixels:
     path = str(path)
     suffix = os.path.splitext(path)[1].lower()
     try:
+        size = os.stat(path).st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            # Read whole to be decoded: a PNG padded to 4 GiB had taken 4.3 GB first (a security review).
+            raise ScanReadError(path, f"the file holds {size:,} bytes, beyond the "
+                                      f"{MAX_IMAGE_FILE_BYTES // 2**20} MiB of an image file ipp-seg reads (a frame "
+                                      f"of at most {MAX_FRAME_PIXELS // 1_000_000} million pixels, uncompressed, takes "
+                                      "less): damaged, or not a single frame")
         # Decoding from bytes, not cv2.imread, so that any path the OS accepts works.
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
