@@ -300,6 +300,15 @@ def test_a_model_named_as_a_spreadsheet_formula_is_refused(tmp_path, folder, cap
     with caplog.at_level("WARNING"):
         assert [s.name for s in shipped_models()] == ["dssau-net-s"]
     assert "-x.json is left out of the models: a model's name may not begin with '-'" in caplog.text
+    # A name holding a newline (a security review: it reached the CSV's model cells raw, splitting line-based rows).
+    for suffix in (".json", ".onnx"):
+        shutil.copy(folder / f"dssau-net-s{suffix}", folder / f"nl\nname{suffix}")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert [s.name for s in shipped_models()] == ["dssau-net-s"]
+    assert "is left out of the models: a model's name may not hold control characters" in caplog.text
+    with pytest.raises(ModelNotFoundError, match=r"may not hold control characters.*\(nl\\x0aname\)"):
+        resolve_model(str(folder / "nl\nname.onnx"))
 
 
 def test_a_run_folder_named_as_a_spreadsheet_formula_names_no_model(tmp_path):

@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 from ..errors import IppSegError
 from ..io.folders import FORMULA_START, composed_name, read_json_file
 from ..io.formats import name_without_suffix
+from ..printable import CONTROL_CHARACTER, terminal_text
 
 DEFAULT_MODEL = "dssau-net-s"
 log = logging.getLogger(__name__)
@@ -237,9 +238,9 @@ def check_export_target(path: str | os.PathLike[str]) -> None:
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"--onnx {path}: name the file .onnx, as --model takes an ONNX model by its suffix")
-    if path.name.startswith(FORMULA_START):
-        raise ValueError(f"--onnx {path}: a model's name may not begin with {path.name[0]!r} (the CSV's model cells "
-                         "would read as spreadsheet formulas)")
+    unfit = model_name_unfit(path.name)
+    if unfit:
+        raise ValueError(f"--onnx {path}: {unfit}")
     if not path.exists():
         return
     # Its card beside it (in any models folder: the shipped one while $IPP_SEG_MODELS names another), or
@@ -405,6 +406,18 @@ def _read_card(card_path: Path) -> dict | None:
     return card
 
 
+def model_name_unfit(name: str) -> str | None:
+    """Why ``name`` cannot name a model (it fills the CSV's model cells, the reports and the DICOM
+    results), or None: one beginning as a spreadsheet formula, or holding a control character (a
+    newline in a card's file name split the CSV's rows for line-based readers, a security review)."""
+    if name.startswith(FORMULA_START):
+        return (f"a model's name may not begin with {name[0]!r} (the CSV's model cells would read as spreadsheet "
+                "formulas)")
+    if CONTROL_CHARACTER.search(name):
+        return "a model's name may not hold control characters such as a newline (they would split the CSV's rows)"
+    return None
+
+
 def _card_problem(card: dict) -> str | None:
     """What makes a card with ``config`` and ``files`` no model card ipp-seg can use; None for
     none. (A security review: a card's file named ``../../elsewhere.onnx`` or by an absolute path
@@ -470,9 +483,9 @@ def shipped_models() -> list[ModelSpec]:
         if card is None:
             continue
         name = card_path.stem
-        if name.startswith(FORMULA_START):
-            log.warning("%s is left out of the models: a model's name may not begin with %r (the CSV's model cells "
-                        "would read as spreadsheet formulas); rename its files", card_path, name[0])
+        unfit = model_name_unfit(name)
+        if unfit:
+            log.warning("%s is left out of the models: %s; rename its files", card_path, unfit)
             continue
         specs.append(ModelSpec(name, _model_file(folder, name, card, "onnx", ".onnx"),
                                _model_file(folder, name, card, "torch", ".pt"), card, card_path))
@@ -533,9 +546,9 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         if not is_file:
             raise ModelNotFoundError(f"model file {path} does not exist")
         name = _model_file_name(path)
-        if name.startswith(FORMULA_START):  # (a run's best.pt is named by its run folder)
-            raise ModelNotFoundError(f"model file {path}: a model's name ({name}) may not begin with {name[0]!r} "
-                                     "(the CSV's model cells would read as spreadsheet formulas): rename it")
+        unfit = model_name_unfit(name)
+        if unfit:  # (a run's best.pt is named by its run folder)
+            raise ModelNotFoundError(f"model file {path}: {unfit} ({terminal_text(name)}): rename it")
         _warn_if_not_its_cards_file(path)
         _warn_if_named_as_another_model(path)
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
@@ -552,9 +565,9 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     uncarded = [folder / f"{name_or_path}{suffix}" for suffix in (".onnx", ".pt")
                 if (folder / f"{name_or_path}{suffix}").is_file()]
     card_path = folder / f"{name_or_path}.json"
-    if name_or_path.startswith(FORMULA_START):
-        raise ModelNotFoundError(f"model {name_or_path!r}: a model's name may not begin with {name_or_path[0]!r} (the "
-                                 "CSV's model cells would read as spreadsheet formulas): rename its files")
+    unfit = model_name_unfit(name_or_path)
+    if unfit:
+        raise ModelNotFoundError(f"model {terminal_text(name_or_path)!r}: {unfit}: rename its files")
     if card_path.is_file() and not os.access(card_path, os.R_OK):  # (files installed under umask 077)
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read "
                                  f"({os.strerror(errno.EACCES)}): whoever installed ipp-seg can let its users read "
