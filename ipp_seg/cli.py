@@ -149,20 +149,20 @@ def _settle_output_environment() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
-#: The fewest columns at which typer's help in boxes keeps every option's name whole (train's).
-_RICH_HELP_COLUMNS = 80
+#: The fewest columns at which typer's help in boxes keeps every option's name whole (train's, beside "-h").
+RICH_HELP_COLUMNS = 84
 
 
-def _help_width() -> int:
-    """The columns help is laid out in: COLUMNS where usable, else the terminal's, else (a file)
-    rich's 80."""
+def _help_width() -> int | None:
+    """The columns help is laid out in: COLUMNS where usable, else the terminal's; None for a file
+    or a pipe."""
     columns = os.environ.get("COLUMNS")
     if _usable_columns(columns):
         return int(columns)
     try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns or 80 if sys.stdout.isatty() else 80
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80 if sys.stdout.isatty() else None
     except (AttributeError, ValueError, OSError):
-        return 80
+        return None
 
 
 def _unescaped(stream) -> bool:
@@ -1676,17 +1676,25 @@ def main() -> None:
 
 @contextmanager
 def _help_fitting_the_width() -> Iterator[None]:
-    """typer's help in boxes below 80 columns cut option names ("--over…" for --overlays and
+    """typer's help in boxes below 84 columns cut option names ("--over…" for --overlays and
     --overwrite alike, a terminal user's pass): click's plain help there, which wraps the text
-    and keeps them whole. (typer's switch is its module's: set back after the command.)"""
-    rich = getattr(typer.core, "HAS_RICH", None)
-    if rich and _help_width() < _RICH_HELP_COLUMNS:
+    and keeps them whole; in a file or a pipe, help in boxes of 84 columns rather than rich's 80.
+    (typer's settings are its modules': set back after the command.)"""
+    import typer.rich_utils
+
+    rich, boxes = getattr(typer.core, "HAS_RICH", None), getattr(typer.rich_utils, "MAX_WIDTH", 0)
+    width = _help_width()
+    if rich and width is not None and width < RICH_HELP_COLUMNS:
         typer.core.HAS_RICH = False
+    elif rich and width is None and boxes is None:
+        typer.rich_utils.MAX_WIDTH = RICH_HELP_COLUMNS
     try:
         yield
     finally:
         if rich is not None:
             typer.core.HAS_RICH = rich
+        if boxes != 0:
+            typer.rich_utils.MAX_WIDTH = boxes
 
 
 def _now_devnull(before: tuple | None, fd: int) -> bool:

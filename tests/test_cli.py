@@ -1891,10 +1891,12 @@ def test_evaluate_that_can_score_nothing_says_why_and_keeps_an_earlier_runs_file
     assert result.exit_code == 2 and "no label masks" in result.output and "empty" in result.output
 
 
-@pytest.mark.parametrize("columns", ["40", "79", "80", "120"])
+@pytest.mark.parametrize("columns", ["40", "80", "83", "84", "120"])
 def test_help_keeps_every_option_name_whole_at_any_width(columns):
-    # At 40 columns typer's boxes had cut names ("--over…" twice: --overlays or --overwrite?), and train's below 80
-    # (a terminal user's pass): narrower than 80, click's plain help, which wraps the text instead.
+    # At 40 columns typer's boxes had cut names ("--over…" twice: --overlays or --overwrite?), and train's below 84
+    # (a terminal user's pass): narrower than that, click's plain help, which wraps the text instead.
+    from ipp_seg.cli import RICH_HELP_COLUMNS
+
     env = {**os.environ, "COLUMNS": columns}
     for command, names in (("batch", ("--overlays", "--overwrite", "--dicom-seg", "--dicom-sr", "--resume")),
                            ("train", ("--validation-count", "--extra-validation", "--deep-supervision"))):
@@ -1902,7 +1904,7 @@ def test_help_keeps_every_option_name_whole_at_any_width(columns):
                              env=env)
         assert run.returncode == 0 and run.stderr == "", run.stderr[-300:]
         assert "\u2026" not in run.stdout and all(name in run.stdout for name in names), (command, columns)
-        assert ("\u256d" in run.stdout) == (int(columns) >= 80)  # boxes where they fit
+        assert ("\u256d" in run.stdout) == (int(columns) >= RICH_HELP_COLUMNS)  # boxes where they fit
 
 
 @pytest.mark.parametrize("encoding, settings", [("cp1252", {"PYTHONIOENCODING": "cp1252"}),
