@@ -692,6 +692,17 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
                   "scans/list.nhdr": (detached.format("slice%d.raw 1 2 1").encode(), "split over several files")})
     cases["long.mha"] = (header([*base, "Comment = " + "x" * (1 << 16), "ElementDataFile = LOCAL"]) + pixels.tobytes(),
                          "runs past 64 KiB without ElementDataFile")
+    # (A QA pass: an ElementDataFile line across the 64 KiB mark had been checked for its part before it; "LoCaL",
+    # which MetaIO takes for a file's name, for LOCAL; a NRRD header past 64 KiB or of CR line ends unchecked.)
+    padded = header(base) + b"Comment = " + b"x" * ((1 << 16) - 20 - len(header(base)) - 11) + b"\n"
+    cases["scans/across.mhd"] = (padded + b"ElementDataFile = ../outside.raw\n", "runs past 64 KiB")
+    os.mkfifo(tmp_path / "scans" / "LoCaL")
+    cases["scans/odd_case.mhd"] = (header([*base, "ElementDataFile = LoCaL"]), "is not a regular file")
+    detached_head = "NRRD0004\ntype: unsigned char\ndimension: 2\nsizes: 80 64\n"
+    cases["scans/long.nhdr"] = (detached_head.encode() + b"# comment\n" * 7000 + b"data file: ../outside.raw\n",
+                                "NRRD header runs past")
+    cases["scans/cr.nhdr"] = ((detached_head + "encoding: raw\ndata file: ../outside.raw\n").replace("\n", "\r")
+                              .encode(), "is not in the header's folder")
     for name, (data, said) in cases.items():
         (tmp_path / name).write_bytes(data)
         for read in (read_frame, read_label_mask):
@@ -703,6 +714,13 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
     np.testing.assert_array_equal(read_label_mask(tmp_path / "scans" / "below.mhd")[0], pixels)
     (tmp_path / "scans" / "below.nhdr").write_text(detached.format("sub/in.raw"))
     np.testing.assert_array_equal(read_label_mask(tmp_path / "scans" / "below.nhdr")[0], pixels)
+    # Names their readers take for one file are read: "listing.raw" (MetaIO's LIST is in capitals), a name with a space.
+    (tmp_path / "scans" / "listing.raw").write_bytes(pixels.tobytes())
+    (tmp_path / "scans" / "with space.raw").write_bytes(pixels.tobytes())
+    (tmp_path / "scans" / "listing.mhd").write_bytes(header([*base, "ElementDataFile = listing.raw"]))
+    (tmp_path / "scans" / "space.nhdr").write_text(detached.format("with space.raw"))
+    for name in ("listing.mhd", "space.nhdr"):
+        np.testing.assert_array_equal(read_label_mask(tmp_path / "scans" / name)[0], pixels)
     (tmp_path / "whole.zraw").write_bytes(packed)  # whole, of no stated size: ITK reads it right
     (tmp_path / "whole.mhd").write_bytes(header([*base, "CompressedData = True", "ElementDataFile = whole.zraw"]))
     np.testing.assert_array_equal(read_label_mask(tmp_path / "whole.mhd")[0], pixels)
@@ -1155,9 +1173,18 @@ def test_compressed_data_are_counted_in_bounded_pieces(tmp_path, monkeypatch):
 
     monkeypatch.setattr(itk_module.gzip, "open", counted)
     _check_nifti_length(str(tmp_path / "long.nii.gz"), 1000)
-    assert sum(reads) <= 540 + 1000
+    assert sum(size for size in reads if size > 0) <= 540 + 1000 + 17 * 2**20  # (not the 64 MiB)
     with pytest.raises(ScanReadError, match="cut short"):
         _check_nifti_length(str(tmp_path / "long.nii.gz"), 65 * 2**20)
+    # A stream read to its end checks its CRC (a QA pass: stopped at the image's bytes, a damaged one was measured).
+    monkeypatch.undo()
+    with gzip.open(tmp_path / "small.nii.gz", "wb") as fh:
+        fh.write(bytes(header) + bytes(1000))
+    data = bytearray((tmp_path / "small.nii.gz").read_bytes())
+    data[-8] ^= 0xFF  # (the CRC-32 of the inflated data)
+    (tmp_path / "small.nii.gz").write_bytes(bytes(data))
+    with pytest.raises(ScanReadError, match="damaged file"):
+        _check_nifti_length(str(tmp_path / "small.nii.gz"), 1000)
 
 
 def test_an_output_replaces_a_planted_pipe_keeps_a_files_permissions_and_names_itself_in_errors(tmp_path):

@@ -81,7 +81,7 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         fields = _nrrd_header(path)
         data_file = fields.get("data file", fields.get("datafile", ""))
         if data_file:  # (a detached header's, or an attached one's that names a file all the same)
-            _data_file_beside(path, data_file, "data file", ".nhdr")
+            _data_file_beside(path, data_file, "data file", "NRRD")
     reader = _reader(path)
     try:
         with itk_warnings_silenced():
@@ -199,9 +199,18 @@ def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
         key, _, value = line.decode("latin-1").partition("=")
         fields[key.strip().lower()] = value.strip()
         if key.strip().lower() == "elementdatafile":
+            if offset == len(head) == 1 << 16 and not line.endswith((b"\n", b"\r")):
+                # Its line runs on past what was read, as MetaIO reads it whole (a QA pass: the checks saw
+                # the part before the cut, ITK a path outside the header's folder).
+                raise ScanReadError(path, "its MetaImage header runs past 64 KiB: damaged, or not written by ITK "
+                                          "or a scanner")
             return fields, offset, size
     return None
 
+
+#: How MetaIO takes a MetaImage's data to follow its header (it takes no other case: "LoCaL" names a
+#: file, which a QA pass's link beside the header had had read from elsewhere).
+_META_LOCAL = ("LOCAL", "Local", "local")
 
 #: The fields a MetaImage header cannot do without, as MetaIO names them (it takes no other case), in
 #: the order it needs them (DimSize is read by NDims); ITK's MetaIO prints its complaint about each
@@ -273,7 +282,7 @@ def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], v
         except ValueError:
             expected = None  # unknown compressed size
     data_file = fields.get("elementdatafile", "")
-    if data_file.upper() != "LOCAL":
+    if data_file not in _META_LOCAL:
         _check_meta_data_file(path, data_file, fields.get("headersize", ""), expected,
                               volume_bytes if compressed and expected is None else None)
     elif expected is not None and size - offset < expected:
@@ -302,7 +311,7 @@ def _check_meta_data_file(path: str, data_file: str, header_size: str, expected:
     unread (:func:`_data_file_beside`)."""
     if not data_file:
         return
-    data_path, size = _data_file_beside(path, data_file, "ElementDataFile", ".mhd")
+    data_path, size = _data_file_beside(path, data_file, "ElementDataFile", "MetaImage")
     skip = max(int(header_size), 0) if header_size.lstrip("-").isdigit() else 0  # -1: the data end the file
     if expected is not None and size - skip < expected:
         raise ScanReadError(path, f"its data file {data_file} is cut short: {max(0, size - skip)} of the "
@@ -321,25 +330,25 @@ _INFLATE_PIECE_BYTES = 16 * 2**20
 
 
 def _data_file_beside(path: str, data_file: str, field_name: str, kind: str) -> tuple[str, int]:
-    """The path and size of the one data file a detached header (``kind``: .mhd, .nhdr) at ``path``
+    """The path and size of the one data file a header (``kind``: MetaImage, NRRD) at ``path``
     names in its ``field_name``, in the header's folder or one under it. Refused unread: data
     split over several files (a LIST or a numbered pattern), a file outside that folder (an
     absolute path, or one through ``..``: a header naming another patient's image, or any file
     its reader may read, had had that file measured and drawn as a scan, a security review), a
     missing one, and one that is no regular file (a pipe had hung the run)."""
-    if data_file.upper().startswith("LIST") or "%" in data_file or len(data_file.split()) > 1 and kind == ".nhdr":
+    if data_file.startswith("LIST") or "%" in data_file:  # (as their readers tell them: "listing.raw" is a file)
         raise ScanReadError(path, f"its image data are split over several files ({field_name} LIST or a numbered "
                                   "pattern), which ipp-seg does not read: write the image again as one file")
     if os.path.isabs(data_file) or re.match(r"[A-Za-z]:", data_file) or ".." in re.split(r"[\\/]", data_file):
         raise ScanReadError(path, f"its data file {data_file} ({field_name}) is not in the header's folder, and "
-                                  f"ipp-seg reads a {kind}'s data only from beside it (or a folder under it): keep the "
-                                  "data file beside the header and name it alone")
+                                  f"ipp-seg reads a {kind} header's data only from beside it (or a folder under "
+                                  "it): keep the data file beside the header and name it alone")
     data_path = os.path.join(os.path.dirname(path), data_file)
     try:
         found = os.stat(data_path)
     except OSError:
         raise ScanReadError(path, f"its data file {data_file} ({field_name}) is missing; keep it beside the "
-                                  f"header when copying a {kind}") from None
+                                  f"header when copying a {kind} header and its data") from None
     if not stat.S_ISREG(found.st_mode):
         raise ScanReadError(path, f"its data file {data_file} ({field_name}) is not a regular file (a folder, a "
                                   "pipe or a device): not read")
@@ -377,10 +386,12 @@ def _check_nifti_length(path: str, volume_bytes: int) -> None:
         if path.lower().endswith(".gz"):
             with gzip.open(path, "rb") as fh:
                 head = fh.read(_NIFTI2_HEADER_BYTES)
-                # Inflated until the image's bytes are there, not to the stream's end (a gzip bomb: 21 s).
+                # Inflated to the stream's end, where gzip checks its CRC (a QA pass: a damaged .nii.gz had
+                # been measured once reading stopped at the image's bytes), but not 16 MiB past the image's
+                # bytes: a gzip bomb's tail had taken 21 s.
                 needed = (_nifti_data_offset(head) or len(head)) + volume_bytes
                 size = len(head)
-                while size < needed and (chunk := fh.read(min(1 << 20, needed - size))):
+                while size < needed + _INFLATE_PIECE_BYTES and (chunk := fh.read(1 << 20)):
                     size += len(chunk)
         else:
             with open(path, "rb") as fh:
@@ -450,15 +461,20 @@ def _nrrd_spacing_mm(path: str, spacing: Spacing) -> Spacing | None:
 
 def _nrrd_header(path: str) -> dict[str, str]:
     """The fields of a NRRD header (attached, up to the first blank line, or a detached .nhdr),
-    keys in lower case; key/value pairs (``key:=value``) and comments are skipped."""
+    keys in lower case; key/value pairs (``key:=value``) and comments are skipped. A header that
+    runs past its first 64 KiB is refused (ITK reads on: a QA pass's 64 KiB of comments before a
+    data file outside the header's folder had had that file read), as ITK, its lines ended by CR,
+    LF or both."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
     except OSError:
         return {}
+    lines = head.splitlines()
+    if len(head) == 1 << 16 and b"" not in lines[1:]:  # (no blank line ends it, nor the file's end)
+        raise ScanReadError(path, "its NRRD header runs past 64 KiB: damaged, or not written by ITK or a scanner")
     fields: dict[str, str] = {}
-    for line in head.decode("utf-8", "replace").split("\n")[1:]:  # the first line is the magic, NRRD000X
-        line = line.rstrip("\r")
+    for line in (raw.decode("utf-8", "replace") for raw in lines[1:]):  # the first line is the magic, NRRD000X
         if not line:
             break
         key, sep, value = line.partition(": ")
