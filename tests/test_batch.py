@@ -3530,6 +3530,7 @@ def test_a_resume_that_skips_nothing_still_counts_the_earlier_versions_rows_it_k
 def test_files_planted_in_an_output_folder_hang_or_crash_no_run(tmp_path, sample_png, caplog):
     # A security review, of a shared output folder: a pipe planted as measurements.csv or as the lock file hung the
     # run, and a run record nested too deep ended --resume in a RecursionError traceback (exit 1).
+    from ipp_seg.inference.batch import is_batch_output
     from ipp_seg.io.folders import read_json_file
 
     scans = tmp_path / "scans"
@@ -3543,6 +3544,7 @@ def test_files_planted_in_an_output_folder_hang_or_crash_no_run(tmp_path, sample
             result = _run("batch", scans, "--out", out, *extra)
             assert result.exit_code == 2 and "regular file" in " ".join(result.output.split()), result.output
             assert planted in result.output
+    assert not is_batch_output(tmp_path / "out_measurements.csv")  # (evaluate had hung opening it: a QA pass)
     out = tmp_path / "deep"
     assert _run("batch", scans, "--out", out).exit_code == 0
     (out / ".ipp-seg-run.json").write_text("[" * 100000)

@@ -764,6 +764,8 @@ def is_batch_output(folder: Path) -> bool:
     """Whether ``folder`` holds a batch run's ``measurements.csv``: its masks and overlays are
     outputs, never scans. A CSV that ``measure --csv`` wrote has the same columns, but its rows
     name no model (the masks were drawn elsewhere): the masks beside it are the user's own."""
+    if not (folder / CSV_NAME).is_file():  # (a pipe planted there had hung evaluate, a QA pass)
+        return False
     try:
         with open(folder / CSV_NAME, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
