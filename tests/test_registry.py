@@ -128,6 +128,10 @@ def test_a_damaged_card_is_named_as_such_not_as_missing(folder, caplog):
     with pytest.raises(ModelNotFoundError, match=r"its card .*dssau-net-s\.json cannot be read as a model card"):
         resolve_model("dssau-net-s")
     assert "cannot be read as a model card" in caplog.text  # and the warning says why
+    # The error says why itself (a QA pass: under -q, which keeps warnings back, it said "see the warning above").
+    card.write_text(json.dumps({"config": "dssau-net-s", "files": {}, "validation": "text"}))
+    with pytest.raises(ModelNotFoundError, match=r"ship_model.py: its 'validation' is not what"):
+        resolve_model("dssau-net-s")
 
 
 def test_a_model_file_without_a_card_is_named_when_asked_for_by_name(folder):

@@ -386,24 +386,26 @@ _FILE_KINDS = (("onnx", ".onnx"), ("torch", ".pt"))
 
 
 def _read_card(card_path: Path) -> dict | None:
-    """A model card, or None (with a warning naming the file) when it is not one."""
+    """A model card, or None (with a warning naming the file and why) when it is not one."""
+    card, problem = _card_or_problem(card_path)
+    if problem:
+        log.warning("%s is left out of the models: %s", card_path, problem)
+    return card
+
+
+def _card_or_problem(card_path: Path) -> tuple[dict | None, str | None]:
+    """(the model card at ``card_path``, None), or (None, why it is none)."""
     try:
         card = read_json_file(card_path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        log.warning("%s is left out of the models: it cannot be read as a model card (%s)", card_path, exc)
-        return None
+        return None, f"it cannot be read as a model card ({exc})"
     files = card.get("files", {}) if isinstance(card, dict) else None
     if not isinstance(files, dict) or "config" not in card or not all(
             isinstance(files.get(kind, {}), dict) and isinstance(files.get(kind, {}).get("name", ""), str)
             for kind, _ in _FILE_KINDS):
-        log.warning("%s is left out of the models: it is not a model card (it needs 'config' and 'files' as "
-                    "scripts/ship_model.py writes them)", card_path)
-        return None
+        return None, "it is not a model card (it needs 'config' and 'files' as scripts/ship_model.py writes them)"
     problem = _card_problem(card)
-    if problem:
-        log.warning("%s is left out of the models: %s", card_path, problem)
-        return None
-    return card
+    return (None, problem) if problem else (card, None)
 
 
 def model_name_unfit(name: str) -> str | None:
@@ -572,10 +574,11 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read "
                                  f"({os.strerror(errno.EACCES)}): whoever installed ipp-seg can let its users read "
                                  f"the models folder's files (chmod -R a+rX {folder})")
-    if card_path.is_file():  # there, and left out of the models with a warning saying why
+    if card_path.is_file():  # there, and left out of the models (why said here too: -q keeps warnings back)
+        why = _card_or_problem(card_path)[1] or "it changed while read"
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read as a model card "
-                                 "(damaged, or not written by scripts/ship_model.py; see the warning above): put "
-                                 "the card back as it was shipped (in a clone: git checkout models/)")
+                                 f"(damaged, or not written by scripts/ship_model.py: {why}): put the card back as "
+                                 "it was shipped (in a clone: git checkout models/)")
     if uncarded:  # a model exported into the folder, never given a card
         raise ModelNotFoundError(f"model {name_or_path!r}: {uncarded[0]} has no model card ({name_or_path}.json) "
                                  f"beside it, so it is not listed; run the file itself with --model {uncarded[0]}")
