@@ -691,7 +691,7 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
                   "scans/pipe.nhdr": (detached.format("pipe.raw").encode(), "is not a regular file"),
                   "scans/list.nhdr": (detached.format("slice%d.raw 1 2 1").encode(), "split over several files")})
     cases["long.mha"] = (header([*base, "Comment = " + "x" * (1 << 16), "ElementDataFile = LOCAL"]) + pixels.tobytes(),
-                         "runs past 64 KiB without ElementDataFile")
+                         "runs past 64 KiB")
     # (A QA pass: an ElementDataFile line across the 64 KiB mark had been checked for its part before it; "LoCaL",
     # which MetaIO takes for a file's name, for LOCAL; a NRRD header past 64 KiB or of CR line ends unchecked.)
     padded = header(base) + b"Comment = " + b"x" * ((1 << 16) - 20 - len(header(base)) - 11) + b"\n"
@@ -703,6 +703,23 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
                                 "NRRD header runs past")
     cases["scans/cr.nhdr"] = ((detached_head + "encoding: raw\ndata file: ../outside.raw\n").replace("\n", "\r")
                               .encode(), "is not in the header's folder")
+    # (A second QA pass: headers MetaIO or ITK's NRRD reader read otherwise than a Python reading of them had a data
+    # file outside the folder read, or a pipe waited on.)
+    (tmp_path / "scans" / "good.raw").write_bytes(pixels.tobytes())
+    strict = {"colon": (b"ElementDataFile: ../outside.raw\nElementDataFile = good.raw", "cannot read as Field = value"),
+              "lower": (b"elementdatafile = good.raw\nElementDataFile = ../outside.raw", "in another case"),
+              "nul": (b"ElementDataFile\0 = ../outside.raw\nElementDataFile = good.raw", "cannot read as Field"),
+              "vt": (b"ElementDataFile\v = good.raw", "cannot read as Field = value"),
+              "twice": (b"ElementType = MET_UCHAR\nElementDataFile = good.raw", "gives ElementType twice"),
+              "second": (b"ElementDataFile = =../outside.raw", "a value opening with another separator"),
+              "cr": (b"ElementDataFile = good\r/../../outside.raw", "cannot read as Field = value"),
+              "local": (b"ElementDataFile = \vLOCAL", "cannot read as Field = value")}
+    cases.update({f"scans/strict_{name}.mhd": (header(base) + line + b"\n", said)
+                  for name, (line, said) in strict.items()})
+    nrrd = {"trailing": ("good.raw ", "ends with a blank"), "stdin": ("-", "is the standard input"),
+            "nul": ("good.raw\0", "control characters"), "nbsp": ("\u00a0good.raw", "unusual spaces")}
+    cases.update({f"scans/strict_{name}.nhdr": (detached.format(value).encode(), said)
+                  for name, (value, said) in nrrd.items()})
     for name, (data, said) in cases.items():
         (tmp_path / name).write_bytes(data)
         for read in (read_frame, read_label_mask):
@@ -719,7 +736,16 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
     (tmp_path / "scans" / "with space.raw").write_bytes(pixels.tobytes())
     (tmp_path / "scans" / "listing.mhd").write_bytes(header([*base, "ElementDataFile = listing.raw"]))
     (tmp_path / "scans" / "space.nhdr").write_text(detached.format("with space.raw"))
-    for name in ("listing.mhd", "space.nhdr"):
+    # And headers they read alike: a byte-order mark, a header of exactly 64 KiB, a leading tab before a NRRD data file.
+    (tmp_path / "scans" / "bom.mhd").write_bytes(b"\xef\xbb\xbf" + header([*base, "ElementDataFile = good.raw"]))
+    start, last = header(base), b"ElementDataFile = good.raw"  # (no newline after it: the file ends there)
+    room = (1 << 16) - len(start) - len(last)
+    padding = b"".join(b"Comment = " + b"x" * (size - 11) + b"\n" for size in [90] * (room // 90 - 1)
+                       + [90 + room % 90])  # (short lines: MetaIO reads no long one)
+    (tmp_path / "scans" / "full.mhd").write_bytes(start + padding + last)
+    assert (tmp_path / "scans" / "full.mhd").stat().st_size == 1 << 16
+    (tmp_path / "scans" / "tab.nhdr").write_text(detached.format("\tgood.raw"))
+    for name in ("listing.mhd", "space.nhdr", "bom.mhd", "full.mhd", "tab.nhdr"):
         np.testing.assert_array_equal(read_label_mask(tmp_path / "scans" / name)[0], pixels)
     (tmp_path / "whole.zraw").write_bytes(packed)  # whole, of no stated size: ITK reads it right
     (tmp_path / "whole.mhd").write_bytes(header([*base, "CompressedData = True", "ElementDataFile = whole.zraw"]))

@@ -192,20 +192,68 @@ def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
         size = os.fstat(fh.fileno()).st_size
-    _check_meta_header_whole(path, head)
-    fields, offset = {}, 0
-    for line in head.splitlines(keepends=True):
-        offset += len(line)
-        key, _, value = line.decode("latin-1").partition("=")
-        fields[key.strip().lower()] = value.strip()
-        if key.strip().lower() == "elementdatafile":
-            if offset == len(head) == 1 << 16 and not line.endswith((b"\n", b"\r")):
-                # Its line runs on past what was read, as MetaIO reads it whole (a QA pass: the checks saw
-                # the part before the cut, ITK a path outside the header's folder).
-                raise ScanReadError(path, "its MetaImage header runs past 64 KiB: damaged, or not written by ITK "
-                                          "or a scanner")
-            return fields, offset, size
-    return None
+    pairs, offset = _meta_header_lines(path, head, size <= len(head))
+    _check_meta_header_whole(path, pairs)
+    return {key.lower(): value for key, value in pairs}, offset, size
+
+
+def _meta_header_lines(path: str, head: bytes, whole_file: bool) -> tuple[list[tuple[str, str]], int]:
+    """The (field, value) lines of a MetaImage header, through its ElementDataFile line, and the
+    offset of what follows that line. ``head``: the file's first 64 KiB (``whole_file``: all of it).
+
+    Read strictly, as ``Field = value`` lines of UTF-8 text without control characters or unusual
+    spaces, each field once, a value not opening with another separator: a header that reads
+    otherwise is refused, as MetaIO may read it another way (two QA passes got a data file outside
+    the header's folder read, or a pipe waited on, past a Python reading of such headers: a field
+    given after ``:``, in another case before it, with a NUL or vertical tab in its name, a second
+    ``=``, a lone carriage return in its value, a vertical tab before LOCAL). A header read to the
+    end of the file without an ElementDataFile gives what it has (the checks then say what is
+    missing); one that runs past 64 KiB is refused."""
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    offset = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # (a byte-order mark: MetaIO passes over the field it starts)
+    while offset < len(head):
+        end = head.find(b"\n", offset)
+        if end < 0 and not whole_file:
+            raise ScanReadError(path, "its MetaImage header runs past 64 KiB: damaged, or not written by ITK or a "
+                                      "scanner")
+        end = len(head) if end < 0 else end
+        raw, offset = head[offset:end], end + 1
+        try:
+            text = raw.removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and not text.strip(" \t"):
+            continue  # a blank line
+        line = None if text is None or _UNSAFE_IN_HEADER.search(text) else _META_LINE.fullmatch(text)
+        if line is None:
+            if not pairs or (end == len(head) and whole_file):
+                break  # another kind of file, or a copy cut short: said by what is missing
+            raise ScanReadError(path, f"its MetaImage header has a line ipp-seg cannot read as Field = value (line "
+                                      f"{len(pairs) + 1}: control characters, unusual spaces, another separator or "
+                                      "text that is not UTF-8): written by hand or by another program; write it "
+                                      "again")
+        key, value = line.groups()
+        twice = key.lower() in seen and key.lower() in _META_FIELDS_LOWER
+        if value.startswith(("=", ":")) or twice:
+            raise ScanReadError(path, f"its MetaImage header gives {key} " + (
+                "twice" if twice else "a value opening with another separator") + ": written by hand or by another "
+                "program; write it again")
+        seen.add(key.lower())
+        pairs.append((key, value))
+        if key.lower() == "elementdatafile":  # (in another case, refused by the checks: MetaIO reads on)
+            return pairs, min(offset, len(head))
+    return pairs, len(head)
+
+
+#: A MetaImage header line, ``Field = value`` (blanks and tabs around each).
+_META_LINE = re.compile(r"[ \t]*([A-Za-z][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*?)[ \t]*")
+
+#: What no header line of a scanner's or ITK's holds, and Python and ITK read differently: control
+#: characters but the tab (a lone carriage return among them), the no-break and other unusual
+#: spaces, format characters and a byte-order mark.
+_UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\xa0\u1680\u2000-\u200f\u2028-\u202f"
+                               "\u205f-\u206f\u3000\ufeff]")
 
 
 #: How MetaIO takes a MetaImage's data to follow its header (it takes no other case: "LoCaL" names a
@@ -227,25 +275,17 @@ _META_FIELDS = _META_REQUIRED + (
     "ElementMin", "ElementMax")
 
 
-def _check_meta_header_whole(path: str, head: bytes) -> None:
+_META_FIELDS_LOWER = frozenset(field.lower() for field in _META_FIELDS)
+
+
+def _check_meta_header_whole(path: str, pairs: list[tuple[str, str]]) -> None:
     """Refuse a MetaImage header that MetaIO would fail on, printing its own lines on stderr ("DimSize
     required and not defined", from a library that promises to print nothing): one that ends
     before its required fields (a copy cut short in its header, or another file named .mha), names
     them in another case, gives DimSize before NDims, or no whole number for each dimension.
-    ``head``: the file's first 64 KiB; a header longer than that is refused too (none that ITK or a
-    scanner writes is: one was a way past these checks, a .mhd's data file among them)."""
-    if len(head) == 1 << 16 and b"elementdatafile" not in head.lower():  # (in any case: a QA pass)
-        raise ScanReadError(path, "its MetaImage header runs past 64 KiB without ElementDataFile: damaged, or not "
-                                  "written by ITK or a scanner")
-    fields: dict[str, str] = {}
-    order: list[str] = []
-    for line in head.splitlines():
-        key, _, value = line.decode("latin-1").partition("=")
-        key = key.strip()
-        fields.setdefault(key, value.strip())
-        order.append(key)
-        if key == "ElementDataFile":
-            break
+    ``pairs``: its (field, value) lines (:func:`_meta_header_lines`)."""
+    fields = dict(pairs)
+    order = [key for key, _ in pairs]
     missing = [field for field in _META_REQUIRED if field not in fields]
     lower = {key.lower() for key in fields}
     other_case = [field for field in _META_FIELDS if field not in fields and field.lower() in lower]
@@ -468,17 +508,34 @@ def _nrrd_header(path: str) -> dict[str, str]:
     try:
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
+            size = os.fstat(fh.fileno()).st_size
     except OSError:
         return {}
     lines = head.splitlines()
-    if len(head) == 1 << 16 and b"" not in lines[1:]:  # (no blank line ends it, nor the file's end)
+    if len(head) < size and b"" not in lines[1:]:  # (no blank line ends it within 64 KiB, nor the file's end)
         raise ScanReadError(path, "its NRRD header runs past 64 KiB: damaged, or not written by ITK or a scanner")
     fields: dict[str, str] = {}
-    for line in (raw.decode("utf-8", "replace") for raw in lines[1:]):  # the first line is the magic, NRRD000X
-        if not line:
+    for raw in lines[1:]:  # the first line is the magic, NRRD000X
+        if not raw:
             break
+        if raw.startswith(b"#"):
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = "\x00"  # (refused below)
+        if _UNSAFE_IN_HEADER.search(line):
+            # Read otherwise by ITK (a QA pass: a vertical tab or no-break space around a data file's name).
+            raise ScanReadError(path, "its NRRD header has a line with control characters, unusual spaces or text "
+                                      "that is not UTF-8: written by hand or by another program; write it again")
         key, sep, value = line.partition(": ")
-        if sep and not line.startswith("#") and ":=" not in key:
+        if sep and ":=" not in key:
+            named = value.lstrip(" \t")  # (as ITK reads it: from its first character that is no blank)
+            if key.strip().lower() in ("data file", "datafile") and (named != named.rstrip() or named == "-"):
+                # ITK takes the name as it stands (a QA pass: "good.raw " was a pipe beside the header) and "-"
+                # for the standard input.
+                raise ScanReadError(path, f"its data file {named!r} (data file) ends with a blank or is the "
+                                          "standard input: name the data file beside the header alone")
             fields[key.strip().lower()] = value.strip()
     return fields
 
