@@ -1366,7 +1366,8 @@ class FileProcessor:
                                                          title=overlay_title(Path(name).name, frame.frame_index,
                                                                              frame.n_frames,
                                                                              frame.provenance.frame_number),
-                                                         tta=inf.tta, model=self.model_name, echoes=frame_echoes(frame)),
+                                                         tta=inf.tta, model=self.model_name,
+                                                         echoes=frame_echoes(frame)),
                                           self._drawn_by)
                         files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
                 dicom_cell = ""

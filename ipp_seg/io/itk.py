@@ -211,8 +211,10 @@ def _meta_header_lines(path: str, head: bytes, whole_file: bool) -> tuple[list[t
     missing); one that runs past 64 KiB is refused."""
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
-    offset = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # (a byte-order mark: MetaIO passes over the field it starts)
+    offset = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # (a byte-order mark: MetaIO passes over its field)
+    number = 0  # (the line's, for a message)
     while offset < len(head):
+        number += 1
         end = head.find(b"\n", offset)
         if end < 0 and not whole_file:
             raise ScanReadError(path, "its MetaImage header runs past 64 KiB: damaged, or not written by ITK or a "
@@ -230,7 +232,7 @@ def _meta_header_lines(path: str, head: bytes, whole_file: bool) -> tuple[list[t
             if not pairs or (end == len(head) and whole_file):
                 break  # another kind of file, or a copy cut short: said by what is missing
             raise ScanReadError(path, f"its MetaImage header has a line ipp-seg cannot read as Field = value (line "
-                                      f"{len(pairs) + 1}: control characters, unusual spaces, another separator or "
+                                      f"{number}: control characters, unusual spaces, another separator or "
                                       "text that is not UTF-8): written by hand or by another program; write it "
                                       "again")
         key, value = line.groups()
