@@ -82,6 +82,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         data_file = fields.get("data file", fields.get("datafile", ""))
         if data_file:  # (a detached header's, or an attached one's that names a file all the same)
             _data_file_beside(path, data_file, "data file", "NRRD")
+        elif "data file" in fields or "datafile" in fields:  # (ITK would open the header's folder)
+            raise ScanReadError(path, "its NRRD header's data file is empty: damaged, or written by hand")
     reader = _reader(path)
     try:
         with itk_warnings_silenced():
@@ -194,6 +196,9 @@ def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
         size = os.fstat(fh.fileno()).st_size
     pairs, offset = _meta_header_lines(path, head, size <= len(head))
     _check_meta_header_whole(path, pairs)
+    if head.lower().count(b"elementdatafile") > 1:  # (where MetaIO might take another one than the one checked)
+        raise ScanReadError(path, "its MetaImage header names ElementDataFile more than once: damaged, or written by "
+                                  "hand")
     return {key.lower(): value for key, value in pairs}, offset, size
 
 
@@ -279,6 +284,17 @@ _META_FIELDS = _META_REQUIRED + (
 
 _META_FIELDS_LOWER = frozenset(field.lower() for field in _META_FIELDS)
 
+#: How many numbers MetaIO reads for each field of numbers: "n" NDims of them, "nn" NDims squared.
+_META_NUMBER_COUNTS: dict[str, int | str] = {
+    "NDims": 1, "HeaderSize": 1, "ElementNumberOfChannels": 1, "CompressedDataSize": 1, "ElementMin": 1,
+    "ElementMax": 1, "ElementSpacing": "n", "ElementSize": "n", "Offset": "n", "Position": "n", "Origin": "n",
+    "CenterOfRotation": "n", "TransformMatrix": "nn", "Rotation": "nn", "Orientation": "nn"}
+_META_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+#: ElementDataFile names this long or longer are refused: MetaIO opens no more than 499 bytes of one
+#: (a third QA pass: the 499 first characters of a longer name named a pipe, or a link elsewhere).
+_META_LONGEST_NAME = 499
+
 
 def _check_meta_header_whole(path: str, pairs: list[tuple[str, str]]) -> None:
     """Refuse a MetaImage header that MetaIO would fail on, printing its own lines on stderr ("DimSize
@@ -309,6 +325,21 @@ def _check_meta_header_whole(path: str, pairs: list[tuple[str, str]]) -> None:
     if not (whole.fullmatch(ndims) and len(sizes) == int(ndims) and all(whole.fullmatch(size) for size in sizes)):
         count = ndims if whole.fullmatch(ndims) else "NDims"
         raise ScanReadError(path, f"its MetaImage header's DimSize is not {count} whole numbers: damaged or incomplete")
+    # A field of numbers MetaIO reads on from, into the lines after it, when short of them (a third QA
+    # pass: "Offset = 0" in a 2-D header made it take the ElementDataFile line after the one checked).
+    for field, count in _META_NUMBER_COUNTS.items():
+        value = fields.get(field)
+        wanted = {"n": int(ndims), "nn": int(ndims) ** 2}.get(count, count)
+        if value is not None and not (len(value.split()) == wanted and all(
+                _META_NUMBER.fullmatch(number) for number in value.split())):
+            raise ScanReadError(path, f"its MetaImage header's {field} is not {wanted} number(s), as MetaImage readers "
+                                      "read it: damaged, or written by hand")
+    data_file = fields["ElementDataFile"]
+    if not data_file or len(data_file.encode()) >= _META_LONGEST_NAME:
+        # (MetaIO opens the first 499 characters of a longer name: another file than the one checked.)
+        raise ScanReadError(path, "its MetaImage header's ElementDataFile is " + (
+            "empty" if not data_file else f"{len(data_file.encode())} bytes long, beyond what MetaImage readers take") +
+            ": damaged, or written by hand")
 
 
 def _check_meta_image_length(path: str, meta: tuple[dict[str, str], int, int], volume_bytes: int) -> None:
