@@ -937,8 +937,8 @@ def batch(
         fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
                            address, dicom_seg=dicom_seg, dicom_sr=dicom_sr, excluded_globs=tuple(exclude or ()))
-    counts = {"files": 0, "total": None, "frames": 0, "failed": 0, "not_images": 0, "started": time.monotonic(),
-              "said": 0.0}
+    counts = {"files": 0, "total": None, "frames": 0, "in_file": 0, "failed": 0, "not_images": 0,
+              "started": time.monotonic(), "said": 0.0}
     # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the ssh session
     # a job was started from with '&', ends the run like Ctrl-C does, while it runs: one after it
     # (as the process exits) would only print a traceback.
@@ -954,7 +954,17 @@ def batch(
             counts["total"] = total
             progress.update(task, total=total)
 
+        def on_frame() -> None:
+            # A frame of the file in hand (one worker): a long cine moves the count and the log's lines
+            # (a 600-frame cine had left a log silent until it was done, a QA pass).
+            counts["in_file"] += 1
+            progress.update(task, frames=counts["frames"] + counts["in_file"])
+            # (The first line after the first file, as before, unless that file takes the first 30 s.)
+            if counts["said"] or time.monotonic() - counts["started"] >= PLAIN_PROGRESS_EVERY_S:
+                _say_progress_in_log(counts)
+
         def on_progress(outcome) -> None:
+            counts["in_file"] = 0  # (its frames counted from its rows now)
             counts["files"] += 1
             failure = _failure_line(outcome.file, outcome.rows)
             # Named as they come, the first few (-v logs every file anyway): a log or a job's mail had
@@ -975,17 +985,13 @@ def batch(
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
                             failed=_failed_text(counts))
-            now = time.monotonic()
-            counts.setdefault("first", (now, counts["files"]))
-            if not _live_progress() and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
-                # A log file (nohup, cron, a cluster job) gets a line now and then instead of a bar.
-                counts["said"] = now
-                err.print(_plain_progress(counts, now), highlight=False)
+            counts.setdefault("first", (time.monotonic(), counts["files"]))
+            _say_progress_in_log(counts)
 
         csv_path = out / "measurements.csv"
         csv_before = _file_identity(csv_path)  # (to tell, if the run stops, whether it wrote any row)
         try:
-            summary = run_batch(options, on_progress=on_progress, on_start=on_start)
+            summary = run_batch(options, on_progress=on_progress, on_start=on_start, on_frame=on_frame)
         except OutputLockedError as exc:  # (EX_TEMPFAIL: a scheduler tries again later, where 2 says fix the command)
             fail(str(exc), code=75)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
@@ -1233,16 +1239,26 @@ def _failed_text(counts: dict) -> str:
                                   if not_images else "")
 
 
+def _say_progress_in_log(counts: dict) -> None:
+    """A log file (nohup, cron, a cluster job) gets a line of batch progress now and then instead of
+    a bar."""
+    now = time.monotonic()
+    if not _live_progress() and now - counts["said"] >= PLAIN_PROGRESS_EVERY_S:
+        counts["said"] = now
+        err.print(_plain_progress(counts, now), highlight=False)
+
+
 def _plain_progress(counts: dict, now: float) -> str:
     """One line of batch progress for a log file: files done of all, frames, rate, time left.
     The time left is estimated from the files done since the first one: before it, the
     workers were starting and loading the model (a 37 s run was once announced as 25 min)."""
     done, total, elapsed_s = counts["files"], counts["total"], now - counts["started"]
-    rate = counts["frames"] / elapsed_s if elapsed_s > 0 else 0.0
+    frames = counts["frames"] + counts.get("in_file", 0)  # (those of the file in hand too)
+    rate = frames / elapsed_s if elapsed_s > 0 else 0.0
     line = f"batch: {done} of {_count(total, 'file')}" if total else f"batch: {_count(done, 'file')}"
     # A slow model (the paper config with --tta) at its first frames: seconds per frame, not "0.0/s".
     pace = f"{1 / rate:.0f} s per frame" if 0 < rate < 0.1 else f"{rate:.1f}/s"
-    line += f", {_count(counts['frames'], 'frame')} ({pace}), {_failed_text(counts)}, {elapsed_s / 60:.1f} min"
+    line += f", {_count(frames, 'frame')} ({pace}), {_failed_text(counts)}, {elapsed_s / 60:.1f} min"
     first_at, first_files = counts.get("first") or (now, done)
     if total and done > first_files and now > first_at:
         line += f", about {(total - done) * (now - first_at) / (done - first_files) / 60:.1f} min left"

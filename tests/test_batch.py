@@ -621,7 +621,7 @@ def test_an_interrupted_batch_says_how_to_go_on(mixed_folder, tmp_path, monkeypa
     # Before any row, there is no CSV to name (it had said the rows were in one that did not exist).
     assert "interrupted: no row was written; the same command starts the run again" in said
 
-    def interrupted_after_a_row(options, on_progress=None, on_start=None):
+    def interrupted_after_a_row(options, on_progress=None, on_start=None, on_frame=None):
         Path(options.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(options.out_dir) / "measurements.csv").write_text("file,frame\r\na.png,0\r\n")
         raise KeyboardInterrupt
@@ -2479,6 +2479,22 @@ def test_progress_for_a_log_estimates_time_left_from_the_files_done_after_start_
     export = {"files": 64, "total": 64, "frames": 68, "failed": 47, "not_images": 39, "started": 1000.0}
     assert ", 47 failed (39 not images)," in _plain_progress(export, 1010.0)
     assert ", 0 failed," in _plain_progress(one, 1001.0)
+
+
+def test_a_long_cine_moves_the_progress_while_it_is_measured(tmp_path, sample_dicom, monkeypatch):
+    # A QA pass: a 600-frame cine left a log without a line for 35 s, the count standing at the files before it.
+    import ipp_seg.cli as cli_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    _multiframe_dicom(sample_dicom, root / "cine.dcm", n_frames=12)
+    monkeypatch.setattr(cli_module, "PLAIN_PROGRESS_EVERY_S", 0.0)  # (a line at every chance)
+    result = _run("batch", root, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("batch: ")]
+    within = [line for line in lines if line.startswith("batch: 0 of 1 file, ")]
+    assert len(within) == 12 and "0 of 1 file, 12 frames" in within[-1], lines
+    assert lines[-1].startswith("batch: 1 of 1 file, 12 frames")
 
 
 def test_progress_counts_no_frame_for_a_file_that_could_not_be_read(tmp_path, sample_png):

@@ -1271,7 +1271,8 @@ class FileProcessor:
 
     def file_outcomes(self, items: list[tuple[Path, frozenset]],
                       stopped: Callable[[], bool] | None = None,
-                      written: list[tuple[str, str]] | None = None) -> Iterator[FileOutcome]:
+                      written: list[tuple[str, str]] | None = None,
+                      on_frame: Callable[[], None] | None = None) -> Iterator[FileOutcome]:
         """One :class:`FileOutcome` per item, in order, each as soon as its file is through;
         frames share model calls across files. An outcome's stage times are those spent since
         the one before it (a shared call's go to the first file through after it: their sum is
@@ -1279,7 +1280,8 @@ class FileProcessor:
         given. ``written`` gets (file, path) of each mask and overlay as it is written: what an
         interruption before their file's outcome leaves. (A group's outcomes had all come once
         its last file was through: a cine in it held the run's progress at nought, and a stop
-        lost the rows of every file of the group.)"""
+        lost the rows of every file of the group.) ``on_frame`` is called as each frame's row is made.
+        """
         opts, inf = self.options, self.options.inference
         rels = [path.relative_to(opts.in_dir).as_posix() for path, _ in items]  # for the output files' paths
         names = [printable_path(rel) for rel in rels]  # for the CSV's rows
@@ -1329,6 +1331,8 @@ class FileProcessor:
                                                       # of an export, read whole for nothing)
                                                       file_sha256="" if result.code == NOT_AN_IMAGE
                                                       else digest_of(item)))
+                    if on_frame is not None and result.frame_index is not None:
+                        on_frame()
                     continue
                 started = time.perf_counter()
                 frame = result.frame
@@ -1384,6 +1388,8 @@ class FileProcessor:
                                                   head_confidence=result.head_confidence,
                                                   ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
                                   | {"dicom_results": dicom_cell} | files_written)
+                if on_frame is not None:
+                    on_frame()
         finally:
             results.close()  # (its reader's files closed now, not when collected)
         for item in range(through, len(items)):
@@ -1948,9 +1954,12 @@ def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
 
 def run_batch(options: BatchOptions,
               on_progress: Callable[[FileOutcome], None] | None = None,
-              on_start: Callable[[int], None] | None = None) -> BatchSummary:
+              on_start: Callable[[int], None] | None = None,
+              on_frame: Callable[[], None] | None = None) -> BatchSummary:
     """Process every scan under ``options.in_dir``; write ``out_dir/measurements.csv``. A folder
-    given as "" is refused (ValueError): it would read as the current folder."""
+    given as "" is refused (ValueError): it would read as the current folder. ``on_progress`` is
+    called with each file's outcome once its rows are written; ``on_frame`` (one worker only) as
+    each of its frames is measured, before its file's outcome (a long cine's progress)."""
     started = time.perf_counter()
     options = replace(options, in_dir=given_path(options.in_dir, "scans folder"),
                       out_dir=given_path(options.out_dir, "output folder"))
@@ -1983,7 +1992,7 @@ def run_batch(options: BatchOptions,
             raise NotADirectoryError(f"cannot make the output folder {options.out_dir}: "
                                      f"{exc.strerror or exc}{in_the_way}") from None
         with output_lock(options.out_dir):
-            return _run_locked(options, spec, weights_sha256, started, on_progress, on_start)
+            return _run_locked(options, spec, weights_sha256, started, on_progress, on_start, on_frame)
     except OutputLockedError:
         raise  # the lock, record and folder are the run's that holds it, even in a folder this one made
     except BaseException:
@@ -2369,7 +2378,7 @@ def _remove_unfinished_outputs(out_dir: Path) -> None:
 
 
 def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float, on_progress,
-                on_start) -> BatchSummary:
+                on_start, on_frame=None) -> BatchSummary:
     csv_path = options.out_dir / CSV_NAME
     with suppress(OSError):  # (none there: the usual case)
         if not stat.S_ISREG(os.stat(csv_path).st_mode):
@@ -2567,7 +2576,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         options = replace(options, inference=replace(options.inference, threads=max(1, cores // workers)))
     # Set up the engine (the Ray one needs its package) before a previous CSV is replaced.
     left: list[tuple[str, str]] = []  # stopped early: (file, path) of outputs whose rows may be unwritten
-    outcomes = _engine_outcomes(options, todo, workers, left)
+    outcomes = _engine_outcomes(options, todo, workers, left, on_frame)
     # Every file measured so far has what this run asks for, and those it skips what they had. Recorded
     # with the run's first rows: a run stopped before them leaves the earlier run's rows and record.
     model_file = spec.onnx_path if options.inference.backend == "onnx" else spec.torch_path
@@ -3081,7 +3090,7 @@ def _hang_up_ignored_by_children():
 
 
 def _engine_outcomes(options: BatchOptions, todo: list, workers: int,
-                     left: list[tuple[str, str]]) -> Iterator[FileOutcome]:
+                     left: list[tuple[str, str]], on_frame: Callable[[], None] | None = None) -> Iterator[FileOutcome]:
     """The outcomes of ``todo``'s files, in order. Stopped early (the iterator closed), a local
     run fills ``left`` with (file, path) of the masks and overlays its workers wrote for files
     whose outcomes may not have been read (a Ray cluster's are not known)."""
@@ -3097,7 +3106,7 @@ def _engine_outcomes(options: BatchOptions, todo: list, workers: int,
             raise WorkingFolderGoneError("the current folder no longer exists (it was deleted or moved after the "
                                          "shell entered it), and worker processes cannot start in it: cd into an "
                                          "existing folder and run the command again") from None
-    return _outcomes(options, todo, workers, left)
+    return _outcomes(options, todo, workers, left, on_frame)
 
 
 def file_groups(todo: list[tuple[Path, frozenset]]) -> list[list[tuple[Path, frozenset]]]:
@@ -3134,7 +3143,7 @@ def _quiet_wakeup(executor) -> None:
 
 
 def _outcomes(options: BatchOptions, todo: list, workers: int,
-              left: list[tuple[str, str]]) -> Iterator[FileOutcome]:
+              left: list[tuple[str, str]], on_frame: Callable[[], None] | None = None) -> Iterator[FileOutcome]:
     # Files go to the model in groups so that single-frame scans still share model calls.
     groups = file_groups(todo)
     if workers == 1:
@@ -3144,7 +3153,9 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
             written: list[tuple[str, str]] = []  # (interrupted in the group: what it wrote)
             through = False
             try:
-                yield from processor.file_outcomes(group, written=written)  # (each file's as it is through)
+                # (Each file's as it is through; its frames said as they are measured, where one worker
+                # measures them all here.)
+                yield from processor.file_outcomes(group, written=written, on_frame=on_frame)
                 through = True
             finally:
                 if not through:
