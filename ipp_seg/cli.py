@@ -160,9 +160,10 @@ def _help_width() -> int | None:
     if _usable_columns(columns):
         return int(columns)
     try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns or 80 if sys.stdout.isatty() else None
-    except (AttributeError, ValueError, OSError):
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stream at all, or a closed one
         return None
+    return _terminal_columns(sys.stdout) if tty else None
 
 
 def _unescaped(stream) -> bool:
@@ -1694,23 +1695,24 @@ def main() -> None:
 def _help_fitting_the_width() -> Iterator[None]:
     """typer's help in boxes below 84 columns cut option names ("--over…" for --overlays and
     --overwrite alike, a terminal user's pass): click's plain help there, which wraps the text
-    and keeps them whole; in a file or a pipe, help in boxes of 84 columns rather than rich's 80.
-    (typer's settings are its modules': set back after the command.)"""
-    import typer.rich_utils
-
-    rich, boxes = getattr(typer.core, "HAS_RICH", None), getattr(typer.rich_utils, "MAX_WIDTH", 0)
+    and keeps them whole; in a file or a pipe, help in boxes of 84 columns rather than rich's 80
+    (typer's TERMINAL_WIDTH, read when its help module is first imported: not at every start, for
+    the 46 ms that import takes). typer's switch and the variable are set back after the command."""
+    rich = getattr(typer.core, "HAS_RICH", None)
     width = _help_width()
+    boxes_set = False
     if rich and width is not None and width < RICH_HELP_COLUMNS:
         typer.core.HAS_RICH = False
-    elif rich and width is None and boxes is None:
-        typer.rich_utils.MAX_WIDTH = RICH_HELP_COLUMNS
+    elif rich and width is None and "TERMINAL_WIDTH" not in os.environ:
+        os.environ["TERMINAL_WIDTH"] = str(RICH_HELP_COLUMNS)
+        boxes_set = True
     try:
         yield
     finally:
         if rich is not None:
             typer.core.HAS_RICH = rich
-        if boxes != 0:
-            typer.rich_utils.MAX_WIDTH = boxes
+        if boxes_set:
+            os.environ.pop("TERMINAL_WIDTH", None)
 
 
 def _now_devnull(before: tuple | None, fd: int) -> bool:
