@@ -743,19 +743,11 @@ def _written_by_ipp_seg(path: Path) -> bool:
 def _frame_report(path: Path) -> dict | None:
     """The frame report at ``path`` as :func:`~ipp_seg.inference.report.write_frame_outputs`
     writes it (an object naming its ``file``, ``status`` and ``ipp_seg_version``); None for any
-    other file. Only a regular file of at most 1 MB that names ``ipp_seg_version`` is parsed (a
-    report is a few KB; a pipe or device is never opened)."""
+    other file. Only a regular file of at most 1 MB is read (a report is a few KB; a pipe or
+    device is never waited on: :func:`~ipp_seg.io.folders.read_json_file`)."""
     try:
-        if not os.path.isfile(path) or os.path.getsize(path) > 2**20:
-            return None
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    if b'"ipp_seg_version"' not in data:
-        return None
-    try:
-        report = json.loads(data)
-    except (ValueError, RecursionError):  # (RecursionError: values nested too deep, planted)
+        report = read_json_file(path, limit=2**20)
+    except (OSError, ValueError):
         return None
     return report if isinstance(report, dict) and {"file", "status", "ipp_seg_version"} <= report.keys() else None
 

@@ -431,4 +431,3 @@ def read_json_file(path: str | os.PathLike[str], limit: int = JSON_FILE_LIMIT):
         return json.loads(data.decode("utf-8"))
     except RecursionError:
         raise ValueError("its values nest too deeply to read") from None
-
