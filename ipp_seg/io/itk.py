@@ -77,12 +77,12 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     image_io = itk_image_io(path)
     # (Read before ITK reads it: a header MetaIO would fail on is refused here, without MetaIO's own lines.)
     meta = _meta_header(path) if image_io == "MetaImageIO" else None
-    if image_io == "NrrdImageIO":
-        fields = _nrrd_header(path)
-        data_file = fields.get("data file", fields.get("datafile", ""))
+    nrrd = _nrrd_header(path) if image_io == "NrrdImageIO" else None
+    if nrrd is not None:
+        data_file = nrrd.get("data file", nrrd.get("datafile", ""))
         if data_file:  # (a detached header's, or an attached one's that names a file all the same)
             _data_file_beside(path, data_file, "data file", "NRRD")
-        elif "data file" in fields or "datafile" in fields:  # (ITK would open the header's folder)
+        elif "data file" in nrrd or "datafile" in nrrd:  # (ITK would open the header's folder)
             raise ScanReadError(path, "its NRRD header's data file is empty: damaged, or written by hand")
     reader = _reader(path)
     try:
@@ -124,8 +124,8 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     # that begin alike send an unstreamable volume to be read whole to compare the rest.
     identical = depth > 1 and _planes_identical(path, width, height, depth, volume, unstreamable is not None)
     spacing = _spacing(reader.GetSpacing())
-    if spacing is not None and image_io == "NrrdImageIO":
-        spacing = _nrrd_spacing_mm(path, spacing)
+    if spacing is not None and nrrd is not None:
+        spacing = _nrrd_spacing_mm(path, spacing, nrrd)
     n_frames = 1 if depth == 1 or identical else depth
     warn_if_turned(path, reader.GetDirection(), dimension)
     logger.debug(
@@ -187,7 +187,7 @@ def _unstreamable(path: str, io: str, meta: tuple[dict[str, str], int, int] | No
     return None
 
 
-def _meta_header(path: str) -> tuple[dict[str, str], int, int] | None:
+def _meta_header(path: str) -> tuple[dict[str, str], int, int]:
     """A MetaImage header's fields (keys in lower case), the offset of the data after it and the
     file's size. A header MetaIO would fail on, or longer than 64 KiB, is refused
     (:func:`_check_meta_header_whole`)."""
@@ -290,6 +290,7 @@ _META_NUMBER_COUNTS: dict[str, int | str] = {
     "ElementMax": 1, "ElementSpacing": "n", "ElementSize": "n", "Offset": "n", "Position": "n", "Origin": "n",
     "CenterOfRotation": "n", "TransformMatrix": "nn", "Rotation": "nn", "Orientation": "nn"}
 _META_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_META_WHOLE = re.compile(r"[0-9]+")  # (ASCII digits: "²" is a digit to str.isdigit, and no number to int)
 
 #: ElementDataFile names this long or longer are refused: MetaIO opens no more than 499 bytes of one
 #: (a third QA pass: the 499 first characters of a longer name named a pipe, or a link elsewhere).
@@ -321,9 +322,9 @@ def _check_meta_header_whole(path: str, pairs: list[tuple[str, str]]) -> None:
                                   "first: damaged, or written by hand")
     ndims = fields["NDims"]
     sizes = fields["DimSize"].split()
-    whole = re.compile(r"[0-9]+")  # (ASCII digits: "²" is a digit to str.isdigit, and no number to int)
-    if not (whole.fullmatch(ndims) and len(sizes) == int(ndims) and all(whole.fullmatch(size) for size in sizes)):
-        count = ndims if whole.fullmatch(ndims) else "NDims"
+    if not (_META_WHOLE.fullmatch(ndims) and len(sizes) == int(ndims)
+            and all(_META_WHOLE.fullmatch(size) for size in sizes)):
+        count = ndims if _META_WHOLE.fullmatch(ndims) else "NDims"
         raise ScanReadError(path, f"its MetaImage header's DimSize is not {count} whole numbers: damaged or incomplete")
     # A field of numbers MetaIO reads on from, into the lines after it, when short of them (a third QA
     # pass: "Offset = 0" in a 2-D header made it take the ElementDataFile line after the one checked).
@@ -382,8 +383,6 @@ def _check_meta_data_file(path: str, data_file: str, header_size: str, expected:
     ``inflated``: the image's bytes, for compressed data of no stated size (.zraw), whose stream is
     inflated to count them. One that is not a single regular file beside the header is refused
     unread (:func:`_data_file_beside`)."""
-    if not data_file:
-        return
     data_path, size = _data_file_beside(path, data_file, "ElementDataFile", "MetaImage")
     skip = max(int(header_size), 0) if header_size.lstrip("-").isdigit() else 0  # -1: the data end the file
     if expected is not None and size - skip < expected:
@@ -504,11 +503,11 @@ _NRRD_UNITS_MM.update({name + plural: mm for names, mm in (
 _NRRD_SPACE_KINDS = {"domain", "space", "time", "???", "none"}
 
 
-def _nrrd_spacing_mm(path: str, spacing: Spacing) -> Spacing | None:
-    """ITK's spacing of a NRRD file in mm, by its header's units: ``space units`` (one per world
-    axis, with ``space directions``) or else ``units`` (one per image axis, with ``spacings``).
-    No units means mm; a unit not known, or world axes in different units, means no calibration."""
-    fields = _nrrd_header(path)
+def _nrrd_spacing_mm(path: str, spacing: Spacing, fields: dict[str, str]) -> Spacing | None:
+    """ITK's spacing of a NRRD file in mm, by its header's units (``fields``: :func:`_nrrd_header`):
+    ``space units`` (one per world axis, with ``space directions``) or else ``units`` (one per
+    image axis, with ``spacings``). No units means mm; a unit not known, or world axes in
+    different units, means no calibration."""
     space_units = re.findall(r'"([^"]*)"', fields.get("space units", ""))
     axis_units = re.findall(r'"([^"]*)"', fields.get("units", ""))
     # One per axis, the colour axis of an RGB NRRD included: the image's x and y are the first
