@@ -26,19 +26,19 @@ def terminal_text(text: str) -> str:
     that are not UTF-8 as ``\\xfc``; all else, backslashes included, as it is. A crafted file
     name had cleared the screen, hidden a warning behind a carriage return, or added lines of its
     own to a log."""
-    text = _LONE_SURROGATE.sub(_escaped_surrogate, _bytes_read_as_utf8(text))
+    text = _LONE_SURROGATE.sub(_escaped_surrogate, bytes_read_as_utf8(text))
     return CONTROL_CHARACTER.sub(_escaped_character, text)
 
 
-def _bytes_read_as_utf8(text: str) -> str:
+def bytes_read_as_utf8(text: str) -> str:
     """``text`` with a name's bytes that Python held as lone surrogates (an ASCII locale holds
-    every byte past ASCII so) read as UTF-8 where they are: ``nöpe.dcm`` as the tables and the CSV
-    give it, where the message line had said ``n\xc3\xb6pe.dcm``. Bytes that are not UTF-8 stay
-    surrogates."""
+    every byte past ASCII so) read as UTF-8 where they are, and those that are not UTF-8 written
+    ``\xfc``, as the CSV and JSON write them: ``nöpe.dcm`` in tables and messages alike (a message
+    line had said ``n\xc3\xb6pe.dcm``). A surrogate of another origin stays as it is."""
     if not _LONE_SURROGATE.search(text):
         return text
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # (a surrogate of another origin)
         return text
 

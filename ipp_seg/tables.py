@@ -14,6 +14,8 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
+from .printable import bytes_read_as_utf8
+
 
 class GuardedStream:
     """stdout or stderr as the command line writes to it, so that what was computed is never
@@ -39,7 +41,7 @@ class GuardedStream:
     def write(self, text: str) -> int:
         if self.reader_gone or self.write_error:
             return len(text)
-        text = _surrogates_as_bytes(text)
+        text = bytes_read_as_utf8(text)
         try:
             try:
                 return self._stream.write(text)
@@ -101,20 +103,6 @@ class GuardedStream:
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
-
-
-def _surrogates_as_bytes(text: str) -> str:
-    """A file name's bytes that are not UTF-8 (held by Python as lone surrogates) written as the
-    CSV and JSON write them, ``\\xfc``, where a stream would write ``\\udcfc``."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates of another origin: the stream escapes them
-        return text
 
 
 def new_table(title: str, columns, justify: str = "left") -> Table:
