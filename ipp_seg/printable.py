@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 
-#: C0 and C1 controls, DEL, and the line and paragraph separators: raw, each would split a
-#: line-based reader's row or a table's, or (ESC, CR) make a terminal act.
-CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: C0 and C1 controls, DEL, the line and paragraph separators, and Unicode's bidirectional
+#: formatting characters: raw, each would split a line-based reader's row or a table's, make a
+#: terminal act (ESC, CR), or show the text around it in another order (a right-to-left override
+#: shows a DICOM file ``04700_<U+202E>gnp.dcm`` as ``04700_mcd.png``, a case ID reversed).
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escaped_character(match: re.Match) -> str:
     """A :data:`CONTROL_CHARACTER` match written out: ``\\x0a`` for a C0 control or DEL,
-    ``\\u0085`` for a C1 control or a separator."""
+    ``\\u0085`` for a C1 control, a separator or a bidirectional formatting character."""
     code = ord(match.group())
     # A C0 control is one byte, written as such; a C1 control or a line separator is a character
     # of two or three UTF-8 bytes, written by its code point.

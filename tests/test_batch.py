@@ -1796,8 +1796,11 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
     assert "two\\x0alines.png," in text and "two\nlines" not in text
     from ipp_seg.io.folders import path_of_printable, printable_path
 
-    for name in ("a\x85b.png", "a\u2028b.png", "a\\u0085b.png", "plain.png"):  # C1, line separator, text
-        assert path_of_printable(printable_path(name)) == name and not set("\x85\u2028") & set(printable_path(name))
+    # C1, line separator, right-to-left override (shows the name reversed), text
+    for name in ("a\x85b.png", "a\u2028b.png", "04700_\u202egnp.dcm", "a\\u0085b.png", "plain.png"):
+        assert path_of_printable(printable_path(name)) == name
+        assert not set("\x85\u2028\u202e") & set(printable_path(name))
+    assert printable_path("04700_\u202egnp.dcm") == "04700_\\u202egnp.dcm"
     before = _rows(out / "measurements.csv")  # (corrupt.dcm is read again each time: its row's time moves)
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     assert _rows(out / "measurements.csv") == before  # known: not measured again

@@ -2605,6 +2605,8 @@ def test_control_characters_of_a_file_name_reach_no_terminal_raw(tmp_path, sampl
     from ipp_seg.printable import terminal_text
 
     assert terminal_text("a\x1b[2Jb\rc\nd\u2028e\\f") == "a\\x1b[2Jb\\x0dc\\x0ad\\u2028e\\f"
+    # Bidirectional formatting characters: a right-to-left override had shown 04700_<RLO>gnp.dcm as 04700_mcd.png.
+    assert terminal_text("04700_\u202egnp.dcm \u2066x\u2069 \u200f") == "04700_\\u202egnp.dcm \\u2066x\\u2069 \\u200f"
     # A lone surrogate that no file name's byte gave (a JSON case ID "\ud800"): written out, not a traceback.
     assert terminal_text("x\ud800y") == "x\\ud800y" and terminal_text(os.fsdecode(b"M\xfc")) == "M\\xfc"
     # A UTF-8 name's bytes held as surrogates (an ASCII locale's argv) are read as UTF-8, as the tables and the CSV
