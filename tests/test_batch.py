@@ -1548,6 +1548,34 @@ def test_resume_measures_changed_files_again_and_keeps_rows_of_removed_ones(mixe
     assert any(r["file"] == "sub/b.png" for r in after)
 
 
+def test_a_header_s_data_file_is_part_of_its_scan_s_sha256_and_stamp(tmp_path, sample_png, caplog):
+    # An audit's question: a .mhd row's file_sha256 and size had covered the header alone, so that another image's
+    # data put in its .raw kept the same sha256, and --resume kept the rows of the pixels no longer there.
+    import hashlib
+
+    import cv2
+    import SimpleITK as sitk
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name, frame in (("a.mhd", "psfhs_04700.png"), ("other.mhd", "psfhs_04750.png")):
+        grey = cv2.imread(str(sample_png.with_name(frame)), cv2.IMREAD_GRAYSCALE)
+        sitk.WriteImage(sitk.GetImageFromArray(grey), str(scans / name))
+    out = tmp_path / "out"
+    assert _run("batch", scans, "--out", out, "--workers", 1).exit_code == 0
+    row = next(r for r in _rows(out / "measurements.csv") if r["file"] == "a.mhd")
+    header, data = (scans / "a.mhd").read_bytes(), (scans / "a.raw").read_bytes()
+    assert row["file_sha256"] == hashlib.sha256(header + data).hexdigest()  # (cat a.mhd a.raw | sha256sum)
+    assert row["file_bytes"] == str(len(header) + len(data))
+    # The other image's pixels into a.raw, the header untouched.
+    shutil.copy(scans / "other.raw", scans / "a.raw")
+    assert _run("batch", scans, "--out", out, "--workers", 1, "--resume").exit_code == 0
+    assert "1 file(s) changed since they were measured" in caplog.text
+    again = next(r for r in _rows(out / "measurements.csv") if r["file"] == "a.mhd")
+    assert again["file_sha256"] == hashlib.sha256(header + (scans / "other.raw").read_bytes()).hexdigest()
+    assert again["aop_deg"] != row["aop_deg"]
+
+
 def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measured(tmp_path, sample_png, caplog):
     # A data manager's pass: `batch P2 --out oP --resume` after a run on P1 (the same file names, another patient)
     # had re-measured every file as "changed" and replaced P1's rows, the run record keeping no trace of P1; and

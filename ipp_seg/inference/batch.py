@@ -530,38 +530,67 @@ def _tta_cell(tta: bool | None) -> str:
 
 def file_stamp(path: Path) -> tuple[str, str]:
     """(size in bytes, modification time as UTC ISO 8601 to the microsecond) of a file, as the
-    CSV records them; empty strings when it cannot be examined (a broken link)."""
+    CSV records them; empty strings when it cannot be examined (a broken link). For a header
+    whose image data lie in another file (``.mhd``/``.raw``, ``.nhdr``), the two files' sizes
+    summed and the later of their times: a data file replaced under an unchanged header is a
+    changed scan to ``--resume``."""
     try:
-        st = os.stat(path)
+        found = [os.stat(part) for part in _scan_file_parts(path)]
     except OSError:
         return "", ""
-    modified = datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, tz=timezone.utc)
-    return str(st.st_size), modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    latest = max(st.st_mtime_ns for st in found)
+    modified = datetime.fromtimestamp(latest // 1000 / 1e6, tz=timezone.utc)
+    return str(sum(st.st_size for st in found)), modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _scan_file_parts(path: Path) -> list[Path]:
+    """The files a scan's bytes are: ``path``, and for a MetaImage or NRRD header that keeps its
+    image data in another file, that file after it."""
+    if os.path.splitext(str(path))[1].lower() not in (".mhd", ".nhdr", ".nrrd"):
+        return [path]
+    from ..io.itk import detached_data_file  # (here: a PNG's batch loads no ITK)
+
+    data_file = detached_data_file(path)
+    return [path] if data_file is None else [path, Path(data_file)]
 
 
 def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes, hex (as the CSV records it: which bytes a row measured, where
     a size and a modification time say only that the file looks unchanged); empty when it cannot
     be read (its row says why), and for anything but a regular file, which is never opened (a
-    FIFO would block the run, a device never end, or act on being opened)."""
+    FIFO would block the run, a device never end, or act on being opened). For a header whose
+    image data lie in another file (``.mhd``/``.raw``, ``.nhdr``), the sha256 of the header's
+    bytes followed by the data file's (``cat scan.mhd scan.raw | sha256sum``): the header alone
+    would not say which pixels were measured."""
+    digest = hashlib.sha256()
+    for part in _scan_file_parts(path):
+        if not _hash_regular_file(part, digest):
+            return ""
+    return digest.hexdigest()
+
+
+def _hash_regular_file(path: Path, digest) -> bool:
+    """Feed the bytes of the regular file at ``path`` to ``digest``; False where it is none or
+    cannot be read."""
     try:
         before = os.stat(path)
         if not stat.S_ISREG(before.st_mode):
-            return ""
+            return False
         # Without waiting on a FIFO or taking a terminal, should the name be swapped for one since.
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
                              | getattr(os, "O_BINARY", 0))
         now = os.fstat(descriptor)
         if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(now.st_mode):
             os.close(descriptor)
-            return ""
+            return False
     except OSError:
-        return ""
+        return False
     with os.fdopen(descriptor, "rb") as fh:
         try:
-            return sha256_of_stream(fh)
+            sha256_of_stream(fh, digest)
         except OSError:
-            return ""
+            return False
+    return True
 
 
 def warn_of_threads(threads: int | None, workers: int = 1, cores: int | None = None) -> bool:

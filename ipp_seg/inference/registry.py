@@ -374,9 +374,10 @@ def sha256_of(path: str | Path) -> str:
         return sha256_of_stream(fh)
 
 
-def sha256_of_stream(stream) -> str:
-    """The sha256, hex, of what is left to read of a binary stream, read 1 MiB at a time."""
-    digest = hashlib.sha256()
+def sha256_of_stream(stream, digest=None) -> str:
+    """The sha256, hex, of what is left to read of a binary stream, read 1 MiB at a time; with
+    ``digest`` (a ``hashlib.sha256()`` fed with bytes before), of those bytes followed by it."""
+    digest = digest or hashlib.sha256()
     for block in iter(lambda: stream.read(1 << 20), b""):
         digest.update(block)
     return digest.hexdigest()

@@ -572,6 +572,29 @@ def _nrrd_header(path: str) -> dict[str, str]:
     return fields
 
 
+def detached_data_file(path: str | os.PathLike[str]) -> str | None:
+    """The path of the file a MetaImage or NRRD header at ``path`` keeps its image data in, where
+    that is another file (a ``.mhd`` and its ``.raw``, a ``.nhdr`` and its data): the bytes a
+    scan's ``file_sha256`` and stamp must cover besides the header's, that a data file changed
+    under its header is told. None for a file that holds its own data (``.mha``, an attached
+    NRRD), for other formats, and for a header that is refused (its row says why)."""
+    path = str(path)
+    image_io = itk_image_io(path)
+    try:
+        if image_io == "MetaImageIO":
+            name, field_name, kind = _meta_header(path)[0].get("elementdatafile", ""), "ElementDataFile", "MetaImage"
+            if name in _META_LOCAL:
+                return None
+        elif image_io == "NrrdImageIO":
+            fields = _nrrd_header(path)
+            name, field_name, kind = fields.get("data file", fields.get("datafile", "")), "data file", "NRRD"
+        else:
+            return None
+        return _data_file_beside(path, name, field_name, kind)[0] if name else None
+    except (ScanReadError, OSError):
+        return None
+
+
 def itk_image_io(path: str) -> str:
     """The SimpleITK ImageIO for a file by its suffix, in any letter case ("" lets ITK choose):
     ITK picks readers by lower-case suffix only, so a Windows export's SCAN.MHA would not open."""
