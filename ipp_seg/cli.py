@@ -956,8 +956,9 @@ def batch(
             progress.update(task, total=total)
 
         def on_frame() -> None:
-            # A frame of the file in hand (one worker): a long cine moves the count and the log's lines
-            # (a 600-frame cine had left a log silent until it was done, a QA pass).
+            # A frame measured before its file's rows came (with several workers, of files after the next
+            # one too): a long cine moves the count and the log's lines (a 600-frame cine had left a log
+            # silent until it was done, a QA pass).
             counts["in_file"] += 1
             progress.update(task, frames=counts["frames"] + counts["in_file"])
             # (The first line after the first file, as before, unless that file takes the first 30 s.)
@@ -965,7 +966,6 @@ def batch(
                 _say_progress_in_log(counts)
 
         def on_progress(outcome) -> None:
-            counts["in_file"] = 0  # (its frames counted from its rows now)
             counts["files"] += 1
             failure = _failure_line(outcome.file, outcome.rows)
             # Named as they come, the first few (-v logs every file anyway): a log or a job's mail had
@@ -979,13 +979,16 @@ def batch(
                                            f"and error columns of {escape(str(csv_path))} hold every one",
                                            highlight=False)
             # (A file that could not be read has a row of its own, frame empty: no frame measured.)
-            counts["frames"] += sum(str(r.get("frame", "")) != "" for r in outcome.rows)
+            frames = sum(str(r.get("frame", "")) != "" for r in outcome.rows)
+            counts["frames"] += frames
+            # Its frames counted from its rows now; those of files still being measured stay.
+            counts["in_file"] = max(0, counts["in_file"] - frames)
             # As the summary and the CSV's status column count them (objects without an image too).
             counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
             counts["not_images"] += sum(map(row_not_an_image, outcome.rows))
             elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(task, advance=1, frames=counts["frames"], rate=counts["frames"] / elapsed,
-                            failed=_failed_text(counts))
+            measured = counts["frames"] + counts["in_file"]
+            progress.update(task, advance=1, frames=measured, rate=measured / elapsed, failed=_failed_text(counts))
             counts.setdefault("first", (time.monotonic(), counts["files"]))
             _say_progress_in_log(counts)
 
@@ -1254,7 +1257,7 @@ def _plain_progress(counts: dict, now: float) -> str:
     The time left is estimated from the files done since the first one: before it, the
     workers were starting and loading the model (a 37 s run was once announced as 25 min)."""
     done, total, elapsed_s = counts["files"], counts["total"], now - counts["started"]
-    frames = counts["frames"] + counts.get("in_file", 0)  # (those of the file in hand too)
+    frames = counts["frames"] + counts.get("in_file", 0)  # (those of the files in hand too)
     rate = frames / elapsed_s if elapsed_s > 0 else 0.0
     line = f"batch: {done} of {_count(total, 'file')}" if total else f"batch: {_count(done, 'file')}"
     # A slow model (the paper config with --tta) at its first frames: seconds per frame, not "0.0/s".

@@ -2528,6 +2528,26 @@ def test_a_long_cine_moves_the_progress_while_it_is_measured(tmp_path, sample_di
     assert lines[-1].startswith("batch: 1 of 1 file, 12 frames")
 
 
+def test_a_long_cine_moves_the_progress_with_several_workers_too(tmp_path, sample_dicom, sample_png, monkeypatch):
+    # Left in 0.2.14: with --workers 2 a long cine moved nothing until its group was through.
+    import ipp_seg.cli as cli_module
+    import ipp_seg.inference.batch as batch_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    _multiframe_dicom(sample_dicom, root / "a_cine.dcm", n_frames=40)
+    shutil.copy(sample_png, root / "b_still.png")
+    monkeypatch.setattr(cli_module, "PLAIN_PROGRESS_EVERY_S", 0.0)  # (a line at every chance)
+    monkeypatch.setattr(batch_module, "FRAME_POLL_S", 0.02)
+    result = _run("batch", root, "--out", tmp_path / "out", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("batch: ")]
+    frames = [int(re.search(r"files?, (\d+) frame", line).group(1)) for line in lines]
+    within = [line for line in lines if line.startswith("batch: 0 of 2 files, ")]
+    assert any(0 < int(re.search(r"files, (\d+) frame", line).group(1)) < 40 for line in within), lines
+    assert frames == sorted(frames) and lines[-1].startswith("batch: 2 of 2 files, 41 frames"), lines
+
+
 def test_progress_counts_no_frame_for_a_file_that_could_not_be_read(tmp_path, sample_png):
     # A data manager's pass: "1 of 1 file, 1 frame" for an unreadable file whose row has no frame.
     root = tmp_path / "scans"

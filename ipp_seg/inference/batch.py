@@ -1900,6 +1900,7 @@ def _examples(names: Iterable[str], shown: int = 3) -> str:
 # Worker processes keep one FileProcessor each (the model is loaded once per process).
 _WORKER: FileProcessor | None = None
 _RUN_STOPPED = None  # in a worker: the run's multiprocessing Event, set when it stops early
+_FRAMES_MEASURED = None  # in a worker: the run's shared count of frames measured (for its progress), or None
 
 
 def run_log_level() -> int | None:
@@ -1952,16 +1953,17 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
 
 
 def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: int | None = None,
-                 run_stopped=None) -> None:
+                 run_stopped=None, frames_measured=None) -> None:
     # Ctrl-C in a terminal reaches every process of the group: the main process ends the run;
     # a worker's traceback would only bury its message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if run_pid is not None:  # the run's, as it gave it: a run killed while this worker started is gone already
         threading.Thread(target=_exit_with_parent, args=(run_pid,), name="ipp-seg-parent-watch", daemon=True).start()
     configure_worker_logging(log_level)
-    global _WORKER, _RUN_STOPPED
+    global _WORKER, _RUN_STOPPED, _FRAMES_MEASURED
     _WORKER = FileProcessor(options)
     _RUN_STOPPED = run_stopped
+    _FRAMES_MEASURED = frames_measured
 
 
 def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
@@ -1970,7 +1972,14 @@ def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
     stopped = _RUN_STOPPED.is_set if _RUN_STOPPED is not None else None
     if stopped is not None and stopped():
         return []
-    return _WORKER.process_files(group, stopped)
+    return list(_WORKER.file_outcomes(group, stopped, on_frame=_frame_measured if _FRAMES_MEASURED else None))
+
+
+def _frame_measured() -> None:
+    """Count a frame this worker measured where the run reads it while the worker's group is not
+    through (a long cine's progress)."""
+    with _FRAMES_MEASURED.get_lock():
+        _FRAMES_MEASURED.value += 1
 
 
 def run_batch(options: BatchOptions,
@@ -1979,8 +1988,10 @@ def run_batch(options: BatchOptions,
               on_frame: Callable[[], None] | None = None) -> BatchSummary:
     """Process every scan under ``options.in_dir``; write ``out_dir/measurements.csv``. A folder
     given as "" is refused (ValueError): it would read as the current folder. ``on_progress`` is
-    called with each file's outcome once its rows are written; ``on_frame`` (one worker only) as
-    each of its frames is measured, before its file's outcome (a long cine's progress)."""
+    called with each file's outcome once its rows are written; ``on_frame`` as each frame is
+    measured, before its file's outcome (a long cine's progress; with several workers, as the
+    run learns of them, every :data:`FRAME_POLL_S`, frames of files after the next outcome's
+    included)."""
     started = time.perf_counter()
     options = replace(options, in_dir=given_path(options.in_dir, "scans folder"),
                       out_dir=given_path(options.out_dir, "output folder"))
@@ -3143,6 +3154,8 @@ WORKER_LIMIT = 61 if os.name == "nt" else None
 # How long a run stopped early waits for its workers to drop what they hold and say which
 # outputs they wrote (they stop at their next frame: about a second here).
 STOP_WAIT_S = 20.0
+#: Seconds between two looks at the frames the workers measured, while their groups are not through.
+FRAME_POLL_S = 0.5
 
 
 def _quiet_wakeup(executor) -> None:
@@ -3189,8 +3202,9 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
         # Told to the workers, not done to them: terminating them had made the executor's manager
         # thread print a traceback now and then under the run's last line.
         run_stopped = context.Event()
+        frames_measured = context.Value("q", 0) if on_frame is not None else None
         executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                       initargs=(options, run_log_level(), os.getpid(), run_stopped))
+                                       initargs=(options, run_log_level(), os.getpid(), run_stopped, frames_measured))
         # In file order, read in turn: the CSV is the same whatever the number of workers. (The
         # workers start as the groups are handed out, here.)
         futures = [executor.submit(_worker_run, group) for group in groups]
@@ -3199,8 +3213,22 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
     _quiet_wakeup(executor)
     done = 0
     finished = False
+    frames_said = 0  # of frames_measured, those told to on_frame
+
+    def tell_frames() -> None:
+        nonlocal frames_said
+        if frames_measured is not None:
+            measured = frames_measured.value
+            for _ in range(measured - frames_said):
+                on_frame()
+            frames_said = max(frames_said, measured)
     try:
         for future in futures:
+            # (Waited for a while at a time, that the workers' frames move the progress meanwhile: a long
+            # cine had held it until its group was through.)
+            while not wait([future], timeout=FRAME_POLL_S).done:
+                tell_frames()
+            tell_frames()  # (its group's frames before its outcomes, that these count none twice)
             yield from future.result()
             done += 1
         finished = True
