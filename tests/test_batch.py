@@ -1576,6 +1576,45 @@ def test_a_header_s_data_file_is_part_of_its_scan_s_sha256_and_stamp(tmp_path, s
     assert again["aop_deg"] != row["aop_deg"]
 
 
+def test_a_run_records_its_confidence_floors_and_a_resume_with_others_is_refused(tmp_path, sample_png, monkeypatch):
+    # A QA auditor's pass: a card's floors changed between a run and its resume had mixed rows warned by two
+    # thresholds in one CSV, and no record said which floors any row was judged with.
+    from ipp_seg.inference.registry import models_dir
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shipped = models_dir()
+    shutil.copy(shipped / "dssau-net-s.onnx", models / "dssau-net-s.onnx")
+    card = json.loads((shipped / "dssau-net-s.json").read_text())
+    (models / "dssau-net-s.json").write_text(json.dumps({**card, "confidence_floors": {"head": 0.8, "ps": 0.75}}))
+    monkeypatch.setenv("IPP_SEG_MODELS", str(models))
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for frame in ("psfhs_04700.png", "psfhs_04750.png"):
+        shutil.copy(sample_png.with_name(frame), scans / frame)
+    out = tmp_path / "out"
+    assert _run("batch", scans, "--out", out, "--workers", 1).exit_code == 0
+    record = json.loads((out / ".ipp-seg-run.json").read_text())
+    assert record["sessions"][-1]["confidence_floors"] == {"head": 0.8, "ps": 0.75}
+    text = (out / "measurements.csv").read_text()
+    (out / "measurements.csv").write_text("".join(text.splitlines(keepends=True)[:-1]))  # a file left to do
+    before = (out / "measurements.csv").read_bytes()
+    (models / "dssau-net-s.json").write_text(json.dumps({**card, "confidence_floors": {"head": 0.8, "ps": 0.6}}))
+    refused = _run("batch", scans, "--out", out, "--workers", 1, "--resume")
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "judged with the confidence floors head 0.8, PS 0.75; the model's card now " \
+        "gives head 0.8, PS 0.6" in said, refused.output
+    assert (out / "measurements.csv").read_bytes() == before
+    # The card as it was: the run goes on. Without a card's floors, the defaults are recorded.
+    (models / "dssau-net-s.json").write_text(json.dumps({**card, "confidence_floors": {"head": 0.8, "ps": 0.75}}))
+    assert _run("batch", scans, "--out", out, "--workers", 1, "--resume").exit_code == 0
+    assert len(_rows(out / "measurements.csv")) == 2
+    monkeypatch.delenv("IPP_SEG_MODELS")
+    assert _run("batch", scans, "--out", tmp_path / "out2", "--workers", 1).exit_code == 0
+    record = json.loads((tmp_path / "out2" / ".ipp-seg-run.json").read_text())
+    assert record["sessions"][-1]["confidence_floors"] == {"head": 0.9, "ps": 0.9}
+
+
 def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measured(tmp_path, sample_png, caplog):
     # A data manager's pass: `batch P2 --out oP --resume` after a run on P1 (the same file names, another patient)
     # had re-measured every file as "changed" and replaced P1's rows, the run record keeping no trace of P1; and

@@ -346,6 +346,16 @@ def test_seg_and_sr_name_the_weights_by_checksum(source, tmp_path):
                                         model_sha256=digest, **KW))
     parameters = [item.TextValue for item in walk(sr.ContentSequence) if concept(item) == "111002"]
     assert parameters and set(parameters) == {f"model_sha256={digest}"}
+    # The Device Observer UID is the weights' too: other weights under the same model name and version had
+    # shared it (a QA auditor's pass).
+    def observer_uid(report):
+        (uid,) = [item.UID for item in walk(report.ContentSequence) if concept(item) == "121012"]
+        return uid
+    again = pydicom.dcmread(write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr2.dcm",
+                                           model_sha256=digest, **KW))
+    other = pydicom.dcmread(write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr3.dcm",
+                                           model_sha256="0" * 64, **KW))
+    assert observer_uid(sr) == observer_uid(again) != observer_uid(other)
     for path in (tmp_path / "seg.dcm", tmp_path / "sr.dcm"):
         assert dciodvfy_errors(path) == [], path.name
     # The equipment, where archives and audits of AI results query it: alike in both (the SR had named the

@@ -46,6 +46,26 @@ def test_a_broken_card_is_left_out_with_a_warning_and_the_others_still_work(fold
     assert "($IPP_SEG_MODELS)" in said and "Shipped models" not in said and "aop_reference.csv" not in said
 
 
+def test_a_card_whose_confidence_floors_are_not_those_ship_model_writes_is_left_out(folder, caplog):
+    # A QA auditor's pass: floors of 0 in a card had passed a frame of noise as measured, without a warning.
+    import json
+
+    card = json.loads((folder / "dssau-net-s.json").read_text())
+    for name, floors in (("own", {"head": 0.85, "ps": 0.72}), ("zero", {"head": 0.0, "ps": 0.0}),
+                         ("high", {"head": 0.9, "ps": 0.95}), ("text", {"head": "0.8", "ps": 0.8}),
+                         ("half", {"head": 0.8})):
+        shutil.copy(folder / "dssau-net-s.onnx", folder / f"{name}.onnx")
+        (folder / f"{name}.json").write_text(json.dumps({**card, "confidence_floors": floors}))
+    with caplog.at_level(logging.WARNING):
+        assert [s.name for s in shipped_models()] == ["dssau-net-s", "own"]
+    for name in ("zero", "high", "text", "half"):
+        assert (f"{name}.json is left out of the models: its confidence_floors are not those scripts/ship_model.py "
+                "writes (head and ps, each from 0.60 to 0.90)") in caplog.text
+    assert "own.json is left out" not in caplog.text
+    with pytest.raises(ModelNotFoundError, match="confidence_floors"):
+        resolve_model("zero")
+
+
 def test_a_model_is_named_by_its_card_file_and_renamed_files_follow(folder):
     (folder / "dssau-net-s.json").rename(folder / "hospital-ft.json")
     (folder / "dssau-net-s.onnx").rename(folder / "hospital-ft.onnx")
@@ -75,8 +95,11 @@ def test_a_model_file_that_is_not_the_cards_is_refused(folder):
     shutil.copy(SHIPPED / "star-dssau-net-s.onnx", folder / "dssau-net-s.onnx")
     with pytest.raises(ModelNotFoundError, match="is not the file its card dssau-net-s.json describes"):
         load_segmenter(resolve_model("dssau-net-s"))
-    # The file itself still runs when named by its path (no card, no claim).
-    assert load_segmenter(resolve_model(str(folder / "dssau-net-s.onnx")), threads=1).info.input_size
+    # The file runs by its path under a name of its own (no card, no claim); under the card's name it is refused.
+    with pytest.raises(ModelNotFoundError, match="give them a name of their own"):
+        resolve_model(str(folder / "dssau-net-s.onnx"))
+    shutil.copy(folder / "dssau-net-s.onnx", folder.parent / "star-copy.onnx")
+    assert load_segmenter(resolve_model(str(folder.parent / "star-copy.onnx")), threads=1).info.input_size
     assert resolve_model("dssau-net-s").mismatched_files == (folder / "dssau-net-s.onnx",)
     shutil.copy(SHIPPED / "dssau-net-s.onnx", folder / "dssau-net-s.onnx")
     assert resolve_model("dssau-net-s").mismatched_files == ()
@@ -256,8 +279,9 @@ def test_a_twin_that_is_a_runs_last_checkpoint_is_named_by_its_run():
         "x-heldout"
 
 
-def test_a_model_file_run_by_path_beside_a_card_of_another_file_is_warned_of(tmp_path, caplog):
-    # A copy of a shipped model's folder with its .onnx changed ran by path without a word, its rows named as the card's.
+def test_a_model_file_run_by_path_beside_a_card_of_another_file_is_refused(tmp_path, caplog):
+    # A copy of a shipped model's folder with its .onnx changed ran by path without a word, its rows named as the
+    # card's; then with a warning, which -q held back (a QA auditor: a SEG, an SR and a JSON named the genuine model).
     import shutil
 
     from ipp_seg.inference.registry import shipped_models_dir
@@ -269,21 +293,23 @@ def test_a_model_file_run_by_path_beside_a_card_of_another_file_is_warned_of(tmp
     assert "not the file its model card" not in caplog.text  # the card's own file: nothing to say
     with open(tmp_path / "dssau-net-s.onnx", "ab") as fh:
         fh.write(b"\0")
-    with caplog.at_level("WARNING"):
-        spec = resolve_model(str(tmp_path / "dssau-net-s.onnx"))
-    assert spec.card is None and "is not the file its model card dssau-net-s.json describes" in caplog.text
+    with pytest.raises(ModelNotFoundError, match=r"is not the file its model card dssau-net-s.json describes "
+                                                 r".*give them a name of their own .*or move the card away"):
+        resolve_model(str(tmp_path / "dssau-net-s.onnx"))
+    shutil.copy(tmp_path / "dssau-net-s.onnx", tmp_path / "changed.onnx")  # a name of its own: it runs
+    assert resolve_model(str(tmp_path / "changed.onnx")).name == "changed"
 
 
-def test_a_model_file_named_as_another_model_with_other_weights_is_warned_of(tmp_path, caplog):
+def test_a_model_file_named_as_another_model_with_other_weights_is_refused(tmp_path, caplog):
     # star-dssau-net-s-heldout.onnx copied to fake/dssau-net-s.onnx ran without a word, every row, evaluate summary, SEG
     # and SR naming it dssau-net-s: only the sha256 told it from the default model.
     from ipp_seg.inference.registry import shipped_models_dir
 
     shutil.copy(shipped_models_dir() / "star-dssau-net-s-heldout.onnx", tmp_path / "dssau-net-s.onnx")
-    with caplog.at_level("WARNING"):
-        assert resolve_model(str(tmp_path / "dssau-net-s.onnx")).name == "dssau-net-s"
-    assert "is named as the model dssau-net-s but holds other weights" in caplog.text
-    caplog.clear()
+    # (Refused under -q too: a warning had been the only word, and -q held it back.)
+    with pytest.raises(ModelNotFoundError, match=r"is named as the model dssau-net-s but holds other weights .*copy "
+                                                 r"it to a name of its own"):
+        resolve_model(str(tmp_path / "dssau-net-s.onnx"))
     (tmp_path / "copy").mkdir()
     shutil.copy(shipped_models_dir() / "dssau-net-s.onnx", tmp_path / "copy" / "dssau-net-s.onnx")
     with caplog.at_level("WARNING"):

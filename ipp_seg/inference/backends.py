@@ -53,6 +53,17 @@ def card_confidence_floors(spec: ModelSpec) -> tuple[float, float] | None:
         return None
 
 
+def confidence_floors_used(spec: ModelSpec) -> dict[str, float]:
+    """The (head, PS) confidence floors results of ``spec`` are judged with, as a run records
+    them: its card's, else the defaults. They move rows between measured and warned, so an audit
+    must find them (a card's floors set to 0 had turned a failed noise frame into a measured one
+    without a trace in the rows, a QA auditor's pass)."""
+    from .pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
+
+    head, ps = card_confidence_floors(spec) or (MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE)
+    return {"head": head, "ps": ps}
+
+
 class OnnxSegmenter:
     """onnxruntime session of an exported model; its metadata gives size and normalisation.
 

@@ -59,7 +59,7 @@ from ..machine import machine_description, onnxruntime_version, software_version
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
-from .backends import BACKENDS, DEVICES, BackendError, device_used, load_segmenter
+from .backends import BACKENDS, DEVICES, BackendError, confidence_floors_used, device_used, load_segmenter
 from .pipeline import FrameResult, frame_echoes, measure_frame, not_segmentable_reason, segment_frames
 from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream, warn_of_training_frames
 
@@ -2259,6 +2259,24 @@ def run_sessions(out_dir: Path) -> list[dict]:
     return _read_run_record(out_dir).get("sessions", [])
 
 
+def _refuse_other_confidence_floors(record: dict, weights_sha256: str, floors: dict[str, float],
+                                    csv_path: Path) -> None:
+    """Refuse (ResumeError) to resume a run whose record says its rows were judged with other
+    confidence floors than ``floors`` (its model's card changed since): the CSV would hold rows
+    of one study warned by two thresholds, none of them saying which. A record of other weights,
+    or of a version that did not record the floors, is not compared."""
+    if record.get("model_sha256") != weights_sha256:
+        return
+    recorded = [s["confidence_floors"] for s in record.get("sessions", ()) if isinstance(s.get("confidence_floors"),
+                                                                                          dict)]
+    if recorded and recorded[-1] != floors:
+        def said(value: dict) -> str:
+            return f"head {value.get('head')}, PS {value.get('ps')}"
+        raise ResumeError(f"{csv_path} holds rows judged with the confidence floors {said(recorded[-1])}; the model's "
+                          f"card now gives {said(floors)} (it changed since): resume with the card that made the "
+                          "rows, or write to a new --out folder")
+
+
 def _last_folder_measured(record: dict) -> str | None:
     """The IN_DIR (absolute) of the last session a run's record holds, None where it holds none."""
     folders = [s.get("in_dir") for s in record.get("sessions", ())]
@@ -2507,7 +2525,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # (A CSV left with its header alone, every row taken out by a resume stopped since, is still the run's.)
         had_rows = csv_path.exists()
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
-        measured_in = _last_folder_measured(_read_run_record(options.out_dir))
+        prior_record = _read_run_record(options.out_dir)
+        measured_in = _last_folder_measured(prior_record)
+        _refuse_other_confidence_floors(prior_record, weights_sha256, confidence_floors_used(spec), csv_path)
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
@@ -2613,7 +2633,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # with the run's first rows: a run stopped before them leaves the earlier run's rows and record.
     model_file = spec.onnx_path if options.inference.backend == "onnx" else spec.torch_path
     # The file that ran, in full: evaluate reads which frames a model without a card trained on from it.
-    session = {**run_session(options, workers), "hidden_left_out": list(hidden_names),
+    session = {**run_session(options, workers), "confidence_floors": confidence_floors_used(spec),
+               "hidden_left_out": list(hidden_names),
                "folders_not_listed": list(unlisted_names),
                "model_file": os.path.abspath(model_file) if model_file is not None else None,
                "outputs": sorted(_kinds_asked(options))}  # (what it wrote for the files it measured)

@@ -74,6 +74,12 @@ MIN_HEAD_CONFIDENCE = 0.90
 MIN_PS_CONFIDENCE = 0.90
 
 
+#: No model's own floor lies below this (``scripts/ship_model.py`` writes none lower, and a card
+#: giving one is no model card): a network whose mean probability for the class it draws is this
+#: low (chance is 1/3 with three classes) is guessing, and its rows must say so.
+LOWEST_CONFIDENCE_FLOOR = 0.6
+
+
 #: A PS nearer than this share of the image (of its height for a band above or below, of its
 #: width for one at a side) to a black band at the image's edge lies against it. On the 1,058
 #: PSFHS frames no expert PS lies nearer than 0.055, nor the default's twin's on the 230

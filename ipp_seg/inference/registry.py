@@ -169,10 +169,12 @@ def _model_file_name(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
 
 
-def _warn_if_not_its_cards_file(path: Path) -> None:
-    """A model file run by its path, beside a model card of its name that describes another file
-    (another sha256): it runs, as a file of one's own does, but its rows carry the card's model
-    name while the card's figures and floors are not its own; said, as loading by name refuses it."""
+def _refuse_if_not_its_cards_file(path: Path) -> None:
+    """Refuse (ModelNotFoundError) a model file run by its path beside a model card of its name
+    that describes another file (another sha256), as loading by name refuses it: its rows would
+    carry the card's model name while the card's figures and floors are not its own. (It had run
+    with a warning, which ``-q`` held back: a QA auditor's pass found a SEG, an SR and a JSON
+    naming a model whose weights had been changed, by the name of the genuine one.)"""
     card_path = path.with_suffix(".json")
     try:
         listed = _card_beside(path)["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
@@ -183,18 +185,20 @@ def _warn_if_not_its_cards_file(path: Path) -> None:
     except OSError:  # unreadable: loading it says so
         return
     if digest != listed:
-        log.warning("%s is not the file its model card %s describes (sha256 %s, the card's %s): it runs as a file of "
-                    "one's own, and its rows' model_sha256 tells it from the card's", path, card_path.name,
-                    digest[:12], listed[:12])
+        raise ModelNotFoundError(f"model file {path} is not the file its model card {card_path.name} describes (sha256 "
+                                 f"{digest[:12]}, the card's {listed[:12]}), and its rows would be named as the card's "
+                                 "model: if it was damaged in a copy, copy it again; to run other weights, give them "
+                                 "a name of their own (copy the file to another name), or move the card away")
 
 
-def _warn_if_named_as_another_model(path: Path) -> None:
-    """A model file run by its path whose name is a listed model's (``fake/dssau-net-s.onnx``)
-    while its weights are not that model's (another sha256): its rows' model column names the
-    listed model, and only their model_sha256 tells them apart; said. (A card of its name beside it
-    is the one it is compared with: :func:`_warn_if_not_its_cards_file`.)"""
-    if path.with_suffix(".json").is_file() or not log.isEnabledFor(logging.WARNING):
-        return  # (a worker process, where the run's own process has said it: no files hashed again)
+def _refuse_if_named_as_another_model(path: Path) -> None:
+    """Refuse (ModelNotFoundError) a model file run by its path whose name is a listed model's
+    (``fake/dssau-net-s.onnx``) while its weights are not that model's (another sha256): its rows'
+    model column, a SEG's and an SR's algorithm name would name the listed model, and only a
+    sha256 tell them apart. (A card of its name beside it is the one it is compared with:
+    :func:`_refuse_if_not_its_cards_file`.)"""
+    if path.with_suffix(".json").is_file():
+        return
     try:
         listed = next((spec for spec in shipped_models() if spec.name == path.stem), None)
     except OSError:  # no models folder to compare with
@@ -208,10 +212,9 @@ def _warn_if_named_as_another_model(path: Path) -> None:
     except OSError:  # unreadable: loading it says so
         return
     if digest != theirs:
-        log.warning("%s is named as the model %s but holds other weights (sha256 %s, %s's %s): its rows' model "
-                    "column reads %s all the same, and only their model_sha256 tells them from %s's; rename the "
-                    "file to keep them apart", path, listed.name, digest[:12], listed.name, theirs[:12], path.stem,
-                    listed.name)
+        raise ModelNotFoundError(f"model file {path} is named as the model {listed.name} but holds other weights "
+                                 f"(sha256 {digest[:12]}, {listed.name}'s {theirs[:12]}): its rows, SEGs and SRs would "
+                                 f"name it {listed.name}; copy it to a name of its own and give that to --model")
 
 
 def case_id_blocks(ids: Iterable[str]) -> list[tuple[str, str]]:
@@ -437,7 +440,26 @@ def _card_problem(card: dict) -> str | None:
     source = card.get("validation_source")
     if source and not isinstance(source.get("checkpoint"), str):
         return "its 'validation_source' names no checkpoint"
+    if card.get("confidence_floors") is not None:
+        return _confidence_floors_problem(card["confidence_floors"])
     return None
+
+
+def _confidence_floors_problem(floors) -> str | None:
+    """What makes a card's ``confidence_floors`` other than scripts/ship_model.py writes them
+    (head and PS, each from the lowest floor to the shipped models' default); None for none. (A
+    QA auditor's pass: floors of 0 had passed a frame of noise as measured, 0.90 and above are
+    the defaults no model's own floor exceeds.)"""
+    from .pipeline import LOWEST_CONFIDENCE_FLOOR, MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
+
+    highest = {"head": MIN_HEAD_CONFIDENCE, "ps": MIN_PS_CONFIDENCE}
+    if isinstance(floors, dict) and set(floors) == set(highest) and all(
+            isinstance(floors[key], (int, float)) and not isinstance(floors[key], bool)
+            and LOWEST_CONFIDENCE_FLOOR <= floors[key] <= top for key, top in highest.items()):
+        return None
+    return (f"its confidence_floors are not those scripts/ship_model.py writes (head and ps, each from "
+            f"{LOWEST_CONFIDENCE_FLOOR:.2f} to {min(highest.values()):.2f}): a lower floor would pass frames the "
+            "network does not know as measured")
 
 
 def _model_file(folder: Path, name: str, card: dict, kind: str, suffix: str) -> Path | None:
@@ -524,8 +546,8 @@ def check_model_file(spec: ModelSpec, path: Path, kind: str) -> str:
         raise ModelNotFoundError(
             f"model {spec.name}: {path} is not the file its card {card} describes (its sha256 differs){short}, so "
             f"the card's validation figures are not this model's: if it was damaged in a copy, copy it again; if "
-            f"it holds other weights on purpose, ship them with scripts/ship_model.py, or run the file itself with "
-            f"--model {path}")
+            f"it holds other weights on purpose, ship them with scripts/ship_model.py, or copy the file to a name of "
+            f"its own and give that to --model")
     return digest
 
 
@@ -552,8 +574,8 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         unfit = model_name_unfit(name)
         if unfit:  # (a run's best.pt is named by its run folder)
             raise ModelNotFoundError(f"model file {path}: {unfit} ({terminal_text(name)}): rename it")
-        _warn_if_not_its_cards_file(path)
-        _warn_if_named_as_another_model(path)
+        _refuse_if_not_its_cards_file(path)
+        _refuse_if_named_as_another_model(path)
         return ModelSpec(name, path if path.suffix == ".onnx" else None,
                          path if path.suffix != ".onnx" else None, None)
     folder = models_dir()

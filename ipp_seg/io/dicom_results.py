@@ -374,10 +374,11 @@ def write_dicom_sr(
                 sr.SourceImageForMeasurementGroup(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
             ],
         )
-        # The device UID is derived from the model and version so that reports from the same
-        # model share an observer identity.
+        # The device UID is derived from the model, its weights and the version, so that reports
+        # from the same weights share an observer identity and those of other weights (a model of
+        # one's own under a shipped model's name, retrained since) do not.
         device = sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[_MANUFACTURER, model_name, software_version]),
+            uid=generate_uid(entropy_srcs=[_MANUFACTURER, model_name, software_version, *filter(None, [model_sha256])]),
             name=_lo(model_name),
             manufacturer_name=_MANUFACTURER,
             model_name=_lo(model_name),

@@ -92,11 +92,11 @@ def confidence_floors(confidences) -> dict:
     ``ps_low_confidence``, from (head, PS) confidences of its validation frames: 0.02 below
     their 1st percentile, never above the defaults the shipped models were checked with
     (:data:`~ipp_seg.inference.pipeline.MIN_HEAD_CONFIDENCE`, ``MIN_PS_CONFIDENCE``) and never
-    below :data:`LOWEST_CONFIDENCE_FLOOR`. A model of one's own that is surer or less sure overall
-    is then judged against its own frames, not the shipped models' (a small model trained on 24
-    frames had flagged every frame); one whose validation frames are barely above chance keeps
-    its warnings (a model of PS Dice 0.03 had got floors of 0.34 and 0.32, and no warning)."""
-    from ..inference.pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
+    below :data:`~ipp_seg.inference.pipeline.LOWEST_CONFIDENCE_FLOOR`. A model of one's own that is
+    surer or less sure overall is then judged against its own frames, not the shipped models' (a
+    small model trained on 24 frames had flagged every frame); one whose validation frames are
+    barely above chance keeps its warnings (a model of PS Dice 0.03 had got floors of 0.34 and 0.32, and no warning)."""
+    from ..inference.pipeline import LOWEST_CONFIDENCE_FLOOR, MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
 
     floors = {}
     for key, index, default in (("head", 0, MIN_HEAD_CONFIDENCE), ("ps", 1, MIN_PS_CONFIDENCE)):
@@ -104,11 +104,6 @@ def confidence_floors(confidences) -> dict:
         floor = min(default, float(np.percentile(values, 1)) - 0.02) if values else default
         floors[key] = round(max(LOWEST_CONFIDENCE_FLOOR, floor), 3)
     return floors
-
-
-#: No model's own floor lies below this: a network whose mean probability for the class it
-#: draws is this low (chance is 1/3 with three classes) is guessing, and its rows must say so.
-LOWEST_CONFIDENCE_FLOOR = 0.6
 
 
 def validate_segmenter(segmenter, data: str | Path, validation_ids: list[str],
