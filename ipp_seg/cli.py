@@ -82,7 +82,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   # written (typer's own help on a full disk) rather than print a traceback of it.
                   pretty_exceptions_enable=False,
                   help="Segment the pubic symphysis and fetal head in intrapartum transperineal ultrasound "
-                       "and measure the angle of progression (AoP) and head-symphysis distance (HSD).")
+                       "and measure the angle of progression (AoP) and head-symphysis distance (HSD). Research "
+                       "software, not a medical device: not for diagnosis.")
 
 
 # The command's two streams, each guarded once for the whole run: a reader gone or a failed

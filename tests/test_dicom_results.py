@@ -461,11 +461,12 @@ def test_seg_and_sr_series_are_described_by_the_source_series_they_come_from(sou
         descriptions.append([pydicom.dcmread(write(source, content, tmp_path / f"{number}{kind}.dcm", **KW))
                              .SeriesDescription for kind, write, content in (("seg", write_dicom_seg, mask),
                                                                              ("sr", write_dicom_sr, measurement))])
-    assert descriptions[0] == ["PS and FH segmentation of series 3 (test-model)",
-                               "Labour progress measurements of series 3 (test-model)"]
-    assert descriptions[1][0] == "PS and FH segmentation of series 12 (test-model)"
-    assert descriptions[2] == descriptions[3] == ["PS and FH segmentation (test-model)",
-                                                  "Labour progress measurements (test-model)"]
+    # (Research use said first: what a PACS viewer shows of a series, a QA auditor's pass.)
+    assert descriptions[0] == ["Research use: PS and FH segmentation of series 3 (test-model)",
+                               "Research use: labour progress of series 3 (test-model)"]
+    assert descriptions[1][0] == "Research use: PS and FH segmentation of series 12 (test-model)"
+    assert descriptions[2] == descriptions[3] == ["Research use: PS and FH segmentation (test-model)",
+                                                  "Research use: labour progress (test-model)"]
 
 
 def test_results_repeat_no_optional_patient_data_and_no_invalid_uid(source, tmp_path):

@@ -53,6 +53,19 @@ def test_shape_dtype_and_upscale():
     assert out.shape[0] > 256 * s  # the text panel is appended below
 
 
+def test_the_panel_says_research_software_not_for_diagnosis(monkeypatch):
+    # A QA auditor's pass: an overlay travels alone (a slide, a report), and only the README said what made it.
+    import ipp_seg.io.overlay as overlay_module
+
+    drawn = []
+    real = overlay_module._put_text
+    monkeypatch.setattr(overlay_module, "_put_text", lambda canvas, text, *a: drawn.append(text) or real(canvas, text,
+                                                                                                        *a))
+    mask = synthetic_mask()
+    render_overlay(frame(), mask, measure_progress(mask, (0.3, 0.3)), title="scan.dcm", model="dssau-net-s")
+    assert " ".join(drawn).count("ipp-seg: research software, not for diagnosis") == 1
+
+
 def test_large_frame_is_not_enlarged():
     assert overlay_scale((600, 800)) == 1
     mask = np.zeros((600, 800), np.uint8)

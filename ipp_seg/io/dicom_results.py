@@ -399,7 +399,7 @@ def write_dicom_sr(
             is_final=False,
             is_verified=False,
         )
-        document.SeriesDescription = _series_description("Labour progress measurements", source, model_name)
+        document.SeriesDescription = _series_description("labour progress", source, model_name)
         # The equipment as the SEG names it (General Equipment, type 3 here): archives and audits of
         # AI results query these, not the content tree.
         document.ManufacturerModelName, document.SoftwareVersions = _lo(model_name), _lo(software_version)
@@ -1133,10 +1133,12 @@ def _device_serial_number(model_sha256: str | None, software_version: str) -> st
 def _series_description(what: str, source, model_name: str) -> str:
     """``what`` of the source's series (by its Series Number, where it has one) and the model: a
     study browser lists one derived series per source series and kind, all numbered 9001 (or
-    9002), and had shown them with one description."""
+    9002), and had shown them with one description. It begins ``Research use:``, what a PACS
+    viewer shows of the series (a QA auditor's pass: nothing in a SEG or SR pushed to a PACS had
+    said that a research tool made it)."""
     number = str(source.get("SeriesNumber", "") or "").strip()
     of_series = f" of series {number}" if re.fullmatch(r"[+-]?[0-9]{1,12}", number) else ""
-    return _lo(f"{what}{of_series} ({model_name})")
+    return _lo(f"Research use: {what}{of_series} ({model_name})")
 
 
 def _lo(text: str) -> str:

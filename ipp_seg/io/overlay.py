@@ -40,6 +40,8 @@ _TEXT_COLOUR = (255, 255, 255)
 _STATUS_COLOURS = {"ok": (90, 220, 90), "warning": (255, 190, 0), "failed": (255, 120, 120)}
 _EDGE_COLOUR = (0, 0, 0)  # under every line: a yellow or green line on bright bone had had 1.0-1.4:1
 _PANEL_COLOUR = (24, 24, 24)
+#: The panel's last line of text: what made the overlay is research software.
+RESEARCH_USE_SAID = "ipp-seg: research software, not for diagnosis"
 _MASK_ALPHA = 0.35
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -538,6 +540,9 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         r + ("," if i < len(shown) - 1 else "") for i, r in enumerate(shown)
     ]
     rows.extend((line, status_colour) for line in _wrap(status_words, usable, style, rel))
+    # An overlay travels alone (into a slide, a report, a chat): it says what made it is no device
+    # (a QA auditor's pass found that only the README said so).
+    rows.extend((line, _TEXT_COLOUR) for line in _wrap(RESEARCH_USE_SAID.split(), usable, style, rel))
 
     # Legend on its own last rows: a swatch per mask colour, each line as drawn, the vertex marker
     # (only what the frame shows: a legend entry for a mark not drawn would mislead).
