@@ -3,6 +3,7 @@ differ between CPU families and library versions, so records of runs and models 
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 from importlib import metadata
@@ -55,3 +56,16 @@ def onnxruntime_version() -> str | None:
 def machine_description() -> dict[str, str]:
     """The system (``platform.platform()``) and the processor (:func:`cpu_model`)."""
     return {"system": platform.platform(), "processor": cpu_model()}
+
+
+def runtime_description() -> dict[str, str | None]:
+    """Python's and onnxruntime's versions, the system and the processor, as a JSON report names
+    them (a batch run's record names them for the run): the last digits of an AoP depend on
+    them, and a report of ``predict`` had named none (a QA auditor's pass). A new dict each time,
+    read once a process."""
+    return dict(_runtime())
+
+
+@functools.cache
+def _runtime() -> tuple[tuple[str, str | None], ...]:
+    return tuple({**software_versions(), "onnxruntime": onnxruntime_version(), **machine_description()}.items())

@@ -47,6 +47,11 @@ def test_a_file_measures_as_the_command_line_does(predictor, sample_dicom):
     timed = ("time_ms", "measured_at")  # (the second each was made may differ)
     assert {k: v for k, v in library.items() if k not in timed} == {k: v for k, v in report.items() if k not in timed}
     assert library["file_sha256"] == hashlib.sha256(sample_dicom.read_bytes()).hexdigest()
+    # What it ran on, as a batch run's record names it (a QA auditor: predict's report had named no machine).
+    import onnxruntime
+
+    assert report["runtime"]["onnxruntime"] == onnxruntime.__version__ and report["runtime"]["processor"]
+    assert set(report["runtime"]) == {"python", "onnxruntime", "system", "processor"}
 
 
 def test_a_failure_reports_as_the_command_line_does(predictor, tmp_path):

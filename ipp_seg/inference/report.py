@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
+from ..machine import runtime_description
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
                                  uids_with_leading_zeros_in, write_frame_dicom)
@@ -75,6 +76,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         "ps_confidence": shown_confidence(result.ps_confidence),
         "provider": provider,
         "ipp_seg_version": __version__,
+        "runtime": runtime_description(),
         "time_ms": None if elapsed_ms is None else round(elapsed_ms, 1),
         "dicom_results": None,  # none asked (write_frame_outputs fills it where asked): the CSV's empty cell
     }
@@ -132,7 +134,7 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
         "head_confidence": None,
         "ps_confidence": None,
         "provider": provider,
-        "ipp_seg_version": __version__, "time_ms": None, "dicom_results": None,
+        "ipp_seg_version": __version__, "runtime": runtime_description(), "time_ms": None, "dicom_results": None,
     }
 
 
