@@ -1381,6 +1381,10 @@ def test_json_reports_share_one_schema(sample_png, tmp_path):
     assert set(predicted[0]) > measurement_keys and set(predicted[1]) == set(predicted[0])
     assert measured[0]["error"] is None and predicted[0]["error"] is None and predicted[1]["error"]
     assert measured[1]["aop_deg"] is None and measured[1]["reasons"][:2] == ["ps_missing", "fh_missing"]
+    # The mask's bytes, as its CSV row names them (a QA auditor: measure's JSON had named none); null where unread.
+    assert measured[0]["file_sha256"] == hashlib.sha256(mask.read_bytes()).hexdigest()
+    assert measured[0]["file_bytes"] == mask.stat().st_size and measured[0]["measured_at"].endswith("Z")
+    assert measured[2]["file_sha256"] is None and measured[2]["file_bytes"] is None
     assert predicted[1]["frame"] is None and predicted[1]["aop_deg"] is None and predicted[1]["model"]
     assert predicted[0]["tta"] is False and predicted[1]["tta"] is False
     # dicom_results too, though no SEG or SR was asked (it had been there only when one was).

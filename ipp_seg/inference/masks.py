@@ -27,7 +27,7 @@ from ..measure.progress import check_choice, check_plausible_spacing
 from .batch import (MASK_REFUSED, UNREADABLE, dicom_uids, file_sha256, file_stamp, is_batch_output_part,
                     measurement_row, refuse_batch_output_as_input)
 from .pipeline import measure_frame
-from .report import measurement_report, unreadable_measurement_report
+from .report import measurement_report, run_keys_of_row, unreadable_measurement_report
 
 __all__ = ["MeasuredMask", "ScanIndex", "cine_frame_of", "index_scans", "measure_mask_file", "measure_masks"]
 
@@ -244,7 +244,9 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
             provenance = getattr(exc, "provenance", None)  # the scan's, where it was read
             row = measurement_row(printable_file(str(path)), "", None, "", provenance, reason, method, orientation,
                                   failure_code=code)
-            report = unreadable_measurement_report(str(path), None, reason, method, orientation, code)
+            # (The CSV's file keys too: null here, as its cells are empty.)
+            report = {**unreadable_measurement_report(str(path), None, reason, method, orientation, code),
+                      **run_keys_of_row(row)}
             yield MeasuredMask(path, row, _with_scan(report, scans, scan, provenance), unusable=True,
                                errors=(f"cannot measure {path}: {reason}",))
             continue
@@ -256,7 +258,9 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
         row = measurement_row(printable_file(str(path)), scan_frame, result, "", provenance, "", method,
                               orientation, spacing_given=spacing_mm, file_stamp=file_stamp(path),
                               file_sha256=file_sha256(path))
-        report = measurement_report(str(path), scan_frame, result)
+        # With the mask's size, time, sha256 and when it was measured, as its CSV row (a QA auditor: the JSON had
+        # named no bytes).
+        report = {**measurement_report(str(path), scan_frame, result), **run_keys_of_row(row)}
         yield MeasuredMask(path, row, _with_scan(report, scans, scan, provenance), warnings=warnings)
 
 
