@@ -1596,6 +1596,10 @@ def test_a_run_records_its_confidence_floors_and_a_resume_with_others_is_refused
     assert _run("batch", scans, "--out", out, "--workers", 1).exit_code == 0
     record = json.loads((out / ".ipp-seg-run.json").read_text())
     assert record["sessions"][-1]["confidence_floors"] == {"head": 0.8, "ps": 0.75}
+    # The card's own file, by its sha256: its figures and floors are no part of the weights' checksum.
+    assert record["sessions"][-1]["model_card"] == str(models / "dssau-net-s.json")
+    assert record["sessions"][-1]["model_card_sha256"] == hashlib.sha256(
+        (models / "dssau-net-s.json").read_bytes()).hexdigest()
     text = (out / "measurements.csv").read_text()
     (out / "measurements.csv").write_text("".join(text.splitlines(keepends=True)[:-1]))  # a file left to do
     before = (out / "measurements.csv").read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -48,7 +49,6 @@ def test_a_broken_card_is_left_out_with_a_warning_and_the_others_still_work(fold
 
 def test_a_card_whose_confidence_floors_are_not_those_ship_model_writes_is_left_out(folder, caplog):
     # A QA auditor's pass: floors of 0 in a card had passed a frame of noise as measured, without a warning.
-    import json
 
     card = json.loads((folder / "dssau-net-s.json").read_text())
     for name, floors in (("own", {"head": 0.85, "ps": 0.72}), ("zero", {"head": 0.0, "ps": 0.0}),
@@ -62,6 +62,9 @@ def test_a_card_whose_confidence_floors_are_not_those_ship_model_writes_is_left_
         assert (f"{name}.json is left out of the models: its confidence_floors are not those scripts/ship_model.py "
                 "writes (head and ps, each from 0.60 to 0.90)") in caplog.text
     assert "own.json is left out" not in caplog.text
+    listed = json.loads(invoke("models", "--json").stdout)
+    own = next(m for m in listed["models"] if m["name"] == "own")
+    assert own["card_sha256"] == hashlib.sha256((folder / "own.json").read_bytes()).hexdigest()
     with pytest.raises(ModelNotFoundError, match="confidence_floors"):
         resolve_model("zero")
 

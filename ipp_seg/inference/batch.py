@@ -2634,6 +2634,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     model_file = spec.onnx_path if options.inference.backend == "onnx" else spec.torch_path
     # The file that ran, in full: evaluate reads which frames a model without a card trained on from it.
     session = {**run_session(options, workers), "confidence_floors": confidence_floors_used(spec),
+               "model_card": None if spec.card_path is None else os.path.abspath(spec.card_path),
+               "model_card_sha256": spec.card_file_sha256(),
                "hidden_left_out": list(hidden_names),
                "folders_not_listed": list(unlisted_names),
                "model_file": os.path.abspath(model_file) if model_file is not None else None,

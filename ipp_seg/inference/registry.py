@@ -124,6 +124,16 @@ class ModelSpec:
         """The sha256 the card lists for its ``kind`` ("onnx"/"torch") file; None without one."""
         return ((self.card or {}).get("files", {}).get(kind) or {}).get("sha256")
 
+    def card_file_sha256(self) -> str | None:
+        """The sha256 of the model card's own file, as it is now (a run's record and ``models
+        --json`` name it: a card's figures and confidence floors are no part of the weights'
+        checksum, and an edited card had been told from the shipped one by nothing, a QA
+        auditor's pass); None without a card, or where it cannot be read."""
+        try:
+            return sha256_of(self.card_path) if self.card_path is not None else None
+        except OSError:
+            return None
+
     @property
     def missing_files(self) -> tuple[Path, ...]:
         """The model's files that its card names and that are not there."""
@@ -158,7 +168,8 @@ def model_summary(spec: ModelSpec) -> dict:
                                      if spec.card_sha256(kind) and path not in closed else None)}
              for kind, path in (("onnx", spec.onnx_path), ("torch", spec.torch_path)) if path is not None}
     return {"name": spec.name, "default": spec.name == DEFAULT_MODEL, "config": (spec.card or {}).get("config"),
-            "card": None if spec.card_path is None else str(spec.card_path), "files": files,
+            "card": None if spec.card_path is None else str(spec.card_path), "card_sha256": spec.card_file_sha256(),
+            "files": files,
             "validation": {} if mismatched else spec.validation, "validated_by": spec.validated_by,
             "trained_case_ids": [list(block) for block in spec.trained_case_ids + spec.earlier_trained_case_ids]}
 
