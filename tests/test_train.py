@@ -43,6 +43,65 @@ def _synthetic_folder(tmp_path, n=6, size=64):
     return tmp_path
 
 
+def test_training_pairs_that_cannot_be_told_apart_are_refused_and_masks_of_a_model_are_said(tmp_path, caplog):
+    # A research fellow's pass on her own PNG folders: each of these had trained, some on misaligned pairs.
+    import shutil
+    import struct
+
+    import cv2
+
+    from ipp_seg.io import write_label_png
+    from ipp_seg.train.data import load_cases
+
+    base = _synthetic_folder(tmp_path / "base")
+    assert len(load_cases(base)) == 6
+
+    def variant(name):
+        folder = tmp_path / name
+        shutil.copytree(base, folder)
+        return folder
+    # masks/ and labels/ both there: which to train on cannot be told (labels/ had been passed over).
+    both = variant("both")
+    shutil.copytree(both / "masks", both / "labels")
+    with pytest.raises(ValueError, match="holds both masks/ and labels/ beside images/.*keep one of them"):
+        find_pairs(both)
+    # Frames in folders below images/: said so (it had said there were no pairs at all).
+    nested = variant("nested")
+    for sub in ("images", "masks"):
+        (nested / sub / "pt01").mkdir()
+        for path in list((nested / sub).glob("*.png")):
+            path.rename(nested / sub / "pt01" / path.name)
+    with pytest.raises(ValueError, match=r"images holds folders of frames \(pt01\), and train reads the frames in "
+                                         r"images/ itself.*\(pt01_f0.png\)"):
+        find_pairs(nested)
+    # A JPEG to be shown turned (EXIF orientation 6) beside a PNG mask stating none: square, it had trained turned.
+    turned = variant("turned")
+    image = cv2.imread(str(turned / "images" / "case002.png"), cv2.IMREAD_GRAYSCALE)
+    encoded = cv2.imencode(".jpg", image)[1].tobytes()
+    entry = struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
+    payload = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<IH", 8, 1) + entry + struct.pack("<I", 0)
+    (turned / "images" / "case002.png").unlink()
+    (turned / "images" / "case002.jpg").write_bytes(encoded[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2)
+                                                    + payload + encoded[2:])
+    with pytest.raises(ValueError, match=r"case002: the image .*case002.jpg is to be shown turned or mirrored \(EXIF "
+                                         r"orientation 6\) and its mask .*case002.png states none"):
+        load_cases(turned)
+    # A label mask among the frames (predict refuses such a frame as no ultrasound).
+    label_map = variant("label_map")
+    shutil.copy(label_map / "masks" / "case004.png", label_map / "images" / "case004.png")
+    with pytest.raises(ValueError, match=r"case004: the image .* holds 3 grey values \(0, 1, 2\): a label mask"):
+        load_cases(label_map)
+    # Masks ipp-seg wrote (a network's output): trained, and said.
+    predicted = variant("predicted")
+    for case in ("case000", "case001"):
+        labels = cv2.imread(str(predicted / "masks" / f"{case}.png"), cv2.IMREAD_GRAYSCALE)
+        write_label_png(predicted / "masks" / f"{case}.png", labels)
+    with caplog.at_level("WARNING"):
+        assert len(load_cases(predicted)) == 6
+    assert "2 of the 6 masks were written by ipp-seg, a model's masks and not an expert's outlines (case000, " \
+        "case001): trained on, they teach that model's mistakes as truth" in caplog.text
+
+
 def test_soft_dice_has_gradient():
     logits = torch.randn(2, 3, 16, 16, requires_grad=True)
     labels = torch.randint(0, 3, (2, 16, 16))

@@ -99,11 +99,39 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
 
     image = read_frame(image_path).pixels
     stored, _ = read_label_mask(mask_path)
+    # (A frame the readers turn for display beside a mask they do not: a research fellow's JPEGs with EXIF
+    # orientation 6 and their PNG masks, square, had trained misaligned.)
+    shown, drawn = _display_orientation(image_path), _display_orientation(mask_path)
+    if shown != drawn:
+        said = "states none" if drawn == 1 else f"states {drawn}"
+        raise ValueError(f"{case_id}: the image {image_path} is to be shown turned or mirrored (EXIF orientation "
+                         f"{shown}) and its mask {mask_path} {said}: whether the mask was drawn on the frame as "
+                         "stored or as shown cannot be told. Save the image without an EXIF orientation, its pixels "
+                         "as the mask was drawn on them")
     if image.shape != stored.shape:
         raise ValueError(f"{case_id}: the image {image_path} ({_size_text(image.shape)}) and its mask {mask_path} "
                          f"({_size_text(stored.shape)}) differ in size")
+    values = np.unique(image)
+    if len(values) <= 4:
+        # A label mask among the frames (predict and batch refuse such a frame as no ultrasound).
+        raise ValueError(f"{case_id}: the image {image_path} holds {count_of(len(values), 'grey value')} "
+                         f"({', '.join(f'{v:g}' for v in values)}): a label mask or a blank picture, not an "
+                         "ultrasound frame; put the frame in its place")
     mapped = relabel_mask(stored, labels, (1, 2), str(mask_path), path=mask_path)
     return Case(case_id, image, mapped)
+
+
+def _display_orientation(path: Path) -> int:
+    """The EXIF orientation the readers apply to the image file at ``path`` (1: as stored; a
+    MetaImage or NIfTI has none)."""
+    from ..io.images import exif_orientation
+
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        return 1
+    try:
+        return exif_orientation(path.read_bytes())
+    except OSError:
+        return 1  # (its reader has said why already)
 
 
 def _mixed_label_values(folder, masks: list[Path], labels: tuple[int, int]) -> str | None:
@@ -155,8 +183,13 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         raise FileNotFoundError(f"the data folder {folder} does not exist")
     if not folder.is_dir():
         raise ValueError(f"the data folder {folder} is a file, not a folder")
+    if all((folder / name).is_dir() for name in ("images", "masks", "labels")):
+        # (labels/ had been passed over without a word: a research fellow's 9 masks there went untrained.)
+        raise ValueError(f"{folder} holds both masks/ and labels/ beside images/: which holds the masks to train on "
+                         "cannot be told; keep one of them")
     for image_dir, mask_dir in PAIRED_LAYOUTS:
         if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
+            _refuse_frames_in_sub_folders(folder / image_dir)
             images = _by_case_id(folder, (p for p in (folder / image_dir).iterdir() if _is_image_file(p)), _case_id)
             masks = _by_case_id(folder, (p for p in (folder / mask_dir).iterdir() if _is_image_file(p)),
                                 lambda p: _mask_case_id(p, images))
@@ -175,6 +208,21 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         raise FileNotFoundError(f"no image/mask pairs in {folder} (expected image_mha/+label_mha/, "
                                 "images/+masks/, or NAME.png beside NAME_mask.png)")
     return sorted(pairs, key=lambda t: _sort_key(t[0]))
+
+
+def _refuse_frames_in_sub_folders(images: Path) -> None:
+    """Refuse (ValueError) an ``images/`` folder that holds no frame but folders of them
+    (``images/pt01/f0.png``): ``train`` reads the folder itself, and had said there were no
+    pairs at all, though ``images/`` and ``masks/`` were there."""
+    if any(_is_image_file(p) for p in images.iterdir()):
+        return
+    folders = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if folders and any(_is_image_file(p) for p in images.glob("*/*")):
+        shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+        raise ValueError(f"{images} holds folders of frames ({shown}), and train reads the frames in {images.name}/ "
+                         "itself, not in folders below it: put them there (and their masks in the masks' folder), "
+                         f"named by case IDs unique across the folder ({folders[0]}_f0.png), in an order that keeps "
+                         "an examination's frames together")
 
 
 def _by_case_id(folder: Path, paths, case_id_of) -> dict[str, Path]:
@@ -256,7 +304,23 @@ def load_cases(folder: str | Path, ids: set[str] | None = None, labels: tuple[in
                         " ..." if len(lacking) > 10 else "")
     _warn_if_labels_look_swapped(folder, cases, labels)
     _warn_if_masks_look_interpolated(folder, cases)
+    _warn_if_masks_drawn_by_ipp_seg(folder, chosen)
     return cases
+
+
+def _warn_if_masks_drawn_by_ipp_seg(folder, chosen: list[tuple[str, Path, Path]]) -> None:
+    """Not refused (a model may be trained on another's masks on purpose), but said: a mask that
+    ipp-seg wrote (its PNG says so) is a network's output, and a model trained on it learns that
+    network's mistakes as truth (a research fellow's folder of predict's masks had trained
+    without a word)."""
+    from ..io.images import ipp_seg_png_kind
+
+    drawn = [case_id for case_id, _, mask in chosen if mask.suffix.lower() == ".png"
+             and ipp_seg_png_kind(mask) == "label mask"]
+    if drawn:
+        log.warning("%s: %d of the %d masks %s written by ipp-seg, a model's masks and not an expert's outlines "
+                    "(%s%s): trained on, they teach that model's mistakes as truth", folder, len(drawn), len(chosen),
+                    "was" if len(drawn) == 1 else "were", ", ".join(drawn[:10]), " ..." if len(drawn) > 10 else "")
 
 
 #: In every PSFHS expert mask the PS is one piece (two in one mask) and touches no head pixel. A
