@@ -290,6 +290,13 @@ def test_a_folder_of_images_beside_their_masks_serves_as_ground_truth_and_images
     _write_png(pred / "scan_mask_mask.png", scene())
     report = evaluate_folders(pred, odd, odd)
     assert "scan_mask" in [c.case_id for c in report.cases] and "scan" not in report.missing_predictions
+    # images/ beside both masks/ and labels/: which are the ground truths cannot be told (labels/ had been passed over).
+    both = tmp_path / "both"
+    for sub in ("images", "masks", "labels"):
+        (both / sub).mkdir(parents=True)
+        _write_png(both / sub / "00001.png", sector_image(narrow=False) if sub == "images" else scene())
+    with pytest.raises(ValueError, match="holds both masks/ and labels/ beside images/"):
+        evaluate_folders(pred, both)
 
 
 def test_frames_the_predicting_run_failed_on_are_scored_as_empty_predictions(folders, caplog):

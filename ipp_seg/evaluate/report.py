@@ -1524,12 +1524,13 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
     reads, PSFHS's ``image_mha/`` beside ``label_mha/``, or ``images/`` beside ``masks/`` (or
     ``labels/``): its masks' folder is the ground truths', its images' folder the images'."""
     from ..inference.batch import MASKS_FOLDER, OVERLAYS_FOLDER, is_batch_output, is_batch_output_part
-    from ..train.data import PAIRED_LAYOUTS  # (torch-free: the loader's layouts)
+    from ..train.data import PAIRED_LAYOUTS, refuse_two_mask_folders  # (torch-free: the loader's layouts)
 
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
     if not predictions and not is_batch_output(root):  # (a batch run's masks/ beside its CSV are predictions)
+        refuse_two_mask_folders(root)
         for image_dir, mask_dir in PAIRED_LAYOUTS:
             if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
                 logger.debug("%s: in the layout train reads; its %s/ taken", root, image_dir if images else mask_dir)

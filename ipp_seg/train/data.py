@@ -183,10 +183,7 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         raise FileNotFoundError(f"the data folder {folder} does not exist")
     if not folder.is_dir():
         raise ValueError(f"the data folder {folder} is a file, not a folder")
-    if all((folder / name).is_dir() for name in ("images", "masks", "labels")):
-        # (labels/ had been passed over without a word: a research fellow's 9 masks there went untrained.)
-        raise ValueError(f"{folder} holds both masks/ and labels/ beside images/: which holds the masks to train on "
-                         "cannot be told; keep one of them")
+    refuse_two_mask_folders(folder)
     for image_dir, mask_dir in PAIRED_LAYOUTS:
         if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
             _refuse_frames_in_sub_folders(folder / image_dir)
@@ -208,6 +205,15 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         raise FileNotFoundError(f"no image/mask pairs in {folder} (expected image_mha/+label_mha/, "
                                 "images/+masks/, or NAME.png beside NAME_mask.png)")
     return sorted(pairs, key=lambda t: _sort_key(t[0]))
+
+
+def refuse_two_mask_folders(folder: Path) -> None:
+    """Refuse (ValueError) a folder holding both ``masks/`` and ``labels/`` beside ``images/``:
+    which holds the masks cannot be told (``labels/`` had been passed over without a word by
+    ``train`` and ``evaluate``: a research fellow's 9 masks there went untrained and unscored)."""
+    if all((folder / name).is_dir() for name in ("images", "masks", "labels")):
+        raise ValueError(f"{folder} holds both masks/ and labels/ beside images/: which holds the masks cannot be "
+                         "told; keep one of them")
 
 
 def _refuse_frames_in_sub_folders(images: Path) -> None:
