@@ -905,10 +905,11 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
             not drawn_by or (c in drawn_by and drawn_by[c][0] == name)))
         if seen:
             found.append((name, seen))
-            logger.warning("%d of the %d cases evaluated %s the IDs of frames %s was trained on (%s%s, as recorded "
-                           "for its file %s): if they are those frames, its figures here are its fit to its training "
-                           "data, not a validation", len(seen), len(case_ids), "has" if len(seen) == 1 else "have",
-                           name, _blocks_said(blocks), ", ..." if len(blocks) > 4 else "", path)
+            logger.warning("%d of the %d cases evaluated %s the IDs of frames %s was trained on (such as %s; its "
+                           "training frames %s%s, as recorded for its file %s): if they are those frames, its figures "
+                           "here are its fit to its training data, not a validation", len(seen), len(case_ids),
+                           "has" if len(seen) == 1 else "have", name, seen[0], _blocks_said(blocks),
+                           ", ..." if len(blocks) > 4 else "", path)
     if uncarded:  # (an empty list would read as "none of these frames")
         logger.warning("%s %s no model card in the models folder: which frames %s trained on is not known here, so "
                        "a fit to them cannot be told from a validation", ", ".join(uncarded),
@@ -927,10 +928,11 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
         blocks = _blocks_said(listed)
         twin = f"; {spec.validated_by}, the same recipe without them, gives its card's validation" if (
             spec.validated_by) else ""
-        logger.warning("%d of the %d cases evaluated %s the IDs of frames %s was trained on (%s%s): if they are "
-                       "those frames, its figures here are its fit to its training data, not a validation%s",
-                       len(seen), len(case_ids), "has" if len(seen) == 1 else "have", spec.name, blocks,
-                       ", ..." if len(listed) > 4 else "", twin)
+        # (Such as one of them, then the model's: the training frames alone had read as the cases evaluated.)
+        logger.warning("%d of the %d cases evaluated %s the IDs of frames %s was trained on (such as %s; its training "
+                       "frames %s%s): if they are those frames, its figures here are its fit to its training data, not "
+                       "a validation%s", len(seen), len(case_ids), "has" if len(seen) == 1 else "have", spec.name,
+                       seen[0], blocks, ", ..." if len(listed) > 4 else "", twin)
     return tuple(found)
 
 
