@@ -624,6 +624,10 @@ def train(
     else:
         err.print(f"best epoch {result.best_epoch}: score {result.best_score:.4f}; "
                   f"checkpoints in {escape(str(result.run_dir))}", highlight=False)
+    # The next step, where the run's end leaves the user (a research fellow had found it in the install notes).
+    best = shlex.quote(str(result.run_dir / "best.pt"))
+    err.print(escape(f"to measure with it: ipp-seg export {best} --onnx MODEL.onnx, then --model MODEL.onnx (or "
+                     f"--model {best} --backend torch)"), highlight=False)
 
 
 # --- inference --------------------------------------------------------------------------------

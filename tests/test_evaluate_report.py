@@ -123,6 +123,17 @@ def test_other_label_values():
     assert r.dice_ps == 1.0 and r.delta_aop == 0.0
 
 
+def test_a_mask_without_background_0_is_told_so():
+    # A research fellow's masks held 1, 2, 3 (background 1): naming the structures' values had led to a refusal of
+    # the background's value in turn.
+    shifted = scene() + 1
+    with pytest.raises(ValueError, match=r"it holds no 0, which is background to ipp-seg, and 3 values \(1, 2, 3\): "
+                                         r"save it with 0 for the background"):
+        relabel_mask(shifted, (1, 2))
+    with pytest.raises(ValueError, match="it holds 1 and 3: --labels ps=1,fh=3"):  # (0 there: as before)
+        relabel_mask(np.where(scene() == 2, 3, scene()), (1, 2))
+
+
 def test_style_from_image():
     gt = scene()
     assert evaluate_case(gt, gt, image=sector_image(narrow=True)).style == "narrow"

@@ -465,6 +465,27 @@ def _tiny_cli_run(tmp_path, n_cases: int, validation_count: int):
     return runner, common, run
 
 
+def test_a_warm_up_as_long_as_the_run_is_said_and_the_run_ends_with_the_next_step(tmp_path, caplog):
+    # A research fellow's pass: a 1-epoch fine-tune under the default 2 warm-up epochs peaked at half its --lr without a
+    # word, and how to measure with the run was found in the install notes only.
+    from typer.testing import CliRunner
+
+    data = _synthetic_folder(tmp_path / "data", n=4)
+    common = ["train", str(data), "--config", "dssau-net-s", "--batch-size", "2", "--validation-count", "1",
+              "--threads", "1", "--no-bf16", "--input-size", "64", "--epochs", "1"]
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "--warmup-epochs 2 is as long as the run (--epochs 1) or longer: the learning rate rises for the whole " \
+        "run, never reaching --lr 0.001" in caplog.text
+    said = " ".join(result.output.split())
+    assert f"to measure with it: ipp-seg export {tmp_path / 'a' / 'best.pt'} --onnx MODEL.onnx" in said
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--warmup-epochs", "0.5"])
+    assert result.exit_code == 0 and "--warmup-epochs" not in caplog.text
+
+
 def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_path, caplog):
     runner, common, run = _tiny_cli_run(tmp_path, n_cases=4, validation_count=1)
     # The split is said when the run starts, before hours of epochs, not when it ends.

@@ -1412,6 +1412,12 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
         if len(present) == 2 and min(present) > 0:  # the option takes positive values only
             advice = (f"it holds {present[0]} and {present[1]}: {option} ps={present[0]},fh={present[1]} if the PS "
                       f"is {present[0]}")
+        elif len(present) >= 3 and not (stored == 0).any():
+            # Background under another value (1, 2, 3): no option maps it, and naming the structures' values had
+            # led to a refusal of the background's value in turn (a research fellow's pass).
+            advice = (f"it holds no 0, which is background to ipp-seg, and {len(present)} values "
+                      f"({', '.join(map(str, present[:8]))}): save it with 0 for the background (no option maps "
+                      "another value to it)")
         else:
             advice = f"name the structures' values with {option} ps=VALUE,fh=VALUE"
         # A palette PNG showing grey 127 and 255 holds indices 1 and 2: the user typed the shades.
@@ -1469,7 +1475,8 @@ def _read_image_mask(name: str) -> np.ndarray:
         if not all(np.array_equal(colour[..., 0], colour[..., k]) for k in range(1, colour.shape[2])):
             raise ScanReadError(name, "a colour image is not a label mask (its channels differ): save each "
                                       "mask as one channel of label values, 0 background and one value per "
-                                      "structure (--labels, --gt-labels or --pred-labels give them)")
+                                      "structure (train's and measure's --labels name them, evaluate's --gt-labels and "
+                                      "--pred-labels)")
         arr = colour[..., 0]
     return as_displayed(arr, data, name)  # turned as its scan is read, so that the two stay aligned
 

@@ -555,6 +555,12 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         planned_epochs = saved.epochs
         saved_split = checkpoint.get("split") or _read_split_file(run_dir / "split.json")
     _check_settings(settings)
+    if settings.warmup_epochs >= settings.epochs and settings.learning_rate > 0:
+        # Not refused (a short trial may want it), but said: a research fellow's 1-epoch fine-tune peaked at half
+        # its --lr without a word.
+        log.warning("--warmup-epochs %g is as long as the run (--epochs %d) or longer: the learning rate rises for "
+                    "the whole run, never reaching --lr %g nor decaying; give fewer warm-up epochs (0.5, or 0) for a "
+                    "short run", settings.warmup_epochs, settings.epochs, settings.learning_rate)
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: torch sees no GPU on this machine (or this torch build has no CUDA)")
     if settings.config not in {c.name for c in list_configs()}:  # before any file is written
