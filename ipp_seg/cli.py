@@ -895,6 +895,10 @@ def batch(
     overwrite: bool = _flag("--overwrite",
                                    help="Replace a measurements.csv that already holds rows (without --resume or "
                                         "this, such a folder is refused)."),
+    verify: bool = _flag("--verify",
+                         help="With --resume: read every measured file again and measure again those whose bytes "
+                              "are not their rows' file_sha256 (a file replaced under the same size and time); "
+                              "slower, as every file is read."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT, threads: Optional[int] = THREADS_OPT,
@@ -941,8 +945,11 @@ def batch(
                                  threads)
     if resume and overwrite:
         fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
-    options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite, engine,
-                           address, dicom_seg=dicom_seg, dicom_sr=dicom_sr, excluded_globs=tuple(exclude or ()))
+    if verify and not resume:
+        fail("--verify checks the files of the run --resume goes on with: give it with --resume")
+    options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite,
+                           verify=verify, engine=engine, address=address, dicom_seg=dicom_seg, dicom_sr=dicom_sr,
+                           excluded_globs=tuple(exclude or ()))
     counts = {"files": 0, "total": None, "frames": 0, "in_file": 0, "failed": 0, "not_images": 0,
               "started": time.monotonic(), "said": 0.0}
     # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the ssh session

@@ -1619,6 +1619,36 @@ def test_a_run_records_its_confidence_floors_and_a_resume_with_others_is_refused
     assert record["sessions"][-1]["confidence_floors"] == {"head": 0.9, "ps": 0.9}
 
 
+def test_resume_with_verify_reads_every_file_again_and_measures_again_those_whose_bytes_changed(
+        tmp_path, sample_dicom, sample_png, caplog):
+    # A QA auditor: a DICOM whose pixels were changed, its size and time kept (touch -r), kept its rows, and nothing
+    # short of --overwrite read the files again.
+    import os
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy2(sample_dicom, scans / "a.dcm")
+    shutil.copy2(sample_png, scans / "b.png")
+    out = tmp_path / "out"
+    assert _run("batch", scans, "--out", out, "--workers", 1).exit_code == 0
+    before = _rows(out / "measurements.csv")
+    data = bytearray((scans / "a.dcm").read_bytes())
+    data[-1] ^= 0xFF  # a pixel of the last row
+    stat = (scans / "a.dcm").stat()
+    (scans / "a.dcm").write_bytes(bytes(data))
+    os.utime(scans / "a.dcm", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _run("batch", scans, "--out", out, "--workers", 1, "--resume").exit_code == 0
+    assert _rows(out / "measurements.csv") == before  # (as documented: size and time unchanged)
+    refused = _run("batch", scans, "--out", out, "--workers", 1, "--verify")
+    assert refused.exit_code == 2 and "give it with --resume" in " ".join(refused.output.split())
+    with caplog.at_level("WARNING"):
+        assert _run("batch", scans, "--out", out, "--workers", 1, "--resume", "--verify").exit_code == 0
+    assert "1 file(s) changed since they were measured; measured again: a.dcm" in caplog.text
+    rows = {row["file"]: row for row in _rows(out / "measurements.csv")}
+    assert rows["a.dcm"]["file_sha256"] == hashlib.sha256(bytes(data)).hexdigest() != before[0]["file_sha256"]
+    assert rows["b.png"] == next(row for row in before if row["file"] == "b.png")
+
+
 def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measured(tmp_path, sample_png, caplog):
     # A data manager's pass: `batch P2 --out oP --resume` after a run on P1 (the same file names, another patient)
     # had re-measured every file as "changed" and replaced P1's rows, the run record keeping no trace of P1; and

@@ -134,6 +134,8 @@ class BatchOptions:
     workers: int = 1
     resume: bool = False
     overwrite: bool = False  # replace a measurements.csv that holds rows (without it, refused)
+    # Resumed: every measured file read again and its bytes compared with its rows' file_sha256.
+    verify: bool = False
     engine: str = "local"  # "local" (processes on this machine) or "ray" (a Ray cluster, the [ray] extra)
     address: str | None = None  # Ray cluster address; None starts a local Ray instance
     # (relative path, output name) for scans whose masks and overlays would otherwise share a
@@ -1714,7 +1716,7 @@ def read_done(csv_path: Path) -> dict[str, set]:
 def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
                    measured_in: str | None = None, measured_again: list[dict] | None = None,
-                   deferred: list[Callable[[], None]] | None = None) -> dict[str, set]:
+                   deferred: list[Callable[[], None]] | None = None, verify: bool = False) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1732,7 +1734,10 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     record keeping no trace). ``measured_again``, where given, gets the rows taken out because
     their files are measured again (changed since, or failing before). ``deferred``, where given,
     gets the rewrite of the CSV (and of rows_taken_out.csv) to call instead of making it, so that a
-    caller that may still refuse the run leaves them as they were."""
+    caller that may still refuse the run leaves them as they were. ``verify``: every file whose
+    size and time are unchanged is read again too, and measured again where its bytes are not
+    its rows' ``file_sha256`` (a file replaced under the same size with its time set back, which
+    the size and time alone keep; an audit's check before a study is closed)."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
     # A file's bytes are read at most once, whichever check asks first (a folder copied without its
     # times has each file compared by its sha256: by the folder check, then by the changed-file one).
@@ -1778,6 +1783,9 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    # A file that held no image has no sha256 to compare: changed where its size is.
                    and not (row["status"] == "failed" and not row["file_sha256"]
                             and row["file_bytes"] == stamps[row["file"]][0])}
+        if verify and sha_of is not None:
+            changed |= {row["file"] for row in kept if row["file"] in stamps and row["file"] not in changed
+                        and row["file_sha256"] and sha_of(row["file"]) != row["file_sha256"]}
         if changed:
             log.warning("%s: %d file(s) changed since they were measured; measured again: %s (their earlier rows are "
                         "kept in %s)", csv_path, len(changed), _examples(changed), TAKEN_OUT_NAME)
@@ -2533,7 +2541,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir, measured_in=measured_in,
-                              measured_again=measured_again, deferred=csv_rewrite)
+                              measured_again=measured_again, deferred=csv_rewrite, verify=options.verify)
         # Gone on in a folder moved or copied: recorded even with nothing left to do, so that the next
         # resume reads the run's folder as this one (it had said "the folder moved" at every resume).
         moved = measured_in is not None and os.path.realpath(measured_in) != os.path.realpath(options.in_dir)
