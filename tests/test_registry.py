@@ -65,6 +65,9 @@ def test_a_card_whose_confidence_floors_are_not_those_ship_model_writes_is_left_
     listed = json.loads(invoke("models", "--json").stdout)
     own = next(m for m in listed["models"] if m["name"] == "own")
     assert own["card_sha256"] == hashlib.sha256((folder / "own.json").read_bytes()).hexdigest()
+    assert own["confidence_floors"] == {"head": 0.85, "ps": 0.72}
+    assert next(m for m in listed["models"] if m["name"] == "dssau-net-s")["confidence_floors"] == {"head": 0.9,
+                                                                                                    "ps": 0.9}
     with pytest.raises(ModelNotFoundError, match="confidence_floors"):
         resolve_model("zero")
 

@@ -161,6 +161,8 @@ def model_summary(spec: ModelSpec) -> dict:
     (path, the sha256 its card lists, whether it is there and whether its bytes are those), the
     card's validation over all blocks (none where a file is not the card's) and, for a model
     trained on every frame, the run whose figures those are; the training frames' ID blocks."""
+    from .backends import confidence_floors_used
+
     mismatched, closed = spec.mismatched_files, spec.unreadable_files
     files = {kind: {"path": str(path), "sha256": spec.card_sha256(kind), "present": path.is_file(),
                     "readable": path.is_file() and path not in closed,
@@ -169,6 +171,8 @@ def model_summary(spec: ModelSpec) -> dict:
              for kind, path in (("onnx", spec.onnx_path), ("torch", spec.torch_path)) if path is not None}
     return {"name": spec.name, "default": spec.name == DEFAULT_MODEL, "config": (spec.card or {}).get("config"),
             "card": None if spec.card_path is None else str(spec.card_path), "card_sha256": spec.card_file_sha256(),
+            # (What its rows' low_confidence and ps_low_confidence compare with: the card's, else the defaults.)
+            "confidence_floors": confidence_floors_used(spec),
             "files": files,
             "validation": {} if mismatched else spec.validation, "validated_by": spec.validated_by,
             "trained_case_ids": [list(block) for block in spec.trained_case_ids + spec.earlier_trained_case_ids]}
