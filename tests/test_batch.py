@@ -1552,6 +1552,7 @@ def test_a_header_s_data_file_is_part_of_its_scan_s_sha256_and_stamp(tmp_path, s
     # An audit's question: a .mhd row's file_sha256 and size had covered the header alone, so that another image's
     # data put in its .raw kept the same sha256, and --resume kept the rows of the pixels no longer there.
     import hashlib
+    import os
 
     import cv2
     import SimpleITK as sitk
@@ -1574,6 +1575,20 @@ def test_a_header_s_data_file_is_part_of_its_scan_s_sha256_and_stamp(tmp_path, s
     again = next(r for r in _rows(out / "measurements.csv") if r["file"] == "a.mhd")
     assert again["file_sha256"] == hashlib.sha256(header + (scans / "other.raw").read_bytes()).hexdigest()
     assert again["aop_deg"] != row["aop_deg"]
+    # A .mha may name a data file too (MetaIO reads it; a QA pass: it had been hashed alone, and --verify kept it).
+    import threading
+
+    from ipp_seg.inference.batch import file_sha256, file_stamp
+
+    (scans / "m.mha").write_bytes(header.replace(b"a.raw", b"other.raw"))
+    assert file_sha256(scans / "m.mha") == hashlib.sha256(header.replace(b"a.raw", b"other.raw")
+                                                          + (scans / "other.raw").read_bytes()).hexdigest()
+    # A pipe named as a header is never opened for its data file's name (it would hold the run).
+    os.mkfifo(scans / "pipe.mhd")
+    looked = threading.Thread(target=file_stamp, args=(scans / "pipe.mhd",), daemon=True)
+    looked.start()
+    looked.join(10)
+    assert not looked.is_alive()
 
 
 def test_a_run_records_its_confidence_floors_and_a_resume_with_others_is_refused(tmp_path, sample_png, monkeypatch):
