@@ -66,9 +66,16 @@ def test_a_card_whose_confidence_floors_are_not_those_ship_model_writes_is_left_
     own = next(m for m in listed["models"] if m["name"] == "own")
     assert own["card_sha256"] == hashlib.sha256((folder / "own.json").read_bytes()).hexdigest()
     assert own["confidence_floors"] == {"head": 0.85, "ps": 0.72}
+    # The same file by its path is judged with its card's floors too (a QA pass: by path, the defaults had warned it).
+    from ipp_seg.inference.backends import confidence_floors_used
+
+    assert confidence_floors_used(resolve_model(str(folder / "own.onnx"))) == {"head": 0.85, "ps": 0.72}
+    assert confidence_floors_used(resolve_model(str(folder / "zero.onnx"))) == {"head": 0.9, "ps": 0.9}  # (no card)
     assert next(m for m in listed["models"] if m["name"] == "dssau-net-s")["confidence_floors"] == {"head": 0.9,
                                                                                                     "ps": 0.9}
-    with pytest.raises(ModelNotFoundError, match="confidence_floors"):
+    # (A folder of one's own is not told to check out the shipped models, a QA pass.)
+    with pytest.raises(ModelNotFoundError, match="confidence_floors.*put it back as scripts/ship_model.py wrote it, "
+                                                 "or ship the model again"):
         resolve_model("zero")
 
 
@@ -316,6 +323,14 @@ def test_a_model_file_named_as_another_model_with_other_weights_is_refused(tmp_p
     with pytest.raises(ModelNotFoundError, match=r"is named as the model dssau-net-s but holds other weights .*copy "
                                                  r"it to a name of its own"):
         resolve_model(str(tmp_path / "dssau-net-s.onnx"))
+    # Names a reader takes for it (a QA pass: each ran, a SEG, an SR or a table naming it as the shipped model).
+    for name, said in (("dssau-net-s .onnx", "may not begin or end with a blank"),
+                       ("dssau-net-s\u200b.onnx", "nor hold invisible characters"),
+                       ("dssau\u2011net-s.onnx", "is named as the model dssau-net-s but holds other weights"),
+                       ("DSSAU-NET-S.onnx", "is named as the model dssau-net-s but holds other weights")):
+        shutil.copy(shipped_models_dir() / "star-dssau-net-s-heldout.onnx", tmp_path / name)
+        with pytest.raises(ModelNotFoundError, match=said):
+            resolve_model(str(tmp_path / name))
     (tmp_path / "copy").mkdir()
     shutil.copy(shipped_models_dir() / "dssau-net-s.onnx", tmp_path / "copy" / "dssau-net-s.onnx")
     with caplog.at_level("WARNING"):

@@ -71,8 +71,19 @@ def test_training_pairs_that_cannot_be_told_apart_are_refused_and_masks_of_a_mod
         (nested / sub / "pt01").mkdir()
         for path in list((nested / sub).glob("*.png")):
             path.rename(nested / sub / "pt01" / path.name)
-    with pytest.raises(ValueError, match=r"images holds folders of frames \(pt01\), and train reads the frames in "
-                                         r"images/ itself.*\(pt01_f0.png\)"):
+    with pytest.raises(ValueError, match=r"images holds frames in folders below it \(pt01\), and train reads the "
+                                         r"frames in images/ itself.*\(pt01_f0.png\)"):
+        find_pairs(nested)
+    # ... also beside frames of its own (a QA pass: those below were left out without a word), at any depth.
+    (nested / "images" / "pt01" / "case000.png").rename(nested / "images" / "case000.png")
+    (nested / "masks" / "pt01" / "case000.png").rename(nested / "masks" / "case000.png")
+    with pytest.raises(ValueError, match=r"images holds frames in folders below it \(pt01\)"):
+        find_pairs(nested)
+    shutil.move(nested / "images" / "pt01", nested / "images" / "deep" / "pt01")
+    with pytest.raises(ValueError, match=r"images holds frames in folders below it \(deep\)"):
+        find_pairs(nested)
+    shutil.move(nested / "images" / "deep" / "pt01", nested / "images" / ".hidden")  # (a hidden folder: not frames)
+    with pytest.raises(ValueError, match=r"masks holds frames in folders below it \(pt01\)"):
         find_pairs(nested)
     # A JPEG to be shown turned (EXIF orientation 6) beside a PNG mask stating none: square, it had trained turned.
     turned = variant("turned")

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -184,26 +185,31 @@ def _model_file_name(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
 
 
-def _refuse_if_not_its_cards_file(path: Path) -> None:
-    """Refuse (ModelNotFoundError) a model file run by its path beside a model card of its name
-    that describes another file (another sha256), as loading by name refuses it: its rows would
-    carry the card's model name while the card's figures and floors are not its own. (It had run
-    with a warning, which ``-q`` held back: a QA auditor's pass found a SEG, an SR and a JSON
-    naming a model whose weights had been changed, by the name of the genuine one.)"""
+def _card_of_file(path: Path) -> dict | None:
+    """The model card of its name beside a model file run by its path (``NAME.json`` beside
+    ``NAME.onnx``), where it describes that file (its sha256): the file then runs with its card's
+    confidence floors and training frames, as by the model's name (a QA pass: the same file had
+    been warned with other floors by path than by name). None without one, or where it is no
+    model card ipp-seg can use. Refused (ModelNotFoundError) where it describes another file, as
+    loading by name refuses it: its rows would carry the card's model name while the card's
+    figures and floors are not its own. (It had run with a warning, which ``-q`` held back: a QA
+    auditor's pass found a SEG, an SR and a JSON naming a model whose weights had been changed,
+    by the name of the genuine one.)"""
     card_path = path.with_suffix(".json")
     try:
         listed = _card_beside(path)["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
     except (KeyError, TypeError):  # no card of ipp-seg's, or none for this kind of file
-        return
+        return None
     try:
         digest = sha256_of(path) if isinstance(listed, str) else listed
     except OSError:  # unreadable: loading it says so
-        return
-    if digest != listed:
-        raise ModelNotFoundError(f"model file {path} is not the file its model card {card_path.name} describes (sha256 "
-                                 f"{digest[:12]}, the card's {listed[:12]}), and its rows would be named as the card's "
-                                 "model: if it was damaged in a copy, copy it again; to run other weights, give them "
-                                 "a name of their own (copy the file to another name), or move the card away")
+        return None
+    if digest == listed:
+        return _card_or_problem(card_path)[0]
+    raise ModelNotFoundError(f"model file {path} is not the file its model card {card_path.name} describes (sha256 "
+                             f"{digest[:12]}, the card's {listed[:12]}), and its rows would be named as the card's "
+                             "model: if it was damaged in a copy, copy it again; to run other weights, give them "
+                             "a name of their own (copy the file to another name), or move the card away")
 
 
 def _refuse_if_named_as_another_model(path: Path) -> None:
@@ -211,11 +217,11 @@ def _refuse_if_named_as_another_model(path: Path) -> None:
     (``fake/dssau-net-s.onnx``) while its weights are not that model's (another sha256): its rows'
     model column, a SEG's and an SR's algorithm name would name the listed model, and only a
     sha256 tell them apart. (A card of its name beside it is the one it is compared with:
-    :func:`_refuse_if_not_its_cards_file`.)"""
+    :func:`_card_of_file`.)"""
     if path.with_suffix(".json").is_file():
         return
-    try:
-        listed = next((spec for spec in shipped_models() if spec.name == path.stem), None)
+    try:  # (by the name a reader takes it for: dssau\u2011net-s, a non-breaking hyphen, reads as dssau-net-s)
+        listed = next((spec for spec in shipped_models() if _look_alike(spec.name) == _look_alike(path.stem)), None)
     except OSError:  # no models folder to compare with
         return
     # (The listed file's sha256 as its card gives it: loading it by name checks the file against it.)
@@ -436,7 +442,19 @@ def model_name_unfit(name: str) -> str | None:
                 "formulas)")
     if CONTROL_CHARACTER.search(name):
         return "a model's name may not hold control characters such as a newline (they would split the CSV's rows)"
+    # (A QA pass: "dssau-net-s .onnx" and "dssau-net-s<U+200B>.onnx" were named in a SEG and an SR, which drop the
+    # blank, and in tables, which do not show the other, exactly as the shipped model.)
+    if name != name.strip() or any(unicodedata.category(ch) == "Cf" for ch in name):
+        return "a model's name may not begin or end with a blank, nor hold invisible characters"
     return None
+
+
+def _look_alike(name: str) -> str:
+    """``name`` as a reader may take it for another: compatibility forms (a full-width letter),
+    invisible characters and hyphens of other kinds (U+2010-U+2015, the minus sign) as ``-``,
+    blanks around it and letter case gone."""
+    text = "".join(ch for ch in unicodedata.normalize("NFKC", name) if unicodedata.category(ch) != "Cf")
+    return re.sub("[\u2010-\u2015\u2212\ufe58\ufe63]", "-", text).strip().casefold()
 
 
 def _card_problem(card: dict) -> str | None:
@@ -474,7 +492,7 @@ def _confidence_floors_problem(floors) -> str | None:
         return None
     return (f"its confidence_floors are not those scripts/ship_model.py writes (head and ps, each from "
             f"{LOWEST_CONFIDENCE_FLOOR:.2f} to {min(highest.values()):.2f}): a lower floor would pass frames the "
-            "network does not know as measured")
+            "network does not know as measured, and none lies above the shipped models' defaults")
 
 
 def _model_file(folder: Path, name: str, card: dict, kind: str, suffix: str) -> Path | None:
@@ -589,10 +607,10 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         unfit = model_name_unfit(name)
         if unfit:  # (a run's best.pt is named by its run folder)
             raise ModelNotFoundError(f"model file {path}: {unfit} ({terminal_text(name)}): rename it")
-        _refuse_if_not_its_cards_file(path)
+        card = _card_of_file(path)
         _refuse_if_named_as_another_model(path)
-        return ModelSpec(name, path if path.suffix == ".onnx" else None,
-                         path if path.suffix != ".onnx" else None, None)
+        return ModelSpec(name, path if path.suffix == ".onnx" else None, path if path.suffix != ".onnx" else None,
+                         card, path.with_suffix(".json") if card is not None else None)
     folder = models_dir()
     unusable = unusable_models_dir(folder)
     if unusable:
@@ -615,8 +633,10 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     if card_path.is_file():  # there, and left out of the models (why said here too: -q keeps warnings back)
         why = _card_or_problem(card_path)[1] or "it changed while read"
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read as a model card "
-                                 f"(damaged, or not written by scripts/ship_model.py: {why}): put the card back as "
-                                 "it was shipped (in a clone: git checkout models/)")
+                                 f"(damaged, or not written by scripts/ship_model.py: {why}): "
+                                 + ("put the card back as it was shipped (in a clone: git checkout models/)"
+                                    if folder.resolve() == shipped_models_dir().resolve() else
+                                    "put it back as scripts/ship_model.py wrote it, or ship the model again"))
     if uncarded:  # a model exported into the folder, never given a card
         raise ModelNotFoundError(f"model {name_or_path!r}: {uncarded[0]} has no model card ({name_or_path}.json) "
                                  f"beside it, so it is not listed; run the file itself with --model {uncarded[0]}")

@@ -186,7 +186,7 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     refuse_two_mask_folders(folder)
     for image_dir, mask_dir in PAIRED_LAYOUTS:
         if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
-            _refuse_frames_in_sub_folders(folder / image_dir)
+            _refuse_frames_in_sub_folders(folder / image_dir, folder / mask_dir)
             images = _by_case_id(folder, (p for p in (folder / image_dir).iterdir() if _is_image_file(p)), _case_id)
             masks = _by_case_id(folder, (p for p in (folder / mask_dir).iterdir() if _is_image_file(p)),
                                 lambda p: _mask_case_id(p, images))
@@ -216,19 +216,21 @@ def refuse_two_mask_folders(folder: Path) -> None:
                          "told; keep one of them")
 
 
-def _refuse_frames_in_sub_folders(images: Path) -> None:
-    """Refuse (ValueError) an ``images/`` folder that holds no frame but folders of them
-    (``images/pt01/f0.png``): ``train`` reads the folder itself, and had said there were no
-    pairs at all, though ``images/`` and ``masks/`` were there."""
-    if any(_is_image_file(p) for p in images.iterdir()):
-        return
-    folders = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if folders and any(_is_image_file(p) for p in images.glob("*/*")):
-        shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
-        raise ValueError(f"{images} holds folders of frames ({shown}), and train reads the frames in {images.name}/ "
-                         "itself, not in folders below it: put them there (and their masks in the masks' folder), "
-                         f"named by case IDs unique across the folder ({folders[0]}_f0.png), in an order that keeps "
-                         "an examination's frames together")
+def _refuse_frames_in_sub_folders(*folders: Path) -> None:
+    """Refuse (ValueError) an ``images/`` or masks' folder with frames or masks in folders below
+    it (``images/pt01/f0.png``, at any depth): ``train`` reads the folder itself, and had said
+    there were no pairs at all, or (with frames beside those folders) left theirs out without a
+    word (a QA pass)."""
+    for folder in folders:
+        below = sorted({p.relative_to(folder).parts[0] for p in folder.glob("*/**/*")
+                        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                        and _is_image_file(p)})
+        if below:
+            shown = ", ".join(below[:3]) + (", ..." if len(below) > 3 else "")
+            raise ValueError(f"{folder} holds frames in folders below it ({shown}), and train reads the frames in "
+                             f"{folder.name}/ itself: put them there (images and masks alike), named by case IDs "
+                             f"unique across the folder ({below[0]}_f0.png), in an order that keeps an examination's "
+                             "frames together")
 
 
 def _by_case_id(folder: Path, paths, case_id_of) -> dict[str, Path]:
