@@ -1917,6 +1917,14 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_resumes(mixed_folder, tmp
         assert path_of_printable(printable_path(name)) == name
         assert not set("\x85\u2028\u202e") & set(printable_path(name))
     assert printable_path("04700_\u202egnp.dcm") == "04700_\\u202egnp.dcm"
+    # A row 0.2.14 wrote with such a name raw, its outputs' paths too, reads in the written-out form (a QA pass:
+    # mask_file had kept its raw override).
+    from ipp_seg.inference.batch import CSV_COLUMNS, _as_written
+
+    old = dict.fromkeys(CSV_COLUMNS, "") | {"file": "a\u202egnp.png", "mask_file": "masks/a\u202egnp.png",
+                                           "overlay_file": "overlays/a\u202egnp_overlay.png"}
+    assert {k: _as_written(old)[k] for k in ("file", "mask_file", "overlay_file")} == {
+        "file": "a\\u202egnp.png", "mask_file": "masks/a\\u202egnp.png", "overlay_file": "overlays/a\\u202egnp_overlay.png"}
     before = _rows(out / "measurements.csv")  # (corrupt.dcm is read again each time: its row's time moves)
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     assert _rows(out / "measurements.csv") == before  # known: not measured again

@@ -1698,8 +1698,12 @@ def _as_written(row: dict) -> dict:
     (frame ``0.0``, file_bytes ``12345.0``), ``True``/``FALSE`` for ``true``/``false``. A resumed CSV
     then reads alike in every row, those of the earlier run included."""
     fixed = dict(row)
-    # A name an earlier version wrote raw (a tab, a newline): in the escaped form rows now have.
+    # A name an earlier version wrote raw (a tab, a newline, a right-to-left override): in the escaped form rows now
+    # have; the outputs' paths alike (a QA pass: a 0.2.14 row's mask_file had kept its raw override).
     fixed["file"] = spreadsheet_cell(printable_path(path_of_printable(name_of_spreadsheet_cell(fixed["file"]))))
+    for column in ("mask_file", "overlay_file"):
+        if fixed[column]:
+            fixed[column] = printable_path(path_of_printable(fixed[column]))
     for column in ("frame", "file_bytes"):
         whole = _WHOLE_NUMBER_SAVED_AS_FLOAT.fullmatch(fixed[column])
         if whole:
