@@ -972,7 +972,9 @@ def batch(
             # one too): a long cine moves the count and the log's lines (a 600-frame cine had left a log
             # silent until it was done, a QA pass).
             counts["in_file"] += 1
-            progress.update(task, frames=counts["frames"] + counts["in_file"])
+            measured = counts["frames"] + counts["in_file"]
+            # (The rate too: the bar had read 0.0/s for a cine's first 11 s, a QA pass.)
+            progress.update(task, frames=measured, rate=measured / (progress.tasks[0].elapsed or 1e-9))
             # (The first line after the first file, as before, unless that file takes the first 30 s.)
             if counts["said"] or time.monotonic() - counts["started"] >= PLAIN_PROGRESS_EVERY_S:
                 _say_progress_in_log(counts)

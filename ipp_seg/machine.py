@@ -61,9 +61,11 @@ def machine_description() -> dict[str, str]:
 def runtime_description() -> dict[str, str | None]:
     """Python's and onnxruntime's versions, the system and the processor, as a JSON report names
     them (a batch run's record names them for the run): the last digits of an AoP depend on
-    them, and a report of ``predict`` had named none (a QA auditor's pass). A new dict each time,
-    read once a process."""
-    return dict(_runtime())
+    them, and a report of ``predict`` had named none (a QA auditor's pass); torch's version too
+    where torch is loaded (``--backend torch``, as a batch run's record names it). A new dict each
+    time, read once a process."""
+    torch = sys.modules.get("torch")
+    return dict(_runtime()) | ({"torch": str(torch.__version__)} if getattr(torch, "__version__", None) else {})
 
 
 @functools.cache

@@ -94,8 +94,12 @@ def test_training_pairs_that_cannot_be_told_apart_are_refused_and_masks_of_a_mod
     (turned / "images" / "case002.png").unlink()
     (turned / "images" / "case002.jpg").write_bytes(encoded[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2)
                                                     + payload + encoded[2:])
-    with pytest.raises(ValueError, match=r"case002: the image .*case002.jpg is to be shown turned or mirrored \(EXIF "
-                                         r"orientation 6\) and its mask .*case002.png states none"):
+    with pytest.raises(ValueError, match=r"case002: the image .*case002.jpg and its mask .*case002.png are to be shown "
+                                         r"turned or mirrored differently \(EXIF orientation 6 and none\)"):
+        load_cases(turned)
+    # Read by its bytes, as the reader takes it: a JPEG named .bmp (a QA pass: it had trained turned).
+    (turned / "images" / "case002.jpg").rename(turned / "images" / "case002.bmp")
+    with pytest.raises(ValueError, match=r"case002: .*\(EXIF orientation 6 and none\)"):
         load_cases(turned)
     # A label mask among the frames (predict refuses such a frame as no ultrasound).
     label_map = variant("label_map")
@@ -107,8 +111,14 @@ def test_training_pairs_that_cannot_be_told_apart_are_refused_and_masks_of_a_mod
     for case in ("case000", "case001"):
         labels = cv2.imread(str(predicted / "masks" / f"{case}.png"), cv2.IMREAD_GRAYSCALE)
         write_label_png(predicted / "masks" / f"{case}.png", labels)
+    from ipp_seg.io import write_overlay_png
+
+    write_overlay_png(predicted / "images" / "case000_overlay.png", np.zeros((8, 8, 3), np.uint8))
     with caplog.at_level("WARNING"):
         assert len(load_cases(predicted)) == 6
+    # (Its overlays there too, said as such: they had been named as images without a mask, a QA pass.)
+    assert "1 overlay that ipp-seg wrote, left out (pictures, not frames): case000_overlay.png" in caplog.text
+    assert "without a mask" not in caplog.text
     assert "2 of the 6 masks were written by ipp-seg, a model's masks and not an expert's outlines (case000, " \
         "case001): trained on, they teach that model's mistakes as truth" in caplog.text
 

@@ -103,11 +103,12 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
     # orientation 6 and their PNG masks, square, had trained misaligned.)
     shown, drawn = _display_orientation(image_path), _display_orientation(mask_path)
     if shown != drawn:
-        said = "states none" if drawn == 1 else f"states {drawn}"
-        raise ValueError(f"{case_id}: the image {image_path} is to be shown turned or mirrored (EXIF orientation "
-                         f"{shown}) and its mask {mask_path} {said}: whether the mask was drawn on the frame as "
-                         "stored or as shown cannot be told. Save the image without an EXIF orientation, its pixels "
-                         "as the mask was drawn on them")
+        def said(orientation: int) -> str:
+            return "none" if orientation == 1 else str(orientation)
+        raise ValueError(f"{case_id}: the image {image_path} and its mask {mask_path} are to be shown turned or "
+                         f"mirrored differently (EXIF orientation {said(shown)} and {said(drawn)}): whether the mask "
+                         "was drawn on the frame as stored or as shown cannot be told. Save both without an EXIF "
+                         "orientation, the image's pixels as the mask was drawn on them")
     if image.shape != stored.shape:
         raise ValueError(f"{case_id}: the image {image_path} ({_size_text(image.shape)}) and its mask {mask_path} "
                          f"({_size_text(stored.shape)}) differ in size")
@@ -126,8 +127,9 @@ def _display_orientation(path: Path) -> int:
     MetaImage or NIfTI has none)."""
     from ..io.images import exif_orientation
 
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-        return 1
+    name = path.name.lower()
+    if name.endswith((".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr")):  # (ITK's: no EXIF)
+        return 1  # (others by their bytes, as the reader takes them: a QA pass's JPEG named .bmp was turned)
     try:
         return exif_orientation(path.read_bytes())
     except OSError:
@@ -187,7 +189,7 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     for image_dir, mask_dir in PAIRED_LAYOUTS:
         if (folder / image_dir).is_dir() and (folder / mask_dir).is_dir():
             _refuse_frames_in_sub_folders(folder / image_dir, folder / mask_dir)
-            images = _by_case_id(folder, (p for p in (folder / image_dir).iterdir() if _is_image_file(p)), _case_id)
+            images = _by_case_id(folder, _frames_not_overlays(folder, (folder / image_dir).iterdir()), _case_id)
             masks = _by_case_id(folder, (p for p in (folder / mask_dir).iterdir() if _is_image_file(p)),
                                 lambda p: _mask_case_id(p, images))
             pairs = [(cid, images[cid], masks[cid]) for cid in sorted(images) if cid in masks]
@@ -196,8 +198,8 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     else:
         masks = _by_case_id(folder, (p for p in folder.glob("*_mask.png") if _is_image_file(p)),
                             lambda p: _case_id(p)[: -len("_mask")])
-        images = _by_case_id(folder, (p for p in folder.glob("*.png")
-                                      if _is_image_file(p) and not p.name.endswith("_mask.png")), _case_id)
+        images = _by_case_id(folder, _frames_not_overlays(folder, (p for p in folder.glob("*.png")
+                                                                    if not p.name.endswith("_mask.png"))), _case_id)
         pairs = [(_case_id(images[name]), images[name], masks[name]) for name in sorted(images) if name in masks]
         if masks:  # a folder with no mask at all is no training folder: said below
             _name_unpaired(folder, images, masks)
@@ -231,6 +233,24 @@ def _refuse_frames_in_sub_folders(*folders: Path) -> None:
                              f"{folder.name}/ itself: put them there (images and masks alike), named by case IDs "
                              f"unique across the folder ({below[0]}_f0.png), in an order that keeps an examination's "
                              "frames together")
+
+
+def _frames_not_overlays(folder: Path, paths) -> list[Path]:
+    """The image files among ``paths``, less the overlays ipp-seg wrote (``predict --out`` into the
+    data folder), left out with a line that says so: they had been named as images without a
+    mask (a QA pass)."""
+    from ..io.images import ipp_seg_png_kind
+
+    images, overlays = [], []
+    for path in paths:
+        if _is_image_file(path):
+            is_overlay = path.name.lower().endswith(".png") and ipp_seg_png_kind(path) == "overlay"
+            (overlays if is_overlay else images).append(path)
+    if overlays:
+        log.warning("%s: %s that ipp-seg wrote, left out (pictures, not frames): %s%s", folder,
+                    count_of(len(overlays), "overlay"), ", ".join(p.name for p in sorted(overlays)[:5]),
+                    " ..." if len(overlays) > 5 else "")
+    return images
 
 
 def _by_case_id(folder: Path, paths, case_id_of) -> dict[str, Path]:
