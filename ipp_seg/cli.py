@@ -68,6 +68,20 @@ class _Command(_HelpWithoutType, typer.core.TyperCommand):
                 param._usage_display_name = functools.partial(_argument_in_usage, param)
         return params
 
+    def parse_args(self, ctx, args):
+        # An option of one value given twice: click takes the last without a word (a QA pass: a second --glob had
+        # replaced the first, and the files of the first were not measured).
+        given = [arg for arg in args[:args.index("--")] if arg.startswith("-")] if "--" in args else \
+            [arg for arg in args if arg.startswith("-")]
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperOption) and not (param.is_flag or param.multiple or param.count):
+                names = [arg for arg in given for opt in param.opts + param.secondary_opts
+                         if arg == opt or (opt.startswith("--") and arg.startswith(opt + "="))]
+                if len(names) > 1:
+                    raise click_errors.UsageError(f"{param.opts[0]} is given {len(names)} times; it takes one value "
+                                                  "(the last would be taken without a word): give it once", ctx=ctx)
+        return super().parse_args(ctx, args)
+
 
 def _argument_in_usage(argument) -> str:
     name = argument.metavar or argument.name.upper()

@@ -2603,6 +2603,19 @@ def test_log_lines_go_to_stderr_as_it_is_when_they_are_logged(monkeypatch):
         root.handlers, root.level = saved, level
 
 
+def test_an_option_of_one_value_given_twice_is_refused(tmp_path, sample_png):
+    # A QA pass: a second --glob replaced the first without a word, and the files of the first were not measured.
+    for option, args in (("--glob", ("batch", sample_png.parent, "--out", tmp_path / "out", "--glob", "*.dcm",
+                                      "--glob=*.png")),
+                         ("--model", ("predict", sample_png, "--model", "dssau-net-s", "--model",
+                                      "dssau-net-s-heldout"))):
+        result = invoke(*args)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"{option} is given 2 times; it takes one value" in said, result.output
+    assert not (tmp_path / "out").exists()
+    assert invoke("predict", sample_png, "--tta", "--tta", "--json").exit_code == 0  # (a flag twice is no such thing)
+
+
 def test_control_characters_of_a_file_name_reach_no_terminal_raw(tmp_path, sample_dicom):
     # A crafted name (ESC[2J clears a screen, CR hides what came before, a newline fakes a log line) had reached
     # stderr raw in predict's error lines and in warnings logged by the library; the CSV and tables escaped it.
