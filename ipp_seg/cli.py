@@ -66,6 +66,16 @@ class _Command(_HelpWithoutType, typer.core.TyperCommand):
             if isinstance(param, typer.core.TyperArgument):
                 param.display_type_rich = lambda ctx: None
                 param._usage_display_name = functools.partial(_argument_in_usage, param)
+            elif isinstance(param, typer.core.TyperOption) and not getattr(param, "_range_in_help", False):
+                # A number's range in its help, not beside its metavar, where the widest (X [0.0<=x<=0.99999])
+                # had narrowed every option's help to about 20 columns (train --help ran to 161 lines).
+                param._range_in_help = True
+                low, high = getattr(param, "min", None), getattr(param, "max", None)
+                if param.help and (low is not None or high is not None):
+                    allowed = (f"{low} to {high}" if low is not None and high is not None else
+                               f"at least {low}" if low is not None else f"at most {high}")
+                    param.help = f"{param.help} ({allowed})"  # (in round brackets: rich takes [x>=1] for markup)
+                    param._get_number_range_help_str = lambda: None
         return params
 
     def parse_args(self, ctx, args):

@@ -2517,6 +2517,11 @@ def test_help_names_option_values_as_the_readme_does_not_by_type(command):
         assert jargon not in options, (command, jargon)
     if command == "batch":
         assert "--out" in options and " DIR " in options and " N " in options
+    # A number's range in its help, in words: beside the metavar ("X [0.0<=x<=0.99999]") the widest had narrowed
+    # every option's help to about 20 columns (train --help ran to 161 lines, a research fellow's pass).
+    assert "<=x" not in options and "[x>=" not in options
+    if command == "train":
+        assert "(0.0 to 0.99999)" in " ".join(options.split()) and len(text.splitlines()) < 140
 
 
 def test_a_refused_option_reads_as_ipp_segs_own_errors_do(tmp_path):
