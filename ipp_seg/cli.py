@@ -584,8 +584,11 @@ def train(
     total_epochs = settings.epochs  # a resumed run's own, once it starts (on_start)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # A live bar on a terminal only: in a log it had printed its last state after the epoch's line, with the last
+    # step's loss beside the epoch's mean (a research fellow's pass); a log has the epoch lines.
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err)
+                        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err,
+                        disable=not _live_progress())
     task = progress.add_task("train", total=None, epoch="-", loss=float("nan"))
 
     def on_start(running, split) -> None:

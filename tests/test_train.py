@@ -501,6 +501,8 @@ def test_a_warm_up_as_long_as_the_run_is_said_and_the_run_ends_with_the_next_ste
         "run, never reaching --lr 0.001" in caplog.text
     said = " ".join(result.output.split())
     assert f"to measure with it: ipp-seg export {tmp_path / 'a' / 'best.pt'} --onnx MODEL.onnx" in said
+    # Not on a terminal, no bar: its last state had followed the epoch's line, with the last step's loss.
+    assert "\u2501" not in result.output and "epoch 1/1  loss" in result.output
     caplog.clear()
     with caplog.at_level("WARNING"):
         result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--warmup-epochs", "0.5"])
@@ -2199,7 +2201,8 @@ def test_a_run_refused_for_its_data_leaves_no_folder_and_no_progress_bar(tmp_pat
 
     data, extra, expected = _refused_data(tmp_path, problem)
     run = tmp_path / "run"
-    args = ["train", str(data), "--out", str(run), "--validation-count", "1", *_TINY, *extra]
+    extra = extra or ["--validation-count", "1"]  # (an option once: given twice, it is refused)
+    args = ["train", str(data), "--out", str(run), *_TINY, *extra]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     line = " ".join(_one_error_line(result).split())  # no empty bar after it
