@@ -591,7 +591,7 @@ def detached_data_file(path: str | os.PathLike[str]) -> str | None:
         else:
             return None
         return _data_file_beside(path, name, field_name, kind)[0] if name else None
-    except (ScanReadError, OSError):
+    except (ScanReadError, OSError, ValueError):  # (ValueError: text that is no UTF-8, among others)
         return None
 
 
