@@ -1984,6 +1984,12 @@ _TINY = ["--config", "dssau-net-s", "--batch-size", "2", "--epochs", "1", "--thr
          "--input-size", "64"]
 
 
+def _tiny(epochs: int) -> list[str]:
+    """:data:`_TINY` with another number of epochs (an option given twice is refused)."""
+    at = _TINY.index("--epochs")
+    return [*_TINY[:at + 1], str(epochs), *_TINY[at + 2:]]
+
+
 def _said(result) -> str:
     """The output on one line (rich may fold a long message)."""
     return " ".join(result.output.split())
@@ -2072,7 +2078,7 @@ def test_a_loss_that_is_not_finite_stops_the_run_and_is_never_saved_as_best(tmp_
     data = _synthetic_folder(tmp_path / "data", n=6)  # 4 training frames: 2 steps an epoch
     run = tmp_path / "run"
     _nan_from_step(monkeypatch, 3)  # epoch 2's first step
-    args = ["train", str(data), "--out", str(run), "--validation-count", "2", *_TINY, "--epochs", "3"]
+    args = ["train", str(data), "--out", str(run), "--validation-count", "2", *_tiny(3)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -2564,8 +2570,7 @@ def test_a_disk_that_fills_or_turns_read_only_mid_run_stops_it_in_words(tmp_path
     monkeypatch.setattr(loop.torch, "save", fails_on_the_second_epoch)
     data = _synthetic_folder(tmp_path / "data", n=4)
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--validation-count", "1", *_TINY,
-                                      "--epochs", "3"])
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--validation-count", "1", *_tiny(3)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     said = _said(result)
     assert f"cannot write {run / 'last.pt'}" in said and "--resume continues from it" in said

@@ -84,7 +84,7 @@ class OnnxSegmenter:
         if hasattr(ort, "disable_telemetry_events"):
             ort.disable_telemetry_events()
         if spec.onnx_path is None:
-            if spec.torch_path is not None and spec.card is None:  # --model FILE.pt
+            if spec.torch_path is not None and (spec.card is None or spec.given_as_file):  # --model FILE.pt
                 beside = spec.torch_path.with_suffix(".onnx")
                 export = f"--model {beside}" if beside.is_file() else "its ONNX export (ipp-seg export) to --model"
                 raise BackendError(f"{spec.torch_path} is PyTorch weights: run it with --backend torch "

@@ -87,6 +87,7 @@ class ModelSpec:
     torch_path: Path | None
     card: dict | None
     card_path: Path | None = None
+    given_as_file: bool = False  # named by its file's path (--model x.onnx), not by a listed model's name
 
     @property
     def validation(self) -> dict:
@@ -610,7 +611,7 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         card = _card_of_file(path)
         _refuse_if_named_as_another_model(path)
         return ModelSpec(name, path if path.suffix == ".onnx" else None, path if path.suffix != ".onnx" else None,
-                         card, path.with_suffix(".json") if card is not None else None)
+                         card, path.with_suffix(".json") if card is not None else None, given_as_file=True)
     folder = models_dir()
     unusable = unusable_models_dir(folder)
     if unusable:
