@@ -281,6 +281,13 @@ def test_a_cards_training_case_ids_are_blocks_of_numbers_of_one_width_and_other_
     assert [spec.trained_on(c) for c in ("04500", "04601", "04602", "4500", "pt-01", "pt-02", "9", "09")] == [
         True, True, False, False, True, False, True, False]  # (4500 is no PSFHS ID of five digits)
     assert ModelSpec("m", None, None, {"training": {"train_ids": "03744-04801 (1058 frames)"}}).trained_case_ids == ()
+    # Named IDs that end in a number of one width, after one prefix, are blocks too (a research fellow's case001 ...
+    # case060 had been listed one by one).
+    named = case_id_blocks([f"case{n:03d}" for n in range(1, 61)] + ["pt01_f0", "pt01_f1", "pt02_f0", "scan_a"])
+    assert named == [("case001", "case060"), ("pt01_f0", "pt01_f1"), ("pt02_f0", "pt02_f0"), ("scan_a", "scan_a")]
+    spec = ModelSpec("m", None, None, {"training": {"train_case_ids": [list(b) for b in named]}})
+    assert [spec.trained_on(c) for c in ("case030", "case061", "case30", "pt01_f1", "pt02_f1", "scan_a", "scan_b")] == [
+        True, False, False, True, False, True, False]
 
 
 def test_a_twin_that_is_a_runs_last_checkpoint_is_named_by_its_run():

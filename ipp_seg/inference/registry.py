@@ -240,18 +240,30 @@ def _refuse_if_named_as_another_model(path: Path) -> None:
 
 
 def case_id_blocks(ids: Iterable[str]) -> list[tuple[str, str]]:
-    """Case IDs as blocks (first, last): a run of consecutive numbers written with one width
-    (``("04402", "04601")``: 200 PSFHS frames) as one block, any other ID as a block of itself
-    (``("pt-01", "pt-01")``). Sorted; what a model card lists of the frames a model trained on."""
-    numbered = sorted((len(i), int(i), i) for i in set(ids) if i.isascii() and i.isdigit())
+    """Case IDs as blocks (first, last): a run of consecutive numbers written with one width, after
+    one prefix (``("04402", "04601")``: 200 PSFHS frames; ``("case001", "case060")``) as one
+    block, any other ID as a block of itself (``("scan_a", "scan_a")``). Sorted; what a model
+    card lists of the frames a model trained on. (Named IDs had been a block each: an exported
+    model's metadata listed case001 ... case060 one by one, a research fellow's pass.)"""
+    numbered = sorted((*parts, i) for i in set(ids) if (parts := _prefix_and_number(i)) is not None)
     blocks: list[list] = []
-    for width, number, case_id in numbered:
-        if blocks and blocks[-1][2] == width and blocks[-1][3] == number - 1:
-            blocks[-1][1], blocks[-1][3] = case_id, number
+    for prefix, width, number, case_id in numbered:
+        if blocks and blocks[-1][2:] == [prefix, width, number - 1]:
+            blocks[-1][1], blocks[-1][4] = case_id, number
         else:
-            blocks.append([case_id, case_id, width, number])
-    others = sorted(i for i in set(ids) if not (i.isascii() and i.isdigit()))
-    return [(first, last) for first, last, _, _ in blocks] + [(i, i) for i in others]
+            blocks.append([case_id, case_id, prefix, width, number])
+    others = sorted(i for i in set(ids) if _prefix_and_number(i) is None)
+    return [(block[0], block[1]) for block in blocks] + [(i, i) for i in others]
+
+
+_PREFIXED_NUMBER = re.compile(r"(.*?)([0-9]+)")
+
+
+def _prefix_and_number(case_id: str) -> tuple[str, int, int] | None:
+    """(prefix, width of its number, the number) of an ID that ends in ASCII digits (``case001``:
+    ("case", 3, 1); ``04402``: ("", 5, 4402)), None for another."""
+    found = _PREFIXED_NUMBER.fullmatch(case_id)
+    return None if found is None else (found.group(1), len(found.group(2)), int(found.group(2)))
 
 
 def check_export_target(path: str | os.PathLike[str]) -> None:
@@ -388,9 +400,9 @@ def in_blocks(case_id: str, blocks) -> bool:
 def _in_block(case_id: str, first: str, last: str) -> bool:
     if case_id == first or case_id == last:
         return True
-    numbers = (case_id, first, last)
-    return (all(n.isascii() and n.isdigit() and len(n) == len(first) for n in numbers)
-            and int(first) <= int(case_id) <= int(last))
+    parts = [_prefix_and_number(i) for i in (case_id, first, last)]
+    return (None not in parts and parts[0][:2] == parts[1][:2] == parts[2][:2]
+            and parts[1][2] <= parts[0][2] <= parts[2][2])
 
 
 def sha256_of(path: str | Path) -> str:
