@@ -338,6 +338,16 @@ def test_a_model_file_named_as_another_model_with_other_weights_is_refused(tmp_p
         shutil.copy(shipped_models_dir() / "star-dssau-net-s-heldout.onnx", tmp_path / name)
         with pytest.raises(ModelNotFoundError, match=said):
             resolve_model(str(tmp_path / name))
+    # Beside a card of its own under that name (or a JSON that is no card): refused all the same.
+    fake = tmp_path / "own-card"
+    fake.mkdir()
+    shutil.copy(shipped_models_dir() / "star-dssau-net-s-heldout.onnx", fake / "dssau-net-s.onnx")
+    card = json.loads((shipped_models_dir() / "dssau-net-s.json").read_text())
+    card["files"]["onnx"]["sha256"] = hashlib.sha256((fake / "dssau-net-s.onnx").read_bytes()).hexdigest()
+    for beside in (json.dumps(card), "{}"):
+        (fake / "dssau-net-s.json").write_text(beside)
+        with pytest.raises(ModelNotFoundError, match="is named as the model dssau-net-s but holds other weights"):
+            resolve_model(str(fake / "dssau-net-s.onnx"))
     (tmp_path / "copy").mkdir()
     shutil.copy(shipped_models_dir() / "dssau-net-s.onnx", tmp_path / "copy" / "dssau-net-s.onnx")
     with caplog.at_level("WARNING"):

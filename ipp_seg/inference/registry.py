@@ -217,10 +217,8 @@ def _refuse_if_named_as_another_model(path: Path) -> None:
     """Refuse (ModelNotFoundError) a model file run by its path whose name is a listed model's
     (``fake/dssau-net-s.onnx``) while its weights are not that model's (another sha256): its rows'
     model column, a SEG's and an SR's algorithm name would name the listed model, and only a
-    sha256 tell them apart. (A card of its name beside it is the one it is compared with:
-    :func:`_card_of_file`.)"""
-    if path.with_suffix(".json").is_file():
-        return
+    sha256 tell them apart. So also beside a card of its own (a file that is no card, or a card
+    written for those weights under the listed model's name, had let it pass)."""
     try:  # (by the name a reader takes it for: dssau\u2011net-s, a non-breaking hyphen, reads as dssau-net-s)
         listed = next((spec for spec in shipped_models() if _look_alike(spec.name) == _look_alike(path.stem)), None)
     except OSError:  # no models folder to compare with
