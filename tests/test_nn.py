@@ -199,6 +199,8 @@ def test_onnx_export_agrees_with_torch(name, tmp_path):
         assert agreement >= 0.995, agreement
 
 
+# Model-shipping tooling (12 s): `pytest -m slow` before shipping; CI's suite, near its 15 minutes, leaves it out.
+@pytest.mark.slow
 def test_fp16_weight_storage_halves_the_file_and_computes_the_same_labels(tmp_path):
     """Weights stored as float16 and cast back in the graph: half the bytes, the same network,
     small tensors (norm scales, epsilons) untouched, and the file says how it stores them."""

@@ -1046,6 +1046,8 @@ def shipped_note_and_best(path):
     return shipped.get("validation_note"), shipped["best_epoch"]
 
 
+# Model-shipping tooling (14 s): `pytest -m slow` before shipping; CI's suite, near its 15 minutes, leaves it out.
+@pytest.mark.slow
 def test_ship_with_fp16_weights_stores_both_files_in_float16_and_they_still_serve(tmp_path):
     """The paper configs ship with float16 weights: both files half-width, the card and its
     Markdown say so, the card's validation is the shipped file's, and the torch backend loads
@@ -2710,6 +2712,8 @@ def test_psfhs_png_copy_holds_the_pixels_train_reads_without_the_left_out_blocks
     assert not (tmp_path / "png3").exists()
 
 
+# Model-shipping tooling (11 s): `pytest -m slow` before shipping; CI's suite, near its 15 minutes, leaves it out.
+@pytest.mark.slow
 def test_unpack_device_run_joins_checked_pieces_and_names_the_held_out_frames(tmp_path):
     """scripts/unpack_device_run.py: a run packed on a GPU machine (fp16 weights cut into pieces)
     comes back as a checkpoint with fp32 weights, a fresh digest and the left-out frames as its
