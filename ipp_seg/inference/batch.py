@@ -547,37 +547,13 @@ def file_stamp(path: Path) -> tuple[str, str]:
 
 def _scan_file_parts(path: Path) -> list[Path]:
     """The files a scan's bytes are: ``path``, and for a MetaImage or NRRD header that keeps its
-    image data in another file, that file after it (a ``.mha`` or ``.nrrd`` may name one too, as
-    a QA pass found: MetaIO reads it)."""
-    suffix = os.path.splitext(str(path))[1].lower()
-    if suffix not in (".mha", ".mhd", ".nhdr", ".nrrd"):
+    image data in another file, that file after it (:func:`~ipp_seg.io.itk.detached_data_file`)."""
+    if os.path.splitext(str(path))[1].lower() not in (".mha", ".mhd", ".nhdr", ".nrrd"):
         return [path]
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # (a pipe is never opened: it would hold the run)
-            return [path]
-    except OSError:
-        return [path]
-    if suffix in (".mha", ".nrrd") and _holds_its_own_data(path, suffix):
-        return [path]  # (nearly every one: its first 4 KiB say so, read instead of the whole header)
     from ..io.itk import detached_data_file  # (here: a PNG's batch loads no ITK)
 
     data_file = detached_data_file(path)
     return [path] if data_file is None else [path, Path(data_file)]
-
-
-def _holds_its_own_data(path: Path, suffix: str) -> bool:
-    """Whether the first 4 KiB of a ``.mha`` (``ElementDataFile = LOCAL``) or an attached NRRD (a
-    header ended by a blank line without a data file) show that the file holds its image data."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096).lower()
-    except OSError:
-        return True  # (its row says why)
-    if suffix == ".mha":
-        named = re.search(rb"(?m)^[ \t]*elementdatafile[ \t]*=[ \t]*(\S*)", head)
-        return named is not None and named.group(1) == b"local"
-    end = re.search(rb"\r?\n\r?\n", head)
-    return end is not None and b"data file" not in head[:end.start()] and b"datafile" not in head[:end.start()]
 
 
 def file_sha256(path: Path) -> str:
@@ -1312,9 +1288,10 @@ class FileProcessor:
 
     def process_files(self, items: list[tuple[Path, frozenset]],
                       stopped: Callable[[], bool] | None = None,
-                      written: list[tuple[str, str]] | None = None) -> list[FileOutcome]:
+                      written: list[tuple[str, str]] | None = None,
+                      on_frame: Callable[[], None] | None = None) -> list[FileOutcome]:
         """One :class:`FileOutcome` per item, in order: :meth:`file_outcomes`, all at once."""
-        return list(self.file_outcomes(items, stopped, written))
+        return list(self.file_outcomes(items, stopped, written, on_frame))
 
     def file_outcomes(self, items: list[tuple[Path, frozenset]],
                       stopped: Callable[[], bool] | None = None,
@@ -2008,7 +1985,8 @@ def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
     stopped = _RUN_STOPPED.is_set if _RUN_STOPPED is not None else None
     if stopped is not None and stopped():
         return []
-    return list(_WORKER.file_outcomes(group, stopped, on_frame=_frame_measured if _FRAMES_MEASURED else None))
+    return _WORKER.process_files(group, stopped,
+                                 on_frame=_frame_measured if _FRAMES_MEASURED is not None else None)
 
 
 def _frame_measured() -> None:

@@ -79,7 +79,7 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
     meta = _meta_header(path) if image_io == "MetaImageIO" else None
     nrrd = _nrrd_header(path) if image_io == "NrrdImageIO" else None
     if nrrd is not None:
-        data_file = nrrd.get("data file", nrrd.get("datafile", ""))
+        data_file = _nrrd_data_file(nrrd)
         if data_file:  # (a detached header's, or an attached one's that names a file all the same)
             _data_file_beside(path, data_file, "data file", "NRRD")
         elif "data file" in nrrd or "datafile" in nrrd:  # (ITK would open the header's folder)
@@ -577,22 +577,47 @@ def detached_data_file(path: str | os.PathLike[str]) -> str | None:
     that is another file (a ``.mhd`` and its ``.raw``, a ``.nhdr`` and its data): the bytes a
     scan's ``file_sha256`` and stamp must cover besides the header's, that a data file changed
     under its header is told. None for a file that holds its own data (``.mha``, an attached
-    NRRD), for other formats, and for a header that is refused (its row says why)."""
+    NRRD, nearly always: a ``.mha`` or ``.nrrd`` may name a data file too, as a QA pass found,
+    and MetaIO reads it), for anything but a regular file (a pipe is never opened), for other
+    formats, and for a header that is refused (its row says why)."""
     path = str(path)
     image_io = itk_image_io(path)
     try:
+        if image_io not in ("MetaImageIO", "NrrdImageIO") or not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        if _holds_its_own_data(path):
+            return None
         if image_io == "MetaImageIO":
             name, field_name, kind = _meta_header(path)[0].get("elementdatafile", ""), "ElementDataFile", "MetaImage"
             if name in _META_LOCAL:
                 return None
-        elif image_io == "NrrdImageIO":
-            fields = _nrrd_header(path)
-            name, field_name, kind = fields.get("data file", fields.get("datafile", "")), "data file", "NRRD"
         else:
-            return None
+            name, field_name, kind = _nrrd_data_file(_nrrd_header(path)), "data file", "NRRD"
         return _data_file_beside(path, name, field_name, kind)[0] if name else None
     except (ScanReadError, OSError, ValueError):  # (ValueError: text that is no UTF-8, among others)
         return None
+
+
+def _holds_its_own_data(path: str) -> bool:
+    """Whether the first 4 KiB of a ``.mha`` (``ElementDataFile = LOCAL``) or an attached NRRD (a
+    header ended by a blank line without a data file) show that the file holds its image data:
+    read instead of the whole header, for every such file a batch's resume stamps."""
+    lower = path.lower()
+    if not lower.endswith((".mha", ".nrrd")):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lower()
+    if lower.endswith(".mha"):
+        named = re.search(rb"(?m)^[ \t]*elementdatafile[ \t]*=[ \t]*(\S*)", head)
+        return named is not None and named.group(1) == b"local"
+    end = re.search(rb"\r?\n\r?\n", head)
+    return end is not None and b"data file" not in head[:end.start()] and b"datafile" not in head[:end.start()]
+
+
+def _nrrd_data_file(fields: dict[str, str]) -> str:
+    """The data file a NRRD header's fields (:func:`_nrrd_header`) name, by either spelling; ""
+    for none."""
+    return fields.get("data file", fields.get("datafile", ""))
 
 
 def itk_image_io(path: str) -> str:
