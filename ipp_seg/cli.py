@@ -81,8 +81,8 @@ class _Command(_HelpWithoutType, typer.core.TyperCommand):
     def parse_args(self, ctx, args):
         # An option of one value given twice: click takes the last without a word (a QA pass: a second --glob had
         # replaced the first, and the files of the first were not measured).
-        given = [arg for arg in args[:args.index("--")] if arg.startswith("-")] if "--" in args else \
-            [arg for arg in args if arg.startswith("-")]
+        options_part = args[:args.index("--")] if "--" in args else args  # (after --, arguments only)
+        given = [arg for arg in options_part if arg.startswith("-")]
         for param in self.get_params(ctx):
             if isinstance(param, typer.core.TyperOption) and not (param.is_flag or param.multiple or param.count):
                 names = [arg for arg in given for opt in param.opts + param.secondary_opts
@@ -994,14 +994,18 @@ def batch(
             counts["total"] = total
             progress.update(task, total=total)
 
+        def show_frames(**fields) -> None:
+            # The frames measured, those whose rows have not come yet included, and their rate (the bar
+            # had read 0.0/s for a cine's first 11 s, a QA pass).
+            measured = counts["frames"] + counts["in_file"]
+            progress.update(task, frames=measured, rate=measured / (progress.tasks[0].elapsed or 1e-9), **fields)
+
         def on_frame() -> None:
             # A frame measured before its file's rows came (with several workers, of files after the next
             # one too): a long cine moves the count and the log's lines (a 600-frame cine had left a log
             # silent until it was done, a QA pass).
             counts["in_file"] += 1
-            measured = counts["frames"] + counts["in_file"]
-            # (The rate too: the bar had read 0.0/s for a cine's first 11 s, a QA pass.)
-            progress.update(task, frames=measured, rate=measured / (progress.tasks[0].elapsed or 1e-9))
+            show_frames()
             # (The first line after the first file, as before, unless that file takes the first 30 s.)
             if counts["said"] or time.monotonic() - counts["started"] >= PLAIN_PROGRESS_EVERY_S:
                 _say_progress_in_log(counts)
@@ -1027,9 +1031,7 @@ def batch(
             # As the summary and the CSV's status column count them (objects without an image too).
             counts["failed"] += sum(r["status"] == "failed" for r in outcome.rows)
             counts["not_images"] += sum(map(row_not_an_image, outcome.rows))
-            elapsed = progress.tasks[0].elapsed or 1e-9
-            measured = counts["frames"] + counts["in_file"]
-            progress.update(task, advance=1, frames=measured, rate=measured / elapsed, failed=_failed_text(counts))
+            show_frames(advance=1, failed=_failed_text(counts))
             counts.setdefault("first", (time.monotonic(), counts["files"]))
             _say_progress_in_log(counts)
 
