@@ -50,7 +50,7 @@ from ..io.errors import NO_SUCH_FILE
 from ..io.folders import (FolderInUseError, composed_name, folder_lock, given_path, make_folders,
                           name_of_spreadsheet_cell, not_a_folder, ones_own, others_link, path_of_printable,
                           printable_path, read_json_file, remove_made_folders, spreadsheet_cell, walk_folders)
-from ..io.formats import is_dicom_file, name_without_suffix
+from ..io.formats import ITK_SUFFIXES, is_dicom_file, name_without_suffix
 from ..io.images import ipp_seg_png_kind
 from ..io.overlay import burned_in_text_shown, imaged_pixels, overlay_title, render_overlay
 from ..io.reader import special_file_kind
@@ -548,7 +548,7 @@ def file_stamp(path: Path) -> tuple[str, str]:
 def _scan_file_parts(path: Path) -> list[Path]:
     """The files a scan's bytes are: ``path``, and for a MetaImage or NRRD header that keeps its
     image data in another file, that file after it (:func:`~ipp_seg.io.itk.detached_data_file`)."""
-    if os.path.splitext(str(path))[1].lower() not in (".mha", ".mhd", ".nhdr", ".nrrd"):
+    if not str(path).lower().endswith(tuple(ITK_SUFFIXES - {".nii", ".nii.gz"})):  # (NIfTI holds its data)
         return [path]
     from ..io.itk import detached_data_file  # (here: a PNG's batch loads no ITK)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..inference.preprocess import pad_to_square, resize_image, resize_labels
 from ..io.folders import composed_name
+from ..io.formats import ITK_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,7 @@ def _display_orientation(path: Path) -> int:
     MetaImage or NIfTI has none)."""
     from ..io.images import exif_orientation
 
-    name = path.name.lower()
-    if name.endswith((".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr")):  # (ITK's: no EXIF)
+    if path.name.lower().endswith(tuple(ITK_SUFFIXES)):  # (ITK's: no EXIF)
         return 1  # (others by their bytes, as the reader takes them: a QA pass's JPEG named .bmp was turned)
     try:
         return exif_orientation(path.read_bytes())
