@@ -196,9 +196,9 @@ def _card_of_file(path: Path) -> dict | None:
     figures and floors are not its own. (It had run with a warning, which ``-q`` held back: a QA
     auditor's pass found a SEG, an SR and a JSON naming a model whose weights had been changed,
     by the name of the genuine one.)"""
-    card_path = path.with_suffix(".json")
+    card_path, card = path.with_suffix(".json"), _card_beside(path)
     try:
-        listed = _card_beside(path)["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
+        listed = card["files"]["onnx" if path.suffix == ".onnx" else "torch"]["sha256"]
     except (KeyError, TypeError):  # no card of ipp-seg's, or none for this kind of file
         return None
     try:
@@ -206,7 +206,7 @@ def _card_of_file(path: Path) -> dict | None:
     except OSError:  # unreadable: loading it says so
         return None
     if digest == listed:
-        return _card_or_problem(card_path)[0]
+        return _checked_card(card)[0]  # (the card as read: not read a second time)
     raise ModelNotFoundError(f"model file {path} is not the file its model card {card_path.name} describes (sha256 "
                              f"{digest[:12]}, the card's {listed[:12]}), and its rows would be named as the card's "
                              "model: if it was damaged in a copy, copy it again; to run other weights, give them "
@@ -435,6 +435,11 @@ def _card_or_problem(card_path: Path) -> tuple[dict | None, str | None]:
         card = read_json_file(card_path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return None, f"it cannot be read as a model card ({exc})"
+    return _checked_card(card)
+
+
+def _checked_card(card) -> tuple[dict | None, str | None]:
+    """(``card``, None) for the JSON of a model card ipp-seg can use, or (None, why it is none)."""
     files = card.get("files", {}) if isinstance(card, dict) else None
     if not isinstance(files, dict) or "config" not in card or not all(
             isinstance(files.get(kind, {}), dict) and isinstance(files.get(kind, {}).get("name", ""), str)
