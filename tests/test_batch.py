@@ -444,6 +444,17 @@ def test_a_file_name_a_spreadsheet_would_take_for_a_formula_is_written_as_text(t
     assert case_ids == sorted("'" + n[:-4] if n[0] in "=-@'" else n[:-4] for n in names)
 
 
+def test_a_formula_behind_blanks_or_in_full_width_is_written_as_text():
+    # A leading blank (skipped by some spreadsheets on import) or a full-width ＝ (Excel's East Asian input takes it
+    # for =) had let such a name through as a formula.
+    from ipp_seg.io.folders import name_of_spreadsheet_cell, spreadsheet_cell
+
+    for name in (" =1+1.png", "\u3000=x.png", "\uff1dHYPERLINK(1).png", "\uff0bx.png", "\u00a0@x.png", "'x.png"):
+        assert spreadsheet_cell(name) == "'" + name and name_of_spreadsheet_cell(spreadsheet_cell(name)) == name
+    for name in ("a=b.png", " plain.png", "04700.png", "\u00e9=.png"):
+        assert spreadsheet_cell(name) == name
+
+
 def test_a_blank_spreadsheet_row_is_dropped_whatever_the_runs_settings(tmp_path):
     # Its empty spacing_given_mm had been compared with the run's --spacing-mm, and the CSV refused.
     from ipp_seg.inference.batch import prepare_resume, write_measurements_csv

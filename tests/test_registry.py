@@ -388,6 +388,8 @@ def test_a_run_folder_named_as_a_spreadsheet_formula_names_no_model(tmp_path):
         resolve_model(str(run / "best.pt"))
     with pytest.raises(ModelNotFoundError, match="may not begin with '='.*rename its files"):
         resolve_model("=evil")  # (not "its card cannot be read": the name is the cause)
+    with pytest.raises(ModelNotFoundError, match="may not begin with '\uff1d'"):
+        resolve_model("\uff1devil")  # (a full-width ＝, which Excel's East Asian input takes for =)
 
 
 def test_models_json_gives_each_files_checksum_for_a_pipeline_to_pin():

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import IppSegError
-from ..io.folders import FORMULA_START, composed_name, read_json_file
+from ..io.folders import begins_as_formula, composed_name, read_json_file
 from ..io.formats import name_without_suffix
 from ..printable import CONTROL_CHARACTER, terminal_text
 
@@ -453,9 +453,9 @@ def model_name_unfit(name: str) -> str | None:
     """Why ``name`` cannot name a model (it fills the CSV's model cells, the reports and the DICOM
     results), or None: one beginning as a spreadsheet formula, or holding a control character (a
     newline in a card's file name split the CSV's rows for line-based readers, a security review)."""
-    if name.startswith(FORMULA_START):
-        return (f"a model's name may not begin with {name[0]!r} (the CSV's model cells would read as spreadsheet "
-                "formulas)")
+    if begins_as_formula(name):
+        return (f"a model's name may not begin with {name.lstrip()[:1]!r} (the CSV's model cells would read as "
+                "spreadsheet formulas)")
     if CONTROL_CHARACTER.search(name):
         return "a model's name may not hold control characters such as a newline (they would split the CSV's rows)"
     # (A QA pass: "dssau-net-s .onnx" and "dssau-net-s<U+200B>.onnx" were named in a SEG and an SR, which drop the

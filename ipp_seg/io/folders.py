@@ -366,12 +366,21 @@ def printable_path(rel: str) -> str:
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def begins_as_formula(text: str) -> bool:
+    """Whether a spreadsheet may read ``text`` as a formula: it begins with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return, after any leading blanks (some spreadsheets skip them on
+    import), in any width (``＝`` is ``=`` to Excel's East Asian input, as NFKC makes it)."""
+    if text.startswith(FORMULA_START):
+        return True
+    return unicodedata.normalize("NFKC", text).lstrip(" ").startswith(FORMULA_START)
+
+
 def spreadsheet_cell(name: str) -> str:
-    """A file name or case ID as a CSV of ipp-seg writes it: one that begins as a formula would
-    (``=``, ``+``, ``-``, ``@``, a tab or carriage return) gets a leading ``'``, which a
-    spreadsheet takes for text (some show the ``'``); so does one that begins with ``'`` itself,
-    so that :func:`name_of_spreadsheet_cell` reads every cell back to its name."""
-    return "'" + name if name.startswith(FORMULA_START + ("'",)) else name
+    """A file name or case ID as a CSV of ipp-seg writes it: one that may read as a formula
+    (:func:`begins_as_formula`) gets a leading ``'``, which a spreadsheet takes for text (some
+    show the ``'``); so does one that begins with ``'`` itself, so that
+    :func:`name_of_spreadsheet_cell` reads every cell back to its name."""
+    return "'" + name if name.startswith("'") or begins_as_formula(name) else name
 
 
 def name_of_spreadsheet_cell(cell: str) -> str:

@@ -398,14 +398,14 @@ def _check_same_frames(checkpoint: dict, run_dir: Path, data) -> None:
 
 
 def _check_model_name(name: str) -> None:
-    from ..io.folders import FORMULA_START
+    from ..io.folders import begins_as_formula
 
     if not name or name != Path(name).name or name.startswith("."):
         raise ValueError(f"a model's name is a file name, without folders or a leading dot: got {name!r}")
     if Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".json", ".md"):  # (--model NAME.onnx reads as a file)
         raise ValueError(f"a model's name is used without its files' suffixes: got {name!r}")
-    if name.startswith(FORMULA_START):  # (ipp-seg leaves such a model out: refused here, before the export)
-        raise ValueError(f"a model's name may not begin with {name[0]!r} (the CSV's model cells would read as "
+    if begins_as_formula(name):  # (ipp-seg leaves such a model out: refused here, before the export)
+        raise ValueError(f"a model's name may not begin with {name.lstrip()[:1]!r} (the CSV's model cells would read as "
                          f"spreadsheet formulas): got {name!r}")
 
 
