@@ -976,7 +976,7 @@ def batch(
         fail("--verify checks the files of the run --resume goes on with: give it with --resume")
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite,
                            verify=verify, engine=engine, address=address, dicom_seg=dicom_seg, dicom_sr=dicom_sr,
-                           excluded_globs=tuple(exclude or ()))
+                           excluded_globs=tuple(exclude or ()), command=_command_line())
     counts = {"files": 0, "total": None, "frames": 0, "in_file": 0, "failed": 0, "not_images": 0,
               "started": time.monotonic(), "said": 0.0}
     # A job scheduler's stop (SIGTERM: kill, SLURM, docker stop), or the hang-up of the ssh session

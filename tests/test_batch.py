@@ -7,8 +7,11 @@ import csv
 import hashlib
 import json
 import os
+import platform
 import re
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -1355,14 +1358,18 @@ def test_more_workers_than_cores_are_warned_of_and_the_record_says_where_the_mod
 
     root = _copied_scans(tmp_path / "scans", sample_png, 2)
     monkeypatch.setattr(batch_module, "usable_cpus", lambda: 1)
+    given = ["ipp-seg", "batch", str(root), "--out", str(tmp_path / "out"), "--workers", "2", "--device", "cuda"]
+    monkeypatch.setattr(sys, "argv", given)
     with caplog.at_level("WARNING"):
-        result = _run("batch", root, "--out", tmp_path / "out", "--workers", "2", "--device", "cuda")
+        result = _run(*given[1:])
     assert result.exit_code == 0, result.output
     said = " ".join(caplog.text.split())
     assert "2 workers asked for on 1 usable CPU core(s)" in said and "--workers 1 is the most that helps" in said
     session = json.loads((tmp_path / "out" / batch_module.RUN_RECORD_NAME).read_text())["sessions"][0]
     gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     assert session["device"] == ("cuda" if gpu else "cpu") and session["device_asked"] == "cuda"
+    # An auditor's first questions, who ran what where: the command quoted as a shell runs it again, and the host.
+    assert shlex.split(session["command"]) == given and session["host"] == platform.node()
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert _run("batch", root, "--out", tmp_path / "one", "--workers", "1").exit_code == 0

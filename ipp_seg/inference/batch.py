@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import platform
 import re
 import shutil
 import signal
@@ -152,6 +153,9 @@ class BatchOptions:
     # (relative path, Instance Number of its first frame's SEG and SR): run_batch fills it from the
     # whole folder when SEG or SR is asked (see dicom_results.instance_numbers).
     instance_numbers: tuple[tuple[str, int], ...] = ()
+    # The command that started this session, quoted as a shell runs it again, for its record:
+    # "" where the library was called without one.
+    command: str = ""
 
 
 #: Reason codes of rows without a measurement; a resumed run tries their frames again.
@@ -2303,7 +2307,10 @@ def run_session(options: BatchOptions, workers: int) -> dict:
     last digits of onnxruntime's arithmetic differ between CPU families and versions, and a
     resumed CSV may hold rows of several machines)."""
     inf = options.inference
-    return {"started": utc_now_cell(), "ipp_seg": __version__, "in_dir": os.path.abspath(options.in_dir),
+    return {"started": utc_now_cell(), "ipp_seg": __version__,
+            # Who can repeat it: the command as given, and the machine (an audit's first two questions).
+            "command": options.command or None, "host": platform.node() or None,
+            "in_dir": os.path.abspath(options.in_dir),
             "glob": options.glob,
             "exclude": list(options.excluded_globs),
             "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend,
