@@ -344,8 +344,9 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
            ) -> None:
     """List the shipped models (with their model cards' validation metrics) and the network
     configs (parameters, MACs at 256x256)."""
-    from .inference.registry import (DEFAULT_MODEL, describe_models_dir, model_summary, models_dir, shipped_models,
-                                     unreadable_cards_said, unreadable_files_said, unusable_models_dir)
+    from .inference.registry import (DEFAULT_MODEL, describe_models_dir, mismatched_files_said, model_summary,
+                                     models_dir, shipped_models, unreadable_cards_said, unreadable_files_said,
+                                     unusable_models_dir)
     from .nn.configs import list_configs
 
     folder = models_dir()
@@ -354,7 +355,8 @@ def models(as_json: bool = _flag("--json", help="JSON on stdout: {models: [{name
     if not unusable and not specs:  # (every card closed to this user: "no models found", exit 0, had been said)
         unusable = unreadable_cards_said(folder)
     # (Listed, and then refused: a model file its users may not read had ended `models` in a traceback, a QA pass.)
-    files_closed = unreadable_files_said(specs)
+    # A file that is not its card's is said by the exit status too (a QA check that runs `models` had read 0).
+    files_closed = unreadable_files_said(specs) or mismatched_files_said(specs)
     if as_json:  # (a pipeline that pins weights checks them here, not in the table)
         if unusable:
             fail(unusable)

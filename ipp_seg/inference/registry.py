@@ -539,6 +539,18 @@ def unreadable_files_said(specs: Sequence[ModelSpec]) -> str | None:
     return _closed_said(f"{len(closed)} model file(s)", closed, "the models folder")
 
 
+def mismatched_files_said(specs: Sequence[ModelSpec]) -> str | None:
+    """What to say of the model files of ``specs`` that are not the files their cards describe
+    (:attr:`ModelSpec.mismatched_files`), with the fix; None where there are none."""
+    other = [str(path) for spec in specs for path in spec.mismatched_files]
+    if not other:
+        return None
+    shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+    return (f"{len(other)} model file(s) are not the files their cards describe (sha256 differs: {shown}): those "
+            "models are refused; put back the files their cards name (reinstall ipp-seg for a shipped one), or ship "
+            "the new weights with their own card (scripts/ship_model.py)")
+
+
 def _closed_said(what: str, names: list[str], where: str) -> str | None:
     if not names:
         return None
