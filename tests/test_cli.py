@@ -294,6 +294,35 @@ def test_predict_json_and_out_dir(sample_dicom, tmp_path):
     assert json.loads((tmp_path / "out" / "psfhs_04700_us.json").read_text())["aop_deg"] == report["aop_deg"]
 
 
+def test_predict_out_reports_a_scan_it_could_not_measure_beside_the_others(sample_dicom, tmp_path):
+    # Its report had been on stdout and in the table alone: a folder of reports had lost the failed scans' rows.
+    import shutil
+
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(sample_dicom.read_bytes()[:3000])
+    scan = tmp_path / "scan.dcm"
+    shutil.copy(sample_dicom, scan)
+    out = tmp_path / "out"
+    result = invoke("predict", scan, broken, "--out", out)
+    assert result.exit_code == 2 and "cannot read" in result.stderr, result.output
+    report = json.loads((out / "broken.json").read_text())
+    assert (report["file"], report["status"], report["reasons"]) == (str(broken), "failed", ["unreadable"])
+    assert "truncated" in report["error"] and report["aop_deg"] is None and report["model_sha256"]
+    assert not (out / "broken_mask.png").exists() and (out / "scan_mask.png").exists()
+    # The same scan run again and giving no masks: its earlier mask and overlay are not left beside its new report
+    # (which evaluate would have read as theirs), and the warning says so.
+    again = invoke("predict", scan, "--frames", "3", "--out", out)
+    assert again.exit_code == 2, again.output
+    assert json.loads((out / "scan.json").read_text())["reasons"] == ["no_such_frame"]
+    assert not (out / "scan_mask.png").exists() and not (out / "scan_overlay.png").exists()
+    assert "scan_mask.png and scan_overlay.png, of an earlier run, removed from" in " ".join(again.stderr.split())
+    # Another scan of that name is named beside it, as a measured one is.
+    broken.write_bytes(sample_dicom.read_bytes()[:2000])
+    assert invoke("predict", broken, "--out", out).exit_code == 2
+    assert json.loads((out / "broken.json").read_text())["file_sha256"] != hashlib.sha256(broken.read_bytes()).hexdigest()
+    assert len(list(out.glob("broken~*.json"))) == 1
+
+
 def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample_dicom, tmp_path):
     # Exports are often named alike (IM_0001 in every study folder): one scan's outputs must
     # not overwrite another's.

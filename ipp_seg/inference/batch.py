@@ -247,6 +247,7 @@ class FrameFailure:
     reason: str
     code: str = UNREADABLE
     provenance: Provenance | None = None
+    n_frames: int | None = None  # the source's frames, where the frame was read (its outputs are named by it)
 
 
 @dataclass(frozen=True)
@@ -1198,7 +1199,8 @@ class FileProcessor:
                 if refusal:
                     yield from self._process(pending, timings)  # keep frame order
                     pending = []
-                    yield item, FrameFailure(frame.frame_index, refusal, NOT_ULTRASOUND, frame.provenance)
+                    yield item, FrameFailure(frame.frame_index, refusal, NOT_ULTRASOUND, frame.provenance,
+                                             frame.n_frames)
                     continue
                 pending.append((item, frame))
                 if sum(not isinstance(entry, FrameFailure) for _, entry in pending) == FRAMES_PER_BATCH:
@@ -1472,11 +1474,12 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
     log.debug("%s frame %d: unexpected error while %s", frame.provenance.path, frame.frame_index, stage,
               exc_info=True)
     if isinstance(exc, MemoryError):
-        return FrameFailure(frame.frame_index, OUT_OF_MEMORY_SAID, PROCESSING_ERROR, frame.provenance)
+        return FrameFailure(frame.frame_index, OUT_OF_MEMORY_SAID, PROCESSING_ERROR, frame.provenance, frame.n_frames)
     detail = " ".join(str(exc).split())[:200]
     return FrameFailure(frame.frame_index,
                         f"unexpected error while {stage} ({type(exc).__name__}{': ' + detail if detail else ''}); "
-                        "please report it to the ipp-seg developers", PROCESSING_ERROR, frame.provenance)
+                        "please report it to the ipp-seg developers", PROCESSING_ERROR, frame.provenance,
+                        frame.n_frames)
 
 
 def frames_after(frames: str, index: int) -> FrameSelection | None:

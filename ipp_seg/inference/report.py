@@ -173,24 +173,25 @@ def output_names(scans: list[Path]) -> dict[Path, str]:
 OUTPUT_SUFFIXES = (f"{MASK_NAME_SUFFIX}.png", f"{OVERLAY_NAME_SUFFIX}.png", "_seg.dcm", "_sr.dcm")
 
 
-def name_beside_earlier_outputs(out_dir: Path, name: str, frame, digest: str, shown: str) -> tuple[str, str]:
-    """``name`` (:func:`output_names`) for the outputs of the scan whose ``frame`` (its first) is
-    written into ``out_dir``, and what to say of it: where the report an earlier run wrote there
-    under that name is of other bytes (another scan of the same name, or this one as it was;
+def name_beside_earlier_outputs(out_dir: Path, name: str, frame_index: int, n_frames: int, digest: str,
+                                shown: str) -> tuple[str, str]:
+    """``name`` (:func:`output_names`) for the outputs of the scan whose frame ``frame_index`` (its
+    first; of ``n_frames``) is written into ``out_dir``, and what to say of it: where the report
+    an earlier run wrote there under that name is of other bytes (another scan of the same name, or this one as it was;
     ``file_sha256``, else the ``file`` it names), the name takes ``~`` and the start of this
     scan's sha256 (``digest``), so that both stand, and a warning says so; else ``name``, and "".
     Separate runs into one folder had written each scan's outputs over those of another scan
     of the same file name. Files under the outputs' names beside no report of ipp-seg (an
     expert's ``<case>_mask.png`` in the layout ``train`` reads, a JSON of one's own) are kept
     alike: they had been written over without a word."""
-    found = _others_under(out_dir / fitting_stem(output_stem(name, frame.frame_index, frame.n_frames)), digest, shown)
+    found = _others_under(out_dir / fitting_stem(output_stem(name, frame_index, n_frames)), digest, shown)
     if found is None:
         return name, ""
     named, why = found
     stem = name_without_suffix(name)
     for length in (8, 16, 64):  # (a longer digest where the ~ name too holds files of another: one's corrected mask)
         beside = f"{stem}~{digest[:length]}{name[len(stem):]}"  # (before the suffix, which output_stem takes off)
-        beside_stem = fitting_stem(output_stem(beside, frame.frame_index, frame.n_frames))
+        beside_stem = fitting_stem(output_stem(beside, frame_index, n_frames))
         if _others_under(out_dir / beside_stem, digest, shown) is None:
             break
     return beside, (f"{shown}: {named} in {out_dir} {why}: kept; this scan's outputs are named "
@@ -291,6 +292,23 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     return written
 
 
+def write_failure_report(report: dict, stem: Path) -> list[Path]:
+    """Write the report of a scan or frame that gave no masks as ``<stem>.json``, and remove the
+    mask and overlay an earlier run wrote under ``stem`` (of this scan:
+    :func:`name_beside_earlier_outputs` has named other scans' apart), which would otherwise be
+    read as this report's; return the paths removed."""
+    path = stem.with_name(f"{stem.name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path, text=True, encoding="utf-8") as fh:
+        fh.write(json.dumps(report, indent=2))
+    removed = []
+    for suffix in (f"{MASK_NAME_SUFFIX}.png", f"{OVERLAY_NAME_SUFFIX}.png"):
+        with suppress(FileNotFoundError):
+            stem.with_name(stem.name + suffix).unlink()
+            removed.append(stem.with_name(stem.name + suffix))
+    return removed
+
+
 @dataclass(frozen=True)
 class PredictedFrame:
     """One frame of a :func:`predict_scans` run (or one scan that gave no frame).
@@ -366,8 +384,22 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                           **run_keys_of_row(row)}
                 verb = {UNREADABLE: "read", NOT_AN_IMAGE: "measure", NO_SUCH_FRAME: "measure",
                         NOT_ULTRASOUND: "segment"}.get(result.code, "process")
+                warnings = []
+                if out_dir is not None:  # (its report there too: a folder of reports had lost the failed scans)
+                    # A frame of a file whose frames were not counted (one that could not be read) is named as a
+                    # cine's; a file that gave no frame by its name alone.
+                    index, count = ((0, 1) if result.frame_index is None else
+                                    (result.frame_index, result.n_frames or result.frame_index + 2))
+                    if named_beside is None:
+                        name, named_beside = name_beside_earlier_outputs(out_dir, name, index, count, digest, shown)
+                        if named_beside:
+                            warnings.append(named_beside)
+                    removed = write_failure_report(report, out_dir / fitting_stem(output_stem(name, index, count)))
+                    if removed:
+                        warnings.append(f"{shown}: {' and '.join(p.name for p in removed)}, of an earlier run, removed "
+                                        f"from {out_dir}: this run gave no masks (its report says why)")
                 yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
-                                     errors=(f"cannot {verb} {scan}: {result.reason}",))
+                                     errors=(f"cannot {verb} {scan}: {result.reason}",), warnings=tuple(warnings))
                 started = time.perf_counter()
                 continue
             row = measurement_row(shown, result.frame.frame_index, result.measurement, processor.model_name,
@@ -379,7 +411,8 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
             errors, warnings, refused = [], [], False
             if out_dir is not None:
                 if named_beside is None:
-                    name, named_beside = name_beside_earlier_outputs(out_dir, name, result.frame, digest, shown)
+                    name, named_beside = name_beside_earlier_outputs(out_dir, name, result.frame.frame_index,
+                                                                     result.frame.n_frames, digest, shown)
                     if named_beside:
                         warnings.append(named_beside)
                 try:
