@@ -630,6 +630,7 @@ def test_resume_keeps_the_runs_split_and_recipe(tmp_path, caplog):
     cv2.imwrite(str(tmp_path / "copy" / "images" / "case001.png"), 255 - image)
     other = runner.invoke(app, [*moved, "--resume", "--epochs", "4"])
     assert other.exit_code == 2 and "differ from those" in other.output and "--init-from" in other.output
+    assert "(1 case changed: case001)" in " ".join(other.output.split())  # (which one: it had not been said)
     assert load_torch_file(run / "last.pt")["epoch"] == 3
     # A case of the run's split gone from the folder: refused.
     for sub in ("images", "masks"):

@@ -595,11 +595,18 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     # The frames and labels as read, by case ID (the checkpoint digest's walk over them): the same
     # for the folder copied elsewhere or converted without loss (MHA to PNG), other for any pixel.
     data_sha256 = checkpoint_digest({case.case_id: (case.image, case.labels) for case in read})
+    # Each case's too, so that a refused resume names the cases that changed.
+    case_sha256 = {case.case_id: checkpoint_digest({case.case_id: (case.image, case.labels)}) for case in read}
     if checkpoint is not None and checkpoint.get("data_sha256", data_sha256) != data_sha256:
         # The same case IDs, other pixels or labels (another export, a relabelled set): the
         # optimiser state and the split would carry on over frames the run never saw.
-        raise ValueError(f"the frames in {settings.data} differ from those {run_dir} trained on (the same case "
-                         "IDs, other pixels or labels, or files this version of ipp-seg reads differently): "
+        recorded = checkpoint.get("case_sha256")
+        changed = ([case_id for case_id, digest in case_sha256.items() if recorded.get(case_id) != digest]
+                   if isinstance(recorded, dict) else [])
+        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        named = f" ({count_of(len(changed), 'case')} changed: {shown})" if changed else ""
+        raise ValueError(f"the frames in {settings.data} differ from those {run_dir} trained on{named} (the same "
+                         "case IDs, other pixels or labels, or files this version of ipp-seg reads differently): "
                          "--resume continues a run on its own data; to train on these, start a new run (another "
                          f"--out) from its weights with --init-from {run_dir / LAST}")
     repeated = frames_in_both(read, split)
@@ -759,7 +766,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "history": [asdict(h) for h in history], "best_score": best_score, "best_epoch": best_epoch,
             "settings": settings.to_dict(), "config": config.to_dict(), "split": split.to_dict(),
-            "lineage": lineage, "data_sha256": data_sha256,
+            "lineage": lineage, "data_sha256": data_sha256, "case_sha256": case_sha256,
             "machine": machine,
         }
         if endpoint_head is not None:
