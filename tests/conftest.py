@@ -34,3 +34,14 @@ def sample_png() -> Path:
 @pytest.fixture(scope="session")
 def sample_dicom() -> Path:
     return SAMPLES / "psfhs_04700_us.dcm"
+
+
+@pytest.fixture
+def two_frames_a_model_call(monkeypatch) -> None:
+    """Batch runs of this test make model calls of 2 frames, not 8: tests' runs measure a few
+    frames each, and calls padded with zero frames to 8 had been most of the time of those that
+    run batch (the calls are padded and split by the same code; test_shipped_models keeps 8).
+    Worker processes, which start afresh, keep 8."""
+    import ipp_seg.inference.batch as batch_module
+
+    monkeypatch.setattr(batch_module, "FRAMES_PER_BATCH", 2)

@@ -28,6 +28,9 @@ from ipp_seg.evaluate.report import read_label_mask
 from ipp_seg.io import read_frame
 
 
+pytestmark = pytest.mark.usefixtures("two_frames_a_model_call")
+
+
 def _multiframe_dicom(source, path, n_frames=3):
     """A multi-frame ultrasound DICOM made from the single-frame sample (frames shifted)."""
     import pydicom
@@ -853,10 +856,13 @@ def test_files_named_by_a_uid_keep_its_last_part_in_their_outputs(tmp_path):
         assert case_id_of(out / "masks" / f"{row['file']}.png") == _case_names_of_row(row)[0] == row["file"]
 
 
-def test_single_frame_files_share_model_calls(mixed_folder, tmp_path):
+def test_single_frame_files_share_model_calls(mixed_folder, tmp_path, monkeypatch):
     """Files are processed in groups: their frames go to the model together, yet every file
     keeps its own rows, in order, and an unreadable file in the middle only fails itself."""
+    import ipp_seg.inference.batch as batch_module
     from ipp_seg.inference.batch import BatchOptions, FileProcessor
+
+    monkeypatch.setattr(batch_module, "FRAMES_PER_BATCH", 8)  # (as shipped: this file's tests take 2)
 
     processor = FileProcessor(BatchOptions(mixed_folder, tmp_path / "out"))
     batch_sizes = []
@@ -883,6 +889,7 @@ def test_a_files_rows_are_written_once_it_is_through_not_with_its_group(tmp_path
     # frame, and a stop during the cine lost them (a terminal user's pass: progress stood at nought meanwhile).
     import ipp_seg.inference.batch as batch_module
 
+    monkeypatch.setattr(batch_module, "FRAMES_PER_BATCH", 8)  # (as shipped: this file's tests take 2)
     root = tmp_path / "scans"
     root.mkdir()
     shutil.copy(sample_png, root / "a.png")
@@ -2971,14 +2978,14 @@ def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sam
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_run_stopped_early_leaves_no_mask_or_overlay_without_its_row(tmp_path, sample_png, workers):
     # Stopped (Ctrl-C, SIGTERM to the run alone), the run had left its workers to go through the
-    # groups already handed to them, writing masks that no row of the CSV names (32 of 48 here);
+    # groups already handed to them, writing masks that no row of the CSV names (32 of 48 files);
     # told to stop, they still left those of the group in hand (up to 7 files each), and one
     # process alone those of its group.
     import time
 
     import ipp_seg.inference.batch as batch_module
 
-    root = _linked_scans(tmp_path / "scans", sample_png, 48)
+    root = _linked_scans(tmp_path / "scans", sample_png, 24)  # (three groups of 8 files)
     out = tmp_path / "out"
 
     def stop_at_the_first_file(outcome):
@@ -2991,11 +2998,12 @@ def test_a_run_stopped_early_leaves_no_mask_or_overlay_without_its_row(tmp_path,
     assert len(rowed) == 1  # the first file's row, written before the stop
     for folder in ("masks", "overlays"):
         assert {p.stem for p in (out / folder).rglob("*.png")} == rowed, folder
-    time.sleep(4)  # (the queued groups had taken about this long to go through)
+    time.sleep(2.5)  # (the queued groups of 48 files had taken about 4 s to go through: of 24, half as long)
     for folder in ("masks", "overlays"):
         assert {p.stem for p in (out / folder).rglob("*.png")} == rowed, folder
     again = batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, resume=True, workers=workers))
-    assert again.rows == 47 and len(list((out / "masks").rglob("*.png"))) == 48
+    assert again.rows == 23 and len(list((out / "masks").rglob("*.png"))) == 24
+
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_file_in_the_models_folder_that_is_no_card_is_said_once_per_run(tmp_path, sample_png, workers):

@@ -26,6 +26,7 @@ from ipp_seg.evaluate.report import read_label_mask
 from ipp_seg.io import read_frame
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("two_frames_a_model_call")
 
 
 def invoke(*args):

@@ -123,6 +123,28 @@ def test_training_pairs_that_cannot_be_told_apart_are_refused_and_masks_of_a_mod
         "case001): trained on, they teach that model's mistakes as truth" in caplog.text
 
 
+def test_training_pairs_are_found_in_every_format_the_readers_take(tmp_path):
+    # train had kept a list of suffixes of its own, without .nhdr (an NRRD header beside its data file), which the
+    # readers take: such pairs had not been found.
+    import SimpleITK as sitk
+
+    from ipp_seg.io.formats import IMAGE_SUFFIXES, ITK_SUFFIXES
+    from ipp_seg.train.data import find_pairs, load_cases
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:20, 10:30], labels[30:60, 20:50] = 1, 2
+    image = (labels * 90 + np.random.default_rng(0).integers(0, 40, labels.shape)).astype(np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(tmp_path / "images" / "case001.nhdr"))
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "masks" / "case001.nhdr"))
+    assert [(case, image.name) for case, image, _ in find_pairs(tmp_path)] == [("case001", "case001.nhdr")]
+    assert load_cases(tmp_path)[0].labels.max() == 2
+    from ipp_seg.train.data import IMAGE_SUFFIXES as TRAINING_SUFFIXES
+
+    assert set(TRAINING_SUFFIXES) == IMAGE_SUFFIXES | ITK_SUFFIXES
+
+
 def test_soft_dice_has_gradient():
     logits = torch.randn(2, 3, 16, 16, requires_grad=True)
     labels = torch.randint(0, 3, (2, 16, 16))

@@ -15,11 +15,12 @@ import numpy as np
 
 from ..inference.preprocess import pad_to_square, resize_image, resize_labels
 from ..io.folders import composed_name
+from ..io.formats import IMAGE_SUFFIXES as _IMAGE_FORMAT_SUFFIXES
 from ..io.formats import ITK_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = tuple(sorted(_IMAGE_FORMAT_SUFFIXES | ITK_SUFFIXES))  # (the readers' own, not DICOM's)
 
 
 #: Folders of image/mask pairs, (images, masks): PSFHS's layout, and PNG pairs. (evaluate reads them too.)
