@@ -45,3 +45,29 @@ def two_frames_a_model_call(monkeypatch) -> None:
     import ipp_seg.inference.batch as batch_module
 
     monkeypatch.setattr(batch_module, "FRAMES_PER_BATCH", 2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_sessions_reused():
+    """The tests open the same model files hundreds of times (each run, each worker of a run):
+    an onnxruntime session of a file, with the same settings, is made once and reused while the
+    file stays as it was (its path, size, inode and time). Opening them had been a quarter of
+    the time of the tests that run batch. Failures to open are not kept."""
+    import functools
+    import os
+
+    from ipp_seg.inference import backends
+
+    opened = backends.inference_session
+
+    @functools.lru_cache(maxsize=8)
+    def kept(path, stamp, threads, fixed_batch, providers):
+        return opened(path, threads, fixed_batch, providers)
+
+    def reused(path, threads, fixed_batch, providers):
+        found = os.stat(path)
+        return kept(path, (found.st_size, found.st_ino, found.st_mtime_ns), threads, fixed_batch, tuple(providers))
+
+    backends.inference_session = reused
+    yield
+    backends.inference_session = opened

@@ -64,6 +64,28 @@ def confidence_floors_used(spec: ModelSpec) -> dict[str, float]:
     return {"head": head, "ps": ps}
 
 
+def inference_session(path: str, threads: int | None, fixed_batch: int | None, providers: tuple[str, ...]):
+    """An onnxruntime session of the ONNX file at ``path``: ``threads`` for its operators (None:
+    onnxruntime's choice), specialised to ``fixed_batch`` frames per call where given, on the
+    first of ``providers`` that serves."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # onnxruntime's own log lines (coloured, on stderr) say what the exception it raises says:
+    # a library that promises to print nothing leaves them to it (an admin's pass: escape codes in
+    # a job's log file).
+    options.log_severity_level = 4
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if fixed_batch:
+        options.add_free_dimension_override_by_name(BATCH_DIMENSION, fixed_batch)
+    # The memory pattern pre-plans one block for a fixed-shape run's tensors: measured no
+    # faster here and ~230 MiB more per worker at batch 8 (572 vs 342 MiB resident).
+    options.enable_mem_pattern = False
+    return ort.InferenceSession(path, options, providers=list(providers))
+
+
 class OnnxSegmenter:
     """onnxruntime session of an exported model; its metadata gives size and normalisation.
 
@@ -91,27 +113,14 @@ class OnnxSegmenter:
                                    f"(backend='torch' in Python), or give {export}")
             raise BackendError(f"model {spec.name} has no ONNX file; use --backend torch (backend='torch' in Python)")
         model_sha256 = check_model_file(spec, spec.onnx_path, "onnx")
-        options = ort.SessionOptions()
-        # onnxruntime's own log lines (coloured, on stderr) say what the exception it raises says:
-        # a library that promises to print nothing leaves them to it (an admin's pass: escape codes in
-        # a job's log file).
-        options.log_severity_level = 4
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        if fixed_batch:
-            options.add_free_dimension_override_by_name(BATCH_DIMENSION, fixed_batch)
-        # The memory pattern pre-plans one block for a fixed-shape run's tensors: measured no
-        # faster here and ~230 MiB more per worker at batch 8 (572 vs 342 MiB resident).
-        options.enable_mem_pattern = False
-        providers = ["CPUExecutionProvider"]
+        providers = ("CPUExecutionProvider",)
         if device == "cuda":
             if device_used("onnx", device) == "cuda":
-                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+                providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
             else:
                 log.warning("CUDA requested but onnxruntime has no CUDA provider here: running on CPU")
         try:
-            self.session = ort.InferenceSession(str(spec.onnx_path), options, providers=providers)
+            self.session = inference_session(str(spec.onnx_path), threads, fixed_batch, providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendError(f"cannot load model {spec.onnx_path}: {exc}") from exc
         self.provider = self.session.get_providers()[0]
