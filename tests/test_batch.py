@@ -1684,6 +1684,8 @@ def test_resume_with_verify_reads_every_file_again_and_measures_again_those_whos
     with caplog.at_level("WARNING"):
         assert _run("batch", scans, "--out", out, "--workers", 1, "--resume", "--verify").exit_code == 0
     assert "1 file(s) changed since they were measured; measured again: a.dcm" in caplog.text
+    # Said once, by name (a second line had counted its row again, unnamed, among "unreadable ... files").
+    assert "those files are measured again" not in caplog.text
     rows = {row["file"]: row for row in _rows(out / "measurements.csv")}
     assert rows["a.dcm"]["file_sha256"] == hashlib.sha256(bytes(data)).hexdigest() != before[0]["file_sha256"]
     assert rows["b.png"] == next(row for row in before if row["file"] == "b.png")

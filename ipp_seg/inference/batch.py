@@ -1842,12 +1842,13 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         else:
                             os.truncate(side, size_before)
                 raise
-            if len(kept) < len(rows):
+            # (Rows of changed files were named above: only the others are said here.)
+            unsaid = sum(why == "read_again" for _, why in taken_out)
+            if unsaid:
                 retried_files = {row["file"] for row in rows if retried(row)}
-                log.warning("%s: %d row(s) of unreadable, unprocessed or changed files, or without the frames asked "
-                            "for,%s taken out; those files are measured again%s", csv_path,
-                            len(rows) - len(kept), " and a half-written last row" if partial else "",
-                            f" (read again: {_examples(retried_files)})" if retried_files else "")
+                log.warning("%s: %d row(s) of unreadable or unprocessed files, or without the frames asked for,%s "
+                            "taken out; those files are measured again (read again: %s)", csv_path, unsaid,
+                            " and a half-written last row" if partial else "", _examples(retried_files))
             elif partial:
                 log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
                             "measured again", csv_path)
