@@ -406,16 +406,25 @@ def test_a_csv_edited_in_a_spreadsheet_resumes_without_doubled_or_blank_rows(mix
     # ...and every row reads as ipp-seg writes it, the earlier run's included (a column had mixed FALSE and false).
     assert {r["tta"] for r in resumed} == {"false"} and [r for r in resumed if r["file"] == "a.png"] == \
         [r for r in full if r["file"] == "a.png"]
-    # Saved by pandas where a column has an empty cell: whole numbers as floats (0.0), True/False.
+    # Saved by pandas where a column has an empty cell: whole numbers as floats (0.0), True/False; and its times
+    # as pandas writes them once read as dates (2026-12-07 04:08:42+00:00), or a spreadsheet without their Z.
+    timed = _rows(out / "measurements.csv", timed=True)
     floats = [{**row, "frame": row["frame"] and row["frame"] + ".0", "tta": row["tta"].capitalize(),
-               "file_bytes": row["file_bytes"] and row["file_bytes"] + ".0"} for row in full[:-1]]
+               "file_bytes": row["file_bytes"] and row["file_bytes"] + ".0",
+               "measured_at": row["measured_at"].replace("T", " ").replace("Z", ""),
+               "file_modified": row["file_modified"].replace("T", " ").replace("Z", "+00:00")} for row in timed]
     with open(out / "measurements.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(floats)
     run = _run("batch", mixed_folder, "--out", out, "--resume")
     assert run.exit_code == 0, run.output
-    assert _rows(out / "measurements.csv") == full  # nothing measured again, every row as written first
+    # Nothing measured again but the unreadable file, every row as written first (its times in one form:
+    # pd.to_datetime had failed on two).
+    again = {(row["file"], row["frame"]): row for row in _rows(out / "measurements.csv", timed=True)}
+    for row in timed:
+        if row["file"] != "corrupt.dcm":
+            assert again[row["file"], row["frame"]] == row
     # Saved with ';' and decimal commas: refused with what to do, not with advice to --overwrite it.
     with open(out / "measurements.csv", "w", newline="", encoding="utf-8-sig") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, delimiter=";")
@@ -459,6 +468,22 @@ def test_a_formula_behind_blanks_or_in_full_width_is_written_as_text():
         assert spreadsheet_cell(name) == "'" + name and name_of_spreadsheet_cell(spreadsheet_cell(name)) == name
     for name in ("a=b.png", " plain.png", "04700.png", "\u00e9=.png"):
         assert spreadsheet_cell(name) == name
+
+
+def test_a_resume_that_measures_nothing_but_changes_the_csv_is_in_the_record(tmp_path, sample_png):
+    # A statistician's pass: a resume that took a copied row out, measuring nothing, had left no session in the run's
+    # record, which lists "each session of the run": rows_taken_out.csv named a time no session had.
+    root = _copied_scans(tmp_path / "scans", sample_png, 2)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    lines = (out / "measurements.csv").read_bytes().splitlines(keepends=True)
+    (out / "measurements.csv").write_bytes(b"".join(lines) + lines[-1])
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    sessions = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
+    assert len(sessions) == 2 and sessions[1]["rows_written"] == 0 and sessions[1]["ended"] >= sessions[1]["started"]
+    # A resume with nothing to do that leaves the CSV as it was adds none (a nightly run's steady state).
+    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert len(json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]) == 2
 
 
 def test_a_blank_spreadsheet_row_is_dropped_whatever_the_runs_settings(tmp_path):

@@ -1674,13 +1674,18 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
 
 
 _WHOLE_NUMBER_SAVED_AS_FLOAT = re.compile(r"([0-9]+)\.0+")
+# A UTC time a program saved in its own form (2026-12-07 04:08:42, or +00:00 for the Z): ISO 8601 with its Z
+# again, to the precision kept (a spreadsheet that dropped the seconds gets none back).
+_UTC_TIME_SAVED_AGAIN = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[ T]([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)"
+                                   r"(?:Z|\+00:?00)?")
 
 
 def _as_written(row: dict) -> dict:
     """A row in the form ipp-seg writes it, where a program that saved the CSV again changed its
     look, not its value: a whole number column pandas wrote as float where it has an empty cell
     (frame ``0.0``, file_bytes ``12345.0``), ``True``/``FALSE`` for ``true``/``false``. A resumed CSV
-    then reads alike in every row, those of the earlier run included."""
+    then reads alike in every row, those of the earlier run included; so does a UTC time saved
+    without its ``Z`` (``2026-12-07 04:08:42``)."""
     fixed = dict(row)
     # A name an earlier version wrote raw (a tab, a newline, a right-to-left override): in the escaped form rows now
     # have; the outputs' paths alike (a QA pass: a 0.2.14 row's mask_file had kept its raw override).
@@ -1694,6 +1699,10 @@ def _as_written(row: dict) -> dict:
             fixed[column] = whole.group(1)
     for column in _SPREADSHEET_CASED:
         fixed[column] = fixed[column].lower()
+    for column in ("measured_at", "file_modified"):
+        saved = _UTC_TIME_SAVED_AGAIN.fullmatch(fixed[column])
+        if saved:
+            fixed[column] = f"{saved.group(1)}T{saved.group(2)}Z"
     # A row of a version before these columns: from its reasons.
     reasons = tuple(filter(None, fixed["reasons"].split(";")))
     if fixed["aop_deg"] and not fixed["aop_doubtful"]:
@@ -1824,34 +1833,36 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
                     if new else "in this version's order")
 
-    def rewrite() -> None:
-        if partial or len(kept) < len(read) or upgraded or reformatted or renamed:
-            # The rows taken out are kept first, and taken back where the CSV cannot be rewritten
-            # (a full disk): a resume stops with a row in one of the two files, never in none or both.
-            side = csv_path.with_name(TAKEN_OUT_NAME)
-            size_before = side.stat().st_size if taken_out and side.exists() else None
-            try:
-                if taken_out:
-                    _keep_taken_out(side, taken_out)
-                _replace_rows(csv_path, kept, ".resume")
-            except BaseException:
-                if taken_out:
-                    with suppress(OSError):
-                        if size_before is None:
-                            side.unlink()
-                        else:
-                            os.truncate(side, size_before)
-                raise
-            # (Rows of changed files were named above: only the others are said here.)
-            unsaid = sum(why == "read_again" for _, why in taken_out)
-            if unsaid:
-                retried_files = {row["file"] for row in rows if retried(row)}
-                log.warning("%s: %d row(s) of unreadable or unprocessed files, or without the frames asked for,%s "
-                            "taken out; those files are measured again (read again: %s)", csv_path, unsaid,
-                            " and a half-written last row" if partial else "", _examples(retried_files))
-            elif partial:
-                log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
-                            "measured again", csv_path)
+    def rewrite() -> bool:  # (whether the CSV was rewritten)
+        if not (partial or len(kept) < len(read) or upgraded or reformatted or renamed):
+            return False
+        # The rows taken out are kept first, and taken back where the CSV cannot be rewritten
+        # (a full disk): a resume stops with a row in one of the two files, never in none or both.
+        side = csv_path.with_name(TAKEN_OUT_NAME)
+        size_before = side.stat().st_size if taken_out and side.exists() else None
+        try:
+            if taken_out:
+                _keep_taken_out(side, taken_out)
+            _replace_rows(csv_path, kept, ".resume")
+        except BaseException:
+            if taken_out:
+                with suppress(OSError):
+                    if size_before is None:
+                        side.unlink()
+                    else:
+                        os.truncate(side, size_before)
+            raise
+        # (Rows of changed files were named above: only the others are said here.)
+        unsaid = sum(why == "read_again" for _, why in taken_out)
+        if unsaid:
+            retried_files = {row["file"] for row in rows if retried(row)}
+            log.warning("%s: %d row(s) of unreadable or unprocessed files, or without the frames asked for,%s "
+                        "taken out; those files are measured again (read again: %s)", csv_path, unsaid,
+                        " and a half-written last row" if partial else "", _examples(retried_files))
+        elif partial:
+            log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
+                        "measured again", csv_path)
+        return True
 
     if deferred is not None:
         deferred.append(rewrite)
@@ -2591,8 +2602,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
     _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
                                if options.resume else {}, prior, [path for path, _ in todo])
-    for rewrite in csv_rewrite:  # (a refused resume had already taken rows out of the CSV)
-        rewrite()
+    # (A refused resume had already taken rows out of the CSV.) Rewritten, the session is recorded whatever it
+    # measures: a resume that took copied rows out, measuring nothing, had left no trace in the record.
+    csv_rewritten = any([rewrite() for rewrite in csv_rewrite])
     if measured_again:
         # Files whose rows the resume took out (changed since, or failing before) are measured again:
         # what their earlier rows wrote goes with those rows, as a file that fails now would
@@ -2735,7 +2747,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             # (Not one the user had made before the run: only what is in it, left empty by the run.)
             _remove_empty_folders(options.out_dir / folder, keep_root=outputs_before[folder])
         raise
-    if fresh or rowed or unlisted_names or moved:  # (the session is recorded): how it ended, for a scheduler
+    if fresh or rowed or unlisted_names or moved or csv_rewritten:  # (the session is recorded): how it ended
         # (A resume with nothing left to do is recorded where folders could not be listed: a nightly run's
         # steady state, whose record would otherwise never name them.)
         session.update(ended=utc_now_cell(), rows_written=n_rows, failed_rows=n_failed, warning_rows=n_warning)
