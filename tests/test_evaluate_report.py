@@ -746,7 +746,7 @@ def test_csv_and_json(folders, tmp_path):
         ("00001", "true"), ("00002", "true"), ("00003", "true"), ("00004", "false"), ("00009", "false")]
     assert [r["problem"] for r in rows] == ["", "", "", "no prediction", "no ground truth"]
     assert rows[3]["dice_all"] == rows[3]["aop_pred"] == ""
-    assert tuple(rows[0]) == (*_CASE_COLUMNS, "evaluated", "problem")
+    assert tuple(rows[0]) == (*_CASE_COLUMNS, "evaluated", "problem", "model_pred", "model_sha256_pred")
     assert float(rows[0]["dice_all"]) == 1.0 and float(rows[0]["delta_aop"]) == 0.0
     assert rows[0]["hsd_pred_mm"] == ""  # unknown, not a made-up number
     assert set(SEGMENTATION_METRICS) <= set(rows[0])
@@ -1147,11 +1147,11 @@ def test_the_readme_names_every_column_of_cases_csv():
     # A paper's methods section reads the columns from the README: 31 had been left unnamed there.
     from pathlib import Path
 
-    from ipp_seg.evaluate.report import _CASE_COLUMNS
+    from ipp_seg.evaluate.report import CASES_CSV_COLUMNS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### evaluate"):readme.index("### train")]
-    for column in (*_CASE_COLUMNS, "evaluated", "problem"):
+    for column in CASES_CSV_COLUMNS:
         assert f"`{column}`" in section, column
 
 
@@ -1180,6 +1180,12 @@ def test_each_runs_cases_are_checked_against_the_training_frames_of_the_model_th
         report = evaluate_folders(results, gt)
     assert dict(report.seen_in_training) == {"dssau-net-s": ("04402",)}  # the twin never trained on 04700
     assert "dssau-net-s-heldout was trained on" not in caplog.text and report.unrecorded_predictions == ("04403",)
+    # cases.csv says which model drew each case (a statistician's pass: the folder's models were in summary.json
+    # alone, and its cases could not be split by them).
+    write_case_csv(report, tmp_path / "cases.csv")
+    with (tmp_path / "cases.csv").open(newline="") as fh:
+        drawn = {row["case_id"]: row["model_pred"] for row in csv.DictReader(fh)}
+    assert drawn == {"04402": "dssau-net-s", "04403": "", "04700": "dssau-net-s-heldout"}
 
 
 def test_cases_named_as_psfhs_frames_are_checked_by_the_id_their_names_hold(tmp_path, caplog):

@@ -338,6 +338,9 @@ class EvaluationReport:
     prediction_settings: tuple[tuple[str, str, str, str], ...] = ()
     unrecorded_predictions: tuple[str, ...] = ()
     inputs: Mapping[str, object] = field(default_factory=dict)
+    # Case ID -> (model, sha256) of the row or report that says who drew its prediction (cases.csv's
+    # model_pred and model_sha256_pred), where its folder records it.
+    case_models: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def overall(self) -> BlockSummary:
@@ -830,6 +833,9 @@ def evaluate_folders(
                            "aop_past_180): %s", len(past), _preview(past))
 
     models = recorded_models(pred_dir, run, reports)
+    case_models = {**(run.case_models if run is not None else {}),
+                   **{case_id_of(path): (item["model"], item.get("model_sha256") or "") for path, item in reports
+                      if isinstance(item.get("model"), str)}}
     settings = tuple(sorted((run.settings if run is not None else set())
                             | {prediction_setting(item.get("tta"), item.get("method"), item.get("orientation"),
                                                   item.get("spacing_given_mm"))
@@ -849,10 +855,9 @@ def evaluate_folders(
         method=method,
         orientation=orientation,
         labels=labels,
-        seen_in_training=cases_seen_in_training(models, [c.case_id for c in results], {
-            **(run.case_models if run is not None else {}),
-            **{case_id_of(path): (item["model"], item.get("model_sha256") or "") for path, item in reports
-               if isinstance(item.get("model"), str)}}, run.model_files if run is not None else ()),
+        seen_in_training=cases_seen_in_training(models, [c.case_id for c in results], case_models,
+                                                run.model_files if run is not None else ()),
+        case_models=case_models,
         prediction_versions=tuple(sorted((run.versions if run is not None else set())
                                          | {str(item["ipp_seg_version"]) for _, item in reports
                                             if "model" in item})),  # (a frame's report; not evaluate's summary)
@@ -1729,7 +1734,10 @@ def _write_case_rows(report: EvaluationReport, fh) -> None:
     for case_id, problem in problems:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
         row["problem"] = f"{row['problem']}; {problem}" if row.get("problem") else problem
-    writer = csv.DictWriter(fh, fieldnames=[*_CASE_COLUMNS, "evaluated", "problem"], restval="")
+    for case_id, row in rows.items():  # (who drew each prediction: a folder of several runs' masks is stratified)
+        model, sha256 = report.case_models.get(case_id, ("", ""))
+        row.update(model_pred=spreadsheet_cell(model), model_sha256_pred=sha256)
+    writer = csv.DictWriter(fh, fieldnames=CASES_CSV_COLUMNS, restval="")
     writer.writeheader()
     for case_id in sorted(rows):
         writer.writerow(rows[case_id] | {"case_id": spreadsheet_cell(printable_path(case_id))})  # as batch does
@@ -1750,6 +1758,9 @@ _CASE_COLUMNS: tuple[str, ...] = (
     + ("delta_hsd_mm", "status_pred", "reasons_pred", "status_gt", "reasons_gt", "method", "spacing_x_mm")
     + ("spacing_y_mm",)
 )
+#: cases.csv's columns: each case's (:class:`CaseResult`), whether it was evaluated and its problem,
+#: and who drew its prediction (last: scripts that read cases.csv by position before 0.2.16 read on).
+CASES_CSV_COLUMNS: tuple[str, ...] = (*_CASE_COLUMNS, "evaluated", "problem", "model_pred", "model_sha256_pred")
 
 
 # ----------------------------------------------------------------------------- helpers
