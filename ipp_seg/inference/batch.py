@@ -1737,7 +1737,7 @@ def read_done(csv_path: Path) -> dict[str, set]:
 def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
                    measured_in: str | None = None, measured_again: list[dict] | None = None,
-                   deferred: list[Callable[[], None]] | None = None, verify: bool = False) -> dict[str, set]:
+                   deferred: list[Callable[[], bool]] | None = None, verify: bool = False) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -2553,7 +2553,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     warn_of_training_frames(spec, files, "files")
     done: dict[str, set] = {}
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
-    csv_rewrite: list[Callable[[], None]] = []  # the resume's rewrite of the CSV, made once the run is not refused
+    csv_rewrite: list[Callable[[], bool]] = []  # the resume's rewrite of the CSV, made once the run is not refused
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
     moved = False  # resumed in a folder other than the one the run's record last measured
     if options.resume:

@@ -177,9 +177,10 @@ def name_beside_earlier_outputs(out_dir: Path, name: str, frame_index: int, n_fr
                                 shown: str) -> tuple[str, str]:
     """``name`` (:func:`output_names`) for the outputs of the scan whose frame ``frame_index`` (its
     first; of ``n_frames``) is written into ``out_dir``, and what to say of it: where the report
-    an earlier run wrote there under that name is of other bytes (another scan of the same name, or this one as it was;
-    ``file_sha256``, else the ``file`` it names), the name takes ``~`` and the start of this
-    scan's sha256 (``digest``), so that both stand, and a warning says so; else ``name``, and "".
+    an earlier run wrote there under that name is of other bytes (another scan of the same name,
+    or this one as it was; ``file_sha256``, else the ``file`` it names), the name takes ``~`` and
+    the start of this scan's sha256 (``digest``), so that both stand, and a warning says so; else
+    ``name``, and "".
     Separate runs into one folder had written each scan's outputs over those of another scan
     of the same file name. Files under the outputs' names beside no report of ipp-seg (an
     expert's ``<case>_mask.png`` in the layout ``train`` reads, a JSON of one's own) are kept
