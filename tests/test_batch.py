@@ -446,10 +446,14 @@ def test_a_file_name_a_spreadsheet_would_take_for_a_formula_is_written_as_text(t
     assert _run("batch", scans, "--out", out).exit_code == 0
     cells = sorted(r["file"] for r in _rows(out / "measurements.csv"))
     assert cells == sorted(["'" + n if n[0] in "=-@'" else n for n in names])
+    written = (out / "measurements.csv").stat().st_mtime_ns
     with caplog.at_level("WARNING"):
         again = _run("batch", scans, "--out", out, "--resume")
     assert again.exit_code == 0 and "0 rows" in " ".join(again.output.split())  # every file known: none measured
     assert "no longer in the folder" not in caplog.text
+    # Left as it was, not rewritten, and no session recorded (a QA pass: a name's ' had read as a reformatted cell).
+    assert (out / "measurements.csv").stat().st_mtime_ns == written
+    assert len(json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]) == 1
     assert sorted(r["file"] for r in _rows(out / "measurements.csv")) == cells
     # evaluate's cases.csv writes its case IDs so too.
     assert _run("batch", scans, "--out", out, "--overwrite", "--save-masks").exit_code == 0

@@ -1647,6 +1647,7 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
     read = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
     rows = [_as_written(row) for row in read]
+    reformatted = rows != read  # (compared before the cells' names are read: a name's ' is no reformatting)
     for row in rows:
         row["file"] = name_of_spreadsheet_cell(row["file"])
         if not row["file"]:  # a blank line a spreadsheet left: no setting to compare (prepare_resume drops it)
@@ -1670,7 +1671,7 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
                         "(.onnx or .pt); resume with the file that made the rows, or write to a new --out folder")
                 raise ResumeError(f"{csv_path} holds rows made with {column} {_shown(row[column])}, this run uses "
                                   f"{_shown(value)}: resume with the same options, or write to a new --out folder")
-    return rows, complete != text, header, rows != read
+    return rows, complete != text, header, reformatted
 
 
 _WHOLE_NUMBER_SAVED_AS_FLOAT = re.compile(r"([0-9]+)\.0+")
