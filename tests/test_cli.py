@@ -304,7 +304,7 @@ def test_predict_out_reports_a_scan_it_could_not_measure_beside_the_others(sampl
     scan = tmp_path / "scan.dcm"
     shutil.copy(sample_dicom, scan)
     out = tmp_path / "out"
-    result = invoke("predict", scan, broken, "--out", out)
+    result = invoke("predict", scan, broken, "--out", out, "--dicom-seg", "--dicom-sr")
     assert result.exit_code == 2 and "cannot read" in result.stderr, result.output
     report = json.loads((out / "broken.json").read_text())
     assert (report["file"], report["status"], report["reasons"]) == (str(broken), "failed", ["unreadable"])
@@ -315,13 +315,25 @@ def test_predict_out_reports_a_scan_it_could_not_measure_beside_the_others(sampl
     again = invoke("predict", scan, "--frames", "3", "--out", out)
     assert again.exit_code == 2, again.output
     assert json.loads((out / "scan.json").read_text())["reasons"] == ["no_such_frame"]
-    assert not (out / "scan_mask.png").exists() and not (out / "scan_overlay.png").exists()
-    assert "scan_mask.png and scan_overlay.png, of an earlier run, removed from" in " ".join(again.stderr.split())
+    assert not [path.name for path in out.glob("scan_*")]  # (its SEG and SR too: an SR of a failed measurement)
+    assert "scan_mask.png, scan_overlay.png, scan_seg.dcm, scan_sr.dcm, of an earlier run, removed from" in \
+        " ".join(again.stderr.split())
     # Another scan of that name is named beside it, as a measured one is.
     broken.write_bytes(sample_dicom.read_bytes()[:2000])
     assert invoke("predict", broken, "--out", out).exit_code == 2
     assert json.loads((out / "broken.json").read_text())["file_sha256"] != hashlib.sha256(broken.read_bytes()).hexdigest()
     assert len(list(out.glob("broken~*.json"))) == 1
+    # So is a file without an image, whose report has no sha256 (named by its bytes' all the same: it had been "~").
+    import pydicom
+
+    header = pydicom.dcmread(sample_dicom)  # made a report (an SR), which holds no image
+    del header.PixelData
+    header.SOPClassUID = header.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    header.Modality = "SR"
+    header.save_as(broken)
+    assert invoke("predict", broken, "--out", out).exit_code == 2
+    named = out / f"broken~{hashlib.sha256(broken.read_bytes()).hexdigest()[:8]}.json"
+    assert json.loads(named.read_text())["reasons"] == ["not_an_image"] and not (out / "broken~.json").exists()
 
 
 def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample_dicom, tmp_path):

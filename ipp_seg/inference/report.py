@@ -295,7 +295,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
 
 def write_failure_report(report: dict, stem: Path) -> list[Path]:
     """Write the report of a scan or frame that gave no masks as ``<stem>.json``, and remove the
-    mask and overlay an earlier run wrote under ``stem`` (of this scan:
+    mask, overlay, SEG and SR an earlier run wrote under ``stem`` (of this scan and frame:
     :func:`name_beside_earlier_outputs` has named other scans' apart), which would otherwise be
     read as this report's; return the paths removed."""
     path = stem.with_name(f"{stem.name}.json")
@@ -303,7 +303,7 @@ def write_failure_report(report: dict, stem: Path) -> list[Path]:
     with replacing(path, text=True, encoding="utf-8") as fh:
         fh.write(json.dumps(report, indent=2))
     removed = []
-    for suffix in (f"{MASK_NAME_SUFFIX}.png", f"{OVERLAY_NAME_SUFFIX}.png"):
+    for suffix in OUTPUT_SUFFIXES:  # (a SEG and an SR too: an SR of a measurement the report says failed)
         with suppress(FileNotFoundError):
             stem.with_name(stem.name + suffix).unlink()
             removed.append(stem.with_name(stem.name + suffix))
@@ -392,12 +392,14 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                     index, count = ((0, 1) if result.frame_index is None else
                                     (result.frame_index, result.n_frames or result.frame_index + 2))
                     if named_beside is None:
-                        name, named_beside = name_beside_earlier_outputs(out_dir, name, index, count, digest, shown)
+                        # (A file without an image has no digest of its rows: one to name it by, where it must be.)
+                        naming = digest or file_sha256(scan) or uuid.uuid4().hex
+                        name, named_beside = name_beside_earlier_outputs(out_dir, name, index, count, naming, shown)
                         if named_beside:
                             warnings.append(named_beside)
                     removed = write_failure_report(report, out_dir / fitting_stem(output_stem(name, index, count)))
                     if removed:
-                        warnings.append(f"{shown}: {' and '.join(p.name for p in removed)}, of an earlier run, removed "
+                        warnings.append(f"{shown}: {', '.join(p.name for p in removed)}, of an earlier run, removed "
                                         f"from {out_dir}: this run gave no masks (its report says why)")
                 yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
                                      errors=(f"cannot {verb} {scan}: {result.reason}",), warnings=tuple(warnings))
