@@ -1186,6 +1186,14 @@ def test_each_runs_cases_are_checked_against_the_training_frames_of_the_model_th
     with (tmp_path / "cases.csv").open(newline="") as fh:
         drawn = {row["case_id"]: row["model_pred"] for row in csv.DictReader(fh)}
     assert drawn == {"04402": "dssau-net-s", "04403": "", "04700": "dssau-net-s-heldout"}
+    # A report's text, edited by hand, is written out as the file names are (a QA pass: a formula and a raw newline).
+    (results / "single" / "04700.json").write_text(json.dumps({
+        "file": "04700.png", "ipp_seg_version": "0.2.8", "model": "star\nx", "model_sha256": "=HYPERLINK(1)",
+        "reasons": []}))
+    write_case_csv(evaluate_folders(results, gt), tmp_path / "cases.csv")
+    with (tmp_path / "cases.csv").open(newline="") as fh:
+        edited = next(row for row in csv.DictReader(fh) if row["case_id"] == "04700")
+    assert (edited["model_pred"], edited["model_sha256_pred"]) == ("star\\x0ax", "'=HYPERLINK(1)")
 
 
 def test_cases_named_as_psfhs_frames_are_checked_by_the_id_their_names_hold(tmp_path, caplog):

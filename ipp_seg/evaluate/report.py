@@ -1735,8 +1735,10 @@ def _write_case_rows(report: EvaluationReport, fh) -> None:
         row = rows.setdefault(case_id, dict.fromkeys(_CASE_COLUMNS, "") | {"case_id": case_id, "evaluated": "false"})
         row["problem"] = f"{row['problem']}; {problem}" if row.get("problem") else problem
     for case_id, row in rows.items():  # (who drew each prediction: a folder of several runs' masks is stratified)
+        # (As file names: a report's text, edited or another's, is written out, never as a formula or a newline.)
         model, sha256 = report.case_models.get(case_id, ("", ""))
-        row.update(model_pred=spreadsheet_cell(model), model_sha256_pred=sha256)
+        row.update(model_pred=spreadsheet_cell(printable_path(model)),
+                   model_sha256_pred=spreadsheet_cell(printable_path(sha256)))
     writer = csv.DictWriter(fh, fieldnames=CASES_CSV_COLUMNS, restval="")
     writer.writeheader()
     for case_id in sorted(rows):
