@@ -78,7 +78,7 @@ def test_models_shows_no_figures_for_a_model_whose_file_is_not_the_one_its_card_
     result = runner.invoke(app, ["models"], env={"COLUMNS": "300", "IPP_SEG_MODELS": str(tmp_path)})
     # Said by the exit status too (it had been 0: a QA script checking `models` passed).
     assert result.exit_code == 2 and "1 model file(s) are not the files their cards describe (sha256 differs: " \
-        f"{tmp_path / 'm.onnx'}): those models are refused" in " ".join(result.stderr.split()), result.output
+        f"{tmp_path / 'm.onnx'}): running them is refused" in " ".join(result.stderr.split()), result.output
     listed = runner.invoke(app, ["models", "--json"], env={"IPP_SEG_MODELS": str(tmp_path)})
     assert listed.exit_code == 2 and "are not the files their cards describe" in listed.stderr
     assert not json.loads(listed.stdout)["models"][1]["files"]["onnx"]["matches_card"]

@@ -103,6 +103,23 @@ def test_a_card_whose_file_is_missing_says_so(folder):
     assert result.exit_code == 2 and "which is not in" in result.output and "Traceback" not in result.output
 
 
+def test_a_card_must_list_each_files_sha256_in_either_case(folder, caplog):
+    # A QA pass: a card whose sha256 was emptied ran another model's weights under its name, with its figures; and
+    # one written in capitals was taken for another file.
+    card = json.loads((folder / "dssau-net-s.json").read_text())
+    card["files"]["onnx"]["sha256"] = card["files"]["onnx"]["sha256"].upper()
+    (folder / "dssau-net-s.json").write_text(json.dumps(card))
+    assert resolve_model("dssau-net-s").mismatched_files == ()
+    assert load_segmenter(resolve_model("dssau-net-s"), threads=1).info.model_sha256 == card["files"]["onnx"][
+        "sha256"].lower()
+    card["files"]["onnx"]["sha256"] = ""
+    (folder / "dssau-net-s.json").write_text(json.dumps(card))
+    shutil.copy(SHIPPED / "star-dssau-net-s.onnx", folder / "dssau-net-s.onnx")
+    with caplog.at_level("WARNING"):
+        assert [spec.name for spec in shipped_models()] == []
+    assert "its onnx file 'dssau-net-s.onnx' has no sha256 as scripts/ship_model.py lists it" in caplog.text
+
+
 def test_a_model_file_that_is_not_the_cards_is_refused(folder):
     # Another model's weights under this card's name: its validation figures would be wrong.
     shutil.copy(SHIPPED / "star-dssau-net-s.onnx", folder / "dssau-net-s.onnx")

@@ -123,8 +123,10 @@ class ModelSpec:
         return in_blocks(case_id, self.trained_case_ids + self.earlier_trained_case_ids)
 
     def card_sha256(self, kind: str) -> str | None:
-        """The sha256 the card lists for its ``kind`` ("onnx"/"torch") file; None without one."""
-        return ((self.card or {}).get("files", {}).get(kind) or {}).get("sha256")
+        """The sha256 the card lists for its ``kind`` ("onnx"/"torch") file, in lower case as
+        ``sha256sum`` writes it; None without one."""
+        listed = ((self.card or {}).get("files", {}).get(kind) or {}).get("sha256")
+        return listed.lower() if isinstance(listed, str) else None
 
     def card_file_sha256(self) -> str | None:
         """The sha256 of the model card's own file, as it is now (a run's record and ``models
@@ -205,7 +207,7 @@ def _card_of_file(path: Path) -> dict | None:
         digest = sha256_of(path) if isinstance(listed, str) else listed
     except OSError:  # unreadable: loading it says so
         return None
-    if digest == listed:
+    if digest == (listed.lower() if isinstance(listed, str) else listed):  # (as sha256sum writes it, or in capitals)
         return _checked_card(card)[0]  # (the card as read: not read a second time)
     raise ModelNotFoundError(f"model file {path} is not the file its model card {card_path.name} describes (sha256 "
                              f"{digest[:12]}, the card's {listed[:12]}), and its rows would be named as the card's "
@@ -360,7 +362,7 @@ def training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:
     kind = "onnx" if path.suffix == ".onnx" else "torch"
     try:
         listed = ((card or {}).get("files", {}).get(kind) or {}).get("sha256")
-        if listed and sha256_of(path) == listed:
+        if listed and sha256_of(path) == listed.lower():
             beside = ModelSpec(path.stem, None, None, card)
             return beside.trained_case_ids + beside.earlier_trained_case_ids
     except (OSError, AttributeError):
@@ -481,6 +483,11 @@ def _card_problem(card: dict) -> str | None:
         name = card["files"].get(kind, {}).get("name", "")
         if name and (Path(name).name != name or "\\" in name or name in (".", "..")):
             return f"its {kind} file {name!r} is not a file name: a card names its files beside it"
+        listed = card["files"].get(kind, {}).get("sha256")
+        if name and not (isinstance(listed, str) and re.fullmatch("[0-9a-fA-F]{64}", listed)):
+            # (A QA pass: a card whose sha256 was emptied ran other weights under its name, with its figures.)
+            return (f"its {kind} file {name!r} has no sha256 as scripts/ship_model.py lists it: the file cannot be "
+                    "checked")
     for key, inner in (("validation", "overall"), ("validation_source", None), ("training", None)):
         value = card.get(key)
         if value is not None and not (isinstance(value, dict) and (inner is None or isinstance(
@@ -546,9 +553,10 @@ def mismatched_files_said(specs: Sequence[ModelSpec]) -> str | None:
     if not other:
         return None
     shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
-    return (f"{len(other)} model file(s) are not the files their cards describe (sha256 differs: {shown}): those "
-            "models are refused; put back the files their cards name (reinstall ipp-seg for a shipped one), or ship "
-            "the new weights with their own card (scripts/ship_model.py)")
+    return (f"{len(other)} model file(s) are not the files their cards describe (sha256 differs: {shown}): running "
+            "them is refused (the backend that runs each: --backend torch for a .pt), and their cards' figures are "
+            "not shown; put back the files their cards name (reinstall ipp-seg for a shipped one), or ship the new "
+            "weights with their own card (scripts/ship_model.py)")
 
 
 def _closed_said(what: str, names: list[str], where: str) -> str | None:
@@ -597,7 +605,7 @@ def check_model_file(spec: ModelSpec, path: Path, kind: str) -> str:
                if isinstance(exc, PermissionError) else "")
         raise ModelNotFoundError(f"model {spec.name}: {path} cannot be read ({exc.strerror or exc}){fix}") from None
     listed = (spec.card or {}).get("files", {}).get(kind, {})
-    expected = listed.get("sha256")
+    expected = spec.card_sha256(kind)
     if expected and digest != expected:
         card = spec.card_path.name if spec.card_path else ""
         size, listed_size = path.stat().st_size, listed.get("bytes")
