@@ -1196,6 +1196,29 @@ def test_each_runs_cases_are_checked_against_the_training_frames_of_the_model_th
     assert (edited["model_pred"], edited["model_sha256_pred"]) == ("star\\x0ax", "'=HYPERLINK(1)")
 
 
+def test_a_scan_predict_could_not_measure_is_scored_as_a_failed_prediction_as_batchs_is(tmp_path):
+    # A QA pass: predict --out's report of an unreadable scan (0.2.16) had left the case out as "no prediction",
+    # where the same scan from batch was scored as failed (Dice 0): a folder of predict's scored higher.
+    import json
+
+    gt, single = tmp_path / "gt", tmp_path / "single"
+    for folder in (gt, single):
+        folder.mkdir()
+    for case in ("good", "broken", "pdf"):
+        _write_png(gt / f"{case}.png", scene())
+    _write_png(single / "good_mask.png", scene())
+    for case, reasons, error in (("good", [], None), ("broken", ["unreadable"], "truncated pixel data"),
+                                 ("pdf", ["not_an_image"], "an encapsulated PDF")):
+        (single / f"{case}.json").write_text(json.dumps({
+            "file": f"{case}.dcm", "ipp_seg_version": "0.2.16", "model": "dssau-net-s", "reasons": reasons,
+            "status": "failed" if reasons else "ok", "error": error}))
+    report = evaluate_folders(single, gt)
+    assert report.failed_predictions == (("broken", "unreadable; truncated pixel data"),)
+    broken = next(case for case in report.cases if case.case_id == "broken")
+    assert broken.dice_all == 0.0 and broken.status_pred == "failed" and broken.reasons_pred == ("unreadable",)
+    assert report.missing_predictions == ("pdf",)  # (a file without an image: no prediction was asked of it)
+
+
 def test_cases_named_as_psfhs_frames_are_checked_by_the_id_their_names_hold(tmp_path, caplog):
     # A QA pass: masks of psfhs_04700 scored from the default model (trained on 04700) gave no warning, 04700 did.
     import json

@@ -721,6 +721,9 @@ def evaluate_folders(
     # The network's doubt and the frame's own signs, which the masks alone do not hold; predict
     # --out's reports lie beside their masks, in whichever sub-folder (read once: reasons, models).
     reports = list(_frame_reports({Path(pred_dir), *(path.parent for path in preds.values())}))
+    # predict --out's report of a scan or frame that gave no mask is such a failure too, as a batch run's row is
+    # (a QA pass: the same scan had been scored as failed from batch, and left out from predict).
+    run_failures = {**_failures_reported(reports, preds), **run_failures}
     run_reasons = recorded_reasons(pred_dir, run, reports)
     # A mask beside such a row is an earlier run's, left when this run measured the file again.
     stale = sorted(c for c in paired if c in run_failures)
@@ -1190,6 +1193,24 @@ def _frame_reports(folders: Iterable[Path]) -> Iterator[tuple[Path, dict]]:
         for item in record if isinstance(record, list) else [record]:
             if isinstance(item, dict) and "ipp_seg_version" in item:
                 yield path, item
+
+
+def _failures_reported(reports: Sequence[tuple[Path, dict]], preds: Mapping[str, Path]) -> dict[str, str]:
+    """Case ID -> why (its reason codes, then its error), of each report of ``predict --out`` that
+    failed before a mask (none in ``preds``), as :attr:`RunRecord.failures` gives a batch run's:
+    a frame it could not read or segment, not one of a file without an image or without the
+    frames asked for."""
+    from ..inference.batch import NO_SUCH_FRAME, NOT_AN_IMAGE
+
+    failures = {}
+    for path, item in reports:
+        codes = item.get("reasons")
+        if item.get("status") != "failed" or case_id_of(path) in preds or not isinstance(codes, list) \
+                or not all(isinstance(code, str) for code in codes) or set(codes) & {NO_SUCH_FRAME, NOT_AN_IMAGE}:
+            continue
+        error = item.get("error") if isinstance(item.get("error"), str) else ""
+        failures.setdefault(case_id_of(path), "; ".join(filter(None, (";".join(codes), error))))
+    return failures
 
 
 def recorded_reasons(pred_dir: PathLike, run: RunRecord | None = None,
