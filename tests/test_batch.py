@@ -474,7 +474,7 @@ def test_a_formula_behind_blanks_or_in_full_width_is_written_as_text():
         assert spreadsheet_cell(name) == name
 
 
-def test_a_resume_that_measures_nothing_but_changes_the_csv_is_in_the_record(tmp_path, sample_png):
+def test_a_resume_that_measures_nothing_but_changes_the_csv_is_in_the_record(tmp_path, sample_png, caplog):
     # A statistician's pass: a resume that took a copied row out, measuring nothing, had left no session in the run's
     # record, which lists "each session of the run": rows_taken_out.csv named a time no session had.
     root = _copied_scans(tmp_path / "scans", sample_png, 2)
@@ -482,7 +482,10 @@ def test_a_resume_that_measures_nothing_but_changes_the_csv_is_in_the_record(tmp
     assert _run("batch", root, "--out", out).exit_code == 0
     lines = (out / "measurements.csv").read_bytes().splitlines(keepends=True)
     (out / "measurements.csv").write_bytes(b"".join(lines) + lines[-1])
-    assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    with caplog.at_level("WARNING"):
+        assert _run("batch", root, "--out", out, "--resume").exit_code == 0
+    assert "measurements.csv: 1 repeated row(s) of a file and frame taken out (the first" in caplog.text
+    assert "0 row(s)" not in caplog.text  # (a count of none is not said)
     sessions = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
     assert len(sessions) == 2 and sessions[1]["rows_written"] == 0 and sessions[1]["ended"] >= sessions[1]["started"]
     # A resume with nothing to do that leaves the CSV as it was adds none (a nightly run's steady state).

@@ -1784,10 +1784,12 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         # A copy that differs from the row kept (a value edited in one of them) is told apart from a plain copy.
         differ = sum(1 for row, _ in taken_out if _values(row) != _values(first[row["file"], row["frame"]]))
         repeated = ", ".join(sorted({row["file"] for row, _ in taken_out})[:3])
-        log.warning("%s: %d row(s) without a file name and %d repeated row(s) of a file and frame taken out (the first "
-                    "row of each frame is kept%s; those taken out are in %s)%s", csv_path, blank, len(taken_out),
-                    f", and {differ} of those taken out hold other values than it" if differ else "", TAKEN_OUT_NAME,
-                    f": {repeated}" if repeated else "")
+        counted = " and ".join(filter(None, (blank and f"{blank} row(s) without a file name",
+                                             taken_out and f"{len(taken_out)} repeated row(s) of a file and frame")))
+        differing = f", and {differ} of those taken out hold other values than it" if differ else ""
+        log.warning("%s: %s taken out%s%s", csv_path, counted,
+                    f" (the first row of each frame is kept{differing}; those taken out are in {TAKEN_OUT_NAME})"
+                    if taken_out else "", f": {repeated}" if repeated else "")
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
