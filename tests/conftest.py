@@ -49,10 +49,11 @@ def two_frames_a_model_call(monkeypatch) -> None:
 
 @pytest.fixture(autouse=True, scope="session")
 def _onnx_sessions_reused():
-    """The tests open the same model files hundreds of times (each run, each worker of a run):
-    an onnxruntime session of a file, with the same settings, is made once and reused while the
-    file stays as it was (its path, size, inode and time). Opening them had been a quarter of
-    the time of the tests that run batch. Failures to open are not kept."""
+    """The tests open the same model files hundreds of times (a session each run, in this
+    process): an onnxruntime session of a file, with the same settings, is made once and reused
+    while the file stays as it was (its path, size, inode and time). Opening them had been a
+    quarter of the time of the tests that run batch. Failures to open are not kept; worker
+    processes, which start afresh, open their own."""
     import functools
     import os
 
