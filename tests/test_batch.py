@@ -417,8 +417,10 @@ def test_a_csv_edited_in_a_spreadsheet_resumes_without_doubled_or_blank_rows(mix
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(floats)
-    run = _run("batch", mixed_folder, "--out", out, "--resume")
+    with caplog.at_level("WARNING"):
+        run = _run("batch", mixed_folder, "--out", out, "--resume")
     assert run.exit_code == 0, run.output
+    assert "rows in another form than ipp-seg writes (saved again by a program" in caplog.text  # (it is rewritten)
     # Nothing measured again but the unreadable file, every row as written first (its times in one form:
     # pd.to_datetime had failed on two).
     again = {(row["file"], row["frame"]): row for row in _rows(out / "measurements.csv", timed=True)}

@@ -1836,6 +1836,11 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
                     if new else "in this version's order")
 
+    elif reformatted and rows:  # (said: the CSV is rewritten, with no row taken out, by nothing else said)
+        log.warning("%s: rows in another form than ipp-seg writes (saved again by a program: TRUE for true, 0.0 for 0, "
+                    "a time without its Z; or a name an earlier version wrote raw) are written back in its form; "
+                    "their values are kept", csv_path)
+
     def rewrite() -> bool:  # (whether the CSV was rewritten)
         if not (partial or len(kept) < len(read) or upgraded or reformatted or renamed):
             return False
