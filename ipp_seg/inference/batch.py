@@ -1835,8 +1835,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     "(%s)", csv_path, f"{', '.join(new)} new, empty in them" + (
                         f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
                     if new else "in this version's order")
-
-    elif reformatted and rows:  # (said: the CSV is rewritten, with no row taken out, by nothing else said)
+    elif reformatted and rows:  # (the CSV is rewritten for it alone: said, as nothing else would say it)
         log.warning("%s: rows in another form than ipp-seg writes (saved again by a program: TRUE for true, 0.0 for 0, "
                     "a time without its Z; or a name an earlier version wrote raw) are written back in its form; "
                     "their values are kept", csv_path)
