@@ -998,6 +998,29 @@ def test_image_header_cut_off_before_its_pixels_is_called_truncated(tmp_path):
     assert type(_error(path)).__name__ == "ScanReadError"  # a copy cut short: tried again on resume
 
 
+def test_pixel_data_of_more_frames_than_the_header_declares_is_said(tmp_path, caplog):
+    # A research midwife's pass: a cine whose Number of Frames was one too few, or missing, lost the end of a push
+    # without a word (the opposite, a count one too many, failed the missing frame).
+    import pydicom
+
+    frames = ramp_frames(4)
+    path = write_dicom(tmp_path / "cine.dcm", frames)
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 3
+    ds.save_as(tmp_path / "short.dcm")
+    del ds.NumberOfFrames
+    ds.save_as(tmp_path / "none.dcm")
+    with caplog.at_level("WARNING", logger="ipp_seg"):
+        assert len(list(read_frames(tmp_path / "short.dcm"))) == 3
+        assert len(list(read_frames(tmp_path / "none.dcm"))) == 1
+        assert len(list(read_frames(path))) == 4
+    said = " ".join(caplog.text.split())
+    assert "short.dcm: its pixel data holds 1 whole frame(s) more than its header declares (Number of Frames 3)" in said
+    assert "none.dcm: its pixel data holds 3 whole frame(s) more than its header declares (no Number of Frames: 1 " \
+        "frame)" in said
+    assert "cine.dcm" not in said
+
+
 def test_truncated_native_pixel_data(tmp_path):
     frames = ramp_frames(4)  # 3,072 bytes each
     path = write_dicom(tmp_path / "cut.dcm", frames)

@@ -715,6 +715,11 @@ def _check_native_length(path: str, ds: Dataset, element: _PixelElement, n_frame
         raise ScanReadError(path, f"inconsistent Image Pixel attributes ({type(exc).__name__})") from None
     available = min(element.length, element.file_size - element.value_offset)
     if available >= expected:
+        beyond = (available - expected) // (expected // n_frames) if expected else 0
+        if beyond:  # (a Number of Frames one too few, or none: the end of a cine had been left out unsaid)
+            declared = f"Number of Frames {n_frames}" if "NumberOfFrames" in ds else "no Number of Frames: 1 frame"
+            logger.warning("%s: its pixel data holds %d whole frame(s) more than its header declares (%s): those are "
+                           "not read", path, beyond, declared)
         return None
     whole_frames = available // (expected // n_frames) if n_frames > 1 else 0
     if not whole_frames:
