@@ -803,7 +803,8 @@ def predict(
     threads: Optional[int] = THREADS_OPT,
 ) -> None:
     """Segment and measure scans; print a table (or JSON). Exit 0: all measured; 1: a
-    measurement failed; 2: unusable input or options, or an output that could not be written;
+    measurement failed (a cine's frame too, beside frames measured); 2: unusable input (a scan
+    of no frame measured) or options, or an output that could not be written;
     130 on Ctrl-C, SIGTERM or SIGHUP (the frames measured so far printed).
     What each status reason means: ipp-seg reasons."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -840,7 +841,9 @@ def predict(
     err.print(f"model {escape(processor.model_name)} on {_device_name(processor.segmenter.provider)}",
               highlight=False)
     rows, reports = [], []
-    unusable = measurement_failed = unwritten = interrupted = False
+    measurement_failed = unwritten = interrupted = False
+    unusable_scans: set = set()  # scans with a frame (or the file) that could not be read or segmented
+    measured_scans: set = set()  # scans with a frame segmented
     write_failure: OSError | None = None
     finished: list[Path] = []  # scans whose every frame was measured (a stop names the others)
     # Ctrl-C, a job scheduler's SIGTERM or a hang-up: the frames measured so far are printed, and
@@ -853,7 +856,9 @@ def predict(
         try:
             for predicted in predict_scans(processor, scans, out, dicom_seg=dicom_seg, dicom_sr=dicom_sr):
                 _say_messages(predicted)
-                unusable |= predicted.unusable
+                # A scan none of whose frames could be measured is unusable input (2); a cine's frame that failed
+                # beside others measured is a failed measurement (1): a script had thrown away a cine's good frames.
+                (unusable_scans if predicted.unusable else measured_scans).add(predicted.scan)
                 unwritten |= predicted.outputs_refused
                 measurement_failed |= predicted.measurement_failed
                 rows.append(predicted.row)
@@ -899,9 +904,9 @@ def predict(
             _fail_writing(f"into {out}", write_failure, f"{measured}; once the folder can be written, give them to "
                                                         "predict again (the first one's files there may be partial)")
         fail(f"interrupted: {measured}; give them to predict again", code=130)
-    if unusable or unwritten:
+    if unwritten or unusable_scans - measured_scans:
         raise typer.Exit(2)
-    if measurement_failed:
+    if measurement_failed or unusable_scans:
         raise typer.Exit(1)
 
 

@@ -336,6 +336,25 @@ def test_predict_out_reports_a_scan_it_could_not_measure_beside_the_others(sampl
     assert json.loads(named.read_text())["reasons"] == ["not_an_image"] and not (out / "broken~.json").exists()
 
 
+def test_a_cine_with_a_frame_that_cannot_be_segmented_exits_1_naming_the_frame(sample_dicom, tmp_path):
+    # A research midwife's pass: a cine of 6 frames, one blank, exited 2 ("unusable input") naming the file, and a script
+    # that drops exit-2 runs threw away its 5 measured frames.
+    import pydicom
+
+    ds = pydicom.dcmread(sample_dicom)
+    frames = np.stack([np.roll(ds.pixel_array, 3 * i, axis=1) for i in range(3)])
+    frames[1] = 0
+    ds.NumberOfFrames, ds.PixelData = 3, frames.tobytes()
+    ds.save_as(tmp_path / "cine.dcm")
+    result = invoke("predict", tmp_path / "cine.dcm", "--json")
+    assert result.exit_code == 1, result.output
+    assert f"cannot segment {tmp_path / 'cine.dcm'} frame 1: every pixel holds 0" in " ".join(result.stderr.split())
+    assert [report["status"] for report in json.loads(result.stdout)][1] == "failed"
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(sample_dicom.read_bytes()[:3000])
+    assert invoke("predict", tmp_path / "cine.dcm", broken).exit_code == 2  # (a scan of no frame measured)
+
+
 def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample_dicom, tmp_path):
     # Exports are often named alike (IM_0001 in every study folder): one scan's outputs must
     # not overwrite another's.

@@ -401,8 +401,11 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                     if removed:
                         warnings.append(f"{shown}: {', '.join(p.name for p in removed)}, of an earlier run, removed "
                                         f"from {out_dir}: this run gave no masks (its report says why)")
+                # (A cine's frame named: the message had named the file, whose other frames were measured.)
+                where = scan if result.frame_index is None or result.n_frames == 1 else \
+                    f"{scan} frame {result.frame_index}"
                 yield PredictedFrame(scan, {**row, "time_ms": elapsed_ms}, report, unusable=True,
-                                     errors=(f"cannot {verb} {scan}: {result.reason}",), warnings=tuple(warnings))
+                                     errors=(f"cannot {verb} {where}: {result.reason}",), warnings=tuple(warnings))
                 started = time.perf_counter()
                 continue
             row = measurement_row(shown, result.frame.frame_index, result.measurement, processor.model_name,
