@@ -361,9 +361,9 @@ def training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:
     card = _card_beside(path)
     kind = "onnx" if path.suffix == ".onnx" else "torch"
     try:
-        listed = ((card or {}).get("files", {}).get(kind) or {}).get("sha256")
-        if listed and sha256_of(path) == listed.lower():
-            beside = ModelSpec(path.stem, None, None, card)
+        beside = ModelSpec(path.stem, None, None, card)
+        listed = beside.card_sha256(kind)
+        if listed and sha256_of(path) == listed:
             return beside.trained_case_ids + beside.earlier_trained_case_ids
     except (OSError, AttributeError):
         pass

@@ -264,9 +264,6 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
             with suppress(OSError):
                 path.unlink()
         raise
-    def write_report() -> None:
-        with replacing(written[2], text=True, encoding="utf-8") as fh:
-            fh.write(json.dumps(report, indent=2))
 
     refusal = None
     if (dicom_seg or dicom_sr) and frame.provenance.source_format == "dicom":
@@ -283,14 +280,20 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
             written += exc.written
             refusal = exc
         except BaseException:  # (a full disk, say): the frame's report is written as it was before
-            write_report()
+            _write_report(written[2], report)
             raise
     elif dicom_seg or dicom_sr:
         report["dicom_results"] = None  # not DICOM: nothing for a SEG or SR to reference
-    write_report()
+    _write_report(written[2], report)
     if refusal is not None:
         raise DicomOutputsRefused(refusal.refused, written)
     return written
+
+
+def _write_report(path: Path, report: dict) -> None:
+    """A frame's JSON report, as ``predict --out`` writes it beside its outputs (or alone)."""
+    with replacing(path, text=True, encoding="utf-8") as fh:
+        fh.write(json.dumps(report, indent=2))
 
 
 def write_failure_report(report: dict, stem: Path) -> list[Path]:
@@ -300,8 +303,7 @@ def write_failure_report(report: dict, stem: Path) -> list[Path]:
     read as this report's; return the paths removed."""
     path = stem.with_name(f"{stem.name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path, text=True, encoding="utf-8") as fh:
-        fh.write(json.dumps(report, indent=2))
+    _write_report(path, report)
     removed = []
     for suffix in OUTPUT_SUFFIXES:  # (a SEG and an SR too: an SR of a measurement the report says failed)
         with suppress(FileNotFoundError):
