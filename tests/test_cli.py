@@ -321,7 +321,8 @@ def test_predict_out_reports_a_scan_it_could_not_measure_beside_the_others(sampl
     # Another scan of that name is named beside it, as a measured one is.
     broken.write_bytes(sample_dicom.read_bytes()[:2000])
     assert invoke("predict", broken, "--out", out).exit_code == 2
-    assert json.loads((out / "broken.json").read_text())["file_sha256"] != hashlib.sha256(broken.read_bytes()).hexdigest()
+    earlier = json.loads((out / "broken.json").read_text())["file_sha256"]
+    assert earlier != hashlib.sha256(broken.read_bytes()).hexdigest()
     assert len(list(out.glob("broken~*.json"))) == 1
     # So is a file without an image, whose report has no sha256 (named by its bytes' all the same: it had been "~").
     import pydicom
@@ -337,8 +338,8 @@ def test_predict_out_reports_a_scan_it_could_not_measure_beside_the_others(sampl
 
 
 def test_a_cine_with_a_frame_that_cannot_be_segmented_exits_1_naming_the_frame(sample_dicom, tmp_path):
-    # A research midwife's pass: a cine of 6 frames, one blank, exited 2 ("unusable input") naming the file, and a script
-    # that drops exit-2 runs threw away its 5 measured frames.
+    # A research midwife's pass: a cine of 6 frames, one blank, exited 2 ("unusable input") naming the file, and a
+    # script that drops exit-2 runs threw away its 5 measured frames.
     import pydicom
 
     ds = pydicom.dcmread(sample_dicom)

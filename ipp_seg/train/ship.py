@@ -405,8 +405,8 @@ def _check_model_name(name: str) -> None:
     if Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".json", ".md"):  # (--model NAME.onnx reads as a file)
         raise ValueError(f"a model's name is used without its files' suffixes: got {name!r}")
     if begins_as_formula(name):  # (ipp-seg leaves such a model out: refused here, before the export)
-        raise ValueError(f"a model's name may not begin with {name.lstrip()[:1]!r} (the CSV's model cells would read as "
-                         f"spreadsheet formulas): got {name!r}")
+        raise ValueError(f"a model's name may not begin with {name.lstrip()[:1]!r} (the CSV's model cells would "
+                         f"read as spreadsheet formulas): got {name!r}")
 
 
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
