@@ -112,6 +112,12 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     assert set(by_file) == {"a.png", "sub/b.png", "sub/cine.dcm", "corrupt.dcm", "readme.txt"}
     assert [r["frame"] for r in by_file["sub/cine.dcm"]] == ["0", "1", "2"]
     assert all(r["sop_instance_uid"] for r in by_file["sub/cine.dcm"])
+    # A cine's rows say how many frames it has, and each frame's time after the first (its Frame Time, 40 ms): an
+    # x-axis in time, not frames alone. A still has one frame and no time; a file that gave no frame, neither.
+    assert [(r["n_frames"], r["frame_time_ms"]) for r in by_file["sub/cine.dcm"]] == [
+        ("3", "0.0"), ("3", "40.0"), ("3", "80.0")]
+    assert (by_file["a.png"][0]["n_frames"], by_file["a.png"][0]["frame_time_ms"]) == ("1", "")
+    assert (by_file["corrupt.dcm"][0]["n_frames"], by_file["corrupt.dcm"][0]["frame_time_ms"]) == ("", "")
     # 0.035 cm as the DICOM states it, in mm as a decimal shift: no binary noise in the CSV.
     assert all(r["spacing_x_mm"] == r["spacing_y_mm"] == "0.35" for r in by_file["sub/cine.dcm"])
     # Every millimetre traces to its calibration: the DICOM region's; none for the bare PNG.
@@ -764,7 +770,10 @@ def test_two_workers_give_the_same_csv(mixed_folder, tmp_path):
     assert _run("batch", mixed_folder, "--out", tmp_path / "one").exit_code == 0
     result = _run("batch", mixed_folder, "--out", tmp_path / "two", "--workers", "2")
     assert result.exit_code == 0, result.output
-    assert _rows(tmp_path / "one" / "measurements.csv") == _rows(tmp_path / "two" / "measurements.csv")
+    one, two = _rows(tmp_path / "one" / "measurements.csv"), _rows(tmp_path / "two" / "measurements.csv")
+    # (Compared cell by cell, so that a failure names the cells that differ.)
+    assert len(one) == len(two) and [{k: (a[k], b[k]) for k in a if a[k] != b.get(k)} for a, b in zip(one, two)] \
+        == [{}] * len(one)
 
 
 def test_glob_and_frames_filter(mixed_folder, tmp_path):

@@ -614,6 +614,9 @@ def test_a_cines_dicom_results_form_one_series_per_kind_and_run(sample_dicom, tm
             assert [ds.InstanceNumber for ds in written] == [1, 2, 3]
             assert len({ds.SOPInstanceUID for ds in written}) == 3
             series[run, kind] = written[0].SeriesInstanceUID
+        # Each frame's report says its cine's length and its time after the first frame (the header's 40 ms a frame).
+        reports = [json.loads((tmp_path / run / f"cine_f{i:04d}.json").read_text()) for i in range(3)]
+        assert [(r["n_frames"], r["frame_time_ms"]) for r in reports] == [(3, 0.0), (3, 40.0), (3, 80.0)]
     assert series["one", "seg"] != series["one", "sr"]
     assert series["one", "seg"] != series["two", "seg"]  # another run, another series
     # Two cines of one series in one run: one derived series, its Instance Numbers unique (the
@@ -2282,6 +2285,8 @@ def test_a_cine_frames_mask_is_measured_with_that_frame_of_its_scan(tmp_path, sa
     rows = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
     assert rows["04704_f0002_mask.png"]["spacing_source"] == "ultrasound_region" and read[0] == 2
     assert rows["04704_f0002_mask.png"]["frame"] == 2 and rows["04705_mask.png"]["frame"] == 0  # the scan's frame
+    # And that frame's time in its cine, as predict's report of the frame gives it; a still has none.
+    assert rows["04704_f0002_mask.png"]["frame_time_ms"] == 80.0 and rows["04705_mask.png"]["frame_time_ms"] is None
     assert rows["04704_f0003_mask.png"]["reasons"] == ["mask_refused"]
     assert rows["04705_f0001_mask.png"]["reasons"] == ["mask_refused"]
     assert rows["04705_mask.png"]["spacing_mm"] == [0.35, 0.35]

@@ -1421,3 +1421,69 @@ def test_uids_that_are_no_uids_never_reach_a_frames_provenance(tmp_path):
     assert (provenance.sop_instance_uid, provenance.study_instance_uid) == (None, None)
     good = read_frame(write_dicom(tmp_path / "good.dcm", ramp_frames(1)[0])).provenance
     assert good.sop_instance_uid and set(good.sop_instance_uid) <= set("0123456789.")
+
+
+# --------------------------------------------------------------------------- cine frame times
+
+
+_FRAME_TIME_TAG, _FRAME_TIME_VECTOR_TAG = pydicom.tag.Tag(0x0018, 0x1063), pydicom.tag.Tag(0x0018, 0x1065)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    # The nominal time per frame, as the Frame Increment Pointer names it.
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 40}, [0.0, 40.0, 80.0, 120.0]),
+    # The increments before each frame (the first frame's 0): summed, each to 0.001 ms.
+    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 33.3, 33.4, 33.35]},
+     [0.0, 33.3, 66.7, 100.05]),
+    # A first increment other than 0 (a writer that gave every frame its duration): times count from the first frame.
+    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [25, 25, 25, 50]}, [0.0, 25.0, 50.0, 100.0]),
+    # Both given: the pointer decides, whichever is first in the header.
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 20, "FrameTimeVector": [0, 30, 30, 30]},
+     [0.0, 20.0, 40.0, 60.0]),
+    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTime": 20, "FrameTimeVector": [0, 30, 30, 30]},
+     [0.0, 30.0, 60.0, 90.0]),
+    # No pointer (or one naming something else): the vector, which gives each frame its own, before the nominal time.
+    ({"FrameTime": 20, "FrameTimeVector": [0, 30, 30, 30]}, [0.0, 30.0, 60.0, 90.0]),
+    ({"FrameIncrementPointer": pydicom.tag.Tag(0x0018, 0x2002), "FrameTime": 20}, [0.0, 20.0, 40.0, 60.0]),
+    # Neither: no time, never a guessed one.
+    ({}, [None] * 4),
+])
+def test_a_cine_frame_has_its_time_after_the_first_frame_from_the_cine_module(tmp_path, extra, expected):
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(4), extra=extra)
+    assert [f.provenance.frame_time_ms for f in read_frames(path)] == expected
+    # Each frame asked alone has the time it has in the whole cine.
+    assert read_frame(path, 2).provenance.frame_time_ms == expected[2]
+
+
+def test_a_single_frame_has_no_cine_time(tmp_path):
+    path = write_dicom(tmp_path / "still.dcm", ramp_frames(1)[0], extra={"FrameTime": 40})
+    assert read_frame(path).provenance.frame_time_ms is None
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 0}, "Frame Time is not a positive number"),
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": -33.3}, "Frame Time is not a positive number"),
+    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, 40]},
+     "Frame Time Vector holds 3 value(s) for 4 frames"),
+    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, 0, 40]}, "same time or back in time"),
+    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, -40, 40]},
+     "same time or back in time"),
+])
+def test_a_cine_time_that_cannot_be_right_is_left_out_and_said(tmp_path, caplog, extra, said):
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(4), extra=extra)
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frames = list(read_frames(path))
+    assert [f.provenance.frame_time_ms for f in frames] == [None] * 4
+    assert said in caplog.text and "given no time" in caplog.text and str(path) in caplog.text
+    assert [f.pixels.shape for f in frames] == [(48, 64)] * 4  # the frames themselves are read as ever
+
+
+def test_a_frame_time_that_is_no_number_is_left_out_and_said(tmp_path, caplog):
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3), extra={"FrameIncrementPointer": _FRAME_TIME_TAG})
+    ds = pydicom.dcmread(path)
+    # Written raw, as a damaged header holds it (pydicom refuses to set such a DS).
+    ds.add(pydicom.dataelem.RawDataElement(_FRAME_TIME_TAG, "DS", 4, b"abc ", 0, False, True))
+    ds.save_as(path)
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert [f.provenance.frame_time_ms for f in read_frames(path)] == [None] * 3
+    assert "Frame Time is not a positive number" in caplog.text

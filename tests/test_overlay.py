@@ -321,6 +321,10 @@ def test_the_panel_says_method_orientation_tta_and_the_frame_of_a_cine():
     assert overlay_title("still.png", 0, 1) == "still.png"
     # A DICOM cine's frame also by the 1-based number a PACS viewer, the SEG and the SR give it.
     assert overlay_title("cine.dcm", 2, 3, dicom_frame_number=3) == "cine.dcm  frame 2 of 0-2 (DICOM frame 3)"
+    # And its time after the cine's first frame, where its header gives one: the overlays of a loop read in time.
+    assert overlay_title("cine.dcm", 2, 3, 3, frame_time_ms=66.7) == "cine.dcm  frame 2 of 0-2 (DICOM frame 3) at " \
+        "0.067 s"
+    assert overlay_title("still.dcm", 0, 1, 1, frame_time_ms=0.0) == "still.dcm"
 
 
 def test_a_title_holding_bytes_that_are_not_utf8_is_drawn_escaped():

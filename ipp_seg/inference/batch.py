@@ -71,7 +71,7 @@ CSV_COLUMNS = (
     "spacing_x_mm", "spacing_y_mm", "spacing_source", "method", "orientation", "model", "tta", "sop_instance_uid",
     "error", "spacing_given_mm", "head_confidence", "ps_confidence", "file_bytes", "file_modified", "model_sha256",
     "study_instance_uid", "series_instance_uid", "ipp_seg_version", "aop_doubtful", "hsd_doubtful", "dicom_results",
-    "file_sha256", "measured_at", "mask_file", "overlay_file",
+    "file_sha256", "measured_at", "mask_file", "overlay_file", "n_frames", "frame_time_ms",
 )
 # The DICOM UIDs a row takes from its frame's Provenance (attributes of the same names).
 _UID_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
@@ -460,7 +460,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
                     method: str = "", orientation: str = "", tta: bool | None = None,
                     failure_code: str = UNREADABLE, spacing_given: tuple[float, float] | None = None,
                     file_stamp: tuple[str, str] = ("", ""), head_confidence: float | None = None,
-                    ps_confidence: float | None = None, model_sha256: str = "", file_sha256: str = "") -> dict:
+                    ps_confidence: float | None = None, model_sha256: str = "", file_sha256: str = "",
+                    n_frames: int | None = None) -> dict:
     """One CSV row (all columns of :data:`CSV_COLUMNS`, empty where no value exists). ``tta``:
     whether the model's output was averaged with the mirrored frame's (None: no model ran).
     Without a measurement the row is failed with reason ``failure_code``. ``spacing_given``:
@@ -470,7 +471,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     an audit); ``measured_at`` is set to now, UTC; ``head_confidence``, ``ps_confidence``: the network's (see
     :func:`ipp_seg.inference.pipeline.head_confidence`); ``model_sha256``: the model file's
     (the same name may later stand for other weights); ``provenance``: the frame's, whose DICOM
-    UIDs (SOP instance, study, series) the row carries (None where no frame was read)."""
+    UIDs (SOP instance, study, series) and cine time (``frame_time_ms``) the row carries (None
+    where no frame was read); ``n_frames``: the frames of the scan, where it was read."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     # The version that wrote the row: a resumed CSV may hold rows of an earlier one, whose rules differ.
     row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, ipp_seg_version=__version__,
@@ -479,7 +481,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
                spacing_given_mm=spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                file_sha256=file_sha256, measured_at=utc_now_cell(),
                head_confidence=_or_empty(shown_confidence(head_confidence)),
-               ps_confidence=_or_empty(shown_confidence(ps_confidence)))
+               ps_confidence=_or_empty(shown_confidence(ps_confidence)), n_frames=_or_empty(n_frames),
+               frame_time_ms=_or_empty(getattr(provenance, "frame_time_ms", None)))
     if measurement is None:
         row.update(status="failed", reasons=failure_code)
     else:
@@ -1360,7 +1363,7 @@ class FileProcessor:
                                                       # (not of a file without an image: a video or a PDF
                                                       # of an export, read whole for nothing)
                                                       file_sha256="" if result.code == NOT_AN_IMAGE
-                                                      else digest_of(item)))
+                                                      else digest_of(item), n_frames=result.n_frames))
                     if on_frame is not None and result.frame_index is not None:
                         on_frame()
                     continue
@@ -1399,7 +1402,8 @@ class FileProcessor:
                                                          # any scrubbing of names; the overlay's path holds them.
                                                          title=overlay_title(Path(name).name, frame.frame_index,
                                                                              frame.n_frames,
-                                                                             frame.provenance.frame_number),
+                                                                             frame.provenance.frame_number,
+                                                                             frame.provenance.frame_time_ms),
                                                          tta=inf.tta, model=self.model_name,
                                                          echoes=frame_echoes(frame)),
                                           self._drawn_by)
@@ -1416,7 +1420,8 @@ class FileProcessor:
                                                   inf.tta, spacing_given=inf.spacing_mm, file_stamp=stamps[item],
                                                   file_sha256=digest_of(item),
                                                   head_confidence=result.head_confidence,
-                                                  ps_confidence=result.ps_confidence, model_sha256=self.model_sha256)
+                                                  ps_confidence=result.ps_confidence, model_sha256=self.model_sha256,
+                                                  n_frames=frame.n_frames)
                                   | {"dicom_results": dicom_cell} | files_written)
                 if on_frame is not None:
                     on_frame()
@@ -1694,7 +1699,7 @@ def _as_written(row: dict) -> dict:
     for column in ("mask_file", "overlay_file"):
         if fixed[column]:
             fixed[column] = printable_path(path_of_printable(fixed[column]))
-    for column in ("frame", "file_bytes"):
+    for column in ("frame", "file_bytes", "n_frames"):
         whole = _WHOLE_NUMBER_SAVED_AS_FLOAT.fullmatch(fixed[column])
         if whole:
             fixed[column] = whole.group(1)

@@ -266,10 +266,11 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
 
 def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None, provenance: Provenance | None) -> dict:
     """A mask's report with the version of ipp-seg and, when scans were given, the scan its
-    calibration came from and that scan's DICOM UIDs (None where it has none, or where no scan
-    was found)."""
+    calibration came from, that scan's DICOM UIDs and the frame's time in its cine (None where
+    it has none, or where no scan was found)."""
     report = {**report, "ipp_seg_version": __version__}  # as predict's reports and every CSV row name it
     if scans is None:
         return report
-    return {**report, "scan": None if scan is None else printable_file(str(scan)), **dicom_uids(provenance)}
+    return {**report, "scan": None if scan is None else printable_file(str(scan)), **dicom_uids(provenance),
+            "frame_time_ms": getattr(provenance, "frame_time_ms", None)}
 

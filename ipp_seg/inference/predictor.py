@@ -225,7 +225,7 @@ class Predictor:
         if isinstance(result, FrameFailure):
             return {**unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
                                         self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
-                                        result.code, self.model_sha256, result.provenance),
+                                        result.code, self.model_sha256, result.provenance, result.n_frames),
                     **measured_file_keys(path, inf.spacing_mm, self._file_sha256)}
         elapsed_ms = 1000 * sum(result.timings.values()) if result.timings else None
         # A frame given as pixels has no file: its file's keys are null, and its spacing, when

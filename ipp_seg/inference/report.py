@@ -64,6 +64,8 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
     return {
         **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
         "n_frames": frame.n_frames,
+        # (ms after the cine's first frame, from its header: null for a single frame or where none is given)
+        "frame_time_ms": frame.provenance.frame_time_ms,
         **dicom_uids(frame.provenance),
         # Which part of the frame was segmented, and of how many tissue regions (a dual view has
         # two): a reader of the report alone can tell which view was measured.
@@ -123,12 +125,14 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
 
 def unreadable_report(file: str, frame_index: int | None, reason: str, model: str, provider: str, method: str,
                       orientation: str, tta: bool = False, code: str = "unreadable",
-                      model_sha256: str | None = None, provenance: Provenance | None = None) -> dict:
+                      model_sha256: str | None = None, provenance: Provenance | None = None,
+                      n_frames: int | None = None) -> dict:
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed
-    (with the DICOM UIDs of ``provenance``, the frame's or the header's read before the failure)."""
+    (with the DICOM UIDs and cine time of ``provenance``, the frame's or the header's read before
+    the failure, and ``n_frames``, the scan's frames where they were counted)."""
     return {
         **unreadable_measurement_report(file, frame_index, reason, method, orientation, code),
-        "n_frames": None, **dicom_uids(provenance),
+        "n_frames": n_frames, "frame_time_ms": getattr(provenance, "frame_time_ms", None), **dicom_uids(provenance),
         "segmented_box": None, "tissue_regions": None,
         "model": model, "model_sha256": model_sha256 or None, "tta": tta,
         "head_confidence": None,
@@ -254,7 +258,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                      title=overlay_title(
                                                          printable_path(Path(frame.provenance.path).name),
                                                          frame.frame_index, frame.n_frames,
-                                                         frame.provenance.frame_number),
+                                                         frame.provenance.frame_number,
+                                                         frame.provenance.frame_time_ms),
                                                      tta=bool(report.get("tta")), model=report.get("model"),
                                                      echoes=frame_echoes(frame)), drawn_by)
     except BaseException:
@@ -379,10 +384,11 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                 frame = "" if result.frame_index is None else result.frame_index
                 row = measurement_row(shown, frame, None, processor.model_name, result.provenance, result.reason,
                                       inf.method, inf.orientation, inf.tta, result.code, inf.spacing_mm, stamp,
-                                      model_sha256=processor.model_sha256, file_sha256=digest)
+                                      model_sha256=processor.model_sha256, file_sha256=digest,
+                                      n_frames=result.n_frames)
                 report = {**unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
                                               provider, inf.method, inf.orientation, inf.tta, result.code,
-                                              processor.model_sha256, result.provenance),
+                                              processor.model_sha256, result.provenance, result.n_frames),
                           "time_ms": round(elapsed_ms, 1),  # (the table shows it too: the time it took to refuse)
                           **run_keys_of_row(row)}
                 verb = {UNREADABLE: "read", NOT_AN_IMAGE: "measure", NO_SUCH_FRAME: "measure",
@@ -414,7 +420,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                                   result.frame.provenance, "", inf.method, inf.orientation, inf.tta,
                                   spacing_given=inf.spacing_mm, file_stamp=stamp, file_sha256=digest,
                                   head_confidence=result.head_confidence, ps_confidence=result.ps_confidence,
-                                  model_sha256=processor.model_sha256)
+                                  model_sha256=processor.model_sha256, n_frames=result.frame.n_frames)
             report = {**frame_report(result, provider, elapsed_ms, inf.tta), **run_keys_of_row(row)}
             errors, warnings, refused = [], [], False
             if out_dir is not None:

@@ -34,6 +34,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
@@ -128,6 +129,8 @@ class DicomInfo:
     # frames it holds (None: all). Those are read; the first one beyond fails on its own.
     frames_present: int | None = None
     burned_in_text: bool = False  # Burned In Annotation YES: text (a name) in the pixels
+    # Each frame's time after the first, ms (:func:`_frame_times_ms`); None for one frame or none given.
+    frame_times_ms: tuple[float, ...] | None = None
 
     @property
     def uids(self) -> tuple[str | None, str | None, str | None]:
@@ -360,6 +363,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         series_instance_uid=uids[2],
         frames_present=frames_present,
         burned_in_text=str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES",
+        frame_times_ms=_frame_times_ms(path, ds, n_frames),
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",
@@ -756,6 +760,56 @@ def _number_of_frames(path: str, ds: Dataset) -> int:
     if n < 1:
         raise ScanReadError(path, "its Number of Frames is not a whole number of 1 or more (a damaged header)")
     return n
+
+
+_FRAME_TIME, _FRAME_TIME_VECTOR = 0x00181063, 0x00181065
+
+
+def _frame_times_ms(path: str, ds: Dataset, n_frames: int) -> tuple[float, ...] | None:
+    """Each frame's time after the cine's first frame, in ms (the first 0.0), from the Cine
+    module: Frame Time, the nominal time per frame, or Frame Time Vector, the increment before
+    each frame (the first frame's is 0), whichever the Frame Increment Pointer names; where it
+    names neither, the vector before the nominal time. Rounded to 0.001 ms. None for a single
+    frame, for a header that gives neither, and (warned) for one whose times cannot be right: a
+    frame time that is no positive number, a vector of another length than the frames, or one
+    that puts two frames at the same time or goes back."""
+    if n_frames < 2:
+        return None
+    try:
+        pointer = ds.get("FrameIncrementPointer")
+        pointed = {int(tag) for tag in (pointer if isinstance(pointer, (list, tuple, MultiValue)) else [pointer])
+                   if tag is not None}
+    except Exception:  # a damaged pointer names nothing: the attributes present decide
+        pointed = set()
+    order = [tag for tag in (_FRAME_TIME_VECTOR, _FRAME_TIME) if tag in pointed]
+    order += [tag for tag in (_FRAME_TIME_VECTOR, _FRAME_TIME) if tag not in order]
+    tag = next((tag for tag in order if tag in ds), None)
+    if tag is None:
+        return None
+    try:
+        value = ds[tag].value
+        values = [float(v) for v in (value if isinstance(value, (list, tuple, MultiValue)) else [value])]
+    except Exception:
+        values = []
+    if tag == _FRAME_TIME:
+        frame_time = values[0] if len(values) == 1 else math.nan
+        if not (math.isfinite(frame_time) and frame_time > 0):
+            logger.warning("%s: its Frame Time is not a positive number of ms: its frames are given no time", path)
+            return None
+        return tuple(round(i * frame_time, 3) for i in range(n_frames))
+    if len(values) != n_frames:
+        logger.warning("%s: its Frame Time Vector holds %d value(s) for %d frames: its frames are given no time",
+                       path, len(values), n_frames)
+        return None
+    increments = values[1:]  # (the first is the first frame's, from which times are counted)
+    if not all(math.isfinite(v) and v > 0 for v in increments):
+        logger.warning("%s: its Frame Time Vector puts frames at the same time or back in time (an increment that "
+                       "is no positive number): its frames are given no time", path)
+        return None
+    times = [0.0]
+    for increment in increments:
+        times.append(times[-1] + increment)
+    return tuple(round(t, 3) for t in times)
 
 
 def _reject_other_modality(path: str, ds: Dataset) -> None:

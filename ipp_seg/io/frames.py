@@ -87,7 +87,9 @@ class Provenance:
     DICOM frame number (``None`` for other formats). The UIDs are a DICOM file's own (``None``
     for other formats, or where the header holds no valid UID): with them a result joins back
     to its study and series. ``burned_in_text``: a DICOM file says text is burnt into its
-    pixels (Burned In Annotation YES), such as the patient's name in a banner.
+    pixels (Burned In Annotation YES), such as the patient's name in a banner. ``frame_time_ms``:
+    a DICOM cine frame's time after the cine's first frame, in ms, from its Frame Time or Frame
+    Time Vector (``None`` for a single frame, other formats, or a header that gives no usable time).
     """
 
     path: str
@@ -97,6 +99,7 @@ class Provenance:
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
     burned_in_text: bool = False
+    frame_time_ms: float | None = None
 
 
 @dataclass(frozen=True, eq=False)  # (compared by identity: == of its arrays has no single truth value)

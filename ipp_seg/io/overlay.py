@@ -70,15 +70,19 @@ def drawn_size(shape: tuple[int, ...], spacing_mm: tuple[float, float] | None) -
     return max(1, round(width * kx)), max(1, round(height * ky))
 
 
-def overlay_title(name: str, frame_index: int, n_frames: int, dicom_frame_number: int | None = None) -> str:
+def overlay_title(name: str, frame_index: int, n_frames: int, dicom_frame_number: int | None = None,
+                  frame_time_ms: float | None = None) -> str:
     """The first line of an overlay's text panel: the scan's name, and its frame in a cine,
     counted from 0 as everywhere else (tables, CSV, ``_f0003`` file names): "frame 2 of 0-2",
     never "frame 2 of 3", which reads as the second of three. A DICOM cine's frame also gets
-    the 1-based number a PACS viewer, the SEG and the SR give it: "(DICOM frame 3)"."""
+    the 1-based number a PACS viewer, the SEG and the SR give it: "(DICOM frame 3)", and its
+    time after the cine's first frame where the header gives one (``frame_time_ms``), in
+    seconds: "at 0.080 s"."""
     if n_frames <= 1:
         return name
     dicom = f" (DICOM frame {dicom_frame_number})" if dicom_frame_number is not None else ""
-    return f"{name}  frame {frame_index} of 0-{n_frames - 1}{dicom}"
+    at = f" at {frame_time_ms / 1000:.3f} s" if frame_time_ms is not None else ""
+    return f"{name}  frame {frame_index} of 0-{n_frames - 1}{dicom}{at}"
 
 
 def burned_in_text_shown(frame) -> str | None:

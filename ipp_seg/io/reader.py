@@ -151,7 +151,8 @@ def read_frames(
         return _frames(
             pixel_source, spacing, info.regions, info.n_frames,
             lambda i: Provenance(name, "dicom", info.sop_instance_uid, i + 1, info.study_instance_uid,
-                                 info.series_instance_uid, info.burned_in_text),
+                                 info.series_instance_uid, info.burned_in_text,
+                                 None if info.frame_times_ms is None else info.frame_times_ms[i]),
         )
     if kind == "itk":
         from .itk import inspect_itk, iter_itk_frames
