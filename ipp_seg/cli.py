@@ -670,7 +670,8 @@ ORIENTATION_OPT = typer.Option("standard", "--orientation",
                                help="standard: the PS's inferior end is its right-hand end as displayed; "
                                     "mirrored: the left-hand end.")
 FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: all, N or A-B (0-based; a range "
-                                                   "takes those a scan has); a scan with none of them gets a failed "
+                                                   "takes those a scan has), all/S or A-B/S for every S-th frame "
+                                                   "(all/10: 0, 10, 20, ...); a scan with none of them gets a failed "
                                                    "row.")
 SPACING_OPT = typer.Option(None, "--spacing-mm",
                            help="mm per pixel X[,Y] for files without a calibration (a file's own calibration, "

@@ -4144,6 +4144,23 @@ def test_a_damaged_jpeg_frame_of_a_cine_is_failed_alone(tmp_path, sample_dicom):
     assert [r["frame"] for r in _rows(out / "measurements.csv")] == ["1"]
     assert frames_after("all", 1).start == 2 and frames_after("0-1", 1) is None and frames_after("1", 1) is None
     assert (frames_after("3-9", 1).start, frames_after("3-9", 1).stop) == (3, 10)
+    # Every S-th frame: read on at the selection's next frame after the damaged one, never between its steps.
+    ds.NumberOfFrames = 5
+    ds.PixelData = encapsulate([sound, sound, damaged + b"\x00" * (len(damaged) % 2), sound, sound])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(root / "cine.dcm", enforce_file_format=True)
+    assert _run("batch", root, "--out", out, "--frames", "all/2", "--overwrite").exit_code == 0  # (frames measured)
+    rows = _rows(out / "measurements.csv")
+    assert [(r["frame"], r["status"]) for r in rows] == [("0", rows[0]["status"]), ("2", "failed"),
+                                                         ("4", rows[2]["status"])]
+    assert rows[0]["aop_deg"] and rows[2]["aop_deg"] == rows[0]["aop_deg"] and rows[0]["n_frames"] == "5"
+    assert (frames_after("all/2", 2).start, frames_after("all/2", 2).step) == (4, 2)
+    assert frames_after("0-4/2", 4) is None and frames_after("1-9/4", 2).start == 5
+    # A resume with the same choice finds every frame of it done but the failed one, read again (and failed again:
+    # exit 1, as nothing this run read was measured).
+    again = _run("batch", root, "--out", out, "--frames", "all/2", "--resume")
+    assert again.exit_code == 1 and "1 row from 1 file measured now (1 failed)" in again.output, again.output
+    assert [r["frame"] for r in _rows(out / "measurements.csv")] == ["0", "2", "4"]  # (in frame order again)
 
 
 def test_a_stopped_pools_wake_up_ignores_a_pipe_closed_at_exit():

@@ -1487,3 +1487,17 @@ def test_a_frame_time_that_is_no_number_is_left_out_and_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ipp_seg"):
         assert [f.provenance.frame_time_ms for f in read_frames(path)] == [None] * 3
     assert "Frame Time is not a positive number" in caplog.text
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless])
+def test_every_s_th_frame_of_a_cine_is_read_as_itself_with_its_time(tmp_path, syntax):
+    frames = ramp_frames(7)
+    path = write_dicom(tmp_path / "cine.dcm", frames, syntax=syntax,
+                       extra={"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 25})
+    read = list(read_frames(path, "all/3"))
+    assert [f.frame_index for f in read] == [0, 3, 6]
+    for frame in read:
+        np.testing.assert_array_equal(frame.pixels, frames[frame.frame_index])
+        assert frame.provenance.frame_number == frame.frame_index + 1 and frame.n_frames == 7
+    assert [f.provenance.frame_time_ms for f in read] == [0.0, 75.0, 150.0]
+    assert [f.frame_index for f in read_frames(path, "1-5/2")] == [1, 3, 5]

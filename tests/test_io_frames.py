@@ -81,13 +81,18 @@ def test_types_are_frozen():
 @pytest.mark.parametrize(
     "text, expected",
     [("all", FrameSelection()), (" ALL ", FrameSelection()), ("7", FrameSelection(7, 8)),
-     ("2-5", FrameSelection(2, 6)), ("3 - 3", FrameSelection(3, 4))],
+     ("2-5", FrameSelection(2, 6)), ("3 - 3", FrameSelection(3, 4)),
+     # Every S-th frame from the first, as a cron field's step reads.
+     ("all/10", FrameSelection(step=10)), ("5-50/5", FrameSelection(5, 51, 5)), (" 2 - 9 / 3 ", FrameSelection(2, 10, 3)),
+     ("all/1", FrameSelection()), ("4/3", FrameSelection(4, 5)), ("4-5/3", FrameSelection(4, 5)),
+     ("4-7/3", FrameSelection(4, 8, 3))],
 )
 def test_parse_frame_selection(text, expected):
     assert parse_frame_selection(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "-1", "5-2", "1-", "a", "1,2", "1.5", "all-3"])
+@pytest.mark.parametrize("text", ["", "-1", "5-2", "1-", "a", "1,2", "1.5", "all-3", "all/0", "1-3/", "/2", "1-3/2/2",
+                                  "1-3/-2", "all/1.5"])
 def test_parse_frame_selection_rejects(text):
     with pytest.raises(ValueError):
         parse_frame_selection(text)
@@ -103,6 +108,28 @@ def test_selection_indices(a, length, n_frames):
     else:
         with pytest.raises(IndexError):
             selection.indices(n_frames)
+
+
+@given(st.integers(0, 300), st.integers(0, 300), st.integers(1, 40), st.integers(1, 400), st.integers(-1, 400))
+def test_a_stepped_selection_takes_every_step_th_frame_and_reads_on_after_any_frame(a, length, step, n_frames, index):
+    b = a + length
+    selection = parse_frame_selection(f"{a}-{b}/{step}")
+    assert parse_frame_selection(str(selection)) == selection
+    every = list(range(a, b + 1, step))
+    if a < n_frames:
+        assert list(selection.indices(n_frames)) == [i for i in every if i < n_frames]
+    else:
+        with pytest.raises(IndexError):
+            selection.indices(n_frames)
+    # After a damaged frame the cine is read on at the selection's next frame, never between its steps.
+    after = selection.after(index)
+    later = [i for i in every if i > index]
+    assert (after is None) == (not later)
+    if after is not None:
+        assert list(after.indices(b + 1)) == later
+    everything = parse_frame_selection(f"all/{step}")
+    assert list(everything.indices(n_frames)) == list(range(0, n_frames, step))
+    assert list(everything.after(index).indices(n_frames + index + step + 1))[0] == index + 1 + (-(index + 1) % step)
 
 
 def test_all_selection_indices():

@@ -225,6 +225,7 @@ def test_arrays_that_are_no_ultrasound_frame_are_refused_with_the_reason(predict
     ({"model": ""}, "model must be"),
     ({"model": 123}, "model must be"),
     ({"frames": 1.5}, "frames must be"),
+    ({"frames": "all/0"}, "steps by 0 frames"),
 ])
 def test_bad_options_are_refused_before_a_model_is_loaded(monkeypatch, options, words):
     import ipp_seg.inference.batch as batch

@@ -1490,11 +1490,7 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
 def frames_after(frames: str, index: int) -> FrameSelection | None:
     """The frames of the selection ``frames`` ("all", "N", "A-B") after frame ``index``, None
     where it holds none."""
-    selection = parse_frame_selection(frames)
-    start = max(selection.start, index + 1)
-    if selection.stop is not None and start >= selection.stop:
-        return None
-    return FrameSelection(start, selection.stop)
+    return parse_frame_selection(frames).after(index)
 
 
 def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> FrameFailure:

@@ -88,7 +88,8 @@ class Predictor:
         if isinstance(frames, int) and not isinstance(frames, bool) and frames >= 0:
             frames = str(frames)
         if not isinstance(frames, str):
-            raise ValueError(f"frames must be 'all', 'N' or 'A-B' (0-based), or a frame index; got {frames!r}")
+            raise ValueError(f"frames must be 'all', 'N' or 'A-B' (0-based; 'all/S' or 'A-B/S' for every S-th), or a "
+                             f"frame index; got {frames!r}")
         check_inference_choices(method, orientation, frames, backend, device)
         if not isinstance(tta, bool):
             raise ValueError(f"tta must be True or False, got {tta!r}")

@@ -245,24 +245,38 @@ def frames_held(n_frames: int) -> str:
 
 @dataclass(frozen=True)
 class FrameSelection:
-    """A contiguous choice of 0-based frames: ``start`` up to ``stop`` (exclusive).
+    """A choice of 0-based frames: every ``step``-th frame from ``start`` up to ``stop``
+    (exclusive), as Python's ``range``.
 
-    ``stop=None`` means "to the last frame"; ``FrameSelection()`` is every frame.
+    ``stop=None`` means "to the last frame"; ``FrameSelection()`` is every frame, and
+    ``FrameSelection(step=10)`` every tenth from frame 0 (a long cine sampled through).
     """
 
     start: int = 0
     stop: int | None = None
+    step: int = 1
 
     def __post_init__(self) -> None:
         if self.start < 0:
             raise ValueError(f"frame selection start must be >= 0, got {self.start}")
         if self.stop is not None and self.stop <= self.start:
             raise ValueError(f"frame selection is empty: start {self.start}, stop {self.stop}")
+        if not _whole_number(self.step) or self.step < 1:
+            raise ValueError(f"frame selection step must be a whole number >= 1, got {self.step!r}")
 
     @property
     def is_all(self) -> bool:
         """Whether this selects every frame."""
-        return self.start == 0 and self.stop is None
+        return self.start == 0 and self.stop is None and self.step == 1
+
+    def after(self, index: int) -> FrameSelection | None:
+        """The frames of this selection after frame ``index``, None where it holds none (a
+        cine read on past a damaged frame takes the selection's next frames, its step kept)."""
+        start = max(self.start, index + 1)
+        start += -(start - self.start) % self.step  # (on the step's grid from self.start)
+        if self.stop is not None and start >= self.stop:
+            return None
+        return FrameSelection(start, self.stop, self.step)
 
     def indices(self, n_frames: int) -> range:
         """The selected 0-based indices in a source of ``n_frames`` frames: those of the
@@ -274,36 +288,46 @@ class FrameSelection:
         stop = n_frames if self.stop is None else min(self.stop, n_frames)
         if self.start >= n_frames:
             raise IndexError(f"frames {self} requested, the source has {frames_held(n_frames)}")
-        return range(self.start, stop)
+        return range(self.start, stop, self.step)
 
     def __str__(self) -> str:
-        if self.is_all:
-            return "all"
+        every = f"/{self.step}" if self.step > 1 else ""
+        if self.start == 0 and self.stop is None:
+            return f"all{every}"
         if self.stop is None:
-            return f"{self.start}-end"
-        if self.stop == self.start + 1:
+            return f"{self.start}-end{every}"
+        if self.stop <= self.start + self.step:  # (one frame: a step says nothing)
             return str(self.start)
-        return f"{self.start}-{self.stop - 1}"
+        return f"{self.start}-{self.stop - 1}{every}"
 
 
-_SELECTION = re.compile(r"^\s*(?:(?P<all>all)|(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)\s*$", re.IGNORECASE)
+_SELECTION = re.compile(r"^\s*(?:(?P<all>all)|(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)\s*(?:/\s*(?P<step>\d+)\s*)?$",
+                        re.IGNORECASE)
 
 
 def parse_frame_selection(text: str) -> FrameSelection:
-    """Parse a frame choice: ``"all"``, ``"N"`` or ``"A-B"`` (0-based, inclusive of B).
+    """Parse a frame choice: ``"all"``, ``"N"`` or ``"A-B"`` (0-based, inclusive of B), the
+    last two of which may end in ``/S``, every S-th frame from the first (``"all/10"``: frames
+    0, 10, 20, ...; ``"5-50/5"``: 5, 10, ..., 50), as a cron field reads a step.
 
-    Raises ``ValueError`` for anything else (negative numbers, B < A, empty text).
+    Raises ``ValueError`` for anything else (negative numbers, B < A, a step of 0, empty text).
     """
     match = _SELECTION.match(text or "")
     if match is None:
-        raise ValueError(f"frame selection must be 'all', 'N' or 'A-B' (0-based), got {text!r}")
+        raise ValueError(f"frame selection must be 'all', 'N' or 'A-B' (0-based), each optionally with '/S' for "
+                         f"every S-th frame, got {text!r}")
+    step = int(match.group("step")) if match.group("step") is not None else 1
+    if step < 1:
+        raise ValueError(f"frame selection {text!r} steps by 0 frames: a step is 1 or more")
     if match.group("all"):
-        return FrameSelection()
+        return FrameSelection(step=step)
     first = int(match.group("a"))
     last = int(match.group("b")) if match.group("b") is not None else first
     if last < first:
         raise ValueError(f"frame range {text!r} ends before it starts")
-    return FrameSelection(first, last + 1)
+    if last - first < step:  # one frame: the same choice as 'N', which it prints as
+        return FrameSelection(first, first + 1)
+    return FrameSelection(first, last + 1, step)
 
 
 def _whole_number(value: object) -> bool:
