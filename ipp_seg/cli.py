@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - typer before it vendored click
 from . import __version__, configure_logging, quiet_dicom_libraries
 from .errors import OUT_OF_MEMORY_SAID
 from .nn.configs import DEFAULT_CONFIG
-from .printable import terminal_text
+from .printable import shell_command, terminal_text
 from .tables import GuardedStream, print_table
 from .tables import new_table as _table
 
@@ -478,7 +478,7 @@ def reasons(codes_asked: Optional[list[str]] = typer.Argument(
 
 def _command_line() -> str:
     """The command as typed, quoted so that a shell runs it again (a run's record of how it was made)."""
-    return shlex.join(["ipp-seg", *sys.argv[1:]])
+    return shell_command(["ipp-seg", *sys.argv[1:]])
 
 
 @app.command(cls=_Command, short_help="Train a network on labelled frames (needs the \\[train] extra: torch).")

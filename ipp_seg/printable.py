@@ -54,3 +54,24 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 def _escaped_surrogate(match: re.Match) -> str:
     code = ord(match.group())
     return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def shell_command(words: list[str]) -> str:
+    """``words`` (a command's ``sys.argv``) as one line of text that a POSIX shell (bash, zsh,
+    ksh) runs again: each word quoted as :func:`shlex.quote` quotes it, but a word holding a
+    name's bytes that are not UTF-8 (lone surrogates, as Python holds them) in ANSI-C quoting,
+    ``$'n\\xfcpe.dcm'``, so that the line is text (a run record's ``command``, which JSON readers
+    refuse with lone surrogates in it) and still names the same file."""
+    import shlex
+
+    return " ".join(_ansi_c_quoted(word) if _LONE_SURROGATE.search(word) else shlex.quote(word) for word in words)
+
+
+def _ansi_c_quoted(word: str) -> str:
+    import shlex
+
+    try:
+        data = word.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # (a surrogate of another origin, no byte of a name: written by its code point)
+        return shlex.quote(_LONE_SURROGATE.sub(_escaped_surrogate, word))
+    return "$'" + "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"\\'" else f"\\x{b:02x}" for b in data) + "'"

@@ -2983,3 +2983,20 @@ def test_a_csv_one_may_not_write_is_named_as_what_must_be_made_writable(tmp_path
     result = invoke("batch", scans, "--out", tmp_path / "out", "--workers", "1", "--resume")
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "measurements.csv)" in said and "once it can be written (permission" in said, said
+
+
+def test_a_run_records_a_command_with_a_name_that_is_not_utf8_as_text_a_shell_runs_again(tmp_path):
+    # A carry-over of a QA pass: a folder named in Latin-1 (n\xfcpe) put lone surrogates into the run record's
+    # "command", which strict JSON readers refuse, and no shell could run it again as written.
+    import shutil
+    import subprocess
+
+    from ipp_seg.printable import shell_command
+
+    words = ["ipp-seg", "batch", os.fsdecode(b"/scans/n\xfcpe d'ir"), "--out", "a b", "\u00f6.dcm", "--glob", "*"]
+    line = shell_command(words)
+    line.encode("utf-8")  # text: no lone surrogate left
+    assert "$'/scans/n\\xfcpe d\\x27ir'" in line and "'a b'" in line and "'*'" in line
+    if shutil.which("bash"):  # the same bytes, word for word, when a shell runs it
+        said = subprocess.run(["bash", "-c", "printf '%s\\0' " + line], capture_output=True, check=True).stdout
+        assert said.split(b"\0")[:-1] == [os.fsencode(w) for w in words]
