@@ -4222,3 +4222,18 @@ def test_verbose_names_each_file_as_its_rows_are_written(mixed_folder, tmp_path,
     assert re.search(r"sub/cine\.dcm: 3 (ok|warning \([a-z_;]+\))", said), said
     # A warning's codes are named as a failure's are (QA: only failed rows' had been).
     assert re.search(r"\.png: 1 warning \([a-z_;]*spacing_unknown", said), said
+
+
+def test_the_readme_names_every_column_of_measurements_csv_and_types_only_real_ones():
+    # A paper's methods section and an analysis script read the columns from the README; the pandas dtypes and the
+    # readr col_types it gives must name columns that exist (a renamed column would read as missing, silently).
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### batch"):readme.index("### measure")]
+    for column in CSV_COLUMNS:
+        assert f"`{column}`" in section, column
+    pandas = re.search(r"`dtype=\{(.*?)\}`", section).group(1)
+    readr = re.search(r"readr::cols\((.*?)\)\)`", section).group(1)
+    typed = re.findall(r'"(\w+)": ', pandas) + re.findall(r"(\w+) = \"", readr)
+    assert len(typed) > 20 and set(typed) <= set(CSV_COLUMNS) | {"default"}, set(typed) - set(CSV_COLUMNS)
+    assert set(re.findall(r"(\w+) = \"[idlT]\"", readr)) >= {"frame", "n_frames", "aop_deg", "frame_time_ms",
+                                                             "aop_doubtful", "measured_at"}
