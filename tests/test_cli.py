@@ -1663,6 +1663,35 @@ def test_evaluate_warns_that_a_model_is_scored_on_frames_it_was_trained_on(tmp_p
             assert "trained on" not in said and seen == []
 
 
+def test_evaluate_reads_who_drew_a_mask_copied_out_of_its_run_from_the_mask_itself(tmp_path, psfhs_dir, sample_png,
+                                                                                     caplog):
+    # A known gap: masks copied out of their run, without its CSV or reports, were no model's (cases.csv's model_pred
+    # empty, no word of frames the model trained on), though each mask's PNG text names the model that drew it.
+    import csv
+    import shutil
+
+    _, gt = _two_evaluable_cases(tmp_path, psfhs_dir)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "04700.png")
+    assert invoke("batch", scans, "--out", tmp_path / "run", "--save-masks", "--orientation", "mirrored").exit_code == 0
+    shutil.copytree(tmp_path / "run" / "masks", tmp_path / "copied")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = invoke("evaluate", tmp_path / "copied", gt, "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.output
+    said = " ".join(caplog.text.split())
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["cases_seen_in_training"] == [{"model": "dssau-net-s", "n_cases": 1, "case_ids": ["04700"]}]
+    assert "has the IDs of frames dssau-net-s was trained on" in said
+    # Measured with the other end of the PS as inferior: said, as for a run's rows.
+    assert "were measured with --orientation mirrored, and are evaluated here with standard" in said
+    with open(tmp_path / "ev" / "cases.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["case_id"] == "04700")
+    assert row["model_pred"] == "dssau-net-s" and len(row["model_sha256_pred"]) == 64
+    assert [m["model"] for m in summary["prediction_models"]] == ["dssau-net-s"]
+
+
 def test_evaluate_reads_the_training_frames_of_an_exported_model_from_its_onnx_file(tmp_path, sample_png, caplog):
     # An export of one's own has no card: evaluate had said its training frames were unknown. The ONNX file
     # records them (export), and the batch run's record the file it ran.

@@ -47,7 +47,8 @@ from ..io.folders import (composed_name, given_path, name_of_spreadsheet_cell, p
                           read_json_file, spreadsheet_cell, walk_folders)
 from ..io.formats import name_without_suffix
 from ..io.frames import same_spacing
-from ..io.images import as_displayed, check_image_bytes, ipp_seg_png_kind, is_indexed_png, png_with_index_greys
+from ..io.images import (as_displayed, check_image_bytes, ipp_seg_png_kind, ipp_seg_png_provenance, is_indexed_png,
+                         png_with_index_greys)
 from ..io.itk import check_itk_name, inspect_itk, itk_image_io
 from ..io.quiet import itk_warnings_silenced
 from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
@@ -835,14 +836,24 @@ def evaluate_folders(
                            "overstate the error (compare delta_aop, against the ground-truth mask; cases.csv's "
                            "aop_past_180): %s", len(past), _preview(past))
 
-    models = recorded_models(pred_dir, run, reports)
     case_models = {**(run.case_models if run is not None else {}),
                    **{case_id_of(path): (item["model"], item.get("model_sha256") or "") for path, item in reports
                       if isinstance(item.get("model"), str)}}
-    settings = tuple(sorted((run.settings if run is not None else set())
-                            | {prediction_setting(item.get("tta"), item.get("method"), item.get("orientation"),
-                                                  item.get("spacing_given_mm"))
-                               for _, item in reports if "model" in item}))
+    # A mask without its row or report (copied out of its run) still names what drew it in its PNG text: its model
+    # is checked against the frames it trained on, and its orientation against this one's, as a row's would be.
+    drawn = {case_id: said for case_id in sorted(paired - set(case_models))
+             if (said := ipp_seg_png_provenance(preds[case_id])).get("model")}
+    case_models.update({case_id: (said["model"], said.get("model sha256", "")) for case_id, said in drawn.items()})
+    models = tuple(sorted(set(recorded_models(pred_dir, run, reports))
+                          | {case_models[case_id] for case_id in drawn}))
+    settings = ((run.settings if run is not None else set())
+                | {prediction_setting(item.get("tta"), item.get("method"), item.get("orientation"),
+                                      item.get("spacing_given_mm")) for _, item in reports if "model" in item})
+    # (A mask's text records its --tta and orientation, not the method: one that a row already gives is no other.)
+    settings = tuple(sorted(settings | {
+        setting for said in drawn.values()
+        if (setting := prediction_setting({"mirror-average": True, "none": False}.get(said.get("tta", "")), "",
+                                          said.get("orientation"), ""))[::2] not in {s[::2] for s in settings}}))
     other_orientations = sorted({o for _, _, o, _ in settings if o and o != orientation})
     if other_orientations:
         # Both masks are measured again here: with the other end of the PS taken as inferior, a run's

@@ -489,6 +489,38 @@ def ipp_seg_png_kind(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
+def ipp_seg_png_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
+    """What a PNG that ipp-seg wrote records of what drew it (its ``ipp-seg <key>`` text chunks
+    before the image data, :func:`~ipp_seg.io.writers.output_provenance`: ``model``, ``model
+    sha256``, ``orientation``, ``tta``), by key; empty for any other file, one written before
+    0.2.11, or one that cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16384)  # (the chunks come first: each value is cut to 1000 characters)
+    except OSError:
+        return {}
+    if ipp_seg_output_kind(head) is None:
+        return {}
+    said = {}
+    for kind, start, end in _png_chunks(head):
+        if kind in (b"IDAT", b"IEND") or end > len(head):
+            break
+        data = bytes(head[start + 8:end - 4])
+        if kind == b"tEXt":
+            keyword, _, text = data.partition(b"\0")
+            value = text.decode("latin-1")
+        elif kind == b"iTXt":  # (uncompressed, as ipp-seg writes it: keyword, flag, method, language, key, text)
+            keyword, _, rest = data.partition(b"\0")
+            if rest[:1] != b"\0":
+                continue
+            value = rest[2:].split(b"\0", 2)[-1].decode("utf-8", "backslashreplace")
+        else:
+            continue
+        if keyword.startswith(b"ipp-seg ") and keyword != OUTPUT_PNG_KEYWORD:
+            said[keyword[len(b"ipp-seg "):].decode("latin-1")] = value
+    return said
+
+
 def check_png_structure(path: str | os.PathLike[str], data: np.ndarray) -> None:
     """Raise :class:`ScanReadError` for a file's bytes (uint8) that are a damaged PNG; other
     formats pass. libpng prints its own lines about a damaged file to stderr, past any logging:
