@@ -744,7 +744,7 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     """One row per frame; ``network``: the masks came from a model, whose name and time are shown."""
     columns = [("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
                ("HSD (px)", "right"), ("status", "left")]
-    table = _table(title, (*columns, ("model", "left"), ("time (ms)", "right")) if network else columns)
+    table = _table(title, (*columns, ("model", "left"), ("took (ms)", "right")) if network else columns)
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
         # A value a warning puts in doubt reads so in words, as on the overlay (the row's own

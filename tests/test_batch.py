@@ -4237,3 +4237,35 @@ def test_the_readme_names_every_column_of_measurements_csv_and_types_only_real_o
     assert len(typed) > 20 and set(typed) <= set(CSV_COLUMNS) | {"default"}, set(typed) - set(CSV_COLUMNS)
     assert set(re.findall(r"(\w+) = \"[idlT]\"", readr)) >= {"frame", "n_frames", "aop_deg", "frame_time_ms",
                                                              "aop_doubtful", "measured_at"}
+
+
+def test_a_cine_frame_that_cannot_be_read_keeps_its_place_in_the_cine(tmp_path, sample_dicom):
+    # A cine-time pass: a frame the pixel data lacks had a row with neither n_frames nor frame_time_ms, though the
+    # header gives both, so that a time plot lost the failure and d[d.n_frames > 1] dropped it.
+    import pydicom
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    _multiframe_dicom(sample_dicom, root / "cine.dcm", n_frames=5)  # 40 ms a frame
+    ds = pydicom.dcmread(root / "cine.dcm")
+    frame_bytes = ds.Rows * ds.Columns * ds.SamplesPerPixel
+    data = (root / "cine.dcm").read_bytes()
+    (root / "cine.dcm").write_bytes(data[:len(data) - 2 * frame_bytes - frame_bytes // 2])  # 2.5 frames held
+    shutil.copy(sample_dicom, root / "still.dcm")
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    rows = {(r["file"], r["frame"]): r for r in _rows(out / "measurements.csv")}
+    failed = rows["cine.dcm", "2"]
+    assert failed["status"] == "failed" and "frame 2 is missing" in failed["error"]
+    assert (failed["n_frames"], failed["frame_time_ms"], failed["sop_instance_uid"]) == (
+        "5", "80.0", rows["cine.dcm", "0"]["sop_instance_uid"])
+    assert [rows["cine.dcm", f]["frame_time_ms"] for f in "01"] == ["0.0", "40.0"]
+    # Every S-th frame: the frame that fails is the next one asked for (4), not the one after the last read (3).
+    assert _run("batch", root, "--out", out, "--frames", "all/4", "--overwrite").exit_code == 0
+    rows = {(r["file"], r["frame"]): r for r in _rows(out / "measurements.csv")}
+    assert sorted(rows) == [("cine.dcm", "0"), ("cine.dcm", "4"), ("still.dcm", "0")]
+    assert (rows["cine.dcm", "4"]["status"], rows["cine.dcm", "4"]["frame_time_ms"]) == ("failed", "160.0")
+    # A file that holds none of the frames asked says how many it holds.
+    assert _run("batch", root, "--out", out, "--frames", "1-2", "--glob", "still.dcm", "--overwrite").exit_code == 1
+    (row,) = _rows(out / "measurements.csv")
+    assert (row["frame"], row["reasons"], row["n_frames"], row["frame_time_ms"]) == ("", "no_such_frame", "1", "")

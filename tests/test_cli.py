@@ -974,7 +974,7 @@ def test_a_rows_name_stays_on_one_line_in_a_file_or_log(terminal):
 
     path = "/".join(f"examinations_folder_{k}" for k in range(6)) + "/exam_2026_12_06_0001.png"
     table = new_table("ipp-seg predict", ("file", "frame", "AoP (°)", "HSD (mm)", "HSD (px)", "status", "model",
-                                          "time (ms)"))
+                                          "took (ms)"))
     table.add_row(path, "0", "146.3", "-", "15.8", "warning (spacing_unknown)", "dssau-net-s", "329")
     console = Console(width=240, record=True, force_terminal=terminal)
     print_table(table, console)
@@ -1081,7 +1081,7 @@ def test_results_of_several_scans_are_never_turned_and_a_dumb_terminal_gets_asci
 
     def table():
         results = new_table("ipp-seg predict", ("file", "frame", "AoP (°)", "HSD (mm)", "HSD (px)", "status",
-                                                "model", "time (ms)"))
+                                                "model", "took (ms)"))
         for k in range(3):
             results.add_row(f"/scans/patient_{k}/scan_{k}.dcm", "0", "146.2", "5.5", "15.8",
                             f"warning (spacing_unknown; reason_{k})", "dssau-net-s-heldout", "120")

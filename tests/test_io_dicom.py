@@ -1442,8 +1442,9 @@ _FRAME_TIME_TAG, _FRAME_TIME_VECTOR_TAG = pydicom.tag.Tag(0x0018, 0x1063), pydic
      [0.0, 20.0, 40.0, 60.0]),
     ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTime": 20, "FrameTimeVector": [0, 30, 30, 30]},
      [0.0, 30.0, 60.0, 90.0]),
-    # No pointer (or one naming something else): the vector, which gives each frame its own, before the nominal time.
-    ({"FrameTime": 20, "FrameTimeVector": [0, 30, 30, 30]}, [0.0, 30.0, 60.0, 90.0]),
+    # No pointer (or one naming something else): the vector, which gives each frame its own, before the nominal time
+    # it agrees with (see below for two that disagree).
+    ({"FrameTime": 30, "FrameTimeVector": [0, 30, 30, 30.2]}, [0.0, 30.0, 60.0, 90.2]),
     ({"FrameIncrementPointer": pydicom.tag.Tag(0x0018, 0x2002), "FrameTime": 20}, [0.0, 20.0, 40.0, 60.0]),
     # Neither: no time, never a guessed one.
     ({}, [None] * 4),
@@ -1461,21 +1462,58 @@ def test_a_single_frame_has_no_cine_time(tmp_path):
 
 
 @pytest.mark.parametrize(("extra", "said"), [
-    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 0}, "Frame Time is not a positive number"),
-    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": -33.3}, "Frame Time is not a positive number"),
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 0}, "Frame Time gives a time between frames that is not a "
+                                                                 "positive number of ms up to an hour"),
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": -33.3}, "Frame Time gives a time between frames"),
+    # A legal DS past any frame time: had given 1e308 ms, then Infinity, which no strict JSON reader takes.
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": "1e308"}, "Frame Time gives a time between frames"),
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": [33, 33]}, "Frame Time holds 2 values"),
+    # Frames closer than the 0.001 ms the times are rounded to: they would read as taken at one time.
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 0.0001}, "puts frames less than 0.001 ms apart"),
     ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, 40]},
      "Frame Time Vector holds 3 value(s) for 4 frames"),
-    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, 0, 40]}, "same time or back in time"),
+    ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, 0, 40]},
+     "Frame Time Vector gives a time between frames"),
     ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, -40, 40]},
-     "same time or back in time"),
+     "Frame Time Vector gives a time between frames"),
+    # Two timings that disagree, and no pointer to say which holds: neither (a vendor's 40 ms beside 10 ms steps).
+    ({"FrameTime": 40, "FrameTimeVector": [0, 10, 10, 10]}, "Frame Time and Frame Time Vector give other times (such "
+                                                            "as 40.0 and 10.0 ms for frame 1)"),
 ])
-def test_a_cine_time_that_cannot_be_right_is_left_out_and_said(tmp_path, caplog, extra, said):
+def test_a_cine_time_that_cannot_be_right_is_left_out_and_said_as_its_frames_are_read(tmp_path, caplog, extra, said):
     path = write_dicom(tmp_path / "cine.dcm", ramp_frames(4), extra=extra)
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert count_frames(path) == 4
+    assert not caplog.text  # (a resume counts a done cine's frames: said when they are read, not every time)
     with caplog.at_level(logging.WARNING, logger="ipp_seg"):
         frames = list(read_frames(path))
     assert [f.provenance.frame_time_ms for f in frames] == [None] * 4
     assert said in caplog.text and "given no time" in caplog.text and str(path) in caplog.text
     assert [f.pixels.shape for f in frames] == [(48, 64)] * 4  # the frames themselves are read as ever
+
+
+def test_two_timings_that_agree_or_a_pointer_that_decides_give_times(tmp_path, caplog):
+    # A nominal Frame Time beside a vector of slightly uneven steps is one timing: the vector's, each frame its own.
+    path = write_dicom(tmp_path / "a.dcm", ramp_frames(4), extra={"FrameTime": 40, "FrameTimeVector": [0, 39.8, 40.3,
+                                                                                                       40]})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert [f.provenance.frame_time_ms for f in read_frames(path)] == [0.0, 39.8, 80.1, 120.1]
+    # A pointer that names both: the first it names.
+    path = write_dicom(tmp_path / "b.dcm", ramp_frames(4), extra={
+        "FrameIncrementPointer": [_FRAME_TIME_TAG, _FRAME_TIME_VECTOR_TAG], "FrameTime": 40,
+        "FrameTimeVector": [0, 10, 10, 10]})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert [f.provenance.frame_time_ms for f in read_frames(path)] == [0.0, 40.0, 80.0, 120.0]
+    # A pointer that names one the header lacks: the other, the header's only timing.
+    path = write_dicom(tmp_path / "c.dcm", ramp_frames(4), extra={"FrameIncrementPointer": _FRAME_TIME_TAG,
+                                                                  "FrameTimeVector": [0, 10, 10, 10]})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert [f.provenance.frame_time_ms for f in read_frames(path)] == [0.0, 10.0, 20.0, 30.0]
+    # 0.1 ms apart (ultrafast imaging) is a timing, kept to the 0.001 ms it is rounded to.
+    path = write_dicom(tmp_path / "d.dcm", ramp_frames(4), extra={"FrameTime": 0.1})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert [f.provenance.frame_time_ms for f in read_frames(path)] == [0.0, 0.1, 0.2, 0.3]
+    assert not caplog.text
 
 
 def test_a_frame_time_that_is_no_number_is_left_out_and_said(tmp_path, caplog):
@@ -1486,7 +1524,7 @@ def test_a_frame_time_that_is_no_number_is_left_out_and_said(tmp_path, caplog):
     ds.save_as(path)
     with caplog.at_level(logging.WARNING, logger="ipp_seg"):
         assert [f.provenance.frame_time_ms for f in read_frames(path)] == [None] * 3
-    assert "Frame Time is not a positive number" in caplog.text
+    assert "Frame Time holds a value that is no number" in caplog.text
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless])

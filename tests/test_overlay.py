@@ -323,8 +323,11 @@ def test_the_panel_says_method_orientation_tta_and_the_frame_of_a_cine():
     assert overlay_title("cine.dcm", 2, 3, dicom_frame_number=3) == "cine.dcm  frame 2 of 0-2 (DICOM frame 3)"
     # And its time after the cine's first frame, where its header gives one: the overlays of a loop read in time.
     assert overlay_title("cine.dcm", 2, 3, 3, frame_time_ms=66.7) == "cine.dcm  frame 2 of 0-2 (DICOM frame 3) at " \
-        "0.067 s"
+        "0.0667 s"
     assert overlay_title("still.dcm", 0, 1, 1, frame_time_ms=0.0) == "still.dcm"
+    # To the 0.001 ms a time is kept to where frames are closer than a ms (all had read "at 0.000 s").
+    assert [overlay_title("c", 1, 4, frame_time_ms=t).split(" at ")[1] for t in (0.1, 0.0, 3_600_000.0, 12.5)] == [
+        "0.0001 s", "0.000 s", "3600.000 s", "0.0125 s"]
 
 
 def test_a_title_holding_bytes_that_are_not_utf8_is_drawn_escaped():

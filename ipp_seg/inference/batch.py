@@ -1175,7 +1175,10 @@ class FileProcessor:
                     yield from self._process(pending, timings)
                     pending = []
                     if not isinstance(exc, DamagedFrameError):
-                        yield item, _reading_failure(path, index, exc)
+                        # (The frame the reader names: with --frames all/S the next asked is not index + 1.)
+                        failed = exc.frame_index if isinstance(exc, ScanReadError) and exc.frame_index is not None \
+                            else index
+                        yield item, _reading_failure(path, failed, exc)
                         break
                     yield item, _reading_failure(path, exc.frame_index, exc)
                     after = frames_after(inf.frames, exc.frame_index)
@@ -1502,11 +1505,13 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
         code = (NOT_AN_IMAGE if isinstance(exc, NotAnImageError) else NO_SUCH_FRAME
                 if isinstance(exc, FrameNotInScanError) else NOT_ULTRASOUND
                 if isinstance(exc, OtherModalityError) else UNREADABLE)
-        # A header read before the failure: the row keeps its UIDs, to join back to the study.
+        # A header read before the failure: the row keeps its UIDs, to join back to the study; a frame that could
+        # not be read, its frame number and time in the cine, and the cine's frame count, as the header gave them.
         sop, study, series = exc.dicom_uids
-        header = (Provenance(str(path), "dicom", sop, study_instance_uid=study, series_instance_uid=series)
-                  if any(exc.dicom_uids) else None)
-        return FrameFailure(frame_index, exc.reason, code, header)
+        header = exc.frame_provenance or (
+            Provenance(str(path), "dicom", sop, study_instance_uid=study, series_instance_uid=series)
+            if any(exc.dicom_uids) else None)
+        return FrameFailure(frame_index, exc.reason, code, header, exc.n_frames)
     log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
               "".join(traceback.format_tb(exc.__traceback__)).rstrip())
     if isinstance(exc, (MemoryError, ImportError)):

@@ -129,8 +129,10 @@ class DicomInfo:
     # frames it holds (None: all). Those are read; the first one beyond fails on its own.
     frames_present: int | None = None
     burned_in_text: bool = False  # Burned In Annotation YES: text (a name) in the pixels
-    # Each frame's time after the first, ms (:func:`_frame_times_ms`); None for one frame or none given.
+    # Each frame's time after the first, ms (:func:`_frame_times_ms`); None for one frame or none given, and where
+    # the header's timing cannot be right: then why, for the reader of its frames to say (not every header read).
     frame_times_ms: tuple[float, ...] | None = None
+    frame_time_problem: str | None = None
 
     @property
     def uids(self) -> tuple[str | None, str | None, str | None]:
@@ -343,6 +345,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
                                   f"low bits (High Bit = Bits Stored - 1), a layout ipp-seg does not read: export "
                                   f"the images again")
     uids = _header_uids(ds)
+    frame_times, frame_time_problem = _frame_times_ms(ds, n_frames)
     info = DicomInfo(
         path=path,
         n_frames=n_frames,
@@ -363,7 +366,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
         series_instance_uid=uids[2],
         frames_present=frames_present,
         burned_in_text=str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES",
-        frame_times_ms=_frame_times_ms(path, ds, n_frames),
+        frame_times_ms=frame_times,
+        frame_time_problem=frame_time_problem,
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",
@@ -763,53 +767,82 @@ def _number_of_frames(path: str, ds: Dataset) -> int:
 
 
 _FRAME_TIME, _FRAME_TIME_VECTOR = 0x00181063, 0x00181065
+_TIMING_NAMES = {_FRAME_TIME: "Frame Time", _FRAME_TIME_VECTOR: "Frame Time Vector"}
+#: The longest time between two frames taken as a cine's (ms): a loop's frames come milliseconds to seconds apart,
+#: and a value past an hour (1e308 in a damaged header) is no frame time; nor is a sum past any float.
+MAX_FRAME_INTERVAL_MS = 3_600_000.0
 
 
-def _frame_times_ms(path: str, ds: Dataset, n_frames: int) -> tuple[float, ...] | None:
+def _frame_times_ms(ds: Dataset, n_frames: int) -> tuple[tuple[float, ...] | None, str | None]:
     """Each frame's time after the cine's first frame, in ms (the first 0.0), from the Cine
-    module: Frame Time, the nominal time per frame, or Frame Time Vector, the increment before
-    each frame (the first frame's is 0), whichever the Frame Increment Pointer names; where it
-    names neither, the vector before the nominal time. Rounded to 0.001 ms. None for a single
-    frame, for a header that gives neither, and (warned) for one whose times cannot be right: a
-    frame time that is no positive number, a vector of another length than the frames, or one
-    that puts two frames at the same time or goes back."""
+    module, and why none is given where the header's timing cannot be right (None where all is
+    well, or where the header gives no timing at all).
+
+    Frame Time is the nominal time per frame; Frame Time Vector the increment before each
+    frame (the first frame's is 0, and is not used: times count from the first frame). The one
+    the Frame Increment Pointer names is taken (the first it names, where it names both); where
+    it names neither present, the one present; where both are and they disagree, neither (no
+    time is better than a wrong one). Times are rounded to 0.001 ms; they must increase from
+    frame to frame after rounding, each step at most :data:`MAX_FRAME_INTERVAL_MS`. None for a
+    single frame."""
     if n_frames < 2:
-        return None
+        return None, None
+    present = [tag for tag in (_FRAME_TIME_VECTOR, _FRAME_TIME) if tag in ds]
+    if not present:
+        return None, None
     try:
         pointer = ds.get("FrameIncrementPointer")
-        pointed = {int(tag) for tag in (pointer if isinstance(pointer, (list, tuple, MultiValue)) else [pointer])
-                   if tag is not None}
+        pointed = [int(tag) for tag in (pointer if isinstance(pointer, (list, tuple, MultiValue)) else [pointer])
+                   if tag is not None]
     except Exception:  # a damaged pointer names nothing: the attributes present decide
-        pointed = set()
-    order = [tag for tag in (_FRAME_TIME_VECTOR, _FRAME_TIME) if tag in pointed]
-    order += [tag for tag in (_FRAME_TIME_VECTOR, _FRAME_TIME) if tag not in order]
-    tag = next((tag for tag in order if tag in ds), None)
-    if tag is None:
-        return None
+        pointed = []
+    named = [tag for tag in pointed if tag in _TIMING_NAMES]
+    chosen = next((tag for tag in named if tag in present), None)
+    times = {tag: _times_of(ds, tag, n_frames) for tag in present}
+    if chosen is None:
+        if len(present) == 2 and all(isinstance(t, tuple) for t in times.values()) and not _same_times(*times.values()):
+            return None, ("its Frame Time and Frame Time Vector give other times (such as %s and %s ms for frame 1), "
+                          "and its Frame Increment Pointer names neither" % (times[_FRAME_TIME][1],
+                                                                             times[_FRAME_TIME_VECTOR][1]))
+        # (Where the one the pointer names is absent, the other is the header's only timing.)
+        chosen = next((tag for tag in present if isinstance(times[tag], tuple)), present[0])
+    found = times[chosen]
+    return (found, None) if isinstance(found, tuple) else (None, found)
+
+
+def _times_of(ds: Dataset, tag: int, n_frames: int) -> tuple[float, ...] | str:
+    """The frames' times (ms) that ``tag``, Frame Time or Frame Time Vector, gives, or why they
+    cannot be right."""
+    name = _TIMING_NAMES[tag]
     try:
         value = ds[tag].value
-        values = [float(v) for v in (value if isinstance(value, (list, tuple, MultiValue)) else [value])]
+        raw = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+        values = [float(v) for v in raw if v is not None and str(v).strip() != ""]
     except Exception:
-        values = []
+        return f"its {name} holds a value that is no number"
     if tag == _FRAME_TIME:
-        frame_time = values[0] if len(values) == 1 else math.nan
-        if not (math.isfinite(frame_time) and frame_time > 0):
-            logger.warning("%s: its Frame Time is not a positive number of ms: its frames are given no time", path)
-            return None
-        return tuple(round(i * frame_time, 3) for i in range(n_frames))
-    if len(values) != n_frames:
-        logger.warning("%s: its Frame Time Vector holds %d value(s) for %d frames: its frames are given no time",
-                       path, len(values), n_frames)
-        return None
-    increments = values[1:]  # (the first is the first frame's, from which times are counted)
-    if not all(math.isfinite(v) and v > 0 for v in increments):
-        logger.warning("%s: its Frame Time Vector puts frames at the same time or back in time (an increment that "
-                       "is no positive number): its frames are given no time", path)
-        return None
+        if len(values) != 1:
+            return f"its {name} holds {len(values)} values, where it gives one time per frame"
+        steps = [values[0]] * (n_frames - 1)
+    else:
+        if len(values) != n_frames:
+            return f"its {name} holds {len(values)} value(s) for {n_frames} frames"
+        steps = values[1:]  # (the first is the first frame's, from which times are counted)
+    if not all(math.isfinite(step) and 0 < step <= MAX_FRAME_INTERVAL_MS for step in steps):
+        return f"its {name} gives a time between frames that is not a positive number of ms up to an hour"
     times = [0.0]
-    for increment in increments:
-        times.append(times[-1] + increment)
-    return tuple(round(t, 3) for t in times)
+    for step in steps:
+        times.append(times[-1] + step)
+    rounded = tuple(round(t, 3) for t in times)
+    if any(b <= a for a, b in zip(rounded, rounded[1:])):
+        return f"its {name} puts frames less than 0.001 ms apart"
+    return rounded
+
+
+def _same_times(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two readings of a cine's times agree (to 1% of the later time, or 0.01 ms): a
+    nominal Frame Time beside a vector of slightly uneven increments is one timing."""
+    return all(abs(x - y) <= max(0.01, 0.01 * max(x, y)) for x, y in zip(a, b))
 
 
 def _reject_other_modality(path: str, ds: Dataset) -> None:

@@ -14,7 +14,18 @@ class ScanReadError(IppSegError):
     ``str(error)`` is ``"cannot read {path}: {reason}"``. The reason names the cause (not a
     DICOM file, no pixel data, truncated pixel data, a missing decoder and the pip package
     that provides it, a 3-D or spectral-only acquisition, ...) and never holds patient data.
+
+    Raised by :func:`~ipp_seg.io.read_frames` after the scan's header was read, it also says
+    what the header gave of the scan: ``n_frames``, its frame count, and for a frame that could
+    not be read, ``frame_index`` (0-based) and ``frame_provenance``, that frame's
+    :class:`~ipp_seg.io.Provenance` (its DICOM frame number and cine time), so that its failed
+    row places it; None otherwise (and, but for a :class:`DamagedFrameError`'s frame index, in a
+    copy pickled to another process).
     """
+
+    n_frames: int | None = None
+    frame_index: int | None = None
+    frame_provenance = None
 
     def __init__(self, path: str | os.PathLike[str], reason: str,
                  dicom_uids: tuple[str | None, str | None, str | None] = (None, None, None)) -> None:

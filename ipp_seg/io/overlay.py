@@ -81,8 +81,15 @@ def overlay_title(name: str, frame_index: int, n_frames: int, dicom_frame_number
     if n_frames <= 1:
         return name
     dicom = f" (DICOM frame {dicom_frame_number})" if dicom_frame_number is not None else ""
-    at = f" at {frame_time_ms / 1000:.3f} s" if frame_time_ms is not None else ""
+    at = f" at {_seconds(frame_time_ms)} s" if frame_time_ms is not None else ""
     return f"{name}  frame {frame_index} of 0-{n_frames - 1}{dicom}{at}"
+
+
+def _seconds(ms: float) -> str:
+    """A time in ms as seconds, with the decimals it has: at least 3 (``0.080``), at most 6, the
+    0.001 ms it is kept to (``0.0667``, ``0.0001``): frames 0.1 ms apart had all read "at 0.000 s"."""
+    whole, _, part = f"{ms / 1000:.6f}".partition(".")
+    return f"{whole}.{part.rstrip('0').ljust(3, '0')}"
 
 
 def burned_in_text_shown(frame) -> str | None:

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from typing import Union
 
-from .errors import FrameNotInScanError, NotAnImageError, ScanReadError, missing_file_reason
+from .errors import DamagedFrameError, FrameNotInScanError, NotAnImageError, ScanReadError, missing_file_reason
 from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file, starts_like_an_image
 from .frames import (
     FrameSelection,
@@ -146,13 +146,17 @@ def read_frames(
 
         info = inspect_dicom(name)
         indices = _indices(name, frames, info.n_frames, info.uids)
+        if info.frame_time_problem:  # (said as its frames are read, not wherever its header is: resume counts frames)
+            logger.warning("%s: %s: its frames are given no time (frame_time_ms empty)", name, info.frame_time_problem)
         spacing = choose_spacing(name, info.spacing_mm, info.spacing_source, user_spacing, info.regions)
         pixel_source = iter_dicom_frames(info, None if indices == range(info.n_frames) else indices)
         return _frames(
             pixel_source, spacing, info.regions, info.n_frames,
             lambda i: Provenance(name, "dicom", info.sop_instance_uid, i + 1, info.study_instance_uid,
                                  info.series_instance_uid, info.burned_in_text,
-                                 None if info.frame_times_ms is None else info.frame_times_ms[i]),
+                                 None if info.frame_times_ms is None or i >= len(info.frame_times_ms)
+                                 else info.frame_times_ms[i]),
+            indices,
         )
     if kind == "itk":
         from .itk import inspect_itk, iter_itk_frames
@@ -162,13 +166,13 @@ def read_frames(
         spacing = choose_spacing(name, itk_info.spacing_mm, "image_header", user_spacing)
         return _frames(
             iter_itk_frames(itk_info, indices), spacing, (), itk_info.n_frames,
-            lambda i: Provenance(name, "itk", None, None),
+            lambda i: Provenance(name, "itk", None, None), indices,
         )
     pixels = read_image_pixels(name)
     indices = _indices(name, frames, 1)
     return _frames(
         ((i, pixels) for i in indices), choose_spacing(name, None, None, user_spacing), (), 1,
-        lambda i: Provenance(name, "image", None, None),
+        lambda i: Provenance(name, "image", None, None), indices,
     )
 
 
@@ -201,9 +205,12 @@ def read_frame(path: PathLike, index: int = 0, spacing_mm: Spacing | None = None
     return next(iter(read_frames(path, index, spacing_mm)))
 
 
-def _frames(pixel_source, spacing, regions, n_frames, provenance) -> Iterator[UltrasoundFrame]:
+def _frames(pixel_source, spacing, regions, n_frames, provenance, indices: Sequence[int]
+            ) -> Iterator[UltrasoundFrame]:
+    last = None  # the last frame given: a frame that fails is the next one asked for, or the one a damaged one names
     try:
         for index, pixels in pixel_source:
+            last = index
             # A colour frame comes with where it is drawn in colours of its own (GreyPixels).
             pixels, marks = pixels if isinstance(pixels, GreyPixels) else (pixels, None)
             yield UltrasoundFrame(
@@ -216,6 +223,13 @@ def _frames(pixel_source, spacing, regions, n_frames, provenance) -> Iterator[Ul
                 provenance=provenance(index),
                 spacing_source=spacing[1],
             )
+    except ScanReadError as exc:
+        failed = exc.frame_index if isinstance(exc, DamagedFrameError) else next(
+            (i for i in indices if last is None or i > last), None)
+        exc.n_frames = n_frames
+        if failed is not None and 0 <= failed < n_frames:
+            exc.frame_index, exc.frame_provenance = failed, provenance(failed)
+        raise
     finally:
         # A caller that stops early closes this generator; close the file-holding one too.
         close = getattr(pixel_source, "close", None)
@@ -231,7 +245,9 @@ def _indices(path: str, frames: Frames, n_frames: int,
         try:
             return frames.indices(n_frames)
         except IndexError as exc:
-            raise FrameNotInScanError(path, str(exc), dicom_uids) from None
+            error = FrameNotInScanError(path, str(exc), dicom_uids)
+            error.n_frames = n_frames  # (its row says how many the scan has)
+            raise error from None
     if isinstance(frames, bool) or not isinstance(frames, (int, range)):
         raise TypeError(f"frames must be 'all', an int, a range or a FrameSelection, got {type(frames).__name__}")
     if isinstance(frames, int):
@@ -240,8 +256,10 @@ def _indices(path: str, frames: Frames, n_frames: int,
         frames = range(frames, frames + 1)
     if len(frames) and (min(frames) < 0 or max(frames) >= n_frames):
         wanted = str(frames.start) if len(frames) == 1 else f"{min(frames)}-{max(frames)}"
-        raise FrameNotInScanError(path, f"frame(s) {wanted} requested, the source has {frames_held(n_frames)}",
-                                  dicom_uids)
+        error = FrameNotInScanError(path, f"frame(s) {wanted} requested, the source has {frames_held(n_frames)}",
+                                    dicom_uids)
+        error.n_frames = n_frames
+        raise error
     return frames
 
 
