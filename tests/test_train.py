@@ -2876,3 +2876,34 @@ def test_export_refuses_a_name_model_would_not_take_and_a_shipped_models_file(tm
         ship_model(tmp_path / "run", tmp_path / "out", "=evil", "ipp-seg train ...")
     with pytest.raises(ValueError, match="without its files' suffixes"):
         ship_model(tmp_path / "run", tmp_path / "out", "mine.onnx", "ipp-seg train ...")
+
+
+def test_a_flat_folder_pairs_frames_and_masks_of_any_image_format(tmp_path, caplog):
+    # A known limit: the flat layout read PNG alone, so a site's TIFF frames beside MHA masks found no pair.
+    import SimpleITK as sitk
+
+    from ipp_seg.train.data import load_cases
+
+    _synthetic_folder(tmp_path / "src", n=4)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, (frame_suffix, mask_suffix) in enumerate(((".tif", ".mha"), (".png", ".nrrd"), (".bmp", ".png"),
+                                                     (".png", ".png"))):
+        frame = cv2.imread(str(tmp_path / "src" / "images" / f"case{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.imread(str(tmp_path / "src" / "masks" / f"case{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(flat / f"case{i:03d}{frame_suffix}"), frame)
+        if mask_suffix == ".png":
+            cv2.imwrite(str(flat / f"case{i:03d}_mask.png"), mask)
+        else:
+            sitk.WriteImage(sitk.GetImageFromArray(mask), str(flat / f"case{i:03d}_mask{mask_suffix}"))
+    with caplog.at_level("WARNING"):
+        pairs = find_pairs(flat)
+    assert [(cid, image.suffix, m.name) for cid, image, m in pairs] == [
+        ("case000", ".tif", "case000_mask.mha"), ("case001", ".png", "case001_mask.nrrd"),
+        ("case002", ".bmp", "case002_mask.png"), ("case003", ".png", "case003_mask.png")]
+    assert "without" not in caplog.text
+    cases = load_cases(flat)
+    assert [c.case_id for c in cases] == ["case000", "case001", "case002", "case003"]
+    for case in cases:  # each frame with its own mask, as the PNG source had them
+        source = cv2.imread(str(tmp_path / "src" / "masks" / f"{case.case_id}.png"), cv2.IMREAD_GRAYSCALE)
+        np.testing.assert_array_equal(case.labels, source)

@@ -180,7 +180,8 @@ def _is_image_file(path: Path) -> bool:
 
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     """(case_id, image, mask) pairs of a folder in PSFHS layout (``image_mha/``, ``label_mha/``)
-    or as PNG pairs (``images/`` + ``masks/``, or ``*.png`` beside ``*_mask.png``), sorted by ID."""
+    or as image pairs (``images/`` + ``masks/``, or ``<case>.png`` beside ``<case>_mask.png``, in any
+    of :data:`IMAGE_SUFFIXES`), sorted by ID."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"the data folder {folder} does not exist")
@@ -197,16 +198,18 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
             _name_unpaired(folder, images, masks)
             break
     else:
-        masks = _by_case_id(folder, (p for p in folder.glob("*_mask.png") if _is_image_file(p)),
+        # <case>.<ext> beside <case>_mask.<ext>, in any format the readers take (a PNG frame with an MHA mask too).
+        files = [p for p in folder.iterdir() if _is_image_file(p)]
+        masks = _by_case_id(folder, (p for p in files if _case_id(p).endswith("_mask")),
                             lambda p: _case_id(p)[: -len("_mask")])
-        images = _by_case_id(folder, _frames_not_overlays(folder, (p for p in folder.glob("*.png")
-                                                                    if not p.name.endswith("_mask.png"))), _case_id)
+        images = _by_case_id(folder, _frames_not_overlays(folder, (p for p in files
+                                                                    if not _case_id(p).endswith("_mask"))), _case_id)
         pairs = [(_case_id(images[name]), images[name], masks[name]) for name in sorted(images) if name in masks]
         if masks:  # a folder with no mask at all is no training folder: said below
             _name_unpaired(folder, images, masks)
     if not pairs:
         raise FileNotFoundError(f"no image/mask pairs in {folder} (expected image_mha/+label_mha/, "
-                                "images/+masks/, or NAME.png beside NAME_mask.png)")
+                                "images/+masks/, or NAME.png beside NAME_mask.png, in PNG or another image format)")
     return sorted(pairs, key=lambda t: _sort_key(t[0]))
 
 
