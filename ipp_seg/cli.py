@@ -742,14 +742,18 @@ def _status_text(status: str, reasons: str) -> str:
 
 def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     """One row per frame; ``network``: the masks came from a model, whose name and time are shown."""
-    columns = [("file", "left"), ("frame", "right"), ("AoP (°)", "right"), ("HSD (mm)", "right"),
-               ("HSD (px)", "right"), ("status", "left")]
+    # A cine's frames with their time in the loop, where a header gives it (the rows' frame_time_ms, in s).
+    timed = any(r.get("frame_time_ms") not in (None, "") for r in rows)
+    columns = [("file", "left"), ("frame", "right"), *((("t (s)", "right"),) if timed else ()), ("AoP (°)", "right"),
+               ("HSD (mm)", "right"), ("HSD (px)", "right"), ("status", "left")]
     table = _table(title, (*columns, ("model", "left"), ("took (ms)", "right")) if network else columns)
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
         # A value a warning puts in doubt reads so in words, as on the overlay (the row's own
         # aop_doubtful and hsd_doubtful say which).
-        cells = [escape(str(r["file"])), str(r["frame"]), _doubted(r["aop_deg"], r["aop_doubtful"]),
+        at = (_fmt(None if r.get("frame_time_ms") in (None, "") else float(r["frame_time_ms"]) / 1000, 3),) \
+            if timed else ()
+        cells = [escape(str(r["file"])), str(r["frame"]), *at, _doubted(r["aop_deg"], r["aop_doubtful"]),
                  _doubted(r["hsd_mm"], r["hsd_doubtful"]), _doubted(r["hsd_px"], r["hsd_doubtful"]), status]
         table.add_row(*cells, *((escape(str(r.get("model", ""))), _fmt(r.get("time_ms"), 0)) if network else ()))
     return table

@@ -356,6 +356,25 @@ def test_a_cine_with_a_frame_that_cannot_be_segmented_exits_1_naming_the_frame(s
     assert invoke("predict", tmp_path / "cine.dcm", broken).exit_code == 2  # (a scan of no frame measured)
 
 
+def test_predicts_table_gives_a_cine_frames_time_in_the_loop(sample_dicom, tmp_path):
+    import pydicom
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.NumberOfFrames, ds.PixelData = 3, np.stack([np.roll(ds.pixel_array, 3 * i, axis=1) for i in range(3)]).tobytes()
+    ds.FrameIncrementPointer, ds.FrameTime = pydicom.tag.Tag(0x0018, 0x1063), 40
+    ds.save_as(tmp_path / "cine.dcm")
+    result = invoke("predict", tmp_path / "cine.dcm", sample_dicom)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "AoP" in line)
+    assert "t (s)" in header and header.index("frame") < header.index("t (s)") < header.index("AoP")
+    lines = [line for line in result.stdout.splitlines() if "cine.dcm" in line]
+    assert [line.split("│")[3].strip() for line in lines] == ["0.000", "0.040", "0.080"]
+    (still,) = [line for line in result.stdout.splitlines() if "psfhs_04700_us.dcm" in line]
+    assert still.split("│")[3].strip() == "-"  # a still: none
+    # A still alone: no such column.
+    assert "t (s)" not in invoke("predict", sample_dicom).stdout
+
+
 def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample_dicom, tmp_path):
     # Exports are often named alike (IM_0001 in every study folder): one scan's outputs must
     # not overwrite another's.
