@@ -2335,6 +2335,7 @@ def test_a_cine_frames_mask_is_measured_with_that_frame_of_its_scan(tmp_path, sa
     assert rows["04704_f0002_mask.png"]["frame"] == 2 and rows["04705_mask.png"]["frame"] == 0  # the scan's frame
     # And that frame's time in its cine, as predict's report of the frame gives it; a still has none.
     assert rows["04704_f0002_mask.png"]["frame_time_ms"] == 80.0 and rows["04705_mask.png"]["frame_time_ms"] is None
+    assert (rows["04704_f0002_mask.png"]["n_frames"], rows["04705_mask.png"]["n_frames"]) == (3, 1)
     assert rows["04704_f0003_mask.png"]["reasons"] == ["mask_refused"]
     assert rows["04705_f0001_mask.png"]["reasons"] == ["mask_refused"]
     assert rows["04705_mask.png"]["spacing_mm"] == [0.35, 0.35]

@@ -136,9 +136,10 @@ def measure_mask_file(path: PathLike, labels: tuple[int, int] = (1, 2), *, metho
 
 
 def _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan, scan_frame
-                           ) -> tuple[Measurement, Provenance | None]:
+                           ) -> tuple[Measurement, Provenance | None, int | None]:
     """:func:`measure_mask_file`'s measurement, with the provenance of the scan frame the mask
-    was drawn on (None without a scan): its UIDs join the mask's row back to the study."""
+    was drawn on and the scan's frame count (None without a scan): its UIDs join the mask's row
+    back to the study, and its frame count and time place a cine frame's mask in the cine."""
     stored, mask_spacing = read_label_mask(path)
     # A value besides 0 and the two named ones is another tool's labelling or a lossy file:
     # measuring as if it were background would report the PS or FH "missing".
@@ -146,7 +147,7 @@ def _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan, 
     fallback, source = choose_spacing(os.fspath(path), mask_spacing, "image_header", spacing_mm)
     if scan is None:
         return measure_progress(label_mask, fallback, method=method, orientation=orientation,
-                                spacing_source=source), None
+                                spacing_source=source), None, None
     try:
         frame = read_frame(scan, scan_frame)
     except ScanReadError:
@@ -169,7 +170,7 @@ def _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan, 
         which = "the mask's own spacing" if source == "image_header" else "the given spacing"
         logger.warning("%s: measured with its scan's calibration %s mm; %s %s mm is not used", path,
                        measurement.spacing_mm, which, fallback)
-    return measurement, frame.provenance
+    return measurement, frame.provenance, frame.n_frames
 
 
 class _NotDrawnOnItsScan(ValueError):
@@ -233,8 +234,8 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
             # (A ValueError from here on is about the mask and its scan, which were found readable, or
             # which scan it was drawn on, which the folder does not tell: refused, not unreadable.)
             scan, scan_frame = scans.scan_and_frame_for(path) if scans is not None else (None, cine_frame_of(path))
-            result, provenance = _measure_mask_and_scan(path, labels, method, orientation, spacing_mm, scan,
-                                                        scan_frame)
+            result, provenance, n_frames = _measure_mask_and_scan(path, labels, method, orientation, spacing_mm,
+                                                                  scan, scan_frame)
         except (ScanReadError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, ScanReadError) else str(exc)
             if isinstance(exc, ScanReadError) and scan is not None and exc.path == str(scan):
@@ -257,20 +258,21 @@ def _measure_masks(masks, labels, method, orientation, spacing_mm, scans) -> Ite
         # The frame of the scan the mask was drawn on: a cine frame's mask found by the cine's name.
         row = measurement_row(printable_file(str(path)), scan_frame, result, "", provenance, "", method,
                               orientation, spacing_given=spacing_mm, file_stamp=file_stamp(path),
-                              file_sha256=file_sha256(path))
+                              file_sha256=file_sha256(path), n_frames=n_frames)
         # With the mask's size, time, sha256 and when it was measured, as its CSV row (a QA auditor: the JSON had
         # named no bytes).
         report = {**measurement_report(str(path), scan_frame, result), **run_keys_of_row(row)}
-        yield MeasuredMask(path, row, _with_scan(report, scans, scan, provenance), warnings=warnings)
+        yield MeasuredMask(path, row, _with_scan(report, scans, scan, provenance, n_frames), warnings=warnings)
 
 
-def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None, provenance: Provenance | None) -> dict:
+def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None, provenance: Provenance | None,
+               n_frames: int | None = None) -> dict:
     """A mask's report with the version of ipp-seg and, when scans were given, the scan its
-    calibration came from, that scan's DICOM UIDs and the frame's time in its cine (None where
-    it has none, or where no scan was found)."""
+    calibration came from, that scan's DICOM UIDs, its frame count and the frame's time in its
+    cine (None where it has none, or where no scan was found or read)."""
     report = {**report, "ipp_seg_version": __version__}  # as predict's reports and every CSV row name it
     if scans is None:
         return report
     return {**report, "scan": None if scan is None else printable_file(str(scan)), **dicom_uids(provenance),
-            "frame_time_ms": getattr(provenance, "frame_time_ms", None)}
+            "n_frames": n_frames, "frame_time_ms": getattr(provenance, "frame_time_ms", None)}
 
