@@ -4269,3 +4269,29 @@ def test_a_cine_frame_that_cannot_be_read_keeps_its_place_in_the_cine(tmp_path, 
     assert _run("batch", root, "--out", out, "--frames", "1-2", "--glob", "still.dcm", "--overwrite").exit_code == 1
     (row,) = _rows(out / "measurements.csv")
     assert (row["frame"], row["reasons"], row["n_frames"], row["frame_time_ms"]) == ("", "no_such_frame", "1", "")
+
+
+def test_a_run_record_names_a_folder_that_is_not_utf8_as_text_and_reads_it_back(tmp_path, sample_png):
+    # A QA pass: the record's in_dir and glob held lone surrogates (jq read U+FFFD; a strict UTF-8 encoder refused the
+    # whole record). They are written as the CSV writes names (\xfc), and a resume reads the folder back from them.
+    root = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/n\xfcpe"))
+    root.mkdir()
+    shutil.copy(sample_png, root / os.fsdecode(b"a\xe9.png"))
+    out = tmp_path / "out"
+    pattern = os.fsdecode(b"*\xe9*")
+    assert _run("batch", root, "--out", out, "--glob", pattern, "--exclude", pattern + "x").exit_code == 0
+    text = (out / ".ipp-seg-run.json").read_bytes()
+    text.decode("utf-8")  # UTF-8 text throughout
+    record = json.loads(text)
+    json.dumps(record, ensure_ascii=False).encode("utf-8")  # no lone surrogate in any string
+    session = record["sessions"][0]
+    assert session["in_dir"].endswith("/n\\xfcpe") and session["glob"] == "*\\xe9*"
+    assert session["exclude"] == ["*\\xe9*x"]
+    from ipp_seg.inference.batch import _last_folder_measured
+
+    assert _last_folder_measured(record) == str(root)
+    # A resume from the same folder goes on with the run, not refused as another folder's.
+    (root / os.fsdecode(b"b\xe9.png")).write_bytes(sample_png.read_bytes())
+    resumed = _run("batch", root, "--out", out, "--glob", pattern, "--exclude", pattern + "x", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(_rows(out / "measurements.csv")) == 2

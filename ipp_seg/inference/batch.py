@@ -2326,7 +2326,8 @@ def _refuse_other_confidence_floors(record: dict, weights_sha256: str, floors: d
 def _last_folder_measured(record: dict) -> str | None:
     """The IN_DIR (absolute) of the last session a run's record holds, None where it holds none."""
     folders = [s.get("in_dir") for s in record.get("sessions", ())]
-    return folders[-1] if folders and isinstance(folders[-1], str) and folders[-1] else None
+    # (Written as the CSV writes names, a name's bytes that are not UTF-8 as \xfc: read back to the path.)
+    return path_of_printable(folders[-1]) if folders and isinstance(folders[-1], str) and folders[-1] else None
 
 
 def run_session(options: BatchOptions, workers: int) -> dict:
@@ -2338,9 +2339,10 @@ def run_session(options: BatchOptions, workers: int) -> dict:
     return {"started": utc_now_cell(), "ipp_seg": __version__,
             # Who can repeat it: the command as given, and the machine (an audit's first two questions).
             "command": options.command or None, "host": platform.node() or None,
-            "in_dir": os.path.abspath(options.in_dir),
-            "glob": options.glob,
-            "exclude": list(options.excluded_globs),
+            # (Names as the CSV writes them: a name's bytes that are not UTF-8 as \xfc, which JSON holds as text.)
+            "in_dir": printable_path(os.path.abspath(options.in_dir)),
+            "glob": printable_path(options.glob),
+            "exclude": [printable_path(pattern) for pattern in options.excluded_globs],
             "frames": inf.frames, "model": inf.model or DEFAULT_MODEL, "backend": inf.backend,
             # What changes the numbers (each row says it too, and a resume is refused a change).
             "method": inf.method, "orientation": inf.orientation, "tta": inf.tta,
