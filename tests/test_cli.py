@@ -1709,6 +1709,25 @@ def test_evaluate_reads_who_drew_a_mask_copied_out_of_its_run_from_the_mask_itse
         row = next(r for r in csv.DictReader(fh) if r["case_id"] == "04700")
     assert row["model_pred"] == "dssau-net-s" and len(row["model_sha256_pred"]) == 64
     assert [m["model"] for m in summary["prediction_models"]] == ["dssau-net-s"]
+    assert summary["prediction_versions"] == [__version__]  # (the mask's Software text)
+    # The same name with other weights (an earlier release's): what they trained on is unknown, and said so.
+    from ipp_seg.evaluate.report import read_label_mask
+    from ipp_seg.io.writers import output_provenance, write_label_png
+
+    (mask,) = (tmp_path / "copied").glob("*.png")
+    write_label_png(mask, read_label_mask(mask)[0], output_provenance("dssau-net-s", "0" * 64, "standard", False))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert invoke("evaluate", tmp_path / "copied", gt, "--out", tmp_path / "ev2").exit_code == 0
+    said = " ".join(caplog.text.split())
+    assert "predictions name dssau-net-s with weights that are not its shipped files' (sha256 000000000000...)" in said
+    assert "was trained on (such as" not in said
+    # An orientation no run writes (a copy edited by hand) is taken as unrecorded, not quoted in a warning.
+    write_label_png(mask, read_label_mask(mask)[0], output_provenance("dssau-net-s", None, "sideways", False))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert invoke("evaluate", tmp_path / "copied", gt, "--out", tmp_path / "ev3").exit_code == 0
+    assert "sideways" not in caplog.text and "--orientation" not in caplog.text
 
 
 def test_evaluate_reads_the_training_frames_of_an_exported_model_from_its_onnx_file(tmp_path, sample_png, caplog):

@@ -1446,12 +1446,16 @@ _FRAME_TIME_TAG, _FRAME_TIME_VECTOR_TAG = pydicom.tag.Tag(0x0018, 0x1063), pydic
     # it agrees with (see below for two that disagree).
     ({"FrameTime": 30, "FrameTimeVector": [0, 30, 30, 30.2]}, [0.0, 30.0, 60.0, 90.2]),
     ({"FrameIncrementPointer": pydicom.tag.Tag(0x0018, 0x2002), "FrameTime": 20}, [0.0, 20.0, 40.0, 60.0]),
-    # Neither: no time, never a guessed one.
+    # Neither: no time, never a guessed one; nor from one left empty (anonymised), which is no timing, said or not.
     ({}, [None] * 4),
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": None}, [None] * 4),
+    ({"FrameTime": None, "FrameTimeVector": [0, 25, 25, 25]}, [0.0, 25.0, 50.0, 75.0]),
 ])
-def test_a_cine_frame_has_its_time_after_the_first_frame_from_the_cine_module(tmp_path, extra, expected):
+def test_a_cine_frame_has_its_time_after_the_first_frame_from_the_cine_module(tmp_path, caplog, extra, expected):
     path = write_dicom(tmp_path / "cine.dcm", ramp_frames(4), extra=extra)
-    assert [f.provenance.frame_time_ms for f in read_frames(path)] == expected
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert [f.provenance.frame_time_ms for f in read_frames(path)] == expected
+    assert "given no time" not in caplog.text
     # Each frame asked alone has the time it has in the whole cine.
     assert read_frame(path, 2).provenance.frame_time_ms == expected[2]
 
@@ -1470,6 +1474,7 @@ def test_a_single_frame_has_no_cine_time(tmp_path):
     ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": [33, 33]}, "Frame Time holds 2 values"),
     # Frames closer than the 0.001 ms the times are rounded to: they would read as taken at one time.
     ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 0.0001}, "puts frames less than 0.001 ms apart"),
+    ({"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 0.0009}, "puts frames less than 0.001 ms apart"),
     ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, 40]},
      "Frame Time Vector holds 3 value(s) for 4 frames"),
     ({"FrameIncrementPointer": _FRAME_TIME_VECTOR_TAG, "FrameTimeVector": [0, 40, 0, 40]},

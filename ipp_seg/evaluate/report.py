@@ -849,11 +849,13 @@ def evaluate_folders(
     settings = ((run.settings if run is not None else set())
                 | {prediction_setting(item.get("tta"), item.get("method"), item.get("orientation"),
                                       item.get("spacing_given_mm")) for _, item in reports if "model" in item})
-    # (A mask's text records its --tta and orientation, not the method: one that a row already gives is no other.)
+    # (A mask's text records its --tta and orientation, not the method: one that a row already gives is no other. A
+    # value no run writes, of a copy edited by hand, is taken as unrecorded.)
     settings = tuple(sorted(settings | {
         setting for said in drawn.values()
         if (setting := prediction_setting({"mirror-average": True, "none": False}.get(said.get("tta", "")), "",
-                                          said.get("orientation"), ""))[::2] not in {s[::2] for s in settings}}))
+                                          said.get("orientation") if said.get("orientation") in ORIENTATIONS else "",
+                                          ""))[::2] not in {s[::2] for s in settings}}))
     other_orientations = sorted({o for _, _, o, _ in settings if o and o != orientation})
     if other_orientations:
         # Both masks are measured again here: with the other end of the PS taken as inferior, a run's
@@ -874,7 +876,8 @@ def evaluate_folders(
         case_models=case_models,
         prediction_versions=tuple(sorted((run.versions if run is not None else set())
                                          | {str(item["ipp_seg_version"]) for _, item in reports
-                                            if "model" in item})),  # (a frame's report; not evaluate's summary)
+                                            if "model" in item}  # (a frame's report; not evaluate's summary)
+                                         | {said["version"] for said in drawn.values() if said.get("version")})),
         missing_predictions=tuple(missing_pred),
         missing_ground_truth=tuple(missing_gt),
         missing_images=tuple(missing_images),
@@ -935,6 +938,12 @@ def cases_seen_in_training(models: Sequence[tuple[str, str]], case_ids: Sequence
                        "has" if len(uncarded) == 1 else "have", "it" if len(uncarded) == 1 else "they")
     for spec in specs:
         listed = {spec.card_sha256(kind) for kind in ("onnx", "torch")}
+        others = sorted({sha for name, sha in models if name == spec.name and sha and sha not in listed})
+        if others:  # (the name's weights of an earlier release, or retrained: what they trained on is not on this card)
+            logger.warning("predictions name %s with weights that are not its shipped files' (sha256 %s): an earlier "
+                           "release's, or retrained; which frames they were trained on is not known here, so a fit to "
+                           "them cannot be told from a validation", spec.name,
+                           ", ".join(f"{sha[:12]}..." for sha in others[:3]) + (" and more" if len(others) > 3 else ""))
         if not any(name == spec.name and (not sha or sha in listed) for name, sha in models):
             continue
         # (A mask no row or report speaks for is no model's: not credited to any, as the warning on it says.)

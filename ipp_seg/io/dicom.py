@@ -787,7 +787,8 @@ def _frame_times_ms(ds: Dataset, n_frames: int) -> tuple[tuple[float, ...] | Non
     single frame."""
     if n_frames < 2:
         return None, None
-    present = [tag for tag in (_FRAME_TIME_VECTOR, _FRAME_TIME) if tag in ds]
+    # (An attribute left empty, as anonymised exports leave them, gives no timing: no more than one absent.)
+    present = [tag for tag in (_FRAME_TIME_VECTOR, _FRAME_TIME) if tag in ds and not ds[tag].is_empty]
     if not present:
         return None, None
     try:
@@ -834,8 +835,8 @@ def _times_of(ds: Dataset, tag: int, n_frames: int) -> tuple[float, ...] | str:
     for step in steps:
         times.append(times[-1] + step)
     rounded = tuple(round(t, 3) for t in times)
-    if any(b <= a for a, b in zip(rounded, rounded[1:])):
-        return f"its {name} puts frames less than 0.001 ms apart"
+    if min(steps) < 0.001 or any(b <= a for a, b in zip(rounded, rounded[1:])):
+        return f"its {name} puts frames less than 0.001 ms apart (the precision times are kept to)"
     return rounded
 
 

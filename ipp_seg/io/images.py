@@ -492,8 +492,9 @@ def ipp_seg_png_kind(path: str | os.PathLike[str]) -> str | None:
 def ipp_seg_png_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
     """What a PNG that ipp-seg wrote records of what drew it (its ``ipp-seg <key>`` text chunks
     before the image data, :func:`~ipp_seg.io.writers.output_provenance`: ``model``, ``model
-    sha256``, ``orientation``, ``tta``), by key; empty for any other file, one written before
-    0.2.11, or one that cannot be read."""
+    sha256``, ``orientation``, ``tta``; and ``version``, of ipp-seg, from its ``Software``
+    chunk), by key, as the file says it (a copy may have been edited: check a value before use);
+    empty for any other file, one written before 0.2.11, or one that cannot be read."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(16384)  # (the chunks come first: each value is cut to 1000 characters)
@@ -518,6 +519,8 @@ def ipp_seg_png_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
             continue
         if keyword.startswith(b"ipp-seg ") and keyword != OUTPUT_PNG_KEYWORD:
             said[keyword[len(b"ipp-seg "):].decode("latin-1")] = value
+        elif keyword == b"Software" and value.startswith("ipp-seg "):
+            said["version"] = value[len("ipp-seg "):]
     return said
 
 
