@@ -2904,6 +2904,15 @@ def test_a_flat_folder_pairs_frames_and_masks_of_any_image_format(tmp_path, capl
     assert "without" not in caplog.text
     cases = load_cases(flat)
     assert [c.case_id for c in cases] == ["case000", "case001", "case002", "case003"]
+    # A mask beside a DICOM file of its case: train reads no DICOM, and says so where it would look like a bug.
+    shutil.copy(flat / "case003_mask.png", flat / "case004_mask.png")
+    (flat / "case004.DCM").write_bytes(b"\0" * 132)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert len(find_pairs(flat)) == 4
+    said = " ".join(caplog.text.split())
+    assert "1 mask without an image, left out: case004" in said
+    assert "1 mask beside a DICOM file of its case, which train does not read: export such frames as PNG" in said
     for case in cases:  # each frame with its own mask, as the PNG source had them
         source = cv2.imread(str(tmp_path / "src" / "masks" / f"{case.case_id}.png"), cv2.IMREAD_GRAYSCALE)
         np.testing.assert_array_equal(case.labels, source)
