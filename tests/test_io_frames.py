@@ -83,7 +83,8 @@ def test_types_are_frozen():
     [("all", FrameSelection()), (" ALL ", FrameSelection()), ("7", FrameSelection(7, 8)),
      ("2-5", FrameSelection(2, 6)), ("3 - 3", FrameSelection(3, 4)),
      # Every S-th frame from the first, as a cron field's step reads.
-     ("all/10", FrameSelection(step=10)), ("5-50/5", FrameSelection(5, 51, 5)), (" 2 - 9 / 3 ", FrameSelection(2, 10, 3)),
+     ("all/10", FrameSelection(step=10)), ("5-50/5", FrameSelection(5, 51, 5)),
+     (" 2 - 9 / 3 ", FrameSelection(2, 10, 3)),
      ("all/1", FrameSelection()), ("4/3", FrameSelection(4, 5)), ("4-5/3", FrameSelection(4, 5)),
      ("4-7/3", FrameSelection(4, 8, 3))],
 )
