@@ -1491,8 +1491,8 @@ def _processing_failure(frame, stage: str, exc: Exception) -> FrameFailure:
 
 
 def frames_after(frames: str, index: int) -> FrameSelection | None:
-    """The frames of the selection ``frames`` ("all", "N", "A-B") after frame ``index``, None
-    where it holds none."""
+    """The frames of the selection ``frames`` ("all", "N", "A-B", each with "/S" or not) after
+    frame ``index``, its step kept; None where it holds none."""
     return parse_frame_selection(frames).after(index)
 
 
