@@ -4156,6 +4156,25 @@ def test_a_damaged_jpeg_frame_of_a_cine_is_failed_alone(tmp_path, sample_dicom):
     assert rows[0]["aop_deg"] and rows[2]["aop_deg"] == rows[0]["aop_deg"] and rows[0]["n_frames"] == "5"
     assert (frames_after("all/2", 2).start, frames_after("all/2", 2).step) == (4, 2)
     assert frames_after("0-4/2", 4) is None and frames_after("1-9/4", 2).start == 5
+    # A frame whose JPEG data is cut short without an end marker, which no decoder takes at all (a library user's
+    # pass: the cine's later frames had been dropped without a row): that frame alone fails, as the one above.
+    ds.PixelData = encapsulate([sound, sound, sound[:len(sound) // 2] + b"\x00" * (len(sound) // 2 % 2), sound, sound])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "cut.dcm", enforce_file_format=True)
+    from ipp_seg.io import DamagedFrameError as Damaged
+    from ipp_seg.io import read_frames
+
+    read, frames = [], iter(read_frames(tmp_path / "cut.dcm"))
+    with pytest.raises(Damaged) as damaged:
+        for frame in frames:
+            read.append(frame.frame_index)
+    assert read == [0, 1] and damaged.value.frame_index == 2 and "frame 2 is damaged: its JPEG" in damaged.value.reason
+    cut_out = tmp_path / "cut-out"
+    (tmp_path / "cut-in").mkdir()
+    shutil.move(tmp_path / "cut.dcm", tmp_path / "cut-in" / "cut.dcm")
+    assert _run("batch", tmp_path / "cut-in", "--out", cut_out).exit_code == 0
+    assert [(r["frame"], r["status"] == "failed") for r in _rows(cut_out / "measurements.csv")] == [
+        ("0", False), ("1", False), ("2", True), ("3", False), ("4", False)]
     # A resume with the same choice finds every frame of it done but the failed one, read again (and failed again:
     # exit 1, as nothing this run read was measured).
     again = _run("batch", root, "--out", out, "--frames", "all/2", "--resume")

@@ -1091,11 +1091,14 @@ def test_corrupt_compressed_frame_fails_during_iteration(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     iterator = read_frames(path)
     np.testing.assert_array_equal(next(iterator).pixels, frames[0])
-    with pytest.raises(ScanReadError) as info:
+    with pytest.raises(DamagedFrameError) as info:
         next(iterator)
-    assert "decoding frame 1" in info.value.reason
+    assert "frame 1 is damaged: its JPEG-LS Lossless Image Compression data does not decode" in info.value.reason
+    assert info.value.frame_index == 1 and info.value.n_frames == 3
     # One line a user can read: not each decoder plugin's message on its own line, no object reprs.
     assert "\n" not in info.value.reason and " at 0x" not in info.value.reason
+    # Each frame coded apart: the frames after it are read (a caller reads on, as batch does).
+    np.testing.assert_array_equal(read_frame(path, 2).pixels, frames[2])
 
 
 def test_syntax_without_any_decoder(tmp_path):

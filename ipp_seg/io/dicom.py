@@ -468,6 +468,12 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
         if info.transfer_syntax == pydicom.uid.JPEGExtended12Bit and info.bits_stored > 8:
             hint = ("; 12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3, not installed by ipp-seg: "
                     "pip install pylibjpeg-libjpeg), or export the images uncompressed")
+        elif info.transfer_syntax.is_compressed and info.n_frames > 1 and position < len(wanted):
+            # Each frame of compressed data is coded apart: one that does not decode (its data cut short in a
+            # copy) leaves the frames after it readable, as one that decodes with a grey fill does. A QA pass: the
+            # rest of a cine had been dropped without a row.
+            raise DamagedFrameError(info.path, f"frame {frame} is damaged: its {info.transfer_syntax.name} data does "
+                                               f"not decode ({_one_line(exc)})", frame_index=frame) from exc
         raise ScanReadError(
             info.path, f"decoding frame {frame} ({info.transfer_syntax.name}) failed: {_one_line(exc)}{hint}"
         ) from exc
