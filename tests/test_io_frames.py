@@ -241,3 +241,22 @@ def test_every_error_ipp_seg_raises_on_purpose_has_one_base():
         read_frame("/nonexistent/scan.dcm")
     with pytest.raises(IppSegError):
         Predictor("no-such-model")
+
+
+def test_a_provenance_made_by_hand_is_checked_and_its_numbers_are_pythons():
+    # A library user's pass: a NaN frame time (or a numpy number) had made predict's report no strict JSON writer takes.
+    import json
+
+    made = Provenance("x.dcm", "dicom", frame_number=np.int64(2), frame_time_ms=np.float32(40.0))
+    assert (made.frame_number, made.frame_time_ms) == (2, 40.0)
+    assert type(made.frame_number) is int and type(made.frame_time_ms) is float
+    json.dumps({"frame_number": made.frame_number, "frame_time_ms": made.frame_time_ms}, allow_nan=False)
+    for bad in (float("nan"), float("inf"), -5.0, "40", True):
+        with pytest.raises(ValueError, match="frame_time_ms"):
+            Provenance("x.dcm", "dicom", frame_number=1, frame_time_ms=bad)
+    for bad in (0, -1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="frame_number"):
+            Provenance("x.dcm", "dicom", frame_number=bad)
+    frame = UltrasoundFrame(np.zeros((8, 8), np.uint8), None, (), np.int64(1), np.int64(3),
+                            Provenance("x.dcm", "dicom", frame_number=2, frame_time_ms=40))
+    assert type(frame.frame_index) is int and type(frame.n_frames) is int

@@ -101,6 +101,22 @@ class Provenance:
     burned_in_text: bool = False
     frame_time_ms: float | None = None
 
+    def __post_init__(self) -> None:
+        # Checked as made, as UltrasoundFrame is: a NaN time, or a numpy number, had made a report no strict JSON
+        # writer takes (a library user's pass).
+        if self.frame_number is not None:
+            if not _whole_number(self.frame_number) or self.frame_number < 1:
+                raise ValueError(f"a Provenance's frame_number is the 1-based DICOM frame number or None, got "
+                                 f"{self.frame_number!r}")
+            object.__setattr__(self, "frame_number", int(self.frame_number))
+        if self.frame_time_ms is not None:
+            time = self.frame_time_ms
+            if isinstance(time, (bool, np.bool_)) or not isinstance(time, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(time) or time < 0:
+                raise ValueError(f"a Provenance's frame_time_ms is a time in ms from the cine's first frame (a finite "
+                                 f"number, 0 or more) or None, got {time!r}")
+            object.__setattr__(self, "frame_time_ms", float(time))
+
 
 @dataclass(frozen=True, eq=False)  # (compared by identity: == of its arrays has no single truth value)
 class UltrasoundFrame:
@@ -156,6 +172,7 @@ class UltrasoundFrame:
             value = getattr(self, name)
             if not _whole_number(value) or value < least:
                 raise ValueError(f"an UltrasoundFrame's {name} is an integer from {least}, got {value!r}")
+            object.__setattr__(self, name, int(value))  # (a numpy integer as Python's: reports are JSON)
         if self.frame_index >= self.n_frames:
             raise ValueError(f"an UltrasoundFrame's frame_index ({self.frame_index}) must be below its n_frames "
                              f"({self.n_frames}): frames are counted from 0")
