@@ -1547,3 +1547,23 @@ def test_every_s_th_frame_of_a_cine_is_read_as_itself_with_its_time(tmp_path, sy
         assert frame.provenance.frame_number == frame.frame_index + 1 and frame.n_frames == 7
     assert [f.provenance.frame_time_ms for f in read] == [0.0, 75.0, 150.0]
     assert [f.frame_index for f in read_frames(path, "1-5/2")] == [1, 3, 5]
+
+
+def test_a_frame_that_cannot_be_read_says_its_place_in_the_cine_through_pickling(tmp_path):
+    # A library user's pass: multiprocessing pickles exceptions, and the frame's count, index and provenance were lost.
+    frames = ramp_frames(5)
+    path = write_dicom(tmp_path / "cine.dcm", frames, extra={"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 40})
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 2 * frames[0].size - frames[0].size // 2])  # 2.5 frames held
+    with pytest.raises(ScanReadError) as info:
+        list(read_frames(path, "all/2"))  # frames 0, 2 (missing), 4
+    error = info.value
+    for copy in (error, pickle.loads(pickle.dumps(error)), error.with_uids(("1.2.3", None, None))):
+        assert type(copy) is type(error) and copy.reason == error.reason
+        assert (copy.n_frames, copy.frame_index) == (5, 2)
+        assert (copy.frame_provenance.frame_number, copy.frame_provenance.frame_time_ms) == (3, 80.0)
+    assert error.with_uids(("1.2.3", None, None)).dicom_uids == ("1.2.3", None, None)
+    damaged = DamagedFrameError(path, "frame 1 is damaged", frame_index=1)
+    damaged.n_frames = 5
+    again = pickle.loads(pickle.dumps(damaged))
+    assert (type(again), again.frame_index, again.n_frames) == (DamagedFrameError, 1, 5)

@@ -19,8 +19,7 @@ class ScanReadError(IppSegError):
     what the header gave of the scan: ``n_frames``, its frame count, and for a frame that could
     not be read, ``frame_index`` (0-based) and ``frame_provenance``, that frame's
     :class:`~ipp_seg.io.Provenance` (its DICOM frame number and cine time), so that its failed
-    row places it; None otherwise (and, but for a :class:`DamagedFrameError`'s frame index, in a
-    copy pickled to another process).
+    row places it; None otherwise. A copy pickled to another process keeps them.
     """
 
     n_frames: int | None = None
@@ -36,13 +35,19 @@ class ScanReadError(IppSegError):
         self.dicom_uids = tuple(dicom_uids)
         super().__init__(f"cannot read {self.path}: {reason}")
 
-    def __reduce__(self):  # keep pickling (multiprocessing) working with every argument
-        return (type(self), (self.path, self.reason, self.dicom_uids))
+    def __reduce__(self):  # keep pickling (multiprocessing) working with every argument, and what the reader added
+        return (type(self), (self.path, self.reason, self.dicom_uids), self._said_of_the_scan())
+
+    def _said_of_the_scan(self) -> dict:
+        return {key: self.__dict__[key] for key in ("n_frames", "frame_index", "frame_provenance")
+                if key in self.__dict__}
 
     def with_uids(self, dicom_uids: tuple[str | None, str | None, str | None]) -> ScanReadError:
         """This error (of its own type, with what else it carries) naming the file's UIDs."""
-        maker, args = self.__reduce__()
-        return maker(args[0], args[1], tuple(dicom_uids), *args[3:])
+        maker, args, state = self.__reduce__()
+        made = maker(args[0], args[1], tuple(dicom_uids), *args[3:])
+        made.__dict__.update(state)
+        return made
 
 
 class NotAnImageError(ScanReadError):
@@ -71,7 +76,7 @@ class DamagedFrameError(ScanReadError):
         self.frame_index = frame_index
 
     def __reduce__(self):
-        return (type(self), (self.path, self.reason, self.dicom_uids, self.frame_index))
+        return (type(self), (self.path, self.reason, self.dicom_uids, self.frame_index), self._said_of_the_scan())
 
 
 class FrameNotInScanError(ScanReadError):
