@@ -669,8 +669,8 @@ METHOD_OPT = typer.Option("ellipse", "--method", help="AoP method: ellipse (defa
 ORIENTATION_OPT = typer.Option("standard", "--orientation",
                                help="standard: the PS's inferior end is its right-hand end as displayed; "
                                     "mirrored: the left-hand end.")
-FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: all, N or A-B (0-based; a range "
-                                                   "takes those a scan has), all/S or A-B/S for every S-th frame "
+FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: all, N, A-B or A-end (0-based; a "
+                                                   "range takes those a scan has), /S after one for every S-th frame "
                                                    "(all/10: 0, 10, 20, ...); a scan with none of them gets a failed "
                                                    "row.")
 SPACING_OPT = typer.Option(None, "--spacing-mm",

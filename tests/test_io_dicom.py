@@ -1547,6 +1547,9 @@ def test_every_s_th_frame_of_a_cine_is_read_as_itself_with_its_time(tmp_path, sy
         assert frame.provenance.frame_number == frame.frame_index + 1 and frame.n_frames == 7
     assert [f.provenance.frame_time_ms for f in read] == [0.0, 75.0, 150.0]
     assert [f.frame_index for f in read_frames(path, "1-5/2")] == [1, 3, 5]
+    assert [f.frame_index for f in read_frames(path, "4-end/2")] == [4, 6]
+    # Indices as analysis code holds them, in numpy.
+    assert [f.frame_index for f in read_frames(path, np.int64(2))] == [2] and read_frame(path, np.int64(5)).n_frames == 7
 
 
 def test_a_frame_that_cannot_be_read_says_its_place_in_the_cine_through_pickling(tmp_path):

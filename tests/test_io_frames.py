@@ -260,3 +260,18 @@ def test_a_provenance_made_by_hand_is_checked_and_its_numbers_are_pythons():
     frame = UltrasoundFrame(np.zeros((8, 8), np.uint8), None, (), np.int64(1), np.int64(3),
                             Provenance("x.dcm", "dicom", frame_number=2, frame_time_ms=40))
     assert type(frame.frame_index) is int and type(frame.n_frames) is int
+
+
+def test_a_selection_reads_back_from_its_text_and_takes_only_whole_numbers():
+    # A library user's pass: str(FrameSelection(5)) was '5-end', which nothing parsed; 1.5 or True made a selection
+    # that failed later, printed as '1.5-end'; Arabic-Indic digits were taken as a frame number.
+    for selection in (FrameSelection(5), FrameSelection(5, None, 3), FrameSelection(0, None, 4), FrameSelection(2, 9, 3),
+                      FrameSelection(np.int64(1), np.int64(4))):
+        assert parse_frame_selection(str(selection)) == selection
+    assert parse_frame_selection("5-END") == FrameSelection(5) and list(FrameSelection(5).indices(8)) == [5, 6, 7]
+    assert type(FrameSelection(np.int64(1)).start) is int
+    for bad in ({"start": 1.5}, {"start": True}, {"stop": 2.5}, {"step": 2.0}):
+        with pytest.raises(ValueError, match="whole number"):
+            FrameSelection(**bad)
+    with pytest.raises(ValueError):
+        parse_frame_selection("\u0663")  # ARABIC-INDIC DIGIT THREE

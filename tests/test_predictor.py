@@ -240,6 +240,13 @@ def test_bad_options_are_refused_before_a_model_is_loaded(monkeypatch, options, 
 
 def test_a_frame_index_is_a_frame_selection():
     assert Predictor(frames=2).options.frames == "2"
+    # A numpy index, and a FrameSelection (as read_frames takes them), as the text the command line takes.
+    from ipp_seg.io import FrameSelection
+
+    assert Predictor(frames=np.int64(2)).options.frames == "2"
+    assert Predictor(frames=FrameSelection(step=2)).options.frames == "all/2"
+    assert Predictor(frames=FrameSelection(5)).options.frames == "5-end"
+    assert Predictor(frames="5-end/3").options.frames == "5-end/3"
 
 
 def test_the_library_prints_nothing_when_logging_is_not_configured(tmp_path, sample_dicom):

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import IppSegError
 from ..io import Provenance, UltrasoundFrame
-from ..io.frames import check_spacing
+from ..io.frames import FrameSelection, check_spacing
 from ..io.folders import given_path
 from ..io.greyscale import colour_marks, luminance_rgb, to_output
 from ..measure.progress import check_plausible_spacing
@@ -69,7 +69,9 @@ class Predictor:
             not available; :attr:`provider` says what runs).
         method: AoP method, one of :data:`ipp_seg.measure.METHODS`.
         orientation: display convention, one of :data:`ipp_seg.measure.ORIENTATIONS`.
-        frames: frames of each file: "all", "N" or "A-B" (0-based).
+        frames: frames of each file: "all", "N", "A-B" or "A-end" (0-based), "/S" after one for
+            every S-th frame ("all/5"), as ``--frames`` takes them; or a frame index, or a
+            :class:`~ipp_seg.io.FrameSelection`.
         spacing_mm: (x, y) mm per pixel for files without a calibration of their own.
         tta: average the network's output with that of the mirrored frame.
         threads: CPU threads for the model (None: the runtime's choice).
@@ -80,16 +82,18 @@ class Predictor:
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *, backend: str = "onnx", device: str = "cpu",
-                 method: str = "ellipse", orientation: str = "standard", frames: str | int = "all",
+                 method: str = "ellipse", orientation: str = "standard", frames: str | int | FrameSelection = "all",
                  spacing_mm: tuple[float, float] | None = None, tta: bool = False,
                  threads: int | None = None, fixed_batch: int | None = None) -> None:
         if model is not None and (not isinstance(model, (str, os.PathLike)) or not os.fspath(model)):
             raise ValueError(f"model must be a shipped model's name or a file path (None: the default), got {model!r}")
-        if isinstance(frames, int) and not isinstance(frames, bool) and frames >= 0:
-            frames = str(frames)
+        if isinstance(frames, (int, np.integer)) and not isinstance(frames, (bool, np.bool_)) and frames >= 0:
+            frames = str(int(frames))
+        elif isinstance(frames, FrameSelection):
+            frames = str(frames)  # (the text the command line takes, which a run's record and rows keep)
         if not isinstance(frames, str):
-            raise ValueError(f"frames must be 'all', 'N' or 'A-B' (0-based; 'all/S' or 'A-B/S' for every S-th), or a "
-                             f"frame index; got {frames!r}")
+            raise ValueError(f"frames must be 'all', 'N', 'A-B' or 'A-end' (0-based; '/S' after one for every S-th), "
+                             f"a FrameSelection or a frame index; got {frames!r}")
         check_inference_choices(method, orientation, frames, backend, device)
         if not isinstance(tta, bool):
             raise ValueError(f"tta must be True or False, got {tta!r}")

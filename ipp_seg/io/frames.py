@@ -274,12 +274,19 @@ class FrameSelection:
     step: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("start", "stop"):
+            value = getattr(self, name)
+            if value is not None or name == "start":
+                if not _whole_number(value):
+                    raise ValueError(f"frame selection {name} must be a whole number, got {value!r}")
+                object.__setattr__(self, name, int(value))
         if self.start < 0:
             raise ValueError(f"frame selection start must be >= 0, got {self.start}")
         if self.stop is not None and self.stop <= self.start:
             raise ValueError(f"frame selection is empty: start {self.start}, stop {self.stop}")
         if not _whole_number(self.step) or self.step < 1:
             raise ValueError(f"frame selection step must be a whole number >= 1, got {self.step!r}")
+        object.__setattr__(self, "step", int(self.step))
 
     @property
     def is_all(self) -> bool:
@@ -318,27 +325,31 @@ class FrameSelection:
         return f"{self.start}-{self.stop - 1}{every}"
 
 
-_SELECTION = re.compile(r"^\s*(?:(?P<all>all)|(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)\s*(?:/\s*(?P<step>\d+)\s*)?$",
-                        re.IGNORECASE)
+# (ASCII digits: Python's \d also takes other scripts' digits, which no one types for a frame.)
+_SELECTION = re.compile(r"^\s*(?:(?P<all>all)|(?P<a>[0-9]+)(?:\s*-\s*(?P<b>[0-9]+|end))?)"
+                        r"\s*(?:/\s*(?P<step>[0-9]+)\s*)?$", re.IGNORECASE)
 
 
 def parse_frame_selection(text: str) -> FrameSelection:
-    """Parse a frame choice: ``"all"``, ``"N"`` or ``"A-B"`` (0-based, inclusive of B), the
-    last two of which may end in ``/S``, every S-th frame from the first (``"all/10"``: frames
-    0, 10, 20, ...; ``"5-50/5"``: 5, 10, ..., 50), as a cron field reads a step.
+    """Parse a frame choice: ``"all"``, ``"N"``, ``"A-B"`` (0-based, inclusive of B) or
+    ``"A-end"`` (from A to the last frame), each of which may end in ``/S``, every S-th frame
+    from the first (``"all/10"``: frames 0, 10, 20, ...; ``"5-50/5"``: 5, 10, ..., 50), as a
+    cron field reads a step; what ``str`` of a :class:`FrameSelection` gives.
 
     Raises ``ValueError`` for anything else (negative numbers, B < A, a step of 0, empty text).
     """
     match = _SELECTION.match(text or "")
     if match is None:
-        raise ValueError(f"frame selection must be 'all', 'N' or 'A-B' (0-based), each optionally with '/S' for "
-                         f"every S-th frame, got {text!r}")
+        raise ValueError(f"frame selection must be 'all', 'N', 'A-B' or 'A-end' (0-based), each optionally with "
+                         f"'/S' for every S-th frame, got {text!r}")
     step = int(match.group("step")) if match.group("step") is not None else 1
     if step < 1:
         raise ValueError(f"frame selection {text!r} steps by 0 frames: a step is 1 or more")
     if match.group("all"):
         return FrameSelection(step=step)
     first = int(match.group("a"))
+    if (match.group("b") or "").lower() == "end":
+        return FrameSelection(first, None, step)
     last = int(match.group("b")) if match.group("b") is not None else first
     if last < first:
         raise ValueError(f"frame range {text!r} ends before it starts")

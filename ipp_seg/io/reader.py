@@ -18,6 +18,8 @@ import stat
 from collections.abc import Iterator, Sequence
 from typing import Union
 
+import numpy as np
+
 from .errors import DamagedFrameError, FrameNotInScanError, NotAnImageError, ScanReadError, missing_file_reason
 from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file, starts_like_an_image
 from .frames import (
@@ -130,8 +132,10 @@ def read_frames(
 ) -> Iterator[UltrasoundFrame]:
     """Frames of a scan, decoded one at a time as the iterator is consumed.
 
-    ``frames``: ``"all"``, a 0-based index, a ``range``, a :class:`FrameSelection` or text
-    ``"all" | "N" | "A-B"``. ``spacing_mm``: (x, y) mm per pixel for files without a
+    ``frames``: ``"all"``, a 0-based index (a numpy integer too), a ``range`` (exactly those
+    frames, in its order: one the scan lacks is refused), a :class:`FrameSelection` or text
+    ``"all" | "N" | "A-B" | "A-end"``, with ``"/S"`` after it for every S-th frame (a selection
+    takes those of its frames the scan has). ``spacing_mm``: (x, y) mm per pixel for files without a
     calibration (see the module docstring for how it combines with the file's).
 
     The header is checked before this returns, so a file that cannot be read raises
@@ -200,6 +204,8 @@ def _refuse_special_file(name: str) -> None:
 
 def read_frame(path: PathLike, index: int = 0, spacing_mm: Spacing | None = None) -> UltrasoundFrame:
     """One frame (0-based ``index``) of a scan; see :func:`read_frames`."""
+    if isinstance(index, np.integer) and not isinstance(index, np.bool_):
+        index = int(index)
     if isinstance(index, bool) or not isinstance(index, int):
         raise TypeError(f"index must be an int, got {type(index).__name__}")
     return next(iter(read_frames(path, index, spacing_mm)))
@@ -248,6 +254,8 @@ def _indices(path: str, frames: Frames, n_frames: int,
             error = FrameNotInScanError(path, str(exc), dicom_uids)
             error.n_frames = n_frames  # (its row says how many the scan has)
             raise error from None
+    if isinstance(frames, np.integer) and not isinstance(frames, np.bool_):
+        frames = int(frames)  # (analysis code holds its indices in numpy)
     if isinstance(frames, bool) or not isinstance(frames, (int, range)):
         raise TypeError(f"frames must be 'all', an int, a range or a FrameSelection, got {type(frames).__name__}")
     if isinstance(frames, int):
