@@ -275,3 +275,8 @@ def test_a_selection_reads_back_from_its_text_and_takes_only_whole_numbers():
             FrameSelection(**bad)
     with pytest.raises(ValueError):
         parse_frame_selection("\u0663")  # ARABIC-INDIC DIGIT THREE
+
+
+def test_a_source_of_no_frame_is_said_so():
+    with pytest.raises(IndexError, match="the source has no frame$"):
+        FrameSelection().indices(0)

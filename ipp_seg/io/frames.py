@@ -257,6 +257,8 @@ class UltrasoundFrame:
 
 def frames_held(n_frames: int) -> str:
     """How many frames a source holds and their indices, for messages: "1 frame (frame 0)"."""
+    if n_frames < 1:
+        return "no frame"
     return "1 frame (frame 0)" if n_frames == 1 else f"{n_frames} frames (0-{n_frames - 1})"
 
 
