@@ -1078,7 +1078,7 @@ def batch(
     what = "not an image" if n_not == 1 else "not images"
     not_images = ("" if not n_not else f", {what}" if n_not == failed
                   else f", {n_not} of them {what}")
-    measured_files = _count(summary.files - summary.skipped_files, "file")
+    measured_files = _count(summary.files - summary.skipped_files - summary.files_without_rows, "file")
     # Rows with a warning hold values to read with their reasons: a share worth knowing at a glance.
     # Most warnings on PNG frames are spacing_unknown alone: how many doubt the angle itself.
     doubtful = f" ({summary.doubtful_aop_rows or 'none'} with a doubtful AoP)"

@@ -863,9 +863,12 @@ def test_a_scan_without_the_frames_asked_for_is_no_unreadable_file(mixed_folder,
     with caplog.at_level("WARNING"):
         again = _run("batch", tmp_path / "still", "--out", tmp_path / "o2", "--frames", "5", "--resume")
     assert again.exit_code == 0 and "Traceback" not in again.output, again.output  # (the CSV holds a measured row)
-    assert "1 file(s) hold none of the frames --frames asks for; the rows they have stand" in caplog.text
+    # (Named; and not counted among the files measured now, as it gave no row: "1 row from 1 file" had been said of
+    # a run that measured another file alone.)
+    assert "1 file(s) hold none of the frames --frames asks for; the rows they have stand: cine.dcm" in caplog.text
     rows = _rows(tmp_path / "o2" / "measurements.csv")
     assert "0 failed" in again.output and [(r["frame"], r["reasons"]) for r in rows] == [("0", row["reasons"])]
+    assert "0 rows from 0 files measured now" in " ".join(again.output.split())
 
 
 def test_batch_missing_folder_exits_2(tmp_path):

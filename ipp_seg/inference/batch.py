@@ -372,6 +372,9 @@ class BatchSummary:
     hidden_left_out: tuple[str, ...] = ()
     # Folders that could not be listed, "name/ (reason)": their files have no rows.
     folders_not_listed: tuple[str, ...] = ()
+    # Of ``files - skipped_files``: those read now that gave no row (a resumed file with rows that holds none of
+    # the frames --frames asks for now).
+    files_without_rows: int = 0
 
     @property
     def advice(self) -> RunAdvice:
@@ -2713,7 +2716,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = n_vanished = 0
-    without_frames_asked = 0  # resumed files with rows that hold none of the frames asked now
+    without_frames_asked: list[str] = []  # resumed files with rows that hold none of the frames asked now
     any_identity = False  # no frame with a UID or bytes measured now: no repeat to name
     rowed: set[str] = set()  # files whose rows this run wrote
     written_now: set[str] = set()  # (--overwrite of an earlier run: the outputs this run wrote)
@@ -2727,7 +2730,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                        for row in outcome.rows)
                     log.info("%s: %s", outcome.file, ", ".join(f"{n} {status}" for status, n in statuses.items())
                              or "no frame asked for")
-                without_frames_asked += not outcome.rows
+                if not outcome.rows:
+                    without_frames_asked.append(outcome.file)
                 if not rowed:
                     record_now()
                 rowed.add(outcome.file)
@@ -2772,8 +2776,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             log.warning("%s: the run's record could not be brought up to date (%s): its rows stand",
                         options.out_dir / RUN_RECORD_NAME, exc.strerror or exc)
     if without_frames_asked:
-        log.warning("%d file(s) hold none of the frames --frames asks for; the rows they have stand",
-                    without_frames_asked)
+        log.warning("%d file(s) hold none of the frames --frames asks for; the rows they have stand: %s",
+                    len(without_frames_asked), _examples(without_frames_asked))
     if n_vanished and not os.path.isdir(options.in_dir):
         # A network share dropped, a drive unplugged: its files' rows say "no such file" one by one,
         # and the run had ended as an ordinary one.
@@ -2808,7 +2812,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         n_doubtful, n_segmented, n_unsure, n_not_image, n_warning, repeats, csv_advice,
                         doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised,
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused,
-                        hidden_left_out=hidden_names, folders_not_listed=unlisted_names)
+                        hidden_left_out=hidden_names, folders_not_listed=unlisted_names,
+                        files_without_rows=len(without_frames_asked))
 
 
 def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:
