@@ -36,7 +36,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from ipp_seg.io import DamagedFrameError, ScanReadError, count_frames, read_frame, read_frames
+from ipp_seg.io import DamagedFrameError, FramesMissingError, ScanReadError, count_frames, read_frame, read_frames
 
 PATIENT_NAME = "Doe^Jane"  # must never reach a message or a log line
 PATIENT_ID = "PID-31415"
@@ -767,13 +767,24 @@ def test_a_frame_count_far_beyond_the_frames_present_reads_those_present(tmp_pat
     tracemalloc.start()
     try:
         frames = []
-        with pytest.raises(ScanReadError, match="frame 3 is missing: the pixel data ends after 3 of the 99999999"):
+        with pytest.raises(ScanReadError, match="frame 3 is missing: the pixel data ends after 3 of the 99999999") \
+                as info:
             for frame in read_frames(path):
                 frames.append(frame.frame_index)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert frames == [0, 1, 2] and peak < 50 * 2**20  # a list of every declared index took 800 MB
+    # A damaged header's count: the later frames are not listed one by one (a row each would be 10^8 rows).
+    assert isinstance(info.value, FramesMissingError) and info.value.missing_frames == ()
+    # A cine's: each later frame asked for is listed, with its place, for a row of its own.
+    path = write_dicom(tmp_path / "short.dcm", ramp_frames(3), syntax=RLELossless)
+    path.write_bytes(path.read_bytes().replace(element, b"\x28\x00\x08\x00IS\x02\x006 "))
+    with pytest.raises(FramesMissingError) as info:
+        list(read_frames(path))
+    assert info.value.frame_index == 3 and info.value.n_frames == 6
+    assert [(i, p.frame_number) for i, p in info.value.missing_frames] == [(4, 5), (5, 6)]
+    assert info.value.reason_for(5).startswith("frame 5 is missing: the pixel data ends after 3 of the 6 frames")
     tracemalloc.start()
     try:  # and so did comparing a chosen frame with every declared one (--frames 1)
         assert [f.frame_index for f in read_frames(path, 1)] == [1]

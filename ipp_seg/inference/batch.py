@@ -1182,6 +1182,11 @@ class FileProcessor:
                         failed = exc.frame_index if isinstance(exc, ScanReadError) and exc.frame_index is not None \
                             else index
                         yield item, _reading_failure(path, failed, exc)
+                        # The pixel data ended: each later frame asked for is missing too, a row each (a gap in a
+                        # cine's time had read as its end).
+                        for later, provenance in getattr(exc, "missing_frames", ()):
+                            yield item, FrameFailure(later, exc.reason_for(later), UNREADABLE, provenance,
+                                                     exc.n_frames)
                         break
                     yield item, _reading_failure(path, exc.frame_index, exc)
                     after = frames_after(inf.frames, exc.frame_index)

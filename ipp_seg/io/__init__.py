@@ -13,7 +13,8 @@ pylibjpeg-libjpeg is not used. MPEG-2/MPEG-4/HEVC video syntaxes have no pydicom
 are refused with a clear error.
 """
 
-from .errors import DamagedFrameError, FrameNotInScanError, NotAnImageError, OtherModalityError, ScanReadError
+from .errors import (DamagedFrameError, FrameNotInScanError, FramesMissingError, NotAnImageError, OtherModalityError,
+                     ScanReadError)
 from .frames import FrameSelection, ImagingRegion, Provenance, UltrasoundFrame, parse_frame_selection
 from .reader import SUPPORTED_SUFFIXES, count_frames, read_frame, read_frames, source_format
 from .writers import write_label_mha, write_label_png, write_overlay_png
@@ -24,6 +25,7 @@ __all__ = [
     "ImagingRegion",
     "Provenance",
     "DamagedFrameError",
+    "FramesMissingError",
     "FrameNotInScanError",
     "NotAnImageError",
     "OtherModalityError",

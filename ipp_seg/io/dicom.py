@@ -39,8 +39,8 @@ from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
-from .errors import (DamagedFrameError, NotAnImageError, OtherModalityError, ScanReadError, missing_file_reason,
-                     open_failure_reason)
+from .errors import (DamagedFrameError, FramesMissingError, NotAnImageError, OtherModalityError, ScanReadError,
+                     missing_file_reason, open_failure_reason)
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, spacings_agree, too_many_pixels
 from .greyscale import GreyPixels, grey_with_marks, invert, to_output
@@ -458,8 +458,9 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
                 finally:
                     frames.close()
             if position < len(wanted):
-                raise ScanReadError(info.path, f"frame {wanted[position]} is missing: the pixel data ends after "
-                                               f"{position} of the {info.n_frames} frames the header declares")
+                raise FramesMissingError(info.path, f"frame {wanted[position]} is missing: the pixel data ends "
+                                                    f"after {position} of the {info.n_frames} frames the header "
+                                                    "declares")
     except ScanReadError:
         raise
     except Exception as exc:  # decoder failures come in many types
@@ -497,8 +498,8 @@ def _iter_frames_present(info: DicomInfo, wanted: Sequence[int], every_frame: bo
         if lacking == len(wanted):
             return
         missing = wanted[lacking]
-    raise ScanReadError(info.path, f"frame {missing} is missing: the pixel data ends after {present} of the "
-                                   f"{info.n_frames} frames the header declares")
+    raise FramesMissingError(info.path, f"frame {missing} is missing: the pixel data ends after {present} of the "
+                                        f"{info.n_frames} frames the header declares")
 
 
 def _one_line(exc: Exception, limit: int = 300) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 from ..errors import IppSegError
 
@@ -39,7 +40,7 @@ class ScanReadError(IppSegError):
         return (type(self), (self.path, self.reason, self.dicom_uids), self._said_of_the_scan())
 
     def _said_of_the_scan(self) -> dict:
-        return {key: self.__dict__[key] for key in ("n_frames", "frame_index", "frame_provenance")
+        return {key: self.__dict__[key] for key in ("n_frames", "frame_index", "frame_provenance", "missing_frames")
                 if key in self.__dict__}
 
     def with_uids(self, dicom_uids: tuple[str | None, str | None, str | None]) -> ScanReadError:
@@ -77,6 +78,24 @@ class DamagedFrameError(ScanReadError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.reason, self.dicom_uids, self.frame_index), self._said_of_the_scan())
+
+
+class FramesMissingError(ScanReadError):
+    """The pixel data ends before a frame asked for: that frame (``frame_index``) and every
+    later one are missing, the frames before it read. :func:`~ipp_seg.io.read_frames` gives
+    ``missing_frames``, (index, :class:`~ipp_seg.io.Provenance`) of each later frame asked for
+    (empty where there are more than :data:`MAX_MISSING_FRAMES`: a damaged header's count), so
+    that each gets its failed row and a cine's gap shows in time."""
+
+    missing_frames: tuple = ()
+
+    def reason_for(self, frame_index: int) -> str:
+        """This reason, said of the later missing frame ``frame_index``."""
+        return re.sub(r"^frame [0-9]+ is missing", f"frame {frame_index} is missing", self.reason)
+
+
+#: The most later frames a :class:`FramesMissingError` lists: a cine's, not a damaged header's count.
+MAX_MISSING_FRAMES = 10_000
 
 
 class FrameNotInScanError(ScanReadError):

@@ -12,6 +12,7 @@ the file's calibration is kept.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
@@ -20,7 +21,8 @@ from typing import Union
 
 import numpy as np
 
-from .errors import DamagedFrameError, FrameNotInScanError, NotAnImageError, ScanReadError, missing_file_reason
+from .errors import (MAX_MISSING_FRAMES, DamagedFrameError, FrameNotInScanError, FramesMissingError, NotAnImageError,
+                     ScanReadError, missing_file_reason)
 from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file, starts_like_an_image
 from .frames import (
     FrameSelection,
@@ -235,6 +237,10 @@ def _frames(pixel_source, spacing, regions, n_frames, provenance, indices: Seque
         exc.n_frames = n_frames
         if failed is not None and 0 <= failed < n_frames:
             exc.frame_index, exc.frame_provenance = failed, provenance(failed)
+            if isinstance(exc, FramesMissingError):  # (every later frame asked for is missing too: each its row)
+                later = list(itertools.islice((i for i in indices if i > failed), MAX_MISSING_FRAMES + 1))
+                exc.missing_frames = tuple((i, provenance(i)) for i in later) if len(later) <= MAX_MISSING_FRAMES \
+                    else ()
         raise
     finally:
         # A caller that stops early closes this generator; close the file-holding one too.
