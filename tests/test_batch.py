@@ -4294,6 +4294,11 @@ def test_a_cine_frame_that_cannot_be_read_keeps_its_place_in_the_cine(tmp_path, 
     assert sorted(rows) == [("cine.dcm", "0"), ("cine.dcm", "2"), ("cine.dcm", "4"), ("still.dcm", "0")]
     assert [(rows["cine.dcm", f]["status"], rows["cine.dcm", f]["frame_time_ms"]) for f in "24"] == [
         ("failed", "80.0"), ("failed", "160.0")]
+    # A cine cut inside its first frame: one failed row of the file, which says how many frames the header declares.
+    (root / "cut.dcm").write_bytes(data[:len(data) - 4 * frame_bytes - frame_bytes // 2])
+    assert _run("batch", root, "--out", out, "--glob", "cut.dcm", "--overwrite").exit_code == 1
+    (row,) = _rows(out / "measurements.csv")
+    assert (row["frame"], row["reasons"], row["n_frames"]) == ("", "unreadable", "5") and "truncated" in row["error"]
     # A file that holds none of the frames asked says how many it holds.
     assert _run("batch", root, "--out", out, "--frames", "1-2", "--glob", "still.dcm", "--overwrite").exit_code == 1
     (row,) = _rows(out / "measurements.csv")

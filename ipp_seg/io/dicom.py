@@ -738,7 +738,9 @@ def _check_native_length(path: str, ds: Dataset, element: _PixelElement, n_frame
         return None
     whole_frames = available // (expected // n_frames) if n_frames > 1 else 0
     if not whole_frames:
-        raise ScanReadError(path, f"truncated pixel data ({available} of {expected} bytes for {n_frames} frame(s))")
+        error = ScanReadError(path, f"truncated pixel data ({available} of {expected} bytes for {n_frames} frame(s))")
+        error.n_frames = n_frames  # (its row says how many the header declares: a cine cut inside its first frame)
+        raise error
     logger.debug("%s: the pixel data holds %d of the %d frames the header declares", path, whole_frames, n_frames)
     return whole_frames
 
