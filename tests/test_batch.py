@@ -113,11 +113,13 @@ def test_batch_mixed_folder(mixed_folder, tmp_path):
     assert [r["frame"] for r in by_file["sub/cine.dcm"]] == ["0", "1", "2"]
     assert all(r["sop_instance_uid"] for r in by_file["sub/cine.dcm"])
     # A cine's rows say how many frames it has, and each frame's time after the first (its Frame Time, 40 ms): an
-    # x-axis in time, not frames alone. A still has one frame and no time; a file that gave no frame, neither.
+    # x-axis in time, not frames alone. A still has one frame and no time; a file that gave no frame, no time, and
+    # the frame count only where its header was read (the DICOM cut inside its one frame), not of a text file.
     assert [(r["n_frames"], r["frame_time_ms"]) for r in by_file["sub/cine.dcm"]] == [
         ("3", "0.0"), ("3", "40.0"), ("3", "80.0")]
     assert (by_file["a.png"][0]["n_frames"], by_file["a.png"][0]["frame_time_ms"]) == ("1", "")
-    assert (by_file["corrupt.dcm"][0]["n_frames"], by_file["corrupt.dcm"][0]["frame_time_ms"]) == ("", "")
+    assert (by_file["corrupt.dcm"][0]["n_frames"], by_file["corrupt.dcm"][0]["frame_time_ms"]) == ("1", "")
+    assert (by_file["readme.txt"][0]["n_frames"], by_file["readme.txt"][0]["frame_time_ms"]) == ("", "")
     # 0.035 cm as the DICOM states it, in mm as a decimal shift: no binary noise in the CSV.
     assert all(r["spacing_x_mm"] == r["spacing_y_mm"] == "0.35" for r in by_file["sub/cine.dcm"])
     # Every millimetre traces to its calibration: the DICOM region's; none for the bare PNG.
