@@ -761,7 +761,9 @@ def test_every_compressed_frame_is_checked_and_a_jp2_file_too(tmp_path):
 
 
 def test_a_frame_count_far_beyond_the_frames_present_reads_those_present(tmp_path):
-    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3), syntax=RLELossless)
+    # (With a Frame Time: each frame's time had been listed for every declared frame, 100 s and 9 GB.)
+    path = write_dicom(tmp_path / "cine.dcm", ramp_frames(3), syntax=RLELossless,
+                       extra={"FrameIncrementPointer": _FRAME_TIME_TAG, "FrameTime": 40})
     element = b"\x28\x00\x08\x00IS\x02\x003 "
     path.write_bytes(path.read_bytes().replace(element, b"\x28\x00\x08\x00IS\x08\x0099999999"))
     tracemalloc.start()
@@ -770,11 +772,12 @@ def test_a_frame_count_far_beyond_the_frames_present_reads_those_present(tmp_pat
         with pytest.raises(ScanReadError, match="frame 3 is missing: the pixel data ends after 3 of the 99999999") \
                 as info:
             for frame in read_frames(path):
-                frames.append(frame.frame_index)
+                frames.append((frame.frame_index, frame.provenance.frame_time_ms))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert frames == [0, 1, 2] and peak < 50 * 2**20  # a list of every declared index took 800 MB
+    assert frames == [(0, 0.0), (1, 40.0), (2, 80.0)] and peak < 50 * 2**20  # every declared index had taken 800 MB
+    assert info.value.frame_provenance.frame_time_ms == 120.0
     # A damaged header's count: the later frames are not listed one by one (a row each would be 10^8 rows).
     assert isinstance(info.value, FramesMissingError) and info.value.missing_frames == ()
     # A cine's: each later frame asked for is listed, with its place, for a row of its own.

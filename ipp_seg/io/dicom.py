@@ -131,7 +131,7 @@ class DicomInfo:
     burned_in_text: bool = False  # Burned In Annotation YES: text (a name) in the pixels
     # Each frame's time after the first, ms (:func:`_frame_times_ms`); None for one frame or none given, and where
     # the header's timing cannot be right: then why, for the reader of its frames to say (not every header read).
-    frame_times_ms: tuple[float, ...] | None = None
+    frame_times_ms: Sequence[float] | None = None
     frame_time_problem: str | None = None
 
     @property
@@ -782,7 +782,7 @@ _TIMING_NAMES = {_FRAME_TIME: "Frame Time", _FRAME_TIME_VECTOR: "Frame Time Vect
 MAX_FRAME_INTERVAL_MS = 3_600_000.0
 
 
-def _frame_times_ms(ds: Dataset, n_frames: int) -> tuple[tuple[float, ...] | None, str | None]:
+def _frame_times_ms(ds: Dataset, n_frames: int) -> tuple[Sequence[float] | None, str | None]:
     """Each frame's time after the cine's first frame, in ms (the first 0.0), from the Cine
     module, and why none is given where the header's timing cannot be right (None where all is
     well, or where the header gives no timing at all).
@@ -810,17 +810,18 @@ def _frame_times_ms(ds: Dataset, n_frames: int) -> tuple[tuple[float, ...] | Non
     chosen = next((tag for tag in named if tag in present), None)
     times = {tag: _times_of(ds, tag, n_frames) for tag in present}
     if chosen is None:
-        if len(present) == 2 and all(isinstance(t, tuple) for t in times.values()) and not _same_times(*times.values()):
+        if len(present) == 2 and not any(isinstance(t, str) for t in times.values()) \
+                and not _same_times(*times.values()):
             return None, ("its Frame Time and Frame Time Vector give other times (such as %s and %s ms for frame 1), "
                           "and its Frame Increment Pointer names neither" % (times[_FRAME_TIME][1],
                                                                              times[_FRAME_TIME_VECTOR][1]))
         # (Where the one the pointer names is absent, the other is the header's only timing.)
-        chosen = next((tag for tag in present if isinstance(times[tag], tuple)), present[0])
+        chosen = next((tag for tag in present if not isinstance(times[tag], str)), present[0])
     found = times[chosen]
-    return (found, None) if isinstance(found, tuple) else (None, found)
+    return (None, found) if isinstance(found, str) else (found, None)
 
 
-def _times_of(ds: Dataset, tag: int, n_frames: int) -> tuple[float, ...] | str:
+def _times_of(ds: Dataset, tag: int, n_frames: int) -> Sequence[float] | str:
     """The frames' times (ms) that ``tag``, Frame Time or Frame Time Vector, gives, or why they
     cannot be right."""
     name = _TIMING_NAMES[tag]
@@ -833,7 +834,14 @@ def _times_of(ds: Dataset, tag: int, n_frames: int) -> tuple[float, ...] | str:
     if tag == _FRAME_TIME:
         if len(values) != 1:
             return f"its {name} holds {len(values)} values, where it gives one time per frame"
-        steps = [values[0]] * (n_frames - 1)
+        step = values[0]
+        if not (math.isfinite(step) and 0 < step <= MAX_FRAME_INTERVAL_MS):
+            return f"its {name} gives a time between frames that is not a positive number of ms up to an hour"
+        if step < 0.001:
+            return f"its {name} puts frames less than 0.001 ms apart (the precision times are kept to)"
+        # Each frame's time from its index, not a list of them: a damaged header's frame count (99999999) had taken
+        # 100 s and 9 GB to list (a QA pass).
+        return UniformFrameTimes(step, n_frames)
     else:
         if len(values) != n_frames:
             return f"its {name} holds {len(values)} value(s) for {n_frames} frames"
@@ -849,7 +857,30 @@ def _times_of(ds: Dataset, tag: int, n_frames: int) -> tuple[float, ...] | str:
     return rounded
 
 
-def _same_times(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+class UniformFrameTimes(Sequence):
+    """The times (ms, rounded to 0.001) of ``n_frames`` frames ``step_ms`` apart, the first at 0,
+    each computed when asked for: a Frame Time's, whatever frame count a header declares."""
+
+    def __init__(self, step_ms: float, n_frames: int) -> None:
+        self.step_ms, self.n_frames = float(step_ms), int(n_frames)
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(self.n_frames)))
+        index = range(self.n_frames)[index]  # (IndexError past the end; negative from the end)
+        return round(index * self.step_ms, 3)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(other) == len(self) and all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"UniformFrameTimes({self.step_ms!r}, {self.n_frames})"
+
+
+def _same_times(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether two readings of a cine's times agree (to 1% of the later time, or 0.01 ms): a
     nominal Frame Time beside a vector of slightly uneven increments is one timing."""
     return all(abs(x - y) <= max(0.01, 0.01 * max(x, y)) for x, y in zip(a, b))
