@@ -467,16 +467,24 @@ def ipp_seg_output_kind(head: bytes) -> str | None:
     """What ipp-seg wrote a PNG as ("overlay", "label mask"), read from the file's first bytes
     (its text chunks before the image data); None for any other file, and for a PNG that
     ipp-seg did not mark (one written before 0.2.10, or saved again by another program)."""
+    return next((text for kind, keyword, text in _text_chunks_before_image(head)
+                 if kind == b"tEXt" and keyword == OUTPUT_PNG_KEYWORD), None)
+
+
+def _text_chunks_before_image(head: bytes) -> Iterator[tuple[bytes, bytes, str]]:
+    """(chunk type, keyword, text) of each tEXt chunk, and each uncompressed iTXt chunk (as
+    ipp-seg writes one), that PNG bytes ``head`` hold whole before their image data; none for
+    bytes that are no PNG."""
     if head[:8] != PNG_SIGNATURE:
-        return None
+        return
     for kind, start, end in _png_chunks(head):
         if kind in (b"IDAT", b"IEND") or end > len(head):
-            return None
+            return
+        keyword, _, rest = bytes(head[start + 8:end - 4]).partition(b"\0")
         if kind == b"tEXt":
-            keyword, _, text = bytes(head[start + 8:end - 4]).partition(b"\0")
-            if keyword == OUTPUT_PNG_KEYWORD:
-                return text.decode("latin-1")
-    return None
+            yield kind, keyword, rest.decode("latin-1")
+        elif kind == b"iTXt" and rest[:1] == b"\0":  # (flag, method, language, translated keyword, text)
+            yield kind, keyword, rest[2:].split(b"\0", 2)[-1].decode("utf-8", "backslashreplace")
 
 
 def ipp_seg_png_kind(path: str | os.PathLike[str]) -> str | None:
@@ -503,20 +511,7 @@ def ipp_seg_png_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
     if ipp_seg_output_kind(head) is None:
         return {}
     said = {}
-    for kind, start, end in _png_chunks(head):
-        if kind in (b"IDAT", b"IEND") or end > len(head):
-            break
-        data = bytes(head[start + 8:end - 4])
-        if kind == b"tEXt":
-            keyword, _, text = data.partition(b"\0")
-            value = text.decode("latin-1")
-        elif kind == b"iTXt":  # (uncompressed, as ipp-seg writes it: keyword, flag, method, language, key, text)
-            keyword, _, rest = data.partition(b"\0")
-            if rest[:1] != b"\0":
-                continue
-            value = rest[2:].split(b"\0", 2)[-1].decode("utf-8", "backslashreplace")
-        else:
-            continue
+    for _, keyword, value in _text_chunks_before_image(head):
         if keyword.startswith(b"ipp-seg ") and keyword != OUTPUT_PNG_KEYWORD:
             said[keyword[len(b"ipp-seg "):].decode("latin-1")] = value
         elif keyword == b"Software" and value.startswith("ipp-seg "):
