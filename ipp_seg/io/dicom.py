@@ -20,6 +20,7 @@ Nothing read from patient, study or operator attributes goes into logs or messag
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -834,27 +835,22 @@ def _times_of(ds: Dataset, tag: int, n_frames: int) -> Sequence[float] | str:
     if tag == _FRAME_TIME:
         if len(values) != 1:
             return f"its {name} holds {len(values)} values, where it gives one time per frame"
-        step = values[0]
-        if not (math.isfinite(step) and 0 < step <= MAX_FRAME_INTERVAL_MS):
-            return f"its {name} gives a time between frames that is not a positive number of ms up to an hour"
-        if step < 0.001:
-            return f"its {name} puts frames less than 0.001 ms apart (the precision times are kept to)"
-        # Each frame's time from its index, not a list of them: a damaged header's frame count (99999999) had taken
-        # 100 s and 9 GB to list (a QA pass).
-        return UniformFrameTimes(step, n_frames)
+        steps = values  # (the one time between every two frames)
+    elif len(values) != n_frames:
+        return f"its {name} holds {len(values)} value(s) for {n_frames} frames"
     else:
-        if len(values) != n_frames:
-            return f"its {name} holds {len(values)} value(s) for {n_frames} frames"
         steps = values[1:]  # (the first is the first frame's, from which times are counted)
+    too_close = f"its {name} puts frames less than 0.001 ms apart (the precision times are kept to)"
     if not all(math.isfinite(step) and 0 < step <= MAX_FRAME_INTERVAL_MS for step in steps):
         return f"its {name} gives a time between frames that is not a positive number of ms up to an hour"
-    times = [0.0]
-    for step in steps:
-        times.append(times[-1] + step)
-    rounded = tuple(round(t, 3) for t in times)
-    if min(steps) < 0.001 or any(b <= a for a, b in zip(rounded, rounded[1:])):
-        return f"its {name} puts frames less than 0.001 ms apart (the precision times are kept to)"
-    return rounded
+    if min(steps) < 0.001:
+        return too_close
+    if tag == _FRAME_TIME:
+        # Each frame's time from its index, not a list of them: a damaged header's frame count (99999999) had taken
+        # 100 s and 9 GB to list (a QA pass).
+        return UniformFrameTimes(steps[0], n_frames)
+    rounded = tuple(round(t, 3) for t in itertools.accumulate(steps, initial=0.0))
+    return too_close if any(b <= a for a, b in zip(rounded, rounded[1:])) else rounded
 
 
 class UniformFrameTimes(Sequence):
