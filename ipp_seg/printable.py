@@ -4,6 +4,7 @@ characters written out. Light on purpose: the command line's messages use it bef
 from __future__ import annotations
 
 import re
+import shlex
 
 #: C0 and C1 controls, DEL, the line and paragraph separators, and Unicode's bidirectional
 #: formatting characters: raw, each would split a line-based reader's row or a table's, make a
@@ -62,14 +63,10 @@ def shell_command(words: list[str]) -> str:
     name's bytes that are not UTF-8 (lone surrogates, as Python holds them) in ANSI-C quoting,
     ``$'n\\xfcpe.dcm'``, so that the line is text (a run record's ``command``, which JSON readers
     refuse with lone surrogates in it) and still names the same file."""
-    import shlex
-
     return " ".join(_ansi_c_quoted(word) if _LONE_SURROGATE.search(word) else shlex.quote(word) for word in words)
 
 
 def _ansi_c_quoted(word: str) -> str:
-    import shlex
-
     try:
         data = word.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # (a surrogate of another origin, no byte of a name: written by its code point)
