@@ -199,7 +199,8 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
             break
     else:
         # <case>.<ext> beside <case>_mask.<ext>, in any format the readers take (a PNG frame with an MHA mask too).
-        files = [p for p in folder.iterdir() if _is_image_file(p)]
+        listed = list(folder.iterdir())
+        files = [p for p in listed if _is_image_file(p)]
         masks = _by_case_id(folder, (p for p in files if _case_id(p).endswith("_mask")),
                             lambda p: _case_id(p)[: -len("_mask")])
         images = _by_case_id(folder, _frames_not_overlays(folder, (p for p in files
@@ -207,7 +208,7 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         pairs = [(_case_id(images[name]), images[name], masks[name]) for name in sorted(images) if name in masks]
         if masks:  # a folder with no mask at all is no training folder: said below
             _name_unpaired(folder, images, masks)
-            _say_dicom_frames_are_not_read(folder, set(masks) - set(images))
+            _say_dicom_frames_are_not_read(folder, set(masks) - set(images), listed)
     if not pairs:
         raise FileNotFoundError(f"no image/mask pairs in {folder} (expected image_mha/+label_mha/, "
                                 "images/+masks/, or NAME.png beside NAME_mask.png, in PNG or another image format)")
@@ -291,14 +292,14 @@ def _name_unpaired(folder: Path, images: dict, masks: dict) -> None:
                         ", ".join(ids[:10]), " ..." if len(ids) > 10 else "")
 
 
-def _say_dicom_frames_are_not_read(folder: Path, case_ids: set[str]) -> None:
-    """Where a mask without an image has a DICOM file of its case beside it, say that train reads
-    no DICOM (a QA pass: "mask without an image" beside the very scan had read as a bug)."""
+def _say_dicom_frames_are_not_read(folder: Path, case_ids: set[str], listed: list[Path]) -> None:
+    """Where a mask without an image has a DICOM file of its case beside it (among ``listed``, the
+    folder's entries), say that train reads no DICOM (a QA pass: "mask without an image" beside
+    the very scan had read as a bug)."""
     from ..io.formats import DICOM_SUFFIXES
 
-    beside = sorted((cid for cid in case_ids if any((folder / f"{cid}{suffix}").is_file()
-                                                    for suffix in (*DICOM_SUFFIXES, *map(str.upper, DICOM_SUFFIXES)))),
-                    key=_sort_key)
+    dicom = {path.stem for path in listed if path.suffix.lower() in DICOM_SUFFIXES and path.is_file()}
+    beside = sorted(case_ids & dicom, key=_sort_key)
     if beside:
         log.warning("%s: %s beside a DICOM file of its case, which train does not read: export such frames as PNG "
                     "(or TIFF, MHA): %s%s", folder, count_of(len(beside), "mask"), ", ".join(beside[:10]),
