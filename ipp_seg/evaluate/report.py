@@ -51,7 +51,7 @@ from ..io.images import (as_displayed, check_image_bytes, ipp_seg_png_kind, ipp_
                          png_with_index_greys)
 from ..io.itk import check_itk_name, inspect_itk, itk_image_io
 from ..io.quiet import itk_warnings_silenced
-from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, replacing
+from ..io.writers import MASK_NAME_SUFFIX, OVERLAY_NAME_SUFFIX, TTA_SAID, replacing
 from ..measure import METHODS, ORIENTATIONS, Measurement, measure_progress
 from ..measure.progress import AOP_IMPOSSIBLE_ABOVE_DEG, MAX_MASK_VALUES, check_choice, check_label_values
 from ..measure.result import REASONS, SEGMENTATION_REASONS
@@ -849,13 +849,10 @@ def evaluate_folders(
     settings = ((run.settings if run is not None else set())
                 | {prediction_setting(item.get("tta"), item.get("method"), item.get("orientation"),
                                       item.get("spacing_given_mm")) for _, item in reports if "model" in item})
-    # (A mask's text records its --tta and orientation, not the method: one that a row already gives is no other. A
-    # value no run writes, of a copy edited by hand, is taken as unrecorded.)
-    settings = tuple(sorted(settings | {
-        setting for said in drawn.values()
-        if (setting := prediction_setting({"mirror-average": True, "none": False}.get(said.get("tta", "")), "",
-                                          said.get("orientation") if said.get("orientation") in ORIENTATIONS else "",
-                                          ""))[::2] not in {s[::2] for s in settings}}))
+    # (A mask's text records its --tta and orientation, not the method: one that a row already gives is no other.)
+    recorded = {setting[::2] for setting in settings}
+    settings = tuple(sorted(settings | {setting for setting in map(_setting_of_mask_text, drawn.values())
+                                        if setting[::2] not in recorded}))
     other_orientations = sorted({o for _, _, o, _ in settings if o and o != orientation})
     if other_orientations:
         # Both masks are measured again here: with the other end of the PS taken as inferior, a run's
@@ -1213,6 +1210,15 @@ def _frame_reports(folders: Iterable[Path]) -> Iterator[tuple[Path, dict]]:
         for item in record if isinstance(record, list) else [record]:
             if isinstance(item, dict) and "ipp_seg_version" in item:
                 yield path, item
+
+
+def _setting_of_mask_text(said: Mapping[str, str]) -> tuple[str, str, str, str]:
+    """:func:`prediction_setting` of a mask's PNG text (:func:`~ipp_seg.io.images.ipp_seg_png_provenance`):
+    its --tta and orientation, the method unrecorded; a value no run writes (a copy edited by
+    hand) is taken as unrecorded too."""
+    tta = {said_so: asked for asked, said_so in TTA_SAID.items()}.get(said.get("tta", ""))
+    orientation = said.get("orientation") if said.get("orientation") in ORIENTATIONS else ""
+    return prediction_setting(tta, "", orientation, "")
 
 
 def _failures_reported(reports: Sequence[tuple[Path, dict]], preds: Mapping[str, Path]) -> dict[str, str]:

@@ -53,7 +53,7 @@ import numpy as np
 from ..errors import IppSegError
 from ..measure.result import REASON_TITLES, SPACING_SOURCES, Measurement
 from .quiet import every_warning_silenced
-from .writers import replacing
+from .writers import TTA_SAID, replacing
 
 if TYPE_CHECKING:
     import pydicom
@@ -1117,7 +1117,7 @@ def _algorithm_parameters(model_sha256: str | None, tta: bool | None = None,
     convention the frame was segmented under, when said: each changes the mask."""
     parameters = {"model_sha256": model_sha256} if model_sha256 else {}
     if tta is not None:
-        parameters["tta"] = "mirror-average" if tta else "none"
+        parameters["tta"] = TTA_SAID[bool(tta)]
     if orientation is not None:
         parameters["orientation"] = orientation
     return parameters

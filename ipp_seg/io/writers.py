@@ -30,6 +30,9 @@ LABEL_VALUES = (0, 1, 2)
 # <name>_overlay.png); `evaluate` reads a folder of them back by the same names.
 MASK_NAME_SUFFIX = "_mask"
 OVERLAY_NAME_SUFFIX = "_overlay"
+#: How outputs write whether the network's output was averaged with the mirrored frame's (``--tta``): a PNG's
+#: ``ipp-seg tta`` text, a SEG's or SR's ``tta`` parameter.
+TTA_SAID = {True: "mirror-average", False: "none"}
 
 # The hidden name :func:`replacing` writes an output under before moving it over its own.
 STAGING_PREFIX, STAGING_SUFFIX = ".ipp-seg-", ".part"
@@ -150,7 +153,7 @@ def output_provenance(model_name: str | None, model_sha256: str | None, orientat
     its file's sha256 and the options that change the mask, each left out where not known. A
     mask copied out of its run's folder had kept only the version that wrote it."""
     said = {"model": model_name, "model sha256": model_sha256, "orientation": orientation,
-            "tta": None if tta is None else ("mirror-average" if tta else "none")}
+            "tta": None if tta is None else TTA_SAID[bool(tta)]}
     return {key: str(value) for key, value in said.items() if value}
 
 
