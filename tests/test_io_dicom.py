@@ -402,6 +402,38 @@ def test_ybr_gives_luminance(tmp_path, photometric):
         assert np.abs(frame.pixels.astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
 
 
+@pytest.mark.parametrize("syntax, planar", [(ExplicitVRLittleEndian, 0), (ExplicitVRLittleEndian, 1),
+                                            (RLELossless, 0)], ids=["native", "planar", "rle"])
+def test_a_tinted_ybr_full_frame_reads_as_its_stored_luma(tmp_path, syntax, planar):
+    # A PACS pass: a sepia frame (Cb 118, Cr 138) went through RGB, where its dark pixels lie outside the gamut and
+    # were clipped, and black read as grey 4: the AoP moved by 1.7 degrees, status ok.
+    luma = ramp_frames(2)
+    ybr = np.stack([luma, np.full_like(luma, 118), np.full_like(luma, 138)], axis=-1)
+    ds = base_dataset(True)
+    ds.set_pixel_data(ybr, "YBR_FULL", 8)
+    if planar:
+        ds.PixelData = np.ascontiguousarray(ybr.transpose(0, 3, 1, 2)).tobytes()
+        ds.PlanarConfiguration = 1
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    if syntax == RLELossless:
+        ds.compress(syntax, generate_instance_uid=False)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(tmp_path / "sepia.dcm", enforce_file_format=True)
+    frames = list(read_frames(tmp_path / "sepia.dcm"))
+    for k, frame in enumerate(frames):
+        np.testing.assert_array_equal(frame.pixels, luma[k])
+        assert frame.colour_marks is None  # a tint is no mark
+    # Colour drawn on it is still found.
+    ybr[1, 10:14, 10:30] = (150, 60, 220)  # a red-orange caliper line
+    ds.set_pixel_data(ybr, "YBR_FULL", 8)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(tmp_path / "marked.dcm", enforce_file_format=True)
+    marked = list(read_frames(tmp_path / "marked.dcm"))[1]
+    assert marked.colour_marks is not None and marked.colour_marks[10:14, 10:30].all()
+    assert marked.pixels[10:14, 10:30].tolist() == ybr[1, 10:14, 10:30, 0].tolist()
+
+
 @pytest.mark.parametrize(
     "syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless], ids=lambda u: UID(u).keyword
 )

@@ -36,7 +36,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
+from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder, iter_pixels
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
@@ -432,7 +432,7 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
     try:
         if info.transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
             source = pydicom.dcmread(info.path)
-            frames = iter_pixels(source, indices=None if all_in_order else wanted)
+            frames = iter_pixels(source, indices=None if all_in_order else wanted, raw=_luma_stored(info))
             for arr in frames:
                 yield wanted[position], _decoded(info, wanted[position], arr)
                 position += 1
@@ -441,7 +441,7 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
             syntax = {} if info.has_file_meta else {"transfer_syntax_uid": info.transfer_syntax}
             whole = all_in_order
             while True:
-                frames = iter_pixels(f, indices=None if whole else wanted, **syntax)
+                frames = iter_pixels(f, indices=None if whole else wanted, raw=_luma_stored(info), **syntax)
                 try:
                     for arr in frames:
                         if position >= len(wanted):
@@ -514,6 +514,15 @@ def _one_line(exc: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _luma_stored(info: DicomInfo) -> bool:
+    """Whether the frames store luma as their first sample, as YBR_FULL does, where pydicom
+    would turn them into RGB first (natively stored or RLE; a JPEG decoder converts itself).
+    Read as stored: a tinted frame's dark pixels lie outside RGB, and the RGB clipped there had
+    read black as grey 4 (a sepia YBR_FULL frame moved the AoP by 1.7 degrees, a PACS pass)."""
+    return (info.photometric == "YBR_FULL" and info.bits_stored <= 8
+            and (not info.transfer_syntax.is_compressed or info.transfer_syntax == pydicom.uid.RLELossless))
+
+
 def _is_native_ybr422(info: DicomInfo) -> bool:
     return (
         info.photometric == "YBR_FULL_422"
@@ -565,6 +574,10 @@ def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray | GreyPixels:
     one with its colour marks where it has any (:func:`~ipp_seg.io.greyscale.grey_with_marks`)."""
     if info.photometric == _PHOTOMETRIC_PALETTE:
         return grey_with_marks(apply_color_lut(arr, info.palette))
+    if arr.ndim == 3 and _luma_stored(info):
+        # Luma as stored; the colour marks judged on the frame as a display shows it, in RGB.
+        return grey_with_marks(convert_color_space(arr, "YBR_FULL", "RGB"), luma=arr[..., 0],
+                               bits_stored=info.bits_stored)
     if arr.ndim == 3:
         # pydicom has already turned YBR_* into RGB (raw=False); decoders do so for ICT/RCT.
         return grey_with_marks(arr, bits_stored=info.bits_stored)

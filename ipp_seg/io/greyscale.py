@@ -212,9 +212,10 @@ def colour_marks(rgb: np.ndarray) -> np.ndarray | None:
     return marks
 
 
-def grey_with_marks(rgb: np.ndarray, **to_output_args) -> np.ndarray | GreyPixels:
-    """The greyscale frame of an (H, W, 3) RGB array (:func:`luminance_rgb`, :func:`to_output`),
-    with its :func:`colour_marks` where it has any (a :class:`GreyPixels`), else alone."""
-    grey = to_output(luminance_rgb(rgb), **to_output_args)
+def grey_with_marks(rgb: np.ndarray, luma: np.ndarray | None = None, **to_output_args) -> np.ndarray | GreyPixels:
+    """The greyscale frame of an (H, W, 3) RGB array (:func:`luminance_rgb`, or ``luma`` where the
+    source stores it; :func:`to_output`), with its :func:`colour_marks` where it has any (a
+    :class:`GreyPixels`), else alone."""
+    grey = to_output(luminance_rgb(rgb) if luma is None else np.ascontiguousarray(luma), **to_output_args)
     marks = colour_marks(rgb)
     return grey if marks is None else GreyPixels(grey, marks)
