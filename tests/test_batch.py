@@ -4263,6 +4263,41 @@ def test_the_readme_names_every_column_of_measurements_csv_and_types_only_real_o
                                                              "aop_doubtful", "measured_at"}
 
 
+def test_a_cine_frame_whose_angle_jumps_against_the_frames_around_it_is_flagged(tmp_path, sample_dicom, sample_png):
+    # The cine persona's wish: one frame of another examination (83 degrees against the cine's 146) in a cine of
+    # 25 frames a second reads as its own masks would, but its row says its angle is not the cine's.
+    import cv2
+    import pydicom
+
+    from ipp_seg.inference import Predictor
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    _multiframe_dicom(sample_dicom, root / "cine.dcm", n_frames=7)  # 40 ms a frame
+    ds = pydicom.dcmread(root / "cine.dcm")
+    frames = ds.pixel_array.copy()
+    other = cv2.imread(str(sample_png.with_name("psfhs_04750.png")), cv2.IMREAD_GRAYSCALE)
+    frames[3] = cv2.resize(other, frames.shape[2:0:-1]).reshape(frames.shape[1:])
+    ds.PixelData = frames.tobytes()
+    ds.save_as(root / "cine.dcm")
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out).exit_code == 0
+    rows = {r["frame"]: r for r in _rows(out / "measurements.csv")}
+    assert [f for f, r in sorted(rows.items()) if "aop_unsteady" in r["reasons"].split(";")] == ["3"]
+    assert rows["3"]["status"] == "warning" and float(rows["3"]["aop_deg"]) < 100 and rows["3"]["aop_doubtful"] == \
+        "true"
+    assert all(rows[f]["status"] == "ok" for f in "012456")
+    # The library gives the same (the check sits where results are made, not in the batch's writing).
+    flagged = [r.frame.frame_index for r in Predictor().predict(root / "cine.dcm")
+               if "aop_unsteady" in r.measurement.reasons]
+    assert flagged == [3]
+    # Without a frame time nothing tells how far apart the frames are: no check.
+    del ds.FrameTime, ds.FrameIncrementPointer
+    ds.save_as(root / "cine.dcm")
+    assert _run("batch", root, "--out", out, "--overwrite").exit_code == 0
+    assert not any("aop_unsteady" in r["reasons"] for r in _rows(out / "measurements.csv"))
+
+
 def test_a_cine_frame_that_cannot_be_read_keeps_its_place_in_the_cine(tmp_path, sample_dicom):
     # A cine-time pass: a frame the pixel data lacks had a row with neither n_frames nor frame_time_ms, though the
     # header gives both, so that a time plot lost the failure and d[d.n_frames > 1] dropped it.

@@ -801,7 +801,61 @@ REASON_CASES = {
     "frame_saturated": lambda mp: _measured_on(_over_gained(fan_image(), 2.5)),
     "frame_dark": lambda mp: _measured_on(_over_gained(fan_image(), 0.1)),
     "marks_over_anatomy": lambda mp: _measured_on(fan_image(), _line_along_the_ps()),
+    "aop_unsteady": lambda mp: _one_frame_of_a_steady_cine_off_by(30.0),
+    "ps_touches_head": lambda mp: measure_progress(_head_grown_to_the_ps(), (0.2, 0.2)),
+    "aop_folded": lambda mp: measure_progress(typical_scene(**HIGH_AOP), (0.2, 0.2), method="challenge"),
 }
+
+
+def _head_grown_to_the_ps(gap_px: int = 0) -> np.ndarray:
+    """The typical scene, its head grown a pixel at a time over the background until ``gap_px``
+    pixels (8-neighbour steps) part it from the PS at the nearest."""
+    mask = typical_scene(head_center=(150.0, 125.0))
+    ring = np.ones((3, 3), np.uint8)
+    near_ps = cv2.dilate((mask == 1).astype(np.uint8), ring, iterations=gap_px + 1).astype(bool)
+    while not (near_ps & (mask == 2)).any():
+        mask[cv2.dilate((mask == 2).astype(np.uint8), ring).astype(bool) & (mask == 0)] = 2
+    return mask
+
+
+def test_a_head_drawn_touching_the_ps_puts_the_angle_in_doubt_and_one_a_pixel_apart_does_not():
+    """A physicist's pass: a PS and head whose true outlines meet, drawn as one mask, read an AoP up to 17° off
+    the true one, status ok: where they meet one label took the other's pixels."""
+    touching = measure_progress(_head_grown_to_the_ps(0), (0.2, 0.2))
+    assert touching.reasons == ("ps_touches_head",) and touching.status == "warning"
+    assert touching.aop_doubtful and touching.aop_deg is not None
+    for gap in (1, 3):  # (no expert mask of PSFHS comes nearer than 2.8 px)
+        apart = measure_progress(_head_grown_to_the_ps(gap), (0.2, 0.2))
+        assert "ps_touches_head" not in apart.reasons, gap
+    # Corners meeting are touching; another PS fragment next to the head is not the PS measured.
+    corner = np.zeros((40, 60), np.uint8)
+    corner[5:15, 5:30] = 1
+    corner[15:35, 30:55] = 2
+    assert "ps_touches_head" in measure_progress(corner).reasons
+    fragment = typical_scene()
+    row = 200
+    left = int(np.argmax(fragment[row] == 2))  # the head's leftmost pixel on that row
+    fragment[row - 1:row + 2, left - 3:left] = 1  # a speck of PS against it
+    assert "ps_touches_head" not in measure_progress(fragment, (0.2, 0.2)).reasons
+
+
+def _one_frame_of_a_steady_cine_off_by(degrees: float) -> Measurement:
+    """The middle one of five frames 40 ms apart, measured on the typical scene, whose AoP lies ``degrees`` off
+    the others', as the batch's and the predictor's results are checked."""
+    from dataclasses import replace
+
+    from ipp_seg.inference.batch import steadiness_checked
+    from ipp_seg.inference.pipeline import FrameResult
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    measured = measure_progress(typical_scene(), (0.2, 0.2))
+    results = []
+    for k in range(5):
+        provenance = Provenance("cine.dcm", "dicom", frame_number=k + 1, frame_time_ms=40.0 * k)
+        frame = UltrasoundFrame(typical_scene(), (0.2, 0.2), (), k, 5, provenance)
+        measurement = replace(measured, aop_deg=measured.aop_deg + (degrees if k == 2 else 0.0))
+        results.append((0, FrameResult(frame, typical_scene(), measurement, "model")))
+    return [result for _, result in steadiness_checked(results)][2].measurement
 
 
 def _line_along_the_ps() -> np.ndarray:
@@ -1279,8 +1333,15 @@ def test_status_aop_out_of_range_low_and_high():
     res = measure_progress(high, (0.2, 0.2))
     _check(res, "aop_out_of_range", "warning")
     assert res.aop_deg > 200
-    # the challenge method keeps the evaluator's law-of-cosines angle, which stops at 180
-    assert measure_progress(high, (0.2, 0.2), method="challenge").aop_deg <= 180.0
+    # the challenge method keeps the evaluator's law-of-cosines angle, which stops at 180, and says that it folded
+    # (a physicist's pass: 215 read 145, within 60-200, with no word)
+    folded = measure_progress(high, (0.2, 0.2), method="challenge")
+    assert folded.aop_deg <= 180.0 and "aop_folded" in folded.reasons
+    from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
+    # (An HSD is no angle: the fold does not touch it.)
+    assert angle_in_doubt(("aop_folded",)) and not distance_in_doubt(("aop_folded",))
+    assert "aop_folded" not in res.reasons  # (the default method gives the angle itself)
+    assert "aop_folded" not in measure_progress(typical_scene(), (0.2, 0.2), method="challenge").reasons
 
 
 def test_an_angle_no_transperineal_view_gives_is_failed_not_reported():

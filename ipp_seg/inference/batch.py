@@ -60,6 +60,7 @@ from ..machine import machine_description, onnxruntime_version, software_version
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
+from ..measure.steadiness import AOP_UNSTEADY, STEADINESS_WINDOW_MS, aop_unsteady
 from .backends import BACKENDS, DEVICES, BackendError, confidence_floors_used, device_used, load_segmenter
 from .pipeline import FrameResult, frame_echoes, measure_frame, not_segmentable_reason, segment_frames
 from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream, warn_of_training_frames
@@ -1142,8 +1143,14 @@ class FileProcessor:
         Frames of consecutive files share model calls of up to ``FRAMES_PER_BATCH`` frames:
         most scans hold a single frame, and one call on 8 frames costs far less per frame than
         8 calls on one. The results come in file order, each file's in frame order: once one of a
-        file comes, every file before it is through.
+        file comes, every file before it is through. A cine frame's result comes once those
+        within :data:`~ipp_seg.measure.steadiness.STEADINESS_WINDOW_MS` after it are measured, each
+        checked against its neighbours in time (:func:`steadiness_checked`).
         """
+        return steadiness_checked(self._results_of_files(items, timings))
+
+    def _results_of_files(self, items: list[tuple[Path, frozenset]],
+                          timings: dict | None) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
         timings = timings if timings is not None else {}
         for key in STAGES:
             timings.setdefault(key, 0.0)
@@ -1440,6 +1447,49 @@ class FileProcessor:
             results.close()  # (its reader's files closed now, not when collected)
         for item in range(through, len(items)):
             yield outcome_of(item)
+
+
+def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
+                       ) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
+    """``results`` ((file index, result) pairs, in file order and each file's in frame order)
+    as they come, but each cine frame's AoP checked against those of the same file's frames
+    within :data:`STEADINESS_WINDOW_MS` of it (:func:`~ipp_seg.measure.steadiness.aop_unsteady`):
+    one far from their median carries ``aop_unsteady``. A result with a frame time is held back
+    until a later frame of its file lies beyond the window, or its file ends: at a cine's
+    frame rate, a few frames (a still image, or a cine without timing, is given at once)."""
+    held: list[tuple[int, int, FrameResult | FrameFailure]] = []  # the current file's, not given yet: (n, item, result)
+    timed: list[tuple[int, float, float | None]] = []  # (n, time, AoP) of the file's frames with a time
+
+    def time_of(result) -> float | None:
+        return result.frame.provenance.frame_time_ms if isinstance(result, FrameResult) else None
+
+    def given(file_ended: bool = False) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
+        # The held results, in order, up to the first whose window is still open: one with a time that no frame
+        # measured since lies beyond (every one, at a file's end).
+        while held and (file_ended or time_of(held[0][2]) is None
+                        or time_of(held[0][2]) + STEADINESS_WINDOW_MS < timed[-1][1]):
+            n, item, result = held.pop(0)
+            if time_of(result) is not None and result.measurement.aop_deg is not None:
+                flags = aop_unsteady([t for _, t, _ in timed], [a for _, _, a in timed])
+                if flags[[k for k, _, _ in timed].index(n)]:
+                    result = replace(result, measurement=result.measurement.with_warning(AOP_UNSTEADY))
+            yield item, result
+        # Forget the frames that neither a held one nor one to come (none earlier than the last) can reach.
+        reach = next((time_of(r) for _, _, r in held if time_of(r) is not None), timed[-1][1] if timed else None)
+        timed[:] = [e for e in timed if reach is not None and e[1] >= reach - STEADINESS_WINDOW_MS]
+
+    current = None
+    for n, (item, result) in enumerate(results):
+        if item != current:
+            yield from given(file_ended=True)
+            timed.clear()
+            current = item
+        time_ms = time_of(result)
+        if time_ms is not None:
+            timed.append((n, time_ms, result.measurement.aop_deg))
+        held.append((n, item, result))
+        yield from given()
+    yield from given(file_ended=True)
 
 
 def _path_in_out(out_dir: Path, path: Path) -> str:

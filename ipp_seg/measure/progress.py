@@ -325,6 +325,23 @@ def _extract(binary: np.ndarray, prefix: str, reasons: list[str], scale=(1.0, 1.
     )
 
 
+def structures_touch(a: _Structure, b: _Structure) -> bool:
+    """Whether a pixel of ``a`` lies next to one of ``b`` (the 8 pixels around it): two
+    structures drawn touching, whose boundary there is one label's against the other's."""
+    (ax, ay), (ah, aw) = a.origin, a.filled.shape
+    (bx, by), (bh, bw) = b.origin, b.filled.shape
+    # ``a`` grown by a pixel, on a canvas one pixel larger on every side than its crop.
+    grown = np.zeros((ah + 2, aw + 2), dtype=np.uint8)
+    grown[1:-1, 1:-1] = a.filled
+    grown = cv2.dilate(grown, np.ones((3, 3), np.uint8)).view(bool)
+    x0, y0 = max(ax - 1, bx), max(ay - 1, by)
+    x1, y1 = min(ax + aw + 1, bx + bw), min(ay + ah + 1, by + bh)
+    if x0 >= x1 or y0 >= y1:
+        return False
+    return bool((grown[y0 - ay + 1:y1 - ay + 1, x0 - ax + 1:x1 - ax + 1]
+                 & b.filled[y0 - by:y1 - by, x0 - bx:x1 - bx]).any())
+
+
 def _challenge_ellipse_box(binary: np.ndarray, scale: np.ndarray):
     """The FH-PS-AOP 2023 evaluator's fit: the external contour with most points, approxPolyDP(1), fitEllipse.
 
@@ -616,6 +633,10 @@ def measure_progress(
         # 256 x 256): a frame upside down or in another display convention puts the inferior
         # end somewhere the orientation option does not expect.
         reasons.append("ps_below_head")
+    if structures_touch(ps, fh):
+        # No expert mask of the 1,058 PSFHS frames has them nearer than 2.8 px: where they meet, one label took the
+        # other's pixels, and the inferior end and the tangent from it are read at a boundary no one drew.
+        reasons.append("ps_touches_head")
 
     # --- PS axis ends and FH model -------------------------------------------------------
     fh_ell: geo.Ellipse | None = None
@@ -701,6 +722,9 @@ def measure_progress(
         return result()
     if not AOP_RANGE_DEG[0] <= aop <= AOP_RANGE_DEG[1]:
         reasons.append("aop_out_of_range")
+    if method == "challenge" and max(swept) > 180.0:
+        # The evaluator's unsigned angle: a head past the line of the PS axis reads as one short of it by as much.
+        reasons.append("aop_folded")
 
     values: dict = {"aop_deg": aop}
 

@@ -89,8 +89,18 @@ REASONS: dict[str, tuple[str, str]] = {
                              "round (left-right) from the orientation assumed, as 1 % of PSFHS expert outlines "
                              "and about 3 in 4 mirrored ones do: if the machine displays frames mirrored, the "
                              "AoP was taken at the wrong end (--orientation)"),
+    "ps_touches_head": ("warning", "the PS and the head are drawn touching (a pixel of one next to one of the "
+                        "other; no expert mask of the 1,058 PSFHS frames has them nearer than 2.8 px): where they "
+                        "meet, one label took the other's pixels, and the PS's inferior end, the tangent from it "
+                        "and the HSD are read at a boundary no one drew (on exact synthetic scenes a head touching "
+                        "the PS moved the AoP by up to 17°, and one over the PS's end gave an angle where no "
+                        "tangent exists)"),
     "ps_axis_near_vertical": ("warning", "PS axis within 10° of vertical: the inferior end is ill-posed"),
     "aop_out_of_range": ("warning", "AoP outside 60-200°"),
+    "aop_folded": ("warning", "with the challenge method: the head has passed the line of the PS axis (the angle "
+                   "swept from the axis, as the default method measures it, is above 180°), and the challenge's "
+                   "unsigned angle folds it back below 180°, as its evaluator does: the number given is the "
+                   "evaluator's, not the angle of progression (the ellipse method gives that)"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side (as with "
                       "every AoP below about 90°: the head then lies wholly on the PS's side of the line)"),
     "hsd_unstable": ("warning", "the infrapubic line meets the head at a grazing angle (most often at an AoP just "
@@ -138,6 +148,11 @@ REASONS: dict[str, tuple[str, str]] = {
                          "part of the PS may be hidden there, and its axis and inferior end moved with it (the "
                          "AoP of validation frames so padded moved by a median 8-16°; no expert PS of the "
                          "1,058 PSFHS frames lies nearer than 5.5 %); check the frame's export"),
+    "aop_unsteady": ("warning", "the AoP lies more than 10° from the median AoP of the cine's other frames within "
+                     "0.5 s of it, most of which agree with each other (at least two measured): the anatomy moves "
+                     "far less in half a second, so this frame's masks are probably not the anatomy's (on still "
+                     "cines made of the validation frames, 0.4 % of frames are flagged, and their AoP lies a "
+                     "median 18.5° from the expert's, against 5.7° for the others)"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, makes the image "
                             "less than 30 mm across, or its pixels are more than 4:1 (a unit slip or a damaged "
@@ -151,9 +166,11 @@ REASONS: dict[str, tuple[str, str]] = {
 ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "orientation_doubtful", "sector_upside_down", "ps_below_head",
     "ps_nearly_round", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
-    "marks_over_anatomy", "ps_axis_near_vertical", "aop_out_of_range", "head_small_in_frame", "fh_ellipse_poor_fit",
+    "marks_over_anatomy", "ps_axis_near_vertical", "aop_out_of_range", "aop_folded", "head_small_in_frame", "fh_ellipse_poor_fit",
     "ps_fragmented",
     "fh_fragmented",
+    "aop_unsteady",
+    "ps_touches_head",
 })
 
 
@@ -163,6 +180,7 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
 SEGMENTATION_REASONS: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "head_small_in_frame", "sector_upside_down",
     "ps_at_black_band", "other_view_not_measured", "frame_saturated", "marks_over_anatomy", "frame_dark",
+    "aop_unsteady",
 })
 
 
@@ -174,8 +192,8 @@ def angle_in_doubt(reasons) -> bool:
 
 #: Warnings that put the HSD in doubt: those on the masks or the display that doubt the angle
 #: (the HSD is taken from the same inferior end, along a line square to the same axis), but
-#: not the angle's own range, and the HSD's own instability.
-HSD_IN_DOUBT: frozenset[str] = (ANGLE_IN_DOUBT - {"aop_out_of_range"}) | {"hsd_unstable"}
+#: not the angle's own range or fold, and the HSD's own instability.
+HSD_IN_DOUBT: frozenset[str] = (ANGLE_IN_DOUBT - {"aop_out_of_range", "aop_folded"}) | {"hsd_unstable"}
 
 
 def distance_in_doubt(reasons) -> bool:
@@ -186,7 +204,7 @@ def distance_in_doubt(reasons) -> bool:
 
 #: Warnings on a value (the AoP's range, the HSD's line): a failed measurement, which has no
 #: values, does not carry them ("No HSD at this angle; the AoP stands" beside a failed frame).
-VALUE_WARNINGS: frozenset[str] = frozenset({"aop_out_of_range", "hsd_undefined", "hsd_unstable"})
+VALUE_WARNINGS: frozenset[str] = frozenset({"aop_out_of_range", "aop_folded", "hsd_undefined", "hsd_unstable"})
 
 
 def without_value_warnings(reasons) -> tuple[str, ...]:
@@ -227,8 +245,11 @@ REASON_ACTIONS: dict[str, str] = {
     "ps_below_head": "The frame may be upside down: check how it is displayed.",
     "orientation_doubtful": "The frame may be mirrored: if this machine displays it so, run again with "
                             "--orientation mirrored.",
+    "ps_touches_head": "The symphysis and the head meet in the masks: check the overlay; the angle may be well off.",
     "ps_axis_near_vertical": "Which end of the symphysis is lower is unclear: check the overlay.",
     "aop_out_of_range": "An unusual angle: check the overlay before using it.",
+    "aop_folded": "The angle is past 180°, which the challenge method folds back: measure with --method ellipse "
+                  "for the angle itself.",
     "hsd_undefined": "No HSD here (the infrapubic line meets no head); the AoP is still measured.",
     "hsd_unstable": "Use the HSD with care: a small change of angle moves it a lot here.",
     "low_confidence": "The model is unsure of the head: check the overlay before using the values.",
@@ -242,6 +263,8 @@ REASON_ACTIONS: dict[str, str] = {
                           "overlay.",
     "sector_upside_down": "The frame is probably upside down: check how it is displayed.",
     "ps_at_black_band": "Part of the symphysis may be hidden by a black band: check how the image was exported.",
+    "aop_unsteady": "The angle jumps against the frames around it: check this frame's overlay and its "
+                    "neighbours' before using it.",
     "spacing_unknown": "Distances are in pixels only; give --spacing-mm for files without a calibration.",
     "spacing_implausible": "The file's calibration looks wrong: check it, or give --spacing-mm.",
 }
@@ -270,8 +293,10 @@ REASON_TITLES: dict[str, str] = {
     "fh_at_frame_edge": "fetal head touches the frame edge",
     "ps_below_head": "pubic symphysis not above the head",
     "orientation_doubtful": "frame may be displayed mirrored from the orientation assumed",
+    "ps_touches_head": "pubic symphysis and fetal head drawn touching",
     "ps_axis_near_vertical": "symphysis axis near vertical: inferior end ill-posed",
     "aop_out_of_range": "angle of progression outside 60-200 degrees",
+    "aop_folded": "angle past 180 degrees folded back by the challenge method",
     "hsd_undefined": "infrapubic line does not meet the head",
     "hsd_unstable": "infrapubic line grazes the head: HSD unstable",
     "low_confidence": "network unsure of the head it drew",
@@ -283,6 +308,7 @@ REASON_TITLES: dict[str, str] = {
     "marks_over_anatomy": "coloured marks (calipers, lines) drawn over the anatomy",
     "sector_upside_down": "ultrasound sector narrows with depth: frame upside down?",
     "ps_at_black_band": "symphysis against a black band at the image edge",
+    "aop_unsteady": "angle over 10 degrees off the cine's frames around it",
     # (An SR reports distances in millimetres only: here, none.)
     "spacing_unknown": "pixel spacing unknown: no distance in millimetres",
     "spacing_implausible": "pixel spacing implausible: no distance in millimetres",

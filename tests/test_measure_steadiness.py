@@ -1,0 +1,141 @@
+"""The cine steadiness check: a frame's AoP against its neighbours' in time (aop_unsteady)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ipp_seg.inference.batch import FrameFailure, steadiness_checked
+from ipp_seg.inference.pipeline import FrameResult
+from ipp_seg.io import Provenance, UltrasoundFrame
+from ipp_seg.measure import Landmarks, Measurement
+from ipp_seg.measure.result import ANGLE_IN_DOUBT, REASON_ACTIONS, REASON_TITLES, REASONS
+from ipp_seg.measure.steadiness import AOP_UNSTEADY, AOP_UNSTEADY_DEG, STEADINESS_WINDOW_MS, aop_unsteady
+
+FRAME_MS = 40.0  # 25 frames a second
+
+
+def test_the_one_frame_far_from_its_neighbours_is_flagged_and_no_other():
+    aops = [120.0, 121.0, 119.5, 120.5, 135.0, 120.0, 121.5, 119.0]
+    times = [k * FRAME_MS for k in range(len(aops))]
+    assert aop_unsteady(times, aops) == [k == 4 for k in range(len(aops))]
+    # Within the limit, nothing: a frame 9 degrees off its neighbours is within what a cine may show.
+    assert not any(aop_unsteady(times, [*aops[:4], 129.0, *aops[5:]]))
+
+
+def test_a_frame_without_a_time_or_an_angle_is_never_flagged_nor_a_neighbour():
+    times = [0.0, 40.0, None, 120.0, 160.0]
+    assert aop_unsteady(times, [120.0, 121.0, 170.0, 120.0, 119.0]) == [False] * 5
+    # A frame not measured is nobody's neighbour: frame 2 has but one measured neighbour left.
+    assert aop_unsteady([0.0, 40.0, 80.0], [None, 120.0, 150.0]) == [False, False, False]
+    assert aop_unsteady([0.0, 40.0, 80.0, 120.0], [None, 120.0, 121.0, 150.0]) == [False, False, False, True]
+
+
+def test_where_the_neighbours_disagree_no_frame_is_blamed():
+    # Frames 0 and 2 have two neighbours 30 degrees apart: which one is wrong cannot be told from them. Frame 1's
+    # two agree, and it lies off both.
+    assert aop_unsteady([0.0, 40.0, 80.0], [120.0, 150.0, 121.0]) == [False, True, False]
+    # A model that reads two angles by turns: each frame's neighbours hold more of the other reading, and every
+    # frame is flagged, as none of them is steady.
+    assert aop_unsteady([0.0, 40.0, 80.0, 120.0], [120.0, 150.0, 121.0, 151.0]) == [True] * 4
+
+
+def test_neighbours_lie_within_the_window_only():
+    # Frames a second apart: each has no neighbour in the window, so a labour's changes over seconds are never
+    # taken for a jump.
+    times = [k * 1000.0 for k in range(5)]
+    assert aop_unsteady(times, [100.0, 130.0, 100.0, 140.0, 100.0]) == [False] * 5
+    # The window's edge is inside it.
+    assert aop_unsteady([0.0, STEADINESS_WINDOW_MS, 2 * STEADINESS_WINDOW_MS], [100.0, 150.0, 100.0]) == \
+        [False, True, False]
+
+
+def test_a_steady_change_is_not_a_jump():
+    # 10 degrees a second, faster than a push moves the head: no frame lies off the median of those around it.
+    times = [k * FRAME_MS for k in range(60)]
+    assert not any(aop_unsteady(times, [110.0 + t / 100.0 for t in times]))
+
+
+def test_the_check_refuses_what_it_cannot_use():
+    with pytest.raises(ValueError, match="one time per AoP"):
+        aop_unsteady([0.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="window_ms"):
+        aop_unsteady([0.0], [1.0], window_ms=0)
+    with pytest.raises(ValueError, match="limit_deg"):
+        aop_unsteady([0.0], [1.0], limit_deg=float("nan"))
+
+
+def test_the_reason_is_a_warning_that_doubts_the_angle_with_a_title_and_an_action():
+    assert REASONS[AOP_UNSTEADY][0] == "warning"
+    assert f"{AOP_UNSTEADY_DEG:g}°" in REASONS[AOP_UNSTEADY][1] and AOP_UNSTEADY in ANGLE_IN_DOUBT
+    assert AOP_UNSTEADY in REASON_TITLES and AOP_UNSTEADY in REASON_ACTIONS
+
+
+def _result(aop: float | None, time_ms: float | None, index: int = 0, path: str = "cine.dcm") -> FrameResult:
+    measurement = Measurement(aop, None, None, None, None, "ok" if aop is not None else "failed",
+                              () if aop is not None else ("ps_missing",), "ellipse", "standard", None, Landmarks())
+    provenance = Provenance(path, "dicom", frame_number=index + 1, frame_time_ms=time_ms)
+    frame = UltrasoundFrame(np.zeros((4, 4), np.uint8), None, (), index, 100, provenance)
+    return FrameResult(frame, np.zeros((4, 4), np.uint8), measurement, "model")
+
+
+def test_results_keep_their_order_and_the_odd_frame_carries_the_warning():
+    aops = [120.0, 121.0, 150.0, 120.0, None, 119.0, 120.5]
+    cine = [(0, _result(a, k * FRAME_MS, k)) for k, a in enumerate(aops)]
+    failure = (0, FrameFailure(7, "damaged", "unreadable", None, 100))
+    still = (1, _result(80.0, None, 0, "still.png"))
+    other = [(2, _result(a, k * FRAME_MS, k, "other.dcm")) for k, a in enumerate([80.0, 81.0])]
+    entries = [*cine, failure, still, *other]
+    given = list(steadiness_checked(entries))
+
+    def where(entry):
+        item, result = entry
+        if isinstance(result, FrameResult):
+            return item, result.frame.provenance.path, result.frame.frame_index
+        return item, "", result.frame_index
+    assert [where(entry) for entry in given] == [where(entry) for entry in entries]
+    flagged = [r for _, r in given if isinstance(r, FrameResult) and AOP_UNSTEADY in r.measurement.reasons]
+    assert [r.frame.frame_index for r in flagged] == [2]
+    assert flagged[0].measurement.status == "warning" and flagged[0].measurement.aop_deg == 150.0
+    assert given[2][1] is not cine[2][1] and given[2][1].labels is cine[2][1].labels  # (the same result otherwise)
+    assert all(r.measurement.status == "ok" for _, r in given if isinstance(r, FrameResult) and r not in flagged
+               and r.measurement.aop_deg is not None)
+
+
+def test_each_file_is_judged_alone():
+    # The same times in two files: a file's frames are not the next file's neighbours.
+    first = [(0, _result(a, k * FRAME_MS, k, "a.dcm")) for k, a in enumerate([100.0, 100.0, 100.0])]
+    second = [(1, _result(a, k * FRAME_MS, k, "b.dcm")) for k, a in enumerate([140.0, 141.0, 139.0])]
+    assert not any(AOP_UNSTEADY in r.measurement.reasons for _, r in steadiness_checked([*first, *second]))
+
+
+def test_a_cines_results_are_held_back_no_longer_than_the_window():
+    n = 100
+    cine = [(0, _result(120.0, k * FRAME_MS, k)) for k in range(n)]
+    taken = 0
+
+    def source():
+        nonlocal taken
+        for entry in cine:
+            taken += 1
+            yield entry
+    lags = []
+    for _, result in steadiness_checked(source()):
+        lags.append(taken - 1 - result.frame.frame_index)
+    # A frame is given once a frame beyond its window is measured: a few frames at a cine's rate, never the
+    # whole cine; the last ones at its end.
+    assert max(lags[: n - 20]) == int(STEADINESS_WINDOW_MS // FRAME_MS) + 1
+    assert len(lags) == n
+
+
+def test_a_still_and_a_cine_without_timing_are_given_at_once():
+    taken = 0
+    entries = [(0, _result(120.0, None, k)) for k in range(5)] + [(1, _result(90.0, None, 0, "still.png"))]
+
+    def source():
+        nonlocal taken
+        for entry in entries:
+            taken += 1
+            yield entry
+    for _, result in steadiness_checked(source()):
+        assert entries[taken - 1][1] is result
