@@ -139,3 +139,20 @@ def test_a_still_and_a_cine_without_timing_are_given_at_once():
             yield entry
     for _, result in steadiness_checked(source()):
         assert entries[taken - 1][1] is result
+
+
+def test_closing_the_checked_results_closes_what_they_come_from():
+    # The batch closes its results when it stops early, so that the reader's files close at once.
+    closed = []
+
+    def source():
+        try:
+            for k in range(50):
+                yield 0, _result(120.0, k * FRAME_MS, k)
+        finally:
+            closed.append(True)
+    held = source()  # (held here: not closed by being collected)
+    checked = steadiness_checked(held)
+    next(checked)
+    checked.close()
+    assert closed == [True]

@@ -1479,17 +1479,22 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
         timed[:] = [e for e in timed if reach is not None and e[1] >= reach - STEADINESS_WINDOW_MS]
 
     current = None
-    for n, (item, result) in enumerate(results):
-        if item != current:
-            yield from given(file_ended=True)
-            timed.clear()
-            current = item
-        time_ms = time_of(result)
-        if time_ms is not None:
-            timed.append((n, time_ms, result.measurement.aop_deg))
-        held.append((n, item, result))
-        yield from given()
-    yield from given(file_ended=True)
+    try:
+        for n, (item, result) in enumerate(results):
+            if item != current:
+                yield from given(file_ended=True)
+                timed.clear()
+                current = item
+            time_ms = time_of(result)
+            if time_ms is not None:
+                timed.append((n, time_ms, result.measurement.aop_deg))
+            held.append((n, item, result))
+            yield from given()
+        yield from given(file_ended=True)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:  # (a caller that stops early closes this: the reader's files closed now)
+            close()
 
 
 def _path_in_out(out_dir: Path, path: Path) -> str:
