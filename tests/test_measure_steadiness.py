@@ -156,3 +156,23 @@ def test_closing_the_checked_results_closes_what_they_come_from():
     next(checked)
     checked.close()
     assert closed == [True]
+
+
+def test_a_files_start_can_be_said_before_its_first_result_is_held():
+    # The batch gives a file's rows once the next file starts: a cine's first frame, held for the frames after it,
+    # had held the rows of the still before it, and a stop meanwhile lost them.
+    still = (0, _result(90.0, None, 0, "still.png"))
+    cine = [(1, _result(120.0, k * FRAME_MS, k)) for k in range(30)]
+    taken = 0
+
+    def source():
+        nonlocal taken
+        for entry in [still, *cine]:
+            taken += 1
+            yield entry
+    given = []
+    for item, result in steadiness_checked(source(), say_file_starts=True):
+        given.append((item, None if result is None else result.frame.frame_index, taken))
+    assert given[:2] == [(0, None, 1), (0, 0, 1)] and given[2] == (1, None, 2)  # said as the cine's first comes
+    assert [g[:2] for g in given[3:]] == [(1, k) for k in range(30)]
+    assert all(result is not None for _, result in steadiness_checked([still, *cine]))  # (unless asked)

@@ -1364,7 +1364,9 @@ class FileProcessor:
             given.update(timings)
             return FileOutcome(names[item], tuple(rows[item]), spent, tuple(outputs[item]), *dicom_counts[item])
         through = 0  # the files whose outcomes were given
-        results = self.results_of_files(items, timings)
+        # (Told each file's start: a cine's first result waits for its next frames, and the file before it is
+        # through all the same; its rows had waited too, and a stop meanwhile lost them.)
+        results = steadiness_checked(self._results_of_files(items, timings), say_file_starts=True)
         try:
             for item, result in results:
                 if stopped is not None and stopped():
@@ -1372,6 +1374,8 @@ class FileProcessor:
                 for earlier in range(through, item):  # a file's results come in order: those before it are through
                     yield outcome_of(earlier)
                 through = max(through, item)
+                if result is None:  # (the file's start)
+                    continue
                 rel, name = rels[item], names[item]
                 if isinstance(result, FrameFailure):
                     rows[item].append(measurement_row(name, "" if result.frame_index is None else result.frame_index,
@@ -1449,14 +1453,16 @@ class FileProcessor:
             yield outcome_of(item)
 
 
-def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
-                       ) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
+def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]], say_file_starts: bool = False
+                       ) -> Iterator[tuple[int, FrameResult | FrameFailure | None]]:
     """``results`` ((file index, result) pairs, in file order and each file's in frame order)
     as they come, but each cine frame's AoP checked against those of the same file's frames
     within :data:`STEADINESS_WINDOW_MS` of it (:func:`~ipp_seg.measure.steadiness.aop_unsteady`):
     one far from their median carries ``aop_unsteady``. A result with a frame time is held back
     until a later frame of its file lies beyond the window, or its file ends: at a cine's
-    frame rate, a few frames (a still image, or a cine without timing, is given at once)."""
+    frame rate, a few frames (a still image, or a cine without timing, is given at once).
+    ``say_file_starts``: (file index, None) comes as a file's first result does, before it is
+    held (the files before it are through)."""
     held: list[tuple[int, int, FrameResult | FrameFailure]] = []  # the current file's, not given yet: (n, item, result)
     timed: list[tuple[int, float, float | None]] = []  # (n, time, AoP) of the file's frames with a time
 
@@ -1485,6 +1491,8 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
                 yield from given(file_ended=True)
                 timed.clear()
                 current = item
+                if say_file_starts:
+                    yield item, None
             time_ms = time_of(result)
             if time_ms is not None:
                 timed.append((n, time_ms, result.measurement.aop_deg))
