@@ -671,8 +671,8 @@ ORIENTATION_OPT = typer.Option("standard", "--orientation",
                                     "mirrored: the left-hand end.")
 FRAMES_OPT = typer.Option("all", "--frames", help="Which frames of each scan: all, N, A-B or A-end (0-based; a "
                                                    "range takes those a scan has), /S after one for every S-th frame "
-                                                   "(all/10: 0, 10, 20, ...); a scan with none of them gets a failed "
-                                                   "row.")
+                                                   "(all/10: 0, 10, 20, ...), or a list of frames and ranges (0,5,9 or "
+                                                   "0-4,20); a scan with none of them gets a failed row.")
 SPACING_OPT = typer.Option(None, "--spacing-mm",
                            help="mm per pixel X[,Y] for files without a calibration (a file's own calibration, "
                                 "DICOM or MHA/NIfTI spacing, wins).")

@@ -92,7 +92,7 @@ def test_parse_frame_selection(text, expected):
     assert parse_frame_selection(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "-1", "5-2", "1-", "a", "1,2", "1.5", "all-3", "all/0", "1-3/", "/2", "1-3/2/2",
+@pytest.mark.parametrize("text", ["", "-1", "5-2", "1-", "a", "1;2", "1.5", "all-3", "all/0", "1-3/", "/2", "1-3/2/2",
                                   "1-3/-2", "all/1.5"])
 def test_parse_frame_selection_rejects(text):
     with pytest.raises(ValueError):
@@ -131,6 +131,49 @@ def test_a_stepped_selection_takes_every_step_th_frame_and_reads_on_after_any_fr
     everything = parse_frame_selection(f"all/{step}")
     assert list(everything.indices(n_frames)) == list(range(0, n_frames, step))
     assert list(everything.after(index).indices(n_frames + index + step + 1))[0] == index + 1 + (-(index + 1) % step)
+
+
+@pytest.mark.parametrize("text, listed", [("0,5,9", (0, 5, 9)), ("9, 5,0,5", (0, 5, 9)), ("3,5", (3, 5)),
+                                          ("0-4,10,20-40/10", (0, 1, 2, 3, 4, 10, 20, 30, 40)), ("1-2 ,7", (1, 2, 7))])
+def test_a_list_of_frames_takes_those_frames_in_order(text, listed):
+    # A research midwife's wish: the frames a viewer showed her, by number.
+    selection = parse_frame_selection(text)
+    assert selection == FrameSelection(listed=listed) and not selection.is_all
+    assert parse_frame_selection(str(selection)) == selection and str(selection) == ",".join(map(str, listed))
+    # The frames of it that a source has, as for a range; a source with none of them has none.
+    assert list(selection.indices(100)) == list(listed)
+    if len(listed) > 1:
+        assert list(selection.indices(listed[-1])) == list(listed[:-1])
+    later = FrameSelection(listed=tuple(i + 1 for i in listed))
+    with pytest.raises(IndexError, match=f"frames {later} requested, the source has 1 frame"):
+        later.indices(1)
+    # After a damaged frame: the listed frames after it.
+    assert selection.after(listed[0]) == (FrameSelection(listed=listed[1:]) if len(listed) > 1 else None)
+    assert selection.after(-1) == selection and selection.after(listed[-1]) is None
+
+
+@pytest.mark.parametrize("text, said", [("0,,5", "empty item"), ("5,", "empty item"), ("0,all", "no last frame"),
+                                        ("2-end,4", "no last frame"), ("1,x", "'x' is not a frame"),
+                                        ("0-20000,1", "at most 10,000 frames"), ("4-2,1", "'4-2' is not a frame")])
+def test_a_list_of_frames_refuses_what_it_cannot_hold(text, said):
+    with pytest.raises(ValueError, match=said):
+        parse_frame_selection(text)
+
+
+def test_a_list_of_one_frame_is_that_frame():
+    assert parse_frame_selection("3,3") == FrameSelection(3, 4) == parse_frame_selection("3")
+
+
+def test_a_listed_selection_is_checked_as_it_is_made():
+    with pytest.raises(ValueError, match="either listed frames or start"):
+        FrameSelection(2, listed=(3,))
+    with pytest.raises(ValueError, match="no frame listed"):
+        FrameSelection(listed=())
+    with pytest.raises(ValueError, match="whole numbers >= 0"):
+        FrameSelection(listed=(1, -2))
+    with pytest.raises(ValueError, match="frame indices"):
+        FrameSelection(listed="0,5")  # type: ignore[arg-type]
+    assert FrameSelection(listed=[np.int64(4), 2]).listed == (2, 4)  # (numpy indices, as analysis code holds them)
 
 
 def test_all_selection_indices():

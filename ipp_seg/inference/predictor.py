@@ -70,8 +70,8 @@ class Predictor:
         method: AoP method, one of :data:`ipp_seg.measure.METHODS`.
         orientation: display convention, one of :data:`ipp_seg.measure.ORIENTATIONS`.
         frames: frames of each file: "all", "N", "A-B" or "A-end" (0-based), "/S" after one for
-            every S-th frame ("all/5"), as ``--frames`` takes them; or a frame index, or a
-            :class:`~ipp_seg.io.FrameSelection`.
+            every S-th frame ("all/5"), or a list ("0,5,9", "0-4,20"), as ``--frames`` takes them;
+            or a frame index, or a :class:`~ipp_seg.io.FrameSelection`.
         spacing_mm: (x, y) mm per pixel for files without a calibration of their own.
         tta: average the network's output with that of the mirrored frame.
         threads: CPU threads for the model (None: the runtime's choice).
@@ -92,8 +92,8 @@ class Predictor:
         elif isinstance(frames, FrameSelection):
             frames = str(frames)  # (the text the command line takes, which a run's record and rows keep)
         if not isinstance(frames, str):
-            raise ValueError(f"frames must be 'all', 'N', 'A-B' or 'A-end' (0-based; '/S' after one for every S-th), "
-                             f"a FrameSelection or a frame index; got {frames!r}")
+            raise ValueError(f"frames must be 'all', 'N', 'A-B', 'A-end' (0-based; '/S' after one for every S-th), a "
+                             f"list such as '0,5,9', a FrameSelection or a frame index; got {frames!r}")
         check_inference_choices(method, orientation, frames, backend, device)
         if not isinstance(tta, bool):
             raise ValueError(f"tta must be True or False, got {tta!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -262,20 +263,29 @@ def frames_held(n_frames: int) -> str:
     return "1 frame (frame 0)" if n_frames == 1 else f"{n_frames} frames (0-{n_frames - 1})"
 
 
+#: The most frames a list of frames (``--frames 0,5,9``) may name: a longer choice is a range.
+MAX_LISTED_FRAMES = 10_000
+
+
 @dataclass(frozen=True)
 class FrameSelection:
     """A choice of 0-based frames: every ``step``-th frame from ``start`` up to ``stop``
-    (exclusive), as Python's ``range``.
+    (exclusive), as Python's ``range``; or the frames ``listed``, in ascending order.
 
     ``stop=None`` means "to the last frame"; ``FrameSelection()`` is every frame, and
     ``FrameSelection(step=10)`` every tenth from frame 0 (a long cine sampled through).
+    ``FrameSelection(listed=(0, 5, 9))`` is frames 0, 5 and 9 (given in any order, repeats
+    dropped; with start, stop and step left as they are).
     """
 
     start: int = 0
     stop: int | None = None
     step: int = 1
+    listed: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.listed is not None:
+            self._check_listed()
         for name in ("start", "stop"):
             value = getattr(self, name)
             if value is not None or name == "start":
@@ -290,33 +300,60 @@ class FrameSelection:
             raise ValueError(f"frame selection step must be a whole number >= 1, got {self.step!r}")
         object.__setattr__(self, "step", int(self.step))
 
+    def _check_listed(self) -> None:
+        if isinstance(self.listed, (str, bytes)) or not hasattr(self.listed, "__iter__"):
+            raise ValueError(f"frame selection listed must be frame indices, got {self.listed!r}")
+        listed = tuple(self.listed)
+        if not all(_whole_number(i) and i >= 0 for i in listed):
+            raise ValueError(f"listed frames must be whole numbers >= 0, got {listed!r}")
+        if not listed:
+            raise ValueError("frame selection is empty: no frame listed")
+        if (self.start, self.stop, self.step) != (0, None, 1):
+            raise ValueError("a frame selection is either listed frames or start, stop and step, not both")
+        listed = tuple(sorted({int(i) for i in listed}))
+        if len(listed) > MAX_LISTED_FRAMES:
+            raise ValueError(f"a list names at most {MAX_LISTED_FRAMES:,} frames ({len(listed):,} given): for more, "
+                             "give a range, A-B/S")
+        object.__setattr__(self, "listed", listed)
+
     @property
     def is_all(self) -> bool:
         """Whether this selects every frame."""
-        return self.start == 0 and self.stop is None and self.step == 1
+        return self.listed is None and self.start == 0 and self.stop is None and self.step == 1
 
     def after(self, index: int) -> FrameSelection | None:
         """The frames of this selection after frame ``index``, None where it holds none (a
         cine read on past a damaged frame takes the selection's next frames, its step kept)."""
+        if self.listed is not None:
+            later = tuple(i for i in self.listed if i > index)
+            return FrameSelection(listed=later) if later else None
         start = max(self.start, index + 1)
         start += -(start - self.start) % self.step  # (on the step's grid from self.start)
         if self.stop is not None and start >= self.stop:
             return None
         return FrameSelection(start, self.stop, self.step)
 
-    def indices(self, n_frames: int) -> range:
-        """The selected 0-based indices in a source of ``n_frames`` frames: those of the
-        selection that the source has (``0-4`` of a still image is its frame 0, of a 3-frame
-        cine its frames 0-2), so that one choice serves a folder of cines and stills.
+    def indices(self, n_frames: int) -> Sequence[int]:
+        """The selected 0-based indices in a source of ``n_frames`` frames, ascending: those of
+        the selection that the source has (``0-4`` of a still image is its frame 0, of a 3-frame
+        cine its frames 0-2; ``0,5,9`` of a 6-frame cine its frames 0 and 5), so that one choice
+        serves a folder of cines and stills. A ``range`` for a range.
 
         Raises ``IndexError`` when the source has none of them.
         """
+        if self.listed is not None:
+            held = [i for i in self.listed if i < n_frames]
+            if not held:
+                raise IndexError(f"frames {self} requested, the source has {frames_held(n_frames)}")
+            return held
         stop = n_frames if self.stop is None else min(self.stop, n_frames)
         if self.start >= n_frames:
             raise IndexError(f"frames {self} requested, the source has {frames_held(n_frames)}")
         return range(self.start, stop, self.step)
 
     def __str__(self) -> str:
+        if self.listed is not None:
+            return ",".join(map(str, self.listed))
         every = f"/{self.step}" if self.step > 1 else ""
         if self.start == 0 and self.stop is None:
             return f"all{every}"
@@ -336,14 +373,18 @@ def parse_frame_selection(text: str) -> FrameSelection:
     """Parse a frame choice: ``"all"``, ``"N"``, ``"A-B"`` (0-based, inclusive of B) or
     ``"A-end"`` (from A to the last frame), each of which may end in ``/S``, every S-th frame
     from the first (``"all/10"``: frames 0, 10, 20, ...; ``"5-50/5"``: 5, 10, ..., 50), as a
-    cron field reads a step; what ``str`` of a :class:`FrameSelection` gives.
+    cron field reads a step; or a list of frames and ranges, ``"0,5,9"`` or ``"0-4,10,20-40/10"``
+    (as a cron field lists them: up to :data:`MAX_LISTED_FRAMES` frames, neither ``all`` nor
+    ``end`` in it); what ``str`` of a :class:`FrameSelection` gives.
 
     Raises ``ValueError`` for anything else (negative numbers, B < A, a step of 0, empty text).
     """
+    if "," in (text or ""):
+        return _parse_frame_list(text)
     match = _SELECTION.match(text or "")
     if match is None:
-        raise ValueError(f"frame selection must be 'all', 'N', 'A-B' or 'A-end' (0-based), each optionally with "
-                         f"'/S' for every S-th frame, got {text!r}")
+        raise ValueError(f"frame selection must be 'all', 'N', 'A-B', 'A-end' (0-based), each optionally with "
+                         f"'/S' for every S-th frame, or a list such as '0,5,9', got {text!r}")
     step = int(match.group("step")) if match.group("step") is not None else 1
     if step < 1:
         raise ValueError(f"frame selection {text!r} steps by 0 frames: a step is 1 or more")
@@ -358,6 +399,27 @@ def parse_frame_selection(text: str) -> FrameSelection:
     if last - first < step:  # one frame: the same choice as 'N', which it prints as
         return FrameSelection(first, first + 1)
     return FrameSelection(first, last + 1, step)
+
+
+def _parse_frame_list(text: str) -> FrameSelection:
+    listed: set[int] = set()
+    for part in text.split(","):
+        if not part.strip():
+            raise ValueError(f"frame list {text!r} has an empty item: list frames as '0,5,9'")
+        try:
+            chosen = parse_frame_selection(part)
+        except ValueError:
+            raise ValueError(f"frame list {text!r}: {part.strip()!r} is not a frame 'N' or a range 'A-B' (or "
+                             "'A-B/S')") from None
+        if chosen.stop is None:  # ('all' or 'A-end': no list can hold every frame to come)
+            raise ValueError(f"frame list {text!r}: {part.strip()!r} has no last frame; a list takes frames and "
+                             "ranges 'A-B' only")
+        if len(range(chosen.start, chosen.stop, chosen.step)) > MAX_LISTED_FRAMES:
+            raise ValueError(f"a list names at most {MAX_LISTED_FRAMES:,} frames: for more, give a range, A-B/S")
+        listed.update(range(chosen.start, chosen.stop, chosen.step))
+    if len(listed) == 1:  # ('3,3': the choice '3' is, and prints as)
+        return FrameSelection(min(listed), min(listed) + 1)
+    return FrameSelection(listed=tuple(listed))
 
 
 def _whole_number(value: object) -> bool:
