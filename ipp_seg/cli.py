@@ -1556,19 +1556,20 @@ def evaluate(
         fail(f"none of the {report.paired_cases} case(s) in both folders could be evaluated (the reasons are "
              "listed above)")
     columns = ["block", "cases", "Dice PS", "Dice FH", "Dice all", "HD all (px)", "ASD all (px)", "mean |ΔAoP| (°)",
-               "median |ΔAoP| (°)"]
+               "median |ΔAoP| (°)", "ΔAoP cases"]
     if reference is not None:
         columns += ["mean |ΔAoP| vs reference (°)", "median |ΔAoP| vs reference (°)"]
     table = _table(f"ipp-seg evaluate ({method})", (*columns, "failed", "score"), justify="right")
-    table.caption = ("|ΔAoP|: over the cases measured from both masks; failed: predicted masks whose AoP could "
-                     "not be measured, charged 180° each in the score where the ground truth's AoP measures")
+    table.caption = ("|ΔAoP|: over the cases measured from both masks (ΔAoP cases); failed: predicted masks whose "
+                     "AoP could not be measured, charged 180° each in the score where the ground truth's AoP measures")
     for block in report.blocks:
         m = block.metrics
         vs_reference = ([_fmt(m["delta_aop_reference"].mean, 2), _fmt(m["delta_aop_reference"].median, 2)]
                         if reference is not None else [])
         table.add_row(block.name, str(block.n_cases), _fmt(m["dice_ps"].mean, 4), _fmt(m["dice_fh"].mean, 4),
                       _fmt(m["dice_all"].mean, 4), _fmt(m["hd_all"].mean, 2), _fmt(m["asd_all"].mean, 2),
-                      _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), *vs_reference,
+                      _fmt(m["delta_aop"].mean, 2), _fmt(m["delta_aop"].median, 2), str(m["delta_aop"].n),
+                      *vs_reference,
                       str(block.n_failed_pred), _fmt(block.score, 4))
     if reference_aop is not None:  # which reference file, by its bytes: two summaries against two told apart
         report = replace(report, inputs={**report.inputs, "reference_aop": {
