@@ -1902,7 +1902,8 @@ def test_evaluate_command(tmp_path, psfhs_dir):
     # The table says over how many cases its |ΔAoP| is (the empty prediction has none; the score charges it 180°).
     row = next(line for line in scored.stdout.splitlines() if line.strip("│ ").startswith("overall"))
     cells = [cell.strip() for cell in row.strip().strip("│").split("│")]
-    assert (cells[1], cells[9]) == ("2", "1") and overall["metrics"]["delta_aop"]["n"] == 1
+    assert len(cells) == 12 and (cells[1], cells[9], cells[10]) == ("2", "1", "1")  # (cases, ΔAoP cases, failed)
+    assert overall["metrics"]["delta_aop"]["n"] == 1
 
     # A ground truth that cannot be read, without prediction: not "scored as empty", but named as not evaluated.
     (tmp_path / "gt" / "04999.png").write_bytes(b"not a png")
