@@ -4315,6 +4315,12 @@ def test_a_cine_frame_whose_angle_jumps_against_the_frames_around_it_is_flagged(
     flagged = [r.frame.frame_index for r in Predictor().predict(root / "cine.dcm")
                if "aop_unsteady" in r.measurement.reasons]
     assert flagged == [3]
+    # A resume that measures the odd frame alone judges it against the frames its CSV holds (a QA pass: it read ok).
+    assert _run("batch", root, "--out", tmp_path / "part", "--frames", "0-2,4-6").exit_code == 0
+    assert not any("aop_unsteady" in r["reasons"] for r in _rows(tmp_path / "part" / "measurements.csv"))
+    assert _run("batch", root, "--out", tmp_path / "part", "--resume").exit_code == 0
+    resumed = {r["frame"]: r for r in _rows(tmp_path / "part" / "measurements.csv")}
+    assert sorted(resumed) == list("0123456") and resumed["3"]["reasons"] == rows["3"]["reasons"]
     # Without a frame time nothing tells how far apart the frames are: no check.
     del ds.FrameTime, ds.FrameIncrementPointer
     ds.save_as(root / "cine.dcm")

@@ -10,7 +10,8 @@ from ipp_seg.inference.pipeline import FrameResult
 from ipp_seg.io import Provenance, UltrasoundFrame
 from ipp_seg.measure import Landmarks, Measurement
 from ipp_seg.measure.result import ANGLE_IN_DOUBT, REASON_ACTIONS, REASON_TITLES, REASONS
-from ipp_seg.measure.steadiness import AOP_UNSTEADY, AOP_UNSTEADY_DEG, STEADINESS_WINDOW_MS, aop_unsteady
+from ipp_seg.measure.steadiness import (AOP_UNSTEADY, AOP_UNSTEADY_DEG, STEADINESS_WINDOW_MS, aop_off_its_neighbours,
+                                        aop_unsteady)
 
 FRAME_MS = 40.0  # 25 frames a second
 
@@ -176,3 +177,27 @@ def test_a_files_start_can_be_said_before_its_first_result_is_held():
     assert given[:2] == [(0, None, 1), (0, 0, 1)] and given[2] == (1, None, 2)  # said as the cine's first comes
     assert [g[:2] for g in given[3:]] == [(1, k) for k in range(30)]
     assert all(result is not None for _, result in steadiness_checked([still, *cine]))  # (unless asked)
+
+
+def test_frames_measured_before_are_neighbours_of_those_measured_now():
+    # A resumed run measures frame 3 of a cine alone: the angles its CSV holds of frames 0-2 and 4-6 judge it.
+    now = [(0, _result(150.0, 3 * FRAME_MS, 3))]
+    before = [(k * FRAME_MS, 120.0 + 0.5 * k) for k in (0, 1, 2, 4, 5, 6)] + [(5000.0, 150.0)]  # (one far off)
+    (_, alone), = steadiness_checked(now)
+    (_, judged), = steadiness_checked(now, known={0: before})
+    assert AOP_UNSTEADY not in alone.measurement.reasons and AOP_UNSTEADY in judged.measurement.reasons
+    (_, steady), = steadiness_checked([(0, _result(121.0, 3 * FRAME_MS, 3))], known={0: before})
+    assert AOP_UNSTEADY not in steady.measurement.reasons
+    # Another file's are not.
+    (_, other), = steadiness_checked(now, known={1: before})
+    assert AOP_UNSTEADY not in other.measurement.reasons
+
+
+def test_one_frame_is_judged_as_among_all_of_them():
+    times = [k * FRAME_MS for k in range(8)]
+    aops = [120.0, 121.0, 119.5, 120.5, 135.0, 120.0, None, 119.0]
+    flags = aop_unsteady(times, aops)
+    for k, (t, a) in enumerate(zip(times, aops)):
+        if a is not None:
+            others = [(u, b) for j, (u, b) in enumerate(zip(times, aops)) if j != k]
+            assert aop_off_its_neighbours(t, a, others) == flags[k]

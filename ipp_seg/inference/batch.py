@@ -12,6 +12,7 @@ written in file order, so the CSV does not depend on the number of workers.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import errno
 import functools
@@ -60,7 +61,7 @@ from ..machine import machine_description, onnxruntime_version, software_version
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
-from ..measure.steadiness import AOP_UNSTEADY, STEADINESS_WINDOW_MS, aop_unsteady
+from ..measure.steadiness import AOP_UNSTEADY, STEADINESS_WINDOW_MS, aop_off_its_neighbours
 from .backends import BACKENDS, DEVICES, BackendError, confidence_floors_used, device_used, load_segmenter
 from .pipeline import FrameResult, frame_echoes, measure_frame, not_segmentable_reason, segment_frames
 from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream, warn_of_training_frames
@@ -157,6 +158,9 @@ class BatchOptions:
     # The command that started this session, quoted as a shell runs it again, for its record:
     # "" where the library was called without one.
     command: str = ""
+    # Resumed: (CSV file name, ((frame time ms, AoP), ...)) of the cine frames its rows measured, for files it
+    # measures more frames of: the new frames' neighbours in time (aop_unsteady), as in one run.
+    known_cine_angles: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
 
 
 #: Reason codes of rows without a measurement; a resumed run tries their frames again.
@@ -1366,7 +1370,9 @@ class FileProcessor:
         through = 0  # the files whose outcomes were given
         # (Told each file's start: a cine's first result waits for its next frames, and the file before it is
         # through all the same; its rows had waited too, and a stop meanwhile lost them.)
-        results = steadiness_checked(self._results_of_files(items, timings), say_file_starts=True)
+        known = dict(opts.known_cine_angles)
+        results = steadiness_checked(self._results_of_files(items, timings), say_file_starts=True,
+                                     known={item: known[name] for item, name in enumerate(names) if name in known})
         try:
             for item, result in results:
                 if stopped is not None and stopped():
@@ -1453,7 +1459,8 @@ class FileProcessor:
             yield outcome_of(item)
 
 
-def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]], say_file_starts: bool = False
+def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]], say_file_starts: bool = False,
+                       known: dict[int, Sequence[tuple[float, float]]] | None = None
                        ) -> Iterator[tuple[int, FrameResult | FrameFailure | None]]:
     """``results`` ((file index, result) pairs, in file order and each file's in frame order)
     as they come, but each cine frame's AoP checked against those of the same file's frames
@@ -1462,12 +1469,20 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
     until a later frame of its file lies beyond the window, or its file ends: at a cine's
     frame rate, a few frames (a still image, or a cine without timing, is given at once).
     ``say_file_starts``: (file index, None) comes as a file's first result does, before it is
-    held (the files before it are through)."""
+    held (the files before it are through). ``known``: per file index, (time ms, AoP) of its
+    frames measured before (a resumed run's rows), neighbours of those measured now."""
     held: list[tuple[int, int, FrameResult | FrameFailure]] = []  # the current file's, not given yet: (n, item, result)
     timed: list[tuple[int, float, float | None]] = []  # (n, time, AoP) of the file's frames with a time
+    before: list[tuple[float, float]] = []  # the current file's known frames, by time
+    before_times: list[float] = []
 
     def time_of(result) -> float | None:
         return result.frame.provenance.frame_time_ms if isinstance(result, FrameResult) else None
+
+    def unsteady(n: int, time_ms: float, aop: float) -> bool:
+        near = before[bisect.bisect_left(before_times, time_ms - STEADINESS_WINDOW_MS):
+                      bisect.bisect_right(before_times, time_ms + STEADINESS_WINDOW_MS)]
+        return aop_off_its_neighbours(time_ms, aop, [(t, a) for k, t, a in timed if k != n] + near)
 
     def given(file_ended: bool = False) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
         # The held results, in order, up to the first whose window is still open: one with a time that no frame
@@ -1475,10 +1490,10 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
         while held and (file_ended or time_of(held[0][2]) is None
                         or time_of(held[0][2]) + STEADINESS_WINDOW_MS < timed[-1][1]):
             n, item, result = held.pop(0)
-            if time_of(result) is not None and result.measurement.aop_deg is not None:
-                flags = aop_unsteady([t for _, t, _ in timed], [a for _, _, a in timed])
-                if flags[[k for k, _, _ in timed].index(n)]:
-                    result = replace(result, measurement=result.measurement.with_warning(AOP_UNSTEADY))
+            time_ms = time_of(result)
+            if time_ms is not None and result.measurement.aop_deg is not None and \
+                    unsteady(n, time_ms, result.measurement.aop_deg):
+                result = replace(result, measurement=result.measurement.with_warning(AOP_UNSTEADY))
             yield item, result
         # Forget the frames that neither a held one nor one to come (none earlier than the last) can reach.
         reach = next((time_of(r) for _, _, r in held if time_of(r) is not None), timed[-1][1] if timed else None)
@@ -1490,6 +1505,8 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
             if item != current:
                 yield from given(file_ended=True)
                 timed.clear()
+                before[:] = sorted((float(t), float(a)) for t, a in (known or {}).get(item, ()))
+                before_times[:] = [t for t, _ in before]
                 current = item
                 if say_file_starts:
                     yield item, None
@@ -2679,6 +2696,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             log.warning("%d DICOM file(s) have a UID that %s, such as %s", len(leading_zeros), LEADING_ZEROS_SAID,
                         printable_path(leading_zeros[0]))
     todo: list[tuple[Path, frozenset]] = []
+    partly_done: dict[str, frozenset] = {}  # (a file's frames already measured, where more are left)
     skipped = 0
     for path, name in zip(files, names):
         seen = done.get(name)
@@ -2686,6 +2704,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             skipped += 1
             continue
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
+        if todo[-1][1]:
+            partly_done[name] = todo[-1][1]
+    if partly_done:
+        # The angles of a cine's frames measured before: neighbours in time of those measured now (a resume that
+        # took up part of a cine had judged its new frames among themselves alone, and an odd one read ok).
+        options = replace(options, known_cine_angles=_known_cine_angles(csv_path, partly_done))
     _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
                                if options.resume else {}, prior, [path for path, _ in todo])
     # (A refused resume had already taken rows out of the CSV.) Rewritten, the session is recorded whatever it
@@ -3158,6 +3182,23 @@ def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None
         os.replace(staging, real)
     finally:
         staging.unlink(missing_ok=True)
+
+
+def _known_cine_angles(csv_path: Path, partly_done: dict[str, frozenset]
+                       ) -> tuple[tuple[str, tuple[tuple[float, float], ...]], ...]:
+    """(file, ((frame time ms, AoP), ...)) of the rows ``csv_path`` holds of the frames ``partly_done``
+    names per file (those a resume keeps), where a row has both."""
+    angles: dict[str, list[tuple[float, float]]] = {}
+    for row in _complete_rows(csv_path)[0]:
+        frame = row.get("frame", "")
+        if frame.isdigit() and int(frame) in partly_done.get(row["file"], ()):
+            try:
+                time_ms, aop = float(row.get("frame_time_ms") or "nan"), float(row.get("aop_deg") or "nan")
+            except ValueError:
+                continue
+            if math.isfinite(time_ms) and math.isfinite(aop):
+                angles.setdefault(row["file"], []).append((time_ms, aop))
+    return tuple((name, tuple(pairs)) for name, pairs in sorted(angles.items()))
 
 
 def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
