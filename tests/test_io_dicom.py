@@ -26,6 +26,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
@@ -98,6 +99,7 @@ def _gdcm_transcode(source: Path, target: Path, syntax: UID) -> None:
         JPEGBaseline8Bit: gdcm.TransferSyntax.JPEGBaselineProcess1,
         JPEGLossless: gdcm.TransferSyntax.JPEGLosslessProcess14,
         JPEGLosslessSV1: gdcm.TransferSyntax.JPEGLosslessProcess14_1,
+        JPEGExtended12Bit: gdcm.TransferSyntax.JPEGExtendedProcess2_4,
     }
     reader = gdcm.ImageReader()
     reader.SetFileName(str(source))
@@ -159,7 +161,7 @@ def write_dicom(
         setattr(ds, keyword, value)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID  # set_pixel_data may renew it
 
-    if syntax in (JPEGBaseline8Bit, JPEGLossless, JPEGLosslessSV1):
+    if syntax in (JPEGBaseline8Bit, JPEGLossless, JPEGLosslessSV1, JPEGExtended12Bit):
         native = path.with_suffix(".native.dcm")
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.save_as(native, enforce_file_format=True)
@@ -400,6 +402,22 @@ def test_ybr_gives_luminance(tmp_path, photometric):
     for k, frame in enumerate(out):
         # Luma is Y itself; YBR<->RGB rounding and 4:2:2 chroma averaging cost a level or two.
         assert np.abs(frame.pixels.astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
+
+
+def test_12_bit_jpeg_extended_without_its_decoder_is_refused_in_one_short_line(tmp_path, caplog):
+    # A PACS pass: the refusal was right but 420 characters long, quoting each decoder plugin's failure.
+    import importlib.util
+
+    if importlib.util.find_spec("libjpeg") is not None:
+        pytest.skip("pylibjpeg-libjpeg is installed here: 12-bit JPEG Extended decodes")
+    path = write_dicom(tmp_path / "jpeg12.dcm", (ramp_frames(1)[0].astype(np.uint16) * 16), bits_stored=12,
+                       syntax=JPEGExtended12Bit)
+    with caplog.at_level(logging.DEBUG, logger="ipp_seg"), pytest.raises(ScanReadError) as refused:
+        list(read_frames(path))
+    said = str(refused.value)
+    assert "12-bit JPEG Extended data needs pylibjpeg-libjpeg" in said and "pip install pylibjpeg-libjpeg" in said
+    assert len(said) < len(str(path)) + 220 and "plugin" not in said.lower()
+    assert any("decoding frame 0 failed" in record.getMessage() for record in caplog.records)  # (for a bug report)
 
 
 @pytest.mark.parametrize("syntax, planar", [(ExplicitVRLittleEndian, 0), (ExplicitVRLittleEndian, 1),

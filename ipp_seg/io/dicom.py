@@ -466,18 +466,21 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
         raise
     except Exception as exc:  # decoder failures come in many types
         frame = wanted[position] if position < len(wanted) else position
-        hint = ""
         if info.transfer_syntax == pydicom.uid.JPEGExtended12Bit and info.bits_stored > 8:
-            hint = ("; 12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3, not installed by ipp-seg: "
-                    "pip install pylibjpeg-libjpeg), or export the images uncompressed")
-        elif info.transfer_syntax.is_compressed and info.n_frames > 1 and position < len(wanted):
+            # What each decoder said is for a bug report only: the cause is known (a PACS pass: 420 characters
+            # of plugins' messages around the one line a user needs).
+            logger.debug("%s: decoding frame %s failed: %s", info.path, frame, _one_line(exc, 2000))
+            raise ScanReadError(info.path, f"decoding frame {frame} failed: 12-bit JPEG Extended data needs "
+                                           "pylibjpeg-libjpeg (GPL-3, not installed by ipp-seg: pip install "
+                                           "pylibjpeg-libjpeg), or export the images uncompressed") from exc
+        if info.transfer_syntax.is_compressed and info.n_frames > 1 and position < len(wanted):
             # Each frame of compressed data is coded apart: one that does not decode (its data cut short in a
             # copy) leaves the frames after it readable, as one that decodes with a grey fill does. A QA pass: the
             # rest of a cine had been dropped without a row.
             raise DamagedFrameError(info.path, f"frame {frame} is damaged: its {info.transfer_syntax.name} data does "
                                                f"not decode ({_one_line(exc)})", frame_index=frame) from exc
         raise ScanReadError(
-            info.path, f"decoding frame {frame} ({info.transfer_syntax.name}) failed: {_one_line(exc)}{hint}"
+            info.path, f"decoding frame {frame} ({info.transfer_syntax.name}) failed: {_one_line(exc)}"
         ) from exc
 
 
