@@ -76,7 +76,7 @@ def _result(aop: float | None, time_ms: float | None, index: int = 0, path: str 
     measurement = Measurement(aop, None, None, None, None, "ok" if aop is not None else "failed",
                               () if aop is not None else ("ps_missing",), "ellipse", "standard", None, Landmarks())
     provenance = Provenance(path, "dicom", frame_number=index + 1, frame_time_ms=time_ms)
-    frame = UltrasoundFrame(np.zeros((4, 4), np.uint8), None, (), index, 100, provenance)
+    frame = UltrasoundFrame(np.zeros((4, 4), np.uint8), None, (), index, 1000, provenance)
     return FrameResult(frame, np.zeros((4, 4), np.uint8), measurement, "model")
 
 
@@ -193,11 +193,43 @@ def test_frames_measured_before_are_neighbours_of_those_measured_now():
     assert AOP_UNSTEADY not in other.measurement.reasons
 
 
-def test_one_frame_is_judged_as_among_all_of_them():
-    times = [k * FRAME_MS for k in range(8)]
-    aops = [120.0, 121.0, 119.5, 120.5, 135.0, 120.0, None, 119.0]
-    flags = aop_unsteady(times, aops)
-    for k, (t, a) in enumerate(zip(times, aops)):
-        if a is not None:
-            others = [(u, b) for j, (u, b) in enumerate(zip(times, aops)) if j != k]
-            assert aop_off_its_neighbours(t, a, others) == flags[k]
+def test_one_frame_is_judged_on_the_others_in_its_window():
+    others = [(0.0, 120.0), (40.0, 121.0), (80.0, None), (120.0, 119.5), (900.0, 160.0)]
+    assert aop_off_its_neighbours(60.0, 135.0, others)  # 15 degrees off 120 (the frame at 900 ms is too far)
+    assert not aop_off_its_neighbours(60.0, 129.0, others)  # 9 degrees off
+    assert not aop_off_its_neighbours(60.0, 135.0, others[1:3])  # one measured neighbour in the window: not judged
+    assert not aop_off_its_neighbours(60.0, 135.0, [(0.0, 120.0), (40.0, 150.0)])  # neighbours that disagree
+
+
+def test_a_cine_whose_frames_all_lie_in_one_window_is_held_a_bounded_number_of_frames():
+    # A reviewer's find: a header's frame time in seconds read as ms (0.033) put a whole cine in one window: every
+    # result held until the file ended (its pixels and masks in memory), each judged on every other.
+    from ipp_seg.inference.batch import MAX_HELD_FRAMES
+
+    n = 3 * MAX_HELD_FRAMES
+    cine = [(0, _result(150.0 if k == n // 2 else 120.0 + 0.1 * (k % 3), k * 0.033, k)) for k in range(n)]
+    taken = 0
+
+    def source():
+        nonlocal taken
+        for entry in cine:
+            taken += 1
+            yield entry
+    lags, flagged = [], []
+    for _, result in steadiness_checked(source()):
+        lags.append(taken - 1 - result.frame.frame_index)
+        if AOP_UNSTEADY in result.measurement.reasons:
+            flagged.append(result.frame.frame_index)
+    assert len(lags) == n and max(lags[: n - MAX_HELD_FRAMES - 1]) == MAX_HELD_FRAMES
+    assert flagged == [n // 2]  # (judged on the frames held around it)
+
+
+def test_a_resume_takes_each_known_frame_once():
+    # A reviewer's find: a row repeated (as a spreadsheet's copy repeats it) had counted as a second neighbour.
+    from ipp_seg.inference.batch import _known_cine_angles
+
+    row = {"file": "cine.dcm", "frame": "2", "frame_time_ms": "80.0", "aop_deg": "120.5"}
+    rows = [row, dict(row), {**row, "frame": "4", "frame_time_ms": "160.0", "aop_deg": ""},
+            {**row, "frame": "5", "frame_time_ms": "", "aop_deg": "121"}, {**row, "frame": "7"},
+            {**row, "file": "other.dcm"}]
+    assert _known_cine_angles(rows, {"cine.dcm": frozenset({2, 4, 5})}) == (("cine.dcm", ((80.0, 120.5),)),)

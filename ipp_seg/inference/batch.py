@@ -1459,6 +1459,10 @@ class FileProcessor:
             yield outcome_of(item)
 
 
+#: The most cine results :func:`steadiness_checked` holds back at once: a window of 0.5 s at 200 frames a second.
+MAX_HELD_FRAMES = 100
+
+
 def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]], say_file_starts: bool = False,
                        known: dict[int, Sequence[tuple[float, float]]] | None = None
                        ) -> Iterator[tuple[int, FrameResult | FrameFailure | None]]:
@@ -1480,14 +1484,18 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
         return result.frame.provenance.frame_time_ms if isinstance(result, FrameResult) else None
 
     def unsteady(n: int, time_ms: float, aop: float) -> bool:
-        near = before[bisect.bisect_left(before_times, time_ms - STEADINESS_WINDOW_MS):
-                      bisect.bisect_right(before_times, time_ms + STEADINESS_WINDOW_MS)]
+        # The known frames in the window, the nearest MAX_HELD_FRAMES on either side at most.
+        at = bisect.bisect_left(before_times, time_ms)
+        near = before[max(bisect.bisect_left(before_times, time_ms - STEADINESS_WINDOW_MS), at - MAX_HELD_FRAMES):
+                      min(bisect.bisect_right(before_times, time_ms + STEADINESS_WINDOW_MS), at + MAX_HELD_FRAMES)]
         return aop_off_its_neighbours(time_ms, aop, [(t, a) for k, t, a in timed if k != n] + near)
 
     def given(file_ended: bool = False) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
         # The held results, in order, up to the first whose window is still open: one with a time that no frame
-        # measured since lies beyond (every one, at a file's end).
-        while held and (file_ended or time_of(held[0][2]) is None
+        # measured since lies beyond (every one, at a file's end), or, past MAX_HELD_FRAMES held, judged on the
+        # frames after it measured so far (a header's frame time in seconds read as ms, 0.033, had put a whole
+        # cine of thousands of frames in one window: held whole in memory, and each frame judged on every other).
+        while held and (file_ended or time_of(held[0][2]) is None or len(held) > MAX_HELD_FRAMES
                         or time_of(held[0][2]) + STEADINESS_WINDOW_MS < timed[-1][1]):
             n, item, result = held.pop(0)
             time_ms = time_of(result)
@@ -1495,9 +1503,12 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
                     unsteady(n, time_ms, result.measurement.aop_deg):
                 result = replace(result, measurement=result.measurement.with_warning(AOP_UNSTEADY))
             yield item, result
-        # Forget the frames that neither a held one nor one to come (none earlier than the last) can reach.
-        reach = next((time_of(r) for _, _, r in held if time_of(r) is not None), timed[-1][1] if timed else None)
-        timed[:] = [e for e in timed if reach is not None and e[1] >= reach - STEADINESS_WINDOW_MS]
+        # Forget the frames that neither a held one nor one to come (none earlier than the last) can reach, and
+        # those more than MAX_HELD_FRAMES before the first held one.
+        first = next(((k, time_of(r)) for k, _, r in held if time_of(r) is not None), None)
+        reach = first[1] if first else timed[-1][1] if timed else None
+        oldest = first[0] - MAX_HELD_FRAMES if first else timed[-1][0] - MAX_HELD_FRAMES if timed else 0
+        timed[:] = [e for e in timed if reach is not None and e[1] >= reach - STEADINESS_WINDOW_MS and e[0] >= oldest]
 
     current = None
     try:
@@ -1832,7 +1843,8 @@ def read_done(csv_path: Path) -> dict[str, set]:
 def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
                    measured_in: str | None = None, measured_again: list[dict] | None = None,
-                   deferred: list[Callable[[], bool]] | None = None, verify: bool = False) -> dict[str, set]:
+                   deferred: list[Callable[[], bool]] | None = None, verify: bool = False,
+                   kept_rows: list[dict] | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1853,7 +1865,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     caller that may still refuse the run leaves them as they were. ``verify``: every file whose
     size and time are unchanged is read again too, and measured again where its bytes are not
     its rows' ``file_sha256`` (a file replaced under the same size with its time set back, which
-    the size and time alone keep; an audit's check before a study is closed)."""
+    the size and time alone keep; an audit's check before a study is closed). ``kept_rows``, where
+    given, gets the rows the resume keeps."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
     # A file's bytes are read at most once, whichever check asks first (a folder copied without its
     # times has each file compared by its sha256: by the folder check, then by the changed-file one).
@@ -1971,6 +1984,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         rewrite()
     if measured_again is not None:
         measured_again.extend(row for row, why in taken_out if why in ("file_changed", "read_again"))
+    if kept_rows is not None:
+        kept_rows.extend(kept)
     return _done_of(kept)
 
 
@@ -2656,6 +2671,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     warn_of_training_frames(spec, files, "files")
     done: dict[str, set] = {}
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
+    kept_rows: list[dict] = []  # rows a resume keeps
     csv_rewrite: list[Callable[[], bool]] = []  # the resume's rewrite of the CSV, made once the run is not refused
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
     moved = False  # resumed in a folder other than the one the run's record last measured
@@ -2672,7 +2688,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                                 "orientation": inf.orientation, "tta": _tta_cell(inf.tta),
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir, measured_in=measured_in,
-                              measured_again=measured_again, deferred=csv_rewrite, verify=options.verify)
+                              measured_again=measured_again, deferred=csv_rewrite, verify=options.verify,
+                              kept_rows=kept_rows)
         # Gone on in a folder moved or copied: recorded even with nothing left to do, so that the next
         # resume reads the run's folder as this one (it had said "the folder moved" at every resume).
         moved = measured_in is not None and os.path.realpath(measured_in) != os.path.realpath(options.in_dir)
@@ -2709,7 +2726,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     if partly_done:
         # The angles of a cine's frames measured before: neighbours in time of those measured now (a resume that
         # took up part of a cine had judged its new frames among themselves alone, and an odd one read ok).
-        options = replace(options, known_cine_angles=_known_cine_angles(csv_path, partly_done))
+        options = replace(options, known_cine_angles=_known_cine_angles(kept_rows, partly_done))
     _refuse_outputs_of_another(options, earlier if options.overwrite else _earlier_rows(csv_path)
                                if options.resume else {}, prior, [path for path, _ in todo])
     # (A refused resume had already taken rows out of the CSV.) Rewritten, the session is recorded whatever it
@@ -3184,12 +3201,13 @@ def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None
         staging.unlink(missing_ok=True)
 
 
-def _known_cine_angles(csv_path: Path, partly_done: dict[str, frozenset]
+def _known_cine_angles(rows: Iterable[dict], partly_done: dict[str, frozenset]
                        ) -> tuple[tuple[str, tuple[tuple[float, float], ...]], ...]:
-    """(file, ((frame time ms, AoP), ...)) of the rows ``csv_path`` holds of the frames ``partly_done``
-    names per file (those a resume keeps), where a row has both."""
-    angles: dict[str, list[tuple[float, float]]] = {}
-    for row in _complete_rows(csv_path)[0]:
+    """(file, ((frame time ms, AoP), ...)) of the ``rows`` (those a resume keeps) of the frames
+    ``partly_done`` names per file, where a row has both; one a frame (a row repeated, as a
+    spreadsheet's copy repeats it, is no second neighbour)."""
+    angles: dict[str, dict[int, tuple[float, float]]] = {}
+    for row in rows:
         frame = row.get("frame", "")
         if frame.isdigit() and int(frame) in partly_done.get(row["file"], ()):
             try:
@@ -3197,8 +3215,8 @@ def _known_cine_angles(csv_path: Path, partly_done: dict[str, frozenset]
             except ValueError:
                 continue
             if math.isfinite(time_ms) and math.isfinite(aop):
-                angles.setdefault(row["file"], []).append((time_ms, aop))
-    return tuple((name, tuple(pairs)) for name, pairs in sorted(angles.items()))
+                angles.setdefault(row["file"], {})[int(frame)] = (time_ms, aop)
+    return tuple((name, tuple(pairs[frame] for frame in sorted(pairs))) for name, pairs in sorted(angles.items()))
 
 
 def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
