@@ -314,6 +314,10 @@ class FrameSelection:
         if len(listed) > MAX_LISTED_FRAMES:
             raise ValueError(f"a list names at most {MAX_LISTED_FRAMES:,} frames ({len(listed):,} given): for more, "
                              "give a range, A-B/S")
+        if listed[-1] - listed[0] + 1 == len(listed):  # one run of frames: the range it is, as '3,4,5' is '3-5'
+            object.__setattr__(self, "start", listed[0])
+            object.__setattr__(self, "stop", listed[-1] + 1)
+            listed = None
         object.__setattr__(self, "listed", listed)
 
     @property
@@ -352,8 +356,14 @@ class FrameSelection:
         return range(self.start, stop, self.step)
 
     def __str__(self) -> str:
-        if self.listed is not None:
-            return ",".join(map(str, self.listed))
+        if self.listed is not None:  # (runs as ranges: a message quoting a list of 10,000 frames stays short)
+            runs: list[list[int]] = []
+            for i in self.listed:
+                if runs and i == runs[-1][1] + 1:
+                    runs[-1][1] = i
+                else:
+                    runs.append([i, i])
+            return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
         every = f"/{self.step}" if self.step > 1 else ""
         if self.start == 0 and self.stop is None:
             return f"all{every}"
@@ -417,8 +427,6 @@ def _parse_frame_list(text: str) -> FrameSelection:
         if len(range(chosen.start, chosen.stop, chosen.step)) > MAX_LISTED_FRAMES:
             raise ValueError(f"a list names at most {MAX_LISTED_FRAMES:,} frames: for more, give a range, A-B/S")
         listed.update(range(chosen.start, chosen.stop, chosen.step))
-    if len(listed) == 1:  # ('3,3': the choice '3' is, and prints as)
-        return FrameSelection(min(listed), min(listed) + 1)
     return FrameSelection(listed=tuple(listed))
 
 

@@ -136,9 +136,10 @@ def read_frames(
 
     ``frames``: ``"all"``, a 0-based index (a numpy integer too), a ``range`` (exactly those
     frames, in its order: one the scan lacks is refused), a :class:`FrameSelection` or text
-    ``"all" | "N" | "A-B" | "A-end"``, with ``"/S"`` after it for every S-th frame (a selection
-    takes those of its frames the scan has). ``spacing_mm``: (x, y) mm per pixel for files without a
-    calibration (see the module docstring for how it combines with the file's).
+    ``"all" | "N" | "A-B" | "A-end"``, with ``"/S"`` after it for every S-th frame, or a list of
+    frames and ranges ``"0,5,9"`` (a selection takes those of its frames the scan has).
+    ``spacing_mm``: (x, y) mm per pixel for files without a calibration (see the module
+    docstring for how it combines with the file's).
 
     The header is checked before this returns, so a file that cannot be read raises
     :class:`ScanReadError` here; a frame that fails to decode raises it during iteration.
@@ -263,7 +264,8 @@ def _indices(path: str, frames: Frames, n_frames: int,
     if isinstance(frames, np.integer) and not isinstance(frames, np.bool_):
         frames = int(frames)  # (analysis code holds its indices in numpy)
     if isinstance(frames, bool) or not isinstance(frames, (int, range)):
-        raise TypeError(f"frames must be 'all', an int, a range or a FrameSelection, got {type(frames).__name__}")
+        raise TypeError(f"frames must be text ('all', 'N', 'A-B', 'A-end', '0,5,9'), an int, a range or a "
+                        f"FrameSelection, got {type(frames).__name__}")
     if isinstance(frames, int):
         if frames < 0:
             raise ValueError(f"frame index must be >= 0, got {frames}")
