@@ -404,7 +404,7 @@ def test_ybr_gives_luminance(tmp_path, photometric):
         assert np.abs(frame.pixels.astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
 
 
-def test_12_bit_jpeg_extended_without_its_decoder_is_refused_in_one_short_line(tmp_path, caplog):
+def test_12_bit_jpeg_extended_without_its_decoder_is_refused_in_one_short_line(tmp_path, caplog, monkeypatch):
     # A PACS pass: the refusal was right but 420 characters long, quoting each decoder plugin's failure.
     import importlib.util
 
@@ -418,6 +418,14 @@ def test_12_bit_jpeg_extended_without_its_decoder_is_refused_in_one_short_line(t
     assert "12-bit JPEG Extended data needs pylibjpeg-libjpeg" in said and "pip install pylibjpeg-libjpeg" in said
     assert len(said) < len(str(path)) + 220 and "plugin" not in said.lower()
     assert any("decoding frame 0 failed" in record.getMessage() for record in caplog.records)  # (for a bug report)
+    # With the decoder installed, a frame that fails is damaged: the message says what the decoders said.
+    real_find_spec = importlib.util.find_spec
+    with monkeypatch.context() as patched:
+        patched.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "libjpeg" else real_find_spec(name, *a))
+        with pytest.raises(ScanReadError) as failed:
+            list(read_frames(path))
+    assert "needs pylibjpeg-libjpeg" not in str(failed.value) and "decoding frame 0" in str(failed.value)
 
 
 @pytest.mark.parametrize("syntax, planar", [(ExplicitVRLittleEndian, 0), (ExplicitVRLittleEndian, 1),

@@ -20,6 +20,7 @@ Nothing read from patient, study or operator attributes goes into logs or messag
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
 import math
@@ -466,7 +467,8 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
         raise
     except Exception as exc:  # decoder failures come in many types
         frame = wanted[position] if position < len(wanted) else position
-        if info.transfer_syntax == pydicom.uid.JPEGExtended12Bit and info.bits_stored > 8:
+        if info.transfer_syntax == pydicom.uid.JPEGExtended12Bit and info.bits_stored > 8 and \
+                importlib.util.find_spec("libjpeg") is None:  # (with it installed, a frame that fails is damaged)
             # What each decoder said is for a bug report only: the cause is known (a PACS pass: 420 characters
             # of plugins' messages around the one line a user needs).
             logger.debug("%s: decoding frame %s failed: %s", info.path, frame, _one_line(exc, 2000))
