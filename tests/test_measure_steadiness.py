@@ -110,19 +110,22 @@ def test_each_file_is_judged_alone():
     assert not any(AOP_UNSTEADY in r.measurement.reasons for _, r in steadiness_checked([*first, *second]))
 
 
-def test_a_cines_results_are_held_back_no_longer_than_the_window():
-    n = 100
-    cine = [(0, _result(120.0, k * FRAME_MS, k)) for k in range(n)]
+def _given_as_taken(entries, **options) -> list[tuple]:
+    """(file index, result, how many entries had been taken when it came) of steadiness_checked over ``entries``."""
     taken = 0
 
     def source():
         nonlocal taken
-        for entry in cine:
+        for entry in entries:
             taken += 1
             yield entry
-    lags = []
-    for _, result in steadiness_checked(source()):
-        lags.append(taken - 1 - result.frame.frame_index)
+    return [(item, result, taken) for item, result in steadiness_checked(source(), **options)]
+
+
+def test_a_cines_results_are_held_back_no_longer_than_the_window():
+    n = 100
+    cine = [(0, _result(120.0, k * FRAME_MS, k)) for k in range(n)]
+    lags = [taken - 1 - result.frame.frame_index for _, result, taken in _given_as_taken(cine)]
     # A frame is given once a frame beyond its window is measured: a few frames at a cine's rate, never the
     # whole cine; the last ones at its end.
     assert max(lags[: n - 20]) == int(STEADINESS_WINDOW_MS // FRAME_MS) + 1
@@ -130,15 +133,8 @@ def test_a_cines_results_are_held_back_no_longer_than_the_window():
 
 
 def test_a_still_and_a_cine_without_timing_are_given_at_once():
-    taken = 0
     entries = [(0, _result(120.0, None, k)) for k in range(5)] + [(1, _result(90.0, None, 0, "still.png"))]
-
-    def source():
-        nonlocal taken
-        for entry in entries:
-            taken += 1
-            yield entry
-    for _, result in steadiness_checked(source()):
+    for _, result, taken in _given_as_taken(entries):
         assert entries[taken - 1][1] is result
 
 
@@ -164,16 +160,8 @@ def test_a_files_start_can_be_said_before_its_first_result_is_held():
     # had held the rows of the still before it, and a stop meanwhile lost them.
     still = (0, _result(90.0, None, 0, "still.png"))
     cine = [(1, _result(120.0, k * FRAME_MS, k)) for k in range(30)]
-    taken = 0
-
-    def source():
-        nonlocal taken
-        for entry in [still, *cine]:
-            taken += 1
-            yield entry
-    given = []
-    for item, result in steadiness_checked(source(), say_file_starts=True):
-        given.append((item, None if result is None else result.frame.frame_index, taken))
+    given = [(item, None if result is None else result.frame.frame_index, taken)
+             for item, result, taken in _given_as_taken([still, *cine], say_file_starts=True)]
     assert given[:2] == [(0, None, 1), (0, 0, 1)] and given[2] == (1, None, 2)  # said as the cine's first comes
     assert [g[:2] for g in given[3:]] == [(1, k) for k in range(30)]
     assert all(result is not None for _, result in steadiness_checked([still, *cine]))  # (unless asked)
@@ -208,18 +196,9 @@ def test_a_cine_whose_frames_all_lie_in_one_window_is_held_a_bounded_number_of_f
 
     n = 3 * MAX_HELD_FRAMES
     cine = [(0, _result(150.0 if k == n // 2 else 120.0 + 0.1 * (k % 3), k * 0.033, k)) for k in range(n)]
-    taken = 0
-
-    def source():
-        nonlocal taken
-        for entry in cine:
-            taken += 1
-            yield entry
-    lags, flagged = [], []
-    for _, result in steadiness_checked(source()):
-        lags.append(taken - 1 - result.frame.frame_index)
-        if AOP_UNSTEADY in result.measurement.reasons:
-            flagged.append(result.frame.frame_index)
+    given = _given_as_taken(cine)
+    lags = [taken - 1 - result.frame.frame_index for _, result, taken in given]
+    flagged = [result.frame.frame_index for _, result, _ in given if AOP_UNSTEADY in result.measurement.reasons]
     assert len(lags) == n and max(lags[: n - MAX_HELD_FRAMES - 1]) == MAX_HELD_FRAMES
     assert flagged == [n // 2]  # (judged on the frames held around it)
 
