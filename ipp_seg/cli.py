@@ -814,7 +814,7 @@ def predict(
     What each status reason means: ipp-seg reasons."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .inference.batch import BatchOptions, InferenceOptions, RunAdvice
+    from .inference.batch import BatchOptions, InferenceOptions, RunAdvice, cine_frames_not_checked
     from .inference.report import predict_scans
     from .io.folders import printable_path
 
@@ -894,6 +894,14 @@ def predict(
     if not json_output:
         _say_what_reasons_ask(rows, advice, orientation)
     _advise(advice, orientation)
+    by_scan: dict[str, list[dict]] = {}
+    for row in rows:
+        by_scan.setdefault(row["file"], []).append(row)
+    unchecked = untimed = 0
+    for scan_rows in by_scan.values():
+        alone, without_times = cine_frames_not_checked(scan_rows)
+        unchecked, untimed = unchecked + alone, untimed + without_times
+    _say_cine_frames_not_checked(unchecked, untimed)
     if write_failure is not None or interrupted:
         # The frames above are whole (with their outputs); the scans after them are named.
         if finished and (reports[-1].get("n_frames") or 1) > 1:
@@ -1088,6 +1096,7 @@ def batch(
               f"({warned}{failed} failed{not_images}{earlier}) in {summary.seconds:.1f} s "
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
+    _say_cine_frames_not_checked(summary.cine_frames_unchecked, summary.cine_frames_untimed)
     if summary.hidden_left_out:  # (skipped as always: said, so that the rows can be reconciled with the folder)
         folders = [name for name in summary.hidden_left_out if name.endswith("/")]
         n_files = len(summary.hidden_left_out) - len(folders)
@@ -1185,6 +1194,20 @@ def _say_what_reasons_ask(rows: list[dict], advice, orientation: str) -> None:
                 action = action.replace("The frame may be mirrored", "The frame may be displayed as standard").replace(
                     "--orientation mirrored", "--orientation standard")
             err.print(f"  {code}: {escape(action)}", highlight=False)
+
+
+def _say_cine_frames_not_checked(unchecked: int, untimed: int) -> None:
+    """Say how many cine frames measured now had no check of their angle against the frames around
+    them (aop_unsteady): a cine study's pass had frames picked from a loop read ok, nothing saying
+    that their angle was never checked against the loop's."""
+    if not (unchecked or untimed):
+        return
+    said = " and ".join(text for text in (
+        f"{unchecked} without two other frames measured within 0.5 s of them (frames picked from a loop)"
+        if unchecked else "", f"{untimed} of cines whose headers give no frame times" if untimed else "") if text)
+    err.print(f"note: the angles of cine frames measured now, {said}, were not checked against the frames around "
+              "them (aop_unsteady): measure whole loops (--frames all) of cines with frame times for that check",
+              highlight=False)
 
 
 def _advise(advice, orientation: str, again: str = "") -> None:

@@ -373,6 +373,11 @@ def test_predicts_table_gives_a_cine_frames_time_in_the_loop(sample_dicom, tmp_p
     assert still.split("│")[3].strip() == "-"  # a still: none
     # A still alone: no such column.
     assert "t (s)" not in invoke("predict", sample_dicom).stdout
+    # The whole loop's angles were checked against each other (aop_unsteady); one frame picked from it was not, as
+    # the run says (a cine study's pass: it read ok, nothing said it was never checked).
+    assert "not checked against the frames around them" not in result.output
+    picked = invoke("predict", tmp_path / "cine.dcm", "--frames", "1")
+    assert "1 without two other frames measured within 0.5 s" in " ".join(picked.output.split())
 
 
 def test_predict_out_keeps_scans_that_share_a_file_name_apart(sample_png, sample_dicom, tmp_path):

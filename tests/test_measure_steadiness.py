@@ -212,3 +212,19 @@ def test_a_resume_takes_each_known_frame_once():
             {**row, "frame": "5", "frame_time_ms": "", "aop_deg": "121"}, {**row, "frame": "7"},
             {**row, "file": "other.dcm"}]
     assert _known_cine_angles(rows, {"cine.dcm": frozenset({2, 4, 5})}) == (("cine.dcm", ((80.0, 120.5),)),)
+
+
+def test_the_cine_frames_no_check_could_judge_are_counted():
+    from ipp_seg.inference.batch import cine_frames_not_checked
+
+    def row(frame: int, time_ms, aop="120.0", n_frames="50") -> dict:
+        return {"frame": str(frame), "frame_time_ms": "" if time_ms is None else str(time_ms), "aop_deg": aop,
+                "n_frames": n_frames}
+    loop = [row(k, k * FRAME_MS) for k in range(5)]
+    assert cine_frames_not_checked(loop) == (0, 0)
+    assert cine_frames_not_checked([row(3, 120.0), row(30, 1200.0)]) == (2, 0)  # picked frames, far apart
+    assert cine_frames_not_checked([row(3, 120.0), row(4, 160.0)]) == (2, 0)  # one neighbour each
+    assert cine_frames_not_checked([row(3, 120.0)], known=[(80.0, 119.0), (160.0, 121.0)]) == (0, 0)
+    assert cine_frames_not_checked([row(k, None) for k in range(4)]) == (0, 4)  # no frame times
+    # Stills and frames without an angle are no cine frames to check.
+    assert cine_frames_not_checked([row(0, None, n_frames="1"), row(3, 120.0, aop="")]) == (0, 0)

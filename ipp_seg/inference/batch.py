@@ -61,7 +61,7 @@ from ..machine import machine_description, onnxruntime_version, software_version
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
-from ..measure.steadiness import AOP_UNSTEADY, STEADINESS_WINDOW_MS, aop_off_its_neighbours
+from ..measure.steadiness import AOP_UNSTEADY, MIN_NEIGHBOURS, STEADINESS_WINDOW_MS, aop_off_its_neighbours
 from .backends import BACKENDS, DEVICES, BackendError, confidence_floors_used, device_used, load_segmenter
 from .pipeline import FrameResult, frame_echoes, measure_frame, not_segmentable_reason, segment_frames
 from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream, warn_of_training_frames
@@ -380,6 +380,10 @@ class BatchSummary:
     # Of ``files - skipped_files``: those read now that gave no row (a resumed file with rows that holds none of
     # the frames --frames asks for now).
     files_without_rows: int = 0
+    # Cine frames measured now whose angle could not be checked against the frames around them (aop_unsteady):
+    # fewer than two other frames measured within the window (frames picked from a loop), or no frame times.
+    cine_frames_unchecked: int = 0
+    cine_frames_untimed: int = 0
 
     @property
     def advice(self) -> RunAdvice:
@@ -1844,7 +1848,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
                    measured_in: str | None = None, measured_again: list[dict] | None = None,
                    deferred: list[Callable[[], bool]] | None = None, verify: bool = False,
-                   kept_rows: list[dict] | None = None) -> dict[str, set]:
+                   kept_rows: list[dict] | None = None, frames: str | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1866,7 +1870,10 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     size and time are unchanged is read again too, and measured again where its bytes are not
     its rows' ``file_sha256`` (a file replaced under the same size with its time set back, which
     the size and time alone keep; an audit's check before a study is closed). ``kept_rows``, where
-    given, gets the rows the resume keeps."""
+    given, gets the rows the resume keeps. ``frames``, the run's ``--frames``: a cine of which the
+    run measures a frame that has no row yet is measured again whole (the rows of its frames
+    asked for taken out), so that each frame's angle is judged against those around it
+    (``aop_unsteady``) as in a run of the whole selection."""
     read, partial, header, reformatted = _complete_rows(csv_path, expect)
     # A file's bytes are read at most once, whichever check asks first (a folder copied without its
     # times has each file compared by its sha256: by the folder check, then by the changed-file one).
@@ -1922,6 +1929,18 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         "kept in %s)", csv_path, len(changed), _examples(changed), TAKEN_OUT_NAME)
             taken_out += [(row, "file_changed") for row in kept if row["file"] in changed]
             kept = [row for row in kept if row["file"] not in changed]
+    if frames is not None:
+        whole = _cine_frames_measured_again(kept, rows, frames, in_dir, stamps)
+        if whole:
+            # (A cine study's pass: frames picked first and the loop measured after had kept the picked frames
+            # ok where a run of the whole loop flagged them.)
+            cines = {file for file, _ in whole}
+            log.warning("%s: %d cine(s) get frames measured for the first time; their %d frame(s) measured before "
+                        "are measured again with them, so that each frame's angle is checked against those around "
+                        "it (aop_unsteady; the earlier rows are kept in %s): %s", csv_path, len(cines), len(whole),
+                        TAKEN_OUT_NAME, _examples(cines))
+            taken_out += [(row, "cine_measured_whole") for row in kept if (row["file"], row["frame"]) in whole]
+            kept = [row for row in kept if (row["file"], row["frame"]) not in whole]
     if in_dir is not None:
         gone = {row["file"] for row in kept if not os.path.lexists(in_dir / path_of_printable(row["file"]))}
         if gone:
@@ -1983,7 +2002,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     else:
         rewrite()
     if measured_again is not None:
-        measured_again.extend(row for row, why in taken_out if why in ("file_changed", "read_again"))
+        measured_again.extend(row for row, why in taken_out if why in ("file_changed", "read_again",
+                                                                        "cine_measured_whole"))
     if kept_rows is not None:
         kept_rows.extend(kept)
     return _done_of(kept)
@@ -2689,7 +2709,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir, measured_in=measured_in,
                               measured_again=measured_again, deferred=csv_rewrite, verify=options.verify,
-                              kept_rows=kept_rows)
+                              kept_rows=kept_rows, frames=inf.frames)
         # Gone on in a folder moved or copied: recorded even with nothing left to do, so that the next
         # resume reads the run's folder as this one (it had said "the folder moved" at every resume).
         moved = measured_in is not None and os.path.realpath(measured_in) != os.path.realpath(options.in_dir)
@@ -2825,6 +2845,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = n_vanished = 0
+    unchecked = [0, 0]  # cine frames whose angle was not checked against their neighbours: too few, no times
+    known_angles = dict(options.known_cine_angles)
     without_frames_asked: list[str] = []  # resumed files with rows that hold none of the frames asked now
     any_identity = False  # no frame with a UID or bytes measured now: no repeat to name
     rowed: set[str] = set()  # files whose rows this run wrote
@@ -2858,6 +2880,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                     n_not_image += row_not_an_image(row)
                     n_vanished += row["reasons"] == UNREADABLE and row["error"] == NO_SUCH_FILE
                     any_identity = any_identity or bool(row["sop_instance_uid"] or row["file_sha256"])
+                for count, more in enumerate(cine_frames_not_checked(outcome.rows, known_angles.get(outcome.file, ()))):
+                    unchecked[count] += more
                 n_dicom += outcome.dicom_written
                 n_dicom_refused += outcome.dicom_refused
                 for key, value in outcome.timings.items():
@@ -2922,7 +2946,32 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised,
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused,
                         hidden_left_out=hidden_names, folders_not_listed=unlisted_names,
-                        files_without_rows=len(without_frames_asked))
+                        files_without_rows=len(without_frames_asked), cine_frames_unchecked=unchecked[0],
+                        cine_frames_untimed=unchecked[1])
+
+
+def cine_frames_not_checked(rows: Sequence[dict], known: Sequence[tuple[float, float]] = ()) -> tuple[int, int]:
+    """Of one file's ``rows``, the cine frames with an AoP that :func:`steadiness_checked` could
+    not judge: (those with fewer than two other frames with an AoP within the window, among the
+    rows and the ``known`` (time ms, AoP) of frames measured before; those without a frame time)."""
+    cine = [row for row in rows if _cell_number(row.get("aop_deg")) is not None
+            and (_cell_number(row.get("n_frames")) or 0) > 1]
+    timed = sorted(t for t in (_cell_number(row.get("frame_time_ms")) for row in cine) if t is not None)
+    around = sorted([*timed, *(t for t, _ in known)])
+    alone = sum(bisect.bisect_right(around, t + STEADINESS_WINDOW_MS) - bisect.bisect_left(
+        around, t - STEADINESS_WINDOW_MS) - 1 < MIN_NEIGHBOURS for t in timed)
+    return alone, len(cine) - len(timed)
+
+
+def _cell_number(cell) -> float | None:
+    """A row's cell as a number (a float or int as made, or its text as written); None where empty."""
+    if cell is None or cell == "":
+        return None
+    try:
+        value = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _remove_empty_folders(root: Path, keep_root: bool = False) -> None:
@@ -3123,7 +3172,8 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     where new): this version's columns after ``taken_out_at`` (UTC) and ``taken_out_because``
     (``file_changed``: its file changed since, and is measured again; ``repeated_row``: a second
     row of a file and frame, as a spreadsheet's copy leaves; ``read_again``: a failure to read or
-    process the file, or a frame it lacked, tried again). A ``read_again`` row that the file lists
+    process the file, or a frame it lacked, tried again; ``cine_measured_whole``: a frame of a cine
+    measured again with the cine's frames measured for the first time). A ``read_again`` row that the file lists
     already, the same failure of the same bytes, is not added again: a file that stays unreadable
     had added a copy of its row at every resume."""
     now = utc_now_cell()
@@ -3199,6 +3249,35 @@ def _replace_rows(csv_path: Path, rows: list[dict], staging_suffix: str) -> None
         os.replace(staging, real)
     finally:
         staging.unlink(missing_ok=True)
+
+
+def _cine_frames_measured_again(kept: list[dict], rows: list[dict], frames: str, in_dir: Path | None,
+                                stamps: dict | None) -> set[tuple[str, str]]:
+    """(file, frame) of the ``kept`` rows of cines that the selection ``frames`` asks for a frame
+    of that no row of ``rows`` (kept or not) holds: those frames asked for, to be measured again
+    with the new ones. Only files the run measures (in ``stamps``); a cine's frame count is its
+    rows' ``n_frames``, or its header's where they lack it."""
+    selection = parse_frame_selection(frames)
+    rowed: dict[str, set[int]] = {}
+    for row in rows:
+        if row["frame"].isdigit():
+            rowed.setdefault(row["file"], set()).add(int(row["frame"]))
+    kept_frames: dict[str, list[dict]] = {}
+    for row in kept:
+        if row["frame"].isdigit() and (stamps is None or row["file"] in stamps):
+            kept_frames.setdefault(row["file"], []).append(row)
+    again: set[tuple[str, str]] = set()
+    for name, its_rows in kept_frames.items():
+        counts = {row.get("n_frames", "") for row in its_rows} - {""}
+        try:
+            n_frames = int(counts.pop()) if len(counts) == 1 else (
+                count_frames(in_dir / path_of_printable(name)) if in_dir is not None else 0)
+            asked = set(selection.indices(n_frames)) if n_frames > 1 else set()
+        except (ScanReadError, ValueError, IndexError, OSError):
+            continue
+        if asked - rowed.get(name, set()):
+            again |= {(name, row["frame"]) for row in its_rows if int(row["frame"]) in asked}
+    return again
 
 
 def _known_cine_angles(rows: Iterable[dict], partly_done: dict[str, frozenset]

@@ -98,7 +98,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "ps_axis_near_vertical": ("warning", "PS axis within 10° of vertical: the inferior end is ill-posed"),
     "aop_out_of_range": ("warning", "AoP outside 60-200°"),
     "aop_folded": ("warning", "with the challenge method: the head has passed the line of the PS axis (the angle "
-                   "swept from the axis, as the default method measures it, is above 180°), and the challenge's "
+                   "swept from the axis of the challenge's own fit is above 180°), and the challenge's "
                    "unsigned angle folds it back below 180°, as its evaluator does: the number given is the "
                    "evaluator's, not the angle of progression (the ellipse method gives that)"),
     "hsd_undefined": ("warning", "the infrapubic line does not meet the FH contour on the head's side (as with "
