@@ -369,6 +369,10 @@ def test_predicts_table_gives_a_cine_frames_time_in_the_loop(sample_dicom, tmp_p
     assert "t (s)" in header and header.index("frame") < header.index("t (s)") < header.index("AoP")
     lines = [line for line in result.stdout.splitlines() if "cine.dcm" in line]
     assert [line.split("│")[3].strip() for line in lines] == ["0.000", "0.040", "0.080"]
+    # Each frame of the loop shows the loop's mean time (frames share model calls, and wait for those after them:
+    # the first had read the loop's whole time, the others 0).
+    took = {line.split("│")[-2].strip() for line in lines}
+    assert len(took) == 1 and took != {"0"}
     (still,) = [line for line in result.stdout.splitlines() if "psfhs_04700_us.dcm" in line]
     assert still.split("│")[3].strip() == "-"  # a still: none
     # A still alone: no such column.
