@@ -166,7 +166,8 @@ REASONS: dict[str, tuple[str, str]] = {
 ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "orientation_doubtful", "sector_upside_down", "ps_below_head",
     "ps_nearly_round", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
-    "marks_over_anatomy", "ps_axis_near_vertical", "aop_out_of_range", "aop_folded", "head_small_in_frame", "fh_ellipse_poor_fit",
+    "marks_over_anatomy", "ps_axis_near_vertical", "aop_out_of_range", "aop_folded", "head_small_in_frame",
+    "fh_ellipse_poor_fit",
     "ps_fragmented",
     "fh_fragmented",
     "aop_unsteady",
