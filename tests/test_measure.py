@@ -783,6 +783,7 @@ REASON_CASES = {
     "hsd_unstable": lambda mp: measure_progress(typical_scene(**HSD_GRAZING), (0.2, 0.2)),
     "spacing_unknown": lambda mp: measure_progress(typical_scene()),
     "spacing_implausible": lambda mp: measure_progress(typical_scene(), (2.0, 2.5)),
+    "pixel_aspect_implausible": lambda mp: measure_progress(typical_scene(), (0.1, 0.45)),
     "low_confidence": lambda mp: _measured_with_head_confidence(0.5),
     "head_small_in_frame": lambda mp: _measured_with_head_confidence(0.95, 0.2),
     "ps_low_confidence": lambda mp: _measured_with_head_confidence(0.95, 0.5, 0.7),
@@ -1486,6 +1487,12 @@ def test_a_calibration_with_pixels_far_from_square_is_implausible_and_not_stretc
     skewed = measure_progress(scene, (0.2, 0.2 * (MAX_PIXEL_ASPECT + 1)))
     assert "spacing_implausible" in skewed.reasons and skewed.hsd_mm is None
     assert skewed.aop_deg == pytest.approx(on_grid.aop_deg) and skewed.hsd_px == pytest.approx(on_grid.hsd_px)
+    # ...which puts the angle in doubt: if the pixels truly are so, it is wrong (a physicist's pass: 168° for a true
+    # 126°, not marked). A spacing out of range alone does not: its aspect is kept.
+    assert "pixel_aspect_implausible" in skewed.reasons and skewed.aop_doubtful
+    slipped = measure_progress(scene, (2.0, 2.5))
+    assert "spacing_implausible" in slipped.reasons and "pixel_aspect_implausible" not in slipped.reasons
+    assert not slipped.aop_doubtful
     within = measure_progress(scene, (0.3, 0.4))  # non-square but plausible: measured in mm as given
     assert "spacing_implausible" not in within.reasons and within.hsd_mm is not None
     assert within.aop_deg != pytest.approx(on_grid.aop_deg)

@@ -592,6 +592,11 @@ def measure_progress(
         reasons.append("spacing_unknown")
     elif not in_mm:
         reasons.append("spacing_implausible")
+        if not _pixel_aspect_plausible(spacing):
+            # The angle is then taken on the stored grid as square: right if the calibration is what is damaged,
+            # wrong if the pixels truly are not square, which nothing here can tell (a physicist's pass: 168° for
+            # a true 126°, its AoP not marked doubtful).
+            reasons.append("pixel_aspect_implausible")
     marks: dict = {}
 
     def result(values: dict | None = None) -> Measurement:

@@ -153,6 +153,11 @@ REASONS: dict[str, tuple[str, str]] = {
                      "far less in half a second, so this frame's masks are probably not the anatomy's (on still "
                      "cines made of the validation frames, 0.4 % of frames are flagged, and their AoP lies a "
                      "median 18.5° from the expert's, against 5.7° for the others)"),
+    "pixel_aspect_implausible": ("warning", "the calibration's pixels are more than 4 times taller than wide or "
+                                 "wider than tall (with spacing_implausible): scan-converted pixels are square or "
+                                 "nearly, so the calibration is taken as damaged and the angle measured on the "
+                                 "stored pixels as square, as the network saw them; if the pixels truly are of that "
+                                 "shape, the angle is wrong"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, makes the image "
                             "less than 30 mm across, or its pixels are more than 4:1 (a unit slip or a damaged "
@@ -172,6 +177,7 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "fh_fragmented",
     "aop_unsteady",
     "ps_touches_head",
+    "pixel_aspect_implausible",
 })
 
 
@@ -267,6 +273,7 @@ REASON_ACTIONS: dict[str, str] = {
     "aop_unsteady": "The angle jumps against the frames around it: check this frame's overlay and its "
                     "neighbours' before using it.",
     "spacing_unknown": "Distances are in pixels only; give --spacing-mm for files without a calibration.",
+    "pixel_aspect_implausible": "Check the file's calibration: the angle assumes square pixels.",
     "spacing_implausible": "The file's calibration looks wrong: check it, or give --spacing-mm.",
 }
 
@@ -312,6 +319,7 @@ REASON_TITLES: dict[str, str] = {
     "aop_unsteady": "angle over 10 degrees off the cine's frames around it",
     # (An SR reports distances in millimetres only: here, none.)
     "spacing_unknown": "pixel spacing unknown: no distance in millimetres",
+    "pixel_aspect_implausible": "pixels over 4:1 in the calibration: angle on the stored grid",
     "spacing_implausible": "pixel spacing implausible: no distance in millimetres",
 }
 
