@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import signal
-import statistics
 import sys
 import time
 from contextlib import contextmanager, suppress
@@ -750,10 +749,12 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     table = _table(title, (*columns, ("model", "left"), ("took (ms)", "right")) if network else columns)
     # A cine's frames share model calls, and each waits for the frames after it (aop_unsteady): the time between
     # two results had read 1,000 ms for a loop's first frame and 0 for the rest. Each is shown the loop's mean.
-    loop_times: dict[str, list[float]] = {}
+    loop_times: dict[str, list[float]] = {}  # per cine: its frames' times, and how many were measured
     for r in rows:
         if (r.get("n_frames") or 1) > 1 and r.get("time_ms") not in (None, ""):
-            loop_times.setdefault(r["file"], []).append(float(r["time_ms"]))
+            spent = loop_times.setdefault(r["file"], [0.0, 0])
+            spent[0] += float(r["time_ms"])
+            spent[1] += r["status"] != "failed"
     for r in rows:
         status = _status_text(r["status"], r["reasons"] if not r.get("error") else f"{r['reasons']}: {r['error']}")
         # A value a warning puts in doubt reads so in words, as on the overlay (the row's own
@@ -762,7 +763,8 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
             if timed else ()
         cells = [escape(str(r["file"])), str(r["frame"]), *at, _doubted(r["aop_deg"], r["aop_doubtful"]),
                  _doubted(r["hsd_mm"], r["hsd_doubtful"]), _doubted(r["hsd_px"], r["hsd_doubtful"]), status]
-        took = statistics.fmean(loop_times[r["file"]]) if r["file"] in loop_times else r.get("time_ms")
+        took = r.get("time_ms") if r["file"] not in loop_times else None if r["status"] == "failed" else \
+            loop_times[r["file"]][0] / loop_times[r["file"]][1]  # (a frame not measured: none)
         table.add_row(*cells, *((escape(str(r.get("model", ""))), _fmt(took, 0)) if network else ()))
     return table
 

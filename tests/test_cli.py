@@ -351,6 +351,10 @@ def test_a_cine_with_a_frame_that_cannot_be_segmented_exits_1_naming_the_frame(s
     assert result.exit_code == 1, result.output
     assert f"cannot segment {tmp_path / 'cine.dcm'} frame 1: every pixel holds 0" in " ".join(result.stderr.split())
     assert [report["status"] for report in json.loads(result.stdout)][1] == "failed"
+    # The table: the loop's mean time per frame measured; none for the frame that was not (a QA pass).
+    table = invoke("predict", tmp_path / "cine.dcm")
+    took = [line.split("│")[-2].strip() for line in table.stdout.splitlines() if "cine.dcm" in line]
+    assert took[1] == "-" and took[0] == took[2] != "-"
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(sample_dicom.read_bytes()[:3000])
     assert invoke("predict", tmp_path / "cine.dcm", broken).exit_code == 2  # (a scan of no frame measured)
