@@ -824,7 +824,7 @@ def predict(
     What each status reason means: ipp-seg reasons."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .inference.batch import BatchOptions, InferenceOptions, RunAdvice, cine_frames_not_checked
+    from .inference.batch import BatchOptions, InferenceOptions, RunAdvice, cine_frames_not_checked_of_scans
     from .inference.report import predict_scans
     from .io.folders import printable_path
 
@@ -904,14 +904,7 @@ def predict(
     if not json_output:
         _say_what_reasons_ask(rows, advice, orientation)
     _advise(advice, orientation)
-    by_scan: dict[str, list[dict]] = {}
-    for row in rows:
-        by_scan.setdefault(row["file"], []).append(row)
-    unchecked = untimed = 0
-    for scan_rows in by_scan.values():
-        alone, without_times = cine_frames_not_checked(scan_rows)
-        unchecked, untimed = unchecked + alone, untimed + without_times
-    _say_cine_frames_not_checked(unchecked, untimed)
+    _say_cine_frames_not_checked(*cine_frames_not_checked_of_scans(rows))
     if write_failure is not None or interrupted:
         # The frames above are whole (with their outputs); the scans after them are named.
         if finished and (reports[-1].get("n_frames") or 1) > 1:

@@ -228,3 +228,8 @@ def test_the_cine_frames_no_check_could_judge_are_counted():
     assert cine_frames_not_checked([row(k, None) for k in range(4)]) == (0, 4)  # no frame times
     # Stills and frames without an angle are no cine frames to check.
     assert cine_frames_not_checked([row(0, None, n_frames="1"), row(3, 120.0, aop="")]) == (0, 0)
+    # Over several scans, each judged alone (the same times in two files are no neighbours).
+    from ipp_seg.inference.batch import cine_frames_not_checked_of_scans
+
+    two = [{**row(3, 120.0), "file": "a.dcm"}, {**row(4, 160.0), "file": "b.dcm"}, {**row(9, None), "file": "c.dcm"}]
+    assert cine_frames_not_checked_of_scans(two) == (2, 1)

@@ -2963,6 +2963,15 @@ def cine_frames_not_checked(rows: Sequence[dict], known: Sequence[tuple[float, f
     return alone, len(cine) - len(timed)
 
 
+def cine_frames_not_checked_of_scans(rows: Iterable[dict]) -> tuple[int, int]:
+    """:func:`cine_frames_not_checked` summed over the scans of ``rows`` (rows of several files)."""
+    by_file: dict[str, list[dict]] = {}
+    for row in rows:
+        by_file.setdefault(row["file"], []).append(row)
+    counts = [cine_frames_not_checked(file_rows) for file_rows in by_file.values()]
+    return sum(alone for alone, _ in counts), sum(untimed for _, untimed in counts)
+
+
 def _cell_number(cell) -> float | None:
     """A row's cell as a number (a float or int as made, or its text as written); None where empty."""
     if cell is None or cell == "":
