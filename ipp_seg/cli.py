@@ -763,8 +763,10 @@ def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
             if timed else ()
         cells = [escape(str(r["file"])), str(r["frame"]), *at, _doubted(r["aop_deg"], r["aop_doubtful"]),
                  _doubted(r["hsd_mm"], r["hsd_doubtful"]), _doubted(r["hsd_px"], r["hsd_doubtful"]), status]
-        took = r.get("time_ms") if r["file"] not in loop_times else None if r["status"] == "failed" else \
-            loop_times[r["file"]][0] / loop_times[r["file"]][1]  # (a frame not measured: none)
+        took = r.get("time_ms")
+        if r["file"] in loop_times:  # (the loop's mean; a frame not measured: none)
+            spent, measured = loop_times[r["file"]]
+            took = None if r["status"] == "failed" else spent / measured
         table.add_row(*cells, *((escape(str(r.get("model", ""))), _fmt(took, 0)) if network else ()))
     return table
 

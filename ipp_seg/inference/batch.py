@@ -1482,16 +1482,18 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
     held: list[tuple[int, int, FrameResult | FrameFailure]] = []  # the current file's, not given yet: (n, item, result)
     timed: list[tuple[int, float, float | None]] = []  # (n, time, AoP) of the file's frames with a time
     before: list[tuple[float, float]] = []  # the current file's known frames, by time
-    before_times: list[float] = []
 
     def time_of(result) -> float | None:
         return result.frame.provenance.frame_time_ms if isinstance(result, FrameResult) else None
 
+    def where(t: float, side=bisect.bisect_left) -> int:  # (the place of time ``t`` among the known frames)
+        return side(before, t, key=lambda known_frame: known_frame[0])
+
     def unsteady(n: int, time_ms: float, aop: float) -> bool:
         # The known frames in the window, the nearest MAX_HELD_FRAMES on either side at most.
-        at = bisect.bisect_left(before_times, time_ms)
-        near = before[max(bisect.bisect_left(before_times, time_ms - STEADINESS_WINDOW_MS), at - MAX_HELD_FRAMES):
-                      min(bisect.bisect_right(before_times, time_ms + STEADINESS_WINDOW_MS), at + MAX_HELD_FRAMES)]
+        at = where(time_ms)
+        near = before[max(where(time_ms - STEADINESS_WINDOW_MS), at - MAX_HELD_FRAMES):
+                      min(where(time_ms + STEADINESS_WINDOW_MS, bisect.bisect_right), at + MAX_HELD_FRAMES)]
         return aop_off_its_neighbours(time_ms, aop, [(t, a) for k, t, a in timed if k != n] + near)
 
     def given(file_ended: bool = False) -> Iterator[tuple[int, FrameResult | FrameFailure]]:
@@ -1521,7 +1523,6 @@ def steadiness_checked(results: Iterable[tuple[int, FrameResult | FrameFailure]]
                 yield from given(file_ended=True)
                 timed.clear()
                 before[:] = sorted((float(t), float(a)) for t, a in (known or {}).get(item, ()))
-                before_times[:] = [t for t, _ in before]
                 current = item
                 if say_file_starts:
                     yield item, None
@@ -2845,7 +2846,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     totals = dict.fromkeys(STAGES, 0.0)
     n_rows = n_failed = n_warning = n_doubtful = n_segmented = n_unsure = n_not_image = n_doubtful_aop = 0
     n_unrecognised = n_dicom = n_dicom_refused = n_vanished = 0
-    unchecked = [0, 0]  # cine frames whose angle was not checked against their neighbours: too few, no times
+    n_unchecked = n_untimed = 0  # cine frames whose angle was not checked against their neighbours: too few, no times
     known_angles = dict(options.known_cine_angles)
     without_frames_asked: list[str] = []  # resumed files with rows that hold none of the frames asked now
     any_identity = False  # no frame with a UID or bytes measured now: no repeat to name
@@ -2880,8 +2881,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                     n_not_image += row_not_an_image(row)
                     n_vanished += row["reasons"] == UNREADABLE and row["error"] == NO_SUCH_FILE
                     any_identity = any_identity or bool(row["sop_instance_uid"] or row["file_sha256"])
-                for count, more in enumerate(cine_frames_not_checked(outcome.rows, known_angles.get(outcome.file, ()))):
-                    unchecked[count] += more
+                alone, untimed = cine_frames_not_checked(outcome.rows, known_angles.get(outcome.file, ()))
+                n_unchecked, n_untimed = n_unchecked + alone, n_untimed + untimed
                 n_dicom += outcome.dicom_written
                 n_dicom_refused += outcome.dicom_refused
                 for key, value in outcome.timings.items():
@@ -2946,8 +2947,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         doubtful_aop_rows=n_doubtful_aop, unrecognised_rows=n_unrecognised,
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused,
                         hidden_left_out=hidden_names, folders_not_listed=unlisted_names,
-                        files_without_rows=len(without_frames_asked), cine_frames_unchecked=unchecked[0],
-                        cine_frames_untimed=unchecked[1])
+                        files_without_rows=len(without_frames_asked), cine_frames_unchecked=n_unchecked,
+                        cine_frames_untimed=n_untimed)
 
 
 def cine_frames_not_checked(rows: Sequence[dict], known: Sequence[tuple[float, float]] = ()) -> tuple[int, int]:
@@ -3298,11 +3299,8 @@ def _known_cine_angles(rows: Iterable[dict], partly_done: dict[str, frozenset]
     for row in rows:
         frame = row.get("frame", "")
         if frame.isdigit() and int(frame) in partly_done.get(row["file"], ()):
-            try:
-                time_ms, aop = float(row.get("frame_time_ms") or "nan"), float(row.get("aop_deg") or "nan")
-            except ValueError:
-                continue
-            if math.isfinite(time_ms) and math.isfinite(aop):
+            time_ms, aop = _cell_number(row.get("frame_time_ms")), _cell_number(row.get("aop_deg"))
+            if time_ms is not None and aop is not None:
                 angles.setdefault(row["file"], {})[int(frame)] = (time_ms, aop)
     return tuple((name, tuple(pairs[frame] for frame in sorted(pairs))) for name, pairs in sorted(angles.items()))
 
