@@ -373,6 +373,76 @@ def test_monochrome1_16bit_is_inverted_on_the_0_255_scale(tmp_path):
     np.testing.assert_allclose(frame.pixels, 255.0 - frames * (255.0 / 1023.0), atol=1e-3)
 
 
+def test_a_16_bit_frame_is_shown_through_its_display_window(tmp_path):
+    # A DICOM pass: a 16-bit frame stored in 1000-2020 of 0-65535 had read dark and flat (frame_dark).
+    shown = ramp_frames(1)[0]
+    stored = shown.astype(np.uint16) * 4 + 1000
+    frame = read_frame(write_dicom(tmp_path / "w.dcm", stored, extra={"WindowCenter": 1510, "WindowWidth": 1021}))
+    # LINEAR (PS3.3 C.11.2.1.2.1): stored 1000 is black, 2020 white, and the levels between it.
+    np.testing.assert_allclose(frame.pixels, shown.astype(np.float32), atol=0.5)
+    whole_range = read_frame(write_dicom(tmp_path / "no_window.dcm", stored))
+    assert whole_range.pixels.max() < 9  # (without a window the stored range is shown whole, as ever)
+
+
+def test_a_display_window_is_applied_before_monochrome1_inverts(tmp_path):
+    stored = ramp_frames(1, dtype=np.uint16, high=1023)[0] + 3000
+    frame = read_frame(write_dicom(tmp_path / "m1w.dcm", stored, photometric="MONOCHROME1", bits_stored=12,
+                                   extra={"WindowCenter": [3512, 100], "WindowWidth": [1024, 50]}))
+    # The first of several windows is the display's default.
+    np.testing.assert_allclose(frame.pixels, 255.0 - (stored - 3000.0) * 255.0 / 1023.0, atol=0.2)
+
+
+@pytest.mark.parametrize(("function", "levels"), [
+    ("LINEAR_EXACT", [0.0, 0.0, 63.75, 127.5, 191.25, 255.0, 255.0]),
+    # 255 / (1 + exp(-4 (x - 400) / 200))
+    ("SIGMOID", [255 / (1 + np.e ** 4), 255 / (1 + np.e ** 2), 255 / (1 + np.e), 127.5, 255 / (1 + np.e ** -1),
+                 255 / (1 + np.e ** -2), 255 / (1 + np.e ** -16)]),
+])
+def test_a_display_window_follows_its_voi_lut_function(tmp_path, function, levels):
+    stored = np.array([[200, 300, 350, 400, 450, 500, 1200]], dtype=np.uint16).repeat(8, axis=0)
+    frame = read_frame(write_dicom(tmp_path / "f.dcm", stored, bits_stored=12,
+                                   extra={"WindowCenter": 400, "WindowWidth": 200, "VOILUTFunction": function}))
+    np.testing.assert_allclose(frame.pixels[0], levels, atol=1e-3)
+
+
+def test_the_shared_functional_groups_window_is_used_where_the_image_has_none(tmp_path):
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = 1510, 1021
+    group = Dataset()
+    group.FrameVOILUTSequence = Sequence([voi])
+    stored = ramp_frames(1)[0].astype(np.uint16) * 4 + 1000
+    frame = read_frame(write_dicom(tmp_path / "sf.dcm", stored,
+                                   extra={"SharedFunctionalGroupsSequence": Sequence([group])}))
+    np.testing.assert_allclose(frame.pixels, ramp_frames(1)[0].astype(np.float32), atol=0.5)
+
+
+@pytest.mark.parametrize("window", [{"WindowCenter": 1000, "WindowWidth": 0}, {"WindowCenter": 1000},
+                                    {"WindowCenter": 1000, "WindowWidth": -5}])
+def test_an_unusable_window_shows_the_stored_range_whole_and_says_so(tmp_path, caplog, window):
+    stored = ramp_frames(1, dtype=np.uint16, high=1023)[0]
+    path = write_dicom(tmp_path / "bad.dcm", stored, bits_stored=10, extra=window)
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(path)
+    np.testing.assert_allclose(frame.pixels, stored * (255.0 / 1023.0), atol=1e-3)
+    assert any("display window is not usable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_window_centre_that_is_no_number_shows_the_stored_range_whole(tmp_path, caplog):
+    stored = ramp_frames(1, dtype=np.uint16, high=1023)[0]
+    path = write_dicom(tmp_path / "nan.dcm", stored, bits_stored=10, extra={"WindowCenter": "7777", "WindowWidth": 100})
+    path.write_bytes(path.read_bytes().replace(b"7777", b"ab\\c"))  # (pydicom writes no such DS itself)
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(path)
+    np.testing.assert_allclose(frame.pixels, stored * (255.0 / 1023.0), atol=1e-3)
+    assert any("Window Center and Width that are numbers" in r.getMessage() for r in caplog.records)
+
+
+def test_an_8_bit_frame_is_read_as_stored_whatever_its_window(tmp_path):
+    shown = ramp_frames(1)[0]
+    frame = read_frame(write_dicom(tmp_path / "w8.dcm", shown, extra={"WindowCenter": 60, "WindowWidth": 40}))
+    np.testing.assert_array_equal(frame.pixels, shown)
+
+
 def test_an_rgb_frame_drawn_on_in_colour_says_where(tmp_path):
     grey = ramp_frames(2)
     rgb = np.repeat(grey[..., None], 3, axis=-1)

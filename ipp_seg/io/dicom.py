@@ -45,7 +45,7 @@ from .errors import (DamagedFrameError, FramesMissingError, NotAnImageError, Oth
                      missing_file_reason, open_failure_reason)
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, spacings_agree, too_many_pixels
-from .greyscale import GreyPixels, grey_with_marks, invert, to_output
+from .greyscale import WINDOW_FUNCTIONS, DisplayWindow, GreyPixels, grey_with_marks, invert, to_output, windowed
 from .images import compressed_frame_size, grey_fill_blocks
 from .quiet import pydicom_warnings_silenced
 
@@ -135,6 +135,8 @@ class DicomInfo:
     # the header's timing cannot be right: then why, for the reader of its frames to say (not every header read).
     frame_times_ms: Sequence[float] | None = None
     frame_time_problem: str | None = None
+    # A greyscale frame of more than 8 bits is shown through its header's display window, if any.
+    window: DisplayWindow | None = None
 
     @property
     def uids(self) -> tuple[str | None, str | None, str | None]:
@@ -370,6 +372,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         burned_in_text=str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES",
         frame_times_ms=frame_times,
         frame_time_problem=frame_time_problem,
+        window=_display_window(path, ds) if photometric in _PHOTOMETRIC_GREY and bits_stored > 8 else None,
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",
@@ -588,7 +591,10 @@ def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray | GreyPixels:
         return grey_with_marks(arr, bits_stored=info.bits_stored)
     if arr.ndim != 2:
         raise ScanReadError(info.path, f"unexpected decoded frame shape {arr.shape}")
-    grey = to_output(arr, bits_stored=info.bits_stored, signed=info.signed)
+    if info.window is not None:
+        grey = windowed(arr, info.window)
+    else:
+        grey = to_output(arr, bits_stored=info.bits_stored, signed=info.signed)
     return invert(grey) if info.photometric == "MONOCHROME1" else grey
 
 
@@ -966,6 +972,42 @@ def _reject_non_2d(path: str, ds: Dataset) -> None:
         names = sorted({_SPATIAL_NAMES[f] for f in formats if f in _SPATIAL_NAMES})
         if names:
             raise OtherModalityError(path, f"only {' and '.join(names)} region(s), no 2-D imaging region", uids)
+
+
+def _display_window(path: str, ds: Dataset) -> DisplayWindow | None:
+    """The display window of a greyscale image's header (its own Window Center / Width, else its
+    shared functional groups' Frame VOI LUT), the first where several are offered; None where there
+    is none or it is unusable (said in the log: the stored range is then shown whole).
+
+    Only frames of more than 8 bits are read through it: their stored range says nothing of how
+    they are shown (a 16-bit frame may use a twentieth of it, and read dark and flat whole), while
+    an 8-bit ultrasound frame is stored as shown, whatever its window claims."""
+    holder = ds
+    if "WindowCenter" not in ds:
+        try:
+            holder = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+        except (AttributeError, IndexError, KeyError, TypeError):
+            if "VOILUTSequence" in ds:
+                logger.info("%s: its VOI LUT Sequence is not applied (ipp-seg applies display windows): its whole "
+                            "stored range is shown", path)
+            return None
+    center, width = (_float_or_none(_first_value(holder.get(keyword))) for keyword in ("WindowCenter", "WindowWidth"))
+    function = str(holder.get("VOILUTFunction") or "LINEAR").strip().upper()
+    if function not in WINDOW_FUNCTIONS:
+        logger.warning("%s: VOI LUT Function %r is no defined term; its window is read as LINEAR", path, function[:40])
+        function = "LINEAR"
+    try:
+        if center is None or width is None:
+            raise ValueError("a Window Center and Width that are numbers are needed")
+        return DisplayWindow(center=center, width=width, function=function)
+    except ValueError as exc:
+        logger.warning("%s: its display window is not usable (%s): its whole stored range is shown", path, exc)
+        return None
+
+
+def _first_value(value):
+    """The first of a multi-valued element's values (the display's default), or the value."""
+    return value[0] if isinstance(value, (MultiValue, list, tuple)) and len(value) else value
 
 
 def _int_or_none(value) -> int | None:

@@ -6,6 +6,7 @@ float32 on the same 0-255 scale for deeper integer sources; float sources pass t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
@@ -58,6 +59,45 @@ def to_output(grey: np.ndarray, *, bits_stored: int | None = None, signed: bool 
         return np.clip(scaled, 0, 255).astype(np.uint8)
     out = (grey.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
     return np.clip(out, 0.0, 255.0, out=out)
+
+
+#: The VOI LUT functions of DICOM's display windows (PS3.3 C.11.2.1.3).
+WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+
+@dataclass(frozen=True)
+class DisplayWindow:
+    """A DICOM display window (Window Center / Width, VOI LUT Function): the stored values that a
+    display shows from black to white. ``center`` and ``width`` are in stored pixel values."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+    def __post_init__(self) -> None:
+        if self.function not in WINDOW_FUNCTIONS:
+            raise ValueError(f"unknown VOI LUT function {self.function!r}")
+        # LINEAR needs a width of at least 1 (PS3.3 C.11.2.1.2.1); the others any positive one.
+        if not (np.isfinite(self.center) and np.isfinite(self.width)) or self.width <= 0 or (
+                self.function == "LINEAR" and self.width < 1):
+            raise ValueError(f"no display window has centre {self.center} and width {self.width} ({self.function})")
+
+
+def windowed(stored: np.ndarray, window: DisplayWindow) -> np.ndarray:
+    """Stored pixel values through a DICOM display window (PS3.3 C.11.2.1.2 and C.11.2.1.3), as
+    float32 grey levels 0-255: what a viewer shows, 0 black and 255 white before any MONOCHROME1
+    inversion."""
+    x = stored.astype(np.float64)
+    c, w = window.center, window.width
+    if window.function == "SIGMOID":
+        out = 255.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+    elif window.function == "LINEAR_EXACT":
+        out = ((x - c) / w + 0.5) * 255.0
+    elif w == 1:
+        out = np.where(x <= c - 0.5, 0.0, 255.0)  # a width of 1 is a threshold
+    else:
+        out = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0
+    return np.clip(out, 0.0, 255.0).astype(np.float32)
 
 
 #: A frame whose brightest echoes (:func:`brightest_echoes`) lie below this grey level of 255 is
