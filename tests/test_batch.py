@@ -1671,6 +1671,27 @@ def test_a_header_s_data_file_is_part_of_its_scan_s_sha256_and_stamp(tmp_path, s
     assert not looked.is_alive()
 
 
+def test_a_report_names_the_confidence_floors_its_frame_was_judged_with(tmp_path, sample_png, monkeypatch):
+    # A reproducibility pass: a card's floors turned failed frames into measured ones, and the JSON reports of the
+    # two runs differed in nothing else.
+    from ipp_seg.inference.registry import models_dir
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(models_dir() / "dssau-net-s.onnx", models / "dssau-net-s.onnx")
+    card = json.loads((models_dir() / "dssau-net-s.json").read_text())
+    (models / "dssau-net-s.json").write_text(json.dumps({**card, "confidence_floors": {"head": 0.8, "ps": 0.75}}))
+    unreadable = tmp_path / "broken.png"
+    unreadable.write_bytes(b"\x89PNG\r\n\x1a\n not a whole image")
+    monkeypatch.setenv("IPP_SEG_MODELS", str(models))
+    own = _run("predict", sample_png, unreadable, "--json")
+    monkeypatch.delenv("IPP_SEG_MODELS")
+    shipped = _run("predict", sample_png, "--json")
+    reports = json.loads(own.stdout) + json.loads(shipped.stdout)
+    assert [(r["status"] == "failed", r["confidence_floors"]) for r in reports] == [
+        (False, {"head": 0.8, "ps": 0.75}), (True, {"head": 0.8, "ps": 0.75}), (False, {"head": 0.9, "ps": 0.9})]
+
+
 def test_a_run_records_its_confidence_floors_and_a_resume_with_others_is_refused(tmp_path, sample_png, monkeypatch):
     # A QA auditor's pass: a card's floors changed between a run and its resume had mixed rows warned by two
     # thresholds in one CSV, and no record said which floors any row was judged with.

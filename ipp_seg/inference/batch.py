@@ -1129,6 +1129,11 @@ class FileProcessor:
         return self.segmenter.info.model_sha256
 
     @property
+    def confidence_floors(self) -> dict[str, float]:
+        """The head and PS confidences this model's frames are judged against (:func:`confidence_floors_used`)."""
+        return confidence_floors_used(self.spec)
+
+    @property
     def _drawn_by(self) -> dict[str, str]:
         """What the masks and overlays this processor writes record of what drew them."""
         inf = self.options.inference

@@ -230,7 +230,8 @@ class Predictor:
         if isinstance(result, FrameFailure):
             return {**unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
                                         self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
-                                        result.code, self.model_sha256, result.provenance, result.n_frames),
+                                        result.code, self.model_sha256, result.provenance, result.n_frames,
+                                        self._processor.confidence_floors),
                     **measured_file_keys(path, inf.spacing_mm, self._file_sha256)}
         elapsed_ms = 1000 * sum(result.timings.values()) if result.timings else None
         # A frame given as pixels has no file: its file's keys are null, and its spacing, when
@@ -240,7 +241,7 @@ class Predictor:
         given = inf.spacing_mm
         if from_array:
             given = result.frame.spacing_mm if result.frame.spacing_source == "given" else None
-        return {**frame_report(result, self.provider, elapsed_ms, inf.tta),
+        return {**frame_report(result, self.provider, elapsed_ms, inf.tta, self._processor.confidence_floors),
                 **measured_file_keys(scan, given, self._file_sha256)}
 
     def _file_sha256(self, path: Path, stamp: tuple[str, str]) -> str:

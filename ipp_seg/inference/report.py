@@ -56,10 +56,12 @@ def measurement_report(file: str, frame_index: int, m: Measurement) -> dict:
     }
 
 
-def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, tta: bool = False) -> dict:
+def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, tta: bool = False,
+                 confidence_floors: dict[str, float] | None = None) -> dict:
     """Everything known about one frame's measurement, as plain JSON-able values (``tta``:
     whether the model's output was averaged with the mirrored frame's; ``elapsed_ms`` None
-    where the frame's own time is not known)."""
+    where the frame's own time is not known; ``confidence_floors``: the head and PS confidences
+    the frame was judged against, :func:`~ipp_seg.inference.backends.confidence_floors_used`)."""
     frame = result.frame
     return {
         **measurement_report(frame.provenance.path, frame.frame_index, result.measurement),
@@ -76,6 +78,8 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         "tta": tta,
         "head_confidence": shown_confidence(result.head_confidence),
         "ps_confidence": shown_confidence(result.ps_confidence),
+        # (A model card's floors move frames between measured and failed: a report names them.)
+        "confidence_floors": confidence_floors,
         "provider": provider,
         "ipp_seg_version": __version__,
         "runtime": runtime_description(),
@@ -126,7 +130,7 @@ def unreadable_measurement_report(file: str, frame_index: int | None, reason: st
 def unreadable_report(file: str, frame_index: int | None, reason: str, model: str, provider: str, method: str,
                       orientation: str, tta: bool = False, code: str = "unreadable",
                       model_sha256: str | None = None, provenance: Provenance | None = None,
-                      n_frames: int | None = None) -> dict:
+                      n_frames: int | None = None, confidence_floors: dict[str, float] | None = None) -> dict:
     """:func:`frame_report`'s keys for a file or frame that could not be read or processed
     (with the DICOM UIDs and cine time of ``provenance``, the frame's or the header's read before
     the failure, and ``n_frames``, the scan's frames where they were counted)."""
@@ -137,6 +141,7 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
         "model": model, "model_sha256": model_sha256 or None, "tta": tta,
         "head_confidence": None,
         "ps_confidence": None,
+        "confidence_floors": confidence_floors,
         "provider": provider,
         "ipp_seg_version": __version__, "runtime": runtime_description(), "time_ms": None, "dicom_results": None,
     }
@@ -388,7 +393,8 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                                       n_frames=result.n_frames)
                 report = {**unreadable_report(str(scan), result.frame_index, result.reason, processor.model_name,
                                               provider, inf.method, inf.orientation, inf.tta, result.code,
-                                              processor.model_sha256, result.provenance, result.n_frames),
+                                              processor.model_sha256, result.provenance, result.n_frames,
+                                              processor.confidence_floors),
                           "time_ms": round(elapsed_ms, 1),  # (the table shows it too: the time it took to refuse)
                           **run_keys_of_row(row)}
                 verb = {UNREADABLE: "read", NOT_AN_IMAGE: "measure", NO_SUCH_FRAME: "measure",
@@ -421,7 +427,8 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                                   spacing_given=inf.spacing_mm, file_stamp=stamp, file_sha256=digest,
                                   head_confidence=result.head_confidence, ps_confidence=result.ps_confidence,
                                   model_sha256=processor.model_sha256, n_frames=result.frame.n_frames)
-            report = {**frame_report(result, provider, elapsed_ms, inf.tta), **run_keys_of_row(row)}
+            report = {**frame_report(result, provider, elapsed_ms, inf.tta, processor.confidence_floors),
+                      **run_keys_of_row(row)}
             errors, warnings, refused = [], [], False
             if out_dir is not None:
                 if named_beside is None:
