@@ -740,6 +740,15 @@ def _status_text(status: str, reasons: str) -> str:
     return f"[{colour}]{status}[/]" + (f" ({escape(shown)})" if shown else "")
 
 
+def _settings_said(inference: InferenceOptions) -> str:
+    """The options given that change a frame's numbers, where they are not the defaults
+    (``--method challenge, --tta``); empty where all are."""
+    said = [f"--method {inference.method}" if inference.method != "ellipse" else "",
+            f"--orientation {inference.orientation}" if inference.orientation != "standard" else "",
+            "--tta" if inference.tta else ""]
+    return ", ".join(s for s in said if s)
+
+
 def _results_table(rows: list[dict], title: str, network: bool = True) -> Table:
     """One row per frame; ``network``: the masks came from a model, whose name and time are shown."""
     # A cine's frames with their time in the loop, where a header gives it (the rows' frame_time_ms, in s).
@@ -855,8 +864,9 @@ def predict(
     inference = InferenceOptions(model, backend, device, method, orientation, frames, _parse_spacing(spacing_mm), tta,
                                  threads)
     processor = _load_processor(BatchOptions(Path("."), out or Path("."), inference))
-    err.print(f"model {escape(processor.model_name)} on {_device_name(processor.segmenter.provider)}",
-              highlight=False)
+    settings = _settings_said(inference)
+    err.print(f"model {escape(processor.model_name)} on {_device_name(processor.segmenter.provider)}"
+              f"{', ' + settings if settings else ''}", highlight=False)
     rows, reports = [], []
     measurement_failed = unwritten = interrupted = False
     unusable_scans: set = set()  # scans with a frame (or the file) that could not be read or segmented
@@ -901,7 +911,9 @@ def predict(
     else:
         # Scans side by side (a table turned) read, by a screen reader or at a glance, as one
         # line holding pieces of two scans' reasons: too narrow a terminal gets a card per scan.
-        _print_table(_results_table(rows, "ipp-seg predict"), turn=len(rows) <= 1)
+        # (The options that change the numbers, where not the defaults: a table copied alone says how it was made.)
+        _print_table(_results_table(rows, f"ipp-seg predict{' (' + settings + ')' if settings else ''}"),
+                     turn=len(rows) <= 1)
     advice = RunAdvice.of_rows(rows)
     if not json_output:
         _say_what_reasons_ask(rows, advice, orientation)

@@ -3086,3 +3086,15 @@ def test_a_run_records_a_command_with_a_name_that_is_not_utf8_as_text_a_shell_ru
     if shutil.which("bash"):  # the same bytes, word for word, when a shell runs it
         said = subprocess.run(["bash", "-c", "printf '%s\\0' " + line], capture_output=True, check=True).stdout
         assert said.split(b"\0")[:-1] == [os.fsencode(w) for w in words]
+
+
+def test_predict_says_the_options_that_changed_its_numbers(sample_png):
+    # A reproducibility pass: a table made with --tta --method challenge read 125.7 against 125.0, both labelled
+    # only with the model's name.
+    changed = runner.invoke(app, ["predict", str(sample_png), "--tta", "--method", "challenge"])
+    assert changed.exit_code == 0, changed.output
+    assert "ipp-seg predict (--method challenge, --tta)" in changed.stdout
+    assert "on CPU (onnxruntime), --method challenge, --tta" in changed.stderr
+    plain = runner.invoke(app, ["predict", str(sample_png), "--orientation", "standard"])
+    assert "ipp-seg predict" in plain.stdout and "ipp-seg predict (" not in plain.stdout
+    assert plain.stderr.splitlines()[0] == "model dssau-net-s on CPU (onnxruntime)"
