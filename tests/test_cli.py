@@ -1449,9 +1449,10 @@ def test_masks_and_overlays_name_the_model_and_options_that_drew_them(sample_png
     from ipp_seg.inference.registry import model_sha256, resolve_model
 
     digest = model_sha256(resolve_model("dssau-net-s"), "onnx")
-    assert invoke("predict", sample_png, "--out", tmp_path / "p", "--orientation", "mirrored", "--tta").exit_code == 0
+    assert invoke("predict", sample_png, "--out", tmp_path / "p", "--orientation", "mirrored", "--tta",
+                  "--method", "contour").exit_code == 0
     assert invoke("batch", sample_png.parent, "--glob", sample_png.name, "--out", tmp_path / "b", "--save-masks",
-                  "--overlays", "--workers", "1").exit_code == 0
+                  "--overlays", "--workers", "1", "--method", "challenge").exit_code == 0
     written = [tmp_path / "p" / f"{sample_png.stem}_mask.png", tmp_path / "p" / f"{sample_png.stem}_overlay.png",
                tmp_path / "b" / "masks" / f"{sample_png.stem}.png",
                tmp_path / "b" / "overlays" / f"{sample_png.stem}.png"]
@@ -1460,6 +1461,8 @@ def test_masks_and_overlays_name_the_model_and_options_that_drew_them(sample_png
         assert text["ipp-seg model"] == "dssau-net-s" and text["ipp-seg model sha256"] == digest
         assert (text["ipp-seg orientation"], text["ipp-seg tta"]) == options
     assert [text["ipp-seg output"] for text in said] == ["label mask", "overlay"] * 2
+    # The overlay shows the measurement, so it names the method too (a mask does not depend on it).
+    assert [text.get("ipp-seg method") for text in said] == [None, "contour", None, "challenge"]
     # A model file named outside Latin-1 (which a tEXt chunk holds) is named as it is, in UTF-8 (iTXt).
     own = tmp_path / "模型-胎头.onnx"
     shutil.copy(resolve_model("dssau-net-s-heldout").onnx_path, own)

@@ -1443,7 +1443,7 @@ class FileProcessor:
                                                                              frame.provenance.frame_time_ms),
                                                          tta=inf.tta, model=self.model_name,
                                                          echoes=frame_echoes(frame)),
-                                          self._drawn_by)
+                                          {**self._drawn_by, "method": inf.method})
                         files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
                 dicom_cell = ""
                 if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":

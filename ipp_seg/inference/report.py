@@ -266,7 +266,8 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                                          frame.provenance.frame_number,
                                                          frame.provenance.frame_time_ms),
                                                      tta=bool(report.get("tta")), model=report.get("model"),
-                                                     echoes=frame_echoes(frame)), drawn_by)
+                                                     echoes=frame_echoes(frame)),
+                          {**drawn_by, "method": result.measurement.method})  # (an overlay shows the measurement)
     except BaseException:
         # Stopped before its report (Ctrl-C, a full disk): no mask left without it, which a later run
         # would keep as a file of one's own, and train would read as an expert's.
