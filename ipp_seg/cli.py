@@ -1269,15 +1269,48 @@ def _say_orientation_looks_reversed(doubtful: int, measured: int, orientation: s
 PLAIN_PROGRESS_EVERY_S = 30.0
 
 
+def _stop_signals() -> list:
+    """The signals that stop a command: Ctrl-C, a scheduler's SIGTERM, a hang-up where there is one."""
+    return [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+
+
 def _interrupt(signum, frame) -> None:
+    """The first stop while a command runs: it ends as on Ctrl-C, saying how to go on. A stop after
+    it, while the command stops, ends the process at once (:func:`_stopped_at_once`): a second
+    Ctrl-C there had broken off the workers' stopping, and the process then hung as it exited."""
+    for each in _stop_signals():
+        if signal.getsignal(each) is _interrupt:  # (one ignored on purpose stays so)
+            signal.signal(each, _stopped_at_once)
     raise KeyboardInterrupt
 
 
+def _stopped_at_once(signum, frame) -> None:
+    """A second stop while a command stops: its workers are killed and the process ends with 130,
+    its outputs as a kill leaves them (each file written whole or not at all, the CSV's rows whole
+    but perhaps the last, which a resume reads past)."""
+    with suppress(OSError):
+        os.write(2, f"ipp-seg: stopped at once ({signal.Signals(signum).name} again); what was written stays, and "
+                    f"--resume goes on from it\n".encode())
+    processes = sys.modules.get("multiprocessing")
+    if processes is not None:
+        for child in processes.active_children():
+            with suppress(Exception):
+                child.kill()
+        with suppress(Exception):
+            # The run's shared locks and queues given back (as the interpreter's exit would), not
+            # left to the resource tracker, which says it cleaned up "leaked semaphore objects".
+            processes.util._run_finalizers(0)
+    os._exit(130)
+
+
 def _stop_on_signals() -> dict:
-    """SIGTERM and (where there is one) SIGHUP raise KeyboardInterrupt while a long command runs,
-    so that it ends as on Ctrl-C, saying how to go on; returns the handlers they replace."""
-    stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    return {signum: signal.signal(signum, _interrupt) for signum in stops}
+    """Ctrl-C, SIGTERM and (where there is one) SIGHUP raise KeyboardInterrupt while a long command
+    runs, so that it ends as on Ctrl-C, saying how to go on (:func:`_interrupt`); returns the
+    handlers they replace. A signal the process was started ignoring is left ignored: `nohup`
+    ignores SIGHUP, and a shell's background job Ctrl-C, so that the job outlives the session (a
+    nohup'd batch had stopped when its ssh session closed)."""
+    return {signum: signal.signal(signum, _interrupt) for signum in _stop_signals()
+            if signal.getsignal(signum) is not signal.SIG_IGN}
 
 
 def _stop_as_on_ctrl_c_while_starting() -> None:
@@ -1287,7 +1320,7 @@ def _stop_as_on_ctrl_c_while_starting() -> None:
     for the documented 130. Ended at once (:func:`_stopped`), not by an exception: one raised
     inside onnxruntime's import had become an ImportError, a traceback and exit 1 or 2."""
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:  # (nohup's)
             with suppress(ValueError, OSError):  # (not the main thread: left as they are)
                 signal.signal(getattr(signal, name), _stopped)
 

@@ -3053,6 +3053,69 @@ def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sam
     assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
 
 
+def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_at_once(tmp_path, sample_png):
+    # A batch operator's pass: Ctrl-C three times 50 ms apart with two workers had broken off the workers' stopping,
+    # printed a traceback, and hung the process until it was killed (3 runs of 3).
+    import signal
+    import subprocess
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 80)
+    csv_path = tmp_path / "out" / "measurements.csv"
+    run = subprocess.Popen([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
+                            "--workers", "2", "--save-masks"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and run.poll() is None and not (
+                csv_path.is_file() and csv_path.read_text().count("\n") > 3):
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before it could be stopped"
+        for _ in range(3):
+            run.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130, stderr
+    assert "ipp-seg: stopped at once (SIGINT again); what was written stays, and --resume goes on from it" in stderr
+    # Its workers gone with it, and their locks given back (not left for the resource tracker to say).
+    assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
+    assert _run("batch", root, "--out", tmp_path / "out", "--resume", "--workers", 1).exit_code == 0
+    rows = _rows(csv_path)
+    assert len(rows) == len({(r["file"], r["frame"]) for r in rows}) == 80
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="needs SIGHUP (POSIX)")
+def test_a_run_started_under_nohup_outlives_its_session(mixed_folder, tmp_path, monkeypatch):
+    # A batch run under nohup (SIGHUP ignored) had stopped when the ssh session it was started from closed: the
+    # command took SIGHUP over. A signal the process was started ignoring stays ignored; Ctrl-C of a background job too.
+    import signal
+
+    import ipp_seg.cli as cli
+    import ipp_seg.inference.batch as batch_module
+
+    real = batch_module.run_batch
+
+    def hung_up(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGHUP)  # the session closes as the run starts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "run_batch", hung_up)
+    terminate = signal.getsignal(signal.SIGTERM)
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGHUP, signal.SIGINT)}
+    try:
+        result = _run("batch", mixed_folder, "--out", tmp_path / "out", "--workers", 1)
+        cli._stop_as_on_ctrl_c_while_starting()
+        assert [signal.getsignal(number) for number in previous] == [signal.SIG_IGN] * 2
+        assert signal.SIGHUP not in cli._stop_on_signals() and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        signal.signal(signal.SIGTERM, terminate)
+    assert result.exit_code == 0 and "interrupted" not in result.output, result.output
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_run_stopped_early_leaves_no_mask_or_overlay_without_its_row(tmp_path, sample_png, workers):
     # Stopped (Ctrl-C, SIGTERM to the run alone), the run had left its workers to go through the
