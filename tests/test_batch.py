@@ -4499,3 +4499,31 @@ def test_a_run_record_names_a_folder_that_is_not_utf8_as_text_and_reads_it_back(
     resumed = _run("batch", root, "--out", out, "--glob", pattern, "--exclude", pattern + "x", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert len(_rows(out / "measurements.csv")) == 2
+
+
+def test_a_file_the_system_will_not_let_be_read_is_unreadable_not_a_bug(tmp_path, sample_png, monkeypatch):
+    # A batch operator's pass: an MHA of mode 000 read "processing_error: unexpected error while reading
+    # (PermissionError); please report it to the ipp-seg developers".
+    import errno
+
+    import ipp_seg.inference.batch as batch_module
+
+    failure = batch_module._reading_failure(tmp_path / "locked.mha", None,
+                                            PermissionError(errno.EACCES, "Permission denied", "locked.mha"))
+    assert (failure.code, failure.reason) == ("unreadable", "cannot open the file (Permission denied)")
+    failure = batch_module._reading_failure(tmp_path / "on_a_bad_disk.mha", 0,
+                                            OSError(errno.EIO, os.strerror(errno.EIO)))
+    assert (failure.code, failure.reason) == ("unreadable", f"cannot read the file ({os.strerror(errno.EIO)})")
+    # As a run meets it (the reader of MetaImage headers opens the file itself).
+    import ipp_seg.io.itk as itk
+
+    def locked(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(itk, "_meta_header", locked)
+    header = "ObjectType = Image\nNDims = 2\nDimSize = 8 8\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "locked.mha").write_bytes(header.encode() + bytes(64))
+    result = _run("batch", tmp_path / "scans", "--out", tmp_path / "out", "--workers", 1)
+    (row,) = _rows(tmp_path / "out" / "measurements.csv")
+    assert (row["reasons"], row["error"]) == ("unreadable", "cannot open the file (Permission denied)"), result.output

@@ -1623,6 +1623,12 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
         return FrameFailure(frame_index, exc.reason, code, header, exc.n_frames)
     log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
               "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+    if isinstance(exc, OSError) and exc.errno is not None:
+        # The file's or the system's, said by the system (a file of mode 000 had read "unexpected error while
+        # reading (PermissionError); please report it", a batch operator's pass); its text names no header value.
+        verb = "open" if isinstance(exc, PermissionError) else "read"
+        return FrameFailure(frame_index, f"cannot {verb} the file ({exc.strerror or os.strerror(exc.errno)})",
+                            UNREADABLE)
     if isinstance(exc, (MemoryError, ImportError)):
         # The machine's, not the file's (an admin's pass: under ulimit -v every row had read "ImportError; please
         # report it", the cause nowhere). An import's message names a library, never a header value.
