@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -4527,3 +4528,28 @@ def test_a_file_the_system_will_not_let_be_read_is_unreadable_not_a_bug(tmp_path
     result = _run("batch", tmp_path / "scans", "--out", tmp_path / "out", "--workers", 1)
     (row,) = _rows(tmp_path / "out" / "measurements.csv")
     assert (row["reasons"], row["error"]) == ("unreadable", "cannot open the file (Permission denied)"), result.output
+
+
+@pytest.mark.parametrize("cut", [0.5, 40])
+def test_a_damaged_row_inside_the_csv_is_taken_out_and_its_file_measured_again(tmp_path, sample_png, cut, caplog):
+    # A batch operator's pass: a line cut in the middle had its model's sha256 cut too, and --resume was refused as
+    # "rows made by another model file" quoting two equal checksums; cut at 40 characters, as rows of `measure`,
+    # with the advice to --overwrite them all.
+    root = _linked_scans(tmp_path / "scans", sample_png, 4)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--workers", 1).exit_code == 0
+    csv_path = out / "measurements.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    whole = lines[2]
+    lines[2] = whole[:int(len(whole) * cut) if cut < 1 else cut] + "\n"
+    csv_path.write_text("".join(lines))
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        again = _run("batch", root, "--out", out, "--workers", 1, "--resume")
+    assert again.exit_code == 0, again.output
+    said = " ".join(" ".join(r.getMessage() for r in caplog.records).split())
+    assert "1 damaged row(s), of more or fewer cells than its columns (a line cut short or edited), taken out to " \
+           "rows_taken_out.csv; their files are measured again: line 3 ('1.png')" in said, said
+    rows = _rows(csv_path)
+    assert sorted(r["file"] for r in rows) == ["0.png", "1.png", "2.png", "3.png"] and all(r["aop_deg"] for r in rows)
+    (taken,) = _rows(out / "rows_taken_out.csv")
+    assert taken["taken_out_because"] == "damaged_row" and taken["file"] == "1.png"

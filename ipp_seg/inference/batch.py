@@ -1728,10 +1728,14 @@ def output_lock(out_dir: Path):
         "--out folder"))
 
 
-def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tuple[list[dict], bool, tuple, bool]:
+def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None,
+                   damaged: list[tuple[int, dict]] | None = None) -> tuple[list[dict], bool, tuple, bool]:
     """The CSV's complete rows, whether a last row was left half-written by a killed run (no
     newline at its end: read as complete it would mark its file done), its header, and whether
-    a row's cells were brought back to the form ipp-seg writes (:func:`_as_written`).
+    a row's cells were brought back to the form ipp-seg writes (:func:`_as_written`). A row of
+    more or fewer cells than the header has columns (a line cut short by a disk or an editor, a
+    comma typed into it) is damaged: left out, and, where ``damaged`` is given, put there with
+    its line number (its cells as far as they go), for a resume to take out and say.
 
     ``expect`` (column -> value, e.g. the model and method of this run) refuses a CSV whose
     rows were made otherwise, and a header that is not this version's columns: appending to
@@ -1766,7 +1770,14 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None) -> tupl
         raise ResumeError(f"{csv_path} names the column {', '.join(repeated)} twice in its header (a column renamed "
                           "by hand?): give each column its name again to resume it, or give another --out folder")
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
-    read = [{column: row.get(column) or "" for column in CSV_COLUMNS} for row in reader]
+    read = []
+    for row in reader:
+        cells = {column: row.get(column) or "" for column in CSV_COLUMNS}
+        if None in row or None in row.values():  # (DictReader's marks of cells beyond the header, or short of it)
+            if damaged is not None:
+                damaged.append((reader.line_num, cells))
+            continue
+        read.append(cells)
     rows = [_as_written(row) for row in read]
     reformatted = rows != read  # (compared before the cells' names are read: a name's ' is no reformatting)
     for row in rows:
@@ -1886,7 +1897,15 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     run measures a frame that has no row yet is measured again whole (the rows of its frames
     asked for taken out), so that each frame's angle is judged against those around it
     (``aop_unsteady``) as in a run of the whole selection."""
-    read, partial, header, reformatted = _complete_rows(csv_path, expect)
+    damaged: list[tuple[int, dict]] = []
+    read, partial, header, reformatted = _complete_rows(csv_path, expect, damaged)
+    if damaged:
+        # (Read as rows, a line cut in the middle had its model's sha256 cut too, and the resume was refused as
+        # "rows made by another model file" quoting two equal checksums; a batch operator's pass.)
+        log.warning("%s: %d damaged row(s), of more or fewer cells than its columns (a line cut short or edited), "
+                    "taken out to %s; their files are measured again: %s", csv_path, len(damaged), TAKEN_OUT_NAME,
+                    "; ".join(f"line {line}" + (f" ({_shown(cells['file'])})" if cells["file"] else "")
+                              for line, cells in damaged[:5]) + ("; ..." if len(damaged) > 5 else ""))
     # A file's bytes are read at most once, whichever check asks first (a folder copied without its
     # times has each file compared by its sha256: by the folder check, then by the changed-file one).
     sha_of = None if in_dir is None else functools.cache(lambda name: file_sha256(in_dir / path_of_printable(name)))
@@ -1916,6 +1935,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         log.warning("%s: %s taken out%s%s", csv_path, counted,
                     f" (the first row of each frame is kept{differing}; those taken out are in {TAKEN_OUT_NAME})"
                     if taken_out else "", f": {repeated}" if repeated else "")
+
+    taken_out += [(cells, "damaged_row") for _, cells in damaged]
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
@@ -1979,7 +2000,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     "their values are kept", csv_path)
 
     def rewrite() -> bool:  # (whether the CSV was rewritten)
-        if not (partial or len(kept) < len(read) or upgraded or reformatted or renamed):
+        if not (partial or damaged or len(kept) < len(read) or upgraded or reformatted or renamed):
             return False
         # The rows taken out are kept first, and taken back where the CSV cannot be rewritten
         # (a full disk): a resume stops with a row in one of the two files, never in none or both.
@@ -3194,7 +3215,8 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     (``file_changed``: its file changed since, and is measured again; ``repeated_row``: a second
     row of a file and frame, as a spreadsheet's copy leaves; ``read_again``: a failure to read or
     process the file, or a frame it lacked, tried again; ``cine_measured_whole``: a frame of a cine
-    measured again with the cine's frames measured for the first time). A ``read_again`` row that the file lists
+    measured again with the cine's frames measured for the first time; ``damaged_row``: a line of
+    more or fewer cells than the columns, its cells as far as they go). A ``read_again`` row that the file lists
     already, the same failure of the same bytes, is not added again: a file that stays unreadable
     had added a copy of its row at every resume."""
     now = utc_now_cell()
