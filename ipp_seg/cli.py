@@ -1125,9 +1125,10 @@ def batch(
         err.print(f"left out {counted}: {escape(shown)}{listed}", highlight=False)
     if summary.folders_not_listed:  # (said when listed, among the first lines: said again where a log ends)
         shown = ", ".join(summary.folders_not_listed[:3]) + (", ..." if len(summary.folders_not_listed) > 3 else "")
-        err.print(f"[yellow]warning:[/] {len(summary.folders_not_listed)} folder(s) could not be listed, and the files "
-                  f"in them have no rows: {escape(shown)} (the run record, {RUN_RECORD_NAME}, lists them); once they "
-                  "can be listed, --resume measures them", highlight=False)
+        # Said under --quiet too: files with no row, a job's mail empty, and exit 0 had passed for a whole run.
+        _say_anyway(f"[yellow]warning:[/] {len(summary.folders_not_listed)} folder(s) could not be listed, and the "
+                    f"files in them have no rows: {escape(shown)} (the run record, {RUN_RECORD_NAME}, lists them); "
+                    "once they can be listed, --resume measures them")
     if dicom_seg or dicom_sr:  # what goes to a PACS, counted: a refusal leaves its row as it is
         refused = (f"; {summary.dicom_refused} refused (the warnings above say why; their rows stand)"
                    if summary.dicom_refused else "")

@@ -2208,6 +2208,9 @@ def test_a_folder_that_cannot_be_listed_is_named(mixed_folder, monkeypatch, capl
     (session,) = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
     assert session["folders_not_listed"] == ["sub/ (Permission denied)"]
     assert (session["rows_written"], session["failed_rows"]) == (3, 2) and session["ended"] >= session["started"]
+    # A batch operator's pass: under --quiet nothing was said, and the job's mail stayed empty.
+    quiet = _run("-q", "batch", mixed_folder, "--out", mixed_folder.parent / "quiet")
+    assert quiet.exit_code == 0 and "1 folder(s) could not be listed" in quiet.stderr, quiet.output
     monkeypatch.setattr(os, "scandir", real)
     resumed = _run("batch", mixed_folder, "--out", out, "--resume")  # listed now: its files measured
     assert resumed.exit_code == 0 and "could not be listed" not in resumed.output, resumed.output
@@ -4553,3 +4556,29 @@ def test_a_damaged_row_inside_the_csv_is_taken_out_and_its_file_measured_again(t
     assert sorted(r["file"] for r in rows) == ["0.png", "1.png", "2.png", "3.png"] and all(r["aop_deg"] for r in rows)
     (taken,) = _rows(out / "rows_taken_out.csv")
     assert taken["taken_out_because"] == "damaged_row" and taken["file"] == "1.png"
+
+
+def test_a_resume_whose_csv_another_run_wrote_into_meanwhile_writes_no_row(tmp_path, sample_png):
+    # A batch operator's pass: the lock file removed by hand during a run, a resume started beside it read the rows,
+    # the first run went on writing rows, and the resume measured those files again: 8 rows twice, exit 0.
+    import ipp_seg.inference.batch as batch_module
+
+    root = _linked_scans(tmp_path / "scans", sample_png, 4)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--workers", 1).exit_code == 0
+    csv_path = out / "measurements.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(lines[:3]))  # two files done; the other run is about to write the third's row
+
+    def the_other_run_writes(total):
+        with open(csv_path, "a") as fh:
+            fh.write(lines[3])
+
+    with pytest.raises(batch_module.RowsFileReplacedError, match="changed after this run read its rows, before it "
+                                                                 "wrote any"):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, resume=True, workers=1),
+                               on_start=the_other_run_writes)
+    assert csv_path.read_text() == "".join(lines[:4])  # the other run's rows, none of this one's
+    # Once the other has ended, a resume goes on: each file once.
+    assert _run("batch", root, "--out", out, "--workers", 1, "--resume").exit_code == 0
+    assert sorted(r["file"] for r in _rows(csv_path)) == ["0.png", "1.png", "2.png", "3.png"]

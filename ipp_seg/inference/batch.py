@@ -2727,11 +2727,13 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     kept_rows: list[dict] = []  # rows a resume keeps
     csv_rewrite: list[Callable[[], bool]] = []  # the resume's rewrite of the CSV, made once the run is not refused
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
+    csv_read_as: tuple | None = None  # resumed: the CSV as its rows were read (_file_state)
     moved = False  # resumed in a folder other than the one the run's record last measured
     if options.resume:
         inf = options.inference
         # (A CSV left with its header alone, every row taken out by a resume stopped since, is still the run's.)
         had_rows = csv_path.exists()
+        csv_read_as = _file_state(csv_path)  # (before its rows are read: see _WholeRowsFile)
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
         prior_record = _read_run_record(options.out_dir)
         measured_in = _last_folder_measured(prior_record)
@@ -2785,6 +2787,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     # (A refused resume had already taken rows out of the CSV.) Rewritten, the session is recorded whatever it
     # measures: a resume that took copied rows out, measuring nothing, had left no trace in the record.
     csv_rewritten = any([rewrite() for rewrite in csv_rewrite])
+    if csv_rewritten:
+        csv_read_as = _file_state(csv_path)
     if measured_again:
         # Files whose rows the resume took out (changed since, or failing before) are measured again:
         # what their earlier rows wrote goes with those rows, as a file that fails now would
@@ -2885,7 +2889,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     rowed: set[str] = set()  # files whose rows this run wrote
     written_now: set[str] = set()  # (--overwrite of an earlier run: the outputs this run wrote)
     try:
-        with _WholeRowsFile(csv_path, replace=not options.resume) as fh:
+        with _WholeRowsFile(csv_path, replace=not options.resume,
+                            read_as=csv_read_as if options.resume else None) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
                 if log.isEnabledFor(logging.INFO):  # (-v: each file as its rows are written, for a log to follow)
@@ -3346,6 +3351,15 @@ def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
     return all(i in seen for i in wanted)
 
 
+def _file_state(path: Path) -> tuple:
+    """Which file ``path`` names and how long it is, (device, inode, size); () where none."""
+    try:
+        held = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    return held.st_dev, held.st_ino, held.st_size
+
+
 class _WholeRowsFile:
     """measurements.csv opened to append whole rows: each file's rows go out in one write, and a
     write cut short (a full disk, a file size limit) is taken back to the rows before that file's
@@ -3357,8 +3371,10 @@ class _WholeRowsFile:
     been measured and its outputs written: a run stopped before (a colleague's read-only mask
     in a shared OUT, Ctrl-C while the workers start) leaves the previous results as they were."""
 
-    def __init__(self, path: Path, replace: bool) -> None:
-        self._path, self._replace = path, replace
+    def __init__(self, path: Path, replace: bool, read_as: tuple | None = None) -> None:
+        """``read_as``: a resume's :func:`_file_state` of the CSV as it read the rows it goes on
+        from, which the CSV must still have when the run's first rows come."""
+        self._path, self._replace, self._read_as = path, replace, read_as
         self._fd: int | None = None
         self._end = 0
 
@@ -3384,7 +3400,19 @@ class _WholeRowsFile:
                            0o666 if kept is None else kept)
         if kept is not None:  # (as it was, whatever the umask; Windows has os.fchmod from Python 3.13 only)
             os.fchmod(self._fd, kept) if hasattr(os, "fchmod") else os.chmod(self._path, kept)
-        self._end = os.fstat(self._fd).st_size
+        held = os.fstat(self._fd)
+        self._end = held.st_size
+        # (A CSV that was not there when the rows were read is this run's own now, if empty.)
+        if self._read_as is not None and ((held.st_dev, held.st_ino, held.st_size) != self._read_as
+                                          if self._read_as else held.st_size != 0):
+            # Rows another run wrote since this one read the CSV (its lock file removed by hand) would be
+            # measured again and doubled: the run had ended with 0 and 8 rows twice (a batch operator's pass).
+            os.close(self._fd)
+            self._fd = None
+            raise RowsFileReplacedError(f"{self._path} changed after this run read its rows, before it wrote any "
+                                        f"(another run writing into the folder at the same time, its lock file "
+                                        f"{LOCK_NAME} removed by hand? or another program): this run wrote no "
+                                        "row; once the other run has ended, run the same command with --resume")
         if self._end == 0:
             self.write_rows([], header=True)
 
