@@ -259,6 +259,33 @@ def test_a_webp_under_a_png_name_is_refused_unread(tmp_path, monkeypatch):
         read_frame(path)
 
 
+def test_files_of_one_format_named_as_another_say_what_they_hold(tmp_path, sample_png):
+    # A batch operator's pass: an MHA named .png read "not a PNG, JPEG, BMP or TIFF image", a PNG named .mha "its
+    # MetaImage header has no NDims...", an empty .mha the same, where a PNG named .dcm was named for what it is.
+    import SimpleITK as sitk
+
+    from ipp_seg.io import read_frames
+
+    volumes = {}
+    for suffix in (".mha", ".nii", ".nrrd"):
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.uint8)), str(tmp_path / f"v{suffix}"))
+        volumes[suffix] = (tmp_path / f"v{suffix}").read_bytes()
+    dicom = (Path(__file__).resolve().parents[1] / "sample_data" / "psfhs_04700_us.dcm").read_bytes()
+    cases = [("mha.png", volumes[".mha"], "its content is a MetaImage, not the .png its name says: rename it .mha"),
+             ("nii.jpg", volumes[".nii"], "its content is a NIfTI image, not the .jpg its name says: rename it .nii"),
+             ("nrrd.png", volumes[".nrrd"], "its content is a NRRD image, not the .png its name says: rename it .nrrd"),
+             ("png.mha", sample_png.read_bytes(), "its content is a PNG image, not the .mha its name says: rename it "
+                                                  ".png to read it"),
+             ("png.nrrd", sample_png.read_bytes(), "its content is a PNG image, not the .nrrd its name says"),
+             ("dicom.nii", dicom, "a DICOM file named .nii: rename it .dcm"),
+             ("empty.mha", b"", "the file is empty"), ("empty.nii.gz", b"", "the file is empty")]
+    for name, content, said in cases:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ScanReadError) as refused:
+            list(read_frames(tmp_path / name))
+        assert said in str(refused.value), (name, str(refused.value))
+
+
 @pytest.mark.parametrize(
     "name, content, expected",
     [

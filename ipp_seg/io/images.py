@@ -297,6 +297,17 @@ def image_kind(head: bytes) -> tuple[str, str] | None:
     return None
 
 
+def _volume_kind(head: bytes) -> tuple[str, str] | None:
+    """(what, suffix) for the first bytes of a MetaImage, NRRD or NIfTI-1 file; None for others."""
+    if head.startswith((b"ObjectType", b"NDims")):
+        return "a MetaImage", ".mha"
+    if head.startswith(b"NRRD000"):
+        return "a NRRD image", ".nrrd"
+    if head[:4] in (struct.pack("<i", 348), struct.pack(">i", 348)):  # (NIfTI-1's header size, its first field)
+        return "a NIfTI image", ".nii"
+    return None
+
+
 def check_image_format(path: str | os.PathLike[str], data: np.ndarray) -> None:
     """Raise :class:`ScanReadError` for bytes (uint8) that are not a PNG, JPEG, BMP or TIFF file,
     naming what they are where their first bytes say so."""
@@ -304,6 +315,10 @@ def check_image_format(path: str | os.PathLike[str], data: np.ndarray) -> None:
     if image_kind(head) is not None:
         return
     suffix = os.path.splitext(os.fspath(path))[1].lower() or "(no suffix)"
+    volume = _volume_kind(head)
+    if volume is not None:  # (one ipp-seg reads under its own name)
+        raise ScanReadError(path, f"its content is {volume[0]}, not the {suffix} its name says: rename it "
+                                  f"{volume[1]} to read it")
     named = next((name for signature, offset, name in _OTHER_SIGNATURES
                   if head[offset:offset + len(signature)] == signature), None)
     if named is None and len(head) > 2 and head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3].isspace():

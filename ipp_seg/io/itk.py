@@ -74,6 +74,7 @@ def inspect_itk(path: str | os.PathLike[str]) -> ItkInfo:
         raise ScanReadError(path, missing_file_reason(path))
     if os.path.isdir(path):
         raise ScanReadError(path, "is a directory, not a file")
+    _refuse_other_content(path)
     image_io = itk_image_io(path)
     # (Read before ITK reads it: a header MetaIO would fail on is refused here, without MetaIO's own lines.)
     meta = _meta_header(path) if image_io == "MetaImageIO" else None
@@ -185,6 +186,27 @@ def _unstreamable(path: str, io: str, meta: tuple[dict[str, str], int, int] | No
         return ("a compressed volume is inflated from its start for each frame; store it uncompressed "
                 "(.mha without CompressedData, or .nii) or as DICOM")
     return None
+
+
+def _refuse_other_content(path: str) -> None:
+    """Refuse, saying what it is, a file named as a MetaImage, NRRD or NIfTI that is empty or holds
+    a PNG, JPEG, BMP, TIFF or DICOM file: ITK's header checks had named none of it ("its MetaImage
+    header has no NDims"), where ``.png`` and ``.dcm`` names say what such content is."""
+    from .formats import is_dicom_file
+    from .images import image_kind
+
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    suffix = ".nii.gz" if path.lower().endswith(".nii.gz") else os.path.splitext(path)[1].lower()
+    if not head:
+        raise ScanReadError(path, "the file is empty")
+    kind = image_kind(head)
+    if kind is not None:
+        raise ScanReadError(path, f"its content is {kind[0]}, not the {suffix} its name says: rename it {kind[1]} "
+                                  "to read it")
+    if is_dicom_file(path):
+        raise ScanReadError(path, f"a DICOM file named {suffix}: rename it .dcm (or give it no suffix) to read it as "
+                                  "DICOM, with its calibration")
 
 
 def _meta_header(path: str) -> tuple[dict[str, str], int, int]:
