@@ -4582,3 +4582,17 @@ def test_a_resume_whose_csv_another_run_wrote_into_meanwhile_writes_no_row(tmp_p
     # Once the other has ended, a resume goes on: each file once.
     assert _run("batch", root, "--out", out, "--workers", 1, "--resume").exit_code == 0
     assert sorted(r["file"] for r in _rows(csv_path)) == ["0.png", "1.png", "2.png", "3.png"]
+
+
+def test_a_resume_whose_csv_was_removed_says_so(tmp_path, sample_png, caplog):
+    # A batch operator's pass: the CSV deleted between runs, --resume measured every file again without a word,
+    # though the run record beside it counted the rows written.
+    root = _linked_scans(tmp_path / "scans", sample_png, 2)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--workers", 1).exit_code == 0
+    (out / "measurements.csv").unlink()
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        again = _run("batch", root, "--out", out, "--workers", 1, "--resume")
+    assert again.exit_code == 0 and len(_rows(out / "measurements.csv")) == 2, again.output
+    assert "is not there, though the run record beside it (.ipp-seg-run.json) counts 2 row(s) written into it: " \
+           "removed or moved? Every file is measured again" in caplog.text

@@ -2737,6 +2737,12 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
         prior_record = _read_run_record(options.out_dir)
         measured_in = _last_folder_measured(prior_record)
+        recorded_rows = sum(s.get("rows_written") or 0 for s in prior_record.get("sessions", ())
+                            if isinstance(s.get("rows_written"), int))
+        if not had_rows and recorded_rows:
+            # (Resumed as a new run without a word, a batch operator's pass: the rows may be elsewhere, or lost.)
+            log.warning("%s is not there, though the run record beside it (%s) counts %d row(s) written into it: "
+                        "removed or moved? Every file is measured again", csv_path, RUN_RECORD_NAME, recorded_rows)
         _refuse_other_confidence_floors(prior_record, weights_sha256, confidence_floors_used(spec), csv_path)
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
