@@ -1084,7 +1084,9 @@ def batch(
             fail(str(exc))
         except OSError as exc:
             needs = ("permission to write there" if isinstance(exc, PermissionError) else
-                     "room on the disk" if exc.errno == errno.ENOSPC else "the cause above put right")
+                     "room on the disk" if exc.errno == errno.ENOSPC else
+                     "a file size limit, ulimit -f, high enough" if exc.errno == errno.EFBIG else
+                     "the cause above put right")
             # The file refused, where it is one (a colleague's CSV in a shared folder, theirs alone: the
             # folder itself could be written, a QA pass), else the folder.
             what = ("it" if exc.filename and Path(exc.filename).is_file() and isinstance(exc, PermissionError)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import errno
 import shutil
 import subprocess
 import sys
@@ -3101,3 +3102,31 @@ def test_predict_says_the_options_that_changed_its_numbers(sample_png):
     plain = runner.invoke(app, ["predict", str(sample_png), "--orientation", "standard"])
     assert "ipp-seg predict" in plain.stdout and "ipp-seg predict (" not in plain.stdout
     assert plain.stderr.splitlines()[0] == "model dssau-net-s on CPU (onnxruntime)"
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="limits a child's file size (POSIX)")
+def test_an_output_cut_short_by_a_file_size_limit_is_named(tmp_path, sample_png):
+    # A batch operator's pass: under `ulimit -f` the run said "cannot write into OUT: File too large ... (the cause
+    # above put right)", naming no file, and nothing above.
+    import resource
+    import signal
+
+    from ipp_seg.io.writers import replacing
+
+    with pytest.raises(OSError) as cut:
+        with replacing(tmp_path / "out.png") as fh:
+            fh.write(b"x")
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))  # as a write past the limit fails
+    assert cut.value.filename == str(tmp_path / "out.png") and not list(tmp_path.iterdir())
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # a CSV's rows, not an overlay
+
+    shutil.copy(sample_png, tmp_path / "scan.png")
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "batch", str(tmp_path), "--glob", "scan.png", "--out",
+                          str(tmp_path / "out"), "--overlays", "--workers", "1"], preexec_fn=limited,
+                         capture_output=True, text=True, timeout=300)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and f"File too large ({tmp_path / 'out' / 'overlays' / 'scan.png'})" in said, said
+    assert "(a file size limit, ulimit -f, high enough)" in said

@@ -121,8 +121,11 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
             os.replace(staging, target)
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, str(target)) from None
-    except BaseException:
+    except BaseException as exc:
         staging.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # A write cut short (a file size limit, a full disk) names no file of its own: the output's.
+            raise type(exc)(exc.errno, exc.strerror, str(target)) from None
         raise
 
 
