@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
 import re
-import errno
 import shutil
 import subprocess
 import sys
