@@ -436,3 +436,25 @@ def test_a_float_frame_is_shown_on_its_own_scale():
     wide[:, 128:] = 4000.0  # a scale of its own: its lowest black, its highest white
     corners = image_part(render_overlay(wide, mask, m))
     assert np.all(corners[0, 0] == 0) and np.all(corners[0, -1] == 255)
+
+
+def test_the_status_says_in_words_what_failed_a_frame_apart_from_its_other_warnings():
+    # A clinical imaging scientist's pass: "FAILED: ps_too_small, spacing_unknown, ps_low_confidence" mixed the cause
+    # with warnings that did not cause it, and a warned frame's codes said none of which doubted its AoP.
+    from ipp_seg.io.overlay import status_lines
+
+    failed = replace(measure_progress(synthetic_mask(), (0.3, 0.3)), aop_deg=None, hsd_mm=None, hsd_px=None,
+                     status="failed", reasons=("spacing_unknown", "ps_too_small", "ps_low_confidence"))
+    assert status_lines(failed) == [
+        "FAILED: pubic symphysis too small to measure",
+        "also: pixel spacing unknown: no distance in millimetres; network unsure of the symphysis it drew",
+        "(codes: ps_too_small, spacing_unknown, ps_low_confidence)"]
+    warned = replace(failed, status="warning", reasons=("spacing_unknown", "orientation_doubtful"))
+    assert status_lines(warned)[0] == ("WARNING, AoP and HSD doubtful: frame may be displayed mirrored from the "
+                                       "orientation assumed")
+    assert status_lines(replace(failed, status="warning", reasons=("hsd_unstable",)))[0] == \
+        "WARNING, HSD doubtful: infrapubic line grazes the head: HSD unstable"
+    assert status_lines(replace(failed, status="warning", reasons=("spacing_unknown",))) == [
+        "WARNING: pixel spacing unknown: no distance in millimetres", "(codes: spacing_unknown)"]
+    assert status_lines(replace(failed, status="ok", reasons=())) == ["OK"]
+    assert status_lines(replace(failed, reasons=("unreadable",)))[0] == "FAILED: unreadable"  # (a file's own code)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..measure.progress import geometry_scale
-from ..measure.result import Landmarks, Measurement, failing_reasons_first
+from ..measure.result import ANGLE_IN_DOUBT, HSD_IN_DOUBT, REASON_TITLES, REASONS, Landmarks, Measurement
 from .greyscale import BRIGHTENED_LEVEL, brightened, brightest_echoes, on_8bit_scale
 
 __all__ = ["FH_COLOUR", "MIN_RENDER_SIDE_PX", "PS_COLOUR", "drawn_size", "overlay_scale", "overlay_title",
@@ -519,6 +519,33 @@ def _wrap_values(values: list[str], width: int, style: _Style, rel: float) -> li
     return fitted
 
 
+def status_lines(m: Measurement) -> list[str]:
+    """What an overlay says of a measurement's status, in words: the status with what failed it
+    (a failed frame) or what puts its values in doubt (a warned one), then its other warnings
+    ("also"), then their codes, as the CSV gives them and ``ipp-seg reasons`` explains them. A
+    list of codes had mixed a failure's cause with warnings that did not cause it, and said of
+    none which doubted the AoP (a clinical imaging scientist's pass)."""
+    if not m.reasons:
+        return [m.status.upper()]
+    if m.status == "failed":  # (a code no list knows, a file's, fails it)
+        first = [r for r in m.reasons if REASONS.get(r, ("failed",))[0] == "failed"]
+        heading = "FAILED"
+    else:
+        first = [r for r in m.reasons if r in ANGLE_IN_DOUBT or r in HSD_IN_DOUBT]
+        doubted = " and ".join(value for value, doubting in (("AoP", ANGLE_IN_DOUBT), ("HSD", HSD_IN_DOUBT))
+                               if not doubting.isdisjoint(first))
+        heading = f"{m.status.upper()}, {doubted} doubtful" if first else m.status.upper()
+    rest = [r for r in m.reasons if r not in first]
+    if not first:
+        first, rest = rest, []
+
+    def said(codes: list[str]) -> str:
+        return "; ".join(REASON_TITLES.get(code, code.replace("_", " ")) for code in codes)
+
+    return [f"{heading}: {said(first)}", *([f"also: {said(rest)}"] if rest else []),
+            f"(codes: {', '.join([*first, *rest])})"]
+
+
 def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tta: bool,
                 model: str | None = None, brightened_by: float | None = None) -> np.ndarray:
     """Rows of text under the frame: title, values and legend, status and reasons."""
@@ -546,11 +573,8 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         said = f"frame shown {brightened_by:.1f} times brighter than recorded"
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(said.split(), usable, style, rel))
     status_colour = _STATUS_COLOURS.get(m.status, _STATUS_COLOURS["failed"])
-    shown = failing_reasons_first(m.reasons)  # a failed frame's cause before its warnings
-    status_words = [f"{m.status.upper()}" + (":" if shown else "")] + [
-        r + ("," if i < len(shown) - 1 else "") for i, r in enumerate(shown)
-    ]
-    rows.extend((line, status_colour) for line in _wrap(status_words, usable, style, rel))
+    for line in status_lines(m):
+        rows.extend((wrapped, status_colour) for wrapped in _wrap(line.split(), usable, style, rel))
     # An overlay travels alone (into a slide, a report, a chat): it says what made it is no device
     # (a QA auditor's pass found that only the README said so).
     rows.extend((line, _TEXT_COLOUR) for line in _wrap(RESEARCH_USE_SAID.split(), usable, style, rel))
