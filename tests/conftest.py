@@ -72,3 +72,20 @@ def _onnx_sessions_reused():
     backends.inference_session = reused
     yield
     backends.inference_session = opened
+
+
+def _stop_signals_by_default() -> None:
+    """In a child before it runs: Ctrl-C and SIGHUP as a terminal's session gives them. A suite run
+    under nohup, or as a script's background job, has them ignored, and a child keeps an ignored
+    signal, which ipp-seg then leaves ignored (as a job under nohup must outlive its session)."""
+    import signal
+
+    for name in ("SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
+@pytest.fixture
+def stoppable():
+    """A ``preexec_fn`` for a child ipp-seg that a test stops with Ctrl-C or SIGHUP (POSIX)."""
+    return _stop_signals_by_default

@@ -3028,7 +3028,7 @@ def test_an_overwrite_stopped_before_its_first_row_keeps_the_previous_csv(tmp_pa
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="needs SIGHUP (POSIX)")
-def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sample_png):
+def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sample_png, stoppable):
     # The hang-up reaches every process of the group: multiprocessing's resource tracker, killed
     # by it, had printed five tracebacks under the run's "interrupted" line.
     import signal
@@ -3040,7 +3040,7 @@ def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sam
     csv_path = tmp_path / "out" / "measurements.csv"
     run = subprocess.Popen([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
                             "--workers", "2"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+                           stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=stoppable)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and run.poll() is None and not (
@@ -3057,7 +3057,7 @@ def test_a_hang_up_of_the_whole_session_ends_the_run_with_one_line(tmp_path, sam
     assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
 
 
-def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_at_once(tmp_path, sample_png):
+def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_at_once(tmp_path, sample_png, stoppable):
     # A batch operator's pass: Ctrl-C three times 50 ms apart with two workers had broken off the workers' stopping,
     # printed a traceback, and hung the process until it was killed (3 runs of 3).
     import signal
@@ -3067,7 +3067,7 @@ def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_at_once(tmp_path, s
     csv_path = tmp_path / "out" / "measurements.csv"
     run = subprocess.Popen([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
                             "--workers", "2", "--save-masks"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+                           stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=stoppable)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and run.poll() is None and not (

@@ -553,7 +553,7 @@ def test_predict_stopped_by_a_signal_prints_what_it_measured_and_names_the_rest(
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
-def test_a_signal_while_a_command_starts_ends_it_as_ctrl_c_does(sample_png, tmp_path, stop):
+def test_a_signal_while_a_command_starts_ends_it_as_ctrl_c_does(sample_png, tmp_path, stop, stoppable):
     """A scripting user's pass: SIGTERM or SIGHUP in a command's first second (reading options,
     before it took them over) ended it with the system's 143 or 129, not the documented 130."""
     import signal
@@ -572,7 +572,8 @@ def test_a_signal_while_a_command_starts_ends_it_as_ctrl_c_does(sample_png, tmp_
         cli.main()
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                         preexec_fn=stoppable)
     assert run.returncode == 130, (run.returncode, run.stderr)
     assert "Traceback" not in run.stderr and not (tmp_path / "out" / "measurements.csv").exists()
     # Ended at once, not by an exception: one raised inside onnxruntime's import (the model loading) had become
@@ -583,6 +584,7 @@ def test_a_signal_while_a_command_starts_ends_it_as_ctrl_c_does(sample_png, tmp_
 
     before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        signal.signal(getattr(signal, stop), signal.SIG_DFL)  # (as a terminal's session has it: not under nohup)
         cli._stop_as_on_ctrl_c_while_starting()
         cli._restore_signals(cli._stop_on_signals())
         assert signal.getsignal(getattr(signal, stop)) is signal.SIG_DFL
