@@ -1292,8 +1292,8 @@ def _stopped_at_once(signum, frame) -> None:
     its outputs as a kill leaves them (each file written whole or not at all, the CSV's rows whole
     but perhaps the last, which a resume reads past)."""
     with suppress(OSError):
-        os.write(2, f"ipp-seg: stopped at once ({signal.Signals(signum).name} again); what was written stays, and "
-                    f"--resume goes on from it\n".encode())
+        os.write(2, f"ipp-seg: stopped at once ({signal.Signals(signum).name} again): what was written stays as a "
+                    f"kill leaves it (batch: --resume goes on from it)\n".encode())
     processes = sys.modules.get("multiprocessing")
     if processes is not None:
         for child in processes.active_children():
@@ -1322,7 +1322,7 @@ def _stop_as_on_ctrl_c_while_starting() -> None:
     model) they had ended it with the system's 143 or 129, which a scheduler's wrapper did not take
     for the documented 130. Ended at once (:func:`_stopped`), not by an exception: one raised
     inside onnxruntime's import had become an ImportError, a traceback and exit 1 or 2."""
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:  # (nohup's)
             with suppress(ValueError, OSError):  # (not the main thread: left as they are)
                 signal.signal(getattr(signal, name), _stopped)
@@ -1340,8 +1340,14 @@ def _stopped(signum, frame) -> None:
 def _restore_signals(previous: dict) -> None:
     # A command's end gives the system's handling back, not :func:`_stopped`: a stop that comes
     # once its output is whole is no interrupted run (0.2.11's 143, not 130 with a traceback).
+    # But a command stopped by a signal keeps ending at once on the next (:func:`_stopped_at_once`):
+    # predict, printing what it measured, had ended with 143 or a traceback on a second stop.
     for signum, handler in previous.items():
-        signal.signal(signum, signal.SIG_DFL if handler is _stopped else handler)
+        if signal.getsignal(signum) is _stopped_at_once:
+            continue
+        if handler is _stopped:
+            handler = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, handler)
 
 
 FAILED_FILES_NAMED = 10  # failed files a batch run names on stderr as they come; then a line says where the rest are
