@@ -278,12 +278,26 @@ def test_files_of_one_format_named_as_another_say_what_they_hold(tmp_path, sampl
                                                   ".png to read it"),
              ("png.nrrd", sample_png.read_bytes(), "its content is a PNG image, not the .nrrd its name says"),
              ("dicom.nii", dicom, "a DICOM file named .nii: rename it .dcm"),
-             ("empty.mha", b"", "the file is empty"), ("empty.nii.gz", b"", "the file is empty")]
+             ("empty.mha", b"", "the file is empty"), ("empty.nii.gz", b"", "the file is empty"),
+             # (A QA pass: a plain NIfTI named .nii.gz read as "cut short", volumes named as one another by ITK's
+             # words, a MetaImage named .dcm as "no 'DICM' marker".)
+             ("plain.nii.gz", volumes[".nii"], "its content is an uncompressed NIfTI image, not the gzip-compressed "
+                                               "one its .nii.gz name says: rename it .nii"),
+             ("packed.nii", gzip.compress(volumes[".nii"]), "its content is gzip-compressed (a compressed NIfTI?), "
+                                                           "not the .nii its name says: rename it .nii.gz"),
+             ("text.nii.gz", b"a note\n", "its content is not gzip-compressed, as its .nii.gz name says"),
+             ("nrrd.mha", volumes[".nrrd"], "its content is a NRRD image, not the .mha its name says: rename it .nrrd"),
+             ("mha.nrrd", volumes[".mha"], "its content is a MetaImage, not the .nrrd its name says: rename it .mha"),
+             ("nii.mha", volumes[".nii"], "its content is a NIfTI image, not the .mha its name says: rename it .nii"),
+             ("mha.dcm", volumes[".mha"], "its content is a MetaImage, not DICOM: rename it .mha")]
     for name, content, said in cases:
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ScanReadError) as refused:
             list(read_frames(tmp_path / name))
         assert said in str(refused.value), (name, str(refused.value))
+    for suffix, content in volumes.items():  # (each under its own name reads as ever)
+        (tmp_path / f"own{suffix}").write_bytes(content)
+        assert len(list(read_frames(tmp_path / f"own{suffix}"))) == 1
 
 
 @pytest.mark.parametrize(

@@ -239,10 +239,11 @@ def _inspect_dicom(path: str) -> DicomInfo:
                 if size < 132:  # the preamble and marker alone take 132 bytes
                     raise ScanReadError(path, f"only {size} bytes: too short for a DICOM file (a copy cut short, or "
                                               "no DICOM file)") from None
-                from .images import image_kind
+                from .images import image_kind, volume_kind
 
                 f.seek(0)
-                kind = image_kind(f.read(16))
+                head = f.read(16)
+                kind = image_kind(head) or volume_kind(head)
                 if kind is not None:  # an export saved under the wrong name: say what reads it
                     raise ScanReadError(path, f"its content is {kind[0]}, not DICOM: rename it {kind[1]} to read it "
                                               "(as an image, without DICOM's calibration)") from None

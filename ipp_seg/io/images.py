@@ -297,7 +297,7 @@ def image_kind(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-def _volume_kind(head: bytes) -> tuple[str, str] | None:
+def volume_kind(head: bytes) -> tuple[str, str] | None:
     """(what, suffix) for the first bytes of a MetaImage, NRRD or NIfTI-1 file; None for others."""
     if head.startswith((b"ObjectType", b"NDims")):
         return "a MetaImage", ".mha"
@@ -315,7 +315,7 @@ def check_image_format(path: str | os.PathLike[str], data: np.ndarray) -> None:
     if image_kind(head) is not None:
         return
     suffix = os.path.splitext(os.fspath(path))[1].lower() or "(no suffix)"
-    volume = _volume_kind(head)
+    volume = volume_kind(head)
     if volume is not None:  # (one ipp-seg reads under its own name)
         raise ScanReadError(path, f"its content is {volume[0]}, not the {suffix} its name says: rename it "
                                   f"{volume[1]} to read it")

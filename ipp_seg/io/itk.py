@@ -188,22 +188,37 @@ def _unstreamable(path: str, io: str, meta: tuple[dict[str, str], int, int] | No
     return None
 
 
+# The suffix under which ipp-seg reads each suffix's content (images.volume_kind's).
+_ITK_FAMILIES = {".mha": ".mha", ".mhd": ".mha", ".nrrd": ".nrrd", ".nhdr": ".nrrd", ".nii": ".nii"}
+
+
 def _refuse_other_content(path: str) -> None:
     """Refuse, saying what it is, a file named as a MetaImage, NRRD or NIfTI that is empty or holds
     a PNG, JPEG, BMP, TIFF or DICOM file: ITK's header checks had named none of it ("its MetaImage
     header has no NDims"), where ``.png`` and ``.dcm`` names say what such content is."""
     from .formats import is_dicom_file
-    from .images import image_kind
+    from .images import image_kind, volume_kind
 
     with open(path, "rb") as fh:
         head = fh.read(16)
     suffix = ".nii.gz" if path.lower().endswith(".nii.gz") else os.path.splitext(path)[1].lower()
     if not head:
         raise ScanReadError(path, "the file is empty")
-    kind = image_kind(head)
-    if kind is not None:
+    gzipped = head.startswith(b"\x1f\x8b")
+    if suffix == ".nii.gz" and not gzipped:
+        if volume_kind(head) == ("a NIfTI image", ".nii"):
+            raise ScanReadError(path, "its content is an uncompressed NIfTI image, not the gzip-compressed one its "
+                                      ".nii.gz name says: rename it .nii to read it")
+    elif suffix == ".nii" and gzipped:
+        raise ScanReadError(path, "its content is gzip-compressed (a compressed NIfTI?), not the .nii its name says: "
+                                  "rename it .nii.gz to read it")
+    kind = image_kind(head) or volume_kind(head)
+    if kind is not None and _ITK_FAMILIES.get(suffix) != kind[1]:
         raise ScanReadError(path, f"its content is {kind[0]}, not the {suffix} its name says: rename it {kind[1]} "
                                   "to read it")
+    if suffix == ".nii.gz" and not gzipped:
+        raise ScanReadError(path, "its content is not gzip-compressed, as its .nii.gz name says: damaged, or "
+                                  "another kind of file")
     if is_dicom_file(path):
         raise ScanReadError(path, f"a DICOM file named {suffix}: rename it .dcm (or give it no suffix) to read it as "
                                   "DICOM, with its calibration")
