@@ -1712,3 +1712,27 @@ def test_a_frame_that_cannot_be_read_says_its_place_in_the_cine_through_pickling
     damaged.n_frames = 5
     again = pickle.loads(pickle.dumps(damaged))
     assert (type(again), again.frame_index, again.n_frames) == (DamagedFrameError, 1, 5)
+
+
+def test_a_display_window_is_applied_to_the_rescaled_values(tmp_path):
+    # A QA pass: stored 4*g with Rescale Intercept 1000 and a window over 1000-2020 had read black (frame_dark,
+    # ps_missing): the window had been applied to the stored values.
+    shown = ramp_frames(1)[0]
+    stored = shown.astype(np.uint16) * 4
+    frame = read_frame(write_dicom(tmp_path / "r.dcm", stored, extra={
+        "WindowCenter": 1510, "WindowWidth": 1021, "RescaleIntercept": 1000, "RescaleSlope": 1}))
+    np.testing.assert_allclose(frame.pixels, shown.astype(np.float32), atol=0.5)
+    doubled = read_frame(write_dicom(tmp_path / "s.dcm", stored // 2, extra={
+        "WindowCenter": 1510, "WindowWidth": 1021, "RescaleIntercept": 1000, "RescaleSlope": 2}))
+    np.testing.assert_allclose(doubled.pixels, shown.astype(np.float32), atol=0.5)
+
+
+def test_an_empty_window_centre_leaves_the_functional_groups_window_in_use(tmp_path):
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = 1510, 1021
+    group = Dataset()
+    group.FrameVOILUTSequence = Sequence([voi])
+    stored = ramp_frames(1)[0].astype(np.uint16) * 4 + 1000
+    frame = read_frame(write_dicom(tmp_path / "e.dcm", stored, extra={
+        "WindowCenter": "", "WindowWidth": "", "SharedFunctionalGroupsSequence": Sequence([group])}))
+    np.testing.assert_allclose(frame.pixels, ramp_frames(1)[0].astype(np.float32), atol=0.5)

@@ -984,13 +984,16 @@ def _display_window(path: str, ds: Dataset) -> DisplayWindow | None:
     they are shown (a 16-bit frame may use a twentieth of it, and read dark and flat whole), while
     an 8-bit ultrasound frame is stored as shown, whatever its window claims."""
     holder = ds
-    if "WindowCenter" not in ds:
+    if ds.get("WindowCenter") in (None, ""):  # (an empty one is none: the functional groups' may be given)
         try:
             holder = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
         except (AttributeError, IndexError, KeyError, TypeError):
             if "VOILUTSequence" in ds:
                 logger.info("%s: its VOI LUT Sequence is not applied (ipp-seg applies display windows): its whole "
                             "stored range is shown", path)
+            elif any("FrameVOILUTSequence" in item for item in ds.get("PerFrameFunctionalGroupsSequence") or ()):
+                logger.info("%s: its frames' own display windows are not applied (ipp-seg applies one window per "
+                            "file): its whole stored range is shown", path)
             return None
     center, width = (_float_or_none(_first_value(holder.get(keyword))) for keyword in ("WindowCenter", "WindowWidth"))
     function = str(holder.get("VOILUTFunction") or "LINEAR").strip().upper()
@@ -1000,7 +1003,10 @@ def _display_window(path: str, ds: Dataset) -> DisplayWindow | None:
     try:
         if center is None or width is None:
             raise ValueError("a Window Center and Width that are numbers are needed")
-        return DisplayWindow(center=center, width=width, function=function)
+        slope, intercept = (_float_or_none(ds.get(keyword)) for keyword in ("RescaleSlope", "RescaleIntercept"))
+        return DisplayWindow(center=center, width=width, function=function,
+                             # (The window is on the rescaled values, where a header gives a rescale: DICOM's order.)
+                             slope=slope if slope else 1.0, intercept=intercept or 0.0)
     except ValueError as exc:
         logger.warning("%s: its display window is not usable (%s): its whole stored range is shown", path, exc)
         return None

@@ -67,12 +67,16 @@ WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 @dataclass(frozen=True)
 class DisplayWindow:
-    """A DICOM display window (Window Center / Width, VOI LUT Function): the stored values that a
-    display shows from black to white. ``center`` and ``width`` are in stored pixel values."""
+    """A DICOM display window (Window Center / Width, VOI LUT Function): the values that a display
+    shows from black to white. ``center`` and ``width`` are in the values the modality LUT gives,
+    ``slope`` times the stored value plus ``intercept`` (Rescale Slope / Intercept; 1 and 0 where
+    the header gives none)."""
 
     center: float
     width: float
     function: str = "LINEAR"
+    slope: float = 1.0
+    intercept: float = 0.0
 
     def __post_init__(self) -> None:
         if self.function not in WINDOW_FUNCTIONS:
@@ -86,8 +90,8 @@ class DisplayWindow:
 def windowed(stored: np.ndarray, window: DisplayWindow) -> np.ndarray:
     """Stored pixel values through a DICOM display window (PS3.3 C.11.2.1.2 and C.11.2.1.3), as
     float32 grey levels 0-255: what a viewer shows, 0 black and 255 white before any MONOCHROME1
-    inversion."""
-    x = stored.astype(np.float64)
+    inversion. The rescale (:class:`DisplayWindow`'s slope and intercept) comes first, as in DICOM."""
+    x = stored.astype(np.float64) * window.slope + window.intercept
     c, w = window.center, window.width
     if window.function == "SIGMOID":
         out = 255.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
