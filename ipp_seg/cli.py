@@ -299,7 +299,9 @@ def _fail_writing(target: str, exc: OSError, way_on: str = "") -> None:
     """An output that cannot be written: what, the system's reason, the file it met, and
     ``way_on`` (what is kept, and how to go on) when there is one."""
     met = f" ({exc.filename})" if exc.filename and not target.endswith(str(exc.filename)) else ""
-    fail(f"cannot write {target}: {exc.strerror or exc}{met}" + (f"; {way_on}" if way_on else ""))
+    # (The system's "File too large" says nothing of the limit that caused it.)
+    limit = " under a file size limit (ulimit -f)" if exc.errno == errno.EFBIG and "ulimit" not in way_on else ""
+    fail(f"cannot write {target}: {exc.strerror or exc}{limit}{met}" + (f"; {way_on}" if way_on else ""))
 
 
 def _flag(*names: str, **settings):

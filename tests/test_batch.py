@@ -4560,6 +4560,15 @@ def test_a_damaged_row_inside_the_csv_is_taken_out_and_its_file_measured_again(t
     assert sorted(r["file"] for r in rows) == ["0.png", "1.png", "2.png", "3.png"] and all(r["aop_deg"] for r in rows)
     (taken,) = _rows(out / "rows_taken_out.csv")
     assert taken["taken_out_because"] == "damaged_row" and taken["file"] == "1.png"
+    # A quote left open takes the lines after it into its row: their range is named (a QA pass: the last alone).
+    lines = csv_path.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace(",", ',"', 1)
+    csv_path.write_text("".join(lines))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert _run("batch", root, "--out", out, "--workers", 1, "--resume").exit_code == 0
+    assert f"their files are measured again: lines 3-{len(lines)}" in " ".join(caplog.text.split())
+    assert sorted(r["file"] for r in _rows(csv_path)) == ["0.png", "1.png", "2.png", "3.png"]
 
 
 def test_a_resume_whose_csv_another_run_wrote_into_meanwhile_writes_no_row(tmp_path, sample_png):
@@ -4599,4 +4608,28 @@ def test_a_resume_whose_csv_was_removed_says_so(tmp_path, sample_png, caplog):
         again = _run("batch", root, "--out", out, "--workers", 1, "--resume")
     assert again.exit_code == 0 and len(_rows(out / "measurements.csv")) == 2, again.output
     assert "is not there, though the run record beside it (.ipp-seg-run.json) counts 2 row(s) written into it: " \
-           "removed or moved? Every file is measured again" in caplog.text
+           "removed, moved or emptied? Every file is measured again" in caplog.text
+    # Cut to its header (a QA pass), likewise.
+    header = (out / "measurements.csv").read_text().splitlines(keepends=True)[0]
+    (out / "measurements.csv").write_text(header)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        assert _run("batch", root, "--out", out, "--workers", 1, "--resume").exit_code == 0
+    assert "measurements.csv holds no rows, though the run record beside it (.ipp-seg-run.json) counts 2 row(s)" \
+           in caplog.text
+
+
+def test_a_row_write_cut_short_names_the_csv(tmp_path, monkeypatch):
+    # A QA pass: under `ulimit -f` the CSV's own write said "cannot write into OUT: File too large", naming no file.
+    import errno
+
+    import ipp_seg.inference.batch as batch_module
+
+    def too_large(fd, data, end):
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    monkeypatch.setattr(batch_module, "_write_whole_rows", too_large)
+    with pytest.raises(OSError) as cut:
+        with batch_module._WholeRowsFile(tmp_path / "measurements.csv", replace=False) as fh:
+            fh.write_rows([])
+    assert cut.value.errno == errno.EFBIG and cut.value.filename == str(tmp_path / "measurements.csv")

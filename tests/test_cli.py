@@ -3136,3 +3136,18 @@ def test_an_output_cut_short_by_a_file_size_limit_is_named(tmp_path, sample_png)
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and f"File too large ({tmp_path / 'out' / 'overlays' / 'scan.png'})" in said, said
     assert "(a file size limit, ulimit -f, high enough)" in said
+    # predict says the limit too (a QA pass), and batch names its CSV where the rows are what the limit stops.
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "predict", str(tmp_path / "scan.png"), "--out",
+                          str(tmp_path / "p")], preexec_fn=limited, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "File too large under a file size limit (ulimit -f)" in run.stderr, run.stderr
+
+    def tighter():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (800, 800))  # short of a CSV row and of the run record
+
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "batch", str(tmp_path), "--glob", "scan.png", "--out",
+                          str(tmp_path / "b"), "--workers", "1"], preexec_fn=tighter, capture_output=True, text=True,
+                         timeout=300)
+    # (The run record or the CSV, whichever the limit stops first: named, not "cannot write into b".)
+    assert run.returncode == 2 and re.search(rf"File too large \({re.escape(str(tmp_path / 'b'))}/[^)]+\)",
+                                             run.stderr), run.stderr

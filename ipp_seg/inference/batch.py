@@ -1729,13 +1729,14 @@ def output_lock(out_dir: Path):
 
 
 def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None,
-                   damaged: list[tuple[int, dict]] | None = None) -> tuple[list[dict], bool, tuple, bool]:
+                   damaged: list[tuple[str, dict]] | None = None) -> tuple[list[dict], bool, tuple, bool]:
     """The CSV's complete rows, whether a last row was left half-written by a killed run (no
     newline at its end: read as complete it would mark its file done), its header, and whether
     a row's cells were brought back to the form ipp-seg writes (:func:`_as_written`). A row of
     more or fewer cells than the header has columns (a line cut short by a disk or an editor, a
     comma typed into it) is damaged: left out, and, where ``damaged`` is given, put there with
-    its line number (its cells as far as they go), for a resume to take out and say.
+    its lines ("line 12", "lines 31-61") and its cells as far as they go, for a resume to take
+    out and say.
 
     ``expect`` (column -> value, e.g. the model and method of this run) refuses a CSV whose
     rows were made otherwise, and a header that is not this version's columns: appending to
@@ -1771,11 +1772,13 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None,
                           "by hand?): give each column its name again to resume it, or give another --out folder")
     # A CSV of an earlier version lacks later columns: its rows read as empty there (not compared).
     read = []
+    last = reader.line_num  # (a quote left open takes the lines after it into its row: their range is said)
     for row in reader:
         cells = {column: row.get(column) or "" for column in CSV_COLUMNS}
+        first, last = last + 1, reader.line_num
         if None in row or None in row.values():  # (DictReader's marks of cells beyond the header, or short of it)
             if damaged is not None:
-                damaged.append((reader.line_num, cells))
+                damaged.append((f"line {first}" if first == last else f"lines {first}-{last}", cells))
             continue
         read.append(cells)
     rows = [_as_written(row) for row in read]
@@ -1897,15 +1900,15 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     run measures a frame that has no row yet is measured again whole (the rows of its frames
     asked for taken out), so that each frame's angle is judged against those around it
     (``aop_unsteady``) as in a run of the whole selection."""
-    damaged: list[tuple[int, dict]] = []
+    damaged: list[tuple[str, dict]] = []
     read, partial, header, reformatted = _complete_rows(csv_path, expect, damaged)
     if damaged:
         # (Read as rows, a line cut in the middle had its model's sha256 cut too, and the resume was refused as
         # "rows made by another model file" quoting two equal checksums; a batch operator's pass.)
         log.warning("%s: %d damaged row(s), of more or fewer cells than its columns (a line cut short or edited), "
                     "taken out to %s; their files are measured again: %s", csv_path, len(damaged), TAKEN_OUT_NAME,
-                    "; ".join(f"line {line}" + (f" ({_shown(cells['file'])})" if cells["file"] else "")
-                              for line, cells in damaged[:5]) + ("; ..." if len(damaged) > 5 else ""))
+                    "; ".join(lines + (f" ({_shown(cells['file'])})" if cells["file"] else "")
+                              for lines, cells in damaged[:5]) + ("; ..." if len(damaged) > 5 else ""))
     # A file's bytes are read at most once, whichever check asks first (a folder copied without its
     # times has each file compared by its sha256: by the folder check, then by the changed-file one).
     sha_of = None if in_dir is None else functools.cache(lambda name: file_sha256(in_dir / path_of_printable(name)))
@@ -2737,12 +2740,6 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
         prior_record = _read_run_record(options.out_dir)
         measured_in = _last_folder_measured(prior_record)
-        recorded_rows = sum(s.get("rows_written") or 0 for s in prior_record.get("sessions", ())
-                            if isinstance(s.get("rows_written"), int))
-        if not had_rows and recorded_rows:
-            # (Resumed as a new run without a word, a batch operator's pass: the rows may be elsewhere, or lost.)
-            log.warning("%s is not there, though the run record beside it (%s) counts %d row(s) written into it: "
-                        "removed or moved? Every file is measured again", csv_path, RUN_RECORD_NAME, recorded_rows)
         _refuse_other_confidence_floors(prior_record, weights_sha256, confidence_floors_used(spec), csv_path)
         done = prepare_resume(csv_path, expect={"model": spec.name, "model_sha256": weights_sha256,
                                                 "method": inf.method,
@@ -2751,6 +2748,13 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                               stamps=stamps, in_dir=options.in_dir, measured_in=measured_in,
                               measured_again=measured_again, deferred=csv_rewrite, verify=options.verify,
                               kept_rows=kept_rows, frames=inf.frames)
+        recorded_rows = sum(s.get("rows_written") or 0 for s in prior_record.get("sessions", ())
+                            if isinstance(s.get("rows_written"), int))
+        if recorded_rows and not kept_rows and not measured_again:
+            # (Resumed as a new run without a word, a batch operator's pass: the rows may be elsewhere, or lost.)
+            log.warning("%s %s, though the run record beside it (%s) counts %d row(s) written into it: removed, "
+                        "moved or emptied? Every file is measured again", csv_path,
+                        "holds no rows" if had_rows else "is not there", RUN_RECORD_NAME, recorded_rows)
         # Gone on in a folder moved or copied: recorded even with nothing left to do, so that the next
         # resume reads the run's folder as this one (it had said "the folder moved" at every resume).
         moved = measured_in is not None and os.path.realpath(measured_in) != os.path.realpath(options.in_dir)
@@ -3427,7 +3431,12 @@ class _WholeRowsFile:
             self._open()
         self.check_still_named()
         data = _csv_bytes(rows, header)
-        _write_whole_rows(self._fd, data, lambda written: self._end)
+        try:
+            _write_whole_rows(self._fd, data, lambda written: self._end)
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # (a write on the descriptor names no file)
+                raise type(exc)(exc.errno, exc.strerror, str(self._path)) from None
+            raise
         self._end += len(data)
 
     def check_still_named(self) -> None:
