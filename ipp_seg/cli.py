@@ -321,12 +321,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: bool = _flag("--version", callback=_version, is_eager=True, help="Print the version."),
     verbose: bool = _flag("--verbose", "-v", help="Log progress details to stderr."),
     quiet: bool = _flag("--quiet", "-q", help="Errors only on stderr: no progress, summary or warning lines (a job's "
                                               "mail stays empty unless it failed); stdout and the files written are "
                                               "as without it."),
 ) -> None:
+    if ctx.invoked_subcommand not in _COMMANDS_TAKING_STOPS \
+            and signal.getsignal(signal.SIGINT) is _stopped:
+        # Ctrl-C as Python gives it to a command that does not take it over: its files' staging is removed on the
+        # way out, as an exit at once would not (a code review: evaluate had left a .part file).
+        with suppress(ValueError):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     if quiet and verbose:
         fail("--quiet and --verbose ask for opposite things: give one of them")
     # (Set at each call: the console outlives a command run within another program, as in tests.)
@@ -1274,6 +1281,15 @@ def _say_orientation_looks_reversed(doubtful: int, measured: int, orientation: s
 PLAIN_PROGRESS_EVERY_S = 30.0
 
 
+#: The commands that take Ctrl-C, SIGTERM and SIGHUP over while they run (:func:`_stop_on_signals`);
+#: till then (reading options, loading the model) a stop ends them at once (:func:`_stopped`).
+_COMMANDS_TAKING_STOPS = ("predict", "batch", "train")
+#: Set by :func:`main` alone: the process ends with the command, so that a command stopped by a
+#: signal keeps ending at once on the next one (:func:`_restore_signals`); a program that runs
+#: commands within itself (tests, a notebook) gets its own handlers back.
+_ENDS_WITH_THE_COMMAND: list[bool] = []
+
+
 def _stop_signals() -> list:
     """The signals that stop a command: Ctrl-C, a scheduler's SIGTERM, a hang-up where there is one."""
     return [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
@@ -1319,8 +1335,9 @@ def _stop_on_signals() -> dict:
 
 
 def _stop_as_on_ctrl_c_while_starting() -> None:
-    """SIGTERM and SIGHUP end the process with 130, as an interrupted run does, until a command
-    takes them over (:func:`_stop_on_signals`): in its first second (reading options, loading the
+    """Ctrl-C, SIGTERM and SIGHUP end the process with 130, as an interrupted run does, until a command
+    takes them over (:func:`_stop_on_signals`; Ctrl-C, for a command that does not, goes back to
+    Python's KeyboardInterrupt once the options are read): in its first second (reading options, loading the
     model) they had ended it with the system's 143 or 129, which a scheduler's wrapper did not take
     for the documented 130. Ended at once (:func:`_stopped`), not by an exception: one raised
     inside onnxruntime's import had become an ImportError, a traceback and exit 1 or 2."""
@@ -1345,7 +1362,7 @@ def _restore_signals(previous: dict) -> None:
     # But a command stopped by a signal keeps ending at once on the next (:func:`_stopped_at_once`):
     # predict, printing what it measured, had ended with 143 or a traceback on a second stop.
     for signum, handler in previous.items():
-        if signal.getsignal(signum) is _stopped_at_once:
+        if _ENDS_WITH_THE_COMMAND and signal.getsignal(signum) is _stopped_at_once:
             continue
         if handler is _stopped:
             handler = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
@@ -1791,6 +1808,7 @@ _name_placeholders(app)
 
 
 def main() -> None:
+    _ENDS_WITH_THE_COMMAND.append(True)
     _stop_as_on_ctrl_c_while_starting()
     _open_closed_standard_streams()
     _settle_output_environment()

@@ -90,21 +90,3 @@ def stoppable():
     """A ``preexec_fn`` for a child ipp-seg that a test stops with Ctrl-C or SIGHUP (POSIX)."""
     return _stop_signals_by_default
 
-
-@pytest.fixture(autouse=True)
-def _stop_handlers_put_back():
-    """The stop signals' handlers as each test found them: a command stopped by a signal in the
-    test's process keeps ending at once on the next (as a real process must), which would
-    otherwise outlive the test."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    numbers = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
-    before = {number: signal.getsignal(number) for number in numbers}
-    yield
-    for number, handler in before.items():
-        if handler is not None:
-            signal.signal(number, handler)

@@ -48,7 +48,7 @@ from ..errors import IppSegError, OUT_OF_MEMORY_SAID
 from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnImageError, OtherModalityError,
                   Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
                   write_overlay_png)
-from ..io.errors import NO_SUCH_FILE
+from ..io.errors import NO_SUCH_FILE, missing_file_reason
 from ..io.folders import (FolderInUseError, composed_name, folder_lock, given_path, make_folders,
                           name_of_spreadsheet_cell, not_a_folder, ones_own, others_link, path_of_printable,
                           printable_path, read_json_file, remove_made_folders, spreadsheet_cell, walk_folders)
@@ -1623,6 +1623,8 @@ def _reading_failure(path: Path, frame_index: int | None, exc: Exception) -> Fra
         return FrameFailure(frame_index, exc.reason, code, header, exc.n_frames)
     log.debug("%s: unexpected %s while reading, at\n%s", path, type(exc).__name__,
               "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+    if isinstance(exc, FileNotFoundError):  # (gone since it was listed: counted so, as the readers say it)
+        return FrameFailure(frame_index, missing_file_reason(path), UNREADABLE)
     if isinstance(exc, OSError) and exc.errno is not None:
         # The file's or the system's, said by the system (a file of mode 000 had read "unexpected error while
         # reading (PermissionError); please report it", a batch operator's pass); its text names no header value.

@@ -94,7 +94,8 @@ def windowed(stored: np.ndarray, window: DisplayWindow) -> np.ndarray:
     x = stored.astype(np.float64) * window.slope + window.intercept
     c, w = window.center, window.width
     if window.function == "SIGMOID":
-        out = 255.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+        with np.errstate(over="ignore"):  # (far below a narrow window: exp overflows to inf, the level to 0)
+            out = 255.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
     elif window.function == "LINEAR_EXACT":
         out = ((x - c) / w + 0.5) * 255.0
     elif w == 1:
