@@ -4520,6 +4520,9 @@ def test_a_file_the_system_will_not_let_be_read_is_unreadable_not_a_bug(tmp_path
     failure = batch_module._reading_failure(tmp_path / "on_a_bad_disk.mha", 0,
                                             OSError(errno.EIO, os.strerror(errno.EIO)))
     assert (failure.code, failure.reason) == ("unreadable", f"cannot read the file ({os.strerror(errno.EIO)})")
+    # Gone since it was listed: as the readers say it, which the run counts as a vanished file (a code review).
+    failure = batch_module._reading_failure(tmp_path / "gone.mha", None, FileNotFoundError(errno.ENOENT, "x"))
+    assert (failure.code, failure.reason) == ("unreadable", "no such file")
     # As a run meets it (the reader of MetaImage headers opens the file itself).
     import ipp_seg.io.itk as itk
 
