@@ -4634,3 +4634,32 @@ def test_a_row_write_cut_short_names_the_csv(tmp_path, monkeypatch):
         with batch_module._WholeRowsFile(tmp_path / "measurements.csv", replace=False) as fh:
             fh.write_rows([])
     assert cut.value.errno == errno.EFBIG and cut.value.filename == str(tmp_path / "measurements.csv")
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="needs SIGHUP (POSIX)")
+def test_a_stop_while_the_workers_start_leaves_a_hang_up_ending_the_run_at_once(monkeypatch):
+    # A code review: SIGHUP is set aside while the workers start; a Ctrl-C then had left it, put back, raising
+    # KeyboardInterrupt again inside the workers' stopping, which a second stop must not do.
+    import signal
+
+    import ipp_seg.cli as cli
+    from ipp_seg.inference.batch import _hang_up_ignored_by_children
+
+    monkeypatch.setattr(cli, "_ENDS_WITH_THE_COMMAND", [])
+    hang_up = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # (as a terminal's session gives it: not under nohup)
+    taken = cli._stop_on_signals()
+    try:
+        with _hang_up_ignored_by_children():
+            with pytest.raises(KeyboardInterrupt):
+                cli._interrupt(signal.SIGINT, None)  # (the first stop, as the workers start)
+        assert signal.getsignal(signal.SIGHUP) is signal.getsignal(signal.SIGTERM) is cli._stopped_at_once
+    finally:
+        cli._restore_signals(taken)
+    taken = cli._stop_on_signals()
+    try:
+        with _hang_up_ignored_by_children():  # (no stop: SIGHUP back as the command set it)
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is cli._interrupt
+    finally:
+        cli._restore_signals(taken)
+        signal.signal(signal.SIGHUP, hang_up)

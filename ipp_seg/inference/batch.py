@@ -3486,10 +3486,14 @@ def _hang_up_ignored_by_children():
         yield
         return
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    terminate = signal.getsignal(signal.SIGTERM)
     try:
         yield
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        # Where a stop came meanwhile and changed the handler SIGHUP shared with SIGTERM (the command
+        # line's: a further stop then ends the process at once), SIGHUP comes back as SIGTERM now is.
+        now = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGHUP, now if previous is terminate and now is not terminate else previous)
 
 
 def _engine_outcomes(options: BatchOptions, todo: list, workers: int,
