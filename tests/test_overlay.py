@@ -226,6 +226,18 @@ def test_the_border_flags_numbers_in_doubt_not_every_warning():
     assert doubtful.aop_doubtful and np.all(top_edge(doubtful) == amber)
     hsd_only = replace(m, reasons=("hsd_unstable",))
     assert not hsd_only.aop_doubtful and hsd_only.hsd_doubtful and np.all(top_edge(hsd_only) == amber)
+    # A failed measurement's border is doubled, so that it reads apart from amber in greyscale or to a red-green
+    # colour-blind reader (an overlay reviewer's pass): a second line inside the first, which amber lacks.
+    failed = replace(m, status="failed", reasons=("ps_missing",), aop_deg=None, hsd_px=None)
+    red = (255, 120, 120)
+
+    def column_from_left(measurement):
+        image = image_part(render_overlay(frame(), mask, measurement))
+        return image[image.shape[0] // 2, :40]
+
+    assert np.all(column_from_left(failed)[:3] == red) and np.all(column_from_left(doubtful)[:3] == amber)
+    inner = [x for x in range(8, 40) if np.array_equal(column_from_left(failed)[x], red)]
+    assert inner and not any(np.array_equal(column_from_left(doubtful)[x], amber) for x in range(8, 40))
 
 
 def test_the_panel_says_when_the_millimetres_come_from_a_spacing_given_by_hand():

@@ -190,7 +190,13 @@ def render_overlay(
     border = _border_colour(measurement)
     if border is not None:
         h, w = canvas.shape[:2]
-        cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), border, style.line)
+        # Wide enough to see on a 2000-px frame, and doubled where the measurement failed: red and amber
+        # look alike to a red-green colour-blind reader and in greyscale print (an overlay reviewer's pass).
+        width = max(3, 2 * style.line)
+        cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), border, width)
+        if measurement.status == "failed":
+            inset = 3 * width
+            cv2.rectangle(canvas, (inset, inset), (w - 1 - inset, h - 1 - inset), border, width)
     panel = _text_panel(canvas.shape[1], measurement, title, style, tta, model, brightened_by)
     return np.ascontiguousarray(np.vstack([canvas, panel]))
 
