@@ -56,7 +56,8 @@ from ..io.formats import ITK_SUFFIXES, is_dicom_file, name_without_suffix
 from ..io.images import ipp_seg_png_kind
 from ..io.overlay import burned_in_text_shown, imaged_pixels, overlay_title, render_overlay
 from ..io.reader import special_file_kind
-from ..io.writers import OVERLAY_NAME_SUFFIX, check_within, output_provenance, remove_staging_files, replacing
+from ..io.writers import (OVERLAY_NAME_SUFFIX, check_within, error_naming, output_provenance, remove_staging_files,
+                          replacing)
 from ..machine import machine_description, onnxruntime_version, software_versions
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
@@ -3437,7 +3438,7 @@ class _WholeRowsFile:
             _write_whole_rows(self._fd, data, lambda written: self._end)
         except OSError as exc:
             if exc.filename is None and exc.errno is not None:  # (a write on the descriptor names no file)
-                raise type(exc)(exc.errno, exc.strerror, str(self._path)) from None
+                raise error_naming(exc, self._path) from None
             raise
         self._end += len(data)
 

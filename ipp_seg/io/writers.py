@@ -64,6 +64,12 @@ def remove_staging_files(folder: str | os.PathLike[str], older_than_s: float | N
     return removed
 
 
+def error_naming(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``exc`` again, naming ``path``: the output a caller was writing, where the system named a
+    temporary file or, writing to a descriptor, none."""
+    return type(exc)(exc.errno, exc.strerror, os.fspath(path))
+
+
 @contextmanager
 def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> Iterator:
     """A file object whose content replaces ``path`` once the block ends without an error: for
@@ -111,7 +117,7 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
             yield fh
         return
     except OSError as exc:
-        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+        raise error_naming(exc, target) from None
     try:
         with os.fdopen(descriptor, file_mode, **open_args) as fh:
             yield fh
@@ -120,12 +126,12 @@ def replacing(path: str | os.PathLike[str], text: bool = False, **open_args) -> 
         try:
             os.replace(staging, target)
         except OSError as exc:
-            raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+            raise error_naming(exc, target) from None
     except BaseException as exc:
         staging.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
             # A write cut short (a file size limit, a full disk) names no file of its own: the output's.
-            raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+            raise error_naming(exc, target) from None
         raise
 
 
