@@ -752,9 +752,10 @@ def _status_text(status: str, reasons: str) -> str:
 def _settings_said(inference: InferenceOptions) -> str:
     """The options given that change a frame's numbers, where they are not the defaults
     (``--method challenge, --tta``); empty where all are."""
-    said = [f"--method {inference.method}" if inference.method != "ellipse" else "",
-            f"--orientation {inference.orientation}" if inference.orientation != "standard" else "",
-            "--tta" if inference.tta else ""]
+    default = type(inference)()
+    said = [f"--method {inference.method}" if inference.method != default.method else "",
+            f"--orientation {inference.orientation}" if inference.orientation != default.orientation else "",
+            "--tta" if inference.tta != default.tta else ""]
     return ", ".join(s for s in said if s)
 
 
@@ -1341,10 +1342,10 @@ def _stop_as_on_ctrl_c_while_starting() -> None:
     model) they had ended it with the system's 143 or 129, which a scheduler's wrapper did not take
     for the documented 130. Ended at once (:func:`_stopped`), not by an exception: one raised
     inside onnxruntime's import had become an ImportError, a traceback and exit 1 or 2."""
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:  # (nohup's)
+    for signum in _stop_signals():
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup's)
             with suppress(ValueError, OSError):  # (not the main thread: left as they are)
-                signal.signal(getattr(signal, name), _stopped)
+                signal.signal(signum, _stopped)
 
 
 def _stopped(signum, frame) -> None:

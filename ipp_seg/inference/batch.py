@@ -3365,11 +3365,15 @@ def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
 
 
 def _file_state(path: Path) -> tuple:
-    """Which file ``path`` names and how long it is, (device, inode, size); () where none."""
+    """Which file ``path`` names and how long it is (:func:`_state_of`); () where none."""
     try:
-        held = os.stat(path)
+        return _state_of(os.stat(path))
     except FileNotFoundError:
         return ()
+
+
+def _state_of(held: os.stat_result) -> tuple[int, int, int]:
+    """A file's (device, inode, size): which file it is and how long."""
     return held.st_dev, held.st_ino, held.st_size
 
 
@@ -3416,8 +3420,7 @@ class _WholeRowsFile:
         held = os.fstat(self._fd)
         self._end = held.st_size
         # (A CSV that was not there when the rows were read is this run's own now, if empty.)
-        if self._read_as is not None and ((held.st_dev, held.st_ino, held.st_size) != self._read_as
-                                          if self._read_as else held.st_size != 0):
+        if self._read_as is not None and (_state_of(held) != self._read_as if self._read_as else held.st_size != 0):
             # Rows another run wrote since this one read the CSV (its lock file removed by hand) would be
             # measured again and doubled: the run had ended with 0 and 8 rows twice (a batch operator's pass).
             os.close(self._fd)
