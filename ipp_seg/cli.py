@@ -328,12 +328,8 @@ def main_options(
                                               "mail stays empty unless it failed); stdout and the files written are "
                                               "as without it."),
 ) -> None:
-    if ctx.invoked_subcommand not in _COMMANDS_TAKING_STOPS \
-            and signal.getsignal(signal.SIGINT) is _stopped:
-        # Ctrl-C as Python gives it to a command that does not take it over: its files' staging is removed on the
-        # way out, as an exit at once would not (a code review: evaluate had left a .part file).
-        with suppress(ValueError):
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if ctx.invoked_subcommand not in _COMMANDS_TAKING_STOPS:
+        _stop_by_an_exception()
     if quiet and verbose:
         fail("--quiet and --verbose ask for opposite things: give one of them")
     # (Set at each call: the console outlives a command run within another program, as in tests.)
@@ -1349,12 +1345,36 @@ def _stop_as_on_ctrl_c_while_starting() -> None:
 
 
 def _stopped(signum, frame) -> None:
-    """A stop that came where no command handles it (starting, or a command that writes as it
-    goes, such as measure): said in a line, and the process ends with 130 as the system would
-    have ended it, its outputs as a kill leaves them (each file is written whole or not at all)."""
+    """A stop that came where no command handles it yet (reading options, loading the model): said
+    in a line, and the process ends with 130 as the system would have ended it, its outputs as a
+    kill leaves them (each file is written whole or not at all)."""
     with suppress(OSError):
         os.write(2, f"ipp-seg: stopped ({signal.Signals(signum).name})\n".encode())
     os._exit(130)
+
+
+def _stop_by_an_exception() -> None:
+    """A stop (Ctrl-C, SIGTERM, SIGHUP) in a command that does not take stops over (measure, evaluate,
+    export...) once its options are read: said in a line, then raised as KeyboardInterrupt, so that
+    the files it stages are removed on the way out, as an exit at once would not (a code review:
+    evaluate had left a .part file on Ctrl-C; SIGTERM and SIGHUP had left it after that fix); exit 130.
+    Only where :func:`main` set the start-up handlers (:func:`_stopped`): a program running commands
+    within itself keeps its own."""
+    for signum in _stop_signals():
+        if signal.getsignal(signum) is _stopped:
+            with suppress(ValueError):  # (not the main thread)
+                signal.signal(signum, _said_and_interrupted)
+
+
+def _said_and_interrupted(signum, frame) -> None:
+    """The first stop in a command that does not take stops over (:func:`_stop_by_an_exception`):
+    a line, then as :func:`_interrupt` (a second stop ends at once)."""
+    with suppress(OSError):
+        os.write(2, f"ipp-seg: stopped ({signal.Signals(signum).name})\n".encode())
+    for each in _stop_signals():
+        if signal.getsignal(each) is _said_and_interrupted:
+            signal.signal(each, _stopped_at_once)
+    raise KeyboardInterrupt
 
 
 def _restore_signals(previous: dict) -> None:

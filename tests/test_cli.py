@@ -3150,19 +3150,65 @@ def test_an_output_cut_short_by_a_file_size_limit_is_named(tmp_path, sample_png)
                                              run.stderr), run.stderr
 
 
-def test_ctrl_c_in_a_command_that_does_not_take_it_is_a_keyboard_interrupt_again():
+def test_a_stop_in_a_command_that_does_not_take_it_is_a_keyboard_interrupt_again():
     # A code review: Ctrl-C, ending the process at once from its start, had left evaluate's staging file (.part)
-    # where a KeyboardInterrupt removes it on the way out. Commands that take stops over keep it till they do.
+    # where a KeyboardInterrupt removes it on the way out; SIGTERM and SIGHUP had gone on doing so. Commands that
+    # take stops over keep the start-up handler till they do.
     import signal
 
     import ipp_seg.cli as cli
 
-    previous = signal.signal(signal.SIGINT, cli._stopped)  # (as main() leaves it while a command starts)
+    stops = cli._stop_signals()
+    previous = {number: signal.signal(number, cli._stopped) for number in stops}  # (as main() sets them at start)
     try:
         assert runner.invoke(app, ["reasons", "ps_missing"]).exit_code == 0
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        signal.signal(signal.SIGINT, cli._stopped)
+        assert all(signal.getsignal(number) is cli._said_and_interrupted for number in stops)
+        with pytest.raises(KeyboardInterrupt):
+            cli._said_and_interrupted(signal.SIGTERM, None)
+        assert all(signal.getsignal(number) is cli._stopped_at_once for number in stops)  # (a second: at once)
+        for number in stops:
+            signal.signal(number, cli._stopped)
         assert runner.invoke(app, ["predict", "--help"]).exit_code == 0
-        assert signal.getsignal(signal.SIGINT) is cli._stopped
+        assert all(signal.getsignal(number) is cli._stopped for number in stops)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # (a program's own: left as it is)
+        assert runner.invoke(app, ["reasons", "ps_missing"]).exit_code == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="needs SIGHUP (POSIX)")
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_evaluate_stopped_while_it_writes_leaves_no_staging_file(tmp_path, stoppable, stop):
+    # SIGTERM or SIGHUP in evaluate (measure, export) ended the process at once, leaving a staging .part file in
+    # --out where one came while it wrote; Ctrl-C removed it. Each now stops with a line, 130, and no .part.
+    import cv2
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        mask = np.zeros((96, 96), np.uint8)
+        cv2.circle(mask, (34, 58), 26, 2, thickness=-1)
+        cv2.ellipse(mask, (40, 14), (12, 4), -8, 0, 360, 1, thickness=-1)
+        cv2.imwrite(str(tmp_path / folder / "00001.png"), mask)
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import ipp_seg.evaluate.report as report
+        from ipp_seg import cli
+
+        written = report._write_case_rows
+
+        def write_then_stop(*args):  # the stop comes once the cases' staging file holds rows
+            written(*args)
+            os.kill(os.getpid(), signal.{stop})
+
+        report._write_case_rows = write_then_stop
+        sys.argv = ["ipp-seg", "evaluate", {str(tmp_path / 'pred')!r}, {str(tmp_path / 'gt')!r}, "--out", {str(out)!r}]
+        cli.main()
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         preexec_fn=stoppable)
+    assert run.returncode == 130, run.stderr
+    assert f"ipp-seg: stopped ({stop})" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert out.is_dir() and list(out.iterdir()) == []  # neither file, nor a staging file of one

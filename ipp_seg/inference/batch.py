@@ -880,13 +880,13 @@ def _write_whole_rows(fd: int, data: bytes, rows_end: Callable[[int], int]) -> N
     """Write ``data`` (CSV rows) to ``fd``. A write cut short (a full disk, a file size limit)
     truncates the file to ``rows_end(bytes written)`` before it raises, so that it ends on a
     whole row: one that ends mid-row reads as a row with cut numbers (133.37 of 133.3712). (A
-    pipe cannot be truncated, nor needs it.)"""
+    pipe cannot be truncated, nor needs it.) So does a stop (KeyboardInterrupt) between two writes."""
     written = 0
     view = memoryview(data)
     try:
         while written < len(data):
             written += os.write(fd, view[written:])
-    except OSError:
+    except (OSError, KeyboardInterrupt):
         try:
             os.ftruncate(fd, rows_end(written))
         except OSError:
