@@ -439,6 +439,69 @@ def test_a_window_centre_that_is_no_number_shows_the_stored_range_whole(tmp_path
     assert any("Window Center and Width that are numbers" in r.getMessage() for r in caplog.records)
 
 
+def _voi_lut(descriptor, table, vr="US", descriptor_vr="US") -> Dataset:
+    item = Dataset()
+    item.add_new("LUTDescriptor", descriptor_vr, descriptor)
+    item.add_new("LUTData", vr, table.astype("<u2").tobytes() if vr == "OW" else [int(v) for v in table])
+    return item
+
+
+@pytest.mark.parametrize("vr", ["US", "OW"])
+def test_a_voi_lut_sequence_is_applied_where_the_header_gives_no_window(tmp_path, vr):
+    # A DICOM pass: a frame whose display was a VOI LUT table (no Window Center) read dark and flat, its whole
+    # 12-bit range shown. Its table now gives each level: here a square root, which no window makes.
+    stored = (ramp_frames(1)[0].astype(np.uint16) * 4 + 1000)
+    entries = np.arange(1021)
+    table = np.rint(np.sqrt(entries / 1020.0) * 4095)
+    frame = read_frame(write_dicom(tmp_path / "lut.dcm", stored, bits_stored=12,
+                                   extra={"VOILUTSequence": Sequence([_voi_lut([1021, 1000, 12], table, vr)])}))
+    np.testing.assert_allclose(frame.pixels, np.sqrt((stored - 1000.0) / 1020.0) * 255.0, atol=0.1)
+
+
+# A signed image's first value -500, as an SS descriptor holds it and as one written US holds it.
+@pytest.mark.parametrize(("descriptor_vr", "first"), [("SS", -500), ("US", 65536 - 500)])
+def test_a_voi_lut_maps_below_and_above_its_entries_to_its_ends_and_reads_a_signed_first_value(tmp_path, descriptor_vr,
+                                                                                                 first):
+    stored = np.array([[-900, -500, -499, 0, 500, 3000]], dtype=np.int16).repeat(4, axis=0)
+    table = np.linspace(0, 4095, 1001)  # -500..500 from black to white
+    item = _voi_lut([1001, first, 12], table, descriptor_vr=descriptor_vr)
+    frame = read_frame(write_dicom(tmp_path / "signed.dcm", stored, bits_stored=16,
+                                   extra={"VOILUTSequence": Sequence([item])}))
+    np.testing.assert_allclose(frame.pixels[0], [0.0, 0.0, 255.0 / 1000, 127.5, 255.0, 255.0], atol=0.05)
+
+
+def test_a_voi_lut_whose_entries_exceed_its_declared_depth_is_scaled_to_the_tables_depth(tmp_path):
+    stored = np.array([[0, 512, 1023]], dtype=np.uint16).repeat(4, axis=0)
+    item = _voi_lut([1024, 0, 8], np.arange(1024) * 4)  # (entries to 4092 under a descriptor of 8 bits)
+    frame = read_frame(write_dicom(tmp_path / "deep.dcm", stored, bits_stored=10,
+                                   extra={"VOILUTSequence": Sequence([item])}))
+    np.testing.assert_allclose(frame.pixels[0], [0.0, 2048 * 255.0 / 4095, 4092 * 255.0 / 4095], atol=1e-3)
+
+
+def test_an_unusable_voi_lut_shows_the_stored_range_whole_and_says_so(tmp_path, caplog):
+    stored = ramp_frames(1, dtype=np.uint16, high=1023)[0]
+    item = _voi_lut([1024, 0, 12], np.arange(100))  # (100 of the 1,024 entries it declares)
+    path = write_dicom(tmp_path / "short.dcm", stored, bits_stored=10, extra={"VOILUTSequence": Sequence([item])})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(path)
+    np.testing.assert_allclose(frame.pixels, stored * (255.0 / 1023.0), atol=1e-3)
+    assert any("VOI LUT is not usable (its LUT Data holds 100 of the 1024 entries" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_the_shared_functional_groups_window_is_on_their_own_rescale(tmp_path):
+    # An enhanced object gives its rescale in the functional groups beside the window; the top level's had been used.
+    voi, rescale = Dataset(), Dataset()
+    voi.WindowCenter, voi.WindowWidth = 1510, 1021
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = 1000, 1, "US"
+    group = Dataset()
+    group.FrameVOILUTSequence, group.PixelValueTransformationSequence = Sequence([voi]), Sequence([rescale])
+    shown = ramp_frames(1)[0]
+    frame = read_frame(write_dicom(tmp_path / "fg.dcm", shown.astype(np.uint16) * 4,
+                                   extra={"SharedFunctionalGroupsSequence": Sequence([group])}))
+    np.testing.assert_allclose(frame.pixels, shown.astype(np.float32), atol=0.5)
+
+
 def test_an_8_bit_frame_is_read_as_stored_whatever_its_window(tmp_path):
     shown = ramp_frames(1)[0]
     frame = read_frame(write_dicom(tmp_path / "w8.dcm", shown, extra={"WindowCenter": 60, "WindowWidth": 40}))

@@ -45,7 +45,8 @@ from .errors import (DamagedFrameError, FramesMissingError, NotAnImageError, Oth
                      missing_file_reason, open_failure_reason)
 from .formats import starts_like_raw_dicom
 from .frames import ImagingRegion, Spacing, same_spacing, spacings_agree, too_many_pixels
-from .greyscale import WINDOW_FUNCTIONS, DisplayWindow, GreyPixels, grey_with_marks, invert, to_output, windowed
+from .greyscale import (WINDOW_FUNCTIONS, DisplayLut, DisplayWindow, GreyPixels, grey_with_marks, invert, looked_up,
+                        to_output, windowed)
 from .images import compressed_frame_size, grey_fill_blocks
 from .quiet import pydicom_warnings_silenced
 
@@ -136,7 +137,7 @@ class DicomInfo:
     frame_times_ms: Sequence[float] | None = None
     frame_time_problem: str | None = None
     # A greyscale frame of more than 8 bits is shown through its header's display window, if any.
-    window: DisplayWindow | None = None
+    window: DisplayWindow | DisplayLut | None = None
 
     @property
     def uids(self) -> tuple[str | None, str | None, str | None]:
@@ -592,7 +593,9 @@ def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray | GreyPixels:
         return grey_with_marks(arr, bits_stored=info.bits_stored)
     if arr.ndim != 2:
         raise ScanReadError(info.path, f"unexpected decoded frame shape {arr.shape}")
-    if info.window is not None:
+    if isinstance(info.window, DisplayLut):
+        grey = looked_up(arr, info.window)
+    elif info.window is not None:
         grey = windowed(arr, info.window)
     else:
         grey = to_output(arr, bits_stored=info.bits_stored, signed=info.signed)
@@ -975,26 +978,48 @@ def _reject_non_2d(path: str, ds: Dataset) -> None:
             raise OtherModalityError(path, f"only {' and '.join(names)} region(s), no 2-D imaging region", uids)
 
 
-def _display_window(path: str, ds: Dataset) -> DisplayWindow | None:
-    """The display window of a greyscale image's header (its own Window Center / Width, else its
-    shared functional groups' Frame VOI LUT), the first where several are offered; None where there
-    is none or it is unusable (said in the log: the stored range is then shown whole).
+def _display_window(path: str, ds: Dataset) -> DisplayWindow | DisplayLut | None:
+    """The display window of a greyscale image's header: its own Window Center / Width (the first
+    where several are offered), else its own VOI LUT (the first item of its VOI LUT Sequence), else
+    those of its shared functional groups' Frame VOI LUT (on the rescale those groups give, where
+    they give one); None where there is none or it is unusable (said in the log: the stored range
+    is then shown whole).
 
     Only frames of more than 8 bits are read through it: their stored range says nothing of how
     they are shown (a 16-bit frame may use a twentieth of it, and read dark and flat whole), while
     an 8-bit ultrasound frame is stored as shown, whatever its window claims."""
-    holder = ds
-    if ds.get("WindowCenter") in (None, ""):  # (an empty one is none: the functional groups' may be given)
-        try:
-            holder = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
-        except (AttributeError, IndexError, KeyError, TypeError):
-            if "VOILUTSequence" in ds:
-                logger.info("%s: its VOI LUT Sequence is not applied (ipp-seg applies display windows): its whole "
-                            "stored range is shown", path)
-            elif any("FrameVOILUTSequence" in item for item in ds.get("PerFrameFunctionalGroupsSequence") or ()):
-                logger.info("%s: its frames' own display windows are not applied (ipp-seg applies one window per "
-                            "file): its whole stored range is shown", path)
-            return None
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    # (An enhanced object gives its rescale in the functional groups, beside their window.)
+    for holder, rescale in ((ds, ds), (_first_item(shared, "FrameVOILUTSequence"),
+                                       _first_item(shared, "PixelValueTransformationSequence") or ds)):
+        if holder is None:
+            continue
+        if holder.get("WindowCenter") not in (None, ""):  # (an empty one is none: another may be given)
+            return _window_of(path, holder, rescale)
+        if _first_item(holder, "VOILUTSequence") is not None:
+            return _lut_of(path, ds, holder.VOILUTSequence[0], rescale)
+    if any("FrameVOILUTSequence" in item for item in ds.get("PerFrameFunctionalGroupsSequence") or ()):
+        logger.info("%s: its frames' own display windows are not applied (ipp-seg applies one window per "
+                    "file): its whole stored range is shown", path)
+    return None
+
+
+def _first_item(ds: Dataset | None, keyword: str) -> Dataset | None:
+    """The first item of a sequence element of ``ds``, or None where there is none (or no ``ds``)."""
+    try:
+        items = ds.get(keyword) if ds is not None else None
+        return items[0] if items else None
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
+def _rescale(holder: Dataset) -> tuple[float, float]:
+    """Rescale Slope and Intercept (the modality LUT), 1 and 0 where the header gives none."""
+    slope, intercept = (_float_or_none(holder.get(keyword)) for keyword in ("RescaleSlope", "RescaleIntercept"))
+    return (slope if slope else 1.0), (intercept or 0.0)
+
+
+def _window_of(path: str, holder: Dataset, rescale: Dataset) -> DisplayWindow | None:
     center, width = (_float_or_none(_first_value(holder.get(keyword))) for keyword in ("WindowCenter", "WindowWidth"))
     function = str(holder.get("VOILUTFunction") or "LINEAR").strip().upper()
     if function not in WINDOW_FUNCTIONS:
@@ -1003,12 +1028,41 @@ def _display_window(path: str, ds: Dataset) -> DisplayWindow | None:
     try:
         if center is None or width is None:
             raise ValueError("a Window Center and Width that are numbers are needed")
-        slope, intercept = (_float_or_none(ds.get(keyword)) for keyword in ("RescaleSlope", "RescaleIntercept"))
-        return DisplayWindow(center=center, width=width, function=function,
-                             # (The window is on the rescaled values, where a header gives a rescale: DICOM's order.)
-                             slope=slope if slope else 1.0, intercept=intercept or 0.0)
+        slope, intercept = _rescale(rescale)
+        # (The window is on the rescaled values, where a header gives a rescale: DICOM's order.)
+        return DisplayWindow(center=center, width=width, function=function, slope=slope, intercept=intercept)
     except ValueError as exc:
         logger.warning("%s: its display window is not usable (%s): its whole stored range is shown", path, exc)
+        return None
+
+
+def _lut_of(path: str, ds: Dataset, item: Dataset, rescale: Dataset) -> DisplayLut | None:
+    """A VOI LUT Sequence's item as a :class:`DisplayLut`, or None (said in the log) where it is unusable."""
+    try:
+        descriptor = [int(value) for value in item.LUTDescriptor]
+        if len(descriptor) != 3:
+            raise ValueError(f"its LUT Descriptor has {len(descriptor)} values, not 3")
+        entries, first_mapped, bits = descriptor
+        entries = entries or 1 << 16  # (0 stands for 65536 entries)
+        if int(ds.get("PixelRepresentation", 0) or 0) == 1 and first_mapped >= 1 << 15:
+            first_mapped -= 1 << 16  # (a signed image's first value, read as unsigned: PS3.3 C.11.2.1.1)
+        data = item.get("LUTData")
+        if data is None:
+            raise ValueError("it has no LUT Data")
+        if isinstance(data, bytes):  # (OW: 16-bit words, whatever the entries' depth, in the file's byte order)
+            little = (getattr(ds, "original_encoding", None) or (None, True))[1] is not False
+            table = np.frombuffer(data[:len(data) // 2 * 2], dtype="<u2" if little else ">u2").astype(np.int64)
+        else:
+            table = np.asarray(list(data) if isinstance(data, (MultiValue, list, tuple)) else [data], dtype=np.int64)
+        if len(table) < entries:
+            raise ValueError(f"its LUT Data holds {len(table)} of the {entries} entries its LUT Descriptor declares")
+        if table.min() < 0 or table.max() > 0xFFFF:
+            raise ValueError("its LUT Data holds values outside 0-65535")
+        slope, intercept = _rescale(rescale)
+        return DisplayLut(first_mapped=first_mapped, table=table[:entries].astype(np.uint16), bits=bits,
+                          slope=slope, intercept=intercept)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        logger.warning("%s: its VOI LUT is not usable (%s): its whole stored range is shown", path, exc)
         return None
 
 

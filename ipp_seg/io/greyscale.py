@@ -6,7 +6,7 @@ float32 on the same 0-255 scale for deeper integer sources; float sources pass t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import cv2
@@ -103,6 +103,37 @@ def windowed(stored: np.ndarray, window: DisplayWindow) -> np.ndarray:
     else:
         out = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0
     return np.clip(out, 0.0, 255.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DisplayLut:
+    """A DICOM VOI LUT (a VOI LUT Sequence's item, PS3.3 C.11.2.1.1): a table of display levels.
+    The value ``slope`` times a stored value plus ``intercept`` (the modality LUT's rescale) that
+    equals ``first_mapped`` is shown as ``table[0]``; values below it as ``table[0]``, above its end
+    as ``table[-1]``; ``bits`` is the entries' depth (its LUT Descriptor's third value)."""
+
+    first_mapped: int
+    table: np.ndarray = field(repr=False, compare=False)
+    bits: int
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.table.ndim != 1 or not len(self.table):
+            raise ValueError("its LUT Data holds no entries")
+        if not 1 <= self.bits <= 16:
+            raise ValueError(f"its entries of {self.bits} bits are none that DICOM defines (8 to 16)")
+
+
+def looked_up(stored: np.ndarray, lut: DisplayLut) -> np.ndarray:
+    """Stored pixel values through a DICOM VOI LUT (:class:`DisplayLut`), as float32 grey levels
+    0-255: the rescale first, then the table, whose entries' full range (0 to 2**bits - 1) is
+    black to white. An entry above that range (a table whose descriptor understates its depth, as
+    some writers' do) widens the range to the table's own depth rather than clipping to white."""
+    x = np.rint(stored.astype(np.float64) * lut.slope + lut.intercept)
+    index = np.clip(x - lut.first_mapped, 0, len(lut.table) - 1).astype(np.intp)
+    top = float((1 << max(lut.bits, int(lut.table.max()).bit_length())) - 1)
+    return (lut.table[index].astype(np.float32) * np.float32(255.0 / top)).astype(np.float32)
 
 
 #: A frame whose brightest echoes (:func:`brightest_echoes`) lie below this grey level of 255 is
