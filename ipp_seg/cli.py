@@ -315,7 +315,9 @@ LABELS_HELP = "Label values of the structures in the masks, e.g. ps=128,fh=255 (
 
 def _version(value: bool) -> None:
     if value:
-        _print_text(f"ipp-seg {__version__}")
+        from .machine import software_version
+
+        _print_text(f"ipp-seg {software_version()}")  # (its code's digest too: rows and reports name it so)
         raise typer.Exit()
 
 

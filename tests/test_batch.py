@@ -2341,6 +2341,28 @@ def test_a_worker_killed_by_the_system_ends_the_run_with_a_message(mixed_folder,
     assert "Among the files then being measured: a.png, corrupt.dcm" in said and "move it aside" in said
 
 
+def test_a_resume_says_which_rows_other_code_of_the_same_release_measured(mixed_folder, tmp_path, caplog):
+    # A study coordinator's pass: rows of a build between two releases and of the next build, both "0.2.19", read
+    # a frame 0.4 degrees apart, and a resume kept them side by side without a word: the rows' version names the code.
+    from ipp_seg import __version__
+    from ipp_seg.inference.batch import write_measurements_csv
+    from ipp_seg.machine import software_version
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    rows = _rows(out / "measurements.csv", timed=True)
+    assert {r["ipp_seg_version"] for r in rows} == {software_version()}
+    other = f"{__version__}+0123456789ab"
+    write_measurements_csv(out / "measurements.csv", [{**r, "ipp_seg_version": other} for r in rows[1:]])
+    caplog.clear()
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    said = re.search(r"(\d+) of the rows kept were measured by another version of ipp-seg \((\d+) by (\S+)\)",
+                     caplog.text)
+    assert said and said[1] == said[2] and int(said[1]) >= len(rows) - 2 and said[3] == other, caplog.text
+    assert {r["ipp_seg_version"] for r in _rows(out / "measurements.csv")} == {other, software_version()}
+
+
 def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_folder, tmp_path, caplog):
     out = tmp_path / "out"
     assert _run("batch", mixed_folder, "--out", out).exit_code == 0
@@ -2368,9 +2390,9 @@ def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_fold
     # it rather than reading them as rows made with other weights or options.
     assert after[0]["model_sha256"] == "" and measured_now["model_sha256"] != ""
     # Each row names the version that wrote it: one CSV may hold rows of versions whose rules differ.
-    import ipp_seg
+    from ipp_seg.machine import software_version
 
-    assert after[0]["ipp_seg_version"] == "" and measured_now["ipp_seg_version"] == ipp_seg.__version__
+    assert after[0]["ipp_seg_version"] == "" and measured_now["ipp_seg_version"] == software_version()
     # Whether the AoP is in doubt follows from the reasons the row kept: filled in, as for rows measured now.
     assert all(r["aop_doubtful"] == old[r["file"], r["frame"]]["aop_doubtful"] for r in after)
     assert all(r["hsd_doubtful"] == old[r["file"], r["frame"]]["hsd_doubtful"] for r in after)

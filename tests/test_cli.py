@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from ipp_seg import __version__, cli
 from ipp_seg.cli import app
 from ipp_seg.inference.batch import CSV_COLUMNS, write_measurements_csv
+from ipp_seg.machine import software_version
 from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
 from ipp_seg.evaluate.report import read_label_mask
 from ipp_seg.io import read_frame
@@ -42,6 +43,32 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.stdout
     # The version rows and reports name is the one installed (pyproject.toml's), bumped together.
     assert version("ipp-seg") == __version__
+
+
+def test_the_version_rows_name_says_which_code_made_them(tmp_path):
+    # A study coordinator's pass: two builds of one release that read a 16-bit frame 0.4 degrees apart both named
+    # themselves 0.2.19 in their rows, and a resume mixed their rows without a word. The digest of the package's code
+    # follows the release's number; a copy elsewhere, or saved with CRLF line ends, is the same code.
+    assert re.fullmatch(re.escape(__version__) + r"\+[0-9a-f]{12}", software_version())
+    assert invoke("--version").stdout.strip() == f"ipp-seg {software_version()}"
+    import ipp_seg
+
+    def digest_of(root: Path) -> str:
+        run = subprocess.run([sys.executable, "-c", "from ipp_seg.machine import code_digest; print(code_digest())"],
+                             env={**os.environ, "PYTHONPATH": str(root)}, cwd=root, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    copy = tmp_path / "copy" / "ipp_seg"
+    shutil.copytree(Path(ipp_seg.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    original = digest_of(copy.parent)
+    assert software_version().endswith("+" + original[:12])
+    machine = copy / "machine.py"
+    machine.write_bytes(machine.read_bytes().replace(b"\n", b"\r\n"))
+    assert digest_of(copy.parent) == original
+    with machine.open("a") as fh:
+        fh.write("# a change of one's own\n")
+    assert digest_of(copy.parent) != original
 
 
 def test_models_lists_configs_and_shipped_models():
@@ -1615,8 +1642,8 @@ def test_evaluate_scores_the_frames_a_batch_failed_on(tmp_path, psfhs_dir, sampl
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["blocks"]["overall"]["n_failed_pred_gt_ok"] == 1
     assert summary["failed_predictions"][0]["case_id"] == "04750"
-    assert summary["ipp_seg_version"] == __version__  # whose conventions the figures follow
-    assert summary["prediction_versions"] == [__version__]  # ...and which ipp-seg made the predictions
+    assert summary["ipp_seg_version"] == software_version()  # whose conventions the figures follow
+    assert summary["prediction_versions"] == [software_version()]  # ...and which ipp-seg made the predictions
     assert [p["tta"] for p in summary["prediction_settings"]] == [False]  # ...and how (the run's rows)
     # The run's masks folder given itself scores the same (it had left the failed frame out), and
     # names the model as the run's folder does.
@@ -1729,7 +1756,7 @@ def test_evaluate_reads_who_drew_a_mask_copied_out_of_its_run_from_the_mask_itse
         row = next(r for r in csv.DictReader(fh) if r["case_id"] == "04700")
     assert row["model_pred"] == "dssau-net-s" and len(row["model_sha256_pred"]) == 64
     assert [m["model"] for m in summary["prediction_models"]] == ["dssau-net-s"]
-    assert summary["prediction_versions"] == [__version__]  # (the mask's Software text)
+    assert summary["prediction_versions"] == [software_version()]  # (the mask's Software text)
     # The same name with other weights (an earlier release's): what they trained on is unknown, and said so.
     from ipp_seg.evaluate.report import read_label_mask
     from ipp_seg.io.writers import output_provenance, write_label_png
@@ -2291,7 +2318,7 @@ def test_measure_takes_each_masks_calibration_from_the_scan_it_was_drawn_on(tmp_
     uids = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
     assert [drawn[uid] for uid in uids] == [getattr(frame.provenance, uid) for uid in uids]
     assert all(drawn[uid] for uid in uids) and [alone[uid] for uid in uids] == [None] * 3
-    assert drawn["ipp_seg_version"] == alone["ipp_seg_version"] == __version__
+    assert drawn["ipp_seg_version"] == alone["ipp_seg_version"] == software_version()
     resized = invoke("measure", masks / "04701.png", "--scans", scans, "--json")
     assert resized.exit_code == 2 and "not drawn on it" in resized.output
     refused = json.loads(resized.stdout)[0]  # its scan was read: the row still joins the study

@@ -562,7 +562,7 @@ def test_cli_resume_keeps_the_runs_length_unless_more_epochs_are_asked_for(tmp_p
 def test_each_start_and_resume_records_its_version_command_and_machine(tmp_path, caplog, monkeypatch):
     # settings.json is the recipe (bf16 as asked, null = by the machine); what a session actually
     # ran with, and the command that started it, go into sessions.jsonl, a line per session.
-    from ipp_seg import __version__
+    from ipp_seg.machine import software_version
 
     data = _synthetic_folder(tmp_path / "data", n=4)
     run = tmp_path / "run"
@@ -583,12 +583,12 @@ def test_each_start_and_resume_records_its_version_command_and_machine(tmp_path,
     assert f"epoch 2 starts at a rate of {now:.3g} instead of {planned:.3g}" in stretched[0]
     sessions = [json.loads(line) for line in (run / "sessions.jsonl").read_text().splitlines()]
     assert [s["from_epoch"] for s in sessions] == [0, 1] and [s["epochs"] for s in sessions] == [1, 3]
-    assert all(s["ipp_seg"] == __version__ and s["bf16_autocast"] is False and s["threads"] == 1
+    assert all(s["ipp_seg"] == software_version() and s["bf16_autocast"] is False and s["threads"] == 1
                and s["started_at"].endswith("Z") for s in sessions)
     # As typed, quoted for a shell to run again.
     assert shlex.split(sessions[0]["command"]) == ["ipp-seg", *common, "--epochs", "1", "--no-bf16"]
     # The checkpoints record the version too.
-    assert load_torch_file(run / "last.pt")["machine"]["ipp_seg"] == __version__
+    assert load_torch_file(run / "last.pt")["machine"]["ipp_seg"] == software_version()
 
 
 def test_a_run_appends_to_no_link_another_user_planted_in_its_folder(tmp_path, monkeypatch):

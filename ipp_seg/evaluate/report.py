@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import SimpleITK as sitk
 
-from .. import __version__
+from ..machine import software_version
 from ..errors import IppSegError
 from ..io import SUPPORTED_SUFFIXES, ScanReadError, read_frame
 from ..io.errors import missing_file_reason, open_failure_reason
@@ -365,7 +365,7 @@ class EvaluationReport:
     def to_dict(self) -> dict:
         """JSON-ready summary (no per-case rows: those go to the CSV)."""
         return {
-            "ipp_seg_version": __version__,  # whose metric conventions these are
+            "ipp_seg_version": software_version(),  # whose metric conventions these are
             "method": self.method,
             "orientation": self.orientation,
             "labels": {"ps": self.labels[0], "fh": self.labels[1]},

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .. import __version__, configure_logging, quiet_dicom_libraries
+from .. import configure_logging, quiet_dicom_libraries
 from ..errors import IppSegError, OUT_OF_MEMORY_SAID
 from ..io import (DamagedFrameError, FrameNotInScanError, FrameSelection, NotAnImageError, OtherModalityError,
                   Provenance, ScanReadError, count_frames, parse_frame_selection, read_frames, write_label_png,
@@ -58,7 +58,7 @@ from ..io.overlay import burned_in_text_shown, imaged_pixels, overlay_title, ren
 from ..io.reader import special_file_kind
 from ..io.writers import (OVERLAY_NAME_SUFFIX, check_within, error_naming, output_provenance, remove_staging_files,
                           replacing)
-from ..machine import machine_description, onnxruntime_version, software_versions
+from ..machine import machine_description, onnxruntime_version, software_version, software_versions
 from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
@@ -488,7 +488,7 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     where no frame was read); ``n_frames``: the frames of the scan, where it was read."""
     row = dict.fromkeys(CSV_COLUMNS, "")
     # The version that wrote the row: a resumed CSV may hold rows of an earlier one, whose rules differ.
-    row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, ipp_seg_version=__version__,
+    row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, ipp_seg_version=software_version(),
                **{uid: value or "" for uid, value in dicom_uids(provenance).items()}, error=error,
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
@@ -1318,8 +1318,8 @@ class FileProcessor:
             write_frame_dicom(frame.provenance.path, result.labels, result.measurement, base,
                               frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
                               seg=opts.dicom_seg, sr=opts.dicom_sr, model_name=self.model_name,
-                              model_sha256=self.model_sha256, tta=opts.inference.tta, software_version=__version__,
-                              run_uid=opts.run_uid, run_started=opts.run_started,
+                              model_sha256=self.model_sha256, tta=opts.inference.tta,
+                              software_version=software_version(), run_uid=opts.run_uid, run_started=opts.run_started,
                               instance_number=None if first is None else first + frame.provenance.frame_number - 1)
         except DicomOutputsRefused as exc:
             if first_time(str(exc)):
@@ -1988,7 +1988,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     # Rows of another version keep what that version read (reasons given since, such as frame_dark,
     # absent): said, as a QA pass found them kept beside this version's rows without a word.
     by_version = Counter(row.get("ipp_seg_version") or "an unknown version" for row in kept
-                         if row.get("ipp_seg_version") != __version__)
+                         if row.get("ipp_seg_version") != software_version())
     if by_version:
         log.warning("%s: %d of the rows kept were measured by another version of ipp-seg (%s), and read as it read "
                     "them (CHANGELOG.md lists what changed); --overwrite measures every file again", csv_path,
@@ -2498,7 +2498,7 @@ def run_session(options: BatchOptions, workers: int) -> dict:
     last digits of onnxruntime's arithmetic differ between CPU families and versions, and a
     resumed CSV may hold rows of several machines)."""
     inf = options.inference
-    return {"started": utc_now_cell(), "ipp_seg": __version__,
+    return {"started": utc_now_cell(), "ipp_seg": software_version(),
             # Who can repeat it: the command as given, and the machine (an audit's first two questions).
             "command": options.command or None, "host": platform.node() or None,
             # (Names as the CSV writes them: a name's bytes that are not UTF-8 as \xfc, which JSON holds as text.)
@@ -2537,7 +2537,7 @@ def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_s
     ``out_first_used_mtime`` the same by the OUT file system's clock; ``out_first_used_known``:
     whether that was the first run (a record made before any row), not a later one that found
     rows of runs without a record."""
-    record = {"written_by": f"ipp-seg {__version__}", "model_sha256": model_sha256, "outputs": sorted(kinds),
+    record = {"written_by": f"ipp-seg {software_version()}", "model_sha256": model_sha256, "outputs": sorted(kinds),
               "out_first_used": out_first_used, "out_first_used_mtime": out_first_used_mtime,
               "out_first_used_known": out_first_used_known,
               "earlier_version_rows": earlier_rows,

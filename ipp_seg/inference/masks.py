@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__
+from ..machine import software_version
 from ..evaluate.report import case_id_of, check_label_pair, files_below, mask_case_id, read_label_mask, relabel_mask
 from ..io import SUPPORTED_SUFFIXES, Provenance, ScanReadError, count_frames, read_frame
 from ..io.folders import printable_file
@@ -270,7 +270,7 @@ def _with_scan(report: dict, scans: ScanIndex | None, scan: Path | None, provena
     """A mask's report with the version of ipp-seg and, when scans were given, the scan its
     calibration came from, that scan's DICOM UIDs, its frame count and the frame's time in its
     cine (None where it has none, or where no scan was found or read)."""
-    report = {**report, "ipp_seg_version": __version__}  # as predict's reports and every CSV row name it
+    report = {**report, "ipp_seg_version": software_version()}  # as predict's reports and every CSV row name it
     if scans is None:
         return report
     return {**report, "scan": None if scan is None else printable_file(str(scan)), **dicom_uids(provenance),

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import __version__
-from ..machine import runtime_description
+from ..machine import runtime_description, software_version
 from ..io import Provenance, write_label_png, write_overlay_png
 from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
                                  uids_with_leading_zeros_in, write_frame_dicom)
@@ -81,7 +80,7 @@ def frame_report(result: FrameResult, provider: str, elapsed_ms: float | None, t
         # (A model card's floors move frames between measured and failed: a report names them.)
         "confidence_floors": confidence_floors,
         "provider": provider,
-        "ipp_seg_version": __version__,
+        "ipp_seg_version": software_version(),
         "runtime": runtime_description(),
         "time_ms": None if elapsed_ms is None else round(elapsed_ms, 1),
         "dicom_results": None,  # none asked (write_frame_outputs fills it where asked): the CSV's empty cell
@@ -143,7 +142,7 @@ def unreadable_report(file: str, frame_index: int | None, reason: str, model: st
         "ps_confidence": None,
         "confidence_floors": confidence_floors,
         "provider": provider,
-        "ipp_seg_version": __version__, "runtime": runtime_description(), "time_ms": None, "dicom_results": None,
+        "ipp_seg_version": software_version(), "runtime": runtime_description(), "time_ms": None, "dicom_results": None,
     }
 
 
@@ -283,7 +282,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
                                          frame_number=frame.provenance.frame_number, n_frames=frame.n_frames,
                                          seg=dicom_seg, sr=dicom_sr, model_name=result.model,
                                          model_sha256=result.model_sha256, tta=bool(report.get("tta")),
-                                         software_version=__version__, run_uid=run_uid, run_started=run_started,
+                                         software_version=software_version(), run_uid=run_uid, run_started=run_started,
                                          numbers_used=numbers_used)
             report["dicom_results"] = dicom_results_cell(dicom_seg, dicom_sr)
         except DicomOutputsRefused as exc:

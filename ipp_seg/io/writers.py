@@ -233,11 +233,11 @@ def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarr
         raise OSError(f"OpenCV could not encode {os.fspath(path)} as {extension}")
     data = encoded.tobytes()
     if written_as is not None:
-        from .. import __version__
+        from ..machine import software_version
 
         said = [png_any_text_chunk(f"ipp-seg {key}".encode("ascii"), value[:1000])
                 for key, value in (provenance or {}).items()]
-        data = with_text_chunks(data, [png_text_chunk(b"Software", f"ipp-seg {__version__}"),
+        data = with_text_chunks(data, [png_text_chunk(b"Software", f"ipp-seg {software_version()}"),
                                        png_text_chunk(OUTPUT_PNG_KEYWORD, written_as), *said])
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

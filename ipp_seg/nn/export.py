@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from ..machine import software_version
 from .dssau_net import DSSAUNet
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def onnx_metadata(model: DSSAUNet, input_size: tuple[int, int], normalisation: d
                   extra: dict | None = None) -> dict[str, str]:
     """The metadata written into the ONNX file (all values are strings; dicts as JSON)."""
     meta = {
-        "ipp_seg_version": __version__,
+        "ipp_seg_version": software_version(),
         "config_name": model.config.name,
         "config": json.dumps(model.config.to_dict()),
         "input_size": json.dumps(list(input_size)),  # [height, width]
@@ -105,7 +105,7 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "ipp-seg"
-    proto.producer_version = __version__
+    proto.producer_version = software_version()
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     log.info("exported %s to %s", model.config.name, path)

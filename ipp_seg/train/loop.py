@@ -24,11 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
 from ..errors import IppSegError
 from ..evaluate.metrics import dice
 from ..io.folders import FolderInUseError, folder_lock, given_path, others_link
-from ..machine import cpu_model
+from ..machine import cpu_model, software_version
 from ..inference.preprocess import DEFAULT_NORMALISATION, normalise_frame, resize_image
 from ..nn.configs import NetworkConfig, get_config, list_configs
 from ..nn.dssau_net import DeepSupervisionHeads, EndpointHead, adapt_parent_state, build_network
@@ -699,7 +698,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
     use_bf16 = _use_bf16(settings, device)
     # What each epoch's checkpoint records of the machine (read once: it does not change in a run).
     machine = {"platform": platform.platform(), "processor": cpu_model(), "torch": torch.__version__,
-               "device": settings.device, "bf16_autocast": use_bf16, "ipp_seg": __version__}
+               "device": settings.device, "bf16_autocast": use_bf16, "ipp_seg": software_version()}
     log.info("bf16 autocast: %s", use_bf16)
     # settings.json holds the recipe (bf16 as asked: null is "where the machine computes it
     # natively"); what each session of the run actually ran with, and from which command, is here.

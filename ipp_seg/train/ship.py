@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
 from ..evaluate import evaluate_arrays, read_reference_aop, summarise_block
 from ..inference.backends import OnnxSegmenter
 from ..inference.batch import FRAMES_PER_BATCH
@@ -24,7 +23,7 @@ from ..inference.pipeline import measure_frame, segment_frames
 from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
-from ..machine import cpu_model, onnxruntime_version
+from ..machine import cpu_model, onnxruntime_version, software_version
 from ..measure.result import SEGMENTATION_REASONS
 from ..nn.configs import DEFAULT_CONFIG
 from ..nn.export import export_checkpoint
@@ -532,7 +531,7 @@ def _ship_into(run_dir: Path, models_dir: Path, name: str, command: str, blocks,
     card = {
         "name": name,
         "config": checkpoint["config"]["name"],
-        "ipp_seg_version": __version__,
+        "ipp_seg_version": software_version(),
         "classes": list(model.config.class_names),
         "input_size": list(settings["input_size"]),
         "normalisation": settings["normalisation"],
@@ -618,7 +617,7 @@ def _card_validation(validation: dict, validation_tta: dict, validation_source: 
         # run's frames: the warnings are given on frames segmented so, --tta or not).
         "confidence_floors": validation.get("confidence_floors"),
         # What measured it: onnxruntime's last bits differ between CPU families and its versions.
-        "validated_on": {"date": time.strftime("%Y-%m-%d"), "ipp_seg": __version__, "processor": cpu_model(),
+        "validated_on": {"date": time.strftime("%Y-%m-%d"), "ipp_seg": software_version(), "processor": cpu_model(),
                          "onnxruntime": onnxruntime_version()},
         "validation_notes": "Measured with the ONNX file through ipp-seg's own pre-processing and measurement; "
                             "AoP differences are predicted mask vs ground-truth mask, same method, and (where "
@@ -661,7 +660,7 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     card.pop("confidence_floors", None)
     if floors is not None:
         card["confidence_floors"] = floors
-    card["validated_with_ipp_seg"] = __version__
+    card["validated_with_ipp_seg"] = software_version()
     write_card(models_dir, name, card)
     return card
 
