@@ -1229,6 +1229,21 @@ def test_a_calibration_that_makes_the_image_a_few_millimetres_across_withholds_m
                                                          image_box=(0, 0, 256, 140)).reasons
 
 
+def test_a_calibration_that_makes_the_image_metres_across_withholds_millimetres():
+    # A clinical safety pass: 1.5 mm written for 0.15 mm per pixel, inside the per-pixel range, made an 800 x 600
+    # frame 1.2 m across and its HSD 206 mm, status ok; --spacing-mm 2 on a 256-pixel frame, an HSD of 112 mm.
+    from ipp_seg.measure import MAX_FIELD_OF_VIEW_MM
+
+    slipped = measure_progress(typical_scene(), (2.0, 2.0))  # 512 mm across
+    assert slipped.reasons == ("spacing_implausible",) and slipped.hsd_mm is None and slipped.hsd_px > 0
+    assert slipped.aop_deg == pytest.approx(measure_progress(typical_scene(), (0.2, 0.2)).aop_deg, abs=1e-5)
+    across = MAX_FIELD_OF_VIEW_MM / 256
+    assert measure_progress(typical_scene(), (across * 0.99, across * 0.99)).hsd_mm is not None
+    assert measure_progress(typical_scene(), (across * 1.01, across * 1.01)).hsd_mm is None
+    # At its widest: a frame 409 mm wide and 224 mm deep is refused its millimetres.
+    assert measure_progress(typical_scene(), (1.6, 0.875)).hsd_mm is None
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_status_ok(method):
     m = measure_progress(typical_scene(), (0.2, 0.2), method=method)

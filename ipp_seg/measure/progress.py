@@ -65,7 +65,7 @@ from .result import (METHODS, ORIENTATIONS, REASONS, SPACING_SOURCES, Landmarks,
 __all__ = ["measure_progress", "geometry_scale", "MAX_PIXEL_ASPECT", "MIN_AREA_PX", "FRAGMENT_FRACTION",
            "MIN_FH_ELLIPSE_IOU", "AOP_RANGE_DEG", "AOP_IMPOSSIBLE_ABOVE_DEG", "MAX_PS_AXIS_RATIO",
            "MAX_MEASURABLE_PS_AXIS_RATIO", "MAX_BEYOND_FRAME", "share_beyond_frame",
-           "PLAUSIBLE_SPACING_MM", "MIN_FIELD_OF_VIEW_MM",
+           "PLAUSIBLE_SPACING_MM", "MIN_FIELD_OF_VIEW_MM", "MAX_FIELD_OF_VIEW_MM",
            "check_plausible_spacing", "check_choice", "check_image_box", "check_label_values", "MIN_IMAGE_BOX_SIDE",
            "MIN_ORIENTATION_SCORE",
            "orientation_score", "mask_orientation_score"]
@@ -117,6 +117,11 @@ PLAUSIBLE_SPACING_MM = (0.01, 2.0)
 # a unit slip of ten inside the per-pixel range (0.0035 cm written for 0.035 cm: 0.035 mm per
 # pixel made a 256-pixel frame 9 mm deep, and an HSD of 0.5 mm).
 MIN_FIELD_OF_VIEW_MM = 30.0
+# ...and less than this: scanners image 20-30 cm deep at most, and a transperineal view much less. One
+# calibrated to more, at its widest, has a unit slip the per-pixel range lets pass (a clinical safety
+# pass: 1.5 mm for 0.15 mm per pixel made an 800 x 600 frame 1.2 m across and its HSD 206 mm, status
+# ok; --spacing-mm 2 on a 256-pixel frame, an HSD of 112 mm).
+MAX_FIELD_OF_VIEW_MM = 400.0
 # Scan-converted B-mode pixels are square or nearly so. A calibration whose pixels are more than
 # this many times taller than wide (or wider than tall) is a damaged one: inference does not
 # reshape the frame by it, and the measurement does not stretch the geometry by it either.
@@ -152,9 +157,9 @@ def _plausible_spacing(spacing_mm: tuple[float, float]) -> bool:
 
 def _plausible_field(spacing_mm: tuple[float, float], box: tuple[int, int, int, int]) -> bool:
     """Whether an image of ``box`` (x0, y0, x1, y1 pixels) at ``spacing_mm`` is at least
-    :data:`MIN_FIELD_OF_VIEW_MM` across at its widest."""
+    :data:`MIN_FIELD_OF_VIEW_MM` and at most :data:`MAX_FIELD_OF_VIEW_MM` across at its widest."""
     x0, y0, x1, y1 = box
-    return max((x1 - x0) * spacing_mm[0], (y1 - y0) * spacing_mm[1]) >= MIN_FIELD_OF_VIEW_MM
+    return MIN_FIELD_OF_VIEW_MM <= max((x1 - x0) * spacing_mm[0], (y1 - y0) * spacing_mm[1]) <= MAX_FIELD_OF_VIEW_MM
 
 
 def check_plausible_spacing(spacing_mm: tuple[float, float] | None) -> None:
@@ -546,7 +551,8 @@ def measure_progress(
         spacing_mm: (x, y) millimetres per pixel, or None when unknown (then distances are
             reported in pixels only and the status carries ``spacing_unknown``). A spacing
             outside :data:`PLAUSIBLE_SPACING_MM`, or that makes the image (``image_box``, else
-            the mask) less than :data:`MIN_FIELD_OF_VIEW_MM` across, still sets the pixels'
+            the mask) less than :data:`MIN_FIELD_OF_VIEW_MM` or more than :data:`MAX_FIELD_OF_VIEW_MM`
+            across, still sets the pixels'
             aspect ratio for the geometry, but its distances in mm are withheld
             (``spacing_implausible``); one whose
             pixels are more than :data:`MAX_PIXEL_ASPECT` to 1 is damaged, and the geometry is

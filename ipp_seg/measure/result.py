@@ -160,7 +160,7 @@ REASONS: dict[str, tuple[str, str]] = {
                                  "shape, the angle is wrong"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, makes the image "
-                            "less than 30 mm across, or its pixels are more than 4:1 (a unit slip or a damaged "
+                            "less than 30 mm or more than 400 mm across, or its pixels are more than 4:1 (a unit slip or a damaged "
                             "calibration): distances in pixels only, and "
                             "past 4:1 the angle taken on the stored pixels as square, as scan-converted pixels are"),
 }
