@@ -1766,6 +1766,14 @@ def test_resume_with_verify_reads_every_file_again_and_measures_again_those_whos
     rows = {row["file"]: row for row in _rows(out / "measurements.csv")}
     assert rows["a.dcm"]["file_sha256"] == hashlib.sha256(bytes(data)).hexdigest() != before[0]["file_sha256"]
     assert rows["b.png"] == next(row for row in before if row["file"] == "b.png")
+    # An audit with a narrower --glob reads only the files it takes, and says so (a coordinator's pass: it had
+    # reported clean over a changed file outside its --glob).
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _run("batch", scans, "--out", out, "--workers", 1, "--resume", "--verify", "--glob", "*.png"
+                    ).exit_code == 0
+    assert "--verify read again only the files this run takes (its --glob, --exclude): 1 file(s) of the CSV's rows " \
+           "outside them were not, such as a.dcm" in caplog.text, caplog.text
 
 
 def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measured(tmp_path, sample_png, caplog):

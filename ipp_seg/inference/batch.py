@@ -1963,6 +1963,14 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         if verify and sha_of is not None:
             changed |= {row["file"] for row in kept if row["file"] in stamps and row["file"] not in changed
                         and row["file_sha256"] and sha_of(row["file"]) != row["file_sha256"]}
+            # (A coordinator's pass: an audit run with a narrower --glob had reported clean over rows of changed
+            # files it never read.)
+            unread = {row["file"] for row in kept if row["file"] not in stamps
+                      and os.path.lexists(in_dir / path_of_printable(row["file"]))}
+            if unread:
+                log.warning("%s: --verify read again only the files this run takes (its --glob, --exclude): %d "
+                            "file(s) of the CSV's rows outside them were not, such as %s; --resume --verify without "
+                            "them checks every row", csv_path, len(unread), _examples(unread))
         if changed:
             log.warning("%s: %d file(s) changed since they were measured; measured again: %s (their earlier rows are "
                         "kept in %s)", csv_path, len(changed), _examples(changed), TAKEN_OUT_NAME)
