@@ -295,6 +295,22 @@ def test_sr_failed_measurement_has_status_and_no_values(source, tmp_path):
     assert ("STATUS", "failed") in evaluations and ("REASON", "fh_missing") in evaluations
 
 
+def test_a_frame_whose_head_the_frame_does_not_show_gets_its_sr_and_no_seg(tmp_path):
+    # A head drawn where the frame shows no skull (fh_not_seen): a SEG would label something else a fetal head.
+    from ipp_seg.io.dicom_results import DicomOutputsRefused, write_frame_dicom
+
+    if not SAMPLE.is_file():
+        pytest.skip(f"sample DICOM missing: {SAMPLE}")
+    mask = synthetic_mask()
+    unseen = measure_progress(mask, (0.35, 0.35)).with_failure("fh_not_seen")
+    with pytest.raises(DicomOutputsRefused, match="no DICOM SEG: .*no skull where the network drew the head"):
+        write_frame_dicom(SAMPLE, mask, unseen, tmp_path / "scan", frame_number=1, n_frames=1, seg=True,
+                          sr=True, model_sha256=None, tta=False, **KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_sr.dcm"]
+    (group,) = hd.sr.srread(tmp_path / "scan_sr.dcm").content.get_image_measurement_groups()
+    assert ("REASON", "fh_not_seen") in {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()}
+
+
 def test_a_frame_of_no_transperineal_view_gets_its_sr_and_no_seg(tmp_path):
     # A report's screen capture had its text drawn as a head: its SEG, sent to PACS, labelled the text a fetal head.
     from ipp_seg.io.dicom_results import DicomOutputsRefused, write_frame_dicom

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..machine import runtime_description, software_version
 from ..io import Provenance, write_label_png, write_overlay_png
-from ..io.dicom_results import (LEADING_ZEROS_SAID, NO_TRANSPERINEAL_VIEW, DicomOutputsRefused, DicomResultError,
+from ..io.dicom_results import (LEADING_ZEROS_SAID, SEG_REFUSED_FOR, DicomOutputsRefused, DicomResultError,
                                  uids_with_leading_zeros_in, write_frame_dicom)
 from ..io.folders import printable_file, printable_path, read_json_file
 from ..io.formats import name_without_suffix
@@ -443,7 +443,7 @@ def predict_scans(processor: FileProcessor, scans: Sequence[Path], out_dir: Path
                 except DicomResultError as exc:  # this scan's header; the others may be fine
                     # No SEG of a frame of no transperineal view is no fault of the scan or the output
                     # folder: its failed measurement says so (exit 1, not 2), and a warning why.
-                    meant = all(str(cause) == NO_TRANSPERINEAL_VIEW for _, cause in getattr(exc, "refused", ()))
+                    meant = all(str(cause) in SEG_REFUSED_FOR.values() for _, cause in getattr(exc, "refused", ()))
                     refused = refused or not meant
                     if (scan, str(exc)) not in said:  # once per scan and cause, the first frame named
                         said.add((scan, str(exc)))

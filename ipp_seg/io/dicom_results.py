@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DicomResultError",
     "NO_TRANSPERINEAL_VIEW",
+    "HEAD_NOT_SEEN",
+    "SEG_REFUSED_FOR",
     "PRIVATE_SCHEME",
     "SEG_SERIES_NUMBER",
     "SR_SERIES_NUMBER",
@@ -439,6 +441,10 @@ def derived_series_uid(run_uid: str, source, kind: str) -> str:
 
 NO_TRANSPERINEAL_VIEW = ("the network recognised no transperineal view in the frame (anatomy_unrecognised): a "
                          "segmentation would label other things a head and a symphysis")
+HEAD_NOT_SEEN = ("the frame shows no skull where the network drew the head (fh_not_seen): a segmentation would "
+                 "label something else a head")
+#: The failures whose frame gets no SEG, and why: its labels would name as anatomy what is none.
+SEG_REFUSED_FOR: dict[str, str] = {"anatomy_unrecognised": NO_TRANSPERINEAL_VIEW, "fh_not_seen": HEAD_NOT_SEEN}
 
 
 _REFERENCED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
@@ -554,11 +560,12 @@ def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, 
         return derived_series_uid(run_uid, source, kind) if run_uid is not None else None
 
     written, refused = [], []
-    if seg and "anatomy_unrecognised" in getattr(measurement, "reasons", ()):
-        # A segmentation of a frame that shows no transperineal view (a report's screen capture)
-        # would label other things a head and a symphysis in the patient's record. Its SR stands:
-        # it says the measurement failed, and why.
-        refused.append(("SEG", DicomResultError(NO_TRANSPERINEAL_VIEW)))
+    refusing = [SEG_REFUSED_FOR[code] for code in getattr(measurement, "reasons", ()) if code in SEG_REFUSED_FOR]
+    if seg and refusing:
+        # A segmentation of a frame that shows no transperineal view (a report's screen capture), or
+        # no head where one was drawn, would label other things anatomy in the patient's record. Its
+        # SR stands: it says the measurement failed, and why.
+        refused.append(("SEG", DicomResultError(refusing[0])))
         seg = False
     common = dict(frame_number=frame_number, model_name=model_name, software_version=software_version,
                   instance_number=instance, model_sha256=model_sha256 or None, tta=tta, series_started=run_started)

@@ -59,6 +59,11 @@ REASONS: dict[str, tuple[str, str]] = {
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and the axis "
                    "and inferior end measured are no longer the structure's (PSFHS expert masks so cut move the "
                    "AoP by a median 3.3-12°, the network's masks of cut frames by 8.3)"),
+    "fh_not_seen": ("failed", "the network drew a head where the frame shows no skull: along its outline the "
+                    "frame is dark (the brightest echo within 4 pixels, at the outline's 75th percentile, below "
+                    "0.35 of the frame's 99th percentile; every PSFHS expert head reaches 0.41 or more): a head "
+                    "out of view, behind fluid or covered, which the network drew anyway; an angle or a distance "
+                    "to it measures nothing"),
     "anatomy_unrecognised": ("failed", "the network is unsure of both the head and the pubic symphysis: each is "
                              "either drawn below its floor (see low_confidence and ps_low_confidence; no frame "
                              "of the 1,058 PSFHS frames is below either) or not drawn at all: the frame is not "
@@ -160,8 +165,8 @@ REASONS: dict[str, tuple[str, str]] = {
                                  "shape, the angle is wrong"),
     "spacing_unknown": ("warning", "pixel spacing unknown: distances in pixels only"),
     "spacing_implausible": ("warning", "the pixel spacing lies outside 0.01-2 mm per pixel, makes the image "
-                            "less than 30 mm or more than 400 mm across, or its pixels are more than 4:1 (a unit slip or a damaged "
-                            "calibration): distances in pixels only, and "
+                            "less than 30 mm or more than 400 mm across, or its pixels are more than 4:1 (a unit "
+                            "slip or a damaged calibration): distances in pixels only, and "
                             "past 4:1 the angle taken on the stored pixels as square, as scan-converted pixels are"),
 }
 
@@ -185,7 +190,8 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
 #: frame's pixels or its regions), which a mask measured alone cannot: ``evaluate`` takes them
 #: from the run's records beside its masks.
 SEGMENTATION_REASONS: frozenset[str] = frozenset({
-    "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "head_small_in_frame", "sector_upside_down",
+    "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "fh_not_seen", "head_small_in_frame",
+    "sector_upside_down",
     "ps_at_black_band", "other_view_not_measured", "frame_saturated", "marks_over_anatomy", "frame_dark",
     "aop_unsteady",
 })
@@ -240,6 +246,7 @@ REASON_ACTIONS: dict[str, str] = {
     "aop_impossible": "The frame is probably upside down or turned: check how it is displayed.",
     "ps_round": "The symphysis has no clear long axis here: choose another frame, or measure by hand.",
     "ps_cut_off": "The symphysis runs off the image: choose a frame that shows all of it.",
+    "fh_not_seen": "The head is not in view, or hidden: choose a frame (or a depth) that shows the skull.",
     "anatomy_unrecognised": "This does not look like a transperineal scan: check that the right file was given "
                             "(with a model of one's own, it may also be unsure of frames like this one).",
     "fh_cut_off": "The head runs off the image: choose a frame (or a depth) that shows more of it.",
@@ -291,6 +298,7 @@ REASON_TITLES: dict[str, str] = {
     "aop_impossible": "angle above 240 degrees: no real angle of progression",
     "ps_round": "pubic symphysis round: no long axis to measure",
     "ps_cut_off": "pubic symphysis cut off by the frame edge",
+    "fh_not_seen": "no skull where the head was drawn: head not in view",
     "anatomy_unrecognised": "neither head nor symphysis recognised: no transperineal view",
     "fh_cut_off": "fetal head cut off by the frame edge",
     "ps_fragmented": "pubic symphysis in several large pieces",
