@@ -633,11 +633,12 @@ def measure_frame(labels: np.ndarray, frame: UltrasoundFrame, *, method: str, or
     tissue is saturated over :data:`FRAME_SATURATED_SHARE` (:func:`saturated_share`) the warning
     ``frame_saturated``, a head drawn where the frame shows no skull along its outline
     (:func:`skull_echo` below :data:`MIN_SKULL_ECHO`) fails it (``fh_not_seen``), and a frame
-    with colour marks over its anatomy (:func:`marks_over_anatomy` from :data:`MIN_MARKS_OVER_ANATOMY` on) the warning ``marks_over_anatomy``; ``segmented_here``
+    with colour marks over its anatomy (:func:`marks_over_anatomy` from
+    :data:`MIN_MARKS_OVER_ANATOMY` on) the warning ``marks_over_anatomy``; ``segmented_here``
     False (a mask drawn elsewhere, ``measure``: it may be of either view, and an expert's
     outline neither swells with the gain nor takes a caliper line for tissue) leaves those three
-    out, and ``anatomy_unrecognised``, which a structure missing from an expert's mask does not
-    mean.
+    out, ``fh_not_seen`` (an expert draws no head where none is shown), and
+    ``anatomy_unrecognised``, which a structure missing from an expert's mask does not mean.
     ``confidence_floors``: the model's own (head, PS) floors from its card, in place of
     :data:`MIN_HEAD_CONFIDENCE` and :data:`MIN_PS_CONFIDENCE`."""
     min_head, min_ps = confidence_floors or (MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE)
