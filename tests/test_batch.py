@@ -616,6 +616,14 @@ def test_resume_refuses_a_csv_made_with_other_options(mixed_folder, tmp_path):
         result = _run("batch", mixed_folder, "--out", out, "--resume", *options)
         assert result.exit_code == 2 and named in result.output and "Traceback" not in result.output
         assert (out / "measurements.csv").read_text() == before
+    # A CSV with a column of one's own added (a coordinator's pass: refused with advice to --overwrite, which
+    # would lose every row) is refused with advice that keeps them.
+    header, *lines = before.splitlines()
+    (out / "measurements.csv").write_text("\n".join([header + ",site", *(line + ",A" for line in lines)]) + "\n")
+    result = _run("batch", mixed_folder, "--out", out, "--resume")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "a measurements.csv with columns of its own added ('site')" in said, said
+    assert "remove those columns from this one to resume it" in said and "--overwrite would replace its rows" in said
     # A CSV of other columns (another tool's, or an older version's) is not appended to either.
     (out / "measurements.csv").write_text("file,aop\na.png,120\n")
     result = _run("batch", mixed_folder, "--out", out, "--resume")

@@ -1766,6 +1766,15 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None,
             raise ResumeError(f"{csv_path} is a measurements.csv saved again with ';' between its values, as a "
                               "spreadsheet set to a German or French locale saves it: save it with commas between "
                               "the values and points in the numbers to resume it, or give another --out folder")
+        added = [column for column in header if column not in CSV_COLUMNS]
+        if set(_FIRST_COLUMNS) <= set(header) and added:
+            # Its rows are ipp-seg's, with columns of one's own beside them (a site, a note): --overwrite, the advice
+            # for a stranger's file, would lose every row (a coordinator's pass).
+            raise ResumeError(f"{csv_path} is a measurements.csv with columns of its own added ("
+                              f"{', '.join(repr(column) for column in added[:5])}"
+                              f"{', ...' if len(added) > 5 else ''}): ipp-seg resumes only the columns it writes; "
+                              "keep the annotated copy under another name and remove those columns from this one "
+                              "to resume it, or give another --out folder (--overwrite would replace its rows)")
         raise ResumeError(f"{csv_path} is not a measurements.csv of ipp-seg (other columns): give another --out "
                           "folder, or --overwrite to replace it")
     repeated = sorted({column for column in header if header.count(column) > 1})
