@@ -3491,6 +3491,44 @@ def test_a_derived_series_numbers_its_objects_once_each_whatever_the_workers(tmp
     assert [pydicom.dcmread(out / "dicom-results" / f"still_{x}_seg.dcm").InstanceNumber for x in "ab"] == [1, 9]
 
 
+def test_a_file_added_to_a_series_measured_before_is_numbered_after_its_objects(tmp_path, sample_dicom, caplog):
+    # A coordinator's pass: a cine (Instance 2, 3 frames) and a still (3) measured, then a still numbered 1 added to
+    # the series and the run resumed: its SEG and SR were numbered 1, as the cine's first frame's were.
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    _multiframe_dicom(sample_dicom, root / "loop.dcm", 3)
+    ds = pydicom.dcmread(root / "loop.dcm")
+    ds.InstanceNumber = 2
+    ds.save_as(root / "loop.dcm")
+
+    def still(name: str, number: int) -> None:
+        one = pydicom.dcmread(sample_dicom)
+        one.SOPInstanceUID = one.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        one.SeriesInstanceUID = ds.SeriesInstanceUID
+        one.InstanceNumber = number
+        one.save_as(root / name)
+
+    still("late.dcm", 3)
+    out = tmp_path / "out"
+    assert _run("batch", root, "--out", out, "--dicom-seg", "--dicom-sr", "--workers", 1).exit_code == 0
+    still("early.dcm", 1)
+    with caplog.at_level("WARNING"):
+        assert _run("batch", root, "--out", out, "--dicom-seg", "--dicom-sr", "--workers", 1, "--resume"
+                    ).exit_code == 0
+    assert "1 DICOM file(s) measured now joined series measured before" in caplog.text, caplog.text
+    for kind in ("seg", "sr"):
+        numbers = {p.name: int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber)
+                   for p in (out / "dicom-results").glob(f"*_{kind}.dcm")}
+        assert sorted(numbers.values()) == [1, 2, 3, 4, 5], numbers  # none twice in the series
+        assert numbers[f"early_{kind}.dcm"] == 5  # after those written before
+        series = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID
+                  for p in (out / "dicom-results").glob(f"*_{kind}.dcm")}
+        assert len(series) == 1
+
+
 def test_an_empty_instance_number_is_numbered_on_as_a_missing_one(tmp_path, sample_dicom):
     # A PACS engineer's pass: a source whose Instance Number is present but empty (type 2) was left out of the plan,
     # and its SEG numbered 1 beside the SEG of the series' file 1.

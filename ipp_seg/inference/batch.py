@@ -2534,6 +2534,22 @@ def run_session(options: BatchOptions, workers: int) -> dict:
             **machine_description()}
 
 
+def _numbered_clear_of_earlier_objects(options: BatchOptions, todo: list[tuple[Path, frozenset]]) -> BatchOptions:
+    """A resumed run's ``options`` with the Instance Numbers of the files it measures kept clear of
+    those that the SEGs and SRs written before hold in their series (see
+    :func:`~ipp_seg.io.dicom_results.instance_numbers_clear_of`), said where any had to move."""
+    from ..io.dicom_results import instance_numbers_clear_of
+
+    plan, renumbered = instance_numbers_clear_of(
+        dict(options.instance_numbers), ((path.relative_to(options.in_dir).as_posix(), path) for path, _ in todo),
+        options.out_dir / DICOM_FOLDER, options.run_uid)
+    if renumbered:
+        log.warning("%d DICOM file(s) measured now joined series measured before: their SEGs and SRs are numbered "
+                    "after the objects written then (their source's order is not kept), so that no number repeats "
+                    "in a series", renumbered)
+    return replace(options, instance_numbers=tuple(sorted(plan.items())))
+
+
 def _write_run_record(out_dir: Path, kinds: set[str], run_uid: str | None, run_started: datetime | None,
                       model_sha256: str, earlier_rows: int = 0, sessions: list[dict] | None = None,
                       earlier_outputs: dict | None = None, out_first_used: str | None = None,
@@ -2853,6 +2869,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # Resumed: the objects join the series the run began (one per source series and kind).
         options = replace(options, run_uid=record.get("run_uid", uuid.uuid4().hex),
                           run_started=record.get("run_started", datetime.now(timezone.utc)))
+    if (options.dicom_seg or options.dicom_sr) and options.run_uid and todo and (done or measured_again):
+        options = _numbered_clear_of_earlier_objects(options, todo)
 
     if options.inference.fixed_batch is None:
         # Always, whatever is left to do: onnxruntime's arithmetic differs in the last bits with

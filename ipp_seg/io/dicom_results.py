@@ -523,6 +523,50 @@ def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]],
     return plan
 
 
+def instance_numbers_clear_of(plan: dict[str, int], sources: Iterable[tuple[str, str | os.PathLike[str]]],
+                              written: str | os.PathLike[str], run_uid: str) -> tuple[dict[str, int], int]:
+    """``plan`` (:func:`instance_numbers`) with the (name, path) ``sources`` measured now renumbered,
+    where their numbers would repeat one that an object already in the folder ``written`` (a resumed
+    run's DICOM results) holds in their derived series: after every number of that series, in the
+    plan's order. A file added to a series measured before takes its place in the source's order,
+    which the objects written before had taken (a coordinator's pass: two SEGs of one series, and
+    two SRs, numbered 1 after a resume). Returns the plan and how many files were renumbered."""
+    import pydicom
+
+    taken: dict[str, set[int]] = {}
+    for path in Path(written).rglob("*.dcm") if os.path.isdir(written) else ():
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                     specific_tags=["SeriesInstanceUID", "InstanceNumber"])
+            taken.setdefault(str(header.SeriesInstanceUID), set()).add(int(header.InstanceNumber))
+        except Exception:  # noqa: BLE001 - not one of ours, or damaged: it holds no number to keep clear of
+            continue
+    by_series: dict[tuple[str, str], list[tuple[int, str, int]]] = {}
+    used: dict[tuple[str, str], set[int]] = {}
+    for name, path in sources:
+        if name not in plan:
+            continue
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                     specific_tags=[*_REFERENCED_UIDS, "NumberOfFrames"])
+            frames = max(1, min(int(header.get("NumberOfFrames") or 1), 1_000_000))
+        except Exception:  # noqa: BLE001 - (as instance_numbers: read there, so readable here but for a race)
+            continue
+        key = (str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")))
+        by_series.setdefault(key, []).append((plan[name], name, frames))
+        used[key] = taken.get(derived_series_uid(run_uid, header, "SEG"), set()) | taken.get(
+            derived_series_uid(run_uid, header, "SR"), set())
+    plan, renumbered = dict(plan), 0
+    for key, members in by_series.items():
+        if not used[key]:
+            continue
+        following = max(used[key] | {first + frames - 1 for first, _, frames in members}) + 1
+        for first, name, frames in sorted(members):
+            if used[key].intersection(range(first, first + frames)):
+                plan[name], following, renumbered = following, following + frames, renumbered + 1
+    return plan, renumbered
+
+
 def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, out_stem: Path, *,
                       frame_number: int, n_frames: int, seg: bool, sr: bool, model_name: str,
                       model_sha256: str | None, tta: bool, software_version: str, run_uid: str | None = None,
