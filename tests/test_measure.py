@@ -805,7 +805,28 @@ REASON_CASES = {
     "aop_unsteady": lambda mp: _one_frame_of_a_steady_cine_off_by(30.0),
     "ps_touches_head": lambda mp: measure_progress(_head_grown_to_the_ps(), (0.2, 0.2)),
     "aop_folded": lambda mp: measure_progress(typical_scene(**HIGH_AOP), (0.2, 0.2), method="challenge"),
+    "fh_not_seen": lambda mp: _measured_on(_head_out_of_view(fan_image())),
+    "frame_small": lambda mp: _measured_small(80),
 }
+
+
+def _head_out_of_view(image: np.ndarray) -> np.ndarray:
+    """``image`` with its tissue below the typical scene's PS dark speckle: the head out of view."""
+    below = np.arange(image.shape[0])[:, None] > np.nonzero(typical_scene() == 1)[0].max() + 5
+    out = image.copy()
+    out[below & (image > 0)] = np.random.default_rng(1).integers(2, 16, np.count_nonzero(below & (image > 0)))
+    return out
+
+
+def _measured_small(side: int):
+    """The typical scene on its sector, both scaled down to ``side`` pixels square."""
+    from ipp_seg.inference.pipeline import measure_frame
+    from ipp_seg.io import Provenance, UltrasoundFrame
+
+    labels = cv2.resize(typical_scene(), (side, side), interpolation=cv2.INTER_NEAREST)
+    frame = UltrasoundFrame(cv2.resize(fan_image(), (side, side), interpolation=cv2.INTER_AREA), (0.8, 0.8), (), 0,
+                            1, Provenance("thumbnail", "image"))
+    return measure_frame(labels, frame, method="ellipse", orientation="standard")
 
 
 def _head_grown_to_the_ps(gap_px: int = 0) -> np.ndarray:
@@ -900,6 +921,19 @@ def test_an_under_gained_frame_is_said_to_be_dark_and_its_frame_checks_read_it_b
     # Read as recorded, the faint near field is black: the PS had been said to lie against a band.
     monkeypatch.setattr(pipeline, "brightened", lambda image, echoes: image)
     assert _measured_on(_over_gained(upright, 0.15)).reasons == ("ps_at_black_band", "frame_dark")
+
+
+def test_a_frame_under_96_pixels_puts_the_angle_in_doubt_and_a_head_over_dark_speckle_is_not_seen():
+    from ipp_seg.inference.pipeline import MIN_FRAME_SIDE_MEASURED
+    from ipp_seg.measure.result import angle_in_doubt, distance_in_doubt
+
+    small = _measured_small(MIN_FRAME_SIDE_MEASURED - 1)
+    assert "frame_small" in small.reasons and angle_in_doubt(small.reasons) and distance_in_doubt(small.reasons)
+    assert "frame_small" not in _measured_small(MIN_FRAME_SIDE_MEASURED).reasons
+    # A head drawn over dark speckle fails; a mask drawn elsewhere (measure) is not judged so.
+    unseen = _measured_on(_head_out_of_view(fan_image()))
+    assert unseen.status == "failed" and unseen.reasons[0] == "fh_not_seen" and unseen.aop_deg is None
+    assert _measured_on(_head_out_of_view(fan_image()), segmented_here=False).aop_deg is not None  # an expert's mask
 
 
 def test_a_dark_frames_checks_read_it_on_its_own_scale_and_its_white_marks_are_not_echoes():

@@ -61,7 +61,7 @@ REASONS: dict[str, tuple[str, str]] = {
                    "AoP by a median 3.3-12°, the network's masks of cut frames by 8.3)"),
     "fh_not_seen": ("failed", "the network drew a head where the frame shows no skull: along its outline the "
                     "frame is dark (the brightest echo within 4 pixels, at the outline's 75th percentile, below "
-                    "0.35 of the frame's 99th percentile; every PSFHS expert head reaches 0.41 or more): a head "
+                    "0.35 of the frame's 99th percentile; every PSFHS expert head reaches 0.43 or more): a head "
                     "out of view, behind fluid or covered, which the network drew anyway; an angle or a distance "
                     "to it measures nothing"),
     "anatomy_unrecognised": ("failed", "the network is unsure of both the head and the pubic symphysis: each is "
@@ -120,6 +120,11 @@ REASONS: dict[str, tuple[str, str]] = {
                           "0.90, or below the model card's own floor for a model of one's own; the validation "
                           "frames of the default's twin are above 0.93): the symphysis "
                           "may be out of the frame or hidden, and the one drawn invented; the AoP hangs on it"),
+    "frame_small": ("warning", "the image the network was shown is less than 96 pixels on its shorter side (a "
+                    "thumbnail, a small export): the network sees it enlarged, and outlines of so few pixels swing "
+                    "the angle (validation frames scaled to 64 pixels read their AoP a median 2.7° from the full "
+                    "frame's, 8.4° at the 90th percentile; at 96 pixels 1.7° and 4.6°); measure the full-size "
+                    "image"),
     "head_small_in_frame": ("warning", "the head spans less than 0.30 of the network's view of the frame (as a disc "
                             "of equal area), smaller than in 1,056 of the 1,058 PSFHS frames: "
                             "the anatomy is smaller than the models were validated on, as in a screen capture with "
@@ -177,6 +182,7 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "orientation_doubtful", "sector_upside_down", "ps_below_head",
     "ps_nearly_round", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
     "marks_over_anatomy", "ps_axis_near_vertical", "aop_out_of_range", "aop_folded", "head_small_in_frame",
+    "frame_small",
     "fh_ellipse_poor_fit",
     "ps_fragmented",
     "fh_fragmented",
@@ -190,7 +196,7 @@ ANGLE_IN_DOUBT: frozenset[str] = frozenset({
 #: frame's pixels or its regions), which a mask measured alone cannot: ``evaluate`` takes them
 #: from the run's records beside its masks.
 SEGMENTATION_REASONS: frozenset[str] = frozenset({
-    "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "fh_not_seen", "head_small_in_frame",
+    "low_confidence", "ps_low_confidence", "anatomy_unrecognised", "fh_not_seen", "head_small_in_frame", "frame_small",
     "sector_upside_down",
     "ps_at_black_band", "other_view_not_measured", "frame_saturated", "marks_over_anatomy", "frame_dark",
     "aop_unsteady",
@@ -268,6 +274,7 @@ REASON_ACTIONS: dict[str, str] = {
     "hsd_unstable": "Use the HSD with care: a small change of angle moves it a lot here.",
     "low_confidence": "The model is unsure of the head: check the overlay before using the values.",
     "ps_low_confidence": "The model is unsure of the symphysis: check the overlay before using the values.",
+    "frame_small": "Measure the full-size image, not a thumbnail or a reduced export.",
     "head_small_in_frame": "Crop the image to the ultrasound picture (no margins or text) and run again.",
     "other_view_not_measured": "Only one view was measured: crop the image to the other view to measure it.",
     "frame_saturated": "The image is over-bright: lower the gain, or check the symphysis on the overlay.",
@@ -317,6 +324,7 @@ REASON_TITLES: dict[str, str] = {
     "hsd_unstable": "infrapubic line grazes the head: HSD unstable",
     "low_confidence": "network unsure of the head it drew",
     "ps_low_confidence": "network unsure of the symphysis it drew",
+    "frame_small": "image under 96 pixels: a thumbnail?",
     "head_small_in_frame": "head smaller in the frame than the models learnt",
     "other_view_not_measured": "another view in the frame was not measured",
     "frame_saturated": "frame over-gained: much of the tissue at full brightness",
