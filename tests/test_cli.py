@@ -1494,6 +1494,9 @@ def test_masks_and_overlays_name_the_model_and_options_that_drew_them(sample_png
     assert [text["ipp-seg output"] for text in said] == ["label mask", "overlay"] * 2
     # The overlay shows the measurement, so it names the method too (a mask does not depend on it).
     assert [text.get("ipp-seg method") for text in said] == [None, "contour", None, "challenge"]
+    # And the scan each was drawn on, by its bytes (a coordinator's pass: a mask copied out said nothing of it).
+    scan_sha256 = hashlib.sha256(sample_png.read_bytes()).hexdigest()
+    assert [(text["ipp-seg source sha256"], text["ipp-seg source frame"]) for text in said] == [(scan_sha256, "0")] * 4
     # A model file named outside Latin-1 (which a tEXt chunk holds) is named as it is, in UTF-8 (iTXt).
     own = tmp_path / "模型-胎头.onnx"
     shutil.copy(resolve_model("dssau-net-s-heldout").onnx_path, own)

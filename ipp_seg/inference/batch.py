@@ -1134,11 +1134,11 @@ class FileProcessor:
         """The head and PS confidences this model's frames are judged against (:func:`confidence_floors_used`)."""
         return confidence_floors_used(self.spec)
 
-    @property
-    def _drawn_by(self) -> dict[str, str]:
-        """What the masks and overlays this processor writes record of what drew them."""
+    def _drawn_by(self, source_sha256: str, frame_index: int) -> dict[str, str]:
+        """What the masks and overlays this processor writes record of what drew them, and on what."""
         inf = self.options.inference
-        return output_provenance(self.model_name, self.model_sha256, inf.orientation, inf.tta)
+        return output_provenance(self.model_name, self.model_sha256, inf.orientation, inf.tta, source_sha256,
+                                 frame_index)
 
     def results(self, path: Path, done_frames: frozenset = frozenset(),
                 timings: dict | None = None) -> Iterator[FrameResult | FrameFailure]:
@@ -1421,7 +1421,7 @@ class FileProcessor:
                     with _unless_path_too_long(("mask",), mask_path, too_long):
                         check_within(opts.out_dir / MASKS_FOLDER, mask_path)
                         _note_output(outputs[item], written, name, mask_path)
-                        write_label_png(mask_path, result.labels, self._drawn_by)
+                        write_label_png(mask_path, result.labels, self._drawn_by(digest_of(item), frame.frame_index))
                         files_written["mask_file"] = _path_in_out(opts.out_dir, mask_path)
                 if opts.overlays:
                     overlay_path = output_path(opts.out_dir, "overlay", stem)
@@ -1444,7 +1444,7 @@ class FileProcessor:
                                                                              frame.provenance.frame_time_ms),
                                                          tta=inf.tta, model=self.model_name,
                                                          echoes=frame_echoes(frame)),
-                                          {**self._drawn_by, "method": inf.method})
+                                          {**self._drawn_by(digest_of(item), frame.frame_index), "method": inf.method})
                         files_written["overlay_file"] = _path_in_out(opts.out_dir, overlay_path)
                 dicom_cell = ""
                 if (opts.dicom_seg or opts.dicom_sr) and frame.provenance.source_format == "dicom":

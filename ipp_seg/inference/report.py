@@ -252,7 +252,7 @@ def write_frame_outputs(result: FrameResult, out_dir: Path, report: dict, *, nam
     made: list[Path] = []
     try:
         drawn_by = output_provenance(report.get("model"), report.get("model_sha256"), report.get("orientation"),
-                                     report.get("tta"))
+                                     report.get("tta"), report.get("file_sha256"), frame.frame_index)
         write_label_png(written[0], result.labels, drawn_by)
         made.append(written[0])
         write_overlay_png(written[1], render_overlay(imaged_pixels(frame.pixels, frame.regions), result.labels,

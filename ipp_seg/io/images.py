@@ -515,7 +515,8 @@ def ipp_seg_png_kind(path: str | os.PathLike[str]) -> str | None:
 def ipp_seg_png_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
     """What a PNG that ipp-seg wrote records of what drew it (its ``ipp-seg <key>`` text chunks
     before the image data, :func:`~ipp_seg.io.writers.output_provenance`: ``model``, ``model
-    sha256``, ``orientation``, ``tta``; and ``version``, of ipp-seg, from its ``Software``
+    sha256``, ``orientation``, ``tta``, ``source sha256``, ``source frame``, an overlay's ``method``;
+    and ``version``, of ipp-seg, from its ``Software``
     chunk), by key, as the file says it (a copy may have been edited: check a value before use);
     empty for any other file, one written before 0.2.11, or one that cannot be read."""
     try:

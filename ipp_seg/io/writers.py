@@ -157,12 +157,16 @@ def check_within(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
 
 
 def output_provenance(model_name: str | None, model_sha256: str | None, orientation: str | None,
-                      tta: bool | None) -> dict[str, str]:
+                      tta: bool | None, source_sha256: str | None = None,
+                      source_frame: int | None = None) -> dict[str, str]:
     """What a mask or overlay PNG records of what drew it (:func:`write_label_png`): the model,
-    its file's sha256 and the options that change the mask, each left out where not known. A
-    mask copied out of its run's folder had kept only the version that wrote it."""
+    its file's sha256 and the options that change the mask, and the scan it was drawn on (its
+    bytes' sha256, not its name, which may be a patient's; its frame), each left out where not
+    known. A mask copied out of its run's folder had kept only the version that wrote it, and
+    nothing of its scan (a coordinator's pass)."""
     said = {"model": model_name, "model sha256": model_sha256, "orientation": orientation,
-            "tta": None if tta is None else TTA_SAID[bool(tta)]}
+            "tta": None if tta is None else TTA_SAID[bool(tta)], "source sha256": source_sha256,
+            "source frame": None if source_frame is None else str(source_frame)}
     return {key: str(value) for key, value in said.items() if value}
 
 
