@@ -2887,18 +2887,23 @@ def test_an_out_of_spaces_alone_and_a_dash_for_a_scan_are_refused_with_what_to_g
         run_batch(BatchOptions(tmp_path, Path(" ")))
 
 
+def _one_case_to_evaluate(root: Path, side: int = 128) -> None:
+    """``root``/pred and ``root``/gt, each holding the same mask of case 00001 (a head and a PS)."""
+    import cv2
+
+    for folder in ("pred", "gt"):
+        (root / folder).mkdir()
+        mask = np.zeros((side, side), np.uint8)
+        cv2.circle(mask, (side * 11 // 32, side * 39 // 64), side * 17 // 64, 2, thickness=-1)
+        cv2.ellipse(mask, (side * 13 // 32, side * 9 // 64), (side * 15 // 128, side * 5 // 128), -8, 0, 360, 1,
+                    thickness=-1)
+        cv2.imwrite(str(root / folder / "00001.png"), mask)
+
+
 def test_evaluates_summary_says_what_was_evaluated_against_what_and_when(tmp_path):
     # A statistician's pass: two summary.json files against different reference files could not be told apart; the
     # ground-truth folder, --images and when it ran were not recorded either.
-    import cv2
-    import numpy as np
-
-    for folder in ("pred", "gt"):
-        (tmp_path / folder).mkdir()
-        mask = np.zeros((128, 128), np.uint8)
-        cv2.circle(mask, (44, 78), 34, 2, thickness=-1)
-        cv2.ellipse(mask, (52, 18), (15, 5), -8, 0, 360, 1, thickness=-1)
-        cv2.imwrite(str(tmp_path / folder / "00001.png"), mask)
+    _one_case_to_evaluate(tmp_path)
     reference = tmp_path / "ref.csv"
     reference.write_text("case,aop_deg\n00001,120.5\n")
     result = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--reference-aop", reference,
@@ -3213,14 +3218,7 @@ def test_a_stop_in_a_command_that_does_not_take_it_is_a_keyboard_interrupt_again
 def test_evaluate_stopped_while_it_writes_leaves_no_staging_file(tmp_path, stoppable, stop):
     # SIGTERM or SIGHUP in evaluate (measure, export) ended the process at once, leaving a staging .part file in
     # --out where one came while it wrote; Ctrl-C removed it. Each now stops with a line, 130, and no .part.
-    import cv2
-
-    for folder in ("pred", "gt"):
-        (tmp_path / folder).mkdir()
-        mask = np.zeros((96, 96), np.uint8)
-        cv2.circle(mask, (34, 58), 26, 2, thickness=-1)
-        cv2.ellipse(mask, (40, 14), (12, 4), -8, 0, 360, 1, thickness=-1)
-        cv2.imwrite(str(tmp_path / folder / "00001.png"), mask)
+    _one_case_to_evaluate(tmp_path, 96)
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal, sys
