@@ -2420,6 +2420,26 @@ def test_export_keeps_the_tracers_warnings_to_itself(tmp_path):
     assert warnings.filters == filters and (tmp_path / "m.onnx").is_file()
 
 
+def test_an_export_stopped_before_its_end_leaves_the_earlier_model_as_it_was(tmp_path, monkeypatch):
+    # A QA pass: a SIGTERM while torch wrote to --onnx (then folded and added the metadata in place) replaced an
+    # earlier, good export with a model without its metadata, which inference refuses.
+    import ipp_seg.nn.export as export
+    from ipp_seg.nn.dssau_net import build_network
+
+    target = tmp_path / "m.onnx"
+    export.export_onnx(build_network("conv-unet-s"), target, (64, 64), {})
+    good = target.read_bytes()
+
+    def stopped(path):
+        assert Path(path).name.startswith(".ipp-seg-") and Path(path).is_file()  # (written beside it, hidden)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_fold_constants", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_onnx(build_network("conv-unet-s"), target, (64, 64), {})
+    assert target.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 # --- a run interrupted, or its folder shared, on a shared server -------------------------------------
 
 

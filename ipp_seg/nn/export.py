@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 import warnings
 from pathlib import Path
 
 import torch
 
+from ..io.writers import STAGING_PREFIX, STAGING_SUFFIX, replacing
 from ..machine import software_version
 from .dssau_net import DSSAUNet
 
@@ -83,18 +85,25 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
     dummy = torch.zeros(2, model.config.in_channels, *input_size)
-    with warnings.catch_warnings():
-        # The tracer warns at every Python-level use of a shape (padding to the window, the
-        # number of tokens kept, the decoder's resizing). The input size is fixed in the graph,
-        # so those values are constants by design: the warnings say nothing to act on. Only
-        # here, and only these: any other warning of the export still shows.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            model, (dummy,), str(path), opset_version=opset, input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-        )
-    _fold_constants(path)
-    proto = onnx.load(str(path))
+    # Exported and folded beside the target under a hidden name, the whole model then written over it (a
+    # QA pass: a stop while torch wrote to the target had replaced an earlier, good export with a model
+    # without its metadata, which inference refuses).
+    staging = path.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}{STAGING_SUFFIX}")
+    try:
+        with warnings.catch_warnings():
+            # The tracer warns at every Python-level use of a shape (padding to the window, the
+            # number of tokens kept, the decoder's resizing). The input size is fixed in the graph,
+            # so those values are constants by design: the warnings say nothing to act on. Only
+            # here, and only these: any other warning of the export still shows.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, (dummy,), str(staging), opset_version=opset, input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+            )
+        _fold_constants(staging)
+        proto = onnx.load(str(staging))
+    finally:
+        staging.unlink(missing_ok=True)
     meta = onnx_metadata(model, input_size, normalisation or {}, extra_metadata)
     if fp16_weights:
         stored = store_weights_as_float16(proto)
@@ -107,7 +116,8 @@ def export_onnx(model: DSSAUNet, path: str | Path, input_size: tuple[int, int] =
     proto.producer_name = "ipp-seg"
     proto.producer_version = software_version()
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    with replacing(path) as fh:
+        fh.write(proto.SerializeToString())
     log.info("exported %s to %s", model.config.name, path)
     return path
 
