@@ -2534,19 +2534,49 @@ def run_session(options: BatchOptions, workers: int) -> dict:
             **machine_description()}
 
 
-def _numbered_clear_of_earlier_objects(options: BatchOptions, todo: list[tuple[Path, frozenset]]) -> BatchOptions:
+def _dicom_object_paths(options: BatchOptions, rel: str, frames: int) -> list[Path]:
+    """Where ``batch`` writes the SEGs and SRs of the DICOM file ``rel`` of ``frames`` frames."""
+    name = dict(options.output_renames).get(rel, rel)
+    stems = [output_stem(name, frame, frames) for frame in range(min(frames, 10_000))]
+    return [output_path(options.out_dir, kind, stem) for stem in stems for kind in ("seg", "sr")]
+
+
+def _numbers_of_dicom_objects(options: BatchOptions, files: Iterable[str]) -> dict[str, int]:
+    """The Instance Numbers of the SEGs and SRs written for ``files`` (relative paths in IN_DIR), by
+    their absolute paths: read before a resume removes them, so that the files keep their numbers."""
+    import pydicom
+
+    numbers: dict[str, int] = {}
+    for rel in files:
+        try:
+            frames = int(pydicom.dcmread(options.in_dir / rel, stop_before_pixels=True, force=True,
+                                         specific_tags=["NumberOfFrames"]).get("NumberOfFrames") or 1)
+        except Exception:  # noqa: BLE001 - no DICOM header to read: it has no SEG or SR
+            continue
+        for path in _dicom_object_paths(options, rel, max(1, frames)):
+            if path.is_file():
+                with suppress(Exception):
+                    numbers[os.path.abspath(path)] = int(pydicom.dcmread(
+                        path, stop_before_pixels=True, specific_tags=["InstanceNumber"]).InstanceNumber)
+    return numbers
+
+
+def _numbered_clear_of_earlier_objects(options: BatchOptions, todo: list[tuple[Path, frozenset]],
+                                       earlier_numbers: dict[str, int]) -> BatchOptions:
     """A resumed run's ``options`` with the Instance Numbers of the files it measures kept clear of
     those that the SEGs and SRs written before hold in their series (see
-    :func:`~ipp_seg.io.dicom_results.instance_numbers_clear_of`), said where any had to move."""
+    :func:`~ipp_seg.io.dicom_results.instance_numbers_clear_of`; ``earlier_numbers``: those of the
+    objects of files measured again, removed since), said where any had to move."""
     from ..io.dicom_results import instance_numbers_clear_of
 
     plan, renumbered = instance_numbers_clear_of(
         dict(options.instance_numbers), ((path.relative_to(options.in_dir).as_posix(), path) for path, _ in todo),
-        options.out_dir / DICOM_FOLDER, options.run_uid)
+        options.out_dir / DICOM_FOLDER, options.run_uid,
+        lambda rel, frames: _dicom_object_paths(options, rel, frames), earlier_numbers)
     if renumbered:
-        log.warning("%d DICOM file(s) measured now joined series measured before: their SEGs and SRs are numbered "
-                    "after the objects written then (their source's order is not kept), so that no number repeats "
-                    "in a series", renumbered)
+        log.warning("%d DICOM file(s) measured now would have repeated the Instance Numbers of SEGs and SRs written "
+                    "before in their series (files added to a series measured before): theirs are numbered after "
+                    "those (their source's order is not kept)", renumbered)
     return replace(options, instance_numbers=tuple(sorted(plan.items())))
 
 
@@ -2763,6 +2793,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     warn_of_training_frames(spec, files, "files")
     done: dict[str, set] = {}
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
+    earlier_numbers: dict[str, int] = {}  # the Instance Numbers of their SEGs and SRs, by path
     kept_rows: list[dict] = []  # rows a resume keeps
     csv_rewrite: list[Callable[[], bool]] = []  # the resume's rewrite of the CSV, made once the run is not refused
     had_rows = False  # resumed: whether the run's CSV is there (all its rows may be taken out, to be measured again)
@@ -2839,6 +2870,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         # Files whose rows the resume took out (changed since, or failing before) are measured again:
         # what their earlier rows wrote goes with those rows, as a file that fails now would
         # otherwise keep a mask and an overlay with an angle beside its failed row.
+        if options.dicom_seg or options.dicom_sr:  # (their numbers, which they keep: read before they go)
+            earlier_numbers = _numbers_of_dicom_objects(options, {path_of_printable(row["file"])
+                                                                  for row in measured_again})
         _remove_outputs_of_rows_taken_out(options, measured_again, done, names, prior)
     if on_start:
         on_start(len(todo))
@@ -2870,7 +2904,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         options = replace(options, run_uid=record.get("run_uid", uuid.uuid4().hex),
                           run_started=record.get("run_started", datetime.now(timezone.utc)))
     if (options.dicom_seg or options.dicom_sr) and options.run_uid and todo and (done or measured_again):
-        options = _numbered_clear_of_earlier_objects(options, todo)
+        options = _numbered_clear_of_earlier_objects(options, todo, earlier_numbers)
 
     if options.inference.fixed_batch is None:
         # Always, whatever is left to do: onnxruntime's arithmetic differs in the last bits with

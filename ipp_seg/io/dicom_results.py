@@ -46,7 +46,7 @@ import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -524,34 +524,49 @@ def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]],
 
 
 def instance_numbers_clear_of(plan: dict[str, int], sources: Iterable[tuple[str, str | os.PathLike[str]]],
-                              written: str | os.PathLike[str], run_uid: str) -> tuple[dict[str, int], int]:
+                              written: str | os.PathLike[str], run_uid: str,
+                              rewritten: Callable[[str, int], Iterable[Path]] = lambda name, frames: (),
+                              earlier_numbers: dict[str, int] | None = None) -> tuple[dict[str, int], int]:
     """``plan`` (:func:`instance_numbers`) with the (name, path) ``sources`` measured now renumbered,
     where their numbers would repeat one that an object already in the folder ``written`` (a resumed
     run's DICOM results) holds in their derived series: after every number of that series, in the
     plan's order. A file added to a series measured before takes its place in the source's order,
     which the objects written before had taken (a coordinator's pass: two SEGs of one series, and
-    two SRs, numbered 1 after a resume). Returns the plan and how many files were renumbered."""
+    two SRs, numbered 1 after a resume). ``rewritten(name, frames)``: the paths of the objects a
+    source measured now writes, whose earlier objects there it replaces (a file changed since),
+    and whose numbers it keeps where they are free; ``earlier_numbers``: those of such objects
+    removed already, by absolute path. Returns the plan and how many files were renumbered."""
     import pydicom
 
-    taken: dict[str, set[int]] = {}
-    for path in Path(written).rglob("*.dcm") if os.path.isdir(written) else ():
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                     specific_tags=["SeriesInstanceUID", "InstanceNumber"])
-            taken.setdefault(str(header.SeriesInstanceUID), set()).add(int(header.InstanceNumber))
-        except Exception:  # noqa: BLE001 - not one of ours, or damaged: it holds no number to keep clear of
-            continue
-    by_series: dict[tuple[str, str], list[tuple[int, str, int]]] = {}
-    used: dict[tuple[str, str], set[int]] = {}
+    headers: dict[str, tuple[pydicom.Dataset, int]] = {}
     for name, path in sources:
         if name not in plan:
             continue
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                      specific_tags=[*_REFERENCED_UIDS, "NumberOfFrames"])
-            frames = max(1, min(int(header.get("NumberOfFrames") or 1), 1_000_000))
+            headers[name] = header, max(1, min(int(header.get("NumberOfFrames") or 1), 1_000_000))
         except Exception:  # noqa: BLE001 - (as instance_numbers: read there, so readable here but for a race)
             continue
+    own_paths = {name: {os.path.abspath(path) for path in rewritten(name, frames)}
+                 for name, (_, frames) in headers.items()}
+    replaced = set().union(*own_paths.values())
+    taken: dict[str, set[int]] = {}
+    earlier: dict[str, int] = dict(earlier_numbers or {})  # (an object a file measured now writes over: its number)
+    for path in Path(written).rglob("*.dcm") if os.path.isdir(written) else ():
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                     specific_tags=["SeriesInstanceUID", "InstanceNumber"])
+            number = int(header.InstanceNumber)
+        except Exception:  # noqa: BLE001 - not one of ours, or damaged: it holds no number to keep clear of
+            continue
+        if os.path.abspath(path) in replaced:
+            earlier[os.path.abspath(path)] = number
+        else:
+            taken.setdefault(str(header.SeriesInstanceUID), set()).add(number)
+    by_series: dict[tuple[str, str], list[tuple[int, str, int]]] = {}
+    used: dict[tuple[str, str], set[int]] = {}
+    for name, (header, frames) in headers.items():
         key = (str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")))
         by_series.setdefault(key, []).append((plan[name], name, frames))
         used[key] = taken.get(derived_series_uid(run_uid, header, "SEG"), set()) | taken.get(
@@ -560,8 +575,17 @@ def instance_numbers_clear_of(plan: dict[str, int], sources: Iterable[tuple[str,
     for key, members in by_series.items():
         if not used[key]:
             continue
-        following = max(used[key] | {first + frames - 1 for first, _, frames in members}) + 1
+        moving = []
         for first, name, frames in sorted(members):
+            # A file measured again (changed since) keeps the number its objects had, where it is still free.
+            had = min((earlier[path] for path in own_paths[name] if path in earlier), default=None)
+            if had is not None and not used[key].intersection(range(had, had + frames)):
+                plan[name] = had
+                used[key] |= set(range(had, had + frames))
+            else:
+                moving.append((first, name, frames))
+        following = max(used[key] | {first + frames - 1 for first, _, frames in members}) + 1
+        for first, name, frames in moving:
             if used[key].intersection(range(first, first + frames)):
                 plan[name], following, renumbered = following, following + frames, renumbered + 1
     return plan, renumbered
