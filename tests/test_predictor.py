@@ -124,34 +124,45 @@ def test_pixels_measure_as_the_file_they_came_from(predictor):
 def test_a_head_drawn_where_the_frame_shows_none_fails_as_not_seen(predictor, name):
     # A clinical safety pass: with the tissue below the symphysis replaced by dark speckle (the head out of view,
     # behind fluid), the network drew a head anyway, sure of it, and the frame got an AoP and an HSD, status ok.
-    from ipp_seg.inference.pipeline import MIN_SKULL_ECHO, skull_echo
+    from ipp_seg.inference.pipeline import skull_echo, skull_not_seen
 
     grey = cv2.imread(str(SAMPLES / name), cv2.IMREAD_GRAYSCALE)
-    seen = predictor.predict_pixels(grey)
-    assert "fh_not_seen" not in seen.measurement.reasons and seen.measurement.aop_deg is not None
-    assert skull_echo(seen.labels == 2, seen.labels == 1, grey) > MIN_SKULL_ECHO
+    for curve in (1.0, 1.5):  # (a darker display curve dims a faint skull against the frame: not failed for it)
+        shown = (255 * (grey / 255.0) ** curve).astype(np.uint8)
+        seen = predictor.predict_pixels(shown)
+        assert "fh_not_seen" not in seen.measurement.reasons and seen.measurement.aop_deg is not None
+        assert not skull_not_seen(skull_echo(seen.labels == 2, seen.labels == 1, shown))
     below_ps = np.arange(grey.shape[0])[:, None] > np.nonzero(seen.labels == 1)[0].max() + 5
     hidden = grey.copy()
     tissue = below_ps & (grey > 0)
-    hidden[tissue] = np.clip(np.random.default_rng(0).rayleigh(10, np.count_nonzero(tissue)), 0, 255)
+    hidden[tissue] = np.clip(np.random.default_rng(0).rayleigh(6, np.count_nonzero(tissue)), 0, 255)
     unseen = predictor.predict_pixels(hidden)
     assert unseen.measurement.status == "failed" and unseen.measurement.reasons[0] == "fh_not_seen"
     assert unseen.measurement.aop_deg is None and unseen.measurement.hsd_px is None
 
 
 def test_the_skull_echo_is_the_brightness_along_a_heads_outline():
-    from ipp_seg.inference.pipeline import skull_echo
+    from ipp_seg.inference.pipeline import skull_echo, skull_not_seen
 
     image = np.full((128, 128), 40, np.uint8)
     head, ps = np.zeros((128, 128), np.uint8), np.zeros((128, 128), bool)
     cv2.circle(head, (64, 80), 30, 1, -1)
     cv2.circle(image, (64, 80), 31, 200, 2)  # a skull's echo along the outline, 200 of a frame whose top is 200
-    assert skull_echo(head.astype(bool), ps, image) == pytest.approx(1.0)
+    skull = skull_echo(head.astype(bool), ps, image)
+    assert skull.against_frame == pytest.approx(1.0) and skull.against_inside == pytest.approx(200 / 40)
+    assert not skull_not_seen(skull)
     dark = np.full((128, 128), 40, np.uint8)
     dark[5:25, 5:25] = 200  # the frame's bright part elsewhere
-    assert skull_echo(head.astype(bool), ps, dark) == pytest.approx(40 / 200)
+    none = skull_echo(head.astype(bool), ps, dark)
+    assert (none.against_frame, none.against_inside) == pytest.approx((40 / 200, 1.0)) and skull_not_seen(none)
+    faint = np.full((128, 128), 30, np.uint8)  # a faint skull: dark against the frame, twice its inside
+    cv2.circle(faint, (64, 80), 31, 60, 2)
+    faint[5:25, 5:25] = 249
+    faint_skull = skull_echo(head.astype(bool), ps, faint)
+    assert faint_skull.against_frame == pytest.approx(60 / 249) and faint_skull.against_inside == pytest.approx(2.0)
+    assert not skull_not_seen(faint_skull)
     ps[40:52, 40:90] = True  # the outline near the PS is left out; what remains is still the skull's
-    assert skull_echo(head.astype(bool), ps, image) == pytest.approx(1.0)
+    assert skull_echo(head.astype(bool), ps, image).against_frame == pytest.approx(1.0)
     assert skull_echo(np.zeros((128, 128), bool), ps, image) is None  # no head
     edge = np.zeros((128, 128), bool)
     edge[:, :2] = True  # an outline along the image's edge alone: nothing to judge

@@ -59,11 +59,11 @@ REASONS: dict[str, tuple[str, str]] = {
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and the axis "
                    "and inferior end measured are no longer the structure's (PSFHS expert masks so cut move the "
                    "AoP by a median 3.3-12°, the network's masks of cut frames by 8.3)"),
-    "fh_not_seen": ("failed", "the network drew a head where the frame shows no skull: along its outline the "
-                    "frame is dark (the brightest echo within 4 pixels, at the outline's 75th percentile, below "
-                    "0.35 of the frame's 99th percentile; every PSFHS expert head reaches 0.43 or more): a head "
-                    "out of view, behind fluid or covered, which the network drew anyway; an angle or a distance "
-                    "to it measures nothing"),
+    "fh_not_seen": ("failed", "the network drew a head where the frame shows no skull: its outline is dark against "
+                    "the frame (the brightest echo within 4 pixels, at the outline's 75th percentile, below 0.25 of "
+                    "the frame's 99th percentile) and no brighter than the head's inside (below 1.5 times it); no "
+                    "PSFHS expert head is both: a head out of view, behind dark fluid, which the network drew "
+                    "anyway; an angle or a distance to it measures nothing"),
     "anatomy_unrecognised": ("failed", "the network is unsure of both the head and the pubic symphysis: each is "
                              "either drawn below its floor (see low_confidence and ps_low_confidence; no frame "
                              "of the 1,058 PSFHS frames is below either) or not drawn at all: the frame is not "
