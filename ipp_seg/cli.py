@@ -20,7 +20,7 @@ import sys
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 import typer.core
@@ -1298,10 +1298,16 @@ def _interrupt(signum, frame) -> None:
     """The first stop while a command runs: it ends as on Ctrl-C, saying how to go on. A stop after
     it, while the command stops, ends the process at once (:func:`_stopped_at_once`): a second
     Ctrl-C there had broken off the workers' stopping, and the process then hung as it exited."""
-    for each in _stop_signals():
-        if signal.getsignal(each) is _interrupt:  # (one ignored on purpose stays so)
-            signal.signal(each, _stopped_at_once)
+    _next_stop_at_once(_interrupt)
     raise KeyboardInterrupt
+
+
+def _next_stop_at_once(first: Callable) -> None:
+    """The stop signals handled by ``first`` (the handler a stop just ran) end the process at once
+    from now on (:func:`_stopped_at_once`); one ignored on purpose stays so."""
+    for each in _stop_signals():
+        if signal.getsignal(each) is first:
+            signal.signal(each, _stopped_at_once)
 
 
 def _stopped_at_once(signum, frame) -> None:
@@ -1373,9 +1379,7 @@ def _said_and_interrupted(signum, frame) -> None:
     a line, then as :func:`_interrupt` (a second stop ends at once)."""
     with suppress(OSError):
         os.write(2, f"ipp-seg: stopped ({signal.Signals(signum).name})\n".encode())
-    for each in _stop_signals():
-        if signal.getsignal(each) is _said_and_interrupted:
-            signal.signal(each, _stopped_at_once)
+    _next_stop_at_once(_said_and_interrupted)
     raise KeyboardInterrupt
 
 
