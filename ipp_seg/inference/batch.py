@@ -2544,20 +2544,18 @@ def _dicom_object_paths(options: BatchOptions, rel: str, frames: int) -> list[Pa
 def _numbers_of_dicom_objects(options: BatchOptions, files: Iterable[str]) -> dict[str, int]:
     """The Instance Numbers of the SEGs and SRs written for ``files`` (relative paths in IN_DIR), by
     their absolute paths: read before a resume removes them, so that the files keep their numbers."""
-    import pydicom
+    from ..io.dicom_results import instance_number_of
 
     numbers: dict[str, int] = {}
     for rel in files:
         try:
-            frames = int(pydicom.dcmread(options.in_dir / rel, stop_before_pixels=True, force=True,
-                                         specific_tags=["NumberOfFrames"]).get("NumberOfFrames") or 1)
-        except Exception:  # noqa: BLE001 - no DICOM header to read: it has no SEG or SR
+            frames = count_frames(options.in_dir / rel)
+        except Exception:  # noqa: BLE001 - a file that cannot be read now: its objects go unnumbered
             continue
         for path in _dicom_object_paths(options, rel, max(1, frames)):
-            if path.is_file():
-                with suppress(Exception):
-                    numbers[os.path.abspath(path)] = int(pydicom.dcmread(
-                        path, stop_before_pixels=True, specific_tags=["InstanceNumber"]).InstanceNumber)
+            numbered = instance_number_of(path) if path.is_file() else None
+            if numbered is not None:
+                numbers[os.path.abspath(path)] = numbered[1]
     return numbers
 
 

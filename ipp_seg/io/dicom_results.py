@@ -523,6 +523,19 @@ def instance_numbers(sources: Iterable[tuple[str, str | os.PathLike[str]]],
     return plan
 
 
+def instance_number_of(path: str | os.PathLike[str]) -> tuple[str, int] | None:
+    """A DICOM object's (Series Instance UID, Instance Number), read from its header alone; None
+    for a file without them, or that is no DICOM file."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=["SeriesInstanceUID", "InstanceNumber"])
+        return str(header.SeriesInstanceUID), int(header.InstanceNumber)
+    except Exception:  # noqa: BLE001 - pydicom's errors, missing elements, a number that is none
+        return None
+
+
 def instance_numbers_clear_of(plan: dict[str, int], sources: Iterable[tuple[str, str | os.PathLike[str]]],
                               written: str | os.PathLike[str], run_uid: str,
                               rewritten: Callable[[str, int], Iterable[Path]] = lambda name, frames: (),
@@ -554,16 +567,13 @@ def instance_numbers_clear_of(plan: dict[str, int], sources: Iterable[tuple[str,
     taken: dict[str, set[int]] = {}
     earlier: dict[str, int] = dict(earlier_numbers or {})  # (an object a file measured now writes over: its number)
     for path in Path(written).rglob("*.dcm") if os.path.isdir(written) else ():
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                     specific_tags=["SeriesInstanceUID", "InstanceNumber"])
-            number = int(header.InstanceNumber)
-        except Exception:  # noqa: BLE001 - not one of ours, or damaged: it holds no number to keep clear of
+        numbered = instance_number_of(path)
+        if numbered is None:  # (not one of ours, or damaged: it holds no number to keep clear of)
             continue
         if os.path.abspath(path) in replaced:
-            earlier[os.path.abspath(path)] = number
+            earlier[os.path.abspath(path)] = numbered[1]
         else:
-            taken.setdefault(str(header.SeriesInstanceUID), set()).add(number)
+            taken.setdefault(numbered[0], set()).add(numbered[1])
     by_series: dict[tuple[str, str], list[tuple[int, str, int]]] = {}
     used: dict[tuple[str, str], set[int]] = {}
     for name, (header, frames) in headers.items():
