@@ -1600,6 +1600,31 @@ def test_a_calibration_the_header_holds_but_cannot_give_is_named_in_a_warning(tm
     assert "beyond the image" not in caplog.text and edge.spacing_mm is not None
 
 
+def test_a_pixel_spacing_beside_a_region_calibrated_for_another_image_is_not_taken(tmp_path, caplog):
+    # A reader's review: an export halved in size kept its region and the Pixel Spacing copied from it; the region
+    # was dropped, the Pixel Spacing taken, and the HSD given at half its length with status ok (and a --spacing-mm
+    # given for it ignored as "the file's own calibration").
+    import logging
+
+    from ipp_seg.io import read_frame
+
+    pixels = ramp_frames(1)[0]
+    far = region_item(0, 0, 2 * pixels.shape[1] - 1, 2 * pixels.shape[0] - 1)
+    path = write_dicom(tmp_path / "halved.dcm", pixels, regions=[far], extra={"PixelSpacing": ["0.35", "0.35"]})
+    with caplog.at_level(logging.WARNING, logger="ipp_seg"):
+        frame = read_frame(path)
+    assert frame.spacing_mm is None and frame.spacing_source is None
+    assert "its Pixel Spacing is not used either" in " ".join(caplog.text.split())
+    given = read_frame(path, spacing_mm=(0.7, 0.7))
+    assert given.spacing_mm == (0.7, 0.7) and given.spacing_source == "given"
+    # A region without a centimetre calibration that reaches beyond the image takes nothing away: the Pixel Spacing
+    # is the file's only calibration.
+    uncalibrated = region_item(0, 0, 2 * pixels.shape[1] - 1, 2 * pixels.shape[0] - 1, None)
+    plain = read_frame(write_dicom(tmp_path / "plain.dcm", pixels, regions=[uncalibrated],
+                                   extra={"PixelSpacing": ["0.35", "0.35"]}))
+    assert plain.spacing_mm == (0.35, 0.35)
+
+
 def test_a_dicom_that_cannot_be_opened_is_worded_as_every_reader_words_it(sample_dicom, monkeypatch):
     # "permission denied" here, "cannot open the file (Permission denied)" for a PNG or MHA alike.
     # (Tests may run as root, whom no mode stops: the refusal is stood in for.)

@@ -331,8 +331,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
         frames_present = _check_native_length(path, ds, pixel_check, n_frames)
     _check_decoder(path, tsyntax)
 
-    regions = _ultrasound_regions(path, ds, rows, columns)
-    spacing, source = _frame_spacing(path, ds, regions)
+    regions, calibrated_for_another_image = _ultrasound_regions(path, ds, rows, columns)
+    spacing, source = _frame_spacing(path, ds, regions, calibrated_for_another_image)
     if spacing is None and not any(r.spacing_mm for r in regions):
         _refuse_non_square_pixels(path, ds)
     bits_allocated = int(ds.BitsAllocated)
@@ -1091,9 +1091,11 @@ def _float_or_none(value) -> float | None:
 MAX_ULTRASOUND_REGIONS = 100
 
 
-def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tuple[ImagingRegion, ...]:
-    """The 2-D tissue regions of the Sequence of Ultrasound Regions, clipped to the image."""
-    candidates: list[tuple[int | None, ImagingRegion]] = []
+def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tuple[tuple[ImagingRegion, ...], bool]:
+    """The 2-D tissue regions of the Sequence of Ultrasound Regions, clipped to the image, and
+    whether one of them was calibrated in cm for another image (it reaches beyond this one:
+    the image was resized or cropped after the scanner calibrated it)."""
+    candidates: list[tuple[int | None, ImagingRegion, bool]] = []
     listed = ds.get("SequenceOfUltrasoundRegions") or []
     if len(listed) > MAX_ULTRASOUND_REGIONS:
         # Each region is compared with each other one: 50,000 of them in a 7 MB file had taken most
@@ -1132,12 +1134,14 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
                            path, number)
         elif spacing is None:
             logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
-        candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))
-    tissue = [region for data_type, region in candidates if data_type == _DATA_TISSUE]
-    if tissue:
-        return tuple(tissue)
-    # No region says "tissue": keep colour-flow or untyped 2-D regions, which still show anatomy.
-    return tuple(region for data_type, region in candidates if data_type in (None, _DATA_NONE, _DATA_COLOUR_FLOW))
+        resized = beyond > 1 and _region_spacing(item) is not None
+        candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing), resized))
+    tissue = [(region, resized) for data_type, region, resized in candidates if data_type == _DATA_TISSUE]
+    if not tissue:
+        # No region says "tissue": keep colour-flow or untyped 2-D regions, which still show anatomy.
+        tissue = [(region, resized) for data_type, region, resized in candidates
+                  if data_type in (None, _DATA_NONE, _DATA_COLOUR_FLOW)]
+    return tuple(region for region, _ in tissue), any(resized for _, resized in tissue)
 
 
 def _region_spacing(item: Dataset) -> Spacing | None:
@@ -1159,11 +1163,22 @@ def _cm_to_mm(cm: float) -> float:
     return float(Decimal(repr(cm)).scaleb(1))
 
 
-def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...]) -> tuple[Spacing | None, str | None]:
+def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...],
+                   calibrated_for_another_image: bool = False) -> tuple[Spacing | None, str | None]:
     """(x, y) mm per pixel for the whole frame and where it came from (a code of
-    :data:`ipp_seg.measure.SPACING_SOURCES`; None with an unknown spacing)."""
+    :data:`ipp_seg.measure.SPACING_SOURCES`; None with an unknown spacing).
+    ``calibrated_for_another_image``: a region's calibration was dropped for reaching beyond the
+    image; then no Pixel Spacing is taken either."""
     _warn_of_overlapping_calibrations(path, regions)
     calibrated = [r.spacing_mm for r in regions if r.spacing_mm is not None]
+    if calibrated_for_another_image and not calibrated:
+        # Exporters copy the region's calibration into Pixel Spacing, and one that resizes the image
+        # leaves both as they were: a halved export's HSD had been given at half its length, status
+        # ok, and a --spacing-mm given for it had been ignored (a reader's review).
+        if any(value not in (None, "") for value in (*_pixel_spacings(ds), ds.get("ImagerPixelSpacing"))):
+            logger.warning("%s: its Pixel Spacing is not used either: it may be that same calibration, copied "
+                           "before the image was resized", path)
+        return None, None
     if calibrated and len(calibrated) == len(regions):
         first = calibrated[0]
         if all(same_spacing(first, other) for other in calibrated[1:]):
