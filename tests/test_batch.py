@@ -1784,6 +1784,36 @@ def test_resume_with_verify_reads_every_file_again_and_measures_again_those_whos
            "outside them were not, such as a.dcm" in caplog.text, caplog.text
 
 
+def test_a_file_measured_before_that_cannot_be_read_now_keeps_one_row_the_failed_one(tmp_path, sample_dicom, caplog):
+    # An upgrade's pass: a file an earlier version measured and this one refuses (or one changed under the same size
+    # and time) had kept its ok row beside the failed row each resume added, its mask beside both.
+    import os
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy2(sample_dicom, scans / "a.dcm")
+    out = tmp_path / "out"
+    assert _run("batch", scans, "--out", out, "--workers", 1, "--save-masks").exit_code == 0
+    (before,) = _rows(out / "measurements.csv")
+    assert before["status"] != "failed" and (out / before["mask_file"]).exists()
+    data = bytearray((scans / "a.dcm").read_bytes())
+    data[128:132] = b"XXXX"  # no DICM after the preamble: not a DICOM file
+    stat = (scans / "a.dcm").stat()
+    (scans / "a.dcm").write_bytes(bytes(data))
+    os.utime(scans / "a.dcm", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with caplog.at_level("WARNING"):  # (exit 1: no frame of the run measured)
+        assert _run("batch", scans, "--out", out, "--workers", 1, "--save-masks", "--resume").exit_code == 1
+    assert "1 file(s) measured before cannot be read now" in " ".join(caplog.text.split()), caplog.text
+    (row,) = _rows(out / "measurements.csv")
+    assert (row["file"], row["status"], row["reasons"]) == ("a.dcm", "failed", "unreadable")
+    assert not (out / before["mask_file"]).exists()
+    (taken,) = _rows(out / "rows_taken_out.csv")
+    assert (taken["taken_out_because"], taken["aop_deg"]) == ("unreadable_now", before["aop_deg"])
+    # Resumed again, the failed row is tried again and stays the file's only row.
+    assert _run("batch", scans, "--out", out, "--workers", 1, "--save-masks", "--resume").exit_code == 1
+    assert [(r["file"], r["status"]) for r in _rows(out / "measurements.csv")] == [("a.dcm", "failed")]
+
+
 def test_a_resume_on_another_folder_is_refused_unless_it_holds_the_files_measured(tmp_path, sample_png, caplog):
     # A data manager's pass: `batch P2 --out oP --resume` after a run on P1 (the same file names, another patient)
     # had re-measured every file as "changed" and replaced P1's rows, the run record keeping no trace of P1; and

@@ -1886,7 +1886,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    stamps: dict[str, tuple[str, str]] | None = None, in_dir: Path | None = None,
                    measured_in: str | None = None, measured_again: list[dict] | None = None,
                    deferred: list[Callable[[], bool]] | None = None, verify: bool = False,
-                   kept_rows: list[dict] | None = None, frames: str | None = None) -> dict[str, set]:
+                   kept_rows: list[dict] | None = None, frames: str | None = None,
+                   readable: Callable[[str], bool] | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1911,7 +1912,10 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     given, gets the rows the resume keeps. ``frames``, the run's ``--frames``: a cine of which the
     run measures a frame that has no row yet is measured again whole (the rows of its frames
     asked for taken out), so that each frame's angle is judged against those around it
-    (``aop_unsteady``) as in a run of the whole selection."""
+    (``aop_unsteady``) as in a run of the whole selection. ``readable``, where given (a file's
+    name -> whether its header can be read now), takes out the rows of a file measured before
+    that cannot be read now (``unreadable_now``: a version since refuses it, or its bytes changed
+    under the same size and time), so that its new row of why does not join a measurement."""
     damaged: list[tuple[str, dict]] = []
     read, partial, header, reformatted = _complete_rows(csv_path, expect, damaged)
     if damaged:
@@ -1985,6 +1989,16 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         "kept in %s)", csv_path, len(changed), _examples(changed), TAKEN_OUT_NAME)
             taken_out += [(row, "file_changed") for row in kept if row["file"] in changed]
             kept = [row for row in kept if row["file"] not in changed]
+        # (An upgrade's pass: a file 0.2.9 measured, which a later version refuses (over 100 ultrasound regions),
+        # had kept its ok row beside the failed one each resume added.)
+        refused = {row["file"] for row in kept if row["file"] in stamps
+                   and not readable(row["file"])} if readable is not None else set()
+        if refused:
+            log.warning("%s: %d file(s) measured before cannot be read now (this version refuses them, or they "
+                        "changed under the same size and time); their rows are taken out (kept in %s) and each gets "
+                        "a row saying why: %s", csv_path, len(refused), TAKEN_OUT_NAME, _examples(refused))
+            taken_out += [(row, "unreadable_now") for row in kept if row["file"] in refused]
+            kept = [row for row in kept if row["file"] not in refused]
     if frames is not None:
         whole = _cine_frames_measured_again(kept, rows, frames, in_dir, stamps)
         if whole:
@@ -2059,7 +2073,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         rewrite()
     if measured_again is not None:
         measured_again.extend(row for row, why in taken_out if why in ("file_changed", "read_again",
-                                                                        "cine_measured_whole"))
+                                                                        "cine_measured_whole", "unreadable_now"))
     if kept_rows is not None:
         kept_rows.extend(kept)
     return _done_of(kept)
@@ -2790,6 +2804,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     names = [_csv_name(path, options.in_dir) for path in files]
     warn_of_training_frames(spec, files, "files")
     done: dict[str, set] = {}
+    frames_in = functools.cache(_frames_in)  # (each kept file's header read once, by both checks)
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
     earlier_numbers: dict[str, int] = {}  # the Instance Numbers of their SEGs and SRs, by path
     kept_rows: list[dict] = []  # rows a resume keeps
@@ -2803,6 +2818,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
         had_rows = csv_path.exists()
         csv_read_as = _file_state(csv_path)  # (before its rows are read: see _WholeRowsFile)
         stamps = {name: file_stamp(path) for path, name in zip(files, names)}
+        path_named = dict(zip(names, files))
         prior_record = _read_run_record(options.out_dir)
         measured_in = _last_folder_measured(prior_record)
         _refuse_other_confidence_floors(prior_record, weights_sha256, confidence_floors_used(spec), csv_path)
@@ -2812,7 +2828,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                                                 "spacing_given_mm": spacing_cell(inf.spacing_mm)},
                               stamps=stamps, in_dir=options.in_dir, measured_in=measured_in,
                               measured_again=measured_again, deferred=csv_rewrite, verify=options.verify,
-                              kept_rows=kept_rows, frames=inf.frames)
+                              kept_rows=kept_rows, frames=inf.frames,
+                              readable=lambda name: frames_in(path_named[name]) is not None)
         recorded_rows = sum(s.get("rows_written") or 0 for s in prior_record.get("sessions", ())
                             if isinstance(s.get("rows_written"), int))
         if recorded_rows and not kept_rows and not measured_again:
@@ -2847,7 +2864,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     skipped = 0
     for path, name in zip(files, names):
         seen = done.get(name)
-        if seen is not None and ("" in seen or _all_frames_done(path, seen, options.inference.frames)):
+        if seen is not None and ("" in seen or _all_frames_done(frames_in(path), seen, options.inference.frames)):
             skipped += 1
             continue
         todo.append((path, frozenset(f for f in (seen or ()) if f != "")))
@@ -3300,7 +3317,8 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     (``file_changed``: its file changed since, and is measured again; ``repeated_row``: a second
     row of a file and frame, as a spreadsheet's copy leaves; ``read_again``: a failure to read or
     process the file, or a frame it lacked, tried again; ``cine_measured_whole``: a frame of a cine
-    measured again with the cine's frames measured for the first time; ``damaged_row``: a line of
+    measured again with the cine's frames measured for the first time; ``unreadable_now``: a row of
+    a file that cannot be read now, which gets the row of why; ``damaged_row``: a line of
     more or fewer cells than the columns, its cells as far as they go). A ``read_again`` row that the file lists
     already, the same failure of the same bytes, is not added again: a file that stays unreadable
     had added a copy of its row at every resume."""
@@ -3423,12 +3441,24 @@ def _known_cine_angles(rows: Iterable[dict], partly_done: dict[str, frozenset]
     return tuple((name, tuple(pairs[frame] for frame in sorted(pairs))) for name, pairs in sorted(angles.items()))
 
 
-def _all_frames_done(path: Path, seen: set, frames: str) -> bool:
+def _all_frames_done(n_frames: int | None, seen: set, frames: str) -> bool:
+    """Whether a file of ``n_frames`` frames (None: its header cannot be read) has a row, among
+    ``seen``, of each frame ``frames`` selects."""
+    if n_frames is None:
+        return False
     try:
-        wanted = parse_frame_selection(frames).indices(count_frames(path))
-    except (ScanReadError, ValueError, IndexError):  # (IndexError: it has none of them, a no_such_frame row)
+        wanted = parse_frame_selection(frames).indices(n_frames)
+    except (ValueError, IndexError):  # (IndexError: it has none of them, a no_such_frame row)
         return False
     return all(i in seen for i in wanted)
+
+
+def _frames_in(path: Path) -> int | None:
+    """How many frames ``path`` holds by its header (:func:`count_frames`); None where it cannot be read."""
+    try:
+        return count_frames(path)
+    except ScanReadError:
+        return None
 
 
 def _file_state(path: Path) -> tuple:
