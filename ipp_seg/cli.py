@@ -971,6 +971,10 @@ def batch(
                          help="With --resume: read every measured file again and measure again those whose bytes "
                               "are not their rows' file_sha256 (a file replaced under the same size and time); "
                               "slower, as every file is read."),
+    remeasure_other_versions: bool = _flag(
+        "--remeasure-other-versions",
+        help="With --resume: measure again the files of rows another version of ipp-seg wrote (after an upgrade); "
+             "their earlier rows are kept in rows_taken_out.csv."),
     model: Optional[str] = MODEL_OPT, backend: str = BACKEND_OPT, device: str = DEVICE_OPT,
     method: str = METHOD_OPT, orientation: str = ORIENTATION_OPT, frames: str = FRAMES_OPT,
     spacing_mm: Optional[str] = SPACING_OPT, tta: bool = TTA_OPT, threads: Optional[int] = THREADS_OPT,
@@ -1019,8 +1023,12 @@ def batch(
         fail("--resume goes on with the run in OUT, --overwrite replaces it: give one of them")
     if verify and not resume:
         fail("--verify checks the files of the run --resume goes on with: give it with --resume")
+    if remeasure_other_versions and not resume:
+        fail("--remeasure-other-versions measures again files of the run --resume goes on with: give it with "
+             "--resume (--overwrite measures every file again)")
     options = BatchOptions(in_dir, out, inference, glob, save_masks, overlays, workers, resume, overwrite,
-                           verify=verify, engine=engine, address=address, dicom_seg=dicom_seg, dicom_sr=dicom_sr,
+                           verify=verify, remeasure_other_versions=remeasure_other_versions, engine=engine,
+                           address=address, dicom_seg=dicom_seg, dicom_sr=dicom_sr,
                            excluded_globs=tuple(exclude or ()), command=_command_line())
     counts = {"files": 0, "total": None, "frames": 0, "in_file": 0, "failed": 0, "not_images": 0,
               "started": time.monotonic(), "said": 0.0}

@@ -2407,6 +2407,22 @@ def test_a_resume_says_which_rows_other_code_of_the_same_release_measured(mixed_
                      caplog.text)
     assert said and said[1] == said[2] and int(said[1]) >= len(rows) - 2 and said[3] == other, caplog.text
     assert {r["ipp_seg_version"] for r in _rows(out / "measurements.csv")} == {other, software_version()}
+    # The remedy said is a resume's (an upgrade's pass: --overwrite, advised before, drops the rows of files gone
+    # from the folder and rows_taken_out.csv), and it measures those files again, each whole, keeping their rows.
+    assert "--resume --remeasure-other-versions measures their files again" in " ".join(caplog.text.split())
+    alone = _run("batch", mixed_folder, "--out", out, "--remeasure-other-versions")
+    assert alone.exit_code == 2 and "give it with --resume" in " ".join(alone.output.split())
+    older = [r for r in _rows(out / "measurements.csv") if r["ipp_seg_version"] == other]
+    caplog.clear()
+    assert _run("batch", mixed_folder, "--out", out, "--resume", "--remeasure-other-versions").exit_code == 0
+    after = _rows(out / "measurements.csv")
+    assert {r["ipp_seg_version"] for r in after} == {software_version()} and len(after) == len(rows)
+    assert "of the rows kept were measured by another version" not in caplog.text
+    taken = [r for r in _rows(out / "rows_taken_out.csv") if r["taken_out_because"] == "other_version"]
+    assert sorted((r["file"], r["frame"]) for r in taken) == sorted((r["file"], r["frame"]) for r in older)
+    # The same code measured them: the same values.
+    now = {(r["file"], r["frame"]): r for r in after}
+    assert all(now[r["file"], r["frame"]]["aop_deg"] == r["aop_deg"] for r in older)
 
 
 def test_a_csv_of_an_earlier_version_is_resumed_under_the_new_columns(mixed_folder, tmp_path, caplog):

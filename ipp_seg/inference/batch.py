@@ -140,6 +140,8 @@ class BatchOptions:
     overwrite: bool = False  # replace a measurements.csv that holds rows (without it, refused)
     # Resumed: every measured file read again and its bytes compared with its rows' file_sha256.
     verify: bool = False
+    # Resumed: the files of rows another version of ipp-seg wrote are measured again (an upgrade).
+    remeasure_other_versions: bool = False
     engine: str = "local"  # "local" (processes on this machine) or "ray" (a Ray cluster, the [ray] extra)
     address: str | None = None  # Ray cluster address; None starts a local Ray instance
     # (relative path, output name) for scans whose masks and overlays would otherwise share a
@@ -1887,7 +1889,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    measured_in: str | None = None, measured_again: list[dict] | None = None,
                    deferred: list[Callable[[], bool]] | None = None, verify: bool = False,
                    kept_rows: list[dict] | None = None, frames: str | None = None,
-                   readable: Callable[[str], bool] | None = None) -> dict[str, set]:
+                   readable: Callable[[str], bool] | None = None,
+                   remeasure_other_versions: bool = False) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1915,7 +1918,9 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     (``aop_unsteady``) as in a run of the whole selection. ``readable``, where given (a file's
     name -> whether its header can be read now), takes out the rows of a file measured before
     that cannot be read now (``unreadable_now``: a version since refuses it, or its bytes changed
-    under the same size and time), so that its new row of why does not join a measurement."""
+    under the same size and time), so that its new row of why does not join a measurement.
+    ``remeasure_other_versions``: the files of rows another version of ipp-seg wrote (an upgrade's
+    rows, which read as that version read them) are measured again whole (``other_version``)."""
     damaged: list[tuple[str, dict]] = []
     read, partial, header, reformatted = _complete_rows(csv_path, expect, damaged)
     if damaged:
@@ -1991,7 +1996,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
             kept = [row for row in kept if row["file"] not in changed]
         # (An upgrade's pass: a file 0.2.9 measured, which a later version refuses (over 100 ultrasound regions),
         # had kept its ok row beside the failed one each resume added.)
-        refused = {row["file"] for row in kept if row["file"] in stamps
+        # (A row of a frame: the file was read then. A file that held no image has its one row without a frame.)
+        refused = {row["file"] for row in kept if row["file"] in stamps and row["frame"] != ""
                    and not readable(row["file"])} if readable is not None else set()
         if refused:
             log.warning("%s: %d file(s) measured before cannot be read now (this version refuses them, or they "
@@ -1999,6 +2005,16 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                         "a row saying why: %s", csv_path, len(refused), TAKEN_OUT_NAME, _examples(refused))
             taken_out += [(row, "unreadable_now") for row in kept if row["file"] in refused]
             kept = [row for row in kept if row["file"] not in refused]
+        if remeasure_other_versions:
+            # A file's rows all of one version: a cine measured in part by each is measured again whole.
+            older = {row["file"] for row in kept if row["file"] in stamps
+                     and row.get("ipp_seg_version") != software_version()}
+            if older:
+                log.warning("%s: %d file(s) measured by another version of ipp-seg are measured again "
+                            "(--remeasure-other-versions; their earlier rows are kept in %s): %s", csv_path,
+                            len(older), TAKEN_OUT_NAME, _examples(older))
+                taken_out += [(row, "other_version") for row in kept if row["file"] in older]
+                kept = [row for row in kept if row["file"] not in older]
     if frames is not None:
         whole = _cine_frames_measured_again(kept, rows, frames, in_dir, stamps)
         if whole:
@@ -2021,9 +2037,14 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     by_version = Counter(row.get("ipp_seg_version") or "an unknown version" for row in kept
                          if row.get("ipp_seg_version") != software_version())
     if by_version:
+        # (An upgrade's pass: --overwrite, advised here before, also drops the rows of files gone from the folder
+        # and rows_taken_out.csv.)
         log.warning("%s: %d of the rows kept were measured by another version of ipp-seg (%s), and read as it read "
-                    "them (CHANGELOG.md lists what changed); --overwrite measures every file again", csv_path,
-                    sum(by_version.values()), ", ".join(f"{n} by {v}" for v, n in sorted(by_version.items())))
+                    "them (CHANGELOG.md lists what changed); %s", csv_path,
+                    sum(by_version.values()), ", ".join(f"{n} by {v}" for v, n in sorted(by_version.items())),
+                    "their files are not among those this run takes" if remeasure_other_versions else
+                    "--resume --remeasure-other-versions measures their files again, keeping their rows in "
+                    f"{TAKEN_OUT_NAME}")
     if upgraded and rows:
         new = [column for column in CSV_COLUMNS if column not in header]
         derived = [column for column in ("aop_doubtful", "hsd_doubtful") if column in new]
@@ -2031,7 +2052,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     "(%s)", csv_path, f"{', '.join(new)} new, empty in them" + (
                         f", but {' and '.join(derived)}, read from the rows' reasons" if derived else "")
                     if new else "in this version's order")
-    elif reformatted and rows:  # (the CSV is rewritten for it alone: said, as nothing else would say it)
+    if reformatted and rows:  # (the CSV may be rewritten for it alone: said, as nothing else would say it)
         log.warning("%s: rows in another form than ipp-seg writes (saved again by a program: TRUE for true, 0.0 for 0, "
                     "a time without its Z; or a name an earlier version wrote raw) are written back in its form; "
                     "their values are kept", csv_path)
@@ -2073,7 +2094,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         rewrite()
     if measured_again is not None:
         measured_again.extend(row for row, why in taken_out if why in ("file_changed", "read_again",
-                                                                        "cine_measured_whole", "unreadable_now"))
+                                                                        "cine_measured_whole", "unreadable_now",
+                                                                        "other_version"))
     if kept_rows is not None:
         kept_rows.extend(kept)
     return _done_of(kept)
@@ -2829,7 +2851,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                               stamps=stamps, in_dir=options.in_dir, measured_in=measured_in,
                               measured_again=measured_again, deferred=csv_rewrite, verify=options.verify,
                               kept_rows=kept_rows, frames=inf.frames,
-                              readable=lambda name: frames_in(path_named[name]) is not None)
+                              readable=lambda name: frames_in(path_named[name]) is not None,
+                              remeasure_other_versions=options.remeasure_other_versions)
         recorded_rows = sum(s.get("rows_written") or 0 for s in prior_record.get("sessions", ())
                             if isinstance(s.get("rows_written"), int))
         if recorded_rows and not kept_rows and not measured_again:
@@ -3318,7 +3341,9 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     row of a file and frame, as a spreadsheet's copy leaves; ``read_again``: a failure to read or
     process the file, or a frame it lacked, tried again; ``cine_measured_whole``: a frame of a cine
     measured again with the cine's frames measured for the first time; ``unreadable_now``: a row of
-    a file that cannot be read now, which gets the row of why; ``damaged_row``: a line of
+    a file that cannot be read now, which gets the row of why; ``other_version``: a row another
+    version of ipp-seg wrote, its file measured again (``--remeasure-other-versions``);
+    ``damaged_row``: a line of
     more or fewer cells than the columns, its cells as far as they go). A ``read_again`` row that the file lists
     already, the same failure of the same bytes, is not added again: a file that stays unreadable
     had added a copy of its row at every resume."""
