@@ -1724,6 +1724,11 @@ def evaluate(
     if any(block.reasons_pred for block in report.blocks):
         _print_table(_reasons_table(report.blocks))
     _say_prediction_models(report.prediction_models, report.prediction_settings)
+    if len(report.prediction_versions) > 1:
+        # (An upgrade's pass: summary.json listed them, the terminal did not.)
+        err.print(f"[yellow]warning:[/] the predictions were made by {len(report.prediction_versions)} versions of "
+                  f"ipp-seg ({escape(', '.join(report.prediction_versions))}), which may read frames differently "
+                  "(CHANGELOG.md; batch --resume --remeasure-other-versions brings a run to one)", highlight=False)
     if out is not None:
         err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
 

@@ -1614,6 +1614,11 @@ def test_evaluate_says_which_model_made_the_predictions_and_warns_of_a_mix(tmp_p
     (pred / "04750.json").write_text(json.dumps({**report, "file": "04750.png", "tta": True}))
     mixed = " ".join(invoke("evaluate", pred, gt, "--out", tmp_path / "mixed").output.split())
     assert "the predictions were made with 2 settings (tta false, method ellipse" in mixed and "tta true" in mixed
+    assert "versions of ipp-seg" not in mixed
+    # Two versions' predictions are said on the terminal too (an upgrade's pass: summary.json alone listed them).
+    (pred / "04750.json").write_text(json.dumps({**report, "file": "04750.png", "ipp_seg_version": "0.2.9"}))
+    mixed = " ".join(invoke("evaluate", pred, gt).output.split())
+    assert f"the predictions were made by 2 versions of ipp-seg ({report['ipp_seg_version']}, 0.2.9)" in mixed
     (pred / "04750.json").unlink()
     # An earlier evaluation's summary.json left among the predictions is no frame's report: its version is not theirs.
     (pred / "summary.json").write_text(json.dumps({**summary, "ipp_seg_version": "9.9.9"}))
