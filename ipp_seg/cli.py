@@ -1132,6 +1132,11 @@ def batch(
               f"-> {escape(str(summary.csv_path))}", highlight=False)
     _advise(summary.advice, orientation, again="--overwrite")
     _say_cine_frames_not_checked(summary.cine_frames_unchecked, summary.cine_frames_untimed)
+    if verify:  # (an audit that found nothing had said nothing: an upgrade's pass)
+        found = (f"{summary.verified_changed} of them changed since they were measured, measured again above"
+                 if summary.verified_changed else "each holds the bytes its rows measured")
+        err.print(f"--verify: {_count(summary.verified_files, 'file')} read again and compared with their rows' "
+                  f"file_sha256: {found} (recorded in {RUN_RECORD_NAME})", highlight=False)
     if summary.hidden_left_out:  # (skipped as always: said, so that the rows can be reconciled with the folder)
         folders = [name for name in summary.hidden_left_out if name.endswith("/")]
         n_files = len(summary.hidden_left_out) - len(folders)

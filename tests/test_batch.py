@@ -1767,8 +1767,11 @@ def test_resume_with_verify_reads_every_file_again_and_measures_again_those_whos
     refused = _run("batch", scans, "--out", out, "--workers", 1, "--verify")
     assert refused.exit_code == 2 and "give it with --resume" in " ".join(refused.output.split())
     with caplog.at_level("WARNING"):
-        assert _run("batch", scans, "--out", out, "--workers", 1, "--resume", "--verify").exit_code == 0
+        audit = _run("batch", scans, "--out", out, "--workers", 1, "--resume", "--verify")
+    assert audit.exit_code == 0
     assert "1 file(s) changed since they were measured; measured again: a.dcm" in caplog.text
+    assert "--verify: 2 files read again and compared with their rows' file_sha256: 1 of them changed" in \
+        " ".join(audit.output.split())
     # Said once, by name (a second line had counted its row again, unnamed, among "unreadable ... files").
     assert "those files are measured again" not in caplog.text
     rows = {row["file"]: row for row in _rows(out / "measurements.csv")}
@@ -1782,6 +1785,13 @@ def test_resume_with_verify_reads_every_file_again_and_measures_again_those_whos
                     ).exit_code == 0
     assert "--verify read again only the files this run takes (its --glob, --exclude): 1 file(s) of the CSV's rows " \
            "outside them were not, such as a.dcm" in caplog.text, caplog.text
+    # An audit that finds every file as measured says so, and is in the run's record (it had left no trace).
+    sessions = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
+    clean = _run("batch", scans, "--out", out, "--workers", 1, "--resume", "--verify")
+    assert clean.exit_code == 0 and "--verify: 2 files read again and compared with their rows' file_sha256: each " \
+        "holds the bytes its rows measured" in " ".join(clean.output.split())
+    after = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"]
+    assert len(after) == len(sessions) + 1 and after[-1]["verified_files"] == 2 and after[-1]["rows_written"] == 0
 
 
 def test_a_file_measured_before_that_cannot_be_read_now_keeps_one_row_the_failed_one(tmp_path, sample_dicom, caplog):

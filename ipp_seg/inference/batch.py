@@ -387,6 +387,10 @@ class BatchSummary:
     # fewer than two other frames measured within the window (frames picked from a loop), or no frame times.
     cine_frames_unchecked: int = 0
     cine_frames_untimed: int = 0
+    # Resumed with --verify: the files read again and compared with their rows' file_sha256, and of them those
+    # whose bytes differ (measured again).
+    verified_files: int = 0
+    verified_changed: int = 0
 
     @property
     def advice(self) -> RunAdvice:
@@ -1890,7 +1894,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    deferred: list[Callable[[], bool]] | None = None, verify: bool = False,
                    kept_rows: list[dict] | None = None, frames: str | None = None,
                    readable: Callable[[str], bool] | None = None,
-                   remeasure_other_versions: bool = False) -> dict[str, set]:
+                   remeasure_other_versions: bool = False,
+                   verified: dict[str, bool] | None = None) -> dict[str, set]:
     """What a resumed run may skip: the CSV's rows, less a row a killed run left half-written,
     the rows of files or frames that could not be read or processed (a decoder may have been
     installed since, a file copied in full), and, given ``stamps`` (relative path -> the
@@ -1920,7 +1925,9 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     that cannot be read now (``unreadable_now``: a version since refuses it, or its bytes changed
     under the same size and time), so that its new row of why does not join a measurement.
     ``remeasure_other_versions``: the files of rows another version of ipp-seg wrote (an upgrade's
-    rows, which read as that version read them) are measured again whole (``other_version``)."""
+    rows, which read as that version read them) are measured again whole (``other_version``).
+    ``verified``, where given, gets the files ``verify`` read again: name -> whether their bytes are
+    those their rows measured."""
     damaged: list[tuple[str, dict]] = []
     read, partial, header, reformatted = _complete_rows(csv_path, expect, damaged)
     if damaged:
@@ -1979,8 +1986,13 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                    and not (row["status"] == "failed" and not row["file_sha256"]
                             and row["file_bytes"] == stamps[row["file"]][0])}
         if verify and sha_of is not None:
-            changed |= {row["file"] for row in kept if row["file"] in stamps and row["file"] not in changed
-                        and row["file_sha256"] and sha_of(row["file"]) != row["file_sha256"]}
+            compared = {row["file"] for row in kept if row["file"] in stamps and row["file"] not in changed
+                        and row["file_sha256"]}
+            differ = {row["file"] for row in kept if row["file"] in compared
+                      and sha_of(row["file"]) != row["file_sha256"]}
+            changed |= differ
+            if verified is not None:
+                verified.update((name, name not in differ) for name in compared)
             # (A coordinator's pass: an audit run with a narrower --glob had reported clean over rows of changed
             # files it never read.)
             unread = {row["file"] for row in kept if row["file"] not in stamps
@@ -2828,6 +2840,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
     done: dict[str, set] = {}
     frames_in = functools.cache(_frames_in)  # (each kept file's header read once, by both checks)
     measured_again: list[dict] = []  # rows a resume takes out, their files to be measured again
+    verified: dict[str, bool] = {}  # --verify: the files read again, and whether their bytes were those measured
     earlier_numbers: dict[str, int] = {}  # the Instance Numbers of their SEGs and SRs, by path
     kept_rows: list[dict] = []  # rows a resume keeps
     csv_rewrite: list[Callable[[], bool]] = []  # the resume's rewrite of the CSV, made once the run is not refused
@@ -2852,7 +2865,7 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                               measured_again=measured_again, deferred=csv_rewrite, verify=options.verify,
                               kept_rows=kept_rows, frames=inf.frames,
                               readable=lambda name: frames_in(path_named[name]) is not None,
-                              remeasure_other_versions=options.remeasure_other_versions)
+                              remeasure_other_versions=options.remeasure_other_versions, verified=verified)
         recorded_rows = sum(s.get("rows_written") or 0 for s in prior_record.get("sessions", ())
                             if isinstance(s.get("rows_written"), int))
         if recorded_rows and not kept_rows and not measured_again:
@@ -3057,7 +3070,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
             # (Not one the user had made before the run: only what is in it, left empty by the run.)
             _remove_empty_folders(options.out_dir / folder, keep_root=outputs_before[folder])
         raise
-    if fresh or rowed or unlisted_names or moved or csv_rewritten:  # (the session is recorded): how it ended
+    if options.verify:  # (an audit is recorded, whatever it found: a resume that found every file as it was had
+        session["verified_files"] = len(verified)  # left no trace, an upgrade's pass)
+    if fresh or rowed or unlisted_names or moved or csv_rewritten or options.verify:  # (recorded): how it ended
         # (A resume with nothing left to do is recorded where folders could not be listed: a nightly run's
         # steady state, whose record would otherwise never name them.)
         session.update(ended=utc_now_cell(), rows_written=n_rows, failed_rows=n_failed, warning_rows=n_warning)
@@ -3105,7 +3120,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                         dicom_written=n_dicom, dicom_refused=n_dicom_refused,
                         hidden_left_out=hidden_names, folders_not_listed=unlisted_names,
                         files_without_rows=len(without_frames_asked), cine_frames_unchecked=n_unchecked,
-                        cine_frames_untimed=n_untimed)
+                        cine_frames_untimed=n_untimed, verified_files=len(verified),
+                        verified_changed=sum(not same for same in verified.values()))
 
 
 def cine_frames_not_checked(rows: Sequence[dict], known: Sequence[tuple[float, float]] = ()) -> tuple[int, int]:
