@@ -872,6 +872,57 @@ def test_nifti_units_are_converted_by_itk_once(tmp_path, code, mm):
     assert read_frame(path).spacing_mm == pytest.approx((0.25 * mm, 0.5 * mm), rel=1e-6)
 
 
+def baseline_tiff(planes: np.ndarray, photometric: int, planar: int = 1) -> bytes:
+    """An uncompressed little-endian TIFF of ``planes`` (samples, rows, columns), one strip per
+    plane where they are stored apart (PlanarConfiguration 2), else one strip of them interleaved."""
+    spp, rows, columns = planes.shape
+    strips = [p.tobytes() for p in planes] if planar == 2 else [np.moveaxis(planes, 0, -1).tobytes()]
+    n_entries = 10
+    arrays_at = 8 + 2 + 12 * n_entries + 4  # the strips' offsets and byte counts, then the pixels
+    data_at = arrays_at + (8 * len(strips) if len(strips) > 1 else 0)
+    offsets = [data_at + sum(map(len, strips[:k])) for k in range(len(strips))]
+
+    def value(v):  # (one LONG held in the entry, or the offset of several)
+        return v if len(strips) == 1 else None
+
+    entries = [(256, 3, 1, columns), (257, 3, 1, rows), (258, 3, 1, 8 * planes.dtype.itemsize), (259, 3, 1, 1),
+               (262, 3, 1, photometric), (273, 4, len(strips), value(offsets[0]) or arrays_at), (277, 3, 1, spp),
+               (278, 3, 1, rows), (279, 4, len(strips), value(len(strips[0])) or arrays_at + 4 * len(strips)),
+               (284, 3, 1, planar)]
+    head = b"II*\x00" + struct.pack("<IH", 8, n_entries)
+    for tag, kind, count, v in entries:
+        held = struct.pack("<HH", v, 0) if kind == 3 else struct.pack("<I", v)
+        head += struct.pack("<HHI", tag, kind, count) + held
+    head += struct.pack("<I", 0)
+    if len(strips) > 1:
+        head += struct.pack(f"<{len(strips)}I", *offsets) + struct.pack(f"<{len(strips)}I", *map(len, strips))
+    return head + b"".join(strips)
+
+
+def test_a_deep_tiff_stored_white_is_zero_reads_as_its_8_bit_twin_and_separate_planes_are_refused(tmp_path):
+    # A reader's review: OpenCV inverts an 8-bit WhiteIsZero TIFF but not a 16-bit one (a negative, measured 34 deg
+    # off), and reads a 16-bit TIFF of separate colour planes as its red plane thrice.
+    from ipp_seg.io import ScanReadError, read_frame
+
+    grey = np.full((1, 20, 30), 1000, np.uint16)
+    grey[0, :5, :5] = 60000
+    (tmp_path / "w16.tif").write_bytes(baseline_tiff(grey, 0))
+    (tmp_path / "w8.tif").write_bytes(baseline_tiff((grey // 257).astype(np.uint8), 0))
+    (tmp_path / "b16.tif").write_bytes(baseline_tiff(grey, 1))
+    deep, shallow, upright = (read_frame(tmp_path / name).pixels for name in ("w16.tif", "w8.tif", "b16.tif"))
+    assert deep[0, 0] < 30 and deep[-1, -1] > 240  # the bright block shown dark, as a viewer shows it
+    np.testing.assert_allclose(deep, shallow, atol=1)
+    np.testing.assert_allclose(deep, 255 - upright, atol=1e-3)
+    colour = np.stack([grey[0], grey[0] // 2, grey[0] // 4])
+    (tmp_path / "planes.tif").write_bytes(baseline_tiff(colour, 2, planar=2))
+    with pytest.raises(ScanReadError, match=r"colour planes are stored apart \(PlanarConfiguration 2\)"):
+        read_frame(tmp_path / "planes.tif")
+    (tmp_path / "planes8.tif").write_bytes(baseline_tiff((colour // 257).astype(np.uint8), 2, planar=2))
+    (tmp_path / "mixed8.tif").write_bytes(baseline_tiff((colour // 257).astype(np.uint8), 2))
+    planes8, mixed8 = (read_frame(tmp_path / name).pixels for name in ("planes8.tif", "mixed8.tif"))
+    np.testing.assert_array_equal(planes8, mixed8)
+
+
 # --------------------------------------------------------------------------- EXIF orientation
 
 

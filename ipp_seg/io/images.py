@@ -85,6 +85,7 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray | GreyPixels:
         raise ScanReadError(path, f"OpenCV cannot decode it as an image (damaged or not a {suffix or 'known'} file)")
     if data[:4].tobytes() in _TIFF_SIGNATURES:
         _warn_if_multipage(path)
+        arr = _deep_tiff_values(path, data, arr)
     try:
         grey = to_output(drop_alpha_to_grey(arr, order="bgr"))
     except ValueError as exc:
@@ -96,6 +97,30 @@ def read_image_pixels(path: str | os.PathLike[str]) -> np.ndarray | GreyPixels:
         marks = colour_marks(arr[:, :, 2::-1]) if arr.ndim == 3 and arr.shape[2] in (3, 4) else None
     grey = as_displayed(grey, data, path)
     return grey if marks is None else GreyPixels(grey, as_displayed(marks, data, path))
+
+
+def _deep_tiff_values(path: str, data: np.ndarray, arr: np.ndarray) -> np.ndarray:
+    """``arr``, OpenCV's decoding of the TIFF bytes ``data``, with its grey levels the right way
+    round: OpenCV inverts an 8-bit WhiteIsZero TIFF (Photometric 0: the highest value black) and
+    reads its separate colour planes (PlanarConfiguration 2), but not those of a deeper one,
+    which came back as a negative, or with the red plane in every channel (a reader's review).
+    A deeper WhiteIsZero TIFF is inverted here; one of separate planes is refused."""
+    if arr.dtype == np.uint8:
+        return arr
+    tags = _tiff_first_ifd(memoryview(data), (258, 262, 284))  # BitsPerSample, Photometric, PlanarConfiguration
+    depth = f"{8 * arr.dtype.itemsize}-bit"
+    if tags.get(284) == 2 and arr.ndim == 3:
+        raise ScanReadError(path, f"a {depth} TIFF whose colour planes are stored apart (PlanarConfiguration 2), "
+                                  "which OpenCV reads wrongly: save it with its planes interleaved, or as PNG")
+    if tags.get(262) != 0:
+        return arr
+    if not np.issubdtype(arr.dtype, np.unsignedinteger):
+        raise ScanReadError(path, f"a {depth} TIFF of {arr.dtype.kind == 'f' and 'floating-point' or 'signed'} values "
+                                  "stored white-is-zero (Photometric 0), which ipp-seg does not read: save it "
+                                  "black-is-zero, or as PNG")
+    bits = tags.get(258)
+    top = (1 << bits) - 1 if bits and bits <= 8 * arr.dtype.itemsize else np.iinfo(arr.dtype).max
+    return (top - np.minimum(arr, top)).astype(arr.dtype)
 
 
 def as_displayed(image: np.ndarray, data: np.ndarray, path: str | os.PathLike[str] = "") -> np.ndarray:
