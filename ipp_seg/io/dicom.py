@@ -29,6 +29,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -537,7 +538,6 @@ def _is_native_ybr422(info: DicomInfo) -> bool:
     return (
         info.photometric == "YBR_FULL_422"
         and not info.transfer_syntax.is_compressed
-        and info.pixel_offset is not None
         and info.bits_stored <= 8
         and info.columns % 2 == 0
     )
@@ -547,13 +547,25 @@ def _iter_native_ybr422_luma(info: DicomInfo, wanted: list[int]) -> Iterator[tup
     """Luma straight from native YBR_FULL_422 frames (each pixel pair stored as Y1 Y2 Cb Cr).
 
     pydicom 3.0.2 computes wrong frame offsets for this layout when decoding frame by frame,
-    and the luminance wanted here is the stored Y itself, so the frames are sliced directly.
+    and the luminance wanted here is the stored Y itself, so the frames are sliced directly: from
+    the file, or from the inflated data set of a deflated one (whose second frame pydicom had
+    given as noise, a reader's review).
     """
     frame_bytes = info.rows * info.columns * 2
-    with open(info.path, "rb") as f:
+    with ExitStack() as stack:
+        if info.pixel_offset is None:  # deflated: no offset in the file, the pixel data inflated whole
+            inflated = memoryview(pydicom.dcmread(info.path).PixelData)
+
+            def frame_data(index: int) -> bytes | memoryview:
+                return inflated[index * frame_bytes:(index + 1) * frame_bytes]
+        else:
+            f = stack.enter_context(open(info.path, "rb"))
+
+            def frame_data(index: int) -> bytes | memoryview:
+                f.seek(info.pixel_offset + index * frame_bytes)
+                return f.read(frame_bytes)
         for index in wanted:
-            f.seek(info.pixel_offset + index * frame_bytes)
-            data = f.read(frame_bytes)
+            data = frame_data(index)
             if len(data) < frame_bytes:
                 raise ScanReadError(info.path, f"truncated pixel data in frame {index}")
             pairs = np.frombuffer(data, dtype=np.uint8).reshape(info.rows, info.columns // 2, 4)
