@@ -811,6 +811,22 @@ def test_values_stored_in_the_top_bits_are_refused_not_read_scrambled(tmp_path):
     assert read_frame(path).pixels.max() > 0
 
 
+def test_signed_jpeg_ls_of_fewer_bits_than_its_words_reads_as_its_native_twin(tmp_path):
+    # A reader's review: pydicom 3.0.2 corrects the sign of an iterated JPEG-LS frame in a buffer it cannot write, and
+    # a valid signed 12-bit frame had been refused ("output array is read-only").
+    frames = ((ramp_frames(2, dtype=np.uint16, high=4095)).astype(np.int32) - 2048).astype(np.int16)
+    for n in (1, 2):
+        pixels = frames[0] if n == 1 else frames
+        native = list(read_frames(write_dicom(tmp_path / f"native{n}.dcm", pixels, bits_stored=12)))
+        path = write_dicom(tmp_path / f"jls{n}.dcm", pixels, bits_stored=12, syntax=JPEGLSLossless)
+        assert pydicom.dcmread(path, stop_before_pixels=True).PixelRepresentation == 1
+        coded = list(read_frames(path))
+        assert len(coded) == len(native) == n
+        for a, b in zip(coded, native):
+            np.testing.assert_array_equal(a.pixels, b.pixels)
+    assert read_frame(tmp_path / "jls2.dcm", 1).pixels.max() > 0
+
+
 def test_a_region_calibration_beyond_any_number_of_millimetres_is_no_calibration(tmp_path, caplog):
     # 1e308 cm is no number of mm (inf): the frame had failed as an unexpected processing error.
     frames = ramp_frames(1, h=60, w=80)[0]

@@ -38,7 +38,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder, iter_pixels
+from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder, iter_pixels, pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
@@ -456,7 +456,16 @@ def _iter_dicom_frames(info: DicomInfo, indices: Sequence[int] | None) -> Iterat
                         yield wanted[position], _decoded(info, wanted[position], arr)
                         position += 1
                     break
-                except Exception:
+                except Exception as exc:
+                    if isinstance(exc, ValueError) and "read-only" in str(exc):
+                        # pydicom 3.0.2 corrects the sign of an iterated frame in the decoder's own
+                        # buffer, which it cannot write (signed JPEG-LS of 12 bits in 16 had been
+                        # refused, a reader's review): each frame is decoded into an array of its own.
+                        for index in wanted[position:]:
+                            arr = pixel_array(info.path, index=index, raw=_luma_stored(info), **syntax)
+                            yield index, _decoded(info, index, arr)
+                            position += 1
+                        break
                     if not (whole and position == 0 and len(wanted) > 1 and info.transfer_syntax.is_compressed):
                         raise
                     # Fragments that do not match Number of Frames stop a sequential read before
