@@ -469,6 +469,15 @@ def test_itk_rgb_and_16bit(tmp_path):
     deep = scene().astype(np.uint16) * 100
     frame = read_frame(write_itk(tmp_path / "deep.mha", deep))
     np.testing.assert_allclose(frame.pixels, deep * (255.0 / 65535.0), rtol=1e-6)
+    # Integers wider than 8 bits state no Bits Stored: read on the fewest bits that hold them (a reader's review: an
+    # 8-bit frame saved as int16 had read as a flat grey of 127.5-128.5), on the type's range where any is negative.
+    eight = read_frame(write_itk(tmp_path / "int16.mha", scene().astype(np.int16)))
+    np.testing.assert_array_equal(eight.pixels, scene())
+    twelve = read_frame(write_itk(tmp_path / "twelve.mha", scene().astype(np.uint16) * 16))
+    np.testing.assert_allclose(twelve.pixels, scene() * (16 * 255.0 / 4095.0), rtol=1e-6)
+    below = scene().astype(np.int16) - 100
+    signed = read_frame(write_itk(tmp_path / "signed.mha", below))
+    np.testing.assert_allclose(signed.pixels, (below + 32768.0) * (255.0 / 65535.0), rtol=1e-5)
 
 
 def test_itk_float_passes_through(tmp_path):

@@ -746,9 +746,24 @@ def _plane(path: str, info: ItkInfo, index: int) -> np.ndarray:
 
 def _grey(path: str, arr: np.ndarray) -> np.ndarray:
     try:
-        return to_output(drop_alpha_to_grey(arr, order="rgb"))
+        grey = drop_alpha_to_grey(arr, order="rgb")
+        return to_output(grey, **levels_held(grey))
     except ValueError as exc:
         raise ScanReadError(path, str(exc)) from None
+
+
+def levels_held(grey: np.ndarray) -> dict:
+    """The grey levels of an ITK frame of integers wider than 8 bits, which states no Bits
+    Stored: the fewest of 8, 10, 12, 14 or 16 bits (up to its type's) that hold its values, read
+    unsigned where none is negative, as :func:`~ipp_seg.io.greyscale.to_output` takes them
+    (``bits_stored``, ``signed``); its type's own range ({}) for other frames. An 8-bit frame
+    saved as int16 had read as a flat grey of 127.5 to 128.5 (a reader's review), and a 12-bit one
+    saved as uint16 would read at a sixteenth of its brightness (``frame_dark``)."""
+    if grey.dtype.kind not in "iu" or grey.dtype.itemsize == 1 or grey.size == 0 or int(grey.min()) < 0:
+        return {}
+    high = int(grey.max())
+    bits = next((b for b in (8, 10, 12, 14, 16) if high < 1 << b and b <= 8 * grey.dtype.itemsize), None)
+    return {} if bits is None else {"bits_stored": bits, "signed": False}
 
 
 def _planes_identical(path: str, width: int, height: int, depth: int, volume: np.ndarray | None,
