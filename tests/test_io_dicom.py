@@ -616,6 +616,14 @@ def test_palette_colour_to_luminance(tmp_path, syntax):
         rgb16 = np.stack([red[indices[k]], green[indices[k]], blue[indices[k]]], axis=-1)
         expected = cv2.cvtColor(rgb16, cv2.COLOR_RGB2GRAY) * (255.0 / 65535.0)
         np.testing.assert_allclose(frame.pixels, expected, atol=0.01)
+    # 8-bit entries stored one per 16-bit word, as older writers store them, read at their level (a reader's review:
+    # at 1/257 of it).
+    eight = tuple((lut // 257).astype(np.uint8) for lut in (red, green, blue))
+    path = write_dicom(tmp_path / "pal8.dcm", indices, photometric="PALETTE COLOR", syntax=syntax, palette=eight)
+    assert pydicom.dcmread(path).RedPaletteColorLookupTableDescriptor[2] == 8
+    for k, frame in enumerate(read_frames(path)):
+        rgb8 = np.stack([lut[indices[k]] for lut in eight], axis=-1)
+        np.testing.assert_allclose(frame.pixels, cv2.cvtColor(rgb8, cv2.COLOR_RGB2GRAY), atol=0.01)
 
 
 # --------------------------------------------------------------------------- calibration

@@ -604,7 +604,12 @@ def _to_grey(info: DicomInfo, arr: np.ndarray) -> np.ndarray | GreyPixels:
     """One decoded frame (as pydicom returns it) to the readers' greyscale convention; a colour
     one with its colour marks where it has any (:func:`~ipp_seg.io.greyscale.grey_with_marks`)."""
     if info.photometric == _PHOTOMETRIC_PALETTE:
-        return grey_with_marks(apply_color_lut(arr, info.palette))
+        rgb = apply_color_lut(arr, info.palette)
+        if rgb.dtype != np.uint8 and _palette_entry_bits(info.palette) == 8:
+            # 8-bit entries stored one per 16-bit word (as older writers store them): pydicom gives
+            # them as uint16, which had read at 1/257 of their level (a reader's review).
+            rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+        return grey_with_marks(rgb)
     if arr.ndim == 3 and _luma_stored(info):
         # Luma as stored; the colour marks judged on the frame as a display shows it, in RGB.
         return grey_with_marks(convert_color_space(arr, "YBR_FULL", "RGB"), luma=arr[..., 0],
@@ -628,6 +633,14 @@ _PALETTE_KEYWORDS = [
     for colour in ("Red", "Green", "Blue", "Alpha")
     for segmented, part in (("", "Descriptor"), ("", "Data"), ("Segmented", "Data"))
 ]
+
+
+def _palette_entry_bits(palette: Dataset) -> int | None:
+    """The bits of each entry the red table's descriptor gives (8 or 16), None where it gives none."""
+    try:
+        return int(palette.RedPaletteColorLookupTableDescriptor[2])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _palette_tables(ds: Dataset, tsyntax: UID) -> Dataset:
