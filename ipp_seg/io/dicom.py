@@ -828,8 +828,9 @@ def _check_decoder(path: str, tsyntax: UID) -> None:
 
 
 def _number_of_frames(path: str, ds: Dataset) -> int:
-    """Number of Frames, 1 without one. Present, it must count frames: pydicom's decoder fails
-    on an empty, negative or non-numeric one anyway."""
+    """Number of Frames, 1 without one. Present, it must count frames: an empty one or 0 (which
+    pydicom reads as one frame, with a warning) says nothing of how many the data hold, and a
+    negative or non-numeric one less: refused as a damaged header."""
     if "NumberOfFrames" not in ds:
         return 1
     n = _int_or_none(ds.NumberOfFrames) or 0
