@@ -910,6 +910,14 @@ def test_pixels_a_pixel_aspect_ratio_says_are_not_square_are_refused_unless_cali
     squashed = write_dicom(tmp_path / "aspect.dcm", ramp_frames(1)[0], extra={"PixelAspectRatio": [4, 3]})
     reason = _error(squashed).reason
     assert "pixels are not square (Pixel Aspect Ratio 4:3, rows to columns)" in reason and "export it" in reason
+    assert "--spacing-mm" in reason and count_frames(squashed) == 1  # (its frames counted, to be refused as read)
+    # Their size given, in the shape the ratio says, they are measured (a reader's review: refused all the same);
+    # given in another shape, refused.
+    given = read_frame(squashed, spacing_mm=(0.3, 0.4))
+    assert given.spacing_mm == (0.3, 0.4) and given.spacing_source == "given"
+    with pytest.raises(ScanReadError, match=r"the spacing given, 0.3 x 0.3 mm \(x by y\), is not the shape its Pixel "
+                                            r"Aspect Ratio 4:3"):
+        read_frame(squashed, spacing_mm=(0.3, 0.3))
     for name, extra, regions in (
         ("square", {"PixelAspectRatio": [1, 1]}, None),
         ("nearly", {"PixelAspectRatio": [100, 101]}, None),  # within the 2 % inference takes as square

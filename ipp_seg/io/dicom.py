@@ -137,6 +137,9 @@ class DicomInfo:
     # the header's timing cannot be right: then why, for the reader of its frames to say (not every header read).
     frame_times_ms: Sequence[float] | None = None
     frame_time_problem: str | None = None
+    # (vertical, horizontal) of a Pixel Aspect Ratio that says the pixels are not square, where no calibration in mm
+    # gives their size: the frames are refused unless a spacing is given for them (check_pixel_shape).
+    pixel_aspect_ratio: tuple[int, int] | None = None
     # A greyscale frame of more than 8 bits is shown through its header's display window, if any.
     window: DisplayWindow | DisplayLut | None = None
 
@@ -334,8 +337,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
 
     regions, calibrated_for_another_image = _ultrasound_regions(path, ds, rows, columns)
     spacing, source = _frame_spacing(path, ds, regions, calibrated_for_another_image)
-    if spacing is None and not any(r.spacing_mm for r in regions):
-        _refuse_non_square_pixels(path, ds)
+    # (Refused when the frames are read, where no spacing is given either: check_pixel_shape.)
+    aspect = _non_square_aspect(ds) if spacing is None and not any(r.spacing_mm for r in regions) else None
     bits_allocated = int(ds.BitsAllocated)
     bits_stored = int(ds.get("BitsStored") or bits_allocated)
     high_bit = _int_or_none(ds.get("HighBit"))
@@ -376,6 +379,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         frame_times_ms=frame_times,
         frame_time_problem=frame_time_problem,
         window=_display_window(path, ds) if photometric in _PHOTOMETRIC_GREY and bits_stored > 8 else None,
+        pixel_aspect_ratio=aspect,
     )
     logger.debug(
         "%s: %d frame(s) %dx%d %s, %s, spacing %s from %s, %d 2-D region(s)",
@@ -965,22 +969,37 @@ def _reject_other_modality(path: str, ds: Dataset) -> None:
                                    "transperineal ultrasound frames", uids)
 
 
-def _refuse_non_square_pixels(path: str, ds: Dataset) -> None:
-    """Refuse a frame whose Pixel Aspect Ratio says its pixels are not square when nothing else
-    calibrates it: a viewer stretches such a frame to display it, and an angle measured on the
-    stored grid would be another than the one displayed. (A calibration in mm, where present,
-    sets the pixels' shape and wins.)"""
+def _non_square_aspect(ds: Dataset) -> tuple[int, int] | None:
+    """The (vertical, horizontal) of a Pixel Aspect Ratio that says the pixels are not square;
+    None where it is absent, not the pair the standard defines, or square within 2 %."""
     value = ds.get("PixelAspectRatio")
     try:
         vertical, horizontal = (int(v) for v in value)
     except (TypeError, ValueError):
-        return  # absent, or not the pair the standard defines: the pixels are taken as square
+        return None  # absent, or not the pair the standard defines: the pixels are taken as square
     if vertical <= 0 or horizontal <= 0 or abs(vertical / horizontal - 1.0) <= _SQUARE_PIXEL_TOLERANCE:
+        return None
+    return vertical, horizontal
+
+
+def check_pixel_shape(info: DicomInfo, spacing: Spacing | None) -> None:
+    """Refuse a frame whose Pixel Aspect Ratio says its pixels are not square when no calibration
+    in mm gives their size, neither the file's nor a ``spacing`` given for it (x, y mm): a viewer
+    stretches such a frame to display it, and an angle measured on the stored grid would be
+    another than the one displayed; and one whose given spacing is not the shape its ratio says.
+    (A given spacing had been refused with the frame: a reader's review.)"""
+    if info.pixel_aspect_ratio is None or info.spacing_mm is not None:
         return
-    raise ScanReadError(path, f"its pixels are not square (Pixel Aspect Ratio {vertical}:{horizontal}, rows to "
-                              "columns) and no calibration in mm gives their size: measured as stored, the frame "
-                              "would be distorted and the AoP with it; export it with its ultrasound region "
-                              "calibration, or with square pixels")
+    vertical, horizontal = info.pixel_aspect_ratio
+    ratio = f"Pixel Aspect Ratio {vertical}:{horizontal}, rows to columns"
+    if spacing is None:
+        raise ScanReadError(info.path, f"its pixels are not square ({ratio}) and no calibration in mm gives their "
+                                       "size: measured as stored, the frame would be distorted and the AoP with it; "
+                                       "give their size (--spacing-mm X,Y), or export it with its ultrasound region "
+                                       "calibration, or with square pixels")
+    if abs((spacing[1] / spacing[0]) / (vertical / horizontal) - 1.0) > _SQUARE_PIXEL_TOLERANCE:
+        raise ScanReadError(info.path, f"the spacing given, {spacing[0]:g} x {spacing[1]:g} mm (x by y), is not the "
+                                       f"shape its {ratio} gives its pixels")
 
 
 def _reject_non_2d(path: str, ds: Dataset) -> None:

@@ -149,13 +149,14 @@ def read_frames(
     _refuse_special_file(name)
     kind = source_format(name)
     if kind == "dicom":
-        from .dicom import inspect_dicom, iter_dicom_frames
+        from .dicom import check_pixel_shape, inspect_dicom, iter_dicom_frames
 
         info = inspect_dicom(name)
         indices = _indices(name, frames, info.n_frames, info.uids)
         if info.frame_time_problem:  # (said as its frames are read, not wherever its header is: resume counts frames)
             logger.warning("%s: %s: its frames are given no time (frame_time_ms empty)", name, info.frame_time_problem)
         spacing = choose_spacing(name, info.spacing_mm, info.spacing_source, user_spacing, info.regions)
+        check_pixel_shape(info, spacing[0])
         pixel_source = iter_dicom_frames(info, None if indices == range(info.n_frames) else indices)
         return _frames(
             pixel_source, spacing, info.regions, info.n_frames,
