@@ -1416,6 +1416,28 @@ def test_an_angle_no_transperineal_view_gives_is_failed_not_reported():
            "aop_impossible", "failed")
 
 
+def test_a_head_reaching_across_the_line_of_the_ps_axis_is_measured_at_its_far_tangent():
+    # A reviewer's pass: the head seen from the inferior end reached across the axis's own line past the superior
+    # end, its near tangent a few degrees short of the axis (swept 358 deg); the larger swept angle was taken, and the
+    # frame failed aop_impossible, where the PS turned 5 deg the other way read 82 deg.
+    from ipp_seg.measure.progress import far_tangent
+
+    aops = []
+    for ps_angle in (-35, -30, -25, -20, -15):
+        scene = typical_scene(shape=(420, 420), ps_center=(250.0, 150.0), ps_a=22.0, ps_b=7.0, ps_angle=ps_angle,
+                              head_center=(224.0, 222.0), head_axes=(62.0, 55.8), head_angle=0.0)
+        for method in METHODS:
+            res = measure_progress(scene, (0.2, 0.2), method=method)
+            assert res.status != "failed" and "aop_impossible" not in res.reasons, (ps_angle, method, res.reasons)
+        aops.append(measure_progress(scene, (0.2, 0.2)).aop_deg)
+    steps = np.diff(aops)  # the PS turned 5 deg at a time: the angle moves as steadily
+    assert (steps > 3).all() and (steps < 7).all(), aops
+    # The head lies on the arc of under 180 deg between its tangents.
+    assert far_tangent([76.9, 358.1]) == 0 and far_tangent([358.1, 76.9]) == 1
+    assert far_tangent([10.0, 120.0]) == 1 and far_tangent([170.0, 200.0]) == 1
+    assert far_tangent([300.0, 245.0]) == 0  # (a head on the wrong side: its far end past 240 deg, impossible)
+
+
 def test_status_hsd_undefined():
     res = measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2))
     _check(res, "hsd_undefined", "warning")

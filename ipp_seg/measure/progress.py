@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -427,6 +428,19 @@ def orientation_score(inferior: np.ndarray, superior: np.ndarray, ps_centroid: n
     return rise + ORIENTATION_HEAD_SIDE_WEIGHT * head_side
 
 
+def far_tangent(swept: Sequence[float]) -> int:
+    """Which of the two tangents from the PS's inferior end to the head (their angles swept from
+    the PS axis, degrees in [0, 360)) ends the head's span in the sweep: seen from a point outside
+    it, the head lies between its tangents on the arc of under 180 degrees between them. The
+    larger angle is that end unless the arc crosses the PS axis's own line (a head reaching
+    across the axis past the superior end: its near tangent a few degrees short of the axis, at
+    355 degrees), where the smaller is (the larger had been taken there, and the frame failed
+    ``aop_impossible``: a reviewer's pass)."""
+    first, second = swept
+    larger = 0 if first >= second else 1
+    return larger if abs(first - second) <= 180.0 else 1 - larger
+
+
 def mask_orientation_score(label_mask: np.ndarray, measurement: Measurement, *, ps_label: int = 1,
                            fh_label: int = 2) -> float | None:
     """:func:`orientation_score` of a measurement made on ``label_mask`` (None without PS ends).
@@ -438,7 +452,8 @@ def mask_orientation_score(label_mask: np.ndarray, measurement: Measurement, *, 
     if marks.ps_inferior_end is None or marks.ps_superior_end is None:
         return None
     mask = _check_mask(label_mask)
-    scale = np.array(measurement.spacing_mm or (1.0, 1.0), dtype=np.float64)
+    # (The scale the measurement was taken in: its raw spacing had scored frames past the aspect limit otherwise.)
+    scale = np.array(geometry_scale(measurement.spacing_mm), dtype=np.float64)
     ps = _extract(mask == ps_label, "ps", [])
     fh = _extract(mask == fh_label, "fh", [])
     if ps is None or fh is None:
@@ -723,17 +738,21 @@ def measure_progress(
     # other way when the frame is mirrored.
     sweep = -1 if orientation == "standard" else 1
     swept = [geo.oriented_angle_deg(axis, t - inferior, sweep) for t in tangents]
-    angles = [geo.unsigned_angle_deg(axis, t - inferior) for t in tangents] if method == "challenge" else swept
-    k = int(np.argmax(angles))
+    far = far_tangent(swept)
+    if method == "challenge":  # (the evaluator's: the larger unsigned angle)
+        angles = [geo.unsigned_angle_deg(axis, t - inferior) for t in tangents]
+        k = int(np.argmax(angles))
+    else:
+        angles, k = swept, far
     aop = float(angles[k])
     marks["fh_tangent_point"] = _to_px(tangents[k], scale)
-    if max(swept) > AOP_IMPOSSIBLE_ABOVE_DEG:  # not a value with a warning: no angle of progression at all
+    if swept[far] > AOP_IMPOSSIBLE_ABOVE_DEG:  # not a value with a warning: no angle of progression at all
         # (The challenge method's unsigned angle folds such a head back into a plausible number.)
         reasons.append("aop_impossible")
         return result()
     if not AOP_RANGE_DEG[0] <= aop <= AOP_RANGE_DEG[1]:
         reasons.append("aop_out_of_range")
-    if method == "challenge" and max(swept) > 180.0:
+    if method == "challenge" and swept[far] > 180.0:
         # The evaluator's unsigned angle: a head past the line of the PS axis reads as one short of it by as much.
         reasons.append("aop_folded")
 
