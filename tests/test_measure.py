@@ -1438,6 +1438,26 @@ def test_a_head_reaching_across_the_line_of_the_ps_axis_is_measured_at_its_far_t
     assert far_tangent([300.0, 245.0]) == 0  # (a head on the wrong side: its far end past 240 deg, impossible)
 
 
+def test_a_challenge_fit_taken_on_a_ps_speck_says_so():
+    # A reviewer's pass: the evaluator fits the outline of most points, which a thin curved speck of PS label (4.5 %
+    # of its area, under the fragment share) can have: the challenge angle read 69 deg for 105, aop_doubtful false.
+    import cv2
+
+    from ipp_seg.measure.result import angle_in_doubt
+
+    scene = typical_scene()
+    clean = measure_progress(scene, (0.2, 0.2), method="challenge")
+    arc = np.array([[200 + 40 * np.cos(t), 40 + 25 * np.sin(t)] for t in np.linspace(0, 2.6, 60)], np.int32)
+    specked = scene.copy()
+    cv2.polylines(specked, [arc], False, 1, thickness=1)
+    assert (specked == 1).sum() - (scene == 1).sum() < 0.1 * (scene == 1).sum()
+    res = measure_progress(specked, (0.2, 0.2), method="challenge")
+    assert "ps_fragmented" not in clean.reasons and "ps_fragmented" in res.reasons
+    assert abs(res.aop_deg - clean.aop_deg) > 5 and angle_in_doubt(res.reasons)
+    # The other methods measure the largest piece, as before.
+    assert measure_progress(specked, (0.2, 0.2)).aop_deg == pytest.approx(measure_progress(scene, (0.2, 0.2)).aop_deg)
+
+
 def test_status_hsd_undefined():
     res = measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2))
     _check(res, "hsd_undefined", "warning")

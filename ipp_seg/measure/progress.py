@@ -348,17 +348,23 @@ def structures_touch(a: _Structure, b: _Structure) -> bool:
                  & b.filled[y0 - by:y1 - by, x0 - bx:x1 - bx]).any())
 
 
-def _challenge_ellipse_box(binary: np.ndarray, scale: np.ndarray):
+def _challenge_ellipse_box(binary: np.ndarray, scale: np.ndarray, reasons: list[str], prefix: str):
     """The FH-PS-AOP 2023 evaluator's fit: the external contour with most points, approxPolyDP(1), fitEllipse.
 
     Simplification is done on the pixel grid as the evaluator does; vertices are then scaled
-    to physical space. Returns the cv2 box or None when 5 or fewer vertices remain.
+    to physical space. Returns the cv2 box or None when 5 or fewer vertices remain. Where the
+    contour of most points is not that of the largest piece (a thin speck outlined by more
+    points than the structure), ``{prefix}_fragmented`` is noted: the angle is the evaluator's,
+    measured on that speck (a reviewer's pass: 69 deg for 105, with no word).
     """
     contours, _ = cv2.findContours(binary.view(np.uint8) * np.uint8(255), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     # First contour with the largest point count, as the evaluator's strict ">" picks it.
-    largest = contours[int(np.argmax([c.shape[0] for c in contours]))]
+    chosen = int(np.argmax([c.shape[0] for c in contours]))
+    largest = contours[chosen]
+    if chosen != int(np.argmax([cv2.contourArea(c) for c in contours])) and f"{prefix}_fragmented" not in reasons:
+        reasons.append(f"{prefix}_fragmented")
     approx = cv2.approxPolyDP(largest, 1, closed=True)
     if approx.shape[0] <= 5:
         return None
@@ -672,8 +678,8 @@ def measure_progress(
         fh_ell = geo.fit_ellipse(fh.points_px * scale)
     else:
         if method == "challenge":
-            ps_box = _challenge_ellipse_box(ps_bin, scale)
-            fh_box = _challenge_ellipse_box(fh_bin, scale)
+            ps_box = _challenge_ellipse_box(ps_bin, scale, reasons, "ps")
+            fh_box = _challenge_ellipse_box(fh_bin, scale, reasons, "fh")
             # No box: the simplified outline kept 5 vertices or fewer (a straight-sided blob, or a
             # line), or the fit was degenerate; the component itself passed the size check above.
             if ps_box is None:

@@ -74,8 +74,10 @@ REASONS: dict[str, tuple[str, str]] = {
                    "or more of the ellipse fitted to its outline inside the frame lies beyond it, and its outline "
                    "is partly the frame's edge (PSFHS expert masks so cut move the AoP by a median 2.1-3.1°, "
                    "the network's masks of cut frames by 5.0)"),
-    "ps_fragmented": ("warning", "another PS component exceeds 10 % of the kept one's area"),
-    "fh_fragmented": ("warning", "another FH component exceeds 10 % of the kept one's area"),
+    "ps_fragmented": ("warning", "another PS component exceeds 10 % of the kept one's area, or (challenge "
+                                 "method) is the one the evaluator's fit takes"),
+    "fh_fragmented": ("warning", "another FH component exceeds 10 % of the kept one's area, or (challenge "
+                                 "method) is the one the evaluator's fit takes"),
     "fh_ellipse_poor_fit": ("warning", "the FH mask and its fitted ellipse overlap with IoU < 0.85"),
     "ps_nearly_round": ("warning", "PS short/long axis ratio above 0.70, rounder than 99.5 % of expert outlines: "
                         "its long axis, and so the AoP, is ill-defined"),
