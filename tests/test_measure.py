@@ -777,6 +777,7 @@ REASON_CASES = {
     "fh_ellipse_poor_fit": lambda mp: measure_progress(_cross_head(), (0.2, 0.2)),
     "ps_axis_near_vertical": lambda mp: measure_progress(typical_scene(**NEAR_VERTICAL), (0.2, 0.2)),
     "ps_nearly_round": lambda mp: measure_progress(typical_scene(**ROUND_PS), (0.2, 0.2)),
+    "ps_thin": lambda mp: measure_progress(typical_scene(ps_a=30, ps_b=3), (0.2, 0.2)),
     "aop_out_of_range": lambda mp: measure_progress(typical_scene(**LOW_AOP), (0.2, 0.2)),
     "aop_impossible": lambda mp: measure_progress(np.ascontiguousarray(typical_scene()[::-1, ::-1]), (0.2, 0.2)),
     "hsd_undefined": lambda mp: measure_progress(typical_scene(**HSD_MISS), (0.2, 0.2)),

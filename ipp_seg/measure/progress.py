@@ -93,6 +93,10 @@ MAX_PS_AXIS_RATIO = 0.70
 # Rounder still, the long axis is not the shape's but the outline's noise: a disc's turns with a
 # one-pixel shift. No expert PS outline of the 1,058 comes near it (max 0.75).
 MAX_MEASURABLE_PS_AXIS_RATIO = 0.90
+# Thinner than a quarter of its length, a PS is a sliver or a line (no expert outline of the 1,058 is under 0.38,
+# nor the default model's on them under 0.42): an ellipse fitted to its straight sides runs past its ends (by 12 px
+# for a 60 x 4 px bar, 5.5 deg off the angle at its end), and its axis hangs on a few pixels (a reviewer's pass).
+MIN_PS_AXIS_RATIO = 0.25
 # A structure the frame's edge cuts: the share of the ellipse fitted to its outline inside the
 # frame that lies beyond the frame. On 106 PSFHS expert masks cut by 2-30 % from each side, the
 # AoP moved by a median 0.2-1.8 deg where less than 0.10 of the PS lay beyond, and 3.3-12.0 deg
@@ -658,6 +662,8 @@ def measure_progress(
         reasons.append("ps_round")
     elif ps_axis_ratio > MAX_PS_AXIS_RATIO:
         reasons.append("ps_nearly_round")
+    elif ps_axis_ratio < MIN_PS_AXIS_RATIO:
+        reasons.append("ps_thin")
     if _status(reasons) == "failed":  # cut off, or round: nothing to measure on it
         return result()
     if ps.centroid_px[1] >= fh.centroid_px[1]:

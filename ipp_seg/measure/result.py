@@ -81,6 +81,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "fh_ellipse_poor_fit": ("warning", "the FH mask and its fitted ellipse overlap with IoU < 0.85"),
     "ps_nearly_round": ("warning", "PS short/long axis ratio above 0.70, rounder than 99.5 % of expert outlines: "
                         "its long axis, and so the AoP, is ill-defined"),
+    "ps_thin": ("warning", "PS short/long axis ratio below 0.25, a sliver or a line (no expert outline of the 1,058 "
+                "PSFHS frames is under 0.38): an ellipse fitted to its straight sides runs past its ends, and its "
+                "axis, and so the AoP, hang on a few pixels"),
     "ps_at_frame_edge": ("warning", "the PS touches the edge of the frame (or of a DICOM capture's ultrasound "
                          "region), less than 10 % of it beyond (see ps_cut_off): its axis and inferior end may "
                          "have moved (no expert PS in the 1,058 PSFHS frames does; expert masks so cut move the "
@@ -182,7 +185,7 @@ REASONS: dict[str, tuple[str, str]] = {
 #: AoP of a frame carrying one, whose number must not look like a good frame's.
 ANGLE_IN_DOUBT: frozenset[str] = frozenset({
     "low_confidence", "ps_low_confidence", "orientation_doubtful", "sector_upside_down", "ps_below_head",
-    "ps_nearly_round", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
+    "ps_nearly_round", "ps_thin", "ps_at_black_band", "ps_at_frame_edge", "fh_at_frame_edge", "frame_saturated",
     "marks_over_anatomy", "ps_axis_near_vertical", "aop_out_of_range", "aop_folded", "head_small_in_frame",
     "frame_small",
     "fh_ellipse_poor_fit",
@@ -262,6 +265,7 @@ REASON_ACTIONS: dict[str, str] = {
     "fh_fragmented": "Check on the overlay that the blue outline is the fetal head.",
     "fh_ellipse_poor_fit": "Check on the overlay that the blue outline follows the skull.",
     "ps_nearly_round": "The angle may be well off: check the overlay's symphysis axis, or measure by hand.",
+    "ps_thin": "Check on the overlay that the orange outline is the whole symphysis, and its axis; or measure by hand.",
     "ps_at_frame_edge": "The symphysis touches the image edge: check the overlay before using the angle.",
     "fh_at_frame_edge": "The head touches the image edge: check the overlay before using the angle.",
     "ps_below_head": "The frame may be upside down: check how it is displayed.",
@@ -314,6 +318,7 @@ REASON_TITLES: dict[str, str] = {
     "fh_fragmented": "fetal head in several large pieces",
     "fh_ellipse_poor_fit": "fetal head poorly fitted by an ellipse",
     "ps_nearly_round": "pubic symphysis nearly round: its axis is ill-defined",
+    "ps_thin": "pubic symphysis a thin sliver: its ends and axis are unsure",
     "ps_at_frame_edge": "pubic symphysis touches the frame edge",
     "fh_at_frame_edge": "fetal head touches the frame edge",
     "ps_below_head": "pubic symphysis not above the head",
