@@ -375,6 +375,56 @@ def test_resume_completes_an_interrupted_run(mixed_folder, tmp_path):
     assert [key(r) for r in _rows(out / "measurements.csv")] == [key(r) for r in full]
 
 
+def test_a_sessions_start_in_the_record_is_the_commands_not_the_end_of_its_preparation(tmp_path, sample_png,
+                                                                                        monkeypatch):
+    # A scale pass: a 146 s resume's session read 16 s, its start taken once the rows and the folder had been read.
+    import time
+    from datetime import datetime, timezone
+
+    import ipp_seg.inference.batch as batch_module
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(sample_png, scans / "a.png")
+    out = tmp_path / "out"
+    assert _run("batch", scans, "--out", out, "--workers", 1).exit_code == 0
+    shutil.copy(sample_png.with_name("psfhs_04750.png"), scans / "b.png")
+    real = batch_module.prepare_resume
+
+    def slow(*args, **kwargs):
+        time.sleep(2.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "prepare_resume", slow)
+    before = time.time()
+    assert _run("batch", scans, "--out", out, "--workers", 1, "--resume").exit_code == 0
+    session = json.loads((out / ".ipp-seg-run.json").read_text())["sessions"][-1]
+    started = datetime.strptime(session["started"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    assert before - 1 <= started <= before + 1, (before, session["started"])
+
+
+def test_a_resume_does_not_read_again_the_files_it_keeps_the_rows_of(mixed_folder, tmp_path, monkeypatch):
+    # A scale pass: each resume had read every file measured (their headers, a 3-D MHA's pixels: 306 MB for an 87 MB
+    # folder, 133 s at 30,000 rows), where the README says files whose size and time are unchanged are not read.
+    import ipp_seg.inference.batch as batch_module
+
+    out = tmp_path / "out"
+    assert _run("batch", mixed_folder, "--out", out).exit_code == 0
+    rows = _rows(out / "measurements.csv")
+    read: list[str] = []
+    real = batch_module.count_frames
+    monkeypatch.setattr(batch_module, "count_frames", lambda path: read.append(Path(path).name) or real(path))
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert _rows(out / "measurements.csv") == rows
+    # (corrupt.dcm failed to be read: its row is taken out and the file tried again, by the workers.)
+    assert read == [], read
+    # Rows without their frame count (an earlier version's) have their files' headers read.
+    counted = [{**r, "n_frames": ""} for r in _rows(out / "measurements.csv", timed=True)]
+    batch_module.write_measurements_csv(out / "measurements.csv", counted)
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    assert "cine.dcm" in read
+
+
 def test_a_run_resumed_with_few_files_left_gives_the_numbers_of_an_uninterrupted_one(tmp_path, sample_png):
     # onnxruntime's arithmetic differs in the last bits with a call's size: with fewer files
     # left than a group (8), a resumed run had called the model with fewer frames than the run it
@@ -1795,8 +1845,8 @@ def test_resume_with_verify_reads_every_file_again_and_measures_again_those_whos
 
 
 def test_a_file_measured_before_that_cannot_be_read_now_keeps_one_row_the_failed_one(tmp_path, sample_dicom, caplog):
-    # An upgrade's pass: a file an earlier version measured and this one refuses (or one changed under the same size
-    # and time) had kept its ok row beside the failed row each resume added, its mask beside both.
+    # An upgrade's pass: a file an earlier version measured and this one refuses had kept its ok row beside the failed
+    # row each resume added, its mask beside both.
     import os
 
     scans = tmp_path / "scans"
@@ -1811,6 +1861,17 @@ def test_a_file_measured_before_that_cannot_be_read_now_keeps_one_row_the_failed
     stat = (scans / "a.dcm").stat()
     (scans / "a.dcm").write_bytes(bytes(data))
     os.utime(scans / "a.dcm", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    # Rows this version wrote of a file whose size and time are unchanged are kept without reading it (as the README
+    # says: a scale pass found every file read at each resume); --verify would read it.
+    assert _run("batch", scans, "--out", out, "--workers", 1, "--save-masks", "--resume").exit_code == 0
+    assert _rows(out / "measurements.csv") == [before]
+    # An earlier version's row, without the frame count that spares reading its file (an upgrade), has its file's
+    # header read: this version cannot read the file.
+    from ipp_seg.inference.batch import write_measurements_csv
+
+    write_measurements_csv(out / "measurements.csv", [{**_rows(out / "measurements.csv", timed=True)[0],
+                                                       "ipp_seg_version": "0.2.9", "n_frames": ""}])
+    before = {**before, "ipp_seg_version": "0.2.9", "n_frames": ""}
     with caplog.at_level("WARNING"):  # (exit 1: no frame of the run measured)
         assert _run("batch", scans, "--out", out, "--workers", 1, "--save-masks", "--resume").exit_code == 1
     assert "1 file(s) measured before cannot be read now" in " ".join(caplog.text.split()), caplog.text
@@ -2807,6 +2868,11 @@ def test_progress_for_a_log_estimates_time_left_from_the_files_done_after_start_
     export = {"files": 64, "total": 64, "frames": 68, "failed": 47, "not_images": 39, "started": 1000.0}
     assert ", 47 failed (39 not images)," in _plain_progress(export, 1010.0)
     assert ", 0 failed," in _plain_progress(one, 1001.0)
+    # A resume's reading of its rows and folder (120 s at 30,000 rows) measures no frame: the rate counts from the
+    # first file on (a scale pass: "131 s per frame", and 12.2/s where 16 were measured a second).
+    resumed = {"files": 0, "total": 300, "frames": 160, "failed": 0, "started": 1000.0, "measuring_since": 1120.0}
+    line = _plain_progress(resumed, 1130.0)
+    assert "160 frames (16.0/s)" in line and "2.2 min" in line
 
 
 def test_a_long_cine_moves_the_progress_while_it_is_measured(tmp_path, sample_dicom, monkeypatch):
