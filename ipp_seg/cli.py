@@ -998,7 +998,8 @@ def batch(
 
     from .inference.backends import BackendError
     from .inference.batch import (DICOM_FOLDER, BatchOptions, ExistingResultsError, InferenceOptions,
-                                  LinkedOutputFolderError, NoScansError, OutputLockedError, ResumeError,
+                                  HIDDEN_LISTED_IN_RECORD, LinkedOutputFolderError, NoScansError, OutputLockedError,
+                                  ResumeError,
                                   RUN_RECORD_NAME, RowsFileReplacedError, WorkerDiedError, WorkingFolderGoneError,
                                   row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
@@ -1147,7 +1148,10 @@ def batch(
             f"{n_files} hidden or system file(s)" if n_files else "",
             f"{len(folders)} hidden folder(s) with all they hold" if folders else "") if text)
         shown = ", ".join(summary.hidden_left_out[:3]) + (", ..." if len(summary.hidden_left_out) > 3 else "")
-        listed = f" (the run record, {RUN_RECORD_NAME}, lists them all)" if len(summary.hidden_left_out) > 3 else ""
+        n_hidden = len(summary.hidden_left_out)
+        listed = "" if n_hidden <= 3 else (
+            f" (the run record, {RUN_RECORD_NAME}, lists them all)" if n_hidden <= HIDDEN_LISTED_IN_RECORD
+            else f" (the run record, {RUN_RECORD_NAME}, lists the first {HIDDEN_LISTED_IN_RECORD:,})")
         err.print(f"left out {counted}: {escape(shown)}{listed}", highlight=False)
     if summary.folders_not_listed:  # (said when listed, among the first lines: said again where a log ends)
         shown = ", ".join(summary.folders_not_listed[:3]) + (", ..." if len(summary.folders_not_listed) > 3 else "")

@@ -89,6 +89,7 @@ MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER = "masks", "overlays", "dicom-result
 #: The folders a run writes beside its CSV.
 OUTPUT_FOLDERS = (MASKS_FOLDER, OVERLAYS_FOLDER, DICOM_FOLDER)
 LOCK_NAME = ".ipp-seg-batch.lock"  # hidden: never listed as a scan
+HIDDEN_LISTED_IN_RECORD = 1000  # hidden files a session of the run record names (all are counted)
 # What a run records of itself for a run that resumes it (hidden too): see _write_run_record.
 RUN_RECORD_NAME = ".ipp-seg-run.json"
 FRAMES_PER_BATCH = 8
@@ -3005,7 +3006,10 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                "confidence_floors": confidence_floors_used(spec),
                "model_card": None if spec.card_path is None else os.path.abspath(spec.card_path),
                "model_card_sha256": spec.card_file_sha256(),
-               "hidden_left_out": list(hidden_names),
+               # (The first of them, and how many: a scale pass's 30,000 macOS "._" files had added 1.5 MB to the
+               # record at each resume.)
+               "hidden_left_out": list(hidden_names[:HIDDEN_LISTED_IN_RECORD]),
+               "hidden_left_out_count": len(hidden_names),
                "folders_not_listed": list(unlisted_names),
                "model_file": os.path.abspath(model_file) if model_file is not None else None,
                "outputs": sorted(_kinds_asked(options))}  # (what it wrote for the files it measured)
