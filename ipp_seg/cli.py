@@ -1173,7 +1173,7 @@ def batch(
         rows = f"{len(summary.repeated_images)} rows are" if len(summary.repeated_images) > 1 else "1 row is"
         err.print(f"[yellow]warning:[/] {rows} of frames another file holds too "
                   f"(the same SOP Instance UID, or the same bytes: an image exported or copied twice), in "
-                  f"{len(files)} file(s), each beside the file it repeats: {escape(shown)}. "
+                  f"{len(files)} file(s) that repeat another (file = the one it repeats): {escape(shown)}. "
                   "A statistic over the rows counts each such frame twice unless one of its rows is left out."
                   + (f" Each copy has its own SEG and SR under {DICOM_FOLDER}/: send one of them to a PACS."
                      if dicom_seg or dicom_sr else ""),
