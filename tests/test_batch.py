@@ -2255,7 +2255,8 @@ def test_an_image_exported_twice_is_named_in_a_warning(mixed_folder, tmp_path, s
     for i in range(2, 6):
         shutil.copy(sample_dicom, mixed_folder / "EXPORT2" / f"IMG0000{i}")
     many = " ".join(_run("batch", mixed_folder, "--out", tmp_path / "o3").output.split())
-    assert "in 5 file(s):" in many and "; and 2 more (the CSV's sop_instance_uid and file_sha256 columns" in many
+    assert "in 5 file(s) that repeat another (file = the one it repeats):" in many
+    assert "; and 2 more (the CSV's sop_instance_uid and file_sha256 columns" in many
     for i in range(2, 6):
         (mixed_folder / "EXPORT2" / f"IMG0000{i}").unlink()
     (mixed_folder / "IMG00001").unlink()
