@@ -1437,6 +1437,17 @@ def test_a_head_reaching_across_the_line_of_the_ps_axis_is_measured_at_its_far_t
     assert far_tangent([76.9, 358.1]) == 0 and far_tangent([358.1, 76.9]) == 1
     assert far_tangent([10.0, 120.0]) == 1 and far_tangent([170.0, 200.0]) == 1
     assert far_tangent([300.0, 245.0]) == 0  # (a head on the wrong side: its far end past 240 deg, impossible)
+    # A head across the line but mostly beyond it, above the symphysis, stays impossible (a QA pass: the far
+    # tangent's few degrees, 1 to 21, had been given as its AoP).
+    from ipp_seg.measure.progress import head_across_axis_mostly_beyond
+
+    assert head_across_axis_mostly_beyond([1.0, 301.9]) and not head_across_axis_mostly_beyond([76.9, 358.1])
+    assert not head_across_axis_mostly_beyond([10.0, 120.0]) and not head_across_axis_mostly_beyond([250.0, 300.0])
+    for bearing in (200, 210, 220):
+        centre = (150 + 80 * np.cos(np.radians(bearing)), 150 + 80 * np.sin(np.radians(bearing)))
+        above = typical_scene(shape=(300, 300), ps_center=(150.0, 150.0), ps_a=25.0, ps_b=8.0, ps_angle=20,
+                              head_center=centre, head_axes=(45.0, 38.0), head_angle=10.0)
+        _check(measure_progress(above, (0.3, 0.3)), "aop_impossible", "failed")
 
 
 def test_a_challenge_fit_taken_on_a_ps_speck_says_so():

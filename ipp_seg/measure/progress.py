@@ -438,6 +438,16 @@ def orientation_score(inferior: np.ndarray, superior: np.ndarray, ps_centroid: n
     return rise + ORIENTATION_HEAD_SIDE_WEIGHT * head_side
 
 
+def head_across_axis_mostly_beyond(swept: Sequence[float]) -> bool:
+    """Whether a head whose span (between its tangents' ``swept`` angles, :func:`far_tangent`)
+    reaches across the line of the PS axis lies more on its far side than on the side the AoP
+    sweeps towards: its span's middle short of the axis. Such a head is above the symphysis, as
+    in a frame upside down: its far tangent's few degrees are no angle of progression (a QA
+    pass: 1 deg for a head 58 deg past the axis, where it had failed ``aop_impossible``)."""
+    first, second = swept
+    return abs(first - second) > 180.0 and first + second < 360.0
+
+
 def far_tangent(swept: Sequence[float]) -> int:
     """Which of the two tangents from the PS's inferior end to the head (their angles swept from
     the PS axis, degrees in [0, 360)) ends the head's span in the sweep: seen from a point outside
@@ -758,8 +768,9 @@ def measure_progress(
         angles, k = swept, far
     aop = float(angles[k])
     marks["fh_tangent_point"] = _to_px(tangents[k], scale)
-    if swept[far] > AOP_IMPOSSIBLE_ABOVE_DEG:  # not a value with a warning: no angle of progression at all
-        # (The challenge method's unsigned angle folds such a head back into a plausible number.)
+    if swept[far] > AOP_IMPOSSIBLE_ABOVE_DEG or head_across_axis_mostly_beyond(swept):
+        # Not a value with a warning: no angle of progression at all. (The challenge method's unsigned angle folds
+        # such a head back into a plausible number.)
         reasons.append("aop_impossible")
         return result()
     if not AOP_RANGE_DEG[0] <= aop <= AOP_RANGE_DEG[1]:
