@@ -1620,8 +1620,8 @@ def test_a_calibration_the_header_holds_but_cannot_give_is_named_in_a_warning(tm
          "is calibrated in cm but its Physical Delta X/Y are not two finite non-zero numbers"),
         (write_dicom(tmp_path / "resized.dcm", pixels, regions=[region_item(0, 0, 4 * pixels.shape[1] - 1,
                                                                              4 * pixels.shape[0] - 1)]),
-         "px beyond the image: the image was resized or cropped after the scanner calibrated it, so its calibration "
-         "is not used (no distance in mm"),
+         "px beyond the image: the image was resized or cropped after the scanner described it, so no calibration "
+         "of the file is used (no distance in mm"),
     ]
     for path, said in cases:
         caplog.clear()
@@ -1654,12 +1654,21 @@ def test_a_pixel_spacing_beside_a_region_calibrated_for_another_image_is_not_tak
     assert "its Pixel Spacing is not used either" in " ".join(caplog.text.split())
     given = read_frame(path, spacing_mm=(0.7, 0.7))
     assert given.spacing_mm == (0.7, 0.7) and given.spacing_source == "given"
-    # A region without a centimetre calibration that reaches beyond the image takes nothing away: the Pixel Spacing
-    # is the file's only calibration.
+    # Any region beyond the image says it was resized or cropped since (a QA pass): a region without a centimetre
+    # calibration, or a Doppler box beyond it beside a tissue region that still fits, whose calibration is the whole
+    # image's as much, takes the Pixel Spacing away and every region's calibration.
     uncalibrated = region_item(0, 0, 2 * pixels.shape[1] - 1, 2 * pixels.shape[0] - 1, None)
     plain = read_frame(write_dicom(tmp_path / "plain.dcm", pixels, regions=[uncalibrated],
                                    extra={"PixelSpacing": ["0.35", "0.35"]}))
-    assert plain.spacing_mm == (0.35, 0.35)
+    assert plain.spacing_mm is None
+    fitting = region_item(0, 0, pixels.shape[1] // 2, pixels.shape[0] // 2)
+    doppler = region_item(0, 0, 2 * pixels.shape[1] - 1, 2 * pixels.shape[0] - 1, data_type=2)
+    mixed = read_frame(write_dicom(tmp_path / "mixed.dcm", pixels, regions=[fitting, doppler],
+                                   extra={"PixelSpacing": ["0.35", "0.35"]}))
+    assert mixed.spacing_mm is None and all(region.spacing_mm is None for region in mixed.regions)
+    # A region one pixel past the edge, as some scanners write it, is no sign of that.
+    edge = region_item(0, 0, pixels.shape[1], pixels.shape[0])
+    assert read_frame(write_dicom(tmp_path / "edge.dcm", pixels, regions=[edge])).spacing_mm is not None
 
 
 def test_a_dicom_that_cannot_be_opened_is_worded_as_every_reader_words_it(sample_dicom, monkeypatch):

@@ -335,8 +335,8 @@ def _inspect_dicom(path: str) -> DicomInfo:
         frames_present = _check_native_length(path, ds, pixel_check, n_frames)
     _check_decoder(path, tsyntax)
 
-    regions, calibrated_for_another_image = _ultrasound_regions(path, ds, rows, columns)
-    spacing, source = _frame_spacing(path, ds, regions, calibrated_for_another_image)
+    regions, region_beyond_image = _ultrasound_regions(path, ds, rows, columns)
+    spacing, source = _frame_spacing(path, ds, regions, region_beyond_image)
     # (Refused when the frames are read, where no spacing is given either: check_pixel_shape.)
     aspect = _non_square_aspect(ds) if spacing is None and not any(r.spacing_mm for r in regions) else None
     bits_allocated = int(ds.BitsAllocated)
@@ -1147,9 +1147,12 @@ MAX_ULTRASOUND_REGIONS = 100
 
 def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tuple[tuple[ImagingRegion, ...], bool]:
     """The 2-D tissue regions of the Sequence of Ultrasound Regions, clipped to the image, and
-    whether one of them was calibrated in cm for another image (it reaches beyond this one:
-    the image was resized or cropped after the scanner calibrated it)."""
-    candidates: list[tuple[int | None, ImagingRegion, bool]] = []
+    whether a 2-D region of any kind reaches beyond it: the image was resized or cropped after
+    the scanner described it, and then no region's calibration is given (a region that still
+    fits a halved image is calibrated for the whole one as much), nor is a Pixel Spacing taken
+    (:func:`_frame_spacing`)."""
+    candidates: list[tuple[int | None, ImagingRegion]] = []
+    beyond_image = False
     listed = ds.get("SequenceOfUltrasoundRegions") or []
     if len(listed) > MAX_ULTRASOUND_REGIONS:
         # Each region is compared with each other one: 50,000 of them in a 7 MB file had taken most
@@ -1171,8 +1174,10 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         beyond = max(max_x + 1 - columns, max_y + 1 - rows, -min_x, -min_y)
         if beyond > 1:
             logger.warning("%s: ultrasound region %d reaches %d px beyond the image: the image was resized or cropped "
-                           "after the scanner calibrated it, so its calibration is not used (no distance in mm; "
-                           "--spacing-mm gives the image's own, where known); check the export", path, number, beyond)
+                           "after the scanner described it, so no calibration of the file is used (no distance in "
+                           "mm; --spacing-mm gives the image's own, where known); check the export", path, number,
+                           beyond)
+            beyond_image = True
         x0, y0 = max(0, min_x), max(0, min_y)
         x1, y1 = min(columns, max_x + 1), min(rows, max_y + 1)
         if x1 <= x0 or y1 <= y0:
@@ -1188,14 +1193,14 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
                            path, number)
         elif spacing is None:
             logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
-        resized = beyond > 1 and _region_spacing(item) is not None
-        candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing), resized))
-    tissue = [(region, resized) for data_type, region, resized in candidates if data_type == _DATA_TISSUE]
+        candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))
+    if beyond_image:  # (a Doppler box beyond a halved image had left its tissue region's, and the Pixel Spacing, used)
+        candidates = [(data_type, replace(region, spacing_mm=None)) for data_type, region in candidates]
+    tissue = [region for data_type, region in candidates if data_type == _DATA_TISSUE]
     if not tissue:
         # No region says "tissue": keep colour-flow or untyped 2-D regions, which still show anatomy.
-        tissue = [(region, resized) for data_type, region, resized in candidates
-                  if data_type in (None, _DATA_NONE, _DATA_COLOUR_FLOW)]
-    return tuple(region for region, _ in tissue), any(resized for _, resized in tissue)
+        tissue = [region for data_type, region in candidates if data_type in (None, _DATA_NONE, _DATA_COLOUR_FLOW)]
+    return tuple(tissue), beyond_image
 
 
 def _region_spacing(item: Dataset) -> Spacing | None:
@@ -1218,14 +1223,14 @@ def _cm_to_mm(cm: float) -> float:
 
 
 def _frame_spacing(path: str, ds: Dataset, regions: tuple[ImagingRegion, ...],
-                   calibrated_for_another_image: bool = False) -> tuple[Spacing | None, str | None]:
+                   region_beyond_image: bool = False) -> tuple[Spacing | None, str | None]:
     """(x, y) mm per pixel for the whole frame and where it came from (a code of
     :data:`ipp_seg.measure.SPACING_SOURCES`; None with an unknown spacing).
-    ``calibrated_for_another_image``: a region's calibration was dropped for reaching beyond the
-    image; then no Pixel Spacing is taken either."""
+    ``region_beyond_image``: an ultrasound region reaches beyond the image (resized or cropped
+    since); then no Pixel Spacing is taken either."""
     _warn_of_overlapping_calibrations(path, regions)
     calibrated = [r.spacing_mm for r in regions if r.spacing_mm is not None]
-    if calibrated_for_another_image and not calibrated:
+    if region_beyond_image:
         # Exporters copy the region's calibration into Pixel Spacing, and one that resizes the image
         # leaves both as they were: a halved export's HSD had been given at half its length, status
         # ok, and a --spacing-mm given for it had been ignored (a reader's review).
