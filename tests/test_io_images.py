@@ -441,6 +441,13 @@ def test_itk_stack_of_different_planes_is_a_cine(tmp_path):
     assert [f.frame_index for f in out] == [1, 2]
     np.testing.assert_array_equal(out[1].pixels, planes[2])
     assert out[0].spacing_mm == pytest.approx((0.2, 0.2))
+    # A cine of integers wider than 8 bits: every frame on its type's range, whatever each holds (a QA pass: a frame
+    # whose values reached 1100 had read at a quarter of the brightness of one that stayed under 255).
+    deep = np.stack([scene(32, 48), scene(32, 48)]).astype(np.uint16)
+    deep[1, :3, :3] = 1100
+    frames = list(read_frames(write_itk(tmp_path / "deep_cine.mha", deep)))
+    np.testing.assert_allclose(frames[0].pixels[5:, 5:], frames[1].pixels[5:, 5:])
+    np.testing.assert_allclose(frames[0].pixels, deep[0] * (255.0 / 65535.0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("repeated", [False, True])

@@ -141,8 +141,9 @@ def iter_itk_frames(info: ItkInfo, indices: Sequence[int]) -> Iterator[tuple[int
     """Yield (0-based index, greyscale frame) for each index."""
     if not indices:
         return
-    if info.depth == 1 or info.identical_planes:
-        plane = _grey(info.path, info.volume[0]) if info.volume is not None else _plane(info.path, info, 0)
+    if info.depth == 1 or info.identical_planes:  # (one frame: its grey levels from its own values, levels_held)
+        plane = _grey(info.path, info.volume[0], True) if info.volume is not None else \
+            _plane(info.path, info, 0, True)
         for index in indices:
             yield index, plane.copy()
         return
@@ -735,19 +736,22 @@ def _read_plane_array(path: str, width: int, height: int, index: int) -> np.ndar
         raise ScanReadError(path, f"SimpleITK cannot read plane {index} ({_first_line(exc)})") from None
 
 
-def _plane(path: str, info: ItkInfo, index: int) -> np.ndarray:
+def _plane(path: str, info: ItkInfo, index: int, single_frame: bool = False) -> np.ndarray:
     if info.depth > 1:
-        return _grey(path, _read_plane_array(path, info.width, info.height, index))
+        return _grey(path, _read_plane_array(path, info.width, info.height, index), single_frame)
     arr = _read_array(path)
     if info.dimension == 3:
         arr = arr[0]  # a 3-D image of depth 1 comes back as (1, H, W[, C])
-    return _grey(path, arr)
+    return _grey(path, arr, single_frame)
 
 
-def _grey(path: str, arr: np.ndarray) -> np.ndarray:
+def _grey(path: str, arr: np.ndarray, single_frame: bool = False) -> np.ndarray:
+    """A plane as a greyscale frame; a ``single_frame`` file's on the bits its values need
+    (:func:`levels_held`), a cine's frames all on their type's range (a QA pass: frames chosen
+    apart had read one at a quarter of another's brightness)."""
     try:
         grey = drop_alpha_to_grey(arr, order="rgb")
-        return to_output(grey, **levels_held(grey))
+        return to_output(grey, **(levels_held(grey) if single_frame else {}))
     except ValueError as exc:
         raise ScanReadError(path, str(exc)) from None
 
