@@ -732,6 +732,12 @@ def test_a_meta_image_header_metaio_would_fail_on_is_named_without_its_lines(tmp
                           "its data file z.zraw is cut short")
     cases["garbage.mha"] = (header([*compressed, f"CompressedDataSize = {len(packed)}", "ElementDataFile = LOCAL"])
                             + bytes(reversed(packed)), "its compressed image data are damaged")
+    # (A fourth QA pass: a byte changed inside the data still inflated to the full count; the stream's checksum,
+    # at its end, says it is damaged.)
+    tampered = bytearray(packed)
+    tampered[18] ^= 0x08  # (one of the bits whose change keeps the stream's structure and length)
+    cases["tampered.mha"] = (header([*compressed, f"CompressedDataSize = {len(tampered)}", "ElementDataFile = LOCAL"])
+                             + bytes(tampered), "its compressed image data are damaged")
     # (A security review: a .mhd naming a file outside its folder had had that file measured and drawn as a scan,
     # one naming a pipe had hung the run, and a header past 64 KiB went unchecked to ITK.)
     (tmp_path / "scans").mkdir()

@@ -466,26 +466,32 @@ def _data_file_beside(path: str, data_file: str, field_name: str, kind: str) -> 
 
 
 def _inflated_bytes(path: str, offset: int, wanted: int) -> int | None:
-    """How many bytes (up to ``wanted``) the zlib stream from ``offset`` of ``path`` inflates to,
-    in pieces, kept nowhere; None where it is no zlib stream. ITK read such data cut short as
-    whatever its memory held (a QA pass: a label mask's labels, then "a greyscale image")."""
+    """How many bytes (``wanted`` or more) the zlib stream from ``offset`` of ``path`` inflates
+    to, in pieces, kept nowhere; None where it is no zlib stream, or a damaged one. ITK read such
+    data cut short as whatever its memory held (a QA pass: a label mask's labels, then "a
+    greyscale image"). Inflated on to the stream's end (up to :data:`_INFLATE_PIECE_BYTES` past
+    ``wanted``), where zlib checks its checksum: a byte changed inside the data had inflated to
+    the full count, and the frame was measured (a second QA pass)."""
     inflate = zlib.decompressobj()
     produced = 0
+    limit = wanted + _INFLATE_PIECE_BYTES
     with open(path, "rb") as fh:
         fh.seek(offset)
-        while produced < wanted and not inflate.eof:
+        while produced < limit and not inflate.eof:
             piece = fh.read(1 << 20)
             if not piece:
                 break
             try:
                 # At most _INFLATE_PIECE_BYTES at a time: a megabyte of compressed zeros inflates to a gigabyte.
-                produced += len(inflate.decompress(piece, min(wanted - produced, _INFLATE_PIECE_BYTES)))
-                while inflate.unconsumed_tail and produced < wanted:
+                produced += len(inflate.decompress(piece, min(limit - produced, _INFLATE_PIECE_BYTES)))
+                while inflate.unconsumed_tail and produced < limit:
                     produced += len(inflate.decompress(inflate.unconsumed_tail,
-                                                       min(wanted - produced, _INFLATE_PIECE_BYTES)))
+                                                       min(limit - produced, _INFLATE_PIECE_BYTES)))
             except zlib.error:
                 return None
-    return produced
+    # Short of the data, it is cut short (said so by the caller); with them all but no end mark (nor checksum) after
+    # them, damaged (a changed bit that had made the last block look like one more).
+    return produced if inflate.eof or produced >= limit or produced < wanted else None
 
 
 def _check_nifti_length(path: str, volume_bytes: int) -> None:
