@@ -1740,9 +1740,11 @@ def evaluate(
     _say_prediction_models(report.prediction_models, report.prediction_settings)
     if len(report.prediction_versions) > 1:
         # (An upgrade's pass: summary.json listed them, the terminal did not.)
-        err.print(f"[yellow]warning:[/] the predictions were made by {len(report.prediction_versions)} versions of "
-                  f"ipp-seg ({escape(', '.join(report.prediction_versions))}), which may read frames differently "
-                  "(CHANGELOG.md; batch --resume --remeasure-other-versions brings a run to one)", highlight=False)
+        # (Of the whole folder, as the models' warning: a QA pass had read it as of the cases scored.)
+        err.print(f"[yellow]warning:[/] the predictions folder records {len(report.prediction_versions)} versions of "
+                  f"ipp-seg ({escape(', '.join(report.prediction_versions))}), which may read frames differently: its "
+                  "masks may mix them (CHANGELOG.md; batch --resume --remeasure-other-versions brings a run to one)",
+                  highlight=False)
     if out is not None:
         err.print(f"wrote {escape(str(out / 'cases.csv'))} and {escape(str(out / 'summary.json'))}", highlight=False)
 

@@ -3536,8 +3536,8 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png, monkeypatc
            "Icon\\x0d, ... (the run record, .ipp-seg-run.json, lists them all)" in said
     # ...by name, each session what it left out (the summary names three).
     record = json.loads((tmp_path / "out" / ".ipp-seg-run.json").read_text())
-    assert record["sessions"][-1]["hidden_left_out"] == [".DS_Store", "._scan.png", "Icon\\x0d", "Thumbs.db",
-                                                          "__MACOSX/", "desktop.ini", "sub/THUMBS.DB"]
+    assert record["sessions"][-1]["hidden_left_out"] == ["__MACOSX/", ".DS_Store", "._scan.png", "Icon\\x0d",
+                                                          "Thumbs.db", "desktop.ini", "sub/THUMBS.DB"]
     assert record["sessions"][-1]["hidden_left_out_count"] == 7
     # Past 1,000 the record names the first 1,000 and counts them all (a scale pass: 30,000 macOS "._" files had
     # added 1.5 MB to the record at each resume).
@@ -3547,7 +3547,7 @@ def test_hidden_and_desktop_files_are_not_scans(tmp_path, sample_png, monkeypatc
     capped = " ".join(_run("batch", root, "--out", tmp_path / "capped").output.split())
     assert "(the run record, .ipp-seg-run.json, lists the first 2)" in capped, capped
     session = json.loads((tmp_path / "capped" / ".ipp-seg-run.json").read_text())["sessions"][-1]
-    assert session["hidden_left_out"] == [".DS_Store", "._scan.png"] and session["hidden_left_out_count"] == 7
+    assert session["hidden_left_out"] == ["__MACOSX/", ".DS_Store"] and session["hidden_left_out_count"] == 7
     # --out the scans folder itself: its own lock file and record are no inputs left out (it had counted its lock).
     single = tmp_path / "single"
     single.mkdir()

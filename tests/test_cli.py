@@ -1618,7 +1618,7 @@ def test_evaluate_says_which_model_made_the_predictions_and_warns_of_a_mix(tmp_p
     # Two versions' predictions are said on the terminal too (an upgrade's pass: summary.json alone listed them).
     (pred / "04750.json").write_text(json.dumps({**report, "file": "04750.png", "ipp_seg_version": "0.2.9"}))
     mixed = " ".join(invoke("evaluate", pred, gt).output.split())
-    assert f"the predictions were made by 2 versions of ipp-seg ({report['ipp_seg_version']}, 0.2.9)" in mixed
+    assert f"the predictions folder records 2 versions of ipp-seg ({report['ipp_seg_version']}, 0.2.9)" in mixed
     (pred / "04750.json").unlink()
     # An earlier evaluation's summary.json left among the predictions is no frame's report: its version is not theirs.
     (pred / "summary.json").write_text(json.dumps({**summary, "ipp_seg_version": "9.9.9"}))
