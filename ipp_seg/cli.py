@@ -997,11 +997,10 @@ def batch(
                                TimeRemainingColumn)
 
     from .inference.backends import BackendError
-    from .inference.batch import (DICOM_FOLDER, BatchOptions, ExistingResultsError, InferenceOptions,
-                                  HIDDEN_LISTED_IN_RECORD, LinkedOutputFolderError, NoScansError, OutputLockedError,
-                                  ResumeError,
-                                  RUN_RECORD_NAME, RowsFileReplacedError, WorkerDiedError, WorkingFolderGoneError,
-                                  row_not_an_image, run_batch)
+    from .inference.batch import (DICOM_FOLDER, HIDDEN_LISTED_IN_RECORD, RUN_RECORD_NAME, BatchOptions,
+                                  ExistingResultsError, InferenceOptions, LinkedOutputFolderError, NoScansError,
+                                  OutputLockedError, ResumeError, RowsFileReplacedError, WorkerDiedError,
+                                  WorkingFolderGoneError, row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
     from .io.folders import not_a_folder
 

@@ -3518,11 +3518,11 @@ def _all_frames_done(n_frames: int | None, seen: set, frames: str) -> bool:
 def _frame_counts_of_rows(rows: Iterable[dict]) -> dict[str, int]:
     """Each file's frame count as its ``rows`` give it (``n_frames``), where they all give one
     and the same; files whose rows lack it (an earlier version's) or disagree are left out."""
-    counts: dict[str, set[str]] = {}
+    cells: dict[str, set[str]] = {}
     for row in rows:
-        counts.setdefault(row["file"], set()).add(row.get("n_frames") or "")
-    return {name: int(next(iter(found))) for name, found in counts.items()
-            if len(found) == 1 and next(iter(found)).isdigit() and int(next(iter(found))) > 0}
+        cells.setdefault(row["file"], set()).add(row.get("n_frames") or "")
+    counts = {name: int(cell) for name, (cell, *others) in cells.items() if not others and cell.isdigit()}
+    return {name: count for name, count in counts.items() if count > 0}
 
 
 def _frames_in(path: Path) -> int | None:

@@ -988,7 +988,7 @@ def check_pixel_shape(info: DicomInfo, spacing: Spacing | None) -> None:
     stretches such a frame to display it, and an angle measured on the stored grid would be
     another than the one displayed; and one whose given spacing is not the shape its ratio says.
     (A given spacing had been refused with the frame: a reader's review.)"""
-    if info.pixel_aspect_ratio is None or info.spacing_mm is not None:
+    if info.pixel_aspect_ratio is None:  # (square, or sized by the file's own calibration)
         return
     vertical, horizontal = info.pixel_aspect_ratio
     ratio = f"Pixel Aspect Ratio {vertical}:{horizontal}, rows to columns"
@@ -1183,9 +1183,7 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         if x1 <= x0 or y1 <= y0:
             logger.warning("%s: ultrasound region %d lies outside the image; ignored", path, number)
             continue
-        # A region that does not fit its image describes another image: its mm per pixel neither
-        # (an export halved in size had its HSD reported at half its length, status ok).
-        spacing = _region_spacing(item) if beyond <= 1 else None
+        spacing = _region_spacing(item)
         if beyond <= 1 and spacing is None and _int_or_none(item.get("PhysicalUnitsXDirection")) == _UNITS_CM:
             # Named, not quoted: a damaged header's values stay out of the log.
             logger.warning("%s: ultrasound region %d is calibrated in cm but its Physical Delta X/Y are not two "
@@ -1194,7 +1192,10 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         elif spacing is None:
             logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
         candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))
-    if beyond_image:  # (a Doppler box beyond a halved image had left its tissue region's, and the Pixel Spacing, used)
+    if beyond_image:
+        # A region that does not fit its image describes another image, and so does every region's calibration beside
+        # it (an export halved in size had its HSD reported at half its length, status ok; a Doppler box beyond a
+        # halved image had left its tissue region's calibration, and the Pixel Spacing, used).
         candidates = [(data_type, replace(region, spacing_mm=None)) for data_type, region in candidates]
     tissue = [region for data_type, region in candidates if data_type == _DATA_TISSUE]
     if not tissue:

@@ -115,7 +115,8 @@ def _deep_tiff_values(path: str, data: np.ndarray, arr: np.ndarray) -> np.ndarra
     if tags.get(262) != 0:
         return arr
     if not np.issubdtype(arr.dtype, np.unsignedinteger):
-        raise ScanReadError(path, f"a {depth} TIFF of {arr.dtype.kind == 'f' and 'floating-point' or 'signed'} values "
+        kind = "floating-point" if arr.dtype.kind == "f" else "signed"
+        raise ScanReadError(path, f"a {depth} TIFF of {kind} values "
                                   "stored white-is-zero (Photometric 0), which ipp-seg does not read: save it "
                                   "black-is-zero, or as PNG")
     bits = tags.get(258)
