@@ -4887,3 +4887,22 @@ def test_a_stop_while_the_workers_start_leaves_a_hang_up_ending_the_run_at_once(
     finally:
         cli._restore_signals(taken)
         signal.signal(signal.SIGHUP, hang_up)
+
+
+def test_outputs_a_kept_row_names_too_stay_when_another_files_rows_are_taken_out(tmp_path):
+    # scan.png, measured before the names were told apart, wrote masks/scan.png; scan.dcm beside it, whose
+    # rows a resume takes out, gives that name too (its name then): the kept file's mask stays, its own goes.
+    # (Only kept files whose names give a stem of the rows taken out are looked up: a scale pass's speed-up.)
+    import ipp_seg.inference.batch as batch_module
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    outputs = {name: out / "masks" / name for name in ("scan.png", "scan_dcm.png", "other.png")}
+    for path in outputs.values():
+        path.write_bytes(b"mask")
+    options = batch_module.BatchOptions(tmp_path / "in", out, save_masks=True, resume=True)
+    record = {"out_first_used_mtime": time.time() - 60}
+    kept = {"scan.png": {"0"}, **{f"case_{i:03d}.png": {"0"} for i in range(50)}}
+    batch_module._remove_outputs_of_rows_taken_out(options, [{"file": "scan.dcm", "frame": "0"}], kept,
+                                                   [*kept, "scan.dcm"], record)
+    assert outputs["scan.png"].is_file() and outputs["other.png"].is_file()
+    assert not outputs["scan_dcm.png"].exists()
