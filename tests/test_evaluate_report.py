@@ -362,7 +362,8 @@ def test_a_predict_out_mask_without_its_report_is_named_as_unrecorded(folders, c
 
     pred, gt, _ = folders
     for case in ("00001", "00002"):
-        (pred / f"{case}.json").write_text(json.dumps({"ipp_seg_version": "0.2.6", "model": "dssau-net-s",
+        (pred / f"{case}.json").write_text(json.dumps({"file": f"{case}.png", "status": "ok",
+                                                       "ipp_seg_version": "0.2.6", "model": "dssau-net-s",
                                                        "reasons": []}))
     with caplog.at_level("WARNING", logger="ipp_seg.evaluate.report"):
         report = evaluate_folders(pred, gt)
@@ -370,6 +371,10 @@ def test_a_predict_out_mask_without_its_report_is_named_as_unrecorded(folders, c
     (pred / "00001.json").unlink()
     (pred / "00002.json").unlink()
     assert evaluate_folders(pred, gt).unrecorded_predictions == ()  # no reports at all: masks of one's own
+    # evaluate's own summary.json written beside them (--out PRED) is no report of predict: it had been taken
+    # for a case "summary" and every mask named unrecorded at the next evaluate.
+    write_evaluation(evaluate_folders(pred, gt), pred)
+    assert (pred / "summary.json").is_file() and evaluate_folders(pred, gt).unrecorded_predictions == ()
 
 
 def test_batch_runs_and_predict_reports_in_sub_folders_speak_for_their_masks(folders, tmp_path, caplog):

@@ -1201,14 +1201,15 @@ def recorded_models(pred_dir: PathLike, run: RunRecord | None = None,
 
 def _frame_reports(folders: Iterable[Path]) -> Iterator[tuple[Path, dict]]:
     """(path, report) of each report of ipp-seg among the JSON files of ``folders`` (those of
-    ``predict --out``: one frame's, ``<case>.json`` beside ``<case>_mask.png``)."""
+    ``predict --out``: one frame's, ``<case>.json`` beside ``<case>_mask.png``; not evaluate's own
+    summary.json, which had been taken for a case's and every mask beside it for unrecorded)."""
     for path in sorted(path for folder in set(folders) for path in folder.glob("*.json")):
         try:
             record = read_json_file(path)
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         for item in record if isinstance(record, list) else [record]:
-            if isinstance(item, dict) and "ipp_seg_version" in item:
+            if isinstance(item, dict) and {"file", "ipp_seg_version"} <= item.keys():
                 yield path, item
 
 
