@@ -1687,7 +1687,6 @@ def evaluate(
                                   missing_as_empty=missing_as_empty, spacing_mm=spacing)
     except ValueError as exc:  # two files of one folder with the same case ID
         fail(str(exc))
-    _list_unevaluated(report, missing_as_empty)
     for folder, found in ((pred_dir, report.missing_ground_truth), (gt_dir, report.missing_predictions)):
         if not report.paired_cases and not found:  # this folder holds no mask at all
             from .inference.batch import is_batch_output
@@ -1701,6 +1700,8 @@ def evaluate(
         examples = ", ".join(f"{a!r}" for a in (*report.missing_ground_truth[:1], *report.missing_predictions[:1]))
         fail(f"no prediction in {pred_dir} matches a ground-truth case ID in {gt_dir} ({examples}): name the masks "
              "by the same case IDs; --missing-as-empty scores only the cases a prediction is missing for")
+    # (After the refusals of folders without masks or without a case in common: none of them was scored as empty.)
+    _list_unevaluated(report, missing_as_empty)
     if not report.cases:  # before writing: an earlier run's files in --out stay as they were
         fail(f"none of the {report.paired_cases} case(s) in both folders could be evaluated (the reasons are "
              "listed above)")

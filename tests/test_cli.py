@@ -2092,6 +2092,10 @@ def test_evaluate_that_can_score_nothing_says_why_and_keeps_an_earlier_runs_file
     empty.mkdir()
     result = invoke("evaluate", empty, tmp_path / "gt")
     assert result.exit_code == 2 and "no label masks" in result.output and "empty" in result.output
+    # Refused before the cases are listed: "2 ground truths without prediction, scored as empty predictions"
+    # had come first, for a run that scored nothing.
+    result = invoke("evaluate", empty, tmp_path / "gt", "--missing-as-empty")
+    assert result.exit_code == 2 and "no label masks" in result.output and "scored as empty" not in result.output
 
 
 @pytest.mark.parametrize("columns", ["40", "80", "83", "84", "120"])
