@@ -132,6 +132,19 @@ def test_a_mask_without_background_0_is_told_so():
         relabel_mask(shifted, (1, 2))
     with pytest.raises(ValueError, match="it holds 1 and 3: --labels ps=1,fh=3"):  # (0 there: as before)
         relabel_mask(np.where(scene() == 2, 3, scene()), (1, 2))
+    # A 0/255 mask: one foreground value, which no --labels maps to two structures (the advice had said to).
+    with pytest.raises(ValueError, match=r"it holds one value besides 0 \(255\): a mask of one structure") as refused:
+        relabel_mask(np.where(scene() > 0, 255, 0), (1, 2))
+    assert "ps=VALUE,fh=VALUE" not in str(refused.value)
+
+
+def test_a_masks_suffix_is_taken_whatever_its_case():
+    # 04700_MASK.png had been a case "04700_MASK", its ground truth 04700 missing, while .PNG was taken.
+    from ipp_seg.evaluate.report import mask_case_id
+
+    assert [mask_case_id(name) for name in ("04700_MASK.png", "04700_Mask.PNG", "04700_mask.png", "04700.png",
+                                            "ask.png", "scan_mask_mask.png")] == [
+        "04700", "04700", "04700", "04700", "ask", "scan_mask"]
 
 
 def test_style_from_image():

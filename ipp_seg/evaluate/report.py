@@ -1382,7 +1382,9 @@ def mask_case_id(path: PathLike) -> str:
     """The case a mask file belongs to: its name without the suffix, and without the ``_mask``
     that ``ipp-seg predict --out`` and ``batch --save-masks`` add (``04700_mask.png`` is 04700)."""
     case_id = case_id_of(path)
-    return case_id[: -len(MASK_NAME_SUFFIX)] if case_id.endswith(MASK_NAME_SUFFIX) else case_id
+    # Whatever its case, as the file's suffix is taken (04700_MASK.png had been a case of its own).
+    suffixed = case_id[-len(MASK_NAME_SUFFIX):].casefold() == MASK_NAME_SUFFIX
+    return case_id[: -len(MASK_NAME_SUFFIX)] if suffixed else case_id
 
 
 def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -1471,6 +1473,11 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
             advice = (f"it holds no 0, which is background to ipp-seg, and {len(present)} values "
                       f"({', '.join(map(str, present[:8]))}): save it with 0 for the background (no option maps "
                       "another value to it)")
+        elif len(present) == 1:
+            # One foreground value (a 0/255 mask): no mapping makes two structures of it.
+            advice = (f"it holds one value besides 0 ({present[0]}): a mask of one structure, or of both as one "
+                      f"foreground; ipp-seg scores masks that hold the PS and FH under values of their own "
+                      f"({option} names them)")
         else:
             advice = f"name the structures' values with {option} ps=VALUE,fh=VALUE"
         # A palette PNG showing grey 127 and 255 holds indices 1 and 2: the user typed the shades.
