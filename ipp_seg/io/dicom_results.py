@@ -418,6 +418,9 @@ def write_dicom_sr(
 _COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                   "StudyID", "AccessionNumber", "ReferringPhysicianName")
 _PATIENT_SEX = ("M", "F", "O")
+# What a PACS matches an object's patient by: a source whose own are invalid gets no SEG or SR (left empty, they
+# would not match), as they are named in a message.
+_PATIENT_IDENTITY = {"PatientID": "Patient ID", "PatientName": "Patient's Name"}
 
 
 def _new_instance(hd, series_number: int, series_instance_uid: str | None, instance_number: int) -> dict:
@@ -771,7 +774,8 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
             fixed[tag] = DataElement(tag, fixed[tag].VR, value)
 
     blanked = []
-    non_ascii = reread_utf8 = patient_id_blanked = False
+    identity_blanked: list[str] = []  # the source's own Patient ID or Patient's Name, invalid
+    non_ascii = reread_utf8 = False
     declared = source.get("SpecificCharacterSet")
     # ESC introduces a code extension only under ISO 2022; elsewhere it is a terminal's control character.
     escapes = any("2022" in str(term) for term in ([declared] if isinstance(declared, str) else declared or []))
@@ -779,7 +783,7 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
     def conform(dataset, every_element: bool, latin1: bool) -> None:
         """Check the copied elements of ``dataset`` (every one, inside a copied sequence);
         ``latin1``: its text was decoded as Latin-1 for want of a known character set."""
-        nonlocal non_ascii, reread_utf8, patient_id_blanked
+        nonlocal non_ascii, reread_utf8
         if dataset is not fixed and "SpecificCharacterSet" in dataset:  # an item's own
             latin1 = _read_as_latin1(dataset.SpecificCharacterSet)
         for element in list(dataset):
@@ -811,12 +815,17 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                     if _has_control_characters(element.VR, text, escapes) or (
                             element.VR == "PN" and _too_many_name_parts(text)):
                         raise ValueError("a control character, or a name of more than five parts")
+                    if element.VR in _TEXT_VRS and "\ufffd" in text:
+                        # Bytes its declared character set does not hold (Latin-1 under ISO_IR 192): pydicom
+                        # put U+FFFD in their place, and a name had reached the SEG and SR so damaged.
+                        raise ValueError("bytes that are not of the declared character set")
                     non_ascii |= not text.isascii()
             except (TypeError, ValueError):
                 # Emptied under the VR the standard gives it: a name stored as a date stays a name.
                 dataset[element.tag] = DataElement(element.tag, _standard_vr(element.tag, element.VR), "")
                 blanked.append(element.keyword or str(element.tag))
-                patient_id_blanked |= dataset is fixed and element.keyword == "PatientID"
+                if dataset is fixed and element.keyword in _PATIENT_IDENTITY:
+                    identity_blanked.append(element.keyword)
 
     conform(fixed, False, _read_as_latin1(source.get("SpecificCharacterSet")))
     if reread_utf8:
@@ -849,12 +858,15 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
     for keyword in _COPIED_TYPE_2:
         if keyword not in fixed:
             put(keyword, "")
-    if patient_id_blanked:  # the source's own (an Other Patient IDs item's is blanked as any other)
+    if identity_blanked:  # the source's own (an Other Patient IDs item's is blanked as any other)
         # Left empty under the source's Study Instance UID, it would not match its patient: a PACS
-        # quarantines such an object, or files it under a patient of its own.
-        raise DicomResultError(f"the Patient ID of {label} is not valid DICOM (longer than 64 characters, several "
-                               "values or a control character): a result without it would not match its patient in "
-                               "a PACS, so none is made; correct the source's Patient ID")
+        # quarantines such an object, or files it under a patient of its own, or (one that keeps the
+        # newest demographics) empties the patient's name it holds.
+        named = " and ".join(_PATIENT_IDENTITY[keyword] for keyword in identity_blanked)
+        raise DicomResultError(f"the {named} of {label} {'is' if len(identity_blanked) == 1 else 'are'} not valid "
+                               "DICOM (too long, several values, a control character, a name of more than five "
+                               "parts, or bytes its declared character set does not hold): a result without it would "
+                               f"not match its patient in a PACS, so none is made; correct the source's {named}")
     if blanked:
         logger.warning("%s of %s %s not valid DICOM; left empty in its %s",
                        ", ".join(blanked), label, "is" if len(blanked) == 1 else "are", kind)
