@@ -1065,3 +1065,19 @@ def test_an_escape_in_a_name_without_iso_2022_is_refused_as_a_control_character(
             pytest.raises(DicomResultError, match="Patient's Name of .* not valid DICOM") as info:
         write_dicom_seg(named, mask, tmp_path / "seg.dcm", **KW)
     assert "JANE" not in caplog.text and "JANE" not in str(info.value)
+
+
+def test_a_model_name_of_any_characters_is_written_as_valid_dicom_text(source, tmp_path):
+    # A model file named modèle_ärzte had put bytes of no declared character set into every object, a backslash
+    # had made its name two values (and the SEG refused as the source's fault), and a 75-character name had
+    # passed the 64 a LO holds in the SEG's Algorithm Name.
+    mask = synthetic_mask()
+    for given, shown in (("modèle_ärzte", "modele_arzte"), ("net\\v2\x07", "net_v2_"), ("m" * 75, "m" * 61 + "...")):
+        kw = {**KW, "model_name": given}
+        seg = pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / "seg.dcm", **kw))
+        sr = write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / "sr.dcm", **kw)
+        algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+        assert algorithm.AlgorithmName == shown and seg.ManufacturerModelName == shown
+        assert pydicom.dcmread(sr).ManufacturerModelName == shown
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(tmp_path / "seg.dcm") == [] and dciodvfy_errors(sr) == [], given

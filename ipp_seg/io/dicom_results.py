@@ -43,6 +43,7 @@ import functools
 import logging
 import os
 import re
+import unicodedata
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -180,6 +181,7 @@ def write_dicom_seg(
 
     frame = _check_frame(source, frame_number)
     mask = _check_mask(label_mask, source)
+    model_name = _dicom_model_name(model_name)
     label = _source_label(source)
     source = _outside_an_incomplete_frame_of_reference(
         _declaring_lossy_storage(_conforming_source(source, label, "SEG"), source), label)
@@ -216,7 +218,7 @@ def write_dicom_seg(
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
             **_new_instance(hd, SEG_SERIES_NUMBER, series_instance_uid, instance_number),
-            manufacturer_model_name=_lo(model_name),
+            manufacturer_model_name=model_name,
             software_versions=_lo(software_version),
             device_serial_number=_device_serial_number(model_sha256, software_version),
             content_label="IPP_SEG",
@@ -286,6 +288,7 @@ def write_dicom_sr(
     from pydicom.uid import generate_uid
 
     frame = _check_frame(source, frame_number)
+    model_name = _dicom_model_name(model_name)
     label = _source_label(source)
     source = _conforming_source(source, label, "SR")
     with _refusals("SR"):
@@ -296,7 +299,7 @@ def write_dicom_sr(
             return sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=frames)
 
         parameters = _algorithm_parameters(model_sha256)
-        algorithm = sr.AlgorithmIdentification(name=_lo(model_name), version=_lo(software_version),
+        algorithm = sr.AlgorithmIdentification(name=model_name, version=_lo(software_version),
                                                parameters=[f"{k}={v}" for k, v in parameters.items()] or None)
         method = sr.CodedConcept(measurement.method, PRIVATE_SCHEME, _lo(f"{measurement.method} method of ipp-seg"))
         lm = measurement.landmarks
@@ -381,9 +384,9 @@ def write_dicom_sr(
         # one's own under a shipped model's name, retrained since) do not.
         device = sr.DeviceObserverIdentifyingAttributes(
             uid=generate_uid(entropy_srcs=[_MANUFACTURER, model_name, software_version, *filter(None, [model_sha256])]),
-            name=_lo(model_name),
+            name=model_name,
             manufacturer_name=_MANUFACTURER,
-            model_name=_lo(model_name),
+            model_name=model_name,
         )
         context = sr.ObservationContext(
             observer_device_context=sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
@@ -404,7 +407,7 @@ def write_dicom_sr(
         document.SeriesDescription = _series_description("labour progress", source, model_name)
         # The equipment as the SEG names it (General Equipment, type 3 here): archives and audits of
         # AI results query these, not the content tree.
-        document.ManufacturerModelName, document.SoftwareVersions = _lo(model_name), _lo(software_version)
+        document.ManufacturerModelName, document.SoftwareVersions = model_name, _lo(software_version)
         document.DeviceSerialNumber = _device_serial_number(model_sha256, software_version)
         _declare_private_scheme(document)
         _in_the_sources_time_zone(document, source, label, series_started)
@@ -1236,6 +1239,18 @@ def _series_description(what: str, source, model_name: str) -> str:
     number = str(source.get("SeriesNumber", "") or "").strip()
     of_series = f" of series {number}" if re.fullmatch(r"[+-]?[0-9]{1,12}", number) else ""
     return _lo(f"Research use: {what}{of_series} ({model_name})")
+
+
+def _dicom_model_name(name: str) -> str:
+    """A model's name as the SEG and SR write it (algorithm, device, series description): in ASCII,
+    which every character set holds (accents dropped, other letters and control characters as
+    ``_``; a model file named modèle had put bytes of no declared set into the objects), without a
+    backslash, which DICOM reads as a second value, and at most 64 characters (LO; the SEG's
+    Algorithm Name had kept a longer one)."""
+    decomposed = unicodedata.normalize("NFKD", str(name))
+    kept = "".join(ch if " " <= ch <= "~" and ch != "\\" else "_" for ch in decomposed
+                   if not unicodedata.combining(ch))
+    return _lo(kept.strip() or "model")
 
 
 def _lo(text: str) -> str:
