@@ -776,7 +776,7 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
         else:
             fixed[tag] = DataElement(tag, fixed[tag].VR, value)
 
-    blanked = []
+    blanked, left_out = [], []
     identity_blanked: list[str] = []  # the source's own Patient ID or Patient's Name, invalid
     non_ascii = reread_utf8 = False
     declared = source.get("SpecificCharacterSet")
@@ -824,6 +824,12 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                         raise ValueError("bytes that are not of the declared character set")
                     non_ascii |= not text.isascii()
             except (TypeError, ValueError):
+                if dataset is fixed and element.keyword not in _COPIED_TYPE_2 and element.tag.group != 0x0012:
+                    # Optional (type 3) in the SEG and SR: left out, as an empty Study Description under the
+                    # study's UID would be one more value a PACS or RIS compares with (or takes as the newest).
+                    del dataset[element.tag]
+                    left_out.append(element.keyword or str(element.tag))
+                    continue
                 # Emptied under the VR the standard gives it: a name stored as a date stays a name.
                 dataset[element.tag] = DataElement(element.tag, _standard_vr(element.tag, element.VR), "")
                 blanked.append(element.keyword or str(element.tag))
@@ -870,9 +876,10 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                                "DICOM (too long, several values, a control character, a name of more than five "
                                "parts, or bytes its declared character set does not hold): a result without it would "
                                f"not match its patient in a PACS, so none is made; correct the source's {named}")
-    if blanked:
-        logger.warning("%s of %s %s not valid DICOM; left empty in its %s",
-                       ", ".join(blanked), label, "is" if len(blanked) == 1 else "are", kind)
+    for attributes, done in ((blanked, "left empty in"), (left_out, "left out of")):
+        if attributes:
+            logger.warning("%s of %s %s not valid DICOM; %s its %s", ", ".join(attributes), label,
+                           "is" if len(attributes) == 1 else "are", done, kind)
     if not str(source.get("PatientID", "") or "").strip():
         # Legal (type 2), and made as the source is; but said, as an invalid one is refused: a PACS
         # files such an object by its Study Instance UID alone, or quarantines it.
