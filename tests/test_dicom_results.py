@@ -1083,3 +1083,24 @@ def test_a_model_name_of_any_characters_is_written_as_valid_dicom_text(source, t
         assert pydicom.dcmread(sr).ManufacturerModelName == shown
         if shutil.which("dciodvfy"):
             assert dciodvfy_errors(tmp_path / "seg.dcm") == [] and dciodvfy_errors(sr) == [], given
+
+
+def test_a_structure_keeps_its_tracking_uid_through_the_objects_of_one_derived_series(source, tmp_path):
+    # A new Tracking UID per frame had told a reader that tracks findings that each frame of a cine showed another
+    # pubic symphysis; objects of another series (another run, another source series) track their own.
+    from pydicom.uid import generate_uid
+
+    mask, series, other = synthetic_mask(), generate_uid(), generate_uid()
+
+    def tracking(ds):
+        return [str(item.TrackingUID) for item in ds.SegmentSequence]
+
+    one, two, three = (pydicom.dcmread(write_dicom_seg(source, mask, tmp_path / f"{n}.dcm", series_instance_uid=s,
+                                                       instance_number=n, **KW))
+                       for n, s in ((1, series), (2, series), (3, other)))
+    assert tracking(one) == tracking(two) and len(set(tracking(one))) == 2
+    assert not set(tracking(one)) & set(tracking(three))
+    groups = [hd.sr.srread(write_dicom_sr(source, measure_progress(mask, (0.35, 0.35)), tmp_path / f"sr{n}.dcm",
+                                          series_instance_uid=series, instance_number=n, **KW))
+              .content.get_image_measurement_groups()[0].tracking_uid for n in (1, 2)]
+    assert groups[0] == groups[1] and groups[0] not in tracking(one)

@@ -203,7 +203,7 @@ def write_dicom_seg(
                 segmented_property_type=prop,
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=algorithm,
-                tracking_uid=hd.UID(),
+                tracking_uid=_tracking_uid(hd, series_instance_uid, label),
                 tracking_id=label,
             )
             for number, label, prop in structures
@@ -371,7 +371,8 @@ def write_dicom_sr(
                 if tta else sr.CodedConcept("none", PRIVATE_SCHEME, "single pass of the network"),
             ))
         group = sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=sr.TrackingIdentifier(uid=hd.UID(), identifier="labour progress"),
+            tracking_identifier=sr.TrackingIdentifier(uid=_tracking_uid(hd, series_instance_uid, "labour progress"),
+                                                      identifier="labour progress"),
             algorithm_id=algorithm,
             measurements=measurements or None,
             qualitative_evaluations=evaluations,
@@ -424,6 +425,18 @@ _PATIENT_SEX = ("M", "F", "O")
 # What a PACS matches an object's patient by: a source whose own are invalid gets no SEG or SR (left empty, they
 # would not match), as they are named in a message.
 _PATIENT_IDENTITY = {"PatientID": "Patient ID", "PatientName": "Patient's Name"}
+
+
+def _tracking_uid(hd, series_instance_uid: str | None, tracked: str) -> str:
+    """The Tracking UID of ``tracked`` (a segment's label, or the SR's measurement group) in the
+    derived series ``series_instance_uid``: one for every frame of a cine and every image of the
+    source series (a new one per frame had told a tracking reader that each frame showed another
+    structure); a UID of its own for an object in a series of its own (None)."""
+    if series_instance_uid is None:
+        return hd.UID()
+    from pydicom.uid import generate_uid
+
+    return hd.UID(generate_uid(entropy_srcs=[series_instance_uid, "tracking", tracked]))
 
 
 def _new_instance(hd, series_number: int, series_instance_uid: str | None, instance_number: int) -> dict:
