@@ -1104,3 +1104,23 @@ def test_a_structure_keeps_its_tracking_uid_through_the_objects_of_one_derived_s
                                           series_instance_uid=series, instance_number=n, **KW))
               .content.get_image_measurement_groups()[0].tracking_uid for n in (1, 2)]
     assert groups[0] == groups[1] and groups[0] not in tracking(one)
+
+
+def test_the_sr_names_the_seg_of_its_frame_among_its_evidence(tmp_path):
+    # Nothing in the SR had led to the SEG its values were measured on: only the file names paired them.
+    from ipp_seg.io.dicom_results import write_frame_dicom
+
+    mask = synthetic_mask()
+    seg, sr = write_frame_dicom(SAMPLE, mask, measure_progress(mask, (0.35, 0.35)), tmp_path / "scan", frame_number=1,
+                                n_frames=1, seg=True, sr=True, model_sha256=None, tta=False, **KW)
+    seg_ds, sr_ds = pydicom.dcmread(seg), pydicom.dcmread(sr)
+    named = {item.ReferencedSOPInstanceUID: item.ReferencedSOPClassUID for study in
+             sr_ds.CurrentRequestedProcedureEvidenceSequence for series in study.ReferencedSeriesSequence
+             for item in series.ReferencedSOPSequence}
+    source = pydicom.dcmread(SAMPLE, stop_before_pixels=True)
+    assert named == {seg_ds.SOPInstanceUID: seg_ds.SOPClassUID, source.SOPInstanceUID: source.SOPClassUID}
+    (alone,) = write_frame_dicom(SAMPLE, mask, measure_progress(mask, (0.35, 0.35)), tmp_path / "alone",
+                                 frame_number=1, n_frames=1, seg=False, sr=True, model_sha256=None, tta=False, **KW)
+    assert len(pydicom.dcmread(alone).CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence) == 1
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(sr) == []

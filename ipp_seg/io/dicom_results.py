@@ -250,6 +250,7 @@ def write_dicom_sr(
     tta: bool | None = None,
     model_sha256: str | None = None,
     series_started: datetime | None = None,
+    segmentation: pydicom.Dataset | None = None,
 ) -> Path:
     """Write a Comprehensive SR (TID 1500 Measurement Report) of one frame's measurement.
 
@@ -274,6 +275,9 @@ def write_dicom_sr(
         tta: whether the masks came from the frame averaged with its mirror image.
         model_sha256: the model file's sha256, an algorithm parameter ``model_sha256=...``.
         series_started: as for :func:`write_dicom_seg`.
+        segmentation: the SEG of the same frame (its header is enough), where one was made: listed
+            beside the source among the report's evidence (Current Requested Procedure Evidence),
+            so that a reader finds the masks the values were measured on.
 
     Returns:
         The path written.
@@ -398,7 +402,7 @@ def write_dicom_sr(
             imaging_measurements=[group],
         )
         document = sr.ComprehensiveSR(
-            evidence=[source],
+            evidence=[source, *([segmentation] if segmentation is not None else [])],
             content=report,
             **_new_instance(hd, SR_SERIES_NUMBER, series_instance_uid, instance_number),
             is_complete=True,
@@ -671,8 +675,10 @@ def write_frame_dicom(source_path: str | Path, labels: np.ndarray, measurement, 
         if wanted:
             try:
                 # The SEG names the display convention the frame was segmented under (mirrored
-                # first, it changes the mask); the SR says it among its measurement's terms.
-                own = {"orientation": getattr(measurement, "orientation", None)} if kind == "SEG" else {}
+                # first, it changes the mask); the SR says it among its measurement's terms, and
+                # names the SEG written beside it among its evidence.
+                own = {"orientation": getattr(measurement, "orientation", None)} if kind == "SEG" else {
+                    "segmentation": pydicom.dcmread(written[0], stop_before_pixels=True) if written else None}
                 written.append(write(source, content, Path(f"{out_stem}_{kind.lower()}.dcm"),
                                      series_instance_uid=series(kind), **common, **own))
             except DicomResultError as exc:
