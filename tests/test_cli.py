@@ -1293,6 +1293,8 @@ def test_predict_says_when_frames_look_displayed_the_other_way_round(tmp_path, s
     (np.zeros((256, 256), np.uint8), "every pixel holds 0: a blank image"),
     (np.indices((256, 256)).sum(0).astype(np.uint8) % 3, "only the grey values 0, 1, 2: a label mask"),
     (np.arange(300, dtype=np.uint8).reshape(300, 1), "1 x 300 pixels, too small"),
+    # Padded to a square for the network, a 40000 x 32 image had taken 19 GB (an inference review).
+    (np.tile(np.arange(256, dtype=np.uint8), (40, 28)), "padded to a square of 7168 x 7168, beyond the 40 million"),
 ])
 def test_predict_refuses_frames_that_are_not_ultrasound(tmp_path, pixels, words):
     import cv2

@@ -155,6 +155,8 @@ def test_pixels_that_are_not_square_reach_the_network_as_square_ones(sample_png)
     assert square_pixel_size(100, 80, (0.1, 0.1015)) == (100, 80)  # within 2 %: square
     assert square_pixel_size(100, 80, (0.1, 0.5)) == (100, 80)  # beyond 4:1 the header is not trusted
     assert square_pixel_size(100, 80, None) == (100, 80)
+    # The coarser spacing kept where the finer would make a square beyond 40 million pixels (memory).
+    assert square_pixel_size(4000, 4000, (0.1, 0.2)) == (2000, 4000)
     segmenter = OnnxSegmenter(resolve_model(None), threads=1)
     square = read_frame(sample_png, spacing_mm=(0.2, 0.2))
     h, w = square.pixels.shape

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..io import UltrasoundFrame
+from ..io.frames import MAX_FRAME_PIXELS
 from ..io.greyscale import CHECKS_BRIGHTENED_BELOW, DARK_FRAME_LEVEL, brightened, brightest_echoes, on_8bit_scale
 from ..io.sector import MAX_SECTOR_NARROWING, content_box, sector_narrowing
 from ..measure import Measurement, measure_progress
@@ -304,12 +305,19 @@ MIN_GREY_LEVELS = 4
 
 
 def not_segmentable_reason(pixels: np.ndarray) -> str | None:
-    """Why a frame is not an ultrasound image the network can segment (too small, blank, a
-    label mask such as an earlier run's), or ``None`` when it can be segmented."""
+    """Why a frame is not an ultrasound image the network can segment (too small, too elongated
+    to pad to a square, blank, a label mask such as an earlier run's), or ``None`` when it can be
+    segmented."""
     rows, columns = pixels.shape[:2]
     if min(rows, columns) < MIN_FRAME_SIDE:
         return (f"the image is {columns} x {rows} pixels, too small to be an ultrasound frame "
                 f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE} are needed)")
+    side = max(rows, columns)
+    if side * side > MAX_FRAME_PIXELS:
+        # Padded to a square for the network, a 40000 x 32 image (1.3 million pixels) had taken 19 GB.
+        return (f"the image is {columns} x {rows} pixels: the network is shown it padded to a square of {side} x "
+                f"{side}, beyond the {MAX_FRAME_PIXELS // 1_000_000} million pixels ipp-seg takes; crop it to the "
+                "ultrasound image, or make it smaller")
     if pixels.dtype == np.uint8 and pixels.ndim == 2:
         # A histogram in place: np.bincount would copy the frame into 8-byte integers first.
         levels = np.flatnonzero(cv2.calcHist([np.ascontiguousarray(pixels)], [0], None, [256], [0, 256]).ravel())
@@ -549,12 +557,18 @@ def cover_border_lines(crop: np.ndarray, most: int = BORDER_LINE_MOST) -> np.nda
 def square_pixel_size(width: int, height: int, spacing_mm: tuple[float, float] | None) -> tuple[int, int]:
     """(width, height) in pixels of a ``width`` x ``height`` image resampled to square pixels,
     the finer of the two spacings (mm per pixel, x and y) kept; unchanged when the spacing is
-    unknown, square within 2 %, or more than :data:`MAX_PIXEL_ASPECT` to 1."""
+    unknown, square within 2 %, or more than :data:`MAX_PIXEL_ASPECT` to 1. The coarser is kept
+    where the finer would make the square the network's input is cut from larger than
+    :data:`~ipp_seg.io.frames.MAX_FRAME_PIXELS` (the input is 256 pixels a side either way; a
+    large frame enlarged up to 4 times had taken gigabytes)."""
     sx, sy = geometry_scale(spacing_mm)  # (1, 1) when unknown or beyond MAX_PIXEL_ASPECT
     if max(sx, sy) / min(sx, sy) - 1.0 < _SQUARE_TOLERANCE:
         return width, height
-    fine = min(sx, sy)
-    return max(1, round(width * sx / fine)), max(1, round(height * sy / fine))
+    for kept in (min(sx, sy), max(sx, sy)):
+        size = max(1, round(width * sx / kept)), max(1, round(height * sy / kept))
+        if max(size) ** 2 <= MAX_FRAME_PIXELS:
+            break
+    return size
 
 
 def _crop_spacing(frame: UltrasoundFrame) -> tuple[float, float] | None:
