@@ -1793,6 +1793,33 @@ def test_a_non_square_frame_is_trained_with_the_padding_inference_gives_it(tmp_p
     assert len(result.history) == 1 and 0.0 <= result.history[0].dice_fh <= 1.0
 
 
+def test_a_frame_in_black_bands_or_a_drawn_border_is_trained_as_inference_shows_it(tmp_path):
+    # Training had shown such frames whole, bands, border line and all, while inference cuts the bands off and
+    # covers the line (an inference review): the network then met in use what it had not learnt.
+    from ipp_seg.inference.pipeline import prepare_input
+    from ipp_seg.inference.preprocess import DEFAULT_NORMALISATION
+    from ipp_seg.io import read_frame
+    from ipp_seg.train.data import load_cases, on_inference_grid
+    from ipp_seg.train.loop import _batch_tensors
+
+    data = _synthetic_folder(tmp_path / "data", n=2, size=96)
+    image = cv2.imread(str(data / "images" / "case001.png"), cv2.IMREAD_GRAYSCALE)
+    labels = cv2.imread(str(data / "masks" / "case001.png"), cv2.IMREAD_GRAYSCALE)
+    framed = np.pad(image, ((0, 0), (40, 0)))  # black columns at the left, as a crop padded back
+    framed[:, 40], framed[:, -1] = 255, 255  # and a white line drawn at each side of the image
+    cv2.imwrite(str(data / "images" / "case001.png"), framed)
+    cv2.imwrite(str(data / "masks" / "case001.png"), np.pad(labels, ((0, 0), (40, 0))))
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), input_size=(64, 64),
+                             augmentation=NO_GEOMETRY)
+    (case,) = on_inference_grid(load_cases(data, {"case001"}), (64, 64))
+    assert case.labels.shape == (96, 96) and (case.labels == labels).all()  # the bands off, labels alike
+    x, _ = _batch_tensors([case], None, settings, 1)
+    inferred, _ = prepare_input(read_frame(data / "images" / "case001.png"), (64, 64), 1, DEFAULT_NORMALISATION)
+    assert np.allclose(x[0, 0].numpy(), inferred[0], atol=1e-6)
+    (plain,) = load_cases(data, {"case000"})
+    assert on_inference_grid([plain], (64, 64))[0] is plain  # a frame inference shows whole stays as it is
+
+
 def test_masks_with_other_label_values_are_refused_with_a_way_out_or_mapped_when_named(tmp_path):
     from typer.testing import CliRunner
 

@@ -427,14 +427,19 @@ def frames_in_both(cases: list[Case], split: Split) -> list[tuple[str, str]]:
 
 
 def on_inference_grid(cases: list[Case], input_size: tuple[int, int]) -> list[Case]:
-    """The cases as inference lays a frame out: each padded with background at the bottom or
-    right to a square (``pad_to_square``), so that a non-square frame keeps the aspect ratio
-    the trained network will see in use. When the squares differ in size (a folder of mixed
-    frames), each case is also resized to the network input (labels by nearest neighbour), so
-    that every batch shares one label grid. Square frames of one size are returned unchanged.
+    """The cases as inference lays a frame out: cut as it cuts a frame of no imaging region
+    (:func:`cut_as_inference_cuts`), then each padded with background at the bottom or right to a
+    square (``pad_to_square``), so that a non-square frame keeps the aspect ratio the trained
+    network will see in use. When the squares differ in size (a folder of mixed frames), each
+    case is also resized to the network input (labels by nearest neighbour), so that every batch
+    shares one label grid. Square frames of one size are returned unchanged.
     """
+    cut = [cut_as_inference_cuts(c) for c in cases]
+    if any(a is not b for a, b in zip(cut, cases)):
+        log.info("%d frame(s) cut as inference cuts them (bands of one level around the image, lines drawn around "
+                 "it)", sum(a is not b for a, b in zip(cut, cases)))
     squared = [c if c.image.shape[0] == c.image.shape[1] else
-               Case(c.case_id, pad_to_square(c.image), pad_to_square(c.labels, fill=0)) for c in cases]
+               Case(c.case_id, pad_to_square(c.image), pad_to_square(c.labels, fill=0)) for c in cut]
     sizes = {c.image.shape for c in squared}
     if len(sizes) <= 1:
         return squared
@@ -442,6 +447,25 @@ def on_inference_grid(cases: list[Case], input_size: tuple[int, int]) -> list[Ca
     # In float, as inference resizes a frame: no rounding back to uint8.
     return [Case(c.case_id, resize_image(c.image.astype(np.float32), input_size),
                  resize_labels(c.labels, input_size)) for c in squared]
+
+
+def cut_as_inference_cuts(case: Case) -> Case:
+    """``case`` as inference shows a frame without an imaging region to the network: the bands of
+    one level around the image cut off (:func:`~ipp_seg.inference.pipeline.trim_uniform_bands`, in
+    pixels: a case has no spacing) and lines drawn around it covered
+    (:func:`~ipp_seg.inference.pipeline.cover_border_lines`), its labels cut alike. Training had
+    shown such frames whole, a network then meeting them cut in use. ``case`` itself where
+    neither changes it (every PSFHS frame)."""
+    from ..inference.pipeline import cover_border_lines, trim_uniform_bands
+
+    h, w = case.image.shape[:2]
+    box = trim_uniform_bands(case.image, (0, 0, w, h))
+    x0, y0, x1, y1 = box
+    image = case.image[y0:y1, x0:x1]
+    covered = cover_border_lines(image)
+    if box == (0, 0, w, h) and covered is image:
+        return case
+    return Case(case.case_id, np.ascontiguousarray(covered), np.ascontiguousarray(case.labels[y0:y1, x0:x1]))
 
 
 def contiguous_split(case_ids: list[str], validation_count: int = 200,
