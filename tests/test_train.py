@@ -1793,6 +1793,37 @@ def test_a_non_square_frame_is_trained_with_the_padding_inference_gives_it(tmp_p
     assert len(result.history) == 1 and 0.0 <= result.history[0].dice_fh <= 1.0
 
 
+def test_a_float_frame_on_another_scale_is_augmented_on_its_own_levels(tmp_path):
+    # A frame in dB (-60 to 0) had been augmented into a blank one, and one of 0-4000 into a saturated one: the
+    # augmentation assumes 0-255 while the readers keep a float frame's own scale (a training review).
+    import SimpleITK as sitk
+
+    from ipp_seg.inference.pipeline import prepare_input
+    from ipp_seg.inference.preprocess import DEFAULT_NORMALISATION
+    from ipp_seg.io import read_frame
+    from ipp_seg.train.data import load_cases, on_augmentation_scale
+    from ipp_seg.train.loop import _batch_tensors
+
+    data = _synthetic_folder(tmp_path / "data", n=1, size=64)
+    grey = cv2.imread(str(data / "images" / "case000.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    (data / "images" / "case000.png").unlink()
+    sitk.WriteImage(sitk.GetImageFromArray(grey / 255 * 60 - 60), str(data / "images" / "case000.mha"))
+    (case,) = load_cases(data)
+    assert (case.image.min(), case.image.max()) == (0, 255)  # from the frame's own darkest and brightest
+    image, _ = augment(case.image, case.labels, np.random.default_rng(0))
+    assert image.std() > 10  # not blank
+    settings = TrainSettings(config="dssau-net-s", data=str(data), out=str(tmp_path / "run"), input_size=(64, 64),
+                             augmentation=NO_GEOMETRY)
+    x, _ = _batch_tensors([case], None, settings, 1)
+    inferred, _ = prepare_input(read_frame(data / "images" / "case000.mha"), (64, 64), 1, DEFAULT_NORMALISATION)
+    assert np.allclose(x[0, 0].numpy(), inferred[0], atol=1e-4)
+    # Frames on the 0-255 scale (or 0-1) keep their levels; NaN outside the field of view is black.
+    assert on_augmentation_scale(grey) is not None and np.array_equal(on_augmentation_scale(grey), grey)
+    assert np.allclose(on_augmentation_scale(grey / 255), grey, atol=1e-3)
+    holed = on_augmentation_scale(np.array([[np.nan, 1000.0], [3000.0, 5000.0]], np.float32))
+    assert holed.tolist() == [[0.0, 0.0], [127.5, 255.0]]
+
+
 def test_a_frame_in_black_bands_or_a_drawn_border_is_trained_as_inference_shows_it(tmp_path):
     # Training had shown such frames whole, bands, border line and all, while inference cuts the bands off and
     # covers the line (an inference review): the network then met in use what it had not learnt.

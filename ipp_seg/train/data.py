@@ -53,7 +53,7 @@ def in_id_range(case_id: str, first: str, last: str) -> bool:
 @dataclass(frozen=True)
 class Case:
     case_id: str
-    image: np.ndarray  # (H, W) greyscale as ipp_seg.io reads it: uint8, or float32 on a 0-255 scale
+    image: np.ndarray  # (H, W) greyscale as ipp_seg.io reads it: uint8, or float32 on_augmentation_scale
     labels: np.ndarray  # (H, W) uint8, 0 background, 1 PS, 2 FH
 
 
@@ -121,7 +121,33 @@ def _read_case(case_id: str, image_path: Path, mask_path: Path, labels: tuple[in
                          f"({', '.join(f'{v:g}' for v in values)}): a label mask or a blank picture, not an "
                          "ultrasound frame; put the frame in its place")
     mapped = relabel_mask(stored, labels, (1, 2), str(mask_path), path=mask_path)
-    return Case(case_id, image, mapped)
+    return Case(case_id, on_augmentation_scale(image), mapped)
+
+
+def on_augmentation_scale(image: np.ndarray) -> np.ndarray:
+    """``image`` on the 0-255 scale :func:`augment` works on (its gain, gamma, clip and black
+    borders): uint8, and numbers that lie on it (0-255, or 0-1 times 255:
+    :func:`~ipp_seg.io.greyscale.on_8bit_scale`), as they are; a float frame on another scale (in
+    dB, -60 to 0; 0-4000) mapped from its darkest finite value to 0 and its brightest to 255, NaN
+    (outside the field of view) black. The network's input is normalised per frame by its
+    percentiles, so only the relative levels count, as in inference; a dB frame had been
+    augmented into a blank one, a 0-4000 one into a saturated one."""
+    from ..io.greyscale import on_8bit_scale
+
+    if image.dtype == np.uint8:
+        return image
+    pixels = np.asarray(image, np.float32)
+    finite = np.isfinite(pixels)
+    if not finite.any():
+        return np.zeros(pixels.shape, np.float32)
+    low, high = float(pixels[finite].min()), float(pixels[finite].max())
+    if not finite.all():
+        pixels = np.where(finite, pixels, np.float32(low))
+    scaled = on_8bit_scale(pixels)
+    if scaled is not None:
+        return np.asarray(scaled, np.float32)
+    # (Not on that scale: high > low.) Clipped for the last bit of float rounding.
+    return np.clip((pixels - np.float32(low)) * np.float32(255.0 / (high - low)), 0, 255)
 
 
 def _display_orientation(path: Path) -> int:
