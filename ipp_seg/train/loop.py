@@ -650,6 +650,10 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         optimiser.load_state_dict(checkpoint["optimiser"])
         rng.bit_generator.state = checkpoint["numpy_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
+        if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
+            # Drop-path draws on the GPU's generator: reseeded alone, a resumed run replayed the first
+            # epoch's masks (a training review). A checkpoint of another device, or of before, has none.
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
         history = [EpochResult(**h) for h in checkpoint["history"]]
         best_score, best_epoch = checkpoint["best_score"], checkpoint["best_epoch"]
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
@@ -763,6 +767,7 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         payload = {
             "model": kept.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1, "step": step,
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "history": [asdict(h) for h in history], "best_score": best_score, "best_epoch": best_epoch,
             "settings": settings.to_dict(), "config": config.to_dict(), "split": split.to_dict(),
             "lineage": lineage, "data_sha256": data_sha256, "case_sha256": case_sha256,
