@@ -1511,6 +1511,12 @@ def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
         train(TrainSettings(**{**base.__dict__, "out": str(tmp_path / f"s{seed}"), "seed": seed}))
         runs.append(tmp_path / f"s{seed}" / "last.pt")
     pair = average_checkpoints(runs[:2], tmp_path / "pair")
+    # Not into a run's folder, whose last.pt it would replace (the run then not to be resumed), member or not;
+    # an earlier average's folder is written over.
+    for folder in ("s1", "s3"):
+        with pytest.raises(ValueError, match="is a training run's folder"):
+            average_checkpoints(runs[:2], tmp_path / folder)
+    assert "optimiser" in load_torch_file(runs[0]) and average_checkpoints(runs[:2], tmp_path / "pair") == pair
     # The pair's runs need not be kept: the pair stands for them.
     three = load_torch_file(average_checkpoints([pair, runs[2]], tmp_path / "three"))
     flat = load_torch_file(average_checkpoints(runs, tmp_path / "flat"))
@@ -2260,10 +2266,10 @@ def test_a_checkpoint_save_that_is_interrupted_leaves_no_temporary_file(tmp_path
     monkeypatch.setattr(loop.torch, "save", half_written)
     if isinstance(raised, str):
         with pytest.raises(loop.RunWriteError, match=raised):
-            loop._save(target, {"epoch": 2})
+            loop.save_replacing(target, {"epoch": 2})
     else:
         with pytest.raises(raised):
-            loop._save(target, {"epoch": 2})
+            loop.save_replacing(target, {"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
     assert load_torch_file(target) == {"epoch": 1}  # the previous epoch's, whole
 
@@ -2519,16 +2525,16 @@ def test_a_run_stopped_between_an_epochs_writes_is_brought_level_on_resume(tmp_p
     from ipp_seg.train import loop
 
     settings = _tiny_settings(tmp_path)  # no validation frames: every epoch is the best
-    real_save = loop._save
+    real_save = loop.save_replacing
 
     def stopped_after_last(path, payload):
         if path.name == "best.pt" and payload["epoch"] == 2:
             raise KeyboardInterrupt
         real_save(path, payload)
-    monkeypatch.setattr(loop, "_save", stopped_after_last)
+    monkeypatch.setattr(loop, "save_replacing", stopped_after_last)
     with pytest.raises(KeyboardInterrupt):
         train(settings)
-    monkeypatch.setattr(loop, "_save", real_save)
+    monkeypatch.setattr(loop, "save_replacing", real_save)
     run = tmp_path / "run"
     assert load_torch_file(run / "last.pt")["epoch"] == 2
     assert load_torch_file(run / "best.pt")["epoch"] == 1 and _history_epochs(run) == [1]

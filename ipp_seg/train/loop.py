@@ -330,7 +330,8 @@ def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
     torch.save({**checkpoint, CONTENT_DIGEST: checkpoint_digest(checkpoint)}, path)
 
 
-def _save(path: Path, payload: dict) -> None:
+def save_replacing(path: Path, payload: dict) -> None:
+    """Save a checkpoint in place of ``path`` at once (written beside it, then renamed)."""
     tmp = path.with_suffix(".tmp")
     try:
         save_checkpoint(tmp, payload)
@@ -782,9 +783,9 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
             payload["ema_updates"] = int(ema.n_averaged)
         # last.pt first: a run stopped before the other two files are written leaves them one
         # epoch behind it, which --resume rebuilds from it (_bring_level_with_last).
-        _save(last_path, payload)
+        save_replacing(last_path, payload)
         if is_best:
-            _save(best_path, _best_payload(payload))
+            save_replacing(best_path, _best_payload(payload))
         _append_line(run_dir / HISTORY, _json_line(asdict(result)))
         log.debug("epoch %d/%d loss %.4f dice PS %.4f FH %.4f (%.0f s)%s", result.epoch, result.epochs,
                  result.train_loss, dice_ps, dice_fh, result.seconds, " best" if is_best else "")
@@ -820,7 +821,7 @@ def _bring_level_with_last(run_dir: Path, checkpoint: dict) -> None:
     if not best_epoch or held_epoch == best_epoch:
         return
     if best_epoch == last_epoch:
-        _save(best_path, _best_payload(checkpoint))
+        save_replacing(best_path, _best_payload(checkpoint))
         log.warning("%s did not hold the run's best epoch %d (a run stopped between its writes): written again from %s",
                     best_path, best_epoch, LAST)
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .lineage import run_cost
-from .loop import LAST, read_checkpoint, save_checkpoint
+from .loop import BEST, HISTORY, LAST, read_checkpoint, save_replacing
 from .ship import lineage_differences
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,14 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ValueError("averaging needs at least two checkpoints")
+    out_dir = Path(out_dir)
+    # Into a run's own folder, the average took its last.pt's place: the run could no longer be resumed (a
+    # training review). An earlier average's folder is replaced.
+    run = next((p.parent for p in paths if p.parent.resolve() == out_dir.resolve()), None)
+    if run is not None or (out_dir / BEST).exists() or (out_dir / HISTORY).exists():
+        raise ValueError(f"{out_dir} is a training run's folder{' (a member)' if run is not None else ''}: its "
+                         f"{LAST} would be replaced by the average, and the run could no longer be resumed; give "
+                         "another --out")
     # Read as training reads them: a member damaged inside is refused, not averaged into new
     # weights under a fresh checksum.
     checkpoints = [read_checkpoint(p) for p in paths]
@@ -103,10 +111,9 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
     result = {k: first[k] for k in ("config", "settings", "split", "history", "epoch", "lineage", "machine")
               if k in first}
     result.update(model=averaged, best_epoch=None, best_score=None, weight_average=members)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / LAST
-    save_checkpoint(out_path, result)
+    save_replacing(out_path, result)  # (a stop mid-write keeps the earlier file, not half of one)
     log.info("averaged %d runs (seeds %s) at epoch %d into %s", len(members),
              ", ".join(str(m["seed"]) for m in members), first["epoch"], out_path)
     return out_path
