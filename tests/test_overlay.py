@@ -166,6 +166,9 @@ def test_a_failed_measurement_draws_no_axis_tangent_or_end_whatever_landmarks_it
                      reasons=("anatomy_unrecognised",))
     bare = replace(failed, landmarks=Landmarks())
     assert np.array_equal(render_overlay(frame(), mask, failed), render_overlay(frame(), mask, bare))
+    # Nor its values in the panel: "AoP 146.2° HSD 5.5 mm" had stood above "FAILED" (an output review).
+    valued = replace(measured, status="failed", reasons=("anatomy_unrecognised",))
+    assert np.array_equal(render_overlay(frame(), mask, valued), render_overlay(frame(), mask, bare))
     assert not np.array_equal(render_overlay(frame(), mask, replace(failed, status="warning")),
                               render_overlay(frame(), mask, replace(bare, status="warning")))
 
@@ -470,3 +473,33 @@ def test_the_status_says_in_words_what_failed_a_frame_apart_from_its_other_warni
         "WARNING: pixel spacing unknown: no distance in millimetres", "(codes: spacing_unknown)"]
     assert status_lines(replace(failed, status="ok", reasons=())) == ["OK"]
     assert status_lines(replace(failed, reasons=("unreadable",)))[0] == "FAILED: unreadable"  # (a file's own code)
+
+
+def test_the_hsd_label_leaves_the_tangent_clear_where_it_runs_close_to_the_infrapubic_line(monkeypatch):
+    # Below about 120 deg the tangent runs near the HSD line: the label, straight past the HSD's end, had hidden
+    # the tangent where it meets the skull (an output review: 7 of 14 frames with an HSD).
+    import ipp_seg.io.overlay as overlay
+
+    mask = synthetic_mask()
+    m = measure_progress(mask, (0.3, 0.3))
+    inferior, tangent, hsd_point = np.array([140.0, 40.0]), np.array([180.0, 120.0]), np.array([150.0, 100.0])
+    close = replace(m, landmarks=replace(m.landmarks, ps_inferior_end=tuple(inferior), ps_superior_end=(80.0, 50.0),
+                                         fh_tangent_point=tuple(tangent), hsd_point=tuple(hsd_point)))
+    boxes = []
+    real = overlay._put_text
+
+    def noted(canvas, text, origin, colour, style, rel):
+        if text.startswith("HSD") and canvas.shape[0] >= 512:
+            tw, th, base = overlay._text_size(text, style, rel)
+            boxes.append((origin[0], origin[1] - th, origin[0] + tw, origin[1] + base))
+        return real(canvas, text, origin, colour, style, rel)
+
+    monkeypatch.setattr(overlay, "_put_text", noted)
+    render_overlay(frame(), mask, close)
+    (x0, y0, x1, y1), = boxes
+    to_canvas = lambda p: (p + 0.5) * 2 - 0.5  # noqa: E731 - 256 px drawn at 512
+    a, b = to_canvas(inferior), to_canvas(tangent + 0.35 * (tangent - inferior))
+    line = a + np.linspace(0, 1, 400)[:, None] * (b - a)
+    assert not ((line[:, 0] >= x0 - 2) & (line[:, 0] <= x1 + 2) & (line[:, 1] >= y0 - 2) & (line[:, 1] <= y1 + 2)).any()
+    hsd = a + np.linspace(0, 1, 400)[:, None] * (to_canvas(hsd_point) - a)
+    assert not ((hsd[:, 0] >= x0) & (hsd[:, 0] <= x1) & (hsd[:, 1] >= y0) & (hsd[:, 1] <= y1)).any()

@@ -317,7 +317,7 @@ def _draw_geometry(canvas: np.ndarray, m: Measurement, k: np.ndarray, style: _St
         _line(canvas, inferior, tangent + 0.35 * (tangent - inferior), _AXIS_COLOUR, style.line)
         _dot(canvas, tangent, style.marker * 0.6, _AXIS_COLOUR)
     if inferior is not None and hsd_point is not None:
-        _draw_hsd(canvas, m, inferior, hsd_point, style)
+        _draw_hsd(canvas, m, inferior, hsd_point, style, tangent)
     if inferior is not None and superior is not None and tangent is not None and m.aop_deg is not None:
         _draw_aop(canvas, m, inferior, superior, tangent, k, style)
     if inferior is not None:
@@ -394,7 +394,7 @@ def _hsd_text(m: Measurement) -> str | None:
     return None
 
 
-def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> None:
+def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style, tangent=None) -> None:
     _dashed_line(canvas, inferior, hsd_point, _HSD_COLOUR, style.line, 1.5 * style.marker)
     d = hsd_point - inferior
     length = float(np.hypot(*d))
@@ -405,11 +405,28 @@ def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style) -> Non
     text = _hsd_text(m)
     if text is None:
         return
-    # Past the segment's end, inside the head, clear of the angle's vertex.
+    # Past the segment's end, inside the head, clear of the angle's vertex; where that covers the AoP's tangent
+    # (below about 120 deg it runs close to the infrapubic line: the label had hidden it where it meets the
+    # skull, an output review), beside the end on the side away from it.
     tw, th, _ = _text_size(text, style, 1.0)
     direction = d / length if length > 0 else np.array([0.0, 1.0])
     reach = 2.0 * style.marker + 0.5 * abs(direction[0]) * tw + 0.5 * abs(direction[1]) * th
-    _label(canvas, text, hsd_point + direction * reach, _HSD_COLOUR, style, 1.0, centre=True)
+    anchor = hsd_point + direction * reach
+    if tangent is not None and length > 0 and _box_meets_segment(
+            anchor, tw, th, inferior, tangent + 0.35 * (tangent - inferior), style.marker):
+        across = np.array([-direction[1], direction[0]])
+        away = -1.0 if float(np.dot(tangent - inferior, across)) > 0 else 1.0
+        aside = style.marker + 0.5 * abs(across[0]) * tw + 0.5 * abs(across[1]) * th
+        anchor = hsd_point + direction * style.marker + away * across * aside
+    _label(canvas, text, anchor, _HSD_COLOUR, style, 1.0, centre=True)
+
+
+def _box_meets_segment(centre, width: float, height: float, a, b, pad: float) -> bool:
+    """Whether the box of ``width`` x ``height`` around ``centre``, widened by ``pad`` on every
+    side, holds any point of the segment ``a``-``b`` (canvas pixels)."""
+    points = np.asarray(a, float)[None] + np.linspace(0.0, 1.0, 200)[:, None] * (np.asarray(b, float) - a)[None]
+    half = np.array([width / 2.0 + pad, height / 2.0 + pad])
+    return bool((np.abs(points - np.asarray(centre, float)[None]) <= half[None]).all(axis=1).any())
 
 
 def _drawable(text: str) -> str:
@@ -567,7 +584,10 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         # drawing crashes the process: written as escapes instead.
         title = _drawable(title.encode("utf-8", "backslashreplace").decode("utf-8"))
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
-    values = [_aop_text(m) or "AoP n/a", _hsd_text(m) or "HSD n/a"]  # as the labels on the image say
+    # As the labels on the image say; none for a failed measurement, whatever values it holds (as its landmarks are
+    # not drawn: a Measurement made by a program had shown "AoP 146.2°" above its "FAILED").
+    failed = m.status == "failed"
+    values = [(None if failed else _aop_text(m)) or "AoP n/a", (None if failed else _hsd_text(m)) or "HSD n/a"]
     # Where the millimetres came from when a person typed them in: the same HSD read from a
     # file's calibration and from --spacing-mm looked alike on the image (a clinician's pass).
     given = ", mm from a spacing given by hand" if m.spacing_source == "given" and m.hsd_mm is not None else ""
