@@ -166,11 +166,15 @@ def test_a_failed_measurement_draws_no_axis_tangent_or_end_whatever_landmarks_it
                      reasons=("anatomy_unrecognised",))
     bare = replace(failed, landmarks=Landmarks())
     assert np.array_equal(render_overlay(frame(), mask, failed), render_overlay(frame(), mask, bare))
-    # Nor its values in the panel: "AoP 146.2° HSD 5.5 mm" had stood above "FAILED" (an output review).
+    assert not np.array_equal(render_overlay(frame(), mask, replace(measured, status="warning")),
+                              render_overlay(frame(), mask, replace(measured, status="warning",
+                                                                    landmarks=Landmarks())))
+    # Nor its values in the panel: "AoP 146.2° HSD 5.5 mm" had stood above "FAILED" (an output review). A failed
+    # Measurement holds none, however it was made, so the CSV row and JSON report give none either.
     valued = replace(measured, status="failed", reasons=("anatomy_unrecognised",))
+    assert valued.aop_deg is None and valued.hsd_mm is None and valued.landmarks == Landmarks()
+    assert valued.to_dict()["aop_deg"] is None
     assert np.array_equal(render_overlay(frame(), mask, valued), render_overlay(frame(), mask, bare))
-    assert not np.array_equal(render_overlay(frame(), mask, replace(failed, status="warning")),
-                              render_overlay(frame(), mask, replace(bare, status="warning")))
 
 
 def test_the_legend_names_the_inferior_end_marker_only_where_one_is_drawn():

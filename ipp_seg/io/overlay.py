@@ -584,10 +584,7 @@ def _text_panel(width: int, m: Measurement, title: str | None, style: _Style, tt
         # drawing crashes the process: written as escapes instead.
         title = _drawable(title.encode("utf-8", "backslashreplace").decode("utf-8"))
         rows.extend((line, _TEXT_COLOUR) for line in _wrap(title.split(), usable, style, rel))
-    # As the labels on the image say; none for a failed measurement, whatever values it holds (as its landmarks are
-    # not drawn: a Measurement made by a program had shown "AoP 146.2°" above its "FAILED").
-    failed = m.status == "failed"
-    values = [(None if failed else _aop_text(m)) or "AoP n/a", (None if failed else _hsd_text(m)) or "HSD n/a"]
+    values = [_aop_text(m) or "AoP n/a", _hsd_text(m) or "HSD n/a"]  # as the labels on the image say
     # Where the millimetres came from when a person typed them in: the same HSD read from a
     # file's calibration and from --spacing-mm looked alike on the image (a clinician's pass).
     given = ", mm from a spacing given by hand" if m.spacing_source == "given" and m.hsd_mm is not None else ""

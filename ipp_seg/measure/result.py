@@ -414,6 +414,14 @@ class Measurement:
     landmarks: Landmarks
     spacing_source: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.status == "failed":
+            # As the docstring says, whoever made it: a Measurement a program built failed with an angle had
+            # given that angle to the CSV row, the JSON report and the overlay's panel (an output review).
+            for name in ("aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm"):
+                object.__setattr__(self, name, None)
+            object.__setattr__(self, "landmarks", Landmarks())
+
     def with_warning(self, code: str) -> "Measurement":
         """This measurement with the warning ``code`` added (its values kept; a failed
         measurement stays failed)."""
