@@ -212,7 +212,10 @@ def write_overlay_png(path: str | os.PathLike[str], rgb: np.ndarray,
         raise ValueError(f"overlay must be (H, W, 3) RGB, got shape {image.shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"overlay must be uint8, got {image.dtype}")
-    _write_encoded(path, ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), written_as="overlay", provenance=provenance)
+    # zlib level 3, not OpenCV's default (level 1 with run-length coding, poor on an enlarged grey frame): a third
+    # smaller (298 to 200 KiB at 512 px; 9 to 6 GB for 30,000 frames) for about 11 ms more per overlay.
+    _write_encoded(path, ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), written_as="overlay", provenance=provenance,
+                   params=(cv2.IMWRITE_PNG_COMPRESSION, 3))
 
 
 def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
@@ -231,8 +234,9 @@ def _checked_mask(label_mask: np.ndarray) -> np.ndarray:
 
 
 def _write_encoded(path: str | os.PathLike[str], extension: str, image: np.ndarray,
-                   written_as: str | None = None, provenance: Mapping[str, str] | None = None) -> None:
-    ok, encoded = cv2.imencode(extension, image)
+                   written_as: str | None = None, provenance: Mapping[str, str] | None = None,
+                   params: tuple[int, ...] = ()) -> None:
+    ok, encoded = cv2.imencode(extension, image, list(params))
     if not ok:
         raise OSError(f"OpenCV could not encode {os.fspath(path)} as {extension}")
     data = encoded.tobytes()
