@@ -51,3 +51,23 @@ def test_local_contrast_settings_are_data_and_checked():
             with_local_contrast(DEFAULT_NORMALISATION, *bad)
     with pytest.raises(ValueError, match="unknown normalisation kind"):
         normalise_frame(np.zeros((8, 8)), {"kind": "zscore"})
+
+
+@pytest.mark.parametrize("side", [1024, 768, 300, 200])
+def test_a_label_mask_resized_stays_on_its_image(side):
+    # OpenCV's plain nearest neighbour takes each block's first pixel: a training mask of a 768 px frame resized to
+    # 256 lay 0.37 px down and right of its image (an inference review).
+    import cv2
+
+    from ipp_seg.inference.preprocess import resize_image, resize_labels
+
+    labels = np.zeros((side, side), np.uint8)
+    cv2.circle(labels, (side // 2 + 1, side // 3 + 2), side // 5, 1, -1)
+    image = resize_image(labels.astype(np.float32), (256, 256))
+    resized = resize_labels(labels, (256, 256))
+
+    def centre(mask):
+        ys, xs = np.nonzero(mask > 0.5)
+        return np.array([ys.mean(), xs.mean()])
+
+    assert np.abs(centre(resized) - centre(image)).max() < 0.25  # (an even factor: a quarter of one at most)

@@ -82,8 +82,10 @@ def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a label mask to (height, width) by nearest neighbour (labels are not averaged)."""
+    """Resize a label mask to (height, width) by nearest neighbour (labels are not averaged), pixel
+    centres aligned as :func:`resize_image` aligns them (OpenCV's plain nearest neighbour takes
+    each block's first pixel: a mask resized so lay 0.3-0.6 px down and right of its image)."""
     h, w = size
     if labels.shape[:2] == (h, w):
         return labels
-    return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
