@@ -388,6 +388,11 @@ def test_itk_float_frame_with_nan_outside_the_field_of_view(tmp_path):
     frame = read_frame(write_itk(tmp_path / "nan.mha", grey))
     assert np.isfinite(frame.pixels).all() and (frame.pixels[:3] == np.nanmin(grey)).all()
     np.testing.assert_array_equal(frame.pixels[3:], grey[3:])
+    # +inf is saturated brightness: the brightest finite value, not black as NaN is (an inference review).
+    grey[3, :5], grey[4, :5] = np.inf, -np.inf
+    saturated = read_frame(write_itk(tmp_path / "inf.mha", grey)).pixels
+    assert (saturated[3, :5] == np.nanmax(grey[np.isfinite(grey)])).all()
+    assert (saturated[4, :5] == np.nanmin(grey[np.isfinite(grey)])).all()
     with pytest.raises(ScanReadError, match="finite"):
         read_frame(write_itk(tmp_path / "all_nan.mha", np.full((30, 50), np.nan, np.float32)))
 

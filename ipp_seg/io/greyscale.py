@@ -41,7 +41,8 @@ def to_output(grey: np.ndarray, *, bits_stored: int | None = None, signed: bool 
             # background. One NaN would otherwise make the normalised frame all NaN.
             if not finite.any():
                 raise ValueError("no pixel holds a finite value (all NaN or infinite)")
-            grey = np.where(finite, grey, grey[finite].min())
+            # +inf is saturated brightness, the brightest finite value (it had been made black with NaN).
+            grey = np.where(finite, grey, np.where(grey == np.inf, grey[finite].max(), grey[finite].min()))
         return grey
     if not np.issubdtype(grey.dtype, np.integer):
         raise ValueError(f"unsupported pixel dtype {grey.dtype}")
