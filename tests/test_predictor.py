@@ -511,6 +511,12 @@ def test_black_bands_beside_the_image_are_not_shown_to_the_network(predictor):
     # Tall frames lose rows alike; bands with text in them, and square frames, are kept whole.
     tall = cv2.copyMakeBorder(grey, 60, 60, 0, 0, cv2.BORDER_CONSTANT, value=0)
     assert trim_uniform_bands(tall, (0, 0, 256, 376))[3] - trim_uniform_bands(tall, (0, 0, 256, 376))[1] == 256
+    # Bands added at one end are cut there alone: the cut shared with the frame's own 22 rows below its sector had
+    # shown it 22 rows low (an inference review: 04722 read 30.8 deg off; benchmarks/letterbox_bands.py).
+    above = cv2.copyMakeBorder(grey, 60, 0, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    assert trim_uniform_bands(above, (0, 0, 256, 316)) == (0, 60, 256, 316)
+    beside = cv2.copyMakeBorder(grey, 0, 0, 0, 60, cv2.BORDER_CONSTANT, value=0)
+    assert trim_uniform_bands(beside, (0, 0, 316, 256)) == (0, 0, 256, 256)
     labelled = banded.copy()
     cv2.putText(labelled, "L", (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, 255, 2)  # a mark in the left band
     x0, _, x1, _ = trim_uniform_bands(labelled, (0, 0, banded.shape[1], 256))

@@ -455,10 +455,15 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
 def _cut_evenly(start: int, end: int, length: float, before: int, after: int) -> tuple[int, int]:
     """``start``-``end`` cut to ``length`` pixels (never longer than it is), the cut shared evenly
     between the two ends as far as each end's bands (``before``, ``after``) go: exact for bands
-    added evenly, and within the frame's own margin for bands at one end. (Sharing out what is
-    left of the bands instead, which keeps a frame's own margins where they were equal, measured
-    worse on PSFHS frames, whose margins are not: benchmarks/letterbox_bands.py.)"""
+    added evenly. Where one end's bands alone hold the whole cut and the other's do not (bands
+    added at one end), the cut is theirs: exact too, the other end's own margin kept (shared, a
+    frame's own 22 rows below its sector had been cut with half the rows added above, and the
+    image shown 22 rows lower). (Sharing out what is left of the bands instead, which keeps a
+    frame's own margins where they were equal, measured worse on PSFHS frames, whose margins are
+    not: benchmarks/letterbox_bands.py.)"""
     cut = min(max(0, int(end - start - length + 1e-6)), before + after)
+    if (before >= cut) != (after >= cut):
+        return (start + cut, end) if before >= cut else (start, end - cut)
     cut_before = min(before, (cut + 1) // 2)
     cut_after = min(after, cut - cut_before)
     cut_before = min(before, cut - cut_after)
