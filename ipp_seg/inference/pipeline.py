@@ -412,7 +412,8 @@ def trim_uniform_bands(pixels: np.ndarray, box: tuple[int, int, int, int],
     the angle a median 4.9 deg, and a capture with a line of text at its top lost its
     ``head_small_in_frame``.) Otherwise, the bands at the ends of the longer side
     go, as far as it is longer than the other. Each cut is shared evenly between the two ends of
-    its side, as far as each end's bands go (:func:`_cut_evenly`). (Two simpler rules failed QA
+    its side, as far as each end's bands go, or taken from the one end whose bands alone hold it
+    (:func:`_cut_evenly`). (Two simpler rules failed QA
     passes: the narrowest band cut from every side, whatever the others, took the side bands of
     a frame letterboxed above and below, and the longer side's bands cut first left off-centre
     captures whole, up to 18 deg off.) A band is a column (or row) of one level, black, grey or
