@@ -206,6 +206,11 @@ def test_a_non_square_frame_measures_alike_whatever_its_black_level(predictor):
                     grey.astype(np.float32) / 255 * 1e-6):
         # (Within onnxruntime's last bits, which take 0.08 deg here on an AVX2 CPU, 0.03 on one with AVX-512.)
         assert predictor.predict_pixels(shifted).measurement.aop_deg == pytest.approx(as_stored, abs=0.2)
+    # On an offset too (a QA pass: 0.5 + a millionth per grey level had read 123.5 for 126.9, status ok). float32
+    # holds such a frame to about a 16th of a grey level, so a little more room.
+    for offset in (0.5, -0.5):
+        tiny = np.float32(offset) + grey.astype(np.float32) * np.float32(1e-6)
+        assert predictor.predict_pixels(tiny).measurement.aop_deg == pytest.approx(as_stored, abs=0.5)
 
 
 def test_the_report_says_which_view_of_a_dual_view_was_measured(predictor):

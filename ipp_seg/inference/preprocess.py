@@ -37,10 +37,11 @@ def normalise_frame(pixels: np.ndarray, normalisation: dict | None = None) -> np
         raise ValueError(f"unknown normalisation kind {norm.get('kind')!r}")
     x = np.asarray(pixels, dtype=np.float32)
     lo, hi = np.percentile(x, [norm["low_percentile"], norm["high_percentile"]])
-    # The floor keeps a flat frame's noise from being blown up; relative to the frame's own magnitude
-    # below 1, as a float frame's whole range may be a millionth (its AoP had read 3-31 deg off).
-    magnitude = float(np.abs(x).max()) if x.size else 0.0
-    scale = 1.0 / max(float(hi - lo), 1e-3 * (min(1.0, magnitude) if magnitude > 0 else 1.0))
+    # The floor keeps a flat frame's noise from being blown up; relative to the frame's own spread of
+    # values below 1, as a float frame's whole range may be a millionth, on any offset (its AoP had read
+    # 3-31 deg off). A frame spreading a grey level or more (every 8- or 16-bit one) keeps 1e-3.
+    spread = float(x.max() - x.min()) if x.size else 0.0
+    scale = 1.0 / max(float(hi - lo), 1e-3 * (min(1.0, spread) if spread > 0 else 1.0))
     x = (x - np.float32(lo)) * np.float32(scale)
     local = norm.get("local_contrast")
     if local:
