@@ -1295,6 +1295,7 @@ def test_predict_says_when_frames_look_displayed_the_other_way_round(tmp_path, s
     (np.arange(300, dtype=np.uint8).reshape(300, 1), "1 x 300 pixels, too small"),
     # Padded to a square for the network, a 40000 x 32 image had taken 19 GB (an inference review).
     (np.tile(np.arange(256, dtype=np.uint8), (40, 28)), "padded to a square of 7168 x 7168, beyond the 40 million"),
+    # (A wide capture whose image is small inside its bands is measured: a QA pass, 0.2.21 had measured it.)
 ])
 def test_predict_refuses_frames_that_are_not_ultrasound(tmp_path, pixels, words):
     import cv2

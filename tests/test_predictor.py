@@ -800,3 +800,17 @@ def test_the_runtime_names_torch_where_it_is_loaded():
     from ipp_seg.machine import runtime_description
 
     assert runtime_description()["torch"] == torch.__version__
+
+
+def test_a_frame_too_long_to_segment_is_refused_as_no_ultrasound_image_and_a_wide_capture_is_not(predictor):
+    # Padded to a square, a 40000 x 32 image had taken 19 GB; a 7000 x 300 capture with the image inside its black
+    # bands is segmented as the image alone, as 0.2.21 did (a QA pass had found such captures refused).
+    from ipp_seg.inference.predictor import NotUltrasoundFrameError
+
+    with pytest.raises(NotUltrasoundFrameError, match="padded to a square of 7168 x 7168"):
+        predictor.predict_pixels(np.tile(np.arange(256, dtype=np.uint8), (40, 28)))
+    grey = cv2.imread(str(SAMPLES / "psfhs_04700.png"), cv2.IMREAD_GRAYSCALE)
+    capture = np.zeros((300, 7000), np.uint8)
+    capture[:256, :256] = grey  # (bands below and to the right: cut off whole)
+    measured = predictor.predict_pixels(capture).measurement
+    assert measured.aop_deg == pytest.approx(predictor.predict_pixels(grey).measurement.aop_deg, abs=0.5)

@@ -64,7 +64,8 @@ from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
 from ..measure.steadiness import AOP_UNSTEADY, MIN_NEIGHBOURS, STEADINESS_WINDOW_MS, aop_off_its_neighbours
 from .backends import BACKENDS, DEVICES, BackendError, confidence_floors_used, device_used, load_segmenter
-from .pipeline import FrameResult, frame_echoes, measure_frame, not_segmentable_reason, segment_frames
+from .pipeline import (FrameResult, FrameTooLongError, frame_echoes, measure_frame, not_segmentable_reason,
+                       segment_frames)
 from .registry import DEFAULT_MODEL, model_sha256, resolve_model, sha256_of_stream, warn_of_training_frames
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,9 @@ ROW_FAILURES: dict[str, str] = {
                   "with pixels (a SEG), or a file of another kind under its own suffix (notes.txt, results.csv, a "
                   ".pdf) that is neither DICOM nor an image format (its error column names it); nothing to measure, "
                   "and a resumed batch does not read it again",
-    NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, over 6,324 "
-                    "pixels long (padded to a square for the network, beyond 40 million pixels), blank, a label mask "
+    NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, its part to "
+                    "segment over 6,324 pixels long (padded to a square for the network, beyond 40 million pixels), "
+                    "blank, a label mask "
                     "(fewer than 4 grey values), a DICOM image of another modality (a CT in a mixed export), or "
                     "an ultrasound image with no 2-D frame (a 3-D volume or rendering, M-mode or Doppler only); a "
                     "resumed batch does not read it again",
@@ -1274,7 +1276,8 @@ class FileProcessor:
                     yield from self._segment_and_measure([one], timings)
                 return
             item, frame = pending[0]
-            yield item, _processing_failure(frame, "segmenting", exc)
+            yield item, (FrameFailure(frame.frame_index, str(exc), NOT_ULTRASOUND, frame.provenance, frame.n_frames)
+                         if isinstance(exc, FrameTooLongError) else _processing_failure(frame, "segmenting", exc))
             return
         timings["preprocess_s"] += prep_s
         timings["model_s"] += model_s

@@ -304,20 +304,20 @@ MIN_FRAME_SIDE = 32
 MIN_GREY_LEVELS = 4
 
 
+class FrameTooLongError(ValueError):
+    """The part of a frame to segment is so long that, padded to a square for the network, it
+    passes :data:`~ipp_seg.io.frames.MAX_FRAME_PIXELS` (a 40000 x 32 image of 1.3 million pixels
+    had taken 19 GB): no ultrasound image to segment, the reason in its message."""
+
+
 def not_segmentable_reason(pixels: np.ndarray) -> str | None:
-    """Why a frame is not an ultrasound image the network can segment (too small, too elongated
-    to pad to a square, blank, a label mask such as an earlier run's), or ``None`` when it can be
-    segmented."""
+    """Why a frame is not an ultrasound image the network can segment (too small, blank, a
+    label mask such as an earlier run's), or ``None`` when it can be segmented (one too long
+    to segment is told once its part to segment is known: :class:`FrameTooLongError`)."""
     rows, columns = pixels.shape[:2]
     if min(rows, columns) < MIN_FRAME_SIDE:
         return (f"the image is {columns} x {rows} pixels, too small to be an ultrasound frame "
                 f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE} are needed)")
-    side = max(rows, columns)
-    if side * side > MAX_FRAME_PIXELS:
-        # Padded to a square for the network, a 40000 x 32 image (1.3 million pixels) had taken 19 GB.
-        return (f"the image is {columns} x {rows} pixels: the network is shown it padded to a square of {side} x "
-                f"{side}, beyond the {MAX_FRAME_PIXELS // 1_000_000} million pixels ipp-seg takes; crop it to the "
-                "ultrasound image, or make it smaller")
     if pixels.dtype == np.uint8 and pixels.ndim == 2:
         # A histogram in place: np.bincount would copy the frame into 8-byte integers first.
         levels = np.flatnonzero(cv2.calcHist([np.ascontiguousarray(pixels)], [0], None, [256], [0, 256]).ravel())
@@ -594,6 +594,12 @@ def prepare_input(frame: UltrasoundFrame, input_size: tuple[int, int], in_channe
     if mirrored:
         crop = np.ascontiguousarray(crop[:, ::-1])
     square_w, square_h = square_pixel_size(x1 - x0, y1 - y0, _crop_spacing(frame))
+    side = max(square_w, square_h)
+    if side * side > MAX_FRAME_PIXELS:  # (the part segmented: a wide capture's small image inside its bands is not)
+        raise FrameTooLongError(
+            f"the part of the image to segment is {x1 - x0} x {y1 - y0} pixels: the network is shown it padded to a "
+            f"square of {side} x {side}, beyond the {MAX_FRAME_PIXELS // 1_000_000} million pixels ipp-seg takes; "
+            "crop it to the ultrasound image, or make it smaller")
     if (square_w, square_h) != (x1 - x0, y1 - y0):
         crop = cv2.resize(crop, (square_w, square_h), interpolation=cv2.INTER_LINEAR)
     square = pad_to_square(crop)

@@ -41,7 +41,7 @@ from ..io.greyscale import colour_marks, luminance_rgb, to_output
 from ..measure.progress import check_plausible_spacing
 from .batch import (NOT_ULTRASOUND, BatchOptions, FileProcessor, FrameFailure, InferenceOptions,
                     check_inference_choices, file_sha256)
-from .pipeline import FrameResult, not_segmentable_reason, predict_frame
+from .pipeline import FrameResult, FrameTooLongError, not_segmentable_reason, predict_frame
 
 if TYPE_CHECKING:
     from .report import PredictedFrame
@@ -273,8 +273,11 @@ class Predictor:
         if reason:
             raise NotUltrasoundFrameError(reason)
         inf = self.options
-        return predict_frame(frame, self._processor.segmenter, method=inf.method, orientation=inf.orientation,
-                             tta=inf.tta)
+        try:
+            return predict_frame(frame, self._processor.segmenter, method=inf.method, orientation=inf.orientation,
+                                 tta=inf.tta)
+        except FrameTooLongError as exc:
+            raise NotUltrasoundFrameError(str(exc)) from None
 
     def predict_pixels(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> FrameResult:
         """Segment and measure a frame given as an array: (H, W) greyscale, (H, W, 1) or
