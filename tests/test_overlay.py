@@ -171,8 +171,9 @@ def test_a_failed_measurement_draws_no_axis_tangent_or_end_whatever_landmarks_it
                                                                     landmarks=Landmarks())))
     # Nor its values in the panel: "AoP 146.2° HSD 5.5 mm" had stood above "FAILED" (an output review). A failed
     # Measurement holds none, however it was made, so the CSV row and JSON report give none either.
-    valued = replace(measured, status="failed", reasons=("anatomy_unrecognised",))
+    valued = replace(measured, status="failed", reasons=("anatomy_unrecognised", "aop_out_of_range"))
     assert valued.aop_deg is None and valued.hsd_mm is None and valued.landmarks == Landmarks()
+    assert valued.reasons == ("anatomy_unrecognised",)  # nor warnings on values it has not
     assert valued.to_dict()["aop_deg"] is None
     assert np.array_equal(render_overlay(frame(), mask, valued), render_overlay(frame(), mask, bare))
 

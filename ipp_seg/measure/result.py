@@ -421,6 +421,7 @@ class Measurement:
             for name in ("aop_deg", "hsd_mm", "hsd_px", "psfh_shortest_px", "psfh_shortest_mm"):
                 object.__setattr__(self, name, None)
             object.__setattr__(self, "landmarks", Landmarks())
+            object.__setattr__(self, "reasons", without_value_warnings(self.reasons))  # (on values it has not)
 
     def with_warning(self, code: str) -> "Measurement":
         """This measurement with the warning ``code`` added (its values kept; a failed
