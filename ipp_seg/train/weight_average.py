@@ -82,11 +82,12 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     # Into a run's own folder, the average took its last.pt's place: the run could no longer be resumed (a
     # training review). An earlier average's folder is replaced.
-    run = next((p.parent for p in paths if p.parent.resolve() == out_dir.resolve()), None)
-    if run is not None or (out_dir / BEST).exists() or (out_dir / HISTORY).exists():
-        raise ValueError(f"{out_dir} is a training run's folder{' (a member)' if run is not None else ''}: its "
-                         f"{LAST} would be replaced by the average, and the run could no longer be resumed; give "
-                         "another --out")
+    member = next((p for p in paths if p.parent.resolve() == out_dir.resolve()), None)
+    if member is not None:
+        raise ValueError(f"{out_dir} holds a member, {member}: the average would replace it; give another --out")
+    if (out_dir / BEST).exists() or (out_dir / HISTORY).exists():
+        raise ValueError(f"{out_dir} is a training run's folder: its {LAST} would be replaced by the average, and "
+                         "the run could no longer be resumed; give another --out")
     # Read as training reads them: a member damaged inside is refused, not averaged into new
     # weights under a fresh checksum.
     checkpoints = [read_checkpoint(p) for p in paths]
