@@ -1476,15 +1476,16 @@ def relabel_mask(stored: np.ndarray, labels: tuple[int, int], to: tuple[int, int
         elif len(present) == 1:
             # One foreground value (a 0/255 mask): no mapping makes two structures of it.
             advice = (f"it holds one value besides 0 ({present[0]}): a mask of one structure, or of both as one "
-                      f"foreground; ipp-seg scores masks that hold the PS and FH under values of their own "
+                      f"foreground; ipp-seg takes masks that hold the PS and FH under values of their own "
                       f"({option} names them)")
         else:
             advice = f"name the structures' values with {option} ps=VALUE,fh=VALUE"
         # A palette PNG showing grey 127 and 255 holds indices 1 and 2: the user typed the shades.
         indexed = ("; it is an indexed-colour PNG, whose values are its palette indices, not the colours it shows"
                    if path is not None and is_indexed_png(path) else "")
+        blurred = "" if len(present) == 1 else "; or a lossless mask if these are blurred edges"  # (one value: none)
         raise ValueError(f"{source}: label values {shown} besides background 0, PS {ps} and FH {fh}; "
-                         f"{advice}{note}{indexed}; or a lossless mask if these are blurred edges")
+                         f"{advice}{note}{indexed}{blurred}")
     mapped = np.zeros(stored.shape, np.uint8)
     mapped[stored == ps] = to[0]
     mapped[stored == fh] = to[1]
