@@ -147,6 +147,23 @@ def test_a_masks_suffix_is_taken_whatever_its_case():
         "04700", "04700", "04700", "04700", "ask", "scan_mask"]
 
 
+def test_a_ground_truth_folder_of_images_beside_their_masks_takes_mask_in_any_case(tmp_path):
+    # <case>.png beside <case>_MASK.png (a QA pass): the masks had been cases of their own and the images read as
+    # ground truths ("holds 255 different values"); train's loader reads such a folder alike.
+    from ipp_seg.train.data import load_cases
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for case in ("00001", "00002"):
+        _write_png(gt / f"{case}.png", cv2.resize(sector_image(narrow=False), SHAPE[::-1]))
+        _write_png(gt / f"{case}_MASK.png", scene())
+        _write_png(pred / f"{case}.png", scene())
+    report = evaluate_folders(pred, gt)
+    assert [c.case_id for c in report.cases] == ["00001", "00002"] and report.missing_predictions == ()
+    assert [c.case_id for c in load_cases(gt)] == ["00001", "00002"]
+
+
 def test_style_from_image():
     gt = scene()
     assert evaluate_case(gt, gt, image=sector_image(narrow=True)).style == "narrow"

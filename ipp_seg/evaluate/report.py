@@ -1378,13 +1378,21 @@ def case_id_of(path: PathLike) -> str:
     return name_without_suffix(composed_name(Path(path).name))
 
 
+def without_mask_suffix(case_id: str) -> str | None:
+    """``case_id`` without the ``_mask`` that ``predict --out`` and the training layout add, in any
+    letter case, as a file's suffix is taken (04700_MASK.png had been a case of its own); None
+    where it ends otherwise."""
+    if case_id[-len(MASK_NAME_SUFFIX):].casefold() == MASK_NAME_SUFFIX:
+        return case_id[: -len(MASK_NAME_SUFFIX)]
+    return None
+
+
 def mask_case_id(path: PathLike) -> str:
     """The case a mask file belongs to: its name without the suffix, and without the ``_mask``
     that ``ipp-seg predict --out`` and ``batch --save-masks`` add (``04700_mask.png`` is 04700)."""
     case_id = case_id_of(path)
-    # Whatever its case, as the file's suffix is taken (04700_MASK.png had been a case of its own).
-    suffixed = case_id[-len(MASK_NAME_SUFFIX):].casefold() == MASK_NAME_SUFFIX
-    return case_id[: -len(MASK_NAME_SUFFIX)] if suffixed else case_id
+    stripped = without_mask_suffix(case_id)
+    return case_id if stripped is None else stripped
 
 
 def read_label_mask(path: PathLike) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -1619,6 +1627,14 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
                                    if p.is_file() and p.name.lower().endswith(suffixes)}
         return case_ids_in[folder]
 
+    masked_ids_in: dict[Path, set[str]] = {}  # folder -> the cases whose <case>_mask file it holds
+
+    def masked_ids_beside(folder: Path) -> set[str]:
+        if folder not in masked_ids_in:
+            masked_ids_in[folder] = {stripped for i in ids_beside(folder)
+                                     if (stripped := without_mask_suffix(i)) is not None}
+        return masked_ids_in[folder]
+
     marked_masks_in: dict[Path, bool] = {}  # folder -> whether it holds <case>_mask.png files ipp-seg marked
 
     def holds_marked_masks(folder: Path) -> bool:
@@ -1652,7 +1668,7 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
         if predictions and case_id.endswith(OVERLAY_NAME_SUFFIX):
             logger.debug("%s: skipped (an overlay picture)", path)
             continue
-        if predictions and not case_id.endswith(MASK_NAME_SUFFIX) and holds_marked_masks(path.parent) \
+        if predictions and without_mask_suffix(case_id) is None and holds_marked_masks(path.parent) \
                 and ipp_seg_png_kind(path) != "label mask" and _is_a_scan(path):
             # predict --out into the scans' own folder: beside the <case>_mask.png files ipp-seg wrote (and
             # marked), the other images are the scans, those it could not measure too, not predictions;
@@ -1661,12 +1677,12 @@ def _index_folder(folder: PathLike, suffixes: Iterable[str], predictions: bool =
             continue
         if predictions:
             case_id = mask_case_id(path)
-        elif not images and case_id + MASK_NAME_SUFFIX in ids_beside(path.parent):
+        elif not images and case_id in masked_ids_beside(path.parent):
             logger.debug("%s: skipped (the image of the mask beside it)", path)
             continue
-        elif not images and case_id.endswith(MASK_NAME_SUFFIX):
+        elif not images and without_mask_suffix(case_id) is not None:
             case_id = mask_case_id(path)  # <case>_mask.png is case <case>, as train and predict --out name it
-        elif images and case_id.endswith(MASK_NAME_SUFFIX) and mask_case_id(path) in ids_beside(path.parent):
+        elif images and without_mask_suffix(case_id) is not None and mask_case_id(path) in ids_beside(path.parent):
             logger.debug("%s: skipped (the mask of the image beside it)", path)
             continue
         if case_id in found:  # every such case gathered, and named at once below

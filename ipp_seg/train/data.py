@@ -227,10 +227,13 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
         # <case>.<ext> beside <case>_mask.<ext>, in any format the readers take (a PNG frame with an MHA mask too).
         listed = list(folder.iterdir())
         files = [p for p in listed if _is_image_file(p)]
-        masks = _by_case_id(folder, (p for p in files if _case_id(p).endswith("_mask")),
-                            lambda p: _case_id(p)[: -len("_mask")])
+        from ..evaluate.report import without_mask_suffix  # (_mask in any letter case, as evaluate takes it)
+
+        masks = _by_case_id(folder, (p for p in files if without_mask_suffix(_case_id(p)) is not None),
+                            lambda p: without_mask_suffix(_case_id(p)))
         images = _by_case_id(folder, _frames_not_overlays(folder, (p for p in files
-                                                                    if not _case_id(p).endswith("_mask"))), _case_id)
+                                                                    if without_mask_suffix(_case_id(p)) is None)),
+                             _case_id)
         pairs = [(_case_id(images[name]), images[name], masks[name]) for name in sorted(images) if name in masks]
         if masks:  # a folder with no mask at all is no training folder: said below
             _name_unpaired(folder, images, masks)
@@ -302,9 +305,12 @@ def _by_case_id(folder: Path, paths, case_id_of) -> dict[str, Path]:
 def _mask_case_id(path: Path, images: dict[str, Path]) -> str:
     """A mask's case ID: its name, or the name without ``_mask`` as ``predict --out`` writes it
     (``masks/04402_mask.png`` pairs with ``images/04402.png``) unless an image bears the longer name."""
+    from ..evaluate.report import without_mask_suffix
+
     case_id = _case_id(path)
-    if case_id.endswith("_mask") and case_id not in images and case_id[: -len("_mask")] in images:
-        return case_id[: -len("_mask")]
+    stripped = without_mask_suffix(case_id)
+    if stripped is not None and case_id not in images and stripped in images:
+        return stripped
     return case_id
 
 
