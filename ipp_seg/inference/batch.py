@@ -186,10 +186,9 @@ ROW_FAILURES: dict[str, str] = {
                   "and a resumed batch does not read it again",
     NOT_ULTRASOUND: "the frame was read but is no ultrasound image to segment: under 32 x 32 pixels, its part to "
                     "segment over 6,324 pixels long (padded to a square for the network, beyond 40 million pixels), "
-                    "blank, a label mask "
-                    "(fewer than 4 grey values), a DICOM image of another modality (a CT in a mixed export), or "
-                    "an ultrasound image with no 2-D frame (a 3-D volume or rendering, M-mode or Doppler only); a "
-                    "resumed batch does not read it again",
+                    "blank, a label mask (fewer than 4 grey values), a DICOM image of another modality (a CT in a "
+                    "mixed export), or an ultrasound image with no 2-D frame (a 3-D volume or rendering, M-mode or "
+                    "Doppler only); a resumed batch does not read it again",
     NO_SUCH_FRAME: "the scan was read but holds none of the frames --frames asked for (frame 2 of a still image); "
                    "nothing is damaged; a resumed batch reads it again, as its --frames may differ",
     PROCESSING_ERROR: "an unexpected error while the frame was processed (its error column names it); the other "
