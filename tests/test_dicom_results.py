@@ -606,8 +606,10 @@ def test_a_source_whose_patient_id_is_not_valid_dicom_gets_no_seg_or_sr(source, 
     assert written.PatientID == "12345"
 
 
-@pytest.mark.parametrize("name", ["SECRET" * 12, "SECRET\\NAME", "SECRET^NAME\x07", "S^E^C^R^E^T", "latin-1"])
-def test_a_source_whose_patients_name_is_not_valid_dicom_gets_no_seg_or_sr(source, tmp_path, caplog, name):
+@pytest.mark.parametrize("name, cause", [
+    ("SECRET" * 12, "too long"), ("SECRET\\NAME", "several values"), ("SECRET^NAME\x07", "a control character"),
+    ("S^E^C^R^E^T", "more name parts"), ("latin-1", "bytes its declared character set does not hold")])
+def test_a_source_whose_patients_name_is_not_valid_dicom_gets_no_seg_or_sr(source, tmp_path, caplog, name, cause):
     # Left empty beside the source's Patient ID, an invalid name (a 72-character part, two values, a control
     # character, six parts) had given results a PACS would not match to its patient, or, keeping the newest
     # demographics, would empty the patient's name with. Latin-1 bytes under ISO_IR 192 had been written with
@@ -629,8 +631,10 @@ def test_a_source_whose_patients_name_is_not_valid_dicom_gets_no_seg_or_sr(sourc
     for write, content in ((write_dicom_seg, mask), (write_dicom_sr, measure_progress(mask, (0.35, 0.35)))):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (pydicom's own, on decoding the name: the CLI silences pydicom)
-            with pytest.raises(DicomResultError, match="the Patient's Name of .* is not valid DICOM .* none is made"):
+            with pytest.raises(DicomResultError, match="the Patient's Name of .* is not valid DICOM .* none is made"
+                               ) as refused:
                 write(source, content, tmp_path / "x.dcm", **KW)
+            assert f"not valid DICOM ({cause}" in str(refused.value)  # what is wrong with it, not every cause
     assert not (tmp_path / "x.dcm").exists() and "SECRET" not in caplog.text
 
 

@@ -796,7 +796,7 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
             fixed[tag] = DataElement(tag, fixed[tag].VR, value)
 
     blanked, left_out = [], []
-    identity_blanked: list[str] = []  # the source's own Patient ID or Patient's Name, invalid
+    identity_blanked: list[tuple[str, str]] = []  # the source's own Patient ID or Patient's Name, invalid, and why
     non_ascii = reread_utf8 = False
     declared = source.get("SpecificCharacterSet")
     # ESC introduces a code extension only under ISO 2022; elsewhere it is a terminal's control character.
@@ -826,21 +826,27 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                     values, reread_utf8 = as_utf8, True
                     element = dataset[element.tag] = DataElement(element.tag, element.VR,
                                                                  as_utf8 if element.VM > 1 else as_utf8[0])
+            cause = "too long, or a character its kind of value does not allow"  # (pydicom's words quote it)
             try:
                 if element.VM > 1 and _single_valued(element.tag):
-                    raise ValueError("several values where the standard allows one")  # e.g. a name with a backslash
+                    cause = "several values"  # e.g. a name with a backslash
+                    raise ValueError(cause)
                 for value in values:
                     # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
                     text = str(value)
                     validate_value(element.VR, text, config.RAISE)
+                    cause = "no such date or time"
                     _check_calendar(element.VR, text)
-                    if _has_control_characters(element.VR, text, escapes) or (
-                            element.VR == "PN" and _too_many_name_parts(text)):
-                        raise ValueError("a control character, or a name of more than five parts")
-                    if element.VR in _TEXT_VRS and "\ufffd" in text:
-                        # Bytes its declared character set does not hold (Latin-1 under ISO_IR 192): pydicom
-                        # put U+FFFD in their place, and a name had reached the SEG and SR so damaged.
-                        raise ValueError("bytes that are not of the declared character set")
+                    for cause, broken in (
+                            ("a control character", _has_control_characters(element.VR, text, escapes)),
+                            ("more name parts or groups than a name holds",
+                             element.VR == "PN" and _too_many_name_parts(text)),
+                            # Bytes its declared character set does not hold (Latin-1 under ISO_IR 192): pydicom
+                            # put U+FFFD in their place, and a name had reached the SEG and SR so damaged.
+                            ("bytes its declared character set does not hold",
+                             element.VR in _TEXT_VRS and "\ufffd" in text)):
+                        if broken:
+                            raise ValueError(cause)
                     non_ascii |= not text.isascii()
             except (TypeError, ValueError):
                 if dataset is fixed and element.keyword not in _COPIED_TYPE_2 and element.tag.group != 0x0012:
@@ -853,7 +859,7 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                 dataset[element.tag] = DataElement(element.tag, _standard_vr(element.tag, element.VR), "")
                 blanked.append(element.keyword or str(element.tag))
                 if dataset is fixed and element.keyword in _PATIENT_IDENTITY:
-                    identity_blanked.append(element.keyword)
+                    identity_blanked.append((element.keyword, cause))
 
     conform(fixed, False, _read_as_latin1(source.get("SpecificCharacterSet")))
     if reread_utf8:
@@ -890,11 +896,11 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
         # Left empty under the source's Study Instance UID, it would not match its patient: a PACS
         # quarantines such an object, or files it under a patient of its own, or (one that keeps the
         # newest demographics) empties the patient's name it holds.
-        named = " and ".join(_PATIENT_IDENTITY[keyword] for keyword in identity_blanked)
+        named = " and ".join(_PATIENT_IDENTITY[keyword] for keyword, _ in identity_blanked)
+        why = "; ".join(cause for _, cause in identity_blanked)
         raise DicomResultError(f"the {named} of {label} {'is' if len(identity_blanked) == 1 else 'are'} not valid "
-                               "DICOM (too long, several values, a control character, a name of more than five "
-                               "parts, or bytes its declared character set does not hold): a result without it would "
-                               f"not match its patient in a PACS, so none is made; correct the source's {named}")
+                               f"DICOM ({why}): a result without it would not match its patient in a PACS, so none "
+                               f"is made; correct the source's {named}")
     for attributes, done in ((blanked, "left empty in"), (left_out, "left out of")):
         if attributes:
             logger.warning("%s of %s %s not valid DICOM; %s its %s", ", ".join(attributes), label,
