@@ -270,3 +270,24 @@ def test_export_at_size_whose_deepest_map_is_not_divisible_by_the_bins(tmp_path)
     x = np.random.default_rng(0).standard_normal((1, 1, 320, 320)).astype(np.float32)
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
     assert out.shape == (1, 3, 320, 320)
+
+
+@pytest.mark.parametrize("cls", [DualSparseSelectionAttention, StarDSSA])
+def test_the_padding_to_the_region_grid_takes_no_part_in_the_attention(cls):
+    # A map that is not a multiple of S is padded to the grid: its zero keys had been routed to, kept by the
+    # top-k2 and averaged into the regions' means (a network review: up to 96 % of the keys kept were padding at
+    # inputs other than 256 px). With every region routed and every token kept, the attention is plain softmax
+    # attention over the map's own tokens, padded or not.
+    torch.manual_seed(0)
+    attention = cls(16, region_topk=4, regions_per_side=2, head_dim=8, token_keep_fraction=1.0).eval()
+    if cls is StarDSSA:
+        attention.mix_logit.data.fill_(20.0)  # (routing by the prior alone, equal weights: no region favoured)
+        attention.routing_logit_scale.data.fill_(-30.0)
+    x = torch.randn(1, 16, 5, 7)
+    with torch.no_grad():
+        qkv = attention.qkv(x)
+        q, k, v = (t.reshape(1, 2, 8, 35) for t in qkv.split(16, dim=1))  # [B, heads, d, N]
+        weights = torch.softmax((q.transpose(-2, -1) * 8 ** -0.5) @ k, dim=-1)
+        plain = (weights @ v.transpose(-2, -1)).transpose(-2, -1).reshape(1, 16, 5, 7)
+        expected = attention.proj(plain + attention._local_term(qkv[:, 32:]))
+        assert torch.allclose(attention(x), expected, atol=1e-5)

@@ -6,7 +6,9 @@ query keeps only its top-k2 scores (token-level sparsity, k2 = max(1, K // 8) of
 gathered candidates) before the softmax.
 
 The token-level top-k is computed as a threshold: the k2-th largest score of each query is
-found, every smaller score is masked to -inf, and one dense softmax + matmul follows. Memory
+found, every smaller score is masked to -inf, and one dense softmax + matmul follows. Scores
+equal to the k2-th are all kept (a tie rule: tokens of a flat background score alike, and a
+query can then keep more than k2 of them; the shipped models were trained so). Memory
 is then proportional to the K candidates per query region, not to a per-query copy of the
 selected values as a literal gather would need.
 """
@@ -74,7 +76,8 @@ def token_topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep
 def literal_topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int) -> torch.Tensor:
     """Reference for :func:`token_topk_attention` (tests and benchmarks only): every query
     gathers a private copy of its top-``keep`` values, [..., t, keep, d], as a literal reading
-    of the paper does. Same result, but memory grows with queries x kept tokens."""
+    of the paper does. The same result where no score ties the ``keep``-th (this keeps exactly
+    ``keep``, the threshold every tie), but memory grows with queries x kept tokens."""
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     top_scores, top_index = torch.topk(scores, keep, dim=-1)
     d = v.shape[-1]
@@ -105,10 +108,11 @@ class _RoutedAttentionBase(nn.Module):
         """k2: the number of scores each query keeps among ``candidates`` gathered tokens."""
         return max(1, int(candidates * self.token_keep_fraction))
 
-    def _route(self, x, q, k) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _route(self, x, q, k, token_valid=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """From the input map x [B, C, H, W] and the queries and keys q, k [B, heads, R, t, d],
         return region indices [B, R, k1] and an optional differentiable region log-weight
-        [B, R, k1] added to the token scores."""
+        [B, R, k1] added to the token scores. ``token_valid`` [R, t]: the tokens inside the map,
+        where it was padded (None: every one); a region of padding alone is never routed to."""
         raise NotImplementedError
 
     def _local_term(self, v: torch.Tensor) -> torch.Tensor:
@@ -119,14 +123,18 @@ class _RoutedAttentionBase(nn.Module):
         s, nh, hd = self.regions_per_side, self.num_heads, self.head_dim
         qkv = self.qkv(x)
         local = self._local_term(qkv[:, 2 * c:])
-        qkv, _, _ = _pad_to_multiple(qkv, s)
+        qkv, pad_h, pad_w = _pad_to_multiple(qkv, s)
         hp, wp = qkv.shape[-2:]
         rh, rw = hp // s, wp // s
         # One re-layout for q, k and v together, straight into heads x regions x tokens
         # (data movement, not arithmetic, dominates this block on a CPU).
         qkv = qkv.reshape(b, 3, nh, hd, s, rh, s, rw).permute(1, 0, 2, 4, 6, 5, 7, 3)
         q, k, v = qkv.reshape(3, b, nh, s * s, rh * rw, hd).unbind(0)  # each [B, heads, R, t, d]
-        region_index, region_log_weight = self._route(x, q, k)
+        # Which tokens hold the map, where it was padded to the region grid (a map that is not a multiple of S: an
+        # input other than 256 px): the padding takes no part in routing or attention. Its zero keys had been
+        # routed to, kept by the top-k2 and averaged into the regions' means (a network review).
+        token_valid = _tokens_inside(h, w, s, x.device) if pad_h or pad_w else None  # [R, t]
+        region_index, region_log_weight = self._route(x, q, k, token_valid)
         k1 = region_index.shape[-1]
         tokens_per_region = rh * rw
         k, v = gather_regions(k, region_index), gather_regions(v, region_index)  # [B, heads, R, K, d]
@@ -135,9 +143,38 @@ class _RoutedAttentionBase(nn.Module):
             # Every token of a routed region carries its region's log-weight.
             bias = region_log_weight.unsqueeze(-1).expand(-1, -1, -1, tokens_per_region).flatten(-2)
             bias = bias[:, None, :, None, :]  # [B, 1 (heads), R, 1 (queries), K]
+        if token_valid is not None:
+            key_valid = token_valid[region_index].flatten(-2)  # [B, R, K]
+            padding = torch.zeros(key_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~key_valid,
+                                                                                              float("-inf"))
+            padding = padding[:, None, :, None, :]
+            bias = padding if bias is None else bias + padding
         out = token_topk_attention(q, k, v, self.tokens_kept(k1 * tokens_per_region), bias)
         out = out.reshape(b, nh, s, s, rh, rw, hd).permute(0, 1, 6, 2, 4, 3, 5).reshape(b, c, hp, wp)
         return self.proj(out[:, :, :h, :w] + local)
+
+
+def _tokens_inside(h: int, w: int, regions_per_side: int, device) -> torch.Tensor:
+    """[R, t] bool: which tokens of an h x w map padded to the region grid lie inside it."""
+    inside = torch.zeros((1, 1, h + (-h) % regions_per_side, w + (-w) % regions_per_side), dtype=torch.bool,
+                         device=device)
+    inside[..., :h, :w] = True
+    return to_regions(inside, regions_per_side)[0, :, :, 0]
+
+
+def _mean_weights(token_valid: torch.Tensor | None) -> torch.Tensor | None:
+    """[1, 1, R, t, 1] weights that average a region's tokens inside the map (None: all of them)."""
+    if token_valid is None:
+        return None
+    inside = token_valid.float()
+    return (inside / inside.sum(dim=-1, keepdim=True).clamp(min=1.0))[None, None, :, :, None]
+
+
+def _unroutable(affinity: torch.Tensor, token_valid: torch.Tensor | None) -> torch.Tensor:
+    """``affinity`` [B, R, R] with the key regions of padding alone at -inf (never routed to)."""
+    if token_valid is None:
+        return affinity
+    return affinity.masked_fill(~token_valid.any(dim=-1), float("-inf"))
 
 
 def region_pooled(tokens: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -151,11 +188,12 @@ def region_pooled(tokens: torch.Tensor, weights: torch.Tensor | None = None) -> 
 class DualSparseSelectionAttention(_RoutedAttentionBase):
     """DSSA: region routing by mean-pooled query/key affinity (no gradient through routing)."""
 
-    def _route(self, x, q_r, k_r):
+    def _route(self, x, q_r, k_r, token_valid=None):
         with torch.no_grad():
-            region_q = region_pooled(q_r)
-            region_k = region_pooled(k_r)
-            affinity = region_q @ region_k.transpose(-2, -1)  # [B, R, R]
+            weights = _mean_weights(token_valid)
+            region_q = region_pooled(q_r, weights)
+            region_k = region_pooled(k_r, weights)
+            affinity = _unroutable(region_q @ region_k.transpose(-2, -1), token_valid)  # [B, R, R]
             k1 = min(self.region_topk, affinity.shape[-1])
             region_index = torch.topk(affinity, k1, dim=-1).indices
         return region_index, None
@@ -175,7 +213,9 @@ class StarDSSA(_RoutedAttentionBase):
     Routing scores = (1 - lambda) * cosine(region q, region k) + lambda * exp(-d_cheb / tau),
     lambda = sigmoid(mix_logit) learnable. Top-k selection has no gradient, so the softmax of
     the kept routing scores enters the token scores as a log-weight per gathered region: the
-    saliency branch, lambda and the routing temperature all learn through the attention.
+    saliency branch, lambda and the routing temperature learn through the attention where k1 > 1
+    (with one region kept its log-weight is 0 whatever the scores: in such a block they steer the
+    routing without learning, weight decay aside).
     """
 
     def __init__(self, dim: int, region_topk: int, regions_per_side: int = 8, head_dim: int = 32,
@@ -198,7 +238,7 @@ class StarDSSA(_RoutedAttentionBase):
         local = self.local_context(v)
         return local * self.context_gate(local)
 
-    def _route(self, x, q_r, k_r):
+    def _route(self, x, q_r, k_r, token_valid=None):
         s = self.regions_per_side
         saliency, _, _ = _pad_to_multiple(self.saliency(x), s)
         # Padding tokens must not draw weight: they hold no image.
@@ -211,7 +251,7 @@ class StarDSSA(_RoutedAttentionBase):
         region_k = F.normalize(region_pooled(k_r, weights), dim=-1)
         semantic = region_q @ region_k.transpose(-2, -1)  # cosine, [B, R, R]
         lam = self.topology_weight
-        mixed = (1 - lam) * semantic + lam * self.topology_prior
+        mixed = _unroutable((1 - lam) * semantic + lam * self.topology_prior, token_valid)
         k1 = min(self.region_topk, mixed.shape[-1])
         kept, region_index = torch.topk(mixed, k1, dim=-1)
         region_log_weight = torch.log_softmax(kept * self.routing_logit_scale.exp(), dim=-1)
