@@ -447,9 +447,7 @@ class Measurement:
         as a measurement failed by its masks has none."""
         if REASONS.get(code, ("",))[0] != "failed":
             raise ValueError(f"{code!r} is not a failing reason code")
-        return replace(self, aop_deg=None, hsd_mm=None, hsd_px=None, psfh_shortest_px=None,
-                       psfh_shortest_mm=None, status="failed", landmarks=Landmarks(),
-                       reasons=(code, *without_value_warnings(self.reasons)))
+        return replace(self, status="failed", reasons=(code, *self.reasons))  # (emptied as made: __post_init__)
 
     def to_dict(self) -> dict:
         """Flat JSON-able dict (reasons joined with ";", landmark coordinates flattened)."""
