@@ -241,12 +241,10 @@ class StarDSSA(_RoutedAttentionBase):
     def _route(self, x, q_r, k_r, token_valid=None):
         s = self.regions_per_side
         saliency, _, _ = _pad_to_multiple(self.saliency(x), s)
-        # Padding tokens must not draw weight: they hold no image.
-        if saliency.shape[-2:] != x.shape[-2:]:
-            valid = torch.zeros_like(saliency, dtype=torch.bool)
-            valid[..., : x.shape[-2], : x.shape[-1]] = True
-            saliency = saliency.masked_fill(~valid, -1e4)
-        weights = torch.softmax(to_regions(saliency, s), dim=2).unsqueeze(1)  # [B, 1, R, t, 1]
+        saliency = to_regions(saliency, s)  # [B, R, t, 1]
+        if token_valid is not None:  # padding tokens must not draw weight: they hold no image
+            saliency = saliency.masked_fill(~token_valid[..., None], -1e4)
+        weights = torch.softmax(saliency, dim=2).unsqueeze(1)  # [B, 1, R, t, 1]
         region_q = F.normalize(region_pooled(q_r, weights), dim=-1)
         region_k = F.normalize(region_pooled(k_r, weights), dim=-1)
         semantic = region_q @ region_k.transpose(-2, -1)  # cosine, [B, R, R]
