@@ -2383,15 +2383,24 @@ def _row_output_paths(out_dir: Path, rows: dict[str, list[str]],
     IN_DIR (a ``measure --csv`` file's) are passed. ``among``: more file names the names are told
     apart among (every file of the run), besides those of ``rows``."""
     for _, stems in _row_output_stems(rows, among):
-        for kind in _OUTPUT_PLACES:
-            for stem in sorted(stems):
-                yield kind, output_path(out_dir, kind, stem)
+        yield from _paths_of_stems(out_dir, stems)
 
 
-def _row_output_stems(rows: dict[str, list[str]], among: Iterable[str] = ()) -> Iterator[tuple[str, set[str]]]:
+def _paths_of_stems(out_dir: Path, stems: set[str]) -> Iterator[tuple[str, Path]]:
+    """(kind, path) of every output the output ``stems`` give, kind by kind, each kind's in order."""
+    for kind in _OUTPUT_PLACES:
+        for stem in sorted(stems):
+            yield kind, output_path(out_dir, kind, stem)
+
+
+def _row_output_stems(rows: dict[str, list[str]], among: Iterable[str] = (),
+                      renames: dict[str, str] | None = None) -> Iterator[tuple[str, set[str]]]:
     """(file, the output stems its name gives its frames) for each file of ``rows``, as
-    :func:`_row_output_paths` takes them (the paths follow from the stems one to one)."""
-    renames = suffix_disambiguated({path_of_printable(name) for name in (*rows, *among)})
+    :func:`_row_output_paths` takes them (the paths follow from the stems one to one).
+    ``renames``: :func:`suffix_disambiguated` of the rows' and ``among``'s names, where the caller
+    has it (asking for several sets of rows among the same names)."""
+    if renames is None:
+        renames = suffix_disambiguated({path_of_printable(name) for name in (*rows, *among)})
     for name, frames in rows.items():
         rel = path_of_printable(name)
         if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
@@ -3215,13 +3224,14 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
     rows.update({other: frames for name, frames in list(rows.items())
                  for other in {unicodedata.normalize(form, name) for form in ("NFC", "NFD")} if other not in rows})
     # Names told apart as they are among every file the CSV and the folder name (scan.png beside scan.jpg).
-    everyone = [*kept, *names_now, *rows]
+    renames = suffix_disambiguated({path_of_printable(name) for name in (*kept, *names_now, *rows)})
+    taken_stems = dict(_row_output_stems(rows, renames=renames))
     # Only kept files whose names give a stem of the rows taken out can share an output with them: the paths of
     # those alone are made (those of every kept row took 2 s per 3,000 rows at each resume that took rows out).
-    taken_stems = set().union(*(stems for _, stems in _row_output_stems(rows, everyone)))
-    near = {name: [str(f) for f in frames] for name, frames in kept.items()}
-    near = {name: near[name] for name, stems in _row_output_stems(near, everyone) if stems & taken_stems}
-    staying = {path for _, path in _row_output_paths(out_dir, near, everyone)}
+    any_taken = set().union(*taken_stems.values())
+    kept_rows = {name: [str(f) for f in frames] for name, frames in kept.items()}
+    staying = {path for _, stems in _row_output_stems(kept_rows, renames=renames) if stems & any_taken
+               for _, path in _paths_of_stems(out_dir, stems)}
     # The outputs rows name (mask_file, overlay_file: 0.2.10 on) are theirs exactly: one a row taken out
     # names goes though a kept row's names give it too (scan.png, which kept its name beside a scan.dcm
     # added later, had kept its old mask when it changed), and one a kept row names stays.
@@ -3235,7 +3245,8 @@ def _remove_outputs_of_rows_taken_out(options: BatchOptions, taken: list[dict], 
         kind for session in (record or {}).get("sessions", ()) for kind in session.get("outputs") or ()
         if kind in _OUTPUT_PLACES}
     removed, stayed = [], []
-    for kind, path in dict.fromkeys([*_row_output_paths(out_dir, rows, everyone), *named_taken]):
+    taken_paths = [output for stems in taken_stems.values() for output in _paths_of_stems(out_dir, stems)]
+    for kind, path in dict.fromkeys([*taken_paths, *named_taken]):
         if path in staying or not path.is_file() or path.is_symlink():
             continue
         try:
