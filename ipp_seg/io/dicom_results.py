@@ -826,27 +826,28 @@ def _conforming_source(source, label: str = "the source", kind: str = "derived o
                     values, reread_utf8 = as_utf8, True
                     element = dataset[element.tag] = DataElement(element.tag, element.VR,
                                                                  as_utf8 if element.VM > 1 else as_utf8[0])
-            cause = "too long, or a character its kind of value does not allow"  # (pydicom's words quote it)
+            cause = "several values"  # (what is wrong, for a refusal: said in ipp-seg's words, never the value's)
             try:
                 if element.VM > 1 and _single_valued(element.tag):
-                    cause = "several values"  # e.g. a name with a backslash
-                    raise ValueError(cause)
+                    raise ValueError(cause)  # e.g. a name with a backslash
                 for value in values:
                     # As text (a DSfloat or PersonName too): pydicom's checks take the written form.
                     text = str(value)
+                    cause = "too long, or a character its kind of value does not allow"  # (pydicom's words quote it)
                     validate_value(element.VR, text, config.RAISE)
                     cause = "no such date or time"
                     _check_calendar(element.VR, text)
-                    for cause, broken in (
-                            ("a control character", _has_control_characters(element.VR, text, escapes)),
-                            ("more name parts or groups than a name holds",
-                             element.VR == "PN" and _too_many_name_parts(text)),
-                            # Bytes its declared character set does not hold (Latin-1 under ISO_IR 192): pydicom
-                            # put U+FFFD in their place, and a name had reached the SEG and SR so damaged.
-                            ("bytes its declared character set does not hold",
-                             element.VR in _TEXT_VRS and "\ufffd" in text)):
-                        if broken:
-                            raise ValueError(cause)
+                    broken = [said for said, found in (
+                        ("a control character", _has_control_characters(element.VR, text, escapes)),
+                        ("more name parts or groups than a name holds",
+                         element.VR == "PN" and _too_many_name_parts(text)),
+                        # Bytes its declared character set does not hold (Latin-1 under ISO_IR 192): pydicom
+                        # put U+FFFD in their place, and a name had reached the SEG and SR so damaged.
+                        ("bytes its declared character set does not hold",
+                         element.VR in _TEXT_VRS and "\ufffd" in text)) if found]
+                    if broken:
+                        cause = broken[0]
+                        raise ValueError(cause)
                     non_ascii |= not text.isascii()
             except (TypeError, ValueError):
                 if dataset is fixed and element.keyword not in _COPIED_TYPE_2 and element.tag.group != 0x0012:
