@@ -312,12 +312,14 @@ def _draw_geometry(canvas: np.ndarray, m: Measurement, k: np.ndarray, style: _St
     if inferior is not None and superior is not None:
         _line(canvas, inferior, superior, _AXIS_COLOUR, style.line)
         _dot(canvas, superior, style.marker * 0.6, _AXIS_COLOUR)
+    tangent_end = None
     if inferior is not None and tangent is not None:
         # Run the tangent on past the touching point so the line, not just a chord, is seen.
-        _line(canvas, inferior, tangent + 0.35 * (tangent - inferior), _AXIS_COLOUR, style.line)
+        tangent_end = tangent + 0.35 * (tangent - inferior)
+        _line(canvas, inferior, tangent_end, _AXIS_COLOUR, style.line)
         _dot(canvas, tangent, style.marker * 0.6, _AXIS_COLOUR)
     if inferior is not None and hsd_point is not None:
-        _draw_hsd(canvas, m, inferior, hsd_point, style, tangent)
+        _draw_hsd(canvas, m, inferior, hsd_point, style, tangent_end)
     if inferior is not None and superior is not None and tangent is not None and m.aop_deg is not None:
         _draw_aop(canvas, m, inferior, superior, tangent, k, style)
     if inferior is not None:
@@ -394,7 +396,9 @@ def _hsd_text(m: Measurement) -> str | None:
     return None
 
 
-def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style, tangent=None) -> None:
+def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style, tangent_end=None) -> None:
+    """The HSD's dashed line, its end tick and its label; ``tangent_end``: where the AoP's tangent
+    line, drawn from ``inferior``, ends (None where none is drawn), which the label keeps clear of."""
     _dashed_line(canvas, inferior, hsd_point, _HSD_COLOUR, style.line, 1.5 * style.marker)
     d = hsd_point - inferior
     length = float(np.hypot(*d))
@@ -412,10 +416,10 @@ def _draw_hsd(canvas, m: Measurement, inferior, hsd_point, style: _Style, tangen
     direction = d / length if length > 0 else np.array([0.0, 1.0])
     reach = 2.0 * style.marker + 0.5 * abs(direction[0]) * tw + 0.5 * abs(direction[1]) * th
     anchor = hsd_point + direction * reach
-    if tangent is not None and length > 0 and _box_meets_segment(
-            anchor, tw, th, inferior, tangent + 0.35 * (tangent - inferior), style.marker):
+    if tangent_end is not None and length > 0 and _box_meets_segment(anchor, tw, th, inferior, tangent_end,
+                                                                     style.marker):
         across = np.array([-direction[1], direction[0]])
-        away = -1.0 if float(np.dot(tangent - inferior, across)) > 0 else 1.0
+        away = -1.0 if float(np.dot(tangent_end - inferior, across)) > 0 else 1.0
         aside = style.marker + 0.5 * abs(across[0]) * tw + 0.5 * abs(across[1]) * th
         anchor = hsd_point + direction * style.marker + away * across * aside
     _label(canvas, text, anchor, _HSD_COLOUR, style, 1.0, centre=True)
