@@ -1172,6 +1172,8 @@ def test_glob_ignores_letter_case_and_linked_folders_are_followed(tmp_path, samp
     matcher = glob_matcher("scan_[0-9]?.dcm")
     assert matcher("SCAN_12.DCM") and not matcher("scan_a2.dcm") and not matcher("sub/scan_12.dcm")
     assert glob_matcher("[!x]*")("a") and not glob_matcher("[!x]*")("x")
+    # A folder name may hold a newline: ** crosses it (the file had been left out with no row).
+    assert glob_matcher("**/*")("pat\nient/scan.png") and glob_matcher("**")("a\nb/c.png")
 
 
 def test_an_earlier_runs_output_inside_the_folder_is_not_measured_again(mixed_folder, tmp_path, caplog):

@@ -983,7 +983,8 @@ def glob_matcher(pattern: str) -> Callable[[str], bool]:
         else:
             out.append(re.escape(pattern[i]))
             i += 1
-    regex = re.compile("".join(out), re.IGNORECASE)
+    # DOTALL: a folder name may hold a newline, and ``**`` must still cross it.
+    regex = re.compile("".join(out), re.IGNORECASE | re.DOTALL)
     return lambda rel: regex.fullmatch(rel) is not None
 
 
