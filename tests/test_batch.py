@@ -620,7 +620,7 @@ def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_
     resumed = _run("batch", mixed_folder, "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
     said = " ".join(caplog.text.split())
-    assert "and a half-written last row taken out" in said  # (with the unreadable file's row)
+    assert "a half-written last row (a run stopped while writing it, or its line end lost) taken out" in said
     caplog.clear()
     measured = [r for r in _rows(csv_path) if r["status"] != "failed"]
     with open(csv_path, "w", newline="") as fh:  # now a half row alone: the measured rows, the last one cut
@@ -631,10 +631,29 @@ def test_resume_after_a_kill_mid_row_measures_that_file_again(mixed_folder, tmp_
     csv_path.write_text(csv_path.read_text()[:-30])
     assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
     said = " ".join(caplog.text.split())
-    assert "a half-written last row (a run stopped while writing it) taken out" in said and "0 row(s)" not in said
+    assert "a half-written last row (a run stopped while writing it, or its line end lost) taken out to " \
+        "rows_taken_out.csv; its file is measured again" in said and "0 row(s)" not in said
     rows = _rows(csv_path)
     key = lambda r: (r["file"], r["frame"])  # noqa: E731
     assert sorted(rows, key=key) == sorted(full, key=key)  # each frame once, every row whole
+    # The half row is kept, as far as it went, beside the rows a resume takes out: never dropped without trace.
+    halves = [r for r in _rows(out / "rows_taken_out.csv") if r["taken_out_because"] == "half_written_row"]
+    assert len(halves) == 2 and halves[0]["file"] == full[2]["file"]  # (the first resume's half row too)
+    half = halves[-1]
+    assert half["file"] == measured[-1]["file"] and half["aop_deg"] == measured[-1]["aop_deg"]
+    # A whole last row whose line end an editor dropped, its scan moved out of the folder since: its values stay
+    # in rows_taken_out.csv (it had vanished, the warning saying its file was measured again).
+    caplog.clear()
+    csv_path.write_bytes(csv_path.read_bytes().rstrip(b"\r\n"))
+    last = _rows(csv_path)[-1]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(mixed_folder / last["file"], moved / "x")
+    assert _run("batch", mixed_folder, "--out", out, "--resume").exit_code == 0
+    said = " ".join(caplog.text.split())
+    assert f"its file ({last['file']!r}) is not among those this run measures" in said, said
+    kept = [r for r in _rows(out / "rows_taken_out.csv") if r["taken_out_because"] == "half_written_row"]
+    assert len(kept) == 3 and {k: v for k, v in kept[-1].items() if k in CSV_COLUMNS} == last
 
 
 def test_resume_tries_unreadable_files_again(mixed_folder, tmp_path, sample_dicom):

@@ -1743,14 +1743,17 @@ def output_lock(out_dir: Path):
 
 
 def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None,
-                   damaged: list[tuple[str, dict]] | None = None) -> tuple[list[dict], bool, tuple, bool]:
+                   damaged: list[tuple[str, dict]] | None = None,
+                   half_written: list[dict] | None = None) -> tuple[list[dict], bool, tuple, bool]:
     """The CSV's complete rows, whether a last row was left half-written by a killed run (no
     newline at its end: read as complete it would mark its file done), its header, and whether
     a row's cells were brought back to the form ipp-seg writes (:func:`_as_written`). A row of
     more or fewer cells than the header has columns (a line cut short by a disk or an editor, a
     comma typed into it) is damaged: left out, and, where ``damaged`` is given, put there with
     its lines ("line 12", "lines 31-61") and its cells as far as they go, for a resume to take
-    out and say.
+    out and say. ``half_written``, where given, gets the cells of that last line as far as they
+    go (a whole row whose line end an editor dropped reads the same), for a resume to keep in
+    rows_taken_out.csv rather than drop.
 
     ``expect`` (column -> value, e.g. the model and method of this run) refuses a CSV whose
     rows were made otherwise, and a header that is not this version's columns: appending to
@@ -1789,6 +1792,11 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None,
         raise ResumeError(f"{csv_path} is not a measurements.csv of ipp-seg (other columns): give another --out "
                           "folder, or --overwrite to replace it")
     repeated = sorted({column for column in header if header.count(column) > 1})
+    fragment = text[len(complete):]
+    if half_written is not None and fragment.strip():
+        cells = next(csv.reader([fragment]), [])
+        half_written.append({column: (cells[i] if i < len(cells) else "") for i, column in enumerate(header)
+                             if column in CSV_COLUMNS} | {"file": name_of_spreadsheet_cell(cells[0]) if cells else ""})
     if repeated:
         # A column renamed into another's name: DictReader keeps the last, and the HSD had been read as the AoP.
         raise ResumeError(f"{csv_path} names the column {', '.join(repeated)} twice in its header (a column renamed "
@@ -1936,7 +1944,8 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     ``verified``, where given, gets the files ``verify`` read again: name -> whether their bytes are
     those their rows measured."""
     damaged: list[tuple[str, dict]] = []
-    read, partial, header, reformatted = _complete_rows(csv_path, expect, damaged)
+    half_written: list[dict] = []
+    read, partial, header, reformatted = _complete_rows(csv_path, expect, damaged, half_written)
     if damaged:
         # (Read as rows, a line cut in the middle had its model's sha256 cut too, and the resume was refused as
         # "rows made by another model file" quoting two equal checksums; a batch operator's pass.)
@@ -1975,6 +1984,10 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
                     if taken_out else "", f": {repeated}" if repeated else "")
 
     taken_out += [(cells, "damaged_row") for _, cells in damaged]
+    # (A last row without its line end, from a killed run or an editor that drops the last newline, had vanished
+    # without trace, its file measured again only where it was still in the folder.)
+    taken_out += [({column: cells.get(column, "") for column in CSV_COLUMNS}, "half_written_row")
+                  for cells in half_written]
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
@@ -2102,12 +2115,16 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
         unsaid = sum(why == "read_again" for _, why in taken_out)
         if unsaid:
             retried_files = {row["file"] for row in rows if retried(row)}
-            log.warning("%s: %d row(s) of unreadable or unprocessed files, or without the frames asked for,%s "
+            log.warning("%s: %d row(s) of unreadable or unprocessed files, or without the frames asked for, "
                         "taken out; those files are measured again (read again: %s)", csv_path, unsaid,
-                        " and a half-written last row" if partial else "", _examples(retried_files))
-        elif partial:
-            log.warning("%s: a half-written last row (a run stopped while writing it) taken out; its file is "
-                        "measured again", csv_path)
+                        _examples(retried_files))
+        if partial:
+            file = half_written[0]["file"] if half_written else ""
+            log.warning("%s: a half-written last row (a run stopped while writing it, or its line end lost) taken "
+                        "out to %s%s", csv_path, TAKEN_OUT_NAME,
+                        "" if not file else f"; its file is measured again ({_shown(file)})"
+                        if stamps is None or file in stamps else
+                        f"; its file ({_shown(file)}) is not among those this run measures")
         return True
 
     if deferred is not None:
@@ -3406,7 +3423,8 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     a file that cannot be read now, which gets the row of why; ``other_version``: a row another
     version of ipp-seg wrote, its file measured again (``--remeasure-other-versions``);
     ``damaged_row``: a line of
-    more or fewer cells than the columns, its cells as far as they go). A ``read_again`` row that the file lists
+    more or fewer cells than the columns, its cells as far as they go; ``half_written_row``: a last
+    line without its line end, as a killed run leaves it, its cells as far as they go). A ``read_again`` row that the file lists
     already, the same failure of the same bytes, is not added again: a file that stays unreadable
     had added a copy of its row at every resume."""
     now = utc_now_cell()
