@@ -1219,6 +1219,14 @@ def test_no_pixel_data(tmp_path):
     assert isinstance(_error(path), NotAnImageError)
 
 
+def test_a_suffix_holding_a_control_character_is_written_out_in_the_reason(tmp_path):
+    # The reason goes into the CSV's error cell: a raw newline there split one row over two lines.
+    (tmp_path / "notes.t\nxt").write_text("not a scan")
+    (tmp_path / "photo.j\rpg").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+    assert _error(tmp_path / "notes.t\nxt").reason.startswith("not a scan: a .t\\x0axt file without")
+    assert "named .j\\x0dpg: rename it" in _error(tmp_path / "photo.j\rpg").reason
+
+
 def test_a_dicomdir_is_named_as_the_index_of_an_export(tmp_path):
     from pydicom.fileset import FileSet
 

@@ -63,6 +63,7 @@ from ..measure import METHODS, ORIENTATIONS, Measurement
 from ..measure.progress import check_choice
 from ..measure.result import angle_in_doubt, distance_in_doubt
 from ..measure.steadiness import AOP_UNSTEADY, MIN_NEIGHBOURS, STEADINESS_WINDOW_MS, aop_off_its_neighbours
+from ..printable import terminal_text
 from .backends import BACKENDS, DEVICES, BackendError, confidence_floors_used, device_used, load_segmenter
 from .pipeline import (FrameResult, FrameTooLongError, frame_echoes, measure_frame, not_segmentable_reason,
                        segment_frames)
@@ -498,7 +499,8 @@ def measurement_row(file: str, frame: int | str, measurement: Measurement | None
     row = dict.fromkeys(CSV_COLUMNS, "")
     # The version that wrote the row: a resumed CSV may hold rows of an earlier one, whose rules differ.
     row.update(file=file, frame=frame, model=model, model_sha256=model_sha256, ipp_seg_version=software_version(),
-               **{uid: value or "" for uid, value in dicom_uids(provenance).items()}, error=error,
+               **{uid: value or "" for uid, value in dicom_uids(provenance).items()},
+               error=terminal_text(error) if error else error,  # (one line per row, whatever a reader said)
                method=method, orientation=orientation, tta=_tta_cell(tta),
                spacing_given_mm=spacing_cell(spacing_given), file_bytes=file_stamp[0], file_modified=file_stamp[1],
                file_sha256=file_sha256, measured_at=utc_now_cell(),

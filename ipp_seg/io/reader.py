@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import (MAX_MISSING_FRAMES, DamagedFrameError, FrameNotInScanError, FramesMissingError, NotAnImageError,
                      ScanReadError, missing_file_reason)
+from ..printable import terminal_text
 from .formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, is_dicom_file, starts_like_an_image
 from .frames import (
     FrameSelection,
@@ -66,21 +67,22 @@ def source_format(path: PathLike) -> str:
     if is_dicom_file(name):
         return "dicom"  # DICOM files often have no suffix (IM000001) or a vendor one
     head = _first_bytes(name)  # (None where they cannot be read: left to the reading error that follows)
+    shown = terminal_text(suffix)  # (a suffix holding a newline had split the CSV's error cell over two lines)
     if (any(c.isalpha() for c in suffix) and suffix not in _OTHER_DICOM_SUFFIXES and head is not None
             and not starts_like_an_image(head)):
         # README.txt, results.csv, a report's .pdf beside the scans: no scan, and no damaged one
         # either (counted apart from failures, not read again by --resume). A name without a
         # suffix, or a numeric one (a UID), may be a damaged DICOM file: unreadable, below.
-        raise NotAnImageError(name, f"not a scan: a {suffix} file without a DICOM marker or an image format")
+        raise NotAnImageError(name, f"not a scan: a {shown} file without a DICOM marker or an image format")
     if _is_empty(name):  # (an export cut off before its first byte: as the readers word it for .dcm, .png)
         raise ScanReadError(name, "the file is empty")
     kind = image_kind(head) if head is not None else None
     if kind is not None:  # an image saved without its suffix (IMG0001): say what reads it
-        raise ScanReadError(name, f"its content is {kind[0]}, named {suffix or 'without a suffix'}: rename it "
+        raise ScanReadError(name, f"its content is {kind[0]}, named {shown or 'without a suffix'}: rename it "
                                   f"{kind[1]} to read it")
     supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
     raise ScanReadError(
-        name, f"unsupported file type {suffix or '(no suffix)'} and no DICOM marker; supported: {supported}"
+        name, f"unsupported file type {shown or '(no suffix)'} and no DICOM marker; supported: {supported}"
     )
 
 
