@@ -262,6 +262,10 @@ def test_suffix_disambiguated():
         renames = suffix_disambiguated(names)
         assert len({output_stem(renames.get(n, n), 0, 1).casefold() for n in names}) == len(names), renames
     assert suffix_disambiguated(["scan.dcm", "SCAN.DCM"])["scan.dcm"].startswith("scan_dcm~")
+    # Names apart only in their Unicode form (NFC, NFD) are one name on macOS and some shares: kept apart too.
+    composed, decomposed = "p/M\u00fcller.png", "p/Mu\u0308ller.png"
+    renames = suffix_disambiguated([composed, decomposed, "p/MU\u0308LLER.dcm"])
+    assert len(renames) == 3 and len({output_stem(renames[n], 0, 1) for n in renames}) == 3
     # A name that is another's stem with a frame's ending: a cine's frame 1 and the still had shared their outputs.
     # Both are renamed, whichever a folder held first: a resume that met the other later wrote over the done one's.
     assert suffix_disambiguated(["clip.dcm", "clip_f0001.dcm", "clip_f0002.png", "other_f0001.dcm"]) == {

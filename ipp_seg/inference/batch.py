@@ -1064,15 +1064,16 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     without a suffix keeps it beside names with one, which take a digest where they still meet
     it; names that still collide after that (``scan.dcm`` and ``SCAN.DCM``; ``IM_0001`` and
     ``im_0001``; ``clip`` and ``clip_f0001``, which have no suffix to join) each take 8 hex
-    digits of their own sha1 after a ``~``."""
+    digits of their own sha1 after a ``~``. Names are compared as a case- and
+    normalisation-blind disk compares them (:func:`_folded`)."""
     names = list(dict.fromkeys(names))
     own_stems = {name: output_stem(name, 0, 1) for name in names}
-    stems = Counter(stem.casefold() for stem in own_stems.values())
+    stems = Counter(_folded(stem) for stem in own_stems.values())
     bases = _frame_bases(stems)
     renames = {}
     for name in names:
         stem = own_stems[name]
-        folded = stem.casefold()
+        folded = _folded(stem)
         # A name without a suffix (IM_0001, a UID) keeps it: the others of its group take theirs.
         # (Renamed "IM_0001_", a UID's name had lost its last part to the suffix rule, and two
         # UIDs with previews beside them, UID.jpg, had shared the UID root's outputs.)
@@ -1086,12 +1087,12 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
     # had shared their outputs on a case-insensitive disk, an SMB share or a USB drive written from
     # Linux.)
     joined = {name: output_stem(renames.get(name, name), 0, 1) for name in names}
-    final = Counter(stem.casefold() for stem in joined.values())
-    suffixed = Counter(joined[n].casefold() for n in names if n != own_stems[n])
+    final = Counter(_folded(stem) for stem in joined.values())
+    suffixed = Counter(_folded(joined[n]) for n in names if n != own_stems[n])
     final_bases = _frame_bases(final)
     for name in names:
         stem = joined[name]
-        folded = stem.casefold()
+        folded = _folded(stem)
         framed = _named_as_a_frame_of(stem, final) or folded in final_bases
         if name == own_stems[name]:  # no suffix
             clash = (final[folded] > 1 and not suffixed[folded]) or framed or folded in bases
@@ -1108,6 +1109,13 @@ def suffix_disambiguated(names: Iterable[str]) -> dict[str, str]:
 _FRAME_ENDING = re.compile(r"(.+)_f(?:\d{4}|[1-9]\d{4,})", re.DOTALL)
 
 
+def _folded(stem: str) -> str:
+    """``stem`` as a disk blind to case and to Unicode normalisation compares names (macOS, SMB
+    shares): ``Müller`` composed (NFC) and decomposed (NFD) are one name there, and the outputs of
+    both had been one file."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", stem).casefold())
+
+
 def _frame_bases(stems: Counter) -> set[str]:
     """The stems of ``stems`` (casefolded) that another of them is, but for a frame's ending
     (``clip`` of ``clip_f0001``): the outputs of their frames would meet that other's."""
@@ -1117,7 +1125,7 @@ def _frame_bases(stems: Counter) -> set[str]:
 def _named_as_a_frame_of(stem: str, stems: Counter) -> bool:
     """Whether ``stem`` is, but for case, another stem of ``stems`` (casefolded) with the ending
     :func:`output_stem` gives a frame of a multi-frame file (``clip_f0001`` beside ``clip``)."""
-    frame = _FRAME_ENDING.fullmatch(stem.casefold())
+    frame = _FRAME_ENDING.fullmatch(_folded(stem))
     return frame is not None and stems[frame.group(1)] > 0
 
 
