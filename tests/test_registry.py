@@ -118,6 +118,30 @@ def test_a_card_must_list_each_files_sha256_in_either_case(folder, caplog):
     with caplog.at_level("WARNING"):
         assert [spec.name for spec in shipped_models()] == []
     assert "its onnx file 'dssau-net-s.onnx' has no sha256 as scripts/ship_model.py lists it" in caplog.text
+    # An entry without a name or a sha256 still serves the file beside the card: unchecked, it had run the STAR
+    # weights as the default model, with the default's figures (a review).
+    for entry in ({}, {"sha256": None}):
+        caplog.clear()
+        card["files"] = {"onnx": entry, "torch": {}}
+        (folder / "dssau-net-s.json").write_text(json.dumps(card))
+        with caplog.at_level("WARNING"):
+            assert [spec.name for spec in shipped_models()] == []
+        assert "its onnx file '(beside it)' has no sha256 as scripts/ship_model.py lists it" in caplog.text
+
+
+def test_a_card_that_describes_another_network_than_its_file_is_refused(folder):
+    # A card whose sha256 is the file's, but whose config is not the network the file holds: its figures and name
+    # are another network's.
+    from ipp_seg.inference.backends import BackendError
+
+    card = json.loads((folder / "dssau-net-s.json").read_text())
+    shutil.copy(SHIPPED / "star-dssau-net-s.onnx", folder / "dssau-net-s.onnx")
+    card["files"] = {"onnx": {"name": "dssau-net-s.onnx",
+                              "sha256": hashlib.sha256((folder / "dssau-net-s.onnx").read_bytes()).hexdigest()}}
+    (folder / "dssau-net-s.json").write_text(json.dumps(card))
+    with pytest.raises(BackendError, match="holds a star-dssau-net-s network, its card dssau-net-s.json describes "
+                                           "dssau-net-s"):
+        load_segmenter(resolve_model("dssau-net-s"), threads=1)
 
 
 def test_a_model_file_that_is_not_the_cards_is_refused(folder):

@@ -134,6 +134,7 @@ class OnnxSegmenter:
                 confidence_floors=card_confidence_floors(spec))
         except KeyError as exc:
             raise BackendError(f"{spec.onnx_path} lacks ipp-seg metadata ({exc}); export it with `ipp-seg export`")
+        check_card_config(spec, self.info.config_name, spec.onnx_path)
         model_input = self.session.get_inputs()[0]
         self._input = model_input.name
         fixed_size = tuple(model_input.shape[-2:])
@@ -156,6 +157,16 @@ class OnnxSegmenter:
                 chunk = np.concatenate([chunk, np.zeros((n - len(chunk), *chunk.shape[1:]), np.float32)])
             parts.append(self.session.run(None, {self._input: chunk})[0])
         return np.concatenate(parts)[: len(batch)]
+
+
+def check_card_config(spec: ModelSpec, config_name: str, path) -> None:
+    """Refuse (:class:`BackendError`) a model file whose network is not the config its card
+    names: the card's figures, recipe and name would describe another network."""
+    said = (spec.card or {}).get("config")
+    if said and said != config_name:
+        raise BackendError(f"model {spec.name}: {path} holds a {config_name} network, its card "
+                           f"{spec.card_path.name if spec.card_path else ''} describes {said}: the card's figures are "
+                           "not this file's; copy the file to a name of its own and give that to --model")
 
 
 class TorchSegmenter:
@@ -192,6 +203,7 @@ class TorchSegmenter:
             normalisation=settings.get("normalisation") or dict(DEFAULT_NORMALISATION),
             class_names=model.config.class_names, model_sha256=model_sha256,
             confidence_floors=card_confidence_floors(spec))
+        check_card_config(spec, model.config.name, spec.torch_path)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():

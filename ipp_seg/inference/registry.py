@@ -484,10 +484,13 @@ def _card_problem(card: dict) -> str | None:
         if name and (Path(name).name != name or "\\" in name or name in (".", "..")):
             return f"its {kind} file {name!r} is not a file name: a card names its files beside it"
         listed = card["files"].get(kind, {}).get("sha256")
-        if name and not (isinstance(listed, str) and re.fullmatch("[0-9a-fA-F]{64}", listed)):
+        # A kind the card lists serves NAME.onnx / NAME.pt beside it, named or not: unchecked, any weights put there
+        # had run under the card's name with its figures (a review: files {"onnx": {}} ran the STAR twin as the
+        # default model).
+        if kind in card["files"] and not (isinstance(listed, str) and re.fullmatch("[0-9a-fA-F]{64}", listed)):
             # (A QA pass: a card whose sha256 was emptied ran other weights under its name, with its figures.)
-            return (f"its {kind} file {name!r} has no sha256 as scripts/ship_model.py lists it: the file cannot be "
-                    "checked")
+            return (f"its {kind} file {name or '(beside it)'!r} has no sha256 as scripts/ship_model.py lists it: the "
+                    "file cannot be checked")
     for key, inner in (("validation", "overall"), ("validation_source", None), ("training", None)):
         value = card.get(key)
         if value is not None and not (isinstance(value, dict) and (inner is None or isinstance(
