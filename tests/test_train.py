@@ -1356,6 +1356,22 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
     train(longer)
     with pytest.raises(ValueError, match="epoch"):
         ship_model(tmp_path / "all", models, "tiny", command, blocks, data, validated_by=tmp_path / "longer/last.pt")
+    # A reference of the same recipe whose chain began from weights trained on its validation frames: a fit, not
+    # a validation (its lineage had not been asked).
+    from ipp_seg.train.lineage import run_summary
+    from ipp_seg.train.loop import CONTENT_DIGEST, save_checkpoint
+
+    parent = [run_summary(load_torch_file(tmp_path / "all" / "last.pt"), "all-frames.pt")]  # every frame's run
+    assert parent[0]["train_case_ids"] == [["case000", "case004"]]
+    for run, copy in (("held-out", "fitted"), ("all", "all-fitted")):  # (the same chain for both: same recipe)
+        shutil.copytree(tmp_path / run, tmp_path / copy)
+        for kept in (tmp_path / copy).glob("*.pt"):
+            checkpoint = load_torch_file(kept)
+            save_checkpoint(kept, {**{k: v for k, v in checkpoint.items() if k != CONTENT_DIGEST}, "lineage": parent})
+    with pytest.raises(ValueError, match=r"no held-out reference: a run its weights started from trained on 2 of its "
+                                         r"2 validation frames \(case003, case004\)"):
+        ship_model(tmp_path / "all-fitted", models, "tiny", command, blocks, data,
+                   validated_by=tmp_path / "fitted/last.pt")
     assert not (models / "tiny.onnx").exists()
 
     card = ship_model(tmp_path / "all", models, "tiny", command, blocks, data,
