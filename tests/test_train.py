@@ -1435,6 +1435,12 @@ def test_a_model_trained_on_every_frame_ships_with_its_reference_runs_validation
         assert "| last two | ellipse |" in (folder / f"{name}.md").read_text()
     with pytest.raises(ValueError, match="own validation"):
         revalidate_card(tmp_path / "ref-models", "ref", blocks, data, validated_by=tmp_path / "all/last.pt")
+    # Another .pt beside the card (its split, labels and data digest would rewrite the card's blocks): refused.
+    kept = (tmp_path / "ref-models" / "ref.pt").read_bytes()
+    shutil.copy(tmp_path / "longer" / "last.pt", tmp_path / "ref-models" / "ref.pt")
+    with pytest.raises(ValueError, match=r"ref\.pt does not match its card's checksum"):
+        revalidate_card(tmp_path / "ref-models", "ref", blocks, data)
+    (tmp_path / "ref-models" / "ref.pt").write_bytes(kept)
     # Validated by the twin as shipped (its card and ONNX file beside its .pt), the final model's
     # card shows the twin card's very figures, not those of a new export rounded a little otherwise.
     twin = json.loads((tmp_path / "ref-models" / "ref.json").read_text())

@@ -23,6 +23,7 @@ from ..inference.pipeline import measure_frame, segment_frames
 from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
+from ..io.writers import replacing
 from ..machine import cpu_model, onnxruntime_version, software_version
 from ..measure.result import SEGMENTATION_REASONS
 from ..nn.configs import DEFAULT_CONFIG
@@ -648,7 +649,11 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     onnx_path = models_dir / card["files"]["onnx"]["name"]
     if sha256_of(onnx_path) != card["files"]["onnx"]["sha256"]:
         raise ValueError(f"{onnx_path} does not match its card's checksum: ship it again instead")
-    checkpoint = load_torch_file(models_dir / card["files"]["torch"]["name"])
+    torch_path = models_dir / card["files"]["torch"]["name"]
+    # The split, labels and data digest come from the .pt: another file's would rewrite the card's validation blocks.
+    if sha256_of(torch_path) != card["files"]["torch"]["sha256"]:
+        raise ValueError(f"{torch_path} does not match its card's checksum: ship it again instead")
+    checkpoint = load_torch_file(torch_path)
     trained_on_all = not checkpoint["split"]["validation"]
     _check_validated_by(name, trained_on_all, validated_by)
     _check_same_frames(checkpoint, models_dir / name, data)  # (as shipping checks it)
@@ -674,9 +679,11 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
 
 def write_card(models_dir: Path, name: str, card: dict) -> None:
     """``NAME.json`` and ``NAME.md`` of ``card`` in ``models_dir``, in UTF-8 whatever the locale
-    (Windows' cp1252 had refused a data description's Δ, and mangled its ü for other readers)."""
-    (models_dir / f"{name}.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-    (models_dir / f"{name}.md").write_text(model_card_markdown(card), encoding="utf-8")
+    (Windows' cp1252 had refused a data description's Δ, and mangled its ü for other readers), each
+    replacing the file there whole (a card cut short by a full disk had taken its model away)."""
+    for suffix, text in ((".json", json.dumps(card, indent=2)), (".md", model_card_markdown(card))):
+        with replacing(models_dir / f"{name}{suffix}", text=True, encoding="utf-8") as fh:
+            fh.write(text)
 
 
 def _machine_words(machine: dict) -> str:
