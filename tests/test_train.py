@@ -1540,6 +1540,14 @@ def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
     with pytest.raises(ValueError, match="is a training run's folder"):
         average_checkpoints(runs[:2], tmp_path / "s3")
     assert "optimiser" in load_torch_file(runs[0]) and average_checkpoints(runs[:2], tmp_path / "pair") == pair
+    # The average keeps the digest of the frames its runs read (shipping checks the data against it), and runs of
+    # the same case IDs on other data do not average.
+    digest = load_torch_file(runs[0])["data_sha256"]
+    assert digest and load_torch_file(pair)["data_sha256"] == digest
+    other = {k: v for k, v in load_torch_file(runs[1]).items() if k != "content_sha256"}
+    torch.save({**other, "data_sha256": "0" * 64}, tmp_path / "other-data.pt")
+    with pytest.raises(ValueError, match="read other data than"):
+        average_checkpoints([runs[0], tmp_path / "other-data.pt"], tmp_path / "x")
     # The pair's runs need not be kept: the pair stands for them.
     three = load_torch_file(average_checkpoints([pair, runs[2]], tmp_path / "three"))
     flat = load_torch_file(average_checkpoints(runs, tmp_path / "flat"))

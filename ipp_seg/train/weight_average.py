@@ -44,6 +44,11 @@ def _check_members(checkpoints: list[dict], paths: list[Path]) -> None:
             raise ValueError(f"{path} is epoch {checkpoint['epoch']}, {first_path} epoch {first['epoch']}")
         if checkpoint["split"] != first["split"]:
             raise ValueError(f"{path} was trained and validated on other frames than {first_path}")
+        # The same case IDs of other data (frames re-annotated, another copy): not one recipe's runs.
+        if None not in (checkpoint.get("data_sha256"), first.get("data_sha256")) \
+                and checkpoint["data_sha256"] != first["data_sha256"]:
+            raise ValueError(f"{path} read other data than {first_path} (their data_sha256 differ): only runs on the "
+                             "same frames average")
         if checkpoint["model"].keys() != first["model"].keys():
             raise ValueError(f"{path} holds other tensors than {first_path}")
 
@@ -112,6 +117,9 @@ def average_checkpoints(paths: list[str | Path], out_dir: str | Path) -> Path:
     result = {k: first[k] for k in ("config", "settings", "split", "history", "epoch", "lineage", "machine")
               if k in first}
     result.update(model=averaged, best_epoch=None, best_score=None, weight_average=members)
+    digests = {c.get("data_sha256") for c in checkpoints}
+    if len(digests) == 1 and None not in digests:  # (shipping checks the frames against it; it had been dropped)
+        result["data_sha256"] = digests.pop()
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / LAST
     save_replacing(out_path, result)  # (a stop mid-write keeps the earlier file, not half of one)
