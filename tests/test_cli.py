@@ -1867,6 +1867,23 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
         file_run = invoke("predict", scans / "04700.png", "--model", shipped_models_dir() / "dssau-net-s.onnx")
     assert file_run.exit_code == 0
     assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+    # A shipped model's file copied away from its card (its ONNX metadata records no frames): by the listed card of
+    # the same sha256; a checkpoint of no card, by the split and lineage it records (both had said nothing).
+    from ipp_seg.train.loop import CONTENT_DIGEST, load_torch_file, save_checkpoint
+
+    (tmp_path / "copies").mkdir()
+    shutil.copy(shipped_models_dir() / "dssau-net-s.onnx", tmp_path / "copies" / "mine.onnx")
+    checkpoint = load_torch_file(shipped_models_dir() / "dssau-net-s-heldout.pt")
+    save_checkpoint(tmp_path / "copies" / "theirs.pt", {**{k: v for k, v in checkpoint.items() if k != CONTENT_DIGEST},
+                                                        "note": "a copy of one's own"})
+    shutil.copy(sample_png, scans / "04500.png")  # (a training frame of the held-out twin too)
+    for model, backend in (("mine.onnx", "onnx"), ("theirs.pt", "torch")):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert invoke("predict", scans / "04500.png", "--model", tmp_path / "copies" / model,
+                          "--backend", backend).exit_code == 0
+        assert f"1 of the 1 scans has the IDs of frames {model.split('.')[0]} was trained on (such as 04500)" \
+            in caplog.text, caplog.text
 
 
 def test_a_newcomers_mistakes_are_answered_with_the_way_on(tmp_path, sample_png, caplog):

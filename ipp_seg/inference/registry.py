@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import unicodedata
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -361,13 +362,36 @@ def training_blocks_of_file(path: Path | None) -> tuple[tuple[str, str], ...]:
     card = _card_beside(path)
     kind = "onnx" if path.suffix == ".onnx" else "torch"
     try:
+        digest = sha256_of(path)
+    except OSError:
+        return ()
+    try:
         beside = ModelSpec(path.stem, None, None, card)
         listed = beside.card_sha256(kind)
-        if listed and sha256_of(path) == listed:
+        if listed and digest == listed:
             return beside.trained_case_ids + beside.earlier_trained_case_ids
-    except (OSError, AttributeError):
+    except AttributeError:
         pass
-    return (onnx_training_blocks(path) or ()) if kind == "onnx" else ()
+    # A listed model's file copied elsewhere (the shipped ONNX files record no frames of their own): its card's.
+    with suppress(OSError):
+        same = next((spec for spec in shipped_models() if spec.card_sha256(kind) == digest), None)
+        if same is not None:
+            return same.trained_case_ids + same.earlier_trained_case_ids
+    return (onnx_training_blocks(path) or ()) if kind == "onnx" else checkpoint_training_blocks(path)
+
+
+def checkpoint_training_blocks(path: Path) -> tuple[tuple[str, str], ...]:
+    """The case-ID blocks a training checkpoint (``.pt``) says its weights trained on: its run's
+    split and the runs it started from; none where it says none or cannot be read."""
+    try:
+        from ..train.loop import load_torch_file
+
+        checkpoint = load_torch_file(path)
+        train = (checkpoint.get("split") or {}).get("train") or []
+        return tuple(tuple(block) for block in case_id_blocks([str(i) for i in train])) + lineage_train_blocks(
+            checkpoint.get("lineage"))
+    except Exception:  # noqa: BLE001 - no torch, or no checkpoint of ipp-seg's: it says nothing
+        return ()
 
 
 def onnx_training_blocks(path: str | Path) -> tuple[tuple[str, str], ...] | None:
