@@ -103,6 +103,25 @@ def test_a_card_whose_file_is_missing_says_so(folder):
     assert result.exit_code == 2 and "which is not in" in result.output and "Traceback" not in result.output
 
 
+def test_a_card_named_as_another_reads_it_is_left_out_and_ship_refuses_such_names(folder, caplog):
+    # A review: dssau\u2011net-s (a non-breaking hyphen) was listed beside the default and its table named the
+    # other weights exactly as the default; ship_model had accepted it, and names the registry leaves out.
+    from ipp_seg.train.ship import _check_model_name
+
+    for suffix in (".json", ".onnx"):
+        shutil.copy(folder / f"dssau-net-s{suffix}", folder / f"dssau\u2011net-s{suffix}")
+    with caplog.at_level("WARNING"):
+        assert [spec.name for spec in shipped_models()] == ["dssau-net-s"]
+    assert "its name reads as another model's (both read as 'dssau-net-s')" in caplog.text
+    (folder / "dssau\u2011net-s.json").unlink()
+    for name, said in (("dssau-net-s ", "blank"), ("x\u200by", "invisible"), ("a\tb", "control characters"),
+                       ("DSSAU-NET-S", "reads as"), ("dssau\u2011net-s", "reads as")):
+        with pytest.raises(ValueError, match=said):
+            _check_model_name(name, folder)
+    _check_model_name("dssau-net-s", folder)  # (its own name: --replace decides)
+    _check_model_name("my-model", folder)
+
+
 def test_a_card_must_list_each_files_sha256_in_either_case(folder, caplog):
     # A QA pass: a card whose sha256 was emptied ran another model's weights under its name, with its figures; and
     # one written in capitals was taken for another file.

@@ -20,7 +20,7 @@ from ..evaluate import evaluate_arrays, read_reference_aop, summarise_block
 from ..inference.backends import OnnxSegmenter
 from ..inference.batch import FRAMES_PER_BATCH
 from ..inference.pipeline import measure_frame, segment_frames
-from ..inference.registry import ModelSpec, case_id_blocks, sha256_of
+from ..inference.registry import ModelSpec, case_id_blocks, look_alike, model_name_unfit, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
 from ..io.writers import replacing
@@ -404,16 +404,22 @@ def _check_same_frames(checkpoint: dict, run_dir: Path, data) -> None:
                          "folder it read, or train a run on these")
 
 
-def _check_model_name(name: str) -> None:
-    from ..io.folders import begins_as_formula
-
+def _check_model_name(name: str, models_dir: Path) -> None:
+    """Refuse a name the models folder would leave out or confuse with a model it holds, before
+    the export and validation run (they had run, then the model was left out, or listed beside
+    the default under a name that reads as its)."""
     if not name or name != Path(name).name or name.startswith("."):
         raise ValueError(f"a model's name is a file name, without folders or a leading dot: got {name!r}")
     if Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".json", ".md"):  # (--model NAME.onnx reads as a file)
         raise ValueError(f"a model's name is used without its files' suffixes: got {name!r}")
-    if begins_as_formula(name):  # (ipp-seg leaves such a model out: refused here, before the export)
-        raise ValueError(f"a model's name may not begin with {name.lstrip()[:1]!r} (the CSV's model cells would "
-                         f"read as spreadsheet formulas): got {name!r}")
+    unfit = model_name_unfit(name)
+    if unfit:
+        raise ValueError(f"{unfit}: got {name!r}")
+    alike = sorted(card.stem for card in (models_dir.glob("*.json") if models_dir.is_dir() else ())
+                   if card.stem != name and look_alike(card.stem) == look_alike(name))
+    if alike:
+        raise ValueError(f"{models_dir} holds a model {alike[0]!r}, which {name!r} reads as (letter case, another "
+                         "hyphen or an invisible character): give another name, or the same name with --replace")
 
 
 def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: str,
@@ -445,7 +451,7 @@ def ship_model(run_dir: str | Path, models_dir: str | Path, name: str, command: 
     The four files are written beside each other only once all of them are made: a refusal or
     an error on the way leaves ``models_dir`` as it was (a folder made for them is removed)."""
     run_dir, models_dir = Path(run_dir), Path(models_dir)
-    _check_model_name(name)
+    _check_model_name(name, models_dir)
     if models_dir.exists() and not models_dir.is_dir():
         raise ValueError(f"the models folder {models_dir} is a file, not a folder")
     if (models_dir / f"{name}.json").exists():
