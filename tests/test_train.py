@@ -1522,6 +1522,30 @@ def test_an_average_of_two_seeds_ships_and_is_validated_only_by_an_average(tmp_p
     assert "the average of 2 runs" in (models / "child.md").read_text()
 
 
+def test_revalidating_a_card_without_floors_judges_its_frames_by_batchs_defaults(tmp_path, monkeypatch):
+    # A shipped card gives no floors, so batch judges its frames by the defaults (0.90): revalidation had judged
+    # them by floors of the validation's own, then dropped them, and its figures were not what batch reproduces.
+    from ipp_seg.inference.pipeline import MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
+    from ipp_seg.inference.registry import shipped_models_dir
+    from ipp_seg.train import ship
+
+    name = "dssau-net-s-heldout"
+    for suffix in (".json", ".onnx", ".pt"):
+        shutil.copy(shipped_models_dir() / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    assert "confidence_floors" not in json.loads((tmp_path / f"{name}.json").read_text())
+    judged = []
+
+    def own_validation(onnx_path, checkpoint, data, blocks, floors=None):
+        judged.append(floors)
+        raise RuntimeError("validated no further")
+
+    monkeypatch.setattr(ship, "_own_validation", own_validation)
+    monkeypatch.setattr(ship, "_check_same_frames", lambda *args: None)
+    with pytest.raises(RuntimeError, match="validated no further"):
+        ship.revalidate_card(tmp_path, name, {}, tmp_path)
+    assert judged == [{"head": MIN_HEAD_CONFIDENCE, "ps": MIN_PS_CONFIDENCE}]
+
+
 def test_a_seed_added_to_an_average_weighs_as_one_run(tmp_path):
     from ipp_seg.train.weight_average import average_checkpoints
 

@@ -19,7 +19,8 @@ import torch
 from ..evaluate import evaluate_arrays, read_reference_aop, summarise_block
 from ..inference.backends import OnnxSegmenter
 from ..inference.batch import FRAMES_PER_BATCH
-from ..inference.pipeline import measure_frame, segment_frames
+from ..inference.pipeline import (LOWEST_CONFIDENCE_FLOOR, MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE, measure_frame,
+                                  segment_frames)
 from ..inference.registry import ModelSpec, case_id_blocks, look_alike, model_name_unfit, sha256_of
 from ..io import read_frame
 from ..io.folders import folders_to_create, remove_made_folders
@@ -96,8 +97,6 @@ def confidence_floors(confidences) -> dict:
     surer or less sure overall is then judged against its own frames, not the shipped models' (a
     small model trained on 24 frames had flagged every frame); one whose validation frames are
     barely above chance keeps its warnings (a model of PS Dice 0.03 had got floors of 0.34 and 0.32, and no warning)."""
-    from ..inference.pipeline import LOWEST_CONFIDENCE_FLOOR, MIN_HEAD_CONFIDENCE, MIN_PS_CONFIDENCE
-
     floors = {}
     for key, index, default in (("head", 0, MIN_HEAD_CONFIDENCE), ("ps", 1, MIN_PS_CONFIDENCE)):
         values = [float(c[index]) for c in confidences if c[index] is not None]
@@ -663,14 +662,16 @@ def revalidate_card(models_dir: str | Path, name: str, blocks: dict[str, tuple[s
     trained_on_all = not checkpoint["split"]["validation"]
     _check_validated_by(name, trained_on_all, validated_by)
     _check_same_frames(checkpoint, models_dir / name, data)  # (as shipping checks it)
-    # Its frames judged with the floors its card gives batch, so that batch reproduces the figures.
+    # Its frames judged with the floors its card gives batch, so that batch reproduces the figures: for a card of none
+    # (the shipped ones), batch's defaults (the validation's own floors had judged them, then were dropped).
     floors = card.get("confidence_floors")
+    judged_by = floors if floors is not None else {"head": MIN_HEAD_CONFIDENCE, "ps": MIN_PS_CONFIDENCE}
     if trained_on_all:
         validation, validation_tta, source = _reference_validation(Path(validated_by), checkpoint, data, blocks,
                                                                    card.get("weights_stored_as") == "float16",
-                                                                   floors)
+                                                                   judged_by)
     else:
-        validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks, floors)
+        validation, validation_tta = _own_validation(onnx_path, checkpoint, data, blocks, judged_by)
         source = None
     card.update(_card_validation(validation, validation_tta, source))
     # The floors its rows' warnings have been judged with stay (or stay absent): measuring a card's
