@@ -1490,8 +1490,8 @@ def measure(
     Exit 0: all measured; 1: a measurement failed; 2: a mask unreadable or refused, or bad options;
     130: stopped (Ctrl-C, SIGTERM, SIGHUP).
     What each status reason means: ipp-seg reasons."""
-    from .inference.batch import (RunAdvice, has_other_names, is_batch_run_csv, measurements_csv_bytes,
-                                  write_measurements_csv)
+    from .inference.batch import (RunAdvice, csv_target_content, has_other_names, is_batch_run_csv,
+                                  measurements_csv_bytes, write_measurements_csv)
     from .inference.masks import index_scans, measure_masks
 
     _check_choices(method, orientation, "all", "onnx", "cpu")
@@ -1501,10 +1501,16 @@ def measure(
     if csv_dash and json_output:
         fail("--json and --csv - would both write to stdout: give one of them, or --csv a file")
     stdout_csv, csv_path = (True, None) if csv_dash else (False, csv_path)
-    if csv_path is not None and not overwrite and _holds_rows(csv_path):
+    if csv_path is not None and os.path.isdir(csv_path):
+        fail(f"--csv {csv_path} is a folder, not a file")
+    held = csv_target_content(csv_path) if csv_path is not None and not overwrite else "none"
+    if held == "rows":
         # Before the work: a --csv reused in a loop over folders, or a batch run's
         # measurements.csv, had been replaced without a word.
         fail(f"--csv {csv_path} already holds rows: give another file, or --overwrite to replace it")
+    if held == "other":  # (a note or a one-line JSON had been written over without a word: a clinician's pass)
+        fail(f"--csv {csv_path} holds something other than ipp-seg's measurements (it is no CSV that ipp-seg "
+             "wrote): give another file, or --overwrite to replace it")
     if csv_path is not None and is_batch_run_csv(csv_path):
         # Even with --overwrite: rows of masks would replace a run's (or, while it ran, join them).
         fail(f"--csv {csv_path} is the measurements.csv of a batch run (its record is beside it): rows measured from "
@@ -1560,22 +1566,6 @@ def _is_stdout(path: Path) -> bool:
         return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
     except (OSError, ValueError, AttributeError):  # no such file, or a stdout without a descriptor
         return False
-
-
-def _holds_rows(path: Path) -> bool:
-    """Whether ``path`` is a regular file with more than a header line (an empty file, or one
-    the user made to write into, may be written over). Only a regular file is read: a pipe or
-    ``/dev/stdout`` would block the read for ever."""
-    if os.path.isdir(path):
-        fail(f"--csv {path} is a folder, not a file")
-    if not os.path.isfile(path):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            lines = [line for line in fh.read(1 << 16).splitlines() if line.strip()]  # blank lines first
-    except OSError:  # unreadable: writing it says what is wrong
-        return False
-    return len(lines) > 1
 
 
 @app.command(cls=_Command, short_help="Export a training checkpoint to ONNX.")

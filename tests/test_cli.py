@@ -1419,6 +1419,18 @@ def test_measure_masks_with_custom_labels(psfhs_dir, tmp_path):
     # A header, a blank line, then rows (as a Windows editor may save it) still holds rows.
     refused_csv.write_text(refused_csv.read_text().replace("\r\n", "\n", 1).replace("\n", "\n\n", 1))
     assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", refused_csv).exit_code == 2
+    # A file of one line that is no CSV of ipp-seg's (a note, a one-line JSON), or an image, is not written over
+    # either (a one-line file had been, without a word); ipp-seg's header alone is.
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(refused_csv.read_text().splitlines()[0] + "\n")
+    for name, content in (("notes.txt", b"my notes\n"), ("one.json", b'{"a": 1}'), ("mask.png", (tmp_path / "m.png")
+                                                                                    .read_bytes())):
+        (tmp_path / name).write_bytes(content)
+        said = invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", tmp_path / name)
+        assert said.exit_code == 2 and "holds something other than ipp-seg's measurements" in " ".join(
+            said.output.split()) and (tmp_path / name).read_bytes() == content, said.output
+    assert invoke("measure", tmp_path / "m.png", "--labels", "ps=7,fh=8", "--csv", header_only).exit_code == 0
+    assert len(list(csv.DictReader(header_only.read_text().splitlines()))) == 1
     # A pipe is no file that holds rows: it is written, not read (reading it had blocked for ever).
     # The CSV is then all that stdout carries: the table had followed it into the pipe, and, with
     # stdout a file, been written over it.

@@ -945,6 +945,27 @@ def _is_measurements_header(header) -> bool:
     return set(_FIRST_COLUMNS) <= set(header) <= set(CSV_COLUMNS)
 
 
+def csv_target_content(path: str | os.PathLike[str]) -> str:
+    """What a file that a CSV of measurements is to be written to holds: ``"none"`` (no regular
+    file there, an empty one, or one of blank lines; a pipe or ``/dev/stdout`` is not read, it would
+    block), ``"header"`` (ipp-seg's header alone), ``"rows"`` (ipp-seg's header and rows) or
+    ``"other"`` (a note, a one-line JSON, an image: anything else, which writing would destroy).
+    Unreadable reads as ``"none"``: writing it says what is wrong."""
+    if not os.path.isfile(path):
+        return "none"
+    try:
+        with open(path, "rb") as fh:
+            lines = [line for line in fh.read(1 << 16).splitlines() if line.strip()]  # blank lines first
+    except OSError:
+        return "none"
+    if not lines:
+        return "none"
+    header = next(csv.reader([lines[0].decode("utf-8-sig", "replace")]), [])
+    if not _is_measurements_header(header):
+        return "other"
+    return "rows" if len(lines) > 1 else "header"
+
+
 def excluded_by(patterns: Iterable[str]) -> Callable[[str], bool]:
     """A test of a relative POSIX path: whether it, or a folder it lies in, matches one of
     ``patterns`` (:func:`glob_matcher`'s globs; ``--exclude``): ``viewer`` and ``**/__MACOSX``
