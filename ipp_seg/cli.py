@@ -1228,15 +1228,20 @@ def _say_what_reasons_ask(rows: list[dict], advice, orientation: str) -> None:
     ``ipp-seg reasons``). Not ``orientation_doubtful``'s where the run's ``advice`` (RunAdvice) says
     the frames look upside down, which mirroring does not right (the line after says so); for a
     run measured ``--orientation mirrored`` it names the other orientation, standard."""
-    from .measure.result import REASON_ACTIONS
+    from .measure.result import GIVEN_SPACING_IMPLAUSIBLE_ACTION, REASON_ACTIONS
 
     overridden = {"orientation_doubtful"} if advice.symphysis_mostly_unsure else set()
     codes = dict.fromkeys(code for row in rows for code in (row.get("reasons") or "").split(";")
                           if code in REASON_ACTIONS and code not in overridden)
+    # Whose spacing each implausible one was: the file's, or the user's --spacing-mm.
+    sources = {row.get("spacing_source") == "given" for row in rows
+               if "spacing_implausible" in (row.get("reasons") or "").split(";")}
     if codes:
         err.print("what the reasons ask (ipp-seg reasons says what each means):", highlight=False)
         for code in codes:
             action = REASON_ACTIONS[code]
+            if code == "spacing_implausible" and True in sources:
+                action = GIVEN_SPACING_IMPLAUSIBLE_ACTION + (f" (Other files: {action})" if False in sources else "")
             if orientation == "mirrored":  # (the advice is written for a run measured as standard)
                 action = action.replace("The frame may be mirrored", "The frame may be displayed as standard").replace(
                     "--orientation mirrored", "--orientation standard")

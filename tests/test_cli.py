@@ -1327,6 +1327,14 @@ def test_a_spacing_written_with_a_decimal_comma_is_refused_with_the_way_to_write
     assert result.exit_code == 2 and f"for {given.replace(',', '.')} mm write a point" in said, said
 
 
+def test_a_spacing_given_in_cm_is_met_with_advice_about_the_value_given_not_the_file(sample_png):
+    # A clinician's pass: --spacing-mm 0.035 (cm) was answered "The file's calibration looks wrong".
+    result = invoke("predict", sample_png, "--spacing-mm", "0.035")
+    said = " ".join(result.output.split())
+    assert "spacing_implausible" in said and "The --spacing-mm given makes the image implausibly large or small" \
+        in said and "The file's calibration looks wrong" not in said, said
+
+
 def test_predict_mirrored_orientation_is_recorded(sample_png):
     result = invoke("predict", sample_png, "--json", "--orientation", "mirrored", "--method", "contour")
     assert result.exit_code in (0, 1)

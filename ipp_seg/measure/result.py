@@ -297,6 +297,11 @@ REASON_ACTIONS: dict[str, str] = {
     "spacing_implausible": "The file's calibration looks wrong: check it, or give --spacing-mm.",
 }
 
+# spacing_implausible's action where the spacing was the user's own --spacing-mm, not the file's (a clinician's pass:
+# a value given in cm was met with advice to check the file).
+GIVEN_SPACING_IMPLAUSIBLE_ACTION = ("The --spacing-mm given makes the image implausibly large or small: it is "
+                                    "millimetres per pixel (a value in cm is ten times too small); check it.")
+
 
 # Each reason in a few words, as a DICOM code meaning (a Long String: 64 characters at most)
 # gives it in an SR; REASONS holds the full meaning.
