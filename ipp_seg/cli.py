@@ -35,6 +35,9 @@ except ImportError:  # pragma: no cover - typer before it vendored click
 
 from . import __version__, configure_logging, quiet_dicom_libraries
 from .errors import OUT_OF_MEMORY_SAID
+from .launch import stop_as_on_ctrl_c_while_starting as _stop_as_on_ctrl_c_while_starting
+from .launch import stop_signals as _stop_signals
+from .launch import stopped as _stopped
 from .nn.configs import DEFAULT_CONFIG
 from .printable import shell_command, terminal_text
 from .tables import GuardedStream, print_table
@@ -1313,11 +1316,6 @@ _COMMANDS_TAKING_STOPS = ("predict", "batch", "train")
 _ENDS_WITH_THE_COMMAND: list[bool] = []
 
 
-def _stop_signals() -> list:
-    """The signals that stop a command: Ctrl-C, a scheduler's SIGTERM, a hang-up where there is one."""
-    return [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-
-
 def _interrupt(signum, frame) -> None:
     """The first stop while a command runs: it ends as on Ctrl-C, saying how to go on. A stop after
     it, while the command stops, ends the process at once (:func:`_stopped_at_once`): a second
@@ -1361,28 +1359,6 @@ def _stop_on_signals() -> dict:
     nohup'd batch had stopped when its ssh session closed)."""
     return {signum: signal.signal(signum, _interrupt) for signum in _stop_signals()
             if signal.getsignal(signum) is not signal.SIG_IGN}
-
-
-def _stop_as_on_ctrl_c_while_starting() -> None:
-    """Ctrl-C, SIGTERM and SIGHUP end the process with 130, as an interrupted run does, until a command
-    takes them over (:func:`_stop_on_signals`; Ctrl-C, for a command that does not, goes back to
-    Python's KeyboardInterrupt once the options are read): in its first second (reading options, loading the
-    model) they had ended it with the system's 143 or 129, which a scheduler's wrapper did not take
-    for the documented 130. Ended at once (:func:`_stopped`), not by an exception: one raised
-    inside onnxruntime's import had become an ImportError, a traceback and exit 1 or 2."""
-    for signum in _stop_signals():
-        if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup's)
-            with suppress(ValueError, OSError):  # (not the main thread: left as they are)
-                signal.signal(signum, _stopped)
-
-
-def _stopped(signum, frame) -> None:
-    """A stop that came where no command handles it yet (reading options, loading the model): said
-    in a line, and the process ends with 130 as the system would have ended it, its outputs as a
-    kill leaves them (each file is written whole or not at all)."""
-    with suppress(OSError):
-        os.write(2, f"ipp-seg: stopped ({signal.Signals(signum).name})\n".encode())
-    os._exit(130)
 
 
 def _stop_by_an_exception() -> None:

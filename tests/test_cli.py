@@ -2226,6 +2226,25 @@ def test_stdout_on_a_full_disk_is_named_in_a_line_and_exit_2_not_a_traceback(tmp
     assert (tmp_path / "ev" / "cases.csv").is_file()  # the files are written all the same
 
 
+def test_a_stop_while_the_command_line_loads_ends_with_130_and_a_line_not_a_traceback():
+    # A clinician's pass: Ctrl-C in the first 0.3 s (typer, rich and ipp-seg's modules loading) gave a Python
+    # traceback; the entry point now takes stops over before it loads them. The stop is sent as the command
+    # line's module is imported, as a Ctrl-C at that moment would come.
+    code = ("import importlib.abc, os, signal, sys\n"
+            "class Stop(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'ipp_seg.cli':\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.meta_path.insert(0, Stop())\n"
+            "sys.argv = ['ipp-seg', '--version']\n"
+            "runpy = __import__('runpy')\n"
+            "runpy.run_module('ipp_seg', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stderr) == (130, "ipp-seg: stopped (SIGINT)\n"), run.stderr
+    # The installed command is that entry point too.
+    assert 'ipp-seg = "ipp_seg.launch:main"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+
+
 def _ipp_seg_process(*args, env=None, closed=(), **kwargs):
     """ipp-seg run as a user runs it, in its own process; ``closed``: standard streams it starts
     without (``>&-``, ``2>&-``)."""
