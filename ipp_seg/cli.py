@@ -1938,6 +1938,9 @@ def _say_usage_error(exc) -> None:
     if took:
         message = message.rstrip(".") + "".join(f" ({option} took {str(value)!r} for its value: give {option} one)"
                                                 for option, value in took)
+    if message.startswith("got unexpected extra argument"):
+        # (A clinician's pass: a folder named with a blank, or --glob *.png, which the shell had split or expanded.)
+        message = message.rstrip(".") + " (a path holding blanks, or a --glob pattern such as '*.png', goes in quotes)"
     option = getattr(exc, "option_name", None)
     if option in ("-v", "--verbose", "-q", "--quiet") and ctx is not None and ctx.parent is not None:
         # (given after the command, as most tools take it: "no such option: -v" said nothing of where it goes)

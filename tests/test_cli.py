@@ -3039,6 +3039,11 @@ def test_an_out_value_that_reads_as_an_option_is_refused(tmp_path):
     run = _ipp_seg_process("batch", str(tmp_path), "--out", "--workers", "1", capture_output=True, text=True)
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and "(--out took '--workers' for its value: give --out one)" in said, said
+    # A folder named with a blank, unquoted: the shell splits it; the refusal says how to give it.
+    run = _ipp_seg_process("batch", tmp_path / "my", "scans", "--out", tmp_path / "o", capture_output=True, text=True)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and "got unexpected extra argument(s) (scans) (a path holding blanks, or a --glob " \
+        "pattern such as '*.png', goes in quotes)" in said, said
 
 
 def test_a_frame_stopped_before_its_report_leaves_no_mask_behind(sample_png, tmp_path, monkeypatch):
