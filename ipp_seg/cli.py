@@ -688,7 +688,7 @@ SPACING_OPT = typer.Option(None, "--spacing-mm",
                                 "DICOM or MHA/NIfTI spacing, wins).")
 THREADS_OPT = typer.Option(None, "--threads", min=1, max=256,
                            help="CPU threads for the model in each process (default: the CPUs this process may use, "
-                                "shared among --workers; onnxruntime does not read OMP_NUM_THREADS).")
+                                "shared among batch's --workers; onnxruntime does not read OMP_NUM_THREADS).")
 TTA_OPT = _flag("--tta", help="Average with the mirrored frame's output: twice the model time; on validation a "
                                  "little better Dice, no better angle.")
 
@@ -1009,7 +1009,9 @@ def batch(
 
     _check_choices(method, orientation, frames, backend, device)
     if not in_dir.is_dir():
-        fail(not_a_folder(in_dir))
+        # (One scan given to batch: predict measures it.)
+        fail(not_a_folder(in_dir) + (f": batch measures a folder of scans; for one scan, ipp-seg predict "
+                                     f"{shell_command([str(in_dir)])}" if in_dir.is_file() else ""))
     if engine not in ("local", "ray"):
         fail(f"--engine must be local or ray, got {engine!r}")
     if address and engine != "ray":

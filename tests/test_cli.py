@@ -2936,6 +2936,14 @@ def test_a_folder_that_is_none_says_whether_it_is_missing_or_a_file(tmp_path, sa
     assert missing.exit_code == 2 and f"{tmp_path / 'nonexist'} does not exist" in " ".join(missing.stderr.split())
     a_file = invoke("evaluate", sample_png, tmp_path)
     assert a_file.exit_code == 2 and "is a file, not a folder" in a_file.stderr
+    # One scan given to batch: the way on is predict (a clinician's pass); a file of another kind given to --model
+    # is said to be no model file, not an unknown model's name.
+    one = invoke("batch", sample_png, "--out", tmp_path / "o")
+    assert one.exit_code == 2 and f"is a file, not a folder: batch measures a folder of scans; for one scan, ipp-seg " \
+        f"predict {sample_png}" in " ".join(one.stderr.split()), one.stderr
+    (tmp_path / "notes.txt").write_text("no model")
+    not_model = " ".join(invoke("predict", sample_png, "--model", tmp_path / "notes.txt").output.split())
+    assert f"model file {tmp_path / 'notes.txt'} is not a .onnx or .pt file: --model takes an ONNX file" in not_model
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     dangling = invoke("batch", tmp_path / "gone", "--out", tmp_path / "o")
     assert "does not exist (a link to nowhere)" in " ".join(dangling.stderr.split())

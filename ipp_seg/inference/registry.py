@@ -721,5 +721,9 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         # a shipped model, in the folder the variable replaces
         instead = (f"; {name_or_path} is one of the models shipped with ipp-seg, which $IPP_SEG_MODELS replaces: "
                    "copy its files into that folder, or unset it")
+    if (os.sep in name_or_path or "/" in name_or_path) and path.is_file():  # (a path was given: not a model's name)
+        raise ModelNotFoundError(f"model file {terminal_text(name_or_path)} is not a .onnx or .pt file: --model takes "
+                                 f"an ONNX file (ipp-seg export) or a training checkpoint (.pt, with --backend torch), "
+                                 f"or a model's name ({known})")
     raise ModelNotFoundError(f"unknown model {name_or_path!r} (shipped in {describe_models_dir(folder)}: {known}; "
                              f"or give a .onnx/.pt path){instead}")
