@@ -544,6 +544,34 @@ def test_ybr_gives_luminance(tmp_path, photometric, syntax):
         assert np.abs(frame.pixels.astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
 
 
+def test_ybr_full_422_of_an_odd_width_reads_whether_its_rows_are_padded_or_run_on(tmp_path):
+    # A DICOM engineer's pass: rows padded to an even width (as fo-dicom writes an odd width) had read sheared, each
+    # row a pixel further along, and been measured. The standard's layout, pixel pairs running on across rows,
+    # reads as before.
+    rgb = rgb_frames(2, w=63)
+    padded = np.concatenate([rgb, rgb[:, :, -1:]], axis=2)  # each row's last pixel repeated to an even width
+    path = write_dicom(tmp_path / "padded.dcm", padded, photometric="YBR_FULL_422")
+    ds = pydicom.dcmread(path)
+    ds.Columns = 63  # the data as written: 64 pixels a row
+    ds.save_as(path, enforce_file_format=True)
+    out = [frame.pixels for frame in read_frames(path)]
+    assert [p.shape for p in out] == [(48, 63), (48, 63)]
+    for k in range(2):
+        assert np.abs(out[k].astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
+    np.testing.assert_array_equal(read_frame(path, 1).pixels, out[1])
+    ds.PixelData = _ybr422_bytes(rgb.reshape(2, 1, 48 * 63, 3))  # the standard's: pairs run on across the rows
+    ds.save_as(path, enforce_file_format=True)
+    for k, frame in enumerate(read_frames(path)):
+        assert np.abs(frame.pixels.astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
+    # Of an odd pixel count (47 x 63), the second frame begins inside a pair.
+    odd = rgb[:, :47]
+    ds.Rows, ds.PixelData = 47, _ybr422_bytes(odd.reshape(1, 1, -1, 3))
+    ds.save_as(path, enforce_file_format=True)
+    for k, frame in enumerate(read_frames(path)):
+        assert frame.pixels.shape == (47, 63)
+        assert np.abs(frame.pixels.astype(int) - grey_of(odd[k]).astype(int)).max() <= 3
+
+
 def test_12_bit_jpeg_extended_without_its_decoder_is_refused_in_one_short_line(tmp_path, caplog, monkeypatch):
     # A PACS pass: the refusal was right but 420 characters long, quoting each decoder plugin's failure.
     import importlib.util

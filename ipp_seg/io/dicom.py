@@ -133,6 +133,8 @@ class DicomInfo:
     # frames it holds (None: all). Those are read; the first one beyond fails on its own.
     frames_present: int | None = None
     burned_in_text: bool = False  # Burned In Annotation YES: text (a name) in the pixels
+    # Native YBR_FULL_422 of an odd width whose rows are each padded to an even width (read so, cropped).
+    ybr422_row_padded: bool = False
     # Each frame's time after the first, ms (:func:`_frame_times_ms`); None for one frame or none given, and where
     # the header's timing cannot be right: then why, for the reader of its frames to say (not every header read).
     frame_times_ms: Sequence[float] | None = None
@@ -331,7 +333,13 @@ def _inspect_dicom(path: str) -> DicomInfo:
     n_frames = _number_of_frames(path, ds)
 
     frames_present = None
-    if pixel_check is not None and not tsyntax.is_compressed:
+    # Native YBR_FULL_422 of an odd width with each row padded to an even one (as some toolkits write it): its data
+    # are one pixel pair per row longer than the standard's pairs running on, and read so they had sheared the frame.
+    row_padded = (photometric == "YBR_FULL_422" and not tsyntax.is_compressed and columns % 2 == 1
+                  and pixel_check is not None and int(ds.get("BitsAllocated") or 0) == 8
+                  and min(pixel_check.length, pixel_check.file_size - pixel_check.value_offset)
+                  == n_frames * rows * (columns + 1) * 2)
+    if pixel_check is not None and not tsyntax.is_compressed and not row_padded:
         frames_present = _check_native_length(path, ds, pixel_check, n_frames)
     _check_decoder(path, tsyntax)
 
@@ -375,6 +383,7 @@ def _inspect_dicom(path: str) -> DicomInfo:
         study_instance_uid=uids[1],
         series_instance_uid=uids[2],
         frames_present=frames_present,
+        ybr422_row_padded=row_padded,
         burned_in_text=str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES",
         frame_times_ms=frame_times,
         frame_time_problem=frame_time_problem,
@@ -552,7 +561,6 @@ def _is_native_ybr422(info: DicomInfo) -> bool:
         info.photometric == "YBR_FULL_422"
         and not info.transfer_syntax.is_compressed
         and info.bits_stored <= 8
-        and info.columns % 2 == 0
     )
 
 
@@ -562,27 +570,35 @@ def _iter_native_ybr422_luma(info: DicomInfo, wanted: list[int]) -> Iterator[tup
     pydicom 3.0.2 computes wrong frame offsets for this layout when decoding frame by frame,
     and the luminance wanted here is the stored Y itself, so the frames are sliced directly: from
     the file, or from the inflated data set of a deflated one (whose second frame pydicom had
-    given as noise, a reader's review).
+    given as noise, a reader's review). Of an odd width, the pairs run on across rows and frames
+    as the standard packs them, or each row is padded to an even width
+    (:attr:`DicomInfo.ybr422_row_padded`; read as pairs running on, it had sheared the frame).
     """
-    frame_bytes = info.rows * info.columns * 2
+    stride = info.columns + (1 if info.ybr422_row_padded else 0)  # pixels per stored row
+    per_frame = info.rows * stride  # stored pixels per frame
     with ExitStack() as stack:
         if info.pixel_offset is None:  # deflated: no offset in the file, the pixel data inflated whole
             inflated = memoryview(pydicom.dcmread(info.path).PixelData)
 
-            def frame_data(index: int) -> bytes | memoryview:
-                return inflated[index * frame_bytes:(index + 1) * frame_bytes]
+            def data_between(start: int, end: int) -> bytes | memoryview:
+                return inflated[start:end]
         else:
             f = stack.enter_context(open(info.path, "rb"))
 
-            def frame_data(index: int) -> bytes | memoryview:
-                f.seek(info.pixel_offset + index * frame_bytes)
-                return f.read(frame_bytes)
+            def data_between(start: int, end: int) -> bytes | memoryview:
+                f.seek(info.pixel_offset + start)
+                return f.read(end - start)
         for index in wanted:
-            data = frame_data(index)
-            if len(data) < frame_bytes:
+            # Stored pixel p is byte 4 * (p // 2) + p % 2 of the data: a frame of an odd pixel count begins or
+            # ends inside a pair.
+            first, last = index * per_frame, (index + 1) * per_frame
+            start, end = 4 * (first // 2), 4 * ((last - 1) // 2) + (last - 1) % 2 + 1  # (to the last pixel's Y)
+            data = data_between(start, end)
+            if len(data) < end - start:
                 raise ScanReadError(info.path, f"truncated pixel data in frame {index}")
-            pairs = np.frombuffer(data, dtype=np.uint8).reshape(info.rows, info.columns // 2, 4)
-            yield index, np.ascontiguousarray(pairs[:, :, :2]).reshape(info.rows, info.columns)
+            pixels = np.arange(first, last)
+            luma = np.frombuffer(data, dtype=np.uint8)[4 * (pixels // 2) + pixels % 2 - start]
+            yield index, np.ascontiguousarray(luma.reshape(info.rows, stride)[:, :info.columns])
 
 
 def _decoded(info: DicomInfo, index: int, arr: np.ndarray) -> np.ndarray | GreyPixels:
