@@ -870,7 +870,9 @@ def test_a_region_calibration_beyond_any_number_of_millimetres_is_no_calibration
         with caplog.at_level(logging.WARNING, logger="ipp_seg"):
             frame = read_frame(write_dicom(tmp_path / "inf.dcm", frames, regions=[region_item(0, 0, 79, 59, delta)]))
         assert frame.spacing_mm is None and frame.imaging_region.spacing_mm is None
-        assert any("not two finite non-zero numbers" in r.getMessage() for r in caplog.records)
+        # (In cm per pixel, as the standard gives Physical Delta; the region counted from 1, as a reader counts.)
+        assert any("ultrasound region 1 is calibrated in cm but its Physical Delta X/Y are not two finite non-zero "
+                   "numbers of cm per pixel" in r.getMessage() for r in caplog.records)
 
 
 def test_region_data_type_none_counts_as_an_untyped_view(tmp_path):

@@ -1176,7 +1176,7 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         raise ScanReadError(path, f"its header lists {len(listed):,} ultrasound regions, where an image has a few "
                                   f"(ipp-seg takes up to {MAX_ULTRASOUND_REGIONS}): damaged, or not written by a "
                                   "scanner")
-    for number, item in enumerate(listed):
+    for number, item in enumerate(listed, start=1):  # (numbered as a reader counts them, from 1)
         if _int_or_none(item.get("RegionSpatialFormat")) != _SPATIAL_2D:
             continue
         data_type = _int_or_none(item.get("RegionDataType"))
@@ -1203,8 +1203,8 @@ def _ultrasound_regions(path: str, ds: Dataset, rows: int, columns: int) -> tupl
         if beyond <= 1 and spacing is None and _int_or_none(item.get("PhysicalUnitsXDirection")) == _UNITS_CM:
             # Named, not quoted: a damaged header's values stay out of the log.
             logger.warning("%s: ultrasound region %d is calibrated in cm but its Physical Delta X/Y are not two "
-                           "finite non-zero numbers of mm (or its Y units are not cm): its spacing is unknown",
-                           path, number)
+                           "finite non-zero numbers of cm per pixel (or its Y units are not cm): the region gives no "
+                           "spacing (a calibration elsewhere in the file may)", path, number)
         elif spacing is None:
             logger.info("%s: ultrasound region %d has no centimetre calibration", path, number)
         candidates.append((data_type, ImagingRegion(x0, y0, x1, y1, spacing)))
