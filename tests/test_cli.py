@@ -1874,11 +1874,11 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
         caplog.clear()
         with caplog.at_level("WARNING"):
             assert invoke("predict", tmp_path / name, "--model", "dssau-net-s").exit_code == 0
-        assert ("1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04720)"
+        assert ("the scan has the IDs of frames dssau-net-s was trained on (such as 04720)"
                 in caplog.text) is warned, name
     with caplog.at_level("WARNING"):
         assert invoke("predict", scans / "04700.png").exit_code == 0
-    assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+    assert "the scan has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
     # A model given as a file: by the card beside it (a QA pass: said of the name, not of the file).
     from ipp_seg.inference.registry import shipped_models_dir
 
@@ -1886,7 +1886,7 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
     with caplog.at_level("WARNING"):
         file_run = invoke("predict", scans / "04700.png", "--model", shipped_models_dir() / "dssau-net-s.onnx")
     assert file_run.exit_code == 0
-    assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+    assert "the scan has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
     # A shipped model's file copied away from its card (its ONNX metadata records no frames): by the listed card of
     # the same sha256; a checkpoint of no card, by the split and lineage it records (both had said nothing).
     from ipp_seg.train.loop import CONTENT_DIGEST, load_torch_file, save_checkpoint
@@ -1902,7 +1902,7 @@ def test_predict_and_batch_warn_of_scans_named_as_a_models_training_frames(tmp_p
         with caplog.at_level("WARNING"):
             assert invoke("predict", scans / "04500.png", "--model", tmp_path / "copies" / model,
                           "--backend", backend).exit_code == 0
-        assert f"1 of the 1 scans has the IDs of frames {model.split('.')[0]} was trained on (such as 04500)" \
+        assert f"the scan has the IDs of frames {model.split('.')[0]} was trained on (such as 04500)" \
             in caplog.text, caplog.text
 
 

@@ -724,7 +724,7 @@ def test_scans_named_as_training_frames_are_warned_of_from_python_too(sample_png
         list(predictor.predict(tmp_path / "scan.png"))
         assert "trained on" not in caplog.text
         list(predictor.predict(tmp_path / "04700.png"))
-        assert "1 of the 1 scans has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
+        assert "the scan has the IDs of frames dssau-net-s was trained on (such as 04700)" in caplog.text
         caplog.clear()
         list(predictor.predict(tmp_path / "04701.png"))  # said once a predictor, not for every file of a loop
         assert "trained on" not in caplog.text

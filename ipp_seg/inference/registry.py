@@ -335,10 +335,12 @@ def warn_of_training_frames(spec: ModelSpec, scans: Sequence[Path], what: str = 
     seen = sorted({case_id for ids in names for case_id in ids if in_blocks(case_id, blocks)}) if blocks else []
     if seen:
         named = sum(any(case_id in seen for case_id in ids) for ids in names)
-        log.warning("%d of the %d %s %s the IDs of frames %s was trained on (such as %s): if they are those frames, "
-                    "their values are its fit to its training data, not what it does on new examinations (its "
-                    "model card lists the frames it trained on)", named, len(names), what,
-                    "has" if named == 1 else "have", spec.name, ", ".join(seen[:3]))
+        # ("1 of the 1 scans has" for one scan: a clinician's pass)
+        counted = f"the {what.removesuffix('s')}" if len(names) == 1 else f"{named} of the {len(names)} {what}"
+        log.warning("%s %s the IDs of frames %s was trained on (such as %s): if they are those frames, their values "
+                    "are its fit to its training data, not what it does on new examinations (its model card lists "
+                    "the frames it trained on)", counted, "has" if named == 1 else "have", spec.name,
+                    ", ".join(seen[:3]))
     return seen
 
 
