@@ -927,7 +927,7 @@ def predict(
                      turn=len(rows) <= 1)
     advice = RunAdvice.of_rows(rows)
     if not json_output:
-        _say_what_reasons_ask(rows, advice, orientation)
+        _say_what_reasons_ask(rows, advice, orientation, overlays_written=out is not None)
     _advise(advice, orientation)
     _say_cine_frames_not_checked(*cine_frames_not_checked_of_scans(rows))
     if write_failure is not None or interrupted:
@@ -1227,12 +1227,14 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _say_what_reasons_ask(rows: list[dict], advice, orientation: str) -> None:
+def _say_what_reasons_ask(rows: list[dict], advice, orientation: str, overlays_written: bool = True) -> None:
     """Below a table of frames: what each reason in it asks the user to do, once each, in the order
     they first appear (the table gives codes; a clinician had found the advice only in
     ``ipp-seg reasons``). Not ``orientation_doubtful``'s where the run's ``advice`` (RunAdvice) says
     the frames look upside down, which mirroring does not right (the line after says so); for a
-    run measured ``--orientation mirrored`` it names the other orientation, standard."""
+    run measured ``--orientation mirrored`` it names the other orientation, standard. Where advice
+    asks to check an overlay that the run did not write (``overlays_written`` False: predict
+    without --out), a line says how to write one."""
     from .measure.result import GIVEN_SPACING_IMPLAUSIBLE_ACTION, REASON_ACTIONS
 
     overridden = {"orientation_doubtful"} if advice.symphysis_mostly_unsure else set()
@@ -1251,6 +1253,9 @@ def _say_what_reasons_ask(rows: list[dict], advice, orientation: str) -> None:
                 action = action.replace("The frame may be mirrored", "The frame may be displayed as standard").replace(
                     "--orientation mirrored", "--orientation standard")
             err.print(f"  {code}: {escape(action)}", highlight=False)
+        if not overlays_written and any("overlay" in REASON_ACTIONS[code] for code in codes):
+            # (A clinician's pass: "check the overlay" after a run that wrote none.)
+            err.print("  (the overlays: predict --out DIR writes one per frame)", highlight=False)
 
 
 def _say_cine_frames_not_checked(unchecked: int, untimed: int) -> None:

@@ -229,6 +229,15 @@ def test_predict_says_below_its_table_what_the_reasons_in_it_ask(sample_png, tmp
         < said.index("hsd_undefined: No HSD here (the infrapubic line meets no head); the AoP is still measured.")
     quiet = invoke("predict", sample_png, "--spacing-mm", "0.2")  # nothing to ask, nothing said
     assert quiet.exit_code == 0 and "what the reasons ask" not in quiet.output
+    assert "predict --out DIR writes one per frame" not in said  # (no advice above speaks of an overlay)
+    # Advice that speaks of an overlay, after a run that wrote none, says how to write one (a clinician's pass).
+    dark = tmp_path / "dark.png"
+    cv2.imwrite(str(dark), (cv2.imread(str(sample_png), cv2.IMREAD_UNCHANGED) * 0.15).astype(np.uint8))
+    dark_said = " ".join(invoke("predict", dark).output.split())
+    assert "frame_dark: The image is dark" in dark_said and "(the overlays: predict --out DIR writes one per frame)" \
+        in dark_said
+    written = " ".join(invoke("predict", dark, "--out", tmp_path / "o").output.split())
+    assert "frame_dark: The image is dark" in written and "predict --out DIR writes one" not in written
     # Measured as mirrored, the advice names the other orientation (a QA pass: it had said "mirrored" again).
     other = " ".join(invoke("predict", sample_png, "--orientation", "mirrored").output.split())
     assert "orientation_doubtful: The frame may be displayed as standard: if this machine displays it so, run again " \
