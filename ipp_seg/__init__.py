@@ -11,7 +11,7 @@ reads frames (``read_frames``) and writes masks; ``ipp_seg.evaluate`` scores pre
 README's *From Python* section has examples.
 """
 
-__version__ = "0.2.22"
+__version__ = "0.2.23"
 
 import logging as _logging
 import os as _os
