@@ -68,6 +68,10 @@ def test_a_failure_reports_as_the_command_line_does(predictor, tmp_path):
     # ...and no file: its file's keys are null (a file of the same name in the working folder is not it).
     assert {k: predictor.report(timed)[k] for k in ("file_bytes", "file_modified", "file_sha256")} == dict.fromkeys(
         ("file_bytes", "file_modified", "file_sha256"))
+    # A measurement alone (or None) is no result to report: said so, not an AttributeError from deep inside.
+    for wrong in (timed.measurement, None):
+        with pytest.raises(TypeError, match=f"takes a FrameResult or FrameFailure.*not a {type(wrong).__name__}"):
+            predictor.report(wrong)
 
 
 def test_the_predictor_names_its_weights_by_checksum(predictor, sample_dicom):

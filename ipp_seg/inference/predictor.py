@@ -227,6 +227,9 @@ class Predictor:
         from .report import frame_report, measured_file_keys, unreadable_report
 
         inf = self.options
+        if not isinstance(result, (FrameResult, FrameFailure)):  # (a Measurement had failed deep inside)
+            raise TypeError(f"report() takes a FrameResult or FrameFailure, as predict gives them, not a "
+                            f"{type(result).__name__}")
         if isinstance(result, FrameFailure):
             return {**unreadable_report("" if path is None else os.fspath(path), result.frame_index, result.reason,
                                         self.model_name, self.provider, inf.method, inf.orientation, inf.tta,
