@@ -1432,6 +1432,28 @@ def test_what_runs_of_ipp_seg_left_in_out_is_never_taken_for_anothers(tmp_path, 
     assert len(_rows(out / "measurements.csv")) == 4
 
 
+def test_a_stop_just_after_a_files_rows_are_written_keeps_its_mask(tmp_path, sample_png, monkeypatch):
+    # A scale-out review: a stop while the run recorded its first rows (or logged them) left the file out of those
+    # with rows, and its mask was removed though its row names it; --resume skipped the file, so it never came back.
+    import ipp_seg.inference.batch as batch_module
+
+    root = _copied_scans(tmp_path / "scans", sample_png, 2)
+    real, calls = batch_module._write_run_record, []
+
+    def stopped_on_the_second(*args, **kwargs):  # (the first: as the run starts; the second: with its first rows)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "_write_run_record", stopped_on_the_second)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        batch_module.run_batch(batch_module.BatchOptions(root, out, save_masks=True, workers=1))
+    (row,) = _rows(out / "measurements.csv")
+    assert row["mask_file"] and (out / row["mask_file"]).is_file()
+
+
 def test_a_run_that_wrote_no_masks_does_not_vouch_for_masks_under_its_names(tmp_path, sample_png, monkeypatch,
                                                                              caplog):
     # A QA pass: a run that wrote its CSV alone, then --overwrite --save-masks, replaced the expert masks under its

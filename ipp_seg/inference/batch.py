@@ -3114,6 +3114,9 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                             read_as=csv_read_as if options.resume else None) as fh:
             for outcome in outcomes:
                 fh.write_rows([csv_cells(row) for row in outcome.rows])
+                # At once: a stop in what follows had left a file with rows out of it, and its mask removed.
+                first_rows = not rowed
+                rowed.add(outcome.file)
                 if log.isEnabledFor(logging.INFO):  # (-v: each file as its rows are written, for a log to follow)
                     # (A warning's codes too: a log filtered for frame_dark or orientation_doubtful finds them.)
                     statuses = Counter(f"{row['status']} ({row['reasons']})" if row["reasons"] else row["status"]
@@ -3122,9 +3125,8 @@ def _run_locked(options: BatchOptions, spec, weights_sha256: str, started: float
                              or "no frame asked for")
                 if not outcome.rows:
                     without_frames_asked.append(outcome.file)
-                if not rowed:
+                if first_rows:
                     record_now()
-                rowed.add(outcome.file)
                 if earlier:
                     written_now.update(outcome.outputs)
                 for row in outcome.rows:
