@@ -12,6 +12,7 @@ import platform
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -1430,6 +1431,19 @@ def test_what_runs_of_ipp_seg_left_in_out_is_never_taken_for_anothers(tmp_path, 
     resumed = _run("batch", root, "--out", out, "--save-masks", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert len(_rows(out / "measurements.csv")) == 4
+
+
+def test_a_model_the_workers_cannot_load_is_said_as_such_not_as_a_worker_killed(tmp_path, sample_png):
+    # A scale-out review: with --workers 2 a damaged model file printed two "Exception in initializer" tracebacks,
+    # then "a worker process died (killed by the system, perhaps for want of memory)"; one worker said it plainly.
+    root = _copied_scans(tmp_path / "scans", sample_png, 2)
+    (tmp_path / "damaged.onnx").write_bytes(os.urandom(4096))
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out"),
+                          "--workers", "2", "--model", str(tmp_path / "damaged.onnx")],
+                         capture_output=True, text=True, timeout=300)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and "cannot load model" in said, said
+    assert "Traceback" not in said and "worker process died" not in said
 
 
 def test_a_stop_just_after_a_files_rows_are_written_keeps_its_mask(tmp_path, sample_png, monkeypatch):

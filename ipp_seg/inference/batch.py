@@ -2231,6 +2231,7 @@ def _examples(names: Iterable[str], shown: int = 3) -> str:
 _WORKER: FileProcessor | None = None
 _RUN_STOPPED = None  # in a worker: the run's multiprocessing Event, set when it stops early
 _FRAMES_MEASURED = None  # in a worker: the run's shared count of frames measured (for its progress), or None
+_WORKER_LOAD_ERROR: IppSegError | None = None  # in a worker: why its model could not be loaded, raised with each group
 
 
 def run_log_level() -> int | None:
@@ -2290,8 +2291,13 @@ def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: i
     if run_pid is not None:  # the run's, as it gave it: a run killed while this worker started is gone already
         threading.Thread(target=_exit_with_parent, args=(run_pid,), name="ipp-seg-parent-watch", daemon=True).start()
     configure_worker_logging(log_level)
-    global _WORKER, _RUN_STOPPED, _FRAMES_MEASURED
-    _WORKER = FileProcessor(options)
+    global _WORKER, _RUN_STOPPED, _FRAMES_MEASURED, _WORKER_LOAD_ERROR
+    try:
+        _WORKER = FileProcessor(options)
+    except IppSegError as exc:
+        # Raised from the initializer it broke the pool: tracebacks, then "a worker process died (killed by the
+        # system)"; raised with the group instead, the run says why, as with one worker (a scale-out review).
+        _WORKER_LOAD_ERROR = exc
     _RUN_STOPPED = run_stopped
     _FRAMES_MEASURED = frames_measured
 
@@ -2299,6 +2305,8 @@ def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: i
 def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
     # A run stopped early sets the event: the groups already handed out then end at once, not
     # after writing masks and overlays that no row would name (seconds here; minutes of cines).
+    if _WORKER_LOAD_ERROR is not None:
+        raise _WORKER_LOAD_ERROR
     stopped = _RUN_STOPPED.is_set if _RUN_STOPPED is not None else None
     if stopped is not None and stopped():
         return []
