@@ -1002,8 +1002,8 @@ def batch(
     from .inference.backends import BackendError
     from .inference.batch import (DICOM_FOLDER, HIDDEN_LISTED_IN_RECORD, RUN_RECORD_NAME, BatchOptions,
                                   ExistingResultsError, InferenceOptions, LinkedOutputFolderError, NoScansError,
-                                  OutputLockedError, ResumeError, RowsFileReplacedError, WorkerDiedError,
-                                  WorkingFolderGoneError, row_not_an_image, run_batch)
+                                  OutputLockedError, RayEngineError, ResumeError, RowsFileReplacedError,
+                                  WorkerDiedError, WorkingFolderGoneError, row_not_an_image, run_batch)
     from .inference.registry import ModelNotFoundError
     from .io.folders import not_a_folder
 
@@ -1103,7 +1103,7 @@ def batch(
         except OutputLockedError as exc:  # (EX_TEMPFAIL: a scheduler tries again later, where 2 says fix the command)
             fail(str(exc), code=75)
         except (ModelNotFoundError, BackendError, NotADirectoryError, ImportError, ResumeError, NoScansError,
-                ExistingResultsError, LinkedOutputFolderError, WorkerDiedError,
+                ExistingResultsError, LinkedOutputFolderError, WorkerDiedError, RayEngineError,
                 WorkingFolderGoneError, RowsFileReplacedError) as exc:
             fail(str(exc))
         except OSError as exc:

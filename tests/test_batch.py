@@ -4969,3 +4969,52 @@ def test_outputs_a_kept_row_names_too_stay_when_another_files_rows_are_taken_out
                                                    [*kept, "scan.dcm"], record)
     assert outputs["scan.png"].is_file() and outputs["other.png"].is_file()
     assert not outputs["scan_dcm.png"].exists()
+
+
+def test_the_ray_engine_refuses_rows_of_another_model_or_version_and_says_ray_failures_plainly(monkeypatch):
+    # A scale-out review: each Ray node runs its own install, and rows a node made with older weights of the same name
+    # joined the CSV (found only by a later --resume, which refused it whole); an unreachable cluster read as a disk
+    # that could not be written (Ray's ConnectionError is an OSError); a node's failure came as a traceback. Tested
+    # without Ray, which this suite's machines lack: the engine's own checks, given what Ray would give them.
+    from ipp_seg.inference import ray_engine
+    from ipp_seg.inference.batch import FileOutcome, RayEngineError
+    from ipp_seg.machine import software_version
+
+    mine = {"model_sha256": "a" * 64, "ipp_seg_version": software_version()}
+    ray_engine.check_outcome_origin(FileOutcome("x.png", (dict(mine),), {}), "a" * 64, software_version())
+    ray_engine.check_outcome_origin(FileOutcome("none.png", (), {}), "a" * 64, software_version())
+    for changed, what in (({"model_sha256": "b" * 64}, "another model file"),
+                          ({"ipp_seg_version": "0.2.1"}, "another version of ipp-seg")):
+        with pytest.raises(RayEngineError, match=f"a Ray node measured y.png with {what}"):
+            ray_engine.check_outcome_origin(FileOutcome("y.png", ({**mine, **changed},), {}), "a" * 64,
+                                            software_version())
+
+    class Ray:  # as far as the engine asks of Ray before its pipeline
+        def __init__(self, refuse=None):
+            self.refuse, self.shut = refuse, False
+
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            if self.refuse:
+                raise self.refuse
+
+        def shutdown(self):
+            self.shut = True
+
+    refusing = Ray(ConnectionError("Could not find any running Ray instance.\nmore"))
+    with pytest.raises(RayEngineError, match=r"cannot start or reach the Ray cluster at ray://host:10001: "
+                                             r"ConnectionError: Could not find any running Ray instance\.$"):
+        list(ray_engine._stream(refusing, None, [("a.png", frozenset())], 1, "ray://host:10001"))
+
+    def node_failed(*args):
+        raise RuntimeError("ActorDiedError: the actor died\n  remote traceback ...")
+        yield  # (a generator, as the engine's run is)
+
+    monkeypatch.setattr(ray_engine, "_run", node_failed)
+    working = Ray()
+    with pytest.raises(RayEngineError, match=r"a Ray worker failed: RuntimeError: ActorDiedError: the actor died; "
+                                             r"the rows measured so far are in the CSV"):
+        list(ray_engine._stream(working, None, [("a.png", frozenset())], 1, None))
+    assert working.shut  # (and Ray, started here, is shut down)

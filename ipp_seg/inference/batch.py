@@ -1753,6 +1753,11 @@ class WorkerDiedError(IppSegError, RuntimeError):
     """A worker process ended without its results (killed by the system)."""
 
 
+class RayEngineError(IppSegError, RuntimeError):
+    """The Ray engine could not reach its cluster, a node failed, or a node measured with another
+    model file or version of ipp-seg than the run's."""
+
+
 class WorkingFolderGoneError(IppSegError, RuntimeError):
     """The current folder was deleted: worker processes cannot start in it."""
 
@@ -3903,7 +3908,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
 
 __all__ = ["BatchOptions", "BatchSummary", "CSV_COLUMNS", "ExistingResultsError", "FileOutcome", "FileProcessor",
            "FrameFailure", "InferenceOptions", "LinkedOutputFolderError", "NoScansError", "OutputLockedError",
-           "ROW_FAILURES", "ResumeError", "RowsFileReplacedError",
+           "ROW_FAILURES", "RayEngineError", "ResumeError", "RowsFileReplacedError",
            "RunAdvice", "WorkerDiedError", "WorkingFolderGoneError", "check_inference_choices", "file_groups",
            "excluded_by", "file_sha256", "file_stamp", "glob_matcher", "spacing_cell", "utc_now_cell",
            "is_batch_output", "is_batch_output_part", "list_scans", "measurement_row", "orientation_looks_reversed",

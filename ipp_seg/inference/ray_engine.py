@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BatchOptions, FileOutcome, FileProcessor, configure_worker_logging, file_groups, run_log_level
+from ..errors import IppSegError
+from ..machine import software_version
+from .batch import (BatchOptions, FileOutcome, FileProcessor, RayEngineError, configure_worker_logging, file_groups,
+                    run_log_level)
+from .registry import model_sha256, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +107,40 @@ def _stream(ray, options: BatchOptions, todo: list, workers: int, address: str |
         init_args: dict = {"address": address, "log_to_driver": False}
         if address is None:
             init_args["include_dashboard"] = False
-        ray.init(**init_args)
+        try:
+            ray.init(**init_args)
+        except Exception as exc:  # noqa: BLE001 - Ray's ConnectionError had read as a disk that could not be written
+            raise RayEngineError(f"cannot start or reach the Ray cluster{f' at {address}' if address else ''}: "
+                                 f"{type(exc).__name__}: {_first_line(exc)}") from None
     try:
         yield from _run(ray, options, todo, workers)
+    except IppSegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a node's failure comes as Ray's own exception types (RayTaskError...)
+        raise RayEngineError(f"a Ray worker failed: {type(exc).__name__}: {_first_line(exc)}; the rows measured so "
+                             "far are in the CSV, and --resume goes on") from None
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line (Ray's carry the remote traceback after it)."""
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def check_outcome_origin(outcome: FileOutcome, weights_sha256: str, version: str) -> None:
+    """Refuse (:class:`RayEngineError`) an outcome whose rows a node made with another model file
+    or another version of ipp-seg than the run's: every node runs its own install, and such rows had
+    joined the CSV (found only by a later --resume, which then refused the whole CSV)."""
+    for row in outcome.rows:
+        for column, wanted, what in (("model_sha256", weights_sha256, "model file"),
+                                     ("ipp_seg_version", version, "version of ipp-seg")):
+            if row.get(column) and row[column] != wanted:
+                raise RayEngineError(
+                    f"a Ray node measured {outcome.file} with another {what} ({column} {str(row[column])[:16]}, this "
+                    f"run's {wanted[:16]}): install the same ipp-seg and models on every node; the rows measured "
+                    "before it are in the CSV, and --resume goes on")
 
 
 def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileOutcome]:
@@ -137,17 +169,19 @@ def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         encoded = _ClusterDriver(options, items, workers, run_log_level()).stream()
 
     # Outcomes arrive as actors finish; hold early groups until every file before them is out.
+    weights = model_sha256(resolve_model(options.inference.model), options.inference.backend)
     waiting: dict[int, list[FileOutcome]] = {}
     next_index = files_out = 0
     for index, text in encoded:
         waiting[index] = [decode_outcome(t) for t in json.loads(text)]
         while next_index in waiting:
             for outcome in waiting.pop(next_index):
+                check_outcome_origin(outcome, weights, software_version())
                 files_out += 1
                 yield outcome
             next_index += 1
     if files_out != len(todo):
-        raise RuntimeError(f"the ray engine returned no outcome for {len(todo) - files_out} of {len(todo)} files")
+        raise RayEngineError(f"the ray engine returned no outcome for {len(todo) - files_out} of {len(todo)} files")
 
 
 def _fetch(ray, driver, count: int) -> Iterator[tuple[int, str]]:
@@ -194,4 +228,4 @@ class _ClusterDriver:
         return out
 
 
-__all__ = ["decode_outcome", "encode_outcome", "ray_outcomes"]
+__all__ = ["check_outcome_origin", "decode_outcome", "encode_outcome", "ray_outcomes"]
