@@ -5018,3 +5018,34 @@ def test_the_ray_engine_refuses_rows_of_another_model_or_version_and_says_ray_fa
                                              r"the rows measured so far are in the CSV"):
         list(ray_engine._stream(working, None, [("a.png", frozenset())], 1, None))
     assert working.shut  # (and Ray, started here, is shut down)
+
+
+def test_a_worker_that_dies_is_named_by_the_files_it_was_measuring(tmp_path, sample_png, monkeypatch):
+    # A scale-out review: the run named the groups after the last one it had read (a.png, b.png, c.png), which other
+    # workers had finished long before, while the file that killed its worker (e_crash.png) went unnamed.
+    import ipp_seg.inference.batch as batch_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name in ("a_slow", "b", "c", "d", "e_crash"):
+        shutil.copy(sample_png, root / f"{name}.png")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(  # (in the spawned workers: one file slow, one that kills its worker)
+        "import os, time\n"
+        "from ipp_seg.inference import batch\n"
+        "real = batch.FileProcessor.process_files\n"
+        "def process_files(self, items, *args, **kwargs):\n"
+        "    names = [path.name for path, _ in items]\n"
+        "    if 'a_slow.png' in names:\n"
+        "        time.sleep(4)\n"
+        "    if 'e_crash.png' in names:\n"
+        "        os.kill(os.getpid(), 9)\n"
+        "    return real(self, items, *args, **kwargs)\n"
+        "batch.FileProcessor.process_files = process_files\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH")))))
+    monkeypatch.setattr(batch_module, "FILES_PER_GROUP", 1)
+    with pytest.raises(batch_module.WorkerDiedError) as died:
+        batch_module.run_batch(batch_module.BatchOptions(root, tmp_path / "out", workers=2))
+    named = str(died.value).split("Among the files then being measured: ")[1]
+    assert "e_crash.png" in named and not any(f"{name}.png" in named for name in ("b", "c", "d")), named

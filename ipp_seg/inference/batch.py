@@ -2237,6 +2237,7 @@ _WORKER: FileProcessor | None = None
 _RUN_STOPPED = None  # in a worker: the run's multiprocessing Event, set when it stops early
 _FRAMES_MEASURED = None  # in a worker: the run's shared count of frames measured (for its progress), or None
 _WORKER_LOAD_ERROR: IppSegError | None = None  # in a worker: why its model could not be loaded, raised with each group
+_GROUPS_RUNNING = None  # in a worker: the run's shared flags, one per group, set while a worker measures it
 
 
 def run_log_level() -> int | None:
@@ -2289,14 +2290,15 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
 
 
 def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: int | None = None,
-                 run_stopped=None, frames_measured=None) -> None:
+                 run_stopped=None, frames_measured=None, groups_running=None) -> None:
     # Ctrl-C in a terminal reaches every process of the group: the main process ends the run;
     # a worker's traceback would only bury its message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if run_pid is not None:  # the run's, as it gave it: a run killed while this worker started is gone already
         threading.Thread(target=_exit_with_parent, args=(run_pid,), name="ipp-seg-parent-watch", daemon=True).start()
     configure_worker_logging(log_level)
-    global _WORKER, _RUN_STOPPED, _FRAMES_MEASURED, _WORKER_LOAD_ERROR
+    global _WORKER, _RUN_STOPPED, _FRAMES_MEASURED, _WORKER_LOAD_ERROR, _GROUPS_RUNNING
+    _GROUPS_RUNNING = groups_running
     try:
         _WORKER = FileProcessor(options)
     except IppSegError as exc:
@@ -2307,7 +2309,7 @@ def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: i
     _FRAMES_MEASURED = frames_measured
 
 
-def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
+def _worker_run(group: list[tuple[Path, frozenset]], index: int | None = None) -> list[FileOutcome]:
     # A run stopped early sets the event: the groups already handed out then end at once, not
     # after writing masks and overlays that no row would name (seconds here; minutes of cines).
     if _WORKER_LOAD_ERROR is not None:
@@ -2315,8 +2317,15 @@ def _worker_run(group: list[tuple[Path, frozenset]]) -> list[FileOutcome]:
     stopped = _RUN_STOPPED.is_set if _RUN_STOPPED is not None else None
     if stopped is not None and stopped():
         return []
-    return _WORKER.process_files(group, stopped,
-                                 on_frame=_frame_measured if _FRAMES_MEASURED is not None else None)
+    # Flagged while measured: a worker that dies here is named by its group (the run had guessed the groups after
+    # the last one read, which other workers may have finished long before).
+    if _GROUPS_RUNNING is not None and index is not None:
+        _GROUPS_RUNNING[index] = 1
+    outcomes = _WORKER.process_files(group, stopped,
+                                     on_frame=_frame_measured if _FRAMES_MEASURED is not None else None)
+    if _GROUPS_RUNNING is not None and index is not None:
+        _GROUPS_RUNNING[index] = 0
+    return outcomes
 
 
 def _frame_measured() -> None:
@@ -3840,11 +3849,13 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
         # thread print a traceback now and then under the run's last line.
         run_stopped = context.Event()
         frames_measured = context.Value("q", 0) if on_frame is not None else None
+        groups_running = context.Array("b", len(groups), lock=False)  # (each flag written by one worker at a time)
         executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                       initargs=(options, run_log_level(), os.getpid(), run_stopped, frames_measured))
+                                       initargs=(options, run_log_level(), os.getpid(), run_stopped, frames_measured,
+                                                 groups_running))
         # In file order, read in turn: the CSV is the same whatever the number of workers. (The
         # workers start as the groups are handed out, here.)
-        futures = [executor.submit(_worker_run, group) for group in groups]
+        futures = [executor.submit(_worker_run, group, index) for index, group in enumerate(groups)]
     # From the start, not only once stopped: a stop that lands inside the stopping itself (a second
     # signal, a hang-up under load) had left the exit hook's wake-up unguarded, now and then.
     _quiet_wakeup(executor)
@@ -3870,9 +3881,11 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
             done += 1
         finished = True
     except BrokenProcessPool:
-        # The groups without results that the workers held (one each, and one queued) when one
-        # died: if a file there kills its decoder, --resume would die on it again, so name them.
-        in_flight = [_csv_name(path, options.in_dir) for group in groups[done:done + workers + 1] for path, _ in group]
+        # The groups the workers were measuring when one died (a file there that kills its decoder would end
+        # --resume again, so they are named); where none was flagged, those after the last one read.
+        running = [group for index, group in enumerate(groups) if groups_running[index]] \
+            or groups[done:done + workers + 1]
+        in_flight = [_csv_name(path, options.in_dir) for group in running for path, _ in group]
         shown = _first_named(in_flight, 30)
         raise WorkerDiedError("a worker process died (killed by the system, perhaps for want of memory): the rows "
                               "measured so far are in the CSV; --resume goes on, with fewer --workers if memory "
