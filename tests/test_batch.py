@@ -5049,3 +5049,45 @@ def test_a_worker_that_dies_is_named_by_the_files_it_was_measuring(tmp_path, sam
         batch_module.run_batch(batch_module.BatchOptions(root, tmp_path / "out", workers=2))
     named = str(died.value).split("Among the files then being measured: ")[1]
     assert "e_crash.png" in named and not any(f"{name}.png" in named for name in ("b", "c", "d")), named
+
+
+def test_a_run_stopped_while_a_worker_is_stuck_ends_that_worker(tmp_path, sample_png, monkeypatch):
+    # A scale-out review: stopped while a worker was stuck on a file, the run said "interrupted" but the process (and
+    # OUT's lock) lived on until that file was through, for good where a decoder never comes back.
+    import multiprocessing
+
+    import ipp_seg.inference.batch as batch_module
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name in ("a", "b", "z_stuck"):
+        shutil.copy(sample_png, root / f"{name}.png")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import time\n"
+        "from ipp_seg.inference import batch\n"
+        "real = batch.FileProcessor.process_files\n"
+        "def process_files(self, items, *args, **kwargs):\n"
+        "    if any(path.name == 'z_stuck.png' for path, _ in items):\n"
+        "        time.sleep(120)\n"
+        "    return real(self, items, *args, **kwargs)\n"
+        "batch.FileProcessor.process_files = process_files\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH")))))
+    monkeypatch.setattr(batch_module, "FILES_PER_GROUP", 1)
+    monkeypatch.setattr(batch_module, "STOP_WAIT_S", 1.0)
+    outcomes = []
+
+    def stop_after_two(outcome):  # (a and b read; z_stuck still held by its worker)
+        outcomes.append(outcome)
+        if len(outcomes) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        batch_module.run_batch(batch_module.BatchOptions(root, tmp_path / "out", workers=2),
+                               on_progress=stop_after_two)
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not multiprocessing.active_children()
+    assert len(_rows(tmp_path / "out" / "measurements.csv")) == 2

@@ -3899,6 +3899,7 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
         # written is said in ``left`` (waited for a while: a worker stuck in a decoder is not).
         if not finished:
             run_stopped.set()
+            processes = list((getattr(executor, "_processes", None) or {}).values())  # (shutdown forgets them)
             for future in futures[done:]:
                 # (Those not yet handed to a worker, here and now: shutdown's cancel_futures does it
                 # later, in the executor's own thread, and a future it cancels between the two
@@ -3915,6 +3916,12 @@ def _outcomes(options: BatchOptions, todo: list, workers: int,
                 # interpreter's exit hook, which under load had written to its closed wake-up pipe
                 # (a traceback under the run's "interrupted" line). One stuck in a decoder is not waited for.
                 executor.shutdown(wait=True)
+            else:
+                # Still busy after the wait (a decoder stuck on a file): ended, or the exit hook waits for it, and
+                # the process and OUT's lock had lived on until that file was through (for good, if it never was).
+                for process in processes:
+                    with suppress(OSError, ValueError, AttributeError):
+                        process.kill()
         else:
             executor.shutdown(wait=True)
 
