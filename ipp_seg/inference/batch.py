@@ -3477,11 +3477,11 @@ def _keep_taken_out(path: Path, taken_out: list[tuple[dict, str]]) -> None:
     measured again with the cine's frames measured for the first time; ``unreadable_now``: a row of
     a file that cannot be read now, which gets the row of why; ``other_version``: a row another
     version of ipp-seg wrote, its file measured again (``--remeasure-other-versions``);
-    ``damaged_row``: a line of
-    more or fewer cells than the columns, its cells as far as they go; ``half_written_row``: a last
-    line without its line end, as a killed run leaves it, its cells as far as they go). A ``read_again`` row that the file lists
-    already, the same failure of the same bytes, is not added again: a file that stays unreadable
-    had added a copy of its row at every resume."""
+    ``damaged_row``: a line of more or fewer cells than the columns, its cells as far as they go;
+    ``half_written_row``: a last line without its line end, as a killed run leaves it, its cells as
+    far as they go). A ``read_again`` row that the file lists already, the same failure of the same
+    bytes, is not added again: a file that stays unreadable had added a copy of its row at every
+    resume."""
     now = utc_now_cell()
     if others_link(path):  # (planted in a shared OUT, it would take the rows wherever it points): replaced
         path.unlink()

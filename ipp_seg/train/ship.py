@@ -254,8 +254,8 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
     # began from weights trained on every frame would have its fit called a validation (a review).
     seen = trained_before(ref.get("lineage") or [], ref["split"]["validation"])
     if seen:
-        raise ValueError(f"{validated_by} is no held-out reference: a run its weights started from trained on {len(seen)} "
-                         f"of its {len(ref['split']['validation'])} validation frames ({', '.join(seen[:3])}"
+        raise ValueError(f"{validated_by} is no held-out reference: a run its weights started from trained on "
+                         f"{len(seen)} of its {len(ref['split']['validation'])} validation frames ({', '.join(seen[:3])}"
                          f"{', ...' if len(seen) > 3 else ''}); validate with a twin whose every run held them out")
     shipped = _shipped_export_of(validated_by, fp16_weights)
     if shipped is not None:  # the twin's own card then shows the very same figures
