@@ -255,8 +255,9 @@ def _reference_validation(validated_by: Path, checkpoint: dict, data, blocks,
     seen = trained_before(ref.get("lineage") or [], ref["split"]["validation"])
     if seen:
         raise ValueError(f"{validated_by} is no held-out reference: a run its weights started from trained on "
-                         f"{len(seen)} of its {len(ref['split']['validation'])} validation frames ({', '.join(seen[:3])}"
-                         f"{', ...' if len(seen) > 3 else ''}); validate with a twin whose every run held them out")
+                         f"{len(seen)} of its {len(ref['split']['validation'])} validation frames "
+                         f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); validate with a twin whose every "
+                         "run held them out")
     shipped = _shipped_export_of(validated_by, fp16_weights)
     if shipped is not None:  # the twin's own card then shows the very same figures
         validation, validation_tta = _own_validation(shipped, ref, data, blocks, floors)
