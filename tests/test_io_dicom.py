@@ -559,6 +559,10 @@ def test_ybr_full_422_of_an_odd_width_reads_whether_its_rows_are_padded_or_run_o
     for k in range(2):
         assert np.abs(out[k].astype(int) - grey_of(rgb[k]).astype(int)).max() <= 3
     np.testing.assert_array_equal(read_frame(path, 1).pixels, out[1])
+    # Padded rows cut short (by 4 bytes) fit neither layout: refused, not read as the standard's packing, sheared.
+    ds.PixelData = _ybr422_bytes(padded)[:-4]
+    ds.save_as(path, enforce_file_format=True)
+    assert "fits neither the standard's packing nor rows padded to an even width" in _error(path).reason
     ds.PixelData = _ybr422_bytes(rgb.reshape(2, 1, 48 * 63, 3))  # the standard's: pairs run on across the rows
     ds.save_as(path, enforce_file_format=True)
     for k, frame in enumerate(read_frames(path)):

@@ -339,6 +339,14 @@ def _inspect_dicom(path: str) -> DicomInfo:
                   and pixel_check is not None and int(ds.get("BitsAllocated") or 0) == 8
                   and min(pixel_check.length, pixel_check.file_size - pixel_check.value_offset)
                   == n_frames * rows * (columns + 1) * 2)
+    if (photometric == "YBR_FULL_422" and not tsyntax.is_compressed and columns % 2 == 1 and pixel_check is not None
+            and not row_padded and min(pixel_check.length, pixel_check.file_size - pixel_check.value_offset)
+            > n_frames * rows * columns * 2):
+        # Longer than the standard's packing and not the padded rows' length: padded rows cut short (read as the
+        # standard's, the frames had come out sheared and been measured), or padded otherwise.
+        raise ScanReadError(path, "YBR_FULL_422 pixel data of an odd width whose length fits neither the standard's "
+                                  "packing nor rows padded to an even width (cut short, or laid out otherwise): "
+                                  "export the images again, as RGB or uncompressed greyscale")
     if pixel_check is not None and not tsyntax.is_compressed and not row_padded:
         frames_present = _check_native_length(path, ds, pixel_check, n_frames)
     _check_decoder(path, tsyntax)
