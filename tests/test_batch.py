@@ -1444,6 +1444,23 @@ def test_a_model_the_workers_cannot_load_is_said_as_such_not_as_a_worker_killed(
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and "cannot load model" in said, said
     assert "Traceback" not in said and "worker process died" not in said
+    # Short of memory as the workers load it (a QA pass: any error but ipp-seg's own still broke the pool): the run's
+    # out-of-memory line.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import sys\n"
+        "if '--multiprocessing-fork' in sys.argv:  # (in the workers alone)\n"
+        "    from ipp_seg.inference import batch\n"
+        "    def short_of_memory(self, options):\n"
+        "        raise MemoryError\n"
+        "    batch.FileProcessor.__init__ = short_of_memory\n")
+    path = os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH"))))
+    run = subprocess.run([sys.executable, "-m", "ipp_seg", "batch", str(root), "--out", str(tmp_path / "out2"),
+                          "--workers", "2"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": path})
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and "out of memory" in said and "Traceback" not in said, said
 
 
 def test_a_stop_just_after_a_files_rows_are_written_keeps_its_mask(tmp_path, sample_png, monkeypatch):

@@ -2236,7 +2236,7 @@ def _examples(names: Iterable[str], shown: int = 3) -> str:
 _WORKER: FileProcessor | None = None
 _RUN_STOPPED = None  # in a worker: the run's multiprocessing Event, set when it stops early
 _FRAMES_MEASURED = None  # in a worker: the run's shared count of frames measured (for its progress), or None
-_WORKER_LOAD_ERROR: IppSegError | None = None  # in a worker: why its model could not be loaded, raised with each group
+_WORKER_LOAD_ERROR: Exception | None = None  # in a worker: why its model could not be loaded, raised with each group
 _GROUPS_RUNNING = None  # in a worker: the run's shared flags, one per group, set while a worker measures it
 
 
@@ -2301,7 +2301,7 @@ def _worker_init(options: BatchOptions, log_level: int | None = None, run_pid: i
     _GROUPS_RUNNING = groups_running
     try:
         _WORKER = FileProcessor(options)
-    except IppSegError as exc:
+    except Exception as exc:  # noqa: BLE001 - any (a MemoryError too): said by the run, not as a worker killed
         # Raised from the initializer it broke the pool: tracebacks, then "a worker process died (killed by the
         # system)"; raised with the group instead, the run says why, as with one worker (a scale-out review).
         _WORKER_LOAD_ERROR = exc
