@@ -2939,7 +2939,7 @@ def test_no_command_shows_the_commands_and_says_why_the_exit_is_not_0():
             " ".join(run.stderr.split()), run.stderr
 
 
-def test_a_folder_that_is_none_says_whether_it_is_missing_or_a_file(tmp_path, sample_png):
+def test_a_folder_that_is_none_says_whether_it_is_missing_or_a_file(tmp_path, sample_png, monkeypatch):
     # "nonexist is not a folder" had left the user to guess: a typo, or a file given for a folder?
     missing = invoke("batch", tmp_path / "nonexist", "--out", tmp_path / "o")
     assert missing.exit_code == 2 and f"{tmp_path / 'nonexist'} does not exist" in " ".join(missing.stderr.split())
@@ -2953,6 +2953,9 @@ def test_a_folder_that_is_none_says_whether_it_is_missing_or_a_file(tmp_path, sa
     (tmp_path / "notes.txt").write_text("no model")
     not_model = " ".join(invoke("predict", sample_png, "--model", tmp_path / "notes.txt").output.split())
     assert f"model file {tmp_path / 'notes.txt'} is not a .onnx or .pt file: --model takes an ONNX file" in not_model
+    monkeypatch.chdir(tmp_path)  # (given without its folder, from where it lies: a file, not an unknown model's name)
+    bare = " ".join(invoke("predict", sample_png, "--model", "notes.txt").output.split())
+    assert "model file notes.txt is not a .onnx or .pt file" in bare, bare
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     dangling = invoke("batch", tmp_path / "gone", "--out", tmp_path / "o")
     assert "does not exist (a link to nowhere)" in " ".join(dangling.stderr.split())

@@ -470,7 +470,7 @@ def _card_or_problem(card_path: Path) -> tuple[dict | None, str | None]:
 def _checked_card(card) -> tuple[dict | None, str | None]:
     """(``card``, None) for the JSON of a model card ipp-seg can use, or (None, why it is none)."""
     files = card.get("files", {}) if isinstance(card, dict) else None
-    if not isinstance(files, dict) or "config" not in card or not all(
+    if not isinstance(files, dict) or "config" not in card or "files" not in card or not all(
             isinstance(files.get(kind, {}), dict) and isinstance(files.get(kind, {}).get("name", ""), str)
             for kind, _ in _FILE_KINDS):
         return None, "it is not a model card (it needs 'config' and 'files' as scripts/ship_model.py writes them)"
@@ -707,7 +707,18 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read "
                                  f"({os.strerror(errno.EACCES)}): whoever installed ipp-seg can let its users read "
                                  f"the models folder's files (chmod -R a+rX {folder})")
-    if card_path.is_file():  # there, and left out of the models (why said here too: -q keeps warnings back)
+    alike_spec = next((spec for spec in specs if look_alike(spec.name) == look_alike(name_or_path)), None)
+    alike = alike_spec.name if alike_spec is not None else None
+    other_card = card_path.is_file()
+    with suppress(OSError, TypeError):  # (a disk blind to case: the listed model's own card, by another name)
+        if other_card and alike_spec is not None and os.path.samefile(card_path, alike_spec.card_path):
+            other_card = False  # (then the unknown name's "did you mean", below)
+    if other_card and alike is not None and _card_or_problem(card_path)[1] is None:
+        # (Left out as reading as another: a QA pass had it called damaged, "it changed while read".)
+        raise ModelNotFoundError(f"model {terminal_text(name_or_path)!r}: its name reads as the model {alike!r} "
+                                 f"(letter case, another hyphen or an invisible character), so it is left out: "
+                                 f"rename its files in {folder}, or give --model {alike}")
+    if other_card:  # there, and left out of the models (why said here too: -q keeps warnings back)
         why = _card_or_problem(card_path)[1] or "it changed while read"
         raise ModelNotFoundError(f"model {name_or_path!r}: its card {card_path} cannot be read as a model card "
                                  f"(damaged, or not written by scripts/ship_model.py: {why}): "
@@ -723,9 +734,11 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         # a shipped model, in the folder the variable replaces
         instead = (f"; {name_or_path} is one of the models shipped with ipp-seg, which $IPP_SEG_MODELS replaces: "
                    "copy its files into that folder, or unset it")
-    if (os.sep in name_or_path or "/" in name_or_path) and path.is_file():  # (a path was given: not a model's name)
+    if path.is_file():  # (a file given, with or without its folder: not a model's name)
         raise ModelNotFoundError(f"model file {terminal_text(name_or_path)} is not a .onnx or .pt file: --model takes "
                                  f"an ONNX file (ipp-seg export) or a training checkpoint (.pt, with --backend torch), "
                                  f"or a model's name ({known})")
+    if alike is not None and not instead:  # (DSSAU-Net-S: a clinician's pass)
+        instead = f"; did you mean {alike}?"
     raise ModelNotFoundError(f"unknown model {name_or_path!r} (shipped in {describe_models_dir(folder)}: {known}; "
                              f"or give a .onnx/.pt path){instead}")
