@@ -1336,12 +1336,24 @@ def test_a_spacing_written_with_a_decimal_comma_is_refused_with_the_way_to_write
     assert result.exit_code == 2 and f"for {given.replace(',', '.')} mm write a point" in said, said
 
 
-def test_a_spacing_given_in_cm_is_met_with_advice_about_the_value_given_not_the_file(sample_png):
+def test_a_spacing_given_in_cm_is_met_with_advice_about_the_value_given_not_the_file(sample_png, sample_dicom,
+                                                                                     tmp_path):
     # A clinician's pass: --spacing-mm 0.035 (cm) was answered "The file's calibration looks wrong".
     result = invoke("predict", sample_png, "--spacing-mm", "0.035")
     said = " ".join(result.output.split())
     assert "spacing_implausible" in said and "The --spacing-mm given makes the image implausibly large or small" \
         in said and "The file's calibration looks wrong" not in said, said
+    # A file's own implausible calibration (0.35 cm a pixel): --spacing-mm does not replace it, and the advice no
+    # longer offers it (a QA pass).
+    import pydicom
+
+    ds = pydicom.dcmread(sample_dicom)
+    for region in ds.SequenceOfUltrasoundRegions:
+        region.PhysicalDeltaX = region.PhysicalDeltaY = 0.35
+    ds.save_as(tmp_path / "cm.dcm")
+    said = " ".join(invoke("predict", tmp_path / "cm.dcm", "--spacing-mm", "0.35").output.split())
+    assert "spacing_implausible: The file's calibration looks wrong (distances in pixels only): check how the " \
+        "scanner exported it; --spacing-mm does not replace a file's own calibration." in said, said
 
 
 def test_predict_mirrored_orientation_is_recorded(sample_png):

@@ -294,7 +294,8 @@ REASON_ACTIONS: dict[str, str] = {
                     "neighbours' before using it.",
     "spacing_unknown": "Distances are in pixels only; give --spacing-mm for files without a calibration.",
     "pixel_aspect_implausible": "Check the file's calibration: the angle assumes square pixels.",
-    "spacing_implausible": "The file's calibration looks wrong: check it, or give --spacing-mm.",
+    "spacing_implausible": "The file's calibration looks wrong (distances in pixels only): check how the scanner "
+                           "exported it; --spacing-mm does not replace a file's own calibration.",
 }
 
 # spacing_implausible's action where the spacing was the user's own --spacing-mm, not the file's (a clinician's pass:
