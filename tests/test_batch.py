@@ -5037,6 +5037,23 @@ def test_the_ray_engine_refuses_rows_of_another_model_or_version_and_says_ray_fa
     assert working.shut  # (and Ray, started here, is shut down)
 
 
+def _hook_the_workers(tmp_path, monkeypatch, acts: dict[str, str]) -> None:
+    """Worker processes started from now on run ``acts[name]`` (a line of Python) before they measure a group holding
+    the file ``name``: a sitecustomize.py on PYTHONPATH, as spawned workers import ipp-seg afresh. One file a group."""
+    import ipp_seg.inference.batch as batch_module
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    lines = ["import os, time", "from ipp_seg.inference import batch", "real = batch.FileProcessor.process_files",
+             "def process_files(self, items, *args, **kwargs):", "    names = [path.name for path, _ in items]"]
+    for name, act in acts.items():
+        lines += [f"    if {name!r} in names:", f"        {act}"]
+    lines += ["    return real(self, items, *args, **kwargs)", "batch.FileProcessor.process_files = process_files"]
+    (hooks / "sitecustomize.py").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH")))))
+    monkeypatch.setattr(batch_module, "FILES_PER_GROUP", 1)
+
+
 def test_a_worker_that_dies_is_named_by_the_files_it_was_measuring(tmp_path, sample_png, monkeypatch):
     # A scale-out review: the run named the groups after the last one it had read (a.png, b.png, c.png), which other
     # workers had finished long before, while the file that killed its worker (e_crash.png) went unnamed.
@@ -5046,22 +5063,7 @@ def test_a_worker_that_dies_is_named_by_the_files_it_was_measuring(tmp_path, sam
     root.mkdir()
     for name in ("a_slow", "b", "c", "d", "e_crash"):
         shutil.copy(sample_png, root / f"{name}.png")
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(  # (in the spawned workers: one file slow, one that kills its worker)
-        "import os, time\n"
-        "from ipp_seg.inference import batch\n"
-        "real = batch.FileProcessor.process_files\n"
-        "def process_files(self, items, *args, **kwargs):\n"
-        "    names = [path.name for path, _ in items]\n"
-        "    if 'a_slow.png' in names:\n"
-        "        time.sleep(4)\n"
-        "    if 'e_crash.png' in names:\n"
-        "        os.kill(os.getpid(), 9)\n"
-        "    return real(self, items, *args, **kwargs)\n"
-        "batch.FileProcessor.process_files = process_files\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH")))))
-    monkeypatch.setattr(batch_module, "FILES_PER_GROUP", 1)
+    _hook_the_workers(tmp_path, monkeypatch, {"a_slow.png": "time.sleep(4)", "e_crash.png": "os.kill(os.getpid(), 9)"})
     with pytest.raises(batch_module.WorkerDiedError) as died:
         batch_module.run_batch(batch_module.BatchOptions(root, tmp_path / "out", workers=2))
     named = str(died.value).split("Among the files then being measured: ")[1]
@@ -5079,19 +5081,7 @@ def test_a_run_stopped_while_a_worker_is_stuck_ends_that_worker(tmp_path, sample
     root.mkdir()
     for name in ("a", "b", "z_stuck"):
         shutil.copy(sample_png, root / f"{name}.png")
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(
-        "import time\n"
-        "from ipp_seg.inference import batch\n"
-        "real = batch.FileProcessor.process_files\n"
-        "def process_files(self, items, *args, **kwargs):\n"
-        "    if any(path.name == 'z_stuck.png' for path, _ in items):\n"
-        "        time.sleep(120)\n"
-        "    return real(self, items, *args, **kwargs)\n"
-        "batch.FileProcessor.process_files = process_files\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH")))))
-    monkeypatch.setattr(batch_module, "FILES_PER_GROUP", 1)
+    _hook_the_workers(tmp_path, monkeypatch, {"z_stuck.png": "time.sleep(120)"})
     monkeypatch.setattr(batch_module, "STOP_WAIT_S", 1.0)
     outcomes = []
 
