@@ -817,4 +817,6 @@ def test_a_frame_too_long_to_segment_is_refused_as_no_ultrasound_image_and_a_wid
     capture = np.zeros((300, 7000), np.uint8)
     capture[:256, :256] = grey  # (bands below and to the right: cut off whole)
     measured = predictor.predict_pixels(capture).measurement
-    assert measured.aop_deg == pytest.approx(predictor.predict_pixels(grey).measurement.aop_deg, abs=0.5)
+    # (Within a degree: the frame's own black border joins the bands, so the cut, and the network's input, differ a
+    # little from the frame alone's; 0.44 deg on an AVX2 CPU, 0.56 with AVX-512 kernels.)
+    assert measured.aop_deg == pytest.approx(predictor.predict_pixels(grey).measurement.aop_deg, abs=1.0)
