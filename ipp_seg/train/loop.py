@@ -552,6 +552,10 @@ def _train(settings: TrainSettings, resume: bool, on_epoch, on_step, held: ExitS
         # Paths and device may move between machines; the recipe may not.
         settings = replace(saved, **{key: getattr(settings, key) for key in RESUME_MAY_CHANGE},
                            epochs=max(saved.epochs, settings.epochs))
+        if settings.bf16 is None and saved.bf16 is False:
+            # Not asked again: a run started --no-bf16 (fp32 on purpose) keeps it; left to the machine's default, it
+            # had gone on in bf16 wherever the CPU computes bf16 natively.
+            settings = replace(settings, bf16=False)
         planned_epochs = saved.epochs
         saved_split = checkpoint.get("split") or _read_split_file(run_dir / "split.json")
     _check_settings(settings)
