@@ -2524,7 +2524,8 @@ def test_an_output_folder_above_the_scans_leaves_only_its_own_outputs_out(mixed_
 def test_a_worker_killed_by_the_system_ends_the_run_with_a_message(mixed_folder, tmp_path, monkeypatch):
     import ipp_seg.inference.batch as batch_module
 
-    (tmp_path / "dying_worker.py").write_text("import os\n\ndef run(group, index=None):\n    os._exit(9)  # as the OOM killer\n")
+    (tmp_path / "dying_worker.py").write_text(
+        "import os\n\ndef run(group, index=None):\n    os._exit(9)  # as the OOM killer\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import dying_worker
 
