@@ -2252,6 +2252,7 @@ def test_a_stop_while_the_command_line_loads_ends_with_130_and_a_line_not_a_trac
     # traceback; the entry point now takes stops over before it loads them. The stop is sent as the command
     # line's module is imported, as a Ctrl-C at that moment would come.
     code = ("import importlib.abc, os, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)  # (a terminal's: a background job ignores it)\n"
             "class Stop(importlib.abc.MetaPathFinder):\n"
             "    def find_spec(self, name, path, target=None):\n"
             "        if name == 'ipp_seg.cli':\n"
