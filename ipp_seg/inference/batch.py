@@ -1830,9 +1830,10 @@ def _complete_rows(csv_path: Path, expect: dict[str, str] | None = None,
     repeated = sorted({column for column in header if header.count(column) > 1})
     fragment = text[len(complete):]
     if half_written is not None and fragment.strip():
-        cells = next(csv.reader([fragment]), [])
-        half_written.append({column: (cells[i] if i < len(cells) else "") for i, column in enumerate(header)
-                             if column in CSV_COLUMNS} | {"file": name_of_spreadsheet_cell(cells[0]) if cells else ""})
+        given = dict(zip(header, next(csv.reader([fragment]), [])))  # (by the header's names, as far as it goes)
+        half = {column: given.get(column) or "" for column in CSV_COLUMNS}
+        half["file"] = name_of_spreadsheet_cell(half["file"])
+        half_written.append(half)
     if repeated:
         # A column renamed into another's name: DictReader keeps the last, and the HSD had been read as the AoP.
         raise ResumeError(f"{csv_path} names the column {', '.join(repeated)} twice in its header (a column renamed "
@@ -2022,8 +2023,7 @@ def prepare_resume(csv_path: Path, expect: dict[str, str] | None = None,
     taken_out += [(cells, "damaged_row") for _, cells in damaged]
     # (A last row without its line end, from a killed run or an editor that drops the last newline, had vanished
     # without trace, its file measured again only where it was still in the folder.)
-    taken_out += [({column: cells.get(column, "") for column in CSV_COLUMNS}, "half_written_row")
-                  for cells in half_written]
+    taken_out += [(cells, "half_written_row") for cells in half_written]
 
     def retried(row: dict) -> bool:
         taken = stamps is None or row["file"] in stamps  # a file this run measures
