@@ -333,20 +333,17 @@ def _inspect_dicom(path: str) -> DicomInfo:
     n_frames = _number_of_frames(path, ds)
 
     frames_present = None
-    # Native YBR_FULL_422 of an odd width with each row padded to an even one (as some toolkits write it): its data
-    # are one pixel pair per row longer than the standard's pairs running on, and read so they had sheared the frame.
-    row_padded = (photometric == "YBR_FULL_422" and not tsyntax.is_compressed and columns % 2 == 1
-                  and pixel_check is not None and int(ds.get("BitsAllocated") or 0) == 8
-                  and min(pixel_check.length, pixel_check.file_size - pixel_check.value_offset)
-                  == n_frames * rows * (columns + 1) * 2)
-    if (photometric == "YBR_FULL_422" and not tsyntax.is_compressed and columns % 2 == 1 and pixel_check is not None
-            and not row_padded and min(pixel_check.length, pixel_check.file_size - pixel_check.value_offset)
-            > n_frames * rows * columns * 2):
-        # Longer than the standard's packing and not the padded rows' length: padded rows cut short (read as the
-        # standard's, the frames had come out sheared and been measured), or padded otherwise.
-        raise ScanReadError(path, "YBR_FULL_422 pixel data of an odd width whose length fits neither the standard's "
-                                  "packing nor rows padded to an even width (cut short, or laid out otherwise): "
-                                  "export the images again, as RGB or uncompressed greyscale")
+    row_padded = False
+    if photometric == "YBR_FULL_422" and not tsyntax.is_compressed and columns % 2 == 1 and pixel_check is not None:
+        # Native YBR_FULL_422 of an odd width with each row padded to an even one (as some toolkits write it): its
+        # data are one pixel pair per row longer than the standard's pairs running on, and read so they had sheared
+        # the frame. Longer than the standard's and not that (padded rows cut short, or padded otherwise): refused.
+        row_padded = (int(ds.get("BitsAllocated") or 0) == 8
+                      and pixel_check.available == n_frames * rows * (columns + 1) * 2)
+        if not row_padded and pixel_check.available > n_frames * rows * columns * 2:
+            raise ScanReadError(path, "YBR_FULL_422 pixel data of an odd width whose length fits neither the "
+                                      "standard's packing nor rows padded to an even width (cut short, or laid out "
+                                      "otherwise): export the images again, as RGB or uncompressed greyscale")
     if pixel_check is not None and not tsyntax.is_compressed and not row_padded:
         frames_present = _check_native_length(path, ds, pixel_check, n_frames)
     _check_decoder(path, tsyntax)
@@ -715,6 +712,11 @@ class _PixelElement:
     file_size: int
     frame_sizes: tuple[tuple[int, int], ...] = ()  # (width, height) the compressed frames' own headers declare
 
+    @property
+    def available(self) -> int:
+        """The bytes of the value the file holds: its declared length, or to the file's end where cut short."""
+        return min(self.length, self.file_size - self.value_offset)
+
 
 def _check_pixel_element(path: str, f, tsyntax: UID) -> _PixelElement | None:
     """Read the pixel data element header at the file position pydicom stopped at.
@@ -819,7 +821,7 @@ def _check_native_length(path: str, ds: Dataset, element: _PixelElement, n_frame
         expected = get_expected_length(ds, "bytes")
     except Exception as exc:
         raise ScanReadError(path, f"inconsistent Image Pixel attributes ({type(exc).__name__})") from None
-    available = min(element.length, element.file_size - element.value_offset)
+    available = element.available
     if available >= expected:
         beyond = (available - expected) // (expected // n_frames) if expected else 0
         if beyond:  # (a Number of Frames one too few, or none: the end of a cine had been left out unsaid)
