@@ -594,15 +594,21 @@ def _iter_native_ybr422_luma(info: DicomInfo, wanted: list[int]) -> Iterator[tup
                 f.seek(info.pixel_offset + start)
                 return f.read(end - start)
         for index in wanted:
-            # Stored pixel p is byte 4 * (p // 2) + p % 2 of the data: a frame of an odd pixel count begins or
-            # ends inside a pair.
             first, last = index * per_frame, (index + 1) * per_frame
-            start, end = 4 * (first // 2), 4 * ((last - 1) // 2) + (last - 1) % 2 + 1  # (to the last pixel's Y)
+            # Stored pixel p is byte 4 * (p // 2) + p % 2 of the data. A frame of whole pairs (an even width, padded
+            # rows, an even pixel count) is sliced; one that begins or ends inside a pair (an odd width and pixel
+            # count) is taken pixel by pixel, at 7x the time (~10 ms an 800 x 600 frame).
+            whole_pairs = first % 2 == 0 and last % 2 == 0
+            start = 4 * (first // 2)
+            end = 2 * last if whole_pairs else 4 * ((last - 1) // 2) + (last - 1) % 2 + 1  # (to the last pixel's Y)
             data = data_between(start, end)
             if len(data) < end - start:
                 raise ScanReadError(info.path, f"truncated pixel data in frame {index}")
-            pixels = np.arange(first, last)
-            luma = np.frombuffer(data, dtype=np.uint8)[4 * (pixels // 2) + pixels % 2 - start]
+            if whole_pairs:
+                luma = np.frombuffer(data, dtype=np.uint8).reshape(-1, 4)[:, :2]
+            else:
+                pixels = np.arange(first, last)
+                luma = np.frombuffer(data, dtype=np.uint8)[4 * (pixels // 2) + pixels % 2 - start]
             yield index, np.ascontiguousarray(luma.reshape(info.rows, stride)[:, :info.columns])
 
 
