@@ -169,14 +169,14 @@ def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         encoded = _ClusterDriver(options, items, workers, run_log_level()).stream()
 
     # Outcomes arrive as actors finish; hold early groups until every file before them is out.
-    weights = model_sha256(resolve_model(options.inference.model), options.inference.backend)
+    weights, version = model_sha256(resolve_model(options.inference.model), options.inference.backend), software_version()
     waiting: dict[int, list[FileOutcome]] = {}
     next_index = files_out = 0
     for index, text in encoded:
         waiting[index] = [decode_outcome(t) for t in json.loads(text)]
         while next_index in waiting:
             for outcome in waiting.pop(next_index):
-                check_outcome_origin(outcome, weights, software_version())
+                check_outcome_origin(outcome, weights, version)
                 files_out += 1
                 yield outcome
             next_index += 1
