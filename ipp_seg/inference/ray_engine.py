@@ -169,7 +169,9 @@ def _run(ray, options: BatchOptions, todo: list, workers: int) -> Iterator[FileO
         encoded = _ClusterDriver(options, items, workers, run_log_level()).stream()
 
     # Outcomes arrive as actors finish; hold early groups until every file before them is out.
-    weights, version = model_sha256(resolve_model(options.inference.model), options.inference.backend), software_version()
+    # (What every node's rows must carry: the driver's model file and version of ipp-seg.)
+    weights = model_sha256(resolve_model(options.inference.model), options.inference.backend)
+    version = software_version()
     waiting: dict[int, list[FileOutcome]] = {}
     next_index = files_out = 0
     for index, text in encoded:
