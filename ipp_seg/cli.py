@@ -1240,15 +1240,15 @@ def _say_what_reasons_ask(rows: list[dict], advice, orientation: str, overlays_w
     overridden = {"orientation_doubtful"} if advice.symphysis_mostly_unsure else set()
     codes = dict.fromkeys(code for row in rows for code in (row.get("reasons") or "").split(";")
                           if code in REASON_ACTIONS and code not in overridden)
-    # Whose spacing each implausible one was: the file's, or the user's --spacing-mm.
-    sources = {row.get("spacing_source") == "given" for row in rows
-               if "spacing_implausible" in (row.get("reasons") or "").split(";")}
+    # For each row whose spacing is implausible, whether it was the user's --spacing-mm (else the file's own).
+    given = [row.get("spacing_source") == "given" for row in rows
+             if "spacing_implausible" in (row.get("reasons") or "").split(";")]
     if codes:
         err.print("what the reasons ask (ipp-seg reasons says what each means):", highlight=False)
         for code in codes:
             action = REASON_ACTIONS[code]
-            if code == "spacing_implausible" and True in sources:
-                action = GIVEN_SPACING_IMPLAUSIBLE_ACTION + (f" (Other files: {action})" if False in sources else "")
+            if code == "spacing_implausible" and any(given):
+                action = GIVEN_SPACING_IMPLAUSIBLE_ACTION + ("" if all(given) else f" (Other files: {action})")
             if orientation == "mirrored":  # (the advice is written for a run measured as standard)
                 action = action.replace("The frame may be mirrored", "The frame may be displayed as standard").replace(
                     "--orientation mirrored", "--orientation standard")

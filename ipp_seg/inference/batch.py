@@ -2319,13 +2319,15 @@ def _worker_run(group: list[tuple[Path, frozenset]], index: int | None = None) -
         return []
     # Flagged while measured: a worker that dies here is named by its group (the run had guessed the groups after
     # the last one read, which other workers may have finished long before).
-    if _GROUPS_RUNNING is not None and index is not None:
+    flagged = _GROUPS_RUNNING is not None and index is not None
+    if flagged:
         _GROUPS_RUNNING[index] = 1
-    outcomes = _WORKER.process_files(group, stopped,
+    try:
+        return _WORKER.process_files(group, stopped,
                                      on_frame=_frame_measured if _FRAMES_MEASURED is not None else None)
-    if _GROUPS_RUNNING is not None and index is not None:
-        _GROUPS_RUNNING[index] = 0
-    return outcomes
+    finally:
+        if flagged:  # (through, or raised: either way no longer being measured)
+            _GROUPS_RUNNING[index] = 0
 
 
 def _frame_measured() -> None:
